@@ -1,0 +1,1 @@
+"""conveyor: background jobs for Python."""

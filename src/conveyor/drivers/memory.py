@@ -1,0 +1,311 @@
+"""The in-process driver: the reference semantics every other driver must match.
+
+Jobs live in this process only and vanish with it; use it for tests and development. All state
+is changed from the event loop's thread without awaiting in between, so every method is atomic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+
+from conveyor.drivers.base import (
+    Capabilities,
+    Driver,
+    Failure,
+    QueueCounts,
+    Release,
+    Reservation,
+    WorkerCounts,
+)
+from conveyor.job import FINISHED_STATES, ErrorInfo, JobInfo, JobState, NewJob
+
+UniqueKey = tuple[str, str, str]
+
+
+class MemoryDriver(Driver):
+    """Jobs in a dict, ready jobs in a heap per queue; leases and delays checked on reserve."""
+
+    kind = "memory"
+    capabilities = Capabilities()
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, JobInfo] = {}
+        # Per queue: (-priority, available_at, seq, id). Entries go stale when a job changes;
+        # `_pop_due` skips any entry that no longer matches its job.
+        self._heaps: dict[str, list[tuple[int, float, int, str]]] = {}
+        self._unique: dict[UniqueKey, str] = {}
+        self._stats: dict[str, WorkerCounts] = {}
+        self._seq = itertools.count()
+        self._pushed = asyncio.Event()
+
+    async def close(self) -> None:
+        """Nothing to release: the jobs stay for as long as this object lives."""
+
+    async def push_many(self, jobs: Sequence[NewJob]) -> list[str]:
+        ids = [self._push_one(job) for job in jobs]
+        self._pushed.set()
+        return ids
+
+    def _push_one(self, job: NewJob) -> str:
+        key = self._unique_key(job.queue, job.name, job.unique)
+        if key is not None and key in self._unique:
+            return self._unique[key]
+        info = JobInfo(
+            id=job.id,
+            queue=job.queue,
+            name=job.name,
+            payload=job.payload,
+            state=JobState.PENDING,
+            attempt=0,
+            max_attempts=job.max_attempts,
+            priority=job.priority,
+            created_at=job.created_at,
+            available_at=job.available_at,
+            timeout=job.timeout,
+            retry_delay=job.retry_delay,
+            unique=job.unique,
+            meta=dict(job.meta),
+        )
+        self._jobs[job.id] = info
+        if key is not None:
+            self._unique[key] = job.id
+        self._schedule(info)
+        return job.id
+
+    async def reserve(
+        self, queues: Sequence[str], limit: int, lease: float, worker: str
+    ) -> list[JobInfo]:
+        self._pushed.clear()  # a push from here on wakes the next `wait`
+        now = time.time()
+        token = uuid.uuid4().hex
+        reserved: list[JobInfo] = []
+        while len(reserved) < limit:
+            job_id = self._pop_due(queues, now)
+            if job_id is None:
+                break
+            job = self._jobs[job_id]
+            job = replace(
+                job,
+                state=JobState.RESERVED,
+                attempt=job.attempt + 1,
+                reservation=token,
+                worker=worker,
+                available_at=now + lease,
+            )
+            self._jobs[job_id] = job
+            self._schedule(job)  # an expired lease makes it due again
+            reserved.append(job)
+        return reserved
+
+    def _pop_due(self, queues: Sequence[str], now: float) -> str | None:
+        """The id of the best due job across `queues`, removed from its heap; None if none."""
+        best: tuple[int, float, int, str] | None = None
+        best_queue = ""
+        for queue in queues:
+            heap = self._heaps.get(queue)
+            while heap and not self._entry_is_current(heap[0]):
+                heapq.heappop(heap)
+            if heap and heap[0][1] <= now and (best is None or heap[0] < best):
+                best, best_queue = heap[0], queue
+        if best is None:
+            return None
+        heapq.heappop(self._heaps[best_queue])
+        return best[3]
+
+    def _entry_is_current(self, entry: tuple[int, float, int, str]) -> bool:
+        job = self._jobs.get(entry[3])
+        return (
+            job is not None
+            and job.state in (JobState.PENDING, JobState.RESERVED)
+            and job.available_at == entry[1]
+            and -job.priority == entry[0]
+        )
+
+    def _schedule(self, job: JobInfo) -> None:
+        heap = self._heaps.setdefault(job.queue, [])
+        heapq.heappush(heap, (-job.priority, job.available_at, next(self._seq), job.id))
+
+    def _held(self, reservation: Reservation) -> JobInfo | None:
+        """The job if it is still reserved under this token (the fencing check)."""
+        job = self._jobs.get(reservation.id)
+        if job is None or job.state is not JobState.RESERVED or job.reservation != reservation.token:
+            return None
+        return job
+
+    async def renew(self, reservations: Sequence[Reservation], lease: float) -> set[str]:
+        until = time.time() + lease
+        renewed: set[str] = set()
+        for reservation in reservations:
+            job = self._held(reservation)
+            if job is not None:
+                self._jobs[job.id] = job = replace(job, available_at=until)
+                self._schedule(job)
+                renewed.add(job.id)
+        return renewed
+
+    async def ack(self, reservations: Sequence[Reservation]) -> set[str]:
+        done: set[str] = set()
+        for reservation in reservations:
+            job = self._held(reservation)
+            if job is not None:
+                self._finish(job, JobState.SUCCEEDED, job.error)
+                done.add(job.id)
+        return done
+
+    async def release(self, releases: Sequence[Release]) -> set[str]:
+        released: set[str] = set()
+        for item in releases:
+            job = self._held(Reservation(item.id, item.token))
+            if job is None:
+                continue
+            job = replace(
+                job,
+                state=JobState.PENDING,
+                available_at=item.available_at,
+                attempt=job.attempt if item.count_attempt else job.attempt - 1,
+                error=item.error or job.error,
+            )
+            self._jobs[job.id] = job
+            self._schedule(job)
+            released.add(job.id)
+        if released:
+            self._pushed.set()
+        return released
+
+    async def fail(self, failures: Sequence[Failure]) -> set[str]:
+        failed: set[str] = set()
+        for item in failures:
+            job = self._held(Reservation(item.id, item.token))
+            if job is not None:
+                self._finish(job, JobState.FAILED, item.error)
+                failed.add(job.id)
+        return failed
+
+    def _finish(self, job: JobInfo, state: JobState, error: ErrorInfo | None) -> None:
+        self._jobs[job.id] = replace(job, state=state, finished_at=time.time(), error=error)
+        key = self._unique_key(job.queue, job.name, job.unique)
+        if key is not None and self._unique.get(key) == job.id:
+            del self._unique[key]
+
+    async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        now = time.time()
+        tally: dict[str, dict[JobState, int]] = {queue: {} for queue in queues}
+        for job in self._jobs.values():
+            if job.queue in tally:
+                state = _visible_state(job, now)
+                tally[job.queue][state] = tally[job.queue].get(state, 0) + 1
+        return {
+            queue: QueueCounts(
+                pending=by_state.get(JobState.PENDING, 0),
+                delayed=by_state.get(JobState.DELAYED, 0),
+                reserved=by_state.get(JobState.RESERVED, 0),
+                succeeded=by_state.get(JobState.SUCCEEDED, 0),
+                failed=by_state.get(JobState.FAILED, 0),
+            )
+            for queue, by_state in tally.items()
+        }
+
+    async def list_jobs(
+        self, queue: str, state: JobState, limit: int = 100, offset: int = 0
+    ) -> list[JobInfo]:
+        now = time.time()
+        matching = sorted(
+            (self._shown(job, now) for job in self._jobs.values() if job.queue == queue),
+            key=lambda job: job.id,
+        )
+        chosen = [job for job in matching if job.state is state]
+        return chosen[offset : offset + limit]
+
+    async def get(self, job_id: str) -> JobInfo | None:
+        job = self._jobs.get(job_id)
+        return None if job is None else self._shown(job, time.time())
+
+    @staticmethod
+    def _shown(job: JobInfo, now: float) -> JobInfo:
+        state = _visible_state(job, now)
+        return job if state is job.state else replace(job, state=state)
+
+    async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        now = time.time()
+        moved = 0
+        for job in self._select(queue, JobState.FAILED, ids):
+            key = self._unique_key(job.queue, job.name, job.unique)
+            if key is not None and key in self._unique:
+                continue
+            job = replace(
+                job, state=JobState.PENDING, attempt=0, available_at=now, finished_at=None
+            )
+            self._jobs[job.id] = job
+            if key is not None:
+                self._unique[key] = job.id
+            self._schedule(job)
+            moved += 1
+        if moved:
+            self._pushed.set()
+        return moved
+
+    async def purge(
+        self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
+    ) -> int:
+        if state is JobState.RESERVED:
+            raise ValueError("reserved jobs cannot be purged: they belong to a running worker")
+        doomed = self._select(queue, state, ids)
+        for job in doomed:
+            key = self._unique_key(job.queue, job.name, job.unique)
+            if key is not None and self._unique.get(key) == job.id:
+                del self._unique[key]
+            del self._jobs[job.id]
+        return len(doomed)
+
+    async def prune(self, queue: str, before: float) -> int:
+        doomed = [
+            job.id
+            for job in self._jobs.values()
+            if job.queue == queue
+            and job.state in FINISHED_STATES
+            and job.finished_at is not None
+            and job.finished_at < before
+        ]
+        for job_id in doomed:
+            del self._jobs[job_id]
+        return len(doomed)
+
+    def _select(self, queue: str, state: JobState, ids: Sequence[str] | None) -> list[JobInfo]:
+        now = time.time()
+        wanted = None if ids is None else set(ids)
+        return [
+            job
+            for job in list(self._jobs.values())
+            if job.queue == queue
+            and _visible_state(job, now) is state
+            and (wanted is None or job.id in wanted)
+        ]
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._pushed.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def record_stats(self, worker: str, counts: WorkerCounts) -> None:
+        self._stats[worker] = self._stats.get(worker, WorkerCounts()) + counts
+
+    async def worker_stats(self) -> dict[str, WorkerCounts]:
+        return dict(self._stats)
+
+    @staticmethod
+    def _unique_key(queue: str, name: str, unique: str | None) -> UniqueKey | None:
+        return None if unique is None else (queue, name, unique)
+
+
+def _visible_state(job: JobInfo, now: float) -> JobState:
+    """The state a reader sees: a pending job whose time has not come is `delayed`."""
+    if job.state is JobState.PENDING and job.available_at > now:
+        return JobState.DELAYED
+    return job.state

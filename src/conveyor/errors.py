@@ -1,0 +1,77 @@
+"""Every error conveyor raises, under one root.
+
+    ConveyorError
+    ├── RegistryError          a queue, worker, job or driver registered wrongly, or after freeze()
+    ├── UnknownJobError        a job name nobody registered
+    ├── UnknownQueueError      a queue name nobody registered
+    ├── UnknownWorkerError     a worker name nobody registered
+    ├── PayloadError           a payload that fails validation, is not JSON or is too large
+    ├── ConfigError            malformed configuration or a bad driver URL
+    └── DriverError            the backend failed; drivers translate their client's errors to these
+        ├── BackendUnavailableError   the backend cannot be reached
+        └── Unsupported               the driver cannot do this operation
+
+A message names the offending item and says what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """The root of every error conveyor raises."""
+
+
+class RegistryError(ConveyorError):
+    """A queue, worker, job or driver was registered wrongly, or the registry is frozen."""
+
+
+class UnknownJobError(ConveyorError):
+    """A job name that no handler was registered for."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"no job named {name!r} is registered: decorate its handler with @registry.job({name!r})"
+        )
+        self.name = name
+
+
+class UnknownQueueError(ConveyorError):
+    """A queue name that was never registered."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no queue named {name!r}: add it with registry.queue({name!r}, ...)")
+        self.name = name
+
+
+class UnknownWorkerError(ConveyorError):
+    """A worker name that was never registered."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no worker named {name!r}: add it with registry.worker({name!r}, ...)")
+        self.name = name
+
+
+class PayloadError(ConveyorError):
+    """A payload that fails validation against its job's type, is not JSON, or is too large."""
+
+
+class ConfigError(ConveyorError):
+    """Malformed configuration: a bad value, file or driver URL."""
+
+
+class DriverError(ConveyorError):
+    """The backend failed. Drivers translate their client library's errors to this tree."""
+
+
+class BackendUnavailableError(DriverError):
+    """The backend could not be reached (refused, timed out, lost)."""
+
+
+class Unsupported(DriverError):
+    """The driver cannot do this operation; the message names the driver and the operation."""
+
+    def __init__(self, driver: str, operation: str, hint: str = "") -> None:
+        message = f"the {driver!r} driver does not support {operation}"
+        super().__init__(f"{message}: {hint}" if hint else message)
+        self.driver = driver
+        self.operation = operation

@@ -1,0 +1,134 @@
+"""Plain job types shared by the core and every driver.
+
+`JobInfo` is the stored record a driver returns; `Job[T]` is what a handler receives, with its
+payload decoded to the registered type. Times are seconds since the epoch (floats) everywhere
+below the public API, so every backend stores them the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life. `delayed` is a pending job whose time has not come yet."""
+
+    PENDING = "pending"
+    DELAYED = "delayed"
+    RESERVED = "reserved"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why an attempt failed: the exception's type, message and formatted traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """The JSON-ready form drivers store."""
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ErrorInfo:
+        """Rebuild from the stored form; missing keys become empty strings."""
+        return cls(
+            str(data.get("type", "")), str(data.get("message", "")), str(data.get("traceback", ""))
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job about to be pushed, with every option already resolved (push > job > queue).
+
+    `retry_delay` is the JSON form of a retry policy (see `conveyor.retry`); drivers store it
+    as text and never interpret it.
+    """
+
+    id: str
+    queue: str
+    name: str
+    payload: str
+    created_at: float
+    available_at: float
+    max_attempts: int = 1
+    priority: int = 0
+    timeout: float | None = None
+    retry_delay: str | None = None
+    unique: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A job as stored: what `reserve`, `get` and `list_jobs` return.
+
+    `attempt` counts reservations: it is 1 while the first attempt runs. `reservation` is the
+    token of the current (or last) reservation; every settle call must present it (fencing).
+    While a job is reserved, `available_at` is when its lease runs out.
+    """
+
+    id: str
+    queue: str
+    name: str
+    payload: str
+    state: JobState
+    attempt: int
+    max_attempts: int
+    priority: int
+    created_at: float
+    available_at: float
+    timeout: float | None = None
+    retry_delay: str | None = None
+    unique: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    reservation: str | None = None
+    worker: str | None = None
+    finished_at: float | None = None
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job(Generic[T]):
+    """What a handler receives: the job's identity and its payload decoded to the registered type."""
+
+    id: str
+    queue: str
+    name: str
+    payload: T
+    attempt: int
+    max_attempts: int
+    meta: dict[str, Any]
+    created: float
+
+    @property
+    def created_at(self) -> datetime:
+        """When the job was pushed, in UTC."""
+        return datetime.fromtimestamp(self.created, tz=timezone.utc)
+
+    @property
+    def is_last_attempt(self) -> bool:
+        """True when a failure now moves the job to failed storage instead of retrying it."""
+        return self.attempt >= self.max_attempts
+
+
+def new_id() -> str:
+    """A 32-hex-digit job id that sorts by creation time (a UUIDv7 layout without dashes)."""
+    millis = time.time_ns() // 1_000_000
+    random_bits = int.from_bytes(os.urandom(10), "big")
+    value = (millis << 80) | (0x7 << 76) | (random_bits & ((1 << 76) - 1))
+    return f"{value:032x}"
