@@ -1,1 +1,52 @@
-"""conveyor: background jobs for Python."""
+"""conveyor: background jobs for Python.
+
+Register queues, workers and typed jobs on a `Registry`, push jobs from your application, and
+run `conveyor work WORKER --app module:registry` (or `Worker(registry, name).run()`).
+"""
+
+from conveyor.drivers.base import Capabilities, Driver, QueueCounts, WorkerCounts
+from conveyor.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    ConveyorError,
+    DriverError,
+    JobTimeoutError,
+    LeaseExpiredError,
+    PayloadError,
+    RegistryError,
+    UnknownJobError,
+    UnknownQueueError,
+    UnknownWorkerError,
+    Unsupported,
+)
+from conveyor.job import ErrorInfo, Job, JobInfo, JobState
+from conveyor.registry import Registry
+from conveyor.retry import Exponential, Fixed
+from conveyor.worker import Worker
+
+__all__ = [
+    "BackendUnavailableError",
+    "Capabilities",
+    "ConfigError",
+    "ConveyorError",
+    "Driver",
+    "DriverError",
+    "ErrorInfo",
+    "Exponential",
+    "Fixed",
+    "Job",
+    "JobInfo",
+    "JobState",
+    "JobTimeoutError",
+    "LeaseExpiredError",
+    "PayloadError",
+    "QueueCounts",
+    "Registry",
+    "RegistryError",
+    "UnknownJobError",
+    "UnknownQueueError",
+    "UnknownWorkerError",
+    "Unsupported",
+    "Worker",
+    "WorkerCounts",
+]

@@ -7,6 +7,8 @@
     ├── UnknownWorkerError     a worker name nobody registered
     ├── PayloadError           a payload that fails validation, is not JSON or is too large
     ├── ConfigError            malformed configuration or a bad driver URL
+    ├── JobTimeoutError        recorded on a job whose handler ran past its timeout
+    ├── LeaseExpiredError      recorded on a job whose worker vanished during its last attempt
     └── DriverError            the backend failed; drivers translate their client's errors to these
         ├── BackendUnavailableError   the backend cannot be reached
         └── Unsupported               the driver cannot do this operation
@@ -30,7 +32,8 @@ class UnknownJobError(ConveyorError):
 
     def __init__(self, name: str) -> None:
         super().__init__(
-            f"no job named {name!r} is registered: decorate its handler with @registry.job({name!r})"
+            f"no job named {name!r} is registered: decorate its handler with "
+            f"@registry.job({name!r})"
         )
         self.name = name
 
@@ -57,6 +60,14 @@ class PayloadError(ConveyorError):
 
 class ConfigError(ConveyorError):
     """Malformed configuration: a bad value, file or driver URL."""
+
+
+class JobTimeoutError(ConveyorError):
+    """Recorded on a job whose handler ran longer than its timeout and was cancelled."""
+
+
+class LeaseExpiredError(ConveyorError):
+    """Recorded on a job whose worker stopped answering (crash, kill -9) during its last attempt."""
 
 
 class DriverError(ConveyorError):

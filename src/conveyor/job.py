@@ -11,13 +11,13 @@ import enum
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     """Where a job is in its life. `delayed` is a pending job whose time has not come yet."""
 
     PENDING = "pending"
@@ -104,7 +104,7 @@ class JobInfo:
 
 @dataclass(frozen=True, slots=True)
 class Job(Generic[T]):
-    """What a handler receives: the job's identity and its payload decoded to the registered type."""
+    """What a handler receives: the job's identity and its payload decoded to its type."""
 
     id: str
     queue: str
@@ -118,7 +118,7 @@ class Job(Generic[T]):
     @property
     def created_at(self) -> datetime:
         """When the job was pushed, in UTC."""
-        return datetime.fromtimestamp(self.created, tz=timezone.utc)
+        return datetime.fromtimestamp(self.created, tz=UTC)
 
     @property
     def is_last_attempt(self) -> bool:

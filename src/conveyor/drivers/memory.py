@@ -7,6 +7,7 @@ is changed from the event loop's thread without awaiting in between, so every me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -134,7 +135,11 @@ class MemoryDriver(Driver):
     def _held(self, reservation: Reservation) -> JobInfo | None:
         """The job if it is still reserved under this token (the fencing check)."""
         job = self._jobs.get(reservation.id)
-        if job is None or job.state is not JobState.RESERVED or job.reservation != reservation.token:
+        if (
+            job is None
+            or job.state is not JobState.RESERVED
+            or job.reservation != reservation.token
+        ):
             return None
         return job
 
@@ -288,10 +293,8 @@ class MemoryDriver(Driver):
         ]
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._pushed.wait(), timeout)
-        except TimeoutError:
-            pass
 
     async def record_stats(self, worker: str, counts: WorkerCounts) -> None:
         self._stats[worker] = self._stats.get(worker, WorkerCounts()) + counts

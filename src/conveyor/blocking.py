@@ -1,0 +1,105 @@
+"""The facade for code without an event loop (Flask, Django, scripts): thin wrappers that run
+the async API on a private event loop in a background thread. Never a second implementation.
+
+    registry.blocking.push("mail", "mail.send", Email(to="a@example.com"))
+
+The loop thread starts on first use and stops at `close()` or interpreter exit. A driver
+belongs to the loop that first used it: in one process, use a registry either from async
+code or through this facade, not both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from collections.abc import Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from conveyor.drivers.base import QueueCounts, WorkerCounts
+from conveyor.job import JobInfo, JobState
+
+if TYPE_CHECKING:
+    from conveyor.registry import Registry
+
+T = TypeVar("T")
+
+
+class _Portal:
+    """An event loop running in a daemon thread, and a way to call coroutines on it."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._running_loop()).result()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="conveyor-blocking", daemon=True
+                ).start()
+                self._loop = loop
+            return self._loop
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._loop = None
+
+
+class BlockingRegistry:
+    """`Registry`'s push and inspection methods, callable without `await`."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._portal = _Portal()
+        atexit.register(self.close)
+
+    def push(self, queue: str, job_name: str, payload: Any, **options: Any) -> str:
+        """`Registry.push`, blocking until the job is stored."""
+        return self._portal.call(self._registry.push(queue, job_name, payload, **options))
+
+    def push_many(
+        self, queue: str, job_name: str, payloads: Iterable[Any], **options: Any
+    ) -> list[str]:
+        """`Registry.push_many`, blocking until the batch is stored."""
+        return self._portal.call(self._registry.push_many(queue, job_name, payloads, **options))
+
+    def queue_info(self) -> dict[str, QueueCounts]:
+        """`Registry.queue_info`."""
+        return self._portal.call(self._registry.queue_info())
+
+    def worker_info(self) -> dict[str, WorkerCounts]:
+        """`Registry.worker_info`."""
+        return self._portal.call(self._registry.worker_info())
+
+    def job_info(self, job_id: str) -> JobInfo | None:
+        """`Registry.job_info`."""
+        return self._portal.call(self._registry.job_info(job_id))
+
+    def list_jobs(
+        self, queue: str, state: JobState, *, limit: int = 100, offset: int = 0
+    ) -> list[JobInfo]:
+        """`Registry.list_jobs`."""
+        return self._portal.call(self._registry.list_jobs(queue, state, limit=limit, offset=offset))
+
+    def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        """`Registry.retry_failed`."""
+        return self._portal.call(self._registry.retry_failed(queue, ids))
+
+    def purge(
+        self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
+    ) -> int:
+        """`Registry.purge`."""
+        return self._portal.call(self._registry.purge(queue, state, ids))
+
+    def close(self) -> None:
+        """Close the registry's drivers and stop the background loop."""
+        if self._portal._loop is not None:
+            self._portal.call(self._registry.close())
+        self._portal.stop()

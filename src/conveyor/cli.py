@@ -1,0 +1,96 @@
+"""The `conveyor` command: parses arguments and calls the public API; no logic of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from conveyor.errors import ConveyorError
+from conveyor.registry import Registry
+from conveyor.worker import Worker
+
+APP_HELP = "Where your registry is, as module:attribute (or set CONVEYOR_APP)."
+
+
+def load_app(spec: str) -> Registry:
+    """Import `module:attribute` and return the Registry it names."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter(f"{spec!r} is not module:attribute, e.g. myapp.jobs:registry")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+    registry = getattr(module, attribute, None)
+    if not isinstance(registry, Registry):
+        raise click.BadParameter(f"{spec!r} is not a conveyor Registry (found {registry!r})")
+    return registry
+
+
+app_option = click.option("--app", "app", envvar="CONVEYOR_APP", required=True, help=APP_HELP)
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING...")
+def main(log_level: str) -> None:
+    """conveyor: background jobs for Python."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command()
+@click.argument("worker")
+@app_option
+@click.option("--burst", is_flag=True, help="Stop once the worker's queues are empty.")
+def work(worker: str, app: str, burst: bool) -> None:
+    """Run WORKER until SIGTERM/SIGINT (a second signal stops at once)."""
+    registry = load_app(app)
+    _run(Worker(registry, worker, burst=burst).run(handle_signals=True), registry)
+
+
+@main.command(name="list")
+@app_option
+def list_(app: str) -> None:
+    """Show queues (pending, delayed, reserved, failed) and workers (processed, ...)."""
+    registry = load_app(app)
+
+    async def gather() -> tuple[dict[str, Any], dict[str, Any]]:
+        return await registry.queue_info(), await registry.worker_info()
+
+    queues, workers = _run(gather(), registry)
+    rows = [[name, c.pending, c.delayed, c.reserved, c.failed] for name, c in queues.items()]
+    _table(["queue", "pending", "delayed", "reserved", "failed"], rows)
+    click.echo()
+    rows = [[n, c.processed, c.succeeded, c.failed, c.retried] for n, c in workers.items()]
+    _table(["worker", "processed", "succeeded", "failed", "retried"], rows)
+
+
+def _run(coroutine: Any, registry: Registry) -> Any:
+    async def with_close() -> Any:
+        try:
+            return await coroutine
+        finally:
+            await registry.close()
+
+    try:
+        return asyncio.run(with_close())
+    except ConveyorError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> None:
+    widths = [max(len(str(v)) for v in column) for column in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        cells = [
+            str(v).ljust(w) if i == 0 else str(v).rjust(w)
+            for i, (v, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        click.echo("  ".join(cells))

@@ -1,0 +1,30 @@
+"""The sync driver: every job runs inside the `push` that made it, for tests and debugging.
+
+Storage is the memory driver's, so failed jobs, counts and lookups work as usual. The core
+sees the `inline` capability and runs the queue right after each push; delays are ignored and
+retries run at once, so `push` returns only when the job has succeeded or failed for good.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from conveyor.drivers.base import Capabilities, Release
+from conveyor.drivers.memory import MemoryDriver
+from conveyor.job import NewJob
+
+
+class SyncDriver(MemoryDriver):
+    """A memory driver whose jobs are due at once and run by the core inside `push`."""
+
+    kind = "sync"
+    capabilities = Capabilities(inline=True)
+
+    async def push_many(self, jobs: Sequence[NewJob]) -> list[str]:
+        return await super().push_many([replace(job, available_at=job.created_at) for job in jobs])
+
+    async def release(self, releases: Sequence[Release]) -> set[str]:
+        now = time.time()
+        return await super().release([replace(item, available_at=now) for item in releases])

@@ -1,0 +1,97 @@
+"""Push options and their precedence: a value given to push wins over the job's default,
+which wins over the queue's default, which wins over conveyor's own default."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.errors import ConfigError
+from conveyor.retry import Exponential, RetryDelay, as_policy
+
+#: conveyor's own defaults, used when neither push, job nor queue says otherwise.
+DEFAULT_RETRY = 3
+DEFAULT_RETRY_DELAY: RetryDelay = Exponential(base=1.0, factor=2.0, max=3600.0)
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_PRIORITY = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Options as given at one level; None means "not said here, ask the next level"."""
+
+    retry: int | None = None
+    retry_delay: RetryDelay | None = None
+    timeout: float | None = None
+    priority: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def given(
+        cls,
+        *,
+        retry: int | None = None,
+        retry_delay: float | RetryDelay | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Options:
+        """Check user-given values and build the options of one level."""
+        if retry is not None and (
+            isinstance(retry, bool) or not isinstance(retry, int) or retry < 0
+        ):
+            raise ConfigError(
+                f"retry must be a whole number >= 0 (retries after the first), not {retry!r}"
+            )
+        if timeout is not None and not (
+            isinstance(timeout, int | float) and 0 < timeout < math.inf
+        ):
+            raise ConfigError(
+                f"timeout must be seconds > 0, or None for the default, not {timeout!r}"
+            )
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+            raise ConfigError(
+                f"priority must be a whole number (higher runs first), not {priority!r}"
+            )
+        if meta is not None and not isinstance(meta, dict):
+            raise ConfigError(f"meta must be a dict of JSON values, not {type(meta).__name__}")
+        return cls(
+            retry=retry,
+            retry_delay=None if retry_delay is None else as_policy(retry_delay),
+            timeout=None if timeout is None else float(timeout),
+            priority=priority,
+            meta=dict(meta or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Every option decided, ready to store on a job."""
+
+    retry: int
+    retry_delay: RetryDelay
+    timeout: float
+    priority: int
+    meta: dict[str, Any]
+
+    @property
+    def max_attempts(self) -> int:
+        """`retry=n` means n retries after the first attempt."""
+        return self.retry + 1
+
+
+def resolve(push: Options, job: Options, queue: Options) -> Resolved:
+    """Merge the three levels: push > job > queue > conveyor's default; meta is merged by key."""
+    levels = (push, job, queue)
+    return Resolved(
+        retry=_first([level.retry for level in levels], DEFAULT_RETRY),
+        retry_delay=_first([level.retry_delay for level in levels], DEFAULT_RETRY_DELAY),
+        timeout=_first([level.timeout for level in levels], DEFAULT_TIMEOUT),
+        priority=_first([level.priority for level in levels], DEFAULT_PRIORITY),
+        meta={**queue.meta, **job.meta, **push.meta},
+    )
+
+
+def _first(values: list[Any], default: Any) -> Any:
+    return next((value for value in values if value is not None), default)

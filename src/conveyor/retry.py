@@ -1,0 +1,88 @@
+"""Retry delay policies: how long a failed job waits before its next attempt.
+
+A policy is stored on each job as JSON (drivers keep it as opaque text), so a job pushed with
+its own policy keeps it however the registry changes later.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+
+from conveyor.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Fixed:
+    """Wait the same number of seconds before every retry."""
+
+    seconds: float
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        return self.seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Exponential:
+    """Wait `base * factor ** (attempt - 1)` seconds, at most `max`, with equal jitter.
+
+    With `jitter` the wait is drawn between half and all of that value, so jobs that failed
+    together (a database outage) do not all come back at the same instant.
+    """
+
+    base: float = 1.0
+    factor: float = 2.0
+    max: float = 3600.0
+    jitter: bool = True
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        value = min(self.max, self.base * self.factor ** max(0, attempt - 1))
+        if self.jitter:
+            return value / 2 + random.uniform(0, value / 2)
+        return value
+
+
+RetryDelay = Fixed | Exponential
+
+
+def as_policy(value: float | RetryDelay) -> RetryDelay:
+    """A number of seconds becomes `Fixed`; a policy is kept. Negative numbers are refused."""
+    if isinstance(value, Fixed | Exponential):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(
+            f"retry_delay must be seconds >= 0, Fixed(...) or Exponential(...), not {value!r}"
+        )
+    return Fixed(float(value))
+
+
+def to_json(policy: RetryDelay) -> str:
+    """The stored form of a policy."""
+    if isinstance(policy, Fixed):
+        return json.dumps({"fixed": policy.seconds})
+    return json.dumps(
+        {
+            "exponential": {
+                "base": policy.base,
+                "factor": policy.factor,
+                "max": policy.max,
+                "jitter": policy.jitter,
+            }
+        }
+    )
+
+
+def from_json(text: str | None) -> RetryDelay:
+    """Read a stored policy back; a missing or unreadable one retries after one second."""
+    try:
+        data = json.loads(text) if text else {}
+        if "fixed" in data:
+            return Fixed(float(data["fixed"]))
+        if "exponential" in data:
+            return Exponential(**data["exponential"])
+    except (ValueError, TypeError, AttributeError):
+        pass
+    return Fixed(1.0)

@@ -1,0 +1,532 @@
+"""The worker runtime: reserve -> execute -> settle, with leases, timeouts and a graceful stop.
+
+One asyncio task reserves jobs while slots are free, one task per job runs its handler, one
+task settles finished jobs in batches, one renews the leases of running jobs every lease/2,
+and one prunes finished jobs past their queue's retention. No storage code lives here: every
+change to a job goes through its queue's driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import socket
+import time
+import traceback
+from collections.abc import Awaitable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from conveyor import retry
+from conveyor.drivers.base import Driver, Failure, Release, Reservation, WorkerCounts
+from conveyor.errors import (
+    DriverError,
+    JobTimeoutError,
+    LeaseExpiredError,
+    PayloadError,
+    UnknownJobError,
+)
+from conveyor.job import ErrorInfo, Job, JobInfo
+
+if TYPE_CHECKING:
+    from conveyor.registry import JobSpec, Registry
+
+log = logging.getLogger("conveyor.worker")
+
+PRUNE_EVERY = 60.0
+STATS_EVERY = 1.0
+MAX_BACKOFF = 30.0
+
+
+@dataclass(slots=True)
+class _Running:
+    job: JobInfo
+    driver: Driver
+    task: asyncio.Task[None] | None = None
+    #: Why we cancelled the task ourselves: "stop" (shutdown) or "lost" (lease taken over).
+    cancel_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    kind: Literal["ack", "release", "fail"]
+    job: JobInfo
+    driver: Driver
+    error: ErrorInfo | None = None
+    available_at: float = 0.0
+    count_attempt: bool = True
+
+
+_Item = TypeVar("_Item", _Outcome, _Running)
+
+
+@dataclass(slots=True)
+class _Tally:
+    counts: WorkerCounts = field(default_factory=WorkerCounts)
+    unsaved: dict[int, tuple[Driver, WorkerCounts]] = field(default_factory=dict)
+
+    def add(self, driver: Driver, counts: WorkerCounts) -> None:
+        self.counts += counts
+        _, before = self.unsaved.get(id(driver), (driver, WorkerCounts()))
+        self.unsaved[id(driver)] = (driver, before + counts)
+
+
+class Worker:
+    """Runs the jobs of every queue that names this worker, until stopped.
+
+    `burst=True` stops by itself once those queues hold no pending, delayed or reserved job.
+    """
+
+    def __init__(self, registry: Registry, name: str, *, burst: bool = False) -> None:
+        self.registry = registry
+        self.spec = registry.worker_spec(name)
+        self.name = name
+        self.burst = burst
+        self.identity = f"{name}:{socket.gethostname()}:{os.getpid()}"
+        self._running: dict[str, _Running] = {}
+        self._outcomes: list[_Outcome] = []
+        self._tally = _Tally()
+        self._groups: list[tuple[Driver, list[str]]] = []
+        self._threads: ThreadPoolExecutor | None = None
+        self._abandoned_threads = 0
+        self._backlog = False
+        self._stopping = asyncio.Event()
+        self._force = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._settle_wakeup = asyncio.Event()
+
+    @property
+    def counts(self) -> WorkerCounts:
+        """What this worker object has done since it started."""
+        return self._tally.counts
+
+    @property
+    def running(self) -> int:
+        """How many jobs are running right now."""
+        return len(self._running)
+
+    def stop(self, *, now: bool = False) -> None:
+        """Stop reserving and let running jobs finish for up to stop_timeout; a second call,
+        or `now=True`, stops them at once. Jobs stopped early are released to run again."""
+        if now or self._stopping.is_set():
+            self._force.set()
+        self._stopping.set()
+        self._slot_freed.set()
+
+    # -- the run loop ------------------------------------------------------------------------
+
+    async def run(self, *, handle_signals: bool = False) -> None:
+        """Work until `stop()` (or SIGTERM/SIGINT with `handle_signals`), or until idle in burst."""
+        self._groups = await self._driver_groups()
+        helpers = [
+            asyncio.create_task(self._settle_loop(), name="conveyor-settle"),
+            asyncio.create_task(self._renew_loop(), name="conveyor-renew"),
+            asyncio.create_task(self._prune_loop(), name="conveyor-prune"),
+        ]
+        if handle_signals:
+            self._install_signal_handlers()
+        log.info("worker %s started on queues %s", self.identity, self._queue_names())
+        try:
+            await self._reserve_loop()
+            await self._drain()
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await self._flush()
+            await self._save_stats()
+            if handle_signals:
+                self._remove_signal_handlers()
+            if self._threads is not None:
+                self._threads.shutdown(wait=False, cancel_futures=True)
+            log.info("worker %s stopped: %s", self.identity, self._tally.counts)
+
+    async def _driver_groups(self) -> list[tuple[Driver, list[str]]]:
+        groups: dict[int, tuple[Driver, list[str]]] = {}
+        for queue in self.registry.queues_of(self.name):
+            driver = await self.registry.driver_of(queue)
+            groups.setdefault(id(driver), (driver, []))[1].append(queue)
+        return list(groups.values())
+
+    def _queue_names(self) -> list[str]:
+        return [queue for _, queues in self._groups for queue in queues]
+
+    async def _reserve_loop(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            if not self._has_room():
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                started = await self._reserve()
+                failures = 0
+            except DriverError as exc:
+                failures += 1
+                await self._back_off("reserve", exc, failures)
+                continue
+            if started:
+                continue
+            if self.burst and await self._settled():
+                return
+            await self._idle()
+
+    def _has_room(self) -> bool:
+        """Free slots worth a round trip: any one when the queues ran dry last time, a quarter
+        of the slots while there is a backlog, so a busy worker reserves in batches."""
+        free = self.spec.concurrency - len(self._running)
+        wanted = max(1, self.spec.concurrency // 4) if self._backlog else 1
+        return free >= wanted
+
+    async def _reserve(self) -> int:
+        """Reserve as many jobs as there are free slots, from each driver in turn; start them."""
+        started = 0
+        for driver, queues in self._groups:
+            free = self.spec.concurrency - len(self._running)
+            if free <= 0:
+                break
+            jobs = await driver.reserve(queues, free, self.spec.lease, self.identity)
+            self._backlog = len(jobs) == free
+            for job in jobs:
+                self._start(job, driver)
+            started += len(jobs)
+        return started
+
+    async def _idle(self) -> None:
+        """Wait for a push (where the driver can tell) or the poll interval, or a stop."""
+        waits = [driver.wait(queues, self.spec.poll_interval) for driver, queues in self._groups]
+        await self._until_stopped(*waits)
+
+    async def _until_stopped(self, *waits: Awaitable[Any]) -> None:
+        tasks = [asyncio.ensure_future(wait) for wait in (*waits, self._stopping.wait())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _settled(self) -> bool:
+        """True when nothing is running or waiting to settle and the queues hold no work."""
+        if self._running or self._outcomes:
+            return False
+        await self._flush()
+        for driver, queues in self._groups:
+            for counts in (await driver.counts(queues)).values():
+                if counts.pending or counts.delayed or counts.reserved:
+                    return False
+        return True
+
+    async def _drain(self) -> None:
+        """After a stop: give running jobs stop_timeout to finish, then cancel and release them."""
+        tasks = [running.task for running in self._running.values() if running.task]
+        if tasks and not self._force.is_set():
+            log.info(
+                "waiting up to %ss for %d running jobs (signal again to stop at once)",
+                self.spec.stop_timeout,
+                len(tasks),
+            )
+            finished = asyncio.wait(tasks, timeout=self.spec.stop_timeout)
+            await self._until_forced(finished)
+        for running in list(self._running.values()):
+            running.cancel_reason = "stop"
+            if running.task:
+                running.task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _until_forced(self, wait: Awaitable[Any]) -> None:
+        tasks = [asyncio.ensure_future(wait), asyncio.ensure_future(self._force.wait())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _back_off(self, what: str, exc: Exception, failures: int) -> None:
+        delay = min(MAX_BACKOFF, self.spec.poll_interval * 2 ** min(failures - 1, 10))
+        log.warning("%s failed (%s); trying again in %.1fs", what, exc, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    # -- executing one job -------------------------------------------------------------------
+
+    def _start(self, job: JobInfo, driver: Driver) -> None:
+        running = _Running(job, driver)
+        self._running[job.id] = running
+        running.task = asyncio.create_task(self._execute(running))
+        running.task.add_done_callback(functools.partial(self._finished, job.id, running))
+
+    def _finished(self, job_id: str, running: _Running, _: object) -> None:
+        if self._running.get(job_id) is running:
+            del self._running[job_id]
+        self._slot_freed.set()
+
+    async def _execute(self, running: _Running) -> None:
+        try:
+            outcome = await self.attempt(running.job, running.driver)
+        except asyncio.CancelledError:
+            if running.cancel_reason == "lost":
+                return  # another worker holds the job now; it is theirs to settle
+            outcome = _Outcome(
+                "release", running.job, running.driver, None, time.time(), count_attempt=False
+            )
+        self._settle(outcome)
+
+    async def attempt(self, job: JobInfo, driver: Driver) -> _Outcome:
+        """Run one reserved job and decide what becomes of it; never raises for the job's faults."""
+        spec = self.registry.jobs.get(job.name)
+        if spec is None:
+            return _Outcome("fail", job, driver, _error_info(UnknownJobError(job.name)))
+        if job.attempt > job.max_attempts:
+            lost = LeaseExpiredError(
+                f"the worker running attempt {job.max_attempts} of {job.max_attempts} stopped "
+                "before finishing (its lease ran out)"
+            )
+            return _Outcome("fail", job, driver, _error_info(lost))
+        try:
+            payload = spec.codec.decode(job.payload)
+        except PayloadError as exc:
+            return _Outcome("fail", job, driver, _error_info(exc))
+        handed = Job(
+            job.id, job.queue, job.name, payload, job.attempt, job.max_attempts, job.meta,
+            job.created_at,
+        )  # fmt: skip
+        try:
+            await self._call(spec, handed, job.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self._retry_or_fail(job, driver, _error_info(exc))
+        return _Outcome("ack", job, driver)
+
+    async def _call(self, spec: JobSpec, handed: Job[Any], timeout: float | None) -> None:
+        """Run the handler under its timeout: a coroutine is cancelled when it expires; a plain
+        function runs in a thread, which Python cannot stop, so it is abandoned."""
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                if spec.is_async:
+                    await spec.handler(handed)
+                else:
+                    loop = asyncio.get_running_loop()
+                    await loop.run_in_executor(self._executor(), spec.handler, handed)
+        except TimeoutError as exc:
+            if not scope.expired():
+                raise  # the handler's own TimeoutError, not ours
+            if not spec.is_async:
+                self._abandoned_threads += 1
+                log.warning(
+                    "job %s: plain handler still running past its timeout; its thread is "
+                    "abandoned (%d so far)", handed.id, self._abandoned_threads,
+                )  # fmt: skip
+            raise JobTimeoutError(
+                f"job {handed.name!r} ran longer than its timeout of {timeout}s"
+            ) from exc
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            # Headroom beyond concurrency so threads abandoned by timeouts do not starve new jobs.
+            size = self.spec.concurrency * 2 + 4
+            self._threads = ThreadPoolExecutor(size, thread_name_prefix=f"conveyor-{self.name}")
+        return self._threads
+
+    @staticmethod
+    def _retry_or_fail(job: JobInfo, driver: Driver, error: ErrorInfo) -> _Outcome:
+        if job.attempt < job.max_attempts:
+            delay = retry.from_json(job.retry_delay).delay(job.attempt)
+            return _Outcome("release", job, driver, error, time.time() + delay)
+        return _Outcome("fail", job, driver, error)
+
+    # -- settling ----------------------------------------------------------------------------
+
+    def _settle(self, outcome: _Outcome) -> None:
+        self._outcomes.append(outcome)
+        self._settle_wakeup.set()
+
+    async def _settle_loop(self) -> None:
+        last_saved = time.monotonic()
+        while True:
+            await self._settle_wakeup.wait()
+            self._settle_wakeup.clear()
+            await self._flush()
+            if time.monotonic() - last_saved >= STATS_EVERY:
+                await self._save_stats()
+                last_saved = time.monotonic()
+
+    async def _flush(self) -> None:
+        """Settle everything finished so far, a batch per driver, retrying on backend errors."""
+        failures = 0
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                for driver, outcomes in _by_driver(batch):
+                    await self.settle(driver, outcomes)
+                failures = 0
+            except DriverError as exc:
+                # Keep them: an unsettled job stays reserved and comes back after its lease at
+                # worst, so retrying is safe; fencing refuses a settle that comes too late.
+                self._outcomes[:0] = batch
+                failures += 1
+                if self._force.is_set():
+                    return
+                await self._back_off("settle", exc, failures)
+
+    async def settle(self, driver: Driver, outcomes: list[_Outcome]) -> None:
+        """Write one batch of outcomes to `driver` and count what was accepted."""
+        acks = [Reservation(o.job.id, _token(o.job)) for o in outcomes if o.kind == "ack"]
+        releases = [_release(o) for o in outcomes if o.kind == "release"]
+        fails = [_failure(o) for o in outcomes if o.kind == "fail"]
+        acked = await driver.ack(acks) if acks else set()
+        released = await driver.release(releases) if releases else set()
+        failed = await driver.fail(fails) if fails else set()
+        for outcome in outcomes:
+            if outcome.job.id not in acked | released | failed:
+                log.warning("job %s: lease lost before it was settled", outcome.job.id)
+            elif outcome.kind == "fail":
+                _log_failure(outcome)
+            elif outcome.error is not None:
+                _log_retry(outcome)
+        retried = sum(1 for o in outcomes if o.kind == "release" and o.count_attempt)
+        self._tally.add(
+            driver,
+            WorkerCounts(
+                processed=len(acked) + len(failed) + sum(1 for r in releases if r.id in released),
+                succeeded=len(acked),
+                failed=len(failed),
+                retried=min(retried, len(released)),
+            ),
+        )
+
+    async def _save_stats(self) -> None:
+        unsaved, self._tally.unsaved = self._tally.unsaved, {}
+        for driver, counts in unsaved.values():
+            try:
+                await driver.record_stats(self.name, counts)
+            except DriverError as exc:
+                log.warning("could not record worker stats (%s)", exc)
+
+    # -- leases and retention ----------------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.spec.lease / 2)
+            await self.renew()
+
+    async def renew(self) -> None:
+        """Extend the lease of every running job; cancel any whose lease was taken over."""
+        held = list(self._running.values())
+        for driver, group in _by_driver(held):
+            try:
+                kept = await driver.renew(
+                    [Reservation(r.job.id, _token(r.job)) for r in group], self.spec.lease
+                )
+            except DriverError as exc:
+                log.warning("could not renew leases (%s); will try again", exc)
+                continue
+            for running in group:
+                if running.job.id not in kept and self._running.get(running.job.id) is running:
+                    log.warning("job %s: lease lost while running; cancelling it", running.job.id)
+                    running.cancel_reason = "lost"
+                    if running.task:
+                        running.task.cancel()
+
+    async def _prune_loop(self) -> None:
+        while True:
+            for queue in self._queue_names():
+                try:
+                    await self.registry.prune(queue)
+                except DriverError as exc:
+                    log.warning("could not prune queue %s (%s)", queue, exc)
+            await asyncio.sleep(PRUNE_EVERY)
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        at_once = self._stopping.is_set()
+        log.info("%s received: %s", signal.Signals(signum).name, "stopping now" if at_once else
+                 "stopping after running jobs (send again to stop at once)")  # fmt: skip
+        self.stop(now=at_once)
+
+
+async def run_inline(registry: Registry, queue: str) -> None:
+    """Run `queue`'s jobs one by one until none is due: what the `sync` driver does on push."""
+    worker = Worker(registry, registry.queue_spec(queue).workers[0])
+    driver = await registry.driver_of(queue)
+    try:
+        while jobs := await driver.reserve([queue], 1, worker.spec.lease, worker.identity):
+            await worker.settle(driver, [await worker.attempt(jobs[0], driver)])
+        await worker._save_stats()
+    finally:
+        if worker._threads is not None:
+            worker._threads.shutdown(wait=False)
+
+
+def _token(job: JobInfo) -> str:
+    assert job.reservation is not None, "a reserved job always has a reservation token"
+    return job.reservation
+
+
+def _release(outcome: _Outcome) -> Release:
+    return Release(
+        outcome.job.id,
+        _token(outcome.job),
+        outcome.available_at,
+        outcome.error,
+        outcome.count_attempt,
+    )
+
+
+def _failure(outcome: _Outcome) -> Failure:
+    assert outcome.error is not None, "a failure always has an error"
+    return Failure(outcome.job.id, _token(outcome.job), outcome.error)
+
+
+def _by_driver(items: Iterable[_Item]) -> list[tuple[Driver, list[_Item]]]:
+    groups: dict[int, tuple[Driver, list[_Item]]] = {}
+    for item in items:
+        groups.setdefault(id(item.driver), (item.driver, []))[1].append(item)
+    return list(groups.values())
+
+
+def _error_info(exc: BaseException) -> ErrorInfo:
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    return ErrorInfo(name, str(exc), "".join(traceback.format_exception(exc)))
+
+
+def _log_retry(outcome: _Outcome) -> None:
+    error = outcome.error
+    assert error is not None
+    log.warning(
+        "job %s (%s) attempt %d of %d failed, retrying in %.1fs: %s: %s",
+        outcome.job.id, outcome.job.name, outcome.job.attempt, outcome.job.max_attempts,
+        max(0.0, outcome.available_at - time.time()), error.type, error.message,
+    )  # fmt: skip
+
+
+def _log_failure(outcome: _Outcome) -> None:
+    error = outcome.error
+    assert error is not None
+    log.error(
+        "job %s (%s) failed for good after attempt %d: %s: %s",
+        outcome.job.id, outcome.job.name, outcome.job.attempt, error.type, error.message,
+    )  # fmt: skip
