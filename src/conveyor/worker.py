@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.worker")
 
 PRUNE_EVERY = 60.0
-STATS_EVERY = 1.0
 MAX_BACKOFF = 30.0
 
 
@@ -349,14 +348,11 @@ class Worker:
         self._settle_wakeup.set()
 
     async def _settle_loop(self) -> None:
-        last_saved = time.monotonic()
         while True:
             await self._settle_wakeup.wait()
             self._settle_wakeup.clear()
             await self._flush()
-            if time.monotonic() - last_saved >= STATS_EVERY:
-                await self._save_stats()
-                last_saved = time.monotonic()
+            await self._save_stats()
 
     async def _flush(self) -> None:
         """Settle everything finished so far, a batch per driver, retrying on backend errors."""

@@ -1,0 +1,406 @@
+"""The SQL driver: the Python side shared by every SQL dialect (SQLite now, others later).
+
+A dialect brings three things and nothing else: its `queries.sql` and `migrations/` (found in
+its package with importlib.resources) and a connection adapter (`SqlConnection`) that runs one
+statement, or one transaction function, and translates its client's errors into DriverError.
+This module therefore has no `if dialect == ...`: every difference lives in the dialect's SQL.
+
+Batches reach the database as one JSON text parameter, so each method is one statement, one
+round trip, whatever the batch size. `:now` is always time.time() from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+from conveyor.drivers.base import (
+    Driver,
+    Failure,
+    QueueCounts,
+    Release,
+    Reservation,
+    WorkerCounts,
+)
+from conveyor.drivers.sql.queries import Migration, Query, load_migrations, load_queries
+from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
+
+__all__ = ["Params", "Row", "SqlConnection", "SqlDriver", "SqlTransaction"]
+
+T = TypeVar("T")
+
+#: Statement parameters, always by name; a statement ignores the keys it does not use.
+Params = Mapping[str, object]
+#: One result row, read by column name.
+Row = Mapping[str, Any]
+
+#: The blocks every dialect's queries.sql must define.
+REQUIRED_QUERIES = frozenset(
+    {
+        "schema_version_create",
+        "schema_version",
+        "schema_version_record",
+        "push_many",
+        "push_many_holders",
+        "reserve",
+        "renew",
+        "ack",
+        "release",
+        "fail",
+        "counts",
+        "list_jobs",
+        "get",
+        "retry_failed",
+        "purge",
+        "prune",
+        "record_stats",
+        "worker_stats",
+    }
+)
+
+
+class SqlTransaction(Protocol):
+    """Statements inside one transaction (or, on `SqlConnection`, each in its own)."""
+
+    async def fetch(self, query: Query, params: Params) -> list[Row]:
+        """Run one statement and return its rows (a RETURNING clause's, for a write)."""
+        ...
+
+    async def execute(self, query: Query, params: Params) -> int:
+        """Run one statement and return how many rows it changed."""
+        ...
+
+    async def script(self, sql: str) -> None:
+        """Run several parameterless statements, such as a migration file."""
+        ...
+
+
+class SqlConnection(SqlTransaction, Protocol):
+    """A dialect's connection adapter. Every error it raises is a DriverError."""
+
+    async def open(self) -> None:
+        """Connect and set the session up; BackendUnavailableError if that cannot be done."""
+        ...
+
+    async def close(self) -> None:
+        """Disconnect; `open` may be called again afterwards."""
+        ...
+
+    async def transaction(
+        self, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]
+    ) -> T:
+        """Run `work` in one write transaction: committed if it returns, rolled back if it
+        raises. `work` may await only the transaction it is given: an adapter may run it
+        whole on a database thread, in one hop."""
+        ...
+
+
+class SqlDriver(Driver):
+    """The Driver protocol over SQL; a dialect subclass supplies the connection and the SQL.
+
+    Opening is lazy: the first call opens the connection and applies migrations, so calling
+    `open()` first is allowed but never required.
+    """
+
+    def __init__(self, connection: SqlConnection, package: str, *, prefix: str) -> None:
+        self._conn = connection
+        self._queries = load_queries(package, prefix)
+        missing = REQUIRED_QUERIES - self._queries.keys()
+        if missing:
+            raise ValueError(f"{package}/queries.sql lacks blocks: {', '.join(sorted(missing))}")
+        self._migrations = load_migrations(package, prefix)
+        self._opened = False
+        self._opening = asyncio.Lock()
+        # Set by pushes, releases and retries made through this instance; cleared by reserve.
+        # Without cross-process notification it is the only early wake-up `wait` has.
+        self._pushed = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and apply any migrations not yet recorded. Idempotent."""
+        async with self._opening:
+            if self._opened:
+                return
+            await self._conn.open()
+            try:
+                for migration in self._migrations:
+                    await self._conn.transaction(functools.partial(self._migrate, migration))
+            except BaseException:
+                await self._conn.close()
+                raise
+            self._opened = True
+
+    async def close(self) -> None:
+        """Close the connection; jobs stay stored. The next call opens it again."""
+        async with self._opening:
+            if self._opened:
+                self._opened = False
+                await self._conn.close()
+
+    async def _migrate(self, migration: Migration, tx: SqlTransaction) -> None:
+        """Apply one migration unless recorded. The version is read inside the write
+        transaction, so of two processes opening a new database, the second sees the first's
+        work and skips it."""
+        await tx.execute(self._queries["schema_version_create"], {})
+        rows = await tx.fetch(self._queries["schema_version"], {})
+        if (rows[0]["version"] or 0) >= migration.version:
+            return
+        await tx.script(migration.sql)
+        params = {"version": migration.version, "name": migration.name, "now": time.time()}
+        await tx.execute(self._queries["schema_version_record"], params)
+
+    async def _ready(self) -> SqlConnection:
+        if not self._opened:
+            await self.open()
+        return self._conn
+
+    async def _fetch(self, name: str, params: Params) -> list[Row]:
+        return await (await self._ready()).fetch(self._queries[name], params)
+
+    async def _execute(self, name: str, params: Params) -> int:
+        return await (await self._ready()).execute(self._queries[name], params)
+
+    # -- push --------------------------------------------------------------------------------
+
+    async def push_many(self, jobs: Sequence[NewJob]) -> list[str]:
+        if not jobs:
+            return []
+        items = _json([_push_item(job) for job in jobs])
+        conn = await self._ready()
+        ids = await conn.transaction(functools.partial(self._push_many, jobs, items))
+        self._pushed.set()
+        return ids
+
+    async def _push_many(
+        self, jobs: Sequence[NewJob], items: str, tx: SqlTransaction
+    ) -> list[str]:
+        """Insert, then swap in the holder's id for each unique job that was skipped. Both
+        run in one transaction, so the holder found is the one that made the insert skip."""
+        rows = await tx.fetch(self._queries["push_many"], {"items": items})
+        inserted = {row["id"] for row in rows}
+        skipped = [
+            [index, job.queue, job.name, job.unique]
+            for index, job in enumerate(jobs)
+            if job.unique is not None and job.id not in inserted
+        ]
+        ids = [job.id for job in jobs]
+        if skipped:
+            holders = await tx.fetch(self._queries["push_many_holders"], {"items": _json(skipped)})
+            for row in holders:
+                ids[row["item"]] = row["id"]
+        return ids
+
+    # -- reserve and settle ------------------------------------------------------------------
+
+    async def reserve(
+        self, queues: Sequence[str], limit: int, lease: float, worker: str
+    ) -> list[JobInfo]:
+        self._pushed.clear()  # a push from here on wakes the next `wait`
+        if not queues or limit <= 0:
+            return []
+        now = time.time()
+        params = {
+            "queues": _json(list(queues)),
+            "limit": limit,
+            "lease": lease,
+            "worker": worker,
+            "token": uuid.uuid4().hex,  # one token per call; fencing compares it on settle
+            "now": now,
+        }
+        jobs = [_job_info(row, now) for row in await self._fetch("reserve", params)]
+        # The statement picks by (priority desc, available_at, id), but the order of its
+        # RETURNING rows is the database's; give them back best first.
+        jobs.sort(key=lambda job: (-job.priority, job.id))
+        return jobs
+
+    async def renew(self, reservations: Sequence[Reservation], lease: float) -> set[str]:
+        items = [[item.id, item.token] for item in reservations]
+        return await self._fenced("renew", items, lease=lease)
+
+    async def ack(self, reservations: Sequence[Reservation]) -> set[str]:
+        return await self._fenced("ack", [[item.id, item.token] for item in reservations])
+
+    async def release(self, releases: Sequence[Release]) -> set[str]:
+        items = [
+            [item.id, item.token, item.available_at, _error_json(item.error),
+             0 if item.count_attempt else 1]
+            for item in releases
+        ]
+        released = await self._fenced("release", items)
+        if released:
+            self._pushed.set()
+        return released
+
+    async def fail(self, failures: Sequence[Failure]) -> set[str]:
+        items = [[item.id, item.token, _error_json(item.error)] for item in failures]
+        return await self._fenced("fail", items)
+
+    async def _fenced(self, name: str, items: list[list[Any]], **params: object) -> set[str]:
+        """Run a settle statement; it changes only rows still reserved under the item's token
+        and returns their ids, so an id missing from the answer was refused."""
+        if not items:
+            return set()
+        rows = await self._fetch(name, {"items": _json(items), "now": time.time(), **params})
+        return {row["id"] for row in rows}
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        tally: dict[str, dict[str, int]] = {queue: {} for queue in queues}
+        if not tally:
+            return {}
+        rows = await self._fetch("counts", {"queues": _json(list(tally)), "now": time.time()})
+        for row in rows:
+            tally[row["queue"]][row["state"]] = row["count"]
+        return {queue: _queue_counts(by_state) for queue, by_state in tally.items()}
+
+    async def list_jobs(
+        self, queue: str, state: JobState, limit: int = 100, offset: int = 0
+    ) -> list[JobInfo]:
+        if limit <= 0:
+            return []
+        now = time.time()
+        params = {
+            "queue": queue,
+            "state": state.value,
+            "stored": _stored(state),
+            "limit": limit,
+            "offset": max(offset, 0),
+            "now": now,
+        }
+        return [_job_info(row, now) for row in await self._fetch("list_jobs", params)]
+
+    async def get(self, job_id: str) -> JobInfo | None:
+        now = time.time()
+        rows = await self._fetch("get", {"id": job_id, "now": now})
+        return _job_info(rows[0], now) if rows else None
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        params = {"queue": queue, "ids": _ids(ids), "now": time.time()}
+        moved = await self._execute("retry_failed", params)
+        if moved:
+            self._pushed.set()
+        return moved
+
+    async def purge(
+        self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
+    ) -> int:
+        if state is JobState.RESERVED:
+            raise ValueError("reserved jobs cannot be purged: they belong to a running worker")
+        params = {
+            "queue": queue,
+            "state": state.value,
+            "stored": _stored(state),
+            "ids": _ids(ids),
+            "now": time.time(),
+        }
+        return await self._execute("purge", params)
+
+    async def prune(self, queue: str, before: float) -> int:
+        return await self._execute("prune", {"queue": queue, "before": before})
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Wait up to `timeout`; only pushes, releases and retries made through this instance
+        end it early (SQL databases here have no cross-process notification)."""
+        try:
+            await asyncio.wait_for(self._pushed.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    # -- worker totals -----------------------------------------------------------------------
+
+    async def record_stats(self, worker: str, counts: WorkerCounts) -> None:
+        params = {
+            "worker": worker,
+            "processed": counts.processed,
+            "succeeded": counts.succeeded,
+            "failed": counts.failed,
+            "retried": counts.retried,
+        }
+        await self._execute("record_stats", params)
+
+    async def worker_stats(self) -> dict[str, WorkerCounts]:
+        rows = await self._fetch("worker_stats", {})
+        return {
+            row["name"]: WorkerCounts(
+                row["processed"], row["succeeded"], row["failed"], row["retried"]
+            )
+            for row in rows
+        }
+
+
+# -- conversions between Python values and the stored columns -------------------------------
+
+
+def _json(value: object) -> str:
+    """Compact JSON text for a batch parameter (non-ASCII kept as is: it is UTF-8 anyway)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _push_item(job: NewJob) -> list[object]:
+    """One push_many item, in the column order queries.sql documents."""
+    return [
+        job.id, job.queue, job.name, job.payload, job.created_at, job.available_at,
+        job.max_attempts, job.priority, job.timeout, job.retry_delay, job.unique,
+        _json(job.meta),
+    ]  # fmt: skip
+
+
+def _error_json(error: ErrorInfo | None) -> str | None:
+    return None if error is None else _json(error.to_dict())
+
+
+def _ids(ids: Sequence[str] | None) -> str | None:
+    """None (meaning every job) stays NULL; a list becomes one JSON parameter."""
+    return None if ids is None else _json(list(ids))
+
+
+def _stored(state: JobState) -> str:
+    """The state as stored: `delayed` is never stored, it is a pending job not yet due."""
+    return JobState.PENDING.value if state is JobState.DELAYED else state.value
+
+
+def _queue_counts(by_state: Mapping[str, int]) -> QueueCounts:
+    return QueueCounts(
+        pending=by_state.get("pending", 0),
+        delayed=by_state.get("delayed", 0),
+        reserved=by_state.get("reserved", 0),
+        succeeded=by_state.get("succeeded", 0),
+        failed=by_state.get("failed", 0),
+    )
+
+
+def _job_info(row: Row, now: float) -> JobInfo:
+    """A stored row as the JobInfo a caller sees (pending and not yet due reads `delayed`)."""
+    state = JobState(row["state"])
+    if state is JobState.PENDING and row["available_at"] > now:
+        state = JobState.DELAYED
+    error = row["error"]
+    return JobInfo(
+        id=row["id"],
+        queue=row["queue"],
+        name=row["name"],
+        payload=row["payload"],
+        state=state,
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        priority=row["priority"],
+        created_at=row["created_at"],
+        available_at=row["available_at"],
+        timeout=row["timeout"],
+        retry_delay=row["retry_delay"],
+        unique=row["unique_key"],
+        meta=json.loads(row["meta"]),
+        reservation=row["reservation"],
+        worker=row["worker"],
+        finished_at=row["finished_at"],
+        error=None if error is None else ErrorInfo.from_dict(json.loads(error)),
+    )

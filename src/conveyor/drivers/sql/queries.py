@@ -1,0 +1,91 @@
+"""Load a dialect's SQL: named blocks from its `queries.sql`, numbered files from `migrations/`.
+
+A block starts with `-- name: <method>` and a one-line `-- <description>`; its SQL runs to the
+next block. Table names are written `{prefix}jobs` and filled in here, once per driver.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+from conveyor.errors import ConfigError
+
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
+_BLOCK = re.compile(r"^-- name: *(\w+) *\n-- *(.+?) *\n(.*?)(?=^-- name:|\Z)", re.M | re.S)
+_MIGRATION = re.compile(r"(\d+)_\w+\.sql")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One named SQL statement, its table prefix already filled in."""
+
+    name: str
+    description: str
+    sql: str
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered schema migration: a script of several statements, applied once."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def check_prefix(prefix: str) -> str:
+    """Return `prefix` if it can start a table name, else raise ConfigError."""
+    if not _PREFIX.fullmatch(prefix):
+        raise ConfigError(
+            f"table prefix {prefix!r} is not allowed: use 1 to 31 letters, digits or"
+            " underscores, not starting with a digit (for example 'conveyor_')"
+        )
+    return prefix
+
+
+def load_queries(package: str, prefix: str) -> dict[str, Query]:
+    """The named blocks of `package`'s queries.sql, keyed by name, tables prefixed."""
+    check_prefix(prefix)
+    return {
+        name: Query(name, description, sql.replace("{prefix}", prefix))
+        for name, description, sql in _read_blocks(package)
+    }
+
+
+def load_migrations(package: str, prefix: str) -> list[Migration]:
+    """The files of `package`'s migrations/ folder, in version order, tables prefixed."""
+    check_prefix(prefix)
+    return [
+        Migration(version, name, sql.replace("{prefix}", prefix))
+        for version, name, sql in _read_migrations(package)
+    ]
+
+
+@functools.cache
+def _read_blocks(package: str) -> tuple[tuple[str, str, str], ...]:
+    text = resources.files(package).joinpath("queries.sql").read_text(encoding="utf-8")
+    blocks = tuple(
+        (name, description, sql.strip().rstrip(";"))
+        for name, description, sql in _BLOCK.findall(text)
+    )
+    names = [block[0] for block in blocks]
+    if len(set(names)) != len(names) or len(names) != text.count("-- name:"):
+        raise ValueError(f"{package}/queries.sql has a duplicate or malformed '-- name:' block")
+    return blocks
+
+
+@functools.cache
+def _read_migrations(package: str) -> tuple[tuple[int, str, str], ...]:
+    folder = resources.files(package).joinpath("migrations")
+    found = sorted(
+        (int(match.group(1)), entry.name, entry.read_text(encoding="utf-8"))
+        for entry in folder.iterdir()
+        if (match := _MIGRATION.fullmatch(entry.name))
+    )
+    versions = [version for version, _, _ in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise ValueError(f"{package}/migrations must be numbered 0001, 0002, ... without gaps")
+    return tuple(found)

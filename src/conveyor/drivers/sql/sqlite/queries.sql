@@ -1,0 +1,206 @@
+-- conveyor's SQL for SQLite (3.40 or later): one block per driver method, named after it.
+--
+-- Parameters are :named and always passed as one dict; keys a statement does not use are
+-- ignored. A batch arrives as ONE JSON text parameter (:items, :ids, :queues) unpacked with
+-- json_each, so every method is one statement whatever the batch size. :now is time.time()
+-- from Python, so every process agrees on the clock the caller sees.
+--
+-- Statements that return jobs return these columns (the driver reads them by name):
+-- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
+-- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error
+
+-- name: schema_version_create
+-- Create the table that records which migrations ran; run inside the migration transaction.
+CREATE TABLE IF NOT EXISTS {prefix}schema_version (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at REAL NOT NULL
+);
+
+-- name: schema_version
+-- The highest migration applied so far (NULL before the first).
+SELECT max(version) AS version FROM {prefix}schema_version;
+
+-- name: schema_version_record
+-- Record one applied migration, in the same transaction as the migration itself.
+INSERT INTO {prefix}schema_version (version, name, applied_at) VALUES (:version, :name, :now);
+
+-- name: push_many
+-- Insert new jobs from :items; a job whose unique key an unfinished job holds is skipped.
+-- Each item is [id, queue, name, payload, created_at, available_at, max_attempts, priority,
+-- timeout, retry_delay, unique_key, meta]. `WHERE true` is SQLite's rule for
+-- INSERT ... SELECT ... ON CONFLICT (the parser would read ON as a join constraint).
+INSERT INTO {prefix}jobs (
+    id, queue, name, payload, created_at, available_at, max_attempts, priority,
+    timeout, retry_delay, unique_key, meta
+)
+SELECT
+    value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
+    value->>8, value->>9, value->>10, value->>11
+FROM json_each(:items)
+WHERE true
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: push_many_holders
+-- For skipped unique jobs in :items ([index, queue, name, unique_key]), the unfinished holder.
+SELECT item.value->>0 AS item, job.id AS id
+FROM json_each(:items) AS item
+JOIN {prefix}jobs AS job
+  ON job.queue = item.value->>1
+ AND job.name = item.value->>2
+ AND job.unique_key = item.value->>3
+ AND job.state IN ('pending', 'reserved');
+
+-- name: reserve
+-- Take up to :limit due jobs (pending and due, or reserved with an expired lease) from :queues.
+-- One statement: SQLite holds the write lock from its first step, so two processes can never
+-- pick the same job. Each queue contributes its best :limit from the jobs_ready index (a
+-- bounded scan even with a million jobs waiting), then the best :limit of those win.
+UPDATE {prefix}jobs AS job
+SET state = 'reserved',
+    attempt = attempt + 1,
+    reservation = :token,
+    worker = :worker,
+    available_at = :now + :lease
+FROM (
+    SELECT due.id
+    FROM (SELECT DISTINCT value AS queue FROM json_each(:queues)) AS wanted
+    JOIN {prefix}jobs AS due ON due.id IN (
+        SELECT best.id FROM {prefix}jobs AS best
+        WHERE best.queue = wanted.queue
+          AND best.state IN ('pending', 'reserved')
+          AND best.available_at <= :now
+        ORDER BY best.priority DESC, best.available_at, best.id
+        LIMIT :limit
+    )
+    ORDER BY due.priority DESC, due.available_at, due.id
+    LIMIT :limit
+) AS picked
+WHERE job.id = picked.id
+RETURNING id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+    available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+    error;
+
+-- name: renew
+-- Extend the leases of the jobs in :items ([id, token]) still reserved under their token.
+UPDATE {prefix}jobs AS job
+SET available_at = :now + :lease
+FROM json_each(:items) AS item
+WHERE job.id = item.value->>0
+  AND job.reservation = item.value->>1
+  AND job.state = 'reserved'
+RETURNING id;
+
+-- name: ack
+-- Mark succeeded the jobs in :items ([id, token]) still reserved under their token.
+UPDATE {prefix}jobs AS job
+SET state = 'succeeded',
+    finished_at = :now
+FROM json_each(:items) AS item
+WHERE job.id = item.value->>0
+  AND job.reservation = item.value->>1
+  AND job.state = 'reserved'
+RETURNING id;
+
+-- name: release
+-- Put back to pending the jobs in :items ([id, token, available_at, error, give_back]).
+-- A NULL error keeps the last one; give_back is 1 to hand the attempt back, else 0.
+UPDATE {prefix}jobs AS job
+SET state = 'pending',
+    available_at = item.value->>2,
+    error = coalesce(item.value->>3, job.error),
+    attempt = job.attempt - (item.value->>4)
+FROM json_each(:items) AS item
+WHERE job.id = item.value->>0
+  AND job.reservation = item.value->>1
+  AND job.state = 'reserved'
+RETURNING id;
+
+-- name: fail
+-- Move to failed the jobs in :items ([id, token, error]) still reserved under their token.
+UPDATE {prefix}jobs AS job
+SET state = 'failed',
+    finished_at = :now,
+    error = item.value->>2
+FROM json_each(:items) AS item
+WHERE job.id = item.value->>0
+  AND job.reservation = item.value->>1
+  AND job.state = 'reserved'
+RETURNING id;
+
+-- name: counts
+-- Jobs per queue and visible state (a pending job not yet due counts as delayed).
+SELECT queue,
+       CASE WHEN state = 'pending' AND available_at > :now THEN 'delayed' ELSE state END
+           AS state,
+       count(*) AS count
+FROM {prefix}jobs
+WHERE queue IN (SELECT value FROM json_each(:queues))
+GROUP BY 1, 2;
+
+-- name: list_jobs
+-- One page of a queue's jobs in one visible state, oldest first by id.
+-- :stored is the state as stored ('pending' for both pending and delayed).
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error
+FROM {prefix}jobs
+WHERE queue = :queue
+  AND state = :stored
+  AND (CASE WHEN state = 'pending' AND available_at > :now THEN 'delayed' ELSE state END)
+      = :state
+ORDER BY id
+LIMIT :limit OFFSET :offset;
+
+-- name: get
+-- One job by id.
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error
+FROM {prefix}jobs
+WHERE id = :id;
+
+-- name: retry_failed
+-- Move a queue's failed jobs (all, or those in :ids when not NULL) back to pending, due now.
+-- OR IGNORE: a job whose unique key an unfinished job holds (possibly one retried by this
+-- same statement) would break jobs_unique, so it is skipped and stays failed.
+UPDATE OR IGNORE {prefix}jobs
+SET state = 'pending',
+    attempt = 0,
+    available_at = :now,
+    finished_at = NULL
+WHERE queue = :queue
+  AND state = 'failed'
+  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
+
+-- name: purge
+-- Delete a queue's jobs in one visible state (all, or those in :ids when not NULL).
+-- :stored is the state as stored; the driver never passes 'reserved'.
+DELETE FROM {prefix}jobs
+WHERE queue = :queue
+  AND state = :stored
+  AND (CASE WHEN state = 'pending' AND available_at > :now THEN 'delayed' ELSE state END)
+      = :state
+  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
+
+-- name: prune
+-- Delete a queue's finished jobs that finished before :before.
+DELETE FROM {prefix}jobs
+WHERE queue = :queue
+  AND state IN ('succeeded', 'failed', 'cancelled')
+  AND finished_at < :before;
+
+-- name: record_stats
+-- Add to one worker's running totals, creating its row on first use.
+INSERT INTO {prefix}workers (name, processed, succeeded, failed, retried)
+VALUES (:worker, :processed, :succeeded, :failed, :retried)
+ON CONFLICT (name) DO UPDATE SET
+    processed = processed + excluded.processed,
+    succeeded = succeeded + excluded.succeeded,
+    failed = failed + excluded.failed,
+    retried = retried + excluded.retried;
+
+-- name: worker_stats
+-- Every worker's running totals.
+SELECT name, processed, succeeded, failed, retried FROM {prefix}workers;

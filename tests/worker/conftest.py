@@ -1,0 +1,114 @@
+"""Fixtures of the worker tests: every test runs once per driver kind in `CONNECTORS`."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor import Registry, Worker
+from conveyor.drivers.base import Driver
+from conveyor.drivers.memory import MemoryDriver
+
+Connect = Callable[[], Driver]
+
+
+def memory(tmp_path: Path) -> Connect:
+    driver = MemoryDriver()
+    return lambda: driver
+
+
+def sqlite(tmp_path: Path) -> Connect:
+    module = importlib.import_module("conveyor.drivers.sql.sqlite")
+    return lambda: module.SqliteDriver(tmp_path / "jobs.db")
+
+
+CONNECTORS: dict[str, Callable[[Path], Connect]] = {"memory": memory, "sqlite": sqlite}
+
+
+@pytest.fixture(params=list(CONNECTORS))
+def connect(request: pytest.FixtureRequest, tmp_path: Path) -> Connect:
+    """Builds a driver on this test's fresh storage; a second call is a second connection."""
+    return CONNECTORS[request.param](tmp_path)
+
+
+class App:
+    """Registries made for one test, closed at its end."""
+
+    def __init__(self, connect: Connect) -> None:
+        self.connect = connect
+        self.registries: list[Registry] = []
+
+    def registry(
+        self,
+        *,
+        concurrency: int = 1,
+        lease: float = 30.0,
+        stop_timeout: float = 5.0,
+        poll_interval: float = 0.05,
+        **queue_options: Any,
+    ) -> Registry:
+        """A registry with queue "q" served by worker "w" on this test's storage."""
+        registry = Registry()
+        registry.queue("q", driver=self.connect(), workers=["w"], **queue_options)
+        registry.worker(
+            "w",
+            concurrency=concurrency,
+            lease=lease,
+            stop_timeout=stop_timeout,
+            poll_interval=poll_interval,
+        )
+        self.registries.append(registry)
+        return registry
+
+
+@pytest.fixture
+async def app(connect: Connect) -> AsyncIterator[App]:
+    made = App(connect)
+    yield made
+    for registry in made.registries:
+        await registry.close()
+
+
+class Running:
+    """A worker running in a task; `stop()` waits for it to return."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.task = asyncio.create_task(worker.run())
+
+    async def stop(self, *, now: bool = False) -> None:
+        self.worker.stop(now=now)
+        await asyncio.wait_for(self.task, 10)
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Callable[[Registry], Running]]:
+    """Start worker "w" of a registry in the background; stopped at the end of the test."""
+    running: list[Running] = []
+
+    def start_worker(registry: Registry, **options: Any) -> Running:
+        run = Running(Worker(registry, "w", **options))
+        running.append(run)
+        return run
+
+    yield start_worker
+    for run in running:
+        if not run.task.done():
+            await run.stop(now=True)
+
+
+async def settle(registry: Registry, job_id: str, timeout: float = 10.0) -> Any:
+    """Wait until the job is finished (succeeded or failed) and return its JobInfo."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        info = await registry.job_info(job_id)
+        if info is not None and info.state.value in ("succeeded", "failed"):
+            return info
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"job {job_id} did not finish in {timeout}s: {info}")
+        await asyncio.sleep(0.01)

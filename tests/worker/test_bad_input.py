@@ -1,0 +1,58 @@
+"""Jobs the worker cannot run go straight to failed storage with the reason; the worker lives."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from conveyor import Job, JobState
+from conveyor.job import NewJob, new_id
+
+from .conftest import App, settle
+
+
+@dataclass
+class Item:
+    n: int
+
+
+def raw_job(name: str, payload: str, max_attempts: int = 4) -> NewJob:
+    now = time.time()
+    return NewJob(new_id(), "q", name, payload, now, now, max_attempts=max_attempts)
+
+
+async def test_unknown_job_name_fails_without_retry(app: App, start) -> None:
+    registry = app.registry()
+
+    @registry.job("known")
+    async def known(job: Job[Item]) -> None: ...
+
+    driver = await registry.driver_of("q")
+    job_id = await driver.push(raw_job("nobody.handles.this", "{}"))
+    ok_id = await registry.push("q", "known", Item(1))
+    start(registry)
+    info = await settle(registry, job_id)
+    assert info.state is JobState.FAILED and info.attempt == 1
+    assert info.error.type == "conveyor.errors.UnknownJobError"
+    assert "nobody.handles.this" in info.error.message
+    assert (await settle(registry, ok_id)).state is JobState.SUCCEEDED
+
+
+async def test_payload_failing_validation_fails_with_reason(app: App, start) -> None:
+    registry = app.registry()
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None: ...
+
+    driver = await registry.driver_of("q")
+    wrong_type = await driver.push(raw_job("item", '{"n": "seven"}'))
+    not_json = await driver.push(raw_job("item", "{not json"))
+    start(registry)
+    for job_id in (wrong_type, not_json):
+        info = await settle(registry, job_id)
+        assert info.state is JobState.FAILED and info.attempt == 1
+        assert info.error.type == "conveyor.errors.PayloadError"
+        assert "item" in info.error.message
+    assert (
+        "n: Input should be a valid integer" in (await registry.job_info(wrong_type)).error.message
+    )

@@ -1,0 +1,83 @@
+"""Leases: a crashed worker's job comes back after its lease; a running job's lease is renewed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from conveyor import Job, JobState
+
+from .conftest import App, settle
+
+
+@dataclass
+class Item:
+    n: int
+
+
+async def test_job_of_crashed_worker_runs_again_after_its_lease(app: App, start) -> None:
+    registry = app.registry()
+    attempts: list[int] = []
+
+    @registry.job("item", retry=3)
+    async def item(job: Job[Item]) -> None:
+        attempts.append(job.attempt)
+
+    job_id = await registry.push("q", "item", Item(1))
+    # A worker that reserves the job and dies: nobody renews or settles it.
+    crashed = app.connect()
+    await crashed.open()
+    assert [j.id for j in await crashed.reserve(["q"], 1, 0.2, "crashed")] == [job_id]
+    start(registry)
+    info = await settle(registry, job_id)
+    assert info.state is JobState.SUCCEEDED
+    assert attempts == [2]
+    await crashed.close()
+
+
+async def test_job_whose_worker_died_on_its_last_attempt_fails(app: App, start) -> None:
+    registry = app.registry()
+    ran = False
+
+    @registry.job("item", retry=0)
+    async def item(job: Job[Item]) -> None:
+        nonlocal ran
+        ran = True
+
+    job_id = await registry.push("q", "item", Item(1))
+    crashed = app.connect()
+    await crashed.open()
+    await crashed.reserve(["q"], 1, 0.1, "crashed")
+    start(registry)
+    info = await settle(registry, job_id)
+    assert not ran
+    assert info.state is JobState.FAILED
+    assert info.error.type == "conveyor.errors.LeaseExpiredError"
+    await crashed.close()
+
+
+async def test_renewal_keeps_long_job_from_being_taken(app: App, start) -> None:
+    registry = app.registry(lease=0.3)
+    started = asyncio.Event()
+    attempts: list[int] = []
+
+    @registry.job("long")
+    async def long(job: Job[Item]) -> None:
+        attempts.append(job.attempt)
+        started.set()
+        await asyncio.sleep(1.2)  # four times the lease
+
+    job_id = await registry.push("q", "long", Item(1))
+    start(registry)
+    await asyncio.wait_for(started.wait(), 5)
+    rival = app.connect()
+    await rival.open()
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert await rival.reserve(["q"], 10, 5.0, "rival") == []
+        await asyncio.sleep(0.05)
+    info = await settle(registry, job_id)
+    assert info.state is JobState.SUCCEEDED
+    assert attempts == [1]
+    await rival.close()

@@ -1,0 +1,200 @@
+"""A worker runs handlers, retries failures after their delay and sends the hopeless to failed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from conveyor import Job, JobState, Worker
+
+from .conftest import App, settle
+
+
+@dataclass
+class Item:
+    n: int
+
+
+async def test_async_and_plain_handlers_run_and_succeed(app: App, start) -> None:
+    registry = app.registry()
+    seen: list[tuple[str, int]] = []
+
+    @registry.job("async.item")
+    async def handle_async(job: Job[Item]) -> None:
+        seen.append(("async", job.payload.n))
+
+    @registry.job("plain.item")
+    def handle_plain(job: Job[Item]) -> None:
+        seen.append(("plain", job.payload.n))
+
+    first = await registry.push("q", "async.item", Item(1))
+    second = await registry.push("q", "plain.item", Item(2))
+    start(registry)
+    assert (await settle(registry, first)).state is JobState.SUCCEEDED
+    assert (await settle(registry, second)).state is JobState.SUCCEEDED
+    assert sorted(seen) == [("async", 1), ("plain", 2)]
+
+
+async def test_handler_receives_job_identity_and_meta(app: App, start) -> None:
+    registry = app.registry(meta={"tenant": "acme"})
+    received: list[Job[Item]] = []
+
+    @registry.job("item", retry=4)
+    async def handle(job: Job[Item]) -> None:
+        received.append(job)
+
+    job_id = await registry.push("q", "item", Item(7), meta={"trace": "t1"})
+    start(registry)
+    await settle(registry, job_id)
+    (job,) = received
+    assert (job.id, job.queue, job.name, job.payload) == (job_id, "q", "item", Item(7))
+    assert (job.attempt, job.max_attempts) == (1, 5)
+    assert job.meta == {"tenant": "acme", "trace": "t1"}
+    assert abs(job.created_at.timestamp() - time.time()) < 60
+
+
+async def test_failure_is_retried_after_retry_delay(app: App, start) -> None:
+    registry = app.registry()
+    attempts: list[float] = []
+
+    @registry.job("flaky", retry=1, retry_delay=0.3)
+    async def flaky(job: Job[Item]) -> None:
+        attempts.append(time.monotonic())
+        if job.attempt == 1:
+            raise ConnectionError("try again")
+
+    job_id = await registry.push("q", "flaky", Item(1))
+    start(registry)
+    info = await settle(registry, job_id)
+    assert info.state is JobState.SUCCEEDED
+    assert info.attempt == 2
+    assert attempts[1] - attempts[0] >= 0.3
+    assert info.error is not None and info.error.type == "ConnectionError"
+
+
+async def test_exhausted_retries_move_job_to_failed_with_error(app: App, start) -> None:
+    registry = app.registry()
+    calls = 0
+
+    @registry.job("doomed", retry=2, retry_delay=0)
+    async def doomed(job: Job[Item]) -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError(f"bad item {job.payload.n}")
+
+    job_id = await registry.push("q", "doomed", Item(3))
+    start(registry)
+    info = await settle(registry, job_id)
+    assert info.state is JobState.FAILED
+    assert calls == 3 and info.attempt == 3
+    assert info.error.type == "ValueError"
+    assert info.error.message == "bad item 3"
+    assert "in doomed" in info.error.traceback
+    counts = (await registry.worker_info())["w"]
+    assert (counts.failed, counts.retried) == (1, 2)
+
+
+async def test_timeout_cancels_async_handler_and_records_it(app: App, start) -> None:
+    registry = app.registry()
+    cancelled = asyncio.Event()
+
+    @registry.job("slow", retry=0, timeout=0.2)
+    async def slow(job: Job[Item]) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    job_id = await registry.push("q", "slow", Item(1))
+    start(registry)
+    info = await settle(registry, job_id)
+    assert cancelled.is_set()
+    assert info.state is JobState.FAILED
+    assert info.error.type == "conveyor.errors.JobTimeoutError"
+    assert "timeout of 0.2s" in info.error.message
+
+
+async def test_timeout_of_plain_handler_abandons_its_thread(app: App, start) -> None:
+    registry = app.registry()
+
+    @registry.job("slow.plain", retry=0, timeout=0.2)
+    def slow(job: Job[Item]) -> None:
+        time.sleep(1.0)
+
+    job_id = await registry.push("q", "slow.plain", Item(1))
+    started = time.monotonic()
+    start(registry)
+    info = await settle(registry, job_id)
+    assert time.monotonic() - started < 0.9
+    assert info.state is JobState.FAILED
+    assert info.error.type == "conveyor.errors.JobTimeoutError"
+
+
+async def test_handler_raising_timeout_error_itself_is_an_ordinary_failure(app: App, start) -> None:
+    registry = app.registry()
+
+    @registry.job("own.timeout", retry=0, timeout=10)
+    async def own(job: Job[Item]) -> None:
+        raise TimeoutError("upstream API timed out")
+
+    job_id = await registry.push("q", "own.timeout", Item(1))
+    start(registry)
+    info = await settle(registry, job_id)
+    assert info.error.type == "TimeoutError"
+    assert info.error.message == "upstream API timed out"
+
+
+async def test_concurrency_limit_is_never_exceeded(app: App, start) -> None:
+    registry = app.registry(concurrency=3)
+    running = 0
+    most = 0
+
+    @registry.job("busy")
+    async def busy(job: Job[Item]) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+
+    ids = await registry.push_many("q", "busy", [Item(n) for n in range(15)])
+    start(registry)
+    for job_id in ids:
+        await settle(registry, job_id)
+    assert most == 3
+
+
+async def test_burst_worker_returns_once_queue_is_empty(app: App) -> None:
+    registry = app.registry(concurrency=4)
+    done: list[int] = []
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        done.append(job.payload.n)
+
+    await registry.push_many("q", "item", [Item(n) for n in range(20)])
+    await registry.push("q", "item", Item(99), delay=0.2)
+    worker = Worker(registry, "w", burst=True)
+    await asyncio.wait_for(worker.run(), 10)
+    assert sorted(done) == [*range(20), 99]
+    assert worker.counts.succeeded == 21
+    counts = (await registry.queue_info())["q"]
+    assert (counts.pending, counts.delayed, counts.reserved, counts.succeeded) == (0, 0, 0, 21)
+
+
+async def test_idle_worker_wakes_on_push_from_same_process(app: App, start) -> None:
+    registry = app.registry(poll_interval=5.0)
+    ran = asyncio.Event()
+
+    @registry.job("ping")
+    async def ping(job: Job[Item]) -> None:
+        ran.set()
+
+    start(registry)
+    await asyncio.sleep(0.1)  # let the worker find the queue empty and go idle
+    pushed = time.monotonic()
+    await registry.push("q", "ping", Item(1))
+    await asyncio.wait_for(ran.wait(), 2)
+    assert time.monotonic() - pushed < 1.0

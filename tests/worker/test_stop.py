@@ -1,0 +1,88 @@
+"""Stopping: running jobs get stop_timeout to finish; the rest go back without losing an attempt."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from conveyor import Job, JobState
+
+from .conftest import App, settle
+
+
+@dataclass
+class Item:
+    n: int
+
+
+async def test_graceful_stop_lets_running_job_finish(app: App, start) -> None:
+    registry = app.registry(stop_timeout=5)
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        started.set()
+        await finish.wait()
+
+    job_id = await registry.push("q", "item", Item(1))
+    run = start(registry)
+    await asyncio.wait_for(started.wait(), 5)
+    run.worker.stop()
+    await asyncio.sleep(0.05)
+    assert not run.task.done()  # still waiting for the job
+    finish.set()
+    await asyncio.wait_for(run.task, 5)
+    assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
+
+
+async def test_stop_timeout_releases_unfinished_job_giving_attempt_back(app: App, start) -> None:
+    registry = app.registry(stop_timeout=0.2)
+    started = asyncio.Event()
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    job_id = await registry.push("q", "item", Item(1))
+    run = start(registry)
+    await asyncio.wait_for(started.wait(), 5)
+    await run.stop()
+    info = await registry.job_info(job_id)
+    assert info.state is JobState.PENDING
+    assert info.attempt == 0
+
+
+async def test_second_stop_does_not_wait_for_stop_timeout(app: App, start) -> None:
+    registry = app.registry(stop_timeout=60)
+    started = asyncio.Event()
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    job_id = await registry.push("q", "item", Item(1))
+    run = start(registry)
+    await asyncio.wait_for(started.wait(), 5)
+    run.worker.stop()
+    await asyncio.sleep(0.05)
+    run.worker.stop()
+    await asyncio.wait_for(run.task, 5)
+    assert (await registry.job_info(job_id)).state is JobState.PENDING
+
+
+async def test_stopped_worker_reserves_nothing_more(app: App, start) -> None:
+    registry = app.registry()
+    ran: list[int] = []
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        ran.append(job.payload.n)
+
+    run = start(registry)
+    await run.stop()
+    job_id = await registry.push("q", "item", Item(1))
+    await asyncio.sleep(0.1)
+    assert ran == []
+    assert (await registry.job_info(job_id)).state is JobState.PENDING
