@@ -30,16 +30,19 @@ UniqueKey = tuple[str, str, str]
 
 
 class MemoryDriver(Driver):
-    """Jobs in a dict, ready jobs in a heap per queue; leases and delays checked on reserve."""
+    """Jobs in a dict; per queue, a heap of due jobs by priority and a heap of jobs waiting for
+    their time (delayed jobs, and reserved jobs until their lease runs out)."""
 
     kind = "memory"
     capabilities = Capabilities()
 
     def __init__(self) -> None:
         self._jobs: dict[str, JobInfo] = {}
-        # Per queue: (-priority, available_at, seq, id). Entries go stale when a job changes;
-        # `_pop_due` skips any entry that no longer matches its job.
-        self._heaps: dict[str, list[tuple[int, float, int, str]]] = {}
+        # Per queue: due jobs as (-priority, available_at, seq, id), and jobs not yet due as
+        # (available_at, seq, id). Entries go stale when a job changes; they are skipped when
+        # they no longer match their job, so a change only has to push a new entry.
+        self._ready: dict[str, list[tuple[int, float, int, str]]] = {}
+        self._waiting: dict[str, list[tuple[float, int, str]]] = {}
         self._unique: dict[UniqueKey, str] = {}
         self._stats: dict[str, WorkerCounts] = {}
         self._seq = itertools.count()
@@ -109,28 +112,45 @@ class MemoryDriver(Driver):
         best: tuple[int, float, int, str] | None = None
         best_queue = ""
         for queue in queues:
-            heap = self._heaps.get(queue)
+            self._promote(queue, now)
+            heap = self._ready.get(queue)
             while heap and not self._entry_is_current(heap[0]):
                 heapq.heappop(heap)
-            if heap and heap[0][1] <= now and (best is None or heap[0] < best):
+            if heap and (best is None or heap[0] < best):
                 best, best_queue = heap[0], queue
         if best is None:
             return None
-        heapq.heappop(self._heaps[best_queue])
+        heapq.heappop(self._ready[best_queue])
         return best[3]
+
+    def _promote(self, queue: str, now: float) -> None:
+        """Move the queue's jobs whose time has come from the waiting heap to the ready heap."""
+        waiting = self._waiting.get(queue)
+        while waiting and waiting[0][0] <= now:
+            available_at, seq, job_id = heapq.heappop(waiting)
+            job = self._jobs.get(job_id)
+            if job is not None and self._is_current(job, available_at):
+                ready = self._ready.setdefault(queue, [])
+                heapq.heappush(ready, (-job.priority, available_at, seq, job_id))
 
     def _entry_is_current(self, entry: tuple[int, float, int, str]) -> bool:
         job = self._jobs.get(entry[3])
+        return job is not None and -job.priority == entry[0] and self._is_current(job, entry[1])
+
+    @staticmethod
+    def _is_current(job: JobInfo, available_at: float) -> bool:
         return (
-            job is not None
-            and job.state in (JobState.PENDING, JobState.RESERVED)
-            and job.available_at == entry[1]
-            and -job.priority == entry[0]
+            job.state in (JobState.PENDING, JobState.RESERVED) and job.available_at == available_at
         )
 
     def _schedule(self, job: JobInfo) -> None:
-        heap = self._heaps.setdefault(job.queue, [])
-        heapq.heappush(heap, (-job.priority, job.available_at, next(self._seq), job.id))
+        seq = next(self._seq)
+        if job.available_at <= time.time():
+            ready = self._ready.setdefault(job.queue, [])
+            heapq.heappush(ready, (-job.priority, job.available_at, seq, job.id))
+        else:
+            waiting = self._waiting.setdefault(job.queue, [])
+            heapq.heappush(waiting, (job.available_at, seq, job.id))
 
     def _held(self, reservation: Reservation) -> JobInfo | None:
         """The job if it is still reserved under this token (the fencing check)."""

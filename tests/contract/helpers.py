@@ -1,0 +1,133 @@
+"""Small builders and checks shared by the contract tests. Everything goes through `Driver`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from conveyor.drivers.base import Driver, Failure, Release, Reservation
+from conveyor.job import ErrorInfo, JobInfo, NewJob, new_id
+
+#: How far a stored time may drift from the float pushed. Times are floats everywhere, but a
+#: backend may keep them at microsecond precision (timestamptz, DATETIME(6)); a millisecond is
+#: loose enough for that and tight enough to catch whole-second truncation.
+TIME_TOLERANCE = 1e-3
+
+#: A lease long enough that it never runs out during a test.
+LONG_LEASE = 30.0
+
+#: A lease short enough to let run out with a short sleep, and the sleep that outlasts it.
+SHORT_LEASE = 0.05
+PAST_SHORT_LEASE = 0.15
+
+
+def make_job(queue: str = "q", name: str = "j", **overrides: Any) -> NewJob:
+    """A due job with a fresh id; any `NewJob` field can be overridden."""
+    now = time.time()
+    job = NewJob(
+        id=new_id(),
+        queue=queue,
+        name=name,
+        payload="{}",
+        created_at=now,
+        available_at=now,
+    )
+    return replace(job, **overrides)
+
+
+def reservation(job: JobInfo) -> Reservation:
+    """The reservation a worker holds for a job `reserve` handed out."""
+    assert job.reservation is not None, f"reserved job {job.id} has no token"
+    return Reservation(job.id, job.reservation)
+
+
+def release_of(job: JobInfo, available_at: float | None = None, **overrides: Any) -> Release:
+    """A `Release` of a reserved job, due now unless `available_at` says otherwise."""
+    when = time.time() if available_at is None else available_at
+    return replace(Release(job.id, reservation(job).token, when), **overrides)
+
+
+def failure_of(job: JobInfo, error: ErrorInfo | None = None) -> Failure:
+    """A `Failure` of a reserved job with `error` (a plain ValueError by default)."""
+    return Failure(job.id, reservation(job).token, error or ErrorInfo("ValueError", "boom"))
+
+
+async def push_and_reserve(
+    driver: Driver, job: NewJob | None = None, lease: float = LONG_LEASE, worker: str = "w1"
+) -> JobInfo:
+    """Push one job to an otherwise empty queue and reserve it."""
+    job = job or make_job()
+    await driver.push(job)
+    reserved = await driver.reserve([job.queue], 1, lease, worker)
+    assert [r.id for r in reserved] == [job.id]
+    return reserved[0]
+
+
+async def reserve_all_one_by_one(
+    driver: Driver, queues: Sequence[str], lease: float = LONG_LEASE
+) -> list[str]:
+    """Ids in the order `reserve(limit=1)` hands them out, acking each, until nothing is due.
+
+    One at a time because the protocol fixes which jobs a call takes, not the order of the
+    list it returns; acked, as a worker running one job at a time would, so that the order
+    is all this tests.
+    """
+    order: list[str] = []
+    while batch := await driver.reserve(queues, 1, lease, "w1"):
+        assert len(batch) == 1
+        order.append(batch[0].id)
+        assert await driver.ack([reservation(batch[0])]) == {batch[0].id}
+    return order
+
+
+async def state_of(driver: Driver, job_id: str) -> str | None:
+    """The job's visible state as text, or None when the driver has no such job."""
+    job = await driver.get(job_id)
+    return None if job is None else job.state.value
+
+
+def assert_time(actual: float | None, expected: float) -> None:
+    """A stored time equals the one given, within `TIME_TOLERANCE`."""
+    assert actual is not None
+    assert actual == pytest.approx(expected, abs=TIME_TOLERANCE)
+
+
+def assert_between(actual: float | None, low: float, high: float) -> None:
+    """A stored time lies in [low, high], widened by `TIME_TOLERANCE`."""
+    assert actual is not None
+    assert low - TIME_TOLERANCE <= actual <= high + TIME_TOLERANCE, (low, actual, high)
+
+
+class Storage:
+    """Fresh, empty storage for one test, and the drivers connected to it.
+
+    `connect` builds an unopened driver on this storage: a new instance for a real backend (a
+    second connection, as another process would have), the same instance for `memory`, whose
+    storage is the object itself.
+    """
+
+    def __init__(self, connect: Callable[[], Driver]) -> None:
+        self._connect = connect
+        self._open: list[Driver] = []
+
+    async def open_driver(self) -> Driver:
+        """A driver on this storage, opened; closed when the test ends."""
+        driver = self._connect()
+        await driver.open()
+        if all(other is not driver for other in self._open):
+            self._open.append(driver)
+        return driver
+
+    async def close_driver(self, driver: Driver) -> None:
+        """Close one driver now, as a process that stops would."""
+        await driver.close()
+        self._open = [other for other in self._open if other is not driver]
+
+    async def close_all(self) -> None:
+        """Close every driver still open, newest first."""
+        while self._open:
+            await self._open.pop().close()

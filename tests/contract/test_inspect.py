@@ -1,0 +1,139 @@
+"""counts, list_jobs and get: what a reader sees of each state."""
+
+from __future__ import annotations
+
+import time
+
+from conveyor.drivers.base import Driver, QueueCounts
+from conveyor.job import JobState
+
+from .helpers import (
+    LONG_LEASE,
+    failure_of,
+    make_job,
+    push_and_reserve,
+    reservation,
+)
+
+
+async def fill_every_state(driver: Driver, queue: str = "q") -> dict[JobState, list[str]]:
+    """Two pending, one delayed, one reserved, one succeeded and one failed job in `queue`."""
+    jobs = {
+        JobState.PENDING: [make_job(queue), make_job(queue)],
+        JobState.DELAYED: [make_job(queue, available_at=time.time() + 60)],
+    }
+    done = await push_and_reserve(driver, make_job(queue))
+    await driver.ack([reservation(done)])
+    failed = await push_and_reserve(driver, make_job(queue))
+    await driver.fail([failure_of(failed)])
+    reserved = await push_and_reserve(driver, make_job(queue))
+    await driver.push_many([job for group in jobs.values() for job in group])
+    ids = {state: [job.id for job in group] for state, group in jobs.items()}
+    ids[JobState.RESERVED] = [reserved.id]
+    ids[JobState.SUCCEEDED] = [done.id]
+    ids[JobState.FAILED] = [failed.id]
+    return ids
+
+
+async def test_counts_every_state(driver: Driver) -> None:
+    await fill_every_state(driver)
+
+    counts = await driver.counts(["q"])
+
+    assert counts == {"q": QueueCounts(pending=2, delayed=1, reserved=1, succeeded=1, failed=1)}
+
+
+async def test_counts_unknown_queue_as_zeros(driver: Driver) -> None:
+    await driver.push(make_job("q"))
+
+    counts = await driver.counts(["q", "nobody"])
+
+    assert counts == {"q": QueueCounts(pending=1), "nobody": QueueCounts()}
+
+
+async def test_counts_only_queues_named(driver: Driver) -> None:
+    await driver.push_many([make_job("a"), make_job("b"), make_job("b")])
+
+    assert await driver.counts(["b"]) == {"b": QueueCounts(pending=2)}
+
+
+async def test_counts_of_no_queues_is_empty(driver: Driver) -> None:
+    await driver.push(make_job())
+
+    assert await driver.counts([]) == {}
+
+
+async def test_delayed_job_counts_as_pending_once_due(driver: Driver) -> None:
+    await driver.push(make_job(available_at=time.time() - 0.001))
+    await driver.push(make_job(available_at=time.time() + 60))
+
+    assert (await driver.counts(["q"]))["q"] == QueueCounts(pending=1, delayed=1)
+
+
+async def test_list_jobs_by_state(driver: Driver) -> None:
+    ids = await fill_every_state(driver)
+
+    for state, expected in ids.items():
+        listed = await driver.list_jobs("q", state)
+        assert [job.id for job in listed] == sorted(expected), state
+        assert all(job.state is state for job in listed), state
+
+
+async def test_list_jobs_of_empty_state_is_empty(driver: Driver) -> None:
+    await driver.push(make_job())
+
+    assert await driver.list_jobs("q", JobState.FAILED) == []
+    assert await driver.list_jobs("nobody", JobState.PENDING) == []
+
+
+async def test_list_jobs_only_lists_the_queue(driver: Driver) -> None:
+    mine = make_job("a")
+    await driver.push_many([mine, make_job("b")])
+
+    assert [job.id for job in await driver.list_jobs("a", JobState.PENDING)] == [mine.id]
+
+
+async def test_list_jobs_orders_by_id(driver: Driver) -> None:
+    jobs = [make_job(priority=p, available_at=time.time() - p) for p in (3, 1, 2, 0, 4)]
+    await driver.push_many(list(reversed(jobs)))
+
+    listed = await driver.list_jobs("q", JobState.PENDING)
+
+    assert [job.id for job in listed] == sorted(job.id for job in jobs)
+
+
+async def test_list_jobs_pages_with_limit_and_offset(driver: Driver) -> None:
+    jobs = [make_job() for _ in range(7)]
+    await driver.push_many(jobs)
+
+    pages = [await driver.list_jobs("q", JobState.PENDING, limit=3, offset=o) for o in (0, 3, 6)]
+
+    assert [len(page) for page in pages] == [3, 3, 1]
+    assert [job.id for page in pages for job in page] == sorted(job.id for job in jobs)
+    assert await driver.list_jobs("q", JobState.PENDING, limit=3, offset=7) == []
+
+
+async def test_list_jobs_returns_full_records(driver: Driver) -> None:
+    job = make_job(payload='{"x": 1}', meta={"k": "v"}, unique="u")
+    await driver.push(job)
+
+    [listed] = await driver.list_jobs("q", JobState.PENDING)
+
+    assert listed == await driver.get(job.id)
+
+
+async def test_get_unknown_id_returns_none(driver: Driver) -> None:
+    await driver.push(make_job())
+
+    assert await driver.get("0" * 32) is None
+
+
+async def test_get_shows_finished_job(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver, lease=LONG_LEASE)
+    await driver.ack([reservation(reserved)])
+
+    got = await driver.get(reserved.id)
+
+    assert got is not None
+    assert got.state is JobState.SUCCEEDED
+    assert got.attempt == 1

@@ -1,0 +1,232 @@
+"""push and push_many: what is stored, the ids returned, and unique keys."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from conveyor.drivers.base import Driver
+from conveyor.job import ErrorInfo, JobState
+
+from .helpers import (
+    assert_time,
+    failure_of,
+    make_job,
+    push_and_reserve,
+    release_of,
+    reservation,
+)
+
+
+async def test_push_returns_the_jobs_id(driver: Driver) -> None:
+    job = make_job()
+
+    assert await driver.push(job) == job.id
+
+
+async def test_push_then_get_returns_every_field(driver: Driver) -> None:
+    now = time.time()
+    job = make_job(
+        queue="mail",
+        name="send_welcome",
+        payload='{"to": "zoë@example.com", "note": "a \\"quoted\\" line\\nand more"}',
+        created_at=now - 1.25,
+        available_at=now - 0.5,
+        max_attempts=7,
+        priority=3,
+        timeout=12.5,
+        retry_delay='{"kind": "exponential", "base": 2.0}',
+        unique="user-42",
+        meta={"trace": "abc", "n": 1, "nested": {"tags": ["a", "b"], "ok": True}},
+    )
+    await driver.push(job)
+
+    got = await driver.get(job.id)
+
+    assert got is not None
+    assert (got.id, got.queue, got.name) == (job.id, "mail", "send_welcome")
+    assert got.payload == job.payload
+    assert got.state is JobState.PENDING
+    assert (got.attempt, got.max_attempts, got.priority) == (0, 7, 3)
+    assert_time(got.created_at, job.created_at)
+    assert_time(got.available_at, job.available_at)
+    assert got.timeout == 12.5
+    assert got.retry_delay == job.retry_delay
+    assert got.unique == "user-42"
+    assert got.meta == job.meta
+    assert (got.reservation, got.worker, got.finished_at, got.error) == (None, None, None, None)
+
+
+async def test_push_then_get_keeps_unset_options_empty(driver: Driver) -> None:
+    job = make_job()
+    await driver.push(job)
+
+    got = await driver.get(job.id)
+
+    assert got is not None
+    assert (got.max_attempts, got.priority) == (1, 0)
+    assert (got.timeout, got.retry_delay, got.unique) == (None, None, None)
+    assert got.meta == {}
+
+
+async def test_push_with_negative_priority_round_trips(driver: Driver) -> None:
+    job = make_job(priority=-5)
+    await driver.push(job)
+
+    got = await driver.get(job.id)
+
+    assert got is not None
+    assert got.priority == -5
+
+
+async def test_push_with_future_time_is_delayed(driver: Driver) -> None:
+    job = make_job(available_at=time.time() + 60)
+    await driver.push(job)
+
+    got = await driver.get(job.id)
+
+    assert got is not None
+    assert got.state is JobState.DELAYED
+
+
+async def test_push_many_returns_ids_in_order(driver: Driver) -> None:
+    jobs = [make_job(name=f"j{i}") for i in range(5)]
+
+    ids = await driver.push_many(jobs)
+
+    assert ids == [job.id for job in jobs]
+    for job in jobs:
+        got = await driver.get(job.id)
+        assert got is not None
+        assert got.name == job.name
+
+
+async def test_push_many_of_nothing_returns_empty_list(driver: Driver) -> None:
+    assert await driver.push_many([]) == []
+    assert (await driver.counts(["q"]))["q"].pending == 0
+
+
+async def test_push_many_spans_queues(driver: Driver) -> None:
+    await driver.push_many([make_job(queue="a"), make_job(queue="b"), make_job(queue="b")])
+
+    counts = await driver.counts(["a", "b"])
+
+    assert (counts["a"].pending, counts["b"].pending) == (1, 2)
+
+
+async def test_push_duplicate_unique_returns_pending_jobs_id(driver: Driver) -> None:
+    first = make_job(unique="k")
+    await driver.push(first)
+
+    again = await driver.push(make_job(unique="k"))
+
+    assert again == first.id
+    assert (await driver.counts(["q"]))["q"].pending == 1
+
+
+async def test_push_duplicate_unique_stores_nothing(driver: Driver) -> None:
+    first = make_job(unique="k", payload='{"v": 1}')
+    second = make_job(unique="k", payload='{"v": 2}')
+    await driver.push(first)
+
+    await driver.push(second)
+
+    assert await driver.get(second.id) is None
+    got = await driver.get(first.id)
+    assert got is not None
+    assert got.payload == '{"v": 1}'
+
+
+async def test_push_duplicate_unique_returns_delayed_jobs_id(driver: Driver) -> None:
+    first = make_job(unique="k", available_at=time.time() + 60)
+    await driver.push(first)
+
+    assert await driver.push(make_job(unique="k")) == first.id
+
+
+async def test_push_duplicate_unique_returns_reserved_jobs_id(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver, make_job(unique="k"))
+
+    assert await driver.push(make_job(unique="k")) == reserved.id
+
+
+async def test_push_duplicate_unique_returns_released_jobs_id(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver, make_job(unique="k"))
+    await driver.release([release_of(reserved, time.time() + 60)])
+
+    assert await driver.push(make_job(unique="k")) == reserved.id
+
+
+async def test_unique_key_is_freed_by_ack(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver, make_job(unique="k"))
+    await driver.ack([reservation(reserved)])
+    fresh = make_job(unique="k")
+
+    assert await driver.push(fresh) == fresh.id
+    assert await driver.get(fresh.id) is not None
+
+
+async def test_unique_key_is_freed_by_fail(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver, make_job(unique="k"))
+    await driver.fail([failure_of(reserved, ErrorInfo("ValueError", "boom"))])
+    fresh = make_job(unique="k")
+
+    assert await driver.push(fresh) == fresh.id
+    assert await driver.get(fresh.id) is not None
+
+
+async def test_unique_key_is_per_queue(driver: Driver) -> None:
+    first = make_job(queue="a", unique="k")
+    other = make_job(queue="b", unique="k")
+
+    ids = [await driver.push(first), await driver.push(other)]
+
+    assert ids == [first.id, other.id]
+
+
+async def test_unique_key_is_per_job_name(driver: Driver) -> None:
+    first = make_job(name="x", unique="k")
+    other = make_job(name="y", unique="k")
+
+    ids = [await driver.push(first), await driver.push(other)]
+
+    assert ids == [first.id, other.id]
+
+
+async def test_jobs_without_unique_never_collide(driver: Driver) -> None:
+    jobs = [make_job(), make_job()]
+
+    assert await driver.push_many(jobs) == [job.id for job in jobs]
+
+
+async def test_push_many_with_same_unique_twice_returns_first_id_for_both(
+    driver: Driver,
+) -> None:
+    first, second = make_job(unique="k"), make_job(unique="k")
+
+    ids = await driver.push_many([first, make_job(), second])
+
+    assert ids[0] == ids[2] == first.id
+    assert (await driver.counts(["q"]))["q"].pending == 2
+
+
+async def test_push_many_with_existing_unique_returns_existing_id(driver: Driver) -> None:
+    existing = make_job(unique="k")
+    await driver.push(existing)
+    plain = make_job()
+
+    ids = await driver.push_many([plain, make_job(unique="k")])
+
+    assert ids == [plain.id, existing.id]
+
+
+async def test_concurrent_pushes_of_same_unique_key_store_one_job(
+    driver_pair: tuple[Driver, Driver],
+) -> None:
+    jobs = [make_job(unique="k") for _ in range(10)]
+
+    ids = await asyncio.gather(*(driver_pair[i % 2].push(job) for i, job in enumerate(jobs)))
+
+    assert len(set(ids)) == 1
+    assert ids[0] in {job.id for job in jobs}
+    assert (await driver_pair[0].counts(["q"]))["q"].pending == 1

@@ -1,0 +1,327 @@
+"""renew, ack, release and fail: what each changes, and fencing by reservation token."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from conveyor.drivers.base import Driver, Failure, Release, Reservation
+from conveyor.job import ErrorInfo, JobInfo, JobState
+
+from .helpers import (
+    LONG_LEASE,
+    PAST_SHORT_LEASE,
+    SHORT_LEASE,
+    assert_between,
+    assert_time,
+    failure_of,
+    make_job,
+    push_and_reserve,
+    release_of,
+    reservation,
+)
+
+STALE = "0" * 32
+
+
+def stale(job: JobInfo) -> Reservation:
+    """A reservation of the job under a token `reserve` never handed out."""
+    return Reservation(job.id, STALE)
+
+
+async def snapshot(driver: Driver, job: JobInfo) -> JobInfo:
+    got = await driver.get(job.id)
+    assert got is not None
+    return got
+
+
+# ack
+
+
+async def test_ack_marks_job_succeeded_and_sets_finished_at(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+    before = time.time()
+
+    assert await driver.ack([reservation(reserved)]) == {reserved.id}
+
+    got = await snapshot(driver, reserved)
+    assert got.state is JobState.SUCCEEDED
+    assert_between(got.finished_at, before, time.time())
+
+
+async def test_ack_settles_a_batch(driver: Driver) -> None:
+    await driver.push_many([make_job() for _ in range(3)])
+    jobs = await driver.reserve(["q"], 3, LONG_LEASE, "w1")
+
+    done = await driver.ack([reservation(job) for job in jobs])
+
+    assert done == {job.id for job in jobs}
+    assert (await driver.counts(["q"]))["q"].succeeded == 3
+
+
+async def test_ack_with_stale_token_changes_nothing(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+    before = await snapshot(driver, reserved)
+
+    assert await driver.ack([stale(reserved)]) == set()
+
+    assert await snapshot(driver, reserved) == before
+
+
+async def test_ack_returns_only_ids_it_changed(driver: Driver) -> None:
+    await driver.push_many([make_job(), make_job()])
+    good, bad = await driver.reserve(["q"], 2, LONG_LEASE, "w1")
+
+    done = await driver.ack([reservation(good), stale(bad), Reservation("f" * 32, STALE)])
+
+    assert done == {good.id}
+    assert (await snapshot(driver, bad)).state is JobState.RESERVED
+
+
+async def test_ack_twice_is_refused_the_second_time(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+    await driver.ack([reservation(reserved)])
+
+    assert await driver.ack([reservation(reserved)]) == set()
+
+
+async def test_ack_refuses_job_never_reserved(driver: Driver) -> None:
+    job = make_job()
+    await driver.push(job)
+
+    assert await driver.ack([Reservation(job.id, STALE)]) == set()
+    assert await driver.get(job.id) is not None
+    assert (await driver.counts(["q"]))["q"].pending == 1
+
+
+async def test_ack_refuses_released_job(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+    await driver.release([release_of(reserved)])
+
+    assert await driver.ack([reservation(reserved)]) == set()
+    assert (await snapshot(driver, reserved)).state is JobState.PENDING
+
+
+async def test_ack_after_lease_ran_out_succeeds_while_nobody_took_job_over(
+    driver: Driver,
+) -> None:
+    reserved = await push_and_reserve(driver, lease=SHORT_LEASE)
+    await asyncio.sleep(PAST_SHORT_LEASE)
+
+    assert await driver.ack([reservation(reserved)]) == {reserved.id}
+    assert (await snapshot(driver, reserved)).state is JobState.SUCCEEDED
+
+
+async def test_concurrent_acks_of_one_reservation_succeed_once(
+    driver_pair: tuple[Driver, Driver],
+) -> None:
+    reserved = await push_and_reserve(driver_pair[0])
+
+    results = await asyncio.gather(
+        *(driver_pair[i % 2].ack([reservation(reserved)]) for i in range(4))
+    )
+
+    assert sorted(len(result) for result in results) == [0, 0, 0, 1]
+
+
+async def test_acked_job_is_never_reserved_again(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver, lease=SHORT_LEASE)
+    await driver.ack([reservation(reserved)])
+    await asyncio.sleep(PAST_SHORT_LEASE)
+
+    assert await driver.reserve(["q"], 1, LONG_LEASE, "w1") == []
+
+
+# renew
+
+
+async def test_renew_extends_the_lease(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver, lease=SHORT_LEASE)
+    before = time.time()
+
+    assert await driver.renew([reservation(reserved)], LONG_LEASE) == {reserved.id}
+
+    got = await snapshot(driver, reserved)
+    assert got.state is JobState.RESERVED
+    assert_between(got.available_at, before + LONG_LEASE, time.time() + LONG_LEASE)
+
+
+async def test_renewed_job_is_not_reserved_again_after_first_lease(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver, lease=SHORT_LEASE)
+    await driver.renew([reservation(reserved)], LONG_LEASE)
+    await asyncio.sleep(PAST_SHORT_LEASE)
+
+    assert await driver.reserve(["q"], 1, LONG_LEASE, "w2") == []
+
+
+async def test_renew_keeps_token_and_attempt(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+    await driver.renew([reservation(reserved)], LONG_LEASE)
+
+    got = await snapshot(driver, reserved)
+
+    assert (got.reservation, got.attempt, got.worker) == (reserved.reservation, 1, "w1")
+    assert await driver.ack([reservation(reserved)]) == {reserved.id}
+
+
+async def test_renew_with_stale_token_changes_nothing(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver, lease=SHORT_LEASE)
+    before = await snapshot(driver, reserved)
+
+    assert await driver.renew([stale(reserved)], LONG_LEASE) == set()
+
+    assert await snapshot(driver, reserved) == before
+
+
+async def test_renew_refuses_job_taken_over(driver: Driver) -> None:
+    first = await push_and_reserve(driver, lease=SHORT_LEASE)
+    await asyncio.sleep(PAST_SHORT_LEASE)
+    [again] = await driver.reserve(["q"], 1, LONG_LEASE, "w2")
+
+    assert await driver.renew([reservation(first)], LONG_LEASE) == set()
+    assert (await snapshot(driver, again)).reservation == again.reservation
+
+
+async def test_renew_refuses_finished_job(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+    await driver.ack([reservation(reserved)])
+
+    assert await driver.renew([reservation(reserved)], LONG_LEASE) == set()
+    assert (await snapshot(driver, reserved)).state is JobState.SUCCEEDED
+
+
+# release
+
+
+async def test_release_to_the_past_makes_job_reservable_again(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+
+    assert await driver.release([release_of(reserved, time.time() - 1)]) == {reserved.id}
+
+    assert (await snapshot(driver, reserved)).state is JobState.PENDING
+    [again] = await driver.reserve(["q"], 1, LONG_LEASE, "w2")
+    assert again.id == reserved.id
+    assert again.attempt == 2
+    assert again.reservation != reserved.reservation
+
+
+async def test_release_to_the_future_shows_as_delayed(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+    later = time.time() + 60
+
+    await driver.release([release_of(reserved, later)])
+
+    got = await snapshot(driver, reserved)
+    assert got.state is JobState.DELAYED
+    assert_time(got.available_at, later)
+    counts = (await driver.counts(["q"]))["q"]
+    assert (counts.delayed, counts.pending, counts.reserved) == (1, 0, 0)
+    assert await driver.reserve(["q"], 1, LONG_LEASE, "w2") == []
+
+
+async def test_release_counts_the_attempt_by_default(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+
+    await driver.release([release_of(reserved)])
+
+    assert (await snapshot(driver, reserved)).attempt == 1
+
+
+async def test_release_without_counting_gives_the_attempt_back(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+
+    await driver.release([release_of(reserved, count_attempt=False)])
+
+    assert (await snapshot(driver, reserved)).attempt == 0
+    [again] = await driver.reserve(["q"], 1, LONG_LEASE, "w2")
+    assert again.attempt == 1
+
+
+async def test_release_records_the_error(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+    error = ErrorInfo("TimeoutError", "took too long", "Traceback (most recent call last): ...")
+
+    await driver.release([release_of(reserved, error=error)])
+
+    assert (await snapshot(driver, reserved)).error == error
+
+
+async def test_release_does_not_finish_the_job(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+
+    await driver.release([release_of(reserved)])
+
+    assert (await snapshot(driver, reserved)).finished_at is None
+
+
+async def test_release_with_stale_token_changes_nothing(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+    before = await snapshot(driver, reserved)
+
+    released = await driver.release([Release(reserved.id, STALE, time.time() - 1)])
+
+    assert released == set()
+    assert await snapshot(driver, reserved) == before
+
+
+async def test_release_returns_only_ids_it_changed(driver: Driver) -> None:
+    await driver.push_many([make_job(), make_job()])
+    good, bad = await driver.reserve(["q"], 2, LONG_LEASE, "w1")
+
+    released = await driver.release([release_of(good), Release(bad.id, STALE, time.time())])
+
+    assert released == {good.id}
+    assert (await snapshot(driver, bad)).state is JobState.RESERVED
+
+
+# fail
+
+
+async def test_fail_moves_job_to_failed_with_error(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+    error = ErrorInfo("KeyError", "'user'", 'Traceback (most recent call last):\n  File "x"\n')
+    before = time.time()
+
+    assert await driver.fail([failure_of(reserved, error)]) == {reserved.id}
+
+    got = await snapshot(driver, reserved)
+    assert got.state is JobState.FAILED
+    assert got.error == error
+    assert_between(got.finished_at, before, time.time())
+
+
+async def test_fail_with_stale_token_changes_nothing(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+    before = await snapshot(driver, reserved)
+
+    failed = await driver.fail([Failure(reserved.id, STALE, ErrorInfo("E", "m"))])
+
+    assert failed == set()
+    assert await snapshot(driver, reserved) == before
+
+
+async def test_fail_returns_only_ids_it_changed(driver: Driver) -> None:
+    await driver.push_many([make_job(), make_job()])
+    good, bad = await driver.reserve(["q"], 2, LONG_LEASE, "w1")
+
+    failed = await driver.fail([failure_of(good), Failure(bad.id, STALE, ErrorInfo("E", "m"))])
+
+    assert failed == {good.id}
+    counts = (await driver.counts(["q"]))["q"]
+    assert (counts.failed, counts.reserved) == (1, 1)
+
+
+async def test_failed_job_is_never_reserved_again(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver, lease=SHORT_LEASE)
+    await driver.fail([failure_of(reserved)])
+    await asyncio.sleep(PAST_SHORT_LEASE)
+
+    assert await driver.reserve(["q"], 1, LONG_LEASE, "w1") == []
+
+
+async def test_fail_refuses_job_already_acked(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+    await driver.ack([reservation(reserved)])
+
+    assert await driver.fail([failure_of(reserved)]) == set()
+    assert (await snapshot(driver, reserved)).state is JobState.SUCCEEDED
