@@ -53,7 +53,11 @@ def main(log_level: str) -> None:
 def work(worker: str, app: str, burst: bool) -> None:
     """Run WORKER until SIGTERM/SIGINT (a second signal stops at once)."""
     registry = load_app(app)
-    _run(Worker(registry, worker, burst=burst).run(handle_signals=True), registry)
+
+    async def work() -> None:
+        await Worker(registry, worker, burst=burst).run(handle_signals=True)
+
+    _run(work(), registry)
 
 
 @main.command(name="list")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pydantic
-from pydantic.errors import PydanticSchemaGenerationError
+from pydantic.errors import PydanticUserError
 from pydantic_core import PydanticSerializationError
 
 from conveyor.errors import PayloadError, RegistryError
@@ -32,10 +32,11 @@ class Codec:
         self.max_bytes = max_bytes
         try:
             self._adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(payload_type)
-        except PydanticSchemaGenerationError as exc:
+        except PydanticUserError as exc:  # includes PydanticSchemaGenerationError
             raise RegistryError(
                 f"job {job_name!r}: payload type {_type_name(payload_type)} cannot be a payload: "
-                "use a dataclass, a pydantic model, a TypedDict or dict"
+                "use a dataclass, a pydantic model, a TypedDict (from typing_extensions on "
+                f"Python < 3.12) or dict ({exc})"
             ) from exc
 
     def encode(self, payload: Any) -> str:

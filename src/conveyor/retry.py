@@ -79,10 +79,12 @@ def from_json(text: str | None) -> RetryDelay:
     """Read a stored policy back; a missing or unreadable one retries after one second."""
     try:
         data = json.loads(text) if text else {}
+        policy: RetryDelay
         if "fixed" in data:
-            return Fixed(float(data["fixed"]))
-        if "exponential" in data:
-            return Exponential(**data["exponential"])
-    except (ValueError, TypeError, AttributeError):
-        pass
-    return Fixed(1.0)
+            policy = Fixed(float(data["fixed"]))
+        else:
+            policy = Exponential(**data["exponential"])
+        policy.delay(1)  # a policy damaged in storage fails here, not in the worker
+        return policy
+    except (ValueError, TypeError, AttributeError, KeyError, OverflowError):
+        return Fixed(1.0)

@@ -98,6 +98,7 @@ class Worker:
         self._force = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._settle_wakeup = asyncio.Event()
+        self._settled_all = False
 
     @property
     def counts(self) -> WorkerCounts:
@@ -122,8 +123,8 @@ class Worker:
     async def run(self, *, handle_signals: bool = False) -> None:
         """Work until `stop()` (or SIGTERM/SIGINT with `handle_signals`), or until idle in burst."""
         self._groups = await self._driver_groups()
+        settler = asyncio.create_task(self._settle_loop(), name="conveyor-settle")
         helpers = [
-            asyncio.create_task(self._settle_loop(), name="conveyor-settle"),
             asyncio.create_task(self._renew_loop(), name="conveyor-renew"),
             asyncio.create_task(self._prune_loop(), name="conveyor-prune"),
         ]
@@ -137,6 +138,11 @@ class Worker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            # The settler is never cancelled mid-write (a batch in flight would be lost): it is
+            # asked to finish, and the last outcomes are flushed here.
+            self._settled_all = True
+            self._settle_wakeup.set()
+            await asyncio.gather(settler, return_exceptions=True)
             await self._flush()
             await self._save_stats()
             if handle_signals:
@@ -267,14 +273,16 @@ class Worker:
         self._slot_freed.set()
 
     async def _execute(self, running: _Running) -> None:
+        job, driver = running.job, running.driver
         try:
-            outcome = await self.attempt(running.job, running.driver)
+            outcome = await self.attempt(job, driver)
         except asyncio.CancelledError:
             if running.cancel_reason == "lost":
                 return  # another worker holds the job now; it is theirs to settle
-            outcome = _Outcome(
-                "release", running.job, running.driver, None, time.time(), count_attempt=False
-            )
+            outcome = _Outcome("release", job, driver, None, time.time(), count_attempt=False)
+        except Exception as exc:  # a fault of conveyor's own: never leave the job unsettled
+            log.exception("job %s: internal error while running it", job.id)
+            outcome = _Outcome("release", job, driver, _error_info(exc), time.time() + 1.0)
         self._settle(outcome)
 
     async def attempt(self, job: JobInfo, driver: Driver) -> _Outcome:
@@ -348,7 +356,7 @@ class Worker:
         self._settle_wakeup.set()
 
     async def _settle_loop(self) -> None:
-        while True:
+        while not self._settled_all:
             await self._settle_wakeup.wait()
             self._settle_wakeup.clear()
             await self._flush()

@@ -12,6 +12,7 @@ round trip, whatever the batch size. `:now` is always time.time() from here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import time
@@ -91,9 +92,7 @@ class SqlConnection(SqlTransaction, Protocol):
         """Disconnect; `open` may be called again afterwards."""
         ...
 
-    async def transaction(
-        self, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]
-    ) -> T:
+    async def transaction(self, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]) -> T:
         """Run `work` in one write transaction: committed if it returns, rolled back if it
         raises. `work` may await only the transaction it is given: an adapter may run it
         whole on a database thread, in one hop."""
@@ -177,9 +176,7 @@ class SqlDriver(Driver):
         self._pushed.set()
         return ids
 
-    async def _push_many(
-        self, jobs: Sequence[NewJob], items: str, tx: SqlTransaction
-    ) -> list[str]:
+    async def _push_many(self, jobs: Sequence[NewJob], items: str, tx: SqlTransaction) -> list[str]:
         """Insert, then swap in the holder's id for each unique job that was skipped. Both
         run in one transaction, so the holder found is the one that made the insert skip."""
         rows = await tx.fetch(self._queries["push_many"], {"items": items})
@@ -228,8 +225,13 @@ class SqlDriver(Driver):
 
     async def release(self, releases: Sequence[Release]) -> set[str]:
         items = [
-            [item.id, item.token, item.available_at, _error_json(item.error),
-             0 if item.count_attempt else 1]
+            [
+                item.id,
+                item.token,
+                item.available_at,
+                _error_json(item.error),
+                0 if item.count_attempt else 1,
+            ]
             for item in releases
         ]
         released = await self._fenced("release", items)
@@ -310,10 +312,8 @@ class SqlDriver(Driver):
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Wait up to `timeout`; only pushes, releases and retries made through this instance
         end it early (SQL databases here have no cross-process notification)."""
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._pushed.wait(), timeout)
-        except TimeoutError:
-            pass
 
     # -- worker totals -----------------------------------------------------------------------
 
@@ -350,7 +350,7 @@ def _push_item(job: NewJob) -> list[object]:
     return [
         job.id, job.queue, job.name, job.payload, job.created_at, job.available_at,
         job.max_attempts, job.priority, job.timeout, job.retry_delay, job.unique,
-        _json(job.meta),
+        _json(job.meta) if job.meta else "{}",
     ]  # fmt: skip
 
 
@@ -398,7 +398,7 @@ def _job_info(row: Row, now: float) -> JobInfo:
         timeout=row["timeout"],
         retry_delay=row["retry_delay"],
         unique=row["unique_key"],
-        meta=json.loads(row["meta"]),
+        meta=json.loads(row["meta"]) if row["meta"] != "{}" else {},
         reservation=row["reservation"],
         worker=row["worker"],
         finished_at=row["finished_at"],

@@ -36,8 +36,8 @@ CREATE INDEX {prefix}jobs_ready ON {prefix}jobs (queue, priority DESC, available
 CREATE UNIQUE INDEX {prefix}jobs_unique ON {prefix}jobs (queue, name, unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('pending', 'reserved');
 
--- counts, list_jobs (oldest first by id), purge and prune.
-CREATE INDEX {prefix}jobs_state ON {prefix}jobs (queue, state, id);
+-- list_jobs (oldest first by id), purge and prune; with available_at, counts reads only this.
+CREATE INDEX {prefix}jobs_state ON {prefix}jobs (queue, state, id, available_at);
 
 CREATE TABLE {prefix}workers (
     name      TEXT PRIMARY KEY,

@@ -1,0 +1,328 @@
+"""The SQLite dialect: jobs in one file, shared by every process on this machine that opens it.
+
+    from conveyor.drivers.sql.sqlite import SqliteDriver
+
+    driver = SqliteDriver("jobs.db")                      # or
+    driver = SqliteDriver.from_url("sqlite:///jobs.db")   # sqlite:////abs/path/jobs.db
+
+The file runs in WAL mode, so readers never wait for the one writer; writers queue for up to
+`BUSY_TIMEOUT` seconds. Each driver keeps one sqlite3 connection and uses it from one dedicated
+thread, so the event loop never blocks on the disk, and every driver method is one hop to that
+thread. `wait` wakes early only for pushes made through the same driver instance: SQLite cannot
+notify other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+from conveyor.drivers.base import Capabilities
+from conveyor.drivers.sql.driver import Params, Row, SqlDriver, SqlTransaction
+from conveyor.drivers.sql.queries import Query
+from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
+
+__all__ = ["BUSY_TIMEOUT", "SqliteConnection", "SqliteDriver"]
+
+T = TypeVar("T")
+
+#: Seconds a statement waits for another process's write transaction before giving up.
+BUSY_TIMEOUT = 30.0
+
+_URL_HELP = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
+
+
+class SqliteDriver(SqlDriver):
+    """Jobs in an SQLite file: durable, and shared by the processes of one machine.
+
+    `path` is created on first use, with its tables; the folder must exist. `prefix` starts
+    every table name, so several sets of queues can share one file.
+    """
+
+    kind = "sqlite"
+    capabilities = Capabilities(notify=False, durable=True, shared=True)
+
+    def __init__(
+        self, path: str | os.PathLike[str] = "conveyor.db", *, prefix: str = "conveyor_"
+    ) -> None:
+        text = os.fspath(path)
+        if text in ("", ":memory:") or text.startswith("file:"):
+            raise ConfigError(
+                f"SQLite path {text!r} is not a file: give a file path, or use the memory"
+                " driver (memory://, MemoryDriver) for jobs kept in memory"
+            )
+        # Absolute now, so a later chdir cannot move the database under a lazy open.
+        self.path = os.path.abspath(text)
+        super().__init__(SqliteConnection(self.path), __name__, prefix=prefix)
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteDriver:
+        """A driver for `sqlite:///relative/path.db` or `sqlite:////absolute/path.db`;
+        `?prefix=name_` sets the table prefix."""
+        path, prefix = _parse_url(url)
+        return cls(path, prefix=prefix)
+
+
+def _parse_url(url: str) -> tuple[str, str]:
+    """(path, prefix) from a sqlite URL; ConfigError naming the fix for anything else."""
+    scheme, separator, rest = url.partition("://")
+    if scheme.lower() != "sqlite" or not separator:
+        raise ConfigError(f"{url!r} is not an SQLite URL: {_URL_HELP}")
+    rest, _, query = rest.partition("?")
+    if rest.strip("/") == ":memory:":
+        raise ConfigError(
+            f"{url!r}: an in-memory SQLite database would be private to one connection; use"
+            " the memory driver (memory://) instead"
+        )
+    if rest and not rest.startswith("/"):
+        host = rest.partition("/")[0]
+        raise ConfigError(
+            f"{url!r} names a host ({host!r}), but SQLite URLs have none: {_URL_HELP}"
+        )
+    path = unquote(rest[1:])
+    if not path:
+        raise ConfigError(f"{url!r} names no file: {_URL_HELP}")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(options.keys() - {"prefix"})
+    if unknown:
+        raise ConfigError(f"{url!r}: unknown option {unknown[0]!r}; the only one is 'prefix'")
+    return path, options.get("prefix", "conveyor_")
+
+
+class SqliteConnection:
+    """`SqlConnection` over the stdlib sqlite3 module.
+
+    One connection, opened and used on one dedicated thread (a one-worker executor), so calls
+    from the event loop are serialized without a lock and never block it. Autocommit mode
+    (isolation_level=None): a single statement is its own transaction; `transaction` wraps
+    several in BEGIN IMMEDIATE ... COMMIT.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def open(self) -> None:
+        """Open (creating) the file and set WAL mode, the busy timeout and synchronous."""
+        if self._thread is not None:
+            return
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conveyor-sqlite")
+        try:
+            self._db = await self._hop(_connect, self.path)
+        except BaseException:
+            self._thread.shutdown(wait=False)
+            self._thread = None
+            raise
+
+    async def close(self) -> None:
+        """Close the connection and let its thread end."""
+        thread, db = self._thread, self._db
+        self._thread = self._db = None
+        if thread is None:
+            return
+        try:
+            if db is not None:
+                await asyncio.get_running_loop().run_in_executor(thread, _close, db, self.path)
+        finally:
+            thread.shutdown(wait=False)
+
+    async def fetch(self, query: Query, params: Params) -> list[Row]:
+        """Run one statement on its own and return its rows."""
+        return await self._hop(_fetch, self._connection(), self.path, query, params)
+
+    async def execute(self, query: Query, params: Params) -> int:
+        """Run one statement on its own and return how many rows it changed."""
+        return await self._hop(_execute, self._connection(), self.path, query, params)
+
+    async def script(self, sql: str) -> None:
+        """Run several statements, each on its own."""
+        await self._hop(_script, self._connection(), self.path, sql)
+
+    async def transaction(self, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]) -> T:
+        """Run `work` whole on the database thread inside BEGIN IMMEDIATE ... COMMIT."""
+        return await self._hop(_transaction, self._connection(), self.path, work)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise DriverError(f"the SQLite database {self.path!r} is closed: call open() first")
+        return self._db
+
+    async def _hop(self, function: Callable[..., T], *args: Any) -> T:
+        """Run `function(*args)` on the database thread: the one place that blocks.
+
+        Shielded: once a method is called its statements run to the end even if the caller is
+        cancelled meanwhile, as they would with the memory driver, whose methods never yield.
+        Otherwise a cancel would drop the work only if the thread had not started it yet, and
+        the caller could not tell whether an ack it sent had happened.
+        """
+        if self._thread is None:
+            raise DriverError(f"the SQLite database {self.path!r} is closed: call open() first")
+        work = asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+        work.add_done_callback(_consume_error)
+        return await asyncio.shield(work)
+
+
+def _consume_error(work: asyncio.Future[Any]) -> None:
+    """Mark the error of shielded work as seen when its caller was cancelled and never will."""
+    if not work.cancelled():
+        work.exception()
+
+
+class _ThreadTransaction:
+    """The `SqlTransaction` given to transaction work. Its coroutines never suspend: each runs
+    its statement right away, on the database thread that is driving the work."""
+
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+        self._db = db
+        self._path = path
+
+    async def fetch(self, query: Query, params: Params) -> list[Row]:
+        return _fetch(self._db, self._path, query, params)
+
+    async def execute(self, query: Query, params: Params) -> int:
+        return _execute(self._db, self._path, query, params)
+
+    async def script(self, sql: str) -> None:
+        _script(self._db, self._path, sql)
+
+
+# -- on the database thread -------------------------------------------------------------------
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    with _translated(path, "open"):
+        db = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        try:
+            _use_wal(db)
+            # NORMAL: in WAL mode a commit is synced at checkpoints, not one by one; a power
+            # cut may lose the last commits but never corrupts the file.
+            db.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            db.close()
+            raise
+    return db
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Put the file in WAL mode, where readers see the last commit while one writer works.
+
+    The mode is stored in the file, so only its first opener changes it. That change needs
+    the file to itself, and when another process is opening the new file at the same moment
+    SQLite answers "database is locked" at once instead of waiting: so wait here.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while db.execute("PRAGMA journal_mode").fetchone() != ("wal",):
+        try:
+            db.execute("PRAGMA journal_mode = WAL").fetchall()
+        except sqlite3.OperationalError as error:
+            if _error_code(error) != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def _close(db: sqlite3.Connection, path: str) -> None:
+    with _translated(path, "close"):
+        db.close()
+
+
+def _fetch(db: sqlite3.Connection, path: str, query: Query, params: Params) -> list[Row]:
+    with _translated(path, query.name):
+        cursor = db.execute(query.sql, params)
+        rows = cursor.fetchall()
+    if not rows:
+        return []
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def _execute(db: sqlite3.Connection, path: str, query: Query, params: Params) -> int:
+    with _translated(path, query.name):
+        return db.execute(query.sql, params).rowcount
+
+
+def _script(db: sqlite3.Connection, path: str, sql: str) -> None:
+    """Run each statement of `sql` in turn. Not executescript(): it would COMMIT first and so
+    end the caller's transaction."""
+    with _translated(path, "migration"):
+        for statement in _statements(sql):
+            db.execute(statement)
+
+
+def _statements(sql: str) -> Iterator[str]:
+    pending = ""
+    for line in sql.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+
+
+def _transaction(
+    db: sqlite3.Connection,
+    path: str,
+    work: Callable[[SqlTransaction], Coroutine[Any, Any, T]],
+) -> T:
+    """BEGIN IMMEDIATE takes the write lock at once (waiting up to BUSY_TIMEOUT for it), so
+    what the work reads cannot change before it writes, in this process or another."""
+    with _translated(path, "BEGIN"):
+        db.execute("BEGIN IMMEDIATE")
+    try:
+        result = _run_to_end(work(_ThreadTransaction(db, path)))
+        with _translated(path, "COMMIT"):
+            db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends, as transaction work on `_ThreadTransaction` is."""
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        result: T = finished.value
+        return result
+    coroutine.close()
+    raise RuntimeError("SQLite transaction work awaited something other than its transaction")
+
+
+@contextlib.contextmanager
+def _translated(path: str, what: str) -> Iterator[None]:
+    """Turn sqlite3's errors into conveyor's, naming the file, the operation and the fix."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise _driver_error(error, path, what) from error
+
+
+def _driver_error(error: sqlite3.Error, path: str, what: str) -> DriverError:
+    if what == "open":
+        return BackendUnavailableError(
+            f"cannot open the SQLite database {path!r} ({error}): check that its folder exists,"
+            " that this process may create and write files there (SQLite adds -wal and -shm"
+            " files beside it), and that the file is an SQLite database"
+        )
+    if _error_code(error) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return BackendUnavailableError(
+            f"the SQLite database {path!r} stayed locked for {BUSY_TIMEOUT:g}s during {what}:"
+            " another process holds a long write transaction; retry later"
+        )
+    return DriverError(f"SQLite {what} failed on {path!r}: {error}")
+
+
+def _error_code(error: sqlite3.Error) -> int:
+    """The primary result code (SQLITE_BUSY, ...) without its extended bits."""
+    return int(getattr(error, "sqlite_errorcode", 0)) & 0xFF

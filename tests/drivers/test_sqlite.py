@@ -1,0 +1,423 @@
+"""What only the SQLite driver has: its file, migrations, table prefix, URL and error messages.
+
+The protocol's behaviour is tested by the contract suite (tests/contract), which runs on SQLite
+too; these tests cover the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import conveyor.drivers.sql.sqlite as sqlite_module
+from conveyor.drivers import driver_from_url
+from conveyor.drivers.base import Reservation
+from conveyor.drivers.sql.driver import REQUIRED_QUERIES
+from conveyor.drivers.sql.queries import load_migrations, load_queries
+from conveyor.drivers.sql.sqlite import SqliteDriver
+from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
+from conveyor.job import JobState, NewJob, new_id
+
+PACKAGE = "conveyor.drivers.sql.sqlite"
+
+
+def make_job(queue: str = "q", **overrides: object) -> NewJob:
+    now = time.time()
+    fields: dict[str, object] = {
+        "id": new_id(),
+        "queue": queue,
+        "name": "j",
+        "payload": "{}",
+        "created_at": now,
+        "available_at": now,
+    }
+    fields.update(overrides)
+    return NewJob(**fields)  # type: ignore[arg-type]
+
+
+def read(path: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows read with a plain sqlite3 connection, behind the driver's back."""
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+@pytest.fixture
+async def opened() -> AsyncIterator[list[SqliteDriver]]:
+    """Drivers a test appends here are closed when it ends."""
+    drivers: list[SqliteDriver] = []
+    yield drivers
+    for driver in drivers:
+        await driver.close()
+
+
+async def open_driver(opened: list[SqliteDriver], path: Path, **options: str) -> SqliteDriver:
+    driver = SqliteDriver(path, **options)
+    opened.append(driver)
+    await driver.open()
+    return driver
+
+
+# -- the file and its migrations -----------------------------------------------------------------
+
+
+async def test_open_creates_the_file_in_wal_mode(
+    tmp_path: Path, opened: list[SqliteDriver]
+) -> None:
+    path = tmp_path / "jobs.db"
+
+    await open_driver(opened, path)
+
+    assert path.exists()
+    assert read(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+async def test_migrations_are_applied_once_and_recorded(
+    tmp_path: Path, opened: list[SqliteDriver]
+) -> None:
+    path = tmp_path / "jobs.db"
+    driver = await open_driver(opened, path)
+    await driver.close()
+    await driver.open()
+    await open_driver(opened, path)
+
+    recorded = read(path, "SELECT version, name FROM conveyor_schema_version ORDER BY version")
+
+    expected = [(m.version, m.name) for m in load_migrations(PACKAGE, "conveyor_")]
+    assert recorded == expected
+    assert recorded[0] == (1, "0001_init.sql")
+
+
+async def test_two_drivers_opening_a_new_file_at_once_both_succeed(tmp_path: Path) -> None:
+    for attempt in range(5):
+        path = tmp_path / f"new-{attempt}.db"
+        drivers = [SqliteDriver(path) for _ in range(4)]
+
+        await asyncio.gather(*(driver.open() for driver in drivers))
+
+        for driver in drivers:
+            await driver.push(make_job())
+            await driver.close()
+        assert read(path, "SELECT count(*) FROM conveyor_schema_version") == [(1,)]
+        assert read(path, "SELECT count(*) FROM conveyor_jobs") == [(4,)]
+
+
+def test_processes_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    script = (
+        "import asyncio, sys\n"
+        "from conveyor.drivers.sql.sqlite import SqliteDriver\n"
+        "async def main():\n"
+        "    driver = SqliteDriver(sys.argv[1])\n"
+        "    await driver.open()\n"
+        "    await driver.counts(['q'])\n"
+        "    await driver.close()\n"
+        "asyncio.run(main())\n"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, str(path)], stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+
+    errors = [process.communicate(timeout=60)[1].decode() for process in processes]
+
+    assert [process.returncode for process in processes] == [0] * 4, errors
+    assert read(path, "SELECT count(*) FROM conveyor_schema_version") == [(1,)]
+
+
+async def test_jobs_survive_close_and_reopen(tmp_path: Path, opened: list[SqliteDriver]) -> None:
+    path = tmp_path / "jobs.db"
+    first = await open_driver(opened, path)
+    job = make_job(payload='{"n": 1}', meta={"trace": "abc"}, unique="k")
+    await first.push(job)
+    await first.close()
+
+    again = await open_driver(opened, path)
+    stored = await again.get(job.id)
+
+    assert stored is not None
+    assert (stored.payload, stored.meta, stored.unique) == ('{"n": 1}', {"trace": "abc"}, "k")
+    assert stored.state is JobState.PENDING
+    assert await again.push(make_job(unique="k")) == job.id  # the key is still held
+
+
+async def test_closed_driver_opens_again_on_next_call(
+    tmp_path: Path, opened: list[SqliteDriver]
+) -> None:
+    driver = await open_driver(opened, tmp_path / "jobs.db")
+    job_id = await driver.push(make_job())
+    await driver.close()
+
+    stored = await driver.get(job_id)
+
+    assert stored is not None and stored.id == job_id
+
+
+async def test_methods_open_the_driver_lazily(tmp_path: Path, opened: list[SqliteDriver]) -> None:
+    driver = SqliteDriver(tmp_path / "lazy.db")
+    opened.append(driver)
+
+    job_id = await driver.push(make_job())
+
+    assert (await driver.counts(["q"]))["q"].pending == 1
+    assert job_id
+
+
+# -- table prefix ------------------------------------------------------------------------------
+
+
+async def test_prefix_keeps_two_sets_of_tables_apart(
+    tmp_path: Path, opened: list[SqliteDriver]
+) -> None:
+    path = tmp_path / "jobs.db"
+    mail = await open_driver(opened, path, prefix="mail_")
+    billing = await open_driver(opened, path, prefix="billing_")
+
+    await mail.push(make_job())
+
+    assert (await mail.counts(["q"]))["q"].pending == 1
+    assert (await billing.counts(["q"]))["q"].pending == 0
+    tables = {
+        str(row[0]) for row in read(path, "SELECT name FROM sqlite_master WHERE type='table'")
+    }
+    assert {"mail_jobs", "mail_workers", "billing_jobs", "billing_workers"} <= tables
+    assert not any(table.startswith("conveyor_") for table in tables)
+
+
+@pytest.mark.parametrize("prefix", ["", "1jobs_", "my-app_", "a b", "x;drop", "p" * 32])
+def test_bad_prefix_raises_config_error(tmp_path: Path, prefix: str) -> None:
+    with pytest.raises(ConfigError, match="prefix"):
+        SqliteDriver(tmp_path / "jobs.db", prefix=prefix)
+
+
+# -- URLs ------------------------------------------------------------------------------------
+
+
+def test_from_url_reads_a_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    driver = SqliteDriver.from_url("sqlite:///data/jobs.db")
+
+    assert driver.path == str(tmp_path / "data" / "jobs.db")
+
+
+def test_from_url_reads_an_absolute_path(tmp_path: Path) -> None:
+    driver = SqliteDriver.from_url(f"sqlite:///{tmp_path}/jobs.db")
+
+    assert driver.path == str(tmp_path / "jobs.db")
+
+
+def test_from_url_decodes_percent_escapes(tmp_path: Path) -> None:
+    driver = SqliteDriver.from_url(f"sqlite:///{tmp_path}/my%20jobs.db")
+
+    assert driver.path == str(tmp_path / "my jobs.db")
+
+
+async def test_from_url_takes_a_prefix_option(tmp_path: Path, opened: list[SqliteDriver]) -> None:
+    driver = SqliteDriver.from_url(f"sqlite:///{tmp_path}/jobs.db?prefix=app_")
+    opened.append(driver)
+
+    await driver.push(make_job())
+
+    assert read(tmp_path / "jobs.db", "SELECT count(*) FROM app_jobs") == [(1,)]
+
+
+def test_driver_from_url_makes_a_sqlite_driver(tmp_path: Path) -> None:
+    driver = driver_from_url(f"sqlite:///{tmp_path}/jobs.db")
+
+    assert isinstance(driver, SqliteDriver)
+    assert driver.kind == "sqlite"
+    assert (driver.capabilities.durable, driver.capabilities.shared) == (True, True)
+    assert not driver.capabilities.notify
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite://:memory:", "memory driver"),
+        ("sqlite:///:memory:", "memory driver"),
+        ("sqlite://host/jobs.db", "host"),
+        ("sqlite://", "no file"),
+        ("sqlite:///", "no file"),
+        ("postgres:///jobs.db", "not an SQLite URL"),
+        ("jobs.db", "not an SQLite URL"),
+        ("sqlite:///jobs.db?timeout=5", "unknown option 'timeout'"),
+        ("sqlite:///jobs.db?prefix=bad-prefix", "prefix"),
+    ],
+)
+def test_from_url_rejects_what_it_cannot_use(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SqliteDriver.from_url(url)
+
+
+@pytest.mark.parametrize("path", [":memory:", ""])
+def test_in_memory_path_is_refused_for_the_memory_driver(path: str) -> None:
+    with pytest.raises(ConfigError, match="memory driver"):
+        SqliteDriver(path)
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+async def test_file_in_missing_folder_raises_backend_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-folder" / "jobs.db"
+    driver = SqliteDriver(path)
+
+    with pytest.raises(BackendUnavailableError) as caught:
+        await driver.open()
+
+    message = str(caught.value)
+    assert str(path) in message
+    assert "folder exists" in message
+    assert isinstance(caught.value, DriverError)
+
+
+async def test_lazy_open_of_unopenable_file_raises_driver_error(tmp_path: Path) -> None:
+    driver = SqliteDriver(tmp_path / "no-such-folder" / "jobs.db")
+
+    with pytest.raises(DriverError, match="cannot open the SQLite database"):
+        await driver.push(make_job())
+
+
+async def test_file_that_is_not_a_database_raises_backend_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"these are not the tables you are looking for\n" * 100)
+
+    with pytest.raises(BackendUnavailableError, match="is an SQLite database"):
+        await SqliteDriver(path).open()
+
+
+async def test_locked_database_raises_backend_unavailable_after_busy_timeout(
+    tmp_path: Path, opened: list[SqliteDriver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "jobs.db"
+    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT", 0.1)
+    driver = await open_driver(opened, path)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    try:
+        with pytest.raises(BackendUnavailableError, match="locked"):
+            await driver.push(make_job())
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+    assert await driver.push(make_job())  # and it works again once the lock is gone
+
+
+async def test_sqlite_errors_reach_callers_as_driver_errors(
+    tmp_path: Path, opened: list[SqliteDriver]
+) -> None:
+    path = tmp_path / "jobs.db"
+    driver = await open_driver(opened, path)
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE conveyor_jobs")
+
+    with pytest.raises(DriverError, match="get failed") as caught:
+        await driver.get("x")
+
+    assert not isinstance(caught.value, sqlite3.Error)
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+
+
+# -- several connections on one file --------------------------------------------------------------
+
+
+async def test_reserves_from_two_drivers_never_hand_out_a_job_twice(
+    tmp_path: Path, opened: list[SqliteDriver]
+) -> None:
+    path = tmp_path / "jobs.db"
+    drivers = [await open_driver(opened, path) for _ in range(2)]
+    await drivers[0].push_many([make_job() for _ in range(300)])
+
+    batches = await asyncio.gather(
+        *(drivers[i % 2].reserve(["q"], 4, 30.0, f"w{i}") for i in range(100))
+    )
+
+    ids = [job.id for batch in batches for job in batch]
+    assert len(ids) == len(set(ids)) == 300
+    assert (await drivers[1].counts(["q"]))["q"].reserved == 300
+
+
+async def test_unique_push_from_two_drivers_stores_one_job(
+    tmp_path: Path, opened: list[SqliteDriver]
+) -> None:
+    path = tmp_path / "jobs.db"
+    drivers = [await open_driver(opened, path) for _ in range(2)]
+
+    ids = await asyncio.gather(*(drivers[i % 2].push(make_job(unique="report")) for i in range(20)))
+
+    assert len(set(ids)) == 1
+    assert (await drivers[0].counts(["q"]))["q"].pending == 1
+
+
+async def test_cancelled_call_still_completes(tmp_path: Path, opened: list[SqliteDriver]) -> None:
+    """A worker cancelled while its ack is in flight must not leave the ack half-sent: the
+    statement runs to the end, as a memory driver call would."""
+    driver = await open_driver(opened, tmp_path / "jobs.db")
+    await driver.push(make_job())
+    [job] = await driver.reserve(["q"], 1, 30.0, "w")
+    assert job.reservation is not None
+    many = [make_job("p") for _ in range(5000)]
+    # A big push keeps the database thread busy, so the ack is still queued when cancelled.
+    pushing = asyncio.create_task(driver.push_many(many))
+
+    ack = asyncio.create_task(driver.ack([Reservation(job.id, job.reservation)]))
+    await asyncio.sleep(0)
+    ack.cancel()
+    await pushing
+    with pytest.raises(asyncio.CancelledError):
+        await ack
+
+    stored = await driver.get(job.id)
+    assert stored is not None and stored.state is JobState.SUCCEEDED
+
+
+# -- the SQL itself ----------------------------------------------------------------------------
+
+
+def explain(path: Path, name: str) -> str:
+    query = load_queries(PACKAGE, "conveyor_")[name]
+    params = {"items": "[]", "queues": '["q"]', "now": 0.0, "lease": 1.0, "limit": 1}
+    params |= {"token": "t", "worker": "w", "id": "x"}
+    with sqlite3.connect(path) as db:
+        rows = db.execute(f"EXPLAIN QUERY PLAN {query.sql}", params).fetchall()
+    return "\n".join(str(row[3]) for row in rows)
+
+
+async def test_reserve_reads_the_ready_index_not_the_whole_table(
+    tmp_path: Path, opened: list[SqliteDriver]
+) -> None:
+    path = tmp_path / "jobs.db"
+    await open_driver(opened, path)
+
+    plan = explain(path, "reserve")
+
+    assert "USING INDEX conveyor_jobs_ready (queue=?)" in plan
+    assert "SCAN conveyor_jobs" not in plan and "SCAN best" not in plan
+
+
+@pytest.mark.parametrize("name", ["renew", "ack", "release", "fail", "get"])
+async def test_settle_statements_find_jobs_by_primary_key(
+    tmp_path: Path, opened: list[SqliteDriver], name: str
+) -> None:
+    path = tmp_path / "jobs.db"
+    await open_driver(opened, path)
+
+    assert "sqlite_autoindex_conveyor_jobs_1 (id=?)" in explain(path, name)
+
+
+def test_every_query_block_is_described_and_prefixed() -> None:
+    queries = load_queries(PACKAGE, "app_")
+
+    assert queries.keys() >= REQUIRED_QUERIES
+    for query in queries.values():
+        assert query.description, query.name
+        assert "{prefix}" not in query.sql and "conveyor_" not in query.sql, query.name
+    assert "app_jobs" in queries["reserve"].sql

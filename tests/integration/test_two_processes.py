@@ -1,0 +1,135 @@
+"""Two worker processes on one SQLite file: every job runs exactly once, and both share the work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conveyor import Job, Registry, WorkerCounts
+
+pytestmark = pytest.mark.timeout(60)
+
+JOBS = 2000
+PROCESSES = 2
+
+#: The app both processes load. The first job in each process waits (at most GATE seconds)
+#: until every process has started one, so neither can finish the queue before the other
+#: is up; after that the gate is open and jobs run straight through.
+APP_SOURCE = """
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import time
+from typing import Any
+
+from conveyor import Job, Registry
+
+HERE = pathlib.Path(__file__).resolve().parent
+PROCESSES = {processes}
+GATE = 20.0
+
+registry = Registry(default_driver=f"sqlite:///{{HERE / 'jobs.db'}}")
+registry.queue("numbers", workers=["w"], retry=0)
+registry.worker("w", concurrency=8, poll_interval=0.05)
+
+_gate_open = False
+
+
+async def _wait_for_every_process() -> None:
+    global _gate_open
+    (HERE / f"ready-{{os.getpid()}}").touch()
+    deadline = time.monotonic() + GATE
+    while len(list(HERE.glob("ready-*"))) < PROCESSES:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the other worker process never started a job")
+        await asyncio.sleep(0.01)
+    _gate_open = True
+
+
+@registry.job("mark")
+async def mark(job: Job[dict[str, Any]]) -> None:
+    if not _gate_open:
+        await _wait_for_every_process()
+    with open(HERE / f"out-{{os.getpid()}}.txt", "a") as out:
+        out.write(f"{{job.payload['n']}} {{os.getpid()}}\\n")
+"""
+
+
+async def _noop(job: Job[dict[str, int]]) -> None:
+    """Stands in for the app's handler in this process, which only pushes and inspects."""
+
+
+def _registry(db: Path) -> Registry:
+    registry = Registry(default_driver=f"sqlite:///{db}")
+    registry.queue("numbers", workers=["w"], retry=0)
+    registry.worker("w")
+    registry.job("mark")(_noop)
+    return registry
+
+
+async def test_two_worker_processes_run_every_job_exactly_once(tmp_path: Path) -> None:
+    (tmp_path / "workapp.py").write_text(APP_SOURCE.format(processes=PROCESSES))
+    registry = _registry(tmp_path / "jobs.db")
+    try:
+        ids = await registry.push_many("numbers", "mark", [{"n": n} for n in range(JOBS)])
+        assert len(set(ids)) == JOBS
+        assert (await registry.queue_info())["numbers"].pending == JOBS
+
+        command = [sys.executable, "-m", "conveyor", "work", "w", "--burst"]
+        command += ["--app", "workapp:registry"]
+        logs = [(tmp_path / f"worker-{i}.log").open("w") for i in range(PROCESSES)]
+        started = time.monotonic()
+        processes = [
+            subprocess.Popen(
+                command,
+                cwd=tmp_path,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            for log in logs
+        ]
+        try:
+            codes = [process.wait(timeout=45) for process in processes]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            for log in logs:
+                log.close()
+        elapsed = time.monotonic() - started
+        output = "\n".join((tmp_path / f"worker-{i}.log").read_text() for i in range(PROCESSES))
+        assert codes == [0] * PROCESSES, output
+
+        per_process: dict[int, list[int]] = {}
+        for path in tmp_path.glob("out-*.txt"):
+            for line in path.read_text().splitlines():
+                number, pid = line.split()
+                per_process.setdefault(int(pid), []).append(int(number))
+
+        assert {p.pid for p in processes} == set(per_process), "a process did no work"
+        ran = Counter(n for numbers in per_process.values() for n in numbers)
+        twice = sorted(n for n, count in ran.items() if count > 1)
+        assert twice == [], f"jobs run more than once: {twice[:20]}"
+        assert set(ran) == set(range(JOBS)), f"never ran: {sorted(set(range(JOBS)) - set(ran))}"
+        assert all(len(numbers) > 0 for numbers in per_process.values())
+
+        counts = (await registry.queue_info())["numbers"]
+        assert (counts.pending, counts.delayed, counts.reserved, counts.failed) == (0, 0, 0, 0)
+        assert counts.succeeded == JOBS
+        # Worker totals are added up over both processes.
+        assert (await registry.worker_info())["w"] == WorkerCounts(
+            processed=JOBS, succeeded=JOBS, failed=0, retried=0
+        )
+        assert elapsed < 30, f"two processes took {elapsed:.1f}s for {JOBS} jobs"
+    finally:
+        await registry.close()

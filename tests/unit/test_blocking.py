@@ -1,0 +1,189 @@
+"""The blocking facade: the async API called from plain code, against an SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor import Job, JobState, Registry, Worker
+
+
+async def ok(job: Job[dict[str, Any]]) -> None:
+    """Succeeds."""
+
+
+async def boom(job: Job[dict[str, Any]]) -> None:
+    """Always fails."""
+    raise RuntimeError("boom")
+
+
+def make_registry(db: Path) -> Registry:
+    registry = Registry(default_driver=f"sqlite:///{db}")
+    registry.queue("q", workers=["w"], retry=0)
+    registry.worker("w", poll_interval=0.02)
+    registry.job("ok")(ok)
+    registry.job("boom")(boom)
+    return registry
+
+
+def run_worker(db: Path) -> None:
+    """Work the queue to empty with a second registry on the same file, on its own loop."""
+
+    async def burst() -> None:
+        other = make_registry(db)
+        try:
+            await Worker(other, "w", burst=True).run()
+        finally:
+            await other.close()
+
+    asyncio.run(burst())
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "x.db"
+
+
+@pytest.fixture
+def registry(db: Path) -> Iterator[Registry]:
+    registry = make_registry(db)
+    yield registry
+    registry.blocking.close()
+
+
+def test_blocking_push_stores_a_pending_job_and_returns_its_id(registry: Registry) -> None:
+    job_id = registry.blocking.push("q", "ok", {"n": 1})
+    assert re.fullmatch(r"[0-9a-f]{32}", job_id)
+    info = registry.blocking.job_info(job_id)
+    assert info is not None
+    assert (info.state, info.attempt, info.name, info.queue) == (JobState.PENDING, 0, "ok", "q")
+    assert registry.blocking.queue_info()["q"].pending == 1
+
+
+def test_blocking_push_passes_options_through(registry: Registry) -> None:
+    job_id = registry.blocking.push("q", "ok", {}, delay=3600, priority=5, retry=2)
+    info = registry.blocking.job_info(job_id)
+    assert info is not None
+    assert (info.state, info.priority, info.max_attempts) == (JobState.DELAYED, 5, 3)
+    assert registry.blocking.queue_info()["q"].delayed == 1
+
+
+def test_blocking_push_many_returns_ids_in_order(registry: Registry) -> None:
+    ids = registry.blocking.push_many("q", "ok", [{"n": n} for n in range(3)])
+    assert len(set(ids)) == 3
+    payloads = [registry.blocking.job_info(job_id) for job_id in ids]
+    assert [info.payload if info else None for info in payloads] == [
+        '{"n":0}',
+        '{"n":1}',
+        '{"n":2}',
+    ]
+    listed = registry.blocking.list_jobs("q", JobState.PENDING)
+    assert sorted(info.id for info in listed) == sorted(ids)
+
+
+def test_blocking_job_info_of_an_unknown_id_is_none(registry: Registry) -> None:
+    assert registry.blocking.job_info("0" * 32) is None
+
+
+def test_blocking_retry_failed_moves_a_failed_job_back_to_pending(
+    registry: Registry, db: Path
+) -> None:
+    job_id = registry.blocking.push("q", "boom", {})
+    run_worker(db)
+    failed = registry.blocking.job_info(job_id)
+    assert failed is not None
+    assert (failed.state, failed.attempt) == (JobState.FAILED, 1)
+    assert failed.error is not None and failed.error.message == "boom"
+    assert registry.blocking.queue_info()["q"].failed == 1
+
+    assert registry.blocking.retry_failed("q") == 1
+    again = registry.blocking.job_info(job_id)
+    assert again is not None
+    assert (again.state, again.attempt) == (JobState.PENDING, 0)
+    assert registry.blocking.retry_failed("q") == 0
+
+
+def test_blocking_purge_deletes_failed_jobs_only(registry: Registry, db: Path) -> None:
+    doomed = registry.blocking.push("q", "boom", {})
+    run_worker(db)
+    kept = registry.blocking.push("q", "ok", {}, delay=3600)  # after the run: burst waits for it
+
+    assert registry.blocking.purge("q") == 1
+    assert registry.blocking.job_info(doomed) is None
+    assert registry.blocking.job_info(kept) is not None
+    counts = registry.blocking.queue_info()["q"]
+    assert (counts.failed, counts.delayed) == (0, 1)
+
+
+def test_blocking_purge_of_a_state_and_ids_deletes_only_those(registry: Registry) -> None:
+    first, second, third = registry.blocking.push_many("q", "ok", [{}, {}, {}])
+    assert registry.blocking.purge("q", JobState.PENDING, [first, third]) == 2
+    assert registry.blocking.job_info(first) is None
+    assert registry.blocking.job_info(second) is not None
+    assert registry.blocking.job_info(third) is None
+
+
+def test_blocking_worker_info_adds_up_what_workers_recorded(registry: Registry, db: Path) -> None:
+    registry.blocking.push_many("q", "ok", [{}, {}])
+    registry.blocking.push("q", "boom", {})
+    run_worker(db)
+    counts = registry.blocking.worker_info()["w"]
+    assert (counts.processed, counts.succeeded, counts.failed) == (3, 2, 1)
+
+
+def _blocking_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "conveyor-blocking" and t.is_alive()}
+
+
+def test_blocking_close_stops_the_background_loop(db: Path) -> None:
+    registry = make_registry(db)
+    before = _blocking_threads()
+    registry.blocking.push("q", "ok", {})
+    # Threads of earlier registries may still be winding down: look only at the new one.
+    (loop_thread,) = _blocking_threads() - before
+    registry.blocking.close()
+    loop_thread.join(timeout=5)
+    assert not loop_thread.is_alive()
+
+
+def test_blocking_close_twice_is_harmless(db: Path) -> None:
+    registry = make_registry(db)
+    registry.blocking.push("q", "ok", {})
+    registry.blocking.close()
+    registry.blocking.close()
+
+
+def test_blocking_close_without_any_call_is_harmless(db: Path) -> None:
+    registry = make_registry(db)
+    registry.blocking.close()
+
+
+def test_jobs_pushed_before_close_are_still_there_after_it(db: Path) -> None:
+    registry = make_registry(db)
+    job_id = registry.blocking.push("q", "ok", {})
+    registry.blocking.close()
+
+    other = make_registry(db)
+    try:
+        info = other.blocking.job_info(job_id)
+        assert info is not None and info.state is JobState.PENDING
+    finally:
+        other.blocking.close()
+
+
+def test_blocking_facade_works_again_after_close(registry: Registry) -> None:
+    first = registry.blocking.push("q", "ok", {})
+    registry.blocking.close()
+    second = registry.blocking.push("q", "ok", {})
+    assert second != first
+    assert registry.blocking.queue_info()["q"].pending == 2
+
+
+def test_blocking_facade_is_the_same_object_each_time(registry: Registry) -> None:
+    assert registry.blocking is registry.blocking

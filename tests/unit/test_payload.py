@@ -1,0 +1,355 @@
+"""Payload types from handler annotations, validation on push, size limits and round trips."""
+
+from __future__ import annotations
+
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from typing_extensions import TypedDict
+
+from conveyor import Job, PayloadError, Registry, RegistryError, Worker
+from conveyor.payload import Codec
+
+
+@dataclass
+class Email:
+    to: str
+    subject: str
+
+
+class Invoice(BaseModel):
+    number: int
+    amount_cents: int
+
+
+class Ping(TypedDict):
+    """typing_extensions.TypedDict: what pydantic accepts on every supported Python."""
+
+    host: str
+    count: int
+
+
+class StdPing(typing.TypedDict):
+    """typing.TypedDict: what a user on Python 3.11 writes first."""
+
+    host: str
+
+
+class NotAPayload:
+    """A plain class pydantic cannot build a schema for."""
+
+    def __init__(self, anything: object) -> None:
+        self.anything = anything
+
+
+def make_registry(**kwargs: Any) -> Registry:
+    registry = Registry(default_driver="memory", **kwargs)
+    registry.queue("q", workers=["w"])
+    registry.worker("w", poll_interval=0.05)
+    return registry
+
+
+# -- the payload type comes from the annotation -------------------------------------------
+
+
+def test_dataclass_annotation_gives_the_dataclass() -> None:
+    registry = make_registry()
+
+    @registry.job("send")
+    async def send(job: Job[Email]) -> None: ...
+
+    assert registry.jobs["send"].codec.payload_type is Email
+
+
+def test_pydantic_model_annotation_gives_the_model() -> None:
+    registry = make_registry()
+
+    @registry.job("render")
+    def render(job: Job[Invoice]) -> None: ...
+
+    assert registry.jobs["render"].codec.payload_type is Invoice
+
+
+def test_typeddict_annotation_gives_the_typeddict() -> None:
+    registry = make_registry()
+
+    @registry.job("ping")
+    async def ping(job: Job[Ping]) -> None: ...
+
+    assert registry.jobs["ping"].codec.payload_type is Ping
+
+
+def test_typing_typeddict_is_accepted_or_refused_with_a_registry_error() -> None:
+    # pydantic accepts typing.TypedDict only from Python 3.12; before that conveyor must say
+    # so as a RegistryError naming the job (one error root), not leak pydantic's own error.
+    registry = make_registry()
+    try:
+
+        @registry.job("ping")
+        async def ping(job: Job[StdPing]) -> None: ...
+
+    except RegistryError as exc:
+        assert "job 'ping'" in str(exc)
+    else:
+        assert registry.jobs["ping"].codec.payload_type is StdPing
+
+
+def test_dict_annotation_gives_that_dict_type() -> None:
+    registry = make_registry()
+
+    @registry.job("count")
+    async def count(job: Job[dict[str, int]]) -> None: ...
+
+    assert registry.jobs["count"].codec.payload_type == dict[str, int]
+
+
+def test_bare_job_annotation_gives_a_dict_of_anything() -> None:
+    registry = make_registry()
+
+    @registry.job("bare")
+    async def bare(job: Job) -> None:  # type: ignore[type-arg]
+        ...
+
+    assert registry.jobs["bare"].codec.payload_type == dict[str, Any]
+
+
+def test_unannotated_parameter_gives_a_dict_of_anything() -> None:
+    registry = make_registry()
+
+    @registry.job("loose")
+    async def loose(job) -> None:  # type: ignore[no-untyped-def]
+        ...
+
+    assert registry.jobs["loose"].codec.payload_type == dict[str, Any]
+
+
+def test_explicit_payload_overrides_the_annotation() -> None:
+    registry = make_registry()
+
+    @registry.job("send", payload=Email)
+    async def send(job: Job[dict[str, Any]]) -> None: ...
+
+    assert registry.jobs["send"].codec.payload_type is Email
+
+
+def test_job_decorator_returns_the_handler_unchanged() -> None:
+    registry = make_registry()
+
+    async def send(job: Job[Email]) -> None: ...
+
+    assert registry.job("send")(send) is send
+
+
+def test_plain_and_async_handlers_are_told_apart() -> None:
+    registry = make_registry()
+
+    @registry.job("async")
+    async def a(job: Job[Email]) -> None: ...
+
+    @registry.job("plain")
+    def p(job: Job[Email]) -> None: ...
+
+    assert registry.jobs["async"].is_async is True
+    assert registry.jobs["plain"].is_async is False
+
+
+# -- handlers that cannot be registered ---------------------------------------------------
+
+
+def test_handler_without_a_parameter_is_refused() -> None:
+    registry = make_registry()
+
+    async def nothing() -> None: ...
+
+    with pytest.raises(RegistryError, match="takes no argument: it must take one `job: Job"):
+        registry.job("nothing")(nothing)
+    assert "nothing" not in registry.jobs
+
+
+@pytest.mark.parametrize("hint", [int, Email, dict[str, Any]])
+def test_handler_annotated_other_than_job_is_refused(hint: Any) -> None:
+    registry = make_registry()
+
+    async def wrong(job: Any) -> None: ...
+
+    wrong.__annotations__["job"] = hint
+    with pytest.raises(RegistryError, match="annotate its first parameter as Job\\[T\\]"):
+        registry.job("wrong")(wrong)
+
+
+def test_handler_whose_annotation_cannot_be_resolved_is_refused() -> None:
+    registry = make_registry()
+
+    async def broken(job: Job[Missing]) -> None: ...  # type: ignore[name-defined]  # noqa: F821
+
+    with pytest.raises(RegistryError, match="cannot read the annotations"):
+        registry.job("broken")(broken)
+
+
+def test_payload_type_pydantic_cannot_handle_is_refused_naming_the_job() -> None:
+    registry = make_registry()
+
+    with pytest.raises(RegistryError) as caught:
+
+        @registry.job("odd")
+        async def odd(job: Job[NotAPayload]) -> None: ...
+
+    assert "job 'odd'" in str(caught.value)
+    assert "NotAPayload" in str(caught.value)
+
+
+# -- validation on push -------------------------------------------------------------------
+
+
+async def test_push_accepts_a_dict_for_a_dataclass_and_the_handler_gets_the_dataclass() -> None:
+    registry = make_registry()
+    received: list[Any] = []
+
+    @registry.job("send")
+    async def send(job: Job[Email]) -> None:
+        received.append(job.payload)
+
+    job_id = await registry.push("q", "send", {"to": "a@example.com", "subject": "Hi"})
+    stored = await registry.job_info(job_id)
+    assert stored is not None
+    assert json.loads(stored.payload) == {"to": "a@example.com", "subject": "Hi"}
+
+    await Worker(registry, "w", burst=True).run()
+    assert received == [Email("a@example.com", "Hi")]
+    assert type(received[0]) is Email
+
+
+async def test_handler_gets_a_pydantic_model_instance() -> None:
+    registry = make_registry()
+    received: list[Any] = []
+
+    @registry.job("render")
+    def render(job: Job[Invoice]) -> None:
+        received.append(job.payload)
+
+    await registry.push("q", "render", Invoice(number=7, amount_cents=1999))
+    await Worker(registry, "w", burst=True).run()
+    assert received == [Invoice(number=7, amount_cents=1999)]
+
+
+async def test_push_with_a_missing_field_names_the_job_and_the_field() -> None:
+    registry = make_registry()
+    registry.job("send")(_send_email)
+    with pytest.raises(PayloadError) as caught:
+        await registry.push("q", "send", {"to": "a@example.com"})
+    message = str(caught.value)
+    assert "job 'send'" in message
+    assert "subject" in message
+    assert "Email" in message
+    assert (await registry.queue_info())["q"].pending == 0
+
+
+async def test_push_with_a_wrong_field_type_is_refused() -> None:
+    registry = make_registry()
+
+    @registry.job("render")
+    def render(job: Job[Invoice]) -> None: ...
+
+    with pytest.raises(PayloadError, match="number"):
+        await registry.push("q", "render", {"number": "seven", "amount_cents": 1})
+
+
+async def test_push_of_the_wrong_type_entirely_is_refused() -> None:
+    registry = make_registry()
+    registry.job("send")(_send_email)
+    with pytest.raises(PayloadError, match="job 'send'"):
+        await registry.push("q", "send", ["a@example.com", "Hi"])
+
+
+async def test_push_of_a_non_json_value_in_a_dict_payload_is_refused() -> None:
+    registry = make_registry()
+
+    @registry.job("any")
+    async def anything(job: Job[dict[str, Any]]) -> None: ...
+
+    with pytest.raises(PayloadError) as caught:
+        await registry.push("q", "any", {"thing": object()})
+    assert "job 'any'" in str(caught.value)
+    assert "not JSON" in str(caught.value)
+    assert (await registry.queue_info())["q"].pending == 0
+
+
+async def test_push_many_with_one_bad_payload_stores_none() -> None:
+    registry = make_registry()
+    registry.job("send")(_send_email)
+    good = {"to": "a@example.com", "subject": "Hi"}
+    with pytest.raises(PayloadError):
+        await registry.push_many("q", "send", [good, {"to": "b@example.com"}, good])
+    assert (await registry.queue_info())["q"].pending == 0
+
+
+async def test_oversized_payload_is_refused_with_its_size_and_the_limit() -> None:
+    registry = make_registry(max_payload_bytes=100)
+
+    @registry.job("blob")
+    async def blob(job: Job[dict[str, str]]) -> None: ...
+
+    payload = {"data": "x" * 200}
+    size = len(json.dumps(payload, separators=(",", ":")).encode())
+    with pytest.raises(PayloadError) as caught:
+        await registry.push("q", "blob", payload)
+    message = str(caught.value)
+    assert f"is {size} bytes" in message
+    assert "limit of 100" in message
+    assert "job 'blob'" in message
+
+
+async def test_payload_exactly_at_the_limit_is_accepted() -> None:
+    registry = make_registry(max_payload_bytes=100)
+
+    @registry.job("blob")
+    async def blob(job: Job[dict[str, str]]) -> None: ...
+
+    overhead = len(json.dumps({"data": ""}, separators=(",", ":")))
+    await registry.push("q", "blob", {"data": "x" * (100 - overhead)})
+    with pytest.raises(PayloadError):
+        await registry.push("q", "blob", {"data": "x" * (101 - overhead)})
+
+
+def test_payload_limit_counts_bytes_not_characters() -> None:
+    codec = Codec("blob", dict[str, str], max_bytes=20)
+    # 8 characters of 3 bytes each, plus 11 bytes of JSON around them: 35 bytes, 19 characters.
+    with pytest.raises(PayloadError, match="bytes, over the limit of 20"):
+        codec.encode({"d": "\u20ac" * 8})
+
+
+# -- round trips --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload_type", "value"),
+    [
+        (Email, Email("a@example.com", "Hi \u00e9\u20ac")),
+        (Invoice, Invoice(number=7, amount_cents=-5)),
+        (Ping, Ping(host="example.com", count=3)),
+        (dict[str, Any], {"nested": {"list": [1, 2.5, None, True, "s"]}}),
+    ],
+    ids=["dataclass", "pydantic", "typeddict", "dict"],
+)
+def test_encode_then_decode_gives_an_equal_object(payload_type: Any, value: Any) -> None:
+    codec = Codec("job", payload_type)
+    text = codec.encode(value)
+    assert isinstance(text, str)
+    json.loads(text)
+    decoded = codec.decode(text)
+    assert decoded == value
+    assert type(decoded) is type(value)
+
+
+def test_decode_of_stored_text_that_no_longer_matches_raises_payload_error() -> None:
+    codec = Codec("send", Email)
+    with pytest.raises(PayloadError, match="job 'send'"):
+        codec.decode('{"to": "a@example.com"}')
+
+
+async def _send_email(job: Job[Email]) -> None:
+    """A module-level handler shared by the validation tests."""
