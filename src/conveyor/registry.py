@@ -325,18 +325,21 @@ class Registry:
         timeout: float | None = None,
         meta: dict[str, Any] | None = None,
         priority: int | None = None,
+        connection: object | None = None,
     ) -> str:
         """Push one job and return its id.
 
         With `unique`, a push while an unfinished job of the same queue, job name and key
         exists stores nothing and returns that job's id. Options given here win over the
-        job's defaults, which win over the queue's."""
+        job's defaults, which win over the queue's. With `connection` (your own open database
+        connection, on a driver that supports it) the job is written in your transaction and
+        exists only if it commits."""
         options = Options.given(
             retry=retry, retry_delay=retry_delay, timeout=timeout, priority=priority, meta=meta
         )
         new = self._new_job(queue, job_name, payload, options, delay, unique)
         driver = await self.driver_of(queue)
-        job_id = await driver.push(new)
+        job_id = await driver.push(new, connection=connection)
         await self._run_inline(driver, queue)
         return job_id
 
@@ -352,15 +355,16 @@ class Registry:
         timeout: float | None = None,
         meta: dict[str, Any] | None = None,
         priority: int | None = None,
+        connection: object | None = None,
     ) -> list[str]:
         """Push one job per payload, in one round trip where the backend allows; all or none
-        are stored. Returns the ids in order."""
+        are stored. Returns the ids in order. `connection` as for `push`."""
         options = Options.given(
             retry=retry, retry_delay=retry_delay, timeout=timeout, priority=priority, meta=meta
         )
         batch = [self._new_job(queue, job_name, item, options, delay, None) for item in payloads]
         driver = await self.driver_of(queue)
-        ids = await driver.push_many(batch) if batch else []
+        ids = await driver.push_many(batch, connection=connection) if batch else []
         await self._run_inline(driver, queue)
         return ids
 

@@ -1,56 +1,20 @@
-"""Fixtures of the contract suite: every test runs once per driver in `FACTORIES`.
+"""Fixtures of the contract suite: every test runs once per driver kind in `tests.backends.KINDS`.
 
-To put a new driver under contract, write a factory (an async context manager that yields a
-`Storage` on fresh, empty storage and cleans it up afterwards) and add one line to `FACTORIES`.
-A driver whose module cannot be imported yet is skipped with the reason; list it in the
-environment variable CONVEYOR_CONTRACT_REQUIRE (comma-separated kinds) to make that a failure.
+To put a new driver under contract, add `tests/backends/<kind>.py` (see that package).
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from conveyor.drivers.base import Driver
-from conveyor.drivers.memory import MemoryDriver
+from tests.backends import KINDS, Storage, storage_of
 
-from .helpers import Storage
-
-
-def load_driver_class(kind: str, module: str, name: str) -> Any:
-    """The driver class, or skip the test when its module is not there (yet)."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        required = os.environ.get("CONVEYOR_CONTRACT_REQUIRE", "").split(",")
-        if kind in {item.strip() for item in required}:
-            raise
-        pytest.skip(f"{kind} driver unavailable, cannot import {module}.{name}: {exc}")
-
-
-@asynccontextmanager
-async def memory_storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    """One MemoryDriver is the storage: every connection is that same instance."""
-    driver = MemoryDriver()
-    yield Storage(lambda: driver)
-
-
-@asynccontextmanager
-async def sqlite_storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    """A database file in the test's tmp_path; every connection is a new SqliteDriver on it."""
-    sqlite_driver = load_driver_class("sqlite", "conveyor.drivers.sql.sqlite", "SqliteDriver")
-    path = tmp_path / "conveyor.db"
-    yield Storage(lambda: sqlite_driver(path))
-
-
-#: No contract test should come near this; a hung driver (a lock never released) fails fast.
-TEST_TIMEOUT = 15.0
+#: Seconds any one contract test may take, on any backend.
+TEST_TIMEOUT = 15
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -61,18 +25,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(TEST_TIMEOUT))
 
 
-Factory = Callable[[Path], AbstractAsyncContextManager[Storage]]
-
-FACTORIES: dict[str, Factory] = {
-    "memory": memory_storage,
-    "sqlite": sqlite_storage,
-}
-
-
-@pytest.fixture(params=list(FACTORIES))
+@pytest.fixture(params=KINDS)
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     """Fresh, empty storage of one driver kind; every driver opened on it is closed after."""
-    async with FACTORIES[request.param](tmp_path) as fresh:
+    async with storage_of(request.param, tmp_path) as fresh:
         try:
             yield fresh
         finally:

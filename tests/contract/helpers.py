@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -11,6 +11,9 @@ import pytest
 
 from conveyor.drivers.base import Driver, Failure, Release, Reservation
 from conveyor.job import ErrorInfo, JobInfo, NewJob, new_id
+from tests.backends import Storage
+
+__all__ = ["Storage"]  # re-exported: the contract tests take storage from here
 
 #: How far a stored time may drift from the float pushed. Times are floats everywhere, but a
 #: backend may keep them at microsecond precision (timestamptz, DATETIME(6)); a millisecond is
@@ -100,34 +103,3 @@ def assert_between(actual: float | None, low: float, high: float) -> None:
     """A stored time lies in [low, high], widened by `TIME_TOLERANCE`."""
     assert actual is not None
     assert low - TIME_TOLERANCE <= actual <= high + TIME_TOLERANCE, (low, actual, high)
-
-
-class Storage:
-    """Fresh, empty storage for one test, and the drivers connected to it.
-
-    `connect` builds an unopened driver on this storage: a new instance for a real backend (a
-    second connection, as another process would have), the same instance for `memory`, whose
-    storage is the object itself.
-    """
-
-    def __init__(self, connect: Callable[[], Driver]) -> None:
-        self._connect = connect
-        self._open: list[Driver] = []
-
-    async def open_driver(self) -> Driver:
-        """A driver on this storage, opened; closed when the test ends."""
-        driver = self._connect()
-        await driver.open()
-        if all(other is not driver for other in self._open):
-            self._open.append(driver)
-        return driver
-
-    async def close_driver(self, driver: Driver) -> None:
-        """Close one driver now, as a process that stops would."""
-        await driver.close()
-        self._open = [other for other in self._open if other is not driver]
-
-    async def close_all(self) -> None:
-        """Close every driver still open, newest first."""
-        while self._open:
-            await self._open.pop().close()

@@ -1,9 +1,8 @@
-"""Fixtures of the worker tests: every test runs once per driver kind in `CONNECTORS`."""
+"""Fixtures of the worker tests: every test runs once per driver kind in `tests.backends.KINDS`."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -12,28 +11,16 @@ import pytest
 
 from conveyor import Registry, Worker
 from conveyor.drivers.base import Driver
-from conveyor.drivers.memory import MemoryDriver
+from tests.backends import KINDS, storage_of
 
 Connect = Callable[[], Driver]
 
 
-def memory(tmp_path: Path) -> Connect:
-    driver = MemoryDriver()
-    return lambda: driver
-
-
-def sqlite(tmp_path: Path) -> Connect:
-    module = importlib.import_module("conveyor.drivers.sql.sqlite")
-    return lambda: module.SqliteDriver(tmp_path / "jobs.db")
-
-
-CONNECTORS: dict[str, Callable[[Path], Connect]] = {"memory": memory, "sqlite": sqlite}
-
-
-@pytest.fixture(params=list(CONNECTORS))
-def connect(request: pytest.FixtureRequest, tmp_path: Path) -> Connect:
+@pytest.fixture(params=KINDS)
+async def connect(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Connect]:
     """Builds a driver on this test's fresh storage; a second call is a second connection."""
-    return CONNECTORS[request.param](tmp_path)
+    async with storage_of(request.param, tmp_path) as storage:
+        yield storage.connect
 
 
 class App:

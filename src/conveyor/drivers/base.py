@@ -44,12 +44,15 @@ class Capabilities:
     - `inline`: the core runs each job inside `push` (the `sync` driver).
     - `durable`: jobs survive a restart of this process.
     - `shared`: several processes may work the same queues at once.
+    - `transactional`: `push`/`push_many` accept `connection=`, the caller's own open
+      connection, and store the jobs in the caller's transaction.
     """
 
     notify: bool = False
     inline: bool = False
     durable: bool = False
     shared: bool = False
+    transactional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,15 +130,21 @@ class Driver(abc.ABC):
     async def close(self) -> None:
         """Release connections. Jobs are untouched; a closed driver may be opened again."""
 
-    async def push(self, job: NewJob) -> str:
+    async def push(self, job: NewJob, *, connection: object | None = None) -> str:
         """Store one job; atomic. Returns its id, or with `unique` set, the id of the unfinished
-        job already holding the same (queue, name, unique) key, storing nothing."""
-        return (await self.push_many([job]))[0]
+        job already holding the same (queue, name, unique) key, storing nothing.
+
+        `connection` is the caller's own open connection (a `transactional` driver only): the
+        job is written inside the caller's transaction and exists if and only if it commits."""
+        return (await self.push_many([job], connection=connection))[0]
 
     @abc.abstractmethod
-    async def push_many(self, jobs: Sequence[NewJob]) -> list[str]:
+    async def push_many(
+        self, jobs: Sequence[NewJob], *, connection: object | None = None
+    ) -> list[str]:
         """Store a batch, in one round trip where the backend allows; atomic as a whole.
-        Returns one id per job in order, following `push`'s rule for unique keys."""
+        Returns one id per job in order, following `push`'s rule for unique keys and
+        `connection`."""
 
     @abc.abstractmethod
     async def reserve(
@@ -208,6 +217,14 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def worker_stats(self) -> dict[str, WorkerCounts]:
         """The running totals of every worker that recorded any."""
+
+    def check_connection(self, connection: object | None) -> None:
+        """Raise Unsupported when a caller's connection is given to a driver that cannot use it."""
+        if connection is not None and not self.capabilities.transactional:
+            raise self.unsupported(
+                "push inside the caller's transaction (connection=...)",
+                "use the postgres or mysql driver, or push after your transaction commits",
+            )
 
     def unsupported(self, operation: str, hint: str = "") -> Unsupported:
         """The error to raise for an operation this backend cannot do."""

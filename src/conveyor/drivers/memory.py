@@ -51,7 +51,10 @@ class MemoryDriver(Driver):
     async def close(self) -> None:
         """Nothing to release: the jobs stay for as long as this object lives."""
 
-    async def push_many(self, jobs: Sequence[NewJob]) -> list[str]:
+    async def push_many(
+        self, jobs: Sequence[NewJob], *, connection: object | None = None
+    ) -> list[str]:
+        self.check_connection(connection)
         ids = [self._push_one(job) for job in jobs]
         self._pushed.set()
         return ids

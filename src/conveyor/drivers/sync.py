@@ -22,8 +22,11 @@ class SyncDriver(MemoryDriver):
     kind = "sync"
     capabilities = Capabilities(inline=True)
 
-    async def push_many(self, jobs: Sequence[NewJob]) -> list[str]:
-        return await super().push_many([replace(job, available_at=job.created_at) for job in jobs])
+    async def push_many(
+        self, jobs: Sequence[NewJob], *, connection: object | None = None
+    ) -> list[str]:
+        due_now = [replace(job, available_at=job.created_at) for job in jobs]
+        return await super().push_many(due_now, connection=connection)
 
     async def release(self, releases: Sequence[Release]) -> set[str]:
         now = time.time()

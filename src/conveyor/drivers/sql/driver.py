@@ -167,7 +167,10 @@ class SqlDriver(Driver):
 
     # -- push --------------------------------------------------------------------------------
 
-    async def push_many(self, jobs: Sequence[NewJob]) -> list[str]:
+    async def push_many(
+        self, jobs: Sequence[NewJob], *, connection: object | None = None
+    ) -> list[str]:
+        self.check_connection(connection)
         if not jobs:
             return []
         items = _json([_push_item(job) for job in jobs])

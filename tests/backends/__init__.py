@@ -1,0 +1,83 @@
+"""The backends the shared suites run on: one module per driver kind, one line in `KINDS`.
+
+Each module `tests/backends/<kind>.py` defines `storage(tmp_path)`, an async context manager
+yielding a `Storage`: fresh, empty storage for one test (a file, a table prefix, a key
+prefix) that it removes afterwards. A kind whose module is missing is skipped; a kind whose
+service is down is skipped with how to start it, or fails the run when CI=true.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor.drivers.base import Driver
+
+#: Every driver kind the contract and worker suites run on, in order.
+KINDS = ["memory", "sqlite", "postgres", "mysql", "redis"]
+
+
+def storage_of(kind: str, tmp_path: Path) -> AbstractAsyncContextManager[Storage]:
+    """Fresh storage of one kind, or skip when that backend is not written yet."""
+    try:
+        module = importlib.import_module(f"tests.backends.{kind}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"tests.backends.{kind}":
+            raise
+        pytest.skip(f"no {kind} backend in tests/backends yet")
+    factory: Callable[[Path], AbstractAsyncContextManager[Storage]] = module.storage
+    return factory(tmp_path)
+
+
+def require_service(kind: str, port: int, start: str) -> None:
+    """Skip (or, under CI, fail) unless something listens on 127.0.0.1:`port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError as exc:
+        message = f"{kind} is not reachable on 127.0.0.1:{port} ({exc}); start it with: {start}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def driver_class(module: str, name: str) -> Any:
+    """Import a driver class; the import error is the failure when its module is broken."""
+    return getattr(importlib.import_module(module), name)
+
+
+class Storage:
+    """Fresh, empty storage for one test, and the drivers connected to it.
+
+    `connect` builds an unopened driver on this storage: a new instance for a real backend (a
+    second connection, as another process would have), the same instance for `memory`, whose
+    storage is the object itself.
+    """
+
+    def __init__(self, connect: Callable[[], Driver]) -> None:
+        self.connect = connect
+        self._open: list[Driver] = []
+
+    async def open_driver(self) -> Driver:
+        """A driver on this storage, opened; closed when the test ends."""
+        driver = self.connect()
+        await driver.open()
+        if all(other is not driver for other in self._open):
+            self._open.append(driver)
+        return driver
+
+    async def close_driver(self, driver: Driver) -> None:
+        """Close one driver now, as a process that stops would."""
+        await driver.close()
+        self._open = [other for other in self._open if other is not driver]
+
+    async def close_all(self) -> None:
+        """Close every driver still open, newest first."""
+        while self._open:
+            await self._open.pop().close()
