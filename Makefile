@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit clean
+.PHONY: demo test lint typecheck unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ typecheck: $(VENV)/.installed-dev
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest -q
+
+# Speed figures, by hand: make bench DRIVER=sqlite (or memory, or a driver URL)
+DRIVER ?= sqlite
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/throughput.py --driver $(DRIVER)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache conveyor.db*

@@ -77,6 +77,15 @@ def list_(app: str) -> None:
     _table(["worker", "processed", "succeeded", "failed", "retried"], rows)
 
 
+@main.command()
+@app_option
+def migrate(app: str) -> None:
+    """Create or update the tables every queue's driver needs (safe to run again)."""
+    registry = load_app(app)
+    kinds = _run(registry.migrate(), registry)
+    click.echo(f"schema up to date on {len(kinds)} driver(s): {', '.join(kinds)}")
+
+
 def _run(coroutine: Any, registry: Registry) -> Any:
     async def with_close() -> Any:
         try:

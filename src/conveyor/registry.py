@@ -465,6 +465,17 @@ class Registry:
             return 0
         return await (await self.driver_of(queue)).prune(queue, time.time() - spec.retention)
 
+    async def migrate(self) -> list[str]:
+        """Apply schema migrations on every driver a queue uses; returns the drivers' kinds."""
+        self.freeze()
+        done: list[str] = []
+        for name in dict.fromkeys(spec.driver for spec in self._queues.values()):
+            driver = self._resolve_driver(name)
+            await driver.migrate()
+            self._opened.add(id(driver))
+            done.append(driver.kind)
+        return done
+
     async def close(self) -> None:
         """Close every opened driver."""
         for driver in self._drivers.values():

@@ -385,3 +385,14 @@ def test_console_script_runs_the_same_cli(app: App) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert ["tasks", "1", "0", "0", "0"] in rows(result.stdout)
+
+
+# -- conveyor migrate ---------------------------------------------------------------------
+
+
+def test_migrate_creates_the_schema_and_is_safe_to_run_again(app: App) -> None:
+    for _ in range(2):
+        result = app.run("migrate", "--app", APP)
+        assert result.returncode == 0, result.stderr
+        assert "schema up to date on 1 driver(s): sqlite" in result.stdout
+    assert (app.dir / "jobs.db").exists()

@@ -126,6 +126,11 @@ class Driver(abc.ABC):
     async def open(self) -> None:  # noqa: B027 - optional hook with nothing to do by default
         """Connect and apply schema migrations. Idempotent; called before any other method."""
 
+    async def migrate(self) -> None:
+        """Bring the backend's schema up to date, even where `open` is told not to; a driver
+        with no schema has nothing to do. Safe to run from several processes at once."""
+        await self.open()
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections. Jobs are untouched; a closed driver may be opened again."""
