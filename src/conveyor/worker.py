@@ -205,16 +205,7 @@ class Worker:
     async def _idle(self) -> None:
         """Wait for a push (where the driver can tell) or the poll interval, or a stop."""
         waits = [driver.wait(queues, self.spec.poll_interval) for driver, queues in self._groups]
-        await self._until_stopped(*waits)
-
-    async def _until_stopped(self, *waits: Awaitable[Any]) -> None:
-        tasks = [asyncio.ensure_future(wait) for wait in (*waits, self._stopping.wait())]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await _first_of(*waits, self._stopping.wait())
 
     async def _settled(self) -> bool:
         """True when nothing is running or waiting to settle and the queues hold no work."""
@@ -236,22 +227,12 @@ class Worker:
                 self.spec.stop_timeout,
                 len(tasks),
             )
-            finished = asyncio.wait(tasks, timeout=self.spec.stop_timeout)
-            await self._until_forced(finished)
+            await _first_of(asyncio.wait(tasks, timeout=self.spec.stop_timeout), self._force.wait())
         for running in list(self._running.values()):
             running.cancel_reason = "stop"
             if running.task:
                 running.task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _until_forced(self, wait: Awaitable[Any]) -> None:
-        tasks = [asyncio.ensure_future(wait), asyncio.ensure_future(self._force.wait())]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _back_off(self, what: str, exc: Exception, failures: int) -> None:
         delay = min(MAX_BACKOFF, self.spec.poll_interval * 2 ** min(failures - 1, 10))
@@ -478,6 +459,17 @@ async def run_inline(registry: Registry, queue: str) -> None:
     finally:
         if worker._threads is not None:
             worker._threads.shutdown(wait=False)
+
+
+async def _first_of(*waits: Awaitable[Any]) -> None:
+    """Wait until the first of `waits` is done, then cancel the others."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _token(job: JobInfo) -> str:
