@@ -1,0 +1,143 @@
+"""Connecting to Redis: the URL, the clients, and the edge where redis-py's errors become
+conveyor's (httpx's `map_httpcore_exceptions` is the model).
+
+The URL is redis-py's own (`redis://[[user]:password@]host[:port][/db][?option=value]`,
+`rediss://` for TLS, every redis-py connection option as a query parameter), plus one option
+of conveyor's: `?prefix=` for the key prefix. Without a URL the driver reads
+CONVEYOR_REDIS_URL, then falls back to redis://127.0.0.1:6379/0.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, cast
+
+from redis import connection as redis_connection
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conveyor.drivers import safe_url
+from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "DEFAULT_URL",
+    "URL_ENV",
+    "Edge",
+    "check_url",
+    "make_client",
+    "split_prefix",
+]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+URL_ENV = "CONVEYOR_REDIS_URL"
+DEFAULT_PREFIX = "conveyor:"
+
+#: Seconds a command may take before its connection counts as lost. Every script does a
+#: bounded amount of work, so only a stalled server or network gets near this.
+COMMAND_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 5.0
+#: An idle connection is checked with PING before reuse after this many seconds, so one that
+#: died with a restarted server is replaced before a command is lost on it.
+HEALTH_CHECK_INTERVAL = 15
+#: A command that fails because its connection was lost is sent again on a new connection,
+#: this many times, with jittered backoff; after that the caller sees BackendUnavailableError
+#: and the worker backs off on its own schedule.
+RECONNECT_ATTEMPTS = 3
+#: Connections per pool. A call finding them all busy waits for one (up to COMMAND_TIMEOUT)
+#: rather than failing, so a burst of concurrent calls only queues.
+MAX_CONNECTIONS = 64
+
+#: redis-py's URL parser (untyped there).
+_parse_url = cast(Callable[[str], dict[str, Any]], redis_connection.parse_url)
+
+
+def split_prefix(url: str) -> tuple[str, str | None]:
+    """The URL without its `prefix` query parameter, and that parameter (None if absent)."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [value for key, value in query if key == "prefix"]
+    if not prefixes:
+        return url, None
+    rest = urllib.parse.urlencode([(key, value) for key, value in query if key != "prefix"])
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), prefixes[-1]
+
+
+def check_url(url: str) -> None:
+    """Raise ConfigError, naming the URL without its password, unless redis-py accepts it."""
+    try:
+        _parse_url(url)
+    except (ValueError, TypeError) as exc:
+        message = _scrub(str(exc), url)
+        raise ConfigError(
+            f"cannot use {safe_url(url)!r} as a Redis URL ({message}): write it as "
+            "redis://[:password@]host[:port][/db] or rediss://... for TLS"
+        ) from None
+
+
+def make_client(url: str, options: dict[str, Any], *, blocking: bool = False) -> Redis:
+    """A client with its own connection pool. A `blocking` client is for BLPOP: it has no
+    read timeout, since its command waits on the server by design. `options` (and the URL's
+    query parameters, which win) override any setting below."""
+    settings: dict[str, Any] = {
+        "max_connections": MAX_CONNECTIONS,
+        "timeout": COMMAND_TIMEOUT,  # waiting for a free connection of the pool
+        "decode_responses": True,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": None if blocking else COMMAND_TIMEOUT,
+        "health_check_interval": 0 if blocking else HEALTH_CHECK_INTERVAL,
+        # Only a lost connection is retried: a timeout may mean the command ran.
+        "retry": Retry(
+            ExponentialWithJitterBackoff(base=0.05, cap=1.0),
+            RECONNECT_ATTEMPTS,
+            supported_errors=(RedisConnectionError,),
+        ),
+    }
+    settings.update(options)
+    pool = BlockingConnectionPool.from_url(url, **settings)
+    client: Redis = Redis.from_pool(pool)
+    return client
+
+
+class Edge:
+    """A context manager that turns redis-py's errors into DriverError subclasses, with
+    messages that name the server but never its password. Stateless, so one instance serves
+    every concurrent call."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.where = f"redis at {safe_url(url)}"
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None or not isinstance(exc, (RedisError, OSError)):
+            return
+        detail = _scrub(str(exc) or type(exc).__name__, self.url)
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)):
+            raise BackendUnavailableError(
+                f"{self.where} is unavailable ({detail}): check that it is running and "
+                "reachable; the worker retries with backoff"
+            ) from exc
+        raise DriverError(f"{self.where} refused a command: {detail}") from exc
+
+
+def _scrub(text: str, url: str) -> str:
+    """`text` with the URL's password, raw or decoded, replaced by ***."""
+    password = urllib.parse.urlsplit(url).password
+    for secret in {password, urllib.parse.unquote(password or "")} - {None, ""}:
+        assert secret is not None
+        text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,514 @@
+"""The Redis driver: every change to a job is one Lua script, atomic on the server.
+
+Data layout. `P` is the key prefix (default `conveyor:`); every key of queue `Q` carries the
+hash tag `{Q}`, so a queue lives in one slot and each script touches one slot only:
+
+    P{Q}:job:<id>   HASH   one job: every JobInfo field as text (see records.py)
+    P{Q}:pending    ZSET   due jobs; every score 0, member = rank + time + id, so ZRANGEBYLEX
+                           reads them highest priority first, then earliest, then by id
+    P{Q}:delayed    ZSET   pending jobs whose time has not come, by available_at
+    P{Q}:reserved   ZSET   reserved jobs by lease end
+    P{Q}:succeeded  ZSET   succeeded jobs by finished_at (for prune)
+    P{Q}:failed     ZSET   failed jobs by finished_at, each keeping its error until pruned
+    P{Q}:unique     HASH   JSON [name, unique] -> id of the unfinished job holding that key
+    P{Q}:wake       LIST   wake-up tokens: push, release and retry add them, idle workers
+                           BLPOP them, reserve drops them once nothing is due
+    Pqueues         SET    every queue ever pushed to (so `get` can find a job by id)
+    Pstats          HASH   "<counter>:<worker>" -> running total
+
+Leases: `reserve` first moves delayed jobs whose time has come into `pending`, and lets jobs
+whose lease ran out compete with them for that one call; so a crashed worker's jobs run again
+once its lease ends, and until someone takes them their old token still settles them. The
+reservation token is 32 random hex digits, ':', and the queue: settling calls carry only
+(id, token), and the token says which queue's script to run.
+
+Times come from this process (`time.time()`), as in every driver. Redis Cluster: each script
+uses one queue's keys; what spans slots is `reserve` over several queues (one script call per
+queue, merged here by priority), `push_many` over several queues (MULTI, which Cluster would
+refuse: push per queue there), `wait` over several queues (one BLPOP over several slots) and
+the two global keys. This driver connects to a single server; the layout is ready for more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar, cast
+
+from redis.asyncio import Redis
+
+from conveyor.drivers import safe_url
+from conveyor.drivers.base import (
+    Capabilities,
+    Driver,
+    Failure,
+    QueueCounts,
+    Release,
+    Reservation,
+    WorkerCounts,
+)
+from conveyor.drivers.redis.connection import (
+    DEFAULT_PREFIX,
+    DEFAULT_URL,
+    URL_ENV,
+    Edge,
+    check_url,
+    make_client,
+    split_prefix,
+)
+from conveyor.drivers.redis.keys import QueueKeys, new_token, queue_of
+from conveyor.drivers.redis.records import (
+    FIELDS,
+    MEMBER_ID_OFFSET,
+    error_text,
+    job_info,
+    push_jobs,
+)
+from conveyor.drivers.redis.scripts import Batch, Client, ScriptRunner
+from conveyor.errors import DriverError
+from conveyor.job import JobInfo, JobState, NewJob
+
+__all__ = ["RedisDriver"]
+
+log = logging.getLogger("conveyor.drivers.redis")
+
+T = TypeVar("T")
+K = TypeVar("K")
+#: What a settle call takes: a Reservation, Release or Failure (each has id and token).
+Settled = TypeVar("Settled", Reservation, Release, Failure)
+
+#: Jobs per push script call, and ids per retry/purge call: bounds how long one script runs.
+CHUNK = 1000
+#: Finished jobs deleted per prune call.
+PRUNE_BATCH = 1000
+#: How much longer than its own deadline the server-side BLPOP may run when `wait` must end
+#: on time for a delayed job; Redis checks blocking timeouts only every 1/hz (100 ms).
+BLPOP_SLACK = 0.5
+#: `wait` shorter than this returns at once: a job is due now.
+MIN_WAIT = 0.002
+
+_COUNTERS = ("processed", "succeeded", "failed", "retried")
+
+
+class RedisDriver(Driver):
+    """Jobs in Redis, each change a Lua script; idle workers block on the server (BLPOP).
+
+    `url` is a redis:// or rediss:// URL (default: $CONVEYOR_REDIS_URL, then
+    redis://127.0.0.1:6379/0); `prefix` starts every key (default `conveyor:`, or `?prefix=`
+    in the URL). Other keyword arguments go to redis-py's client, e.g. `ssl_ca_certs=...`.
+    """
+
+    kind = "redis"
+    capabilities = Capabilities(notify=True, durable=True, shared=True)
+
+    def __init__(self, url: str | None = None, *, prefix: str | None = None, **options: Any):
+        self.url, url_prefix = split_prefix(url or os.environ.get(URL_ENV) or DEFAULT_URL)
+        check_url(self.url)
+        self.prefix = next(p for p in (prefix, url_prefix, DEFAULT_PREFIX) if p is not None)
+        self._options = options
+        self._edge = Edge(self.url)
+        self._scripts = ScriptRunner()
+        self._client: Redis | None = None
+        self._blocking: Redis | None = None
+        self._keys: dict[str, QueueKeys] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisDriver:
+        """A driver for a redis:// or rediss:// URL (see the class docstring)."""
+        return cls(url)
+
+    def __repr__(self) -> str:
+        return f"RedisDriver({safe_url(self.url)!r}, prefix={self.prefix!r})"
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _redis(self) -> Client:
+        """The client for every command but BLPOP; connections are made on first use."""
+        if self._client is None:
+            self._client = make_client(self.url, self._options)
+        return cast(Client, self._client)
+
+    def _blocking_redis(self) -> Client:
+        if self._blocking is None:
+            self._blocking = make_client(self.url, self._options, blocking=True)
+        return cast(Client, self._blocking)
+
+    def keys(self, queue: str) -> QueueKeys:
+        """The keys of `queue` under this driver's prefix."""
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = QueueKeys.of(self.prefix, queue)
+        return keys
+
+    async def open(self) -> None:
+        """Connect and load the scripts. Idempotent; any call would connect by itself."""
+        with self._edge:
+            await self._scripts.load(self._redis())
+
+    async def close(self) -> None:
+        """Close both connection pools; the next call connects again."""
+        clients = [client for client in (self._client, self._blocking) if client is not None]
+        self._client = self._blocking = None
+        with self._edge:
+            for client in clients:
+                await client.aclose()
+
+    async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        with self._edge:
+            return await self._scripts.call(self._redis(), name, keys, args)
+
+    async def _run(self, batch: Batch, *, transaction: bool = False) -> list[Any]:
+        with self._edge:
+            return await self._scripts.run(self._redis(), batch, transaction=transaction)
+
+    # -- push --------------------------------------------------------------------------------
+
+    async def push_many(
+        self, jobs: Sequence[NewJob], *, connection: object | None = None
+    ) -> list[str]:
+        """Store a batch: one push script call per queue (and per CHUNK jobs), all in one
+        round trip; several calls go in one MULTI/EXEC, so the batch is atomic as a whole."""
+        self.check_connection(connection)
+        if not jobs:
+            return []
+        now = repr(time.time())
+        calls = [
+            (queue, chunk)
+            for queue, group in _by_queue(enumerate(jobs), lambda item: item[1].queue).items()
+            for chunk in _chunks(group, CHUNK)
+        ]
+        batch = Batch()
+        for queue in dict.fromkeys(queue for queue, _ in calls):
+            batch.command("SADD", self.prefix + "queues", queue)
+        for queue, chunk in calls:
+            keys = self.keys(queue)
+            args = [keys.job, now, push_jobs(job for _, job in chunk)]
+            batch.script("push", keys.of_script("push"), args)
+        replies = await self._run(batch, transaction=len(calls) > 1)
+        ids = [""] * len(jobs)
+        for (_, chunk), stored in zip(calls, replies[-len(calls) :], strict=True):
+            for (index, _), job_id in zip(chunk, stored, strict=True):
+                ids[index] = job_id
+        return ids
+
+    # -- reserve -----------------------------------------------------------------------------
+
+    async def reserve(
+        self, queues: Sequence[str], limit: int, lease: float, worker: str
+    ) -> list[JobInfo]:
+        """Take up to `limit` due jobs, best first across `queues`. One queue: one script
+        call. Several: each queue's best due job is read first, then jobs are taken from the
+        best queue up to the next queue's best, and so on, so the order across queues is the
+        protocol's while each call stays within one queue's keys."""
+        wanted = list(dict.fromkeys(queues))
+        if limit <= 0 or not wanted:
+            return []
+        if len(wanted) == 1:
+            _, jobs = await self._reserve_from(wanted[0], limit, lease, worker, "")
+            return jobs
+        heads = await self._heads(wanted)
+        taken: list[JobInfo] = []
+        # Each round takes jobs or learns a queue's new head; the cap only guards against
+        # other processes pushing better jobs in lockstep forever.
+        for _ in range(limit + 2 * len(wanted)):
+            ranked = sorted((head, queue) for queue, head in heads.items() if head)
+            if not ranked or len(taken) >= limit:
+                break
+            queue, bound = ranked[0][1], ranked[1][0] if len(ranked) > 1 else ""
+            heads[queue], jobs = await self._reserve_from(
+                queue, limit - len(taken), lease, worker, bound
+            )
+            taken += jobs
+        return taken
+
+    async def _reserve_from(
+        self, queue: str, limit: int, lease: float, worker: str, bound: str
+    ) -> tuple[str, list[JobInfo]]:
+        """Reserve from one queue, taking only members below `bound` if given; returns the
+        queue's best due member left ('' if none) and the jobs."""
+        keys = self.keys(queue)
+        now = time.time()
+        token = new_token(queue)
+        until = now + lease
+        args = [keys.job, repr(now), repr(until), token, worker, limit, bound, *FIELDS]
+        reply = await self._call("reserve", keys.of_script("reserve"), args)
+        done = (token, worker, until)
+        return reply[0], [job_info(values, now, done) for values in reply[1:]]
+
+    async def _heads(self, queues: Sequence[str]) -> dict[str, str]:
+        """Each queue's best due member, after moving its due jobs (reserve with limit 0)."""
+        now = repr(time.time())
+        batch = Batch()
+        for queue in queues:
+            keys = self.keys(queue)
+            args = [keys.job, now, now, "", "", 0, "", *FIELDS]
+            batch.script("reserve", keys.of_script("reserve"), args)
+        replies = await self._run(batch)
+        return {queue: reply[0] for queue, reply in zip(queues, replies, strict=True)}
+
+    # -- settle ------------------------------------------------------------------------------
+
+    async def renew(self, reservations: Sequence[Reservation], lease: float) -> set[str]:
+        """Extend leases; one script call per queue, all in one round trip."""
+        until = repr(time.time() + lease)
+        return await self._settle("renew", reservations, until, lambda r: [r.id, r.token])
+
+    async def ack(self, reservations: Sequence[Reservation]) -> set[str]:
+        """Mark jobs succeeded; one script call per queue, all in one round trip."""
+        now = repr(time.time())
+        return await self._settle("ack", reservations, now, lambda r: [r.id, r.token])
+
+    async def release(self, releases: Sequence[Release]) -> set[str]:
+        """Put jobs back to pending; one script call per queue, all in one round trip."""
+        return await self._settle(
+            "release",
+            releases,
+            repr(time.time()),
+            lambda r: [
+                r.id,
+                r.token,
+                repr(float(r.available_at)),
+                "1" if r.count_attempt else "0",
+                error_text(r.error),
+            ],
+        )
+
+    async def fail(self, failures: Sequence[Failure]) -> set[str]:
+        """Move jobs to failed storage; one script call per queue, all in one round trip."""
+        now = repr(time.time())
+        return await self._settle(
+            "fail", failures, now, lambda f: [f.id, f.token, error_text(f.error)]
+        )
+
+    async def _settle(
+        self, name: str, items: Sequence[Settled], when: str, fields: Callable[[Settled], list[Any]]
+    ) -> set[str]:
+        """Run the fenced script `name` (ARGV: job prefix, `when`, then each item's fields)
+        once per queue named by the items' tokens. An item whose token names no queue was
+        never handed out by `reserve`: it is refused."""
+        calls: list[tuple[list[str], list[Any]]] = []
+        for queue, group in _by_queue(items, lambda item: queue_of(item.token)).items():
+            if queue is not None:
+                keys = self.keys(queue)
+                args = [keys.job, when]
+                for item in group:
+                    args += fields(item)
+                calls.append((keys.of_script(name), args))
+        if len(calls) == 1:
+            return set(await self._call(name, *calls[0]))
+        batch = Batch()
+        for call_keys, args in calls:
+            batch.script(name, call_keys, args)
+        return {job_id for reply in await self._run(batch) if reply for job_id in reply}
+
+    # -- inspect -----------------------------------------------------------------------------
+
+    async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        """Per queue, one read-only script: each queue's numbers are one consistent view."""
+        wanted = list(dict.fromkeys(queues))
+        if not wanted:
+            return {}
+        now = repr(time.time())
+        batch = Batch()
+        for queue in wanted:
+            keys = self.keys(queue)
+            batch.script("counts", keys.of_script("counts"), [now])
+        replies = await self._run(batch)
+        return {
+            queue: QueueCounts(*(int(n) for n in reply))
+            for queue, reply in zip(wanted, replies, strict=True)
+        }
+
+    async def list_jobs(
+        self, queue: str, state: JobState, limit: int = 100, offset: int = 0
+    ) -> list[JobInfo]:
+        """Jobs of one state, oldest first by id. Reads every id of that state (the sets are
+        ordered by time, not id), then the page's jobs: fine for inspection, not a hot path."""
+        now = time.time()
+        keys = self.keys(queue)
+        ids = sorted(await self._ids_in_state(keys, state, now))[offset : offset + max(limit, 0)]
+        if not ids:
+            return []
+        batch = Batch()
+        for job_id in ids:
+            batch.command("HMGET", keys.job + job_id, *FIELDS)
+        found = [job_info(values, now) for values in await self._run(batch) if values[0]]
+        # A job that changed state between the two reads is left out rather than mislabelled.
+        return [job for job in found if job.state is state]
+
+    async def _ids_in_state(self, keys: QueueKeys, state: JobState, now: float) -> list[str]:
+        """Every id of the queue in the state a reader sees at `now`, in no order."""
+        batch = Batch()
+        if state is JobState.PENDING:
+            batch.command("ZRANGE", keys.pending, 0, -1)
+            batch.command("ZRANGEBYSCORE", keys.delayed, "-inf", repr(now))
+        elif state is JobState.DELAYED:
+            batch.command("ZRANGEBYSCORE", keys.delayed, f"({now!r}", "+inf")
+        elif state in (JobState.RESERVED, JobState.SUCCEEDED, JobState.FAILED):
+            batch.command("ZRANGE", getattr(keys, state.value), 0, -1)
+        else:
+            return []  # cancelled: nothing in this driver cancels a job
+        replies = await self._run(batch)
+        if state is JobState.PENDING:
+            members, due = replies
+            return [member[MEMBER_ID_OFFSET:] for member in members] + list(due)
+        return list(replies[0])
+
+    async def get(self, job_id: str) -> JobInfo | None:
+        """Look the id up in every queue ever pushed to: two round trips."""
+        with self._edge:
+            queues = sorted(await self._redis().execute_command("SMEMBERS", self.prefix + "queues"))
+        if not queues:
+            return None
+        batch = Batch()
+        for queue in queues:
+            batch.command("HMGET", self.keys(queue).job + job_id, *FIELDS)
+        now = time.time()
+        for values in await self._run(batch):
+            if values[0] is not None:
+                return job_info(values, now)
+        return None
+
+    # -- failed jobs and retention -----------------------------------------------------------
+
+    async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        """Move failed jobs back to pending, CHUNK ids per script call (each atomic)."""
+        keys = self.keys(queue)
+        if ids is None:
+            ids = await self._ids_in_state(keys, JobState.FAILED, time.time())
+        moved = 0
+        for chunk in _chunks(list(ids), CHUNK):
+            args = [keys.job, repr(time.time()), *chunk]
+            moved += await self._call("retry", keys.of_script("retry"), args)
+        return moved
+
+    async def purge(
+        self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
+    ) -> int:
+        """Delete jobs in `state`, CHUNK ids per script call; each job is checked to be in
+        that state inside the script, so a job that moved meanwhile is left alone."""
+        if state is JobState.RESERVED:
+            raise ValueError("reserved jobs cannot be purged: they belong to a running worker")
+        keys = self.keys(queue)
+        if ids is None:
+            ids = await self._ids_in_state(keys, state, time.time())
+        deleted = 0
+        for chunk in _chunks(list(ids), CHUNK):
+            args = [keys.job, repr(time.time()), state.value, *chunk]
+            deleted += await self._call("purge", keys.of_script("purge"), args)
+        return deleted
+
+    async def prune(self, queue: str, before: float) -> int:
+        """Delete finished jobs that finished before `before`, PRUNE_BATCH per script call."""
+        keys = self.keys(queue)
+        deleted = 0
+        while True:
+            args = [keys.job, repr(float(before)), PRUNE_BATCH]
+            count = int(await self._call("prune", keys.of_script("prune"), args))
+            deleted += count
+            if count < PRUNE_BATCH:
+                return deleted
+
+    # -- wait --------------------------------------------------------------------------------
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Block on the server (BLPOP on the queues' wake-up lists) until a push, release or
+        retry adds a token, or until the earliest delayed job or lease falls due, or
+        `timeout`. A token added since the last reserve is still in the list, so it is never
+        missed. If Redis cannot be reached, sleeps out the timeout instead (the worker's
+        reserve reports the error)."""
+        wanted = list(dict.fromkeys(queues))
+        if not wanted:
+            await asyncio.sleep(timeout)
+            return
+        begin = time.monotonic()
+        try:
+            await self._block(wanted, timeout)
+        except DriverError as exc:
+            log.debug("wait on %s failed (%s); sleeping instead", wanted, exc)
+            await asyncio.sleep(max(0.0, timeout - (time.monotonic() - begin)))
+
+    async def _block(self, queues: list[str], timeout: float) -> None:
+        due_in = await self._due_in(queues)
+        _raise_if_cancelled()
+        if due_in is not None and due_in < timeout:
+            # Redis ends a BLPOP only on its 1/hz clock (100 ms by default): end it here at
+            # the due time instead. The BLPOP cut short closes its connection, which is
+            # replaced on the next wait: a small price, paid once per due job.
+            if due_in < MIN_WAIT:
+                return
+            await self._blpop(queues, due_in + BLPOP_SLACK, deadline=due_in)
+        else:
+            await self._blpop(queues, timeout, deadline=timeout + 1.0)
+
+    async def _blpop(self, queues: list[str], server_timeout: float, deadline: float) -> None:
+        wake = [self.keys(queue).wake for queue in queues]
+        client = self._blocking_redis()
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation.
+        with self._edge, contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(deadline):
+                await client.execute_command("BLPOP", *wake, max(server_timeout, 0.01))
+
+    async def _due_in(self, queues: list[str]) -> float | None:
+        """Seconds until the earliest delayed job or lease of `queues` falls due, or None."""
+        batch = Batch()
+        for queue in queues:
+            keys = self.keys(queue)
+            batch.command("ZRANGE", keys.delayed, 0, 0, "WITHSCORES")
+            batch.command("ZRANGE", keys.reserved, 0, 0, "WITHSCORES")
+        times = [float(score) for reply in await self._run(batch) for _, score in _scores(reply)]
+        return min(times) - time.time() if times else None
+
+    # -- stats -------------------------------------------------------------------------------
+
+    async def record_stats(self, worker: str, counts: WorkerCounts) -> None:
+        """Add to the worker's totals in one MULTI/EXEC: atomic, as HINCRBY each is."""
+        batch = Batch()
+        for counter in _COUNTERS:
+            field = f"{counter}:{worker}"
+            batch.command("HINCRBY", self.prefix + "stats", field, getattr(counts, counter))
+        await self._run(batch, transaction=True)
+
+    async def worker_stats(self) -> dict[str, WorkerCounts]:
+        """Every worker's totals, from one HGETALL."""
+        with self._edge:
+            stored = await self._redis().execute_command("HGETALL", self.prefix + "stats")
+        totals: dict[str, dict[str, int]] = {}
+        for field, value in stored.items():
+            counter, _, worker = field.partition(":")
+            totals.setdefault(worker, {})[counter] = int(value)
+        return {worker: WorkerCounts(**values) for worker, values in totals.items()}
+
+
+def _by_queue(items: Iterator[T] | Sequence[T], key: Callable[[T], K]) -> dict[K, list[T]]:
+    """Items grouped by `key`, each group in the items' order."""
+    groups: dict[K, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _raise_if_cancelled() -> None:
+    """Raise the cancellation of the current task if a callee swallowed it. redis-py wraps
+    socket writes in asyncio.wait_for, which on Python 3.11 returns normally when a cancel
+    arrives just as the write completes; `wait` would then block for its whole timeout."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _scores(reply: list[Any]) -> list[tuple[str, str]]:
+    """(member, score) pairs from a WITHSCORES reply, flat or paired (RESP2 or RESP3)."""
+    if reply and isinstance(reply[0], (list, tuple)):
+        return [(member, score) for member, score in reply]
+    items = iter(reply)
+    return list(zip(items, items, strict=True))

@@ -1,0 +1,47 @@
+--[[
+  fail: move jobs held under their tokens to failed storage with their error, and free their
+  unique keys; atomic.
+
+  KEYS[1] reserved   ZSET of job ids by lease end
+  KEYS[2] failed     ZSET of job ids by finished_at
+  KEYS[3] unique     HASH unique key -> id of the unfinished job holding it
+
+  ARGV[1] job key prefix
+  ARGV[2] now
+  ARGV[3..] triples of job id, reservation token, error (JSON)
+
+  Returns the ids failed; the job keeps its error until retried, purged or pruned.
+]]
+local rcall = redis.call
+local reserved, failed, unique = KEYS[1], KEYS[2], KEYS[3]
+local prefix, now = ARGV[1], ARGV[2]
+
+-- Large variadic calls go in slices: unpack() is limited by the Lua C stack.
+local function call_in_slices(command, key, items)
+  for i = 1, #items, 1000 do
+    rcall(command, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+
+local done = {}
+for i = 3, #ARGV, 3 do
+  local id, token, err = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local key = prefix .. id
+  local job = rcall('HMGET', key, 'state', 'reservation', 'ukey')
+  if job[1] == 'reserved' and job[2] == token then
+    rcall('HSET', key, 'state', 'failed', 'finished_at', now, 'error', err)
+    if job[3] and rcall('HGET', unique, job[3]) == id then
+      rcall('HDEL', unique, job[3])
+    end
+    done[#done + 1] = id
+  end
+end
+
+local finished = {}
+for _, id in ipairs(done) do
+  finished[#finished + 1] = now
+  finished[#finished + 1] = id
+end
+call_in_slices('ZREM', reserved, done)
+call_in_slices('ZADD', failed, finished)
+return done

@@ -1,0 +1,30 @@
+--[[
+  prune: delete finished jobs (succeeded, failed) that finished before a cutoff; atomic.
+
+  KEYS[1] succeeded  ZSET of job ids by finished_at
+  KEYS[2] failed     ZSET of job ids by finished_at
+
+  ARGV[1] job key prefix
+  ARGV[2] cutoff: jobs that finished strictly before it are deleted
+  ARGV[3] at most this many per call, so one call never stalls the server
+
+  Returns how many were deleted; the caller calls again while that equals ARGV[3]. Finished
+  jobs hold no unique key, so none is freed here.
+]]
+local rcall = redis.call
+local prefix, cutoff, budget = ARGV[1], '(' .. ARGV[2], tonumber(ARGV[3])
+
+local deleted = 0
+for _, finished in ipairs({KEYS[1], KEYS[2]}) do
+  if budget - deleted > 0 then
+    local ids = rcall('ZRANGEBYSCORE', finished, '-inf', cutoff, 'LIMIT', 0, budget - deleted)
+    for _, id in ipairs(ids) do
+      rcall('DEL', prefix .. id)
+    end
+    for i = 1, #ids, 1000 do
+      rcall('ZREM', finished, unpack(ids, i, math.min(i + 999, #ids)))
+    end
+    deleted = deleted + #ids
+  end
+end
+return deleted

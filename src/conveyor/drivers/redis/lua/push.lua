@@ -1,0 +1,74 @@
+--[[
+  push: store a batch of new jobs in one queue; atomic as a whole.
+
+  KEYS[1] pending    ZSET, every score 0, member = rank .. time .. id (see driver.py)
+  KEYS[2] delayed    ZSET of job ids by available_at
+  KEYS[3] unique     HASH unique key -> id of the unfinished job holding it
+  KEYS[4] wake       LIST of wake-up tokens that idle workers BLPOP
+
+  ARGV[1] job key prefix (the job's hash is prefix .. id)
+  ARGV[2] now (epoch seconds)
+  ARGV[3] the jobs, as one JSON array with one array of strings per job:
+          [id, available_at, rank, unique key ('' for none), field, value, field, value...]
+          where the field/value pairs are the job's hash. One argument rather than dozens
+          per job: the client then encodes one string instead of thirty.
+
+  Returns the id of each job in order: its own, or that of the job already holding its
+  unique key (storing nothing), or its own again when a job with this id already exists (a
+  push retried after a lost reply stores nothing twice).
+]]
+local WAKE_MAX = 64
+local rcall = redis.call
+local pending, delayed, unique, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, now = ARGV[1], tonumber(ARGV[2])
+
+local function member(rank, at, id)
+  return rank .. string.format('%020.6f', math.max(0, tonumber(at))) .. id
+end
+
+local function holder_of(id, ukey)
+  if rcall('EXISTS', prefix .. id) == 1 then
+    return id
+  end
+  if ukey ~= '' then
+    local held = rcall('HGET', unique, ukey)
+    -- An entry whose job is gone (deleted behind our back) holds nothing.
+    if held and rcall('EXISTS', prefix .. held) == 1 then
+      return held
+    end
+  end
+  return false
+end
+
+local ids, stored = {}, 0
+for j, job in ipairs(cjson.decode(ARGV[3])) do
+  local id, at, rank, ukey = job[1], job[2], job[3], job[4]
+  local holder = holder_of(id, ukey)
+  if holder then
+    ids[j] = holder
+  else
+    rcall('HSET', prefix .. id, unpack(job, 5))
+    if ukey ~= '' then
+      rcall('HSET', unique, ukey, id)
+    end
+    if tonumber(at) <= now then
+      rcall('ZADD', pending, 0, member(rank, at, id))
+    else
+      rcall('ZADD', delayed, at, id)
+    end
+    ids[j] = id
+    stored = stored + 1
+  end
+end
+
+-- One token per stored job, up to WAKE_MAX: enough to wake that many idle workers. A delayed
+-- job wakes them too, so that each recomputes how long it may sleep.
+if stored > 0 then
+  local tokens = {}
+  for t = 1, math.min(stored, WAKE_MAX) do
+    tokens[t] = '1'
+  end
+  rcall('LPUSH', wake, unpack(tokens))
+  rcall('LTRIM', wake, 0, WAKE_MAX - 1)
+end
+return ids

@@ -1,0 +1,26 @@
+--[[
+  renew: extend the leases of jobs still held under their tokens; atomic.
+
+  KEYS[1] reserved   ZSET of job ids by lease end
+
+  ARGV[1] job key prefix
+  ARGV[2] new lease end
+  ARGV[3..] pairs of job id, reservation token
+
+  Returns the ids renewed; a job not reserved under that token (fencing) is left alone.
+]]
+local rcall = redis.call
+local reserved, prefix, lease_end = KEYS[1], ARGV[1], ARGV[2]
+
+local renewed = {}
+for i = 3, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local key = prefix .. id
+  local job = rcall('HMGET', key, 'state', 'reservation')
+  if job[1] == 'reserved' and job[2] == token then
+    rcall('HSET', key, 'available_at', lease_end)
+    rcall('ZADD', reserved, lease_end, id)
+    renewed[#renewed + 1] = id
+  end
+end
+return renewed

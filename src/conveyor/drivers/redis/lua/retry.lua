@@ -1,0 +1,60 @@
+--[[
+  retry: move failed jobs back to pending with attempt 0; atomic.
+
+  KEYS[1] pending    ZSET, every score 0, member = rank .. time .. id
+  KEYS[2] failed     ZSET of job ids by finished_at
+  KEYS[3] unique     HASH unique key -> id of the unfinished job holding it
+  KEYS[4] wake       LIST of wake-up tokens
+
+  ARGV[1] job key prefix
+  ARGV[2] now
+  ARGV[3..] ids of jobs to move; ids not failed in this queue are ignored
+
+  Returns how many moved. A job whose unique key an unfinished job now holds stays failed;
+  a job moved takes its key again.
+]]
+local WAKE_MAX = 64
+local rcall = redis.call
+local pending, failed, unique, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, now = ARGV[1], ARGV[2]
+
+local function member(rank, at, id)
+  return rank .. string.format('%020.6f', math.max(0, tonumber(at))) .. id
+end
+
+local function key_taken(ukey)
+  if not ukey then
+    return false
+  end
+  local held = rcall('HGET', unique, ukey)
+  return held and rcall('EXISTS', prefix .. held) == 1
+end
+
+local moved = 0
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local key = prefix .. id
+  if rcall('ZSCORE', failed, id) then
+    local job = rcall('HMGET', key, 'rank', 'ukey')
+    if job[1] and not key_taken(job[2]) then
+      rcall('HSET', key, 'state', 'pending', 'attempt', 0, 'available_at', now)
+      rcall('HDEL', key, 'finished_at')
+      rcall('ZREM', failed, id)
+      rcall('ZADD', pending, 0, member(job[1], now, id))
+      if job[2] then
+        rcall('HSET', unique, job[2], id)
+      end
+      moved = moved + 1
+    end
+  end
+end
+
+if moved > 0 then
+  local tokens = {}
+  for t = 1, math.min(moved, WAKE_MAX) do
+    tokens[t] = '1'
+  end
+  rcall('LPUSH', wake, unpack(tokens))
+  rcall('LTRIM', wake, 0, WAKE_MAX - 1)
+end
+return moved

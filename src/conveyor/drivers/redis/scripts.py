@@ -1,0 +1,137 @@
+"""The Lua scripts of the Redis driver: loaded once from lua/*.lua, run by SHA.
+
+Each script is read with importlib.resources when first needed and its SHA1 computed here, so
+a call is always EVALSHA: the script text crosses the network only in SCRIPT LOAD. A server
+that forgot the scripts (restart, SCRIPT FLUSH, failover) answers NOSCRIPT; the scripts are
+then loaded again and the refused calls, and only those, are sent again.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.resources
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from redis.exceptions import NoScriptError
+
+__all__ = ["SCRIPT_NAMES", "Batch", "Client", "Pipeline", "Script", "ScriptRunner", "load_scripts"]
+
+#: One script per verb; the file lua/<name>.lua documents its KEYS and ARGV.
+SCRIPT_NAMES = (
+    "push",
+    "reserve",
+    "renew",
+    "ack",
+    "release",
+    "fail",
+    "retry",
+    "purge",
+    "prune",
+    "counts",
+)
+
+
+class Pipeline(Protocol):
+    """The part of a redis-py asyncio pipeline the driver uses."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any: ...
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]: ...
+
+
+class Client(Protocol):
+    """The part of a redis-py asyncio client the driver uses."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any: ...
+
+    def pipeline(self, transaction: bool = True) -> Pipeline: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """One Lua script: its verb, its source and the SHA1 the server knows it by."""
+
+    name: str
+    source: str
+    sha: str
+
+
+@functools.cache
+def load_scripts() -> Mapping[str, Script]:
+    """Every script, read from the package once per process."""
+    folder = importlib.resources.files(__package__) / "lua"
+    scripts = {}
+    for name in SCRIPT_NAMES:
+        source = (folder / f"{name}.lua").read_text(encoding="utf-8")
+        sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+        scripts[name] = Script(name, source, sha)
+    return scripts
+
+
+@dataclass(slots=True)
+class Batch:
+    """Commands for one round trip: script calls by verb and plain commands, in order."""
+
+    calls: list[tuple[str | None, tuple[Any, ...]]] = field(default_factory=list)
+
+    def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Call the script `name` with these KEYS and ARGV."""
+        self.calls.append((name, (len(keys), *keys, *args)))
+
+    def command(self, *args: Any) -> None:
+        """Send a plain command, such as ("SADD", key, member)."""
+        self.calls.append((None, args))
+
+
+class ScriptRunner:
+    """Runs scripts by SHA on a client, loading them again when the server answers NOSCRIPT."""
+
+    def __init__(self, scripts: Mapping[str, Script] | None = None) -> None:
+        self.scripts = scripts if scripts is not None else load_scripts()
+
+    async def load(self, client: Client) -> None:
+        """SCRIPT LOAD every script, in one round trip."""
+        pipe = client.pipeline(transaction=False)
+        for script in self.scripts.values():
+            pipe.execute_command("SCRIPT LOAD", script.source)
+        await pipe.execute()
+
+    async def call(
+        self, client: Client, name: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """Run one script and return its reply."""
+        command = self._evalsha(name, (len(keys), *keys, *args))
+        try:
+            return await client.execute_command(*command)
+        except NoScriptError:
+            await self.load(client)
+            return await client.execute_command(*command)
+
+    async def run(self, client: Client, batch: Batch, *, transaction: bool = False) -> list[Any]:
+        """Send a batch in one pipeline (MULTI/EXEC with `transaction`); returns the replies.
+
+        A script refused with NOSCRIPT did not run: it is sent again on its own after the
+        scripts are loaded. Every script is written so that this is safe (see lua/push.lua).
+        """
+        pipe = client.pipeline(transaction=transaction)
+        for name, args in batch.calls:
+            pipe.execute_command(*(args if name is None else self._evalsha(name, args)))
+        replies = await pipe.execute(raise_on_error=False)
+        loaded = False
+        for index, reply in enumerate(replies):
+            name, args = batch.calls[index]
+            if isinstance(reply, NoScriptError) and name is not None:
+                if not loaded:
+                    await self.load(client)
+                    loaded = True
+                replies[index] = await client.execute_command(*self._evalsha(name, args))
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _evalsha(self, name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return ("EVALSHA", self.scripts[name].sha, *args)

@@ -1,0 +1,562 @@
+"""What only the Redis driver has: Lua scripts reloaded after NOSCRIPT, wake-ups across
+connections, hash tags, key prefixes, its URL, error translation and reconnecting.
+
+The protocol's behaviour is tested by the contract suite (tests/contract), which runs on Redis
+too; these tests cover the rest. They use the Redis on 127.0.0.1:6379 under a random prefix,
+and for reconnecting, a second redis-server of their own on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.connection import SSLConnection
+from redis.crc import key_slot
+
+import conveyor.drivers.redis.driver as driver_module
+from conveyor import Job, JobState, Registry, Worker
+from conveyor.drivers import driver_from_url
+from conveyor.drivers.base import Failure, Reservation, WorkerCounts
+from conveyor.drivers.redis import RedisDriver
+from conveyor.drivers.redis.scripts import SCRIPT_NAMES, load_scripts
+from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
+from conveyor.job import ErrorInfo, NewJob, new_id
+
+# tests/drivers is not a package, so this module cannot import tests.backends.redis when run
+# on its own; these few lines repeat what that module does.
+URL = "redis://127.0.0.1:6379/0"
+START = 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no'
+LONG_LEASE = 30.0
+
+
+@pytest.fixture(autouse=True)
+def redis_running() -> None:
+    """Skip (or, under CI, fail) unless the shared Redis answers."""
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError as exc:
+        message = f"redis is not reachable on 127.0.0.1:6379 ({exc}); start it with: {START}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def fresh_prefix() -> str:
+    return f"conveyor-test:{uuid.uuid4().hex[:12]}:"
+
+
+async def delete_prefix(prefix: str) -> None:
+    client = Redis.from_url(URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.delete(*keys[start : start + 1000])
+    finally:
+        await client.aclose()
+
+
+def make_job(queue: str = "q", **overrides: Any) -> NewJob:
+    now = time.time()
+    job = NewJob(id=new_id(), queue=queue, name="j", payload="{}", created_at=now, available_at=now)
+    return replace(job, **overrides)
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Redis]:
+    """A plain client on the shared server, to look behind the driver's back."""
+    client = Redis.from_url(URL, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[..., Awaitable[RedisDriver]]]:
+    """Opens drivers on one fresh prefix (or on the prefix given); all closed and every key
+    under those prefixes deleted at the end."""
+    default = fresh_prefix()
+    opened: list[RedisDriver] = []
+
+    async def open_driver(url: str = URL, prefix: str | None = None) -> RedisDriver:
+        driver = RedisDriver(url, prefix=prefix or default)
+        await driver.open()
+        opened.append(driver)
+        return driver
+
+    yield open_driver
+    for driver in opened:
+        await driver.close()
+    for prefix in {driver.prefix for driver in opened} | {default}:
+        await delete_prefix(prefix)
+
+
+async def keys_under(raw: Redis, prefix: str) -> list[str]:
+    return sorted([key async for key in raw.scan_iter(match=f"{prefix}*")])
+
+
+# -- scripts -----------------------------------------------------------------------------------
+
+
+def test_every_verb_has_a_script_documenting_keys_and_argv() -> None:
+    scripts = load_scripts()
+
+    assert set(scripts) == set(SCRIPT_NAMES)
+    for script in scripts.values():
+        header = script.source.split("]]", 1)[0]
+        assert header.startswith(f"--[[\n  {script.name}:"), script.name
+        assert "KEYS[1]" in header and "ARGV[1]" in header, script.name
+
+
+async def test_scripts_are_loaded_again_after_script_flush(connect, raw: Redis) -> None:
+    driver = await connect()
+    await driver.push(make_job())
+
+    await raw.script_flush()
+    job = make_job()
+
+    assert await driver.push(job) == job.id
+    [reserved] = await driver.reserve(["q"], 1, LONG_LEASE, "w1")
+    await raw.script_flush()
+    assert await driver.ack([Reservation(reserved.id, reserved.reservation or "")]) == {reserved.id}
+
+
+async def test_pipelined_scripts_are_sent_again_after_script_flush(connect, raw: Redis) -> None:
+    driver = await connect()
+    await raw.script_flush()
+
+    # Several queues: push_many is a MULTI/EXEC of several script calls.
+    jobs = [make_job("a"), make_job("b"), make_job("a")]
+    assert await driver.push_many(jobs) == [job.id for job in jobs]
+    reserved = await driver.reserve(["a", "b"], 3, LONG_LEASE, "w1")
+    await raw.script_flush()
+
+    # Several queues: one ack script call per queue, pipelined.
+    done = await driver.ack([Reservation(job.id, job.reservation or "") for job in reserved])
+
+    assert done == {job.id for job in jobs}
+
+
+async def test_push_of_an_id_already_stored_stores_nothing_twice(connect) -> None:
+    # A push retried after a lost reply must not store the job twice or reset it.
+    driver = await connect()
+    job = make_job()
+    await driver.push(job)
+    [reserved] = await driver.reserve(["q"], 1, LONG_LEASE, "w1")
+
+    assert await driver.push(job) == job.id
+
+    got = await driver.get(job.id)
+    assert got is not None and got.state is JobState.RESERVED
+    assert (await driver.counts(["q"]))["q"].pending == 0
+    assert reserved.id == job.id
+
+
+# -- wake-ups ----------------------------------------------------------------------------------
+
+
+async def test_push_from_another_connection_wakes_wait_within_milliseconds(connect) -> None:
+    waiting, pushing = await connect(), await connect()
+    assert await waiting.reserve(["q"], 1, LONG_LEASE, "w1") == []
+    latencies = []
+    for _ in range(5):
+        waiter = asyncio.create_task(waiting.wait(["q"], 5.0))
+        await asyncio.sleep(0.05)  # let it block on the server
+        begin = time.perf_counter()
+        await pushing.push(make_job())
+        await asyncio.wait_for(waiter, 5.0)
+        latencies.append(time.perf_counter() - begin)
+        assert len(await waiting.reserve(["q"], 10, LONG_LEASE, "w1")) == 1
+
+    # A few milliseconds on loopback; the bound leaves room for a loaded test machine.
+    assert sorted(latencies)[2] < 0.05, latencies
+
+
+async def test_wait_returns_when_a_delayed_job_falls_due(connect) -> None:
+    driver = await connect()
+    await driver.push(make_job(available_at=time.time() + 0.3))
+    assert await driver.reserve(["q"], 1, LONG_LEASE, "w1") == []
+    begin = time.monotonic()
+
+    await driver.wait(["q"], 5.0)
+
+    elapsed = time.monotonic() - begin
+    assert 0.25 <= elapsed < 1.0, elapsed
+    assert len(await driver.reserve(["q"], 1, LONG_LEASE, "w1")) == 1
+
+
+async def test_wait_returns_when_a_lease_runs_out(connect) -> None:
+    driver = await connect()
+    await driver.push(make_job())
+    await driver.reserve(["q"], 1, 0.3, "crashed")
+    begin = time.monotonic()
+
+    await driver.wait(["q"], 5.0)
+
+    assert 0.25 <= time.monotonic() - begin < 1.0
+    assert len(await driver.reserve(["q"], 1, LONG_LEASE, "w2")) == 1
+
+
+async def test_wait_on_several_queues_wakes_on_any(connect) -> None:
+    waiting, pushing = await connect(), await connect()
+    waiter = asyncio.create_task(waiting.wait(["a", "b", "c"], 5.0))
+    await asyncio.sleep(0.05)
+    begin = time.monotonic()
+
+    await pushing.push(make_job("c"))
+
+    await asyncio.wait_for(waiter, 5.0)
+    assert time.monotonic() - begin < 0.5
+
+
+async def test_wake_up_list_stays_short_and_is_dropped_once_drained(connect, raw) -> None:
+    driver = await connect()
+    await driver.push_many([make_job() for _ in range(500)])
+    wake = driver.keys("q").wake
+
+    assert await raw.llen(wake) == 64
+    while await driver.reserve(["q"], 200, LONG_LEASE, "w1"):
+        pass
+    assert await raw.exists(wake) == 0
+
+
+async def test_wait_cancelled_at_any_moment_ends_at_once(connect) -> None:
+    # Regression: redis-py sends with asyncio.wait_for, which on Python 3.11 may swallow a
+    # cancel that lands as a write completes; wait then blocked for its whole timeout, and a
+    # stopping worker with it.
+    driver = await connect()
+    await driver.reserve(["q"], 1, LONG_LEASE, "w1")
+    for delay in (0.0, 0.0, 0.0005, 0.001, 0.002, 0.005, 0.05):
+        waiter = asyncio.create_task(driver.wait(["q"], 5.0))
+        await asyncio.sleep(delay)
+        begin = time.monotonic()
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        assert time.monotonic() - begin < 0.5, delay
+        assert waiter.cancelled(), delay
+
+
+async def test_wait_survives_cancellation_and_waits_again(connect) -> None:
+    # The worker cancels `wait` when it stops or another driver woke it first.
+    waiting, pushing = await connect(), await connect()
+    waiter = asyncio.create_task(waiting.wait(["q"], 5.0))
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+
+    again = asyncio.create_task(waiting.wait(["q"], 5.0))
+    await asyncio.sleep(0.05)
+    await pushing.push(make_job())
+    await asyncio.wait_for(again, 1.0)
+
+
+# -- layout ------------------------------------------------------------------------------------
+
+
+async def fill_every_state(driver: RedisDriver, queue: str) -> None:
+    await driver.push_many(
+        [
+            make_job(queue, unique="u"),
+            make_job(queue, available_at=time.time() + 60),
+            make_job(queue),
+            make_job(queue),
+            make_job(queue, priority=-1),
+        ]
+    )
+    one, two, three = await driver.reserve([queue], 3, LONG_LEASE, "w1")
+    await driver.ack([Reservation(one.id, one.reservation or "")])
+    await driver.fail([Failure(two.id, two.reservation or "", ErrorInfo("E", "boom"))])
+    assert three.state is JobState.RESERVED
+
+
+async def test_every_key_of_a_queue_shares_its_hash_tag(connect, raw: Redis) -> None:
+    driver = await connect()
+    for queue in ("mail", "reports:daily"):
+        await fill_every_state(driver, queue)
+    await driver.record_stats("w", WorkerCounts(processed=1))
+
+    keys = await keys_under(raw, driver.prefix)
+
+    shared = {driver.prefix + "queues", driver.prefix + "stats"}
+    assert shared <= set(keys)
+    for queue in ("mail", "reports:daily"):
+        mine = [key for key in keys if key.startswith(f"{driver.prefix}{{{queue}}}:")]
+        kinds = {key.split("}:", 1)[1].split(":", 1)[0] for key in mine}
+        assert {"job", "pending", "delayed", "reserved", "succeeded", "failed"} <= kinds
+        assert {key_slot(key.encode()) for key in mine} == {key_slot(queue.encode())}
+    assert set(keys) - shared == {
+        key for key in keys if "{mail}:" in key or "{reports:daily}:" in key
+    }
+
+
+async def test_prefixes_keep_drivers_apart(connect, raw: Redis) -> None:
+    first = await connect(prefix=fresh_prefix())
+    second = await connect(prefix=fresh_prefix())
+    job = make_job(unique="k")
+    await first.push(job)
+
+    assert await second.get(job.id) is None
+    assert (await second.counts(["q"]))["q"].pending == 0
+    assert await second.reserve(["q"], 10, LONG_LEASE, "w1") == []
+    other = make_job(unique="k")
+    assert await second.push(other) == other.id
+    assert all(key.startswith(first.prefix) for key in await keys_under(raw, first.prefix))
+    assert len(await keys_under(raw, first.prefix)) == len(await keys_under(raw, second.prefix))
+
+
+def test_default_prefix_is_conveyor() -> None:
+    assert RedisDriver(URL).prefix == "conveyor:"
+
+
+# -- reserve across queues -----------------------------------------------------------------------
+
+
+async def test_reserve_across_queues_takes_the_best_jobs_up_to_the_limit(connect) -> None:
+    driver = await connect()
+    now = time.time()
+    a_high = make_job("a", priority=5, available_at=now - 3)
+    a_low = make_job("a", priority=0, available_at=now - 9)
+    b_high = make_job("b", priority=5, available_at=now - 2)
+    c_mid = make_job("c", priority=1, available_at=now - 1)
+    await driver.push_many([a_high, a_low, b_high, c_mid])
+
+    first = await driver.reserve(["a", "b", "c"], 3, LONG_LEASE, "w1")
+    rest = await driver.reserve(["a", "b", "c"], 3, LONG_LEASE, "w1")
+
+    assert [job.id for job in first] == [a_high.id, b_high.id, c_mid.id]
+    assert [job.id for job in rest] == [a_low.id]
+
+
+async def test_reserve_orders_a_lapsed_lease_among_pending_jobs_by_priority(connect) -> None:
+    driver = await connect()
+    lapsed = make_job(priority=3)
+    await driver.push(lapsed)
+    await driver.reserve(["q"], 1, 0.05, "crashed")
+    low, high = make_job(priority=0, available_at=0.0), make_job(priority=9)
+    await driver.push_many([low, high])
+    await asyncio.sleep(0.1)
+
+    order = [job.id for job in await driver.reserve(["q"], 3, LONG_LEASE, "w2")]
+
+    assert order == [high.id, lapsed.id, low.id]
+
+
+# -- batches -----------------------------------------------------------------------------------
+
+
+async def test_push_many_larger_than_one_script_call(connect, monkeypatch) -> None:
+    monkeypatch.setattr(driver_module, "CHUNK", 7)
+    driver = await connect()
+    jobs = [make_job(unique=str(n % 20)) for n in range(50)]
+
+    ids = await driver.push_many(jobs)
+
+    assert ids == [jobs[n % 20].id for n in range(50)]
+    assert (await driver.counts(["q"]))["q"].pending == 20
+
+
+async def test_more_concurrent_calls_than_connections_wait_their_turn(connect) -> None:
+    driver = await connect()
+    jobs = [make_job() for _ in range(300)]  # the pool holds 64 connections
+
+    ids = await asyncio.gather(*(driver.push(job) for job in jobs))
+
+    assert ids == [job.id for job in jobs]
+    assert (await driver.counts(["q"]))["q"].pending == 300
+
+
+async def test_prune_deletes_more_than_one_batch(connect, monkeypatch) -> None:
+    monkeypatch.setattr(driver_module, "PRUNE_BATCH", 2)
+    driver = await connect()
+    await driver.push_many([make_job() for _ in range(5)])
+    jobs = await driver.reserve(["q"], 5, LONG_LEASE, "w1")
+    await driver.ack([Reservation(job.id, job.reservation or "") for job in jobs])
+
+    assert await driver.prune("q", time.time() + 1) == 5
+    assert (await driver.counts(["q"]))["q"].succeeded == 0
+
+
+async def test_settle_with_a_token_reserve_never_made_is_refused(connect) -> None:
+    driver = await connect()
+    await driver.push(make_job())
+    [job] = await driver.reserve(["q"], 1, LONG_LEASE, "w1")
+
+    forged = [Reservation(job.id, "x"), Reservation(job.id, "0" * 32 + ":other")]
+
+    assert await driver.ack(forged) == set()
+    assert await driver.renew(forged, LONG_LEASE) == set()
+
+
+# -- URLs and errors ---------------------------------------------------------------------------
+
+
+def test_url_sets_prefix_and_keeps_other_options() -> None:
+    driver = RedisDriver.from_url("redis://127.0.0.1:6379/3?prefix=app:&socket_timeout=2")
+
+    assert driver.prefix == "app:"
+    assert driver.url == "redis://127.0.0.1:6379/3?socket_timeout=2"
+
+
+def test_prefix_argument_wins_over_url() -> None:
+    assert RedisDriver("redis://127.0.0.1?prefix=a:", prefix="b:").prefix == "b:"
+
+
+def test_driver_from_url_makes_redis_and_tls_drivers() -> None:
+    plain = driver_from_url("redis://127.0.0.1:6379/0")
+    tls = driver_from_url("rediss://:secret@127.0.0.1:6380/0?prefix=t:")
+
+    assert isinstance(plain, RedisDriver) and isinstance(tls, RedisDriver)
+    assert tls.prefix == "t:"
+    pool = tls._redis().connection_pool  # type: ignore[attr-defined]
+    assert pool.connection_class is SSLConnection
+    assert pool.connection_kwargs["password"] == "secret"
+
+
+def test_url_from_environment(monkeypatch) -> None:
+    monkeypatch.setenv("CONVEYOR_REDIS_URL", "redis://127.0.0.1:6379/5?prefix=env:")
+
+    driver = driver_from_url("redis")
+
+    assert isinstance(driver, RedisDriver)
+    assert (driver.url, driver.prefix) == ("redis://127.0.0.1:6379/5", "env:")
+
+
+def test_password_never_shows() -> None:
+    driver = RedisDriver("redis://user:hunter2@127.0.0.1:6379/0")
+
+    assert "hunter2" not in repr(driver)
+    with pytest.raises(ConfigError) as bad:
+        RedisDriver("redis://user:hunter2@127.0.0.1:notaport/0")
+    assert "hunter2" not in str(bad.value)
+
+
+async def test_unreachable_server_raises_backend_unavailable_without_password() -> None:
+    driver = RedisDriver(f"redis://:hunter2@127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    try:
+        with pytest.raises(BackendUnavailableError) as down:
+            await driver.push(make_job())
+    finally:
+        await driver.close()
+
+    assert "hunter2" not in str(down.value)
+    assert "127.0.0.1" in str(down.value)
+
+
+async def test_server_errors_are_driver_errors(connect, raw: Redis) -> None:
+    driver = await connect()
+    await raw.set(driver.keys("q").pending, "not a sorted set")
+
+    with pytest.raises(DriverError) as refused:
+        await driver.reserve(["q"], 1, LONG_LEASE, "w1")
+
+    assert not isinstance(refused.value, BackendUnavailableError)
+    assert "WRONGTYPE" in str(refused.value)
+
+
+# -- reconnecting ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Server:
+    """A redis-server of this test's own on a free loopback port, without persistence."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = [shutil.which("redis-server") or "redis-server", "--port", str(self.port)]
+        command += ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+        self.process = None
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed here")
+    own = Server()
+    own.start()
+    yield own
+    own.stop()
+
+
+async def test_driver_reconnects_after_the_server_comes_back(server: Server) -> None:
+    driver = RedisDriver(server.url, socket_connect_timeout=0.5)
+    await driver.open()
+    try:
+        await driver.push(make_job())
+        server.stop()
+        with pytest.raises(BackendUnavailableError):
+            await driver.push(make_job())
+
+        server.start()
+        job = make_job()
+
+        assert await driver.push(job) == job.id
+        assert [got.id for got in await driver.reserve(["q"], 1, LONG_LEASE, "w1")] == [job.id]
+    finally:
+        await driver.close()
+
+
+async def test_worker_carries_on_when_the_server_comes_back(server: Server) -> None:
+    registry = Registry()
+    registry.queue("q", driver=RedisDriver(server.url, socket_connect_timeout=0.5), workers=["w"])
+    registry.worker("w", poll_interval=0.05)
+    ran: list[int] = []
+    event = asyncio.Event()
+
+    @registry.job("tick")
+    async def tick(job: Job[int]) -> None:
+        ran.append(job.payload)
+        event.set()
+
+    worker = Worker(registry, "w")
+    task = asyncio.create_task(worker.run())
+    try:
+        await registry.push("q", "tick", 1)
+        await asyncio.wait_for(event.wait(), 5)
+        server.stop()
+        await asyncio.sleep(0.5)  # the worker's reserve fails meanwhile, and it backs off
+        server.start()
+        event.clear()
+        await registry.push("q", "tick", 2)
+
+        await asyncio.wait_for(event.wait(), 10)
+        assert ran == [1, 2]
+    finally:
+        worker.stop(now=True)
+        await asyncio.wait_for(task, 10)
+        await registry.close()

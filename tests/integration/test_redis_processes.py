@@ -1,0 +1,225 @@
+"""Worker processes on Redis: four share 10,000 jobs and run each exactly once; a worker
+killed with SIGKILL mid-job has its jobs run again by another once their lease runs out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from conveyor import Job, JobState, Registry, WorkerCounts
+from tests.backends import require_service
+from tests.backends.redis import START, delete_prefix, fresh_prefix
+
+pytestmark = pytest.mark.timeout(60)
+
+JOBS = 10_000
+PROCESSES = 4
+HANGING = 3
+LEASE = 1.0
+
+#: The app every process loads. Worker "w" runs "mark" on queue "numbers": the first job in
+#: each process waits (at most GATE seconds) until every process has started one, so no
+#: process can finish the queue before the others are up. Worker "k" runs "hang" on queue
+#: "hangs" with a short lease: its first attempt hangs until the process is killed.
+APP_SOURCE = """
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import time
+from typing import Any
+
+from conveyor import Job, Registry
+
+HERE = pathlib.Path(__file__).resolve().parent
+PROCESSES = {processes}
+GATE = 20.0
+
+registry = Registry(default_driver="redis://127.0.0.1:6379/0?prefix={prefix}")
+registry.queue("numbers", workers=["w"], retry=0)
+registry.queue("hangs", workers=["k"], retry=2)
+registry.worker("w", concurrency=16, poll_interval=0.05)
+registry.worker("k", concurrency={hanging}, lease={lease}, poll_interval=0.05)
+
+_gate_open = False
+
+
+async def _wait_for_every_process() -> None:
+    global _gate_open
+    (HERE / f"ready-{{os.getpid()}}").touch()
+    deadline = time.monotonic() + GATE
+    while len(list(HERE.glob("ready-*"))) < PROCESSES:
+        if time.monotonic() > deadline:
+            raise RuntimeError("another worker process never started a job")
+        await asyncio.sleep(0.01)
+    _gate_open = True
+
+
+@registry.job("mark")
+async def mark(job: Job[dict[str, Any]]) -> None:
+    if not _gate_open:
+        await _wait_for_every_process()
+    with open(HERE / f"out-{{os.getpid()}}.txt", "a") as out:
+        out.write(f"{{job.payload['n']}} {{os.getpid()}}\\n")
+
+
+@registry.job("hang")
+async def hang(job: Job[dict[str, Any]]) -> None:
+    with open(HERE / f"hang-{{os.getpid()}}.txt", "a") as out:
+        out.write(f"{{job.id}} {{job.attempt}} {{time.time()!r}}\\n")
+    if job.attempt == 1:
+        await asyncio.sleep(3600)
+"""
+
+
+async def _noop(job: Job[dict[str, int]]) -> None:
+    """Stands in for the app's handlers in this process, which only pushes and inspects."""
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    require_service("redis", 6379, START)
+    mine = fresh_prefix()
+    yield mine
+    await delete_prefix(mine)
+
+
+def _registry(prefix: str) -> Registry:
+    registry = Registry(default_driver=f"redis://127.0.0.1:6379/0?prefix={prefix}")
+    registry.queue("numbers", workers=["w"], retry=0)
+    registry.queue("hangs", workers=["k"], retry=2)
+    registry.worker("w")
+    registry.worker("k", lease=LEASE)
+    registry.job("mark")(_noop)
+    registry.job("hang")(_noop)
+    return registry
+
+
+class Workers:
+    """`conveyor work` processes started in a folder; all killed at the end if still alive."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[tuple[subprocess.Popen[bytes], IO[str]]] = []
+
+    def start(self, worker: str, *, burst: bool) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "conveyor", "work", worker, "--app", "workapp:registry"]
+        log = (self.folder / f"worker-{len(self.started)}.log").open("w")
+        process = subprocess.Popen(
+            [*command, "--burst"] if burst else command,
+            cwd=self.folder,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.started.append((process, log))
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(path.read_text() for path in sorted(self.folder.glob("worker-*.log")))
+
+    def close(self) -> None:
+        for process, log in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            log.close()
+
+
+@pytest.fixture
+def workers(tmp_path: Path, prefix: str) -> Any:
+    source = APP_SOURCE.format(processes=PROCESSES, prefix=prefix, hanging=HANGING, lease=LEASE)
+    (tmp_path / "workapp.py").write_text(source)
+    started = Workers(tmp_path)
+    yield started
+    started.close()
+
+
+async def test_four_worker_processes_run_every_job_exactly_once(
+    tmp_path: Path, prefix: str, workers: Workers
+) -> None:
+    registry = _registry(prefix)
+    try:
+        ids = await registry.push_many("numbers", "mark", [{"n": n} for n in range(JOBS)])
+        assert len(set(ids)) == JOBS
+        assert (await registry.queue_info())["numbers"].pending == JOBS
+
+        started = time.monotonic()
+        processes = [workers.start("w", burst=True) for _ in range(PROCESSES)]
+        codes = [process.wait(timeout=45) for process in processes]
+        elapsed = time.monotonic() - started
+        assert codes == [0] * PROCESSES, workers.logs()
+
+        per_process: dict[int, list[int]] = {}
+        for path in tmp_path.glob("out-*.txt"):
+            for line in path.read_text().splitlines():
+                number, pid = line.split()
+                per_process.setdefault(int(pid), []).append(int(number))
+        assert {p.pid for p in processes} == set(per_process), "a process did no work"
+        ran = Counter(n for numbers in per_process.values() for n in numbers)
+        twice = sorted(n for n, count in ran.items() if count > 1)
+        assert twice == [], f"jobs run more than once: {twice[:20]}"
+        assert set(ran) == set(range(JOBS)), f"never ran: {sorted(set(range(JOBS)) - set(ran))}"
+
+        counts = (await registry.queue_info())["numbers"]
+        assert (counts.pending, counts.delayed, counts.reserved, counts.failed) == (0, 0, 0, 0)
+        assert counts.succeeded == JOBS
+        assert (await registry.worker_info())["w"] == WorkerCounts(
+            processed=JOBS, succeeded=JOBS, failed=0, retried=0
+        )
+        assert elapsed < 30, f"{PROCESSES} processes took {elapsed:.1f}s for {JOBS} jobs"
+    finally:
+        await registry.close()
+
+
+def _hang_lines(path: Path) -> list[tuple[str, int, float]]:
+    if not path.exists():
+        return []
+    rows = [line.split() for line in path.read_text().splitlines()]
+    return [(job_id, int(attempt), float(at)) for job_id, attempt, at in rows]
+
+
+async def test_jobs_of_a_killed_worker_run_again_after_their_lease(
+    tmp_path: Path, prefix: str, workers: Workers
+) -> None:
+    registry = _registry(prefix)
+    try:
+        ids = await registry.push_many("hangs", "hang", [{"n": n} for n in range(HANGING)])
+        doomed = workers.start("k", burst=False)
+        deadline = time.monotonic() + 20
+        while len(_hang_lines(tmp_path / f"hang-{doomed.pid}.txt")) < HANGING:
+            assert time.monotonic() < deadline, workers.logs()
+            assert doomed.poll() is None, workers.logs()
+            await asyncio.sleep(0.02)
+
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
+        held = [await registry.job_info(job_id) for job_id in ids]
+        assert all(job is not None and job.state is JobState.RESERVED for job in held)
+        lease_ends = {job.id: job.available_at for job in held if job is not None}
+
+        rescuer = workers.start("k", burst=True)
+        assert rescuer.wait(timeout=30) == 0, workers.logs()
+
+        again = _hang_lines(tmp_path / f"hang-{rescuer.pid}.txt")
+        assert sorted(job_id for job_id, _, _ in again) == sorted(ids)
+        for job_id, attempt, ran_at in again:
+            assert attempt == 2
+            assert ran_at >= lease_ends[job_id] - 0.05, "taken over before its lease ran out"
+        for job_id in ids:
+            info = await registry.job_info(job_id)
+            assert info is not None
+            assert (info.state, info.attempt) == (JobState.SUCCEEDED, 2)
+    finally:
+        await registry.close()
