@@ -9,7 +9,6 @@ and for reconnecting, a second redis-server of their own on a free loopback port
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import socket
 import subprocess
@@ -32,9 +31,8 @@ from conveyor.drivers.redis import RedisDriver
 from conveyor.drivers.redis.scripts import SCRIPT_NAMES, load_scripts
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo, NewJob, new_id
+from tests.backends import require_service
 
-# tests/drivers is not a package, so this module cannot import tests.backends.redis when run
-# on its own; these few lines repeat what that module does.
 URL = "redis://127.0.0.1:6379/0"
 START = 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no'
 LONG_LEASE = 30.0
@@ -43,13 +41,7 @@ LONG_LEASE = 30.0
 @pytest.fixture(autouse=True)
 def redis_running() -> None:
     """Skip (or, under CI, fail) unless the shared Redis answers."""
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError as exc:
-        message = f"redis is not reachable on 127.0.0.1:6379 ({exc}); start it with: {START}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_service("redis", 6379, START)
 
 
 def fresh_prefix() -> str:

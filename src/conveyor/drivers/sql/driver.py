@@ -3,7 +3,9 @@
 A dialect brings three things and nothing else: its `queries.sql` and `migrations/` (found in
 its package with importlib.resources) and a connection adapter (`SqlConnection`) that runs one
 statement, or one transaction function, and translates its client's errors into DriverError.
-This module therefore has no `if dialect == ...`: every difference lives in the dialect's SQL.
+An adapter that can also work inside a caller's own connection implements `SqlBorrowing`, and
+its driver declares the `transactional` capability. This module therefore has no
+`if dialect == ...`: every difference lives in the dialect's SQL and adapter.
 
 Batches reach the database as one JSON text parameter, so each method is one statement, one
 round trip, whatever the batch size. `:now` is always time.time() from here.
@@ -18,7 +20,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from conveyor.drivers.base import (
     Driver,
@@ -29,9 +31,18 @@ from conveyor.drivers.base import (
     WorkerCounts,
 )
 from conveyor.drivers.sql.queries import Migration, Query, load_migrations, load_queries
+from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
 
-__all__ = ["Params", "Row", "SqlConnection", "SqlDriver", "SqlTransaction"]
+__all__ = [
+    "PRUNE_BATCH",
+    "Params",
+    "Row",
+    "SqlBorrowing",
+    "SqlConnection",
+    "SqlDriver",
+    "SqlTransaction",
+]
 
 T = TypeVar("T")
 
@@ -39,6 +50,9 @@ T = TypeVar("T")
 Params = Mapping[str, object]
 #: One result row, read by column name.
 Row = Mapping[str, Any]
+
+#: How many jobs one `prune` statement deletes at most; prune repeats it until a batch is short.
+PRUNE_BATCH = 10_000
 
 #: The blocks every dialect's queries.sql must define.
 REQUIRED_QUERIES = frozenset(
@@ -99,15 +113,34 @@ class SqlConnection(SqlTransaction, Protocol):
         ...
 
 
+@runtime_checkable
+class SqlBorrowing(Protocol):
+    """An adapter that can also run statements on a caller's own open connection."""
+
+    async def borrow(
+        self, connection: object, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]
+    ) -> T:
+        """Run `work` on `connection`, inside whatever transaction the caller has open there,
+        and neither commit nor roll back: what `work` wrote exists if and only if the caller
+        commits. ConfigError when `connection` is not a kind of connection this adapter takes."""
+        ...
+
+
 class SqlDriver(Driver):
     """The Driver protocol over SQL; a dialect subclass supplies the connection and the SQL.
 
     Opening is lazy: the first call opens the connection and applies migrations, so calling
-    `open()` first is allowed but never required.
+    `open()` first is allowed but never required. With `migrate=False` opening applies none:
+    it checks that the schema is up to date and raises ConfigError if not (for deployments
+    that run `migrate()` themselves, before the new code starts).
     """
 
-    def __init__(self, connection: SqlConnection, package: str, *, prefix: str) -> None:
+    def __init__(
+        self, connection: SqlConnection, package: str, *, prefix: str, migrate: bool = True
+    ) -> None:
         self._conn = connection
+        self.prefix = prefix
+        self.migrate_on_open = migrate
         self._queries = load_queries(package, prefix)
         missing = REQUIRED_QUERIES - self._queries.keys()
         if missing:
@@ -122,18 +155,57 @@ class SqlDriver(Driver):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect and apply any migrations not yet recorded. Idempotent."""
+        """Connect and apply any migrations not yet recorded (with `migrate=False`, check that
+        none is missing instead). Idempotent."""
         async with self._opening:
             if self._opened:
                 return
-            await self._conn.open()
-            try:
-                for migration in self._migrations:
-                    await self._conn.transaction(functools.partial(self._migrate, migration))
-            except BaseException:
-                await self._conn.close()
-                raise
-            self._opened = True
+            await self._connect_then(
+                self._apply_migrations if self.migrate_on_open else self._check_schema
+            )
+
+    async def migrate(self) -> None:
+        """Apply every migration not yet recorded, whatever `migrate=` says, connecting first
+        if need be. Safe from several processes at once: the dialect's migration lock
+        serializes them and each migration is applied once."""
+        async with self._opening:
+            if self._opened:
+                await self._apply_migrations()
+            else:
+                await self._connect_then(self._apply_migrations)
+
+    async def _connect_then(self, step: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Connect and run `step`, under the opening lock; if `step` fails, disconnect again."""
+        await self._conn.open()
+        try:
+            result = await step()
+        except BaseException:
+            await self._conn.close()
+            raise
+        self._opened = True
+        return result
+
+    async def _apply_migrations(self) -> None:
+        for migration in self._migrations:
+            await self._conn.transaction(functools.partial(self._migrate, migration))
+
+    async def _check_schema(self) -> None:
+        """ConfigError unless every migration is recorded. Reading a schema that was never
+        created fails in the database (no such table): that is version 0, not an outage."""
+        try:
+            rows = await self._conn.fetch(self._queries["schema_version"], {})
+            version = rows[0]["version"] or 0
+        except BackendUnavailableError:
+            raise
+        except DriverError:
+            version = 0
+        latest = self._migrations[-1].version if self._migrations else 0
+        if version < latest:
+            raise ConfigError(
+                f"the {self.kind} schema with table prefix {self.prefix!r} is at version"
+                f" {version}, but this conveyor needs version {latest}: run `conveyor migrate`"
+                " (or open the driver with migrate=True to apply migrations on first use)"
+            )
 
     async def close(self) -> None:
         """Close the connection; jobs stay stored. The next call opens it again."""
@@ -144,8 +216,9 @@ class SqlDriver(Driver):
 
     async def _migrate(self, migration: Migration, tx: SqlTransaction) -> None:
         """Apply one migration unless recorded. The version is read inside the write
-        transaction, so of two processes opening a new database, the second sees the first's
-        work and skips it."""
+        transaction (after `schema_version_create`, which may take the dialect's migration
+        lock), so of two processes opening a new database, the second sees the first's work
+        and skips it."""
         await tx.execute(self._queries["schema_version_create"], {})
         rows = await tx.fetch(self._queries["schema_version"], {})
         if (rows[0]["version"] or 0) >= migration.version:
@@ -175,9 +248,24 @@ class SqlDriver(Driver):
             return []
         items = _json([_push_item(job) for job in jobs])
         conn = await self._ready()
-        ids = await conn.transaction(functools.partial(self._push_many, jobs, items))
+        work = functools.partial(self._push_many, jobs, items)
+        if connection is not None:
+            ids = await self._borrower().borrow(connection, work)
+        elif any(job.unique is not None for job in jobs):
+            ids = await conn.transaction(work)
+        else:
+            # No unique key, so no holder to look up: the insert alone is the whole push, one
+            # statement (atomic by itself) in one round trip, with no transaction around it.
+            await conn.fetch(self._queries["push_many"], {"items": items})
+            ids = [job.id for job in jobs]
         self._pushed.set()
         return ids
+
+    def _borrower(self) -> SqlBorrowing:
+        """The adapter, as one that works in callers' connections (`transactional` drivers)."""
+        if not isinstance(self._conn, SqlBorrowing):
+            raise self.unsupported("push inside the caller's transaction (connection=...)")
+        return self._conn
 
     async def _push_many(self, jobs: Sequence[NewJob], items: str, tx: SqlTransaction) -> list[str]:
         """Insert, then swap in the holder's id for each unique job that was skipped. Both
@@ -310,11 +398,19 @@ class SqlDriver(Driver):
         return await self._execute("purge", params)
 
     async def prune(self, queue: str, before: float) -> int:
-        return await self._execute("prune", {"queue": queue, "before": before})
+        """Delete in batches of PRUNE_BATCH, each its own statement and transaction, so a
+        backlog of a million old jobs never becomes one huge delete. Not atomic as a whole."""
+        params = {"queue": queue, "before": before, "batch": PRUNE_BATCH}
+        pruned = 0
+        while True:
+            deleted = await self._execute("prune", params)
+            pruned += deleted
+            if deleted < PRUNE_BATCH:
+                return pruned
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Wait up to `timeout`; only pushes, releases and retries made through this instance
-        end it early (SQL databases here have no cross-process notification)."""
+        end it early. A dialect that can notify other processes overrides this."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._pushed.wait(), timeout)
 
