@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from conveyor import Job, Registry, Worker
+from conveyor import Job, JobState, Registry, Worker
 
 
 @dataclass
@@ -52,6 +52,7 @@ async def throughput(driver: str, jobs: int, concurrency: int, batch: int) -> No
     ran = time.perf_counter() - started
     assert done == jobs, (done, jobs)
     print(f"process:   {jobs / ran:,.0f} jobs/s (concurrency {concurrency})")
+    await registry.purge("bench", JobState.SUCCEEDED)  # leave nothing behind on a server
     await registry.close()
 
 
@@ -77,6 +78,7 @@ async def latency(driver: str, samples: int) -> None:
         await asyncio.wait_for(started.wait(), 5)
     worker.stop()
     await task
+    await registry.purge("bench", JobState.SUCCEEDED)
     await registry.close()
     delays.sort()
     print(
