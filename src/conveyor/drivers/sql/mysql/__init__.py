@@ -1,0 +1,193 @@
+"""The MySQL dialect (MariaDB too): jobs in a MySQL or MariaDB database, shared by every process
+that reaches it.
+
+    from conveyor.drivers.sql.mysql import MysqlDriver
+
+    driver = MysqlDriver("mysql://app:secret@db.internal:3306/app")          # or
+    driver = MysqlDriver.from_url("mariadb://app@db/app?prefix=mail_&pool_size=20")
+
+Needs `pip install "conveyor[mysql]"` (the asyncmy client) and MySQL 8.0+ or MariaDB 10.8+.
+Statements run on a pool of up to `pool_size` connections. Tables are created on first use
+(`migrate=False` refuses to run on an out-of-date schema instead; `conveyor migrate` brings it
+up to date), every name starting with `prefix`.
+
+Workers reserve with SELECT ... FOR UPDATE SKIP LOCKED, so any number of them, in any number of
+processes, share a queue without waiting for each other and never take the same job. MySQL
+has no LISTEN/NOTIFY: an idle worker polls at its poll interval (a push through the same
+driver instance wakes it at once). Deadlocks and lock wait timeouts are retried inside the
+driver; a lost connection is replaced, so after a server restart the driver carries on.
+
+URL options, after `?`: `prefix` (default conveyor_), `migrate` (true or false), `pool_size`
+(default 10), `connect_timeout` (seconds, default 10) and `unix_socket` (a socket path to
+connect through instead of TCP). Without a user the URL means the current login name, as the
+mysql client does; without a port, 3306.
+
+Transactional push: give `connection=` your own asyncmy connection (to the driver's
+database), and the job is written in your transaction. It exists if and only if you commit:
+
+    conn = await asyncmy.connect(host="db.internal", user="app", password=..., db="app")
+    await conn.begin()
+    async with conn.cursor() as cursor:
+        await cursor.execute("INSERT INTO orders (id, total) VALUES (%s, %s)", (order, total))
+    await registry.push("mail", "receipt", Receipt(order), connection=conn)
+    await conn.commit()  # the order and its receipt job together; rollback() drops both
+
+Until you commit, a push of the same unique key from elsewhere waits for your transaction, and
+so does the worker settling the job your push found holding that key: keep such transactions
+short. Without a transaction open (autocommit), the push commits at once, as any statement
+would. With SQLAlchemy (`mysql+asyncmy://`), pass the asyncmy connection underneath yours:
+`(await sa_connection.get_raw_connection()).driver_connection`.
+"""
+
+from __future__ import annotations
+
+import getpass
+from typing import TypedDict
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from conveyor.drivers import safe_url
+from conveyor.drivers.base import Capabilities
+from conveyor.drivers.sql.driver import SqlDriver
+from conveyor.drivers.sql.mysql.connection import MysqlConnection, Target
+from conveyor.errors import ConfigError
+
+__all__ = ["CONNECT_TIMEOUT", "POOL_SIZE", "MysqlDriver"]
+
+#: Most connections one driver's pool opens.
+POOL_SIZE = 10
+
+#: Seconds to wait for a new connection before BackendUnavailableError.
+CONNECT_TIMEOUT = 10.0
+
+_SCHEMES = ("mysql", "mariadb")
+_URL_HELP = "write mysql://user:password@host:3306/database"
+_CONVEYOR_OPTIONS = ("prefix", "migrate", "pool_size")
+_CONNECTION_OPTIONS = ("connect_timeout", "unix_socket")
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
+_BOOLEANS |= {"false": False, "0": False, "no": False, "off": False}
+
+
+class MysqlDriver(SqlDriver):
+    """Jobs in MySQL or MariaDB: durable, shared by any number of processes and machines, and
+    able to push inside the caller's own transaction.
+
+    `url` is a mysql:// (or mariadb://) URL naming the server, the login and the database,
+    with only connection options after `?` (`connect_timeout`, `unix_socket`); use `from_url`
+    for a URL that carries conveyor's own options too. `prefix` starts every table name, so
+    several sets of queues can share one database. `migrate=False` never changes the schema:
+    opening checks that it is up to date and raises ConfigError if not.
+    """
+
+    kind = "mysql"
+    capabilities = Capabilities(notify=False, durable=True, shared=True, transactional=True)
+
+    def __init__(
+        self,
+        url: str = "mysql://localhost:3306/conveyor",
+        *,
+        prefix: str = "conveyor_",
+        migrate: bool = True,
+        pool_size: int = POOL_SIZE,
+    ) -> None:
+        if pool_size < 1:
+            raise ConfigError(f"pool_size must be at least 1, not {pool_size}")
+        target, options = _parse_url(url, _CONNECTION_OPTIONS + _CONVEYOR_OPTIONS)
+        if options:
+            raise ConfigError(
+                f"{safe_url(url)!r}: {', '.join(options)} is read by MysqlDriver.from_url();"
+                " pass it to MysqlDriver() as a keyword instead"
+            )
+        super().__init__(
+            MysqlConnection(target, pool_size=pool_size), __name__, prefix=prefix, migrate=migrate
+        )
+        self.target = target
+
+    @classmethod
+    def from_url(cls, url: str) -> MysqlDriver:
+        """A driver for `mysql://user:password@host:port/database?options` (or mariadb://);
+        see the module docstring for the options."""
+        _, options = _parse_url(url, _CONNECTION_OPTIONS + _CONVEYOR_OPTIONS)
+        connection_url = _without(url, _CONVEYOR_OPTIONS)
+        return cls(connection_url, **options)
+
+
+class _Options(TypedDict, total=False):
+    prefix: str
+    migrate: bool
+    pool_size: int
+
+
+def _parse_url(url: str, allowed: tuple[str, ...]) -> tuple[Target, _Options]:
+    """The server from a mysql:// URL, and conveyor's options found in it; ConfigError naming
+    the fix for anything else."""
+    shown = safe_url(url)
+    scheme, separator, _ = url.partition("://")
+    if scheme.lower() not in _SCHEMES or not separator:
+        raise ConfigError(f"{shown!r} is not a MySQL URL: {_URL_HELP}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 3306
+    except ValueError as error:
+        raise ConfigError(f"{shown!r} is not a valid URL ({error}): {_URL_HELP}") from None
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise ConfigError(f"{shown!r} names no database (or more than one): {_URL_HELP}")
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    unknown = sorted({key for key, _ in pairs} - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"{shown!r}: unknown option {unknown[0]!r}; the options are {', '.join(allowed)}"
+        )
+    query = dict(pairs)
+    target = Target(
+        host=parts.hostname or "localhost",
+        port=port,
+        user=unquote(parts.username) if parts.username else getpass.getuser(),
+        password=unquote(parts.password or ""),
+        database=database,
+        unix_socket=query.get("unix_socket") or None,
+        connect_timeout=_number(shown, query, "connect_timeout", CONNECT_TIMEOUT),
+    )
+    return target, _options(shown, query)
+
+
+def _options(shown: str, query: dict[str, str]) -> _Options:
+    options: _Options = {}
+    if "prefix" in query:
+        options["prefix"] = query["prefix"]
+    if "migrate" in query:
+        value = query["migrate"]
+        if value.lower() not in _BOOLEANS:
+            raise ConfigError(
+                f"{shown!r}: migrate={value!r} is not a yes or no; write migrate=true or"
+                " migrate=false"
+            )
+        options["migrate"] = _BOOLEANS[value.lower()]
+    if "pool_size" in query:
+        options["pool_size"] = int(_number(shown, query, "pool_size", POOL_SIZE, whole=True))
+    return options
+
+
+def _number(
+    shown: str, query: dict[str, str], key: str, default: float, *, whole: bool = False
+) -> float:
+    """A positive number option, or `default` when absent."""
+    if key not in query:
+        return default
+    try:
+        value = int(query[key]) if whole else float(query[key])
+    except ValueError:
+        value = 0
+    if value <= 0:
+        kind = "whole number" if whole else "number of seconds"
+        raise ConfigError(
+            f"{shown!r}: {key}={query[key]!r} is not a positive {kind}; write {key}={default:g}"
+        )
+    return value
+
+
+def _without(url: str, keys: tuple[str, ...]) -> str:
+    """`url` with the query options named in `keys` taken out, the rest kept as written."""
+    base, _, query = url.partition("?")
+    kept = [pair for pair in query.split("&") if pair and pair.split("=", 1)[0] not in keys]
+    return base + ("?" + "&".join(kept) if kept else "")

@@ -1,0 +1,479 @@
+"""The asyncmy side of the MySQL dialect: the server's address, the pooled connection adapter
+the SQL driver runs its statements on, and the translation of asyncmy's errors.
+
+Statements run on connections from an `asyncmy` pool, in autocommit mode and READ COMMITTED:
+a single statement is its own transaction, and a block of several statements (see
+queries.sql) or a `transaction` runs inside BEGIN ... COMMIT. READ COMMITTED because
+InnoDB's REPEATABLE READ would keep next-key (gap) locks on every index range a locking read
+scans, so concurrent reserves and settles would deadlock far more often.
+
+A transaction the server chose as a deadlock victim (1213), or that waited too long for a row
+lock (1205), was rolled back whole: it is run again, after a short random pause, up to
+`ATTEMPTS` times, and only then does DriverError reach the caller. A connection the server
+dropped is thrown away; the first call to meet one (the server restarted while it sat in the
+pool) is tried once more on a new connection, so after a restart the driver carries on by
+itself. While the server is down callers get BackendUnavailableError (workers retry with
+backoff).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import re
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+import asyncmy
+from asyncmy.connection import Connection
+from asyncmy.cursors import Cursor
+from asyncmy.errors import MySQLError
+from asyncmy.pool import Pool
+
+from conveyor.drivers.sql.driver import Params, Row, SqlTransaction
+from conveyor.drivers.sql.queries import Query
+from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
+
+__all__ = ["ATTEMPTS", "MysqlConnection", "Target"]
+
+log = logging.getLogger("conveyor.mysql")
+
+T = TypeVar("T")
+Work = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
+
+#: Times a transaction runs before a deadlock or lock wait timeout reaches the caller.
+ATTEMPTS = 6
+
+#: The first pause before running a deadlocked transaction again, in seconds; it doubles with
+#: each attempt and is randomized, so two victims of one deadlock do not collide again.
+BACKOFF = 0.005
+
+#: What every pooled connection runs first: see the module docstring for READ COMMITTED.
+SESSION_SETUP = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+
+#: The session's sql_mode: strict, so a value too long for its column is an error rather than
+#: silently cut (a queue name, say), whatever the server's default. asyncmy sends it as
+#: `SET sql_mode=<this>`, hence the quotes.
+SQL_MODE = "'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
+
+#: The oldest servers with everything the SQL needs: JSON_TABLE, SKIP LOCKED, descending
+#: indexes (MariaDB 10.8; an older one would sort, and lock, a queue's whole backlog).
+MINIMUM = {"MariaDB": (10, 8), "MySQL": (8, 0)}
+
+#: Server errors after which the transaction was rolled back whole and may simply run again.
+_RETRIED = frozenset({1205, 1213})  # lock wait timeout, deadlock
+
+#: Errors meaning the connection is gone: server gone away, lost during query, killed,
+#: shutting down, disconnected for inactivity, can't connect (socket, TCP), too many clients.
+_LOST = frozenset({1040, 1053, 1927, 2002, 2003, 2006, 2013, 2055, 4031})
+
+#: The caller's current database: a borrowed connection must be using the driver's, since the
+#: SQL names its tables without one.
+_CURRENT_DATABASE = Query("current_database", "", "SELECT DATABASE() AS name")
+
+_STATEMENT_END = re.compile(r";[ \t]*$", re.M)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the server is and how to log in; `shown` is fit for messages (no password)."""
+
+    host: str = "localhost"
+    port: int = 3306
+    user: str = "root"
+    password: str = field(default="", repr=False)
+    database: str = "conveyor"
+    unix_socket: str | None = None
+    connect_timeout: float = 10.0
+
+    @property
+    def shown(self) -> str:
+        """The server as a mysql:// URL without the password."""
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        where = f"{host}:{self.port}"
+        socket = f"?unix_socket={self.unix_socket}" if self.unix_socket else ""
+        return f"mysql://{self.user}@{where}/{self.database}{socket}"
+
+    def mask(self, text: str) -> str:
+        """`text` with the password, wherever it appears, replaced by ***."""
+        return text.replace(self.password, "***") if self.password else text
+
+    def pool_kwargs(self) -> dict[str, Any]:
+        """asyncmy's connection arguments for a pooled connection."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "db": self.database,
+            "unix_socket": self.unix_socket,
+            "connect_timeout": self.connect_timeout,
+            "charset": "utf8mb4",
+            "autocommit": True,
+            "sql_mode": SQL_MODE,
+            "init_command": SESSION_SETUP,
+            "program_name": "conveyor",
+        }
+
+    def error(self, error: BaseException, what: str, *, borrowed: bool = False) -> DriverError:
+        """The DriverError for an error asyncmy raised during `what` (a block's name...);
+        `borrowed` when it was the caller's own connection, where nothing is retried."""
+        detail = self.mask(" ".join(str(error).split()) or type(error).__name__)
+        if what == "connect":
+            return BackendUnavailableError(
+                f"cannot connect to MySQL at {self.shown} ({detail}): check that the server is"
+                " running and the URL's host, port, user, password and database"
+            )
+        if _lost(error):
+            return BackendUnavailableError(
+                f"MySQL at {self.shown} is unreachable during {what} ({detail}): check that the"
+                " server is running; workers retry with backoff and the pool reconnects by itself"
+            )
+        if _code(error) in _RETRIED and borrowed:
+            return DriverError(
+                f"MySQL {what} on {self.shown} met a lock conflict in your transaction"
+                f" ({detail}): the server rolled your transaction back; run it again"
+            )
+        if _code(error) in _RETRIED:
+            return DriverError(
+                f"MySQL {what} on {self.shown} still met lock conflicts after {ATTEMPTS}"
+                f" attempts ({detail}): another transaction holds these rows for long; retry later"
+            )
+        return DriverError(f"MySQL {what} failed on {self.shown}: {detail}")
+
+    @contextmanager
+    def translated(self, what: str) -> Iterator[None]:
+        """Turn asyncmy's (and the socket's) errors into conveyor's."""
+        try:
+            yield
+        except (MySQLError, OSError, EOFError) as error:
+            raise self.error(error, what) from error
+
+
+class MysqlConnection:
+    """`SqlConnection` and `SqlBorrowing` over an asyncmy connection pool.
+
+    Every call is shielded: once a method is called its statements run to the end even if the
+    caller is cancelled meanwhile, as with the memory driver, whose methods never yield. A
+    caller cancelled while its ack was on the wire could otherwise not tell whether the ack
+    happened, and the connection would be left halfway through a reply.
+    """
+
+    def __init__(self, target: Target, *, pool_size: int) -> None:
+        self.target = target
+        self.pool_size = pool_size
+        self._pool: Pool | None = None
+
+    async def open(self) -> None:
+        """Start the pool with one connection, and check the server is recent enough."""
+        if self._pool is not None:
+            return
+        with self.target.translated("connect"):
+            pool = await asyncmy.create_pool(
+                minsize=1, maxsize=self.pool_size, **self.target.pool_kwargs()
+            )
+        try:
+            await self._check_server(pool)
+        except BaseException:
+            await _close_pool(pool)
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        """Close every pooled connection, once calls under way are done with theirs."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await _close_pool(pool)
+
+    async def fetch(self, query: Query, params: Params) -> list[Row]:
+        """Run one block and return the rows of its last statement that returns rows."""
+        work = functools.partial(_fetch, query=query, params=params)
+        return await self._pooled(query.name, work, _several(query))
+
+    async def execute(self, query: Query, params: Params) -> int:
+        """Run one block and return how many rows its last statement changed."""
+        work = functools.partial(_execute, query=query, params=params)
+        return await self._pooled(query.name, work, _several(query))
+
+    async def script(self, sql: str) -> None:
+        """Run several parameterless statements, such as a migration file."""
+        await self._pooled("migration", functools.partial(_script, sql=sql), False)
+
+    async def transaction(self, work: Work[T]) -> T:
+        """Run `work` on one pooled connection inside BEGIN ... COMMIT (ROLLBACK if it raises),
+        again from the start if the server rolled it back for a deadlock."""
+        return await self._pooled("transaction", work, True)
+
+    async def borrow(self, connection: object, work: Work[T]) -> T:
+        """Run `work` on the caller's asyncmy connection, inside whatever transaction the
+        caller has open there, and neither commit nor roll back. Nothing is retried: a
+        deadlock there has rolled the caller's whole transaction back, which only the caller
+        can run again."""
+        if not isinstance(connection, Connection):
+            kind = type(connection)
+            raise ConfigError(
+                "connection= takes your own open asyncmy connection"
+                f" (asyncmy.connection.Connection), not {kind.__module__}.{kind.__qualname__}:"
+                " pass the connection your transaction runs on"
+            )
+        session = _Session(connection)
+        try:
+            [row] = await session.fetch(_CURRENT_DATABASE, {})
+            if row["name"] != self.target.database:
+                raise ConfigError(
+                    f"connection= is using database {row['name']!r}, but this driver's jobs are"
+                    f" in {self.target.database!r} ({self.target.shown}): push on a connection"
+                    " to that database"
+                )
+            return await work(session)
+        except _Failed as failed:
+            error = self.target.error(failed.error, failed.what or "push", borrowed=True)
+            raise error from failed.error
+
+    async def _check_server(self, pool: Pool) -> None:
+        """ConfigError for a server too old for the SQL (no JSON_TABLE, SKIP LOCKED...)."""
+        connection = await self._acquire(pool)
+        try:
+            found = str(connection.get_server_info())
+        finally:
+            pool.release(connection)
+        product, version = _server_version(found)
+        if version < MINIMUM[product]:
+            need = ".".join(map(str, MINIMUM[product]))
+            raise ConfigError(
+                f"{self.target.shown} runs {product} {found!r}: conveyor needs {product} {need}"
+                " or later (MariaDB 10.8+, MySQL 8.0+)"
+            )
+
+    async def _pooled(self, what: str, work: Work[T], in_transaction: bool) -> T:
+        """Run `work` on a pooled connection, shielded from the caller's cancellation."""
+        pool = self._pool
+        if pool is None:
+            raise DriverError(f"the MySQL driver for {self.target.shown} is closed: call open()")
+        task = asyncio.ensure_future(self._attempts(pool, what, work, in_transaction))
+        task.add_done_callback(_consume_error)
+        return await asyncio.shield(task)
+
+    async def _attempts(self, pool: Pool, what: str, work: Work[T], in_transaction: bool) -> T:
+        """Run `work`, again after a deadlock or lock wait timeout (the server rolled the whole
+        transaction back, so running it again is safe), and once more on a new connection when
+        the first one turns out to be dead."""
+        attempt = 1
+        while True:
+            try:
+                return await self._attempt(pool, work, in_transaction)
+            except _Failed as failed:
+                code = _code(failed.error)
+                if code in _RETRIED and attempt < ATTEMPTS:
+                    log.debug("MySQL %s met error %s; running it again", what, code)
+                    await asyncio.sleep(random.uniform(0, BACKOFF * 2**attempt))
+                elif not (_lost(failed.error) and attempt == 1):
+                    raise self.target.error(failed.error, failed.what or what) from failed.error
+            attempt += 1
+
+    async def _attempt(self, pool: Pool, work: Work[T], in_transaction: bool) -> T:
+        """One run of `work` on one connection; the connection is closed, not pooled again,
+        if it may be broken or halfway through something."""
+        connection = await self._acquire(pool)
+        session = _Session(connection)
+        healthy = False
+        try:
+            result = await (
+                _in_transaction(connection, session, work) if in_transaction else work(session)
+            )
+            healthy = True
+            return result
+        except _Failed as failed:
+            healthy = not _lost(failed.error)
+            raise
+        finally:
+            if healthy and session.holds_named_lock:
+                healthy = await _release_named_locks(connection)
+            if not healthy:
+                connection.close()
+            pool.release(connection)
+
+    async def _acquire(self, pool: Pool) -> Connection:
+        """A connection from the pool (a new one if none is idle); BackendUnavailableError
+        naming the server when none can be made."""
+        with self.target.translated("connect"):
+            connection: Connection = await pool.acquire()
+        return connection
+
+
+class _Failed(Exception):
+    """An error asyncmy (or the socket) raised, and the block it was running, if any; turned
+    into a DriverError at the adapter's edge once no retry is left."""
+
+    def __init__(self, error: BaseException, what: str | None) -> None:
+        super().__init__(error, what)
+        self.error = error
+        self.what = what
+
+
+@contextmanager
+def _failing(what: str | None) -> Iterator[None]:
+    """Wrap asyncmy's errors in _Failed, naming the block."""
+    try:
+        yield
+    except (MySQLError, OSError, EOFError) as error:
+        raise _Failed(error, what) from error
+
+
+async def _in_transaction(connection: Connection, session: _Session, work: Work[T]) -> T:
+    """`work` inside BEGIN ... COMMIT, rolled back if anything in it raises."""
+    with _failing("BEGIN"):
+        await connection.begin()
+    try:
+        result = await work(session)
+        with _failing("COMMIT"):
+            await connection.commit()
+    except BaseException:
+        await _roll_back(connection)
+        raise
+    return result
+
+
+async def _roll_back(connection: Connection) -> None:
+    """ROLLBACK, if the connection still works; a broken one is thrown away anyway."""
+    try:
+        await connection.rollback()
+    except (MySQLError, OSError, EOFError):
+        connection.close()
+
+
+async def _release_named_locks(connection: Connection) -> bool:
+    """Release the session's named locks (the migration lock), so they end with the
+    transaction that took them; False if the connection failed meanwhile."""
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute("DO RELEASE_ALL_LOCKS()")
+    except (MySQLError, OSError, EOFError):
+        return False
+    return True
+
+
+async def _close_pool(pool: Pool) -> None:
+    pool.close()
+    await pool.wait_closed()
+
+
+class _QuietCursor(Cursor):
+    """A cursor that does not ask for the server's warnings after each statement. asyncmy would
+    send SHOW WARNINGS and log each one; ours are expected ("table already exists" on every
+    open, duplicate keys skipped by retry_failed) and strict mode turns real ones into errors."""
+
+    async def _show_warnings(self, conn: Connection) -> None:
+        return None
+
+
+class _Session:
+    """`SqlTransaction` on one connection: a pooled one, or a caller's own. Runs each statement
+    of a block in turn, on whatever transaction the connection has open."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        #: True once a statement took a named lock, which outlives transactions: the pooled
+        #: adapter releases it when the transaction ends.
+        self.holds_named_lock = False
+
+    async def fetch(self, query: Query, params: Params) -> list[Row]:
+        rows: list[Row] = []
+        with _failing(query.name):
+            async with self._connection.cursor(_QuietCursor) as cursor:
+                for statement in _statements(query.sql):
+                    await self._run(cursor, statement, params)
+                    if cursor.description:
+                        rows = _rows(cursor.description, await cursor.fetchall())
+        return rows
+
+    async def execute(self, query: Query, params: Params) -> int:
+        changed = 0
+        with _failing(query.name):
+            async with self._connection.cursor(_QuietCursor) as cursor:
+                for statement in _statements(query.sql):
+                    await self._run(cursor, statement, params)
+                    changed = cast(int, cursor.rowcount)  # typed `object` in asyncmy's stub
+        return changed
+
+    async def script(self, sql: str) -> None:
+        with _failing("migration"):
+            async with self._connection.cursor(_QuietCursor) as cursor:
+                for statement in _statements(sql):
+                    await self._run(cursor, statement, None)
+
+    async def _run(self, cursor: Cursor, statement: str, params: Params | None) -> None:
+        if "GET_LOCK(" in statement:
+            self.holds_named_lock = True
+        await cursor.execute(statement, None if params is None else dict(params))
+
+
+async def _fetch(session: SqlTransaction, *, query: Query, params: Params) -> list[Row]:
+    return await session.fetch(query, params)
+
+
+async def _execute(session: SqlTransaction, *, query: Query, params: Params) -> int:
+    return await session.execute(query, params)
+
+
+async def _script(session: SqlTransaction, *, sql: str) -> None:
+    await session.script(sql)
+
+
+def _rows(description: Any, values: Any) -> list[Row]:
+    """Rows as dicts by column name; VARBINARY columns (names, ids, tokens) come back as bytes
+    and are read as the UTF-8 text they were written as."""
+    names = [column[0] for column in description]
+    return [
+        {
+            name: value.decode() if isinstance(value, bytes) else value
+            for name, value in zip(names, row, strict=True)
+        }
+        for row in values
+    ]
+
+
+@functools.cache
+def _statements(sql: str) -> tuple[str, ...]:
+    """The statements of a block: split where ';' ends a line, whole-line comments dropped."""
+    kept = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return tuple(part.strip() for part in _STATEMENT_END.split(kept) if part.strip())
+
+
+def _several(query: Query) -> bool:
+    """Whether a block holds more than one statement, and so needs a transaction."""
+    return len(_statements(query.sql)) > 1
+
+
+def _code(error: BaseException) -> int | None:
+    """The MySQL error number of an asyncmy error, if it has one."""
+    if isinstance(error, MySQLError) and error.args and isinstance(error.args[0], int):
+        return error.args[0]
+    return None
+
+
+def _lost(error: BaseException) -> bool:
+    """True for errors that mean the connection is gone or cannot be made: the codes in
+    _LOST, socket errors, and asyncmy's InterfaceError for a connection already closed."""
+    if isinstance(error, OSError | EOFError | asyncmy.errors.InterfaceError):
+        return True
+    return _code(error) in _LOST
+
+
+def _server_version(text: str) -> tuple[str, tuple[int, ...]]:
+    """("MariaDB" or "MySQL", (major, minor)) from the server's version string. MariaDB
+    prefixes "5.5.5-" for old clients' sake: '5.5.5-10.11.6-MariaDB-0+deb12u1'."""
+    product = "MariaDB" if "mariadb" in text.lower() else "MySQL"
+    numbers = re.findall(r"(\d+)\.(\d+)", text.removeprefix("5.5.5-"))
+    version = tuple(int(part) for part in numbers[0]) if numbers else (0, 0)
+    return product, version
+
+
+def _consume_error(task: asyncio.Future[Any]) -> None:
+    """Mark the error of shielded work as seen when its caller was cancelled and never will."""
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,338 @@
+-- conveyor's SQL for MySQL 8.0+ and MariaDB 10.8+: one block per driver method, named after it.
+--
+-- Parameters are %(named)s (pyformat) and always passed as one dict; keys a statement does not
+-- use are ignored. A literal percent sign would have to be written twice: there is none. A
+-- batch arrives as ONE JSON text parameter (items, ids, queues) unpacked with JSON_TABLE, so a
+-- statement's size never depends on the batch's. now is time.time() from Python, so every
+-- process agrees on the clock the caller sees.
+--
+-- A block may hold several statements, each ending with ';' at the end of a line. The adapter
+-- runs them in order in ONE transaction (the caller's, if a transaction is open) and returns
+-- the rows of the last statement that returns rows, or the row count of the last statement.
+-- This stands in for UPDATE ... RETURNING, which neither server has: a settle statement first
+-- locks the rows its fence matches (SELECT ... FOR UPDATE, whose rows are the answer), then
+-- changes exactly those; no other transaction can change them in between.
+--
+-- Statements that return jobs return these columns (the driver reads them by name):
+-- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
+-- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error
+
+-- name: schema_version_create
+-- Take the migration lock, then create the table that records which migrations ran.
+-- MySQL commits DDL at once, so the migration transaction cannot keep two processes apart;
+-- this named lock does. It is the session's until the adapter releases it when the migration
+-- transaction ends. The name is per database and table prefix (and at most 64 characters).
+DO GET_LOCK(CONCAT('conveyor.', LEFT(SHA2(CONCAT(DATABASE(), '.{prefix}'), 256), 40)), 60);
+CREATE TABLE IF NOT EXISTS {prefix}schema_version (
+    version    INT          NOT NULL,
+    name       VARCHAR(255) NOT NULL,
+    applied_at DOUBLE       NOT NULL,
+    PRIMARY KEY (version)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
+
+-- name: schema_version
+-- The highest migration applied so far (NULL before the first).
+SELECT MAX(version) AS version FROM {prefix}schema_version;
+
+-- name: schema_version_record
+-- Record one applied migration.
+INSERT INTO {prefix}schema_version (version, name, applied_at)
+VALUES (%(version)s, %(name)s, %(now)s);
+
+-- name: push_many
+-- Insert new jobs from items, in order, skipping those whose unique key is already held.
+-- A skipped job collides in jobs_unique, and the no-op update leaves the holder as it was
+-- (unlike INSERT IGNORE, which would let other errors pass as warnings too). Each item is
+-- [id, queue, name, payload, created_at, available_at, max_attempts, priority, timeout,
+-- retry_delay, unique_key, meta].
+-- It returns no rows (there is no RETURNING): the driver then asks push_many_holders for
+-- every unique job, and a job that was inserted is its own key's holder. A batch without
+-- unique keys is therefore this one statement, in one round trip. JSON_TABLE would cut a
+-- value to its column's size without a word, so its columns are wider than the table's:
+-- a queue name too long for the table is an error (strict mode), never silently cut.
+INSERT INTO {prefix}jobs (
+    id, queue, name, payload, created_at, available_at, max_attempts, priority,
+    timeout, retry_delay, unique_key, meta
+)
+SELECT
+    item.id, item.queue, item.name, item.payload, item.created_at, item.available_at,
+    item.max_attempts, item.priority, item.timeout, item.retry_delay, item.unique_key, item.meta
+FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+    n            FOR ORDINALITY,
+    id           VARBINARY(1024) PATH '$[0]',
+    queue        VARBINARY(1024) PATH '$[1]',
+    name         VARBINARY(1024) PATH '$[2]',
+    payload      LONGTEXT        PATH '$[3]',
+    created_at   DOUBLE          PATH '$[4]',
+    available_at DOUBLE          PATH '$[5]',
+    max_attempts INT             PATH '$[6]',
+    priority     INT             PATH '$[7]',
+    timeout      DOUBLE          PATH '$[8]',
+    retry_delay  MEDIUMTEXT      PATH '$[9]',
+    unique_key   MEDIUMTEXT      PATH '$[10]',
+    meta         LONGTEXT        PATH '$[11]'
+)) AS item
+ORDER BY item.n
+ON DUPLICATE KEY UPDATE {prefix}jobs.id = {prefix}jobs.id;
+
+-- name: push_many_holders
+-- For unique jobs in items ([index, queue, name, unique_key]), the unfinished holder.
+-- That is the job itself if it was inserted, else the one that made its insert skip. A
+-- locking read: it sees the latest committed holder even in a caller's REPEATABLE READ
+-- transaction whose snapshot is older (the insert already locked that row anyway).
+SELECT item.item AS item, job.id AS id
+FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+    item       INT            PATH '$[0]',
+    queue      VARBINARY(255) PATH '$[1]',
+    name       VARBINARY(255) PATH '$[2]',
+    unique_key TEXT           PATH '$[3]'
+)) AS item
+JOIN {prefix}jobs AS job
+  ON job.queue = item.queue
+ AND job.name = item.name
+ AND job.unique_active = UNHEX(SHA2(item.unique_key, 256))
+LOCK IN SHARE MODE;
+
+-- name: reserve
+-- Take up to limit due jobs from queues, then read them back by this call's fresh token.
+-- Due: pending with its time come, or reserved with its lease run out.
+--
+-- Each queue contributes its best limit from the jobs_ready index: a bounded, index-ordered
+-- scan even with a million jobs waiting. FOR UPDATE SKIP LOCKED locks what it picks and
+-- passes over rows another reserve has locked, so concurrent reserves never wait for each
+-- other and never pick the same job. It has to be one subquery per queue: one scan over
+-- several queues would sort all of their due jobs, locking every one of them until commit,
+-- so concurrent reserves would find nothing. Queues past the eighth share the last
+-- subquery, which does sort (and lock) their due jobs: still correct, only less concurrent.
+-- Rows a subquery locked but the final LIMIT left out stay locked until this short
+-- transaction commits.
+UPDATE {prefix}jobs AS job
+JOIN (
+    SELECT due.id
+    FROM (
+        (SELECT id, priority, available_at FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[0]') AND available_at <= %(now)s
+         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        UNION
+        (SELECT id, priority, available_at FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[1]') AND available_at <= %(now)s
+         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        UNION
+        (SELECT id, priority, available_at FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[2]') AND available_at <= %(now)s
+         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        UNION
+        (SELECT id, priority, available_at FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[3]') AND available_at <= %(now)s
+         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        UNION
+        (SELECT id, priority, available_at FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[4]') AND available_at <= %(now)s
+         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        UNION
+        (SELECT id, priority, available_at FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[5]') AND available_at <= %(now)s
+         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        UNION
+        (SELECT id, priority, available_at FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[6]') AND available_at <= %(now)s
+         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        UNION
+        (SELECT id, priority, available_at FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[7]') AND available_at <= %(now)s
+         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        UNION
+        (SELECT job.id, job.priority, job.available_at
+         FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (
+             n     FOR ORDINALITY,
+             queue VARBINARY(255) PATH '$'
+         )) AS extra
+         STRAIGHT_JOIN {prefix}jobs AS job ON job.ready_queue = extra.queue
+         WHERE JSON_LENGTH(%(queues)s) > 8 AND extra.n > 8 AND job.available_at <= %(now)s
+         ORDER BY job.priority DESC, job.available_at, job.id
+         LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+    ) AS due
+    ORDER BY due.priority DESC, due.available_at, due.id
+    LIMIT %(limit)s
+) AS picked ON job.id = picked.id
+SET job.state = 'reserved',
+    job.attempt = job.attempt + 1,
+    job.reservation = %(token)s,
+    job.worker = %(worker)s,
+    job.available_at = %(now)s + %(lease)s;
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error
+FROM {prefix}jobs
+WHERE reservation = %(token)s;
+
+-- name: renew
+-- Extend the leases of the jobs in items ([id, token]) still reserved under their token.
+SELECT job.id AS id
+FROM {prefix}jobs AS job
+JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+    id    VARBINARY(64) PATH '$[0]',
+    token VARBINARY(64) PATH '$[1]'
+)) AS item ON job.id = item.id AND job.reservation = item.token
+WHERE job.state = 'reserved'
+FOR UPDATE;
+UPDATE {prefix}jobs AS job
+JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+    id    VARBINARY(64) PATH '$[0]',
+    token VARBINARY(64) PATH '$[1]'
+)) AS item ON job.id = item.id AND job.reservation = item.token
+SET job.available_at = %(now)s + %(lease)s
+WHERE job.state = 'reserved';
+
+-- name: ack
+-- Mark succeeded the jobs in items ([id, token]) still reserved under their token.
+SELECT job.id AS id
+FROM {prefix}jobs AS job
+JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+    id    VARBINARY(64) PATH '$[0]',
+    token VARBINARY(64) PATH '$[1]'
+)) AS item ON job.id = item.id AND job.reservation = item.token
+WHERE job.state = 'reserved'
+FOR UPDATE;
+UPDATE {prefix}jobs AS job
+JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+    id    VARBINARY(64) PATH '$[0]',
+    token VARBINARY(64) PATH '$[1]'
+)) AS item ON job.id = item.id AND job.reservation = item.token
+SET job.state = 'succeeded',
+    job.finished_at = %(now)s
+WHERE job.state = 'reserved';
+
+-- name: release
+-- Put back to pending the jobs in items ([id, token, available_at, error, give_back]).
+-- A NULL error keeps the last one; give_back is 1 to hand the attempt back, else 0.
+SELECT job.id AS id
+FROM {prefix}jobs AS job
+JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+    id    VARBINARY(64) PATH '$[0]',
+    token VARBINARY(64) PATH '$[1]'
+)) AS item ON job.id = item.id AND job.reservation = item.token
+WHERE job.state = 'reserved'
+FOR UPDATE;
+UPDATE {prefix}jobs AS job
+JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+    id           VARBINARY(64) PATH '$[0]',
+    token        VARBINARY(64) PATH '$[1]',
+    available_at DOUBLE        PATH '$[2]',
+    error        LONGTEXT      PATH '$[3]',
+    give_back    INT           PATH '$[4]'
+)) AS item ON job.id = item.id AND job.reservation = item.token
+SET job.state = 'pending',
+    job.available_at = item.available_at,
+    job.error = COALESCE(item.error, job.error),
+    job.attempt = job.attempt - item.give_back
+WHERE job.state = 'reserved';
+
+-- name: fail
+-- Move to failed the jobs in items ([id, token, error]) still reserved under their token.
+SELECT job.id AS id
+FROM {prefix}jobs AS job
+JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+    id    VARBINARY(64) PATH '$[0]',
+    token VARBINARY(64) PATH '$[1]'
+)) AS item ON job.id = item.id AND job.reservation = item.token
+WHERE job.state = 'reserved'
+FOR UPDATE;
+UPDATE {prefix}jobs AS job
+JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+    id    VARBINARY(64) PATH '$[0]',
+    token VARBINARY(64) PATH '$[1]',
+    error LONGTEXT      PATH '$[2]'
+)) AS item ON job.id = item.id AND job.reservation = item.token
+SET job.state = 'failed',
+    job.finished_at = %(now)s,
+    job.error = item.error
+WHERE job.state = 'reserved';
+
+-- name: counts
+-- Jobs per queue and visible state (a pending job not yet due counts as delayed).
+SELECT queue,
+       CASE WHEN state = 'pending' AND available_at > %(now)s THEN 'delayed' ELSE state END
+           AS state,
+       COUNT(*) AS count
+FROM {prefix}jobs
+WHERE queue IN (
+    SELECT wanted.queue
+    FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (queue VARBINARY(255) PATH '$')) AS wanted
+)
+GROUP BY 1, 2;
+
+-- name: list_jobs
+-- One page of a queue's jobs in one visible state, oldest first by id.
+-- stored is the state as stored ('pending' for both pending and delayed).
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error
+FROM {prefix}jobs
+WHERE queue = %(queue)s
+  AND state = %(stored)s
+  AND (CASE WHEN state = 'pending' AND available_at > %(now)s THEN 'delayed' ELSE state END)
+      = %(state)s
+ORDER BY id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: get
+-- One job by id.
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error
+FROM {prefix}jobs
+WHERE id = %(id)s;
+
+-- name: retry_failed
+-- Move a queue's failed jobs (all, or those in ids when not NULL) back to pending, due now.
+-- IGNORE: a job whose unique key an unfinished job holds (possibly one retried by this same
+-- statement) would collide in jobs_unique, so it is skipped and stays failed.
+UPDATE IGNORE {prefix}jobs
+SET state = 'pending',
+    attempt = 0,
+    available_at = %(now)s,
+    finished_at = NULL
+WHERE queue = %(queue)s
+  AND state = 'failed'
+  AND (%(ids)s IS NULL OR id IN (
+      SELECT wanted.id
+      FROM JSON_TABLE(%(ids)s, '$[*]' COLUMNS (id VARBINARY(64) PATH '$')) AS wanted
+  ));
+
+-- name: purge
+-- Delete a queue's jobs in one visible state (all, or those in ids when not NULL).
+-- stored is the state as stored; the driver never passes 'reserved'.
+DELETE FROM {prefix}jobs
+WHERE queue = %(queue)s
+  AND state = %(stored)s
+  AND (CASE WHEN state = 'pending' AND available_at > %(now)s THEN 'delayed' ELSE state END)
+      = %(state)s
+  AND (%(ids)s IS NULL OR id IN (
+      SELECT wanted.id
+      FROM JSON_TABLE(%(ids)s, '$[*]' COLUMNS (id VARBINARY(64) PATH '$')) AS wanted
+  ));
+
+-- name: prune
+-- Delete up to batch of a queue's jobs that finished before `before`.
+-- The driver repeats it until a batch comes back short: each batch is its own short
+-- transaction, so a backlog of a million old jobs never becomes one huge delete.
+DELETE FROM {prefix}jobs
+WHERE queue = %(queue)s
+  AND state IN ('succeeded', 'failed', 'cancelled')
+  AND finished_at < %(before)s
+LIMIT %(batch)s;
+
+-- name: record_stats
+-- Add to one worker's running totals, creating its row on first use.
+INSERT INTO {prefix}workers (name, processed, succeeded, failed, retried)
+VALUES (%(worker)s, %(processed)s, %(succeeded)s, %(failed)s, %(retried)s)
+ON DUPLICATE KEY UPDATE
+    processed = processed + VALUES(processed),
+    succeeded = succeeded + VALUES(succeeded),
+    failed = failed + VALUES(failed),
+    retried = retried + VALUES(retried);
+
+-- name: worker_stats
+-- Every worker's running totals.
+SELECT name, processed, succeeded, failed, retried FROM {prefix}workers;

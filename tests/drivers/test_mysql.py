@@ -1,0 +1,872 @@
+"""What only the MySQL driver has: deadlock retries, unique keys through a generated column,
+transactional push, table prefixes, migrations under a named lock, URLs, error messages,
+recovery from lost connections, batched prune, and its SQL plans.
+
+The protocol's behaviour is tested by the contract and worker suites, which run on mysql too;
+these tests cover the rest. Each test works under a table prefix of its own, dropped
+afterwards, on the server of this machine (tests.backends.mysql.URL), which is never
+restarted: a lost server is played by a TCP proxy the test starts, or by killing the test's
+own connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncmy
+import pytest
+
+import conveyor.drivers.sql.driver as sql_driver
+import conveyor.drivers.sql.mysql.connection as my_connection
+from conveyor import Job, Registry, Worker
+from conveyor.drivers import driver_from_url
+from conveyor.drivers.base import Failure, Reservation
+from conveyor.drivers.sql.driver import REQUIRED_QUERIES, SqlTransaction
+from conveyor.drivers.sql.mysql import MysqlDriver
+from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
+from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
+from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob, new_id
+from tests.backends import require_service
+from tests.backends.mysql import START, URL, drop_tables, fresh_prefix
+
+PACKAGE = "conveyor.drivers.sql.mysql"
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def make_job(queue: str = "q", **overrides: Any) -> NewJob:
+    now = time.time()
+    fields: dict[str, Any] = {
+        "id": new_id(),
+        "queue": queue,
+        "name": "j",
+        "payload": "{}",
+        "created_at": now,
+        "available_at": now,
+    }
+    fields.update(overrides)
+    return NewJob(**fields)
+
+
+def held(job: JobInfo) -> Reservation:
+    return Reservation(job.id, job.reservation or "")
+
+
+@pytest.fixture(autouse=True)
+def server() -> None:
+    require_service("mysql", 3306, START)
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A table prefix of this test's own; its tables are dropped when the test ends."""
+    fresh = fresh_prefix()
+    yield fresh
+    await drop_tables(fresh)
+
+
+class Drivers:
+    """Opens drivers for one test and closes them all at its end."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.made: list[MysqlDriver] = []
+
+    def make(self, url: str = URL, **options: Any) -> MysqlDriver:
+        options.setdefault("prefix", self.prefix)
+        driver = MysqlDriver(url, **options)
+        self.made.append(driver)
+        return driver
+
+    async def open(self, url: str = URL, **options: Any) -> MysqlDriver:
+        driver = self.make(url, **options)
+        await driver.open()
+        return driver
+
+
+@pytest.fixture
+async def drivers(prefix: str) -> AsyncIterator[Drivers]:
+    made = Drivers(prefix)
+    yield made
+    for driver in made.made:
+        await driver.close()
+
+
+async def connect(**options: Any) -> asyncmy.connection.Connection:
+    """A plain asyncmy connection to the test database, as an application would hold."""
+    options.setdefault("autocommit", True)
+    return await asyncmy.connect(host="127.0.0.1", port=3306, user="root", db="test", **options)
+
+
+async def sql(statement: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Rows read with a plain connection, behind the driver's back."""
+    connection = await connect()
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute(statement, args or None)
+            return list(await cursor.fetchall()) if cursor.description else []
+    finally:
+        connection.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll `check` until it holds, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.05)
+
+
+# -- deadlocks and lock waits -------------------------------------------------------------------
+
+
+async def test_deadlock_victim_transaction_runs_again_and_succeeds(
+    drivers: Drivers, prefix: str
+) -> None:
+    driver = await drivers.open()
+    first, second = make_job(), make_job()
+    ballast = [make_job(queue="ballast") for _ in range(10)]
+    await driver.push_many([first, second, *ballast])
+    rival = await connect(autocommit=False)
+    runs = 0
+    waiting = asyncio.Event()
+    touch = Query("touch", "", f"UPDATE {prefix}jobs SET priority = priority + 1 WHERE id = %(id)s")
+
+    async def work(tx: SqlTransaction) -> str:
+        nonlocal runs
+        runs += 1
+        await tx.execute(touch, {"id": second.id})
+        if runs == 1:
+            waiting.set()
+        await tx.execute(touch, {"id": first.id})  # waits for the rival: a lock cycle
+        return "done"
+
+    try:
+        async with rival.cursor() as cursor:
+            await cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            # The rival changes more rows first, so InnoDB picks the driver as the victim.
+            await cursor.execute(f"UPDATE {prefix}jobs SET priority = 5 WHERE id = %s", first.id)
+            for job in ballast:
+                await cursor.execute(f"UPDATE {prefix}jobs SET attempt = 1 WHERE id = %s", job.id)
+            running = asyncio.create_task(driver._conn.transaction(work))
+            await asyncio.wait_for(waiting.wait(), 5)
+            await asyncio.sleep(0.1)  # the driver's second UPDATE is waiting on the rival now
+            await cursor.execute(f"UPDATE {prefix}jobs SET priority = 9 WHERE id = %s", second.id)
+        await rival.commit()
+
+        assert await asyncio.wait_for(running, 10) == "done"
+    finally:
+        rival.close()
+    assert runs == 2
+    got = await driver.get(second.id)
+    assert got is not None and got.priority == 10  # the rival's 9, then the rerun's + 1
+
+
+async def test_lock_conflicts_reach_the_caller_only_after_every_attempt(
+    drivers: Drivers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(my_connection, "BACKOFF", 0.001)
+    driver = await drivers.open()
+    runs = 0
+    # MariaDB raises any error from an anonymous block: here, the one a deadlock victim gets.
+    deadlock = Query(
+        "deadlock",
+        "",
+        "BEGIN NOT ATOMIC SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213,"
+        " MESSAGE_TEXT = 'Deadlock found when trying to get lock'; END",
+    )
+
+    async def work(tx: SqlTransaction) -> None:
+        nonlocal runs
+        runs += 1
+        await tx.execute(deadlock, {})
+
+    with pytest.raises(DriverError, match="still met lock conflicts") as raised:
+        await driver._conn.transaction(work)
+
+    assert not isinstance(raised.value, BackendUnavailableError)
+    assert runs == my_connection.ATTEMPTS
+
+
+async def test_concurrent_unique_pushes_from_many_drivers_store_one_job_without_errors(
+    drivers: Drivers,
+) -> None:
+    many = [await drivers.open() for _ in range(4)]
+    for round_ in range(5):
+        jobs = [make_job(unique=f"k{round_}") for _ in range(24)]
+
+        ids = await asyncio.gather(*(many[i % 4].push(job) for i, job in enumerate(jobs)))
+
+        assert len(set(ids)) == 1
+        assert (await many[0].counts(["q"]))["q"].pending == round_ + 1
+
+
+# -- unique keys ----------------------------------------------------------------------------------
+
+
+async def test_unique_keys_of_any_length_are_held_and_freed(drivers: Drivers) -> None:
+    driver = await drivers.open()
+    key = "k" * 5000 + "é"
+    first = make_job(unique=key)
+
+    assert await driver.push(first) == first.id
+    assert await driver.push(make_job(unique=key)) == first.id
+    assert await driver.push(make_job(unique=key[:-1])) != first.id
+    [job] = [j for j in await driver.reserve(["q"], 10, 30.0, "w") if j.id == first.id]
+    assert job.unique == key
+    await driver.ack([held(job)])
+    fresh = make_job(unique=key)
+    assert await driver.push(fresh) == fresh.id
+
+
+async def test_names_and_keys_compare_exactly_whatever_the_collation(drivers: Drivers) -> None:
+    driver = await drivers.open()
+    jobs = [make_job(queue=q, unique=k) for q in ("q", "Q", "q ") for k in ("k", "K", "k ")]
+
+    ids = await driver.push_many(jobs)
+
+    assert ids == [job.id for job in jobs]
+    counts = await driver.counts(["q", "Q", "q "])
+    assert [counts[q].pending for q in ("q", "Q", "q ")] == [3, 3, 3]
+    assert {job.queue for job in await driver.reserve(["Q"], 10, 30.0, "w")} == {"Q"}
+
+
+async def test_unique_key_column_is_free_once_job_is_finished(
+    drivers: Drivers, prefix: str
+) -> None:
+    driver = await drivers.open()
+    job = make_job(unique="k")
+    await driver.push(job)
+    assert await sql(f"SELECT unique_active IS NOT NULL FROM {prefix}jobs") == [(1,)]
+
+    [reserved] = await driver.reserve(["q"], 1, 30.0, "w")
+    await driver.fail([Failure(reserved.id, reserved.reservation or "", ErrorInfo("E", "x"))])
+
+    assert await sql(f"SELECT unique_active, ready_queue FROM {prefix}jobs") == [(None, None)]
+
+
+# -- transactional push ---------------------------------------------------------------------------
+
+
+async def test_push_in_a_transaction_that_commits_stores_the_job(drivers: Drivers) -> None:
+    driver, other = await drivers.open(), await drivers.open()
+    job = make_job()
+    connection = await connect()
+    try:
+        await connection.begin()
+        assert await driver.push(job, connection=connection) == job.id
+        assert await other.get(job.id) is None  # not committed: invisible to others
+        await connection.commit()
+    finally:
+        connection.close()
+
+    assert [got.id for got in await other.reserve(["q"], 1, 30.0, "w")] == [job.id]
+
+
+async def test_push_in_a_transaction_that_rolls_back_stores_nothing(drivers: Drivers) -> None:
+    driver = await drivers.open()
+    job = make_job()
+    connection = await connect()
+    try:
+        await connection.begin()
+        await driver.push_many([job, make_job()], connection=connection)
+        await connection.rollback()
+    finally:
+        connection.close()
+
+    assert await driver.get(job.id) is None
+    assert await driver.reserve(["q"], 10, 30.0, "w") == []
+
+
+async def test_push_in_a_transaction_returns_the_holder_of_a_unique_key(
+    drivers: Drivers,
+) -> None:
+    driver = await drivers.open()
+    holder = make_job(unique="k")
+    connection = await connect(autocommit=False)
+    try:
+        # REPEATABLE READ (the server's default), with a snapshot taken before the holder.
+        async with connection.cursor() as cursor:
+            await cursor.execute("SELECT 1")
+        await driver.push(holder)
+
+        assert await driver.push(make_job(unique="k"), connection=connection) == holder.id
+        await connection.commit()
+    finally:
+        connection.close()
+    assert (await driver.counts(["q"]))["q"].pending == 1
+
+
+async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
+    registry = Registry()
+    registry.queue("q", driver=f"{URL}?prefix={prefix}", workers=["w"])
+    registry.worker("w")
+
+    @registry.job("noop")
+    async def noop(job: Job[dict[str, int]]) -> None:
+        pass
+
+    connection = await connect()
+    try:
+        await connection.begin()
+        job_id = await registry.push("q", "noop", {"n": 1}, connection=connection)
+        await connection.rollback()
+        assert await registry.job_info(job_id) is None
+        await connection.begin()
+        job_id = await registry.push("q", "noop", {"n": 2}, connection=connection)
+        await connection.commit()
+        info = await registry.job_info(job_id)
+        assert info is not None and info.state is JobState.PENDING
+    finally:
+        connection.close()
+        await registry.close()
+
+
+async def test_push_on_something_not_an_asyncmy_connection_raises_config_error(
+    drivers: Drivers,
+) -> None:
+    driver = await drivers.open()
+
+    with pytest.raises(ConfigError, match="asyncmy connection"):
+        await driver.push(make_job(), connection=object())
+
+
+async def test_deadlock_in_the_callers_transaction_is_reported_not_retried(
+    drivers: Drivers, prefix: str
+) -> None:
+    driver = await drivers.open()
+    mine, theirs = make_job(), make_job(unique="k")
+    ballast = [make_job(queue="ballast") for _ in range(5)]
+    await driver.push_many([mine, theirs, *ballast])
+    caller, rival = await connect(), await connect()
+    touch = f"UPDATE {prefix}jobs SET payload = '{{\"x\": 1}}' WHERE id = %s"
+    try:
+        for connection in (caller, rival):
+            async with connection.cursor() as cursor:
+                await cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            await connection.begin()
+        async with caller.cursor() as cursor:
+            await cursor.execute(touch, mine.id)
+        async with rival.cursor() as cursor:
+            for job in [theirs, *ballast]:  # the heavier transaction: InnoDB spares it
+                await cursor.execute(touch, job.id)
+            blocked = asyncio.create_task(cursor.execute(touch, mine.id))
+            await asyncio.sleep(0.1)
+
+            with pytest.raises(DriverError, match="rolled your transaction back"):
+                # Its unique key check waits for the rival, which waits for the caller.
+                await driver.push(make_job(unique="k"), connection=caller)
+
+            await asyncio.wait_for(blocked, 5)
+        await rival.commit()
+    finally:
+        caller.close()
+        rival.close()
+    assert (await driver.counts(["q"]))["q"].pending == 2
+
+
+async def test_push_on_a_connection_to_another_database_raises_config_error(
+    drivers: Drivers,
+) -> None:
+    driver = await drivers.open()
+    connection = await connect()
+    try:
+        await connection.select_db("mysql")
+        with pytest.raises(ConfigError, match="database 'mysql'"):
+            await driver.push(make_job(), connection=connection)
+    finally:
+        connection.close()
+
+
+# -- table prefixes and migrations ----------------------------------------------------------------
+
+
+async def test_prefix_keeps_two_sets_of_tables_apart(drivers: Drivers) -> None:
+    mine = await drivers.open()
+    other_prefix = fresh_prefix()
+    try:
+        theirs = await drivers.open(prefix=other_prefix)
+        await mine.push(make_job())
+
+        assert (await theirs.counts(["q"]))["q"].pending == 0
+        assert (await mine.counts(["q"]))["q"].pending == 1
+        await theirs.record_stats("w", sql_driver.WorkerCounts(processed=1))
+        assert await mine.worker_stats() == {}
+    finally:
+        await drop_tables(other_prefix)
+
+
+@pytest.mark.parametrize("bad", ["", "1x_", "jobs;drop", "a-b", "x" * 40])
+def test_bad_prefix_raises_config_error(bad: str) -> None:
+    with pytest.raises(ConfigError, match="table prefix"):
+        MysqlDriver(URL, prefix=bad)
+
+
+async def test_migrations_are_applied_once_by_drivers_opening_at_once(
+    drivers: Drivers, prefix: str
+) -> None:
+    many = [drivers.make() for _ in range(6)]
+
+    await asyncio.gather(*(driver.open() for driver in many))
+
+    recorded = await sql(f"SELECT version, name FROM {prefix}schema_version ORDER BY version")
+    assert recorded == [(m.version, m.name) for m in load_migrations(PACKAGE, prefix)]
+    await asyncio.gather(*(driver.push(make_job()) for driver in many))
+    assert (await many[0].counts(["q"]))["q"].pending == 6
+
+
+def test_processes_opening_a_new_schema_at_once_all_succeed(prefix: str) -> None:
+    script = (
+        "import asyncio, sys\n"
+        "from conveyor.drivers.sql.mysql import MysqlDriver\n"
+        "async def main():\n"
+        "    driver = MysqlDriver(sys.argv[1], prefix=sys.argv[2])\n"
+        "    await driver.open()\n"
+        "    await driver.counts(['q'])\n"
+        "    await driver.close()\n"
+        "asyncio.run(main())\n"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, URL, prefix], stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+
+    errors = [process.communicate(timeout=30)[1].decode() for process in processes]
+
+    assert [process.returncode for process in processes] == [0] * 4, errors
+    recorded = asyncio.run(sql(f"SELECT COUNT(*) FROM {prefix}schema_version"))
+    assert recorded == [(1,)]
+
+
+async def test_migration_lock_is_released_once_open(drivers: Drivers, prefix: str) -> None:
+    await drivers.open()
+
+    [(name,)] = await sql(
+        "SELECT CONCAT('conveyor.', LEFT(SHA2(CONCAT(DATABASE(), '.', %s), 256), 40))", prefix
+    )
+    assert await sql("SELECT IS_USED_LOCK(%s)", name) == [(None,)]
+
+
+async def test_migrate_false_refuses_a_schema_never_created(drivers: Drivers, prefix: str) -> None:
+    driver = drivers.make(migrate=False)
+
+    with pytest.raises(ConfigError, match="conveyor migrate"):
+        await driver.open()
+
+    await driver.migrate()
+    await driver.push(make_job())
+    assert await sql(f"SELECT COUNT(*) FROM {prefix}jobs") == [(1,)]
+
+
+async def test_closed_driver_opens_again_on_next_call(drivers: Drivers) -> None:
+    driver = await drivers.open()
+    job = make_job()
+    await driver.push(job)
+    await driver.close()
+
+    got = await driver.get(job.id)
+
+    assert got is not None and got.id == job.id
+
+
+# -- URLs and messages ----------------------------------------------------------------------------
+
+
+def test_driver_from_url_makes_a_mysql_driver_for_both_schemes() -> None:
+    for scheme in ("mysql", "mariadb"):
+        driver = driver_from_url(f"{scheme}://app:pw@db.example:3307/jobs?prefix=mail_")
+
+        assert isinstance(driver, MysqlDriver)
+        target = driver.target
+        assert (target.host, target.port, target.user, target.password) == (
+            "db.example",
+            3307,
+            "app",
+            "pw",
+        )
+        assert target.database == "jobs"
+        assert driver.prefix == "mail_"
+
+
+def test_from_url_reads_every_option() -> None:
+    driver = MysqlDriver.from_url(
+        "mysql://a%40b:p%2Fw%3A@127.0.0.1/db?prefix=x_&migrate=off&pool_size=3"
+        "&connect_timeout=2.5&unix_socket=/run/mysqld/mysqld.sock"
+    )
+
+    target = driver.target
+    assert (target.user, target.password, target.port) == ("a@b", "p/w:", 3306)
+    assert (target.connect_timeout, target.unix_socket) == (2.5, "/run/mysqld/mysqld.sock")
+    assert (driver.prefix, driver.migrate_on_open, driver._conn.pool_size) == ("x_", False, 3)
+    assert "p/w" not in repr(target) and "p/w" not in target.shown
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://u@h/db", "not a MySQL URL"),
+        ("mysql://u:secret@h:3306", "names no database"),
+        ("mysql://u:secret@h:port/db", "not a valid URL"),
+        ("mysql://u:secret@h/db?pool=3", "unknown option 'pool'"),
+        ("mysql://u:secret@h/db?pool_size=0", "pool_size='0' is not a positive whole number"),
+        ("mysql://u:secret@h/db?migrate=maybe", "migrate='maybe' is not a yes or no"),
+        ("mysql://u:secret@h/db?connect_timeout=soon", "is not a positive number of seconds"),
+    ],
+)
+def test_from_url_rejects_what_it_cannot_use_and_hides_the_password(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as raised:
+        MysqlDriver.from_url(url)
+
+    assert "secret" not in str(raised.value)
+
+
+def test_constructor_points_conveyors_url_options_to_from_url() -> None:
+    with pytest.raises(ConfigError, match="from_url"):
+        MysqlDriver(f"{URL}?prefix=x_")
+
+
+async def test_wrong_password_raises_backend_unavailable_without_the_password(
+    drivers: Drivers,
+) -> None:
+    driver = drivers.make("mysql://root:s3cr3t-pw@127.0.0.1:3306/test")
+
+    with pytest.raises(BackendUnavailableError, match="cannot connect") as raised:
+        await driver.open()
+
+    assert "s3cr3t-pw" not in str(raised.value)
+    assert "mysql://root@127.0.0.1:3306/test" in str(raised.value)
+
+
+async def test_unreachable_server_raises_backend_unavailable(drivers: Drivers) -> None:
+    closed_port = _free_port()
+    driver = drivers.make(f"mysql://root:s3cr3t-pw@127.0.0.1:{closed_port}/test")
+
+    with pytest.raises(BackendUnavailableError, match="check that the server is running") as e:
+        await driver.counts(["q"])
+
+    assert "s3cr3t-pw" not in str(e.value)
+
+
+async def test_mysql_errors_reach_callers_as_driver_errors(drivers: Drivers, prefix: str) -> None:
+    driver = await drivers.open()
+    await sql(f"DROP TABLE {prefix}jobs")
+
+    with pytest.raises(DriverError, match="MySQL get failed") as raised:
+        await driver.get("x")
+
+    assert not isinstance(raised.value, BackendUnavailableError)
+
+
+async def test_sessions_read_committed_in_strict_mode(drivers: Drivers) -> None:
+    driver = await drivers.open()
+    settings = Query("settings", "", "SELECT @@tx_isolation AS isolation, @@sql_mode AS mode")
+
+    [row] = await driver._conn.fetch(settings, {})
+
+    assert row["isolation"] == "READ-COMMITTED"
+    assert "STRICT_ALL_TABLES" in row["mode"]
+    with pytest.raises(DriverError, match="too long"):
+        await driver.push(make_job(queue="q" * 256))
+
+
+def test_ipv6_hosts_are_shown_in_brackets() -> None:
+    driver = MysqlDriver.from_url("mysql://app:pw@[::1]:3307/jobs")
+
+    assert driver.target.host == "::1"
+    assert driver.target.shown == "mysql://app@[::1]:3307/jobs"
+
+
+def test_server_versions_are_read_from_the_handshake_string() -> None:
+    read = my_connection._server_version
+
+    assert read("5.5.5-10.11.6-MariaDB-0+deb12u1") == ("MariaDB", (10, 11))
+    assert read("11.4.2-MariaDB") == ("MariaDB", (11, 4))
+    assert read("8.0.36") == ("MySQL", (8, 0))
+    assert read("5.7.44-log") < ("MySQL", (8, 0))
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+
+
+async def test_cancelled_call_still_completes(drivers: Drivers) -> None:
+    driver = await drivers.open()
+    await driver.push(make_job())
+    [job] = await driver.reserve(["q"], 1, 30.0, "w")
+
+    acking = asyncio.create_task(driver.ack([held(job)]))
+    await asyncio.sleep(0)
+    acking.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await acking
+
+    async def succeeded() -> bool:
+        got = await driver.get(job.id)
+        return got is not None and got.state is JobState.SUCCEEDED
+
+    await eventually(succeeded, 5)
+
+
+async def test_many_reserves_from_several_drivers_never_hand_out_a_job_twice(
+    drivers: Drivers,
+) -> None:
+    many = [await drivers.open(pool_size=4) for _ in range(4)]
+    total = 1200
+    await many[0].push_many([make_job(priority=n % 3) for n in range(total)])
+    taken: list[str] = []
+
+    async def work(driver: MysqlDriver, name: str) -> None:
+        while batch := await driver.reserve(["q"], 7, 30.0, name):
+            taken.extend(job.id for job in batch)
+            assert await driver.ack([held(job) for job in batch]) == {job.id for job in batch}
+
+    await asyncio.gather(*(work(many[i % 4], f"w{i}") for i in range(16)))
+
+    assert len(taken) == len(set(taken)) == total
+    assert (await many[1].counts(["q"]))["q"].succeeded == total
+
+
+async def test_expired_leases_are_taken_by_exactly_one_of_many_reserves(
+    drivers: Drivers,
+) -> None:
+    many = [await drivers.open() for _ in range(3)]
+    await many[0].push_many([make_job() for _ in range(50)])
+    assert len(await many[0].reserve(["q"], 50, 0.05, "lost")) == 50
+    await asyncio.sleep(0.15)
+
+    batches = await asyncio.gather(
+        *(many[i % 3].reserve(["q"], 3, 30.0, f"w{i}") for i in range(40))
+    )
+
+    ids = [job.id for batch in batches for job in batch]
+    assert len(ids) == len(set(ids)) == 50
+    assert {job.attempt for batch in batches for job in batch} == {2}
+
+
+async def test_reserve_serves_more_queues_than_its_per_queue_subqueries(
+    drivers: Drivers,
+) -> None:
+    driver = await drivers.open()
+    queues = [f"q{n}" for n in range(12)]
+    jobs = [make_job(queue=q, priority=n) for n, q in enumerate(queues)]
+    await driver.push_many(jobs)
+
+    order = []
+    while batch := await driver.reserve(queues, 5, 30.0, "w"):
+        order.extend(job.priority for job in batch)
+        await driver.ack([held(job) for job in batch])
+
+    assert order == list(range(11, -1, -1))
+
+
+# -- prune ----------------------------------------------------------------------------------------
+
+
+async def test_prune_deletes_in_batches_until_a_short_one(
+    drivers: Drivers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sql_driver, "PRUNE_BATCH", 7)
+    driver = await drivers.open()
+    await driver.push_many([make_job() for _ in range(20)])
+    jobs = await driver.reserve(["q"], 20, 30.0, "w")
+    await driver.ack([held(job) for job in jobs[:10]])
+    await driver.fail(
+        [Failure(j.id, j.reservation or "", ErrorInfo("E", "x")) for j in jobs[10:16]]
+    )
+    statements: list[str] = []
+    execute = driver._execute
+
+    async def counted(name: str, params: Any) -> int:
+        statements.append(name)
+        return await execute(name, params)
+
+    monkeypatch.setattr(driver, "_execute", counted)
+
+    assert await driver.prune("q", time.time() + 1) == 16
+
+    assert statements == ["prune"] * 3  # 7 + 7 + 2
+    counts = (await driver.counts(["q"]))["q"]
+    assert (counts.succeeded, counts.failed, counts.reserved) == (0, 0, 4)
+
+
+# -- the SQL itself -------------------------------------------------------------------------------
+
+
+async def explain(prefix: str, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plan MariaDB picks for the first statement of a query block (nothing is run)."""
+    statement = my_connection._statements(load_queries(PACKAGE, prefix)[name].sql)[0]
+    connection = await connect()
+    try:
+        async with connection.cursor(asyncmy.cursors.DictCursor) as cursor:
+            await cursor.execute("EXPLAIN " + statement, params)
+            return list(await cursor.fetchall())
+    finally:
+        connection.close()
+
+
+async def test_reserve_and_settle_plans_skip_finished_jobs(drivers: Drivers, prefix: str) -> None:
+    await drivers.open()
+    # 2,000 jobs waiting and 20,000 finished, written behind the driver's back in one go.
+    await sql(
+        f"INSERT INTO {prefix}jobs (id, queue, name, payload, created_at, available_at,"
+        " max_attempts, meta, state, finished_at)"
+        " SELECT MD5(seq), 'q', 'j', '{}', 1, 1, 1, '{}',"
+        "  IF(seq <= 2000, 'pending', 'succeeded'), IF(seq <= 2000, NULL, 2)"
+        " FROM seq_1_to_22000"
+    )
+    await sql(f"ANALYZE TABLE {prefix}jobs")
+    params = {"queues": '["q"]', "limit": 10, "lease": 30.0, "worker": "w", "token": "t"}
+    params |= {"now": time.time(), "items": json.dumps([[f"{i:032x}", "t"] for i in range(50)])}
+
+    reserve = await explain(prefix, "reserve", params)
+    scans = [row for row in reserve if row["table"] == f"{prefix}jobs"]
+    assert scans and all(row["key"] == "jobs_ready" for row in scans), reserve
+    assert all("filesort" not in (row["Extra"] or "") for row in scans), reserve
+    assert [row["type"] for row in reserve if row["table"] == "job"] == ["eq_ref"], reserve
+    for name in ("renew", "ack", "release", "fail"):
+        plan = await explain(prefix, name, params)
+        jobs = [row for row in plan if row["table"] == "job"]
+        assert [(row["type"], row["key"]) for row in jobs] == [("eq_ref", "PRIMARY")], plan
+
+
+def test_every_query_block_is_described_and_prefixed() -> None:
+    queries = load_queries(PACKAGE, "app_")
+
+    assert queries.keys() >= REQUIRED_QUERIES
+    for query in queries.values():
+        assert query.description, query.name
+        assert "{prefix}" not in query.sql and "conveyor_" not in query.sql, query.name
+        assert "%" not in query.sql.replace("%(", ""), f"{query.name}: a bare % sign"
+    assert "app_jobs" in queries["reserve"].sql
+
+
+# -- lost connections -----------------------------------------------------------------------------
+
+
+async def test_driver_carries_on_when_its_connection_is_killed(drivers: Drivers) -> None:
+    driver = await drivers.open(pool_size=1)
+    whoami = Query("whoami", "", "SELECT CONNECTION_ID() AS id")
+    [row] = await driver._conn.fetch(whoami, {})
+
+    await sql(f"KILL {int(row['id'])}")
+
+    await driver.push(make_job())  # on a new connection, without an error
+    [again] = await driver._conn.fetch(whoami, {})
+    assert again["id"] != row["id"]
+    assert (await driver.counts(["q"]))["q"].pending == 1
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+class Proxy:
+    """A TCP proxy from a port of its own to the local server, which a test can cut and
+    restore: to the driver, a server that went down and came back, while the real server,
+    shared with other tests, is never touched."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Refuse new connections and break every open one."""
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._links):
+            writer.transport.abort()
+        self._links.clear()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", 3306)
+        self._links |= {writer, upstream_writer}
+        await asyncio.gather(
+            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
+        )
+        for end in (writer, upstream_writer):
+            end.transport.abort()
+            self._links.discard(end)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.transport.abort()
+
+
+async def test_calls_fail_as_unavailable_while_the_server_is_away_then_recover(
+    drivers: Drivers,
+) -> None:
+    proxy = Proxy()
+    await proxy.start()
+    driver = await drivers.open(f"mysql://root@127.0.0.1:{proxy.port}/test")
+    await driver.push(make_job())
+
+    await proxy.cut()
+    with pytest.raises(BackendUnavailableError):
+        await driver.counts(["q"])
+    await proxy.start()
+
+    assert (await driver.counts(["q"]))["q"].pending == 1
+    await proxy.cut()
+
+
+async def test_worker_carries_on_after_the_server_is_lost_and_comes_back(prefix: str) -> None:
+    proxy = Proxy()
+    await proxy.start()
+    registry = Registry()
+    via_proxy = f"mysql://root@127.0.0.1:{proxy.port}/test?prefix={prefix}"
+    registry.queue("q", driver=via_proxy, workers=["w"])
+    # A short lease: a reserve whose answer the cut lost leaves its jobs reserved by no one,
+    # and they must come back (after the lease) for the run to finish.
+    registry.worker("w", concurrency=4, poll_interval=0.05, lease=2.0)
+    ran: list[int] = []
+    halfway = asyncio.Event()
+
+    @registry.job("count")
+    async def count(job: Job[dict[str, int]]) -> None:
+        ran.append(job.payload["n"])
+        if len(ran) == 100:
+            halfway.set()
+        await asyncio.sleep(0.001)
+
+    direct = MysqlDriver(URL, prefix=prefix)
+    worker = Worker(registry, "w")
+    task = asyncio.create_task(worker.run())
+    try:
+        await registry.push_many("q", "count", [{"n": n} for n in range(300)])
+        await asyncio.wait_for(halfway.wait(), 10)
+
+        await proxy.cut()
+        await asyncio.sleep(1.0)  # the server is "down" for a second
+        await proxy.start()
+
+        async def all_done() -> bool:
+            return (await direct.counts(["q"]))["q"].succeeded == 300
+
+        await eventually(all_done, 20)
+        assert set(ran) == set(range(300))
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+        await registry.close()
+        await direct.close()
+        with contextlib.suppress(Exception):
+            await proxy.cut()
