@@ -99,6 +99,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._settle_wakeup = asyncio.Event()
         self._settled_all = False
+        self._flushed = asyncio.Event()
 
     @property
     def counts(self) -> WorkerCounts:
@@ -204,7 +205,14 @@ class Worker:
 
     async def _idle(self) -> None:
         """Wait for a push (where the driver can tell) or the poll interval, or a stop."""
-        waits = [driver.wait(queues, self.spec.poll_interval) for driver, queues in self._groups]
+        waits: list[Awaitable[object]] = [
+            driver.wait(queues, self.spec.poll_interval) for driver, queues in self._groups
+        ]
+        if self.burst and (self._running or self._outcomes):
+            # Only the last jobs' settling stands between a burst worker and its exit: look
+            # again as soon as they are written, not a whole poll interval later.
+            self._flushed.clear()
+            waits.append(self._flushed.wait())
         await _first_of(*waits, self._stopping.wait())
 
     async def _settled(self) -> bool:
@@ -238,7 +246,8 @@ class Worker:
         delay = min(MAX_BACKOFF, self.spec.poll_interval * 2 ** min(failures - 1, 10))
         log.warning("%s failed (%s); trying again in %.1fs", what, exc, delay)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self._stopping.wait()
 
     # -- executing one job -------------------------------------------------------------------
 
@@ -342,6 +351,7 @@ class Worker:
             self._settle_wakeup.clear()
             await self._flush()
             await self._save_stats()
+            self._flushed.set()
 
     async def _flush(self) -> None:
         """Settle everything finished so far, a batch per driver, retrying on backend errors."""

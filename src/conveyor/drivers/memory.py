@@ -316,8 +316,10 @@ class MemoryDriver(Driver):
         ]
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._pushed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._pushed.wait()
 
     async def record_stats(self, worker: str, counts: WorkerCounts) -> None:
         self._stats[worker] = self._stats.get(worker, WorkerCounts()) + counts

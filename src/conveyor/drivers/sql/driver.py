@@ -411,8 +411,11 @@ class SqlDriver(Driver):
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Wait up to `timeout`; only pushes, releases and retries made through this instance
         end it early. A dialect that can notify other processes overrides this."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+        # lands just as the push does, and the worker stopping this wait then hangs on it.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._pushed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._pushed.wait()
 
     # -- worker totals -----------------------------------------------------------------------
 

@@ -1,0 +1,170 @@
+"""The PostgreSQL dialect: jobs in a PostgreSQL database, shared by every process that reaches it.
+
+    from conveyor.drivers.sql.postgres import PostgresDriver
+
+    driver = PostgresDriver("postgresql://app:secret@db.internal:5432/app")        # or
+    driver = PostgresDriver.from_url("postgresql://app@db/app?prefix=mail_&migrate=false")
+
+Needs `pip install "conveyor[postgres]"` (psycopg 3 and psycopg-pool). Statements run on a
+pool of up to `pool_size` connections; a worker also holds one more, LISTENing, so it wakes
+within milliseconds of a push from any process (polling at its poll interval stays the
+fallback). Tables are created on first use (`migrate=False` refuses to run on an out-of-date
+schema instead; `conveyor migrate` brings it up to date), every name starting with `prefix`.
+
+URL options, after `?`: `prefix` (default conveyor_), `migrate` (true or false) and
+`pool_size` (default 10); any other is libpq's own (sslmode, connect_timeout,
+application_name, options, ...). With no host, user or password in the URL, libpq takes them
+from PGHOST, PGUSER, PGPASSWORD, ... as usual.
+
+Transactional push: give `connection=` your own psycopg connection, and the job is written in
+your transaction. It exists, and a worker is notified, if and only if you commit:
+
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        async with conn.transaction():
+            await conn.execute("INSERT INTO orders (id, total) VALUES (%s, %s)", (order, total))
+            await registry.push("mail", "receipt", Receipt(order), connection=conn)
+        # committed here: the order and its receipt job together, or neither
+
+A sync `psycopg.Connection` works too (Django, Flask; each statement runs in a thread). In
+autocommit mode with no transaction open, the push commits at once, as any statement would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import TypedDict
+from urllib.parse import parse_qsl, quote, urlencode
+
+from conveyor.drivers import safe_url
+from conveyor.drivers.base import Capabilities
+from conveyor.drivers.sql.driver import SqlDriver
+from conveyor.drivers.sql.postgres.connection import PostgresConnection, Target
+from conveyor.drivers.sql.postgres.listener import Listener
+from conveyor.errors import ConfigError
+from conveyor.job import JobInfo
+
+__all__ = ["POOL_SIZE", "PostgresDriver"]
+
+#: Most connections one driver's pool opens (the LISTEN connection comes on top).
+POOL_SIZE = 10
+
+_SCHEMES = ("postgresql", "postgres")
+_OPTIONS = ("prefix", "migrate", "pool_size")
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
+_BOOLEANS |= {"false": False, "0": False, "no": False, "off": False}
+
+
+class PostgresDriver(SqlDriver):
+    """Jobs in PostgreSQL: durable, shared by any number of processes and machines, woken by
+    LISTEN/NOTIFY, and able to push inside the caller's own transaction.
+
+    `conninfo` is a postgresql:// URL or a libpq "key=value" string, as psycopg takes it (use
+    `from_url` for a URL that carries conveyor's own options). `prefix` starts every table
+    name, so several sets of queues can share one database. `migrate=False` never changes the
+    schema: opening checks that it is up to date and raises ConfigError if not.
+    """
+
+    kind = "postgres"
+    capabilities = Capabilities(notify=True, durable=True, shared=True, transactional=True)
+
+    def __init__(
+        self,
+        conninfo: str = "",
+        *,
+        prefix: str = "conveyor_",
+        migrate: bool = True,
+        pool_size: int = POOL_SIZE,
+    ) -> None:
+        if pool_size < 1:
+            raise ConfigError(f"pool_size must be at least 1, not {pool_size}")
+        target = Target(conninfo)
+        connection = PostgresConnection(target, pool_size=pool_size)
+        super().__init__(connection, __name__, prefix=prefix, migrate=migrate)
+        self.target = target
+        # The channel is named after the jobs table, so each prefix has its own.
+        self._listener = Listener(target, f"{prefix}jobs")
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresDriver:
+        """A driver for `postgresql://user:password@host:port/database?options`; see the
+        module docstring for the options."""
+        conninfo, options = _parse_url(url)
+        return cls(conninfo, **options)
+
+    async def close(self) -> None:
+        """Stop listening and close the pool; jobs stay stored."""
+        await self._listener.stop()
+        await super().close()
+
+    async def reserve(
+        self, queues: Sequence[str], limit: int, lease: float, worker: str
+    ) -> list[JobInfo]:
+        # Listen before the first reserve, and forget the queues' notifications before the
+        # statement runs: a job committed from here on is either taken by this reserve or
+        # wakes the next `wait`. A reserve that finds nothing therefore never sleeps through
+        # a push. (If it cannot listen, the reserve goes ahead all the same: `wait` polls.)
+        await self._listener.start()
+        self._listener.clear(queues)
+        return await super().reserve(queues, limit, lease, worker)
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Return as soon as a job is pushed (released, retried) to one of `queues` by any
+        process, or after `timeout` seconds; while it cannot listen, just wait (polling)."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+        # lands just as what it waits for finishes, and a stopping worker then hangs here.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                if await self._listener.start():
+                    await self._listener.wait(queues)
+                else:
+                    await super().wait(queues, timeout)  # this instance's own pushes wake it
+
+
+class _Options(TypedDict, total=False):
+    prefix: str
+    migrate: bool
+    pool_size: int
+
+
+def _parse_url(url: str) -> tuple[str, _Options]:
+    """(conninfo for libpq, conveyor's options) from a postgresql:// URL."""
+    scheme, separator, rest = url.partition("://")
+    if scheme.lower() not in _SCHEMES or not separator:
+        raise ConfigError(
+            f"{safe_url(url)!r} is not a PostgreSQL URL: write"
+            " postgresql://user:password@host:5432/database"
+        )
+    base, _, query = rest.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    libpq = urlencode([(k, v) for k, v in pairs if k not in _OPTIONS], quote_via=quote)
+    conninfo = f"{scheme}://{base}" + (f"?{libpq}" if libpq else "")
+    options: _Options = {}
+    for key, value in pairs:
+        if key == "prefix":
+            options["prefix"] = value
+        elif key == "migrate":
+            options["migrate"] = _boolean(url, key, value)
+        elif key == "pool_size":
+            options["pool_size"] = _integer(url, key, value)
+    return conninfo, options
+
+
+def _boolean(url: str, key: str, value: str) -> bool:
+    try:
+        return _BOOLEANS[value.lower()]
+    except KeyError:
+        raise ConfigError(
+            f"{safe_url(url)!r}: {key}={value!r} is not a yes or no; write {key}=true or"
+            f" {key}=false"
+        ) from None
+
+
+def _integer(url: str, key: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(
+            f"{safe_url(url)!r}: {key}={value!r} is not a whole number; write {key}=10"
+        ) from None

@@ -1,0 +1,334 @@
+"""The psycopg 3 side of the PostgreSQL dialect: the server's address, the pooled connection
+adapter the SQL driver runs its statements on, and the translation of psycopg's errors.
+
+Every statement runs on a connection from a `psycopg_pool.AsyncConnectionPool` in autocommit
+mode: a single statement is its own transaction, and `transaction` wraps several in
+BEGIN ... COMMIT. A connection the server dropped is thrown away by the pool when it comes
+back broken, and the pool connects anew, so the driver recovers by itself once the server is
+back; callers meanwhile get BackendUnavailableError (workers retry with backoff).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from conveyor.drivers import safe_url
+from conveyor.drivers.sql.driver import Params, Row, SqlTransaction
+from conveyor.drivers.sql.queries import Query
+from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
+
+__all__ = ["CONNECT_TIMEOUT", "POOL_TIMEOUT", "RECONNECT_TIMEOUT", "PostgresConnection", "Target"]
+
+T = TypeVar("T")
+
+log = logging.getLogger("conveyor.postgres")
+
+#: Seconds to connect before giving up, unless the URL's connect_timeout says otherwise.
+CONNECT_TIMEOUT = 10
+
+#: Seconds a statement waits for a pooled connection before BackendUnavailableError.
+POOL_TIMEOUT = 10.0
+
+#: Seconds the pool keeps retrying (with backoff) one lost connection before it gives that
+#: attempt up; the next call then connects afresh. Short, so that after an outage the pool is
+#: never left sleeping through a long backoff while the server is already back.
+RECONNECT_TIMEOUT = 10.0
+
+_URL_HELP = "write postgresql://user:password@host:5432/database"
+
+
+class Target:
+    """Where the server is: the conninfo handed to libpq, as checked and as fit to show.
+
+    `conninfo` is a postgresql:// URL or a libpq "key=value" string; empty means libpq's
+    defaults (the PGHOST, PGUSER, PGPASSWORD, ... environment variables, else the local
+    socket). Messages show it with any password replaced by ***.
+    """
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        try:
+            params = conninfo_to_dict(conninfo)
+        except psycopg.Error as error:
+            self.password = _password_in(conninfo)
+            raise ConfigError(
+                f"bad PostgreSQL connection settings {self.shown!r} ({self.mask(str(error))}):"
+                f" {_URL_HELP}, with only libpq's parameters after '?' (sslmode=...,"
+                " connect_timeout=..., application_name=...)"
+            ) from None
+        password = params.get("password")
+        self.password = str(password) if password else None
+        self.kwargs: dict[str, Any] = {"autocommit": True}
+        # Named in pg_stat_activity, and never stuck for minutes connecting to a host that does
+        # not answer, unless the settings (or libpq's environment variables) say otherwise.
+        if "application_name" not in params:
+            self.kwargs["application_name"] = "conveyor"
+        if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
+            self.kwargs["connect_timeout"] = CONNECT_TIMEOUT
+
+    @property
+    def shown(self) -> str:
+        """The conninfo without its password, for messages and logs."""
+        if "://" in self.conninfo:
+            return safe_url(self.conninfo)
+        if not self.conninfo.strip():
+            return "libpq defaults (PG* environment variables)"
+        return self.mask(self.conninfo)
+
+    def mask(self, text: str) -> str:
+        """`text` with the password, wherever it appears, replaced by ***."""
+        return text.replace(self.password, "***") if self.password else text
+
+    async def connect(self) -> psycopg.AsyncConnection[Any]:
+        """A new autocommit connection, outside the pool; BackendUnavailableError naming the
+        server and libpq's reason when it cannot be made."""
+        try:
+            return await psycopg.AsyncConnection.connect(self.conninfo, **self.kwargs)
+        except psycopg.Error as error:
+            raise BackendUnavailableError(
+                f"cannot connect to PostgreSQL at {self.shown} ({self._detail(error)}): check"
+                " that the server is running and the URL's host, port, user, password and"
+                " database"
+            ) from None
+
+    @contextlib.contextmanager
+    def translated(self, what: str) -> Iterator[None]:
+        """Turn psycopg's errors into conveyor's, naming the server and the operation."""
+        try:
+            yield
+        except psycopg.Error as error:
+            raise self.error(error, what) from error
+
+    def error(self, error: psycopg.Error, what: str) -> DriverError:
+        """The DriverError for a psycopg error met during `what` (a query block's name...)."""
+        if _lost(error):
+            return BackendUnavailableError(
+                f"PostgreSQL at {self.shown} is unreachable during {what}"
+                f" ({self._detail(error)}): check that the server is running; workers retry"
+                " with backoff and the pool reconnects by itself"
+            )
+        return DriverError(f"PostgreSQL {what} failed on {self.shown}: {self._detail(error)}")
+
+    def _detail(self, error: psycopg.Error) -> str:
+        text = " ".join(str(error).split()) or type(error).__name__
+        return self.mask(text)
+
+
+def _lost(error: psycopg.Error) -> bool:
+    """True for errors that mean the server cannot be reached or dropped the connection:
+    connection exceptions (SQLSTATE 08...), shutdowns (57P..), and client-side failures that
+    carry no SQLSTATE (refused, reset, pool timeout, connection closed)."""
+    if not isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+        return False
+    state = error.sqlstate
+    return state is None or state.startswith(("08", "57P"))
+
+
+def _password_in(conninfo: str) -> str | None:
+    """The password of a URL that libpq could not parse, so messages can still hide it."""
+    if "://" not in conninfo:
+        return None
+    userinfo, at, _ = conninfo.partition("://")[2].partition("/")[0].rpartition("@")
+    _, colon, password = userinfo.partition(":")
+    return password if at and colon and password else None
+
+
+class PostgresConnection:
+    """`SqlConnection` and `SqlBorrowing` over a psycopg connection pool.
+
+    Every call is shielded: once a method is called its statements run to the end even if the
+    caller is cancelled meanwhile (the connection goes back to the pool afterwards), as with
+    the memory driver, whose methods never yield. A caller cancelled while its ack was on the
+    wire could otherwise not tell whether the ack happened.
+    """
+
+    def __init__(self, target: Target, *, pool_size: int) -> None:
+        self.target = target
+        self.pool_size = pool_size
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._checking: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Connect once to check the settings, then start the pool."""
+        if self._pool is not None:
+            return
+        # One direct connection first: a wrong URL, or a server that is down, then fails here
+        # with libpq's own reason, where the pool would only time out.
+        probe = await self.target.connect()
+        await probe.close()
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            self.target.conninfo,
+            kwargs=self.target.kwargs,
+            min_size=1,
+            max_size=self.pool_size,
+            open=False,
+            timeout=POOL_TIMEOUT,
+            reconnect_timeout=RECONNECT_TIMEOUT,
+            configure=_configure,
+            name="conveyor",
+        )
+        with self.target.translated("open"):
+            await pool.open()
+        self._pool = pool
+
+    async def close(self) -> None:
+        """Close every pooled connection; `open` may be called again afterwards."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with self.target.translated("close"):
+                await pool.close()
+
+    async def fetch(self, query: Query, params: Params) -> list[Row]:
+        """Run one statement on its own and return its rows."""
+        return await self._pooled(query.name, lambda tx: tx.fetch(query, params))
+
+    async def execute(self, query: Query, params: Params) -> int:
+        """Run one statement on its own and return how many rows it changed."""
+        return await self._pooled(query.name, lambda tx: tx.execute(query, params))
+
+    async def script(self, sql: str) -> None:
+        """Run several statements in one simple-protocol call."""
+        await self._pooled("migration", lambda tx: tx.script(sql))
+
+    async def transaction(self, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]) -> T:
+        """Run `work` on one pooled connection inside BEGIN ... COMMIT (ROLLBACK if it raises)."""
+        return await self._pooled("transaction", work, in_transaction=True)
+
+    async def borrow(
+        self, connection: object, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]
+    ) -> T:
+        """Run `work` on the caller's psycopg connection, in the caller's transaction, without
+        committing. A sync `psycopg.Connection` works too: its statements run in a thread."""
+        if isinstance(connection, psycopg.AsyncConnection):
+            return await work(_Transaction(connection, self.target))
+        if isinstance(connection, psycopg.Connection):
+            return await work(_ThreadTransaction(connection, self.target))
+        kind = type(connection)
+        raise ConfigError(
+            "connection= takes your own open psycopg 3 connection (psycopg.AsyncConnection or"
+            f" psycopg.Connection), not {kind.__module__}.{kind.__qualname__}: pass the"
+            " connection your transaction runs on"
+        )
+
+    async def _pooled(
+        self,
+        what: str,
+        work: Callable[[SqlTransaction], Coroutine[Any, Any, T]],
+        *,
+        in_transaction: bool = False,
+    ) -> T:
+        """Run `work` on a pooled connection, shielded from the caller's cancellation."""
+        pool = self._pool
+        if pool is None:
+            raise DriverError(
+                f"the PostgreSQL driver for {self.target.shown} is closed: call open() first"
+            )
+        task = asyncio.ensure_future(self._on_pool(pool, what, work, in_transaction))
+        task.add_done_callback(_consume_error)
+        return await asyncio.shield(task)
+
+    async def _on_pool(
+        self,
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]],
+        what: str,
+        work: Callable[[SqlTransaction], Coroutine[Any, Any, T]],
+        in_transaction: bool,
+    ) -> T:
+        try:
+            with self.target.translated(what):
+                async with pool.connection() as conn:
+                    if not in_transaction:
+                        return await work(_Transaction(conn, self.target))
+                    async with conn.transaction():
+                        return await work(_Transaction(conn, self.target))
+        except BackendUnavailableError:
+            self._check_pool(pool)
+            raise
+
+    def _check_pool(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]) -> None:
+        """After a lost connection, test the idle ones in the background: a server restart
+        breaks them all, and each would otherwise fail one more call before being replaced."""
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.ensure_future(pool.check())
+            self._checking.add_done_callback(_consume_error)
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Set a new pooled connection up. JIT off: conveyor's statements are short, but the
+    planner's guesses for their JSON batches (100 rows per batch, 100 queues) can push their
+    estimated cost past jit_above_cost, and compiling then takes a hundred times longer than
+    running (seen: 270 ms of JIT for a 2 ms reserve)."""
+    await conn.execute("SET jit = off")
+
+
+class _Transaction:
+    """`SqlTransaction` on one async connection: a pooled one, or a caller's own."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], target: Target) -> None:
+        self._conn = conn
+        self._target = target
+
+    async def fetch(self, query: Query, params: Params) -> list[Row]:
+        with self._target.translated(query.name):
+            async with self._conn.cursor(row_factory=dict_row) as cursor:
+                await cursor.execute(query.sql, params)
+                return [*await cursor.fetchall()] if cursor.description else []
+
+    async def execute(self, query: Query, params: Params) -> int:
+        with self._target.translated(query.name):
+            async with self._conn.cursor() as cursor:
+                await cursor.execute(query.sql, params)
+                return cursor.rowcount
+
+    async def script(self, sql: str) -> None:
+        """Without parameters psycopg uses the simple protocol, which takes many statements."""
+        with self._target.translated("migration"):
+            await self._conn.execute(sql)
+
+
+class _ThreadTransaction:
+    """`SqlTransaction` on a caller's sync connection: each statement in a worker thread, so
+    the event loop never blocks on it."""
+
+    def __init__(self, conn: psycopg.Connection[Any], target: Target) -> None:
+        self._conn = conn
+        self._target = target
+
+    async def fetch(self, query: Query, params: Params) -> list[Row]:
+        return await asyncio.to_thread(self._fetch, query, params)
+
+    async def execute(self, query: Query, params: Params) -> int:
+        return await asyncio.to_thread(self._execute, query, params)
+
+    async def script(self, sql: str) -> None:
+        await asyncio.to_thread(self._script, sql)
+
+    def _fetch(self, query: Query, params: Params) -> list[Row]:
+        with self._target.translated(query.name), self._conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query.sql, params)
+            return [*cur.fetchall()] if cur.description else []
+
+    def _execute(self, query: Query, params: Params) -> int:
+        with self._target.translated(query.name), self._conn.cursor() as cursor:
+            cursor.execute(query.sql, params)
+            return cursor.rowcount
+
+    def _script(self, sql: str) -> None:
+        with self._target.translated("migration"):
+            self._conn.execute(sql)
+
+
+def _consume_error(task: asyncio.Future[Any]) -> None:
+    """Mark the error of shielded work as seen when its caller was cancelled and never will."""
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,324 @@
+-- conveyor's SQL for PostgreSQL (12 or later): one block per driver method, named after it.
+--
+-- Parameters are psycopg's named placeholders and always passed as one dict; keys a statement
+-- does not use are ignored (so no bare percent sign may appear below, not even in a comment).
+-- A batch arrives as ONE JSON text parameter (items, ids, queues) unpacked with
+-- jsonb_array_elements, so every method is one statement whatever the batch size. `now` is
+-- time.time() from Python, never the server's clock, so every comparison uses one clock.
+--
+-- Statements that make a job due (push_many, release, retry_failed) also call
+-- pg_notify('{prefix}jobs', queue). A notification is delivered when its transaction commits,
+-- never before and never for a rollback: a listening worker wakes only for a job it can see.
+--
+-- Commits: push_many (and every statement not named below) waits, as PostgreSQL does by
+-- default, until its commit is flushed to disk, so a job the caller was told is stored
+-- survives a server crash. reserve, renew, ack, release, fail and record_stats say
+-- set_config('synchronous_commit', 'off', true) for their own transaction only: they return
+-- without waiting for the flush (a quarter to a third faster here), and a server crash may
+-- lose the last few hundred milliseconds of them. That never loses a job, only makes one run
+-- again: a lost reserve or settle leaves the job as it was, due again when its lease runs
+-- out (at-least-once, as after a worker crash). A later flushed commit flushes them too.
+--
+-- Plans are made robust to stale statistics (a queue table's always are): the settle
+-- statements find their jobs with `id = ANY (ARRAY(...))`, a primary key lookup per job, and
+-- read each job's token from a JSON object keyed by id, so no join order is left to guess.
+--
+-- Statements that return jobs return these columns (the driver reads them by name):
+-- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
+-- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error
+
+-- name: schema_version_create
+-- Create the table of applied migrations, holding the migration lock; run first in the transaction.
+-- Two processes opening a new database at once would otherwise race in CREATE TABLE (one fails
+-- on a catalog unique index); the lock is released when the migration transaction ends.
+DO $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('conveyor migrate {prefix}'));
+    IF to_regclass('{prefix}schema_version') IS NULL THEN
+        CREATE TABLE {prefix}schema_version (
+            version    integer PRIMARY KEY,
+            name       text NOT NULL,
+            applied_at double precision NOT NULL
+        );
+    END IF;
+END
+$$;
+
+-- name: schema_version
+-- The highest migration applied so far (NULL before the first).
+SELECT max(version) AS version FROM {prefix}schema_version;
+
+-- name: schema_version_record
+-- Record one applied migration, in the same transaction as the migration itself.
+INSERT INTO {prefix}schema_version (version, name, applied_at)
+VALUES (%(version)s, %(name)s, %(now)s);
+
+-- name: push_many
+-- Insert new jobs from items, in order; a job whose unique key an unfinished job holds is skipped.
+-- Each item is [id, queue, name, payload, created_at, available_at, max_attempts, priority,
+-- timeout, retry_delay, unique_key, meta]. Inserting in item order makes the first of two
+-- items sharing a unique key the one stored. Each queue that got a job is notified once.
+WITH item AS (
+    SELECT value AS v, ordinality AS n
+    FROM jsonb_array_elements(%(items)s::jsonb) WITH ORDINALITY
+),
+pushed AS (
+    INSERT INTO {prefix}jobs (
+        id, queue, name, payload, created_at, available_at, max_attempts, priority,
+        timeout, retry_delay, unique_key, meta
+    )
+    SELECT v->>0, v->>1, v->>2, v->>3, (v->>4)::float8, (v->>5)::float8, (v->>6)::integer,
+           (v->>7)::integer, (v->>8)::float8, v->>9, v->>10, v->>11
+    FROM item
+    ORDER BY n
+    ON CONFLICT DO NOTHING
+    RETURNING id, queue
+)
+SELECT pushed.id
+FROM pushed,
+     (SELECT count(pg_notify('{prefix}jobs', queue)) FROM (SELECT DISTINCT queue FROM pushed) AS q)
+         AS notified;
+
+-- name: push_many_holders
+-- For skipped unique jobs in items ([index, queue, name, unique_key]), the unfinished holder.
+-- LIMIT 1 keeps the lateral subquery a lookup in jobs_unique per item (at most one holder).
+SELECT (item.value->>0)::integer AS item, holder.id AS id
+FROM jsonb_array_elements(%(items)s::jsonb) AS item
+CROSS JOIN LATERAL (
+    SELECT job.id
+    FROM {prefix}jobs AS job
+    WHERE job.queue = item.value->>1
+      AND job.name = item.value->>2
+      AND job.unique_key = item.value->>3
+      AND job.state IN ('pending', 'reserved')
+    LIMIT 1
+) AS holder;
+
+-- name: reserve
+-- Take up to limit due jobs (pending and due, or reserved with an expired lease) from queues.
+-- Each queue contributes its best `limit` from the jobs_ready index (an ordered index scan that
+-- stops early, even with a million jobs waiting), then the best `limit` of those win;
+-- `finished_at IS NULL` is that index's condition (see migrations/0001_init.sql).
+-- FOR UPDATE SKIP LOCKED: a row another reserve is taking right now is passed over instead of
+-- waited for, so concurrent workers never queue behind each other; and a row locked here is
+-- checked again at its newest version, so a job another worker took a moment ago (no longer
+-- due) is dropped. Two workers can therefore never both hold a job while its lease is valid.
+UPDATE {prefix}jobs AS job
+SET state = 'reserved',
+    attempt = job.attempt + 1,
+    reservation = %(token)s,
+    worker = %(worker)s,
+    available_at = %(now)s::float8 + %(lease)s::float8
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+WHERE job.id = ANY (ARRAY(
+    SELECT best.id
+    FROM (SELECT DISTINCT jsonb_array_elements_text(%(queues)s::jsonb) AS queue) AS wanted
+    CROSS JOIN LATERAL (
+        SELECT due.id, due.priority, due.available_at
+        FROM {prefix}jobs AS due
+        WHERE due.queue = wanted.queue
+          AND due.finished_at IS NULL
+          AND due.state IN ('pending', 'reserved')
+          AND due.available_at <= %(now)s::float8
+        ORDER BY due.priority DESC, due.available_at, due.id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS best
+    ORDER BY best.priority DESC, best.available_at, best.id
+    LIMIT %(limit)s
+))
+RETURNING job.id, job.queue, job.name, job.payload, job.state, job.attempt, job.max_attempts,
+    job.priority, job.created_at, job.available_at, job.timeout, job.retry_delay,
+    job.unique_key, job.meta, job.reservation, job.worker, job.finished_at, job.error;
+
+-- name: renew
+-- Extend the leases of the jobs in items ([id, token]) still reserved under their token.
+WITH item AS (
+    SELECT jsonb_object_agg(value->>0, value) AS by_id,
+           set_config('synchronous_commit', 'off', true) AS relaxed
+    FROM jsonb_array_elements(%(items)s::jsonb)
+)
+UPDATE {prefix}jobs AS job
+SET available_at = %(now)s::float8 + %(lease)s::float8
+FROM item
+WHERE job.id = ANY (ARRAY(SELECT jsonb_object_keys(by_id) FROM item))
+  AND job.reservation = item.by_id->job.id->>1
+  AND job.state = 'reserved'
+RETURNING job.id;
+
+-- name: ack
+-- Mark succeeded the jobs in items ([id, token]) still reserved under their token.
+WITH item AS (
+    SELECT jsonb_object_agg(value->>0, value) AS by_id,
+           set_config('synchronous_commit', 'off', true) AS relaxed
+    FROM jsonb_array_elements(%(items)s::jsonb)
+)
+UPDATE {prefix}jobs AS job
+SET state = 'succeeded',
+    finished_at = %(now)s::float8
+FROM item
+WHERE job.id = ANY (ARRAY(SELECT jsonb_object_keys(by_id) FROM item))
+  AND job.reservation = item.by_id->job.id->>1
+  AND job.state = 'reserved'
+RETURNING job.id;
+
+-- name: release
+-- Put back to pending the jobs in items ([id, token, available_at, error, give_back]).
+-- A NULL error keeps the last one; give_back is 1 to hand the attempt back, else 0. Each queue
+-- that got a job due now is notified.
+WITH item AS (
+    SELECT jsonb_object_agg(value->>0, value) AS by_id,
+           set_config('synchronous_commit', 'off', true) AS relaxed
+    FROM jsonb_array_elements(%(items)s::jsonb)
+),
+released AS (
+    UPDATE {prefix}jobs AS job
+    SET state = 'pending',
+        available_at = (item.by_id->job.id->>2)::float8,
+        error = coalesce(item.by_id->job.id->>3, job.error),
+        attempt = job.attempt - (item.by_id->job.id->>4)::integer
+    FROM item
+    WHERE job.id = ANY (ARRAY(SELECT jsonb_object_keys(by_id) FROM item))
+      AND job.reservation = item.by_id->job.id->>1
+      AND job.state = 'reserved'
+    RETURNING job.id, job.queue, job.available_at
+)
+SELECT released.id
+FROM released,
+     (SELECT count(pg_notify('{prefix}jobs', queue))
+      FROM (SELECT DISTINCT queue FROM released WHERE available_at <= %(now)s::float8) AS q)
+         AS notified;
+
+-- name: fail
+-- Move to failed the jobs in items ([id, token, error]) still reserved under their token.
+WITH item AS (
+    SELECT jsonb_object_agg(value->>0, value) AS by_id,
+           set_config('synchronous_commit', 'off', true) AS relaxed
+    FROM jsonb_array_elements(%(items)s::jsonb)
+)
+UPDATE {prefix}jobs AS job
+SET state = 'failed',
+    finished_at = %(now)s::float8,
+    error = item.by_id->job.id->>2
+FROM item
+WHERE job.id = ANY (ARRAY(SELECT jsonb_object_keys(by_id) FROM item))
+  AND job.reservation = item.by_id->job.id->>1
+  AND job.state = 'reserved'
+RETURNING job.id;
+
+-- name: counts
+-- Jobs per queue and visible state (a pending job not yet due counts as delayed).
+SELECT queue,
+       CASE WHEN state = 'pending' AND available_at > %(now)s::float8 THEN 'delayed'
+            ELSE state END AS state,
+       count(*) AS count
+FROM {prefix}jobs
+WHERE queue IN (SELECT jsonb_array_elements_text(%(queues)s::jsonb))
+GROUP BY 1, 2;
+
+-- name: list_jobs
+-- One page of a queue's jobs in one visible state, oldest first by id.
+-- `stored` is the state as stored ('pending' for both pending and delayed).
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error
+FROM {prefix}jobs
+WHERE queue = %(queue)s
+  AND state = %(stored)s
+  AND (CASE WHEN state = 'pending' AND available_at > %(now)s::float8 THEN 'delayed'
+            ELSE state END) = %(state)s
+ORDER BY id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: get
+-- One job by id.
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error
+FROM {prefix}jobs
+WHERE id = %(id)s;
+
+-- name: retry_failed
+-- Move a queue's failed jobs (all, or those in ids when not NULL) back to pending, due now.
+-- A job whose unique key an unfinished job holds stays failed, and of several failed jobs
+-- sharing a key only the oldest moves, so jobs_unique is never broken. Returns a row per job.
+WITH candidate AS (
+    SELECT id, name, unique_key
+    FROM {prefix}jobs
+    WHERE queue = %(queue)s
+      AND state = 'failed'
+      AND (%(ids)s::jsonb IS NULL
+           OR id IN (SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+    FOR UPDATE
+),
+chosen AS (
+    SELECT id FROM candidate WHERE unique_key IS NULL
+    UNION ALL
+    SELECT first.id
+    FROM (
+        SELECT DISTINCT ON (name, unique_key) id, name, unique_key
+        FROM candidate
+        WHERE unique_key IS NOT NULL
+        ORDER BY name, unique_key, id
+    ) AS first
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {prefix}jobs AS holder
+        WHERE holder.queue = %(queue)s
+          AND holder.name = first.name
+          AND holder.unique_key = first.unique_key
+          AND holder.state IN ('pending', 'reserved')
+    )
+),
+moved AS (
+    UPDATE {prefix}jobs
+    SET state = 'pending',
+        attempt = 0,
+        available_at = %(now)s::float8,
+        finished_at = NULL
+    WHERE id IN (SELECT id FROM chosen)
+    RETURNING id
+)
+SELECT moved.id
+FROM moved,
+     (SELECT count(pg_notify('{prefix}jobs', %(queue)s))
+      FROM (SELECT 1 FROM moved LIMIT 1) AS any_moved) AS notified;
+
+-- name: purge
+-- Delete a queue's jobs in one visible state (all, or those in ids when not NULL).
+-- `stored` is the state as stored; the driver never passes 'reserved'.
+DELETE FROM {prefix}jobs
+WHERE queue = %(queue)s
+  AND state = %(stored)s
+  AND (CASE WHEN state = 'pending' AND available_at > %(now)s::float8 THEN 'delayed'
+            ELSE state END) = %(state)s
+  AND (%(ids)s::jsonb IS NULL OR id IN (SELECT jsonb_array_elements_text(%(ids)s::jsonb)));
+
+-- name: prune
+-- Delete up to batch of a queue's finished jobs that finished before `before`, oldest first.
+-- The driver repeats it until a batch comes back short, so no statement holds many locks or
+-- writes a huge transaction. SKIP LOCKED: two workers pruning at once share the work.
+DELETE FROM {prefix}jobs
+WHERE id = ANY (ARRAY(
+    SELECT id FROM {prefix}jobs
+    WHERE queue = %(queue)s
+      AND state IN ('succeeded', 'failed', 'cancelled')
+      AND finished_at < %(before)s::float8
+    ORDER BY finished_at
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+));
+
+-- name: record_stats
+-- Add to one worker's running totals, creating its row on first use.
+INSERT INTO {prefix}workers AS total (name, processed, succeeded, failed, retried)
+SELECT %(worker)s, %(processed)s, %(succeeded)s, %(failed)s, %(retried)s
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+ON CONFLICT (name) DO UPDATE SET
+    processed = total.processed + excluded.processed,
+    succeeded = total.succeeded + excluded.succeeded,
+    failed = total.failed + excluded.failed,
+    retried = total.retried + excluded.retried;
+
+-- name: worker_stats
+-- Every worker's running totals.
+SELECT name, processed, succeeded, failed, retried FROM {prefix}workers;

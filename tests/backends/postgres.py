@@ -1,0 +1,48 @@
+"""The postgres backend: the local server's `test` database, with a table prefix of its own
+per test, whose tables are dropped afterwards; each connection a new driver."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from tests.backends import Storage, driver_class, require_service
+
+#: The server every postgres test uses: the one on this machine, never another.
+URL = "postgresql://postgres@127.0.0.1:5432/test"
+START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+
+
+def fresh_prefix() -> str:
+    """A table prefix no other test (or run) uses."""
+    return f"t{uuid.uuid4().hex[:12]}_"
+
+
+async def drop_tables(prefix: str) -> None:
+    """Drop every table whose name starts with `prefix` (what a test's drivers created)."""
+    import psycopg
+    from psycopg import sql
+
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            " AND starts_with(tablename, %s)",
+            (prefix,),
+        )
+        tables = [row[0] for row in await cursor.fetchall()]
+        if tables:
+            names = sql.SQL(", ").join(sql.Identifier(table) for table in tables)
+            await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(names))
+
+
+@asynccontextmanager
+async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
+    require_service("postgres", 5432, START)
+    driver = driver_class("conveyor.drivers.sql.postgres", "PostgresDriver")
+    prefix = fresh_prefix()
+    try:
+        yield Storage(lambda: driver(URL, prefix=prefix))
+    finally:
+        await drop_tables(prefix)

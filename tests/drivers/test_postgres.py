@@ -1,0 +1,796 @@
+"""What only the PostgreSQL driver has: LISTEN/NOTIFY, transactional push, table prefixes,
+migrations, URLs, error messages, recovery from lost connections, and its SQL plans.
+
+The protocol's behaviour is tested by the contract and worker suites, which run on postgres
+too; these tests cover the rest. Each test works under a table prefix of its own, dropped
+afterwards, on the server of this machine (tests.backends.postgres.URL), which is never
+restarted: a lost server is played by a TCP proxy the test starts, or by terminating the
+test's own connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+import conveyor.drivers.sql.driver as sql_driver
+import conveyor.drivers.sql.postgres.connection as pg_connection
+from conveyor import Job, Registry, Worker
+from conveyor.drivers import driver_from_url
+from conveyor.drivers.base import Failure, Release, Reservation
+from conveyor.drivers.sql.driver import REQUIRED_QUERIES
+from conveyor.drivers.sql.postgres import PostgresDriver
+from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
+from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
+from conveyor.job import ErrorInfo, JobState, NewJob, new_id
+from tests.backends import require_service
+from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
+
+PACKAGE = "conveyor.drivers.sql.postgres"
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def make_job(queue: str = "q", **overrides: Any) -> NewJob:
+    now = time.time()
+    fields: dict[str, Any] = {
+        "id": new_id(),
+        "queue": queue,
+        "name": "j",
+        "payload": "{}",
+        "created_at": now,
+        "available_at": now,
+    }
+    fields.update(overrides)
+    return NewJob(**fields)
+
+
+@pytest.fixture(autouse=True)
+def server() -> None:
+    require_service("postgres", 5432, START)
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A table prefix of this test's own; its tables are dropped when the test ends."""
+    fresh = fresh_prefix()
+    yield fresh
+    await drop_tables(fresh)
+
+
+class Drivers:
+    """Opens drivers for one test and closes them all at its end."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.made: list[PostgresDriver] = []
+
+    def make(self, url: str = URL, **options: Any) -> PostgresDriver:
+        options.setdefault("prefix", self.prefix)
+        driver = PostgresDriver(url, **options)
+        self.made.append(driver)
+        return driver
+
+    async def open(self, url: str = URL, **options: Any) -> PostgresDriver:
+        driver = self.make(url, **options)
+        await driver.open()
+        return driver
+
+
+@pytest.fixture
+async def drivers(prefix: str) -> AsyncIterator[Drivers]:
+    made = Drivers(prefix)
+    yield made
+    for driver in made.made:
+        await driver.close()
+
+
+async def sql(statement: str, *args: Any) -> list[dict[str, Any]]:
+    """Rows read with a plain connection, behind the driver's back."""
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        cursor = conn.cursor(row_factory=dict_row)
+        await cursor.execute(statement, args or None)
+        return await cursor.fetchall() if cursor.description else []
+
+
+async def idle_wait(
+    driver: PostgresDriver, queues: list[str], timeout: float
+) -> asyncio.Task[None]:
+    """What an idle worker does: an empty reserve, then a wait, started in a task."""
+    assert await driver.reserve(queues, 1, 30.0, "w") == []
+    task = asyncio.create_task(driver.wait(queues, timeout))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not task.done()
+    return task
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll `check` until it holds, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.05)
+
+
+# -- LISTEN/NOTIFY --------------------------------------------------------------------------------
+
+
+async def test_push_from_another_driver_wakes_an_idle_wait_within_100_ms(
+    drivers: Drivers,
+) -> None:
+    waiting, pushing = await drivers.open(), await drivers.open()
+    delays = []
+    for _ in range(5):
+        waiter = await idle_wait(waiting, ["q"], 5.0)
+        await pushing.push(make_job())
+        pushed = time.perf_counter()
+        await asyncio.wait_for(waiter, 5.0)
+        delays.append(time.perf_counter() - pushed)
+        assert len(await waiting.reserve(["q"], 10, 30.0, "w")) == 1
+
+    assert max(delays) < 0.1, delays
+
+
+async def test_wait_ignores_pushes_to_other_queues(drivers: Drivers) -> None:
+    waiting, pushing = await drivers.open(), await drivers.open()
+    waiter = await idle_wait(waiting, ["q"], 0.5)
+    begin = time.monotonic()
+
+    await pushing.push(make_job("other"))
+    await waiter
+
+    assert time.monotonic() - begin >= 0.4
+
+
+@pytest.mark.parametrize("yields", [0, 1, 2, 3])
+async def test_cancelled_wait_ends_at_once(drivers: Drivers, yields: int) -> None:
+    # Regression: with asyncio.wait_for, a cancel landing just as an inner step finished was
+    # swallowed on Python 3.11, and a stopping worker hung for a whole poll interval.
+    driver = await drivers.open()
+    assert await driver.reserve(["q"], 1, 30.0, "w") == []  # listening
+    for _ in range(5):
+        waiter = asyncio.create_task(driver.wait(["q"], 5.0))
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        waiter.cancel()
+
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiter, 1.0)
+
+
+async def test_push_between_empty_reserve_and_wait_is_not_lost(drivers: Drivers) -> None:
+    waiting, pushing = await drivers.open(), await drivers.open()
+    assert await waiting.reserve(["q"], 1, 30.0, "w") == []
+    await pushing.push(make_job())
+    await asyncio.sleep(0.05)  # the notification has arrived before the wait begins
+    begin = time.monotonic()
+
+    await waiting.wait(["q"], 5.0)
+
+    assert time.monotonic() - begin < 0.5
+
+
+async def test_release_from_another_driver_wakes_a_wait(drivers: Drivers) -> None:
+    waiting, working = await drivers.open(), await drivers.open()
+    await working.push(make_job())
+    [job] = await working.reserve(["q"], 1, 30.0, "w2")
+    assert job.reservation is not None
+    waiter = await idle_wait(waiting, ["q"], 5.0)
+
+    await working.release([Release(job.id, job.reservation, time.time())])
+
+    await asyncio.wait_for(waiter, 1.0)
+
+
+async def test_prefixes_have_channels_of_their_own(drivers: Drivers) -> None:
+    waiting = await drivers.open()
+    other_prefix = fresh_prefix()
+    try:
+        other = await drivers.open(prefix=other_prefix)
+        waiter = await idle_wait(waiting, ["q"], 0.5)
+        begin = time.monotonic()
+
+        await other.push(make_job())
+        await waiter
+
+        assert time.monotonic() - begin >= 0.4
+    finally:
+        await drivers.made[-1].close()
+        await drop_tables(other_prefix)
+
+
+# -- transactional push ---------------------------------------------------------------------------
+
+
+async def test_push_in_a_transaction_that_commits_stores_the_job(drivers: Drivers) -> None:
+    driver = await drivers.open()
+    job = make_job()
+    async with await psycopg.AsyncConnection.connect(URL) as conn, conn.transaction():
+        assert await driver.push(job, connection=conn) == job.id
+        assert await driver.get(job.id) is None  # not visible before the commit
+
+    [reserved] = await driver.reserve(["q"], 1, 30.0, "w")
+    assert reserved.id == job.id
+
+
+async def test_push_in_a_transaction_that_rolls_back_stores_nothing(drivers: Drivers) -> None:
+    driver = await drivers.open()
+    job = make_job()
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        await driver.push_many([job, make_job()], connection=conn)
+        await conn.rollback()
+
+    assert await driver.get(job.id) is None
+    assert await driver.reserve(["q"], 10, 30.0, "w") == []
+
+
+async def test_rolled_back_push_wakes_no_one_and_committed_push_does(drivers: Drivers) -> None:
+    waiting, pushing = await drivers.open(), await drivers.open()
+    waiter = await idle_wait(waiting, ["q"], 5.0)
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        await pushing.push(make_job(), connection=conn)
+        await conn.rollback()
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+
+        await pushing.push(make_job(), connection=conn)
+        await conn.commit()
+
+    await asyncio.wait_for(waiter, 1.0)
+
+
+async def test_push_on_a_sync_connection_follows_its_transaction(drivers: Drivers) -> None:
+    driver = await drivers.open()
+    kept, dropped = make_job(), make_job()
+    with psycopg.Connection.connect(URL) as conn:
+        await driver.push(dropped, connection=conn)
+        conn.rollback()
+        await driver.push(kept, connection=conn)
+        conn.commit()
+
+    assert await driver.get(dropped.id) is None
+    assert [job.id for job in await driver.reserve(["q"], 10, 30.0, "w")] == [kept.id]
+
+
+async def test_push_in_a_transaction_returns_the_holder_of_a_unique_key(
+    drivers: Drivers,
+) -> None:
+    driver = await drivers.open()
+    holder = make_job(unique="k")
+    await driver.push(holder)
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        ids = await driver.push_many([make_job(unique="k"), make_job(unique="k2")], connection=conn)
+        await conn.commit()
+
+    assert ids[0] == holder.id
+    assert (await driver.counts(["q"]))["q"].pending == 2
+
+
+async def test_push_on_something_not_a_psycopg_connection_raises_config_error(
+    drivers: Drivers,
+) -> None:
+    driver = await drivers.open()
+
+    with pytest.raises(ConfigError, match=r"psycopg\.AsyncConnection"):
+        await driver.push(make_job(), connection=object())
+
+
+async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
+    registry = Registry()
+    registry.queue("mail", driver=f"{URL}?prefix={prefix}", workers=["w"])
+    registry.worker("w")
+
+    registry.job("receipt")(_never_run)
+    try:
+        async with await psycopg.AsyncConnection.connect(URL) as conn:
+            async with conn.transaction():
+                job_id = await registry.push("mail", "receipt", {"order": 1}, connection=conn)
+                assert (await registry.queue_info())["mail"].pending == 0
+            assert (await registry.queue_info())["mail"].pending == 1
+        assert job_id
+    finally:
+        await registry.close()
+
+
+def test_blocking_push_joins_a_sync_transaction() -> None:
+    """What a Django or Flask view does: push through the blocking facade, on its own
+    psycopg connection, inside its own transaction."""
+    prefix = fresh_prefix()
+    registry = Registry()
+    registry.queue("mail", driver=f"{URL}?prefix={prefix}", workers=["w"])
+    registry.worker("w")
+    registry.job("receipt")(_never_run)
+    try:
+        with psycopg.Connection.connect(URL) as conn:
+            with conn.transaction():
+                kept = registry.blocking.push("mail", "receipt", {"order": 1}, connection=conn)
+            with contextlib.suppress(ZeroDivisionError), conn.transaction():
+                dropped = registry.blocking.push("mail", "receipt", {"order": 2}, connection=conn)
+                raise ZeroDivisionError  # the view fails: its transaction rolls back
+
+        assert registry.blocking.job_info(kept) is not None
+        assert registry.blocking.job_info(dropped) is None
+    finally:
+        registry.blocking.close()
+        asyncio.run(drop_tables(prefix))
+
+
+async def _never_run(job: Job[dict[str, int]]) -> None:
+    """A handler these tests register but never run."""
+
+
+# -- table prefix -------------------------------------------------------------------------------
+
+
+async def test_prefix_keeps_two_sets_of_tables_apart(drivers: Drivers) -> None:
+    other_prefix = fresh_prefix()
+    try:
+        mail = await drivers.open()
+        billing = await drivers.open(prefix=other_prefix)
+
+        await mail.push(make_job())
+
+        assert (await mail.counts(["q"]))["q"].pending == 1
+        assert (await billing.counts(["q"]))["q"].pending == 0
+        rows = await sql(
+            "SELECT tablename FROM pg_tables WHERE starts_with(tablename, %s)"
+            " OR starts_with(tablename, %s)",
+            drivers.prefix,
+            other_prefix,
+        )
+        names = {row["tablename"] for row in rows}
+        for table in ("jobs", "workers", "schema_version"):
+            assert {drivers.prefix + table, other_prefix + table} <= names
+    finally:
+        await drivers.made[-1].close()
+        await drop_tables(other_prefix)
+
+
+@pytest.mark.parametrize("bad", ["", "1jobs_", "my-app_", "a b", "x;drop", "p" * 32])
+def test_bad_prefix_raises_config_error(bad: str) -> None:
+    with pytest.raises(ConfigError, match="prefix"):
+        PostgresDriver(URL, prefix=bad)
+
+
+# -- migrations ---------------------------------------------------------------------------------
+
+
+async def test_migrations_are_applied_once_by_drivers_opening_at_once(
+    drivers: Drivers, prefix: str
+) -> None:
+    racing = [drivers.make() for _ in range(6)]
+
+    await asyncio.gather(*(driver.open() for driver in racing))
+    for driver in racing:
+        await driver.push(make_job())
+    await racing[0].close()
+    await racing[0].open()
+
+    recorded = await sql(f"SELECT version, name FROM {prefix}schema_version ORDER BY version")
+    expected = [(m.version, m.name) for m in load_migrations(PACKAGE, prefix)]
+    assert [(row["version"], row["name"]) for row in recorded] == expected
+    assert recorded[0]["name"] == "0001_init.sql"
+    assert (await racing[1].counts(["q"]))["q"].pending == 6
+
+
+async def test_migrate_false_refuses_a_schema_never_created(drivers: Drivers, prefix: str) -> None:
+    driver = drivers.make(migrate=False)
+
+    with pytest.raises(ConfigError, match="conveyor migrate") as caught:
+        await driver.open()
+
+    assert "version 0" in str(caught.value) and prefix in str(caught.value)
+    assert await sql("SELECT 1 FROM pg_tables WHERE starts_with(tablename, %s)", prefix) == []
+
+
+async def test_migrate_false_opens_once_the_schema_is_migrated(drivers: Drivers) -> None:
+    driver = drivers.make(migrate=False)
+
+    await driver.migrate()  # what `conveyor migrate` runs
+    await driver.close()
+    await driver.open()
+
+    assert await driver.push(make_job())
+
+
+async def test_migrate_false_from_url(prefix: str) -> None:
+    driver = PostgresDriver.from_url(f"{URL}?prefix={prefix}&migrate=false")
+
+    with pytest.raises(ConfigError, match="migrate"):
+        await driver.push(make_job())
+
+
+# -- URLs ---------------------------------------------------------------------------------------
+
+
+def test_driver_from_url_makes_a_postgres_driver_for_both_schemes() -> None:
+    for scheme in ("postgresql", "postgres"):
+        driver = driver_from_url(f"{scheme}://postgres@127.0.0.1:5432/test?prefix=app_")
+
+        assert isinstance(driver, PostgresDriver)
+        assert (driver.kind, driver.prefix) == ("postgres", "app_")
+        capabilities = driver.capabilities
+        assert capabilities.notify and capabilities.durable and capabilities.shared
+        assert capabilities.transactional
+
+
+def test_from_url_reads_conveyors_options_and_leaves_libpqs() -> None:
+    driver = PostgresDriver.from_url(
+        f"{URL}?prefix=mail_&migrate=no&pool_size=3&application_name=my%20app&connect_timeout=5"
+    )
+
+    assert (driver.prefix, driver.migrate_on_open) == ("mail_", False)
+    assert driver.target.conninfo == f"{URL}?application_name=my%20app&connect_timeout=5"
+
+
+async def test_libpq_options_from_the_url_reach_the_server(drivers: Drivers) -> None:
+    name = f"conveyor-test-{uuid.uuid4().hex[:8]}"
+    driver = await drivers.open(f"{URL}?application_name={name}")
+
+    await driver.counts(["q"])
+
+    rows = await sql("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = %s", name)
+    assert rows[0]["n"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u@127.0.0.1/test", "not a PostgreSQL URL"),
+        ("127.0.0.1:5432/test", "not a PostgreSQL URL"),
+        (f"{URL}?migrate=maybe", "migrate='maybe'"),
+        (f"{URL}?pool_size=many", "pool_size='many'"),
+        (f"{URL}?pool_size=0", "pool_size must be at least 1"),
+        (f"{URL}?prefix=bad-prefix", "prefix"),
+        (f"{URL}?no_such_option=1", "bad PostgreSQL connection settings"),
+    ],
+)
+def test_from_url_rejects_what_it_cannot_use(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        PostgresDriver.from_url(url)
+
+
+def test_bad_url_message_hides_the_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        PostgresDriver.from_url("postgresql://app:s3cret-pw@127.0.0.1:5432/test?bogus=1")
+
+    assert "s3cret-pw" not in str(caught.value)
+    assert "app:***@127.0.0.1" in str(caught.value)
+
+
+async def test_unreachable_server_raises_backend_unavailable_without_the_password(
+    prefix: str,
+) -> None:
+    driver = PostgresDriver("postgresql://app:s3cret-pw@127.0.0.1:1/test", prefix=prefix)
+
+    with pytest.raises(BackendUnavailableError) as caught:
+        await driver.push(make_job())
+
+    message = str(caught.value)
+    assert "s3cret-pw" not in message
+    assert "postgresql://app:***@127.0.0.1:1/test" in message
+    assert "server is running" in message
+    assert not isinstance(caught.value.__cause__, psycopg.Error)  # its text is not shown
+
+
+def test_keyword_conninfo_is_shown_without_its_password() -> None:
+    target = pg_connection.Target("host=127.0.0.1 user=app password=s3cret-pw dbname=test")
+
+    assert "s3cret-pw" not in target.shown
+    assert target.mask("boom s3cret-pw") == "boom ***"
+
+
+# -- errors and cancellation --------------------------------------------------------------------
+
+
+async def test_postgres_errors_reach_callers_as_driver_errors(
+    drivers: Drivers, prefix: str
+) -> None:
+    driver = await drivers.open()
+    await sql(f"DROP TABLE {prefix}jobs")
+
+    with pytest.raises(DriverError, match="PostgreSQL get failed") as caught:
+        await driver.get("x")
+
+    assert not isinstance(caught.value, BackendUnavailableError)
+    assert isinstance(caught.value.__cause__, psycopg.Error)
+
+
+async def test_cancelled_call_still_completes(drivers: Drivers) -> None:
+    """A worker cancelled while its ack is in flight must not leave the ack half-sent."""
+    driver = await drivers.open()
+    await driver.push(make_job())
+    [job] = await driver.reserve(["q"], 1, 30.0, "w")
+    assert job.reservation is not None
+
+    ack = asyncio.create_task(driver.ack([Reservation(job.id, job.reservation)]))
+    await asyncio.sleep(0)
+    ack.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await ack
+
+    async def acked() -> bool:
+        stored = await driver.get(job.id)
+        return stored is not None and stored.state is JobState.SUCCEEDED
+
+    await eventually(acked, 5.0)
+
+
+async def test_closed_driver_opens_again_on_next_call(drivers: Drivers) -> None:
+    driver = await drivers.open()
+    job_id = await driver.push(make_job())
+    await driver.close()
+
+    stored = await driver.get(job_id)
+
+    assert stored is not None and stored.id == job_id
+
+
+# -- several drivers on one database ---------------------------------------------------------------
+
+
+async def test_reserves_from_several_drivers_never_hand_out_a_job_twice(
+    drivers: Drivers,
+) -> None:
+    many = [await drivers.open() for _ in range(3)]
+    await many[0].push_many([make_job(priority=i % 3) for i in range(600)])
+
+    batches = await asyncio.gather(
+        *(many[i % 3].reserve(["q"], 1 + i % 7, 30.0, f"w{i}") for i in range(200))
+    )
+
+    ids = [job.id for batch in batches for job in batch]
+    assert len(ids) == len(set(ids)) == 600
+    assert (await many[1].counts(["q"]))["q"].reserved == 600
+
+
+async def test_expired_leases_are_taken_by_exactly_one_of_many_reserves(
+    drivers: Drivers,
+) -> None:
+    many = [await drivers.open() for _ in range(3)]
+    await many[0].push_many([make_job() for _ in range(50)])
+    assert len(await many[0].reserve(["q"], 50, 0.05, "lost")) == 50
+    await asyncio.sleep(0.15)
+
+    batches = await asyncio.gather(
+        *(many[i % 3].reserve(["q"], 3, 30.0, f"w{i}") for i in range(40))
+    )
+
+    ids = [job.id for batch in batches for job in batch]
+    assert len(ids) == len(set(ids)) == 50
+    assert {job.attempt for batch in batches for job in batch} == {2}
+
+
+# -- prune ----------------------------------------------------------------------------------------
+
+
+async def test_prune_deletes_in_batches_until_a_short_one(
+    drivers: Drivers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sql_driver, "PRUNE_BATCH", 7)
+    driver = await drivers.open()
+    await driver.push_many([make_job() for _ in range(20)])
+    jobs = await driver.reserve(["q"], 20, 30.0, "w")
+    await driver.ack([Reservation(job.id, job.reservation or "") for job in jobs[:10]])
+    boom = ErrorInfo("ValueError", "boom")
+    await driver.fail([Failure(job.id, job.reservation or "", boom) for job in jobs[10:16]])
+    statements: list[str] = []
+    execute = driver._execute
+
+    async def counted(name: str, params: Any) -> int:
+        statements.append(name)
+        return await execute(name, params)
+
+    monkeypatch.setattr(driver, "_execute", counted)
+
+    assert await driver.prune("q", time.time() + 1) == 16
+
+    assert statements == ["prune"] * 3  # 7 + 7 + 2
+    counts = (await driver.counts(["q"]))["q"]
+    assert (counts.succeeded, counts.failed, counts.reserved) == (0, 0, 4)
+
+
+# -- the SQL itself ------------------------------------------------------------------------------
+
+
+async def explain(prefix: str, name: str, items: list[list[Any]]) -> str:
+    """The plan PostgreSQL picks for one query block (EXPLAIN only: nothing is run)."""
+    query = load_queries(PACKAGE, prefix)[name]
+    params = {"queues": '["q"]', "limit": 100, "lease": 30.0, "worker": "w", "token": "t"}
+    params |= {"now": time.time(), "items": json.dumps(items)}
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        await conn.execute("SET jit = off")
+        cursor = await conn.execute(f"EXPLAIN (COSTS OFF) {query.sql}", params)
+        return "\n".join(row[0] for row in await cursor.fetchall())
+
+
+@pytest.mark.parametrize("analyzed", [False, True])
+async def test_reserve_and_settle_plans_use_their_indexes_whatever_the_statistics(
+    drivers: Drivers, prefix: str, analyzed: bool
+) -> None:
+    await drivers.open()
+    # 3,000 jobs waiting and 30,000 finished, written behind the driver's back in one go.
+    await sql(
+        f"INSERT INTO {prefix}jobs (id, queue, name, payload, created_at, available_at,"
+        " max_attempts, state, finished_at)"
+        " SELECT md5(i::text), 'q', 'j', '{}', 1, 1, 1,"
+        "  CASE WHEN i <= 3000 THEN 'pending' ELSE 'succeeded' END,"
+        "  CASE WHEN i <= 3000 THEN NULL ELSE 2 END"
+        " FROM generate_series(1, 33000) AS i"
+    )
+    if analyzed:
+        await sql(f"ANALYZE {prefix}jobs")
+    pairs = [[f"{i:032x}", "t"] for i in range(100)]
+
+    reserve = await explain(prefix, "reserve", [])
+    assert f"Index Scan using {prefix}jobs_ready" in reserve
+    assert "Seq Scan" not in reserve
+    for name in ("renew", "ack", "fail"):
+        plan = await explain(prefix, name, pairs)
+        assert f"{prefix}jobs_pkey" in plan, plan
+        assert "Seq Scan" not in plan and "jobs_ready" not in plan, plan
+    release = await explain(prefix, "release", [[i, t, 0.0, None, 0] for i, t in pairs])
+    assert f"{prefix}jobs_pkey" in release and "Seq Scan" not in release
+
+
+def test_every_query_block_is_described_and_prefixed() -> None:
+    queries = load_queries(PACKAGE, "app_")
+
+    assert queries.keys() >= REQUIRED_QUERIES
+    for query in queries.values():
+        assert query.description, query.name
+        assert "{prefix}" not in query.sql and "conveyor_" not in query.sql, query.name
+    assert "app_jobs" in queries["reserve"].sql
+    assert "pg_notify('app_jobs'" in queries["push_many"].sql
+
+
+def test_only_reserve_and_settle_statements_skip_the_commit_flush() -> None:
+    queries = load_queries(PACKAGE, "app_")
+
+    relaxed = {name for name, query in queries.items() if "synchronous_commit" in query.sql}
+
+    assert relaxed == {"reserve", "renew", "ack", "release", "fail", "record_stats"}
+    assert all("'off', true)" in queries[name].sql for name in relaxed)  # this transaction only
+
+
+async def test_relaxed_commit_does_not_leak_into_the_next_statement(drivers: Drivers) -> None:
+    driver = await drivers.open(pool_size=1)  # one connection: the push reuses the ack's
+    await driver.push(make_job())
+    [job] = await driver.reserve(["q"], 1, 30.0, "w")
+    await driver.ack([Reservation(job.id, job.reservation or "")])
+
+    show = Query("show", "the setting", "SHOW synchronous_commit")
+    rows = await driver._conn.fetch(show, {})
+
+    assert rows == [{"synchronous_commit": "on"}]
+
+
+# -- lost connections -----------------------------------------------------------------------------
+
+
+async def test_driver_recovers_when_its_connections_are_killed(drivers: Drivers) -> None:
+    name = f"conveyor-test-{uuid.uuid4().hex[:8]}"
+    driver = await drivers.open(f"{URL}?application_name={name}")
+    pushing = await drivers.open()
+    assert await driver.reserve(["q"], 1, 30.0, "w") == []  # the listener is up too
+    errors: list[Exception] = []
+
+    await sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+        name,
+    )
+
+    async def works() -> bool:
+        try:
+            await driver.counts(["q"])
+        except DriverError as error:
+            errors.append(error)
+            return False
+        return True
+
+    await eventually(works)
+    assert all(isinstance(error, BackendUnavailableError) for error in errors), errors
+
+    async def wakes() -> bool:
+        waiter = await idle_wait(driver, ["q"], 1.0)
+        begin = time.monotonic()
+        await pushing.push(make_job())
+        await waiter
+        await driver.reserve(["q"], 10, 30.0, "w")
+        return time.monotonic() - begin < 0.5
+
+    await eventually(wakes)  # the LISTEN connection came back as well
+
+
+class Proxy:
+    """A TCP proxy from a port of its own to the local server, which a test can cut and
+    restore: to the driver, a server that went down and came back, while the real server,
+    shared with other tests, is never touched."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Refuse new connections and break every open one."""
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._links):
+            writer.transport.abort()
+        self._links.clear()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", 5432)
+        self._links |= {writer, upstream_writer}
+        await asyncio.gather(
+            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
+        )
+        for end in (writer, upstream_writer):
+            end.transport.abort()
+            self._links.discard(end)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.transport.abort()
+
+
+async def test_worker_carries_on_after_the_server_is_lost_and_comes_back(prefix: str) -> None:
+    proxy = Proxy()
+    await proxy.start()
+    registry = Registry()
+    via_proxy = f"postgresql://postgres@127.0.0.1:{proxy.port}/test?prefix={prefix}"
+    registry.queue("q", driver=via_proxy, workers=["w"])
+    # A short lease: a reserve whose answer the cut lost leaves its jobs reserved by no one,
+    # and they must come back (after the lease) for the run to finish.
+    registry.worker("w", concurrency=4, poll_interval=0.05, lease=2.0)
+    ran: list[int] = []
+    halfway = asyncio.Event()
+
+    @registry.job("count")
+    async def count(job: Job[dict[str, int]]) -> None:
+        ran.append(job.payload["n"])
+        if len(ran) == 100:
+            halfway.set()
+        await asyncio.sleep(0.001)
+
+    direct = PostgresDriver(URL, prefix=prefix)
+    worker = Worker(registry, "w")
+    task = asyncio.create_task(worker.run())
+    try:
+        await registry.push_many("q", "count", [{"n": n} for n in range(300)])
+        await asyncio.wait_for(halfway.wait(), 10)
+
+        await proxy.cut()
+        await asyncio.sleep(1.0)  # the server is "down" for a second
+        await proxy.start()
+
+        async def all_done() -> bool:
+            return (await direct.counts(["q"]))["q"].succeeded == 300
+
+        await eventually(all_done, 20)
+        assert set(ran) == set(range(300))
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+        await registry.close()
+        await direct.close()
+        with contextlib.suppress(Exception):
+            await proxy.cut()
