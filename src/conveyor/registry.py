@@ -16,6 +16,7 @@ every mistake it finds, naming the item and the fix.
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 DEFAULT_DRIVER = "sqlite"
+DRIVER_ENV = "CONVEYOR_DRIVER"
 DEFAULT_RETENTION = 7 * 24 * 3600.0
 MAX_UNIQUE_KEY = 256
 
@@ -87,9 +89,12 @@ class Registry:
     """Holds what an application registers, and pushes and inspects jobs once frozen."""
 
     def __init__(
-        self, *, default_driver: str = DEFAULT_DRIVER, max_payload_bytes: int = DEFAULT_MAX_BYTES
+        self, *, default_driver: str | None = None, max_payload_bytes: int = DEFAULT_MAX_BYTES
     ) -> None:
-        self.default_driver = default_driver
+        """`default_driver` is the driver of queues that name none: a URL or a registered name.
+        Unless given, it is the CONVEYOR_DRIVER environment variable, else the SQLite file
+        conveyor.db."""
+        self.default_driver = default_driver or os.environ.get(DRIVER_ENV) or DEFAULT_DRIVER
         self.max_payload_bytes = max_payload_bytes
         self._queues: dict[str, QueueSpec] = {}
         self._workers: dict[str, WorkerSpec] = {}

@@ -246,3 +246,13 @@ def test_queues_of_lists_the_queues_a_worker_serves_in_order() -> None:
     registry.worker("other")
     assert registry.queues_of("main") == ["b", "a"]
     assert registry.queues_of("other") == ["a", "c"]
+
+
+def test_conveyor_driver_environment_variable_sets_the_default_driver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONVEYOR_DRIVER", "memory://")
+    assert Registry().default_driver == "memory://"
+    assert Registry(default_driver="sync").default_driver == "sync"
+    monkeypatch.delenv("CONVEYOR_DRIVER")
+    assert Registry().default_driver == "sqlite"
