@@ -450,7 +450,7 @@ async def test_libpq_options_from_the_url_reach_the_server(drivers: Drivers) -> 
         ("127.0.0.1:5432/test", "not a PostgreSQL URL"),
         (f"{URL}?migrate=maybe", "migrate='maybe'"),
         (f"{URL}?pool_size=many", "pool_size='many'"),
-        (f"{URL}?pool_size=0", "pool_size must be at least 1"),
+        (f"{URL}?pool_size=0", "pool_size='0' is not a positive whole number"),
         (f"{URL}?prefix=bad-prefix", "prefix"),
         (f"{URL}?no_such_option=1", "bad PostgreSQL connection settings"),
     ],

@@ -231,6 +231,12 @@ class Driver(abc.ABC):
                 "use the postgres or mysql driver, or push after your transaction commits",
             )
 
+    @staticmethod
+    def check_purgeable(state: JobState) -> None:
+        """Refuse to purge reserved jobs: they belong to a running worker."""
+        if state is JobState.RESERVED:
+            raise ValueError("reserved jobs cannot be purged: they belong to a running worker")
+
     def unsupported(self, operation: str, hint: str = "") -> Unsupported:
         """The error to raise for an operation this backend cannot do."""
         return Unsupported(self.kind, operation, hint)

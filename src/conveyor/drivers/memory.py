@@ -281,8 +281,7 @@ class MemoryDriver(Driver):
     async def purge(
         self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
     ) -> int:
-        if state is JobState.RESERVED:
-            raise ValueError("reserved jobs cannot be purged: they belong to a running worker")
+        self.check_purgeable(state)
         doomed = self._select(queue, state, ids)
         for job in doomed:
             key = self._unique_key(job.queue, job.name, job.unique)

@@ -391,8 +391,7 @@ class RedisDriver(Driver):
     ) -> int:
         """Delete jobs in `state`, CHUNK ids per script call; each job is checked to be in
         that state inside the script, so a job that moved meanwhile is left alone."""
-        if state is JobState.RESERVED:
-            raise ValueError("reserved jobs cannot be purged: they belong to a running worker")
+        self.check_purgeable(state)
         keys = self.keys(queue)
         if ids is None:
             ids = await self._ids_in_state(keys, state, time.time())

@@ -386,8 +386,7 @@ class SqlDriver(Driver):
     async def purge(
         self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
     ) -> int:
-        if state is JobState.RESERVED:
-            raise ValueError("reserved jobs cannot be purged: they belong to a running worker")
+        self.check_purgeable(state)
         params = {
             "queue": queue,
             "state": state.value,

@@ -42,13 +42,13 @@ would. With SQLAlchemy (`mysql+asyncmy://`), pass the asyncmy connection underne
 from __future__ import annotations
 
 import getpass
-from typing import TypedDict
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from conveyor.drivers import safe_url
 from conveyor.drivers.base import Capabilities
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.mysql.connection import MysqlConnection, Target
+from conveyor.drivers.sql.url import OPTIONS, SqlOptions, check_pool_size, sql_options
 from conveyor.errors import ConfigError
 
 __all__ = ["CONNECT_TIMEOUT", "POOL_SIZE", "MysqlDriver"]
@@ -61,10 +61,7 @@ CONNECT_TIMEOUT = 10.0
 
 _SCHEMES = ("mysql", "mariadb")
 _URL_HELP = "write mysql://user:password@host:3306/database"
-_CONVEYOR_OPTIONS = ("prefix", "migrate", "pool_size")
 _CONNECTION_OPTIONS = ("connect_timeout", "unix_socket")
-_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
-_BOOLEANS |= {"false": False, "0": False, "no": False, "off": False}
 
 
 class MysqlDriver(SqlDriver):
@@ -89,9 +86,8 @@ class MysqlDriver(SqlDriver):
         migrate: bool = True,
         pool_size: int = POOL_SIZE,
     ) -> None:
-        if pool_size < 1:
-            raise ConfigError(f"pool_size must be at least 1, not {pool_size}")
-        target, options = _parse_url(url, _CONNECTION_OPTIONS + _CONVEYOR_OPTIONS)
+        check_pool_size(pool_size)
+        target, options = _parse_url(url, _CONNECTION_OPTIONS + OPTIONS)
         if options:
             raise ConfigError(
                 f"{safe_url(url)!r}: {', '.join(options)} is read by MysqlDriver.from_url();"
@@ -106,18 +102,12 @@ class MysqlDriver(SqlDriver):
     def from_url(cls, url: str) -> MysqlDriver:
         """A driver for `mysql://user:password@host:port/database?options` (or mariadb://);
         see the module docstring for the options."""
-        _, options = _parse_url(url, _CONNECTION_OPTIONS + _CONVEYOR_OPTIONS)
-        connection_url = _without(url, _CONVEYOR_OPTIONS)
+        _, options = _parse_url(url, _CONNECTION_OPTIONS + OPTIONS)
+        connection_url = _without(url, OPTIONS)
         return cls(connection_url, **options)
 
 
-class _Options(TypedDict, total=False):
-    prefix: str
-    migrate: bool
-    pool_size: int
-
-
-def _parse_url(url: str, allowed: tuple[str, ...]) -> tuple[Target, _Options]:
+def _parse_url(url: str, allowed: tuple[str, ...]) -> tuple[Target, SqlOptions]:
     """The server from a mysql:// URL, and conveyor's options found in it; ConfigError naming
     the fix for anything else."""
     shown = safe_url(url)
@@ -146,42 +136,23 @@ def _parse_url(url: str, allowed: tuple[str, ...]) -> tuple[Target, _Options]:
         password=unquote(parts.password or ""),
         database=database,
         unix_socket=query.get("unix_socket") or None,
-        connect_timeout=_number(shown, query, "connect_timeout", CONNECT_TIMEOUT),
+        connect_timeout=_seconds(shown, query, "connect_timeout", CONNECT_TIMEOUT),
     )
-    return target, _options(shown, query)
+    return target, sql_options(url, pairs)
 
 
-def _options(shown: str, query: dict[str, str]) -> _Options:
-    options: _Options = {}
-    if "prefix" in query:
-        options["prefix"] = query["prefix"]
-    if "migrate" in query:
-        value = query["migrate"]
-        if value.lower() not in _BOOLEANS:
-            raise ConfigError(
-                f"{shown!r}: migrate={value!r} is not a yes or no; write migrate=true or"
-                " migrate=false"
-            )
-        options["migrate"] = _BOOLEANS[value.lower()]
-    if "pool_size" in query:
-        options["pool_size"] = int(_number(shown, query, "pool_size", POOL_SIZE, whole=True))
-    return options
-
-
-def _number(
-    shown: str, query: dict[str, str], key: str, default: float, *, whole: bool = False
-) -> float:
-    """A positive number option, or `default` when absent."""
+def _seconds(shown: str, query: dict[str, str], key: str, default: float) -> float:
+    """A positive number of seconds, or `default` when absent."""
     if key not in query:
         return default
     try:
-        value = int(query[key]) if whole else float(query[key])
+        value = float(query[key])
     except ValueError:
         value = 0
     if value <= 0:
-        kind = "whole number" if whole else "number of seconds"
         raise ConfigError(
-            f"{shown!r}: {key}={query[key]!r} is not a positive {kind}; write {key}={default:g}"
+            f"{shown!r}: {key}={query[key]!r} is not a positive number of seconds;"
+            f" write {key}={default:g}"
         )
     return value
 

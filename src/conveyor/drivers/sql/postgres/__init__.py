@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import TypedDict
 from urllib.parse import parse_qsl, quote, urlencode
 
 from conveyor.drivers import safe_url
@@ -42,6 +41,7 @@ from conveyor.drivers.base import Capabilities
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.postgres.connection import PostgresConnection, Target
 from conveyor.drivers.sql.postgres.listener import Listener
+from conveyor.drivers.sql.url import OPTIONS, SqlOptions, check_pool_size, sql_options
 from conveyor.errors import ConfigError
 from conveyor.job import JobInfo
 
@@ -51,9 +51,6 @@ __all__ = ["POOL_SIZE", "PostgresDriver"]
 POOL_SIZE = 10
 
 _SCHEMES = ("postgresql", "postgres")
-_OPTIONS = ("prefix", "migrate", "pool_size")
-_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
-_BOOLEANS |= {"false": False, "0": False, "no": False, "off": False}
 
 
 class PostgresDriver(SqlDriver):
@@ -77,8 +74,7 @@ class PostgresDriver(SqlDriver):
         migrate: bool = True,
         pool_size: int = POOL_SIZE,
     ) -> None:
-        if pool_size < 1:
-            raise ConfigError(f"pool_size must be at least 1, not {pool_size}")
+        check_pool_size(pool_size)
         target = Target(conninfo)
         connection = PostgresConnection(target, pool_size=pool_size)
         super().__init__(connection, __name__, prefix=prefix, migrate=migrate)
@@ -122,13 +118,7 @@ class PostgresDriver(SqlDriver):
                     await super().wait(queues, timeout)  # this instance's own pushes wake it
 
 
-class _Options(TypedDict, total=False):
-    prefix: str
-    migrate: bool
-    pool_size: int
-
-
-def _parse_url(url: str) -> tuple[str, _Options]:
+def _parse_url(url: str) -> tuple[str, SqlOptions]:
     """(conninfo for libpq, conveyor's options) from a postgresql:// URL."""
     scheme, separator, rest = url.partition("://")
     if scheme.lower() not in _SCHEMES or not separator:
@@ -138,33 +128,6 @@ def _parse_url(url: str) -> tuple[str, _Options]:
         )
     base, _, query = rest.partition("?")
     pairs = parse_qsl(query, keep_blank_values=True)
-    libpq = urlencode([(k, v) for k, v in pairs if k not in _OPTIONS], quote_via=quote)
+    libpq = urlencode([(k, v) for k, v in pairs if k not in OPTIONS], quote_via=quote)
     conninfo = f"{scheme}://{base}" + (f"?{libpq}" if libpq else "")
-    options: _Options = {}
-    for key, value in pairs:
-        if key == "prefix":
-            options["prefix"] = value
-        elif key == "migrate":
-            options["migrate"] = _boolean(url, key, value)
-        elif key == "pool_size":
-            options["pool_size"] = _integer(url, key, value)
-    return conninfo, options
-
-
-def _boolean(url: str, key: str, value: str) -> bool:
-    try:
-        return _BOOLEANS[value.lower()]
-    except KeyError:
-        raise ConfigError(
-            f"{safe_url(url)!r}: {key}={value!r} is not a yes or no; write {key}=true or"
-            f" {key}=false"
-        ) from None
-
-
-def _integer(url: str, key: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(
-            f"{safe_url(url)!r}: {key}={value!r} is not a whole number; write {key}=10"
-        ) from None
+    return conninfo, sql_options(url, pairs)

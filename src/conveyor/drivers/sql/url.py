@@ -1,0 +1,65 @@
+"""Conveyor's own options in an SQL driver's URL, the same for every dialect:
+`?prefix=app_&migrate=false&pool_size=20`. Each dialect parses the rest of its URL itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TypedDict
+
+from conveyor.drivers import safe_url
+from conveyor.errors import ConfigError
+
+#: The query options `sql_options` reads; a dialect keeps them from its client library.
+OPTIONS = ("prefix", "migrate", "pool_size")
+
+_FLAGS = {"true": True, "1": True, "yes": True, "on": True}
+_FLAGS |= {"false": False, "0": False, "no": False, "off": False}
+
+
+class SqlOptions(TypedDict, total=False):
+    """Keyword arguments for a dialect's constructor, as found in its URL."""
+
+    prefix: str
+    migrate: bool
+    pool_size: int
+
+
+def sql_options(url: str, pairs: Iterable[tuple[str, str]]) -> SqlOptions:
+    """Conveyor's options among the URL's query `pairs`; ConfigError naming the fix."""
+    options: SqlOptions = {}
+    for key, value in pairs:
+        if key == "prefix":
+            options["prefix"] = value
+        elif key == "migrate":
+            options["migrate"] = _flag(url, key, value)
+        elif key == "pool_size":
+            options["pool_size"] = _positive_whole(url, key, value)
+    return options
+
+
+def check_pool_size(pool_size: int) -> None:
+    """Refuse a pool that could never hold a connection."""
+    if pool_size < 1:
+        raise ConfigError(f"pool_size must be at least 1, not {pool_size}")
+
+
+def _flag(url: str, key: str, value: str) -> bool:
+    try:
+        return _FLAGS[value.lower()]
+    except KeyError:
+        raise ConfigError(
+            f"{safe_url(url)!r}: {key}={value!r} is not a yes or no; write {key}=true or"
+            f" {key}=false"
+        ) from None
+
+
+def _positive_whole(url: str, key: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ConfigError(
+            f"{safe_url(url)!r}: {key}={value!r} is not a positive whole number; write {key}=10"
+        )
+    return number
