@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ __all__ = [
     "Driver",
     "DriverError",
     "Failure",
+    "LocalWakeup",
     "QueueCounts",
     "Release",
     "Reservation",
@@ -114,6 +116,30 @@ class WorkerCounts:
             self.failed + other.failed,
             self.retried + other.retried,
         )
+
+
+class LocalWakeup:
+    """Ends `wait` early on pushes made through this driver instance: the wake-up a driver
+    without cross-process notification can still give a worker in the pushing process."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        """A job was pushed, released or retried: wake the waiters."""
+        self._event.set()
+
+    def forget(self) -> None:
+        """Called as reserve starts: a push from here on wakes the next `wait`."""
+        self._event.clear()
+
+    async def wait(self, timeout: float) -> None:
+        """Return on a notification or after `timeout` seconds."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that lands just as the push does, and a stopping worker then hangs here.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
 
 
 class Driver(abc.ABC):

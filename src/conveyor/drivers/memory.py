@@ -6,8 +6,6 @@ is changed from the event loop's thread without awaiting in between, so every me
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import heapq
 import itertools
 import time
@@ -19,6 +17,7 @@ from conveyor.drivers.base import (
     Capabilities,
     Driver,
     Failure,
+    LocalWakeup,
     QueueCounts,
     Release,
     Reservation,
@@ -46,7 +45,7 @@ class MemoryDriver(Driver):
         self._unique: dict[UniqueKey, str] = {}
         self._stats: dict[str, WorkerCounts] = {}
         self._seq = itertools.count()
-        self._pushed = asyncio.Event()
+        self._pushed = LocalWakeup()
 
     async def close(self) -> None:
         """Nothing to release: the jobs stay for as long as this object lives."""
@@ -56,7 +55,7 @@ class MemoryDriver(Driver):
     ) -> list[str]:
         self.check_connection(connection)
         ids = [self._push_one(job) for job in jobs]
-        self._pushed.set()
+        self._pushed.notify()
         return ids
 
     def _push_one(self, job: NewJob) -> str:
@@ -88,7 +87,7 @@ class MemoryDriver(Driver):
     async def reserve(
         self, queues: Sequence[str], limit: int, lease: float, worker: str
     ) -> list[JobInfo]:
-        self._pushed.clear()  # a push from here on wakes the next `wait`
+        self._pushed.forget()  # a push from here on wakes the next `wait`
         now = time.time()
         token = uuid.uuid4().hex
         reserved: list[JobInfo] = []
@@ -203,7 +202,7 @@ class MemoryDriver(Driver):
             self._schedule(job)
             released.add(job.id)
         if released:
-            self._pushed.set()
+            self._pushed.notify()
         return released
 
     async def fail(self, failures: Sequence[Failure]) -> set[str]:
@@ -275,7 +274,7 @@ class MemoryDriver(Driver):
             self._schedule(job)
             moved += 1
         if moved:
-            self._pushed.set()
+            self._pushed.notify()
         return moved
 
     async def purge(
@@ -315,10 +314,7 @@ class MemoryDriver(Driver):
         ]
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._pushed.wait()
+        await self._pushed.wait(timeout)
 
     async def record_stats(self, worker: str, counts: WorkerCounts) -> None:
         self._stats[worker] = self._stats.get(worker, WorkerCounts()) + counts

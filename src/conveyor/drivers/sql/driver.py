@@ -14,7 +14,6 @@ round trip, whatever the batch size. `:now` is always time.time() from here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import time
@@ -25,6 +24,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from conveyor.drivers.base import (
     Driver,
     Failure,
+    LocalWakeup,
     QueueCounts,
     Release,
     Reservation,
@@ -150,7 +150,7 @@ class SqlDriver(Driver):
         self._opening = asyncio.Lock()
         # Set by pushes, releases and retries made through this instance; cleared by reserve.
         # Without cross-process notification it is the only early wake-up `wait` has.
-        self._pushed = asyncio.Event()
+        self._pushed = LocalWakeup()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -258,7 +258,7 @@ class SqlDriver(Driver):
             # statement (atomic by itself) in one round trip, with no transaction around it.
             await conn.fetch(self._queries["push_many"], {"items": items})
             ids = [job.id for job in jobs]
-        self._pushed.set()
+        self._pushed.notify()
         return ids
 
     def _borrower(self) -> SqlBorrowing:
@@ -289,7 +289,7 @@ class SqlDriver(Driver):
     async def reserve(
         self, queues: Sequence[str], limit: int, lease: float, worker: str
     ) -> list[JobInfo]:
-        self._pushed.clear()  # a push from here on wakes the next `wait`
+        self._pushed.forget()  # a push from here on wakes the next `wait`
         if not queues or limit <= 0:
             return []
         now = time.time()
@@ -327,7 +327,7 @@ class SqlDriver(Driver):
         ]
         released = await self._fenced("release", items)
         if released:
-            self._pushed.set()
+            self._pushed.notify()
         return released
 
     async def fail(self, failures: Sequence[Failure]) -> set[str]:
@@ -380,7 +380,7 @@ class SqlDriver(Driver):
         params = {"queue": queue, "ids": _ids(ids), "now": time.time()}
         moved = await self._execute("retry_failed", params)
         if moved:
-            self._pushed.set()
+            self._pushed.notify()
         return moved
 
     async def purge(
@@ -410,11 +410,7 @@ class SqlDriver(Driver):
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Wait up to `timeout`; only pushes, releases and retries made through this instance
         end it early. A dialect that can notify other processes overrides this."""
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
-        # lands just as the push does, and the worker stopping this wait then hangs on it.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._pushed.wait()
+        await self._pushed.wait(timeout)
 
     # -- worker totals -----------------------------------------------------------------------
 
