@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import signal
 import socket
@@ -100,6 +101,8 @@ class Worker:
         self._settle_wakeup = asyncio.Event()
         self._settled_all = False
         self._flushed = asyncio.Event()
+        self._give_up_at = math.inf  # when a stopping worker stops retrying its settles
+        self._settle_retry = asyncio.Event()
 
     @property
     def counts(self) -> WorkerCounts:
@@ -143,6 +146,8 @@ class Worker:
             # asked to finish, and the last outcomes are flushed here.
             self._settled_all = True
             self._settle_wakeup.set()
+            self._give_up_at = time.monotonic() + max(self.spec.stop_timeout, 1.0)
+            self._settle_retry.set()  # cut short a back-off begun before the stop
             await asyncio.gather(settler, return_exceptions=True)
             await self._flush()
             await self._save_stats()
@@ -170,16 +175,16 @@ class Worker:
                 await self._slot_freed.wait()
                 continue
             try:
-                started = await self._reserve()
+                if await self._reserve():
+                    failures = 0
+                    continue
+                if self.burst and await self._settled():
+                    return
                 failures = 0
             except DriverError as exc:
                 failures += 1
-                await self._back_off("reserve", exc, failures)
+                await self._back_off("reserve", exc, failures, wake=self._stopping)
                 continue
-            if started:
-                continue
-            if self.burst and await self._settled():
-                return
             await self._idle()
 
     def _has_room(self) -> bool:
@@ -242,12 +247,17 @@ class Worker:
                 running.task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _back_off(self, what: str, exc: Exception, failures: int) -> None:
+    async def _back_off(
+        self, what: str, exc: Exception, failures: int, *, wake: asyncio.Event
+    ) -> None:
+        """Wait longer after each failure in a row (up to MAX_BACKOFF, and never past the
+        moment a stopping worker gives up), or until `wake`."""
         delay = min(MAX_BACKOFF, self.spec.poll_interval * 2 ** min(failures - 1, 10))
+        delay = min(delay, max(0.0, self._give_up_at - time.monotonic()))
         log.warning("%s failed (%s); trying again in %.1fs", what, exc, delay)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
-                await self._stopping.wait()
+                await wake.wait()
 
     # -- executing one job -------------------------------------------------------------------
 
@@ -354,22 +364,33 @@ class Worker:
             self._flushed.set()
 
     async def _flush(self) -> None:
-        """Settle everything finished so far, a batch per driver, retrying on backend errors."""
+        """Settle everything finished so far, a batch per driver, retrying on backend errors.
+
+        An unsettled job stays reserved and comes back after its lease at worst, so retrying
+        is safe, and fencing refuses a settle that comes too late. Once stopping, it gives up
+        after stop_timeout rather than hold the process on a dead backend."""
         failures = 0
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
-            try:
-                for driver, outcomes in _by_driver(batch):
+            unsettled: list[_Outcome] = []
+            for driver, outcomes in _by_driver(batch):
+                try:
                     await self.settle(driver, outcomes)
+                except Exception as exc:  # a DriverError, or a fault of our own: keep them
+                    error, unsettled = exc, unsettled + outcomes
+            if not unsettled:
                 failures = 0
-            except DriverError as exc:
-                # Keep them: an unsettled job stays reserved and comes back after its lease at
-                # worst, so retrying is safe; fencing refuses a settle that comes too late.
-                self._outcomes[:0] = batch
-                failures += 1
-                if self._force.is_set():
-                    return
-                await self._back_off("settle", exc, failures)
+                continue
+            self._outcomes[:0] = unsettled
+            failures += 1
+            if self._force.is_set() or time.monotonic() > self._give_up_at:
+                log.warning(
+                    "giving up settling %d finished jobs (%s): they run again after their lease",
+                    len(self._outcomes), error,
+                )  # fmt: skip
+                return
+            await self._back_off("settle", error, failures, wake=self._settle_retry)
+            self._settle_retry.clear()
 
     async def settle(self, driver: Driver, outcomes: list[_Outcome]) -> None:
         """Write one batch of outcomes to `driver` and count what was accepted."""
@@ -410,7 +431,10 @@ class Worker:
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(self.spec.lease / 2)
-            await self.renew()
+            try:
+                await self.renew()
+            except Exception:  # never let a fault end renewal: leases would lapse
+                log.exception("renewing leases failed; will try again")
 
     async def renew(self) -> None:
         """Extend the lease of every running job; cancel any whose lease was taken over."""

@@ -1,0 +1,94 @@
+"""A backend that fails for a while: the worker backs off, carries on, and never hangs on stop.
+
+The failing backend is the memory driver with some calls raising DriverError, the error every
+real driver raises when its server is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from conveyor import Job, JobState, Registry, Worker
+from conveyor.drivers.base import Reservation
+from conveyor.drivers.memory import MemoryDriver
+from conveyor.errors import BackendUnavailableError
+from conveyor.job import JobInfo
+
+
+class FailingDriver(MemoryDriver):
+    """Raises BackendUnavailableError from `ack` and `reserve` while told to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ack_failures = 0
+        self.reserve_failures = 0
+        self.ack_calls = 0
+
+    async def ack(self, reservations: Sequence[Reservation]) -> set[str]:
+        self.ack_calls += 1
+        if self.ack_failures:
+            self.ack_failures -= 1
+            raise BackendUnavailableError("server went away")
+        return await super().ack(reservations)
+
+    async def reserve(
+        self, queues: Sequence[str], limit: int, lease: float, worker: str
+    ) -> list[JobInfo]:
+        if self.reserve_failures:
+            self.reserve_failures -= 1
+            raise BackendUnavailableError("server went away")
+        return await super().reserve(queues, limit, lease, worker)
+
+
+def registry_on(driver: FailingDriver, **worker: Any) -> Registry:
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w", **{"poll_interval": 0.01, **worker})
+
+    @registry.job("noop")
+    async def noop(job: Job[dict[str, Any]]) -> None: ...
+
+    return registry
+
+
+async def test_settle_is_retried_until_the_backend_answers() -> None:
+    driver = FailingDriver()
+    driver.ack_failures = 3
+    registry = registry_on(driver)
+    job_id = await registry.push("q", "noop", {})
+    worker = Worker(registry, "w", burst=True)
+    await asyncio.wait_for(worker.run(), 10)
+    assert (await registry.job_info(job_id)).state is JobState.SUCCEEDED
+    assert driver.ack_calls == 4
+    assert worker.counts.succeeded == 1
+
+
+async def test_reserve_failures_are_backed_off_and_the_worker_carries_on() -> None:
+    driver = FailingDriver()
+    driver.reserve_failures = 3
+    registry = registry_on(driver)
+    job_id = await registry.push("q", "noop", {})
+    await asyncio.wait_for(Worker(registry, "w", burst=True).run(), 10)
+    assert (await registry.job_info(job_id)).state is JobState.SUCCEEDED
+
+
+async def test_stop_gives_up_settling_on_a_dead_backend_after_stop_timeout() -> None:
+    driver = FailingDriver()
+    driver.ack_failures = 10**9
+    # A poll interval of 1 s makes the settle back-offs grow to many seconds: stop must cut
+    # them short and give up stop_timeout after the stop.
+    registry = registry_on(driver, stop_timeout=0.3, poll_interval=1.0)
+    job_id = await registry.push("q", "noop", {})
+    worker = Worker(registry, "w")
+    task = asyncio.create_task(worker.run())
+    while driver.ack_calls < 2:  # after a back-off of 1 s: the next one is 2 s long
+        await asyncio.sleep(0.05)
+    started = time.monotonic()
+    worker.stop()
+    await asyncio.wait_for(task, 5)
+    assert time.monotonic() - started < 1.5
+    # Never settled: it stays reserved and comes back after its lease, as after a crash.
+    assert (await registry.job_info(job_id)).state is JobState.RESERVED
