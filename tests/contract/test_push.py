@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
-from conveyor.drivers.base import Driver
+from conveyor.drivers.base import Driver, QueueCounts
 from conveyor.job import ErrorInfo, JobState
 
 from .helpers import (
+    LONG_LEASE,
     assert_time,
     failure_of,
     make_job,
@@ -99,6 +101,36 @@ async def test_push_many_returns_ids_in_order(driver: Driver) -> None:
         got = await driver.get(job.id)
         assert got is not None
         assert got.name == job.name
+
+
+async def test_push_of_an_existing_id_stores_nothing_and_returns_the_id(driver: Driver) -> None:
+    job = make_job()
+    reserved = await push_and_reserve(driver, job)
+
+    # As a push retried after its reply was lost would: the job already stored is kept.
+    assert await driver.push(replace(job, payload='{"v": 2}')) == job.id
+
+    got = await driver.get(job.id)
+    assert got is not None
+    assert (got.state, got.payload, got.reservation) == (
+        JobState.RESERVED,
+        "{}",
+        reserved.reservation,
+    )
+    assert await driver.ack([reservation(reserved)]) == {job.id}
+
+
+async def test_push_of_an_existing_finished_id_leaves_it_finished(driver: Driver) -> None:
+    job = make_job(unique="k")
+    reserved = await push_and_reserve(driver, job)
+    await driver.ack([reservation(reserved)])
+
+    assert await driver.push(job) == job.id
+
+    assert (await driver.counts(["q"]))["q"] == QueueCounts(succeeded=1)
+    assert await driver.reserve(["q"], 1, LONG_LEASE, "w1") == []
+    other = make_job(unique="k")
+    assert await driver.push(other) == other.id
 
 
 async def test_push_many_of_nothing_returns_empty_list(driver: Driver) -> None:

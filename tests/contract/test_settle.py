@@ -78,6 +78,42 @@ async def test_ack_returns_only_ids_it_changed(driver: Driver) -> None:
     assert (await snapshot(driver, bad)).state is JobState.RESERVED
 
 
+async def test_ack_batch_naming_a_job_twice_settles_it_under_its_valid_token(
+    driver: Driver,
+) -> None:
+    reserved = await push_and_reserve(driver)
+
+    # Whichever comes last in the batch, the stale token never outweighs the valid one.
+    assert await driver.ack([reservation(reserved), stale(reserved)]) == {reserved.id}
+    assert (await snapshot(driver, reserved)).state is JobState.SUCCEEDED
+
+
+async def test_renew_batch_naming_a_job_twice_renews_it_under_its_valid_token(
+    driver: Driver,
+) -> None:
+    reserved = await push_and_reserve(driver, lease=SHORT_LEASE)
+
+    assert await driver.renew([reservation(reserved), stale(reserved)], LONG_LEASE) == {reserved.id}
+    await asyncio.sleep(PAST_SHORT_LEASE)
+    assert await driver.reserve(["q"], 1, LONG_LEASE, "w2") == []
+
+
+async def test_release_and_fail_batches_naming_a_job_twice_use_its_valid_token(
+    driver: Driver,
+) -> None:
+    await driver.push_many([make_job(), make_job()])
+    released, failed = await driver.reserve(["q"], 2, LONG_LEASE, "w1")
+    stale_release = Release(released.id, STALE, time.time() + 60, ErrorInfo("E", "stale"))
+
+    assert await driver.release([release_of(released), stale_release]) == {released.id}
+    stale_failure = Failure(failed.id, STALE, ErrorInfo("E", "stale"))
+    assert await driver.fail([failure_of(failed), stale_failure]) == {failed.id}
+    got = await snapshot(driver, released)
+    assert (got.state, got.error) == (JobState.PENDING, None)
+    got = await snapshot(driver, failed)
+    assert (got.state, got.error) == (JobState.FAILED, ErrorInfo("ValueError", "boom"))
+
+
 async def test_ack_twice_is_refused_the_second_time(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
     await driver.ack([reservation(reserved)])

@@ -276,6 +276,68 @@ async def test_push_in_a_transaction_returns_the_holder_of_a_unique_key(
     assert (await driver.counts(["q"]))["q"].pending == 2
 
 
+async def test_unique_push_whose_holder_finishes_meanwhile_stores_its_job(
+    drivers: Drivers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # READ COMMITTED: the insert skips on the holder, then the holder is acked and committed
+    # by another worker before the push looks it up. The push must not return its own id
+    # without having stored the job (a job lost without a word).
+    driver, other = await drivers.open(), await drivers.open()
+    holder = make_job(unique="k")
+    await driver.push(holder)
+    [reserved] = await other.reserve(["q"], 1, 30.0, "w")
+    fetch = pg_connection._Transaction.fetch
+    acked: list[set[str]] = []
+
+    async def ack_first(self: Any, query: Query, params: Any) -> list[Any]:
+        if query.name == "push_many_holders" and not acked:
+            acked.append(await other.ack([Reservation(reserved.id, str(reserved.reservation))]))
+        return await fetch(self, query, params)
+
+    monkeypatch.setattr(pg_connection._Transaction, "fetch", ack_first)
+    job = make_job(unique="k")
+
+    assert await driver.push(job) == job.id
+
+    assert acked == [{holder.id}]
+    assert await driver.get(job.id) is not None
+    assert [got.id for got in await other.reserve(["q"], 10, 30.0, "w")] == [job.id]
+
+
+async def test_retry_failed_leaves_a_job_failed_when_a_concurrent_push_takes_its_key(
+    drivers: Drivers,
+) -> None:
+    # The push is not committed when retry_failed looks for a holder, and commits while the
+    # statement waits on jobs_unique: as on every driver, the job stays failed, no error.
+    driver = await drivers.open()
+    failed = make_job(unique="k")
+    await driver.push(failed)
+    [reserved] = await driver.reserve(["q"], 1, 30.0, "w")
+    token = str(reserved.reservation)
+    await driver.fail([Failure(failed.id, token, ErrorInfo("E", "m"))])
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        holder = make_job(unique="k")
+        await driver.push(holder, connection=conn)
+        retry = asyncio.create_task(driver.retry_failed("q"))
+        await eventually(lambda: blocked_on_a_lock(f"UPDATE {drivers.prefix}jobs"))
+        await conn.commit()
+
+        assert await retry == 0
+
+    assert [job.id for job in await driver.list_jobs("q", JobState.FAILED)] == [failed.id]
+    assert [job.id for job in await driver.list_jobs("q", JobState.PENDING)] == [holder.id]
+
+
+async def blocked_on_a_lock(fragment: str) -> bool:
+    """Whether a statement whose text holds `fragment` is waiting for a lock."""
+    rows = await sql(
+        "SELECT count(*) AS n FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND strpos(query, %s) > 0",
+        fragment,
+    )
+    return bool(rows[0]["n"])
+
+
 async def test_push_on_something_not_a_psycopg_connection_raises_config_error(
     drivers: Drivers,
 ) -> None:

@@ -62,6 +62,9 @@ class MemoryDriver(Driver):
         key = self._unique_key(job.queue, job.name, job.unique)
         if key is not None and key in self._unique:
             return self._unique[key]
+        if job.id in self._jobs:
+            # A push retried after its reply was lost: the job is stored already, keep it.
+            return job.id
         info = JobInfo(
             id=job.id,
             queue=job.queue,

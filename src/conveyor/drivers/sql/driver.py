@@ -269,20 +269,42 @@ class SqlDriver(Driver):
 
     async def _push_many(self, jobs: Sequence[NewJob], items: str, tx: SqlTransaction) -> list[str]:
         """Insert, then swap in the holder's id for each unique job that was skipped. Both
-        run in one transaction, so the holder found is the one that made the insert skip."""
-        rows = await tx.fetch(self._queries["push_many"], {"items": items})
-        inserted = {row["id"] for row in rows}
-        skipped = [
-            [index, job.queue, job.name, job.unique]
-            for index, job in enumerate(jobs)
-            if job.unique is not None and job.id not in inserted
-        ]
+        run in one transaction; under READ COMMITTED (postgres) the holder may still finish
+        between the two, and a job it had made skip is then inserted again."""
         ids = [job.id for job in jobs]
-        if skipped:
-            holders = await tx.fetch(self._queries["push_many_holders"], {"items": _json(skipped)})
-            for row in holders:
-                ids[row["item"]] = row["id"]
+        batch = list(enumerate(jobs))
+        while batch:
+            rows = await tx.fetch(self._queries["push_many"], {"items": items})
+            batch = await self._swap_in_holders(batch, {row["id"] for row in rows}, ids, tx)
+            items = _json([_push_item(job) for _, job in batch])
         return ids
+
+    async def _swap_in_holders(
+        self,
+        batch: list[tuple[int, NewJob]],
+        inserted: set[str],
+        ids: list[str],
+        tx: SqlTransaction,
+    ) -> list[tuple[int, NewJob]]:
+        """Write into `ids` the holder of each skipped unique job of `batch`; return those
+        that found no holder and are not stored either: their key came free meanwhile."""
+        skipped = [
+            (i, job) for i, job in batch if job.unique is not None and job.id not in inserted
+        ]
+        if not skipped:
+            return []
+        keys = [[n, job.queue, job.name, job.unique] for n, (_, job) in enumerate(skipped)]
+        holders = await tx.fetch(self._queries["push_many_holders"], {"items": _json(keys)})
+        for row in holders:
+            ids[skipped[row["item"]][0]] = row["id"]
+        held = {row["item"] for row in holders}
+        lost: list[tuple[int, NewJob]] = []
+        for n, (i, job) in enumerate(skipped):
+            # Not held, yet skipped: either its id is stored already (a push retried after a
+            # lost reply; nothing to do) or its holder finished after the insert.
+            if n not in held and not await tx.fetch(self._queries["get"], {"id": job.id}):
+                lost.append((i, job))
+        return lost
 
     # -- reserve and settle ------------------------------------------------------------------
 

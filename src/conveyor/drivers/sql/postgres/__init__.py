@@ -36,19 +36,24 @@ import contextlib
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, quote, urlencode
 
+import psycopg
+
 from conveyor.drivers import safe_url
 from conveyor.drivers.base import Capabilities
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.postgres.connection import PostgresConnection, Target
 from conveyor.drivers.sql.postgres.listener import Listener
 from conveyor.drivers.sql.url import OPTIONS, SqlOptions, check_pool_size, sql_options
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, DriverError
 from conveyor.job import JobInfo
 
 __all__ = ["POOL_SIZE", "PostgresDriver"]
 
 #: Most connections one driver's pool opens (the LISTEN connection comes on top).
 POOL_SIZE = 10
+
+#: Times retry_failed runs before a unique key race reaches the caller (see retry_failed).
+RETRY_FAILED_ATTEMPTS = 3
 
 _SCHEMES = ("postgresql", "postgres")
 
@@ -104,6 +109,20 @@ class PostgresDriver(SqlDriver):
         await self._listener.start()
         self._listener.clear(queues)
         return await super().reserve(queues, limit, lease, worker)
+
+    async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        # The statement skips jobs whose key an unfinished job holds, but it cannot see a push
+        # not yet committed: when that commits, the statement fails whole on jobs_unique. Run
+        # again, it sees the new holder and leaves that job failed, as every driver does.
+        attempt = 1
+        while True:
+            try:
+                return await super().retry_failed(queue, ids)
+            except DriverError as error:
+                raced = isinstance(error.__cause__, psycopg.errors.UniqueViolation)
+                if not raced or attempt == RETRY_FAILED_ATTEMPTS:
+                    raise
+            attempt += 1
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return as soon as a job is pushed (released, retried) to one of `queues` by any

@@ -20,8 +20,10 @@
 -- out (at-least-once, as after a worker crash). A later flushed commit flushes them too.
 --
 -- Plans are made robust to stale statistics (a queue table's always are): the settle
--- statements find their jobs with `id = ANY (ARRAY(...))`, a primary key lookup per job, and
--- read each job's token from a JSON object keyed by id, so no join order is left to guess.
+-- statements find their jobs with `id = ANY (...)`, a primary key lookup per job, and match
+-- each job's token in a JSON object keyed by [id, token], so no join order is left to guess.
+-- Keyed by both, not by id alone: of two items naming one job (a stale token and the valid
+-- one), the valid one settles it wherever it stands in the batch.
 --
 -- Statements that return jobs return these columns (the driver reads them by name):
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
@@ -134,22 +136,24 @@ RETURNING job.id, job.queue, job.name, job.payload, job.state, job.attempt, job.
 -- name: renew
 -- Extend the leases of the jobs in items ([id, token]) still reserved under their token.
 WITH item AS (
-    SELECT jsonb_object_agg(value->>0, value) AS by_id,
+    SELECT jsonb_object_agg(jsonb_build_array(value->0, value->1)::text, value) AS by_fence,
+           array_agg(value->>0) AS ids,
            set_config('synchronous_commit', 'off', true) AS relaxed
     FROM jsonb_array_elements(%(items)s::jsonb)
 )
 UPDATE {prefix}jobs AS job
 SET available_at = %(now)s::float8 + %(lease)s::float8
 FROM item
-WHERE job.id = ANY (ARRAY(SELECT jsonb_object_keys(by_id) FROM item))
-  AND job.reservation = item.by_id->job.id->>1
+WHERE job.id = ANY (ARRAY(SELECT unnest(ids) FROM item))
+  AND item.by_fence ? jsonb_build_array(job.id, job.reservation)::text
   AND job.state = 'reserved'
 RETURNING job.id;
 
 -- name: ack
 -- Mark succeeded the jobs in items ([id, token]) still reserved under their token.
 WITH item AS (
-    SELECT jsonb_object_agg(value->>0, value) AS by_id,
+    SELECT jsonb_object_agg(jsonb_build_array(value->0, value->1)::text, value) AS by_fence,
+           array_agg(value->>0) AS ids,
            set_config('synchronous_commit', 'off', true) AS relaxed
     FROM jsonb_array_elements(%(items)s::jsonb)
 )
@@ -157,8 +161,8 @@ UPDATE {prefix}jobs AS job
 SET state = 'succeeded',
     finished_at = %(now)s::float8
 FROM item
-WHERE job.id = ANY (ARRAY(SELECT jsonb_object_keys(by_id) FROM item))
-  AND job.reservation = item.by_id->job.id->>1
+WHERE job.id = ANY (ARRAY(SELECT unnest(ids) FROM item))
+  AND item.by_fence ? jsonb_build_array(job.id, job.reservation)::text
   AND job.state = 'reserved'
 RETURNING job.id;
 
@@ -167,19 +171,23 @@ RETURNING job.id;
 -- A NULL error keeps the last one; give_back is 1 to hand the attempt back, else 0. Each queue
 -- that got a job due now is notified.
 WITH item AS (
-    SELECT jsonb_object_agg(value->>0, value) AS by_id,
+    SELECT jsonb_object_agg(jsonb_build_array(value->0, value->1)::text, value) AS by_fence,
+           array_agg(value->>0) AS ids,
            set_config('synchronous_commit', 'off', true) AS relaxed
     FROM jsonb_array_elements(%(items)s::jsonb)
 ),
 released AS (
     UPDATE {prefix}jobs AS job
     SET state = 'pending',
-        available_at = (item.by_id->job.id->>2)::float8,
-        error = coalesce(item.by_id->job.id->>3, job.error),
-        attempt = job.attempt - (item.by_id->job.id->>4)::integer
+        available_at =
+            (item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2)::float8,
+        error = coalesce(
+            item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>3, job.error),
+        attempt = job.attempt
+            - (item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>4)::integer
     FROM item
-    WHERE job.id = ANY (ARRAY(SELECT jsonb_object_keys(by_id) FROM item))
-      AND job.reservation = item.by_id->job.id->>1
+    WHERE job.id = ANY (ARRAY(SELECT unnest(ids) FROM item))
+      AND item.by_fence ? jsonb_build_array(job.id, job.reservation)::text
       AND job.state = 'reserved'
     RETURNING job.id, job.queue, job.available_at
 )
@@ -192,17 +200,18 @@ FROM released,
 -- name: fail
 -- Move to failed the jobs in items ([id, token, error]) still reserved under their token.
 WITH item AS (
-    SELECT jsonb_object_agg(value->>0, value) AS by_id,
+    SELECT jsonb_object_agg(jsonb_build_array(value->0, value->1)::text, value) AS by_fence,
+           array_agg(value->>0) AS ids,
            set_config('synchronous_commit', 'off', true) AS relaxed
     FROM jsonb_array_elements(%(items)s::jsonb)
 )
 UPDATE {prefix}jobs AS job
 SET state = 'failed',
     finished_at = %(now)s::float8,
-    error = item.by_id->job.id->>2
+    error = item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2
 FROM item
-WHERE job.id = ANY (ARRAY(SELECT jsonb_object_keys(by_id) FROM item))
-  AND job.reservation = item.by_id->job.id->>1
+WHERE job.id = ANY (ARRAY(SELECT unnest(ids) FROM item))
+  AND item.by_fence ? jsonb_build_array(job.id, job.reservation)::text
   AND job.state = 'reserved'
 RETURNING job.id;
 
