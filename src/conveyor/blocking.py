@@ -5,7 +5,8 @@ the async API on a private event loop in a background thread. Never a second imp
 
 The loop thread starts on first use and stops at `close()` or interpreter exit. A driver
 belongs to the loop that first used it: in one process, use a registry either from async
-code or through this facade, not both.
+code or through this facade, not both. One exception: while that loop runs in another thread
+(a worker, and this call from a plain handler), calls run on it instead.
 """
 
 from __future__ import annotations
@@ -32,8 +33,19 @@ class _Portal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
 
-    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._running_loop()).result()
+    def call(
+        self, coroutine: Coroutine[Any, Any, T], owner: asyncio.AbstractEventLoop | None = None
+    ) -> T:
+        """Run `coroutine` on `owner` when that loop is running (a worker's, with this call
+        from one of its handler threads), else on the private loop."""
+        loop = owner if owner is not None and owner.is_running() else self._running_loop()
+        if loop is _loop_of_this_thread():
+            coroutine.close()
+            raise RuntimeError(
+                "registry.blocking was called on the event loop the registry runs on, which "
+                "would wait for itself forever: await the registry's own method instead"
+            )
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -52,6 +64,13 @@ class _Portal:
                 self._loop = None
 
 
+def _loop_of_this_thread() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class BlockingRegistry:
     """`Registry`'s push and inspection methods, callable without `await`."""
 
@@ -62,41 +81,46 @@ class BlockingRegistry:
 
     def push(self, queue: str, job_name: str, payload: Any, **options: Any) -> str:
         """`Registry.push`, blocking until the job is stored."""
-        return self._portal.call(self._registry.push(queue, job_name, payload, **options))
+        return self._call(self._registry.push(queue, job_name, payload, **options))
 
     def push_many(
         self, queue: str, job_name: str, payloads: Iterable[Any], **options: Any
     ) -> list[str]:
         """`Registry.push_many`, blocking until the batch is stored."""
-        return self._portal.call(self._registry.push_many(queue, job_name, payloads, **options))
+        return self._call(self._registry.push_many(queue, job_name, payloads, **options))
 
     def queue_info(self) -> dict[str, QueueCounts]:
         """`Registry.queue_info`."""
-        return self._portal.call(self._registry.queue_info())
+        return self._call(self._registry.queue_info())
 
     def worker_info(self) -> dict[str, WorkerCounts]:
         """`Registry.worker_info`."""
-        return self._portal.call(self._registry.worker_info())
+        return self._call(self._registry.worker_info())
 
     def job_info(self, job_id: str) -> JobInfo | None:
         """`Registry.job_info`."""
-        return self._portal.call(self._registry.job_info(job_id))
+        return self._call(self._registry.job_info(job_id))
 
     def list_jobs(
         self, queue: str, state: JobState, *, limit: int = 100, offset: int = 0
     ) -> list[JobInfo]:
         """`Registry.list_jobs`."""
-        return self._portal.call(self._registry.list_jobs(queue, state, limit=limit, offset=offset))
+        return self._call(self._registry.list_jobs(queue, state, limit=limit, offset=offset))
 
     def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
         """`Registry.retry_failed`."""
-        return self._portal.call(self._registry.retry_failed(queue, ids))
+        return self._call(self._registry.retry_failed(queue, ids))
 
     def purge(
         self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
     ) -> int:
         """`Registry.purge`."""
-        return self._portal.call(self._registry.purge(queue, state, ids))
+        return self._call(self._registry.purge(queue, state, ids))
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        # Drivers belong to the loop that opened them: a plain handler of a running worker
+        # pushes through the worker's loop, not through a second loop of its own.
+        return self._portal.call(coroutine, self._registry._loop)
 
     def close(self) -> None:
         """Close the registry's drivers and stop the background loop."""

@@ -28,6 +28,10 @@ def load_app(spec: str) -> Registry:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+    except Exception as exc:  # the module itself failed (a registry mistake, a syntax error)
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
     registry = getattr(module, attribute, None)
     if not isinstance(registry, Registry):
         raise click.BadParameter(f"{spec!r} is not a conveyor Registry (found {registry!r})")
@@ -38,7 +42,12 @@ app_option = click.option("--app", "app", envvar="CONVEYOR_APP", required=True, 
 
 
 @click.group()
-@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING...")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+)
 def main(log_level: str) -> None:
     """conveyor: background jobs for Python."""
     logging.basicConfig(

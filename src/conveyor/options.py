@@ -3,6 +3,7 @@ which wins over the queue's default, which wins over conveyor's own default."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,9 @@ DEFAULT_RETRY = 3
 DEFAULT_RETRY_DELAY: RetryDelay = Exponential(base=1.0, factor=2.0, max=3600.0)
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_PRIORITY = 0
+#: The range every driver stores: a 32-bit integer column in PostgreSQL and MySQL.
+MIN_PRIORITY = -(2**31)
+MAX_PRIORITY = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +58,13 @@ class Options:
             raise ConfigError(
                 f"priority must be a whole number (higher runs first), not {priority!r}"
             )
+        if priority is not None and not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise ConfigError(
+                f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, not {priority!r}"
+            )
         if meta is not None and not isinstance(meta, dict):
             raise ConfigError(f"meta must be a dict of JSON values, not {type(meta).__name__}")
+        _check_json(meta)
         return cls(
             retry=retry,
             retry_delay=None if retry_delay is None else as_policy(retry_delay),
@@ -91,6 +100,14 @@ def resolve(push: Options, job: Options, queue: Options) -> Resolved:
         priority=_first([level.priority for level in levels], DEFAULT_PRIORITY),
         meta={**queue.meta, **job.meta, **push.meta},
     )
+
+
+def _check_json(meta: dict[str, Any] | None) -> None:
+    """Refuse meta some driver could not store: every driver keeps it as JSON text."""
+    try:
+        json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"meta must be a dict of JSON values ({exc})") from exc
 
 
 def _first(values: list[Any], default: Any) -> Any:

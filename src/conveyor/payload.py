@@ -53,6 +53,12 @@ class Codec:
                 f"payload of job {self.job_name!r} is {len(raw)} bytes, over the limit of "
                 f"{self.max_bytes}: store large data elsewhere and push a reference to it"
             )
+        try:
+            self._adapter.validate_json(raw)  # what a worker reads back must be valid too
+        except pydantic.ValidationError as exc:
+            raise PayloadError(
+                f"{self._invalid(exc)}, once stored as JSON (where NaN and infinity become null)"
+            ) from exc
         return raw.decode()
 
     def decode(self, text: str) -> Any:

@@ -15,7 +15,9 @@ every mistake it finds, naming the item and the fix.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import math
 import os
 import re
 import time
@@ -25,7 +27,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor import retry as retry_policy
-from conveyor.drivers import driver_from_url
+from conveyor.drivers import driver_from_url, safe_url
 from conveyor.drivers.base import Driver, QueueCounts, WorkerCounts
 from conveyor.errors import (
     ConfigError,
@@ -101,6 +103,8 @@ class Registry:
         self._jobs: dict[str, JobSpec] = {}
         self._drivers: dict[str, Driver] = {}
         self._opened: set[int] = set()
+        #: The event loop the opened drivers belong to; the blocking facade runs its calls there.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._frozen = False
         self._blocking: BlockingRegistry | None = None
 
@@ -257,8 +261,9 @@ class Registry:
             try:
                 self._drivers[name] = driver_from_url(name)
             except ConfigError as exc:
+                shown = safe_url(name)  # the name may be a URL with a password in it
                 raise RegistryError(
-                    f"unknown driver {name!r}: register it with registry.driver({name!r}, ...) "
+                    f"unknown driver {shown!r}: register it with registry.driver({shown!r}, ...) "
                     f"or use a URL such as sqlite:///jobs.db ({exc})"
                 ) from exc
         return self._drivers[name]
@@ -306,6 +311,7 @@ class Registry:
         if id(driver) not in self._opened:
             await driver.open()
             self._opened.add(id(driver))
+            self._loop = asyncio.get_running_loop()
         return driver
 
     async def _all_drivers(self) -> list[Driver]:
@@ -478,6 +484,7 @@ class Registry:
             driver = self._resolve_driver(name)
             await driver.migrate()
             self._opened.add(id(driver))
+            self._loop = asyncio.get_running_loop()
             done.append(driver.kind)
         return done
 
@@ -487,6 +494,8 @@ class Registry:
             if id(driver) in self._opened:
                 await driver.close()
                 self._opened.discard(id(driver))
+        if not self._opened:
+            self._loop = None  # closed drivers may be opened again, on any loop
 
     @property
     def blocking(self) -> BlockingRegistry:
@@ -510,6 +519,8 @@ def _seconds(value: Duration, what: str, *, zero_ok: bool = False) -> float:
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise ConfigError(f"{what} must be seconds or a timedelta, not {value!r}")
+    if not math.isfinite(seconds):  # NaN is never reached: a job due then would never run
+        raise ConfigError(f"{what} must be a finite number of seconds, not {value!r}")
     if seconds < 0 or (seconds == 0 and not zero_ok):
         raise ConfigError(f"{what} must be more than 0 seconds, not {value!r}")
     return float(seconds)

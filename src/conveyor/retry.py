@@ -7,6 +7,7 @@ its own policy keeps it however the registry changes later.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 
@@ -39,7 +40,11 @@ class Exponential:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        value = min(self.max, self.base * self.factor ** max(0, attempt - 1))
+        try:
+            grown = self.base * self.factor ** max(0, attempt - 1)
+        except OverflowError:  # a very late attempt: past any max
+            grown = math.inf
+        value = min(self.max, grown)
         if self.jitter:
             return value / 2 + random.uniform(0, value / 2)
         return value
@@ -50,13 +55,28 @@ RetryDelay = Fixed | Exponential
 
 def as_policy(value: float | RetryDelay) -> RetryDelay:
     """A number of seconds becomes `Fixed`; a policy is kept. Negative numbers are refused."""
-    if isinstance(value, Fixed | Exponential):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, Fixed):
+        numbers: tuple[object, ...] = (value.seconds,)
+    elif isinstance(value, Exponential):
+        numbers = (value.base, value.factor, value.max)
+    else:
+        numbers = (value,)
+    # NaN or infinity would make the job due never: it would wait forever after a failure.
+    if not all(_finite_seconds(number) for number in numbers):
         raise ConfigError(
-            f"retry_delay must be seconds >= 0, Fixed(...) or Exponential(...), not {value!r}"
+            f"retry_delay must be seconds >= 0, Fixed(...) or Exponential(...) of finite "
+            f"numbers >= 0, not {value!r}"
         )
-    return Fixed(float(value))
+    return value if isinstance(value, Fixed | Exponential) else Fixed(float(value))
+
+
+def _finite_seconds(number: object) -> bool:
+    return (
+        isinstance(number, int | float)
+        and not isinstance(number, bool)
+        and math.isfinite(number)
+        and number >= 0
+    )
 
 
 def to_json(policy: RetryDelay) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import math
 import os
@@ -136,8 +137,15 @@ class Worker:
             self._install_signal_handlers()
         log.info("worker %s started on queues %s", self.identity, self._queue_names())
         try:
-            await self._reserve_loop()
-            await self._drain()
+            try:
+                await self._reserve_loop()
+                await self._drain()
+            except BaseException:
+                # A crash or a cancel: give running jobs back now rather than leave them
+                # running unrenewed, their outcomes never settled.
+                self.stop(now=True)
+                await self._drain()
+                raise
         finally:
             for helper in helpers:
                 helper.cancel()
@@ -267,7 +275,15 @@ class Worker:
         running.task = asyncio.create_task(self._execute(running))
         running.task.add_done_callback(functools.partial(self._finished, job.id, running))
 
-    def _finished(self, job_id: str, running: _Running, _: object) -> None:
+    def _finished(self, job_id: str, running: _Running, task: asyncio.Task[None]) -> None:
+        if task.cancelled() and running.cancel_reason != "lost":
+            # Cancelled before its first step (a stop right after the reserve): _execute never
+            # ran, so give the job back here, or it stays reserved until its lease runs out.
+            self._settle(
+                _Outcome(
+                    "release", running.job, running.driver, None, time.time(), count_attempt=False
+                )
+            )
         if self._running.get(job_id) is running:
             del self._running[job_id]
         self._slot_freed.set()
@@ -306,9 +322,14 @@ class Worker:
         )  # fmt: skip
         try:
             await self._call(spec, handed, job.timeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # cancelled from outside (a stop, a lost lease): not the job's fault
+            # The handler's own CancelledError (a future someone else cancelled): counted as
+            # a failed attempt, or the attempt given back would run the job again forever.
+            return self._retry_or_fail(job, driver, _error_info(exc))
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the job's fault alone
             return self._retry_or_fail(job, driver, _error_info(exc))
         return _Outcome("ack", job, driver)
 
@@ -321,7 +342,9 @@ class Worker:
                     await spec.handler(handed)
                 else:
                     loop = asyncio.get_running_loop()
-                    await loop.run_in_executor(self._executor(), spec.handler, handed)
+                    result = await loop.run_in_executor(self._executor(), spec.handler, handed)
+                    if inspect.isawaitable(result):
+                        await result  # an async handler behind a plain decorator
         except TimeoutError as exc:
             if not scope.expired():
                 raise  # the handler's own TimeoutError, not ours
@@ -373,11 +396,14 @@ class Worker:
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
             unsettled: list[_Outcome] = []
+            # One write per driver and verb, so a failed release does not send acks that
+            # were written already again (refused then, and their counts lost).
             for driver, outcomes in _by_driver(batch):
-                try:
-                    await self.settle(driver, outcomes)
-                except Exception as exc:  # a DriverError, or a fault of our own: keep them
-                    error, unsettled = exc, unsettled + outcomes
+                for part in _by_kind(outcomes):
+                    try:
+                        await self.settle(driver, part)
+                    except Exception as exc:  # a DriverError, or a fault of our own: keep them
+                        error, unsettled = exc, unsettled + part
             if not unsettled:
                 failures = 0
                 continue
@@ -423,7 +449,7 @@ class Worker:
         for driver, counts in unsaved.values():
             try:
                 await driver.record_stats(self.name, counts)
-            except DriverError as exc:
+            except Exception as exc:  # a DriverError, or a fault that must not end settling
                 log.warning("could not record worker stats (%s)", exc)
 
     # -- leases and retention ----------------------------------------------------------------
@@ -531,6 +557,11 @@ def _by_driver(items: Iterable[_Item]) -> list[tuple[Driver, list[_Item]]]:
     for item in items:
         groups.setdefault(id(item.driver), (item.driver, []))[1].append(item)
     return list(groups.values())
+
+
+def _by_kind(outcomes: list[_Outcome]) -> list[list[_Outcome]]:
+    kinds = ("ack", "release", "fail")
+    return [part for kind in kinds if (part := [o for o in outcomes if o.kind == kind])]
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:
