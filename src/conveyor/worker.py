@@ -455,16 +455,23 @@ class Worker:
     # -- leases and retention ----------------------------------------------------------------
 
     async def _renew_loop(self) -> None:
+        # Every lease/2; after a failure, again soon (a tenth of the lease), so that one lost
+        # round trip does not let the leases of running jobs run out.
+        pause = self.spec.lease / 2
         while True:
-            await asyncio.sleep(self.spec.lease / 2)
+            await asyncio.sleep(pause)
             try:
-                await self.renew()
+                renewed = await self.renew()
             except Exception:  # never let a fault end renewal: leases would lapse
                 log.exception("renewing leases failed; will try again")
+                renewed = False
+            pause = self.spec.lease / 2 if renewed else self.spec.lease / 10
 
-    async def renew(self) -> None:
-        """Extend the lease of every running job; cancel any whose lease was taken over."""
+    async def renew(self) -> bool:
+        """Extend the lease of every running job; cancel any whose lease was taken over.
+        False when a backend could not be reached."""
         held = list(self._running.values())
+        reached = True
         for driver, group in _by_driver(held):
             try:
                 kept = await driver.renew(
@@ -472,6 +479,7 @@ class Worker:
                 )
             except DriverError as exc:
                 log.warning("could not renew leases (%s); will try again", exc)
+                reached = False
                 continue
             for running in group:
                 if running.job.id not in kept and self._running.get(running.job.id) is running:
@@ -479,6 +487,7 @@ class Worker:
                     running.cancel_reason = "lost"
                     if running.task:
                         running.task.cancel()
+        return reached
 
     async def _prune_loop(self) -> None:
         while True:

@@ -25,7 +25,14 @@ class FailingDriver(MemoryDriver):
         super().__init__()
         self.ack_failures = 0
         self.reserve_failures = 0
+        self.renew_failures = 0
         self.ack_calls = 0
+
+    async def renew(self, reservations: Sequence[Reservation], lease: float) -> set[str]:
+        if self.renew_failures:
+            self.renew_failures -= 1
+            raise BackendUnavailableError("server went away")
+        return await super().renew(reservations, lease)
 
     async def ack(self, reservations: Sequence[Reservation]) -> set[str]:
         self.ack_calls += 1
@@ -92,3 +99,29 @@ async def test_stop_gives_up_settling_on_a_dead_backend_after_stop_timeout() -> 
     assert time.monotonic() - started < 1.5
     # Never settled: it stays reserved and comes back after its lease, as after a crash.
     assert (await registry.job_info(job_id)).state is JobState.RESERVED
+
+
+async def test_a_failed_renewal_is_tried_again_before_the_lease_runs_out() -> None:
+    driver = FailingDriver()
+    driver.renew_failures = 2
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w", lease=0.4, poll_interval=0.01)
+    started = asyncio.Event()
+    attempts: list[int] = []
+
+    @registry.job("long")
+    async def long(job: Job[dict[str, Any]]) -> None:
+        attempts.append(job.attempt)
+        started.set()
+        await asyncio.sleep(1.0)  # the first two renewals fail: retried at 0.24 s, 0.28 s
+
+    job_id = await registry.push("q", "long", {})
+    worker = Worker(registry, "w", burst=True)
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), 5)
+    while not task.done():
+        assert await driver.reserve(["q"], 1, 5.0, "rival") == []
+        await asyncio.sleep(0.02)
+    assert attempts == [1]
+    assert (await registry.job_info(job_id)).state is JobState.SUCCEEDED
