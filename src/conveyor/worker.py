@@ -11,32 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import math
 import os
 import signal
 import socket
 import time
-import traceback
 from collections.abc import Awaitable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from conveyor import retry
+from conveyor.attempt import Outcome, Runner, error_info
 from conveyor.drivers.base import Driver, Failure, Release, Reservation, WorkerCounts
 from conveyor.errors import (
     DriverError,
-    JobTimeoutError,
-    LeaseExpiredError,
-    PayloadError,
-    UnknownJobError,
 )
-from conveyor.job import ErrorInfo, Job, JobInfo
+from conveyor.job import JobInfo
 
 if TYPE_CHECKING:
-    from conveyor.registry import JobSpec, Registry
+    from conveyor.registry import Registry
 
 log = logging.getLogger("conveyor.worker")
 
@@ -53,17 +46,7 @@ class _Running:
     cancel_reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    kind: Literal["ack", "release", "fail"]
-    job: JobInfo
-    driver: Driver
-    error: ErrorInfo | None = None
-    available_at: float = 0.0
-    count_attempt: bool = True
-
-
-_Item = TypeVar("_Item", _Outcome, _Running)
+_Item = TypeVar("_Item", Outcome, _Running)
 
 
 @dataclass(slots=True)
@@ -90,11 +73,10 @@ class Worker:
         self.burst = burst
         self.identity = f"{name}:{socket.gethostname()}:{os.getpid()}"
         self._running: dict[str, _Running] = {}
-        self._outcomes: list[_Outcome] = []
+        self._outcomes: list[Outcome] = []
         self._tally = _Tally()
         self._groups: list[tuple[Driver, list[str]]] = []
-        self._threads: ThreadPoolExecutor | None = None
-        self._abandoned_threads = 0
+        self.runner = Runner(registry, self.spec)
         self._backlog = False
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
@@ -161,8 +143,7 @@ class Worker:
             await self._save_stats()
             if handle_signals:
                 self._remove_signal_handlers()
-            if self._threads is not None:
-                self._threads.shutdown(wait=False, cancel_futures=True)
+            self.runner.close()
             log.info("worker %s stopped: %s", self.identity, self._tally.counts)
 
     async def _driver_groups(self) -> list[tuple[Driver, list[str]]]:
@@ -280,7 +261,7 @@ class Worker:
             # Cancelled before its first step (a stop right after the reserve): _execute never
             # ran, so give the job back here, or it stays reserved until its lease runs out.
             self._settle(
-                _Outcome(
+                Outcome(
                     "release", running.job, running.driver, None, time.time(), count_attempt=False
                 )
             )
@@ -291,90 +272,19 @@ class Worker:
     async def _execute(self, running: _Running) -> None:
         job, driver = running.job, running.driver
         try:
-            outcome = await self.attempt(job, driver)
+            outcome = await self.runner.attempt(job, driver)
         except asyncio.CancelledError:
             if running.cancel_reason == "lost":
                 return  # another worker holds the job now; it is theirs to settle
-            outcome = _Outcome("release", job, driver, None, time.time(), count_attempt=False)
+            outcome = Outcome("release", job, driver, None, time.time(), count_attempt=False)
         except Exception as exc:  # a fault of conveyor's own: never leave the job unsettled
             log.exception("job %s: internal error while running it", job.id)
-            outcome = _Outcome("release", job, driver, _error_info(exc), time.time() + 1.0)
+            outcome = Outcome("release", job, driver, error_info(exc), time.time() + 1.0)
         self._settle(outcome)
-
-    async def attempt(self, job: JobInfo, driver: Driver) -> _Outcome:
-        """Run one reserved job and decide what becomes of it; never raises for the job's faults."""
-        spec = self.registry.jobs.get(job.name)
-        if spec is None:
-            return _Outcome("fail", job, driver, _error_info(UnknownJobError(job.name)))
-        if job.attempt > job.max_attempts:
-            lost = LeaseExpiredError(
-                f"the worker running attempt {job.max_attempts} of {job.max_attempts} stopped "
-                "before finishing (its lease ran out)"
-            )
-            return _Outcome("fail", job, driver, _error_info(lost))
-        try:
-            payload = spec.codec.decode(job.payload)
-        except PayloadError as exc:
-            return _Outcome("fail", job, driver, _error_info(exc))
-        handed = Job(
-            job.id, job.queue, job.name, payload, job.attempt, job.max_attempts, job.meta,
-            job.created_at,
-        )  # fmt: skip
-        try:
-            await self._call(spec, handed, job.timeout)
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # cancelled from outside (a stop, a lost lease): not the job's fault
-            # The handler's own CancelledError (a future someone else cancelled): counted as
-            # a failed attempt, or the attempt given back would run the job again forever.
-            return self._retry_or_fail(job, driver, _error_info(exc))
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the job's fault alone
-            return self._retry_or_fail(job, driver, _error_info(exc))
-        return _Outcome("ack", job, driver)
-
-    async def _call(self, spec: JobSpec, handed: Job[Any], timeout: float | None) -> None:
-        """Run the handler under its timeout: a coroutine is cancelled when it expires; a plain
-        function runs in a thread, which Python cannot stop, so it is abandoned."""
-        try:
-            async with asyncio.timeout(timeout) as scope:
-                if spec.is_async:
-                    await spec.handler(handed)
-                else:
-                    loop = asyncio.get_running_loop()
-                    result = await loop.run_in_executor(self._executor(), spec.handler, handed)
-                    if inspect.isawaitable(result):
-                        await result  # an async handler behind a plain decorator
-        except TimeoutError as exc:
-            if not scope.expired():
-                raise  # the handler's own TimeoutError, not ours
-            if not spec.is_async:
-                self._abandoned_threads += 1
-                log.warning(
-                    "job %s: plain handler still running past its timeout; its thread is "
-                    "abandoned (%d so far)", handed.id, self._abandoned_threads,
-                )  # fmt: skip
-            raise JobTimeoutError(
-                f"job {handed.name!r} ran longer than its timeout of {timeout}s"
-            ) from exc
-
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._threads is None:
-            # Headroom beyond concurrency so threads abandoned by timeouts do not starve new jobs.
-            size = self.spec.concurrency * 2 + 4
-            self._threads = ThreadPoolExecutor(size, thread_name_prefix=f"conveyor-{self.name}")
-        return self._threads
-
-    @staticmethod
-    def _retry_or_fail(job: JobInfo, driver: Driver, error: ErrorInfo) -> _Outcome:
-        if job.attempt < job.max_attempts:
-            delay = retry.from_json(job.retry_delay).delay(job.attempt)
-            return _Outcome("release", job, driver, error, time.time() + delay)
-        return _Outcome("fail", job, driver, error)
 
     # -- settling ----------------------------------------------------------------------------
 
-    def _settle(self, outcome: _Outcome) -> None:
+    def _settle(self, outcome: Outcome) -> None:
         self._outcomes.append(outcome)
         self._settle_wakeup.set()
 
@@ -395,7 +305,7 @@ class Worker:
         failures = 0
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
-            unsettled: list[_Outcome] = []
+            unsettled: list[Outcome] = []
             # One write per driver and verb, so a failed release does not send acks that
             # were written already again (refused then, and their counts lost).
             for driver, outcomes in _by_driver(batch):
@@ -418,7 +328,7 @@ class Worker:
             await self._back_off("settle", error, failures, wake=self._settle_retry)
             self._settle_retry.clear()
 
-    async def settle(self, driver: Driver, outcomes: list[_Outcome]) -> None:
+    async def settle(self, driver: Driver, outcomes: list[Outcome]) -> None:
         """Write one batch of outcomes to `driver` and count what was accepted."""
         acks = [Reservation(o.job.id, _token(o.job)) for o in outcomes if o.kind == "ack"]
         releases = [_release(o) for o in outcomes if o.kind == "release"]
@@ -523,11 +433,10 @@ async def run_inline(registry: Registry, queue: str) -> None:
     driver = await registry.driver_of(queue)
     try:
         while jobs := await driver.reserve([queue], 1, worker.spec.lease, worker.identity):
-            await worker.settle(driver, [await worker.attempt(jobs[0], driver)])
+            await worker.settle(driver, [await worker.runner.attempt(jobs[0], driver)])
         await worker._save_stats()
     finally:
-        if worker._threads is not None:
-            worker._threads.shutdown(wait=False)
+        worker.runner.close()
 
 
 async def _first_of(*waits: Awaitable[Any]) -> None:
@@ -546,7 +455,7 @@ def _token(job: JobInfo) -> str:
     return job.reservation
 
 
-def _release(outcome: _Outcome) -> Release:
+def _release(outcome: Outcome) -> Release:
     return Release(
         outcome.job.id,
         _token(outcome.job),
@@ -556,7 +465,7 @@ def _release(outcome: _Outcome) -> Release:
     )
 
 
-def _failure(outcome: _Outcome) -> Failure:
+def _failure(outcome: Outcome) -> Failure:
     assert outcome.error is not None, "a failure always has an error"
     return Failure(outcome.job.id, _token(outcome.job), outcome.error)
 
@@ -568,22 +477,12 @@ def _by_driver(items: Iterable[_Item]) -> list[tuple[Driver, list[_Item]]]:
     return list(groups.values())
 
 
-def _by_kind(outcomes: list[_Outcome]) -> list[list[_Outcome]]:
+def _by_kind(outcomes: list[Outcome]) -> list[list[Outcome]]:
     kinds = ("ack", "release", "fail")
     return [part for kind in kinds if (part := [o for o in outcomes if o.kind == kind])]
 
 
-def _error_info(exc: BaseException) -> ErrorInfo:
-    kind = type(exc)
-    name = (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
-    return ErrorInfo(name, str(exc), "".join(traceback.format_exception(exc)))
-
-
-def _log_retry(outcome: _Outcome) -> None:
+def _log_retry(outcome: Outcome) -> None:
     error = outcome.error
     assert error is not None
     log.warning(
@@ -593,7 +492,7 @@ def _log_retry(outcome: _Outcome) -> None:
     )  # fmt: skip
 
 
-def _log_failure(outcome: _Outcome) -> None:
+def _log_failure(outcome: Outcome) -> None:
     error = outcome.error
     assert error is not None
     log.error(

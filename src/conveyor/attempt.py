@@ -1,0 +1,138 @@
+"""One attempt at one reserved job: decode its payload, run its handler under its timeout, and
+decide what becomes of it (ack, release for a retry, or fail). Never raises for the job's own
+faults; the worker settles the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from conveyor import retry
+from conveyor.drivers.base import Driver
+from conveyor.errors import JobTimeoutError, LeaseExpiredError, PayloadError, UnknownJobError
+from conveyor.job import ErrorInfo, Job, JobInfo
+
+if TYPE_CHECKING:
+    from conveyor.registry import JobSpec, Registry, WorkerSpec
+
+log = logging.getLogger("conveyor.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What becomes of a job after an attempt, waiting to be written to its driver."""
+
+    kind: Literal["ack", "release", "fail"]
+    job: JobInfo
+    driver: Driver
+    error: ErrorInfo | None = None
+    available_at: float = 0.0
+    count_attempt: bool = True
+
+
+class Runner:
+    """Runs attempts for one worker: async handlers on the loop, plain ones in its threads."""
+
+    def __init__(self, registry: Registry, spec: WorkerSpec) -> None:
+        self.registry = registry
+        self.spec = spec
+        self.abandoned_threads = 0
+        self._threads: ThreadPoolExecutor | None = None
+
+    async def attempt(self, job: JobInfo, driver: Driver) -> Outcome:
+        """Run one reserved job and decide what becomes of it; never raises for the job's faults."""
+        spec = self.registry.jobs.get(job.name)
+        if spec is None:
+            return Outcome("fail", job, driver, error_info(UnknownJobError(job.name)))
+        if job.attempt > job.max_attempts:
+            lost = LeaseExpiredError(
+                f"the worker running attempt {job.max_attempts} of {job.max_attempts} stopped "
+                "before finishing (its lease ran out)"
+            )
+            return Outcome("fail", job, driver, error_info(lost))
+        try:
+            payload = spec.codec.decode(job.payload)
+        except PayloadError as exc:
+            return Outcome("fail", job, driver, error_info(exc))
+        handed = Job(
+            job.id, job.queue, job.name, payload, job.attempt, job.max_attempts, job.meta,
+            job.created_at,
+        )  # fmt: skip
+        try:
+            await self._call(spec, handed, job.timeout)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # cancelled from outside (a stop, a lost lease): not the job's fault
+            # The handler's own CancelledError (a future someone else cancelled): counted as
+            # a failed attempt, or the attempt given back would run the job again forever.
+            return retry_or_fail(job, driver, error_info(exc))
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the job's fault alone
+            return retry_or_fail(job, driver, error_info(exc))
+        return Outcome("ack", job, driver)
+
+    async def _call(self, spec: JobSpec, handed: Job[Any], timeout: float | None) -> None:
+        """Run the handler under its timeout: a coroutine is cancelled when it expires; a plain
+        function runs in a thread, which Python cannot stop, so it is abandoned."""
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                if spec.is_async:
+                    await spec.handler(handed)
+                else:
+                    loop = asyncio.get_running_loop()
+                    result = await loop.run_in_executor(self._executor(), spec.handler, handed)
+                    if inspect.isawaitable(result):
+                        await result  # an async handler behind a plain decorator
+        except TimeoutError as exc:
+            if not scope.expired():
+                raise  # the handler's own TimeoutError, not ours
+            if not spec.is_async:
+                self.abandoned_threads += 1
+                log.warning(
+                    "job %s: plain handler still running past its timeout; its thread is "
+                    "abandoned (%d so far)", handed.id, self.abandoned_threads,
+                )  # fmt: skip
+            raise JobTimeoutError(
+                f"job {handed.name!r} ran longer than its timeout of {timeout}s"
+            ) from exc
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            # Headroom beyond concurrency so threads abandoned by timeouts do not starve new jobs.
+            size = self.spec.concurrency * 2 + 4
+            self._threads = ThreadPoolExecutor(
+                size, thread_name_prefix=f"conveyor-{self.spec.name}"
+            )
+        return self._threads
+
+    def close(self) -> None:
+        """Let go of the threads; one still running a handler finishes on its own."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
+
+
+def retry_or_fail(job: JobInfo, driver: Driver, error: ErrorInfo) -> Outcome:
+    """Release the job for its next attempt after its retry delay, or fail it after its last."""
+    if job.attempt < job.max_attempts:
+        delay = retry.from_json(job.retry_delay).delay(job.attempt)
+        return Outcome("release", job, driver, error, time.time() + delay)
+    return Outcome("fail", job, driver, error)
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """The exception as recorded on a job: qualified type name, message, traceback."""
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    return ErrorInfo(name, str(exc), "".join(traceback.format_exception(exc)))
