@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from conveyor.errors import ConveyorError
+from conveyor.job import JobInfo, JobState
 from conveyor.registry import Registry
 from conveyor.worker import Worker
 
@@ -84,6 +85,55 @@ def list_(app: str) -> None:
     click.echo()
     rows = [[n, c.processed, c.succeeded, c.failed, c.retried] for n, c in workers.items()]
     _table(["worker", "processed", "succeeded", "failed", "retried"], rows)
+
+
+@main.group()
+def failed() -> None:
+    """Inspect, retry or purge the jobs in a queue's failed storage."""
+
+
+@failed.command(name="list")
+@click.argument("queue")
+@app_option
+@click.option("--limit", default=50, show_default=True, help="How many to show.")
+@click.option("--offset", default=0, show_default=True, help="How many to skip.")
+def failed_list(queue: str, app: str, limit: int, offset: int) -> None:
+    """Show QUEUE's failed jobs, oldest first, with the error that failed each."""
+    registry = load_app(app)
+    jobs = _run(registry.list_jobs(queue, JobState.FAILED, limit=limit, offset=offset), registry)
+    rows = [[job.id, job.name, job.attempt, _error_line(job)] for job in jobs]
+    _table(["id", "job", "attempts", "error"], rows)
+
+
+@failed.command(name="retry")
+@click.argument("queue")
+@click.argument("ids", nargs=-1)
+@app_option
+def failed_retry(queue: str, ids: tuple[str, ...], app: str) -> None:
+    """Move QUEUE's failed jobs (all, or only IDS) back to pending, attempts reset."""
+    registry = load_app(app)
+    moved = _run(registry.retry_failed(queue, list(ids) or None), registry)
+    click.echo(f"{moved} failed job(s) of queue {queue!r} moved back to pending")
+
+
+@failed.command(name="purge")
+@click.argument("queue")
+@click.argument("ids", nargs=-1)
+@app_option
+@click.option("--yes", is_flag=True, help="Purge all of them without asking.")
+def failed_purge(queue: str, ids: tuple[str, ...], app: str, yes: bool) -> None:
+    """Delete QUEUE's failed jobs (all, or only IDS) for good."""
+    if not ids and not yes:
+        click.confirm(f"Delete every failed job of queue {queue!r}?", abort=True)
+    registry = load_app(app)
+    deleted = _run(registry.purge(queue, JobState.FAILED, list(ids) or None), registry)
+    click.echo(f"{deleted} failed job(s) of queue {queue!r} deleted")
+
+
+def _error_line(job: JobInfo) -> str:
+    if job.error is None:
+        return ""
+    return f"{job.error.type}: {job.error.message}".splitlines()[0][:120]
 
 
 @main.command()

@@ -59,6 +59,12 @@ async def slow(job: Job[dict[str, Any]]) -> None:
     (HERE / "finished").write_text(job.id)
 
 
+@registry.job("boom")
+def boom(job: Job[dict[str, Any]]) -> None:
+    """Always fails."""
+    raise ValueError(f"boom {job.payload['n']}")
+
+
 @registry.job("hang")
 async def hang(job: Job[dict[str, Any]]) -> None:
     """Says it started, then never finishes."""
@@ -396,3 +402,48 @@ def test_migrate_creates_the_schema_and_is_safe_to_run_again(app: App) -> None:
         assert result.returncode == 0, result.stderr
         assert "schema up to date on 1 driver(s): sqlite" in result.stdout
     assert (app.dir / "jobs.db").exists()
+
+
+# -- conveyor failed ----------------------------------------------------------------------
+
+
+def test_failed_list_retry_and_purge(app: App) -> None:
+    first, second = app.push("boom", {"n": 1}), app.push("boom", {"n": 2})
+    assert app.run("work", "w", "--app", APP, "--burst").returncode == 0
+
+    listed = app.run("failed", "list", "tasks", "--app", APP)
+    assert listed.returncode == 0, listed.stderr
+    table = rows(listed.stdout)
+    assert table[0] == ["id", "job", "attempts", "error"]
+    assert [first, "boom", "1", "ValueError:", "boom", "1"] in table
+    assert [second, "boom", "1", "ValueError:", "boom", "2"] in table
+
+    retried = app.run("failed", "retry", "tasks", first, "--app", APP)
+    assert retried.returncode == 0, retried.stderr
+    assert "1 failed job(s) of queue 'tasks' moved back to pending" in retried.stdout
+    assert app.job(first).state is JobState.PENDING
+
+    purged = app.run("failed", "purge", "tasks", "--yes", "--app", APP)
+    assert purged.returncode == 0, purged.stderr
+    assert "1 failed job(s) of queue 'tasks' deleted" in purged.stdout
+    assert app.job(first).state is JobState.PENDING
+    assert rows(app.run("failed", "list", "tasks", "--app", APP).stdout) == [
+        ["id", "job", "attempts", "error"]
+    ]
+
+
+def test_failed_purge_of_a_whole_queue_asks_first(app: App) -> None:
+    app.push("boom", {"n": 1})
+    assert app.run("work", "w", "--app", APP, "--burst").returncode == 0
+    refused = subprocess.run(
+        conveyor("failed", "purge", "tasks", "--app", APP),
+        cwd=app.dir,
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "Delete every failed job of queue 'tasks'?" in refused.stdout
+    assert len(rows(app.run("failed", "list", "tasks", "--app", APP).stdout)) == 2
