@@ -234,7 +234,7 @@ def test_driver_from_url_makes_a_sqlite_driver(tmp_path: Path) -> None:
     assert isinstance(driver, SqliteDriver)
     assert driver.kind == "sqlite"
     assert (driver.capabilities.durable, driver.capabilities.shared) == (True, True)
-    assert not driver.capabilities.notify
+    assert driver.capabilities.notify  # by watching PRAGMA data_version
 
 
 @pytest.mark.parametrize(
@@ -421,3 +421,46 @@ def test_every_query_block_is_described_and_prefixed() -> None:
         assert query.description, query.name
         assert "{prefix}" not in query.sql and "conveyor_" not in query.sql, query.name
     assert "app_jobs" in queries["reserve"].sql
+
+
+PUSH_FROM_ANOTHER_PROCESS = """
+import asyncio, sys, time
+from conveyor.drivers.sql.sqlite import SqliteDriver
+from conveyor.job import NewJob, new_id
+
+async def main():
+    driver = SqliteDriver(sys.argv[1])
+    now = time.time()
+    await driver.push(NewJob(new_id(), "q", "j", "{}", now, now))
+    await driver.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_wait_returns_soon_after_a_push_from_another_process(tmp_path: Path) -> None:
+    driver = SqliteDriver(tmp_path / "jobs.db")
+    try:
+        assert await driver.reserve(["q"], 1, 30.0, "w") == []
+        waiting = asyncio.create_task(driver.wait(["q"], 30.0))
+        pusher = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PUSH_FROM_ANOTHER_PROCESS, str(tmp_path / "jobs.db")
+        )
+        assert await pusher.wait() == 0
+        pushed = time.monotonic()
+        await asyncio.wait_for(waiting, 5.0)  # far sooner than its 30 s timeout
+        assert time.monotonic() - pushed < 1.0
+        assert len(await driver.reserve(["q"], 1, 30.0, "w")) == 1
+    finally:
+        await driver.close()
+
+
+async def test_wait_without_writes_elsewhere_lasts_its_timeout(tmp_path: Path) -> None:
+    driver = SqliteDriver(tmp_path / "jobs.db")
+    try:
+        await driver.reserve(["q"], 1, 30.0, "w")
+        begin = time.monotonic()
+        await driver.wait(["q"], 0.2)
+        assert time.monotonic() - begin >= 0.19
+    finally:
+        await driver.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,3 +189,23 @@ def test_blocking_facade_works_again_after_close(registry: Registry) -> None:
 
 def test_blocking_facade_is_the_same_object_each_time(registry: Registry) -> None:
     assert registry.blocking is registry.blocking
+
+
+def test_a_script_pushing_through_the_facade_exits_cleanly(tmp_path: Path) -> None:
+    script = tmp_path / "push.py"
+    script.write_text(
+        "from typing import Any\n"
+        "from conveyor import Job, Registry\n"
+        f"registry = Registry(default_driver='sqlite:///{tmp_path}/jobs.db')\n"
+        "registry.queue('q', workers=['w'])\n"
+        "registry.worker('w')\n"
+        "@registry.job('j')\n"
+        "def j(job: Job[dict[str, Any]]) -> None: ...\n"
+        "print(registry.blocking.push('q', 'j', {}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0
+    assert result.stderr == ""  # the close at exit raised nothing
+    assert len(result.stdout.strip()) == 32

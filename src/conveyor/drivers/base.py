@@ -133,13 +133,14 @@ class LocalWakeup:
         """Called as reserve starts: a push from here on wakes the next `wait`."""
         self._event.clear()
 
-    async def wait(self, timeout: float) -> None:
-        """Return on a notification or after `timeout` seconds."""
+    async def wait(self, timeout: float) -> bool:
+        """Return True on a notification, False after `timeout` seconds without one."""
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
         # that lands just as the push does, and a stopping worker then hangs here.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self._event.wait()
+                return await self._event.wait()
+        return False
 
 
 class Driver(abc.ABC):

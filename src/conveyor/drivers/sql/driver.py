@@ -323,11 +323,15 @@ class SqlDriver(Driver):
             "token": uuid.uuid4().hex,  # one token per call; fencing compares it on settle
             "now": now,
         }
-        jobs = [_job_info(row, now) for row in await self._fetch("reserve", params)]
+        jobs = [_job_info(row, now) for row in await self._reserve_rows(params)]
         # The statement picks by (priority desc, available_at, id), but the order of its
         # RETURNING rows is the database's; give them back best first.
         jobs.sort(key=lambda job: (-job.priority, job.id))
         return jobs
+
+    async def _reserve_rows(self, params: Params) -> list[Row]:
+        """Run the reserve statement; a dialect may note more in the same round trip."""
+        return await self._fetch("reserve", params)
 
     async def renew(self, reservations: Sequence[Reservation], lease: float) -> set[str]:
         items = [[item.id, item.token] for item in reservations]

@@ -8,8 +8,13 @@
 The file runs in WAL mode, so readers never wait for the one writer; writers queue for up to
 `BUSY_TIMEOUT` seconds. Each driver keeps one sqlite3 connection and uses it from one dedicated
 thread, so the event loop never blocks on the disk, and every driver method is one hop to that
-thread. `wait` wakes early only for pushes made through the same driver instance: SQLite cannot
-notify other processes.
+thread.
+
+SQLite cannot notify other processes, but it can tell cheaply that one has written:
+`PRAGMA data_version` changes when another connection commits. A watcher thread with a
+connection of its own looks every `WATCH_EVERY` seconds (a read of shared memory, not of the
+file) and wakes `wait` when it changes, so an idle worker starts a job pushed by another
+process within milliseconds; a push through the same driver instance wakes it at once.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
@@ -29,12 +35,15 @@ from conveyor.drivers.sql.driver import Params, Row, SqlDriver, SqlTransaction
 from conveyor.drivers.sql.queries import Query
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
-__all__ = ["BUSY_TIMEOUT", "SqliteConnection", "SqliteDriver"]
+__all__ = ["BUSY_TIMEOUT", "WATCH_EVERY", "SqliteConnection", "SqliteDriver"]
 
 T = TypeVar("T")
 
 #: Seconds a statement waits for another process's write transaction before giving up.
 BUSY_TIMEOUT = 30.0
+
+#: Seconds between two looks at whether another connection has written.
+WATCH_EVERY = 0.005
 
 _URL_HELP = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
@@ -47,7 +56,7 @@ class SqliteDriver(SqlDriver):
     """
 
     kind = "sqlite"
-    capabilities = Capabilities(notify=False, durable=True, shared=True)
+    capabilities = Capabilities(notify=True, durable=True, shared=True)
 
     def __init__(
         self, path: str | os.PathLike[str] = "conveyor.db", *, prefix: str = "conveyor_"
@@ -61,6 +70,10 @@ class SqliteDriver(SqlDriver):
         # Absolute now, so a later chdir cannot move the database under a lazy open.
         self.path = os.path.abspath(text)
         super().__init__(SqliteConnection(self.path), __name__, prefix=prefix)
+        self._watcher = _Watcher(self.path)
+        # The watcher's count of commits seen as the last reserve began: a count that has
+        # moved on since means someone (another process, perhaps) wrote after it.
+        self._seen = 0
 
     @classmethod
     def from_url(cls, url: str) -> SqliteDriver:
@@ -68,6 +81,86 @@ class SqliteDriver(SqlDriver):
         `?prefix=name_` sets the table prefix."""
         path, prefix = _parse_url(url)
         return cls(path, prefix=prefix)
+
+    async def _reserve_rows(self, params: Params) -> list[Row]:
+        # Noted before the statement runs: a job another process commits after this is
+        # either reserved by it, or moves the count on and so ends the next `wait`.
+        await self._ready()  # our own migrations are not news to the watcher
+        self._watcher.start(self._pushed.notify)
+        self._seen = self._watcher.commits
+        return await super()._reserve_rows(params)
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when this instance pushed, when another connection has committed since the
+        last reserve began (a push from another process, perhaps), or after `timeout`."""
+        self._watcher.start(self._pushed.notify)
+        if self._watcher.commits != self._seen:
+            return
+        await self._pushed.wait(timeout)
+
+    async def close(self) -> None:
+        """Stop watching and close the connection; jobs stay stored."""
+        self._watcher.stop()
+        await super().close()
+
+
+class _Watcher:
+    """A daemon thread with a connection of its own, counting the commits other connections
+    make (PRAGMA data_version) and calling `notify` in the event loop after each."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.commits = 0
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def start(self, notify: Callable[[], None]) -> None:
+        """Start watching, unless already watching; `notify` runs in the running loop. The
+        first version is read here, so every commit after this call is counted."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        try:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, check_same_thread=False)
+            first = _version_of(db)
+        except sqlite3.Error:
+            return  # the driver's own connection reports the problem; `wait` then polls
+        loop = asyncio.get_running_loop()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(db, first, loop, notify, self._stopping),
+            name="conveyor-sqlite-watch",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread; it ends within one look."""
+        self._stopping.set()
+        self._thread = None
+
+    def _run(
+        self,
+        db: sqlite3.Connection,
+        last: int,
+        loop: asyncio.AbstractEventLoop,
+        notify: Callable[[], None],
+        stopping: threading.Event,
+    ) -> None:
+        try:
+            while not stopping.wait(WATCH_EVERY):
+                version = _version_of(db)
+                if version != last:
+                    last, self.commits = version, self.commits + 1
+                    loop.call_soon_threadsafe(notify)
+        except (sqlite3.Error, RuntimeError):
+            pass  # the file went away, or the loop closed: stop watching, polling remains
+        finally:
+            db.close()
+
+
+def _version_of(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _parse_url(url: str) -> tuple[str, str]:
@@ -131,6 +224,11 @@ class SqliteConnection:
         try:
             if db is not None:
                 await asyncio.get_running_loop().run_in_executor(thread, _close, db, self.path)
+        except RuntimeError:
+            # At interpreter exit the executors take no more work (an atexit close, say):
+            # close here instead; nothing else uses the connection any more.
+            if db is not None:
+                _close(db, self.path)
         finally:
             thread.shutdown(wait=False)
 
