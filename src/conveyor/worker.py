@@ -207,7 +207,14 @@ class Worker:
             # again as soon as they are written, not a whole poll interval later.
             self._flushed.clear()
             waits.append(self._flushed.wait())
-        await _first_of(*waits, self._stopping.wait())
+        failed = await _first_of(*waits, self._stopping.wait())
+        if failed is not None:
+            # A wait that fails at once (its backend is down) would make this loop spin: the
+            # failure is logged and the poll interval waited out instead.
+            log.warning("waiting for jobs failed (%s); polling instead", failed)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.spec.poll_interval):
+                    await self._stopping.wait()
 
     async def _settled(self) -> bool:
         """True when nothing is running or waiting to settle and the queues hold no work."""
@@ -439,15 +446,18 @@ async def run_inline(registry: Registry, queue: str) -> None:
         worker.runner.close()
 
 
-async def _first_of(*waits: Awaitable[Any]) -> None:
-    """Wait until the first of `waits` is done, then cancel the others."""
+async def _first_of(*waits: Awaitable[Any]) -> Exception | None:
+    """Wait until the first of `waits` is done, then cancel the others. Returns the error
+    of a wait that failed, if the first to finish did."""
     tasks = [asyncio.ensure_future(wait) for wait in waits]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    errors = [task.exception() for task in done if not task.cancelled()]
+    return next((error for error in errors if isinstance(error, Exception)), None)
 
 
 def _token(job: JobInfo) -> str:

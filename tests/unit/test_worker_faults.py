@@ -125,3 +125,28 @@ async def test_a_failed_renewal_is_tried_again_before_the_lease_runs_out() -> No
         await asyncio.sleep(0.02)
     assert attempts == [1]
     assert (await registry.job_info(job_id)).state is JobState.SUCCEEDED
+
+
+class FailingWaitDriver(MemoryDriver):
+    """A backend whose `wait` fails at once, as a server that went away would make it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
+        self.waits += 1
+        raise BackendUnavailableError("server went away")
+
+
+async def test_a_wait_that_fails_at_once_does_not_make_the_worker_spin() -> None:
+    driver = FailingWaitDriver()
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w", poll_interval=0.1)
+    worker = Worker(registry, "w")
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.5)
+    worker.stop()
+    await asyncio.wait_for(task, 5)
+    assert 1 <= driver.waits <= 10  # about one per poll interval, not thousands
