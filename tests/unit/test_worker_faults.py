@@ -106,7 +106,7 @@ async def test_a_failed_renewal_is_tried_again_before_the_lease_runs_out() -> No
     driver.renew_failures = 2
     registry = Registry()
     registry.queue("q", driver=driver, workers=["w"])
-    registry.worker("w", lease=0.4, poll_interval=0.01)
+    registry.worker("w", lease=1.0, poll_interval=0.01)
     started = asyncio.Event()
     attempts: list[int] = []
 
@@ -114,7 +114,7 @@ async def test_a_failed_renewal_is_tried_again_before_the_lease_runs_out() -> No
     async def long(job: Job[dict[str, Any]]) -> None:
         attempts.append(job.attempt)
         started.set()
-        await asyncio.sleep(1.0)  # the first two renewals fail: retried at 0.24 s, 0.28 s
+        await asyncio.sleep(2.0)  # the renewals at 0.5 s and 0.6 s fail; 0.7 s succeeds
 
     job_id = await registry.push("q", "long", {})
     worker = Worker(registry, "w", burst=True)
