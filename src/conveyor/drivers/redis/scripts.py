@@ -114,12 +114,14 @@ class ScriptRunner:
         """Send a batch in one pipeline (MULTI/EXEC with `transaction`); returns the replies.
 
         A script refused with NOSCRIPT did not run: it is sent again on its own after the
-        scripts are loaded. Every script is written so that this is safe (see lua/push.lua).
+        scripts are loaded; in a transaction the whole batch is sent again, as a transaction,
+        so that it stays all or nothing. Every script is written so that this is safe: a
+        push already stored stores nothing twice (see lua/push.lua).
         """
-        pipe = client.pipeline(transaction=transaction)
-        for name, args in batch.calls:
-            pipe.execute_command(*(args if name is None else self._evalsha(name, args)))
-        replies = await pipe.execute(raise_on_error=False)
+        replies = await self._send(client, batch, transaction)
+        if transaction and any(isinstance(reply, NoScriptError) for reply in replies):
+            await self.load(client)
+            replies = await self._send(client, batch, transaction)
         loaded = False
         for index, reply in enumerate(replies):
             name, args = batch.calls[index]
@@ -132,6 +134,12 @@ class ScriptRunner:
             if isinstance(reply, Exception):
                 raise reply
         return replies
+
+    async def _send(self, client: Client, batch: Batch, transaction: bool) -> list[Any]:
+        pipe = client.pipeline(transaction=transaction)
+        for name, args in batch.calls:
+            pipe.execute_command(*(args if name is None else self._evalsha(name, args)))
+        return list(await pipe.execute(raise_on_error=False))
 
     def _evalsha(self, name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return ("EVALSHA", self.scripts[name].sha, *args)
