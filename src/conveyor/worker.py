@@ -191,6 +191,11 @@ class Worker:
             if free <= 0:
                 break
             jobs = await driver.reserve(queues, free, self.spec.lease, self.identity)
+            for extra in jobs[free:]:
+                # More than asked (a driver that retried a reserve whose reply was lost): run
+                # no more than the slots allow, and give the rest back at once.
+                self._settle(Outcome("release", extra, driver, None, time.time(), False))
+            jobs = jobs[:free]
             self._backlog = len(jobs) == free
             for job in jobs:
                 self._start(job, driver)

@@ -150,3 +150,36 @@ async def test_a_wait_that_fails_at_once_does_not_make_the_worker_spin() -> None
     worker.stop()
     await asyncio.wait_for(task, 5)
     assert 1 <= driver.waits <= 10  # about one per poll interval, not thousands
+
+
+class GreedyDriver(MemoryDriver):
+    """A backend whose reserve hands out twice what was asked, as a reserve retried after a
+    lost commit could."""
+
+    async def reserve(
+        self, queues: Sequence[str], limit: int, lease: float, worker: str
+    ) -> list[JobInfo]:
+        return await super().reserve(queues, limit * 2, lease, worker)
+
+
+async def test_worker_never_runs_more_jobs_than_its_concurrency_whatever_reserve_returns() -> None:
+    driver = GreedyDriver()
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w", concurrency=2, poll_interval=0.01)
+    running = most = 0
+
+    @registry.job("busy")
+    async def busy(job: Job[dict[str, Any]]) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+
+    ids = await registry.push_many("q", "busy", [{} for _ in range(10)])
+    await asyncio.wait_for(Worker(registry, "w", burst=True).run(), 10)
+    assert most == 2
+    infos = [await registry.job_info(job_id) for job_id in ids]
+    assert {info.state for info in infos if info} == {JobState.SUCCEEDED}
+    assert {info.attempt for info in infos if info} == {1}  # the ones given back lost nothing
