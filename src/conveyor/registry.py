@@ -348,7 +348,7 @@ class Registry:
         options = Options.given(
             retry=retry, retry_delay=retry_delay, timeout=timeout, priority=priority, meta=meta
         )
-        new = self._new_job(queue, job_name, payload, options, delay, unique)
+        new = self._job_maker(queue, job_name, options, delay, unique)(payload)
         driver = await self.driver_of(queue)
         job_id = await driver.push(new, connection=connection)
         await self._run_inline(driver, queue)
@@ -373,21 +373,23 @@ class Registry:
         options = Options.given(
             retry=retry, retry_delay=retry_delay, timeout=timeout, priority=priority, meta=meta
         )
-        batch = [self._new_job(queue, job_name, item, options, delay, None) for item in payloads]
+        make = self._job_maker(queue, job_name, options, delay, None)
+        batch = [make(item) for item in payloads]
         driver = await self.driver_of(queue)
         ids = await driver.push_many(batch, connection=connection) if batch else []
         await self._run_inline(driver, queue)
         return ids
 
-    def _new_job(
+    def _job_maker(
         self,
         queue: str,
         job_name: str,
-        payload: Any,
         options: Options,
         delay: Duration | None,
         unique: str | None,
-    ) -> NewJob:
+    ) -> Callable[[Any], NewJob]:
+        """Check and resolve everything a batch shares once; the maker then only encodes
+        each payload and stamps it with an id and the time."""
         self.freeze()
         queue_spec = self.queue_spec(queue)
         try:
@@ -401,22 +403,28 @@ class Registry:
                 f"unique must be a non-empty string of at most {MAX_UNIQUE_KEY} characters"
             )
         resolved = resolve(options, job_spec.options, queue_spec.options)
-        now = time.time()
         wait = 0.0 if delay is None else _seconds(delay, "delay", zero_ok=True)
-        return NewJob(
-            id=new_id(),
-            queue=queue,
-            name=job_name,
-            payload=job_spec.codec.encode(payload),
-            created_at=now,
-            available_at=now + wait,
-            max_attempts=resolved.max_attempts,
-            priority=resolved.priority,
-            timeout=resolved.timeout,
-            retry_delay=retry_policy.to_json(resolved.retry_delay),
-            unique=unique,
-            meta=resolved.meta,
-        )
+        retry_delay = retry_policy.to_json(resolved.retry_delay)
+        encode = job_spec.codec.encode
+
+        def make(payload: Any) -> NewJob:
+            now = time.time()
+            return NewJob(
+                id=new_id(),
+                queue=queue,
+                name=job_name,
+                payload=encode(payload),
+                created_at=now,
+                available_at=now + wait,
+                max_attempts=resolved.max_attempts,
+                priority=resolved.priority,
+                timeout=resolved.timeout,
+                retry_delay=retry_delay,
+                unique=unique,
+                meta=resolved.meta,
+            )
+
+        return make
 
     async def _run_inline(self, driver: Driver, queue: str) -> None:
         if driver.capabilities.inline:
