@@ -348,8 +348,9 @@ class Worker:
         acked = await driver.ack(acks) if acks else set()
         released = await driver.release(releases) if releases else set()
         failed = await driver.fail(fails) if fails else set()
+        settled = acked | released | failed
         for outcome in outcomes:
-            if outcome.job.id not in acked | released | failed:
+            if outcome.job.id not in settled:
                 log.warning("job %s: lease lost before it was settled", outcome.job.id)
             elif outcome.kind == "fail":
                 _log_failure(outcome)
