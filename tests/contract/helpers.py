@@ -27,6 +27,10 @@ LONG_LEASE = 30.0
 SHORT_LEASE = 0.05
 PAST_SHORT_LEASE = 0.15
 
+#: A delay long enough that a push and a reserve on a loaded machine surely finish before
+#: the job falls due (SHORT_LEASE is not: two round trips may take longer than 50 ms).
+SHORT_DELAY = 0.5
+
 
 def make_job(queue: str = "q", name: str = "j", **overrides: Any) -> NewJob:
     """A due job with a fresh id; any `NewJob` field can be overridden."""

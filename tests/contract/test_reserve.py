@@ -11,6 +11,7 @@ from conveyor.job import JobState
 from .helpers import (
     LONG_LEASE,
     PAST_SHORT_LEASE,
+    SHORT_DELAY,
     SHORT_LEASE,
     assert_between,
     assert_time,
@@ -171,11 +172,11 @@ async def test_reserve_skips_delayed_job(driver: Driver) -> None:
 
 
 async def test_reserve_takes_delayed_job_once_due(driver: Driver) -> None:
-    job = make_job(available_at=time.time() + SHORT_LEASE)
+    job = make_job(available_at=time.time() + SHORT_DELAY)
     await driver.push(job)
     assert await driver.reserve(["q"], 1, LONG_LEASE, "w1") == []
 
-    await asyncio.sleep(PAST_SHORT_LEASE)
+    await asyncio.sleep(job.available_at - time.time() + 0.1)  # until a little after it is due
 
     assert [got.id for got in await driver.reserve(["q"], 1, LONG_LEASE, "w1")] == [job.id]
 

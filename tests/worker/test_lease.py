@@ -58,7 +58,9 @@ async def test_job_whose_worker_died_on_its_last_attempt_fails(app: App, start) 
 
 
 async def test_renewal_keeps_long_job_from_being_taken(app: App, start) -> None:
-    registry = app.registry(lease=0.3)
+    # Renewed every lease/2: a lease of 0.6 s leaves a renewal 0.3 s to be late on a loaded
+    # machine before a rival could take the job.
+    registry = app.registry(lease=0.6)
     started = asyncio.Event()
     attempts: list[int] = []
 
@@ -66,14 +68,14 @@ async def test_renewal_keeps_long_job_from_being_taken(app: App, start) -> None:
     async def long(job: Job[Item]) -> None:
         attempts.append(job.attempt)
         started.set()
-        await asyncio.sleep(1.2)  # four times the lease
+        await asyncio.sleep(1.8)  # three times the lease
 
     job_id = await registry.push("q", "long", Item(1))
     start(registry)
     await asyncio.wait_for(started.wait(), 5)
     rival = app.connect()
     await rival.open()
-    deadline = time.monotonic() + 1.0
+    deadline = time.monotonic() + 1.5  # well past the first lease and the second
     while time.monotonic() < deadline:
         assert await rival.reserve(["q"], 10, 5.0, "rival") == []
         await asyncio.sleep(0.05)
