@@ -34,6 +34,7 @@ from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo, JobState, NewJob, new_id
 from tests.backends import require_service
 from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
+from tests.backends.proxy import Proxy
 
 PACKAGE = "conveyor.drivers.sql.postgres"
 
@@ -777,48 +778,8 @@ async def test_driver_recovers_when_its_connections_are_killed(drivers: Drivers)
     await eventually(wakes)  # the LISTEN connection came back as well
 
 
-class Proxy:
-    """A TCP proxy from a port of its own to the local server, which a test can cut and
-    restore: to the driver, a server that went down and came back, while the real server,
-    shared with other tests, is never touched."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._links: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        """Refuse new connections and break every open one."""
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._links):
-            writer.transport.abort()
-        self._links.clear()
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", 5432)
-        self._links |= {writer, upstream_writer}
-        await asyncio.gather(
-            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
-        )
-        for end in (writer, upstream_writer):
-            end.transport.abort()
-            self._links.discard(end)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-    writer.transport.abort()
-
-
 async def test_worker_carries_on_after_the_server_is_lost_and_comes_back(prefix: str) -> None:
-    proxy = Proxy()
+    proxy = Proxy(5432)
     await proxy.start()
     registry = Registry()
     via_proxy = f"postgresql://postgres@127.0.0.1:{proxy.port}/test?prefix={prefix}"
