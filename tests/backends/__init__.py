@@ -8,10 +8,12 @@ service is down is skipped with how to start it, or fails the run when CI=true.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,14 @@ def require_service(kind: str, port: int, start: str) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll `check` until it holds, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.05)
 
 
 def driver_class(module: str, name: str) -> Any:

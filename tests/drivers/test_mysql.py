@@ -17,7 +17,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncmy
@@ -25,7 +25,7 @@ import pytest
 
 import conveyor.drivers.sql.driver as sql_driver
 import conveyor.drivers.sql.mysql.connection as my_connection
-from conveyor import Job, Registry, Worker
+from conveyor import Job, Registry
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Failure, Reservation
 from conveyor.drivers.sql.driver import REQUIRED_QUERIES, SqlTransaction
@@ -33,7 +33,7 @@ from conveyor.drivers.sql.mysql import MysqlDriver
 from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob, new_id
-from tests.backends import require_service
+from tests.backends import eventually, require_service
 from tests.backends.mysql import START, URL, drop_tables, fresh_prefix
 from tests.backends.proxy import Proxy
 
@@ -115,14 +115,6 @@ async def sql(statement: str, *args: Any) -> list[tuple[Any, ...]]:
             return list(await cursor.fetchall()) if cursor.description else []
     finally:
         connection.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Poll `check` until it holds, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.05)
 
 
 # -- deadlocks and lock waits -------------------------------------------------------------------
@@ -787,47 +779,3 @@ async def test_calls_fail_as_unavailable_while_the_server_is_away_then_recover(
 
     assert (await driver.counts(["q"]))["q"].pending == 1
     await proxy.cut()
-
-
-async def test_worker_carries_on_after_the_server_is_lost_and_comes_back(prefix: str) -> None:
-    proxy = Proxy(3306)
-    await proxy.start()
-    registry = Registry()
-    via_proxy = f"mysql://root@127.0.0.1:{proxy.port}/test?prefix={prefix}"
-    registry.queue("q", driver=via_proxy, workers=["w"])
-    # A short lease: a reserve whose answer the cut lost leaves its jobs reserved by no one,
-    # and they must come back (after the lease) for the run to finish.
-    registry.worker("w", concurrency=4, poll_interval=0.05, lease=2.0)
-    ran: list[int] = []
-    halfway = asyncio.Event()
-
-    @registry.job("count")
-    async def count(job: Job[dict[str, int]]) -> None:
-        ran.append(job.payload["n"])
-        if len(ran) == 100:
-            halfway.set()
-        await asyncio.sleep(0.001)
-
-    direct = MysqlDriver(URL, prefix=prefix)
-    worker = Worker(registry, "w")
-    task = asyncio.create_task(worker.run())
-    try:
-        await registry.push_many("q", "count", [{"n": n} for n in range(300)])
-        await asyncio.wait_for(halfway.wait(), 10)
-
-        await proxy.cut()
-        await asyncio.sleep(1.0)  # the server is "down" for a second
-        await proxy.start()
-
-        async def all_done() -> bool:
-            return (await direct.counts(["q"]))["q"].succeeded == 300
-
-        await eventually(all_done, 20)
-        assert set(ran) == set(range(300))
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
-        await registry.close()
-        await direct.close()
-        with contextlib.suppress(Exception):
-            await proxy.cut()
