@@ -8,14 +8,10 @@ Each test works under a table prefix of its own on the server of this machine
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +20,7 @@ import pytest
 from conveyor import Job, Registry, WorkerCounts
 from tests.backends import require_service
 from tests.backends.mysql import START, URL, drop_tables, fresh_prefix
+from tests.integration.processes import assert_every_job_ran_once, worker_logs, workers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -115,36 +112,6 @@ def _write_app(folder: Path, url: str, *, processes: int, retry: int, lease: flo
     (folder / "workapp.py").write_text(source)
 
 
-@contextmanager
-def _workers(
-    folder: Path, count: int, *, burst: bool = True
-) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`count` worker processes running the app in `folder`, each logging to a file of its
-    own; killed if still running at exit."""
-    command = [sys.executable, "-m", "conveyor", "work", "w", "--app", "workapp:registry"]
-    command += ["--burst"] if burst else []
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    first = len(list(folder.glob("worker-*.log")))
-    logs = [(folder / f"worker-{first + i}.log").open("w") for i in range(count)]
-    processes = [
-        subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
-        for log in logs
-    ]
-    try:
-        yield processes
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        for log in logs:
-            log.close()
-
-
-def _logs(folder: Path) -> str:
-    return "\n".join(path.read_text() for path in sorted(folder.glob("worker-*.log")))
-
-
 def _runs(folder: Path) -> list[tuple[int, int, int, float]]:
     """Every recorded run: (n, pid, attempt, time)."""
     runs = []
@@ -165,17 +132,12 @@ async def test_four_worker_processes_run_5000_jobs_each_exactly_once(
         assert len(set(ids)) == JOBS
 
         started = time.monotonic()
-        with _workers(tmp_path, PROCESSES) as processes:
+        with workers(tmp_path, PROCESSES) as processes:
             codes = [process.wait(timeout=45) for process in processes]
         elapsed = time.monotonic() - started
-        assert codes == [0] * PROCESSES, _logs(tmp_path)
+        assert codes == [0] * PROCESSES, worker_logs(tmp_path)
 
-        runs = _runs(tmp_path)
-        ran = Counter(n for n, _, _, _ in runs)
-        twice = sorted(n for n, count in ran.items() if count > 1)
-        assert twice == [], f"jobs run more than once: {twice[:20]}"
-        assert set(ran) == set(range(JOBS)), f"never ran: {sorted(set(range(JOBS)) - set(ran))}"
-        assert {pid for _, pid, _, _ in runs} == {p.pid for p in processes}, "a process idled"
+        assert_every_job_ran_once(tmp_path, JOBS, processes)
 
         counts = (await registry.queue_info())["numbers"]
         assert (counts.pending, counts.delayed, counts.reserved, counts.failed) == (0, 0, 0, 0)
@@ -196,7 +158,7 @@ async def test_jobs_of_a_worker_killed_mid_job_run_again_after_their_lease(
     registry = _registry(url)
     try:
         hung = await registry.push_many("numbers", "hang", [{"n": n} for n in range(3)])
-        with _workers(tmp_path, 1, burst=False) as [doomed]:
+        with workers(tmp_path, 1, burst=False) as [doomed]:
             await _until(lambda: len(list(tmp_path.glob("hung-*"))) == 3, doomed, tmp_path)
             doomed.send_signal(signal.SIGKILL)
             assert doomed.wait(timeout=10) == -signal.SIGKILL
@@ -206,8 +168,8 @@ async def test_jobs_of_a_worker_killed_mid_job_run_again_after_their_lease(
         lease_ends = {info.id: info.available_at for info in infos if info is not None}
         assert all(end <= killed_at + lease for end in lease_ends.values())
 
-        with _workers(tmp_path, 1) as [survivor]:
-            assert survivor.wait(timeout=30) == 0, _logs(tmp_path)
+        with workers(tmp_path, 1) as [survivor]:
+            assert survivor.wait(timeout=30) == 0, worker_logs(tmp_path)
 
         runs = _runs(tmp_path)
         assert sorted(n for n, _, _, _ in runs) == [0, 1, 2]
@@ -227,6 +189,6 @@ async def _until(check: Any, process: subprocess.Popen[bytes], folder: Path) -> 
     """Wait until `check()` holds, failing early if the process died."""
     deadline = time.monotonic() + 20
     while not check():
-        assert process.poll() is None, _logs(folder)
-        assert time.monotonic() < deadline, _logs(folder)
+        assert process.poll() is None, worker_logs(folder)
+        assert time.monotonic() < deadline, worker_logs(folder)
         await asyncio.sleep(0.02)

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +20,7 @@ import pytest
 from conveyor import Job, Registry, WorkerCounts
 from tests.backends import require_service
 from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
+from tests.integration.processes import Popen, assert_every_job_ran_once, worker_logs, workers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,9 +101,6 @@ async def block(job: Job[dict[str, Any]]) -> None:
 """
 
 
-Popen = subprocess.Popen[bytes]
-
-
 async def _noop(job: Job[dict[str, int]]) -> None:
     """Stands in for the app's handlers in this process, which only pushes and inspects."""
 
@@ -128,38 +122,6 @@ def _registry(url: str, queue: str, job: str, retry: int) -> Registry:
     return registry
 
 
-@contextmanager
-def _workers(folder: Path, count: int, *, burst: bool, tag: str = "") -> Iterator[list[Popen]]:
-    """Start `count` worker processes of workapp:registry; kill any left when done."""
-    command = [sys.executable, "-m", "conveyor", "work", "w", "--app", "workapp:registry"]
-    if burst:
-        command.append("--burst")
-    logs = [(folder / f"worker{tag}-{i}.log").open("w") for i in range(count)]
-    processes = [
-        subprocess.Popen(
-            command,
-            cwd=folder,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        for log in logs
-    ]
-    try:
-        yield processes
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        for log in logs:
-            log.close()
-
-
-def _logs(folder: Path) -> str:
-    return "\n".join(path.read_text() for path in sorted(folder.glob("worker*.log")))
-
-
 async def test_four_worker_processes_run_every_job_exactly_once(tmp_path: Path, url: str) -> None:
     (tmp_path / "workapp.py").write_text(MANY_SOURCE.format(processes=PROCESSES, url=url))
     registry = _registry(url, "numbers", "mark", retry=0)
@@ -168,21 +130,12 @@ async def test_four_worker_processes_run_every_job_exactly_once(tmp_path: Path, 
         assert len(set(ids)) == JOBS
 
         started = time.monotonic()
-        with _workers(tmp_path, PROCESSES, burst=True) as processes:
+        with workers(tmp_path, PROCESSES) as processes:
             codes = [process.wait(timeout=45) for process in processes]
         elapsed = time.monotonic() - started
-        assert codes == [0] * PROCESSES, _logs(tmp_path)
+        assert codes == [0] * PROCESSES, worker_logs(tmp_path)
 
-        per_process: dict[int, list[int]] = {}
-        for path in tmp_path.glob("out-*.txt"):
-            for line in path.read_text().splitlines():
-                number, pid = line.split()
-                per_process.setdefault(int(pid), []).append(int(number))
-        assert {p.pid for p in processes} == set(per_process), "a process did no work"
-        ran = Counter(n for numbers in per_process.values() for n in numbers)
-        twice = sorted(n for n, count in ran.items() if count > 1)
-        assert twice == [], f"jobs run more than once: {twice[:20]}"
-        assert set(ran) == set(range(JOBS)), f"never ran: {sorted(set(range(JOBS)) - set(ran))}"
+        assert_every_job_ran_once(tmp_path, JOBS, processes)
 
         counts = (await registry.queue_info())["numbers"]
         assert (counts.pending, counts.delayed, counts.reserved, counts.failed) == (0, 0, 0, 0)
@@ -202,15 +155,15 @@ async def test_jobs_of_a_killed_worker_run_again_after_their_lease(
     registry = _registry(url, "slow", "block", retry=1)
     try:
         await registry.push_many("slow", "block", [{"n": n} for n in range(3)])
-        with _workers(tmp_path, 1, burst=False, tag="-killed") as [doomed]:
+        with workers(tmp_path, 1, burst=False) as [doomed]:
             _wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 3, doomed, tmp_path)
             assert (await registry.queue_info())["slow"].reserved == 3
 
-            with _workers(tmp_path, 1, burst=True, tag="-rescuer") as [rescuer]:
+            with workers(tmp_path, 1) as [rescuer]:
                 os.kill(doomed.pid, signal.SIGKILL)
                 killed_at = time.monotonic()
                 assert doomed.wait(timeout=10) == -signal.SIGKILL
-                assert rescuer.wait(timeout=30) == 0, _logs(tmp_path)
+                assert rescuer.wait(timeout=30) == 0, worker_logs(tmp_path)
             elapsed = time.monotonic() - killed_at
 
         started = sorted(path.name for path in tmp_path.glob("started-*"))
@@ -230,6 +183,6 @@ def _wait_for(
     """Wait until `condition()` holds, failing early if `process` exits."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert process.poll() is None, f"the worker exited early:\n{_logs(folder)}"
-        assert time.monotonic() < deadline, f"timed out:\n{_logs(folder)}"
+        assert process.poll() is None, f"the worker exited early:\n{worker_logs(folder)}"
+        assert time.monotonic() < deadline, f"timed out:\n{worker_logs(folder)}"
         time.sleep(0.02)

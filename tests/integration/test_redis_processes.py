@@ -4,21 +4,18 @@ killed with SIGKILL mid-job has its jobs run again by another once their lease r
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
 from conveyor import Job, JobState, Registry, WorkerCounts
 from tests.backends import require_service
 from tests.backends.redis import START, delete_prefix, fresh_prefix
+from tests.integration.processes import Workers, assert_every_job_ran_once
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -106,37 +103,6 @@ def _registry(prefix: str) -> Registry:
     return registry
 
 
-class Workers:
-    """`conveyor work` processes started in a folder; all killed at the end if still alive."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.started: list[tuple[subprocess.Popen[bytes], IO[str]]] = []
-
-    def start(self, worker: str, *, burst: bool) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "conveyor", "work", worker, "--app", "workapp:registry"]
-        log = (self.folder / f"worker-{len(self.started)}.log").open("w")
-        process = subprocess.Popen(
-            [*command, "--burst"] if burst else command,
-            cwd=self.folder,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.started.append((process, log))
-        return process
-
-    def logs(self) -> str:
-        return "\n".join(path.read_text() for path in sorted(self.folder.glob("worker-*.log")))
-
-    def close(self) -> None:
-        for process, log in self.started:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            log.close()
-
-
 @pytest.fixture
 def workers(tmp_path: Path, prefix: str) -> Any:
     source = APP_SOURCE.format(processes=PROCESSES, prefix=prefix, hanging=HANGING, lease=LEASE)
@@ -161,16 +127,7 @@ async def test_four_worker_processes_run_every_job_exactly_once(
         elapsed = time.monotonic() - started
         assert codes == [0] * PROCESSES, workers.logs()
 
-        per_process: dict[int, list[int]] = {}
-        for path in tmp_path.glob("out-*.txt"):
-            for line in path.read_text().splitlines():
-                number, pid = line.split()
-                per_process.setdefault(int(pid), []).append(int(number))
-        assert {p.pid for p in processes} == set(per_process), "a process did no work"
-        ran = Counter(n for numbers in per_process.values() for n in numbers)
-        twice = sorted(n for n, count in ran.items() if count > 1)
-        assert twice == [], f"jobs run more than once: {twice[:20]}"
-        assert set(ran) == set(range(JOBS)), f"never ran: {sorted(set(range(JOBS)) - set(ran))}"
+        assert_every_job_ran_once(tmp_path, JOBS, processes)
 
         counts = (await registry.queue_info())["numbers"]
         assert (counts.pending, counts.delayed, counts.reserved, counts.failed) == (0, 0, 0, 0)

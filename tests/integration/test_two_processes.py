@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from conveyor import Job, Registry, WorkerCounts
+from tests.integration.processes import assert_every_job_ran_once, worker_logs, workers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -83,45 +80,12 @@ async def test_two_worker_processes_run_every_job_exactly_once(tmp_path: Path) -
         assert len(set(ids)) == JOBS
         assert (await registry.queue_info())["numbers"].pending == JOBS
 
-        command = [sys.executable, "-m", "conveyor", "work", "w", "--burst"]
-        command += ["--app", "workapp:registry"]
-        logs = [(tmp_path / f"worker-{i}.log").open("w") for i in range(PROCESSES)]
         started = time.monotonic()
-        processes = [
-            subprocess.Popen(
-                command,
-                cwd=tmp_path,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            for log in logs
-        ]
-        try:
+        with workers(tmp_path, PROCESSES) as processes:
             codes = [process.wait(timeout=45) for process in processes]
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
-            for log in logs:
-                log.close()
         elapsed = time.monotonic() - started
-        output = "\n".join((tmp_path / f"worker-{i}.log").read_text() for i in range(PROCESSES))
-        assert codes == [0] * PROCESSES, output
-
-        per_process: dict[int, list[int]] = {}
-        for path in tmp_path.glob("out-*.txt"):
-            for line in path.read_text().splitlines():
-                number, pid = line.split()
-                per_process.setdefault(int(pid), []).append(int(number))
-
-        assert {p.pid for p in processes} == set(per_process), "a process did no work"
-        ran = Counter(n for numbers in per_process.values() for n in numbers)
-        twice = sorted(n for n, count in ran.items() if count > 1)
-        assert twice == [], f"jobs run more than once: {twice[:20]}"
-        assert set(ran) == set(range(JOBS)), f"never ran: {sorted(set(range(JOBS)) - set(ran))}"
-        assert all(len(numbers) > 0 for numbers in per_process.values())
+        assert codes == [0] * PROCESSES, worker_logs(tmp_path)
+        assert_every_job_ran_once(tmp_path, JOBS, processes)
 
         counts = (await registry.queue_info())["numbers"]
         assert (counts.pending, counts.delayed, counts.reserved, counts.failed) == (0, 0, 0, 0)

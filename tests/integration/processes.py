@@ -1,0 +1,78 @@
+"""What the multi-process tests share: starting `conveyor work` processes on an app written into
+a folder, reading back which process ran which job, and checking every job ran exactly once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+Popen = subprocess.Popen[bytes]
+
+
+class Workers:
+    """`conveyor work` processes of workapp:registry in a folder, each logging to a file of its
+    own; `close` kills any still alive."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[tuple[Popen, IO[str]]] = []
+
+    def start(self, worker: str = "w", *, burst: bool) -> Popen:
+        command = [sys.executable, "-m", "conveyor", "work", worker, "--app", "workapp:registry"]
+        number = len(list(self.folder.glob("worker-*.log")))
+        log = (self.folder / f"worker-{number}.log").open("w")
+        process = subprocess.Popen(
+            [*command, "--burst"] if burst else command,
+            cwd=self.folder,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.started.append((process, log))
+        return process
+
+    def logs(self) -> str:
+        return worker_logs(self.folder)
+
+    def close(self) -> None:
+        for process, log in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            log.close()
+
+
+@contextmanager
+def workers(folder: Path, count: int, *, burst: bool = True) -> Iterator[list[Popen]]:
+    """`count` worker processes of the app in `folder`, killed if still running at exit."""
+    started = Workers(folder)
+    try:
+        yield [started.start(burst=burst) for _ in range(count)]
+    finally:
+        started.close()
+
+
+def worker_logs(folder: Path) -> str:
+    """Everything the worker processes of `folder` printed, for failure messages."""
+    return "\n".join(path.read_text() for path in sorted(folder.glob("worker-*.log")))
+
+
+def assert_every_job_ran_once(folder: Path, jobs: int, processes: list[Popen]) -> None:
+    """The apps append "n pid ..." to out-<pid>.txt per run: jobs 0..jobs-1 each ran exactly
+    once, and every process ran some."""
+    per_process: dict[int, list[int]] = {}
+    for path in folder.glob("out-*.txt"):
+        for line in path.read_text().splitlines():
+            number, pid = line.split()[:2]
+            per_process.setdefault(int(pid), []).append(int(number))
+    assert {p.pid for p in processes} == set(per_process), "a process did no work"
+    ran = Counter(n for numbers in per_process.values() for n in numbers)
+    twice = sorted(n for n, count in ran.items() if count > 1)
+    assert twice == [], f"jobs run more than once: {twice[:20]}"
+    assert set(ran) == set(range(jobs)), f"never ran: {sorted(set(range(jobs)) - set(ran))}"
