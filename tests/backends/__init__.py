@@ -16,11 +16,13 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pytest
 
 from conveyor.drivers.base import Driver
+
+D = TypeVar("D", bound=Driver)
 
 #: Every driver kind the contract and worker suites run on, in order.
 KINDS = ["memory", "sqlite", "postgres", "mysql", "redis"]
@@ -55,6 +57,31 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
     while not await check():
         assert time.monotonic() < deadline, "condition never held"
         await asyncio.sleep(0.05)
+
+
+class Drivers(Generic[D]):
+    """Drivers of one kind made for one test, all on its table prefix; `close_all` at its end."""
+
+    def __init__(self, make: Callable[..., D], url: str, prefix: str) -> None:
+        self._make = make
+        self.url = url
+        self.prefix = prefix
+        self.made: list[D] = []
+
+    def make(self, url: str | None = None, **options: Any) -> D:
+        options.setdefault("prefix", self.prefix)
+        driver = self._make(url or self.url, **options)
+        self.made.append(driver)
+        return driver
+
+    async def open(self, url: str | None = None, **options: Any) -> D:
+        driver = self.make(url, **options)
+        await driver.open()
+        return driver
+
+    async def close_all(self) -> None:
+        for driver in self.made:
+            await driver.close()
 
 
 def driver_class(module: str, name: str) -> Any:

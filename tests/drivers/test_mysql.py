@@ -33,7 +33,7 @@ from conveyor.drivers.sql.mysql import MysqlDriver
 from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob, new_id
-from tests.backends import eventually, require_service
+from tests.backends import Drivers, eventually, require_service
 from tests.backends.mysql import START, URL, drop_tables, fresh_prefix
 from tests.backends.proxy import Proxy
 
@@ -73,31 +73,11 @@ async def prefix() -> AsyncIterator[str]:
     await drop_tables(fresh)
 
 
-class Drivers:
-    """Opens drivers for one test and closes them all at its end."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.made: list[MysqlDriver] = []
-
-    def make(self, url: str = URL, **options: Any) -> MysqlDriver:
-        options.setdefault("prefix", self.prefix)
-        driver = MysqlDriver(url, **options)
-        self.made.append(driver)
-        return driver
-
-    async def open(self, url: str = URL, **options: Any) -> MysqlDriver:
-        driver = self.make(url, **options)
-        await driver.open()
-        return driver
-
-
 @pytest.fixture
-async def drivers(prefix: str) -> AsyncIterator[Drivers]:
-    made = Drivers(prefix)
+async def drivers(prefix: str) -> AsyncIterator[Drivers[MysqlDriver]]:
+    made = Drivers(MysqlDriver, URL, prefix)
     yield made
-    for driver in made.made:
-        await driver.close()
+    await made.close_all()
 
 
 async def connect(**options: Any) -> asyncmy.connection.Connection:
@@ -121,7 +101,7 @@ async def sql(statement: str, *args: Any) -> list[tuple[Any, ...]]:
 
 
 async def test_deadlock_victim_transaction_runs_again_and_succeeds(
-    drivers: Drivers, prefix: str
+    drivers: Drivers[MysqlDriver], prefix: str
 ) -> None:
     driver = await drivers.open()
     first, second = make_job(), make_job()
@@ -163,7 +143,7 @@ async def test_deadlock_victim_transaction_runs_again_and_succeeds(
 
 
 async def test_lock_conflicts_reach_the_caller_only_after_every_attempt(
-    drivers: Drivers, monkeypatch: pytest.MonkeyPatch
+    drivers: Drivers[MysqlDriver], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(my_connection, "BACKOFF", 0.001)
     driver = await drivers.open()
@@ -189,7 +169,7 @@ async def test_lock_conflicts_reach_the_caller_only_after_every_attempt(
 
 
 async def test_concurrent_unique_pushes_from_many_drivers_store_one_job_without_errors(
-    drivers: Drivers,
+    drivers: Drivers[MysqlDriver],
 ) -> None:
     many = [await drivers.open() for _ in range(4)]
     for round_ in range(5):
@@ -204,7 +184,7 @@ async def test_concurrent_unique_pushes_from_many_drivers_store_one_job_without_
 # -- unique keys ----------------------------------------------------------------------------------
 
 
-async def test_unique_keys_of_any_length_are_held_and_freed(drivers: Drivers) -> None:
+async def test_unique_keys_of_any_length_are_held_and_freed(drivers: Drivers[MysqlDriver]) -> None:
     driver = await drivers.open()
     key = "k" * 5000 + "é"
     first = make_job(unique=key)
@@ -219,7 +199,9 @@ async def test_unique_keys_of_any_length_are_held_and_freed(drivers: Drivers) ->
     assert await driver.push(fresh) == fresh.id
 
 
-async def test_names_and_keys_compare_exactly_whatever_the_collation(drivers: Drivers) -> None:
+async def test_names_and_keys_compare_exactly_whatever_the_collation(
+    drivers: Drivers[MysqlDriver],
+) -> None:
     driver = await drivers.open()
     jobs = [make_job(queue=q, unique=k) for q in ("q", "Q", "q ") for k in ("k", "K", "k ")]
 
@@ -232,7 +214,7 @@ async def test_names_and_keys_compare_exactly_whatever_the_collation(drivers: Dr
 
 
 async def test_unique_key_column_is_free_once_job_is_finished(
-    drivers: Drivers, prefix: str
+    drivers: Drivers[MysqlDriver], prefix: str
 ) -> None:
     driver = await drivers.open()
     job = make_job(unique="k")
@@ -248,7 +230,9 @@ async def test_unique_key_column_is_free_once_job_is_finished(
 # -- transactional push ---------------------------------------------------------------------------
 
 
-async def test_push_in_a_transaction_that_commits_stores_the_job(drivers: Drivers) -> None:
+async def test_push_in_a_transaction_that_commits_stores_the_job(
+    drivers: Drivers[MysqlDriver],
+) -> None:
     driver, other = await drivers.open(), await drivers.open()
     job = make_job()
     connection = await connect()
@@ -263,7 +247,9 @@ async def test_push_in_a_transaction_that_commits_stores_the_job(drivers: Driver
     assert [got.id for got in await other.reserve(["q"], 1, 30.0, "w")] == [job.id]
 
 
-async def test_push_in_a_transaction_that_rolls_back_stores_nothing(drivers: Drivers) -> None:
+async def test_push_in_a_transaction_that_rolls_back_stores_nothing(
+    drivers: Drivers[MysqlDriver],
+) -> None:
     driver = await drivers.open()
     job = make_job()
     connection = await connect()
@@ -279,7 +265,7 @@ async def test_push_in_a_transaction_that_rolls_back_stores_nothing(drivers: Dri
 
 
 async def test_push_in_a_transaction_returns_the_holder_of_a_unique_key(
-    drivers: Drivers,
+    drivers: Drivers[MysqlDriver],
 ) -> None:
     driver = await drivers.open()
     holder = make_job(unique="k")
@@ -323,7 +309,7 @@ async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
 
 
 async def test_push_on_something_not_an_asyncmy_connection_raises_config_error(
-    drivers: Drivers,
+    drivers: Drivers[MysqlDriver],
 ) -> None:
     driver = await drivers.open()
 
@@ -332,7 +318,7 @@ async def test_push_on_something_not_an_asyncmy_connection_raises_config_error(
 
 
 async def test_deadlock_in_the_callers_transaction_is_reported_not_retried(
-    drivers: Drivers, prefix: str
+    drivers: Drivers[MysqlDriver], prefix: str
 ) -> None:
     driver = await drivers.open()
     mine, theirs = make_job(), make_job(unique="k")
@@ -366,7 +352,7 @@ async def test_deadlock_in_the_callers_transaction_is_reported_not_retried(
 
 
 async def test_push_on_a_connection_to_another_database_raises_config_error(
-    drivers: Drivers,
+    drivers: Drivers[MysqlDriver],
 ) -> None:
     driver = await drivers.open()
     connection = await connect()
@@ -381,7 +367,7 @@ async def test_push_on_a_connection_to_another_database_raises_config_error(
 # -- table prefixes and migrations ----------------------------------------------------------------
 
 
-async def test_prefix_keeps_two_sets_of_tables_apart(drivers: Drivers) -> None:
+async def test_prefix_keeps_two_sets_of_tables_apart(drivers: Drivers[MysqlDriver]) -> None:
     mine = await drivers.open()
     other_prefix = fresh_prefix()
     try:
@@ -403,7 +389,7 @@ def test_bad_prefix_raises_config_error(bad: str) -> None:
 
 
 async def test_migrations_are_applied_once_by_drivers_opening_at_once(
-    drivers: Drivers, prefix: str
+    drivers: Drivers[MysqlDriver], prefix: str
 ) -> None:
     many = [drivers.make() for _ in range(6)]
 
@@ -438,7 +424,9 @@ def test_processes_opening_a_new_schema_at_once_all_succeed(prefix: str) -> None
     assert recorded == [(1,)]
 
 
-async def test_migration_lock_is_released_once_open(drivers: Drivers, prefix: str) -> None:
+async def test_migration_lock_is_released_once_open(
+    drivers: Drivers[MysqlDriver], prefix: str
+) -> None:
     await drivers.open()
 
     [(name,)] = await sql(
@@ -447,7 +435,9 @@ async def test_migration_lock_is_released_once_open(drivers: Drivers, prefix: st
     assert await sql("SELECT IS_USED_LOCK(%s)", name) == [(None,)]
 
 
-async def test_migrate_false_refuses_a_schema_never_created(drivers: Drivers, prefix: str) -> None:
+async def test_migrate_false_refuses_a_schema_never_created(
+    drivers: Drivers[MysqlDriver], prefix: str
+) -> None:
     driver = drivers.make(migrate=False)
 
     with pytest.raises(ConfigError, match="conveyor migrate"):
@@ -458,7 +448,7 @@ async def test_migrate_false_refuses_a_schema_never_created(drivers: Drivers, pr
     assert await sql(f"SELECT COUNT(*) FROM {prefix}jobs") == [(1,)]
 
 
-async def test_closed_driver_opens_again_on_next_call(drivers: Drivers) -> None:
+async def test_closed_driver_opens_again_on_next_call(drivers: Drivers[MysqlDriver]) -> None:
     driver = await drivers.open()
     job = make_job()
     await driver.push(job)
@@ -526,7 +516,7 @@ def test_constructor_points_conveyors_url_options_to_from_url() -> None:
 
 
 async def test_wrong_password_raises_backend_unavailable_without_the_password(
-    drivers: Drivers,
+    drivers: Drivers[MysqlDriver],
 ) -> None:
     driver = drivers.make("mysql://root:s3cr3t-pw@127.0.0.1:3306/test")
 
@@ -537,7 +527,7 @@ async def test_wrong_password_raises_backend_unavailable_without_the_password(
     assert "mysql://root@127.0.0.1:3306/test" in str(raised.value)
 
 
-async def test_unreachable_server_raises_backend_unavailable(drivers: Drivers) -> None:
+async def test_unreachable_server_raises_backend_unavailable(drivers: Drivers[MysqlDriver]) -> None:
     closed_port = _free_port()
     driver = drivers.make(f"mysql://root:s3cr3t-pw@127.0.0.1:{closed_port}/test")
 
@@ -547,7 +537,9 @@ async def test_unreachable_server_raises_backend_unavailable(drivers: Drivers) -
     assert "s3cr3t-pw" not in str(e.value)
 
 
-async def test_mysql_errors_reach_callers_as_driver_errors(drivers: Drivers, prefix: str) -> None:
+async def test_mysql_errors_reach_callers_as_driver_errors(
+    drivers: Drivers[MysqlDriver], prefix: str
+) -> None:
     driver = await drivers.open()
     await sql(f"DROP TABLE {prefix}jobs")
 
@@ -557,7 +549,7 @@ async def test_mysql_errors_reach_callers_as_driver_errors(drivers: Drivers, pre
     assert not isinstance(raised.value, BackendUnavailableError)
 
 
-async def test_sessions_read_committed_in_strict_mode(drivers: Drivers) -> None:
+async def test_sessions_read_committed_in_strict_mode(drivers: Drivers[MysqlDriver]) -> None:
     driver = await drivers.open()
     settings = Query("settings", "", "SELECT @@tx_isolation AS isolation, @@sql_mode AS mode")
 
@@ -588,7 +580,7 @@ def test_server_versions_are_read_from_the_handshake_string() -> None:
 # -- concurrency ----------------------------------------------------------------------------------
 
 
-async def test_cancelled_call_still_completes(drivers: Drivers) -> None:
+async def test_cancelled_call_still_completes(drivers: Drivers[MysqlDriver]) -> None:
     driver = await drivers.open()
     await driver.push(make_job())
     [job] = await driver.reserve(["q"], 1, 30.0, "w")
@@ -607,7 +599,7 @@ async def test_cancelled_call_still_completes(drivers: Drivers) -> None:
 
 
 async def test_many_reserves_from_several_drivers_never_hand_out_a_job_twice(
-    drivers: Drivers,
+    drivers: Drivers[MysqlDriver],
 ) -> None:
     many = [await drivers.open(pool_size=4) for _ in range(4)]
     total = 1200
@@ -626,7 +618,7 @@ async def test_many_reserves_from_several_drivers_never_hand_out_a_job_twice(
 
 
 async def test_expired_leases_are_taken_by_exactly_one_of_many_reserves(
-    drivers: Drivers,
+    drivers: Drivers[MysqlDriver],
 ) -> None:
     many = [await drivers.open() for _ in range(3)]
     await many[0].push_many([make_job() for _ in range(50)])
@@ -643,7 +635,7 @@ async def test_expired_leases_are_taken_by_exactly_one_of_many_reserves(
 
 
 async def test_reserve_serves_more_queues_than_its_per_queue_subqueries(
-    drivers: Drivers,
+    drivers: Drivers[MysqlDriver],
 ) -> None:
     driver = await drivers.open()
     queues = [f"q{n}" for n in range(12)]
@@ -662,7 +654,7 @@ async def test_reserve_serves_more_queues_than_its_per_queue_subqueries(
 
 
 async def test_prune_deletes_in_batches_until_a_short_one(
-    drivers: Drivers, monkeypatch: pytest.MonkeyPatch
+    drivers: Drivers[MysqlDriver], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sql_driver, "PRUNE_BATCH", 7)
     driver = await drivers.open()
@@ -703,7 +695,9 @@ async def explain(prefix: str, name: str, params: dict[str, Any]) -> list[dict[s
         connection.close()
 
 
-async def test_reserve_and_settle_plans_skip_finished_jobs(drivers: Drivers, prefix: str) -> None:
+async def test_reserve_and_settle_plans_skip_finished_jobs(
+    drivers: Drivers[MysqlDriver], prefix: str
+) -> None:
     await drivers.open()
     # 2,000 jobs waiting and 20,000 finished, written behind the driver's back in one go.
     await sql(
@@ -742,7 +736,9 @@ def test_every_query_block_is_described_and_prefixed() -> None:
 # -- lost connections -----------------------------------------------------------------------------
 
 
-async def test_driver_carries_on_when_its_connection_is_killed(drivers: Drivers) -> None:
+async def test_driver_carries_on_when_its_connection_is_killed(
+    drivers: Drivers[MysqlDriver],
+) -> None:
     driver = await drivers.open(pool_size=1)
     whoami = Query("whoami", "", "SELECT CONNECTION_ID() AS id")
     [row] = await driver._conn.fetch(whoami, {})
@@ -765,7 +761,7 @@ def _free_port() -> int:
 
 
 async def test_calls_fail_as_unavailable_while_the_server_is_away_then_recover(
-    drivers: Drivers,
+    drivers: Drivers[MysqlDriver],
 ) -> None:
     proxy = Proxy(3306)
     await proxy.start()

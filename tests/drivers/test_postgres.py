@@ -32,7 +32,7 @@ from conveyor.drivers.sql.postgres import PostgresDriver
 from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo, JobState, NewJob, new_id
-from tests.backends import eventually, require_service
+from tests.backends import Drivers, eventually, require_service
 from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
 
 PACKAGE = "conveyor.drivers.sql.postgres"
@@ -67,31 +67,11 @@ async def prefix() -> AsyncIterator[str]:
     await drop_tables(fresh)
 
 
-class Drivers:
-    """Opens drivers for one test and closes them all at its end."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.made: list[PostgresDriver] = []
-
-    def make(self, url: str = URL, **options: Any) -> PostgresDriver:
-        options.setdefault("prefix", self.prefix)
-        driver = PostgresDriver(url, **options)
-        self.made.append(driver)
-        return driver
-
-    async def open(self, url: str = URL, **options: Any) -> PostgresDriver:
-        driver = self.make(url, **options)
-        await driver.open()
-        return driver
-
-
 @pytest.fixture
-async def drivers(prefix: str) -> AsyncIterator[Drivers]:
-    made = Drivers(prefix)
+async def drivers(prefix: str) -> AsyncIterator[Drivers[PostgresDriver]]:
+    made = Drivers(PostgresDriver, URL, prefix)
     yield made
-    for driver in made.made:
-        await driver.close()
+    await made.close_all()
 
 
 async def sql(statement: str, *args: Any) -> list[dict[str, Any]]:
@@ -118,7 +98,7 @@ async def idle_wait(
 
 
 async def test_push_from_another_driver_wakes_an_idle_wait_within_100_ms(
-    drivers: Drivers,
+    drivers: Drivers[PostgresDriver],
 ) -> None:
     waiting, pushing = await drivers.open(), await drivers.open()
     delays = []
@@ -136,7 +116,7 @@ async def test_push_from_another_driver_wakes_an_idle_wait_within_100_ms(
     assert max(delays) < 1.0, delays
 
 
-async def test_wait_ignores_pushes_to_other_queues(drivers: Drivers) -> None:
+async def test_wait_ignores_pushes_to_other_queues(drivers: Drivers[PostgresDriver]) -> None:
     waiting, pushing = await drivers.open(), await drivers.open()
     waiter = await idle_wait(waiting, ["q"], 0.5)
     begin = time.monotonic()
@@ -148,7 +128,7 @@ async def test_wait_ignores_pushes_to_other_queues(drivers: Drivers) -> None:
 
 
 @pytest.mark.parametrize("yields", [0, 1, 2, 3])
-async def test_cancelled_wait_ends_at_once(drivers: Drivers, yields: int) -> None:
+async def test_cancelled_wait_ends_at_once(drivers: Drivers[PostgresDriver], yields: int) -> None:
     # Regression: with asyncio.wait_for, a cancel landing just as an inner step finished was
     # swallowed on Python 3.11, and a stopping worker hung for a whole poll interval.
     driver = await drivers.open()
@@ -163,7 +143,9 @@ async def test_cancelled_wait_ends_at_once(drivers: Drivers, yields: int) -> Non
             await asyncio.wait_for(waiter, 2.0)  # well before the wait's own 5 s
 
 
-async def test_push_between_empty_reserve_and_wait_is_not_lost(drivers: Drivers) -> None:
+async def test_push_between_empty_reserve_and_wait_is_not_lost(
+    drivers: Drivers[PostgresDriver],
+) -> None:
     waiting, pushing = await drivers.open(), await drivers.open()
     assert await waiting.reserve(["q"], 1, 30.0, "w") == []
     await pushing.push(make_job())
@@ -175,7 +157,7 @@ async def test_push_between_empty_reserve_and_wait_is_not_lost(drivers: Drivers)
     assert time.monotonic() - begin < 2.0  # long before the 5 s timeout
 
 
-async def test_release_from_another_driver_wakes_a_wait(drivers: Drivers) -> None:
+async def test_release_from_another_driver_wakes_a_wait(drivers: Drivers[PostgresDriver]) -> None:
     waiting, working = await drivers.open(), await drivers.open()
     await working.push(make_job())
     [job] = await working.reserve(["q"], 1, 30.0, "w2")
@@ -187,7 +169,7 @@ async def test_release_from_another_driver_wakes_a_wait(drivers: Drivers) -> Non
     await asyncio.wait_for(waiter, 2.0)  # long before the wait's own 5 s
 
 
-async def test_prefixes_have_channels_of_their_own(drivers: Drivers) -> None:
+async def test_prefixes_have_channels_of_their_own(drivers: Drivers[PostgresDriver]) -> None:
     waiting = await drivers.open()
     other_prefix = fresh_prefix()
     try:
@@ -207,7 +189,9 @@ async def test_prefixes_have_channels_of_their_own(drivers: Drivers) -> None:
 # -- transactional push ---------------------------------------------------------------------------
 
 
-async def test_push_in_a_transaction_that_commits_stores_the_job(drivers: Drivers) -> None:
+async def test_push_in_a_transaction_that_commits_stores_the_job(
+    drivers: Drivers[PostgresDriver],
+) -> None:
     driver = await drivers.open()
     job = make_job()
     async with await psycopg.AsyncConnection.connect(URL) as conn, conn.transaction():
@@ -218,7 +202,9 @@ async def test_push_in_a_transaction_that_commits_stores_the_job(drivers: Driver
     assert reserved.id == job.id
 
 
-async def test_push_in_a_transaction_that_rolls_back_stores_nothing(drivers: Drivers) -> None:
+async def test_push_in_a_transaction_that_rolls_back_stores_nothing(
+    drivers: Drivers[PostgresDriver],
+) -> None:
     driver = await drivers.open()
     job = make_job()
     async with await psycopg.AsyncConnection.connect(URL) as conn:
@@ -229,7 +215,9 @@ async def test_push_in_a_transaction_that_rolls_back_stores_nothing(drivers: Dri
     assert await driver.reserve(["q"], 10, 30.0, "w") == []
 
 
-async def test_rolled_back_push_wakes_no_one_and_committed_push_does(drivers: Drivers) -> None:
+async def test_rolled_back_push_wakes_no_one_and_committed_push_does(
+    drivers: Drivers[PostgresDriver],
+) -> None:
     waiting, pushing = await drivers.open(), await drivers.open()
     waiter = await idle_wait(waiting, ["q"], 5.0)
     async with await psycopg.AsyncConnection.connect(URL) as conn:
@@ -244,7 +232,9 @@ async def test_rolled_back_push_wakes_no_one_and_committed_push_does(drivers: Dr
     await asyncio.wait_for(waiter, 2.0)  # long before the wait's own 5 s
 
 
-async def test_push_on_a_sync_connection_follows_its_transaction(drivers: Drivers) -> None:
+async def test_push_on_a_sync_connection_follows_its_transaction(
+    drivers: Drivers[PostgresDriver],
+) -> None:
     driver = await drivers.open()
     kept, dropped = make_job(), make_job()
     with psycopg.Connection.connect(URL) as conn:
@@ -258,7 +248,7 @@ async def test_push_on_a_sync_connection_follows_its_transaction(drivers: Driver
 
 
 async def test_push_in_a_transaction_returns_the_holder_of_a_unique_key(
-    drivers: Drivers,
+    drivers: Drivers[PostgresDriver],
 ) -> None:
     driver = await drivers.open()
     holder = make_job(unique="k")
@@ -272,7 +262,7 @@ async def test_push_in_a_transaction_returns_the_holder_of_a_unique_key(
 
 
 async def test_unique_push_whose_holder_finishes_meanwhile_stores_its_job(
-    drivers: Drivers, monkeypatch: pytest.MonkeyPatch
+    drivers: Drivers[PostgresDriver], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # READ COMMITTED: the insert skips on the holder, then the holder is acked and committed
     # by another worker before the push looks it up. The push must not return its own id
@@ -300,7 +290,7 @@ async def test_unique_push_whose_holder_finishes_meanwhile_stores_its_job(
 
 
 async def test_retry_failed_leaves_a_job_failed_when_a_concurrent_push_takes_its_key(
-    drivers: Drivers,
+    drivers: Drivers[PostgresDriver],
 ) -> None:
     # The push is not committed when retry_failed looks for a holder, and commits while the
     # statement waits on jobs_unique: as on every driver, the job stays failed, no error.
@@ -334,7 +324,7 @@ async def blocked_on_a_lock(fragment: str) -> bool:
 
 
 async def test_push_on_something_not_a_psycopg_connection_raises_config_error(
-    drivers: Drivers,
+    drivers: Drivers[PostgresDriver],
 ) -> None:
     driver = await drivers.open()
 
@@ -389,7 +379,7 @@ async def _never_run(job: Job[dict[str, int]]) -> None:
 # -- table prefix -------------------------------------------------------------------------------
 
 
-async def test_prefix_keeps_two_sets_of_tables_apart(drivers: Drivers) -> None:
+async def test_prefix_keeps_two_sets_of_tables_apart(drivers: Drivers[PostgresDriver]) -> None:
     other_prefix = fresh_prefix()
     try:
         mail = await drivers.open()
@@ -423,7 +413,7 @@ def test_bad_prefix_raises_config_error(bad: str) -> None:
 
 
 async def test_migrations_are_applied_once_by_drivers_opening_at_once(
-    drivers: Drivers, prefix: str
+    drivers: Drivers[PostgresDriver], prefix: str
 ) -> None:
     racing = [drivers.make() for _ in range(6)]
 
@@ -440,7 +430,9 @@ async def test_migrations_are_applied_once_by_drivers_opening_at_once(
     assert (await racing[1].counts(["q"]))["q"].pending == 6
 
 
-async def test_migrate_false_refuses_a_schema_never_created(drivers: Drivers, prefix: str) -> None:
+async def test_migrate_false_refuses_a_schema_never_created(
+    drivers: Drivers[PostgresDriver], prefix: str
+) -> None:
     driver = drivers.make(migrate=False)
 
     with pytest.raises(ConfigError, match="conveyor migrate") as caught:
@@ -450,7 +442,9 @@ async def test_migrate_false_refuses_a_schema_never_created(drivers: Drivers, pr
     assert await sql("SELECT 1 FROM pg_tables WHERE starts_with(tablename, %s)", prefix) == []
 
 
-async def test_migrate_false_opens_once_the_schema_is_migrated(drivers: Drivers) -> None:
+async def test_migrate_false_opens_once_the_schema_is_migrated(
+    drivers: Drivers[PostgresDriver],
+) -> None:
     driver = drivers.make(migrate=False)
 
     await driver.migrate()  # what `conveyor migrate` runs
@@ -490,7 +484,9 @@ def test_from_url_reads_conveyors_options_and_leaves_libpqs() -> None:
     assert driver.target.conninfo == f"{URL}?application_name=my%20app&connect_timeout=5"
 
 
-async def test_libpq_options_from_the_url_reach_the_server(drivers: Drivers) -> None:
+async def test_libpq_options_from_the_url_reach_the_server(
+    drivers: Drivers[PostgresDriver],
+) -> None:
     name = f"conveyor-test-{uuid.uuid4().hex[:8]}"
     driver = await drivers.open(f"{URL}?application_name={name}")
 
@@ -551,7 +547,7 @@ def test_keyword_conninfo_is_shown_without_its_password() -> None:
 
 
 async def test_postgres_errors_reach_callers_as_driver_errors(
-    drivers: Drivers, prefix: str
+    drivers: Drivers[PostgresDriver], prefix: str
 ) -> None:
     driver = await drivers.open()
     await sql(f"DROP TABLE {prefix}jobs")
@@ -563,7 +559,7 @@ async def test_postgres_errors_reach_callers_as_driver_errors(
     assert isinstance(caught.value.__cause__, psycopg.Error)
 
 
-async def test_cancelled_call_still_completes(drivers: Drivers) -> None:
+async def test_cancelled_call_still_completes(drivers: Drivers[PostgresDriver]) -> None:
     """A worker cancelled while its ack is in flight must not leave the ack half-sent."""
     driver = await drivers.open()
     await driver.push(make_job())
@@ -583,7 +579,7 @@ async def test_cancelled_call_still_completes(drivers: Drivers) -> None:
     await eventually(acked, 5.0)
 
 
-async def test_closed_driver_opens_again_on_next_call(drivers: Drivers) -> None:
+async def test_closed_driver_opens_again_on_next_call(drivers: Drivers[PostgresDriver]) -> None:
     driver = await drivers.open()
     job_id = await driver.push(make_job())
     await driver.close()
@@ -597,7 +593,7 @@ async def test_closed_driver_opens_again_on_next_call(drivers: Drivers) -> None:
 
 
 async def test_reserves_from_several_drivers_never_hand_out_a_job_twice(
-    drivers: Drivers,
+    drivers: Drivers[PostgresDriver],
 ) -> None:
     many = [await drivers.open() for _ in range(3)]
     await many[0].push_many([make_job(priority=i % 3) for i in range(600)])
@@ -612,7 +608,7 @@ async def test_reserves_from_several_drivers_never_hand_out_a_job_twice(
 
 
 async def test_expired_leases_are_taken_by_exactly_one_of_many_reserves(
-    drivers: Drivers,
+    drivers: Drivers[PostgresDriver],
 ) -> None:
     many = [await drivers.open() for _ in range(3)]
     await many[0].push_many([make_job() for _ in range(50)])
@@ -632,7 +628,7 @@ async def test_expired_leases_are_taken_by_exactly_one_of_many_reserves(
 
 
 async def test_prune_deletes_in_batches_until_a_short_one(
-    drivers: Drivers, monkeypatch: pytest.MonkeyPatch
+    drivers: Drivers[PostgresDriver], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sql_driver, "PRUNE_BATCH", 7)
     driver = await drivers.open()
@@ -673,7 +669,7 @@ async def explain(prefix: str, name: str, items: list[list[Any]]) -> str:
 
 @pytest.mark.parametrize("analyzed", [False, True])
 async def test_reserve_and_settle_plans_use_their_indexes_whatever_the_statistics(
-    drivers: Drivers, prefix: str, analyzed: bool
+    drivers: Drivers[PostgresDriver], prefix: str, analyzed: bool
 ) -> None:
     await drivers.open()
     # 3,000 jobs waiting and 30,000 finished, written behind the driver's back in one go.
@@ -720,7 +716,9 @@ def test_only_reserve_and_settle_statements_skip_the_commit_flush() -> None:
     assert all("'off', true)" in queries[name].sql for name in relaxed)  # this transaction only
 
 
-async def test_relaxed_commit_does_not_leak_into_the_next_statement(drivers: Drivers) -> None:
+async def test_relaxed_commit_does_not_leak_into_the_next_statement(
+    drivers: Drivers[PostgresDriver],
+) -> None:
     driver = await drivers.open(pool_size=1)  # one connection: the push reuses the ack's
     await driver.push(make_job())
     [job] = await driver.reserve(["q"], 1, 30.0, "w")
@@ -735,7 +733,9 @@ async def test_relaxed_commit_does_not_leak_into_the_next_statement(drivers: Dri
 # -- lost connections -----------------------------------------------------------------------------
 
 
-async def test_driver_recovers_when_its_connections_are_killed(drivers: Drivers) -> None:
+async def test_driver_recovers_when_its_connections_are_killed(
+    drivers: Drivers[PostgresDriver],
+) -> None:
     name = f"conveyor-test-{uuid.uuid4().hex[:8]}"
     driver = await drivers.open(f"{URL}?application_name={name}")
     pushing = await drivers.open()
