@@ -3,9 +3,11 @@ a folder, reading back which process ran which job, and checking every job ran e
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +15,27 @@ from pathlib import Path
 from typing import IO
 
 Popen = subprocess.Popen[bytes]
+
+#: The repository, put on the worker processes' path so their app can import this module.
+ROOT = Path(__file__).resolve().parents[2]
+
+_gate_open = False
+
+
+async def through_gate(folder: Path, processes: int, timeout: float = 20.0) -> None:
+    """Called by a worker process's jobs: the first one waits until `processes` processes have
+    each started a job, so none can finish the queue before the others are up; after that
+    (or with one process) it returns at once."""
+    global _gate_open
+    if _gate_open or processes == 1:
+        return
+    (folder / f"ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout
+    while len(list(folder.glob("ready-*"))) < processes:
+        if time.monotonic() > deadline:
+            raise RuntimeError("another worker process never started a job")
+        await asyncio.sleep(0.01)
+    _gate_open = True
 
 
 class Workers:
@@ -30,7 +53,7 @@ class Workers:
         process = subprocess.Popen(
             [*command, "--burst"] if burst else command,
             cwd=self.folder,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

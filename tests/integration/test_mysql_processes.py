@@ -28,7 +28,7 @@ JOBS = 5000
 PROCESSES = 4
 
 #: The app every worker process loads. `mark` jobs append "n pid attempt time" to out-<pid>.txt;
-#: the first one in each process waits (at most GATE seconds) until every process has started
+#: the first one in each process waits until every process has started
 #: one, so no process can finish the queue before the others are up. A `hang` job on its
 #: first attempt writes hung-<n> and then never returns: the worker is killed meanwhile.
 APP_SOURCE = """
@@ -41,27 +41,15 @@ import time
 from typing import Any
 
 from conveyor import Job, Registry
+from tests.integration.processes import through_gate
 
 HERE = pathlib.Path(__file__).resolve().parent
 PROCESSES = {processes}
-GATE = 20.0
 
 registry = Registry(default_driver={url!r})
 registry.queue("numbers", workers=["w"], retry={retry})
 registry.worker("w", concurrency=8, poll_interval=0.05, lease={lease})
 
-_gate_open = PROCESSES == 1
-
-
-async def _wait_for_every_process() -> None:
-    global _gate_open
-    (HERE / f"ready-{{os.getpid()}}").touch()
-    deadline = time.monotonic() + GATE
-    while len(list(HERE.glob("ready-*"))) < PROCESSES:
-        if time.monotonic() > deadline:
-            raise RuntimeError("another worker process never started a job")
-        await asyncio.sleep(0.01)
-    _gate_open = True
 
 
 def _record(job: Job[dict[str, Any]]) -> None:
@@ -71,8 +59,7 @@ def _record(job: Job[dict[str, Any]]) -> None:
 
 @registry.job("mark")
 async def mark(job: Job[dict[str, Any]]) -> None:
-    if not _gate_open:
-        await _wait_for_every_process()
+    await through_gate(HERE, PROCESSES)
     _record(job)
 
 

@@ -28,7 +28,7 @@ JOBS = 5000
 PROCESSES = 4
 
 #: The app every worker process of the first test loads. The first job in each process waits
-#: (at most GATE seconds) until every process has started one, so no process can finish the
+#: until every process has started one, so no process can finish the
 #: queue before the others are up; after that the gate is open and jobs run straight through.
 MANY_SOURCE = """
 from __future__ import annotations
@@ -40,33 +40,20 @@ import time
 from typing import Any
 
 from conveyor import Job, Registry
+from tests.integration.processes import through_gate
 
 HERE = pathlib.Path(__file__).resolve().parent
 PROCESSES = {processes}
-GATE = 20.0
 
 registry = Registry(default_driver={url!r})
 registry.queue("numbers", workers=["w"], retry=0)
 registry.worker("w", concurrency=16, poll_interval=0.05)
 
-_gate_open = False
-
-
-async def _wait_for_every_process() -> None:
-    global _gate_open
-    (HERE / f"ready-{{os.getpid()}}").touch()
-    deadline = time.monotonic() + GATE
-    while len(list(HERE.glob("ready-*"))) < PROCESSES:
-        if time.monotonic() > deadline:
-            raise RuntimeError("another worker process never started a job")
-        await asyncio.sleep(0.01)
-    _gate_open = True
 
 
 @registry.job("mark")
 async def mark(job: Job[dict[str, Any]]) -> None:
-    if not _gate_open:
-        await _wait_for_every_process()
+    await through_gate(HERE, PROCESSES)
     with open(HERE / f"out-{{os.getpid()}}.txt", "a") as out:
         out.write(f"{{job.payload['n']}} {{os.getpid()}}\\n")
 """

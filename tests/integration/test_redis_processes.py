@@ -25,7 +25,7 @@ HANGING = 3
 LEASE = 1.0
 
 #: The app every process loads. Worker "w" runs "mark" on queue "numbers": the first job in
-#: each process waits (at most GATE seconds) until every process has started one, so no
+#: each process waits until every process has started one, so no
 #: process can finish the queue before the others are up. Worker "k" runs "hang" on queue
 #: "hangs" with a short lease: its first attempt hangs until the process is killed.
 APP_SOURCE = """
@@ -38,10 +38,10 @@ import time
 from typing import Any
 
 from conveyor import Job, Registry
+from tests.integration.processes import through_gate
 
 HERE = pathlib.Path(__file__).resolve().parent
 PROCESSES = {processes}
-GATE = 20.0
 
 registry = Registry(default_driver="redis://127.0.0.1:6379/0?prefix={prefix}")
 registry.queue("numbers", workers=["w"], retry=0)
@@ -49,24 +49,11 @@ registry.queue("hangs", workers=["k"], retry=2)
 registry.worker("w", concurrency=16, poll_interval=0.05)
 registry.worker("k", concurrency={hanging}, lease={lease}, poll_interval=0.05)
 
-_gate_open = False
-
-
-async def _wait_for_every_process() -> None:
-    global _gate_open
-    (HERE / f"ready-{{os.getpid()}}").touch()
-    deadline = time.monotonic() + GATE
-    while len(list(HERE.glob("ready-*"))) < PROCESSES:
-        if time.monotonic() > deadline:
-            raise RuntimeError("another worker process never started a job")
-        await asyncio.sleep(0.01)
-    _gate_open = True
 
 
 @registry.job("mark")
 async def mark(job: Job[dict[str, Any]]) -> None:
-    if not _gate_open:
-        await _wait_for_every_process()
+    await through_gate(HERE, PROCESSES)
     with open(HERE / f"out-{{os.getpid()}}.txt", "a") as out:
         out.write(f"{{job.payload['n']}} {{os.getpid()}}\\n")
 
