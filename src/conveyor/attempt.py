@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,7 +15,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from conveyor import retry
 from conveyor.drivers.base import Driver
-from conveyor.errors import JobTimeoutError, LeaseExpiredError, PayloadError, UnknownJobError
+from conveyor.errors import (
+    CorruptJobError,
+    JobTimeoutError,
+    LeaseExpiredError,
+    PayloadError,
+    UnknownJobError,
+)
 from conveyor.job import ErrorInfo, Job, JobInfo
 
 if TYPE_CHECKING:
@@ -33,7 +38,8 @@ class Outcome:
     job: JobInfo
     driver: Driver
     error: ErrorInfo | None = None
-    available_at: float = 0.0
+    #: For a release: seconds until the job is due again, by the backend's clock.
+    delay: float = 0.0
     count_attempt: bool = True
 
 
@@ -48,22 +54,19 @@ class Runner:
 
     async def attempt(self, job: JobInfo, driver: Driver) -> Outcome:
         """Run one reserved job and decide what becomes of it; never raises for the job's faults."""
+        refused = _refusal(job)
+        if refused is not None:
+            return Outcome("fail", job, driver, error_info(refused))
         spec = self.registry.jobs.get(job.name)
         if spec is None:
             return Outcome("fail", job, driver, error_info(UnknownJobError(job.name)))
-        if job.attempt > job.max_attempts:
-            lost = LeaseExpiredError(
-                f"the worker running attempt {job.max_attempts} of {job.max_attempts} stopped "
-                "before finishing (its lease ran out)"
-            )
-            return Outcome("fail", job, driver, error_info(lost))
         try:
             payload = spec.codec.decode(job.payload)
         except PayloadError as exc:
             return Outcome("fail", job, driver, error_info(exc))
         handed = Job(
             job.id, job.queue, job.name, payload, job.attempt, job.max_attempts, job.meta,
-            job.created_at,
+            job.created_at, job.rescued,
         )  # fmt: skip
         try:
             await self._call(spec, handed, job.timeout)
@@ -119,11 +122,31 @@ class Runner:
             self._threads = None
 
 
+def _refusal(job: JobInfo) -> Exception | None:
+    """Why a reserved job must be failed without running, if it must: its record cannot be
+    read, or its attempts were used up by deaths of the worker running it alone."""
+    if job.unreadable:
+        problems = "; ".join(f"{name}: {problem}" for name, problem in job.unreadable.items())
+        return CorruptJobError(
+            f"the stored record of job {job.id} cannot be read ({problems}): it was failed"
+            " without running; inspect it (job_info, `conveyor failed list`), then fix and"
+            " retry it, or purge it"
+        )
+    if job.attempt > job.max_attempts:
+        return LeaseExpiredError(
+            f"the worker running job {job.id} ({job.name}) stopped answering (crash, kill -9,"
+            f" out of memory) {job.rescued} times, the last {job.attempt - 1} of them while it"
+            f" ran alone, which used up its {job.max_attempts} attempt(s): it is failed as the"
+            " likely cause instead of being run again"
+        )
+    return None
+
+
 def retry_or_fail(job: JobInfo, driver: Driver, error: ErrorInfo) -> Outcome:
     """Release the job for its next attempt after its retry delay, or fail it after its last."""
     if job.attempt < job.max_attempts:
         delay = retry.from_json(job.retry_delay).delay(job.attempt)
-        return Outcome("release", job, driver, error, time.time() + delay)
+        return Outcome("release", job, driver, error, delay)
     return Outcome("fail", job, driver, error)
 
 

@@ -8,7 +8,8 @@
     ├── PayloadError           a payload that fails validation, is not JSON or is too large
     ├── ConfigError            malformed configuration or a bad driver URL
     ├── JobTimeoutError        recorded on a job whose handler ran past its timeout
-    ├── LeaseExpiredError      recorded on a job whose worker vanished during its last attempt
+    ├── LeaseExpiredError      recorded on a job that kept dying with the worker running it alone
+    ├── CorruptJobError        recorded on a job whose stored record cannot be read
     └── DriverError            the backend failed; drivers translate their client's errors to these
         ├── BackendUnavailableError   the backend cannot be reached
         └── Unsupported               the driver cannot do this operation
@@ -67,7 +68,13 @@ class JobTimeoutError(ConveyorError):
 
 
 class LeaseExpiredError(ConveyorError):
-    """Recorded on a job whose worker stopped answering (crash, kill -9) during its last attempt."""
+    """Recorded on a job whose worker stopped answering (crash, kill -9, out of memory) while it
+    ran alone, until its attempts were used up: the likely cause of those deaths."""
+
+
+class CorruptJobError(ConveyorError):
+    """Recorded on a job whose stored record could not be read (a field damaged by hand, by
+    another program or on disk); the job is failed without running, its raw record kept."""
 
 
 class DriverError(ConveyorError):

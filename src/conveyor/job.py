@@ -2,7 +2,9 @@
 
 `JobInfo` is the stored record a driver returns; `Job[T]` is what a handler receives, with its
 payload decoded to the registered type. Times are seconds since the epoch (floats) everywhere
-below the public API, so every backend stores them the same way.
+below the public API, so every backend stores them the same way, and they are read off the
+backend's own clock: a new job and a release carry delays, never times, so a worker whose
+clock is wrong cannot move a lease, a due time or a retention horizon.
 """
 
 from __future__ import annotations
@@ -55,16 +57,17 @@ class ErrorInfo:
 class NewJob:
     """A job about to be pushed, with every option already resolved (push > job > queue).
 
-    `retry_delay` is the JSON form of a retry policy (see `conveyor.retry`); drivers store it
-    as text and never interpret it.
+    The backend stamps `created_at` with its own clock and makes the job due `delay` seconds
+    after that (a negative delay makes it due as if pushed that long ago). `retry_delay` is
+    the JSON form of a retry policy (see `conveyor.retry`); drivers store it as text and
+    never interpret it.
     """
 
     id: str
     queue: str
     name: str
     payload: str
-    created_at: float
-    available_at: float
+    delay: float = 0.0
     max_attempts: int = 1
     priority: int = 0
     timeout: float | None = None
@@ -77,9 +80,18 @@ class NewJob:
 class JobInfo:
     """A job as stored: what `reserve`, `get` and `list_jobs` return.
 
-    `attempt` counts reservations: it is 1 while the first attempt runs. `reservation` is the
-    token of the current (or last) reservation; every settle call must present it (fencing).
-    While a job is reserved, `available_at` is when its lease runs out.
+    `attempt` counts the attempts charged to the job: it is 1 while the first attempt runs.
+    A reservation taken back from a worker that stopped renewing its lease (crashed, killed)
+    counts in `rescued`; the attempt it died in is charged only when the job had been rescued
+    before, since a job that was rescued runs alone (see the worker), so its next death is its
+    own doing. `reservation` is the token of the current (or last) reservation; every settle
+    call must present it (fencing). While a job is reserved, `available_at` is when its lease
+    runs out, by the backend's clock.
+
+    `unreadable` names the fields of a stored record that could not be decoded (damaged by
+    hand, by another program, on disk), each with what was wrong and the raw value; those
+    fields hold placeholders. A worker fails such a job at once with `CorruptJobError`; the
+    raw record stays in storage for inspection.
     """
 
     id: str
@@ -100,11 +112,17 @@ class JobInfo:
     worker: str | None = None
     finished_at: float | None = None
     error: ErrorInfo | None = None
+    rescued: int = 0
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Job(Generic[T]):
-    """What a handler receives: the job's identity and its payload decoded to its type."""
+    """What a handler receives: the job's identity and its payload decoded to its type.
+
+    `rescued` counts the times the job was taken back from a worker that died (or froze) while
+    running it: a handler that must not redo work twice can look for it.
+    """
 
     id: str
     queue: str
@@ -114,6 +132,7 @@ class Job(Generic[T]):
     max_attempts: int
     meta: dict[str, Any]
     created: float
+    rescued: int = 0
 
     @property
     def created_at(self) -> datetime:

@@ -20,7 +20,6 @@ import inspect
 import math
 import os
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -408,14 +407,12 @@ class Registry:
         encode = job_spec.codec.encode
 
         def make(payload: Any) -> NewJob:
-            now = time.time()
             return NewJob(
                 id=new_id(),
                 queue=queue,
                 name=job_name,
                 payload=encode(payload),
-                created_at=now,
-                available_at=now + wait,
+                delay=wait,
                 max_attempts=resolved.max_attempts,
                 priority=resolved.priority,
                 timeout=resolved.timeout,
@@ -478,11 +475,12 @@ class Registry:
         return await (await self.driver_of(queue)).purge(queue, state, ids)
 
     async def prune(self, queue: str) -> int:
-        """Delete the queue's finished jobs older than its retention; returns how many."""
+        """Delete the queue's finished jobs older than its retention, by the backend's clock;
+        returns how many."""
         spec = self.queue_spec(queue)
         if spec.retention is None:
             return 0
-        return await (await self.driver_of(queue)).prune(queue, time.time() - spec.retention)
+        return await (await self.driver_of(queue)).prune(queue, spec.retention)
 
     async def migrate(self) -> list[str]:
         """Apply schema migrations on every driver a queue uses; returns the drivers' kinds."""

@@ -194,7 +194,7 @@ class Worker:
             for extra in jobs[free:]:
                 # More than asked (a driver that retried a reserve whose reply was lost): run
                 # no more than the slots allow, and give the rest back at once.
-                self._settle(Outcome("release", extra, driver, None, time.time(), False))
+                self._settle(Outcome("release", extra, driver, None, 0.0, False))
             jobs = jobs[:free]
             self._backlog = len(jobs) == free
             for job in jobs:
@@ -272,11 +272,7 @@ class Worker:
         if task.cancelled() and running.cancel_reason != "lost":
             # Cancelled before its first step (a stop right after the reserve): _execute never
             # ran, so give the job back here, or it stays reserved until its lease runs out.
-            self._settle(
-                Outcome(
-                    "release", running.job, running.driver, None, time.time(), count_attempt=False
-                )
-            )
+            self._settle(Outcome("release", running.job, running.driver, count_attempt=False))
         if self._running.get(job_id) is running:
             del self._running[job_id]
         self._slot_freed.set()
@@ -288,10 +284,10 @@ class Worker:
         except asyncio.CancelledError:
             if running.cancel_reason == "lost":
                 return  # another worker holds the job now; it is theirs to settle
-            outcome = Outcome("release", job, driver, None, time.time(), count_attempt=False)
+            outcome = Outcome("release", job, driver, count_attempt=False)
         except Exception as exc:  # a fault of conveyor's own: never leave the job unsettled
             log.exception("job %s: internal error while running it", job.id)
-            outcome = Outcome("release", job, driver, error_info(exc), time.time() + 1.0)
+            outcome = Outcome("release", job, driver, error_info(exc), delay=1.0)
         self._settle(outcome)
 
     # -- settling ----------------------------------------------------------------------------
@@ -475,7 +471,7 @@ def _release(outcome: Outcome) -> Release:
     return Release(
         outcome.job.id,
         _token(outcome.job),
-        outcome.available_at,
+        outcome.delay,
         outcome.error,
         outcome.count_attempt,
     )
@@ -504,7 +500,7 @@ def _log_retry(outcome: Outcome) -> None:
     log.warning(
         "job %s (%s) attempt %d of %d failed, retrying in %.1fs: %s: %s",
         outcome.job.id, outcome.job.name, outcome.job.attempt, outcome.job.max_attempts,
-        max(0.0, outcome.available_at - time.time()), error.type, error.message,
+        outcome.delay, error.type, error.message,
     )  # fmt: skip
 
 

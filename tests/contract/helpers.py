@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -33,16 +32,8 @@ SHORT_DELAY = 0.5
 
 
 def make_job(queue: str = "q", name: str = "j", **overrides: Any) -> NewJob:
-    """A due job with a fresh id; any `NewJob` field can be overridden."""
-    now = time.time()
-    job = NewJob(
-        id=new_id(),
-        queue=queue,
-        name=name,
-        payload="{}",
-        created_at=now,
-        available_at=now,
-    )
+    """A job due now with a fresh id; any `NewJob` field can be overridden."""
+    job = NewJob(id=new_id(), queue=queue, name=name, payload="{}")
     return replace(job, **overrides)
 
 
@@ -52,10 +43,9 @@ def reservation(job: JobInfo) -> Reservation:
     return Reservation(job.id, job.reservation)
 
 
-def release_of(job: JobInfo, available_at: float | None = None, **overrides: Any) -> Release:
-    """A `Release` of a reserved job, due now unless `available_at` says otherwise."""
-    when = time.time() if available_at is None else available_at
-    return replace(Release(job.id, reservation(job).token, when), **overrides)
+def release_of(job: JobInfo, delay: float = 0.0, **overrides: Any) -> Release:
+    """A `Release` of a reserved job, due now unless `delay` says otherwise."""
+    return replace(Release(job.id, reservation(job).token, delay), **overrides)
 
 
 def failure_of(job: JobInfo, error: ErrorInfo | None = None) -> Failure:

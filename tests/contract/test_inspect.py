@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from conveyor.drivers.base import Driver, QueueCounts
 from conveyor.job import JobState
 
@@ -20,7 +18,7 @@ async def fill_every_state(driver: Driver, queue: str = "q") -> dict[JobState, l
     """Two pending, one delayed, one reserved, one succeeded and one failed job in `queue`."""
     jobs = {
         JobState.PENDING: [make_job(queue), make_job(queue)],
-        JobState.DELAYED: [make_job(queue, available_at=time.time() + 60)],
+        JobState.DELAYED: [make_job(queue, delay=60)],
     }
     done = await push_and_reserve(driver, make_job(queue))
     await driver.ack([reservation(done)])
@@ -64,8 +62,8 @@ async def test_counts_of_no_queues_is_empty(driver: Driver) -> None:
 
 
 async def test_delayed_job_counts_as_pending_once_due(driver: Driver) -> None:
-    await driver.push(make_job(available_at=time.time() - 0.001))
-    await driver.push(make_job(available_at=time.time() + 60))
+    await driver.push(make_job(delay=-0.001))
+    await driver.push(make_job(delay=60))
 
     assert (await driver.counts(["q"]))["q"] == QueueCounts(pending=1, delayed=1)
 
@@ -94,7 +92,7 @@ async def test_list_jobs_only_lists_the_queue(driver: Driver) -> None:
 
 
 async def test_list_jobs_orders_by_id(driver: Driver) -> None:
-    jobs = [make_job(priority=p, available_at=time.time() - p) for p in (3, 1, 2, 0, 4)]
+    jobs = [make_job(priority=p, delay=-p) for p in (3, 1, 2, 0, 4)]
     await driver.push_many(list(reversed(jobs)))
 
     listed = await driver.list_jobs("q", JobState.PENDING)

@@ -31,27 +31,14 @@ from conveyor.drivers.sql.driver import REQUIRED_QUERIES
 from conveyor.drivers.sql.postgres import PostgresDriver
 from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
-from conveyor.job import ErrorInfo, JobState, NewJob, new_id
+from conveyor.job import ErrorInfo, JobState
 from tests.backends import Drivers, eventually, require_service
 from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
+from tests.contract.helpers import make_job
 
 PACKAGE = "conveyor.drivers.sql.postgres"
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def make_job(queue: str = "q", **overrides: Any) -> NewJob:
-    now = time.time()
-    fields: dict[str, Any] = {
-        "id": new_id(),
-        "queue": queue,
-        "name": "j",
-        "payload": "{}",
-        "created_at": now,
-        "available_at": now,
-    }
-    fields.update(overrides)
-    return NewJob(**fields)
 
 
 @pytest.fixture(autouse=True)
@@ -164,7 +151,7 @@ async def test_release_from_another_driver_wakes_a_wait(drivers: Drivers[Postgre
     assert job.reservation is not None
     waiter = await idle_wait(waiting, ["q"], 5.0)
 
-    await working.release([Release(job.id, job.reservation, time.time())])
+    await working.release([Release(job.id, job.reservation)])
 
     await asyncio.wait_for(waiter, 2.0)  # long before the wait's own 5 s
 
@@ -621,7 +608,7 @@ async def test_expired_leases_are_taken_by_exactly_one_of_many_reserves(
 
     ids = [job.id for batch in batches for job in batch]
     assert len(ids) == len(set(ids)) == 50
-    assert {job.attempt for batch in batches for job in batch} == {2}
+    assert {(job.attempt, job.rescued) for batch in batches for job in batch} == {(1, 1)}
 
 
 # -- prune ----------------------------------------------------------------------------------------
@@ -646,7 +633,7 @@ async def test_prune_deletes_in_batches_until_a_short_one(
 
     monkeypatch.setattr(driver, "_execute", counted)
 
-    assert await driver.prune("q", time.time() + 1) == 16
+    assert await driver.prune("q", -1) == 16
 
     assert statements == ["prune"] * 3  # 7 + 7 + 2
     counts = (await driver.counts(["q"]))["q"]

@@ -23,23 +23,11 @@ from conveyor.drivers.sql.driver import REQUIRED_QUERIES
 from conveyor.drivers.sql.queries import load_migrations, load_queries
 from conveyor.drivers.sql.sqlite import SqliteDriver
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
-from conveyor.job import JobState, NewJob, new_id
+from conveyor.job import JobState
+from tests.contract.helpers import make_job
 
 PACKAGE = "conveyor.drivers.sql.sqlite"
-
-
-def make_job(queue: str = "q", **overrides: object) -> NewJob:
-    now = time.time()
-    fields: dict[str, object] = {
-        "id": new_id(),
-        "queue": queue,
-        "name": "j",
-        "payload": "{}",
-        "created_at": now,
-        "available_at": now,
-    }
-    fields.update(overrides)
-    return NewJob(**fields)  # type: ignore[arg-type]
+MIGRATIONS = len(load_migrations(PACKAGE, "conveyor_"))
 
 
 def read(path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -104,7 +92,7 @@ async def test_two_drivers_opening_a_new_file_at_once_both_succeed(tmp_path: Pat
         for driver in drivers:
             await driver.push(make_job())
             await driver.close()
-        assert read(path, "SELECT count(*) FROM conveyor_schema_version") == [(1,)]
+        assert read(path, "SELECT count(*) FROM conveyor_schema_version") == [(MIGRATIONS,)]
         assert read(path, "SELECT count(*) FROM conveyor_jobs") == [(4,)]
 
 
@@ -128,7 +116,7 @@ def test_processes_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> Non
     errors = [process.communicate(timeout=60)[1].decode() for process in processes]
 
     assert [process.returncode for process in processes] == [0] * 4, errors
-    assert read(path, "SELECT count(*) FROM conveyor_schema_version") == [(1,)]
+    assert read(path, "SELECT count(*) FROM conveyor_schema_version") == [(MIGRATIONS,)]
 
 
 async def test_jobs_survive_close_and_reopen(tmp_path: Path, opened: list[SqliteDriver]) -> None:
@@ -430,8 +418,7 @@ from conveyor.job import NewJob, new_id
 
 async def main():
     driver = SqliteDriver(sys.argv[1])
-    now = time.time()
-    await driver.push(NewJob(new_id(), "q", "j", "{}", now, now))
+    await driver.push(NewJob(new_id(), "q", "j", "{}"))
     await driver.close()
 
 asyncio.run(main())

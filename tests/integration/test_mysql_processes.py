@@ -30,7 +30,7 @@ PROCESSES = 4
 #: The app every worker process loads. `mark` jobs append "n pid attempt time" to out-<pid>.txt;
 #: the first one in each process waits until every process has started
 #: one, so no process can finish the queue before the others are up. A `hang` job on its
-#: first attempt writes hung-<n> and then never returns: the worker is killed meanwhile.
+#: first run writes hung-<n> and then never returns: the worker is killed meanwhile.
 APP_SOURCE = """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ async def mark(job: Job[dict[str, Any]]) -> None:
 
 @registry.job("hang")
 async def hang(job: Job[dict[str, Any]]) -> None:
-    if job.attempt == 1:
+    if job.rescued == 0:
         (HERE / f"hung-{{job.payload['n']}}").touch()
         await asyncio.Event().wait()
     _record(job)
@@ -160,11 +160,11 @@ async def test_jobs_of_a_worker_killed_mid_job_run_again_after_their_lease(
 
         runs = _runs(tmp_path)
         assert sorted(n for n, _, _, _ in runs) == [0, 1, 2]
-        assert {(pid, attempt) for _, pid, attempt, _ in runs} == {(survivor.pid, 2)}
+        assert {(pid, attempt) for _, pid, attempt, _ in runs} == {(survivor.pid, 1)}
         for job_id in hung:
             info = await registry.job_info(job_id)
             assert info is not None and info.state.value == "succeeded"
-            assert info.attempt == 2
+            assert (info.attempt, info.rescued) == (1, 1)  # a first rescue is not charged
         # Each ran again only once its last lease (renewed until the kill) had run out.
         earliest_rerun = min(when for _, _, _, when in runs)
         assert earliest_rerun >= min(lease_ends.values())

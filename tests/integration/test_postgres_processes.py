@@ -58,8 +58,8 @@ async def mark(job: Job[dict[str, Any]]) -> None:
         out.write(f"{{job.payload['n']}} {{os.getpid()}}\\n")
 """
 
-#: The app of the SIGKILL test: a job's first attempt blocks until the process is killed;
-#: the next attempt, in another process, records itself and succeeds. The lease is short so
+#: The app of the SIGKILL test: a job's first run blocks until the process is killed; once
+#: rescued, in another process, it records itself and succeeds. The lease is short so
 #: the test does not wait long for it to run out.
 KILL_SOURCE = """
 from __future__ import annotations
@@ -80,8 +80,8 @@ registry.worker("w", concurrency=4, lease=1.0, poll_interval=0.05)
 
 @registry.job("block")
 async def block(job: Job[dict[str, Any]]) -> None:
-    name = f"{{job.payload['n']}}-attempt-{{job.attempt}}-pid-{{os.getpid()}}"
-    if job.attempt == 1:
+    name = f"{{job.payload['n']}}-rescued-{{job.rescued}}-pid-{{os.getpid()}}"
+    if job.rescued == 0:
         (HERE / f"started-{{name}}").touch()
         await asyncio.sleep(600)
     (HERE / f"ran-{{name}}").touch()
@@ -155,8 +155,8 @@ async def test_jobs_of_a_killed_worker_run_again_after_their_lease(
 
         started = sorted(path.name for path in tmp_path.glob("started-*"))
         ran = sorted(path.name for path in tmp_path.glob("ran-*"))
-        assert started == [f"started-{n}-attempt-1-pid-{doomed.pid}" for n in range(3)]
-        assert ran == [f"ran-{n}-attempt-2-pid-{rescuer.pid}" for n in range(3)]
+        assert started == [f"started-{n}-rescued-0-pid-{doomed.pid}" for n in range(3)]
+        assert ran == [f"ran-{n}-rescued-1-pid-{rescuer.pid}" for n in range(3)]
         counts = (await registry.queue_info())["slow"]
         assert (counts.succeeded, counts.reserved, counts.pending, counts.failed) == (3, 0, 0, 0)
         assert elapsed < 20, f"the killed worker's jobs took {elapsed:.1f}s to run again"

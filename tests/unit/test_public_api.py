@@ -13,6 +13,7 @@ EXPECTED_ALL = [
     "Capabilities",
     "ConfigError",
     "ConveyorError",
+    "CorruptJobError",
     "Driver",
     "DriverError",
     "ErrorInfo",

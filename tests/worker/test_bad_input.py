@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from conveyor import Job, JobState
@@ -17,8 +16,7 @@ class Item:
 
 
 def raw_job(name: str, payload: str, max_attempts: int = 4) -> NewJob:
-    now = time.time()
-    return NewJob(new_id(), "q", name, payload, now, now, max_attempts=max_attempts)
+    return NewJob(new_id(), "q", name, payload, max_attempts=max_attempts)
 
 
 async def test_unknown_job_name_fails_without_retry(app: App, start) -> None:

@@ -9,6 +9,15 @@ Fencing: `reserve` gives every job a fresh reservation token. `renew`, `ack`, `r
 worker whose lease ran out can never overwrite the work of the worker that took the job over.
 They return the ids they changed; an id missing from the answer was refused.
 
+One clock: every time a driver stores or compares (created, due, lease end, finished, the
+retention horizon) is read off the backend's own clock, never the caller's: the core passes
+delays and durations (`NewJob.delay`, `Release.delay`, `lease`, `prune(older_than=)`). So a
+worker whose clock is minutes or days off can neither take over running jobs nor prune early.
+
+Damaged records: a stored job whose fields cannot be decoded is still reserved, listed and
+returned by `get`, with the damage named in `JobInfo.unreadable`; it never makes a method
+raise and never holds back the rest of a batch.
+
 The shared contract suite in tests/contract/ is the definition of correct; `memory` is the
 reference implementation.
 """
@@ -67,7 +76,7 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """Put a reserved job back to run again at `available_at`.
+    """Put a reserved job back to run again `delay` seconds from now, by the backend's clock.
 
     `error` is recorded on the job. With `count_attempt=False` the attempt is given back, for
     a job that was stopped by a shutdown rather than by its own failure.
@@ -75,7 +84,7 @@ class Release:
 
     id: str
     token: str
-    available_at: float
+    delay: float = 0.0
     error: ErrorInfo | None = None
     count_attempt: bool = True
 
@@ -184,8 +193,12 @@ class Driver(abc.ABC):
     ) -> list[JobInfo]:
         """Atomically take up to `limit` due jobs from `queues`: pending jobs whose time has
         come and reserved jobs whose lease ran out, highest priority first, then earliest
-        available. Each gets state reserved, attempt + 1, a fresh token and a lease of `lease`
-        seconds. Two concurrent callers never receive the same job while its lease is valid."""
+        available. Each gets state reserved, a fresh token and a lease of `lease` seconds.
+        Two concurrent callers never receive the same job while its lease is valid.
+
+        A pending job's attempt goes up by one. A job whose lease ran out is rescued: its
+        `rescued` count goes up by one, and its attempt only if it had been rescued before
+        (its first death may have been another job's doing; see `JobInfo`)."""
 
     @abc.abstractmethod
     async def renew(self, reservations: Sequence[Reservation], lease: float) -> set[str]:
@@ -222,8 +235,9 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
-        """Move failed jobs (all of the queue's, or only `ids`) back to pending with attempt 0.
-        A job whose unique key an unfinished job now holds stays failed. Returns how many moved."""
+        """Move failed jobs (all of the queue's, or only `ids`) back to pending, due now, with
+        attempt 0 and rescued 0. A job whose unique key an unfinished job now holds stays
+        failed. Returns how many moved."""
 
     @abc.abstractmethod
     async def purge(
@@ -233,9 +247,9 @@ class Driver(abc.ABC):
         purged: they belong to a running worker. Returns how many were deleted."""
 
     @abc.abstractmethod
-    async def prune(self, queue: str, before: float) -> int:
-        """Delete the queue's finished jobs (succeeded, failed, cancelled) that finished before
-        `before`. Returns how many were deleted."""
+    async def prune(self, queue: str, older_than: float) -> int:
+        """Delete the queue's finished jobs (succeeded, failed, cancelled) that finished more
+        than `older_than` seconds ago by the backend's clock. Returns how many were deleted."""
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return after at most `timeout` seconds, sooner if a job may have been pushed to one

@@ -2,6 +2,7 @@
 
 Jobs live in this process only and vanish with it; use it for tests and development. All state
 is changed from the event loop's thread without awaiting in between, so every method is atomic.
+Its clock is this process's `time.time()`: the backend and the worker are one process.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class MemoryDriver(Driver):
         if job.id in self._jobs:
             # A push retried after its reply was lost: the job is stored already, keep it.
             return job.id
+        now = time.time()
         info = JobInfo(
             id=job.id,
             queue=job.queue,
@@ -74,8 +76,8 @@ class MemoryDriver(Driver):
             attempt=0,
             max_attempts=job.max_attempts,
             priority=job.priority,
-            created_at=job.created_at,
-            available_at=job.available_at,
+            created_at=now,
+            available_at=now + job.delay,
             timeout=job.timeout,
             retry_delay=job.retry_delay,
             unique=job.unique,
@@ -99,10 +101,12 @@ class MemoryDriver(Driver):
             if job_id is None:
                 break
             job = self._jobs[job_id]
+            rescue = job.state is JobState.RESERVED  # its worker stopped renewing its lease
             job = replace(
                 job,
                 state=JobState.RESERVED,
-                attempt=job.attempt + 1,
+                attempt=job.attempt + (0 if rescue and job.rescued == 0 else 1),
+                rescued=job.rescued + (1 if rescue else 0),
                 reservation=token,
                 worker=worker,
                 available_at=now + lease,
@@ -189,6 +193,7 @@ class MemoryDriver(Driver):
         return done
 
     async def release(self, releases: Sequence[Release]) -> set[str]:
+        now = time.time()
         released: set[str] = set()
         for item in releases:
             job = self._held(Reservation(item.id, item.token))
@@ -197,7 +202,7 @@ class MemoryDriver(Driver):
             job = replace(
                 job,
                 state=JobState.PENDING,
-                available_at=item.available_at,
+                available_at=now + item.delay,
                 attempt=job.attempt if item.count_attempt else job.attempt - 1,
                 error=item.error or job.error,
             )
@@ -269,7 +274,12 @@ class MemoryDriver(Driver):
             if key is not None and key in self._unique:
                 continue
             job = replace(
-                job, state=JobState.PENDING, attempt=0, available_at=now, finished_at=None
+                job,
+                state=JobState.PENDING,
+                attempt=0,
+                rescued=0,
+                available_at=now,
+                finished_at=None,
             )
             self._jobs[job.id] = job
             if key is not None:
@@ -292,7 +302,8 @@ class MemoryDriver(Driver):
             del self._jobs[job.id]
         return len(doomed)
 
-    async def prune(self, queue: str, before: float) -> int:
+    async def prune(self, queue: str, older_than: float) -> int:
+        before = time.time() - older_than
         doomed = [
             job.id
             for job in self._jobs.values()

@@ -7,7 +7,6 @@ retries run at once, so `push` returns only when the job has succeeded or failed
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -25,9 +24,8 @@ class SyncDriver(MemoryDriver):
     async def push_many(
         self, jobs: Sequence[NewJob], *, connection: object | None = None
     ) -> list[str]:
-        due_now = [replace(job, available_at=job.created_at) for job in jobs]
+        due_now = [replace(job, delay=0.0) for job in jobs]
         return await super().push_many(due_now, connection=connection)
 
     async def release(self, releases: Sequence[Release]) -> set[str]:
-        now = time.time()
-        return await super().release([replace(item, available_at=now) for item in releases])
+        return await super().release([replace(item, delay=0.0) for item in releases])

@@ -89,6 +89,10 @@ def make_client(url: str, options: dict[str, Any], *, blocking: bool = False) ->
         "max_connections": MAX_CONNECTIONS,
         "timeout": COMMAND_TIMEOUT,  # waiting for a free connection of the pool
         "decode_responses": True,
+        # A byte that is not UTF-8 in a stored job must not fail the reply that reads it (a
+        # reserve would lose its batch): it is kept as a lone surrogate, which read_job
+        # reports, and which encodes back to the same byte when sent (an id stays exact).
+        "encoding_errors": "surrogateescape",
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_timeout": None if blocking else COMMAND_TIMEOUT,
         "health_check_interval": 0 if blocking else HEALTH_CHECK_INTERVAL,

@@ -22,7 +22,12 @@ once its lease ends, and until someone takes them their old token still settles 
 reservation token is 32 random hex digits, ':', and the queue: settling calls carry only
 (id, token), and the token says which queue's script to run.
 
-Times come from this process (`time.time()`), as in every driver. Redis Cluster: each script
+Times come from the server's clock: every script reads TIME, and this side passes delays and
+durations, so a worker whose clock is off cannot move a lease, a due time or the prune
+horizon; reads that need "now" (list_jobs, get, wait) ask the server for it in the same round
+trip where they can. Replies are decoded as UTF-8 with `surrogateescape`, so a byte that is
+not UTF-8 never fails a command: read_job reports the field as damaged, and the id, kept
+exact, still settles the job. Redis Cluster: each script
 uses one queue's keys; what spans slots is `reserve` over several queues (one script call per
 queue, merged here by priority), `push_many` over several queues (MULTI, which Cluster would
 refuse: push per queue there), `wait` over several queues (one BLPOP over several slots) and
@@ -61,13 +66,7 @@ from conveyor.drivers.redis.connection import (
     split_prefix,
 )
 from conveyor.drivers.redis.keys import QueueKeys, new_token, queue_of
-from conveyor.drivers.redis.records import (
-    FIELDS,
-    MEMBER_ID_OFFSET,
-    error_text,
-    job_info,
-    push_jobs,
-)
+from conveyor.drivers.redis.records import FIELDS, MEMBER_ID_OFFSET, error_text, job_info, push_jobs
 from conveyor.drivers.redis.scripts import Batch, Client, ScriptRunner
 from conveyor.errors import DriverError
 from conveyor.job import JobInfo, JobState, NewJob
@@ -175,7 +174,6 @@ class RedisDriver(Driver):
         self.check_connection(connection)
         if not jobs:
             return []
-        now = repr(time.time())
         calls = [
             (queue, chunk)
             for queue, group in _by_queue(enumerate(jobs), lambda item: item[1].queue).items()
@@ -186,7 +184,7 @@ class RedisDriver(Driver):
             batch.command("SADD", self.prefix + "queues", queue)
         for queue, chunk in calls:
             keys = self.keys(queue)
-            args = [keys.job, now, push_jobs(job for _, job in chunk)]
+            args = [keys.job, push_jobs(job for _, job in chunk)]
             batch.script("push", keys.of_script("push"), args)
         replies = await self._run(batch, transaction=len(calls) > 1)
         ids = [""] * len(jobs)
@@ -231,21 +229,17 @@ class RedisDriver(Driver):
         """Reserve from one queue, taking only members below `bound` if given; returns the
         queue's best due member left ('' if none) and the jobs."""
         keys = self.keys(queue)
-        now = time.time()
-        token = new_token(queue)
-        until = now + lease
-        args = [keys.job, repr(now), repr(until), token, worker, limit, bound, *FIELDS]
+        args = [keys.job, repr(float(lease)), new_token(queue), worker, limit, bound, *FIELDS]
         reply = await self._call("reserve", keys.of_script("reserve"), args)
-        done = (token, worker, until)
-        return reply[0], [job_info(values, now, done) for values in reply[1:]]
+        # Reserved jobs read the same at any time: `now` only tells delayed from pending.
+        return reply[0], [job_info(values, 0.0) for values in reply[1:]]
 
     async def _heads(self, queues: Sequence[str]) -> dict[str, str]:
         """Each queue's best due member, after moving its due jobs (reserve with limit 0)."""
-        now = repr(time.time())
         batch = Batch()
         for queue in queues:
             keys = self.keys(queue)
-            args = [keys.job, now, now, "", "", 0, "", *FIELDS]
+            args = [keys.job, "0", "", "", 0, "", *FIELDS]
             batch.script("reserve", keys.of_script("reserve"), args)
         replies = await self._run(batch)
         return {queue: reply[0] for queue, reply in zip(queues, replies, strict=True)}
@@ -254,24 +248,22 @@ class RedisDriver(Driver):
 
     async def renew(self, reservations: Sequence[Reservation], lease: float) -> set[str]:
         """Extend leases; one script call per queue, all in one round trip."""
-        until = repr(time.time() + lease)
-        return await self._settle("renew", reservations, until, lambda r: [r.id, r.token])
+        lease_arg = [repr(float(lease))]
+        return await self._settle("renew", reservations, lambda r: [r.id, r.token], lease_arg)
 
     async def ack(self, reservations: Sequence[Reservation]) -> set[str]:
         """Mark jobs succeeded; one script call per queue, all in one round trip."""
-        now = repr(time.time())
-        return await self._settle("ack", reservations, now, lambda r: [r.id, r.token])
+        return await self._settle("ack", reservations, lambda r: [r.id, r.token])
 
     async def release(self, releases: Sequence[Release]) -> set[str]:
         """Put jobs back to pending; one script call per queue, all in one round trip."""
         return await self._settle(
             "release",
             releases,
-            repr(time.time()),
             lambda r: [
                 r.id,
                 r.token,
-                repr(float(r.available_at)),
+                repr(float(r.delay)),
                 "1" if r.count_attempt else "0",
                 error_text(r.error),
             ],
@@ -279,22 +271,23 @@ class RedisDriver(Driver):
 
     async def fail(self, failures: Sequence[Failure]) -> set[str]:
         """Move jobs to failed storage; one script call per queue, all in one round trip."""
-        now = repr(time.time())
-        return await self._settle(
-            "fail", failures, now, lambda f: [f.id, f.token, error_text(f.error)]
-        )
+        return await self._settle("fail", failures, lambda f: [f.id, f.token, error_text(f.error)])
 
     async def _settle(
-        self, name: str, items: Sequence[Settled], when: str, fields: Callable[[Settled], list[Any]]
+        self,
+        name: str,
+        items: Sequence[Settled],
+        fields: Callable[[Settled], list[Any]],
+        first: Sequence[str] = (),
     ) -> set[str]:
-        """Run the fenced script `name` (ARGV: job prefix, `when`, then each item's fields)
+        """Run the fenced script `name` (ARGV: job prefix, `first`, then each item's fields)
         once per queue named by the items' tokens. An item whose token names no queue was
         never handed out by `reserve`: it is refused."""
         calls: list[tuple[list[str], list[Any]]] = []
         for queue, group in _by_queue(items, lambda item: queue_of(item.token)).items():
             if queue is not None:
                 keys = self.keys(queue)
-                args = [keys.job, when]
+                args = [keys.job, *first]
                 for item in group:
                     args += fields(item)
                 calls.append((keys.of_script(name), args))
@@ -312,11 +305,10 @@ class RedisDriver(Driver):
         wanted = list(dict.fromkeys(queues))
         if not wanted:
             return {}
-        now = repr(time.time())
         batch = Batch()
         for queue in wanted:
             keys = self.keys(queue)
-            batch.script("counts", keys.of_script("counts"), [now])
+            batch.script("counts", keys.of_script("counts"), [])
         replies = await self._run(batch)
         return {
             queue: QueueCounts(*(int(n) for n in reply))
@@ -328,7 +320,7 @@ class RedisDriver(Driver):
     ) -> list[JobInfo]:
         """Jobs of one state, oldest first by id. Reads every id of that state (the sets are
         ordered by time, not id), then the page's jobs: fine for inspection, not a hot path."""
-        now = time.time()
+        now = await self._now()
         keys = self.keys(queue)
         ids = sorted(await self._ids_in_state(keys, state, now))[offset : offset + max(limit, 0)]
         if not ids:
@@ -365,13 +357,19 @@ class RedisDriver(Driver):
         if not queues:
             return None
         batch = Batch()
+        batch.command("TIME")
         for queue in queues:
             batch.command("HMGET", self.keys(queue).job + job_id, *FIELDS)
-        now = time.time()
-        for values in await self._run(batch):
-            if values[0] is not None:
-                return job_info(values, now)
+        clock, *replies = await self._run(batch)
+        for values in replies:
+            if any(value is not None for value in values):
+                return job_info(values, _seconds(clock))
         return None
+
+    async def _now(self) -> float:
+        """The server's clock, in seconds since the epoch."""
+        with self._edge:
+            return _seconds(await self._redis().execute_command("TIME"))
 
     # -- failed jobs and retention -----------------------------------------------------------
 
@@ -379,10 +377,10 @@ class RedisDriver(Driver):
         """Move failed jobs back to pending, CHUNK ids per script call (each atomic)."""
         keys = self.keys(queue)
         if ids is None:
-            ids = await self._ids_in_state(keys, JobState.FAILED, time.time())
+            ids = await self._ids_in_state(keys, JobState.FAILED, await self._now())
         moved = 0
         for chunk in _chunks(list(ids), CHUNK):
-            args = [keys.job, repr(time.time()), *chunk]
+            args = [keys.job, *chunk]
             moved += await self._call("retry", keys.of_script("retry"), args)
         return moved
 
@@ -394,19 +392,20 @@ class RedisDriver(Driver):
         self.check_purgeable(state)
         keys = self.keys(queue)
         if ids is None:
-            ids = await self._ids_in_state(keys, state, time.time())
+            ids = await self._ids_in_state(keys, state, await self._now())
         deleted = 0
         for chunk in _chunks(list(ids), CHUNK):
-            args = [keys.job, repr(time.time()), state.value, *chunk]
+            args = [keys.job, state.value, *chunk]
             deleted += await self._call("purge", keys.of_script("purge"), args)
         return deleted
 
-    async def prune(self, queue: str, before: float) -> int:
-        """Delete finished jobs that finished before `before`, PRUNE_BATCH per script call."""
+    async def prune(self, queue: str, older_than: float) -> int:
+        """Delete jobs that finished more than `older_than` seconds ago, PRUNE_BATCH per
+        script call."""
         keys = self.keys(queue)
         deleted = 0
         while True:
-            args = [keys.job, repr(float(before)), PRUNE_BATCH]
+            args = [keys.job, repr(float(older_than)), PRUNE_BATCH]
             count = int(await self._call("prune", keys.of_script("prune"), args))
             deleted += count
             if count < PRUNE_BATCH:
@@ -455,12 +454,14 @@ class RedisDriver(Driver):
     async def _due_in(self, queues: list[str]) -> float | None:
         """Seconds until the earliest delayed job or lease of `queues` falls due, or None."""
         batch = Batch()
+        batch.command("TIME")
         for queue in queues:
             keys = self.keys(queue)
             batch.command("ZRANGE", keys.delayed, 0, 0, "WITHSCORES")
             batch.command("ZRANGE", keys.reserved, 0, 0, "WITHSCORES")
-        times = [float(score) for reply in await self._run(batch) for _, score in _scores(reply)]
-        return min(times) - time.time() if times else None
+        clock, *replies = await self._run(batch)
+        times = [float(score) for reply in replies for _, score in _scores(reply)]
+        return min(times) - _seconds(clock) if times else None
 
     # -- stats -------------------------------------------------------------------------------
 
@@ -479,7 +480,8 @@ class RedisDriver(Driver):
         totals: dict[str, dict[str, int]] = {}
         for field, value in stored.items():
             counter, _, worker = field.partition(":")
-            totals.setdefault(worker, {})[counter] = int(value)
+            if counter in _COUNTERS and value.lstrip("-").isdigit():  # others are not ours
+                totals.setdefault(worker, {})[counter] = int(value)
         return {worker: WorkerCounts(**values) for worker, values in totals.items()}
 
 
@@ -503,6 +505,11 @@ def _raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _seconds(clock: Sequence[str]) -> float:
+    """A TIME reply, [seconds, microseconds], as seconds since the epoch."""
+    return int(clock[0]) + int(clock[1]) / 1_000_000
 
 
 def _scores(reply: list[Any]) -> list[tuple[str, str]]:

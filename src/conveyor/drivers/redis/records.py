@@ -1,7 +1,7 @@
 """How a job is written into, and read back from, its Redis hash.
 
-A job is one hash of text fields. Times are `repr(float)`, which reads back as the same float,
-so stored times are exact. Fields for unset options are absent rather than empty, so "no
+A job is one hash of text fields. Times are written by the Lua scripts from the server's clock
+(TIME), to the microsecond. Fields for unset options are absent rather than empty, so "no
 unique key" and an empty unique key stay different. Two fields are the driver's own:
 
 - `rank`: 16 hex digits, `2**63 - 1 - priority`, so that a smaller rank is a higher priority
@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
+from conveyor.drivers.record import read_job
 from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
 
 __all__ = [
     "FIELDS",
     "MEMBER_ID_OFFSET",
-    "Reserved",
     "Values",
     "error_text",
     "job_info",
@@ -54,9 +54,9 @@ def unique_key(job: NewJob) -> str:
 
 
 def push_entry(job: NewJob) -> list[str]:
-    """What push.lua takes for one job: id, time, rank, unique key, then its hash."""
+    """What push.lua takes for one job: id, delay, rank, unique key, then its hash without the
+    times (the script stamps them from the server's clock)."""
     ukey = unique_key(job)
-    available_at = repr(float(job.available_at))
     fields = [
         "id", job.id,
         "queue", job.queue,
@@ -67,8 +67,6 @@ def push_entry(job: NewJob) -> list[str]:
         "max_attempts", str(job.max_attempts),
         "priority", str(job.priority),
         "rank", rank(job.priority),
-        "created_at", repr(float(job.created_at)),
-        "available_at", available_at,
     ]  # fmt: skip
     if job.timeout is not None:
         fields += ["timeout", repr(float(job.timeout))]
@@ -78,7 +76,7 @@ def push_entry(job: NewJob) -> list[str]:
         fields += ["unique", job.unique, "ukey", ukey]
     if job.meta:
         fields += ["meta", json.dumps(job.meta, ensure_ascii=False)]
-    return [job.id, available_at, rank(job.priority), ukey, *fields]
+    return [job.id, repr(float(job.delay)), rank(job.priority), ukey, *fields]
 
 
 def push_jobs(jobs: Iterable[NewJob]) -> str:
@@ -91,57 +89,18 @@ def error_text(error: ErrorInfo | None) -> str:
     return "" if error is None else json.dumps(error.to_dict(), ensure_ascii=False)
 
 
-#: The fields read back into a JobInfo, in the order of its constructor's arguments.
+#: The fields read back into a JobInfo, named as `read_job` takes them.
 FIELDS = (
     "id", "queue", "name", "payload", "state", "attempt", "max_attempts", "priority",
     "created_at", "available_at", "timeout", "retry_delay", "unique", "meta", "reservation",
-    "worker", "finished_at", "error",
+    "worker", "finished_at", "error", "rescued",
 )  # fmt: skip
 
 Values = Sequence[str | None]
-#: What reserve.lua did to a job: (token, worker, lease end).
-Reserved = tuple[str, str, float]
 
 
-def job_info(values: Values, now: float, reserved: Reserved | None = None) -> JobInfo:
+def job_info(values: Values, now: float) -> JobInfo:
     """The JobInfo of a job's FIELDS (as HMGET reads them), in the state a reader sees at
-    `now`: a pending job whose time has not come is delayed.
-
-    `reserved` is what reserve.lua just did to the job, whose fields it read before: the
-    new token, worker and lease end, and the attempt is one more."""
-    (id_, queue, name, payload, state, attempt, max_attempts, priority, created_at,
-     available_at, timeout, retry_delay, unique, meta, reservation, worker, finished_at,
-     error) = values  # fmt: skip
-    assert id_ is not None and queue is not None and name is not None and payload is not None
-    assert state is not None and attempt is not None and max_attempts is not None
-    assert priority is not None and created_at is not None and available_at is not None
-    tries = int(attempt)
-    available = float(available_at)
-    if reserved is not None:
-        shown = JobState.RESERVED
-        tries += 1
-        reservation, worker, available = reserved
-    else:
-        shown = JobState(state)
-        if shown is JobState.PENDING and available > now:
-            shown = JobState.DELAYED
-    return JobInfo(
-        id_,
-        queue,
-        name,
-        payload,
-        shown,
-        tries,
-        int(max_attempts),
-        int(priority),
-        float(created_at),
-        available,
-        None if timeout is None else float(timeout),
-        retry_delay,
-        unique,
-        {} if meta is None else json.loads(meta),
-        reservation,
-        worker,
-        None if finished_at is None else float(finished_at),
-        None if error is None else ErrorInfo.from_dict(json.loads(error)),
-    )
+    `now`, the server's time: a pending job whose time has not come is delayed. A damaged
+    field is named in `unreadable` rather than raised (see drivers/record.py)."""
+    return read_job(dict(zip(FIELDS, values, strict=True)), now)

@@ -8,7 +8,8 @@ its driver declares the `transactional` capability. This module therefore has no
 `if dialect == ...`: every difference lives in the dialect's SQL and adapter.
 
 Batches reach the database as one JSON text parameter, so each method is one statement, one
-round trip, whatever the batch size. `:now` is always time.time() from here.
+round trip, whatever the batch size. Times are never sent: every statement reads the
+database's clock (`{now}` in queries.sql), and this side passes delays and durations.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import time
+import logging
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -30,6 +31,7 @@ from conveyor.drivers.base import (
     Reservation,
     WorkerCounts,
 )
+from conveyor.drivers.record import read_job
 from conveyor.drivers.sql.queries import Migration, Query, load_migrations, load_queries
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
@@ -45,6 +47,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("conveyor.sql")
 
 #: Statement parameters, always by name; a statement ignores the keys it does not use.
 Params = Mapping[str, object]
@@ -224,7 +228,7 @@ class SqlDriver(Driver):
         if (rows[0]["version"] or 0) >= migration.version:
             return
         await tx.script(migration.sql)
-        params = {"version": migration.version, "name": migration.name, "now": time.time()}
+        params = {"version": migration.version, "name": migration.name}
         await tx.execute(self._queries["schema_version_record"], params)
 
     async def _ready(self) -> SqlConnection:
@@ -314,20 +318,18 @@ class SqlDriver(Driver):
         self._pushed.forget()  # a push from here on wakes the next `wait`
         if not queues or limit <= 0:
             return []
-        now = time.time()
         params = {
             "queues": _json(list(queues)),
             "limit": limit,
             "lease": lease,
             "worker": worker,
             "token": uuid.uuid4().hex,  # one token per call; fencing compares it on settle
-            "now": now,
         }
-        jobs = [_job_info(row, now) for row in await self._reserve_rows(params)]
+        jobs = [_job_info(row) for row in await self._reserve_rows(params)]
         # The statement picks by (priority desc, available_at, id), but the order of its
         # RETURNING rows is the database's; give them back best first.
         jobs.sort(key=lambda job: (-job.priority, job.id))
-        return jobs
+        return [job for job in jobs if _addressable(job)]
 
     async def _reserve_rows(self, params: Params) -> list[Row]:
         """Run the reserve statement; a dialect may note more in the same round trip."""
@@ -342,13 +344,7 @@ class SqlDriver(Driver):
 
     async def release(self, releases: Sequence[Release]) -> set[str]:
         items = [
-            [
-                item.id,
-                item.token,
-                item.available_at,
-                _error_json(item.error),
-                0 if item.count_attempt else 1,
-            ]
+            [item.id, item.token, item.delay, _error_json(item.error), int(not item.count_attempt)]
             for item in releases
         ]
         released = await self._fenced("release", items)
@@ -365,7 +361,7 @@ class SqlDriver(Driver):
         and returns their ids, so an id missing from the answer was refused."""
         if not items:
             return set()
-        rows = await self._fetch(name, {"items": _json(items), "now": time.time(), **params})
+        rows = await self._fetch(name, {"items": _json(items), **params})
         return {row["id"] for row in rows}
 
     # -- reading -----------------------------------------------------------------------------
@@ -374,7 +370,7 @@ class SqlDriver(Driver):
         tally: dict[str, dict[str, int]] = {queue: {} for queue in queues}
         if not tally:
             return {}
-        rows = await self._fetch("counts", {"queues": _json(list(tally)), "now": time.time()})
+        rows = await self._fetch("counts", {"queues": _json(list(tally))})
         for row in rows:
             tally[row["queue"]][row["state"]] = row["count"]
         return {queue: _queue_counts(by_state) for queue, by_state in tally.items()}
@@ -384,26 +380,23 @@ class SqlDriver(Driver):
     ) -> list[JobInfo]:
         if limit <= 0:
             return []
-        now = time.time()
         params = {
             "queue": queue,
             "state": state.value,
             "stored": _stored(state),
             "limit": limit,
             "offset": max(offset, 0),
-            "now": now,
         }
-        return [_job_info(row, now) for row in await self._fetch("list_jobs", params)]
+        return [_job_info(row) for row in await self._fetch("list_jobs", params)]
 
     async def get(self, job_id: str) -> JobInfo | None:
-        now = time.time()
-        rows = await self._fetch("get", {"id": job_id, "now": now})
-        return _job_info(rows[0], now) if rows else None
+        rows = await self._fetch("get", {"id": job_id})
+        return _job_info(rows[0]) if rows else None
 
     # -- maintenance -------------------------------------------------------------------------
 
     async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
-        params = {"queue": queue, "ids": _ids(ids), "now": time.time()}
+        params = {"queue": queue, "ids": _ids(ids)}
         moved = await self._execute("retry_failed", params)
         if moved:
             self._pushed.notify()
@@ -418,14 +411,13 @@ class SqlDriver(Driver):
             "state": state.value,
             "stored": _stored(state),
             "ids": _ids(ids),
-            "now": time.time(),
         }
         return await self._execute("purge", params)
 
-    async def prune(self, queue: str, before: float) -> int:
+    async def prune(self, queue: str, older_than: float) -> int:
         """Delete in batches of PRUNE_BATCH, each its own statement and transaction, so a
         backlog of a million old jobs never becomes one huge delete. Not atomic as a whole."""
-        params = {"queue": queue, "before": before, "batch": PRUNE_BATCH}
+        params = {"queue": queue, "older_than": older_than, "batch": PRUNE_BATCH}
         pruned = 0
         while True:
             deleted = await self._execute("prune", params)
@@ -471,9 +463,8 @@ def _json(value: object) -> str:
 def _push_item(job: NewJob) -> list[object]:
     """One push_many item, in the column order queries.sql documents."""
     return [
-        job.id, job.queue, job.name, job.payload, job.created_at, job.available_at,
-        job.max_attempts, job.priority, job.timeout, job.retry_delay, job.unique,
-        _json(job.meta) if job.meta else "{}",
+        job.id, job.queue, job.name, job.payload, job.delay, job.max_attempts, job.priority,
+        job.timeout, job.retry_delay, job.unique, _json(job.meta) if job.meta else "{}",
     ]  # fmt: skip
 
 
@@ -501,29 +492,19 @@ def _queue_counts(by_state: Mapping[str, int]) -> QueueCounts:
     )
 
 
-def _job_info(row: Row, now: float) -> JobInfo:
-    """A stored row as the JobInfo a caller sees (pending and not yet due reads `delayed`)."""
-    state = JobState(row["state"])
-    if state is JobState.PENDING and row["available_at"] > now:
-        state = JobState.DELAYED
-    error = row["error"]
-    return JobInfo(
-        id=row["id"],
-        queue=row["queue"],
-        name=row["name"],
-        payload=row["payload"],
-        state=state,
-        attempt=row["attempt"],
-        max_attempts=row["max_attempts"],
-        priority=row["priority"],
-        created_at=row["created_at"],
-        available_at=row["available_at"],
-        timeout=row["timeout"],
-        retry_delay=row["retry_delay"],
-        unique=row["unique_key"],
-        meta=json.loads(row["meta"]) if row["meta"] != "{}" else {},
-        reservation=row["reservation"],
-        worker=row["worker"],
-        finished_at=row["finished_at"],
-        error=None if error is None else ErrorInfo.from_dict(json.loads(error)),
-    )
+def _job_info(row: Row) -> JobInfo:
+    """A stored row as the JobInfo a caller sees (pending and not yet due reads `delayed`);
+    a damaged field is named in `unreadable` rather than raised (see drivers/record.py)."""
+    return read_job({**row, "unique": row["unique_key"]}, row["now"])
+
+
+def _addressable(job: JobInfo) -> bool:
+    """False for a job whose id is not UTF-8 text: no statement can name it to settle it, so
+    it is left reserved (it comes back after its lease) and reported, never run."""
+    if "id" not in job.unreadable:
+        return True
+    log.error(
+        "job %s in queue %s has an id that is not UTF-8 text (%s): it cannot be run, settled"
+        " or failed; delete its row by hand", ascii(job.id), job.queue, job.unreadable["id"],
+    )  # fmt: skip
+    return False

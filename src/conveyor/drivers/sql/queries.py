@@ -1,7 +1,9 @@
 """Load a dialect's SQL: named blocks from its `queries.sql`, numbered files from `migrations/`.
 
 A block starts with `-- name: <method>` and a one-line `-- <description>`; its SQL runs to the
-next block. Table names are written `{prefix}jobs` and filled in here, once per driver.
+next block. Table names are written `{prefix}jobs` and filled in here, once per driver, and so
+is `{now}`: the dialect's clock, the expression in its block named `now`, so that every time
+a statement stores or compares is the database's (see drivers/base.py, "One clock").
 """
 
 from __future__ import annotations
@@ -49,9 +51,12 @@ def check_prefix(prefix: str) -> str:
 def load_queries(package: str, prefix: str) -> dict[str, Query]:
     """The named blocks of `package`'s queries.sql, keyed by name, tables prefixed."""
     check_prefix(prefix)
+    blocks = _read_blocks(package)
+    clock = next((sql for name, _, sql in blocks if name == "now"), "{now}")
     return {
-        name: Query(name, description, sql.replace("{prefix}", prefix))
-        for name, description, sql in _read_blocks(package)
+        name: Query(name, description, sql.replace("{now}", clock).replace("{prefix}", prefix))
+        for name, description, sql in blocks
+        if name != "now"
     }
 
 

@@ -7,14 +7,15 @@
   KEYS[4] succeeded  ZSET of job ids by finished_at
   KEYS[5] failed     ZSET of job ids by finished_at
 
-  ARGV[1] now
+  No ARGV: "now" is the server's TIME.
 
   Returns {pending, delayed, reserved, succeeded, failed}. A delayed job whose time has come
   counts as pending even before a reserve moves it; a job whose lease ran out counts as
   reserved until a reserve hands it out again.
 ]]
 local rcall = redis.call
-local now = ARGV[1]
+local clock = rcall('TIME')
+local now = string.format('%.6f', tonumber(clock[1]) + tonumber(clock[2]) / 1000000)
 return {
   rcall('ZCARD', KEYS[1]) + rcall('ZCOUNT', KEYS[2], '-inf', now),
   rcall('ZCOUNT', KEYS[2], '(' .. now, '+inf'),

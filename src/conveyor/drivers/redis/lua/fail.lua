@@ -7,14 +7,15 @@
   KEYS[3] unique     HASH unique key -> id of the unfinished job holding it
 
   ARGV[1] job key prefix
-  ARGV[2] now
-  ARGV[3..] triples of job id, reservation token, error (JSON)
+  ARGV[2..] triples of job id, reservation token, error (JSON)
 
   Returns the ids failed; the job keeps its error until retried, purged or pruned.
 ]]
 local rcall = redis.call
 local reserved, failed, unique = KEYS[1], KEYS[2], KEYS[3]
-local prefix, now = ARGV[1], ARGV[2]
+local prefix = ARGV[1]
+local clock = rcall('TIME')
+local now = string.format('%.6f', tonumber(clock[1]) + tonumber(clock[2]) / 1000000)
 
 -- Large variadic calls go in slices: unpack() is limited by the Lua C stack.
 local function call_in_slices(command, key, items)
@@ -24,7 +25,7 @@ local function call_in_slices(command, key, items)
 end
 
 local done = {}
-for i = 3, #ARGV, 3 do
+for i = 2, #ARGV, 3 do
   local id, token, err = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = prefix .. id
   local job = rcall('HMGET', key, 'state', 'reservation', 'ukey')

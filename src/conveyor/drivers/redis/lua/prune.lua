@@ -5,14 +5,18 @@
   KEYS[2] failed     ZSET of job ids by finished_at
 
   ARGV[1] job key prefix
-  ARGV[2] cutoff: jobs that finished strictly before it are deleted
+  ARGV[2] age, in seconds: jobs that finished more than this long before the server's TIME
+          are deleted
   ARGV[3] at most this many per call, so one call never stalls the server
 
   Returns how many were deleted; the caller calls again while that equals ARGV[3]. Finished
   jobs hold no unique key, so none is freed here.
 ]]
 local rcall = redis.call
-local prefix, cutoff, budget = ARGV[1], '(' .. ARGV[2], tonumber(ARGV[3])
+local prefix, budget = ARGV[1], tonumber(ARGV[3])
+local clock = rcall('TIME')
+local cutoff = '(' .. string.format('%.6f',
+  tonumber(clock[1]) + tonumber(clock[2]) / 1000000 - tonumber(ARGV[2]))
 
 local deleted = 0
 for _, finished in ipairs({KEYS[1], KEYS[2]}) do

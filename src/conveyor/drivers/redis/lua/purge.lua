@@ -8,37 +8,45 @@
   KEYS[5] unique     HASH unique key -> id of the unfinished job holding it
 
   ARGV[1] job key prefix
-  ARGV[2] now
-  ARGV[3] state: pending, delayed, succeeded or failed (the state a reader sees: a pending
-          job whose time has not come is delayed). Reserved jobs are never purged.
-  ARGV[4..] ids of jobs to delete; a job in another state is left alone
+  ARGV[2] state: pending, delayed, succeeded or failed (the state a reader sees at the
+          server's TIME: a pending job whose time has not come is delayed). Reserved jobs are
+          never purged.
+  ARGV[3..] ids of jobs to delete; a job in another state is left alone
 
-  Returns how many were deleted. A deleted job frees its unique key.
+  Returns how many were deleted. A deleted job frees its unique key. A job whose time field
+  is damaged reads as pending, never making the script fail half-way.
 ]]
+local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
 local pending, delayed, succeeded, failed, unique = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local prefix, now, wanted = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local prefix, wanted = ARGV[1], ARGV[2]
+local clock = rcall('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 
 local function member(rank, at, id)
-  return rank .. string.format('%020.6f', math.max(0, tonumber(at))) .. id
+  if type(rank) ~= 'string' or #rank ~= 16 then
+    rank = ANY_RANK
+  end
+  return rank .. string.format('%020.6f', math.max(0, at)) .. id
 end
 
 local function visible(state, at)
-  if state == 'pending' and tonumber(at) > now then
+  if state == 'pending' and at > now then
     return 'delayed'
   end
   return state
 end
 
 local deleted = 0
-for i = 4, #ARGV do
+for i = 3, #ARGV do
   local id = ARGV[i]
   local key = prefix .. id
   local job = rcall('HMGET', key, 'state', 'available_at', 'rank', 'ukey')
-  if job[1] and wanted ~= 'reserved' and visible(job[1], job[2]) == wanted then
+  local at = tonumber(job[2]) or 0
+  if job[1] and wanted ~= 'reserved' and visible(job[1], at) == wanted then
     if job[1] == 'pending' then
       -- A due job may still sit in delayed until a reserve moves it: remove it from both.
-      rcall('ZREM', pending, member(job[3], job[2], id))
+      rcall('ZREM', pending, member(job[3], at, id))
       rcall('ZREM', delayed, id)
     elseif job[1] == 'succeeded' then
       rcall('ZREM', succeeded, id)

@@ -7,23 +7,30 @@
   KEYS[4] wake       LIST of wake-up tokens that idle workers BLPOP
 
   ARGV[1] job key prefix (the job's hash is prefix .. id)
-  ARGV[2] now (epoch seconds)
-  ARGV[3] the jobs, as one JSON array with one array of strings per job:
-          [id, available_at, rank, unique key ('' for none), field, value, field, value...]
-          where the field/value pairs are the job's hash. One argument rather than dozens
-          per job: the client then encodes one string instead of thirty.
+  ARGV[2] the jobs, as one JSON array with one array of strings per job:
+          [id, delay, rank, unique key ('' for none), field, value, field, value...]
+          where the field/value pairs are the job's hash without its times. One argument
+          rather than dozens per job: the client then encodes one string instead of thirty.
 
+  Times are the server's (TIME): each job is created now and due `delay` seconds later.
   Returns the id of each job in order: its own, or that of the job already holding its
   unique key (storing nothing), or its own again when a job with this id already exists (a
-  push retried after a lost reply stores nothing twice).
+  push retried after a lost reply stores nothing twice). Only input made by the driver is
+  read before the writes, so the script cannot fail half-way.
 ]]
 local WAKE_MAX = 64
 local rcall = redis.call
 local pending, delayed, unique, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local prefix, now = ARGV[1], tonumber(ARGV[2])
+local prefix = ARGV[1]
+local clock = rcall('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+
+local function stamp(t)
+  return string.format('%.6f', t)
+end
 
 local function member(rank, at, id)
-  return rank .. string.format('%020.6f', math.max(0, tonumber(at))) .. id
+  return rank .. string.format('%020.6f', math.max(0, at)) .. id
 end
 
 local function holder_of(id, ukey)
@@ -41,17 +48,19 @@ local function holder_of(id, ukey)
 end
 
 local ids, stored = {}, 0
-for j, job in ipairs(cjson.decode(ARGV[3])) do
-  local id, at, rank, ukey = job[1], job[2], job[3], job[4]
+for j, job in ipairs(cjson.decode(ARGV[2])) do
+  local id, delay, rank, ukey = job[1], tonumber(job[2]), job[3], job[4]
   local holder = holder_of(id, ukey)
   if holder then
     ids[j] = holder
   else
-    rcall('HSET', prefix .. id, unpack(job, 5))
+    local at = tonumber(stamp(now + delay))
+    rcall('HSET', prefix .. id, 'created_at', stamp(now), 'available_at', stamp(at),
+      unpack(job, 5))
     if ukey ~= '' then
       rcall('HSET', unique, ukey, id)
     end
-    if tonumber(at) <= now then
+    if at <= now then
       rcall('ZADD', pending, 0, member(rank, at, id))
     else
       rcall('ZADD', delayed, at, id)

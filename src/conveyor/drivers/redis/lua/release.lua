@@ -1,5 +1,5 @@
 --[[
-  release: put jobs held under their tokens back to pending at their new time; atomic.
+  release: put jobs held under their tokens back to pending, due after their delay; atomic.
 
   KEYS[1] pending    ZSET, every score 0, member = rank .. time .. id
   KEYS[2] delayed    ZSET of job ids by available_at
@@ -7,36 +7,46 @@
   KEYS[4] wake       LIST of wake-up tokens
 
   ARGV[1] job key prefix
-  ARGV[2] now
-  ARGV[3..] per job: id, token, available_at, count_attempt ('1' or '0'), error (JSON, or
-          '' to keep the job's last error)
+  ARGV[2..] per job: id, token, delay in seconds (from the server's TIME), count_attempt
+          ('1' or '0'), error (JSON, or '' to keep the job's last error)
 
-  Returns the ids released. The job keeps its unique key: it is still unfinished.
+  Returns the ids released. The job keeps its unique key: it is still unfinished. A damaged
+  field (a rank or an attempt that is not what it should be) never makes the script fail half
+  way: the job is still released, its attempt left as it is.
 ]]
 local WAKE_MAX = 64
+local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
 local pending, delayed, reserved, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local prefix, now = ARGV[1], tonumber(ARGV[2])
+local prefix = ARGV[1]
+local clock = rcall('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 
 local function member(rank, at, id)
-  return rank .. string.format('%020.6f', math.max(0, tonumber(at))) .. id
+  if type(rank) ~= 'string' or #rank ~= 16 then
+    rank = ANY_RANK
+  end
+  return rank .. string.format('%020.6f', math.max(0, at)) .. id
 end
 
 local released = {}
-for i = 3, #ARGV, 5 do
-  local id, token, at, count, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+for i = 2, #ARGV, 5 do
+  local id, token, delay, count, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local key = prefix .. id
-  local job = rcall('HMGET', key, 'state', 'reservation', 'rank')
+  local job = rcall('HMGET', key, 'state', 'reservation', 'rank', 'attempt')
   if job[1] == 'reserved' and job[2] == token then
-    rcall('HSET', key, 'state', 'pending', 'available_at', at)
-    if count == '0' then
-      rcall('HINCRBY', key, 'attempt', -1)
+    local text = string.format('%.6f', now + tonumber(delay))
+    local at = tonumber(text)
+    rcall('HSET', key, 'state', 'pending', 'available_at', text)
+    local attempt = tonumber(job[4])
+    if count == '0' and attempt then
+      rcall('HSET', key, 'attempt', attempt - 1)
     end
     if err ~= '' then
       rcall('HSET', key, 'error', err)
     end
     rcall('ZREM', reserved, id)
-    if tonumber(at) <= now then
+    if at <= now then
       rcall('ZADD', pending, 0, member(job[3], at, id))
     else
       rcall('ZADD', delayed, at, id)

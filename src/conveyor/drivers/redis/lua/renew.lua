@@ -4,13 +4,16 @@
   KEYS[1] reserved   ZSET of job ids by lease end
 
   ARGV[1] job key prefix
-  ARGV[2] new lease end
+  ARGV[2] lease, in seconds: each lease now ends that long after the server's TIME
   ARGV[3..] pairs of job id, reservation token
 
   Returns the ids renewed; a job not reserved under that token (fencing) is left alone.
 ]]
 local rcall = redis.call
-local reserved, prefix, lease_end = KEYS[1], ARGV[1], ARGV[2]
+local reserved, prefix = KEYS[1], ARGV[1]
+local clock = rcall('TIME')
+local lease_end = string.format('%.6f', tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+  + tonumber(ARGV[2]))
 
 local renewed = {}
 for i = 3, #ARGV, 2 do

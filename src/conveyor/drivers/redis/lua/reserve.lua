@@ -8,28 +8,39 @@
   KEYS[4] wake       LIST of wake-up tokens
 
   ARGV[1] job key prefix
-  ARGV[2] now
-  ARGV[3] lease end (now + lease)
-  ARGV[4] reservation token
-  ARGV[5] worker
-  ARGV[6] limit (0 only moves due jobs and reports the head)
-  ARGV[7] bound: take only members below it ('' for no bound). Used to merge several queues:
+  ARGV[2] lease, in seconds (the lease ends that long after the server's TIME)
+  ARGV[3] reservation token
+  ARGV[4] worker
+  ARGV[5] limit (0 only moves due jobs and reports the head)
+  ARGV[6] bound: take only members below it ('' for no bound). Used to merge several queues:
           the caller passes the best head of the other queues.
-  ARGV[8..] the job fields to return, in order; one of them is 'attempt'
+  ARGV[7..] the job fields to return, in order
 
   Returns {head, job, job, ...}: `head` is the best member still due afterwards ('' if none)
-  and each job is the list of its fields as they were BEFORE this reservation; the caller
-  knows the new state, token, worker and lease end, and adds one to the attempt.
+  and each job is the list of its fields as this reservation left them.
+
+  A pending job's attempt goes up by one. A job whose lease ran out is rescued: `rescued` goes
+  up by one, and `attempt` only if it was rescued before (see JobInfo in job.py).
+
+  Damaged jobs (a field missing or not a number) are still reserved, with the damaged fields
+  left as they are, so the worker can fail them with the reason; nothing read from a job can
+  make the script fail, since Redis would keep the writes made before the failure.
 ]]
 local MOVE_MAX = 1000
+local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
 local pending, delayed, reserved, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local prefix, now, lease_end, token, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local limit, bound = tonumber(ARGV[6]), ARGV[7]
-local fields = {unpack(ARGV, 8)}
+local prefix, lease, token, worker = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local limit, bound = tonumber(ARGV[5]), ARGV[6]
+local fields = {unpack(ARGV, 7)}
+local clock = rcall('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 
 local function member(rank, at, id)
-  return rank .. string.format('%020.6f', math.max(0, tonumber(at))) .. id
+  if type(rank) ~= 'string' or #rank ~= 16 then
+    rank = ANY_RANK
+  end
+  return rank .. string.format('%020.6f', math.max(0, tonumber(at) or 0)) .. id
 end
 
 -- Large variadic calls go in slices: unpack() is limited by the Lua C stack.
@@ -40,15 +51,18 @@ local function call_in_slices(command, key, items)
 end
 
 -- Delayed jobs whose time has come join pending for good (at most MOVE_MAX per call, so one
--- call never stalls the server; the rest follow on the next call).
-local due = rcall('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, MOVE_MAX)
-for _, id in ipairs(due) do
-  local job = rcall('HMGET', prefix .. id, 'rank', 'available_at')
-  if job[1] then
-    rcall('ZADD', pending, 0, member(job[1], job[2], id))
+-- call never stalls the server; the rest follow on the next call). An id whose job is gone
+-- is only dropped: there is nothing left to run.
+local due = rcall('ZRANGEBYSCORE', delayed, '-inf', now, 'WITHSCORES', 'LIMIT', 0, MOVE_MAX)
+local moved = {}
+for i = 1, #due, 2 do
+  local id = due[i]
+  if rcall('EXISTS', prefix .. id) == 1 then
+    rcall('ZADD', pending, 0, member(rcall('HGET', prefix .. id, 'rank'), due[i + 1], id))
   end
+  moved[#moved + 1] = id
 end
-call_in_slices('ZREM', delayed, due)
+call_in_slices('ZREM', delayed, moved)
 
 -- Jobs whose lease ran out compete with pending ones for this call only: they stay reserved
 -- (so their worker may still settle them) until a reserve actually hands them out. Lending
@@ -57,9 +71,8 @@ local lent = {}
 local expired = rcall('ZRANGEBYSCORE', reserved, '-inf', now, 'WITHSCORES', 'LIMIT', 0, MOVE_MAX)
 for i = 1, #expired, 2 do
   local id = expired[i]
-  local rank = rcall('HGET', prefix .. id, 'rank')
-  if rank then
-    local m = member(rank, expired[i + 1], id)
+  if rcall('EXISTS', prefix .. id) == 1 then
+    local m = member(rcall('HGET', prefix .. id, 'rank'), expired[i + 1], id)
     rcall('ZADD', pending, 0, m)
     lent[m] = true
   else
@@ -78,7 +91,9 @@ if limit > 0 then
 end
 local head = rcall('ZRANGEBYLEX', pending, '-', '+', 'LIMIT', 0, 1)[1] or ''
 
+local rescues = {}
 for _, m in ipairs(chosen) do
+  rescues[m] = lent[m]
   lent[m] = nil
 end
 local unused = {}
@@ -87,24 +102,33 @@ for m in pairs(lent) do
 end
 call_in_slices('ZREM', pending, unused)
 
-local attempt_at
-for i, name in ipairs(fields) do
-  if name == 'attempt' then
-    attempt_at = i
-  end
-end
-
+local lease_end = string.format('%.6f', now + lease)
 local out, leases = {head}, {}
 for _, m in ipairs(chosen) do
   local id = string.sub(m, 37)
   local key = prefix .. id
-  local job = rcall('HMGET', key, unpack(fields))
-  if job[attempt_at] then
+  if rcall('EXISTS', key) == 1 then
+    local before = rcall('HMGET', key, 'attempt', 'rescued')
+    local attempt, rescued = tonumber(before[1]), tonumber(before[2] or '0')
     rcall('HSET', key, 'state', 'reserved', 'reservation', token, 'worker', worker,
-      'available_at', lease_end, 'attempt', tonumber(job[attempt_at]) + 1)
+      'available_at', lease_end)
+    -- A damaged count is left as it is, for the worker to report.
+    if attempt and rescued then
+      if rescues[m] then
+        if rescued > 0 then
+          attempt = attempt + 1
+        end
+        rescued = rescued + 1
+      else
+        attempt = attempt + 1
+      end
+      rcall('HSET', key, 'attempt', attempt, 'rescued', rescued)
+    elseif attempt then
+      rcall('HSET', key, 'attempt', attempt + 1)
+    end
     leases[#leases + 1] = lease_end
     leases[#leases + 1] = id
-    out[#out + 1] = job
+    out[#out + 1] = rcall('HMGET', key, unpack(fields))
   end
 end
 call_in_slices('ZADD', reserved, leases)

@@ -1,5 +1,5 @@
 --[[
-  retry: move failed jobs back to pending with attempt 0; atomic.
+  retry: move failed jobs back to pending, due now, with attempt and rescued 0; atomic.
 
   KEYS[1] pending    ZSET, every score 0, member = rank .. time .. id
   KEYS[2] failed     ZSET of job ids by finished_at
@@ -7,19 +7,24 @@
   KEYS[4] wake       LIST of wake-up tokens
 
   ARGV[1] job key prefix
-  ARGV[2] now
-  ARGV[3..] ids of jobs to move; ids not failed in this queue are ignored
+  ARGV[2..] ids of jobs to move; ids not failed in this queue are ignored
 
   Returns how many moved. A job whose unique key an unfinished job now holds stays failed;
-  a job moved takes its key again.
+  a job moved takes its key again. "Now" is the server's TIME.
 ]]
 local WAKE_MAX = 64
+local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
 local pending, failed, unique, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local prefix, now = ARGV[1], ARGV[2]
+local prefix = ARGV[1]
+local clock = rcall('TIME')
+local now = tonumber(string.format('%.6f', tonumber(clock[1]) + tonumber(clock[2]) / 1000000))
 
 local function member(rank, at, id)
-  return rank .. string.format('%020.6f', math.max(0, tonumber(at))) .. id
+  if type(rank) ~= 'string' or #rank ~= 16 then
+    rank = ANY_RANK
+  end
+  return rank .. string.format('%020.6f', math.max(0, at)) .. id
 end
 
 local function key_taken(ukey)
@@ -31,13 +36,14 @@ local function key_taken(ukey)
 end
 
 local moved = 0
-for i = 3, #ARGV do
+for i = 2, #ARGV do
   local id = ARGV[i]
   local key = prefix .. id
-  if rcall('ZSCORE', failed, id) then
+  if rcall('ZSCORE', failed, id) and rcall('EXISTS', key) == 1 then
     local job = rcall('HMGET', key, 'rank', 'ukey')
-    if job[1] and not key_taken(job[2]) then
-      rcall('HSET', key, 'state', 'pending', 'attempt', 0, 'available_at', now)
+    if not key_taken(job[2]) then
+      rcall('HSET', key, 'state', 'pending', 'attempt', 0, 'rescued', 0, 'available_at',
+        string.format('%.6f', now))
       rcall('HDEL', key, 'finished_at')
       rcall('ZREM', failed, id)
       rcall('ZADD', pending, 0, member(job[1], now, id))

@@ -34,6 +34,7 @@ from asyncmy.cursors import Cursor
 from asyncmy.errors import MySQLError
 from asyncmy.pool import Pool
 
+from conveyor.drivers.record import decode_text
 from conveyor.drivers.sql.driver import Params, Row, SqlTransaction
 from conveyor.drivers.sql.queries import Query
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
@@ -426,11 +427,12 @@ async def _script(session: SqlTransaction, *, sql: str) -> None:
 
 def _rows(description: Any, values: Any) -> list[Row]:
     """Rows as dicts by column name; VARBINARY columns (names, ids, tokens) come back as bytes
-    and are read as the UTF-8 text they were written as."""
+    and are read as the UTF-8 text they were written as (bytes that are not UTF-8 are kept as
+    lone surrogates, for the driver to report, rather than failing the whole statement)."""
     names = [column[0] for column in description]
     return [
         {
-            name: value.decode() if isinstance(value, bytes) else value
+            name: decode_text(value) if isinstance(value, bytes) else value
             for name, value in zip(names, row, strict=True)
         }
         for row in values

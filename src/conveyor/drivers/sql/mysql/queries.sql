@@ -3,8 +3,12 @@
 -- Parameters are %(named)s (pyformat) and always passed as one dict; keys a statement does not
 -- use are ignored. A literal percent sign would have to be written twice: there is none. A
 -- batch arrives as ONE JSON text parameter (items, ids, queues) unpacked with JSON_TABLE, so a
--- statement's size never depends on the batch's. now is time.time() from Python, so every
--- process agrees on the clock the caller sees.
+-- statement's size never depends on the batch's.
+--
+-- One clock: every time is the database's, the `now` block below, which the loader writes in
+-- for each `{now}`; never a time passed in by a caller, so a process whose clock is off (or
+-- whose time source a test shifted) cannot move a lease, a due time or the prune horizon.
+-- Callers pass delays and durations instead (lease, older_than, an item's delay).
 --
 -- A block may hold several statements, each ending with ';' at the end of a line. The adapter
 -- runs them in order in ONE transaction (the caller's, if a transaction is open) and returns
@@ -15,7 +19,14 @@
 --
 -- Statements that return jobs return these columns (the driver reads them by name):
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
--- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error
+-- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,
+-- and `now`, the server's time as the statement ran (it tells delayed from pending).
+
+-- name: now
+-- The clock: seconds since the epoch as the statement started, to the microsecond, a constant
+-- for the whole statement, whatever the session's time zone (UNIX_TIMESTAMP(NOW(6)) would be
+-- ambiguous in the repeated hour of a daylight-saving zone).
+(UNIX_TIMESTAMP() + MICROSECOND(NOW(6)) / 1e6)
 
 -- name: schema_version_create
 -- Take the migration lock, then create the table that records which migrations ran.
@@ -37,14 +48,14 @@ SELECT MAX(version) AS version FROM {prefix}schema_version;
 -- name: schema_version_record
 -- Record one applied migration.
 INSERT INTO {prefix}schema_version (version, name, applied_at)
-VALUES (%(version)s, %(name)s, %(now)s);
+VALUES (%(version)s, %(name)s, {now});
 
 -- name: push_many
 -- Insert new jobs from items, in order, skipping those whose unique key is already held.
 -- A skipped job collides in jobs_unique, and the no-op update leaves the holder as it was
 -- (unlike INSERT IGNORE, which would let other errors pass as warnings too). Each item is
--- [id, queue, name, payload, created_at, available_at, max_attempts, priority, timeout,
--- retry_delay, unique_key, meta].
+-- [id, queue, name, payload, delay, max_attempts, priority, timeout, retry_delay, unique_key,
+-- meta]: the job is created now and due `delay` seconds later.
 -- It returns no rows (there is no RETURNING): the driver then asks push_many_holders for
 -- every unique job, and a job that was inserted is its own key's holder. A batch without
 -- unique keys is therefore this one statement, in one round trip. JSON_TABLE would cut a
@@ -55,7 +66,7 @@ INSERT INTO {prefix}jobs (
     timeout, retry_delay, unique_key, meta
 )
 SELECT
-    item.id, item.queue, item.name, item.payload, item.created_at, item.available_at,
+    item.id, item.queue, item.name, item.payload, {now}, {now} + item.delay,
     item.max_attempts, item.priority, item.timeout, item.retry_delay, item.unique_key, item.meta
 FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     n            FOR ORDINALITY,
@@ -63,14 +74,13 @@ FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     queue        VARBINARY(1024) PATH '$[1]',
     name         VARBINARY(1024) PATH '$[2]',
     payload      LONGTEXT        PATH '$[3]',
-    created_at   DOUBLE          PATH '$[4]',
-    available_at DOUBLE          PATH '$[5]',
-    max_attempts INT             PATH '$[6]',
-    priority     INT             PATH '$[7]',
-    timeout      DOUBLE          PATH '$[8]',
-    retry_delay  MEDIUMTEXT      PATH '$[9]',
-    unique_key   MEDIUMTEXT      PATH '$[10]',
-    meta         LONGTEXT        PATH '$[11]'
+    delay        DOUBLE          PATH '$[4]',
+    max_attempts INT             PATH '$[5]',
+    priority     INT             PATH '$[6]',
+    timeout      DOUBLE          PATH '$[7]',
+    retry_delay  MEDIUMTEXT      PATH '$[8]',
+    unique_key   MEDIUMTEXT      PATH '$[9]',
+    meta         LONGTEXT        PATH '$[10]'
 )) AS item
 ORDER BY item.n
 ON DUPLICATE KEY UPDATE {prefix}jobs.id = {prefix}jobs.id;
@@ -106,49 +116,53 @@ LOCK IN SHARE MODE;
 -- subquery, which does sort (and lock) their due jobs: still correct, only less concurrent.
 -- Rows a subquery locked but the final LIMIT left out stay locked until this short
 -- transaction commits.
+-- A pending job's attempt goes up by one. A reserved job here is rescued (its worker stopped
+-- renewing its lease): rescued goes up by one, and attempt only if it was rescued before (see
+-- JobInfo in job.py). MySQL gives no order to the assignments of a multi-table UPDATE, so
+-- they read the job's state and rescued count as picked, never as just changed.
 UPDATE {prefix}jobs AS job
 JOIN (
-    SELECT due.id
+    SELECT due.id, due.state, due.rescued
     FROM (
-        (SELECT id, priority, available_at FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[0]') AND available_at <= %(now)s
+        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[0]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[1]') AND available_at <= %(now)s
+        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[1]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[2]') AND available_at <= %(now)s
+        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[2]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[3]') AND available_at <= %(now)s
+        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[3]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[4]') AND available_at <= %(now)s
+        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[4]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[5]') AND available_at <= %(now)s
+        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[5]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[6]') AND available_at <= %(now)s
+        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[6]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[7]') AND available_at <= %(now)s
+        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[7]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT job.id, job.priority, job.available_at
+        (SELECT job.id, job.priority, job.available_at, job.state, job.rescued
          FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (
              n     FOR ORDINALITY,
              queue VARBINARY(255) PATH '$'
          )) AS extra
          STRAIGHT_JOIN {prefix}jobs AS job ON job.ready_queue = extra.queue
-         WHERE JSON_LENGTH(%(queues)s) > 8 AND extra.n > 8 AND job.available_at <= %(now)s
+         WHERE JSON_LENGTH(%(queues)s) > 8 AND extra.n > 8 AND job.available_at <= {now}
          ORDER BY job.priority DESC, job.available_at, job.id
          LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
     ) AS due
@@ -156,13 +170,15 @@ JOIN (
     LIMIT %(limit)s
 ) AS picked ON job.id = picked.id
 SET job.state = 'reserved',
-    job.attempt = job.attempt + 1,
+    job.attempt = job.attempt
+        + CASE WHEN picked.state = 'reserved' AND picked.rescued = 0 THEN 0 ELSE 1 END,
+    job.rescued = picked.rescued + CASE WHEN picked.state = 'reserved' THEN 1 ELSE 0 END,
     job.reservation = %(token)s,
     job.worker = %(worker)s,
-    job.available_at = %(now)s + %(lease)s;
+    job.available_at = {now} + %(lease)s;
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error
+       error, rescued, {now} AS now
 FROM {prefix}jobs
 WHERE reservation = %(token)s;
 
@@ -181,7 +197,7 @@ JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
     token VARBINARY(64) PATH '$[1]'
 )) AS item ON job.id = item.id AND job.reservation = item.token
-SET job.available_at = %(now)s + %(lease)s
+SET job.available_at = {now} + %(lease)s
 WHERE job.state = 'reserved';
 
 -- name: ack
@@ -200,12 +216,13 @@ JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     token VARBINARY(64) PATH '$[1]'
 )) AS item ON job.id = item.id AND job.reservation = item.token
 SET job.state = 'succeeded',
-    job.finished_at = %(now)s
+    job.finished_at = {now}
 WHERE job.state = 'reserved';
 
 -- name: release
--- Put back to pending the jobs in items ([id, token, available_at, error, give_back]).
--- A NULL error keeps the last one; give_back is 1 to hand the attempt back, else 0.
+-- Put back to pending the jobs in items ([id, token, delay, error, give_back]), due `delay`
+-- seconds from now. A NULL error keeps the last one; give_back is 1 to hand the attempt back,
+-- else 0.
 SELECT job.id AS id
 FROM {prefix}jobs AS job
 JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
@@ -218,12 +235,12 @@ UPDATE {prefix}jobs AS job
 JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id           VARBINARY(64) PATH '$[0]',
     token        VARBINARY(64) PATH '$[1]',
-    available_at DOUBLE        PATH '$[2]',
+    delay        DOUBLE        PATH '$[2]',
     error        LONGTEXT      PATH '$[3]',
     give_back    INT           PATH '$[4]'
 )) AS item ON job.id = item.id AND job.reservation = item.token
 SET job.state = 'pending',
-    job.available_at = item.available_at,
+    job.available_at = {now} + item.delay,
     job.error = COALESCE(item.error, job.error),
     job.attempt = job.attempt - item.give_back
 WHERE job.state = 'reserved';
@@ -245,14 +262,14 @@ JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     error LONGTEXT      PATH '$[2]'
 )) AS item ON job.id = item.id AND job.reservation = item.token
 SET job.state = 'failed',
-    job.finished_at = %(now)s,
+    job.finished_at = {now},
     job.error = item.error
 WHERE job.state = 'reserved';
 
 -- name: counts
 -- Jobs per queue and visible state (a pending job not yet due counts as delayed).
 SELECT queue,
-       CASE WHEN state = 'pending' AND available_at > %(now)s THEN 'delayed' ELSE state END
+       CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END
            AS state,
        COUNT(*) AS count
 FROM {prefix}jobs
@@ -267,11 +284,11 @@ GROUP BY 1, 2;
 -- stored is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error
+       error, rescued, {now} AS now
 FROM {prefix}jobs
 WHERE queue = %(queue)s
   AND state = %(stored)s
-  AND (CASE WHEN state = 'pending' AND available_at > %(now)s THEN 'delayed' ELSE state END)
+  AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END)
       = %(state)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
@@ -280,18 +297,20 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error
+       error, rescued, {now} AS now
 FROM {prefix}jobs
 WHERE id = %(id)s;
 
 -- name: retry_failed
--- Move a queue's failed jobs (all, or those in ids when not NULL) back to pending, due now.
+-- Move a queue's failed jobs (all, or those in ids when not NULL) back to pending, due now,
+-- with attempt and rescued back to 0.
 -- IGNORE: a job whose unique key an unfinished job holds (possibly one retried by this same
 -- statement) would collide in jobs_unique, so it is skipped and stays failed.
 UPDATE IGNORE {prefix}jobs
 SET state = 'pending',
     attempt = 0,
-    available_at = %(now)s,
+    rescued = 0,
+    available_at = {now},
     finished_at = NULL
 WHERE queue = %(queue)s
   AND state = 'failed'
@@ -306,7 +325,7 @@ WHERE queue = %(queue)s
 DELETE FROM {prefix}jobs
 WHERE queue = %(queue)s
   AND state = %(stored)s
-  AND (CASE WHEN state = 'pending' AND available_at > %(now)s THEN 'delayed' ELSE state END)
+  AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END)
       = %(state)s
   AND (%(ids)s IS NULL OR id IN (
       SELECT wanted.id
@@ -314,13 +333,13 @@ WHERE queue = %(queue)s
   ));
 
 -- name: prune
--- Delete up to batch of a queue's jobs that finished before `before`.
+-- Delete up to batch of a queue's jobs that finished more than older_than seconds ago.
 -- The driver repeats it until a batch comes back short: each batch is its own short
 -- transaction, so a backlog of a million old jobs never becomes one huge delete.
 DELETE FROM {prefix}jobs
 WHERE queue = %(queue)s
   AND state IN ('succeeded', 'failed', 'cancelled')
-  AND finished_at < %(before)s
+  AND finished_at < {now} - %(older_than)s
 LIMIT %(batch)s;
 
 -- name: record_stats

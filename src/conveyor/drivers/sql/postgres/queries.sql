@@ -3,8 +3,12 @@
 -- Parameters are psycopg's named placeholders and always passed as one dict; keys a statement
 -- does not use are ignored (so no bare percent sign may appear below, not even in a comment).
 -- A batch arrives as ONE JSON text parameter (items, ids, queues) unpacked with
--- jsonb_array_elements, so every method is one statement whatever the batch size. `now` is
--- time.time() from Python, never the server's clock, so every comparison uses one clock.
+-- jsonb_array_elements, so every method is one statement whatever the batch size.
+--
+-- One clock: every time is the database's, the `now` block below, which the loader writes in
+-- for each `{now}`; never a time passed in by a caller, so a process whose clock is off (or
+-- whose time source a test shifted) cannot move a lease, a due time or the prune horizon.
+-- Callers pass delays and durations instead (lease, older_than, an item's delay).
 --
 -- Statements that make a job due (push_many, release, retry_failed) also call
 -- pg_notify('{prefix}jobs', queue). A notification is delivered when its transaction commits,
@@ -27,7 +31,13 @@
 --
 -- Statements that return jobs return these columns (the driver reads them by name):
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
--- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error
+-- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,
+-- and `now`, the server's time as the statement ran (it tells delayed from pending).
+
+-- name: now
+-- The clock: seconds since the epoch as the statement started, to the microsecond. Stable
+-- within a statement, so an index condition such as `available_at <= {now}` stays one.
+extract(epoch FROM statement_timestamp())::float8
 
 -- name: schema_version_create
 -- Create the table of applied migrations, holding the migration lock; run first in the transaction.
@@ -53,13 +63,14 @@ SELECT max(version) AS version FROM {prefix}schema_version;
 -- name: schema_version_record
 -- Record one applied migration, in the same transaction as the migration itself.
 INSERT INTO {prefix}schema_version (version, name, applied_at)
-VALUES (%(version)s, %(name)s, %(now)s);
+VALUES (%(version)s, %(name)s, {now});
 
 -- name: push_many
 -- Insert new jobs from items, in order; a job whose unique key an unfinished job holds is skipped.
--- Each item is [id, queue, name, payload, created_at, available_at, max_attempts, priority,
--- timeout, retry_delay, unique_key, meta]. Inserting in item order makes the first of two
--- items sharing a unique key the one stored. Each queue that got a job is notified once.
+-- Each item is [id, queue, name, payload, delay, max_attempts, priority, timeout,
+-- retry_delay, unique_key, meta]: the job is created now and due `delay` seconds later.
+-- Inserting in item order makes the first of two items sharing a unique key the one stored.
+-- Each queue that got a job is notified once.
 WITH item AS (
     SELECT value AS v, ordinality AS n
     FROM jsonb_array_elements(%(items)s::jsonb) WITH ORDINALITY
@@ -69,8 +80,8 @@ pushed AS (
         id, queue, name, payload, created_at, available_at, max_attempts, priority,
         timeout, retry_delay, unique_key, meta
     )
-    SELECT v->>0, v->>1, v->>2, v->>3, (v->>4)::float8, (v->>5)::float8, (v->>6)::integer,
-           (v->>7)::integer, (v->>8)::float8, v->>9, v->>10, v->>11
+    SELECT v->>0, v->>1, v->>2, v->>3, {now}, {now} + (v->>4)::float8,
+           (v->>5)::integer, (v->>6)::integer, (v->>7)::float8, v->>8, v->>9, v->>10
     FROM item
     ORDER BY n
     ON CONFLICT DO NOTHING
@@ -105,12 +116,17 @@ CROSS JOIN LATERAL (
 -- waited for, so concurrent workers never queue behind each other; and a row locked here is
 -- checked again at its newest version, so a job another worker took a moment ago (no longer
 -- due) is dropped. Two workers can therefore never both hold a job while its lease is valid.
+-- A pending job's attempt goes up by one. A reserved job here is rescued (its worker stopped
+-- renewing its lease): rescued goes up by one, and attempt only if it was rescued before (see
+-- JobInfo in job.py). SET expressions all read the row as it was.
 UPDATE {prefix}jobs AS job
 SET state = 'reserved',
-    attempt = job.attempt + 1,
+    attempt = job.attempt
+        + CASE WHEN job.state = 'reserved' AND job.rescued = 0 THEN 0 ELSE 1 END,
+    rescued = job.rescued + CASE WHEN job.state = 'reserved' THEN 1 ELSE 0 END,
     reservation = %(token)s,
     worker = %(worker)s,
-    available_at = %(now)s::float8 + %(lease)s::float8
+    available_at = {now} + %(lease)s::float8
 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
 WHERE job.id = ANY (ARRAY(
     SELECT best.id
@@ -121,7 +137,7 @@ WHERE job.id = ANY (ARRAY(
         WHERE due.queue = wanted.queue
           AND due.finished_at IS NULL
           AND due.state IN ('pending', 'reserved')
-          AND due.available_at <= %(now)s::float8
+          AND due.available_at <= {now}
         ORDER BY due.priority DESC, due.available_at, due.id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -131,7 +147,8 @@ WHERE job.id = ANY (ARRAY(
 ))
 RETURNING job.id, job.queue, job.name, job.payload, job.state, job.attempt, job.max_attempts,
     job.priority, job.created_at, job.available_at, job.timeout, job.retry_delay,
-    job.unique_key, job.meta, job.reservation, job.worker, job.finished_at, job.error;
+    job.unique_key, job.meta, job.reservation, job.worker, job.finished_at, job.error,
+    job.rescued, {now} AS now;
 
 -- name: renew
 -- Extend the leases of the jobs in items ([id, token]) still reserved under their token.
@@ -142,7 +159,7 @@ WITH item AS (
     FROM jsonb_array_elements(%(items)s::jsonb)
 )
 UPDATE {prefix}jobs AS job
-SET available_at = %(now)s::float8 + %(lease)s::float8
+SET available_at = {now} + %(lease)s::float8
 FROM item
 WHERE job.id = ANY (ARRAY(SELECT unnest(ids) FROM item))
   AND item.by_fence ? jsonb_build_array(job.id, job.reservation)::text
@@ -159,7 +176,7 @@ WITH item AS (
 )
 UPDATE {prefix}jobs AS job
 SET state = 'succeeded',
-    finished_at = %(now)s::float8
+    finished_at = {now}
 FROM item
 WHERE job.id = ANY (ARRAY(SELECT unnest(ids) FROM item))
   AND item.by_fence ? jsonb_build_array(job.id, job.reservation)::text
@@ -167,9 +184,9 @@ WHERE job.id = ANY (ARRAY(SELECT unnest(ids) FROM item))
 RETURNING job.id;
 
 -- name: release
--- Put back to pending the jobs in items ([id, token, available_at, error, give_back]).
--- A NULL error keeps the last one; give_back is 1 to hand the attempt back, else 0. Each queue
--- that got a job due now is notified.
+-- Put back to pending the jobs in items ([id, token, delay, error, give_back]), due `delay`
+-- seconds from now. A NULL error keeps the last one; give_back is 1 to hand the attempt back,
+-- else 0. Each queue that got a job due now is notified.
 WITH item AS (
     SELECT jsonb_object_agg(jsonb_build_array(value->0, value->1)::text, value) AS by_fence,
            array_agg(value->>0) AS ids,
@@ -179,8 +196,8 @@ WITH item AS (
 released AS (
     UPDATE {prefix}jobs AS job
     SET state = 'pending',
-        available_at =
-            (item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2)::float8,
+        available_at = {now}
+            + (item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2)::float8,
         error = coalesce(
             item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>3, job.error),
         attempt = job.attempt
@@ -194,7 +211,7 @@ released AS (
 SELECT released.id
 FROM released,
      (SELECT count(pg_notify('{prefix}jobs', queue))
-      FROM (SELECT DISTINCT queue FROM released WHERE available_at <= %(now)s::float8) AS q)
+      FROM (SELECT DISTINCT queue FROM released WHERE available_at <= {now}) AS q)
          AS notified;
 
 -- name: fail
@@ -207,7 +224,7 @@ WITH item AS (
 )
 UPDATE {prefix}jobs AS job
 SET state = 'failed',
-    finished_at = %(now)s::float8,
+    finished_at = {now},
     error = item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2
 FROM item
 WHERE job.id = ANY (ARRAY(SELECT unnest(ids) FROM item))
@@ -218,7 +235,7 @@ RETURNING job.id;
 -- name: counts
 -- Jobs per queue and visible state (a pending job not yet due counts as delayed).
 SELECT queue,
-       CASE WHEN state = 'pending' AND available_at > %(now)s::float8 THEN 'delayed'
+       CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed'
             ELSE state END AS state,
        count(*) AS count
 FROM {prefix}jobs
@@ -230,11 +247,11 @@ GROUP BY 1, 2;
 -- `stored` is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error
+       error, rescued, {now} AS now
 FROM {prefix}jobs
 WHERE queue = %(queue)s
   AND state = %(stored)s
-  AND (CASE WHEN state = 'pending' AND available_at > %(now)s::float8 THEN 'delayed'
+  AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed'
             ELSE state END) = %(state)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
@@ -243,7 +260,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error
+       error, rescued, {now} AS now
 FROM {prefix}jobs
 WHERE id = %(id)s;
 
@@ -282,7 +299,8 @@ moved AS (
     UPDATE {prefix}jobs
     SET state = 'pending',
         attempt = 0,
-        available_at = %(now)s::float8,
+        rescued = 0,  -- and the count of rescues starts again
+        available_at = {now},
         finished_at = NULL
     WHERE id IN (SELECT id FROM chosen)
     RETURNING id
@@ -298,12 +316,13 @@ FROM moved,
 DELETE FROM {prefix}jobs
 WHERE queue = %(queue)s
   AND state = %(stored)s
-  AND (CASE WHEN state = 'pending' AND available_at > %(now)s::float8 THEN 'delayed'
+  AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed'
             ELSE state END) = %(state)s
   AND (%(ids)s::jsonb IS NULL OR id IN (SELECT jsonb_array_elements_text(%(ids)s::jsonb)));
 
 -- name: prune
--- Delete up to batch of a queue's finished jobs that finished before `before`, oldest first.
+-- Delete up to batch of a queue's finished jobs that finished more than older_than seconds
+-- ago, oldest first.
 -- The driver repeats it until a batch comes back short, so no statement holds many locks or
 -- writes a huge transaction. SKIP LOCKED: two workers pruning at once share the work.
 DELETE FROM {prefix}jobs
@@ -311,7 +330,7 @@ WHERE id = ANY (ARRAY(
     SELECT id FROM {prefix}jobs
     WHERE queue = %(queue)s
       AND state IN ('succeeded', 'failed', 'cancelled')
-      AND finished_at < %(before)s::float8
+      AND finished_at < {now} - %(older_than)s::float8
     ORDER BY finished_at
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED

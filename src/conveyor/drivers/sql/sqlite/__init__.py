@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from conveyor.drivers.base import Capabilities
+from conveyor.drivers.record import decode_text
 from conveyor.drivers.sql.driver import Params, Row, SqlDriver, SqlTransaction
 from conveyor.drivers.sql.queries import Query
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
@@ -300,6 +301,10 @@ def _connect(path: str) -> sqlite3.Connection:
         db = sqlite3.connect(
             path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
+        # Text that is not UTF-8 (written by another program) reads back with its bad bytes kept
+        # as lone surrogates instead of failing the whole statement: a reserve that raised here
+        # would already have reserved its batch. The driver reports such fields (record.py).
+        db.text_factory = decode_text
         try:
             _use_wal(db)
             # NORMAL: in WAL mode a commit is synced at checkpoints, not one by one; a power

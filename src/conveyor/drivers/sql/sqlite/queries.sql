@@ -2,12 +2,21 @@
 --
 -- Parameters are :named and always passed as one dict; keys a statement does not use are
 -- ignored. A batch arrives as ONE JSON text parameter (:items, :ids, :queues) unpacked with
--- json_each, so every method is one statement whatever the batch size. :now is time.time()
--- from Python, so every process agrees on the clock the caller sees.
+-- json_each, so every method is one statement whatever the batch size.
+--
+-- One clock: every time is the database's, the `now` block below, which the loader writes in
+-- for each `{now}`; never a time passed in by a caller, so a process whose clock is off (or
+-- whose time source a test shifted) cannot move a lease, a due time or the prune horizon.
+-- Callers pass delays and durations instead (lease, older_than, an item's delay).
 --
 -- Statements that return jobs return these columns (the driver reads them by name):
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
--- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error
+-- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,
+-- and `now`, the database's time as the statement ran (it tells delayed from pending).
+
+-- name: now
+-- The clock: seconds since the epoch, to the millisecond; the same for a whole statement.
+(julianday('now') - 2440587.5) * 86400.0
 
 -- name: schema_version_create
 -- Create the table that records which migrations ran; run inside the migration transaction.
@@ -23,21 +32,23 @@ SELECT max(version) AS version FROM {prefix}schema_version;
 
 -- name: schema_version_record
 -- Record one applied migration, in the same transaction as the migration itself.
-INSERT INTO {prefix}schema_version (version, name, applied_at) VALUES (:version, :name, :now);
+INSERT INTO {prefix}schema_version (version, name, applied_at)
+VALUES (:version, :name, {now});
 
 -- name: push_many
 -- Insert new jobs from :items; a job whose unique key an unfinished job holds is skipped.
--- Each item is [id, queue, name, payload, created_at, available_at, max_attempts, priority,
--- timeout, retry_delay, unique_key, meta]. `WHERE true` is SQLite's rule for
--- INSERT ... SELECT ... ON CONFLICT (the parser would read ON as a join constraint).
+-- Each item is [id, queue, name, payload, delay, max_attempts, priority, timeout,
+-- retry_delay, unique_key, meta]: the job is created now and due `delay` seconds later.
+-- `WHERE true` is SQLite's rule for INSERT ... SELECT ... ON CONFLICT (the parser would read
+-- ON as a join constraint).
 INSERT INTO {prefix}jobs (
     id, queue, name, payload, created_at, available_at, max_attempts, priority,
     timeout, retry_delay, unique_key, meta
 )
 SELECT
-    value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
-    value->>8, value->>9, value->>10, value->>11
-FROM json_each(:items)
+    value->>0, value->>1, value->>2, value->>3, clock.now, clock.now + (value->>4),
+    value->>5, value->>6, value->>7, value->>8, value->>9, value->>10
+FROM json_each(:items), (SELECT {now} AS now) AS clock
 WHERE true
 ON CONFLICT DO NOTHING
 RETURNING id;
@@ -57,20 +68,25 @@ JOIN {prefix}jobs AS job
 -- One statement: SQLite holds the write lock from its first step, so two processes can never
 -- pick the same job. Each queue contributes its best :limit from the jobs_ready index (a
 -- bounded scan even with a million jobs waiting), then the best :limit of those win.
+-- A pending job's attempt goes up by one. A reserved job here is rescued (its worker stopped
+-- renewing its lease): rescued goes up by one, and attempt only if it was rescued before (see
+-- JobInfo in job.py). SET expressions all read the row as it was.
 UPDATE {prefix}jobs AS job
 SET state = 'reserved',
-    attempt = attempt + 1,
+    attempt = attempt + CASE WHEN state = 'reserved' AND rescued = 0 THEN 0 ELSE 1 END,
+    rescued = rescued + CASE WHEN state = 'reserved' THEN 1 ELSE 0 END,
     reservation = :token,
     worker = :worker,
-    available_at = :now + :lease
+    available_at = picked.now + :lease
 FROM (
-    SELECT due.id
+    SELECT due.id, clock.now
     FROM (SELECT DISTINCT value AS queue FROM json_each(:queues)) AS wanted
+    CROSS JOIN (SELECT {now} AS now) AS clock
     JOIN {prefix}jobs AS due ON due.id IN (
         SELECT best.id FROM {prefix}jobs AS best
         WHERE best.queue = wanted.queue
           AND best.state IN ('pending', 'reserved')
-          AND best.available_at <= :now
+          AND best.available_at <= clock.now
         ORDER BY best.priority DESC, best.available_at, best.id
         LIMIT :limit
     )
@@ -80,12 +96,12 @@ FROM (
 WHERE job.id = picked.id
 RETURNING id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
     available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-    error;
+    error, rescued, {now} AS now;
 
 -- name: renew
 -- Extend the leases of the jobs in :items ([id, token]) still reserved under their token.
 UPDATE {prefix}jobs AS job
-SET available_at = :now + :lease
+SET available_at = {now} + :lease
 FROM json_each(:items) AS item
 WHERE job.id = item.value->>0
   AND job.reservation = item.value->>1
@@ -96,7 +112,7 @@ RETURNING id;
 -- Mark succeeded the jobs in :items ([id, token]) still reserved under their token.
 UPDATE {prefix}jobs AS job
 SET state = 'succeeded',
-    finished_at = :now
+    finished_at = {now}
 FROM json_each(:items) AS item
 WHERE job.id = item.value->>0
   AND job.reservation = item.value->>1
@@ -104,11 +120,12 @@ WHERE job.id = item.value->>0
 RETURNING id;
 
 -- name: release
--- Put back to pending the jobs in :items ([id, token, available_at, error, give_back]).
--- A NULL error keeps the last one; give_back is 1 to hand the attempt back, else 0.
+-- Put back to pending the jobs in :items ([id, token, delay, error, give_back]), due `delay`
+-- seconds from now. A NULL error keeps the last one; give_back is 1 to hand the attempt back,
+-- else 0.
 UPDATE {prefix}jobs AS job
 SET state = 'pending',
-    available_at = item.value->>2,
+    available_at = {now} + (item.value->>2),
     error = coalesce(item.value->>3, job.error),
     attempt = job.attempt - (item.value->>4)
 FROM json_each(:items) AS item
@@ -121,7 +138,7 @@ RETURNING id;
 -- Move to failed the jobs in :items ([id, token, error]) still reserved under their token.
 UPDATE {prefix}jobs AS job
 SET state = 'failed',
-    finished_at = :now,
+    finished_at = {now},
     error = item.value->>2
 FROM json_each(:items) AS item
 WHERE job.id = item.value->>0
@@ -132,8 +149,8 @@ RETURNING id;
 -- name: counts
 -- Jobs per queue and visible state (a pending job not yet due counts as delayed).
 SELECT queue,
-       CASE WHEN state = 'pending' AND available_at > :now THEN 'delayed' ELSE state END
-           AS state,
+       CASE WHEN state = 'pending' AND available_at > {now}
+            THEN 'delayed' ELSE state END AS state,
        count(*) AS count
 FROM {prefix}jobs
 WHERE queue IN (SELECT value FROM json_each(:queues))
@@ -144,12 +161,12 @@ GROUP BY 1, 2;
 -- :stored is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error
+       error, rescued, {now} AS now
 FROM {prefix}jobs
 WHERE queue = :queue
   AND state = :stored
-  AND (CASE WHEN state = 'pending' AND available_at > :now THEN 'delayed' ELSE state END)
-      = :state
+  AND (CASE WHEN state = 'pending' AND available_at > {now}
+            THEN 'delayed' ELSE state END) = :state
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
@@ -157,18 +174,20 @@ LIMIT :limit OFFSET :offset;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error
+       error, rescued, {now} AS now
 FROM {prefix}jobs
 WHERE id = :id;
 
 -- name: retry_failed
--- Move a queue's failed jobs (all, or those in :ids when not NULL) back to pending, due now.
+-- Move a queue's failed jobs (all, or those in :ids when not NULL) back to pending, due now,
+-- with attempt and rescued back to 0.
 -- OR IGNORE: a job whose unique key an unfinished job holds (possibly one retried by this
 -- same statement) would break jobs_unique, so it is skipped and stays failed.
 UPDATE OR IGNORE {prefix}jobs
 SET state = 'pending',
     attempt = 0,
-    available_at = :now,
+    rescued = 0,
+    available_at = {now},
     finished_at = NULL
 WHERE queue = :queue
   AND state = 'failed'
@@ -180,16 +199,16 @@ WHERE queue = :queue
 DELETE FROM {prefix}jobs
 WHERE queue = :queue
   AND state = :stored
-  AND (CASE WHEN state = 'pending' AND available_at > :now THEN 'delayed' ELSE state END)
-      = :state
+  AND (CASE WHEN state = 'pending' AND available_at > {now}
+            THEN 'delayed' ELSE state END) = :state
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
 
 -- name: prune
--- Delete a queue's finished jobs that finished before :before.
+-- Delete a queue's finished jobs that finished more than :older_than seconds ago.
 DELETE FROM {prefix}jobs
 WHERE queue = :queue
   AND state IN ('succeeded', 'failed', 'cancelled')
-  AND finished_at < :before;
+  AND finished_at < {now} - :older_than;
 
 -- name: record_stats
 -- Add to one worker's running totals, creating its row on first use.

@@ -1,0 +1,191 @@
+"""Reading a stored job back into a JobInfo, field by field, so one damaged record never stops a
+batch, a worker or an inspection.
+
+Drivers hand `read_job` the raw fields of one record, as their client returns them: text,
+numbers, bytes or None. Text that was not valid UTF-8 arrives as bytes, or as a str whose
+undecodable bytes were kept as lone surrogates (the `surrogateescape` error handler, which the
+drivers use so that a bad byte never raises in the client library). A field that cannot be
+read gets a placeholder, and `JobInfo.unreadable` names it with what was wrong and its raw
+value; a worker then fails the job with that reason instead of running it (see attempt.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from conveyor.job import ErrorInfo, JobInfo, JobState
+
+__all__ = ["RAW_SHOWN", "decode_text", "read_job"]
+
+#: How much of a damaged field's raw value a problem description shows.
+RAW_SHOWN = 200
+
+_STATES = {state.value: state for state in JobState}
+
+P = TypeVar("P")
+
+
+def decode_text(data: bytes) -> str:
+    """Bytes as text, keeping bytes that are not UTF-8 as lone surrogates (surrogateescape), so
+    they can be told apart, shown, and written back unchanged."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def read_job(raw: Mapping[str, object], now: float) -> JobInfo:
+    """The JobInfo of a stored record: `raw` holds the JobInfo field names (`unique` for the
+    unique key) and `now` is the backend's time, which tells a delayed job from a pending one.
+    Never raises for damage; see the module docstring."""
+    reader = _Reader(raw)
+    state = reader.state()
+    available_at = reader.number("available_at")
+    if state is JobState.PENDING and available_at > now:
+        state = JobState.DELAYED
+    return JobInfo(
+        id=reader.text("id"),
+        queue=reader.text("queue"),
+        name=reader.text("name"),
+        payload=reader.text("payload"),
+        state=state,
+        attempt=reader.whole("attempt"),
+        max_attempts=reader.whole("max_attempts", 1),
+        priority=reader.whole("priority"),
+        created_at=reader.number("created_at"),
+        available_at=available_at,
+        timeout=reader.optional_number("timeout"),
+        retry_delay=reader.optional_text("retry_delay"),
+        unique=reader.optional_text("unique"),
+        meta=reader.meta(),
+        reservation=reader.optional_text("reservation"),
+        worker=reader.optional_text("worker"),
+        finished_at=reader.optional_number("finished_at"),
+        error=reader.error(),
+        rescued=reader.whole("rescued") if raw.get("rescued") is not None else 0,
+        unreadable=reader.unreadable,
+    )
+
+
+class _Reader:
+    """Reads the fields of one record, noting each that cannot be read."""
+
+    def __init__(self, raw: Mapping[str, object]) -> None:
+        self.raw = raw
+        self.unreadable: dict[str, str] = {}
+
+    def text(self, name: str) -> str:
+        value = self.raw.get(name)
+        if isinstance(value, str) and (value.isascii() or _is_utf8(value)):
+            return value
+        if value is None:
+            return self._damaged(name, "missing", value, "")
+        # Undecodable text is kept as it is (the id, above all, must stay exact to be settled).
+        text = decode_text(value) if isinstance(value, bytes) else value
+        if isinstance(text, str):
+            return self._damaged(name, "not UTF-8 text", value, text)
+        return self._damaged(name, "not text", value, repr(value))
+
+    def optional_text(self, name: str) -> str | None:
+        return None if self.raw.get(name) is None else self.text(name)
+
+    def whole(self, name: str, placeholder: int = 0) -> int:
+        value = self.raw.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        number = _number(value)
+        if number is not None and number.is_integer():
+            return int(number)
+        return self._damaged(name, "not a whole number", value, placeholder)
+
+    def number(self, name: str) -> float:
+        value = self.raw.get(name)
+        if type(value) is float and math.isfinite(value):
+            return value
+        number = _number(value)
+        if number is not None:
+            return number
+        return self._damaged(name, "not a number", value, 0.0)
+
+    def optional_number(self, name: str) -> float | None:
+        return None if self.raw.get(name) is None else self.number(name)
+
+    def state(self) -> JobState:
+        value = self.raw.get("state")
+        found = _STATES.get(value) if isinstance(value, str) else None
+        if found is None:
+            return self._damaged("state", "not a job state", value, JobState.PENDING)
+        return found
+
+    def meta(self) -> dict[str, Any]:
+        value = self.raw.get("meta")
+        if value is None or value == "{}" or value == "":
+            return {}
+        parsed = self._json("meta", value)
+        if isinstance(parsed, dict):
+            return parsed
+        if parsed is not None:
+            self._damaged("meta", "not a JSON object", value, None)
+        return {}
+
+    def error(self) -> ErrorInfo | None:
+        value = self.raw.get("error")
+        if value is None or value == "":
+            return None
+        parsed = self._json("error", value)
+        if isinstance(parsed, dict):
+            return ErrorInfo.from_dict(parsed)
+        if parsed is not None:
+            self._damaged("error", "not a JSON object", value, None)
+        return None
+
+    def _json(self, name: str, value: object) -> Any:
+        """The parsed JSON of a text field, or None (noted) when it is not JSON text."""
+        if isinstance(value, str) and (value.isascii() or _is_utf8(value)):
+            try:
+                return json.loads(value)
+            except ValueError:
+                pass
+        return self._damaged(name, "not JSON", value, None)
+
+    def _damaged(self, name: str, problem: str, value: object, placeholder: P) -> P:
+        self.unreadable[name] = f"{problem}: {_shown(value)}"
+        return placeholder
+
+
+def _is_utf8(text: str) -> bool:
+    """False when `text` holds lone surrogates: bytes that were not UTF-8 when read."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _number(value: object) -> float | None:
+    """A finite number from a number or its text, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str | bytes):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _shown(value: object) -> str:
+    """The raw value for a problem description: bytes that are not UTF-8 as \\x escapes, cut
+    to RAW_SHOWN characters."""
+    if isinstance(value, str):
+        text = value
+        try:
+            value = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that did not come from a byte
+            value = text.encode("utf-8", "backslashreplace")
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    shown = repr(value)
+    return shown if len(shown) <= RAW_SHOWN else shown[: RAW_SHOWN - 3] + "..."

@@ -1,0 +1,113 @@
+"""Rescues: a job whose worker stopped renewing its lease is taken back by the next reserve.
+
+Its first rescue charges no attempt (the worker may have died of another job running beside
+it); every later one does, since a rescued job runs alone (the worker's rule). `rescued`
+counts them; retry_failed starts the count again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from conveyor.drivers.base import Driver
+from conveyor.job import JobInfo, JobState
+
+from .helpers import (
+    LONG_LEASE,
+    PAST_SHORT_LEASE,
+    SHORT_LEASE,
+    failure_of,
+    make_job,
+    push_and_reserve,
+    release_of,
+    reservation,
+)
+
+
+async def rescue(driver: Driver, queues: list[str] | None = None) -> list[JobInfo]:
+    """Let every SHORT_LEASE run out, then reserve what came back."""
+    await asyncio.sleep(PAST_SHORT_LEASE)
+    return await driver.reserve(queues or ["q"], 10, SHORT_LEASE, "rescuer")
+
+
+async def test_reserve_of_a_pending_job_counts_an_attempt_not_a_rescue(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+
+    assert (reserved.attempt, reserved.rescued) == (1, 0)
+
+
+async def test_first_rescue_counts_no_attempt(driver: Driver) -> None:
+    first = await push_and_reserve(driver, lease=SHORT_LEASE)
+
+    [again] = await rescue(driver)
+
+    assert again.id == first.id
+    assert (again.attempt, again.rescued) == (1, 1)
+    got = await driver.get(first.id)
+    assert got is not None and (got.attempt, got.rescued) == (1, 1)
+
+
+async def test_each_later_rescue_counts_an_attempt(driver: Driver) -> None:
+    await push_and_reserve(driver, lease=SHORT_LEASE)
+    await rescue(driver)
+
+    [second] = await rescue(driver)
+    [third] = await rescue(driver)
+
+    assert (second.attempt, second.rescued) == (2, 2)
+    assert (third.attempt, third.rescued) == (3, 3)
+
+
+async def test_rescues_counted_per_job_in_one_batch(driver: Driver) -> None:
+    await push_and_reserve(driver, lease=SHORT_LEASE)
+    await rescue(driver)  # the first job is rescued once
+    fresh = make_job()
+    await driver.push(fresh)
+
+    got = {job.id: (job.attempt, job.rescued) for job in await rescue(driver)}
+
+    assert got[fresh.id] == (1, 0)
+    assert sorted(got.values()) == [(1, 0), (2, 2)]
+
+
+async def test_release_keeps_the_rescued_count(driver: Driver) -> None:
+    await push_and_reserve(driver, lease=SHORT_LEASE)
+    [rescued] = await rescue(driver)
+
+    assert await driver.release([release_of(rescued)]) == {rescued.id}
+    [again] = await driver.reserve(["q"], 1, LONG_LEASE, "w2")
+
+    assert (again.attempt, again.rescued) == (2, 1)
+
+
+async def test_retry_failed_starts_the_rescued_count_again(driver: Driver) -> None:
+    await push_and_reserve(driver, lease=SHORT_LEASE)
+    [rescued] = await rescue(driver)
+    await driver.fail([failure_of(rescued)])
+
+    assert await driver.retry_failed("q") == 1
+    [again] = await driver.reserve(["q"], 1, LONG_LEASE, "w2")
+
+    assert (again.attempt, again.rescued) == (1, 0)
+
+
+async def test_rescue_across_queues_counts_like_one_queue(driver: Driver) -> None:
+    await push_and_reserve(driver, make_job(queue="a"), lease=SHORT_LEASE)
+    await push_and_reserve(driver, make_job(queue="b"), lease=SHORT_LEASE)
+
+    rescued = await rescue(driver, ["a", "b"])
+
+    assert sorted((job.queue, job.attempt, job.rescued) for job in rescued) == [
+        ("a", 1, 1),
+        ("b", 1, 1),
+    ]
+
+
+async def test_acked_rescued_job_is_succeeded(driver: Driver) -> None:
+    await push_and_reserve(driver, lease=SHORT_LEASE)
+    [rescued] = await rescue(driver)
+
+    assert await driver.ack([reservation(rescued)]) == {rescued.id}
+
+    got = await driver.get(rescued.id)
+    assert got is not None and got.state is JobState.SUCCEEDED and got.rescued == 1
