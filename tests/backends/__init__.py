@@ -13,10 +13,11 @@ import importlib
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import pytest
 
@@ -89,17 +90,57 @@ def driver_class(module: str, name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+#: Text that is not UTF-8, and what pickle.dumps({"a": 1}) writes: raw values a test stores
+#: behind a driver's back.
+NOT_UTF8 = b"caf\xe9 \xff\xfe"
+PICKLED = b"\x80\x04\x95\n\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94K\x01s."
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One field of a stored job overwritten behind the driver's back: with `raw` (bytes are
+    written as text that is not UTF-8, `Blob` as a binary value, None deletes the field where
+    the backend can), and what must become of the job: `fail` (a worker fails it, naming the
+    field) or `tolerate` (the backend or the driver repairs it on reserve; the job runs)."""
+
+    field: str
+    raw: object
+    outcome: Literal["fail", "tolerate"] = "fail"
+    error: str = "conveyor.errors.CorruptJobError"
+
+
+class Blob(bytes):
+    """A raw value written as a binary value (an SQLite BLOB) rather than as text."""
+
+
+#: Writes `raw` into `field` of the stored job with this id.
+DamageWriter = Callable[[str, str, object], Awaitable[None]]
+
+
 class Storage:
     """Fresh, empty storage for one test, and the drivers connected to it.
 
     `connect` builds an unopened driver on this storage: a new instance for a real backend (a
     second connection, as another process would have), the same instance for `memory`, whose
-    storage is the object itself.
+    storage is the object itself. `damage` writes raw values into a stored job behind the
+    driver's back; `damages` lists the kinds of damage this backend can hold at all.
     """
 
-    def __init__(self, connect: Callable[[], Driver]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], Driver],
+        damage: DamageWriter | None = None,
+        damages: Sequence[Damage] = (),
+    ) -> None:
         self.connect = connect
+        self.damages = list(damages)
+        self._damage = damage
         self._open: list[Driver] = []
+
+    async def damage(self, job_id: str, field: str, raw: object) -> None:
+        """Overwrite `field` of job `job_id` with `raw`, as a bug, a person or a disk would."""
+        assert self._damage is not None, "this backend cannot be damaged"
+        await self._damage(job_id, field, raw)
 
     async def open_driver(self) -> Driver:
         """A driver on this storage, opened; closed when the test ends."""

@@ -6,13 +6,41 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
-from tests.backends import Storage, driver_class, require_service
+from tests.backends import NOT_UTF8, Damage, Storage, driver_class, require_service
 
 #: The server every mysql test uses: the one on this machine, never another.
 URL = "mysql://root@127.0.0.1:3306/test"
 START = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
+
+#: MySQL checks numbers and keeps utf8mb4 text valid, but names, ids and tokens are
+#: VARBINARY, which holds any bytes; JSON text can be damaged too.
+DAMAGES = [
+    Damage("name", NOT_UTF8),
+    Damage("meta", "{not json"),
+    Damage("meta", "[1, 2]"),
+    Damage("error", "{broken"),
+    Damage("payload", "not json", error="conveyor.errors.PayloadError"),
+    Damage("worker", NOT_UTF8, "tolerate"),  # reserve writes its own
+]
+
+
+async def damage(prefix: str, job_id: str, field: str, raw: object) -> None:
+    """Write `raw` into `field` of the job, on a connection of the test's own."""
+    import asyncmy
+
+    connection = await asyncmy.connect(
+        host="127.0.0.1", port=3306, user="root", db="test", autocommit=True
+    )
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute(
+                f"UPDATE `{prefix}jobs` SET `{field}` = %s WHERE id = %s", (raw, job_id)
+            )
+    finally:
+        connection.close()
 
 
 def fresh_prefix() -> str:
@@ -48,6 +76,6 @@ async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
     driver = driver_class("conveyor.drivers.sql.mysql", "MysqlDriver")
     prefix = fresh_prefix()
     try:
-        yield Storage(lambda: driver(URL, prefix=prefix))
+        yield Storage(lambda: driver(URL, prefix=prefix), partial(damage, prefix), DAMAGES)
     finally:
         await drop_tables(prefix)

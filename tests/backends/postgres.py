@@ -6,13 +6,35 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
-from tests.backends import Storage, driver_class, require_service
+from tests.backends import Damage, Storage, driver_class, require_service
 
 #: The server every postgres test uses: the one on this machine, never another.
 URL = "postgresql://postgres@127.0.0.1:5432/test"
 START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+
+#: PostgreSQL checks every column's type and keeps text UTF-8: only JSON text can be damaged.
+DAMAGES = [
+    Damage("meta", "{not json"),
+    Damage("meta", "[1, 2]"),
+    Damage("meta", '"just text"'),
+    Damage("error", "{broken"),
+    Damage("payload", "not json", error="conveyor.errors.PayloadError"),
+]
+
+
+async def damage(prefix: str, job_id: str, field: str, raw: object) -> None:
+    """Write `raw` into `field` of the job, on a connection of the test's own."""
+    import psycopg
+    from psycopg import sql
+
+    query = sql.SQL("UPDATE {} SET {} = %s WHERE id = %s").format(
+        sql.Identifier(f"{prefix}jobs"), sql.Identifier(field)
+    )
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        await conn.execute(query, (raw, job_id))
 
 
 def fresh_prefix() -> str:
@@ -43,6 +65,6 @@ async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
     driver = driver_class("conveyor.drivers.sql.postgres", "PostgresDriver")
     prefix = fresh_prefix()
     try:
-        yield Storage(lambda: driver(URL, prefix=prefix))
+        yield Storage(lambda: driver(URL, prefix=prefix), partial(damage, prefix), DAMAGES)
     finally:
         await drop_tables(prefix)

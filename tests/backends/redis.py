@@ -8,12 +8,51 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
-from tests.backends import Storage, require_service
+from tests.backends import NOT_UTF8, PICKLED, Damage, Storage, require_service
 
 URL = "redis://127.0.0.1:6379/0"
 START = 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no'
+
+#: A job is a hash of text fields: any field can hold any bytes, or be missing (None).
+DAMAGES = [
+    Damage("attempt", "x"),
+    Damage("attempt", None),
+    Damage("rescued", "x"),
+    Damage("max_attempts", None),
+    Damage("priority", "high"),
+    Damage("created_at", "yesterday"),
+    Damage("timeout", "long"),
+    Damage("payload", PICKLED),
+    Damage("payload", NOT_UTF8),
+    Damage("name", NOT_UTF8),
+    Damage("queue", NOT_UTF8),
+    Damage("unique", NOT_UTF8),
+    Damage("meta", "{not json"),
+    Damage("meta", NOT_UTF8),
+    Damage("error", "{broken"),
+    Damage("id", NOT_UTF8, "tolerate"),  # the id is read from the key, never the hash
+    Damage("rank", None, "tolerate"),  # reserve ranks it as priority 0
+    Damage("state", None, "tolerate"),  # reserve writes its own
+    Damage("available_at", "soon", "tolerate"),  # reserve writes the lease end
+]
+
+
+async def damage(prefix: str, job_id: str, field: str, raw: object) -> None:
+    """Write `raw` into `field` of the job's hash (None deletes the field)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(URL)
+    [key] = [key async for key in client.scan_iter(match=f"{prefix}*:job:{job_id}")]
+    try:
+        if raw is None:
+            await client.hdel(key, field)
+        else:
+            await client.hset(key, field, raw)  # type: ignore[arg-type]
+    finally:
+        await client.aclose()
 
 
 def fresh_prefix() -> str:
@@ -48,6 +87,6 @@ async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
 
     prefix = fresh_prefix()
     try:
-        yield Storage(lambda: RedisDriver(URL, prefix=prefix))
+        yield Storage(lambda: RedisDriver(URL, prefix=prefix), partial(damage, prefix), DAMAGES)
     finally:
         await delete_prefix(prefix)

@@ -24,12 +24,13 @@ from redis.crc import key_slot
 import conveyor.drivers.redis.driver as driver_module
 from conveyor import Job, JobState, Registry, Worker
 from conveyor.drivers import driver_from_url
-from conveyor.drivers.base import Failure, Reservation, WorkerCounts
+from conveyor.drivers.base import Failure, QueueCounts, Release, Reservation, WorkerCounts
 from conveyor.drivers.redis import RedisDriver
 from conveyor.drivers.redis.scripts import SCRIPT_NAMES, load_scripts
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo
 from tests.backends import require_service
+from tests.backends.redis import damage
 from tests.contract.helpers import make_job
 
 URL = "redis://127.0.0.1:6379/0"
@@ -553,3 +554,30 @@ async def test_worker_carries_on_when_the_server_comes_back(server: Server) -> N
         worker.stop(now=True)
         await asyncio.wait_for(task, 10)
         await registry.close()
+
+
+# -- damaged jobs: a script does all its writes or none -----------------------------------------
+
+
+async def test_every_script_meeting_a_damaged_job_settles_the_whole_batch(connect) -> None:
+    # Redis keeps the writes a script made before it failed: a script that tripped over one
+    # damaged job half-way would lose the jobs before it. So every script takes them in stride.
+    driver = await connect()
+    jobs = [make_job() for _ in range(5)]
+    await driver.push_many(jobs)
+    reserved = await driver.reserve(["q"], 5, LONG_LEASE, "w1")
+    victim = reserved[2].id
+    for field, raw in (("attempt", "x"), ("rank", None), ("available_at", "soon")):
+        await damage(driver.prefix, victim, field, raw)
+    ids = {job.id for job in jobs}
+
+    given_back = [Release(job.id, job.reservation or "", 0.0, None, False) for job in reserved]
+    assert await driver.release(given_back) == ids
+    again = await driver.reserve(["q"], 5, LONG_LEASE, "w1")
+    assert {job.id for job in again} == ids
+    failures = [Failure(job.id, job.reservation or "", ErrorInfo("E", "x")) for job in again]
+    assert await driver.fail(failures) == ids
+    assert await driver.retry_failed("q") == 5
+    await damage(driver.prefix, victim, "available_at", "soon")
+    assert await driver.purge("q", JobState.PENDING) == 5
+    assert (await driver.counts(["q"]))["q"] == QueueCounts()

@@ -11,16 +11,22 @@ import pytest
 
 from conveyor import Registry, Worker
 from conveyor.drivers.base import Driver
-from tests.backends import KINDS, storage_of
+from tests.backends import KINDS, Storage, storage_of
 
 Connect = Callable[[], Driver]
 
 
 @pytest.fixture(params=KINDS)
-async def connect(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Connect]:
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    """This test's fresh storage of one driver kind."""
+    async with storage_of(request.param, tmp_path) as fresh:
+        yield fresh
+
+
+@pytest.fixture
+def connect(storage: Storage) -> Connect:
     """Builds a driver on this test's fresh storage; a second call is a second connection."""
-    async with storage_of(request.param, tmp_path) as storage:
-        yield storage.connect
+    return storage.connect
 
 
 class App:

@@ -81,9 +81,10 @@ class _Reader:
         if value is None:
             return self._damaged(name, "missing", value, "")
         # Undecodable text is kept as it is (the id, above all, must stay exact to be settled).
-        text = decode_text(value) if isinstance(value, bytes) else value
-        if isinstance(text, str):
-            return self._damaged(name, "not UTF-8 text", value, text)
+        if isinstance(value, str):
+            return self._damaged(name, "not UTF-8 text", value, value)
+        if isinstance(value, bytes):
+            return self._damaged(name, "a binary value, not text", value, decode_text(value))
         return self._damaged(name, "not text", value, repr(value))
 
     def optional_text(self, name: str) -> str | None:

@@ -66,7 +66,14 @@ from conveyor.drivers.redis.connection import (
     split_prefix,
 )
 from conveyor.drivers.redis.keys import QueueKeys, new_token, queue_of
-from conveyor.drivers.redis.records import FIELDS, MEMBER_ID_OFFSET, error_text, job_info, push_jobs
+from conveyor.drivers.redis.records import (
+    FIELDS,
+    MEMBER_ID_OFFSET,
+    error_text,
+    job_info,
+    push_jobs,
+    stored,
+)
 from conveyor.drivers.redis.scripts import Batch, Client, ScriptRunner
 from conveyor.errors import DriverError
 from conveyor.job import JobInfo, JobState, NewJob
@@ -188,8 +195,8 @@ class RedisDriver(Driver):
             batch.script("push", keys.of_script("push"), args)
         replies = await self._run(batch, transaction=len(calls) > 1)
         ids = [""] * len(jobs)
-        for (_, chunk), stored in zip(calls, replies[-len(calls) :], strict=True):
-            for (index, _), job_id in zip(chunk, stored, strict=True):
+        for (_, chunk), pushed in zip(calls, replies[-len(calls) :], strict=True):
+            for (index, _), job_id in zip(chunk, pushed, strict=True):
                 ids[index] = job_id
         return ids
 
@@ -231,8 +238,9 @@ class RedisDriver(Driver):
         keys = self.keys(queue)
         args = [keys.job, repr(float(lease)), new_token(queue), worker, limit, bound, *FIELDS]
         reply = await self._call("reserve", keys.of_script("reserve"), args)
-        # Reserved jobs read the same at any time: `now` only tells delayed from pending.
-        return reply[0], [job_info(values, 0.0) for values in reply[1:]]
+        # Each job comes as its id, then its fields. Reserved jobs read the same at any time:
+        # `now` only tells delayed from pending.
+        return reply[0], [job_info(values[0], values[1:], 0.0) for values in reply[1:]]
 
     async def _heads(self, queues: Sequence[str]) -> dict[str, str]:
         """Each queue's best due member, after moving its due jobs (reserve with limit 0)."""
@@ -328,7 +336,12 @@ class RedisDriver(Driver):
         batch = Batch()
         for job_id in ids:
             batch.command("HMGET", keys.job + job_id, *FIELDS)
-        found = [job_info(values, now) for values in await self._run(batch) if values[0]]
+        replies = await self._run(batch)
+        found = [
+            job_info(job_id, values, now)
+            for job_id, values in zip(ids, replies, strict=True)
+            if stored(values)
+        ]
         # A job that changed state between the two reads is left out rather than mislabelled.
         return [job for job in found if job.state is state]
 
@@ -362,8 +375,8 @@ class RedisDriver(Driver):
             batch.command("HMGET", self.keys(queue).job + job_id, *FIELDS)
         clock, *replies = await self._run(batch)
         for values in replies:
-            if any(value is not None for value in values):
-                return job_info(values, _seconds(clock))
+            if stored(values):
+                return job_info(job_id, values, _seconds(clock))
         return None
 
     async def _now(self) -> float:

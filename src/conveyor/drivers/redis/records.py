@@ -30,6 +30,7 @@ __all__ = [
     "push_entry",
     "push_jobs",
     "rank",
+    "stored",
     "unique_key",
 ]
 
@@ -89,9 +90,11 @@ def error_text(error: ErrorInfo | None) -> str:
     return "" if error is None else json.dumps(error.to_dict(), ensure_ascii=False)
 
 
-#: The fields read back into a JobInfo, named as `read_job` takes them.
+#: The fields read back into a JobInfo, named as `read_job` takes them. Not the `id` field: the
+#: id is taken from the job's key, which a damaged hash cannot change, so the job can always
+#: be settled.
 FIELDS = (
-    "id", "queue", "name", "payload", "state", "attempt", "max_attempts", "priority",
+    "queue", "name", "payload", "state", "attempt", "max_attempts", "priority",
     "created_at", "available_at", "timeout", "retry_delay", "unique", "meta", "reservation",
     "worker", "finished_at", "error", "rescued",
 )  # fmt: skip
@@ -99,8 +102,13 @@ FIELDS = (
 Values = Sequence[str | None]
 
 
-def job_info(values: Values, now: float) -> JobInfo:
-    """The JobInfo of a job's FIELDS (as HMGET reads them), in the state a reader sees at
-    `now`, the server's time: a pending job whose time has not come is delayed. A damaged
-    field is named in `unreadable` rather than raised (see drivers/record.py)."""
-    return read_job(dict(zip(FIELDS, values, strict=True)), now)
+def job_info(job_id: str, values: Values, now: float) -> JobInfo:
+    """The JobInfo of job `job_id` from its FIELDS (as HMGET reads them), in the state a
+    reader sees at `now`, the server's time: a pending job whose time has not come is
+    delayed. A damaged field is named in `unreadable` rather than raised (drivers/record.py)."""
+    return read_job({"id": job_id, **dict(zip(FIELDS, values, strict=True))}, now)
+
+
+def stored(values: Values) -> bool:
+    """Whether HMGET found the job at all (a job whose hash is gone reads all None)."""
+    return any(value is not None for value in values)

@@ -14,7 +14,8 @@
   ARGV[3..] ids of jobs to delete; a job in another state is left alone
 
   Returns how many were deleted. A deleted job frees its unique key. A job whose time field
-  is damaged reads as pending, never making the script fail half-way.
+  is damaged reads as pending, never making the script fail half-way; its member in the
+  pending set is then looked for among those of its rank.
 ]]
 local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
@@ -30,6 +31,19 @@ local function member(rank, at, id)
   return rank .. string.format('%020.6f', math.max(0, at)) .. id
 end
 
+-- The pending member of a job whose stored time is damaged: among the members of its rank.
+local function member_of(rank, id)
+  if type(rank) ~= 'string' or #rank ~= 16 then
+    rank = ANY_RANK
+  end
+  for _, m in ipairs(rcall('ZRANGEBYLEX', pending, '[' .. rank, '(' .. rank .. ':')) do
+    if string.sub(m, 37) == id then
+      return m
+    end
+  end
+  return member(rank, 0, id)
+end
+
 local function visible(state, at)
   if state == 'pending' and at > now then
     return 'delayed'
@@ -42,11 +56,15 @@ for i = 3, #ARGV do
   local id = ARGV[i]
   local key = prefix .. id
   local job = rcall('HMGET', key, 'state', 'available_at', 'rank', 'ukey')
-  local at = tonumber(job[2]) or 0
-  if job[1] and wanted ~= 'reserved' and visible(job[1], at) == wanted then
+  local at = tonumber(job[2])
+  if job[1] and wanted ~= 'reserved' and visible(job[1], at or 0) == wanted then
     if job[1] == 'pending' then
       -- A due job may still sit in delayed until a reserve moves it: remove it from both.
-      rcall('ZREM', pending, member(job[3], at, id))
+      if at then
+        rcall('ZREM', pending, member(job[3], at, id))
+      else
+        rcall('ZREM', pending, member_of(job[3], id))
+      end
       rcall('ZREM', delayed, id)
     elseif job[1] == 'succeeded' then
       rcall('ZREM', succeeded, id)

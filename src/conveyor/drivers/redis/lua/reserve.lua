@@ -17,7 +17,8 @@
   ARGV[7..] the job fields to return, in order
 
   Returns {head, job, job, ...}: `head` is the best member still due afterwards ('' if none)
-  and each job is the list of its fields as this reservation left them.
+  and each job is its id (from its key, which no damage to the hash can change), then its
+  fields as this reservation left them.
 
   A pending job's attempt goes up by one. A job whose lease ran out is rescued: `rescued` goes
   up by one, and `attempt` only if it was rescued before (see JobInfo in job.py).
@@ -128,7 +129,9 @@ for _, m in ipairs(chosen) do
     end
     leases[#leases + 1] = lease_end
     leases[#leases + 1] = id
-    out[#out + 1] = rcall('HMGET', key, unpack(fields))
+    local values = rcall('HMGET', key, unpack(fields))
+    table.insert(values, 1, id)
+    out[#out + 1] = values
   end
 end
 call_in_slices('ZADD', reserved, leases)
