@@ -27,6 +27,7 @@ SQLITE_FIELDS = [
     "name", "payload", "attempt", "max_attempts", "priority", "created_at", "timeout",
     "retry_delay", "unique_key", "meta", "error", "worker", "reservation", "finished_at",
 ]  # fmt: skip
+SQLITE_NOT_NULL = {"name", "payload", "attempt", "max_attempts", "priority", "created_at", "meta"}
 REDIS_FIELDS = [
     "id", "queue", "name", "payload", "state", "attempt", "max_attempts", "priority", "rank",
     "created_at", "available_at", "timeout", "retry_delay", "unique", "ukey", "meta", "error",
@@ -65,8 +66,8 @@ async def check_reserve_survives(driver: Driver, damage: object, field: str, raw
 def test_sqlite_reserve_survives_any_value_in_any_field(
     tmp_path: Path, field: str, raw: object
 ) -> None:
-    if raw is None and field in ("name", "payload", "attempt", "max_attempts", "priority"):
-        raw = b""  # NOT NULL columns: an empty, undecodable value instead
+    if raw is None and field in SQLITE_NOT_NULL:
+        raw = b""  # NOT NULL columns: an empty value of no type instead
     path = tmp_path / f"{uuid.uuid4().hex}.db"
     value = Blob(raw) if isinstance(raw, bytes) and field == "payload" else raw
 

@@ -27,7 +27,7 @@ import conveyor.drivers.sql.driver as sql_driver
 import conveyor.drivers.sql.mysql.connection as my_connection
 from conveyor import Job, Registry
 from conveyor.drivers import driver_from_url
-from conveyor.drivers.base import Failure, Reservation
+from conveyor.drivers.base import Failure, Release, Reservation
 from conveyor.drivers.sql.driver import REQUIRED_QUERIES, SqlTransaction
 from conveyor.drivers.sql.mysql import MysqlDriver
 from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
@@ -168,6 +168,81 @@ async def test_concurrent_unique_pushes_from_many_drivers_store_one_job_without_
         assert (await many[0].counts(["q"]))["q"].pending == round_ + 1
 
 
+async def test_unique_pushes_racing_settles_never_deadlock(drivers: Drivers[MysqlDriver]) -> None:
+    # Eight producers hammer twenty keys while two workers reserve and ack their holders: each
+    # push of a held key used to lock the holder's rows (and a scan of the key's prefix), so
+    # pushes deadlocked each other and settles queued behind them.
+    driver = await drivers.open()
+    stop = asyncio.get_running_loop().time() + 3.0
+    pushed: list[str] = []
+    settled: list[str] = []
+
+    async def produce(seed: int) -> None:
+        n = seed
+        while asyncio.get_running_loop().time() < stop:
+            pushed.append(await driver.push(make_job(unique=f"k{n % 20}")))
+            n += 7
+
+    async def work() -> None:
+        while asyncio.get_running_loop().time() < stop:
+            jobs = await driver.reserve(["q"], 10, 30.0, "w")
+            settled.extend(await driver.ack([held(job) for job in jobs]))
+
+    await asyncio.gather(*(produce(seed) for seed in range(8)), work(), work())
+
+    assert len(pushed) > 100 and len(settled) > 50, (len(pushed), len(settled))
+    assert len(set(settled)) == len(settled)
+    counts = (await driver.counts(["q"]))["q"]
+    assert counts.succeeded == len(settled) and counts.pending + counts.reserved <= 20
+
+
+async def test_every_call_passes_a_callers_open_transaction_that_pushed(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    # The caller's transaction (REPEATABLE READ, the server's default) pushed a unique job and
+    # stays open. A plan that scanned the nearly empty table, or a locking read of the key,
+    # would make the other calls wait on that row (or the gap before it) until it ends.
+    driver = await drivers.open()
+    caller = await connect(autocommit=False)
+    try:
+        await caller.begin()
+        await driver.push(make_job(unique="mine"), connection=caller)
+
+        async with asyncio.timeout(5):
+            await driver.push_many([make_job() for _ in range(49)])
+            await driver.push(make_job(unique="theirs"))
+            jobs = await driver.reserve(["q"], 100, 30.0, "w")
+            assert len(jobs) == 50
+            assert await driver.renew([held(job) for job in jobs[:10]], 30.0)
+            assert await driver.ack([held(job) for job in jobs[:40]])
+            assert await driver.release([Release(job.id, held(job).token) for job in jobs[40:45]])
+            failures = [Failure(j.id, held(j).token, ErrorInfo("E", "m")) for j in jobs[45:]]
+            assert await driver.fail(failures)
+            assert await driver.prune("q", -1) == 45
+            assert await driver.retry_failed("q") == 0
+    finally:
+        await caller.rollback()
+        caller.close()
+
+
+async def test_push_in_a_snapshot_older_than_the_keys_holder_fails_with_the_fix(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    driver = await drivers.open()
+    caller = await connect(autocommit=False)
+    try:
+        await caller.begin()
+        async with caller.cursor() as cursor:  # REPEATABLE READ: the snapshot is taken here
+            await cursor.execute(f"SELECT COUNT(*) FROM {drivers.prefix}jobs")
+        await driver.push(make_job(unique="k"))  # committed after the caller's snapshot
+
+        with pytest.raises(DriverError, match="READ COMMITTED"):
+            await driver.push(make_job(unique="k"), connection=caller)
+    finally:
+        await caller.rollback()
+        caller.close()
+
+
 # -- unique keys ----------------------------------------------------------------------------------
 
 
@@ -200,18 +275,19 @@ async def test_names_and_keys_compare_exactly_whatever_the_collation(
     assert {job.queue for job in await driver.reserve(["Q"], 10, 30.0, "w")} == {"Q"}
 
 
-async def test_unique_key_column_is_free_once_job_is_finished(
+async def test_unique_slot_holds_the_key_only_while_the_job_is_unfinished(
     drivers: Drivers[MysqlDriver], prefix: str
 ) -> None:
     driver = await drivers.open()
     job = make_job(unique="k")
     await driver.push(job)
-    assert await sql(f"SELECT unique_active IS NOT NULL FROM {prefix}jobs") == [(1,)]
+    slot = f"SELECT unique_slot = UNHEX(SHA2('k', 256)), ready_queue FROM {prefix}jobs"
+    assert await sql(slot) == [(1, b"q")]
 
     [reserved] = await driver.reserve(["q"], 1, 30.0, "w")
     await driver.fail([Failure(reserved.id, reserved.reservation or "", ErrorInfo("E", "x"))])
 
-    assert await sql(f"SELECT unique_active, ready_queue FROM {prefix}jobs") == [(None, None)]
+    assert await sql(slot) == [(0, None)]
 
 
 # -- transactional push ---------------------------------------------------------------------------
@@ -689,8 +765,8 @@ async def test_reserve_and_settle_plans_skip_finished_jobs(
     # 2,000 jobs waiting and 20,000 finished, written behind the driver's back in one go.
     await sql(
         f"INSERT INTO {prefix}jobs (id, queue, name, payload, created_at, available_at,"
-        " max_attempts, meta, state, finished_at)"
-        " SELECT MD5(seq), 'q', 'j', '{}', 1, 1, 1, '{}',"
+        " max_attempts, meta, unique_slot, state, finished_at)"
+        " SELECT MD5(seq), 'q', 'j', '{}', 1, 1, 1, '{}', UNHEX(SHA2(seq, 256)),"
         "  IF(seq <= 2000, 'pending', 'succeeded'), IF(seq <= 2000, NULL, 2)"
         " FROM seq_1_to_22000"
     )

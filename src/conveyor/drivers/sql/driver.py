@@ -58,6 +58,10 @@ Row = Mapping[str, Any]
 #: How many jobs one `prune` statement deletes at most; prune repeats it until a batch is short.
 PRUNE_BATCH = 10_000
 
+#: Rounds of inserting a batch's unique jobs whose key was held at insert, but by a job this
+#: transaction cannot see (see `_push_many`).
+PUSH_ROUNDS = 5
+
 #: The blocks every dialect's queries.sql must define.
 REQUIRED_QUERIES = frozenset(
     {
@@ -256,7 +260,7 @@ class SqlDriver(Driver):
         if connection is not None:
             ids = await self._borrower().borrow(connection, work)
         elif any(job.unique is not None for job in jobs):
-            ids = await conn.transaction(work)
+            ids = await conn.transaction(functools.partial(work, held_first=True))
         else:
             # No unique key, so no holder to look up: the insert alone is the whole push, one
             # statement (atomic by itself) in one round trip, with no transaction around it.
@@ -271,17 +275,52 @@ class SqlDriver(Driver):
             raise self.unsupported("push inside the caller's transaction (connection=...)")
         return self._conn
 
-    async def _push_many(self, jobs: Sequence[NewJob], items: str, tx: SqlTransaction) -> list[str]:
+    async def _push_many(
+        self, jobs: Sequence[NewJob], items: str, tx: SqlTransaction, *, held_first: bool = False
+    ) -> list[str]:
         """Insert, then swap in the holder's id for each unique job that was skipped. Both
-        run in one transaction; under READ COMMITTED (postgres) the holder may still finish
-        between the two, and a job it had made skip is then inserted again."""
+        run in one transaction; under READ COMMITTED the holder may still finish between the
+        two, and a job it had made skip is then inserted again.
+
+        With `held_first` (the driver's own READ COMMITTED transactions) the jobs whose key a
+        committed job holds are looked up and left out first: inserting them would lock the
+        holder (MySQL's duplicate check) until commit, queueing the worker that settles it.
+        Not in a caller's transaction, whose snapshot may be older than a holder's finish.
+        There, a holder committed after the caller's snapshot (REPEATABLE READ) stays unseen:
+        after PUSH_ROUNDS the push fails with the fix rather than loop."""
         ids = [job.id for job in jobs]
         batch = list(enumerate(jobs))
-        while batch:
+        if held_first:
+            batch = await self._leave_out_held(batch, ids, tx)
+            items = _json([_push_item(job) for _, job in batch])
+        for _ in range(PUSH_ROUNDS):
+            if not batch:
+                return ids
             rows = await tx.fetch(self._queries["push_many"], {"items": items})
             batch = await self._swap_in_holders(batch, {row["id"] for row in rows}, ids, tx)
             items = _json([_push_item(job) for _, job in batch])
-        return ids
+        job = batch[0][1]
+        raise DriverError(
+            f"unique key {job.unique!r} of job {job.name!r} in queue {job.queue!r} is held by a"
+            " job your transaction cannot see (committed after its snapshot was taken, under"
+            " REPEATABLE READ): push in a READ COMMITTED transaction, or run yours again"
+        )
+
+    async def _leave_out_held(
+        self, batch: list[tuple[int, NewJob]], ids: list[str], tx: SqlTransaction
+    ) -> list[tuple[int, NewJob]]:
+        """Write into `ids` the holder of each unique job of `batch` whose key is held; return
+        the rest, still to insert."""
+        keys = [
+            [n, job.queue, job.name, job.unique]
+            for n, (_, job) in enumerate(batch)
+            if job.unique is not None
+        ]
+        held = await tx.fetch(self._queries["push_many_holders"], {"items": _json(keys)})
+        for row in held:
+            ids[batch[row["item"]][0]] = row["id"]
+        taken = {row["item"] for row in held}
+        return [item for n, item in enumerate(batch) if n not in taken]
 
     async def _swap_in_holders(
         self,

@@ -52,7 +52,8 @@ VALUES (%(version)s, %(name)s, {now});
 
 -- name: push_many
 -- Insert new jobs from items, in order, skipping those whose unique key is already held.
--- A skipped job collides in jobs_unique, and the no-op update leaves the holder as it was
+-- A job's unique_slot is its key's digest, or its id's (see migrations/0002): a skipped job
+-- collides in jobs_unique, and the no-op update leaves the holder as it was
 -- (unlike INSERT IGNORE, which would let other errors pass as warnings too). Each item is
 -- [id, queue, name, payload, delay, max_attempts, priority, timeout, retry_delay, unique_key,
 -- meta]: the job is created now and due `delay` seconds later.
@@ -63,11 +64,13 @@ VALUES (%(version)s, %(name)s, {now});
 -- a queue name too long for the table is an error (strict mode), never silently cut.
 INSERT INTO {prefix}jobs (
     id, queue, name, payload, created_at, available_at, max_attempts, priority,
-    timeout, retry_delay, unique_key, meta
+    timeout, retry_delay, unique_key, meta, unique_slot
 )
 SELECT
     item.id, item.queue, item.name, item.payload, {now}, {now} + item.delay,
-    item.max_attempts, item.priority, item.timeout, item.retry_delay, item.unique_key, item.meta
+    item.max_attempts, item.priority, item.timeout, item.retry_delay, item.unique_key, item.meta,
+    IF(item.unique_key IS NULL,
+       UNHEX(SHA2(CONCAT(X'00', item.id), 256)), UNHEX(SHA2(item.unique_key, 256)))
 FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     n            FOR ORDINALITY,
     id           VARBINARY(1024) PATH '$[0]',
@@ -87,9 +90,10 @@ ON DUPLICATE KEY UPDATE {prefix}jobs.id = {prefix}jobs.id;
 
 -- name: push_many_holders
 -- For unique jobs in items ([index, queue, name, unique_key]), the unfinished holder.
--- That is the job itself if it was inserted, else the one that made its insert skip. A
--- locking read: it sees the latest committed holder even in a caller's REPEATABLE READ
--- transaction whose snapshot is older (the insert already locked that row anyway).
+-- That is the job itself if this transaction inserted it, else one that made its insert skip.
+-- A plain read, which locks nothing: a locking read here would take a next-key lock in a
+-- caller's REPEATABLE READ transaction and hold back other pushes until it ends. Items first
+-- (STRAIGHT_JOIN), so each is one lookup of the whole jobs_unique key.
 SELECT item.item AS item, job.id AS id
 FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     item       INT            PATH '$[0]',
@@ -97,11 +101,10 @@ FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     name       VARBINARY(255) PATH '$[2]',
     unique_key TEXT           PATH '$[3]'
 )) AS item
-JOIN {prefix}jobs AS job
+STRAIGHT_JOIN {prefix}jobs AS job
   ON job.queue = item.queue
  AND job.name = item.name
- AND job.unique_active = UNHEX(SHA2(item.unique_key, 256))
-LOCK IN SHARE MODE;
+ AND job.unique_slot = UNHEX(SHA2(item.unique_key, 256));
 
 -- name: reserve
 -- Take up to limit due jobs from queues, then read them back by this call's fresh token.
@@ -120,8 +123,7 @@ LOCK IN SHARE MODE;
 -- renewing its lease): rescued goes up by one, and attempt only if it was rescued before (see
 -- JobInfo in job.py). MySQL gives no order to the assignments of a multi-table UPDATE, so
 -- they read the job's state and rescued count as picked, never as just changed.
-UPDATE {prefix}jobs AS job
-JOIN (
+UPDATE (
     SELECT due.id, due.state, due.rescued
     FROM (
         (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
@@ -168,7 +170,8 @@ JOIN (
     ) AS due
     ORDER BY due.priority DESC, due.available_at, due.id
     LIMIT %(limit)s
-) AS picked ON job.id = picked.id
+) AS picked
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = picked.id
 SET job.state = 'reserved',
     job.attempt = job.attempt
         + CASE WHEN picked.state = 'reserved' AND picked.rescued = 0 THEN 0 ELSE 1 END,
@@ -185,38 +188,39 @@ WHERE reservation = %(token)s;
 -- name: renew
 -- Extend the leases of the jobs in items ([id, token]) still reserved under their token.
 SELECT job.id AS id
-FROM {prefix}jobs AS job
-JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
     token VARBINARY(64) PATH '$[1]'
-)) AS item ON job.id = item.id AND job.reservation = item.token
+)) AS item
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
 WHERE job.state = 'reserved'
 FOR UPDATE;
-UPDATE {prefix}jobs AS job
-JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+UPDATE JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
     token VARBINARY(64) PATH '$[1]'
-)) AS item ON job.id = item.id AND job.reservation = item.token
+)) AS item
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
 SET job.available_at = {now} + %(lease)s
 WHERE job.state = 'reserved';
 
 -- name: ack
 -- Mark succeeded the jobs in items ([id, token]) still reserved under their token.
 SELECT job.id AS id
-FROM {prefix}jobs AS job
-JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
     token VARBINARY(64) PATH '$[1]'
-)) AS item ON job.id = item.id AND job.reservation = item.token
+)) AS item
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
 WHERE job.state = 'reserved'
 FOR UPDATE;
-UPDATE {prefix}jobs AS job
-JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+UPDATE JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
     token VARBINARY(64) PATH '$[1]'
-)) AS item ON job.id = item.id AND job.reservation = item.token
+)) AS item
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
 SET job.state = 'succeeded',
-    job.finished_at = {now}
+    job.finished_at = {now},
+    job.unique_slot = UNHEX(SHA2(CONCAT(X'00', job.id), 256))
 WHERE job.state = 'reserved';
 
 -- name: release
@@ -224,21 +228,21 @@ WHERE job.state = 'reserved';
 -- seconds from now. A NULL error keeps the last one; give_back is 1 to hand the attempt back,
 -- else 0.
 SELECT job.id AS id
-FROM {prefix}jobs AS job
-JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
     token VARBINARY(64) PATH '$[1]'
-)) AS item ON job.id = item.id AND job.reservation = item.token
+)) AS item
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
 WHERE job.state = 'reserved'
 FOR UPDATE;
-UPDATE {prefix}jobs AS job
-JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+UPDATE JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id           VARBINARY(64) PATH '$[0]',
     token        VARBINARY(64) PATH '$[1]',
     delay        DOUBLE        PATH '$[2]',
     error        LONGTEXT      PATH '$[3]',
     give_back    INT           PATH '$[4]'
-)) AS item ON job.id = item.id AND job.reservation = item.token
+)) AS item
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
 SET job.state = 'pending',
     job.available_at = {now} + item.delay,
     job.error = COALESCE(item.error, job.error),
@@ -248,21 +252,22 @@ WHERE job.state = 'reserved';
 -- name: fail
 -- Move to failed the jobs in items ([id, token, error]) still reserved under their token.
 SELECT job.id AS id
-FROM {prefix}jobs AS job
-JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
     token VARBINARY(64) PATH '$[1]'
-)) AS item ON job.id = item.id AND job.reservation = item.token
+)) AS item
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
 WHERE job.state = 'reserved'
 FOR UPDATE;
-UPDATE {prefix}jobs AS job
-JOIN JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+UPDATE JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
     token VARBINARY(64) PATH '$[1]',
     error LONGTEXT      PATH '$[2]'
-)) AS item ON job.id = item.id AND job.reservation = item.token
+)) AS item
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
 SET job.state = 'failed',
     job.finished_at = {now},
+    job.unique_slot = UNHEX(SHA2(CONCAT(X'00', job.id), 256)),
     job.error = item.error
 WHERE job.state = 'reserved';
 
@@ -311,7 +316,8 @@ SET state = 'pending',
     attempt = 0,
     rescued = 0,
     available_at = {now},
-    finished_at = NULL
+    finished_at = NULL,
+    unique_slot = IF(unique_key IS NULL, unique_slot, UNHEX(SHA2(unique_key, 256)))
 WHERE queue = %(queue)s
   AND state = 'failed'
   AND (%(ids)s IS NULL OR id IN (
@@ -335,12 +341,20 @@ WHERE queue = %(queue)s
 -- name: prune
 -- Delete up to batch of a queue's jobs that finished more than older_than seconds ago.
 -- The driver repeats it until a batch comes back short: each batch is its own short
--- transaction, so a backlog of a million old jobs never becomes one huge delete.
-DELETE FROM {prefix}jobs
-WHERE queue = %(queue)s
-  AND state IN ('succeeded', 'failed', 'cancelled')
-  AND finished_at < {now} - %(older_than)s
-LIMIT %(batch)s;
+-- transaction, so a backlog of a million old jobs never becomes one huge delete. The batch is
+-- picked first, from jobs_finished, passing over rows locked elsewhere (SKIP LOCKED: two
+-- workers pruning share the work), then deleted by primary key: a plain DELETE may scan a
+-- small table whole and wait behind a row of a caller's open transaction.
+DELETE job
+FROM (
+    SELECT id FROM {prefix}jobs
+    WHERE queue = %(queue)s
+      AND state IN ('succeeded', 'failed', 'cancelled')
+      AND finished_at < {now} - %(older_than)s
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+) AS doomed
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = doomed.id;
 
 -- name: record_stats
 -- Add to one worker's running totals, creating its row on first use.

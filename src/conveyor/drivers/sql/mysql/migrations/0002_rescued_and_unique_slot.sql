@@ -1,0 +1,52 @@
+-- Two changes to the jobs table. MySQL commits DDL at once, so each step runs only where it is
+-- still needed, and a migration that failed half-way runs again cleanly (MySQL 8.0 has no
+-- ADD COLUMN IF NOT EXISTS: hence the prepared statements).
+--
+-- rescued: how many times the job was taken back from a worker that stopped renewing its lease
+-- (crashed, killed, frozen). A job rescued before runs alone, and only then is a death charged
+-- to it as an attempt: see JobInfo in job.py.
+--
+-- unique_slot replaces unique_active in jobs_unique. unique_active was NULL for every job
+-- without a held key, and InnoDB locks the gap before a record of a unique index that allows
+-- NULL: a transaction holding a unique key (a caller's REPEATABLE READ transaction that
+-- pushed, or any duplicate check) blocked every other push to that queue and job name, whose
+-- NULL entries sort into that gap. unique_slot is NOT NULL: the digest of the key while the
+-- job is unfinished, else a digest of its id (a NUL byte first, which no unique key holds),
+-- so every job has a slot of its own and a key's lookup locks that one record. It is a plain
+-- column that the statements changing a job's state keep (MariaDB allows no NOT NULL on a
+-- generated column).
+
+SET @conveyor_ddl = (
+    SELECT IF(COUNT(*) = 0,
+              'ALTER TABLE {prefix}jobs
+                   ADD COLUMN rescued INT NOT NULL DEFAULT 0,
+                   ADD COLUMN unique_slot BINARY(32) NULL',
+              'DO 0')
+    FROM information_schema.columns
+    WHERE table_schema = DATABASE() AND table_name = '{prefix}jobs' AND column_name = 'rescued'
+);
+PREPARE conveyor_ddl FROM @conveyor_ddl;
+EXECUTE conveyor_ddl;
+DEALLOCATE PREPARE conveyor_ddl;
+
+UPDATE {prefix}jobs
+SET unique_slot = IF(state IN ('pending', 'reserved') AND unique_key IS NOT NULL,
+                     UNHEX(SHA2(unique_key, 256)),
+                     UNHEX(SHA2(CONCAT(X'00', id), 256)))
+WHERE unique_slot IS NULL;
+
+SET @conveyor_ddl = (
+    SELECT IF(COUNT(*) = 1,
+              'ALTER TABLE {prefix}jobs
+                   MODIFY COLUMN unique_slot BINARY(32) NOT NULL,
+                   DROP INDEX jobs_unique,
+                   ADD UNIQUE KEY jobs_unique (queue, name, unique_slot),
+                   DROP COLUMN unique_active',
+              'DO 0')
+    FROM information_schema.columns
+    WHERE table_schema = DATABASE() AND table_name = '{prefix}jobs'
+      AND column_name = 'unique_active'
+);
+PREPARE conveyor_ddl FROM @conveyor_ddl;
+EXECUTE conveyor_ddl;
+DEALLOCATE PREPARE conveyor_ddl;
