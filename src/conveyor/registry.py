@@ -64,6 +64,13 @@ class QueueSpec:
     options: Options
     retention: float | None
 
+    def __repr__(self) -> str:
+        # `driver` may be a URL with a password in it: shown masked, as in every message.
+        return (
+            f"QueueSpec(name={self.name!r}, driver={safe_url(self.driver)!r},"
+            f" workers={self.workers!r}, options={self.options!r}, retention={self.retention!r})"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:

@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from conveyor.drivers import safe_url
+from conveyor.drivers.location import Location
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
 __all__ = [
@@ -74,9 +74,10 @@ def check_url(url: str) -> None:
     try:
         _parse_url(url)
     except (ValueError, TypeError) as exc:
-        message = _scrub(str(exc), url)
+        location = Location.parse(url)
+        message = location.scrub(str(exc))
         raise ConfigError(
-            f"cannot use {safe_url(url)!r} as a Redis URL ({message}): write it as "
+            f"cannot use {location.shown!r} as a Redis URL ({message}): write it as "
             "redis://[:password@]host[:port][/db] or rediss://... for TLS"
         ) from None
 
@@ -112,7 +113,8 @@ class Edge:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.where = f"redis at {safe_url(url)}"
+        self.location = Location.parse(url)
+        self.where = f"redis at {self.location.shown}"
 
     def __enter__(self) -> None:
         return None
@@ -125,19 +127,10 @@ class Edge:
     ) -> None:
         if exc is None or not isinstance(exc, (RedisError, OSError)):
             return
-        detail = _scrub(str(exc) or type(exc).__name__, self.url)
+        detail = self.location.scrub(str(exc) or type(exc).__name__)
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)):
             raise BackendUnavailableError(
                 f"{self.where} is unavailable ({detail}): check that it is running and "
                 "reachable; the worker retries with backoff"
             ) from exc
         raise DriverError(f"{self.where} refused a command: {detail}") from exc
-
-
-def _scrub(text: str, url: str) -> str:
-    """`text` with the URL's password, raw or decoded, replaced by ***."""
-    password = urllib.parse.urlsplit(url).password
-    for secret in {password, urllib.parse.unquote(password or "")} - {None, ""}:
-        assert secret is not None
-        text = text.replace(secret, "***")
-    return text

@@ -34,6 +34,7 @@ from asyncmy.cursors import Cursor
 from asyncmy.errors import MySQLError
 from asyncmy.pool import Pool
 
+from conveyor.drivers.location import Location
 from conveyor.drivers.sql.driver import Params, Row, SqlTransaction
 from conveyor.drivers.sql.queries import Query
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
@@ -89,6 +90,8 @@ class Target:
     database: str = "conveyor"
     unix_socket: str | None = None
     connect_timeout: float = 10.0
+    #: The URL the target was read from, parsed: what messages must hide besides `password`.
+    location: Location = field(default_factory=Location, repr=False, compare=False)
 
     @property
     def shown(self) -> str:
@@ -99,8 +102,9 @@ class Target:
         return f"mysql://{self.user}@{where}/{self.database}{socket}"
 
     def mask(self, text: str) -> str:
-        """`text` with the password, wherever it appears, replaced by ***."""
-        return text.replace(self.password, "***") if self.password else text
+        """A client's message with the password, wherever it appears, replaced by *** (or
+        withheld, when the URL's password holds `@ / ? #` unencoded: see Location.scrub)."""
+        return self.location.with_secret(self.password).scrub(text)
 
     def pool_kwargs(self) -> dict[str, Any]:
         """asyncmy's connection arguments for a pooled connection."""
