@@ -60,7 +60,10 @@ _parse_url = cast(Callable[[str], dict[str, Any]], redis_connection.parse_url)
 
 def split_prefix(url: str) -> tuple[str, str | None]:
     """The URL without its `prefix` query parameter, and that parameter (None if absent)."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": a [ or ] in the password, say
+        raise _bad_url(url, exc) from None
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     prefixes = [value for key, value in query if key == "prefix"]
     if not prefixes:
@@ -74,12 +77,16 @@ def check_url(url: str) -> None:
     try:
         _parse_url(url)
     except (ValueError, TypeError) as exc:
-        location = Location.parse(url)
-        message = location.scrub(str(exc))
-        raise ConfigError(
-            f"cannot use {location.shown!r} as a Redis URL ({message}): write it as "
-            "redis://[:password@]host[:port][/db] or rediss://... for TLS"
-        ) from None
+        raise _bad_url(url, exc) from None
+
+
+def _bad_url(url: str, error: Exception) -> ConfigError:
+    """The error for a URL redis-py cannot read, naming it without its password."""
+    location = Location.parse(url)
+    return ConfigError(
+        f"cannot use {location.shown!r} as a Redis URL ({location.scrub(str(error))}): write"
+        " it as redis://[:password@]host[:port][/db] or rediss://... for TLS"
+    )
 
 
 def make_client(url: str, options: dict[str, Any], *, blocking: bool = False) -> Redis:

@@ -112,7 +112,9 @@ class Target:
             "host": self.host,
             "port": self.port,
             "user": self.user,
-            "password": self.password,
+            # As bytes: asyncmy would encode a str as Latin-1, which cannot hold most of
+            # Unicode, and MySQL hashed a password given over utf8mb4 as UTF-8.
+            "password": self.password.encode("utf-8"),
             "db": self.database,
             "unix_socket": self.unix_socket,
             "connect_timeout": self.connect_timeout,
