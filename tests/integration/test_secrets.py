@@ -21,10 +21,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conveyor import ConveyorError
+from conveyor import ConveyorError, DriverError
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Driver
 from conveyor.drivers.sql.postgres import PostgresDriver
+from tests.backends import require_service
+from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
 from tests.contract.helpers import make_job
 
 pytestmark = pytest.mark.timeout(120)
@@ -193,3 +195,23 @@ def test_redis_failing_to_connect_never_shows_the_password(password: str) -> Non
 
     assert "127.0.0.1" in message
     assert_hidden(password.replace("\0", ""), message)
+
+
+async def test_an_at_sign_in_the_query_hides_more_of_the_url_but_not_sql_errors() -> None:
+    """`@` after the host cannot be told from one in a password, so the URL is shown hidden
+    from its first `:` to that `@`; libpq still reads it as written, and errors about
+    statements (not about connecting) still say what went wrong."""
+    require_service("postgres", 5432, START)
+    prefix = fresh_prefix()
+    driver = PostgresDriver(f"{URL}?application_name=me@example", prefix=prefix)
+    try:
+        await driver.open()
+        await drop_tables(prefix)
+        with pytest.raises(DriverError) as caught:
+            await driver.get("x")
+    finally:
+        await driver.close()
+        await drop_tables(prefix)
+
+    assert "postgresql://postgres@127.0.0.1:***@example" in str(caught.value)
+    assert "does not exist" in str(caught.value)

@@ -134,10 +134,12 @@ class Edge:
     ) -> None:
         if exc is None or not isinstance(exc, (RedisError, OSError)):
             return
-        detail = self.location.scrub(str(exc) or type(exc).__name__)
+        text = str(exc) or type(exc).__name__
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)):
+            # It may quote the host and port redis-py read: withheld for an ambiguous URL.
+            detail = self.location.scrub(text)
             raise BackendUnavailableError(
                 f"{self.where} is unavailable ({detail}): check that it is running and "
                 "reachable; the worker retries with backoff"
             ) from exc
-        raise DriverError(f"{self.where} refused a command: {detail}") from exc
+        raise DriverError(f"{self.where} refused a command: {self.location.mask(text)}") from exc

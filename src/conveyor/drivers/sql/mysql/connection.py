@@ -102,9 +102,8 @@ class Target:
         return f"mysql://{self.user}@{where}/{self.database}{socket}"
 
     def mask(self, text: str) -> str:
-        """A client's message with the password, wherever it appears, replaced by *** (or
-        withheld, when the URL's password holds `@ / ? #` unencoded: see Location.scrub)."""
-        return self.location.with_secret(self.password).scrub(text)
+        """`text` with the password, wherever it appears, replaced by ***."""
+        return self.location.with_secret(self.password).mask(text)
 
     def pool_kwargs(self) -> dict[str, Any]:
         """asyncmy's connection arguments for a pooled connection."""
@@ -128,7 +127,12 @@ class Target:
     def error(self, error: BaseException, what: str, *, borrowed: bool = False) -> DriverError:
         """The DriverError for an error asyncmy raised during `what` (a block's name...);
         `borrowed` when it was the caller's own connection, where nothing is retried."""
-        detail = self.mask(" ".join(str(error).split()) or type(error).__name__)
+        text = " ".join(str(error).split()) or type(error).__name__
+        hidden = self.location.with_secret(self.password)
+        # About connecting, a client may quote the piece of a password it misread as a host
+        # or port: for an ambiguous URL that message is withheld (see Location.scrub).
+        connecting = what == "connect" or _lost(error)
+        detail = hidden.scrub(text) if connecting else hidden.mask(text)
         if what == "connect":
             return BackendUnavailableError(
                 f"cannot connect to MySQL at {self.shown} ({detail}): check that the server is"

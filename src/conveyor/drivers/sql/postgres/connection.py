@@ -116,11 +116,14 @@ class Target:
                 f" ({self._detail(error)}): check that the server is running; workers retry"
                 " with backoff and the pool reconnects by itself"
             )
-        return DriverError(f"PostgreSQL {what} failed on {self.shown}: {self._detail(error)}")
+        detail = self._detail(error, connecting=False)
+        return DriverError(f"PostgreSQL {what} failed on {self.shown}: {detail}")
 
-    def _detail(self, error: psycopg.Error) -> str:
+    def _detail(self, error: psycopg.Error, *, connecting: bool = True) -> str:
+        """libpq's message, masked; about connecting, withheld for an ambiguous URL (libpq
+        may quote the piece of a password it misread as a host or port)."""
         text = " ".join(str(error).split()) or type(error).__name__
-        return self.location.scrub(text)
+        return self.location.scrub(text) if connecting else self.location.mask(text)
 
 
 def _lost(error: psycopg.Error) -> bool:
