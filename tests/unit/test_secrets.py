@@ -2,7 +2,7 @@
 no message, repr or `shown` text holds the password, as written or as a client decodes it.
 
 Nothing here connects: the drivers are only built (their URLs parsed, by conveyor and by the
-client libraries). tests/integration/test_secrets_cli.py connects, to a closed port.
+client libraries). tests/integration/test_secrets.py connects, to a closed port.
 """
 
 from __future__ import annotations
