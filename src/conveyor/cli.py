@@ -11,9 +11,10 @@ from typing import Any
 
 import click
 
+from conveyor.drivers import Location
 from conveyor.errors import ConveyorError
 from conveyor.job import JobInfo, JobState
-from conveyor.registry import Registry
+from conveyor.registry import DRIVER_ENV, Registry
 from conveyor.worker import Worker
 
 APP_HELP = "Where your registry is, as module:attribute (or set CONVEYOR_APP)."
@@ -31,7 +32,7 @@ def load_app(spec: str) -> Registry:
         raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
     except Exception as exc:  # the module itself failed (a registry mistake, a syntax error)
         raise click.BadParameter(
-            f"cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+            _masked(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")
         ) from exc
     registry = getattr(module, attribute, None)
     if not isinstance(registry, Registry):
@@ -155,7 +156,18 @@ def _run(coroutine: Any, registry: Registry) -> Any:
     try:
         return asyncio.run(with_close())
     except ConveyorError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(_masked(str(exc), registry)) from exc
+
+
+def _masked(message: str, registry: Registry | None = None) -> str:
+    """`message` with the passwords of the driver URLs the app names masked. Every message is
+    masked where it is made; this is the second line, for one that was not."""
+    locations = [os.environ.get(DRIVER_ENV, "")]
+    if registry is not None:
+        locations += [registry.default_driver, *(q.driver for q in registry.queues.values())]
+    for location in locations:
+        message = Location.parse(location).mask(message)
+    return message
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> None:

@@ -19,6 +19,8 @@ DEFAULT_PRIORITY = 0
 #: The range every driver stores: a 32-bit integer column in PostgreSQL and MySQL.
 MIN_PRIORITY = -(2**31)
 MAX_PRIORITY = 2**31 - 1
+#: The longest unique key, in characters: short enough for every driver's unique index.
+MAX_UNIQUE_KEY = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +104,73 @@ def resolve(push: Options, job: Options, queue: Options) -> Resolved:
     )
 
 
+def check_unique(unique: str | None) -> None:
+    """Refuse a unique key that some driver could not store exactly, so that every driver
+    treats the same keys alike: NUL (SQLite compares text only up to it, and PostgreSQL text
+    cannot hold it) and lone surrogates (not text that UTF-8 can encode)."""
+    if unique is None:
+        return
+    if not (isinstance(unique, str) and 0 < len(unique) <= MAX_UNIQUE_KEY):
+        raise ConfigError(
+            f"unique must be a non-empty string of at most {MAX_UNIQUE_KEY} characters"
+        )
+    if "\0" in unique:
+        raise ConfigError(
+            f"unique key {unique!r} holds a NUL character (\\x00), which SQLite and PostgreSQL"
+            " cannot store: remove it, or use the hex or base64 form of a binary key"
+        )
+    if _lone_surrogate(unique):
+        raise ConfigError(
+            f"unique key {unique!r} holds a lone surrogate, which is not text UTF-8 can"
+            f" encode: {_SURROGATE_FIX}"
+        )
+
+
+#: What to do about a lone surrogate, said by every error about one.
+_SURROGATE_FIX = (
+    "decode the bytes it came from as UTF-8 (errors='replace' if they may be invalid),"
+    " or use their hex or base64 form"
+)
+
+
 def _check_json(meta: dict[str, Any] | None) -> None:
-    """Refuse meta some driver could not store: every driver keeps it as JSON text."""
+    """Refuse meta some driver could not store: every driver keeps it as UTF-8 JSON text.
+    NUL is fine here: JSON writes it as an escape, which every driver stores as it is."""
+    if not meta:
+        return
     try:
-        json.dumps(meta, allow_nan=False)
+        text = json.dumps(meta, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"meta must be a dict of JSON values ({exc})") from exc
+    if _lone_surrogate(text):
+        raise ConfigError(
+            f"{_surrogate_in(meta, 'meta')} holds a lone surrogate, which is not text"
+            f" UTF-8 can encode: {_SURROGATE_FIX}"
+        )
+
+
+def _lone_surrogate(text: str) -> bool:
+    """True when `text` holds a code point UTF-8 cannot encode (U+D800 to U+DFFF)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _surrogate_in(value: Any, path: str) -> str:
+    """Where in a JSON value the first lone surrogate is: `meta key 'a'`, `meta['a'][0]`."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _lone_surrogate(str(key)):
+                return f"{path} key {key!r}"
+            if _lone_surrogate(json.dumps(item, ensure_ascii=False)):
+                return _surrogate_in(item, f"{path}[{key!r}]")
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if _lone_surrogate(json.dumps(item, ensure_ascii=False)):
+                return _surrogate_in(item, f"{path}[{index}]")
+    return path
 
 
 def _first(values: list[Any], default: Any) -> Any:

@@ -36,7 +36,7 @@ from conveyor.errors import (
     UnknownWorkerError,
 )
 from conveyor.job import JobInfo, JobState, NewJob, new_id
-from conveyor.options import Options, resolve
+from conveyor.options import Options, check_unique, resolve
 from conveyor.payload import DEFAULT_MAX_BYTES, Codec, payload_type_of
 from conveyor.retry import RetryDelay
 
@@ -47,7 +47,6 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 DEFAULT_DRIVER = "sqlite"
 DRIVER_ENV = "CONVEYOR_DRIVER"
 DEFAULT_RETENTION = 7 * 24 * 3600.0
-MAX_UNIQUE_KEY = 256
 
 Duration = float | timedelta
 Handler = TypeVar("Handler", bound=Callable[..., Any])
@@ -62,6 +61,13 @@ class QueueSpec:
     workers: tuple[str, ...]
     options: Options
     retention: float | None
+
+    def __repr__(self) -> str:
+        # `driver` may be a URL with a password in it: shown masked, as in every message.
+        return (
+            f"QueueSpec(name={self.name!r}, driver={safe_url(self.driver)!r},"
+            f" workers={self.workers!r}, options={self.options!r}, retention={self.retention!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,12 +401,7 @@ class Registry:
             job_spec = self._jobs[job_name]
         except KeyError:
             raise UnknownJobError(job_name) from None
-        if unique is not None and not (
-            isinstance(unique, str) and 0 < len(unique) <= MAX_UNIQUE_KEY
-        ):
-            raise ConfigError(
-                f"unique must be a non-empty string of at most {MAX_UNIQUE_KEY} characters"
-            )
+        check_unique(unique)
         resolved = resolve(options, job_spec.options, queue_spec.options)
         wait = 0.0 if delay is None else _seconds(delay, "delay", zero_ok=True)
         retry_delay = retry_policy.to_json(resolved.retry_delay)

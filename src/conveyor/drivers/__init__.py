@@ -15,10 +15,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from conveyor.drivers.location import Location, safe_url
 from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
     from conveyor.drivers.base import Driver
+
+__all__ = ["SCHEMES", "Location", "driver_from_url", "safe_url"]
 
 #: URL scheme -> (module, class, the extra that installs its client library).
 SCHEMES: dict[str, tuple[str, str, str]] = {
@@ -51,13 +54,3 @@ def driver_from_url(url: str) -> Driver:
     driver_class = getattr(module, class_name)
     driver: Driver = driver_class.from_url(url) if rest else driver_class()
     return driver
-
-
-def safe_url(url: str) -> str:
-    """The URL with any password replaced by ***, fit for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")
-    if at and ":" in userinfo:
-        authority = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    return f"{scheme}{sep}{authority}{slash}{path}"

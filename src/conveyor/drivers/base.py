@@ -30,6 +30,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from conveyor.drivers.location import safe_url
 from conveyor.errors import DriverError, Unsupported
 from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
 
@@ -158,6 +159,22 @@ class Driver(abc.ABC):
     #: The driver's kind, used in messages: "memory", "sqlite", "postgres", ...
     kind: str = "driver"
     capabilities: Capabilities = Capabilities()
+
+    def __repr__(self) -> str:
+        """The driver's class, kind, where it keeps jobs (any password masked) and prefix."""
+        where = safe_url(self._location())
+        prefix = getattr(self, "prefix", None)
+        return (
+            f"<{type(self).__name__} kind={self.kind!r}"
+            + (f" at {where!r}" if where else "")
+            + (f" prefix={prefix!r}" if isinstance(prefix, str) else "")
+            + ">"
+        )
+
+    def _location(self) -> str:
+        """Where this driver keeps its jobs, as given (a URL, a path); "" for none. Shown
+        only through `safe_url`, which masks its passwords."""
+        return ""
 
     async def open(self) -> None:  # noqa: B027 - optional hook with nothing to do by default
         """Connect and apply schema migrations. Idempotent; called before any other method."""

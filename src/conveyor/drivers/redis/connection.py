@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from conveyor.drivers import safe_url
+from conveyor.drivers.location import Location
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
 __all__ = [
@@ -60,7 +60,10 @@ _parse_url = cast(Callable[[str], dict[str, Any]], redis_connection.parse_url)
 
 def split_prefix(url: str) -> tuple[str, str | None]:
     """The URL without its `prefix` query parameter, and that parameter (None if absent)."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": a [ or ] in the password, say
+        raise _bad_url(url, exc) from None
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     prefixes = [value for key, value in query if key == "prefix"]
     if not prefixes:
@@ -74,11 +77,16 @@ def check_url(url: str) -> None:
     try:
         _parse_url(url)
     except (ValueError, TypeError) as exc:
-        message = _scrub(str(exc), url)
-        raise ConfigError(
-            f"cannot use {safe_url(url)!r} as a Redis URL ({message}): write it as "
-            "redis://[:password@]host[:port][/db] or rediss://... for TLS"
-        ) from None
+        raise _bad_url(url, exc) from None
+
+
+def _bad_url(url: str, error: Exception) -> ConfigError:
+    """The error for a URL redis-py cannot read, naming it without its password."""
+    location = Location.parse(url)
+    return ConfigError(
+        f"cannot use {location.shown!r} as a Redis URL ({location.scrub(str(error))}): write"
+        " it as redis://[:password@]host[:port][/db] or rediss://... for TLS"
+    )
 
 
 def make_client(url: str, options: dict[str, Any], *, blocking: bool = False) -> Redis:
@@ -116,7 +124,8 @@ class Edge:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.where = f"redis at {safe_url(url)}"
+        self.location = Location.parse(url)
+        self.where = f"redis at {self.location.shown}"
 
     def __enter__(self) -> None:
         return None
@@ -129,19 +138,12 @@ class Edge:
     ) -> None:
         if exc is None or not isinstance(exc, (RedisError, OSError)):
             return
-        detail = _scrub(str(exc) or type(exc).__name__, self.url)
+        text = str(exc) or type(exc).__name__
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)):
+            # It may quote the host and port redis-py read: withheld for an ambiguous URL.
+            detail = self.location.scrub(text)
             raise BackendUnavailableError(
                 f"{self.where} is unavailable ({detail}): check that it is running and "
                 "reachable; the worker retries with backoff"
             ) from exc
-        raise DriverError(f"{self.where} refused a command: {detail}") from exc
-
-
-def _scrub(text: str, url: str) -> str:
-    """`text` with the URL's password, raw or decoded, replaced by ***."""
-    password = urllib.parse.urlsplit(url).password
-    for secret in {password, urllib.parse.unquote(password or "")} - {None, ""}:
-        assert secret is not None
-        text = text.replace(secret, "***")
-    return text
+        raise DriverError(f"{self.where} refused a command: {self.location.mask(text)}") from exc

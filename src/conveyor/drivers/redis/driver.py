@@ -46,7 +46,6 @@ from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 
-from conveyor.drivers import safe_url
 from conveyor.drivers.base import (
     Capabilities,
     Driver,
@@ -127,8 +126,8 @@ class RedisDriver(Driver):
         """A driver for a redis:// or rediss:// URL (see the class docstring)."""
         return cls(url)
 
-    def __repr__(self) -> str:
-        return f"RedisDriver({safe_url(self.url)!r}, prefix={self.prefix!r})"
+    def _location(self) -> str:
+        return self.url
 
     # -- connections -------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypedDict
 
-from conveyor.drivers import safe_url
+from conveyor.drivers import Location
 from conveyor.errors import ConfigError
 
 #: The query options `sql_options` reads; a dialect keeps them from its client library.
@@ -47,10 +47,7 @@ def _flag(url: str, key: str, value: str) -> bool:
     try:
         return _FLAGS[value.lower()]
     except KeyError:
-        raise ConfigError(
-            f"{safe_url(url)!r}: {key}={value!r} is not a yes or no; write {key}=true or"
-            f" {key}=false"
-        ) from None
+        raise _bad(url, key, value, "a yes or no", f"{key}=true or {key}=false") from None
 
 
 def _positive_whole(url: str, key: str, value: str) -> int:
@@ -59,7 +56,12 @@ def _positive_whole(url: str, key: str, value: str) -> int:
     except ValueError:
         number = 0
     if number < 1:
-        raise ConfigError(
-            f"{safe_url(url)!r}: {key}={value!r} is not a positive whole number; write {key}=10"
-        )
+        raise _bad(url, key, value, "a positive whole number", f"{key}=10")
     return number
+
+
+def _bad(url: str, key: str, value: str, what: str, fix: str) -> ConfigError:
+    """The error for an option's value, naming the URL and the value without any password."""
+    location = Location.parse(url)
+    shown = location.mask(value)
+    return ConfigError(f"{location.shown!r}: {key}={shown!r} is not {what}; write {fix}")

@@ -44,7 +44,7 @@ from __future__ import annotations
 import getpass
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from conveyor.drivers import safe_url
+from conveyor.drivers import Location, safe_url
 from conveyor.drivers.base import Capabilities
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.mysql.connection import MysqlConnection, Target
@@ -98,6 +98,9 @@ class MysqlDriver(SqlDriver):
         )
         self.target = target
 
+    def _location(self) -> str:
+        return self.target.shown
+
     @classmethod
     def from_url(cls, url: str) -> MysqlDriver:
         """A driver for `mysql://user:password@host:port/database?options` (or mariadb://);
@@ -110,7 +113,8 @@ class MysqlDriver(SqlDriver):
 def _parse_url(url: str, allowed: tuple[str, ...]) -> tuple[Target, SqlOptions]:
     """The server from a mysql:// URL, and conveyor's options found in it; ConfigError naming
     the fix for anything else."""
-    shown = safe_url(url)
+    location = Location.parse(url)
+    shown = location.shown
     scheme, separator, _ = url.partition("://")
     if scheme.lower() not in _SCHEMES or not separator:
         raise ConfigError(f"{shown!r} is not a MySQL URL: {_URL_HELP}")
@@ -118,7 +122,8 @@ def _parse_url(url: str, allowed: tuple[str, ...]) -> tuple[Target, SqlOptions]:
         parts = urlsplit(url)
         port = parts.port or 3306
     except ValueError as error:
-        raise ConfigError(f"{shown!r} is not a valid URL ({error}): {_URL_HELP}") from None
+        detail = location.scrub(str(error))
+        raise ConfigError(f"{shown!r} is not a valid URL ({detail}): {_URL_HELP}") from None
     database = unquote(parts.path.lstrip("/"))
     if not database or "/" in database:
         raise ConfigError(f"{shown!r} names no database (or more than one): {_URL_HELP}")
@@ -126,7 +131,8 @@ def _parse_url(url: str, allowed: tuple[str, ...]) -> tuple[Target, SqlOptions]:
     unknown = sorted({key for key, _ in pairs} - set(allowed))
     if unknown:
         raise ConfigError(
-            f"{shown!r}: unknown option {unknown[0]!r}; the options are {', '.join(allowed)}"
+            f"{shown!r}: unknown option {location.mask(unknown[0])!r};"
+            f" the options are {', '.join(allowed)}"
         )
     query = dict(pairs)
     target = Target(
@@ -136,12 +142,13 @@ def _parse_url(url: str, allowed: tuple[str, ...]) -> tuple[Target, SqlOptions]:
         password=unquote(parts.password or ""),
         database=database,
         unix_socket=query.get("unix_socket") or None,
-        connect_timeout=_seconds(shown, query, "connect_timeout", CONNECT_TIMEOUT),
+        connect_timeout=_seconds(location, query, "connect_timeout", CONNECT_TIMEOUT),
+        location=location,
     )
     return target, sql_options(url, pairs)
 
 
-def _seconds(shown: str, query: dict[str, str], key: str, default: float) -> float:
+def _seconds(location: Location, query: dict[str, str], key: str, default: float) -> float:
     """A positive number of seconds, or `default` when absent."""
     if key not in query:
         return default
@@ -151,8 +158,8 @@ def _seconds(shown: str, query: dict[str, str], key: str, default: float) -> flo
         value = 0
     if value <= 0:
         raise ConfigError(
-            f"{shown!r}: {key}={query[key]!r} is not a positive number of seconds;"
-            f" write {key}={default:g}"
+            f"{location.shown!r}: {key}={location.mask(query[key])!r} is not a positive number"
+            f" of seconds; write {key}={default:g}"
         )
     return value
 

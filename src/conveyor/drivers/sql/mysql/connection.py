@@ -34,6 +34,7 @@ from asyncmy.cursors import Cursor
 from asyncmy.errors import MySQLError
 from asyncmy.pool import Pool
 
+from conveyor.drivers.location import Location
 from conveyor.drivers.record import decode_text
 from conveyor.drivers.sql.driver import Params, Row, SqlTransaction
 from conveyor.drivers.sql.queries import Query
@@ -90,6 +91,8 @@ class Target:
     database: str = "conveyor"
     unix_socket: str | None = None
     connect_timeout: float = 10.0
+    #: The URL the target was read from, parsed: what messages must hide besides `password`.
+    location: Location = field(default_factory=Location, repr=False, compare=False)
 
     @property
     def shown(self) -> str:
@@ -101,7 +104,7 @@ class Target:
 
     def mask(self, text: str) -> str:
         """`text` with the password, wherever it appears, replaced by ***."""
-        return text.replace(self.password, "***") if self.password else text
+        return self.location.with_secret(self.password).mask(text)
 
     def pool_kwargs(self) -> dict[str, Any]:
         """asyncmy's connection arguments for a pooled connection."""
@@ -109,7 +112,9 @@ class Target:
             "host": self.host,
             "port": self.port,
             "user": self.user,
-            "password": self.password,
+            # As bytes: asyncmy would encode a str as Latin-1, which cannot hold most of
+            # Unicode, and MySQL hashed a password given over utf8mb4 as UTF-8.
+            "password": self.password.encode("utf-8"),
             "db": self.database,
             "unix_socket": self.unix_socket,
             "connect_timeout": self.connect_timeout,
@@ -123,7 +128,12 @@ class Target:
     def error(self, error: BaseException, what: str, *, borrowed: bool = False) -> DriverError:
         """The DriverError for an error asyncmy raised during `what` (a block's name...);
         `borrowed` when it was the caller's own connection, where nothing is retried."""
-        detail = self.mask(" ".join(str(error).split()) or type(error).__name__)
+        text = " ".join(str(error).split()) or type(error).__name__
+        hidden = self.location.with_secret(self.password)
+        # About connecting, a client may quote the piece of a password it misread as a host
+        # or port: for an ambiguous URL that message is withheld (see Location.scrub).
+        connecting = what == "connect" or _lost(error)
+        detail = hidden.scrub(text) if connecting else hidden.mask(text)
         if what == "connect":
             return BackendUnavailableError(
                 f"cannot connect to MySQL at {self.shown} ({detail}): check that the server is"

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, unquote_plus
 
 import psycopg
 
@@ -94,6 +94,9 @@ class PostgresDriver(SqlDriver):
         conninfo, options = _parse_url(url)
         return cls(conninfo, **options)
 
+    def _location(self) -> str:
+        return self.target.conninfo or self.target.shown
+
     async def close(self) -> None:
         """Stop listening and close the pool; jobs stay stored."""
         await self._listener.stop()
@@ -145,8 +148,20 @@ def _parse_url(url: str) -> tuple[str, SqlOptions]:
             f"{safe_url(url)!r} is not a PostgreSQL URL: write"
             " postgresql://user:password@host:5432/database"
         )
-    base, _, query = rest.partition("?")
+    base, query = _split_query(rest)
     pairs = parse_qsl(query, keep_blank_values=True)
-    libpq = urlencode([(k, v) for k, v in pairs if k not in OPTIONS], quote_via=quote)
-    conninfo = f"{scheme}://{base}" + (f"?{libpq}" if libpq else "")
+    # libpq's parameters pass on as written: re-encoding them could move a password's
+    # characters into the query and out of the reach of the masking of messages.
+    libpq = [p for p in query.split("&") if p and unquote_plus(p.partition("=")[0]) not in OPTIONS]
+    conninfo = f"{scheme}://{base}" + (f"?{'&'.join(libpq)}" if libpq else "")
     return conninfo, sql_options(url, pairs)
+
+
+def _split_query(rest: str) -> tuple[str, str]:
+    """(what comes before the query, the query) of a URL after its `scheme://`, the userinfo
+    read as libpq reads it (up to the first `@` that comes before any `/`), so that a `?` in
+    a password does not start the query."""
+    ends = [index for index in (rest.find("@"), rest.find("/")) if index >= 0]
+    start = min(ends) + 1 if ends and rest[min(ends)] == "@" else 0
+    mark = rest.find("?", start)
+    return (rest, "") if mark < 0 else (rest[:mark], rest[mark + 1 :])

@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.drivers import safe_url
+from conveyor.drivers.location import Location
 from conveyor.drivers.sql.driver import Params, Row, SqlTransaction
 from conveyor.drivers.sql.queries import Query
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
@@ -57,17 +57,18 @@ class Target:
 
     def __init__(self, conninfo: str) -> None:
         self.conninfo = conninfo
+        #: The conninfo's passwords, found once; every message is shown through it.
+        self.location = Location.parse(conninfo)
         try:
             params = conninfo_to_dict(conninfo)
         except psycopg.Error as error:
-            self.password = _password_in(conninfo)
             raise ConfigError(
-                f"bad PostgreSQL connection settings {self.shown!r} ({self.mask(str(error))}):"
-                f" {_URL_HELP}, with only libpq's parameters after '?' (sslmode=...,"
-                " connect_timeout=..., application_name=...)"
+                f"bad PostgreSQL connection settings {self.shown!r}"
+                f" ({self.location.scrub(str(error))}): {_URL_HELP}, with only libpq's"
+                " parameters after '?' (sslmode=..., connect_timeout=..., application_name=...)"
             ) from None
         password = params.get("password")
-        self.password = str(password) if password else None
+        self.location = self.location.with_secret(str(password) if password else None)
         self.kwargs: dict[str, Any] = {"autocommit": True}
         # Named in pg_stat_activity, and never stuck for minutes connecting to a host that does
         # not answer, unless the settings (or libpq's environment variables) say otherwise.
@@ -79,15 +80,13 @@ class Target:
     @property
     def shown(self) -> str:
         """The conninfo without its password, for messages and logs."""
-        if "://" in self.conninfo:
-            return safe_url(self.conninfo)
         if not self.conninfo.strip():
             return "libpq defaults (PG* environment variables)"
-        return self.mask(self.conninfo)
+        return self.location.shown
 
     def mask(self, text: str) -> str:
         """`text` with the password, wherever it appears, replaced by ***."""
-        return text.replace(self.password, "***") if self.password else text
+        return self.location.mask(text)
 
     async def connect(self) -> psycopg.AsyncConnection[Any]:
         """A new autocommit connection, outside the pool; BackendUnavailableError naming the
@@ -117,11 +116,14 @@ class Target:
                 f" ({self._detail(error)}): check that the server is running; workers retry"
                 " with backoff and the pool reconnects by itself"
             )
-        return DriverError(f"PostgreSQL {what} failed on {self.shown}: {self._detail(error)}")
+        detail = self._detail(error, connecting=False)
+        return DriverError(f"PostgreSQL {what} failed on {self.shown}: {detail}")
 
-    def _detail(self, error: psycopg.Error) -> str:
+    def _detail(self, error: psycopg.Error, *, connecting: bool = True) -> str:
+        """libpq's message, masked; about connecting, withheld for an ambiguous URL (libpq
+        may quote the piece of a password it misread as a host or port)."""
         text = " ".join(str(error).split()) or type(error).__name__
-        return self.mask(text)
+        return self.location.scrub(text) if connecting else self.location.mask(text)
 
 
 def _lost(error: psycopg.Error) -> bool:
@@ -132,15 +134,6 @@ def _lost(error: psycopg.Error) -> bool:
         return False
     state = error.sqlstate
     return state is None or state.startswith(("08", "57P"))
-
-
-def _password_in(conninfo: str) -> str | None:
-    """The password of a URL that libpq could not parse, so messages can still hide it."""
-    if "://" not in conninfo:
-        return None
-    userinfo, at, _ = conninfo.partition("://")[2].partition("/")[0].rpartition("@")
-    _, colon, password = userinfo.partition(":")
-    return password if at and colon and password else None
 
 
 class PostgresConnection:

@@ -83,6 +83,9 @@ class SqliteDriver(SqlDriver):
         path, prefix = _parse_url(url)
         return cls(path, prefix=prefix)
 
+    def _location(self) -> str:
+        return self.path
+
     async def _reserve_rows(self, params: Params) -> list[Row]:
         # Noted before the statement runs: a job another process commits after this is
         # either reserved by it, or moves the count on and so ends the next `wait`.

@@ -1,0 +1,201 @@
+"""Passwords never shown: over many hostile passwords, in every form a driver can be given one,
+no message, repr or `shown` text holds the password, as written or as a client decodes it.
+
+Nothing here connects: the drivers are only built (their URLs parsed, by conveyor and by the
+client libraries). tests/integration/test_secrets.py connects, to a closed port.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from urllib.parse import quote, unquote
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conveyor import ConveyorError, Registry
+from conveyor.drivers import Location, driver_from_url, safe_url
+from conveyor.drivers.base import Driver
+from conveyor.drivers.sql.postgres import PostgresDriver
+
+#: Characters that end or split a URL, quote a libpq value, or mean something to a parser.
+DELIMITERS = "@/?#:%&=+ '\"\\\n\t;{}[]$*~,"
+
+#: A marker every generated password holds, so it can never be found by chance in a message.
+MARKER = "Zq9"
+
+hostile_text = st.text(
+    alphabet=st.sampled_from(DELIMITERS) | st.characters(codec="utf-8", exclude_characters="\0"),
+    max_size=12,
+)
+#: Passwords with the marker somewhere inside, delimiters anywhere around it.
+passwords = st.tuples(hostile_text, hostile_text).map(lambda parts: MARKER.join(parts))
+
+SCHEMES = ("postgresql", "mysql", "redis")
+
+#: More examples for a deeper search: SECRETS_EXAMPLES=5000 pytest tests/unit/test_secrets.py
+property_settings = settings(
+    max_examples=int(os.environ.get("SECRETS_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def forms(password: str) -> set[str]:
+    """The password as written and as a URL parser decodes it."""
+    return {password, unquote(password)}
+
+
+def assert_hidden(password: str, *texts: str) -> None:
+    """None of `texts` holds the password in any of its forms."""
+    for text in texts:
+        for form in forms(password):
+            assert form not in text, (form, text)
+
+
+def url_with(scheme: str, password: str, *, encoded: bool) -> str:
+    secret = quote(password, safe="") if encoded else password
+    return f"{scheme}://app:{secret}@127.0.0.1:1/test?prefix=p_"
+
+
+def libpq_keywords(password: str) -> str:
+    """A libpq key=value string with the password quoted as libpq wants it."""
+    escaped = password.replace("\\", "\\\\").replace("'", "\\'")
+    return f"host=127.0.0.1 port=1 user=app password='{escaped}' dbname=test"
+
+
+def built_or_refused(build: Callable[[], object]) -> str:
+    """The repr of what `build` made, or the message of the conveyor error it raised."""
+    try:
+        return repr(build())
+    except ConveyorError as error:
+        return str(error)
+
+
+# -- the parse ------------------------------------------------------------------------------
+
+
+@property_settings
+@given(password=passwords, scheme=st.sampled_from(SCHEMES), encoded=st.booleans())
+def test_url_password_never_in_shown_form(password: str, scheme: str, encoded: bool) -> None:
+    url = url_with(scheme, password, encoded=encoded)
+    location = Location.parse(url)
+
+    assert_hidden(password, location.shown, location.mask(f"client said: {url} {password}"))
+    assert location.shown.startswith(f"{scheme}://app:***@")
+
+
+@property_settings
+@given(password=passwords)
+def test_password_query_parameter_never_in_shown_form(password: str) -> None:
+    url = f"redis://127.0.0.1:1/0?password={quote(password, safe='')}&prefix=p_"
+    location = Location.parse(url)
+
+    assert_hidden(password, location.shown, location.mask(f"{url} {password}"))
+    assert "password=***" in location.shown
+
+
+@property_settings
+@given(password=passwords)
+def test_libpq_keyword_password_never_in_shown_form(password: str) -> None:
+    conninfo = libpq_keywords(password)
+    location = Location.parse(conninfo)
+
+    assert_hidden(password, location.shown, location.mask(f"{conninfo} {password}"))
+    assert location.shown.endswith("password=*** dbname=test")
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("postgresql://u:pa/ss@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u:p@ss?#w@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require"),
+        ("redis://:s3cret@h:6379/0?password=other&db=1", "redis://:***@h:6379/0?password=***&db=1"),
+        ("host=h password=plain dbname=d", "host=h password=*** dbname=d"),
+        ("host=h password = 'q \\' uoted' dbname=d", "host=h password = *** dbname=d"),
+        ("postgresql:/u:pw@h/db", "postgresql:***@h/db"),
+        ("sqlite:///jobs.db", "sqlite:///jobs.db"),
+        ("main", "main"),
+    ],
+)
+def test_shown_forms_keep_all_but_the_password(text: str, shown: str) -> None:
+    assert safe_url(text) == shown
+
+
+def test_client_message_is_withheld_when_the_password_has_unencoded_delimiters() -> None:
+    location = Location.parse("postgresql://u:pa/ss@h/db")
+
+    message = location.scrub('invalid integer value "pa" for connection option "port"')
+
+    assert '"pa"' not in message
+    assert "%2F" in message
+
+
+# -- drivers, the registry and their errors -------------------------------------------------
+
+
+@property_settings
+@given(password=passwords, scheme=st.sampled_from(SCHEMES), encoded=st.booleans())
+def test_driver_from_url_never_shows_the_password(
+    password: str, scheme: str, encoded: bool
+) -> None:
+    url = url_with(scheme, password, encoded=encoded)
+
+    assert_hidden(password, built_or_refused(lambda: driver_from_url(url)))
+
+
+@property_settings
+@given(password=passwords)
+def test_postgres_driver_from_libpq_keywords_never_shows_the_password(password: str) -> None:
+    conninfo = libpq_keywords(password)
+    outcome = built_or_refused(lambda: PostgresDriver(conninfo))
+
+    assert_hidden(password, outcome)
+    assert "password=***" in outcome
+
+
+@property_settings
+@given(password=passwords, scheme=st.sampled_from(SCHEMES), encoded=st.booleans())
+def test_registry_errors_and_reprs_never_show_the_password(
+    password: str, scheme: str, encoded: bool
+) -> None:
+    url = url_with(scheme, password, encoded=encoded)
+    registry = Registry(default_driver="memory")
+    registry.queue("q", driver=url, workers=["w"])
+    registry.worker("w")
+
+    outcome = built_or_refused(registry.freeze)
+
+    assert_hidden(password, outcome, repr(registry.queues["q"]), repr(registry.queues))
+
+
+def test_misspelt_scheme_and_libpq_keywords_as_a_queue_driver_are_refused_masked() -> None:
+    for url in ("postgress://app:s3cr/et@h/db", "host=h password='s3cr/et' dbname=d"):
+        registry = Registry(default_driver="memory")
+        registry.queue("q", driver=url, workers=["w"])
+        registry.worker("w")
+
+        message = built_or_refused(registry.freeze)
+
+        assert "unknown driver" in message
+        assert_hidden("s3cr/et", message, repr(registry.queues["q"]))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:s3cr@t@127.0.0.1/test",
+        "mysql://app:s3cr@t@127.0.0.1/test",
+        "redis://app:s3cr@t@127.0.0.1/0",
+        "sqlite:///jobs.db",
+        "memory",
+    ],
+)
+def test_every_driver_repr_names_its_kind_and_hides_the_password(url: str) -> None:
+    driver = driver_from_url(url)
+
+    assert isinstance(driver, Driver)
+    assert repr(driver).startswith(f"<{type(driver).__name__} kind={driver.kind!r}")
+    assert_hidden("s3cr@t", repr(driver))
