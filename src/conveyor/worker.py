@@ -284,6 +284,15 @@ class Worker:
         except asyncio.CancelledError:
             if running.cancel_reason == "lost":
                 return  # another worker holds the job now; it is theirs to settle
+            if self.runner.in_thread(job.id):
+                # Released now, another worker would start it while our thread runs on:
+                # left reserved and unrenewed, it runs again once its lease runs out.
+                log.warning(
+                    "job %s (%s): its plain handler still runs in a thread, which Python "
+                    "cannot stop: the job is left reserved, no longer renewed, and runs again "
+                    "once its lease runs out (within %ss)", job.id, job.name, self.spec.lease,
+                )  # fmt: skip
+                return
             outcome = Outcome("release", job, driver, count_attempt=False)
         except Exception as exc:  # a fault of conveyor's own: never leave the job unsettled
             log.exception("job %s: internal error while running it", job.id)
@@ -389,7 +398,8 @@ class Worker:
     async def renew(self) -> bool:
         """Extend the lease of every running job; cancel any whose lease was taken over.
         False when a backend could not be reached."""
-        held = list(self._running.values())
+        # A lost job whose thread still runs keeps its slot, but there is no lease to renew.
+        held = [running for running in self._running.values() if running.cancel_reason is None]
         reached = True
         for driver, group in _by_driver(held):
             try:
@@ -402,11 +412,22 @@ class Worker:
                 continue
             for running in group:
                 if running.job.id not in kept and self._running.get(running.job.id) is running:
-                    log.warning("job %s: lease lost while running; cancelling it", running.job.id)
-                    running.cancel_reason = "lost"
-                    if running.task:
-                        running.task.cancel()
+                    self._lost(running)
         return reached
+
+    def _lost(self, running: _Running) -> None:
+        running.cancel_reason = "lost"
+        if self.runner.in_thread(running.job.id):
+            # Its thread cannot be stopped: it keeps its slot until it returns, so the worker
+            # never runs more threads than its concurrency.
+            log.warning(
+                "job %s: lease lost while its plain handler runs in a thread; another worker "
+                "may run it now; its slot stays taken until the thread returns", running.job.id,
+            )  # fmt: skip
+            return
+        log.warning("job %s: lease lost while running; cancelling it", running.job.id)
+        if running.task:
+            running.task.cancel()
 
     async def _prune_loop(self) -> None:
         while True:
