@@ -34,6 +34,8 @@ log = logging.getLogger("conveyor.worker")
 
 PRUNE_EVERY = 60.0
 MAX_BACKOFF = 30.0
+#: Worker stats cost a round trip of their own: written at most this often, and at stop.
+STATS_EVERY = 1.0
 
 
 @dataclass(slots=True)
@@ -365,10 +367,15 @@ class Worker:
 
     async def _settle_loop(self) -> None:
         while not self._settled_all:
-            await self._settle_wakeup.wait()
+            # Woken by outcomes to settle, or when unsaved stats fall due.
+            due = self._stats_due - time.monotonic() if self._tally.unsaved else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(due):
+                    await self._settle_wakeup.wait()
             self._settle_wakeup.clear()
             await self._flush()
-            await self._save_stats()
+            if time.monotonic() >= self._stats_due:
+                await self._save_stats()
             self._flushed.set()
 
     async def _flush(self) -> None:
@@ -431,6 +438,7 @@ class Worker:
         )
 
     async def _save_stats(self) -> None:
+        self._stats_due = time.monotonic() + STATS_EVERY
         unsaved, self._tally.unsaved = self._tally.unsaved, {}
         for driver, counts in unsaved.values():
             try:
