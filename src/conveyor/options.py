@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.errors import ConfigError
+from conveyor.payload import non_finite_at
 from conveyor.retry import Exponential, RetryDelay, as_policy
 
 #: conveyor's own defaults, used when neither push, job nor queue says otherwise.
@@ -107,7 +108,9 @@ def _check_json(meta: dict[str, Any] | None) -> None:
     try:
         json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"meta must be a dict of JSON values ({exc})") from exc
+        found = non_finite_at(meta)  # json says only "Out of range float values": name the key
+        reason = f"{found[0]} is {found[1]}, which JSON cannot carry" if found else exc
+        raise ConfigError(f"meta must be a dict of JSON values ({reason})") from exc
 
 
 def _first(values: list[Any], default: Any) -> Any:
