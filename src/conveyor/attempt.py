@@ -9,7 +9,6 @@ import asyncio
 import inspect
 import logging
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,6 +22,7 @@ from conveyor.errors import (
     UnknownJobError,
 )
 from conveyor.job import ErrorInfo, Job, JobInfo
+from conveyor.threads import Call, HandlerThreads
 
 if TYPE_CHECKING:
     from conveyor.registry import JobSpec, Registry, WorkerSpec
@@ -44,13 +44,19 @@ class Outcome:
 
 
 class Runner:
-    """Runs attempts for one worker: async handlers on the loop, plain ones in its threads."""
+    """Runs attempts for one worker: async handlers on the loop, plain ones on its threads."""
 
     def __init__(self, registry: Registry, spec: WorkerSpec) -> None:
         self.registry = registry
         self.spec = spec
-        self.abandoned_threads = 0
-        self._threads: ThreadPoolExecutor | None = None
+        self._threads: HandlerThreads | None = None
+        self._calls: dict[str, Call] = {}  # job id -> its plain handler's call
+
+    def in_thread(self, job_id: str) -> bool:
+        """True while a thread runs the job's plain handler: nothing can stop it until it
+        returns, so the job must stay reserved to us until then."""
+        call = self._calls.get(job_id)
+        return call is not None and call.running
 
     async def attempt(self, job: JobInfo, driver: Driver) -> Outcome:
         """Run one reserved job and decide what becomes of it; never raises for the job's faults."""
@@ -83,42 +89,66 @@ class Runner:
 
     async def _call(self, spec: JobSpec, handed: Job[Any], timeout: float | None) -> None:
         """Run the handler under its timeout: a coroutine is cancelled when it expires; a plain
-        function runs in a thread, which Python cannot stop, so it is abandoned."""
+        function runs on a thread, which Python cannot stop: its job waits for it to return."""
         try:
             async with asyncio.timeout(timeout) as scope:
                 if spec.is_async:
                     await spec.handler(handed)
                 else:
-                    loop = asyncio.get_running_loop()
-                    result = await loop.run_in_executor(self._executor(), spec.handler, handed)
+                    result = await self._in_thread(spec.handler, handed)
                     if inspect.isawaitable(result):
                         await result  # an async handler behind a plain decorator
         except TimeoutError as exc:
             if not scope.expired():
                 raise  # the handler's own TimeoutError, not ours
-            if not spec.is_async:
-                self.abandoned_threads += 1
-                log.warning(
-                    "job %s: plain handler still running past its timeout; its thread is "
-                    "abandoned (%d so far)", handed.id, self.abandoned_threads,
-                )  # fmt: skip
-            raise JobTimeoutError(
+            error = JobTimeoutError(
                 f"job {handed.name!r} ran longer than its timeout of {timeout}s"
-            ) from exc
-
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._threads is None:
-            # Headroom beyond concurrency so threads abandoned by timeouts do not starve new jobs.
-            size = self.spec.concurrency * 2 + 4
-            self._threads = ThreadPoolExecutor(
-                size, thread_name_prefix=f"conveyor-{self.spec.name}"
             )
+            if self.in_thread(handed.id):
+                await self._outlive(handed, timeout)
+            raise error from exc
+
+    async def _in_thread(self, handler: Any, handed: Job[Any]) -> Any:
+        call = self._pool().submit(handler, handed)
+        self._calls[handed.id] = call
+        try:
+            await asyncio.shield(call.finished)
+        finally:
+            call.cancel()  # still queued at a timeout or a stop: it must never start
+            self._forget(handed.id, call)
+        return call.result()
+
+    async def _outlive(self, handed: Job[Any], timeout: float | None) -> None:
+        """Wait for a timed-out plain handler's thread to end. Until then the job stays
+        reserved, its lease renewed and its slot taken, so no other worker starts it while
+        it still runs here; then it is retried or failed with the JobTimeoutError."""
+        call = self._calls[handed.id]
+        log.warning(
+            "job %s (%s): plain handler still running past its timeout of %ss; Python cannot "
+            "stop its thread, so the job stays reserved (lease renewed) until it returns, "
+            "then is retried or failed as timed out", handed.id, handed.name, timeout,
+        )  # fmt: skip
+        try:
+            await asyncio.shield(call.finished)
+        finally:
+            self._forget(handed.id, call)
+        log.info("job %s (%s): its timed-out handler's thread has returned", handed.id, handed.name)
+
+    def _forget(self, job_id: str, call: Call) -> None:
+        if not call.running and self._calls.get(job_id) is call:
+            del self._calls[job_id]
+
+    def _pool(self) -> HandlerThreads:
+        if self._threads is None:
+            # Never more than concurrency: a job keeps its slot until its thread returns.
+            self._threads = HandlerThreads(self.spec.concurrency, f"conveyor-{self.spec.name}")
         return self._threads
 
     def close(self) -> None:
-        """Let go of the threads; one still running a handler finishes on its own."""
+        """Let go of the threads; one still running a handler ends when it returns, or with
+        the process (they are daemon threads)."""
         if self._threads is not None:
-            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads.close()
             self._threads = None
 
 

@@ -61,12 +61,21 @@ def main(log_level: str) -> None:
 @click.argument("worker")
 @app_option
 @click.option("--burst", is_flag=True, help="Stop once the worker's queues are empty.")
-def work(worker: str, app: str, burst: bool) -> None:
+@click.option(
+    "--startup-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Give up (exit status 1) if the backend cannot be reached for this long at start "
+    "[default: keep trying].",
+)
+def work(worker: str, app: str, burst: bool, startup_timeout: float | None) -> None:
     """Run WORKER until SIGTERM/SIGINT (a second signal stops at once)."""
     registry = load_app(app)
 
     async def work() -> None:
-        await Worker(registry, worker, burst=burst).run(handle_signals=True)
+        runner = Worker(registry, worker, burst=burst, startup_timeout=startup_timeout)
+        await runner.run(handle_signals=True)
 
     _run(work(), registry)
 

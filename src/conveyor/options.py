@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.errors import ConfigError
+from conveyor.payload import non_finite_at
 from conveyor.retry import Exponential, RetryDelay, as_policy
 
 #: conveyor's own defaults, used when neither push, job nor queue says otherwise.
@@ -141,7 +142,9 @@ def _check_json(meta: dict[str, Any] | None) -> None:
     try:
         text = json.dumps(meta, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"meta must be a dict of JSON values ({exc})") from exc
+        found = non_finite_at(meta)  # json says only "Out of range float values": name the key
+        reason = f"{found[0]} is {found[1]}, which JSON cannot carry" if found else exc
+        raise ConfigError(f"meta must be a dict of JSON values ({reason})") from exc
     if _lone_surrogate(text):
         raise ConfigError(
             f"{_surrogate_in(meta, 'meta')} holds a lone surrogate, which is not text"

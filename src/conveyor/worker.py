@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor.attempt import Outcome, Runner, error_info
+from conveyor.drivers import safe_url
 from conveyor.drivers.base import Driver, Failure, Release, Reservation, WorkerCounts
-from conveyor.errors import (
-    DriverError,
-)
+from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import JobInfo
 
 if TYPE_CHECKING:
@@ -35,6 +34,8 @@ log = logging.getLogger("conveyor.worker")
 
 PRUNE_EVERY = 60.0
 MAX_BACKOFF = 30.0
+#: Worker stats cost a round trip of their own: written at most this often, and at stop.
+STATS_EVERY = 1.0
 
 
 @dataclass(slots=True)
@@ -64,13 +65,23 @@ class Worker:
     """Runs the jobs of every queue that names this worker, until stopped.
 
     `burst=True` stops by itself once those queues hold no pending, delayed or reserved job.
+    A backend that cannot be reached at start is tried again with back-off, for ever or, with
+    `startup_timeout`, for that many seconds before `run()` raises BackendUnavailableError.
     """
 
-    def __init__(self, registry: Registry, name: str, *, burst: bool = False) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        name: str,
+        *,
+        burst: bool = False,
+        startup_timeout: float | None = None,
+    ) -> None:
         self.registry = registry
         self.spec = registry.worker_spec(name)
         self.name = name
         self.burst = burst
+        self.startup_timeout = _startup_timeout(startup_timeout)
         self.identity = f"{name}:{socket.gethostname()}:{os.getpid()}"
         self._running: dict[str, _Running] = {}
         self._outcomes: list[Outcome] = []
@@ -86,6 +97,8 @@ class Worker:
         self._flushed = asyncio.Event()
         self._give_up_at = math.inf  # when a stopping worker stops retrying its settles
         self._settle_retry = asyncio.Event()
+        self._stats_due = 0.0  # when unsaved worker stats may be written next (monotonic)
+        self._opening = ""  # the queue whose driver is being opened, named in start-up logs
 
     @property
     def counts(self) -> WorkerCounts:
@@ -109,14 +122,21 @@ class Worker:
 
     async def run(self, *, handle_signals: bool = False) -> None:
         """Work until `stop()` (or SIGTERM/SIGINT with `handle_signals`), or until idle in burst."""
-        self._groups = await self._driver_groups()
+        if handle_signals:
+            self._install_signal_handlers()
+        try:
+            if await self._start_up():
+                await self._work()
+        finally:
+            if handle_signals:
+                self._remove_signal_handlers()
+
+    async def _work(self) -> None:
         settler = asyncio.create_task(self._settle_loop(), name="conveyor-settle")
         helpers = [
             asyncio.create_task(self._renew_loop(), name="conveyor-renew"),
             asyncio.create_task(self._prune_loop(), name="conveyor-prune"),
         ]
-        if handle_signals:
-            self._install_signal_handlers()
         log.info("worker %s started on queues %s", self.identity, self._queue_names())
         try:
             try:
@@ -141,14 +161,53 @@ class Worker:
             await asyncio.gather(settler, return_exceptions=True)
             await self._flush()
             await self._save_stats()
-            if handle_signals:
-                self._remove_signal_handlers()
             self.runner.close()
             log.info("worker %s stopped: %s", self.identity, self._tally.counts)
+
+    async def _start_up(self) -> bool:
+        """Open the drivers of the worker's queues; while a backend cannot be reached, try
+        again with back-off (until startup_timeout, if set). False when stopped first: a stop
+        ends the retries, and an attempt under way, at once."""
+        limit = self.startup_timeout
+        give_up = math.inf if limit is None else time.monotonic() + limit
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                groups = await self._open_unless_stopped()
+            except BackendUnavailableError as exc:
+                failures += 1
+                if time.monotonic() >= give_up:
+                    raise BackendUnavailableError(
+                        f"worker {self.name!r} gave up after {limit:g}s of start-up: {exc}; "
+                        "start the backend first, or allow more time with startup_timeout "
+                        "(conveyor work --startup-timeout)"
+                    ) from exc
+                backend = safe_url(self.registry.queue_spec(self._opening).driver)
+                what = f"start-up attempt {failures}: opening {backend} (queue {self._opening!r})"
+                await self._back_off(what, exc, failures, wake=self._stopping, until=give_up)
+                continue
+            if groups is not None:
+                self._groups = groups
+                return True
+        log.info("worker %s stopped during start-up", self.identity)
+        return False
+
+    async def _open_unless_stopped(self) -> list[tuple[Driver, list[str]]] | None:
+        """The opened drivers, or None if a stop came first (the opening is cancelled)."""
+        opening = asyncio.ensure_future(self._driver_groups())
+        stopped = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([opening, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (opening, stopped):
+                task.cancel()
+            await asyncio.gather(opening, stopped, return_exceptions=True)
+        return None if opening.cancelled() else opening.result()
 
     async def _driver_groups(self) -> list[tuple[Driver, list[str]]]:
         groups: dict[int, tuple[Driver, list[str]]] = {}
         for queue in self.registry.queues_of(self.name):
+            self._opening = queue
             driver = await self.registry.driver_of(queue)
             groups.setdefault(id(driver), (driver, []))[1].append(queue)
         return list(groups.values())
@@ -249,12 +308,13 @@ class Worker:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _back_off(
-        self, what: str, exc: Exception, failures: int, *, wake: asyncio.Event
-    ) -> None:
-        """Wait longer after each failure in a row (up to MAX_BACKOFF, and never past the
-        moment a stopping worker gives up), or until `wake`."""
+        self, what: str, exc: Exception, failures: int, *, wake: asyncio.Event,
+        until: float = math.inf,
+    ) -> None:  # fmt: skip
+        """Wait longer after each failure in a row (up to MAX_BACKOFF, and never past `until`
+        or the moment a stopping worker gives up), or until `wake`."""
         delay = min(MAX_BACKOFF, self.spec.poll_interval * 2 ** min(failures - 1, 10))
-        delay = min(delay, max(0.0, self._give_up_at - time.monotonic()))
+        delay = min(delay, max(0.0, min(until, self._give_up_at) - time.monotonic()))
         log.warning("%s failed (%s); trying again in %.1fs", what, exc, delay)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
@@ -284,6 +344,15 @@ class Worker:
         except asyncio.CancelledError:
             if running.cancel_reason == "lost":
                 return  # another worker holds the job now; it is theirs to settle
+            if self.runner.in_thread(job.id):
+                # Released now, another worker would start it while our thread runs on:
+                # left reserved and unrenewed, it runs again once its lease runs out.
+                log.warning(
+                    "job %s (%s): its plain handler still runs in a thread, which Python "
+                    "cannot stop: the job is left reserved, no longer renewed, and runs again "
+                    "once its lease runs out (within %ss)", job.id, job.name, self.spec.lease,
+                )  # fmt: skip
+                return
             outcome = Outcome("release", job, driver, count_attempt=False)
         except Exception as exc:  # a fault of conveyor's own: never leave the job unsettled
             log.exception("job %s: internal error while running it", job.id)
@@ -298,10 +367,15 @@ class Worker:
 
     async def _settle_loop(self) -> None:
         while not self._settled_all:
-            await self._settle_wakeup.wait()
+            # Woken by outcomes to settle, or when unsaved stats fall due.
+            due = self._stats_due - time.monotonic() if self._tally.unsaved else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(due):
+                    await self._settle_wakeup.wait()
             self._settle_wakeup.clear()
             await self._flush()
-            await self._save_stats()
+            if time.monotonic() >= self._stats_due:
+                await self._save_stats()
             self._flushed.set()
 
     async def _flush(self) -> None:
@@ -364,6 +438,7 @@ class Worker:
         )
 
     async def _save_stats(self) -> None:
+        self._stats_due = time.monotonic() + STATS_EVERY
         unsaved, self._tally.unsaved = self._tally.unsaved, {}
         for driver, counts in unsaved.values():
             try:
@@ -389,7 +464,8 @@ class Worker:
     async def renew(self) -> bool:
         """Extend the lease of every running job; cancel any whose lease was taken over.
         False when a backend could not be reached."""
-        held = list(self._running.values())
+        # A lost job whose thread still runs keeps its slot, but there is no lease to renew.
+        held = [running for running in self._running.values() if running.cancel_reason is None]
         reached = True
         for driver, group in _by_driver(held):
             try:
@@ -402,11 +478,22 @@ class Worker:
                 continue
             for running in group:
                 if running.job.id not in kept and self._running.get(running.job.id) is running:
-                    log.warning("job %s: lease lost while running; cancelling it", running.job.id)
-                    running.cancel_reason = "lost"
-                    if running.task:
-                        running.task.cancel()
+                    self._lost(running)
         return reached
+
+    def _lost(self, running: _Running) -> None:
+        running.cancel_reason = "lost"
+        if self.runner.in_thread(running.job.id):
+            # Its thread cannot be stopped: it keeps its slot until it returns, so the worker
+            # never runs more threads than its concurrency.
+            log.warning(
+                "job %s: lease lost while its plain handler runs in a thread; another worker "
+                "may run it now; its slot stays taken until the thread returns", running.job.id,
+            )  # fmt: skip
+            return
+        log.warning("job %s: lease lost while running; cancelling it", running.job.id)
+        if running.task:
+            running.task.cancel()
 
     async def _prune_loop(self) -> None:
         while True:
@@ -460,6 +547,14 @@ async def _first_of(*waits: Awaitable[Any]) -> Exception | None:
         await asyncio.gather(*tasks, return_exceptions=True)
     errors = [task.exception() for task in done if not task.cancelled()]
     return next((error for error in errors if isinstance(error, Exception)), None)
+
+
+def _startup_timeout(seconds: float | None) -> float | None:
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+        raise ConfigError(f"startup_timeout must be seconds >= 0 or None, not {seconds!r}")
+    return float(seconds)
 
 
 def _token(job: JobInfo) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass
 
@@ -119,20 +120,73 @@ async def test_timeout_cancels_async_handler_and_records_it(app: App, start) -> 
     assert "timeout of 0.2s" in info.error.message
 
 
-async def test_timeout_of_plain_handler_abandons_its_thread(app: App, start) -> None:
-    registry = app.registry()
+async def test_plain_handler_past_its_timeout_keeps_its_job_and_slot_until_its_thread_returns(
+    app: App, start
+) -> None:
+    # A lease of 0.6 s: the thread outlives several leases, so only renewal keeps the job.
+    registry = app.registry(lease=0.6)
+    started, let_go = threading.Event(), threading.Event()
+    runs: list[tuple[str, int, float, float]] = []  # job name, attempt, start, end
 
-    @registry.job("slow.plain", retry=0, timeout=0.2)
+    @registry.job("slow.plain", retry=1, retry_delay=0, timeout=0.2)
     def slow(job: Job[Item]) -> None:
-        time.sleep(3.0)
+        begun = time.monotonic()
+        if job.attempt == 1:
+            started.set()
+            let_go.wait(10)
+        runs.append((job.name, job.attempt, begun, time.monotonic()))
+
+    @registry.job("other")
+    def other(job: Job[Item]) -> None:
+        runs.append((job.name, job.attempt, time.monotonic(), time.monotonic()))
 
     job_id = await registry.push("q", "slow.plain", Item(1))
-    started = time.monotonic()
     start(registry)
+    await asyncio.to_thread(started.wait, 5)
+    rival = app.connect()
+    await rival.open()
+    deadline = time.monotonic() + 1.5  # well past the timeout and two leases
+    while time.monotonic() < deadline:
+        assert await rival.reserve(["q"], 10, 5.0, "rival") == []
+        await asyncio.sleep(0.05)
+    info = await registry.job_info(job_id)
+    assert (info.state, info.attempt) == (JobState.RESERVED, 1)
+    other_id = await registry.push("q", "other", Item(2))
+    await asyncio.sleep(0.3)
+    # Concurrency 1: the timed-out thread still holds the only slot.
+    assert (await registry.job_info(other_id)).state is JobState.PENDING
+    assert runs == []
+    let_go.set()
     info = await settle(registry, job_id)
-    assert time.monotonic() - started < 2.5  # settled while the thread still sleeps
+    assert (await settle(registry, other_id)).state is JobState.SUCCEEDED
+    assert (info.state, info.attempt) == (JobState.SUCCEEDED, 2)
+    assert info.error.type == "conveyor.errors.JobTimeoutError"  # the first attempt's
+    first, second = sorted((r for r in runs if r[0] == "slow.plain"), key=lambda r: r[1])
+    assert first[3] <= second[2]  # the retry began only after the first thread returned
+    await rival.close()
+
+
+async def test_plain_handler_past_its_last_timeout_fails_once_its_thread_returns(
+    app: App, start
+) -> None:
+    registry = app.registry()
+    started, let_go = threading.Event(), threading.Event()
+
+    @registry.job("slow.plain", retry=0, timeout=0.1)
+    def slow(job: Job[Item]) -> None:
+        started.set()
+        let_go.wait(10)
+
+    job_id = await registry.push("q", "slow.plain", Item(1))
+    start(registry)
+    await asyncio.to_thread(started.wait, 5)
+    await asyncio.sleep(0.4)  # past the timeout: still reserved while the thread runs
+    assert (await registry.job_info(job_id)).state is JobState.RESERVED
+    let_go.set()
+    info = await settle(registry, job_id)
     assert info.state is JobState.FAILED
     assert info.error.type == "conveyor.errors.JobTimeoutError"
+    assert "timeout of 0.1s" in info.error.message
 
 
 async def test_handler_raising_timeout_error_itself_is_an_ordinary_failure(app: App, start) -> None:

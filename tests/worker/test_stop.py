@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from dataclasses import dataclass
 
 from conveyor import Job, JobState
@@ -86,3 +88,36 @@ async def test_stopped_worker_reserves_nothing_more(app: App, start) -> None:
     await asyncio.sleep(0.1)
     assert ran == []
     assert (await registry.job_info(job_id)).state is JobState.PENDING
+
+
+async def test_stop_leaves_a_running_plain_handlers_job_reserved_until_its_lease_runs_out(
+    app: App, start
+) -> None:
+    # Python cannot stop the thread: released at the stop, the job would start elsewhere
+    # while it still runs here. Left reserved and no longer renewed, it comes back after
+    # its lease; `conveyor work` exits meanwhile, ending the thread with the process.
+    registry = app.registry(stop_timeout=0.2, lease=1.0)
+    started, let_go = threading.Event(), threading.Event()
+
+    @registry.job("item")
+    def item(job: Job[Item]) -> None:
+        started.set()
+        let_go.wait(10)
+
+    job_id = await registry.push("q", "item", Item(1))
+    run = start(registry)
+    await asyncio.to_thread(started.wait, 5)
+    stopping = time.monotonic()
+    await run.stop()
+    assert time.monotonic() - stopping < 0.2 + 1.0  # stop_timeout, and a margin for settling
+    info = await registry.job_info(job_id)
+    assert (info.state, info.attempt) == (JobState.RESERVED, 1)
+    rival = app.connect()
+    await rival.open()
+    assert await rival.reserve(["q"], 1, 5.0, "rival") == []
+    async with asyncio.timeout(5):  # its lease, no longer renewed, runs out within 1 s
+        while not (taken := await rival.reserve(["q"], 1, 5.0, "rival")):
+            await asyncio.sleep(0.05)
+    assert [job.id for job in taken] == [job_id]
+    let_go.set()
+    await rival.close()
