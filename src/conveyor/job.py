@@ -82,11 +82,12 @@ class JobInfo:
 
     `attempt` counts the attempts charged to the job: it is 1 while the first attempt runs.
     A reservation taken back from a worker that stopped renewing its lease (crashed, killed)
-    counts in `rescued`; the attempt it died in is charged only when the job had been rescued
-    before, since a job that was rescued runs alone (see the worker), so its next death is its
-    own doing. `reservation` is the token of the current (or last) reservation; every settle
-    call must present it (fencing). While a job is reserved, `available_at` is when its lease
-    runs out, by the backend's clock.
+    counts in `rescued`; the attempt it died in is charged only when the job was running
+    `alone` (marked by `renew(..., alone=True)`): a worker runs a rescued job alone, so that
+    a death with it alone is its own doing, while a death among other jobs is charged to none.
+    `reservation` is the token of the current (or last) reservation; every settle call must
+    present it (fencing). While a job is reserved, `available_at` is when its lease runs out,
+    by the backend's clock.
 
     `unreadable` names the fields of a stored record that could not be decoded (damaged by
     hand, by another program, on disk), each with what was wrong and the raw value; those
@@ -113,6 +114,7 @@ class JobInfo:
     finished_at: float | None = None
     error: ErrorInfo | None = None
     rescued: int = 0
+    alone: bool = False
     unreadable: dict[str, str] = field(default_factory=dict)
 
 

@@ -1,9 +1,15 @@
 """The worker runtime: reserve -> execute -> settle, with leases, timeouts and a graceful stop.
 
 One asyncio task reserves jobs while slots are free, one task per job runs its handler, one
-task settles finished jobs in batches, one renews the leases of running jobs every lease/2,
-and one prunes finished jobs past their queue's retention. No storage code lives here: every
-change to a job goes through its queue's driver.
+task settles finished jobs in batches (settle.py), one renews the leases of running jobs every
+lease/2, and one prunes finished jobs past their queue's retention. No storage code lives
+here: every change to a job goes through its queue's driver.
+
+A job rescued from a worker that died (`rescued` > 0) runs alone: the worker finishes what it
+runs, marks the rescued job `alone` in storage, runs it with nothing beside it, and reserves
+again only after. A death is charged to a job as an attempt only while it is marked alone, so
+a job that kills its worker fails once its attempts are used up, and the jobs that were
+running or waiting beside it when it struck are charged nothing (see JobInfo).
 """
 
 from __future__ import annotations
@@ -17,48 +23,39 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from conveyor.attempt import Outcome, Runner, error_info
 from conveyor.drivers import safe_url
-from conveyor.drivers.base import Driver, Failure, Release, Reservation, WorkerCounts
+from conveyor.drivers.base import Driver, Reservation, WorkerCounts
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import JobInfo
+from conveyor.settle import STATS_EVERY, Settler, by_driver, token
 
 if TYPE_CHECKING:
     from conveyor.registry import Registry
 
 log = logging.getLogger("conveyor.worker")
 
+__all__ = ["MAX_BACKOFF", "PRUNE_EVERY", "STATS_EVERY", "Worker", "run_inline"]
+
 PRUNE_EVERY = 60.0
 MAX_BACKOFF = 30.0
-#: Worker stats cost a round trip of their own: written at most this often, and at stop.
-STATS_EVERY = 1.0
 
 
 @dataclass(slots=True)
 class _Running:
+    """A reserved job this worker holds: running in `task`, or, for a rescued job waiting to
+    run alone, not started yet (no task). Either way its lease is renewed."""
+
     job: JobInfo
     driver: Driver
     task: asyncio.Task[None] | None = None
     #: Why we cancelled the task ourselves: "stop" (shutdown) or "lost" (lease taken over).
     cancel_reason: str | None = None
-
-
-_Item = TypeVar("_Item", Outcome, _Running)
-
-
-@dataclass(slots=True)
-class _Tally:
-    counts: WorkerCounts = field(default_factory=WorkerCounts)
-    unsaved: dict[int, tuple[Driver, WorkerCounts]] = field(default_factory=dict)
-
-    def add(self, driver: Driver, counts: WorkerCounts) -> None:
-        self.counts += counts
-        _, before = self.unsaved.get(id(driver), (driver, WorkerCounts()))
-        self.unsaved[id(driver)] = (driver, before + counts)
 
 
 class Worker:
@@ -84,26 +81,22 @@ class Worker:
         self.startup_timeout = _startup_timeout(startup_timeout)
         self.identity = f"{name}:{socket.gethostname()}:{os.getpid()}"
         self._running: dict[str, _Running] = {}
-        self._outcomes: list[Outcome] = []
-        self._tally = _Tally()
+        #: Rescued jobs reserved and held, each to run alone, in order; and the one running.
+        self._rescued: deque[_Running] = deque()
+        self._alone: _Running | None = None
+        self.settler = Settler(name, self._back_off_until_woken)
         self._groups: list[tuple[Driver, list[str]]] = []
         self.runner = Runner(registry, self.spec)
         self._backlog = False
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
         self._slot_freed = asyncio.Event()
-        self._settle_wakeup = asyncio.Event()
-        self._settled_all = False
-        self._flushed = asyncio.Event()
-        self._give_up_at = math.inf  # when a stopping worker stops retrying its settles
-        self._settle_retry = asyncio.Event()
-        self._stats_due = 0.0  # when unsaved worker stats may be written next (monotonic)
         self._opening = ""  # the queue whose driver is being opened, named in start-up logs
 
     @property
     def counts(self) -> WorkerCounts:
         """What this worker object has done since it started."""
-        return self._tally.counts
+        return self.settler.counts
 
     @property
     def running(self) -> int:
@@ -115,6 +108,7 @@ class Worker:
         or `now=True`, stops them at once. Jobs stopped early are released to run again."""
         if now or self._stopping.is_set():
             self._force.set()
+            self.settler.give_up()
         self._stopping.set()
         self._slot_freed.set()
 
@@ -132,7 +126,7 @@ class Worker:
                 self._remove_signal_handlers()
 
     async def _work(self) -> None:
-        settler = asyncio.create_task(self._settle_loop(), name="conveyor-settle")
+        settler = asyncio.create_task(self.settler.run(), name="conveyor-settle")
         helpers = [
             asyncio.create_task(self._renew_loop(), name="conveyor-renew"),
             asyncio.create_task(self._prune_loop(), name="conveyor-prune"),
@@ -152,17 +146,9 @@ class Worker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            # The settler is never cancelled mid-write (a batch in flight would be lost): it is
-            # asked to finish, and the last outcomes are flushed here.
-            self._settled_all = True
-            self._settle_wakeup.set()
-            self._give_up_at = time.monotonic() + max(self.spec.stop_timeout, 1.0)
-            self._settle_retry.set()  # cut short a back-off begun before the stop
-            await asyncio.gather(settler, return_exceptions=True)
-            await self._flush()
-            await self._save_stats()
+            await self.settler.finish(settler, give_up_after=max(self.spec.stop_timeout, 1.0))
             self.runner.close()
-            log.info("worker %s stopped: %s", self.identity, self._tally.counts)
+            log.info("worker %s stopped: %s", self.identity, self.counts)
 
     async def _start_up(self) -> bool:
         """Open the drivers of the worker's queues; while a backend cannot be reached, try
@@ -218,19 +204,24 @@ class Worker:
     async def _reserve_loop(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            if not self._has_room():
+            if not self._has_room() and not self._rescued:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
             try:
+                if self._rescued:
+                    await self._run_rescued()
+                    continue
                 if await self._reserve():
                     failures = 0
                     continue
                 if self.burst and await self._settled():
                     return
                 failures = 0
-            except DriverError as exc:
+            except Exception as exc:  # a DriverError, or a fault that must not end the worker
                 failures += 1
+                if not isinstance(exc, DriverError):
+                    log.exception("reserve failed unexpectedly")
                 await self._back_off("reserve", exc, failures, wake=self._stopping)
                 continue
             await self._idle()
@@ -238,6 +229,8 @@ class Worker:
     def _has_room(self) -> bool:
         """Free slots worth a round trip: any one when the queues ran dry last time, a quarter
         of the slots while there is a backlog, so a busy worker reserves in batches."""
+        if self._alone is not None:
+            return False  # nothing runs beside a job marked alone
         free = self.spec.concurrency - len(self._running)
         wanted = max(1, self.spec.concurrency // 4) if self._backlog else 1
         return free >= wanted
@@ -253,24 +246,64 @@ class Worker:
             for extra in jobs[free:]:
                 # More than asked (a driver that retried a reserve whose reply was lost): run
                 # no more than the slots allow, and give the rest back at once.
-                self._settle(Outcome("release", extra, driver, None, 0.0, False))
+                self.settler.add(_given_back(extra, driver))
             jobs = jobs[:free]
             self._backlog = len(jobs) == free
             for job in jobs:
-                self._start(job, driver)
+                if job.rescued:
+                    self._hold(job, driver)
+                else:
+                    self._start(job, driver)
             started += len(jobs)
         return started
+
+    def _hold(self, job: JobInfo, driver: Driver) -> None:
+        """Keep a rescued job (its lease renewed, its slot taken) until it can run alone."""
+        held = _Running(job, driver)
+        self._running[job.id] = held
+        self._rescued.append(held)
+
+    async def _run_rescued(self) -> None:
+        """Run held rescued jobs one at a time, each once nothing else runs: if the worker
+        dies now, the job alone was running (see the module docstring)."""
+        while self._rescued and not self._stopping.is_set():
+            if any(running.task is not None for running in self._running.values()):
+                self._slot_freed.clear()
+                await _first_of(self._slot_freed.wait(), self._stopping.wait())
+                continue
+            held = self._rescued[0]
+            if self._running.get(held.job.id) is held and not await self._mark_alone(held):
+                continue  # lost meanwhile: gone from `_running`
+            self._rescued.popleft()
+            if self._running.get(held.job.id) is not held:
+                continue  # its lease was taken over while it waited
+            log.warning(
+                "job %s (%s) was taken back from a worker that stopped answering (%d times):"
+                " running it alone", held.job.id, held.job.name, held.job.rescued,
+            )  # fmt: skip
+            self._alone = held
+            self._launch(held)
+
+    async def _mark_alone(self, held: _Running) -> bool:
+        """Mark a rescued job as running alone, so that a death now is charged to it; False
+        (the job given up) when its lease was taken over meanwhile."""
+        reservation = Reservation(held.job.id, token(held.job))
+        if await held.driver.renew([reservation], self.spec.lease, alone=True):
+            return True
+        self._rescued.popleft()
+        self._lost(held)
+        return False
 
     async def _idle(self) -> None:
         """Wait for a push (where the driver can tell) or the poll interval, or a stop."""
         waits: list[Awaitable[object]] = [
             driver.wait(queues, self.spec.poll_interval) for driver, queues in self._groups
         ]
-        if self.burst and (self._running or self._outcomes):
+        if self.burst and (self._running or self.settler.waiting):
             # Only the last jobs' settling stands between a burst worker and its exit: look
             # again as soon as they are written, not a whole poll interval later.
-            self._flushed.clear()
-            waits.append(self._flushed.wait())
+            self.settler.flushed.clear()
+            waits.append(self.settler.flushed.wait())
         failed = await _first_of(*waits, self._stopping.wait())
         if failed is not None:
             # A wait that fails at once (its backend is down) would make this loop spin: the
@@ -282,9 +315,9 @@ class Worker:
 
     async def _settled(self) -> bool:
         """True when nothing is running or waiting to settle and the queues hold no work."""
-        if self._running or self._outcomes:
+        if self._running or self.settler.waiting:
             return False
-        await self._flush()
+        await self.settler.flush()
         for driver, queues in self._groups:
             for counts in (await driver.counts(queues)).values():
                 if counts.pending or counts.delayed or counts.reserved:
@@ -292,7 +325,12 @@ class Worker:
         return True
 
     async def _drain(self) -> None:
-        """After a stop: give running jobs stop_timeout to finish, then cancel and release them."""
+        """After a stop: give running jobs stop_timeout to finish, then cancel and release them.
+        Rescued jobs held to run alone are released at once."""
+        for held in self._rescued:
+            if self._running.pop(held.job.id, None) is held:
+                self.settler.add(_given_back(held.job, held.driver))
+        self._rescued.clear()
         tasks = [running.task for running in self._running.values() if running.task]
         if tasks and not self._force.is_set():
             log.info(
@@ -312,29 +350,39 @@ class Worker:
         until: float = math.inf,
     ) -> None:  # fmt: skip
         """Wait longer after each failure in a row (up to MAX_BACKOFF, and never past `until`
-        or the moment a stopping worker gives up), or until `wake`."""
+        or the moment a stopping worker gives up settling), or until `wake`."""
         delay = min(MAX_BACKOFF, self.spec.poll_interval * 2 ** min(failures - 1, 10))
-        delay = min(delay, max(0.0, min(until, self._give_up_at) - time.monotonic()))
+        delay = min(delay, max(0.0, min(until, self.settler.give_up_at) - time.monotonic()))
         log.warning("%s failed (%s); trying again in %.1fs", what, exc, delay)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await wake.wait()
+
+    async def _back_off_until_woken(
+        self, what: str, exc: Exception, failures: int, wake: asyncio.Event
+    ) -> None:
+        await self._back_off(what, exc, failures, wake=wake)
 
     # -- executing one job -------------------------------------------------------------------
 
     def _start(self, job: JobInfo, driver: Driver) -> None:
         running = _Running(job, driver)
         self._running[job.id] = running
+        self._launch(running)
+
+    def _launch(self, running: _Running) -> None:
         running.task = asyncio.create_task(self._execute(running))
-        running.task.add_done_callback(functools.partial(self._finished, job.id, running))
+        running.task.add_done_callback(functools.partial(self._finished, running.job.id, running))
 
     def _finished(self, job_id: str, running: _Running, task: asyncio.Task[None]) -> None:
         if task.cancelled() and running.cancel_reason != "lost":
             # Cancelled before its first step (a stop right after the reserve): _execute never
             # ran, so give the job back here, or it stays reserved until its lease runs out.
-            self._settle(Outcome("release", running.job, running.driver, count_attempt=False))
+            self.settler.add(_given_back(running.job, running.driver))
         if self._running.get(job_id) is running:
             del self._running[job_id]
+        if self._alone is running:
+            self._alone = None
         self._slot_freed.set()
 
     async def _execute(self, running: _Running) -> None:
@@ -353,98 +401,11 @@ class Worker:
                     "once its lease runs out (within %ss)", job.id, job.name, self.spec.lease,
                 )  # fmt: skip
                 return
-            outcome = Outcome("release", job, driver, count_attempt=False)
+            outcome = _given_back(job, driver)
         except Exception as exc:  # a fault of conveyor's own: never leave the job unsettled
             log.exception("job %s: internal error while running it", job.id)
             outcome = Outcome("release", job, driver, error_info(exc), delay=1.0)
-        self._settle(outcome)
-
-    # -- settling ----------------------------------------------------------------------------
-
-    def _settle(self, outcome: Outcome) -> None:
-        self._outcomes.append(outcome)
-        self._settle_wakeup.set()
-
-    async def _settle_loop(self) -> None:
-        while not self._settled_all:
-            # Woken by outcomes to settle, or when unsaved stats fall due.
-            due = self._stats_due - time.monotonic() if self._tally.unsaved else None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(due):
-                    await self._settle_wakeup.wait()
-            self._settle_wakeup.clear()
-            await self._flush()
-            if time.monotonic() >= self._stats_due:
-                await self._save_stats()
-            self._flushed.set()
-
-    async def _flush(self) -> None:
-        """Settle everything finished so far, a batch per driver, retrying on backend errors.
-
-        An unsettled job stays reserved and comes back after its lease at worst, so retrying
-        is safe, and fencing refuses a settle that comes too late. Once stopping, it gives up
-        after stop_timeout rather than hold the process on a dead backend."""
-        failures = 0
-        while self._outcomes:
-            batch, self._outcomes = self._outcomes, []
-            unsettled: list[Outcome] = []
-            # One write per driver and verb, so a failed release does not send acks that
-            # were written already again (refused then, and their counts lost).
-            for driver, outcomes in _by_driver(batch):
-                for part in _by_kind(outcomes):
-                    try:
-                        await self.settle(driver, part)
-                    except Exception as exc:  # a DriverError, or a fault of our own: keep them
-                        error, unsettled = exc, unsettled + part
-            if not unsettled:
-                failures = 0
-                continue
-            self._outcomes[:0] = unsettled
-            failures += 1
-            if self._force.is_set() or time.monotonic() > self._give_up_at:
-                log.warning(
-                    "giving up settling %d finished jobs (%s): they run again after their lease",
-                    len(self._outcomes), error,
-                )  # fmt: skip
-                return
-            await self._back_off("settle", error, failures, wake=self._settle_retry)
-            self._settle_retry.clear()
-
-    async def settle(self, driver: Driver, outcomes: list[Outcome]) -> None:
-        """Write one batch of outcomes to `driver` and count what was accepted."""
-        acks = [Reservation(o.job.id, _token(o.job)) for o in outcomes if o.kind == "ack"]
-        releases = [_release(o) for o in outcomes if o.kind == "release"]
-        fails = [_failure(o) for o in outcomes if o.kind == "fail"]
-        acked = await driver.ack(acks) if acks else set()
-        released = await driver.release(releases) if releases else set()
-        failed = await driver.fail(fails) if fails else set()
-        settled = acked | released | failed
-        for outcome in outcomes:
-            if outcome.job.id not in settled:
-                log.warning("job %s: lease lost before it was settled", outcome.job.id)
-            elif outcome.kind == "fail":
-                _log_failure(outcome)
-            elif outcome.error is not None:
-                _log_retry(outcome)
-        retried = sum(1 for o in outcomes if o.kind == "release" and o.count_attempt)
-        self._tally.add(
-            driver,
-            WorkerCounts(
-                processed=len(acked) + len(failed) + sum(1 for r in releases if r.id in released),
-                succeeded=len(acked),
-                failed=len(failed),
-                retried=min(retried, len(released)),
-            ),
-        )
-
-    async def _save_stats(self) -> None:
-        self._stats_due = time.monotonic() + STATS_EVERY
-        unsaved, self._tally.unsaved = self._tally.unsaved, {}
-        for driver, counts in unsaved.values():
-            try:
-                await driver.record_stats(self.name, counts)
-            except Exception as exc:  # a DriverError, or a fault that must not end settling
-                log.warning("could not record worker stats (%s)", exc)
+        self.settler.add(outcome)
 
     # -- leases and retention ----------------------------------------------------------------
 
@@ -467,10 +428,10 @@ class Worker:
         # A lost job whose thread still runs keeps its slot, but there is no lease to renew.
         held = [running for running in self._running.values() if running.cancel_reason is None]
         reached = True
-        for driver, group in _by_driver(held):
+        for driver, group in by_driver(held):
             try:
                 kept = await driver.renew(
-                    [Reservation(r.job.id, _token(r.job)) for r in group], self.spec.lease
+                    [Reservation(r.job.id, token(r.job)) for r in group], self.spec.lease
                 )
             except DriverError as exc:
                 log.warning("could not renew leases (%s); will try again", exc)
@@ -483,6 +444,11 @@ class Worker:
 
     def _lost(self, running: _Running) -> None:
         running.cancel_reason = "lost"
+        if running.task is None:  # a rescued job held to run alone: it never started
+            log.warning("job %s: lease lost while it waited to run alone", running.job.id)
+            del self._running[running.job.id]
+            self._slot_freed.set()
+            return
         if self.runner.in_thread(running.job.id):
             # Its thread cannot be stopped: it keeps its slot until it returns, so the worker
             # never runs more threads than its concurrency.
@@ -529,8 +495,9 @@ async def run_inline(registry: Registry, queue: str) -> None:
     driver = await registry.driver_of(queue)
     try:
         while jobs := await driver.reserve([queue], 1, worker.spec.lease, worker.identity):
-            await worker.settle(driver, [await worker.runner.attempt(jobs[0], driver)])
-        await worker._save_stats()
+            outcome = await worker.runner.attempt(jobs[0], driver)
+            await worker.settler.settle(driver, [outcome])
+        await worker.settler.save_stats()
     finally:
         worker.runner.close()
 
@@ -557,52 +524,8 @@ def _startup_timeout(seconds: float | None) -> float | None:
     return float(seconds)
 
 
-def _token(job: JobInfo) -> str:
-    assert job.reservation is not None, "a reserved job always has a reservation token"
-    return job.reservation
-
-
-def _release(outcome: Outcome) -> Release:
-    return Release(
-        outcome.job.id,
-        _token(outcome.job),
-        outcome.delay,
-        outcome.error,
-        outcome.count_attempt,
-    )
-
-
-def _failure(outcome: Outcome) -> Failure:
-    assert outcome.error is not None, "a failure always has an error"
-    return Failure(outcome.job.id, _token(outcome.job), outcome.error)
-
-
-def _by_driver(items: Iterable[_Item]) -> list[tuple[Driver, list[_Item]]]:
-    groups: dict[int, tuple[Driver, list[_Item]]] = {}
-    for item in items:
-        groups.setdefault(id(item.driver), (item.driver, []))[1].append(item)
-    return list(groups.values())
-
-
-def _by_kind(outcomes: list[Outcome]) -> list[list[Outcome]]:
-    kinds = ("ack", "release", "fail")
-    return [part for kind in kinds if (part := [o for o in outcomes if o.kind == kind])]
-
-
-def _log_retry(outcome: Outcome) -> None:
-    error = outcome.error
-    assert error is not None
-    log.warning(
-        "job %s (%s) attempt %d of %d failed, retrying in %.1fs: %s: %s",
-        outcome.job.id, outcome.job.name, outcome.job.attempt, outcome.job.max_attempts,
-        outcome.delay, error.type, error.message,
-    )  # fmt: skip
-
-
-def _log_failure(outcome: Outcome) -> None:
-    error = outcome.error
-    assert error is not None
-    log.error(
-        "job %s (%s) failed for good after attempt %d: %s: %s",
-        outcome.job.id, outcome.job.name, outcome.job.attempt, error.type, error.message,
-    )  # fmt: skip
+def _given_back(job: JobInfo, driver: Driver) -> Outcome:
+    """Release a job stopped before it could finish (a stop, a reserve returning too many),
+    with its attempt given back: the job did not fail. Not a rescued job's: its reserve did
+    not charge the attempt the first time, and a later one charged a death, which stands."""
+    return Outcome("release", job, driver, count_attempt=job.rescued > 0)

@@ -1,8 +1,9 @@
 """Rescues: a job whose worker stopped renewing its lease is taken back by the next reserve.
 
-Its first rescue charges no attempt (the worker may have died of another job running beside
-it); every later one does, since a rescued job runs alone (the worker's rule). `rescued`
-counts them; retry_failed starts the count again.
+A rescue charges the job an attempt only if it was marked as running alone (`renew(...,
+alone=True)`, which a worker does before running a rescued job with nothing beside it): a
+death among other jobs may be another job's doing. `rescued` counts the rescues;
+retry_failed starts the count again.
 """
 
 from __future__ import annotations
@@ -47,27 +48,49 @@ async def test_first_rescue_counts_no_attempt(driver: Driver) -> None:
     assert got is not None and (got.attempt, got.rescued) == (1, 1)
 
 
-async def test_each_later_rescue_counts_an_attempt(driver: Driver) -> None:
+async def test_rescues_of_a_job_never_alone_count_no_attempt(driver: Driver) -> None:
     await push_and_reserve(driver, lease=SHORT_LEASE)
     await rescue(driver)
 
     [second] = await rescue(driver)
     [third] = await rescue(driver)
 
-    assert (second.attempt, second.rescued) == (2, 2)
-    assert (third.attempt, third.rescued) == (3, 3)
+    assert (second.attempt, second.rescued) == (1, 2)
+    assert (third.attempt, third.rescued) == (1, 3)
+
+
+async def test_each_rescue_of_a_job_running_alone_counts_an_attempt(driver: Driver) -> None:
+    first = await push_and_reserve(driver, lease=SHORT_LEASE)
+    assert await driver.renew([reservation(first)], SHORT_LEASE, alone=True) == {first.id}
+
+    [second] = await rescue(driver)
+    assert (second.attempt, second.rescued, second.alone) == (2, 1, False)
+    await driver.renew([reservation(second)], SHORT_LEASE, alone=True)
+    [third] = await rescue(driver)
+
+    assert (third.attempt, third.rescued) == (3, 2)
+
+
+async def test_the_alone_mark_shows_and_plain_renewals_keep_it(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+
+    await driver.renew([reservation(reserved)], LONG_LEASE, alone=True)
+    await driver.renew([reservation(reserved)], LONG_LEASE)
+
+    got = await driver.get(reserved.id)
+    assert got is not None and got.alone
 
 
 async def test_rescues_counted_per_job_in_one_batch(driver: Driver) -> None:
-    await push_and_reserve(driver, lease=SHORT_LEASE)
-    await rescue(driver)  # the first job is rescued once
+    lonely = await push_and_reserve(driver, lease=SHORT_LEASE)
+    await driver.renew([reservation(lonely)], SHORT_LEASE, alone=True)
+    crowded = await push_and_reserve(driver, lease=SHORT_LEASE)
     fresh = make_job()
     await driver.push(fresh)
 
     got = {job.id: (job.attempt, job.rescued) for job in await rescue(driver)}
 
-    assert got[fresh.id] == (1, 0)
-    assert sorted(got.values()) == [(1, 0), (2, 2)]
+    assert got == {lonely.id: (2, 1), crowded.id: (1, 1), fresh.id: (1, 0)}
 
 
 async def test_release_keeps_the_rescued_count(driver: Driver) -> None:

@@ -13,6 +13,7 @@ from conveyor.drivers.base import Release, Reservation, WorkerCounts
 from conveyor.drivers.memory import MemoryDriver
 from conveyor.errors import BackendUnavailableError
 from conveyor.job import JobInfo
+from tests.backends import eventually
 
 
 class FlakyReleaseDriver(MemoryDriver):
@@ -95,13 +96,28 @@ def slow_registry(driver: MemoryDriver, started: asyncio.Event) -> Registry:
     return registry
 
 
-async def test_worker_crashing_on_an_unexpected_error_gives_running_jobs_back_at_once() -> None:
+async def test_an_unexpected_reserve_error_is_logged_and_the_worker_carries_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A crash here would crash-loop every worker on the same bad record; the worker logs it,
+    # backs off and tries again, its running job untouched, and a stop gives that job back.
     driver = BrokenReserveDriver()
     started = asyncio.Event()
     registry = slow_registry(driver, started)
     job_id = await registry.push("q", "slow", {})
-    with pytest.raises(RuntimeError, match="a bug in the driver"):
-        await asyncio.wait_for(Worker(registry, "w").run(), 5)
+    worker = Worker(registry, "w")
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), 5)
+
+    async def tried_again() -> bool:  # failing, backing off, trying again
+        return driver.reserves >= 3
+
+    await eventually(tried_again)
+
+    assert not task.done() and worker.running == 1
+    assert "reserve failed unexpectedly" in caplog.text and "a bug in the driver" in caplog.text
+    worker.stop(now=True)
+    await asyncio.wait_for(task, 5)
     info = await registry.job_info(job_id)
     assert (info.state, info.attempt) == (JobState.PENDING, 0)
 

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from conveyor import Job, JobState
+from conveyor.drivers.base import Reservation
 
 from .conftest import App, settle
 
@@ -68,10 +69,12 @@ async def test_job_whose_worker_died_again_on_its_last_attempt_fails(app: App, s
     job_id = await registry.push("q", "item", Item(1))
     crashed = app.connect()
     await crashed.open()
-    # Two deaths: the second while the job was a rescued job, which runs alone.
+    # Two deaths: the second while the job ran alone, as a worker runs a rescued job.
     await crashed.reserve(["q"], 1, 0.1, "crashed")
     await asyncio.sleep(0.2)
-    assert [job.rescued for job in await crashed.reserve(["q"], 1, 0.1, "crashed")] == [1]
+    [rescued] = await crashed.reserve(["q"], 1, 0.1, "crashed")
+    assert await crashed.renew([Reservation(job_id, rescued.reservation)], 0.1, alone=True)
+    await asyncio.sleep(0.2)
     start(registry)
     info = await settle(registry, job_id)
     assert not ran
@@ -106,3 +109,59 @@ async def test_renewal_keeps_long_job_from_being_taken(app: App, start) -> None:
     assert info.state is JobState.SUCCEEDED
     assert attempts == [1]
     await rival.close()
+
+
+async def test_a_rescued_job_runs_alone(app: App, start) -> None:
+    # A job taken back from a worker that died runs with nothing beside it: should the worker
+    # die again, the job alone was running, and only it is charged.
+    registry = app.registry(concurrency=4)
+    loop = asyncio.get_running_loop()
+    spans: dict[str, tuple[float, float]] = {}
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        begin = loop.time()
+        await asyncio.sleep(0.2)
+        spans[job.id] = (begin, loop.time())
+
+    rescued = await registry.push("q", "item", Item(0))
+    crashed = app.connect()
+    await crashed.open()
+    await crashed.reserve(["q"], 1, 0.1, "crashed")  # and dies: its lease runs out
+    others = await registry.push_many("q", "item", [Item(n) for n in range(1, 8)])
+    await asyncio.sleep(0.2)
+    start(registry)
+
+    for job_id in [rescued, *others]:
+        assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
+    alone = spans[rescued]
+    beside = [job_id for job_id in others if spans[job_id][0] < alone[1] < spans[job_id][1]
+              or alone[0] < spans[job_id][0] < alone[1]]  # fmt: skip
+    assert beside == [], (alone, {job_id: spans[job_id] for job_id in beside})
+    assert max(end for _, end in spans.values()) - min(b for b, _ in spans.values()) < 5
+    await crashed.close()
+
+
+async def test_a_stop_gives_back_a_rescued_job_waiting_to_run_alone(app: App, start) -> None:
+    registry = app.registry(concurrency=2)
+    release = asyncio.Event()
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        await release.wait()
+
+    rescued = await registry.push("q", "item", Item(0))
+    crashed = app.connect()
+    await crashed.open()
+    await crashed.reserve(["q"], 1, 0.1, "crashed")
+    busy = await registry.push("q", "item", Item(1), priority=5)  # reserved first, then runs
+    await asyncio.sleep(0.2)
+    running = start(registry)
+    await asyncio.sleep(0.3)  # both reserved: the rescued job waits for the busy one
+
+    await running.stop(now=True)
+
+    info = await registry.job_info(rescued)
+    assert (info.state, info.attempt, info.rescued) == (JobState.PENDING, 1, 1)
+    assert (await registry.job_info(busy)).state is JobState.PENDING
+    await crashed.close()

@@ -214,12 +214,16 @@ class Driver(abc.ABC):
         Two concurrent callers never receive the same job while its lease is valid.
 
         A pending job's attempt goes up by one. A job whose lease ran out is rescued: its
-        `rescued` count goes up by one, and its attempt only if it had been rescued before
-        (its first death may have been another job's doing; see `JobInfo`)."""
+        `rescued` count goes up by one, and its attempt only if it was marked `alone` (a death
+        among other jobs may be another job's doing; see `JobInfo`). The mark is cleared."""
 
     @abc.abstractmethod
-    async def renew(self, reservations: Sequence[Reservation], lease: float) -> set[str]:
-        """Extend the leases of jobs still held under these tokens to now + `lease`."""
+    async def renew(
+        self, reservations: Sequence[Reservation], lease: float, *, alone: bool = False
+    ) -> set[str]:
+        """Extend the leases of jobs still held under these tokens to now + `lease`. With
+        `alone`, also mark them as running alone: should their worker die before they are
+        settled, the next reserve charges the death to them as an attempt. Never unmarks."""
 
     @abc.abstractmethod
     async def ack(self, reservations: Sequence[Reservation]) -> set[str]:

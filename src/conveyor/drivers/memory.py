@@ -105,8 +105,9 @@ class MemoryDriver(Driver):
             job = replace(
                 job,
                 state=JobState.RESERVED,
-                attempt=job.attempt + (0 if rescue and job.rescued == 0 else 1),
+                attempt=job.attempt + (0 if rescue and not job.alone else 1),
                 rescued=job.rescued + (1 if rescue else 0),
+                alone=False,
                 reservation=token,
                 worker=worker,
                 available_at=now + lease,
@@ -172,13 +173,17 @@ class MemoryDriver(Driver):
             return None
         return job
 
-    async def renew(self, reservations: Sequence[Reservation], lease: float) -> set[str]:
+    async def renew(
+        self, reservations: Sequence[Reservation], lease: float, *, alone: bool = False
+    ) -> set[str]:
         until = time.time() + lease
         renewed: set[str] = set()
         for reservation in reservations:
             job = self._held(reservation)
             if job is not None:
-                self._jobs[job.id] = job = replace(job, available_at=until)
+                self._jobs[job.id] = job = replace(
+                    job, available_at=until, alone=job.alone or alone
+                )
                 self._schedule(job)
                 renewed.add(job.id)
         return renewed

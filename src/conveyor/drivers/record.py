@@ -63,6 +63,7 @@ def read_job(raw: Mapping[str, object], now: float) -> JobInfo:
         finished_at=reader.optional_number("finished_at"),
         error=reader.error(),
         rescued=reader.whole("rescued") if raw.get("rescued") is not None else 0,
+        alone=reader.flag("alone"),
         unreadable=reader.unreadable,
     )
 
@@ -98,6 +99,13 @@ class _Reader:
         if number is not None and number.is_integer():
             return int(number)
         return self._damaged(name, "not a whole number", value, placeholder)
+
+    def flag(self, name: str) -> bool:
+        """A yes or no stored as 1 or 0 (missing: no)."""
+        value = self.raw.get(name)
+        if value is None or value in (0, 1, "0", "1"):
+            return value in (1, "1")
+        return self._damaged(name, "not 0 or 1", value, False)
 
     def number(self, name: str) -> float:
         value = self.raw.get(name)

@@ -253,10 +253,13 @@ class RedisDriver(Driver):
 
     # -- settle ------------------------------------------------------------------------------
 
-    async def renew(self, reservations: Sequence[Reservation], lease: float) -> set[str]:
-        """Extend leases; one script call per queue, all in one round trip."""
-        lease_arg = [repr(float(lease))]
-        return await self._settle("renew", reservations, lambda r: [r.id, r.token], lease_arg)
+    async def renew(
+        self, reservations: Sequence[Reservation], lease: float, *, alone: bool = False
+    ) -> set[str]:
+        """Extend leases (and mark the jobs alone); one script call per queue, all in one
+        round trip."""
+        first = [repr(float(lease)), "1" if alone else "0"]
+        return await self._settle("renew", reservations, lambda r: [r.id, r.token], first)
 
     async def ack(self, reservations: Sequence[Reservation]) -> set[str]:
         """Mark jobs succeeded; one script call per queue, all in one round trip."""

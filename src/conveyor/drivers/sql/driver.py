@@ -374,9 +374,11 @@ class SqlDriver(Driver):
         """Run the reserve statement; a dialect may note more in the same round trip."""
         return await self._fetch("reserve", params)
 
-    async def renew(self, reservations: Sequence[Reservation], lease: float) -> set[str]:
+    async def renew(
+        self, reservations: Sequence[Reservation], lease: float, *, alone: bool = False
+    ) -> set[str]:
         items = [[item.id, item.token] for item in reservations]
-        return await self._fenced("renew", items, lease=lease)
+        return await self._fenced("renew", items, lease=lease, alone=1 if alone else 0)
 
     async def ack(self, reservations: Sequence[Reservation]) -> set[str]:
         return await self._fenced("ack", [[item.id, item.token] for item in reservations])

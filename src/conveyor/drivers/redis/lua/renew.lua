@@ -5,7 +5,8 @@
 
   ARGV[1] job key prefix
   ARGV[2] lease, in seconds: each lease now ends that long after the server's TIME
-  ARGV[3..] pairs of job id, reservation token
+  ARGV[3] '1' to mark the jobs as running alone too (never unmarked here), else '0'
+  ARGV[4..] pairs of job id, reservation token
 
   Returns the ids renewed; a job not reserved under that token (fencing) is left alone.
 ]]
@@ -16,12 +17,16 @@ local lease_end = string.format('%.6f', tonumber(clock[1]) + tonumber(clock[2]) 
   + tonumber(ARGV[2]))
 
 local renewed = {}
-for i = 3, #ARGV, 2 do
+local alone = ARGV[3] == '1'
+for i = 4, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local key = prefix .. id
   local job = rcall('HMGET', key, 'state', 'reservation')
   if job[1] == 'reserved' and job[2] == token then
     rcall('HSET', key, 'available_at', lease_end)
+    if alone then
+      rcall('HSET', key, 'alone', '1')
+    end
     rcall('ZADD', reserved, lease_end, id)
     renewed[#renewed + 1] = id
   end

@@ -21,7 +21,8 @@
   fields as this reservation left them.
 
   A pending job's attempt goes up by one. A job whose lease ran out is rescued: `rescued` goes
-  up by one, and `attempt` only if it was rescued before (see JobInfo in job.py).
+  up by one, and `attempt` only if it was running `alone` (see JobInfo in job.py); the alone
+  mark is cleared.
 
   Damaged jobs (a field missing or not a number) are still reserved, with the damaged fields
   left as they are, so the worker can fail them with the reason; nothing read from a job can
@@ -109,23 +110,16 @@ for _, m in ipairs(chosen) do
   local id = string.sub(m, 37)
   local key = prefix .. id
   if rcall('EXISTS', key) == 1 then
-    local before = rcall('HMGET', key, 'attempt', 'rescued')
+    local before = rcall('HMGET', key, 'attempt', 'rescued', 'alone')
     local attempt, rescued = tonumber(before[1]), tonumber(before[2] or '0')
     rcall('HSET', key, 'state', 'reserved', 'reservation', token, 'worker', worker,
-      'available_at', lease_end)
+      'available_at', lease_end, 'alone', '0')
     -- A damaged count is left as it is, for the worker to report.
-    if attempt and rescued then
-      if rescues[m] then
-        if rescued > 0 then
-          attempt = attempt + 1
-        end
-        rescued = rescued + 1
-      else
-        attempt = attempt + 1
-      end
-      rcall('HSET', key, 'attempt', attempt, 'rescued', rescued)
-    elseif attempt then
+    if attempt and (before[3] == '1' or not rescues[m]) then
       rcall('HSET', key, 'attempt', attempt + 1)
+    end
+    if rescued and rescues[m] then
+      rcall('HSET', key, 'rescued', rescued + 1)
     end
     leases[#leases + 1] = lease_end
     leases[#leases + 1] = id

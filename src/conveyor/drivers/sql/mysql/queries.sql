@@ -20,7 +20,7 @@
 -- Statements that return jobs return these columns (the driver reads them by name):
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
 -- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,
--- and `now`, the server's time as the statement ran (it tells delayed from pending).
+-- alone, and `now`, the server's time as the statement ran (it tells delayed from pending).
 
 -- name: now
 -- The clock: seconds since the epoch as the statement started, to the microsecond, a constant
@@ -120,45 +120,45 @@ STRAIGHT_JOIN {prefix}jobs AS job
 -- Rows a subquery locked but the final LIMIT left out stay locked until this short
 -- transaction commits.
 -- A pending job's attempt goes up by one. A reserved job here is rescued (its worker stopped
--- renewing its lease): rescued goes up by one, and attempt only if it was rescued before (see
--- JobInfo in job.py). MySQL gives no order to the assignments of a multi-table UPDATE, so
--- they read the job's state and rescued count as picked, never as just changed.
+-- renewing its lease): rescued goes up by one, and attempt only if it was running alone (see
+-- JobInfo in job.py); the alone mark is cleared. MySQL gives no order to the assignments of a multi-table UPDATE, so
+-- they read the job's state and alone mark as picked, never as just changed.
 UPDATE (
-    SELECT due.id, due.state, due.rescued
+    SELECT due.id, due.state, due.alone
     FROM (
-        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
          WHERE ready_queue = JSON_VALUE(%(queues)s, '$[0]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
          WHERE ready_queue = JSON_VALUE(%(queues)s, '$[1]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
          WHERE ready_queue = JSON_VALUE(%(queues)s, '$[2]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
          WHERE ready_queue = JSON_VALUE(%(queues)s, '$[3]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
          WHERE ready_queue = JSON_VALUE(%(queues)s, '$[4]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
          WHERE ready_queue = JSON_VALUE(%(queues)s, '$[5]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
          WHERE ready_queue = JSON_VALUE(%(queues)s, '$[6]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at, state, rescued FROM {prefix}jobs
+        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
          WHERE ready_queue = JSON_VALUE(%(queues)s, '$[7]') AND available_at <= {now}
          ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT job.id, job.priority, job.available_at, job.state, job.rescued
+        (SELECT job.id, job.priority, job.available_at, job.state, job.alone
          FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (
              n     FOR ORDINALITY,
              queue VARBINARY(255) PATH '$'
@@ -174,19 +174,21 @@ UPDATE (
 STRAIGHT_JOIN {prefix}jobs AS job ON job.id = picked.id
 SET job.state = 'reserved',
     job.attempt = job.attempt
-        + CASE WHEN picked.state = 'reserved' AND picked.rescued = 0 THEN 0 ELSE 1 END,
-    job.rescued = picked.rescued + CASE WHEN picked.state = 'reserved' THEN 1 ELSE 0 END,
+        + CASE WHEN picked.state = 'reserved' AND picked.alone = 0 THEN 0 ELSE 1 END,
+    job.rescued = job.rescued + CASE WHEN picked.state = 'reserved' THEN 1 ELSE 0 END,
+    job.alone = 0,
     job.reservation = %(token)s,
     job.worker = %(worker)s,
     job.available_at = {now} + %(lease)s;
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, {now} AS now
+       error, rescued, alone, {now} AS now
 FROM {prefix}jobs
 WHERE reservation = %(token)s;
 
 -- name: renew
--- Extend the leases of the jobs in items ([id, token]) still reserved under their token.
+-- Extend the leases of the jobs in items ([id, token]) still reserved under their token;
+-- with alone = 1, also mark them as running alone (never unmarked here).
 SELECT job.id AS id
 FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
@@ -200,7 +202,8 @@ UPDATE JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     token VARBINARY(64) PATH '$[1]'
 )) AS item
 STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
-SET job.available_at = {now} + %(lease)s
+SET job.available_at = {now} + %(lease)s,
+    job.alone = GREATEST(job.alone, %(alone)s)
 WHERE job.state = 'reserved';
 
 -- name: ack
@@ -289,7 +292,7 @@ GROUP BY 1, 2;
 -- stored is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, {now} AS now
+       error, rescued, alone, {now} AS now
 FROM {prefix}jobs
 WHERE queue = %(queue)s
   AND state = %(stored)s
@@ -302,7 +305,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, {now} AS now
+       error, rescued, alone, {now} AS now
 FROM {prefix}jobs
 WHERE id = %(id)s;
 

@@ -32,7 +32,7 @@
 -- Statements that return jobs return these columns (the driver reads them by name):
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
 -- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,
--- and `now`, the server's time as the statement ran (it tells delayed from pending).
+-- alone, and `now`, the server's time as the statement ran (it tells delayed from pending).
 
 -- name: now
 -- The clock: seconds since the epoch as the statement started, to the microsecond. Stable
@@ -117,13 +117,14 @@ CROSS JOIN LATERAL (
 -- checked again at its newest version, so a job another worker took a moment ago (no longer
 -- due) is dropped. Two workers can therefore never both hold a job while its lease is valid.
 -- A pending job's attempt goes up by one. A reserved job here is rescued (its worker stopped
--- renewing its lease): rescued goes up by one, and attempt only if it was rescued before (see
--- JobInfo in job.py). SET expressions all read the row as it was.
+-- renewing its lease): rescued goes up by one, and attempt only if it was running alone (see
+-- JobInfo in job.py); the alone mark is cleared. SET expressions all read the row as it was.
 UPDATE {prefix}jobs AS job
 SET state = 'reserved',
     attempt = job.attempt
-        + CASE WHEN job.state = 'reserved' AND job.rescued = 0 THEN 0 ELSE 1 END,
+        + CASE WHEN job.state = 'reserved' AND job.alone = 0 THEN 0 ELSE 1 END,
     rescued = job.rescued + CASE WHEN job.state = 'reserved' THEN 1 ELSE 0 END,
+    alone = 0,
     reservation = %(token)s,
     worker = %(worker)s,
     available_at = {now} + %(lease)s::float8
@@ -148,10 +149,11 @@ WHERE job.id = ANY (ARRAY(
 RETURNING job.id, job.queue, job.name, job.payload, job.state, job.attempt, job.max_attempts,
     job.priority, job.created_at, job.available_at, job.timeout, job.retry_delay,
     job.unique_key, job.meta, job.reservation, job.worker, job.finished_at, job.error,
-    job.rescued, {now} AS now;
+    job.rescued, job.alone, {now} AS now;
 
 -- name: renew
--- Extend the leases of the jobs in items ([id, token]) still reserved under their token.
+-- Extend the leases of the jobs in items ([id, token]) still reserved under their token;
+-- with alone = 1, also mark them as running alone (never unmarked here).
 WITH item AS (
     SELECT jsonb_object_agg(jsonb_build_array(value->0, value->1)::text, value) AS by_fence,
            array_agg(value->>0) AS ids,
@@ -159,7 +161,8 @@ WITH item AS (
     FROM jsonb_array_elements(%(items)s::jsonb)
 )
 UPDATE {prefix}jobs AS job
-SET available_at = {now} + %(lease)s::float8
+SET available_at = {now} + %(lease)s::float8,
+    alone = greatest(job.alone, %(alone)s::smallint)
 FROM item
 WHERE job.id = ANY (ARRAY(SELECT unnest(ids) FROM item))
   AND item.by_fence ? jsonb_build_array(job.id, job.reservation)::text
@@ -247,7 +250,7 @@ GROUP BY 1, 2;
 -- `stored` is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, {now} AS now
+       error, rescued, alone, {now} AS now
 FROM {prefix}jobs
 WHERE queue = %(queue)s
   AND state = %(stored)s
@@ -260,7 +263,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, {now} AS now
+       error, rescued, alone, {now} AS now
 FROM {prefix}jobs
 WHERE id = %(id)s;
 

@@ -12,7 +12,7 @@
 -- Statements that return jobs return these columns (the driver reads them by name):
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
 -- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,
--- and `now`, the database's time as the statement ran (it tells delayed from pending).
+-- alone, and `now`, the database's time as the statement ran (it tells delayed from pending).
 
 -- name: now
 -- The clock: seconds since the epoch, to the millisecond; the same for a whole statement.
@@ -69,12 +69,13 @@ JOIN {prefix}jobs AS job
 -- pick the same job. Each queue contributes its best :limit from the jobs_ready index (a
 -- bounded scan even with a million jobs waiting), then the best :limit of those win.
 -- A pending job's attempt goes up by one. A reserved job here is rescued (its worker stopped
--- renewing its lease): rescued goes up by one, and attempt only if it was rescued before (see
--- JobInfo in job.py). SET expressions all read the row as it was.
+-- renewing its lease): rescued goes up by one, and attempt only if it was running alone (see
+-- JobInfo in job.py); the alone mark is cleared. SET expressions all read the row as it was.
 UPDATE {prefix}jobs AS job
 SET state = 'reserved',
-    attempt = attempt + CASE WHEN state = 'reserved' AND rescued = 0 THEN 0 ELSE 1 END,
+    attempt = attempt + CASE WHEN state = 'reserved' AND alone = 0 THEN 0 ELSE 1 END,
     rescued = rescued + CASE WHEN state = 'reserved' THEN 1 ELSE 0 END,
+    alone = 0,
     reservation = :token,
     worker = :worker,
     available_at = picked.now + :lease
@@ -96,12 +97,14 @@ FROM (
 WHERE job.id = picked.id
 RETURNING id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
     available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-    error, rescued, {now} AS now;
+    error, rescued, alone, {now} AS now;
 
 -- name: renew
--- Extend the leases of the jobs in :items ([id, token]) still reserved under their token.
+-- Extend the leases of the jobs in :items ([id, token]) still reserved under their token;
+-- with :alone = 1, also mark them as running alone (never unmarked here).
 UPDATE {prefix}jobs AS job
-SET available_at = {now} + :lease
+SET available_at = {now} + :lease,
+    alone = max(alone, :alone)
 FROM json_each(:items) AS item
 WHERE job.id = item.value->>0
   AND job.reservation = item.value->>1
@@ -161,7 +164,7 @@ GROUP BY 1, 2;
 -- :stored is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, {now} AS now
+       error, rescued, alone, {now} AS now
 FROM {prefix}jobs
 WHERE queue = :queue
   AND state = :stored
@@ -174,7 +177,7 @@ LIMIT :limit OFFSET :offset;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, {now} AS now
+       error, rescued, alone, {now} AS now
 FROM {prefix}jobs
 WHERE id = :id;
 

@@ -3,8 +3,8 @@
 -- ADD COLUMN IF NOT EXISTS: hence the prepared statements).
 --
 -- rescued: how many times the job was taken back from a worker that stopped renewing its lease
--- (crashed, killed, frozen). A job rescued before runs alone, and only then is a death charged
--- to it as an attempt: see JobInfo in job.py.
+-- (crashed, killed, frozen). alone: 1 while a worker runs the job with nothing beside it; a
+-- death is charged to a job as an attempt only then (see JobInfo in job.py).
 --
 -- unique_slot replaces unique_active in jobs_unique. unique_active was NULL for every job
 -- without a held key, and InnoDB locks the gap before a record of a unique index that allows
@@ -20,6 +20,7 @@ SET @conveyor_ddl = (
     SELECT IF(COUNT(*) = 0,
               'ALTER TABLE {prefix}jobs
                    ADD COLUMN rescued INT NOT NULL DEFAULT 0,
+                   ADD COLUMN alone TINYINT NOT NULL DEFAULT 0,
                    ADD COLUMN unique_slot BINARY(32) NULL',
               'DO 0')
     FROM information_schema.columns

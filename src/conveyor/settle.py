@@ -1,0 +1,233 @@
+"""Settling: writing what became of finished jobs (ack, release, fail) to their drivers.
+
+The worker hands every outcome to a `Settler`, which writes them in batches, one write per
+driver and verb, from a task of its own: everything that finished while the last write was in
+flight goes in the next. It counts what each driver accepted (a settle that comes too late is
+refused by fencing and not counted) and saves those worker counts at most once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from conveyor.attempt import Outcome
+from conveyor.drivers.base import Driver, Failure, Release, Reservation, WorkerCounts
+from conveyor.job import JobInfo
+
+log = logging.getLogger("conveyor.worker")
+
+#: Worker stats cost a round trip of their own: written at most this often, and at stop.
+STATS_EVERY = 1.0
+
+#: Waits after a failed write: (what failed, the error, failures in a row, what ends it early).
+BackOff = Callable[[str, Exception, int, asyncio.Event], Awaitable[None]]
+
+
+class _HasDriver(Protocol):
+    @property
+    def driver(self) -> Driver: ...
+
+
+_Item = TypeVar("_Item", bound=_HasDriver)
+
+
+@dataclass(slots=True)
+class _Tally:
+    counts: WorkerCounts = field(default_factory=WorkerCounts)
+    unsaved: dict[int, tuple[Driver, WorkerCounts]] = field(default_factory=dict)
+
+    def add(self, driver: Driver, counts: WorkerCounts) -> None:
+        self.counts += counts
+        _, before = self.unsaved.get(id(driver), (driver, WorkerCounts()))
+        self.unsaved[id(driver)] = (driver, before + counts)
+
+
+class Settler:
+    """Settles the outcomes of one worker's jobs; see the module docstring.
+
+    `run()` is the settling task; `finish()` ends it once the last outcomes are written, or
+    once giving up: a stopping worker stops retrying after `give_up_at` (monotonic), or at
+    once after `give_up()`, since an unsettled job only comes back after its lease."""
+
+    def __init__(self, worker: str, back_off: BackOff) -> None:
+        self.worker = worker
+        self._back_off = back_off
+        self._outcomes: list[Outcome] = []
+        self._tally = _Tally()
+        self._wakeup = asyncio.Event()
+        self._retry = asyncio.Event()
+        self._finishing = False
+        self._gave_up = False
+        self.give_up_at = math.inf
+        self._stats_due = 0.0
+        #: Set after each round of writes: a burst worker waits on it to look again.
+        self.flushed = asyncio.Event()
+
+    @property
+    def counts(self) -> WorkerCounts:
+        """What the worker's settled outcomes add up to so far."""
+        return self._tally.counts
+
+    @property
+    def waiting(self) -> bool:
+        """True while outcomes wait to be written."""
+        return bool(self._outcomes)
+
+    def add(self, outcome: Outcome) -> None:
+        """Settle this outcome with the next batch."""
+        self._outcomes.append(outcome)
+        self._wakeup.set()
+
+    def give_up(self) -> None:
+        """Stop retrying failed writes (a forced stop)."""
+        self._gave_up = True
+        self._retry.set()
+
+    async def run(self) -> None:
+        """Write outcomes as they come, and the worker counts when due, until `finish()`."""
+        while not self._finishing:
+            # Woken by outcomes to settle, or when unsaved stats fall due.
+            due = self._stats_due - time.monotonic() if self._tally.unsaved else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(due):
+                    await self._wakeup.wait()
+            self._wakeup.clear()
+            await self.flush()
+            if time.monotonic() >= self._stats_due:
+                await self.save_stats()
+            self.flushed.set()
+
+    async def finish(self, task: asyncio.Task[None], give_up_after: float) -> None:
+        """End `task` (the one running `run()`) without cutting a write short: a batch in
+        flight would be lost. Then write what is left, and the counts."""
+        self._finishing = True
+        self._wakeup.set()
+        self.give_up_at = time.monotonic() + give_up_after
+        self._retry.set()  # cut short a back-off begun before the stop
+        await asyncio.gather(task, return_exceptions=True)
+        await self.flush()
+        await self.save_stats()
+
+    async def flush(self) -> None:
+        """Settle everything finished so far, a batch per driver, retrying on backend errors.
+
+        An unsettled job stays reserved and comes back after its lease at worst, so retrying
+        is safe, and fencing refuses a settle that comes too late."""
+        failures = 0
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            unsettled: list[Outcome] = []
+            # One write per driver and verb, so a failed release does not send acks that
+            # were written already again (refused then, and their counts lost).
+            for driver, outcomes in by_driver(batch):
+                for part in _by_kind(outcomes):
+                    try:
+                        await self.settle(driver, part)
+                    except Exception as exc:  # a DriverError, or a fault of our own: keep them
+                        error, unsettled = exc, unsettled + part
+            if not unsettled:
+                failures = 0
+                continue
+            self._outcomes[:0] = unsettled
+            failures += 1
+            if self._gave_up or time.monotonic() > self.give_up_at:
+                log.warning(
+                    "giving up settling %d finished jobs (%s): they run again after their lease",
+                    len(self._outcomes), error,
+                )  # fmt: skip
+                return
+            await self._back_off("settle", error, failures, self._retry)
+            self._retry.clear()
+
+    async def settle(self, driver: Driver, outcomes: list[Outcome]) -> None:
+        """Write one batch of outcomes to `driver` and count what was accepted."""
+        acks = [Reservation(o.job.id, token(o.job)) for o in outcomes if o.kind == "ack"]
+        releases = [_release(o) for o in outcomes if o.kind == "release"]
+        fails = [_failure(o) for o in outcomes if o.kind == "fail"]
+        acked = await driver.ack(acks) if acks else set()
+        released = await driver.release(releases) if releases else set()
+        failed = await driver.fail(fails) if fails else set()
+        settled = acked | released | failed
+        for outcome in outcomes:
+            if outcome.job.id not in settled:
+                log.warning("job %s: lease lost before it was settled", outcome.job.id)
+            elif outcome.kind == "fail":
+                _log_failure(outcome)
+            elif outcome.error is not None:
+                _log_retry(outcome)
+        # Retried: released after a failed attempt (a job given back by a stop did not fail).
+        retried = sum(1 for o in outcomes if o.kind == "release" and o.error is not None)
+        self._tally.add(
+            driver,
+            WorkerCounts(
+                processed=len(acked) + len(failed) + sum(1 for r in releases if r.id in released),
+                succeeded=len(acked),
+                failed=len(failed),
+                retried=min(retried, len(released)),
+            ),
+        )
+
+    async def save_stats(self) -> None:
+        """Add the counts not yet saved to the worker's totals in each backend."""
+        self._stats_due = time.monotonic() + STATS_EVERY
+        unsaved, self._tally.unsaved = self._tally.unsaved, {}
+        for driver, counts in unsaved.values():
+            try:
+                await driver.record_stats(self.worker, counts)
+            except Exception as exc:  # a DriverError, or a fault that must not end settling
+                log.warning("could not record worker stats (%s)", exc)
+
+
+def by_driver(items: Iterable[_Item]) -> list[tuple[Driver, list[_Item]]]:
+    """Items (outcomes, running jobs) grouped by their driver, in order."""
+    groups: dict[int, tuple[Driver, list[_Item]]] = {}
+    for item in items:
+        groups.setdefault(id(item.driver), (item.driver, []))[1].append(item)
+    return list(groups.values())
+
+
+def token(job: JobInfo) -> str:
+    """The reservation token of a job `reserve` handed out."""
+    assert job.reservation is not None, "a reserved job always has a reservation token"
+    return job.reservation
+
+
+def _release(outcome: Outcome) -> Release:
+    job = outcome.job
+    return Release(job.id, token(job), outcome.delay, outcome.error, outcome.count_attempt)
+
+
+def _failure(outcome: Outcome) -> Failure:
+    assert outcome.error is not None, "a failure always has an error"
+    return Failure(outcome.job.id, token(outcome.job), outcome.error)
+
+
+def _by_kind(outcomes: list[Outcome]) -> list[list[Outcome]]:
+    kinds = ("ack", "release", "fail")
+    return [part for kind in kinds if (part := [o for o in outcomes if o.kind == kind])]
+
+
+def _log_retry(outcome: Outcome) -> None:
+    error = outcome.error
+    assert error is not None
+    log.warning(
+        "job %s (%s) attempt %d of %d failed, retrying in %.1fs: %s: %s",
+        outcome.job.id, outcome.job.name, outcome.job.attempt, outcome.job.max_attempts,
+        outcome.delay, error.type, error.message,
+    )  # fmt: skip
+
+
+def _log_failure(outcome: Outcome) -> None:
+    error = outcome.error
+    assert error is not None
+    log.error(
+        "job %s (%s) failed for good after attempt %d: %s: %s",
+        outcome.job.id, outcome.job.name, outcome.job.attempt, error.type, error.message,
+    )  # fmt: skip
