@@ -228,3 +228,18 @@ async def test_a_deadline_extended_fires_later() -> None:
                 while not killed:
                     await asyncio.sleep(0.01)
     assert deadline.expired and killed == [True]
+
+
+async def test_a_checkout_given_up_on_ends_even_if_it_swallows_a_cancellation() -> None:
+    async def stubborn() -> None:
+        # asyncio.wait_for on Python 3.11 returns, swallowing the cancellation, when it lands
+        # as the connect completes; asyncmy then waits for a handshake that never comes.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+        await asyncio.sleep(10)
+
+    task = asyncio.ensure_future(stubborn())
+    await asyncio.sleep(0)
+    my_checkout._cancel_until_done(task)
+    await asyncio.wait_for(asyncio.wait({task}), 2 * my_checkout.CANCEL_AGAIN + 1)
+    assert task.cancelled()

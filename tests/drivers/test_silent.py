@@ -118,6 +118,29 @@ async def test_a_call_that_cannot_get_a_connection_fails_within_its_timeout(
     assert server.proxy.swallowed >= 1
 
 
+async def test_calls_that_kept_failing_while_connections_were_swallowed_work_after_healing(
+    server: Server, opened: Driver
+) -> None:
+    # Several callers at once, each giving up as the next takes the pool's lock: the race in
+    # which asyncmy's checkout once swallowed its cancellation and hung for good.
+    server.proxy.blackhole(new_for=3.0)
+    healed = time.monotonic() + 3.0
+
+    async def keep_calling() -> None:
+        while time.monotonic() < healed:
+            with contextlib.suppress(BackendUnavailableError):
+                await opened.counts(["q"])
+
+    await asyncio.gather(*(keep_calling() for _ in range(4)))
+
+    async def works() -> bool:
+        with contextlib.suppress(BackendUnavailableError):
+            return (await opened.counts(["q"]))["q"].pending == 0
+        return False
+
+    await eventually(works, 5.0)
+
+
 async def test_waiting_for_jobs_ends_on_time_while_the_connections_are_silent(
     server: Server, opened: Driver
 ) -> None:

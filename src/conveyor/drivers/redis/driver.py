@@ -98,7 +98,8 @@ class RedisDriver(Driver):
 
     `url` is a redis:// or rediss:// URL (default: $CONVEYOR_REDIS_URL, then
     redis://127.0.0.1:6379/0); `prefix` starts every key (default `conveyor:`, or `?prefix=`
-    in the URL). Other keyword arguments go to redis-py's client, e.g. `ssl_ca_certs=...`.
+    in the URL). `timeout=` (or `?timeout=`, default 10 s) is every command's deadline. Other
+    keyword arguments go to redis-py's client, e.g. `ssl_ca_certs=...`.
     """
 
     kind = "redis"

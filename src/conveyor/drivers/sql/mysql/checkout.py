@@ -42,6 +42,9 @@ __all__ = ["Checkout", "abort"]
 
 log = logging.getLogger("conveyor.mysql")
 
+#: Seconds between cancellations of a checkout given up on (see _cancel_until_done).
+CANCEL_AGAIN = 0.5
+
 
 class Checkout:
     """Connections out of one pool for `target`, checked as the module docstring says."""
@@ -63,10 +66,13 @@ class Checkout:
         # that fires just as the checkout completes leaves a stray cancellation behind, which
         # would cut short whatever the caller awaits next (its statement).
         task = asyncio.ensure_future(self._usable(pool))
-        done, _ = await asyncio.wait({task}, timeout=self.target.timeout)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.target.timeout)
+        except asyncio.CancelledError:
+            _abandon(pool, task)
+            raise
         if not done:
-            task.cancel()
-            task.add_done_callback(functools.partial(_give_back, pool))
+            _abandon(pool, task)
             raise BackendUnavailableError(
                 f"no connection to MySQL at {self.target.shown} within"
                 f" {self.target.timeout:g}s: check that the server is running and reachable;"
@@ -146,8 +152,25 @@ def discard(pool: Pool, connection: Connection) -> None:
     pool.release(connection)
 
 
+def _abandon(pool: Pool, task: asyncio.Future[Connection]) -> None:
+    """Give a checkout up; the connection it may still get is closed and its place given back,
+    or the pool would count it as in use for ever (and never finish closing)."""
+    task.add_done_callback(functools.partial(_give_back, pool))
+    _cancel_until_done(task)
+
+
+def _cancel_until_done(task: asyncio.Future[Connection]) -> None:
+    """Cancel `task`, and again every CANCEL_AGAIN seconds until it is done. asyncmy connects
+    under asyncio.wait_for, which on Python 3.11 swallows a cancellation that lands just as the
+    TCP connect completes: the checkout would then wait for a handshake that a silent server
+    never sends, for ever, holding the pool's lock, and no call would get a connection again.
+    (Seen in the tests, where one checkout times out as the next takes the lock.)"""
+    if not task.done():
+        task.cancel()
+        asyncio.get_running_loop().call_later(CANCEL_AGAIN, _cancel_until_done, task)
+
+
 def _give_back(pool: Pool, task: asyncio.Future[Connection]) -> None:
-    """Release the connection a checkout given up on got after all."""
     if not task.cancelled() and task.exception() is None:
         discard(pool, task.result())
 

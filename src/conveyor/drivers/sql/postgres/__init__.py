@@ -17,8 +17,9 @@ then for its statements, before its connection counts as gone silent and is disc
 other is libpq's own (sslmode, connect_timeout, application_name, options, ...). With no host,
 user or password in the URL, libpq takes them from PGHOST, PGUSER, PGPASSWORD, ... as usual.
 Unless the URL sets them, TCP keepalives find a silent idle connection within 11 s
-(keepalives_idle=5, keepalives_interval=2, keepalives_count=3) and tcp_user_timeout drops one
-whose writes go unacknowledged for `timeout`; see docs/reliability.md.
+(keepalives_idle=5, keepalives_interval=2, keepalives_count=3), tcp_user_timeout drops one
+whose writes go unacknowledged for `timeout`, and connect_timeout is `timeout` (2 to 10 s);
+see docs/reliability.md.
 
 Transactional push: give `connection=` your own psycopg connection, and the job is written in
 your transaction. It exists, and a worker is notified, if and only if you commit:

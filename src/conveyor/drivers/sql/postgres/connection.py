@@ -54,7 +54,9 @@ T = TypeVar("T")
 
 log = logging.getLogger("conveyor.postgres")
 
-#: Seconds to connect before giving up, unless the URL's connect_timeout says otherwise.
+#: Most seconds to connect before giving up, unless the URL's connect_timeout says otherwise;
+#: a shorter `timeout` shortens it too (libpq's least is 2): a connection attempt lost in a
+#: silent network holds one of the pool's few connecting tasks while it lasts.
 CONNECT_TIMEOUT = 10
 
 #: Seconds the pool keeps retrying (with backoff) one lost connection before it gives that
@@ -94,7 +96,7 @@ class Target:
         if "application_name" not in params:
             self.kwargs["application_name"] = "conveyor"
         if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
-            self.kwargs["connect_timeout"] = CONNECT_TIMEOUT
+            self.kwargs["connect_timeout"] = max(2, min(CONNECT_TIMEOUT, whole_seconds(timeout)))
         # A silent idle connection found within seconds, not the system's two hours, and
         # unacknowledged writes given up after the call's timeout; the URL's own settings win.
         liveness = {
