@@ -3,9 +3,9 @@ the real server starts dropping every byte of the connections open at that momen
 and leaves the sockets open, as a failed NAT gateway, a firewall or a failed-over server does.
 
 Each driver call has a deadline (`timeout=1` here) past which its connection is thrown away,
-so the workers carry on over new connections. In the second test the proxy also swallows new
-connections for 10 s before it heals. The real server, shared with other tests, is never
-touched (tests/backends/proxy.py).
+so the workers carry on over new connections. In the second test (`make chaos`, as it takes
+about 16 s per driver) the proxy also swallows new connections for 10 s before it heals. The
+real server, shared with other tests, is never touched (tests/backends/proxy.py).
 """
 
 from __future__ import annotations
@@ -208,6 +208,7 @@ async def test_workers_finish_every_job_after_their_connections_go_silent(
     await _run_through_a_blackhole(server, tmp_path, started, new_for=0.0)
 
 
+@pytest.mark.chaos  # about 16 s per driver: `make chaos`
 async def test_workers_finish_every_job_when_new_connections_are_swallowed_for_10s(
     server: Server, tmp_path: Path, started: Workers
 ) -> None:
