@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit chaos bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ typecheck: $(VENV)/.installed-dev
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest -q
+
+# The slow fault tests (marked `chaos`), left out of `make test`.
+chaos: $(VENV)/.installed-dev
+	$(BIN)/pytest -q -m chaos
 
 # Speed figures, by hand: make bench DRIVER=sqlite (or memory, or a driver URL)
 DRIVER ?= sqlite

@@ -1,21 +1,41 @@
 """A TCP proxy in front of a local server, for tests of a server that goes away and comes
-back, while the real server, shared with other tests, is never touched."""
+back, or goes silent, while the real server, shared with other tests, is never touched."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+
+
+@dataclass(eq=False)
+class _Link:
+    """One client connection and the proxy's connection upstream (None while swallowed)."""
+
+    client: asyncio.StreamWriter
+    upstream: asyncio.StreamWriter | None = None
+    #: Set by a blackhole: every byte is dropped, both ways, and neither side is closed.
+    silent: bool = False
+
+    def abort(self) -> None:
+        for end in (self.client, self.upstream):
+            if end is not None:
+                end.transport.abort()
 
 
 class Proxy:
     """A TCP proxy from a port of its own to the local server, which a test can cut and
-    restore: to the driver, a server that went down and came back, while the real server,
+    restore (to the driver, a server that went down and came back), or blackhole (a server
+    that went silent, as behind a failed NAT gateway or firewall), while the real server,
     shared with other tests, is never touched."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.port = 0
+        #: Connections accepted while new ones were swallowed.
+        self.swallowed = 0
         self._server: asyncio.Server | None = None
-        self._links: set[asyncio.StreamWriter] = set()
+        self._links: set[_Link] = set()
+        self._swallow_until = 0.0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
@@ -25,25 +45,55 @@ class Proxy:
         """Refuse new connections and break every open one."""
         assert self._server is not None
         self._server.close()
-        for writer in list(self._links):
-            writer.transport.abort()
+        for link in list(self._links):
+            link.abort()
         self._links.clear()
 
+    def blackhole(self, *, new_for: float = 0.0) -> None:
+        """From now on drop every byte of the connections open at this moment, both ways, and
+        keep their sockets open: neither the client nor the server ever hears of it. With
+        `new_for`, connections made in the next `new_for` seconds are accepted and swallowed
+        the same way (never connected upstream); after that, new ones work again."""
+        for link in self._links:
+            link.silent = True
+        self._swallow_until = asyncio.get_running_loop().time() + new_for
+
+    async def close(self) -> None:
+        """Stop listening and close every connection, blackholed ones included."""
+        await self.cut()
+
     async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(
-            "127.0.0.1", self.upstream_port
-        )
-        self._links |= {writer, upstream_writer}
-        await asyncio.gather(
-            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
-        )
-        for end in (writer, upstream_writer):
-            end.transport.abort()
-            self._links.discard(end)
+        link = _Link(writer)
+        self._links.add(link)
+        try:
+            if asyncio.get_running_loop().time() < self._swallow_until:
+                self.swallowed += 1
+                link.silent = True
+                await _pipe(reader, None, link)
+                return
+            upstream_reader, link.upstream = await asyncio.open_connection(
+                "127.0.0.1", self.upstream_port
+            )
+            await asyncio.gather(
+                _pipe(reader, link.upstream, link),
+                _pipe(upstream_reader, writer, link),
+                return_exceptions=True,
+            )
+        finally:
+            link.abort()
+            self._links.discard(link)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None, link: _Link
+) -> None:
+    """Copy until end of stream, dropping what arrives once the link is silent. A silent link
+    passes no close on: the other side stays open (until it closes itself, or `cut`), as
+    behind a blackhole."""
     while data := await reader.read(65536):
+        if link.silent or writer is None:
+            continue
         writer.write(data)
         await writer.drain()
-    writer.transport.abort()
+    if writer is not None and not link.silent:
+        writer.transport.abort()

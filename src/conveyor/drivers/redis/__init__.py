@@ -1,4 +1,7 @@
-"""The Redis driver (pip install "conveyor[redis]"): redis://host:6379/0, rediss:// for TLS."""
+"""The Redis driver (pip install "conveyor[redis]"): redis://host:6379/0, rediss:// for TLS.
+
+URL options: `prefix` (default conveyor:), `timeout` (seconds, default 10: every command's
+deadline) and any of redis-py's; see conveyor.drivers.redis.connection."""
 
 from __future__ import annotations
 

@@ -2,9 +2,17 @@
 conveyor's (httpx's `map_httpcore_exceptions` is the model).
 
 The URL is redis-py's own (`redis://[[user]:password@]host[:port][/db][?option=value]`,
-`rediss://` for TLS, every redis-py connection option as a query parameter), plus one option
-of conveyor's: `?prefix=` for the key prefix. Without a URL the driver reads
-CONVEYOR_REDIS_URL, then falls back to redis://127.0.0.1:6379/0.
+`rediss://` for TLS, every redis-py connection option as a query parameter), plus two options
+of conveyor's: `?prefix=` for the key prefix and `?timeout=` (seconds, default 10; also a
+keyword of RedisDriver) for every command's deadline: how long it may wait for a connection of
+the pool and then for its reply (redis-py's `timeout` and `socket_timeout`). A command past it
+fails with BackendUnavailableError and its connection is closed. Without a URL the driver
+reads CONVEYOR_REDIS_URL, then falls back to redis://127.0.0.1:6379/0.
+
+Connections go silent without a word when a NAT gateway or firewall drops their state: TCP
+keepalives (conveyor.drivers.keepalive) find an idle one within 11 s, and one idle for
+HEALTH_CHECK_INTERVAL seconds is pinged before use. The BLPOP of an idle worker has no read
+timeout (it waits on the server by design); the driver's `wait` bounds it instead.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from conveyor.drivers import keepalive
 from conveyor.drivers.location import Location
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
@@ -39,13 +48,14 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 URL_ENV = "CONVEYOR_REDIS_URL"
 DEFAULT_PREFIX = "conveyor:"
 
-#: Seconds a command may take before its connection counts as lost. Every script does a
-#: bounded amount of work, so only a stalled server or network gets near this.
+#: Seconds a command may take before its connection counts as lost, unless `?timeout=` says
+#: otherwise. Every script does a bounded amount of work, so only a stalled server or a
+#: silent network gets near this.
 COMMAND_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
 #: An idle connection is checked with PING before reuse after this many seconds, so one that
 #: died with a restarted server is replaced before a command is lost on it.
-HEALTH_CHECK_INTERVAL = 15
+HEALTH_CHECK_INTERVAL = 5
 #: A command that fails because its connection was lost is sent again on a new connection,
 #: this many times, with jittered backoff; after that the caller sees BackendUnavailableError
 #: and the worker backs off on its own schedule.
@@ -60,20 +70,26 @@ _parse_url = cast(Callable[[str], dict[str, Any]], redis_connection.parse_url)
 
 def split_prefix(url: str) -> tuple[str, str | None]:
     """The URL without its `prefix` query parameter, and that parameter (None if absent)."""
+    return _split(url, "prefix")
+
+
+def _split(url: str, name: str) -> tuple[str, str | None]:
+    """The URL without its `name` query parameter, and that parameter (None if absent)."""
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError as exc:  # "Invalid IPv6 URL": a [ or ] in the password, say
         raise _bad_url(url, exc) from None
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    prefixes = [value for key, value in query if key == "prefix"]
-    if not prefixes:
+    values = [value for key, value in query if key == name]
+    if not values:
         return url, None
-    rest = urllib.parse.urlencode([(key, value) for key, value in query if key != "prefix"])
-    return urllib.parse.urlunsplit(parts._replace(query=rest)), prefixes[-1]
+    rest = urllib.parse.urlencode([(key, value) for key, value in query if key != name])
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), values[-1]
 
 
 def check_url(url: str) -> None:
     """Raise ConfigError, naming the URL without its password, unless redis-py accepts it."""
+    command_timeout(url, {})
     try:
         _parse_url(url)
     except (ValueError, TypeError) as exc:
@@ -92,17 +108,21 @@ def _bad_url(url: str, error: Exception) -> ConfigError:
 def make_client(url: str, options: dict[str, Any], *, blocking: bool = False) -> Redis:
     """A client with its own connection pool. A `blocking` client is for BLPOP: it has no
     read timeout, since its command waits on the server by design. `options` (and the URL's
-    query parameters, which win) override any setting below."""
+    query parameters, which win) override any setting below; `timeout` in either is
+    conveyor's (see the module docstring)."""
+    url, timeout = command_timeout(url, options)
     settings: dict[str, Any] = {
         "max_connections": MAX_CONNECTIONS,
-        "timeout": COMMAND_TIMEOUT,  # waiting for a free connection of the pool
+        "timeout": timeout,  # waiting for a free connection of the pool
         "decode_responses": True,
         # A byte that is not UTF-8 in a stored job must not fail the reply that reads it (a
         # reserve would lose its batch): it is kept as a lone surrogate, which read_job
         # reports, and which encodes back to the same byte when sent (an id stays exact).
         "encoding_errors": "surrogateescape",
-        "socket_connect_timeout": CONNECT_TIMEOUT,
-        "socket_timeout": None if blocking else COMMAND_TIMEOUT,
+        "socket_connect_timeout": min(CONNECT_TIMEOUT, timeout),
+        "socket_timeout": None if blocking else timeout,
+        "socket_keepalive": True,
+        "socket_keepalive_options": keepalive.tcp_options(timeout),
         "health_check_interval": 0 if blocking else HEALTH_CHECK_INTERVAL,
         # Only a lost connection is retried: a timeout may mean the command ran.
         "retry": Retry(
@@ -111,10 +131,28 @@ def make_client(url: str, options: dict[str, Any], *, blocking: bool = False) ->
             supported_errors=(RedisConnectionError,),
         ),
     }
-    settings.update(options)
+    settings.update((key, value) for key, value in options.items() if key != "timeout")
     pool = BlockingConnectionPool.from_url(url, **settings)
     client: Redis = Redis.from_pool(pool)
     return client
+
+
+def command_timeout(url: str, options: dict[str, Any]) -> tuple[str, float]:
+    """The URL without `?timeout=`, and the command deadline in seconds: the URL's, else the
+    `timeout` keyword, else COMMAND_TIMEOUT. ConfigError naming the fix for a bad one."""
+    url, written = _split(url, "timeout")
+    value: Any = written if written is not None else options.get("timeout", COMMAND_TIMEOUT)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        location = Location.parse(url)
+        raise ConfigError(
+            f"{location.shown!r}: timeout={location.mask(str(value))!r} is not a positive number"
+            " of seconds; write timeout=10"
+        )
+    return url, seconds
 
 
 class Edge:

@@ -37,7 +37,6 @@ the two global keys. This driver connects to a single server; the layout is read
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -104,7 +103,8 @@ class RedisDriver(Driver):
 
     `url` is a redis:// or rediss:// URL (default: $CONVEYOR_REDIS_URL, then
     redis://127.0.0.1:6379/0); `prefix` starts every key (default `conveyor:`, or `?prefix=`
-    in the URL). Other keyword arguments go to redis-py's client, e.g. `ssl_ca_certs=...`.
+    in the URL). `timeout=` (or `?timeout=`, default 10 s) is every command's deadline. Other
+    keyword arguments go to redis-py's client, e.g. `ssl_ca_certs=...`.
     """
 
     kind = "redis"
@@ -459,12 +459,24 @@ class RedisDriver(Driver):
             await self._blpop(queues, timeout, deadline=timeout + 1.0)
 
     async def _blpop(self, queues: list[str], server_timeout: float, deadline: float) -> None:
+        """BLPOP, given up on at `deadline` (its connection is then closed, and a new one made
+        by the next wait). A deadline past the server's timeout is only reached when the server
+        went silent: the worker then polls, as the wait returns, until it answers again."""
         wake = [self.keys(queue).wake for queue in queues]
         client = self._blocking_redis()
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation.
-        with self._edge, contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(deadline):
-                await client.execute_command("BLPOP", *wake, max(server_timeout, 0.01))
+        with self._edge:
+            try:
+                async with asyncio.timeout(deadline):
+                    await client.execute_command("BLPOP", *wake, max(server_timeout, 0.01))
+            except TimeoutError:
+                if deadline > server_timeout:
+                    log.warning(
+                        "%s gave no answer to BLPOP within %.1fs: its connection was closed;"
+                        " polling until it answers again",
+                        self._edge.where,
+                        deadline,
+                    )
 
     async def _due_in(self, queues: list[str]) -> float | None:
         """Seconds until the earliest delayed job or lease of `queues` falls due, or None."""

@@ -1,5 +1,6 @@
 """Conveyor's own options in an SQL driver's URL, the same for every dialect:
-`?prefix=app_&migrate=false&pool_size=20`. Each dialect parses the rest of its URL itself."""
+`?prefix=app_&migrate=false&pool_size=20&timeout=5`. Each dialect parses the rest of its URL
+itself."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from conveyor.drivers import Location
 from conveyor.errors import ConfigError
 
 #: The query options `sql_options` reads; a dialect keeps them from its client library.
-OPTIONS = ("prefix", "migrate", "pool_size")
+OPTIONS = ("prefix", "migrate", "pool_size", "timeout")
 
 _FLAGS = {"true": True, "1": True, "yes": True, "on": True}
 _FLAGS |= {"false": False, "0": False, "no": False, "off": False}
@@ -22,6 +23,7 @@ class SqlOptions(TypedDict, total=False):
     prefix: str
     migrate: bool
     pool_size: int
+    timeout: float
 
 
 def sql_options(url: str, pairs: Iterable[tuple[str, str]]) -> SqlOptions:
@@ -34,6 +36,8 @@ def sql_options(url: str, pairs: Iterable[tuple[str, str]]) -> SqlOptions:
             options["migrate"] = _flag(url, key, value)
         elif key == "pool_size":
             options["pool_size"] = _positive_whole(url, key, value)
+        elif key == "timeout":
+            options["timeout"] = _positive_seconds(url, key, value)
     return options
 
 
@@ -41,6 +45,14 @@ def check_pool_size(pool_size: int) -> None:
     """Refuse a pool that could never hold a connection."""
     if pool_size < 1:
         raise ConfigError(f"pool_size must be at least 1, not {pool_size}")
+
+
+def check_timeout(timeout: float) -> None:
+    """Refuse a call deadline that no call could meet."""
+    if not timeout > 0 or timeout == float("inf"):
+        raise ConfigError(
+            f"timeout must be a positive number of seconds, not {timeout!r}: write timeout=10"
+        )
 
 
 def _flag(url: str, key: str, value: str) -> bool:
@@ -57,6 +69,16 @@ def _positive_whole(url: str, key: str, value: str) -> int:
         number = 0
     if number < 1:
         raise _bad(url, key, value, "a positive whole number", f"{key}=10")
+    return number
+
+
+def _positive_seconds(url: str, key: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not 0 < number < float("inf"):
+        raise _bad(url, key, value, "a positive number of seconds", f"{key}=10")
     return number
 
 

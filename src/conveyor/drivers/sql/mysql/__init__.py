@@ -18,9 +18,13 @@ driver instance wakes it at once). Deadlocks and lock wait timeouts are retried 
 driver; a lost connection is replaced, so after a server restart the driver carries on.
 
 URL options, after `?`: `prefix` (default conveyor_), `migrate` (true or false), `pool_size`
-(default 10), `connect_timeout` (seconds, default 10) and `unix_socket` (a socket path to
-connect through instead of TCP). Without a user the URL means the current login name, as the
-mysql client does; without a port, 3306.
+(default 10), `timeout` (seconds, default 10: how long a call may wait for a connection, and
+then for its statements, before its connection counts as gone silent and is discarded),
+`connect_timeout` (seconds, default 10, for the TCP connect) and `unix_socket` (a socket path
+to connect through instead of TCP). Without a user the URL means the current login name, as
+the mysql client does; without a port, 3306. TCP keepalives find a silent idle connection
+within 11 s, and on MariaDB the server ends a transaction left idle past `timeout` (its client
+was cut off), so its row locks are not held for hours; see docs/reliability.md.
 
 Transactional push: give `connection=` your own asyncmy connection (to the driver's
 database), and the job is written in your transaction. It exists if and only if you commit:
@@ -41,14 +45,22 @@ would. With SQLAlchemy (`mysql+asyncmy://`), pass the asyncmy connection underne
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from conveyor.drivers import Location, safe_url
 from conveyor.drivers.base import Capabilities
+from conveyor.drivers.sql.deadline import TIMEOUT
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.mysql.connection import MysqlConnection, Target
-from conveyor.drivers.sql.url import OPTIONS, SqlOptions, check_pool_size, sql_options
+from conveyor.drivers.sql.url import (
+    OPTIONS,
+    SqlOptions,
+    check_pool_size,
+    check_timeout,
+    sql_options,
+)
 from conveyor.errors import ConfigError
 
 __all__ = ["CONNECT_TIMEOUT", "POOL_SIZE", "MysqlDriver"]
@@ -72,7 +84,9 @@ class MysqlDriver(SqlDriver):
     with only connection options after `?` (`connect_timeout`, `unix_socket`); use `from_url`
     for a URL that carries conveyor's own options too. `prefix` starts every table name, so
     several sets of queues can share one database. `migrate=False` never changes the schema:
-    opening checks that it is up to date and raises ConfigError if not.
+    opening checks that it is up to date and raises ConfigError if not. `timeout` is the
+    deadline, in seconds, of every call (to get a connection, then to run): past it the
+    connection is discarded and the call fails with BackendUnavailableError.
     """
 
     kind = "mysql"
@@ -85,14 +99,17 @@ class MysqlDriver(SqlDriver):
         prefix: str = "conveyor_",
         migrate: bool = True,
         pool_size: int = POOL_SIZE,
+        timeout: float = TIMEOUT,
     ) -> None:
         check_pool_size(pool_size)
+        check_timeout(timeout)
         target, options = _parse_url(url, _CONNECTION_OPTIONS + OPTIONS)
         if options:
             raise ConfigError(
                 f"{safe_url(url)!r}: {', '.join(options)} is read by MysqlDriver.from_url();"
                 " pass it to MysqlDriver() as a keyword instead"
             )
+        target = dataclasses.replace(target, timeout=timeout)
         super().__init__(
             MysqlConnection(target, pool_size=pool_size), __name__, prefix=prefix, migrate=migrate
         )

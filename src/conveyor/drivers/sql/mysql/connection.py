@@ -14,6 +14,12 @@ dropped is thrown away; the first call to meet one (the server restarted while i
 pool) is tried once more on a new connection, so after a restart the driver carries on by
 itself. While the server is down callers get BackendUnavailableError (workers retry with
 backoff).
+
+A connection that goes silent (no answer, no error) is found out by its deadline: a call waits
+at most `timeout` seconds for a connection (see checkout.py) and `timeout` more for its
+statements; past that the connection is aborted, the call fails with BackendUnavailableError
+(it is not tried again: it may have been done), and the connections idle meanwhile are not
+trusted again (see conveyor.drivers.sql.deadline).
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from asyncmy.pool import Pool
 
 from conveyor.drivers.location import Location
 from conveyor.drivers.record import decode_text
+from conveyor.drivers.sql.deadline import MIGRATION_TIMEOUT, TIMEOUT, Deadline
 from conveyor.drivers.sql.driver import Params, Row, SqlTransaction
+from conveyor.drivers.sql.mysql.checkout import Checkout, abort
 from conveyor.drivers.sql.queries import Query
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
@@ -82,7 +90,8 @@ _STATEMENT_END = re.compile(r";[ \t]*$", re.M)
 
 @dataclass(frozen=True)
 class Target:
-    """Where the server is and how to log in; `shown` is fit for messages (no password)."""
+    """Where the server is, how to log in, and how long a call may wait for it (`timeout`,
+    seconds); `shown` is fit for messages (no password)."""
 
     host: str = "localhost"
     port: int = 3306
@@ -91,6 +100,7 @@ class Target:
     database: str = "conveyor"
     unix_socket: str | None = None
     connect_timeout: float = 10.0
+    timeout: float = TIMEOUT
     #: The URL the target was read from, parsed: what messages must hide besides `password`.
     location: Location = field(default_factory=Location, repr=False, compare=False)
 
@@ -156,6 +166,10 @@ class Target:
             )
         return DriverError(f"MySQL {what} failed on {self.shown}: {detail}")
 
+    def silent(self, what: str, deadline: Deadline) -> BackendUnavailableError:
+        """The error for a call whose deadline passed, logged as a warning."""
+        return deadline.error(f"MySQL at {self.shown}", what, log)
+
     @contextmanager
     def translated(self, what: str) -> Iterator[None]:
         """Turn asyncmy's (and the socket's) errors into conveyor's."""
@@ -171,13 +185,15 @@ class MysqlConnection:
     Every call is shielded: once a method is called its statements run to the end even if the
     caller is cancelled meanwhile, as with the memory driver, whose methods never yield. A
     caller cancelled while its ack was on the wire could otherwise not tell whether the ack
-    happened, and the connection would be left halfway through a reply.
+    happened, and the connection would be left halfway through a reply. The end comes at
+    the latest at the call's deadline (see the module docstring).
     """
 
     def __init__(self, target: Target, *, pool_size: int) -> None:
         self.target = target
         self.pool_size = pool_size
         self._pool: Pool | None = None
+        self._checkout = Checkout(target)
 
     async def open(self) -> None:
         """Start the pool with one connection, and check the server is recent enough."""
@@ -247,7 +263,7 @@ class MysqlConnection:
 
     async def _check_server(self, pool: Pool) -> None:
         """ConfigError for a server too old for the SQL (no JSON_TABLE, SKIP LOCKED...)."""
-        connection = await self._acquire(pool)
+        connection = await self._checkout.acquire(pool)
         try:
             found = str(connection.get_server_info())
         finally:
@@ -276,7 +292,7 @@ class MysqlConnection:
         attempt = 1
         while True:
             try:
-                return await self._attempt(pool, work, in_transaction)
+                return await self._attempt(pool, what, work, in_transaction)
             except _Failed as failed:
                 code = _code(failed.error)
                 if code in _RETRIED and attempt < ATTEMPTS:
@@ -286,34 +302,33 @@ class MysqlConnection:
                     raise self.target.error(failed.error, failed.what or what) from failed.error
             attempt += 1
 
-    async def _attempt(self, pool: Pool, work: Work[T], in_transaction: bool) -> T:
-        """One run of `work` on one connection; the connection is closed, not pooled again,
-        if it may be broken or halfway through something."""
-        connection = await self._acquire(pool)
-        session = _Session(connection)
+    async def _attempt(self, pool: Pool, what: str, work: Work[T], in_transaction: bool) -> T:
+        """One run of `work` on one connection, under the call's deadline; the connection is
+        closed, not pooled again, if it may be broken or halfway through something."""
+        connection = await self._checkout.acquire(pool)
+        deadline = Deadline(self.target.timeout, functools.partial(abort, connection))
+        session = _Session(connection, deadline)
         healthy = False
         try:
-            result = await (
-                _in_transaction(connection, session, work) if in_transaction else work(session)
-            )
-            healthy = True
+            with deadline:
+                result = await (
+                    _in_transaction(connection, session, work) if in_transaction else work(session)
+                )
+            healthy = not deadline.expired
             return result
         except _Failed as failed:
+            if deadline.expired:
+                self._checkout.suspect_idle()
+                step = what if failed.what in (None, what) else f"{what} ({failed.what})"
+                raise self.target.silent(step, deadline) from failed.error
             healthy = not _lost(failed.error)
             raise
         finally:
             if healthy and session.holds_named_lock:
-                healthy = await _release_named_locks(connection)
+                healthy = await _release_named_locks(connection, self.target.timeout)
             if not healthy:
                 connection.close()
             pool.release(connection)
-
-    async def _acquire(self, pool: Pool) -> Connection:
-        """A connection from the pool (a new one if none is idle); BackendUnavailableError
-        naming the server when none can be made."""
-        with self.target.translated("connect"):
-            connection: Connection = await pool.acquire()
-        return connection
 
 
 class _Failed(Exception):
@@ -357,12 +372,13 @@ async def _roll_back(connection: Connection) -> None:
         connection.close()
 
 
-async def _release_named_locks(connection: Connection) -> bool:
+async def _release_named_locks(connection: Connection, timeout: float) -> bool:
     """Release the session's named locks (the migration lock), so they end with the
     transaction that took them; False if the connection failed meanwhile."""
     try:
-        async with connection.cursor() as cursor:
-            await cursor.execute("DO RELEASE_ALL_LOCKS()")
+        with Deadline(timeout, functools.partial(abort, connection)):
+            async with connection.cursor() as cursor:
+                await cursor.execute("DO RELEASE_ALL_LOCKS()")
     except (MySQLError, OSError, EOFError):
         return False
     return True
@@ -386,8 +402,9 @@ class _Session:
     """`SqlTransaction` on one connection: a pooled one, or a caller's own. Runs each statement
     of a block in turn, on whatever transaction the connection has open."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, deadline: Deadline | None = None) -> None:
         self._connection = connection
+        self._deadline = deadline
         #: True once a statement took a named lock, which outlives transactions: the pooled
         #: adapter releases it when the transaction ends.
         self.holds_named_lock = False
@@ -412,6 +429,8 @@ class _Session:
         return changed
 
     async def script(self, sql: str) -> None:
+        if self._deadline is not None:  # a migration may run far longer than a call
+            self._deadline.extend(MIGRATION_TIMEOUT)
         with _failing("migration"):
             async with self._connection.cursor(_QuietCursor) as cursor:
                 for statement in _statements(sql):

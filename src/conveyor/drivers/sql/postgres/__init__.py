@@ -11,10 +11,15 @@ within milliseconds of a push from any process (polling at its poll interval sta
 fallback). Tables are created on first use (`migrate=False` refuses to run on an out-of-date
 schema instead; `conveyor migrate` brings it up to date), every name starting with `prefix`.
 
-URL options, after `?`: `prefix` (default conveyor_), `migrate` (true or false) and
-`pool_size` (default 10); any other is libpq's own (sslmode, connect_timeout,
-application_name, options, ...). With no host, user or password in the URL, libpq takes them
-from PGHOST, PGUSER, PGPASSWORD, ... as usual.
+URL options, after `?`: `prefix` (default conveyor_), `migrate` (true or false), `pool_size`
+(default 10) and `timeout` (seconds, default 10: how long a call may wait for a connection, and
+then for its statements, before its connection counts as gone silent and is discarded); any
+other is libpq's own (sslmode, connect_timeout, application_name, options, ...). With no host,
+user or password in the URL, libpq takes them from PGHOST, PGUSER, PGPASSWORD, ... as usual.
+Unless the URL sets them, TCP keepalives find a silent idle connection within 11 s
+(keepalives_idle=5, keepalives_interval=2, keepalives_count=3), tcp_user_timeout drops one
+whose writes go unacknowledged for `timeout`, and connect_timeout is `timeout` (2 to 10 s);
+see docs/reliability.md.
 
 Transactional push: give `connection=` your own psycopg connection, and the job is written in
 your transaction. It exists, and a worker is notified, if and only if you commit:
@@ -40,10 +45,17 @@ import psycopg
 
 from conveyor.drivers import safe_url
 from conveyor.drivers.base import Capabilities
+from conveyor.drivers.sql.deadline import TIMEOUT
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.postgres.connection import PostgresConnection, Target
 from conveyor.drivers.sql.postgres.listener import Listener
-from conveyor.drivers.sql.url import OPTIONS, SqlOptions, check_pool_size, sql_options
+from conveyor.drivers.sql.url import (
+    OPTIONS,
+    SqlOptions,
+    check_pool_size,
+    check_timeout,
+    sql_options,
+)
 from conveyor.errors import ConfigError, DriverError
 from conveyor.job import JobInfo
 
@@ -65,7 +77,9 @@ class PostgresDriver(SqlDriver):
     `conninfo` is a postgresql:// URL or a libpq "key=value" string, as psycopg takes it (use
     `from_url` for a URL that carries conveyor's own options). `prefix` starts every table
     name, so several sets of queues can share one database. `migrate=False` never changes the
-    schema: opening checks that it is up to date and raises ConfigError if not.
+    schema: opening checks that it is up to date and raises ConfigError if not. `timeout` is
+    the deadline, in seconds, of every call (to get a connection, then to run): past it the
+    connection is discarded and the call fails with BackendUnavailableError.
     """
 
     kind = "postgres"
@@ -78,9 +92,11 @@ class PostgresDriver(SqlDriver):
         prefix: str = "conveyor_",
         migrate: bool = True,
         pool_size: int = POOL_SIZE,
+        timeout: float = TIMEOUT,
     ) -> None:
         check_pool_size(pool_size)
-        target = Target(conninfo)
+        check_timeout(timeout)
+        target = Target(conninfo, timeout=timeout)
         connection = PostgresConnection(target, pool_size=pool_size)
         super().__init__(connection, __name__, prefix=prefix, migrate=migrate)
         self.target = target

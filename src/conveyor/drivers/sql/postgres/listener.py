@@ -7,7 +7,9 @@ notified since a reserve last looked at them; `wait` returns as soon as one of i
 
 Polling stays the fallback: `wait` never sleeps longer than its timeout (the worker's poll
 interval), so a notification lost while the listening connection was down costs at most one
-interval. The connection is checked when quiet and reconnected with backoff when lost.
+interval. The connection is checked every QUIET_CHECK seconds (`SELECT 1`, under the driver's
+timeout: a connection that went silent never answers, and is then broken and replaced) and
+reconnected with backoff when lost.
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from conveyor.drivers.sql.postgres.connection import Target
+from conveyor.drivers.sql.postgres.connection import Target, watched
 from conveyor.errors import DriverError
 
 __all__ = ["QUIET_CHECK", "Listener"]
 
 log = logging.getLogger("conveyor.postgres")
 
-#: Seconds without a notification after which the listening connection is checked.
-QUIET_CHECK = 30.0
+#: Seconds between checks of the listening connection. A silent one gives no sign, and
+#: notifications stop: until the check finds it out (within this plus the driver's timeout),
+#: idle workers poll at their poll interval.
+QUIET_CHECK = 5.0
 
 #: First and longest pause between attempts to listen again after the connection was lost.
 RETRY_FIRST = 0.1
@@ -108,8 +112,7 @@ class Listener:
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         conn = await self.target.connect()
         try:
-            with self.target.translated("LISTEN"):
-                await conn.execute(self._listen)
+            await watched(conn, self.target, "LISTEN", conn.execute(self._listen))
         except BaseException:
             await conn.close()
             raise
@@ -121,11 +124,13 @@ class Listener:
             while True:
                 try:
                     await self._hear(conn)
-                except psycopg.Error as error:
+                except (psycopg.Error, DriverError) as error:
+                    if isinstance(error, psycopg.Error):
+                        error = self.target.error(error, "LISTEN")
                     log.warning(
                         "lost the LISTEN connection to %s (%s); listening again, polling meanwhile",
                         self.target.shown,
-                        self.target.error(error, "LISTEN"),
+                        error,
                     )
                 await conn.close()
                 conn = await self._reconnect()
@@ -139,8 +144,8 @@ class Listener:
             async for notify in conn.notifies(timeout=QUIET_CHECK):
                 self._notified.add(notify.payload)
                 self._wake(notify.payload)
-            # Quiet for a while: a connection that died without a word is found out here.
-            await conn.execute("SELECT 1")
+            # A connection that died without a word is found out here.
+            await watched(conn, self.target, "the LISTEN check", conn.execute("SELECT 1"))
 
     async def _reconnect(self) -> psycopg.AsyncConnection[Any]:
         delay = RETRY_FIRST
