@@ -771,7 +771,14 @@ async def test_reserve_and_settle_plans_skip_finished_jobs(
         " FROM seq_1_to_22000"
     )
     await sql(f"ANALYZE TABLE {prefix}jobs")
-    params = {"queues": '["q"]', "limit": 10, "lease": 30.0, "worker": "w", "token": "t"}
+    params = {
+        "queues": '["q"]',
+        "limit": 10,
+        "lease": 30.0,
+        "worker": "w",
+        "token": "t",
+        "alone": 0,
+    }
     params |= {"now": time.time(), "items": json.dumps([[f"{i:032x}", "t"] for i in range(50)])}
 
     reserve = await explain(prefix, "reserve", params)

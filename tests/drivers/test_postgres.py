@@ -646,7 +646,14 @@ async def test_prune_deletes_in_batches_until_a_short_one(
 async def explain(prefix: str, name: str, items: list[list[Any]]) -> str:
     """The plan PostgreSQL picks for one query block (EXPLAIN only: nothing is run)."""
     query = load_queries(PACKAGE, prefix)[name]
-    params = {"queues": '["q"]', "limit": 100, "lease": 30.0, "worker": "w", "token": "t"}
+    params = {
+        "queues": '["q"]',
+        "limit": 100,
+        "lease": 30.0,
+        "worker": "w",
+        "token": "t",
+        "alone": 0,
+    }
     params |= {"now": time.time(), "items": json.dumps(items)}
     async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
         await conn.execute("SET jit = off")

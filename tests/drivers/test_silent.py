@@ -24,9 +24,9 @@ from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Driver
 from conveyor.drivers.sql.postgres import PostgresDriver
 from conveyor.errors import BackendUnavailableError
-from conveyor.job import NewJob, new_id
 from tests.backends import eventually, require_service
 from tests.backends.proxy import Proxy
+from tests.contract.helpers import make_job
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -181,7 +181,7 @@ async def test_a_silent_listen_connection_is_replaced_and_wakes_workers_again(
         waiting = asyncio.create_task(listening.wait(["q"], 10.0))
         await asyncio.sleep(0.1)
         began = time.monotonic()
-        await pushing.push_many([_job()])
+        await pushing.push_many([make_job()])
         await asyncio.wait_for(waiting, 5)
         assert time.monotonic() - began < 1.0, "the push did not wake the worker"
     finally:
@@ -202,8 +202,3 @@ async def test_stopping_a_listen_connection_that_went_silent_mid_check_is_prompt
     began = time.monotonic()
     await asyncio.wait_for(driver.close(), 10)
     assert time.monotonic() - began < 0.5
-
-
-def _job() -> NewJob:
-    now = time.time()
-    return NewJob(id=new_id(), queue="q", name="j", payload="{}", created_at=now, available_at=now)

@@ -373,7 +373,7 @@ async def test_cancelled_call_still_completes(tmp_path: Path, opened: list[Sqlit
 def explain(path: Path, name: str) -> str:
     query = load_queries(PACKAGE, "conveyor_")[name]
     params = {"items": "[]", "queues": '["q"]', "now": 0.0, "lease": 1.0, "limit": 1}
-    params |= {"token": "t", "worker": "w", "id": "x"}
+    params |= {"token": "t", "worker": "w", "id": "x", "alone": 0, "older_than": 1.0}
     with sqlite3.connect(path) as db:
         rows = db.execute(f"EXPLAIN QUERY PLAN {query.sql}", params).fetchall()
     return "\n".join(str(row[3]) for row in rows)
