@@ -86,8 +86,9 @@ class JobInfo:
     `alone` (marked by `renew(..., alone=True)`): a worker runs a rescued job alone, so that
     a death with it alone is its own doing, while a death among other jobs is charged to none.
     `reservation` is the token of the current (or last) reservation; every settle call must
-    present it (fencing). While a job is reserved, `available_at` is when its lease runs out,
-    by the backend's clock.
+    present it (fencing). `available_at` is when the job became (or becomes) due, also while
+    it is reserved; `reserved_at` is when its current or last reservation was made and
+    `lease_expires_at` when that lease runs out (None once released), by the backend's clock.
 
     `unreadable` names the fields of a stored record that could not be decoded (damaged by
     hand, by another program, on disk), each with what was wrong and the raw value; those
@@ -115,6 +116,8 @@ class JobInfo:
     error: ErrorInfo | None = None
     rescued: int = 0
     alone: bool = False
+    reserved_at: float | None = None
+    lease_expires_at: float | None = None
     unreadable: dict[str, str] = field(default_factory=dict)
 
 

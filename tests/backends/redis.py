@@ -36,7 +36,8 @@ DAMAGES = [
     Damage("id", NOT_UTF8, "tolerate"),  # the id is read from the key, never the hash
     Damage("rank", None, "tolerate"),  # reserve ranks it as priority 0
     Damage("state", None, "tolerate"),  # reserve writes its own
-    Damage("available_at", "soon", "tolerate"),  # reserve writes the lease end
+    Damage("available_at", "soon"),
+    Damage("lease_expires_at", "soon", "tolerate"),  # reserve writes its own
 ]
 
 

@@ -60,7 +60,9 @@ async def test_reserve_records_worker_and_lease_end(driver: Driver) -> None:
 
     after = time.time()
     assert job.worker == "mailer-1"
-    assert_between(job.available_at, before + LONG_LEASE, after + LONG_LEASE)
+    assert_between(job.reserved_at, before, after)
+    assert_between(job.lease_expires_at, before + LONG_LEASE, after + LONG_LEASE)
+    assert job.available_at <= job.reserved_at  # still when it became due
 
 
 async def test_get_shows_what_reserve_recorded(driver: Driver) -> None:
@@ -72,6 +74,8 @@ async def test_get_shows_what_reserve_recorded(driver: Driver) -> None:
     assert got.state is JobState.RESERVED
     assert (got.attempt, got.reservation, got.worker) == (1, reserved.reservation, "mailer-1")
     assert_time(got.available_at, reserved.available_at)
+    assert_time(got.reserved_at, reserved.reserved_at)
+    assert_time(got.lease_expires_at, reserved.lease_expires_at)
 
 
 async def test_reserve_returns_the_pushed_fields(driver: Driver) -> None:

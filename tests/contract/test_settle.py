@@ -178,7 +178,7 @@ async def test_renew_extends_the_lease(driver: Driver) -> None:
 
     got = await snapshot(driver, reserved)
     assert got.state is JobState.RESERVED
-    assert_between(got.available_at, before + LONG_LEASE, time.time() + LONG_LEASE)
+    assert_between(got.lease_expires_at, before + LONG_LEASE, time.time() + LONG_LEASE)
 
 
 async def test_renewed_job_is_not_reserved_again_after_first_lease(driver: Driver) -> None:
@@ -360,3 +360,14 @@ async def test_fail_refuses_job_already_acked(driver: Driver) -> None:
 
     assert await driver.fail([failure_of(reserved)]) == set()
     assert (await snapshot(driver, reserved)).state is JobState.SUCCEEDED
+
+
+async def test_release_ends_the_lease_and_sets_when_the_job_is_due_again(driver: Driver) -> None:
+    reserved = await push_and_reserve(driver)
+    before = time.time()
+
+    await driver.release([release_of(reserved, 30.0)])
+
+    got = await snapshot(driver, reserved)
+    assert got.lease_expires_at is None and got.reserved_at == reserved.reserved_at
+    assert_between(got.available_at, before + 30, time.time() + 30)

@@ -152,7 +152,7 @@ async def test_jobs_of_a_worker_killed_mid_job_run_again_after_their_lease(
         killed_at = time.time()
         infos = [await registry.job_info(job_id) for job_id in hung]
         assert all(info is not None and info.state.value == "reserved" for info in infos)
-        lease_ends = {info.id: info.available_at for info in infos if info is not None}
+        lease_ends = {info.id: info.lease_expires_at for info in infos if info is not None}
         assert all(end <= killed_at + lease for end in lease_ends.values())
 
         with workers(tmp_path, 1) as [survivor]:

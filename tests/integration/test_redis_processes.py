@@ -151,7 +151,7 @@ async def test_jobs_of_a_killed_worker_run_again_after_their_lease(
         doomed.wait(timeout=10)
         held = [await registry.job_info(job_id) for job_id in ids]
         assert all(job is not None and job.state is JobState.RESERVED for job in held), held
-        lease_ends = {job.id: job.available_at for job in held if job is not None}
+        lease_ends = {job.id: job.lease_expires_at for job in held if job is not None}
 
         rescuer = workers.start("k", burst=True)
         assert rescuer.wait(timeout=30) == 0, workers.logs()

@@ -210,7 +210,8 @@ class Driver(abc.ABC):
     ) -> list[JobInfo]:
         """Atomically take up to `limit` due jobs from `queues`: pending jobs whose time has
         come and reserved jobs whose lease ran out, highest priority first, then earliest
-        available. Each gets state reserved, a fresh token and a lease of `lease` seconds.
+        available. Each gets state reserved, a fresh token, `reserved_at` now and a lease of
+        `lease` seconds (`lease_expires_at`); its `available_at` stays when it became due.
         Two concurrent callers never receive the same job while its lease is valid.
 
         A pending job's attempt goes up by one. A job whose lease ran out is rescued: its
@@ -221,7 +222,8 @@ class Driver(abc.ABC):
     async def renew(
         self, reservations: Sequence[Reservation], lease: float, *, alone: bool = False
     ) -> set[str]:
-        """Extend the leases of jobs still held under these tokens to now + `lease`. With
+        """Extend the leases of jobs still held under these tokens: `lease_expires_at` becomes
+        now + `lease`. With
         `alone`, also mark them as running alone: should their worker die before they are
         settled, the next reserve charges the death to them as an attempt. Never unmarks."""
 
@@ -231,7 +233,8 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     async def release(self, releases: Sequence[Release]) -> set[str]:
-        """Put jobs held under these tokens back to pending at their `available_at`."""
+        """Put jobs held under these tokens back to pending, due after their `delay`; their
+        lease is over (`lease_expires_at` None)."""
 
     @abc.abstractmethod
     async def fail(self, failures: Sequence[Failure]) -> set[str]:

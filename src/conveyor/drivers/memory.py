@@ -38,8 +38,9 @@ class MemoryDriver(Driver):
 
     def __init__(self) -> None:
         self._jobs: dict[str, JobInfo] = {}
-        # Per queue: due jobs as (-priority, available_at, seq, id), and jobs not yet due as
-        # (available_at, seq, id). Entries go stale when a job changes; they are skipped when
+        # Per queue: due jobs as (-priority, due time, seq, id), and jobs not yet due as
+        # (due time, seq, id); the due time is a reserved job's lease end, else available_at
+        # (see _due). Entries go stale when a job changes; they are skipped when
         # they no longer match their job, so a change only has to push a new entry.
         self._ready: dict[str, list[tuple[int, float, int, str]]] = {}
         self._waiting: dict[str, list[tuple[float, int, str]]] = {}
@@ -110,7 +111,8 @@ class MemoryDriver(Driver):
                 alone=False,
                 reservation=token,
                 worker=worker,
-                available_at=now + lease,
+                reserved_at=now,
+                lease_expires_at=now + lease,
             )
             self._jobs[job_id] = job
             self._schedule(job)  # an expired lease makes it due again
@@ -137,30 +139,29 @@ class MemoryDriver(Driver):
         """Move the queue's jobs whose time has come from the waiting heap to the ready heap."""
         waiting = self._waiting.get(queue)
         while waiting and waiting[0][0] <= now:
-            available_at, seq, job_id = heapq.heappop(waiting)
+            due, seq, job_id = heapq.heappop(waiting)
             job = self._jobs.get(job_id)
-            if job is not None and self._is_current(job, available_at):
+            if job is not None and self._is_current(job, due):
                 ready = self._ready.setdefault(queue, [])
-                heapq.heappush(ready, (-job.priority, available_at, seq, job_id))
+                heapq.heappush(ready, (-job.priority, due, seq, job_id))
 
     def _entry_is_current(self, entry: tuple[int, float, int, str]) -> bool:
         job = self._jobs.get(entry[3])
         return job is not None and -job.priority == entry[0] and self._is_current(job, entry[1])
 
     @staticmethod
-    def _is_current(job: JobInfo, available_at: float) -> bool:
-        return (
-            job.state in (JobState.PENDING, JobState.RESERVED) and job.available_at == available_at
-        )
+    def _is_current(job: JobInfo, due: float) -> bool:
+        return job.state in (JobState.PENDING, JobState.RESERVED) and _due(job) == due
 
     def _schedule(self, job: JobInfo) -> None:
         seq = next(self._seq)
-        if job.available_at <= time.time():
+        due = _due(job)
+        if due <= time.time():
             ready = self._ready.setdefault(job.queue, [])
-            heapq.heappush(ready, (-job.priority, job.available_at, seq, job.id))
+            heapq.heappush(ready, (-job.priority, due, seq, job.id))
         else:
             waiting = self._waiting.setdefault(job.queue, [])
-            heapq.heappush(waiting, (job.available_at, seq, job.id))
+            heapq.heappush(waiting, (due, seq, job.id))
 
     def _held(self, reservation: Reservation) -> JobInfo | None:
         """The job if it is still reserved under this token (the fencing check)."""
@@ -182,7 +183,7 @@ class MemoryDriver(Driver):
             job = self._held(reservation)
             if job is not None:
                 self._jobs[job.id] = job = replace(
-                    job, available_at=until, alone=job.alone or alone
+                    job, lease_expires_at=until, alone=job.alone or alone
                 )
                 self._schedule(job)
                 renewed.add(job.id)
@@ -208,6 +209,7 @@ class MemoryDriver(Driver):
                 job,
                 state=JobState.PENDING,
                 available_at=now + item.delay,
+                lease_expires_at=None,
                 attempt=job.attempt if item.count_attempt else job.attempt - 1,
                 error=item.error or job.error,
             )
@@ -344,6 +346,13 @@ class MemoryDriver(Driver):
     @staticmethod
     def _unique_key(queue: str, name: str, unique: str | None) -> UniqueKey | None:
         return None if unique is None else (queue, name, unique)
+
+
+def _due(job: JobInfo) -> float:
+    """When the job next needs a reserve: a reserved job's lease end, else its due time."""
+    if job.state is JobState.RESERVED and job.lease_expires_at is not None:
+        return job.lease_expires_at
+    return job.available_at
 
 
 def _visible_state(job: JobInfo, now: float) -> JobState:

@@ -64,6 +64,8 @@ def read_job(raw: Mapping[str, object], now: float) -> JobInfo:
         error=reader.error(),
         rescued=reader.whole("rescued") if raw.get("rescued") is not None else 0,
         alone=reader.flag("alone"),
+        reserved_at=reader.optional_number("reserved_at"),
+        lease_expires_at=reader.optional_number("lease_expires_at"),
         unreadable=reader.unreadable,
     )
 

@@ -96,7 +96,7 @@ def error_text(error: ErrorInfo | None) -> str:
 FIELDS = (
     "queue", "name", "payload", "state", "attempt", "max_attempts", "priority",
     "created_at", "available_at", "timeout", "retry_delay", "unique", "meta", "reservation",
-    "worker", "finished_at", "error", "rescued", "alone",
+    "worker", "finished_at", "error", "rescued", "alone", "reserved_at", "lease_expires_at",
 )  # fmt: skip
 
 Values = Sequence[str | None]

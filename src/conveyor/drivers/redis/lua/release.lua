@@ -38,6 +38,7 @@ for i = 2, #ARGV, 5 do
     local text = string.format('%.6f', now + tonumber(delay))
     local at = tonumber(text)
     rcall('HSET', key, 'state', 'pending', 'available_at', text)
+    rcall('HDEL', key, 'lease_expires_at')
     local attempt = tonumber(job[4])
     if count == '0' and attempt then
       rcall('HSET', key, 'attempt', attempt - 1)

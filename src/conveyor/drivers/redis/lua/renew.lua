@@ -23,7 +23,7 @@ for i = 4, #ARGV, 2 do
   local key = prefix .. id
   local job = rcall('HMGET', key, 'state', 'reservation')
   if job[1] == 'reserved' and job[2] == token then
-    rcall('HSET', key, 'available_at', lease_end)
+    rcall('HSET', key, 'lease_expires_at', lease_end)
     if alone then
       rcall('HSET', key, 'alone', '1')
     end

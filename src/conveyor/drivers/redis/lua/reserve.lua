@@ -113,7 +113,7 @@ for _, m in ipairs(chosen) do
     local before = rcall('HMGET', key, 'attempt', 'rescued', 'alone')
     local attempt, rescued = tonumber(before[1]), tonumber(before[2] or '0')
     rcall('HSET', key, 'state', 'reserved', 'reservation', token, 'worker', worker,
-      'available_at', lease_end, 'alone', '0')
+      'reserved_at', string.format('%.6f', now), 'lease_expires_at', lease_end, 'alone', '0')
     -- A damaged count is left as it is, for the worker to report.
     if attempt and (before[3] == '1' or not rescues[m]) then
       rcall('HSET', key, 'attempt', attempt + 1)

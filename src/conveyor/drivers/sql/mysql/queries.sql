@@ -20,7 +20,7 @@
 -- Statements that return jobs return these columns (the driver reads them by name):
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
 -- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,
--- alone, and `now`, the server's time as the statement ran (it tells delayed from pending).
+-- alone, reserved_at, lease_expires_at, and `now`, the server's time as the statement ran (it tells delayed from pending).
 
 -- name: now
 -- The clock: seconds since the epoch as the statement started, to the microsecond, a constant
@@ -126,49 +126,49 @@ STRAIGHT_JOIN {prefix}jobs AS job
 UPDATE (
     SELECT due.id, due.state, due.alone
     FROM (
-        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[0]') AND available_at <= {now}
-         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[0]') AND due_at <= {now}
+         ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[1]') AND available_at <= {now}
-         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[1]') AND due_at <= {now}
+         ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[2]') AND available_at <= {now}
-         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[2]') AND due_at <= {now}
+         ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[3]') AND available_at <= {now}
-         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[3]') AND due_at <= {now}
+         ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[4]') AND available_at <= {now}
-         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[4]') AND due_at <= {now}
+         ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[5]') AND available_at <= {now}
-         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[5]') AND due_at <= {now}
+         ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[6]') AND available_at <= {now}
-         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[6]') AND due_at <= {now}
+         ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT id, priority, available_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[7]') AND available_at <= {now}
-         ORDER BY priority DESC, available_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
+         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[7]') AND due_at <= {now}
+         ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
-        (SELECT job.id, job.priority, job.available_at, job.state, job.alone
+        (SELECT job.id, job.priority, job.due_at, job.state, job.alone
          FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (
              n     FOR ORDINALITY,
              queue VARBINARY(255) PATH '$'
          )) AS extra
          STRAIGHT_JOIN {prefix}jobs AS job ON job.ready_queue = extra.queue
-         WHERE JSON_LENGTH(%(queues)s) > 8 AND extra.n > 8 AND job.available_at <= {now}
-         ORDER BY job.priority DESC, job.available_at, job.id
+         WHERE JSON_LENGTH(%(queues)s) > 8 AND extra.n > 8 AND job.due_at <= {now}
+         ORDER BY job.priority DESC, job.due_at, job.id
          LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
     ) AS due
-    ORDER BY due.priority DESC, due.available_at, due.id
+    ORDER BY due.priority DESC, due.due_at, due.id
     LIMIT %(limit)s
 ) AS picked
 STRAIGHT_JOIN {prefix}jobs AS job ON job.id = picked.id
@@ -179,10 +179,11 @@ SET job.state = 'reserved',
     job.alone = 0,
     job.reservation = %(token)s,
     job.worker = %(worker)s,
-    job.available_at = {now} + %(lease)s;
+    job.reserved_at = {now},
+    job.lease_expires_at = {now} + %(lease)s;
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, {now} AS now
+       error, rescued, alone, reserved_at, lease_expires_at, {now} AS now
 FROM {prefix}jobs
 WHERE reservation = %(token)s;
 
@@ -202,7 +203,7 @@ UPDATE JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     token VARBINARY(64) PATH '$[1]'
 )) AS item
 STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
-SET job.available_at = {now} + %(lease)s,
+SET job.lease_expires_at = {now} + %(lease)s,
     job.alone = GREATEST(job.alone, %(alone)s)
 WHERE job.state = 'reserved';
 
@@ -248,6 +249,7 @@ UPDATE JSON_TABLE(%(items)s, '$[*]' COLUMNS (
 STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
 SET job.state = 'pending',
     job.available_at = {now} + item.delay,
+    job.lease_expires_at = NULL,
     job.error = COALESCE(item.error, job.error),
     job.attempt = job.attempt - item.give_back
 WHERE job.state = 'reserved';
@@ -292,7 +294,7 @@ GROUP BY 1, 2;
 -- stored is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, {now} AS now
+       error, rescued, alone, reserved_at, lease_expires_at, {now} AS now
 FROM {prefix}jobs
 WHERE queue = %(queue)s
   AND state = %(stored)s
@@ -305,7 +307,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, {now} AS now
+       error, rescued, alone, reserved_at, lease_expires_at, {now} AS now
 FROM {prefix}jobs
 WHERE id = %(id)s;
 
@@ -319,6 +321,7 @@ SET state = 'pending',
     attempt = 0,
     rescued = 0,
     available_at = {now},
+    lease_expires_at = NULL,
     finished_at = NULL,
     unique_slot = IF(unique_key IS NULL, unique_slot, UNHEX(SHA2(unique_key, 256)))
 WHERE queue = %(queue)s

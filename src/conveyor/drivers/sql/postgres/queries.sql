@@ -32,7 +32,7 @@
 -- Statements that return jobs return these columns (the driver reads them by name):
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
 -- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,
--- alone, and `now`, the server's time as the statement ran (it tells delayed from pending).
+-- alone, reserved_at, lease_expires_at, and `now`, the server's time as the statement ran (it tells delayed from pending).
 
 -- name: now
 -- The clock: seconds since the epoch as the statement started, to the microsecond. Stable
@@ -127,29 +127,30 @@ SET state = 'reserved',
     alone = 0,
     reservation = %(token)s,
     worker = %(worker)s,
-    available_at = {now} + %(lease)s::float8
+    reserved_at = {now},
+    lease_expires_at = {now} + %(lease)s::float8
 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
 WHERE job.id = ANY (ARRAY(
     SELECT best.id
     FROM (SELECT DISTINCT jsonb_array_elements_text(%(queues)s::jsonb) AS queue) AS wanted
     CROSS JOIN LATERAL (
-        SELECT due.id, due.priority, due.available_at
+        SELECT due.id, due.priority, due.due_at
         FROM {prefix}jobs AS due
         WHERE due.queue = wanted.queue
           AND due.finished_at IS NULL
           AND due.state IN ('pending', 'reserved')
-          AND due.available_at <= {now}
-        ORDER BY due.priority DESC, due.available_at, due.id
+          AND due.due_at <= {now}
+        ORDER BY due.priority DESC, due.due_at, due.id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS best
-    ORDER BY best.priority DESC, best.available_at, best.id
+    ORDER BY best.priority DESC, best.due_at, best.id
     LIMIT %(limit)s
 ))
 RETURNING job.id, job.queue, job.name, job.payload, job.state, job.attempt, job.max_attempts,
     job.priority, job.created_at, job.available_at, job.timeout, job.retry_delay,
     job.unique_key, job.meta, job.reservation, job.worker, job.finished_at, job.error,
-    job.rescued, job.alone, {now} AS now;
+    job.rescued, job.alone, job.reserved_at, job.lease_expires_at, {now} AS now;
 
 -- name: renew
 -- Extend the leases of the jobs in items ([id, token]) still reserved under their token;
@@ -161,7 +162,7 @@ WITH item AS (
     FROM jsonb_array_elements(%(items)s::jsonb)
 )
 UPDATE {prefix}jobs AS job
-SET available_at = {now} + %(lease)s::float8,
+SET lease_expires_at = {now} + %(lease)s::float8,
     alone = greatest(job.alone, %(alone)s::smallint)
 FROM item
 WHERE job.id = ANY (ARRAY(SELECT unnest(ids) FROM item))
@@ -201,6 +202,7 @@ released AS (
     SET state = 'pending',
         available_at = {now}
             + (item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2)::float8,
+        lease_expires_at = NULL,
         error = coalesce(
             item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>3, job.error),
         attempt = job.attempt
@@ -250,7 +252,7 @@ GROUP BY 1, 2;
 -- `stored` is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, {now} AS now
+       error, rescued, alone, reserved_at, lease_expires_at, {now} AS now
 FROM {prefix}jobs
 WHERE queue = %(queue)s
   AND state = %(stored)s
@@ -263,7 +265,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, {now} AS now
+       error, rescued, alone, reserved_at, lease_expires_at, {now} AS now
 FROM {prefix}jobs
 WHERE id = %(id)s;
 
@@ -304,6 +306,7 @@ moved AS (
         attempt = 0,
         rescued = 0,  -- and the count of rescues starts again
         available_at = {now},
+        lease_expires_at = NULL,
         finished_at = NULL
     WHERE id IN (SELECT id FROM chosen)
     RETURNING id

@@ -12,7 +12,7 @@
 -- Statements that return jobs return these columns (the driver reads them by name):
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
 -- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,
--- alone, and `now`, the database's time as the statement ran (it tells delayed from pending).
+-- alone, reserved_at, lease_expires_at, and `now`, the database's time as the statement ran (it tells delayed from pending).
 
 -- name: now
 -- The clock: seconds since the epoch, to the millisecond; the same for a whole statement.
@@ -78,7 +78,8 @@ SET state = 'reserved',
     alone = 0,
     reservation = :token,
     worker = :worker,
-    available_at = picked.now + :lease
+    reserved_at = picked.now,
+    lease_expires_at = picked.now + :lease
 FROM (
     SELECT due.id, clock.now
     FROM (SELECT DISTINCT value AS queue FROM json_each(:queues)) AS wanted
@@ -87,23 +88,23 @@ FROM (
         SELECT best.id FROM {prefix}jobs AS best
         WHERE best.queue = wanted.queue
           AND best.state IN ('pending', 'reserved')
-          AND best.available_at <= clock.now
-        ORDER BY best.priority DESC, best.available_at, best.id
+          AND best.due_at <= clock.now
+        ORDER BY best.priority DESC, best.due_at, best.id
         LIMIT :limit
     )
-    ORDER BY due.priority DESC, due.available_at, due.id
+    ORDER BY due.priority DESC, due.due_at, due.id
     LIMIT :limit
 ) AS picked
 WHERE job.id = picked.id
 RETURNING id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
     available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-    error, rescued, alone, {now} AS now;
+    error, rescued, alone, reserved_at, lease_expires_at, {now} AS now;
 
 -- name: renew
 -- Extend the leases of the jobs in :items ([id, token]) still reserved under their token;
 -- with :alone = 1, also mark them as running alone (never unmarked here).
 UPDATE {prefix}jobs AS job
-SET available_at = {now} + :lease,
+SET lease_expires_at = {now} + :lease,
     alone = max(alone, :alone)
 FROM json_each(:items) AS item
 WHERE job.id = item.value->>0
@@ -129,6 +130,7 @@ RETURNING id;
 UPDATE {prefix}jobs AS job
 SET state = 'pending',
     available_at = {now} + (item.value->>2),
+    lease_expires_at = NULL,
     error = coalesce(item.value->>3, job.error),
     attempt = job.attempt - (item.value->>4)
 FROM json_each(:items) AS item
@@ -164,7 +166,7 @@ GROUP BY 1, 2;
 -- :stored is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, {now} AS now
+       error, rescued, alone, reserved_at, lease_expires_at, {now} AS now
 FROM {prefix}jobs
 WHERE queue = :queue
   AND state = :stored
@@ -177,7 +179,7 @@ LIMIT :limit OFFSET :offset;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, {now} AS now
+       error, rescued, alone, reserved_at, lease_expires_at, {now} AS now
 FROM {prefix}jobs
 WHERE id = :id;
 
@@ -191,6 +193,7 @@ SET state = 'pending',
     attempt = 0,
     rescued = 0,
     available_at = {now},
+    lease_expires_at = NULL,
     finished_at = NULL
 WHERE queue = :queue
   AND state = 'failed'

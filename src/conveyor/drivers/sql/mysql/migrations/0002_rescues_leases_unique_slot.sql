@@ -6,6 +6,12 @@
 -- (crashed, killed, frozen). alone: 1 while a worker runs the job with nothing beside it; a
 -- death is charged to a job as an attempt only then (see JobInfo in job.py).
 --
+-- reserved_at and lease_expires_at: when the current (or last) reservation was made and when
+-- its lease runs out, NULL once released; available_at keeps when the job became due, also
+-- while it is reserved. due_at is when a job next needs a reserve: its lease end while it is
+-- reserved, else its due time; jobs_ready now orders by it, so one index still serves due
+-- jobs and expired leases alike.
+--
 -- unique_slot replaces unique_active in jobs_unique. unique_active was NULL for every job
 -- without a held key, and InnoDB locks the gap before a record of a unique index that allows
 -- NULL: a transaction holding a unique key (a caller's REPEATABLE READ transaction that
@@ -21,6 +27,8 @@ SET @conveyor_ddl = (
               'ALTER TABLE {prefix}jobs
                    ADD COLUMN rescued INT NOT NULL DEFAULT 0,
                    ADD COLUMN alone TINYINT NOT NULL DEFAULT 0,
+                   ADD COLUMN reserved_at DOUBLE NULL,
+                   ADD COLUMN lease_expires_at DOUBLE NULL,
                    ADD COLUMN unique_slot BINARY(32) NULL',
               'DO 0')
     FROM information_schema.columns
@@ -33,16 +41,21 @@ DEALLOCATE PREPARE conveyor_ddl;
 UPDATE {prefix}jobs
 SET unique_slot = IF(state IN ('pending', 'reserved') AND unique_key IS NOT NULL,
                      UNHEX(SHA2(unique_key, 256)),
-                     UNHEX(SHA2(CONCAT(X'00', id), 256)))
+                     UNHEX(SHA2(CONCAT(X'00', id), 256))),
+    -- Reserved jobs kept their lease end in available_at until now.
+    lease_expires_at = IF(state = 'reserved', available_at, NULL)
 WHERE unique_slot IS NULL;
 
 SET @conveyor_ddl = (
     SELECT IF(COUNT(*) = 1,
               'ALTER TABLE {prefix}jobs
                    MODIFY COLUMN unique_slot BINARY(32) NOT NULL,
+                   ADD COLUMN due_at DOUBLE AS (IFNULL(lease_expires_at, available_at)) STORED,
                    DROP INDEX jobs_unique,
                    ADD UNIQUE KEY jobs_unique (queue, name, unique_slot),
-                   DROP COLUMN unique_active',
+                   DROP COLUMN unique_active,
+                   DROP INDEX jobs_ready,
+                   ADD KEY jobs_ready (ready_queue, priority DESC, due_at, id)',
               'DO 0')
     FROM information_schema.columns
     WHERE table_schema = DATABASE() AND table_name = '{prefix}jobs'

@@ -1,0 +1,23 @@
+-- rescued: how many times each job was taken back from a worker that stopped renewing its lease
+-- (crashed, killed, frozen). alone: 1 while a worker runs the job with nothing beside it; a
+-- death is charged to a job as an attempt only then (see JobInfo in job.py).
+--
+-- reserved_at and lease_expires_at: when the current (or last) reservation was made and when
+-- its lease runs out, NULL once released; available_at keeps when the job became due, also
+-- while it is reserved. due_at is when a job next needs a reserve: its lease end while it is
+-- reserved, else its due time; jobs_ready now orders by it, so one index still serves due
+-- jobs and expired leases alike.
+
+ALTER TABLE {prefix}jobs ADD COLUMN rescued INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE {prefix}jobs ADD COLUMN alone INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE {prefix}jobs ADD COLUMN reserved_at REAL;
+ALTER TABLE {prefix}jobs ADD COLUMN lease_expires_at REAL;
+ALTER TABLE {prefix}jobs ADD COLUMN due_at REAL
+    GENERATED ALWAYS AS (coalesce(lease_expires_at, available_at)) VIRTUAL;
+
+-- Reserved jobs kept their lease end in available_at until now.
+UPDATE {prefix}jobs SET lease_expires_at = available_at WHERE state = 'reserved';
+
+DROP INDEX {prefix}jobs_ready;
+CREATE INDEX {prefix}jobs_ready ON {prefix}jobs (queue, priority DESC, due_at, id)
+    WHERE state IN ('pending', 'reserved');
