@@ -15,7 +15,7 @@ from conveyor.drivers import Location
 from conveyor.errors import ConveyorError
 from conveyor.job import JobInfo, JobState
 from conveyor.registry import DRIVER_ENV, Registry
-from conveyor.worker import Worker
+from conveyor.worker import Stopped, Worker
 
 APP_HELP = "Where your registry is, as module:attribute (or set CONVEYOR_APP)."
 
@@ -73,11 +73,13 @@ def work(worker: str, app: str, burst: bool, startup_timeout: float | None) -> N
     """Run WORKER until SIGTERM/SIGINT (a second signal stops at once)."""
     registry = load_app(app)
 
-    async def work() -> None:
+    async def work() -> Stopped:
         runner = Worker(registry, worker, burst=burst, startup_timeout=startup_timeout)
-        await runner.run(handle_signals=True)
+        return await runner.run(handle_signals=True)
 
-    _run(work(), registry)
+    stopped: Stopped = _run(work(), registry)
+    if not stopped.clean:
+        raise click.ClickException(_cut_short(stopped, registry.worker_spec(worker).stop_timeout))
 
 
 @main.command(name="list")
@@ -138,6 +140,17 @@ def failed_purge(queue: str, ids: tuple[str, ...], app: str, yes: bool) -> None:
     registry = load_app(app)
     deleted = _run(registry.purge(queue, JobState.FAILED, list(ids) or None), registry)
     click.echo(f"{deleted} failed job(s) of queue {queue!r} deleted")
+
+
+def _cut_short(stopped: Stopped, stop_timeout: float) -> str:
+    """The error line of a stop that cut running jobs short."""
+    parts = []
+    if stopped.released:
+        parts.append(f"released to run again: {', '.join(stopped.released)}")
+    if stopped.left:
+        parts.append(f"left to their threads until their lease ends: {', '.join(stopped.left)}")
+    details = "; ".join(parts)
+    return f"stopped with jobs still running after stop_timeout ({stop_timeout:g}s): {details}"
 
 
 def _error_line(job: JobInfo) -> str:

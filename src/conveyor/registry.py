@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor import retry as retry_policy
 from conveyor.drivers import driver_from_url, safe_url
-from conveyor.drivers.base import Driver, QueueCounts, WorkerCounts
+from conveyor.drivers.base import (
+    ALIVE_WITHIN,
+    Driver,
+    QueueCounts,
+    WorkerCounts,
+    WorkerPresence,
+)
 from conveyor.errors import (
     ConfigError,
     RegistryError,
@@ -450,6 +456,13 @@ class Registry:
             for name, counts in (await driver.worker_stats()).items():
                 totals[name] = totals.get(name, WorkerCounts()) + counts
         return totals
+
+    async def workers_alive(self, within: float = ALIVE_WITHIN) -> list[WorkerPresence]:
+        """The worker processes heard from in the last `within` seconds (a worker says it is
+        alive every HEARTBEAT_EVERY seconds), from every backend, oldest first."""
+        self.freeze()
+        found = {p.identity: p for d in await self._all_drivers() for p in await d.alive(within)}
+        return sorted(found.values(), key=lambda presence: (presence.started_at, presence.identity))
 
     async def job_info(self, job_id: str) -> JobInfo | None:
         """The job with this id from whichever backend holds it, or None."""

@@ -29,18 +29,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from conveyor.attempt import Outcome, Runner, error_info
-from conveyor.drivers import safe_url
-from conveyor.drivers.base import Driver, Reservation, WorkerCounts
-from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
+from conveyor.drivers.base import HEARTBEAT_EVERY, Driver, Reservation, WorkerCounts
+from conveyor.errors import DriverError
 from conveyor.job import JobInfo
 from conveyor.settle import STATS_EVERY, Settler, by_driver, token
+from conveyor.startup import StartUp
 
 if TYPE_CHECKING:
     from conveyor.registry import Registry
 
+
 log = logging.getLogger("conveyor.worker")
 
-__all__ = ["MAX_BACKOFF", "PRUNE_EVERY", "STATS_EVERY", "Worker", "run_inline"]
+__all__ = ["MAX_BACKOFF", "PRUNE_EVERY", "STATS_EVERY", "Stopped", "Worker", "run_inline"]
 
 PRUNE_EVERY = 60.0
 MAX_BACKOFF = 30.0
@@ -56,6 +57,22 @@ class _Running:
     task: asyncio.Task[None] | None = None
     #: Why we cancelled the task ourselves: "stop" (shutdown) or "lost" (lease taken over).
     cancel_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """How a worker's run ended. `released` names the jobs still running when stop_timeout ran
+    out (or a second signal came), cancelled and given back to run again; `left` the jobs whose
+    plain handler still ran in a thread, left reserved until their lease runs out. A clean
+    stop has neither."""
+
+    released: tuple[str, ...] = ()
+    left: tuple[str, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        """True when every running job finished before the worker stopped."""
+        return not self.released and not self.left
 
 
 class Worker:
@@ -78,20 +95,22 @@ class Worker:
         self.spec = registry.worker_spec(name)
         self.name = name
         self.burst = burst
-        self.startup_timeout = _startup_timeout(startup_timeout)
+        self._startup = StartUp(registry, name, asyncio.Event(), startup_timeout)
         self.identity = f"{name}:{socket.gethostname()}:{os.getpid()}"
         self._running: dict[str, _Running] = {}
         #: Rescued jobs reserved and held, each to run alone, in order; and the one running.
         self._rescued: deque[_Running] = deque()
         self._alone: _Running | None = None
+        #: Jobs a stop cut short: given back (released) or left to their thread (left).
+        self._released: list[str] = []
+        self._left: list[str] = []
         self.settler = Settler(name, self._back_off_until_woken)
         self._groups: list[tuple[Driver, list[str]]] = []
         self.runner = Runner(registry, self.spec)
         self._backlog = False
-        self._stopping = asyncio.Event()
+        self._stopping = self._startup.stopping
         self._force = asyncio.Event()
         self._slot_freed = asyncio.Event()
-        self._opening = ""  # the queue whose driver is being opened, named in start-up logs
 
     @property
     def counts(self) -> WorkerCounts:
@@ -114,8 +133,9 @@ class Worker:
 
     # -- the run loop ------------------------------------------------------------------------
 
-    async def run(self, *, handle_signals: bool = False) -> None:
-        """Work until `stop()` (or SIGTERM/SIGINT with `handle_signals`), or until idle in burst."""
+    async def run(self, *, handle_signals: bool = False) -> Stopped:
+        """Work until `stop()` (or SIGTERM/SIGINT with `handle_signals`), or until idle in burst.
+        Returns how it ended: not `clean` when the stop cut running jobs short."""
         if handle_signals:
             self._install_signal_handlers()
         try:
@@ -124,12 +144,14 @@ class Worker:
         finally:
             if handle_signals:
                 self._remove_signal_handlers()
+        return Stopped(tuple(self._released), tuple(self._left))
 
     async def _work(self) -> None:
         settler = asyncio.create_task(self.settler.run(), name="conveyor-settle")
         helpers = [
             asyncio.create_task(self._renew_loop(), name="conveyor-renew"),
             asyncio.create_task(self._prune_loop(), name="conveyor-prune"),
+            asyncio.create_task(self._beat_loop(), name="conveyor-beat"),
         ]
         log.info("worker %s started on queues %s", self.identity, self._queue_names())
         try:
@@ -147,56 +169,18 @@ class Worker:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self.settler.finish(settler, give_up_after=max(self.spec.stop_timeout, 1.0))
+            await self._beat(stopping=True)
             self.runner.close()
             log.info("worker %s stopped: %s", self.identity, self.counts)
 
     async def _start_up(self) -> bool:
-        """Open the drivers of the worker's queues; while a backend cannot be reached, try
-        again with back-off (until startup_timeout, if set). False when stopped first: a stop
-        ends the retries, and an attempt under way, at once."""
-        limit = self.startup_timeout
-        give_up = math.inf if limit is None else time.monotonic() + limit
-        failures = 0
-        while not self._stopping.is_set():
-            try:
-                groups = await self._open_unless_stopped()
-            except BackendUnavailableError as exc:
-                failures += 1
-                if time.monotonic() >= give_up:
-                    raise BackendUnavailableError(
-                        f"worker {self.name!r} gave up after {limit:g}s of start-up: {exc}; "
-                        "start the backend first, or allow more time with startup_timeout "
-                        "(conveyor work --startup-timeout)"
-                    ) from exc
-                backend = safe_url(self.registry.queue_spec(self._opening).driver)
-                what = f"start-up attempt {failures}: opening {backend} (queue {self._opening!r})"
-                await self._back_off(what, exc, failures, wake=self._stopping, until=give_up)
-                continue
-            if groups is not None:
-                self._groups = groups
-                return True
-        log.info("worker %s stopped during start-up", self.identity)
-        return False
-
-    async def _open_unless_stopped(self) -> list[tuple[Driver, list[str]]] | None:
-        """The opened drivers, or None if a stop came first (the opening is cancelled)."""
-        opening = asyncio.ensure_future(self._driver_groups())
-        stopped = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait([opening, stopped], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (opening, stopped):
-                task.cancel()
-            await asyncio.gather(opening, stopped, return_exceptions=True)
-        return None if opening.cancelled() else opening.result()
-
-    async def _driver_groups(self) -> list[tuple[Driver, list[str]]]:
-        groups: dict[int, tuple[Driver, list[str]]] = {}
-        for queue in self.registry.queues_of(self.name):
-            self._opening = queue
-            driver = await self.registry.driver_of(queue)
-            groups.setdefault(id(driver), (driver, []))[1].append(queue)
-        return list(groups.values())
+        """Open the worker's drivers (see startup.py); False when a stop came first."""
+        groups = await self._startup.open(self._back_off_until)
+        if groups is None:
+            log.info("worker %s stopped during start-up", self.identity)
+            return False
+        self._groups = groups
+        return True
 
     def _queue_names(self) -> list[str]:
         return [queue for _, queues in self._groups for queue in queues]
@@ -363,6 +347,9 @@ class Worker:
     ) -> None:
         await self._back_off(what, exc, failures, wake=wake)
 
+    async def _back_off_until(self, what: str, exc: Exception, failures: int, until: float) -> None:
+        await self._back_off(what, exc, failures, wake=self._stopping, until=until)
+
     # -- executing one job -------------------------------------------------------------------
 
     def _start(self, job: JobInfo, driver: Driver) -> None:
@@ -378,6 +365,7 @@ class Worker:
         if task.cancelled() and running.cancel_reason != "lost":
             # Cancelled before its first step (a stop right after the reserve): _execute never
             # ran, so give the job back here, or it stays reserved until its lease runs out.
+            self._released.append(running.job.id)
             self.settler.add(_given_back(running.job, running.driver))
         if self._running.get(job_id) is running:
             del self._running[job_id]
@@ -400,7 +388,9 @@ class Worker:
                     "cannot stop: the job is left reserved, no longer renewed, and runs again "
                     "once its lease runs out (within %ss)", job.id, job.name, self.spec.lease,
                 )  # fmt: skip
+                self._left.append(job.id)
                 return
+            self._released.append(job.id)
             outcome = _given_back(job, driver)
         except Exception as exc:  # a fault of conveyor's own: never leave the job unsettled
             log.exception("job %s: internal error while running it", job.id)
@@ -461,6 +451,21 @@ class Worker:
         if running.task:
             running.task.cancel()
 
+    async def _beat_loop(self) -> None:
+        """Say this process is alive every HEARTBEAT_EVERY seconds, to every backend it uses
+        (`conveyor list` shows who is)."""
+        while True:
+            await self._beat()
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    async def _beat(self, *, stopping: bool = False) -> None:
+        for driver, _ in self._groups:
+            try:
+                async with asyncio.timeout(HEARTBEAT_EVERY):
+                    await driver.beat(self.identity, self.name, stopping=stopping)
+            except Exception as exc:  # a DriverError, a deadline: the next beat tries again
+                log.debug("could not say worker %s is alive (%s)", self.identity, exc)
+
     async def _prune_loop(self) -> None:
         while True:
             for queue in self._queue_names():
@@ -514,14 +519,6 @@ async def _first_of(*waits: Awaitable[Any]) -> Exception | None:
         await asyncio.gather(*tasks, return_exceptions=True)
     errors = [task.exception() for task in done if not task.cancelled()]
     return next((error for error in errors if isinstance(error, Exception)), None)
-
-
-def _startup_timeout(seconds: float | None) -> float | None:
-    if seconds is None:
-        return None
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
-        raise ConfigError(f"startup_timeout must be seconds >= 0 or None, not {seconds!r}")
-    return float(seconds)
 
 
 def _given_back(job: JobInfo, driver: Driver) -> Outcome:

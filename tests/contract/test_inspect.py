@@ -39,6 +39,8 @@ async def test_counts_every_state(driver: Driver) -> None:
     counts = await driver.counts(["q"])
 
     assert counts == {"q": QueueCounts(pending=2, delayed=1, reserved=1, succeeded=1, failed=1)}
+    age = counts["q"].oldest_pending_age
+    assert age is not None and 0 <= age < 10
 
 
 async def test_counts_unknown_queue_as_zeros(driver: Driver) -> None:
@@ -135,3 +137,16 @@ async def test_get_shows_finished_job(driver: Driver) -> None:
     assert got is not None
     assert got.state is JobState.SUCCEEDED
     assert got.attempt == 1
+
+
+async def test_counts_tell_how_long_the_oldest_pending_job_has_waited(driver: Driver) -> None:
+    assert (await driver.counts(["q"]))["q"].oldest_pending_age is None
+    await driver.push_many(
+        [make_job(delay=-30.0, priority=-1), make_job(delay=-10.0, priority=5), make_job(delay=60)]
+    )
+
+    age = (await driver.counts(["q"]))["q"].oldest_pending_age
+
+    assert age is not None and 29.0 <= age <= 40.0  # the lower priority waited longest
+    await driver.reserve(["q"], 2, 30.0, "w1")
+    assert (await driver.counts(["q"]))["q"].oldest_pending_age is None  # only a delayed one

@@ -706,7 +706,7 @@ def test_only_reserve_and_settle_statements_skip_the_commit_flush() -> None:
 
     relaxed = {name for name, query in queries.items() if "synchronous_commit" in query.sql}
 
-    assert relaxed == {"reserve", "renew", "ack", "release", "fail", "record_stats"}
+    assert relaxed == {"reserve", "renew", "ack", "release", "fail", "record_stats", "beat"}
     assert all("'off', true)" in queries[name].sql for name in relaxed)  # this transaction only
 
 

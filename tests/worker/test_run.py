@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from conveyor import Job, JobState, Worker
+from tests.backends import eventually
 
 from .conftest import App, settle
 
@@ -255,3 +256,24 @@ async def test_idle_worker_wakes_on_push_from_same_process(app: App, start) -> N
     await registry.push("q", "ping", Item(1))
     await asyncio.wait_for(ran.wait(), 4)
     assert time.monotonic() - pushed < 3.0  # woken by the push, not by its 5 s poll
+
+
+async def test_a_running_worker_says_it_is_alive_and_a_clean_stop_forgets_it(
+    app: App, start
+) -> None:
+    registry = app.registry()
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None: ...
+
+    await registry.push("q", "item", Item(1))
+    run = start(registry)
+
+    async def alive() -> bool:
+        return [p.identity for p in await registry.workers_alive()] == [run.worker.identity]
+
+    await eventually(alive)
+    [presence] = await registry.workers_alive()
+    assert presence.worker == "w" and presence.started_at <= presence.seen_at
+    await run.stop()
+    assert await registry.workers_alive() == []

@@ -33,7 +33,8 @@ async def test_graceful_stop_lets_running_job_finish(app: App, start) -> None:
     await asyncio.sleep(0.05)
     assert not run.task.done()  # still waiting for the job
     finish.set()
-    await asyncio.wait_for(run.task, 5)
+    stopped = await asyncio.wait_for(run.task, 5)
+    assert stopped.clean and (stopped.released, stopped.left) == ((), ())
     assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
 
 
@@ -53,6 +54,7 @@ async def test_stop_timeout_releases_unfinished_job_giving_attempt_back(app: App
     info = await registry.job_info(job_id)
     assert info.state is JobState.PENDING
     assert info.attempt == 0
+    assert not run.task.result().clean and run.task.result().released == (job_id,)
 
 
 async def test_second_stop_does_not_wait_for_stop_timeout(app: App, start) -> None:

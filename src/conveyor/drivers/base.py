@@ -28,13 +28,15 @@ import abc
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from conveyor.drivers.location import safe_url
 from conveyor.errors import DriverError, Unsupported
 from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
 
 __all__ = [
+    "ALIVE_WITHIN",
+    "HEARTBEAT_EVERY",
     "Capabilities",
     "Driver",
     "DriverError",
@@ -45,6 +47,7 @@ __all__ = [
     "Reservation",
     "Unsupported",
     "WorkerCounts",
+    "WorkerPresence",
 ]
 
 
@@ -101,13 +104,33 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class QueueCounts:
-    """How many jobs of one queue are in each state."""
+    """How many jobs of one queue are in each state, and how long the oldest pending job has
+    waited since it became due, in seconds by the backend's clock (None: nothing pending). The
+    age moves with the clock, so it takes no part in comparing or printing counts."""
 
     pending: int = 0
     delayed: int = 0
     reserved: int = 0
     succeeded: int = 0
     failed: int = 0
+    oldest_pending_age: float | None = field(default=None, compare=False, repr=False)
+
+
+#: How often a worker process says it is alive (`Driver.beat`), and how long after its last
+#: beat it still counts as alive.
+HEARTBEAT_EVERY = 5.0
+ALIVE_WITHIN = 3 * HEARTBEAT_EVERY
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPresence:
+    """A worker process that said it was alive: `identity` is "name:host:pid"; the times are
+    when it started and when it was last heard from, by the backend's clock."""
+
+    identity: str
+    worker: str
+    started_at: float
+    seen_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +310,16 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def worker_stats(self) -> dict[str, WorkerCounts]:
         """The running totals of every worker that recorded any."""
+
+    @abc.abstractmethod
+    async def beat(self, identity: str, worker: str, *, stopping: bool = False) -> None:
+        """Note that the worker process `identity` (of the registered worker `worker`) is
+        alive now; with `stopping`, forget it (it stopped cleanly). Atomic."""
+
+    @abc.abstractmethod
+    async def alive(self, within: float) -> list[WorkerPresence]:
+        """The worker processes heard from in the last `within` seconds, by the backend's
+        clock, oldest first. Entries older than a day may be deleted meanwhile."""
 
     def check_connection(self, connection: object | None) -> None:
         """Raise Unsupported when a caller's connection is given to a driver that cannot use it."""

@@ -23,6 +23,7 @@ from conveyor.drivers.base import (
     Release,
     Reservation,
     WorkerCounts,
+    WorkerPresence,
 )
 from conveyor.job import FINISHED_STATES, ErrorInfo, JobInfo, JobState, NewJob
 
@@ -46,6 +47,7 @@ class MemoryDriver(Driver):
         self._waiting: dict[str, list[tuple[float, int, str]]] = {}
         self._unique: dict[UniqueKey, str] = {}
         self._stats: dict[str, WorkerCounts] = {}
+        self._beats: dict[str, WorkerPresence] = {}
         self._seq = itertools.count()
         self._pushed = LocalWakeup()
 
@@ -238,10 +240,13 @@ class MemoryDriver(Driver):
     async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
         now = time.time()
         tally: dict[str, dict[JobState, int]] = {queue: {} for queue in queues}
+        oldest: dict[str, float] = {}
         for job in self._jobs.values():
             if job.queue in tally:
                 state = _visible_state(job, now)
                 tally[job.queue][state] = tally[job.queue].get(state, 0) + 1
+                if state is JobState.PENDING:
+                    oldest[job.queue] = min(oldest.get(job.queue, now), job.available_at)
         return {
             queue: QueueCounts(
                 pending=by_state.get(JobState.PENDING, 0),
@@ -249,6 +254,7 @@ class MemoryDriver(Driver):
                 reserved=by_state.get(JobState.RESERVED, 0),
                 succeeded=by_state.get(JobState.SUCCEEDED, 0),
                 failed=by_state.get(JobState.FAILED, 0),
+                oldest_pending_age=now - oldest[queue] if queue in oldest else None,
             )
             for queue, by_state in tally.items()
         }
@@ -342,6 +348,19 @@ class MemoryDriver(Driver):
 
     async def worker_stats(self) -> dict[str, WorkerCounts]:
         return dict(self._stats)
+
+    async def beat(self, identity: str, worker: str, *, stopping: bool = False) -> None:
+        if stopping:
+            self._beats.pop(identity, None)
+            return
+        now = time.time()
+        started = self._beats[identity].started_at if identity in self._beats else now
+        self._beats[identity] = WorkerPresence(identity, worker, started, now)
+
+    async def alive(self, within: float) -> list[WorkerPresence]:
+        since = time.time() - within
+        found = [presence for presence in self._beats.values() if presence.seen_at >= since]
+        return sorted(found, key=lambda presence: presence.started_at)
 
     @staticmethod
     def _unique_key(queue: str, name: str, unique: str | None) -> UniqueKey | None:

@@ -15,6 +15,7 @@ hash tag `{Q}`, so a queue lives in one slot and each script touches one slot on
                            BLPOP them, reserve drops them once nothing is due
     Pqueues         SET    every queue ever pushed to (so `get` can find a job by id)
     Pstats          HASH   "<counter>:<worker>" -> running total
+    Pbeats          HASH   worker process identity -> "worker started_at seen_at"
 
 Leases: `reserve` first moves delayed jobs whose time has come into `pending`, and lets jobs
 whose lease ran out compete with them for that one call; so a crashed worker's jobs run again
@@ -37,6 +38,7 @@ the two global keys. This driver connects to a single server; the layout is read
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -53,6 +55,7 @@ from conveyor.drivers.base import (
     Release,
     Reservation,
     WorkerCounts,
+    WorkerPresence,
 )
 from conveyor.drivers.redis.connection import (
     DEFAULT_PREFIX,
@@ -320,10 +323,7 @@ class RedisDriver(Driver):
             keys = self.keys(queue)
             batch.script("counts", keys.of_script("counts"), [])
         replies = await self._run(batch)
-        return {
-            queue: QueueCounts(*(int(n) for n in reply))
-            for queue, reply in zip(wanted, replies, strict=True)
-        }
+        return {queue: _counts(reply) for queue, reply in zip(wanted, replies, strict=True)}
 
     async def list_jobs(
         self, queue: str, state: JobState, limit: int = 100, offset: int = 0
@@ -500,6 +500,27 @@ class RedisDriver(Driver):
             batch.command("HINCRBY", self.prefix + "stats", field, getattr(counts, counter))
         await self._run(batch, transaction=True)
 
+    async def beat(self, identity: str, worker: str, *, stopping: bool = False) -> None:
+        """One script: the start time is kept from the first beat, times are the server's."""
+        args = [identity, worker, "1" if stopping else "0"]
+        await self._call("beat", [self.prefix + "beats"], args)
+
+    async def alive(self, within: float) -> list[WorkerPresence]:
+        """Every beat read at once (one HGETALL, with TIME): one entry per worker process."""
+        batch = Batch()
+        batch.command("TIME")
+        batch.command("HGETALL", self.prefix + "beats")
+        clock, beats = await self._run(batch)
+        since = _seconds(clock) - within
+        found = []
+        for identity, value in beats.items():
+            worker, _, times = value.partition(" ")
+            started, _, seen = times.partition(" ")
+            with contextlib.suppress(ValueError):  # not ours, or damaged: not a live worker
+                if float(seen) >= since:
+                    found.append(WorkerPresence(identity, worker, float(started), float(seen)))
+        return sorted(found, key=lambda presence: (presence.started_at, presence.identity))
+
     async def worker_stats(self) -> dict[str, WorkerCounts]:
         """Every worker's totals, from one HGETALL."""
         with self._edge:
@@ -532,6 +553,15 @@ def _raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _counts(reply: Sequence[Any]) -> QueueCounts:
+    """counts.lua's reply: five counts, then the oldest pending job's age ('' for none)."""
+    pending, delayed, reserved, succeeded, failed, oldest = reply
+    return QueueCounts(
+        int(pending), int(delayed), int(reserved), int(succeeded), int(failed),
+        float(oldest) if oldest else None,
+    )  # fmt: skip
 
 
 def _seconds(clock: Sequence[str]) -> float:

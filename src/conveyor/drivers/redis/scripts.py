@@ -31,6 +31,7 @@ SCRIPT_NAMES = (
     "purge",
     "prune",
     "counts",
+    "beat",
 )
 
 

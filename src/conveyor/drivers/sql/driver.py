@@ -30,6 +30,7 @@ from conveyor.drivers.base import (
     Release,
     Reservation,
     WorkerCounts,
+    WorkerPresence,
 )
 from conveyor.drivers.record import read_job
 from conveyor.drivers.sql.queries import Migration, Query, load_migrations, load_queries
@@ -83,6 +84,9 @@ REQUIRED_QUERIES = frozenset(
         "prune",
         "record_stats",
         "worker_stats",
+        "beat",
+        "beat_stopping",
+        "alive",
     }
 )
 
@@ -412,9 +416,14 @@ class SqlDriver(Driver):
         if not tally:
             return {}
         rows = await self._fetch("counts", {"queues": _json(list(tally))})
+        ages: dict[str, float] = {}
         for row in rows:
             tally[row["queue"]][row["state"]] = row["count"]
-        return {queue: _queue_counts(by_state) for queue, by_state in tally.items()}
+            if row["state"] == "pending":
+                ages[row["queue"]] = max(0.0, float(row["age"]))
+        return {
+            queue: _queue_counts(by_state, ages.get(queue)) for queue, by_state in tally.items()
+        }
 
     async def list_jobs(
         self, queue: str, state: JobState, limit: int = 100, offset: int = 0
@@ -483,6 +492,17 @@ class SqlDriver(Driver):
         }
         await self._execute("record_stats", params)
 
+    async def beat(self, identity: str, worker: str, *, stopping: bool = False) -> None:
+        params = {"identity": identity, "worker": worker}
+        await self._execute("beat_stopping" if stopping else "beat", params)
+
+    async def alive(self, within: float) -> list[WorkerPresence]:
+        rows = await self._fetch("alive", {"within": within})
+        return [
+            WorkerPresence(row["identity"], row["worker"], row["started_at"], row["seen_at"])
+            for row in rows
+        ]
+
     async def worker_stats(self) -> dict[str, WorkerCounts]:
         rows = await self._fetch("worker_stats", {})
         return {
@@ -523,13 +543,14 @@ def _stored(state: JobState) -> str:
     return JobState.PENDING.value if state is JobState.DELAYED else state.value
 
 
-def _queue_counts(by_state: Mapping[str, int]) -> QueueCounts:
+def _queue_counts(by_state: Mapping[str, int], oldest_pending_age: float | None) -> QueueCounts:
     return QueueCounts(
         pending=by_state.get("pending", 0),
         delayed=by_state.get("delayed", 0),
         reserved=by_state.get("reserved", 0),
         succeeded=by_state.get("succeeded", 0),
         failed=by_state.get("failed", 0),
+        oldest_pending_age=oldest_pending_age,
     )
 
 

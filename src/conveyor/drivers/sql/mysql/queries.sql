@@ -277,11 +277,13 @@ SET job.state = 'failed',
 WHERE job.state = 'reserved';
 
 -- name: counts
--- Jobs per queue and visible state (a pending job not yet due counts as delayed).
+-- Jobs per queue and visible state (a pending job not yet due counts as delayed), and the age
+-- of each group's oldest job by when it became due (the driver reads it for pending jobs).
 SELECT queue,
        CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END
            AS state,
-       COUNT(*) AS count
+       COUNT(*) AS count,
+       {now} - min(available_at) AS age
 FROM {prefix}jobs
 WHERE queue IN (
     SELECT wanted.queue
@@ -375,3 +377,20 @@ ON DUPLICATE KEY UPDATE
 -- name: worker_stats
 -- Every worker's running totals.
 SELECT name, processed, succeeded, failed, retried FROM {prefix}workers;
+
+-- name: beat
+-- Note that a worker process is alive now; its first beat records when it started.
+INSERT INTO {prefix}worker_processes (identity, worker, started_at, seen_at)
+VALUES (%(identity)s, %(worker)s, {now}, {now})
+ON DUPLICATE KEY UPDATE worker = VALUES(worker), seen_at = VALUES(seen_at);
+
+-- name: beat_stopping
+-- Forget a worker process that stopped cleanly, and any not heard from for a day.
+DELETE FROM {prefix}worker_processes WHERE identity = %(identity)s OR seen_at < {now} - 86400;
+
+-- name: alive
+-- The worker processes heard from in the last `within` seconds, oldest first.
+SELECT identity, worker, started_at, seen_at
+FROM {prefix}worker_processes
+WHERE seen_at >= {now} - %(within)s
+ORDER BY started_at, identity;

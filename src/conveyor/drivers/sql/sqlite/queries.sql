@@ -152,11 +152,13 @@ WHERE job.id = item.value->>0
 RETURNING id;
 
 -- name: counts
--- Jobs per queue and visible state (a pending job not yet due counts as delayed).
+-- Jobs per queue and visible state (a pending job not yet due counts as delayed), and the age
+-- of each group's oldest job by when it became due (the driver reads it for pending jobs).
 SELECT queue,
        CASE WHEN state = 'pending' AND available_at > {now}
             THEN 'delayed' ELSE state END AS state,
-       count(*) AS count
+       count(*) AS count,
+       {now} - min(available_at) AS age
 FROM {prefix}jobs
 WHERE queue IN (SELECT value FROM json_each(:queues))
 GROUP BY 1, 2;
@@ -229,3 +231,20 @@ ON CONFLICT (name) DO UPDATE SET
 -- name: worker_stats
 -- Every worker's running totals.
 SELECT name, processed, succeeded, failed, retried FROM {prefix}workers;
+
+-- name: beat
+-- Note that a worker process is alive now; its first beat records when it started.
+INSERT INTO {prefix}worker_processes (identity, worker, started_at, seen_at)
+VALUES (:identity, :worker, {now}, {now})
+ON CONFLICT (identity) DO UPDATE SET worker = excluded.worker, seen_at = excluded.seen_at;
+
+-- name: beat_stopping
+-- Forget a worker process that stopped cleanly, and any not heard from for a day.
+DELETE FROM {prefix}worker_processes WHERE identity = :identity OR seen_at < {now} - 86400;
+
+-- name: alive
+-- The worker processes heard from in the last :within seconds, oldest first.
+SELECT identity, worker, started_at, seen_at
+FROM {prefix}worker_processes
+WHERE seen_at >= {now} - :within
+ORDER BY started_at, identity;

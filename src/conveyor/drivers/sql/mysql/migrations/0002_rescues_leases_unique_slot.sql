@@ -64,3 +64,12 @@ SET @conveyor_ddl = (
 PREPARE conveyor_ddl FROM @conveyor_ddl;
 EXECUTE conveyor_ddl;
 DEALLOCATE PREPARE conveyor_ddl;
+
+-- Worker processes alive (see Driver.beat): one row per process, "name:host:pid".
+CREATE TABLE IF NOT EXISTS {prefix}worker_processes (
+    identity   VARBINARY(512) NOT NULL,
+    worker     VARBINARY(255) NOT NULL,
+    started_at DOUBLE         NOT NULL,
+    seen_at    DOUBLE         NOT NULL,
+    PRIMARY KEY (identity)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

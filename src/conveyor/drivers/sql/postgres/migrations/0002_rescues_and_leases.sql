@@ -24,3 +24,11 @@ ALTER TABLE {prefix}jobs
 DROP INDEX {prefix}jobs_ready;
 CREATE INDEX {prefix}jobs_ready ON {prefix}jobs (queue, priority DESC, due_at, id)
     WHERE finished_at IS NULL;
+
+-- Worker processes alive (see Driver.beat): one row per process, "name:host:pid".
+CREATE TABLE {prefix}worker_processes (
+    identity   text PRIMARY KEY,
+    worker     text NOT NULL,
+    started_at double precision NOT NULL,
+    seen_at    double precision NOT NULL
+);

@@ -21,3 +21,11 @@ UPDATE {prefix}jobs SET lease_expires_at = available_at WHERE state = 'reserved'
 DROP INDEX {prefix}jobs_ready;
 CREATE INDEX {prefix}jobs_ready ON {prefix}jobs (queue, priority DESC, due_at, id)
     WHERE state IN ('pending', 'reserved');
+
+-- Worker processes alive (see Driver.beat): one row per process, "name:host:pid".
+CREATE TABLE {prefix}worker_processes (
+    identity   TEXT PRIMARY KEY,
+    worker     TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    seen_at    REAL NOT NULL
+);
