@@ -43,6 +43,7 @@ from conveyor.drivers.base import Capabilities
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.postgres.connection import PostgresConnection, Target
 from conveyor.drivers.sql.postgres.listener import Listener
+from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.url import OPTIONS, SqlOptions, check_pool_size, sql_options
 from conveyor.errors import ConfigError, DriverError
 from conveyor.job import JobInfo
@@ -56,6 +57,13 @@ POOL_SIZE = 10
 RETRY_FAILED_ATTEMPTS = 3
 
 _SCHEMES = ("postgresql", "postgres")
+
+_DURABILITY = Query(
+    "durability",
+    "The settings a push commits with.",
+    "SELECT current_setting('fsync') AS fsync,"
+    " current_setting('synchronous_commit') AS synchronous_commit",
+)
 
 
 class PostgresDriver(SqlDriver):
@@ -123,6 +131,14 @@ class PostgresDriver(SqlDriver):
                 if not raced or attempt == RETRY_FAILED_ATTEMPTS:
                     raise
             attempt += 1
+
+    async def durability(self) -> str:
+        """`synchronous_commit=<value>` as a pooled session has it, which pushes commit with
+        (they never change it), or `fsync=off` when the server does not sync at all."""
+        [row] = await (await self._ready()).fetch(_DURABILITY, {})
+        if row["fsync"] == "off":
+            return "fsync=off"
+        return f"synchronous_commit={row['synchronous_commit']}"
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return as soon as a job is pushed (released, retried) to one of `queues` by any
