@@ -345,7 +345,8 @@ SELECT name, processed, succeeded, failed, retried FROM {prefix}workers;
 -- wait_probe's probe again, so a look costs next to nothing. The probe runs on the first
 -- look too, which sees what a push with an older id (a client clock behind), a retry or a
 -- lease or delay running out made due. Every statement reads anew under READ COMMITTED; now
--- moves on with the server's elapsed time. It returns the sighting (see wait_probe) once
+-- moves on with the server's elapsed time. Reads are SELECT ... INTO: SET x = (SELECT ...)
+-- would be a locking read, and wait for a row a reserve holds. It returns the sighting once
 -- that is neither empty nor `futile` (what last woke the worker for a reserve that then found
 -- nothing: a job another reserve holds locked, a clock that disagrees), or after `ticks`
 -- looks. MySQL runs compound statements only inside stored programs, so there the driver
@@ -358,31 +359,28 @@ BEGIN NOT ATOMIC
     ; DECLARE newest, latest VARBINARY(64)
     ; DECLARE seen LONGTEXT DEFAULT ''
     ; look: LOOP
-        SET latest = (SELECT MAX(id) FROM {prefix}jobs)
+        SELECT MAX(id) INTO latest FROM {prefix}jobs
         ; IF tick = 0 OR NOT latest <=> newest THEN
             SET newest = latest
             ; SET now_at = %(now)s + UNIX_TIMESTAMP(SYSDATE(6)) - started
-            ; SET seen = (
-                SELECT COALESCE(GROUP_CONCAT(
-                           probe.queue, ' ', COALESCE(probe.head_at, '-'), ' ',
-                           COALESCE(probe.newest_at, '-') ORDER BY probe.queue SEPARATOR '|'),
-                           '')
-                FROM (
-                    SELECT wanted.queue AS queue,
-                           (SELECT job.available_at FROM {prefix}jobs AS job
-                            WHERE job.ready_queue = wanted.queue
-                            ORDER BY job.priority DESC, job.available_at
-                            LIMIT 1) AS head_at,
-                           (SELECT job.available_at
-                            FROM {prefix}jobs AS job FORCE INDEX (jobs_state)
-                            WHERE job.queue = wanted.queue AND job.state = 'pending'
-                            ORDER BY job.id DESC
-                            LIMIT 1) AS newest_at
-                    FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (queue VARBINARY(255) PATH '$'))
-                        AS wanted
-                ) AS probe
-                WHERE probe.head_at <= now_at OR probe.newest_at <= now_at
-            )
+            ; SELECT COALESCE(GROUP_CONCAT(
+                       probe.queue, ' ', COALESCE(probe.head_at, '-'), ' ',
+                       COALESCE(probe.newest_at, '-') ORDER BY probe.queue SEPARATOR '|'), '')
+            INTO seen
+            FROM (
+                SELECT wanted.queue AS queue,
+                       (SELECT job.available_at FROM {prefix}jobs AS job
+                        WHERE job.ready_queue = wanted.queue
+                        ORDER BY job.priority DESC, job.available_at
+                        LIMIT 1) AS head_at,
+                       (SELECT job.available_at FROM {prefix}jobs AS job FORCE INDEX (jobs_state)
+                        WHERE job.queue = wanted.queue AND job.state = 'pending'
+                        ORDER BY job.id DESC
+                        LIMIT 1) AS newest_at
+                FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (queue VARBINARY(255) PATH '$'))
+                    AS wanted
+            ) AS probe
+            WHERE probe.head_at <= now_at OR probe.newest_at <= now_at
         ; END IF
         ; IF (seen <> '' AND seen <> %(futile)s) OR tick >= %(ticks)s THEN
             LEAVE look

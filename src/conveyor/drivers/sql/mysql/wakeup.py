@@ -108,11 +108,11 @@ class Wakeup:
         return await self._from_client(key, left)
 
     async def _on_server(self, key: tuple[str, ...], slice_: float) -> bool:
-        every = self._interval(TICK_BUSY, TICK_IDLE)
+        every = min(self._interval(TICK_BUSY, TICK_IDLE), slice_)
         params = {
             "queues": json.dumps(key),
             "now": time.time(),
-            "ticks": max(0, int(slice_ / every)),
+            "ticks": max(1, round(slice_ / every)),
             "every": every,
             "futile": self._futile.get(key, ""),
         }
