@@ -39,8 +39,9 @@ from conveyor.drivers import driver_from_url
 #: driver to relax to its idle interval.
 IDLE_GAP = (0.5, 0.8)
 
-#: Seconds between pushes of the under-load latency figure.
-LOAD_EVERY = 0.01
+#: Seconds between pushes of the under-load latency figure (`--load-every`): a steady stream
+#: that keeps the worker busy without queueing jobs up behind it.
+LOAD_EVERY = 0.02
 
 #: Seconds an idle worker is watched for its CPU use, after RELAX seconds of quiet.
 IDLE_FOR = 5.0
@@ -203,7 +204,7 @@ class Remote:
             await self._reader
 
 
-async def remote(driver: str, idle_samples: int, load_samples: int) -> None:
+async def remote(driver: str, idle_samples: int, load_samples: int, every: float) -> None:
     """Push-to-start latency from this process to a worker in another, idle and under load,
     and the idle worker's CPU use."""
     registry = make_registry(driver, 1)
@@ -233,8 +234,8 @@ async def remote(driver: str, idle_samples: int, load_samples: int) -> None:
         await asyncio.sleep(IDLE_FOR)
         busy = (worker.cpu_seconds() - before) / (time.monotonic() - begin)
         print(f"idle CPU:  {busy * 100:.2f}% of a core (worker process idle for {IDLE_FOR:g} s)")
-        loaded = await under_load(push, load_samples)
-        report(f"a push every {LOAD_EVERY * 1000:g} ms", [returned for _, returned in loaded])
+        loaded = await under_load(push, load_samples, every)
+        report(f"a push every {every * 1000:g} ms", [returned for _, returned in loaded])
     finally:
         await worker.stop()
         await registry.purge("bench", JobState.SUCCEEDED)
@@ -246,13 +247,13 @@ async def _ran_elsewhere(job: Job[Tick]) -> None:
 
 
 async def under_load(
-    push: Callable[[], Coroutine[None, None, tuple[float, float]]], samples: int
+    push: Callable[[], Coroutine[None, None, tuple[float, float]]], samples: int, every: float
 ) -> list[tuple[float, float]]:
-    """`samples` pushes, one every LOAD_EVERY seconds whatever the previous one's latency."""
+    """`samples` pushes, one every `every` seconds whatever the previous one's latency."""
     tasks: list[asyncio.Task[tuple[float, float]]] = []
     for _ in range(samples):
         tasks.append(asyncio.create_task(push()))
-        await asyncio.sleep(LOAD_EVERY)
+        await asyncio.sleep(every)
     return list(await asyncio.gather(*tasks))
 
 
@@ -300,7 +301,7 @@ def bench(kind: str, driver: str, folder: Path, args: argparse.Namespace) -> Non
     asyncio.run(latency(url("latency.db"), args.samples))
     capabilities = driver_from_url(url("remote.db")).capabilities
     if capabilities.shared:
-        asyncio.run(remote(url("remote.db"), args.idle_samples, args.load_samples))
+        asyncio.run(remote(url("remote.db"), args.idle_samples, args.load_samples, args.load_every))
     elif capabilities.inline:
         print("idle CPU:  none (no worker: each job runs inside its push)")
     else:
@@ -318,6 +319,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--idle-samples", type=int, default=40)
     parser.add_argument("--load-samples", type=int, default=300)
+    parser.add_argument("--load-every", type=float, default=LOAD_EVERY)
     parser.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

@@ -14,11 +14,12 @@ up to date), every name starting with `prefix`.
 Workers reserve with SELECT ... FOR UPDATE SKIP LOCKED, so any number of them, in any number of
 processes, share a queue without waiting for each other and never take the same job. MySQL
 has no LISTEN/NOTIFY, so an idle worker looks for due jobs with a cheap probe (two index
-dives per queue, no lock), on the server where MariaDB allows, every millisecond or so after
-recent work and every 10 ms when idle (see `wakeup`): it starts a job pushed from another
-process within milliseconds, for well under 1% of a core (a push through the same driver
-instance wakes it at once). Deadlocks and lock wait timeouts are retried inside the driver;
-a lost connection is replaced, so after a server restart the driver carries on.
+dives per queue, no lock), on the server where MariaDB allows, every millisecond after recent
+work and every 40 ms when idle (see `wakeup`): it starts a job pushed from another process
+within a few milliseconds while work flows and within tens of milliseconds when idle, for
+under 1% of a core (a push through the same driver instance wakes it at once). Deadlocks
+and lock wait timeouts are retried inside the driver; a lost connection is replaced, so
+after a server restart the driver carries on.
 
 URL options, after `?`: `prefix` (default conveyor_), `migrate` (true or false), `pool_size`
 (default 10), `connect_timeout` (seconds, default 10) and `unix_socket` (a socket path to

@@ -5,8 +5,9 @@ What it looks at is a probe (queries.sql, `wait_probe`): per queue, two index di
 at their first entry and take no lock, saying whether a job may have fallen due since the
 last reserve. On MariaDB the looking happens on the server (`wait`): one anonymous compound
 statement runs the probe every `every` seconds, sleeping in between, and returns when it sees
-a job due or after SLICE seconds, so an idle worker's process wakes a few times a second, not
-at every look. MySQL runs compound statements only inside stored programs: the first refusal
+a job due or after SLICE seconds, so an idle worker's process wakes twice a second, not at
+every look, and the server's thread sleeps between looks. Such a wait holds one pooled
+connection. MySQL runs compound statements only inside stored programs: the first refusal
 switches the driver to running the probe from the client instead.
 
 Looks are frequent right after a reserve that found jobs and spread out as the quiet lasts
@@ -46,7 +47,7 @@ PROBE_IDLE = 0.04
 
 #: The longest one server-side wait lasts: how often an idle worker's process wakes, and how
 #: long a stopping worker's last wait may hold its connection.
-SLICE = 0.25
+SLICE = 0.5
 
 #: MySQL's "syntax error": a server without compound statements outside stored programs.
 _PARSE_ERROR = 1064
