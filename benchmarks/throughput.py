@@ -76,6 +76,8 @@ async def throughput(driver: str, jobs: int, concurrency: int, batch: int) -> No
         nonlocal done
         done += 1
 
+    for state in (JobState.PENDING, JobState.DELAYED, JobState.FAILED, JobState.SUCCEEDED):
+        await registry.purge("bench", state)  # what an interrupted run left on a server
     singles = max(1, min(jobs // 10, 2000))
     started = time.perf_counter()
     for n in range(singles):

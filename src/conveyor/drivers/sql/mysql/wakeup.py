@@ -33,7 +33,7 @@ from conveyor.drivers.base import LocalWakeup
 from conveyor.drivers.sql.driver import Params, Row
 from conveyor.errors import DriverError
 
-__all__ = ["PROBE_BUSY", "PROBE_IDLE", "SLICE", "TICK_BUSY", "TICK_IDLE", "Wakeup"]
+__all__ = ["PROBE_BUSY", "PROBE_IDLE", "SLICE", "SLICE_TICKS", "TICK_BUSY", "TICK_IDLE", "Wakeup"]
 
 log = logging.getLogger("conveyor.mysql")
 
@@ -45,9 +45,11 @@ TICK_IDLE = 0.04
 PROBE_BUSY = 0.002
 PROBE_IDLE = 0.04
 
-#: The longest one server-side wait lasts: how often an idle worker's process wakes, and how
-#: long a stopping worker's last wait may hold its connection.
+#: The longest one server-side wait lasts (how often an idle worker's process wakes, and how
+#: long a stopping worker's last wait may hold its connection), and the most looks it makes:
+#: a wait begun right after work looks often, but only for a short while.
 SLICE = 0.5
+SLICE_TICKS = 50
 
 #: MySQL's "syntax error": a server without compound statements outside stored programs.
 _PARSE_ERROR = 1064
@@ -68,6 +70,8 @@ class Wakeup:
         # the reserve found nothing.
         self._woke: dict[tuple[str, ...], str] = {}
         self._futile: dict[tuple[str, ...], str] = {}
+        # The server-side wait under way per list of queues, if any (see _look_on_server).
+        self._looking: dict[tuple[str, ...], asyncio.Future[list[Row]]] = {}
 
     def reserved(self, queues: Sequence[str], found: bool) -> None:
         """Note a reserve: whether it found jobs decides how often the next wait looks."""
@@ -100,7 +104,7 @@ class Wakeup:
         """One look, for at most `left` seconds; True when the wait should end."""
         if self.on_server:
             try:
-                return await self._on_server(key, min(left, SLICE))
+                return await self._on_server(key, left)
             except DriverError as error:
                 if _code(error.__cause__) != _PARSE_ERROR:
                     raise
@@ -108,8 +112,32 @@ class Wakeup:
                 self.on_server = False
         return await self._from_client(key, left)
 
-    async def _on_server(self, key: tuple[str, ...], slice_: float) -> bool:
-        every = min(self._interval(TICK_BUSY, TICK_IDLE), slice_)
+    async def _on_server(self, key: tuple[str, ...], left: float) -> bool:
+        """Wait on the server's looks, or on a push through the driver, for up to `left`."""
+        looking = self._looking.get(key)
+        if looking is None or looking.done():
+            looking = self._looking[key] = asyncio.ensure_future(self._look_on_server(key, left))
+            looking.add_done_callback(_consume)
+        pushed = asyncio.ensure_future(self._pushed.wait(left))
+        either: set[asyncio.Future[Any]] = {looking, pushed}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pushed.cancel()
+        if pushed.done() and not pushed.cancelled() and pushed.result():
+            return True  # the looks go on, and the next wait takes them over
+        if not looking.done():
+            return False
+        return self._saw(key, looking.result()[0]["sighting"])
+
+    async def _look_on_server(self, key: tuple[str, ...], left: float) -> list[Row]:
+        """One `wait` statement: SLICE_TICKS looks, at most SLICE seconds, at most `left`.
+
+        Never more than one per list of queues: a wait that ends early (a push through the
+        driver, a cancel) leaves its statement running on the server, where nothing can cut
+        it short, and the next wait takes it over rather than starting another beside it."""
+        every = min(self._interval(TICK_BUSY, TICK_IDLE), left)
+        slice_ = min(left, SLICE, every * SLICE_TICKS)
         params = {
             "queues": json.dumps(key),
             "now": time.time(),
@@ -117,20 +145,7 @@ class Wakeup:
             "every": every,
             "futile": self._futile.get(key, ""),
         }
-        looking = asyncio.ensure_future(self._fetch("wait", params))
-        looking.add_done_callback(_consume)
-        pushed = asyncio.ensure_future(self._pushed.wait(slice_ + 1.0))
-        try:
-            await asyncio.wait({looking, pushed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            pushed.cancel()
-            # The statement still ends on the server within its slice; its answer is dropped.
-            looking.cancel()
-        if pushed.done() and not pushed.cancelled() and pushed.result():
-            return True
-        if looking.cancelled():
-            return False
-        return self._saw(key, looking.result()[0]["sighting"])
+        return await self._fetch("wait", params)
 
     async def _from_client(self, key: tuple[str, ...], left: float) -> bool:
         if await self._pushed.wait(min(self._interval(PROBE_BUSY, PROBE_IDLE), left)):
