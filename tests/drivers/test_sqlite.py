@@ -451,3 +451,17 @@ async def test_wait_without_writes_elsewhere_lasts_its_timeout(tmp_path: Path) -
         assert time.monotonic() - begin >= 0.19
     finally:
         await driver.close()
+
+
+async def test_watcher_looks_often_after_work_and_seldom_when_idle(tmp_path: Path) -> None:
+    driver = SqliteDriver(tmp_path / "jobs.db")
+    try:
+        assert driver._watch_interval() == sqlite_module.WATCH_IDLE  # nothing found yet
+        await driver.push(make_job())
+
+        assert len(await driver.reserve(["q"], 1, 30.0, "w")) == 1
+        assert driver._watch_interval() == sqlite_module.WATCH_BUSY
+        assert await driver.reserve(["q"], 1, 30.0, "w") == []  # finding nothing: no change
+        assert driver._watch_interval() < sqlite_module.WATCH_IDLE
+    finally:
+        await driver.close()

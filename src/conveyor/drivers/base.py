@@ -30,6 +30,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from conveyor.drivers.durability import IN_PROCESS
 from conveyor.drivers.location import safe_url
 from conveyor.errors import DriverError, Unsupported
 from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
@@ -302,6 +303,12 @@ class Driver(abc.ABC):
         """Return after at most `timeout` seconds, sooner if a job may have been pushed to one
         of `queues`. Without the `notify` capability only pushes from this process wake it."""
         await asyncio.sleep(timeout)
+
+    async def durability(self) -> str:
+        """The setting that decides what of a returned push survives a crash, named as in the
+        table of `conveyor.drivers.durability` and docs/reliability.md; read from the server
+        where the server decides. Memory by default."""
+        return IN_PROCESS
 
     @abc.abstractmethod
     async def record_stats(self, worker: str, counts: WorkerCounts) -> None:

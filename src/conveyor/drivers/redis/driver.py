@@ -492,6 +492,15 @@ class RedisDriver(Driver):
 
     # -- stats -------------------------------------------------------------------------------
 
+    async def durability(self) -> str:
+        """`appendfsync <policy>` while the server keeps an append-only file, else
+        `appendonly no` (then only its snapshots, if any, outlive it)."""
+        with self._edge:
+            config = await self._redis().execute_command("CONFIG GET", "append*")
+        if config.get("appendonly") != "yes":
+            return "appendonly no"
+        return f"appendfsync {config.get('appendfsync')}"
+
     async def record_stats(self, worker: str, counts: WorkerCounts) -> None:
         """Add to the worker's totals in one MULTI/EXEC: atomic, as HINCRBY each is."""
         batch = Batch()

@@ -13,9 +13,13 @@ up to date), every name starting with `prefix`.
 
 Workers reserve with SELECT ... FOR UPDATE SKIP LOCKED, so any number of them, in any number of
 processes, share a queue without waiting for each other and never take the same job. MySQL
-has no LISTEN/NOTIFY: an idle worker polls at its poll interval (a push through the same
-driver instance wakes it at once). Deadlocks and lock wait timeouts are retried inside the
-driver; a lost connection is replaced, so after a server restart the driver carries on.
+has no LISTEN/NOTIFY, so an idle worker looks for due jobs with a cheap probe (two index
+dives per queue, no lock), on the server where MariaDB allows, every millisecond after recent
+work and every 40 ms when idle (see `wakeup`): it starts a job pushed from another process
+within a few milliseconds while work flows and within tens of milliseconds when idle, for
+under 1% of a core (a push through the same driver instance wakes it at once). Deadlocks
+and lock wait timeouts are retried inside the driver; a lost connection is replaced, so
+after a server restart the driver carries on.
 
 URL options, after `?`: `prefix` (default conveyor_), `migrate` (true or false), `pool_size`
 (default 10), `timeout` (seconds, default 10: how long a call may wait for a connection, and
@@ -47,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+from collections.abc import Sequence
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from conveyor.drivers import Location, safe_url
@@ -54,6 +59,7 @@ from conveyor.drivers.base import Capabilities
 from conveyor.drivers.sql.deadline import TIMEOUT
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.mysql.connection import MysqlConnection, Target
+from conveyor.drivers.sql.mysql.wakeup import Wakeup
 from conveyor.drivers.sql.url import (
     OPTIONS,
     SqlOptions,
@@ -62,6 +68,7 @@ from conveyor.drivers.sql.url import (
     sql_options,
 )
 from conveyor.errors import ConfigError
+from conveyor.job import JobInfo
 
 __all__ = ["CONNECT_TIMEOUT", "POOL_SIZE", "MysqlDriver"]
 
@@ -90,7 +97,7 @@ class MysqlDriver(SqlDriver):
     """
 
     kind = "mysql"
-    capabilities = Capabilities(notify=False, durable=True, shared=True, transactional=True)
+    capabilities = Capabilities(notify=True, durable=True, shared=True, transactional=True)
 
     def __init__(
         self,
@@ -114,6 +121,7 @@ class MysqlDriver(SqlDriver):
             MysqlConnection(target, pool_size=pool_size), __name__, prefix=prefix, migrate=migrate
         )
         self.target = target
+        self._wakeup = Wakeup(self._fetch, self._pushed)
 
     def _location(self) -> str:
         return self.target.shown
@@ -125,6 +133,30 @@ class MysqlDriver(SqlDriver):
         _, options = _parse_url(url, _CONNECTION_OPTIONS + OPTIONS)
         connection_url = _without(url, OPTIONS)
         return cls(connection_url, **options)
+
+    async def reserve(
+        self, queues: Sequence[str], limit: int, lease: float, worker: str
+    ) -> list[JobInfo]:
+        jobs = await super().reserve(queues, limit, lease, worker)
+        self._wakeup.reserved(queues, bool(jobs))
+        return jobs
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when this instance pushed, when a job may be due in `queues` (pushed by
+        another process, say: see `wakeup`), or after `timeout` seconds."""
+        await self._wakeup.wait(queues, timeout)
+
+    async def durability(self) -> str:
+        """`innodb_flush_log_at_trx_commit=<n>`, and at 1 whether the binary log is off or
+        synced (`, binlog off`, `, sync_binlog=<n>`): the server's settings, which pushes
+        commit under unchanged."""
+        [row] = await self._fetch("durability", {})
+        flush = f"innodb_flush_log_at_trx_commit={row['flush_log_at_trx_commit']}"
+        if row["flush_log_at_trx_commit"] != 1:
+            return flush
+        if not row["log_bin"]:
+            return f"{flush}, binlog off"
+        return f"{flush}, sync_binlog={row['sync_binlog']}"
 
 
 def _parse_url(url: str, allowed: tuple[str, ...]) -> tuple[Target, SqlOptions]:

@@ -394,3 +394,90 @@ SELECT identity, worker, started_at, seen_at
 FROM {prefix}worker_processes
 WHERE seen_at >= {now} - %(within)s
 ORDER BY started_at, identity;
+
+-- name: wait
+-- Look on the server, every `every` seconds, until a queue may have a job due; MariaDB only.
+-- What an idle worker runs instead of polling from its process: one round trip per event, or
+-- per `ticks` looks, and a sleeping server thread in between. Each look reads the newest job
+-- id (the primary key's last entry: no row is read), and only when it moved on (a push) runs
+-- wait_probe's probe again, so a look costs next to nothing. The probe runs on the first
+-- look too, which sees what a push with an older id (a client clock behind), a retry or a
+-- lease or delay running out made due. Every statement reads anew under READ COMMITTED; now
+-- moves on with the server's elapsed time. Reads are SELECT ... INTO: SET x = (SELECT ...)
+-- would be a locking read, and wait for a row a reserve holds. It returns the sighting once
+-- that is neither empty nor `futile` (what last woke the worker for a reserve that then found
+-- nothing: a job another reserve holds locked, a clock that disagrees), or after `ticks`
+-- looks. MySQL runs compound statements only inside stored programs, so there the driver
+-- polls wait_probe itself. The loader splits a block where a line ends with ';', so the
+-- statements inside start their line with ';'.
+BEGIN NOT ATOMIC
+    DECLARE started DOUBLE DEFAULT UNIX_TIMESTAMP(SYSDATE(6))
+    ; DECLARE now_at DOUBLE
+    ; DECLARE tick INT DEFAULT 0
+    ; DECLARE newest, latest VARBINARY(64)
+    ; DECLARE seen LONGTEXT DEFAULT ''
+    ; look: LOOP
+        SELECT MAX(id) INTO latest FROM {prefix}jobs
+        ; IF tick = 0 OR NOT latest <=> newest THEN
+            SET newest = latest
+            ; SET now_at = {now} + UNIX_TIMESTAMP(SYSDATE(6)) - started
+            ; SELECT COALESCE(GROUP_CONCAT(
+                       probe.queue, ' ', COALESCE(probe.head_at, '-'), ' ',
+                       COALESCE(probe.newest_at, '-') ORDER BY probe.queue SEPARATOR '|'), '')
+            INTO seen
+            FROM (
+                SELECT wanted.queue AS queue,
+                       (SELECT job.due_at FROM {prefix}jobs AS job
+                        WHERE job.ready_queue = wanted.queue
+                        ORDER BY job.priority DESC, job.due_at
+                        LIMIT 1) AS head_at,
+                       (SELECT job.available_at FROM {prefix}jobs AS job FORCE INDEX (jobs_state)
+                        WHERE job.queue = wanted.queue AND job.state = 'pending'
+                        ORDER BY job.id DESC
+                        LIMIT 1) AS newest_at
+                FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (queue VARBINARY(255) PATH '$'))
+                    AS wanted
+            ) AS probe
+            WHERE probe.head_at <= now_at OR probe.newest_at <= now_at
+        ; END IF
+        ; IF (seen <> '' AND seen <> %(futile)s) OR tick >= %(ticks)s THEN
+            LEAVE look
+        ; END IF
+        ; DO SLEEP(%(every)s)
+        ; SET tick = tick + 1
+    ; END LOOP
+    ; SELECT seen AS sighting
+; END
+
+-- name: wait_probe
+-- Whether a queue may have a job due since the last reserve: what an idle worker polls on MySQL.
+-- A plain read (no lock): two index dives per queue, each stopping at its first entry, so a
+-- worker can run it every few milliseconds however many jobs wait. head_at: the first entry of
+-- jobs_ready, the top priority's earliest job (pending, or reserved with its lease running out
+-- then). newest_at: the queue's newest pending job (ids sort by creation time), so a push
+-- below the top priority is seen too. Not "any entry with available_at <= now": in a
+-- correlated subquery MariaDB cannot range-scan, and would read every delayed job each time.
+-- A job a lower priority's delay or lease makes due waits for the next reserve instead.
+-- The sighting names each queue with a due job, its head_at and newest_at ('' when none).
+SELECT COALESCE(GROUP_CONCAT(
+           probe.queue, ' ', COALESCE(probe.head_at, '-'), ' ',
+           COALESCE(probe.newest_at, '-') ORDER BY probe.queue SEPARATOR '|'), '') AS sighting
+FROM (
+    SELECT wanted.queue AS queue,
+           (SELECT job.due_at FROM {prefix}jobs AS job
+            WHERE job.ready_queue = wanted.queue
+            ORDER BY job.priority DESC, job.due_at
+            LIMIT 1) AS head_at,
+           (SELECT job.available_at FROM {prefix}jobs AS job FORCE INDEX (jobs_state)
+            WHERE job.queue = wanted.queue AND job.state = 'pending'
+            ORDER BY job.id DESC
+            LIMIT 1) AS newest_at
+    FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (queue VARBINARY(255) PATH '$')) AS wanted
+) AS probe
+WHERE probe.head_at <= {now} OR probe.newest_at <= {now};
+
+-- name: durability
+-- The server settings that decide whether a push that returned survives a crash.
+SELECT @@GLOBAL.innodb_flush_log_at_trx_commit AS flush_log_at_trx_commit,
+       @@GLOBAL.log_bin AS log_bin,
+       @@GLOBAL.sync_binlog AS sync_binlog;

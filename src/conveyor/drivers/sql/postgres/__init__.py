@@ -49,6 +49,7 @@ from conveyor.drivers.sql.deadline import TIMEOUT
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.postgres.connection import PostgresConnection, Target
 from conveyor.drivers.sql.postgres.listener import Listener
+from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.url import (
     OPTIONS,
     SqlOptions,
@@ -68,6 +69,13 @@ POOL_SIZE = 10
 RETRY_FAILED_ATTEMPTS = 3
 
 _SCHEMES = ("postgresql", "postgres")
+
+_DURABILITY = Query(
+    "durability",
+    "The settings a push commits with.",
+    "SELECT current_setting('fsync') AS fsync,"
+    " current_setting('synchronous_commit') AS synchronous_commit",
+)
 
 
 class PostgresDriver(SqlDriver):
@@ -142,6 +150,14 @@ class PostgresDriver(SqlDriver):
                 if not raced or attempt == RETRY_FAILED_ATTEMPTS:
                     raise
             attempt += 1
+
+    async def durability(self) -> str:
+        """`synchronous_commit=<value>` as a pooled session has it, which pushes commit with
+        (they never change it), or `fsync=off` when the server does not sync at all."""
+        [row] = await (await self._ready()).fetch(_DURABILITY, {})
+        if row["fsync"] == "off":
+            return "fsync=off"
+        return f"synchronous_commit={row['synchronous_commit']}"
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return as soon as a job is pushed (released, retried) to one of `queues` by any

@@ -12,18 +12,26 @@ thread.
 
 SQLite cannot notify other processes, but it can tell cheaply that one has written:
 `PRAGMA data_version` changes when another connection commits. A watcher thread with a
-connection of its own looks every `WATCH_EVERY` seconds (a read of shared memory, not of the
-file) and wakes `wait` when it changes, so an idle worker starts a job pushed by another
-process within milliseconds; a push through the same driver instance wakes it at once.
+connection of its own looks (a read of shared memory, not of the file) every WATCH_BUSY
+seconds right after a reserve that found jobs, less often as the quiet lasts, up to every
+WATCH_IDLE seconds, and wakes `wait` when it changes: an idle worker starts a job pushed by
+another process within milliseconds, for a fraction of a percent of a core. A push through
+the same driver instance wakes it at once.
+
+Durability follows postgres's line. Writes run with `PRAGMA synchronous = FULL` (the commit
+returns once the WAL is synced, so a job whose push returned survives a power cut), except
+RELAXED_STATEMENTS (reserve, settles, stats) at NORMAL, where a power cut may roll back the
+last commits: that only makes a job run again, and the next FULL commit syncs them too. The
+level cannot change inside a transaction, so it is set before each statement or BEGIN.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,17 +42,41 @@ from conveyor.drivers.base import Capabilities
 from conveyor.drivers.record import decode_text
 from conveyor.drivers.sql.driver import Params, Row, SqlDriver, SqlTransaction
 from conveyor.drivers.sql.queries import Query
+from conveyor.drivers.sql.sqlite.watcher import Watcher
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
-__all__ = ["BUSY_TIMEOUT", "WATCH_EVERY", "SqliteConnection", "SqliteDriver"]
+__all__ = [
+    "BUSY_TIMEOUT",
+    "DURABLE",
+    "RELAXED",
+    "RELAXED_STATEMENTS",
+    "WATCH_BUSY",
+    "WATCH_IDLE",
+    "SqliteConnection",
+    "SqliteDriver",
+]
 
 T = TypeVar("T")
 
 #: Seconds a statement waits for another process's write transaction before giving up.
 BUSY_TIMEOUT = 30.0
 
-#: Seconds between two looks at whether another connection has written.
-WATCH_EVERY = 0.005
+#: Seconds between two looks at whether another connection has written, right after a
+#: reserve that found jobs; the interval widens with the quiet (a tenth of it) up to WATCH_IDLE.
+WATCH_BUSY = 0.002
+WATCH_IDLE = 0.025
+
+#: The synchronous level of everything a caller must find again after a power cut: pushes.
+DURABLE = "FULL"
+
+#: The level of the statements whose loss only makes a job run again (see the module docstring).
+RELAXED = "NORMAL"
+
+#: The statements run at RELAXED; every other write runs at DURABLE.
+RELAXED_STATEMENTS = frozenset({"reserve", "renew", "ack", "release", "fail", "record_stats"})
+
+#: Statements that write nothing: they run at whatever level is set.
+_READS = frozenset({"schema_version", "counts", "list_jobs", "get", "worker_stats"})
 
 _URL_HELP = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
@@ -71,7 +103,8 @@ class SqliteDriver(SqlDriver):
         # Absolute now, so a later chdir cannot move the database under a lazy open.
         self.path = os.path.abspath(text)
         super().__init__(SqliteConnection(self.path), __name__, prefix=prefix)
-        self._watcher = _Watcher(self.path)
+        self._watcher = Watcher(self.path, BUSY_TIMEOUT, self._watch_interval)
+        self._last_work = -math.inf  # time.monotonic() of the last reserve that found jobs
         # The watcher's count of commits seen as the last reserve began: a count that has
         # moved on since means someone (another process, perhaps) wrote after it.
         self._seen = 0
@@ -92,7 +125,14 @@ class SqliteDriver(SqlDriver):
         await self._ready()  # our own migrations are not news to the watcher
         self._watcher.start(self._pushed.notify)
         self._seen = self._watcher.commits
-        return await super()._reserve_rows(params)
+        rows = await super()._reserve_rows(params)
+        if rows:
+            self._last_work = time.monotonic()
+        return rows
+
+    def _watch_interval(self) -> float:
+        """A tenth of the quiet since the last reserve that found jobs, between the bounds."""
+        return min(WATCH_IDLE, max(WATCH_BUSY, (time.monotonic() - self._last_work) / 10))
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return when this instance pushed, when another connection has committed since the
@@ -102,69 +142,14 @@ class SqliteDriver(SqlDriver):
             return
         await self._pushed.wait(timeout)
 
+    async def durability(self) -> str:
+        """The level pushes commit at: `synchronous=FULL`."""
+        return f"synchronous={DURABLE}"
+
     async def close(self) -> None:
         """Stop watching and close the connection; jobs stay stored."""
         self._watcher.stop()
         await super().close()
-
-
-class _Watcher:
-    """A daemon thread with a connection of its own, counting the commits other connections
-    make (PRAGMA data_version) and calling `notify` in the event loop after each."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.commits = 0
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-
-    def start(self, notify: Callable[[], None]) -> None:
-        """Start watching, unless already watching; `notify` runs in the running loop. The
-        first version is read here, so every commit after this call is counted."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        try:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, check_same_thread=False)
-            first = _version_of(db)
-        except sqlite3.Error:
-            return  # the driver's own connection reports the problem; `wait` then polls
-        loop = asyncio.get_running_loop()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run,
-            args=(db, first, loop, notify, self._stopping),
-            name="conveyor-sqlite-watch",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread; it ends within one look."""
-        self._stopping.set()
-        self._thread = None
-
-    def _run(
-        self,
-        db: sqlite3.Connection,
-        last: int,
-        loop: asyncio.AbstractEventLoop,
-        notify: Callable[[], None],
-        stopping: threading.Event,
-    ) -> None:
-        try:
-            while not stopping.wait(WATCH_EVERY):
-                version = _version_of(db)
-                if version != last:
-                    last, self.commits = version, self.commits + 1
-                    loop.call_soon_threadsafe(notify)
-        except (sqlite3.Error, RuntimeError):
-            pass  # the file went away, or the loop closed: stop watching, polling remains
-        finally:
-            db.close()
-
-
-def _version_of(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _parse_url(url: str) -> tuple[str, str]:
@@ -204,7 +189,7 @@ class SqliteConnection:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
+        self._db: _Database | None = None
         self._thread: ThreadPoolExecutor | None = None
 
     async def open(self) -> None:
@@ -238,21 +223,23 @@ class SqliteConnection:
 
     async def fetch(self, query: Query, params: Params) -> list[Row]:
         """Run one statement on its own and return its rows."""
-        return await self._hop(_fetch, self._connection(), self.path, query, params)
+        return await self._hop(_alone, _fetch, self._connection(), self.path, query, params)
 
     async def execute(self, query: Query, params: Params) -> int:
         """Run one statement on its own and return how many rows it changed."""
-        return await self._hop(_execute, self._connection(), self.path, query, params)
+        return await self._hop(_alone, _execute, self._connection(), self.path, query, params)
 
     async def script(self, sql: str) -> None:
-        """Run several statements, each on its own."""
-        await self._hop(_script, self._connection(), self.path, sql)
+        """Run several statements, each on its own, at the DURABLE level."""
+        await self._hop(_script_alone, self._connection(), self.path, sql)
 
     async def transaction(self, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]) -> T:
-        """Run `work` whole on the database thread inside BEGIN IMMEDIATE ... COMMIT."""
+        """Run `work` whole on the database thread inside BEGIN IMMEDIATE ... COMMIT, at the
+        DURABLE level: a transaction stores what its caller was promised (a unique push, a
+        migration), and the level cannot change once it has begun."""
         return await self._hop(_transaction, self._connection(), self.path, work)
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> _Database:
         if self._db is None:
             raise DriverError(f"the SQLite database {self.path!r} is closed: call open() first")
         return self._db
@@ -299,10 +286,20 @@ class _ThreadTransaction:
 # -- on the database thread -------------------------------------------------------------------
 
 
-def _connect(path: str) -> sqlite3.Connection:
+class _Database(sqlite3.Connection):
+    """A sqlite3 connection that remembers the synchronous level it last set."""
+
+    synchronous = ""
+
+
+def _connect(path: str) -> _Database:
     with _translated(path, "open"):
         db = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            path,
+            timeout=BUSY_TIMEOUT,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=_Database,
         )
         # Text that is not UTF-8 (written by another program) reads back with its bad bytes kept
         # as lone surrogates instead of failing the whole statement: a reserve that raised here
@@ -310,13 +307,41 @@ def _connect(path: str) -> sqlite3.Connection:
         db.text_factory = decode_text
         try:
             _use_wal(db)
-            # NORMAL: in WAL mode a commit is synced at checkpoints, not one by one; a power
-            # cut may lose the last commits but never corrupts the file.
-            db.execute("PRAGMA synchronous = NORMAL")
+            _set_synchronous(db, DURABLE)
         except BaseException:
             db.close()
             raise
     return db
+
+
+def _set_synchronous(db: _Database, level: str) -> None:
+    """Set `PRAGMA synchronous` for the statements that follow, unless already at `level`.
+    Outside a transaction only: SQLite refuses to change it inside one."""
+    if db.synchronous != level:
+        db.execute(f"PRAGMA synchronous = {level}")
+        db.synchronous = level
+
+
+def _level_of(name: str) -> str | None:
+    """The level a statement runs at on its own; None for a read, which leaves it as it is."""
+    if name in _READS:
+        return None
+    return RELAXED if name in RELAXED_STATEMENTS else DURABLE
+
+
+def _alone(run: Callable[..., T], db: _Database, path: str, query: Query, params: Params) -> T:
+    """`run` one statement as its own transaction, at the level its name calls for."""
+    level = _level_of(query.name)
+    if level is not None:
+        with _translated(path, query.name):
+            _set_synchronous(db, level)
+    return run(db, path, query, params)
+
+
+def _script_alone(db: _Database, path: str, sql: str) -> None:
+    with _translated(path, "migration"):
+        _set_synchronous(db, DURABLE)
+    _script(db, path, sql)
 
 
 def _use_wal(db: sqlite3.Connection) -> None:
@@ -374,13 +399,12 @@ def _statements(sql: str) -> Iterator[str]:
 
 
 def _transaction(
-    db: sqlite3.Connection,
-    path: str,
-    work: Callable[[SqlTransaction], Coroutine[Any, Any, T]],
+    db: _Database, path: str, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]
 ) -> T:
     """BEGIN IMMEDIATE takes the write lock at once (waiting up to BUSY_TIMEOUT for it), so
     what the work reads cannot change before it writes, in this process or another."""
     with _translated(path, "BEGIN"):
+        _set_synchronous(db, DURABLE)
         db.execute("BEGIN IMMEDIATE")
     try:
         result = _run_to_end(work(_ThreadTransaction(db, path)))

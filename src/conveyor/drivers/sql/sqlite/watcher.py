@@ -1,0 +1,75 @@
+"""The SQLite driver's watcher: how an idle worker hears of a commit made by another process.
+
+`PRAGMA data_version`, read on a connection, changes when any other connection has committed
+to the file since; reading it costs a look at shared memory, not at the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+
+__all__ = ["Watcher"]
+
+
+class Watcher:
+    """A daemon thread with a connection of its own, counting the commits other connections
+    make (PRAGMA data_version) and calling `notify` in the event loop after each."""
+
+    def __init__(self, path: str, busy_timeout: float, interval: Callable[[], float]) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.interval = interval  # seconds until the next look; read before each
+        self.commits = 0
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def start(self, notify: Callable[[], None]) -> None:
+        """Start watching, unless already watching; `notify` runs in the running loop. The
+        first version is read here, so every commit after this call is counted."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        try:
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False)
+            first = _version_of(db)
+        except sqlite3.Error:
+            return  # the driver's own connection reports the problem; `wait` then polls
+        loop = asyncio.get_running_loop()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(db, first, loop, notify, self._stopping),
+            name="conveyor-sqlite-watch",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread; it ends within one look."""
+        self._stopping.set()
+        self._thread = None
+
+    def _run(
+        self,
+        db: sqlite3.Connection,
+        last: int,
+        loop: asyncio.AbstractEventLoop,
+        notify: Callable[[], None],
+        stopping: threading.Event,
+    ) -> None:
+        try:
+            while not stopping.wait(self.interval()):
+                version = _version_of(db)
+                if version != last:
+                    last, self.commits = version, self.commits + 1
+                    loop.call_soon_threadsafe(notify)
+        except (sqlite3.Error, RuntimeError):
+            pass  # the file went away, or the loop closed: stop watching, polling remains
+        finally:
+            db.close()
+
+
+def _version_of(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA data_version").fetchone()[0])
