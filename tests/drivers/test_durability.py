@@ -31,11 +31,12 @@ from conveyor.drivers.sql.postgres import PostgresDriver
 from conveyor.drivers.sql.queries import Query, load_queries
 from conveyor.drivers.sql.sqlite import SqliteDriver
 from conveyor.drivers.sync import SyncDriver
-from conveyor.job import ErrorInfo, NewJob, new_id
+from conveyor.job import ErrorInfo
 from tests.backends import mysql as mysql_backend
 from tests.backends import postgres as postgres_backend
 from tests.backends import redis as redis_backend
 from tests.backends import require_service
+from tests.contract.helpers import make_job
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -43,20 +44,6 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 
 #: PRAGMA synchronous reads back as a number.
 LEVELS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
-
-
-def make_job(**overrides: Any) -> NewJob:
-    now = time.time()
-    fields: dict[str, Any] = {
-        "id": new_id(),
-        "queue": "q",
-        "name": "j",
-        "payload": "{}",
-        "created_at": now,
-        "available_at": now,
-    }
-    fields.update(overrides)
-    return NewJob(**fields)
 
 
 # -- sqlite: the synchronous level of each statement ---------------------------------------------

@@ -21,9 +21,9 @@ from conveyor.drivers.base import Reservation
 from conveyor.drivers.sql.mysql import MysqlDriver
 from conveyor.drivers.sql.mysql import wakeup as wakeup_module
 from conveyor.drivers.sql.queries import Query
-from conveyor.job import NewJob, new_id
 from tests.backends import Drivers, require_service
 from tests.backends.mysql import START, URL, drop_tables, fresh_prefix
+from tests.contract.helpers import make_job
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -33,20 +33,6 @@ LONG = 20.0
 #: How soon a wait must end after what should end it: a twentieth of LONG, yet far more than
 #: the few milliseconds it takes on an idle machine.
 SOON = 1.0
-
-
-def make_job(queue: str = "q", **overrides: Any) -> NewJob:
-    now = time.time()
-    fields: dict[str, Any] = {
-        "id": new_id(),
-        "queue": queue,
-        "name": "j",
-        "payload": "{}",
-        "created_at": now,
-        "available_at": now,
-    }
-    fields.update(overrides)
-    return NewJob(**fields)
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +90,7 @@ from conveyor.job import NewJob, new_id
 async def main():
     driver = MysqlDriver(sys.argv[1], prefix=sys.argv[2])
     now = time.time()
-    await driver.push(NewJob(new_id(), "q", "j", "{}", now, now))
+    await driver.push(NewJob(new_id(), "q", "j", "{}"))
     await driver.close()
 
 asyncio.run(main())
@@ -143,7 +129,7 @@ async def test_push_below_the_top_priority_ends_the_wait(drivers: Drivers[MysqlD
     # The head of the ready index is a high-priority job that is not due; the newest pending
     # job is what shows the push.
     driver, pushing = await drivers.open(), await drivers.open()
-    await pushing.push(make_job(priority=9, available_at=time.time() + 3600))
+    await pushing.push(make_job(priority=9, delay=3600))
     waiting = await idle(driver)
 
     await pushing.push(make_job(priority=0))
@@ -153,8 +139,8 @@ async def test_push_below_the_top_priority_ends_the_wait(drivers: Drivers[MysqlD
 
 async def test_delayed_job_falling_due_ends_the_wait(drivers: Drivers[MysqlDriver]) -> None:
     driver, pushing = await drivers.open(), await drivers.open()
-    due = time.time() + 0.5
-    await pushing.push(make_job(available_at=due))
+    due = time.time() + 0.5  # the server's clock is this host's
+    await pushing.push(make_job(delay=0.5))
     waiting = await idle(driver)
 
     await asyncio.wait_for(waiting, LONG)
@@ -171,40 +157,38 @@ async def test_lease_running_out_ends_the_wait(drivers: Drivers[MysqlDriver]) ->
 
     await asyncio.wait_for(waiting, LONG)
 
-    assert time.time() < job.available_at + SOON
+    assert job.lease_expires_at is not None and time.time() < job.lease_expires_at + SOON
     [again] = await driver.reserve(["q"], 1, 30.0, "w")
-    assert (again.id, again.attempt) == (job.id, 2)
-
-
-class ClockAhead:
-    """The `time` module of a process whose clock runs `ahead` seconds fast."""
-
-    def __init__(self, ahead: float) -> None:
-        self.ahead = ahead
-        self.monotonic = time.monotonic
-
-    def time(self) -> float:
-        return time.time() + self.ahead
+    assert (again.id, again.rescued) == (job.id, 1)
 
 
 async def test_sighting_that_found_nothing_wakes_no_more_until_something_changes(
-    drivers: Drivers[MysqlDriver], monkeypatch: pytest.MonkeyPatch
+    drivers: Drivers[MysqlDriver],
 ) -> None:
-    # The waiting side's clock is an hour fast, the reserve's is not: the probe sees a job due
-    # that the reserve does not take (as with a job another reserve holds). It wakes once.
+    # Another transaction holds the due job's row: the probe sees a job due that the reserve
+    # passes over (SKIP LOCKED). The wait wakes once for it, then not again until a change.
     driver, pushing = await drivers.open(), await drivers.open()
-    await pushing.push(make_job(available_at=time.time() + 1800))
-    monkeypatch.setattr(wakeup_module, "time", ClockAhead(3600))
+    job = make_job()
+    await pushing.push(job)
+    holder = await asyncmy.connect(host="127.0.0.1", port=3306, user="root", db="test")
+    try:
+        await holder.begin()
+        async with holder.cursor() as cursor:
+            locking = f"SELECT id FROM {drivers.prefix}jobs WHERE id = %s FOR UPDATE"
+            await cursor.execute(locking, job.id)
 
-    await asyncio.wait_for(driver.wait(["q"], LONG), SOON)
-    assert await driver.reserve(["q"], 1, 30.0, "w") == []
-    begin = time.monotonic()
-    await driver.wait(["q"], 0.6)
-    assert time.monotonic() - begin >= 0.55
+        await asyncio.wait_for(driver.wait(["q"], LONG), SOON)
+        assert await driver.reserve(["q"], 1, 30.0, "w") == []
+        begin = time.monotonic()
+        await driver.wait(["q"], 0.6)
+        assert time.monotonic() - begin >= 0.55
 
-    waiting = await idle(driver)
-    await pushing.push(make_job())  # a change wakes it
-    await ends_soon(waiting, time.monotonic())
+        waiting = await idle(driver)
+        await pushing.push(make_job())  # a change wakes it
+        await ends_soon(waiting, time.monotonic())
+    finally:
+        await holder.rollback()
+        holder.close()
 
 
 async def test_idle_wait_makes_a_few_round_trips_a_second(
@@ -296,11 +280,8 @@ async def test_probe_reads_a_few_index_entries_however_many_jobs_wait(
     drivers: Drivers[MysqlDriver], prefix: str
 ) -> None:
     pushing = await drivers.open()
-    later = time.time() + 3600
     for priority in (0, 5):
-        await pushing.push_many(
-            [make_job(priority=priority, available_at=later) for _ in range(500)]
-        )
+        await pushing.push_many([make_job(priority=priority, delay=3600) for _ in range(500)])
     params = {"queues": json.dumps(["q", "empty"]), "now": time.time()}
 
     probe = await handler_reads(prefix, "wait_probe", params)

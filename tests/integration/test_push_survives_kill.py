@@ -36,8 +36,7 @@ async def main():
     await driver.open()
     print("open", flush=True)
     while True:
-        now = time.time()
-        job_id = await driver.push(NewJob(new_id(), "q", "j", "{}", now, now))
+        job_id = await driver.push(NewJob(new_id(), "q", "j", "{}"))
         print(job_id, flush=True)
 
 asyncio.run(main())
