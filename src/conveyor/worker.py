@@ -36,7 +36,7 @@ from conveyor.job import JobInfo
 from conveyor.settle import STATS_EVERY, Settler, by_driver, token
 
 if TYPE_CHECKING:
-    from conveyor.registry import Registry
+    from conveyor.core import RegistryCore
 
 log = logging.getLogger("conveyor.worker")
 
@@ -68,7 +68,7 @@ class Worker:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: RegistryCore,
         name: str,
         *,
         burst: bool = False,
@@ -489,7 +489,7 @@ class Worker:
         self.stop(now=at_once)
 
 
-async def run_inline(registry: Registry, queue: str) -> None:
+async def run_inline(registry: RegistryCore, queue: str) -> None:
     """Run `queue`'s jobs one by one until none is due: what the `sync` driver does on push."""
     worker = Worker(registry, registry.queue_spec(queue).workers[0])
     driver = await registry.driver_of(queue)
