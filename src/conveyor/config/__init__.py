@@ -24,7 +24,7 @@ one (`retry`, `QUEUE_MAX_ATTEMPTS`, ...), which only fills in what the queue lea
 that pushes and `conveyor work` both read ./conveyor.toml. A section for a queue or worker the
 code did not register is a warning; an unknown key or a wrong value is a ConfigError naming the
 file, line, key, value and what was expected, and nothing starts. Values are checked by the
-code's own checks (`conveyor.schema.check`). docs/configuration.md lists every setting.
+code's own checks (`conveyor.config.schema.check`). docs/configuration.md lists every setting.
 """
 
 from __future__ import annotations

@@ -56,19 +56,24 @@ def find_file(named: str | os.PathLike[str] | None, environ: Mapping[str, str]) 
     if Path(FILE_NAME).is_file():
         return Path(FILE_NAME)
     pyproject = Path(PYPROJECT)
-    if pyproject.is_file() and _TOOL_TABLE.search(pyproject.read_text(encoding="utf-8")):
+    if pyproject.is_file() and _TOOL_TABLE.search(_text(pyproject)):
         return pyproject
     return None
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from exc
 
 
 def read_file(path: Path) -> ConfigFile:
     """Parse `path` with tomllib; the conveyor table is [tool.conveyor] in pyproject.toml."""
     shown = str(path)
+    text = _text(path)
     try:
-        text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{shown}: cannot be read: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: not valid TOML: {exc}") from exc
     prefix = ("tool", "conveyor") if path.name == PYPROJECT else ()
@@ -95,11 +100,14 @@ def _key_lines(text: str, prefix: tuple[str, ...]) -> dict[tuple[str, ...], int]
     table: tuple[str, ...] = ()
     for number, line in enumerate(text.splitlines(), start=1):
         header = _HEADER.match(line)
-        assign = None if header else _ASSIGN.match(line)
+        assign = _ASSIGN.match(line)
         if header:
-            table = _parts(header["key"])
-        path = table if header else table + _parts(assign["key"]) if assign else None
-        if path is not None and path[: len(prefix)] == prefix:
+            table = path = _parts(header["key"])
+        elif assign:
+            path = table + _parts(assign["key"])
+        else:
+            continue
+        if path[: len(prefix)] == prefix:
             lines.setdefault(path[len(prefix) :], number)
     return lines
 
@@ -191,7 +199,7 @@ def _option(
     found: FileValues,
     problems: list[str],
 ) -> None:
-    if isinstance(value, dict | list) or not isinstance(value, str | int | float | bool):
+    if not isinstance(value, str | int | float | bool):
         problems.append(
             f"{file.at(*path)}: [drivers.{name}] {key}: expected a text, number or true/false"
             " (it is added to the driver's URL as an option)"

@@ -8,7 +8,7 @@ QUEUE_TIMEOUT keep their meaning (see `conveyor.config.schema`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +74,7 @@ def unused_env(environ: Mapping[str, str], targets: Iterable[tuple[Scope, str]])
 def _env(
     environ: Mapping[str, str],
     env: str,
-    read: Any,
+    read: Callable[[str], Any],
     key: Key,
     name: str,
     found: dict[Target, list[Given]],
@@ -100,10 +100,10 @@ def override_values(
     found: dict[Target, list[Given]] = {}
     for override in overrides:
         key = BY_SCOPE.get(override.scope, {}).get(override.key)
-        where = f"{override.flag} {override.value!r}"
         if key is None:
-            problems.append(f"{where}: no {override.scope} setting is named {override.key!r}")
+            problems.append(f"{override.flag}: no {override.scope} setting {override.key!r}")
             continue
+        where = f"{override.flag} {quoted(key, override.value)}"
         try:
             text = isinstance(override.value, str)
             value = key.kind.from_text(override.value) if text else override.value

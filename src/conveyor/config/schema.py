@@ -125,7 +125,7 @@ def _retry_delay_toml(value: Any) -> Any:
         return _duration_toml(value)
     unknown = set(value) - {"base", "factor", "max", "jitter"}
     if unknown:
-        raise ValueError(f"expected a table of base, factor, max and jitter, not {sorted(unknown)}")
+        raise ValueError(f"expected a table of base, factor, max, jitter, not {sorted(unknown)}")
     read = {
         key: _duration_toml(item) if key in ("base", "max") else item for key, item in value.items()
     }
