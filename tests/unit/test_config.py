@@ -139,7 +139,7 @@ def test_a_named_file_that_is_missing_is_an_error_saying_who_named_it(
     with pytest.raises(ConfigError, match=r"'nowhere.toml', named by --config .* is not a file"):
         registry.freeze()
     monkeypatch.setenv("CONVEYOR_CONFIG", "gone.toml")
-    with pytest.raises(ConfigError, match="'gone.toml', named by CONVEYOR_CONFIG, is not a file"):
+    with pytest.raises(ConfigError, match=r"'gone\.toml', named by CONVEYOR_CONFIG, is not a file"):
         make_app().freeze()
 
 
@@ -260,7 +260,10 @@ def test_environment_names_every_queue_worker_and_driver_setting() -> None:
     assert (queue.options.retry, queue.retention, queue.options.meta) == (7, None, {"team": "ops"})
     assert (worker.concurrency, worker.poll_interval) == (3, 0.25)
     assert registry._drivers["store"].kind == "sync"
-    assert source(registry, "driver", "store", "url") == ("sync://", "env CONVEYOR_DRIVER_STORE_URL")
+    assert source(registry, "driver", "store", "url") == (
+        "sync://",
+        "env CONVEYOR_DRIVER_STORE_URL",
+    )
 
 
 def test_an_environment_name_two_queues_share_is_an_error_when_set() -> None:
@@ -287,7 +290,9 @@ def test_an_environment_variable_naming_nothing_registered_is_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     registry = make_app()
-    registry.configure(environ={"CONVEYOR_QUEUE_MAIL_RETRY": "1", "CONVEYOR_QUEUE_GHOST_RETRY": "1"})
+    registry.configure(
+        environ={"CONVEYOR_QUEUE_MAIL_RETRY": "1", "CONVEYOR_QUEUE_GHOST_RETRY": "1"}
+    )
     with caplog.at_level(logging.WARNING, logger="conveyor.config"):
         registry.freeze()
     assert caplog.messages == [
