@@ -216,4 +216,4 @@ def _table(header: list[str], rows: list[list[Any]], *, align_right: bool = True
             str(v).ljust(w) if i == 0 or not align_right else str(v).rjust(w)
             for i, (v, w) in enumerate(zip(row, widths, strict=True))
         ]
-        click.echo("  ".join(cells))
+        click.echo("  ".join(cells).rstrip())

@@ -175,7 +175,7 @@ def _attempts(text: str) -> int:
     return attempts - 1
 
 
-TEXT = Kind("text", _same, str, str)
+TEXT = Kind("name", _same, str, str)
 DRIVER = Kind("driver name or URL", _same, str, safe_url)
 NAMES = Kind("list of names", _same, _names_text, lambda value: ", ".join(value))
 WHOLE = Kind("whole number", _same, _whole, str)
@@ -194,7 +194,8 @@ META = Kind("table", _same, _meta_text, lambda value: json.dumps(value, sort_key
 _RETRY_SEED = Seed("QUEUE_MAX_ATTEMPTS", _attempts, "total attempts: retry is this minus 1")
 KEYS: tuple[Key, ...] = (
     Key("conveyor", "driver", DRIVER, DEFAULT_DRIVER,
-        "driver of every queue that names none: a [drivers] name, a URL, or database",
+        "driver of every queue that names none: a [drivers] name, a URL, database, or a kind"
+        " (sqlite is the file ./conveyor.db)",
         seeds=(Seed("QUEUE_DRIVER", _seed_driver, "database, redis, memory, sync or amqp"),)),
     Key("conveyor", "default_queue", TEXT, DEFAULT_QUEUE,
         "the queue a job handle pushes to when neither it nor the push names one",
