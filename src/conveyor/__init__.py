@@ -20,6 +20,7 @@ from conveyor.errors import (
     UnknownWorkerError,
     Unsupported,
 )
+from conveyor.handle import JobHandle
 from conveyor.job import ErrorInfo, Job, JobInfo, JobState
 from conveyor.registry import Registry
 from conveyor.retry import Exponential, Fixed
@@ -37,6 +38,7 @@ __all__ = [
     "Exponential",
     "Fixed",
     "Job",
+    "JobHandle",
     "JobInfo",
     "JobState",
     "JobTimeoutError",

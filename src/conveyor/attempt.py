@@ -25,7 +25,8 @@ from conveyor.job import ErrorInfo, Job, JobInfo
 from conveyor.threads import Call, HandlerThreads
 
 if TYPE_CHECKING:
-    from conveyor.registry import JobSpec, Registry, WorkerSpec
+    from conveyor.core import RegistryCore
+    from conveyor.spec import JobSpec, WorkerSpec
 
 log = logging.getLogger("conveyor.worker")
 
@@ -46,7 +47,7 @@ class Outcome:
 class Runner:
     """Runs attempts for one worker: async handlers on the loop, plain ones on its threads."""
 
-    def __init__(self, registry: Registry, spec: WorkerSpec) -> None:
+    def __init__(self, registry: RegistryCore, spec: WorkerSpec) -> None:
         self.registry = registry
         self.spec = spec
         self._threads: HandlerThreads | None = None

@@ -21,7 +21,7 @@ from conveyor.drivers.base import QueueCounts, WorkerCounts
 from conveyor.job import JobInfo, JobState
 
 if TYPE_CHECKING:
-    from conveyor.registry import Registry
+    from conveyor.core import RegistryCore
 
 T = TypeVar("T")
 
@@ -74,7 +74,7 @@ def _loop_of_this_thread() -> asyncio.AbstractEventLoop | None:
 class BlockingRegistry:
     """`Registry`'s push and inspection methods, callable without `await`."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: RegistryCore) -> None:
         self._registry = registry
         self._portal = _Portal()
         atexit.register(self.close)

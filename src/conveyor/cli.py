@@ -11,10 +11,11 @@ from typing import Any
 
 import click
 
-from conveyor.drivers import Location
+from conveyor.config import CONFIG_ENV, effective
+from conveyor.drivers import DATABASE_ENV, Location
 from conveyor.errors import ConveyorError
 from conveyor.job import JobInfo, JobState
-from conveyor.registry import DRIVER_ENV, Registry
+from conveyor.registry import Registry
 from conveyor.worker import Stopped, Worker
 
 APP_HELP = "Where your registry is, as module:attribute (or set CONVEYOR_APP)."
@@ -37,6 +38,12 @@ def load_app(spec: str) -> Registry:
     registry = getattr(module, attribute, None)
     if not isinstance(registry, Registry):
         raise click.BadParameter(f"{spec!r} is not a conveyor Registry (found {registry!r})")
+    config_path = click.get_current_context().find_root().params.get("config_path")
+    if config_path is not None:
+        try:
+            registry.configure(config_path)
+        except ConveyorError as exc:
+            raise click.ClickException(str(exc)) from exc
     return registry
 
 
@@ -50,7 +57,15 @@ app_option = click.option("--app", "app", envvar="CONVEYOR_APP", required=True, 
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
 )
-def main(log_level: str) -> None:
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    default=None,
+    help=f"The configuration file [default: {CONFIG_ENV}, else ./conveyor.toml, else "
+    "pyproject.toml's [tool.conveyor]].",
+)
+def main(log_level: str, config_path: str | None) -> None:
     """conveyor: background jobs for Python."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -58,7 +73,7 @@ def main(log_level: str) -> None:
 
 
 @main.command()
-@click.argument("worker")
+@click.argument("worker", required=False)
 @app_option
 @click.option("--burst", is_flag=True, help="Stop once the worker's queues are empty.")
 @click.option(
@@ -69,17 +84,19 @@ def main(log_level: str) -> None:
     help="Give up (exit status 1) if the backend cannot be reached for this long at start "
     "[default: keep trying].",
 )
-def work(worker: str, app: str, burst: bool, startup_timeout: float | None) -> None:
-    """Run WORKER until SIGTERM/SIGINT (a second signal stops at once)."""
+def work(worker: str | None, app: str, burst: bool, startup_timeout: float | None) -> None:
+    """Run WORKER until SIGTERM/SIGINT (a second signal stops at once). Without WORKER: the
+    default queue's worker when the app declares no queue, else its only worker."""
     registry = load_app(app)
 
-    async def work() -> Stopped:
-        runner = Worker(registry, worker, burst=burst, startup_timeout=startup_timeout)
-        return await runner.run(handle_signals=True)
+    async def work() -> tuple[str, Stopped]:
+        name = worker or registry.default_worker()
+        runner = Worker(registry, name, burst=burst, startup_timeout=startup_timeout)
+        return name, await runner.run(handle_signals=True)
 
-    stopped: Stopped = _run(work(), registry)
+    name, stopped = _run(work(), registry)
     if not stopped.clean:
-        raise click.ClickException(_cut_short(stopped, registry.worker_spec(worker).stop_timeout))
+        raise click.ClickException(_cut_short(stopped, registry.worker_spec(name).stop_timeout))
 
 
 @main.command(name="list")
@@ -97,6 +114,19 @@ def list_(app: str) -> None:
     click.echo()
     rows = [[n, c.processed, c.succeeded, c.failed, c.retried] for n, c in workers.items()]
     _table(["worker", "processed", "succeeded", "failed", "retried"], rows)
+
+
+@main.command(name="config")
+@app_option
+def config_(app: str) -> None:
+    """Show every setting in force and where it came from (passwords masked)."""
+    registry = load_app(app)
+    try:
+        settings = effective(registry)
+    except ConveyorError as exc:
+        raise click.ClickException(_masked(str(exc), registry)) from exc
+    rows = [[s.scope, s.name, s.key, s.value, s.source] for s in settings]
+    _table(["scope", "name", "key", "value", "source"], rows, align_right=False)
 
 
 @main.group()
@@ -184,7 +214,7 @@ def _run(coroutine: Any, registry: Registry) -> Any:
 def _masked(message: str, registry: Registry | None = None) -> str:
     """`message` with the passwords of the driver URLs the app names masked. Every message is
     masked where it is made; this is the second line, for one that was not."""
-    locations = [os.environ.get(DRIVER_ENV, "")]
+    locations = [os.environ.get(name, "") for name in ("CONVEYOR_DRIVER", *DATABASE_ENV)]
     if registry is not None:
         locations += [registry.default_driver, *(q.driver for q in registry.queues.values())]
     for location in locations:
@@ -192,11 +222,11 @@ def _masked(message: str, registry: Registry | None = None) -> str:
     return message
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> None:
+def _table(header: list[str], rows: list[list[Any]], *, align_right: bool = True) -> None:
     widths = [max(len(str(v)) for v in column) for column in zip(header, *rows, strict=False)]
     for row in [header, *rows]:
         cells = [
-            str(v).ljust(w) if i == 0 else str(v).rjust(w)
+            str(v).ljust(w) if i == 0 or not align_right else str(v).rjust(w)
             for i, (v, w) in enumerate(zip(row, widths, strict=True))
         ]
-        click.echo("  ".join(cells))
+        click.echo("  ".join(cells).rstrip())

@@ -42,8 +42,10 @@ class UnknownJobError(ConveyorError):
 class UnknownQueueError(ConveyorError):
     """A queue name that was never registered."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no queue named {name!r}: add it with registry.queue({name!r}, ...)")
+    def __init__(self, name: str, message: str | None = None) -> None:
+        super().__init__(
+            message or f"no queue named {name!r}: add it with registry.queue({name!r}, ...)"
+        )
         self.name = name
 
 

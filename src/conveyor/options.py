@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
+from conveyor.duration import Duration
 from conveyor.errors import ConfigError
 from conveyor.payload import non_finite_at
 from conveyor.retry import Exponential, RetryDelay, as_policy
@@ -75,6 +76,24 @@ class Options:
             priority=priority,
             meta=dict(meta or {}),
         )
+
+
+class PushManyOptions(TypedDict, total=False):
+    """The keyword options of `push_many`, as a typed job handle passes them on."""
+
+    delay: Duration | None
+    retry: int | None
+    retry_delay: float | RetryDelay | None
+    timeout: float | None
+    meta: dict[str, Any] | None
+    priority: int | None
+    connection: object | None
+
+
+class PushOptions(PushManyOptions, total=False):
+    """The keyword options of `push`: those of `push_many`, and `unique`."""
+
+    unique: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from conveyor.drivers.base import Driver
 from conveyor.errors import BackendUnavailableError, ConfigError
 
 if TYPE_CHECKING:
-    from conveyor.registry import Registry
+    from conveyor.core import RegistryCore
 
 #: The drivers a worker uses, each with the names of its queues there.
 Groups = list[tuple[Driver, list[str]]]
@@ -31,7 +31,7 @@ class StartUp:
     """Opens worker `worker`'s drivers; see the module docstring."""
 
     def __init__(
-        self, registry: Registry, worker: str, stopping: asyncio.Event, timeout: float | None
+        self, registry: RegistryCore, worker: str, stopping: asyncio.Event, timeout: float | None
     ) -> None:
         self.registry = registry
         self.worker = worker

@@ -36,7 +36,7 @@ from conveyor.settle import STATS_EVERY, Settler, by_driver, token
 from conveyor.startup import StartUp
 
 if TYPE_CHECKING:
-    from conveyor.registry import Registry
+    from conveyor.core import RegistryCore
 
 
 log = logging.getLogger("conveyor.worker")
@@ -85,7 +85,7 @@ class Worker:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: RegistryCore,
         name: str,
         *,
         burst: bool = False,
@@ -494,7 +494,7 @@ class Worker:
         self.stop(now=at_once)
 
 
-async def run_inline(registry: Registry, queue: str) -> None:
+async def run_inline(registry: RegistryCore, queue: str) -> None:
     """Run `queue`'s jobs one by one until none is due: what the `sync` driver does on push."""
     worker = Worker(registry, registry.queue_spec(queue).workers[0])
     driver = await registry.driver_of(queue)

@@ -136,12 +136,16 @@ def test_explicit_payload_overrides_the_annotation() -> None:
     assert registry.jobs["send"].codec.payload_type is Email
 
 
-def test_job_decorator_returns_the_handler_unchanged() -> None:
+def test_job_decorator_returns_a_handle_wrapping_the_handler_unchanged() -> None:
     registry = make_registry()
 
-    async def send(job: Job[Email]) -> None: ...
+    async def send(job: Job[Email]) -> None:
+        """Sends."""
 
-    assert registry.job("send")(send) is send
+    handle = registry.job("send")(send)
+    assert handle.handler is send
+    assert registry.jobs["send"].handler is send
+    assert (handle.__wrapped__, handle.__name__, handle.__doc__) == (send, "send", "Sends.")  # type: ignore[attr-defined]
 
 
 def test_plain_and_async_handlers_are_told_apart() -> None:

@@ -20,6 +20,7 @@ EXPECTED_ALL = [
     "Exponential",
     "Fixed",
     "Job",
+    "JobHandle",
     "JobInfo",
     "JobState",
     "JobTimeoutError",

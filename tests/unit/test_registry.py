@@ -248,11 +248,15 @@ def test_queues_of_lists_the_queues_a_worker_serves_in_order() -> None:
     assert registry.queues_of("other") == ["a", "c"]
 
 
-def test_conveyor_driver_environment_variable_sets_the_default_driver(
+def test_conveyor_driver_environment_variable_sets_the_default_driver_over_the_code(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CONVEYOR_DRIVER", "memory://")
-    assert Registry().default_driver == "memory://"
-    assert Registry(default_driver="sync").default_driver == "sync"
+    for registry in (Registry(), Registry(default_driver="sync")):
+        registry.freeze()  # the environment is read here, and wins over the code
+        assert registry.default_driver == "memory://"
+        assert registry.queues["default"].driver == "memory://"
     monkeypatch.delenv("CONVEYOR_DRIVER")
-    assert Registry().default_driver == "sqlite"
+    registry = Registry()
+    registry.freeze()
+    assert registry.default_driver == "sqlite"

@@ -7,12 +7,16 @@
     mysql://user:pass@host/db         MySQL or MariaDB    (pip install "conveyor[mysql]")
     redis://host:6379/0, rediss://    Redis               (pip install "conveyor[redis]")
 
-A bare kind name ("memory", "sync", "sqlite") means that driver with its defaults.
+A bare kind name ("memory", "sync", "sqlite") means that driver with its defaults, and
+"database" the application's own SQL database: CONVEYOR_DATABASE_URL, else DATABASE_URL, else
+the embedded SQLite file (RapidGo's QUEUE_DRIVER=database).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from conveyor.drivers.location import Location, safe_url
@@ -21,7 +25,7 @@ from conveyor.errors import ConfigError
 if TYPE_CHECKING:
     from conveyor.drivers.base import Driver
 
-__all__ = ["SCHEMES", "Location", "driver_from_url", "safe_url"]
+__all__ = ["DATABASE", "SCHEMES", "Location", "database_url", "driver_from_url", "safe_url"]
 
 #: URL scheme -> (module, class, the extra that installs its client library).
 SCHEMES: dict[str, tuple[str, str, str]] = {
@@ -37,8 +41,34 @@ SCHEMES: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: The driver name that stands for the application's SQL database, and where its URL is read.
+DATABASE = "database"
+DATABASE_ENV = ("CONVEYOR_DATABASE_URL", "DATABASE_URL")
+_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+
+
+def database_url(environ: Mapping[str, str] = os.environ) -> tuple[str, str]:
+    """(the URL the name "database" stands for, the variable it came from or ""). A `+driver`
+    on the scheme, as SQLAlchemy writes it (postgresql+psycopg://), is dropped."""
+    for env in DATABASE_ENV:
+        url = environ.get(env, "")
+        if url:
+            scheme, separator, rest = url.partition("://")
+            base = scheme.partition("+")[0].lower()
+            if not separator or base not in _SQL_SCHEMES:
+                raise ConfigError(
+                    f"{env}={safe_url(url)!r} is not an SQL database URL: the database driver"
+                    " takes postgresql://, mysql:// or sqlite:/// (CONVEYOR_DATABASE_URL wins"
+                    " over DATABASE_URL)"
+                )
+            return f"{base}://{rest}", env
+    return "sqlite", ""
+
+
 def driver_from_url(url: str) -> Driver:
     """A new driver for `url`; raises ConfigError naming the URL when it cannot be understood."""
+    if url == DATABASE:
+        url = database_url()[0]
     scheme, separator, rest = url.partition("://")
     if scheme not in SCHEMES or (not separator and url != scheme):
         raise ConfigError(

@@ -1,0 +1,289 @@
+"""Configuration from outside the code: a TOML file, the environment and the command line,
+applied over what the code registered, keeping where every value came from.
+
+    # conveyor.toml, or [tool.conveyor] in pyproject.toml, or the file CONVEYOR_CONFIG names
+    driver = "database"          # every queue that names none
+    retry = 2                    # every queue that does not say
+
+    [queues.mail]
+    workers = ["mailer"]
+    timeout = "30s"
+
+    [workers.mailer]
+    concurrency = 10
+
+    [drivers.main]
+    url = "postgresql://app@db/app"
+    pool_size = 20
+
+Precedence, lowest first: conveyor's defaults, the code's registration, the file, the
+environment, the command line (`Override`). A value for one queue wins over a conveyor-wide
+one (`retry`, `QUEUE_MAX_ATTEMPTS`, ...), which only fills in what the queue leaves unsaid.
+
+`Registry.freeze()`, which every push, worker and command runs first, calls `apply`, so an app
+that pushes and `conveyor work` both read ./conveyor.toml. A section for a queue or worker the
+code did not register is a warning; an unknown key or a wrong value is a ConfigError naming the
+file, line, key, value and what was expected, and nothing starts. Values are checked by the
+code's own checks (`conveyor.config.schema.check`). docs/configuration.md lists every setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from conveyor.config.file import (
+    CONFIG_ENV,
+    FILE_NAME,
+    FileValues,
+    file_values,
+    find_file,
+    read_file,
+)
+from conveyor.config.layer import Override, env_values, override_values, unused_env
+from conveyor.config.schema import BY_SCOPE, Given, Key, Scope, Target
+from conveyor.drivers import DATABASE, Location, database_url, driver_from_url
+from conveyor.drivers.base import Driver
+from conveyor.errors import ConfigError, ConveyorError
+from conveyor.registration import Declaration, Effective, Registration
+from conveyor.spec import QueueSpec, Setting, WorkerSpec, queue_spec, worker_spec
+
+__all__ = ["CONFIG_ENV", "FILE_NAME", "Override", "Request", "Setting", "apply", "effective"]
+
+log = logging.getLogger("conveyor.config")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Where a registry's configuration comes from (`Registry.configure` sets it): a file
+    (else CONVEYOR_CONFIG, else ./conveyor.toml, else ./pyproject.toml's [tool.conveyor]), an
+    environment (else os.environ, read at freeze()) and the command line's overrides."""
+
+    path: str | os.PathLike[str] | None = None
+    environ: Mapping[str, str] | None = None
+    overrides: tuple[Override, ...] = ()
+
+
+def effective(registry: Registration) -> list[Setting]:
+    """Every value in force for the registry's queues, workers and drivers, and conveyor-wide,
+    with where each came from; passwords masked. Freezes the registry (applying the
+    configuration) first, so a bad file raises ConfigError here."""
+    registry.freeze()
+    return list(registry.settings)
+
+
+def apply(registry: Registration, request: Request) -> Effective:
+    """What is in force for `registry`: its code's registration under the file, environment
+    and command line of `request`. Logs a warning for each section or variable naming nothing
+    registered; raises ConfigError listing every mistake."""
+    environ = os.environ if request.environ is None else request.environ
+    path = find_file(request.path, environ)
+    problems: list[str] = []
+    found = FileValues() if path is None else file_values(read_file(path), problems)
+    flags = override_values(request.overrides, problems)
+    # Conveyor-wide first: the default queue it settles decides what exists implicitly.
+    wide_env = env_values(environ, [("conveyor", "")], problems)
+    wide_layers = _layers(found.values, wide_env, flags)
+    wide = {
+        key.name: [Given(key.default, "default"), *_code(registry, key), *layer][-1]
+        for key in BY_SCOPE["conveyor"].values()
+        for layer in [wide_layers.get(("conveyor", "", key.name), [])]
+    }
+    declared = registry.declaration(wide["default_queue"].value)
+    targets = _targets(declared, found)
+    _check_overrides(request.overrides, targets, problems)
+    layers = _layers(found.values, env_values(environ, targets, problems), flags)
+    build = _Builder(declared, wide, layers, problems)
+    queues = {name: build.queue(name) for name in declared.queues}
+    workers = {name: build.worker(name) for name in declared.workers}
+    drivers = build.drivers(found, environ, {spec.driver for spec in queues.values() if spec})
+    _warn(declared, found, unused_env(environ, targets))
+    if problems:
+        raise ConfigError("the configuration has mistakes:\n- " + "\n- ".join(problems))
+    return Effective(
+        default_driver=wide["driver"].value,
+        default_queue=wide["default_queue"].value,
+        queues={name: spec for name, spec in queues.items() if spec is not None},
+        workers={name: spec for name, spec in workers.items() if spec is not None},
+        drivers=drivers,
+        settings=tuple(build.settings),
+    )
+
+
+def _check_overrides(
+    overrides: Iterable[Override], targets: list[tuple[Scope, str]], problems: list[str]
+) -> None:
+    for override in overrides:
+        if override.scope != "conveyor" and (override.scope, override.name) not in targets:
+            problems.append(f"{override.flag}: no {override.scope} is named {override.name!r}")
+
+
+def _code(registry: Registration, key: Key) -> list[Given]:
+    value = registry.code_defaults.get(key.name)
+    return [] if value is None else [Given(value, "code")]
+
+
+def _targets(declared: Declaration, found: FileValues) -> list[tuple[Scope, str]]:
+    drivers = [name for name, url in declared.drivers.items() if url is not None]
+    drivers += [name for scope, name in found.sections if scope == "driver"]
+    return [
+        *(("queue", name) for name in declared.queues),
+        *(("worker", name) for name in declared.workers),
+        *(("driver", name) for name in dict.fromkeys(drivers)),
+    ]
+
+
+def _layers(
+    file: Mapping[Target, Given], *above: Mapping[Target, list[Given]]
+) -> dict[Target, list[Given]]:
+    """Every value given for each target, lowest layer first: file, environment, flags."""
+    layers: dict[Target, list[Given]] = {target: [given] for target, given in file.items()}
+    for layer in above:
+        for target, values in layer.items():
+            layers.setdefault(target, []).extend(values)
+    return layers
+
+
+def _warn(declared: Declaration, found: FileValues, unused: list[str]) -> None:
+    for (scope, name), where in found.sections.items():
+        known = declared.queues if scope == "queue" else declared.workers
+        if scope != "driver" and name not in known:
+            log.warning(
+                "%s: [%ss.%s] names a %s the code did not register: ignored (registered: %s)",
+                where, scope, name, scope, ", ".join(known) or "none",
+            )  # fmt: skip
+    for env in unused:
+        log.warning("environment variable %s names no registered queue, worker or driver:"
+                    " ignored", env)  # fmt: skip
+
+
+class _Builder:
+    """Builds the specs in force from every layer, noting each value's source."""
+
+    def __init__(
+        self,
+        declared: Declaration,
+        wide: dict[str, Given],
+        layers: dict[Target, list[Given]],
+        problems: list[str],
+    ) -> None:
+        self.declared = declared
+        self.wide = wide
+        self.layers = layers
+        self.problems = problems
+        self.settings: list[Setting] = []
+        for key in BY_SCOPE["conveyor"].values():
+            self._note(key, "", wide[key.name])
+
+    def _note(self, key: Key, name: str, given: Given) -> None:
+        shown = key.kind.show(given.value)
+        self.settings.append(Setting(key.scope, name, key.name, shown, given.source))
+
+    def _settled(self, scope: Scope, name: str, args: Mapping[str, Any]) -> dict[str, Given]:
+        code = "implicit" if (scope, name) in self.declared.implicit else "code"
+        settled: dict[str, Given] = {}
+        for key in BY_SCOPE[scope].values():
+            chain = [Given(args[key.name], code)] if key.name in args else []
+            chain += self.layers.get((scope, name, key.name), [])
+            if chain:
+                settled[key.name] = chain[-1]
+            elif key.inherits:
+                settled[key.name] = self.wide[key.name]
+            else:
+                settled[key.name] = Given(key.default, "default")
+            self._note(key, name, settled[key.name])
+        return settled
+
+    def queue(self, name: str) -> QueueSpec | None:
+        """The queue's spec in force, or None after adding the problem to the list."""
+        settled = self._settled("queue", name, self.declared.queues[name])
+        args = {key: given.value for key, given in settled.items() if given.source != "default"}
+        try:
+            return queue_spec(name, **{**args, "driver": settled["driver"].value})
+        except ConveyorError as exc:
+            self.problems.append(f"queue {name!r}: {exc}")
+            return None
+
+    def worker(self, name: str) -> WorkerSpec | None:
+        """The worker's spec in force, or None after adding the problem to the list."""
+        settled = self._settled("worker", name, self.declared.workers[name])
+        args = {key: given.value for key, given in settled.items() if given.source != "default"}
+        try:
+            return worker_spec(name, **args)
+        except ConveyorError as exc:
+            self.problems.append(f"worker {name!r}: {exc}")
+            return None
+
+    def drivers(
+        self, found: FileValues, environ: Mapping[str, str], used: set[str]
+    ) -> dict[str, Driver]:
+        """The drivers the file or the environment define or change, made now so that a bad
+        URL is reported with where it came from; and "database", read from `environ`."""
+        made: dict[str, Driver] = {}
+        for scope, name in _targets(self.declared, found):
+            if scope == "driver":
+                self._driver(name, found, made)
+        for (scope, name), where in found.sections.items():
+            if scope == "driver" and self.declared.drivers.get(name, "") is None:
+                self.problems.append(
+                    f"{where}: [drivers.{name}]: driver {name!r} is an instance made in code,"
+                    " which configuration cannot change: register it as a URL instead"
+                )
+        if DATABASE in used and DATABASE not in self.declared.drivers and DATABASE not in made:
+            self._database(environ, made)
+        return made
+
+    def _driver(self, name: str, found: FileValues, made: dict[str, Driver]) -> None:
+        code = self.declared.drivers.get(name)
+        chain = [Given(code, "code")] if code else []
+        chain += self.layers.get(("driver", name, "url"), [])
+        options = found.options.get(name, {})
+        if not chain:
+            where = found.sections.get(("driver", name), "")
+            self.problems.append(f'{where}: [drivers.{name}] needs url = "..."')
+            return
+        url = chain[-1]
+        location = _with_options(url.value, {key: given.value for key, given in options.items()})
+        hide = Location.parse(location)
+        self.settings.append(Setting("driver", name, "url", hide.shown, url.source))
+        for key, given in options.items():
+            shown = hide.mask(_option_text(given.value))
+            self.settings.append(Setting("driver", name, key, shown, given.source))
+        if url.source == "code" and not options:
+            return
+        try:
+            made[name] = driver_from_url(location)
+        except ConveyorError as exc:
+            self.problems.append(f"{url.where or url.source}: [drivers.{name}]: {exc}")
+
+    def _database(self, environ: Mapping[str, str], made: dict[str, Driver]) -> None:
+        try:
+            location, env = database_url(environ)
+            made[DATABASE] = driver_from_url(location)
+        except ConveyorError as exc:
+            self.problems.append(str(exc))
+            return
+        source = f"env {env}" if env else "default"
+        self.settings.append(
+            Setting("driver", DATABASE, "url", Location.parse(location).shown, source)
+        )
+
+
+def _with_options(url: str, options: Mapping[str, Any]) -> str:
+    """`url` with `options` added to its query, as the drivers read them."""
+    if not options:
+        return url
+    query = "&".join(
+        f"{quote(key, safe='')}={quote(_option_text(value), safe='')}"
+        for key, value in options.items()
+    )
+    joiner = "&" if "?" in url.rpartition("@")[2] else "?"
+    return f"{url}{joiner}{query}"
+
+
+def _option_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -1,0 +1,214 @@
+"""The configuration file: found, parsed with tomllib, and read into values with the line of
+each, every value checked by the schema.
+
+The file is the one `Registry.configure(path)` or `--config` names, else the one
+CONVEYOR_CONFIG names, else ./conveyor.toml, else ./pyproject.toml when it has [tool.conveyor].
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conveyor.config.schema import BY_SCOPE, SECTIONS, Given, Key, Scope, Target, check, quoted
+from conveyor.errors import ConfigError, ConveyorError
+from conveyor.spec import check_name
+
+#: The environment variable naming the configuration file.
+CONFIG_ENV = "CONVEYOR_CONFIG"
+#: The file looked for in the working directory, then pyproject.toml's [tool.conveyor].
+FILE_NAME = "conveyor.toml"
+PYPROJECT = "pyproject.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """A configuration file read: its conveyor table, and the line of every key in it."""
+
+    shown: str
+    data: dict[str, Any]
+    lines: dict[tuple[str, ...], int]
+
+    def at(self, *path: str) -> str:
+        """`conveyor.toml:12` for the line setting `path` (else its table's), or the file."""
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.lines:
+                return f"{self.shown}:{self.lines[path[:end]]}"
+        return self.shown
+
+
+def find_file(named: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
+    """The configuration file to read: `named` (by configure() or --config), else the one
+    CONFIG_ENV names, else ./conveyor.toml, else ./pyproject.toml if it has [tool.conveyor];
+    None if there is none. ConfigError if a file named does not exist."""
+    how = "--config (or configure())" if named is not None else CONFIG_ENV
+    named = named if named is not None else environ.get(CONFIG_ENV) or None
+    if named is not None:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"configuration file {str(path)!r}, named by {how}, is not a file")
+        return path
+    if Path(FILE_NAME).is_file():
+        return Path(FILE_NAME)
+    pyproject = Path(PYPROJECT)
+    if pyproject.is_file() and _TOOL_TABLE.search(_text(pyproject)):
+        return pyproject
+    return None
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from exc
+
+
+def read_file(path: Path) -> ConfigFile:
+    """Parse `path` with tomllib; the conveyor table is [tool.conveyor] in pyproject.toml."""
+    shown = str(path)
+    text = _text(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{shown}: not valid TOML: {exc}") from exc
+    prefix = ("tool", "conveyor") if path.name == PYPROJECT else ()
+    for part in prefix:
+        data = data.get(part, {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"{shown}: [tool.conveyor] must be a table")
+    return ConfigFile(shown, data, _key_lines(text, prefix))
+
+
+_TOOL_TABLE = re.compile(r"^\s*\[\s*tool\s*\.\s*conveyor\b", re.MULTILINE)
+_BARE_OR_QUOTED = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
+_DOTTED = rf"{_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*"
+_HEADER = re.compile(rf"^\s*\[\s*(?P<key>{_DOTTED})\s*\]")
+_ASSIGN = re.compile(rf"^\s*(?P<key>{_DOTTED})\s*=")
+_PART = re.compile(r""""([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+)""")
+
+
+def _key_lines(text: str, prefix: tuple[str, ...]) -> dict[tuple[str, ...], int]:
+    """The first line of every table header and key, by its path below `prefix`. tomllib
+    keeps no positions; a plain scan of headers and `key =` lines finds them in every file
+    written the usual way (an inline table's keys get the line of the table)."""
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        assign = _ASSIGN.match(line)
+        if header:
+            table = path = _parts(header["key"])
+        elif assign:
+            path = table + _parts(assign["key"])
+        else:
+            continue
+        if path[: len(prefix)] == prefix:
+            lines.setdefault(path[len(prefix) :], number)
+    return lines
+
+
+def _parts(dotted: str) -> tuple[str, ...]:
+    return tuple(a or b or c for a, b, c in _PART.findall(dotted))
+
+
+@dataclass(slots=True)
+class FileValues:
+    """What a file gives: values by target, driver options, and each named section's line."""
+
+    values: dict[Target, Given] = field(default_factory=dict)
+    options: dict[str, dict[str, Given]] = field(default_factory=dict)
+    sections: dict[tuple[Scope, str], str] = field(default_factory=dict)
+
+
+def file_values(file: ConfigFile, problems: list[str]) -> FileValues:
+    """Every value of `file`, read and checked; each mistake is added to `problems`."""
+    found = FileValues()
+    wide = BY_SCOPE["conveyor"]
+    for key, value in file.data.items():
+        if key in SECTIONS:
+            _sections(file, key, value, found, problems)
+        elif key in wide:
+            _read(file, wide[key], "", value, (key,), found, problems)
+        else:
+            expected = ", ".join([*wide, *SECTIONS])
+            problems.append(f"{file.at(key)}: unknown key {key!r}: expected one of {expected}")
+    return found
+
+
+def _sections(
+    file: ConfigFile, table: str, sections: Any, found: FileValues, problems: list[str]
+) -> None:
+    scope = SECTIONS[table]
+    if not isinstance(sections, dict):
+        problems.append(f"{file.at(table)}: {table} must be [{table}.<name>] sections")
+        return
+    for name, section in sections.items():
+        where = file.at(table, name)
+        try:
+            check_name(scope, name)
+            if not isinstance(section, dict):
+                raise ConfigError(f"must be a table of settings, not {section!r}")
+        except ConveyorError as exc:
+            problems.append(f"{where}: [{table}.{name}]: {exc}")
+            continue
+        found.sections[(scope, name)] = where
+        for key, value in section.items():
+            path = (table, name, key)
+            if scope == "driver" and key != "url":
+                _option(file, name, key, value, path, found, problems)
+            elif key in BY_SCOPE[scope]:
+                _read(file, BY_SCOPE[scope][key], name, value, path, found, problems)
+            else:
+                expected = ", ".join(BY_SCOPE[scope])
+                problems.append(
+                    f"{file.at(*path)}: [{table}.{name}] unknown key {key!r}:"
+                    f" expected one of {expected}"
+                )
+
+
+def _read(
+    file: ConfigFile,
+    key: Key,
+    name: str,
+    raw: Any,
+    path: tuple[str, ...],
+    found: FileValues,
+    problems: list[str],
+) -> None:
+    where = f"{file.at(*path)}: {_label(key, name)} = {quoted(key, raw)}"
+    try:
+        value = key.kind.from_toml(raw)
+        check(key, name, value)
+    except (ValueError, TypeError, ConveyorError) as exc:
+        problems.append(f"{where}: {exc}")
+        return
+    found.values[(key.scope, name, key.name)] = Given(value, file.at(*path), where)
+
+
+def _option(
+    file: ConfigFile,
+    name: str,
+    key: str,
+    value: Any,
+    path: tuple[str, ...],
+    found: FileValues,
+    problems: list[str],
+) -> None:
+    if not isinstance(value, str | int | float | bool):
+        problems.append(
+            f"{file.at(*path)}: [drivers.{name}] {key}: expected a text, number or true/false"
+            " (it is added to the driver's URL as an option)"
+        )
+        return
+    found.options.setdefault(name, {})[key] = Given(value, file.at(*path))
+
+
+def _label(key: Key, name: str) -> str:
+    if key.scope == "conveyor":
+        return key.name
+    return f"[{key.scope}s.{name}] {key.name}"

@@ -1,0 +1,216 @@
+"""The registry's core: registration (`conveyor.registration`), then pushing and inspecting.
+It knows neither the worker, nor the blocking facade, nor the configuration: `Registry`
+(`conveyor.registry`) joins it to those, and the worker and the facade are written against
+this class, so that imports run one way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from conveyor import retry as retry_policy
+from conveyor.drivers.base import ALIVE_WITHIN, QueueCounts, WorkerCounts, WorkerPresence
+from conveyor.duration import Duration, seconds
+from conveyor.errors import (
+    RegistryError,
+    UnknownJobError,
+)
+from conveyor.job import JobInfo, JobState, NewJob, new_id
+from conveyor.options import Options, check_unique, resolve
+from conveyor.registration import Registration
+from conveyor.retry import RetryDelay
+
+
+class RegistryCore(Registration):
+    """A registry without the parts above it: push, push_many, inspection, failed storage."""
+
+    # -- push --------------------------------------------------------------------------------
+
+    async def push(
+        self,
+        queue: str,
+        job_name: str,
+        payload: Any,
+        *,
+        delay: Duration | None = None,
+        unique: str | None = None,
+        retry: int | None = None,
+        retry_delay: float | RetryDelay | None = None,
+        timeout: float | None = None,
+        meta: dict[str, Any] | None = None,
+        priority: int | None = None,
+        connection: object | None = None,
+    ) -> str:
+        """Push one job and return its id.
+
+        With `unique`, a push while an unfinished job of the same queue, job name and key
+        exists stores nothing and returns that job's id. Options given here win over the
+        job's defaults, which win over the queue's. With `connection` (your own open database
+        connection, on a driver that supports it) the job is written in your transaction and
+        exists only if it commits."""
+        options = Options.given(
+            retry=retry, retry_delay=retry_delay, timeout=timeout, priority=priority, meta=meta
+        )
+        new = self._job_maker(queue, job_name, options, delay, unique)(payload)
+        driver = await self.driver_of(queue)
+        job_id = await driver.push(new, connection=connection)
+        if driver.capabilities.inline:
+            await self._run_inline(queue)
+        return job_id
+
+    async def push_many(
+        self,
+        queue: str,
+        job_name: str,
+        payloads: Iterable[Any],
+        *,
+        delay: Duration | None = None,
+        retry: int | None = None,
+        retry_delay: float | RetryDelay | None = None,
+        timeout: float | None = None,
+        meta: dict[str, Any] | None = None,
+        priority: int | None = None,
+        connection: object | None = None,
+    ) -> list[str]:
+        """Push one job per payload, in one round trip where the backend allows; all or none
+        are stored. Returns the ids in order. `connection` as for `push`."""
+        options = Options.given(
+            retry=retry, retry_delay=retry_delay, timeout=timeout, priority=priority, meta=meta
+        )
+        make = self._job_maker(queue, job_name, options, delay, None)
+        batch = [make(item) for item in payloads]
+        driver = await self.driver_of(queue)
+        ids = await driver.push_many(batch, connection=connection) if batch else []
+        if driver.capabilities.inline:
+            await self._run_inline(queue)
+        return ids
+
+    def _job_maker(
+        self,
+        queue: str,
+        job_name: str,
+        options: Options,
+        delay: Duration | None,
+        unique: str | None,
+    ) -> Callable[[Any], NewJob]:
+        """Check and resolve everything a batch shares once; the maker then only encodes
+        each payload and stamps it with an id and the time."""
+        self.freeze()
+        queue_spec = self.queue_spec(queue)
+        try:
+            job_spec = self._jobs[job_name]
+        except KeyError:
+            raise UnknownJobError(job_name) from None
+        check_unique(unique)
+        resolved = resolve(options, job_spec.options, queue_spec.options)
+        wait = 0.0 if delay is None else seconds(delay, "delay", zero_ok=True)
+        retry_delay = retry_policy.to_json(resolved.retry_delay)
+        encode = job_spec.codec.encode
+
+        def make(payload: Any) -> NewJob:
+            return NewJob(
+                id=new_id(),
+                queue=queue,
+                name=job_name,
+                payload=encode(payload),
+                delay=wait,
+                max_attempts=resolved.max_attempts,
+                priority=resolved.priority,
+                timeout=resolved.timeout,
+                retry_delay=retry_delay,
+                unique=unique,
+                meta=resolved.meta,
+            )
+
+        return make
+
+    async def _run_inline(self, queue: str) -> None:
+        """Run `queue`'s due jobs now, as a driver with the `inline` capability (sync) asks
+        after each push. The core has no worker to run them with; `Registry` has."""
+        raise RegistryError(
+            f"queue {queue!r} is on the sync driver, which runs each job inside push: "
+            "use conveyor.Registry, whose push can run it"
+        )
+
+    # -- inspection and failed storage ---------------------------------------------------------
+
+    async def queue_info(self) -> dict[str, QueueCounts]:
+        """Jobs per state for every registered queue."""
+        self.freeze()
+        result: dict[str, QueueCounts] = {}
+        for queue in self._queues:
+            driver = await self.driver_of(queue)
+            result.update(await driver.counts([queue]))
+        return result
+
+    async def worker_info(self) -> dict[str, WorkerCounts]:
+        """Processed, succeeded, failed and retried totals for every registered worker,
+        added up over all processes and backends."""
+        self.freeze()
+        totals = {name: WorkerCounts() for name in self._workers}
+        for driver in await self._all_drivers():
+            for name, counts in (await driver.worker_stats()).items():
+                totals[name] = totals.get(name, WorkerCounts()) + counts
+        return totals
+
+    async def workers_alive(self, within: float = ALIVE_WITHIN) -> list[WorkerPresence]:
+        """The worker processes heard from in the last `within` seconds (a worker says it is
+        alive every HEARTBEAT_EVERY seconds), from every backend, oldest first."""
+        self.freeze()
+        found = {p.identity: p for d in await self._all_drivers() for p in await d.alive(within)}
+        return sorted(found.values(), key=lambda presence: (presence.started_at, presence.identity))
+
+    async def job_info(self, job_id: str) -> JobInfo | None:
+        """The job with this id from whichever backend holds it, or None."""
+        for driver in await self._all_drivers():
+            found = await driver.get(job_id)
+            if found is not None:
+                return found
+        return None
+
+    async def list_jobs(
+        self, queue: str, state: JobState, *, limit: int = 100, offset: int = 0
+    ) -> list[JobInfo]:
+        """Jobs of `queue` in `state`, oldest first."""
+        return await (await self.driver_of(queue)).list_jobs(queue, state, limit, offset)
+
+    async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        """Move failed jobs of `queue` (all, or only `ids`) back to pending; returns how many."""
+        return await (await self.driver_of(queue)).retry_failed(queue, ids)
+
+    async def purge(
+        self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
+    ) -> int:
+        """Delete jobs of `queue` in `state` (failed by default); returns how many."""
+        return await (await self.driver_of(queue)).purge(queue, state, ids)
+
+    async def prune(self, queue: str) -> int:
+        """Delete the queue's finished jobs older than its retention, by the backend's clock;
+        returns how many."""
+        spec = self.queue_spec(queue)
+        if spec.retention is None:
+            return 0
+        return await (await self.driver_of(queue)).prune(queue, spec.retention)
+
+    async def migrate(self) -> list[str]:
+        """Apply schema migrations on every driver a queue uses; returns the drivers' kinds."""
+        self.freeze()
+        done: list[str] = []
+        for name in dict.fromkeys(spec.driver for spec in self._queues.values()):
+            driver = self._resolve_driver(name)
+            await driver.migrate()
+            self._opened.add(id(driver))
+            self._loop = asyncio.get_running_loop()
+            done.append(driver.kind)
+        return done
+
+    async def close(self) -> None:
+        """Close every opened driver."""
+        for driver in self._drivers.values():
+            if id(driver) in self._opened:
+                await driver.close()
+                self._opened.discard(id(driver))
+        if not self._opened:
+            self._loop = None  # closed drivers may be opened again, on any loop

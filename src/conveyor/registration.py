@@ -1,0 +1,384 @@
+"""Registration: queues, workers, jobs and drivers registered once, then checked and frozen.
+
+Until `freeze()` the queues and workers are what the code registered. `freeze()` settles what
+is in force (`_effective()`: the code's own values here; `conveyor.registry.Registry` puts the
+configuration file, the environment and the command line on top of them), reports every
+mistake it finds, naming the item and the fix, and allows no more changes. A registry that
+declares no queue has one implicitly: the default queue, served by a worker of that name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.drivers import driver_from_url, safe_url
+from conveyor.drivers.base import Driver
+from conveyor.duration import Duration
+from conveyor.errors import (
+    ConfigError,
+    RegistryError,
+    UnknownQueueError,
+    UnknownWorkerError,
+)
+from conveyor.options import Options
+from conveyor.payload import DEFAULT_MAX_BYTES, Codec, payload_type_of
+from conveyor.retry import RetryDelay
+from conveyor.spec import (
+    DEFAULT_DRIVER,
+    DEFAULT_QUEUE,
+    DEFAULT_RETENTION,
+    JobSpec,
+    QueueSpec,
+    Setting,
+    WorkerSpec,
+    check_name,
+    queue_spec,
+    worker_spec,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Declaration:
+    """What the code registered, as the arguments it passed (only those it passed), with the
+    queues and the worker that exist implicitly when it declared no queue."""
+
+    queues: Mapping[str, Mapping[str, Any]]
+    workers: Mapping[str, Mapping[str, Any]]
+    #: ("queue" or "worker", name) of what exists only because no queue was declared.
+    implicit: frozenset[tuple[str, str]]
+    #: Drivers registered by name: the URL the code gave, or None for an instance.
+    drivers: Mapping[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Effective:
+    """What is in force once frozen."""
+
+    default_driver: str
+    default_queue: str
+    queues: dict[str, QueueSpec]
+    workers: dict[str, WorkerSpec]
+    #: Drivers made by the configuration, by name; they replace any of the same name.
+    drivers: dict[str, Driver] = field(default_factory=dict)
+    #: Every value in force and where it came from, when the configuration said.
+    settings: tuple[Setting, ...] = ()
+
+
+class Registration:
+    """Registration, freeze() and its checks, lookups, and opening drivers."""
+
+    def __init__(
+        self,
+        *,
+        default_driver: str | None = None,
+        default_queue: str | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        if default_queue is not None:
+            check_name("queue", default_queue)
+        #: The conveyor-wide values the code gave, the "code" layer under the configuration.
+        self.code_defaults = {
+            key: value
+            for key, value in (("driver", default_driver), ("default_queue", default_queue))
+            if value is not None
+        }
+        self.default_driver = default_driver or DEFAULT_DRIVER
+        self.default_queue = default_queue or DEFAULT_QUEUE
+        self.max_payload_bytes = max_payload_bytes
+        self._queues: dict[str, QueueSpec] = {}
+        self._workers: dict[str, WorkerSpec] = {}
+        self._queue_args: dict[str, dict[str, Any]] = {}
+        self._worker_args: dict[str, dict[str, Any]] = {}
+        self._jobs: dict[str, JobSpec] = {}
+        self._drivers: dict[str, Driver] = {}
+        self._driver_urls: dict[str, str | None] = {}
+        self._settings: tuple[Setting, ...] = ()
+        self._opened: set[int] = set()
+        #: The event loop the opened drivers belong to; the blocking facade runs its calls there.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._frozen = False
+
+    # -- registration ------------------------------------------------------------------------
+
+    def driver(self, name: str, driver: Driver | str) -> None:
+        """Register a driver instance, or a URL such as `sqlite:///jobs.db`, under `name`."""
+        self._check_open("driver", name)
+        if name in self._drivers:
+            raise RegistryError(f"driver {name!r} is registered twice: give each a unique name")
+        if isinstance(driver, Driver):
+            self._drivers[name], self._driver_urls[name] = driver, None
+        else:  # kept as given too: the configuration may replace it before freeze()
+            self._drivers[name], self._driver_urls[name] = driver_from_url(driver), driver
+
+    def queue(
+        self,
+        name: str,
+        *,
+        driver: str | Driver | None = None,
+        workers: Sequence[str] = (),
+        retry: int | None = None,
+        retry_delay: float | RetryDelay | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+        retention: Duration | None = DEFAULT_RETENTION,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        """Register a queue. `driver` is a registered driver name, a URL, `"database"` or an
+        instance (default: the registry's default driver). `retention` is how long finished
+        jobs are kept (None keeps them forever)."""
+        self._check_open("queue", name)
+        if name in self._queue_args:
+            raise RegistryError(f"queue {name!r} is registered twice: give each a unique name")
+        given: dict[str, Any] = {
+            "driver": self._driver_name(driver),
+            "workers": workers,
+            "retry": retry,
+            "retry_delay": retry_delay,
+            "timeout": timeout,
+            "priority": priority,
+            "meta": meta,
+        }
+        args = {key: value for key, value in given.items() if value not in (None, ())}
+        if retention != DEFAULT_RETENTION:
+            args["retention"] = retention
+        self._queues[name] = queue_spec(name, **{"driver": self.default_driver, **args})
+        self._queue_args[name] = args
+
+    def worker(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        poll_interval: Duration | None = None,
+        lease: Duration | None = None,
+        stop_timeout: Duration | None = None,
+    ) -> None:
+        """Register a worker: `concurrency` jobs at once (default 1), polling every
+        `poll_interval` seconds (1) when the backend cannot notify, holding each job for
+        `lease` seconds (30; renewed every lease/2 while it runs), and waiting `stop_timeout`
+        (30) for running jobs when stopped."""
+        self._check_open("worker", name)
+        if name in self._worker_args:
+            raise RegistryError(f"worker {name!r} is registered twice: give each a unique name")
+        given: dict[str, Any] = {
+            "concurrency": concurrency,
+            "poll_interval": poll_interval,
+            "lease": lease,
+            "stop_timeout": stop_timeout,
+        }
+        args = {key: value for key, value in given.items() if value is not None}
+        self._workers[name] = worker_spec(name, **args)
+        self._worker_args[name] = args
+
+    def register_job(
+        self, name: str, *, queue: str | None, options: Options, payload: Any
+    ) -> Callable[[Callable[..., Any]], JobSpec]:
+        """Check `name` now, and return what registers its handler: the decorator's core.
+        The payload type comes from the handler's `Job[T]` annotation, or `payload`."""
+        self._check_open("job", name)
+        if name in self._jobs:
+            raise RegistryError(f"job {name!r} is registered twice: give each a unique name")
+        if queue is not None:
+            check_name("queue", queue)
+
+        def register(handler: Callable[..., Any]) -> JobSpec:
+            payload_type = payload if payload is not None else payload_type_of(handler)
+            spec = JobSpec(
+                name=name,
+                handler=handler,
+                codec=Codec(name, payload_type, self.max_payload_bytes),
+                options=options,
+                is_async=inspect.iscoroutinefunction(handler),
+                queue=queue,
+            )
+            self._jobs[name] = spec
+            return spec
+
+        return register
+
+    def declaration(self, default_queue: str) -> Declaration:
+        """What the code registered. When it declared no queue, a queue named `default_queue`
+        exists implicitly, and one for each job's own `queue=`, all served by a worker named
+        `default_queue` (the code may register that worker to set it up)."""
+        queues: dict[str, Mapping[str, Any]] = dict(self._queue_args)
+        workers: dict[str, Mapping[str, Any]] = dict(self._worker_args)
+        implicit: set[tuple[str, str]] = set()
+        if not queues:
+            named = (spec.queue for spec in self._jobs.values() if spec.queue is not None)
+            for queue in dict.fromkeys([default_queue, *named]):
+                queues[queue] = {"workers": [default_queue]}
+                implicit.add(("queue", queue))
+            if default_queue not in workers:
+                workers[default_queue] = {}
+                implicit.add(("worker", default_queue))
+        return Declaration(queues, workers, frozenset(implicit), dict(self._driver_urls))
+
+    @property
+    def settings(self) -> tuple[Setting, ...]:
+        """Every value in force and where it came from, once frozen (see conveyor.config)."""
+        return self._settings
+
+    @property
+    def implicit(self) -> bool:
+        """True when the code declared no queue, so that the default queue is implicit."""
+        return not self._queue_args
+
+    def freeze(self) -> None:
+        """Settle what is in force, check it, and allow no more changes. Safe to call twice."""
+        if self._frozen:
+            return
+        effective = self._effective()
+        problems = [
+            *_queue_problems(effective),
+            *_worker_problems(effective),
+            *self._job_problems(effective),
+        ]
+        if problems:
+            raise RegistryError("the registry has mistakes:\n- " + "\n- ".join(problems))
+        self._drivers.update(effective.drivers)
+        for spec in effective.queues.values():
+            self._resolve_driver(spec.driver)
+        self.default_driver = effective.default_driver
+        self.default_queue = effective.default_queue
+        self._queues, self._workers = effective.queues, effective.workers
+        self._settings = effective.settings
+        self._frozen = True
+
+    def _effective(self) -> Effective:
+        """What is in force: here the code's own values; `Registry` adds its configuration."""
+        declared = self.declaration(self.default_queue)
+        return Effective(
+            default_driver=self.default_driver,
+            default_queue=self.default_queue,
+            queues={
+                name: queue_spec(name, **{"driver": self.default_driver, **args})
+                for name, args in declared.queues.items()
+            },
+            workers={name: worker_spec(name, **args) for name, args in declared.workers.items()},
+        )
+
+    def _job_problems(self, effective: Effective) -> list[str]:
+        return [
+            f"job {job.name!r} pushes to queue {job.queue!r} (its queue=), which is not "
+            f"registered, so no worker would ever run it: add registry.queue({job.queue!r}, "
+            "workers=[...]) or change queue="
+            for job in self._jobs.values()
+            if job.queue is not None and job.queue not in effective.queues
+        ]
+
+    def _check_open(self, kind: str, name: str) -> None:
+        if self._frozen:
+            raise RegistryError(f"cannot register {kind} {name!r}: the registry is frozen")
+        check_name(kind, name)
+
+    def _driver_name(self, driver: str | Driver | None) -> str | None:
+        if isinstance(driver, Driver):
+            name = f"{driver.kind}-{id(driver):x}"
+            self._drivers.setdefault(name, driver)
+            self._driver_urls.setdefault(name, None)
+            return name
+        return driver
+
+    def _resolve_driver(self, name: str) -> Driver:
+        if name not in self._drivers:
+            try:
+                self._drivers[name] = driver_from_url(name)
+            except ConfigError as exc:
+                shown = safe_url(name)  # the name may be a URL with a password in it
+                raise RegistryError(
+                    f"unknown driver {shown!r}: register it with registry.driver({shown!r}, ...) "
+                    f"or use a URL such as sqlite:///jobs.db ({exc})"
+                ) from exc
+        return self._drivers[name]
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    @property
+    def queues(self) -> Mapping[str, QueueSpec]:
+        """Queues by name: those registered, and once frozen those in force."""
+        return self._queues
+
+    @property
+    def workers(self) -> Mapping[str, WorkerSpec]:
+        """Workers by name: those registered, and once frozen those in force."""
+        return self._workers
+
+    @property
+    def jobs(self) -> Mapping[str, JobSpec]:
+        """Registered jobs by name."""
+        return self._jobs
+
+    def queue_spec(self, name: str) -> QueueSpec:
+        """The queue registered as `name`, or UnknownQueueError."""
+        try:
+            return self._queues[name]
+        except KeyError:
+            raise UnknownQueueError(name) from None
+
+    def worker_spec(self, name: str) -> WorkerSpec:
+        """The worker registered as `name`, or UnknownWorkerError."""
+        try:
+            return self._workers[name]
+        except KeyError:
+            raise UnknownWorkerError(name) from None
+
+    def queues_of(self, worker: str) -> list[str]:
+        """Names of the queues `worker` serves, in registration order."""
+        self.worker_spec(worker)
+        return [queue.name for queue in self._queues.values() if worker in queue.workers]
+
+    def default_worker(self) -> str:
+        """The worker to run when none is named: the implicit one when the code declared no
+        queue, else the only worker registered; RegistryError naming the choices otherwise."""
+        self.freeze()
+        if self.implicit:
+            return self.default_queue
+        if len(self._workers) == 1:
+            return next(iter(self._workers))
+        raise RegistryError(
+            "name the worker to run: the registered workers are " + ", ".join(self._workers)
+        )
+
+    async def driver_of(self, queue: str) -> Driver:
+        """The opened driver that stores `queue`."""
+        self.freeze()
+        driver = self._resolve_driver(self.queue_spec(queue).driver)
+        if id(driver) not in self._opened:
+            await driver.open()
+            self._opened.add(id(driver))
+            self._loop = asyncio.get_running_loop()
+        return driver
+
+    async def _all_drivers(self) -> list[Driver]:
+        unique: dict[int, Driver] = {}
+        for queue in self._queues:
+            driver = await self.driver_of(queue)
+            unique.setdefault(id(driver), driver)
+        return list(unique.values())
+
+
+def _queue_problems(effective: Effective) -> list[str]:
+    problems: list[str] = []
+    for queue in effective.queues.values():
+        if not queue.workers:
+            problems.append(f"queue {queue.name!r} has no worker: add workers=[...]")
+        problems += [
+            f"queue {queue.name!r} names worker {worker!r}, which is not registered: "
+            f"add registry.worker({worker!r})"
+            for worker in queue.workers
+            if worker not in effective.workers
+        ]
+    return problems
+
+
+def _worker_problems(effective: Effective) -> list[str]:
+    served = {worker for queue in effective.queues.values() for worker in queue.workers}
+    return [
+        f"worker {name!r} serves no queue: name it in registry.queue(..., workers=[{name!r}])"
+        for name in effective.workers
+        if name not in served
+    ]

@@ -1,0 +1,146 @@
+"""What a registry holds about each queue, worker and job, and the one set of checks a value
+goes through however it was given: in the code's registration, in a configuration file, in
+the environment or on the command line (`conveyor.config` builds its specs with these same
+functions, one key at a time, so that an error names where the value came from).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.drivers import safe_url
+from conveyor.duration import Duration, seconds
+from conveyor.errors import RegistryError
+from conveyor.options import Options
+from conveyor.payload import Codec
+from conveyor.retry import RetryDelay
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+#: conveyor's own defaults for what the code, the file and the environment leave unsaid.
+DEFAULT_DRIVER = "sqlite"
+DEFAULT_QUEUE = "default"
+DEFAULT_RETENTION = 7 * 24 * 3600.0
+DEFAULT_CONCURRENCY = 1
+DEFAULT_POLL_INTERVAL = 1.0
+DEFAULT_LEASE = 30.0
+DEFAULT_STOP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A registered queue: where its jobs are stored, who works it, and its defaults."""
+
+    name: str
+    driver: str
+    workers: tuple[str, ...]
+    options: Options
+    retention: float | None
+
+    def __repr__(self) -> str:
+        # `driver` may be a URL with a password in it: shown masked, as in every message.
+        return (
+            f"QueueSpec(name={self.name!r}, driver={safe_url(self.driver)!r},"
+            f" workers={self.workers!r}, options={self.options!r}, retention={self.retention!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """A registered worker: how many jobs it runs at once and how it holds them."""
+
+    name: str
+    concurrency: int
+    poll_interval: float
+    lease: float
+    stop_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A registered job: its handler, payload codec, defaults, and the queue its handle
+    pushes to unless told otherwise (None: the registry's default queue)."""
+
+    name: str
+    handler: Callable[..., Any]
+    codec: Codec
+    options: Options
+    is_async: bool
+    queue: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One value in force and where it came from (`source`): "default", "code", "implicit",
+    a file and line ("conveyor.toml:12"), "env NAME" or "flag --name". `scope` is "conveyor"
+    (then `name` is ""), "queue", "worker" or "driver"; `value` is shown as text, with any
+    password masked."""
+
+    scope: str
+    name: str
+    key: str
+    value: str
+    source: str
+
+
+def check_name(kind: str, name: str) -> None:
+    """Refuse names outside [A-Za-z0-9_.:-]{1,128}, naming the item."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise RegistryError(
+            f"{kind} name {name!r} is not valid: use 1 to 128 of the characters A-Z a-z 0-9 _ . : -"
+        )
+
+
+def queue_spec(
+    name: str,
+    *,
+    driver: str,
+    workers: Sequence[str] = (),
+    retry: int | None = None,
+    retry_delay: float | RetryDelay | None = None,
+    timeout: float | None = None,
+    priority: int | None = None,
+    retention: Duration | None = DEFAULT_RETENTION,
+    meta: dict[str, Any] | None = None,
+) -> QueueSpec:
+    """A checked QueueSpec; `retention=None` keeps finished jobs forever."""
+    if isinstance(workers, str):
+        raise RegistryError(f"queue {name!r}: workers must be a list, as workers=[{workers!r}]")
+    if not isinstance(workers, Sequence):
+        raise RegistryError(f"queue {name!r}: workers must be a list of worker names")
+    for worker in workers:
+        check_name("worker", worker)
+    if not isinstance(driver, str):
+        raise RegistryError(f"queue {name!r}: driver must be a name or a URL, not {driver!r}")
+    return QueueSpec(
+        name=name,
+        driver=driver,
+        workers=tuple(workers),
+        options=Options.given(
+            retry=retry, retry_delay=retry_delay, timeout=timeout, priority=priority, meta=meta
+        ),
+        retention=None if retention is None else seconds(retention, f"queue {name!r} retention"),
+    )
+
+
+def worker_spec(
+    name: str,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    poll_interval: Duration = DEFAULT_POLL_INTERVAL,
+    lease: Duration = DEFAULT_LEASE,
+    stop_timeout: Duration = DEFAULT_STOP_TIMEOUT,
+) -> WorkerSpec:
+    """A checked WorkerSpec."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise RegistryError(f"worker {name!r}: concurrency must be a whole number >= 1")
+    return WorkerSpec(
+        name=name,
+        concurrency=concurrency,
+        poll_interval=seconds(poll_interval, f"worker {name!r} poll_interval"),
+        lease=seconds(lease, f"worker {name!r} lease"),
+        stop_timeout=seconds(stop_timeout, f"worker {name!r} stop_timeout", zero_ok=True),
+    )

@@ -1,0 +1,47 @@
+"""Typed-handle usage that `mypy --strict` must accept; tests/unit/test_handle_typing.py
+checks it (this file is type-checked, never run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypedDict
+
+from conveyor import Job, JobHandle, Registry
+
+registry = Registry()
+
+
+@dataclass
+class Email:
+    to: str
+
+
+class Sms(TypedDict):
+    number: str
+
+
+@registry.job("mail.send", queue="mail")
+async def send(job: Job[Email]) -> None:
+    """An async handler: its handle is awaited when called."""
+
+
+@registry.job("sms.send")
+def text(job: Job[Sms]) -> None:
+    """A plain handler: its handle is called as it is."""
+
+
+def name_of(handle: JobHandle[Email]) -> str:
+    """Any handle of an Email job."""
+    return handle.name
+
+
+async def main() -> None:
+    job_id: str = await send.push(Email("a@example.com"), delay=5, priority=2, unique="k")
+    ids: list[str] = await send.push_many([Email("b@example.com")], queue="bulk", retry=1)
+    blocking_id: str = send.blocking.push(Email("c@example.com"), timeout=30.0)
+    text.blocking.push_many([{"number": "+1"}], meta={"from": "signup"})
+    await text.push({"number": "+44"}, connection=None)
+    await send(Job(job_id, "mail", "mail.send", Email("d@example.com"), 1, 1, {}, 0.0))
+    text(Job(ids[0], "sms", "sms.send", {"number": "+1"}, 1, 1, {}, 0.0))
+    await registry.push("mail", "mail.send", {"to": blocking_id})  # by name: checked at run
+    name_of(send)
