@@ -37,7 +37,77 @@ def decode_text(data: bytes) -> str:
 def read_job(raw: Mapping[str, object], now: float) -> JobInfo:
     """The JobInfo of a stored record: `raw` holds the JobInfo field names (`unique` for the
     unique key) and `now` is the backend's time, which tells a delayed job from a pending one.
-    Never raises for damage; see the module docstring."""
+    Never raises for damage; see the module docstring.
+
+    Every reserve reads its jobs here, so a sound record takes a fast path that checks only
+    what the careful reader would find wrong; anything it doubts is read again carefully."""
+    try:
+        job = _read_sound(raw, now)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        job = None
+    return job if job is not None else _read_carefully(raw, now)
+
+
+def _read_sound(raw: Mapping[str, Any], now: float) -> JobInfo | None:
+    """The JobInfo of a record whose every field is as written, else None (or an error)."""
+    texts = [raw["id"], raw["queue"], raw["name"], raw["payload"]]
+    optional = [raw.get(name) for name in _OPTIONAL_TEXTS]
+    if not all(type(text) is str and (text.isascii() or _is_utf8(text)) for text in texts):
+        return None
+    if not all(
+        text is None or (type(text) is str and (text.isascii() or _is_utf8(text)))
+        for text in optional
+    ):
+        return None
+    state = _STATES[raw["state"]]
+    available_at = _finite(raw["available_at"])
+    if state is JobState.PENDING and available_at > now:
+        state = JobState.DELAYED
+    meta_text, error_text = raw.get("meta"), raw.get("error")
+    meta = {} if meta_text in (None, "", "{}") else json.loads(meta_text)
+    error = None if error_text in (None, "") else json.loads(error_text)
+    if type(meta) is not dict or not (error is None or type(error) is dict):
+        return None
+    if raw.get("alone") not in (None, 0, 1, "0", "1"):
+        return None
+    return JobInfo(
+        raw["id"], raw["queue"], raw["name"], raw["payload"], state, _whole(raw["attempt"]),
+        _whole(raw["max_attempts"]), _whole(raw["priority"]), _finite(raw["created_at"]),
+        available_at, _maybe(raw.get("timeout")), optional[0], optional[1], meta,
+        optional[2], optional[3], _maybe(raw.get("finished_at")),
+        None if error is None else ErrorInfo.from_dict(error),
+        _whole(raw.get("rescued") or 0), raw.get("alone") in (1, "1"),
+        _maybe(raw.get("reserved_at")), _maybe(raw.get("lease_expires_at")),
+    )  # fmt: skip
+
+
+#: The optional text fields, in the order _read_sound hands them to JobInfo.
+_OPTIONAL_TEXTS = ("retry_delay", "unique", "reservation", "worker")
+
+
+def _whole(value: Any) -> int:
+    """An int, or the text of one; ValueError (or TypeError) for anything else."""
+    if type(value) is int or type(value) is str:
+        return int(value)
+    raise TypeError(value)
+
+
+def _finite(value: Any) -> float:
+    """A finite number, or the text of one; ValueError (or TypeError) for anything else."""
+    if type(value) is bool or type(value) is bytes:
+        raise TypeError(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+def _maybe(value: Any) -> float | None:
+    return None if value is None else _finite(value)
+
+
+def _read_carefully(raw: Mapping[str, object], now: float) -> JobInfo:
+    """read_job for a record the fast path doubted: every field read on its own."""
     reader = _Reader(raw)
     state = reader.state()
     available_at = reader.number("available_at")

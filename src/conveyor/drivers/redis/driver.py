@@ -123,6 +123,8 @@ class RedisDriver(Driver):
         self._client: Redis | None = None
         self._blocking: Redis | None = None
         self._keys: dict[str, QueueKeys] = {}
+        #: Queues this instance added to the set of known queues already.
+        self._known: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str) -> RedisDriver:
@@ -179,7 +181,9 @@ class RedisDriver(Driver):
         self, jobs: Sequence[NewJob], *, connection: object | None = None
     ) -> list[str]:
         """Store a batch: one push script call per queue (and per CHUNK jobs), all in one
-        round trip; several calls go in one MULTI/EXEC, so the batch is atomic as a whole."""
+        round trip; several calls go in one MULTI/EXEC, so the batch is atomic as a whole.
+        A queue is added to the set of known queues (which `get` searches) by the first push
+        to it through this instance; a single push after that is one EVALSHA, no pipeline."""
         self.check_connection(connection)
         if not jobs:
             return []
@@ -188,14 +192,21 @@ class RedisDriver(Driver):
             for queue, group in _by_queue(enumerate(jobs), lambda item: item[1].queue).items()
             for chunk in _chunks(group, CHUNK)
         ]
+        fresh = [queue for queue in dict.fromkeys(q for q, _ in calls) if queue not in self._known]
         batch = Batch()
-        for queue in dict.fromkeys(queue for queue, _ in calls):
+        for queue in fresh:
             batch.command("SADD", self.prefix + "queues", queue)
         for queue, chunk in calls:
             keys = self.keys(queue)
             args = [keys.job, push_jobs(job for _, job in chunk)]
             batch.script("push", keys.of_script("push"), args)
-        replies = await self._run(batch, transaction=len(calls) > 1)
+        if len(batch.calls) == 1:
+            name, (count, *rest) = batch.calls[0]
+            assert name is not None
+            replies = [await self._call(name, rest[:count], rest[count:])]
+        else:
+            replies = await self._run(batch, transaction=len(calls) > 1)
+        self._known.update(fresh)
         ids = [""] * len(jobs)
         for (_, chunk), pushed in zip(calls, replies[-len(calls) :], strict=True):
             for (index, _), job_id in zip(chunk, pushed, strict=True):

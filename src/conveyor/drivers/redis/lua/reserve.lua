@@ -105,25 +105,45 @@ end
 call_in_slices('ZREM', pending, unused)
 
 local lease_end = string.format('%.6f', now + lease)
+local now_text = string.format('%.6f', now)
+local at = {}  -- field name -> its place in `fields`
+for i, name in ipairs(fields) do
+  at[name] = i
+end
+
+-- Each job's fields are read once, before its one write; what the write changes is patched
+-- into the values returned, so the job costs one read and one write.
 local out, leases = {head}, {}
 for _, m in ipairs(chosen) do
   local id = string.sub(m, 37)
   local key = prefix .. id
-  if rcall('EXISTS', key) == 1 then
-    local before = rcall('HMGET', key, 'attempt', 'rescued', 'alone')
-    local attempt, rescued = tonumber(before[1]), tonumber(before[2] or '0')
-    rcall('HSET', key, 'state', 'reserved', 'reservation', token, 'worker', worker,
-      'reserved_at', string.format('%.6f', now), 'lease_expires_at', lease_end, 'alone', '0')
+  local values = rcall('HMGET', key, unpack(fields))
+  local found = false
+  for i = 1, #fields do
+    found = found or values[i] ~= false
+  end
+  if found or rcall('EXISTS', key) == 1 then
+    local attempt, rescued = tonumber(values[at.attempt]), tonumber(values[at.rescued] or '0')
+    local changes = {state = 'reserved', reservation = token, worker = worker,
+      reserved_at = now_text, lease_expires_at = lease_end, alone = '0'}
     -- A damaged count is left as it is, for the worker to report.
-    if attempt and (before[3] == '1' or not rescues[m]) then
-      rcall('HSET', key, 'attempt', attempt + 1)
+    if attempt and (values[at.alone] == '1' or not rescues[m]) then
+      changes.attempt = tostring(attempt + 1)
     end
     if rescued and rescues[m] then
-      rcall('HSET', key, 'rescued', rescued + 1)
+      changes.rescued = tostring(rescued + 1)
     end
+    local write = {}
+    for name, value in pairs(changes) do
+      write[#write + 1] = name
+      write[#write + 1] = value
+      if at[name] then
+        values[at[name]] = value
+      end
+    end
+    rcall('HSET', key, unpack(write))
     leases[#leases + 1] = lease_end
     leases[#leases + 1] = id
-    local values = rcall('HMGET', key, unpack(fields))
     table.insert(values, 1, id)
     out[#out + 1] = values
   end
