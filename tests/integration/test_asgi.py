@@ -146,7 +146,7 @@ async def test_jobs_pushed_over_http_run_in_the_app_and_sigterm_stops_cleanly(
         await server.ready(client)
         first = (await client.post(f"{server.base}/mail", params={"to": "ada"})).json()["id"]
         await eventually(_exists(tmp_path / f"sent-{first}"))
-        second = (await client.post(f"{server.base}/mail-from-thread", params={"to": "bob"}))
+        second = await client.post(f"{server.base}/mail-from-thread", params={"to": "bob"})
         second_id = second.json()["id"]
         await eventually(_exists(tmp_path / f"sent-{second_id}"))
         params = {"to": "cy", "seconds": str(SLOW_JOB)}
@@ -182,7 +182,7 @@ async def test_a_job_longer_than_stop_timeout_is_released_and_the_server_exits_i
     [info], counts = await stored(driver_url, [job_id])
     assert (info.state, info.attempt) == (JobState.PENDING, 0)  # given back, attempt too
     assert counts.reserved == 0
-    assert f"ERROR conveyor.asgi: worker web stopped before its running jobs finished" in log
+    assert "ERROR conveyor.asgi: worker web stopped before its running jobs finished" in log
     assert f"released to run again: {job_id}" in log
 
 

@@ -226,7 +226,7 @@ async def test_run_all_raises_for_a_job_that_failed_for_good_after_running_the_r
         assert sent == ["good"]
         message = str(raised.value)
         assert "1 job(s) failed for good" in message
-        assert "(mail.send, queue 'mail') after 3 attempt(s): ValueError: no such mailbox" in message
+        assert "queue 'mail') after 3 attempt(s): ValueError: no such mailbox" in message
         assert 'raise ValueError("no such mailbox")' in message  # the traceback
 
         await send.push(Email("bad"))
