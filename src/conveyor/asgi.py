@@ -65,7 +65,7 @@ class Host:
         self.registry = registry
         self.names = tuple(workers)
         #: Workers that ended with an error, by name.
-        self.crashed: dict[str, BaseException] = {}
+        self.crashed: dict[str, Exception] = {}
         self._workers: list[Worker] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False

@@ -253,6 +253,11 @@ class _Runs:
         None when no job is due."""
         queues = list(self._queues())
         driver = await self.registry.driver_of(queues[0])  # opens it: the substitute
+        if driver is not self.driver:
+            raise RuntimeError(
+                "run_all() was called after its `with use_memory(...)` block ended: call it "
+                "inside the block"
+            )
         lease = max(spec.lease for spec in self.registry.workers.values())
         jobs = await driver.reserve(queues, 1, lease, self._identity)
         if not jobs:

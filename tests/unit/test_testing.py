@@ -291,3 +291,18 @@ def test_a_test_without_an_event_loop_runs_the_jobs_with_asyncio_run() -> None:
         queues.assert_pushed(j, {"n": 1})
         asyncio.run(queues.run_all())
         assert done == [{"n": 1}]
+
+
+async def test_run_all_after_the_block_refuses_rather_than_run_on_the_real_backend(
+    tmp_path: Path,
+) -> None:
+    registry = app_registry(tmp_path)
+
+    @registry.job("mail.send", queue="mail")
+    async def send(job: Job[Email]) -> None: ...
+
+    with use_memory(registry) as queues:
+        await send.push(Email("a@example.com"))
+    with pytest.raises(RuntimeError, match="after its `with use_memory"):
+        await queues.run_all()
+    await registry.close()
