@@ -101,6 +101,7 @@ class Registration:
         #: The event loop the opened drivers belong to; the blocking facade runs its calls there.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._frozen = False
+        self._substitute: Driver | None = None
 
     # -- registration ------------------------------------------------------------------------
 
@@ -283,7 +284,20 @@ class Registration:
             return name
         return driver
 
+    def substitute_driver(self, driver: Driver | None) -> Driver | None:
+        """Store every queue's jobs in `driver`, whatever driver it was registered or
+        configured with, until called with None; returns the driver it replaces. For
+        conveyor.testing: not for production code."""
+        previous, self._substitute = self._substitute, driver
+        if previous is not None and id(previous) in self._opened:
+            self._opened.discard(id(previous))
+            if not self._opened:
+                self._loop = None  # as close() does: no opened driver binds a loop now
+        return previous
+
     def _resolve_driver(self, name: str) -> Driver:
+        if self._substitute is not None:
+            return self._substitute
         if name not in self._drivers:
             try:
                 self._drivers[name] = driver_from_url(name)

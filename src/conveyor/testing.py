@@ -1,0 +1,311 @@
+"""Helpers for your own test suite: a registry switched to memory, its jobs run on demand, and
+assertions on what was pushed. Your application's code stays as it is.
+
+    from conveyor.testing import use_memory
+    from myapp.jobs import Welcome, registry, send_welcome
+
+    @pytest.fixture
+    def queues():
+        with use_memory(registry) as queues:
+            yield queues
+
+    async def test_signup_sends_a_welcome_mail(queues):
+        await signup("ada@example.com")                 # pushes send_welcome
+        queues.assert_pushed(send_welcome, Welcome(to="ada@example.com"))
+        assert queues.pushed(send_welcome) == [Welcome(to="ada@example.com")]
+        await queues.run_all()                          # runs it now, retries included
+
+While switched, every queue of the registry keeps its jobs in one fresh in-memory driver,
+whatever driver it was registered or configured with (the sync driver too), and gets its own
+back when the `with` block ends. Nothing runs by itself: `run_all()` runs the jobs, one at a
+time, in the order a worker would take them, with their handlers, timeouts and retries.
+Delays and retry delays are not waited for: every job is due at once (its `delay` is kept on
+the record `pushes()` returns). A push with `connection=` is stored at once: the memory
+driver has no transaction to join, so a rollback does not take the job back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from unittest.mock import ANY
+
+from conveyor.drivers.base import Capabilities, Release
+from conveyor.drivers.memory import MemoryDriver
+from conveyor.job import FINISHED_STATES, JobInfo, JobState, NewJob
+from conveyor.worker import Worker
+
+if TYPE_CHECKING:
+    from conveyor.core import RegistryCore
+    from conveyor.handle import JobHandle
+
+__all__ = ["MemoryQueues", "PushedJob", "RecordingDriver", "use_memory"]
+
+T = TypeVar("T")
+
+#: How many attempts `run_all()` makes before it decides that jobs keep pushing jobs.
+RUN_ALL_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PushedJob(Generic[T]):
+    """One job as pushed: its payload decoded to the job's type, and the resolved options."""
+
+    id: str
+    queue: str
+    name: str
+    payload: T
+    #: Seconds the push asked to wait (not waited for under `use_memory`).
+    delay: float
+    unique: str | None
+    priority: int
+    max_attempts: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class RecordingDriver(MemoryDriver):
+    """The memory driver, recording every job it stores, with every job due at once."""
+
+    kind = "memory"
+    # Accepts connection=, so that code pushing in its own transaction runs unchanged in
+    # tests; the job is stored at once (see the module docstring).
+    capabilities = Capabilities(transactional=True)
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: Every job stored, by id, in push order; a unique push that stored nothing is absent.
+        self.pushed: dict[str, NewJob] = {}
+
+    async def push_many(
+        self, jobs: Sequence[NewJob], *, connection: object | None = None
+    ) -> list[str]:
+        due_now = [replace(job, delay=min(job.delay, 0.0)) for job in jobs]
+        ids = await super().push_many(due_now)
+        for job, job_id in zip(jobs, ids, strict=True):
+            if job_id == job.id:
+                self.pushed.setdefault(job_id, job)
+        return ids
+
+    async def release(self, releases: Sequence[Release]) -> set[str]:
+        return await super().release([replace(item, delay=0.0) for item in releases])
+
+
+class MemoryQueues:
+    """What `use_memory` yields: the pushes made since, and `run_all()` to run them."""
+
+    def __init__(self, registry: RegistryCore, driver: RecordingDriver) -> None:
+        self.registry = registry
+        #: The in-memory driver every queue uses: `await queues.driver.counts([...])`.
+        self.driver = driver
+
+    # -- what was pushed ---------------------------------------------------------------------
+
+    @overload
+    def pushes(
+        self, job: JobHandle[T], *, queue: str | None = None
+    ) -> list[PushedJob[T]]: ...  # fmt: skip
+
+    @overload
+    def pushes(
+        self, job: str | None = None, *, queue: str | None = None
+    ) -> list[PushedJob[Any]]: ...  # fmt: skip
+
+    def pushes(
+        self, job: JobHandle[Any] | str | None = None, *, queue: str | None = None
+    ) -> list[PushedJob[Any]]:
+        """Every job pushed (of `job`, a handle or a job name; to `queue`), in push order."""
+        name = None if job is None else _name_of(job)
+        return [
+            self._decoded(new)
+            for new in self.driver.pushed.values()
+            if (name is None or new.name == name) and (queue is None or new.queue == queue)
+        ]
+
+    @overload
+    def pushed(self, job: JobHandle[T], *, queue: str | None = None) -> list[T]: ...
+
+    @overload
+    def pushed(self, job: str, *, queue: str | None = None) -> list[Any]: ...
+
+    def pushed(self, job: JobHandle[Any] | str, *, queue: str | None = None) -> list[Any]:
+        """The payloads `job` was pushed with (to `queue`), in push order, of the job's type."""
+        return [pushed.payload for pushed in self.pushes(job, queue=queue)]
+
+    @overload
+    def assert_pushed(
+        self, job: JobHandle[T], payload: T = ..., *, queue: str | None = None,
+        times: int | None = None,
+    ) -> list[PushedJob[T]]: ...  # fmt: skip
+
+    @overload
+    def assert_pushed(
+        self, job: str, payload: Any = ..., *, queue: str | None = None,
+        times: int | None = None,
+    ) -> list[PushedJob[Any]]: ...  # fmt: skip
+
+    def assert_pushed(
+        self, job: JobHandle[Any] | str, payload: Any = ANY, *, queue: str | None = None,
+        times: int | None = None,
+    ) -> list[PushedJob[Any]]:  # fmt: skip
+        """Assert that `job` was pushed (with a payload equal to `payload`, to `queue`, when
+        given): at least once, or exactly `times` times. Returns the matching pushes, to look
+        at their options: `[push] = queues.assert_pushed(send, times=1); push.delay`."""
+        every = self.pushes(job)
+        matching = [
+            p for p in every if payload == p.payload and (queue is None or p.queue == queue)
+        ]
+        if (times is None and matching) or len(matching) == times:
+            return matching
+        wanted = ("" if payload is ANY else f" with payload {payload!r}") + (
+            "" if queue is None else f" to queue {queue!r}"
+        )
+        expected = "at least once" if times is None else f"{times} time(s)"
+        raise AssertionError(
+            f"expected job {_name_of(job)!r} pushed{wanted} {expected}, found it "
+            f"{len(matching)} time(s); its pushes:{_listed(every)}"
+        )
+
+    @overload
+    def assert_not_pushed(
+        self, job: JobHandle[T], payload: T = ..., *, queue: str | None = None
+    ) -> None: ...  # fmt: skip
+
+    @overload
+    def assert_not_pushed(
+        self, job: str, payload: Any = ..., *, queue: str | None = None
+    ) -> None: ...  # fmt: skip
+
+    def assert_not_pushed(
+        self, job: JobHandle[Any] | str, payload: Any = ANY, *, queue: str | None = None
+    ) -> None:
+        """Assert that `job` was never pushed (with `payload`, to `queue`, when given)."""
+        self.assert_pushed(job, payload, queue=queue, times=0)
+
+    def assert_nothing_pushed(self) -> None:
+        """Assert that no job at all was pushed."""
+        if self.driver.pushed:
+            raise AssertionError(f"expected no job pushed; pushed:{_listed(self.pushes())}")
+
+    def _decoded(self, new: NewJob) -> PushedJob[Any]:
+        payload = self.registry.jobs[new.name].codec.decode(new.payload)
+        return PushedJob(
+            new.id, new.queue, new.name, payload, new.delay, new.unique, new.priority,
+            new.max_attempts, dict(new.meta),
+        )  # fmt: skip
+
+    # -- running them ------------------------------------------------------------------------
+
+    async def run_all(self, *, check: bool = True, limit: int = RUN_ALL_LIMIT) -> list[JobInfo]:
+        """Run every due job now, one at a time, until none is left: retries at once, and the
+        jobs these jobs push. Returns the jobs that finished, in the order they did.
+
+        With `check` (the default), a job that failed for good raises AssertionError with its
+        error and traceback, once the rest have run; `check=False` to look at failures
+        yourself. After `limit` attempts with jobs still due, AssertionError: a job that
+        pushes itself for ever."""
+        runs = _Runs(self.registry, self.driver)
+        finished: list[JobInfo] = []
+        try:
+            while (info := await runs.run_next()) is not None:
+                if info.state in FINISHED_STATES:
+                    finished.append(info)
+                if runs.attempts >= limit and await runs.any_due():
+                    raise AssertionError(
+                        f"run_all() made {limit} attempts and jobs are still due: does a job "
+                        "push itself for ever? Allow more with run_all(limit=...)"
+                    )
+        finally:
+            await runs.close()
+        failed = [info for info in finished if info.state is JobState.FAILED]
+        if check and failed:
+            raise AssertionError(_failures(failed))
+        return finished
+
+
+@contextlib.contextmanager
+def use_memory(registry: RegistryCore) -> Iterator[MemoryQueues]:
+    """Switch every queue of `registry` to one fresh in-memory driver for the `with` block,
+    whatever drivers they were registered or configured with; see the module docstring."""
+    driver = RecordingDriver()
+    previous = registry.substitute_driver(driver)
+    try:
+        yield MemoryQueues(registry, driver)
+    finally:
+        registry.substitute_driver(previous)
+
+
+class _Runs:
+    """Runs reserved jobs one at a time, each with the runner of its queue's first worker,
+    as the sync driver's inline run does (`conveyor.worker.run_inline`)."""
+
+    def __init__(self, registry: RegistryCore, driver: RecordingDriver) -> None:
+        self.registry = registry
+        self.driver = driver
+        self.attempts = 0
+        self._workers: dict[str, Worker] = {}
+        self._identity = f"conveyor.testing:{os.getpid()}"
+
+    async def run_next(self) -> JobInfo | None:
+        """Reserve the next due job of any queue, run it, settle it; its record after, or
+        None when no job is due."""
+        queues = list(self._queues())
+        driver = await self.registry.driver_of(queues[0])  # opens it: the substitute
+        if driver is not self.driver:
+            raise RuntimeError(
+                "run_all() was called after its `with use_memory(...)` block ended: call it "
+                "inside the block"
+            )
+        lease = max(spec.lease for spec in self.registry.workers.values())
+        jobs = await driver.reserve(queues, 1, lease, self._identity)
+        if not jobs:
+            return None
+        job = jobs[0]
+        worker = self._worker_of(job.queue)
+        outcome = await worker.runner.attempt(job, driver)
+        await worker.settler.settle(driver, [outcome])
+        self.attempts += 1
+        return await driver.get(job.id)
+
+    async def any_due(self) -> bool:
+        counts = await self.driver.counts(list(self._queues()))
+        return any(count.pending for count in counts.values())
+
+    async def close(self) -> None:
+        for worker in self._workers.values():
+            await worker.settler.save_stats()
+            worker.runner.close()
+
+    def _queues(self) -> Iterator[str]:
+        self.registry.freeze()
+        return iter(self.registry.queues)
+
+    def _worker_of(self, queue: str) -> Worker:
+        name = self.registry.queue_spec(queue).workers[0]
+        if name not in self._workers:
+            self._workers[name] = Worker(self.registry, name)
+        return self._workers[name]
+
+
+def _name_of(job: JobHandle[Any] | str) -> str:
+    return job if isinstance(job, str) else job.name
+
+
+def _listed(pushes: list[PushedJob[Any]]) -> str:
+    lines = [f"\n- {p.name!r} to queue {p.queue!r}: {p.payload!r}" for p in pushes]
+    return "".join(lines) or " none"
+
+
+def _failures(failed: list[JobInfo]) -> str:
+    lines = [f"{len(failed)} job(s) failed for good (run_all(check=False) to allow it):"]
+    for info in failed:
+        error = info.error
+        reason = "no error recorded" if error is None else f"{error.type}: {error.message}"
+        lines.append(f"- job {info.id} ({info.name}, queue {info.queue!r}) after "
+                     f"{info.attempt} attempt(s): {reason}")  # fmt: skip
+    first = failed[0].error
+    if first is not None and first.traceback:
+        lines.append(f"the first one's traceback:\n{first.traceback}")
+    return "\n".join(lines)
