@@ -90,6 +90,9 @@ class JobInfo:
     it is reserved; `reserved_at` is when its current or last reservation was made and
     `lease_expires_at` when that lease runs out (None once released), by the backend's clock.
 
+    `result` is the handler's return value as JSON text, when its job keeps results;
+    `cancel_requested` says a cancel asked the worker running the job to stop it.
+
     `unreadable` names the fields of a stored record that could not be decoded (damaged by
     hand, by another program, on disk), each with what was wrong and the raw value; those
     fields hold placeholders. A worker fails such a job at once with `CorruptJobError`; the
@@ -118,6 +121,8 @@ class JobInfo:
     alone: bool = False
     reserved_at: float | None = None
     lease_expires_at: float | None = None
+    result: str | None = None
+    cancel_requested: bool = False
     unreadable: dict[str, str] = field(default_factory=dict)
 
 

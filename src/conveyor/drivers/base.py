@@ -62,6 +62,8 @@ class Capabilities:
     - `shared`: several processes may work the same queues at once.
     - `transactional`: `push`/`push_many` accept `connection=`, the caller's own open
       connection, and store the jobs in the caller's transaction.
+    - `control`: jobs can be cancelled (`cancel`, `cancelling`), queues paused (`pause`,
+      `resume`, `paused`), and `ack` keeps a job's result.
     """
 
     notify: bool = False
@@ -69,14 +71,17 @@ class Capabilities:
     durable: bool = False
     shared: bool = False
     transactional: bool = False
+    control: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """One reservation of one job: the job id and the token `reserve` handed out."""
+    """One reservation of one job: the job id and the token `reserve` handed out. Given to
+    `ack`, `result` is the handler's return value as JSON text, kept with the job."""
 
     id: str
     token: str
+    result: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +101,13 @@ class Release:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Move a reserved job to failed storage with the reason."""
+    """Move a reserved job to failed storage with the reason; with `cancelled`, to the
+    cancelled state instead (its handler was stopped by a cancel: not retried)."""
 
     id: str
     token: str
     error: ErrorInfo
+    cancelled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +122,7 @@ class QueueCounts:
     succeeded: int = 0
     failed: int = 0
     oldest_pending_age: float | None = field(default=None, compare=False, repr=False)
+    cancelled: int = 0
 
 
 #: How often a worker process says it is alive (`Driver.beat`), and how long after its last
@@ -262,8 +270,8 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     async def fail(self, failures: Sequence[Failure]) -> set[str]:
-        """Move jobs held under these tokens to failed storage with their error; their unique
-        keys become free."""
+        """Move jobs held under these tokens to failed storage with their error (to cancelled
+        with `Failure.cancelled`); their unique keys become free."""
 
     @abc.abstractmethod
     async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
@@ -298,6 +306,27 @@ class Driver(abc.ABC):
     async def prune(self, queue: str, older_than: float) -> int:
         """Delete the queue's finished jobs (succeeded, failed, cancelled) that finished more
         than `older_than` seconds ago by the backend's clock. Returns how many were deleted."""
+
+    # -- job control (the `control` capability) -------------------------------------------
+
+    async def cancel(self, ids: Sequence[str]) -> set[str]:
+        """Cancel jobs: a pending or delayed one becomes cancelled at once (finished, its
+        unique key free); a reserved one is marked `cancel_requested`, for the worker holding
+        it to stop it (see `cancelling`). Returns the ids of the unfinished jobs it found."""
+        raise self.unsupported("cancelling jobs")
+
+    async def cancelling(self, reservations: Sequence[Reservation]) -> set[str]:
+        """Which of the jobs held under these tokens have a cancel requested."""
+        raise self.unsupported("cancelling jobs")
+
+    async def pause(self, queue: str, paused: bool = True) -> None:
+        """Pause a queue (or resume it with paused=False): `paused` names it, and workers
+        reserve nothing from it. Pushes still store jobs."""
+        raise self.unsupported("pausing queues")
+
+    async def paused(self, queues: Sequence[str]) -> set[str]:
+        """Which of `queues` are paused."""
+        raise self.unsupported("pausing queues")
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return after at most `timeout` seconds, sooner if a job may have been pushed to one

@@ -35,7 +35,7 @@ class MemoryDriver(Driver):
     their time (delayed jobs, and reserved jobs until their lease runs out)."""
 
     kind = "memory"
-    capabilities = Capabilities()
+    capabilities = Capabilities(control=True)
 
     def __init__(self) -> None:
         self._jobs: dict[str, JobInfo] = {}
@@ -48,6 +48,7 @@ class MemoryDriver(Driver):
         self._unique: dict[UniqueKey, str] = {}
         self._stats: dict[str, WorkerCounts] = {}
         self._beats: dict[str, WorkerPresence] = {}
+        self._paused: set[str] = set()
         self._seq = itertools.count()
         self._pushed = LocalWakeup()
 
@@ -196,7 +197,7 @@ class MemoryDriver(Driver):
         for reservation in reservations:
             job = self._held(reservation)
             if job is not None:
-                self._finish(job, JobState.SUCCEEDED, job.error)
+                self._finish(job, JobState.SUCCEEDED, job.error, reservation.result)
                 done.add(job.id)
         return done
 
@@ -227,15 +228,49 @@ class MemoryDriver(Driver):
         for item in failures:
             job = self._held(Reservation(item.id, item.token))
             if job is not None:
-                self._finish(job, JobState.FAILED, item.error)
+                state = JobState.CANCELLED if item.cancelled else JobState.FAILED
+                self._finish(job, state, item.error)
                 failed.add(job.id)
         return failed
 
-    def _finish(self, job: JobInfo, state: JobState, error: ErrorInfo | None) -> None:
-        self._jobs[job.id] = replace(job, state=state, finished_at=time.time(), error=error)
+    def _finish(
+        self, job: JobInfo, state: JobState, error: ErrorInfo | None, result: str | None = None
+    ) -> None:
+        self._jobs[job.id] = replace(
+            job, state=state, finished_at=time.time(), error=error, result=result
+        )
         key = self._unique_key(job.queue, job.name, job.unique)
         if key is not None and self._unique.get(key) == job.id:
             del self._unique[key]
+
+    async def cancel(self, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for job_id in ids:
+            job = self._jobs.get(job_id)
+            if job is None or job.state in FINISHED_STATES:
+                continue
+            if job.state is JobState.RESERVED:
+                self._jobs[job_id] = replace(job, cancel_requested=True)
+            else:
+                self._finish(job, JobState.CANCELLED, job.error)
+            found.add(job_id)
+        return found
+
+    async def cancelling(self, reservations: Sequence[Reservation]) -> set[str]:
+        return {
+            job.id
+            for job in map(self._held, reservations)
+            if job is not None and job.cancel_requested
+        }
+
+    async def pause(self, queue: str, paused: bool = True) -> None:
+        if paused:
+            self._paused.add(queue)
+        else:
+            self._paused.discard(queue)
+
+    async def paused(self, queues: Sequence[str]) -> set[str]:
+        return self._paused.intersection(queues)
 
     async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
         now = time.time()
@@ -255,6 +290,7 @@ class MemoryDriver(Driver):
                 succeeded=by_state.get(JobState.SUCCEEDED, 0),
                 failed=by_state.get(JobState.FAILED, 0),
                 oldest_pending_age=now - oldest[queue] if queue in oldest else None,
+                cancelled=by_state.get(JobState.CANCELLED, 0),
             )
             for queue, by_state in tally.items()
         }

@@ -1,7 +1,8 @@
 """Reading a stored job back into a JobInfo, field by field, so one damaged record never stops a
 batch, a worker or an inspection.
 
-Drivers hand `read_job` the raw fields of one record, as their client returns them: text,
+Drivers hand `read_job` the raw fields of one record, as their client returns them (the
+JobInfo field names, but `unique` for the unique key and `cancel` for cancel_requested): text,
 numbers, bytes or None. Text that was not valid UTF-8 arrives as bytes, or as a str whose
 undecodable bytes were kept as lone surrogates (the `surrogateescape` error handler, which the
 drivers use so that a bad byte never raises in the client library). A field that cannot be
@@ -68,7 +69,7 @@ def _read_sound(raw: Mapping[str, Any], now: float) -> JobInfo | None:
     error = None if error_text in (None, "") else json.loads(error_text)
     if type(meta) is not dict or not (error is None or type(error) is dict):
         return None
-    if raw.get("alone") not in (None, 0, 1, "0", "1"):
+    if raw.get("alone") not in _FLAGS or raw.get("cancel") not in _FLAGS:
         return None
     return JobInfo(
         raw["id"], raw["queue"], raw["name"], raw["payload"], state, _whole(raw["attempt"]),
@@ -77,12 +78,16 @@ def _read_sound(raw: Mapping[str, Any], now: float) -> JobInfo | None:
         optional[2], optional[3], _maybe(raw.get("finished_at")),
         None if error is None else ErrorInfo.from_dict(error),
         _whole(raw.get("rescued") or 0), raw.get("alone") in (1, "1"),
-        _maybe(raw.get("reserved_at")), _maybe(raw.get("lease_expires_at")),
+        _maybe(raw.get("reserved_at")), _maybe(raw.get("lease_expires_at")), optional[4],
+        raw.get("cancel") in (1, "1"),
     )  # fmt: skip
 
 
 #: The optional text fields, in the order _read_sound hands them to JobInfo.
-_OPTIONAL_TEXTS = ("retry_delay", "unique", "reservation", "worker")
+_OPTIONAL_TEXTS = ("retry_delay", "unique", "reservation", "worker", "result")
+
+
+_FLAGS = (None, 0, 1, "0", "1")
 
 
 def _whole(value: Any) -> int:
@@ -136,6 +141,8 @@ def _read_carefully(raw: Mapping[str, object], now: float) -> JobInfo:
         alone=reader.flag("alone"),
         reserved_at=reader.optional_number("reserved_at"),
         lease_expires_at=reader.optional_number("lease_expires_at"),
+        result=reader.optional_text("result"),
+        cancel_requested=reader.flag("cancel"),
         unreadable=reader.unreadable,
     )
 

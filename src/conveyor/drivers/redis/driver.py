@@ -38,34 +38,20 @@ the two global keys. This driver connects to a single server; the layout is read
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar, cast
-
-from redis.asyncio import Redis
+from typing import Any, TypeVar
 
 from conveyor.drivers.base import (
     Capabilities,
-    Driver,
     Failure,
     QueueCounts,
     Release,
     Reservation,
-    WorkerCounts,
-    WorkerPresence,
 )
-from conveyor.drivers.redis.connection import (
-    DEFAULT_PREFIX,
-    DEFAULT_URL,
-    URL_ENV,
-    Edge,
-    check_url,
-    make_client,
-    split_prefix,
-)
+from conveyor.drivers.redis.client import seconds
+from conveyor.drivers.redis.control import JobControl
 from conveyor.drivers.redis.keys import QueueKeys, new_token, queue_of
 from conveyor.drivers.redis.records import (
     FIELDS,
@@ -75,7 +61,8 @@ from conveyor.drivers.redis.records import (
     push_jobs,
     stored,
 )
-from conveyor.drivers.redis.scripts import Batch, Client, ScriptRunner
+from conveyor.drivers.redis.scripts import Batch
+from conveyor.drivers.redis.workers import WorkerRecords
 from conveyor.errors import DriverError
 from conveyor.job import JobInfo, JobState, NewJob
 
@@ -101,7 +88,7 @@ MIN_WAIT = 0.002
 _COUNTERS = ("processed", "succeeded", "failed", "retried")
 
 
-class RedisDriver(Driver):
+class RedisDriver(JobControl, WorkerRecords):
     """Jobs in Redis, each change a Lua script; idle workers block on the server (BLPOP).
 
     `url` is a redis:// or rediss:// URL (default: $CONVEYOR_REDIS_URL, then
@@ -111,69 +98,12 @@ class RedisDriver(Driver):
     """
 
     kind = "redis"
-    capabilities = Capabilities(notify=True, durable=True, shared=True)
-
-    def __init__(self, url: str | None = None, *, prefix: str | None = None, **options: Any):
-        self.url, url_prefix = split_prefix(url or os.environ.get(URL_ENV) or DEFAULT_URL)
-        check_url(self.url)
-        self.prefix = next(p for p in (prefix, url_prefix, DEFAULT_PREFIX) if p is not None)
-        self._options = options
-        self._edge = Edge(self.url)
-        self._scripts = ScriptRunner()
-        self._client: Redis | None = None
-        self._blocking: Redis | None = None
-        self._keys: dict[str, QueueKeys] = {}
-        #: Queues this instance added to the set of known queues already.
-        self._known: set[str] = set()
+    capabilities = Capabilities(notify=True, durable=True, shared=True, control=True)
 
     @classmethod
     def from_url(cls, url: str) -> RedisDriver:
         """A driver for a redis:// or rediss:// URL (see the class docstring)."""
         return cls(url)
-
-    def _location(self) -> str:
-        return self.url
-
-    # -- connections -------------------------------------------------------------------------
-
-    def _redis(self) -> Client:
-        """The client for every command but BLPOP; connections are made on first use."""
-        if self._client is None:
-            self._client = make_client(self.url, self._options)
-        return cast(Client, self._client)
-
-    def _blocking_redis(self) -> Client:
-        if self._blocking is None:
-            self._blocking = make_client(self.url, self._options, blocking=True)
-        return cast(Client, self._blocking)
-
-    def keys(self, queue: str) -> QueueKeys:
-        """The keys of `queue` under this driver's prefix."""
-        keys = self._keys.get(queue)
-        if keys is None:
-            keys = self._keys[queue] = QueueKeys.of(self.prefix, queue)
-        return keys
-
-    async def open(self) -> None:
-        """Connect and load the scripts. Idempotent; any call would connect by itself."""
-        with self._edge:
-            await self._scripts.load(self._redis())
-
-    async def close(self) -> None:
-        """Close both connection pools; the next call connects again."""
-        clients = [client for client in (self._client, self._blocking) if client is not None]
-        self._client = self._blocking = None
-        with self._edge:
-            for client in clients:
-                await client.aclose()
-
-    async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        with self._edge:
-            return await self._scripts.call(self._redis(), name, keys, args)
-
-    async def _run(self, batch: Batch, *, transaction: bool = False) -> list[Any]:
-        with self._edge:
-            return await self._scripts.run(self._redis(), batch, transaction=transaction)
 
     # -- push --------------------------------------------------------------------------------
 
@@ -276,8 +206,9 @@ class RedisDriver(Driver):
         return await self._settle("renew", reservations, lambda r: [r.id, r.token], first)
 
     async def ack(self, reservations: Sequence[Reservation]) -> set[str]:
-        """Mark jobs succeeded; one script call per queue, all in one round trip."""
-        return await self._settle("ack", reservations, lambda r: [r.id, r.token])
+        """Mark jobs succeeded (keeping their results); one script call per queue, all in one
+        round trip."""
+        return await self._settle("ack", reservations, lambda r: [r.id, r.token, r.result or ""])
 
     async def release(self, releases: Sequence[Release]) -> set[str]:
         """Put jobs back to pending; one script call per queue, all in one round trip."""
@@ -295,7 +226,11 @@ class RedisDriver(Driver):
 
     async def fail(self, failures: Sequence[Failure]) -> set[str]:
         """Move jobs to failed storage; one script call per queue, all in one round trip."""
-        return await self._settle("fail", failures, lambda f: [f.id, f.token, error_text(f.error)])
+        return await self._settle(
+            "fail",
+            failures,
+            lambda f: [f.id, f.token, error_text(f.error), "1" if f.cancelled else "0"],
+        )
 
     async def _settle(
         self,
@@ -366,10 +301,8 @@ class RedisDriver(Driver):
             batch.command("ZRANGEBYSCORE", keys.delayed, "-inf", repr(now))
         elif state is JobState.DELAYED:
             batch.command("ZRANGEBYSCORE", keys.delayed, f"({now!r}", "+inf")
-        elif state in (JobState.RESERVED, JobState.SUCCEEDED, JobState.FAILED):
-            batch.command("ZRANGE", getattr(keys, state.value), 0, -1)
         else:
-            return []  # cancelled: nothing in this driver cancels a job
+            batch.command("ZRANGE", getattr(keys, state.value), 0, -1)
         replies = await self._run(batch)
         if state is JobState.PENDING:
             members, due = replies
@@ -389,13 +322,8 @@ class RedisDriver(Driver):
         clock, *replies = await self._run(batch)
         for values in replies:
             if stored(values):
-                return job_info(job_id, values, _seconds(clock))
+                return job_info(job_id, values, seconds(clock))
         return None
-
-    async def _now(self) -> float:
-        """The server's clock, in seconds since the epoch."""
-        with self._edge:
-            return _seconds(await self._redis().execute_command("TIME"))
 
     # -- failed jobs and retention -----------------------------------------------------------
 
@@ -499,58 +427,7 @@ class RedisDriver(Driver):
             batch.command("ZRANGE", keys.reserved, 0, 0, "WITHSCORES")
         clock, *replies = await self._run(batch)
         times = [float(score) for reply in replies for _, score in _scores(reply)]
-        return min(times) - _seconds(clock) if times else None
-
-    # -- stats -------------------------------------------------------------------------------
-
-    async def durability(self) -> str:
-        """`appendfsync <policy>` while the server keeps an append-only file, else
-        `appendonly no` (then only its snapshots, if any, outlive it)."""
-        with self._edge:
-            config = await self._redis().execute_command("CONFIG GET", "append*")
-        if config.get("appendonly") != "yes":
-            return "appendonly no"
-        return f"appendfsync {config.get('appendfsync')}"
-
-    async def record_stats(self, worker: str, counts: WorkerCounts) -> None:
-        """Add to the worker's totals in one MULTI/EXEC: atomic, as HINCRBY each is."""
-        batch = Batch()
-        for counter in _COUNTERS:
-            field = f"{counter}:{worker}"
-            batch.command("HINCRBY", self.prefix + "stats", field, getattr(counts, counter))
-        await self._run(batch, transaction=True)
-
-    async def beat(self, identity: str, worker: str, *, stopping: bool = False) -> None:
-        """One script: the start time is kept from the first beat, times are the server's."""
-        args = [identity, worker, "1" if stopping else "0"]
-        await self._call("beat", [self.prefix + "beats"], args)
-
-    async def alive(self, within: float) -> list[WorkerPresence]:
-        """Every beat read at once (one HGETALL, with TIME): one entry per worker process."""
-        batch = Batch()
-        batch.command("TIME")
-        batch.command("HGETALL", self.prefix + "beats")
-        clock, beats = await self._run(batch)
-        since = _seconds(clock) - within
-        found = []
-        for identity, value in beats.items():
-            worker, _, times = value.partition(" ")
-            started, _, seen = times.partition(" ")
-            with contextlib.suppress(ValueError):  # not ours, or damaged: not a live worker
-                if float(seen) >= since:
-                    found.append(WorkerPresence(identity, worker, float(started), float(seen)))
-        return sorted(found, key=lambda presence: (presence.started_at, presence.identity))
-
-    async def worker_stats(self) -> dict[str, WorkerCounts]:
-        """Every worker's totals, from one HGETALL."""
-        with self._edge:
-            stored = await self._redis().execute_command("HGETALL", self.prefix + "stats")
-        totals: dict[str, dict[str, int]] = {}
-        for field, value in stored.items():
-            counter, _, worker = field.partition(":")
-            if counter in _COUNTERS and value.lstrip("-").isdigit():  # others are not ours
-                totals.setdefault(worker, {})[counter] = int(value)
-        return {worker: WorkerCounts(**values) for worker, values in totals.items()}
+        return min(times) - seconds(clock) if times else None
 
 
 def _by_queue(items: Iterator[T] | Sequence[T], key: Callable[[T], K]) -> dict[K, list[T]]:
@@ -576,17 +453,13 @@ def _raise_if_cancelled() -> None:
 
 
 def _counts(reply: Sequence[Any]) -> QueueCounts:
-    """counts.lua's reply: five counts, then the oldest pending job's age ('' for none)."""
-    pending, delayed, reserved, succeeded, failed, oldest = reply
+    """counts.lua's reply: five counts, the oldest pending job's age ('' for none), then the
+    cancelled jobs' count."""
+    pending, delayed, reserved, succeeded, failed, oldest, cancelled = reply
     return QueueCounts(
         int(pending), int(delayed), int(reserved), int(succeeded), int(failed),
-        float(oldest) if oldest else None,
+        float(oldest) if oldest else None, int(cancelled),
     )  # fmt: skip
-
-
-def _seconds(clock: Sequence[str]) -> float:
-    """A TIME reply, [seconds, microseconds], as seconds since the epoch."""
-    return int(clock[0]) + int(clock[1]) / 1_000_000
 
 
 def _scores(reply: list[Any]) -> list[tuple[str, str]]:

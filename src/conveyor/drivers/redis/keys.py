@@ -18,11 +18,12 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "renew": ("reserved",),
     "ack": ("reserved", "succeeded", "unique"),
     "release": ("pending", "delayed", "reserved", "wake"),
-    "fail": ("reserved", "failed", "unique"),
+    "fail": ("reserved", "failed", "unique", "cancelled"),
     "retry": ("pending", "failed", "unique", "wake"),
-    "purge": ("pending", "delayed", "succeeded", "failed", "unique"),
-    "prune": ("succeeded", "failed"),
-    "counts": ("pending", "delayed", "reserved", "succeeded", "failed"),
+    "purge": ("pending", "delayed", "succeeded", "failed", "unique", "cancelled"),
+    "prune": ("succeeded", "failed", "cancelled"),
+    "counts": ("pending", "delayed", "reserved", "succeeded", "failed", "cancelled"),
+    "cancel": ("pending", "delayed", "cancelled", "unique"),
 }
 
 
@@ -38,12 +39,17 @@ class QueueKeys:
     failed: str
     unique: str
     wake: str
+    cancelled: str
+    paused: str
 
     @classmethod
     def of(cls, prefix: str, queue: str) -> QueueKeys:
         """The keys of `queue` under `prefix`: `<prefix>{<queue>}:<name>`."""
         base = f"{prefix}{{{queue}}}:"
-        names = ("job:", "pending", "delayed", "reserved", "succeeded", "failed", "unique", "wake")
+        names = (
+            "job:", "pending", "delayed", "reserved", "succeeded", "failed", "unique", "wake",
+            "cancelled", "paused",
+        )  # fmt: skip
         return cls(*(base + name for name in names))
 
     def of_script(self, name: str) -> list[str]:

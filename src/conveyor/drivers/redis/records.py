@@ -97,6 +97,7 @@ FIELDS = (
     "queue", "name", "payload", "state", "attempt", "max_attempts", "priority",
     "created_at", "available_at", "timeout", "retry_delay", "unique", "meta", "reservation",
     "worker", "finished_at", "error", "rescued", "alone", "reserved_at", "lease_expires_at",
+    "result", "cancel",
 )  # fmt: skip
 
 Values = Sequence[str | None]

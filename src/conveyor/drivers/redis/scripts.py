@@ -32,6 +32,7 @@ SCRIPT_NAMES = (
     "prune",
     "counts",
     "beat",
+    "cancel",
 )
 
 

@@ -87,6 +87,10 @@ REQUIRED_QUERIES = frozenset(
         "beat",
         "beat_stopping",
         "alive",
+        "cancel",
+        "cancelling",
+        "pause",
+        "paused",
     }
 )
 
@@ -385,7 +389,8 @@ class SqlDriver(Driver):
         return await self._fenced("renew", items, lease=lease, alone=1 if alone else 0)
 
     async def ack(self, reservations: Sequence[Reservation]) -> set[str]:
-        return await self._fenced("ack", [[item.id, item.token] for item in reservations])
+        items = [[item.id, item.token, item.result] for item in reservations]
+        return await self._fenced("ack", items)
 
     async def release(self, releases: Sequence[Release]) -> set[str]:
         items = [
@@ -398,8 +403,32 @@ class SqlDriver(Driver):
         return released
 
     async def fail(self, failures: Sequence[Failure]) -> set[str]:
-        items = [[item.id, item.token, _error_json(item.error)] for item in failures]
+        items = [
+            [item.id, item.token, _error_json(item.error), int(item.cancelled)] for item in failures
+        ]
         return await self._fenced("fail", items)
+
+    # -- job control -------------------------------------------------------------------------
+
+    async def cancel(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        return {row["id"] for row in await self._fetch("cancel", {"ids": _json(list(ids))})}
+
+    async def cancelling(self, reservations: Sequence[Reservation]) -> set[str]:
+        if not reservations:
+            return set()
+        items = _json([[item.id, item.token] for item in reservations])
+        return {row["id"] for row in await self._fetch("cancelling", {"items": items})}
+
+    async def pause(self, queue: str, paused: bool = True) -> None:
+        await self._execute("pause", {"queue": queue, "paused": int(paused)})
+
+    async def paused(self, queues: Sequence[str]) -> set[str]:
+        if not queues:
+            return set()
+        rows = await self._fetch("paused", {"queues": _json(list(queues))})
+        return {row["name"] for row in rows}
 
     async def _fenced(self, name: str, items: list[list[Any]], **params: object) -> set[str]:
         """Run a settle statement; it changes only rows still reserved under the item's token
@@ -551,6 +580,7 @@ def _queue_counts(by_state: Mapping[str, int], oldest_pending_age: float | None)
         succeeded=by_state.get("succeeded", 0),
         failed=by_state.get("failed", 0),
         oldest_pending_age=oldest_pending_age,
+        cancelled=by_state.get("cancelled", 0),
     )
 
 

@@ -6,7 +6,7 @@
   KEYS[3] unique     HASH unique key -> id of the unfinished job holding it
 
   ARGV[1] job key prefix
-  ARGV[2..] pairs of job id, reservation token
+  ARGV[2..] triples of job id, reservation token, result (JSON text, or '' for none)
 
   Returns the ids acked. A job whose lease ran out is still acked while nobody took it over:
   its token is still the current one.
@@ -25,12 +25,15 @@ local function call_in_slices(command, key, items)
 end
 
 local done = {}
-for i = 2, #ARGV, 2 do
-  local id, token = ARGV[i], ARGV[i + 1]
+for i = 2, #ARGV, 3 do
+  local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = prefix .. id
   local job = rcall('HMGET', key, 'state', 'reservation', 'ukey')
   if job[1] == 'reserved' and job[2] == token then
     rcall('HSET', key, 'state', 'succeeded', 'finished_at', now)
+    if result ~= '' then
+      rcall('HSET', key, 'result', result)
+    end
     if job[3] and rcall('HGET', unique, job[3]) == id then
       rcall('HDEL', unique, job[3])
     end

@@ -6,10 +6,11 @@
   KEYS[3] reserved   ZSET of job ids by lease end
   KEYS[4] succeeded  ZSET of job ids by finished_at
   KEYS[5] failed     ZSET of job ids by finished_at
+  KEYS[6] cancelled  ZSET of job ids by finished_at
 
   No ARGV: "now" is the server's TIME.
 
-  Returns {pending, delayed, reserved, succeeded, failed, oldest}. A delayed job whose time
+  Returns {pending, delayed, reserved, succeeded, failed, oldest, cancelled}. A delayed job whose time
   has come counts as pending even before a reserve moves it; a job whose lease ran out counts
   as reserved until a reserve hands it out again. `oldest` is how long the oldest pending job
   has waited since it became due, as text ('' when none is pending): the earliest time among
@@ -52,4 +53,5 @@ return {
   rcall('ZCARD', KEYS[4]),
   rcall('ZCARD', KEYS[5]),
   oldest,
+  rcall('ZCARD', KEYS[6]),
 }

@@ -5,14 +5,16 @@
   KEYS[1] reserved   ZSET of job ids by lease end
   KEYS[2] failed     ZSET of job ids by finished_at
   KEYS[3] unique     HASH unique key -> id of the unfinished job holding it
+  KEYS[4] cancelled  ZSET of job ids by finished_at
 
   ARGV[1] job key prefix
-  ARGV[2..] triples of job id, reservation token, error (JSON)
+  ARGV[2..] per job: id, reservation token, error (JSON), cancelled ('1': to cancelled, not
+          failed)
 
   Returns the ids failed; the job keeps its error until retried, purged or pruned.
 ]]
 local rcall = redis.call
-local reserved, failed, unique = KEYS[1], KEYS[2], KEYS[3]
+local reserved, failed, unique, cancelled = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = ARGV[1]
 local clock = rcall('TIME')
 local now = string.format('%.6f', tonumber(clock[1]) + tonumber(clock[2]) / 1000000)
@@ -24,25 +26,27 @@ local function call_in_slices(command, key, items)
   end
 end
 
-local done = {}
-for i = 2, #ARGV, 3 do
-  local id, token, err = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+local done, into_failed, into_cancelled = {}, {}, {}
+for i = 2, #ARGV, 4 do
+  local id, token, err, stop = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3] == '1'
   local key = prefix .. id
   local job = rcall('HMGET', key, 'state', 'reservation', 'ukey')
   if job[1] == 'reserved' and job[2] == token then
-    rcall('HSET', key, 'state', 'failed', 'finished_at', now, 'error', err)
+    local state, into = 'failed', into_failed
+    if stop then
+      state, into = 'cancelled', into_cancelled
+    end
+    rcall('HSET', key, 'state', state, 'finished_at', now, 'error', err)
     if job[3] and rcall('HGET', unique, job[3]) == id then
       rcall('HDEL', unique, job[3])
     end
     done[#done + 1] = id
+    into[#into + 1] = now
+    into[#into + 1] = id
   end
 end
 
-local finished = {}
-for _, id in ipairs(done) do
-  finished[#finished + 1] = now
-  finished[#finished + 1] = id
-end
 call_in_slices('ZREM', reserved, done)
-call_in_slices('ZADD', failed, finished)
+call_in_slices('ZADD', failed, into_failed)
+call_in_slices('ZADD', cancelled, into_cancelled)
 return done

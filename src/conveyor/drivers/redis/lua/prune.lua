@@ -1,8 +1,10 @@
 --[[
-  prune: delete finished jobs (succeeded, failed) that finished before a cutoff; atomic.
+  prune: delete finished jobs (succeeded, failed, cancelled) that finished before a cutoff;
+  atomic.
 
   KEYS[1] succeeded  ZSET of job ids by finished_at
   KEYS[2] failed     ZSET of job ids by finished_at
+  KEYS[3] cancelled  ZSET of job ids by finished_at
 
   ARGV[1] job key prefix
   ARGV[2] age, in seconds: jobs that finished more than this long before the server's TIME
@@ -19,7 +21,7 @@ local cutoff = '(' .. string.format('%.6f',
   tonumber(clock[1]) + tonumber(clock[2]) / 1000000 - tonumber(ARGV[2]))
 
 local deleted = 0
-for _, finished in ipairs({KEYS[1], KEYS[2]}) do
+for _, finished in ipairs({KEYS[1], KEYS[2], KEYS[3]}) do
   if budget - deleted > 0 then
     local ids = rcall('ZRANGEBYSCORE', finished, '-inf', cutoff, 'LIMIT', 0, budget - deleted)
     for _, id in ipairs(ids) do

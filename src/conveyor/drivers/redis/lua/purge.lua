@@ -6,9 +6,10 @@
   KEYS[3] succeeded  ZSET of job ids by finished_at
   KEYS[4] failed     ZSET of job ids by finished_at
   KEYS[5] unique     HASH unique key -> id of the unfinished job holding it
+  KEYS[6] cancelled  ZSET of job ids by finished_at
 
   ARGV[1] job key prefix
-  ARGV[2] state: pending, delayed, succeeded or failed (the state a reader sees at the
+  ARGV[2] state: pending, delayed, succeeded, failed or cancelled (the state a reader sees at the
           server's TIME: a pending job whose time has not come is delayed). Reserved jobs are
           never purged.
   ARGV[3..] ids of jobs to delete; a job in another state is left alone
@@ -20,6 +21,7 @@
 local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
 local pending, delayed, succeeded, failed, unique = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local cancelled = KEYS[6]
 local prefix, wanted = ARGV[1], ARGV[2]
 local clock = rcall('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -70,6 +72,8 @@ for i = 3, #ARGV do
       rcall('ZREM', succeeded, id)
     elseif job[1] == 'failed' then
       rcall('ZREM', failed, id)
+    elseif job[1] == 'cancelled' then
+      rcall('ZREM', cancelled, id)
     end
     if job[4] and rcall('HGET', unique, job[4]) == id then
       rcall('HDEL', unique, job[4])

@@ -44,7 +44,7 @@ for i = 2, #ARGV do
     if not key_taken(job[2]) then
       rcall('HSET', key, 'state', 'pending', 'attempt', 0, 'rescued', 0, 'available_at',
         string.format('%.6f', now))
-      rcall('HDEL', key, 'finished_at', 'lease_expires_at')
+      rcall('HDEL', key, 'finished_at', 'lease_expires_at', 'cancel')
       rcall('ZREM', failed, id)
       rcall('ZADD', pending, 0, member(job[1], now, id))
       if job[2] then

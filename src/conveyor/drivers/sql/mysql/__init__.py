@@ -97,7 +97,9 @@ class MysqlDriver(SqlDriver):
     """
 
     kind = "mysql"
-    capabilities = Capabilities(notify=True, durable=True, shared=True, transactional=True)
+    capabilities = Capabilities(
+        notify=True, durable=True, shared=True, transactional=True, control=True
+    )
 
     def __init__(
         self,

@@ -20,7 +20,8 @@
 -- Statements that return jobs return these columns (the driver reads them by name):
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
 -- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,
--- alone, reserved_at, lease_expires_at, and `now`, the server's time as the statement ran (it tells delayed from pending).
+-- alone, reserved_at, lease_expires_at, result, cancel, and `now`, the server's time as the
+-- statement ran (it tells delayed from pending).
 
 -- name: now
 -- The clock: seconds since the epoch as the statement started, to the microsecond, a constant
@@ -183,7 +184,8 @@ SET job.state = 'reserved',
     job.lease_expires_at = {now} + %(lease)s;
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, {now} AS now
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
 FROM {prefix}jobs
 WHERE reservation = %(token)s;
 
@@ -208,7 +210,8 @@ SET job.lease_expires_at = {now} + %(lease)s,
 WHERE job.state = 'reserved';
 
 -- name: ack
--- Mark succeeded the jobs in items ([id, token]) still reserved under their token.
+-- Mark succeeded the jobs in items ([id, token, result]) still reserved under their token,
+-- keeping each one's result (JSON text, or null).
 SELECT job.id AS id
 FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
@@ -218,12 +221,14 @@ STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item
 WHERE job.state = 'reserved'
 FOR UPDATE;
 UPDATE JSON_TABLE(%(items)s, '$[*]' COLUMNS (
-    id    VARBINARY(64) PATH '$[0]',
-    token VARBINARY(64) PATH '$[1]'
+    id     VARBINARY(64) PATH '$[0]',
+    token  VARBINARY(64) PATH '$[1]',
+    result LONGTEXT      PATH '$[2]'
 )) AS item
 STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
 SET job.state = 'succeeded',
     job.finished_at = {now},
+    job.result = item.result,
     job.unique_slot = UNHEX(SHA2(CONCAT(X'00', job.id), 256))
 WHERE job.state = 'reserved';
 
@@ -255,7 +260,8 @@ SET job.state = 'pending',
 WHERE job.state = 'reserved';
 
 -- name: fail
--- Move to failed the jobs in items ([id, token, error]) still reserved under their token.
+-- Move to failed the jobs in items ([id, token, error, cancelled]) still reserved under their
+-- token; to cancelled those whose cancelled is 1.
 SELECT job.id AS id
 FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
@@ -267,10 +273,11 @@ FOR UPDATE;
 UPDATE JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
     token VARBINARY(64) PATH '$[1]',
-    error LONGTEXT      PATH '$[2]'
+    error     LONGTEXT      PATH '$[2]',
+    cancelled INT           PATH '$[3]'
 )) AS item
 STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
-SET job.state = 'failed',
+SET job.state = IF(item.cancelled = 1, 'cancelled', 'failed'),
     job.finished_at = {now},
     job.unique_slot = UNHEX(SHA2(CONCAT(X'00', job.id), 256)),
     job.error = item.error
@@ -296,7 +303,8 @@ GROUP BY 1, 2;
 -- stored is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, {now} AS now
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
 FROM {prefix}jobs
 WHERE queue = %(queue)s
   AND state = %(stored)s
@@ -309,7 +317,8 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, {now} AS now
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
 FROM {prefix}jobs
 WHERE id = %(id)s;
 
@@ -322,6 +331,7 @@ UPDATE IGNORE {prefix}jobs
 SET state = 'pending',
     attempt = 0,
     rescued = 0,
+    cancel = 0,
     available_at = {now},
     lease_expires_at = NULL,
     finished_at = NULL,
@@ -481,3 +491,44 @@ WHERE probe.head_at <= {now} OR probe.newest_at <= {now};
 SELECT @@GLOBAL.innodb_flush_log_at_trx_commit AS flush_log_at_trx_commit,
        @@GLOBAL.log_bin AS log_bin,
        @@GLOBAL.sync_binlog AS sync_binlog;
+
+-- name: cancel
+-- Cancel the jobs in ids: a pending (or delayed) one becomes cancelled now, a reserved one is
+-- marked for its worker to stop (cancel = 1). Returns the ids of the unfinished jobs found.
+-- A single-table UPDATE assigns left to right: state changes last, after what reads it.
+SELECT job.id AS id
+FROM JSON_TABLE(%(ids)s, '$[*]' COLUMNS (id VARBINARY(64) PATH '$')) AS wanted
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = wanted.id
+WHERE job.state IN ('pending', 'reserved')
+FOR UPDATE;
+UPDATE JSON_TABLE(%(ids)s, '$[*]' COLUMNS (id VARBINARY(64) PATH '$')) AS wanted
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = wanted.id
+SET job.cancel = 1,
+    job.finished_at = IF(job.state = 'reserved', job.finished_at, {now}),
+    job.unique_slot = IF(job.state = 'reserved', job.unique_slot,
+                         UNHEX(SHA2(CONCAT(X'00', job.id), 256))),
+    job.state = IF(job.state = 'reserved', job.state, 'cancelled')
+WHERE job.state IN ('pending', 'reserved');
+
+-- name: cancelling
+-- Of the jobs in items ([id, token]) still reserved under their token, those marked cancel.
+SELECT job.id AS id
+FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+    id    VARBINARY(64) PATH '$[0]',
+    token VARBINARY(64) PATH '$[1]'
+)) AS item
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
+WHERE job.state = 'reserved' AND job.cancel = 1;
+
+-- name: pause
+-- Pause (paused = 1) or resume (0) a queue.
+INSERT INTO {prefix}queues (name, paused) VALUES (%(queue)s, %(paused)s)
+ON DUPLICATE KEY UPDATE paused = VALUES(paused);
+
+-- name: paused
+-- Which of queues are paused.
+SELECT name FROM {prefix}queues
+WHERE name IN (
+    SELECT wanted.queue
+    FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (queue VARBINARY(255) PATH '$')) AS wanted
+) AND paused = 1;

@@ -91,7 +91,9 @@ class PostgresDriver(SqlDriver):
     """
 
     kind = "postgres"
-    capabilities = Capabilities(notify=True, durable=True, shared=True, transactional=True)
+    capabilities = Capabilities(
+        notify=True, durable=True, shared=True, transactional=True, control=True
+    )
 
     def __init__(
         self,

@@ -32,7 +32,8 @@
 -- Statements that return jobs return these columns (the driver reads them by name):
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
 -- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,
--- alone, reserved_at, lease_expires_at, and `now`, the server's time as the statement ran (it tells delayed from pending).
+-- alone, reserved_at, lease_expires_at, result, cancel, and `now`, the server's time as the
+-- statement ran (it tells delayed from pending).
 
 -- name: now
 -- The clock: seconds since the epoch as the statement started, to the microsecond. Stable
@@ -150,7 +151,8 @@ WHERE job.id = ANY (ARRAY(
 RETURNING job.id, job.queue, job.name, job.payload, job.state, job.attempt, job.max_attempts,
     job.priority, job.created_at, job.available_at, job.timeout, job.retry_delay,
     job.unique_key, job.meta, job.reservation, job.worker, job.finished_at, job.error,
-    job.rescued, job.alone, job.reserved_at, job.lease_expires_at, {now} AS now;
+    job.rescued, job.alone, job.reserved_at, job.lease_expires_at, job.result, job.cancel,
+    {now} AS now;
 
 -- name: renew
 -- Extend the leases of the jobs in items ([id, token]) still reserved under their token;
@@ -171,7 +173,8 @@ WHERE job.id = ANY (ARRAY(SELECT unnest(ids) FROM item))
 RETURNING job.id;
 
 -- name: ack
--- Mark succeeded the jobs in items ([id, token]) still reserved under their token.
+-- Mark succeeded the jobs in items ([id, token, result]) still reserved under their token,
+-- keeping each one's result (JSON text, or null).
 WITH item AS (
     SELECT jsonb_object_agg(jsonb_build_array(value->0, value->1)::text, value) AS by_fence,
            array_agg(value->>0) AS ids,
@@ -180,7 +183,8 @@ WITH item AS (
 )
 UPDATE {prefix}jobs AS job
 SET state = 'succeeded',
-    finished_at = {now}
+    finished_at = {now},
+    result = item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2
 FROM item
 WHERE job.id = ANY (ARRAY(SELECT unnest(ids) FROM item))
   AND item.by_fence ? jsonb_build_array(job.id, job.reservation)::text
@@ -220,7 +224,8 @@ FROM released,
          AS notified;
 
 -- name: fail
--- Move to failed the jobs in items ([id, token, error]) still reserved under their token.
+-- Move to failed the jobs in items ([id, token, error, cancelled]) still reserved under their
+-- token; to cancelled those whose cancelled is 1.
 WITH item AS (
     SELECT jsonb_object_agg(jsonb_build_array(value->0, value->1)::text, value) AS by_fence,
            array_agg(value->>0) AS ids,
@@ -228,7 +233,9 @@ WITH item AS (
     FROM jsonb_array_elements(%(items)s::jsonb)
 )
 UPDATE {prefix}jobs AS job
-SET state = 'failed',
+SET state = CASE
+        WHEN (item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>3) = '1'
+        THEN 'cancelled' ELSE 'failed' END,
     finished_at = {now},
     error = item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2
 FROM item
@@ -254,7 +261,8 @@ GROUP BY 1, 2;
 -- `stored` is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, {now} AS now
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
 FROM {prefix}jobs
 WHERE queue = %(queue)s
   AND state = %(stored)s
@@ -267,7 +275,8 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, {now} AS now
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
 FROM {prefix}jobs
 WHERE id = %(id)s;
 
@@ -307,6 +316,7 @@ moved AS (
     SET state = 'pending',
         attempt = 0,
         rescued = 0,  -- and the count of rescues starts again
+        cancel = 0,
         available_at = {now},
         lease_expires_at = NULL,
         finished_at = NULL
@@ -376,3 +386,31 @@ SELECT identity, worker, started_at, seen_at
 FROM {prefix}worker_processes
 WHERE seen_at >= {now} - %(within)s::float8
 ORDER BY started_at, identity;
+
+-- name: cancel
+-- Cancel the jobs in ids: a pending (or delayed) one becomes cancelled now, a reserved one is
+-- marked for its worker to stop (cancel = 1). Returns the ids of the unfinished jobs found.
+UPDATE {prefix}jobs
+SET cancel = 1,
+    finished_at = CASE WHEN state = 'reserved' THEN finished_at ELSE {now} END,
+    state = CASE WHEN state = 'reserved' THEN state ELSE 'cancelled' END
+WHERE id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+  AND state IN ('pending', 'reserved')
+RETURNING id;
+
+-- name: cancelling
+-- Of the jobs in items ([id, token]) still reserved under their token, those marked cancel.
+SELECT job.id AS id
+FROM jsonb_array_elements(%(items)s::jsonb) AS item
+JOIN {prefix}jobs AS job ON job.id = item.value->>0 AND job.reservation = item.value->>1
+WHERE job.state = 'reserved' AND job.cancel = 1;
+
+-- name: pause
+-- Pause (paused = 1) or resume (0) a queue.
+INSERT INTO {prefix}queues (name, paused) VALUES (%(queue)s, %(paused)s)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused;
+
+-- name: paused
+-- Which of queues are paused.
+SELECT name FROM {prefix}queues
+WHERE name IN (SELECT jsonb_array_elements_text(%(queues)s::jsonb)) AND paused = 1;

@@ -73,10 +73,23 @@ DURABLE = "FULL"
 RELAXED = "NORMAL"
 
 #: The statements run at RELAXED; every other write runs at DURABLE.
-RELAXED_STATEMENTS = frozenset({"reserve", "renew", "ack", "release", "fail", "record_stats"})
+RELAXED_STATEMENTS = frozenset(
+    {"reserve", "renew", "ack", "release", "fail", "record_stats", "beat", "beat_stopping"}
+)
 
 #: Statements that write nothing: they run at whatever level is set.
-_READS = frozenset({"schema_version", "counts", "list_jobs", "get", "worker_stats"})
+_READS = frozenset(
+    {
+        "schema_version",
+        "counts",
+        "list_jobs",
+        "get",
+        "worker_stats",
+        "alive",
+        "cancelling",
+        "paused",
+    }
+)
 
 _URL_HELP = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
@@ -89,7 +102,7 @@ class SqliteDriver(SqlDriver):
     """
 
     kind = "sqlite"
-    capabilities = Capabilities(notify=True, durable=True, shared=True)
+    capabilities = Capabilities(notify=True, durable=True, shared=True, control=True)
 
     def __init__(
         self, path: str | os.PathLike[str] = "conveyor.db", *, prefix: str = "conveyor_"

@@ -12,7 +12,8 @@
 -- Statements that return jobs return these columns (the driver reads them by name):
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
 -- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,
--- alone, reserved_at, lease_expires_at, and `now`, the database's time as the statement ran (it tells delayed from pending).
+-- alone, reserved_at, lease_expires_at, result, cancel, and `now`, the database's time as the
+-- statement ran (it tells delayed from pending).
 
 -- name: now
 -- The clock: seconds since the epoch, to the millisecond; the same for a whole statement.
@@ -98,7 +99,7 @@ FROM (
 WHERE job.id = picked.id
 RETURNING id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
     available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-    error, rescued, alone, reserved_at, lease_expires_at, {now} AS now;
+    error, rescued, alone, reserved_at, lease_expires_at, result, cancel, {now} AS now;
 
 -- name: renew
 -- Extend the leases of the jobs in :items ([id, token]) still reserved under their token;
@@ -113,10 +114,12 @@ WHERE job.id = item.value->>0
 RETURNING id;
 
 -- name: ack
--- Mark succeeded the jobs in :items ([id, token]) still reserved under their token.
+-- Mark succeeded the jobs in :items ([id, token, result]) still reserved under their token,
+-- keeping each one's result (JSON text, or NULL).
 UPDATE {prefix}jobs AS job
 SET state = 'succeeded',
-    finished_at = {now}
+    finished_at = {now},
+    result = item.value->>2
 FROM json_each(:items) AS item
 WHERE job.id = item.value->>0
   AND job.reservation = item.value->>1
@@ -140,9 +143,10 @@ WHERE job.id = item.value->>0
 RETURNING id;
 
 -- name: fail
--- Move to failed the jobs in :items ([id, token, error]) still reserved under their token.
+-- Move to failed the jobs in :items ([id, token, error, cancelled]) still reserved under their
+-- token; to cancelled those whose cancelled is 1.
 UPDATE {prefix}jobs AS job
-SET state = 'failed',
+SET state = CASE WHEN item.value->>3 = 1 THEN 'cancelled' ELSE 'failed' END,
     finished_at = {now},
     error = item.value->>2
 FROM json_each(:items) AS item
@@ -168,7 +172,8 @@ GROUP BY 1, 2;
 -- :stored is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, {now} AS now
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
 FROM {prefix}jobs
 WHERE queue = :queue
   AND state = :stored
@@ -181,7 +186,8 @@ LIMIT :limit OFFSET :offset;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, {now} AS now
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
 FROM {prefix}jobs
 WHERE id = :id;
 
@@ -194,6 +200,7 @@ UPDATE OR IGNORE {prefix}jobs
 SET state = 'pending',
     attempt = 0,
     rescued = 0,
+    cancel = 0,
     available_at = {now},
     lease_expires_at = NULL,
     finished_at = NULL
@@ -248,3 +255,31 @@ SELECT identity, worker, started_at, seen_at
 FROM {prefix}worker_processes
 WHERE seen_at >= {now} - :within
 ORDER BY started_at, identity;
+
+-- name: cancel
+-- Cancel the jobs in :ids: a pending (or delayed) one becomes cancelled now, a reserved one is
+-- marked for its worker to stop (cancel = 1). Returns the ids of the unfinished jobs found.
+UPDATE {prefix}jobs
+SET cancel = 1,
+    finished_at = CASE WHEN state = 'reserved' THEN finished_at ELSE {now} END,
+    state = CASE WHEN state = 'reserved' THEN state ELSE 'cancelled' END
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND state IN ('pending', 'reserved')
+RETURNING id;
+
+-- name: cancelling
+-- Of the jobs in :items ([id, token]) still reserved under their token, those marked cancel.
+SELECT job.id AS id
+FROM json_each(:items) AS item
+JOIN {prefix}jobs AS job ON job.id = item.value->>0 AND job.reservation = item.value->>1
+WHERE job.state = 'reserved' AND job.cancel = 1;
+
+-- name: pause
+-- Pause (:paused = 1) or resume (0) a queue.
+INSERT INTO {prefix}queues (name, paused) VALUES (:queue, :paused)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused;
+
+-- name: paused
+-- Which of :queues are paused.
+SELECT name FROM {prefix}queues
+WHERE name IN (SELECT value FROM json_each(:queues)) AND paused = 1;

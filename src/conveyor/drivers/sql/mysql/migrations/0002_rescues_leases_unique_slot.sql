@@ -29,6 +29,8 @@ SET @conveyor_ddl = (
                    ADD COLUMN alone TINYINT NOT NULL DEFAULT 0,
                    ADD COLUMN reserved_at DOUBLE NULL,
                    ADD COLUMN lease_expires_at DOUBLE NULL,
+                   ADD COLUMN result LONGTEXT NULL,
+                   ADD COLUMN cancel TINYINT NOT NULL DEFAULT 0,
                    ADD COLUMN unique_slot BINARY(32) NULL',
               'DO 0')
     FROM information_schema.columns
@@ -72,4 +74,11 @@ CREATE TABLE IF NOT EXISTS {prefix}worker_processes (
     started_at DOUBLE         NOT NULL,
     seen_at    DOUBLE         NOT NULL,
     PRIMARY KEY (identity)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+
+-- Paused queues (see Driver.pause).
+CREATE TABLE IF NOT EXISTS {prefix}queues (
+    name   VARBINARY(255) NOT NULL,
+    paused TINYINT        NOT NULL DEFAULT 0,
+    PRIMARY KEY (name)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

@@ -32,3 +32,12 @@ CREATE TABLE {prefix}worker_processes (
     started_at double precision NOT NULL,
     seen_at    double precision NOT NULL
 );
+
+-- Job control: a job's result (JSON text) and a cancel asked of its worker; paused queues.
+ALTER TABLE {prefix}jobs
+    ADD COLUMN result text,
+    ADD COLUMN cancel smallint NOT NULL DEFAULT 0;
+CREATE TABLE {prefix}queues (
+    name   text PRIMARY KEY,
+    paused smallint NOT NULL DEFAULT 0
+);

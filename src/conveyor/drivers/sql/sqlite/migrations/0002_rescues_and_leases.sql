@@ -29,3 +29,11 @@ CREATE TABLE {prefix}worker_processes (
     started_at REAL NOT NULL,
     seen_at    REAL NOT NULL
 );
+
+-- Job control: a job's result (JSON text) and a cancel asked of its worker; paused queues.
+ALTER TABLE {prefix}jobs ADD COLUMN result TEXT;
+ALTER TABLE {prefix}jobs ADD COLUMN cancel INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE {prefix}queues (
+    name   TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL DEFAULT 0
+);

@@ -1,0 +1,101 @@
+"""The Redis driver's plumbing: its settings, its two clients and how every command is sent.
+
+`RedisClient` is what the driver's parts (driver.py, control.py, workers.py) share: the URL
+and key prefix, the client for commands and the one for blocking pops, the queues' keys, and
+`_call`/`_run`, which send scripts and batches through the edge where redis-py's errors
+become conveyor's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from conveyor.drivers.base import Driver
+from conveyor.drivers.redis.connection import (
+    DEFAULT_PREFIX,
+    DEFAULT_URL,
+    URL_ENV,
+    Edge,
+    check_url,
+    make_client,
+    split_prefix,
+)
+from conveyor.drivers.redis.keys import QueueKeys
+from conveyor.drivers.redis.scripts import Batch, Client, ScriptRunner
+
+__all__ = ["RedisClient", "seconds"]
+
+
+class RedisClient(Driver):
+    """The connections and keys of one Redis driver (see the module docstring)."""
+
+    def __init__(self, url: str | None = None, *, prefix: str | None = None, **options: Any):
+        self.url, url_prefix = split_prefix(url or os.environ.get(URL_ENV) or DEFAULT_URL)
+        check_url(self.url)
+        self.prefix = next(p for p in (prefix, url_prefix, DEFAULT_PREFIX) if p is not None)
+        self._options = options
+        self._edge = Edge(self.url)
+        self._scripts = ScriptRunner()
+        self._client: Redis | None = None
+        self._blocking: Redis | None = None
+        self._keys: dict[str, QueueKeys] = {}
+        #: Queues this instance added to the set of known queues already.
+        self._known: set[str] = set()
+
+    def _location(self) -> str:
+        return self.url
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _redis(self) -> Client:
+        """The client for every command but BLPOP; connections are made on first use."""
+        if self._client is None:
+            self._client = make_client(self.url, self._options)
+        return cast(Client, self._client)
+
+    def _blocking_redis(self) -> Client:
+        if self._blocking is None:
+            self._blocking = make_client(self.url, self._options, blocking=True)
+        return cast(Client, self._blocking)
+
+    def keys(self, queue: str) -> QueueKeys:
+        """The keys of `queue` under this driver's prefix."""
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = QueueKeys.of(self.prefix, queue)
+        return keys
+
+    async def open(self) -> None:
+        """Connect and load the scripts. Idempotent; any call would connect by itself."""
+        with self._edge:
+            await self._scripts.load(self._redis())
+
+    async def close(self) -> None:
+        """Close both connection pools; the next call connects again."""
+        clients = [client for client in (self._client, self._blocking) if client is not None]
+        self._client = self._blocking = None
+        with self._edge:
+            for client in clients:
+                await client.aclose()
+
+    async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        with self._edge:
+            return await self._scripts.call(self._redis(), name, keys, args)
+
+    async def _run(self, batch: Batch, *, transaction: bool = False) -> list[Any]:
+        with self._edge:
+            return await self._scripts.run(self._redis(), batch, transaction=transaction)
+
+    async def _now(self) -> float:
+        """The server's clock, in seconds since the epoch."""
+        with self._edge:
+            return seconds(await self._redis().execute_command("TIME"))
+
+
+def seconds(clock: Sequence[str]) -> float:
+    """A TIME reply, [seconds, microseconds], as seconds since the epoch."""
+    return int(clock[0]) + int(clock[1]) / 1_000_000

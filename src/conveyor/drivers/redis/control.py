@@ -1,0 +1,64 @@
+"""Job control on Redis: cancelling jobs and pausing queues (the `control` capability)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from conveyor.drivers.base import Reservation
+from conveyor.drivers.redis.client import RedisClient
+from conveyor.drivers.redis.keys import queue_of
+from conveyor.drivers.redis.scripts import Batch
+
+__all__ = ["JobControl"]
+
+
+class JobControl(RedisClient):
+    """cancel (one script per queue), cancelling, pause and paused."""
+
+    async def cancel(self, ids: Sequence[str]) -> set[str]:
+        """One script call per queue holding any of the ids (found by `get`'s search)."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return set()
+        with self._edge:
+            queues = sorted(await self._redis().execute_command("SMEMBERS", self.prefix + "queues"))
+        batch = Batch()
+        for queue in queues:
+            keys = self.keys(queue)
+            batch.script("cancel", keys.of_script("cancel"), [keys.job, *wanted])
+        return {job_id for reply in await self._run(batch) for job_id in reply}
+
+    async def cancelling(self, reservations: Sequence[Reservation]) -> set[str]:
+        """One HMGET per job, all in one round trip; fenced by comparing the token."""
+        held = [item for item in reservations if queue_of(item.token) is not None]
+        if not held:
+            return set()
+        batch = Batch()
+        for item in held:
+            key = self.keys(queue_of(item.token) or "").job + item.id
+            batch.command("HMGET", key, "state", "reservation", "cancel")
+        replies = await self._run(batch)
+        return {
+            item.id
+            for item, (state, token, cancel) in zip(held, replies, strict=True)
+            if state == "reserved" and token == item.token and cancel == "1"
+        }
+
+    async def pause(self, queue: str, paused: bool = True) -> None:
+        """A key of the queue's own: present while it is paused."""
+        with self._edge:
+            if paused:
+                await self._redis().execute_command("SET", self.keys(queue).paused, "1")
+            else:
+                await self._redis().execute_command("DEL", self.keys(queue).paused)
+
+    async def paused(self, queues: Sequence[str]) -> set[str]:
+        """One EXISTS per queue, in one round trip."""
+        wanted = list(dict.fromkeys(queues))
+        if not wanted:
+            return set()
+        batch = Batch()
+        for queue in wanted:
+            batch.command("EXISTS", self.keys(queue).paused)
+        replies = await self._run(batch)
+        return {queue for queue, there in zip(wanted, replies, strict=True) if there}
