@@ -12,10 +12,13 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import pydantic_core
+
 from conveyor import retry
 from conveyor.drivers.base import Driver
 from conveyor.errors import (
     CorruptJobError,
+    JobCancelledError,
     JobTimeoutError,
     LeaseExpiredError,
     PayloadError,
@@ -42,6 +45,10 @@ class Outcome:
     #: For a release: seconds until the job is due again, by the backend's clock.
     delay: float = 0.0
     count_attempt: bool = True
+    #: For an ack: the handler's return value as JSON text, when its job keeps results.
+    result: str | None = None
+    #: For a fail: the job was cancelled, not failed (not retried, state cancelled).
+    cancelled: bool = False
 
 
 class Runner:
@@ -52,6 +59,14 @@ class Runner:
         self.spec = spec
         self._threads: HandlerThreads | None = None
         self._calls: dict[str, Call] = {}  # job id -> its plain handler's call
+        self._handed: dict[str, Job[Any]] = {}  # job id -> what its handler was handed
+
+    def cancel(self, job_id: str) -> None:
+        """Tell a running job's handler it is cancelled (`job.cancelled`): a plain handler
+        cannot be stopped, but may look; the worker cancels an async one's task itself."""
+        handed = self._handed.get(job_id)
+        if handed is not None:
+            handed._cancel.set()
 
     def in_thread(self, job_id: str) -> bool:
         """True while a thread runs the job's plain handler: nothing can stop it until it
@@ -61,6 +76,8 @@ class Runner:
 
     async def attempt(self, job: JobInfo, driver: Driver) -> Outcome:
         """Run one reserved job and decide what becomes of it; never raises for the job's faults."""
+        if job.cancel_requested:  # cancelled while reserved, then given back or rescued
+            return cancelled(job, driver, "before it could run")
         refused = _refusal(job)
         if refused is not None:
             return Outcome("fail", job, driver, error_info(refused))
@@ -75,8 +92,9 @@ class Runner:
             job.id, job.queue, job.name, payload, job.attempt, job.max_attempts, job.meta,
             job.created_at, job.rescued,
         )  # fmt: skip
+        self._handed[job.id] = handed
         try:
-            await self._call(spec, handed, job.timeout)
+            returned = await self._call(spec, handed, job.timeout)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -85,20 +103,33 @@ class Runner:
             # a failed attempt, or the attempt given back would run the job again forever.
             return retry_or_fail(job, driver, error_info(exc))
         except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the job's fault alone
+            if handed.cancelled:
+                return cancelled(job, driver, "while it ran")
             return retry_or_fail(job, driver, error_info(exc))
-        return Outcome("ack", job, driver)
+        finally:
+            self._handed.pop(job.id, None)
+        if handed.cancelled:
+            return cancelled(job, driver, "while it ran")
+        if not spec.keep_result:
+            return Outcome("ack", job, driver)
+        try:
+            result = pydantic_core.to_json(returned).decode()
+        except (pydantic_core.PydanticSerializationError, ValueError) as exc:
+            error = PayloadError(f"the result of job {job.name!r} is not JSON: {exc}")
+            return retry_or_fail(job, driver, error_info(error))
+        return Outcome("ack", job, driver, result=result)
 
-    async def _call(self, spec: JobSpec, handed: Job[Any], timeout: float | None) -> None:
+    async def _call(self, spec: JobSpec, handed: Job[Any], timeout: float | None) -> Any:
         """Run the handler under its timeout: a coroutine is cancelled when it expires; a plain
         function runs on a thread, which Python cannot stop: its job waits for it to return."""
         try:
             async with asyncio.timeout(timeout) as scope:
                 if spec.is_async:
-                    await spec.handler(handed)
-                else:
-                    result = await self._in_thread(spec.handler, handed)
-                    if inspect.isawaitable(result):
-                        await result  # an async handler behind a plain decorator
+                    return await spec.handler(handed)
+                result = await self._in_thread(spec.handler, handed)
+                if inspect.isawaitable(result):
+                    result = await result  # an async handler behind a plain decorator
+                return result
         except TimeoutError as exc:
             if not scope.expired():
                 raise  # the handler's own TimeoutError, not ours
@@ -171,6 +202,12 @@ def _refusal(job: JobInfo) -> Exception | None:
             " likely cause instead of being run again"
         )
     return None
+
+
+def cancelled(job: JobInfo, driver: Driver, when: str) -> Outcome:
+    """The outcome of a job cancelled `when`: recorded as cancelled, never retried."""
+    error = JobCancelledError(f"job {job.id} ({job.name}) was cancelled {when}")
+    return Outcome("fail", job, driver, error_info(error), cancelled=True)
 
 
 def retry_or_fail(job: JobInfo, driver: Driver, error: ErrorInfo) -> Outcome:

@@ -117,6 +117,22 @@ class BlockingRegistry:
         """`Registry.purge`."""
         return self._call(self._registry.purge(queue, state, ids))
 
+    def cancel(self, job_id: str) -> bool:
+        """`Registry.cancel`."""
+        return self._call(self._registry.cancel(job_id))
+
+    def pause(self, queue: str) -> None:
+        """`Registry.pause`."""
+        self._call(self._registry.pause(queue))
+
+    def resume(self, queue: str) -> None:
+        """`Registry.resume`."""
+        self._call(self._registry.resume(queue))
+
+    def result(self, job_id: str, timeout: float | None = None) -> Any:
+        """`Registry.result`, blocking until the job finishes (or `timeout`)."""
+        return self._call(self._registry.result(job_id, timeout))
+
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         # Drivers belong to the loop that opened them: a plain handler of a running worker
         # pushes through the worker's loop, not through a second loop of its own.

@@ -7,13 +7,21 @@ this class, so that imports run one way.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from conveyor import retry as retry_policy
-from conveyor.drivers.base import ALIVE_WITHIN, QueueCounts, WorkerCounts, WorkerPresence
+from conveyor.drivers.base import (
+    ALIVE_WITHIN,
+    Driver,
+    QueueCounts,
+    WorkerCounts,
+    WorkerPresence,
+)
 from conveyor.duration import Duration, seconds
 from conveyor.errors import (
+    JobFailedError,
     RegistryError,
     UnknownJobError,
 )
@@ -21,6 +29,11 @@ from conveyor.job import JobInfo, JobState, NewJob, new_id
 from conveyor.options import Options, check_unique, resolve
 from conveyor.registration import Registration
 from conveyor.retry import RetryDelay
+
+#: How often `result()` looks at a job it waits for: first after this, then twice as long
+#: each time, up to RESULT_POLL_MAX.
+RESULT_POLL_FIRST = 0.005
+RESULT_POLL_MAX = 0.2
 
 
 class RegistryCore(Registration):
@@ -193,6 +206,65 @@ class RegistryCore(Registration):
         if spec.retention is None:
             return 0
         return await (await self.driver_of(queue)).prune(queue, spec.retention)
+
+    # -- job control -------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a job: pending or delayed, it is cancelled at once; running, its worker
+        stops it at its next lease renewal (an async handler at its next await; a plain one
+        may look at `job.cancelled`). Either way it ends `cancelled`, never retried. False
+        when no unfinished job has this id."""
+        found = False
+        for driver in await self._all_drivers():
+            self._check_control(driver, "cancelling jobs")
+            found = bool(await driver.cancel([job_id])) or found
+        return found
+
+    async def pause(self, queue: str) -> None:
+        """Stop every worker reserving from `queue` (within one poll interval); pushes still
+        store jobs. `resume` undoes it."""
+        driver = await self.driver_of(queue)
+        self._check_control(driver, "pausing queues")
+        await driver.pause(queue)
+
+    async def resume(self, queue: str) -> None:
+        """Let workers reserve from a paused `queue` again."""
+        driver = await self.driver_of(queue)
+        self._check_control(driver, "pausing queues")
+        await driver.pause(queue, paused=False)
+
+    async def paused_queues(self) -> set[str]:
+        """The registered queues that are paused."""
+        self.freeze()
+        found: set[str] = set()
+        for queue in self._queues:
+            driver = await self.driver_of(queue)
+            if driver.capabilities.control:
+                found |= await driver.paused([queue])
+        return found
+
+    async def result(self, job_id: str, timeout: float | None = None) -> Any:
+        """Wait for a job that keeps its result (`@registry.job(..., keep_result=True)`) to
+        finish, and return what its handler returned (decoded JSON). JobFailedError if it
+        failed for good or was cancelled; TimeoutError after `timeout` seconds; LookupError
+        when no job has this id."""
+        async with asyncio.timeout(timeout):
+            pause = RESULT_POLL_FIRST
+            while True:
+                info = await self.job_info(job_id)
+                if info is None:
+                    raise LookupError(f"no job has the id {job_id!r} (never pushed, or pruned)")
+                if info.state is JobState.SUCCEEDED:
+                    return None if info.result is None else json.loads(info.result)
+                if info.state in (JobState.FAILED, JobState.CANCELLED):
+                    reason = f": {info.error.type}: {info.error.message}" if info.error else ""
+                    raise JobFailedError(f"job {job_id} ({info.name}) {info.state.value}{reason}")
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RESULT_POLL_MAX)
+
+    def _check_control(self, driver: Driver, operation: str) -> None:
+        if not driver.capabilities.control:
+            raise driver.unsupported(operation)
 
     async def migrate(self) -> list[str]:
         """Apply schema migrations on every driver a queue uses; returns the drivers' kinds."""

@@ -10,6 +10,8 @@
     ├── JobTimeoutError        recorded on a job whose handler ran past its timeout
     ├── LeaseExpiredError      recorded on a job that kept dying with the worker running it alone
     ├── CorruptJobError        recorded on a job whose stored record cannot be read
+    ├── JobCancelledError      recorded on a job cancelled while it ran
+    ├── JobFailedError         a job whose result was awaited failed or was cancelled
     └── DriverError            the backend failed; drivers translate their client's errors to these
         ├── BackendUnavailableError   the backend cannot be reached
         └── Unsupported               the driver cannot do this operation
@@ -77,6 +79,15 @@ class LeaseExpiredError(ConveyorError):
 class CorruptJobError(ConveyorError):
     """Recorded on a job whose stored record could not be read (a field damaged by hand, by
     another program or on disk); the job is failed without running, its raw record kept."""
+
+
+class JobCancelledError(ConveyorError):
+    """Recorded on a job cancelled while it ran (`registry.cancel`): not retried."""
+
+
+class JobFailedError(ConveyorError):
+    """`registry.result()` waited for a job that failed for good or was cancelled; the message
+    names the job and its last error."""
 
 
 class DriverError(ConveyorError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -131,7 +132,9 @@ class Job(Generic[T]):
     """What a handler receives: the job's identity and its payload decoded to its type.
 
     `rescued` counts the times the job was taken back from a worker that died (or froze) while
-    running it: a handler that must not redo work twice can look for it.
+    running it: a handler that must not redo work twice can look for it. `cancelled` turns
+    true once the job is cancelled while it runs: a plain handler, which cannot be stopped,
+    can look at it between steps and return early.
     """
 
     id: str
@@ -143,6 +146,14 @@ class Job(Generic[T]):
     meta: dict[str, Any]
     created: float
     rescued: int = 0
+    _cancel: threading.Event = field(
+        default_factory=threading.Event, init=False, repr=False, compare=False
+    )
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled while it runs (see `registry.cancel`)."""
+        return self._cancel.is_set()
 
     @property
     def created_at(self) -> datetime:

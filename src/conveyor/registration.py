@@ -176,7 +176,13 @@ class Registration:
         self._worker_args[name] = args
 
     def register_job(
-        self, name: str, *, queue: str | None, options: Options, payload: Any
+        self,
+        name: str,
+        *,
+        queue: str | None,
+        options: Options,
+        payload: Any,
+        keep_result: bool = False,
     ) -> Callable[[Callable[..., Any]], JobSpec]:
         """Check `name` now, and return what registers its handler: the decorator's core.
         The payload type comes from the handler's `Job[T]` annotation, or `payload`."""
@@ -195,6 +201,7 @@ class Registration:
                 options=options,
                 is_async=inspect.iscoroutinefunction(handler),
                 queue=queue,
+                keep_result=keep_result,
             )
             self._jobs[name] = spec
             return spec

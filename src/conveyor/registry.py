@@ -108,6 +108,7 @@ class Registry(RegistryCore):
         priority: int | None = None,
         meta: dict[str, Any] | None = None,
         payload: Any = None,
+        keep_result: bool = False,
     ) -> JobDecorator:
         """Decorator registering a handler, `async def` or plain, taking one `Job[T]`, and
         returning its typed handle: `await send.push(Email(...))`, `send.blocking.push(...)`,
@@ -115,11 +116,15 @@ class Registry(RegistryCore):
 
         The payload type T comes from the annotation (dataclass, pydantic model, TypedDict or
         dict), or from `payload=` when given. `queue` is where the handle pushes unless told
-        otherwise (default: the registry's default queue)."""
+        otherwise (default: the registry's default queue). With `keep_result`, the handler's
+        return value (anything pydantic can write as JSON) is kept with the job, for
+        `registry.result(job_id)`."""
         options = Options.given(
             retry=retry, retry_delay=retry_delay, timeout=timeout, priority=priority, meta=meta
         )
-        register = self.register_job(name, queue=queue, options=options, payload=payload)
+        register = self.register_job(
+            name, queue=queue, options=options, payload=payload, keep_result=keep_result
+        )
 
         def make(handler: Any) -> JobHandle[Any]:
             spec: JobSpec = register(handler)

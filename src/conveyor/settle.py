@@ -148,7 +148,7 @@ class Settler:
 
     async def settle(self, driver: Driver, outcomes: list[Outcome]) -> None:
         """Write one batch of outcomes to `driver` and count what was accepted."""
-        acks = [Reservation(o.job.id, token(o.job)) for o in outcomes if o.kind == "ack"]
+        acks = [Reservation(o.job.id, token(o.job), o.result) for o in outcomes if o.kind == "ack"]
         releases = [_release(o) for o in outcomes if o.kind == "release"]
         fails = [_failure(o) for o in outcomes if o.kind == "fail"]
         acked = await driver.ack(acks) if acks else set()
@@ -158,6 +158,8 @@ class Settler:
         for outcome in outcomes:
             if outcome.job.id not in settled:
                 log.warning("job %s: lease lost before it was settled", outcome.job.id)
+            elif outcome.cancelled:
+                log.info("job %s (%s) cancelled", outcome.job.id, outcome.job.name)
             elif outcome.kind == "fail":
                 _log_failure(outcome)
             elif outcome.error is not None:
@@ -169,7 +171,7 @@ class Settler:
             WorkerCounts(
                 processed=len(acked) + len(failed) + sum(1 for r in releases if r.id in released),
                 succeeded=len(acked),
-                failed=len(failed),
+                failed=len(failed - {o.job.id for o in outcomes if o.cancelled}),
                 retried=min(retried, len(released)),
             ),
         )
@@ -206,7 +208,7 @@ def _release(outcome: Outcome) -> Release:
 
 def _failure(outcome: Outcome) -> Failure:
     assert outcome.error is not None, "a failure always has an error"
-    return Failure(outcome.job.id, token(outcome.job), outcome.error)
+    return Failure(outcome.job.id, token(outcome.job), outcome.error, outcome.cancelled)
 
 
 def _by_kind(outcomes: list[Outcome]) -> list[list[Outcome]]:

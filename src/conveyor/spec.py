@@ -70,6 +70,8 @@ class JobSpec:
     options: Options
     is_async: bool
     queue: str | None = None
+    #: Store the handler's return value (as JSON) with the job, for `registry.result()`.
+    keep_result: bool = False
 
 
 @dataclass(frozen=True, slots=True)

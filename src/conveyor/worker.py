@@ -28,11 +28,12 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from conveyor.attempt import Outcome, Runner, error_info
-from conveyor.drivers.base import HEARTBEAT_EVERY, Driver, Reservation, WorkerCounts
+from conveyor.attempt import Outcome, Runner, cancelled, error_info
+from conveyor.drivers.base import HEARTBEAT_EVERY, Driver, WorkerCounts
 from conveyor.errors import DriverError
 from conveyor.job import JobInfo
-from conveyor.settle import STATS_EVERY, Settler, by_driver, token
+from conveyor.lease import Held, Leases
+from conveyor.settle import STATS_EVERY, Settler
 from conveyor.startup import StartUp
 
 if TYPE_CHECKING:
@@ -45,18 +46,6 @@ __all__ = ["MAX_BACKOFF", "PRUNE_EVERY", "STATS_EVERY", "Stopped", "Worker", "ru
 
 PRUNE_EVERY = 60.0
 MAX_BACKOFF = 30.0
-
-
-@dataclass(slots=True)
-class _Running:
-    """A reserved job this worker holds: running in `task`, or, for a rescued job waiting to
-    run alone, not started yet (no task). Either way its lease is renewed."""
-
-    job: JobInfo
-    driver: Driver
-    task: asyncio.Task[None] | None = None
-    #: Why we cancelled the task ourselves: "stop" (shutdown) or "lost" (lease taken over).
-    cancel_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +64,7 @@ class Stopped:
         return not self.released and not self.left
 
 
-class Worker:
+class Worker(Leases):
     """Runs the jobs of every queue that names this worker, until stopped.
 
     `burst=True` stops by itself once those queues hold no pending, delayed or reserved job.
@@ -97,10 +86,13 @@ class Worker:
         self.burst = burst
         self._startup = StartUp(registry, name, asyncio.Event(), startup_timeout)
         self.identity = f"{name}:{socket.gethostname()}:{os.getpid()}"
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Held] = {}
         #: Rescued jobs reserved and held, each to run alone, in order; and the one running.
-        self._rescued: deque[_Running] = deque()
-        self._alone: _Running | None = None
+        self._rescued: deque[Held] = deque()
+        self._alone: Held | None = None
+        #: Paused queues as last read, and when each driver's are read again (monotonic).
+        self._paused: set[str] = set()
+        self._paused_due: dict[int, float] = {}
         #: Jobs a stop cut short: given back (released) or left to their thread (left).
         self._released: list[str] = []
         self._left: list[str] = []
@@ -222,10 +214,13 @@ class Worker:
     async def _reserve(self) -> int:
         """Reserve as many jobs as there are free slots, from each driver in turn; start them."""
         started = 0
-        for driver, queues in self._groups:
+        for driver, all_queues in self._groups:
             free = self.spec.concurrency - len(self._running)
             if free <= 0:
                 break
+            queues = await self._unpaused(driver, all_queues)
+            if not queues:
+                continue
             jobs = await driver.reserve(queues, free, self.spec.lease, self.identity)
             for extra in jobs[free:]:
                 # More than asked (a driver that retried a reserve whose reply was lost): run
@@ -241,9 +236,21 @@ class Worker:
             started += len(jobs)
         return started
 
+    async def _unpaused(self, driver: Driver, queues: list[str]) -> list[str]:
+        """The queues not paused (`registry.pause`), as last read: read again once per
+        poll interval, so a pause reaches every worker within one."""
+        if not driver.capabilities.control:
+            return queues
+        now = time.monotonic()
+        if now >= self._paused_due.get(id(driver), 0.0):
+            self._paused.difference_update(queues)
+            self._paused.update(await driver.paused(queues))
+            self._paused_due[id(driver)] = now + self.spec.poll_interval
+        return [queue for queue in queues if queue not in self._paused]
+
     def _hold(self, job: JobInfo, driver: Driver) -> None:
         """Keep a rescued job (its lease renewed, its slot taken) until it can run alone."""
-        held = _Running(job, driver)
+        held = Held(job, driver)
         self._running[job.id] = held
         self._rescued.append(held)
 
@@ -267,16 +274,6 @@ class Worker:
             )  # fmt: skip
             self._alone = held
             self._launch(held)
-
-    async def _mark_alone(self, held: _Running) -> bool:
-        """Mark a rescued job as running alone, so that a death now is charged to it; False
-        (the job given up) when its lease was taken over meanwhile."""
-        reservation = Reservation(held.job.id, token(held.job))
-        if await held.driver.renew([reservation], self.spec.lease, alone=True):
-            return True
-        self._rescued.popleft()
-        self._lost(held)
-        return False
 
     async def _idle(self) -> None:
         """Wait for a push (where the driver can tell) or the poll interval, or a stop."""
@@ -303,7 +300,9 @@ class Worker:
             return False
         await self.settler.flush()
         for driver, queues in self._groups:
-            for counts in (await driver.counts(queues)).values():
+            for queue, counts in (await driver.counts(queues)).items():
+                if queue in self._paused:
+                    continue  # its jobs wait for a resume, not for this worker
                 if counts.pending or counts.delayed or counts.reserved:
                     return False
         return True
@@ -353,15 +352,15 @@ class Worker:
     # -- executing one job -------------------------------------------------------------------
 
     def _start(self, job: JobInfo, driver: Driver) -> None:
-        running = _Running(job, driver)
+        running = Held(job, driver)
         self._running[job.id] = running
         self._launch(running)
 
-    def _launch(self, running: _Running) -> None:
+    def _launch(self, running: Held) -> None:
         running.task = asyncio.create_task(self._execute(running))
         running.task.add_done_callback(functools.partial(self._finished, running.job.id, running))
 
-    def _finished(self, job_id: str, running: _Running, task: asyncio.Task[None]) -> None:
+    def _finished(self, job_id: str, running: Held, task: asyncio.Task[None]) -> None:
         if task.cancelled() and running.cancel_reason != "lost":
             # Cancelled before its first step (a stop right after the reserve): _execute never
             # ran, so give the job back here, or it stays reserved until its lease runs out.
@@ -373,13 +372,16 @@ class Worker:
             self._alone = None
         self._slot_freed.set()
 
-    async def _execute(self, running: _Running) -> None:
+    async def _execute(self, running: Held) -> None:
         job, driver = running.job, running.driver
         try:
             outcome = await self.runner.attempt(job, driver)
         except asyncio.CancelledError:
             if running.cancel_reason == "lost":
                 return  # another worker holds the job now; it is theirs to settle
+            if running.cancel_reason == "cancel":
+                self.settler.add(cancelled(job, driver, "while it ran"))
+                return
             if self.runner.in_thread(job.id):
                 # Released now, another worker would start it while our thread runs on:
                 # left reserved and unrenewed, it runs again once its lease runs out.
@@ -397,59 +399,7 @@ class Worker:
             outcome = Outcome("release", job, driver, error_info(exc), delay=1.0)
         self.settler.add(outcome)
 
-    # -- leases and retention ----------------------------------------------------------------
-
-    async def _renew_loop(self) -> None:
-        # Every lease/2; after a failure, again soon (a tenth of the lease), so that one lost
-        # round trip does not let the leases of running jobs run out.
-        pause = self.spec.lease / 2
-        while True:
-            await asyncio.sleep(pause)
-            try:
-                renewed = await self.renew()
-            except Exception:  # never let a fault end renewal: leases would lapse
-                log.exception("renewing leases failed; will try again")
-                renewed = False
-            pause = self.spec.lease / 2 if renewed else self.spec.lease / 10
-
-    async def renew(self) -> bool:
-        """Extend the lease of every running job; cancel any whose lease was taken over.
-        False when a backend could not be reached."""
-        # A lost job whose thread still runs keeps its slot, but there is no lease to renew.
-        held = [running for running in self._running.values() if running.cancel_reason is None]
-        reached = True
-        for driver, group in by_driver(held):
-            try:
-                kept = await driver.renew(
-                    [Reservation(r.job.id, token(r.job)) for r in group], self.spec.lease
-                )
-            except DriverError as exc:
-                log.warning("could not renew leases (%s); will try again", exc)
-                reached = False
-                continue
-            for running in group:
-                if running.job.id not in kept and self._running.get(running.job.id) is running:
-                    self._lost(running)
-        return reached
-
-    def _lost(self, running: _Running) -> None:
-        running.cancel_reason = "lost"
-        if running.task is None:  # a rescued job held to run alone: it never started
-            log.warning("job %s: lease lost while it waited to run alone", running.job.id)
-            del self._running[running.job.id]
-            self._slot_freed.set()
-            return
-        if self.runner.in_thread(running.job.id):
-            # Its thread cannot be stopped: it keeps its slot until it returns, so the worker
-            # never runs more threads than its concurrency.
-            log.warning(
-                "job %s: lease lost while its plain handler runs in a thread; another worker "
-                "may run it now; its slot stays taken until the thread returns", running.job.id,
-            )  # fmt: skip
-            return
-        log.warning("job %s: lease lost while running; cancelling it", running.job.id)
-        if running.task:
-            running.task.cancel()
+    # -- presence and retention -------------------------------------------------------------
 
     async def _beat_loop(self) -> None:
         """Say this process is alive every HEARTBEAT_EVERY seconds, to every backend it uses

@@ -21,6 +21,8 @@ EXPECTED_ALL = [
     "Fixed",
     "Job",
     "JobHandle",
+    "JobCancelledError",
+    "JobFailedError",
     "JobInfo",
     "JobState",
     "JobTimeoutError",

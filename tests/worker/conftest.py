@@ -96,11 +96,11 @@ async def start() -> AsyncIterator[Callable[[Registry], Running]]:
 
 
 async def settle(registry: Registry, job_id: str, timeout: float = 10.0) -> Any:
-    """Wait until the job is finished (succeeded or failed) and return its JobInfo."""
+    """Wait until the job is finished (succeeded, failed or cancelled); return its JobInfo."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         info = await registry.job_info(job_id)
-        if info is not None and info.state.value in ("succeeded", "failed"):
+        if info is not None and info.state.value in ("succeeded", "failed", "cancelled"):
             return info
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"job {job_id} did not finish in {timeout}s: {info}")

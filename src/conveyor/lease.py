@@ -1,0 +1,142 @@
+"""Leases: keeping the jobs a worker holds, and letting go of those it must.
+
+Every lease/2 the worker renews the lease of every job it holds (running, or rescued and
+waiting to run alone); a job whose lease was taken over is stopped, since another worker runs
+it now. At the same renewal it asks which of them someone cancelled, and stops those. Before
+it runs a rescued job alone it marks the job alone, so that a death now is charged to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from conveyor.attempt import cancelled
+from conveyor.drivers.base import Driver, Reservation
+from conveyor.errors import DriverError
+from conveyor.job import JobInfo
+from conveyor.settle import by_driver, token
+
+if TYPE_CHECKING:
+    from conveyor.attempt import Runner
+    from conveyor.settle import Settler
+    from conveyor.spec import WorkerSpec
+
+log = logging.getLogger("conveyor.worker")
+
+__all__ = ["Held", "Leases"]
+
+
+@dataclass(slots=True)
+class Held:
+    """A reserved job this worker holds: running in `task`, or, for a rescued job waiting to
+    run alone, not started yet (no task). Either way its lease is renewed."""
+
+    job: JobInfo
+    driver: Driver
+    task: asyncio.Task[None] | None = None
+    #: Why we cancelled the task ourselves: "stop" (shutdown) or "lost" (lease taken over).
+    cancel_reason: str | None = None
+
+
+class Leases:
+    """The worker's part that renews leases, learns of cancels and marks jobs alone."""
+
+    spec: WorkerSpec
+    runner: Runner
+    settler: Settler
+    _running: dict[str, Held]
+    _rescued: deque[Held]
+    _slot_freed: asyncio.Event
+
+    async def _renew_loop(self) -> None:
+        # Every lease/2; after a failure, again soon (a tenth of the lease), so that one lost
+        # round trip does not let the leases of running jobs run out.
+        pause = self.spec.lease / 2
+        while True:
+            await asyncio.sleep(pause)
+            try:
+                renewed = await self.renew()
+            except Exception:  # never let a fault end renewal: leases would lapse
+                log.exception("renewing leases failed; will try again")
+                renewed = False
+            pause = self.spec.lease / 2 if renewed else self.spec.lease / 10
+
+    async def renew(self) -> bool:
+        """Extend the lease of every running job; cancel any whose lease was taken over.
+        False when a backend could not be reached."""
+        # A lost job whose thread still runs keeps its slot, but there is no lease to renew.
+        # A cancelled job whose plain handler still runs keeps its lease until the thread ends.
+        held = [r for r in self._running.values() if r.cancel_reason in (None, "cancel")]
+        reached = True
+        for driver, group in by_driver(held):
+            try:
+                kept = await driver.renew(
+                    [Reservation(r.job.id, token(r.job)) for r in group], self.spec.lease
+                )
+            except DriverError as exc:
+                log.warning("could not renew leases (%s); will try again", exc)
+                reached = False
+                continue
+            for running in group:
+                if running.job.id not in kept and self._running.get(running.job.id) is running:
+                    self._lost(running)
+            if driver.capabilities.control:
+                await self._learn_cancels(driver, [r for r in group if r.job.id in kept])
+        return reached
+
+    async def _learn_cancels(self, driver: Driver, group: list[Held]) -> None:
+        """Stop the running jobs someone cancelled (`registry.cancel`), at every renewal: an
+        async handler's task is cancelled, a plain handler sees `job.cancelled`."""
+        try:
+            asked = await driver.cancelling([Reservation(r.job.id, token(r.job)) for r in group])
+        except DriverError as exc:
+            log.warning("could not ask which running jobs were cancelled (%s)", exc)
+            return
+        for running in group:
+            if running.job.id in asked and running.cancel_reason is None:
+                self._cancel(running)
+
+    def _cancel(self, running: Held) -> None:
+        log.info("job %s (%s): cancelled while running; stopping it", running.job.id,
+                 running.job.name)  # fmt: skip
+        running.cancel_reason = "cancel"
+        self.runner.cancel(running.job.id)
+        if running.task is None:  # a rescued job held to run alone: it never started
+            del self._running[running.job.id]
+            self.settler.add(cancelled(running.job, running.driver, "before it could run"))
+            self._slot_freed.set()
+        elif not self.runner.in_thread(running.job.id):
+            running.task.cancel()
+
+    def _lost(self, running: Held) -> None:
+        running.cancel_reason = "lost"
+        if running.task is None:  # a rescued job held to run alone: it never started
+            log.warning("job %s: lease lost while it waited to run alone", running.job.id)
+            del self._running[running.job.id]
+            self._slot_freed.set()
+            return
+        if self.runner.in_thread(running.job.id):
+            # Its thread cannot be stopped: it keeps its slot until it returns, so the worker
+            # never runs more threads than its concurrency.
+            log.warning(
+                "job %s: lease lost while its plain handler runs in a thread; another worker "
+                "may run it now; its slot stays taken until the thread returns", running.job.id,
+            )  # fmt: skip
+            return
+        log.warning("job %s: lease lost while running; cancelling it", running.job.id)
+        if running.task:
+            running.task.cancel()
+
+    async def _mark_alone(self, held: Held) -> bool:
+        """Mark a rescued job as running alone, so that a death now is charged to it; False
+        (the job given up) when its lease was taken over meanwhile."""
+        reservation = Reservation(held.job.id, token(held.job))
+        if await held.driver.renew([reservation], self.spec.lease, alone=True):
+            return True
+        self._rescued.popleft()
+        self._lost(held)
+        return False

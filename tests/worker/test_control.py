@@ -1,0 +1,184 @@
+"""Job control as workers see it: cancelling pending and running jobs (from another connection,
+as another process would), pausing and resuming queues, and results kept for a waiting caller."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from conveyor import Job, JobFailedError, JobState, Registry
+from tests.backends import eventually
+
+from .conftest import App, settle
+
+
+@dataclass
+class Item:
+    n: int
+
+
+def other_process(app: App, registry: Registry) -> Registry:
+    """A second registry on the same storage and a connection of its own (for memory, the same
+    instance: all the sharing it offers), with the job names registered."""
+    other = app.registry()
+    for name in registry.jobs:
+        other.job(name)(_noop)
+    return other
+
+
+async def _noop(job: Job[Item]) -> None: ...
+
+
+async def test_cancel_of_pending_and_delayed_jobs_keeps_them_from_running(app: App, start) -> None:
+    registry = app.registry()
+    ran: list[int] = []
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        ran.append(job.payload.n)
+
+    pending = await registry.push("q", "item", Item(1))
+    delayed = await registry.push("q", "item", Item(2), delay=0.3)
+    kept = await registry.push("q", "item", Item(3))
+    assert await registry.cancel(pending) and await registry.cancel(delayed)
+    start(registry)
+
+    assert (await settle(registry, kept)).state is JobState.SUCCEEDED
+    await asyncio.sleep(0.5)
+    assert ran == [3]
+    for job_id in (pending, delayed):
+        assert (await registry.job_info(job_id)).state is JobState.CANCELLED
+    assert (await registry.queue_info())["q"].cancelled == 2
+    assert not await registry.cancel(kept)  # finished: nothing to cancel
+
+
+async def test_cancel_of_a_running_async_job_stops_it_at_the_next_renewal(app: App, start) -> None:
+    registry = app.registry(lease=0.4)  # renewed every 0.2 s
+    started = asyncio.Event()
+    stopped: list[str] = []
+
+    @registry.job("item", retry=3)
+    async def item(job: Job[Item]) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            stopped.append(job.id)
+            raise
+
+    job_id = await registry.push("q", "item", Item(1))
+    start(registry)
+    await asyncio.wait_for(started.wait(), 5)
+    began = time.monotonic()
+
+    assert await other_process(app, registry).cancel(job_id)
+
+    info = await settle(registry, job_id)
+    assert time.monotonic() - began < 3
+    assert (info.state, stopped) == (JobState.CANCELLED, [job_id])
+    assert info.error.type == "conveyor.errors.JobCancelledError" and info.attempt == 1
+
+
+async def test_a_plain_handler_sees_job_cancelled_and_its_job_ends_cancelled(
+    app: App, start
+) -> None:
+    registry = app.registry(lease=0.4)
+    started = threading.Event()
+    saw: list[bool] = []
+
+    @registry.job("item")
+    def item(job: Job[Item]) -> None:
+        started.set()
+        deadline = time.monotonic() + 10
+        while not job.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        saw.append(job.cancelled)
+
+    job_id = await registry.push("q", "item", Item(1))
+    start(registry)
+    await asyncio.to_thread(started.wait, 5)
+
+    assert await registry.cancel(job_id)
+
+    assert (await settle(registry, job_id)).state is JobState.CANCELLED
+    assert saw == [True]
+
+
+async def test_a_paused_queue_runs_nothing_until_resumed(app: App, start) -> None:
+    registry = app.registry()
+    ran: list[int] = []
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        ran.append(job.payload.n)
+
+    await registry.pause("q")
+    assert await registry.paused_queues() == {"q"}
+    job_id = await registry.push("q", "item", Item(1))
+    start(registry)
+    await asyncio.sleep(0.4)  # several poll intervals
+    assert ran == [] and (await registry.job_info(job_id)).state is JobState.PENDING
+
+    await other_process(app, registry).resume("q")
+
+    assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
+    assert await registry.paused_queues() == set()
+
+
+async def test_result_of_a_job_that_keeps_it_reaches_a_waiting_caller(app: App, start) -> None:
+    registry = app.registry()
+
+    @registry.job("total", keep_result=True)
+    async def total(job: Job[Item]) -> dict[str, int]:
+        return {"total": job.payload.n * 2}
+
+    job_id = await registry.push("q", "total", Item(21))
+    waiting = asyncio.create_task(other_process(app, registry).result(job_id, timeout=10))
+    start(registry)
+
+    assert await waiting == {"total": 42}
+
+
+async def test_result_of_a_failed_job_raises_with_its_error(app: App, start) -> None:
+    registry = app.registry()
+
+    @registry.job("boom", retry=0, keep_result=True)
+    async def boom(job: Job[Item]) -> int:
+        raise ValueError("no total")
+
+    job_id = await registry.push("q", "boom", Item(1))
+    start(registry)
+
+    with pytest.raises(JobFailedError, match="no total"):
+        await registry.result(job_id, timeout=10)
+
+
+async def test_result_waits_no_longer_than_its_timeout(app: App) -> None:
+    registry = app.registry()
+    registry.job("item", keep_result=True)(_noop)
+    job_id = await registry.push("q", "item", Item(1))
+
+    with pytest.raises(TimeoutError):
+        await registry.result(job_id, timeout=0.2)
+
+
+async def test_a_job_not_keeping_results_has_none(app: App, start) -> None:
+    registry = app.registry()
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> int:
+        return 7
+
+    job_id = await registry.push("q", "item", Item(1))
+    start(registry)
+
+    async def done() -> bool:
+        info = await registry.job_info(job_id)
+        return info is not None and info.state is JobState.SUCCEEDED
+
+    await eventually(done)
+    assert await registry.result(job_id) is None
