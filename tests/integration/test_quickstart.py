@@ -47,7 +47,7 @@ def test_quickstart_shows_the_pushed_counts_with_one_delayed(
 ) -> None:
     assert (
         "pushed 5 jobs, queue counts: "
-        "QueueCounts(pending=4, delayed=1, reserved=0, succeeded=0, failed=0)"
+        "QueueCounts(pending=4, delayed=1, reserved=0, succeeded=0, failed=0, cancelled=0)"
     ) in run.stdout
 
 
@@ -94,7 +94,7 @@ def test_quickstart_puts_the_negative_invoice_in_failed_storage(
 
 def test_quickstart_final_counts(run: subprocess.CompletedProcess[str]) -> None:
     assert (
-        "queue counts: QueueCounts(pending=0, delayed=0, reserved=0, succeeded=4, failed=1)"
+        "queue counts: QueueCounts(pending=0, delayed=0, reserved=0, succeeded=4, failed=1, cancelled=0)"
     ) in run.stdout, run.stdout + run.stderr
     # 7 attempts: ada, bob, invoice 7 once each; flaky twice (1 retry); invoice 8 twice (1 retry).
     assert (
