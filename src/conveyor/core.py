@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from conveyor import retry as retry_policy
@@ -21,6 +23,7 @@ from conveyor.drivers.base import (
 )
 from conveyor.duration import Duration, seconds
 from conveyor.errors import (
+    ConfigError,
     JobFailedError,
     RegistryError,
     UnknownJobError,
@@ -30,10 +33,22 @@ from conveyor.options import Options, check_unique, resolve
 from conveyor.registration import Registration
 from conveyor.retry import RetryDelay
 
+#: What a job id given to `push` may be: what every driver stores and compares exactly.
+JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
 #: How often `result()` looks at a job it waits for: first after this, then twice as long
 #: each time, up to RESULT_POLL_MAX.
 RESULT_POLL_FIRST = 0.005
 RESULT_POLL_MAX = 0.2
+
+
+def check_job_id(job_id: str) -> str:
+    """`job_id` if it can be a job's id, else ConfigError naming the rule."""
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        raise ConfigError(
+            f"job_id {job_id!r} is not valid: use 1 to 64 of the characters A-Z a-z 0-9 _ . : -"
+        )
+    return job_id
 
 
 class RegistryCore(Registration):
@@ -55,6 +70,7 @@ class RegistryCore(Registration):
         meta: dict[str, Any] | None = None,
         priority: int | None = None,
         connection: object | None = None,
+        job_id: str | None = None,
     ) -> str:
         """Push one job and return its id.
 
@@ -62,11 +78,15 @@ class RegistryCore(Registration):
         exists stores nothing and returns that job's id. Options given here win over the
         job's defaults, which win over the queue's. With `connection` (your own open database
         connection, on a driver that supports it) the job is written in your transaction and
-        exists only if it commits."""
+        exists only if it commits. With `job_id` (1 to 64 of A-Z a-z 0-9 _ . : -) the job
+        gets that id, and a push of an id stored already stores nothing and returns it: a
+        push you may repeat (a schedule's tick, a retried request) runs once."""
         options = Options.given(
             retry=retry, retry_delay=retry_delay, timeout=timeout, priority=priority, meta=meta
         )
         new = self._job_maker(queue, job_name, options, delay, unique)(payload)
+        if job_id is not None:
+            new = replace(new, id=check_job_id(job_id))
         driver = await self.driver_of(queue)
         job_id = await driver.push(new, connection=connection)
         if driver.capabilities.inline:

@@ -10,6 +10,7 @@ clock is wrong cannot move a lease, a due time or a retention horizon.
 from __future__ import annotations
 
 import enum
+import hashlib
 import os
 import threading
 import time
@@ -164,6 +165,16 @@ class Job(Generic[T]):
     def is_last_attempt(self) -> bool:
         """True when a failure now moves the job to failed storage instead of retrying it."""
         return self.attempt >= self.max_attempts
+
+
+def stable_id(at: float, *parts: str) -> str:
+    """The id of a job that has one before it is pushed (a schedule's tick, a chain's page):
+    `new_id`'s layout, its time `at` (seconds) and the rest a digest of `parts`, so that every
+    process computes the same id, and a push of it a second time stores nothing."""
+    millis = int(at * 1000) & ((1 << 48) - 1)
+    digest = int.from_bytes(hashlib.sha256("\0".join(parts).encode()).digest()[:10], "big")
+    value = (millis << 80) | (0x7 << 76) | (digest & ((1 << 76) - 1))
+    return f"{value:032x}"
 
 
 def new_id() -> str:

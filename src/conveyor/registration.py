@@ -20,6 +20,7 @@ from conveyor.drivers.base import Driver
 from conveyor.duration import Duration
 from conveyor.errors import (
     ConfigError,
+    PayloadError,
     RegistryError,
     UnknownQueueError,
     UnknownWorkerError,
@@ -27,6 +28,7 @@ from conveyor.errors import (
 from conveyor.options import Options
 from conveyor.payload import DEFAULT_MAX_BYTES, Codec, payload_type_of
 from conveyor.retry import RetryDelay
+from conveyor.schedule import Schedule
 from conveyor.spec import (
     DEFAULT_DRIVER,
     DEFAULT_QUEUE,
@@ -94,6 +96,7 @@ class Registration:
         self._queue_args: dict[str, dict[str, Any]] = {}
         self._worker_args: dict[str, dict[str, Any]] = {}
         self._jobs: dict[str, JobSpec] = {}
+        self._schedules: dict[str, Schedule] = {}
         self._drivers: dict[str, Driver] = {}
         self._driver_urls: dict[str, str | None] = {}
         self._settings: tuple[Setting, ...] = ()
@@ -244,6 +247,7 @@ class Registration:
             *_queue_problems(effective),
             *_worker_problems(effective),
             *self._job_problems(effective),
+            *self._schedule_problems(effective),
         ]
         if problems:
             raise RegistryError("the registry has mistakes:\n- " + "\n- ".join(problems))
@@ -277,6 +281,64 @@ class Registration:
             for job in self._jobs.values()
             if job.queue is not None and job.queue not in effective.queues
         ]
+
+    def schedule(
+        self,
+        name: str,
+        *,
+        job: str,
+        cron: str | None = None,
+        every: Duration | str | None = None,
+        tz: str = "UTC",
+        queue: str | None = None,
+        payload: Any = None,
+        catch_up: bool = True,
+    ) -> Schedule:
+        """Push `job` with `payload` at every tick of `cron` (five fields, read in `tz`) or
+        of `every` (seconds, a timedelta or "30s"), once per tick however many workers run
+        the scheduler (see conveyor.schedule). `queue` defaults to the job's own, else the
+        default queue. `catch_up=False` skips a tick missed while no scheduler ran."""
+        self._check_open("schedule", name)
+        if name in self._schedules:
+            raise RegistryError(f"schedule {name!r} is registered twice: give each a unique name")
+        made = Schedule.make(
+            name, job, queue=queue, payload=payload, cron=cron, every=every, tz=tz,
+            catch_up=catch_up,
+        )  # fmt: skip
+        self._schedules[name] = made
+        return made
+
+    @property
+    def schedules(self) -> Mapping[str, Schedule]:
+        """Registered schedules by name."""
+        return self._schedules
+
+    def schedule_queue(self, schedule: Schedule) -> str:
+        """Where a schedule's ticks go: its queue, else its job's, else the default queue."""
+        spec = self._jobs.get(schedule.job)
+        return schedule.queue or (spec.queue if spec else None) or self.default_queue
+
+    def _schedule_problems(self, effective: Effective) -> list[str]:
+        problems = []
+        for schedule in self._schedules.values():
+            spec = self._jobs.get(schedule.job)
+            queue = schedule.queue or (spec.queue if spec else None) or effective.default_queue
+            if spec is None:
+                problems.append(
+                    f"schedule {schedule.name!r} pushes job {schedule.job!r}, which is not "
+                    f"registered: decorate its handler with @registry.job({schedule.job!r})"
+                )
+            elif queue not in effective.queues:
+                problems.append(
+                    f"schedule {schedule.name!r} pushes to queue {queue!r}, which is not "
+                    f"registered: add registry.queue({queue!r}, workers=[...])"
+                )
+            else:
+                try:
+                    spec.codec.encode(schedule.payload)
+                except PayloadError as exc:
+                    problems.append(f"schedule {schedule.name!r}: {exc}")
+        return problems
 
     def _check_open(self, kind: str, name: str) -> None:
         if self._frozen:

@@ -33,6 +33,7 @@ from conveyor.drivers.base import HEARTBEAT_EVERY, Driver, WorkerCounts
 from conveyor.errors import DriverError
 from conveyor.job import JobInfo
 from conveyor.lease import Held, Leases
+from conveyor.schedule import Scheduler
 from conveyor.settle import STATS_EVERY, Settler
 from conveyor.startup import StartUp
 
@@ -68,6 +69,8 @@ class Worker(Leases):
     """Runs the jobs of every queue that names this worker, until stopped.
 
     `burst=True` stops by itself once those queues hold no pending, delayed or reserved job.
+    With `schedules` (the default, not in burst) it also pushes the ticks of the schedules
+    whose queues it serves (see conveyor.schedule).
     A backend that cannot be reached at start is tried again with back-off, for ever or, with
     `startup_timeout`, for that many seconds before `run()` raises BackendUnavailableError.
     """
@@ -79,11 +82,18 @@ class Worker(Leases):
         *,
         burst: bool = False,
         startup_timeout: float | None = None,
+        schedules: bool = True,
     ) -> None:
         self.registry = registry
         self.spec = registry.worker_spec(name)
         self.name = name
         self.burst = burst
+        served = registry.queues_of(name)
+        self.schedules = {
+            key: schedule
+            for key, schedule in registry.schedules.items()
+            if schedules and not burst and registry.schedule_queue(schedule) in served
+        }
         self._startup = StartUp(registry, name, asyncio.Event(), startup_timeout)
         self.identity = f"{name}:{socket.gethostname()}:{os.getpid()}"
         self._running: dict[str, Held] = {}
@@ -145,6 +155,9 @@ class Worker(Leases):
             asyncio.create_task(self._prune_loop(), name="conveyor-prune"),
             asyncio.create_task(self._beat_loop(), name="conveyor-beat"),
         ]
+        if self.schedules:
+            scheduler = Scheduler(self.registry, self.schedules, self._stopping)
+            helpers.append(asyncio.create_task(scheduler.run(), name="conveyor-schedule"))
         log.info("worker %s started on queues %s", self.identity, self._queue_names())
         try:
             try:

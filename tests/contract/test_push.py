@@ -263,3 +263,29 @@ async def test_concurrent_pushes_of_same_unique_key_store_one_job(
     assert len(set(ids)) == 1
     assert ids[0] in {job.id for job in jobs}
     assert (await driver_pair[0].counts(["q"]))["q"].pending == 1
+
+
+async def test_push_of_an_id_stored_already_stores_nothing(driver: Driver) -> None:
+    job = make_job(payload='{"n": 1}')
+    assert await driver.push(job) == job.id
+    again = replace(job, payload='{"n": 2}')
+
+    assert await driver.push(again) == job.id
+    other = make_job()
+    assert await driver.push_many([again, other]) == [job.id, other.id]
+
+    got = await driver.get(job.id)
+    assert got is not None and got.payload == '{"n": 1}'
+    assert (await driver.counts(["q"]))["q"].pending == 2
+
+
+async def test_push_of_an_id_finished_already_stores_nothing(driver: Driver) -> None:
+    job = make_job()
+    taken = await push_and_reserve(driver, job)
+    await driver.ack([reservation(taken)])
+
+    assert await driver.push(job) == job.id
+
+    got = await driver.get(job.id)
+    assert got is not None and got.state is JobState.SUCCEEDED
+    assert (await driver.counts(["q"]))["q"].pending == 0

@@ -14,6 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from tests.backends import mysql as mysql_backend
+from tests.backends import postgres as postgres_backend
+from tests.backends import redis as redis_backend
+from tests.backends import require_service
+
 Popen = subprocess.Popen[bytes]
 
 #: The repository, put on the worker processes' path so their app can import this module.
@@ -99,3 +104,29 @@ def assert_every_job_ran_once(folder: Path, jobs: int, processes: list[Popen]) -
     twice = sorted(n for n, count in ran.items() if count > 1)
     assert twice == [], f"jobs run more than once: {twice[:20]}"
     assert set(ran) == set(range(jobs)), f"never ran: {sorted(set(range(jobs)) - set(ran))}"
+
+
+#: The drivers the multi-process tests run on, each with its own backend.
+KINDS = ["sqlite", "postgres", "mysql", "redis"]
+
+
+def backend_of(kind: str, tmp_path: Path) -> tuple[str, str]:
+    """A URL of `kind` with tables (or keys) of their own, and their prefix; skips (or fails
+    under CI) when the service is down."""
+    prefix = "t" + redis_backend.fresh_prefix().split(":")[1] + "_"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}", prefix
+    backend = {"redis": redis_backend, "postgres": postgres_backend, "mysql": mysql_backend}[kind]
+    port = {"redis": 6379, "postgres": 5432, "mysql": 3306}[kind]
+    require_service(kind, port, backend.START)
+    return f"{backend.URL}?prefix={prefix}", prefix
+
+
+async def clean_backend(kind: str, prefix: str) -> None:
+    """Drop what `backend_of` made for `kind`."""
+    if kind == "redis":
+        await redis_backend.delete_prefix(prefix)
+    elif kind == "postgres":
+        await postgres_backend.drop_tables(prefix)
+    elif kind == "mysql":
+        await mysql_backend.drop_tables(prefix)

@@ -17,11 +17,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Job, JobState, Registry
-from tests.backends import mysql as mysql_backend
-from tests.backends import postgres as postgres_backend
-from tests.backends import redis as redis_backend
-from tests.backends import require_service
-from tests.integration.processes import Workers
+from tests.integration.processes import KINDS, Workers, backend_of, clean_backend
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,36 +59,13 @@ async def killer(job: Job[dict[str, int]]) -> None:
 """
 
 
-def _url(kind: str, tmp_path: Path, prefix: str) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'jobs.db'}"
-    if kind == "redis":
-        return f"{redis_backend.URL}?prefix={prefix}"
-    backend = postgres_backend if kind == "postgres" else mysql_backend
-    return f"{backend.URL}?prefix={prefix}"
-
-
-async def _clean(kind: str, prefix: str) -> None:
-    if kind == "redis":
-        await redis_backend.delete_prefix(prefix)
-    elif kind == "postgres":
-        await postgres_backend.drop_tables(prefix)
-    elif kind == "mysql":
-        await mysql_backend.drop_tables(prefix)
-
-
 async def _noop(job: Job[dict[str, int]]) -> None:
     """Stands in for the app's handlers in this process, which only pushes and inspects."""
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mysql", "redis"])
+@pytest.mark.parametrize("kind", KINDS)
 async def test_a_job_killing_its_worker_fails_alone(kind: str, tmp_path: Path) -> None:
-    ports = {"redis": 6379, "postgres": 5432, "mysql": 3306}
-    if kind in ports:
-        backend = {"redis": redis_backend, "postgres": postgres_backend, "mysql": mysql_backend}
-        require_service(kind, ports[kind], backend[kind].START)
-    prefix = "t" + redis_backend.fresh_prefix().split(":")[1] + "_"
-    url = _url(kind, tmp_path, prefix)
+    url, prefix = backend_of(kind, tmp_path)
     (tmp_path / "workapp.py").write_text(APP_SOURCE.format(url=url, retry=RETRY))
     registry = Registry(default_driver=url)
     registry.queue("q", workers=["w"], retry=RETRY)
@@ -118,7 +91,7 @@ async def test_a_job_killing_its_worker_fails_alone(kind: str, tmp_path: Path) -
     finally:
         workers.close()
         await registry.close()
-        await _clean(kind, prefix)
+        await clean_backend(kind, prefix)
 
 
 async def _supervise(

@@ -94,7 +94,8 @@ def test_quickstart_puts_the_negative_invoice_in_failed_storage(
 
 def test_quickstart_final_counts(run: subprocess.CompletedProcess[str]) -> None:
     assert (
-        "queue counts: QueueCounts(pending=0, delayed=0, reserved=0, succeeded=4, failed=1, cancelled=0)"
+        "queue counts: QueueCounts("
+        "pending=0, delayed=0, reserved=0, succeeded=4, failed=1, cancelled=0)"
     ) in run.stdout, run.stdout + run.stderr
     # 7 attempts: ada, bob, invoice 7 once each; flaky twice (1 retry); invoice 8 twice (1 retry).
     assert (

@@ -46,6 +46,7 @@ __all__ = [
     "QueueCounts",
     "Release",
     "Reservation",
+    "Tick",
     "Unsupported",
     "WorkerCounts",
     "WorkerPresence",
@@ -64,6 +65,8 @@ class Capabilities:
       connection, and store the jobs in the caller's transaction.
     - `control`: jobs can be cancelled (`cancel`, `cancelling`), queues paused (`pause`,
       `resume`, `paused`), and `ack` keeps a job's result.
+    - `schedules`: the driver keeps the latest tick each schedule pushed (`mark_tick`,
+      `ticks`), so a scheduler that starts knows what it missed.
     """
 
     notify: bool = False
@@ -72,6 +75,16 @@ class Capabilities:
     shared: bool = False
     transactional: bool = False
     control: bool = False
+    schedules: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The latest tick a schedule pushed: its time (seconds since the epoch) and job id."""
+
+    schedule: str
+    at: float
+    job_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +235,9 @@ class Driver(abc.ABC):
 
     async def push(self, job: NewJob, *, connection: object | None = None) -> str:
         """Store one job; atomic. Returns its id, or with `unique` set, the id of the unfinished
-        job already holding the same (queue, name, unique) key, storing nothing.
+        job already holding the same (queue, name, unique) key, storing nothing. A job whose id
+        is stored already (in any state, until pruned) stores nothing either: a push of a
+        stable id (a schedule's tick, a chain's page) may be repeated.
 
         `connection` is the caller's own open connection (a `transactional` driver only): the
         job is written inside the caller's transaction and exists if and only if it commits."""
@@ -327,6 +342,16 @@ class Driver(abc.ABC):
     async def paused(self, queues: Sequence[str]) -> set[str]:
         """Which of `queues` are paused."""
         raise self.unsupported("pausing queues")
+
+    async def mark_tick(self, schedule: str, tick: float, job_id: str) -> None:
+        """Record that `schedule` pushed its tick at `tick` (seconds since the epoch) as job
+        `job_id`, unless a later tick is recorded already; atomic, so the latest tick wins
+        whatever order concurrent schedulers arrive in."""
+        raise self.unsupported("schedules (mark_tick)")
+
+    async def ticks(self, schedules: Sequence[str]) -> dict[str, Tick]:
+        """The latest tick recorded for each of `schedules` that has one."""
+        raise self.unsupported("schedules (ticks)")
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return after at most `timeout` seconds, sooner if a job may have been pushed to one

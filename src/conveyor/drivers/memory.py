@@ -22,6 +22,7 @@ from conveyor.drivers.base import (
     QueueCounts,
     Release,
     Reservation,
+    Tick,
     WorkerCounts,
     WorkerPresence,
 )
@@ -35,7 +36,7 @@ class MemoryDriver(Driver):
     their time (delayed jobs, and reserved jobs until their lease runs out)."""
 
     kind = "memory"
-    capabilities = Capabilities(control=True)
+    capabilities = Capabilities(control=True, schedules=True)
 
     def __init__(self) -> None:
         self._jobs: dict[str, JobInfo] = {}
@@ -49,6 +50,7 @@ class MemoryDriver(Driver):
         self._stats: dict[str, WorkerCounts] = {}
         self._beats: dict[str, WorkerPresence] = {}
         self._paused: set[str] = set()
+        self._ticks: dict[str, Tick] = {}
         self._seq = itertools.count()
         self._pushed = LocalWakeup()
 
@@ -271,6 +273,14 @@ class MemoryDriver(Driver):
 
     async def paused(self, queues: Sequence[str]) -> set[str]:
         return self._paused.intersection(queues)
+
+    async def mark_tick(self, schedule: str, tick: float, job_id: str) -> None:
+        known = self._ticks.get(schedule)
+        if known is None or known.at < tick:
+            self._ticks[schedule] = Tick(schedule, tick, job_id)
+
+    async def ticks(self, schedules: Sequence[str]) -> dict[str, Tick]:
+        return {name: self._ticks[name] for name in schedules if name in self._ticks}
 
     async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
         now = time.time()

@@ -19,7 +19,7 @@ class SyncDriver(MemoryDriver):
     """A memory driver whose jobs are due at once and run by the core inside `push`."""
 
     kind = "sync"
-    capabilities = Capabilities(inline=True, control=True)
+    capabilities = Capabilities(inline=True, control=True, schedules=True)
 
     async def push_many(
         self, jobs: Sequence[NewJob], *, connection: object | None = None

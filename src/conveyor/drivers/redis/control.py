@@ -1,10 +1,11 @@
-"""Job control on Redis: cancelling jobs and pausing queues (the `control` capability)."""
+"""Job control on Redis: cancelling jobs and pausing queues (the `control` capability), and the
+ticks schedules pushed (the `schedules` capability)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conveyor.drivers.base import Reservation
+from conveyor.drivers.base import Reservation, Tick
 from conveyor.drivers.redis.client import RedisClient
 from conveyor.drivers.redis.keys import queue_of
 from conveyor.drivers.redis.scripts import Batch
@@ -13,7 +14,7 @@ __all__ = ["JobControl"]
 
 
 class JobControl(RedisClient):
-    """cancel (one script per queue), cancelling, pause and paused."""
+    """cancel (one script per queue), cancelling, pause and paused; mark_tick and ticks."""
 
     async def cancel(self, ids: Sequence[str]) -> set[str]:
         """One script call per queue holding any of the ids (found by `get`'s search)."""
@@ -62,3 +63,23 @@ class JobControl(RedisClient):
             batch.command("EXISTS", self.keys(queue).paused)
         replies = await self._run(batch)
         return {queue for queue, there in zip(wanted, replies, strict=True) if there}
+
+    async def mark_tick(self, schedule: str, tick: float, job_id: str) -> None:
+        """One script on one hash of every schedule's latest tick."""
+        await self._call("mark_tick", [self.prefix + "ticks"], [schedule, repr(tick), job_id])
+
+    async def ticks(self, schedules: Sequence[str]) -> dict[str, Tick]:
+        """One HMGET; a damaged value reads as no tick."""
+        wanted = list(dict.fromkeys(schedules))
+        if not wanted:
+            return {}
+        with self._edge:
+            values = await self._redis().execute_command("HMGET", self.prefix + "ticks", *wanted)
+        found = {}
+        for name, value in zip(wanted, values, strict=True):
+            at, _, job_id = (value or "").partition(" ")
+            try:
+                found[name] = Tick(name, float(at), job_id)
+            except ValueError:
+                continue
+        return found

@@ -98,7 +98,9 @@ class RedisDriver(JobControl, WorkerRecords):
     """
 
     kind = "redis"
-    capabilities = Capabilities(notify=True, durable=True, shared=True, control=True)
+    capabilities = Capabilities(
+        notify=True, durable=True, shared=True, control=True, schedules=True
+    )
 
     @classmethod
     def from_url(cls, url: str) -> RedisDriver:

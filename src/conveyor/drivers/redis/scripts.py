@@ -33,6 +33,7 @@ SCRIPT_NAMES = (
     "counts",
     "beat",
     "cancel",
+    "mark_tick",
 )
 
 

@@ -29,6 +29,7 @@ from conveyor.drivers.base import (
     QueueCounts,
     Release,
     Reservation,
+    Tick,
     WorkerCounts,
     WorkerPresence,
 )
@@ -91,6 +92,8 @@ REQUIRED_QUERIES = frozenset(
         "cancelling",
         "pause",
         "paused",
+        "mark_tick",
+        "ticks",
     }
 )
 
@@ -429,6 +432,15 @@ class SqlDriver(Driver):
             return set()
         rows = await self._fetch("paused", {"queues": _json(list(queues))})
         return {row["name"] for row in rows}
+
+    async def mark_tick(self, schedule: str, tick: float, job_id: str) -> None:
+        await self._execute("mark_tick", {"schedule": schedule, "tick": tick, "job_id": job_id})
+
+    async def ticks(self, schedules: Sequence[str]) -> dict[str, Tick]:
+        if not schedules:
+            return {}
+        rows = await self._fetch("ticks", {"schedules": _json(list(schedules))})
+        return {row["name"]: Tick(row["name"], row["tick"], row["job_id"]) for row in rows}
 
     async def _fenced(self, name: str, items: list[list[Any]], **params: object) -> set[str]:
         """Run a settle statement; it changes only rows still reserved under the item's token

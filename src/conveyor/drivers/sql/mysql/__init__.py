@@ -98,7 +98,7 @@ class MysqlDriver(SqlDriver):
 
     kind = "mysql"
     capabilities = Capabilities(
-        notify=True, durable=True, shared=True, transactional=True, control=True
+        notify=True, durable=True, shared=True, transactional=True, control=True, schedules=True
     )
 
     def __init__(

@@ -532,3 +532,20 @@ WHERE name IN (
     SELECT wanted.queue
     FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (queue VARBINARY(255) PATH '$')) AS wanted
 ) AND paused = 1;
+
+-- name: mark_tick
+-- Record schedule's tick at tick as job job_id, unless a later tick is recorded already.
+-- job_id is set before tick: MySQL assigns left to right, each seeing the earlier ones.
+INSERT INTO {prefix}schedule_ticks (name, tick, job_id)
+VALUES (%(schedule)s, %(tick)s, %(job_id)s)
+ON DUPLICATE KEY UPDATE
+    job_id = IF(VALUES(tick) > tick, VALUES(job_id), job_id),
+    tick = GREATEST(tick, VALUES(tick));
+
+-- name: ticks
+-- The latest tick recorded for each of schedules.
+SELECT name, tick, job_id FROM {prefix}schedule_ticks
+WHERE name IN (
+    SELECT wanted.name
+    FROM JSON_TABLE(%(schedules)s, '$[*]' COLUMNS (name VARBINARY(255) PATH '$')) AS wanted
+);

@@ -92,7 +92,7 @@ class PostgresDriver(SqlDriver):
 
     kind = "postgres"
     capabilities = Capabilities(
-        notify=True, durable=True, shared=True, transactional=True, control=True
+        notify=True, durable=True, shared=True, transactional=True, control=True, schedules=True
     )
 
     def __init__(

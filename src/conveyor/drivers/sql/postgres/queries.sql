@@ -414,3 +414,15 @@ ON CONFLICT (name) DO UPDATE SET paused = excluded.paused;
 -- Which of queues are paused.
 SELECT name FROM {prefix}queues
 WHERE name IN (SELECT jsonb_array_elements_text(%(queues)s::jsonb)) AND paused = 1;
+
+-- name: mark_tick
+-- Record schedule's tick at tick as job job_id, unless a later tick is recorded already.
+INSERT INTO {prefix}schedule_ticks (name, tick, job_id)
+VALUES (%(schedule)s, %(tick)s, %(job_id)s)
+ON CONFLICT (name) DO UPDATE SET tick = excluded.tick, job_id = excluded.job_id
+WHERE excluded.tick > {prefix}schedule_ticks.tick;
+
+-- name: ticks
+-- The latest tick recorded for each of schedules.
+SELECT name, tick, job_id FROM {prefix}schedule_ticks
+WHERE name IN (SELECT jsonb_array_elements_text(%(schedules)s::jsonb));

@@ -88,6 +88,7 @@ _READS = frozenset(
         "alive",
         "cancelling",
         "paused",
+        "ticks",
     }
 )
 
@@ -102,7 +103,9 @@ class SqliteDriver(SqlDriver):
     """
 
     kind = "sqlite"
-    capabilities = Capabilities(notify=True, durable=True, shared=True, control=True)
+    capabilities = Capabilities(
+        notify=True, durable=True, shared=True, control=True, schedules=True
+    )
 
     def __init__(
         self, path: str | os.PathLike[str] = "conveyor.db", *, prefix: str = "conveyor_"

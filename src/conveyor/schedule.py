@@ -1,0 +1,259 @@
+"""Schedules: periodic pushes, each tick pushed exactly once however many processes run them.
+
+    registry.schedule("nightly", cron="0 2 * * *", tz="Europe/Berlin", job="export.start",
+                      payload={"shard": 0})
+    registry.schedule("heartbeat", every="30s", job="ping")
+
+Every worker process may run the scheduler (`conveyor work` does unless `--no-schedules`).
+Each pushes a tick at its time with an id made of the schedule's name and the tick's time
+(`job.stable_id`): the first push stores the job, every other push of that id stores nothing,
+whatever state the job is in, for as long as it is kept (the queue's retention). The driver
+then records the tick (`Driver.mark_tick`), so a scheduler that starts knows the latest tick
+pushed and what it missed.
+
+Cron expressions are read by croniter, in the schedule's time zone (zoneinfo): a wall-clock
+time the clocks skip in spring runs at the first time after it, a time they repeat in autumn
+runs once. `every` ticks fall on whole multiples of the interval since the epoch, so every
+process agrees on them. Times are this machine's clock: keep the hosts' clocks in sync (NTP).
+
+A scheduler that starts and finds ticks missed while none ran pushes the latest of them once
+(`catch_up=True`, the default) or none (`catch_up=False`); a schedule with no tick recorded
+yet (its first start) catches up nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from conveyor import duration
+from conveyor.drivers.base import Tick
+from conveyor.errors import ConfigError, ConveyorError
+from conveyor.job import stable_id
+
+if TYPE_CHECKING:
+    from conveyor.core import RegistryCore
+
+__all__ = ["Schedule", "Scheduler"]
+
+log = logging.getLogger("conveyor.schedule")
+
+#: The longest a scheduler sleeps before looking at the clock again (a suspended machine, a
+#: clock set forward).
+LOOK_EVERY = 30.0
+#: After a tick's push failed (the backend away), how long until it is tried again.
+RETRY_PUSH = 1.0
+#: How far back a cron schedule looks for a missed tick.
+LOOK_BACK = 366 * 86400.0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One registered schedule: push `job` (with `payload`) to `queue` at every tick of
+    `cron` (in `tz`) or `every` seconds."""
+
+    name: str
+    job: str
+    queue: str | None
+    payload: Any
+    cron: str | None
+    every: float | None
+    tz: str
+    catch_up: bool
+
+    @classmethod
+    def make(
+        cls,
+        name: str,
+        job: str,
+        *,
+        queue: str | None = None,
+        payload: Any = None,
+        cron: str | None = None,
+        every: float | timedelta | str | None = None,
+        tz: str = "UTC",
+        catch_up: bool = True,
+    ) -> Schedule:
+        """A checked schedule; ConfigError naming what is wrong."""
+        what = f"schedule {name!r}"
+        if (cron is None) == (every is None):
+            raise ConfigError(f"{what}: give either cron='0 2 * * *' or every='30s', not both")
+        interval = None if every is None else _interval(every, f"{what} every")
+        if cron is not None and not croniter.is_valid(cron):
+            raise ConfigError(
+                f"{what}: cron {cron!r} is not a cron expression: write five fields,"
+                " minute hour day month weekday, as '0 2 * * *'"
+            )
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"{what}: tz {tz!r} is not a time zone: use an IANA name such as"
+                " 'Europe/Berlin' or 'UTC'"
+            ) from None
+        return cls(name, job, queue, {} if payload is None else payload, cron, interval, tz,
+                   catch_up)  # fmt: skip
+
+    @property
+    def rule(self) -> str:
+        """The schedule's timing as written: `cron 0 2 * * * Europe/Berlin` or `every 30s`."""
+        if self.every is not None:
+            return f"every {duration.show(self.every)}"
+        return f"cron {self.cron} {self.tz}"
+
+    def next_after(self, moment: float) -> float:
+        """The first tick strictly after `moment` (seconds since the epoch)."""
+        if self.every is not None:
+            return (math.floor(moment / self.every) + 1) * self.every
+        zone = ZoneInfo(self.tz)
+        ticks = croniter(self._cron, datetime.fromtimestamp(moment, zone))
+        while True:
+            tick: datetime = ticks.get_next(datetime)
+            # A wall-clock time the clocks repeat in autumn comes twice: its second coming
+            # (fold=1) is skipped, so it runs once, at its first.
+            if tick.fold == 0 or not _repeated(tick):
+                found = tick.timestamp()
+                if found > moment:
+                    return found
+
+    def last_at_or_before(self, moment: float) -> float | None:
+        """The latest tick at or before `moment`; for cron, within LOOK_BACK, else None."""
+        if self.every is not None:
+            return math.floor(moment / self.every) * self.every
+        zone = ZoneInfo(self.tz)
+        ticks = croniter(self._cron, datetime.fromtimestamp(moment + 0.001, zone))
+        while True:
+            tick: datetime = ticks.get_prev(datetime)
+            if moment - tick.timestamp() > LOOK_BACK:
+                return None
+            if tick.fold == 0 or not _repeated(tick):
+                return tick.timestamp()
+
+    def next_ticks(self, count: int, after: float | None = None) -> list[datetime]:
+        """The next `count` ticks after `after` (default: now), in the schedule's time zone."""
+        moment = time.time() if after is None else after
+        found = []
+        for _ in range(count):
+            moment = self.next_after(moment)
+            found.append(datetime.fromtimestamp(moment, ZoneInfo(self.tz)))
+        return found
+
+    def tick_id(self, tick: float) -> str:
+        """The id of the job this schedule pushes at `tick`: the same in every process."""
+        return stable_id(tick, "schedule", self.name, f"{tick:.3f}")
+
+    @property
+    def _cron(self) -> str:
+        assert self.cron is not None, "a cron schedule"
+        return self.cron
+
+
+def _interval(value: float | timedelta | str, what: str) -> float:
+    if isinstance(value, str):
+        try:
+            value = duration.parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{what} {value!r}: {exc}") from None
+    return duration.seconds(value, what)
+
+
+def _repeated(tick: datetime) -> bool:
+    """Whether the wall-clock time of `tick` comes twice that day (the autumn change)."""
+    other = tick.replace(fold=1 - tick.fold)
+    return other.utcoffset() != tick.utcoffset()
+
+
+class Scheduler:
+    """Pushes the ticks of `schedules` at their times until `stopping` is set."""
+
+    def __init__(
+        self,
+        registry: RegistryCore,
+        schedules: Mapping[str, Schedule],
+        stopping: asyncio.Event,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.schedules = list(schedules.values())
+        self.stopping = stopping
+        self.clock = clock
+
+    async def run(self) -> None:
+        """The scheduler's loop: a catch-up push of each schedule's latest missed tick, then
+        every tick as it comes. Returns when `stopping` is set."""
+        now = self.clock()
+        due = {schedule.name: schedule.next_after(now) for schedule in self.schedules}
+        for schedule in self.schedules:
+            if not await self.catch_up(schedule, now):
+                due[schedule.name] = now + RETRY_PUSH
+        while not self.stopping.is_set():
+            now = self.clock()
+            for schedule in self.schedules:
+                if due[schedule.name] <= now:
+                    # Several ticks past (a suspended machine): only the latest is pushed.
+                    latest = schedule.last_at_or_before(now) or due[schedule.name]
+                    if await self.push(schedule, latest):
+                        due[schedule.name] = schedule.next_after(now)
+                    else:
+                        due[schedule.name] = now + RETRY_PUSH
+            wait = min(due.values(), default=now + LOOK_EVERY) - self.clock()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, min(wait, LOOK_EVERY))):
+                    await self.stopping.wait()
+
+    async def catch_up(self, schedule: Schedule, now: float) -> bool:
+        """Push the latest tick missed before `now`, if the schedule catches up and has a
+        tick recorded before it; False when the backend could not be asked or written."""
+        if not schedule.catch_up:
+            return True
+        missed = schedule.last_at_or_before(now)
+        try:
+            known = await self.last_tick(schedule)
+        except ConveyorError as exc:
+            log.warning("schedule %s: could not read its latest tick (%s)", schedule.name, exc)
+            return False
+        if missed is None or known is None or known.at >= missed:
+            return True
+        log.info("schedule %s: catching up the tick of %s", schedule.name, _shown(missed))
+        return await self.push(schedule, missed)
+
+    async def last_tick(self, schedule: Schedule) -> Tick | None:
+        """The latest tick recorded for `schedule`."""
+        driver = await self.registry.driver_of(self.registry.schedule_queue(schedule))
+        return (await driver.ticks([schedule.name])).get(schedule.name)
+
+    async def push(self, schedule: Schedule, tick: float) -> bool:
+        """Push one tick and record it; False (logged) when the backend refused or was
+        away, to be tried again."""
+        queue = self.registry.schedule_queue(schedule)
+        job_id = schedule.tick_id(tick)
+        try:
+            await self.registry.push(
+                queue,
+                schedule.job,
+                schedule.payload,
+                job_id=job_id,
+                meta={"schedule": schedule.name, "tick": tick},
+            )
+            driver = await self.registry.driver_of(queue)
+            await driver.mark_tick(schedule.name, tick, job_id)
+        except ConveyorError as exc:
+            log.warning("schedule %s: could not push the tick of %s (%s); trying again",
+                        schedule.name, _shown(tick), exc)  # fmt: skip
+            return False
+        log.debug("schedule %s: pushed the tick of %s as %s", schedule.name, _shown(tick), job_id)
+        return True
+
+
+def _shown(tick: float) -> str:
+    return datetime.fromtimestamp(tick, UTC).isoformat(timespec="seconds")

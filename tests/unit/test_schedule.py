@@ -1,0 +1,213 @@
+"""Schedules: tick times (cron in a time zone, DST, every), registration mistakes, and the
+scheduler on the memory driver: one push per tick however many run, catch-up after a gap."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from conveyor import ConfigError, Job, JobState, Registry, RegistryError
+from conveyor.drivers.base import Driver
+from conveyor.schedule import Schedule, Scheduler
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def at(*parts: int) -> float:
+    return datetime(*parts, tzinfo=BERLIN).timestamp()  # type: ignore[misc]
+
+
+def shown(ticks: list[datetime]) -> list[str]:
+    return [tick.isoformat() for tick in ticks]
+
+
+def test_cron_ticks_are_read_in_the_schedules_time_zone() -> None:
+    nightly = Schedule.make("nightly", "j", cron="0 2 * * *", tz="Europe/Berlin")
+
+    assert shown(nightly.next_ticks(2, after=at(2026, 1, 10, 12, 0))) == [
+        "2026-01-11T02:00:00+01:00",
+        "2026-01-12T02:00:00+01:00",
+    ]
+
+
+def test_a_time_skipped_in_spring_runs_at_the_first_time_after_it() -> None:
+    nightly = Schedule.make("nightly", "j", cron="30 2 * * *", tz="Europe/Berlin")
+
+    assert shown(nightly.next_ticks(2, after=at(2026, 3, 28, 12, 0))) == [
+        "2026-03-29T03:00:00+02:00",
+        "2026-03-30T02:30:00+02:00",
+    ]
+
+
+def test_a_time_repeated_in_autumn_runs_once() -> None:
+    nightly = Schedule.make("nightly", "j", cron="30 2 * * *", tz="Europe/Berlin")
+    half_hourly = Schedule.make("half", "j", cron="*/30 * * * *", tz="Europe/Berlin")
+
+    assert shown(nightly.next_ticks(2, after=at(2026, 10, 24, 12, 0))) == [
+        "2026-10-25T02:30:00+02:00",
+        "2026-10-26T02:30:00+01:00",
+    ]
+    assert shown(half_hourly.next_ticks(3, after=at(2026, 10, 25, 2, 10))) == [
+        "2026-10-25T02:30:00+02:00",
+        "2026-10-25T03:00:00+01:00",
+        "2026-10-25T03:30:00+01:00",
+    ]
+
+
+def test_every_ticks_fall_on_whole_multiples_of_the_interval() -> None:
+    every = Schedule.make("e", "j", every="30s")
+
+    assert every.next_after(1_000_010.0) == 1_000_020.0
+    assert every.next_after(1_000_020.0) == 1_000_050.0
+    assert every.last_at_or_before(1_000_049.9) == 1_000_020.0
+    assert every.rule == "every 30s"
+
+
+def test_the_latest_tick_at_or_before_a_moment() -> None:
+    nightly = Schedule.make("nightly", "j", cron="0 2 * * *", tz="Europe/Berlin")
+
+    assert nightly.last_at_or_before(at(2026, 5, 3, 1, 0)) == at(2026, 5, 2, 2, 0)
+    assert nightly.last_at_or_before(at(2026, 5, 3, 2, 0)) == at(2026, 5, 3, 2, 0)
+    assert nightly.rule == "cron 0 2 * * * Europe/Berlin"
+
+
+def test_tick_ids_are_the_same_everywhere_and_differ_per_tick() -> None:
+    one = Schedule.make("a", "j", every=1)
+
+    assert one.tick_id(100.0) == Schedule.make("a", "other", every=5).tick_id(100.0)
+    assert one.tick_id(100.0) != one.tick_id(101.0)
+    assert one.tick_id(100.0) != Schedule.make("b", "j", every=1).tick_id(100.0)
+    assert len(one.tick_id(100.0)) == 32
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({}, "give either cron="),
+        ({"cron": "* * * * *", "every": 5}, "give either cron="),
+        ({"cron": "61 * * * *"}, "is not a cron expression"),
+        ({"every": "soon"}, "every 'soon'"),
+        ({"every": 0}, "must be more than 0 seconds"),
+        ({"every": 5, "tz": "Mars/Olympus"}, "is not a time zone"),
+    ],
+)
+def test_a_wrong_schedule_is_refused_naming_it(options: dict[str, object], said: str) -> None:
+    with pytest.raises(ConfigError, match="schedule 'bad'") as raised:
+        Schedule.make("bad", "j", **options)  # type: ignore[arg-type]
+    assert said in str(raised.value)
+
+
+def _registry(driver: Driver | None = None) -> Registry:
+    registry = Registry(default_driver=driver or "memory")
+    registry.queue("q", workers=["w"])
+    registry.worker("w")
+    return registry
+
+
+def test_freeze_reports_a_schedule_of_an_unknown_job_or_queue_or_bad_payload() -> None:
+    registry = _registry()
+
+    @registry.job("known", queue="q")
+    async def known(job: Job[dict[str, int]]) -> None: ...
+
+    registry.schedule("ghost", job="nobody", every=5)
+    registry.schedule("elsewhere", job="known", queue="nowhere", every=5)
+    registry.schedule("bad-payload", job="known", every=5, payload={"n": float("nan")})
+
+    with pytest.raises(RegistryError) as raised:
+        registry.freeze()
+    said = str(raised.value)
+    assert "schedule 'ghost' pushes job 'nobody', which is not registered" in said
+    assert "schedule 'elsewhere' pushes to queue 'nowhere', which is not registered" in said
+    assert "schedule 'bad-payload'" in said
+
+
+def test_a_schedule_name_is_checked_and_registered_once() -> None:
+    registry = _registry()
+    registry.schedule("s", job="j", every=5)
+
+    with pytest.raises(RegistryError, match="registered twice"):
+        registry.schedule("s", job="j", every=5)
+    with pytest.raises(RegistryError, match="schedule name"):
+        registry.schedule("no spaces", job="j", every=5)
+
+
+async def _tick_jobs(registry: Registry) -> list[float]:
+    jobs = await registry.list_jobs("q", JobState.PENDING, limit=1000)
+    return sorted(float(job.meta["tick"]) for job in jobs)
+
+
+async def test_three_schedulers_push_each_tick_once() -> None:
+    registry = _registry()
+
+    @registry.job("tick", queue="q")
+    async def tick(job: Job[dict[str, int]]) -> None: ...
+
+    registry.schedule("fast", job="tick", every=0.1)
+    registry.freeze()
+    stopping = asyncio.Event()
+    schedulers = [Scheduler(registry, registry.schedules, stopping) for _ in range(3)]
+    started = time.time()
+    running = [asyncio.create_task(scheduler.run()) for scheduler in schedulers]
+    await asyncio.sleep(1.05)
+    stopping.set()
+    await asyncio.gather(*running)
+
+    ticks = await _tick_jobs(registry)
+    assert len(ticks) == len(set(ticks)) >= 9
+    assert all(round(b - a, 3) == 0.1 for a, b in itertools.pairwise(ticks))
+    assert started - 0.1 < ticks[0] <= started + 0.1
+    driver = await registry.driver_of("q")
+    assert (await driver.ticks(["fast"]))["fast"].at == ticks[-1]
+    await registry.close()
+
+
+async def test_a_scheduler_catches_up_the_latest_missed_tick_once() -> None:
+    registry = _registry()
+    registry.job("tick", queue="q")(_noop)
+    every = registry.schedule("every", job="tick", every=60)
+    never = registry.schedule("never", job="tick", every=60, catch_up=False)
+    new = registry.schedule("new", job="tick", every=60)
+    registry.freeze()
+    driver = await registry.driver_of("q")
+    now = time.time()
+    latest = every.last_at_or_before(now)
+    for schedule in (every, never):  # both last ran 3 ticks before the latest
+        await driver.mark_tick(schedule.name, latest - 180, schedule.tick_id(latest - 180))
+
+    stopping = asyncio.Event()
+    for _ in range(2):  # a second start catches up nothing more
+        await Scheduler(registry, registry.schedules, stopping).catch_up(every, now)
+        for schedule in (never, new):
+            await Scheduler(registry, registry.schedules, stopping).catch_up(schedule, now)
+
+    jobs = await registry.list_jobs("q", JobState.PENDING, limit=10)
+    assert [(job.id, job.meta) for job in jobs] == [
+        (every.tick_id(latest), {"schedule": "every", "tick": latest})
+    ]
+    await registry.close()
+
+
+async def _noop(job: Job[dict[str, int]]) -> None: ...
+
+
+def test_a_worker_runs_the_schedules_of_its_queues_unless_told_not_to() -> None:
+    from conveyor.worker import Worker
+
+    registry = _registry()
+    registry.queue("other", workers=["x"])
+    registry.worker("x")
+    registry.job("tick", queue="q")(_noop)
+    registry.schedule("mine", job="tick", every=5)
+    registry.schedule("theirs", job="tick", queue="other", every=5)
+    registry.freeze()
+
+    assert list(Worker(registry, "w").schedules) == ["mine"]
+    assert list(Worker(registry, "x").schedules) == ["theirs"]
+    assert list(Worker(registry, "w", schedules=False).schedules) == []
+    assert list(Worker(registry, "w", burst=True).schedules) == []
