@@ -1,0 +1,102 @@
+"""Three `conveyor work` processes run the same every-second schedule for 21 seconds on each
+driver (all four at once, to keep the suite short): every tick between the first and the last
+runs exactly once, none is skipped, and the latest is recorded as the schedule's tick."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from conveyor import Job, Registry
+from tests.integration.processes import KINDS, Workers, backend_of, clean_backend
+
+pytestmark = pytest.mark.timeout(120)
+
+PROCESSES = 3
+SECONDS = 21
+
+APP_SOURCE = """
+from __future__ import annotations
+
+import os
+import pathlib
+
+from conveyor import Job, Registry
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+registry = Registry(default_driver={url!r})
+registry.queue("q", workers=["w"])
+registry.worker("w", concurrency=4, poll_interval=0.1)
+registry.schedule("second", job="tick", every="1s")
+
+
+@registry.job("tick", queue="q")
+async def tick(job: Job[dict[str, int]]) -> None:
+    with open(HERE / f"ticks-{{os.getpid()}}.txt", "a") as out:
+        out.write(f"{{job.meta['tick']}} {{job.id}}\\n")
+"""
+
+
+async def _noop(job: Job[dict[str, int]]) -> None:
+    """Stands in for the app's handler in this process, which only inspects."""
+
+
+async def test_every_tick_runs_once_across_three_schedulers(tmp_path: Path) -> None:
+    folders = {kind: tmp_path / kind for kind in KINDS}
+    backends = {kind: backend_of(kind, folder) for kind, folder in folders.items()}
+    started: list[Workers] = []
+    try:
+        for kind, folder in folders.items():
+            folder.mkdir()
+            url = backends[kind][0]
+            (folder / "workapp.py").write_text(APP_SOURCE.format(url=url))
+            workers = Workers(folder)
+            started.append(workers)
+            for _ in range(PROCESSES):
+                workers.start(burst=False)
+        began = time.time()
+        await asyncio.sleep(SECONDS)
+        for workers in started:
+            for process, _ in workers.started:
+                process.send_signal(signal.SIGTERM)
+        for workers in started:
+            for process, _ in workers.started:
+                assert await asyncio.to_thread(process.wait, 30) == 0, workers.logs()
+        for kind, workers in zip(KINDS, started, strict=True):
+            await _check(kind, folders[kind], backends[kind][0], began, workers)
+    finally:
+        for workers in started:
+            workers.close()
+        for kind, (_, prefix) in backends.items():
+            await clean_backend(kind, prefix)
+
+
+async def _check(kind: str, folder: Path, url: str, began: float, workers: Workers) -> None:
+    runs = [
+        line.split()
+        for path in folder.glob("ticks-*.txt")
+        for line in path.read_text().splitlines()
+    ]
+    ticks = sorted(float(tick) for tick, _ in runs)
+    said = f"{kind}: ticks {ticks}\n{workers.logs()}"
+    assert len(ticks) == len(set(ticks)), said  # none ran twice
+    assert ticks == [ticks[0] + n for n in range(len(ticks))], said  # none skipped
+    assert len(ticks) >= SECONDS - 3, said  # the processes start within 2 s
+    assert ticks[0] <= began + 3, said
+    registry = Registry(default_driver=url)
+    registry.queue("q", workers=["w"])
+    registry.worker("w")
+    registry.job("tick", queue="q")(_noop)
+    schedule = registry.schedule("second", job="tick", every="1s")
+    try:
+        driver = await registry.driver_of("q")
+        latest = (await driver.ticks(["second"]))["second"]
+        assert latest.at >= ticks[-1], said
+        assert latest.job_id == schedule.tick_id(latest.at)
+    finally:
+        await registry.close()
