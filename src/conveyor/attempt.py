@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import traceback
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pydantic_core
 
 from conveyor import retry
+from conveyor.chain import with_successor
 from conveyor.drivers.base import Driver
 from conveyor.errors import (
     CorruptJobError,
@@ -24,7 +26,7 @@ from conveyor.errors import (
     PayloadError,
     UnknownJobError,
 )
-from conveyor.job import ErrorInfo, Job, JobInfo
+from conveyor.job import ErrorInfo, Job, JobInfo, NewJob
 from conveyor.threads import Call, HandlerThreads
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ class Outcome:
     result: str | None = None
     #: For a fail: the job was cancelled, not failed (not retried, state cancelled).
     cancelled: bool = False
+    #: For an ack of a chain's page: the next page, pushed before the ack.
+    successor: NewJob | None = None
 
 
 class Runner:
@@ -110,14 +114,17 @@ class Runner:
             self._handed.pop(job.id, None)
         if handed.cancelled:
             return cancelled(job, driver, "while it ran")
-        if not spec.keep_result:
+        if not spec.keep_result and not spec.chain:
             return Outcome("ack", job, driver)
         try:
             result = pydantic_core.to_json(returned).decode()
         except (pydantic_core.PydanticSerializationError, ValueError) as exc:
-            error = PayloadError(f"the result of job {job.name!r} is not JSON: {exc}")
+            said = "cursor" if spec.chain else "result"
+            error = PayloadError(f"the {said} job {job.name!r} returned is not JSON: {exc}")
             return retry_or_fail(job, driver, error_info(error))
-        return Outcome("ack", job, driver, result=result)
+        successor = with_successor(job, json.loads(result)) if spec.chain else None
+        kept = result if spec.keep_result else None
+        return Outcome("ack", job, driver, result=kept, successor=successor)
 
     async def _call(self, spec: JobSpec, handed: Job[Any], timeout: float | None) -> Any:
         """Run the handler under its timeout: a coroutine is cancelled when it expires; a plain

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from conveyor.chain import ChainInfo
 from conveyor.drivers.base import QueueCounts, WorkerCounts
 from conveyor.job import JobInfo, JobState
 
@@ -116,6 +117,14 @@ class BlockingRegistry:
     ) -> int:
         """`Registry.purge`."""
         return self._call(self._registry.purge(queue, state, ids))
+
+    def start_chain(self, job_name: str, payload: Any, **options: Any) -> str:
+        """`Registry.start_chain`."""
+        return self._call(self._registry.start_chain(job_name, payload, **options))
+
+    def chain_info(self, chain_id: str) -> ChainInfo | None:
+        """`Registry.chain_info`."""
+        return self._call(self._registry.chain_info(chain_id))
 
     def cancel(self, job_id: str) -> bool:
         """`Registry.cancel`."""

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from conveyor import retry as retry_policy
+from conveyor.chain import ChainInfo, chain_meta, find_chain, page_id
 from conveyor.drivers.base import (
     ALIVE_WITHIN,
     Driver,
@@ -199,6 +200,55 @@ class RegistryCore(Registration):
         """The job with this id from whichever backend holds it, or None."""
         for driver in await self._all_drivers():
             found = await driver.get(job_id)
+            if found is not None:
+                return found
+        return None
+
+    async def start_chain(
+        self,
+        job_name: str,
+        payload: Any,
+        *,
+        queue: str | None = None,
+        cursor: Any = None,
+        chain_id: str | None = None,
+        retry: int | None = None,
+        retry_delay: float | RetryDelay | None = None,
+        timeout: float | None = None,
+        meta: dict[str, Any] | None = None,
+        priority: int | None = None,
+    ) -> str:
+        """Push the first page of a cursor-chained job (registered with `chain=True`; see
+        conveyor.chain), handed `cursor`, and return the chain's id. Every page runs with
+        `payload` and these options. With `chain_id` (1 to 64 of A-Z a-z 0-9 _ . : -) a start
+        repeated (a retried schedule tick) starts nothing new: the chain exists already."""
+        spec = self.jobs.get(job_name)
+        if spec is None:
+            raise UnknownJobError(job_name)
+        if not spec.chain:
+            raise RegistryError(
+                f"job {job_name!r} is not a chained job: register it with "
+                f"@registry.job({job_name!r}, chain=True) and return the next cursor"
+            )
+        chain_id = new_id() if chain_id is None else check_job_id(chain_id)
+        await self.push(
+            queue or spec.queue or self.default_queue,
+            job_name,
+            payload,
+            retry=retry,
+            retry_delay=retry_delay,
+            timeout=timeout,
+            priority=priority,
+            meta=chain_meta(chain_id, 0, cursor, meta or {}),
+            job_id=page_id(chain_id, 0),
+        )
+        return chain_id
+
+    async def chain_info(self, chain_id: str) -> ChainInfo | None:
+        """How far a chain got (see conveyor.chain.ChainInfo), or None when its first page is
+        not kept (never pushed, or pruned by its queue's retention)."""
+        for driver in await self._all_drivers():
+            found = await find_chain(driver.get, chain_id)
             if found is not None:
                 return found
         return None

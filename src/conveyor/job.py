@@ -157,6 +157,18 @@ class Job(Generic[T]):
         return self._cancel.is_set()
 
     @property
+    def cursor(self) -> Any:
+        """For a page of a cursor-chained job: where this page starts, as the page before
+        returned it (the first page gets `start_chain`'s cursor); None for other jobs."""
+        return self.meta.get("cursor")
+
+    @property
+    def page(self) -> int | None:
+        """For a page of a cursor-chained job: its number, 0 first; None for other jobs."""
+        page = self.meta.get("page")
+        return page if isinstance(page, int) else None
+
+    @property
     def created_at(self) -> datetime:
         """When the job was pushed, in UTC."""
         return datetime.fromtimestamp(self.created, tz=UTC)

@@ -186,6 +186,7 @@ class Registration:
         options: Options,
         payload: Any,
         keep_result: bool = False,
+        chain: bool = False,
     ) -> Callable[[Callable[..., Any]], JobSpec]:
         """Check `name` now, and return what registers its handler: the decorator's core.
         The payload type comes from the handler's `Job[T]` annotation, or `payload`."""
@@ -205,6 +206,7 @@ class Registration:
                 is_async=inspect.iscoroutinefunction(handler),
                 queue=queue,
                 keep_result=keep_result,
+                chain=chain,
             )
             self._jobs[name] = spec
             return spec

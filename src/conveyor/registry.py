@@ -109,6 +109,7 @@ class Registry(RegistryCore):
         meta: dict[str, Any] | None = None,
         payload: Any = None,
         keep_result: bool = False,
+        chain: bool = False,
     ) -> JobDecorator:
         """Decorator registering a handler, `async def` or plain, taking one `Job[T]`, and
         returning its typed handle: `await send.push(Email(...))`, `send.blocking.push(...)`,
@@ -118,12 +119,19 @@ class Registry(RegistryCore):
         dict), or from `payload=` when given. `queue` is where the handle pushes unless told
         otherwise (default: the registry's default queue). With `keep_result`, the handler's
         return value (anything pydantic can write as JSON) is kept with the job, for
-        `registry.result(job_id)`."""
+        `registry.result(job_id)`. With `chain`, the job is a page of a cursor-chained job
+        (see conveyor.chain): its handler returns the next page's cursor, or None at the end,
+        and `registry.start_chain` starts one."""
         options = Options.given(
             retry=retry, retry_delay=retry_delay, timeout=timeout, priority=priority, meta=meta
         )
         register = self.register_job(
-            name, queue=queue, options=options, payload=payload, keep_result=keep_result
+            name,
+            queue=queue,
+            options=options,
+            payload=payload,
+            keep_result=keep_result,
+            chain=chain,
         )
 
         def make(handler: Any) -> JobHandle[Any]:

@@ -149,6 +149,11 @@ class Settler:
     async def settle(self, driver: Driver, outcomes: list[Outcome]) -> None:
         """Write one batch of outcomes to `driver` and count what was accepted."""
         acks = [Reservation(o.job.id, token(o.job), o.result) for o in outcomes if o.kind == "ack"]
+        # A chain's next pages before the acks of the pages that made them: a crash between
+        # the two runs those pages again, whose pushes of the same ids then store nothing.
+        successors = [o.successor for o in outcomes if o.kind == "ack" and o.successor]
+        if successors:
+            await driver.push_many(successors)
         releases = [_release(o) for o in outcomes if o.kind == "release"]
         fails = [_failure(o) for o in outcomes if o.kind == "fail"]
         acked = await driver.ack(acks) if acks else set()

@@ -72,6 +72,8 @@ class JobSpec:
     queue: str | None = None
     #: Store the handler's return value (as JSON) with the job, for `registry.result()`.
     keep_result: bool = False
+    #: A page of a cursor-chained job: its handler returns the next page's cursor.
+    chain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
