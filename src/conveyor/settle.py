@@ -149,14 +149,14 @@ class Settler:
     async def settle(self, driver: Driver, outcomes: list[Outcome]) -> None:
         """Write one batch of outcomes to `driver` and count what was accepted."""
         acks = [Reservation(o.job.id, token(o.job), o.result) for o in outcomes if o.kind == "ack"]
-        # A chain's next pages before the acks of the pages that made them: a crash between
-        # the two runs those pages again, whose pushes of the same ids then store nothing.
+        # A chain's next pages with the acks of the pages that made them (see ack_and_push).
         successors = [o.successor for o in outcomes if o.kind == "ack" and o.successor]
-        if successors:
-            await driver.push_many(successors)
         releases = [_release(o) for o in outcomes if o.kind == "release"]
         fails = [_failure(o) for o in outcomes if o.kind == "fail"]
-        acked = await driver.ack(acks) if acks else set()
+        if successors:
+            acked = await driver.ack_and_push(acks, successors)
+        else:
+            acked = await driver.ack(acks) if acks else set()
         released = await driver.release(releases) if releases else set()
         failed = await driver.fail(fails) if fails else set()
         settled = acked | released | failed

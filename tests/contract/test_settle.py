@@ -371,3 +371,30 @@ async def test_release_ends_the_lease_and_sets_when_the_job_is_due_again(driver:
     got = await snapshot(driver, reserved)
     assert got.lease_expires_at is None and got.reserved_at == reserved.reserved_at
     assert_between(got.available_at, before + 30, time.time() + 30)
+
+
+async def test_ack_and_push_stores_the_successors_and_acks(driver: Driver) -> None:
+    page = await push_and_reserve(driver)
+    successor = make_job(queue="other", meta={"page": 1})
+    again = make_job()  # its id stored already: the push stores nothing
+    await driver.push(again)
+
+    acked = await driver.ack_and_push([reservation(page)], [successor, again])
+
+    assert acked == {page.id}
+    got = await driver.get(page.id)
+    assert got is not None and got.state is JobState.SUCCEEDED
+    stored = await driver.get(successor.id)
+    assert stored is not None and stored.state is JobState.PENDING
+    assert (stored.queue, stored.meta) == ("other", {"page": 1})
+    assert (await driver.counts(["q", "other"]))["q"].pending == 1
+
+
+async def test_ack_and_push_with_a_stale_token_still_pushes(driver: Driver) -> None:
+    page = await push_and_reserve(driver)
+    successor = make_job()
+
+    assert await driver.ack_and_push([Reservation(page.id, STALE)], [successor]) == set()
+
+    assert (await driver.get(page.id)).state is JobState.RESERVED  # type: ignore[union-attr]
+    assert (await driver.get(successor.id)) is not None

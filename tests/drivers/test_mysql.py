@@ -28,7 +28,7 @@ import conveyor.drivers.sql.mysql.connection as my_connection
 from conveyor import Job, Registry
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Failure, Release, Reservation
-from conveyor.drivers.sql.driver import REQUIRED_QUERIES, SqlTransaction
+from conveyor.drivers.sql.adapter import REQUIRED_QUERIES, SqlTransaction
 from conveyor.drivers.sql.mysql import MysqlDriver
 from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError

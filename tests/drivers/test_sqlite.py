@@ -19,7 +19,7 @@ import pytest
 import conveyor.drivers.sql.sqlite as sqlite_module
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Reservation
-from conveyor.drivers.sql.driver import REQUIRED_QUERIES
+from conveyor.drivers.sql.adapter import REQUIRED_QUERIES
 from conveyor.drivers.sql.queries import load_migrations, load_queries
 from conveyor.drivers.sql.sqlite import SqliteDriver
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError

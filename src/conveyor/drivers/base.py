@@ -343,6 +343,18 @@ class Driver(abc.ABC):
         """Which of `queues` are paused."""
         raise self.unsupported("pausing queues")
 
+    async def ack_and_push(
+        self, reservations: Sequence[Reservation], successors: Sequence[NewJob]
+    ) -> set[str]:
+        """Push `successors` (as `push_many`: an id stored already stores nothing) and `ack`
+        the reservations, returning what `ack` accepted. The pushes are made whether or not
+        an ack is refused. Drivers that can do both in one atomic step (one transaction) do,
+        so a crash leaves both done or neither; by default the pushes come first, then the
+        acks, so a crash between the two leaves the jobs to run again, never a push missing."""
+        if successors:
+            await self.push_many(successors)
+        return await self.ack(reservations) if reservations else set()
+
     async def mark_tick(self, schedule: str, tick: float, job_id: str) -> None:
         """Record that `schedule` pushed its tick at `tick` (seconds since the epoch) as job
         `job_id`, unless a later tick is recorded already; atomic, so the latest tick wins

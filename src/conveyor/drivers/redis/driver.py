@@ -56,9 +56,11 @@ from conveyor.drivers.redis.keys import QueueKeys, new_token, queue_of
 from conveyor.drivers.redis.records import (
     FIELDS,
     MEMBER_ID_OFFSET,
+    counts_from,
     error_text,
     job_info,
     push_jobs,
+    score_pairs,
     stored,
 )
 from conveyor.drivers.redis.scripts import Batch
@@ -210,7 +212,26 @@ class RedisDriver(JobControl, WorkerRecords):
     async def ack(self, reservations: Sequence[Reservation]) -> set[str]:
         """Mark jobs succeeded (keeping their results); one script call per queue, all in one
         round trip."""
-        return await self._settle("ack", reservations, lambda r: [r.id, r.token, r.result or ""])
+        return await self._settle("ack", reservations, _ack_fields)
+
+    async def ack_and_push(
+        self, reservations: Sequence[Reservation], successors: Sequence[NewJob]
+    ) -> set[str]:
+        """The push scripts and the ack scripts in one MULTI/EXEC: one round trip, atomic."""
+        fresh = [q for q in dict.fromkeys(job.queue for job in successors) if q not in self._known]
+        batch = Batch()
+        for queue in fresh:
+            batch.command("SADD", self.prefix + "queues", queue)
+        for queue, group in _by_queue(successors, lambda job: job.queue).items():
+            for chunk in _chunks(group, CHUNK):
+                keys = self.keys(queue)
+                batch.script("push", keys.of_script("push"), [keys.job, push_jobs(chunk)])
+        acks = self._settle_calls("ack", reservations, _ack_fields)
+        for call_keys, args in acks:
+            batch.script("ack", call_keys, args)
+        replies = await self._run(batch, transaction=True)
+        self._known.update(fresh)
+        return {job_id for reply in replies[len(replies) - len(acks) :] for job_id in reply}
 
     async def release(self, releases: Sequence[Release]) -> set[str]:
         """Put jobs back to pending; one script call per queue, all in one round trip."""
@@ -244,6 +265,22 @@ class RedisDriver(JobControl, WorkerRecords):
         """Run the fenced script `name` (ARGV: job prefix, `first`, then each item's fields)
         once per queue named by the items' tokens. An item whose token names no queue was
         never handed out by `reserve`: it is refused."""
+        calls = self._settle_calls(name, items, fields, first)
+        if len(calls) == 1:
+            return set(await self._call(name, *calls[0]))
+        batch = Batch()
+        for call_keys, args in calls:
+            batch.script(name, call_keys, args)
+        return {job_id for reply in await self._run(batch) if reply for job_id in reply}
+
+    def _settle_calls(
+        self,
+        name: str,
+        items: Sequence[Settled],
+        fields: Callable[[Settled], list[Any]],
+        first: Sequence[str] = (),
+    ) -> list[tuple[list[str], list[Any]]]:
+        """The KEYS and ARGV of each call of `_settle`."""
         calls: list[tuple[list[str], list[Any]]] = []
         for queue, group in _by_queue(items, lambda item: queue_of(item.token)).items():
             if queue is not None:
@@ -252,12 +289,7 @@ class RedisDriver(JobControl, WorkerRecords):
                 for item in group:
                     args += fields(item)
                 calls.append((keys.of_script(name), args))
-        if len(calls) == 1:
-            return set(await self._call(name, *calls[0]))
-        batch = Batch()
-        for call_keys, args in calls:
-            batch.script(name, call_keys, args)
-        return {job_id for reply in await self._run(batch) if reply for job_id in reply}
+        return calls
 
     # -- inspect -----------------------------------------------------------------------------
 
@@ -271,7 +303,7 @@ class RedisDriver(JobControl, WorkerRecords):
             keys = self.keys(queue)
             batch.script("counts", keys.of_script("counts"), [])
         replies = await self._run(batch)
-        return {queue: _counts(reply) for queue, reply in zip(wanted, replies, strict=True)}
+        return {queue: counts_from(reply) for queue, reply in zip(wanted, replies, strict=True)}
 
     async def list_jobs(
         self, queue: str, state: JobState, limit: int = 100, offset: int = 0
@@ -428,7 +460,7 @@ class RedisDriver(JobControl, WorkerRecords):
             batch.command("ZRANGE", keys.delayed, 0, 0, "WITHSCORES")
             batch.command("ZRANGE", keys.reserved, 0, 0, "WITHSCORES")
         clock, *replies = await self._run(batch)
-        times = [float(score) for reply in replies for _, score in _scores(reply)]
+        times = [float(score) for reply in replies for _, score in score_pairs(reply)]
         return min(times) - seconds(clock) if times else None
 
 
@@ -454,19 +486,5 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
-def _counts(reply: Sequence[Any]) -> QueueCounts:
-    """counts.lua's reply: five counts, the oldest pending job's age ('' for none), then the
-    cancelled jobs' count."""
-    pending, delayed, reserved, succeeded, failed, oldest, cancelled = reply
-    return QueueCounts(
-        int(pending), int(delayed), int(reserved), int(succeeded), int(failed),
-        float(oldest) if oldest else None, int(cancelled),
-    )  # fmt: skip
-
-
-def _scores(reply: list[Any]) -> list[tuple[str, str]]:
-    """(member, score) pairs from a WITHSCORES reply, flat or paired (RESP2 or RESP3)."""
-    if reply and isinstance(reply[0], (list, tuple)):
-        return [(member, score) for member, score in reply]
-    items = iter(reply)
-    return list(zip(items, items, strict=True))
+def _ack_fields(reservation: Reservation) -> list[Any]:
+    return [reservation.id, reservation.token, reservation.result or ""]

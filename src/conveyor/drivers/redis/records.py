@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from typing import Any
 
+from conveyor.drivers.base import QueueCounts
 from conveyor.drivers.record import read_job
 from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
 
@@ -25,11 +27,13 @@ __all__ = [
     "FIELDS",
     "MEMBER_ID_OFFSET",
     "Values",
+    "counts_from",
     "error_text",
     "job_info",
     "push_entry",
     "push_jobs",
     "rank",
+    "score_pairs",
     "stored",
     "unique_key",
 ]
@@ -113,3 +117,21 @@ def job_info(job_id: str, values: Values, now: float) -> JobInfo:
 def stored(values: Values) -> bool:
     """Whether HMGET found the job at all (a job whose hash is gone reads all None)."""
     return any(value is not None for value in values)
+
+
+def counts_from(reply: Sequence[Any]) -> QueueCounts:
+    """counts.lua's reply: five counts, the oldest pending job's age ('' for none), then the
+    cancelled jobs' count."""
+    pending, delayed, reserved, succeeded, failed, oldest, cancelled = reply
+    return QueueCounts(
+        int(pending), int(delayed), int(reserved), int(succeeded), int(failed),
+        float(oldest) if oldest else None, int(cancelled),
+    )  # fmt: skip
+
+
+def score_pairs(reply: list[Any]) -> list[tuple[str, str]]:
+    """(member, score) pairs from a WITHSCORES reply, flat or paired (RESP2 or RESP3)."""
+    if reply and isinstance(reply[0], (list, tuple)):
+        return [(member, score) for member, score in reply]
+    items = iter(reply)
+    return list(zip(items, items, strict=True))

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
-import logging
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from conveyor.drivers.base import (
     Driver,
@@ -33,29 +31,31 @@ from conveyor.drivers.base import (
     WorkerCounts,
     WorkerPresence,
 )
-from conveyor.drivers.record import read_job
-from conveyor.drivers.sql.queries import Migration, Query, load_migrations, load_queries
+from conveyor.drivers.sql.adapter import (
+    REQUIRED_QUERIES,
+    Params,
+    Row,
+    SqlBorrowing,
+    SqlConnection,
+    SqlTransaction,
+)
+from conveyor.drivers.sql.queries import Migration, load_migrations, load_queries
+from conveyor.drivers.sql.rows import (
+    addressable,
+    error_json,
+    ids_json,
+    job_info,
+    json_text,
+    push_item,
+    queue_counts,
+    stored_state,
+)
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
-from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
+from conveyor.job import JobInfo, JobState, NewJob
 
-__all__ = [
-    "PRUNE_BATCH",
-    "Params",
-    "Row",
-    "SqlBorrowing",
-    "SqlConnection",
-    "SqlDriver",
-    "SqlTransaction",
-]
+__all__ = ["PRUNE_BATCH", "SqlDriver"]
 
 T = TypeVar("T")
-
-log = logging.getLogger("conveyor.sql")
-
-#: Statement parameters, always by name; a statement ignores the keys it does not use.
-Params = Mapping[str, object]
-#: One result row, read by column name.
-Row = Mapping[str, Any]
 
 #: How many jobs one `prune` statement deletes at most; prune repeats it until a batch is short.
 PRUNE_BATCH = 10_000
@@ -63,86 +63,6 @@ PRUNE_BATCH = 10_000
 #: Rounds of inserting a batch's unique jobs whose key was held at insert, but by a job this
 #: transaction cannot see (see `_push_many`).
 PUSH_ROUNDS = 5
-
-#: The blocks every dialect's queries.sql must define.
-REQUIRED_QUERIES = frozenset(
-    {
-        "schema_version_create",
-        "schema_version",
-        "schema_version_record",
-        "push_many",
-        "push_many_holders",
-        "reserve",
-        "renew",
-        "ack",
-        "release",
-        "fail",
-        "counts",
-        "list_jobs",
-        "get",
-        "retry_failed",
-        "purge",
-        "prune",
-        "record_stats",
-        "worker_stats",
-        "beat",
-        "beat_stopping",
-        "alive",
-        "cancel",
-        "cancelling",
-        "pause",
-        "paused",
-        "mark_tick",
-        "ticks",
-    }
-)
-
-
-class SqlTransaction(Protocol):
-    """Statements inside one transaction (or, on `SqlConnection`, each in its own)."""
-
-    async def fetch(self, query: Query, params: Params) -> list[Row]:
-        """Run one statement and return its rows (a RETURNING clause's, for a write)."""
-        ...
-
-    async def execute(self, query: Query, params: Params) -> int:
-        """Run one statement and return how many rows it changed."""
-        ...
-
-    async def script(self, sql: str) -> None:
-        """Run several parameterless statements, such as a migration file."""
-        ...
-
-
-class SqlConnection(SqlTransaction, Protocol):
-    """A dialect's connection adapter. Every error it raises is a DriverError."""
-
-    async def open(self) -> None:
-        """Connect and set the session up; BackendUnavailableError if that cannot be done."""
-        ...
-
-    async def close(self) -> None:
-        """Disconnect; `open` may be called again afterwards."""
-        ...
-
-    async def transaction(self, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]) -> T:
-        """Run `work` in one write transaction: committed if it returns, rolled back if it
-        raises. `work` may await only the transaction it is given: an adapter may run it
-        whole on a database thread, in one hop."""
-        ...
-
-
-@runtime_checkable
-class SqlBorrowing(Protocol):
-    """An adapter that can also run statements on a caller's own open connection."""
-
-    async def borrow(
-        self, connection: object, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]
-    ) -> T:
-        """Run `work` on `connection`, inside whatever transaction the caller has open there,
-        and neither commit nor roll back: what `work` wrote exists if and only if the caller
-        commits. ConfigError when `connection` is not a kind of connection this adapter takes."""
-        ...
 
 
 class SqlDriver(Driver):
@@ -265,7 +185,7 @@ class SqlDriver(Driver):
         self.check_connection(connection)
         if not jobs:
             return []
-        items = _json([_push_item(job) for job in jobs])
+        items = json_text([push_item(job) for job in jobs])
         conn = await self._ready()
         work = functools.partial(self._push_many, jobs, items)
         if connection is not None:
@@ -303,13 +223,13 @@ class SqlDriver(Driver):
         batch = list(enumerate(jobs))
         if held_first:
             batch = await self._leave_out_held(batch, ids, tx)
-            items = _json([_push_item(job) for _, job in batch])
+            items = json_text([push_item(job) for _, job in batch])
         for _ in range(PUSH_ROUNDS):
             if not batch:
                 return ids
             rows = await tx.fetch(self._queries["push_many"], {"items": items})
             batch = await self._swap_in_holders(batch, {row["id"] for row in rows}, ids, tx)
-            items = _json([_push_item(job) for _, job in batch])
+            items = json_text([push_item(job) for _, job in batch])
         job = batch[0][1]
         raise DriverError(
             f"unique key {job.unique!r} of job {job.name!r} in queue {job.queue!r} is held by a"
@@ -327,7 +247,7 @@ class SqlDriver(Driver):
             for n, (_, job) in enumerate(batch)
             if job.unique is not None
         ]
-        held = await tx.fetch(self._queries["push_many_holders"], {"items": _json(keys)})
+        held = await tx.fetch(self._queries["push_many_holders"], {"items": json_text(keys)})
         for row in held:
             ids[batch[row["item"]][0]] = row["id"]
         taken = {row["item"] for row in held}
@@ -348,7 +268,7 @@ class SqlDriver(Driver):
         if not skipped:
             return []
         keys = [[n, job.queue, job.name, job.unique] for n, (_, job) in enumerate(skipped)]
-        holders = await tx.fetch(self._queries["push_many_holders"], {"items": _json(keys)})
+        holders = await tx.fetch(self._queries["push_many_holders"], {"items": json_text(keys)})
         for row in holders:
             ids[skipped[row["item"]][0]] = row["id"]
         held = {row["item"] for row in holders}
@@ -369,17 +289,17 @@ class SqlDriver(Driver):
         if not queues or limit <= 0:
             return []
         params = {
-            "queues": _json(list(queues)),
+            "queues": json_text(list(queues)),
             "limit": limit,
             "lease": lease,
             "worker": worker,
             "token": uuid.uuid4().hex,  # one token per call; fencing compares it on settle
         }
-        jobs = [_job_info(row) for row in await self._reserve_rows(params)]
+        jobs = [job_info(row) for row in await self._reserve_rows(params)]
         # The statement picks by (priority desc, available_at, id), but the order of its
         # RETURNING rows is the database's; give them back best first.
         jobs.sort(key=lambda job: (-job.priority, job.id))
-        return [job for job in jobs if _addressable(job)]
+        return [job for job in jobs if addressable(job)]
 
     async def _reserve_rows(self, params: Params) -> list[Row]:
         """Run the reserve statement; a dialect may note more in the same round trip."""
@@ -395,9 +315,31 @@ class SqlDriver(Driver):
         items = [[item.id, item.token, item.result] for item in reservations]
         return await self._fenced("ack", items)
 
+    async def ack_and_push(
+        self, reservations: Sequence[Reservation], successors: Sequence[NewJob]
+    ) -> set[str]:
+        """One transaction. Not durable on its own: a commit lost to a power cut takes the
+        acks with the pushes, and the jobs acked run again and push the same ids again."""
+        if any(job.unique is not None for job in successors):
+            return await super().ack_and_push(reservations, successors)
+        pushes = {"items": json_text([push_item(job) for job in successors])}
+        acks = {"items": json_text([[item.id, item.token, item.result] for item in reservations])}
+
+        async def work(tx: SqlTransaction) -> set[str]:
+            if successors:
+                await tx.fetch(self._queries["push_many"], pushes)
+            if not reservations:
+                return set()
+            return {row["id"] for row in await tx.fetch(self._queries["ack"], acks)}
+
+        acked = await (await self._ready()).transaction(work, durable=False)
+        if successors:
+            self._pushed.notify()
+        return acked
+
     async def release(self, releases: Sequence[Release]) -> set[str]:
         items = [
-            [item.id, item.token, item.delay, _error_json(item.error), int(not item.count_attempt)]
+            [item.id, item.token, item.delay, error_json(item.error), int(not item.count_attempt)]
             for item in releases
         ]
         released = await self._fenced("release", items)
@@ -407,7 +349,7 @@ class SqlDriver(Driver):
 
     async def fail(self, failures: Sequence[Failure]) -> set[str]:
         items = [
-            [item.id, item.token, _error_json(item.error), int(item.cancelled)] for item in failures
+            [item.id, item.token, error_json(item.error), int(item.cancelled)] for item in failures
         ]
         return await self._fenced("fail", items)
 
@@ -416,12 +358,12 @@ class SqlDriver(Driver):
     async def cancel(self, ids: Sequence[str]) -> set[str]:
         if not ids:
             return set()
-        return {row["id"] for row in await self._fetch("cancel", {"ids": _json(list(ids))})}
+        return {row["id"] for row in await self._fetch("cancel", {"ids": json_text(list(ids))})}
 
     async def cancelling(self, reservations: Sequence[Reservation]) -> set[str]:
         if not reservations:
             return set()
-        items = _json([[item.id, item.token] for item in reservations])
+        items = json_text([[item.id, item.token] for item in reservations])
         return {row["id"] for row in await self._fetch("cancelling", {"items": items})}
 
     async def pause(self, queue: str, paused: bool = True) -> None:
@@ -430,7 +372,7 @@ class SqlDriver(Driver):
     async def paused(self, queues: Sequence[str]) -> set[str]:
         if not queues:
             return set()
-        rows = await self._fetch("paused", {"queues": _json(list(queues))})
+        rows = await self._fetch("paused", {"queues": json_text(list(queues))})
         return {row["name"] for row in rows}
 
     async def mark_tick(self, schedule: str, tick: float, job_id: str) -> None:
@@ -439,7 +381,7 @@ class SqlDriver(Driver):
     async def ticks(self, schedules: Sequence[str]) -> dict[str, Tick]:
         if not schedules:
             return {}
-        rows = await self._fetch("ticks", {"schedules": _json(list(schedules))})
+        rows = await self._fetch("ticks", {"schedules": json_text(list(schedules))})
         return {row["name"]: Tick(row["name"], row["tick"], row["job_id"]) for row in rows}
 
     async def _fenced(self, name: str, items: list[list[Any]], **params: object) -> set[str]:
@@ -447,7 +389,7 @@ class SqlDriver(Driver):
         and returns their ids, so an id missing from the answer was refused."""
         if not items:
             return set()
-        rows = await self._fetch(name, {"items": _json(items), **params})
+        rows = await self._fetch(name, {"items": json_text(items), **params})
         return {row["id"] for row in rows}
 
     # -- reading -----------------------------------------------------------------------------
@@ -456,15 +398,13 @@ class SqlDriver(Driver):
         tally: dict[str, dict[str, int]] = {queue: {} for queue in queues}
         if not tally:
             return {}
-        rows = await self._fetch("counts", {"queues": _json(list(tally))})
+        rows = await self._fetch("counts", {"queues": json_text(list(tally))})
         ages: dict[str, float] = {}
         for row in rows:
             tally[row["queue"]][row["state"]] = row["count"]
             if row["state"] == "pending":
                 ages[row["queue"]] = max(0.0, float(row["age"]))
-        return {
-            queue: _queue_counts(by_state, ages.get(queue)) for queue, by_state in tally.items()
-        }
+        return {queue: queue_counts(by_state, ages.get(queue)) for queue, by_state in tally.items()}
 
     async def list_jobs(
         self, queue: str, state: JobState, limit: int = 100, offset: int = 0
@@ -474,20 +414,20 @@ class SqlDriver(Driver):
         params = {
             "queue": queue,
             "state": state.value,
-            "stored": _stored(state),
+            "stored": stored_state(state),
             "limit": limit,
             "offset": max(offset, 0),
         }
-        return [_job_info(row) for row in await self._fetch("list_jobs", params)]
+        return [job_info(row) for row in await self._fetch("list_jobs", params)]
 
     async def get(self, job_id: str) -> JobInfo | None:
         rows = await self._fetch("get", {"id": job_id})
-        return _job_info(rows[0]) if rows else None
+        return job_info(rows[0]) if rows else None
 
     # -- maintenance -------------------------------------------------------------------------
 
     async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
-        params = {"queue": queue, "ids": _ids(ids)}
+        params = {"queue": queue, "ids": ids_json(ids)}
         moved = await self._execute("retry_failed", params)
         if moved:
             self._pushed.notify()
@@ -500,8 +440,8 @@ class SqlDriver(Driver):
         params = {
             "queue": queue,
             "state": state.value,
-            "stored": _stored(state),
-            "ids": _ids(ids),
+            "stored": stored_state(state),
+            "ids": ids_json(ids),
         }
         return await self._execute("purge", params)
 
@@ -555,60 +495,3 @@ class SqlDriver(Driver):
 
 
 # -- conversions between Python values and the stored columns -------------------------------
-
-
-def _json(value: object) -> str:
-    """Compact JSON text for a batch parameter (non-ASCII kept as is: it is UTF-8 anyway)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _push_item(job: NewJob) -> list[object]:
-    """One push_many item, in the column order queries.sql documents."""
-    return [
-        job.id, job.queue, job.name, job.payload, job.delay, job.max_attempts, job.priority,
-        job.timeout, job.retry_delay, job.unique, _json(job.meta) if job.meta else "{}",
-    ]  # fmt: skip
-
-
-def _error_json(error: ErrorInfo | None) -> str | None:
-    return None if error is None else _json(error.to_dict())
-
-
-def _ids(ids: Sequence[str] | None) -> str | None:
-    """None (meaning every job) stays NULL; a list becomes one JSON parameter."""
-    return None if ids is None else _json(list(ids))
-
-
-def _stored(state: JobState) -> str:
-    """The state as stored: `delayed` is never stored, it is a pending job not yet due."""
-    return JobState.PENDING.value if state is JobState.DELAYED else state.value
-
-
-def _queue_counts(by_state: Mapping[str, int], oldest_pending_age: float | None) -> QueueCounts:
-    return QueueCounts(
-        pending=by_state.get("pending", 0),
-        delayed=by_state.get("delayed", 0),
-        reserved=by_state.get("reserved", 0),
-        succeeded=by_state.get("succeeded", 0),
-        failed=by_state.get("failed", 0),
-        oldest_pending_age=oldest_pending_age,
-        cancelled=by_state.get("cancelled", 0),
-    )
-
-
-def _job_info(row: Row) -> JobInfo:
-    """A stored row as the JobInfo a caller sees (pending and not yet due reads `delayed`);
-    a damaged field is named in `unreadable` rather than raised (see drivers/record.py)."""
-    return read_job({**row, "unique": row["unique_key"]}, row["now"])
-
-
-def _addressable(job: JobInfo) -> bool:
-    """False for a job whose id is not UTF-8 text: no statement can name it to settle it, so
-    it is left reserved (it comes back after its lease) and reported, never run."""
-    if "id" not in job.unreadable:
-        return True
-    log.error(
-        "job %s in queue %s has an id that is not UTF-8 text (%s): it cannot be run, settled"
-        " or failed; delete its row by hand", ascii(job.id), job.queue, job.unreadable["id"],
-    )  # fmt: skip
-    return False

@@ -42,8 +42,8 @@ from asyncmy.pool import Pool
 
 from conveyor.drivers.location import Location
 from conveyor.drivers.record import decode_text
+from conveyor.drivers.sql.adapter import Params, Row, SqlTransaction
 from conveyor.drivers.sql.deadline import MIGRATION_TIMEOUT, TIMEOUT, Deadline
-from conveyor.drivers.sql.driver import Params, Row, SqlTransaction
 from conveyor.drivers.sql.mysql.checkout import Checkout, abort
 from conveyor.drivers.sql.queries import Query
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
@@ -230,9 +230,10 @@ class MysqlConnection:
         """Run several parameterless statements, such as a migration file."""
         await self._pooled("migration", functools.partial(_script, sql=sql), False)
 
-    async def transaction(self, work: Work[T]) -> T:
+    async def transaction(self, work: Work[T], *, durable: bool = True) -> T:
         """Run `work` on one pooled connection inside BEGIN ... COMMIT (ROLLBACK if it raises),
-        again from the start if the server rolled it back for a deadlock."""
+        again from the start if the server rolled it back for a deadlock. Always durable (the
+        server's innodb_flush_log_at_trx_commit decides)."""
         return await self._pooled("transaction", work, True)
 
     async def borrow(self, connection: object, work: Work[T]) -> T:

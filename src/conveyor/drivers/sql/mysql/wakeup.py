@@ -30,7 +30,7 @@ from typing import Any
 from asyncmy.errors import MySQLError
 
 from conveyor.drivers.base import LocalWakeup
-from conveyor.drivers.sql.driver import Params, Row
+from conveyor.drivers.sql.adapter import Params, Row
 from conveyor.errors import DriverError
 
 __all__ = ["PROBE_BUSY", "PROBE_IDLE", "SLICE", "SLICE_TICKS", "TICK_BUSY", "TICK_IDLE", "Wakeup"]

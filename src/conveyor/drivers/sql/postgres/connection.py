@@ -38,6 +38,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from conveyor.drivers import keepalive
 from conveyor.drivers.location import Location
+from conveyor.drivers.sql.adapter import Params, Row, SqlTransaction
 from conveyor.drivers.sql.deadline import (
     IDLE_CHECK,
     MIGRATION_TIMEOUT,
@@ -45,7 +46,6 @@ from conveyor.drivers.sql.deadline import (
     Deadline,
     whole_seconds,
 )
-from conveyor.drivers.sql.driver import Params, Row, SqlTransaction
 from conveyor.drivers.sql.queries import Query
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
@@ -238,8 +238,11 @@ class PostgresConnection:
         """Run several statements in one simple-protocol call."""
         await self._pooled("migration", lambda tx: tx.script(sql))
 
-    async def transaction(self, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]) -> T:
-        """Run `work` on one pooled connection inside BEGIN ... COMMIT (ROLLBACK if it raises)."""
+    async def transaction(
+        self, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]], *, durable: bool = True
+    ) -> T:
+        """Run `work` on one pooled connection inside BEGIN ... COMMIT (ROLLBACK if it raises).
+        Always durable (the server's synchronous_commit decides)."""
         return await self._pooled("transaction", work, in_transaction=True)
 
     async def borrow(

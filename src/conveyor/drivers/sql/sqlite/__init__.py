@@ -40,7 +40,8 @@ from urllib.parse import parse_qsl, unquote
 
 from conveyor.drivers.base import Capabilities
 from conveyor.drivers.record import decode_text
-from conveyor.drivers.sql.driver import Params, Row, SqlDriver, SqlTransaction
+from conveyor.drivers.sql.adapter import Params, Row, SqlTransaction
+from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.sqlite.watcher import Watcher
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
@@ -249,11 +250,15 @@ class SqliteConnection:
         """Run several statements, each on its own, at the DURABLE level."""
         await self._hop(_script_alone, self._connection(), self.path, sql)
 
-    async def transaction(self, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]) -> T:
+    async def transaction(
+        self, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]], *, durable: bool = True
+    ) -> T:
         """Run `work` whole on the database thread inside BEGIN IMMEDIATE ... COMMIT, at the
         DURABLE level: a transaction stores what its caller was promised (a unique push, a
-        migration), and the level cannot change once it has begun."""
-        return await self._hop(_transaction, self._connection(), self.path, work)
+        migration), and the level cannot change once it has begun. `durable=False`: at the
+        RELAXED level, for work whose loss only makes jobs run again."""
+        level = DURABLE if durable else RELAXED
+        return await self._hop(_transaction, self._connection(), self.path, work, level)
 
     def _connection(self) -> _Database:
         if self._db is None:
@@ -415,12 +420,15 @@ def _statements(sql: str) -> Iterator[str]:
 
 
 def _transaction(
-    db: _Database, path: str, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]
+    db: _Database,
+    path: str,
+    work: Callable[[SqlTransaction], Coroutine[Any, Any, T]],
+    level: str = DURABLE,
 ) -> T:
     """BEGIN IMMEDIATE takes the write lock at once (waiting up to BUSY_TIMEOUT for it), so
     what the work reads cannot change before it writes, in this process or another."""
     with _translated(path, "BEGIN"):
-        _set_synchronous(db, DURABLE)
+        _set_synchronous(db, level)
         db.execute("BEGIN IMMEDIATE")
     try:
         result = _run_to_end(work(_ThreadTransaction(db, path)))
