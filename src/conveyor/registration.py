@@ -68,6 +68,8 @@ class Effective:
     drivers: dict[str, Driver] = field(default_factory=dict)
     #: Every value in force and where it came from, when the configuration said.
     settings: tuple[Setting, ...] = ()
+    #: Schedules the configuration declared; they replace any of the same name.
+    schedules: dict[str, Schedule] = field(default_factory=dict)
 
 
 class Registration:
@@ -245,6 +247,9 @@ class Registration:
         if self._frozen:
             return
         effective = self._effective()
+        effective.schedules.update(
+            {k: v for k, v in self._schedules.items() if k not in effective.schedules}
+        )
         problems = [
             *_queue_problems(effective),
             *_worker_problems(effective),
@@ -260,6 +265,7 @@ class Registration:
         self.default_queue = effective.default_queue
         self._queues, self._workers = effective.queues, effective.workers
         self._settings = effective.settings
+        self._schedules = effective.schedules
         self._frozen = True
 
     def _effective(self) -> Effective:
@@ -322,7 +328,7 @@ class Registration:
 
     def _schedule_problems(self, effective: Effective) -> list[str]:
         problems = []
-        for schedule in self._schedules.values():
+        for schedule in effective.schedules.values():
             spec = self._jobs.get(schedule.job)
             queue = schedule.queue or (spec.queue if spec else None) or effective.default_queue
             if spec is None:

@@ -111,6 +111,7 @@ def apply(registry: Registration, request: Request) -> Effective:
         workers={name: spec for name, spec in workers.items() if spec is not None},
         drivers=drivers,
         settings=tuple(build.settings),
+        schedules=found.schedules,
     )
 
 

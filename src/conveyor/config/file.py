@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conveyor.config.schedules import read_schedules
 from conveyor.config.schema import BY_SCOPE, SECTIONS, Given, Key, Scope, Target, check, quoted
 from conveyor.errors import ConfigError, ConveyorError
+from conveyor.schedule import Schedule
 from conveyor.spec import check_name
 
 #: The environment variable naming the configuration file.
@@ -123,6 +125,7 @@ class FileValues:
     values: dict[Target, Given] = field(default_factory=dict)
     options: dict[str, dict[str, Given]] = field(default_factory=dict)
     sections: dict[tuple[Scope, str], str] = field(default_factory=dict)
+    schedules: dict[str, Schedule] = field(default_factory=dict)
 
 
 def file_values(file: ConfigFile, problems: list[str]) -> FileValues:
@@ -132,10 +135,12 @@ def file_values(file: ConfigFile, problems: list[str]) -> FileValues:
     for key, value in file.data.items():
         if key in SECTIONS:
             _sections(file, key, value, found, problems)
+        elif key == "schedules":
+            found.schedules = read_schedules(value, file.at, problems)
         elif key in wide:
             _read(file, wide[key], "", value, (key,), found, problems)
         else:
-            expected = ", ".join([*wide, *SECTIONS])
+            expected = ", ".join([*wide, *SECTIONS, "schedules"])
             problems.append(f"{file.at(key)}: unknown key {key!r}: expected one of {expected}")
     return found
 
