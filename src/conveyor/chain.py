@@ -79,7 +79,8 @@ async def find_chain(
 ) -> ChainInfo | None:
     """The chain's pages looked up by id with `get` (a driver's): doubling steps to pass its
     end, then halving between the last page found and the first missing, so a chain of n pages
-    costs about 2·log2(n) lookups. None when its first page is not (or no longer) kept."""
+    costs about 2·log2(n) lookups, and one more for each page pushed meanwhile. None when its
+    first page is not (or no longer) kept."""
     first: JobInfo | None = await get(page_id(chain_id, 0))
     if first is None:
         return None
@@ -98,6 +99,12 @@ async def find_chain(
             missing = middle
         else:
             found, last = middle, job
+    # A running chain grows while it is searched: a page found missing early may exist by the
+    # time a page before it was read. Look at the next page once more after reading the last
+    # one: a page that finished pushed its successor before (or as) it finished, so the next
+    # page missing now means the last page read had not pushed one when it was read.
+    while (job := await get(page_id(chain_id, found + 1))) is not None:
+        found, last = found + 1, job
     return ChainInfo(
         chain_id, found + 1, _state(last), last.meta.get(CURSOR), first.created_at, last
     )

@@ -83,7 +83,11 @@ async def test_a_chain_survives_a_failed_page_and_a_killed_worker(
             assert time.monotonic() < deadline, f"{info}\n{workers.logs()}"
             await asyncio.sleep(0.1)
 
-        assert (info.pages, info.state, info.cursor) == (PAGES, "done", PAGES - 1), info
+        await asyncio.sleep(0.5)
+        again = await registry.chain_info(chain_id)
+        assert (info.pages, info.state, info.cursor) == (PAGES, "done", PAGES - 1), (
+            f"{info}\nhalf a second later: {again}\n{workers.logs()}"
+        )
         lines = [
             line.split()
             for path in tmp_path.glob("pages-*.txt")

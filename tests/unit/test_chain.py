@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from conveyor import Job, JobState, PayloadError, Registry, RegistryError, UnknownJobError
-from conveyor.chain import next_page, page_id
+from conveyor.chain import find_chain, next_page, page_id
+from conveyor.job import JobInfo
 from conveyor.worker import Worker
 
 
@@ -145,3 +146,28 @@ async def test_chain_info_of_a_running_chain() -> None:
     assert (info.pages, info.state, info.cursor) == (1, "running", "a")
     assert info.last.state is JobState.PENDING and info.last.meta["by"] == "test"
     await registry.close()
+
+
+async def test_chain_info_of_a_chain_that_grows_while_it_is_searched() -> None:
+    """Each read of the latest page finishes it and pushes the next, as a fast worker would
+    between two lookups: a page found missing early exists by the time the one before it is
+    read as done. The answer must never be `done` at a page that has a successor."""
+    chain_id = "growing"
+    pages = {page_id(chain_id, n): n for n in range(100)}
+    states = dict.fromkeys(range(30), JobState.SUCCEEDED)
+    states[30] = JobState.PENDING
+
+    async def get(job_id: str) -> JobInfo | None:
+        page = pages[job_id]
+        if page not in states:
+            return None
+        if states[page] is JobState.PENDING and page < 60:  # finished as it is read
+            states[page], states[page + 1] = JobState.SUCCEEDED, JobState.PENDING
+        return JobInfo(job_id, "q", "walk", "{}", states[page], 1, 1, 0, 0.0, 0.0,
+                       meta={"chain": chain_id, "page": page, "cursor": page})  # fmt: skip
+
+    info = await find_chain(get, chain_id)
+
+    assert info is not None
+    latest = max(states)
+    assert (info.pages, info.state) == (latest + 1, "running"), (info, latest)
