@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 import os
 import sys
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -84,14 +87,29 @@ def main(log_level: str, config_path: str | None) -> None:
     help="Give up (exit status 1) if the backend cannot be reached for this long at start "
     "[default: keep trying].",
 )
-def work(worker: str | None, app: str, burst: bool, startup_timeout: float | None) -> None:
+@click.option(
+    "--no-schedules",
+    "no_schedules",
+    is_flag=True,
+    help="Do not push the ticks of the schedules of this worker's queues.",
+)
+def work(
+    worker: str | None, app: str, burst: bool, startup_timeout: float | None, no_schedules: bool
+) -> None:
     """Run WORKER until SIGTERM/SIGINT (a second signal stops at once). Without WORKER: the
-    default queue's worker when the app declares no queue, else its only worker."""
+    default queue's worker when the app declares no queue, else its only worker. It also
+    pushes the ticks of the schedules of its queues, unless --no-schedules or --burst."""
     registry = load_app(app)
 
     async def work() -> tuple[str, Stopped]:
         name = worker or registry.default_worker()
-        runner = Worker(registry, name, burst=burst, startup_timeout=startup_timeout)
+        runner = Worker(
+            registry,
+            name,
+            burst=burst,
+            startup_timeout=startup_timeout,
+            schedules=not no_schedules,
+        )
         return name, await runner.run(handle_signals=True)
 
     name, stopped = _run(work(), registry)
@@ -102,15 +120,23 @@ def work(worker: str | None, app: str, burst: bool, startup_timeout: float | Non
 @main.command(name="list")
 @app_option
 def list_(app: str) -> None:
-    """Show queues (pending, delayed, reserved, failed) and workers (processed, ...)."""
+    """Show queues (pending, delayed, reserved, failed, cancelled, paused) and workers
+    (processed, ...)."""
     registry = load_app(app)
 
-    async def gather() -> tuple[dict[str, Any], dict[str, Any]]:
-        return await registry.queue_info(), await registry.worker_info()
+    async def gather() -> tuple[dict[str, Any], dict[str, Any], set[str]]:
+        return (
+            await registry.queue_info(),
+            await registry.worker_info(),
+            await registry.paused_queues(),
+        )
 
-    queues, workers = _run(gather(), registry)
-    rows = [[name, c.pending, c.delayed, c.reserved, c.failed] for name, c in queues.items()]
-    _table(["queue", "pending", "delayed", "reserved", "failed"], rows)
+    queues, workers, paused = _run(gather(), registry)
+    rows = [
+        [name, c.pending, c.delayed, c.reserved, c.failed, c.cancelled, _yes(name in paused)]
+        for name, c in queues.items()
+    ]
+    _table(["queue", "pending", "delayed", "reserved", "failed", "cancelled", "paused"], rows)
     click.echo()
     rows = [[n, c.processed, c.succeeded, c.failed, c.retried] for n, c in workers.items()]
     _table(["worker", "processed", "succeeded", "failed", "retried"], rows)
@@ -170,6 +196,108 @@ def failed_purge(queue: str, ids: tuple[str, ...], app: str, yes: bool) -> None:
     registry = load_app(app)
     deleted = _run(registry.purge(queue, JobState.FAILED, list(ids) or None), registry)
     click.echo(f"{deleted} failed job(s) of queue {queue!r} deleted")
+
+
+@main.command()
+@click.argument("job_id")
+@app_option
+def cancel(job_id: str, app: str) -> None:
+    """Cancel the job JOB_ID: at once if it is pending or delayed; if it is running, its worker
+    stops it at the next lease renewal."""
+    registry = load_app(app)
+    found = _run(registry.cancel(job_id), registry)
+    if not found:
+        raise click.ClickException(f"no unfinished job {job_id!r}: it finished, or never existed")
+    click.echo(f"job {job_id} cancelled (a running job stops at its next lease renewal)")
+
+
+@main.group()
+def queue() -> None:
+    """Pause or resume a queue."""
+
+
+@queue.command(name="pause")
+@click.argument("name")
+@app_option
+def queue_pause(name: str, app: str) -> None:
+    """Stop every worker reserving from queue NAME (within one poll interval); pushes still
+    succeed and running jobs finish."""
+    registry = load_app(app)
+    _run(registry.pause(name), registry)
+    click.echo(f"queue {name!r} paused")
+
+
+@queue.command(name="resume")
+@click.argument("name")
+@app_option
+def queue_resume(name: str, app: str) -> None:
+    """Let workers reserve from queue NAME again."""
+    registry = load_app(app)
+    _run(registry.resume(name), registry)
+    click.echo(f"queue {name!r} resumed")
+
+
+@main.group()
+def schedule() -> None:
+    """Inspect the app's schedules."""
+
+
+@schedule.command(name="list")
+@app_option
+def schedule_list(app: str) -> None:
+    """Show each schedule, its next three ticks, and the last job it pushed with its state."""
+    registry = load_app(app)
+
+    async def gather() -> list[list[Any]]:
+        rows = []
+        for name, item in registry.schedules.items():
+            queue = registry.schedule_queue(item)
+            tick = (await (await registry.driver_of(queue)).ticks([name])).get(name)
+            job = None if tick is None else await registry.job_info(tick.job_id)
+            ticks = [when.strftime("%Y-%m-%d %H:%M:%S %Z") for when in item.next_ticks(3)]
+            last = "never" if tick is None else _when(tick.at, item.tz)
+            state = "" if tick is None else (job.state.value if job else "pruned")
+            rows.append([name, item.rule, item.job, queue, ", ".join(ticks), last, state,
+                         "" if tick is None else tick.job_id])  # fmt: skip
+        return rows
+
+    rows = _run(gather(), registry)
+    header = ["schedule", "rule", "job", "queue", "next ticks", "last tick", "state", "last job"]
+    _table(header, rows, align_right=False)
+
+
+@main.command()
+@click.argument("chain_id")
+@app_option
+def chain(chain_id: str, app: str) -> None:
+    """Show how far the cursor-chained job CHAIN_ID got: pages, state, last cursor."""
+    registry = load_app(app)
+    info = _run(registry.chain_info(chain_id), registry)
+    if info is None:
+        raise click.ClickException(
+            f"no chain {chain_id!r}: its first page was never pushed, or was pruned"
+        )
+    started = "" if info.started_at is None else _when(info.started_at, "UTC")
+    rows = [
+        ["chain", info.id],
+        ["state", info.state],
+        ["pages", info.pages],
+        ["last cursor", json.dumps(info.cursor)],
+        ["started", started],
+        ["last page", f"{info.last.id} ({info.last.state.value}, attempt {info.last.attempt})"],
+    ]
+    if info.last.error is not None:
+        rows.append(["error", _error_line(info.last)])
+    for label, value in rows:
+        click.echo(f"{label + ':':<13}{value}")
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _when(moment: float, tz: str) -> str:
+    return datetime.fromtimestamp(moment, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _cut_short(stopped: Stopped, stop_timeout: float) -> str:

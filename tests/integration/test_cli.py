@@ -201,8 +201,8 @@ def test_list_shows_the_queue_counts_and_the_worker_row(app: App) -> None:
     result = app.run("list", "--app", APP)
     assert result.returncode == 0, result.stderr
     table = rows(result.stdout)
-    assert ["queue", "pending", "delayed", "reserved", "failed"] in table
-    assert ["tasks", "3", "1", "0", "0"] in table
+    assert ["queue", "pending", "delayed", "reserved", "failed", "cancelled", "paused"] in table
+    assert ["tasks", "3", "1", "0", "0", "0", "no"] in table
     assert ["worker", "processed", "succeeded", "failed", "retried"] in table
     assert ["w", "0", "0", "0", "0"] in table
 
@@ -211,7 +211,7 @@ def test_list_reads_the_app_from_conveyor_app(app: App) -> None:
     app.push("record", {"n": 1})
     result = app.run("list", CONVEYOR_APP=APP)
     assert result.returncode == 0, result.stderr
-    assert ["tasks", "1", "0", "0", "0"] in rows(result.stdout)
+    assert ["tasks", "1", "0", "0", "0", "0", "no"] in rows(result.stdout)
 
 
 # -- conveyor work --burst ----------------------------------------------------------------
@@ -232,7 +232,7 @@ def test_list_after_a_burst_shows_what_the_worker_did(app: App) -> None:
     result = app.run("list", "--app", APP)
     assert result.returncode == 0, result.stderr
     table = rows(result.stdout)
-    assert ["tasks", "0", "0", "0", "0"] in table
+    assert ["tasks", "0", "0", "0", "0", "0", "no"] in table
     assert ["w", "3", "3", "0", "0"] in table
 
 
@@ -392,7 +392,7 @@ def test_console_script_runs_the_same_cli(app: App) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert ["tasks", "1", "0", "0", "0"] in rows(result.stdout)
+    assert ["tasks", "1", "0", "0", "0", "0", "no"] in rows(result.stdout)
 
 
 # -- conveyor migrate ---------------------------------------------------------------------
