@@ -1,0 +1,168 @@
+"""Servers of a test's own, on spare loopback ports, that the test may kill and restart: a
+redis-server with `appendfsync always`, and a PostgreSQL cluster made with initdb. The shared
+servers the rest of the suite uses are never touched.
+
+PostgreSQL refuses to run as root: when the tests run as root, the cluster belongs to the
+`postgres` user (its files in a folder of its own) and is run through `runuser`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+POSTGRES_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+
+
+def spare_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, up: bool, timeout: float = 30.0) -> None:
+    """Wait until 127.0.0.1:`port` accepts connections (`up`) or refuses them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            listening = True
+        except OSError:
+            listening = False
+        if listening == up:
+            return
+        assert time.monotonic() < deadline, f"port {port} never became {'up' if up else 'free'}"
+        time.sleep(0.05)
+
+
+class PrivateRedis:
+    """redis-server on a spare port, its append-only file fsynced at every write."""
+
+    def __init__(self, folder: Path) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed")
+        self.folder = folder
+        self.port = spare_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+             str(self.folder), "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port(self.port, up=True)
+
+    def kill(self) -> None:
+        """SIGKILL: what survives is what reached the append-only file."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        wait_for_port(self.port, up=False)
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of its own (initdb) on a spare port, trust authentication."""
+
+    def __init__(self) -> None:
+        if not POSTGRES_BIN:
+            pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
+        self.bin = POSTGRES_BIN[-1]
+        self.port = spare_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))
+        self.data = self.folder / "data"
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            if shutil.which("runuser") is None:
+                pytest.skip("running as root without runuser: initdb cannot be run")
+            shutil.chown(self.folder, "postgres", "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-N")
+
+    def _run(self, program: str, *args: str) -> None:
+        done = subprocess.run(
+            [*self.as_user, str(self.bin / program), *args],
+            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
+        log = self.folder / "log"
+        said = log.read_text()[-2000:] if log.exists() else ""
+        assert done.returncode == 0, f"{program} failed: {done.stdout.decode()}\n{said}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c fsync=on"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
+                  str(self.folder / "log"), "-w", "start")  # fmt: skip
+        wait_for_port(self.port, up=True)
+
+    def kill(self) -> None:
+        """SIGKILL of the postmaster and its children, as a crash: the next start recovers
+        from the write-ahead log."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _alive(pid):
+            assert time.monotonic() < deadline, "the postmaster survived SIGKILL"
+            time.sleep(0.05)
+        wait_for_port(self.port, up=False)
+        # The dead postmaster may stay a zombie (its parent, pg_ctl, is gone and this
+        # machine's init may not reap it at once), which the next start would take for a
+        # live server: its lock files go, as after a reboot.
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
+        for stale in self.folder.glob(f".s.PGSQL.{self.port}*"):
+            stale.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+@contextlib.contextmanager
+def private_redis(folder: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
