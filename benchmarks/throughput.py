@@ -35,6 +35,9 @@ from pathlib import Path
 from conveyor import Job, JobState, Registry, Worker
 from conveyor.drivers import driver_from_url
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from raw import raw_rate
+
 #: Seconds of quiet before each push of the idle latency figure: long enough for a polling
 #: driver to relax to its idle interval.
 IDLE_GAP = (0.5, 0.8)
@@ -67,7 +70,17 @@ def make_registry(driver: str, concurrency: int, poll_interval: float = 0.5) -> 
     return registry
 
 
-async def throughput(driver: str, jobs: int, concurrency: int, batch: int) -> None:
+def _blocking_pushes(registry: Registry, count: int) -> float:
+    """Pushes per second through `registry.blocking`, as Flask or Django code calls it."""
+    started = time.perf_counter()
+    for n in range(count):
+        registry.blocking.push("bench", "tick", Tick(n))
+    return count / (time.perf_counter() - started)
+
+
+async def throughput(
+    kind: str, driver: str, jobs: int, concurrency: int, batch: int, folder: Path
+) -> None:
     registry = make_registry(driver, concurrency)
     done = 0
 
@@ -79,11 +92,18 @@ async def throughput(driver: str, jobs: int, concurrency: int, batch: int) -> No
     for state in (JobState.PENDING, JobState.DELAYED, JobState.FAILED, JobState.SUCCEEDED):
         await registry.purge("bench", state)  # what an interrupted run left on a server
     singles = max(1, min(jobs // 10, 2000))
+    raw = await raw_rate(kind, driver, singles, folder)
     started = time.perf_counter()
     for n in range(singles):
         await registry.push("bench", "tick", Tick(n))
     pushed = time.perf_counter() - started
-    print(f"push:      {singles / pushed:,.0f} jobs/s ({singles} jobs, one push each)")
+    rate = singles / pushed
+    print(f"push:      {rate:,.0f} jobs/s ({singles} jobs, one push each)")
+    if raw is not None:
+        print(f"  raw:     {raw[0]:,.0f} writes/s ({raw[1]}): push at {rate / raw[0]:.2f} of it")
+    blocking_rate = await asyncio.to_thread(_blocking_pushes, registry, singles)
+    print(f"  blocking push: {blocking_rate:,.0f} jobs/s from a plain thread, "
+          f"{rate / blocking_rate:.2f}x slower than async")  # fmt: skip
 
     started = time.perf_counter()
     for first in range(0, jobs, batch):
@@ -95,8 +115,8 @@ async def throughput(driver: str, jobs: int, concurrency: int, batch: int) -> No
     started = time.perf_counter()
     await Worker(registry, "w", burst=True).run()
     ran = time.perf_counter() - started
-    assert done == jobs + singles, (done, jobs + singles)
-    print(f"process:   {(jobs + singles) / ran:,.0f} jobs/s (concurrency {concurrency})")
+    assert done == jobs + 2 * singles, (done, jobs + 2 * singles)
+    print(f"process:   {(jobs + 2 * singles) / ran:,.0f} jobs/s (concurrency {concurrency})")
     await registry.purge("bench", JobState.SUCCEEDED)  # leave nothing behind on a server
     await registry.close()
 
@@ -299,7 +319,7 @@ def bench(kind: str, driver: str, folder: Path, args: argparse.Namespace) -> Non
     def url(name: str) -> str:
         return f"sqlite:///{folder / name}" if sqlite_file else driver
 
-    asyncio.run(throughput(url("bench.db"), args.jobs, args.concurrency, args.batch))
+    asyncio.run(throughput(kind, url("bench.db"), args.jobs, args.concurrency, args.batch, folder))
     asyncio.run(latency(url("latency.db"), args.samples))
     capabilities = driver_from_url(url("remote.db")).capabilities
     if capabilities.shared:
