@@ -31,10 +31,17 @@ class StartUp:
     """Opens worker `worker`'s drivers; see the module docstring."""
 
     def __init__(
-        self, registry: RegistryCore, worker: str, stopping: asyncio.Event, timeout: float | None
+        self,
+        registry: RegistryCore,
+        worker: str,
+        stopping: asyncio.Event,
+        timeout: float | None,
+        queues: list[str] | None = None,
     ) -> None:
+        """`queues`: the queues to open (default: those `worker` serves)."""
         self.registry = registry
         self.worker = worker
+        self.queues = queues
         self.stopping = stopping
         self.timeout = startup_timeout(timeout)
         self._opening = ""  # the queue whose driver is being opened, named in the logs
@@ -78,7 +85,8 @@ class StartUp:
 
     async def _groups(self) -> Groups:
         groups: dict[int, tuple[Driver, list[str]]] = {}
-        for queue in self.registry.queues_of(self.worker):
+        queues = self.registry.queues_of(self.worker) if self.queues is None else self.queues
+        for queue in queues:
             self._opening = queue
             driver = await self.registry.driver_of(queue)
             groups.setdefault(id(driver), (driver, []))[1].append(queue)

@@ -24,7 +24,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ from conveyor.job import JobInfo
 from conveyor.lease import Held, Leases
 from conveyor.schedule import Scheduler
 from conveyor.settle import STATS_EVERY, Settler
+from conveyor.spec import WorkerSpec
 from conveyor.startup import StartUp
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ class Worker(Leases):
     whose queues it serves (see conveyor.schedule).
     A backend that cannot be reached at start is tried again with back-off, for ever or, with
     `startup_timeout`, for that many seconds before `run()` raises BackendUnavailableError.
+    `spec` and `queues` (registered queues) replace the registered worker's, e.g. from
+    `conveyor work --concurrency/--queues`.
     """
 
     def __init__(
@@ -83,18 +86,22 @@ class Worker(Leases):
         burst: bool = False,
         startup_timeout: float | None = None,
         schedules: bool = True,
+        spec: WorkerSpec | None = None,
+        queues: Sequence[str] | None = None,
     ) -> None:
         self.registry = registry
-        self.spec = registry.worker_spec(name)
+        self.spec = registry.worker_spec(name) if spec is None else spec
         self.name = name
         self.burst = burst
-        served = registry.queues_of(name)
+        served = registry.queues_of(name) if queues is None else [*queues]
+        for queue in served:
+            registry.queue_spec(queue)  # UnknownQueueError for a queue never registered
         self.schedules = {
             key: schedule
             for key, schedule in registry.schedules.items()
             if schedules and not burst and registry.schedule_queue(schedule) in served
         }
-        self._startup = StartUp(registry, name, asyncio.Event(), startup_timeout)
+        self._startup = StartUp(registry, name, asyncio.Event(), startup_timeout, served)
         self.identity = f"{name}:{socket.gethostname()}:{os.getpid()}"
         self._running: dict[str, Held] = {}
         #: Rescued jobs reserved and held, each to run alone, in order; and the one running.

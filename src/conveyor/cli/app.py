@@ -1,0 +1,252 @@
+"""What every command shares: the `conveyor` group, loading the app, running a coroutine
+against it, masking passwords, and printing tables or one JSON document."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Coroutine
+from datetime import datetime
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from conveyor.cli.logs import setup_logging
+from conveyor.config import CONFIG_ENV
+from conveyor.drivers import DATABASE_ENV, Location
+from conveyor.errors import ConveyorError
+from conveyor.job import JobInfo
+from conveyor.registry import Registry
+
+T = TypeVar("T")
+
+APP_HELP = "Where your registry is, as module:attribute (or set CONVEYOR_APP)."
+
+#: The seed's spellings, each the name of the command it stands for.
+ALIASES = {"queue:work": "work", "queue:list": "list"}
+
+
+class Conveyor(click.Group):
+    """The `conveyor` group: resolves the aliases, and turns any error a command did not
+    expect into one line on stderr and exit status 1, never a traceback."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, ALIASES.get(cmd_name, cmd_name))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, click.ClickException):
+            raise
+        except ConveyorError as exc:
+            raise click.ClickException(masked(str(exc))) from exc
+        except Exception as exc:  # a fault of ours or of a library: one line, still
+            logging.getLogger("conveyor.cli").debug("unexpected error", exc_info=True)
+            raise click.ClickException(masked(f"{type(exc).__name__}: {exc}")) from exc
+
+
+@click.group(cls=Conveyor)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+)
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="json: every log line is one JSON object (time, level, logger, message and the "
+    "job's id, job, queue, attempt, duration, outcome where there is one).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    default=None,
+    help=f"The configuration file [default: {CONFIG_ENV}, else ./conveyor.toml, else "
+    "pyproject.toml's [tool.conveyor]].",
+)
+def main(log_level: str, log_format: str, config_path: str | None) -> None:
+    """conveyor: background jobs for Python."""
+    setup_logging(log_level.upper(), log_format)
+
+
+def load_app(spec: str) -> Registry:
+    """Import `module:attribute` and return the Registry it names."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter(f"{spec!r} is not module:attribute, e.g. myapp.jobs:registry")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+    except Exception as exc:  # the module itself failed (a registry mistake, a syntax error)
+        raise click.BadParameter(
+            masked(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")
+        ) from exc
+    registry = getattr(module, attribute, None)
+    if not isinstance(registry, Registry):
+        raise click.BadParameter(f"{spec!r} is not a conveyor Registry (found {registry!r})")
+    config_path = click.get_current_context().find_root().params.get("config_path")
+    if config_path is not None:
+        try:
+            registry.configure(config_path)
+        except ConveyorError as exc:
+            raise click.ClickException(str(exc)) from exc
+    return registry
+
+
+app_option = click.option("--app", "app", envvar="CONVEYOR_APP", required=True, help=APP_HELP)
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead."
+)
+
+
+def run(coroutine: Coroutine[Any, Any, T], registry: Registry) -> T:
+    """Run `coroutine`, then close the registry's drivers; a ConveyorError becomes one line
+    on stderr and exit status 1."""
+
+    async def with_close() -> T:
+        try:
+            return await coroutine
+        finally:
+            await registry.close()
+
+    try:
+        return asyncio.run(with_close())
+    except ConveyorError as exc:
+        raise click.ClickException(masked(str(exc), registry)) from exc
+
+
+def masked(message: str, registry: Registry | None = None) -> str:
+    """`message` with the passwords of the driver URLs the app names masked. Every message is
+    masked where it is made; this is the second line, for one that was not."""
+    locations = [os.environ.get(name, "") for name in ("CONVEYOR_DRIVER", *DATABASE_ENV)]
+    if registry is not None:
+        locations += [registry.default_driver, *(q.driver for q in registry.queues.values())]
+    for location in locations:
+        message = Location.parse(location).mask(message)
+    return message
+
+
+def fail(message: str) -> click.ClickException:
+    """The exception that ends a command with `message` on stderr and exit status 1."""
+    return click.ClickException(message)
+
+
+def echo_json(document: Any) -> None:
+    """Print `document` as one JSON document (times as ISO 8601 text)."""
+    click.echo(json.dumps(document, default=_jsonable, indent=2))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value)
+    return str(value)
+
+
+def table(header: list[str], rows: list[list[Any]], *, align_right: bool = True) -> None:
+    """Print `rows` under `header`, columns padded; numbers right-aligned unless told."""
+    widths = [max(len(str(v)) for v in column) for column in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        cells = [
+            str(v).ljust(w) if i == 0 or not align_right else str(v).rjust(w)
+            for i, (v, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        click.echo("  ".join(cells).rstrip())
+
+
+def fields(rows: list[tuple[str, Any]]) -> None:
+    """Print `label: value` lines, the values lined up."""
+    width = max((len(label) for label, _ in rows), default=0) + 2
+    for label, value in rows:
+        click.echo(f"{label + ':':<{width}}{value}")
+
+
+def yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def when(moment: float | None, tz: str = "UTC") -> str:
+    """A backend timestamp as local text in `tz`; "" for None."""
+    if moment is None:
+        return ""
+    return datetime.fromtimestamp(moment, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def iso(moment: float | None) -> str | None:
+    """A backend timestamp as ISO 8601 UTC, for JSON; None stays None."""
+    if moment is None:
+        return None
+    return datetime.fromtimestamp(moment, ZoneInfo("UTC")).isoformat()
+
+
+def error_line(job: JobInfo) -> str:
+    if job.error is None:
+        return ""
+    return f"{job.error.type}: {job.error.message}".splitlines()[0][:120]
+
+
+def job_json(job: JobInfo) -> dict[str, Any]:
+    """The JSON form of a stored job, as `conveyor job --json` and `failed list --json` print."""
+    return {
+        "id": job.id,
+        "queue": job.queue,
+        "job": job.name,
+        "state": job.state.value,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "priority": job.priority,
+        "payload": _parsed(job.payload),
+        "meta": job.meta,
+        "unique": job.unique,
+        "worker": job.worker,
+        "created_at": iso(job.created_at),
+        "available_at": iso(job.available_at),
+        "reserved_at": iso(job.reserved_at),
+        "finished_at": iso(job.finished_at),
+        "rescued": job.rescued,
+        "cancel_requested": job.cancel_requested,
+        "error": None if job.error is None else job.error.to_dict(),
+        "result": None if job.result is None else _parsed(job.result),
+    }
+
+
+def _parsed(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def progress() -> Progress:
+    """Progress bars on stderr for long work, shown only on a terminal (stdout stays clean
+    for --json and pipes): `with progress() as bars: task = bars.add_task("...", total=n)`."""
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=False,
+    )

@@ -1,0 +1,180 @@
+"""`conveyor cancel`, `queue pause|resume`, `schedule list`, `chain`, `migrate`, `prune`:
+job control and upkeep."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from conveyor.cli.app import (
+    app_option,
+    echo_json,
+    error_line,
+    fail,
+    fields,
+    iso,
+    job_json,
+    json_option,
+    load_app,
+    progress,
+    run,
+    table,
+    when,
+)
+from conveyor.registry import Registry
+
+
+@click.command()
+@click.argument("job_id")
+@app_option
+def cancel(job_id: str, app: str) -> None:
+    """Cancel the job JOB_ID: at once if it is pending or delayed; if it is running, its worker
+    stops it at the next lease renewal."""
+    registry = load_app(app)
+    found = run(registry.cancel(job_id), registry)
+    if not found:
+        raise fail(f"no unfinished job {job_id!r}: it finished, or never existed")
+    click.echo(f"job {job_id} cancelled (a running job stops at its next lease renewal)")
+
+
+@click.group()
+def queue() -> None:
+    """Pause or resume a queue."""
+
+
+@queue.command(name="pause")
+@click.argument("name")
+@app_option
+def queue_pause(name: str, app: str) -> None:
+    """Stop every worker reserving from queue NAME (within one poll interval); pushes still
+    succeed and running jobs finish."""
+    registry = load_app(app)
+    run(registry.pause(name), registry)
+    click.echo(f"queue {name!r} paused")
+
+
+@queue.command(name="resume")
+@click.argument("name")
+@app_option
+def queue_resume(name: str, app: str) -> None:
+    """Let workers reserve from queue NAME again."""
+    registry = load_app(app)
+    run(registry.resume(name), registry)
+    click.echo(f"queue {name!r} resumed")
+
+
+@click.group()
+def schedule() -> None:
+    """Inspect the app's schedules."""
+
+
+@schedule.command(name="list")
+@app_option
+@json_option
+def schedule_list(app: str, as_json: bool) -> None:
+    """Show each schedule, its next three ticks, and the last job it pushed with its state."""
+    registry = load_app(app)
+
+    async def gather() -> list[dict[str, Any]]:
+        found = []
+        for name, item in registry.schedules.items():
+            queue = registry.schedule_queue(item)
+            tick = (await (await registry.driver_of(queue)).ticks([name])).get(name)
+            job = None if tick is None else await registry.job_info(tick.job_id)
+            found.append({
+                "schedule": name, "rule": item.rule, "job": item.job, "queue": queue,
+                "tz": item.tz, "next_ticks": [t.isoformat() for t in item.next_ticks(3)],
+                "next": [t.strftime("%Y-%m-%d %H:%M:%S %Z") for t in item.next_ticks(3)],
+                "last_tick": None if tick is None else tick.at,
+                "last_job": None if tick is None else tick.job_id,
+                "state": None if tick is None else (job.state.value if job else "pruned"),
+            })  # fmt: skip
+        return found
+
+    found = run(gather(), registry)
+    if as_json:
+        for item in found:
+            item["last_tick"] = iso(item["last_tick"])
+            del item["next"]
+        echo_json(found)
+        return
+    rows = [
+        [s["schedule"], s["rule"], s["job"], s["queue"], ", ".join(s["next"]),
+         "never" if s["last_tick"] is None else when(s["last_tick"], s["tz"]),
+         s["state"] or "", s["last_job"] or ""]
+        for s in found
+    ]  # fmt: skip
+    header = ["schedule", "rule", "job", "queue", "next ticks", "last tick", "state", "last job"]
+    table(header, rows, align_right=False)
+
+
+@click.command()
+@click.argument("chain_id")
+@app_option
+@json_option
+def chain(chain_id: str, app: str, as_json: bool) -> None:
+    """Show how far the cursor-chained job CHAIN_ID got: pages, state, last cursor."""
+    registry = load_app(app)
+    info = run(registry.chain_info(chain_id), registry)
+    if info is None:
+        raise fail(f"no chain {chain_id!r}: its first page was never pushed, or was pruned")
+    if as_json:
+        echo_json(
+            {"chain": info.id, "state": info.state, "pages": info.pages, "cursor": info.cursor,
+             "started_at": iso(info.started_at), "last": job_json(info.last)}
+        )  # fmt: skip
+        return
+    rows: list[tuple[str, Any]] = [
+        ("chain", info.id),
+        ("state", info.state),
+        ("pages", info.pages),
+        ("last cursor", json.dumps(info.cursor)),
+        ("started", "" if info.started_at is None else when(info.started_at)),
+        ("last page", f"{info.last.id} ({info.last.state.value}, attempt {info.last.attempt})"),
+    ]
+    if info.last.error is not None:
+        rows.append(("error", error_line(info.last)))
+    fields(rows)
+
+
+@click.command()
+@app_option
+def migrate(app: str) -> None:
+    """Create or update the tables every queue's driver needs (safe to run again)."""
+    registry = load_app(app)
+    kinds = run(registry.migrate(), registry)
+    click.echo(f"schema up to date on {len(kinds)} driver(s): {', '.join(kinds)}")
+
+
+@click.command()
+@click.argument("queues", nargs=-1)
+@app_option
+@json_option
+def prune(queues: tuple[str, ...], app: str, as_json: bool) -> None:
+    """Delete the finished jobs past their queue's retention now, in each QUEUE (default:
+    every queue), as workers do every minute. A queue without retention keeps them."""
+    registry = load_app(app)
+    pruned = run(_prune(registry, list(queues)), registry)
+    if as_json:
+        echo_json(pruned)
+        return
+    for name, count in pruned.items():
+        kept = registry.queue_spec(name).retention is None
+        click.echo(f"queue {name!r}: " + ("no retention, nothing pruned" if kept else
+                                          f"{count} finished job(s) pruned"))  # fmt: skip
+
+
+async def _prune(registry: Registry, queues: list[str]) -> dict[str, int]:
+    registry.freeze()
+    names = queues or list(registry.queues)
+    for name in names:
+        registry.queue_spec(name)  # UnknownQueueError before anything is deleted
+    pruned: dict[str, int] = {}
+    with progress() as bars:
+        task = bars.add_task("pruning", total=len(names))
+        for name in names:
+            pruned[name] = await registry.prune(name)
+            bars.advance(task)
+    return pruned

@@ -1,0 +1,84 @@
+"""`conveyor failed list|retry|purge QUEUE`: a queue's failed storage."""
+
+from __future__ import annotations
+
+import click
+
+from conveyor.cli.app import (
+    app_option,
+    echo_json,
+    error_line,
+    job_json,
+    json_option,
+    load_app,
+    progress,
+    run,
+    table,
+)
+from conveyor.job import JobState
+from conveyor.registry import Registry
+
+#: Ids named on the command line are retried this many to a call, the progress bar between.
+BATCH = 1000
+
+
+@click.group()
+def failed() -> None:
+    """Inspect, retry or purge the jobs in a queue's failed storage."""
+
+
+@failed.command(name="list")
+@click.argument("queue")
+@app_option
+@click.option("--limit", default=50, show_default=True, help="How many to show.")
+@click.option("--offset", default=0, show_default=True, help="How many to skip.")
+@json_option
+def failed_list(queue: str, app: str, limit: int, offset: int, as_json: bool) -> None:
+    """Show QUEUE's failed jobs, oldest first, with the error that failed each."""
+    registry = load_app(app)
+    jobs = run(registry.list_jobs(queue, JobState.FAILED, limit=limit, offset=offset), registry)
+    if as_json:
+        echo_json([job_json(job) for job in jobs])
+        return
+    rows = [[job.id, job.name, job.attempt, error_line(job)] for job in jobs]
+    table(["id", "job", "attempts", "error"], rows)
+
+
+@failed.command(name="retry")
+@click.argument("queue")
+@click.argument("ids", nargs=-1)
+@app_option
+def failed_retry(queue: str, ids: tuple[str, ...], app: str) -> None:
+    """Move QUEUE's failed jobs (all, or only IDS) back to pending, attempts reset."""
+    registry = load_app(app)
+    moved = run(_retry(registry, queue, list(ids)), registry)
+    click.echo(f"{moved} failed job(s) of queue {queue!r} moved back to pending")
+
+
+async def _retry(registry: Registry, queue: str, ids: list[str]) -> int:
+    if not ids:
+        with progress() as bars:
+            bars.add_task(f"retrying the failed jobs of {queue}", total=None)
+            return await registry.retry_failed(queue)
+    moved = 0
+    with progress() as bars:
+        task = bars.add_task(f"retrying failed jobs of {queue}", total=len(ids))
+        for start in range(0, len(ids), BATCH):
+            part = ids[start : start + BATCH]
+            moved += await registry.retry_failed(queue, part)
+            bars.advance(task, len(part))
+    return moved
+
+
+@failed.command(name="purge")
+@click.argument("queue")
+@click.argument("ids", nargs=-1)
+@app_option
+@click.option("--yes", is_flag=True, help="Purge all of them without asking.")
+def failed_purge(queue: str, ids: tuple[str, ...], app: str, yes: bool) -> None:
+    """Delete QUEUE's failed jobs (all, or only IDS) for good."""
+    if not ids and not yes:
+        click.confirm(f"Delete every failed job of queue {queue!r}?", abort=True)
+    registry = load_app(app)
+    deleted = run(registry.purge(queue, JobState.FAILED, list(ids) or None), registry)
+    click.echo(f"{deleted} failed job(s) of queue {queue!r} deleted")

@@ -1,0 +1,190 @@
+"""`conveyor list`, `conveyor job ID`, `conveyor config`: what the app's queues, workers, jobs
+and settings look like now."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from conveyor.cli.app import (
+    app_option,
+    echo_json,
+    error_line,
+    fail,
+    fields,
+    iso,
+    job_json,
+    json_option,
+    load_app,
+    masked,
+    run,
+    table,
+    when,
+    yes,
+)
+from conveyor.config import effective
+from conveyor.drivers.base import QueueCounts, WorkerCounts, WorkerPresence
+from conveyor.errors import ConveyorError
+from conveyor.job import JobInfo
+
+
+@click.command(name="list")
+@app_option
+@json_option
+def list_(app: str, as_json: bool) -> None:
+    """Show queues (pending, delayed, reserved, failed, cancelled, paused, oldest pending
+    job's age), workers (processed, ...) and the worker processes alive."""
+    registry = load_app(app)
+
+    async def gather() -> tuple[
+        dict[str, QueueCounts], dict[str, WorkerCounts], set[str], list[WorkerPresence]
+    ]:
+        return (
+            await registry.queue_info(),
+            await registry.worker_info(),
+            await registry.paused_queues(),
+            await registry.workers_alive(),
+        )
+
+    queues, workers, paused, alive = run(gather(), registry)
+    if as_json:
+        echo_json(
+            {
+                "queues": {
+                    name: {
+                        "pending": c.pending,
+                        "delayed": c.delayed,
+                        "reserved": c.reserved,
+                        "succeeded": c.succeeded,
+                        "failed": c.failed,
+                        "cancelled": c.cancelled,
+                        "paused": name in paused,
+                        "oldest_pending_age": c.oldest_pending_age,
+                    }
+                    for name, c in queues.items()
+                },
+                "workers": {
+                    name: {
+                        "processed": c.processed,
+                        "succeeded": c.succeeded,
+                        "failed": c.failed,
+                        "retried": c.retried,
+                    }
+                    for name, c in workers.items()
+                },
+                "alive": [
+                    {
+                        "identity": p.identity,
+                        "worker": p.worker,
+                        "started_at": iso(p.started_at),
+                        "seen_at": iso(p.seen_at),
+                    }
+                    for p in alive
+                ],
+            }
+        )
+        return
+    rows: list[list[Any]] = [
+        [name, c.pending, c.delayed, c.reserved, c.failed, c.cancelled, yes(name in paused)]
+        for name, c in queues.items()
+    ]
+    table(["queue", "pending", "delayed", "reserved", "failed", "cancelled", "paused"], rows)
+    waiting = [[n, age(c.oldest_pending_age)] for n, c in queues.items() if c.pending]
+    if waiting:
+        click.echo()
+        table(["queue", "oldest pending"], waiting)
+    click.echo()
+    rows = [[n, c.processed, c.succeeded, c.failed, c.retried] for n, c in workers.items()]
+    table(["worker", "processed", "succeeded", "failed", "retried"], rows)
+    click.echo()
+    if not alive:
+        click.echo("no worker process alive (none heard from in the last 15s)")
+        return
+    rows = [[p.identity, p.worker, when(p.started_at), when(p.seen_at)] for p in alive]
+    table(["alive", "worker", "started", "last seen"], rows, align_right=False)
+
+
+def age(seconds: float | None) -> str:
+    """A duration as short text: 4.2s, 3m 05s, 2h 10m, 3d 4h."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d {whole % 86400 // 3600}h"
+
+
+@click.command(name="job")
+@click.argument("job_id")
+@app_option
+@json_option
+def job(job_id: str, app: str, as_json: bool) -> None:
+    """Show the job JOB_ID: its state, attempts, times, payload, the error of its last failed
+    attempt with the traceback, and its result when kept."""
+    registry = load_app(app)
+    info = run(registry.job_info(job_id), registry)
+    if info is None:
+        raise fail(f"no job {job_id!r}: it was never pushed, or was pruned after it finished")
+    if as_json:
+        echo_json(job_json(info))
+        return
+    fields(_job_rows(info))
+    if info.error is not None and info.error.traceback:
+        click.echo()
+        click.echo(info.error.traceback.rstrip())
+
+
+def _job_rows(info: JobInfo) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = [
+        ("job", f"{info.id} ({info.name})"),
+        ("queue", info.queue),
+        ("state", info.state.value + (" (cancel requested)" if info.cancel_requested else "")),
+        ("attempts", f"{info.attempt} of {info.max_attempts}"),
+        ("priority", info.priority),
+        ("payload", info.payload),
+        ("created", when(info.created_at)),
+        ("due", when(info.available_at)),
+    ]
+    if info.reserved_at is not None:
+        rows.append(("reserved", f"{when(info.reserved_at)} by {info.worker or '?'}"))
+    if info.finished_at is not None:
+        rows.append(("finished", when(info.finished_at)))
+        if info.reserved_at is not None:
+            rows.append(("ran for", age(max(0.0, info.finished_at - info.reserved_at))))
+    elif info.reserved_at is not None:
+        rows.append(("running for", age(max(0.0, time.time() - info.reserved_at))))
+    if info.rescued:
+        rows.append(("rescued", f"{info.rescued} time(s) from a worker that died"))
+    if info.meta:
+        rows.append(("meta", info.meta))
+    if info.unique is not None:
+        rows.append(("unique", info.unique))
+    if info.error is not None:
+        rows.append(("error", error_line(info)))
+    if info.result is not None:
+        rows.append(("result", info.result))
+    return rows
+
+
+@click.command(name="config")
+@app_option
+@json_option
+def config_(app: str, as_json: bool) -> None:
+    """Show every setting in force and where it came from (passwords masked)."""
+    registry = load_app(app)
+    try:
+        settings = effective(registry)
+    except ConveyorError as exc:
+        raise fail(masked(str(exc), registry)) from exc
+    if as_json:
+        keys = ("scope", "name", "key", "value", "source")
+        echo_json([{key: getattr(s, key) for key in keys} for s in settings])
+        return
+    rows = [[s.scope, s.name, s.key, s.value, s.source] for s in settings]
+    table(["scope", "name", "key", "value", "source"], rows, align_right=False)

@@ -1,0 +1,169 @@
+"""`conveyor push QUEUE JOB --payload JSON` (one job) or `--file jobs.jsonl` (one job per line,
+pushed in batches of 1000 with a progress bar)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import IO, Any
+
+import click
+
+from conveyor.cli.app import app_option, echo_json, fail, json_option, load_app, progress, run
+from conveyor.duration import FORMS, parse
+from conveyor.errors import ConveyorError, PayloadError
+from conveyor.registry import Registry
+
+#: Lines of a --file pushed per push_many (one round trip each, all or none stored).
+BATCH = 1000
+
+
+class DurationType(click.ParamType[float]):
+    """Seconds, or text such as 500ms, 30s, 5m, 1h30m."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float | int):
+            return float(value)
+        try:
+            return parse(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a duration: expected {FORMS}", param, ctx)
+
+
+DURATION = DurationType()
+
+
+@click.command()
+@click.argument("queue")
+@click.argument("job_name", metavar="JOB")
+@app_option
+@click.option("--payload", metavar="JSON", default=None, help="The job's payload, as JSON.")
+@click.option(
+    "--file",
+    "path",
+    metavar="PATH",
+    default=None,
+    help="Push one job per line of PATH (JSON lines; - reads stdin), in batches of 1000.",
+)
+@click.option("--delay", type=DURATION, default=None, help="Run it this late: 5s, 10m, 1h.")
+@click.option("--unique", metavar="KEY", default=None, help="Not again while one with KEY waits.")
+@click.option("--priority", type=int, default=None, help="Higher runs first.")
+@click.option("--retry", type=click.IntRange(min=0), default=None, help="Retries after the first.")
+@click.option("--timeout", type=DURATION, default=None, help="Stop an attempt after: 30s, 5m.")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata (repeatable).")
+@json_option
+def push(
+    queue: str,
+    job_name: str,
+    app: str,
+    payload: str | None,
+    path: str | None,
+    delay: float | None,
+    unique: str | None,
+    priority: int | None,
+    retry: int | None,
+    timeout: float | None,
+    meta: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Push the job JOB to QUEUE and print its id: its payload from --payload, or one job per
+    line of --file."""
+    if (payload is None) == (path is None):
+        raise click.UsageError("give either --payload JSON or --file PATH")
+    if path is not None and unique is not None:
+        raise click.UsageError("--unique is for one job: it cannot go with --file")
+    options: dict[str, Any] = {
+        "delay": delay, "priority": priority, "retry": retry, "timeout": timeout,
+        "meta": _meta(meta) or None,
+    }  # fmt: skip
+    registry = load_app(app)
+    if payload is not None:
+        try:
+            value = json.loads(payload)
+        except ValueError as exc:
+            raise fail(f"--payload is not JSON: {exc}") from exc
+        job_id = run(registry.push(queue, job_name, value, unique=unique, **options), registry)
+        if as_json:
+            echo_json({"id": job_id, "queue": queue, "job": job_name})
+        else:
+            click.echo(job_id)
+        return
+    assert path is not None
+    with click.open_file(path, encoding="utf-8") as lines:
+        size = os.fstat(lines.fileno()).st_size if path != "-" else None
+        ids = run(_push_file(registry, queue, job_name, lines, size or None, options), registry)
+    if as_json:
+        echo_json({"queue": queue, "job": job_name, "ids": ids})
+    else:
+        click.echo(f"{len(ids)} job(s) {job_name!r} pushed to queue {queue!r}")
+
+
+def _meta(pairs: tuple[str, ...]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for pair in pairs:
+        key, sign, value = pair.partition("=")
+        if not sign or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--meta")
+        found[key] = value
+    return found
+
+
+async def _push_file(
+    registry: Registry,
+    queue: str,
+    job_name: str,
+    lines: IO[str],
+    size: int | None,
+    options: dict[str, Any],
+) -> list[str]:
+    """Push a job per line, a batch at a time; an error names the line and how many jobs
+    were pushed before it."""
+    ids: list[str] = []
+    with progress() as bars:
+        task = bars.add_task(f"pushing {job_name} to {queue}", total=size)
+        for batch, read in _batches(lines):
+            try:
+                ids += await registry.push_many(queue, job_name, [p for _, p in batch], **options)
+            except PayloadError as exc:
+                raise ConveyorError(
+                    f"{_culprit(registry, job_name, batch, exc)}; {len(ids)} job(s) from the "
+                    "lines before its batch were pushed, none from it or after"
+                ) from exc
+            bars.advance(task, read)
+    return ids
+
+
+def _batches(lines: IO[str]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
+    """Batches of (line number, payload), each with the characters it read; blank lines are
+    skipped, a line that is not JSON is an error naming it."""
+    batch: list[tuple[int, Any]] = []
+    read = 0
+    for number, line in enumerate(lines, start=1):
+        read += len(line)
+        if not line.strip():
+            continue
+        try:
+            batch.append((number, json.loads(line)))
+        except ValueError as exc:
+            raise ConveyorError(f"line {number} is not JSON: {exc}") from exc
+        if len(batch) == BATCH:
+            yield batch, read
+            batch, read = [], 0
+    if batch:
+        yield batch, read
+
+
+def _culprit(
+    registry: Registry, job_name: str, batch: list[tuple[int, Any]], error: PayloadError
+) -> str:
+    """The first line of `batch` whose payload the job refuses, with why."""
+    encode = registry.jobs[job_name].codec.encode
+    for number, payload in batch:
+        try:
+            encode(payload)
+        except PayloadError as exc:
+            return f"line {number}: {exc}"
+    return str(error)

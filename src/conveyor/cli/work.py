@@ -1,0 +1,136 @@
+"""`conveyor work WORKER [WORKER ...]`: run workers in this process until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+
+import click
+
+from conveyor.cli.app import app_option, fail, load_app, run
+from conveyor.registry import Registry
+from conveyor.spec import WorkerSpec
+from conveyor.worker import Stopped, Worker, log
+
+
+@click.command()
+@click.argument("workers", nargs=-1)
+@app_option
+@click.option("--burst", is_flag=True, help="Stop once the workers' queues are empty.")
+@click.option(
+    "--startup-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Give up (exit status 1) if the backend cannot be reached for this long at start "
+    "[default: keep trying].",
+)
+@click.option(
+    "--no-schedules",
+    "no_schedules",
+    is_flag=True,
+    help="Do not push the ticks of the schedules of these workers' queues.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Run up to N jobs at once in each worker [default: the worker's setting].",
+)
+@click.option(
+    "--queues",
+    default=None,
+    metavar="A,B",
+    help="Work these registered queues, comma-separated [default: those naming the worker].",
+)
+def work(
+    workers: tuple[str, ...],
+    app: str,
+    burst: bool,
+    startup_timeout: float | None,
+    no_schedules: bool,
+    concurrency: int | None,
+    queues: str | None,
+) -> None:
+    """Run each WORKER, all in this process, until SIGTERM/SIGINT (a second signal stops at
+    once). Without WORKER: the default queue's worker when the app declares no queue, else its
+    only worker. It also pushes the ticks of the schedules of its queues, unless
+    --no-schedules or --burst."""
+    registry = load_app(app)
+    chosen = [q.strip() for q in queues.split(",") if q.strip()] if queues is not None else None
+    if chosen == []:
+        raise click.BadParameter("name at least one queue", param_hint="--queues")
+
+    async def work_all() -> list[tuple[Worker, Stopped]]:
+        names = list(dict.fromkeys(workers)) or [registry.default_worker()]
+        runners = [
+            Worker(
+                registry,
+                name,
+                burst=burst,
+                startup_timeout=startup_timeout,
+                schedules=not no_schedules,
+                spec=_spec(registry, name, concurrency),
+                queues=chosen,
+            )
+            for name in names
+        ]
+        return list(zip(runners, await _run_together(runners), strict=True))
+
+    results = run(work_all(), registry)
+    cut = [_cut_short(w.name, s, w.spec.stop_timeout) for w, s in results if not s.clean]
+    if cut:
+        raise fail("; ".join(cut))
+
+
+def _spec(registry: Registry, name: str, concurrency: int | None) -> WorkerSpec:
+    spec = registry.worker_spec(name)
+    return spec if concurrency is None else dataclasses.replace(spec, concurrency=concurrency)
+
+
+async def _run_together(runners: list[Worker]) -> list[Stopped]:
+    """Run the workers side by side, one signal handler stopping them all; a worker that
+    fails stops the others, and its error is raised once they stopped."""
+    loop = asyncio.get_running_loop()
+    stopping = False
+
+    def on_signal(signum: int) -> None:
+        nonlocal stopping
+        log.info("%s received: %s", signal.Signals(signum).name, "stopping now" if stopping else
+                 "stopping after running jobs (send again to stop at once)")  # fmt: skip
+        for runner in runners:
+            runner.stop(now=stopping)
+        stopping = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        tasks = [asyncio.ensure_future(runner.run()) for runner in runners]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        if any(task.done() and task.exception() for task in tasks):
+            for runner in runners:
+                runner.stop()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    errors = [outcome for outcome in done if isinstance(outcome, BaseException)]
+    if errors:
+        raise errors[0]
+    return [outcome for outcome in done if isinstance(outcome, Stopped)]
+
+
+def _cut_short(name: str, stopped: Stopped, stop_timeout: float) -> str:
+    """The error line of a stop that cut running jobs short."""
+    parts = []
+    if stopped.released:
+        parts.append(f"released to run again: {', '.join(stopped.released)}")
+    if stopped.left:
+        parts.append(f"left to their threads until their lease ends: {', '.join(stopped.left)}")
+    details = "; ".join(parts)
+    return (
+        f"worker {name!r} stopped with jobs still running after stop_timeout "
+        f"({stop_timeout:g}s): {details}"
+    )
