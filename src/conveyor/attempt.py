@@ -9,8 +9,9 @@ import asyncio
 import inspect
 import json
 import logging
+import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic_core
@@ -53,6 +54,8 @@ class Outcome:
     cancelled: bool = False
     #: For an ack of a chain's page: the next page, pushed before the ack.
     successor: NewJob | None = None
+    #: Seconds the attempt took, by this process's clock (0 when it never ran).
+    duration: float = 0.0
 
 
 class Runner:
@@ -79,7 +82,13 @@ class Runner:
         return call is not None and call.running
 
     async def attempt(self, job: JobInfo, driver: Driver) -> Outcome:
-        """Run one reserved job and decide what becomes of it; never raises for the job's faults."""
+        """Run one reserved job and decide what becomes of it; never raises for the job's faults.
+        The outcome says how long the attempt took."""
+        started = time.monotonic()
+        outcome = await self._attempt(job, driver)
+        return replace(outcome, duration=time.monotonic() - started)
+
+    async def _attempt(self, job: JobInfo, driver: Driver) -> Outcome:
         if job.cancel_requested:  # cancelled while reserved, then given back or rescued
             return cancelled(job, driver, "before it could run")
         refused = _refusal(job)

@@ -161,14 +161,7 @@ class Settler:
         failed = await driver.fail(fails) if fails else set()
         settled = acked | released | failed
         for outcome in outcomes:
-            if outcome.job.id not in settled:
-                log.warning("job %s: lease lost before it was settled", outcome.job.id)
-            elif outcome.cancelled:
-                log.info("job %s (%s) cancelled", outcome.job.id, outcome.job.name)
-            elif outcome.kind == "fail":
-                _log_failure(outcome)
-            elif outcome.error is not None:
-                _log_retry(outcome)
+            log_outcome(outcome, outcome.job.id in settled)
         # Retried: released after a failed attempt (a job given back by a stop did not fail).
         retried = sum(1 for o in outcomes if o.kind == "release" and o.error is not None)
         self._tally.add(
@@ -221,20 +214,33 @@ def _by_kind(outcomes: list[Outcome]) -> list[list[Outcome]]:
     return [part for kind in kinds if (part := [o for o in outcomes if o.kind == kind])]
 
 
-def _log_retry(outcome: Outcome) -> None:
-    error = outcome.error
-    assert error is not None
-    log.warning(
-        "job %s (%s) attempt %d of %d failed, retrying in %.1fs: %s: %s",
-        outcome.job.id, outcome.job.name, outcome.job.attempt, outcome.job.max_attempts,
-        outcome.delay, error.type, error.message,
-    )  # fmt: skip
-
-
-def _log_failure(outcome: Outcome) -> None:
-    error = outcome.error
-    assert error is not None
-    log.error(
-        "job %s (%s) failed for good after attempt %d: %s: %s",
-        outcome.job.id, outcome.job.name, outcome.job.attempt, error.type, error.message,
+def log_outcome(outcome: Outcome, settled: bool) -> None:
+    """One line per finished attempt, at the level its outcome deserves, ending with its queue,
+    attempt and duration; the record carries id, job, queue, attempt, duration and outcome as
+    attributes too (`conveyor work --log-format json` prints them as fields)."""
+    job, error = outcome.job, outcome.error
+    if not settled:
+        level, kind, said = logging.WARNING, "lost", "lease lost before it was settled"
+    elif outcome.cancelled:
+        level, kind, said = logging.INFO, "cancelled", "cancelled"
+    elif outcome.kind == "ack":
+        level, kind, said = logging.INFO, "succeeded", "succeeded"
+    elif error is None:
+        level, kind, said = logging.INFO, "released", "given back to run again (not failed)"
+    elif outcome.kind == "fail":
+        level, kind = logging.ERROR, "failed"
+        said = f"failed for good after attempt {job.attempt}: {error.type}: {error.message}"
+    else:
+        level, kind = logging.WARNING, "retrying"
+        said = (
+            f"attempt {job.attempt} of {job.max_attempts} failed, retrying in "
+            f"{outcome.delay:.1f}s: {error.type}: {error.message}"
+        )
+    if not log.isEnabledFor(level):
+        return
+    fields = {"id": job.id, "job": job.name, "queue": job.queue, "attempt": job.attempt,
+              "duration": round(outcome.duration, 6), "outcome": kind}  # fmt: skip
+    log.log(
+        level, "job %s (%s) %s [queue %s, attempt %d, %.3fs]",
+        job.id, job.name, said, job.queue, job.attempt, outcome.duration, extra=fields,
     )  # fmt: skip

@@ -3,6 +3,7 @@ and settings look like now."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -162,7 +163,7 @@ def _job_rows(info: JobInfo) -> list[tuple[str, Any]]:
     if info.rescued:
         rows.append(("rescued", f"{info.rescued} time(s) from a worker that died"))
     if info.meta:
-        rows.append(("meta", info.meta))
+        rows.append(("meta", json.dumps(info.meta)))
     if info.unique is not None:
         rows.append(("unique", info.unique))
     if info.error is not None:

@@ -1,0 +1,265 @@
+"""`conveyor push`, `job`, `prune`, `--json`, exit codes and the seed's aliases, as a user runs
+them (subprocesses), on sqlite and on postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor import Job, JobState, Registry
+from tests.integration.processes import ROOT, backend_of, clean_backend
+
+pytestmark = pytest.mark.timeout(120)
+
+APP_SOURCE = """
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conveyor import Job, Registry
+
+registry = Registry(default_driver={url!r})
+registry.queue("tasks", workers=["w"], retention=0.5)
+registry.queue("kept", workers=["w"], retention=None)
+registry.worker("w", poll_interval=0.05)
+
+
+@dataclass
+class Item:
+    n: int
+
+
+@registry.job("add", queue="tasks", keep_result=True)
+def add(job: Job[Item]) -> int:
+    return job.payload.n + 1
+
+
+@registry.job("boom", queue="tasks", retry=0)
+def boom(job: Job[Item]) -> None:
+    raise ValueError(f"boom {{job.payload.n}}")
+"""
+
+
+@dataclass
+class Item:
+    n: int
+
+
+class App:
+    def __init__(self, folder: Path, url: str) -> None:
+        self.folder = folder
+        (folder / "pushapp.py").write_text(APP_SOURCE.format(url=url))
+        self.registry = Registry(default_driver=url)
+        self.registry.queue("tasks", workers=["w"], retention=0.5)
+        self.registry.queue("kept", workers=["w"], retention=None)
+        self.registry.worker("w")
+        self.registry.job("add", queue="tasks")(_noop)
+        self.registry.job("boom", queue="tasks")(_noop)
+
+    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "conveyor", *args, "--app", "pushapp:registry"],
+            cwd=self.folder,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def json(self, *args: str, stdin: str | None = None) -> Any:
+        result = self.run(*args, "--json", stdin=stdin)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+async def _noop(job: Job[Item]) -> None:
+    """Stands in for the app's handlers in this process, which only inspects."""
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[App]:
+    url, prefix = backend_of(request.param, tmp_path)
+    made = App(tmp_path, url)
+    yield made
+    made.registry.blocking.close()
+    asyncio.run(clean_backend(request.param, prefix))
+
+
+def test_push_prints_the_id_and_job_shows_the_job_before_and_after_it_ran(app: App) -> None:
+    pushed = app.run(
+        "push", "tasks", "add", "--payload", '{"n": 41}',
+        "--priority", "3", "--retry", "2", "--timeout", "30s", "--meta", "source=cli",
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    job_id = pushed.stdout.strip()
+    before = app.run("job", job_id)
+    worked = app.run("work", "w", "--burst")
+    after = app.run("job", job_id)
+    shown = app.json("job", job_id)
+
+    assert worked.returncode == 0, worked.stderr
+    assert before.returncode == 0, before.stderr
+    assert _field(before.stdout, "state") == "pending", before.stdout
+    assert _field(before.stdout, "attempts") == "0 of 3", before.stdout
+    assert _field(after.stdout, "state") == "succeeded", after.stdout
+    assert _field(after.stdout, "result") == "42", after.stdout
+    assert shown["id"] == job_id and shown["state"] == "succeeded" and shown["result"] == 42
+    assert shown["payload"] == {"n": 41} and shown["priority"] == 3
+    assert shown["meta"]["source"] == "cli" and shown["attempt"] == 1
+
+
+def test_push_with_delay_and_unique_and_json(app: App) -> None:
+    first = app.json("push", "tasks", "add", "--payload", '{"n": 1}', "--delay", "1h",
+                     "--unique", "k1")  # fmt: skip
+    again = app.json("push", "tasks", "add", "--payload", '{"n": 2}', "--unique", "k1")
+
+    assert first["queue"] == "tasks" and first["job"] == "add"
+    assert again["id"] == first["id"], "a unique push while one waits returns its id"
+    assert app.registry.blocking.job_info(first["id"]).state is JobState.DELAYED  # type: ignore[union-attr]
+
+
+def test_job_shows_the_error_with_its_traceback(app: App) -> None:
+    job_id = app.run("push", "tasks", "boom", "--payload", '{"n": 7}').stdout.strip()
+    app.run("work", "w", "--burst")
+    shown = app.run("job", job_id)
+    document = app.json("job", job_id)
+
+    assert shown.returncode == 0, shown.stderr
+    assert _field(shown.stdout, "state") == "failed", shown.stdout
+    assert _field(shown.stdout, "error") == "ValueError: boom 7", shown.stdout
+    assert "Traceback (most recent call last)" in shown.stdout, shown.stdout
+    assert document["error"]["type"] == "ValueError" and "boom" in document["error"]["traceback"]
+
+
+def test_push_from_a_file_of_json_lines(app: App) -> None:
+    lines = [json.dumps({"n": n}) for n in range(2500)]
+    (app.folder / "jobs.jsonl").write_text(
+        "\n".join(lines[:1200]) + "\n\n" + "\n".join(lines[1200:])
+    )
+    pushed = app.run("push", "tasks", "add", "--file", "jobs.jsonl")
+    from_stdin = app.json("push", "kept", "add", "--file", "-", stdin="\n".join(lines[:3]))
+
+    assert pushed.returncode == 0, pushed.stderr
+    assert "2500 job(s) 'add' pushed to queue 'tasks'" in pushed.stdout
+    assert app.registry.blocking.queue_info()["tasks"].pending == 2500
+    assert len(from_stdin["ids"]) == 3 and app.registry.blocking.queue_info()["kept"].pending == 3
+
+
+def test_push_from_a_file_names_the_bad_line(app: App) -> None:
+    good = [json.dumps({"n": n}) for n in range(1000)]
+    (app.folder / "bad.jsonl").write_text("\n".join([*good, '{"n": "x"}']) + "\n")
+    (app.folder / "nojson.jsonl").write_text('{"n": 1}\n{n: 2}\n')
+
+    refused = app.run("push", "tasks", "add", "--file", "bad.jsonl")
+    broken = app.run("push", "tasks", "add", "--file", "nojson.jsonl")
+
+    assert refused.returncode == 1 and "line 1001" in refused.stderr, refused.stderr
+    assert "1000 job(s) from the lines before its batch were pushed" in refused.stderr
+    assert broken.returncode == 1 and "line 2 is not JSON" in broken.stderr, broken.stderr
+    assert "Traceback" not in refused.stderr + broken.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["push", "tasks", "nosuch", "--payload", "{}"], "nosuch"),
+        (["push", "tasks", "add", "--payload", "{nope"], "--payload is not JSON"),
+        (["push", "tasks", "add", "--payload", '{"n": "x"}'], "does not match Item"),
+        (["push", "nowhere", "add", "--payload", '{"n": 1}'], "nowhere"),
+        (["job", "nosuchjob"], "no job 'nosuchjob'"),
+        (["prune", "nowhere"], "nowhere"),
+    ],
+    ids=["unknown-job", "not-json", "invalid-payload", "unknown-queue", "no-job", "prune-queue"],
+)
+def test_errors_are_one_line_and_exit_1(app: App, args: list[str], message: str) -> None:
+    result = app.run(*args)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["push", "tasks", "add"],
+        ["push", "tasks", "add", "--payload", "{}", "--file", "x"],
+        ["push", "tasks", "add", "--payload", "{}", "--delay", "soon"],
+        ["push", "tasks", "add", "--payload", "{}", "--meta", "novalue"],
+        ["work", "--concurrency", "0"],
+        ["nosuchcommand"],
+    ],
+)
+def test_usage_errors_exit_2(app: App, args: list[str]) -> None:
+    result = app.run(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_prune_deletes_finished_jobs_past_retention(app: App) -> None:
+    for n in range(3):
+        app.run("push", "tasks", "add", "--payload", json.dumps({"n": n}))
+    app.run("push", "kept", "add", "--payload", '{"n": 9}')
+    assert app.run("work", "w", "--burst").returncode == 0
+    time.sleep(1.0)
+
+    one = app.run("prune", "tasks")
+    every = app.json("prune")
+
+    assert one.returncode == 0, one.stderr
+    assert "queue 'tasks': 3 finished job(s) pruned" in one.stdout
+    assert every == {"tasks": 0, "kept": 0}
+    assert app.registry.blocking.queue_info()["kept"].succeeded == 1
+
+
+def test_json_of_list_failed_list_config_and_schedule_list(app: App) -> None:
+    app.run("push", "tasks", "boom", "--payload", '{"n": 1}')
+    app.run("work", "w", "--burst")
+    app.run("push", "tasks", "add", "--payload", '{"n": 1}')
+
+    listed = app.json("list")
+    failed = app.json("failed", "list", "tasks")
+    settings = app.json("config")
+    schedules = app.json("schedule", "list")
+
+    assert listed["queues"]["tasks"]["pending"] == 1 and listed["queues"]["tasks"]["failed"] == 1
+    assert listed["queues"]["tasks"]["oldest_pending_age"] >= 0
+    assert listed["workers"]["w"]["failed"] == 1 and listed["alive"] == []
+    assert [job["job"] for job in failed] == ["boom"]
+    assert failed[0]["error"]["message"] == "boom 1"
+    assert {"scope": "worker", "name": "w", "key": "poll_interval"}.items() <= next(
+        s for s in settings if s["key"] == "poll_interval"
+    ).items()
+    assert schedules == []
+
+
+def test_aliases_of_the_seed(app: App) -> None:
+    app.run("push", "tasks", "add", "--payload", '{"n": 1}')
+    listed = app.run("queue:list")
+    worked = app.run("queue:work", "w", "--burst")
+
+    assert listed.returncode == 0, listed.stderr
+    assert ["tasks", "1", "0", "0", "0", "0", "no"] in [
+        line.split() for line in listed.stdout.splitlines()
+    ]
+    assert worked.returncode == 0, worked.stderr
+    assert app.registry.blocking.queue_info()["tasks"].succeeded == 1
+
+
+def _field(output: str, label: str) -> str:
+    """The value of the `label:` line of `conveyor job`'s output."""
+    found = [line for line in output.splitlines() if line.startswith(label + ":")]
+    assert found, f"no {label!r} line in {output!r}"
+    return found[0].partition(":")[2].strip()
