@@ -445,6 +445,7 @@ class Registration:
         return driver
 
     async def _all_drivers(self) -> list[Driver]:
+        self.freeze()  # the implicit default queue exists only once frozen
         unique: dict[int, Driver] = {}
         for queue in self._queues:
             driver = await self.driver_of(queue)

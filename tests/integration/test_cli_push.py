@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -263,3 +264,73 @@ def _field(output: str, label: str) -> str:
     found = [line for line in output.splitlines() if line.startswith(label + ":")]
     assert found, f"no {label!r} line in {output!r}"
     return found[0].partition(":")[2].strip()
+
+
+UNREACHABLE_APP = """
+from conveyor import Job, Registry
+
+registry = Registry(default_driver="postgresql://conveyor:hunter2@127.0.0.1:{port}/test")
+
+
+@registry.job("add")
+def add(job: Job[dict[str, int]]) -> None:
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    "args", [["push", "default", "add", "--payload", "{}"], ["list"], ["job", "x"], ["prune"]]
+)
+def test_an_unreachable_backend_is_one_line_and_exit_1(tmp_path: Path, args: list[str]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "downapp.py").write_text(UNREACHABLE_APP.format(port=port))
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor", *args, "--app", "downapp:registry"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"127.0.0.1:{port}" in result.stderr or "connect" in result.stderr, result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+
+IMPLICIT_APP = """
+from conveyor import Job, Registry
+
+registry = Registry(default_driver="sqlite:///{path}")
+
+
+@registry.job("add")
+def add(job: Job[dict[str, int]]) -> None:
+    pass
+"""
+
+
+def test_job_finds_a_job_of_the_implicit_default_queue(tmp_path: Path) -> None:
+    """An app that declares no queue has its default queue only once frozen: `job`, which
+    looks in every queue's backend, must see it too."""
+    (tmp_path / "plainapp.py").write_text(IMPLICIT_APP.format(path=tmp_path / "jobs.db"))
+
+    def conveyor(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "conveyor", *args, "--app", "plainapp:registry"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    job_id = conveyor("push", "default", "add", "--payload", "{}").stdout.strip()
+    shown = conveyor("job", job_id, "--json")
+
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["state"] == "pending"
