@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -117,6 +118,9 @@ def test_chain_shows_how_far_a_chain_got(app: App) -> None:
     assert "state:       done" in after.stdout, after.stdout + after.stderr
     assert "pages:       5" in after.stdout and "last cursor: 4" in after.stdout
     assert missing.returncode == 1 and "no chain 'no-such-chain'" in missing.stderr
+    document = json.loads(app.run("chain", chain_id, "--json").stdout)
+    assert (document["state"], document["pages"], document["cursor"]) == ("done", 5, 4)
+    assert document["last"]["state"] == "succeeded"
 
 
 def test_schedule_list_before_and_after_a_worker_pushed_ticks(app: App) -> None:
@@ -132,6 +136,9 @@ def test_schedule_list_before_and_after_a_worker_pushed_ticks(app: App) -> None:
     assert app.registry.blocking.queue_info()["tasks"].succeeded >= 1, log
     line = next(line for line in after.stdout.splitlines() if line.startswith("often"))
     assert "never" not in line and ("succeeded" in line or "pending" in line), after.stdout
+    [listed] = json.loads(app.run("schedule", "list", "--json").stdout)
+    assert (listed["schedule"], listed["job"], listed["queue"]) == ("often", "tick", "tasks")
+    assert len(listed["next_ticks"]) == 3 and listed["last_job"] is not None
 
 
 def _work_for(app: App, seconds: float, *flags: str) -> str:

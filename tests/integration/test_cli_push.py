@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import socket
 import subprocess
 import sys
@@ -334,3 +335,40 @@ def test_job_finds_a_job_of_the_implicit_default_queue(tmp_path: Path) -> None:
 
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["state"] == "pending"
+
+
+def test_push_from_a_file_shows_a_progress_bar_on_a_terminal(app: App) -> None:
+    (app.folder / "jobs.jsonl").write_text("".join(f'{{"n": {n}}}\n' for n in range(1500)))
+    leader, follower = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "conveyor", "push", "tasks", "add", "--file", "jobs.jsonl",
+             "--app", "pushapp:registry"],
+            cwd=app.folder,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"},
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+            timeout=60,
+            check=False,
+        )  # fmt: skip
+        os.close(follower)
+        shown = _read_all(leader)
+    finally:
+        os.close(leader)
+    assert result.returncode == 0, shown
+    assert "1500 job(s) 'add' pushed" in result.stdout
+    assert "pushing add to tasks" in shown and "━" in shown, shown
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
