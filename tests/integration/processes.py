@@ -130,3 +130,19 @@ async def clean_backend(kind: str, prefix: str) -> None:
         await postgres_backend.drop_tables(prefix)
     elif kind == "mysql":
         await mysql_backend.drop_tables(prefix)
+
+
+def run_cli(
+    folder: Path, app: str, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`conveyor ARGS --app APP` run in `folder` as a user would, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", *args, "--app", app],
+        cwd=folder,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

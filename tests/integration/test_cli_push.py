@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conveyor import Job, JobState, Registry
-from tests.integration.processes import ROOT, backend_of, clean_backend
+from tests.integration.processes import ROOT, backend_of, clean_backend, run_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -69,16 +69,7 @@ class App:
         self.registry.job("boom", queue="tasks")(_noop)
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "conveyor", *args, "--app", "pushapp:registry"],
-            cwd=self.folder,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_cli(self.folder, "pushapp:registry", *args, stdin=stdin)
 
     def json(self, *args: str, stdin: str | None = None) -> Any:
         result = self.run(*args, "--json", stdin=stdin)
@@ -287,15 +278,7 @@ def test_an_unreachable_backend_is_one_line_and_exit_1(tmp_path: Path, args: lis
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     (tmp_path / "downapp.py").write_text(UNREACHABLE_APP.format(port=port))
-    result = subprocess.run(
-        [sys.executable, "-m", "conveyor", *args, "--app", "downapp:registry"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli(tmp_path, "downapp:registry", *args)
     assert result.returncode == 1, result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"127.0.0.1:{port}" in result.stderr or "connect" in result.stderr, result.stderr
@@ -320,15 +303,7 @@ def test_job_finds_a_job_of_the_implicit_default_queue(tmp_path: Path) -> None:
     (tmp_path / "plainapp.py").write_text(IMPLICIT_APP.format(path=tmp_path / "jobs.db"))
 
     def conveyor(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "conveyor", *args, "--app", "plainapp:registry"],
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_cli(tmp_path, "plainapp:registry", *args)
 
     job_id = conveyor("push", "default", "add", "--payload", "{}").stdout.strip()
     shown = conveyor("job", job_id, "--json")

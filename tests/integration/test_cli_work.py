@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conveyor import Job, Registry
-from tests.integration.processes import ROOT, backend_of, clean_backend
+from tests.integration.processes import ROOT, backend_of, clean_backend, run_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -79,15 +79,7 @@ class App:
         return [sys.executable, "-m", "conveyor", *args, "--app", "workapp2:registry"]
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.command(*args),
-            cwd=self.folder,
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_cli(self.folder, "workapp2:registry", *args)
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
