@@ -82,7 +82,10 @@ class Conveyor(click.Group):
     "pyproject.toml's [tool.conveyor]].",
 )
 def main(log_level: str, log_format: str, config_path: str | None) -> None:
-    """conveyor: background jobs for Python."""
+    """conveyor: background jobs for Python.
+
+    Exit status: 0 ok, 1 an error (one line on stderr), 2 a usage mistake. The seed's
+    spellings `queue:work` and `queue:list` run `work` and `list`."""
     setup_logging(log_level.upper(), log_format)
 
 
