@@ -26,7 +26,7 @@ from conveyor.cli.app import (
     yes,
 )
 from conveyor.config import effective
-from conveyor.drivers.base import QueueCounts, WorkerCounts, WorkerPresence
+from conveyor.drivers.base import ALIVE_WITHIN, QueueCounts, WorkerCounts, WorkerPresence
 from conveyor.errors import ConveyorError
 from conveyor.job import JobInfo
 
@@ -101,7 +101,7 @@ def list_(app: str, as_json: bool) -> None:
     table(["worker", "processed", "succeeded", "failed", "retried"], rows)
     click.echo()
     if not alive:
-        click.echo("no worker process alive (none heard from in the last 15s)")
+        click.echo(f"no worker process alive (none heard from in the last {ALIVE_WITHIN:g}s)")
         return
     rows = [[p.identity, p.worker, when(p.started_at), when(p.seen_at)] for p in alive]
     table(["alive", "worker", "started", "last seen"], rows, align_right=False)
