@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit chaos bench clean
+.PHONY: demo test lint typecheck unit chaos bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,18 @@ unit: $(VENV)/.installed-dev
 # The slow fault tests (marked `chaos`), left out of `make test`.
 chaos: $(VENV)/.installed-dev
 	$(BIN)/pytest -q -m chaos
+
+# conveyor against huey, saq, taskiq and arq on one Redis workload, in a virtualenv of their
+# own (never the project's): by hand, about five minutes. docs/benchmarks.md has the last table.
+PEERS_VENV := .venv-peers
+$(PEERS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet -e ".[redis]" huey saq taskiq taskiq-redis arq
+	touch $@
+
+bench-peers: $(PEERS_VENV)/.installed
+	cd benchmarks && ../$(PEERS_VENV)/bin/python peers.py
 
 # Speed figures, by hand: make bench DRIVER=sqlite (or memory, or a driver URL)
 DRIVER ?= sqlite

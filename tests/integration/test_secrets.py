@@ -138,7 +138,7 @@ def test_cli_work_against_an_unreachable_url_never_prints_the_password(tmp_path:
     password = "pa/ss w0rd?#"
     url = url_for("postgresql", password, False, closed_port())
 
-    output = run_cli(tmp_path, "work", "w", "--burst", SECRET_URL=url)
+    output = run_cli(tmp_path, "work", "w", "--burst", "--startup-timeout", "2", SECRET_URL=url)
 
     assert "***" in output, output
     assert_hidden(password, output)
