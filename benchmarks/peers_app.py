@@ -5,7 +5,7 @@ its own command line, pointed at this module; every queue lives in Redis on 127.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 import redis.asyncio as aioredis
@@ -67,7 +67,7 @@ async def arq_count(ctx: dict[str, Any], n: int) -> None:
 
 
 class ArqSettings:
-    functions = [arq_count]
+    functions: ClassVar[list[Any]] = [arq_count]
     max_jobs = CONCURRENCY
     queue_name = "peers-bench-arq"
     burst = False
