@@ -209,15 +209,15 @@ class AmqpDriver(Driver):
         for queue in {job.queue for job in jobs}:
             await self._queue(queue)
         await self._publish_all(
-            [(new_record(job, now), job.delay, job.queue) for job in jobs], "a push"
+            [(new_record(job, now), job.delay, job.queue, job.id) for job in jobs], "a push"
         )
         self._pushed.notify()
         return [job.id for job in jobs]
 
     async def _publish_all(
-        self, items: Sequence[tuple[dict[str, Any] | bytes, float, str]], what: str
+        self, items: Sequence[tuple[dict[str, Any] | bytes, float, str, str]], what: str
     ) -> None:
-        """Publish each (record or raw body, delay, queue) to its work queue or delay level;
+        """Publish each (record or raw body, delay, queue, id) to its work queue or delay level;
         returns once the broker confirmed every one."""
         publisher = await self._queue(items[0][2]) if items else None
         if publisher is None:
@@ -232,14 +232,18 @@ class AmqpDriver(Driver):
                 raise aiormq.exceptions.AMQPError(f"the broker did not confirm {what}: {confirm}")
 
     async def _publish(
-        self, channel: AbstractChannel, body: dict[str, Any] | bytes, delay: float, queue: str
+        self,
+        channel: AbstractChannel,
+        body: dict[str, Any] | bytes,
+        delay: float,
+        queue: str,
+        job_id: str,
     ) -> object:
         ms = delay_ms(delay)
-        job_id = body.get("id") if isinstance(body, dict) else None
         properties = spec.Basic.Properties(
             delivery_mode=2,
             content_type="application/json",
-            message_id=job_id if isinstance(job_id, str) else None,
+            message_id=job_id,
             headers={QUEUE_HEADER: queue},
         )
         data = record_body(body) if isinstance(body, dict) else body
@@ -255,10 +259,12 @@ class AmqpDriver(Driver):
             data, exchange="", routing_key=self.names.work(queue), properties=properties
         )
 
-    async def _publish_failed(self, queue: str, body: dict[str, Any] | bytes) -> None:
+    async def _publish_failed(self, queue: str, body: dict[str, Any] | bytes, job_id: str) -> None:
         publisher = await self._queue(queue)
         data = record_body(body) if isinstance(body, dict) else body
-        properties = spec.Basic.Properties(delivery_mode=2, headers={QUEUE_HEADER: queue})
+        properties = spec.Basic.Properties(
+            delivery_mode=2, message_id=job_id, headers={QUEUE_HEADER: queue}
+        )
         with self._edge("storing a failed job"):
             confirm = await publisher.basic_publish(
                 data, exchange="", routing_key=self.names.failed(queue),
@@ -301,10 +307,12 @@ class AmqpDriver(Driver):
         record = _parse(message.body)
         raw: dict[str, Any] = dict(record) if record is not None else _foreign(queue, message)
         attempt, rescued = raw.get("attempt"), raw.get("rescued") or 0
-        if delivery.redelivered and type(rescued) is int:
-            raw["rescued"] = rescued + 1  # its holder died: a rescue, not an attempt
-        elif type(attempt) is int:
+        # The stored attempt is what ran before this delivery. A redelivery (its holder died)
+        # is a rescue: the attempt it was given then is not counted twice.
+        if type(attempt) is int:
             raw["attempt"] = attempt + 1
+        if delivery.redelivered and type(rescued) is int:
+            raw["rescued"] = rescued + 1
         raw.update(state="reserved", reservation=token, worker=worker, reserved_at=now)
         raw["lease_expires_at"] = now + lease
         info = read_job(raw, now)
@@ -365,7 +373,9 @@ class AmqpDriver(Driver):
                     rescued=info.rescued,
                     available_at=time.time() + item.delay,
                 )
-            await self._publish_all([(body, item.delay, held.info.queue)], "a release")
+            await self._publish_all(
+                [(body, item.delay, held.info.queue, held.info.id)], "a release"
+            )
             if await self._settle(held):
                 done.add(item.id)
         if done:
@@ -387,7 +397,7 @@ class AmqpDriver(Driver):
                     rescued=held.info.rescued,
                     finished_at=time.time(),
                 )
-            await self._publish_failed(held.info.queue, body)
+            await self._publish_failed(held.info.queue, body, held.info.id)
             if await self._settle(held):
                 done.add(item.id)
         return done
@@ -468,7 +478,7 @@ class AmqpDriver(Driver):
                     state="pending", attempt=0, rescued=0, available_at=time.time(),
                     finished_at=None,
                 )  # fmt: skip
-            await self._publish_all([(body, 0.0, queue)], "a retry")
+            await self._publish_all([(body, 0.0, queue, job.id)], "a retry")
             await channel.basic_ack(message.delivery.delivery_tag)
 
         moved = await self._browse(
