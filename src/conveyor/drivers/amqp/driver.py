@@ -57,7 +57,6 @@ from conveyor.drivers.base import (
     WorkerCounts,
     WorkerPresence,
 )
-from conveyor.drivers.durability import IN_PROCESS
 from conveyor.drivers.record import decode_text, read_job
 from conveyor.job import JobInfo, JobState, NewJob
 
@@ -193,7 +192,9 @@ class AmqpDriver(Driver):
                 pass
 
     async def durability(self) -> str:
-        return "rabbitmq-persistent" if self._connection is not None else IN_PROCESS
+        """Persistent messages on durable queues, confirmed only once RabbitMQ wrote them to
+        disk: a returned push survives a crash of the broker or its machine."""
+        return "persistent, confirmed"
 
     # -- push --------------------------------------------------------------------------------
 
