@@ -23,7 +23,9 @@ def test_the_capability_table_matches_every_driver() -> None:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         if not cells[0].startswith("`"):
             break
-        table[cells[0].strip("`")] = dict(zip(kinds, [cell == "yes" for cell in cells[1:]]))
+        table[cells[0].strip("`")] = dict(
+            zip(kinds, [cell == "yes" for cell in cells[1:]], strict=True)
+        )
     flags = [field.name for field in dataclasses.fields(Capabilities)]
     assert list(table) == flags, "every Capabilities flag has a row, in order"
     assert set(kinds) == {"memory", "sync", "sqlite", "postgres", "mysql", "redis", "amqp"}

@@ -65,6 +65,9 @@ __all__ = ["AmqpDriver"]
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 #: The most messages one browse of a failed queue reads (list, retry, purge, prune).
 BROWSE_LIMIT = 100_000
+#: Holding channels per driver: a reserve of several jobs runs one basic.get per channel at
+#: once (aiormq runs one at a time on a channel), which is what makes a busy worker fast.
+HOLDERS = 4
 #: Marks in `_declared` for the shared exchanges, beside the conveyor queues declared.
 DELIVER = ""
 DELAYS = "\x00delays"
@@ -115,7 +118,7 @@ class AmqpDriver(Driver):
         self.names = Names(self.prefix)
         self._connection: AbstractConnection | None = None
         self._publisher: AbstractChannel | None = None
-        self._holder: AbstractChannel | None = None
+        self._holders: list[AbstractChannel] = []
         self._id = uuid.uuid4().hex[:12]
         self._generation = 0
         self._held: dict[str, _Held] = {}
@@ -136,32 +139,39 @@ class AmqpDriver(Driver):
     async def open(self) -> None:
         await self._channels()
 
-    async def _channels(self) -> tuple[AbstractChannel, AbstractChannel]:
+    async def _channels(self) -> tuple[AbstractChannel, list[AbstractChannel]]:
         """The publishing (confirming) and holding channels, reconnecting when they died."""
-        publisher, holder = self._publisher, self._holder
-        alive = publisher is not None and holder is not None
-        if alive and not publisher.is_closed and not holder.is_closed:  # type: ignore[union-attr]
-            return publisher, holder  # type: ignore[return-value]
+        publisher, holders = self._publisher, self._holders
+        if (
+            publisher is not None
+            and not publisher.is_closed
+            and len(holders) == HOLDERS
+            and not any(holder.is_closed for holder in holders)
+        ):
+            return publisher, holders
         async with self._lock:
             with self._edge("a connection"):
                 async with asyncio.timeout(self.timeout):
                     await self._connect()
-        assert self._publisher is not None and self._holder is not None
-        return self._publisher, self._holder
+        assert self._publisher is not None
+        return self._publisher, self._holders
 
     async def _connect(self) -> None:
         connection = self._connection
         if connection is None or connection.is_closed:
             self._connection = connection = await aiormq.connect(self._settings.url)
             self._declared.clear()
-            self._publisher = self._holder = None
-        if self._publisher is None or self._publisher.is_closed:
-            self._publisher = await connection.channel(publisher_confirms=True)
-        if self._holder is None or self._holder.is_closed:
-            # Every delivery held on the old channel went back to its queue: a lease lost.
+            self._publisher = None
+            self._holders = []
             self._held.clear()
             self._generation += 1
-            self._holder = await connection.channel(publisher_confirms=False)
+        if self._publisher is None or self._publisher.is_closed:
+            self._publisher = await connection.channel(publisher_confirms=True)
+        # A delivery held on a channel that closed went back to its queue: a lease lost
+        # (`_take` refuses it). The channel is replaced.
+        self._holders = [holder for holder in self._holders if not holder.is_closed]
+        while len(self._holders) < HOLDERS:
+            self._holders.append(await connection.channel(publisher_confirms=False))
         if self._declared == set():
             await self._publisher.exchange_declare(
                 self.names.deliver, exchange_type="headers", durable=True, timeout=self.timeout
@@ -182,7 +192,8 @@ class AmqpDriver(Driver):
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
-        self._publisher = self._holder = None
+        self._publisher = None
+        self._holders = []
         self._held.clear()
         if connection is not None and not connection.is_closed:
             try:
@@ -282,14 +293,33 @@ class AmqpDriver(Driver):
         self._pushed.forget()
         reserved: list[JobInfo] = []
         for queue in queues:
+            if len(reserved) >= limit:
+                break
             await self._queue(queue)
-            _, holder = await self._channels()
-            while len(reserved) < limit:
-                with self._edge("a reserve"):
+            _, holders = await self._channels()
+            slots = limit - len(reserved)
+            empty = False
+
+            async def take(holder: AbstractChannel, queue: str = queue) -> None:
+                nonlocal slots, empty
+                while slots > 0 and not empty:
+                    slots -= 1  # taken before the call, so channels never take too many
                     message = await holder.basic_get(self.names.work(queue), timeout=self.timeout)
-                if not isinstance(message.delivery, spec.Basic.GetOk):
-                    break
-                reserved.append(self._hold(queue, holder, message, lease, worker))
+                    if not isinstance(message.delivery, spec.Basic.GetOk):
+                        empty = True
+                        break
+                    reserved.append(self._hold(queue, holder, message, lease, worker))
+
+            outcomes = await asyncio.gather(
+                *(take(holder) for holder in holders[: max(1, min(len(holders), slots))]),
+                return_exceptions=True,
+            )
+            errors = [error for error in outcomes if isinstance(error, BaseException)]
+            if errors and not reserved:  # jobs taken are handed out whatever else failed
+                with self._edge("a reserve"):
+                    raise errors[0]
+            if errors:
+                break
         return reserved
 
     def _hold(
@@ -304,7 +334,7 @@ class AmqpDriver(Driver):
         assert isinstance(delivery, spec.Basic.GetOk)
         tag = delivery.delivery_tag or 0
         now = time.time()
-        token = f"{self._id}.{self._generation}.{tag}"
+        token = f"{self._id}.{self._generation}.{channel.number}.{tag}"
         record = _parse(message.body)
         raw: dict[str, Any] = dict(record) if record is not None else _foreign(queue, message)
         attempt, rescued = raw.get("attempt"), raw.get("rescued") or 0
@@ -327,7 +357,7 @@ class AmqpDriver(Driver):
         held = self._held.get(job_id)
         if held is None or held.token != token:
             return None
-        if held.channel.is_closed or held.channel is not self._holder:
+        if held.channel.is_closed:
             self._held.pop(job_id, None)
             return None
         return held
@@ -413,7 +443,11 @@ class AmqpDriver(Driver):
             publisher = await self._queue(queue)
             with self._edge("counting jobs"):
                 pending, failed = await declare_queue(publisher, self.names, queue, self.timeout)
-            held = sum(1 for item in self._held.values() if item.info.queue == queue)
+            held = sum(
+                1
+                for item in self._held.values()
+                if item.info.queue == queue and not item.channel.is_closed
+            )
             found[queue] = QueueCounts(pending=pending, reserved=held, failed=failed)
         return found
 
