@@ -2,9 +2,15 @@
 
 A push publishes a persistent message and returns once the broker confirmed it (publisher
 confirms; `push_many` publishes its batch at once and waits for every confirm). `reserve`
-takes messages with basic.get on this driver's holding channel, unacknowledged: a job stays
-reserved for as long as that channel lives, and a token (this driver, the channel, the
-delivery tag) settles it only there. Should the channel or connection die, the broker gives
+takes messages with basic.get on this driver's holding channels (HOLDERS, in parallel),
+unacknowledged: a job stays reserved for as long as its channel lives, and a token (this
+driver, its connection, the channel, the delivery tag) settles it only there.
+
+Why basic.get and not basic.consume with a prefetch: a consumer is sent messages ahead of
+what the worker asks for, and any it never hands out go back to the queue marked
+redelivered when the worker stops, where conveyor would count them as rescues; and a second
+worker could not take what the first one's buffer holds. basic.get takes exactly what was
+asked for. Should the channel or connection die, the broker gives
 its jobs to another consumer and marks them redelivered; a settle after that is refused, as a
 settle of a lost lease is on every driver. So leases have no clock here (`timed_leases` is
 False): renewing is keeping the connection alive, and the broker's `consumer_timeout` (30
