@@ -243,3 +243,46 @@ async def test_a_worker_runs_every_job_once_and_retries_a_failing_one(make: Make
     assert tries == [1, 2]
     counts = (await driver.counts(["q"]))["q"]
     assert (counts.pending, counts.reserved, counts.failed) == (0, 0, 0)
+
+
+async def test_a_worker_carries_on_after_its_connection_is_cut(make: Make) -> None:
+    """Through a TCP proxy cut for a second mid-run: the worker reconnects, the jobs it held
+    come back from the broker, and every job runs (a job whose ack the cut lost runs twice)."""
+    from tests.backends.proxy import Proxy
+
+    proxy = Proxy(5672)
+    await proxy.start()
+    direct = await make()
+    cut = await make(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", timeout=2)
+    registry = Registry()
+    registry.queue("q", driver=cut, workers=["w"])
+    registry.worker("w", concurrency=4, poll_interval=0.05)
+    ran: list[int] = []
+    halfway = asyncio.Event()
+
+    @registry.job("count")
+    async def count(job: Job[Item]) -> None:
+        ran.append(job.payload.n)
+        if len(ran) == 100:
+            halfway.set()
+        await asyncio.sleep(0.01)  # 200 jobs left take half a second at least: the cut hits
+
+    await registry.push_many("q", "count", [Item(n) for n in range(300)])
+    worker = Worker(registry, "w")
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(halfway.wait(), 10)
+        await proxy.cut()
+        await asyncio.sleep(1.0)
+        await proxy.start()
+        deadline = time.monotonic() + 20
+        while set(ran) != set(range(300)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert set(ran) == set(range(300))
+        assert cut._generation >= 2, "the worker's connection was never replaced"
+        counts = (await direct.counts(["q"]))["q"]
+        assert (counts.pending, counts.failed) == (0, 0)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+        await proxy.close()
