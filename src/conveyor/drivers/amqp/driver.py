@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -69,6 +70,8 @@ from conveyor.job import JobInfo, JobState, NewJob
 __all__ = ["AmqpDriver"]
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+#: Where a driver made without a URL (a bare `amqp`, QUEUE_DRIVER=amqp) finds its broker.
+URL_ENV = "CONVEYOR_AMQP_URL"
 #: The most messages one browse of a failed queue reads (list, retry, purge, prune).
 BROWSE_LIMIT = 100_000
 #: Holding channels per driver: a reserve of several jobs runs one basic.get per channel at
@@ -115,9 +118,10 @@ class AmqpDriver(Driver):
         return cls(url)
 
     def __init__(
-        self, url: str = DEFAULT_URL, *, prefix: str | None = None, timeout: float | None = None
+        self, url: str = "", *, prefix: str | None = None, timeout: float | None = None
     ) -> None:
-        self._url = url
+        url = url or os.environ.get(URL_ENV, "") or DEFAULT_URL
+        self._url = self.url = url
         self._settings: Settings = parse_url(url, prefix, timeout)
         self.prefix = self._settings.prefix
         self.timeout = self._settings.timeout
