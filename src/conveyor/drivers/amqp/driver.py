@@ -132,7 +132,8 @@ class AmqpDriver(Driver):
         self._id = uuid.uuid4().hex[:12]
         self._generation = 0
         self._held: dict[str, _Held] = {}
-        self._declared: set[str] = set()
+        self._declared: set[str] = set()  # on this connection
+        self._ever_declared: set[str] = set()
         self._lock = asyncio.Lock()
         self._pushed = LocalWakeup()
         self._stats: dict[str, WorkerCounts] = {}
@@ -195,6 +196,7 @@ class AmqpDriver(Driver):
             with self._edge(f"declaring queue {queue!r}"):
                 await declare_queue(publisher, self.names, queue, self.timeout)
             self._declared.add(queue)
+            self._ever_declared.add(queue)
         return publisher
 
     async def migrate(self) -> None:
@@ -591,7 +593,7 @@ class AmqpDriver(Driver):
 
     def declared(self) -> set[str]:
         """The conveyor queues this driver declared (for tests that clean up after them)."""
-        return self._declared - {DELIVER, DELAYS}
+        return set(self._ever_declared)
 
 
 def _parse(body: bytes) -> dict[str, Any] | None:
