@@ -22,7 +22,13 @@ from conveyor.drivers import driver_from_url
 from conveyor.drivers.amqp import AmqpDriver
 from conveyor.drivers.amqp.topology import delay_key, delay_ms
 from conveyor.drivers.base import Failure, Release, Reservation
-from conveyor.errors import BackendUnavailableError, ConfigError, DriverError, Unsupported
+from conveyor.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DriverError,
+    RegistryError,
+    Unsupported,
+)
 from conveyor.job import ErrorInfo
 from tests.backends import require_service
 from tests.backends.amqp import START, URL, delete_prefix, fresh_prefix
@@ -286,3 +292,16 @@ async def test_a_worker_carries_on_after_its_connection_is_cut(make: Make) -> No
         worker.stop()
         await asyncio.wait_for(task, 10)
         await proxy.close()
+
+
+def test_freeze_refuses_a_job_timeout_longer_than_the_brokers_consumer_timeout() -> None:
+    too_long = Registry()
+    too_long.queue("q", driver=URL, workers=["w"], timeout=3600)
+    too_long.worker("w")
+    with pytest.raises(RegistryError, match="consumer_timeout"):
+        too_long.freeze()
+
+    raised = Registry()
+    raised.queue("q", driver=f"{URL}?consumer_timeout=7200", workers=["w"], timeout=3600)
+    raised.worker("w")
+    raised.freeze()  # the broker was told to wait two hours: accepted

@@ -221,6 +221,10 @@ class Driver(abc.ABC):
     #: The driver's kind, used in messages: "memory", "sqlite", "postgres", ...
     kind: str = "driver"
     capabilities: Capabilities = Capabilities()
+    #: The longest one job may run before the backend itself takes it back, in seconds (the
+    #: amqp broker's consumer_timeout); None: no limit. `freeze()` refuses a queue whose job
+    #: timeout is longer.
+    max_job_time: float | None = None
 
     def __repr__(self) -> str:
         """The driver's class, kind, where it keeps jobs (any password masked) and prefix."""

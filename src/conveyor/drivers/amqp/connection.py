@@ -3,8 +3,9 @@ conveyor's.
 
 The URL is aiormq's (`amqp://user:password@host:5672/vhost`, `amqps://` for TLS, its options
 as query parameters) plus two of conveyor's: `?prefix=` starts every queue and exchange name
-(default `conveyor.`) and `?timeout=` (seconds, default 10) is every call's deadline and the
-heartbeat interval asked of the broker, so a silent connection is found within it. Passwords
+(default `conveyor.`), `?timeout=` (seconds, default 10) is every call's deadline and the
+heartbeat interval asked of the broker, so a silent connection is found within it, and
+`?consumer_timeout=` (seconds, default 1800) is the broker's limit on one job's run. Passwords
 never appear in a message: every error names the broker by its masked URL.
 """
 
@@ -25,17 +26,24 @@ __all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "Edge", "Settings", "parse_url"]
 
 DEFAULT_PREFIX = "conveyor."
 DEFAULT_TIMEOUT = 10.0
+#: RabbitMQ's default consumer_timeout (30 minutes): how long a delivery may stay
+#: unacknowledged before the broker closes its channel. `?consumer_timeout=` (seconds) tells
+#: the driver the broker's own setting when it was changed.
+DEFAULT_CONSUMER_TIMEOUT = 1800.0
 _SCHEMES = ("amqp", "amqps")
 
 
 class Settings:
     """What a URL asks for: the URL handed to aiormq, the name prefix and the deadline."""
 
-    def __init__(self, url: str, prefix: str, timeout: float, location: Location) -> None:
+    def __init__(
+        self, url: str, prefix: str, timeout: float, location: Location, consumer_timeout: float
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
         self.location = location
+        self.consumer_timeout = consumer_timeout
 
 
 def parse_url(url: str, prefix: str | None = None, timeout: float | None = None) -> Settings:
@@ -54,19 +62,16 @@ def parse_url(url: str, prefix: str | None = None, timeout: float | None = None)
         )
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     options = dict(query)
-    kept = [(key, value) for key, value in query if key not in ("prefix", "timeout")]
+    ours = ("prefix", "timeout", "consumer_timeout")
+    kept = [(key, value) for key, value in query if key not in ours]
     chosen_prefix = prefix if prefix is not None else options.get("prefix", DEFAULT_PREFIX)
     if timeout is None:
-        text = options.get("timeout", str(DEFAULT_TIMEOUT))
-        try:
-            timeout = float(text)
-        except ValueError:
-            timeout = math.nan
-        if not math.isfinite(timeout) or timeout <= 0:
-            raise ConfigError(
-                f"{location.shown!r}: timeout={location.mask(text)!r} is not a positive number"
-                " of seconds"
-            )
+        timeout = _seconds(location, "timeout", options.get("timeout", str(DEFAULT_TIMEOUT)))
+    consumer_timeout = _seconds(
+        location,
+        "consumer_timeout",
+        options.get("consumer_timeout", str(DEFAULT_CONSUMER_TIMEOUT)),
+    )
     if not any(key == "heartbeat" for key, _ in kept):
         kept.append(("heartbeat", str(max(1, math.ceil(timeout)))))
     query_text = urllib.parse.urlencode(kept)
@@ -75,7 +80,21 @@ def parse_url(url: str, prefix: str | None = None, timeout: float | None = None)
         chosen_prefix,
         timeout,
         location,
+        consumer_timeout,
     )
+
+
+def _seconds(location: Location, name: str, text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(
+            f"{location.shown!r}: {name}={location.mask(text)!r} is not a positive number"
+            " of seconds"
+        )
+    return seconds
 
 
 class Edge:

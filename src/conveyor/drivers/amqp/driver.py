@@ -125,6 +125,7 @@ class AmqpDriver(Driver):
         self._settings: Settings = parse_url(url, prefix, timeout)
         self.prefix = self._settings.prefix
         self.timeout = self._settings.timeout
+        self.max_job_time = self._settings.consumer_timeout
         self.names = Names(self.prefix)
         self._connection: AbstractConnection | None = None
         self._publisher: AbstractChannel | None = None
