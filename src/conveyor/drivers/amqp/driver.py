@@ -65,6 +65,7 @@ from conveyor.drivers.base import (
     WorkerPresence,
 )
 from conveyor.drivers.record import decode_text, read_job
+from conveyor.errors import DriverError
 from conveyor.job import JobInfo, JobState, NewJob
 
 __all__ = ["AmqpDriver"]
@@ -254,7 +255,10 @@ class AmqpDriver(Driver):
                 )
         for confirm in confirms:
             if not isinstance(confirm, spec.Basic.Ack):
-                raise aiormq.exceptions.AMQPError(f"the broker did not confirm {what}: {confirm}")
+                raise DriverError(
+                    f"RabbitMQ did not confirm {what} ({type(confirm).__name__}): nothing of"
+                    " it counts as stored; try again"
+                )
 
     async def _publish(
         self,
@@ -296,7 +300,10 @@ class AmqpDriver(Driver):
                 properties=properties, timeout=self.timeout,
             )  # fmt: skip
         if not isinstance(confirm, spec.Basic.Ack):
-            raise aiormq.exceptions.AMQPError(f"the broker did not confirm a failed job: {confirm}")
+            raise DriverError(
+                f"RabbitMQ did not confirm a failed job ({type(confirm).__name__}): it stays"
+                " reserved; try again"
+            )
 
     # -- reserve and settle ------------------------------------------------------------------
 
