@@ -199,6 +199,8 @@ class RegistryCore(Registration):
     async def job_info(self, job_id: str) -> JobInfo | None:
         """The job with this id from whichever backend holds it, or None."""
         for driver in await self._all_drivers():
+            if not driver.capabilities.lookup:
+                continue  # it cannot find a job by id (amqp)
             found = await driver.get(job_id)
             if found is not None:
                 return found
@@ -248,6 +250,8 @@ class RegistryCore(Registration):
         """How far a chain got (see conveyor.chain.ChainInfo), or None when its first page is
         not kept (never pushed, or pruned by its queue's retention)."""
         for driver in await self._all_drivers():
+            if not driver.capabilities.lookup:
+                continue
             found = await find_chain(driver.get, chain_id)
             if found is not None:
                 return found

@@ -260,7 +260,15 @@ class Registration:
             raise RegistryError("the registry has mistakes:\n- " + "\n- ".join(problems))
         self._drivers.update(effective.drivers)
         for spec in effective.queues.values():
-            self._resolve_driver(spec.driver)
+            limit = self._resolve_driver(spec.driver).max_job_time
+            timeout = spec.options.timeout
+            if limit is not None and timeout is not None and timeout > limit:
+                raise RegistryError(
+                    f"queue {spec.name!r} lets a job run {timeout:g} s (timeout=), longer than"
+                    f" its driver lets a job stay unacknowledged ({limit:g} s, the broker's"
+                    " consumer_timeout): lower the timeout, or raise consumer_timeout on the"
+                    " broker and tell the driver with ?consumer_timeout= in its URL"
+                )
         self.default_driver = effective.default_driver
         self.default_queue = effective.default_queue
         self._queues, self._workers = effective.queues, effective.workers

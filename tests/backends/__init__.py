@@ -26,7 +26,7 @@ from conveyor.drivers.base import Driver
 D = TypeVar("D", bound=Driver)
 
 #: Every driver kind the contract and worker suites run on, in order.
-KINDS = ["memory", "sqlite", "postgres", "mysql", "redis"]
+KINDS = ["memory", "sqlite", "postgres", "mysql", "redis", "amqp"]
 
 
 def storage_of(kind: str, tmp_path: Path) -> AbstractAsyncContextManager[Storage]:
@@ -159,3 +159,21 @@ class Storage:
         """Close every driver still open, newest first."""
         while self._open:
             await self._open.pop().close()
+
+
+def needs(flag: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a contract or worker test that needs the `Capabilities` flag `flag`: on a driver
+    that declares it False, the test skips, naming the capability (see `skip_without`)."""
+
+    def mark(test: Callable[..., Any]) -> Callable[..., Any]:
+        return pytest.mark.needs(flag)(test)
+
+    return mark
+
+
+def skip_without(item: pytest.Item, driver: Driver) -> None:
+    """Skip `item` when it is marked `needs(flag)` and `driver` declares that flag False."""
+    for marker in item.iter_markers("needs"):
+        flag = marker.args[0]
+        if not getattr(driver.capabilities, flag):
+            pytest.skip(f"{driver.kind} declares no {flag} capability")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.drivers.base import Driver
-from tests.backends import KINDS, Storage, storage_of
+from tests.backends import KINDS, Storage, skip_without, storage_of
 
 #: Seconds any one contract test may take, on any backend.
 TEST_TIMEOUT = 15
@@ -29,6 +29,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     """Fresh, empty storage of one driver kind; every driver opened on it is closed after."""
     async with storage_of(request.param, tmp_path) as fresh:
+        skip_without(request.node, fresh.connect())
         try:
             yield fresh
         finally:

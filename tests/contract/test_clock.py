@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from conveyor.drivers.base import Driver
+from tests.backends import needs
 
 from .helpers import make_job, release_of, reservation, state_of
 
@@ -36,6 +37,8 @@ def own_clock_or_skip(driver: Driver) -> None:
 
 
 @pytest.mark.parametrize("offset", [30.0, -30.0, 8 * DAY])
+@needs("lookup")
+@needs("timed_leases")
 async def test_a_worker_with_a_wrong_clock_cannot_take_a_running_job(
     driver_pair: tuple[Driver, Driver], shift: Shift, offset: float
 ) -> None:
@@ -52,6 +55,7 @@ async def test_a_worker_with_a_wrong_clock_cannot_take_a_running_job(
 
 
 @pytest.mark.parametrize("offset", [8 * DAY, 30 * DAY])
+@needs("lookup")
 async def test_a_worker_with_a_clock_days_ahead_prunes_nothing_early(
     driver: Driver, shift: Shift, offset: float
 ) -> None:
@@ -67,6 +71,8 @@ async def test_a_worker_with_a_clock_days_ahead_prunes_nothing_early(
 
 
 @pytest.mark.parametrize("offset", [-30.0, 30.0])
+@needs("lookup")
+@needs("timed_leases")
 async def test_a_push_from_a_wrong_clock_is_due_by_the_backends_clock(
     driver_pair: tuple[Driver, Driver], shift: Shift, offset: float
 ) -> None:
@@ -82,6 +88,8 @@ async def test_a_push_from_a_wrong_clock_is_due_by_the_backends_clock(
 
 
 @pytest.mark.parametrize("offset", [-30.0, 30.0])
+@needs("lookup")
+@needs("timed_leases")
 async def test_a_release_from_a_wrong_clock_delays_by_the_backends_clock(
     driver_pair: tuple[Driver, Driver], shift: Shift, offset: float
 ) -> None:

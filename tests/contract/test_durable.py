@@ -6,6 +6,7 @@ import pytest
 
 from conveyor.drivers.base import Driver
 from conveyor.job import JobInfo, JobState
+from tests.backends import needs
 
 from .helpers import Storage, failure_of, make_job, push_and_reserve, reservation
 
@@ -30,6 +31,7 @@ async def get(driver: Driver, job_id: str) -> JobInfo:
     return job
 
 
+@needs("unique")
 async def test_pending_job_survives_restart(storage: Storage, durable: Driver) -> None:
     job = make_job(payload='{"a": 1}', unique="k", meta={"m": 1})
     await durable.push(job)
@@ -42,6 +44,7 @@ async def test_pending_job_survives_restart(storage: Storage, durable: Driver) -
     assert await after.push(make_job(unique="k")) == job.id
 
 
+@needs("lookup")
 async def test_reserved_job_and_its_token_survive_restart(
     storage: Storage, durable: Driver
 ) -> None:
@@ -54,6 +57,7 @@ async def test_reserved_job_and_its_token_survive_restart(
     assert await after.ack([reservation(reserved)]) == {reserved.id}
 
 
+@needs("lookup")
 async def test_failed_job_and_its_error_survive_restart(storage: Storage, durable: Driver) -> None:
     reserved = await push_and_reserve(durable)
     failure = failure_of(reserved)

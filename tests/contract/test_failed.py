@@ -6,6 +6,7 @@ import pytest
 
 from conveyor.drivers.base import Driver
 from conveyor.job import JobInfo, JobState
+from tests.backends import needs
 
 from .helpers import (
     LONG_LEASE,
@@ -35,6 +36,7 @@ async def push_and_ack(driver: Driver, queue: str = "q") -> JobInfo:
 # retry_failed
 
 
+@needs("lookup")
 async def test_retry_failed_moves_every_failed_job_to_pending(driver: Driver) -> None:
     failed = [await push_and_fail(driver) for _ in range(3)]
 
@@ -57,6 +59,7 @@ async def test_retried_job_is_reserved_with_attempt_one(driver: Driver) -> None:
     assert again.reservation != failed.reservation
 
 
+@needs("lookup")
 async def test_retry_failed_by_ids_moves_only_those(driver: Driver) -> None:
     chosen, other = await push_and_fail(driver), await push_and_fail(driver)
 
@@ -66,6 +69,8 @@ async def test_retry_failed_by_ids_moves_only_those(driver: Driver) -> None:
     assert await state_of(driver, other.id) == "failed"
 
 
+@needs("lookup")
+@needs("exact_counts")
 async def test_retry_failed_ignores_jobs_not_failed(driver: Driver) -> None:
     done = await push_and_ack(driver)
     pending = make_job()
@@ -77,6 +82,7 @@ async def test_retry_failed_ignores_jobs_not_failed(driver: Driver) -> None:
     assert (await driver.counts(["q"]))["q"].pending == 1
 
 
+@needs("lookup")
 async def test_retry_failed_touches_only_its_queue(driver: Driver) -> None:
     mine, theirs = await push_and_fail(driver, "a"), await push_and_fail(driver, "b")
 
@@ -90,6 +96,8 @@ async def test_retry_failed_of_nothing_moves_nothing(driver: Driver) -> None:
     assert await driver.retry_failed("q", []) == 0
 
 
+@needs("lookup")
+@needs("unique")
 async def test_retry_failed_leaves_job_whose_unique_key_is_taken(driver: Driver) -> None:
     failed = await push_and_fail(driver, unique="k")
     holder = make_job(unique="k")
@@ -101,6 +109,7 @@ async def test_retry_failed_leaves_job_whose_unique_key_is_taken(driver: Driver)
     assert await state_of(driver, holder.id) == "pending"
 
 
+@needs("unique")
 async def test_retried_job_holds_its_unique_key_again(driver: Driver) -> None:
     failed = await push_and_fail(driver, unique="k")
 
@@ -109,6 +118,8 @@ async def test_retried_job_holds_its_unique_key_again(driver: Driver) -> None:
     assert await driver.push(make_job(unique="k")) == failed.id
 
 
+@needs("lookup")
+@needs("unique")
 async def test_retry_failed_moves_one_of_two_jobs_sharing_a_unique_key(driver: Driver) -> None:
     first = await push_and_fail(driver, unique="k")
     second = await push_and_fail(driver, unique="k")
@@ -122,6 +133,7 @@ async def test_retry_failed_moves_one_of_two_jobs_sharing_a_unique_key(driver: D
 # purge
 
 
+@needs("lookup")
 async def test_purge_deletes_every_failed_job_by_default(driver: Driver) -> None:
     failed = [await push_and_fail(driver) for _ in range(2)]
     kept = make_job()
@@ -133,6 +145,7 @@ async def test_purge_deletes_every_failed_job_by_default(driver: Driver) -> None
     assert await driver.get(kept.id) is not None
 
 
+@needs("lookup")
 async def test_purge_by_ids_deletes_only_those(driver: Driver) -> None:
     chosen, other = await push_and_fail(driver), await push_and_fail(driver)
 
@@ -142,6 +155,7 @@ async def test_purge_by_ids_deletes_only_those(driver: Driver) -> None:
     assert await state_of(driver, other.id) == "failed"
 
 
+@needs("lookup")
 async def test_purge_touches_only_its_queue(driver: Driver) -> None:
     mine, theirs = await push_and_fail(driver, "a"), await push_and_fail(driver, "b")
 
@@ -150,6 +164,7 @@ async def test_purge_touches_only_its_queue(driver: Driver) -> None:
     assert await state_of(driver, theirs.id) == "failed"
 
 
+@needs("lookup")
 async def test_purge_deletes_only_the_state_named(driver: Driver) -> None:
     failed = await push_and_fail(driver)
     pending = make_job()
@@ -163,6 +178,7 @@ async def test_purge_deletes_only_the_state_named(driver: Driver) -> None:
     assert await state_of(driver, failed.id) == "failed"
 
 
+@needs("lookup")
 async def test_purge_delayed_leaves_due_jobs(driver: Driver) -> None:
     pending = make_job()
     delayed = make_job(delay=60)
@@ -174,6 +190,7 @@ async def test_purge_delayed_leaves_due_jobs(driver: Driver) -> None:
     assert await state_of(driver, pending.id) == "pending"
 
 
+@needs("lookup")
 async def test_purge_succeeded(driver: Driver) -> None:
     done = await push_and_ack(driver)
 
@@ -182,6 +199,7 @@ async def test_purge_succeeded(driver: Driver) -> None:
     assert await driver.get(done.id) is None
 
 
+@needs("unique")
 async def test_purged_pending_job_frees_its_unique_key(driver: Driver) -> None:
     await driver.push(make_job(unique="k"))
     await driver.purge("q", JobState.PENDING)
@@ -197,6 +215,7 @@ async def test_purged_job_is_never_reserved(driver: Driver) -> None:
     assert await driver.reserve(["q"], 1, LONG_LEASE, "w1") == []
 
 
+@needs("lookup")
 async def test_purge_reserved_raises_value_error_and_deletes_nothing(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
 
@@ -210,6 +229,7 @@ async def test_purge_reserved_raises_value_error_and_deletes_nothing(driver: Dri
 # prune
 
 
+@needs("lookup")
 async def test_prune_deletes_jobs_finished_longer_ago_than_older_than(driver: Driver) -> None:
     done, failed = await push_and_ack(driver), await push_and_fail(driver)
 
@@ -219,6 +239,7 @@ async def test_prune_deletes_jobs_finished_longer_ago_than_older_than(driver: Dr
     assert await driver.get(failed.id) is None
 
 
+@needs("lookup")
 async def test_prune_keeps_jobs_finished_more_recently_than_older_than(driver: Driver) -> None:
     done = await push_and_ack(driver)
 
@@ -227,6 +248,7 @@ async def test_prune_keeps_jobs_finished_more_recently_than_older_than(driver: D
     assert await state_of(driver, done.id) == "succeeded"
 
 
+@needs("lookup")
 async def test_prune_keeps_unfinished_jobs(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
     released = await push_and_reserve(driver)
@@ -241,6 +263,7 @@ async def test_prune_keeps_unfinished_jobs(driver: Driver) -> None:
     assert states == ["reserved", "pending", "pending", "delayed"]
 
 
+@needs("lookup")
 async def test_prune_touches_only_its_queue(driver: Driver) -> None:
     theirs = await push_and_ack(driver, "b")
 

@@ -19,6 +19,7 @@ from conveyor import ConfigError, Job, Registry, RegistryError
 from conveyor.drivers.base import Driver, QueueCounts, WorkerCounts
 from conveyor.job import ErrorInfo, JobState
 from conveyor.registry import NAME_PATTERN
+from tests.backends import needs
 
 from .helpers import LONG_LEASE, failure_of, make_job, reservation
 
@@ -92,6 +93,7 @@ def test_registry_refuses_names_outside_its_alphabet(kind: str, name: str) -> No
         register()
 
 
+@needs("exact_counts")
 async def test_names_at_the_edge_of_the_alphabet_work_end_to_end(driver: Driver) -> None:
     edge = ("Az09_.:-" * 16)[:128]
     names = {kind: f"{kind[0]}{edge}"[:128] for kind in ("queue", "job", "worker")}
@@ -116,6 +118,8 @@ async def test_names_at_the_edge_of_the_alphabet_work_end_to_end(driver: Driver)
 # -- unique keys -------------------------------------------------------------------------------
 
 
+@needs("lookup")
+@needs("unique")
 async def test_hostile_unique_keys_are_stored_exactly_and_keep_apart(driver: Driver) -> None:
     registry = registry_on(driver)
     keys = [*HOSTILE, "k", "k ", "K", "😀" * 256, "'" * 256]
@@ -129,6 +133,7 @@ async def test_hostile_unique_keys_are_stored_exactly_and_keep_apart(driver: Dri
         assert stored is not None and stored.unique == key
 
 
+@needs("unique")
 async def test_a_unique_key_is_free_again_after_its_job_finishes(driver: Driver) -> None:
     registry = registry_on(driver)
     key = "'; DELETE FROM jobs; --{q}:%s\n😀"
@@ -163,6 +168,8 @@ async def test_unique_keys_no_driver_stores_exactly_are_refused(
     assert await driver.counts(["q"]) == {"q": QueueCounts()}
 
 
+@needs("lookup")
+@needs("unique")
 async def test_keys_that_differ_after_a_nul_are_never_merged(driver: Driver) -> None:
     registry = registry_on(driver)
     stored = await registry.push("q", "j", {}, unique="k")
@@ -177,6 +184,7 @@ async def test_keys_that_differ_after_a_nul_are_never_merged(driver: Driver) -> 
 # -- meta and payloads ---------------------------------------------------------------------------
 
 
+@needs("lookup")
 async def test_hostile_meta_keys_and_values_are_stored_exactly(driver: Driver) -> None:
     meta: dict[str, Any] = {text: text for text in HOSTILE}
     meta |= {"nul\0key": "nul\0value", BIG: BIG, "nested": {"a\0": [BIG, "😀", None, 1.5]}}
@@ -211,6 +219,7 @@ async def test_meta_utf8_cannot_encode_is_refused_naming_where(
     assert await driver.counts(["q"]) == {"q": QueueCounts()}
 
 
+@needs("lookup")
 async def test_payload_strings_with_nul_and_hostile_text_are_stored_exactly(
     driver: Driver,
 ) -> None:
@@ -227,6 +236,8 @@ async def test_payload_strings_with_nul_and_hostile_text_are_stored_exactly(
 
 
 @pytest.mark.parametrize("name", HOSTILE[:-1])
+@needs("lookup")
+@needs("exact_counts")
 async def test_a_driver_stores_hostile_queue_job_and_worker_names_exactly(
     driver: Driver, name: str
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conveyor.drivers.base import Driver, QueueCounts
 from conveyor.job import JobState
+from tests.backends import needs
 
 from .helpers import (
     LONG_LEASE,
@@ -33,6 +34,7 @@ async def fill_every_state(driver: Driver, queue: str = "q") -> dict[JobState, l
     return ids
 
 
+@needs("exact_counts")
 async def test_counts_every_state(driver: Driver) -> None:
     await fill_every_state(driver)
 
@@ -63,6 +65,7 @@ async def test_counts_of_no_queues_is_empty(driver: Driver) -> None:
     assert await driver.counts([]) == {}
 
 
+@needs("exact_counts")
 async def test_delayed_job_counts_as_pending_once_due(driver: Driver) -> None:
     await driver.push(make_job(delay=-0.001))
     await driver.push(make_job(delay=60))
@@ -70,6 +73,7 @@ async def test_delayed_job_counts_as_pending_once_due(driver: Driver) -> None:
     assert (await driver.counts(["q"]))["q"] == QueueCounts(pending=1, delayed=1)
 
 
+@needs("lookup")
 async def test_list_jobs_by_state(driver: Driver) -> None:
     ids = await fill_every_state(driver)
 
@@ -79,6 +83,7 @@ async def test_list_jobs_by_state(driver: Driver) -> None:
         assert all(job.state is state for job in listed), state
 
 
+@needs("lookup")
 async def test_list_jobs_of_empty_state_is_empty(driver: Driver) -> None:
     await driver.push(make_job())
 
@@ -86,6 +91,7 @@ async def test_list_jobs_of_empty_state_is_empty(driver: Driver) -> None:
     assert await driver.list_jobs("nobody", JobState.PENDING) == []
 
 
+@needs("lookup")
 async def test_list_jobs_only_lists_the_queue(driver: Driver) -> None:
     mine = make_job("a")
     await driver.push_many([mine, make_job("b")])
@@ -93,6 +99,8 @@ async def test_list_jobs_only_lists_the_queue(driver: Driver) -> None:
     assert [job.id for job in await driver.list_jobs("a", JobState.PENDING)] == [mine.id]
 
 
+@needs("lookup")
+@needs("ordered")
 async def test_list_jobs_orders_by_id(driver: Driver) -> None:
     jobs = [make_job(priority=p, delay=-p) for p in (3, 1, 2, 0, 4)]
     await driver.push_many(list(reversed(jobs)))
@@ -102,6 +110,7 @@ async def test_list_jobs_orders_by_id(driver: Driver) -> None:
     assert [job.id for job in listed] == sorted(job.id for job in jobs)
 
 
+@needs("lookup")
 async def test_list_jobs_pages_with_limit_and_offset(driver: Driver) -> None:
     jobs = [make_job() for _ in range(7)]
     await driver.push_many(jobs)
@@ -113,6 +122,8 @@ async def test_list_jobs_pages_with_limit_and_offset(driver: Driver) -> None:
     assert await driver.list_jobs("q", JobState.PENDING, limit=3, offset=7) == []
 
 
+@needs("lookup")
+@needs("unique")
 async def test_list_jobs_returns_full_records(driver: Driver) -> None:
     job = make_job(payload='{"x": 1}', meta={"k": "v"}, unique="u")
     await driver.push(job)
@@ -122,12 +133,14 @@ async def test_list_jobs_returns_full_records(driver: Driver) -> None:
     assert listed == await driver.get(job.id)
 
 
+@needs("lookup")
 async def test_get_unknown_id_returns_none(driver: Driver) -> None:
     await driver.push(make_job())
 
     assert await driver.get("0" * 32) is None
 
 
+@needs("lookup")
 async def test_get_shows_finished_job(driver: Driver) -> None:
     reserved = await push_and_reserve(driver, lease=LONG_LEASE)
     await driver.ack([reservation(reserved)])
@@ -139,6 +152,8 @@ async def test_get_shows_finished_job(driver: Driver) -> None:
     assert got.attempt == 1
 
 
+@needs("ordered")
+@needs("exact_counts")
 async def test_counts_tell_how_long_the_oldest_pending_job_has_waited(driver: Driver) -> None:
     assert (await driver.counts(["q"]))["q"].oldest_pending_age is None
     await driver.push_many(

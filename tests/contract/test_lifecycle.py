@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from conveyor.drivers.base import Driver
 from conveyor.job import JobState
+from tests.backends import needs
 
 from .helpers import make_job, push_and_reserve, reservation
 
 
+@needs("lookup")
 async def test_open_twice_is_harmless(driver: Driver) -> None:
     job = make_job()
     await driver.push(job)
@@ -19,6 +21,7 @@ async def test_open_twice_is_harmless(driver: Driver) -> None:
     assert got.state is JobState.PENDING
 
 
+@needs("lookup")
 async def test_closed_driver_opened_again_still_has_its_jobs(driver: Driver) -> None:
     job = make_job(payload='{"kept": true}')
     await driver.push(job)
@@ -31,6 +34,7 @@ async def test_closed_driver_opened_again_still_has_its_jobs(driver: Driver) -> 
     assert got.payload == '{"kept": true}'
 
 
+@needs("timed_leases")
 async def test_reservation_outlives_close_and_open(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from conveyor.drivers.base import Driver
+from tests.backends import needs
 
 from .helpers import assert_time
 
@@ -48,6 +49,7 @@ async def test_a_clean_stop_forgets_the_process(driver: Driver) -> None:
     assert [presence.identity for presence in await driver.alive(60.0)] == ["w:host:2"]
 
 
+@needs("shared_records")
 async def test_alive_lists_processes_oldest_first_across_connections(
     driver_pair: tuple[Driver, Driver],
 ) -> None:

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from conveyor.drivers.base import Driver, QueueCounts
 from conveyor.job import ErrorInfo, JobState
+from tests.backends import needs
 
 from .helpers import (
     LONG_LEASE,
@@ -27,6 +28,10 @@ async def test_push_returns_the_jobs_id(driver: Driver) -> None:
     assert await driver.push(job) == job.id
 
 
+@needs("lookup")
+@needs("unique")
+@needs("ordered")
+@needs("timed_leases")
 async def test_push_then_get_returns_every_field(driver: Driver) -> None:
     before = time.time()
     job = make_job(
@@ -60,6 +65,9 @@ async def test_push_then_get_returns_every_field(driver: Driver) -> None:
     assert (got.rescued, got.unreadable) == (0, {})
 
 
+@needs("lookup")
+@needs("unique")
+@needs("ordered")
 async def test_push_then_get_keeps_unset_options_empty(driver: Driver) -> None:
     job = make_job()
     await driver.push(job)
@@ -72,6 +80,8 @@ async def test_push_then_get_keeps_unset_options_empty(driver: Driver) -> None:
     assert got.meta == {}
 
 
+@needs("lookup")
+@needs("ordered")
 async def test_push_with_negative_priority_round_trips(driver: Driver) -> None:
     job = make_job(priority=-5)
     await driver.push(job)
@@ -82,6 +92,7 @@ async def test_push_with_negative_priority_round_trips(driver: Driver) -> None:
     assert got.priority == -5
 
 
+@needs("lookup")
 async def test_push_with_future_time_is_delayed(driver: Driver) -> None:
     job = make_job(delay=60)
     await driver.push(job)
@@ -92,6 +103,7 @@ async def test_push_with_future_time_is_delayed(driver: Driver) -> None:
     assert got.state is JobState.DELAYED
 
 
+@needs("lookup")
 async def test_push_many_returns_ids_in_order(driver: Driver) -> None:
     jobs = [make_job(name=f"j{i}") for i in range(5)]
 
@@ -104,6 +116,7 @@ async def test_push_many_returns_ids_in_order(driver: Driver) -> None:
         assert got.name == job.name
 
 
+@needs("lookup")
 async def test_push_of_an_existing_id_stores_nothing_and_returns_the_id(driver: Driver) -> None:
     job = make_job()
     reserved = await push_and_reserve(driver, job)
@@ -121,6 +134,8 @@ async def test_push_of_an_existing_id_stores_nothing_and_returns_the_id(driver: 
     assert await driver.ack([reservation(reserved)]) == {job.id}
 
 
+@needs("unique")
+@needs("exact_counts")
 async def test_push_of_an_existing_finished_id_leaves_it_finished(driver: Driver) -> None:
     job = make_job(unique="k")
     reserved = await push_and_reserve(driver, job)
@@ -147,6 +162,8 @@ async def test_push_many_spans_queues(driver: Driver) -> None:
     assert (counts["a"].pending, counts["b"].pending) == (1, 2)
 
 
+@needs("unique")
+@needs("exact_counts")
 async def test_push_duplicate_unique_returns_pending_jobs_id(driver: Driver) -> None:
     first = make_job(unique="k")
     await driver.push(first)
@@ -157,6 +174,8 @@ async def test_push_duplicate_unique_returns_pending_jobs_id(driver: Driver) -> 
     assert (await driver.counts(["q"]))["q"].pending == 1
 
 
+@needs("lookup")
+@needs("unique")
 async def test_push_duplicate_unique_stores_nothing(driver: Driver) -> None:
     first = make_job(unique="k", payload='{"v": 1}')
     second = make_job(unique="k", payload='{"v": 2}')
@@ -170,6 +189,7 @@ async def test_push_duplicate_unique_stores_nothing(driver: Driver) -> None:
     assert got.payload == '{"v": 1}'
 
 
+@needs("unique")
 async def test_push_duplicate_unique_returns_delayed_jobs_id(driver: Driver) -> None:
     first = make_job(unique="k", delay=60)
     await driver.push(first)
@@ -177,12 +197,14 @@ async def test_push_duplicate_unique_returns_delayed_jobs_id(driver: Driver) -> 
     assert await driver.push(make_job(unique="k")) == first.id
 
 
+@needs("unique")
 async def test_push_duplicate_unique_returns_reserved_jobs_id(driver: Driver) -> None:
     reserved = await push_and_reserve(driver, make_job(unique="k"))
 
     assert await driver.push(make_job(unique="k")) == reserved.id
 
 
+@needs("unique")
 async def test_push_duplicate_unique_returns_released_jobs_id(driver: Driver) -> None:
     reserved = await push_and_reserve(driver, make_job(unique="k"))
     await driver.release([release_of(reserved, 60)])
@@ -190,6 +212,8 @@ async def test_push_duplicate_unique_returns_released_jobs_id(driver: Driver) ->
     assert await driver.push(make_job(unique="k")) == reserved.id
 
 
+@needs("lookup")
+@needs("unique")
 async def test_unique_key_is_freed_by_ack(driver: Driver) -> None:
     reserved = await push_and_reserve(driver, make_job(unique="k"))
     await driver.ack([reservation(reserved)])
@@ -199,6 +223,8 @@ async def test_unique_key_is_freed_by_ack(driver: Driver) -> None:
     assert await driver.get(fresh.id) is not None
 
 
+@needs("lookup")
+@needs("unique")
 async def test_unique_key_is_freed_by_fail(driver: Driver) -> None:
     reserved = await push_and_reserve(driver, make_job(unique="k"))
     await driver.fail([failure_of(reserved, ErrorInfo("ValueError", "boom"))])
@@ -208,6 +234,7 @@ async def test_unique_key_is_freed_by_fail(driver: Driver) -> None:
     assert await driver.get(fresh.id) is not None
 
 
+@needs("unique")
 async def test_unique_key_is_per_queue(driver: Driver) -> None:
     first = make_job(queue="a", unique="k")
     other = make_job(queue="b", unique="k")
@@ -217,6 +244,7 @@ async def test_unique_key_is_per_queue(driver: Driver) -> None:
     assert ids == [first.id, other.id]
 
 
+@needs("unique")
 async def test_unique_key_is_per_job_name(driver: Driver) -> None:
     first = make_job(name="x", unique="k")
     other = make_job(name="y", unique="k")
@@ -232,6 +260,8 @@ async def test_jobs_without_unique_never_collide(driver: Driver) -> None:
     assert await driver.push_many(jobs) == [job.id for job in jobs]
 
 
+@needs("unique")
+@needs("exact_counts")
 async def test_push_many_with_same_unique_twice_returns_first_id_for_both(
     driver: Driver,
 ) -> None:
@@ -243,6 +273,7 @@ async def test_push_many_with_same_unique_twice_returns_first_id_for_both(
     assert (await driver.counts(["q"]))["q"].pending == 2
 
 
+@needs("unique")
 async def test_push_many_with_existing_unique_returns_existing_id(driver: Driver) -> None:
     existing = make_job(unique="k")
     await driver.push(existing)
@@ -253,6 +284,9 @@ async def test_push_many_with_existing_unique_returns_existing_id(driver: Driver
     assert ids == [plain.id, existing.id]
 
 
+@needs("unique")
+@needs("exact_counts")
+@needs("timed_leases")
 async def test_concurrent_pushes_of_same_unique_key_store_one_job(
     driver_pair: tuple[Driver, Driver],
 ) -> None:
@@ -265,6 +299,8 @@ async def test_concurrent_pushes_of_same_unique_key_store_one_job(
     assert (await driver_pair[0].counts(["q"]))["q"].pending == 1
 
 
+@needs("lookup")
+@needs("exact_counts")
 async def test_push_of_an_id_stored_already_stores_nothing(driver: Driver) -> None:
     job = make_job(payload='{"n": 1}')
     assert await driver.push(job) == job.id
@@ -279,6 +315,8 @@ async def test_push_of_an_id_stored_already_stores_nothing(driver: Driver) -> No
     assert (await driver.counts(["q"]))["q"].pending == 2
 
 
+@needs("lookup")
+@needs("exact_counts")
 async def test_push_of_an_id_finished_already_stores_nothing(driver: Driver) -> None:
     job = make_job()
     taken = await push_and_reserve(driver, job)

@@ -12,6 +12,7 @@ import asyncio
 
 from conveyor.drivers.base import Driver
 from conveyor.job import JobInfo, JobState
+from tests.backends import needs
 
 from .helpers import (
     LONG_LEASE,
@@ -37,6 +38,8 @@ async def test_reserve_of_a_pending_job_counts_an_attempt_not_a_rescue(driver: D
     assert (reserved.attempt, reserved.rescued) == (1, 0)
 
 
+@needs("lookup")
+@needs("timed_leases")
 async def test_first_rescue_counts_no_attempt(driver: Driver) -> None:
     first = await push_and_reserve(driver, lease=SHORT_LEASE)
 
@@ -48,6 +51,7 @@ async def test_first_rescue_counts_no_attempt(driver: Driver) -> None:
     assert got is not None and (got.attempt, got.rescued) == (1, 1)
 
 
+@needs("timed_leases")
 async def test_rescues_of_a_job_never_alone_count_no_attempt(driver: Driver) -> None:
     await push_and_reserve(driver, lease=SHORT_LEASE)
     await rescue(driver)
@@ -59,6 +63,7 @@ async def test_rescues_of_a_job_never_alone_count_no_attempt(driver: Driver) -> 
     assert (third.attempt, third.rescued) == (1, 3)
 
 
+@needs("timed_leases")
 async def test_each_rescue_of_a_job_running_alone_counts_an_attempt(driver: Driver) -> None:
     first = await push_and_reserve(driver, lease=SHORT_LEASE)
     assert await driver.renew([reservation(first)], SHORT_LEASE, alone=True) == {first.id}
@@ -71,6 +76,8 @@ async def test_each_rescue_of_a_job_running_alone_counts_an_attempt(driver: Driv
     assert (third.attempt, third.rescued) == (3, 2)
 
 
+@needs("lookup")
+@needs("timed_leases")
 async def test_the_alone_mark_shows_and_plain_renewals_keep_it(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
 
@@ -81,6 +88,7 @@ async def test_the_alone_mark_shows_and_plain_renewals_keep_it(driver: Driver) -
     assert got is not None and got.alone
 
 
+@needs("timed_leases")
 async def test_rescues_counted_per_job_in_one_batch(driver: Driver) -> None:
     lonely = await push_and_reserve(driver, lease=SHORT_LEASE)
     await driver.renew([reservation(lonely)], SHORT_LEASE, alone=True)
@@ -93,6 +101,7 @@ async def test_rescues_counted_per_job_in_one_batch(driver: Driver) -> None:
     assert got == {lonely.id: (2, 1), crowded.id: (1, 1), fresh.id: (1, 0)}
 
 
+@needs("timed_leases")
 async def test_release_keeps_the_rescued_count(driver: Driver) -> None:
     await push_and_reserve(driver, lease=SHORT_LEASE)
     [rescued] = await rescue(driver)
@@ -103,6 +112,7 @@ async def test_release_keeps_the_rescued_count(driver: Driver) -> None:
     assert (again.attempt, again.rescued) == (2, 1)
 
 
+@needs("timed_leases")
 async def test_retry_failed_starts_the_rescued_count_again(driver: Driver) -> None:
     await push_and_reserve(driver, lease=SHORT_LEASE)
     [rescued] = await rescue(driver)
@@ -114,6 +124,7 @@ async def test_retry_failed_starts_the_rescued_count_again(driver: Driver) -> No
     assert (again.attempt, again.rescued) == (1, 0)
 
 
+@needs("timed_leases")
 async def test_rescue_across_queues_counts_like_one_queue(driver: Driver) -> None:
     await push_and_reserve(driver, make_job(queue="a"), lease=SHORT_LEASE)
     await push_and_reserve(driver, make_job(queue="b"), lease=SHORT_LEASE)
@@ -126,6 +137,8 @@ async def test_rescue_across_queues_counts_like_one_queue(driver: Driver) -> Non
     ]
 
 
+@needs("lookup")
+@needs("timed_leases")
 async def test_acked_rescued_job_is_succeeded(driver: Driver) -> None:
     await push_and_reserve(driver, lease=SHORT_LEASE)
     [rescued] = await rescue(driver)

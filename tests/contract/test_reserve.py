@@ -7,6 +7,7 @@ import time
 
 from conveyor.drivers.base import Driver
 from conveyor.job import JobState
+from tests.backends import needs
 
 from .helpers import (
     LONG_LEASE,
@@ -65,6 +66,8 @@ async def test_reserve_records_worker_and_lease_end(driver: Driver) -> None:
     assert job.available_at <= job.reserved_at  # still when it became due
 
 
+@needs("lookup")
+@needs("timed_leases")
 async def test_get_shows_what_reserve_recorded(driver: Driver) -> None:
     reserved = await push_and_reserve(driver, worker="mailer-1")
 
@@ -87,6 +90,7 @@ async def test_reserve_returns_the_pushed_fields(driver: Driver) -> None:
     assert (reserved.max_attempts, reserved.priority, reserved.meta) == (4, 2, {"m": "x"})
 
 
+@needs("ordered")
 async def test_reserve_takes_highest_priority_first(driver: Driver) -> None:
     low = make_job(priority=-1, delay=-3)
     mid = make_job(priority=0, delay=-2)
@@ -96,6 +100,7 @@ async def test_reserve_takes_highest_priority_first(driver: Driver) -> None:
     assert await reserve_all_one_by_one(driver, ["q"]) == [high.id, mid.id, low.id]
 
 
+@needs("ordered")
 async def test_reserve_takes_earliest_available_among_equal_priority(driver: Driver) -> None:
     jobs = [make_job(delay=-age) for age in (2, 5, 1, 4, 3)]
     await driver.push_many(jobs)
@@ -105,6 +110,7 @@ async def test_reserve_takes_earliest_available_among_equal_priority(driver: Dri
     assert order == [job.id for job in sorted(jobs, key=lambda job: job.delay)]
 
 
+@needs("ordered")
 async def test_reserve_orders_by_priority_across_queues(driver: Driver) -> None:
     old_low = make_job(queue="a", priority=0, delay=-10)
     new_high = make_job(queue="b", priority=5, delay=-1)
@@ -125,6 +131,7 @@ async def test_reserve_takes_jobs_of_different_priorities_in_one_call(driver: Dr
     assert {job.id for job in got} == {job.id for job in jobs}
 
 
+@needs("ordered")
 async def test_reserve_limit_takes_the_highest_priorities(driver: Driver) -> None:
     high = [make_job(priority=9, delay=-1), make_job(priority=5, delay=0)]
     await driver.push_many([make_job(priority=0, delay=-5), *high])
@@ -187,6 +194,7 @@ async def test_reserve_skips_job_with_valid_lease(driver: Driver) -> None:
     assert await driver.reserve(["q"], 10, LONG_LEASE, "w2") == []
 
 
+@needs("timed_leases")
 async def test_reserve_takes_job_whose_lease_ran_out(driver: Driver) -> None:
     first = await push_and_reserve(driver, lease=SHORT_LEASE, worker="w1")
     await asyncio.sleep(PAST_SHORT_LEASE)
@@ -200,6 +208,7 @@ async def test_reserve_takes_job_whose_lease_ran_out(driver: Driver) -> None:
     assert again.worker == "w2"
 
 
+@needs("timed_leases")
 async def test_job_taken_over_refuses_first_token(driver: Driver) -> None:
     first = await push_and_reserve(driver, lease=SHORT_LEASE, worker="w1")
     await asyncio.sleep(PAST_SHORT_LEASE)
@@ -220,6 +229,8 @@ async def test_concurrent_reserves_never_share_a_job(driver: Driver) -> None:
     assert len(ids) == len(set(ids)) == 20
 
 
+@needs("exact_counts")
+@needs("timed_leases")
 async def test_concurrent_reserves_on_two_connections_never_share_a_job(
     driver_pair: tuple[Driver, Driver],
 ) -> None:
@@ -234,6 +245,7 @@ async def test_concurrent_reserves_on_two_connections_never_share_a_job(
     assert (await driver_pair[1].counts(["q"]))["q"].reserved == 20
 
 
+@needs("timed_leases")
 async def test_concurrent_reserves_of_expired_lease_hand_it_to_one_caller(
     driver_pair: tuple[Driver, Driver],
 ) -> None:

@@ -7,6 +7,7 @@ import time
 
 from conveyor.drivers.base import Driver, Failure, Release, Reservation
 from conveyor.job import ErrorInfo, JobInfo, JobState
+from tests.backends import needs
 
 from .helpers import (
     LONG_LEASE,
@@ -37,6 +38,7 @@ async def snapshot(driver: Driver, job: JobInfo) -> JobInfo:
 # ack
 
 
+@needs("lookup")
 async def test_ack_marks_job_succeeded_and_sets_finished_at(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
     before = time.time()
@@ -48,6 +50,7 @@ async def test_ack_marks_job_succeeded_and_sets_finished_at(driver: Driver) -> N
     assert_between(got.finished_at, before, time.time())
 
 
+@needs("exact_counts")
 async def test_ack_settles_a_batch(driver: Driver) -> None:
     await driver.push_many([make_job() for _ in range(3)])
     jobs = await driver.reserve(["q"], 3, LONG_LEASE, "w1")
@@ -58,6 +61,7 @@ async def test_ack_settles_a_batch(driver: Driver) -> None:
     assert (await driver.counts(["q"]))["q"].succeeded == 3
 
 
+@needs("lookup")
 async def test_ack_with_stale_token_changes_nothing(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
     before = await snapshot(driver, reserved)
@@ -67,6 +71,7 @@ async def test_ack_with_stale_token_changes_nothing(driver: Driver) -> None:
     assert await snapshot(driver, reserved) == before
 
 
+@needs("lookup")
 async def test_ack_returns_only_ids_it_changed(driver: Driver) -> None:
     await driver.push_many([make_job(), make_job()])
     good, bad = await driver.reserve(["q"], 2, LONG_LEASE, "w1")
@@ -77,6 +82,7 @@ async def test_ack_returns_only_ids_it_changed(driver: Driver) -> None:
     assert (await snapshot(driver, bad)).state is JobState.RESERVED
 
 
+@needs("lookup")
 async def test_ack_batch_naming_a_job_twice_settles_it_under_its_valid_token(
     driver: Driver,
 ) -> None:
@@ -97,6 +103,7 @@ async def test_renew_batch_naming_a_job_twice_renews_it_under_its_valid_token(
     assert await driver.reserve(["q"], 1, LONG_LEASE, "w2") == []
 
 
+@needs("lookup")
 async def test_release_and_fail_batches_naming_a_job_twice_use_its_valid_token(
     driver: Driver,
 ) -> None:
@@ -120,6 +127,8 @@ async def test_ack_twice_is_refused_the_second_time(driver: Driver) -> None:
     assert await driver.ack([reservation(reserved)]) == set()
 
 
+@needs("lookup")
+@needs("exact_counts")
 async def test_ack_refuses_job_never_reserved(driver: Driver) -> None:
     job = make_job()
     await driver.push(job)
@@ -129,6 +138,7 @@ async def test_ack_refuses_job_never_reserved(driver: Driver) -> None:
     assert (await driver.counts(["q"]))["q"].pending == 1
 
 
+@needs("lookup")
 async def test_ack_refuses_released_job(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
     await driver.release([release_of(reserved)])
@@ -137,6 +147,7 @@ async def test_ack_refuses_released_job(driver: Driver) -> None:
     assert (await snapshot(driver, reserved)).state is JobState.PENDING
 
 
+@needs("timed_leases")
 async def test_ack_after_lease_ran_out_succeeds_while_nobody_took_job_over(
     driver: Driver,
 ) -> None:
@@ -170,6 +181,7 @@ async def test_acked_job_is_never_reserved_again(driver: Driver) -> None:
 # renew
 
 
+@needs("timed_leases")
 async def test_renew_extends_the_lease(driver: Driver) -> None:
     reserved = await push_and_reserve(driver, lease=SHORT_LEASE)
     before = time.time()
@@ -189,6 +201,7 @@ async def test_renewed_job_is_not_reserved_again_after_first_lease(driver: Drive
     assert await driver.reserve(["q"], 1, LONG_LEASE, "w2") == []
 
 
+@needs("timed_leases")
 async def test_renew_keeps_token_and_attempt(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
     await driver.renew([reservation(reserved)], LONG_LEASE)
@@ -199,6 +212,7 @@ async def test_renew_keeps_token_and_attempt(driver: Driver) -> None:
     assert await driver.ack([reservation(reserved)]) == {reserved.id}
 
 
+@needs("timed_leases")
 async def test_renew_with_stale_token_changes_nothing(driver: Driver) -> None:
     reserved = await push_and_reserve(driver, lease=SHORT_LEASE)
     before = await snapshot(driver, reserved)
@@ -208,6 +222,7 @@ async def test_renew_with_stale_token_changes_nothing(driver: Driver) -> None:
     assert await snapshot(driver, reserved) == before
 
 
+@needs("timed_leases")
 async def test_renew_refuses_job_taken_over(driver: Driver) -> None:
     first = await push_and_reserve(driver, lease=SHORT_LEASE)
     await asyncio.sleep(PAST_SHORT_LEASE)
@@ -217,6 +232,7 @@ async def test_renew_refuses_job_taken_over(driver: Driver) -> None:
     assert (await snapshot(driver, again)).reservation == again.reservation
 
 
+@needs("timed_leases")
 async def test_renew_refuses_finished_job(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
     await driver.ack([reservation(reserved)])
@@ -228,6 +244,7 @@ async def test_renew_refuses_finished_job(driver: Driver) -> None:
 # release
 
 
+@needs("lookup")
 async def test_release_to_the_past_makes_job_reservable_again(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
 
@@ -240,6 +257,7 @@ async def test_release_to_the_past_makes_job_reservable_again(driver: Driver) ->
     assert again.reservation != reserved.reservation
 
 
+@needs("exact_counts")
 async def test_release_to_the_future_shows_as_delayed(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
     before = time.time()
@@ -254,6 +272,7 @@ async def test_release_to_the_future_shows_as_delayed(driver: Driver) -> None:
     assert await driver.reserve(["q"], 1, LONG_LEASE, "w2") == []
 
 
+@needs("lookup")
 async def test_release_counts_the_attempt_by_default(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
 
@@ -262,6 +281,7 @@ async def test_release_counts_the_attempt_by_default(driver: Driver) -> None:
     assert (await snapshot(driver, reserved)).attempt == 1
 
 
+@needs("lookup")
 async def test_release_without_counting_gives_the_attempt_back(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
 
@@ -272,6 +292,7 @@ async def test_release_without_counting_gives_the_attempt_back(driver: Driver) -
     assert again.attempt == 1
 
 
+@needs("lookup")
 async def test_release_records_the_error(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
     error = ErrorInfo("TimeoutError", "took too long", "Traceback (most recent call last): ...")
@@ -281,6 +302,7 @@ async def test_release_records_the_error(driver: Driver) -> None:
     assert (await snapshot(driver, reserved)).error == error
 
 
+@needs("lookup")
 async def test_release_does_not_finish_the_job(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
 
@@ -289,6 +311,7 @@ async def test_release_does_not_finish_the_job(driver: Driver) -> None:
     assert (await snapshot(driver, reserved)).finished_at is None
 
 
+@needs("lookup")
 async def test_release_with_stale_token_changes_nothing(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
     before = await snapshot(driver, reserved)
@@ -299,6 +322,7 @@ async def test_release_with_stale_token_changes_nothing(driver: Driver) -> None:
     assert await snapshot(driver, reserved) == before
 
 
+@needs("lookup")
 async def test_release_returns_only_ids_it_changed(driver: Driver) -> None:
     await driver.push_many([make_job(), make_job()])
     good, bad = await driver.reserve(["q"], 2, LONG_LEASE, "w1")
@@ -312,6 +336,7 @@ async def test_release_returns_only_ids_it_changed(driver: Driver) -> None:
 # fail
 
 
+@needs("lookup")
 async def test_fail_moves_job_to_failed_with_error(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
     error = ErrorInfo("KeyError", "'user'", 'Traceback (most recent call last):\n  File "x"\n')
@@ -325,6 +350,7 @@ async def test_fail_moves_job_to_failed_with_error(driver: Driver) -> None:
     assert_between(got.finished_at, before, time.time())
 
 
+@needs("lookup")
 async def test_fail_with_stale_token_changes_nothing(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
     before = await snapshot(driver, reserved)
@@ -354,6 +380,7 @@ async def test_failed_job_is_never_reserved_again(driver: Driver) -> None:
     assert await driver.reserve(["q"], 1, LONG_LEASE, "w1") == []
 
 
+@needs("lookup")
 async def test_fail_refuses_job_already_acked(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
     await driver.ack([reservation(reserved)])
@@ -362,6 +389,7 @@ async def test_fail_refuses_job_already_acked(driver: Driver) -> None:
     assert (await snapshot(driver, reserved)).state is JobState.SUCCEEDED
 
 
+@needs("timed_leases")
 async def test_release_ends_the_lease_and_sets_when_the_job_is_due_again(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
     before = time.time()
@@ -373,6 +401,8 @@ async def test_release_ends_the_lease_and_sets_when_the_job_is_due_again(driver:
     assert_between(got.available_at, before + 30, time.time() + 30)
 
 
+@needs("lookup")
+@needs("exact_counts")
 async def test_ack_and_push_stores_the_successors_and_acks(driver: Driver) -> None:
     page = await push_and_reserve(driver)
     successor = make_job(queue="other", meta={"page": 1})
@@ -390,6 +420,7 @@ async def test_ack_and_push_stores_the_successors_and_acks(driver: Driver) -> No
     assert (await driver.counts(["q", "other"]))["q"].pending == 1
 
 
+@needs("lookup")
 async def test_ack_and_push_with_a_stale_token_still_pushes(driver: Driver) -> None:
     page = await push_and_reserve(driver)
     successor = make_job()

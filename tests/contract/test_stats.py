@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from conveyor.drivers.base import Driver, WorkerCounts
+from tests.backends import needs
 
 
 async def test_worker_stats_is_empty_before_any_record(driver: Driver) -> None:
@@ -38,6 +39,7 @@ async def test_worker_stats_lists_every_worker(driver: Driver) -> None:
     }
 
 
+@needs("shared_records")
 async def test_concurrent_record_stats_from_two_connections_lose_nothing(
     driver_pair: tuple[Driver, Driver],
 ) -> None:

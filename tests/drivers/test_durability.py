@@ -314,7 +314,7 @@ async def test_sqlite_setting_is_the_level_its_pushes_use(sqlite: SqliteDriver) 
 
 
 def test_every_durable_driver_has_a_row_that_keeps_pushes_through_a_power_cut() -> None:
-    kinds = {"sqlite", "postgres", "mysql", "redis"}
+    kinds = {"sqlite", "postgres", "mysql", "redis", "amqp"}
     for kind in kinds:
         assert any(row.kind == kind and row.power_cut == "kept" for row in FACTS), kind
     assert {row.kind for row in FACTS} == kinds | {"memory", "sync"}

@@ -155,17 +155,15 @@ def test_a_database_url_that_is_not_sql_is_refused_with_its_password_masked(
     assert "hunter2" not in str(caught.value)
 
 
-def test_queue_driver_amqp_says_the_driver_does_not_exist_yet(
+def test_queue_driver_amqp_is_the_amqp_driver_at_conveyor_amqp_url(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("QUEUE_DRIVER", "amqp")
+    monkeypatch.setenv("CONVEYOR_AMQP_URL", "amqp://u:pw@127.0.0.1:5673/jobs")
     registry, _, _ = seed_app()
-    with pytest.raises(ConfigError) as caught:
-        registry.freeze()
-    assert (
-        "environment variable QUEUE_DRIVER='amqp': the amqp driver does not exist in conveyor"
-        " yet: use database, redis, memory or sync" in str(caught.value)
-    )
+    registry.freeze()
+    driver = registry._drivers[registry.queues["default"].driver]
+    assert (driver.kind, driver.url) == ("amqp", "amqp://u:pw@127.0.0.1:5673/jobs")  # type: ignore[attr-defined]
 
 
 def test_queue_driver_with_another_word_lists_the_seed_s_names(

@@ -11,7 +11,7 @@ import pytest
 
 from conveyor import Registry, Worker
 from conveyor.drivers.base import Driver
-from tests.backends import KINDS, Storage, storage_of
+from tests.backends import KINDS, Storage, skip_without, storage_of
 
 Connect = Callable[[], Driver]
 
@@ -20,6 +20,7 @@ Connect = Callable[[], Driver]
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     """This test's fresh storage of one driver kind."""
     async with storage_of(request.param, tmp_path) as fresh:
+        skip_without(request.node, fresh.connect())
         yield fresh
 
 

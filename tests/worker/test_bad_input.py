@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from conveyor import Job, JobState
 from conveyor.job import NewJob, new_id
+from tests.backends import needs
 
 from .conftest import App, settle
 
@@ -19,6 +20,7 @@ def raw_job(name: str, payload: str, max_attempts: int = 4) -> NewJob:
     return NewJob(new_id(), "q", name, payload, max_attempts=max_attempts)
 
 
+@needs("lookup")
 async def test_unknown_job_name_fails_without_retry(app: App, start) -> None:
     registry = app.registry()
 
@@ -36,6 +38,7 @@ async def test_unknown_job_name_fails_without_retry(app: App, start) -> None:
     assert (await settle(registry, ok_id)).state is JobState.SUCCEEDED
 
 
+@needs("lookup")
 async def test_payload_failing_validation_fails_with_reason(app: App, start) -> None:
     registry = app.registry()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from conveyor import Job, JobState
+from tests.backends import needs
 
 from .conftest import App, settle
 
@@ -15,6 +16,7 @@ class Item:
     n: int
 
 
+@needs("lookup")
 async def test_plain_handler_pushes_a_follow_up_job_through_the_blocking_facade(
     app: App, start
 ) -> None:

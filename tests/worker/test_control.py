@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from conveyor import Job, JobFailedError, JobState, Registry
-from tests.backends import eventually
+from tests.backends import eventually, needs
 
 from .conftest import App, settle
 
@@ -33,6 +33,7 @@ def other_process(app: App, registry: Registry) -> Registry:
 async def _noop(job: Job[Item]) -> None: ...
 
 
+@needs("lookup")
 async def test_cancel_of_pending_and_delayed_jobs_keeps_them_from_running(app: App, start) -> None:
     registry = app.registry()
     ran: list[int] = []
@@ -56,6 +57,7 @@ async def test_cancel_of_pending_and_delayed_jobs_keeps_them_from_running(app: A
     assert not await registry.cancel(kept)  # finished: nothing to cancel
 
 
+@needs("lookup")
 async def test_cancel_of_a_running_async_job_stops_it_at_the_next_renewal(app: App, start) -> None:
     registry = app.registry(lease=0.4)  # renewed every 0.2 s
     started = asyncio.Event()
@@ -83,6 +85,7 @@ async def test_cancel_of_a_running_async_job_stops_it_at_the_next_renewal(app: A
     assert info.error.type == "conveyor.errors.JobCancelledError" and info.attempt == 1
 
 
+@needs("lookup")
 async def test_a_plain_handler_sees_job_cancelled_and_its_job_ends_cancelled(
     app: App, start
 ) -> None:
@@ -108,6 +111,7 @@ async def test_a_plain_handler_sees_job_cancelled_and_its_job_ends_cancelled(
     assert saw == [True]
 
 
+@needs("lookup")
 async def test_a_paused_queue_runs_nothing_until_resumed(app: App, start) -> None:
     registry = app.registry()
     ran: list[int] = []
@@ -129,6 +133,7 @@ async def test_a_paused_queue_runs_nothing_until_resumed(app: App, start) -> Non
     assert await registry.paused_queues() == set()
 
 
+@needs("control")
 async def test_result_of_a_job_that_keeps_it_reaches_a_waiting_caller(app: App, start) -> None:
     registry = app.registry()
 
@@ -143,6 +148,7 @@ async def test_result_of_a_job_that_keeps_it_reaches_a_waiting_caller(app: App, 
     assert await waiting == {"total": 42}
 
 
+@needs("control")
 async def test_result_of_a_failed_job_raises_with_its_error(app: App, start) -> None:
     registry = app.registry()
 
@@ -157,6 +163,7 @@ async def test_result_of_a_failed_job_raises_with_its_error(app: App, start) -> 
         await registry.result(job_id, timeout=10)
 
 
+@needs("control")
 async def test_result_waits_no_longer_than_its_timeout(app: App) -> None:
     registry = app.registry()
     registry.job("item", keep_result=True)(_noop)
@@ -166,6 +173,7 @@ async def test_result_waits_no_longer_than_its_timeout(app: App) -> None:
         await registry.result(job_id, timeout=0.2)
 
 
+@needs("lookup")
 async def test_a_job_not_keeping_results_has_none(app: App, start) -> None:
     registry = app.registry()
 

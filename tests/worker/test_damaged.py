@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from conveyor import Job, JobState, Worker
-from tests.backends import Storage
+from tests.backends import Storage, needs
 
 from .conftest import App
 
@@ -18,6 +18,7 @@ class Item:
     n: int
 
 
+@needs("lookup")
 async def test_damaged_jobs_fail_with_the_reason_and_the_rest_run(
     storage: Storage, app: App
 ) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from conveyor import Job, JobState
+from tests.backends import needs
 
 from .conftest import App, settle
 
@@ -23,6 +24,7 @@ class Item:
 
 @pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt()], ids=repr)
 @pytest.mark.parametrize("plain", [False, True], ids=["async", "plain"])
+@needs("lookup")
 async def test_handler_raising_system_exit_or_keyboard_interrupt_fails_the_job_only(
     app: App, start, raised: BaseException, plain: bool
 ) -> None:
@@ -48,6 +50,7 @@ async def test_handler_raising_system_exit_or_keyboard_interrupt_fails_the_job_o
     await running.stop()
 
 
+@needs("lookup")
 async def test_handler_raising_cancelled_error_itself_counts_as_a_failed_attempt(
     app: App, start
 ) -> None:
@@ -78,6 +81,7 @@ def traced(handler: Callable[[Job[Any]], Any]) -> Callable[[Job[Any]], Any]:
     return wrapper
 
 
+@needs("lookup")
 async def test_async_handler_behind_a_plain_decorator_is_awaited(app: App, start) -> None:
     registry = app.registry()
     seen: list[int] = []

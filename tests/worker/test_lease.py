@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from conveyor import Job, JobState
 from conveyor.drivers.base import Reservation
+from tests.backends import needs
 
 from .conftest import App, settle
 
@@ -17,6 +18,7 @@ class Item:
     n: int
 
 
+@needs("lookup")
 async def test_job_of_crashed_worker_runs_again_after_its_lease(app: App, start) -> None:
     registry = app.registry()
     attempts: list[int] = []
@@ -38,6 +40,7 @@ async def test_job_of_crashed_worker_runs_again_after_its_lease(app: App, start)
     await crashed.close()
 
 
+@needs("lookup")
 async def test_job_whose_worker_died_on_its_only_attempt_runs_again(app: App, start) -> None:
     registry = app.registry()
     attempts: list[int] = []
@@ -57,6 +60,7 @@ async def test_job_whose_worker_died_on_its_only_attempt_runs_again(app: App, st
     await crashed.close()
 
 
+@needs("lookup")
 async def test_job_whose_worker_died_again_on_its_last_attempt_fails(app: App, start) -> None:
     registry = app.registry()
     ran = False
@@ -83,6 +87,7 @@ async def test_job_whose_worker_died_again_on_its_last_attempt_fails(app: App, s
     await crashed.close()
 
 
+@needs("lookup")
 async def test_renewal_keeps_long_job_from_being_taken(app: App, start) -> None:
     # Renewed every lease/2: a lease of 0.6 s leaves a renewal 0.3 s to be late on a loaded
     # machine before a rival could take the job.
@@ -111,6 +116,7 @@ async def test_renewal_keeps_long_job_from_being_taken(app: App, start) -> None:
     await rival.close()
 
 
+@needs("lookup")
 async def test_a_rescued_job_runs_alone(app: App, start) -> None:
     # A job taken back from a worker that died runs with nothing beside it: should the worker
     # die again, the job alone was running, and only it is charged.
@@ -142,6 +148,7 @@ async def test_a_rescued_job_runs_alone(app: App, start) -> None:
     await crashed.close()
 
 
+@needs("lookup")
 async def test_a_stop_gives_back_a_rescued_job_waiting_to_run_alone(app: App, start) -> None:
     registry = app.registry(concurrency=2)
     release = asyncio.Event()

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from conveyor import Job, JobState, Worker
-from tests.backends import eventually
+from tests.backends import eventually, needs
 
 from .conftest import App, settle
 
@@ -18,6 +18,7 @@ class Item:
     n: int
 
 
+@needs("lookup")
 async def test_async_and_plain_handlers_run_and_succeed(app: App, start) -> None:
     registry = app.registry()
     seen: list[tuple[str, int]] = []
@@ -38,6 +39,7 @@ async def test_async_and_plain_handlers_run_and_succeed(app: App, start) -> None
     assert sorted(seen) == [("async", 1), ("plain", 2)]
 
 
+@needs("lookup")
 async def test_handler_receives_job_identity_and_meta(app: App, start) -> None:
     registry = app.registry(meta={"tenant": "acme"})
     received: list[Job[Item]] = []
@@ -56,6 +58,7 @@ async def test_handler_receives_job_identity_and_meta(app: App, start) -> None:
     assert abs(job.created_at.timestamp() - time.time()) < 60
 
 
+@needs("lookup")
 async def test_failure_is_retried_after_retry_delay(app: App, start) -> None:
     registry = app.registry()
     attempts: list[float] = []
@@ -75,6 +78,7 @@ async def test_failure_is_retried_after_retry_delay(app: App, start) -> None:
     assert info.error is not None and info.error.type == "ConnectionError"
 
 
+@needs("lookup")
 async def test_exhausted_retries_move_job_to_failed_with_error(app: App, start) -> None:
     registry = app.registry()
     calls = 0
@@ -100,6 +104,7 @@ async def test_exhausted_retries_move_job_to_failed_with_error(app: App, start) 
     assert (counts.failed, counts.retried) == (1, 2)
 
 
+@needs("lookup")
 async def test_timeout_cancels_async_handler_and_records_it(app: App, start) -> None:
     registry = app.registry()
     cancelled = asyncio.Event()
@@ -121,6 +126,7 @@ async def test_timeout_cancels_async_handler_and_records_it(app: App, start) -> 
     assert "timeout of 0.2s" in info.error.message
 
 
+@needs("lookup")
 async def test_plain_handler_past_its_timeout_keeps_its_job_and_slot_until_its_thread_returns(
     app: App, start
 ) -> None:
@@ -167,6 +173,7 @@ async def test_plain_handler_past_its_timeout_keeps_its_job_and_slot_until_its_t
     await rival.close()
 
 
+@needs("lookup")
 async def test_plain_handler_past_its_last_timeout_fails_once_its_thread_returns(
     app: App, start
 ) -> None:
@@ -190,6 +197,7 @@ async def test_plain_handler_past_its_last_timeout_fails_once_its_thread_returns
     assert "timeout of 0.1s" in info.error.message
 
 
+@needs("lookup")
 async def test_handler_raising_timeout_error_itself_is_an_ordinary_failure(app: App, start) -> None:
     registry = app.registry()
 
@@ -204,6 +212,7 @@ async def test_handler_raising_timeout_error_itself_is_an_ordinary_failure(app: 
     assert info.error.message == "upstream API timed out"
 
 
+@needs("lookup")
 async def test_concurrency_limit_is_never_exceeded(app: App, start) -> None:
     registry = app.registry(concurrency=3)
     running = 0
@@ -224,6 +233,7 @@ async def test_concurrency_limit_is_never_exceeded(app: App, start) -> None:
     assert most == 3
 
 
+@needs("exact_counts")
 async def test_burst_worker_returns_once_queue_is_empty(app: App) -> None:
     registry = app.registry(concurrency=4)
     done: list[int] = []

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from conveyor import Job, JobState
+from tests.backends import needs
 
 from .conftest import App, settle
 
@@ -17,6 +18,7 @@ class Item:
     n: int
 
 
+@needs("lookup")
 async def test_graceful_stop_lets_running_job_finish(app: App, start) -> None:
     registry = app.registry(stop_timeout=5)
     started, finish = asyncio.Event(), asyncio.Event()
@@ -38,6 +40,7 @@ async def test_graceful_stop_lets_running_job_finish(app: App, start) -> None:
     assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
 
 
+@needs("lookup")
 async def test_stop_timeout_releases_unfinished_job_giving_attempt_back(app: App, start) -> None:
     registry = app.registry(stop_timeout=0.2)
     started = asyncio.Event()
@@ -57,6 +60,7 @@ async def test_stop_timeout_releases_unfinished_job_giving_attempt_back(app: App
     assert not run.task.result().clean and run.task.result().released == (job_id,)
 
 
+@needs("lookup")
 async def test_second_stop_does_not_wait_for_stop_timeout(app: App, start) -> None:
     registry = app.registry(stop_timeout=60)
     started = asyncio.Event()
@@ -76,6 +80,7 @@ async def test_second_stop_does_not_wait_for_stop_timeout(app: App, start) -> No
     assert (await registry.job_info(job_id)).state is JobState.PENDING
 
 
+@needs("lookup")
 async def test_stopped_worker_reserves_nothing_more(app: App, start) -> None:
     registry = app.registry()
     ran: list[int] = []
@@ -92,6 +97,7 @@ async def test_stopped_worker_reserves_nothing_more(app: App, start) -> None:
     assert (await registry.job_info(job_id)).state is JobState.PENDING
 
 
+@needs("lookup")
 async def test_stop_leaves_a_running_plain_handlers_job_reserved_until_its_lease_runs_out(
     app: App, start
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from conveyor import Job, JobState
+from tests.backends import needs
 
 from .conftest import App, settle
 
@@ -14,6 +15,7 @@ class Item:
     n: int
 
 
+@needs("lookup")
 async def test_duplicate_push_returns_existing_id_until_job_finishes(app: App, start) -> None:
     registry = app.registry()
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from conveyor import duration
-from conveyor.drivers import SCHEMES, safe_url
+from conveyor.drivers import safe_url
 from conveyor.errors import ConfigError
 from conveyor.options import (
     DEFAULT_PRIORITY,
@@ -157,10 +157,6 @@ def _meta_text(text: str) -> Any:
 
 def _seed_driver(text: str) -> str:
     name = text.strip().lower()
-    if name == "amqp" and "amqp" not in SCHEMES:
-        raise ValueError(
-            "the amqp driver does not exist in conveyor yet: use database, redis, memory or sync"
-        )
     if name not in SEED_DRIVERS:
         raise ValueError(
             "expected database, redis, memory, sync or amqp (for a URL, use CONVEYOR_DRIVER)"

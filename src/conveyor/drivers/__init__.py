@@ -6,6 +6,7 @@
     postgresql://user@host/db         PostgreSQL          (pip install "conveyor[postgres]")
     mysql://user:pass@host/db         MySQL or MariaDB    (pip install "conveyor[mysql]")
     redis://host:6379/0, rediss://    Redis               (pip install "conveyor[redis]")
+    amqp://user:pw@host:5672/, amqps:// RabbitMQ          (pip install "conveyor[amqp]")
 
 A bare kind name ("memory", "sync", "sqlite") means that driver with its defaults, and
 "database" the application's own SQL database: CONVEYOR_DATABASE_URL, else DATABASE_URL, else
@@ -38,6 +39,8 @@ SCHEMES: dict[str, tuple[str, str, str]] = {
     "mariadb": ("conveyor.drivers.sql.mysql", "MysqlDriver", "mysql"),
     "redis": ("conveyor.drivers.redis", "RedisDriver", "redis"),
     "rediss": ("conveyor.drivers.redis", "RedisDriver", "redis"),
+    "amqp": ("conveyor.drivers.amqp", "AmqpDriver", "amqp"),
+    "amqps": ("conveyor.drivers.amqp", "AmqpDriver", "amqp"),
 }
 
 

@@ -67,6 +67,17 @@ class Capabilities:
       `resume`, `paused`), and `ack` keeps a job's result.
     - `schedules`: the driver keeps the latest tick each schedule pushed (`mark_tick`,
       `ticks`), so a scheduler that starts knows what it missed.
+    - `timed_leases`: a reservation is a stored lease with an end: `reserve` rescues a job
+      whose lease ran out, `renew` moves its end, and any connection holding the token may
+      renew or settle it. Without it a reservation lasts as long as the connection that
+      took it, and only that connection settles it (amqp).
+    - `lookup`: `get` finds a job by id and `list_jobs` lists every state.
+    - `exact_counts`: `counts` gives every state exactly (delayed and succeeded included).
+    - `unique`: pushes with `unique=` are deduplicated; a job pushed again with an id that is
+      stored already stores nothing.
+    - `ordered`: `reserve` hands out jobs by priority, then earliest due.
+    - `shared_records`: worker stats and presence (`record_stats`, `beat`) are seen by every
+      process, not only the one that wrote them.
     """
 
     notify: bool = False
@@ -76,6 +87,12 @@ class Capabilities:
     transactional: bool = False
     control: bool = False
     schedules: bool = False
+    timed_leases: bool = True
+    lookup: bool = True
+    exact_counts: bool = True
+    unique: bool = True
+    ordered: bool = True
+    shared_records: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +221,10 @@ class Driver(abc.ABC):
     #: The driver's kind, used in messages: "memory", "sqlite", "postgres", ...
     kind: str = "driver"
     capabilities: Capabilities = Capabilities()
+    #: The longest one job may run before the backend itself takes it back, in seconds (the
+    #: amqp broker's consumer_timeout); None: no limit. `freeze()` refuses a queue whose job
+    #: timeout is longer.
+    max_job_time: float | None = None
 
     def __repr__(self) -> str:
         """The driver's class, kind, where it keeps jobs (any password masked) and prefix."""

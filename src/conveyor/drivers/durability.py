@@ -62,6 +62,7 @@ FACTS: tuple[Durability, ...] = (
     Durability("redis", "appendfsync always", KEPT, KEPT, KEPT, KEPT),
     Durability("redis", "appendfsync everysec", KEPT, KEPT, "last ~1-2 s lost", "last ~1-2 s lost"),
     Durability("redis", "appendfsync no", KEPT, KEPT, "last ~30 s lost", "last ~30 s lost"),
+    Durability("amqp", "persistent, confirmed", KEPT, KEPT, KEPT, KEPT),
 )
 
 

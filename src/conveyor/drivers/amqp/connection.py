@@ -1,0 +1,139 @@
+"""Connecting to RabbitMQ: the URL, its options, and the edge where aiormq's errors become
+conveyor's.
+
+The URL is aiormq's (`amqp://user:password@host:5672/vhost`, `amqps://` for TLS, its options
+as query parameters) plus two of conveyor's: `?prefix=` starts every queue and exchange name
+(default `conveyor.`), `?timeout=` (seconds, default 10) is every call's deadline and the
+heartbeat interval asked of the broker, so a silent connection is found within it, and
+`?consumer_timeout=` (seconds, default 1800) is the broker's limit on one job's run. Passwords
+never appear in a message: every error names the broker by its masked URL.
+"""
+
+from __future__ import annotations
+
+import math
+import urllib.parse
+from types import TracebackType
+
+import aiormq
+import aiormq.exceptions
+from pamqp import exceptions as pamqp_exceptions
+
+from conveyor.drivers.location import Location
+from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
+
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "Edge", "Settings", "parse_url"]
+
+DEFAULT_PREFIX = "conveyor."
+DEFAULT_TIMEOUT = 10.0
+#: RabbitMQ's default consumer_timeout (30 minutes): how long a delivery may stay
+#: unacknowledged before the broker closes its channel. `?consumer_timeout=` (seconds) tells
+#: the driver the broker's own setting when it was changed.
+DEFAULT_CONSUMER_TIMEOUT = 1800.0
+_SCHEMES = ("amqp", "amqps")
+
+
+class Settings:
+    """What a URL asks for: the URL handed to aiormq, the name prefix and the deadline."""
+
+    def __init__(
+        self, url: str, prefix: str, timeout: float, location: Location, consumer_timeout: float
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.timeout = timeout
+        self.location = location
+        self.consumer_timeout = consumer_timeout
+
+
+def parse_url(url: str, prefix: str | None = None, timeout: float | None = None) -> Settings:
+    """Split conveyor's options off an amqp:// URL; ConfigError (password masked) if bad."""
+    location = Location.parse(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{location.shown!r} is not an AMQP URL: {location.mask(str(exc))}"
+        ) from None
+    if parts.scheme not in _SCHEMES or not parts.hostname:
+        raise ConfigError(
+            f"{location.shown!r} is not an AMQP URL: write amqp://user:password@host:5672/vhost"
+            " (amqps:// for TLS)"
+        )
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    options = dict(query)
+    ours = ("prefix", "timeout", "consumer_timeout")
+    kept = [(key, value) for key, value in query if key not in ours]
+    chosen_prefix = prefix if prefix is not None else options.get("prefix", DEFAULT_PREFIX)
+    if timeout is None:
+        timeout = _seconds(location, "timeout", options.get("timeout", str(DEFAULT_TIMEOUT)))
+    consumer_timeout = _seconds(
+        location,
+        "consumer_timeout",
+        options.get("consumer_timeout", str(DEFAULT_CONSUMER_TIMEOUT)),
+    )
+    if not any(key == "heartbeat" for key, _ in kept):
+        kept.append(("heartbeat", str(max(1, math.ceil(timeout)))))
+    query_text = urllib.parse.urlencode(kept)
+    return Settings(
+        urllib.parse.urlunsplit(parts._replace(query=query_text)),
+        chosen_prefix,
+        timeout,
+        location,
+        consumer_timeout,
+    )
+
+
+def _seconds(location: Location, name: str, text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(
+            f"{location.shown!r}: {name}={location.mask(text)!r} is not a positive number"
+            " of seconds"
+        )
+    return seconds
+
+
+class Edge:
+    """`with Edge(location, what):` turns a client error into conveyor's, password masked.
+
+    A lost or refused connection, a closed channel and a missed deadline become
+    BackendUnavailableError (the worker backs off and calls again); anything else the broker
+    refused becomes DriverError."""
+
+    def __init__(self, location: Location, what: str) -> None:
+        self.location = location
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, DriverError | ConfigError):
+            return
+        where = f"RabbitMQ at {self.location.shown!r}"
+        text = self.location.mask(f"{type(exc).__name__}: {exc}")
+        if isinstance(
+            exc, pamqp_exceptions.AMQPAccessRefused | aiormq.exceptions.ProbableAuthenticationError
+        ):
+            raise DriverError(
+                f"{where} refused the credentials ({text}): check the user and password"
+            ) from None
+        if isinstance(exc, TimeoutError):
+            raise BackendUnavailableError(
+                f"{where} did not answer {self.what} in time ({text})"
+            ) from None
+        if isinstance(exc, OSError | ConnectionError | aiormq.exceptions.AMQPConnectionError):
+            raise BackendUnavailableError(
+                f"{where} is not reachable for {self.what} ({text}): is it running?"
+            ) from None
+        if isinstance(exc, aiormq.exceptions.AMQPError | pamqp_exceptions.PAMQPException):
+            raise DriverError(f"{where} refused {self.what}: {text}") from None

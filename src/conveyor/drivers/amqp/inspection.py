@@ -1,0 +1,181 @@
+"""The amqp driver's counts and its failed queues: listing, retrying, purging, pruning."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from aiormq.abc import AbstractChannel, DeliveredMessage
+from pamqp import commands as spec
+
+from conveyor.drivers.amqp.channels import BROWSE_LIMIT, AmqpChannels
+from conveyor.drivers.amqp.topology import (
+    declare_queue,
+)
+from conveyor.drivers.base import (
+    QueueCounts,
+)
+from conveyor.drivers.record import decode_text, read_job
+from conveyor.job import JobInfo, JobState
+
+__all__ = ["AmqpInspection", "foreign_record", "parse_record"]
+
+
+class AmqpInspection(AmqpChannels):
+    """Counts from the broker, and failed jobs read from their queue without consuming them."""
+
+    # -- inspection --------------------------------------------------------------------------
+
+    async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        """Pending and failed from the broker (pending: messages not delivered to anyone);
+        reserved: what this driver holds; delayed and succeeded are not known."""
+        found: dict[str, QueueCounts] = {}
+        for queue in queues:
+            publisher = await self._queue(queue)
+            with self._edge("counting jobs"):
+                pending, failed = await declare_queue(publisher, self.names, queue, self.timeout)
+            held = sum(
+                1
+                for item in self._held.values()
+                if item.info.queue == queue and not item.channel.is_closed
+            )
+            found[queue] = QueueCounts(pending=pending, reserved=held, failed=failed)
+        return found
+
+    async def list_jobs(
+        self, queue: str, state: JobState, limit: int = 100, offset: int = 0
+    ) -> list[JobInfo]:
+        if state not in (JobState.FAILED, JobState.CANCELLED):
+            raise self.unsupported(
+                f"listing {state.value} jobs", "RabbitMQ can only count them (queue_info)"
+            )
+        jobs = [job for job, _ in await self._browse(queue, lambda job: job.state is state)]
+        jobs.sort(key=lambda job: job.id)
+        return jobs[offset : offset + limit]
+
+    async def get(self, job_id: str) -> JobInfo | None:
+        raise self.unsupported("looking a job up by id", "RabbitMQ keeps no index of its messages")
+
+    async def _browse(
+        self,
+        queue: str,
+        wanted: Any,
+        act: Any = None,
+    ) -> list[tuple[JobInfo, int]]:
+        """Read the queue's failed messages on a channel of their own; `act(channel, job,
+        message)` may acknowledge some. Closing the channel puts every other one back."""
+        await self._queue(queue)
+        assert self._connection is not None
+        with self._edge("reading failed jobs"):
+            channel = await self._connection.channel(publisher_confirms=False)
+        found: list[tuple[JobInfo, int]] = []
+        try:
+            now = time.time()
+            for _ in range(BROWSE_LIMIT):
+                with self._edge("reading failed jobs"):
+                    message = await channel.basic_get(
+                        self.names.failed(queue), timeout=self.timeout
+                    )
+                if not isinstance(message.delivery, spec.Basic.GetOk):
+                    break
+                record = parse_record(message.body)
+                raw = (
+                    dict(record) if record is not None else foreign_record(queue, message, "failed")
+                )
+                job = read_job(raw, now)
+                if wanted(job):
+                    found.append((job, message.delivery.delivery_tag or 0))
+                    if act is not None:
+                        await act(channel, job, record, message)
+        finally:
+            with self._edge("reading failed jobs"):
+                async with asyncio.timeout(self.timeout):
+                    await channel.close()
+        return found
+
+    async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        chosen = None if ids is None else set(ids)
+
+        async def move(
+            channel: AbstractChannel, job: JobInfo, record: dict[str, Any] | None, message: Any
+        ) -> None:
+            body: dict[str, Any] | bytes = message.body
+            if record is not None:
+                body = dict(record)
+                body.update(
+                    state="pending", attempt=0, rescued=0, available_at=time.time(),
+                    finished_at=None,
+                )  # fmt: skip
+            await self._publish_all([(body, 0.0, queue, job.id)], "a retry")
+            await channel.basic_ack(message.delivery.delivery_tag)
+
+        moved = await self._browse(
+            queue,
+            lambda job: job.state is JobState.FAILED and (chosen is None or job.id in chosen),
+            move,
+        )
+        if moved:
+            self._pushed.notify()
+        return len(moved)
+
+    async def _delete(self, queue: str, wanted: Any) -> int:
+        async def drop(channel: AbstractChannel, job: JobInfo, record: Any, message: Any) -> None:
+            await channel.basic_ack(message.delivery.delivery_tag)
+
+        return len(await self._browse(queue, wanted, drop))
+
+    async def purge(
+        self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
+    ) -> int:
+        self.check_purgeable(state)
+        chosen = None if ids is None else set(ids)
+        if state in (JobState.FAILED, JobState.CANCELLED):
+            return await self._delete(
+                queue, lambda job: job.state is state and (chosen is None or job.id in chosen)
+            )
+        if state is JobState.PENDING and ids is None:
+            publisher = await self._queue(queue)
+            with self._edge("purging pending jobs"):
+                done = await publisher.queue_purge(self.names.work(queue), timeout=self.timeout)
+            return done.message_count or 0
+        if state is JobState.SUCCEEDED:
+            return 0  # an acknowledged message is gone: none are kept
+        raise self.unsupported(f"purging {state.value} jobs by id")
+
+    async def prune(self, queue: str, older_than: float) -> int:
+        before = time.time() - older_than
+        return await self._delete(
+            queue, lambda job: job.finished_at is not None and job.finished_at < before
+        )
+
+
+def parse_record(body: bytes) -> dict[str, Any] | None:
+    """A message body written by this driver, or None for anything else."""
+    try:
+        record = json.loads(body)
+    except ValueError:
+        return None
+    if type(record) is not dict or not isinstance(record.get("id"), str):
+        return None
+    return record
+
+
+def foreign_record(queue: str, message: DeliveredMessage, state: str = "pending") -> dict[str, Any]:
+    """The raw fields of a message that is not a job: read_job names what is missing."""
+    message_id = message.header.properties.message_id
+    return {
+        "id": message_id if isinstance(message_id, str) else f"foreign-{uuid.uuid4().hex}",
+        "queue": queue,
+        "name": None,
+        "payload": decode_text(message.body),
+        "state": state,
+        "attempt": 0,
+        "max_attempts": 1,
+        "priority": 0,
+        "created_at": time.time(),
+        "available_at": time.time(),
+    }

@@ -1,0 +1,137 @@
+"""The names, queues and exchanges the amqp driver uses, and how a job is written as a message.
+
+`P` is the prefix (default `conveyor.`):
+
+    P q.<queue>        durable classic queue: the queue's due jobs, one persistent message each
+    P failed.<queue>   durable classic queue nobody consumes: failed (and cancelled) jobs
+    P deliver          headers exchange: a message whose header `conveyor-queue` is <queue>
+                       goes to `P q.<queue>` (where delayed messages come back to)
+    P delay.<N>        N = 0..35: a topic exchange and a queue of that name; the queue holds its
+                       messages 2^N ms (x-message-ttl) and dead-letters them to P delay.<N-1>
+                       (N = 0: to P deliver)
+
+Delays without plugins: a job due in d ms is published to `P delay.35` with a routing key of
+36 words, the bits of d from bit 35 down to bit 0 ("0.0.1. ... .1"). Exchange N sends a
+message whose bit N is 1 to queue N (which holds it 2^N ms) and one whose bit is 0 straight on
+to exchange N-1. So the message waits the sum of its bits' waits, d ms exactly, plus the
+broker's own latency: never early. Every message of one delay queue has the same TTL, so they
+expire in order at the queue's head. The longest delay is 2^36 - 1 ms, about 795 days.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from aiormq.abc import AbstractChannel
+from pamqp.common import Arguments
+
+from conveyor.job import ErrorInfo, JobState, NewJob
+
+__all__ = ["LEVELS", "QUEUE_HEADER", "Names", "delay_key", "new_record", "record_body"]
+
+#: Delay levels: bit N of a delay in milliseconds waits 2^N ms.
+LEVELS = 36
+MAX_DELAY_MS = (1 << LEVELS) - 1
+QUEUE_HEADER = "conveyor-queue"
+
+
+class Names:
+    """The broker names under one prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.deliver = f"{prefix}deliver"
+
+    def work(self, queue: str) -> str:
+        return f"{self.prefix}q.{queue}"
+
+    def failed(self, queue: str) -> str:
+        return f"{self.prefix}failed.{queue}"
+
+    def delay(self, level: int) -> str:
+        return f"{self.prefix}delay.{level}"
+
+
+def delay_ms(delay: float) -> int:
+    """A delay in seconds as whole milliseconds, rounded up (never early), capped."""
+    return min(MAX_DELAY_MS, max(0, math.ceil(delay * 1000)))
+
+
+def delay_key(ms: int) -> str:
+    """The routing key of a delay: its bits from bit LEVELS-1 down to bit 0, one word each."""
+    return ".".join("1" if ms >> bit & 1 else "0" for bit in range(LEVELS - 1, -1, -1))
+
+
+async def declare_delays(channel: AbstractChannel, names: Names, timeout: float) -> None:
+    """The shared delay levels (the delivery exchange is declared already); idempotent."""
+    for level in range(LEVELS):
+        await channel.exchange_declare(
+            names.delay(level), exchange_type="topic", durable=True, timeout=timeout
+        )
+    for level in range(LEVELS):
+        after = names.delay(level - 1) if level else names.deliver
+        arguments: Arguments = {"x-message-ttl": 2**level, "x-dead-letter-exchange": after}
+        await channel.queue_declare(
+            names.delay(level), durable=True, arguments=arguments, timeout=timeout
+        )
+        stars = "*." * (LEVELS - 1 - level)
+        await channel.queue_bind(
+            names.delay(level), names.delay(level), routing_key=f"{stars}1.#", timeout=timeout
+        )
+        await channel.exchange_bind(
+            after, names.delay(level), routing_key=f"{stars}0.#", timeout=timeout
+        )
+
+
+async def declare_queue(
+    channel: AbstractChannel, names: Names, queue: str, timeout: float
+) -> tuple[int, int]:
+    """A conveyor queue's work and failed queues; idempotent. Returns their message counts
+    (ready messages only: a delivered, unacknowledged one is not counted)."""
+    work = await channel.queue_declare(names.work(queue), durable=True, timeout=timeout)
+    failed = await channel.queue_declare(names.failed(queue), durable=True, timeout=timeout)
+    await channel.queue_bind(
+        names.work(queue),
+        names.deliver,
+        arguments={"x-match": "all", QUEUE_HEADER: queue},
+        timeout=timeout,
+    )
+    return work.message_count or 0, failed.message_count or 0
+
+
+def new_record(job: NewJob, now: float) -> dict[str, Any]:
+    """The stored form of a new job: read_job's field names, meta and error as JSON text."""
+    return {
+        "id": job.id,
+        "queue": job.queue,
+        "name": job.name,
+        "payload": job.payload,
+        "state": JobState.PENDING.value,
+        "attempt": 0,
+        "max_attempts": job.max_attempts,
+        "priority": job.priority,
+        "created_at": now,
+        "available_at": now + job.delay,
+        "timeout": job.timeout,
+        "retry_delay": job.retry_delay,
+        "meta": json.dumps(job.meta) if job.meta else "{}",
+        "error": None,
+        "rescued": 0,
+        "finished_at": None,
+    }
+
+
+def with_error(record: Mapping[str, Any], error: ErrorInfo | None) -> dict[str, Any]:
+    """The record with `error` (kept as it was when None)."""
+    changed = dict(record)
+    if error is not None:
+        changed["error"] = json.dumps(error.to_dict())
+    return changed
+
+
+def record_body(record: Mapping[str, Any]) -> bytes:
+    """A record as a message body."""
+    return json.dumps(record, separators=(",", ":")).encode()

@@ -1,0 +1,307 @@
+"""What only the amqp driver has: reservations held by a channel, delay levels, the failed
+queue, messages that are not jobs, its URL and errors, and a worker end to end.
+
+The protocol's behaviour is tested by the contract suite (tests/contract), which runs on
+RabbitMQ too for every capability the driver declares; these tests cover the rest. They use
+the broker on 127.0.0.1:5672 under a random name prefix, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import aiormq
+import pytest
+from pamqp import commands as spec
+
+from conveyor import Job, JobState, Registry, Worker
+from conveyor.drivers import driver_from_url
+from conveyor.drivers.amqp import AmqpDriver
+from conveyor.drivers.amqp.topology import delay_key, delay_ms
+from conveyor.drivers.base import Failure, Release, Reservation
+from conveyor.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DriverError,
+    RegistryError,
+    Unsupported,
+)
+from conveyor.job import ErrorInfo
+from tests.backends import require_service
+from tests.backends.amqp import START, URL, delete_prefix, fresh_prefix
+from tests.contract.helpers import make_job
+
+LONG_LEASE = 30.0
+
+Make = Callable[..., Awaitable[AmqpDriver]]
+
+
+@pytest.fixture
+async def make() -> AsyncIterator[Make]:
+    """Opened drivers on one fresh prefix; closed, and their queues deleted, at the end."""
+    require_service("amqp", 5672, START)
+    prefix = fresh_prefix()
+    made: list[AmqpDriver] = []
+
+    async def open_driver(url: str = URL, **options: object) -> AmqpDriver:
+        driver = AmqpDriver(url, prefix=prefix, **options)  # type: ignore[arg-type]
+        made.append(driver)
+        await driver.open()
+        return driver
+
+    yield open_driver
+    for driver in made:
+        await driver.close()
+    await delete_prefix(prefix, set().union(*(driver.declared() for driver in made)))
+
+
+def held(job: object) -> Reservation:
+    token = getattr(job, "reservation", None)
+    assert isinstance(token, str)
+    return Reservation(getattr(job, "id"), token)  # noqa: B009
+
+
+async def test_a_reservation_belongs_to_the_connection_that_took_it(make: Make) -> None:
+    first, second = await make(), await make()
+    await first.push(make_job())
+    [job] = await first.reserve(["q"], 5, LONG_LEASE, "w1")
+
+    assert await second.reserve(["q"], 5, LONG_LEASE, "w2") == []
+    assert await second.ack([held(job)]) == set()  # another connection cannot settle it
+    assert await first.renew([held(job)], LONG_LEASE) == {job.id}
+    assert await first.ack([held(job)]) == {job.id}
+    assert await first.ack([held(job)]) == set()
+
+
+async def test_a_dropped_connection_loses_its_leases_and_the_job_is_rescued(make: Make) -> None:
+    first, second = await make(), await make()
+    await first.push(make_job())
+    [job] = await first.reserve(["q"], 1, LONG_LEASE, "w1")
+    assert job.attempt == 1 and job.rescued == 0
+
+    await first.close()  # as a worker whose connection died: the broker requeues its jobs
+    [again] = await second.reserve(["q"], 1, LONG_LEASE, "w2")
+
+    assert again.id == job.id
+    assert (again.attempt, again.rescued) == (1, 1)  # a rescue is not an attempt
+    await first.open()
+    assert await first.ack([held(job)]) == set()  # the lost lease is refused
+    assert await second.ack([held(again)]) == {job.id}
+
+
+async def test_reserve_takes_no_more_than_asked_and_leaves_the_rest(make: Make) -> None:
+    first, second = await make(), await make()
+    await first.push_many([make_job() for _ in range(5)])
+
+    assert len(await first.reserve(["q"], 2, LONG_LEASE, "w1")) == 2
+    assert len(await second.reserve(["q"], 10, LONG_LEASE, "w2")) == 3
+    counts = (await first.counts(["q"]))["q"]
+    assert (counts.pending, counts.reserved) == (0, 2)  # reserved: what this driver holds
+
+
+def test_a_delay_is_its_bits_in_milliseconds_rounded_up() -> None:
+    assert delay_ms(0.0011) == 2  # never early
+    assert delay_ms(-5) == 0
+    assert delay_key(5).endswith("1.0.1") and len(delay_key(5).split(".")) == 36
+    assert delay_ms(10 * 86400) == 864_000_000  # days fit
+
+
+async def test_a_delayed_push_and_release_wait_their_time_and_no_less(make: Make) -> None:
+    driver = await make()
+    started = time.monotonic()
+    await driver.push(make_job(delay=0.3))
+    assert await driver.reserve(["q"], 1, LONG_LEASE, "w1") == []
+    job = await reserve_within(driver, 5.0)
+    assert time.monotonic() - started >= 0.3
+
+    released_at = time.monotonic()
+    assert await driver.release([Release(job.id, held(job).token, 0.2)]) == {job.id}
+    again = await reserve_within(driver, 5.0)
+    assert time.monotonic() - released_at >= 0.2
+    assert (again.id, again.attempt) == (job.id, 2)
+
+
+async def reserve_within(driver: AmqpDriver, timeout: float) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await driver.reserve(["q"], 1, LONG_LEASE, "w1")
+        if found:
+            return found[0]
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"nothing became due within {timeout}s")
+
+
+async def test_failed_jobs_are_listed_retried_purged_and_pruned(make: Make) -> None:
+    driver = await make()
+    jobs = [make_job() for _ in range(3)]
+    await driver.push_many(jobs)
+    for job in await driver.reserve(["q"], 3, LONG_LEASE, "w1"):
+        failure = Failure(job.id, held(job).token, ErrorInfo("ValueError", "boom"))
+        assert await driver.fail([failure]) == {job.id}
+
+    failed = await driver.list_jobs("q", JobState.FAILED)
+    assert sorted(job.id for job in failed) == sorted(job.id for job in jobs)
+    assert {job.error.message for job in failed if job.error} == {"boom"}
+    assert (await driver.counts(["q"]))["q"].failed == 3  # listing consumed nothing away
+
+    assert await driver.retry_failed("q", [jobs[0].id]) == 1
+    [retried] = await driver.reserve(["q"], 5, LONG_LEASE, "w1")
+    assert (retried.id, retried.attempt) == (jobs[0].id, 1)
+    assert await driver.purge("q", JobState.FAILED, [jobs[1].id]) == 1
+    assert await driver.prune("q", older_than=3600) == 0
+    assert await driver.prune("q", older_than=0) == 1
+    assert await driver.list_jobs("q", JobState.FAILED) == []
+
+
+async def test_what_it_cannot_do_raises_unsupported(make: Make) -> None:
+    driver = await make()
+    with pytest.raises(Unsupported, match="amqp"):
+        await driver.get("x")
+    with pytest.raises(Unsupported, match="unique"):
+        await driver.push(make_job(unique="k"))
+    with pytest.raises(Unsupported, match="pending"):
+        await driver.list_jobs("q", JobState.PENDING)
+
+
+async def test_a_message_that_is_not_a_job_is_reserved_unreadable_and_failed_whole(
+    make: Make,
+) -> None:
+    driver = await make()
+    await driver.counts(["q"])  # declares the queue
+    connection = await aiormq.connect(URL)
+    try:
+        channel = await connection.channel()
+        await channel.basic_publish(
+            b"\x80not json", routing_key=driver.names.work("q"),
+            properties=spec.Basic.Properties(message_id="foreign-1"),
+        )  # fmt: skip
+    finally:
+        await connection.close()
+
+    [job] = await driver.reserve(["q"], 1, LONG_LEASE, "w1")
+    assert job.id == "foreign-1" and job.unreadable
+    failure = Failure(job.id, held(job).token, ErrorInfo("CorruptJobError", "not a job"))
+    assert await driver.fail([failure]) == {job.id}
+    [kept] = await driver.list_jobs("q", JobState.FAILED)
+    assert kept.id == "foreign-1" and kept.unreadable
+
+
+def test_url_options_and_errors_never_show_the_password() -> None:
+    driver = driver_from_url("amqp://u:s3cret@127.0.0.1:5672/?prefix=app.&timeout=2")
+    assert isinstance(driver, AmqpDriver)
+    assert (driver.prefix, driver.timeout) == ("app.", 2.0)
+    assert "s3cret" not in repr(driver)
+    with pytest.raises(ConfigError) as bad:
+        AmqpDriver("amqp://u:s3cret@127.0.0.1/?timeout=soon")
+    assert "s3cret" not in str(bad.value) and "timeout" in str(bad.value)
+
+
+async def test_wrong_credentials_and_a_dead_port_are_clear_errors() -> None:
+    require_service("amqp", 5672, START)
+    driver = AmqpDriver("amqp://guest:wr0ng-pw@127.0.0.1:5672/", timeout=5)
+    with pytest.raises(DriverError) as refused:
+        await driver.open()
+    assert "wr0ng-pw" not in str(refused.value)
+    dead = AmqpDriver("amqp://guest:wr0ng-pw@127.0.0.1:1/", timeout=2)
+    with pytest.raises(BackendUnavailableError) as down:
+        await dead.open()
+    assert "wr0ng-pw" not in str(down.value)
+
+
+@dataclass
+class Item:
+    n: int
+
+
+async def test_a_worker_runs_every_job_once_and_retries_a_failing_one(make: Make) -> None:
+    driver = await make()
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w", concurrency=4, poll_interval=0.02)
+    done: list[int] = []
+    tries: list[int] = []
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        done.append(job.payload.n)
+
+    @registry.job("flaky", retry=1, retry_delay=0.1)
+    async def flaky(job: Job[Item]) -> None:
+        tries.append(job.attempt)
+        if job.attempt == 1:
+            raise RuntimeError("first try fails")
+
+    await registry.push_many("q", "item", [Item(n) for n in range(50)])
+    await registry.push("q", "flaky", Item(0))
+    worker = Worker(registry, "w")
+    task = asyncio.create_task(worker.run())
+    try:
+        deadline = time.monotonic() + 15
+        while (len(done) < 50 or len(tries) < 2) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+    assert sorted(done) == list(range(50))
+    assert tries == [1, 2]
+    counts = (await driver.counts(["q"]))["q"]
+    assert (counts.pending, counts.reserved, counts.failed) == (0, 0, 0)
+
+
+async def test_a_worker_carries_on_after_its_connection_is_cut(make: Make) -> None:
+    """Through a TCP proxy cut for a second mid-run: the worker reconnects, the jobs it held
+    come back from the broker, and every job runs (a job whose ack the cut lost runs twice)."""
+    from tests.backends.proxy import Proxy
+
+    proxy = Proxy(5672)
+    await proxy.start()
+    direct = await make()
+    cut = await make(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", timeout=2)
+    registry = Registry()
+    registry.queue("q", driver=cut, workers=["w"])
+    registry.worker("w", concurrency=4, poll_interval=0.05)
+    ran: list[int] = []
+    halfway = asyncio.Event()
+
+    @registry.job("count")
+    async def count(job: Job[Item]) -> None:
+        ran.append(job.payload.n)
+        if len(ran) == 100:
+            halfway.set()
+        await asyncio.sleep(0.01)  # 200 jobs left take half a second at least: the cut hits
+
+    await registry.push_many("q", "count", [Item(n) for n in range(300)])
+    worker = Worker(registry, "w")
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(halfway.wait(), 10)
+        await proxy.cut()
+        await asyncio.sleep(1.0)
+        await proxy.start()
+        deadline = time.monotonic() + 20
+        while set(ran) != set(range(300)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert set(ran) == set(range(300))
+        assert cut._generation >= 2, "the worker's connection was never replaced"
+        counts = (await direct.counts(["q"]))["q"]
+        assert (counts.pending, counts.failed) == (0, 0)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+        await proxy.close()
+
+
+def test_freeze_refuses_a_job_timeout_longer_than_the_brokers_consumer_timeout() -> None:
+    too_long = Registry()
+    too_long.queue("q", driver=URL, workers=["w"], timeout=3600)
+    too_long.worker("w")
+    with pytest.raises(RegistryError, match="consumer_timeout"):
+        too_long.freeze()
+
+    raised = Registry()
+    raised.queue("q", driver=f"{URL}?consumer_timeout=7200", workers=["w"], timeout=3600)
+    raised.worker("w")
+    raised.freeze()  # the broker was told to wait two hours: accepted
