@@ -24,6 +24,8 @@ DAMAGES = [
     Damage("error", "{broken"),
     Damage("payload", "not json", error="conveyor.errors.PayloadError"),
     Damage("worker", NOT_UTF8, "tolerate"),  # reserve writes its own
+    Damage("retry_delay", "{broken", "tolerate"),  # read as a 1-second retry delay
+    Damage("meta", '"just text"'),
 ]
 
 

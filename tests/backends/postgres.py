@@ -22,6 +22,7 @@ DAMAGES = [
     Damage("meta", '"just text"'),
     Damage("error", "{broken"),
     Damage("payload", "not json", error="conveyor.errors.PayloadError"),
+    Damage("retry_delay", "{broken", "tolerate"),  # read as a 1-second retry delay
 ]
 
 

@@ -38,6 +38,10 @@ DAMAGES = [
     Damage("state", None, "tolerate"),  # reserve writes its own
     Damage("available_at", "soon"),
     Damage("lease_expires_at", "soon", "tolerate"),  # reserve writes its own
+    Damage("payload", None),
+    Damage("name", None),
+    Damage("retry_delay", "{broken", "tolerate"),  # read as a 1-second retry delay
+    Damage("meta", "[1, 2]"),
 ]
 
 

@@ -28,6 +28,8 @@ DAMAGES = [
     Damage("unique_key", NOT_UTF8),
     Damage("attempt", "x", "tolerate"),  # reserve's `attempt + 1` reads text as 0
     Damage("worker", NOT_UTF8, "tolerate"),  # reserve writes its own
+    Damage("retry_delay", "{broken", "tolerate"),  # read as a 1-second retry delay
+    Damage("error", NOT_UTF8),
 ]
 
 
