@@ -53,6 +53,8 @@ class Outcome:
     cancelled: bool = False
     #: For an ack of a chain's page: the next page, pushed before the ack.
     successor: NewJob | None = None
+    #: Seconds the attempt ran, measured only while lifecycle hooks are registered.
+    ran: float | None = None
 
 
 class Runner:
@@ -98,7 +100,12 @@ class Runner:
         )  # fmt: skip
         self._handed[job.id] = handed
         try:
-            returned = await self._call(spec, handed, job.timeout)
+            if self.registry.hooks.middleware:
+                returned = await self.registry.hooks.call(
+                    handed, lambda given: self._call(spec, given, job.timeout)
+                )
+            else:
+                returned = await self._call(spec, handed, job.timeout)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is not None and task.cancelling():

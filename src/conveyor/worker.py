@@ -25,12 +25,13 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from conveyor.attempt import Outcome, Runner, cancelled, error_info
 from conveyor.drivers.base import HEARTBEAT_EVERY, Driver, WorkerCounts
 from conveyor.errors import DriverError
+from conveyor.hooks import of_worker, started
 from conveyor.job import JobInfo
 from conveyor.lease import Held, Leases
 from conveyor.schedule import Scheduler
@@ -106,7 +107,7 @@ class Worker(Leases):
         #: Jobs a stop cut short: given back (released) or left to their thread (left).
         self._released: list[str] = []
         self._left: list[str] = []
-        self.settler = Settler(name, self._back_off_until_woken)
+        self.settler = Settler(name, self._back_off_until_woken, registry.hooks)
         self._groups: list[tuple[Driver, list[str]]] = []
         self.runner = Runner(registry, self.spec)
         self._backlog = False
@@ -159,6 +160,10 @@ class Worker(Leases):
             scheduler = Scheduler(self.registry, self.schedules, self._stopping)
             helpers.append(asyncio.create_task(scheduler.run(), name="conveyor-schedule"))
         log.info("worker %s started on queues %s", self.identity, self._queue_names())
+        if self.registry.hooks.active:
+            await self.registry.hooks.emit(
+                of_worker("worker_started", self.identity, self._queue_names())
+            )
         try:
             try:
                 await self._reserve_loop()
@@ -177,6 +182,10 @@ class Worker(Leases):
             await self._beat(stopping=True)
             self.runner.close()
             log.info("worker %s stopped: %s", self.identity, self.counts)
+            if self.registry.hooks.active:
+                await self.registry.hooks.emit(
+                    of_worker("worker_stopped", self.identity, self._queue_names())
+                )
 
     async def _start_up(self) -> bool:
         """Open the worker's drivers (see startup.py); False when a stop came first."""
@@ -387,8 +396,14 @@ class Worker(Leases):
 
     async def _execute(self, running: Held) -> None:
         job, driver = running.job, running.driver
+        hooks = self.registry.hooks
+        if hooks.active:
+            await hooks.emit(started(job, self.identity))
+            began = time.monotonic()
         try:
             outcome = await self.runner.attempt(job, driver)
+            if hooks.active:
+                outcome = replace(outcome, ran=time.monotonic() - began)
         except asyncio.CancelledError:
             if running.cancel_reason == "lost":
                 return  # another worker holds the job now; it is theirs to settle
