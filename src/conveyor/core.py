@@ -178,9 +178,10 @@ class RegistryCore(Registration):
                 timeout=resolved.timeout,
                 retry_delay=retry_delay,
                 unique=unique,
-                meta=resolved.meta,
+                meta=hooks.stamp(queue, job_name, resolved.meta) if hooks.stamps else resolved.meta,
             )
 
+        hooks = self.hooks
         return make
 
     async def _run_inline(self, queue: str) -> None:

@@ -56,6 +56,8 @@ EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 Hook = Callable[["Event"], "Awaitable[None] | None"]
 CallNext = Callable[[Job[Any]], Awaitable[Any]]
 Middleware = Callable[[Job[Any], CallNext], Awaitable[Any]]
+#: Called as each job is made for a push: (queue, job name, its meta) -> entries to add to it.
+Stamp = Callable[[str, str, dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ class Hooks:
     def __init__(self) -> None:
         self._hooks: dict[EventKind, list[Hook]] = {kind: [] for kind in EVENT_KINDS}
         self.middleware: tuple[Middleware, ...] = ()
+        self.stamps: tuple[Stamp, ...] = ()
         self.active = False
 
     def add(self, hook: Hook, kinds: Iterable[str] = ()) -> None:
@@ -108,6 +111,21 @@ class Hooks:
         """Wrap every handler call in `middleware(job, call_next)`; the first added is the
         outermost."""
         self.middleware = (*self.middleware, middleware)
+
+    def add_stamp(self, stamp: Stamp) -> None:
+        """Call `stamp` as each job is made for a push, adding what it returns to the job's
+        metadata (tracing puts the trace context there)."""
+        self.stamps = (*self.stamps, stamp)
+
+    def stamp(self, queue: str, name: str, meta: dict[str, Any]) -> dict[str, Any]:
+        """`meta` with every stamp's entries added; a stamp that raises is logged, skipped."""
+        stamped = dict(meta)
+        for stamp in self.stamps:
+            try:
+                stamped.update(stamp(queue, name, stamped))
+            except Exception:
+                log.exception("metadata stamp %r raised on a push of %s", stamp, name)
+        return stamped
 
     def remove(self, hook: Hook) -> None:
         """Stop calling `hook` for any event."""
