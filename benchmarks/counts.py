@@ -82,7 +82,8 @@ async def timed(label: str, registry: Registry) -> None:
                 await read()
                 took.append((time.perf_counter() - began) * 1000)
             print(
-                f"{label}: {what}: median {statistics.median(took):.1f} ms, worst {max(took):.1f} ms"
+                f"{label}: {what}: median {statistics.median(took):.1f} ms,"
+                f" worst {max(took):.1f} ms"
             )
     counts = (await registry.queue_info())["bench"]
     print(f"{label}: succeeded counted: {counts.succeeded:,}")

@@ -126,7 +126,7 @@ async def main() -> None:
     args = parser.parse_args()
     print(f"{args.jobs:,} jobs of one Redis INCR, one worker process at concurrency "
           f"{peers_app.CONCURRENCY}, Redis on 127.0.0.1")  # fmt: skip
-    print("| library | push, one at a time (jobs/s) | process (jobs/s) |")
+    print(f"| library | push, one at a time (jobs/s) | process (jobs/s) |")
     print("|---|---|---|")
     for name in args.only:
         try:
