@@ -187,3 +187,9 @@ def settled(
 def of_worker(kind: EventKind, worker: str, queues: Iterable[str]) -> Event:
     """A worker_started or worker_stopped event."""
     return Event(kind, worker=worker, queues=tuple(queues))
+
+
+async def tell(hooks: Hooks, kind: EventKind, worker: str, queues: Iterable[str]) -> None:
+    """Tell the hooks, if any, that a worker started or stopped."""
+    if hooks.active:
+        await hooks.emit(of_worker(kind, worker, queues))

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.attempt import Outcome, Runner, cancelled, error_info
 from conveyor.drivers.base import HEARTBEAT_EVERY, Driver, WorkerCounts
 from conveyor.errors import DriverError
-from conveyor.hooks import of_worker, started
+from conveyor.hooks import started, tell
 from conveyor.job import JobInfo
 from conveyor.lease import Held, Leases
 from conveyor.schedule import Scheduler
@@ -160,10 +160,7 @@ class Worker(Leases):
             scheduler = Scheduler(self.registry, self.schedules, self._stopping)
             helpers.append(asyncio.create_task(scheduler.run(), name="conveyor-schedule"))
         log.info("worker %s started on queues %s", self.identity, self._queue_names())
-        if self.registry.hooks.active:
-            await self.registry.hooks.emit(
-                of_worker("worker_started", self.identity, self._queue_names())
-            )
+        await tell(self.registry.hooks, "worker_started", self.identity, self._queue_names())
         try:
             try:
                 await self._reserve_loop()
@@ -182,10 +179,7 @@ class Worker(Leases):
             await self._beat(stopping=True)
             self.runner.close()
             log.info("worker %s stopped: %s", self.identity, self.counts)
-            if self.registry.hooks.active:
-                await self.registry.hooks.emit(
-                    of_worker("worker_stopped", self.identity, self._queue_names())
-                )
+            await tell(self.registry.hooks, "worker_stopped", self.identity, self._queue_names())
 
     async def _start_up(self) -> bool:
         """Open the worker's drivers (see startup.py); False when a stop came first."""

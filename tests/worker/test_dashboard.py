@@ -144,3 +144,23 @@ async def test_token_and_basic_auth(app: App) -> None:
         assert (await web.get("/")).status_code == 401
         assert (await web.get("/", auth=("admin", "wrong"))).status_code == 401
         assert (await web.get("/", auth=("admin", "pw"))).status_code == 200
+
+
+async def test_mounted_under_a_path_its_links_and_actions_keep_the_path(app: App) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    registry = app.registry()
+    outer = Starlette(routes=[Mount("/conveyor", create_app(registry))])
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://web") as web:
+        home = await web.get("/conveyor/")
+        assert home.status_code == 200
+        assert 'href="/conveyor/queues/q?state=pending"' in home.text
+        assert 'action="/conveyor/queues/q/pause"' in home.text
+        assert (await web.get("/conveyor/static/style.css")).status_code == 200
+        paused = await web.post(
+            "/conveyor/queues/q/pause", data={"csrf": csrf_of(home.text), "back": "/"}
+        )
+    assert paused.status_code == 303 and paused.headers["location"] == "/conveyor/"
+    assert await registry.paused_queues() == {"q"}

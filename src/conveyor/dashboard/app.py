@@ -194,6 +194,24 @@ def create_app(
     return app
 
 
+async def serve(
+    registry: RegistryCore,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    read_only: bool = False,
+    token: str | None = None,
+    basic_auth: tuple[str, str] | None = None,
+) -> None:
+    """Serve the dashboard with uvicorn on the running loop until cancelled or interrupted
+    (`conveyor dashboard --app ... --port 8080`)."""
+    import uvicorn
+
+    app = create_app(registry, read_only=read_only, token=token, basic_auth=basic_auth)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    await server.serve()
+
+
 async def _perform(registry: RegistryCore, kind: str, action: str, target: str) -> None:
     if kind == "jobs":
         info = await registry.job_info(target)
