@@ -21,7 +21,7 @@ A hook is a plain function or an `async def` taking one `Event`; it may be regis
 time, before or after the registry is frozen (observing changes no behaviour, so a metrics
 exporter can be attached by the command that starts a worker). A hook that raises is logged
 on the "conveyor.hooks" logger and never breaks a job, a push or a worker. Middleware wraps
-every handler call of the workers started after it is registered; its exceptions are the
+every handler call from its registration on; its exceptions are the
 job's (they fail or retry the attempt), as if the handler had raised them. With no hook and no
 middleware registered, the hot path pays one attribute test per call point.
 """
@@ -93,6 +93,8 @@ class Hooks:
         self._hooks: dict[EventKind, list[Hook]] = {kind: [] for kind in EVENT_KINDS}
         self.middleware: tuple[Middleware, ...] = ()
         self.stamps: tuple[Stamp, ...] = ()
+        #: What an integration installed on this registry, by name (metrics keeps its own here).
+        self.installed: dict[str, Any] = {}
         self.active = False
 
     def add(self, hook: Hook, kinds: Iterable[str] = ()) -> None:

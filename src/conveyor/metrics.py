@@ -146,16 +146,13 @@ class Metrics:
         return generate_latest(self.collectors)
 
 
-_installed: dict[int, Metrics] = {}
-
-
 def install(registry: RegistryCore, *, cache_for: float = CACHE_FOR) -> Metrics:
     """The registry's metrics, made and hooked on first call; the same object after."""
-    metrics = _installed.get(id(registry))
-    if metrics is None or metrics.registry is not registry:
+    metrics = registry.hooks.installed.get("metrics")
+    if not isinstance(metrics, Metrics):
         metrics = Metrics(registry, cache_for=cache_for)
         registry.hooks.add(metrics.on_event)
-        _installed[id(registry)] = metrics
+        registry.hooks.installed["metrics"] = metrics
     return metrics
 
 

@@ -53,10 +53,19 @@ async def test_scrape_during_a_run_shows_outcomes_and_depths(app: App, start) ->
             await settle(registry, job_id)
         while (await registry.job_info(held)).state is not JobState.RESERVED:
             await asyncio.sleep(0.02)
+        # The hooks count an outcome just after the backend took it: scrape until they did.
+        succeeded = 'conveyor_jobs_total{job="item",outcome="succeeded",queue="q"}'
+        waited = 'conveyor_job_wait_seconds_count{job="item",queue="q"}'
+        deadline = asyncio.get_running_loop().time() + 10
         async with httpx.AsyncClient() as client:
-            response = await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
-        assert response.status_code == 200
-        got = samples(response.text)
+            while True:
+                response = await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+                assert response.status_code == 200
+                got = samples(response.text)
+                if got.get(succeeded) == 3 and got.get(waited) == 5:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, response.text
+                await asyncio.sleep(0.05)
         info = (await registry.queue_info())["q"]
         for state in ("pending", "delayed", "reserved", "succeeded", "failed", "cancelled"):
             assert got[f'conveyor_queue_jobs{{queue="q",state="{state}"}}'] == getattr(info, state)
