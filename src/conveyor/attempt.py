@@ -56,6 +56,8 @@ class Outcome:
     successor: NewJob | None = None
     #: Seconds the attempt took, by this process's clock (0 when it never ran).
     duration: float = 0.0
+    #: Seconds the attempt ran, measured only while lifecycle hooks are registered.
+    ran: float | None = None
 
 
 class Runner:
@@ -107,7 +109,12 @@ class Runner:
         )  # fmt: skip
         self._handed[job.id] = handed
         try:
-            returned = await self._call(spec, handed, job.timeout)
+            if self.registry.hooks.middleware:
+                returned = await self.registry.hooks.call(
+                    handed, lambda given: self._call(spec, given, job.timeout)
+                )
+            else:
+                returned = await self._call(spec, handed, job.timeout)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is not None and task.cancelling():

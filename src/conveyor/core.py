@@ -29,6 +29,7 @@ from conveyor.errors import (
     RegistryError,
     UnknownJobError,
 )
+from conveyor.hooks import Hook, Middleware, pushed
 from conveyor.job import JobInfo, JobState, NewJob, new_id
 from conveyor.options import Options, check_unique, resolve
 from conveyor.registration import Registration
@@ -54,6 +55,23 @@ def check_job_id(job_id: str) -> str:
 
 class RegistryCore(Registration):
     """A registry without the parts above it: push, push_many, inspection, failed storage."""
+
+    # -- hooks (conveyor.hooks) --------------------------------------------------------------
+
+    def hook(self, *kinds: str) -> Callable[[Hook], Hook]:
+        """Decorator registering a lifecycle hook for the events `kinds` (every event when
+        none is named), before or after freeze: `@registry.hook("failed")`."""
+
+        def register(hook: Hook) -> Hook:
+            self.hooks.add(hook, kinds)
+            return hook
+
+        return register
+
+    def middleware(self, middleware: Middleware) -> Middleware:
+        """Decorator wrapping every handler call in `middleware(job, call_next)`."""
+        self.hooks.add_middleware(middleware)
+        return middleware
 
     # -- push --------------------------------------------------------------------------------
 
@@ -90,6 +108,8 @@ class RegistryCore(Registration):
             new = replace(new, id=check_job_id(job_id))
         driver = await self.driver_of(queue)
         job_id = await driver.push(new, connection=connection)
+        if self.hooks.active:
+            await self.hooks.emit(pushed(replace(new, id=job_id)))
         if driver.capabilities.inline:
             await self._run_inline(queue)
         return job_id
@@ -117,6 +137,9 @@ class RegistryCore(Registration):
         batch = [make(item) for item in payloads]
         driver = await self.driver_of(queue)
         ids = await driver.push_many(batch, connection=connection) if batch else []
+        if self.hooks.active:
+            for new, stored_id in zip(batch, ids, strict=True):
+                await self.hooks.emit(pushed(replace(new, id=stored_id)))
         if driver.capabilities.inline:
             await self._run_inline(queue)
         return ids
@@ -155,9 +178,10 @@ class RegistryCore(Registration):
                 timeout=resolved.timeout,
                 retry_delay=retry_delay,
                 unique=unique,
-                meta=resolved.meta,
+                meta=hooks.stamp(queue, job_name, resolved.meta) if hooks.stamps else resolved.meta,
             )
 
+        hooks = self.hooks
         return make
 
     async def _run_inline(self, queue: str) -> None:

@@ -25,6 +25,7 @@ from conveyor.errors import (
     UnknownQueueError,
     UnknownWorkerError,
 )
+from conveyor.hooks import Hooks
 from conveyor.options import Options
 from conveyor.payload import DEFAULT_MAX_BYTES, Codec, payload_type_of
 from conveyor.retry import RetryDelay
@@ -106,6 +107,8 @@ class Registration:
         #: The event loop the opened drivers belong to; the blocking facade runs its calls there.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._frozen = False
+        #: Lifecycle hooks and handler middleware (conveyor.hooks), added at any time.
+        self.hooks = Hooks()
         self._substitute: Driver | None = None
 
     # -- registration ------------------------------------------------------------------------

@@ -31,12 +31,12 @@ from conveyor.blocking import BlockingRegistry
 from conveyor.core import RegistryCore
 from conveyor.errors import RegistryError
 from conveyor.handle import JobDecorator, JobHandle, handle_for
+from conveyor.inline import run_inline
 from conveyor.options import Options
 from conveyor.payload import DEFAULT_MAX_BYTES
 from conveyor.registration import Effective
 from conveyor.retry import RetryDelay
 from conveyor.spec import NAME_PATTERN, JobSpec, QueueSpec, WorkerSpec, check_name
-from conveyor.worker import run_inline
 
 __all__ = [
     "NAME_PATTERN",

@@ -19,6 +19,8 @@ from typing import Protocol, TypeVar
 
 from conveyor.attempt import Outcome
 from conveyor.drivers.base import Driver, Failure, Release, Reservation, WorkerCounts
+from conveyor.hooks import EventKind, Hooks
+from conveyor.hooks import settled as settled_event
 from conveyor.job import JobInfo
 
 log = logging.getLogger("conveyor.worker")
@@ -56,8 +58,9 @@ class Settler:
     once giving up: a stopping worker stops retrying after `give_up_at` (monotonic), or at
     once after `give_up()`, since an unsettled job only comes back after its lease."""
 
-    def __init__(self, worker: str, back_off: BackOff) -> None:
+    def __init__(self, worker: str, back_off: BackOff, hooks: Hooks | None = None) -> None:
         self.worker = worker
+        self.hooks = hooks
         self._back_off = back_off
         self._outcomes: list[Outcome] = []
         self._tally = _Tally()
@@ -162,6 +165,8 @@ class Settler:
         settled = acked | released | failed
         for outcome in outcomes:
             log_outcome(outcome, outcome.job.id in settled)
+        if self.hooks is not None and self.hooks.active:
+            await self._emit(outcomes, settled)
         # Retried: released after a failed attempt (a job given back by a stop did not fail).
         retried = sum(1 for o in outcomes if o.kind == "release" and o.error is not None)
         self._tally.add(
@@ -173,6 +178,24 @@ class Settler:
                 retried=min(retried, len(released)),
             ),
         )
+
+    async def _emit(self, outcomes: list[Outcome], accepted: set[str]) -> None:
+        """Tell the lifecycle hooks what became of each job (a stop's give-back is none)."""
+        assert self.hooks is not None
+        for o in outcomes:
+            if o.job.id not in accepted:
+                kind: EventKind = "lease_lost"
+            elif o.cancelled:
+                kind = "cancelled"
+            elif o.kind == "fail":
+                kind = "failed"
+            elif o.kind == "ack":
+                kind = "succeeded"
+            elif o.error is not None:
+                kind = "retried"
+            else:
+                continue
+            await self.hooks.emit(settled_event(kind, o.job, o.error, o.ran, self.worker))
 
     async def save_stats(self) -> None:
         """Add the counts not yet saved to the worker's totals in each backend."""

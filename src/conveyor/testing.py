@@ -239,7 +239,7 @@ def use_memory(registry: RegistryCore) -> Iterator[MemoryQueues]:
 
 class _Runs:
     """Runs reserved jobs one at a time, each with the runner of its queue's first worker,
-    as the sync driver's inline run does (`conveyor.worker.run_inline`)."""
+    as the sync driver's inline run does (`conveyor.inline.run_inline`)."""
 
     def __init__(self, registry: RegistryCore, driver: RecordingDriver) -> None:
         self.registry = registry

@@ -25,12 +25,13 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from conveyor.attempt import Outcome, Runner, cancelled, error_info
 from conveyor.drivers.base import HEARTBEAT_EVERY, Driver, WorkerCounts
 from conveyor.errors import DriverError
+from conveyor.hooks import started, tell
 from conveyor.job import JobInfo
 from conveyor.lease import Held, Leases
 from conveyor.schedule import Scheduler
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 
-__all__ = ["MAX_BACKOFF", "PRUNE_EVERY", "STATS_EVERY", "Stopped", "Worker", "run_inline"]
+__all__ = ["MAX_BACKOFF", "PRUNE_EVERY", "STATS_EVERY", "Stopped", "Worker"]
 
 PRUNE_EVERY = 60.0
 MAX_BACKOFF = 30.0
@@ -113,7 +114,7 @@ class Worker(Leases):
         #: Jobs a stop cut short: given back (released) or left to their thread (left).
         self._released: list[str] = []
         self._left: list[str] = []
-        self.settler = Settler(name, self._back_off_until_woken)
+        self.settler = Settler(name, self._back_off_until_woken, registry.hooks)
         self._groups: list[tuple[Driver, list[str]]] = []
         self.runner = Runner(registry, self.spec)
         self._backlog = False
@@ -166,6 +167,7 @@ class Worker(Leases):
             scheduler = Scheduler(self.registry, self.schedules, self._stopping)
             helpers.append(asyncio.create_task(scheduler.run(), name="conveyor-schedule"))
         log.info("worker %s started on queues %s", self.identity, self._queue_names())
+        await tell(self.registry.hooks, "worker_started", self.identity, self._queue_names())
         try:
             try:
                 await self._reserve_loop()
@@ -184,6 +186,7 @@ class Worker(Leases):
             await self._beat(stopping=True)
             self.runner.close()
             log.info("worker %s stopped: %s", self.identity, self.counts)
+            await tell(self.registry.hooks, "worker_stopped", self.identity, self._queue_names())
 
     async def _start_up(self) -> bool:
         """Open the worker's drivers (see startup.py); False when a stop came first."""
@@ -394,8 +397,14 @@ class Worker(Leases):
 
     async def _execute(self, running: Held) -> None:
         job, driver = running.job, running.driver
+        hooks = self.registry.hooks
+        if hooks.active:
+            await hooks.emit(started(job, self.identity))
+            began = time.monotonic()
         try:
             outcome = await self.runner.attempt(job, driver)
+            if hooks.active:
+                outcome = replace(outcome, ran=time.monotonic() - began)
         except asyncio.CancelledError:
             if running.cancel_reason == "lost":
                 return  # another worker holds the job now; it is theirs to settle
@@ -462,19 +471,6 @@ class Worker(Leases):
         log.info("%s received: %s", signal.Signals(signum).name, "stopping now" if at_once else
                  "stopping after running jobs (send again to stop at once)")  # fmt: skip
         self.stop(now=at_once)
-
-
-async def run_inline(registry: RegistryCore, queue: str) -> None:
-    """Run `queue`'s jobs one by one until none is due: what the `sync` driver does on push."""
-    worker = Worker(registry, registry.queue_spec(queue).workers[0])
-    driver = await registry.driver_of(queue)
-    try:
-        while jobs := await driver.reserve([queue], 1, worker.spec.lease, worker.identity):
-            outcome = await worker.runner.attempt(jobs[0], driver)
-            await worker.settler.settle(driver, [outcome])
-        await worker.settler.save_stats()
-    finally:
-        worker.runner.close()
 
 
 async def _first_of(*waits: Awaitable[Any]) -> Exception | None:

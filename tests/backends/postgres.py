@@ -58,6 +58,15 @@ async def drop_tables(prefix: str) -> None:
         if tables:
             names = sql.SQL(", ").join(sql.Identifier(table) for table in tables)
             await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(names))
+        cursor = await conn.execute(
+            "SELECT proname FROM pg_proc WHERE pronamespace = current_schema()::regnamespace"
+            " AND starts_with(proname, %s)",
+            (prefix,),
+        )
+        for (function,) in await cursor.fetchall():  # the trigger functions of 0004
+            await conn.execute(
+                sql.SQL("DROP FUNCTION IF EXISTS {}").format(sql.Identifier(function))
+            )
 
 
 @asynccontextmanager

@@ -247,6 +247,19 @@ RETURNING job.id;
 -- name: counts
 -- Jobs per queue and visible state (a pending job not yet due counts as delayed), and the age
 -- of each group's oldest job by when it became due (the driver reads it for pending jobs).
+-- Live jobs are read through jobs_state; finished ones are summed from finished_counts
+-- (migration 0004), whose rows for these queues are folded into one per state on the way,
+-- by one reader at a time (the advisory lock), so concurrent folds can neither deadlock nor
+-- be seen half done: the answer is read from the statement's snapshot.
+WITH folded AS (
+    DELETE FROM {prefix}finished_counts
+    WHERE queue IN (SELECT jsonb_array_elements_text(%(queues)s::jsonb))
+      AND pg_try_advisory_xact_lock(hashtext('{prefix}finished_counts'))
+    RETURNING queue, state, n
+), refolded AS (
+    INSERT INTO {prefix}finished_counts (queue, state, n)
+    SELECT queue, state, sum(n) FROM folded GROUP BY queue, state
+)
 SELECT queue,
        CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed'
             ELSE state END AS state,
@@ -254,7 +267,14 @@ SELECT queue,
        {now} - min(available_at) AS age
 FROM {prefix}jobs
 WHERE queue IN (SELECT jsonb_array_elements_text(%(queues)s::jsonb))
-GROUP BY 1, 2;
+  AND state IN ('pending', 'reserved')
+GROUP BY 1, 2
+UNION ALL
+SELECT queue, state, sum(n)::bigint AS count, NULL AS age
+FROM {prefix}finished_counts
+WHERE queue IN (SELECT jsonb_array_elements_text(%(queues)s::jsonb))
+GROUP BY 1, 2
+HAVING sum(n) <> 0;
 
 -- name: list_jobs
 -- One page of a queue's jobs in one visible state, oldest first by id.

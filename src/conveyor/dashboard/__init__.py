@@ -1,0 +1,1 @@
+"""The web dashboard: `conveyor.dashboard.app.create_app(registry)` (see its module)."""

@@ -1,0 +1,304 @@
+"""The web dashboard (extra `conveyor[dashboard]`): an ASGI app, server-rendered with Jinja2,
+calling only the registry's public API.
+
+    app = create_app(registry, token="s3cret")            # serve with any ASGI server
+    starlette_app.mount("/conveyor", create_app(registry))  # or under a path of yours
+
+Pages: queues (counts per state, paused, throughput of the last hour, live workers); the jobs
+of a queue in one state (filter by job name, paged); a job (payload, metadata, attempts, last
+error and its traceback, timings); lookup by id. Actions, each a POST carrying a CSRF token
+(double submit: a random cookie echoed in the form): retry, cancel or delete a job; retry or
+purge a queue's failed jobs; pause or resume a queue. `read_only=True` shows no action and
+refuses every POST. With `token`, every request needs `Authorization: Bearer TOKEN`, or the
+cookie set by opening any page once with `?token=TOKEN`; with `basic_auth=(user, password)`,
+HTTP basic auth. Jinja2's autoescaping shows payloads and errors as text.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import itertools
+import json
+import secrets
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from conveyor.core import RegistryCore
+from conveyor.errors import ConveyorError
+from conveyor.job import JobState
+
+try:
+    import jinja2
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, RedirectResponse, Response
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+    from starlette.templating import Jinja2Templates
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        'conveyor.dashboard needs starlette and jinja2: pip install "conveyor[dashboard]"'
+    ) from exc
+
+HERE = Path(__file__).parent
+PAGE_SIZE = 50
+CSRF_COOKIE = "conveyor_csrf"
+TOKEN_COOKIE = "conveyor_token"
+#: Seconds of throughput the queues page draws, from samples taken as pages are viewed.
+HISTORY = 3600.0
+
+
+class _Throughput:
+    """Finished-job totals per queue sampled at each view of the queues page, for a chart of
+    the last hour (kept in this process: it starts empty when the dashboard starts)."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, dict[str, int]]] = deque()
+
+    def add(self, totals: dict[str, int]) -> None:
+        now = time.time()
+        self.samples.append((now, totals))
+        while self.samples and self.samples[0][0] < now - HISTORY:
+            self.samples.popleft()
+
+    def chart(self, queue: str, width: int = 240, height: int = 40) -> dict[str, Any]:
+        """An SVG polyline of jobs finished per minute, and the last hour's total."""
+        points = [(at, totals.get(queue, 0)) for at, totals in self.samples]
+        if len(points) < 2:
+            return {"points": "", "total": 0, "width": width, "height": height}
+        rates = [
+            (b_at, max(0, b - a) * 60 / max(b_at - a_at, 1e-9))
+            for (a_at, a), (b_at, b) in itertools.pairwise(points)
+        ]
+        top = max(rate for _, rate in rates) or 1.0
+        start = time.time() - HISTORY
+        line = " ".join(
+            f"{(at - start) / HISTORY * width:.1f},{height - rate / top * height:.1f}"
+            for at, rate in rates
+        )
+        return {
+            "points": line,
+            "total": points[-1][1] - points[0][1],
+            "width": width,
+            "height": height,
+        }
+
+
+def create_app(
+    registry: RegistryCore,
+    *,
+    read_only: bool = False,
+    token: str | None = None,
+    basic_auth: tuple[str, str] | None = None,
+) -> Starlette:
+    """The dashboard of `registry` as an ASGI app; see the module docstring."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True
+    )
+    templates = Jinja2Templates(env=env)
+    templates.env.filters["timestamp"] = _timestamp
+    throughput = _Throughput()
+
+    def render(request: Request, template: str, **context: Any) -> Response:
+        csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+        context.update(read_only=read_only, csrf=csrf, root=request.scope.get("root_path", ""))
+        response: Response = templates.TemplateResponse(request, template, context)
+        if request.cookies.get(CSRF_COOKIE) != csrf:
+            response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict")
+        return response
+
+    async def queues(request: Request) -> Response:
+        info = await registry.queue_info()
+        throughput.add({q: c.succeeded + c.failed + c.cancelled for q, c in info.items()})
+        return render(
+            request,
+            "queues.html",
+            queues=info,
+            paused=await registry.paused_queues(),
+            workers=await registry.workers_alive(),
+            charts={queue: throughput.chart(queue) for queue in info},
+            now=time.time(),
+        )
+
+    async def jobs(request: Request) -> Response:
+        queue = request.path_params["queue"]
+        if queue not in registry.queues:
+            return PlainTextResponse(f"no queue is called {queue!r}", status_code=404)
+        try:
+            state = JobState(request.query_params.get("state", "failed"))
+            page = max(1, int(request.query_params.get("page", "1")))
+        except ValueError:
+            return PlainTextResponse("state must be a job state; page a number", status_code=400)
+        name = request.query_params.get("name", "").strip()
+        found = await registry.list_jobs(
+            queue, state, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
+        )
+        more = len(found) > PAGE_SIZE
+        shown = [job for job in found[:PAGE_SIZE] if not name or job.name == name]
+        return render(
+            request, "jobs.html", queue=queue, state=state.value, states=list(JobState),
+            jobs=shown, page=page, more=more, name=name,
+        )  # fmt: skip
+
+    async def job(request: Request) -> Response:
+        job_id = request.path_params.get("job_id") or request.query_params.get("id", "").strip()
+        try:
+            info = await registry.job_info(job_id) if job_id else None
+        except ConveyorError:
+            info = None
+        if info is None:
+            return render(request, "missing.html", job_id=job_id)
+        if "job_id" not in request.path_params:
+            return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{info.id}", 303)
+        return render(
+            request, "job.html", job=info, payload=_pretty(info.payload),
+            meta=json.dumps(info.meta, indent=2, sort_keys=True), result=_pretty(info.result),
+        )  # fmt: skip
+
+    async def act(request: Request) -> Response:
+        if read_only:
+            return PlainTextResponse("the dashboard is read-only", status_code=403)
+        form = await request.form()
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        given = str(form.get("csrf", ""))
+        if not cookie or not hmac.compare_digest(cookie, given):
+            return PlainTextResponse(
+                "missing or wrong CSRF token: reload the page and try again", status_code=403
+            )
+        action = request.path_params["action"]
+        target = request.path_params["target"]
+        back = str(form.get("back", "")) or "/"
+        if not back.startswith("/") or back.startswith("//"):
+            back = "/"
+        try:
+            await _perform(registry, request.path_params["kind"], action, target)
+        except (ConveyorError, KeyError, ValueError) as exc:
+            return PlainTextResponse(f"{action} failed: {exc}", status_code=400)
+        return RedirectResponse(f"{request.scope.get('root_path', '')}{back}", status_code=303)
+
+    app = Starlette(
+        routes=[
+            Route("/", queues),
+            Route("/queues/{queue}", jobs),
+            Route("/jobs", job),
+            Route("/jobs/{job_id}", job),
+            Route("/{kind:str}/{target}/{action:str}", act, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+        ]
+    )
+    if token is not None or basic_auth is not None:
+        return _Guarded(app, token, basic_auth)  # type: ignore[return-value]
+    return app
+
+
+async def serve(
+    registry: RegistryCore,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    read_only: bool = False,
+    token: str | None = None,
+    basic_auth: tuple[str, str] | None = None,
+) -> None:
+    """Serve the dashboard with uvicorn on the running loop until cancelled or interrupted
+    (`conveyor dashboard --app ... --port 8080`)."""
+    import uvicorn
+
+    app = create_app(registry, read_only=read_only, token=token, basic_auth=basic_auth)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    await server.serve()
+
+
+async def _perform(registry: RegistryCore, kind: str, action: str, target: str) -> None:
+    if kind == "jobs":
+        info = await registry.job_info(target)
+        if info is None:
+            raise KeyError(f"no job {target}")
+        if action == "retry":
+            await registry.retry_failed(info.queue, [info.id])
+        elif action == "cancel":
+            await registry.cancel(info.id)
+        elif action == "delete":
+            await registry.purge(info.queue, info.state, [info.id])
+        else:
+            raise ValueError(f"no job action {action!r}")
+    elif kind == "queues" and target in registry.queues:
+        if action == "pause":
+            await registry.pause(target)
+        elif action == "resume":
+            await registry.resume(target)
+        elif action == "retry-failed":
+            await registry.retry_failed(target)
+        elif action == "purge-failed":
+            await registry.purge(target, JobState.FAILED)
+        else:
+            raise ValueError(f"no queue action {action!r}")
+    else:
+        raise KeyError(f"no {kind} called {target!r}")
+
+
+def _timestamp(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
+def _pretty(text: str | None) -> str:
+    if text is None:
+        return ""
+    try:
+        return json.dumps(json.loads(text), indent=2, sort_keys=True)
+    except ValueError:
+        return text
+
+
+class _Guarded:
+    """Lets a request through only with the token (header, cookie, or ?token= once, which
+    sets the cookie) or the basic-auth credentials."""
+
+    def __init__(self, app: Starlette, token: str | None, basic: tuple[str, str] | None) -> None:
+        self.app = app
+        self.token = token
+        self.basic = basic
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if self._allowed(request):
+            await self.app(scope, receive, send)
+            return
+        if self.token is not None and _same(request.query_params.get("token", ""), self.token):
+            response: Response = RedirectResponse(request.url.remove_query_params("token"), 303)
+            response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
+        elif self.basic is not None:
+            response = PlainTextResponse(
+                "log in", status_code=401, headers={"WWW-Authenticate": 'Basic realm="conveyor"'}
+            )
+        else:
+            response = PlainTextResponse(
+                "a token is needed: Authorization: Bearer TOKEN, or open ?token=TOKEN once",
+                status_code=401,
+            )
+        await response(scope, receive, send)
+
+    def _allowed(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        if self.token is not None:
+            if header.startswith("Bearer ") and _same(header[7:], self.token):
+                return True
+            if _same(request.cookies.get(TOKEN_COOKIE, ""), self.token):
+                return True
+        if self.basic is not None and header.startswith("Basic "):
+            try:
+                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            except ValueError:
+                return False
+            return _same(user, self.basic[0]) & _same(password, self.basic[1])
+        return False
+
+
+def _same(given: str, wanted: str) -> bool:
+    return bool(given) and hmac.compare_digest(given.encode(), wanted.encode())

@@ -1,0 +1,212 @@
+"""Prometheus metrics (extra `conveyor[metrics]`), built on the lifecycle hooks.
+
+    metrics = conveyor.metrics.install(registry)       # counters and histograms, by hook
+    app.mount("/metrics", conveyor.metrics.asgi_app(registry))   # in a Starlette/FastAPI app
+    server = await conveyor.metrics.serve(registry, 9108)        # or a port of its own
+
+Metrics (docs/metrics.md has example alert rules):
+- conveyor_jobs_total{queue,job,outcome}: outcomes written by this process's workers
+  (succeeded, retried, failed, cancelled, lease_lost);
+- conveyor_jobs_pushed_total{queue,job}: jobs pushed by this process;
+- conveyor_job_run_seconds{queue,job}: how long attempts ran (histogram);
+- conveyor_job_wait_seconds{queue,job}: from due to started (histogram);
+- conveyor_queue_jobs{queue,state}: jobs per queue and state, read from the backend when
+  scraped, at most once per `cache_for` seconds whatever the scrape rate;
+- conveyor_queue_oldest_pending_seconds{queue}: age of the oldest due job;
+- conveyor_workers_alive{worker}: worker processes that beat recently, read the same way.
+
+Counters and histograms count what this process saw; the gauges read the backend, so any
+process (the web app, a worker) shows the same depth. The scrape-time reads run on the event
+loop that serves the scrape, which must be the registry's (the worker's, or the web app's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import fields
+from typing import Any
+
+from conveyor.core import RegistryCore
+from conveyor.errors import ConfigError
+from conveyor.hooks import Event
+
+log = logging.getLogger("conveyor.metrics")
+
+try:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        'conveyor.metrics needs prometheus-client: pip install "conveyor[metrics]"'
+    ) from exc
+
+#: Seconds a scrape-time read of the backend is reused for.
+CACHE_FOR = 5.0
+#: Seconds a scrape-time read may take before the last values are served instead.
+READ_DEADLINE = 5.0
+
+OUTCOMES = ("succeeded", "retried", "failed", "cancelled", "lease_lost")
+STATES = ("pending", "delayed", "reserved", "succeeded", "failed", "cancelled")
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class Metrics:
+    """The metrics of one registry, in a Prometheus `CollectorRegistry` of their own (or the
+    one given); `install()` makes one and registers its hook."""
+
+    def __init__(
+        self,
+        registry: RegistryCore,
+        *,
+        collectors: CollectorRegistry | None = None,
+        cache_for: float = CACHE_FOR,
+    ) -> None:
+        self.registry = registry
+        self.collectors = collectors if collectors is not None else CollectorRegistry()
+        self.cache_for = cache_for
+        self._read_at = -float("inf")
+        self._lock = asyncio.Lock()
+        on = self.collectors
+        self.jobs = Counter(
+            "conveyor_jobs", "Job outcomes written by this process's workers.",
+            ["queue", "job", "outcome"], registry=on,
+        )  # fmt: skip
+        self.pushed = Counter(
+            "conveyor_jobs_pushed", "Jobs pushed by this process.", ["queue", "job"], registry=on
+        )
+        self.run_seconds = Histogram(
+            "conveyor_job_run_seconds", "How long job attempts ran.",
+            ["queue", "job"], buckets=_BUCKETS, registry=on,
+        )  # fmt: skip
+        self.wait_seconds = Histogram(
+            "conveyor_job_wait_seconds", "Seconds from a job being due to its start.",
+            ["queue", "job"], buckets=_BUCKETS, registry=on,
+        )  # fmt: skip
+        self.depth = Gauge(
+            "conveyor_queue_jobs", "Jobs per queue and state, read from the backend.",
+            ["queue", "state"], registry=on,
+        )  # fmt: skip
+        self.oldest = Gauge(
+            "conveyor_queue_oldest_pending_seconds", "Age of the oldest due job of a queue.",
+            ["queue"], registry=on,
+        )  # fmt: skip
+        self.alive = Gauge(
+            "conveyor_workers_alive", "Worker processes that beat recently.", ["worker"],
+            registry=on,
+        )  # fmt: skip
+
+    def on_event(self, event: Event) -> None:
+        """The lifecycle hook: count outcomes and pushes, time runs and waits."""
+        if event.kind == "pushed":
+            self.pushed.labels(event.queue, event.name).inc()
+        elif event.kind == "started":
+            if event.wait is not None:
+                self.wait_seconds.labels(event.queue, event.name).observe(event.wait)
+        elif event.kind in OUTCOMES:
+            self.jobs.labels(event.queue, event.name, event.kind).inc()
+            if event.duration is not None:
+                self.run_seconds.labels(event.queue, event.name).observe(event.duration)
+
+    async def refresh(self) -> None:
+        """Read queue depths and live workers from the backend, unless read within
+        `cache_for` seconds; a read that fails or overruns keeps the last values."""
+        async with self._lock:
+            if time.monotonic() - self._read_at < self.cache_for:
+                return
+            self._read_at = time.monotonic()
+            try:
+                async with asyncio.timeout(READ_DEADLINE):
+                    queues = await self.registry.queue_info()
+                    alive = await self.registry.workers_alive()
+            except Exception as exc:
+                log.warning("metrics: could not read queue depths (%s); serving the last", exc)
+                return
+        for queue, counts in queues.items():
+            for f in fields(counts):
+                if f.name in STATES:
+                    self.depth.labels(queue, f.name).set(getattr(counts, f.name))
+            age = counts.oldest_pending_age
+            self.oldest.labels(queue).set(age if age is not None else 0.0)
+        per_worker: dict[str, int] = dict.fromkeys(self.registry.workers, 0)
+        for presence in alive:
+            per_worker[presence.worker] = per_worker.get(presence.worker, 0) + 1
+        for worker, count in per_worker.items():
+            self.alive.labels(worker).set(count)
+
+    async def exposition(self) -> bytes:
+        """The text a scrape gets, gauges refreshed first."""
+        await self.refresh()
+        return generate_latest(self.collectors)
+
+
+def install(registry: RegistryCore, *, cache_for: float = CACHE_FOR) -> Metrics:
+    """The registry's metrics, made and hooked on first call; the same object after."""
+    metrics = registry.hooks.installed.get("metrics")
+    if not isinstance(metrics, Metrics):
+        metrics = Metrics(registry, cache_for=cache_for)
+        registry.hooks.add(metrics.on_event)
+        registry.hooks.installed["metrics"] = metrics
+    return metrics
+
+
+def asgi_app(registry: RegistryCore) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """An ASGI app answering every GET with the registry's metrics (mount it at /metrics)."""
+    metrics = install(registry)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope.get("method", "GET") not in ("GET", "HEAD"):
+            await _respond(send, 405, b"method not allowed\n", "text/plain")
+            return
+        await _respond(send, 200, await metrics.exposition(), CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: str) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def serve(registry: RegistryCore, port: int, host: str = "127.0.0.1") -> asyncio.Server:
+    """Serve /metrics on `host:port` from the running loop (a worker's), for
+    `conveyor work --metrics-port`. Close the returned server to stop."""
+    metrics = install(registry)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(READ_DEADLINE):
+                request = await reader.readuntil(b"\r\n\r\n")
+            method, path, *_ = request.split(b"\r\n", 1)[0].split(b" ")
+            if method not in (b"GET", b"HEAD"):
+                status, body, kind = b"405 Method Not Allowed", b"GET only\n", "text/plain"
+            elif path.split(b"?")[0] not in (b"/metrics", b"/"):
+                status, body, kind = b"404 Not Found", b"see /metrics\n", "text/plain"
+            else:
+                status, body, kind = b"200 OK", await metrics.exposition(), CONTENT_TYPE_LATEST
+            head = b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
+                status, kind.encode(), len(body),
+            )  # fmt: skip
+            writer.write(head + b"Connection: close\r\n\r\n" + (b"" if method == b"HEAD" else body))
+            async with asyncio.timeout(READ_DEADLINE):
+                await writer.drain()
+        except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    try:
+        return await asyncio.start_server(answer, host, port)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on {host}:{port} ({exc}): choose a free port with --metrics-port"
+        ) from exc

@@ -1,0 +1,169 @@
+"""The dashboard over every driver: pages, actions behind CSRF, read-only mode, auth and
+escaping, driven through httpx on the app's own event loop."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from conveyor import Job, JobState, Registry
+from conveyor.dashboard.app import create_app
+
+from .conftest import App, settle
+
+# Each case waits for jobs by looking them up: a driver without lookup cannot be watched.
+pytestmark = pytest.mark.needs("lookup")
+
+
+@dataclass
+class Item:
+    n: int
+    text: str = ""
+
+
+def client(registry: Registry, **options: object) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=create_app(registry, **options))  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=transport, base_url="http://dash")
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the page has no action form"
+    return found.group(1)
+
+
+@pytest.fixture
+async def failing(app: App, start) -> AsyncIterator[tuple[Registry, str]]:
+    """A registry whose job "item" failed once and succeeds when retried."""
+    registry = app.registry(retry=0)
+    calls: list[int] = []
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        calls.append(job.payload.n)
+        if len(calls) == 1:
+            raise ValueError("<b>boom</b>")
+
+    job_id = await registry.push("q", "item", Item(1, "<script>alert(1)</script>"))
+    start(registry)
+    assert (await settle(registry, job_id)).state is JobState.FAILED
+    yield registry, job_id
+
+
+async def test_pages_show_queues_jobs_and_a_job(failing: tuple[Registry, str]) -> None:
+    registry, job_id = failing
+    async with client(registry) as web:
+        home = await web.get("/")
+        listed = await web.get("/queues/q?state=failed")
+        filtered = await web.get("/queues/q?state=failed&name=other")
+        page = await web.get(f"/jobs/{job_id}")
+        looked_up = await web.get(f"/jobs?id={job_id}")
+        missing = await web.get("/jobs/nope")
+    assert home.status_code == 200 and 'id="failed-q">1<' in home.text
+    assert "w:" in home.text  # the live worker's identity
+    assert job_id in listed.text and job_id not in filtered.text
+    assert "ValueError" in page.text and "Traceback" in page.text
+    assert looked_up.status_code == 303 and looked_up.headers["location"] == f"/jobs/{job_id}"
+    assert "No job nope" in missing.text
+
+
+async def test_payloads_and_errors_are_escaped(failing: tuple[Registry, str]) -> None:
+    registry, job_id = failing
+    async with client(registry) as web:
+        page = (await web.get(f"/jobs/{job_id}")).text
+        listed = (await web.get("/queues/q?state=failed")).text
+    for text in (page, listed):
+        assert "<script>alert(1)</script>" not in text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "<b>boom</b>" not in page and "&lt;b&gt;boom&lt;/b&gt;" in page
+
+
+async def test_retry_needs_the_csrf_token_then_the_job_succeeds(
+    failing: tuple[Registry, str],
+) -> None:
+    registry, job_id = failing
+    async with client(registry) as web:
+        page = await web.get(f"/jobs/{job_id}")
+        token = csrf_of(page.text)
+        refused = await web.post(f"/jobs/{job_id}/retry", data={"csrf": "forged"})
+        assert refused.status_code == 403
+        assert (await registry.job_info(job_id)).state is JobState.FAILED
+        done = await web.post(f"/jobs/{job_id}/retry", data={"csrf": token, "back": "/"})
+        assert done.status_code == 303
+    assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
+
+
+async def test_pause_resume_purge_and_delete(app: App) -> None:
+    registry = app.registry()
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        return None
+
+    kept = await registry.push("q", "item", Item(1))
+    async with client(registry) as web:
+        token = csrf_of((await web.get("/")).text)
+        assert (await web.post("/queues/q/pause", data={"csrf": token})).status_code == 303
+        assert await registry.paused_queues() == {"q"}
+        assert "paused" in (await web.get("/")).text
+        assert (await web.post("/queues/q/resume", data={"csrf": token})).status_code == 303
+        assert await registry.paused_queues() == set()
+        assert (await web.post(f"/jobs/{kept}/cancel", data={"csrf": token})).status_code == 303
+        assert (await registry.job_info(kept)).state is JobState.CANCELLED
+        assert (await web.post(f"/jobs/{kept}/delete", data={"csrf": token})).status_code == 303
+        assert await registry.job_info(kept) is None
+        purged = await web.post("/queues/q/purge-failed", data={"csrf": token})
+        assert purged.status_code == 303
+        unknown = await web.post("/queues/nope/pause", data={"csrf": token})
+        assert unknown.status_code == 400
+
+
+async def test_read_only_shows_no_action_and_refuses_posts(
+    failing: tuple[Registry, str],
+) -> None:
+    registry, job_id = failing
+    async with client(registry, read_only=True) as web:
+        page = await web.get(f"/jobs/{job_id}")
+        assert "read-only" in page.text and 'name="csrf"' not in page.text
+        refused = await web.post(f"/jobs/{job_id}/retry", data={"csrf": "x"})
+    assert refused.status_code == 403
+    assert (await registry.job_info(job_id)).state is JobState.FAILED
+
+
+async def test_token_and_basic_auth(app: App) -> None:
+    registry = app.registry()
+    async with client(registry, token="s3cret") as web:
+        assert (await web.get("/")).status_code == 401
+        assert (await web.get("/", headers={"Authorization": "Bearer wrong"})).status_code == 401
+        assert (await web.get("/", headers={"Authorization": "Bearer s3cret"})).status_code == 200
+        login = await web.get("/?token=s3cret")
+        assert login.status_code == 303
+        assert (await web.get("/")).status_code == 200  # the cookie set by ?token=
+    async with client(registry, basic_auth=("admin", "pw")) as web:
+        assert (await web.get("/")).status_code == 401
+        assert (await web.get("/", auth=("admin", "wrong"))).status_code == 401
+        assert (await web.get("/", auth=("admin", "pw"))).status_code == 200
+
+
+async def test_mounted_under_a_path_its_links_and_actions_keep_the_path(app: App) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    registry = app.registry()
+    outer = Starlette(routes=[Mount("/conveyor", create_app(registry))])
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://web") as web:
+        home = await web.get("/conveyor/")
+        assert home.status_code == 200
+        assert 'href="/conveyor/queues/q?state=pending"' in home.text
+        assert 'action="/conveyor/queues/q/pause"' in home.text
+        assert (await web.get("/conveyor/static/style.css")).status_code == 200
+        paused = await web.post(
+            "/conveyor/queues/q/pause", data={"csrf": csrf_of(home.text), "back": "/"}
+        )
+    assert paused.status_code == 303 and paused.headers["location"] == "/conveyor/"
+    assert await registry.paused_queues() == {"q"}

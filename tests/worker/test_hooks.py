@@ -1,0 +1,162 @@
+"""Lifecycle hooks see every event of a job's life and a worker's; middleware wraps the
+handler; a hook that raises breaks neither a push nor a job."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from conveyor import Job, JobState
+from conveyor.hooks import CallNext, Event
+from tests.backends import eventually
+
+from .conftest import App, settle
+
+# Each case waits for jobs by looking them up: a driver without lookup cannot be watched.
+pytestmark = pytest.mark.needs("lookup")
+
+
+@dataclass
+class Item:
+    n: int
+
+
+async def test_hooks_see_each_outcome_in_order(app: App, start) -> None:
+    registry = app.registry(retry=1, retry_delay=0.0)
+    events: list[Event] = []
+
+    @registry.hook()
+    async def record(event: Event) -> None:
+        events.append(event)
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        if job.payload.n == 1 and job.attempt == 1:
+            raise ValueError("first try fails")
+        if job.payload.n == 2:
+            raise RuntimeError("always fails")
+
+    ok = await registry.push("q", "item", Item(0))
+    retried = await registry.push("q", "item", Item(1))
+    failed = await registry.push("q", "item", Item(2))
+    running = start(registry)
+    for job_id in (ok, retried, failed):
+        await settle(registry, job_id)
+    await running.stop()
+
+    def kinds(job_id: str) -> list[str]:
+        return [e.kind for e in events if e.job_id == job_id]
+
+    assert kinds(ok) == ["pushed", "started", "succeeded"]
+    assert kinds(retried) == ["pushed", "started", "retried", "started", "succeeded"]
+    assert kinds(failed) == ["pushed", "started", "retried", "started", "failed"]
+    fail = next(e for e in events if e.job_id == failed and e.kind == "failed")
+    assert fail.error is not None and "always fails" in fail.error.message
+    assert fail.duration is not None and fail.duration >= 0
+    start_event = next(e for e in events if e.job_id == ok and e.kind == "started")
+    assert start_event.wait is not None and start_event.wait >= 0
+    assert start_event.queue == "q" and start_event.name == "item" and start_event.attempt == 1
+    worker_kinds = [e.kind for e in events if e.kind.startswith("worker_")]
+    assert worker_kinds == ["worker_started", "worker_stopped"]
+    assert events[-1].queues == ("q",)
+
+
+async def test_cancel_is_its_own_event(app: App, start) -> None:
+    registry = app.registry(lease=0.4)  # a cancel is seen at the next renewal
+    seen: list[str] = []
+    registry.hook("cancelled", "succeeded", "failed")(lambda event: seen.append(event.kind))
+    begun = asyncio.Event()
+
+    @registry.job("slow")
+    async def slow(job: Job[Item]) -> None:
+        begun.set()
+        await asyncio.sleep(30)
+
+    job_id = await registry.push("q", "slow", Item(0))
+    start(registry)
+    await asyncio.wait_for(begun.wait(), 10)
+    assert await registry.cancel(job_id)
+    assert (await settle(registry, job_id)).state is JobState.CANCELLED
+
+    async def cancelled_seen() -> bool:
+        return seen == ["cancelled"]
+
+    await eventually(cancelled_seen)
+
+
+async def test_a_hook_that_raises_breaks_nothing(
+    app: App, start, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = app.registry()
+    after: list[str] = []
+
+    @registry.hook()
+    def broken(event: Event) -> None:
+        raise RuntimeError(f"hook broken on {event.kind}")
+
+    registry.hook("succeeded")(lambda event: after.append(event.job_id))
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        return None
+
+    with caplog.at_level(logging.ERROR, logger="conveyor.hooks"):
+        job_id = await registry.push("q", "item", Item(0))
+        start(registry)
+        assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
+
+        async def succeeded_seen() -> bool:
+            return after == [job_id]
+
+        await eventually(succeeded_seen)
+    assert "hook broken on pushed" in caplog.text
+    assert "hook broken on succeeded" in caplog.text
+
+
+async def test_middleware_wraps_the_handler_outermost_first(app: App, start) -> None:
+    registry = app.registry()
+    calls: list[str] = []
+
+    @registry.middleware
+    async def outer(job: Job[Any], call_next: CallNext) -> Any:
+        calls.append(f"outer {job.payload.n}")
+        return await call_next(job)
+
+    @registry.middleware
+    async def inner(job: Job[Any], call_next: CallNext) -> Any:
+        calls.append("inner")
+        return await call_next(job)
+
+    @registry.job("plain")
+    def handle(job: Job[Item]) -> None:
+        calls.append("handler")
+
+    job_id = await registry.push("q", "plain", Item(7))
+    start(registry)
+    assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
+    assert calls == ["outer 7", "inner", "handler"]
+
+
+async def test_push_many_raises_one_pushed_event_per_job(app: App) -> None:
+    registry = app.registry()
+    pushed: list[str] = []
+    registry.hook("pushed")(lambda event: pushed.append(event.job_id))
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        return None
+
+    ids = await registry.push_many("q", "item", [Item(1), Item(2), Item(3)])
+    assert pushed == ids
+
+
+def test_an_unknown_event_is_refused(app: App) -> None:
+    from conveyor.errors import ConfigError
+
+    registry = app.registry()
+    with pytest.raises(ConfigError, match="no lifecycle event is called 'finished'"):
+        registry.hook("finished")(lambda event: None)

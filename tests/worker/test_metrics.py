@@ -1,0 +1,119 @@
+"""/metrics, scraped while a worker runs, counts what the worker did and shows the queue
+depths `registry.queue_info()` (what `conveyor list` prints) shows."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from conveyor import Job, JobState
+from conveyor import metrics as conveyor_metrics
+
+from .conftest import App, settle
+
+# Each case waits for jobs by looking them up: a driver without lookup cannot be watched.
+pytestmark = pytest.mark.needs("lookup")
+
+
+@dataclass
+class Item:
+    n: int
+
+
+def samples(text: str) -> dict[str, float]:
+    """The exposition's samples, by name and labels as written."""
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            found[name] = float(value)
+    return found
+
+
+async def test_scrape_during_a_run_shows_outcomes_and_depths(app: App, start) -> None:
+    registry = app.registry(retry=0, concurrency=2)  # the held job takes one slot
+    gate = asyncio.Event()
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        if job.payload.n < 0:
+            raise ValueError("negative")
+        if job.payload.n == 99:
+            await gate.wait()
+
+    conveyor_metrics.install(registry, cache_for=0.0)
+    server = await conveyor_metrics.serve(registry, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        done = [await registry.push("q", "item", Item(n)) for n in (1, 2, 3, -1)]
+        held = await registry.push("q", "item", Item(99))
+        await registry.push("q", "item", Item(5), delay=3600)
+        start(registry)
+        for job_id in done:
+            await settle(registry, job_id)
+        while (await registry.job_info(held)).state is not JobState.RESERVED:
+            await asyncio.sleep(0.02)
+        # The hooks count an outcome just after the backend took it: scrape until they did.
+        succeeded = 'conveyor_jobs_total{job="item",outcome="succeeded",queue="q"}'
+        waited = 'conveyor_job_wait_seconds_count{job="item",queue="q"}'
+        deadline = asyncio.get_running_loop().time() + 10
+        async with httpx.AsyncClient() as client:
+            while True:
+                response = await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+                assert response.status_code == 200
+                got = samples(response.text)
+                if got.get(succeeded) == 3 and got.get(waited) == 5:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, response.text
+                await asyncio.sleep(0.05)
+        info = (await registry.queue_info())["q"]
+        for state in ("pending", "delayed", "reserved", "succeeded", "failed", "cancelled"):
+            assert got[f'conveyor_queue_jobs{{queue="q",state="{state}"}}'] == getattr(info, state)
+        assert (info.succeeded, info.failed, info.reserved, info.delayed) == (3, 1, 1, 1)
+        assert got['conveyor_jobs_total{job="item",outcome="succeeded",queue="q"}'] == 3
+        assert got['conveyor_jobs_total{job="item",outcome="failed",queue="q"}'] == 1
+        assert got['conveyor_jobs_pushed_total{job="item",queue="q"}'] == 6
+        assert got['conveyor_job_run_seconds_count{job="item",queue="q"}'] == 4
+        assert got['conveyor_job_wait_seconds_count{job="item",queue="q"}'] == 5
+        assert got['conveyor_workers_alive{worker="w"}'] == 1
+        assert re.search(r"# TYPE conveyor_job_run_seconds histogram", response.text)
+    finally:
+        gate.set()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_depth_reads_are_cached_between_scrapes(app: App) -> None:
+    registry = app.registry()
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        return None
+
+    metrics = conveyor_metrics.install(registry, cache_for=60.0)
+    await registry.push("q", "item", Item(1))
+    first = samples((await metrics.exposition()).decode())
+    await registry.push("q", "item", Item(2))
+    second = samples((await metrics.exposition()).decode())
+    key = 'conveyor_queue_jobs{queue="q",state="pending"}'
+    assert first[key] == second[key] == 1  # the second scrape did not read the backend
+
+
+async def test_the_asgi_app_answers_a_scrape(app: App) -> None:
+    registry = app.registry()
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        return None
+
+    transport = httpx.ASGITransport(app=conveyor_metrics.asgi_app(registry))
+    await registry.push("q", "item", Item(1))  # counted: pushed after the app installed them
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        response = await client.get("/metrics")
+        refused = await client.post("/metrics")
+    assert response.status_code == 200 and refused.status_code == 405
+    assert 'conveyor_jobs_pushed_total{job="item",queue="q"} 1.0' in response.text

@@ -1,0 +1,66 @@
+"""OpenTelemetry: one trace runs from the span around a push into the worker's run of the
+job, through the W3C trace context the push writes into the job's metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from conveyor import Job, JobState
+from conveyor import tracing as conveyor_tracing
+
+from .conftest import App, settle
+
+# Each case waits for jobs by looking them up: a driver without lookup cannot be watched.
+pytestmark = pytest.mark.needs("lookup")
+
+
+@dataclass
+class Item:
+    n: int
+
+
+async def test_one_trace_from_the_request_through_push_into_the_run(app: App, start) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    registry = app.registry(retry=1, retry_delay=0.0)
+    conveyor_tracing.install(registry, provider.get_tracer("conveyor"))
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        with tracer.start_as_current_span("inside the handler"):
+            if job.attempt == 1:
+                raise ValueError("first attempt fails")
+
+    with tracer.start_as_current_span("web request") as request:
+        job_id = await registry.push("q", "item", Item(1))
+    info = await registry.job_info(job_id)
+    assert info.meta["traceparent"].split("-")[1] == format(
+        request.get_span_context().trace_id, "032x"
+    )
+
+    start(registry)
+    assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
+    spans = {
+        (s.name, s.attributes.get("conveyor.job.attempt")): s for s in exporter.get_finished_spans()
+    }
+    web = spans[("web request", None)]
+    publish = spans[("publish q", None)]
+    first, second = spans[("process item", 1)], spans[("process item", 2)]
+    trace_ids = {s.context.trace_id for s in exporter.get_finished_spans()}
+    assert trace_ids == {web.context.trace_id}  # one trace, every span in it
+    assert publish.kind is SpanKind.PRODUCER and publish.parent.span_id == web.context.span_id
+    for run in (first, second):
+        assert run.kind is SpanKind.CONSUMER and run.parent.span_id == publish.context.span_id
+    assert first.status.status_code is StatusCode.ERROR
+    assert first.events[0].name == "exception"
+    assert second.status.status_code is StatusCode.UNSET
+    inner = [s for s in exporter.get_finished_spans() if s.name == "inside the handler"]
+    assert {s.parent.span_id for s in inner} == {first.context.span_id, second.context.span_id}
