@@ -9,14 +9,14 @@ spellings `queue:work` and `queue:list` are aliases of `work` and `list`.
 from __future__ import annotations
 
 from conveyor.cli.app import load_app, main
-from conveyor.cli.control import cancel, chain, migrate, prune, queue, schedule
+from conveyor.cli.control import cancel, chain, dashboard, migrate, prune, queue, schedule
 from conveyor.cli.failed import failed
 from conveyor.cli.inspect import config_, job, list_
 from conveyor.cli.push import push
 from conveyor.cli.work import work
 
 for command in (work, list_, job, config_, push, failed, cancel, queue, schedule, chain,
-                migrate, prune):  # fmt: skip
+                migrate, prune, dashboard):  # fmt: skip
     main.add_command(command)
 
 __all__ = ["load_app", "main"]

@@ -178,3 +178,32 @@ async def _prune(registry: Registry, queues: list[str]) -> dict[str, int]:
             pruned[name] = await registry.prune(name)
             bars.advance(task)
     return pruned
+
+
+@click.command()
+@app_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(min=1, max=65535), default=8080, show_default=True)
+@click.option("--read-only", is_flag=True, help="Show, but offer no actions.")
+@click.option(
+    "--token",
+    envvar="CONVEYOR_DASHBOARD_TOKEN",
+    default=None,
+    help="Ask every request for this token (or set CONVEYOR_DASHBOARD_TOKEN).",
+)
+@click.option("--basic-auth", default=None, metavar="USER:PASSWORD", help="Ask for basic auth.")
+def dashboard(
+    app: str, host: str, port: int, read_only: bool, token: str | None, basic_auth: str | None
+) -> None:
+    """Serve the web dashboard (needs conveyor[dashboard]) until interrupted."""
+    registry = load_app(app)
+    auth = None
+    if basic_auth is not None:
+        user, colon, password = basic_auth.partition(":")
+        if not colon:
+            raise click.BadParameter("write USER:PASSWORD", param_hint="--basic-auth")
+        auth = (user, password)
+    from conveyor.dashboard.app import serve
+
+    run(serve(registry, host=host, port=port, read_only=read_only, token=token,
+              basic_auth=auth), registry)  # fmt: skip

@@ -45,6 +45,16 @@ from conveyor.worker import Stopped, Worker, log
     metavar="A,B",
     help="Work these registered queues, comma-separated [default: those naming the worker].",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    metavar="PORT",
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (needs conveyor[metrics]).",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Where --metrics-port listens."
+)
 def work(
     workers: tuple[str, ...],
     app: str,
@@ -53,6 +63,8 @@ def work(
     no_schedules: bool,
     concurrency: int | None,
     queues: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run each WORKER, all in this process, until SIGTERM/SIGINT (a second signal stops at
     once). Without WORKER: the default queue's worker when the app declares no queue, else its
@@ -77,7 +89,17 @@ def work(
             )
             for name in names
         ]
-        return list(zip(runners, await _run_together(runners), strict=True))
+        server = None
+        if metrics_port is not None:
+            from conveyor import metrics
+
+            server = await metrics.serve(registry, metrics_port, metrics_host)
+        try:
+            return list(zip(runners, await _run_together(runners), strict=True))
+        finally:
+            if server is not None:
+                server.close()
+                await server.wait_closed()
 
     results = run(work_all(), registry)
     cut = [_cut_short(w.name, s, w.spec.stop_timeout) for w, s in results if not s.clean]

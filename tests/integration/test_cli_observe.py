@@ -1,0 +1,79 @@
+"""`conveyor work --metrics-port` serves /metrics while it works, and `conveyor dashboard` serves
+the dashboard, both as a user starts them (sqlite)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.backends.private import spare_port, wait_for_port
+from tests.integration.processes import ROOT
+
+pytestmark = pytest.mark.timeout(60)
+
+APP_SOURCE = """
+from conveyor import Job, Registry
+
+registry = Registry(default_driver="sqlite:///jobs.db")
+registry.queue("tasks", workers=["w"])
+registry.worker("w", poll_interval=0.05)
+
+
+@registry.job("tick", queue="tasks")
+async def tick(job: Job[dict[str, int]]) -> None:
+    pass
+"""
+
+
+def _start(folder: Path, *args: str) -> subprocess.Popen[str]:
+    (folder / "obsapp.py").write_text(APP_SOURCE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "conveyor", *args, "--app", "obsapp:registry"],
+        cwd=folder,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    return output
+
+
+def test_work_serves_metrics_on_the_port_given(tmp_path: Path) -> None:
+    port = spare_port()
+    process = _start(tmp_path, "work", "w", "--metrics-port", str(port))
+    try:
+        wait_for_port(port, up=True, timeout=20)
+        deadline = time.monotonic() + 20
+        while True:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            if 'conveyor_queue_jobs{queue="tasks",state="pending"}' in text:
+                break
+            assert time.monotonic() < deadline, text
+            time.sleep(0.2)
+    finally:
+        output = _stop(process)
+    assert process.returncode == 0, output
+
+
+def test_dashboard_serves_its_queues_page(tmp_path: Path) -> None:
+    port = spare_port()
+    process = _start(tmp_path, "dashboard", "--port", str(port), "--read-only")
+    try:
+        wait_for_port(port, up=True, timeout=20)
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5, follow_redirects=True)
+    finally:
+        _stop(process)
+    assert page.status_code == 200, page.text[:500]
+    assert "tasks" in page.text
