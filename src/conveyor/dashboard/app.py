@@ -158,6 +158,26 @@ def create_app(
             meta=json.dumps(info.meta, indent=2, sort_keys=True), result=_pretty(info.result),
         )  # fmt: skip
 
+    async def schedules(request: Request) -> Response:
+        rows = []
+        for name, item in registry.schedules.items():
+            queue = registry.schedule_queue(item)
+            try:
+                tick = (await (await registry.driver_of(queue)).ticks([name])).get(name)
+            except ConveyorError:  # a driver without the schedules capability
+                tick = None
+            last = None if tick is None else await registry.job_info(tick.job_id)
+            rows.append((name, item, queue, item.next_ticks(3), tick, last))
+        return render(request, "schedules.html", rows=rows)
+
+    async def chain(request: Request) -> Response:
+        chain_id = request.path_params.get("chain_id") or request.query_params.get("id", "")
+        info = await registry.chain_info(chain_id.strip()) if chain_id.strip() else None
+        return render(
+            request, "chain.html", chain_id=chain_id, info=info,
+            cursor=None if info is None else json.dumps(info.cursor),
+        )  # fmt: skip
+
     async def act(request: Request) -> Response:
         if read_only:
             return PlainTextResponse("the dashboard is read-only", status_code=403)
@@ -185,6 +205,9 @@ def create_app(
             Route("/queues/{queue}", jobs),
             Route("/jobs", job),
             Route("/jobs/{job_id}", job),
+            Route("/schedules", schedules),
+            Route("/chains", chain),
+            Route("/chains/{chain_id}", chain),
             Route("/{kind:str}/{target}/{action:str}", act, methods=["POST"]),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ]

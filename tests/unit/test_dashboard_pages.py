@@ -1,0 +1,66 @@
+"""The dashboard's schedules and chains pages (memory driver, through the ASGI app)."""
+
+from __future__ import annotations
+
+import httpx
+
+from conveyor import Job, Registry
+from conveyor.dashboard.app import create_app
+from conveyor.worker import Worker
+
+
+def _registry() -> Registry:
+    registry = Registry(default_driver="memory")
+    registry.queue("batch", workers=["w"])
+    registry.worker("w", poll_interval=0.01)
+    return registry
+
+
+def _client(registry: Registry) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=create_app(registry))  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=transport, base_url="http://dash")
+
+
+async def test_schedules_page_lists_rules_next_ticks_and_the_last_tick() -> None:
+    registry = _registry()
+
+    @registry.job("tick", queue="batch")
+    async def tick(job: Job[dict[str, int]]) -> None: ...
+
+    nightly = registry.schedule("nightly", job="tick", cron="0 2 * * *", tz="Europe/Berlin")
+    registry.schedule("often", job="tick", every="30s")
+    registry.freeze()
+    driver = await registry.driver_of("batch")
+    at = nightly.next_after(0.0)
+    await registry.push("batch", "tick", {}, job_id=nightly.tick_id(at))
+    await driver.mark_tick("nightly", at, nightly.tick_id(at))
+
+    async with _client(registry) as client:
+        page = await client.get("/schedules")
+
+    assert page.status_code == 200
+    assert "cron 0 2 * * * Europe/Berlin" in page.text and "every 30s" in page.text
+    assert f"/jobs/{nightly.tick_id(at)}" in page.text and "pending" in page.text
+    assert "never" in page.text  # "often" has not ticked yet
+    await registry.close()
+
+
+async def test_chains_page_shows_how_far_a_chain_got_and_an_unknown_one() -> None:
+    registry = _registry()
+
+    @registry.job("walk", queue="batch", chain=True)
+    async def walk(job: Job[dict[str, int]]) -> int | None:
+        return (job.page or 0) + 1 if (job.page or 0) < 2 else None
+
+    chain_id = await registry.start_chain("walk", {}, chain_id="nightly-3")
+    await Worker(registry, "w", burst=True).run()
+
+    async with _client(registry) as client:
+        shown = await client.get("/chains", params={"id": chain_id})
+        unknown = await client.get("/chains", params={"id": "<b>nobody</b>"})
+
+    assert shown.status_code == 200
+    assert "done" in shown.text and "<td>3</td>" in shown.text
+    assert "nightly-3" in shown.text
+    assert "No chain &lt;b&gt;nobody&lt;/b&gt;" in unknown.text  # escaped, never markup
+    await registry.close()
