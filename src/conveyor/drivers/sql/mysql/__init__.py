@@ -58,7 +58,8 @@ from conveyor.drivers import Location, safe_url
 from conveyor.drivers.base import Capabilities
 from conveyor.drivers.sql.deadline import TIMEOUT
 from conveyor.drivers.sql.driver import SqlDriver
-from conveyor.drivers.sql.mysql.connection import MysqlConnection, Target
+from conveyor.drivers.sql.mysql.connection import MysqlConnection
+from conveyor.drivers.sql.mysql.target import Target
 from conveyor.drivers.sql.mysql.wakeup import Wakeup
 from conveyor.drivers.sql.url import (
     OPTIONS,

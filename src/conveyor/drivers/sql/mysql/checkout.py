@@ -36,7 +36,7 @@ from conveyor.drivers.sql.deadline import IDLE_CHECK, Deadline, whole_seconds
 from conveyor.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
-    from conveyor.drivers.sql.mysql.connection import Target
+    from conveyor.drivers.sql.mysql.target import Target
 
 __all__ = ["Checkout", "abort"]
 

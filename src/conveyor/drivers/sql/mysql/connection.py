@@ -31,7 +31,6 @@ import random
 import re
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import asyncmy
@@ -40,13 +39,19 @@ from asyncmy.cursors import Cursor
 from asyncmy.errors import MySQLError
 from asyncmy.pool import Pool
 
-from conveyor.drivers.location import Location
 from conveyor.drivers.record import decode_text
 from conveyor.drivers.sql.adapter import Params, Row, SqlTransaction
-from conveyor.drivers.sql.deadline import MIGRATION_TIMEOUT, TIMEOUT, Deadline
+from conveyor.drivers.sql.deadline import MIGRATION_TIMEOUT, Deadline
 from conveyor.drivers.sql.mysql.checkout import Checkout, abort
+from conveyor.drivers.sql.mysql.target import (
+    ATTEMPTS,
+    RETRIED,
+    Target,
+    error_code,
+    is_lost,
+)
 from conveyor.drivers.sql.queries import Query
-from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
+from conveyor.errors import ConfigError, DriverError
 
 __all__ = ["ATTEMPTS", "MysqlConnection", "Target"]
 
@@ -55,128 +60,19 @@ log = logging.getLogger("conveyor.mysql")
 T = TypeVar("T")
 Work = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
 
-#: Times a transaction runs before a deadlock or lock wait timeout reaches the caller.
-ATTEMPTS = 6
-
 #: The first pause before running a deadlocked transaction again, in seconds; it doubles with
 #: each attempt and is randomized, so two victims of one deadlock do not collide again.
 BACKOFF = 0.005
 
-#: What every pooled connection runs first: see the module docstring for READ COMMITTED.
-SESSION_SETUP = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
-
-#: The session's sql_mode: strict, so a value too long for its column is an error rather than
-#: silently cut (a queue name, say), whatever the server's default. asyncmy sends it as
-#: `SET sql_mode=<this>`, hence the quotes.
-SQL_MODE = "'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
-
 #: The oldest servers with everything the SQL needs: JSON_TABLE, SKIP LOCKED, descending
 #: indexes (MariaDB 10.8; an older one would sort, and lock, a queue's whole backlog).
 MINIMUM = {"MariaDB": (10, 8), "MySQL": (8, 0)}
-
-#: Server errors after which the transaction was rolled back whole and may simply run again.
-_RETRIED = frozenset({1205, 1213})  # lock wait timeout, deadlock
-
-#: Errors meaning the connection is gone: server gone away, lost during query, killed,
-#: shutting down, disconnected for inactivity, can't connect (socket, TCP), too many clients.
-_LOST = frozenset({1040, 1053, 1927, 2002, 2003, 2006, 2013, 2055, 4031})
 
 #: The caller's current database: a borrowed connection must be using the driver's, since the
 #: SQL names its tables without one.
 _CURRENT_DATABASE = Query("current_database", "", "SELECT DATABASE() AS name")
 
 _STATEMENT_END = re.compile(r";[ \t]*$", re.M)
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where the server is, how to log in, and how long a call may wait for it (`timeout`,
-    seconds); `shown` is fit for messages (no password)."""
-
-    host: str = "localhost"
-    port: int = 3306
-    user: str = "root"
-    password: str = field(default="", repr=False)
-    database: str = "conveyor"
-    unix_socket: str | None = None
-    connect_timeout: float = 10.0
-    timeout: float = TIMEOUT
-    #: The URL the target was read from, parsed: what messages must hide besides `password`.
-    location: Location = field(default_factory=Location, repr=False, compare=False)
-
-    @property
-    def shown(self) -> str:
-        """The server as a mysql:// URL without the password."""
-        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
-        where = f"{host}:{self.port}"
-        socket = f"?unix_socket={self.unix_socket}" if self.unix_socket else ""
-        return f"mysql://{self.user}@{where}/{self.database}{socket}"
-
-    def mask(self, text: str) -> str:
-        """`text` with the password, wherever it appears, replaced by ***."""
-        return self.location.with_secret(self.password).mask(text)
-
-    def pool_kwargs(self) -> dict[str, Any]:
-        """asyncmy's connection arguments for a pooled connection."""
-        return {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            # As bytes: asyncmy would encode a str as Latin-1, which cannot hold most of
-            # Unicode, and MySQL hashed a password given over utf8mb4 as UTF-8.
-            "password": self.password.encode("utf-8"),
-            "db": self.database,
-            "unix_socket": self.unix_socket,
-            "connect_timeout": self.connect_timeout,
-            "charset": "utf8mb4",
-            "autocommit": True,
-            "sql_mode": SQL_MODE,
-            "init_command": SESSION_SETUP,
-            "program_name": "conveyor",
-        }
-
-    def error(self, error: BaseException, what: str, *, borrowed: bool = False) -> DriverError:
-        """The DriverError for an error asyncmy raised during `what` (a block's name...);
-        `borrowed` when it was the caller's own connection, where nothing is retried."""
-        text = " ".join(str(error).split()) or type(error).__name__
-        hidden = self.location.with_secret(self.password)
-        # About connecting, a client may quote the piece of a password it misread as a host
-        # or port: for an ambiguous URL that message is withheld (see Location.scrub).
-        connecting = what == "connect" or _lost(error)
-        detail = hidden.scrub(text) if connecting else hidden.mask(text)
-        if what == "connect":
-            return BackendUnavailableError(
-                f"cannot connect to MySQL at {self.shown} ({detail}): check that the server is"
-                " running and the URL's host, port, user, password and database"
-            )
-        if _lost(error):
-            return BackendUnavailableError(
-                f"MySQL at {self.shown} is unreachable during {what} ({detail}): check that the"
-                " server is running; workers retry with backoff and the pool reconnects by itself"
-            )
-        if _code(error) in _RETRIED and borrowed:
-            return DriverError(
-                f"MySQL {what} on {self.shown} met a lock conflict in your transaction"
-                f" ({detail}): the server rolled your transaction back; run it again"
-            )
-        if _code(error) in _RETRIED:
-            return DriverError(
-                f"MySQL {what} on {self.shown} still met lock conflicts after {ATTEMPTS}"
-                f" attempts ({detail}): another transaction holds these rows for long; retry later"
-            )
-        return DriverError(f"MySQL {what} failed on {self.shown}: {detail}")
-
-    def silent(self, what: str, deadline: Deadline) -> BackendUnavailableError:
-        """The error for a call whose deadline passed, logged as a warning."""
-        return deadline.error(f"MySQL at {self.shown}", what, log)
-
-    @contextmanager
-    def translated(self, what: str) -> Iterator[None]:
-        """Turn asyncmy's (and the socket's) errors into conveyor's."""
-        try:
-            yield
-        except (MySQLError, OSError, EOFError) as error:
-            raise self.error(error, what) from error
 
 
 class MysqlConnection:
@@ -295,11 +191,11 @@ class MysqlConnection:
             try:
                 return await self._attempt(pool, what, work, in_transaction)
             except _Failed as failed:
-                code = _code(failed.error)
-                if code in _RETRIED and attempt < ATTEMPTS:
+                code = error_code(failed.error)
+                if code in RETRIED and attempt < ATTEMPTS:
                     log.debug("MySQL %s met error %s; running it again", what, code)
                     await asyncio.sleep(random.uniform(0, BACKOFF * 2**attempt))
-                elif not (_lost(failed.error) and attempt == 1):
+                elif not (is_lost(failed.error) and attempt == 1):
                     raise self.target.error(failed.error, failed.what or what) from failed.error
             attempt += 1
 
@@ -322,7 +218,7 @@ class MysqlConnection:
                 self._checkout.suspect_idle()
                 step = what if failed.what in (None, what) else f"{what} ({failed.what})"
                 raise self.target.silent(step, deadline) from failed.error
-            healthy = not _lost(failed.error)
+            healthy = not is_lost(failed.error)
             raise
         finally:
             if healthy and session.holds_named_lock:
@@ -479,21 +375,6 @@ def _statements(sql: str) -> tuple[str, ...]:
 def _several(query: Query) -> bool:
     """Whether a block holds more than one statement, and so needs a transaction."""
     return len(_statements(query.sql)) > 1
-
-
-def _code(error: BaseException) -> int | None:
-    """The MySQL error number of an asyncmy error, if it has one."""
-    if isinstance(error, MySQLError) and error.args and isinstance(error.args[0], int):
-        return error.args[0]
-    return None
-
-
-def _lost(error: BaseException) -> bool:
-    """True for errors that mean the connection is gone or cannot be made: the codes in
-    _LOST, socket errors, and asyncmy's InterfaceError for a connection already closed."""
-    if isinstance(error, OSError | EOFError | asyncmy.errors.InterfaceError):
-        return True
-    return _code(error) in _LOST
 
 
 def _server_version(text: str) -> tuple[str, tuple[int, ...]]:

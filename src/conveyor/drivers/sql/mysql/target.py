@@ -1,0 +1,148 @@
+"""Where the MySQL server is and how to log in (`Target`), and the translation of asyncmy's
+errors into conveyor's: which mean the connection is lost, which a transaction may simply be
+run again after (see connection.py)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncmy
+from asyncmy.errors import MySQLError
+
+from conveyor.drivers.location import Location
+from conveyor.drivers.sql.deadline import TIMEOUT, Deadline
+from conveyor.errors import BackendUnavailableError, DriverError
+
+__all__ = [
+    "ATTEMPTS", "LOST", "RETRIED", "SESSION_SETUP", "SQL_MODE", "Target", "error_code", "is_lost",
+]  # fmt: skip
+
+log = logging.getLogger("conveyor.mysql")
+
+#: Times a transaction runs before a deadlock or lock wait timeout reaches the caller.
+ATTEMPTS = 6
+
+#: What every pooled connection runs first: see the module docstring for READ COMMITTED.
+SESSION_SETUP = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+
+#: The session's sql_mode: strict, so a value too long for its column is an error rather than
+#: silently cut (a queue name, say), whatever the server's default. asyncmy sends it as
+#: `SET sql_mode=<this>`, hence the quotes.
+SQL_MODE = "'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
+
+#: Server errors after which the transaction was rolled back whole and may simply run again.
+RETRIED = frozenset({1205, 1213})  # lock wait timeout, deadlock
+
+#: Errors meaning the connection is gone: server gone away, lost during query, killed,
+#: shutting down, disconnected for inactivity, can't connect (socket, TCP), too many clients.
+LOST = frozenset({1040, 1053, 1927, 2002, 2003, 2006, 2013, 2055, 4031})
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the server is, how to log in, and how long a call may wait for it (`timeout`,
+    seconds); `shown` is fit for messages (no password)."""
+
+    host: str = "localhost"
+    port: int = 3306
+    user: str = "root"
+    password: str = field(default="", repr=False)
+    database: str = "conveyor"
+    unix_socket: str | None = None
+    connect_timeout: float = 10.0
+    timeout: float = TIMEOUT
+    #: The URL the target was read from, parsed: what messages must hide besides `password`.
+    location: Location = field(default_factory=Location, repr=False, compare=False)
+
+    @property
+    def shown(self) -> str:
+        """The server as a mysql:// URL without the password."""
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        where = f"{host}:{self.port}"
+        socket = f"?unix_socket={self.unix_socket}" if self.unix_socket else ""
+        return f"mysql://{self.user}@{where}/{self.database}{socket}"
+
+    def mask(self, text: str) -> str:
+        """`text` with the password, wherever it appears, replaced by ***."""
+        return self.location.with_secret(self.password).mask(text)
+
+    def pool_kwargs(self) -> dict[str, Any]:
+        """asyncmy's connection arguments for a pooled connection."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            # As bytes: asyncmy would encode a str as Latin-1, which cannot hold most of
+            # Unicode, and MySQL hashed a password given over utf8mb4 as UTF-8.
+            "password": self.password.encode("utf-8"),
+            "db": self.database,
+            "unix_socket": self.unix_socket,
+            "connect_timeout": self.connect_timeout,
+            "charset": "utf8mb4",
+            "autocommit": True,
+            "sql_mode": SQL_MODE,
+            "init_command": SESSION_SETUP,
+            "program_name": "conveyor",
+        }
+
+    def error(self, error: BaseException, what: str, *, borrowed: bool = False) -> DriverError:
+        """The DriverError for an error asyncmy raised during `what` (a block's name...);
+        `borrowed` when it was the caller's own connection, where nothing is retried."""
+        text = " ".join(str(error).split()) or type(error).__name__
+        hidden = self.location.with_secret(self.password)
+        # About connecting, a client may quote the piece of a password it misread as a host
+        # or port: for an ambiguous URL that message is withheld (see Location.scrub).
+        connecting = what == "connect" or is_lost(error)
+        detail = hidden.scrub(text) if connecting else hidden.mask(text)
+        if what == "connect":
+            return BackendUnavailableError(
+                f"cannot connect to MySQL at {self.shown} ({detail}): check that the server is"
+                " running and the URL's host, port, user, password and database"
+            )
+        if is_lost(error):
+            return BackendUnavailableError(
+                f"MySQL at {self.shown} is unreachable during {what} ({detail}): check that the"
+                " server is running; workers retry with backoff and the pool reconnects by itself"
+            )
+        if error_code(error) in RETRIED and borrowed:
+            return DriverError(
+                f"MySQL {what} on {self.shown} met a lock conflict in your transaction"
+                f" ({detail}): the server rolled your transaction back; run it again"
+            )
+        if error_code(error) in RETRIED:
+            return DriverError(
+                f"MySQL {what} on {self.shown} still met lock conflicts after {ATTEMPTS}"
+                f" attempts ({detail}): another transaction holds these rows for long; retry later"
+            )
+        return DriverError(f"MySQL {what} failed on {self.shown}: {detail}")
+
+    def silent(self, what: str, deadline: Deadline) -> BackendUnavailableError:
+        """The error for a call whose deadline passed, logged as a warning."""
+        return deadline.error(f"MySQL at {self.shown}", what, log)
+
+    @contextmanager
+    def translated(self, what: str) -> Iterator[None]:
+        """Turn asyncmy's (and the socket's) errors into conveyor's."""
+        try:
+            yield
+        except (MySQLError, OSError, EOFError) as error:
+            raise self.error(error, what) from error
+
+
+def error_code(error: BaseException) -> int | None:
+    """The MySQL error number of an asyncmy error, if it has one."""
+    if isinstance(error, MySQLError) and error.args and isinstance(error.args[0], int):
+        return error.args[0]
+    return None
+
+
+def is_lost(error: BaseException) -> bool:
+    """True for errors that mean the connection is gone or cannot be made: the codes in
+    LOST, socket errors, and asyncmy's InterfaceError for a connection already closed."""
+    if isinstance(error, OSError | EOFError | asyncmy.errors.InterfaceError):
+        return True
+    return error_code(error) in LOST
