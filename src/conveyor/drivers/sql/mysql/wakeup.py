@@ -27,10 +27,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from asyncmy.errors import MySQLError
-
 from conveyor.drivers.base import LocalWakeup
 from conveyor.drivers.sql.adapter import Params, Row
+from conveyor.drivers.sql.mysql.target import error_code
 from conveyor.errors import DriverError
 
 __all__ = ["PROBE_BUSY", "PROBE_IDLE", "SLICE", "SLICE_TICKS", "TICK_BUSY", "TICK_IDLE", "Wakeup"]
@@ -106,7 +105,7 @@ class Wakeup:
             try:
                 return await self._on_server(key, left)
             except DriverError as error:
-                if _code(error.__cause__) != _PARSE_ERROR:
+                if error.__cause__ is None or error_code(error.__cause__) != _PARSE_ERROR:
                     raise
                 log.info("MySQL runs no compound statement here; idle workers poll instead")
                 self.on_server = False
@@ -162,12 +161,6 @@ class Wakeup:
             return False
         self._woke[key] = sighting
         return True
-
-
-def _code(error: BaseException | None) -> int | None:
-    if isinstance(error, MySQLError) and error.args and isinstance(error.args[0], int):
-        return error.args[0]
-    return None
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
