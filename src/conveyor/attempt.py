@@ -56,8 +56,6 @@ class Outcome:
     successor: NewJob | None = None
     #: Seconds the attempt took, by this process's clock (0 when it never ran).
     duration: float = 0.0
-    #: Seconds the attempt ran, measured only while lifecycle hooks are registered.
-    ran: float | None = None
 
 
 class Runner:

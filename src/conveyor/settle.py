@@ -195,7 +195,7 @@ class Settler:
                 kind = "retried"
             else:
                 continue
-            await self.hooks.emit(settled_event(kind, o.job, o.error, o.ran, self.worker))
+            await self.hooks.emit(settled_event(kind, o.job, o.error, o.duration, self.worker))
 
     async def save_stats(self) -> None:
         """Add the counts not yet saved to the worker's totals in each backend."""

@@ -25,7 +25,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from conveyor.attempt import Outcome, Runner, cancelled, error_info
@@ -400,11 +400,8 @@ class Worker(Leases):
         hooks = self.registry.hooks
         if hooks.active:
             await hooks.emit(started(job, self.identity))
-            began = time.monotonic()
         try:
             outcome = await self.runner.attempt(job, driver)
-            if hooks.active:
-                outcome = replace(outcome, ran=time.monotonic() - began)
         except asyncio.CancelledError:
             if running.cancel_reason == "lost":
                 return  # another worker holds the job now; it is theirs to settle
