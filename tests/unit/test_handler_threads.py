@@ -66,13 +66,18 @@ async def test_the_handlers_exception_comes_back_to_the_loop() -> None:
 
 
 class LosingDriver(MemoryDriver):
-    """Every renewal finds the lease taken over, as after a long outage; counts them."""
+    """Every renewal finds the lease taken over, as after a long outage; counts them. Marking a
+    rescued job to run alone works as on the memory driver."""
 
     def __init__(self) -> None:
         super().__init__()
         self.renewed: list[str] = []
 
-    async def renew(self, reservations: Sequence[Reservation], lease: float) -> set[str]:
+    async def renew(
+        self, reservations: Sequence[Reservation], lease: float, *, alone: bool = False
+    ) -> set[str]:
+        if alone:
+            return await super().renew(reservations, lease, alone=True)
         self.renewed += [r.id for r in reservations]
         return set()
 
@@ -114,6 +119,8 @@ async def test_a_lost_lease_does_not_free_the_slot_of_a_running_thread(
     async with asyncio.timeout(5):
         while (await registry.job_info(waiting)).state is not JobState.SUCCEEDED:
             await asyncio.sleep(0.01)
-    assert ran == ["hold", "next"]
+    # The lost lease ran out in storage, so "hold" may run again once its slot is free
+    # (at-least-once); "next" never ran while the first thread held the slot.
+    assert ran[0] == "hold" and "next" in ran
     worker.stop()
     await asyncio.wait_for(task, 5)

@@ -28,11 +28,13 @@ class FailingDriver(MemoryDriver):
         self.renew_failures = 0
         self.ack_calls = 0
 
-    async def renew(self, reservations: Sequence[Reservation], lease: float) -> set[str]:
+    async def renew(
+        self, reservations: Sequence[Reservation], lease: float, *, alone: bool = False
+    ) -> set[str]:
         if self.renew_failures:
             self.renew_failures -= 1
             raise BackendUnavailableError("server went away")
-        return await super().renew(reservations, lease)
+        return await super().renew(reservations, lease, alone=alone)
 
     async def ack(self, reservations: Sequence[Reservation]) -> set[str]:
         self.ack_calls += 1
