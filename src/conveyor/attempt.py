@@ -11,13 +11,14 @@ import json
 import logging
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic_core
 
 from conveyor import retry
 from conveyor.chain import with_successor
+from conveyor.deadlines import Deadlines
 from conveyor.drivers.base import Driver
 from conveyor.errors import (
     CorruptJobError,
@@ -37,9 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.worker")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
-    """What becomes of a job after an attempt, waiting to be written to its driver."""
+    """What becomes of a job after an attempt, waiting to be written to its driver. Not
+    frozen only so that `Runner.attempt` can note its duration without a copy per job."""
 
     kind: Literal["ack", "release", "fail"]
     job: JobInfo
@@ -67,13 +69,14 @@ class Runner:
         self._threads: HandlerThreads | None = None
         self._calls: dict[str, Call] = {}  # job id -> its plain handler's call
         self._handed: dict[str, Job[Any]] = {}  # job id -> what its handler was handed
+        self._deadlines = Deadlines()
 
     def cancel(self, job_id: str) -> None:
         """Tell a running job's handler it is cancelled (`job.cancelled`): a plain handler
         cannot be stopped, but may look; the worker cancels an async one's task itself."""
         handed = self._handed.get(job_id)
         if handed is not None:
-            handed._cancel.set()
+            handed._cancel.append(True)
 
     def in_thread(self, job_id: str) -> bool:
         """True while a thread runs the job's plain handler: nothing can stop it until it
@@ -86,7 +89,8 @@ class Runner:
         The outcome says how long the attempt took."""
         started = time.monotonic()
         outcome = await self._attempt(job, driver)
-        return replace(outcome, duration=time.monotonic() - started)
+        outcome.duration = time.monotonic() - started
+        return outcome
 
     async def _attempt(self, job: JobInfo, driver: Driver) -> Outcome:
         if job.cancel_requested:  # cancelled while reserved, then given back or rescued
@@ -144,7 +148,7 @@ class Runner:
         """Run the handler under its timeout: a coroutine is cancelled when it expires; a plain
         function runs on a thread, which Python cannot stop: its job waits for it to return."""
         try:
-            async with asyncio.timeout(timeout) as scope:
+            with self._deadlines.within(timeout) as scope:
                 if spec.is_async:
                     return await spec.handler(handed)
                 result = await self._in_thread(spec.handler, handed)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -147,14 +146,14 @@ class Job(Generic[T]):
     meta: dict[str, Any]
     created: float
     rescued: int = 0
-    _cancel: threading.Event = field(
-        default_factory=threading.Event, init=False, repr=False, compare=False
-    )
+    #: Holds True once the job is cancelled while it runs; a list, so that the frozen job can
+    #: be told, and cheaper to make per job than a threading.Event (a thread only reads it).
+    _cancel: list[bool] = field(default_factory=list, init=False, repr=False, compare=False)
 
     @property
     def cancelled(self) -> bool:
         """True once the job was cancelled while it runs (see `registry.cancel`)."""
-        return self._cancel.is_set()
+        return bool(self._cancel)
 
     @property
     def cursor(self) -> Any:
