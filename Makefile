@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit chaos bench bench-peers clean
+.PHONY: demo test lint typecheck unit chaos bench bench-process bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ bench-peers: $(PEERS_VENV)/.installed
 DRIVER ?= sqlite
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/throughput.py --driver $(DRIVER)
+
+# Issue 16's processing workload (one Redis INCR per job) next to its ceiling: make bench-process DRIVER=...
+bench-process: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/process.py --driver $(DRIVER)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache conveyor.db*

@@ -1,0 +1,118 @@
+"""How fast one worker process runs jobs whose body does real I/O: issue 16's workload.
+
+    .venv/bin/python benchmarks/process.py --driver redis://127.0.0.1:6379/0
+    make bench-process DRIVER=postgresql://127.0.0.1/test
+
+Each job's handler makes one Redis `INCR` through `redis.asyncio` (the Redis on 127.0.0.1:6379,
+database 15, one key removed afterwards), whatever driver stores the jobs. Jobs are pushed
+with `push_many` first, then one burst worker at concurrency 100 runs them all. Printed:
+
+- processed jobs/s with that body, and the worker's CPU per job (process time, all threads);
+- the same with an empty body: what conveyor itself costs per job;
+- the ceiling: the same number of INCRs at the same concurrency with no job queue at all,
+  measured in the same run. "processed at X of it" is the figure to compare across runs on a
+  noisy machine: the job queue's share of the time is 1 - X.
+
+Run by hand; never part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from conveyor import Job, JobState, Registry, Worker
+from conveyor.errors import Unsupported
+
+#: Where the job body's INCR goes: its own database, one key.
+BODY_REDIS = "redis://127.0.0.1:6379/15"
+COUNTER = "conveyor-bench:process:counter"
+
+
+@dataclass
+class Tick:
+    n: int
+
+
+async def ceiling(jobs: int, concurrency: int) -> tuple[float, float]:
+    """(INCRs/s, CPU µs per INCR) at `concurrency` in flight, with no job queue around them."""
+    client = aioredis.Redis.from_url(BODY_REDIS)
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with slots:
+            await client.incr(COUNTER)
+
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(one() for _ in range(jobs)))
+    rate, cpu = jobs / (time.perf_counter() - started), time.process_time() - cpu
+    await client.delete(COUNTER)
+    await client.aclose()
+    return rate, cpu / jobs * 1e6
+
+
+async def process(driver: str, jobs: int, concurrency: int, body: bool) -> tuple[float, float]:
+    """(jobs/s, CPU µs per job) of one burst worker over `jobs` pushed jobs."""
+    registry = Registry()
+    registry.queue("bench_process", driver=driver, workers=["w"], retry=0)
+    registry.worker("w", concurrency=concurrency, poll_interval=0.5)
+    client = aioredis.Redis.from_url(BODY_REDIS)
+    done = 0
+
+    @registry.job("tick")
+    async def tick(job: Job[Tick]) -> None:
+        nonlocal done
+        if body:
+            await client.incr(COUNTER)
+        done += 1
+
+    for state in (JobState.PENDING, JobState.SUCCEEDED, JobState.FAILED):
+        with contextlib.suppress(Unsupported):
+            await registry.purge("bench_process", state)  # what an interrupted run left
+    for first in range(0, jobs, 1000):
+        batch = [Tick(n) for n in range(first, min(first + 1000, jobs))]
+        await registry.push_many("bench_process", "tick", batch)
+    started, cpu = time.perf_counter(), time.process_time()
+    await Worker(registry, "w", burst=True).run()
+    took, cpu = time.perf_counter() - started, time.process_time() - cpu
+    assert done == jobs, (done, jobs)
+    with contextlib.suppress(Unsupported):
+        await registry.purge("bench_process", JobState.SUCCEEDED)
+    await registry.close()
+    await client.delete(COUNTER)
+    await client.aclose()
+    return jobs / took, cpu / jobs * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--driver", default="sqlite", help="sqlite or a driver URL")
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        driver = (
+            f"sqlite:///{Path(folder) / 'process.db'}" if args.driver == "sqlite" else args.driver
+        )
+        kind = args.driver.partition("://")[0]
+        print(f"driver: {kind}, {args.jobs} jobs, concurrency {args.concurrency}")
+        top, top_cpu = asyncio.run(ceiling(args.jobs, args.concurrency))
+        rate, cpu = asyncio.run(process(driver, args.jobs, args.concurrency, body=True))
+        print(f"process, one INCR each: {rate:,.0f} jobs/s, {cpu:.0f} µs CPU per job")
+        print(
+            f"  INCRs alone:          {top:,.0f}/s, {top_cpu:.0f} µs CPU each: processed at"
+            f" {rate / top:.2f} of it; conveyor's own CPU {cpu - top_cpu:.0f} µs per job"
+        )
+        rate, cpu = asyncio.run(process(driver, args.jobs, args.concurrency, body=False))
+        print(f"process, empty body:    {rate:,.0f} jobs/s, {cpu:.0f} µs CPU per job")
+
+
+if __name__ == "__main__":
+    main()
