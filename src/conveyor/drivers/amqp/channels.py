@@ -89,6 +89,7 @@ class AmqpChannels(Driver):
         self._intake: AbstractChannel | None = None
         #: Per conveyor queue, the prefetch its consumers on the intake channel add up to.
         self._prefetch: dict[str, int] = {}
+        self._consumers: list[str] = []  # their tags
         #: Per conveyor queue, deliveries not handed out yet: (-priority, arrival, message).
         self._ready: dict[str, list[tuple[int, int, DeliveredMessage]]] = {}
         self._arrivals = 0
@@ -146,6 +147,7 @@ class AmqpChannels(Driver):
             # A delivery held on a channel that closed went back to its queue: a lease lost
             # (`_claim` refuses it). Its consumers and undelivered messages went with it.
             self._prefetch.clear()
+            self._consumers.clear()
             self._ready.clear()
             self._unacked.clear()
             self._intake = await connection.channel(publisher_confirms=False)
@@ -203,10 +205,11 @@ class AmqpChannels(Driver):
         if wanted > had:
             with self._edge("consuming"):
                 await intake.basic_qos(prefetch_count=wanted - had, timeout=self.timeout)
-                await intake.basic_consume(
+                ok = await intake.basic_consume(
                     self.names.work(queue), self._receiver(queue, intake), timeout=self.timeout
                 )
             self._prefetch[queue] = wanted
+            self._consumers.append(ok.consumer_tag or "")
         return intake
 
     def _receiver(
@@ -235,11 +238,20 @@ class AmqpChannels(Driver):
         return len(self._ready.get(queue, ()))
 
     async def _give_back_ready(self) -> None:
-        """Deliveries never handed out go back to their queue as fresh copies (published,
-        confirmed, then the originals acknowledged): requeued, they would come back marked
-        redelivered, which counts as a rescue."""
+        """Stop consuming, and give the deliveries never handed out back to their queue as
+        fresh copies (published, confirmed, then the originals acknowledged): requeued, they
+        would come back marked redelivered, which counts as a rescue."""
         intake = self._intake
-        if intake is None or intake.is_closed or not any(self._ready.values()):
+        if intake is None or intake.is_closed:
+            return
+        # Cancelled first: what the queue sent before the cancel arrives before its answer.
+        with self._edge("giving back prefetched jobs"):
+            for tag in self._consumers:
+                await intake.basic_cancel(tag, timeout=self.timeout)
+        self._consumers.clear()
+        self._prefetch.clear()
+        await asyncio.sleep(0)
+        if not any(self._ready.values()):
             return
         ready = [(queue, entry[2]) for queue, heap in self._ready.items() for entry in heap]
         self._ready.clear()
@@ -293,11 +305,11 @@ class AmqpChannels(Driver):
                 priority = like.header.properties.priority or 0
         message_id = job_id if isinstance(job_id, str) else None
         if failed:
-            return Outgoing(data, "", self.names.failed(queue), queue, priority, message_id)
+            return Outgoing(data, "", self.names.failed(queue), None, priority, message_id)
         ms = delay_ms(delay)
         if ms:
             return Outgoing(data, self.names.delay(35), delay_key(ms), queue, priority, message_id)
-        return Outgoing(data, "", self.names.work(queue), queue, priority, message_id)
+        return Outgoing(data, "", self.names.work(queue), None, priority, message_id)
 
     async def _publish_all(self, messages: Sequence[Outgoing], what: str) -> None:
         """Publish these messages, in one write; returns once the broker confirmed every one."""

@@ -65,6 +65,7 @@ class AmqpDriver(AmqpInspection):
     capabilities = Capabilities(
         durable=True,
         shared=True,
+        notify=True,
         timed_leases=False,
         lookup=False,
         exact_counts=False,
@@ -101,8 +102,10 @@ class AmqpDriver(AmqpInspection):
     async def reserve(
         self, queues: Sequence[str], limit: int, lease: float, worker: str
     ) -> list[JobInfo]:
-        """Hand out deliveries the intake channel's consumers were sent; when fewer wait than
-        asked for, one round trip first collects all the queue has sent so far."""
+        """Hand out deliveries the intake channel's consumers were sent; when none wait, one
+        round trip first collects all the queue has sent so far (so a reserve right after a
+        push finds it). A busy worker takes what has arrived without that round trip: a
+        delivery wakes `wait`, and the next reserve takes the rest."""
         self._pushed.forget()
         reserved: list[JobInfo] = []
         for queue in queues:
@@ -111,7 +114,7 @@ class AmqpDriver(AmqpInspection):
                 break
             holding = sum(1 for held in self._held.values() if held.info.queue == queue)
             intake = await self._consume(queue, holding + wanted)
-            if self._ready_count(queue) < wanted:
+            if not self._ready_count(queue):
                 await self._catch_up(queue, intake)
             ready = self._ready.get(queue, [])
             while ready and len(reserved) < limit:

@@ -35,12 +35,14 @@ MESSAGE_ID_FLAG = 0x0080
 
 class Outgoing(NamedTuple):
     """One message to publish: its body, where it goes, and the properties that vary (every
-    message is persistent JSON, its conveyor queue in the `conveyor-queue` header)."""
+    message is persistent JSON). `queue`, when given, goes in the `conveyor-queue` header,
+    which routes a delayed message back to its work queue; a message published to its queue
+    directly goes without (a header table is the costliest property to decode)."""
 
     body: bytes
     exchange: str
     routing_key: str
-    queue: str
+    queue: str | None
     priority: int
     message_id: str | None
 
@@ -52,7 +54,7 @@ def properties(message: Outgoing) -> spec.Basic.Properties:
         content_type="application/json",
         message_id=message.message_id,
         priority=message.priority,
-        headers={QUEUE_HEADER: message.queue},
+        headers=None if message.queue is None else {QUEUE_HEADER: message.queue},
     )
 
 
@@ -65,7 +67,7 @@ class Encoder:
         self.channel_number = channel_number
         self.max_content_size = max_content_size
         self._methods: dict[tuple[str, str], bytes] = {}
-        self._headers: dict[tuple[str, int], tuple[bytes, int, bytes]] = {}
+        self._headers: dict[tuple[str | None, int], tuple[bytes, int, bytes]] = {}
 
     def frames(self, message: Outgoing) -> bytes:
         """The method, header and body frames of one publish, as written to the socket."""
@@ -158,10 +160,14 @@ def merged_acks(tags: Iterable[int], unacked: Iterable[int]) -> list[spec.Basic.
 
 
 async def ack_all(channel: AbstractChannel, tags: Iterable[int], unacked: Iterable[int]) -> None:
-    """Acknowledge deliveries `tags` of `channel` in one write (see merged_acks)."""
+    """Acknowledge deliveries `tags` of `channel` in one write (see merged_acks); returns
+    once it is written."""
     assert isinstance(channel, aiormq.Channel)
     if channel.is_closed:
         raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
     frames = merged_acks(tags, unacked)
     if frames:
-        await channel.write_queue.put(ChannelFrame.marshall(channel.number, frames))
+        # Returns once written to the socket: a connection closed next sends them first.
+        written = channel.create_future()
+        await channel.write_queue.put(ChannelFrame.marshall(channel.number, frames, written))
+        await written
