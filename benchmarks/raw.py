@@ -103,9 +103,11 @@ async def raw_batch_rates(
                 done.set()
 
         started = time.perf_counter()
-        await consumer.basic_consume(table, receive)
+        consuming = await consumer.basic_consume(table, receive)
         await asyncio.wait_for(done.wait(), 120)
-        return published, count / (time.perf_counter() - started)
+        consumed = count / (time.perf_counter() - started)
+        await consumer.basic_cancel(consuming.consumer_tag or "")
+        return published, consumed
     finally:
         await channel.queue_delete(table)
         await connection.close()
