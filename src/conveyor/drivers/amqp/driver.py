@@ -1,29 +1,31 @@
 """The RabbitMQ driver: one durable classic queue per conveyor queue, one message per job.
 
 A push publishes a persistent message and returns once the broker confirmed it (publisher
-confirms; `push_many` publishes its batch at once and waits for every confirm). `reserve`
-takes messages with basic.get on this driver's holding channels (HOLDERS, in parallel),
-unacknowledged: a job stays reserved for as long as its channel lives, and a token (this
-driver, its connection, the channel, the delivery tag) settles it only there.
+confirms; `push_many` writes its batch at once and waits for every confirm). `reserve` hands
+out what the intake channel's consumers were sent, unacknowledged: a job stays reserved for as
+long as its channel lives, and a token (this driver, its connection, the channel, the delivery
+tag) settles it only there.
 
-Why basic.get and not basic.consume with a prefetch: a consumer is sent messages ahead of
-what the worker asks for, and any it never hands out go back to the queue marked
-redelivered when the worker stops, where conveyor would count them as rescues; and a second
-worker could not take what the first one's buffer holds. basic.get takes exactly what was
-asked for. Should the channel or connection die, the broker gives
-its jobs to another consumer and marks them redelivered; a settle after that is refused, as a
-settle of a lost lease is on every driver. So leases have no clock here (`timed_leases` is
-False): renewing is keeping the connection alive, and the broker's `consumer_timeout` (30
-minutes by default) bounds how long one job may stay unacknowledged.
+The consumers' prefetch is what the driver holds of a queue plus the free slots a reserve asks
+for, and only rises (see AmqpChannels._consume), so little waits here that another worker
+could have run. What was sent but never handed out would come back marked redelivered if the
+channel closed, which conveyor counts as a rescue: at `close` the driver cancels its
+consumers and gives those back as fresh copies instead (`_give_back_ready`). Should the
+channel or connection die, the broker gives its jobs to another consumer and marks them
+redelivered; a settle after that is refused, as a settle of a lost lease is on every driver.
+So leases have no clock here (`timed_leases` is False): renewing is keeping the connection
+alive, and the broker's `consumer_timeout` (30 minutes by default) bounds how long one job may
+stay unacknowledged.
 
 `release` and `fail` publish the job's next form first (to the work queue, a delay level or
 the failed queue), confirmed, and acknowledge the delivery second: a crash in between runs a
 job twice, never loses it. A message that is not a job (published by someone else) is still
 reserved, with `unreadable` naming what is wrong, and failed as it came.
 
-What a broker cannot do is declared in `capabilities` and raises Unsupported: looking a job
-up by id, listing pending or delayed jobs, unique keys, counts of delayed and succeeded jobs,
-job control, schedules. See docs/drivers.md.
+Priorities: the work queues have x-max-priority 10 (see topology.amqp_priority). What a
+broker cannot do is declared in `capabilities` and raises Unsupported: looking a job up by id,
+listing pending or delayed jobs, unique keys, counts of delayed and succeeded jobs, job
+control, schedules. See docs/drivers.md.
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ class AmqpDriver(AmqpInspection):
     """Jobs as messages in RabbitMQ (see the module docstring).
 
     `url`: amqp://user:password@host:5672/vhost (amqps:// for TLS); `prefix` starts every queue
-    and exchange name (default `conveyor.`, or `?prefix=`); `timeout` (or `?timeout=`, default
-    10 s) is every call's deadline and the heartbeat asked of the broker."""
+    and exchange name (default `conveyor.`, or `?prefix=`); `?exchange=` names the delivery
+    exchange; `timeout` (or `?timeout=`, default 10 s) is every call's deadline and the
+    heartbeat asked of the broker."""
 
     kind = "amqp"
     capabilities = Capabilities(

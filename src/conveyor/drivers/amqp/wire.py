@@ -7,7 +7,7 @@ machines. Here a whole batch becomes one write: every publish of it numbered und
 channel's lock as aiormq numbers them (so aiormq's own reader resolves their confirms), and
 acks merged into `multiple` acks where the tags allow. This leans on aiormq's channel
 attributes (`lock`, `delivery_tag`, `confirmations`, `write_queue`, `create_future`,
-`max_content_size`), public names of aiormq 6.8 to 7.x.
+`max_content_size`), public names of aiormq 7.x (the version pyproject.toml pins).
 """
 
 from __future__ import annotations
