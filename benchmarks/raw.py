@@ -6,7 +6,14 @@ without a job queue would write a row or a key:
 - postgres: one autocommit `INSERT` of an (id, payload) row (psycopg 3, asyncio);
 - mysql: one autocommit `INSERT` (asyncmy, the driver conveyor uses);
 - sqlite: one `INSERT` committed at `synchronous=FULL` in WAL mode (sqlite3), the durability
-  conveyor's pushes have.
+  conveyor's pushes have;
+- amqp: one persistent message published and confirmed (aiormq) to a durable queue shaped as
+  the driver's (x-max-priority 10).
+
+For amqp, `raw_batch_rates` also measures the broker's own ceiling for `push_many` and for a
+worker: persistent, confirmed messages published in batches (each written at once, as the
+driver writes them) and consumed with a prefetch and an ack per 100 messages, with no job
+records, JSON or worker in between.
 
 Each writes to a table or keys of its own and removes them afterwards.
 """
@@ -17,6 +24,7 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 PAYLOAD = '{"n": 1}'
@@ -34,7 +42,75 @@ async def raw_rate(kind: str, url: str, count: int, folder: Path) -> tuple[float
         return await _mysql(url, count, table), "asyncmy, one autocommit INSERT per push"
     if kind == "sqlite":
         return _sqlite(folder / "raw.db", count), "sqlite3, one INSERT committed at FULL"
+    if kind in ("amqp", "amqps"):
+        return await _amqp(url, count, table), "aiormq, one confirmed persistent publish"
     return None
+
+
+async def _amqp_queue(url: str, table: str) -> tuple[Any, Any]:
+    import aiormq
+
+    connection = await aiormq.connect(_without_query(url))
+    channel = await connection.channel(publisher_confirms=True)
+    await channel.queue_declare(table, durable=True, arguments={"x-max-priority": 10})
+    return connection, channel
+
+
+async def _amqp(url: str, count: int, table: str) -> float:
+    from pamqp import commands as spec
+
+    connection, channel = await _amqp_queue(url, table)
+    try:
+        properties = spec.Basic.Properties(delivery_mode=2)
+        started = time.perf_counter()
+        for _ in range(count):
+            await channel.basic_publish(PAYLOAD.encode(), routing_key=table, properties=properties)
+        return count / (time.perf_counter() - started)
+    finally:
+        await channel.queue_delete(table)
+        await connection.close()
+
+
+async def raw_batch_rates(
+    kind: str, url: str, count: int, batch: int, prefetch: int
+) -> tuple[float, float] | None:
+    """amqp only: (messages/s published in batches, confirmed; messages/s consumed and
+    acknowledged) straight on the broker, or None for another kind."""
+    if kind not in ("amqp", "amqps"):
+        return None
+    import asyncio
+
+    from conveyor.drivers.amqp.wire import Outgoing, publish_all
+
+    table = f"raw_{uuid.uuid4().hex[:8]}"
+    connection, channel = await _amqp_queue(url, table)
+    try:
+        message = Outgoing(PAYLOAD.encode(), "", table, None, 5, None)
+        started = time.perf_counter()
+        for first in range(0, count, batch):
+            await publish_all(channel, [message] * min(batch, count - first), 30.0)
+        published = count / (time.perf_counter() - started)
+        consumer = await connection.channel()
+        await consumer.basic_qos(prefetch_count=prefetch)
+        done, seen = asyncio.Event(), 0
+
+        async def receive(delivered: Any) -> None:
+            nonlocal seen
+            seen += 1
+            if seen % 100 == 0 or seen == count:
+                await consumer.basic_ack(delivered.delivery.delivery_tag, multiple=True)
+            if seen == count:
+                done.set()
+
+        started = time.perf_counter()
+        consuming = await consumer.basic_consume(table, receive)
+        await asyncio.wait_for(done.wait(), 120)
+        consumed = count / (time.perf_counter() - started)
+        await consumer.basic_cancel(consuming.consumer_tag or "")
+        return published, consumed
+    finally:
+        await channel.queue_delete(table)
+        await connection.close()
 
 
 async def _redis(url: str, count: int, table: str) -> float:

@@ -38,7 +38,7 @@ from conveyor.drivers import driver_from_url
 from conveyor.errors import Unsupported
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from raw import raw_rate
+from raw import raw_batch_rates, raw_rate
 
 #: Seconds of quiet before each push of the idle latency figure: long enough for a polling
 #: driver to relax to its idle interval.
@@ -114,12 +114,20 @@ async def throughput(
         await registry.push_many("bench", "tick", [Tick(n) for n in range(first, last)])
     pushed = time.perf_counter() - started
     print(f"push_many: {jobs / pushed:,.0f} jobs/s ({jobs} jobs in batches of {batch})")
+    broker = await raw_batch_rates(kind, driver, jobs, batch, concurrency)
+    if broker is not None:
+        print(f"  raw:     {broker[0]:,.0f} messages/s (aiormq, persistent, confirmed, batches of"
+              f" {batch}): push_many at {jobs / pushed / broker[0]:.2f} of it")  # fmt: skip
 
     started = time.perf_counter()
     await Worker(registry, "w", burst=True).run()
     ran = time.perf_counter() - started
     assert done == jobs + 2 * singles, (done, jobs + 2 * singles)
     print(f"process:   {(jobs + 2 * singles) / ran:,.0f} jobs/s (concurrency {concurrency})")
+    if broker is not None:
+        share = (jobs + 2 * singles) / ran / broker[1]
+        print(f"  raw:     {broker[1]:,.0f} messages/s (aiormq consume, prefetch {concurrency}, an"
+              f" ack per 100): process at {share:.2f} of it")  # fmt: skip
     await registry.purge("bench", JobState.SUCCEEDED)  # leave nothing behind on a server
     await registry.close()
 

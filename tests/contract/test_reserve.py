@@ -90,7 +90,7 @@ async def test_reserve_returns_the_pushed_fields(driver: Driver) -> None:
     assert (reserved.max_attempts, reserved.priority, reserved.meta) == (4, 2, {"m": "x"})
 
 
-@needs("ordered")
+@needs("priorities")
 async def test_reserve_takes_highest_priority_first(driver: Driver) -> None:
     low = make_job(priority=-1, delay=-3)
     mid = make_job(priority=0, delay=-2)
@@ -131,7 +131,7 @@ async def test_reserve_takes_jobs_of_different_priorities_in_one_call(driver: Dr
     assert {job.id for job in got} == {job.id for job in jobs}
 
 
-@needs("ordered")
+@needs("priorities")
 async def test_reserve_limit_takes_the_highest_priorities(driver: Driver) -> None:
     high = [make_job(priority=9, delay=-1), make_job(priority=5, delay=0)]
     await driver.push_many([make_job(priority=0, delay=-5), *high])

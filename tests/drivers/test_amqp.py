@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import aiormq
 import pytest
 from pamqp import commands as spec
+from pamqp import frame
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 
 from conveyor import Job, JobState, Registry, Worker
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.amqp import AmqpDriver
-from conveyor.drivers.amqp.topology import delay_key, delay_ms
+from conveyor.drivers.amqp.topology import amqp_priority, delay_key, delay_ms
+from conveyor.drivers.amqp.wire import Encoder, Outgoing, merged_acks, properties
 from conveyor.drivers.base import Failure, Release, Reservation
 from conveyor.errors import (
     BackendUnavailableError,
@@ -100,6 +105,66 @@ async def test_reserve_takes_no_more_than_asked_and_leaves_the_rest(make: Make) 
     assert len(await second.reserve(["q"], 10, LONG_LEASE, "w2")) == 3
     counts = (await first.counts(["q"]))["q"]
     assert (counts.pending, counts.reserved) == (0, 2)  # reserved: what this driver holds
+
+
+async def test_prefetched_jobs_given_back_at_close_are_neither_lost_nor_rescues(
+    make: Make,
+) -> None:
+    idle, pusher, other = await make(), await make(), await make()
+    assert await idle.reserve(["q"], 5, LONG_LEASE, "w1") == []  # consumes, 5 slots free
+    await pusher.push_many([make_job() for _ in range(3)])
+    deadline = time.monotonic() + 5
+    while idle._ready_count("q") < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)  # sent to `idle`, not handed out yet
+    assert (await idle.counts(["q"]))["q"].pending == 3  # pending still
+
+    await idle.close()  # a worker that stops: what it was sent goes back as it was
+    jobs = await other.reserve(["q"], 5, LONG_LEASE, "w2")
+
+    assert len(jobs) == 3
+    assert {(job.attempt, job.rescued) for job in jobs} == {(1, 0)}
+
+
+async def test_reserve_hands_out_what_was_sent_highest_priority_first(make: Make) -> None:
+    driver = await make()
+    low, high = make_job(priority=-9), make_job(priority=2)
+    await driver.push_many([low, high, make_job()])
+
+    got = await driver.reserve(["q"], 3, LONG_LEASE, "w1")
+
+    assert (got[0].id, got[-1].id) == (high.id, low.id)
+    assert [amqp_priority(p) for p in (-100, -5, 0, 4, 5, 99)] == [0, 0, 5, 9, 10, 10]
+
+
+def test_acks_merge_into_one_multiple_ack_where_the_tags_allow() -> None:
+    acks = merged_acks([1, 2, 3, 5], unacked=[1, 2, 3, 4, 5, 6])
+    assert [(ack.delivery_tag, ack.multiple) for ack in acks] == [(3, True), (5, False)]
+    assert [ack.delivery_tag for ack in merged_acks([4], unacked=[2, 4])] == [4]
+
+
+def test_publish_frames_are_the_bytes_pamqp_writes() -> None:
+    encoder = Encoder(3, 1000)
+    for message in [
+        Outgoing(b'{"a":1}', "", "conveyor.q.x", None, 5, "id-1"),
+        Outgoing(b"", "conveyor.delay.35", "0.1", "x", 0, None),
+        Outgoing(b"z" * 2500, "", "k", "y", 10, "ü" * 40),
+    ]:
+        body = message.body
+        expected = b"".join(
+            [
+                frame.marshal(
+                    spec.Basic.Publish(exchange=message.exchange, routing_key=message.routing_key),
+                    3,
+                ),
+                frame.marshal(ContentHeader(0, len(body), properties(message)), 3),
+                *(
+                    frame.marshal(ContentBody(body[at : at + 1000]), 3)
+                    for at in range(0, len(body), 1000)
+                ),
+            ]
+        )
+        assert encoder.frames(message) == expected
+        assert encoder.frames(message) == expected  # from the cache too
 
 
 def test_a_delay_is_its_bits_in_milliseconds_rounded_up() -> None:
@@ -193,10 +258,37 @@ def test_url_options_and_errors_never_show_the_password() -> None:
     driver = driver_from_url("amqp://u:s3cret@127.0.0.1:5672/?prefix=app.&timeout=2")
     assert isinstance(driver, AmqpDriver)
     assert (driver.prefix, driver.timeout) == ("app.", 2.0)
+    assert driver.names.deliver == "app.deliver"
+    named = driver_from_url("amqp://u:s3cret@127.0.0.1:5672/?prefix=app.&exchange=jobs")
+    assert isinstance(named, AmqpDriver) and named.names.deliver == "jobs"
+    assert "exchange" not in named._settings.url  # not handed to aiormq
     assert "s3cret" not in repr(driver)
     with pytest.raises(ConfigError) as bad:
         AmqpDriver("amqp://u:s3cret@127.0.0.1/?timeout=soon")
     assert "s3cret" not in str(bad.value) and "timeout" in str(bad.value)
+
+
+async def test_the_exchange_option_names_the_exchange_delayed_jobs_come_back_through(
+    make: Make,
+) -> None:
+    exchange = f"conveyor-test-exchange.{uuid.uuid4().hex[:12]}"
+    driver = await make(f"{URL}?exchange={exchange}")
+    try:
+        await driver.push(make_job(delay=0.05))
+        job = await reserve_within(driver, 5.0)
+        assert await driver.ack([held(job)]) == {getattr(job, "id")}  # noqa: B009
+        connection = await aiormq.connect(URL)
+        try:  # a passive declare fails unless the exchange exists
+            await (await connection.channel()).exchange_declare(exchange, passive=True)
+        finally:
+            await connection.close()
+    finally:
+        await driver.close()
+        connection = await aiormq.connect(URL)
+        try:
+            await (await connection.channel()).exchange_delete(exchange)
+        finally:
+            await connection.close()
 
 
 async def test_wrong_credentials_and_a_dead_port_are_clear_errors() -> None:

@@ -50,7 +50,6 @@ async def test_handler_raising_system_exit_or_keyboard_interrupt_fails_the_job_o
     await running.stop()
 
 
-@needs("lookup")
 async def test_handler_raising_cancelled_error_itself_counts_as_a_failed_attempt(
     app: App, start
 ) -> None:

@@ -78,7 +78,6 @@ async def test_failure_is_retried_after_retry_delay(app: App, start) -> None:
     assert info.error is not None and info.error.type == "ConnectionError"
 
 
-@needs("lookup")
 async def test_exhausted_retries_move_job_to_failed_with_error(app: App, start) -> None:
     registry = app.registry()
     calls = 0
@@ -104,7 +103,6 @@ async def test_exhausted_retries_move_job_to_failed_with_error(app: App, start) 
     assert (counts.failed, counts.retried) == (1, 2)
 
 
-@needs("lookup")
 async def test_timeout_cancels_async_handler_and_records_it(app: App, start) -> None:
     registry = app.registry()
     cancelled = asyncio.Event()
@@ -197,7 +195,6 @@ async def test_plain_handler_past_its_last_timeout_fails_once_its_thread_returns
     assert "timeout of 0.1s" in info.error.message
 
 
-@needs("lookup")
 async def test_handler_raising_timeout_error_itself_is_an_ordinary_failure(app: App, start) -> None:
     registry = app.registry()
 

@@ -76,6 +76,8 @@ class Capabilities:
     - `unique`: pushes with `unique=` are deduplicated; a job pushed again with an id that is
       stored already stores nothing.
     - `ordered`: `reserve` hands out jobs by priority, then earliest due.
+    - `priorities`: `reserve` hands out a queue's waiting jobs highest priority first (what
+      `ordered` promises across queues and among equal priorities aside).
     - `shared_records`: worker stats and presence (`record_stats`, `beat`) are seen by every
       process, not only the one that wrote them.
     """
@@ -92,6 +94,7 @@ class Capabilities:
     exact_counts: bool = True
     unique: bool = True
     ordered: bool = True
+    priorities: bool = True
     shared_records: bool = True
 
 

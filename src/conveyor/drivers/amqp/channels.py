@@ -4,10 +4,12 @@ the base its reservation and inspection halves build on (see conveyor.drivers.am
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,21 +19,22 @@ from pamqp import commands as spec
 
 from conveyor.drivers.amqp.connection import Edge, Settings, parse_url
 from conveyor.drivers.amqp.topology import (
-    QUEUE_HEADER,
     Names,
+    amqp_priority,
     declare_delays,
     declare_queue,
     delay_key,
     delay_ms,
     record_body,
 )
+from conveyor.drivers.amqp.wire import Outgoing, ack_all, publish_all
 from conveyor.drivers.base import (
     Driver,
     LocalWakeup,
     WorkerCounts,
     WorkerPresence,
 )
-from conveyor.errors import DriverError
+from conveyor.errors import BackendUnavailableError, DriverError
 from conveyor.job import JobInfo
 
 __all__ = ["AmqpChannels"]
@@ -41,12 +44,18 @@ DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 URL_ENV = "CONVEYOR_AMQP_URL"
 #: The most messages one browse of a failed queue reads (list, retry, purge, prune).
 BROWSE_LIMIT = 100_000
-#: Holding channels per driver: a reserve of several jobs runs one basic.get per channel at
-#: once (aiormq runs one at a time on a channel), which is what makes a busy worker fast.
-HOLDERS = 4
+#: The largest prefetch count AMQP can express.
+MAX_PREFETCH = 65_535
 #: Marks in `_declared` for the shared exchanges, beside the conveyor queues declared.
 DELIVER = ""
 DELAYS = "\x00delays"
+
+
+def tag_of(message: DeliveredMessage) -> int:
+    """A delivery's tag."""
+    delivery = message.delivery
+    assert isinstance(delivery, spec.Basic.Deliver | spec.Basic.GetOk)
+    return delivery.delivery_tag or 0
 
 
 @dataclass(slots=True)
@@ -62,8 +71,8 @@ class Held:
 
 
 class AmqpChannels(Driver):
-    """One connection: a confirming channel that publishes and declares, and HOLDERS channels
-    that hold reserved deliveries."""
+    """One connection: a confirming channel that publishes and declares, and an intake
+    channel whose consumers receive the work queues' messages (see `_consume`)."""
 
     def __init__(
         self, url: str = "", *, prefix: str | None = None, timeout: float | None = None
@@ -74,10 +83,18 @@ class AmqpChannels(Driver):
         self.prefix = self._settings.prefix
         self.timeout = self._settings.timeout
         self.max_job_time = self._settings.consumer_timeout
-        self.names = Names(self.prefix)
+        self.names = Names(self.prefix, self._settings.exchange)
         self._connection: AbstractConnection | None = None
         self._publisher: AbstractChannel | None = None
-        self._holders: list[AbstractChannel] = []
+        self._intake: AbstractChannel | None = None
+        #: Per conveyor queue, the prefetch its consumers on the intake channel add up to.
+        self._prefetch: dict[str, int] = {}
+        self._consumers: list[str] = []  # their tags
+        #: Per conveyor queue, deliveries not handed out yet: (-priority, arrival, message).
+        self._ready: dict[str, list[tuple[int, int, DeliveredMessage]]] = {}
+        self._arrivals = 0
+        #: Delivery tags of the intake channel not acknowledged yet (held or ready).
+        self._unacked: set[int] = set()
         self._id = uuid.uuid4().hex[:12]
         self._generation = 0
         self._held: dict[str, Held] = {}
@@ -99,39 +116,41 @@ class AmqpChannels(Driver):
     async def open(self) -> None:
         await self._channels()
 
-    async def _channels(self) -> tuple[AbstractChannel, list[AbstractChannel]]:
-        """The publishing (confirming) and holding channels, reconnecting when they died."""
-        publisher, holders = self._publisher, self._holders
+    async def _channels(self) -> tuple[AbstractChannel, AbstractChannel]:
+        """The publishing (confirming) and intake channels, reconnecting when they died."""
+        publisher, intake = self._publisher, self._intake
         if (
             publisher is not None
             and not publisher.is_closed
-            and len(holders) == HOLDERS
-            and not any(holder.is_closed for holder in holders)
+            and intake is not None
+            and not intake.is_closed
         ):
-            return publisher, holders
+            return publisher, intake
         async with self._lock:
             with self._edge("a connection"):
                 async with asyncio.timeout(self.timeout):
                     await self._connect()
-        assert self._publisher is not None
-        return self._publisher, self._holders
+        assert self._publisher is not None and self._intake is not None
+        return self._publisher, self._intake
 
     async def _connect(self) -> None:
         connection = self._connection
         if connection is None or connection.is_closed:
             self._connection = connection = await aiormq.connect(self._settings.url)
             self._declared.clear()
-            self._publisher = None
-            self._holders = []
+            self._publisher = self._intake = None
             self._held.clear()
             self._generation += 1
         if self._publisher is None or self._publisher.is_closed:
             self._publisher = await connection.channel(publisher_confirms=True)
-        # A delivery held on a channel that closed went back to its queue: a lease lost
-        # (`_take` refuses it). The channel is replaced.
-        self._holders = [holder for holder in self._holders if not holder.is_closed]
-        while len(self._holders) < HOLDERS:
-            self._holders.append(await connection.channel(publisher_confirms=False))
+        if self._intake is None or self._intake.is_closed:
+            # A delivery held on a channel that closed went back to its queue: a lease lost
+            # (`_claim` refuses it). Its consumers and undelivered messages went with it.
+            self._prefetch.clear()
+            self._consumers.clear()
+            self._ready.clear()
+            self._unacked.clear()
+            self._intake = await connection.channel(publisher_confirms=False)
         if self._declared == set():
             await self._publisher.exchange_declare(
                 self.names.deliver, exchange_type="headers", durable=True, timeout=self.timeout
@@ -152,9 +171,10 @@ class AmqpChannels(Driver):
         await self.open()
 
     async def close(self) -> None:
+        with contextlib.suppress(DriverError):
+            await self._give_back_ready()
         connection, self._connection = self._connection, None
-        self._publisher = None
-        self._holders = []
+        self._publisher = self._intake = None
         self._held.clear()
         if connection is not None and not connection.is_closed:
             try:
@@ -168,70 +188,153 @@ class AmqpChannels(Driver):
         disk: a returned push survives a crash of the broker or its machine."""
         return "persistent, confirmed"
 
-    async def _publish_all(
-        self, items: Sequence[tuple[dict[str, Any] | bytes, float, str, str]], what: str
-    ) -> None:
-        """Publish each (record or raw body, delay, queue, id) to its work queue or delay level;
-        returns once the broker confirmed every one."""
-        publisher = await self._queue(items[0][2]) if items else None
-        if publisher is None:
-            return
-        with self._edge(what):
-            async with asyncio.timeout(self.timeout):
-                confirms = await asyncio.gather(
-                    *(self._publish(publisher, *item) for item in items)
-                )
-        for confirm in confirms:
-            if not isinstance(confirm, spec.Basic.Ack):
-                raise DriverError(
-                    f"RabbitMQ did not confirm {what} ({type(confirm).__name__}): nothing of"
-                    " it counts as stored; try again"
-                )
+    # -- intake: consumers with a prefetch no larger than the free slots ----------------------
 
-    async def _publish(
+    async def _consume(self, queue: str, slots: int) -> AbstractChannel:
+        """The intake channel, once it consumes `queue` with a prefetch of at least `slots`
+        (the deliveries this driver holds of it plus the free slots a reserve asks for).
+
+        A prefetch only rises, by adding a consumer for the difference: cancelling one would
+        leave what it was sent unacknowledged and unseen. The broker sends a consumer no
+        more than its prefetch unacknowledged, so what waits here beside what runs is at
+        most the free slots, plus the finished jobs whose acks are on their way."""
+        await self._queue(queue)
+        _, intake = await self._channels()
+        had = self._prefetch.get(queue, 0)
+        wanted = min(MAX_PREFETCH, slots)
+        if wanted > had:
+            with self._edge("consuming"):
+                await intake.basic_qos(prefetch_count=wanted - had, timeout=self.timeout)
+                ok = await intake.basic_consume(
+                    self.names.work(queue), self._receiver(queue, intake), timeout=self.timeout
+                )
+            self._prefetch[queue] = wanted
+            self._consumers.append(ok.consumer_tag or "")
+        return intake
+
+    def _receiver(
+        self, queue: str, channel: AbstractChannel
+    ) -> Callable[[DeliveredMessage], Coroutine[Any, Any, None]]:
+        async def receive(message: DeliveredMessage) -> None:
+            if channel is not self._intake:
+                return  # a closed channel's delivery: the broker requeued it
+            tag = tag_of(message)
+            self._unacked.add(tag)
+            self._arrivals += 1
+            priority = message.header.properties.priority or 0
+            heapq.heappush(self._ready.setdefault(queue, []), (-priority, self._arrivals, message))
+            self._pushed.notify()
+
+        return receive
+
+    async def _catch_up(self, queue: str, intake: AbstractChannel) -> None:
+        """Return once every message the queue sent the intake channel so far is in `_ready`:
+        the queue answers a declare after the deliveries it sent before it, in order."""
+        with self._edge("a reserve"):
+            await intake.queue_declare(self.names.work(queue), passive=True, timeout=self.timeout)
+        await asyncio.sleep(0)  # the receivers of those deliveries run first
+
+    def _ready_count(self, queue: str) -> int:
+        return len(self._ready.get(queue, ()))
+
+    async def _give_back_ready(self) -> None:
+        """Stop consuming, and give the deliveries never handed out back to their queue as
+        fresh copies (published, confirmed, then the originals acknowledged): requeued, they
+        would come back marked redelivered, which counts as a rescue."""
+        intake = self._intake
+        if intake is None or intake.is_closed:
+            return
+        # Cancelled first: what the queue sent before the cancel arrives before its answer.
+        with self._edge("giving back prefetched jobs"):
+            for tag in self._consumers:
+                await intake.basic_cancel(tag, timeout=self.timeout)
+        self._consumers.clear()
+        self._prefetch.clear()
+        await asyncio.sleep(0)
+        if not any(self._ready.values()):
+            return
+        ready = [(queue, entry[2]) for queue, heap in self._ready.items() for entry in heap]
+        self._ready.clear()
+        copies = [self._outgoing(message.body, 0.0, queue, message) for queue, message in ready]
+        await self._publish_all(copies, "giving back prefetched jobs")
+        tags = [tag_of(message) for _, message in ready]
+        with self._edge("giving back prefetched jobs"):
+            await ack_all(intake, tags, self._unacked)
+        self._unacked.difference_update(tags)
+
+    async def _ack(self, helds: Sequence[Held]) -> set[str]:
+        """Acknowledge held deliveries in one write; the ids whose channel still lived (a
+        delivery of a channel that died went back to its queue: a lost lease)."""
+        for held in helds:
+            self._held.pop(held.info.id, None)
+        live = [held for held in helds if held.channel is self._intake]
+        live = [held for held in live if not held.channel.is_closed]
+        if not live:
+            return set()
+        tags = [held.tag for held in live]
+        try:
+            with self._edge("an ack"):
+                await ack_all(live[0].channel, tags, self._unacked)
+        except DriverError:
+            return set()
+        self._unacked.difference_update(tags)
+        return {held.info.id for held in live}
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def _outgoing(
         self,
-        channel: AbstractChannel,
         body: dict[str, Any] | bytes,
         delay: float,
         queue: str,
-        job_id: str,
-    ) -> object:
+        like: DeliveredMessage | None = None,
+        *,
+        failed: bool = False,
+    ) -> Outgoing:
+        """A job's message, to the work queue, the delay levels (after `delay` s) or the
+        failed queue: a record written by this driver, or the raw body of `like` (a message
+        that is not a job), which keeps its id and priority."""
+        if isinstance(body, dict):
+            data, job_id = record_body(body), body.get("id")
+            priority = body.get("priority")
+            priority = amqp_priority(priority) if type(priority) is int else 0
+        else:
+            data, job_id, priority = body, None, 0
+            if like is not None:
+                job_id = like.header.properties.message_id
+                priority = like.header.properties.priority or 0
+        message_id = job_id if isinstance(job_id, str) else None
+        if failed:
+            return Outgoing(data, "", self.names.failed(queue), None, priority, message_id)
         ms = delay_ms(delay)
-        properties = spec.Basic.Properties(
-            delivery_mode=2,
-            content_type="application/json",
-            message_id=job_id,
-            headers={QUEUE_HEADER: queue},
-        )
-        data = record_body(body) if isinstance(body, dict) else body
         if ms:
-            if DELAYS not in self._declared:  # the delay levels, declared on first use
-                await declare_delays(channel, self.names, self.timeout)
-                self._declared.add(DELAYS)
-            return await channel.basic_publish(
-                data, exchange=self.names.delay(35), routing_key=delay_key(ms),
-                properties=properties,
-            )  # fmt: skip
-        return await channel.basic_publish(
-            data, exchange="", routing_key=self.names.work(queue), properties=properties
-        )
+            return Outgoing(data, self.names.delay(35), delay_key(ms), queue, priority, message_id)
+        return Outgoing(data, "", self.names.work(queue), None, priority, message_id)
 
-    async def _publish_failed(self, queue: str, body: dict[str, Any] | bytes, job_id: str) -> None:
-        publisher = await self._queue(queue)
-        data = record_body(body) if isinstance(body, dict) else body
-        properties = spec.Basic.Properties(
-            delivery_mode=2, message_id=job_id, headers={QUEUE_HEADER: queue}
-        )
-        with self._edge("storing a failed job"):
-            confirm = await publisher.basic_publish(
-                data, exchange="", routing_key=self.names.failed(queue),
-                properties=properties, timeout=self.timeout,
-            )  # fmt: skip
-        if not isinstance(confirm, spec.Basic.Ack):
-            raise DriverError(
-                f"RabbitMQ did not confirm a failed job ({type(confirm).__name__}): it stays"
-                " reserved; try again"
+    async def _publish_all(self, messages: Sequence[Outgoing], what: str) -> None:
+        """Publish these messages, in one write; returns once the broker confirmed every one."""
+        if not messages:
+            return
+        publisher, _ = await self._channels()
+        if DELAYS not in self._declared and any(m.exchange for m in messages):
+            with self._edge("declaring the delay levels"):
+                await declare_delays(publisher, self.names, self.timeout)
+            self._declared.add(DELAYS)
+        with self._edge(what):
+            answers = await publish_all(publisher, messages, self.timeout)
+        refused = sum(1 for answer in answers if not isinstance(answer, spec.Basic.Ack))
+        if not refused:
+            return
+        if any(answer is None for answer in answers):
+            raise BackendUnavailableError(
+                f"RabbitMQ at {self._settings.location.shown!r} did not confirm {what} in"
+                f" time or closed the channel ({refused} of {len(answers)} messages"
+                " unconfirmed): nothing of it counts as stored; try again"
             )
+        raise DriverError(
+            f"RabbitMQ refused {what} (basic.nack for {refused} of {len(answers)} messages):"
+            " nothing of it counts as stored; try again"
+        )
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         await self._pushed.wait(timeout)

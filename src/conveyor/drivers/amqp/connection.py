@@ -2,8 +2,9 @@
 conveyor's.
 
 The URL is aiormq's (`amqp://user:password@host:5672/vhost`, `amqps://` for TLS, its options
-as query parameters) plus two of conveyor's: `?prefix=` starts every queue and exchange name
-(default `conveyor.`), `?timeout=` (seconds, default 10) is every call's deadline and the
+as query parameters) plus conveyor's: `?prefix=` starts every queue and exchange name
+(default `conveyor.`), `?exchange=` names the durable exchange that delivers into the work queues
+(default `<prefix>deliver`), `?timeout=` (seconds, default 10) is every call's deadline and the
 heartbeat interval asked of the broker, so a silent connection is found within it, and
 `?consumer_timeout=` (seconds, default 1800) is the broker's limit on one job's run. Passwords
 never appear in a message: every error names the broker by its masked URL.
@@ -37,10 +38,17 @@ class Settings:
     """What a URL asks for: the URL handed to aiormq, the name prefix and the deadline."""
 
     def __init__(
-        self, url: str, prefix: str, timeout: float, location: Location, consumer_timeout: float
+        self,
+        url: str,
+        prefix: str,
+        timeout: float,
+        location: Location,
+        consumer_timeout: float,
+        exchange: str | None = None,
     ) -> None:
         self.url = url
         self.prefix = prefix
+        self.exchange = exchange
         self.timeout = timeout
         self.location = location
         self.consumer_timeout = consumer_timeout
@@ -62,7 +70,7 @@ def parse_url(url: str, prefix: str | None = None, timeout: float | None = None)
         )
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     options = dict(query)
-    ours = ("prefix", "timeout", "consumer_timeout")
+    ours = ("prefix", "exchange", "timeout", "consumer_timeout")
     kept = [(key, value) for key, value in query if key not in ours]
     chosen_prefix = prefix if prefix is not None else options.get("prefix", DEFAULT_PREFIX)
     if timeout is None:
@@ -81,6 +89,7 @@ def parse_url(url: str, prefix: str | None = None, timeout: float | None = None)
         timeout,
         location,
         consumer_timeout,
+        options.get("exchange") or None,
     )
 
 

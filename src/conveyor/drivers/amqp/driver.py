@@ -1,34 +1,36 @@
 """The RabbitMQ driver: one durable classic queue per conveyor queue, one message per job.
 
 A push publishes a persistent message and returns once the broker confirmed it (publisher
-confirms; `push_many` publishes its batch at once and waits for every confirm). `reserve`
-takes messages with basic.get on this driver's holding channels (HOLDERS, in parallel),
-unacknowledged: a job stays reserved for as long as its channel lives, and a token (this
-driver, its connection, the channel, the delivery tag) settles it only there.
+confirms; `push_many` writes its batch at once and waits for every confirm). `reserve` hands
+out what the intake channel's consumers were sent, unacknowledged: a job stays reserved for as
+long as its channel lives, and a token (this driver, its connection, the channel, the delivery
+tag) settles it only there.
 
-Why basic.get and not basic.consume with a prefetch: a consumer is sent messages ahead of
-what the worker asks for, and any it never hands out go back to the queue marked
-redelivered when the worker stops, where conveyor would count them as rescues; and a second
-worker could not take what the first one's buffer holds. basic.get takes exactly what was
-asked for. Should the channel or connection die, the broker gives
-its jobs to another consumer and marks them redelivered; a settle after that is refused, as a
-settle of a lost lease is on every driver. So leases have no clock here (`timed_leases` is
-False): renewing is keeping the connection alive, and the broker's `consumer_timeout` (30
-minutes by default) bounds how long one job may stay unacknowledged.
+The consumers' prefetch is what the driver holds of a queue plus the free slots a reserve asks
+for, and only rises (see AmqpChannels._consume), so little waits here that another worker
+could have run. What was sent but never handed out would come back marked redelivered if the
+channel closed, which conveyor counts as a rescue: at `close` the driver cancels its
+consumers and gives those back as fresh copies instead (`_give_back_ready`). Should the
+channel or connection die, the broker gives its jobs to another consumer and marks them
+redelivered; a settle after that is refused, as a settle of a lost lease is on every driver.
+So leases have no clock here (`timed_leases` is False): renewing is keeping the connection
+alive, and the broker's `consumer_timeout` (30 minutes by default) bounds how long one job may
+stay unacknowledged.
 
 `release` and `fail` publish the job's next form first (to the work queue, a delay level or
 the failed queue), confirmed, and acknowledge the delivery second: a crash in between runs a
 job twice, never loses it. A message that is not a job (published by someone else) is still
 reserved, with `unreadable` naming what is wrong, and failed as it came.
 
-What a broker cannot do is declared in `capabilities` and raises Unsupported: looking a job
-up by id, listing pending or delayed jobs, unique keys, counts of delayed and succeeded jobs,
-job control, schedules. See docs/drivers.md.
+Priorities: the work queues have x-max-priority 10 (see topology.amqp_priority). What a
+broker cannot do is declared in `capabilities` and raises Unsupported: looking a job up by id,
+listing pending or delayed jobs, unique keys, counts of delayed and succeeded jobs, job
+control, schedules. See docs/drivers.md.
 """
 
 from __future__ import annotations
 
-import asyncio
+import heapq
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -58,13 +60,15 @@ class AmqpDriver(AmqpInspection):
     """Jobs as messages in RabbitMQ (see the module docstring).
 
     `url`: amqp://user:password@host:5672/vhost (amqps:// for TLS); `prefix` starts every queue
-    and exchange name (default `conveyor.`, or `?prefix=`); `timeout` (or `?timeout=`, default
-    10 s) is every call's deadline and the heartbeat asked of the broker."""
+    and exchange name (default `conveyor.`, or `?prefix=`); `?exchange=` names the delivery
+    exchange; `timeout` (or `?timeout=`, default 10 s) is every call's deadline and the
+    heartbeat asked of the broker."""
 
     kind = "amqp"
     capabilities = Capabilities(
         durable=True,
         shared=True,
+        notify=True,
         timed_leases=False,
         lookup=False,
         exact_counts=False,
@@ -91,7 +95,7 @@ class AmqpDriver(AmqpInspection):
         for queue in {job.queue for job in jobs}:
             await self._queue(queue)
         await self._publish_all(
-            [(new_record(job, now), job.delay, job.queue, job.id) for job in jobs], "a push"
+            [self._outgoing(new_record(job, now), job.delay, job.queue) for job in jobs], "a push"
         )
         self._pushed.notify()
         return [job.id for job in jobs]
@@ -101,36 +105,24 @@ class AmqpDriver(AmqpInspection):
     async def reserve(
         self, queues: Sequence[str], limit: int, lease: float, worker: str
     ) -> list[JobInfo]:
+        """Hand out deliveries the intake channel's consumers were sent; when none wait, one
+        round trip first collects all the queue has sent so far (so a reserve right after a
+        push finds it). A busy worker takes what has arrived without that round trip: a
+        delivery wakes `wait`, and the next reserve takes the rest."""
         self._pushed.forget()
         reserved: list[JobInfo] = []
         for queue in queues:
-            if len(reserved) >= limit:
+            wanted = limit - len(reserved)
+            if wanted <= 0:
                 break
-            await self._queue(queue)
-            _, holders = await self._channels()
-            slots = limit - len(reserved)
-            empty = False
-
-            async def take(holder: AbstractChannel, queue: str = queue) -> None:
-                nonlocal slots, empty
-                while slots > 0 and not empty:
-                    slots -= 1  # taken before the call, so channels never take too many
-                    message = await holder.basic_get(self.names.work(queue), timeout=self.timeout)
-                    if not isinstance(message.delivery, spec.Basic.GetOk):
-                        empty = True
-                        break
-                    reserved.append(self._hold(queue, holder, message, lease, worker))
-
-            outcomes = await asyncio.gather(
-                *(take(holder) for holder in holders[: max(1, min(len(holders), slots))]),
-                return_exceptions=True,
-            )
-            errors = [error for error in outcomes if isinstance(error, BaseException)]
-            if errors and not reserved:  # jobs taken are handed out whatever else failed
-                with self._edge("a reserve"):
-                    raise errors[0]
-            if errors:
-                break
+            holding = sum(1 for held in self._held.values() if held.info.queue == queue)
+            intake = await self._consume(queue, holding + wanted)
+            if not self._ready_count(queue):
+                await self._catch_up(queue, intake)
+            ready = self._ready.get(queue, [])
+            while ready and len(reserved) < limit:
+                _, _, message = heapq.heappop(ready)
+                reserved.append(self._hold(queue, intake, message, lease, worker))
         return reserved
 
     def _hold(
@@ -142,7 +134,7 @@ class AmqpDriver(AmqpInspection):
         worker: str,
     ) -> JobInfo:
         delivery = message.delivery
-        assert isinstance(delivery, spec.Basic.GetOk)
+        assert isinstance(delivery, spec.Basic.Deliver | spec.Basic.GetOk)
         tag = delivery.delivery_tag or 0
         now = time.time()
         token = f"{self._id}.{self._generation}.{channel.number}.{tag}"
@@ -150,7 +142,9 @@ class AmqpDriver(AmqpInspection):
         raw: dict[str, Any] = dict(record) if record is not None else foreign_record(queue, message)
         attempt, rescued = raw.get("attempt"), raw.get("rescued") or 0
         # The stored attempt is what ran before this delivery. A redelivery (its holder died)
-        # is a rescue: the attempt it was given then is not counted twice.
+        # is a rescue: the attempt it was given then is not counted twice. Deliveries never
+        # handed out are given back as fresh copies (`_give_back_ready`), so only a channel
+        # that died unannounced marks them redelivered.
         if type(attempt) is int:
             raw["attempt"] = attempt + 1
         if delivery.redelivered and type(rescued) is int:
@@ -163,26 +157,19 @@ class AmqpDriver(AmqpInspection):
         self._held[info.id] = Held(token, channel, tag, info, record, message)
         return info
 
-    def _take(self, job_id: str, token: str) -> Held | None:
+    def _claim(self, job_id: str, token: str) -> Held | None:
         """The held delivery if `token` still holds it on a live channel (the fencing check)."""
         held = self._held.get(job_id)
         if held is None or held.token != token:
             return None
-        if held.channel.is_closed:
+        if held.channel.is_closed or held.channel is not self._intake:
             self._held.pop(job_id, None)
             return None
         return held
 
-    async def _settle(self, held: Held) -> bool:
-        """Acknowledge a held delivery; False when its channel died first (a lost lease)."""
-        self._held.pop(held.info.id, None)
-        try:
-            with self._edge("an ack"):
-                async with asyncio.timeout(self.timeout):
-                    await held.channel.basic_ack(held.tag)
-        except Exception:
-            return False
-        return True
+    def _claim_all(self, items: Sequence[Reservation | Release | Failure]) -> list[Held]:
+        found = (self._claim(item.id, item.token) for item in items)
+        return [held for held in found if held is not None]
 
     async def renew(
         self, reservations: Sequence[Reservation], lease: float, *, alone: bool = False
@@ -190,20 +177,16 @@ class AmqpDriver(AmqpInspection):
         """A delivery stays held while its channel lives: renewing only checks that it does."""
         if reservations:
             await self._channels()
-        return {item.id for item in reservations if self._take(item.id, item.token)}
+        return {item.id for item in reservations if self._claim(item.id, item.token)}
 
     async def ack(self, reservations: Sequence[Reservation]) -> set[str]:
-        done: set[str] = set()
-        for item in reservations:
-            held = self._take(item.id, item.token)
-            if held is not None and await self._settle(held):
-                done.add(item.id)
-        return done
+        return await self._ack(self._claim_all(reservations))
 
     async def release(self, releases: Sequence[Release]) -> set[str]:
-        done: set[str] = set()
+        """Publish each job's next form (confirmed), then acknowledge the deliveries."""
+        helds, messages = [], []
         for item in releases:
-            held = self._take(item.id, item.token)
+            held = self._claim(item.id, item.token)
             if held is None:
                 continue
             body: dict[str, Any] | bytes = held.message.body
@@ -215,19 +198,19 @@ class AmqpDriver(AmqpInspection):
                     rescued=info.rescued,
                     available_at=time.time() + item.delay,
                 )
-            await self._publish_all(
-                [(body, item.delay, held.info.queue, held.info.id)], "a release"
-            )
-            if await self._settle(held):
-                done.add(item.id)
+            helds.append(held)
+            messages.append(self._outgoing(body, item.delay, held.info.queue, held.message))
+        await self._publish_all(messages, "a release")
+        done = await self._ack(helds)
         if done:
             self._pushed.notify()
         return done
 
     async def fail(self, failures: Sequence[Failure]) -> set[str]:
-        done: set[str] = set()
+        """Publish each job to its failed queue (confirmed), then acknowledge the deliveries."""
+        helds, messages = [], []
         for item in failures:
-            held = self._take(item.id, item.token)
+            held = self._claim(item.id, item.token)
             if held is None:
                 continue
             body: dict[str, Any] | bytes = held.message.body
@@ -239,7 +222,7 @@ class AmqpDriver(AmqpInspection):
                     rescued=held.info.rescued,
                     finished_at=time.time(),
                 )
-            await self._publish_failed(held.info.queue, body, held.info.id)
-            if await self._settle(held):
-                done.add(item.id)
-        return done
+            helds.append(held)
+            messages.append(self._outgoing(body, 0.0, held.info.queue, held.message, failed=True))
+        await self._publish_all(messages, "storing failed jobs")
+        return await self._ack(helds)

@@ -43,6 +43,8 @@ class AmqpInspection(AmqpChannels):
                 for item in self._held.values()
                 if item.info.queue == queue and not item.channel.is_closed
             )
+            # Sent to this driver's consumers but not handed out yet: still pending.
+            pending += self._ready_count(queue)
             found[queue] = QueueCounts(pending=pending, reserved=held, failed=failed)
         return found
 
@@ -110,7 +112,7 @@ class AmqpInspection(AmqpChannels):
                     state="pending", attempt=0, rescued=0, available_at=time.time(),
                     finished_at=None,
                 )  # fmt: skip
-            await self._publish_all([(body, 0.0, queue, job.id)], "a retry")
+            await self._publish_all([self._outgoing(body, 0.0, queue, message)], "a retry")
             await channel.basic_ack(message.delivery.delivery_tag)
 
         moved = await self._browse(

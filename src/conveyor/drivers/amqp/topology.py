@@ -2,10 +2,12 @@
 
 `P` is the prefix (default `conveyor.`):
 
-    P q.<queue>        durable classic queue: the queue's due jobs, one persistent message each
+    P q.<queue>        durable classic queue: the queue's due jobs, one persistent message each,
+                       x-max-priority 10 (see amqp_priority)
     P failed.<queue>   durable classic queue nobody consumes: failed (and cancelled) jobs
-    P deliver          headers exchange: a message whose header `conveyor-queue` is <queue>
-                       goes to `P q.<queue>` (where delayed messages come back to)
+    P deliver          headers exchange (or the name `?exchange=` gives): a message whose
+                       header `conveyor-queue` is <queue> goes to `P q.<queue>` (where
+                       delayed messages come back to)
     P delay.<N>        N = 0..35: a topic exchange and a queue of that name; the queue holds its
                        messages 2^N ms (x-message-ttl) and dead-letters them to P delay.<N-1>
                        (N = 0: to P deliver)
@@ -30,20 +32,38 @@ from pamqp.common import Arguments
 
 from conveyor.job import ErrorInfo, JobState, NewJob
 
-__all__ = ["LEVELS", "QUEUE_HEADER", "Names", "delay_key", "new_record", "record_body"]
+__all__ = [
+    "LEVELS",
+    "QUEUE_HEADER",
+    "Names",
+    "amqp_priority",
+    "delay_key",
+    "new_record",
+    "record_body",
+]
 
 #: Delay levels: bit N of a delay in milliseconds waits 2^N ms.
 LEVELS = 36
 MAX_DELAY_MS = (1 << LEVELS) - 1
 QUEUE_HEADER = "conveyor-queue"
+#: The work queues' x-max-priority: the broker keeps 11 priority levels apart (0..10).
+MAX_PRIORITY = 10
+#: conveyor's default priority 0 sits in the middle of the broker's levels.
+PRIORITY_OFFSET = 5
+
+
+def amqp_priority(priority: int) -> int:
+    """A job's priority as a message priority: p + 5 kept within 0..10, so priorities -5..5
+    keep their order and those beyond share the nearest end's level."""
+    return min(MAX_PRIORITY, max(0, priority + PRIORITY_OFFSET))
 
 
 class Names:
     """The broker names under one prefix."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, exchange: str | None = None) -> None:
         self.prefix = prefix
-        self.deliver = f"{prefix}deliver"
+        self.deliver = exchange or f"{prefix}deliver"
 
     def work(self, queue: str) -> str:
         return f"{self.prefix}q.{queue}"
@@ -91,7 +111,12 @@ async def declare_queue(
 ) -> tuple[int, int]:
     """A conveyor queue's work and failed queues; idempotent. Returns their message counts
     (ready messages only: a delivered, unacknowledged one is not counted)."""
-    work = await channel.queue_declare(names.work(queue), durable=True, timeout=timeout)
+    work = await channel.queue_declare(
+        names.work(queue),
+        durable=True,
+        arguments={"x-max-priority": MAX_PRIORITY},
+        timeout=timeout,
+    )
     failed = await channel.queue_declare(names.failed(queue), durable=True, timeout=timeout)
     await channel.queue_bind(
         names.work(queue),
