@@ -185,20 +185,26 @@ class SqlDriver(Driver):
         self.check_connection(connection)
         if not jobs:
             return []
-        items = json_text([push_item(job) for job in jobs])
         conn = await self._ready()
-        work = functools.partial(self._push_many, jobs, items)
-        if connection is not None:
-            ids = await self._borrower().borrow(connection, work)
-        elif any(job.unique is not None for job in jobs):
-            ids = await conn.transaction(functools.partial(work, held_first=True))
-        else:
-            # No unique key, so no holder to look up: the insert alone is the whole push, one
-            # statement (atomic by itself) in one round trip, with no transaction around it.
-            await conn.fetch(self._queries["push_many"], {"items": items})
+        if connection is None and all(job.unique is None for job in jobs):
+            await self._push_plain(jobs)
             ids = [job.id for job in jobs]
+        else:
+            items = json_text([push_item(job) for job in jobs])
+            work = functools.partial(self._push_many, jobs, items)
+            if connection is not None:
+                ids = await self._borrower().borrow(connection, work)
+            else:
+                ids = await conn.transaction(functools.partial(work, held_first=True))
         self._pushed.notify()
         return ids
+
+    async def _push_plain(self, jobs: Sequence[NewJob]) -> None:
+        """Store jobs without unique keys, on the driver's own connection. No unique key, so
+        no holder to look up: the insert alone is the whole push, one statement (atomic by
+        itself) in one round trip. A dialect with a faster bulk path overrides this."""
+        items = json_text([push_item(job) for job in jobs])
+        await self._conn.fetch(self._queries["push_many"], {"items": items})
 
     def _borrower(self) -> SqlBorrowing:
         """The adapter, as one that works in callers' connections (`transactional` drivers)."""
