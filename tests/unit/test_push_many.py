@@ -75,6 +75,19 @@ async def test_push_many_of_a_bad_payload_raises_pushs_error_and_stores_none_of_
     assert (await registry.queue_info())["rows"].pending == 0
 
 
+async def test_a_bad_payload_in_a_later_chunk_leaves_the_earlier_chunks_stored() -> None:
+    registry = registry_of_rows()
+
+    def rows() -> Iterator[Row | dict[str, str]]:
+        yield from (Row(n) for n in range(4))
+        yield {"n": "x"}
+
+    with pytest.raises(PayloadError):
+        await registry.push_many("rows", "row", rows(), chunk=2)
+
+    assert (await registry.queue_info())["rows"].pending == 4
+
+
 async def test_push_many_refuses_a_chunk_below_one() -> None:
     registry = registry_of_rows()
     with pytest.raises(ConfigError, match="chunk 0"):
