@@ -49,10 +49,15 @@ $(PEERS_VENV)/.installed: pyproject.toml
 bench-peers: $(PEERS_VENV)/.installed
 	cd benchmarks && ../$(PEERS_VENV)/bin/python peers.py
 
-# Speed figures, by hand: make bench DRIVER=sqlite (or memory, or a driver URL)
+# Speed figures, by hand: make bench DRIVER=sqlite (or memory, or a driver URL), and LOOP=uvloop
+# for uvloop's event loop. bulk.py: push_many in batches of 10,000 beside its goal and the raw
+# client's bulk write; memory.py: a worker's RSS while it runs 100,000 pending jobs.
 DRIVER ?= sqlite
+LOOP ?= asyncio
 bench: $(VENV)/.installed-dev
-	$(BIN)/python benchmarks/throughput.py --driver $(DRIVER)
+	$(BIN)/python benchmarks/throughput.py --driver $(DRIVER) --loop $(LOOP)
+	$(BIN)/python benchmarks/bulk.py --driver $(DRIVER) --loop $(LOOP)
+	$(BIN)/python benchmarks/memory.py --driver $(DRIVER) --loop $(LOOP)
 
 # Issue 16's processing workload (one Redis INCR per job) next to its ceiling: make bench-process DRIVER=...
 bench-process: $(VENV)/.installed-dev

@@ -36,6 +36,7 @@ from pathlib import Path
 from conveyor import Job, JobState, Registry, Worker
 from conveyor.drivers import driver_from_url
 from conveyor.errors import Unsupported
+from conveyor.loop import LOOPS, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from raw import raw_batch_rates, raw_rate
@@ -194,8 +195,9 @@ async def serve(driver: str) -> None:
 class Remote:
     """A worker process on `driver`, and the start times it reports, by job number."""
 
-    def __init__(self, driver: str) -> None:
+    def __init__(self, driver: str, loop: str = "asyncio") -> None:
         self.driver = driver
+        self.loop = loop
         self.started: dict[int, float] = {}
         self._arrived = asyncio.Condition()
         self._process: asyncio.subprocess.Process | None = None
@@ -203,7 +205,8 @@ class Remote:
 
     async def start(self) -> None:
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--serve", self.driver, stdout=asyncio.subprocess.PIPE
+            *(sys.executable, __file__, "--serve", self.driver, "--loop", self.loop),
+            stdout=asyncio.subprocess.PIPE,
         )
         assert self._process.stdout is not None
         line = await asyncio.wait_for(self._process.stdout.readline(), 30)
@@ -237,12 +240,14 @@ class Remote:
             await self._reader
 
 
-async def remote(driver: str, idle_samples: int, load_samples: int, every: float) -> None:
+async def remote(
+    driver: str, idle_samples: int, load_samples: int, every: float, loop: str = "asyncio"
+) -> None:
     """Push-to-start latency from this process to a worker in another, idle and under load,
     and the idle worker's CPU use."""
     registry = make_registry(driver, 1)
     registry.job("tick")(_ran_elsewhere)
-    worker = Remote(driver)
+    worker = Remote(driver, loop)
     await worker.start()
     try:
         number = 0
@@ -330,15 +335,17 @@ def bench(kind: str, driver: str, folder: Path, args: argparse.Namespace) -> Non
     def url(name: str) -> str:
         return f"sqlite:///{folder / name}" if sqlite_file else driver
 
-    asyncio.run(throughput(kind, url("bench.db"), args.jobs, args.concurrency, args.batch, folder))
-    asyncio.run(latency(url("latency.db"), args.samples))
+    loop = args.loop
+    run(throughput(kind, url("bench.db"), args.jobs, args.concurrency, args.batch, folder), loop)
+    run(latency(url("latency.db"), args.samples), loop)
     capabilities = driver_from_url(url("remote.db")).capabilities
     if capabilities.shared:
-        asyncio.run(remote(url("remote.db"), args.idle_samples, args.load_samples, args.load_every))
+        load = (args.idle_samples, args.load_samples, args.load_every)
+        run(remote(url("remote.db"), *load, loop), loop)
     elif capabilities.inline:
         print("idle CPU:  none (no worker: each job runs inside its push)")
     else:
-        asyncio.run(idle_cpu_here(url("remote.db")))
+        run(idle_cpu_here(url("remote.db")), loop)
 
 
 def main() -> None:
@@ -353,10 +360,11 @@ def main() -> None:
     parser.add_argument("--idle-samples", type=int, default=40)
     parser.add_argument("--load-samples", type=int, default=300)
     parser.add_argument("--load-every", type=float, default=LOAD_EVERY)
+    parser.add_argument("--loop", choices=LOOPS, default=LOOPS[0], help="the event loop")
     parser.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve))
+        run(serve(args.serve), args.loop)
         return
     drivers = {"memory": "memory", "sync": "sync", "sqlite": "sqlite", **LOCAL_SERVERS}
     chosen = drivers if args.driver == "all" else {args.driver.partition(":")[0]: args.driver}

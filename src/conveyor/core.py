@@ -7,11 +7,12 @@ this class, so that imports run one way.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from conveyor import retry as retry_policy
 from conveyor.chain import ChainInfo, chain_meta, find_chain, page_id
@@ -30,18 +31,31 @@ from conveyor.errors import (
     UnknownJobError,
 )
 from conveyor.hooks import Hook, Middleware, pushed
-from conveyor.job import JobInfo, JobState, NewJob, new_id
+from conveyor.job import JobInfo, JobState, NewJob, new_id, new_ids
 from conveyor.options import Options, check_unique, resolve
 from conveyor.registration import Registration
 from conveyor.retry import RetryDelay
 
+T = TypeVar("T")
+
 #: What a job id given to `push` may be: what every driver stores and compares exactly.
 JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+#: Payloads `push_many` stores per call to the driver (one round trip, all or none), by default.
+PUSH_CHUNK = 10_000
 
 #: How often `result()` looks at a job it waits for: first after this, then twice as long
 #: each time, up to RESULT_POLL_MAX.
 RESULT_POLL_FIRST = 0.005
 RESULT_POLL_MAX = 0.2
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` as lists of `size` (the last one shorter), read lazily: a generator is drawn
+    from one list at a time."""
+    iterator = iter(items)
+    while part := list(itertools.islice(iterator, size)):
+        yield part
 
 
 def check_job_id(job_id: str) -> str:
@@ -127,22 +141,55 @@ class RegistryCore(Registration):
         meta: dict[str, Any] | None = None,
         priority: int | None = None,
         connection: object | None = None,
+        chunk: int = PUSH_CHUNK,
     ) -> list[str]:
-        """Push one job per payload, in one round trip where the backend allows; all or none
-        are stored. Returns the ids in order. `connection` as for `push`."""
+        """Push one job per payload, `chunk` payloads (10,000) per round trip where the backend
+        allows. Returns the ids in order. `connection` as for `push`.
+
+        `payloads` may be any iterable, a generator included: it is read `chunk` items at a
+        time, so a million jobs never sit in memory at once (only their ids, returned). Each
+        chunk is all or none; with more than one, a fault in a later chunk (a payload that does
+        not validate, a lost server) leaves the earlier ones stored, unless `connection` puts
+        them all in your own transaction."""
+        if chunk < 1:
+            raise ConfigError(f"chunk {chunk!r} is not allowed: push at least 1 job per call")
         options = Options.given(
             retry=retry, retry_delay=retry_delay, timeout=timeout, priority=priority, meta=meta
         )
-        make = self._job_maker(queue, job_name, options, delay, None)
-        batch = [make(item) for item in payloads]
+        make = self._batch_maker(queue, job_name, options, delay)
         driver = await self.driver_of(queue)
-        ids = await driver.push_many(batch, connection=connection) if batch else []
-        if self.hooks.active:
-            for new, stored_id in zip(batch, ids, strict=True):
-                await self.hooks.emit(pushed(replace(new, id=stored_id)))
-        if driver.capabilities.inline:
+        ids: list[str] = []
+        for part in chunked(payloads, chunk):
+            batch = make(part)
+            ids += await driver.push_many(batch, connection=connection)
+            if self.hooks.active:
+                for new, stored_id in zip(batch, ids[-len(batch) :], strict=True):
+                    await self.hooks.emit(pushed(replace(new, id=stored_id)))
+        if driver.capabilities.inline and ids:
             await self._run_inline(queue)
         return ids
+
+    def _batch_maker(
+        self, queue: str, job_name: str, options: Options, delay: Duration | None
+    ) -> Callable[[list[Any]], list[NewJob]]:
+        """`_job_maker` for a chunk of payloads: the same checks and options, the payloads
+        encoded and validated as one batch and the ids drawn at once (see `new_ids`)."""
+        one = self._job_maker(queue, job_name, options, delay, None)
+        codec = self._jobs[job_name].codec
+        hooks = self.hooks
+
+        def make(payloads: list[Any]) -> list[NewJob]:
+            if hooks.stamps:  # each job's meta is stamped on its own
+                return [one(payload) for payload in payloads]
+            t = one(payloads[0])
+            encoded = codec.encode_many(payloads)
+            return [
+                NewJob(job_id, t.queue, t.name, payload, t.delay, t.max_attempts, t.priority,
+                       t.timeout, t.retry_delay, None, t.meta)
+                for job_id, payload in zip(new_ids(len(payloads)), encoded, strict=True)
+            ]  # fmt: skip
+
+        return make
 
     def _job_maker(
         self,

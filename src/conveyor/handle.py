@@ -80,7 +80,8 @@ class JobHandle(Generic[T]):
     async def push_many(
         self, payloads: Iterable[T], *, queue: str | None = None, **options: Unpack[PushManyOptions]
     ) -> list[str]:
-        """Push one job per payload, all or none; the options are `Registry.push_many`'s."""
+        """Push one job per payload, all or none per chunk (any iterable, read a chunk at a
+        time); the options are `Registry.push_many`'s."""
         return await self._registry.push_many(self.queue_for(queue), self.name, payloads, **options)
 
     @property

@@ -78,8 +78,8 @@ class Options:
         )
 
 
-class PushManyOptions(TypedDict, total=False):
-    """The keyword options of `push_many`, as a typed job handle passes them on."""
+class _SharedOptions(TypedDict, total=False):
+    """The keyword options `push` and `push_many` share."""
 
     delay: Duration | None
     retry: int | None
@@ -90,8 +90,14 @@ class PushManyOptions(TypedDict, total=False):
     connection: object | None
 
 
-class PushOptions(PushManyOptions, total=False):
-    """The keyword options of `push`: those of `push_many`, and `unique`."""
+class PushManyOptions(_SharedOptions, total=False):
+    """The keyword options of `push_many`, as a typed job handle passes them on."""
+
+    chunk: int
+
+
+class PushOptions(_SharedOptions, total=False):
+    """The keyword options of `push`: those of `push_many` but `chunk`, and `unique`."""
 
     unique: str | None
 

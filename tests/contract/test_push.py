@@ -117,6 +117,31 @@ async def test_push_many_returns_ids_in_order(driver: Driver) -> None:
 
 
 @needs("lookup")
+@needs("exact_counts")
+async def test_push_many_of_jobs_alike_but_for_payload_stores_each_with_the_shared_options(
+    driver: Driver,
+) -> None:
+    meta = {"tenant": "t1"}
+    shared = {"max_attempts": 3, "priority": 2, "timeout": 1.5, "retry_delay": '{"s":1}'}
+    due = [make_job(payload=f'{{"n":{n}}}', meta=meta, **shared) for n in range(150)]
+    later = [make_job(payload="{}", delay=60.0, meta=meta, **shared) for _ in range(3)]
+
+    assert await driver.push_many(due) == [job.id for job in due]
+    assert await driver.push_many(later) == [job.id for job in later]
+    assert await driver.push_many(due[:2]) == [job.id for job in due[:2]]  # stored already
+
+    for job in (due[0], due[-1], later[0]):
+        got = await driver.get(job.id)
+        assert got is not None
+        assert (got.payload, got.max_attempts, got.priority, got.timeout, got.meta) == (
+            job.payload, 3, 2, 1.5, meta
+        )  # fmt: skip
+        assert got.retry_delay == '{"s":1}'
+    counts = (await driver.counts(["q"]))["q"]
+    assert (counts.pending, counts.delayed) == (150, 3)
+
+
+@needs("lookup")
 async def test_push_of_an_existing_id_stores_nothing_and_returns_the_id(driver: Driver) -> None:
     job = make_job()
     reserved = await push_and_reserve(driver, job)

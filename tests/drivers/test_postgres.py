@@ -28,7 +28,7 @@ from conveyor import Job, Registry
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Failure, Release, Reservation
 from conveyor.drivers.sql.adapter import REQUIRED_QUERIES
-from conveyor.drivers.sql.postgres import PostgresDriver
+from conveyor.drivers.sql.postgres import COPY_FROM, PostgresDriver
 from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo, JobState
@@ -101,6 +101,27 @@ async def test_push_from_another_driver_wakes_an_idle_wait_within_100_ms(
     # the 5 s timeout that would wake a wait nobody notified.
     assert sorted(delays)[2] < 0.1, delays
     assert max(delays) < 1.0, delays
+
+
+async def test_a_batch_copied_in_keeps_push_manys_order_ids_and_wake_up(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    waiting, pushing = await drivers.open(), await drivers.open()
+    waiter = await idle_wait(waiting, ["q"], 5.0)
+    jobs = [make_job(priority=i % 2) for i in range(COPY_FROM)]
+
+    assert await pushing.push_many(jobs) == [job.id for job in jobs]
+    await asyncio.wait_for(waiter, 1.0)  # woken, long before the wait's timeout
+    # Pushed again (a retry after a lost reply), the batch stores nothing twice.
+    assert await pushing.push_many(jobs) == [job.id for job in jobs]
+
+    reserved = await waiting.reserve(["q"], 2 * COPY_FROM, 30.0, "w")
+    assert len(reserved) == COPY_FROM
+    # Each job stored as given.
+    stored = {job.id: job for job in reserved}
+    assert [(stored[job.id].payload, stored[job.id].priority) for job in jobs] == [
+        (job.payload, job.priority) for job in jobs
+    ]
 
 
 async def test_wait_ignores_pushes_to_other_queues(drivers: Drivers[PostgresDriver]) -> None:

@@ -57,6 +57,13 @@ def together(job: Job[dict[str, int]]) -> None:
         time.sleep(0.01)
 
 
+@registry.job("loop", queue="tasks")
+async def loop(job: Job[dict[str, int]]) -> None:
+    import asyncio
+
+    (HERE / "loop").write_text(type(asyncio.get_running_loop()).__module__)
+
+
 @registry.job("boom", queue="tasks")
 def boom(job: Job[dict[str, int]]) -> None:
     raise ValueError("boom")
@@ -72,7 +79,7 @@ class App:
         self.registry.queue("other", workers=["v"], retry=0)
         self.registry.worker("w")
         self.registry.worker("v")
-        for name in ("note", "together", "boom"):
+        for name in ("note", "together", "loop", "boom"):
             self.registry.job(name, queue="tasks")(_noop)
 
     def command(self, *args: str) -> list[str]:
@@ -112,6 +119,17 @@ def test_two_workers_in_one_process_run_both_queues(app: App) -> None:
     assert sorted(p.name for p in app.folder.glob("ran-*")) == ["ran-other-2", "ran-tasks-1"]
     assert len(pids) == 1, "both jobs ran in the one process"
     assert result.stderr.count("started on queues") == 2, result.stderr
+
+
+def test_work_runs_on_uvloop_when_asked(app: App) -> None:
+    app.push("tasks", "loop", {})
+    app.push("tasks", "note", {"n": 1})
+
+    result = app.run("work", "w", "--burst", "--loop", "uvloop")
+
+    assert result.returncode == 0, result.stderr
+    assert (app.folder / "loop").read_text() == "uvloop"
+    assert (app.folder / "ran-tasks-1").exists()
 
 
 def test_queues_and_concurrency_override_the_registered_worker(app: App) -> None:

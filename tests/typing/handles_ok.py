@@ -38,6 +38,7 @@ def name_of(handle: JobHandle[Email]) -> str:
 async def main() -> None:
     job_id: str = await send.push(Email("a@example.com"), delay=5, priority=2, unique="k")
     ids: list[str] = await send.push_many([Email("b@example.com")], queue="bulk", retry=1)
+    await send.push_many((Email(f"{n}@example.com") for n in range(3)), chunk=2)
     blocking_id: str = send.blocking.push(Email("c@example.com"), timeout=30.0)
     text.blocking.push_many([{"number": "+1"}], meta={"from": "signup"})
     await text.push({"number": "+44"}, connection=None)

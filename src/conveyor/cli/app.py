@@ -3,7 +3,6 @@ against it, masking passwords, and printing tables or one JSON document."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import logging
@@ -24,6 +23,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from conveyor import loop as event_loop
 from conveyor.cli.logs import setup_logging
 from conveyor.config import CONFIG_ENV
 from conveyor.drivers import DATABASE_ENV, Location
@@ -121,9 +121,9 @@ json_option = click.option(
 )
 
 
-def run(coroutine: Coroutine[Any, Any, T], registry: Registry) -> T:
-    """Run `coroutine`, then close the registry's drivers; a ConveyorError becomes one line
-    on stderr and exit status 1."""
+def run(coroutine: Coroutine[Any, Any, T], registry: Registry, loop: str = "asyncio") -> T:
+    """Run `coroutine` on a new event loop of kind `loop` (see conveyor.loop), then close the
+    registry's drivers; a ConveyorError becomes one line on stderr and exit status 1."""
 
     async def with_close() -> T:
         try:
@@ -132,7 +132,7 @@ def run(coroutine: Coroutine[Any, Any, T], registry: Registry) -> T:
             await registry.close()
 
     try:
-        return asyncio.run(with_close())
+        return event_loop.run(with_close(), loop)
     except ConveyorError as exc:
         raise click.ClickException(masked(str(exc), registry)) from exc
 

@@ -9,6 +9,7 @@ import signal
 import click
 
 from conveyor.cli.app import app_option, fail, load_app, run
+from conveyor.loop import LOOPS
 from conveyor.registry import Registry
 from conveyor.spec import WorkerSpec
 from conveyor.worker import Stopped, Worker, log
@@ -55,6 +56,13 @@ from conveyor.worker import Stopped, Worker, log
 @click.option(
     "--metrics-host", default="127.0.0.1", show_default=True, help="Where --metrics-port listens."
 )
+@click.option(
+    "--loop",
+    type=click.Choice(LOOPS),
+    default=LOOPS[0],
+    show_default=True,
+    help='The event loop: uvloop is faster (needs pip install "conveyor[uvloop]").',
+)
 def work(
     workers: tuple[str, ...],
     app: str,
@@ -65,6 +73,7 @@ def work(
     queues: str | None,
     metrics_port: int | None,
     metrics_host: str,
+    loop: str,
 ) -> None:
     """Run each WORKER, all in this process, until SIGTERM/SIGINT (a second signal stops at
     once). Without WORKER: the default queue's worker when the app declares no queue, else its
@@ -101,7 +110,7 @@ def work(
                 server.close()
                 await server.wait_closed()
 
-    results = run(work_all(), registry)
+    results = run(work_all(), registry, loop)
     cut = [_cut_short(w.name, s, w.spec.stop_timeout) for w, s in results if not s.clean]
     if cut:
         raise fail("; ".join(cut))

@@ -78,6 +78,7 @@ K = TypeVar("K")
 Settled = TypeVar("Settled", Reservation, Release, Failure)
 
 #: Jobs per push script call, and ids per retry/purge call: bounds how long one script runs.
+#: At most 3,000: push.lua unpacks two values per job into one ZADD (Lua's limit is 8,000).
 CHUNK = 1000
 #: Finished jobs deleted per prune call.
 PRUNE_BATCH = 1000

@@ -85,8 +85,23 @@ def push_entry(job: NewJob) -> list[str]:
 
 
 def push_jobs(jobs: Iterable[NewJob]) -> str:
-    """The jobs as push.lua's one JSON argument."""
-    return json.dumps([push_entry(job) for job in jobs], ensure_ascii=False)
+    """The jobs as push.lua's one JSON argument. What jobs without unique keys share (all
+    but id and payload, in a batch from `push_many`) is turned into strings once per batch:
+    their meta dicts are told apart by identity, a batch's jobs sharing one dict."""
+    entries: list[list[str]] = []
+    shared: dict[tuple[object, ...], tuple[list[str], list[str]]] = {}
+    for job in jobs:
+        if job.unique is not None:
+            entries.append(push_entry(job))
+            continue
+        key = (job.queue, job.name, job.delay, job.max_attempts, job.priority, job.timeout,
+               job.retry_delay, id(job.meta))  # fmt: skip
+        if key not in shared:
+            entry = push_entry(job)
+            shared[key] = (entry[1:4], entry[6:])  # after the id; after the hash's id field
+        head, tail = shared[key]
+        entries.append([job.id, *head, "id", job.id, *tail[:5], job.payload, *tail[6:]])
+    return json.dumps(entries, ensure_ascii=False)
 
 
 def error_text(error: ErrorInfo | None) -> str:

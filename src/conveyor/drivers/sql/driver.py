@@ -43,11 +43,13 @@ from conveyor.drivers.sql.queries import Migration, load_migrations, load_querie
 from conveyor.drivers.sql.rows import (
     addressable,
     error_json,
+    holder_items,
     ids_json,
     job_info,
     json_text,
     push_item,
     queue_counts,
+    shared_params,
     stored_state,
 )
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
@@ -60,8 +62,8 @@ T = TypeVar("T")
 #: How many jobs one `prune` statement deletes at most; prune repeats it until a batch is short.
 PRUNE_BATCH = 10_000
 
-#: Rounds of inserting a batch's unique jobs whose key was held at insert, but by a job this
-#: transaction cannot see (see `_push_many`).
+#: Rounds of inserting a batch's unique jobs whose key was held at insert, by a job this
+#: transaction cannot see (`_push_many`).
 PUSH_ROUNDS = 5
 
 
@@ -185,20 +187,26 @@ class SqlDriver(Driver):
         self.check_connection(connection)
         if not jobs:
             return []
-        items = json_text([push_item(job) for job in jobs])
-        conn = await self._ready()
-        work = functools.partial(self._push_many, jobs, items)
-        if connection is not None:
-            ids = await self._borrower().borrow(connection, work)
-        elif any(job.unique is not None for job in jobs):
-            ids = await conn.transaction(functools.partial(work, held_first=True))
-        else:
-            # No unique key, so no holder to look up: the insert alone is the whole push, one
-            # statement (atomic by itself) in one round trip, with no transaction around it.
-            await conn.fetch(self._queries["push_many"], {"items": items})
+        conn, work = await self._ready(), functools.partial(self._push_many, jobs)
+        if connection is None and all(job.unique is None for job in jobs):
+            await self._push_plain(jobs)
             ids = [job.id for job in jobs]
+        elif connection is not None:
+            ids = await self._borrower().borrow(connection, work)
+        else:
+            ids = await conn.transaction(functools.partial(work, held_first=True))
         self._pushed.notify()
         return ids
+
+    async def _push_plain(self, jobs: Sequence[NewJob]) -> None:
+        """Jobs without unique keys, on the driver's own connection, in one statement: the
+        dialect's push_many_shared, if it has one, for jobs alike but for id and payload."""
+        shared = self._queries.get("push_many_shared")
+        if shared is not None and (params := shared_params(jobs)) is not None:
+            await self._conn.execute(shared, params)
+        else:
+            items = json_text([push_item(job) for job in jobs])
+            await self._conn.fetch(self._queries["push_many"], {"items": items})
 
     def _borrower(self) -> SqlBorrowing:
         """The adapter, as one that works in callers' connections (`transactional` drivers)."""
@@ -207,7 +215,7 @@ class SqlDriver(Driver):
         return self._conn
 
     async def _push_many(
-        self, jobs: Sequence[NewJob], items: str, tx: SqlTransaction, *, held_first: bool = False
+        self, jobs: Sequence[NewJob], tx: SqlTransaction, *, held_first: bool = False
     ) -> list[str]:
         """Insert, then swap in the holder's id for each unique job that was skipped. Both
         run in one transaction; under READ COMMITTED the holder may still finish between the
@@ -223,13 +231,12 @@ class SqlDriver(Driver):
         batch = list(enumerate(jobs))
         if held_first:
             batch = await self._leave_out_held(batch, ids, tx)
-            items = json_text([push_item(job) for _, job in batch])
         for _ in range(PUSH_ROUNDS):
             if not batch:
                 return ids
+            items = json_text([push_item(job) for _, job in batch])
             rows = await tx.fetch(self._queries["push_many"], {"items": items})
             batch = await self._swap_in_holders(batch, {row["id"] for row in rows}, ids, tx)
-            items = json_text([push_item(job) for _, job in batch])
         job = batch[0][1]
         raise DriverError(
             f"unique key {job.unique!r} of job {job.name!r} in queue {job.queue!r} is held by a"
@@ -242,12 +249,8 @@ class SqlDriver(Driver):
     ) -> list[tuple[int, NewJob]]:
         """Write into `ids` the holder of each unique job of `batch` whose key is held; return
         the rest, still to insert."""
-        keys = [
-            [n, job.queue, job.name, job.unique]
-            for n, (_, job) in enumerate(batch)
-            if job.unique is not None
-        ]
-        held = await tx.fetch(self._queries["push_many_holders"], {"items": json_text(keys)})
+        keys = holder_items(batch)
+        held = await tx.fetch(self._queries["push_many_holders"], {"items": keys})
         for row in held:
             ids[batch[row["item"]][0]] = row["id"]
         taken = {row["item"] for row in held}
@@ -267,8 +270,8 @@ class SqlDriver(Driver):
         ]
         if not skipped:
             return []
-        keys = [[n, job.queue, job.name, job.unique] for n, (_, job) in enumerate(skipped)]
-        holders = await tx.fetch(self._queries["push_many_holders"], {"items": json_text(keys)})
+        keys = holder_items(skipped)
+        holders = await tx.fetch(self._queries["push_many_holders"], {"items": keys})
         for row in holders:
             ids[skipped[row["item"]][0]] = row["id"]
         held = {row["item"] for row in holders}

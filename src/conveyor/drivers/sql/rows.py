@@ -13,13 +13,17 @@ from conveyor.drivers.sql.adapter import Row
 from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
 
 __all__ = [
+    "SHARED_COLUMNS",
     "addressable",
+    "alike",
     "error_json",
+    "holder_items",
     "ids_json",
     "job_info",
     "json_text",
     "push_item",
     "queue_counts",
+    "shared_params",
     "stored_state",
 ]
 log = logging.getLogger("conveyor.sql")
@@ -36,6 +40,56 @@ def push_item(job: NewJob) -> list[object]:
         job.id, job.queue, job.name, job.payload, job.delay, job.max_attempts, job.priority,
         job.timeout, job.retry_delay, job.unique, json_text(job.meta) if job.meta else "{}",
     ]  # fmt: skip
+
+
+#: The parameters of push_many_shared (a column each) and the NewJob field each is read from.
+SHARED_COLUMNS = {
+    "queue": "queue",
+    "name": "name",
+    "delay": "delay",
+    "max_attempts": "max_attempts",
+    "priority": "priority",
+    "timeout": "timeout",
+    "retry_delay": "retry_delay",
+}
+
+
+def alike(jobs: Sequence[NewJob]) -> bool:
+    """Whether the jobs differ in id and payload only (none has a unique key): what
+    push_many_shared takes."""
+    first = jobs[0]
+    queue, name, delay, meta = first.queue, first.name, first.delay, first.meta
+    attempts, priority, timeout, retry = (
+        first.max_attempts, first.priority, first.timeout, first.retry_delay
+    )  # fmt: skip
+    return all(
+        job.queue == queue and job.name == name and job.delay == delay
+        and job.max_attempts == attempts and job.priority == priority
+        and job.timeout == timeout and job.retry_delay == retry and job.unique is None
+        and (job.meta is meta or job.meta == meta)
+        for job in jobs
+    )  # fmt: skip
+
+
+def shared_params(jobs: Sequence[NewJob]) -> dict[str, object] | None:
+    """push_many_shared's parameters for jobs alike but for id and payload (a batch from
+    `Registry.push_many`): items as [[id, payload], ...], each other column once. None for
+    a single job or jobs that differ in more."""
+    if len(jobs) < 2 or not alike(jobs):
+        return None
+    first = jobs[0]
+    return {
+        "items": json_text([[job.id, job.payload] for job in jobs]),
+        **{column: getattr(first, field) for column, field in SHARED_COLUMNS.items()},
+        "meta": json_text(first.meta) if first.meta else "{}",
+    }
+
+
+def holder_items(batch: Sequence[tuple[int, NewJob]]) -> str:
+    """push_many_holders' items for the unique jobs of `batch`: [index in batch, queue, name,
+    unique key] each."""
+    items = [[n, job.queue, job.name, job.unique] for n, (_, job) in enumerate(batch)]
+    return json_text([item for item in items if item[3] is not None])
 
 
 def error_json(error: ErrorInfo | None) -> str | None:

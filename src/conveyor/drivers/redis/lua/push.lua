@@ -47,27 +47,42 @@ local function holder_of(id, ukey)
   return false
 end
 
-local ids, stored = {}, 0
+-- The stamps of `now` and of each due time, and the pending ZADD's arguments, are made once
+-- per batch (and per distinct delay), not per job: a batch of 1,000 pays one ZADD.
+local now_stamp = stamp(now)
+local due_stamps = {}
+local ids, stored, due = {}, 0, {}
 for j, job in ipairs(cjson.decode(ARGV[2])) do
-  local id, delay, rank, ukey = job[1], tonumber(job[2]), job[3], job[4]
+  local id, delay, rank, ukey = job[1], job[2], job[3], job[4]
   local holder = holder_of(id, ukey)
   if holder then
     ids[j] = holder
   else
-    local at = tonumber(stamp(now + delay))
-    rcall('HSET', prefix .. id, 'created_at', stamp(now), 'available_at', stamp(at),
+    local when = due_stamps[delay]
+    if not when then
+      local at_stamp = stamp(now + tonumber(delay))
+      local at = tonumber(at_stamp)
+      when = {at_stamp, at, member('', at, '')}
+      due_stamps[delay] = when
+    end
+    local at = when[2]
+    rcall('HSET', prefix .. id, 'created_at', now_stamp, 'available_at', when[1],
       unpack(job, 5))
     if ukey ~= '' then
       rcall('HSET', unique, ukey, id)
     end
     if at <= now then
-      rcall('ZADD', pending, 0, member(rank, at, id))
+      due[#due + 1] = 0
+      due[#due + 1] = rank .. when[3] .. id  -- member(rank, at, id)
     else
       rcall('ZADD', delayed, at, id)
     end
     ids[j] = id
     stored = stored + 1
   end
+end
+if #due > 0 then
+  rcall('ZADD', pending, unpack(due))
 end
 
 -- One token per stored job, up to WAKE_MAX: enough to wake that many idle workers. A delayed

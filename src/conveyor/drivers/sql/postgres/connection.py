@@ -27,7 +27,7 @@ import os
 import socket
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -245,6 +245,19 @@ class PostgresConnection:
         Always durable (the server's synchronous_commit decides)."""
         return await self._pooled("transaction", work, in_transaction=True)
 
+    async def copy_in(
+        self, stage: Query, copy: Query, rows: Sequence[Sequence[object]], then: Query
+    ) -> None:
+        """In one transaction on a pooled connection: `stage` (which makes the table), COPY
+        `rows` into it with `copy`, then `then`."""
+
+        async def work(tx: _Transaction) -> None:
+            await tx.execute(stage, {})
+            await tx.copy(copy, rows)
+            await tx.execute(then, {})
+
+        await self._pooled("push_many", work, in_transaction=True)  # type: ignore[arg-type]
+
     async def borrow(
         self, connection: object, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]
     ) -> T:
@@ -417,6 +430,13 @@ class _Transaction:
             async with self._conn.cursor() as cursor:
                 await cursor.execute(query.sql, params)
                 return cursor.rowcount
+
+    async def copy(self, query: Query, rows: Sequence[Sequence[object]]) -> None:
+        """COPY ... FROM STDIN: `rows` streamed to the server, formatted by psycopg."""
+        with self._target.translated(query.name):
+            async with self._conn.cursor() as cursor, cursor.copy(query.sql) as copy:
+                for row in rows:
+                    await copy.write_row(row)
 
     async def script(self, sql: str) -> None:
         """Without parameters psycopg uses the simple protocol, which takes many statements.

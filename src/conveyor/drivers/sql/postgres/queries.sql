@@ -93,6 +93,50 @@ FROM pushed,
      (SELECT count(pg_notify('{prefix}jobs', queue)) FROM (SELECT DISTINCT queue FROM pushed) AS q)
          AS notified;
 
+-- name: push_many_stage
+-- A staging table for push_many_copy, gone at the end of the transaction that made it.
+-- Its columns are the items' of push_many, in that order, after n, which keeps COPY's order.
+CREATE TEMPORARY TABLE {prefix}push_stage (
+    n            bigserial,
+    id           text,
+    queue        text,
+    name         text,
+    payload      text,
+    delay        float8,
+    max_attempts integer,
+    priority     integer,
+    timeout      float8,
+    retry_delay  text,
+    unique_key   text,
+    meta         text
+) ON COMMIT DROP;
+
+-- name: push_many_copy
+-- Rows of push_many items into the staging table, as COPY's stream (PostgreSQL's bulk path).
+COPY {prefix}push_stage (
+    id, queue, name, payload, delay, max_attempts, priority, timeout, retry_delay, unique_key,
+    meta
+) FROM STDIN;
+
+-- name: push_many_staged
+-- push_many, its items read from the staging table: the same insert, skips and notification.
+WITH pushed AS (
+    INSERT INTO {prefix}jobs (
+        id, queue, name, payload, created_at, available_at, max_attempts, priority,
+        timeout, retry_delay, unique_key, meta
+    )
+    SELECT id, queue, name, payload, {now}, {now} + delay, max_attempts, priority, timeout,
+           retry_delay, unique_key, meta
+    FROM {prefix}push_stage
+    ORDER BY n
+    ON CONFLICT DO NOTHING
+    RETURNING id, queue
+)
+SELECT count(*) AS pushed
+FROM pushed,
+     (SELECT count(pg_notify('{prefix}jobs', queue)) FROM (SELECT DISTINCT queue FROM pushed) AS q)
+         AS notified;
+
 -- name: push_many_holders
 -- For skipped unique jobs in items ([index, queue, name, unique_key]), the unfinished holder.
 -- LIMIT 1 keeps the lateral subquery a lookup in jobs_unique per item (at most one holder).

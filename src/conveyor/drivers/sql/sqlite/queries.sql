@@ -54,6 +54,20 @@ WHERE true
 ON CONFLICT DO NOTHING
 RETURNING id;
 
+-- name: push_many_shared
+-- push_many for jobs alike but for id and payload (:items is [[id, payload], ...]): the rest
+-- are parameters, so each item has two fields to read, not eleven. No unique keys here.
+INSERT INTO {prefix}jobs (
+    id, queue, name, payload, created_at, available_at, max_attempts, priority,
+    timeout, retry_delay, unique_key, meta
+)
+SELECT
+    value->>0, :queue, :name, value->>1, clock.now, clock.now + :delay,
+    :max_attempts, :priority, :timeout, :retry_delay, NULL, :meta
+FROM json_each(:items), (SELECT {now} AS now) AS clock
+WHERE true
+ON CONFLICT DO NOTHING;
+
 -- name: push_many_holders
 -- For skipped unique jobs in :items ([index, queue, name, unique_key]), the unfinished holder.
 SELECT item.value->>0 AS item, job.id AS id
