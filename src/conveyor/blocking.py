@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import threading
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -69,7 +70,7 @@ class _Call(Generic[T]):
     """One coroutine run on a loop in another thread while this thread waits for it: what
     `asyncio.run_coroutine_threadsafe(...).result()` does, with one lock to wait on instead
     of a concurrent Future, its condition and the callbacks that copy one future into the
-    other, which cost a push from a plain thread about as much as the push itself."""
+    other (the hop there and back: 59 µs that way, 35 this way, docs/drivers.md#speed)."""
 
     __slots__ = ("_coroutine", "_done", "_error", "_task")
 
@@ -89,6 +90,8 @@ class _Call(Generic[T]):
         self._done.acquire()
         if self._task is None:
             raise self._error or RuntimeError("the call never started")
+        if self._task.cancelled():  # its loop shut down: raised as run_coroutine_threadsafe did
+            raise concurrent.futures.CancelledError
         return self._task.result()
 
     def _start(self) -> None:
