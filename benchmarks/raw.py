@@ -15,36 +15,62 @@ worker: persistent, confirmed messages published in batches (each written at onc
 driver writes them) and consumed with a prefetch and an ack per 100 messages, with no job
 records, JSON or worker in between.
 
-Each writes to a table or keys of its own and removes them afterwards.
+Each writes to a table or keys of its own and removes them afterwards. `raw_writer` gives one
+write at a time, so that a benchmark can take turns between it and conveyor's push (both then
+meet the same load on a shared machine); `raw_rate` times a run of writes on its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 PAYLOAD = '{"n": 1}'
 
+#: One raw write, and what it is.
+Write = Callable[[], Awaitable[None]]
 
-async def raw_rate(kind: str, url: str, count: int, folder: Path) -> tuple[float, str] | None:
-    """(writes per second, what was measured) for a driver kind, or None for one without a
-    raw client to compare with (memory, sync)."""
+
+@contextlib.asynccontextmanager
+async def raw_writer(kind: str, url: str, folder: Path) -> AsyncIterator[tuple[Write, str] | None]:
+    """(one write, what it is) for a driver kind, or None for one without a raw client to
+    compare with (memory, sync); what it wrote is removed on the way out."""
     table = f"raw_{uuid.uuid4().hex[:8]}"
     if kind == "redis":
-        return await _redis(url, count, table), "redis-py, one HSET per push"
-    if kind in ("postgres", "postgresql"):
-        return await _postgres(url, count, table), "psycopg, one autocommit INSERT per push"
-    if kind == "mysql":
-        return await _mysql(url, count, table), "asyncmy, one autocommit INSERT per push"
-    if kind == "sqlite":
-        return _sqlite(folder / "raw.db", count), "sqlite3, one INSERT committed at FULL"
-    if kind in ("amqp", "amqps"):
-        return await _amqp(url, count, table), "aiormq, one confirmed persistent publish"
-    return None
+        async with _redis(url, table) as write:
+            yield write, "redis-py, one HSET per push"
+    elif kind in ("postgres", "postgresql"):
+        async with _postgres(url, table) as write:
+            yield write, "psycopg, one autocommit INSERT per push"
+    elif kind == "mysql":
+        async with _mysql(url, table) as write:
+            yield write, "asyncmy, one autocommit INSERT per push"
+    elif kind == "sqlite":
+        async with _sqlite(folder / "raw.db") as write:
+            yield write, "sqlite3, one INSERT committed at FULL"
+    elif kind in ("amqp", "amqps"):
+        async with _amqp(url, table) as write:
+            yield write, "aiormq, one confirmed persistent publish"
+    else:
+        yield None
+
+
+async def raw_rate(kind: str, url: str, count: int, folder: Path) -> tuple[float, str] | None:
+    """(writes per second, what was measured) for a driver kind, or None (see raw_writer)."""
+    async with raw_writer(kind, url, folder) as raw:
+        if raw is None:
+            return None
+        write, what = raw
+        started = time.perf_counter()
+        for _ in range(count):
+            await write()
+        return count / (time.perf_counter() - started), what
 
 
 async def _amqp_queue(url: str, table: str) -> tuple[Any, Any]:
@@ -56,16 +82,18 @@ async def _amqp_queue(url: str, table: str) -> tuple[Any, Any]:
     return connection, channel
 
 
-async def _amqp(url: str, count: int, table: str) -> float:
+@contextlib.asynccontextmanager
+async def _amqp(url: str, table: str) -> AsyncIterator[Write]:
     from pamqp import commands as spec
 
     connection, channel = await _amqp_queue(url, table)
+    properties = spec.Basic.Properties(delivery_mode=2)
+
+    async def write() -> None:
+        await channel.basic_publish(PAYLOAD.encode(), routing_key=table, properties=properties)
+
     try:
-        properties = spec.Basic.Properties(delivery_mode=2)
-        started = time.perf_counter()
-        for _ in range(count):
-            await channel.basic_publish(PAYLOAD.encode(), routing_key=table, properties=properties)
-        return count / (time.perf_counter() - started)
+        yield write
     finally:
         await channel.queue_delete(table)
         await connection.close()
@@ -113,44 +141,52 @@ async def raw_batch_rates(
         await connection.close()
 
 
-async def _redis(url: str, count: int, table: str) -> float:
+@contextlib.asynccontextmanager
+async def _redis(url: str, table: str) -> AsyncIterator[Write]:
     import redis.asyncio as redis
 
     client = redis.Redis.from_url(_without_query(url))
+    written = 0
+
+    async def write() -> None:
+        nonlocal written
+        written += 1
+        await client.execute_command("HSET", f"{table}:{written}", "payload", PAYLOAD)
+
     try:
         await client.ping()
-        started = time.perf_counter()
-        for n in range(count):
-            await client.execute_command("HSET", f"{table}:{n}", "payload", PAYLOAD)
-        took = time.perf_counter() - started
-        await client.delete(*[f"{table}:{n}" for n in range(count)])
-        return count / took
+        yield write
+        keys = [f"{table}:{n}" for n in range(1, written + 1)]
+        for first in range(0, len(keys), 1000):
+            await client.delete(*keys[first : first + 1000])
     finally:
         await client.aclose()
 
 
-async def _postgres(url: str, count: int, table: str) -> float:
+@contextlib.asynccontextmanager
+async def _postgres(url: str, table: str) -> AsyncIterator[Write]:
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(_without_query(url), autocommit=True) as conn:
         await conn.execute(f"CREATE TABLE {table} (id text PRIMARY KEY, payload text)")
+
+        async def write() -> None:
+            await conn.execute(
+                f"INSERT INTO {table} (id, payload) VALUES (%s, %s)", (uuid.uuid4().hex, PAYLOAD)
+            )
+
         try:
-            started = time.perf_counter()
-            for _ in range(count):
-                await conn.execute(
-                    f"INSERT INTO {table} (id, payload) VALUES (%s, %s)",
-                    (uuid.uuid4().hex, PAYLOAD),
-                )
-            return count / (time.perf_counter() - started)
+            yield write
         finally:
             await conn.execute(f"DROP TABLE {table}")
 
 
-async def _mysql(url: str, count: int, table: str) -> float:
+@contextlib.asynccontextmanager
+async def _mysql(url: str, table: str) -> AsyncIterator[Write]:
     import asyncmy
 
     parts = urlsplit(url)
-    conn = await asyncmy.connect(
+    conn: Any = await asyncmy.connect(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 3306,
         user=parts.username or "root",
@@ -161,30 +197,33 @@ async def _mysql(url: str, count: int, table: str) -> float:
     try:
         async with conn.cursor() as cursor:
             await cursor.execute(f"CREATE TABLE {table} (id VARCHAR(64) PRIMARY KEY, payload TEXT)")
+
+            async def write() -> None:
+                await cursor.execute(
+                    f"INSERT INTO {table} (id, payload) VALUES (%s, %s)",
+                    (uuid.uuid4().hex, PAYLOAD),
+                )
+
             try:
-                started = time.perf_counter()
-                for _ in range(count):
-                    await cursor.execute(
-                        f"INSERT INTO {table} (id, payload) VALUES (%s, %s)",
-                        (uuid.uuid4().hex, PAYLOAD),
-                    )
-                return count / (time.perf_counter() - started)
+                yield write
             finally:
                 await cursor.execute(f"DROP TABLE {table}")
     finally:
         conn.close()
 
 
-def _sqlite(path: Path, count: int) -> float:
+@contextlib.asynccontextmanager
+async def _sqlite(path: Path) -> AsyncIterator[Write]:
     db = sqlite3.connect(path, isolation_level=None)
+
+    async def write() -> None:
+        db.execute("INSERT INTO raw (id, payload) VALUES (?, ?)", (uuid.uuid4().hex, PAYLOAD))
+
     try:
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = FULL")
         db.execute("CREATE TABLE raw (id TEXT PRIMARY KEY, payload TEXT)")
-        started = time.perf_counter()
-        for _ in range(count):
-            db.execute("INSERT INTO raw (id, payload) VALUES (?, ?)", (uuid.uuid4().hex, PAYLOAD))
-        return count / (time.perf_counter() - started)
+        yield write
     finally:
         db.close()
         for suffix in ("", "-wal", "-shm"):

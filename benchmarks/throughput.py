@@ -39,7 +39,7 @@ from conveyor.errors import Unsupported
 from conveyor.loop import LOOPS, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from raw import raw_batch_rates, raw_rate
+from raw import Write, raw_batch_rates, raw_writer
 
 #: Seconds of quiet before each push of the idle latency figure: long enough for a polling
 #: driver to relax to its idle interval.
@@ -73,12 +73,37 @@ def make_registry(driver: str, concurrency: int, poll_interval: float = 0.5) -> 
     return registry
 
 
-def _blocking_pushes(registry: Registry, count: int) -> float:
-    """Pushes per second through `registry.blocking`, as Flask or Django code calls it."""
+#: Single pushes are timed in blocks of this many, taking turns with as many raw writes and
+#: as many blocking pushes, so that all three meet the same load on a shared machine.
+BLOCK = 50
+
+
+def _blocking_pushes(registry: Registry, first: int, count: int) -> float:
+    """Seconds for `count` pushes through `registry.blocking`, as Flask or Django code calls
+    it."""
     started = time.perf_counter()
-    for n in range(count):
+    for n in range(first, first + count):
         registry.blocking.push("bench", "tick", Tick(n))
-    return count / (time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+async def single_pushes(registry: Registry, raw: Write | None, count: int) -> dict[str, float]:
+    """Seconds spent on `count` raw writes (none without a raw client), `count` pushes and
+    `count` blocking pushes, in blocks of BLOCK taken in turn."""
+    spent = {"raw": 0.0, "push": 0.0, "blocking": 0.0}
+    for first in range(0, count, BLOCK):
+        size = min(BLOCK, count - first)
+        if raw is not None:
+            started = time.perf_counter()
+            for _ in range(size):
+                await raw()
+            spent["raw"] += time.perf_counter() - started
+        started = time.perf_counter()
+        for n in range(first, first + size):
+            await registry.push("bench", "tick", Tick(n))
+        spent["push"] += time.perf_counter() - started
+        spent["blocking"] += await asyncio.to_thread(_blocking_pushes, registry, first, size)
+    return spent
 
 
 async def throughput(
@@ -96,16 +121,15 @@ async def throughput(
         with contextlib.suppress(Unsupported):  # amqp cannot purge delayed jobs
             await registry.purge("bench", state)  # what an interrupted run left on a server
     singles = max(1, min(jobs // 10, 2000))
-    raw = await raw_rate(kind, driver, singles, folder)
-    started = time.perf_counter()
-    for n in range(singles):
-        await registry.push("bench", "tick", Tick(n))
-    pushed = time.perf_counter() - started
-    rate = singles / pushed
+    async with raw_writer(kind, driver, folder) as raw:
+        spent = await single_pushes(registry, None if raw is None else raw[0], singles)
+    rate = singles / spent["push"]
     print(f"push:      {rate:,.0f} jobs/s ({singles} jobs, one push each)")
     if raw is not None:
-        print(f"  raw:     {raw[0]:,.0f} writes/s ({raw[1]}): push at {rate / raw[0]:.2f} of it")
-    blocking_rate = await asyncio.to_thread(_blocking_pushes, registry, singles)
+        raw_rate = singles / spent["raw"]
+        print(f"  raw:     {raw_rate:,.0f} writes/s ({raw[1]}, in turns of {BLOCK} with"
+              f" the pushes): push at {rate / raw_rate:.2f} of it")  # fmt: skip
+    blocking_rate = singles / spent["blocking"]
     print(f"  blocking push: {blocking_rate:,.0f} jobs/s from a plain thread, "
           f"{rate / blocking_rate:.2f}x slower than async")  # fmt: skip
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import threading
 from collections.abc import Coroutine, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from conveyor.chain import ChainInfo
 from conveyor.drivers.base import QueueCounts, WorkerCounts
@@ -46,7 +47,7 @@ class _Portal:
                 "registry.blocking was called on the event loop the registry runs on, which "
                 "would wait for itself forever: await the registry's own method instead"
             )
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+        return _Call(coroutine).run_on(loop)
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -63,6 +64,47 @@ class _Portal:
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._loop = None
+
+
+class _Call(Generic[T]):
+    """One coroutine run on a loop in another thread while this thread waits for it: what
+    `asyncio.run_coroutine_threadsafe(...).result()` does, with one lock to wait on instead
+    of a concurrent Future, its condition and the callbacks that copy one future into the
+    other (the hop there and back: 59 µs that way, 35 this way, docs/drivers.md#speed)."""
+
+    __slots__ = ("_coroutine", "_done", "_error", "_task")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, T]) -> None:
+        self._coroutine = coroutine
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._task: asyncio.Task[T] | None = None
+        self._error: BaseException | None = None
+
+    def run_on(self, loop: asyncio.AbstractEventLoop) -> T:
+        try:
+            loop.call_soon_threadsafe(self._start)
+        except RuntimeError:  # the loop is closed
+            self._coroutine.close()
+            raise
+        self._done.acquire()
+        if self._task is None:
+            raise self._error or RuntimeError("the call never started")
+        if self._task.cancelled():  # its loop shut down: raised as run_coroutine_threadsafe did
+            raise concurrent.futures.CancelledError
+        return self._task.result()
+
+    def _start(self) -> None:
+        try:
+            self._task = asyncio.ensure_future(self._coroutine)
+        except BaseException as error:
+            self._error = error
+            self._done.release()
+            return
+        self._task.add_done_callback(self._finish)
+
+    def _finish(self, task: asyncio.Task[T]) -> None:
+        self._done.release()
 
 
 def _loop_of_this_thread() -> asyncio.AbstractEventLoop | None:

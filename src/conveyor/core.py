@@ -32,7 +32,7 @@ from conveyor.errors import (
 )
 from conveyor.hooks import Hook, Middleware, pushed
 from conveyor.job import JobInfo, JobState, NewJob, new_id, new_ids
-from conveyor.options import Options, check_unique, resolve
+from conveyor.options import NO_OPTIONS, Options, Resolved, check_unique, resolve
 from conveyor.registration import Registration
 from conveyor.retry import RetryDelay
 
@@ -69,6 +69,13 @@ def check_job_id(job_id: str) -> str:
 
 class RegistryCore(Registration):
     """A registry without the parts above it: push, push_many, inspection, failed storage."""
+
+    def __init__(self, **settings: Any) -> None:
+        """`settings` as `Registration` takes them."""
+        super().__init__(**settings)
+        #: `_settled` per (queue, job name), for pushes that give no options of their own.
+        self._settled_pushes: dict[tuple[str, str], tuple[Resolved, str, Callable[[Any], str]]]
+        self._settled_pushes = {}
 
     # -- hooks (conveyor.hooks) --------------------------------------------------------------
 
@@ -202,16 +209,9 @@ class RegistryCore(Registration):
         """Check and resolve everything a batch shares once; the maker then only encodes
         each payload and stamps it with an id and the time."""
         self.freeze()
-        queue_spec = self.queue_spec(queue)
-        try:
-            job_spec = self._jobs[job_name]
-        except KeyError:
-            raise UnknownJobError(job_name) from None
         check_unique(unique)
-        resolved = resolve(options, job_spec.options, queue_spec.options)
+        resolved, retry_delay, encode = self._settled(queue, job_name, options)
         wait = 0.0 if delay is None else seconds(delay, "delay", zero_ok=True)
-        retry_delay = retry_policy.to_json(resolved.retry_delay)
-        encode = job_spec.codec.encode
 
         def make(payload: Any) -> NewJob:
             return NewJob(
@@ -225,11 +225,34 @@ class RegistryCore(Registration):
                 timeout=resolved.timeout,
                 retry_delay=retry_delay,
                 unique=unique,
-                meta=hooks.stamp(queue, job_name, resolved.meta) if hooks.stamps else resolved.meta,
+                # Each job its own dict: a handler may change its job's meta.
+                meta=hooks.stamp(queue, job_name, resolved.meta)
+                if hooks.stamps
+                else dict(resolved.meta),
             )
 
         hooks = self.hooks
         return make
+
+    def _settled(
+        self, queue: str, job_name: str, options: Options
+    ) -> tuple[Resolved, str, Callable[[Any], str]]:
+        """The options in force for a push of `job_name` to `queue` (once frozen), the stored
+        form of its retry policy and its payload encoder. Kept per queue and job for pushes
+        that give no options of their own (most do): the registry no longer changes."""
+        key = (queue, job_name)
+        if options is NO_OPTIONS and key in self._settled_pushes:
+            return self._settled_pushes[key]
+        queue_spec = self.queue_spec(queue)
+        try:
+            job_spec = self._jobs[job_name]
+        except KeyError:
+            raise UnknownJobError(job_name) from None
+        resolved = resolve(options, job_spec.options, queue_spec.options)
+        settled = (resolved, retry_policy.to_json(resolved.retry_delay), job_spec.codec.encode)
+        if options is NO_OPTIONS:
+            self._settled_pushes[key] = settled
+        return settled
 
     async def _run_inline(self, queue: str) -> None:
         """Run `queue`'s due jobs now, as a driver with the `inline` capability (sync) asks

@@ -46,6 +46,14 @@ class Options:
         meta: dict[str, Any] | None = None,
     ) -> Options:
         """Check user-given values and build the options of one level."""
+        if (
+            retry is None
+            and retry_delay is None
+            and timeout is None
+            and priority is None
+            and meta is None
+        ):
+            return NO_OPTIONS  # what most pushes give: nothing to check
         if retry is not None and (
             isinstance(retry, bool) or not isinstance(retry, int) or retry < 0
         ):
@@ -76,6 +84,10 @@ class Options:
             priority=priority,
             meta=dict(meta or {}),
         )
+
+
+#: Options that say nothing at their level: what `Options.given()` returns for no arguments.
+NO_OPTIONS = Options()
 
 
 class _SharedOptions(TypedDict, total=False):

@@ -21,7 +21,7 @@ import conveyor.drivers.sql.mysql.checkout as my_checkout
 import conveyor.drivers.sql.postgres.connection as pg_connection
 from conveyor.drivers import keepalive
 from conveyor.drivers.redis import RedisDriver
-from conveyor.drivers.redis.connection import make_client
+from conveyor.drivers.redis.connection import WaitingPool, make_client
 from conveyor.drivers.sql.deadline import Deadline
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.mysql import MysqlDriver
@@ -155,10 +155,13 @@ def test_redis_clients_have_keepalives_and_the_timeout() -> None:
     client = make_client("redis://127.0.0.1:6379/0?timeout=2", {})
     blocking = make_client("redis://127.0.0.1:6379/0", {"timeout": 3}, blocking=True)
     given = client.connection_pool.connection_kwargs
-    assert given["socket_timeout"] == 2
+    # The command client's deadline is the driver's, one asyncio.timeout around each call
+    # (tests/drivers/test_silent.py), not redis-py's socket_timeout (a task per write).
+    assert given["socket_timeout"] is None
     assert given["socket_keepalive"] is True
     assert given["socket_keepalive_options"] == keepalive.tcp_options(2)
-    assert client.connection_pool.timeout == 2  # type: ignore[attr-defined]
+    assert isinstance(client.connection_pool, WaitingPool)
+    assert RedisDriver("redis://127.0.0.1:6379/0?timeout=2")._edge.timeout == 2
     assert blocking.connection_pool.connection_kwargs["socket_timeout"] is None
     assert blocking.connection_pool.timeout == 3  # type: ignore[attr-defined]
 

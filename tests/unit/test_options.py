@@ -138,6 +138,25 @@ async def test_push_meta_does_not_leak_into_the_next_push() -> None:
     assert info.meta == {"a": 1}
 
 
+async def test_options_given_after_pushes_without_any_still_win() -> None:
+    # Pushes without options reuse what was resolved for their queue and job; one with
+    # options resolves its own, and the next without is back to the defaults in force.
+    registry = make_registry({"priority": 1}, {"timeout": 5.0})
+    first = await stored(registry)
+    given = await stored(registry, priority=9, timeout=7.0)
+    last = await stored(registry)
+    assert (first.priority, first.timeout) == (1, 5.0)
+    assert (given.priority, given.timeout) == (9, 7.0)
+    assert (last.priority, last.timeout) == (1, 5.0)
+
+
+async def test_jobs_pushed_without_options_each_get_their_own_meta() -> None:
+    registry = make_registry({"meta": {"a": 1}}, {})
+    first = await stored(registry)
+    first.meta["b"] = 2  # a handler may change its job's meta
+    assert (await stored(registry)).meta == {"a": 1}
+
+
 async def test_handler_receives_the_merged_meta() -> None:
     registry = Registry(default_driver="sync")
     registry.queue("q", workers=["w"], meta={"tenant": "acme", "source": "queue"})

@@ -21,6 +21,7 @@ from conveyor.drivers.redis.connection import (
     URL_ENV,
     Edge,
     check_url,
+    command_timeout,
     make_client,
     split_prefix,
 )
@@ -38,7 +39,7 @@ class RedisClient(Driver):
         check_url(self.url)
         self.prefix = next(p for p in (prefix, url_prefix, DEFAULT_PREFIX) if p is not None)
         self._options = options
-        self._edge = Edge(self.url)
+        self._edge = Edge(self.url, command_timeout(self.url, options)[1])
         self._scripts = ScriptRunner()
         self._client: Redis | None = None
         self._blocking: Redis | None = None
@@ -71,28 +72,28 @@ class RedisClient(Driver):
 
     async def open(self) -> None:
         """Connect and load the scripts. Idempotent; any call would connect by itself."""
-        with self._edge:
+        async with self._edge.command():
             await self._scripts.load(self._redis())
 
     async def close(self) -> None:
         """Close both connection pools; the next call connects again."""
         clients = [client for client in (self._client, self._blocking) if client is not None]
         self._client = self._blocking = None
-        with self._edge:
+        with self._edge:  # closing sends nothing that waits for an answer
             for client in clients:
                 await client.aclose()
 
     async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        with self._edge:
+        async with self._edge.command():
             return await self._scripts.call(self._redis(), name, keys, args)
 
     async def _run(self, batch: Batch, *, transaction: bool = False) -> list[Any]:
-        with self._edge:
+        async with self._edge.command():
             return await self._scripts.run(self._redis(), batch, transaction=transaction)
 
     async def _now(self) -> float:
         """The server's clock, in seconds since the epoch."""
-        with self._edge:
+        async with self._edge.command():
             return seconds(await self._redis().execute_command("TIME"))
 
 

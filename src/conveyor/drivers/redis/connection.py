@@ -5,8 +5,10 @@ The URL is redis-py's own (`redis://[[user]:password@]host[:port][/db][?option=v
 `rediss://` for TLS, every redis-py connection option as a query parameter), plus two options
 of conveyor's: `?prefix=` for the key prefix and `?timeout=` (seconds, default 10; also a
 keyword of RedisDriver) for every command's deadline: how long it may wait for a connection of
-the pool and then for its reply (redis-py's `timeout` and `socket_timeout`). A command past it
-fails with BackendUnavailableError and its connection is closed. Without a URL the driver
+the pool, then write, then wait for its reply, all in one `asyncio.timeout` (`Edge.command`)
+rather than redis-py's `socket_timeout`, which costs a task per write (`asyncio.wait_for`) on
+every command. A command past it fails with BackendUnavailableError and its connection is
+closed (redis-py closes a connection whose read or write is cancelled). Without a URL the driver
 reads CONVEYOR_REDIS_URL, then falls back to redis://127.0.0.1:6379/0.
 
 Connections go silent without a word when a NAT gateway or firewall drops their state: TCP
@@ -17,13 +19,15 @@ timeout (it waits on the server by design); the driver's `wait` bounds it instea
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, cast
 
 from redis import connection as redis_connection
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -39,6 +43,7 @@ __all__ = [
     "DEFAULT_URL",
     "URL_ENV",
     "Edge",
+    "WaitingPool",
     "check_url",
     "make_client",
     "split_prefix",
@@ -60,7 +65,7 @@ HEALTH_CHECK_INTERVAL = 5
 #: this many times, with jittered backoff; after that the caller sees BackendUnavailableError
 #: and the worker backs off on its own schedule.
 RECONNECT_ATTEMPTS = 3
-#: Connections per pool. A call finding them all busy waits for one (up to COMMAND_TIMEOUT)
+#: Connections per pool. A call finding them all busy waits for one (within its deadline)
 #: rather than failing, so a burst of concurrent calls only queues.
 MAX_CONNECTIONS = 64
 
@@ -106,21 +111,21 @@ def _bad_url(url: str, error: Exception) -> ConfigError:
 
 
 def make_client(url: str, options: dict[str, Any], *, blocking: bool = False) -> Redis:
-    """A client with its own connection pool. A `blocking` client is for BLPOP: it has no
-    read timeout, since its command waits on the server by design. `options` (and the URL's
-    query parameters, which win) override any setting below; `timeout` in either is
-    conveyor's (see the module docstring)."""
+    """A client with its own connection pool. Its commands have no timeout of their own: the
+    driver bounds each call with `Edge.command` (the command client) or its own deadline
+    (BLPOP, on the `blocking` client). `options` (and the URL's query parameters, which win)
+    override any setting below; `timeout` in either is conveyor's (see the module
+    docstring)."""
     url, timeout = command_timeout(url, options)
     settings: dict[str, Any] = {
         "max_connections": MAX_CONNECTIONS,
-        "timeout": timeout,  # waiting for a free connection of the pool
         "decode_responses": True,
         # A byte that is not UTF-8 in a stored job must not fail the reply that reads it (a
         # reserve would lose its batch): it is kept as a lone surrogate, which read_job
         # reports, and which encodes back to the same byte when sent (an id stays exact).
         "encoding_errors": "surrogateescape",
         "socket_connect_timeout": min(CONNECT_TIMEOUT, timeout),
-        "socket_timeout": None if blocking else timeout,
+        "socket_timeout": None,
         "socket_keepalive": True,
         "socket_keepalive_options": keepalive.tcp_options(timeout),
         "health_check_interval": 0 if blocking else HEALTH_CHECK_INTERVAL,
@@ -132,9 +137,38 @@ def make_client(url: str, options: dict[str, Any], *, blocking: bool = False) ->
         ),
     }
     settings.update((key, value) for key, value in options.items() if key != "timeout")
-    pool = BlockingConnectionPool.from_url(url, **settings)
+    if blocking:
+        pool: ConnectionPool = BlockingConnectionPool.from_url(url, timeout=timeout, **settings)
+    else:
+        pool = WaitingPool.from_url(url, **settings)
     client: Redis = Redis.from_pool(pool)
     return client
+
+
+class WaitingPool(ConnectionPool):
+    """redis-py's ConnectionPool, except that a call finding all `max_connections` busy waits
+    for one instead of failing: what BlockingConnectionPool does, without the condition,
+    lock and timer it takes on every call. The wait is bounded by the caller's deadline."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = asyncio.Semaphore(self.max_connections)
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        # The arguments are passed on as given: redis-py 5 names the command, 6+ nothing.
+        await self._slots.acquire()
+        try:
+            connection: AbstractConnection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except BaseException:
+            self._slots.release()
+            raise
+        return connection
+
+    async def release(self, connection: AbstractConnection) -> None:
+        try:
+            await super().release(connection)
+        finally:
+            self._slots.release()
 
 
 def command_timeout(url: str, options: dict[str, Any]) -> tuple[str, float]:
@@ -156,14 +190,20 @@ def command_timeout(url: str, options: dict[str, Any]) -> tuple[str, float]:
 
 
 class Edge:
-    """A context manager that turns redis-py's errors into DriverError subclasses, with
-    messages that name the server but never its password. Stateless, so one instance serves
-    every concurrent call."""
+    """Where redis-py's errors become DriverError subclasses, with messages that name the
+    server but never its password: `with edge:` around a call bounded otherwise (BLPOP),
+    `async with edge.command():` around any other call, which also gives it the command
+    deadline. Stateless, so one instance serves every concurrent call."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float = COMMAND_TIMEOUT) -> None:
         self.url = url
+        self.timeout = timeout
         self.location = Location.parse(url)
         self.where = f"redis at {self.location.shown}"
+
+    def command(self) -> Command:
+        """The context of one call: the deadline, then the edge."""
+        return Command(self)
 
     def __enter__(self) -> None:
         return None
@@ -185,3 +225,32 @@ class Edge:
                 "reachable; the worker retries with backoff"
             ) from exc
         raise DriverError(f"{self.where} refused a command: {self.location.mask(text)}") from exc
+
+
+class Command:
+    """One call within the command deadline (`asyncio.timeout`: a timer, not a task), its
+    errors translated by the edge. A call past the deadline is cancelled where it waits (for
+    a connection, a write or the reply); redis-py closes the connection it cancels."""
+
+    __slots__ = ("_edge", "_timeout")
+
+    def __init__(self, edge: Edge) -> None:
+        self._edge = edge
+        self._timeout = asyncio.timeout(edge.timeout)
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await self._timeout.__aexit__(kind, exc, traceback)
+        except TimeoutError as late:
+            late.args = (f"no answer within {self._edge.timeout:g}s",)
+            self._edge.__exit__(TimeoutError, late, late.__traceback__)
+            raise
+        self._edge.__exit__(kind, exc, traceback)

@@ -21,7 +21,7 @@ class JobControl(RedisClient):
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return set()
-        with self._edge:
+        async with self._edge.command():
             queues = sorted(await self._redis().execute_command("SMEMBERS", self.prefix + "queues"))
         batch = Batch()
         for queue in queues:
@@ -47,7 +47,7 @@ class JobControl(RedisClient):
 
     async def pause(self, queue: str, paused: bool = True) -> None:
         """A key of the queue's own: present while it is paused."""
-        with self._edge:
+        async with self._edge.command():
             if paused:
                 await self._redis().execute_command("SET", self.keys(queue).paused, "1")
             else:
@@ -73,7 +73,7 @@ class JobControl(RedisClient):
         wanted = list(dict.fromkeys(schedules))
         if not wanted:
             return {}
-        with self._edge:
+        async with self._edge.command():
             values = await self._redis().execute_command("HMGET", self.prefix + "ticks", *wanted)
         found = {}
         for name, value in zip(wanted, values, strict=True):

@@ -64,6 +64,7 @@ from conveyor.drivers.redis.records import (
     stored,
 )
 from conveyor.drivers.redis.scripts import Batch
+from conveyor.drivers.redis.single import SinglePush
 from conveyor.drivers.redis.workers import WorkerRecords
 from conveyor.errors import DriverError
 from conveyor.job import JobInfo, JobState, NewJob
@@ -91,7 +92,7 @@ MIN_WAIT = 0.002
 _COUNTERS = ("processed", "succeeded", "failed", "retried")
 
 
-class RedisDriver(JobControl, WorkerRecords):
+class RedisDriver(JobControl, WorkerRecords, SinglePush):
     """Jobs in Redis, each change a Lua script; idle workers block on the server (BLPOP).
 
     `url` is a redis:// or rediss:// URL (default: $CONVEYOR_REDIS_URL, then
@@ -346,7 +347,7 @@ class RedisDriver(JobControl, WorkerRecords):
 
     async def get(self, job_id: str) -> JobInfo | None:
         """Look the id up in every queue ever pushed to: two round trips."""
-        with self._edge:
+        async with self._edge.command():
             queues = sorted(await self._redis().execute_command("SMEMBERS", self.prefix + "queues"))
         if not queues:
             return None

@@ -20,7 +20,7 @@ class WorkerRecords(RedisClient):
     async def durability(self) -> str:
         """`appendfsync <policy>` while the server keeps an append-only file, else
         `appendonly no` (then only its snapshots, if any, outlive it)."""
-        with self._edge:
+        async with self._edge.command():
             config = await self._redis().execute_command("CONFIG GET", "append*")
         if config.get("appendonly") != "yes":
             return "appendonly no"
@@ -57,7 +57,7 @@ class WorkerRecords(RedisClient):
 
     async def worker_stats(self) -> dict[str, WorkerCounts]:
         """Every worker's totals, from one HGETALL."""
-        with self._edge:
+        async with self._edge.command():
             stored = await self._redis().execute_command("HGETALL", self.prefix + "stats")
         totals: dict[str, dict[str, int]] = {}
         for field, value in stored.items():

@@ -21,7 +21,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from conveyor.drivers.base import (
-    Driver,
     Failure,
     LocalWakeup,
     QueueCounts,
@@ -52,6 +51,7 @@ from conveyor.drivers.sql.rows import (
     shared_params,
     stored_state,
 )
+from conveyor.drivers.sql.single import SinglePush
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import JobInfo, JobState, NewJob
 
@@ -67,7 +67,7 @@ PRUNE_BATCH = 10_000
 PUSH_ROUNDS = 5
 
 
-class SqlDriver(Driver):
+class SqlDriver(SinglePush):
     """The Driver protocol over SQL; a dialect subclass supplies the connection and the SQL.
 
     Opening is lazy: the first call opens the connection and applies migrations, so calling

@@ -51,6 +51,21 @@ SELECT MAX(version) AS version FROM {prefix}schema_version;
 INSERT INTO {prefix}schema_version (version, name, applied_at)
 VALUES (%(version)s, %(name)s, {now});
 
+-- name: push
+-- Insert one job without a unique key: push_many's insert for one job, with plain parameters
+-- (no JSON_TABLE to parse). Its unique_slot is its id's digest, so a push of an id stored
+-- already collides in the primary key and the no-op update leaves the job as it was.
+INSERT INTO {prefix}jobs (
+    id, queue, name, payload, created_at, available_at, max_attempts, priority,
+    timeout, retry_delay, meta, unique_slot
+)
+VALUES (
+    %(id)s, %(queue)s, %(name)s, %(payload)s, {now}, {now} + %(delay)s,
+    %(max_attempts)s, %(priority)s, %(timeout)s, %(retry_delay)s, %(meta)s,
+    UNHEX(SHA2(CONCAT(X'00', %(id)s), 256))
+)
+ON DUPLICATE KEY UPDATE {prefix}jobs.id = {prefix}jobs.id;
+
 -- name: push_many
 -- Insert new jobs from items, in order, skipping those whose unique key is already held.
 -- A job's unique_slot is its key's digest, or its id's (see migrations/0002): a skipped job

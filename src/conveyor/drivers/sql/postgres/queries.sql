@@ -66,6 +66,24 @@ SELECT max(version) AS version FROM {prefix}schema_version;
 INSERT INTO {prefix}schema_version (version, name, applied_at)
 VALUES (%(version)s, %(name)s, {now});
 
+-- name: push
+-- Insert one job without a unique key, and notify its queue: one statement, one round trip.
+-- A push of an id stored already inserts nothing and notifies nothing. Plain parameters rather
+-- than push_many's JSON array: the server parses no JSON and plans a single-row insert.
+WITH pushed AS (
+    INSERT INTO {prefix}jobs (
+        id, queue, name, payload, created_at, available_at, max_attempts, priority,
+        timeout, retry_delay, meta
+    )
+    VALUES (
+        %(id)s, %(queue)s, %(name)s, %(payload)s, {now}, {now} + %(delay)s::float8,
+        %(max_attempts)s, %(priority)s, %(timeout)s::float8, %(retry_delay)s, %(meta)s
+    )
+    ON CONFLICT DO NOTHING
+    RETURNING queue
+)
+SELECT pg_notify('{prefix}jobs', queue) FROM pushed;
+
 -- name: push_many
 -- Insert new jobs from items, in order; a job whose unique key an unfinished job holds is skipped.
 -- Each item is [id, queue, name, payload, delay, max_attempts, priority, timeout,

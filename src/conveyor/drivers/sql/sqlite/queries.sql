@@ -36,6 +36,20 @@ SELECT max(version) AS version FROM {prefix}schema_version;
 INSERT INTO {prefix}schema_version (version, name, applied_at)
 VALUES (:version, :name, {now});
 
+-- name: push
+-- Insert one job without a unique key: push_many's insert for one job, with plain parameters
+-- (no json_each to parse). A push of an id stored already inserts nothing.
+INSERT INTO {prefix}jobs (
+    id, queue, name, payload, created_at, available_at, max_attempts, priority,
+    timeout, retry_delay, meta
+)
+SELECT
+    :id, :queue, :name, :payload, clock.now, clock.now + :delay,
+    :max_attempts, :priority, :timeout, :retry_delay, :meta
+FROM (SELECT {now} AS now) AS clock
+WHERE true
+ON CONFLICT DO NOTHING;
+
 -- name: push_many
 -- Insert new jobs from :items; a job whose unique key an unfinished job holds is skipped.
 -- Each item is [id, queue, name, payload, delay, max_attempts, priority, timeout,
