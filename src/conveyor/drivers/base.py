@@ -78,6 +78,8 @@ class Capabilities:
     - `ordered`: `reserve` hands out jobs by priority, then earliest due.
     - `shared_records`: worker stats and presence (`record_stats`, `beat`) are seen by every
       process, not only the one that wrote them.
+    - `error_history`: `get` returns each failed attempt's error (`JobInfo.errors`), not only
+      the last one.
     """
 
     notify: bool = False
@@ -93,6 +95,7 @@ class Capabilities:
     unique: bool = True
     ordered: bool = True
     shared_records: bool = True
+    error_history: bool = True
 
 
 @dataclass(frozen=True, slots=True)

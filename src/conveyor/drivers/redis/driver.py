@@ -352,11 +352,11 @@ class RedisDriver(JobControl, WorkerRecords):
         batch = Batch()
         batch.command("TIME")
         for queue in queues:
-            batch.command("HMGET", self.keys(queue).job + job_id, *FIELDS)
+            batch.command("HMGET", self.keys(queue).job + job_id, *FIELDS, "errors")
         clock, *replies = await self._run(batch)
         for values in replies:
-            if stored(values):
-                return job_info(job_id, values, seconds(clock))
+            if stored(values[:-1]):
+                return job_info(job_id, values[:-1], seconds(clock), values[-1])
         return None
 
     # -- failed jobs and retention -----------------------------------------------------------

@@ -235,7 +235,7 @@ WHERE job.state = 'reserved';
 -- name: release
 -- Put back to pending the jobs in items ([id, token, delay, error, give_back]), due `delay`
 -- seconds from now. A NULL error keeps the last one; give_back is 1 to hand the attempt back,
--- else 0.
+-- else 0. An error joins the job's history, errors, which keeps the last 20 (MAX_ERRORS).
 SELECT job.id AS id
 FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
@@ -256,12 +256,17 @@ SET job.state = 'pending',
     job.available_at = {now} + item.delay,
     job.lease_expires_at = NULL,
     job.error = COALESCE(item.error, job.error),
+    -- before attempt changes: MySQL assigns left to right, reading the values already set
+    job.errors = IF(item.error IS NULL, job.errors, JSON_ARRAY_APPEND(
+        IF(JSON_LENGTH(IFNULL(job.errors, '[]')) >= 20,
+           JSON_REMOVE(job.errors, '$[0]'), IFNULL(job.errors, '[]')),
+        '$', JSON_SET(item.error, '$.attempt', job.attempt, '$.at', {now}))),
     job.attempt = job.attempt - item.give_back
 WHERE job.state = 'reserved';
 
 -- name: fail
 -- Move to failed the jobs in items ([id, token, error, cancelled]) still reserved under their
--- token; to cancelled those whose cancelled is 1.
+-- token; to cancelled those whose cancelled is 1. The error joins the job's history.
 SELECT job.id AS id
 FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
@@ -280,7 +285,11 @@ STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item
 SET job.state = IF(item.cancelled = 1, 'cancelled', 'failed'),
     job.finished_at = {now},
     job.unique_slot = UNHEX(SHA2(CONCAT(X'00', job.id), 256)),
-    job.error = item.error
+    job.error = item.error,
+    job.errors = IF(item.error IS NULL, job.errors, JSON_ARRAY_APPEND(
+        IF(JSON_LENGTH(IFNULL(job.errors, '[]')) >= 20,
+           JSON_REMOVE(job.errors, '$[0]'), IFNULL(job.errors, '[]')),
+        '$', JSON_SET(item.error, '$.attempt', job.attempt, '$.at', {now})))
 WHERE job.state = 'reserved';
 
 -- name: counts
@@ -317,7 +326,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel, errors,
        {now} AS now
 FROM {prefix}jobs
 WHERE id = %(id)s;

@@ -194,7 +194,8 @@ RETURNING job.id;
 -- name: release
 -- Put back to pending the jobs in items ([id, token, delay, error, give_back]), due `delay`
 -- seconds from now. A NULL error keeps the last one; give_back is 1 to hand the attempt back,
--- else 0. Each queue that got a job due now is notified.
+-- else 0. Each queue that got a job due now is notified. An error joins the job's history,
+-- errors, which keeps the last 20 (MAX_ERRORS; jsonb has no NUL, so one becomes U+FFFD).
 WITH item AS (
     SELECT jsonb_object_agg(jsonb_build_array(value->0, value->1)::text, value) AS by_fence,
            array_agg(value->>0) AS ids,
@@ -209,6 +210,13 @@ released AS (
         lease_expires_at = NULL,
         error = coalesce(
             item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>3, job.error),
+        errors = CASE WHEN (item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>3) IS NULL THEN job.errors
+            ELSE ((CASE WHEN jsonb_array_length(coalesce(job.errors, '[]')::jsonb) >= 20
+                        THEN coalesce(job.errors, '[]')::jsonb - 0
+                        ELSE coalesce(job.errors, '[]')::jsonb END)
+                  || jsonb_build_array(replace((item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>3), '\u0000', '\ufffd')::jsonb
+                                       || jsonb_build_object('attempt', job.attempt, 'at', {now})))::text
+            END,
         attempt = job.attempt
             - (item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>4)::integer
     FROM item
@@ -225,7 +233,7 @@ FROM released,
 
 -- name: fail
 -- Move to failed the jobs in items ([id, token, error, cancelled]) still reserved under their
--- token; to cancelled those whose cancelled is 1.
+-- token; to cancelled those whose cancelled is 1. The error joins the job's history.
 WITH item AS (
     SELECT jsonb_object_agg(jsonb_build_array(value->0, value->1)::text, value) AS by_fence,
            array_agg(value->>0) AS ids,
@@ -237,7 +245,14 @@ SET state = CASE
         WHEN (item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>3) = '1'
         THEN 'cancelled' ELSE 'failed' END,
     finished_at = {now},
-    error = item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2
+    error = item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2,
+    errors = CASE WHEN (item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2) IS NULL THEN job.errors
+        ELSE ((CASE WHEN jsonb_array_length(coalesce(job.errors, '[]')::jsonb) >= 20
+                    THEN coalesce(job.errors, '[]')::jsonb - 0
+                    ELSE coalesce(job.errors, '[]')::jsonb END)
+              || jsonb_build_array(replace((item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2), '\u0000', '\ufffd')::jsonb
+                                   || jsonb_build_object('attempt', job.attempt, 'at', {now})))::text
+        END
 FROM item
 WHERE job.id = ANY (ARRAY(SELECT unnest(ids) FROM item))
   AND item.by_fence ? jsonb_build_array(job.id, job.reservation)::text
@@ -295,7 +310,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel, errors,
        {now} AS now
 FROM {prefix}jobs
 WHERE id = %(id)s;

@@ -13,7 +13,7 @@
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
 -- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,
 -- alone, reserved_at, lease_expires_at, result, cancel, and `now`, the database's time as the
--- statement ran (it tells delayed from pending).
+-- statement ran (it tells delayed from pending); `get` also returns errors, the error history.
 
 -- name: now
 -- The clock: seconds since the epoch, to the millisecond; the same for a whole statement.
@@ -129,12 +129,16 @@ RETURNING id;
 -- name: release
 -- Put back to pending the jobs in :items ([id, token, delay, error, give_back]), due `delay`
 -- seconds from now. A NULL error keeps the last one; give_back is 1 to hand the attempt back,
--- else 0.
+-- else 0. An error also joins the job's history: errors keeps the last 20 (MAX_ERRORS).
 UPDATE {prefix}jobs AS job
 SET state = 'pending',
     available_at = {now} + (item.value->>2),
     lease_expires_at = NULL,
     error = coalesce(item.value->>3, job.error),
+    errors = CASE WHEN item.value->>3 IS NULL THEN job.errors ELSE json_insert(
+        CASE WHEN json_array_length(coalesce(job.errors, '[]')) >= 20
+             THEN json_remove(job.errors, '$[0]') ELSE coalesce(job.errors, '[]') END,
+        '$[#]', json_set(item.value->>3, '$.attempt', job.attempt, '$.at', {now})) END,
     attempt = job.attempt - (item.value->>4)
 FROM json_each(:items) AS item
 WHERE job.id = item.value->>0
@@ -144,11 +148,15 @@ RETURNING id;
 
 -- name: fail
 -- Move to failed the jobs in :items ([id, token, error, cancelled]) still reserved under their
--- token; to cancelled those whose cancelled is 1.
+-- token; to cancelled those whose cancelled is 1. The error joins the job's history.
 UPDATE {prefix}jobs AS job
 SET state = CASE WHEN item.value->>3 = 1 THEN 'cancelled' ELSE 'failed' END,
     finished_at = {now},
-    error = item.value->>2
+    error = item.value->>2,
+    errors = CASE WHEN item.value->>2 IS NULL THEN job.errors ELSE json_insert(
+        CASE WHEN json_array_length(coalesce(job.errors, '[]')) >= 20
+             THEN json_remove(job.errors, '$[0]') ELSE coalesce(job.errors, '[]') END,
+        '$[#]', json_set(item.value->>2, '$.attempt', job.attempt, '$.at', {now})) END
 FROM json_each(:items) AS item
 WHERE job.id = item.value->>0
   AND job.reservation = item.value->>1
@@ -186,7 +194,7 @@ LIMIT :limit OFFSET :offset;
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel, errors,
        {now} AS now
 FROM {prefix}jobs
 WHERE id = :id;
