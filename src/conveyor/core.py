@@ -282,10 +282,18 @@ class RegistryCore(Registration):
         return None
 
     async def list_jobs(
-        self, queue: str, state: JobState, *, limit: int = 100, offset: int = 0
+        self,
+        queue: str,
+        state: JobState,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        name: str | None = None,
     ) -> list[JobInfo]:
-        """Jobs of `queue` in `state`, oldest first."""
-        return await (await self.driver_of(queue)).list_jobs(queue, state, limit, offset)
+        """Jobs of `queue` in `state`, oldest first; with `name`, only the jobs of that name
+        (filtered across the whole state, then paged)."""
+        driver = await self.driver_of(queue)
+        return await driver.list_jobs(queue, state, limit, offset, name=name)
 
     async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
         """Move failed jobs of `queue` (all, or only `ids`) back to pending; returns how many."""

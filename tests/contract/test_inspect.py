@@ -123,6 +123,21 @@ async def test_list_jobs_pages_with_limit_and_offset(driver: Driver) -> None:
 
 
 @needs("lookup")
+async def test_list_jobs_by_name_filters_the_whole_state_then_pages(driver: Driver) -> None:
+    jobs = [make_job(name="wanted" if n % 4 == 3 else "other") for n in range(12)]
+    await driver.push_many(jobs)
+    wanted = sorted(job.id for job in jobs if job.name == "wanted")
+
+    first = await driver.list_jobs("q", JobState.PENDING, limit=2, name="wanted")
+    second = await driver.list_jobs("q", JobState.PENDING, limit=2, offset=2, name="wanted")
+
+    assert [job.id for job in first + second] == wanted
+    assert {job.name for job in first + second} == {"wanted"}
+    assert await driver.list_jobs("q", JobState.PENDING, name="nobody") == []
+    assert await driver.list_jobs("q", JobState.FAILED, name="wanted") == []
+
+
+@needs("lookup")
 @needs("unique")
 async def test_list_jobs_returns_full_records(driver: Driver) -> None:
     job = make_job(payload='{"x": 1}', meta={"k": "v"}, unique="u")

@@ -134,10 +134,10 @@ def create_app(
             return PlainTextResponse("state must be a job state; page a number", status_code=400)
         name = request.query_params.get("name", "").strip()
         found = await registry.list_jobs(
-            queue, state, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
+            queue, state, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE, name=name or None
         )
         more = len(found) > PAGE_SIZE
-        shown = [job for job in found[:PAGE_SIZE] if not name or job.name == name]
+        shown = found[:PAGE_SIZE]
         return render(
             request, "jobs.html", queue=queue, state=state.value, states=list(JobState),
             jobs=shown, page=page, more=more, name=name,

@@ -319,10 +319,17 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     async def list_jobs(
-        self, queue: str, state: JobState, limit: int = 100, offset: int = 0
+        self,
+        queue: str,
+        state: JobState,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        name: str | None = None,
     ) -> list[JobInfo]:
         """Jobs of one queue in one state, oldest first by id. `delayed` and `pending` are
-        told apart by whether the job's time has come."""
+        told apart by whether the job's time has come. With `name`, only the jobs of that
+        name: the filter comes before `limit` and `offset`, across the whole state."""
 
     @abc.abstractmethod
     async def get(self, job_id: str) -> JobInfo | None:

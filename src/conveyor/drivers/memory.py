@@ -324,11 +324,21 @@ class MemoryDriver(Driver):
         }
 
     async def list_jobs(
-        self, queue: str, state: JobState, limit: int = 100, offset: int = 0
+        self,
+        queue: str,
+        state: JobState,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        name: str | None = None,
     ) -> list[JobInfo]:
         now = time.time()
         matching = sorted(
-            (self._shown(job, now) for job in self._jobs.values() if job.queue == queue),
+            (
+                self._shown(job, now)
+                for job in self._jobs.values()
+                if job.queue == queue and (name is None or job.name == name)
+            ),
             key=lambda job: job.id,
         )
         chosen = [job for job in matching if job.state is state]
