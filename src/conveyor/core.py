@@ -19,6 +19,7 @@ from conveyor.drivers.base import (
     ALIVE_WITHIN,
     Driver,
     QueueCounts,
+    Throughput,
     WorkerCounts,
     WorkerPresence,
 )
@@ -294,6 +295,14 @@ class RegistryCore(Registration):
         (filtered across the whole state, then paged)."""
         driver = await self.driver_of(queue)
         return await driver.list_jobs(queue, state, limit, offset, name=name)
+
+    async def throughput(self, queue: str, minutes: int = 60) -> Throughput | None:
+        """The queue's jobs succeeded and failed per minute over the last `minutes`, from
+        its backend's finished jobs; None for a backend that cannot look jobs up (amqp)."""
+        driver = await self.driver_of(queue)
+        if not driver.capabilities.lookup:
+            return None
+        return await driver.throughput(queue, minutes)
 
     async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
         """Move failed jobs of `queue` (all, or only `ids`) back to pending; returns how many."""

@@ -64,6 +64,7 @@ async def test_pages_show_queues_jobs_and_a_job(failing: tuple[Registry, str]) -
         looked_up = await web.get(f"/jobs?id={job_id}")
         missing = await web.get("/jobs/nope")
     assert home.status_code == 200 and 'id="failed-q">1<' in home.text
+    assert "1 failed" in home.text and 'class="chart-failed"' in home.text  # the last hour
     assert "w:" in home.text  # the live worker's identity
     assert job_id in listed.text and job_id not in filtered.text
     assert "ValueError" in page.text and "Traceback" in page.text

@@ -22,6 +22,7 @@ from conveyor.drivers.base import (
     QueueCounts,
     Release,
     Reservation,
+    Throughput,
     Tick,
     WorkerCounts,
     WorkerPresence,
@@ -343,6 +344,15 @@ class MemoryDriver(Driver):
         )
         chosen = [job for job in matching if job.state is state]
         return chosen[offset : offset + limit]
+
+    async def throughput(self, queue: str, minutes: int = 60) -> Throughput:
+        start = Throughput.start_at(time.time(), minutes)
+        counted = [
+            (job.state.value, int((job.finished_at - start) // 60), 1)
+            for job in self._jobs.values()
+            if job.queue == queue and job.finished_at is not None and job.finished_at >= start
+        ]
+        return Throughput.of(start, minutes, counted)
 
     async def get(self, job_id: str) -> JobInfo | None:
         job = self._jobs.get(job_id)

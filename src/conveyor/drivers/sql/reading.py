@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conveyor.drivers.base import QueueCounts, WorkerCounts, WorkerPresence
+from conveyor.drivers.base import QueueCounts, Throughput, WorkerCounts, WorkerPresence
 from conveyor.drivers.sql.adapter import Params, Row
 from conveyor.drivers.sql.rows import job_info, json_text, queue_counts, stored_state
 from conveyor.job import JobInfo, JobState
@@ -58,6 +58,15 @@ class SqlReading:
         }
         block = "list_jobs" if name is None else "list_jobs_named"
         return [job_info(row) for row in await self._fetch(block, params)]
+
+    async def throughput(self, queue: str, minutes: int = 60) -> Throughput:
+        rows = await self._fetch("throughput", {"queue": queue, "minutes": minutes})
+        counted = [
+            (row["state"], int(row["minute"]), int(row["count"]))
+            for row in rows
+            if row["state"] is not None
+        ]
+        return Throughput.of(float(rows[0]["start"]), minutes, counted)
 
     async def get(self, job_id: str) -> JobInfo | None:
         rows = await self._fetch("get", {"id": job_id})

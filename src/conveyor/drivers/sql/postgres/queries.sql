@@ -323,6 +323,21 @@ WHERE queue = %(queue)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 
+-- name: throughput
+-- The queue's jobs finished per state and minute since minutes whole minutes ago (the
+-- current minute included), read from the jobs_finished index; `start` is where minute 0
+-- begins. Without any, one row of NULLs that still carries `start`.
+SELECT job.state AS state,
+       floor((job.finished_at - clock.start) / 60)::integer AS minute,
+       count(job.state) AS count,
+       clock.start AS start
+FROM (SELECT (floor(({now}) / 60) - %(minutes)s + 1) * 60.0 AS start) AS clock
+LEFT JOIN {prefix}jobs AS job
+  ON job.queue = %(queue)s
+ AND job.finished_at >= clock.start
+ AND job.state IN ('succeeded', 'failed', 'cancelled')
+GROUP BY 1, 2, 4;
+
 -- name: get
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,

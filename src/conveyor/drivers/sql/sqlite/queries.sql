@@ -207,6 +207,21 @@ WHERE queue = :queue
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
+-- name: throughput
+-- The queue's jobs finished per state and minute since :minutes whole minutes ago (the
+-- current minute included), read from the jobs_finished index; `start` is where minute 0
+-- begins. Without any, one row of NULLs that still carries `start`.
+SELECT job.state AS state,
+       CAST((job.finished_at - clock.start) / 60 AS INTEGER) AS minute,
+       count(job.state) AS count,
+       clock.start AS start
+FROM (SELECT (CAST(({now}) / 60 AS INTEGER) - :minutes + 1) * 60.0 AS start) AS clock
+LEFT JOIN {prefix}jobs AS job
+  ON job.queue = :queue
+ AND job.finished_at >= clock.start
+ AND job.state IN ('succeeded', 'failed')
+GROUP BY 1, 2;
+
 -- name: get
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
