@@ -57,6 +57,8 @@ class SqlReading:
             "name": name,
         }
         block = "list_jobs" if name is None else "list_jobs_named"
+        if name is not None and state in (JobState.FAILED, JobState.CANCELLED):
+            block = "list_jobs_named_failed"  # the partial index of failed and cancelled jobs
         return [job_info(row) for row in await self._fetch(block, params)]
 
     async def throughput(self, queue: str, minutes: int = 60) -> Throughput:

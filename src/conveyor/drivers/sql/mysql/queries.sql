@@ -295,6 +295,8 @@ WHERE job.state = 'reserved';
 -- name: counts
 -- Jobs per queue and visible state (a pending job not yet due counts as delayed), and the age
 -- of each group's oldest job by when it became due (the driver reads it for pending jobs).
+-- Live jobs are read through jobs_state; finished ones are summed from finished_counts
+-- (migration 0006: a few slots per queue and state), so a million finished jobs cost nothing.
 SELECT queue,
        CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END
            AS state,
@@ -305,7 +307,17 @@ WHERE queue IN (
     SELECT wanted.queue
     FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (queue VARBINARY(255) PATH '$')) AS wanted
 )
-GROUP BY 1, 2;
+  AND state IN ('pending', 'reserved')
+GROUP BY 1, 2
+UNION ALL
+SELECT queue, state, SUM(n) AS count, NULL AS age
+FROM {prefix}finished_counts
+WHERE queue IN (
+    SELECT wanted.queue
+    FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (queue VARBINARY(255) PATH '$')) AS wanted
+)
+GROUP BY 1, 2
+HAVING SUM(n) <> 0;
 
 -- name: list_jobs
 -- One page of a queue's jobs in one visible state, oldest first by id.
@@ -323,8 +335,8 @@ ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: list_jobs_named
--- One page of a queue's jobs of one name in one visible state, oldest first by id, read
--- through the jobs_named index: the filter comes before the page, whatever the jobs around.
+-- One page of a queue's jobs of one name in one visible state, oldest first by id: the
+-- filter comes before the page. Read through jobs_state, checking each job's name.
 -- stored is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
@@ -333,6 +345,24 @@ SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created
 FROM {prefix}jobs
 WHERE queue = %(queue)s
   AND state = %(stored)s
+  AND name = %(name)s
+  AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END)
+      = %(state)s
+ORDER BY id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: list_jobs_named_failed
+-- list_jobs_named for failed and cancelled jobs, read through the jobs_named index (the
+-- literal states let the planner see that the partial index applies).
+-- stored is the state as stored ('pending' for both pending and delayed).
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
+FROM {prefix}jobs
+WHERE queue = %(queue)s
+  AND state = %(stored)s
+  AND state IN ('failed', 'cancelled')
   AND name = %(name)s
   AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END)
       = %(state)s

@@ -307,8 +307,8 @@ ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: list_jobs_named
--- One page of a queue's jobs of one name in one visible state, oldest first by id, read
--- through the jobs_named index: the filter comes before the page, whatever the jobs around.
+-- One page of a queue's jobs of one name in one visible state, oldest first by id: the
+-- filter comes before the page. Read through jobs_state, checking each job's name.
 -- `stored` is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
@@ -317,6 +317,24 @@ SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created
 FROM {prefix}jobs
 WHERE queue = %(queue)s
   AND state = %(stored)s
+  AND name = %(name)s
+  AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed'
+            ELSE state END) = %(state)s
+ORDER BY id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: list_jobs_named_failed
+-- list_jobs_named for failed and cancelled jobs, read through the jobs_named index (the
+-- literal states let the planner see that the partial index applies).
+-- `stored` is the state as stored ('pending' for both pending and delayed).
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
+FROM {prefix}jobs
+WHERE queue = %(queue)s
+  AND state = %(stored)s
+  AND state IN ('failed', 'cancelled')
   AND name = %(name)s
   AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed'
             ELSE state END) = %(state)s

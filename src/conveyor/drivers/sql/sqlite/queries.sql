@@ -166,6 +166,8 @@ RETURNING id;
 -- name: counts
 -- Jobs per queue and visible state (a pending job not yet due counts as delayed), and the age
 -- of each group's oldest job by when it became due (the driver reads it for pending jobs).
+-- Live jobs are read through jobs_state; finished ones from finished_counts (migration 0007),
+-- so a million finished jobs cost nothing here.
 SELECT queue,
        CASE WHEN state = 'pending' AND available_at > {now}
             THEN 'delayed' ELSE state END AS state,
@@ -173,7 +175,12 @@ SELECT queue,
        {now} - min(available_at) AS age
 FROM {prefix}jobs
 WHERE queue IN (SELECT value FROM json_each(:queues))
-GROUP BY 1, 2;
+  AND state IN ('pending', 'reserved')
+GROUP BY 1, 2
+UNION ALL
+SELECT queue, state, n AS count, NULL AS age
+FROM {prefix}finished_counts
+WHERE queue IN (SELECT value FROM json_each(:queues)) AND n <> 0;
 
 -- name: list_jobs
 -- One page of a queue's jobs in one visible state, oldest first by id.
@@ -191,8 +198,8 @@ ORDER BY id
 LIMIT :limit OFFSET :offset;
 
 -- name: list_jobs_named
--- One page of a queue's jobs of one name in one visible state, oldest first by id, read
--- through the jobs_named index: the filter comes before the page, whatever the jobs around.
+-- One page of a queue's jobs of one name in one visible state, oldest first by id: the
+-- filter comes before the page. Read through jobs_state, checking each job's name.
 -- :stored is the state as stored ('pending' for both pending and delayed).
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
@@ -201,6 +208,24 @@ SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created
 FROM {prefix}jobs
 WHERE queue = :queue
   AND state = :stored
+  AND name = :name
+  AND (CASE WHEN state = 'pending' AND available_at > {now}
+            THEN 'delayed' ELSE state END) = :state
+ORDER BY id
+LIMIT :limit OFFSET :offset;
+
+-- name: list_jobs_named_failed
+-- list_jobs_named for failed and cancelled jobs, read through the jobs_named index (the
+-- literal states let the planner see that the partial index applies).
+-- :stored is the state as stored ('pending' for both pending and delayed).
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
+FROM {prefix}jobs
+WHERE queue = :queue
+  AND state = :stored
+  AND state IN ('failed', 'cancelled')
   AND name = :name
   AND (CASE WHEN state = 'pending' AND available_at > {now}
             THEN 'delayed' ELSE state END) = :state
