@@ -62,7 +62,7 @@ async def seed_postgres(registry: Registry, prefix: str, jobs: int) -> None:
             f"INSERT INTO {prefix}jobs (id, queue, name, payload, state, attempt, max_attempts,"
             " created_at, available_at, finished_at)"
             " SELECT 'b' || g, queue, name, payload, 'succeeded', 1, 1, created_at,"
-            f" available_at, created_at - g % {SPREAD}"
+            f" available_at, created_at - g %% {SPREAD}"
             f" FROM {prefix}jobs, generate_series(1, %s) g"
             " WHERE id = %s",
             (jobs, job_id),
