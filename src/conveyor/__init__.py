@@ -23,7 +23,7 @@ from conveyor.errors import (
     Unsupported,
 )
 from conveyor.handle import JobHandle
-from conveyor.job import ErrorInfo, Job, JobInfo, JobState
+from conveyor.job import ErrorInfo, FailedAttempt, Job, JobInfo, JobState
 from conveyor.registry import Registry
 from conveyor.retry import Exponential, Fixed
 from conveyor.worker import Worker
@@ -38,6 +38,7 @@ __all__ = [
     "DriverError",
     "ErrorInfo",
     "Exponential",
+    "FailedAttempt",
     "Fixed",
     "Job",
     "JobCancelledError",

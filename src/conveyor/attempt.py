@@ -251,4 +251,18 @@ def error_info(exc: BaseException) -> ErrorInfo:
         if kind.__module__ == "builtins"
         else f"{kind.__module__}.{kind.__qualname__}"
     )
-    return ErrorInfo(name, str(exc), "".join(traceback.format_exception(exc)))
+    return ErrorInfo(name, str(exc), capped("".join(traceback.format_exception(exc))))
+
+
+#: The longest traceback a job keeps, in characters: its head and its tail (where the error
+#: was raised) are kept, the middle (deep recursion, long chains) is cut.
+TRACEBACK_MAX = 8000
+
+
+def capped(text: str, limit: int = TRACEBACK_MAX) -> str:
+    """`text` if it fits in `limit` characters, else its first quarter and last three
+    quarters of that, with a line saying how much was cut between them."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit // 4, limit - limit // 4
+    return f"{text[:head]}\n... {len(text) - head - tail} characters cut ...\n{text[-tail:]}"

@@ -145,10 +145,18 @@ class BlockingRegistry:
         return self._call(self._registry.job_info(job_id))
 
     def list_jobs(
-        self, queue: str, state: JobState, *, limit: int = 100, offset: int = 0
+        self,
+        queue: str,
+        state: JobState,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        name: str | None = None,
     ) -> list[JobInfo]:
         """`Registry.list_jobs`."""
-        return self._call(self._registry.list_jobs(queue, state, limit=limit, offset=offset))
+        return self._call(
+            self._registry.list_jobs(queue, state, limit=limit, offset=offset, name=name)
+        )
 
     def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
         """`Registry.retry_failed`."""

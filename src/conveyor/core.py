@@ -20,6 +20,7 @@ from conveyor.drivers.base import (
     ALIVE_WITHIN,
     Driver,
     QueueCounts,
+    Throughput,
     WorkerCounts,
     WorkerPresence,
 )
@@ -352,10 +353,26 @@ class RegistryCore(Registration):
         return None
 
     async def list_jobs(
-        self, queue: str, state: JobState, *, limit: int = 100, offset: int = 0
+        self,
+        queue: str,
+        state: JobState,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        name: str | None = None,
     ) -> list[JobInfo]:
-        """Jobs of `queue` in `state`, oldest first."""
-        return await (await self.driver_of(queue)).list_jobs(queue, state, limit, offset)
+        """Jobs of `queue` in `state`, oldest first; with `name`, only the jobs of that name
+        (filtered across the whole state, then paged)."""
+        driver = await self.driver_of(queue)
+        return await driver.list_jobs(queue, state, limit, offset, name=name)
+
+    async def throughput(self, queue: str, minutes: int = 60) -> Throughput | None:
+        """The queue's jobs succeeded and failed per minute over the last `minutes`, from
+        its backend's finished jobs; None for a backend that cannot look jobs up (amqp)."""
+        driver = await self.driver_of(queue)
+        if not driver.capabilities.lookup:
+            return None
+        return await driver.throughput(queue, minutes)
 
     async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
         """Move failed jobs of `queue` (all, or only `ids`) back to pending; returns how many."""

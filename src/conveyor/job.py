@@ -54,6 +54,20 @@ class ErrorInfo:
         )
 
 
+#: How many attempts' errors a job keeps (`JobInfo.errors`): the latest, oldest dropped first.
+MAX_ERRORS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """The error of one failed attempt: its number (1 for the first), when it was recorded by
+    the backend's clock, and the error."""
+
+    attempt: int
+    at: float
+    error: ErrorInfo
+
+
 @dataclass(frozen=True, slots=True)
 class NewJob:
     """A job about to be pushed, with every option already resolved (push > job > queue).
@@ -94,6 +108,10 @@ class JobInfo:
     `result` is the handler's return value as JSON text, when its job keeps results;
     `cancel_requested` says a cancel asked the worker running the job to stop it.
 
+    `errors` holds the error of each failed attempt, oldest first, up to the last MAX_ERRORS
+    (`error` is the latest one); a release or fail adds one, a success never. `get` reads it;
+    `reserve` and `list_jobs` may leave it empty, so a worker never carries it around.
+
     `unreadable` names the fields of a stored record that could not be decoded (damaged by
     hand, by another program, on disk), each with what was wrong and the raw value; those
     fields hold placeholders. A worker fails such a job at once with `CorruptJobError`; the
@@ -125,6 +143,7 @@ class JobInfo:
     result: str | None = None
     cancel_requested: bool = False
     unreadable: dict[str, str] = field(default_factory=dict)
+    errors: tuple[FailedAttempt, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,6 +123,21 @@ async def test_list_jobs_pages_with_limit_and_offset(driver: Driver) -> None:
 
 
 @needs("lookup")
+async def test_list_jobs_by_name_filters_the_whole_state_then_pages(driver: Driver) -> None:
+    jobs = [make_job(name="wanted" if n % 4 == 3 else "other") for n in range(12)]
+    await driver.push_many(jobs)
+    wanted = sorted(job.id for job in jobs if job.name == "wanted")
+
+    first = await driver.list_jobs("q", JobState.PENDING, limit=2, name="wanted")
+    second = await driver.list_jobs("q", JobState.PENDING, limit=2, offset=2, name="wanted")
+
+    assert [job.id for job in first + second] == wanted
+    assert {job.name for job in first + second} == {"wanted"}
+    assert await driver.list_jobs("q", JobState.PENDING, name="nobody") == []
+    assert await driver.list_jobs("q", JobState.FAILED, name="wanted") == []
+
+
+@needs("lookup")
 @needs("unique")
 async def test_list_jobs_returns_full_records(driver: Driver) -> None:
     job = make_job(payload='{"x": 1}', meta={"k": "v"}, unique="u")
@@ -165,3 +180,21 @@ async def test_counts_tell_how_long_the_oldest_pending_job_has_waited(driver: Dr
     assert age is not None and 29.0 <= age <= 40.0  # the lower priority waited longest
     await driver.reserve(["q"], 2, 30.0, "w1")
     assert (await driver.counts(["q"]))["q"].oldest_pending_age is None  # only a delayed one
+
+
+@needs("exact_counts")
+@needs("lookup")
+async def test_finished_counts_follow_retry_purge_and_cancel(driver: Driver) -> None:
+    for _ in range(2):
+        failed = await push_and_reserve(driver, make_job())
+        await driver.fail([failure_of(failed)])
+    done = await push_and_reserve(driver, make_job())
+    await driver.ack([reservation(done)])
+    assert await driver.retry_failed("q", [failed.id]) == 1
+    assert await driver.purge("q", JobState.SUCCEEDED) == 1
+
+    counts = (await driver.counts(["q"]))["q"]
+
+    assert (counts.pending, counts.succeeded, counts.failed) == (1, 0, 1)
+    assert await driver.prune("q", older_than=-60) == 1  # the failed job, finished "long ago"
+    assert (await driver.counts(["q"]))["q"] == QueueCounts(pending=1)

@@ -27,7 +27,7 @@ import conveyor.drivers.sql.driver as sql_driver
 import conveyor.drivers.sql.mysql.connection as my_connection
 from conveyor import Job, Registry
 from conveyor.drivers import driver_from_url
-from conveyor.drivers.base import Failure, Release, Reservation
+from conveyor.drivers.base import Failure, Release, Reservation, WorkerCounts
 from conveyor.drivers.sql.adapter import REQUIRED_QUERIES, SqlTransaction
 from conveyor.drivers.sql.mysql import MysqlDriver
 from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
@@ -439,7 +439,7 @@ async def test_prefix_keeps_two_sets_of_tables_apart(drivers: Drivers[MysqlDrive
 
         assert (await theirs.counts(["q"]))["q"].pending == 0
         assert (await mine.counts(["q"]))["q"].pending == 1
-        await theirs.record_stats("w", sql_driver.WorkerCounts(processed=1))
+        await theirs.record_stats("w", WorkerCounts(processed=1))
         assert await mine.worker_stats() == {}
     finally:
         await drop_tables(other_prefix)

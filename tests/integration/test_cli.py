@@ -419,6 +419,8 @@ def test_failed_list_retry_and_purge(app: App) -> None:
     assert table[0] == ["id", "job", "attempts", "error"]
     assert [first, "boom", "1", "ValueError:", "boom", "1"] in table
     assert [second, "boom", "1", "ValueError:", "boom", "2"] in table
+    named = app.run("failed", "list", "tasks", "--name", "other", "--app", APP)
+    assert rows(named.stdout) == [["id", "job", "attempts", "error"]], named.stdout
 
     retried = app.run("failed", "retry", "tasks", first, "--app", APP)
     assert retried.returncode == 0, retried.stderr

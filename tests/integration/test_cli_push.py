@@ -134,6 +134,9 @@ def test_job_shows_the_error_with_its_traceback(app: App) -> None:
     assert _field(shown.stdout, "error") == "ValueError: boom 7", shown.stdout
     assert "Traceback (most recent call last)" in shown.stdout, shown.stdout
     assert document["error"]["type"] == "ValueError" and "boom" in document["error"]["traceback"]
+    assert "attempt 1 failed at " in shown.stdout and ": ValueError: boom 7" in shown.stdout
+    [only] = document["errors"]
+    assert (only["attempt"], only["type"], only["message"]) == (1, "ValueError", "boom 7")
 
 
 def test_push_from_a_file_of_json_lines(app: App) -> None:

@@ -1,6 +1,7 @@
 """The dashboard in a real headless Chromium (Debian's `chromium` and `chromium-driver`, which
 .ci/run installs): open a queue's failed jobs, click retry, see the job succeed; an injected
-`<script>` payload shows as text and never runs. Screenshots of each page go to the test's
+`<script>` payload shows as text and never runs; the schedules and chain pages open. Screenshots
+of every page (queues, a queue's jobs, by name, a job, schedules, a chain) go to the test's
 temporary folder, or with CONVEYOR_SCREENSHOTS=1 to docs/screenshots/ (shown in
 docs/observability.md and the README), so a plain test run leaves the work tree clean."""
 
@@ -25,6 +26,8 @@ from conveyor.dashboard.app import create_app
 
 DOCS_SHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
 XSS = "<script>document.title='pwned';window.ran=1</script>"
+#: Attempts of "mail.send" that fail: the first job's three (retry=2), so it fails for good.
+FAILING = 3
 
 
 def free_port() -> int:
@@ -48,17 +51,26 @@ def browser() -> webdriver.Chrome:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Registry, list[str]]]:
+    """The dashboard and a worker on one sqlite file: "mail.send" fails its first three
+    attempts (the job that gets them fails for good) and succeeds after; "report.page" is a
+    chain of three pages; "nightly" a schedule that has not ticked yet."""
     registry = Registry(default_driver=f"sqlite:///{tmp_path / 'jobs.db'}")
-    registry.queue("mail", workers=["main"], retry=0)
+    registry.queue("mail", workers=["main"], retry=2, retry_delay=0)
+    registry.queue("reports", workers=["main"])
     registry.worker("main", poll_interval=0.05)
     attempts: list[str] = []
 
     @registry.job("mail.send", queue="mail")
     async def send(job: Job[dict[str, str]]) -> None:
         attempts.append(job.id)
-        if len(attempts) == 1:
-            raise ConnectionError("smtp server <em>refused</em>")
+        if len(attempts) <= FAILING:
+            raise ConnectionError(f"smtp server <em>refused</em> (attempt {job.attempt})")
 
+    @registry.job("report.page", queue="reports", chain=True)
+    async def page(job: Job[dict[str, str]]) -> int | None:
+        return (job.page or 0) + 1 if (job.page or 0) < 2 else None
+
+    registry.schedule("nightly", job="report.page", cron="0 2 * * *", tz="Europe/Berlin")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(registry), port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
@@ -75,19 +87,33 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Registry, list[str]
         await registry.close()
 
 
+async def finished(registry: Registry, job_id: str) -> JobState:
+    for _ in range(200):
+        info = await registry.job_info(job_id)
+        if info is not None and info.state in (JobState.SUCCEEDED, JobState.FAILED):
+            return info.state
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} never finished")
+
+
 async def test_retry_a_failed_job_in_chromium_and_no_script_runs(
     served: tuple[str, Registry, list[str]], tmp_path: Path
 ) -> None:
     base, registry, _ = served
     shots = DOCS_SHOTS if os.environ.get("CONVEYOR_SCREENSHOTS") == "1" else tmp_path
     job_id = await registry.push("mail", "mail.send", {"to": "a@example.com", "note": XSS})
+    assert await finished(registry, job_id) is JobState.FAILED
+    sent = [await registry.push("mail", "mail.send", {"to": f"{n}@example.com"}) for n in range(5)]
+    chain_id = await registry.start_chain("report.page", {}, chain_id="report-2026-12")
+    for other in sent:
+        assert await finished(registry, other) is JobState.SUCCEEDED
     for _ in range(200):
-        info = await registry.job_info(job_id)
-        if info is not None and info.state is JobState.FAILED:
+        chain = await registry.chain_info(chain_id)
+        if chain is not None and chain.state == "done":
             break
         await asyncio.sleep(0.05)
     else:
-        raise AssertionError("the job never failed")
+        raise AssertionError("the chain never finished")
     shots.mkdir(parents=True, exist_ok=True)
     chrome = await asyncio.to_thread(browser)
     try:
@@ -103,7 +129,8 @@ async def test_retry_a_failed_job_in_chromium_and_no_script_runs(
             assert XSS in payload  # shown as text...
             assert chrome.execute_script("return window.ran === undefined")  # ...never run
             assert chrome.title != "pwned"
-            assert "<em>refused</em>" in chrome.find_element(By.ID, "error").text
+            assert "<em>refused</em> (attempt 3)" in chrome.find_element(By.ID, "error").text
+            assert "(attempt 1)" in chrome.page_source and "(attempt 2)" in chrome.page_source
             chrome.save_screenshot(str(shots / "job.png"))
             chrome.find_element(By.ID, f"retry-{job_id}").click()
 
@@ -121,5 +148,18 @@ async def test_retry_a_failed_job_in_chromium_and_no_script_runs(
             return str(chrome.find_element(By.ID, "state").text)
 
         assert await asyncio.to_thread(see_success) == "succeeded"
+
+        def other_pages() -> None:
+            chrome.get(f"{base}/queues/mail?state=succeeded&name=mail.send")
+            assert job_id in chrome.page_source
+            chrome.save_screenshot(str(shots / "jobs-by-name.png"))
+            chrome.get(f"{base}/schedules")
+            assert "cron 0 2 * * * Europe/Berlin" in chrome.page_source
+            chrome.save_screenshot(str(shots / "schedules.png"))
+            chrome.get(f"{base}/chains/{chain_id}")
+            assert "report-2026-12" in chrome.page_source and "done" in chrome.page_source
+            chrome.save_screenshot(str(shots / "chain.png"))
+
+        await asyncio.to_thread(other_pages)
     finally:
         await asyncio.to_thread(chrome.quit)

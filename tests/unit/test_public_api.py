@@ -18,6 +18,7 @@ EXPECTED_ALL = [
     "DriverError",
     "ErrorInfo",
     "Exponential",
+    "FailedAttempt",
     "Fixed",
     "Job",
     "JobCancelledError",

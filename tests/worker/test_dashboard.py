@@ -64,11 +64,31 @@ async def test_pages_show_queues_jobs_and_a_job(failing: tuple[Registry, str]) -
         looked_up = await web.get(f"/jobs?id={job_id}")
         missing = await web.get("/jobs/nope")
     assert home.status_code == 200 and 'id="failed-q">1<' in home.text
+    assert "1 failed" in home.text and 'class="chart-failed"' in home.text  # the last hour
     assert "w:" in home.text  # the live worker's identity
     assert job_id in listed.text and job_id not in filtered.text
     assert "ValueError" in page.text and "Traceback" in page.text
     assert looked_up.status_code == 303 and looked_up.headers["location"] == f"/jobs/{job_id}"
     assert "No job nope" in missing.text
+
+
+@pytest.mark.needs("error_history")
+async def test_the_job_page_shows_every_attempts_error(app: App, start) -> None:
+    registry = app.registry(retry=2, retry_delay=0)
+
+    @registry.job("flaky")
+    async def flaky(job: Job[Item]) -> None:
+        raise ValueError(f"<i>attempt {job.attempt}</i>")
+
+    job_id = await registry.push("q", "flaky", Item(1))
+    start(registry)
+    job = await settle(registry, job_id)
+    assert job.state is JobState.FAILED
+    async with client(registry) as web:
+        page = (await web.get(f"/jobs/{job_id}")).text
+    for n in (1, 2, 3):
+        assert f"attempt {n}, " in page and f"&lt;i&gt;attempt {n}&lt;/i&gt;" in page
+    assert page.count("Traceback (most recent call last)") == 3
 
 
 async def test_payloads_and_errors_are_escaped(failing: tuple[Registry, str]) -> None:

@@ -228,6 +228,10 @@ def job_json(job: JobInfo) -> dict[str, Any]:
         "rescued": job.rescued,
         "cancel_requested": job.cancel_requested,
         "error": None if job.error is None else job.error.to_dict(),
+        "errors": [
+            {"attempt": item.attempt, "at": iso(item.at), **item.error.to_dict()}
+            for item in job.errors
+        ],
         "result": None if job.result is None else _parsed(job.result),
     }
 

@@ -32,11 +32,15 @@ def failed() -> None:
 @app_option
 @click.option("--limit", default=50, show_default=True, help="How many to show.")
 @click.option("--offset", default=0, show_default=True, help="How many to skip.")
+@click.option("--name", default=None, help="Only the jobs of this job name.")
 @json_option
-def failed_list(queue: str, app: str, limit: int, offset: int, as_json: bool) -> None:
+def failed_list(
+    queue: str, app: str, limit: int, offset: int, name: str | None, as_json: bool
+) -> None:
     """Show QUEUE's failed jobs, oldest first, with the error that failed each."""
     registry = load_app(app)
-    jobs = run(registry.list_jobs(queue, JobState.FAILED, limit=limit, offset=offset), registry)
+    listed = registry.list_jobs(queue, JobState.FAILED, limit=limit, offset=offset, name=name)
+    jobs = run(listed, registry)
     if as_json:
         echo_json([job_json(job) for job in jobs])
         return

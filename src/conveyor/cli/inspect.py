@@ -126,8 +126,8 @@ def age(seconds: float | None) -> str:
 @app_option
 @json_option
 def job(job_id: str, app: str, as_json: bool) -> None:
-    """Show the job JOB_ID: its state, attempts, times, payload, the error of its last failed
-    attempt with the traceback, and its result when kept."""
+    """Show the job JOB_ID: its state, attempts, times, payload, the error of each failed
+    attempt with its traceback (the last 20), and its result when kept."""
     registry = load_app(app)
     info = run(registry.job_info(job_id), registry)
     if info is None:
@@ -136,7 +136,13 @@ def job(job_id: str, app: str, as_json: bool) -> None:
         echo_json(job_json(info))
         return
     fields(_job_rows(info))
-    if info.error is not None and info.error.traceback:
+    for item in info.errors:
+        click.echo()
+        click.echo(f"attempt {item.attempt} failed at {when(item.at)}:"
+                   f" {item.error.type}: {item.error.message}")  # fmt: skip
+        if item.error.traceback:
+            click.echo(item.error.traceback.rstrip())
+    if not info.errors and info.error is not None and info.error.traceback:
         click.echo()
         click.echo(info.error.traceback.rstrip())
 

@@ -4,9 +4,10 @@ calling only the registry's public API.
     app = create_app(registry, token="s3cret")            # serve with any ASGI server
     starlette_app.mount("/conveyor", create_app(registry))  # or under a path of yours
 
-Pages: queues (counts per state, paused, throughput of the last hour, live workers); the jobs
-of a queue in one state (filter by job name, paged); a job (payload, metadata, attempts, last
-error and its traceback, timings); lookup by id. Actions, each a POST carrying a CSRF token
+Pages: queues (counts per state, paused, jobs finished per minute over the last hour as the
+backend counts them, live workers); the jobs of a queue in one state (filter by job name,
+paged); a job (payload, metadata, each failed attempt's error and traceback, timings); lookup
+by id; schedules; chains. Actions, each a POST carrying a CSRF token
 (double submit: a random cookie echoed in the form): retry, cancel or delete a job; retry or
 purge a queue's failed jobs; pause or resume a queue. `read_only=True` shows no action and
 refuses every POST. With `token`, every request needs `Authorization: Bearer TOKEN`, or the
@@ -18,15 +19,14 @@ from __future__ import annotations
 
 import base64
 import hmac
-import itertools
 import json
 import secrets
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 from conveyor.core import RegistryCore
+from conveyor.drivers.base import Throughput
 from conveyor.errors import ConveyorError
 from conveyor.job import JobState
 
@@ -47,44 +47,30 @@ HERE = Path(__file__).parent
 PAGE_SIZE = 50
 CSRF_COOKIE = "conveyor_csrf"
 TOKEN_COOKIE = "conveyor_token"
-#: Seconds of throughput the queues page draws, from samples taken as pages are viewed.
-HISTORY = 3600.0
+#: Minutes of throughput the queues page draws, as bars (one a minute) of the backend's counts.
+HISTORY_MINUTES = 60
 
 
-class _Throughput:
-    """Finished-job totals per queue sampled at each view of the queues page, for a chart of
-    the last hour (kept in this process: it starts empty when the dashboard starts)."""
-
-    def __init__(self) -> None:
-        self.samples: deque[tuple[float, dict[str, int]]] = deque()
-
-    def add(self, totals: dict[str, int]) -> None:
-        now = time.time()
-        self.samples.append((now, totals))
-        while self.samples and self.samples[0][0] < now - HISTORY:
-            self.samples.popleft()
-
-    def chart(self, queue: str, width: int = 240, height: int = 40) -> dict[str, Any]:
-        """An SVG polyline of jobs finished per minute, and the last hour's total."""
-        points = [(at, totals.get(queue, 0)) for at, totals in self.samples]
-        if len(points) < 2:
-            return {"points": "", "total": 0, "width": width, "height": height}
-        rates = [
-            (b_at, max(0, b - a) * 60 / max(b_at - a_at, 1e-9))
-            for (a_at, a), (b_at, b) in itertools.pairwise(points)
-        ]
-        top = max(rate for _, rate in rates) or 1.0
-        start = time.time() - HISTORY
-        line = " ".join(
-            f"{(at - start) / HISTORY * width:.1f},{height - rate / top * height:.1f}"
-            for at, rate in rates
-        )
-        return {
-            "points": line,
-            "total": points[-1][1] - points[0][1],
-            "width": width,
-            "height": height,
-        }
+def _chart(counted: Throughput | None, width: int = 240, height: int = 40) -> dict[str, Any]:
+    """SVG bars of the jobs finished per minute (failed ones drawn on top, in their own
+    colour), and the hour's totals; no bars without a history (amqp)."""
+    chart: dict[str, Any] = {"width": width, "height": height, "bars": [], "known": False}
+    if counted is None:
+        return chart
+    minutes = len(counted.succeeded)
+    top = max((s + f for s, f in zip(counted.succeeded, counted.failed, strict=True)), default=0)
+    step = width / max(minutes, 1)
+    for minute, (ok, bad) in enumerate(zip(counted.succeeded, counted.failed, strict=True)):
+        if ok + bad:
+            full = (ok + bad) / top * height
+            failed = bad / top * height
+            chart["bars"].append(
+                {"x": f"{minute * step:.1f}", "w": f"{max(step - 1, 1):.1f}",
+                 "y": f"{height - full:.1f}", "h": f"{full:.1f}", "fh": f"{failed:.1f}",
+                 "title": f"{ok} succeeded, {bad} failed"}
+            )  # fmt: skip
+    chart.update(known=True, succeeded=sum(counted.succeeded), failed=sum(counted.failed))
+    return chart
 
 
 def create_app(
@@ -100,7 +86,6 @@ def create_app(
     )
     templates = Jinja2Templates(env=env)
     templates.env.filters["timestamp"] = _timestamp
-    throughput = _Throughput()
 
     def render(request: Request, template: str, **context: Any) -> Response:
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
@@ -112,14 +97,14 @@ def create_app(
 
     async def queues(request: Request) -> Response:
         info = await registry.queue_info()
-        throughput.add({q: c.succeeded + c.failed + c.cancelled for q, c in info.items()})
+        charts = {q: _chart(await registry.throughput(q, HISTORY_MINUTES)) for q in info}
         return render(
             request,
             "queues.html",
             queues=info,
             paused=await registry.paused_queues(),
             workers=await registry.workers_alive(),
-            charts={queue: throughput.chart(queue) for queue in info},
+            charts=charts,
             now=time.time(),
         )
 
@@ -134,10 +119,10 @@ def create_app(
             return PlainTextResponse("state must be a job state; page a number", status_code=400)
         name = request.query_params.get("name", "").strip()
         found = await registry.list_jobs(
-            queue, state, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
+            queue, state, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE, name=name or None
         )
         more = len(found) > PAGE_SIZE
-        shown = [job for job in found[:PAGE_SIZE] if not name or job.name == name]
+        shown = found[:PAGE_SIZE]
         return render(
             request, "jobs.html", queue=queue, state=state.value, states=list(JobState),
             jobs=shown, page=page, more=more, name=name,

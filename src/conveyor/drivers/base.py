@@ -27,7 +27,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from conveyor.drivers.durability import IN_PROCESS
@@ -46,6 +47,7 @@ __all__ = [
     "QueueCounts",
     "Release",
     "Reservation",
+    "Throughput",
     "Tick",
     "Unsupported",
     "WorkerCounts",
@@ -71,7 +73,8 @@ class Capabilities:
       whose lease ran out, `renew` moves its end, and any connection holding the token may
       renew or settle it. Without it a reservation lasts as long as the connection that
       took it, and only that connection settles it (amqp).
-    - `lookup`: `get` finds a job by id and `list_jobs` lists every state.
+    - `lookup`: `get` finds a job by id, `list_jobs` lists every state and `throughput`
+      counts the jobs finished per minute.
     - `exact_counts`: `counts` gives every state exactly (delayed and succeeded included).
     - `unique`: pushes with `unique=` are deduplicated; a job pushed again with an id that is
       stored already stores nothing.
@@ -80,6 +83,8 @@ class Capabilities:
       `ordered` promises across queues and among equal priorities aside).
     - `shared_records`: worker stats and presence (`record_stats`, `beat`) are seen by every
       process, not only the one that wrote them.
+    - `error_history`: `get` returns each failed attempt's error (`JobInfo.errors`), not only
+      the last one.
     """
 
     notify: bool = False
@@ -96,6 +101,7 @@ class Capabilities:
     ordered: bool = True
     priorities: bool = True
     shared_records: bool = True
+    error_history: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +162,31 @@ class QueueCounts:
     failed: int = 0
     oldest_pending_age: float | None = field(default=None, compare=False, repr=False)
     cancelled: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """Jobs of one queue that finished per minute, by the backend's clock: minute i covers
+    [start + 60 i, start + 60 (i + 1)), the last one is the minute now running. Counted from
+    the finished jobs still stored, so jobs pruned or purged meanwhile no longer count."""
+
+    start: float
+    succeeded: tuple[int, ...]
+    failed: tuple[int, ...]
+
+    @classmethod
+    def of(cls, start: float, minutes: int, counted: Iterable[tuple[str, int, int]]) -> Throughput:
+        """From (state, minute index, count) triples; other states and minutes are ignored."""
+        tally = {"succeeded": [0] * minutes, "failed": [0] * minutes}
+        for state, minute, count in counted:
+            if state in tally and 0 <= minute < minutes:
+                tally[state][minute] += count
+        return cls(start, tuple(tally["succeeded"]), tuple(tally["failed"]))
+
+    @staticmethod
+    def start_at(now: float, minutes: int) -> float:
+        """Where the first of `minutes` whole minutes ending with the current one starts."""
+        return (math.floor(now / 60) - minutes + 1) * 60.0
 
 
 #: How often a worker process says it is alive (`Driver.beat`), and how long after its last
@@ -319,10 +350,23 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     async def list_jobs(
-        self, queue: str, state: JobState, limit: int = 100, offset: int = 0
+        self,
+        queue: str,
+        state: JobState,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        name: str | None = None,
     ) -> list[JobInfo]:
         """Jobs of one queue in one state, oldest first by id. `delayed` and `pending` are
-        told apart by whether the job's time has come."""
+        told apart by whether the job's time has come. With `name`, only the jobs of that
+        name: the filter comes before `limit` and `offset`, across the whole state."""
+
+    async def throughput(self, queue: str, minutes: int = 60) -> Throughput:
+        """How many of the queue's jobs succeeded and failed in each of the last `minutes`
+        whole minutes of the backend's clock, the current one included; read from an index
+        on the finish time (never every job), written by nothing on the hot path."""
+        raise self.unsupported("counting finished jobs per minute (throughput)")
 
     @abc.abstractmethod
     async def get(self, job_id: str) -> JobInfo | None:

@@ -22,11 +22,20 @@ from conveyor.drivers.base import (
     QueueCounts,
     Release,
     Reservation,
+    Throughput,
     Tick,
     WorkerCounts,
     WorkerPresence,
 )
-from conveyor.job import FINISHED_STATES, ErrorInfo, JobInfo, JobState, NewJob
+from conveyor.job import (
+    FINISHED_STATES,
+    MAX_ERRORS,
+    ErrorInfo,
+    FailedAttempt,
+    JobInfo,
+    JobState,
+    NewJob,
+)
 
 UniqueKey = tuple[str, str, str]
 
@@ -217,6 +226,7 @@ class MemoryDriver(Driver):
                 lease_expires_at=None,
                 attempt=job.attempt if item.count_attempt else job.attempt - 1,
                 error=item.error or job.error,
+                errors=_with_error(job, item.error, now),
             )
             self._jobs[job.id] = job
             self._schedule(job)
@@ -231,15 +241,24 @@ class MemoryDriver(Driver):
             job = self._held(Reservation(item.id, item.token))
             if job is not None:
                 state = JobState.CANCELLED if item.cancelled else JobState.FAILED
-                self._finish(job, state, item.error)
+                self._finish(job, state, item.error, record=True)
                 failed.add(job.id)
         return failed
 
     def _finish(
-        self, job: JobInfo, state: JobState, error: ErrorInfo | None, result: str | None = None
+        self,
+        job: JobInfo,
+        state: JobState,
+        error: ErrorInfo | None,
+        result: str | None = None,
+        *,
+        record: bool = False,
     ) -> None:
+        """Finish the job; with `record`, `error` is its attempt's and joins its history."""
+        now = time.time()
+        errors = _with_error(job, error, now) if record else job.errors
         self._jobs[job.id] = replace(
-            job, state=state, finished_at=time.time(), error=error, result=result
+            job, state=state, finished_at=now, error=error, result=result, errors=errors
         )
         key = self._unique_key(job.queue, job.name, job.unique)
         if key is not None and self._unique.get(key) == job.id:
@@ -306,15 +325,34 @@ class MemoryDriver(Driver):
         }
 
     async def list_jobs(
-        self, queue: str, state: JobState, limit: int = 100, offset: int = 0
+        self,
+        queue: str,
+        state: JobState,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        name: str | None = None,
     ) -> list[JobInfo]:
         now = time.time()
         matching = sorted(
-            (self._shown(job, now) for job in self._jobs.values() if job.queue == queue),
+            (
+                self._shown(job, now)
+                for job in self._jobs.values()
+                if job.queue == queue and (name is None or job.name == name)
+            ),
             key=lambda job: job.id,
         )
         chosen = [job for job in matching if job.state is state]
         return chosen[offset : offset + limit]
+
+    async def throughput(self, queue: str, minutes: int = 60) -> Throughput:
+        start = Throughput.start_at(time.time(), minutes)
+        counted = [
+            (job.state.value, int((job.finished_at - start) // 60), 1)
+            for job in self._jobs.values()
+            if job.queue == queue and job.finished_at is not None and job.finished_at >= start
+        ]
+        return Throughput.of(start, minutes, counted)
 
     async def get(self, job_id: str) -> JobInfo | None:
         job = self._jobs.get(job_id)
@@ -411,6 +449,14 @@ class MemoryDriver(Driver):
     @staticmethod
     def _unique_key(queue: str, name: str, unique: str | None) -> UniqueKey | None:
         return None if unique is None else (queue, name, unique)
+
+
+def _with_error(job: JobInfo, error: ErrorInfo | None, now: float) -> tuple[FailedAttempt, ...]:
+    """The job's error history with `error` (of its current attempt) added, the oldest
+    dropped past MAX_ERRORS; unchanged without an error."""
+    if error is None:
+        return job.errors
+    return (*job.errors, FailedAttempt(job.attempt, now, error))[-MAX_ERRORS:]
 
 
 def _due(job: JobInfo) -> float:

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
-from conveyor.job import ErrorInfo, JobInfo, JobState
+from conveyor.job import ErrorInfo, FailedAttempt, JobInfo, JobState
 
-__all__ = ["RAW_SHOWN", "decode_text", "read_job"]
+__all__ = ["RAW_SHOWN", "decode_text", "read_errors", "read_job"]
 
 #: How much of a damaged field's raw value a problem description shows.
 RAW_SHOWN = 200
@@ -46,7 +47,34 @@ def read_job(raw: Mapping[str, object], now: float) -> JobInfo:
         job = _read_sound(raw, now)
     except (KeyError, TypeError, ValueError, AttributeError):
         job = None
-    return job if job is not None else _read_carefully(raw, now)
+    if job is None:
+        job = _read_carefully(raw, now)
+    history = raw.get("errors")
+    if history is not None and history != "":
+        job = replace(job, errors=read_errors(history))
+    return job
+
+
+def read_errors(stored: object) -> tuple[FailedAttempt, ...]:
+    """The error history of a job from its stored JSON array of objects (attempt, at, type,
+    message, traceback), oldest first. Entries that cannot be read are left out: the history
+    is for people to read, and its damage never hides the job."""
+    if isinstance(stored, bytes):
+        stored = decode_text(stored)
+    try:
+        entries = json.loads(stored) if isinstance(stored, str) else None
+    except ValueError:
+        return ()
+    if not isinstance(entries, list):
+        return ()
+    history: list[FailedAttempt] = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        attempt, at = _number(entry.get("attempt")), _number(entry.get("at"))
+        if attempt is not None and at is not None:
+            history.append(FailedAttempt(int(attempt), at, ErrorInfo.from_dict(entry)))
+    return tuple(history)
 
 
 def _read_sound(raw: Mapping[str, Any], now: float) -> JobInfo | None:

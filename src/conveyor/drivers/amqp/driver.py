@@ -75,6 +75,7 @@ class AmqpDriver(AmqpInspection):
         unique=False,
         ordered=False,
         shared_records=False,
+        error_history=False,
     )
 
     @classmethod

@@ -49,13 +49,24 @@ class AmqpInspection(AmqpChannels):
         return found
 
     async def list_jobs(
-        self, queue: str, state: JobState, limit: int = 100, offset: int = 0
+        self,
+        queue: str,
+        state: JobState,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        name: str | None = None,
     ) -> list[JobInfo]:
         if state not in (JobState.FAILED, JobState.CANCELLED):
             raise self.unsupported(
                 f"listing {state.value} jobs", "RabbitMQ can only count them (queue_info)"
             )
-        jobs = [job for job, _ in await self._browse(queue, lambda job: job.state is state)]
+        jobs = [
+            job
+            for job, _ in await self._browse(
+                queue, lambda job: job.state is state and name in (None, job.name)
+            )
+        ]
         jobs.sort(key=lambda job: job.id)
         return jobs[offset : offset + limit]
 

@@ -46,22 +46,19 @@ from typing import Any, TypeVar
 from conveyor.drivers.base import (
     Capabilities,
     Failure,
-    QueueCounts,
     Release,
     Reservation,
 )
 from conveyor.drivers.redis.client import seconds
 from conveyor.drivers.redis.control import JobControl
-from conveyor.drivers.redis.keys import QueueKeys, new_token, queue_of
+from conveyor.drivers.redis.inspection import JobInspection
+from conveyor.drivers.redis.keys import new_token, queue_of
 from conveyor.drivers.redis.records import (
     FIELDS,
-    MEMBER_ID_OFFSET,
-    counts_from,
     error_text,
     job_info,
     push_jobs,
     score_pairs,
-    stored,
 )
 from conveyor.drivers.redis.scripts import Batch
 from conveyor.drivers.redis.single import SinglePush
@@ -92,7 +89,7 @@ MIN_WAIT = 0.002
 _COUNTERS = ("processed", "succeeded", "failed", "retried")
 
 
-class RedisDriver(JobControl, WorkerRecords, SinglePush):
+class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
     """Jobs in Redis, each change a Lua script; idle workers block on the server (BLPOP).
 
     `url` is a redis:// or rediss:// URL (default: $CONVEYOR_REDIS_URL, then
@@ -292,74 +289,6 @@ class RedisDriver(JobControl, WorkerRecords, SinglePush):
                     args += fields(item)
                 calls.append((keys.of_script(name), args))
         return calls
-
-    # -- inspect -----------------------------------------------------------------------------
-
-    async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
-        """Per queue, one read-only script: each queue's numbers are one consistent view."""
-        wanted = list(dict.fromkeys(queues))
-        if not wanted:
-            return {}
-        batch = Batch()
-        for queue in wanted:
-            keys = self.keys(queue)
-            batch.script("counts", keys.of_script("counts"), [])
-        replies = await self._run(batch)
-        return {queue: counts_from(reply) for queue, reply in zip(wanted, replies, strict=True)}
-
-    async def list_jobs(
-        self, queue: str, state: JobState, limit: int = 100, offset: int = 0
-    ) -> list[JobInfo]:
-        """Jobs of one state, oldest first by id. Reads every id of that state (the sets are
-        ordered by time, not id), then the page's jobs: fine for inspection, not a hot path."""
-        now = await self._now()
-        keys = self.keys(queue)
-        ids = sorted(await self._ids_in_state(keys, state, now))[offset : offset + max(limit, 0)]
-        if not ids:
-            return []
-        batch = Batch()
-        for job_id in ids:
-            batch.command("HMGET", keys.job + job_id, *FIELDS)
-        replies = await self._run(batch)
-        found = [
-            job_info(job_id, values, now)
-            for job_id, values in zip(ids, replies, strict=True)
-            if stored(values)
-        ]
-        # A job that changed state between the two reads is left out rather than mislabelled.
-        return [job for job in found if job.state is state]
-
-    async def _ids_in_state(self, keys: QueueKeys, state: JobState, now: float) -> list[str]:
-        """Every id of the queue in the state a reader sees at `now`, in no order."""
-        batch = Batch()
-        if state is JobState.PENDING:
-            batch.command("ZRANGE", keys.pending, 0, -1)
-            batch.command("ZRANGEBYSCORE", keys.delayed, "-inf", repr(now))
-        elif state is JobState.DELAYED:
-            batch.command("ZRANGEBYSCORE", keys.delayed, f"({now!r}", "+inf")
-        else:
-            batch.command("ZRANGE", getattr(keys, state.value), 0, -1)
-        replies = await self._run(batch)
-        if state is JobState.PENDING:
-            members, due = replies
-            return [member[MEMBER_ID_OFFSET:] for member in members] + list(due)
-        return list(replies[0])
-
-    async def get(self, job_id: str) -> JobInfo | None:
-        """Look the id up in every queue ever pushed to: two round trips."""
-        async with self._edge.command():
-            queues = sorted(await self._redis().execute_command("SMEMBERS", self.prefix + "queues"))
-        if not queues:
-            return None
-        batch = Batch()
-        batch.command("TIME")
-        for queue in queues:
-            batch.command("HMGET", self.keys(queue).job + job_id, *FIELDS)
-        clock, *replies = await self._run(batch)
-        for values in replies:
-            if stored(values):
-                return job_info(job_id, values, seconds(clock))
-        return None
 
     # -- failed jobs and retention -----------------------------------------------------------
 

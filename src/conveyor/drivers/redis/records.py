@@ -122,11 +122,13 @@ FIELDS = (
 Values = Sequence[str | None]
 
 
-def job_info(job_id: str, values: Values, now: float) -> JobInfo:
+def job_info(job_id: str, values: Values, now: float, errors: str | None = None) -> JobInfo:
     """The JobInfo of job `job_id` from its FIELDS (as HMGET reads them), in the state a
     reader sees at `now`, the server's time: a pending job whose time has not come is
-    delayed. A damaged field is named in `unreadable` rather than raised (drivers/record.py)."""
-    return read_job({"id": job_id, **dict(zip(FIELDS, values, strict=True))}, now)
+    delayed. A damaged field is named in `unreadable` rather than raised (drivers/record.py).
+    `errors` is the job's error history field, read by `get` only."""
+    raw = {"id": job_id, **dict(zip(FIELDS, values, strict=True)), "errors": errors}
+    return read_job(raw, now)
 
 
 def stored(values: Values) -> bool:

@@ -23,12 +23,9 @@ from typing import Any, TypeVar
 from conveyor.drivers.base import (
     Failure,
     LocalWakeup,
-    QueueCounts,
     Release,
     Reservation,
     Tick,
-    WorkerCounts,
-    WorkerPresence,
 )
 from conveyor.drivers.sql.adapter import (
     REQUIRED_QUERIES,
@@ -39,6 +36,7 @@ from conveyor.drivers.sql.adapter import (
     SqlTransaction,
 )
 from conveyor.drivers.sql.queries import Migration, load_migrations, load_queries
+from conveyor.drivers.sql.reading import SqlReading
 from conveyor.drivers.sql.rows import (
     addressable,
     error_json,
@@ -47,7 +45,6 @@ from conveyor.drivers.sql.rows import (
     job_info,
     json_text,
     push_item,
-    queue_counts,
     shared_params,
     stored_state,
 )
@@ -67,7 +64,7 @@ PRUNE_BATCH = 10_000
 PUSH_ROUNDS = 5
 
 
-class SqlDriver(SinglePush):
+class SqlDriver(SqlReading, SinglePush):
     """The Driver protocol over SQL; a dialect subclass supplies the connection and the SQL.
 
     Opening is lazy: the first call opens the connection and applies migrations, so calling
@@ -395,38 +392,6 @@ class SqlDriver(SinglePush):
         rows = await self._fetch(name, {"items": json_text(items), **params})
         return {row["id"] for row in rows}
 
-    # -- reading -----------------------------------------------------------------------------
-
-    async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
-        tally: dict[str, dict[str, int]] = {queue: {} for queue in queues}
-        if not tally:
-            return {}
-        rows = await self._fetch("counts", {"queues": json_text(list(tally))})
-        ages: dict[str, float] = {}
-        for row in rows:
-            tally[row["queue"]][row["state"]] = row["count"]
-            if row["state"] == "pending":
-                ages[row["queue"]] = max(0.0, float(row["age"]))
-        return {queue: queue_counts(by_state, ages.get(queue)) for queue, by_state in tally.items()}
-
-    async def list_jobs(
-        self, queue: str, state: JobState, limit: int = 100, offset: int = 0
-    ) -> list[JobInfo]:
-        if limit <= 0:
-            return []
-        params = {
-            "queue": queue,
-            "state": state.value,
-            "stored": stored_state(state),
-            "limit": limit,
-            "offset": max(offset, 0),
-        }
-        return [job_info(row) for row in await self._fetch("list_jobs", params)]
-
-    async def get(self, job_id: str) -> JobInfo | None:
-        rows = await self._fetch("get", {"id": job_id})
-        return job_info(rows[0]) if rows else None
-
     # -- maintenance -------------------------------------------------------------------------
 
     async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
@@ -463,38 +428,3 @@ class SqlDriver(SinglePush):
         """Wait up to `timeout`; only pushes, releases and retries made through this instance
         end it early. A dialect that can notify other processes overrides this."""
         await self._pushed.wait(timeout)
-
-    # -- worker totals -----------------------------------------------------------------------
-
-    async def record_stats(self, worker: str, counts: WorkerCounts) -> None:
-        params = {
-            "worker": worker,
-            "processed": counts.processed,
-            "succeeded": counts.succeeded,
-            "failed": counts.failed,
-            "retried": counts.retried,
-        }
-        await self._execute("record_stats", params)
-
-    async def beat(self, identity: str, worker: str, *, stopping: bool = False) -> None:
-        params = {"identity": identity, "worker": worker}
-        await self._execute("beat_stopping" if stopping else "beat", params)
-
-    async def alive(self, within: float) -> list[WorkerPresence]:
-        rows = await self._fetch("alive", {"within": within})
-        return [
-            WorkerPresence(row["identity"], row["worker"], row["started_at"], row["seen_at"])
-            for row in rows
-        ]
-
-    async def worker_stats(self) -> dict[str, WorkerCounts]:
-        rows = await self._fetch("worker_stats", {})
-        return {
-            row["name"]: WorkerCounts(
-                row["processed"], row["succeeded"], row["failed"], row["retried"]
-            )
-            for row in rows
-        }
-
-
-# -- conversions between Python values and the stored columns -------------------------------

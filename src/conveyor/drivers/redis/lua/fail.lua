@@ -11,7 +11,8 @@
   ARGV[2..] per job: id, reservation token, error (JSON), cancelled ('1': to cancelled, not
           failed)
 
-  Returns the ids failed; the job keeps its error until retried, purged or pruned.
+  Returns the ids failed; the job keeps its error (and its history, field errors) until
+  purged or pruned.
 ]]
 local rcall = redis.call
 local reserved, failed, unique, cancelled = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -26,17 +27,44 @@ local function call_in_slices(command, key, items)
   end
 end
 
+-- The job's error history (field errors, a JSON array, see JobInfo.errors) with `err` added
+-- as the error of attempt `attempt`, the oldest dropped past MAX_ERRORS. A damaged history
+-- starts over rather than fail the script.
+local MAX_ERRORS = 20
+local function add_error(key, err, attempt, at)
+  local history = {}
+  local stored = rcall('HGET', key, 'errors')
+  if stored then
+    local ok, parsed = pcall(cjson.decode, stored)
+    if ok and type(parsed) == 'table' then
+      history = parsed
+    end
+  end
+  local ok, entry = pcall(cjson.decode, err)
+  if not ok or type(entry) ~= 'table' then
+    entry = {message = err}
+  end
+  entry.attempt = tonumber(attempt) or 0
+  entry.at = tonumber(at)
+  history[#history + 1] = entry
+  while #history > MAX_ERRORS do
+    table.remove(history, 1)
+  end
+  rcall('HSET', key, 'errors', cjson.encode(history))
+end
+
 local done, into_failed, into_cancelled = {}, {}, {}
 for i = 2, #ARGV, 4 do
   local id, token, err, stop = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3] == '1'
   local key = prefix .. id
-  local job = rcall('HMGET', key, 'state', 'reservation', 'ukey')
+  local job = rcall('HMGET', key, 'state', 'reservation', 'ukey', 'attempt')
   if job[1] == 'reserved' and job[2] == token then
     local state, into = 'failed', into_failed
     if stop then
       state, into = 'cancelled', into_cancelled
     end
     rcall('HSET', key, 'state', state, 'finished_at', now, 'error', err)
+    add_error(key, err, job[4], now)
     if job[3] and rcall('HGET', unique, job[3]) == id then
       rcall('HDEL', unique, job[3])
     end

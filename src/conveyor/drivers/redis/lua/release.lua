@@ -8,7 +8,8 @@
 
   ARGV[1] job key prefix
   ARGV[2..] per job: id, token, delay in seconds (from the server's TIME), count_attempt
-          ('1' or '0'), error (JSON, or '' to keep the job's last error)
+          ('1' or '0'), error (JSON, or '' to keep the job's last error; an error also joins
+          the job's history, field errors)
 
   Returns the ids released. The job keeps its unique key: it is still unfinished. A damaged
   field (a rank or an attempt that is not what it should be) never makes the script fail half
@@ -29,6 +30,32 @@ local function member(rank, at, id)
   return rank .. string.format('%020.6f', math.max(0, at)) .. id
 end
 
+-- The job's error history (field errors, a JSON array, see JobInfo.errors) with `err` added
+-- as the error of attempt `attempt`, the oldest dropped past MAX_ERRORS. A damaged history
+-- starts over rather than fail the script.
+local MAX_ERRORS = 20
+local function add_error(key, err, attempt, at)
+  local history = {}
+  local stored = rcall('HGET', key, 'errors')
+  if stored then
+    local ok, parsed = pcall(cjson.decode, stored)
+    if ok and type(parsed) == 'table' then
+      history = parsed
+    end
+  end
+  local ok, entry = pcall(cjson.decode, err)
+  if not ok or type(entry) ~= 'table' then
+    entry = {message = err}
+  end
+  entry.attempt = tonumber(attempt) or 0
+  entry.at = tonumber(at)
+  history[#history + 1] = entry
+  while #history > MAX_ERRORS do
+    table.remove(history, 1)
+  end
+  rcall('HSET', key, 'errors', cjson.encode(history))
+end
+
 local released = {}
 for i = 2, #ARGV, 5 do
   local id, token, delay, count, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -45,6 +72,7 @@ for i = 2, #ARGV, 5 do
     end
     if err ~= '' then
       rcall('HSET', key, 'error', err)
+      add_error(key, err, job[4], now)
     end
     rcall('ZREM', reserved, id)
     if at <= now then

@@ -250,7 +250,7 @@ WHERE job.state = 'reserved';
 -- name: release
 -- Put back to pending the jobs in items ([id, token, delay, error, give_back]), due `delay`
 -- seconds from now. A NULL error keeps the last one; give_back is 1 to hand the attempt back,
--- else 0.
+-- else 0. An error joins the job's history, errors, which keeps the last 20 (MAX_ERRORS).
 SELECT job.id AS id
 FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
@@ -271,12 +271,17 @@ SET job.state = 'pending',
     job.available_at = {now} + item.delay,
     job.lease_expires_at = NULL,
     job.error = COALESCE(item.error, job.error),
+    -- before attempt changes: MySQL assigns left to right, reading the values already set
+    job.errors = IF(item.error IS NULL, job.errors, JSON_ARRAY_APPEND(
+        IF(JSON_LENGTH(IFNULL(job.errors, '[]')) >= 20,
+           JSON_REMOVE(job.errors, '$[0]'), IFNULL(job.errors, '[]')),
+        '$', JSON_SET(item.error, '$.attempt', job.attempt, '$.at', {now}))),
     job.attempt = job.attempt - item.give_back
 WHERE job.state = 'reserved';
 
 -- name: fail
 -- Move to failed the jobs in items ([id, token, error, cancelled]) still reserved under their
--- token; to cancelled those whose cancelled is 1.
+-- token; to cancelled those whose cancelled is 1. The error joins the job's history.
 SELECT job.id AS id
 FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     id    VARBINARY(64) PATH '$[0]',
@@ -295,23 +300,40 @@ STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item
 SET job.state = IF(item.cancelled = 1, 'cancelled', 'failed'),
     job.finished_at = {now},
     job.unique_slot = UNHEX(SHA2(CONCAT(X'00', job.id), 256)),
-    job.error = item.error
+    job.error = item.error,
+    job.errors = IF(item.error IS NULL, job.errors, JSON_ARRAY_APPEND(
+        IF(JSON_LENGTH(IFNULL(job.errors, '[]')) >= 20,
+           JSON_REMOVE(job.errors, '$[0]'), IFNULL(job.errors, '[]')),
+        '$', JSON_SET(item.error, '$.attempt', job.attempt, '$.at', {now})))
 WHERE job.state = 'reserved';
 
 -- name: counts
 -- Jobs per queue and visible state (a pending job not yet due counts as delayed), and the age
 -- of each group's oldest job by when it became due (the driver reads it for pending jobs).
-SELECT queue,
-       CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END
-           AS state,
+-- Live jobs are read through jobs_state; finished ones are summed from finished_counts
+-- (migration 0006: a few slots per queue and state), so a million finished jobs cost nothing.
+-- STRAIGHT_JOIN from each (queue named, live state) pair, one index lookup each: given an IN
+-- list, MariaDB would rather read every job of the queue, finished ones included.
+SELECT job.queue AS queue,
+       CASE WHEN job.state = 'pending' AND job.available_at > {now} THEN 'delayed'
+            ELSE job.state END AS state,
        COUNT(*) AS count,
-       {now} - min(available_at) AS age
-FROM {prefix}jobs
+       {now} - min(job.available_at) AS age
+FROM (SELECT DISTINCT queue
+      FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (queue VARBINARY(255) PATH '$')) AS named)
+     AS wanted
+CROSS JOIN (SELECT 'pending' AS state UNION ALL SELECT 'reserved') AS live
+STRAIGHT_JOIN {prefix}jobs AS job ON job.queue = wanted.queue AND job.state = live.state
+GROUP BY 1, 2
+UNION ALL
+SELECT queue, state, SUM(n) AS count, NULL AS age
+FROM {prefix}finished_counts
 WHERE queue IN (
     SELECT wanted.queue
     FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (queue VARBINARY(255) PATH '$')) AS wanted
 )
-GROUP BY 1, 2;
+GROUP BY 1, 2
+HAVING SUM(n) <> 0;
 
 -- name: list_jobs
 -- One page of a queue's jobs in one visible state, oldest first by id.
@@ -328,11 +350,61 @@ WHERE queue = %(queue)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 
+-- name: list_jobs_named
+-- One page of a queue's jobs of one name in one visible state, oldest first by id: the
+-- filter comes before the page. Read through jobs_state, checking each job's name.
+-- stored is the state as stored ('pending' for both pending and delayed).
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
+FROM {prefix}jobs
+WHERE queue = %(queue)s
+  AND state = %(stored)s
+  AND name = %(name)s
+  AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END)
+      = %(state)s
+ORDER BY id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: list_jobs_named_failed
+-- list_jobs_named for failed and cancelled jobs, read through the jobs_named index (the
+-- literal states let the planner see that the partial index applies).
+-- stored is the state as stored ('pending' for both pending and delayed).
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
+FROM {prefix}jobs
+WHERE queue = %(queue)s
+  AND state = %(stored)s
+  AND state IN ('failed', 'cancelled')
+  AND name = %(name)s
+  AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END)
+      = %(state)s
+ORDER BY id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: throughput
+-- The queue's jobs finished per state and minute since minutes whole minutes ago (the
+-- current minute included), read from the jobs_finished index; `start` is where minute 0
+-- begins. Without any, one row of NULLs that still carries `start`.
+SELECT job.state AS state,
+       FLOOR((job.finished_at - clock.start) / 60) AS minute,
+       COUNT(job.state) AS count,
+       clock.start AS start
+FROM (SELECT (FLOOR(({now}) / 60) - %(minutes)s + 1) * 60.0 AS start) AS clock
+LEFT JOIN {prefix}jobs AS job
+  ON job.queue = %(queue)s
+ AND job.state IN ('succeeded', 'failed')
+ AND job.finished_at >= clock.start
+GROUP BY 1, 2, 4;
+
 -- name: get
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel, errors,
        {now} AS now
 FROM {prefix}jobs
 WHERE id = %(id)s;

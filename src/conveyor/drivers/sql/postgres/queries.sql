@@ -256,7 +256,8 @@ RETURNING job.id;
 -- name: release
 -- Put back to pending the jobs in items ([id, token, delay, error, give_back]), due `delay`
 -- seconds from now. A NULL error keeps the last one; give_back is 1 to hand the attempt back,
--- else 0. Each queue that got a job due now is notified.
+-- else 0. Each queue that got a job due now is notified. An error joins the job's history,
+-- errors, which keeps the last 20 (MAX_ERRORS; jsonb has no NUL, so one becomes U+FFFD).
 WITH item AS (
     SELECT jsonb_object_agg(jsonb_build_array(value->0, value->1)::text, value) AS by_fence,
            array_agg(value->>0) AS ids,
@@ -271,6 +272,13 @@ released AS (
         lease_expires_at = NULL,
         error = coalesce(
             item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>3, job.error),
+        errors = CASE WHEN (item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>3) IS NULL THEN job.errors
+            ELSE ((CASE WHEN jsonb_array_length(coalesce(job.errors, '[]')::jsonb) >= 20
+                        THEN coalesce(job.errors, '[]')::jsonb - 0
+                        ELSE coalesce(job.errors, '[]')::jsonb END)
+                  || jsonb_build_array(replace((item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>3), '\u0000', '\ufffd')::jsonb
+                                       || jsonb_build_object('attempt', job.attempt, 'at', {now})))::text
+            END,
         attempt = job.attempt
             - (item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>4)::integer
     FROM item
@@ -287,7 +295,7 @@ FROM released,
 
 -- name: fail
 -- Move to failed the jobs in items ([id, token, error, cancelled]) still reserved under their
--- token; to cancelled those whose cancelled is 1.
+-- token; to cancelled those whose cancelled is 1. The error joins the job's history.
 WITH item AS (
     SELECT jsonb_object_agg(jsonb_build_array(value->0, value->1)::text, value) AS by_fence,
            array_agg(value->>0) AS ids,
@@ -299,7 +307,14 @@ SET state = CASE
         WHEN (item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>3) = '1'
         THEN 'cancelled' ELSE 'failed' END,
     finished_at = {now},
-    error = item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2
+    error = item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2,
+    errors = CASE WHEN (item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2) IS NULL THEN job.errors
+        ELSE ((CASE WHEN jsonb_array_length(coalesce(job.errors, '[]')::jsonb) >= 20
+                    THEN coalesce(job.errors, '[]')::jsonb - 0
+                    ELSE coalesce(job.errors, '[]')::jsonb END)
+              || jsonb_build_array(replace((item.by_fence->jsonb_build_array(job.id, job.reservation)::text->>2), '\u0000', '\ufffd')::jsonb
+                                   || jsonb_build_object('attempt', job.attempt, 'at', {now})))::text
+        END
 FROM item
 WHERE job.id = ANY (ARRAY(SELECT unnest(ids) FROM item))
   AND item.by_fence ? jsonb_build_array(job.id, job.reservation)::text
@@ -353,11 +368,61 @@ WHERE queue = %(queue)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 
+-- name: list_jobs_named
+-- One page of a queue's jobs of one name in one visible state, oldest first by id: the
+-- filter comes before the page. Read through jobs_state, checking each job's name.
+-- `stored` is the state as stored ('pending' for both pending and delayed).
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
+FROM {prefix}jobs
+WHERE queue = %(queue)s
+  AND state = %(stored)s
+  AND name = %(name)s
+  AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed'
+            ELSE state END) = %(state)s
+ORDER BY id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: list_jobs_named_failed
+-- list_jobs_named for failed and cancelled jobs, read through the jobs_named index (the
+-- literal states let the planner see that the partial index applies).
+-- `stored` is the state as stored ('pending' for both pending and delayed).
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
+FROM {prefix}jobs
+WHERE queue = %(queue)s
+  AND state = %(stored)s
+  AND state IN ('failed', 'cancelled')
+  AND name = %(name)s
+  AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed'
+            ELSE state END) = %(state)s
+ORDER BY id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: throughput
+-- The queue's jobs finished per state and minute since minutes whole minutes ago (the
+-- current minute included), read from the jobs_finished index; `start` is where minute 0
+-- begins. Without any, one row of NULLs that still carries `start`.
+SELECT job.state AS state,
+       floor((job.finished_at - clock.start) / 60)::integer AS minute,
+       count(job.state) AS count,
+       clock.start AS start
+FROM (SELECT (floor(({now}) / 60) - %(minutes)s + 1) * 60.0 AS start) AS clock
+LEFT JOIN {prefix}jobs AS job
+  ON job.queue = %(queue)s
+ AND job.finished_at >= clock.start
+ AND job.state IN ('succeeded', 'failed', 'cancelled')
+GROUP BY 1, 2, 4;
+
 -- name: get
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel, errors,
        {now} AS now
 FROM {prefix}jobs
 WHERE id = %(id)s;

@@ -13,7 +13,7 @@
 -- id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,
 -- timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,
 -- alone, reserved_at, lease_expires_at, result, cancel, and `now`, the database's time as the
--- statement ran (it tells delayed from pending).
+-- statement ran (it tells delayed from pending); `get` also returns errors, the error history.
 
 -- name: now
 -- The clock: seconds since the epoch, to the millisecond; the same for a whole statement.
@@ -157,12 +157,16 @@ RETURNING id;
 -- name: release
 -- Put back to pending the jobs in :items ([id, token, delay, error, give_back]), due `delay`
 -- seconds from now. A NULL error keeps the last one; give_back is 1 to hand the attempt back,
--- else 0.
+-- else 0. An error also joins the job's history: errors keeps the last 20 (MAX_ERRORS).
 UPDATE {prefix}jobs AS job
 SET state = 'pending',
     available_at = {now} + (item.value->>2),
     lease_expires_at = NULL,
     error = coalesce(item.value->>3, job.error),
+    errors = CASE WHEN item.value->>3 IS NULL THEN job.errors ELSE json_insert(
+        CASE WHEN json_array_length(coalesce(job.errors, '[]')) >= 20
+             THEN json_remove(job.errors, '$[0]') ELSE coalesce(job.errors, '[]') END,
+        '$[#]', json_set(item.value->>3, '$.attempt', job.attempt, '$.at', {now})) END,
     attempt = job.attempt - (item.value->>4)
 FROM json_each(:items) AS item
 WHERE job.id = item.value->>0
@@ -172,11 +176,15 @@ RETURNING id;
 
 -- name: fail
 -- Move to failed the jobs in :items ([id, token, error, cancelled]) still reserved under their
--- token; to cancelled those whose cancelled is 1.
+-- token; to cancelled those whose cancelled is 1. The error joins the job's history.
 UPDATE {prefix}jobs AS job
 SET state = CASE WHEN item.value->>3 = 1 THEN 'cancelled' ELSE 'failed' END,
     finished_at = {now},
-    error = item.value->>2
+    error = item.value->>2,
+    errors = CASE WHEN item.value->>2 IS NULL THEN job.errors ELSE json_insert(
+        CASE WHEN json_array_length(coalesce(job.errors, '[]')) >= 20
+             THEN json_remove(job.errors, '$[0]') ELSE coalesce(job.errors, '[]') END,
+        '$[#]', json_set(item.value->>2, '$.attempt', job.attempt, '$.at', {now})) END
 FROM json_each(:items) AS item
 WHERE job.id = item.value->>0
   AND job.reservation = item.value->>1
@@ -186,6 +194,8 @@ RETURNING id;
 -- name: counts
 -- Jobs per queue and visible state (a pending job not yet due counts as delayed), and the age
 -- of each group's oldest job by when it became due (the driver reads it for pending jobs).
+-- Live jobs are read through jobs_state; finished ones from finished_counts (migration 0007),
+-- so a million finished jobs cost nothing here.
 SELECT queue,
        CASE WHEN state = 'pending' AND available_at > {now}
             THEN 'delayed' ELSE state END AS state,
@@ -193,7 +203,12 @@ SELECT queue,
        {now} - min(available_at) AS age
 FROM {prefix}jobs
 WHERE queue IN (SELECT value FROM json_each(:queues))
-GROUP BY 1, 2;
+  AND state IN ('pending', 'reserved')
+GROUP BY 1, 2
+UNION ALL
+SELECT queue, state, n AS count, NULL AS age
+FROM {prefix}finished_counts
+WHERE queue IN (SELECT value FROM json_each(:queues)) AND n <> 0;
 
 -- name: list_jobs
 -- One page of a queue's jobs in one visible state, oldest first by id.
@@ -210,11 +225,61 @@ WHERE queue = :queue
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
+-- name: list_jobs_named
+-- One page of a queue's jobs of one name in one visible state, oldest first by id: the
+-- filter comes before the page. Read through jobs_state, checking each job's name.
+-- :stored is the state as stored ('pending' for both pending and delayed).
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
+FROM {prefix}jobs
+WHERE queue = :queue
+  AND state = :stored
+  AND name = :name
+  AND (CASE WHEN state = 'pending' AND available_at > {now}
+            THEN 'delayed' ELSE state END) = :state
+ORDER BY id
+LIMIT :limit OFFSET :offset;
+
+-- name: list_jobs_named_failed
+-- list_jobs_named for failed and cancelled jobs, read through the jobs_named index (the
+-- literal states let the planner see that the partial index applies).
+-- :stored is the state as stored ('pending' for both pending and delayed).
+SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
+       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       {now} AS now
+FROM {prefix}jobs
+WHERE queue = :queue
+  AND state = :stored
+  AND state IN ('failed', 'cancelled')
+  AND name = :name
+  AND (CASE WHEN state = 'pending' AND available_at > {now}
+            THEN 'delayed' ELSE state END) = :state
+ORDER BY id
+LIMIT :limit OFFSET :offset;
+
+-- name: throughput
+-- The queue's jobs finished per state and minute since :minutes whole minutes ago (the
+-- current minute included), read from the jobs_finished index; `start` is where minute 0
+-- begins. Without any, one row of NULLs that still carries `start`.
+SELECT job.state AS state,
+       CAST((job.finished_at - clock.start) / 60 AS INTEGER) AS minute,
+       count(job.state) AS count,
+       clock.start AS start
+FROM (SELECT (CAST(({now}) / 60 AS INTEGER) - :minutes + 1) * 60.0 AS start) AS clock
+LEFT JOIN {prefix}jobs AS job
+  ON job.queue = :queue
+ AND job.finished_at >= clock.start
+ AND job.state IN ('succeeded', 'failed')
+GROUP BY 1, 2;
+
 -- name: get
 -- One job by id.
 SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
        available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+       error, rescued, alone, reserved_at, lease_expires_at, result, cancel, errors,
        {now} AS now
 FROM {prefix}jobs
 WHERE id = :id;

@@ -1,0 +1,12 @@
+-- errors: the error of each failed attempt, oldest first, as a JSON array of objects (attempt,
+-- at, type, message, traceback), the last 20 kept (see JobInfo.errors). Written by release
+-- and fail only, never by a success; read by get only. Run again cleanly after a partial
+-- failure (MySQL 8.0 has no ADD COLUMN IF NOT EXISTS: hence the prepared statement).
+SET @conveyor_ddl = (
+    SELECT IF(COUNT(*) = 0, 'ALTER TABLE {prefix}jobs ADD COLUMN errors LONGTEXT NULL', 'DO 0')
+    FROM information_schema.columns
+    WHERE table_schema = DATABASE() AND table_name = '{prefix}jobs' AND column_name = 'errors'
+);
+PREPARE conveyor_ddl FROM @conveyor_ddl;
+EXECUTE conveyor_ddl;
+DEALLOCATE PREPARE conveyor_ddl;
