@@ -261,9 +261,23 @@ def log_outcome(outcome: Outcome, settled: bool) -> None:
         )
     if not log.isEnabledFor(level):
         return
-    fields = {"id": job.id, "job": job.name, "queue": job.queue, "attempt": job.attempt,
+    name, said = _printable(job.name), _printable(said)
+    fields = {"id": job.id, "job": name, "queue": job.queue, "attempt": job.attempt,
               "duration": round(outcome.duration, 6), "outcome": kind}  # fmt: skip
     log.log(
         level, "job %s (%s) %s [queue %s, attempt %d, %.3fs]",
-        job.id, job.name, said, job.queue, job.attempt, outcome.duration, extra=fields,
+        job.id, name, said, job.queue, job.attempt, outcome.duration, extra=fields,
     )  # fmt: skip
+
+
+def _printable(text: str) -> str:
+    """`text` as a log line can carry it: bytes that were not UTF-8 when read (a damaged
+    record's name, kept as lone surrogates) become \\x escapes, so no log handler fails on
+    them."""
+    if text.isascii():
+        return text
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from a byte
+        data = text.encode("utf-8", "backslashreplace")
+    return data.decode("utf-8", "backslashreplace")

@@ -1,0 +1,31 @@
+"""The per-job log line carries a damaged record's name (bytes that were not UTF-8, kept as
+lone surrogates) as escapes, so a log handler writing UTF-8 never fails on it."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from conveyor.attempt import Outcome, error_info
+from conveyor.drivers.memory import MemoryDriver
+from conveyor.job import JobInfo, JobState
+from conveyor.settle import log_outcome
+
+
+@pytest.mark.parametrize("name", ["caf\udce9 \udcff", "lone \ud800", "café"])
+def test_a_name_that_is_not_utf8_is_logged_as_escapes(
+    caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    job = JobInfo("0" * 32, "q", name, "{}", JobState.RESERVED, 1, 1, 0, 0.0, 0.0)
+    outcome = Outcome("fail", job, MemoryDriver(), error_info(ValueError("boom")))
+    caplog.set_level(logging.INFO, "conveyor.worker")
+    log_outcome(outcome, settled=True)
+    [record] = caplog.records
+    line = record.getMessage()
+    line.encode("utf-8")  # raises if a surrogate is left
+    assert record.job.encode("utf-8") and "boom" in line  # type: ignore[attr-defined]
+    if name == "café":
+        assert "(café)" in line  # text that is UTF-8 stays as it is
+    else:
+        assert "\\x" in line or "\\ud800" in line
