@@ -261,18 +261,18 @@ def log_outcome(outcome: Outcome, settled: bool) -> None:
         )
     if not log.isEnabledFor(level):
         return
-    name, said = _printable(job.name), _printable(said)
-    fields = {"id": job.id, "job": name, "queue": job.queue, "attempt": job.attempt,
+    job_id, name, queue, said = map(_printable, (job.id, job.name, job.queue, said))
+    fields = {"id": job_id, "job": name, "queue": queue, "attempt": job.attempt,
               "duration": round(outcome.duration, 6), "outcome": kind}  # fmt: skip
     log.log(
         level, "job %s (%s) %s [queue %s, attempt %d, %.3fs]",
-        job.id, name, said, job.queue, job.attempt, outcome.duration, extra=fields,
+        job_id, name, said, queue, job.attempt, outcome.duration, extra=fields,
     )  # fmt: skip
 
 
 def _printable(text: str) -> str:
     """`text` as a log line can carry it: bytes that were not UTF-8 when read (a damaged
-    record's name, kept as lone surrogates) become \\x escapes, so no log handler fails on
+    record's name or queue, kept as lone surrogates) become \\x escapes, so no log handler fails on
     them."""
     if text.isascii():
         return text

@@ -1,5 +1,5 @@
-"""The per-job log line carries a damaged record's name (bytes that were not UTF-8, kept as
-lone surrogates) as escapes, so a log handler writing UTF-8 never fails on it."""
+"""The per-job log line carries a damaged record's name and queue (bytes that were not UTF-8,
+kept as lone surrogates) as escapes, so a log handler writing UTF-8 never fails on it."""
 
 from __future__ import annotations
 
@@ -17,14 +17,15 @@ from conveyor.settle import log_outcome
 def test_a_name_that_is_not_utf8_is_logged_as_escapes(
     caplog: pytest.LogCaptureFixture, name: str
 ) -> None:
-    job = JobInfo("0" * 32, "q", name, "{}", JobState.RESERVED, 1, 1, 0, 0.0, 0.0)
+    job = JobInfo("0" * 32, name, name, "{}", JobState.RESERVED, 1, 1, 0, 0.0, 0.0)
     outcome = Outcome("fail", job, MemoryDriver(), error_info(ValueError("boom")))
     caplog.set_level(logging.INFO, "conveyor.worker")
     log_outcome(outcome, settled=True)
     [record] = caplog.records
     line = record.getMessage()
     line.encode("utf-8")  # raises if a surrogate is left
-    assert record.job.encode("utf-8") and "boom" in line  # type: ignore[attr-defined]
+    assert record.job.encode("utf-8") and record.queue.encode("utf-8")  # type: ignore[attr-defined]
+    assert "boom" in line
     if name == "café":
         assert "(café)" in line  # text that is UTF-8 stays as it is
     else:
