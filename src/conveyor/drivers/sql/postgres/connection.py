@@ -288,10 +288,6 @@ class PostgresConnection:
             raise DriverError(
                 f"the PostgreSQL driver for {self.target.shown} is closed: call open() first"
             )
-        import os as _os
-
-        if _os.environ.get("NOSHIELD"):
-            return await self._on_pool(pool, what, work, in_transaction)
         task = asyncio.ensure_future(self._on_pool(pool, what, work, in_transaction))
         task.add_done_callback(_consume_error)
         return await asyncio.shield(task)
