@@ -16,7 +16,6 @@ from dataclasses import replace
 
 from conveyor.drivers.base import (
     Capabilities,
-    Driver,
     Failure,
     LocalWakeup,
     QueueCounts,
@@ -24,9 +23,8 @@ from conveyor.drivers.base import (
     Reservation,
     Throughput,
     Tick,
-    WorkerCounts,
-    WorkerPresence,
 )
+from conveyor.drivers.local import LocalWorkerRecords
 from conveyor.job import (
     FINISHED_STATES,
     MAX_ERRORS,
@@ -40,7 +38,7 @@ from conveyor.job import (
 UniqueKey = tuple[str, str, str]
 
 
-class MemoryDriver(Driver):
+class MemoryDriver(LocalWorkerRecords):
     """Jobs in a dict; per queue, a heap of due jobs by priority and a heap of jobs waiting for
     their time (delayed jobs, and reserved jobs until their lease runs out)."""
 
@@ -48,6 +46,7 @@ class MemoryDriver(Driver):
     capabilities = Capabilities(control=True, schedules=True)
 
     def __init__(self) -> None:
+        super().__init__()
         self._jobs: dict[str, JobInfo] = {}
         # Per queue: due jobs as (-priority, due time, seq, id), and jobs not yet due as
         # (due time, seq, id); the due time is a reserved job's lease end, else available_at
@@ -56,8 +55,6 @@ class MemoryDriver(Driver):
         self._ready: dict[str, list[tuple[int, float, int, str]]] = {}
         self._waiting: dict[str, list[tuple[float, int, str]]] = {}
         self._unique: dict[UniqueKey, str] = {}
-        self._stats: dict[str, WorkerCounts] = {}
-        self._beats: dict[str, WorkerPresence] = {}
         self._paused: set[str] = set()
         self._ticks: dict[str, Tick] = {}
         self._seq = itertools.count()
@@ -426,25 +423,6 @@ class MemoryDriver(Driver):
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         await self._pushed.wait(timeout)
-
-    async def record_stats(self, worker: str, counts: WorkerCounts) -> None:
-        self._stats[worker] = self._stats.get(worker, WorkerCounts()) + counts
-
-    async def worker_stats(self) -> dict[str, WorkerCounts]:
-        return dict(self._stats)
-
-    async def beat(self, identity: str, worker: str, *, stopping: bool = False) -> None:
-        if stopping:
-            self._beats.pop(identity, None)
-            return
-        now = time.time()
-        started = self._beats[identity].started_at if identity in self._beats else now
-        self._beats[identity] = WorkerPresence(identity, worker, started, now)
-
-    async def alive(self, within: float) -> list[WorkerPresence]:
-        since = time.time() - within
-        found = [presence for presence in self._beats.values() if presence.seen_at >= since]
-        return sorted(found, key=lambda presence: presence.started_at)
 
     @staticmethod
     def _unique_key(queue: str, name: str, unique: str | None) -> UniqueKey | None:

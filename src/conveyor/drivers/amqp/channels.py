@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import heapq
 import os
-import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -29,11 +28,9 @@ from conveyor.drivers.amqp.topology import (
 )
 from conveyor.drivers.amqp.wire import Outgoing, ack_all, publish_all
 from conveyor.drivers.base import (
-    Driver,
     LocalWakeup,
-    WorkerCounts,
-    WorkerPresence,
 )
+from conveyor.drivers.local import LocalWorkerRecords
 from conveyor.errors import BackendUnavailableError, DriverError
 from conveyor.job import JobInfo
 
@@ -70,13 +67,14 @@ class Held:
     message: DeliveredMessage
 
 
-class AmqpChannels(Driver):
+class AmqpChannels(LocalWorkerRecords):
     """One connection: a confirming channel that publishes and declares, and an intake
     channel whose consumers receive the work queues' messages (see `_consume`)."""
 
     def __init__(
         self, url: str = "", *, prefix: str | None = None, timeout: float | None = None
     ) -> None:
+        super().__init__()
         url = url or os.environ.get(URL_ENV, "") or DEFAULT_URL
         self._url = self.url = url
         self._settings: Settings = parse_url(url, prefix, timeout)
@@ -102,8 +100,6 @@ class AmqpChannels(Driver):
         self._ever_declared: set[str] = set()
         self._lock = asyncio.Lock()
         self._pushed = LocalWakeup()
-        self._stats: dict[str, WorkerCounts] = {}
-        self._beats: dict[str, WorkerPresence] = {}
 
     def _location(self) -> str:
         return self._url
@@ -338,27 +334,6 @@ class AmqpChannels(Driver):
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         await self._pushed.wait(timeout)
-
-    # -- worker records: kept in this process only (`shared_records` is False) ---------------
-
-    async def record_stats(self, worker: str, counts: WorkerCounts) -> None:
-        self._stats[worker] = self._stats.get(worker, WorkerCounts()) + counts
-
-    async def worker_stats(self) -> dict[str, WorkerCounts]:
-        return dict(self._stats)
-
-    async def beat(self, identity: str, worker: str, *, stopping: bool = False) -> None:
-        if stopping:
-            self._beats.pop(identity, None)
-            return
-        now = time.time()
-        started = self._beats[identity].started_at if identity in self._beats else now
-        self._beats[identity] = WorkerPresence(identity, worker, started, now)
-
-    async def alive(self, within: float) -> list[WorkerPresence]:
-        since = time.time() - within
-        found = [presence for presence in self._beats.values() if presence.seen_at >= since]
-        return sorted(found, key=lambda presence: presence.started_at)
 
     def declared(self) -> set[str]:
         """The conveyor queues this driver declared (for tests that clean up after them)."""
