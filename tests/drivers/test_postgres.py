@@ -16,6 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -122,6 +123,59 @@ async def test_a_batch_copied_in_keeps_push_manys_order_ids_and_wake_up(
     assert [(stored[job.id].payload, stored[job.id].priority) for job in jobs] == [
         (job.payload, job.priority) for job in jobs
     ]
+
+
+async def test_a_batch_copied_in_stores_every_field_as_given(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    driver = await drivers.open()
+    # COPY's text format escapes these; a job's options may differ from the next one's.
+    payloads = ['{"s":"tab\\tnew\\nline back\\\\slash"}', '"\t\n\r\\ é"', "{}"]
+    jobs = [
+        make_job(
+            queue=f"q{i % 2}",
+            payload=payloads[i % 3],
+            delay=3600.0 * (i % 2),
+            max_attempts=1 + i % 4,
+            priority=i % 3,
+            timeout=None if i % 2 else 2.5,
+            retry_delay=None if i % 2 else '{"kind":"fixed"}',
+            meta={"n": i, "tab": "\t"} if i % 5 else {},
+        )
+        for i in range(COPY_FROM)
+    ]
+    alike = [replace(jobs[0], id=make_job().id, payload=payloads[i % 3]) for i in range(COPY_FROM)]
+    before = time.time()
+
+    assert await driver.push_many(jobs) == [job.id for job in jobs]
+    assert await driver.push_many(alike) == [job.id for job in alike]
+
+    for job in jobs + alike:
+        info = await driver.get(job.id)
+        assert info is not None
+        assert (info.queue, info.name, info.payload, info.max_attempts, info.priority) == (
+            job.queue, job.name, job.payload, job.max_attempts, job.priority
+        )  # fmt: skip
+        assert (info.timeout, info.retry_delay, info.meta) == (
+            job.timeout, job.retry_delay, job.meta
+        )  # fmt: skip
+        assert info.available_at - info.created_at == pytest.approx(job.delay)
+        assert before - 1.0 < info.created_at < time.time() + 1.0
+
+
+async def test_a_copied_batch_with_one_id_stored_already_stores_the_others(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    driver = await drivers.open()
+    jobs = [make_job() for _ in range(COPY_FROM)]
+    kept = jobs[7]
+    await driver.push(replace(kept, payload='"first"'))
+
+    assert await driver.push_many(jobs) == [job.id for job in jobs]
+
+    stored = await driver.get(kept.id)
+    assert stored is not None and stored.payload == '"first"'  # the first push is kept
+    assert len(await driver.reserve(["q"], 2 * COPY_FROM, 30.0, "w")) == COPY_FROM
 
 
 async def test_wait_ignores_pushes_to_other_queues(drivers: Drivers[PostgresDriver]) -> None:

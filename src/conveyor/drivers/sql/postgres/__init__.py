@@ -48,9 +48,10 @@ from conveyor.drivers.base import Capabilities
 from conveyor.drivers.sql.deadline import TIMEOUT
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.postgres.connection import PostgresConnection, Target
+from conveyor.drivers.sql.postgres.copy import copy_heads, copy_text
 from conveyor.drivers.sql.postgres.listener import Listener
 from conveyor.drivers.sql.queries import Query
-from conveyor.drivers.sql.rows import push_item
+from conveyor.drivers.sql.rows import json_text, push_item
 from conveyor.drivers.sql.url import (
     OPTIONS,
     SqlOptions,
@@ -144,14 +145,34 @@ class PostgresDriver(SqlDriver):
         return await super().reserve(queues, limit, lease, worker)
 
     async def _push_plain(self, jobs: Sequence[NewJob]) -> None:
-        """Jobs without unique keys, on the pool: COPY into a staging table, then push_many's
-        insert from it (push_many_staged), in one transaction. COPY skips the JSON that
-        push_many's items are. A batch under COPY_FROM jobs takes push_many's one statement:
-        the three round trips here would cost it more than the JSON."""
+        """Jobs without unique keys, on the pool: COPYed straight into the jobs table, in a
+        transaction that first reads the server's clock for them and notifies their queues
+        (push_many_clock). A batch under COPY_FROM jobs takes push_many's one statement: the
+        four round trips here would cost it more than the JSON."""
         if len(jobs) < COPY_FROM:
             return await super()._push_plain(jobs)
         conn = await self._ready()
         assert isinstance(conn, PostgresConnection)
+        heads = copy_heads(jobs)
+        queues = {"queues": json_text(sorted({job.queue for job in jobs}))}
+        queries = self._queries
+        try:
+            await conn.copy_text(
+                queries["push_many_clock"],
+                queues,
+                queries["push_many_copy_jobs"],
+                lambda row: copy_text(jobs, heads, row["now"]),
+            )
+        except DriverError as error:
+            # An id stored already (the batch pushed again after a lost reply) rolled the COPY
+            # back whole; the staged insert skips such ids, as push_many does.
+            if not isinstance(error.__cause__, psycopg.errors.UniqueViolation):
+                raise
+            await self._push_staged(conn, jobs)
+
+    async def _push_staged(self, conn: PostgresConnection, jobs: Sequence[NewJob]) -> None:
+        """COPY into a staging table, then push_many's insert from it (push_many_staged), in
+        one transaction: the insert skips ids stored already and notifies each queue once."""
         rows = [push_item(job) for job in jobs]
         queries = self._queries
         await conn.copy_in(

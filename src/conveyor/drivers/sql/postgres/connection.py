@@ -258,6 +258,18 @@ class PostgresConnection:
 
         await self._pooled("push_many", work, in_transaction=True)  # type: ignore[arg-type]
 
+    async def copy_text(
+        self, before: Query, params: Params, copy: Query, text: Callable[[Row], str]
+    ) -> None:
+        """In one transaction on a pooled connection: `before`, then COPY with `copy` the
+        text that `text` makes of `before`'s one row."""
+
+        async def work(tx: _Transaction) -> None:
+            [row] = await tx.fetch(before, params)
+            await tx.copy_text(copy, text(row))
+
+        await self._pooled("push_many", work, in_transaction=True)  # type: ignore[arg-type]
+
     async def borrow(
         self, connection: object, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]
     ) -> T:
@@ -437,6 +449,12 @@ class _Transaction:
             async with self._conn.cursor() as cursor, cursor.copy(query.sql) as copy:
                 for row in rows:
                     await copy.write_row(row)
+
+    async def copy_text(self, query: Query, text: str) -> None:
+        """COPY ... FROM STDIN: `text`, already in COPY's text format, sent as it is."""
+        with self._target.translated(query.name):
+            async with self._conn.cursor() as cursor, cursor.copy(query.sql) as copy:
+                await copy.write(text)
 
     async def script(self, sql: str) -> None:
         """Without parameters psycopg uses the simple protocol, which takes many statements.

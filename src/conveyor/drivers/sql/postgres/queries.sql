@@ -111,6 +111,24 @@ FROM pushed,
      (SELECT count(pg_notify('{prefix}jobs', queue)) FROM (SELECT DISTINCT queue FROM pushed) AS q)
          AS notified;
 
+-- name: push_many_clock
+-- The clock a push_many COPY stamps its jobs with; each queue in queues (JSON) notified at commit.
+-- A COPY computes nothing, so the driver reads the server's time here, in the COPY's own
+-- transaction, and writes created_at and available_at (that time plus the job's delay) itself.
+SELECT {now} AS now,
+       (SELECT count(pg_notify('{prefix}jobs', queue))
+        FROM jsonb_array_elements_text(%(queues)s::jsonb) AS queue) AS notified;
+
+-- name: push_many_copy_jobs
+-- New jobs without unique keys straight into the jobs table, as COPY's stream (the bulk path).
+-- No id may be stored already: a batch pushed again (a retry after a lost reply) fails on the
+-- primary key, rolls back whole, and goes through push_many_stage instead, which skips those.
+-- The two columns that differ between jobs alike come first (see copy.py).
+COPY {prefix}jobs (
+    id, payload, queue, name, created_at, available_at, max_attempts, priority, timeout,
+    retry_delay, meta
+) FROM STDIN;
+
 -- name: push_many_stage
 -- A staging table for push_many_copy, gone at the end of the transaction that made it.
 -- Its columns are the items' of push_many, in that order, after n, which keeps COPY's order.
