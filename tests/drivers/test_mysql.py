@@ -281,13 +281,42 @@ async def test_unique_slot_holds_the_key_only_while_the_job_is_unfinished(
     driver = await drivers.open()
     job = make_job(unique="k")
     await driver.push(job)
-    slot = f"SELECT unique_slot = UNHEX(SHA2('k', 256)), ready_queue FROM {prefix}jobs"
-    assert await sql(slot) == [(1, b"q")]
+    slot = f"SELECT unique_slot = UNHEX(SHA2('k', 256)), ready_queue, unique_slot FROM {prefix}jobs"
+    assert (await sql(slot))[0][:2] == (1, b"q")
 
     [reserved] = await driver.reserve(["q"], 1, 30.0, "w")
     await driver.fail([Failure(reserved.id, reserved.reservation or "", ErrorInfo("E", "x"))])
 
-    assert await sql(slot) == [(0, None)]
+    # Freed: the slot is the job's own id after a NUL byte (migrations/0007).
+    assert await sql(slot) == [(0, None, b"\0" + job.id.encode())]
+
+
+async def test_jobs_pushed_before_migration_0007_keep_their_digest_slots_and_settle(
+    drivers: Drivers[MysqlDriver], prefix: str
+) -> None:
+    await drivers.open()
+    old = make_job()
+    # The schema as 0006 left it, holding a job whose slot is its id's digest (0002).
+    await sql(f"DELETE FROM {prefix}schema_version WHERE version = 7")
+    await sql(f"ALTER TABLE {prefix}jobs MODIFY COLUMN unique_slot BINARY(32) NOT NULL")
+    await sql(
+        f"INSERT INTO {prefix}jobs (id, queue, name, payload, created_at, available_at,"
+        " max_attempts, meta, unique_slot) VALUES (%s, 'q', 'j', '{}', 1, 1, 1, '{}',"
+        " UNHEX(SHA2(CONCAT(X'00', %s), 256)))",
+        old.id,
+        old.id,
+    )
+
+    upgraded = await drivers.open()  # applies 0007 again
+    new = [make_job() for _ in range(3)]
+    assert await upgraded.push_many(new) == [job.id for job in new]
+    reserved = await upgraded.reserve(["q"], 10, 30.0, "w")
+    assert sorted(job.id for job in reserved) == sorted([old.id] + [job.id for job in new])
+    acked = await upgraded.ack([Reservation(job.id, job.reservation or "") for job in reserved])
+
+    assert acked == {job.id for job in reserved}
+    slots = await sql(f"SELECT id, unique_slot FROM {prefix}jobs")
+    assert {slot for _, slot in slots} == {b"\0" + id_ for id_, _ in slots}
 
 
 # -- transactional push ---------------------------------------------------------------------------

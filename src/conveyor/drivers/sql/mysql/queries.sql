@@ -53,8 +53,9 @@ VALUES (%(version)s, %(name)s, {now});
 
 -- name: push
 -- Insert one job without a unique key: push_many's insert for one job, with plain parameters
--- (no JSON_TABLE to parse). Its unique_slot is its id's digest, so a push of an id stored
--- already collides in the primary key and the no-op update leaves the job as it was.
+-- (no JSON_TABLE to parse). Its unique_slot is its id after a NUL byte (see migrations/0007),
+-- so a push of an id stored already collides in the primary key and the no-op update leaves
+-- the job as it was.
 INSERT INTO {prefix}jobs (
     id, queue, name, payload, created_at, available_at, max_attempts, priority,
     timeout, retry_delay, meta, unique_slot
@@ -62,15 +63,15 @@ INSERT INTO {prefix}jobs (
 VALUES (
     %(id)s, %(queue)s, %(name)s, %(payload)s, {now}, {now} + %(delay)s,
     %(max_attempts)s, %(priority)s, %(timeout)s, %(retry_delay)s, %(meta)s,
-    UNHEX(SHA2(CONCAT(X'00', %(id)s), 256))
+    CONCAT(X'00', %(id)s)
 )
 ON DUPLICATE KEY UPDATE {prefix}jobs.id = {prefix}jobs.id;
 
 -- name: push_many
 -- Insert new jobs from items, in order, skipping those whose unique key is already held.
--- A job's unique_slot is its key's digest, or its id's (see migrations/0002): a skipped job
--- collides in jobs_unique, and the no-op update leaves the holder as it was
--- (unlike INSERT IGNORE, which would let other errors pass as warnings too). Each item is
+-- A job's unique_slot is its key's digest, or its id after a NUL byte (see migrations/0002 and
+-- 0007): a skipped job collides in jobs_unique, and the no-op update leaves the holder as it
+-- was (unlike INSERT IGNORE, which would let other errors pass as warnings too). Each item is
 -- [id, queue, name, payload, delay, max_attempts, priority, timeout, retry_delay, unique_key,
 -- meta]: the job is created now and due `delay` seconds later.
 -- It returns no rows (there is no RETURNING): the driver then asks push_many_holders for
@@ -86,7 +87,7 @@ SELECT
     item.id, item.queue, item.name, item.payload, {now}, {now} + item.delay,
     item.max_attempts, item.priority, item.timeout, item.retry_delay, item.unique_key, item.meta,
     IF(item.unique_key IS NULL,
-       UNHEX(SHA2(CONCAT(X'00', item.id), 256)), UNHEX(SHA2(item.unique_key, 256)))
+       CONCAT(X'00', item.id), UNHEX(SHA2(item.unique_key, 256)))
 FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     n            FOR ORDINALITY,
     id           VARBINARY(1024) PATH '$[0]',
@@ -100,6 +101,26 @@ FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     retry_delay  MEDIUMTEXT      PATH '$[8]',
     unique_key   MEDIUMTEXT      PATH '$[9]',
     meta         LONGTEXT        PATH '$[10]'
+)) AS item
+ORDER BY item.n
+ON DUPLICATE KEY UPDATE {prefix}jobs.id = {prefix}jobs.id;
+
+-- name: push_many_shared
+-- push_many for jobs alike but for id and payload (items is [[id, payload], ...]): the rest
+-- are parameters, so JSON_TABLE reads two fields per item, not eleven. No unique keys here, so
+-- each slot is its job's id after a NUL byte. Columns wider than the table's, as in push_many.
+INSERT INTO {prefix}jobs (
+    id, queue, name, payload, created_at, available_at, max_attempts, priority,
+    timeout, retry_delay, meta, unique_slot
+)
+SELECT
+    item.id, %(queue)s, %(name)s, item.payload, {now}, {now} + %(delay)s,
+    %(max_attempts)s, %(priority)s, %(timeout)s, %(retry_delay)s, %(meta)s,
+    CONCAT(X'00', item.id)
+FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+    n       FOR ORDINALITY,
+    id      VARBINARY(1024) PATH '$[0]',
+    payload LONGTEXT        PATH '$[1]'
 )) AS item
 ORDER BY item.n
 ON DUPLICATE KEY UPDATE {prefix}jobs.id = {prefix}jobs.id;
@@ -244,7 +265,7 @@ STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item
 SET job.state = 'succeeded',
     job.finished_at = {now},
     job.result = item.result,
-    job.unique_slot = UNHEX(SHA2(CONCAT(X'00', job.id), 256))
+    job.unique_slot = CONCAT(X'00', job.id)
 WHERE job.state = 'reserved';
 
 -- name: release
@@ -299,7 +320,7 @@ UPDATE JSON_TABLE(%(items)s, '$[*]' COLUMNS (
 STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id AND job.reservation = item.token
 SET job.state = IF(item.cancelled = 1, 'cancelled', 'failed'),
     job.finished_at = {now},
-    job.unique_slot = UNHEX(SHA2(CONCAT(X'00', job.id), 256)),
+    job.unique_slot = CONCAT(X'00', job.id),
     job.error = item.error,
     job.errors = IF(item.error IS NULL, job.errors, JSON_ARRAY_APPEND(
         IF(JSON_LENGTH(IFNULL(job.errors, '[]')) >= 20,
@@ -593,7 +614,7 @@ STRAIGHT_JOIN {prefix}jobs AS job ON job.id = wanted.id
 SET job.cancel = 1,
     job.finished_at = IF(job.state = 'reserved', job.finished_at, {now}),
     job.unique_slot = IF(job.state = 'reserved', job.unique_slot,
-                         UNHEX(SHA2(CONCAT(X'00', job.id), 256))),
+                         CONCAT(X'00', job.id)),
     job.state = IF(job.state = 'reserved', job.state, 'cancelled')
 WHERE job.state IN ('pending', 'reserved');
 
