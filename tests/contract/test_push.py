@@ -142,6 +142,27 @@ async def test_push_many_of_jobs_alike_but_for_payload_stores_each_with_the_shar
 
 
 @needs("lookup")
+async def test_push_many_whose_jobs_change_options_mid_batch_stores_each_with_its_own(
+    driver: Driver,
+) -> None:
+    # Runs of jobs alike, broken by a job that differs: drivers send a run's shared options
+    # once (redis runs, postgres COPY lines, the SQL shared insert) and must not carry them over.
+    meta = {"tenant": "t1"}
+    plain = [make_job(payload=f'{{"n":{n}}}', meta=meta, priority=1) for n in range(120)]
+    jobs = [*plain[:60], make_job(priority=5, timeout=2.0), *plain[60:], make_job(delay=60.0)]
+
+    assert await driver.push_many(jobs) == [job.id for job in jobs]
+
+    for job in jobs:
+        got = await driver.get(job.id)
+        assert got is not None
+        assert (got.payload, got.priority, got.timeout, got.meta) == (
+            job.payload, job.priority, job.timeout, job.meta
+        )  # fmt: skip
+        assert got.state is (JobState.DELAYED if job.delay else JobState.PENDING)
+
+
+@needs("lookup")
 async def test_push_of_an_existing_id_stores_nothing_and_returns_the_id(driver: Driver) -> None:
     job = make_job()
     reserved = await push_and_reserve(driver, job)

@@ -30,8 +30,8 @@ __all__ = [
     "counts_from",
     "error_text",
     "job_info",
-    "push_entry",
     "push_jobs",
+    "push_run",
     "rank",
     "score_pairs",
     "stored",
@@ -58,15 +58,13 @@ def unique_key(job: NewJob) -> str:
     return json.dumps([job.name, job.unique], ensure_ascii=False)
 
 
-def push_entry(job: NewJob) -> list[str]:
-    """What push.lua takes for one job: id, delay, rank, unique key, then its hash without the
-    times (the script stamps them from the server's clock)."""
-    ukey = unique_key(job)
+def push_run(job: NewJob) -> list[Any]:
+    """push.lua's run for `job` and the jobs alike it but for id and payload: delay, rank,
+    unique key, the hash's fields without the times, id and payload, then an empty list for
+    the ids and payloads of its jobs (the script stamps the times from the server's clock)."""
     fields = [
-        "id", job.id,
         "queue", job.queue,
         "name", job.name,
-        "payload", job.payload,
         "state", JobState.PENDING.value,
         "attempt", "0",
         "max_attempts", str(job.max_attempts),
@@ -77,31 +75,32 @@ def push_entry(job: NewJob) -> list[str]:
         fields += ["timeout", repr(float(job.timeout))]
     if job.retry_delay is not None:
         fields += ["retry_delay", job.retry_delay]
+    ukey = unique_key(job)
     if job.unique is not None:
         fields += ["unique", job.unique, "ukey", ukey]
     if job.meta:
         fields += ["meta", json.dumps(job.meta, ensure_ascii=False)]
-    return [job.id, repr(float(job.delay)), rank(job.priority), ukey, *fields]
+    return [repr(float(job.delay)), rank(job.priority), ukey, fields, []]
 
 
 def push_jobs(jobs: Iterable[NewJob]) -> str:
-    """The jobs as push.lua's one JSON argument. What jobs without unique keys share (all
-    but id and payload, in a batch from `push_many`) is turned into strings once per batch:
-    their meta dicts are told apart by identity, a batch's jobs sharing one dict."""
-    entries: list[list[str]] = []
-    shared: dict[tuple[object, ...], tuple[list[str], list[str]]] = {}
+    """The jobs as push.lua's one JSON argument: runs of consecutive jobs alike but for id and
+    payload (a batch from `push_many` is one run), so what they share is turned into strings
+    once; meta dicts are told apart by identity, a batch's jobs sharing one dict. A job with
+    a unique key is a run of its own."""
+    runs: list[list[Any]] = []
+    last: tuple[object, ...] | None = None
+    items: list[str] = []
     for job in jobs:
-        if job.unique is not None:
-            entries.append(push_entry(job))
-            continue
         key = (job.queue, job.name, job.delay, job.max_attempts, job.priority, job.timeout,
                job.retry_delay, id(job.meta))  # fmt: skip
-        if key not in shared:
-            entry = push_entry(job)
-            shared[key] = (entry[1:4], entry[6:])  # after the id; after the hash's id field
-        head, tail = shared[key]
-        entries.append([job.id, *head, "id", job.id, *tail[:5], job.payload, *tail[6:]])
-    return json.dumps(entries, ensure_ascii=False)
+        if job.unique is not None or key != last:
+            run = push_run(job)
+            runs.append(run)
+            items = run[4]
+            last = None if job.unique is not None else key
+        items += (job.id, job.payload)
+    return json.dumps(runs, ensure_ascii=False)
 
 
 def error_text(error: ErrorInfo | None) -> str:

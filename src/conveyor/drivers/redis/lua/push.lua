@@ -7,10 +7,12 @@
   KEYS[4] wake       LIST of wake-up tokens that idle workers BLPOP
 
   ARGV[1] job key prefix (the job's hash is prefix .. id)
-  ARGV[2] the jobs, as one JSON array with one array of strings per job:
-          [id, delay, rank, unique key ('' for none), field, value, field, value...]
-          where the field/value pairs are the job's hash without its times. One argument
-          rather than dozens per job: the client then encodes one string instead of thirty.
+  ARGV[2] the jobs, as one JSON array of runs of jobs alike but for id and payload:
+          [delay, rank, unique key ('' for none), fields, items], where fields is
+          [field, value, ...], the run's hash without its times, id and payload, and items
+          is [id, payload, id, payload, ...], each job's in turn. A job with a unique key
+          is a run of its own. A batch from push_many is then one run: the client encodes
+          two strings per job, not twenty, and the script decodes as many.
 
   Times are the server's (TIME): each job is created now and due `delay` seconds later.
   Returns the id of each job in order: its own, or that of the job already holding its
@@ -52,33 +54,36 @@ end
 local now_stamp = stamp(now)
 local due_stamps = {}
 local ids, stored, due = {}, 0, {}
-for j, job in ipairs(cjson.decode(ARGV[2])) do
-  local id, delay, rank, ukey = job[1], job[2], job[3], job[4]
-  local holder = holder_of(id, ukey)
-  if holder then
-    ids[j] = holder
-  else
-    local when = due_stamps[delay]
-    if not when then
-      local at_stamp = stamp(now + tonumber(delay))
-      local at = tonumber(at_stamp)
-      when = {at_stamp, at, member('', at, '')}
-      due_stamps[delay] = when
-    end
-    local at = when[2]
-    rcall('HSET', prefix .. id, 'created_at', now_stamp, 'available_at', when[1],
-      unpack(job, 5))
-    if ukey ~= '' then
-      rcall('HSET', unique, ukey, id)
-    end
-    if at <= now then
-      due[#due + 1] = 0
-      due[#due + 1] = rank .. when[3] .. id  -- member(rank, at, id)
+for _, run in ipairs(cjson.decode(ARGV[2])) do
+  local delay, rank, ukey, fields, items = run[1], run[2], run[3], run[4], run[5]
+  local when = due_stamps[delay]
+  if not when then
+    local at_stamp = stamp(now + tonumber(delay))
+    local at = tonumber(at_stamp)
+    when = {at_stamp, at, member('', at, '')}
+    due_stamps[delay] = when
+  end
+  local at_stamp, at, head = when[1], when[2], rank .. when[3]
+  for k = 1, #items, 2 do
+    local id, payload = items[k], items[k + 1]
+    local holder = holder_of(id, ukey)
+    if holder then
+      ids[#ids + 1] = holder
     else
-      rcall('ZADD', delayed, at, id)
+      rcall('HSET', prefix .. id, 'id', id, 'payload', payload, 'created_at', now_stamp,
+        'available_at', at_stamp, unpack(fields))
+      if ukey ~= '' then
+        rcall('HSET', unique, ukey, id)
+      end
+      if at <= now then
+        due[#due + 1] = 0
+        due[#due + 1] = head .. id  -- member(rank, at, id)
+      else
+        rcall('ZADD', delayed, at, id)
+      end
+      ids[#ids + 1] = id
+      stored = stored + 1
     end
-    ids[j] = id
-    stored = stored + 1
   end
 end
 if #due > 0 then
