@@ -32,7 +32,7 @@ from conveyor.errors import (
     UnknownJobError,
 )
 from conveyor.hooks import Hook, Middleware, pushed
-from conveyor.job import JobInfo, JobState, NewJob, new_id, new_ids
+from conveyor.job import JobBatch, JobInfo, JobState, NewJob, new_id, new_ids
 from conveyor.options import NO_OPTIONS, Options, Resolved, check_unique, resolve
 from conveyor.registration import Registration
 from conveyor.retry import RetryDelay
@@ -179,23 +179,19 @@ class RegistryCore(Registration):
 
     def _batch_maker(
         self, queue: str, job_name: str, options: Options, delay: Duration | None
-    ) -> Callable[[list[Any]], list[NewJob]]:
+    ) -> Callable[[list[Any]], Sequence[NewJob]]:
         """`_job_maker` for a chunk of payloads: the same checks and options, the payloads
         encoded and validated as one batch and the ids drawn at once (see `new_ids`)."""
         one = self._job_maker(queue, job_name, options, delay, None)
         codec = self._jobs[job_name].codec
         hooks = self.hooks
 
-        def make(payloads: list[Any]) -> list[NewJob]:
+        def make(payloads: list[Any]) -> Sequence[NewJob]:
             if hooks.stamps:  # each job's meta is stamped on its own
                 return [one(payload) for payload in payloads]
-            t = one(payloads[0])
             encoded = codec.encode_many(payloads)
-            return [
-                NewJob(job_id, t.queue, t.name, payload, t.delay, t.max_attempts, t.priority,
-                       t.timeout, t.retry_delay, None, t.meta)
-                for job_id, payload in zip(new_ids(len(payloads)), encoded, strict=True)
-            ]  # fmt: skip
+            ids = new_ids(len(payloads))
+            return JobBatch(replace(one(payloads[0]), id=ids[0], payload=encoded[0]), ids, encoded)
 
         return make
 

@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 
 from conveyor.drivers.base import Driver, QueueCounts
-from conveyor.job import ErrorInfo, JobState
+from conveyor.job import ErrorInfo, JobBatch, JobState, new_ids
 from tests.backends import needs
 
 from .helpers import (
@@ -160,6 +160,23 @@ async def test_push_many_whose_jobs_change_options_mid_batch_stores_each_with_it
             job.payload, job.priority, job.timeout, job.meta
         )  # fmt: skip
         assert got.state is (JobState.DELAYED if job.delay else JobState.PENDING)
+
+
+@needs("lookup")
+async def test_push_many_of_a_job_batch_stores_each_job_in_order(driver: Driver) -> None:
+    # What Registry.push_many hands over: drivers read its id and payload lists directly.
+    count = 1_100  # past redis's 1,000 jobs per script call and postgres's COPY threshold
+    ids, payloads = new_ids(count), [f'{{"n":{n}}}' for n in range(count)]
+    template = make_job(id=ids[0], payload=payloads[0], priority=3, meta={"m": 1}, timeout=4.0)
+    batch = JobBatch(template, ids, payloads)
+
+    assert await driver.push_many(batch) == ids
+
+    for n in (0, 999, 1_000, count - 1):
+        got = await driver.get(ids[n])
+        assert got is not None
+        assert (got.payload, got.priority, got.meta, got.timeout) == (payloads[n], 3, {"m": 1}, 4.0)
+    assert (await driver.counts(["q"]))["q"].pending == count
 
 
 @needs("lookup")

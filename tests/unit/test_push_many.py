@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
 from conveyor import ConfigError, Job, JobState, PayloadError, Registry
 from conveyor.hooks import Event
-from conveyor.job import new_ids
+from conveyor.job import JobBatch, NewJob, new_ids
 
 
 @dataclass
@@ -99,3 +99,18 @@ def test_new_ids_count_up_in_the_order_of_the_batch() -> None:
 
     assert ids == sorted(ids) and len(set(ids)) == 1000
     assert all(len(job_id) == 32 and job_id[12] == "7" for job_id in ids)
+
+
+def test_a_job_batch_reads_as_the_jobs_it_holds() -> None:
+    template = NewJob(id="a", queue="q", name="n", payload="1", priority=2, meta={"m": 1})
+    batch = JobBatch(template, ["a", "b", "c"], ["1", "2", "3"])
+
+    assert len(batch) == 3
+    jobs = [replace(template, id=i, payload=p) for i, p in [("a", "1"), ("b", "2"), ("c", "3")]]
+    assert list(batch) == jobs
+    assert batch[-1] == replace(template, id="c", payload="3")
+    assert list(batch[1:]) == list(batch)[1:]
+    with pytest.raises(ValueError, match="one payload per id"):
+        JobBatch(template, ["a"], [])
+    with pytest.raises(ValueError, match="no unique key"):
+        JobBatch(replace(template, unique="k"), ["a"], ["1"])

@@ -64,7 +64,7 @@ from conveyor.drivers.redis.scripts import Batch
 from conveyor.drivers.redis.single import SinglePush
 from conveyor.drivers.redis.workers import WorkerRecords
 from conveyor.errors import DriverError
-from conveyor.job import JobInfo, JobState, NewJob
+from conveyor.job import JobBatch, JobInfo, JobState, NewJob
 
 __all__ = ["RedisDriver"]
 
@@ -120,19 +120,16 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
         self.check_connection(connection)
         if not jobs:
             return []
-        calls = [
-            (queue, chunk)
-            for queue, group in _by_queue(enumerate(jobs), lambda item: item[1].queue).items()
-            for chunk in _chunks(group, CHUNK)
+        calls = _push_calls(jobs)
+        fresh = [
+            queue for queue in dict.fromkeys(q for q, _, _ in calls) if queue not in self._known
         ]
-        fresh = [queue for queue in dict.fromkeys(q for q, _ in calls) if queue not in self._known]
         batch = Batch()
         for queue in fresh:
             batch.command("SADD", self.prefix + "queues", queue)
-        for queue, chunk in calls:
+        for queue, _, chunk in calls:
             keys = self.keys(queue)
-            args = [keys.job, push_jobs(job for _, job in chunk)]
-            batch.script("push", keys.of_script("push"), args)
+            batch.script("push", keys.of_script("push"), [keys.job, push_jobs(chunk)])
         if len(batch.calls) == 1:
             name, (count, *rest) = batch.calls[0]
             assert name is not None
@@ -141,8 +138,8 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
             replies = await self._run(batch, transaction=len(calls) > 1)
         self._known.update(fresh)
         ids = [""] * len(jobs)
-        for (_, chunk), pushed in zip(calls, replies[-len(calls) :], strict=True):
-            for (index, _), job_id in zip(chunk, pushed, strict=True):
+        for (_, indexes, _), pushed in zip(calls, replies[-len(calls) :], strict=True):
+            for index, job_id in zip(indexes, pushed, strict=True):
                 ids[index] = job_id
         return ids
 
@@ -401,6 +398,21 @@ def _by_queue(items: Iterator[T] | Sequence[T], key: Callable[[T], K]) -> dict[K
     for item in items:
         groups.setdefault(key(item), []).append(item)
     return groups
+
+
+def _push_calls(jobs: Sequence[NewJob]) -> list[tuple[str, range | list[int], Sequence[NewJob]]]:
+    """push_many's script calls: (queue, the index of each job in `jobs`, the jobs), up to
+    CHUNK jobs each. A JobBatch (one queue) is cut in slices, so no job object is made."""
+    if isinstance(jobs, JobBatch):
+        queue, count = jobs.template.queue, len(jobs)
+        starts = range(0, count, CHUNK)
+        return [(queue, range(at, min(at + CHUNK, count)), jobs[at : at + CHUNK]) for at in starts]
+    groups = _by_queue(range(len(jobs)), lambda index: jobs[index].queue)
+    return [
+        (queue, chunk, [jobs[index] for index in chunk])
+        for queue, indexes in groups.items()
+        for chunk in _chunks(indexes, CHUNK)
+    ]
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:

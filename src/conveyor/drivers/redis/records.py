@@ -21,7 +21,7 @@ from typing import Any
 
 from conveyor.drivers.base import QueueCounts
 from conveyor.drivers.record import read_job
-from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
+from conveyor.job import ErrorInfo, JobBatch, JobInfo, JobState, NewJob
 
 __all__ = [
     "FIELDS",
@@ -88,6 +88,10 @@ def push_jobs(jobs: Iterable[NewJob]) -> str:
     payload (a batch from `push_many` is one run), so what they share is turned into strings
     once; meta dicts are told apart by identity, a batch's jobs sharing one dict. A job with
     a unique key is a run of its own."""
+    if isinstance(jobs, JobBatch):
+        run = push_run(jobs.template)
+        run[4] = [value for pair in zip(jobs.ids, jobs.payloads, strict=True) for value in pair]
+        return json.dumps([run], ensure_ascii=False)
     runs: list[list[Any]] = []
     last: tuple[object, ...] | None = None
     items: list[str] = []

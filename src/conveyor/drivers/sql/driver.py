@@ -39,9 +39,11 @@ from conveyor.drivers.sql.queries import Migration, load_migrations, load_querie
 from conveyor.drivers.sql.reading import SqlReading
 from conveyor.drivers.sql.rows import (
     addressable,
+    any_unique,
     error_json,
     holder_items,
     ids_json,
+    job_ids,
     job_info,
     json_text,
     push_item,
@@ -185,9 +187,9 @@ class SqlDriver(SqlReading, SinglePush):
         if not jobs:
             return []
         conn, work = await self._ready(), functools.partial(self._push_many, jobs)
-        if connection is None and all(job.unique is None for job in jobs):
+        if connection is None and not any_unique(jobs):
             await self._push_plain(jobs)
-            ids = [job.id for job in jobs]
+            ids = job_ids(jobs)
         elif connection is not None:
             ids = await self._borrower().borrow(connection, work)
         else:

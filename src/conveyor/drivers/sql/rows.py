@@ -10,16 +10,20 @@ from collections.abc import Mapping, Sequence
 from conveyor.drivers.base import QueueCounts
 from conveyor.drivers.record import read_job
 from conveyor.drivers.sql.adapter import Row
-from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
+from conveyor.job import ErrorInfo, JobBatch, JobInfo, JobState, NewJob
 
 __all__ = [
     "SHARED_COLUMNS",
     "addressable",
     "alike",
+    "any_unique",
     "error_json",
     "holder_items",
+    "id_payloads",
     "ids_json",
+    "job_ids",
     "job_info",
+    "job_queues",
     "json_text",
     "push_item",
     "queue_counts",
@@ -54,9 +58,16 @@ SHARED_COLUMNS = {
 }
 
 
+def any_unique(jobs: Sequence[NewJob]) -> bool:
+    """Whether any of the jobs has a unique key (never one of a JobBatch)."""
+    return not isinstance(jobs, JobBatch) and any(job.unique is not None for job in jobs)
+
+
 def alike(jobs: Sequence[NewJob]) -> bool:
     """Whether the jobs differ in id and payload only (none has a unique key): what
-    push_many_shared takes."""
+    push_many_shared takes. Those of a JobBatch always do."""
+    if isinstance(jobs, JobBatch):
+        return True
     first = jobs[0]
     queue, name, delay, meta = first.queue, first.name, first.delay, first.meta
     attempts, priority, timeout, retry = (
@@ -79,10 +90,29 @@ def shared_params(jobs: Sequence[NewJob]) -> dict[str, object] | None:
         return None
     first = jobs[0]
     return {
-        "items": json_text([[job.id, job.payload] for job in jobs]),
+        "items": json_text(list(zip(*id_payloads(jobs), strict=True))),
         **{column: getattr(first, field) for column, field in SHARED_COLUMNS.items()},
         "meta": json_text(first.meta) if first.meta else "{}",
     }
+
+
+def job_ids(jobs: Sequence[NewJob]) -> list[str]:
+    """The jobs' ids, in order (a JobBatch's read off its list)."""
+    return list(jobs.ids) if isinstance(jobs, JobBatch) else [job.id for job in jobs]
+
+
+def job_queues(jobs: Sequence[NewJob]) -> list[str]:
+    """The queues the jobs go to, each once, sorted (a JobBatch's one queue)."""
+    if isinstance(jobs, JobBatch):
+        return [jobs.template.queue]
+    return sorted({job.queue for job in jobs})
+
+
+def id_payloads(jobs: Sequence[NewJob]) -> tuple[Sequence[str], Sequence[str]]:
+    """The jobs' ids and their payloads, as two sequences in order; a JobBatch's own lists."""
+    if isinstance(jobs, JobBatch):
+        return jobs.ids, jobs.payloads
+    return [job.id for job in jobs], [job.payload for job in jobs]
 
 
 def holder_items(batch: Sequence[tuple[int, NewJob]]) -> str:

@@ -51,7 +51,7 @@ from conveyor.drivers.sql.postgres.connection import PostgresConnection, Target
 from conveyor.drivers.sql.postgres.copy import copy_heads, copy_text
 from conveyor.drivers.sql.postgres.listener import Listener
 from conveyor.drivers.sql.queries import Query
-from conveyor.drivers.sql.rows import json_text, push_item
+from conveyor.drivers.sql.rows import job_queues, json_text, push_item
 from conveyor.drivers.sql.url import (
     OPTIONS,
     SqlOptions,
@@ -154,7 +154,7 @@ class PostgresDriver(SqlDriver):
         conn = await self._ready()
         assert isinstance(conn, PostgresConnection)
         heads = copy_heads(jobs)
-        queues = {"queues": json_text(sorted({job.queue for job in jobs}))}
+        queues = {"queues": json_text(job_queues(jobs))}
         queries = self._queries
         try:
             await conn.copy_text(

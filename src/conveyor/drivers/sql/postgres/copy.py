@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conveyor.drivers.sql.rows import alike, json_text
+from conveyor.drivers.sql.rows import alike, id_payloads, json_text
 from conveyor.job import NewJob
 
 __all__ = ["copy_heads", "copy_text"]
@@ -38,7 +38,9 @@ def _field(value: str | float | None) -> str:
 
 def copy_heads(jobs: Sequence[NewJob]) -> list[str]:
     """The start of each job's line, its id and payload; made before a connection is taken."""
-    return [f"{_text(job.id)}\t{_text(job.payload)}" for job in jobs]
+    ids, payloads = id_payloads(jobs)
+    pairs = zip(ids, payloads, strict=True)
+    return [f"{_text(job_id)}\t{_text(payload)}" for job_id, payload in pairs]
 
 
 def _tail(job: NewJob, now: float) -> str:
