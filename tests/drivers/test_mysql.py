@@ -225,6 +225,30 @@ async def test_every_call_passes_a_callers_open_transaction_that_pushed(
         caller.close()
 
 
+async def test_keyless_pushes_pass_a_callers_transaction_that_pushed_a_held_key(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    # The caller's push of a held key checks it as a duplicate in jobs_unique, locking the gap
+    # before the holder's entry until the transaction ends. Keyless slots grow with their ids
+    # (migrations/0007) and sort after every held key, so they never go into that gap.
+    driver = await drivers.open()
+    await driver.push_many([make_job() for _ in range(5)])
+    holder = make_job(unique="k")
+    await driver.push(holder)
+    caller = await connect(autocommit=False)
+    try:
+        await caller.begin()
+        assert await driver.push(make_job(unique="k"), connection=caller) == holder.id
+
+        async with asyncio.timeout(5):
+            await driver.push_many([make_job() for _ in range(3)])
+            await driver.push(make_job())
+            await driver.push(make_job(name="other"))
+    finally:
+        await caller.rollback()
+        caller.close()
+
+
 async def test_push_in_a_snapshot_older_than_the_keys_holder_fails_with_the_fix(
     drivers: Drivers[MysqlDriver],
 ) -> None:
@@ -298,7 +322,11 @@ async def test_jobs_pushed_before_migration_0007_keep_their_digest_slots_and_set
     old = make_job()
     # The schema as 0006 left it, holding a job whose slot is its id's digest (0002).
     await sql(f"DELETE FROM {prefix}schema_version WHERE version = 7")
-    await sql(f"ALTER TABLE {prefix}jobs MODIFY COLUMN unique_slot BINARY(32) NOT NULL")
+    await sql(
+        f"ALTER TABLE {prefix}jobs DROP INDEX jobs_unique, DROP COLUMN keyless,"
+        " MODIFY COLUMN unique_slot BINARY(32) NOT NULL,"
+        " ADD UNIQUE KEY jobs_unique (queue, name, unique_slot)"
+    )
     await sql(
         f"INSERT INTO {prefix}jobs (id, queue, name, payload, created_at, available_at,"
         " max_attempts, meta, unique_slot) VALUES (%s, 'q', 'j', '{}', 1, 1, 1, '{}',"

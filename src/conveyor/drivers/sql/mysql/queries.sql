@@ -139,7 +139,8 @@ FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
     unique_key TEXT           PATH '$[3]'
 )) AS item
 STRAIGHT_JOIN {prefix}jobs AS job
-  ON job.queue = item.queue
+  ON job.keyless = 0
+ AND job.queue = item.queue
  AND job.name = item.name
  AND job.unique_slot = UNHEX(SHA2(item.unique_key, 256));
 
