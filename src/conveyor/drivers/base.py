@@ -304,7 +304,9 @@ class Driver(abc.ABC):
     ) -> list[str]:
         """Store a batch, in one round trip where the backend allows; atomic as a whole.
         Returns one id per job in order, following `push`'s rule for unique keys and
-        `connection`."""
+        `connection`. `Registry.push_many` passes a `JobBatch` (jobs alike but for id and
+        payload): a driver may read its `template`, `ids` and `payloads` instead of a job
+        object per job."""
 
     @abc.abstractmethod
     async def reserve(
