@@ -133,7 +133,7 @@ async def test_a_batch_copied_in_stores_every_field_as_given(
     payloads = ['{"s":"tab\\tnew\\nline back\\\\slash"}', '"\t\n\r\\ é"', "{}"]
     jobs = [
         make_job(
-            queue=f"q{i % 2}",
+            queue=["q", "q\\tab\t\\n"][i % 2],
             payload=payloads[i % 3],
             delay=3600.0 * (i % 2),
             max_attempts=1 + i % 4,
