@@ -180,6 +180,19 @@ async def test_push_many_of_a_job_batch_stores_each_job_in_order(driver: Driver)
 
 
 @needs("lookup")
+@needs("exact_counts")
+async def test_push_many_of_one_id_twice_stores_the_first(driver: Driver) -> None:
+    first, other = make_job(payload='"first"'), make_job()
+
+    ids = await driver.push_many([first, other, replace(first, payload='"again"')])
+
+    assert ids == [first.id, other.id, first.id]
+    got = await driver.get(first.id)
+    assert got is not None and got.payload == '"first"'
+    assert (await driver.counts(["q"]))["q"].pending == 2
+
+
+@needs("lookup")
 async def test_push_of_an_existing_id_stores_nothing_and_returns_the_id(driver: Driver) -> None:
     job = make_job()
     reserved = await push_and_reserve(driver, job)
