@@ -24,10 +24,8 @@ import contextlib
 import functools
 import logging
 import socket
-import types
 import weakref
-from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from asyncmy.connection import Connection
 from asyncmy.errors import MySQLError
@@ -35,6 +33,7 @@ from asyncmy.pool import Pool
 
 from conveyor.drivers import keepalive
 from conveyor.drivers.sql.deadline import IDLE_CHECK, Deadline, whole_seconds
+from conveyor.drivers.sql.shielded import resumed
 from conveyor.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
@@ -43,8 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["Checkout", "abort"]
 
 log = logging.getLogger("conveyor.mysql")
-
-T = TypeVar("T")
 
 #: Seconds between cancellations of a checkout given up on (see _cancel_until_done).
 CANCEL_AGAIN = 0.5
@@ -79,7 +76,7 @@ class Checkout:
         # A task rather than a timeout around the await: on Python 3.11, a timeout that fires
         # just as the checkout completes leaves a stray cancellation behind, which would cut
         # short whatever the caller awaits next (its statement).
-        task = asyncio.ensure_future(_resumed(checkout, waiting_on))
+        task = asyncio.ensure_future(resumed(checkout, waiting_on))
         try:
             done, _ = await asyncio.wait({task}, timeout=self.target.timeout)
         except asyncio.CancelledError:
@@ -150,27 +147,6 @@ class Checkout:
                 log.info("an idle connection to %s failed its ping: %s", self.target.shown, error)
             return False
         return True
-
-
-@types.coroutine
-def _resumed(coroutine: Coroutine[Any, Any, T], waiting_on: Any) -> Generator[Any, Any, T]:
-    """Go on with `coroutine`, started by hand and suspended on `waiting_on` (what it yielded
-    to the event loop), as `yield from` would: what the task sends or throws in is passed on."""
-    while True:
-        try:
-            sent = yield waiting_on
-        except BaseException as error:
-            try:
-                waiting_on = coroutine.throw(error)
-            except StopIteration as done:
-                result: T = done.value
-                return result
-        else:
-            try:
-                waiting_on = coroutine.send(sent)
-            except StopIteration as done:
-                result = done.value
-                return result
 
 
 def abort(connection: Connection) -> None:
