@@ -33,6 +33,7 @@ from asyncmy.pool import Pool
 
 from conveyor.drivers import keepalive
 from conveyor.drivers.sql.deadline import IDLE_CHECK, Deadline, whole_seconds
+from conveyor.drivers.sql.shielded import resumed
 from conveyor.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
@@ -62,10 +63,20 @@ class Checkout:
     async def acquire(self, pool: Pool) -> Connection:
         """A usable connection within the timeout; BackendUnavailableError naming the server
         when none can be had."""
-        # A task of its own rather than a timeout around the await: on Python 3.11, a timeout
-        # that fires just as the checkout completes leaves a stray cancellation behind, which
-        # would cut short whatever the caller awaits next (its statement).
-        task = asyncio.ensure_future(self._usable(pool))
+        # Most checkouts find an idle connection that needs no check, and so never suspend:
+        # the first step runs here, and only a checkout that has to wait goes on in a task of
+        # its own (two loop turns, a single push's largest cost after the statement's own).
+        checkout = self._usable(pool)
+        with self.target.translated("connect"):
+            try:
+                waiting_on = checkout.send(None)
+            except StopIteration as finished:
+                connection: Connection = finished.value
+                return connection
+        # A task rather than a timeout around the await: on Python 3.11, a timeout that fires
+        # just as the checkout completes leaves a stray cancellation behind, which would cut
+        # short whatever the caller awaits next (its statement).
+        task = asyncio.ensure_future(resumed(checkout, waiting_on))
         try:
             done, _ = await asyncio.wait({task}, timeout=self.target.timeout)
         except asyncio.CancelledError:

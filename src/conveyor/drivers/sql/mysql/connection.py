@@ -51,6 +51,7 @@ from conveyor.drivers.sql.mysql.target import (
     is_lost,
 )
 from conveyor.drivers.sql.queries import Query
+from conveyor.drivers.sql.shielded import shielded
 from conveyor.errors import ConfigError, DriverError
 
 __all__ = ["ATTEMPTS", "MysqlConnection", "Target"]
@@ -178,9 +179,7 @@ class MysqlConnection:
         pool = self._pool
         if pool is None:
             raise DriverError(f"the MySQL driver for {self.target.shown} is closed: call open()")
-        task = asyncio.ensure_future(self._attempts(pool, what, work, in_transaction))
-        task.add_done_callback(_consume_error)
-        return await asyncio.shield(task)
+        return await shielded(self._attempts(pool, what, work, in_transaction))
 
     async def _attempts(self, pool: Pool, what: str, work: Work[T], in_transaction: bool) -> T:
         """Run `work`, again after a deadlock or lock wait timeout (the server rolled the whole
@@ -384,9 +383,3 @@ def _server_version(text: str) -> tuple[str, tuple[int, ...]]:
     numbers = re.findall(r"(\d+)\.(\d+)", text.removeprefix("5.5.5-"))
     version = tuple(int(part) for part in numbers[0]) if numbers else (0, 0)
     return product, version
-
-
-def _consume_error(task: asyncio.Future[Any]) -> None:
-    """Mark the error of shielded work as seen when its caller was cancelled and never will."""
-    if not task.cancelled():
-        task.exception()

@@ -47,6 +47,7 @@ from conveyor.drivers.sql.deadline import (
     whole_seconds,
 )
 from conveyor.drivers.sql.queries import Query
+from conveyor.drivers.sql.shielded import shielded
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
 __all__ = ["CONNECT_TIMEOUT", "RECONNECT_TIMEOUT", "PostgresConnection", "Target", "watched"]
@@ -300,9 +301,7 @@ class PostgresConnection:
             raise DriverError(
                 f"the PostgreSQL driver for {self.target.shown} is closed: call open() first"
             )
-        task = asyncio.ensure_future(self._on_pool(pool, what, work, in_transaction))
-        task.add_done_callback(_consume_error)
-        return await asyncio.shield(task)
+        return await shielded(self._on_pool(pool, what, work, in_transaction))
 
     async def _on_pool(
         self,
@@ -313,8 +312,15 @@ class PostgresConnection:
     ) -> T:
         try:
             with self.target.translated(what):
-                async with pool.connection() as conn:
+                # getconn and putconn, not pool.connection(): that also enters the connection's
+                # own context, whose commit or rollback on the way out is a no-op here
+                # (autocommit; `_on` ends its transactions itself) that still takes its lock.
+                # putconn rolls back or discards a connection left in any other state.
+                conn = await pool.getconn()
+                try:
                     return await self._on(conn, what, work, in_transaction)
+                finally:
+                    await pool.putconn(conn)
         except BackendUnavailableError as error:
             # Waiting in vain for a free connection says nothing about the idle ones.
             if not isinstance(error.__cause__, PoolTimeout):

@@ -27,14 +27,12 @@ level cannot change inside a transaction, so it is set before each statement or 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
@@ -43,6 +41,7 @@ from conveyor.drivers.record import decode_text
 from conveyor.drivers.sql.adapter import Params, Row, SqlTransaction
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.queries import Query
+from conveyor.drivers.sql.sqlite.thread import DatabaseThread
 from conveyor.drivers.sql.sqlite.watcher import Watcher
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
@@ -198,8 +197,8 @@ def _parse_url(url: str) -> tuple[str, str]:
 class SqliteConnection:
     """`SqlConnection` over the stdlib sqlite3 module.
 
-    One connection, opened and used on one dedicated thread (a one-worker executor), so calls
-    from the event loop are serialized without a lock and never block it. Autocommit mode
+    One connection, opened and used on one dedicated thread (`DatabaseThread`), so calls from
+    the event loop are serialized without a lock and never block it. Autocommit mode
     (isolation_level=None): a single statement is its own transaction; `transaction` wraps
     several in BEGIN IMMEDIATE ... COMMIT.
     """
@@ -207,17 +206,17 @@ class SqliteConnection:
     def __init__(self, path: str) -> None:
         self.path = path
         self._db: _Database | None = None
-        self._thread: ThreadPoolExecutor | None = None
+        self._thread: DatabaseThread | None = None
 
     async def open(self) -> None:
         """Open (creating) the file and set WAL mode, the busy timeout and synchronous."""
         if self._thread is not None:
             return
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conveyor-sqlite")
+        self._thread = DatabaseThread("conveyor-sqlite")
         try:
             self._db = await self._hop(_connect, self.path)
         except BaseException:
-            self._thread.shutdown(wait=False)
+            self._thread.stop()
             self._thread = None
             raise
 
@@ -229,14 +228,9 @@ class SqliteConnection:
             return
         try:
             if db is not None:
-                await asyncio.get_running_loop().run_in_executor(thread, _close, db, self.path)
-        except RuntimeError:
-            # At interpreter exit the executors take no more work (an atexit close, say):
-            # close here instead; nothing else uses the connection any more.
-            if db is not None:
-                _close(db, self.path)
+                await thread.call(_close, db, self.path)
         finally:
-            thread.shutdown(wait=False)
+            thread.stop()
 
     async def fetch(self, query: Query, params: Params) -> list[Row]:
         """Run one statement on its own and return its rows."""
@@ -275,15 +269,7 @@ class SqliteConnection:
         """
         if self._thread is None:
             raise DriverError(f"the SQLite database {self.path!r} is closed: call open() first")
-        work = asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
-        work.add_done_callback(_consume_error)
-        return await asyncio.shield(work)
-
-
-def _consume_error(work: asyncio.Future[Any]) -> None:
-    """Mark the error of shielded work as seen when its caller was cancelled and never will."""
-    if not work.cancelled():
-        work.exception()
+        return await self._thread.call(function, *args)
 
 
 class _ThreadTransaction:

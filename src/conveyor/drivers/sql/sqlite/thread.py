@@ -1,0 +1,83 @@
+"""The thread an SQLite connection lives on: calls from the event loop run there one at a time,
+in the order made, and each result comes back to the loop that asked.
+
+It is what `loop.run_in_executor` on a one-worker ThreadPoolExecutor, under `asyncio.shield`,
+did, in fewer steps: the caller awaits one future that the thread settles itself (through
+`call_soon_threadsafe`), instead of a concurrent Future, an asyncio Future chained to it and
+the shield's outer future, each handing the result on in a loop turn of its own. A single
+push spends most of its time in this hop and the commit's sync (docs/drivers.md#speed).
+
+Shielded as before: a caller cancelled while its call waits or runs gets CancelledError at
+once, and the call still runs to its end on the thread (a push or an ack is never half done;
+its outcome is dropped). The thread is a daemon, so a driver never closed cannot hold up the
+interpreter's exit; one dropped unclosed ends its thread when collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["DatabaseThread"]
+
+T = TypeVar("T")
+
+#: One call: the function, its arguments, the loop that awaits it and the future it awaits.
+_Call = tuple[Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
+class DatabaseThread:
+    """A daemon thread running functions handed to it, in order."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        threading.Thread(target=_serve, args=(self._calls,), name=name, daemon=True).start()
+        # Not at interpreter exit: an atexit close (the blocking facade's) may still need it.
+        weakref.finalize(self, self._calls.put, None).atexit = False
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on the thread, after every call made before it."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+        self._calls.put((function, args, loop, waiter))
+        return await waiter
+
+    def stop(self) -> None:
+        """End the thread once the calls made so far have run."""
+        self._calls.put(None)
+
+
+def _serve(calls: queue.SimpleQueue[_Call | None]) -> None:
+    while (call := calls.get()) is not None:
+        _run(*call)
+        del call  # nothing of a finished call stays referenced while the next one waits
+
+
+def _run(
+    function: Callable[..., Any],
+    args: tuple[Any, ...],
+    loop: asyncio.AbstractEventLoop,
+    waiter: asyncio.Future[Any],
+) -> None:
+    try:
+        result, error = function(*args), None
+    except BaseException as raised:  # handed to the caller, as an executor would
+        result, error = None, raised
+    # A closed loop (RuntimeError) has nobody waiting for this result any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle, waiter, result, error)
+
+
+def _settle(waiter: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """On the caller's loop: hand the outcome over, unless the caller was cancelled."""
+    if waiter.cancelled():
+        return
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(result)
