@@ -9,10 +9,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from aiormq.abc import AbstractChannel, DeliveredMessage
+from aiormq.abc import AbstractChannel
 from pamqp import commands as spec
 
 from conveyor.drivers.amqp.channels import BROWSE_LIMIT, AmqpChannels
+from conveyor.drivers.amqp.intake import Delivery, delivery_of
 from conveyor.drivers.amqp.topology import (
     declare_queue,
 )
@@ -97,7 +98,9 @@ class AmqpInspection(AmqpChannels):
                     break
                 record = parse_record(message.body)
                 raw = (
-                    dict(record) if record is not None else foreign_record(queue, message, "failed")
+                    dict(record)
+                    if record is not None
+                    else foreign_record(queue, delivery_of(message), "failed")
                 )
                 job = read_job(raw, now)
                 if wanted(job):
@@ -123,7 +126,9 @@ class AmqpInspection(AmqpChannels):
                     state="pending", attempt=0, rescued=0, available_at=time.time(),
                     finished_at=None,
                 )  # fmt: skip
-            await self._publish_all([self._outgoing(body, 0.0, queue, message)], "a retry")
+            await self._publish_all(
+                [self._outgoing(body, 0.0, queue, delivery_of(message))], "a retry"
+            )
             await channel.basic_ack(message.delivery.delivery_tag)
 
         moved = await self._browse(
@@ -177,9 +182,9 @@ def parse_record(body: bytes) -> dict[str, Any] | None:
     return record
 
 
-def foreign_record(queue: str, message: DeliveredMessage, state: str = "pending") -> dict[str, Any]:
+def foreign_record(queue: str, message: Delivery, state: str = "pending") -> dict[str, Any]:
     """The raw fields of a message that is not a job: read_job names what is missing."""
-    message_id = message.header.properties.message_id
+    message_id = message.message_id
     return {
         "id": message_id if isinstance(message_id, str) else f"foreign-{uuid.uuid4().hex}",
         "queue": queue,
