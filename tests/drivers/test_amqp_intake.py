@@ -1,10 +1,12 @@
 """The amqp driver's lean delivery reader (drivers/amqp/intake.py) against pamqp's encoder:
 the frames it takes out decode to what pamqp reads from the same bytes, and every other frame
-goes on to aiormq byte for byte, in order, however the bytes are cut."""
+goes on to aiormq byte for byte, in order, however the bytes are cut; and the JSON of the
+records it reads."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from pamqp import commands as spec
@@ -13,7 +15,9 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 from pamqp.heartbeat import Heartbeat
 
+from conveyor.drivers.amqp.inspection import parse_record
 from conveyor.drivers.amqp.intake import HEARTBEAT, Delivery, Splitter, SplittingReader
+from conveyor.drivers.amqp.topology import record_body
 
 CHANNEL = 2
 
@@ -170,3 +174,13 @@ async def test_the_reader_hands_deliveries_over_and_aiormq_a_heartbeat_in_their_
     assert frame.unmarshal(HEARTBEAT)[2].name == "Heartbeat"
     reader.feed_eof()
     assert await reader.read() == b""
+
+
+def test_records_are_read_and_written_as_json_reads_and_writes_them() -> None:
+    record = {"id": "é", "payload": '{"n": 1}', "at": 1796373122.9067295, "big": 10**30}
+    assert parse_record(record_body(record)) == record == json.loads(record_body(record))
+    # What pydantic-core refuses, json reads and writes: a lone surrogate, UTF-16 text.
+    damaged = {"id": "x", "name": "\udcff"}
+    assert parse_record(record_body(damaged)) == damaged
+    assert parse_record(json.dumps({"id": "u"}).encode("utf-16")) == {"id": "u"}
+    assert parse_record(b"not json") is None and parse_record(b'{"id": 1}') is None

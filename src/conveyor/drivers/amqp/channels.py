@@ -8,13 +8,12 @@ import contextlib
 import heapq
 import os
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
-from pamqp import commands as spec
 
 from conveyor.drivers.amqp.connection import Edge, Settings, parse_url
 from conveyor.drivers.amqp.intake import Delivery, SplittingReader, SplittingTransport, delivery_of
@@ -335,28 +334,33 @@ class AmqpChannels(LocalWorkerRecords):
             return Outgoing(data, self.names.delay(35), delay_key(ms), queue, priority, message_id)
         return Outgoing(data, "", self.names.work(queue), None, priority, message_id)
 
-    async def _publish_all(self, messages: Sequence[Outgoing], what: str) -> None:
-        """Publish these messages, in one write; returns once the broker confirmed every one."""
-        if not messages:
+    async def _publish_all(
+        self, messages: Iterable[Outgoing], what: str, *, delayed: bool = False
+    ) -> None:
+        """Publish these messages (`delayed`: some may go to the delay levels), a few large
+        writes for all; returns once the broker confirmed every one. `messages` may be a
+        generator: each slice is built as the one before it goes out (see wire.publish_all)."""
+        if isinstance(messages, Sized) and not messages:
             return
         publisher, _ = await self._channels()
-        if DELAYS not in self._declared and any(m.exchange for m in messages):
+        if delayed and DELAYS not in self._declared:
             with self._edge("declaring the delay levels"):
                 await declare_delays(publisher, self.names, self.timeout)
             self._declared.add(DELAYS)
         with self._edge(what):
-            answers = await publish_all(publisher, messages, self.timeout)
-        refused = sum(1 for answer in answers if not isinstance(answer, spec.Basic.Ack))
+            confirms = await publish_all(publisher, messages, self.timeout)
+        refused = confirms.refused + confirms.missing
         if not refused:
             return
-        if any(answer is None for answer in answers):
+        sent = refused + confirms.acked
+        if confirms.missing:
             raise BackendUnavailableError(
                 f"RabbitMQ at {self._settings.location.shown!r} did not confirm {what} in"
-                f" time or closed the channel ({refused} of {len(answers)} messages"
+                f" time or closed the channel ({refused} of {sent} messages"
                 " unconfirmed): nothing of it counts as stored; try again"
             )
         raise DriverError(
-            f"RabbitMQ refused {what} (basic.nack for {refused} of {len(answers)} messages):"
+            f"RabbitMQ refused {what} (basic.nack for {refused} of {sent} messages):"
             " nothing of it counts as stored; try again"
         )
 

@@ -96,7 +96,9 @@ class AmqpDriver(AmqpInspection):
         for queue in {job.queue for job in jobs}:
             await self._queue(queue)
         await self._publish_all(
-            [self._outgoing(new_record(job, now), job.delay, job.queue) for job in jobs], "a push"
+            (self._outgoing(new_record(job, now), job.delay, job.queue) for job in jobs),
+            "a push",
+            delayed=any(job.delay > 0 for job in jobs),
         )
         self._pushed.notify()
         return [job.id for job in jobs]
@@ -199,7 +201,7 @@ class AmqpDriver(AmqpInspection):
                 )
             helds.append(held)
             messages.append(self._outgoing(body, item.delay, held.info.queue, held.message))
-        await self._publish_all(messages, "a release")
+        await self._publish_all(messages, "a release", delayed=any(m.exchange for m in messages))
         done = await self._ack(helds)
         if done:
             self._pushed.notify()
