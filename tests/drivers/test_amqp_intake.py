@@ -160,6 +160,12 @@ def test_a_delivery_it_cannot_read_goes_on_whole_to_aiormq() -> None:
     assert splitter.feed(bytes(cut_short)) == (bytes(cut_short), [])
     # the next delivery is read as usual
     assert splitter.feed(delivered(2, b"{}")) == (b"", [expected(2, b"{}")])
+    # A delivery cut off by another frame of its channel goes on whole, its body frames
+    # written again byte for byte.
+    whole = delivered(3, b"z" * 10_000)
+    cut_at = len(whole) - len(frame.marshal(ContentBody(b"z" * (10_000 - 8192)), CHANNEL))
+    other = frame.marshal(spec.Basic.CancelOk("conveyor.c1"), CHANNEL)
+    assert splitter.feed(whole[:cut_at] + other) == (whole[:cut_at] + other, [])
 
 
 async def test_the_reader_hands_deliveries_over_and_aiormq_a_heartbeat_in_their_place() -> None:

@@ -165,10 +165,13 @@ class Splitter:
             if taken is None:  # not what this decoder expects: give up on it
                 at = end
                 continue
-            passed.append(bytes(buffer[start:at]))
-            passed.extend(taken)
+            if at > start:
+                passed.append(bytes(buffer[start:at]))
+            if taken:
+                passed.extend(taken)
             at = start = end
-        passed.append(bytes(buffer[start:at]))
+        if at > start:
+            passed.append(bytes(buffer[start:at]))
         del buffer[:at]
         return b"".join(passed)
 
@@ -200,24 +203,35 @@ class Splitter:
     ) -> list[bytes] | None:
         """The delivery's header, then its body frames; what to pass on (a delivery given up
         on goes on whole, as it came)."""
-        frame = bytes(buffer[at:end])
-        partial.frames.append(frame)
         sound = buffer[end - 1] == FRAME_END
         if partial.size < 0:
-            sound = sound and kind == HEADER_FRAME and self._header(partial, frame)
+            frame = bytes(buffer[at:end])
+            partial.frames.append(frame)
+            if not (sound and kind == HEADER_FRAME and self._header(partial, frame)):
+                return self._as_they_came(partial)
+        elif sound and kind == BODY_FRAME and end - at - 8 <= partial.size:
+            body = bytes(buffer[at + 7 : end - 1])
+            partial.body.append(body)
+            partial.size -= len(body)
         else:
-            sound = sound and kind == BODY_FRAME
-            if sound:
-                partial.body.append(frame[7:-1])
-                partial.size -= end - at - 8
-                sound = partial.size >= 0
-        if not sound:
-            self._partial = None
-            return partial.frames
+            return self._as_they_came(partial, bytes(buffer[at:end]))
         if partial.size == 0:
             self._partial = None
             deliveries.append(partial.done())
         return []
+
+    def _as_they_came(self, partial: _Partial, last: bytes = b"") -> list[bytes]:
+        """The frames of a delivery given up on, then `last`: the method and header frames
+        kept as they came, the body frames written again from their bodies."""
+        self._partial = None
+        return [
+            *partial.frames,
+            *(
+                _frame_head.pack(BODY_FRAME, self.channel, len(body)) + body + b"\xce"
+                for body in partial.body
+            ),
+            last,
+        ]
 
     @staticmethod
     def _header(partial: _Partial, frame: bytes) -> bool:
