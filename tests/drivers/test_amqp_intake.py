@@ -15,9 +15,14 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 from pamqp.heartbeat import Heartbeat
 
+from conveyor.drivers.amqp import AmqpDriver
 from conveyor.drivers.amqp.inspection import parse_record
 from conveyor.drivers.amqp.intake import HEARTBEAT, Delivery, Splitter, SplittingReader
 from conveyor.drivers.amqp.topology import record_body
+from conveyor.drivers.base import Reservation
+from tests.backends import require_service
+from tests.backends.amqp import START, URL, delete_prefix, fresh_prefix
+from tests.contract.helpers import make_job
 
 CHANNEL = 2
 
@@ -190,3 +195,24 @@ def test_records_are_read_and_written_as_json_reads_and_writes_them() -> None:
     assert parse_record(record_body(damaged)) == damaged
     assert parse_record(json.dumps({"id": "u"}).encode("utf-16")) == {"id": "u"}
     assert parse_record(b"not json") is None and parse_record(b'{"id": 1}') is None
+
+
+async def test_deliveries_given_up_on_are_still_reserved_through_aiormq(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the lean reader giving up on every header, each delivery reaches the driver the
+    way aiormq hands it over (the consumer callback), and is reserved and acked the same."""
+    require_service("amqp", 5672, START)
+    monkeypatch.setattr(Splitter, "_header", staticmethod(lambda partial, frame: False))
+    prefix = fresh_prefix()
+    driver = AmqpDriver(URL, prefix=prefix)
+    try:
+        await driver.push_many([make_job(priority=p) for p in (0, 3)])
+        jobs = await driver.reserve(["q"], 5, 30.0, "w1")
+        assert sorted(job.priority for job in jobs) == [0, 3]
+        tokens = [Reservation(job.id, job.reservation or "") for job in jobs]
+        assert await driver.ack(tokens) == {job.id for job in jobs}
+        assert (await driver.counts(["q"]))["q"].pending == 0
+    finally:
+        await driver.close()
+        await delete_prefix(prefix, driver.declared())
