@@ -122,7 +122,7 @@ def stream() -> tuple[bytes, bytes, list[Delivery]]:
 def test_deliveries_of_the_split_channel_come_out_as_pamqp_reads_them() -> None:
     whole, passed, deliveries = stream()
     splitter = Splitter()
-    splitter.channel = CHANNEL
+    splitter.split(CHANNEL)
     assert splitter.feed(whole) == (passed, deliveries)
 
 
@@ -130,7 +130,7 @@ def test_deliveries_of_the_split_channel_come_out_as_pamqp_reads_them() -> None:
 def test_bytes_cut_anywhere_give_the_same_frames_and_deliveries(step: int) -> None:
     whole, passed, deliveries = stream()
     splitter = Splitter()
-    splitter.channel = CHANNEL
+    splitter.split(CHANNEL)
     out, found = [], []
     for at in range(0, len(whole), step):
         more, complete = splitter.feed(whole[at : at + step])
@@ -143,14 +143,25 @@ def test_nothing_is_taken_before_a_channel_is_split_and_a_redelivery_is_marked()
     whole, _, _ = stream()
     splitter = Splitter()
     assert splitter.feed(whole) == (whole, [])
-    splitter.channel = CHANNEL
+    splitter.split(CHANNEL)
     again = delivered(6, b"{}", redelivered=True)
     assert splitter.feed(again) == (b"", [expected(6, b"{}", redelivered=True)])
 
 
+def test_a_new_split_channel_drops_what_was_left_of_the_last_ones_delivery() -> None:
+    splitter = Splitter()
+    splitter.split(CHANNEL)
+    body_frame = frame.marshal(ContentBody(b"{}"), CHANNEL)
+    # The channel closed between the header and the body frame.
+    assert splitter.feed(delivered(1, b"{}")[: -len(body_frame)]) == (b"", [])
+    splitter.split(CHANNEL + 1)
+    again = delivered(2, b"[]", channel=CHANNEL + 1)
+    assert splitter.feed(again) == (b"", [expected(2, b"[]")])
+
+
 def test_a_protocol_header_from_the_broker_passes_on_untouched() -> None:
     splitter = Splitter()
-    splitter.channel = CHANNEL
+    splitter.split(CHANNEL)
     refusal = b"AMQP\x00\x00\x09\x01"
     assert splitter.feed(refusal) == (refusal, [])
     assert splitter.feed(delivered(1, b"x")) == (delivered(1, b"x"), [])
@@ -158,7 +169,7 @@ def test_a_protocol_header_from_the_broker_passes_on_untouched() -> None:
 
 def test_a_delivery_it_cannot_read_goes_on_whole_to_aiormq() -> None:
     splitter = Splitter()
-    splitter.channel = CHANNEL
+    splitter.split(CHANNEL)
     cut_short = bytearray(delivered(1, b"abc", message_id="m"))
     header_at = frame.unmarshal(bytes(cut_short))[0]
     cut_short[header_at + 20] |= 0x01  # property flags continued into a second word

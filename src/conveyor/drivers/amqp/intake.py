@@ -119,6 +119,12 @@ class Splitter:
         self._raw = False
         self._started = False
 
+    def split(self, channel: int) -> None:
+        """Take channel `channel`'s deliveries out from here on (a channel opened after the
+        last one closed: what was left of a delivery to that one is dropped)."""
+        self.channel = channel
+        self._partial = None
+
     def feed(self, data: bytes) -> tuple[bytes, list[Delivery]]:
         if self._raw:
             return data, []
@@ -284,7 +290,7 @@ class SplittingReader(asyncio.StreamReader):
         """Take channel `channel`'s deliveries out from here on, handing them over in
         batches to `on_deliveries` (synchronously, as their bytes arrive)."""
         self.on_deliveries = on_deliveries
-        self.splitter.channel = channel
+        self.splitter.split(channel)
 
     def feed_data(self, data: bytes) -> None:  # type: ignore[override]  # bytes, as it is fed
         passed, deliveries = self.splitter.feed(data)
