@@ -186,18 +186,25 @@ async def publish_all(
     batch = _Batch(future)
     confirmations: dict[int, object] = channel.confirmations  # type: ignore[assignment]
     first = 0
-    async with channel.lock:
-        first = channel.delivery_tag + 1
-        remaining = iter(messages)
-        while part := list(itertools.islice(remaining, SLICE)):
-            frames = b"".join([encoder.frames(message) for message in part])
-            for _ in part:
-                channel.delivery_tag += 1
-                confirmations[channel.delivery_tag] = batch
-            batch.sent += len(part)
-            await channel.write_queue.put(ChannelFrame(frames, should_close=False))
-            await asyncio.sleep(0)  # the connection's writer sends it now
-        tags = range(first, channel.delivery_tag + 1)
+    try:
+        async with channel.lock:
+            first = channel.delivery_tag + 1
+            remaining = iter(messages)
+            while part := list(itertools.islice(remaining, SLICE)):
+                frames = b"".join([encoder.frames(message) for message in part])
+                await channel.write_queue.put(ChannelFrame(frames, should_close=False))
+                # Numbered once queued (a publish cancelled before is never numbered, so the
+                # broker's numbering and aiormq's stay the same), before this task yields
+                # again: no confirm can be read in between.
+                for _ in part:
+                    channel.delivery_tag += 1
+                    confirmations[channel.delivery_tag] = batch
+                batch.sent += len(part)
+                await asyncio.sleep(0)  # the connection's writer sends it now
+            tags = range(first, channel.delivery_tag + 1)
+    except BaseException:
+        future.cancel()  # confirms still to come are then ignored quietly
+        raise
     batch.seal()
     # Ends with every answer in, at the deadline (which cancels the future, so a late confirm
     # is ignored quietly), or with the exception a closing channel rejects its futures with:
