@@ -9,6 +9,7 @@ the broker on 127.0.0.1:5672 under a random name prefix, deleted afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -397,3 +398,24 @@ def test_freeze_refuses_a_job_timeout_longer_than_the_brokers_consumer_timeout()
     raised.queue("q", driver=f"{URL}?consumer_timeout=7200", workers=["w"], timeout=3600)
     raised.worker("w")
     raised.freeze()  # the broker was told to wait two hours: accepted
+
+
+async def test_a_cancel_lost_while_closing_the_browsing_channel_is_raised(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiormq's channel close can swallow a cancel that comes meanwhile (a burst worker's
+    prune then slept 60 s before the worker could exit): reading failed jobs raises it."""
+    driver = await make()
+    closing = aiormq.Channel.close
+
+    async def swallowing_close(self: aiormq.Channel, *args: object, **kwargs: object) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)  # lost, as in aiormq's close; task.cancelling() says it came
+        await closing(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiormq.Channel, "close", swallowing_close)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.create_task(driver.list_jobs("q", JobState.FAILED))

@@ -1,6 +1,9 @@
 """Worker processes on RabbitMQ: four share 10,000 jobs and run each exactly once; a worker
 killed with SIGKILL mid-job loses its connection, and the broker hands its jobs to another
-worker, which runs them as a rescue (attempt 1 again, rescued 1)."""
+worker, which runs them as a rescue: attempt 1 again, rescued 1, as on redis and mysql
+(test_redis_processes.py, test_mysql_processes.py). A death among other jobs is charged to
+none of them (see JobInfo), so the issue's "runs again as attempt 2" is not what any driver
+shows for a first rescue."""
 
 from __future__ import annotations
 
@@ -139,9 +142,15 @@ async def test_jobs_of_a_killed_worker_are_redelivered_and_run_as_a_rescue(
         rescuer = workers.start("k", burst=True)
         assert rescuer.wait(timeout=30) == 0, workers.logs()
 
+        first = _hang_lines(tmp_path / f"hang-{doomed.pid}.txt")
+        assert {(attempt, rescued) for _, attempt, rescued in first} == {(1, 0)}
         again = _hang_lines(tmp_path / f"hang-{rescuer.pid}.txt")
         assert sorted(job_id for job_id, _, _ in again) == sorted(ids)
-        assert {(attempt, rescued) for _, attempt, rescued in again} == {(1, 1)}
+        # Redelivered and run again, each once: its first attempt died among the others, so
+        # it is not charged (attempt stays 1) and counts as rescued once.
+        assert sorted((job_id, attempt, rescued) for job_id, attempt, rescued in again) == [
+            (job_id, 1, 1) for job_id in sorted(ids)
+        ]
         counts = (await registry.queue_info())["hangs"]
         assert (counts.pending, counts.reserved, counts.failed) == (0, 0, 0)
     finally:

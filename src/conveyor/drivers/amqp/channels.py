@@ -8,15 +8,15 @@ import contextlib
 import heapq
 import os
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
-from pamqp import commands as spec
 
 from conveyor.drivers.amqp.connection import Edge, Settings, parse_url
+from conveyor.drivers.amqp.intake import Delivery, SplittingReader, SplittingTransport, delivery_of
 from conveyor.drivers.amqp.topology import (
     Names,
     amqp_priority,
@@ -48,13 +48,6 @@ DELIVER = ""
 DELAYS = "\x00delays"
 
 
-def tag_of(message: DeliveredMessage) -> int:
-    """A delivery's tag."""
-    delivery = message.delivery
-    assert isinstance(delivery, spec.Basic.Deliver | spec.Basic.GetOk)
-    return delivery.delivery_tag or 0
-
-
 @dataclass(slots=True)
 class Held:
     """A delivery this driver holds: where it came from and what it was."""
@@ -64,7 +57,7 @@ class Held:
     tag: int
     info: JobInfo
     record: dict[str, Any] | None
-    message: DeliveredMessage
+    message: Delivery
 
 
 class AmqpChannels(LocalWorkerRecords):
@@ -85,11 +78,15 @@ class AmqpChannels(LocalWorkerRecords):
         self._connection: AbstractConnection | None = None
         self._publisher: AbstractChannel | None = None
         self._intake: AbstractChannel | None = None
+        #: The connection's reader, which takes the intake channel's deliveries off the
+        #: socket (see intake.py).
+        self._reader: SplittingReader | None = None
         #: Per conveyor queue, the prefetch its consumers on the intake channel add up to.
         self._prefetch: dict[str, int] = {}
-        self._consumers: list[str] = []  # their tags
-        #: Per conveyor queue, deliveries not handed out yet: (-priority, arrival, message).
-        self._ready: dict[str, list[tuple[int, int, DeliveredMessage]]] = {}
+        #: The intake channel's consumers: their tags (this driver's choice) and queues.
+        self._consumers: dict[str, str] = {}
+        #: Per conveyor queue, deliveries not handed out yet: (-priority, arrival, delivery).
+        self._ready: dict[str, list[tuple[int, int, Delivery]]] = {}
         self._arrivals = 0
         #: Delivery tags of the intake channel not acknowledged yet (held or ready).
         self._unacked: set[int] = set()
@@ -132,7 +129,11 @@ class AmqpChannels(LocalWorkerRecords):
     async def _connect(self) -> None:
         connection = self._connection
         if connection is None or connection.is_closed:
-            self._connection = connection = await aiormq.connect(self._settings.url)
+            transport = SplittingTransport()
+            self._connection = connection = await aiormq.connect(
+                self._settings.url, transport_factory=transport
+            )
+            self._reader = transport.reader
             self._declared.clear()
             self._publisher = self._intake = None
             self._held.clear()
@@ -146,7 +147,9 @@ class AmqpChannels(LocalWorkerRecords):
             self._consumers.clear()
             self._ready.clear()
             self._unacked.clear()
-            self._intake = await connection.channel(publisher_confirms=False)
+            self._intake = intake = await connection.channel(publisher_confirms=False)
+            assert self._reader is not None
+            self._reader.split(intake.number, self._receiver(intake))
         if self._declared == set():
             await self._publisher.exchange_declare(
                 self.names.deliver, exchange_type="headers", durable=True, timeout=self.timeout
@@ -199,29 +202,54 @@ class AmqpChannels(LocalWorkerRecords):
         had = self._prefetch.get(queue, 0)
         wanted = min(MAX_PREFETCH, slots)
         if wanted > had:
+            # The tag is chosen here and known before the broker's first delivery to it.
+            tag = f"conveyor.{self._id}.{self._generation}.{len(self._consumers)}"
+            self._consumers[tag] = queue
             with self._edge("consuming"):
                 await intake.basic_qos(prefetch_count=wanted - had, timeout=self.timeout)
-                ok = await intake.basic_consume(
-                    self.names.work(queue), self._receiver(queue, intake), timeout=self.timeout
+                await intake.basic_consume(
+                    self.names.work(queue),
+                    self._fallback(intake),
+                    consumer_tag=tag,
+                    timeout=self.timeout,
                 )
             self._prefetch[queue] = wanted
-            self._consumers.append(ok.consumer_tag or "")
         return intake
 
-    def _receiver(
-        self, queue: str, channel: AbstractChannel
-    ) -> Callable[[DeliveredMessage], Coroutine[Any, Any, None]]:
-        async def receive(message: DeliveredMessage) -> None:
+    def _receiver(self, channel: AbstractChannel) -> Callable[[Sequence[Delivery]], None]:
+        """What takes the intake channel's deliveries in, as their bytes arrive: each waits
+        in its queue's `_ready` heap, highest priority first, for a reserve."""
+        ready, unacked, consumers = self._ready, self._unacked, self._consumers
+
+        def receive(deliveries: Sequence[Delivery]) -> None:
             if channel is not self._intake:
                 return  # a closed channel's delivery: the broker requeued it
-            tag = tag_of(message)
-            self._unacked.add(tag)
-            self._arrivals += 1
-            priority = message.header.properties.priority or 0
-            heapq.heappush(self._ready.setdefault(queue, []), (-priority, self._arrivals, message))
+            arrivals = self._arrivals
+            for delivery in deliveries:
+                queue = consumers.get(delivery.consumer_tag)
+                if queue is None:
+                    continue  # a cancelled consumer's: the channel's close gives it back
+                unacked.add(delivery.tag)
+                arrivals += 1
+                heap = ready.get(queue)
+                if heap is None:
+                    heap = ready[queue] = []
+                heapq.heappush(heap, (-delivery.priority, arrivals, delivery))
+            self._arrivals = arrivals
             self._pushed.notify()
 
         return receive
+
+    def _fallback(
+        self, channel: AbstractChannel
+    ) -> Callable[[DeliveredMessage], Coroutine[Any, Any, None]]:
+        """The consumer callback aiormq calls for a delivery intake.py passed on whole."""
+        receive = self._receiver(channel)
+
+        async def fallback(message: DeliveredMessage) -> None:
+            receive([delivery_of(message)])
+
+        return fallback
 
     async def _catch_up(self, queue: str, intake: AbstractChannel) -> None:
         """Return once every message the queue sent the intake channel so far is in `_ready`:
@@ -253,7 +281,7 @@ class AmqpChannels(LocalWorkerRecords):
         self._ready.clear()
         copies = [self._outgoing(message.body, 0.0, queue, message) for queue, message in ready]
         await self._publish_all(copies, "giving back prefetched jobs")
-        tags = [tag_of(message) for _, message in ready]
+        tags = [message.tag for _, message in ready]
         with self._edge("giving back prefetched jobs"):
             await ack_all(intake, tags, self._unacked)
         self._unacked.difference_update(tags)
@@ -283,7 +311,7 @@ class AmqpChannels(LocalWorkerRecords):
         body: dict[str, Any] | bytes,
         delay: float,
         queue: str,
-        like: DeliveredMessage | None = None,
+        like: Delivery | None = None,
         *,
         failed: bool = False,
     ) -> Outgoing:
@@ -297,8 +325,7 @@ class AmqpChannels(LocalWorkerRecords):
         else:
             data, job_id, priority = body, None, 0
             if like is not None:
-                job_id = like.header.properties.message_id
-                priority = like.header.properties.priority or 0
+                job_id, priority = like.message_id, like.priority
         message_id = job_id if isinstance(job_id, str) else None
         if failed:
             return Outgoing(data, "", self.names.failed(queue), None, priority, message_id)
@@ -307,28 +334,33 @@ class AmqpChannels(LocalWorkerRecords):
             return Outgoing(data, self.names.delay(35), delay_key(ms), queue, priority, message_id)
         return Outgoing(data, "", self.names.work(queue), None, priority, message_id)
 
-    async def _publish_all(self, messages: Sequence[Outgoing], what: str) -> None:
-        """Publish these messages, in one write; returns once the broker confirmed every one."""
-        if not messages:
+    async def _publish_all(
+        self, messages: Iterable[Outgoing], what: str, *, delayed: bool = False
+    ) -> None:
+        """Publish these messages (`delayed`: some may go to the delay levels), a few large
+        writes for all; returns once the broker confirmed every one. `messages` may be a
+        generator: each slice is built as the one before it goes out (see wire.publish_all)."""
+        if isinstance(messages, Sized) and not messages:
             return
         publisher, _ = await self._channels()
-        if DELAYS not in self._declared and any(m.exchange for m in messages):
+        if delayed and DELAYS not in self._declared:
             with self._edge("declaring the delay levels"):
                 await declare_delays(publisher, self.names, self.timeout)
             self._declared.add(DELAYS)
         with self._edge(what):
-            answers = await publish_all(publisher, messages, self.timeout)
-        refused = sum(1 for answer in answers if not isinstance(answer, spec.Basic.Ack))
+            confirms = await publish_all(publisher, messages, self.timeout)
+        refused = confirms.refused + confirms.missing
         if not refused:
             return
-        if any(answer is None for answer in answers):
+        sent = refused + confirms.acked
+        if confirms.missing:
             raise BackendUnavailableError(
                 f"RabbitMQ at {self._settings.location.shown!r} did not confirm {what} in"
-                f" time or closed the channel ({refused} of {len(answers)} messages"
+                f" time or closed the channel ({refused} of {sent} messages"
                 " unconfirmed): nothing of it counts as stored; try again"
             )
         raise DriverError(
-            f"RabbitMQ refused {what} (basic.nack for {refused} of {len(answers)} messages):"
+            f"RabbitMQ refused {what} (basic.nack for {refused} of {sent} messages):"
             " nothing of it counts as stored; try again"
         )
 

@@ -35,11 +35,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiormq.abc import AbstractChannel, DeliveredMessage
-from pamqp import commands as spec
+from aiormq.abc import AbstractChannel
 
 from conveyor.drivers.amqp.channels import Held
 from conveyor.drivers.amqp.inspection import AmqpInspection, foreign_record, parse_record
+from conveyor.drivers.amqp.intake import Delivery
 from conveyor.drivers.amqp.topology import (
     new_record,
     with_error,
@@ -96,7 +96,9 @@ class AmqpDriver(AmqpInspection):
         for queue in {job.queue for job in jobs}:
             await self._queue(queue)
         await self._publish_all(
-            [self._outgoing(new_record(job, now), job.delay, job.queue) for job in jobs], "a push"
+            (self._outgoing(new_record(job, now), job.delay, job.queue) for job in jobs),
+            "a push",
+            delayed=any(job.delay > 0 for job in jobs),
         )
         self._pushed.notify()
         return [job.id for job in jobs]
@@ -130,13 +132,11 @@ class AmqpDriver(AmqpInspection):
         self,
         queue: str,
         channel: AbstractChannel,
-        message: DeliveredMessage,
+        message: Delivery,
         lease: float,
         worker: str,
     ) -> JobInfo:
-        delivery = message.delivery
-        assert isinstance(delivery, spec.Basic.Deliver | spec.Basic.GetOk)
-        tag = delivery.delivery_tag or 0
+        tag = message.tag
         now = time.time()
         token = f"{self._id}.{self._generation}.{channel.number}.{tag}"
         record = parse_record(message.body)
@@ -148,7 +148,7 @@ class AmqpDriver(AmqpInspection):
         # that died unannounced marks them redelivered.
         if type(attempt) is int:
             raw["attempt"] = attempt + 1
-        if delivery.redelivered and type(rescued) is int:
+        if message.redelivered and type(rescued) is int:
             raw["rescued"] = rescued + 1
         raw.update(state="reserved", reservation=token, worker=worker, reserved_at=now)
         raw["lease_expires_at"] = now + lease
@@ -201,7 +201,7 @@ class AmqpDriver(AmqpInspection):
                 )
             helds.append(held)
             messages.append(self._outgoing(body, item.delay, held.info.queue, held.message))
-        await self._publish_all(messages, "a release")
+        await self._publish_all(messages, "a release", delayed=any(m.exchange for m in messages))
         done = await self._ack(helds)
         if done:
             self._pushed.notify()
