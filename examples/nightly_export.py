@@ -53,10 +53,20 @@ async def export_start(job: Job[dict[str, Any]]) -> None:
 registry.schedule("nightly", every="1s", job="export.start")  # cron="0 2 * * *" in production
 
 
+async def chains_done(tick: int) -> bool:
+    """True once every shard's chain of `tick` has ended: its last page (the empty one)
+    succeeded, not only the pages that held rows."""
+    for shard in range(SHARDS):
+        chain = await registry.chain_info(f"export-{tick}-{shard}")
+        if chain is None or chain.state != "done":
+            return False
+    return True
+
+
 async def main() -> None:
     worker = Worker(registry, "batch")
     running = asyncio.create_task(worker.run())
-    while sum(exported.values()) < SHARDS * ROWS:  # the first tick's chains
+    while not ticks or not await chains_done(ticks[0]):  # the first tick's chains
         await asyncio.sleep(0.05)
     worker.stop()
     await running
