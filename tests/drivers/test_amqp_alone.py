@@ -11,6 +11,7 @@ import asyncio
 import time
 
 from conveyor.drivers.amqp import AmqpDriver
+from conveyor.drivers.amqp.wire import Outgoing
 from conveyor.drivers.base import Release
 from conveyor.job import JobInfo
 from tests.contract.helpers import make_job, reservation
@@ -83,3 +84,24 @@ async def test_a_job_marked_alone_settles_and_loses_its_mark(make: Make) -> None
     last = await _reserve_one(other)
     assert (last.attempt, last.rescued) == (2, 2)
     assert await other.ack([reservation(last)]) == {job.id}
+
+
+async def test_a_copy_nobody_waits_for_is_dropped_not_run(make: Make) -> None:
+    """A marked copy arriving after its mark gave up waiting (and raised): the original is
+    still held, so the copy is acknowledged away, never sent on to the work queue."""
+    driver = await make()
+    await driver.push(make_job())
+    publisher = await driver._alone_consumer()
+    stray = Outgoing(b'{"id": "stray", "alone": true}', "", driver.names.alone(driver._id), "q", 0,
+                     "stray")  # fmt: skip
+    await driver._publish_all([stray], "a stray copy")
+    deadline = time.monotonic() + 5
+    while (
+        await publisher.queue_declare(driver.names.alone(driver._id), passive=True)
+    ).message_count:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await driver.close()  # a copy still held would now go back, and on to the work queue
+    other = await make()
+    await asyncio.sleep(0.3)
+    assert (await other.counts(["q"]))["q"].pending == 1  # the pushed job alone
