@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from tests.backends import amqp as amqp_backend
 from tests.backends import mysql as mysql_backend
 from tests.backends import postgres as postgres_backend
 from tests.backends import redis as redis_backend
@@ -116,6 +117,9 @@ def backend_of(kind: str, tmp_path: Path) -> tuple[str, str]:
     prefix = "t" + redis_backend.fresh_prefix().split(":")[1] + "_"
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'jobs.db'}", prefix
+    if kind == "amqp":
+        require_service(kind, 5672, amqp_backend.START)
+        return f"{amqp_backend.URL}?prefix={prefix}", prefix
     backend = {"redis": redis_backend, "postgres": postgres_backend, "mysql": mysql_backend}[kind]
     port = {"redis": 6379, "postgres": 5432, "mysql": 3306}[kind]
     require_service(kind, port, backend.START)
@@ -130,6 +134,8 @@ async def clean_backend(kind: str, prefix: str) -> None:
         await postgres_backend.drop_tables(prefix)
     elif kind == "mysql":
         await mysql_backend.drop_tables(prefix)
+    elif kind == "amqp":
+        await amqp_backend.delete_prefix(prefix, {"q"})
 
 
 def run_cli(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ async def _noop(job: Job[dict[str, int]]) -> None:
     """Stands in for the app's handlers in this process, which only pushes and inspects."""
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, "amqp"])
 async def test_a_job_killing_its_worker_fails_alone(kind: str, tmp_path: Path) -> None:
     url, prefix = backend_of(kind, tmp_path)
     (tmp_path / "workapp.py").write_text(APP_SOURCE.format(url=url, retry=RETRY))
@@ -77,13 +78,23 @@ async def test_a_job_killing_its_worker_fails_alone(kind: str, tmp_path: Path) -
         innocents = await registry.push_many("q", "innocent", [{"n": n} for n in range(20)])
         killer = await registry.push("q", "killer", {"n": -1})
         innocents += await registry.push_many("q", "innocent", [{"n": n} for n in range(180)])
-        deaths = await _supervise(workers, registry, [killer, *innocents], processes=2)
-
-        info = await registry.job_info(killer)
+        ids = [killer, *innocents]
+        if kind == "amqp":  # no lookup by id: the failed queue, the runs and the counts
+            deaths = await _supervise(workers, registry, ids, 2, finished=_amqp_finished)
+            workers.close()  # every job ran: nothing more to wait for
+            failed = await registry.list_jobs("q", JobState.FAILED)
+            assert [job.id for job in failed] == [killer], (failed, workers.logs())
+            info = failed[0]
+            assert {line.split()[1] for line in _lines(tmp_path) if "innocent" in line} == set(
+                innocents
+            )
+        else:
+            deaths = await _supervise(workers, registry, ids, processes=2)
+            info = await registry.job_info(killer)
+            states = Counter([(await registry.job_info(job_id)).state for job_id in innocents])
+            assert states == Counter({JobState.SUCCEEDED: INNOCENT}), states
         assert info.state is JobState.FAILED, (info, workers.logs())
         assert info.error.type == "conveyor.errors.LeaseExpiredError"
-        states = Counter([(await registry.job_info(job_id)).state for job_id in innocents])
-        assert states == Counter({JobState.SUCCEEDED: INNOCENT}), states
         assert deaths == RETRY + 2, deaths  # one free death, then one per attempt
         runs = _runs(tmp_path)
         assert runs["killer"] == RETRY + 2
@@ -94,11 +105,31 @@ async def test_a_job_killing_its_worker_fails_alone(kind: str, tmp_path: Path) -
         await clean_backend(kind, prefix)
 
 
+async def _all_finished(registry: Registry, ids: list[str], folder: Path) -> bool:
+    infos = [await registry.job_info(job_id) for job_id in ids]
+    return all(info is not None and info.state.value in ("succeeded", "failed") for info in infos)
+
+
+async def _amqp_finished(registry: Registry, ids: list[str], folder: Path) -> bool:
+    """On amqp, which cannot look jobs up: the killer is failed, every innocent ran, and
+    the work queue is empty (a rescued innocent waits there, or runs and is recorded)."""
+    killer, *innocents = ids
+    if [job.id for job in await registry.list_jobs("q", JobState.FAILED)] != [killer]:
+        return False
+    ran = {line.split()[1] for line in _lines(folder) if line.startswith("innocent")}
+    return ran >= set(innocents) and (await registry.queue_info())["q"].pending == 0
+
+
 async def _supervise(
-    workers: Workers, registry: Registry, ids: list[str], processes: int, timeout: float = 90.0
+    workers: Workers,
+    registry: Registry,
+    ids: list[str],
+    processes: int,
+    timeout: float = 90.0,
+    finished: Callable[[Registry, list[str], Path], Awaitable[bool]] = _all_finished,
 ) -> int:
     """Keep `processes` workers running, starting one anew whenever one dies, until every job
-    in `ids` is finished; returns how many died."""
+    in `ids` is `finished`; returns how many died."""
     running = [workers.start(burst=False) for _ in range(processes)]
     deaths = 0
     deadline = time.monotonic() + timeout
@@ -107,18 +138,19 @@ async def _supervise(
             if process.poll() is not None:
                 deaths += 1
                 running[index] = workers.start(burst=False)
-        infos = [await registry.job_info(job_id) for job_id in ids]
-        if all(info is not None and info.state.value in ("succeeded", "failed") for info in infos):
+        if await finished(registry, ids, workers.folder):
             return deaths
         assert time.monotonic() < deadline, f"unfinished after {timeout}s:\n{workers.logs()}"
         await asyncio.sleep(0.2)
 
 
+def _lines(folder: Path) -> list[str]:
+    """The runs the worker processes recorded: "kind id attempt rescued" each."""
+    return [
+        line for path in folder.glob("runs-*.txt") for line in path.read_text().split("\n") if line
+    ]
+
+
 def _runs(folder: Path) -> Counter[str]:
     """How many runs of each kind of job the worker processes recorded."""
-    return Counter(
-        line.split()[0]
-        for path in folder.glob("runs-*.txt")
-        for line in path.read_text().split("\n")
-        if line
-    )
+    return Counter(line.split()[0] for line in _lines(folder))

@@ -93,6 +93,10 @@ class AmqpChannels(LocalWorkerRecords):
         self._id = uuid.uuid4().hex[:12]
         self._generation = 0
         self._held: dict[str, Held] = {}
+        #: The publishing channel that consumes this driver's alone queue (see
+        #: AmqpDriver._run_alone), and the copies awaited there, by job id.
+        self._alone_on: AbstractChannel | None = None
+        self._alone_waiting: dict[str, asyncio.Future[DeliveredMessage]] = {}
         self._declared: set[str] = set()  # on this connection
         self._ever_declared: set[str] = set()
         self._lock = asyncio.Lock()
@@ -287,22 +291,27 @@ class AmqpChannels(LocalWorkerRecords):
         self._unacked.difference_update(tags)
 
     async def _ack(self, helds: Sequence[Held]) -> set[str]:
-        """Acknowledge held deliveries in one write; the ids whose channel still lived (a
-        delivery of a channel that died went back to its queue: a lost lease)."""
+        """Acknowledge held deliveries in one write per channel; the ids whose channel still
+        lived (a delivery of a channel that died went back to its queue: a lost lease). A
+        job running alone is held on the publishing channel (see AmqpDriver._run_alone)."""
         for held in helds:
             self._held.pop(held.info.id, None)
-        live = [held for held in helds if held.channel is self._intake]
-        live = [held for held in live if not held.channel.is_closed]
-        if not live:
-            return set()
-        tags = [held.tag for held in live]
-        try:
-            with self._edge("an ack"):
-                await ack_all(live[0].channel, tags, self._unacked)
-        except DriverError:
-            return set()
-        self._unacked.difference_update(tags)
-        return {held.info.id for held in live}
+        done: set[str] = set()
+        for channel in (self._intake, self._publisher):
+            live = [held for held in helds if held.channel is channel]
+            if channel is None or channel.is_closed or not live:
+                continue
+            tags = [held.tag for held in live]
+            unacked = self._unacked if channel is self._intake else ()
+            try:
+                with self._edge("an ack"):
+                    await ack_all(channel, tags, unacked)
+            except DriverError:
+                continue
+            if channel is self._intake:
+                self._unacked.difference_update(tags)
+            done.update(held.info.id for held in live)
+        return done
 
     # -- publishing --------------------------------------------------------------------------
 

@@ -17,6 +17,12 @@ So leases have no clock here (`timed_leases` is False): renewing is keeping the 
 alive, and the broker's `consumer_timeout` (30 minutes by default) bounds how long one job may
 stay unacknowledged.
 
+A rescued job the worker runs alone (`renew(..., alone=True)`) is held as a copy marked
+`alone` in this driver's own queue, which dead-letters it back to the work queue, still marked,
+should the connection close before it is settled; the next reserve of a marked message
+charges the death as an attempt (`_run_alone`, `_charge`). A death among other jobs, or while
+a rescued job waits its turn, comes back unmarked and costs nothing (see JobInfo).
+
 `release` and `fail` publish the job's next form first (to the work queue, a delay level or
 the failed queue), confirmed, and acknowledge the delivery second: a crash in between runs a
 job twice, never loses it. A message that is not a job (published by someone else) is still
@@ -30,27 +36,30 @@ control, schedules. See docs/drivers.md.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import heapq
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiormq.abc import AbstractChannel
+from aiormq.abc import AbstractChannel, DeliveredMessage
+from pamqp import commands as spec
 
 from conveyor.drivers.amqp.channels import Held
 from conveyor.drivers.amqp.inspection import AmqpInspection, foreign_record, parse_record
-from conveyor.drivers.amqp.intake import Delivery
+from conveyor.drivers.amqp.intake import Delivery, delivery_of
 from conveyor.drivers.amqp.topology import (
+    amqp_priority,
+    declare_alone,
     new_record,
+    record_body,
     with_error,
 )
-from conveyor.drivers.base import (
-    Capabilities,
-    Failure,
-    Release,
-    Reservation,
-)
+from conveyor.drivers.amqp.wire import Outgoing, ack_all
+from conveyor.drivers.base import Capabilities, Failure, Release, Reservation
 from conveyor.drivers.record import read_job
+from conveyor.errors import DriverError
 from conveyor.job import JobInfo, JobState, NewJob
 
 __all__ = ["AmqpDriver"]
@@ -123,23 +132,54 @@ class AmqpDriver(AmqpInspection):
             if not self._ready_count(queue):
                 await self._catch_up(queue, intake)
             ready = self._ready.get(queue, [])
+            charged: list[tuple[Delivery, dict[str, Any]]] = []
             while ready and len(reserved) < limit:
                 _, _, message = heapq.heappop(ready)
-                reserved.append(self._hold(queue, intake, message, lease, worker))
+                record = parse_record(message.body)
+                if record is not None and record.get("alone") is True:
+                    charged.append((message, record))
+                else:
+                    reserved.append(self._hold(queue, intake, message, record, lease, worker))
+            if charged:
+                await self._charge(queue, intake, charged)
         return reserved
+
+    async def _charge(
+        self, queue: str, intake: AbstractChannel, charged: list[tuple[Delivery, dict[str, Any]]]
+    ) -> None:
+        """Charge the attempt to jobs whose worker died while it ran them alone: each is
+        published again (confirmed) with its attempt counted, one more rescue and no alone
+        mark, and the delivery acknowledged second; the copy comes back as a new delivery.
+
+        Such a delivery is the copy `_run_alone` made: it returned to its work queue only
+        because the connection holding it closed before the job was settled."""
+        copies = []
+        for message, record in charged:
+            attempt, rescued = record.get("attempt"), record.get("rescued") or 0
+            body = {key: value for key, value in record.items() if key != "alone"}
+            if type(attempt) is int:
+                body["attempt"] = attempt + 1
+            if type(rescued) is int:
+                body["rescued"] = rescued + 1
+            copies.append(self._outgoing(body, 0.0, queue, message))
+        await self._publish_all(copies, "charging a job that died alone")
+        tags = [message.tag for message, _ in charged]
+        with self._edge("an ack"):
+            await ack_all(intake, tags, self._unacked)
+        self._unacked.difference_update(tags)
 
     def _hold(
         self,
         queue: str,
         channel: AbstractChannel,
         message: Delivery,
+        record: dict[str, Any] | None,
         lease: float,
         worker: str,
     ) -> JobInfo:
         tag = message.tag
         now = time.time()
         token = f"{self._id}.{self._generation}.{channel.number}.{tag}"
-        record = parse_record(message.body)
         raw: dict[str, Any] = dict(record) if record is not None else foreign_record(queue, message)
         attempt, rescued = raw.get("attempt"), raw.get("rescued") or 0
         # The stored attempt is what ran before this delivery. A redelivery (its holder died)
@@ -163,7 +203,8 @@ class AmqpDriver(AmqpInspection):
         held = self._held.get(job_id)
         if held is None or held.token != token:
             return None
-        if held.channel.is_closed or held.channel is not self._intake:
+        channel = held.channel
+        if channel.is_closed or (channel is not self._intake and channel is not self._publisher):
             self._held.pop(job_id, None)
             return None
         return held
@@ -175,10 +216,83 @@ class AmqpDriver(AmqpInspection):
     async def renew(
         self, reservations: Sequence[Reservation], lease: float, *, alone: bool = False
     ) -> set[str]:
-        """A delivery stays held while its channel lives: renewing only checks that it does."""
+        """A delivery stays held while its channel lives: renewing only checks that it does.
+        `alone` moves the job to this driver's alone queue first (see `_run_alone`)."""
         if reservations:
             await self._channels()
-        return {item.id for item in reservations if self._claim(item.id, item.token)}
+        kept = {item.id for item in reservations if self._claim(item.id, item.token)}
+        if alone:
+            for item in reservations:
+                if item.id in kept and not await self._run_alone(self._held[item.id]):
+                    kept.discard(item.id)
+        return kept
+
+    async def _run_alone(self, held: Held) -> bool:
+        """Mark a held job as running alone, in a form that outlives this process: its copy
+        marked `alone` is published (confirmed) to this driver's alone queue, which only this
+        connection consumes; once it arrives, the original delivery is acknowledged and the
+        copy is what the driver holds and settles. Should the connection close before the job
+        is settled (the worker died, or its connection did), the broker puts the copy back in
+        the alone queue, whose x-message-ttl of 0 dead-letters it to the work queue at once,
+        and the next reserve of it charges the attempt (`_charge`). False when the job was
+        lost meanwhile (its original delivery could not be acknowledged: another worker
+        gets that one, so the copy is dropped)."""
+        if held.record is None or held.channel is not self._intake:
+            # Not a job conveyor wrote (failed as it came, never run), or marked already.
+            return True
+        publisher = await self._alone_consumer()
+        info = held.info
+        record = {**held.record, "attempt": info.attempt - 1, "rescued": info.rescued}
+        job_id = str(record.get("id"))
+        arrived = asyncio.get_running_loop().create_future()
+        self._alone_waiting[job_id] = arrived
+        try:
+            message = Outgoing(
+                record_body({**record, "alone": True}), "", self.names.alone(self._id),
+                info.queue, amqp_priority(info.priority), job_id,
+            )  # fmt: skip
+            await self._publish_all([message], "marking a job alone")
+            with self._edge("marking a job alone"):
+                async with asyncio.timeout(self.timeout):
+                    copy = await arrived
+        finally:
+            self._alone_waiting.pop(job_id, None)
+        assert isinstance(copy.delivery, spec.Basic.Deliver)
+        tag = copy.delivery.delivery_tag or 0
+        try:
+            with self._edge("an ack"):
+                await ack_all(held.channel, [held.tag], self._unacked)
+        except DriverError:
+            with contextlib.suppress(DriverError), self._edge("an ack"):
+                await ack_all(publisher, [tag], ())
+            self._held.pop(info.id, None)
+            return False
+        self._unacked.discard(held.tag)
+        held.channel, held.tag, held.record = publisher, tag, record
+        held.message = delivery_of(copy)
+        return True
+
+    async def _alone_consumer(self) -> AbstractChannel:
+        """The publishing channel, once it consumes this driver's alone queue."""
+        publisher, _ = await self._channels()
+        if self._alone_on is not publisher:
+            waiting = self._alone_waiting
+
+            async def arrived(message: DeliveredMessage) -> None:
+                job_id = message.header.properties.message_id or ""
+                future = waiting.get(job_id)
+                if future is not None and not future.done():
+                    future.set_result(message)
+                else:
+                    # Its mark gave up waiting (and raised): the original delivery is still
+                    # held, so this late copy is dropped, not run twice.
+                    await publisher.basic_ack(delivery_of(message).tag)
+
+            with self._edge("marking a job alone"):
+                name = await declare_alone(publisher, self.names, self._id, self.timeout)
+                await publisher.basic_consume(name, arrived, timeout=self.timeout)
+            self._alone_on = publisher
+        return publisher
 
     async def ack(self, reservations: Sequence[Reservation]) -> set[str]:
         return await self._ack(self._claim_all(reservations))

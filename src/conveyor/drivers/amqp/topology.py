@@ -8,6 +8,11 @@
     P deliver          headers exchange (or the name `?exchange=` gives): a message whose
                        header `conveyor-queue` is <queue> goes to `P q.<queue>` (where
                        delayed messages come back to)
+    P alone.<id>       durable classic queue of one driver (one worker process), consumed by it
+                       alone: the copy of the job it runs alone (see driver.py); x-message-ttl
+                       0 and dead-lettered to P deliver, so a copy whose holder died goes back
+                       to its work queue at once; x-expires deletes it a minute after its
+                       driver is gone
     P delay.<N>        N = 0..35: a topic exchange and a queue of that name; the queue holds its
                        messages 2^N ms (x-message-ttl) and dead-letters them to P delay.<N-1>
                        (N = 0: to P deliver)
@@ -75,6 +80,9 @@ class Names:
     def delay(self, level: int) -> str:
         return f"{self.prefix}delay.{level}"
 
+    def alone(self, driver: str) -> str:
+        return f"{self.prefix}alone.{driver}"
+
 
 def delay_ms(delay: float) -> int:
     """A delay in seconds as whole milliseconds, rounded up (never early), capped."""
@@ -126,6 +134,23 @@ async def declare_queue(
         timeout=timeout,
     )
     return work.message_count or 0, failed.message_count or 0
+
+
+#: How long a driver's alone queue outlives its last consumer, in ms: its copy, back in the
+#: queue when the consumer's connection died, is dead-lettered at once (x-message-ttl 0).
+ALONE_EXPIRES_MS = 60_000
+
+
+async def declare_alone(channel: AbstractChannel, names: Names, driver: str, timeout: float) -> str:
+    """One driver's alone queue (see the module docstring); idempotent. Returns its name."""
+    name = names.alone(driver)
+    arguments: Arguments = {
+        "x-message-ttl": 0,
+        "x-dead-letter-exchange": names.deliver,
+        "x-expires": ALONE_EXPIRES_MS,
+    }
+    await channel.queue_declare(name, durable=True, arguments=arguments, timeout=timeout)
+    return name
 
 
 def new_record(job: NewJob, now: float) -> dict[str, Any]:
