@@ -342,10 +342,14 @@ RETURNING job.id;
 -- name: counts
 -- Jobs per queue and visible state (a pending job not yet due counts as delayed), and the age
 -- of each group's oldest job by when it became due (the driver reads it for pending jobs).
--- Live jobs are read through jobs_state; finished ones are summed from finished_counts
--- (migration 0004), whose rows for these queues are folded into one per state on the way,
--- by one reader at a time (the advisory lock), so concurrent folds can neither deadlock nor
--- be seen half done: the answer is read from the statement's snapshot.
+-- Live jobs are read through jobs_state, index only. The queue test is `= ANY (ARRAY(...))`,
+-- not `IN (SELECT ...)`: with IN the planner counts on 100 queues from the set-returning
+-- function and took a sequential scan of every job once the table held many (210 ms against
+-- 8 ms, EXPLAIN ANALYZE with a million finished jobs kept and 20,000 pending in the queue).
+-- Finished ones are summed from finished_counts (migration 0004), whose rows for these queues
+-- are folded into one per state on the way, by one reader at a time (the advisory lock), so
+-- concurrent folds can neither deadlock nor be seen half done: the answer is read from the
+-- statement's snapshot.
 WITH folded AS (
     DELETE FROM {prefix}finished_counts
     WHERE queue IN (SELECT jsonb_array_elements_text(%(queues)s::jsonb))
@@ -361,7 +365,7 @@ SELECT queue,
        count(*) AS count,
        {now} - min(available_at) AS age
 FROM {prefix}jobs
-WHERE queue IN (SELECT jsonb_array_elements_text(%(queues)s::jsonb))
+WHERE queue = ANY (ARRAY(SELECT jsonb_array_elements_text(%(queues)s::jsonb)))
   AND state IN ('pending', 'reserved')
 GROUP BY 1, 2
 UNION ALL
