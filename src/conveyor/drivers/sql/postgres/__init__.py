@@ -47,9 +47,10 @@ from conveyor.drivers import safe_url
 from conveyor.drivers.base import Capabilities
 from conveyor.drivers.sql.deadline import TIMEOUT
 from conveyor.drivers.sql.driver import SqlDriver
-from conveyor.drivers.sql.postgres.connection import PostgresConnection, Target
+from conveyor.drivers.sql.postgres.connection import PostgresConnection
 from conveyor.drivers.sql.postgres.copy import copy_heads, copy_text
 from conveyor.drivers.sql.postgres.listener import Listener
+from conveyor.drivers.sql.postgres.target import Target
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.rows import job_queues, json_text, push_item
 from conveyor.drivers.sql.url import (

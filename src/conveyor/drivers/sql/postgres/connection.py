@@ -1,5 +1,6 @@
-"""The psycopg 3 side of the PostgreSQL dialect: the server's address, the pooled connection
-adapter the SQL driver runs its statements on, and the translation of psycopg's errors.
+"""The psycopg 3 side of the PostgreSQL dialect: the pooled connection adapter the SQL driver
+runs its statements on (the server's address and the translation of psycopg's errors are in
+target.py).
 
 Every statement runs on a connection from a `psycopg_pool.AsyncConnectionPool` in autocommit
 mode: a single statement is its own transaction, and `transaction` wraps several in
@@ -22,158 +23,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 import os
 import socket
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from conveyor.drivers import keepalive
-from conveyor.drivers.location import Location
 from conveyor.drivers.sql.adapter import Params, Row, SqlTransaction
 from conveyor.drivers.sql.deadline import (
     IDLE_CHECK,
     MIGRATION_TIMEOUT,
-    TIMEOUT,
     Deadline,
     whole_seconds,
 )
+from conveyor.drivers.sql.postgres.target import Target
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.shielded import shielded
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
-__all__ = ["CONNECT_TIMEOUT", "RECONNECT_TIMEOUT", "PostgresConnection", "Target", "watched"]
+__all__ = ["RECONNECT_TIMEOUT", "PostgresConnection", "Target", "watched"]
 
 T = TypeVar("T")
 
-log = logging.getLogger("conveyor.postgres")
-
-#: Most seconds to connect before giving up, unless the URL's connect_timeout says otherwise;
-#: a shorter `timeout` shortens it too (libpq's least is 2): a connection attempt lost in a
-#: silent network holds one of the pool's few connecting tasks while it lasts.
-CONNECT_TIMEOUT = 10
 
 #: Seconds the pool keeps retrying (with backoff) one lost connection before it gives that
 #: attempt up; the next call then connects afresh. Short, so that after an outage the pool is
 #: never left sleeping through a long backoff while the server is already back.
 RECONNECT_TIMEOUT = 10.0
-
-_URL_HELP = "write postgresql://user:password@host:5432/database"
-
-
-class Target:
-    """Where the server is: the conninfo handed to libpq, as checked and as fit to show, and
-    how long a call may wait for it (`timeout`, seconds).
-
-    `conninfo` is a postgresql:// URL or a libpq "key=value" string; empty means libpq's
-    defaults (the PGHOST, PGUSER, PGPASSWORD, ... environment variables, else the local
-    socket). Messages show it with any password replaced by ***.
-    """
-
-    def __init__(self, conninfo: str, *, timeout: float = TIMEOUT) -> None:
-        self.conninfo = conninfo
-        #: The conninfo's passwords, found once; every message is shown through it.
-        self.location = Location.parse(conninfo)
-        self.timeout = timeout
-        try:
-            params = conninfo_to_dict(conninfo)
-        except psycopg.Error as error:
-            raise ConfigError(
-                f"bad PostgreSQL connection settings {self.shown!r}"
-                f" ({self.location.scrub(str(error))}): {_URL_HELP}, with only libpq's"
-                " parameters after '?' (sslmode=..., connect_timeout=..., application_name=...)"
-            ) from None
-        password = params.get("password")
-        self.location = self.location.with_secret(str(password) if password else None)
-        self.kwargs: dict[str, Any] = {"autocommit": True}
-        # Named in pg_stat_activity, and never stuck for minutes connecting to a host that does
-        # not answer, unless the settings (or libpq's environment variables) say otherwise.
-        if "application_name" not in params:
-            self.kwargs["application_name"] = "conveyor"
-        if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
-            self.kwargs["connect_timeout"] = max(2, min(CONNECT_TIMEOUT, whole_seconds(timeout)))
-        # A silent idle connection found within seconds, not the system's two hours, and
-        # unacknowledged writes given up after the call's timeout; the URL's own settings win.
-        liveness = {
-            "keepalives": 1,
-            "keepalives_idle": keepalive.IDLE,
-            "keepalives_interval": keepalive.INTERVAL,
-            "keepalives_count": keepalive.COUNT,
-            "tcp_user_timeout": max(1, round(timeout * 1000)),
-        }
-        if psycopg.pq.version() < 120000:  # older libpq has no tcp_user_timeout
-            del liveness["tcp_user_timeout"]
-        self.kwargs |= {key: value for key, value in liveness.items() if key not in params}
-
-    @property
-    def shown(self) -> str:
-        """The conninfo without its password, for messages and logs."""
-        if not self.conninfo.strip():
-            return "libpq defaults (PG* environment variables)"
-        return self.location.shown
-
-    def mask(self, text: str) -> str:
-        """`text` with the password, wherever it appears, replaced by ***."""
-        return self.location.mask(text)
-
-    async def connect(self) -> psycopg.AsyncConnection[Any]:
-        """A new autocommit connection, outside the pool; BackendUnavailableError naming the
-        server and libpq's reason when it cannot be made."""
-        try:
-            return await psycopg.AsyncConnection.connect(self.conninfo, **self.kwargs)
-        except psycopg.Error as error:
-            raise BackendUnavailableError(
-                f"cannot connect to PostgreSQL at {self.shown} ({self._detail(error)}): check"
-                " that the server is running and the URL's host, port, user, password and"
-                " database"
-            ) from None
-
-    @contextlib.contextmanager
-    def translated(self, what: str) -> Iterator[None]:
-        """Turn psycopg's errors into conveyor's, naming the server and the operation."""
-        try:
-            yield
-        except psycopg.Error as error:
-            raise self.error(error, what) from error
-
-    def silent(self, what: str, deadline: Deadline) -> BackendUnavailableError:
-        """The error for a call whose deadline passed, logged as a warning."""
-        return deadline.error(f"PostgreSQL at {self.shown}", what, log)
-
-    def error(self, error: psycopg.Error, what: str) -> DriverError:
-        """The DriverError for a psycopg error met during `what` (a query block's name...)."""
-        if _lost(error):
-            return BackendUnavailableError(
-                f"PostgreSQL at {self.shown} is unreachable during {what}"
-                f" ({self._detail(error)}): check that the server is running; workers retry"
-                " with backoff and the pool reconnects by itself"
-            )
-        detail = self._detail(error, connecting=False)
-        return DriverError(f"PostgreSQL {what} failed on {self.shown}: {detail}")
-
-    def _detail(self, error: psycopg.Error, *, connecting: bool = True) -> str:
-        """libpq's message, masked; about connecting, withheld for an ambiguous URL (libpq
-        may quote the piece of a password it misread as a host or port)."""
-        text = " ".join(str(error).split()) or type(error).__name__
-        return self.location.scrub(text) if connecting else self.location.mask(text)
-
-
-def _lost(error: psycopg.Error) -> bool:
-    """True for errors that mean the server cannot be reached or dropped the connection:
-    connection exceptions (SQLSTATE 08...), shutdowns (57P..), and client-side failures that
-    carry no SQLSTATE (refused, reset, pool timeout, connection closed)."""
-    if not isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
-        return False
-    state = error.sqlstate
-    return state is None or state.startswith(("08", "57P"))
 
 
 class PostgresConnection:

@@ -22,7 +22,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from conveyor.drivers.sql.postgres.connection import Target, watched
+from conveyor.drivers.sql.postgres.connection import watched
+from conveyor.drivers.sql.postgres.target import Target
 from conveyor.errors import DriverError
 
 __all__ = ["QUIET_CHECK", "Listener"]
