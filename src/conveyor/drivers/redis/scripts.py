@@ -13,11 +13,15 @@ import hashlib
 import importlib.resources
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from typing import Any, Protocol
 
 from redis.exceptions import NoScriptError
 
 __all__ = ["SCRIPT_NAMES", "Batch", "Client", "Pipeline", "Script", "ScriptRunner", "load_scripts"]
+
+#: A script's line that stands for a shared file of lua/ (see `_included`).
+INCLUDE = "-- include: "
 
 #: One script per verb; the file lua/<name>.lua documents its KEYS and ARGV.
 SCRIPT_NAMES = (
@@ -68,10 +72,20 @@ def load_scripts() -> Mapping[str, Script]:
     folder = importlib.resources.files(__package__) / "lua"
     scripts = {}
     for name in SCRIPT_NAMES:
-        source = (folder / f"{name}.lua").read_text(encoding="utf-8")
+        source = _included(folder, (folder / f"{name}.lua").read_text(encoding="utf-8"))
         sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
         scripts[name] = Script(name, source, sha)
     return scripts
+
+
+def _included(folder: Traversable, source: str) -> str:
+    """`source` with each line `-- include: FILE` replaced by lua/FILE: code several scripts
+    share (Redis runs each script alone, with nothing to import)."""
+    lines = source.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        if line.startswith(INCLUDE):
+            lines[index] = (folder / line.removeprefix(INCLUDE).strip()).read_text(encoding="utf-8")
+    return "".join(lines)
 
 
 @dataclass(slots=True)
