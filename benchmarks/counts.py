@@ -227,7 +227,7 @@ async def run_postgres(jobs: int) -> None:
                 "queues",
                 "schedule_ticks",
                 "finished_counts",
-                "migrations",
+                "schema_version",
             ):
                 await conn.execute(f"DROP TABLE IF EXISTS {prefix}{table} CASCADE")
             await conn.execute(f"DROP FUNCTION IF EXISTS {prefix}count_finished CASCADE")
