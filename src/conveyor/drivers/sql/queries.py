@@ -3,7 +3,8 @@
 A block starts with `-- name: <method>` and a one-line `-- <description>`; its SQL runs to the
 next block. Table names are written `{prefix}jobs` and filled in here, once per driver, and so
 is `{now}`: the dialect's clock, the expression in its block named `now`, so that every time
-a statement stores or compares is the database's (see drivers/base.py, "One clock").
+a statement stores or compares is the database's (see drivers/base.py, "One clock"), and
+`{job_columns}`: the columns of a job row that rows.job_info reads, the same in every dialect.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from conveyor.errors import ConfigError
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
 _BLOCK = re.compile(r"^-- name: *(\w+) *\n-- *(.+?) *\n(.*?)(?=^-- name:|\Z)", re.M | re.S)
 _MIGRATION = re.compile(r"(\d+)_\w+\.sql")
+
+#: The columns of a job row that rows.job_info reads (a listing, `get`, reserve's read-back).
+JOB_COLUMNS = (
+    "id, queue, name, payload, state, attempt, max_attempts, priority, created_at, available_at,"
+    " timeout, retry_delay, unique_key, meta, reservation, worker, finished_at, error, rescued,"
+    " alone, reserved_at, lease_expires_at, result, cancel"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +62,16 @@ def load_queries(package: str, prefix: str) -> dict[str, Query]:
     blocks = _read_blocks(package)
     clock = next((sql for name, _, sql in blocks if name == "now"), "{now}")
     return {
-        name: Query(name, description, sql.replace("{now}", clock).replace("{prefix}", prefix))
+        name: Query(name, description, _fill(sql, clock, prefix))
         for name, description, sql in blocks
         if name != "now"
     }
+
+
+def _fill(sql: str, clock: str, prefix: str) -> str:
+    """`sql` with its placeholders filled in (the column list first: it holds none)."""
+    sql = sql.replace("{job_columns}", JOB_COLUMNS)
+    return sql.replace("{now}", clock).replace("{prefix}", prefix)
 
 
 def load_migrations(package: str, prefix: str) -> list[Migration]:

@@ -219,9 +219,7 @@ SET job.state = 'reserved',
     job.worker = %(worker)s,
     job.reserved_at = {now},
     job.lease_expires_at = {now} + %(lease)s;
-SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
-       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
 WHERE reservation = %(token)s;
@@ -360,9 +358,7 @@ HAVING SUM(n) <> 0;
 -- name: list_jobs
 -- One page of a queue's jobs in one visible state, oldest first by id.
 -- stored is the state as stored ('pending' for both pending and delayed).
-SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
-       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
 WHERE queue = %(queue)s
@@ -376,9 +372,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- One page of a queue's jobs of one name in one visible state, oldest first by id: the
 -- filter comes before the page. Read through jobs_state, checking each job's name.
 -- stored is the state as stored ('pending' for both pending and delayed).
-SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
-       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
 WHERE queue = %(queue)s
@@ -393,9 +387,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- list_jobs_named for failed and cancelled jobs, read through the jobs_named index (the
 -- literal states let the planner see that the partial index applies).
 -- stored is the state as stored ('pending' for both pending and delayed).
-SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
-       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
 WHERE queue = %(queue)s
@@ -424,9 +416,7 @@ GROUP BY 1, 2, 4;
 
 -- name: get
 -- One job by id.
-SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
-       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel, errors,
+SELECT {job_columns}, errors,
        {now} AS now
 FROM {prefix}jobs
 WHERE id = %(id)s;

@@ -378,9 +378,7 @@ HAVING sum(n) <> 0;
 -- name: list_jobs
 -- One page of a queue's jobs in one visible state, oldest first by id.
 -- `stored` is the state as stored ('pending' for both pending and delayed).
-SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
-       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
 WHERE queue = %(queue)s
@@ -394,9 +392,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- One page of a queue's jobs of one name in one visible state, oldest first by id: the
 -- filter comes before the page. Read through jobs_state, checking each job's name.
 -- `stored` is the state as stored ('pending' for both pending and delayed).
-SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
-       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
 WHERE queue = %(queue)s
@@ -411,9 +407,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- list_jobs_named for failed and cancelled jobs, read through the jobs_named index (the
 -- literal states let the planner see that the partial index applies).
 -- `stored` is the state as stored ('pending' for both pending and delayed).
-SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
-       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
 WHERE queue = %(queue)s
@@ -442,9 +436,7 @@ GROUP BY 1, 2, 4;
 
 -- name: get
 -- One job by id.
-SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
-       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel, errors,
+SELECT {job_columns}, errors,
        {now} AS now
 FROM {prefix}jobs
 WHERE id = %(id)s;

@@ -213,9 +213,7 @@ WHERE queue IN (SELECT value FROM json_each(:queues)) AND n <> 0;
 -- name: list_jobs
 -- One page of a queue's jobs in one visible state, oldest first by id.
 -- :stored is the state as stored ('pending' for both pending and delayed).
-SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
-       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
 WHERE queue = :queue
@@ -229,9 +227,7 @@ LIMIT :limit OFFSET :offset;
 -- One page of a queue's jobs of one name in one visible state, oldest first by id: the
 -- filter comes before the page. Read through jobs_state, checking each job's name.
 -- :stored is the state as stored ('pending' for both pending and delayed).
-SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
-       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
 WHERE queue = :queue
@@ -246,9 +242,7 @@ LIMIT :limit OFFSET :offset;
 -- list_jobs_named for failed and cancelled jobs, read through the jobs_named index (the
 -- literal states let the planner see that the partial index applies).
 -- :stored is the state as stored ('pending' for both pending and delayed).
-SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
-       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel,
+SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
 WHERE queue = :queue
@@ -277,9 +271,7 @@ GROUP BY 1, 2;
 
 -- name: get
 -- One job by id.
-SELECT id, queue, name, payload, state, attempt, max_attempts, priority, created_at,
-       available_at, timeout, retry_delay, unique_key, meta, reservation, worker, finished_at,
-       error, rescued, alone, reserved_at, lease_expires_at, result, cancel, errors,
+SELECT {job_columns}, errors,
        {now} AS now
 FROM {prefix}jobs
 WHERE id = :id;
