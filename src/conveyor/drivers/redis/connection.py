@@ -25,14 +25,16 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, cast
 
+import redis
 from redis import connection as redis_connection
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
 
 from conveyor.drivers import keepalive
 from conveyor.drivers.location import Location
@@ -46,6 +48,7 @@ __all__ = [
     "WaitingPool",
     "check_url",
     "make_client",
+    "make_thread_client",
     "split_prefix",
 ]
 
@@ -117,6 +120,32 @@ def make_client(url: str, options: dict[str, Any], *, blocking: bool = False) ->
     override any setting below; `timeout` in either is conveyor's (see the module
     docstring)."""
     url, timeout = command_timeout(url, options)
+    settings = _settings(timeout, options, AsyncRetry, blocking=blocking)
+    if blocking:
+        pool: ConnectionPool = BlockingConnectionPool.from_url(url, timeout=timeout, **settings)
+    else:
+        pool = WaitingPool.from_url(url, **settings)
+    client: Redis = Redis.from_pool(pool)
+    return client
+
+
+def make_thread_client(url: str, options: dict[str, Any]) -> redis.Redis:
+    """A synchronous client, for a push sent from the caller's own thread (`push_in_thread`):
+    the settings of `make_client`, with the command deadline given to the sockets instead,
+    there being no event loop to time it: connecting within min(5 s, timeout), each write and
+    each wait for a reply within `timeout`, and a call finding every connection busy waits at
+    most `timeout` for one. Thread-safe: each thread takes a connection of its own."""
+    url, timeout = command_timeout(url, options)
+    settings = _settings(timeout, options, SyncRetry, blocking=False)
+    settings["socket_timeout"] = timeout
+    pool = redis.BlockingConnectionPool.from_url(url, timeout=timeout, **settings)
+    return redis.Redis.from_pool(pool)
+
+
+def _settings(
+    timeout: float, options: dict[str, Any], retry: type[AsyncRetry | SyncRetry], *, blocking: bool
+) -> dict[str, Any]:
+    """The pool settings of every client, then `options` (but `timeout`) over them."""
     settings: dict[str, Any] = {
         "max_connections": MAX_CONNECTIONS,
         "decode_responses": True,
@@ -130,19 +159,14 @@ def make_client(url: str, options: dict[str, Any], *, blocking: bool = False) ->
         "socket_keepalive_options": keepalive.tcp_options(timeout),
         "health_check_interval": 0 if blocking else HEALTH_CHECK_INTERVAL,
         # Only a lost connection is retried: a timeout may mean the command ran.
-        "retry": Retry(
+        "retry": retry(
             ExponentialWithJitterBackoff(base=0.05, cap=1.0),
             RECONNECT_ATTEMPTS,
             supported_errors=(RedisConnectionError,),
         ),
     }
     settings.update((key, value) for key, value in options.items() if key != "timeout")
-    if blocking:
-        pool: ConnectionPool = BlockingConnectionPool.from_url(url, timeout=timeout, **settings)
-    else:
-        pool = WaitingPool.from_url(url, **settings)
-    client: Redis = Redis.from_pool(pool)
-    return client
+    return settings
 
 
 class WaitingPool(ConnectionPool):

@@ -18,7 +18,16 @@ from typing import Any, Protocol
 
 from redis.exceptions import NoScriptError
 
-__all__ = ["SCRIPT_NAMES", "Batch", "Client", "Pipeline", "Script", "ScriptRunner", "load_scripts"]
+__all__ = [
+    "SCRIPT_NAMES",
+    "Batch",
+    "Client",
+    "Pipeline",
+    "Script",
+    "ScriptRunner",
+    "ThreadClient",
+    "load_scripts",
+]
 
 #: A script's line that stands for a shared file of lua/ (see `_included`).
 INCLUDE = "-- include: "
@@ -55,6 +64,12 @@ class Client(Protocol):
     async def execute_command(self, *args: Any, **options: Any) -> Any: ...
 
     def pipeline(self, transaction: bool = True) -> Pipeline: ...
+
+
+class ThreadClient(Protocol):
+    """The part of a synchronous redis-py client the driver uses (`push_in_thread`)."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +141,18 @@ class ScriptRunner:
         except NoScriptError:
             await self.load(client)
             return await client.execute_command(*command)
+
+    def call_in_thread(
+        self, client: ThreadClient, name: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """`call` on a synchronous client, from the caller's own thread. On NOSCRIPT only this
+        script is loaded again (the event loop's calls load the others when they need them)."""
+        command = self._evalsha(name, (len(keys), *keys, *args))
+        try:
+            return client.execute_command(*command)
+        except NoScriptError:
+            client.execute_command("SCRIPT LOAD", self.scripts[name].source)
+            return client.execute_command(*command)
 
     async def run(self, client: Client, batch: Batch, *, transaction: bool = False) -> list[Any]:
         """Send a batch in one pipeline (MULTI/EXEC with `transaction`); returns the replies.
