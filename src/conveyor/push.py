@@ -60,6 +60,8 @@ class Pushing(Registration):
         #: `_settled` per (queue, job name), for pushes that give no options of their own.
         self._settled_pushes: dict[tuple[str, str], tuple[Resolved, str, Callable[[Any], str]]]
         self._settled_pushes = {}
+        #: `_job_maker`'s makers for pushes that give no options, delay or unique key.
+        self._plain_makers: dict[tuple[str, str], Callable[[Any], NewJob]] = {}
 
     async def push(
         self,
@@ -216,7 +218,11 @@ class Pushing(Registration):
         unique: str | None,
     ) -> Callable[[Any], NewJob]:
         """Check and resolve everything a batch shares once; the maker then only encodes
-        each payload and stamps it with an id and the time."""
+        each payload and stamps it with an id and the time. The maker of a push that gives
+        no option, delay or unique key (most do) is kept per queue and job, as `_settled`."""
+        plain = options is NO_OPTIONS and delay is None and unique is None
+        if plain and (queue, job_name) in self._plain_makers:
+            return self._plain_makers[queue, job_name]
         self.freeze()
         check_unique(unique)
         resolved, retry_delay, encode = self._settled(queue, job_name, options)
@@ -241,6 +247,8 @@ class Pushing(Registration):
             )
 
         hooks = self.hooks
+        if plain and (queue, job_name) in self._settled_pushes:  # only once frozen and valid
+            self._plain_makers[queue, job_name] = make
         return make
 
     def _settled(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor.drivers.redis.client import RedisClient
-from conveyor.drivers.redis.records import push_jobs
+from conveyor.drivers.redis.records import push_job
 from conveyor.job import NewJob
 
 __all__ = ["SinglePush"]
@@ -38,4 +38,4 @@ class SinglePush(RedisClient):
     def _push_call(self, job: NewJob) -> tuple[list[str], list[Any]]:
         """push.lua's KEYS and ARGV for one job."""
         keys = self.keys(job.queue)
-        return keys.of_script("push"), [keys.job, push_jobs((job,))]
+        return keys.of_script("push"), [keys.job, push_job(job)]

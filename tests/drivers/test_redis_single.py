@@ -1,7 +1,8 @@
-"""The blocking facade's push on Redis, sent from the calling thread (`push_in_thread`): the
-same job as the async push stores, from several threads at once, NOSCRIPT handled, the hooks
-and the event loop's own thread still served by the loop, and a silent or unreachable server
-failing with BackendUnavailableError within the driver's timeout.
+"""Single pushes on Redis. The script's argument for one job (`push_job`) is push_many's for
+a batch of one. The blocking facade's push, sent from the calling thread (`push_in_thread`):
+the same job as the async push stores, from several threads at once, NOSCRIPT handled, the
+hooks and the event loop's own thread still served by the loop, and a silent or unreachable
+server failing with BackendUnavailableError within the driver's timeout.
 
 The shared Redis on 127.0.0.1:6379, each test under a key prefix of its own; for the faults, a
 TCP proxy in front of it (tests/backends/proxy.py).
@@ -20,9 +21,10 @@ import redis
 
 from conveyor import Job, JobState, Registry
 from conveyor.drivers.redis import RedisDriver
+from conveyor.drivers.redis.records import push_job, push_jobs
 from conveyor.errors import BackendUnavailableError
 from conveyor.hooks import Event
-from conveyor.job import JobInfo
+from conveyor.job import JobInfo, NewJob, new_id
 from tests.backends import require_service
 from tests.backends.proxy import Proxy
 from tests.backends.redis import START, URL, delete_prefix, fresh_prefix
@@ -37,6 +39,32 @@ SLACK = 1.5
 @dataclass
 class Mail:
     to: str
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        NewJob(id=new_id(), queue="q", name="n", payload='{"a": "é \\" \\n \u2028"}'),
+        NewJob(
+            id="order.17:a-b",
+            queue='q "é"',
+            name="n\\",
+            payload="{}",
+            delay=-3.5,
+            max_attempts=4,
+            priority=-7,
+            timeout=30,
+            retry_delay='{"kind": "fixed"}',
+        ),
+        NewJob(id="a", queue="q", name="n", payload="{}", delay=60.0, priority=2**70),
+        NewJob(id="a", queue="q", name="n", payload="{}", unique="u"),
+        NewJob(id="a", queue="q", name="n", payload="{}", meta={"trace": "x"}),
+    ],
+    ids=["plain", "every-option", "delayed", "unique", "meta"],
+)
+def test_a_single_push_sends_what_push_many_sends_for_one_job(job: NewJob) -> None:
+    assert push_job(job) == push_jobs((job,))
+    assert push_job(job) == push_jobs((job,))  # the second from the kept head
 
 
 def make_registry(url: str) -> Registry:
