@@ -225,6 +225,20 @@ async def driver(prefix: str) -> AsyncIterator[RedisDriver]:
     await opened.close()
 
 
+async def test_a_push_on_a_connection_the_server_closed_is_sent_again_on_a_new_one(
+    driver: RedisDriver,
+) -> None:
+    await driver.push(make_job())
+    own = await driver._redis().execute_command("CLIENT ID")  # the pool's one connection
+    with redis.Redis.from_url(URL) as killer:
+        await asyncio.to_thread(killer.execute_command, "CLIENT KILL ID", own)
+    job = make_job()
+
+    assert await driver.push(job) == job.id
+    assert (await driver.counts(["q"]))["q"].pending == 2
+    assert await driver._redis().execute_command("CLIENT ID") != own
+
+
 async def test_push_in_thread_declines_the_first_push_to_a_queue(driver: RedisDriver) -> None:
     assert await asyncio.to_thread(driver.push_in_thread, make_job()) is None
 

@@ -25,6 +25,7 @@ from conveyor.drivers.redis.connection import (
     Edge,
     check_url,
     command_timeout,
+    execute,
     make_client,
     make_thread_client,
     split_prefix,
@@ -103,7 +104,7 @@ class RedisClient(Driver):
 
     async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         async with self._edge.command():
-            return await self._scripts.call(self._redis(), name, keys, args)
+            return await self._scripts.call(self._redis(), name, keys, args, execute)
 
     def _call_in_thread(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """`_call` from a plain thread, on the synchronous client: the same script, the same

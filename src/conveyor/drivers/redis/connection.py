@@ -49,6 +49,7 @@ __all__ = [
     "Edge",
     "WaitingPool",
     "check_url",
+    "execute",
     "make_client",
     "make_thread_client",
     "split_prefix",
@@ -169,6 +170,28 @@ def _settings(
     }
     settings.update((key, value) for key, value in options.items() if key != "timeout")
     return settings
+
+
+async def execute(client: Redis, *args: Any) -> Any:
+    """`client.execute_command(*args)` for a command whose reply redis-py leaves as it is read
+    (EVALSHA): a connection of the client's pool, the command sent and its reply read, sent
+    again on a new connection when the connection was lost (the client's Retry, which closes
+    the connection between attempts), as execute_command does, without what redis-py 8 wraps
+    around each command (awaited observability records, per-command hooks): 15-20 µs less
+    per call on this machine."""
+    pool = client.connection_pool
+    connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        return await connection.retry.call_with_retry(
+            lambda: _send(connection, args), lambda error: connection.disconnect()
+        )
+    finally:
+        await pool.release(connection)
+
+
+async def _send(connection: AbstractConnection, args: tuple[Any, ...]) -> Any:
+    await connection.send_command(*args)
+    return await connection.read_response()
 
 
 class WaitingPool(ConnectionPool):

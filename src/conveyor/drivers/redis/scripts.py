@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.resources
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from typing import Any, Protocol
@@ -70,6 +70,14 @@ class ThreadClient(Protocol):
     """The part of a synchronous redis-py client the driver uses (`push_in_thread`)."""
 
     def execute_command(self, *args: Any, **options: Any) -> Any: ...
+
+
+#: How a command is sent on a client: `await execute(client, *args)`.
+Execute = Callable[..., Awaitable[Any]]
+
+
+async def _execute_command(client: Client, *args: Any) -> Any:
+    return await client.execute_command(*args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,15 +140,22 @@ class ScriptRunner:
         await pipe.execute()
 
     async def call(
-        self, client: Client, name: str, keys: Sequence[str], args: Sequence[Any]
+        self,
+        client: Client,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        execute: Execute | None = None,
     ) -> Any:
-        """Run one script and return its reply."""
+        """Run one script and return its reply; `execute(client, *command)` sends it, if
+        given (connection.execute), else the client's execute_command."""
         command = self._evalsha(name, (len(keys), *keys, *args))
+        send = execute or _execute_command
         try:
-            return await client.execute_command(*command)
+            return await send(client, *command)
         except NoScriptError:
             await self.load(client)
-            return await client.execute_command(*command)
+            return await send(client, *command)
 
     def call_in_thread(
         self, client: ThreadClient, name: str, keys: Sequence[str], args: Sequence[Any]
