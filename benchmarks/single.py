@@ -6,9 +6,10 @@ part of benchmarks/throughput.py, without the rest of `make bench`).
     .venv/bin/python benchmarks/single.py redis postgres sqlite mysql --runs 5
 
 Per run: a fresh registry, 100 pushes of each kind to warm up, then `--count` of each. Prints
-every run's push / raw ratio and how much slower the blocking push is, their medians, and the
-figures no noise changes: Python function calls and event-loop turns per async push (cProfile
-and a counted `_run_once`, over 500 pushes). Run by hand; never part of the tests.
+every run's push / raw ratio and the blocking push's time over the async push's, their
+medians, and the figures no noise changes: Python function calls and event-loop turns per
+async push (cProfile and a counted `_run_once`, over 500 pushes). Run by hand; never part of
+the tests.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def main() -> None:
             f"{name}: push {statistics.median(p for _, p, _ in runs):,.0f}/s, raw"
             f" {statistics.median(r for r, _, _ in runs):,.0f}/s; push / raw median"
             f" {statistics.median(ratios):.2f} ({' '.join(f'{r:.2f}' for r in ratios)});"
-            f" blocking push {statistics.median(slower):.2f}x slower"
+            f" blocking push {statistics.median(slower):.2f}x the async push's time"
             f" ({' '.join(f'{s:.2f}' for s in slower)}); {calls:.0f} Python calls and"
             f" {turns:.1f} loop turns per push",
             flush=True,

@@ -7,6 +7,17 @@ The loop thread starts on first use and stops at `close()` or interpreter exit. 
 belongs to the loop that first used it: in one process, use a registry either from async
 code or through this facade, not both. One exception: while that loop runs in another thread
 (a worker, and this call from a plain handler), calls run on it instead.
+
+One shortcut, for `push` alone: called from a thread with no running event loop, on a driver
+that declares `thread_push` (redis), once the registry is frozen and the driver open (after
+the first push), with no hook to tell and no `connection=`, the push stays in the calling
+thread. The job is made by the registry's own `new_job`, as `push` makes it, and stored by the
+driver's `push_in_thread`, which sends the very script call of its async `push` (arguments
+built by the same function, errors translated by the same edge, NOSCRIPT handled) on a
+synchronous connection, its deadline given to the socket. What is not shared is the wait: the
+thread blocks on its socket instead of hopping to the loop's thread and back, two thread
+wake-ups that cost more than the push's round trip on a loaded machine (docs/drivers.md).
+Anything else, and a push the driver declines (the first to a queue), takes the loop.
 """
 
 from __future__ import annotations
@@ -135,8 +146,18 @@ class BlockingRegistry:
         atexit.register(self.close)
 
     def push(self, queue: str, job_name: str, payload: Any, **options: Any) -> str:
-        """`Registry.push`, blocking until the job is stored."""
-        return self._call(self._registry.push(queue, job_name, payload, **options))
+        """`Registry.push`, blocking until the job is stored. From a plain thread, where the
+        queue's driver can (redis), the job is stored from this thread, on a connection of
+        the driver's own, without the hop to the event loop's thread and back (see the
+        module docstring)."""
+        registry = self._registry
+        plain = "connection" not in options and _loop_of_this_thread() is None
+        driver = registry.thread_pusher(queue) if plain else None
+        if driver is None:
+            return self._call(registry.push(queue, job_name, payload, **options))
+        new = registry.new_job(queue, job_name, payload, **options)
+        job_id = driver.push_in_thread(new)
+        return job_id if job_id is not None else self._call(registry.store(new))
 
     def push_many(
         self, queue: str, job_name: str, payloads: Iterable[Any], **options: Any

@@ -150,6 +150,17 @@ async def test_options_given_after_pushes_without_any_still_win() -> None:
     assert (last.priority, last.timeout) == (1, 5.0)
 
 
+async def test_a_delay_or_unique_key_given_between_plain_pushes_is_theirs_alone() -> None:
+    registry = make_registry({}, {})
+    await registry.push("q", "j", {})
+    await registry.push("q", "j", {}, delay=3600)
+    await registry.push("q", "j", {}, unique="k")
+    last = await stored(registry)
+    assert (last.state, last.unique) == (JobState.PENDING, None)
+    counts = (await registry.queue_info())["q"]
+    assert (counts.pending, counts.delayed) == (3, 1)
+
+
 async def test_jobs_pushed_without_options_each_get_their_own_meta() -> None:
     registry = make_registry({"meta": {"a": 1}}, {})
     first = await stored(registry)

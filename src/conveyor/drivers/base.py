@@ -85,6 +85,8 @@ class Capabilities:
       process, not only the one that wrote them.
     - `error_history`: `get` returns each failed attempt's error (`JobInfo.errors`), not only
       the last one.
+    - `thread_push`: `push_in_thread` stores one job from a plain thread, without the event
+      loop (the blocking facade's push then skips the hop to the loop's thread and back).
     """
 
     notify: bool = False
@@ -102,6 +104,7 @@ class Capabilities:
     priorities: bool = True
     shared_records: bool = True
     error_history: bool = True
+    thread_push: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +300,12 @@ class Driver(abc.ABC):
         `connection` is the caller's own open connection (a `transactional` driver only): the
         job is written inside the caller's transaction and exists if and only if it commits."""
         return (await self.push_many([job], connection=connection))[0]
+
+    def push_in_thread(self, job: NewJob) -> str | None:
+        """`push` (`thread_push` only), called from a thread with no running event loop, which
+        it blocks until the job is stored; thread-safe. None when it cannot store this job
+        without the event loop: the caller then awaits `push` on the loop instead."""
+        raise self.unsupported("push from a plain thread", "use the blocking facade's push")
 
     @abc.abstractmethod
     async def push_many(

@@ -3,15 +3,18 @@
 `RedisClient` is what the driver's parts (driver.py, control.py, workers.py) share: the URL
 and key prefix, the client for commands and the one for blocking pops, the queues' keys, and
 `_call`/`_run`, which send scripts and batches through the edge where redis-py's errors
-become conveyor's.
+become conveyor's. A third, synchronous client, made on first use, serves `_call_in_thread`:
+a script call from a plain thread, without the event loop (see single.py).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
+import redis
 from redis.asyncio import Redis
 
 from conveyor.drivers.base import Driver
@@ -22,11 +25,13 @@ from conveyor.drivers.redis.connection import (
     Edge,
     check_url,
     command_timeout,
+    execute,
     make_client,
+    make_thread_client,
     split_prefix,
 )
 from conveyor.drivers.redis.keys import QueueKeys
-from conveyor.drivers.redis.scripts import Batch, Client, ScriptRunner
+from conveyor.drivers.redis.scripts import Batch, Client, ScriptRunner, ThreadClient
 
 __all__ = ["RedisClient", "seconds"]
 
@@ -43,6 +48,8 @@ class RedisClient(Driver):
         self._scripts = ScriptRunner()
         self._client: Redis | None = None
         self._blocking: Redis | None = None
+        self._thread_client: redis.Redis | None = None
+        self._thread_lock = threading.Lock()
         self._keys: dict[str, QueueKeys] = {}
         #: Queues this instance added to the set of known queues already.
         self._known: set[str] = set()
@@ -63,6 +70,14 @@ class RedisClient(Driver):
             self._blocking = make_client(self.url, self._options, blocking=True)
         return cast(Client, self._blocking)
 
+    def _thread_redis(self) -> ThreadClient:
+        """The synchronous client for calls from plain threads, made once under a lock (two
+        threads may call at once)."""
+        with self._thread_lock:
+            if self._thread_client is None:
+                self._thread_client = make_thread_client(self.url, self._options)
+            return cast(ThreadClient, self._thread_client)
+
     def keys(self, queue: str) -> QueueKeys:
         """The keys of `queue` under this driver's prefix."""
         keys = self._keys.get(queue)
@@ -76,16 +91,26 @@ class RedisClient(Driver):
             await self._scripts.load(self._redis())
 
     async def close(self) -> None:
-        """Close both connection pools; the next call connects again."""
+        """Close the connection pools; the next call connects again."""
         clients = [client for client in (self._client, self._blocking) if client is not None]
         self._client = self._blocking = None
+        with self._thread_lock:
+            thread_client, self._thread_client = self._thread_client, None
         with self._edge:  # closing sends nothing that waits for an answer
             for client in clients:
                 await client.aclose()
+            if thread_client is not None:
+                thread_client.close()
 
     async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         async with self._edge.command():
-            return await self._scripts.call(self._redis(), name, keys, args)
+            return await self._scripts.call(self._redis(), name, keys, args, execute)
+
+    def _call_in_thread(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """`_call` from a plain thread, on the synchronous client: the same script, the same
+        edge; the deadline is the sockets' (connection.make_thread_client)."""
+        with self._edge:
+            return self._scripts.call_in_thread(self._thread_redis(), name, keys, args)
 
     async def _run(self, batch: Batch, *, transaction: bool = False) -> list[Any]:
         async with self._edge.command():

@@ -100,7 +100,7 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
 
     kind = "redis"
     capabilities = Capabilities(
-        notify=True, durable=True, shared=True, control=True, schedules=True
+        notify=True, durable=True, shared=True, control=True, schedules=True, thread_push=True
     )
 
     @classmethod

@@ -11,14 +11,23 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.resources
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from typing import Any, Protocol
 
 from redis.exceptions import NoScriptError
 
-__all__ = ["SCRIPT_NAMES", "Batch", "Client", "Pipeline", "Script", "ScriptRunner", "load_scripts"]
+__all__ = [
+    "SCRIPT_NAMES",
+    "Batch",
+    "Client",
+    "Pipeline",
+    "Script",
+    "ScriptRunner",
+    "ThreadClient",
+    "load_scripts",
+]
 
 #: A script's line that stands for a shared file of lua/ (see `_included`).
 INCLUDE = "-- include: "
@@ -55,6 +64,20 @@ class Client(Protocol):
     async def execute_command(self, *args: Any, **options: Any) -> Any: ...
 
     def pipeline(self, transaction: bool = True) -> Pipeline: ...
+
+
+class ThreadClient(Protocol):
+    """The part of a synchronous redis-py client the driver uses (`push_in_thread`)."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any: ...
+
+
+#: How a command is sent on a client: `await execute(client, *args)`.
+Execute = Callable[..., Awaitable[Any]]
+
+
+async def _execute_command(client: Client, *args: Any) -> Any:
+    return await client.execute_command(*args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,15 +140,34 @@ class ScriptRunner:
         await pipe.execute()
 
     async def call(
-        self, client: Client, name: str, keys: Sequence[str], args: Sequence[Any]
+        self,
+        client: Client,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        execute: Execute | None = None,
     ) -> Any:
-        """Run one script and return its reply."""
+        """Run one script and return its reply; `execute(client, *command)` sends it, if
+        given (connection.execute), else the client's execute_command."""
         command = self._evalsha(name, (len(keys), *keys, *args))
+        send = execute or _execute_command
         try:
-            return await client.execute_command(*command)
+            return await send(client, *command)
         except NoScriptError:
             await self.load(client)
-            return await client.execute_command(*command)
+            return await send(client, *command)
+
+    def call_in_thread(
+        self, client: ThreadClient, name: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """`call` on a synchronous client, from the caller's own thread. On NOSCRIPT only this
+        script is loaded again (the event loop's calls load the others when they need them)."""
+        command = self._evalsha(name, (len(keys), *keys, *args))
+        try:
+            return client.execute_command(*command)
+        except NoScriptError:
+            client.execute_command("SCRIPT LOAD", self.scripts[name].source)
+            return client.execute_command(*command)
 
     async def run(self, client: Client, batch: Batch, *, transaction: bool = False) -> list[Any]:
         """Send a batch in one pipeline (MULTI/EXEC with `transaction`); returns the replies.

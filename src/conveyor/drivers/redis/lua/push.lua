@@ -58,7 +58,8 @@ for _, run in ipairs(cjson.decode(ARGV[2])) do
   local delay, rank, ukey, fields, items = run[1], run[2], run[3], run[4], run[5]
   local when = due_stamps[delay]
   if not when then
-    local at_stamp = stamp(now + tonumber(delay))
+    local wait = tonumber(delay)
+    local at_stamp = wait == 0 and now_stamp or stamp(now + wait)
     local at = tonumber(at_stamp)
     when = {at_stamp, at, member('', at, '')}
     due_stamps[delay] = when
@@ -97,7 +98,9 @@ if stored > 0 then
   for t = 1, math.min(stored, WAKE_MAX) do
     tokens[t] = '1'
   end
-  rcall('LPUSH', wake, unpack(tokens))
-  rcall('LTRIM', wake, 0, WAKE_MAX - 1)
+  -- LPUSH answers the list's length: only a list past WAKE_MAX needs trimming.
+  if rcall('LPUSH', wake, unpack(tokens)) > WAKE_MAX then
+    rcall('LTRIM', wake, 0, WAKE_MAX - 1)
+  end
 end
 return ids

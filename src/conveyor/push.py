@@ -1,0 +1,280 @@
+"""Pushing: how the registry makes jobs (options resolved, payloads encoded, ids drawn) and
+hands them to their queue's driver, one (`push`) or many (`push_many`). A push is two
+halves, `new_job` then `store`, so that the blocking facade can make a job in the caller's
+thread and store it there too where the driver can (`thread_pusher`), without a second
+implementation of either half.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from conveyor import retry as retry_policy
+from conveyor.drivers.base import Driver
+from conveyor.duration import Duration, seconds
+from conveyor.errors import ConfigError, RegistryError, UnknownJobError
+from conveyor.hooks import pushed
+from conveyor.job import JobBatch, NewJob, new_id, new_ids
+from conveyor.options import NO_OPTIONS, Options, Resolved, check_unique, resolve
+from conveyor.registration import Registration
+from conveyor.retry import RetryDelay
+
+__all__ = ["JOB_ID", "PUSH_CHUNK", "Pushing", "check_job_id", "chunked"]
+
+T = TypeVar("T")
+
+#: What a job id given to `push` may be: what every driver stores and compares exactly.
+JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+#: Payloads `push_many` stores per call to the driver (one round trip, all or none), by default.
+PUSH_CHUNK = 10_000
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` as lists of `size` (the last one shorter), read lazily: a generator is drawn
+    from one list at a time."""
+    iterator = iter(items)
+    while part := list(itertools.islice(iterator, size)):
+        yield part
+
+
+def check_job_id(job_id: str) -> str:
+    """`job_id` if it can be a job's id, else ConfigError naming the rule."""
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        raise ConfigError(
+            f"job_id {job_id!r} is not valid: use 1 to 64 of the characters A-Z a-z 0-9 _ . : -"
+        )
+    return job_id
+
+
+class Pushing(Registration):
+    """The registry's push side: `push`, `push_many` and the halves of a push."""
+
+    def __init__(self, **settings: Any) -> None:
+        """`settings` as `Registration` takes them."""
+        super().__init__(**settings)
+        #: `_settled` per (queue, job name), for pushes that give no options of their own.
+        self._settled_pushes: dict[tuple[str, str], tuple[Resolved, str, Callable[[Any], str]]]
+        self._settled_pushes = {}
+        #: `_job_maker`'s makers for pushes that give no options, delay or unique key.
+        self._plain_makers: dict[tuple[str, str], Callable[[Any], NewJob]] = {}
+
+    async def push(
+        self,
+        queue: str,
+        job_name: str,
+        payload: Any,
+        *,
+        delay: Duration | None = None,
+        unique: str | None = None,
+        retry: int | None = None,
+        retry_delay: float | RetryDelay | None = None,
+        timeout: float | None = None,
+        meta: dict[str, Any] | None = None,
+        priority: int | None = None,
+        connection: object | None = None,
+        job_id: str | None = None,
+    ) -> str:
+        """Push one job and return its id.
+
+        With `unique`, a push while an unfinished job of the same queue, job name and key
+        exists stores nothing and returns that job's id. Options given here win over the
+        job's defaults, which win over the queue's. With `connection` (your own open database
+        connection, on a driver that supports it) the job is written in your transaction and
+        exists only if it commits. With `job_id` (1 to 64 of A-Z a-z 0-9 _ . : -) the job
+        gets that id, and a push of an id stored already stores nothing and returns it: a
+        push you may repeat (a schedule's tick, a retried request) runs once."""
+        new = self.new_job(
+            queue,
+            job_name,
+            payload,
+            delay=delay,
+            unique=unique,
+            retry=retry,
+            retry_delay=retry_delay,
+            timeout=timeout,
+            meta=meta,
+            priority=priority,
+            job_id=job_id,
+        )
+        return await self.store(new, connection)
+
+    def new_job(
+        self,
+        queue: str,
+        job_name: str,
+        payload: Any,
+        *,
+        delay: Duration | None = None,
+        unique: str | None = None,
+        retry: int | None = None,
+        retry_delay: float | RetryDelay | None = None,
+        timeout: float | None = None,
+        meta: dict[str, Any] | None = None,
+        priority: int | None = None,
+        job_id: str | None = None,
+    ) -> NewJob:
+        """The job `push` stores, arguments as there: every option resolved, the payload
+        validated and encoded, its id drawn (or `job_id`, checked). Nothing is stored."""
+        options = Options.given(
+            retry=retry, retry_delay=retry_delay, timeout=timeout, priority=priority, meta=meta
+        )
+        new = self._job_maker(queue, job_name, options, delay, unique)(payload)
+        return new if job_id is None else replace(new, id=check_job_id(job_id))
+
+    async def store(self, new: NewJob, connection: object | None = None) -> str:
+        """Store a job made by `new_job` (the second half of `push`) and return its id."""
+        driver = await self.driver_of(new.queue)
+        job_id = await driver.push(new, connection=connection)
+        if self.hooks.active:
+            await self.hooks.emit(pushed(replace(new, id=job_id)))
+        if driver.capabilities.inline:
+            await self._run_inline(new.queue)
+        return job_id
+
+    def thread_pusher(self, queue: str) -> Driver | None:
+        """The driver that can store a job of `queue` made by `new_job` from a thread with no
+        running event loop (`Driver.push_in_thread`), or None where a push needs the loop:
+        the registry is not frozen yet (freezing is left to the loop's thread), the driver is
+        not open or cannot (`thread_push`), or a hook waits to hear of each push (hooks are
+        async). What `store` does around the driver's push is then nothing."""
+        if not self._frozen:
+            return None
+        driver = self._resolve_driver(self.queue_spec(queue).driver)
+        able = driver.capabilities.thread_push and not driver.capabilities.inline
+        if not able or id(driver) not in self._opened or self.hooks.active:
+            return None
+        return driver
+
+    async def push_many(
+        self,
+        queue: str,
+        job_name: str,
+        payloads: Iterable[Any],
+        *,
+        delay: Duration | None = None,
+        retry: int | None = None,
+        retry_delay: float | RetryDelay | None = None,
+        timeout: float | None = None,
+        meta: dict[str, Any] | None = None,
+        priority: int | None = None,
+        connection: object | None = None,
+        chunk: int = PUSH_CHUNK,
+    ) -> list[str]:
+        """Push one job per payload, `chunk` payloads (10,000) per round trip where the backend
+        allows. Returns the ids in order. `connection` as for `push`.
+
+        `payloads` may be any iterable, a generator included: it is read `chunk` items at a
+        time, so a million jobs never sit in memory at once (only their ids, returned). Each
+        chunk is all or none; with more than one, a fault in a later chunk (a payload that does
+        not validate, a lost server) leaves the earlier ones stored, unless `connection` puts
+        them all in your own transaction."""
+        if chunk < 1:
+            raise ConfigError(f"chunk {chunk!r} is not allowed: push at least 1 job per call")
+        options = Options.given(
+            retry=retry, retry_delay=retry_delay, timeout=timeout, priority=priority, meta=meta
+        )
+        make = self._batch_maker(queue, job_name, options, delay)
+        driver = await self.driver_of(queue)
+        ids: list[str] = []
+        for part in chunked(payloads, chunk):
+            batch = make(part)
+            ids += await driver.push_many(batch, connection=connection)
+            if self.hooks.active:
+                for new, stored_id in zip(batch, ids[-len(batch) :], strict=True):
+                    await self.hooks.emit(pushed(replace(new, id=stored_id)))
+        if driver.capabilities.inline and ids:
+            await self._run_inline(queue)
+        return ids
+
+    def _batch_maker(
+        self, queue: str, job_name: str, options: Options, delay: Duration | None
+    ) -> Callable[[list[Any]], Sequence[NewJob]]:
+        """`_job_maker` for a chunk of payloads: the same checks and options, the payloads
+        encoded and validated as one batch and the ids drawn at once (see `new_ids`)."""
+        one = self._job_maker(queue, job_name, options, delay, None)
+        codec = self._jobs[job_name].codec
+        hooks = self.hooks
+
+        def make(payloads: list[Any]) -> Sequence[NewJob]:
+            if hooks.stamps:  # each job's meta is stamped on its own
+                return [one(payload) for payload in payloads]
+            encoded = codec.encode_many(payloads)
+            ids = new_ids(len(payloads))
+            return JobBatch(replace(one(payloads[0]), id=ids[0], payload=encoded[0]), ids, encoded)
+
+        return make
+
+    def _job_maker(
+        self,
+        queue: str,
+        job_name: str,
+        options: Options,
+        delay: Duration | None,
+        unique: str | None,
+    ) -> Callable[[Any], NewJob]:
+        """Check and resolve everything a batch shares once; the maker then only encodes
+        each payload and stamps it with an id and the time. The maker of a push that gives
+        no option, delay or unique key (most do) is kept per queue and job, as `_settled`."""
+        plain = options is NO_OPTIONS and delay is None and unique is None
+        if plain and (queue, job_name) in self._plain_makers:
+            return self._plain_makers[queue, job_name]
+        self.freeze()
+        check_unique(unique)
+        resolved, retry_delay, encode = self._settled(queue, job_name, options)
+        wait = 0.0 if delay is None else seconds(delay, "delay", zero_ok=True)
+
+        def make(payload: Any) -> NewJob:
+            return NewJob(
+                id=new_id(),
+                queue=queue,
+                name=job_name,
+                payload=encode(payload),
+                delay=wait,
+                max_attempts=resolved.max_attempts,
+                priority=resolved.priority,
+                timeout=resolved.timeout,
+                retry_delay=retry_delay,
+                unique=unique,
+                # Each job its own dict: a handler may change its job's meta.
+                meta=hooks.stamp(queue, job_name, resolved.meta)
+                if hooks.stamps
+                else dict(resolved.meta),
+            )
+
+        hooks = self.hooks
+        if plain and (queue, job_name) in self._settled_pushes:  # only once frozen and valid
+            self._plain_makers[queue, job_name] = make
+        return make
+
+    def _settled(
+        self, queue: str, job_name: str, options: Options
+    ) -> tuple[Resolved, str, Callable[[Any], str]]:
+        """The options in force for a push of `job_name` to `queue` (once frozen), the stored
+        form of its retry policy and its payload encoder. Kept per queue and job for pushes
+        that give no options of their own (most do): the registry no longer changes."""
+        key = (queue, job_name)
+        if options is NO_OPTIONS and key in self._settled_pushes:
+            return self._settled_pushes[key]
+        queue_spec = self.queue_spec(queue)
+        try:
+            job_spec = self._jobs[job_name]
+        except KeyError:
+            raise UnknownJobError(job_name) from None
+        resolved = resolve(options, job_spec.options, queue_spec.options)
+        settled = (resolved, retry_policy.to_json(resolved.retry_delay), job_spec.codec.encode)
+        if options is NO_OPTIONS:
+            self._settled_pushes[key] = settled
+        return settled
+
+    async def _run_inline(self, queue: str) -> None:
+        """Run `queue`'s due jobs now, as a driver with the `inline` capability (sync) asks
+        after each push. The core has no worker to run them with; `Registry` has."""
+        raise RegistryError(
+            f"queue {queue!r} is on the sync driver, which runs each job inside push: "
+            "use conveyor.Registry, whose push can run it"
+        )
