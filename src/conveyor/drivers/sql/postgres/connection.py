@@ -42,6 +42,7 @@ from conveyor.drivers.sql.deadline import (
     Deadline,
     whole_seconds,
 )
+from conveyor.drivers.sql.postgres.socket import PooledConnection
 from conveyor.drivers.sql.postgres.target import Target
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.shielded import shielded
@@ -88,6 +89,7 @@ class PostgresConnection:
         await probe.close()
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             self.target.conninfo,
+            connection_class=PooledConnection,
             kwargs=self.target.kwargs,
             min_size=1,
             max_size=self.pool_size,
