@@ -641,6 +641,24 @@ async def test_cancelled_call_still_completes(drivers: Drivers[PostgresDriver]) 
     await eventually(acked, 5.0)
 
 
+async def test_cancelled_push_on_the_wire_is_still_stored(drivers: Drivers[PostgresDriver]) -> None:
+    # The push runs in its caller's task while it waits on the socket (no task of its own);
+    # cancelled there, it moves to a task and goes on waiting, and the caller is told at once.
+    driver = await drivers.open()
+    job = make_job()
+    pushing = asyncio.create_task(driver.push(job))
+    await asyncio.sleep(0)  # sent; waiting for the answer
+    pushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pushing
+
+    async def stored() -> bool:
+        return await driver.get(job.id) is not None
+
+    await eventually(stored, 5.0)
+    assert await driver.push(make_job())  # the connection went back to the pool in order
+
+
 async def test_closed_driver_opens_again_on_next_call(drivers: Drivers[PostgresDriver]) -> None:
     driver = await drivers.open()
     job_id = await driver.push(make_job())

@@ -33,6 +33,7 @@ from asyncmy.pool import Pool
 
 from conveyor.drivers import keepalive
 from conveyor.drivers.sql.deadline import IDLE_CHECK, Deadline, whole_seconds
+from conveyor.drivers.sql.mysql.socket import wait_on_socket
 from conveyor.drivers.sql.shielded import resumed
 from conveyor.errors import BackendUnavailableError
 
@@ -116,6 +117,7 @@ class Checkout:
         return await self._answers(connection)
 
     async def _prepare(self, connection: Connection) -> None:
+        wait_on_socket(connection)
         sock = _socket(connection)
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             for option, value in keepalive.tcp_options(self.target.timeout).items():

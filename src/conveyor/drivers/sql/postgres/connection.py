@@ -42,6 +42,7 @@ from conveyor.drivers.sql.deadline import (
     Deadline,
     whole_seconds,
 )
+from conveyor.drivers.sql.postgres.socket import PooledConnection
 from conveyor.drivers.sql.postgres.target import Target
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.shielded import shielded
@@ -88,6 +89,7 @@ class PostgresConnection:
         await probe.close()
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             self.target.conninfo,
+            connection_class=PooledConnection,
             kwargs=self.target.kwargs,
             min_size=1,
             max_size=self.pool_size,
@@ -192,21 +194,25 @@ class PostgresConnection:
         work: Callable[[SqlTransaction], Coroutine[Any, Any, T]],
         in_transaction: bool,
     ) -> T:
+        # try/except rather than `with self.target.translated(...)`, here and in _Transaction:
+        # a generator-based context manager costs a dozen Python calls per single push.
         try:
-            with self.target.translated(what):
-                # getconn and putconn, not pool.connection(): that also enters the connection's
-                # own context, whose commit or rollback on the way out is a no-op here
-                # (autocommit; `_on` ends its transactions itself) that still takes its lock.
-                # putconn rolls back or discards a connection left in any other state.
-                conn = await pool.getconn()
-                try:
-                    return await self._on(conn, what, work, in_transaction)
-                finally:
-                    await pool.putconn(conn)
-        except BackendUnavailableError as error:
-            # Waiting in vain for a free connection says nothing about the idle ones.
-            if not isinstance(error.__cause__, PoolTimeout):
-                self._drain(pool)
+            # getconn and putconn, not pool.connection(): that also enters the connection's
+            # own context, whose commit or rollback on the way out is a no-op here
+            # (autocommit; `_on` ends its transactions itself) that still takes its lock.
+            # putconn rolls back or discards a connection left in any other state.
+            conn = await pool.getconn()
+            try:
+                return await self._on(conn, what, work, in_transaction)
+            finally:
+                await pool.putconn(conn)
+        except psycopg.Error as error:
+            failure = self.target.error(error, what)
+            if isinstance(failure, BackendUnavailableError) and not isinstance(error, PoolTimeout):
+                self._drain(pool)  # waiting in vain for a free connection says nothing of idle ones
+            raise failure from error
+        except BackendUnavailableError:
+            self._drain(pool)
             raise
 
     async def _on(
@@ -320,16 +326,20 @@ class _Transaction:
         self._deadline = deadline
 
     async def fetch(self, query: Query, params: Params) -> list[Row]:
-        with self._target.translated(query.name):
+        try:
             async with self._conn.cursor(row_factory=dict_row) as cursor:
                 await cursor.execute(query.sql, params)
                 return [*await cursor.fetchall()] if cursor.description else []
+        except psycopg.Error as error:
+            raise self._target.error(error, query.name) from error
 
     async def execute(self, query: Query, params: Params) -> int:
-        with self._target.translated(query.name):
+        try:
             async with self._conn.cursor() as cursor:
                 await cursor.execute(query.sql, params)
                 return cursor.rowcount
+        except psycopg.Error as error:
+            raise self._target.error(error, query.name) from error
 
     async def copy(self, query: Query, rows: Sequence[Sequence[object]]) -> None:
         """COPY ... FROM STDIN: `rows` streamed to the server, formatted by psycopg."""
