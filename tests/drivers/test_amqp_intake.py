@@ -15,7 +15,7 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 from pamqp.heartbeat import Heartbeat
 
-from conveyor.drivers.amqp import AmqpDriver
+from conveyor.drivers.amqp import AmqpDriver, intake
 from conveyor.drivers.amqp.inspection import parse_record
 from conveyor.drivers.amqp.intake import HEARTBEAT, Delivery, Splitter, SplittingReader
 from conveyor.drivers.amqp.topology import record_body
@@ -184,6 +184,16 @@ def test_a_delivery_it_cannot_read_goes_on_whole_to_aiormq() -> None:
     assert splitter.feed(whole[:cut_at] + other) == (whole[:cut_at] + other, [])
 
 
+def test_a_delivery_with_another_channels_frame_amid_its_own_is_read_the_same() -> None:
+    whole = delivered(1, b"z" * 5000)  # two body frames
+    last = len(frame.marshal(ContentBody(b"z" * (5000 - 4096)), CHANNEL))
+    other = frame.marshal(spec.Basic.Ack(delivery_tag=9), 1)
+    splitter = Splitter()
+    splitter.split(CHANNEL)
+    mixed = whole[:-last] + other + whole[-last:]
+    assert splitter.feed(mixed) == (other, [expected(1, b"z" * 5000)])
+
+
 async def test_the_reader_hands_deliveries_over_and_aiormq_a_heartbeat_in_their_place() -> None:
     reader = SplittingReader(2**16, asyncio.get_running_loop())
     reader.feed_data(OTHERS[0])
@@ -214,7 +224,7 @@ async def test_deliveries_given_up_on_are_still_reserved_through_aiormq(
     """With the lean reader giving up on every header, each delivery reaches the driver the
     way aiormq hands it over (the consumer callback), and is reserved and acked the same."""
     require_service("amqp", 5672, START)
-    monkeypatch.setattr(Splitter, "_header", staticmethod(lambda partial, frame: False))
+    monkeypatch.setattr(intake, "_content_header", lambda frame: None)
     prefix = fresh_prefix()
     driver = AmqpDriver(URL, prefix=prefix)
     try:

@@ -165,7 +165,13 @@ class Splitter:
                 if kind != METHOD_FRAME or buffer[at + 7 : at + 11] != DELIVER:
                     at = end
                     continue
-                taken = self._deliver(buffer, at, end)
+                whole = self._whole(buffer, at, end, size)
+                if whole is None:
+                    taken = self._deliver(buffer, at, end)
+                else:  # the common case, read in one go
+                    delivery, end = whole
+                    deliveries.append(delivery)
+                    taken = []
             else:
                 taken = self._content(partial, kind, buffer, at, end, deliveries)
             if taken is None:  # not what this decoder expects: give up on it
@@ -181,21 +187,46 @@ class Splitter:
         del buffer[:at]
         return b"".join(passed)
 
+    def _whole(
+        self, buffer: bytearray, at: int, end: int, size: int
+    ) -> tuple[Delivery, int] | None:
+        """A delivery whose method frame (at..end), header and body frames are all in
+        `buffer` and read as expected: it and where its last frame ends. None for anything
+        else (a frame still to come, a header this decoder does not read), which the frame
+        by frame path then reads as before."""
+        method = _method(buffer, at, end)
+        if method is None or size - end < 8:
+            return None
+        kind, number, length = _frame_head.unpack_from(buffer, end)
+        at = end + 8 + length
+        if kind != HEADER_FRAME or number != self.channel or at > size:
+            return None
+        header = _content_header(bytes(buffer[end:at]))
+        if header is None:
+            return None
+        remaining, priority, message_id = header
+        bodies: list[bytes] = []
+        while remaining > 0:
+            if size - at < 8:
+                return None
+            kind, number, length = _frame_head.unpack_from(buffer, at)
+            end = at + 8 + length
+            if kind != BODY_FRAME or number != self.channel or end > size or length > remaining:
+                return None
+            if buffer[end - 1] != FRAME_END:
+                return None
+            bodies.append(bytes(buffer[at + 7 : end - 1]))
+            remaining -= length
+            at = end
+        body = bodies[0] if len(bodies) == 1 else b"".join(bodies)
+        return Delivery(*method, priority, message_id, body), at
+
     def _deliver(self, buffer: bytearray, at: int, end: int) -> list[bytes] | None:
-        """basic.deliver: consumer-tag, delivery-tag, redelivered, exchange, routing-key."""
-        if buffer[end - 1] != FRAME_END:
+        """basic.deliver, its header and body frames to come."""
+        method = _method(buffer, at, end)
+        if method is None:
             return None
-        p = at + 11
-        length = buffer[p]
-        try:
-            consumer_tag = buffer[p + 1 : p + 1 + length].decode()
-        except UnicodeDecodeError:
-            return None
-        p += 1 + length
-        (tag,) = _longlong.unpack_from(buffer, p)
-        self._partial = _Partial(
-            consumer_tag, tag, bool(buffer[p + 8] & 1), [bytes(buffer[at:end])]
-        )
+        self._partial = _Partial(*method, [bytes(buffer[at:end])])
         return []
 
     def _content(
@@ -213,8 +244,10 @@ class Splitter:
         if partial.size < 0:
             frame = bytes(buffer[at:end])
             partial.frames.append(frame)
-            if not (sound and kind == HEADER_FRAME and self._header(partial, frame)):
+            header = _content_header(frame) if sound and kind == HEADER_FRAME else None
+            if header is None:
                 return self._as_they_came(partial)
+            partial.size, partial.priority, partial.message_id = header
         elif sound and kind == BODY_FRAME and end - at - 8 <= partial.size:
             body = bytes(buffer[at + 7 : end - 1])
             partial.body.append(body)
@@ -239,41 +272,61 @@ class Splitter:
             last,
         ]
 
-    @staticmethod
-    def _header(partial: _Partial, frame: bytes) -> bool:
-        """Read a content header's body size, priority and message id; False if it has what
-        this decoder does not read (continued flags, a message id not UTF-8) or is cut short."""
-        try:
-            return Splitter._properties(partial, frame)
-        except (IndexError, struct.error):
-            return False
 
-    @staticmethod
-    def _properties(partial: _Partial, frame: bytes) -> bool:
-        (partial.size,) = _longlong.unpack_from(frame, 11)
-        (flags,) = _short.unpack_from(frame, 19)
-        if flags & CONTINUED:
-            return False
-        p = 21
-        for flag in (CONTENT_TYPE, CONTENT_ENCODING):
-            if flags & flag:
-                p += 1 + frame[p]
-        if flags & HEADERS:
-            p += 4 + _long.unpack_from(frame, p)[0]
-        if flags & DELIVERY_MODE:
-            p += 1
-        if flags & PRIORITY:
-            partial.priority = frame[p]
-            p += 1
-        for flag in _SHORT_STRINGS_BEFORE_ID:
-            if flags & flag:
-                p += 1 + frame[p]
-        if flags & MESSAGE_ID:
-            try:
-                partial.message_id = frame[p + 1 : p + 1 + frame[p]].decode()
-            except UnicodeDecodeError:
-                return False
-        return p < len(frame)
+def _method(buffer: bytearray, at: int, end: int) -> tuple[str, int, bool] | None:
+    """basic.deliver's consumer tag, delivery tag and redelivered bit (before its exchange
+    and routing key); None for a frame cut short or a tag that is not UTF-8."""
+    if buffer[end - 1] != FRAME_END:
+        return None
+    p = at + 11
+    length = buffer[p]
+    try:
+        consumer_tag = buffer[p + 1 : p + 1 + length].decode()
+    except UnicodeDecodeError:
+        return None
+    p += 1 + length
+    (tag,) = _longlong.unpack_from(buffer, p)
+    return consumer_tag, tag, bool(buffer[p + 8] & 1)
+
+
+def _content_header(frame: bytes) -> tuple[int, int, str | None] | None:
+    """A content header frame's body size, priority and message id; None if it has what this
+    decoder does not read (continued flags, a message id not UTF-8) or is cut short."""
+    if frame[-1] != FRAME_END:
+        return None
+    try:
+        return _properties(frame)
+    except (IndexError, struct.error):
+        return None
+
+
+def _properties(frame: bytes) -> tuple[int, int, str | None] | None:
+    (size,) = _longlong.unpack_from(frame, 11)
+    (flags,) = _short.unpack_from(frame, 19)
+    if flags & CONTINUED:
+        return None
+    p = 21
+    for flag in (CONTENT_TYPE, CONTENT_ENCODING):
+        if flags & flag:
+            p += 1 + frame[p]
+    if flags & HEADERS:
+        p += 4 + _long.unpack_from(frame, p)[0]
+    if flags & DELIVERY_MODE:
+        p += 1
+    priority = 0
+    if flags & PRIORITY:
+        priority = frame[p]
+        p += 1
+    for flag in _SHORT_STRINGS_BEFORE_ID:
+        if flags & flag:
+            p += 1 + frame[p]
+    message_id = None
+    if flags & MESSAGE_ID:
+        try:
+            message_id = frame[p + 1 : p + 1 + frame[p]].decode()
+        except UnicodeDecodeError:
+            return None
+    return (size, priority, message_id) if p < len(frame) else None
 
 
 class SplittingReader(asyncio.StreamReader):
