@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -130,7 +130,9 @@ def test_schedule_list_before_and_after_a_worker_pushed_ticks(app: App) -> None:
 
     quiet = _work_for(app, 2.5, "--no-schedules")
     assert app.registry.blocking.queue_info()["tasks"].succeeded == 0, quiet
-    log = _work_for(app, 2.5)
+    log = _work_for(
+        app, 0, until=lambda: app.registry.blocking.queue_info()["tasks"].succeeded >= 1
+    )
     after = app.run("schedule", "list")
 
     assert app.registry.blocking.queue_info()["tasks"].succeeded >= 1, log
@@ -141,21 +143,32 @@ def test_schedule_list_before_and_after_a_worker_pushed_ticks(app: App) -> None:
     assert len(listed["next_ticks"]) == 3 and listed["last_job"] is not None
 
 
-def _work_for(app: App, seconds: float, *flags: str) -> str:
-    """Run `conveyor work w` for `seconds`, stop it with SIGTERM; returns its output."""
+def _work_for(
+    app: App, seconds: float, *flags: str, until: Callable[[], bool] | None = None
+) -> str:
+    """Run `conveyor work w` for `seconds` from the moment it says it started (or, with
+    `until`, until that holds, within 30 s), stop it with SIGTERM; returns its output."""
     process = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "work", "w", *flags, "--app", "cliapp:registry"],
         cwd=app.folder,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    time.sleep(seconds)
+    assert process.stdout is not None
+    lines: list[str] = []
+    while not any("started on queues" in line for line in lines):
+        line = process.stdout.readline()
+        assert line, "".join(lines)  # it ended before it started
+        lines.append(line)
+    deadline = time.monotonic() + (30 if until else seconds)
+    while time.monotonic() < deadline and not (until and until()):
+        time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
-    return output
+    assert process.returncode == 0, "".join(lines) + output
+    return "".join(lines) + output
 
 
 def _rows(output: str) -> list[list[str]]:
