@@ -1,11 +1,14 @@
-"""Job timeouts for one worker on one timer, instead of an `asyncio.timeout` per job.
+"""Deadlines on one timer, instead of an `asyncio.timeout` each: a worker's job timeouts, and
+every call the Redis driver makes (conveyor.drivers.redis.connection).
 
 `asyncio.timeout` schedules and cancels a timer handle on the loop for every job: about 5 µs
 each, a tenth of the worker's own cost per job. Here jobs with the same timeout wait in one
 ordered map in the order they started, so the first of each map is the first due; a single
 timer is set for the earliest of those. A job that ends leaves its map at once (O(1)); when the
 timer fires it cancels the task of every job past its deadline, as `asyncio.timeout` would, and
-is set again for the next. Precision is the loop's, as with `asyncio.timeout`.
+is set again for the next. Nothing in flight, no timer left set: an idle owner wakes nobody.
+Precision is the loop's, as with `asyncio.timeout`. The deadlines follow their owner onto
+another event loop (a driver opened again under a new `asyncio.run`).
 """
 
 from __future__ import annotations
@@ -60,10 +63,12 @@ class Deadline:
 
 
 class Deadlines:
-    """The deadlines of one worker's running jobs, on one timer; see the module docstring."""
+    """The deadlines of a worker's running jobs, or of a driver's calls in flight, on one
+    timer; see the module docstring."""
 
     def __init__(self) -> None:
         self._by_timeout: dict[float, OrderedDict[Deadline, None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
 
@@ -74,6 +79,9 @@ class Deadlines:
         if timeout is None:
             return Deadline(None, task, math.inf, math.inf)
         loop = task.get_loop()
+        if loop is not self._loop:  # the first call, or its owner was opened on another loop
+            self._loop, self._timer, self._timer_at = loop, None, math.inf
+            self._by_timeout.clear()
         deadline = Deadline(self, task, timeout, loop.time() + timeout)
         self._by_timeout.setdefault(timeout, OrderedDict())[deadline] = None
         if deadline.at < self._timer_at:
@@ -85,6 +93,10 @@ class Deadlines:
         waiting = self._by_timeout.get(deadline.timeout)
         if waiting is not None:
             waiting.pop(deadline, None)
+
+    def in_flight(self) -> int:
+        """How many deadlines still apply."""
+        return sum(map(len, self._by_timeout.values()))
 
     def _set_timer(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
         if self._timer is not None:

@@ -1,6 +1,8 @@
 """Job timeouts on one timer per worker behave as `asyncio.timeout`: each job is cancelled at
 its own deadline whatever the others' timeouts, a cancellation from elsewhere stays a
-cancellation, and a job that ends in time is never touched."""
+cancellation, and a job that ends in time is never touched. The Redis driver keeps every
+command's deadline on the same timer: the cases from `call` on are its (the calls sleep where a
+command would wait for Redis; tests/drivers/test_silent.py has the real server)."""
 
 from __future__ import annotations
 
@@ -69,3 +71,84 @@ async def test_a_cancel_from_elsewhere_stays_a_cancellation() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+#: Seconds a deadline may fire late on a loaded machine.
+SLACK = 0.5
+
+
+async def call(deadlines: Deadlines, seconds: float, timeout: float) -> str:
+    """A call that waits `seconds` (where a Redis command would wait for the server)."""
+    with deadlines.within(timeout):
+        await asyncio.sleep(seconds)
+    return "done"
+
+
+async def test_calls_in_time_finish_and_a_later_one_still_gets_its_own_deadline() -> None:
+    deadlines = Deadlines()
+    first = asyncio.create_task(call(deadlines, 0.2, 0.3))
+    await asyncio.sleep(0.15)
+    started = time.monotonic()
+    second = asyncio.create_task(call(deadlines, 5, 0.3))
+
+    assert await first == "done"  # the timer, due at its deadline, found it gone
+    with pytest.raises(TimeoutError):
+        await second
+    assert 0.3 <= time.monotonic() - started < 0.3 + SLACK
+
+
+async def test_every_call_past_its_deadline_is_cancelled_and_none_other() -> None:
+    deadlines = Deadlines()
+    slow = [asyncio.create_task(call(deadlines, 5, 0.2)) for _ in range(5)]
+    quick = [asyncio.create_task(call(deadlines, 0.05, 0.2)) for _ in range(5)]
+
+    outcomes = await asyncio.gather(*slow, *quick, return_exceptions=True)
+
+    assert [type(outcome) for outcome in outcomes[:5]] == [TimeoutError] * 5
+    assert outcomes[5:] == ["done"] * 5
+
+
+async def test_a_cancellation_from_outside_stays_a_cancellation() -> None:
+    deadlines = Deadlines()
+    task = asyncio.create_task(call(deadlines, 5, 5))
+    await asyncio.sleep(0.05)
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert deadlines.in_flight() == 0
+
+
+async def test_a_cancellation_from_outside_after_the_deadline_is_not_swallowed() -> None:
+    deadlines = Deadlines()
+
+    async def stubborn() -> None:
+        with deadlines.within(0.1):
+            try:
+                await asyncio.sleep(5)
+            finally:  # the deadline's cancel arrives here; an outside one comes on top
+                asyncio.current_task().cancel()  # type: ignore[union-attr]
+                await asyncio.sleep(0)
+
+    with pytest.raises(asyncio.CancelledError):
+        await stubborn()
+
+
+async def test_no_timer_is_left_once_no_call_is_in_flight() -> None:
+    deadlines = Deadlines()
+    assert await call(deadlines, 0, 0.1) == "done"
+    assert deadlines._timer is not None  # due at that call's deadline
+
+    await asyncio.sleep(0.1 + SLACK)
+
+    assert deadlines._timer is None
+    assert await call(deadlines, 0, 0.1) == "done"  # and the next call sets one again
+    assert deadlines._timer is not None
+
+
+def test_deadlines_follow_a_driver_onto_another_event_loop() -> None:
+    deadlines = Deadlines()
+    assert asyncio.run(call(deadlines, 0, 0.1)) == "done"
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(call(deadlines, 5, 0.1))

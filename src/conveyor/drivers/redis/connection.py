@@ -6,11 +6,11 @@ The URL is redis-py's own (`redis://[[user]:password@]host[:port][/db][?option=v
 of conveyor's: `?prefix=` for the key prefix and `?timeout=` (seconds, default 10; also a
 keyword of RedisDriver) for every command's deadline: how long it may wait for a connection of
 the pool, then write, then wait for its reply, all under one deadline (`Edge.command`; one
-timer for all of a driver's calls, deadline.py) rather than redis-py's `socket_timeout`, which
-costs a task per write (`asyncio.wait_for`) on every command. A command past it fails with
-BackendUnavailableError and its connection is closed (redis-py closes a connection whose read
-or write is cancelled). Without a URL the driver reads CONVEYOR_REDIS_URL, then falls back to
-redis://127.0.0.1:6379/0.
+timer for all of a driver's calls, conveyor.deadlines) rather than redis-py's
+`socket_timeout`, which costs a task per write (`asyncio.wait_for`) on every command. A
+command past it fails with BackendUnavailableError and its connection is closed (redis-py
+closes a connection whose read or write is cancelled). Without a URL the driver reads
+CONVEYOR_REDIS_URL, then falls back to redis://127.0.0.1:6379/0.
 
 Connections go silent without a word when a NAT gateway or firewall drops their state: TCP
 keepalives (conveyor.drivers.keepalive) find an idle one within 11 s, and one idle for
@@ -37,9 +37,9 @@ from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
 
+from conveyor.deadlines import Deadline, Deadlines
 from conveyor.drivers import keepalive
 from conveyor.drivers.location import Location
-from conveyor.drivers.redis.deadline import Deadline, Deadlines
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
 __all__ = [
@@ -247,7 +247,7 @@ class Edge:
     def __init__(self, url: str, timeout: float = COMMAND_TIMEOUT) -> None:
         self.url = url
         self.timeout = timeout
-        self.deadlines = Deadlines(timeout)
+        self.deadlines = Deadlines()
         self.location = Location.parse(url)
         self.where = f"redis at {self.location.shown}"
 
@@ -278,18 +278,19 @@ class Edge:
 
 
 class Command:
-    """One call within the command deadline (deadline.py: one timer for all of a driver's
-    calls), its errors translated by the edge. A call past the deadline is cancelled where it
-    waits (for a connection, a write or the reply); redis-py closes the connection it cancels."""
+    """One call within the command deadline (conveyor.deadlines: one timer for all of a
+    driver's calls), its errors translated by the edge. A call past the deadline is cancelled
+    where it waits (for a connection, a write or the reply); redis-py closes the connection it
+    cancels."""
 
     __slots__ = ("_deadline", "_edge")
+    _deadline: Deadline
 
     def __init__(self, edge: Edge) -> None:
         self._edge = edge
-        self._deadline = Deadline(edge.deadlines)
 
     async def __aenter__(self) -> None:
-        await self._deadline.__aenter__()
+        self._deadline = self._edge.deadlines.within(self._edge.timeout)
 
     async def __aexit__(
         self,
@@ -298,7 +299,7 @@ class Command:
         traceback: TracebackType | None,
     ) -> None:
         try:
-            await self._deadline.__aexit__(kind, exc, traceback)
+            self._deadline.__exit__(kind, exc, traceback)
         except TimeoutError as late:
             late.args = (f"no answer within {self._edge.timeout:g}s",)
             self._edge.__exit__(TimeoutError, late, late.__traceback__)
