@@ -403,3 +403,25 @@ async def test_push_of_an_id_finished_already_stores_nothing(driver: Driver) -> 
     got = await driver.get(job.id)
     assert got is not None and got.state is JobState.SUCCEEDED
     assert (await driver.counts(["q"]))["q"].pending == 0
+
+
+@needs("thread_push")
+@needs("lookup")
+async def test_push_in_thread_stores_what_push_stores_or_declines(driver: Driver) -> None:
+    await driver.push(make_job())  # the first push to a queue may need the event loop
+    options = dict(priority=3, max_attempts=4, timeout=30.0, meta={"k": "v"})
+    job, twin = make_job(**options), make_job(**options)  # type: ignore[arg-type]
+
+    stored = await asyncio.to_thread(driver.push_in_thread, job)
+    await driver.push(twin)
+
+    if stored is None:  # declined: the caller then awaits push; nothing was stored
+        assert await driver.get(job.id) is None
+        return
+    assert stored == job.id
+    mine, theirs = await driver.get(job.id), await driver.get(twin.id)
+    assert mine is not None and theirs is not None
+    fields = ("queue", "name", "payload", "state", "attempt", "max_attempts", "priority")
+    fields += ("timeout", "retry_delay", "meta")
+    assert [getattr(mine, f) for f in fields] == [getattr(theirs, f) for f in fields]
+    assert (await driver.counts(["q"]))["q"].pending == 3

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from redis.asyncio import Redis
 
-import conveyor.drivers.sql.sqlite as sqlite_module
+import conveyor.drivers.sql.sqlite.connection as sqlite_module
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Failure, Reservation
 from conveyor.drivers.durability import FACTS, IN_PROCESS, facts_of

@@ -5,12 +5,12 @@ from __future__ import annotations
 import abc
 
 from conveyor.drivers.base import Driver, LocalWakeup
-from conveyor.drivers.sql.adapter import SqlConnection
+from conveyor.drivers.sql.adapter import Params, SqlConnection
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.rows import json_text
 from conveyor.job import NewJob
 
-__all__ = ["SinglePush"]
+__all__ = ["SinglePush", "push_params"]
 
 
 class SinglePush(Driver):
@@ -30,18 +30,22 @@ class SinglePush(Driver):
         query = self._queries.get("push")
         if query is None or job.unique is not None or connection is not None:
             return (await self.push_many([job], connection=connection))[0]
-        params = {
-            "id": job.id,
-            "queue": job.queue,
-            "name": job.name,
-            "payload": job.payload,
-            "delay": float(job.delay),
-            "max_attempts": job.max_attempts,
-            "priority": job.priority,
-            "timeout": None if job.timeout is None else float(job.timeout),
-            "retry_delay": job.retry_delay,
-            "meta": json_text(job.meta) if job.meta else "{}",
-        }
-        await (await self._ready()).execute(query, params)
+        await (await self._ready()).execute(query, push_params(job))
         self._pushed.notify()
         return job.id
+
+
+def push_params(job: NewJob) -> Params:
+    """The dialect's `push` statement's parameters for one job without a unique key."""
+    return {
+        "id": job.id,
+        "queue": job.queue,
+        "name": job.name,
+        "payload": job.payload,
+        "delay": float(job.delay),
+        "max_attempts": job.max_attempts,
+        "priority": job.priority,
+        "timeout": None if job.timeout is None else float(job.timeout),
+        "retry_delay": job.retry_delay,
+        "meta": json_text(job.meta) if job.meta else "{}",
+    }
