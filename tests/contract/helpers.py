@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -97,3 +98,28 @@ def assert_between(actual: float | None, low: float, high: float) -> None:
     """A stored time lies in [low, high], widened by `TIME_TOLERANCE`."""
     assert actual is not None
     assert low - TIME_TOLERANCE <= actual <= high + TIME_TOLERANCE, (low, actual, high)
+
+
+def push_from_threads(push: Callable[[str], str], threads: int, each: int) -> list[list[str]]:
+    """`push(text)` called `each` times from each of `threads` threads started together; the
+    ids each thread got, in order. Raises the first error a thread met."""
+    start = threading.Barrier(threads)
+    ids: list[list[str]] = [[] for _ in range(threads)]
+    errors: list[BaseException] = []
+
+    def pusher(n: int) -> None:
+        try:
+            start.wait()
+            for k in range(each):
+                ids[n].append(push(f"{n}-{k}"))
+        except BaseException as error:  # raised below, in the test's thread
+            errors.append(error)
+
+    running = [threading.Thread(target=pusher, args=(n,)) for n in range(threads)]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return ids

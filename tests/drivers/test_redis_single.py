@@ -11,7 +11,6 @@ TCP proxy in front of it (tests/backends/proxy.py).
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from conveyor.job import JobInfo, NewJob, new_id
 from tests.backends import require_service
 from tests.backends.proxy import Proxy
 from tests.backends.redis import START, URL, delete_prefix, fresh_prefix
-from tests.contract.helpers import make_job
+from tests.contract.helpers import make_job, push_from_threads
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -151,25 +150,9 @@ def test_blocking_push_from_a_thread_keeps_every_option(registry: Registry) -> N
 def test_blocking_pushes_from_several_threads_at_once_are_all_stored(registry: Registry) -> None:
     registry.blocking.push("q", "mail", Mail("first"))
     threads, each = 8, 25
-    start = threading.Barrier(threads)
-    ids: list[list[str]] = [[] for _ in range(threads)]
-    errors: list[BaseException] = []
-
-    def pusher(n: int) -> None:
-        try:
-            start.wait()
-            for k in range(each):
-                ids[n].append(registry.blocking.push("q", "mail", Mail(f"{n}-{k}")))
-        except BaseException as error:  # the test fails on it below
-            errors.append(error)
-
-    running = [threading.Thread(target=pusher, args=(n,)) for n in range(threads)]
-    for thread in running:
-        thread.start()
-    for thread in running:
-        thread.join()
-
-    assert errors == []
+    ids = push_from_threads(
+        lambda text: registry.blocking.push("q", "mail", Mail(text)), threads, each
+    )
     every = [job_id for mine in ids for job_id in mine]
     assert len(set(every)) == threads * each
     assert registry.blocking.queue_info()["q"].pending == threads * each + 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import pytest
 from conveyor import Job, Registry
 from conveyor.drivers.sql.sqlite import SqliteDriver
 from conveyor.job import JobInfo
-from tests.contract.helpers import make_job
+from tests.contract.helpers import make_job, push_from_threads
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -100,25 +99,9 @@ def test_a_blocking_push_from_a_thread_keeps_every_option(registry: Registry) ->
 def test_blocking_pushes_from_several_threads_at_once_are_all_stored(registry: Registry) -> None:
     registry.blocking.push("q", "mail", Mail("first"))
     threads, each = 8, 25
-    start = threading.Barrier(threads)
-    ids: list[list[str]] = [[] for _ in range(threads)]
-    errors: list[BaseException] = []
-
-    def pusher(n: int) -> None:
-        try:
-            start.wait()
-            for k in range(each):
-                ids[n].append(registry.blocking.push("q", "mail", Mail(f"{n}-{k}")))
-        except BaseException as error:  # the test fails on it below
-            errors.append(error)
-
-    running = [threading.Thread(target=pusher, args=(n,)) for n in range(threads)]
-    for thread in running:
-        thread.start()
-    for thread in running:
-        thread.join()
-
-    assert errors == []
+    ids = push_from_threads(
+        lambda text: registry.blocking.push("q", "mail", Mail(text)), threads, each
+    )
     assert len(thread_connections(registry)) == threads
     assert len({job_id for mine in ids for job_id in mine}) == threads * each
     assert registry.blocking.queue_info()["q"].pending == threads * each + 1
