@@ -18,8 +18,10 @@ from dataclasses import dataclass
 import pytest
 import redis
 
+import conveyor.drivers.redis.connection as connection_module
 from conveyor import Job, JobState, Registry
 from conveyor.drivers.redis import RedisDriver
+from conveyor.drivers.redis.connection import make_client
 from conveyor.drivers.redis.records import push_job, push_jobs
 from conveyor.errors import BackendUnavailableError
 from conveyor.hooks import Event
@@ -64,6 +66,20 @@ class Mail:
 def test_a_single_push_sends_what_push_many_sends_for_one_job(job: NewJob) -> None:
     assert push_job(job) == push_jobs((job,))
     assert push_job(job) == push_jobs((job,))  # the second from the kept head
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("EVALSHA", "f" * 40, 2, "k:{q}:pending", "k:{q}:job:", '[["0.0", "é", 1.5]]'),
+        ("EVALSHA", "f" * 40, 1, b"k:\xff", 0.1, 1e20, 10**20),
+        ("EVALSHA", "f" * 40, 1, "id\udcff"),  # a byte kept with surrogateescape
+    ],
+    ids=["script-call", "bytes-and-numbers", "lone-surrogate"],
+)
+def test_a_script_call_is_packed_as_the_connection_packs_it(args: tuple[object, ...]) -> None:
+    connection = make_client(URL, {}).connection_pool.make_connection()
+    assert connection_module._pack(connection, args) == b"".join(connection.pack_command(*args))
 
 
 def make_registry(url: str) -> Registry:

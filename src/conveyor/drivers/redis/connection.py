@@ -76,6 +76,12 @@ RECONNECT_ATTEMPTS = 3
 MAX_CONNECTIONS = 64
 
 #: redis-py's URL parser (untyped there).
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # redis-py without its hiredis extra
+    _hiredis_pack = None
+
 _parse_url = cast(Callable[[str], dict[str, Any]], redis_connection.parse_url)
 
 
@@ -190,8 +196,23 @@ async def execute(client: Redis, *args: Any) -> Any:
 
 
 async def _send(connection: AbstractConnection, args: tuple[Any, ...]) -> Any:
-    await connection.send_command(*args)
+    await connection.send_packed_command(_pack(connection, args))
     return await connection.read_response()
+
+
+def _pack(connection: AbstractConnection, args: tuple[Any, ...]) -> bytes:
+    """The command in Redis's protocol, by hiredis in one call when it is installed and the
+    connection encodes as UTF-8: the same bytes as `connection.pack_command`, which calls
+    it too, but after a Python pass over every argument (about 8 µs of a push's 10). Anything
+    hiredis refuses (a lone surrogate kept from a stored job, which the connection encodes
+    with surrogateescape) is packed by the connection. `args[0]` is one word (EVALSHA)."""
+    if _hiredis_pack is not None and connection.encoder.encoding == "utf-8":
+        try:
+            return _hiredis_pack(args)
+        except (TypeError, UnicodeEncodeError):
+            pass
+    packed: list[bytes] = connection.pack_command(*args)
+    return b"".join(packed)
 
 
 class WaitingPool(ConnectionPool):
