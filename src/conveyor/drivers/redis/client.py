@@ -26,6 +26,7 @@ from conveyor.drivers.redis.connection import (
     check_url,
     command_timeout,
     execute,
+    execute_in_thread,
     make_client,
     make_thread_client,
     split_prefix,
@@ -110,7 +111,9 @@ class RedisClient(Driver):
         """`_call` from a plain thread, on the synchronous client: the same script, the same
         edge; the deadline is the sockets' (connection.make_thread_client)."""
         with self._edge:
-            return self._scripts.call_in_thread(self._thread_redis(), name, keys, args)
+            return self._scripts.call_in_thread(
+                self._thread_redis(), name, keys, args, execute_in_thread
+            )
 
     async def _run(self, batch: Batch, *, transaction: bool = False) -> list[Any]:
         async with self._edge.command():

@@ -80,6 +80,10 @@ async def _execute_command(client: Client, *args: Any) -> Any:
     return await client.execute_command(*args)
 
 
+def _execute_in_thread(client: ThreadClient, *args: Any) -> Any:
+    return client.execute_command(*args)
+
+
 @dataclass(frozen=True, slots=True)
 class Script:
     """One Lua script: its verb, its source and the SHA1 the server knows it by."""
@@ -158,16 +162,23 @@ class ScriptRunner:
             return await send(client, *command)
 
     def call_in_thread(
-        self, client: ThreadClient, name: str, keys: Sequence[str], args: Sequence[Any]
+        self,
+        client: ThreadClient,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        execute: Callable[..., Any] | None = None,
     ) -> Any:
-        """`call` on a synchronous client, from the caller's own thread. On NOSCRIPT only this
-        script is loaded again (the event loop's calls load the others when they need them)."""
+        """`call` on a synchronous client, from the caller's own thread, sent by `execute`
+        (connection.execute_in_thread) if given. On NOSCRIPT only this script is loaded again
+        (the event loop's calls load the others when they need them)."""
         command = self._evalsha(name, (len(keys), *keys, *args))
+        send = execute or _execute_in_thread
         try:
-            return client.execute_command(*command)
+            return send(client, *command)
         except NoScriptError:
             client.execute_command("SCRIPT LOAD", self.scripts[name].source)
-            return client.execute_command(*command)
+            return send(client, *command)
 
     async def run(self, client: Client, batch: Batch, *, transaction: bool = False) -> list[Any]:
         """Send a batch in one pipeline (MULTI/EXEC with `transaction`); returns the replies.
