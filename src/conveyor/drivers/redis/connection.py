@@ -76,13 +76,14 @@ RECONNECT_ATTEMPTS = 3
 #: rather than failing, so a burst of concurrent calls only queues.
 MAX_CONNECTIONS = 64
 
-#: redis-py's URL parser (untyped there).
+#: hiredis's packer of a command (`_pack`), None without redis-py's hiredis extra.
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
     from hiredis import pack_command as _hiredis_pack
-except ImportError:  # redis-py without its hiredis extra
+except ImportError:
     _hiredis_pack = None
 
+#: redis-py's URL parser (untyped there).
 _parse_url = cast(Callable[[str], dict[str, Any]], redis_connection.parse_url)
 
 
@@ -226,7 +227,7 @@ def _pack(
 ) -> bytes:
     """The command in Redis's protocol, by hiredis in one call when it is installed and the
     connection encodes as UTF-8: the same bytes as `connection.pack_command`, which calls
-    it too, but after a Python pass over every argument (about 8 µs of a push's 10). Anything
+    it too, but after a Python pass over every argument (about 8 µs a script call here). Anything
     hiredis refuses (a lone surrogate kept from a stored job, which the connection encodes
     with surrogateescape) is packed by the connection. `args[0]` is one word (EVALSHA)."""
     if _hiredis_pack is not None and connection.encoder.encoding == "utf-8":
