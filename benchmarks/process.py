@@ -29,6 +29,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from conveyor import Job, JobState, Registry, Worker
+from conveyor.collector import tune_for_work
 from conveyor.errors import Unsupported
 
 #: Where the job body's INCR goes: its own database, one key.
@@ -96,7 +97,15 @@ def main() -> None:
     parser.add_argument("--driver", default="sqlite", help="sqlite or a driver URL")
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument(
+        "--python-gc",
+        action="store_true",
+        help="keep Python's garbage collector settings (default: tune them as `conveyor work`"
+        " does, conveyor/collector.py)",
+    )
     args = parser.parse_args()
+    if not args.python_gc:
+        tune_for_work()
     with tempfile.TemporaryDirectory() as folder:
         driver = (
             f"sqlite:///{Path(folder) / 'process.db'}" if args.driver == "sqlite" else args.driver

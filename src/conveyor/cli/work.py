@@ -9,6 +9,7 @@ import signal
 import click
 
 from conveyor.cli.app import app_option, fail, load_app, run
+from conveyor.collector import tune_for_work
 from conveyor.loop import LOOPS
 from conveyor.registry import Registry
 from conveyor.spec import WorkerSpec
@@ -110,6 +111,7 @@ def work(
                 server.close()
                 await server.wait_closed()
 
+    tune_for_work()  # see conveyor/collector.py
     results = run(work_all(), registry, loop)
     cut = [_cut_short(w.name, s, w.spec.stop_timeout) for w, s in results if not s.clean]
     if cut:
