@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conveyor import Job, JobState, Registry, Worker
+from conveyor.collector import tune_for_work
 from conveyor.loop import LOOPS, run
 
 #: issue 16's bound on a worker's RSS, MB.
@@ -126,6 +127,7 @@ def main() -> None:
     parser.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
+        tune_for_work()  # as `conveyor work` does
         run(serve(args.serve, args.concurrency), args.loop)
         return
     drivers = {"sqlite": "sqlite", **LOCAL_SERVERS}
