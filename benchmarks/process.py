@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from conveyor import Job, JobState, Registry, Worker
 from conveyor.collector import tune_for_work
 from conveyor.errors import Unsupported
+from conveyor.loop import LOOPS, run
 
 #: Where the job body's INCR goes: its own database, one key.
 BODY_REDIS = "redis://127.0.0.1:6379/15"
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--driver", default="sqlite", help="sqlite or a driver URL")
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--loop", choices=LOOPS, default=LOOPS[0], help="the event loop")
     parser.add_argument(
         "--python-gc",
         action="store_true",
@@ -122,15 +124,15 @@ def main() -> None:
             f"sqlite:///{Path(folder) / 'process.db'}" if args.driver == "sqlite" else args.driver
         )
         kind = args.driver.partition("://")[0]
-        print(f"driver: {kind}, {args.jobs} jobs, concurrency {args.concurrency}")
-        top, top_cpu = asyncio.run(ceiling(args.jobs, args.concurrency))
-        rate, cpu = asyncio.run(process(driver, args.jobs, args.concurrency, body=True))
+        print(f"driver: {kind}, {args.jobs} jobs, concurrency {args.concurrency}, loop {args.loop}")
+        top, top_cpu = run(ceiling(args.jobs, args.concurrency), args.loop)
+        rate, cpu = run(process(driver, args.jobs, args.concurrency, body=True), args.loop)
         print(f"process, one INCR each: {rate:,.0f} jobs/s, {cpu:.0f} µs CPU per job")
         print(
             f"  INCRs alone:          {top:,.0f}/s, {top_cpu:.0f} µs CPU each: processed at"
             f" {rate / top:.2f} of it; conveyor's own CPU {cpu - top_cpu:.0f} µs per job"
         )
-        rate, cpu = asyncio.run(process(driver, args.jobs, args.concurrency, body=False))
+        rate, cpu = run(process(driver, args.jobs, args.concurrency, body=False), args.loop)
         print(f"process, empty body:    {rate:,.0f} jobs/s, {cpu:.0f} µs CPU per job")
 
 
