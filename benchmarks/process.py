@@ -16,7 +16,8 @@ process whose garbage collector is tuned as `conveyor work` tunes it (conveyor/c
   is the figure to compare across runs on a noisy machine: the job queue's share of the time
   is 1 - X.
 
-Run by hand; never part of the tests.
+On postgres the jobs table is vacuumed before each run (`vacuum`). Run by hand; never part of
+the tests.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 
@@ -35,6 +37,9 @@ from conveyor import Job, JobState, Registry, Worker
 from conveyor.collector import tune_for_work
 from conveyor.errors import Unsupported
 from conveyor.loop import LOOPS, run
+
+#: The postgres URL options that are conveyor's, not libpq's.
+CONVEYOR_OPTIONS = ("prefix", "migrate", "pool_size", "timeout")
 
 #: Where the job body's INCR goes: its own database, one key.
 BODY_REDIS = "redis://127.0.0.1:6379/15"
@@ -89,6 +94,7 @@ async def process(driver: str, jobs: int, concurrency: int, body: bool) -> tuple
     for state in (JobState.PENDING, JobState.SUCCEEDED, JobState.FAILED):
         with contextlib.suppress(Unsupported):
             await registry.purge("bench_process", state)  # what an interrupted run left
+    await vacuum(driver)
     for first in range(0, jobs, 1000):
         batch = [Tick(n) for n in range(first, min(first + 1000, jobs))]
         await registry.push_many("bench_process", "tick", batch)
@@ -102,6 +108,24 @@ async def process(driver: str, jobs: int, concurrency: int, body: bool) -> tuple
     await client.delete(COUNTER)
     await client.aclose()
     return jobs / took, cpu / jobs * 1e6
+
+
+async def vacuum(driver: str) -> None:
+    """On postgres, VACUUM the jobs table before a run: on a server with autovacuum off (this
+    machine's) the dead rows that earlier runs left slow every reserve, up to tenfold
+    (docs/drivers.md), so each run would measure its predecessors' leftovers."""
+    parts = urlsplit(driver)
+    if parts.scheme not in ("postgres", "postgresql"):
+        return
+    import psycopg
+    from psycopg import sql
+
+    options = dict(parse_qsl(parts.query))
+    table = options.get("prefix", "conveyor_") + "jobs"
+    libpq = {k: v for k, v in options.items() if k not in CONVEYOR_OPTIONS}
+    conninfo = urlunsplit(parts._replace(query=urlencode(libpq)))
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        await conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
 
 
 def main() -> None:
