@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import pytest
 
+from conveyor import Job, Registry
 from conveyor.drivers.base import Driver, Failure, Release, Reservation
 from conveyor.job import ErrorInfo, JobInfo, NewJob, new_id
 from tests.backends import Storage
+
+D = TypeVar("D", bound=Driver)
 
 __all__ = ["Storage"]  # re-exported: the contract tests take storage from here
 
@@ -123,3 +126,40 @@ def push_from_threads(push: Callable[[str], str], threads: int, each: int) -> li
     if errors:
         raise errors[0]
     return ids
+
+
+@dataclass
+class Mail:
+    """The payload of the blocking-push tests' one job kind, "mail"."""
+
+    to: str
+
+
+def mail_registry(driver: Driver) -> Registry:
+    """A registry whose queue "q" (served by worker "w", retry 2) is on `driver`, with one job
+    kind, "mail", that is only pushed, never run."""
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"], retry=2)
+    registry.worker("w")
+
+    @registry.job("mail")
+    async def mail(job: Job[Mail]) -> None:
+        """Never run here: only pushed."""
+
+    return registry
+
+
+def queue_driver(registry: Registry, kind: type[D]) -> D:
+    """The opened driver of `registry`'s queue "q", checked to be a `kind`."""
+    driver = registry._resolve_driver(registry.queues["q"].driver)
+    assert isinstance(driver, kind)
+    return driver
+
+
+def stored_alike(info: JobInfo | None, other: JobInfo | None) -> tuple[object, ...]:
+    """What two jobs stored alike have in common (all but id, times and unique key's holder),
+    as a pair of tuples to compare."""
+    assert info is not None and other is not None
+    fields = ("queue", "name", "payload", "state", "attempt", "max_attempts", "priority")
+    fields += ("timeout", "retry_delay", "unique", "meta")
+    return tuple(getattr(info, f) for f in fields), tuple(getattr(other, f) for f in fields)

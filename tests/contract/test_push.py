@@ -19,6 +19,7 @@ from .helpers import (
     push_and_reserve,
     release_of,
     reservation,
+    stored_alike,
 )
 
 
@@ -419,9 +420,6 @@ async def test_push_in_thread_stores_what_push_stores_or_declines(driver: Driver
         assert await driver.get(job.id) is None
         return
     assert stored == job.id
-    mine, theirs = await driver.get(job.id), await driver.get(twin.id)
-    assert mine is not None and theirs is not None
-    fields = ("queue", "name", "payload", "state", "attempt", "max_attempts", "priority")
-    fields += ("timeout", "retry_delay", "meta")
-    assert [getattr(mine, f) for f in fields] == [getattr(theirs, f) for f in fields]
+    mine, theirs = stored_alike(await driver.get(job.id), await driver.get(twin.id))
+    assert mine == theirs
     assert (await driver.counts(["q"]))["q"].pending == 3

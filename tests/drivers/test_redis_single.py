@@ -13,33 +13,34 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 
 import pytest
 import redis
 
 import conveyor.drivers.redis.connection as connection_module
-from conveyor import Job, JobState, Registry
+from conveyor import JobState, Registry
 from conveyor.drivers.redis import RedisDriver
 from conveyor.drivers.redis.connection import make_client
 from conveyor.drivers.redis.records import push_job, push_jobs
 from conveyor.errors import BackendUnavailableError
 from conveyor.hooks import Event
-from conveyor.job import JobInfo, NewJob, new_id
+from conveyor.job import NewJob, new_id
 from tests.backends import require_service
 from tests.backends.proxy import Proxy
 from tests.backends.redis import START, URL, delete_prefix, fresh_prefix
-from tests.contract.helpers import make_job, push_from_threads
+from tests.contract.helpers import (
+    Mail,
+    mail_registry,
+    make_job,
+    push_from_threads,
+    queue_driver,
+    stored_alike,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
 #: Seconds a failing push may take beyond its timeout before the test calls it hung.
 SLACK = 1.5
-
-
-@dataclass
-class Mail:
-    to: str
 
 
 @pytest.mark.parametrize(
@@ -83,21 +84,11 @@ def test_a_script_call_is_packed_as_the_connection_packs_it(args: tuple[object, 
 
 
 def make_registry(url: str) -> Registry:
-    registry = Registry()
-    registry.queue("q", driver=RedisDriver(url), workers=["w"], retry=2)
-    registry.worker("w")
-
-    @registry.job("mail")
-    async def mail(job: Job[Mail]) -> None:
-        """Never run here: only pushed."""
-
-    return registry
+    return mail_registry(RedisDriver(url))
 
 
 def driver_of(registry: Registry) -> RedisDriver:
-    driver = registry._resolve_driver(registry.queues["q"].driver)
-    assert isinstance(driver, RedisDriver)
-    return driver
+    return queue_driver(registry, RedisDriver)
 
 
 @pytest.fixture
@@ -114,13 +105,6 @@ def registry(prefix: str) -> Iterator[Registry]:
     registry = make_registry(f"{URL}?prefix={prefix}")
     yield registry
     registry.blocking.close()
-
-
-def stored_alike(info: JobInfo | None, other: JobInfo | None) -> tuple[object, ...]:
-    assert info is not None and other is not None
-    fields = ("queue", "name", "payload", "state", "attempt", "max_attempts", "priority")
-    fields += ("timeout", "retry_delay", "unique", "meta")
-    return tuple(getattr(info, f) for f in fields), tuple(getattr(other, f) for f in fields)
 
 
 def test_blocking_push_after_the_first_is_sent_from_the_calling_thread(

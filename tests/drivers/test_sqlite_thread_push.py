@@ -10,40 +10,30 @@ import asyncio
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conveyor import Job, Registry
+from conveyor import Registry
 from conveyor.drivers.sql.sqlite import SqliteDriver
-from conveyor.job import JobInfo
-from tests.contract.helpers import make_job, push_from_threads
+from tests.contract.helpers import (
+    Mail,
+    mail_registry,
+    make_job,
+    push_from_threads,
+    queue_driver,
+    stored_alike,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@dataclass
-class Mail:
-    to: str
-
-
 def make_registry(path: Path) -> Registry:
-    registry = Registry()
-    registry.queue("q", driver=SqliteDriver(path), workers=["w"], retry=2)
-    registry.worker("w")
-
-    @registry.job("mail")
-    async def mail(job: Job[Mail]) -> None:
-        """Never run here: only pushed."""
-
-    return registry
+    return mail_registry(SqliteDriver(path))
 
 
 def driver_of(registry: Registry) -> SqliteDriver:
-    driver = registry._resolve_driver(registry.queues["q"].driver)
-    assert isinstance(driver, SqliteDriver)
-    return driver
+    return queue_driver(registry, SqliteDriver)
 
 
 def thread_connections(registry: Registry) -> list[sqlite3.Connection]:
@@ -55,13 +45,6 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
     registry = make_registry(tmp_path / "jobs.db")
     yield registry
     registry.blocking.close()
-
-
-def stored_alike(info: JobInfo | None, other: JobInfo | None) -> tuple[object, ...]:
-    assert info is not None and other is not None
-    fields = ("queue", "name", "payload", "state", "attempt", "max_attempts", "priority")
-    fields += ("timeout", "retry_delay", "unique", "meta")
-    return tuple(getattr(info, f) for f in fields), tuple(getattr(other, f) for f in fields)
 
 
 def test_a_blocking_push_is_stored_from_the_calling_thread_as_the_async_push_stores_it(
