@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -12,7 +13,7 @@ import pytest
 from conveyor import Job, Registry
 from conveyor.drivers.base import Driver, Failure, Release, Reservation
 from conveyor.job import ErrorInfo, JobInfo, NewJob, new_id
-from tests.backends import Storage
+from tests.backends import Storage, eventually
 
 D = TypeVar("D", bound=Driver)
 
@@ -163,3 +164,23 @@ def stored_alike(info: JobInfo | None, other: JobInfo | None) -> tuple[object, .
     fields = ("queue", "name", "payload", "state", "attempt", "max_attempts", "priority")
     fields += ("timeout", "retry_delay", "unique", "meta")
     return tuple(getattr(info, f) for f in fields), tuple(getattr(other, f) for f in fields)
+
+
+async def cancelled_push_is_still_stored(driver: Driver) -> None:
+    """A push cancelled while it waits for the server's answer (the SQL drivers wait on the
+    socket in the caller's own task; cancelled there, the push moves to a task and goes on): the
+    caller gets CancelledError at once, the job is stored all the same, and the connection goes
+    back to the pool in order."""
+    await driver.push(make_job())  # a pooled connection, prepared
+    job = make_job()
+    pushing = asyncio.create_task(driver.push(job))
+    await asyncio.sleep(0)  # sent; waiting for the answer
+    pushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pushing
+
+    async def stored() -> bool:
+        return await driver.get(job.id) is not None
+
+    await eventually(stored, 5)
+    assert await driver.push(make_job())

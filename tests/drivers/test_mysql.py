@@ -36,7 +36,7 @@ from conveyor.job import ErrorInfo, JobInfo, JobState
 from tests.backends import Drivers, eventually, require_service
 from tests.backends.mysql import START, URL, drop_tables, fresh_prefix
 from tests.backends.proxy import Proxy
-from tests.contract.helpers import make_job
+from tests.contract.helpers import cancelled_push_is_still_stored, make_job
 
 PACKAGE = "conveyor.drivers.sql.mysql"
 
@@ -719,22 +719,7 @@ async def test_cancelled_call_still_completes(drivers: Drivers[MysqlDriver]) -> 
 
 
 async def test_cancelled_push_on_the_wire_is_still_stored(drivers: Drivers[MysqlDriver]) -> None:
-    # The push runs in its caller's task while it waits for the answer (its connection's
-    # protocol waits on SocketWait futures); cancelled there, it moves to a task and goes on.
-    driver = await drivers.open()
-    await driver.push(make_job())  # a pooled connection, prepared
-    job = make_job()
-    pushing = asyncio.create_task(driver.push(job))
-    await asyncio.sleep(0)  # sent; waiting for the answer
-    pushing.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await pushing
-
-    async def stored() -> bool:
-        return await driver.get(job.id) is not None
-
-    await eventually(stored, 5)
-    assert await driver.push(make_job())  # the connection went back to the pool in order
+    await cancelled_push_is_still_stored(await drivers.open())
 
 
 async def test_many_reserves_from_several_drivers_never_hand_out_a_job_twice(

@@ -35,7 +35,7 @@ from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo, JobState
 from tests.backends import Drivers, eventually, require_service
 from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
-from tests.contract.helpers import make_job
+from tests.contract.helpers import cancelled_push_is_still_stored, make_job
 
 PACKAGE = "conveyor.drivers.sql.postgres"
 
@@ -642,21 +642,7 @@ async def test_cancelled_call_still_completes(drivers: Drivers[PostgresDriver]) 
 
 
 async def test_cancelled_push_on_the_wire_is_still_stored(drivers: Drivers[PostgresDriver]) -> None:
-    # The push runs in its caller's task while it waits on the socket (no task of its own);
-    # cancelled there, it moves to a task and goes on waiting, and the caller is told at once.
-    driver = await drivers.open()
-    job = make_job()
-    pushing = asyncio.create_task(driver.push(job))
-    await asyncio.sleep(0)  # sent; waiting for the answer
-    pushing.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await pushing
-
-    async def stored() -> bool:
-        return await driver.get(job.id) is not None
-
-    await eventually(stored, 5.0)
-    assert await driver.push(make_job())  # the connection went back to the pool in order
+    await cancelled_push_is_still_stored(await drivers.open())
 
 
 async def test_closed_driver_opens_again_on_next_call(drivers: Drivers[PostgresDriver]) -> None:

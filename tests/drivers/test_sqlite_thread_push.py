@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Registry
-from conveyor.drivers.sql.sqlite import SqliteDriver
+from conveyor.drivers.sql.sqlite import SqliteConnection, SqliteDriver
 from tests.contract.helpers import (
     Mail,
     mail_registry,
@@ -36,8 +36,15 @@ def driver_of(registry: Registry) -> SqliteDriver:
     return queue_driver(registry, SqliteDriver)
 
 
+def in_threads(driver: SqliteDriver) -> list[sqlite3.Connection]:
+    """The connections `push_in_thread` opened, one per calling thread."""
+    connection = driver._conn
+    assert isinstance(connection, SqliteConnection)
+    return list(connection._in_threads)
+
+
 def thread_connections(registry: Registry) -> list[sqlite3.Connection]:
-    return list(driver_of(registry)._conn_sqlite._in_threads)
+    return in_threads(driver_of(registry))
 
 
 @pytest.fixture
@@ -135,7 +142,7 @@ async def test_a_driver_opened_again_never_uses_a_connection_from_before(tmp_pat
     try:
         await driver.push(make_job())
         await loop.run_in_executor(pusher, driver.push_in_thread, make_job())
-        [before] = driver._conn_sqlite._in_threads
+        [before] = in_threads(driver)
         await driver.close()
         with pytest.raises(sqlite3.ProgrammingError):
             before.execute("SELECT 1")  # closed with the driver
@@ -143,7 +150,7 @@ async def test_a_driver_opened_again_never_uses_a_connection_from_before(tmp_pat
         await driver.push(make_job())  # opens it again
         await loop.run_in_executor(pusher, driver.push_in_thread, make_job())  # same thread
 
-        assert driver._conn_sqlite._in_threads != [before]
+        assert in_threads(driver) != [before]
         assert (await driver.counts(["q"]))["q"].pending == 4
     finally:
         pusher.shutdown()

@@ -92,8 +92,7 @@ class SqliteDriver(SqlDriver):
             )
         # Absolute now, so a later chdir cannot move the database under a lazy open.
         self.path = os.path.abspath(text)
-        self._conn_sqlite = SqliteConnection(self.path)
-        super().__init__(self._conn_sqlite, __name__, prefix=prefix)
+        super().__init__(SqliteConnection(self.path), __name__, prefix=prefix)
         self._watcher = Watcher(self.path, BUSY_TIMEOUT, self._watch_interval)
         self._last_work = -math.inf  # time.monotonic() of the last reserve that found jobs
         # The watcher's count of commits seen as the last reserve began: a count that has
@@ -143,7 +142,8 @@ class SqliteDriver(SqlDriver):
         query = self._queries.get("push")
         if query is None or job.unique is not None or not self._opened:
             return None
-        self._conn_sqlite.execute_in_thread(query, push_params(job))
+        assert isinstance(self._conn, SqliteConnection)
+        self._conn.execute_in_thread(query, push_params(job))
         loop = self._waiting_loop  # a worker of this instance waiting: wake it now
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # its loop has closed
