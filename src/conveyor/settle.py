@@ -70,6 +70,10 @@ class Settler:
         self._gave_up = False
         self.give_up_at = math.inf
         self._stats_due = 0.0
+        # Jobs whose outcome is being written and not yet told to the hooks, and a condition
+        # notified as each batch is told (see `told`).
+        self._telling: set[str] = set()
+        self._told = asyncio.Condition()
         #: Set after each round of writes: a burst worker waits on it to look again.
         self.flushed = asyncio.Event()
 
@@ -87,6 +91,16 @@ class Settler:
         """Settle this outcome with the next batch."""
         self._outcomes.append(outcome)
         self._wakeup.set()
+
+    async def told(self, job_id: str) -> None:
+        """Return once no outcome of `job_id` is being written and not yet told to the hooks.
+
+        A released job can be reserved again (through another connection) before the write
+        that released it has returned; its next "started" waits here so the hooks see
+        "retried" first."""
+        if job_id in self._telling:
+            async with self._told:
+                await self._told.wait_for(lambda: job_id not in self._telling)
 
     def give_up(self) -> None:
         """Stop retrying failed writes (a forced stop)."""
@@ -156,17 +170,26 @@ class Settler:
         successors = [o.successor for o in outcomes if o.kind == "ack" and o.successor]
         releases = [_release(o) for o in outcomes if o.kind == "release"]
         fails = [_failure(o) for o in outcomes if o.kind == "fail"]
-        if successors:
-            acked = await driver.ack_and_push(acks, successors)
-        else:
-            acked = await driver.ack(acks) if acks else set()
-        released = await driver.release(releases) if releases else set()
-        failed = await driver.fail(fails) if fails else set()
-        settled = acked | released | failed
-        for outcome in outcomes:
-            log_outcome(outcome, outcome.job.id in settled)
-        if self.hooks is not None and self.hooks.active:
-            await self._emit(outcomes, settled)
+        telling = self.hooks is not None and self.hooks.active
+        if telling:
+            self._telling.update(o.job.id for o in outcomes)
+        try:
+            if successors:
+                acked = await driver.ack_and_push(acks, successors)
+            else:
+                acked = await driver.ack(acks) if acks else set()
+            released = await driver.release(releases) if releases else set()
+            failed = await driver.fail(fails) if fails else set()
+            settled = acked | released | failed
+            for outcome in outcomes:
+                log_outcome(outcome, outcome.job.id in settled)
+            if telling:
+                await self._emit(outcomes, settled)
+        finally:
+            if telling:
+                self._telling.difference_update(o.job.id for o in outcomes)
+                async with self._told:
+                    self._told.notify_all()
         # Retried: released after a failed attempt (a job given back by a stop did not fail).
         retried = sum(1 for o in outcomes if o.kind == "release" and o.error is not None)
         self._tally.add(

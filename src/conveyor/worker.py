@@ -399,6 +399,7 @@ class Worker(Leases):
         job, driver = running.job, running.driver
         hooks = self.registry.hooks
         if hooks.active:
+            await self.settler.told(job.id)  # "retried" before the next "started"
             await hooks.emit(started(job, self.identity))
         try:
             outcome = await self.runner.attempt(job, driver)

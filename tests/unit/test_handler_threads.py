@@ -66,18 +66,19 @@ async def test_the_handlers_exception_comes_back_to_the_loop() -> None:
 
 
 class LosingDriver(MemoryDriver):
-    """Every renewal finds the lease taken over, as after a long outage; counts them. Marking a
-    rescued job to run alone works as on the memory driver."""
+    """While `losing`, every renewal finds the lease taken over, as after a long outage; counts
+    them. Marking a rescued job to run alone works as on the memory driver."""
 
     def __init__(self) -> None:
         super().__init__()
         self.renewed: list[str] = []
+        self.losing = True
 
     async def renew(
         self, reservations: Sequence[Reservation], lease: float, *, alone: bool = False
     ) -> set[str]:
-        if alone:
-            return await super().renew(reservations, lease, alone=True)
+        if alone or not self.losing:
+            return await super().renew(reservations, lease, alone=alone)
         self.renewed += [r.id for r in reservations]
         return set()
 
@@ -115,6 +116,7 @@ async def test_a_lost_lease_does_not_free_the_slot_of_a_running_thread(
     assert driver.renewed == [held]  # not renewed again once lost
     assert ran == [] and worker.running == 1  # concurrency 1: "next" waits for the thread
     assert (await registry.job_info(waiting)).state is JobState.PENDING
+    driver.losing = False  # the outage is over: "next" keeps its lease however slowly it runs
     let_go.set()
     async with asyncio.timeout(5):
         while (await registry.job_info(waiting)).state is not JobState.SUCCEEDED:

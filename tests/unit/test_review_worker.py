@@ -192,3 +192,30 @@ async def test_a_failure_to_record_stats_never_stops_the_worker_settling_jobs() 
                 await asyncio.sleep(0.01)
     worker.stop()
     await asyncio.wait_for(task, 5)
+
+
+class LateReleaseAnswerDriver(MemoryDriver):
+    """`release` writes at once but answers late, as when another connection of the worker
+    reserves the released job before the release's own reply has come back."""
+
+    async def release(self, releases: Sequence[Release]) -> set[str]:
+        released = await super().release(releases)
+        await asyncio.sleep(0.3)
+        return released
+
+
+async def test_hooks_see_retried_before_the_next_started_when_the_release_answers_late() -> None:
+    registry = Registry()
+    registry.queue("q", driver=LateReleaseAnswerDriver(), workers=["w"], retry=1, retry_delay=0)
+    registry.worker("w", concurrency=2, poll_interval=0.01)
+    kinds: list[str] = []
+    registry.hook("started", "retried", "succeeded")(lambda event: kinds.append(event.kind))
+
+    @registry.job("flaky")
+    async def flaky(job: Job[dict[str, Any]]) -> None:
+        if job.attempt == 1:
+            raise ValueError("first time")
+
+    await registry.push("q", "flaky", {})
+    await asyncio.wait_for(Worker(registry, "w", burst=True).run(), 10)
+    assert kinds == ["started", "retried", "started", "succeeded"]
