@@ -50,7 +50,9 @@ async def damage(prefix: str, job_id: str, field: str, raw: object) -> None:
     from redis.asyncio import Redis
 
     client = Redis.from_url(URL)
-    [key] = [key async for key in client.scan_iter(match=f"{prefix}*:job:{job_id}")]
+    # SCAN walks the whole database whatever the match: big steps, few round trips.
+    matches = client.scan_iter(match=f"{prefix}*:job:{job_id}", count=10_000)
+    [key] = [key async for key in matches]
     try:
         if raw is None:
             await client.hdel(key, field)

@@ -87,7 +87,7 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[RedisDriver]]]:
 
 
 async def keys_under(raw: Redis, prefix: str) -> list[str]:
-    return sorted([key async for key in raw.scan_iter(match=f"{prefix}*")])
+    return sorted([key async for key in raw.scan_iter(match=f"{prefix}*", count=10_000)])
 
 
 # -- scripts -----------------------------------------------------------------------------------
