@@ -5,7 +5,8 @@
 
 Prints, per driver:
 - push jobs/s (one `push` at a time) and push_many jobs/s (in batches);
-- process jobs/s (one worker, a trivial async handler, burst mode);
+- process jobs/s (one worker, a trivial async handler, burst mode, the garbage collector
+  tuned as `conveyor work` tunes it: conveyor/collector.py);
 - push-to-start latency of an idle worker in the same process (median, p95);
 - push-to-start latency from a second process (p50, p99), for drivers several processes
   share: once with the worker idle (each push after a quiet spell of at least
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import resource
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conveyor import Job, JobState, Registry, Worker
+from conveyor.collector import tune_for_work
 from conveyor.drivers import driver_from_url
 from conveyor.errors import Unsupported
 from conveyor.loop import LOOPS, run
@@ -144,9 +147,13 @@ async def throughput(
         print(f"  raw:     {broker[0]:,.0f} messages/s (aiormq, persistent, confirmed, batches of"
               f" {batch}): push_many at {jobs / pushed / broker[0]:.2f} of it")  # fmt: skip
 
+    threshold = gc.get_threshold()
+    tune_for_work()  # the worker's process as `conveyor work` sets it up; pushes above were not
     started = time.perf_counter()
     await Worker(registry, "w", burst=True).run()
     ran = time.perf_counter() - started
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
     assert done == jobs + 2 * singles, (done, jobs + 2 * singles)
     print(f"process:   {(jobs + 2 * singles) / ran:,.0f} jobs/s (concurrency {concurrency})")
     if broker is not None:

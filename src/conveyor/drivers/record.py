@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any, TypeVar
 
 from conveyor.job import ErrorInfo, FailedAttempt, JobInfo, JobState
@@ -109,7 +109,7 @@ def _read_sound(raw: Mapping[str, Any], now: float) -> JobInfo | None:
         return None
     timeout, finished_at, rescued = get("timeout"), get("finished_at"), get("rescued")
     reserved_at, lease_expires_at = get("reserved_at"), get("lease_expires_at")
-    return JobInfo(
+    return _job_info(
         raw["id"], raw["queue"], raw["name"], raw["payload"], state, _whole(raw["attempt"]),
         _whole(raw["max_attempts"]), _whole(raw["priority"]), _finite(raw["created_at"]),
         available_at, None if timeout is None else _finite(timeout), retry_delay, unique,
@@ -118,11 +118,24 @@ def _read_sound(raw: Mapping[str, Any], now: float) -> JobInfo | None:
         _whole(0 if rescued is None else rescued), alone in (1, "1"),
         None if reserved_at is None else _finite(reserved_at),
         None if lease_expires_at is None else _finite(lease_expires_at), result,
-        cancel in (1, "1"),
+        cancel in (1, "1"), {}, (),
     )  # fmt: skip
 
 
 _FLAGS = (None, 0, 1, "0", "1")
+
+#: Each JobInfo field's slot setter, in the fields' order.
+_SLOTS = tuple(getattr(JobInfo, field.name).__set__ for field in fields(JobInfo))
+
+
+def _job_info(*values: Any) -> JobInfo:
+    """JobInfo(*values), every field given in order, through its slots: the frozen class's
+    own __init__ sets each field with object.__setattr__, 1.2 µs a job more, on every job
+    every reserve hands out."""
+    job = object.__new__(JobInfo)
+    for put, value in zip(_SLOTS, values):  # noqa: B905 (every caller gives every field)
+        put(job, value)
+    return job
 
 
 def _whole(value: Any) -> int:
@@ -134,9 +147,14 @@ def _whole(value: Any) -> int:
 
 def _finite(value: Any) -> float:
     """A finite number, or the text of one; ValueError (or TypeError) for anything else."""
-    if type(value) is bool or type(value) is bytes:
+    kind = type(value)
+    number: float
+    if kind is float:
+        number = value
+    elif kind is bool or kind is bytes:
         raise TypeError(value)
-    number = float(value)
+    else:
+        number = float(value)
     if not math.isfinite(number):
         raise ValueError(value)
     return number

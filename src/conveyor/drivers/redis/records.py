@@ -166,7 +166,8 @@ def job_info(job_id: str, values: Values, now: float, errors: str | None = None)
     reader sees at `now`, the server's time: a pending job whose time has not come is
     delayed. A damaged field is named in `unreadable` rather than raised (drivers/record.py).
     `errors` is the job's error history field, read by `get` only."""
-    raw = {"id": job_id, **dict(zip(FIELDS, values, strict=True)), "errors": errors}
+    raw: dict[str, object] = dict(zip(FIELDS, values, strict=True))
+    raw["id"], raw["errors"] = job_id, errors
     return read_job(raw, now)
 
 
