@@ -7,9 +7,10 @@ implementation of either half.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -32,6 +33,10 @@ JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 #: Payloads `push_many` stores per call to the driver (one round trip, all or none), by default.
 PUSH_CHUNK = 10_000
+
+#: Payloads `push_many` encodes between two turns of the event loop, so that the write of the
+#: chunk before moves on while the next one is made.
+ENCODE_STEP = 1_000
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -169,7 +174,8 @@ class Pushing(Registration):
         allows. Returns the ids in order. `connection` as for `push`.
 
         `payloads` may be any iterable, a generator included: it is read `chunk` items at a
-        time, so a million jobs never sit in memory at once (only their ids, returned). Each
+        time, so a million jobs never sit in memory at once (only their ids, returned; at most
+        two chunks: the next one is read and encoded while the one before is written). Each
         chunk is all or none; with more than one, a fault in a later chunk (a payload that does
         not validate, a lost server) leaves the earlier ones stored, unless `connection` puts
         them all in your own transaction."""
@@ -181,29 +187,62 @@ class Pushing(Registration):
         make = self._batch_maker(queue, job_name, options, delay)
         driver = await self.driver_of(queue)
         ids: list[str] = []
-        for part in chunked(payloads, chunk):
-            batch = make(part)
-            ids += await driver.push_many(batch, connection=connection)
-            if self.hooks.active:
-                for new, stored_id in zip(batch, ids[-len(batch) :], strict=True):
-                    await self.hooks.emit(pushed(replace(new, id=stored_id)))
+        # With more than one chunk, each is made (its payloads encoded and checked) while the
+        # one before it is written, so that waiting on the backend overlaps this thread's work.
+        # The chunks are still written one at a time and in order.
+        parts = chunked(payloads, chunk)
+        part = next(parts, None)
+        batch = None if part is None else await make(part)
+        while batch is not None:
+            try:
+                part = next(parts, None)
+            except Exception:  # the payloads' own iterator failed: what it gave is stored
+                await driver.push_many(batch, connection=connection)
+                raise
+            if part is None:  # the last chunk: nothing to make meanwhile
+                ids += await self._stored(driver.push_many(batch, connection=connection), batch)
+                break
+            write = asyncio.ensure_future(driver.push_many(batch, connection=connection))
+            try:
+                await asyncio.sleep(0)  # the write begins before the next chunk is made
+                following = await make(part)
+            except Exception:  # the next chunk's fault: this one is stored first, as promised
+                await write
+                raise
+            except BaseException:  # cancelled
+                write.cancel()
+                raise
+            ids += await self._stored(write, batch)
+            batch = following
         if driver.capabilities.inline and ids:
             await self._run_inline(queue)
         return ids
 
+    async def _stored(self, write: Awaitable[list[str]], batch: Sequence[NewJob]) -> list[str]:
+        """The ids `write` stored `batch` under, once the hooks were told of each job."""
+        ids = await write
+        if self.hooks.active:
+            for new, stored_id in zip(batch, ids, strict=True):
+                await self.hooks.emit(pushed(replace(new, id=stored_id)))
+        return ids
+
     def _batch_maker(
         self, queue: str, job_name: str, options: Options, delay: Duration | None
-    ) -> Callable[[list[Any]], Sequence[NewJob]]:
+    ) -> Callable[[list[Any]], Awaitable[Sequence[NewJob]]]:
         """`_job_maker` for a chunk of payloads: the same checks and options, the payloads
         encoded and validated as one batch and the ids drawn at once (see `new_ids`)."""
         one = self._job_maker(queue, job_name, options, delay, None)
         codec = self._jobs[job_name].codec
         hooks = self.hooks
 
-        def make(payloads: list[Any]) -> Sequence[NewJob]:
+        async def make(payloads: list[Any]) -> Sequence[NewJob]:
             if hooks.stamps:  # each job's meta is stamped on its own
                 return [one(payload) for payload in payloads]
-            encoded = codec.encode_many(payloads)
+            encoded: list[str] = []
+            for start in range(0, len(payloads), ENCODE_STEP):
+                if start:
+                    await asyncio.sleep(0)  # a write in flight moves on meanwhile
+                encoded += codec.encode_many(payloads[start : start + ENCODE_STEP])
             ids = new_ids(len(payloads))
             return JobBatch(replace(one(payloads[0]), id=ids[0], payload=encoded[0]), ids, encoded)
 

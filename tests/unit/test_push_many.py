@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import pytest
+from pydantic import BaseModel, field_validator
 
 from conveyor import ConfigError, Job, JobState, PayloadError, Registry
+from conveyor.drivers.memory import MemoryDriver
 from conveyor.hooks import Event
 from conveyor.job import JobBatch, NewJob, new_ids
 
@@ -48,8 +51,9 @@ async def test_push_many_reads_a_generator_one_chunk_at_a_time() -> None:
     ids = await registry.push_many("rows", "row", rows(), chunk=10)
 
     assert len(ids) == len(set(ids)) == 25
-    # The first ten were stored before the eleventh was drawn, and so on.
-    assert drawn_when_stored == [10] * 10 + [20] * 10 + [25] * 5
+    # Each chunk was stored before the one after the next was drawn (the next one is made
+    # while it is written): never more than two chunks at once.
+    assert drawn_when_stored == [20] * 10 + [25] * 15
     assert (await registry.queue_info())["rows"].pending == 25
 
 
@@ -86,6 +90,71 @@ async def test_a_bad_payload_in_a_later_chunk_leaves_the_earlier_chunks_stored()
         await registry.push_many("rows", "row", rows(), chunk=2)
 
     assert (await registry.queue_info())["rows"].pending == 4
+
+
+async def test_a_failing_iterator_leaves_the_chunks_before_its_failure_stored() -> None:
+    registry = registry_of_rows()
+
+    def rows() -> Iterator[Row]:
+        yield from (Row(n) for n in range(5))
+        raise OSError("the file ended early")
+
+    with pytest.raises(OSError, match="ended early"):
+        await registry.push_many("rows", "row", rows(), chunk=2)
+
+    # Two whole chunks; the third (Row(4), then the failure) is all or none.
+    assert (await registry.queue_info())["rows"].pending == 4
+
+
+class SlowWrites(MemoryDriver):
+    """Each push_many takes a while, as a write to a server does; notes when it starts and ends."""
+
+    def __init__(self, seen: list[str]) -> None:
+        super().__init__()
+        self.seen = seen
+
+    async def push_many(
+        self, jobs: Sequence[NewJob], *, connection: object | None = None
+    ) -> list[str]:
+        self.seen.append(f"write {len(jobs)} jobs")
+        await asyncio.sleep(0.05)
+        ids = await super().push_many(jobs, connection=connection)
+        self.seen.append("written")
+        return ids
+
+
+class Noted(BaseModel):
+    """A payload whose validation notes its number: when push_many encodes it."""
+
+    n: int
+
+    @field_validator("n")
+    @classmethod
+    def note(cls, n: int) -> int:
+        ENCODED.append(f"encode {n}")
+        return n
+
+
+ENCODED: list[str] = []
+
+
+async def test_the_next_chunk_is_encoded_while_the_one_before_is_written() -> None:
+    ENCODED.clear()
+    registry = Registry()
+    registry.queue("rows", driver=SlowWrites(ENCODED), workers=["main"])
+    registry.worker("main")
+
+    @registry.job("noted")
+    async def noted(job: Job[Noted]) -> None:
+        """Never run here."""
+
+    ids = await registry.push_many("rows", "noted", (Noted(n=n) for n in range(4)), chunk=2)
+
+    assert len(ids) == 4
+    # Each payload is validated once as given and once as read back (encode_many).
+    first, second = ENCODED.index("write 2 jobs"), ENCODED.index("written")
+    assert {"encode 2", "encode 3"} <= set(ENCODED[first:second])
+    assert ENCODED[-2:] == ["write 2 jobs", "written"]
 
 
 async def test_push_many_refuses_a_chunk_below_one() -> None:
