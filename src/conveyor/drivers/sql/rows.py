@@ -150,8 +150,12 @@ def queue_counts(by_state: Mapping[str, int], oldest_pending_age: float | None) 
 
 def job_info(row: Row) -> JobInfo:
     """A stored row as the JobInfo a caller sees (pending and not yet due reads `delayed`);
-    a damaged field is named in `unreadable` rather than raised (see drivers/record.py)."""
-    return read_job({**row, "unique": row["unique_key"]}, row["now"])
+    a damaged field is named in `unreadable` rather than raised (see drivers/record.py).
+    A row fetched as a dict (every adapter's) gets its `unique` key added in place, not copied:
+    rows are read once, and a copy of a job's 25 columns cost 1.9 µs on every reserve."""
+    raw = row if type(row) is dict else dict(row)
+    raw["unique"] = raw["unique_key"]
+    return read_job(raw, raw["now"])
 
 
 def addressable(job: JobInfo) -> bool:
