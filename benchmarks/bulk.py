@@ -16,6 +16,8 @@ run (the ratio is the figure to compare on a noisy machine):
 
 With `--stream N`, a second process pushes N jobs from a generator in one push_many call and
 reports its peak RSS during the call (VmHWM, reset first) beside its RSS before the call.
+On postgres the jobs table is vacuumed before each round (as benchmarks/process.py does: this
+machine's server runs with autovacuum off, and the rows each round purges would slow the next).
 Run by hand or with `make bench`; never part of the tests.
 """
 
@@ -36,6 +38,7 @@ from conveyor import Job, JobState, Registry
 from conveyor.loop import LOOPS, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from process import vacuum
 from raw import PAYLOAD, _without_query
 
 #: issue 16's push_many goals, jobs/s, for batches of 10,000.
@@ -73,6 +76,7 @@ async def push_rates(driver: str, jobs: int, batch: int, rounds: int) -> list[fl
     try:
         await registry.purge("bulk", JobState.PENDING)
         for _ in range(rounds):
+            await vacuum(driver)  # postgres: the rows the last round purged, gone
             started = time.perf_counter()
             for first in range(0, jobs, batch):
                 payloads = [Tick(n) for n in range(first, min(first + batch, jobs))]
