@@ -242,6 +242,11 @@ class LocalWakeup:
         """Called as reserve starts: a push from here on wakes the next `wait`."""
         self._event.clear()
 
+    @property
+    def notified(self) -> bool:
+        """Whether a push was made through this driver since the last `forget`."""
+        return self._event.is_set()
+
     async def wait(self, timeout: float) -> bool:
         """Return True on a notification, False after `timeout` seconds without one."""
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation

@@ -117,10 +117,12 @@ class AmqpDriver(AmqpInspection):
     async def reserve(
         self, queues: Sequence[str], limit: int, lease: float, worker: str
     ) -> list[JobInfo]:
-        """Hand out deliveries the intake channel's consumers were sent; when none wait, one
-        round trip first collects all the queue has sent so far (so a reserve right after a
-        push finds it). A busy worker takes what has arrived without that round trip: a
-        delivery wakes `wait`, and the next reserve takes the rest."""
+        """Hand out deliveries the intake channel's consumers were sent; when none wait, or
+        fewer than asked after a push through this driver, one round trip first collects all
+        the queue has sent so far (so a reserve right after a push finds all it pushed). A
+        busy worker takes what has arrived without that round trip: a delivery wakes `wait`,
+        and the next reserve takes the rest."""
+        pushed_here = self._pushed.notified
         self._pushed.forget()
         reserved: list[JobInfo] = []
         for queue in queues:
@@ -129,7 +131,8 @@ class AmqpDriver(AmqpInspection):
                 break
             holding = sum(1 for held in self._held.values() if held.info.queue == queue)
             intake = await self._consume(queue, holding + wanted)
-            if not self._ready_count(queue):
+            ready_count = self._ready_count(queue)
+            if not ready_count or (pushed_here and ready_count < wanted):
                 await self._catch_up(queue, intake)
             ready = self._ready.get(queue, [])
             charged: list[tuple[Delivery, dict[str, Any]]] = []
