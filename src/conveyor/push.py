@@ -196,8 +196,8 @@ class Pushing(Registration):
         while batch is not None:
             try:
                 part = next(parts, None)
-            except Exception:  # the payloads' own iterator failed: what it gave is stored
-                await driver.push_many(batch, connection=connection)
+            except Exception:  # the payloads' own iterator failed: the chunk before is stored
+                await self._stored(driver.push_many(batch, connection=connection), batch)
                 raise
             if part is None:  # the last chunk: nothing to make meanwhile
                 ids += await self._stored(driver.push_many(batch, connection=connection), batch)
@@ -207,7 +207,7 @@ class Pushing(Registration):
                 await asyncio.sleep(0)  # the write begins before the next chunk is made
                 following = await make(part)
             except Exception:  # the next chunk's fault: this one is stored first, as promised
-                await write
+                await self._stored(write, batch)
                 raise
             except BaseException:  # cancelled
                 write.cancel()
@@ -230,7 +230,8 @@ class Pushing(Registration):
         self, queue: str, job_name: str, options: Options, delay: Duration | None
     ) -> Callable[[list[Any]], Awaitable[Sequence[NewJob]]]:
         """`_job_maker` for a chunk of payloads: the same checks and options, the payloads
-        encoded and validated as one batch and the ids drawn at once (see `new_ids`)."""
+        encoded and validated ENCODE_STEP at a time (one call each, the loop turning between
+        them) and the ids drawn at once (see `new_ids`)."""
         one = self._job_maker(queue, job_name, options, delay, None)
         codec = self._jobs[job_name].codec
         hooks = self.hooks

@@ -94,6 +94,8 @@ async def test_a_bad_payload_in_a_later_chunk_leaves_the_earlier_chunks_stored()
 
 async def test_a_failing_iterator_leaves_the_chunks_before_its_failure_stored() -> None:
     registry = registry_of_rows()
+    told: list[str] = []
+    registry.hook("pushed")(lambda event: told.append(event.job_id))
 
     def rows() -> Iterator[Row]:
         yield from (Row(n) for n in range(5))
@@ -104,6 +106,7 @@ async def test_a_failing_iterator_leaves_the_chunks_before_its_failure_stored() 
 
     # Two whole chunks; the third (Row(4), then the failure) is all or none.
     assert (await registry.queue_info())["rows"].pending == 4
+    assert len(told) == 4  # the hooks heard of every job stored
 
 
 class SlowWrites(MemoryDriver):
