@@ -70,10 +70,9 @@ class Settler:
         self._gave_up = False
         self.give_up_at = math.inf
         self._stats_due = 0.0
-        # Jobs whose outcome is being written and not yet told to the hooks, and a condition
-        # notified as each batch is told (see `told`).
-        self._telling: set[str] = set()
-        self._told = asyncio.Condition()
+        # Jobs whose outcome is being written and not yet told to the hooks, each with the
+        # event its batch sets once told (see `told`).
+        self._telling: dict[str, asyncio.Event] = {}
         #: Set after each round of writes: a burst worker waits on it to look again.
         self.flushed = asyncio.Event()
 
@@ -98,9 +97,9 @@ class Settler:
         A released job can be reserved again (through another connection) before the write
         that released it has returned; its next "started" waits here so the hooks see
         "retried" first."""
-        if job_id in self._telling:
-            async with self._told:
-                await self._told.wait_for(lambda: job_id not in self._telling)
+        told = self._telling.get(job_id)
+        if told is not None:
+            await told.wait()
 
     def give_up(self) -> None:
         """Stop retrying failed writes (a forced stop)."""
@@ -170,9 +169,9 @@ class Settler:
         successors = [o.successor for o in outcomes if o.kind == "ack" and o.successor]
         releases = [_release(o) for o in outcomes if o.kind == "release"]
         fails = [_failure(o) for o in outcomes if o.kind == "fail"]
-        telling = self.hooks is not None and self.hooks.active
-        if telling:
-            self._telling.update(o.job.id for o in outcomes)
+        told = asyncio.Event() if self.hooks is not None and self.hooks.active else None
+        if told is not None:
+            self._telling.update((o.job.id, told) for o in outcomes)
         try:
             if successors:
                 acked = await driver.ack_and_push(acks, successors)
@@ -183,13 +182,13 @@ class Settler:
             settled = acked | released | failed
             for outcome in outcomes:
                 log_outcome(outcome, outcome.job.id in settled)
-            if telling:
+            if told is not None:
                 await self._emit(outcomes, settled)
         finally:
-            if telling:
-                self._telling.difference_update(o.job.id for o in outcomes)
-                async with self._told:
-                    self._told.notify_all()
+            if told is not None:
+                for outcome in outcomes:
+                    self._telling.pop(outcome.job.id, None)
+                told.set()
         # Retried: released after a failed attempt (a job given back by a stop did not fail).
         retried = sum(1 for o in outcomes if o.kind == "release" and o.error is not None)
         self._tally.add(
