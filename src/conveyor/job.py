@@ -14,7 +14,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, overload
 
@@ -125,10 +125,29 @@ class JobBatch(Sequence[NewJob]):
     def __iter__(self) -> Iterator[NewJob]:
         return map(self._job, self.ids, self.payloads)
 
+    def alike(self, other: JobBatch) -> bool:
+        """Whether `other`'s jobs are alike this batch's but for id and payload."""
+        mine, theirs = self.template, other.template
+        return replace(mine, id=theirs.id, payload=theirs.payload) == theirs
+
     def _job(self, job_id: str, payload: str) -> NewJob:
         t = self.template
         return NewJob(job_id, t.queue, t.name, payload, t.delay, t.max_attempts, t.priority,
                       t.timeout, t.retry_delay, None, t.meta)  # fmt: skip
+
+
+def joined(parts: Sequence[Sequence[NewJob]]) -> Sequence[NewJob]:
+    """The jobs of `parts`, in order, as one batch: a JobBatch when every part is one of
+    jobs alike (as `Registry.push_many` makes its parts), so that a driver still reads two
+    lists rather than a job object per job."""
+    if len(parts) == 1:
+        return parts[0]
+    batches = [part for part in parts if isinstance(part, JobBatch)]
+    if parts and len(batches) == len(parts) and all(map(batches[0].alike, batches)):
+        ids = [job_id for batch in batches for job_id in batch.ids]
+        payloads = [payload for batch in batches for payload in batch.payloads]
+        return JobBatch(batches[0].template, ids, payloads)
+    return [job for part in parts for job in part]
 
 
 @dataclass(frozen=True, slots=True)

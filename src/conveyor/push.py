@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -19,7 +19,7 @@ from conveyor.drivers.base import Driver
 from conveyor.duration import Duration, seconds
 from conveyor.errors import ConfigError, RegistryError, UnknownJobError
 from conveyor.hooks import pushed
-from conveyor.job import JobBatch, NewJob, new_id, new_ids
+from conveyor.job import JobBatch, NewJob, joined, new_id, new_ids
 from conveyor.options import NO_OPTIONS, Options, Resolved, check_unique, resolve
 from conveyor.registration import Registration
 from conveyor.retry import RetryDelay
@@ -45,6 +45,18 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while part := list(itertools.islice(iterator, size)):
         yield part
+
+
+async def _kept(parts: AsyncIterator[T], kept: list[T]) -> AsyncIterator[T]:
+    """`parts`, each also added to `kept` as it is yielded."""
+    async for part in parts:
+        kept.append(part)
+        yield part
+
+
+async def _gathered(parts: AsyncIterator[Sequence[NewJob]]) -> Sequence[NewJob]:
+    """A chunk's parts as one batch (see `joined`)."""
+    return joined([part async for part in parts])
 
 
 def check_job_id(job_id: str) -> str:
@@ -186,13 +198,34 @@ class Pushing(Registration):
         )
         make = self._batch_maker(queue, job_name, options, delay)
         driver = await self.driver_of(queue)
-        ids: list[str] = []
-        # With more than one chunk, each is made (its payloads encoded and checked) while the
-        # one before it is written, so that waiting on the backend overlaps this thread's work.
-        # The chunks are still written one at a time and in order.
         parts = chunked(payloads, chunk)
+        if driver.capabilities.streamed_push and connection is None:
+            # Each chunk streamed: its next part is encoded while the driver writes the ones
+            # before (PostgreSQL's COPY takes rows as they come).
+            ids: list[str] = []
+            for part in parts:
+                made: list[Sequence[NewJob]] = []
+                stored = driver.push_stream(_kept(make(part), made))
+                ids += await self._stored(stored, itertools.chain.from_iterable(made))
+        else:
+            ids = await self._push_chunks(driver, make, parts, connection)
+        if driver.capabilities.inline and ids:
+            await self._run_inline(queue)
+        return ids
+
+    async def _push_chunks(
+        self,
+        driver: Driver,
+        make: Callable[[list[Any]], AsyncIterator[Sequence[NewJob]]],
+        parts: Iterator[list[Any]],
+        connection: object | None,
+    ) -> list[str]:
+        """push_many's chunks, each made (its payloads encoded and checked) while the one
+        before it is written, so that waiting on the backend overlaps this thread's work. The
+        chunks are still written one at a time and in order."""
+        ids: list[str] = []
         part = next(parts, None)
-        batch = None if part is None else await make(part)
+        batch = None if part is None else await _gathered(make(part))
         while batch is not None:
             try:
                 part = next(parts, None)
@@ -205,7 +238,7 @@ class Pushing(Registration):
             write = asyncio.ensure_future(driver.push_many(batch, connection=connection))
             try:
                 await asyncio.sleep(0)  # the write begins before the next chunk is made
-                following = await make(part)
+                following = await _gathered(make(part))
             except Exception:  # the next chunk's fault: this one is stored first, as promised
                 await self._stored(write, batch)
                 raise
@@ -214,12 +247,11 @@ class Pushing(Registration):
                 raise
             ids += await self._stored(write, batch)
             batch = following
-        if driver.capabilities.inline and ids:
-            await self._run_inline(queue)
         return ids
 
-    async def _stored(self, write: Awaitable[list[str]], batch: Sequence[NewJob]) -> list[str]:
-        """The ids `write` stored `batch` under, once the hooks were told of each job."""
+    async def _stored(self, write: Awaitable[list[str]], batch: Iterable[NewJob]) -> list[str]:
+        """The ids `write` stored `batch` under, once the hooks were told of each job (`batch`
+        is read only then)."""
         ids = await write
         if self.hooks.active:
             for new, stored_id in zip(batch, ids, strict=True):
@@ -228,24 +260,25 @@ class Pushing(Registration):
 
     def _batch_maker(
         self, queue: str, job_name: str, options: Options, delay: Duration | None
-    ) -> Callable[[list[Any]], Awaitable[Sequence[NewJob]]]:
+    ) -> Callable[[list[Any]], AsyncIterator[Sequence[NewJob]]]:
         """`_job_maker` for a chunk of payloads: the same checks and options, the payloads
-        encoded and validated ENCODE_STEP at a time (one call each, the loop turning between
-        them) and the ids drawn at once (see `new_ids`)."""
+        encoded and validated ENCODE_STEP at a time, each step a part of the chunk (the loop
+        turning between them), and the ids drawn at once (see `new_ids`)."""
         one = self._job_maker(queue, job_name, options, delay, None)
         codec = self._jobs[job_name].codec
         hooks = self.hooks
 
-        async def make(payloads: list[Any]) -> Sequence[NewJob]:
+        async def make(payloads: list[Any]) -> AsyncIterator[Sequence[NewJob]]:
             if hooks.stamps:  # each job's meta is stamped on its own
-                return [one(payload) for payload in payloads]
-            encoded: list[str] = []
+                yield [one(payload) for payload in payloads]
+                return
+            template, ids = one(payloads[0]), new_ids(len(payloads))
             for start in range(0, len(payloads), ENCODE_STEP):
                 if start:
                     await asyncio.sleep(0)  # a write in flight moves on meanwhile
-                encoded += codec.encode_many(payloads[start : start + ENCODE_STEP])
-            ids = new_ids(len(payloads))
-            return JobBatch(replace(one(payloads[0]), id=ids[0], payload=encoded[0]), ids, encoded)
+                encoded = codec.encode_many(payloads[start : start + ENCODE_STEP])
+                first = replace(template, id=ids[start], payload=encoded[0])
+                yield JobBatch(first, ids[start : start + len(encoded)], encoded)
 
         return make
 

@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 
 import conveyor.drivers.sql.driver as sql_driver
 import conveyor.drivers.sql.postgres.connection as pg_connection
-from conveyor import Job, Registry
+from conveyor import Job, PayloadError, Registry
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Failure, Release, Reservation
 from conveyor.drivers.sql.adapter import REQUIRED_QUERIES
@@ -176,6 +176,35 @@ async def test_a_copied_batch_with_one_id_stored_already_stores_the_others(
     stored = await driver.get(kept.id)
     assert stored is not None and stored.payload == '"first"'  # the first push is kept
     assert len(await driver.reserve(["q"], 2 * COPY_FROM, 30.0, "w")) == COPY_FROM
+
+
+async def test_registry_push_many_streams_each_chunk_all_or_none(
+    drivers: Drivers[PostgresDriver], prefix: str
+) -> None:
+    # Chunks of 2,000 go to the server as two parts each (push.ENCODE_STEP), in one COPY
+    # per chunk; a payload that fails in the second chunk's second part stores none of it.
+    waiting = await drivers.open()
+    waiter = await idle_wait(waiting, ["rows"], 5.0)
+    registry = Registry()
+    registry.queue("rows", driver=f"{URL}?prefix={prefix}", workers=["w"])
+    registry.worker("w")
+    registry.job("row")(_never_run)
+    told: list[str] = []
+    registry.hook("pushed")(lambda event: told.append(event.job_id))
+    payloads: list[Any] = [{"n": n} for n in range(3_500)] + [{"n": "not a number"}]
+    try:
+        with pytest.raises(PayloadError):
+            await registry.push_many("rows", "row", payloads, chunk=2_000)
+        await asyncio.wait_for(waiter, 1.0)  # the first chunk woke a worker's wait
+
+        assert (await registry.queue_info())["rows"].pending == 2_000
+        assert len(told) == 2_000
+        again = await registry.push_many("rows", "row", payloads[:3_500], chunk=2_000)
+        assert again == told[2_000:]
+    finally:
+        await registry.close()
+    reserved = await waiting.reserve(["rows"], 6_000, 30.0, "w")
+    assert [json.loads(job.payload)["n"] for job in reserved] == [*range(2_000), *range(3_500)]
 
 
 async def test_wait_ignores_pushes_to_other_queues(drivers: Drivers[PostgresDriver]) -> None:

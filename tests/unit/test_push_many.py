@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import pytest
@@ -12,7 +12,7 @@ from pydantic import BaseModel, field_validator
 from conveyor import ConfigError, Job, JobState, PayloadError, Registry
 from conveyor.drivers.memory import MemoryDriver
 from conveyor.hooks import Event
-from conveyor.job import JobBatch, NewJob, new_ids
+from conveyor.job import JobBatch, NewJob, joined, new_ids
 
 
 @dataclass
@@ -24,9 +24,35 @@ async def take_row(job: Job[Row]) -> None:
     """A handler that does nothing."""
 
 
-def registry_of_rows() -> Registry:
+class StreamedMemory(MemoryDriver):
+    """A memory driver that takes each chunk as a stream of parts, as postgres does (its
+    `push_stream` writes each part as it comes); notes each part as it arrives."""
+
+    capabilities = replace(MemoryDriver.capabilities, streamed_push=True)
+
+    def __init__(self, seen: list[str] | None = None) -> None:
+        super().__init__()
+        self.seen = [] if seen is None else seen
+
+    async def push_stream(self, parts: AsyncIterable[Sequence[NewJob]]) -> list[str]:
+        got = []
+        async for part in parts:
+            self.seen.append(f"part of {len(part)}")
+            got.append(part)
+            await asyncio.sleep(0.01)  # the server storing it meanwhile
+        return await self.push_many(joined(got))
+
+
+@pytest.fixture(params=["gathered", "streamed"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """How the driver takes push_many's chunks: whole, or as streams of parts."""
+    return str(request.param)
+
+
+def registry_of_rows(kind: str = "gathered") -> Registry:
     registry = Registry(default_driver="memory")
-    registry.queue("rows", workers=["main"])
+    driver = StreamedMemory() if kind == "streamed" else None
+    registry.queue("rows", driver=driver, workers=["main"])
     registry.worker("main")
     registry.job("row")(take_row)
     return registry
@@ -57,8 +83,8 @@ async def test_push_many_reads_a_generator_one_chunk_at_a_time() -> None:
     assert (await registry.queue_info())["rows"].pending == 25
 
 
-async def test_push_many_returns_ids_in_the_order_of_the_payloads_across_chunks() -> None:
-    registry = registry_of_rows()
+async def test_push_many_returns_ids_in_the_order_of_the_payloads_across_chunks(kind: str) -> None:
+    registry = registry_of_rows(kind)
 
     ids = await registry.push_many("rows", "row", (Row(n) for n in range(7)), chunk=3)
 
@@ -67,8 +93,10 @@ async def test_push_many_returns_ids_in_the_order_of_the_payloads_across_chunks(
     assert [payloads[job_id] for job_id in ids] == [f'{{"n":{n}}}' for n in range(7)]
 
 
-async def test_push_many_of_a_bad_payload_raises_pushs_error_and_stores_none_of_its_chunk() -> None:
-    registry = registry_of_rows()
+async def test_push_many_of_a_bad_payload_raises_pushs_error_and_stores_none_of_its_chunk(
+    kind: str,
+) -> None:
+    registry = registry_of_rows(kind)
     with pytest.raises(PayloadError) as single:
         await registry.push("rows", "row", {"n": "x"})
 
@@ -79,8 +107,8 @@ async def test_push_many_of_a_bad_payload_raises_pushs_error_and_stores_none_of_
     assert (await registry.queue_info())["rows"].pending == 0
 
 
-async def test_a_bad_payload_in_a_later_chunk_leaves_the_earlier_chunks_stored() -> None:
-    registry = registry_of_rows()
+async def test_a_bad_payload_in_a_later_chunk_leaves_the_earlier_chunks_stored(kind: str) -> None:
+    registry = registry_of_rows(kind)
 
     def rows() -> Iterator[Row | dict[str, str]]:
         yield from (Row(n) for n in range(4))
@@ -92,8 +120,8 @@ async def test_a_bad_payload_in_a_later_chunk_leaves_the_earlier_chunks_stored()
     assert (await registry.queue_info())["rows"].pending == 4
 
 
-async def test_a_failing_iterator_leaves_the_chunks_before_its_failure_stored() -> None:
-    registry = registry_of_rows()
+async def test_a_failing_iterator_leaves_the_chunks_before_its_failure_stored(kind: str) -> None:
+    registry = registry_of_rows(kind)
     told: list[str] = []
     registry.hook("pushed")(lambda event: told.append(event.job_id))
 
@@ -158,6 +186,33 @@ async def test_the_next_chunk_is_encoded_while_the_one_before_is_written() -> No
     first, second = ENCODED.index("write 2 jobs"), ENCODED.index("written")
     assert {"encode 2", "encode 3"} <= set(ENCODED[first:second])
     assert ENCODED[-2:] == ["write 2 jobs", "written"]
+
+
+async def test_a_chunk_streamed_is_encoded_part_by_part_as_the_driver_takes_the_parts() -> None:
+    ENCODED.clear()
+    registry = Registry()
+    registry.queue("rows", driver=StreamedMemory(ENCODED), workers=["main"])
+    registry.worker("main")
+    told: list[str] = []
+    registry.hook("pushed")(lambda event: told.append(event.job_id))
+
+    @registry.job("noted")
+    async def noted(job: Job[Noted]) -> None:
+        """Never run here."""
+
+    payloads = [Noted(n=n) for n in range(2_500)]
+    ENCODED.clear()  # what follows is what push_many validates as it encodes
+
+    ids = await registry.push_many("rows", "noted", payloads)
+
+    assert ids == told and len(set(ids)) == 2_500
+    assert [note for note in ENCODED if note.startswith("part")] == [
+        "part of 1000", "part of 1000", "part of 500"
+    ]  # fmt: skip
+    # The driver had the first part before the second one was encoded, and so on.
+    assert ENCODED.index("part of 1000") < ENCODED.index("encode 1000")
+    assert ENCODED.index("encode 1999") < len(ENCODED) - 1 - ENCODED[::-1].index("part of 1000")
+    assert (await registry.queue_info())["rows"].pending == 2_500
 
 
 async def test_push_many_refuses_a_chunk_below_one() -> None:

@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from conveyor.drivers.durability import IN_PROCESS
 from conveyor.drivers.location import safe_url
 from conveyor.errors import DriverError, Unsupported
-from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
+from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob, joined
 
 __all__ = [
     "ALIVE_WITHIN",
@@ -43,7 +42,6 @@ __all__ = [
     "Driver",
     "DriverError",
     "Failure",
-    "LocalWakeup",
     "QueueCounts",
     "Release",
     "Reservation",
@@ -87,6 +85,9 @@ class Capabilities:
       the last one.
     - `thread_push`: `push_in_thread` stores one job from a plain thread, without the event
       loop (the blocking facade's push then skips the hop to the loop's thread and back).
+    - `streamed_push`: `push_stream` writes each part as it comes, so `Registry.push_many`
+      encodes a chunk's next part while the backend stores the parts before (PostgreSQL's
+      COPY); without it the parts are gathered, then written as one `push_many`.
     """
 
     notify: bool = False
@@ -105,6 +106,7 @@ class Capabilities:
     shared_records: bool = True
     error_history: bool = True
     thread_push: bool = False
+    streamed_push: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,36 +229,6 @@ class WorkerCounts:
         )
 
 
-class LocalWakeup:
-    """Ends `wait` early on pushes made through this driver instance: the wake-up a driver
-    without cross-process notification can still give a worker in the pushing process."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        """A job was pushed, released or retried: wake the waiters."""
-        self._event.set()
-
-    def forget(self) -> None:
-        """Called as reserve starts: a push from here on wakes the next `wait`."""
-        self._event.clear()
-
-    @property
-    def notified(self) -> bool:
-        """Whether a push was made through this driver since the last `forget`."""
-        return self._event.is_set()
-
-    async def wait(self, timeout: float) -> bool:
-        """Return True on a notification, False after `timeout` seconds without one."""
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
-        # that lands just as the push does, and a stopping worker then hangs here.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                return await self._event.wait()
-        return False
-
-
 class Driver(abc.ABC):
     """The storage protocol every backend implements. See the module docstring for fencing."""
 
@@ -321,6 +293,13 @@ class Driver(abc.ABC):
         `connection`. `Registry.push_many` passes a `JobBatch` (jobs alike but for id and
         payload): a driver may read its `template`, `ids` and `payloads` instead of a job
         object per job."""
+
+    async def push_stream(self, parts: AsyncIterable[Sequence[NewJob]]) -> list[str]:
+        """`push_many` of the jobs of every part `parts` yields, in order, as one batch:
+        atomic as a whole, one id per job. A fault raised by `parts` stores none of them.
+        This default gathers the parts first; a `streamed_push` driver writes each as it
+        comes."""
+        return await self.push_many(joined([part async for part in parts]))
 
     @abc.abstractmethod
     async def reserve(

@@ -1,13 +1,16 @@
-"""Worker records kept in this process only: the memory driver's, and amqp's (RabbitMQ has no
-place to keep them; its `shared_records` capability is False)."""
+"""What a driver keeps in this process only: worker records (the memory driver's, and amqp's:
+RabbitMQ has no place to keep them; its `shared_records` capability is False) and the wake-up
+that pushes through a driver instance give its own waiting workers (`LocalWakeup`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 
 from conveyor.drivers.base import Driver, WorkerCounts, WorkerPresence
 
-__all__ = ["LocalWorkerRecords"]
+__all__ = ["LocalWakeup", "LocalWorkerRecords"]
 
 
 class LocalWorkerRecords(Driver):
@@ -35,3 +38,33 @@ class LocalWorkerRecords(Driver):
         since = time.time() - within
         found = [presence for presence in self._beats.values() if presence.seen_at >= since]
         return sorted(found, key=lambda presence: presence.started_at)
+
+
+class LocalWakeup:
+    """Ends `wait` early on pushes made through this driver instance: the wake-up a driver
+    without cross-process notification can still give a worker in the pushing process."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        """A job was pushed, released or retried: wake the waiters."""
+        self._event.set()
+
+    def forget(self) -> None:
+        """Called as reserve starts: a push from here on wakes the next `wait`."""
+        self._event.clear()
+
+    @property
+    def notified(self) -> bool:
+        """Whether a push was made through this driver since the last `forget`."""
+        return self._event.is_set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Return True on a notification, False after `timeout` seconds without one."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that lands just as the push does, and a stopping worker then hangs here.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                return await self._event.wait()
+        return False

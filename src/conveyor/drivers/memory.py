@@ -17,14 +17,13 @@ from dataclasses import replace
 from conveyor.drivers.base import (
     Capabilities,
     Failure,
-    LocalWakeup,
     QueueCounts,
     Release,
     Reservation,
     Throughput,
     Tick,
 )
-from conveyor.drivers.local import LocalWorkerRecords
+from conveyor.drivers.local import LocalWakeup, LocalWorkerRecords
 from conveyor.job import (
     FINISHED_STATES,
     MAX_ERRORS,

@@ -27,10 +27,7 @@ from conveyor.drivers.amqp.topology import (
     record_body,
 )
 from conveyor.drivers.amqp.wire import Outgoing, ack_all, publish_all
-from conveyor.drivers.base import (
-    LocalWakeup,
-)
-from conveyor.drivers.local import LocalWorkerRecords
+from conveyor.drivers.local import LocalWakeup, LocalWorkerRecords
 from conveyor.errors import BackendUnavailableError, DriverError
 from conveyor.job import JobInfo
 

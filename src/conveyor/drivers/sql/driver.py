@@ -20,13 +20,8 @@ import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from conveyor.drivers.base import (
-    Failure,
-    LocalWakeup,
-    Release,
-    Reservation,
-    Tick,
-)
+from conveyor.drivers.base import Failure, Release, Reservation, Tick
+from conveyor.drivers.local import LocalWakeup
 from conveyor.drivers.sql.adapter import (
     REQUIRED_QUERIES,
     Params,

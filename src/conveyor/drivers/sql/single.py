@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import abc
 
-from conveyor.drivers.base import Driver, LocalWakeup
+from conveyor.drivers.base import Driver
+from conveyor.drivers.local import LocalWakeup
 from conveyor.drivers.sql.adapter import Params, SqlConnection
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.rows import json_text

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from conveyor.drivers.base import LocalWakeup
+from conveyor.drivers.local import LocalWakeup
 from conveyor.drivers.sql.adapter import Params, Row
 from conveyor.drivers.sql.mysql.target import error_code
 from conveyor.errors import DriverError

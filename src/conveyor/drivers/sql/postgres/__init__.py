@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from urllib.parse import parse_qsl, unquote_plus
 
 import psycopg
 
 from conveyor.drivers import safe_url
 from conveyor.drivers.base import Capabilities
+from conveyor.drivers.sql.adapter import Row
 from conveyor.drivers.sql.deadline import TIMEOUT
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.postgres.connection import PostgresConnection
@@ -52,7 +53,7 @@ from conveyor.drivers.sql.postgres.copy import copy_heads, copy_text
 from conveyor.drivers.sql.postgres.listener import Listener
 from conveyor.drivers.sql.postgres.target import Target
 from conveyor.drivers.sql.queries import Query
-from conveyor.drivers.sql.rows import job_queues, json_text, push_item
+from conveyor.drivers.sql.rows import any_unique, job_ids, job_queues, json_text, push_item
 from conveyor.drivers.sql.url import (
     OPTIONS,
     SqlOptions,
@@ -61,7 +62,7 @@ from conveyor.drivers.sql.url import (
     sql_options,
 )
 from conveyor.errors import ConfigError, DriverError
-from conveyor.job import JobInfo, NewJob
+from conveyor.job import JobInfo, NewJob, joined
 
 __all__ = ["COPY_FROM", "POOL_SIZE", "PostgresDriver"]
 
@@ -84,6 +85,10 @@ _DURABILITY = Query(
 )
 
 
+class _Unlike(Exception):
+    """A later part of a streamed push that its COPY cannot take (see PostgresDriver._copy)."""
+
+
 class PostgresDriver(SqlDriver):
     """Jobs in PostgreSQL: durable, shared by any number of processes and machines, woken by
     LISTEN/NOTIFY, and able to push inside the caller's own transaction.
@@ -98,7 +103,13 @@ class PostgresDriver(SqlDriver):
 
     kind = "postgres"
     capabilities = Capabilities(
-        notify=True, durable=True, shared=True, transactional=True, control=True, schedules=True
+        notify=True,
+        durable=True,
+        shared=True,
+        transactional=True,
+        control=True,
+        schedules=True,
+        streamed_push=True,
     )
 
     def __init__(
@@ -145,6 +156,24 @@ class PostgresDriver(SqlDriver):
         self._listener.clear(queues)
         return await super().reserve(queues, limit, lease, worker)
 
+    async def push_stream(self, parts: AsyncIterable[Sequence[NewJob]]) -> list[str]:
+        """Each part COPYed as it comes, all in one transaction (see _push_plain): the server
+        stores a part's rows while the next part is made. A stream whose first part is under
+        COPY_FROM jobs, or holds a unique key, is gathered and pushed as push_many pushes."""
+        stream = aiter(parts)
+        first = await anext(stream, None)
+        if first is None:
+            return []
+        if len(first) < COPY_FROM or any_unique(first):
+            return await self.push_many(joined([first, *[part async for part in stream]]))
+        kept = [first]
+        try:
+            await self._copy(kept, stream)
+        except _Unlike:  # a later part the COPY cannot take: gathered, then pushed as a whole
+            return await self.push_many(joined(kept + [part async for part in stream]))
+        self._pushed.notify()
+        return [job_id for part in kept for job_id in job_ids(part)]
+
     async def _push_plain(self, jobs: Sequence[NewJob]) -> None:
         """Jobs without unique keys, on the pool: COPYed straight into the jobs table, in a
         transaction that first reads the server's clock for them and notifies their queues
@@ -152,24 +181,43 @@ class PostgresDriver(SqlDriver):
         four round trips here would cost it more than the JSON."""
         if len(jobs) < COPY_FROM:
             return await super()._push_plain(jobs)
+        await self._copy([jobs], None)
+
+    async def _copy(
+        self, kept: list[Sequence[NewJob]], more: AsyncIterator[Sequence[NewJob]] | None
+    ) -> None:
+        """COPY the jobs of kept[0], then those of each part `more` yields (each added to
+        `kept`), in one transaction. A part with a unique key or another queue than the first
+        part's (whose queues push_many_clock notified) rolls it back, raising _Unlike."""
         conn = await self._ready()
         assert isinstance(conn, PostgresConnection)
-        heads = copy_heads(jobs)
-        queues = {"queues": json_text(job_queues(jobs))}
+        queues = job_queues(kept[0])
+
+        async def texts(row: Row) -> AsyncIterator[str]:
+            part: Sequence[NewJob] | None = kept[0]
+            while part is not None:
+                yield copy_text(part, copy_heads(part), row["now"])
+                part = None if more is None else await anext(more, None)
+                if part is not None:
+                    kept.append(part)
+                    if any_unique(part) or not set(job_queues(part)) <= set(queues):
+                        raise _Unlike
+
         queries = self._queries
         try:
             await conn.copy_text(
                 queries["push_many_clock"],
-                queues,
+                {"queues": json_text(queues)},
                 queries["push_many_copy_jobs"],
-                lambda row: copy_text(jobs, heads, row["now"]),
+                texts,
             )
         except DriverError as error:
             # An id stored already (the batch pushed again after a lost reply) rolled the COPY
             # back whole; the staged insert skips such ids, as push_many does.
             if not isinstance(error.__cause__, psycopg.errors.UniqueViolation):
                 raise
-            await self._push_staged(conn, jobs)
+            rest = [] if more is None else [part async for part in more]
+            await self._push_staged(conn, joined(kept + rest))
 
     async def _push_staged(self, conn: PostgresConnection, jobs: Sequence[NewJob]) -> None:
         """COPY into a staging table, then push_many's insert from it (push_many_staged), in

@@ -27,7 +27,7 @@ import os
 import socket
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -144,14 +144,19 @@ class PostgresConnection:
         await self._pooled("push_many", work, in_transaction=True)  # type: ignore[arg-type]
 
     async def copy_text(
-        self, before: Query, params: Params, copy: Query, text: Callable[[Row], str]
+        self,
+        before: Query,
+        params: Params,
+        copy: Query,
+        texts: Callable[[Row], AsyncIterator[str]],
     ) -> None:
-        """In one transaction on a pooled connection: `before`, then COPY with `copy` the
-        text that `text` makes of `before`'s one row."""
+        """In one transaction on a pooled connection: `before`, then COPY with `copy` each
+        piece of text that `texts` makes of `before`'s one row, sent as it comes. An error
+        `texts` raises aborts the COPY and rolls back, and reaches the caller as it is."""
 
         async def work(tx: _Transaction) -> None:
             [row] = await tx.fetch(before, params)
-            await tx.copy_text(copy, text(row))
+            await tx.copy_text(copy, texts(row))
 
         await self._pooled("push_many", work, in_transaction=True)  # type: ignore[arg-type]
 
@@ -348,11 +353,13 @@ class _Transaction:
                 for row in rows:
                     await copy.write_row(row)
 
-    async def copy_text(self, query: Query, text: str) -> None:
-        """COPY ... FROM STDIN: `text`, already in COPY's text format, sent as it is."""
+    async def copy_text(self, query: Query, texts: AsyncIterable[str]) -> None:
+        """COPY ... FROM STDIN: each of `texts`, already in COPY's text format, sent as it is
+        made (the server stores its rows meanwhile)."""
         with self._target.translated(query.name):
             async with self._conn.cursor() as cursor, cursor.copy(query.sql) as copy:
-                await copy.write(text)
+                async for text in texts:
+                    await copy.write(text)
 
     async def script(self, sql: str) -> None:
         """Without parameters psycopg uses the simple protocol, which takes many statements.
