@@ -80,6 +80,25 @@ async def test_push_stream_whose_parts_fail_midway_stores_none(driver: Driver) -
     assert await driver.push_stream(streamed([first])) == list(first.ids)  # nothing held
 
 
+@needs("lookup")
+async def test_push_stream_of_later_parts_of_single_or_differing_jobs(driver: Driver) -> None:
+    [first] = batches(1)
+    alone = make_job(payload='{"alone":1}', priority=5)
+    differing = [make_job(timeout=2.0, meta={"k": "v"}), make_job(max_attempts=3, delay=600.0)]
+
+    ids = await driver.push_stream(streamed([first, [alone], differing]))
+
+    assert ids == [*first.ids, alone.id, *(job.id for job in differing)]
+    for job in (alone, *differing):
+        got = await driver.get(job.id)
+        assert got is not None
+        assert (got.payload, got.priority, got.timeout, got.meta, got.max_attempts) == (
+            job.payload, job.priority, job.timeout, job.meta, job.max_attempts
+        )  # fmt: skip
+    delayed = await driver.get(differing[1].id)
+    assert delayed is not None and delayed.available_at - delayed.created_at == pytest.approx(600)
+
+
 @needs("unique")
 @needs("exact_counts")
 async def test_push_stream_takes_later_parts_unlike_the_first(driver: Driver) -> None:
