@@ -16,8 +16,9 @@ run (the ratio is the figure to compare on a noisy machine):
 
 With `--stream N`, a second process pushes N jobs from a generator in one push_many call and
 reports its peak RSS during the call (VmHWM, reset first) beside its RSS before the call.
-On postgres the jobs table is vacuumed before each round (as benchmarks/process.py does: this
-machine's server runs with autovacuum off, and the rows each round purges would slow the next).
+Before each round the rows the round before purged are gone for good (as benchmarks/process.py
+does): postgres's table is vacuumed (this machine's server runs with autovacuum off), and on
+mysql the round waits for InnoDB's purge to finish, which would otherwise run beside it.
 Run by hand or with `make bench`; never part of the tests.
 """
 
@@ -38,7 +39,7 @@ from conveyor import Job, JobState, Registry
 from conveyor.loop import LOOPS, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from process import vacuum
+from process import clean_slate
 from raw import PAYLOAD, _without_query
 
 #: issue 16's push_many goals, jobs/s, for batches of 10,000.
@@ -76,7 +77,7 @@ async def push_rates(driver: str, jobs: int, batch: int, rounds: int) -> list[fl
     try:
         await registry.purge("bulk", JobState.PENDING)
         for _ in range(rounds):
-            await vacuum(driver)  # postgres: the rows the last round purged, gone
+            await clean_slate(driver)  # the rows the last round purged, gone
             started = time.perf_counter()
             for first in range(0, jobs, batch):
                 payloads = [Tick(n) for n in range(first, min(first + batch, jobs))]
