@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import typing
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from conveyor import Job, PayloadError, Registry, RegistryError, Worker
@@ -357,3 +358,39 @@ def test_decode_of_stored_text_that_no_longer_matches_raises_payload_error() -> 
 
 async def _send_email(job: Job[Email]) -> None:
     """A module-level handler shared by the validation tests."""
+
+
+class Aliased(BaseModel):
+    """A model whose fields go out under other names, with a default and a date."""
+
+    model_config = {"populate_by_name": True, "serialize_by_alias": True}
+
+    user_id: int = Field(alias="userId")
+    tags: list[str] = []
+    at: datetime.datetime = datetime.datetime(2026, 12, 4, tzinfo=datetime.UTC)
+
+
+class Point(TypedDict):
+    x: float
+    label: str
+
+
+@dataclass
+class Nested:
+    point: Point
+    note: str | None = None
+
+
+@pytest.mark.parametrize(
+    ("kind", "payloads"),
+    [
+        (Aliased, [Aliased(user_id=1), {"userId": 2, "tags": ["é", "\n"]}, Aliased(userId=3)]),
+        (Point, [{"x": 1.5, "label": "a"}, Point(x=-0.0, label='"q"')]),
+        (Nested, [Nested({"x": 1e300, "label": ""}), {"point": {"x": 2, "label": "b"}}]),
+        (dict[str, Any], [{}, {"a": [1, {"b": None}], "ü": "\u2028"}]),
+    ],
+)
+def test_encode_many_writes_each_payload_as_encode_does(kind: Any, payloads: list[Any]) -> None:
+    codec = Codec("job", kind)
+
+    assert codec.encode_many(payloads) == [codec.encode(payload) for payload in payloads]
