@@ -24,6 +24,7 @@ from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Driver
 from conveyor.drivers.sql.postgres import PostgresDriver
 from conveyor.errors import BackendUnavailableError
+from conveyor.job import NewJob
 from tests.backends import eventually, require_service
 from tests.backends.proxy import Proxy
 from tests.contract.helpers import make_job
@@ -106,6 +107,33 @@ async def test_a_call_on_a_silent_connection_fails_within_its_timeout_then_the_n
     await _fails_within(1.0, opened.counts(["q"]))
     # New connections get through: the silent one was thrown away, not pooled again.
     assert (await opened.counts(["q"]))["q"].pending == 0
+
+
+async def test_a_streamed_push_whose_connection_goes_silent_midway_stores_nothing(
+    postgres: Server,
+) -> None:
+    # postgres writes each part into one COPY as it comes: the server falls silent after the
+    # first part went out, and the push fails within its timeout, its transaction never
+    # committed.
+    driver = driver_from_url(postgres.through)
+    await driver.open()
+    jobs = [make_job() for _ in range(400)]
+
+    async def parts() -> AsyncIterator[list[NewJob]]:
+        yield jobs[:200]
+        await asyncio.sleep(0.05)  # the first part on the wire
+        postgres.proxy.blackhole()
+        yield jobs[200:]
+
+    try:
+        await _fails_within(1.0, driver.push_stream(parts()))
+    finally:
+        await asyncio.wait_for(driver.close(), 10)
+    direct = driver_from_url(postgres.direct)
+    try:
+        assert (await direct.counts(["q"]))["q"].pending == 0
+    finally:
+        await direct.close()
 
 
 async def test_a_call_that_cannot_get_a_connection_fails_within_its_timeout(
