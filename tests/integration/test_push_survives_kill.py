@@ -95,7 +95,10 @@ async def pushed_then_killed(url: str, count: int) -> list[str]:
         if process.returncode is None:
             process.kill()
         await process.wait()
-    assert process.returncode == -signal.SIGKILL
+    # Killed by us, not ended by itself (it pushes forever). asyncio's child watcher reports
+    # 255 when it finds the child reaped already ("Unknown child process pid", seen once in
+    # CI under load): the kill was still sent to a live pusher, which is what counts here.
+    assert process.returncode in (-signal.SIGKILL, 255)
     return ids
 
 
