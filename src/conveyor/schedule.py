@@ -18,7 +18,9 @@ process agrees on them. Times are this machine's clock: keep the hosts' clocks i
 
 A scheduler that starts and finds ticks missed while none ran pushes the latest of them once
 (`catch_up=True`, the default) or none (`catch_up=False`); a schedule with no tick recorded
-yet (its first start) catches up nothing.
+yet (its first start) catches up nothing. A running scheduler that finds it passed ticks (a
+slow push, a busy machine) pushes each of them, up to BACKFILL in a row; more (a suspended
+machine) and it pushes the latest only.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from conveyor.job import stable_id
 if TYPE_CHECKING:
     from conveyor.core import RegistryCore
 
-__all__ = ["Schedule", "Scheduler"]
+__all__ = ["BACKFILL", "Schedule", "Scheduler", "owed"]
 
 log = logging.getLogger("conveyor.schedule")
 
@@ -53,6 +55,9 @@ log = logging.getLogger("conveyor.schedule")
 LOOK_EVERY = 30.0
 #: After a tick's push failed (the backend away), how long until it is tried again.
 RETRY_PUSH = 1.0
+#: Ticks missed in a row that a running scheduler still pushes each of (its last push was
+#: slow, the machine busy); past this many (a suspended machine) only the latest is pushed.
+BACKFILL = 10
 #: How far back a cron schedule looks for a missed tick.
 LOOK_BACK = 366 * 86400.0
 
@@ -193,6 +198,9 @@ class Scheduler:
         every tick as it comes. Returns when `stopping` is set."""
         now = self.clock()
         due = {schedule.name: schedule.next_after(now) for schedule in self.schedules}
+        # The latest tick each schedule is done with: pushed, or before this scheduler began
+        # (the catch-up's business).
+        done = {schedule.name: schedule.last_at_or_before(now) for schedule in self.schedules}
         for schedule in self.schedules:
             if not await self.catch_up(schedule, now):
                 due[schedule.name] = now + RETRY_PUSH
@@ -200,12 +208,14 @@ class Scheduler:
             now = self.clock()
             for schedule in self.schedules:
                 if due[schedule.name] <= now:
-                    # Several ticks past (a suspended machine): only the latest is pushed.
                     latest = schedule.last_at_or_before(now) or due[schedule.name]
-                    if await self.push(schedule, latest):
-                        due[schedule.name] = schedule.next_after(now)
+                    for tick in owed(schedule, done[schedule.name], latest):
+                        if not await self.push(schedule, tick):
+                            due[schedule.name] = now + RETRY_PUSH
+                            break
+                        done[schedule.name] = tick
                     else:
-                        due[schedule.name] = now + RETRY_PUSH
+                        due[schedule.name] = schedule.next_after(now)
             wait = min(due.values(), default=now + LOOK_EVERY) - self.clock()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, min(wait, LOOK_EVERY))):
@@ -253,6 +263,22 @@ class Scheduler:
             return False
         log.debug("schedule %s: pushed the tick of %s as %s", schedule.name, _shown(tick), job_id)
         return True
+
+
+def owed(schedule: Schedule, done: float | None, latest: float) -> list[float]:
+    """The ticks after `done` up to `latest`, in order, for a running scheduler to push: each
+    of them when they are BACKFILL or fewer (a slow push, a busy machine: none is lost), else
+    only the latest (a suspended machine)."""
+    if done is None:
+        return [latest]
+    ticks: list[float] = []
+    tick = schedule.next_after(done)
+    while tick <= latest:
+        if len(ticks) == BACKFILL:
+            return [latest]
+        ticks.append(tick)
+        tick = schedule.next_after(tick)
+    return ticks or [latest]
 
 
 def _shown(tick: float) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from conveyor import ConfigError, Job, JobState, Registry, RegistryError
 from conveyor.drivers.base import Driver
-from conveyor.schedule import Schedule, Scheduler
+from conveyor.schedule import BACKFILL, Schedule, Scheduler, owed
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -165,6 +165,47 @@ async def test_three_schedulers_push_each_tick_once() -> None:
     driver = await registry.driver_of("q")
     assert (await driver.ticks(["fast"]))["fast"].at == ticks[-1]
     await registry.close()
+
+
+async def test_a_scheduler_whose_push_was_slow_pushes_each_tick_it_passed() -> None:
+    # A push that took 0.35 s (a locked database, a busy machine) passed three ticks of 0.1 s:
+    # the scheduler pushes each of them after it, and none is lost.
+    registry = _registry()
+    registry.job("tick", queue="q")(_noop)
+    registry.schedule("fast", job="tick", every=0.1)
+    registry.freeze()
+    stopping = asyncio.Event()
+    scheduler = Scheduler(registry, registry.schedules, stopping)
+    pushes: list[float] = []
+    push = scheduler.push
+
+    async def slow_once(schedule: Schedule, tick: float) -> bool:
+        pushes.append(tick)
+        if len(pushes) == 2:
+            await asyncio.sleep(0.35)
+        return await push(schedule, tick)
+
+    scheduler.push = slow_once  # type: ignore[method-assign]
+    running = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(1.0)
+    stopping.set()
+    await running
+
+    ticks = await _tick_jobs(registry)
+    assert len(ticks) >= 8 and ticks == pushes
+    assert all(round(b - a, 3) == 0.1 for a, b in itertools.pairwise(ticks))
+    await registry.close()
+
+
+def test_a_running_scheduler_owes_each_passed_tick_up_to_backfill_then_the_latest() -> None:
+    every = Schedule.make("s", job="tick", every=10)
+    assert owed(every, 100.0, 100.0 + 10 * 3) == [110.0, 120.0, 130.0]
+    assert owed(every, 100.0, 100.0 + 10 * BACKFILL) == [100.0 + 10 * n for n in range(1, 11)]
+    assert owed(every, 100.0, 100.0 + 10 * (BACKFILL + 1)) == [100.0 + 10 * (BACKFILL + 1)]
+    assert owed(every, None, 500.0) == [500.0]
+    nightly = Schedule.make("n", job="tick", cron="0 2 * * *", tz="Europe/Berlin")
+    passed = [at(2026, 3, day, 2) for day in (2, 3)]
+    assert owed(nightly, at(2026, 3, 1, 2), passed[-1]) == passed
 
 
 async def test_a_scheduler_catches_up_the_latest_missed_tick_once() -> None:
