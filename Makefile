@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit chaos bench bench-process bench-peers clean
+.PHONY: demo test lint typecheck unit browser chaos bench bench-process bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,13 @@ typecheck: $(VENV)/.installed-dev
 # Two test processes (pytest-xdist), a test file to each in turn: most tests wait on a server or
 # a subprocess, so two halve the time on these 2-core machines. Tests never share storage (each
 # has its own file, table prefix or key prefix), so they can run side by side.
-unit: $(VENV)/.installed-dev
+unit: $(VENV)/.installed-dev browser
 	$(BIN)/pytest -q -n 2 --dist loadfile
+
+# The dashboard's browser test drives Debian's headless Chromium: installed here when missing
+# (apt-get, as root). Where that cannot be done, that one test fails saying how to install it.
+browser:
+	@command -v chromedriver >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; } || true
 
 # The slow fault tests (marked `chaos`), left out of `make test`.
 chaos: $(VENV)/.installed-dev

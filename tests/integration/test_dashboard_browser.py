@@ -40,7 +40,7 @@ def browser() -> webdriver.Chrome:
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     assert chromium and chromedriver, (
         "the browser test needs Debian's chromium and chromium-driver:"
-        " apt-get install chromium chromium-driver (.ci/run does)"
+        " apt-get install chromium chromium-driver (make test does, as root)"
     )
     options = Options()
     options.binary_location = chromium
