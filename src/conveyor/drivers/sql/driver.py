@@ -46,7 +46,6 @@ from conveyor.drivers.sql.rows import (
     stored_state,
 )
 from conveyor.drivers.sql.single import SinglePush
-from conveyor.drivers.sql.stream import StreamedPush
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import JobInfo, JobState, NewJob
 
@@ -62,7 +61,7 @@ PRUNE_BATCH = 10_000
 PUSH_ROUNDS = 5
 
 
-class SqlDriver(SqlReading, SinglePush, StreamedPush):
+class SqlDriver(SqlReading, SinglePush):
     """The Driver protocol over SQL; a dialect subclass supplies the connection and the SQL.
 
     Opening is lazy: the first call opens the connection and applies migrations, so calling

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from urllib.parse import parse_qsl, unquote_plus
 
 import psycopg
@@ -53,8 +53,7 @@ from conveyor.drivers.sql.postgres.copy import copy_heads, copy_text
 from conveyor.drivers.sql.postgres.listener import Listener
 from conveyor.drivers.sql.postgres.target import Target
 from conveyor.drivers.sql.queries import Query
-from conveyor.drivers.sql.rows import job_queues, json_text, push_item
-from conveyor.drivers.sql.stream import STREAM_FROM, streamed_parts
+from conveyor.drivers.sql.rows import any_unique, job_ids, job_queues, json_text, push_item
 from conveyor.drivers.sql.url import (
     OPTIONS,
     SqlOptions,
@@ -70,9 +69,9 @@ __all__ = ["COPY_FROM", "POOL_SIZE", "PostgresDriver"]
 #: Most connections one driver's pool opens (the LISTEN connection comes on top).
 POOL_SIZE = 10
 
-#: Jobs in a push_many (without unique keys) from which they are COPYed (see _push_plain), as
-#: a streamed push's first part needs (the same round trips).
-COPY_FROM = STREAM_FROM
+#: Jobs in a push_many (without unique keys), or in a streamed push's first part, from which
+#: they are COPYed (see _push_plain): fewer cost less in push_many's one statement.
+COPY_FROM = 100
 
 #: Times retry_failed runs before a unique key race reaches the caller (see retry_failed).
 RETRY_FAILED_ATTEMPTS = 3
@@ -85,6 +84,12 @@ _DURABILITY = Query(
     "SELECT current_setting('fsync') AS fsync,"
     " current_setting('synchronous_commit') AS synchronous_commit",
 )
+
+
+class _Unlike(Exception):
+    """A later part of a streamed push that its COPY cannot take as it comes: one with a
+    unique key (a unique push reads before it writes), or with a queue the first part has not
+    (push_many_clock notified the first part's)."""
 
 
 class PostgresDriver(SqlDriver):
@@ -154,6 +159,25 @@ class PostgresDriver(SqlDriver):
         self._listener.clear(queues)
         return await super().reserve(queues, limit, lease, worker)
 
+    async def push_stream(self, parts: AsyncIterable[Sequence[NewJob]]) -> list[str]:
+        """Each part COPYed as it comes, all in one transaction (`_copy`): the server stores a
+        part's rows while the next one is made. A stream whose first part is under COPY_FROM
+        jobs or holds a unique key, or with a later part unlike the first, is gathered and
+        pushed as push_many pushes it."""
+        stream = aiter(parts)
+        first = await anext(stream, None)
+        if first is None:
+            return []
+        if len(first) < COPY_FROM or any_unique(first):
+            return await self.push_many(joined([first, *[part async for part in stream]]))
+        kept = [first]
+        try:
+            await self._copy(kept, stream)
+        except _Unlike:
+            return await self.push_many(joined(kept + [part async for part in stream]))
+        self._pushed.notify()
+        return [job_id for part in kept for job_id in job_ids(part)]
+
     async def _push_plain(self, jobs: Sequence[NewJob]) -> None:
         """Jobs without unique keys, on the pool: COPYed straight into the jobs table, in a
         transaction that first reads the server's clock for them and notifies their queues
@@ -161,20 +185,26 @@ class PostgresDriver(SqlDriver):
         four round trips here would cost it more than the JSON."""
         if len(jobs) < COPY_FROM:
             return await super()._push_plain(jobs)
-        await self._push_parts([jobs], None)
+        await self._copy([jobs], None)
 
-    async def _push_parts(
+    async def _copy(
         self, kept: list[Sequence[NewJob]], more: AsyncIterator[Sequence[NewJob]] | None
     ) -> None:
-        """COPY each part as it comes (see _push_plain), in one transaction: the server stores
-        a part's rows while the next one is made."""
+        """COPY the jobs of kept[0], then of each part `more` yields (added to `kept` as it
+        comes), in one transaction. A later part unlike the first rolls it back: _Unlike."""
         conn = await self._ready()
         assert isinstance(conn, PostgresConnection)
         queues = job_queues(kept[0])
 
         async def texts(row: Row) -> AsyncIterator[str]:
-            async for part in streamed_parts(kept, more):
+            part: Sequence[NewJob] | None = kept[0]
+            while part is not None:
                 yield copy_text(part, copy_heads(part), row["now"])
+                part = None if more is None else await anext(more, None)
+                if part is not None:
+                    kept.append(part)
+                    if any_unique(part) or not set(job_queues(part)) <= set(queues):
+                        raise _Unlike
 
         queries = self._queries
         try:

@@ -37,7 +37,7 @@ def _field(value: str | float | None) -> str:
 
 
 def copy_heads(jobs: Sequence[NewJob]) -> list[str]:
-    """The start of each job's line, its id and payload; made before a connection is taken."""
+    """The start of each job's line: its id and payload."""
     ids, payloads = id_payloads(jobs)
     pairs = zip(ids, payloads, strict=True)
     return [f"{_text(job_id)}\t{_text(payload)}" for job_id, payload in pairs]
