@@ -40,7 +40,7 @@ from conveyor.loop import LOOPS, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from process import clean_slate
-from raw import PAYLOAD, _without_query
+from raw import PAYLOAD, _without_query, mysql_connection
 
 #: issue 16's push_many goals, jobs/s, for batches of 10,000.
 GOALS = {"postgres": 150_000, "redis": 100_000, "sqlite": 150_000, "mysql": 60_000}
@@ -143,19 +143,7 @@ async def _postgres(url: str, jobs: int, batch: int, table: str) -> float:
 
 
 async def _mysql(url: str, jobs: int, batch: int, table: str) -> float:
-    from urllib.parse import urlsplit
-
-    import asyncmy
-
-    parts = urlsplit(url)
-    conn = await asyncmy.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        database=parts.path.lstrip("/") or "test",
-        autocommit=True,
-    )
+    conn = await mysql_connection(url)
     try:
         async with conn.cursor() as cursor:
             await cursor.execute(f"CREATE TABLE {table} (id VARCHAR(64) PRIMARY KEY, payload TEXT)")

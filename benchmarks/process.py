@@ -31,10 +31,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from raw import mysql_connection
 
 from conveyor import Job, JobState, Registry, Worker
 from conveyor.collector import tune_for_work
@@ -120,7 +120,7 @@ async def clean_slate(driver: str) -> None:
     On mysql, wait until InnoDB has purged them (`_purged`)."""
     parts = urlsplit(driver)
     if parts.scheme in ("mysql", "mariadb"):
-        await _purged(parts)
+        await _purged(driver)
         return
     if parts.scheme not in ("postgres", "postgresql"):
         return
@@ -135,21 +135,12 @@ async def clean_slate(driver: str) -> None:
         await conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
 
 
-async def _purged(parts: SplitResult) -> None:
+async def _purged(driver: str) -> None:
     """Wait, up to a minute, until InnoDB's purge thread has removed the rows earlier runs
     deleted (its history list is empty): until then it competes with the run for the two
     cores and the indexes hold their delete-marked entries (bulk.py's rounds after the first
     ran at 40,000-51,000 jobs/s without this wait, 61,000-69,000 with it)."""
-    import asyncmy
-
-    conn: Any = await asyncmy.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=unquote(parts.username or "root"),
-        password=unquote(parts.password or ""),
-        database=parts.path.lstrip("/") or "test",
-        autocommit=True,
-    )
+    conn = await mysql_connection(driver)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 PAYLOAD = '{"n": 1}'
 
@@ -181,19 +181,24 @@ async def _postgres(url: str, table: str) -> AsyncIterator[Write]:
             await conn.execute(f"DROP TABLE {table}")
 
 
-@contextlib.asynccontextmanager
-async def _mysql(url: str, table: str) -> AsyncIterator[Write]:
+async def mysql_connection(url: str) -> Any:
+    """An autocommit asyncmy connection to the server and database of a mysql:// URL."""
     import asyncmy
 
     parts = urlsplit(url)
-    conn: Any = await asyncmy.connect(
+    return await asyncmy.connect(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
         database=parts.path.lstrip("/") or "test",
         autocommit=True,
     )
+
+
+@contextlib.asynccontextmanager
+async def _mysql(url: str, table: str) -> AsyncIterator[Write]:
+    conn = await mysql_connection(url)
     try:
         async with conn.cursor() as cursor:
             await cursor.execute(f"CREATE TABLE {table} (id VARCHAR(64) PRIMARY KEY, payload TEXT)")
