@@ -235,6 +235,13 @@ def cancelled(job: JobInfo, driver: Driver, when: str) -> Outcome:
     return Outcome("fail", job, driver, error_info(error), cancelled=True)
 
 
+def given_back(job: JobInfo, driver: Driver) -> Outcome:
+    """Release a job stopped before it could finish (a stop, a reserve returning too many),
+    with its attempt given back: the job did not fail. Not a rescued job's: its reserve did
+    not charge the attempt the first time, and a later one charged a death, which stands."""
+    return Outcome("release", job, driver, count_attempt=job.rescued > 0)
+
+
 def retry_or_fail(job: JobInfo, driver: Driver, error: ErrorInfo) -> Outcome:
     """Release the job for its next attempt after its retry delay, or fail it after its last."""
     if job.attempt < job.max_attempts:

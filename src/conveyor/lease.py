@@ -32,12 +32,14 @@ __all__ = ["Held", "Leases"]
 
 @dataclass(slots=True)
 class Held:
-    """A reserved job this worker holds: running in `task`, or, for a rescued job waiting to
-    run alone, not started yet (no task). Either way its lease is renewed."""
+    """A reserved job this worker holds: running in `task` (since `started`, monotonic), or
+    not started yet (no task): a rescued job waiting to run alone, or a job waiting for a
+    slot (prefetched). Either way its lease is renewed."""
 
     job: JobInfo
     driver: Driver
     task: asyncio.Task[None] | None = None
+    started: float = 0.0
     #: Why we cancelled the task ourselves: "stop" (shutdown) or "lost" (lease taken over).
     cancel_reason: str | None = None
 
@@ -105,7 +107,7 @@ class Leases:
                  running.job.name)  # fmt: skip
         running.cancel_reason = "cancel"
         self.runner.cancel(running.job.id)
-        if running.task is None:  # a rescued job held to run alone: it never started
+        if running.task is None:  # held (rescued or prefetched): it never started
             del self._running[running.job.id]
             self.settler.add(cancelled(running.job, running.driver, "before it could run"))
             self._slot_freed.set()
@@ -114,8 +116,8 @@ class Leases:
 
     def _lost(self, running: Held) -> None:
         running.cancel_reason = "lost"
-        if running.task is None:  # a rescued job held to run alone: it never started
-            log.warning("job %s: lease lost while it waited to run alone", running.job.id)
+        if running.task is None:  # held (rescued or prefetched): it never started
+            log.warning("job %s: lease lost while it waited to run", running.job.id)
             del self._running[running.job.id]
             self._slot_freed.set()
             return

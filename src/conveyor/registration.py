@@ -165,11 +165,14 @@ class Registration:
         poll_interval: Duration | None = None,
         lease: Duration | None = None,
         stop_timeout: Duration | None = None,
+        prefetch: int | None = None,
     ) -> None:
         """Register a worker: `concurrency` jobs at once (default 1), polling every
         `poll_interval` seconds (1) when the backend cannot notify, holding each job for
         `lease` seconds (30; renewed every lease/2 while it runs), and waiting `stop_timeout`
-        (30) for running jobs when stopped."""
+        (30) for running jobs when stopped. While its jobs are short it holds up to
+        `prefetch` more reserved, ready for the next free slot (default: its concurrency;
+        0 turns it off)."""
         self._check_open("worker", name)
         if name in self._worker_args:
             raise RegistryError(f"worker {name!r} is registered twice: give each a unique name")
@@ -178,6 +181,7 @@ class Registration:
             "poll_interval": poll_interval,
             "lease": lease,
             "stop_timeout": stop_timeout,
+            "prefetch": prefetch,
         }
         args = {key: value for key, value in given.items() if value is not None}
         self._workers[name] = worker_spec(name, **args)

@@ -50,13 +50,17 @@ class QueueSpec:
 
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
-    """A registered worker: how many jobs it runs at once and how it holds them."""
+    """A registered worker: how many jobs it runs at once and how it holds them.
+
+    `prefetch`: how many jobs beyond `concurrency` it may hold reserved, waiting for a slot,
+    while its jobs are short (None: as many as `concurrency`; see conveyor.worker)."""
 
     name: str
     concurrency: int
     poll_interval: float
     lease: float
     stop_timeout: float
+    prefetch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,14 +141,22 @@ def worker_spec(
     poll_interval: Duration = DEFAULT_POLL_INTERVAL,
     lease: Duration = DEFAULT_LEASE,
     stop_timeout: Duration = DEFAULT_STOP_TIMEOUT,
+    prefetch: int | None = None,
 ) -> WorkerSpec:
     """A checked WorkerSpec."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise RegistryError(f"worker {name!r}: concurrency must be a whole number >= 1")
+    if prefetch is not None and (
+        isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0
+    ):
+        raise RegistryError(
+            f"worker {name!r}: prefetch must be a whole number >= 0 (0 turns it off)"
+        )
     return WorkerSpec(
         name=name,
         concurrency=concurrency,
         poll_interval=seconds(poll_interval, f"worker {name!r} poll_interval"),
         lease=seconds(lease, f"worker {name!r} lease"),
         stop_timeout=seconds(stop_timeout, f"worker {name!r} stop_timeout", zero_ok=True),
+        prefetch=prefetch,
     )

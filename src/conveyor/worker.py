@@ -5,6 +5,12 @@ task settles finished jobs in batches (settle.py), one renews the leases of runn
 lease/2, and one prunes finished jobs past their queue's retention. No storage code lives
 here: every change to a job goes through its queue's driver.
 
+Prefetch: while a backlog of short jobs lasts (they took under PREFETCH_BELOW on average
+lately), the worker also holds up to `prefetch` jobs reserved beyond its concurrency, so a
+freed slot starts the next job at once instead of one reserve's round trip later. Long jobs
+are never held back that way from a worker that could start them now. Held jobs' leases are
+renewed like running ones', and a stop gives them back at once.
+
 A job rescued from a worker that died (`rescued` > 0) runs alone: the worker finishes what it
 runs, marks the rescued job `alone` in storage, runs it with nothing beside it, and reserves
 again only after. A death is charged to a job as an attempt only while it is marked alone, so
@@ -28,8 +34,8 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from conveyor.attempt import Outcome, Runner, cancelled, error_info
-from conveyor.drivers.base import HEARTBEAT_EVERY, Driver, WorkerCounts
+from conveyor.attempt import Outcome, Runner, cancelled, error_info, given_back
+from conveyor.drivers.base import Driver, WorkerCounts
 from conveyor.errors import DriverError
 from conveyor.hooks import started, tell
 from conveyor.job import JobInfo
@@ -38,6 +44,7 @@ from conveyor.schedule import Scheduler
 from conveyor.settle import STATS_EVERY, Settler
 from conveyor.spec import WorkerSpec
 from conveyor.startup import StartUp
+from conveyor.upkeep import PRUNE_EVERY, beat, beat_loop, prune_loop
 
 if TYPE_CHECKING:
     from conveyor.core import RegistryCore
@@ -47,8 +54,9 @@ log = logging.getLogger("conveyor.worker")
 
 __all__ = ["MAX_BACKOFF", "PRUNE_EVERY", "STATS_EVERY", "Stopped", "Worker"]
 
-PRUNE_EVERY = 60.0
 MAX_BACKOFF = 30.0
+#: Prefetch only while jobs took less than this long on average (seconds), lately.
+PREFETCH_BELOW = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +129,12 @@ class Worker(Leases):
         self._stopping = self._startup.stopping
         self._force = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        spec = self.spec
+        self._prefetch = spec.concurrency if spec.prefetch is None else spec.prefetch
+        #: Reserved jobs waiting for a slot, in order; how many run; what jobs took lately.
+        self._waiting: deque[Held] = deque()
+        self._active = 0
+        self._job_time = PREFETCH_BELOW
 
     @property
     def counts(self) -> WorkerCounts:
@@ -130,7 +144,12 @@ class Worker(Leases):
     @property
     def running(self) -> int:
         """How many jobs are running right now."""
-        return len(self._running)
+        return self._active
+
+    @property
+    def waiting(self) -> int:
+        """How many reserved jobs wait for a free slot (prefetched: see the module docstring)."""
+        return len(self._waiting)
 
     def stop(self, *, now: bool = False) -> None:
         """Stop reserving and let running jobs finish for up to stop_timeout; a second call,
@@ -160,8 +179,12 @@ class Worker(Leases):
         settler = asyncio.create_task(self.settler.run(), name="conveyor-settle")
         helpers = [
             asyncio.create_task(self._renew_loop(), name="conveyor-renew"),
-            asyncio.create_task(self._prune_loop(), name="conveyor-prune"),
-            asyncio.create_task(self._beat_loop(), name="conveyor-beat"),
+            asyncio.create_task(
+                prune_loop(self.registry, self._queue_names), name="conveyor-prune"
+            ),
+            asyncio.create_task(
+                beat_loop(self._drivers(), self.identity, self.name), name="conveyor-beat"
+            ),
         ]
         if self.schedules:
             scheduler = Scheduler(self.registry, self.schedules, self._stopping)
@@ -183,7 +206,7 @@ class Worker(Leases):
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self.settler.finish(settler, give_up_after=max(self.spec.stop_timeout, 1.0))
-            await self._beat(stopping=True)
+            await beat(self._drivers(), self.identity, self.name, stopping=True)
             self.runner.close()
             log.info("worker %s stopped: %s", self.identity, self.counts)
             await tell(self.registry.hooks, "worker_stopped", self.identity, self._queue_names())
@@ -197,12 +220,16 @@ class Worker(Leases):
         self._groups = groups
         return True
 
+    def _drivers(self) -> list[Driver]:
+        return [driver for driver, _ in self._groups]
+
     def _queue_names(self) -> list[str]:
         return [queue for _, queues in self._groups for queue in queues]
 
     async def _reserve_loop(self) -> None:
         failures = 0
         while not self._stopping.is_set():
+            self._start_waiting()
             if not self._has_room() and not self._rescued:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -230,15 +257,20 @@ class Worker(Leases):
         of the slots while there is a backlog, so a busy worker reserves in batches."""
         if self._alone is not None:
             return False  # nothing runs beside a job marked alone
-        free = self.spec.concurrency - len(self._running)
         wanted = max(1, self.spec.concurrency // 4) if self._backlog else 1
-        return free >= wanted
+        return self._room() >= wanted
+
+    def _room(self) -> int:
+        """How many jobs to reserve now: the free slots, and while a backlog of short jobs
+        lasts, as many more as prefetch allows (see the module docstring)."""
+        short = self._backlog and self._job_time < PREFETCH_BELOW
+        return self.spec.concurrency + (self._prefetch if short else 0) - len(self._running)
 
     async def _reserve(self) -> int:
         """Reserve as many jobs as there are free slots, from each driver in turn; start them."""
         started = 0
         for driver, all_queues in self._groups:
-            free = self.spec.concurrency - len(self._running)
+            free = self._room()
             if free <= 0:
                 break
             queues = await self._unpaused(driver, all_queues)
@@ -248,15 +280,18 @@ class Worker(Leases):
             for extra in jobs[free:]:
                 # More than asked (a driver that retried a reserve whose reply was lost): run
                 # no more than the slots allow, and give the rest back at once.
-                self.settler.add(_given_back(extra, driver))
+                self.settler.add(given_back(extra, driver))
             jobs = jobs[:free]
             self._backlog = len(jobs) == free
             for job in jobs:
                 if job.rescued:
                     self._hold(job, driver)
                 else:
-                    self._start(job, driver)
+                    held = Held(job, driver)
+                    self._running[job.id] = held
+                    self._waiting.append(held)
             started += len(jobs)
+            self._start_waiting()
         return started
 
     async def _unpaused(self, driver: Driver, queues: list[str]) -> list[str]:
@@ -332,11 +367,12 @@ class Worker(Leases):
 
     async def _drain(self) -> None:
         """After a stop: give running jobs stop_timeout to finish, then cancel and release them.
-        Rescued jobs held to run alone are released at once."""
-        for held in self._rescued:
+        Jobs held and not started (rescued or prefetched) are released at once."""
+        for held in (*self._rescued, *self._waiting):
             if self._running.pop(held.job.id, None) is held:
-                self.settler.add(_given_back(held.job, held.driver))
+                self.settler.add(given_back(held.job, held.driver))
         self._rescued.clear()
+        self._waiting.clear()
         tasks = [running.task for running in self._running.values() if running.task]
         if tasks and not self._force.is_set():
             log.info(
@@ -374,25 +410,35 @@ class Worker(Leases):
 
     # -- executing one job -------------------------------------------------------------------
 
-    def _start(self, job: JobInfo, driver: Driver) -> None:
-        running = Held(job, driver)
-        self._running[job.id] = running
-        self._launch(running)
+    def _start_waiting(self) -> None:
+        """Start reserved jobs while slots are free: none while a rescued job waits to run
+        alone or runs, or once stopping."""
+        while self._waiting and self._active < self.spec.concurrency:
+            if self._rescued or self._alone is not None or self._stopping.is_set():
+                return
+            held = self._waiting.popleft()
+            if self._running.get(held.job.id) is held:  # not lost or cancelled while it waited
+                self._launch(held)
 
     def _launch(self, running: Held) -> None:
+        self._active += 1
+        running.started = time.monotonic()
         running.task = asyncio.create_task(self._execute(running))
         running.task.add_done_callback(functools.partial(self._finished, running.job.id, running))
 
     def _finished(self, job_id: str, running: Held, task: asyncio.Task[None]) -> None:
+        self._active -= 1
+        self._job_time += (time.monotonic() - running.started - self._job_time) / 16
         if task.cancelled() and running.cancel_reason != "lost":
             # Cancelled before its first step (a stop right after the reserve): _execute never
             # ran, so give the job back here, or it stays reserved until its lease runs out.
             self._released.append(running.job.id)
-            self.settler.add(_given_back(running.job, running.driver))
+            self.settler.add(given_back(running.job, running.driver))
         if self._running.get(job_id) is running:
             del self._running[job_id]
         if self._alone is running:
             self._alone = None
+        self._start_waiting()
         self._slot_freed.set()
 
     async def _execute(self, running: Held) -> None:
@@ -420,37 +466,11 @@ class Worker(Leases):
                 self._left.append(job.id)
                 return
             self._released.append(job.id)
-            outcome = _given_back(job, driver)
+            outcome = given_back(job, driver)
         except Exception as exc:  # a fault of conveyor's own: never leave the job unsettled
             log.exception("job %s: internal error while running it", job.id)
             outcome = Outcome("release", job, driver, error_info(exc), delay=1.0)
         self.settler.add(outcome)
-
-    # -- presence and retention -------------------------------------------------------------
-
-    async def _beat_loop(self) -> None:
-        """Say this process is alive every HEARTBEAT_EVERY seconds, to every backend it uses
-        (`conveyor list` shows who is)."""
-        while True:
-            await self._beat()
-            await asyncio.sleep(HEARTBEAT_EVERY)
-
-    async def _beat(self, *, stopping: bool = False) -> None:
-        for driver, _ in self._groups:
-            try:
-                async with asyncio.timeout(HEARTBEAT_EVERY):
-                    await driver.beat(self.identity, self.name, stopping=stopping)
-            except Exception as exc:  # a DriverError, a deadline: the next beat tries again
-                log.debug("could not say worker %s is alive (%s)", self.identity, exc)
-
-    async def _prune_loop(self) -> None:
-        while True:
-            for queue in self._queue_names():
-                try:
-                    await self.registry.prune(queue)
-                except DriverError as exc:
-                    log.warning("could not prune queue %s (%s)", queue, exc)
-            await asyncio.sleep(PRUNE_EVERY)
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -483,10 +503,3 @@ async def _first_of(*waits: Awaitable[Any]) -> Exception | None:
         await asyncio.gather(*tasks, return_exceptions=True)
     errors = [task.exception() for task in done if not task.cancelled()]
     return next((error for error in errors if isinstance(error, Exception)), None)
-
-
-def _given_back(job: JobInfo, driver: Driver) -> Outcome:
-    """Release a job stopped before it could finish (a stop, a reserve returning too many),
-    with its attempt given back: the job did not fail. Not a rescued job's: its reserve did
-    not charge the attempt the first time, and a later one charged a death, which stands."""
-    return Outcome("release", job, driver, count_attempt=job.rescued > 0)

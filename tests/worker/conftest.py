@@ -44,6 +44,7 @@ class App:
         lease: float = 30.0,
         stop_timeout: float = 5.0,
         poll_interval: float = 0.05,
+        prefetch: int | None = None,
         **queue_options: Any,
     ) -> Registry:
         """A registry with queue "q" served by worker "w" on this test's storage."""
@@ -55,6 +56,7 @@ class App:
             lease=lease,
             stop_timeout=stop_timeout,
             poll_interval=poll_interval,
+            prefetch=prefetch,
         )
         self.registries.append(registry)
         return registry

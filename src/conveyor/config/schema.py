@@ -185,6 +185,7 @@ RETENTION = Kind(
 RETRY_DELAY = Kind(
     "duration or backoff table", _retry_delay_toml, duration.parse, _show_retry_delay
 )
+PREFETCH = Kind("whole number", _same, _whole, lambda v: "its concurrency" if v is None else str(v))
 META = Kind("table", _same, _meta_text, lambda value: json.dumps(value, sort_keys=True))
 
 _RETRY_SEED = Seed("QUEUE_MAX_ATTEMPTS", _attempts, "total attempts: retry is this minus 1")
@@ -223,6 +224,8 @@ KEYS: tuple[Key, ...] = (
         "how long a reserved job is held; renewed every lease/2 while it runs"),
     Key("worker", "stop_timeout", DURATION, DEFAULT_STOP_TIMEOUT,
         "how long a stop waits for running jobs before releasing them"),
+    Key("worker", "prefetch", PREFETCH, None,
+        "jobs held reserved beyond concurrency while jobs are short (0: none)"),
     Key("driver", "url", DRIVER, None,
         "the driver's URL; any other key of the section is added to it as a URL option"),
 )  # fmt: skip
@@ -283,7 +286,8 @@ def reference() -> str:
             names = [f"`{env_name(key, '<NAME>', shown=True)}`"] + [
                 f"`{seed.env}` ({seed.doc})" for seed in key.seeds
             ]
-            shown = "(required)" if key.default is None else key.kind.show(key.default)
+            required = key.default is None and key.scope == "driver"
+            shown = "(required)" if required else key.kind.show(key.default)
             shown = f"the conveyor-wide {key.name}" if key.inherits else shown or "(none)"
             out.append(
                 f"| `{key.name}` | {', '.join(names)} | {key.kind.name} | {shown} | {key.doc} |"
