@@ -5,11 +5,10 @@ task settles finished jobs in batches (settle.py), one renews the leases of runn
 lease/2, and one prunes finished jobs past their queue's retention. No storage code lives
 here: every change to a job goes through its queue's driver.
 
-Prefetch: while a backlog of short jobs lasts (they took under PREFETCH_BELOW on average
-lately), the worker also holds up to `prefetch` jobs reserved beyond its concurrency, so a
-freed slot starts the next job at once instead of one reserve's round trip later. Long jobs
-are never held back that way from a worker that could start them now. Held jobs' leases are
-renewed like running ones', and a stop gives them back at once.
+Prefetch: while a backlog of short jobs (under PREFETCH_BELOW on average lately) lasts, the
+worker holds up to `prefetch` more jobs reserved than it runs, so a freed slot starts the next
+at once, not a reserve's round trip later; long jobs are never held back so. Held jobs' leases
+are renewed, a stop gives them back at once. None on amqp: it prefetches at the broker.
 
 A job rescued from a worker that died (`rescued` > 0) runs alone: the worker finishes what it
 runs, marks the rescued job `alone` in storage, runs it with nothing beside it, and reserves
@@ -38,7 +37,6 @@ from conveyor.attempt import Outcome, Runner, cancelled, error_info, given_back
 from conveyor.drivers.base import Driver, WorkerCounts
 from conveyor.errors import DriverError
 from conveyor.hooks import started, tell
-from conveyor.job import JobInfo
 from conveyor.lease import Held, Leases
 from conveyor.schedule import Scheduler
 from conveyor.settle import STATS_EVERY, Settler
@@ -218,6 +216,10 @@ class Worker(Leases):
             log.info("worker %s stopped during start-up", self.identity)
             return False
         self._groups = groups
+        if not all(driver.capabilities.timed_leases for driver, _ in groups):
+            # amqp prefetches at the broker, and a broker's prefetch never comes down: held
+            # here too, short jobs' deliveries would wait behind long jobs later.
+            self._prefetch = 0
         return True
 
     def _drivers(self) -> list[Driver]:
@@ -284,12 +286,11 @@ class Worker(Leases):
             jobs = jobs[:free]
             self._backlog = len(jobs) == free
             for job in jobs:
-                if job.rescued:
-                    self._hold(job, driver)
-                else:
-                    held = Held(job, driver)
-                    self._running[job.id] = held
-                    self._waiting.append(held)
+                # Held (its lease renewed, its slot taken) until a slot is free, or for a
+                # rescued job, until it can run alone.
+                held = Held(job, driver)
+                self._running[job.id] = held
+                (self._rescued if job.rescued else self._waiting).append(held)
             started += len(jobs)
             self._start_waiting()
         return started
@@ -305,12 +306,6 @@ class Worker(Leases):
             self._paused.update(await driver.paused(queues))
             self._paused_due[id(driver)] = now + self.spec.poll_interval
         return [queue for queue in queues if queue not in self._paused]
-
-    def _hold(self, job: JobInfo, driver: Driver) -> None:
-        """Keep a rescued job (its lease renewed, its slot taken) until it can run alone."""
-        held = Held(job, driver)
-        self._running[job.id] = held
-        self._rescued.append(held)
 
     async def _run_rescued(self) -> None:
         """Run held rescued jobs one at a time, each once nothing else runs: if the worker

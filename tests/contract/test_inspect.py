@@ -41,6 +41,9 @@ async def test_counts_every_state(driver: Driver) -> None:
     counts = await driver.counts(["q"])
 
     assert counts == {"q": QueueCounts(pending=2, delayed=1, reserved=1, succeeded=1, failed=1)}
+    states = ("pending", "delayed", "reserved", "succeeded", "failed", "cancelled")
+    # Plain ints, as JSON and arithmetic take them (MySQL's sums are DECIMAL).
+    assert [type(getattr(counts["q"], state)) for state in states] == [int] * len(states)
     age = counts["q"].oldest_pending_age
     assert age is not None and 0 <= age < 10
 

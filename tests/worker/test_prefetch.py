@@ -57,7 +57,10 @@ async def test_a_backlog_of_short_jobs_is_held_ahead_but_never_run_past_concurre
     assert stopped.clean
     assert sorted(seen.ran) == list(range(300))
     assert seen.running == 4
-    assert 0 < seen.waiting <= 6
+    if (await registry.driver_of("q")).capabilities.timed_leases:
+        assert 0 < seen.waiting <= 6
+    else:  # amqp prefetches at the broker: the worker holds nothing more
+        assert seen.waiting == 0
 
 
 @pytest.mark.parametrize(("prefetch", "sleep"), [(None, PREFETCH_BELOW * 1.5), (0, 0.0)])

@@ -32,7 +32,7 @@ class SqlReading:
         rows = await self._fetch("counts", {"queues": json_text(list(tally))})
         ages: dict[str, float] = {}
         for row in rows:
-            tally[row["queue"]][row["state"]] = row["count"]
+            tally[row["queue"]][row["state"]] = int(row["count"])  # MySQL sums are DECIMAL
             if row["state"] == "pending":
                 ages[row["queue"]] = max(0.0, float(row["age"]))
         return {queue: queue_counts(by_state, ages.get(queue)) for queue, by_state in tally.items()}
