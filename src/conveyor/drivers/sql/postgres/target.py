@@ -46,11 +46,16 @@ class Target:
         self.timeout = timeout
         try:
             params = conninfo_to_dict(conninfo)
-        except psycopg.Error as error:
+        except (psycopg.Error, UnicodeDecodeError) as error:
+            why = (
+                "a %-escape in it is not UTF-8 text: write a literal % as %25"
+                if isinstance(error, UnicodeDecodeError)
+                else self.location.scrub(str(error))
+            )
             raise ConfigError(
-                f"bad PostgreSQL connection settings {self.shown!r}"
-                f" ({self.location.scrub(str(error))}): {_URL_HELP}, with only libpq's"
-                " parameters after '?' (sslmode=..., connect_timeout=..., application_name=...)"
+                f"bad PostgreSQL connection settings {self.shown!r} ({why}): {_URL_HELP},"
+                " with only libpq's parameters after '?' (sslmode=..., connect_timeout=...,"
+                " application_name=...)"
             ) from None
         password = params.get("password")
         self.location = self.location.with_secret(str(password) if password else None)
