@@ -144,11 +144,9 @@ def worker_spec(
     prefetch: int | None = None,
 ) -> WorkerSpec:
     """A checked WorkerSpec."""
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+    if not _whole(concurrency, 1):
         raise RegistryError(f"worker {name!r}: concurrency must be a whole number >= 1")
-    if prefetch is not None and (
-        isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0
-    ):
+    if prefetch is not None and not _whole(prefetch, 0):
         raise RegistryError(
             f"worker {name!r}: prefetch must be a whole number >= 0 (0 turns it off)"
         )
@@ -160,3 +158,8 @@ def worker_spec(
         stop_timeout=seconds(stop_timeout, f"worker {name!r} stop_timeout", zero_ok=True),
         prefetch=prefetch,
     )
+
+
+def _whole(value: object, least: int) -> bool:
+    """True for an int (not a bool) of at least `least`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least

@@ -82,6 +82,8 @@ class Key:
     #: A queue key that falls back to the conveyor-wide key of the same name.
     inherits: bool = False
     seeds: tuple[Seed, ...] = ()
+    #: A key with no default: its section means nothing without it.
+    required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +229,8 @@ KEYS: tuple[Key, ...] = (
     Key("worker", "prefetch", PREFETCH, None,
         "jobs held reserved beyond concurrency while jobs are short (0: none)"),
     Key("driver", "url", DRIVER, None,
-        "the driver's URL; any other key of the section is added to it as a URL option"),
+        "the driver's URL; any other key of the section is added to it as a URL option",
+        required=True),
 )  # fmt: skip
 
 #: Keys by scope, then by TOML key.
@@ -286,8 +289,7 @@ def reference() -> str:
             names = [f"`{env_name(key, '<NAME>', shown=True)}`"] + [
                 f"`{seed.env}` ({seed.doc})" for seed in key.seeds
             ]
-            required = key.default is None and key.scope == "driver"
-            shown = "(required)" if required else key.kind.show(key.default)
+            shown = "(required)" if key.required else key.kind.show(key.default)
             shown = f"the conveyor-wide {key.name}" if key.inherits else shown or "(none)"
             out.append(
                 f"| `{key.name}` | {', '.join(names)} | {key.kind.name} | {shown} | {key.doc} |"
