@@ -1,10 +1,11 @@
 """Load a dialect's SQL: named blocks from its `queries.sql`, numbered files from `migrations/`.
 
 A block starts with `-- name: <method>` and a one-line `-- <description>`; its SQL runs to the
-next block. Table names are written `{prefix}jobs` and filled in here, once per driver, and so
-is `{now}`: the dialect's clock, the expression in its block named `now`, so that every time
-a statement stores or compares is the database's (see drivers/base.py, "One clock"), and
-`{job_columns}`: the columns of a job row that rows.job_info reads, the same in every dialect.
+next block, and its whole-line comments are dropped. Table names are written `{prefix}jobs`
+and filled in here, once per driver, and so is `{now}`: the dialect's clock, the expression in
+its block named `now`, so that every time a statement stores or compares is the database's
+(see drivers/base.py, "One clock"), and `{job_columns}`: the columns of a job row that
+rows.job_info reads, the same in every dialect.
 """
 
 from __future__ import annotations
@@ -87,13 +88,19 @@ def load_migrations(package: str, prefix: str) -> list[Migration]:
 def _read_blocks(package: str) -> tuple[tuple[str, str, str], ...]:
     text = resources.files(package).joinpath("queries.sql").read_text(encoding="utf-8")
     blocks = tuple(
-        (name, description, sql.strip().rstrip(";"))
+        (name, description, _uncommented(sql).strip().rstrip(";"))
         for name, description, sql in _BLOCK.findall(text)
     )
     names = [block[0] for block in blocks]
     if len(set(names)) != len(names) or len(names) != text.count("-- name:"):
         raise ValueError(f"{package}/queries.sql has a duplicate or malformed '-- name:' block")
     return blocks
+
+
+def _uncommented(sql: str) -> str:
+    """`sql` without its whole-line comments: they stay in queries.sql for people to read, but
+    are not sent with every statement, nor pasted into the middle of one with `{now}`."""
+    return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
 
 
 @functools.cache
