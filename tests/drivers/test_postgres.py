@@ -207,6 +207,52 @@ async def test_registry_push_many_streams_each_chunk_all_or_none(
     assert [json.loads(job.payload)["n"] for job in reserved] == [*range(2_000), *range(3_500)]
 
 
+async def planner_rows(prefix: str) -> float:
+    """What pg_class says the jobs table holds (the planner's count)."""
+    [row] = await sql("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", f"{prefix}jobs")
+    return float(row["reltuples"])
+
+
+async def test_a_full_reserve_gets_a_table_counted_near_empty_counted_again(
+    drivers: Drivers[PostgresDriver], prefix: str
+) -> None:
+    """After a burst into a drained queue the planner's count says a row or two; reserves then
+    planned for that took 30-130 ms each (statistics.py). The first full reserve has the table
+    counted again, in the background, and only once every CHECK_EVERY seconds."""
+    driver = await drivers.open()
+    await driver.push(make_job())
+    await sql(f"VACUUM ANALYZE {prefix}jobs")  # counted with one job, as once a queue drained
+    await driver.push_many([make_job() for _ in range(300)])
+    assert await planner_rows(prefix) == 1
+
+    assert len(await driver.reserve(["q"], 100, 30.0, "w")) == 100
+
+    async def counted() -> bool:
+        return await planner_rows(prefix) >= 100
+
+    await eventually(counted)
+    # Counted near empty once more: no second check within CHECK_EVERY.
+    await sql(f"DELETE FROM {prefix}jobs")
+    await driver.push(make_job())
+    await sql(f"VACUUM ANALYZE {prefix}jobs")
+    await driver.push_many([make_job() for _ in range(300)])
+    assert len(await driver.reserve(["q"], 100, 30.0, "w")) == 100
+    await asyncio.sleep(0.5)
+    assert await planner_rows(prefix) == 1
+
+
+async def test_a_reserve_short_of_its_batch_leaves_the_count_alone(
+    drivers: Drivers[PostgresDriver], prefix: str
+) -> None:
+    driver = await drivers.open()
+    await driver.push(make_job())
+    await sql(f"VACUUM ANALYZE {prefix}jobs")
+    await driver.push_many([make_job() for _ in range(50)])
+    assert len(await driver.reserve(["q"], 100, 30.0, "w")) == 51
+    await asyncio.sleep(0.5)
+    assert await planner_rows(prefix) == 1
+
+
 async def test_wait_ignores_pushes_to_other_queues(drivers: Drivers[PostgresDriver]) -> None:
     waiting, pushing = await drivers.open(), await drivers.open()
     waiter = await idle_wait(waiting, ["q"], 0.5)

@@ -51,6 +51,7 @@ from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.postgres.connection import PostgresConnection
 from conveyor.drivers.sql.postgres.copy import copy_heads, copy_text
 from conveyor.drivers.sql.postgres.listener import Listener
+from conveyor.drivers.sql.postgres.statistics import Statistics
 from conveyor.drivers.sql.postgres.target import Target
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.rows import any_unique, job_ids, job_queues, json_text, push_item
@@ -132,6 +133,7 @@ class PostgresDriver(SqlDriver):
         self.target = target
         # The channel is named after the jobs table, so each prefix has its own.
         self._listener = Listener(target, f"{prefix}jobs")
+        self._statistics = Statistics(self._fetch, self._execute)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresDriver:
@@ -146,6 +148,7 @@ class PostgresDriver(SqlDriver):
     async def close(self) -> None:
         """Stop listening and close the pool; jobs stay stored."""
         await self._listener.stop()
+        await self._statistics.close()
         await super().close()
 
     async def reserve(
@@ -157,7 +160,9 @@ class PostgresDriver(SqlDriver):
         # a push. (If it cannot listen, the reserve goes ahead all the same: `wait` polls.)
         await self._listener.start()
         self._listener.clear(queues)
-        return await super().reserve(queues, limit, lease, worker)
+        jobs = await super().reserve(queues, limit, lease, worker)
+        self._statistics.reserved(len(jobs), limit)
+        return jobs
 
     async def push_stream(self, parts: AsyncIterable[Sequence[NewJob]]) -> list[str]:
         """Each part COPYed as it comes, all in one transaction (`_copy`): the server stores a

@@ -232,6 +232,14 @@ RETURNING job.id, job.queue, job.name, job.payload, job.state, job.attempt, job.
     job.rescued, job.alone, job.reserved_at, job.lease_expires_at, job.result, job.cancel,
     {now} AS now;
 
+-- name: planner_rows
+-- The planner's count of rows in the jobs table (pg_class.reltuples; -1 if never counted).
+SELECT reltuples::float8 AS rows FROM pg_class WHERE oid = '{prefix}jobs'::regclass;
+
+-- name: analyze
+-- Count the jobs table again for the planner (statistics.py: after a burst into a drained queue).
+ANALYZE {prefix}jobs;
+
 -- name: renew
 -- Extend the leases of the jobs in items ([id, token]) still reserved under their token;
 -- with alone = 1, also mark them as running alone (never unmarked here).
