@@ -213,6 +213,14 @@ async def planner_rows(prefix: str) -> float:
     return float(row["reltuples"])
 
 
+async def burst_after_a_near_empty_count(driver: PostgresDriver, prefix: str, jobs: int) -> None:
+    """One job pushed and the table counted with it, as once a queue drained; then `jobs` more."""
+    await driver.push(make_job())
+    await sql(f"VACUUM ANALYZE {prefix}jobs")
+    await driver.push_many([make_job() for _ in range(jobs)])
+    assert await planner_rows(prefix) == 1
+
+
 async def test_a_full_reserve_gets_a_table_counted_near_empty_counted_again(
     drivers: Drivers[PostgresDriver], prefix: str
 ) -> None:
@@ -220,11 +228,7 @@ async def test_a_full_reserve_gets_a_table_counted_near_empty_counted_again(
     planned for that took 30-130 ms each (statistics.py). The first full reserve has the table
     counted again, in the background, and only once every CHECK_EVERY seconds."""
     driver = await drivers.open()
-    await driver.push(make_job())
-    await sql(f"VACUUM ANALYZE {prefix}jobs")  # counted with one job, as once a queue drained
-    await driver.push_many([make_job() for _ in range(300)])
-    assert await planner_rows(prefix) == 1
-
+    await burst_after_a_near_empty_count(driver, prefix, 300)
     assert len(await driver.reserve(["q"], 100, 30.0, "w")) == 100
 
     async def counted() -> bool:
@@ -233,9 +237,7 @@ async def test_a_full_reserve_gets_a_table_counted_near_empty_counted_again(
     await eventually(counted)
     # Counted near empty once more: no second check within CHECK_EVERY.
     await sql(f"DELETE FROM {prefix}jobs")
-    await driver.push(make_job())
-    await sql(f"VACUUM ANALYZE {prefix}jobs")
-    await driver.push_many([make_job() for _ in range(300)])
+    await burst_after_a_near_empty_count(driver, prefix, 300)
     assert len(await driver.reserve(["q"], 100, 30.0, "w")) == 100
     await asyncio.sleep(0.5)
     assert await planner_rows(prefix) == 1
@@ -245,9 +247,7 @@ async def test_a_reserve_short_of_its_batch_leaves_the_count_alone(
     drivers: Drivers[PostgresDriver], prefix: str
 ) -> None:
     driver = await drivers.open()
-    await driver.push(make_job())
-    await sql(f"VACUUM ANALYZE {prefix}jobs")
-    await driver.push_many([make_job() for _ in range(50)])
+    await burst_after_a_near_empty_count(driver, prefix, 50)
     assert len(await driver.reserve(["q"], 100, 30.0, "w")) == 51
     await asyncio.sleep(0.5)
     assert await planner_rows(prefix) == 1
