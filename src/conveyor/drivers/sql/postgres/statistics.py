@@ -80,5 +80,5 @@ class Statistics:
                     counted, taken,
                 )  # fmt: skip
                 await self._execute("analyze", {})
-        except DriverError as error:
+        except (DriverError, ValueError, KeyError) as error:  # no row, or not a number
             log.warning("could not check the jobs table's statistics: %s", error)
