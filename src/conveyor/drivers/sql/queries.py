@@ -88,7 +88,7 @@ def load_migrations(package: str, prefix: str) -> list[Migration]:
 def _read_blocks(package: str) -> tuple[tuple[str, str, str], ...]:
     text = resources.files(package).joinpath("queries.sql").read_text(encoding="utf-8")
     blocks = tuple(
-        (name, description, _uncommented(sql).strip().rstrip(";"))
+        (name, description, uncommented(sql).strip().rstrip(";"))
         for name, description, sql in _BLOCK.findall(text)
     )
     names = [block[0] for block in blocks]
@@ -97,9 +97,9 @@ def _read_blocks(package: str) -> tuple[tuple[str, str, str], ...]:
     return blocks
 
 
-def _uncommented(sql: str) -> str:
-    """`sql` without its whole-line comments: they stay in queries.sql for people to read, but
-    are not sent with every statement, nor pasted into the middle of one with `{now}`."""
+def uncommented(sql: str) -> str:
+    """`sql` without its whole-line comments: they stay in the .sql files for people to read,
+    but are not sent with every statement, nor pasted into the middle of one with `{now}`."""
     return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
 
 

@@ -50,7 +50,7 @@ from conveyor.drivers.sql.mysql.target import (
     error_code,
     is_lost,
 )
-from conveyor.drivers.sql.queries import Query
+from conveyor.drivers.sql.queries import Query, uncommented
 from conveyor.drivers.sql.shielded import shielded
 from conveyor.errors import ConfigError, DriverError
 
@@ -367,8 +367,7 @@ def _rows(description: Any, values: Any) -> list[Row]:
 @functools.cache
 def _statements(sql: str) -> tuple[str, ...]:
     """The statements of a block: split where ';' ends a line, whole-line comments dropped."""
-    kept = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-    return tuple(part.strip() for part in _STATEMENT_END.split(kept) if part.strip())
+    return tuple(part.strip() for part in _STATEMENT_END.split(uncommented(sql)) if part.strip())
 
 
 def _several(query: Query) -> bool:

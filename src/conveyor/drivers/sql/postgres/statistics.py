@@ -48,7 +48,7 @@ class Statistics:
 
     def reserved(self, taken: int, limit: int) -> None:
         """A reserve took `taken` jobs of the `limit` it asked for."""
-        if taken < limit or taken == 0 or self._task is not None:
+        if taken == 0 or taken < limit or self._task is not None:
             return
         now = time.monotonic()
         if now - self._checked < CHECK_EVERY:
