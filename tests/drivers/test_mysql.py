@@ -681,6 +681,55 @@ async def test_sessions_read_committed_in_strict_mode(drivers: Drivers[MysqlDriv
         await driver.push(make_job(queue="q" * 256))
 
 
+async def test_a_transaction_runs_at_the_isolation_asked_for(
+    drivers: Drivers[MysqlDriver], prefix: str
+) -> None:
+    driver = await drivers.open(pool_size=1)  # both transactions on one connection
+    lock = Query("lock", "", f"SELECT COUNT(*) AS n FROM {prefix}jobs FOR UPDATE")
+    # information_schema.INNODB_TRX is a copy the server makes at most every 0.1 s.
+    pause = Query("pause", "", "DO SLEEP(0.3)")
+    level = Query(
+        "level",
+        "",
+        "SELECT trx_isolation_level AS level FROM information_schema.INNODB_TRX"
+        " WHERE trx_mysql_thread_id = CONNECTION_ID()",
+    )
+
+    async def isolation(tx: SqlTransaction) -> str:
+        await tx.fetch(lock, {})
+        await tx.execute(pause, {})
+        [row] = await tx.fetch(level, {})
+        return str(row["level"])
+
+    asked = await driver._mysql.transaction(isolation, isolation="REPEATABLE READ")
+    after = await driver._mysql.transaction(isolation)
+
+    assert (asked, after) == ("REPEATABLE READ", "READ COMMITTED")
+
+
+async def test_reserves_behind_a_backlog_run_at_repeatable_read(
+    drivers: Drivers[MysqlDriver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = await drivers.open()
+    await driver.push_many([make_job() for _ in range(5)])
+    levels: list[object] = []
+    transaction = driver._mysql.transaction
+
+    async def noted(work: Any, **options: Any) -> Any:
+        levels.append(options.get("isolation"))
+        return await transaction(work, **options)
+
+    monkeypatch.setattr(driver._mysql, "transaction", noted)
+
+    taken = [len(await driver.reserve(["q"], 2, 30.0, "w")) for _ in range(4)]
+
+    # The first reserve knows of no backlog; the second and third follow a full batch; the
+    # fourth follows the third's short one.
+    assert taken == [2, 2, 1, 0]
+    assert levels == ["REPEATABLE READ", "REPEATABLE READ"]
+    assert (await driver.counts(["q"]))["q"].reserved == 5
+
+
 def test_ipv6_hosts_are_shown_in_brackets() -> None:
     driver = MysqlDriver.from_url("mysql://app:pw@[::1]:3307/jobs")
 

@@ -5,7 +5,8 @@ Statements run on connections from an `asyncmy` pool, in autocommit mode and REA
 a single statement is its own transaction, and a block of several statements (see
 queries.sql) or a `transaction` runs inside BEGIN ... COMMIT. READ COMMITTED because
 InnoDB's REPEATABLE READ would keep next-key (gap) locks on every index range a locking read
-scans, so concurrent reserves and settles would deadlock far more often.
+scans, so concurrent reserves and settles would deadlock far more often. A `transaction` may
+ask for another level for itself: the driver's reserves behind a backlog (see MysqlDriver).
 
 A transaction the server chose as a deadlock victim (1213), or that waited too long for a row
 lock (1205), was rolled back whole: it is run again, after a short random pause, up to
@@ -31,7 +32,7 @@ import random
 import re
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import asyncmy
 from asyncmy.connection import Connection
@@ -59,6 +60,9 @@ __all__ = ["ATTEMPTS", "MysqlConnection", "Target"]
 log = logging.getLogger("conveyor.mysql")
 
 T = TypeVar("T")
+
+#: An isolation level a transaction may run at instead of the session's READ COMMITTED.
+Isolation = Literal["REPEATABLE READ", "READ COMMITTED"]
 Work = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
 
 #: The first pause before running a deadlocked transaction again, in seconds; it doubles with
@@ -127,11 +131,14 @@ class MysqlConnection:
         """Run several parameterless statements, such as a migration file."""
         await self._pooled("migration", functools.partial(_script, sql=sql), False)
 
-    async def transaction(self, work: Work[T], *, durable: bool = True) -> T:
+    async def transaction(
+        self, work: Work[T], *, durable: bool = True, isolation: Isolation | None = None
+    ) -> T:
         """Run `work` on one pooled connection inside BEGIN ... COMMIT (ROLLBACK if it raises),
-        again from the start if the server rolled it back for a deadlock. Always durable (the
-        server's innodb_flush_log_at_trx_commit decides)."""
-        return await self._pooled("transaction", work, True)
+        again from the start if the server rolled it back for a deadlock; at `isolation` rather
+        than the session's READ COMMITTED if given. Always durable (the server's
+        innodb_flush_log_at_trx_commit decides)."""
+        return await self._pooled("transaction", work, True, isolation)
 
     async def borrow(self, connection: object, work: Work[T]) -> T:
         """Run `work` on the caller's asyncmy connection, inside whatever transaction the
@@ -174,21 +181,30 @@ class MysqlConnection:
                 " or later (MariaDB 10.8+, MySQL 8.0+)"
             )
 
-    async def _pooled(self, what: str, work: Work[T], in_transaction: bool) -> T:
+    async def _pooled(
+        self, what: str, work: Work[T], in_transaction: bool, isolation: Isolation | None = None
+    ) -> T:
         """Run `work` on a pooled connection, shielded from the caller's cancellation."""
         pool = self._pool
         if pool is None:
             raise DriverError(f"the MySQL driver for {self.target.shown} is closed: call open()")
-        return await shielded(self._attempts(pool, what, work, in_transaction))
+        return await shielded(self._attempts(pool, what, work, in_transaction, isolation))
 
-    async def _attempts(self, pool: Pool, what: str, work: Work[T], in_transaction: bool) -> T:
+    async def _attempts(
+        self,
+        pool: Pool,
+        what: str,
+        work: Work[T],
+        in_transaction: bool,
+        isolation: Isolation | None,
+    ) -> T:
         """Run `work`, again after a deadlock or lock wait timeout (the server rolled the whole
         transaction back, so running it again is safe), and once more on a new connection when
         the first one turns out to be dead."""
         attempt = 1
         while True:
             try:
-                return await self._attempt(pool, what, work, in_transaction)
+                return await self._attempt(pool, what, work, in_transaction, isolation)
             except _Failed as failed:
                 code = error_code(failed.error)
                 if code in RETRIED and attempt < ATTEMPTS:
@@ -198,7 +214,14 @@ class MysqlConnection:
                     raise self.target.error(failed.error, failed.what or what) from failed.error
             attempt += 1
 
-    async def _attempt(self, pool: Pool, what: str, work: Work[T], in_transaction: bool) -> T:
+    async def _attempt(
+        self,
+        pool: Pool,
+        what: str,
+        work: Work[T],
+        in_transaction: bool,
+        isolation: Isolation | None,
+    ) -> T:
         """One run of `work` on one connection, under the call's deadline; the connection is
         closed, not pooled again, if it may be broken or halfway through something."""
         connection = await self._checkout.acquire(pool)
@@ -208,7 +231,9 @@ class MysqlConnection:
         try:
             with deadline:
                 result = await (
-                    _in_transaction(connection, session, work) if in_transaction else work(session)
+                    _in_transaction(connection, session, work, isolation)
+                    if in_transaction
+                    else work(session)
                 )
             healthy = not deadline.expired
             return result
@@ -246,9 +271,15 @@ def _failing(what: str | None) -> Iterator[None]:
         raise _Failed(error, what) from error
 
 
-async def _in_transaction(connection: Connection, session: _Session, work: Work[T]) -> T:
-    """`work` inside BEGIN ... COMMIT, rolled back if anything in it raises."""
+async def _in_transaction(
+    connection: Connection, session: _Session, work: Work[T], isolation: Isolation | None
+) -> T:
+    """`work` inside BEGIN ... COMMIT, rolled back if anything in it raises; at `isolation`,
+    set for this one transaction, if given (the server takes it only before BEGIN)."""
     with _failing("BEGIN"):
+        if isolation is not None:
+            async with connection.cursor(_QuietCursor) as cursor:
+                await cursor.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
         await connection.begin()
     try:
         result = await work(session)
