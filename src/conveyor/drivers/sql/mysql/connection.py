@@ -61,8 +61,10 @@ log = logging.getLogger("conveyor.mysql")
 
 T = TypeVar("T")
 
-#: An isolation level a transaction may run at instead of the session's READ COMMITTED.
-Isolation = Literal["REPEATABLE READ", "READ COMMITTED"]
+#: The isolation levels a transaction may run at: the session's (target.SESSION_SETUP), or
+#: REPEATABLE READ for that one transaction.
+Isolation = Literal["READ COMMITTED", "REPEATABLE READ"]
+SESSION_ISOLATION: Isolation = "READ COMMITTED"
 Work = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
 
 #: The first pause before running a deadlocked transaction again, in seconds; it doubles with
@@ -120,16 +122,16 @@ class MysqlConnection:
     async def fetch(self, query: Query, params: Params) -> list[Row]:
         """Run one block and return the rows of its last statement that returns rows."""
         work = functools.partial(_fetch, query=query, params=params)
-        return await self._pooled(query.name, work, _several(query))
+        return await self._pooled(query.name, work, _isolation(query))
 
     async def execute(self, query: Query, params: Params) -> int:
         """Run one block and return how many rows its last statement changed."""
         work = functools.partial(_execute, query=query, params=params)
-        return await self._pooled(query.name, work, _several(query))
+        return await self._pooled(query.name, work, _isolation(query))
 
     async def script(self, sql: str) -> None:
         """Run several parameterless statements, such as a migration file."""
-        await self._pooled("migration", functools.partial(_script, sql=sql), False)
+        await self._pooled("migration", functools.partial(_script, sql=sql), None)
 
     async def transaction(
         self, work: Work[T], *, durable: bool = True, isolation: Isolation | None = None
@@ -138,7 +140,7 @@ class MysqlConnection:
         again from the start if the server rolled it back for a deadlock; at `isolation` rather
         than the session's READ COMMITTED if given. Always durable (the server's
         innodb_flush_log_at_trx_commit decides)."""
-        return await self._pooled("transaction", work, True, isolation)
+        return await self._pooled("transaction", work, isolation or SESSION_ISOLATION)
 
     async def borrow(self, connection: object, work: Work[T]) -> T:
         """Run `work` on the caller's asyncmy connection, inside whatever transaction the
@@ -181,22 +183,16 @@ class MysqlConnection:
                 " or later (MariaDB 10.8+, MySQL 8.0+)"
             )
 
-    async def _pooled(
-        self, what: str, work: Work[T], in_transaction: bool, isolation: Isolation | None = None
-    ) -> T:
-        """Run `work` on a pooled connection, shielded from the caller's cancellation."""
+    async def _pooled(self, what: str, work: Work[T], isolation: Isolation | None) -> T:
+        """Run `work` on a pooled connection, shielded from the caller's cancellation: each
+        statement its own transaction with `isolation` None, else all in one at that level."""
         pool = self._pool
         if pool is None:
             raise DriverError(f"the MySQL driver for {self.target.shown} is closed: call open()")
-        return await shielded(self._attempts(pool, what, work, in_transaction, isolation))
+        return await shielded(self._attempts(pool, what, work, isolation))
 
     async def _attempts(
-        self,
-        pool: Pool,
-        what: str,
-        work: Work[T],
-        in_transaction: bool,
-        isolation: Isolation | None,
+        self, pool: Pool, what: str, work: Work[T], isolation: Isolation | None
     ) -> T:
         """Run `work`, again after a deadlock or lock wait timeout (the server rolled the whole
         transaction back, so running it again is safe), and once more on a new connection when
@@ -204,7 +200,7 @@ class MysqlConnection:
         attempt = 1
         while True:
             try:
-                return await self._attempt(pool, what, work, in_transaction, isolation)
+                return await self._attempt(pool, what, work, isolation)
             except _Failed as failed:
                 code = error_code(failed.error)
                 if code in RETRIED and attempt < ATTEMPTS:
@@ -215,12 +211,7 @@ class MysqlConnection:
             attempt += 1
 
     async def _attempt(
-        self,
-        pool: Pool,
-        what: str,
-        work: Work[T],
-        in_transaction: bool,
-        isolation: Isolation | None,
+        self, pool: Pool, what: str, work: Work[T], isolation: Isolation | None
     ) -> T:
         """One run of `work` on one connection, under the call's deadline; the connection is
         closed, not pooled again, if it may be broken or halfway through something."""
@@ -231,9 +222,9 @@ class MysqlConnection:
         try:
             with deadline:
                 result = await (
-                    _in_transaction(connection, session, work, isolation)
-                    if in_transaction
-                    else work(session)
+                    work(session)
+                    if isolation is None
+                    else _in_transaction(connection, session, work, isolation)
                 )
             healthy = not deadline.expired
             return result
@@ -272,12 +263,12 @@ def _failing(what: str | None) -> Iterator[None]:
 
 
 async def _in_transaction(
-    connection: Connection, session: _Session, work: Work[T], isolation: Isolation | None
+    connection: Connection, session: _Session, work: Work[T], isolation: Isolation
 ) -> T:
-    """`work` inside BEGIN ... COMMIT, rolled back if anything in it raises; at `isolation`,
-    set for this one transaction, if given (the server takes it only before BEGIN)."""
+    """`work` inside BEGIN ... COMMIT, rolled back if anything in it raises, at `isolation`:
+    set for this one transaction if not the session's (the server takes it only before BEGIN)."""
     with _failing("BEGIN"):
-        if isolation is not None:
+        if isolation != SESSION_ISOLATION:
             async with connection.cursor(_QuietCursor) as cursor:
                 await cursor.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
         await connection.begin()
@@ -401,9 +392,10 @@ def _statements(sql: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in _STATEMENT_END.split(uncommented(sql)) if part.strip())
 
 
-def _several(query: Query) -> bool:
-    """Whether a block holds more than one statement, and so needs a transaction."""
-    return len(_statements(query.sql)) > 1
+def _isolation(query: Query) -> Isolation | None:
+    """None for a block of one statement, its own transaction; else the session's level, for
+    the transaction a block of several needs."""
+    return SESSION_ISOLATION if len(_statements(query.sql)) > 1 else None
 
 
 def _server_version(text: str) -> tuple[str, tuple[int, ...]]:
