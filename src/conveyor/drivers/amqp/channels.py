@@ -40,6 +40,12 @@ URL_ENV = "CONVEYOR_AMQP_URL"
 BROWSE_LIMIT = 100_000
 #: The largest prefetch count AMQP can express.
 MAX_PREFETCH = 65_535
+
+#: How long a reserve that found nothing waits for a delivery while the queue holds messages
+#: ready (see AmqpChannels._catch_up), and how often it looks meanwhile.
+CATCH_UP = 0.25
+CATCH_UP_STEP = 0.001
+
 #: Marks in `_declared` for the shared exchanges, beside the conveyor queues declared.
 DELIVER = ""
 DELAYS = "\x00delays"
@@ -254,10 +260,24 @@ class AmqpChannels(LocalWorkerRecords):
 
     async def _catch_up(self, queue: str, intake: AbstractChannel) -> None:
         """Return once every message the queue sent the intake channel so far is in `_ready`:
-        the queue answers a declare after the deliveries it sent before it, in order."""
+        the queue answers a declare after the deliveries it sent before it, in order.
+
+        Not always the delivery an ack makes room for: the broker frees a consumer's prefetch
+        in a process of its own, and the declare's answer can overtake that delivery (seen
+        under load: a reserve right after an ack found nothing while the queue held jobs). So
+        while none has come and the queue still holds messages ready, wait for one, up to
+        CATCH_UP seconds (another consumer may take them)."""
         with self._edge("a reserve"):
-            await intake.queue_declare(self.names.work(queue), passive=True, timeout=self.timeout)
+            declared = await intake.queue_declare(
+                self.names.work(queue), passive=True, timeout=self.timeout
+            )
         await asyncio.sleep(0)  # the receivers of those deliveries run first
+        if not declared.message_count:
+            return
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + min(CATCH_UP, self.timeout)
+        while not self._ready.get(queue) and loop.time() < give_up:
+            await asyncio.sleep(CATCH_UP_STEP)
 
     def _ready_count(self, queue: str) -> int:
         return len(self._ready.get(queue, ()))
