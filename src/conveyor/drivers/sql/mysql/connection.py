@@ -32,7 +32,7 @@ import random
 import re
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import asyncmy
 from asyncmy.connection import Connection
@@ -47,6 +47,8 @@ from conveyor.drivers.sql.mysql.checkout import Checkout, abort
 from conveyor.drivers.sql.mysql.target import (
     ATTEMPTS,
     RETRIED,
+    SESSION_ISOLATION,
+    Isolation,
     Target,
     error_code,
     is_lost,
@@ -60,11 +62,6 @@ __all__ = ["ATTEMPTS", "MysqlConnection", "Target"]
 log = logging.getLogger("conveyor.mysql")
 
 T = TypeVar("T")
-
-#: The isolation levels a transaction may run at: the session's (target.SESSION_SETUP), or
-#: REPEATABLE READ for that one transaction.
-Isolation = Literal["READ COMMITTED", "REPEATABLE READ"]
-SESSION_ISOLATION: Isolation = "READ COMMITTED"
 Work = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
 
 #: The first pause before running a deadlocked transaction again, in seconds; it doubles with

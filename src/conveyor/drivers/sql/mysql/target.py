@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import asyncmy
 from asyncmy.errors import MySQLError
@@ -18,7 +18,8 @@ from conveyor.drivers.sql.deadline import TIMEOUT, Deadline
 from conveyor.errors import BackendUnavailableError, DriverError
 
 __all__ = [
-    "ATTEMPTS", "LOST", "RETRIED", "SESSION_SETUP", "SQL_MODE", "Target", "error_code", "is_lost",
+    "ATTEMPTS", "LOST", "RETRIED", "SESSION_ISOLATION", "SESSION_SETUP", "SQL_MODE", "Isolation",
+    "Target", "error_code", "is_lost",
 ]  # fmt: skip
 
 log = logging.getLogger("conveyor.mysql")
@@ -29,8 +30,13 @@ log = logging.getLogger("conveyor.mysql")
 #: the victim six times in a row.
 ATTEMPTS = 8
 
-#: What every pooled connection runs first: see the module docstring for READ COMMITTED.
-SESSION_SETUP = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+#: The isolation levels a transaction may run at: the session's, or REPEATABLE READ asked for
+#: one transaction (see connection.py's module docstring for READ COMMITTED).
+Isolation = Literal["READ COMMITTED", "REPEATABLE READ"]
+SESSION_ISOLATION: Isolation = "READ COMMITTED"
+
+#: What every pooled connection runs first.
+SESSION_SETUP = f"SET SESSION TRANSACTION ISOLATION LEVEL {SESSION_ISOLATION}"
 
 #: The session's sql_mode: strict, so a value too long for its column is an error rather than
 #: silently cut (a queue name, say), whatever the server's default. asyncmy sends it as
