@@ -701,8 +701,8 @@ async def test_a_transaction_runs_at_the_isolation_asked_for(
         [row] = await tx.fetch(level, {})
         return str(row["level"])
 
-    asked = await driver._mysql.transaction(isolation, isolation="REPEATABLE READ")
-    after = await driver._mysql.transaction(isolation)
+    asked = await driver._conn.transaction(isolation, isolation="REPEATABLE READ")
+    after = await driver._conn.transaction(isolation)
 
     assert (asked, after) == ("REPEATABLE READ", "READ COMMITTED")
 
@@ -713,13 +713,13 @@ async def test_reserves_behind_a_backlog_run_at_repeatable_read(
     driver = await drivers.open()
     await driver.push_many([make_job() for _ in range(5)])
     levels: list[object] = []
-    transaction = driver._mysql.transaction
+    transaction = driver._conn.transaction
 
     async def noted(work: Any, **options: Any) -> Any:
         levels.append(options.get("isolation"))
         return await transaction(work, **options)
 
-    monkeypatch.setattr(driver._mysql, "transaction", noted)
+    monkeypatch.setattr(driver._conn, "transaction", noted)
 
     taken = [len(await driver.reserve(["q"], 2, 30.0, "w")) for _ in range(4)]
 

@@ -52,7 +52,6 @@ from __future__ import annotations
 import dataclasses
 import getpass
 from collections.abc import Sequence
-from typing import cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from conveyor.drivers import Location, safe_url
@@ -122,11 +121,11 @@ class MysqlDriver(SqlDriver):
                 " pass it to MysqlDriver() as a keyword instead"
             )
         target = dataclasses.replace(target, timeout=timeout)
-        connection = MysqlConnection(target, pool_size=pool_size)
-        super().__init__(connection, __name__, prefix=prefix, migrate=migrate)
+        super().__init__(
+            MysqlConnection(target, pool_size=pool_size), __name__, prefix=prefix, migrate=migrate
+        )
         self.target = target
         self._wakeup = Wakeup(self._fetch, self._pushed)
-        self._mysql = connection
         #: Whether this instance's last reserve took as many jobs as it asked for.
         self._backlog = False
 
@@ -146,6 +145,7 @@ class MysqlDriver(SqlDriver):
     ) -> list[JobInfo]:
         jobs = await super().reserve(queues, limit, lease, worker)
         self._wakeup.reserved(queues, bool(jobs))
+        self._backlog = len(jobs) >= limit
         return jobs
 
     async def _reserve_rows(self, params: Params) -> list[Row]:
@@ -159,16 +159,13 @@ class MysqlDriver(SqlDriver):
         reach its end lock the gap every push and every other reserve inserts into, and four
         workers met 200 deadlocks in 20 s. Behind a backlog a reserve stops well before the
         end, so the first short batch switches back."""
-        if self._backlog:
-            query = self._queries["reserve"]
-            await self._ready()
-            rows = await self._mysql.transaction(
-                lambda tx: tx.fetch(query, params), isolation="REPEATABLE READ"
-            )
-        else:
-            rows = await super()._reserve_rows(params)
-        self._backlog = len(rows) >= cast(int, params["limit"])
-        return rows
+        if not self._backlog:
+            return await super()._reserve_rows(params)
+        connection, query = await self._ready(), self._queries["reserve"]
+        assert isinstance(connection, MysqlConnection)
+        return await connection.transaction(
+            lambda tx: tx.fetch(query, params), isolation="REPEATABLE READ"
+        )
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return when this instance pushed, when a job may be due in `queues` (pushed by
