@@ -153,8 +153,8 @@ class MysqlDriver(SqlDriver):
         as many jobs as it asked for), else at the session's READ COMMITTED.
 
         At READ COMMITTED, the block's locking read of the jobs_ready index costs MariaDB's
-        server three times the CPU: 31-38 µs a job against 8-12, for each index entry earlier
-        reserves left for purge to step over (docs/benchmarks.md). But its next-key locks
+        server three times the CPU, 31-38 µs a job against 8-12: it steps over the index
+        entries earlier reserves left for purge (docs/benchmarks.md). But its next-key locks
         block inserts into the gaps it scanned: with a queue kept near empty, reserves that
         reach its end lock the gap every push and every other reserve inserts into, and four
         workers met 200 deadlocks in 20 s. Behind a backlog a reserve stops well before the
