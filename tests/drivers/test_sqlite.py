@@ -374,6 +374,7 @@ def explain(path: Path, name: str) -> str:
     query = load_queries(PACKAGE, "conveyor_")[name]
     params = {"items": "[]", "queues": '["q"]', "now": 0.0, "lease": 1.0, "limit": 1}
     params |= {"token": "t", "worker": "w", "id": "x", "alone": 0, "older_than": 1.0}
+    params |= {"queue": "q", "stored": "s", "state": "s", "offset": 0, "name": "n", "ids": None}
     with sqlite3.connect(path) as db:
         rows = db.execute(f"EXPLAIN QUERY PLAN {query.sql}", params).fetchall()
     return "\n".join(str(row[3]) for row in rows)
@@ -399,6 +400,67 @@ async def test_settle_statements_find_jobs_by_primary_key(
     await open_driver(opened, path)
 
     assert "sqlite_autoindex_conveyor_jobs_1 (id=?)" in explain(path, name)
+
+
+@pytest.mark.parametrize(
+    ("name", "index"),
+    [
+        ("counts", "COVERING INDEX conveyor_jobs_ready (queue=?)"),
+        ("list_jobs_live", "COVERING INDEX conveyor_jobs_ready (queue=?)"),
+        ("list_jobs_named_live", "INDEX conveyor_jobs_ready (queue=?)"),
+        ("purge_live", "INDEX conveyor_jobs_ready (queue=?)"),
+        ("list_jobs", "INDEX conveyor_jobs_state (queue=? AND state=?)"),
+        ("list_jobs_named", "INDEX conveyor_jobs_state (queue=? AND state=?)"),
+        ("purge", "INDEX conveyor_jobs_state (queue=? AND state=?)"),
+        ("retry_failed", "INDEX conveyor_jobs_named (queue=? AND state=?)"),
+    ],
+)
+async def test_reads_by_state_use_the_index_that_holds_those_jobs(
+    tmp_path: Path, opened: list[SqliteDriver], name: str, index: str
+) -> None:
+    """Unfinished jobs are in jobs_ready only, finished ones in jobs_state (migration 0009):
+    a statement that reads either kind by state reads that index, never the whole table."""
+    path = tmp_path / "jobs.db"
+    await open_driver(opened, path)
+
+    plan = explain(path, name)
+
+    assert index in plan
+    assert "SCAN conveyor_jobs" not in plan
+
+
+async def test_jobs_stored_before_migration_0009_are_counted_listed_and_purged(
+    tmp_path: Path, opened: list[SqliteDriver]
+) -> None:
+    path = tmp_path / "jobs.db"
+    driver = await open_driver(opened, path)
+    first, second = make_job(), make_job()
+    await driver.push_many([first, second])
+    [taken] = await driver.reserve(["q"], 1, 30.0, "w")
+    await driver.ack([Reservation(taken.id, taken.reservation or "")])
+    await driver.close()
+    # The indexes as 0001 and 0002 made them, and 0009 not yet recorded.
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            """
+            DELETE FROM conveyor_schema_version WHERE version = 9;
+            DROP INDEX conveyor_jobs_state;
+            CREATE INDEX conveyor_jobs_state ON conveyor_jobs (queue, state, id, available_at);
+            DROP INDEX conveyor_jobs_ready;
+            CREATE INDEX conveyor_jobs_ready ON conveyor_jobs (queue, priority DESC, due_at, id)
+                WHERE state IN ('pending', 'reserved');
+            """
+        )
+
+    upgraded = await open_driver(opened, path)
+    waiting = second if taken.id == first.id else first
+
+    counts = (await upgraded.counts(["q"]))["q"]
+    assert (counts.pending, counts.succeeded) == (1, 1)
+    assert [job.id for job in await upgraded.list_jobs("q", JobState.PENDING)] == [waiting.id]
+    assert [job.id for job in await upgraded.list_jobs("q", JobState.SUCCEEDED)] == [taken.id]
+    assert await upgraded.purge("q", JobState.PENDING) == 1
+    assert read(path, "SELECT max(version) FROM conveyor_schema_version") == [(MIGRATIONS,)]
 
 
 def test_every_query_block_is_described_and_prefixed() -> None:

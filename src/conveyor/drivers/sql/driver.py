@@ -408,7 +408,7 @@ class SqlDriver(SqlReading, SinglePush):
             "stored": stored_state(state),
             "ids": ids_json(ids),
         }
-        return await self._execute("purge", params)
+        return await self._execute(self._by_state("purge", state), params)
 
     async def prune(self, queue: str, older_than: float) -> int:
         """Delete in batches of PRUNE_BATCH, each its own statement and transaction, so a

@@ -8,14 +8,17 @@ from collections.abc import Sequence
 
 from conveyor.drivers.base import QueueCounts, Throughput, WorkerCounts, WorkerPresence
 from conveyor.drivers.sql.adapter import Params, Row
+from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.rows import job_info, json_text, queue_counts, stored_state
-from conveyor.job import JobInfo, JobState
+from conveyor.job import FINISHED_STATES, JobInfo, JobState
 
 __all__ = ["SqlReading"]
 
 
 class SqlReading:
     """The Driver methods that read jobs and keep worker records, over named SQL blocks."""
+
+    _queries: dict[str, Query]
 
     async def _fetch(self, name: str, params: Params) -> list[Row]:
         raise NotImplementedError
@@ -59,7 +62,14 @@ class SqlReading:
         block = "list_jobs" if name is None else "list_jobs_named"
         if name is not None and state in (JobState.FAILED, JobState.CANCELLED):
             block = "list_jobs_named_failed"  # the partial index of failed and cancelled jobs
-        return [job_info(row) for row in await self._fetch(block, params)]
+        return [job_info(row) for row in await self._fetch(self._by_state(block, state), params)]
+
+    def _by_state(self, block: str, state: JobState) -> str:
+        """`block`, or its `_live` twin for a pending, delayed or reserved job where the
+        dialect has one: its partial indexes keep finished and unfinished jobs apart, and a
+        statement reads one of them only when its text names the states that index holds."""
+        live = f"{block}_live"
+        return live if state not in FINISHED_STATES and live in self._queries else block
 
     async def throughput(self, queue: str, minutes: int = 60) -> Throughput:
         rows = await self._fetch("throughput", {"queue": queue, "minutes": minutes})

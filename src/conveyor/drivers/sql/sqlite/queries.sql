@@ -194,8 +194,9 @@ RETURNING id;
 -- name: counts
 -- Jobs per queue and visible state (a pending job not yet due counts as delayed), and the age
 -- of each group's oldest job by when it became due (the driver reads it for pending jobs).
--- Live jobs are read through jobs_state; finished ones from finished_counts (migration 0007),
--- so a million finished jobs cost nothing here.
+-- Live jobs are read through jobs_ready alone (it carries their state and due time, migration
+-- 0009); finished ones from finished_counts (migration 0007), so a million finished jobs cost
+-- nothing here.
 SELECT queue,
        CASE WHEN state = 'pending' AND available_at > {now}
             THEN 'delayed' ELSE state END AS state,
@@ -211,27 +212,50 @@ FROM {prefix}finished_counts
 WHERE queue IN (SELECT value FROM json_each(:queues)) AND n <> 0;
 
 -- name: list_jobs
--- One page of a queue's jobs in one visible state, oldest first by id.
--- :stored is the state as stored ('pending' for both pending and delayed).
+-- One page of a queue's jobs in one finished state, oldest first by id, read through
+-- jobs_state, which holds finished jobs only (the literal states let the planner see that the
+-- partial index applies). :stored is the state as stored, as :state here.
 SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
 WHERE queue = :queue
   AND state = :stored
+  AND state IN ('succeeded', 'failed', 'cancelled')
   AND (CASE WHEN state = 'pending' AND available_at > {now}
             THEN 'delayed' ELSE state END) = :state
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
+-- name: list_jobs_live
+-- list_jobs for pending, delayed and reserved jobs: the page's ids are picked from jobs_ready
+-- alone (it holds each unfinished job's state and due time), sorted, and only those rows read.
+-- :stored is the state as stored ('pending' for both pending and delayed).
+SELECT {job_columns},
+       {now} AS now
+FROM {prefix}jobs
+WHERE id IN (
+    SELECT id
+    FROM {prefix}jobs
+    WHERE queue = :queue
+      AND state = :stored
+      AND state IN ('pending', 'reserved')
+      AND (CASE WHEN state = 'pending' AND available_at > {now}
+                THEN 'delayed' ELSE state END) = :state
+    ORDER BY id
+    LIMIT :limit OFFSET :offset
+)
+ORDER BY id;
+
 -- name: list_jobs_named
 -- One page of a queue's jobs of one name in one visible state, oldest first by id: the
--- filter comes before the page. Read through jobs_state, checking each job's name.
--- :stored is the state as stored ('pending' for both pending and delayed).
+-- filter comes before the page. For succeeded jobs: read through jobs_state, checking each
+-- job's name. :stored is the state as stored, as :state here.
 SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
 WHERE queue = :queue
   AND state = :stored
+  AND state IN ('succeeded', 'failed', 'cancelled')
   AND name = :name
   AND (CASE WHEN state = 'pending' AND available_at > {now}
             THEN 'delayed' ELSE state END) = :state
@@ -248,6 +272,22 @@ FROM {prefix}jobs
 WHERE queue = :queue
   AND state = :stored
   AND state IN ('failed', 'cancelled')
+  AND name = :name
+  AND (CASE WHEN state = 'pending' AND available_at > {now}
+            THEN 'delayed' ELSE state END) = :state
+ORDER BY id
+LIMIT :limit OFFSET :offset;
+
+-- name: list_jobs_named_live
+-- list_jobs_named for pending, delayed and reserved jobs: read through jobs_ready, checking
+-- each job's name, then sorted by id.
+-- :stored is the state as stored ('pending' for both pending and delayed).
+SELECT {job_columns},
+       {now} AS now
+FROM {prefix}jobs
+WHERE queue = :queue
+  AND state = :stored
+  AND state IN ('pending', 'reserved')
   AND name = :name
   AND (CASE WHEN state = 'pending' AND available_at > {now}
             THEN 'delayed' ELSE state END) = :state
@@ -291,14 +331,27 @@ SET state = 'pending',
     finished_at = NULL
 WHERE queue = :queue
   AND state = 'failed'
+  AND state IN ('failed', 'cancelled')  -- read through jobs_named (see list_jobs)
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
 
 -- name: purge
--- Delete a queue's jobs in one visible state (all, or those in :ids when not NULL).
--- :stored is the state as stored; the driver never passes 'reserved'.
+-- Delete a queue's jobs in one finished state (all, or those in :ids when not NULL), read
+-- through jobs_state. :stored is the state as stored, as :state here.
 DELETE FROM {prefix}jobs
 WHERE queue = :queue
   AND state = :stored
+  AND state IN ('succeeded', 'failed', 'cancelled')
+  AND (CASE WHEN state = 'pending' AND available_at > {now}
+            THEN 'delayed' ELSE state END) = :state
+  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
+
+-- name: purge_live
+-- purge for pending and delayed jobs, read through jobs_ready.
+-- :stored is the state as stored ('pending' for both); the driver never passes 'reserved'.
+DELETE FROM {prefix}jobs
+WHERE queue = :queue
+  AND state = :stored
+  AND state IN ('pending', 'reserved')
   AND (CASE WHEN state = 'pending' AND available_at > {now}
             THEN 'delayed' ELSE state END) = :state
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
