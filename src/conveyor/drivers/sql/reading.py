@@ -1,6 +1,6 @@
 """The SQL driver's reading side: counts, listing and looking jobs up, and the worker
 totals and presence records; a mixin of `SqlDriver`, which supplies `_fetch` and `_execute`
-(each runs one named block of the dialect's queries.sql)."""
+(each runs one named block of the dialect's queries.sql) and those blocks, `_queries`."""
 
 from __future__ import annotations
 
@@ -65,9 +65,9 @@ class SqlReading:
         return [job_info(row) for row in await self._fetch(self._by_state(block, state), params)]
 
     def _by_state(self, block: str, state: JobState) -> str:
-        """`block`, or its `_live` twin for a pending, delayed or reserved job where the
-        dialect has one: its partial indexes keep finished and unfinished jobs apart, and a
-        statement reads one of them only when its text names the states that index holds."""
+        """`block`, or its `_live` twin for pending, delayed and reserved jobs where the
+        dialect has one (sqlite: its partial indexes keep finished and unfinished jobs apart,
+        and a statement reads one only when its text names the states that index holds)."""
         live = f"{block}_live"
         return live if state not in FINISHED_STATES and live in self._queries else block
 
