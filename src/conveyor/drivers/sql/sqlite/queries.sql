@@ -321,6 +321,8 @@ WHERE id = :id;
 -- with attempt and rescued back to 0.
 -- OR IGNORE: a job whose unique key an unfinished job holds (possibly one retried by this
 -- same statement) would break jobs_unique, so it is skipped and stays failed.
+-- Read through jobs_named: the literal states let the planner see that the partial index
+-- applies.
 UPDATE OR IGNORE {prefix}jobs
 SET state = 'pending',
     attempt = 0,
@@ -331,7 +333,7 @@ SET state = 'pending',
     finished_at = NULL
 WHERE queue = :queue
   AND state = 'failed'
-  AND state IN ('failed', 'cancelled')  -- read through jobs_named (see list_jobs)
+  AND state IN ('failed', 'cancelled')
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
 
 -- name: purge
