@@ -214,15 +214,13 @@ WHERE queue IN (SELECT value FROM json_each(:queues)) AND n <> 0;
 -- name: list_jobs
 -- One page of a queue's jobs in one finished state, oldest first by id, read through
 -- jobs_state, which holds finished jobs only (the literal states let the planner see that the
--- partial index applies). :stored is the state as stored, as :state here.
+-- partial index applies). :stored is the state.
 SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
 WHERE queue = :queue
   AND state = :stored
   AND state IN ('succeeded', 'failed', 'cancelled')
-  AND (CASE WHEN state = 'pending' AND available_at > {now}
-            THEN 'delayed' ELSE state END) = :state
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
@@ -249,7 +247,7 @@ ORDER BY id;
 -- name: list_jobs_named
 -- One page of a queue's jobs of one name in one visible state, oldest first by id: the
 -- filter comes before the page. For succeeded jobs: read through jobs_state, checking each
--- job's name. :stored is the state as stored, as :state here.
+-- job's name. :stored is the state.
 SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
@@ -257,15 +255,12 @@ WHERE queue = :queue
   AND state = :stored
   AND state IN ('succeeded', 'failed', 'cancelled')
   AND name = :name
-  AND (CASE WHEN state = 'pending' AND available_at > {now}
-            THEN 'delayed' ELSE state END) = :state
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
 -- name: list_jobs_named_failed
 -- list_jobs_named for failed and cancelled jobs, read through the jobs_named index (the
--- literal states let the planner see that the partial index applies).
--- :stored is the state as stored ('pending' for both pending and delayed).
+-- literal states let the planner see that the partial index applies). :stored is the state.
 SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
@@ -273,8 +268,6 @@ WHERE queue = :queue
   AND state = :stored
   AND state IN ('failed', 'cancelled')
   AND name = :name
-  AND (CASE WHEN state = 'pending' AND available_at > {now}
-            THEN 'delayed' ELSE state END) = :state
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
@@ -338,13 +331,11 @@ WHERE queue = :queue
 
 -- name: purge
 -- Delete a queue's jobs in one finished state (all, or those in :ids when not NULL), read
--- through jobs_state. :stored is the state as stored, as :state here.
+-- through jobs_state. :stored is the state.
 DELETE FROM {prefix}jobs
 WHERE queue = :queue
   AND state = :stored
   AND state IN ('succeeded', 'failed', 'cancelled')
-  AND (CASE WHEN state = 'pending' AND available_at > {now}
-            THEN 'delayed' ELSE state END) = :state
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
 
 -- name: purge_live
