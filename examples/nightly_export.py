@@ -5,6 +5,7 @@ every second so the example finishes at once. Each tick's job starts a chain per
 chain walks its shard's rows a page at a time, every page pushing the next with its cursor.
 
     python examples/nightly_export.py     # inside the virtualenv; uses ./export.db
+    PYTHONPATH=examples conveyor chain export-TICK-0 --app nightly_export:registry  # TICK printed
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ TABLE = {shard: list(range(ROWS)) for shard in range(SHARDS)}
 exported: dict[int, int] = dict.fromkeys(range(SHARDS), 0)
 ticks: list[int] = []
 
-db = Path(sys.argv[1] if len(sys.argv) > 1 else "export.db")
+#: ./export.db, or the path given when run as a script (not when `conveyor --app` imports it).
+db = Path(sys.argv[1] if __name__ == "__main__" and len(sys.argv) > 1 else "export.db")
 registry = Registry(default_driver=f"sqlite:///{db}")
 registry.queue("batch", workers=["batch"], retry=3, retry_delay=0.1)
 registry.worker("batch", concurrency=4, poll_interval=0.05)

@@ -82,7 +82,8 @@ class Worker(Leases):
     A backend that cannot be reached at start is tried again with back-off, for ever or, with
     `startup_timeout`, for that many seconds before `run()` raises BackendUnavailableError.
     `spec` and `queues` (registered queues) replace the registered worker's, e.g. from
-    `conveyor work --concurrency/--queues`.
+    `conveyor work --concurrency/--queues`. Making a worker freezes the registry (applying
+    the configuration file and the environment), as a push does.
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class Worker(Leases):
         spec: WorkerSpec | None = None,
         queues: Sequence[str] | None = None,
     ) -> None:
+        registry.freeze()  # the file's and the environment's workers and schedules too
         self.registry = registry
         self.spec = registry.worker_spec(name) if spec is None else spec
         self.name = name
@@ -120,7 +122,7 @@ class Worker(Leases):
         #: Jobs a stop cut short: given back (released) or left to their thread (left).
         self._released: list[str] = []
         self._left: list[str] = []
-        self.settler = Settler(name, self._back_off_until_woken, registry.hooks)
+        self.settler = Settler(name, self._back_off_until_woken, registry.hooks, self.identity)
         self._groups: list[tuple[Driver, list[str]]] = []
         self.runner = Runner(registry, self.spec)
         self._backlog = False

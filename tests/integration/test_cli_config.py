@@ -169,3 +169,36 @@ def test_register_push_and_work_with_no_worker_name_runs_the_implicit_worker(
     worked = run(app_dir, "work", "--burst", "--app", APP, **env)
     assert worked.returncode == 0, worked.stderr
     assert sorted((app_dir / "out.txt").read_text().splitlines()) == ["jobs 1", "jobs 2"]
+
+
+def test_work_and_schedule_list_naming_a_worker_see_the_file(app_dir: Path) -> None:
+    # `conveyor work NAME` and `conveyor schedule list` read the registry before anything
+    # froze it: they must still see what the file says, not only the code's registration.
+    source = APP_SOURCE.replace(
+        "registry = Registry()\n",
+        'registry = Registry()\nregistry.queue("mail", workers=["a"])\n'
+        'registry.worker("a")\nregistry.worker("b")\n',
+    )
+    (app_dir / "named.py").write_text(source)
+    write_config(
+        app_dir,
+        """
+        [queues.mail]
+        workers = ["a", "b"]
+
+        [schedules.often]
+        job = "record"
+        every = "1h"
+        queue = "mail"
+        payload = { n = 0 }
+        """,
+    )
+    listed = run(app_dir, "schedule", "list", "--app", "named:registry")
+    assert listed.returncode == 0, listed.stderr
+    assert "often" in listed.stdout and "every 1h" in listed.stdout
+    app = ("--app", "named:registry")
+    pushed = run(app_dir, "push", "mail", "record", "--payload", '{"n": 1}', *app)
+    assert pushed.returncode == 0, pushed.stderr
+    worked = run(app_dir, "work", "b", "--burst", *app)
+    assert worked.returncode == 0, worked.stderr
+    assert (app_dir / "out.txt").read_text().splitlines() == ["mail 1"]

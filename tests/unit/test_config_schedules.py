@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import ConfigError, Job, Registry, RegistryError
+from conveyor import ConfigError, Job, Registry, RegistryError, Worker
 
 
 async def export(job: Job[dict[str, Any]]) -> None:
@@ -106,3 +106,24 @@ def test_a_file_schedule_of_a_job_the_code_never_registered_is_refused() -> None
 
     with pytest.raises(RegistryError, match="schedule 'ghost' pushes job 'nobody'"):
         make_app().freeze()
+
+
+def test_a_worker_made_before_a_freeze_runs_the_file_and_the_environment() -> None:
+    # `Worker(registry, name)` is the first thing a program (or `conveyor work NAME`) does with
+    # the registry: it must see the file's schedules and workers and the environment, as a
+    # worker made after a push does, not the code's registration alone.
+    write("""
+        [schedules.nightly]
+        job = "export.start"
+        every = "1h"
+
+        [workers.main]
+        lease = "1m"
+    """)
+    registry = make_app()
+    registry.configure(environ={"CONVEYOR_WORKER_MAIN_CONCURRENCY": "4"})
+
+    worker = Worker(registry, "main")
+
+    assert (worker.spec.concurrency, worker.spec.lease) == (4, 60.0)
+    assert list(worker.schedules) == ["nightly"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
+import pytest
 
 from conveyor import Job, Registry
 from conveyor.dashboard.app import create_app
@@ -63,4 +66,29 @@ async def test_chains_page_shows_how_far_a_chain_got_and_an_unknown_one() -> Non
     assert "done" in shown.text and "<td>3</td>" in shown.text
     assert "nightly-3" in shown.text
     assert "No chain &lt;b&gt;nobody&lt;/b&gt;" in unknown.text  # escaped, never markup
+    await registry.close()
+
+
+async def test_a_first_request_sees_the_implicit_queue_and_the_files_schedules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No page was asked for before: the registry is not frozen yet, so the implicit "default"
+    # queue and the schedules of conveyor.toml exist only once the page freezes it.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conveyor.toml").write_text('[schedules.hourly]\njob = "tick"\nevery = "1h"\n')
+    registry = Registry(default_driver="memory")
+
+    @registry.job("tick")
+    async def tick(job: Job[dict[str, int]]) -> None: ...
+
+    async with _client(registry) as client:
+        schedules = await client.get("/schedules")
+    assert schedules.status_code == 200 and "hourly" in schedules.text
+    await registry.close()
+
+    registry = Registry(default_driver="memory")
+    registry.job("tick")(tick)
+    async with _client(registry) as client:
+        jobs = await client.get("/queues/default", params={"state": "failed"})
+    assert jobs.status_code == 200
     await registry.close()

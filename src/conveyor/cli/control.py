@@ -78,6 +78,7 @@ def schedule_list(app: str, as_json: bool) -> None:
     registry = load_app(app)
 
     async def gather() -> list[dict[str, Any]]:
+        registry.freeze()  # the file's schedules too
         found = []
         for name, item in registry.schedules.items():
             queue = registry.schedule_queue(item)

@@ -119,6 +119,7 @@ def work(
 
 
 def _spec(registry: Registry, name: str, concurrency: int | None) -> WorkerSpec:
+    registry.freeze()  # the worker as the file and the environment set it up
     spec = registry.worker_spec(name)
     return spec if concurrency is None else dataclasses.replace(spec, concurrency=concurrency)
 

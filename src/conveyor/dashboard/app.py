@@ -110,6 +110,7 @@ def create_app(
 
     async def jobs(request: Request) -> Response:
         queue = request.path_params["queue"]
+        registry.freeze()  # the implicit queue exists only once frozen
         if queue not in registry.queues:
             return PlainTextResponse(f"no queue is called {queue!r}", status_code=404)
         try:
@@ -144,6 +145,7 @@ def create_app(
         )  # fmt: skip
 
     async def schedules(request: Request) -> Response:
+        registry.freeze()  # the configuration file's schedules too
         rows = []
         for name, item in registry.schedules.items():
             queue = registry.schedule_queue(item)
@@ -221,6 +223,7 @@ async def serve(
 
 
 async def _perform(registry: RegistryCore, kind: str, action: str, target: str) -> None:
+    registry.freeze()  # the implicit queue exists only once frozen
     if kind == "jobs":
         info = await registry.job_info(target)
         if info is None:
