@@ -2,8 +2,7 @@
 
 One asyncio task reserves jobs while slots are free, one task per job runs its handler, one
 task settles finished jobs in batches (settle.py), one renews the leases of running jobs every
-lease/2, and one prunes finished jobs past their queue's retention. No storage code lives
-here: every change to a job goes through its queue's driver.
+lease/2, and one prunes finished jobs past their queue's retention. No storage code here.
 
 Prefetch: while a backlog of short jobs (under PREFETCH_BELOW on average lately) lasts, the
 worker holds up to `prefetch` more jobs reserved than it runs, so a freed slot starts the next
@@ -82,8 +81,7 @@ class Worker(Leases):
     A backend that cannot be reached at start is tried again with back-off, for ever or, with
     `startup_timeout`, for that many seconds before `run()` raises BackendUnavailableError.
     `spec` and `queues` (registered queues) replace the registered worker's, e.g. from
-    `conveyor work --concurrency/--queues`. Making a worker freezes the registry (applying
-    the configuration file and the environment), as a push does.
+    `conveyor work --concurrency/--queues`. Making a worker freezes the registry, as a push does.
     """
 
     def __init__(
@@ -97,7 +95,7 @@ class Worker(Leases):
         spec: WorkerSpec | None = None,
         queues: Sequence[str] | None = None,
     ) -> None:
-        registry.freeze()  # the file's and the environment's workers and schedules too
+        registry.freeze()  # the configuration file's and environment's workers and schedules
         self.registry = registry
         self.spec = registry.worker_spec(name) if spec is None else spec
         self.name = name
