@@ -339,6 +339,9 @@ class Pushing(Registration):
         except KeyError:
             raise UnknownJobError(job_name) from None
         resolved = resolve(options, job_spec.options, queue_spec.options)
+        too_long = self.run_time_problem(queue_spec.driver, resolved.timeout)
+        if too_long:
+            raise ConfigError(f"job {job_name!r} on queue {queue!r} would run {too_long}")
         settled = (resolved, retry_policy.to_json(resolved.retry_delay), job_spec.codec.encode)
         if options is NO_OPTIONS:
             self._settled_pushes[key] = settled

@@ -267,21 +267,28 @@ class Registration:
             raise RegistryError("the registry has mistakes:\n- " + "\n- ".join(problems))
         self._drivers.update(effective.drivers)
         for spec in effective.queues.values():
-            limit = self._resolve_driver(spec.driver).max_job_time
-            timeout = spec.options.timeout
-            if limit is not None and timeout is not None and timeout > limit:
-                raise RegistryError(
-                    f"queue {spec.name!r} lets a job run {timeout:g} s (timeout=), longer than"
-                    f" its driver lets a job stay unacknowledged ({limit:g} s, the broker's"
-                    " consumer_timeout): lower the timeout, or raise consumer_timeout on the"
-                    " broker and tell the driver with ?consumer_timeout= in its URL"
-                )
+            too_long = self.run_time_problem(spec.driver, spec.options.timeout)
+            if too_long:
+                raise RegistryError(f"queue {spec.name!r} lets a job run {too_long}")
         self.default_driver = effective.default_driver
         self.default_queue = effective.default_queue
         self._queues, self._workers = effective.queues, effective.workers
         self._settings = effective.settings
         self._schedules = effective.schedules
         self._frozen = True
+
+    def run_time_problem(self, driver: str, timeout: float | None) -> str:
+        """'' when the driver named `driver` lets a job run `timeout` seconds; else the end
+        of a sentence saying why not and what to do (amqp: the broker's consumer_timeout)."""
+        limit = self._resolve_driver(driver).max_job_time
+        if limit is None or timeout is None or timeout <= limit:
+            return ""
+        return (
+            f"{timeout:g} s (timeout=), longer than its driver lets a job stay unacknowledged"
+            f" ({limit:g} s, the broker's consumer_timeout): lower the timeout, or raise"
+            " consumer_timeout on the broker and tell the driver with ?consumer_timeout= in"
+            " its URL"
+        )
 
     def _effective(self) -> Effective:
         """What is in force: here the code's own values; `Registry` adds its configuration."""

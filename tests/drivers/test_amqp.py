@@ -412,6 +412,30 @@ def test_freeze_refuses_a_job_timeout_longer_than_the_brokers_consumer_timeout()
     raised.freeze()  # the broker was told to wait two hours: accepted
 
 
+async def test_push_refuses_a_job_or_push_timeout_longer_than_the_consumer_timeout() -> None:
+    """The job's own timeout= and a push's are checked too, when a push resolves them: the
+    broker would take the delivery back mid-run, and the job would run again and again."""
+    registry = Registry()
+    registry.queue("q", driver=URL, workers=["w"])
+    registry.worker("w")
+
+    @registry.job("slow", queue="q", timeout=3600)
+    async def slow(job: Job[Item]) -> None:
+        """Never run here."""
+
+    @registry.job("quick", queue="q")
+    async def quick(job: Job[Item]) -> None:
+        """Never run here."""
+
+    with pytest.raises(ConfigError, match=r"job 'slow' on queue 'q' would run 3600 s"):
+        await registry.push("q", "slow", Item(1))
+    with pytest.raises(ConfigError, match="consumer_timeout"):
+        await registry.push("q", "quick", Item(1), timeout=7200)
+    with pytest.raises(ConfigError, match="consumer_timeout"):
+        await registry.push_many("q", "quick", [Item(1)], timeout=7200)
+    assert registry.new_job("q", "quick", Item(1), timeout=1800).timeout == 1800
+
+
 async def test_a_cancel_lost_while_closing_the_browsing_channel_is_raised(
     make: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
