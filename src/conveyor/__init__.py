@@ -4,7 +4,8 @@ Register queues, workers and typed jobs on a `Registry`, push jobs from your app
 run `conveyor work WORKER --app module:registry` (or `Worker(registry, name).run()`).
 """
 
-from conveyor.drivers.base import Capabilities, Driver, QueueCounts, WorkerCounts
+from conveyor.chain import ChainInfo
+from conveyor.drivers.base import Capabilities, Driver, QueueCounts, Throughput, WorkerCounts
 from conveyor.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -31,6 +32,7 @@ from conveyor.worker import Worker
 __all__ = [
     "BackendUnavailableError",
     "Capabilities",
+    "ChainInfo",
     "ConfigError",
     "ConveyorError",
     "CorruptJobError",
@@ -52,6 +54,7 @@ __all__ = [
     "QueueCounts",
     "Registry",
     "RegistryError",
+    "Throughput",
     "UnknownJobError",
     "UnknownQueueError",
     "UnknownWorkerError",

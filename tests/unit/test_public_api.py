@@ -11,6 +11,7 @@ import conveyor
 EXPECTED_ALL = [
     "BackendUnavailableError",
     "Capabilities",
+    "ChainInfo",
     "ConfigError",
     "ConveyorError",
     "CorruptJobError",
@@ -32,6 +33,7 @@ EXPECTED_ALL = [
     "QueueCounts",
     "Registry",
     "RegistryError",
+    "Throughput",
     "UnknownJobError",
     "UnknownQueueError",
     "UnknownWorkerError",
