@@ -12,6 +12,7 @@ import pytest
 
 from conveyor import Job, JobState, Registry
 from conveyor.dashboard.app import create_app
+from tests.backends import NOT_UTF8, Storage
 
 from .conftest import App, settle
 
@@ -187,3 +188,29 @@ async def test_mounted_under_a_path_its_links_and_actions_keep_the_path(app: App
         )
     assert paused.status_code == 303 and paused.headers["location"] == "/conveyor/"
     assert await registry.paused_queues() == {"q"}
+
+
+async def test_pages_show_damaged_jobs_as_text(storage: Storage, app: App) -> None:
+    """Bytes that are not UTF-8 (kept by the driver as lone surrogates) show as \\x escapes:
+    neither the job's page nor its queue's list fails."""
+    if not storage.damages:
+        pytest.skip("this backend keeps Python objects: nothing can be written behind it")
+    registry = app.registry()
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        return None
+
+    damaged = []
+    for n, damage in enumerate(storage.damages):
+        job_id = await registry.push("q", "item", Item(n), unique=f"k{n}")
+        await storage.damage(job_id, damage.field, damage.raw)
+        damaged.append(job_id)
+    async with client(registry) as web:
+        for job_id in damaged:
+            page = await web.get(f"/jobs/{job_id}")
+            assert page.status_code == 200, (job_id, page.text)
+        listed = await web.get("/queues/q?state=pending")
+    assert listed.status_code == 200
+    if any(damage.raw == NOT_UTF8 for damage in storage.damages):
+        assert "caf\\xe9 \\xff\\xfe" in listed.text

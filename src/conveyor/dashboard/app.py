@@ -29,6 +29,7 @@ from conveyor.core import RegistryCore
 from conveyor.drivers.base import Throughput
 from conveyor.errors import ConveyorError
 from conveyor.job import JobState
+from conveyor.settle import printable
 
 try:
     import jinja2
@@ -82,7 +83,7 @@ def create_app(
 ) -> Starlette:
     """The dashboard of `registry` as an ASGI app; see the module docstring."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True, finalize=_text
     )
     templates = Jinja2Templates(env=env)
     templates.env.filters["timestamp"] = _timestamp
@@ -250,6 +251,16 @@ async def _perform(registry: RegistryCore, kind: str, action: str, target: str) 
 
 def _timestamp(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
+def _text(value: Any) -> Any:
+    """What a page shows of `value`: text with bytes that were not UTF-8 when read (a damaged
+    record, kept as lone surrogates) as \\x escapes, which a page can be encoded with. Markup
+    (a macro's form) stays markup: the escapes hold no character HTML gives a meaning to."""
+    if not isinstance(value, str) or value.isascii():
+        return value
+    shown = printable(value)
+    return value if shown == value else type(value)(shown)
 
 
 def _pretty(text: str | None) -> str:
