@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from conveyor import Job, JobState, Registry
+from conveyor import Job, JobState, Registry, Worker
 from conveyor.dashboard.app import create_app
 from tests.backends import NOT_UTF8, Storage
 
@@ -140,7 +140,7 @@ async def test_pause_resume_purge_and_delete(app: App) -> None:
         purged = await web.post("/queues/q/purge-failed", data={"csrf": token})
         assert purged.status_code == 303
         unknown = await web.post("/queues/nope/pause", data={"csrf": token})
-        assert unknown.status_code == 400
+        assert unknown.status_code == 404 and "no queue called 'nope'" in unknown.text
 
 
 async def test_read_only_shows_no_action_and_refuses_posts(
@@ -214,3 +214,28 @@ async def test_pages_show_damaged_jobs_as_text(storage: Storage, app: App) -> No
     assert listed.status_code == 200
     if any(damage.raw == NOT_UTF8 for damage in storage.damages):
         assert "caf\\xe9 \\xff\\xfe" in listed.text
+
+
+async def test_an_action_the_job_is_past_is_refused_naming_its_state(app: App) -> None:
+    registry = app.registry()
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        return None
+
+    done = await registry.push("q", "item", Item(1))
+    await Worker(registry, "w", burst=True).run()
+    waiting = await registry.push("q", "item", Item(2), delay=3600)
+    async with client(registry) as web:
+        token = csrf_of((await web.get("/")).text)
+        retried = await web.post(f"/jobs/{done}/retry", data={"csrf": token})
+        cancelled = await web.post(f"/jobs/{done}/cancel", data={"csrf": token})
+        early = await web.post(f"/jobs/{waiting}/retry", data={"csrf": token})
+        missing = await web.post("/jobs/nope/retry", data={"csrf": token})
+    assert retried.status_code == 409, retried.text
+    assert f"job {done} is succeeded, not failed" in retried.text
+    assert cancelled.status_code == 409 and "is succeeded: it has finished" in cancelled.text
+    assert early.status_code == 409 and "is delayed, not failed" in early.text
+    assert missing.status_code == 404 and missing.text == "retry failed: no job 'nope'"
+    assert (await registry.job_info(done)).state is JobState.SUCCEEDED
+    assert (await registry.job_info(waiting)).state is JobState.DELAYED

@@ -181,7 +181,9 @@ def create_app(
             back = "/"
         try:
             await _perform(registry, request.path_params["kind"], action, target)
-        except (ConveyorError, KeyError, ValueError) as exc:
+        except _Refused as exc:
+            return PlainTextResponse(f"{action} failed: {exc}", status_code=exc.status)
+        except (ConveyorError, ValueError) as exc:
             return PlainTextResponse(f"{action} failed: {exc}", status_code=400)
         return RedirectResponse(f"{request.scope.get('root_path', '')}{back}", status_code=303)
 
@@ -221,17 +223,30 @@ async def serve(
     await server.serve()
 
 
+class _Refused(Exception):
+    """An action refused: what is named does not exist (404), or its state forbids the
+    action (409: someone, or a worker, acted on it since the page was drawn)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 async def _perform(registry: RegistryCore, kind: str, action: str, target: str) -> None:
     if kind == "jobs":
         info = await registry.job_info(target)
         if info is None:
-            raise KeyError(f"no job {target}")
+            raise _Refused(f"no job {target!r}", 404)
+        said = f"job {info.id} is {info.state.value}"
         if action == "retry":
-            await registry.retry_failed(info.queue, [info.id])
+            if not await registry.retry_failed(info.queue, [info.id]):
+                raise _Refused(f"{said}, not failed: only a failed job can be retried")
         elif action == "cancel":
-            await registry.cancel(info.id)
+            if not await registry.cancel(info.id):
+                raise _Refused(f"{said}: it has finished, nothing is left to cancel")
         elif action == "delete":
-            await registry.purge(info.queue, info.state, [info.id])
+            if not await registry.purge(info.queue, info.state, [info.id]):
+                raise _Refused(f"job {info.id} changed state as it was deleted: reload the page")
         else:
             raise ValueError(f"no job action {action!r}")
     elif kind == "queues" and target in registry.queues:
@@ -246,7 +261,7 @@ async def _perform(registry: RegistryCore, kind: str, action: str, target: str) 
         else:
             raise ValueError(f"no queue action {action!r}")
     else:
-        raise KeyError(f"no {kind} called {target!r}")
+        raise _Refused(f"no {kind.removesuffix('s')} called {target!r}", 404)
 
 
 def _timestamp(at: float) -> str:
