@@ -239,3 +239,14 @@ async def test_an_action_the_job_is_past_is_refused_naming_its_state(app: App) -
     assert missing.status_code == 404 and missing.text == "retry failed: no job 'nope'"
     assert (await registry.job_info(done)).state is JobState.SUCCEEDED
     assert (await registry.job_info(waiting)).state is JobState.DELAYED
+
+
+async def test_a_page_number_or_name_no_backend_can_take_is_refused(app: App) -> None:
+    registry = app.registry()
+    async with client(registry) as web:
+        far = await web.get("/queues/q?state=failed&page=99999999999999999999")
+        nul = await web.get("/queues/q?state=failed&name=a%00b")
+        last = await web.get("/queues/q?state=failed&page=1000000000")
+    assert far.status_code == 400 and "page must be a number from 1 to" in far.text
+    assert nul.status_code == 400 and "job name 'a\\x00b' is not valid" in nul.text
+    assert last.status_code == 200 and "no failed job on this page" in last.text

@@ -30,6 +30,7 @@ from conveyor.drivers.base import Throughput
 from conveyor.errors import ConveyorError
 from conveyor.job import JobState
 from conveyor.settle import printable
+from conveyor.spec import check_name
 
 try:
     import jinja2
@@ -46,6 +47,8 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
+#: The last page a queue's list goes to: 50 billion jobs in, far below any backend's limit.
+MAX_PAGE = 1_000_000_000
 CSRF_COOKIE = "conveyor_csrf"
 TOKEN_COOKIE = "conveyor_token"
 #: Minutes of throughput the queues page draws, as bars (one a minute) of the backend's counts.
@@ -118,7 +121,14 @@ def create_app(
             page = max(1, int(request.query_params.get("page", "1")))
         except ValueError:
             return PlainTextResponse("state must be a job state; page a number", status_code=400)
+        if page > MAX_PAGE:  # an offset past what the backends' integers hold
+            return PlainTextResponse(f"page must be a number from 1 to {MAX_PAGE}", 400)
         name = request.query_params.get("name", "").strip()
+        if name:
+            try:
+                check_name("job", name)  # no job has another name, and NUL breaks postgres
+            except ConveyorError as exc:
+                return PlainTextResponse(str(exc), status_code=400)
         found = await registry.list_jobs(
             queue, state, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE, name=name or None
         )
