@@ -20,6 +20,8 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import logging
+import re
 import secrets
 import time
 from pathlib import Path
@@ -51,6 +53,8 @@ PAGE_SIZE = 50
 MAX_PAGE = 1_000_000_000
 CSRF_COOKIE = "conveyor_csrf"
 TOKEN_COOKIE = "conveyor_token"
+#: The token of a `?token=` login, in a logged request line.
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
 #: Minutes of throughput the queues page draws, as bars (one a minute) of the backend's counts.
 HISTORY_MINUTES = 60
 
@@ -230,7 +234,23 @@ async def serve(
 
     app = create_app(registry, read_only=read_only, token=token, basic_auth=basic_auth)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
-    await server.serve()
+    access = logging.getLogger("uvicorn.access")
+    access.addFilter(_masked_token)  # after the Config, which sets up uvicorn's loggers
+    try:
+        await server.serve()
+    finally:
+        access.removeFilter(_masked_token)
+
+
+def _masked_token(record: logging.LogRecord) -> bool:
+    """Logs the request line of a `?token=` login with the token masked (in the path among the
+    record's arguments, which uvicorn's access formatter reads one by one)."""
+    if isinstance(record.args, tuple):
+        record.args = tuple(
+            _TOKEN_IN_QUERY.sub(r"\1***", arg) if isinstance(arg, str) else arg
+            for arg in record.args
+        )
+    return True
 
 
 class _Refused(Exception):
