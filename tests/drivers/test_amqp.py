@@ -431,3 +431,20 @@ async def test_a_cancel_lost_while_closing_the_browsing_channel_is_raised(
     monkeypatch.setattr(aiormq.Channel, "close", swallowing_close)
     with pytest.raises(asyncio.CancelledError):
         await asyncio.create_task(driver.list_jobs("q", JobState.FAILED))
+
+
+async def test_the_dashboard_says_which_states_it_cannot_list(make: Make) -> None:
+    import httpx
+
+    from conveyor.dashboard.app import create_app
+
+    registry = Registry()
+    registry.queue("q", driver=await make(), workers=["w"])
+    registry.worker("w")
+    transport = httpx.ASGITransport(app=create_app(registry))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://dash") as web:
+        pending = await web.get("/queues/q?state=pending")
+        failed = await web.get("/queues/q?state=failed")
+    assert pending.status_code == 501
+    assert "does not support listing pending jobs" in pending.text
+    assert failed.status_code == 200 and "no failed job" in failed.text

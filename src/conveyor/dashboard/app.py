@@ -29,7 +29,7 @@ from typing import Any
 
 from conveyor.core import RegistryCore
 from conveyor.drivers.base import Throughput
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, Unsupported
 from conveyor.job import JobState
 from conveyor.settle import printable
 from conveyor.spec import check_name
@@ -133,9 +133,12 @@ def create_app(
                 check_name("job", name)  # no job has another name, and NUL breaks postgres
             except ConveyorError as exc:
                 return PlainTextResponse(str(exc), status_code=400)
-        found = await registry.list_jobs(
-            queue, state, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE, name=name or None
-        )
+        try:
+            found = await registry.list_jobs(
+                queue, state, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE, name=name or None
+            )
+        except Unsupported as exc:  # amqp lists only failed jobs; the queues page links all
+            return PlainTextResponse(str(exc), status_code=501)
         more = len(found) > PAGE_SIZE
         shown = found[:PAGE_SIZE]
         return render(
