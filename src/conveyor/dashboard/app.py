@@ -153,7 +153,8 @@ def create_app(
         except ConveyorError:
             info = None
         if info is None:
-            return render(request, "missing.html", job_id=job_id)
+            blind = [q for q in registry.queues if not await _looks_up(registry, q)]
+            return render(request, "missing.html", job_id=job_id, blind=blind)
         if "job_id" not in request.path_params:
             return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{info.id}", 303)
         return render(
@@ -197,7 +198,8 @@ def create_app(
         if not back.startswith("/") or back.startswith("//"):
             back = "/"
         try:
-            await _perform(registry, request.path_params["kind"], action, target)
+            queue = str(form.get("queue", ""))
+            await _perform(registry, request.path_params["kind"], action, target, queue)
         except _Refused as exc:
             return PlainTextResponse(f"{action} failed: {exc}", status_code=exc.status)
         except (ConveyorError, ValueError) as exc:
@@ -265,9 +267,17 @@ class _Refused(Exception):
         self.status = status
 
 
-async def _perform(registry: RegistryCore, kind: str, action: str, target: str) -> None:
+async def _perform(
+    registry: RegistryCore, kind: str, action: str, target: str, queue: str = ""
+) -> None:
+    """Do `action` to the job or queue `target`; `queue` is the list the button was on."""
     if kind == "jobs":
         info = await registry.job_info(target)
+        if info is None and action == "retry" and queue in registry.queues:
+            # A backend that cannot look a job up by id (amqp) still retries it by its queue.
+            if not await registry.retry_failed(queue, [target]):
+                raise _Refused(f"no failed job {target!r} in queue {queue!r}", 404)
+            return
         if info is None:
             raise _Refused(f"no job {target!r}", 404)
         said = f"job {info.id} is {info.state.value}"
@@ -295,6 +305,14 @@ async def _perform(registry: RegistryCore, kind: str, action: str, target: str) 
             raise ValueError(f"no queue action {action!r}")
     else:
         raise _Refused(f"no {kind.removesuffix('s')} called {target!r}", 404)
+
+
+async def _looks_up(registry: RegistryCore, queue: str) -> bool:
+    """Whether the backend of `queue` finds a job by its id (amqp does not)."""
+    try:
+        return (await registry.driver_of(queue)).capabilities.lookup
+    except ConveyorError:  # unreachable: its jobs could not be looked up either
+        return False
 
 
 def _timestamp(at: float) -> str:
