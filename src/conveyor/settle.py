@@ -58,8 +58,12 @@ class Settler:
     once giving up: a stopping worker stops retrying after `give_up_at` (monotonic), or at
     once after `give_up()`, since an unsettled job only comes back after its lease."""
 
-    def __init__(self, worker: str, back_off: BackOff, hooks: Hooks | None = None) -> None:
+    def __init__(
+        self, worker: str, back_off: BackOff, hooks: Hooks | None = None, identity: str = ""
+    ) -> None:
         self.worker = worker
+        #: What the hooks' events name the worker by: its identity, as its other events do.
+        self.identity = identity or worker
         self.hooks = hooks
         self._back_off = back_off
         self._outcomes: list[Outcome] = []
@@ -217,7 +221,7 @@ class Settler:
                 kind = "retried"
             else:
                 continue
-            await self.hooks.emit(settled_event(kind, o.job, o.error, o.duration, self.worker))
+            await self.hooks.emit(settled_event(kind, o.job, o.error, o.duration, self.identity))
 
     async def save_stats(self) -> None:
         """Add the counts not yet saved to the worker's totals in each backend."""

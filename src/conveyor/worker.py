@@ -120,7 +120,7 @@ class Worker(Leases):
         #: Jobs a stop cut short: given back (released) or left to their thread (left).
         self._released: list[str] = []
         self._left: list[str] = []
-        self.settler = Settler(name, self._back_off_until_woken, registry.hooks)
+        self.settler = Settler(name, self._back_off_until_woken, registry.hooks, self.identity)
         self._groups: list[tuple[Driver, list[str]]] = []
         self.runner = Runner(registry, self.spec)
         self._backlog = False

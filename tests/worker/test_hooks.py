@@ -63,6 +63,9 @@ async def test_hooks_see_each_outcome_in_order(app: App, start) -> None:
     worker_kinds = [e.kind for e in events if e.kind.startswith("worker_")]
     assert worker_kinds == ["worker_started", "worker_stopped"]
     assert events[-1].queues == ("q",)
+    # Every event a worker raises names it the same way: its identity (name:host:pid).
+    identity = running.worker.identity
+    assert {e.worker for e in events if e.kind != "pushed"} == {identity}
 
 
 async def test_cancel_is_its_own_event(app: App, start) -> None:
