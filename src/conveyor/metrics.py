@@ -4,7 +4,7 @@
     app.mount("/metrics", conveyor.metrics.asgi_app(registry))   # in a Starlette/FastAPI app
     server = await conveyor.metrics.serve(registry, 9108)        # or a port of its own
 
-Metrics (docs/metrics.md has example alert rules):
+Metrics (docs/observability.md has example alert rules):
 - conveyor_jobs_total{queue,job,outcome}: outcomes written by this process's workers
   (succeeded, retried, failed, cancelled, lease_lost);
 - conveyor_jobs_pushed_total{queue,job}: jobs pushed by this process;

@@ -287,7 +287,7 @@ def log_outcome(outcome: Outcome, settled: bool) -> None:
         )
     if not log.isEnabledFor(level):
         return
-    job_id, name, queue, said = map(_printable, (job.id, job.name, job.queue, said))
+    job_id, name, queue, said = map(printable, (job.id, job.name, job.queue, said))
     fields = {"id": job_id, "job": name, "queue": queue, "attempt": job.attempt,
               "duration": round(outcome.duration, 6), "outcome": kind}  # fmt: skip
     log.log(
@@ -296,7 +296,7 @@ def log_outcome(outcome: Outcome, settled: bool) -> None:
     )  # fmt: skip
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """`text` as a log line can carry it: bytes that were not UTF-8 when read (a damaged
     record's name or queue, kept as lone surrogates) become \\x escapes, so no log handler fails on
     them."""

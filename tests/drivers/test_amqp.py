@@ -455,3 +455,54 @@ async def test_a_cancel_lost_while_closing_the_browsing_channel_is_raised(
     monkeypatch.setattr(aiormq.Channel, "close", swallowing_close)
     with pytest.raises(asyncio.CancelledError):
         await asyncio.create_task(driver.list_jobs("q", JobState.FAILED))
+
+
+async def test_the_dashboard_says_which_states_it_cannot_list(make: Make) -> None:
+    import httpx
+
+    from conveyor.dashboard.app import create_app
+
+    registry = Registry()
+    registry.queue("q", driver=await make(), workers=["w"])
+    registry.worker("w")
+    transport = httpx.ASGITransport(app=create_app(registry))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://dash") as web:
+        pending = await web.get("/queues/q?state=pending")
+        failed = await web.get("/queues/q?state=failed")
+        job = await web.get("/jobs/01a2478535c878ca9519cb357c78e24c")
+    assert pending.status_code == 501
+    assert "does not support listing pending jobs" in pending.text
+    assert failed.status_code == 200 and "no failed job" in failed.text
+    assert "The backend of q cannot look a job up by its id (amqp)" in job.text
+
+
+async def test_the_dashboard_retries_a_failed_job_from_its_queue_list(make: Make) -> None:
+    import re
+
+    import httpx
+
+    from conveyor.dashboard.app import create_app
+
+    registry = Registry()
+    registry.queue("q", driver=await make(), workers=["w"], retry=0)
+    registry.worker("w", poll_interval=0.01)
+
+    @registry.job("flaky")
+    async def flaky(job: Job[dict[str, int]]) -> None:
+        raise ValueError("down")
+
+    job_id = await registry.push("q", "flaky", {})
+    await Worker(registry, "w", burst=True).run()
+    transport = httpx.ASGITransport(app=create_app(registry))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://dash") as web:
+        listed = (await web.get("/queues/q?state=failed")).text
+        found = re.search(r'name="csrf" value="([^"]+)"', listed)
+        assert found is not None and f"/jobs/{job_id}/retry" in listed
+        assert 'name="queue" value="q"' in listed
+        form = {"csrf": found.group(1), "queue": "q", "back": "/queues/q?state=failed"}
+        retried = await web.post(f"/jobs/{job_id}/retry", data=form)
+        again = await web.post(f"/jobs/{job_id}/retry", data=form)
+    assert retried.status_code == 303, retried.text
+    assert (await registry.queue_info())["q"].failed == 0
+    assert again.status_code == 404 and "no failed job" in again.text
+    await registry.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -91,4 +92,25 @@ async def test_a_first_request_sees_the_implicit_queue_and_the_files_schedules(
     async with _client(registry) as client:
         jobs = await client.get("/queues/default", params={"state": "failed"})
     assert jobs.status_code == 200
+    await registry.close()
+
+
+async def test_the_pager_of_a_list_oldest_first_leads_to_newer_jobs() -> None:
+    registry = _registry()
+
+    @registry.job("tick", queue="batch")
+    async def tick(job: Job[dict[str, int]]) -> None: ...
+
+    for n in range(50):
+        await registry.push("batch", "tick", {"n": n})
+    await asyncio.sleep(0.002)  # lists order by the millisecond, then by id
+    newest = await registry.push("batch", "tick", {"n": 50})
+    async with _client(registry) as client:
+        first = (await client.get("/queues/batch?state=pending")).text
+        second = (await client.get("/queues/batch?state=pending&page=2")).text
+
+    assert first.count('class="job-link"') == 50 and newest not in first
+    assert newest in second
+    assert '&amp;page=2">newer →</a>' in first and "older</a>" not in first
+    assert '&amp;page=1">← older</a>' in second and "newer →</a>" not in second
     await registry.close()

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from conveyor import Job, JobState, Registry
+from conveyor import Job, JobState, Registry, Worker
 from conveyor.dashboard.app import create_app
+from tests.backends import NOT_UTF8, Storage
 
 from .conftest import App, settle
 
@@ -139,7 +140,7 @@ async def test_pause_resume_purge_and_delete(app: App) -> None:
         purged = await web.post("/queues/q/purge-failed", data={"csrf": token})
         assert purged.status_code == 303
         unknown = await web.post("/queues/nope/pause", data={"csrf": token})
-        assert unknown.status_code == 400
+        assert unknown.status_code == 404 and "no queue called 'nope'" in unknown.text
 
 
 async def test_read_only_shows_no_action_and_refuses_posts(
@@ -187,3 +188,65 @@ async def test_mounted_under_a_path_its_links_and_actions_keep_the_path(app: App
         )
     assert paused.status_code == 303 and paused.headers["location"] == "/conveyor/"
     assert await registry.paused_queues() == {"q"}
+
+
+async def test_pages_show_damaged_jobs_as_text(storage: Storage, app: App) -> None:
+    """Bytes that are not UTF-8 (kept by the driver as lone surrogates) show as \\x escapes:
+    neither the job's page nor its queue's list fails."""
+    if not storage.damages:
+        pytest.skip("this backend keeps Python objects: nothing can be written behind it")
+    registry = app.registry()
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        return None
+
+    damaged = []
+    for n, damage in enumerate(storage.damages):
+        job_id = await registry.push("q", "item", Item(n), unique=f"k{n}")
+        await storage.damage(job_id, damage.field, damage.raw)
+        damaged.append(job_id)
+    async with client(registry) as web:
+        for job_id in damaged:
+            page = await web.get(f"/jobs/{job_id}")
+            assert page.status_code == 200, (job_id, page.text)
+        listed = await web.get("/queues/q?state=pending")
+    assert listed.status_code == 200
+    if any(damage.raw == NOT_UTF8 for damage in storage.damages):
+        assert "caf\\xe9 \\xff\\xfe" in listed.text
+
+
+async def test_an_action_the_job_is_past_is_refused_naming_its_state(app: App) -> None:
+    registry = app.registry()
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        return None
+
+    done = await registry.push("q", "item", Item(1))
+    await Worker(registry, "w", burst=True).run()
+    waiting = await registry.push("q", "item", Item(2), delay=3600)
+    async with client(registry) as web:
+        token = csrf_of((await web.get("/")).text)
+        retried = await web.post(f"/jobs/{done}/retry", data={"csrf": token})
+        cancelled = await web.post(f"/jobs/{done}/cancel", data={"csrf": token})
+        early = await web.post(f"/jobs/{waiting}/retry", data={"csrf": token})
+        missing = await web.post("/jobs/nope/retry", data={"csrf": token})
+    assert retried.status_code == 409, retried.text
+    assert f"job {done} is succeeded, not failed" in retried.text
+    assert cancelled.status_code == 409 and "is succeeded: it has finished" in cancelled.text
+    assert early.status_code == 409 and "is delayed, not failed" in early.text
+    assert missing.status_code == 404 and missing.text == "retry failed: no job 'nope'"
+    assert (await registry.job_info(done)).state is JobState.SUCCEEDED
+    assert (await registry.job_info(waiting)).state is JobState.DELAYED
+
+
+async def test_a_page_number_or_name_no_backend_can_take_is_refused(app: App) -> None:
+    registry = app.registry()
+    async with client(registry) as web:
+        far = await web.get("/queues/q?state=failed&page=99999999999999999999")
+        nul = await web.get("/queues/q?state=failed&name=a%00b")
+        last = await web.get("/queues/q?state=failed&page=1000000000")
+    assert far.status_code == 400 and "page must be a number from 1 to" in far.text
+    assert nul.status_code == 400 and "job name 'a\\x00b' is not valid" in nul.text
+    assert last.status_code == 200 and "no failed job on this page" in last.text

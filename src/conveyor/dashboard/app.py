@@ -20,6 +20,8 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import logging
+import re
 import secrets
 import time
 from pathlib import Path
@@ -27,8 +29,10 @@ from typing import Any
 
 from conveyor.core import RegistryCore
 from conveyor.drivers.base import Throughput
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, Unsupported
 from conveyor.job import JobState
+from conveyor.settle import printable
+from conveyor.spec import check_name
 
 try:
     import jinja2
@@ -45,8 +49,12 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
+#: The last page a queue's list goes to: 50 billion jobs in, far below any backend's limit.
+MAX_PAGE = 1_000_000_000
 CSRF_COOKIE = "conveyor_csrf"
 TOKEN_COOKIE = "conveyor_token"
+#: The token of a `?token=` login, in a logged request line.
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
 #: Minutes of throughput the queues page draws, as bars (one a minute) of the backend's counts.
 HISTORY_MINUTES = 60
 
@@ -82,7 +90,7 @@ def create_app(
 ) -> Starlette:
     """The dashboard of `registry` as an ASGI app; see the module docstring."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True, finalize=_text
     )
     templates = Jinja2Templates(env=env)
     templates.env.filters["timestamp"] = _timestamp
@@ -118,10 +126,20 @@ def create_app(
             page = max(1, int(request.query_params.get("page", "1")))
         except ValueError:
             return PlainTextResponse("state must be a job state; page a number", status_code=400)
+        if page > MAX_PAGE:  # an offset past what the backends' integers hold
+            return PlainTextResponse(f"page must be a number from 1 to {MAX_PAGE}", 400)
         name = request.query_params.get("name", "").strip()
-        found = await registry.list_jobs(
-            queue, state, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE, name=name or None
-        )
+        if name:
+            try:
+                check_name("job", name)  # no job has another name, and NUL breaks postgres
+            except ConveyorError as exc:
+                return PlainTextResponse(str(exc), status_code=400)
+        try:
+            found = await registry.list_jobs(
+                queue, state, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE, name=name or None
+            )
+        except Unsupported as exc:  # amqp lists only failed jobs; the queues page links all
+            return PlainTextResponse(str(exc), status_code=501)
         more = len(found) > PAGE_SIZE
         shown = found[:PAGE_SIZE]
         return render(
@@ -136,7 +154,8 @@ def create_app(
         except ConveyorError:
             info = None
         if info is None:
-            return render(request, "missing.html", job_id=job_id)
+            blind = [q for q in registry.queues if not await _looks_up(registry, q)]
+            return render(request, "missing.html", job_id=job_id, blind=blind)
         if "job_id" not in request.path_params:
             return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{info.id}", 303)
         return render(
@@ -181,8 +200,11 @@ def create_app(
         if not back.startswith("/") or back.startswith("//"):
             back = "/"
         try:
-            await _perform(registry, request.path_params["kind"], action, target)
-        except (ConveyorError, KeyError, ValueError) as exc:
+            queue = str(form.get("queue", ""))
+            await _perform(registry, request.path_params["kind"], action, target, queue)
+        except _Refused as exc:
+            return PlainTextResponse(f"{action} failed: {exc}", status_code=exc.status)
+        except (ConveyorError, ValueError) as exc:
             return PlainTextResponse(f"{action} failed: {exc}", status_code=400)
         return RedirectResponse(f"{request.scope.get('root_path', '')}{back}", status_code=303)
 
@@ -219,21 +241,58 @@ async def serve(
 
     app = create_app(registry, read_only=read_only, token=token, basic_auth=basic_auth)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
-    await server.serve()
+    access = logging.getLogger("uvicorn.access")
+    access.addFilter(_masked_token)  # after the Config, which sets up uvicorn's loggers
+    try:
+        await server.serve()
+    finally:
+        access.removeFilter(_masked_token)
 
 
-async def _perform(registry: RegistryCore, kind: str, action: str, target: str) -> None:
+def _masked_token(record: logging.LogRecord) -> bool:
+    """Logs the request line of a `?token=` login with the token masked (in the path among the
+    record's arguments, which uvicorn's access formatter reads one by one)."""
+    if isinstance(record.args, tuple):
+        record.args = tuple(
+            _TOKEN_IN_QUERY.sub(r"\1***", arg) if isinstance(arg, str) else arg
+            for arg in record.args
+        )
+    return True
+
+
+class _Refused(Exception):
+    """An action refused: what is named does not exist (404), or its state forbids the
+    action (409: someone, or a worker, acted on it since the page was drawn)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _perform(
+    registry: RegistryCore, kind: str, action: str, target: str, queue: str = ""
+) -> None:
+    """Do `action` to the job or queue `target`; `queue` is the list the button was on."""
     registry.freeze()  # the implicit queue exists only once frozen
     if kind == "jobs":
         info = await registry.job_info(target)
+        if info is None and action == "retry" and queue in registry.queues:
+            # A backend that cannot look a job up by id (amqp) still retries it by its queue.
+            if not await registry.retry_failed(queue, [target]):
+                raise _Refused(f"no failed job {target!r} in queue {queue!r}", 404)
+            return
         if info is None:
-            raise KeyError(f"no job {target}")
+            raise _Refused(f"no job {target!r}", 404)
+        said = f"job {info.id} is {info.state.value}"
         if action == "retry":
-            await registry.retry_failed(info.queue, [info.id])
+            if not await registry.retry_failed(info.queue, [info.id]):
+                raise _Refused(f"{said}, not failed: only a failed job can be retried")
         elif action == "cancel":
-            await registry.cancel(info.id)
+            if not await registry.cancel(info.id):
+                raise _Refused(f"{said}: it has finished, nothing is left to cancel")
         elif action == "delete":
-            await registry.purge(info.queue, info.state, [info.id])
+            if not await registry.purge(info.queue, info.state, [info.id]):
+                raise _Refused(f"job {info.id} changed state as it was deleted: reload the page")
         else:
             raise ValueError(f"no job action {action!r}")
     elif kind == "queues" and target in registry.queues:
@@ -248,11 +307,29 @@ async def _perform(registry: RegistryCore, kind: str, action: str, target: str) 
         else:
             raise ValueError(f"no queue action {action!r}")
     else:
-        raise KeyError(f"no {kind} called {target!r}")
+        raise _Refused(f"no {kind.removesuffix('s')} called {target!r}", 404)
+
+
+async def _looks_up(registry: RegistryCore, queue: str) -> bool:
+    """Whether the backend of `queue` finds a job by its id (amqp does not)."""
+    try:
+        return (await registry.driver_of(queue)).capabilities.lookup
+    except ConveyorError:  # unreachable: its jobs could not be looked up either
+        return False
 
 
 def _timestamp(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
+def _text(value: Any) -> Any:
+    """What a page shows of `value`: text with bytes that were not UTF-8 when read (a damaged
+    record, kept as lone surrogates) as \\x escapes, which a page can be encoded with. Markup
+    (a macro's form) stays markup: the escapes hold no character HTML gives a meaning to."""
+    if not isinstance(value, str) or value.isascii():
+        return value
+    shown = printable(value)
+    return value if shown == value else type(value)(shown)
 
 
 def _pretty(text: str | None) -> str:
