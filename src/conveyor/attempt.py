@@ -235,11 +235,13 @@ def cancelled(job: JobInfo, driver: Driver, when: str) -> Outcome:
     return Outcome("fail", job, driver, error_info(error), cancelled=True)
 
 
-def given_back(job: JobInfo, driver: Driver) -> Outcome:
+def given_back(job: JobInfo, driver: Driver, started: float | None = None) -> Outcome:
     """Release a job stopped before it could finish (a stop, a reserve returning too many),
     with its attempt given back: the job did not fail. Not a rescued job's: its reserve did
-    not charge the attempt the first time, and a later one charged a death, which stands."""
-    return Outcome("release", job, driver, count_attempt=job.rescued > 0)
+    not charge the attempt the first time, and a later one charged a death, which stands.
+    `started` (monotonic): when it began to run, for the outcome's duration."""
+    ran = 0.0 if started is None else time.monotonic() - started
+    return Outcome("release", job, driver, count_attempt=job.rescued > 0, duration=ran)
 
 
 def retry_or_fail(job: JobInfo, driver: Driver, error: ErrorInfo) -> Outcome:

@@ -461,7 +461,7 @@ class Worker(Leases):
                 self._left.append(job.id)
                 return
             self._released.append(job.id)
-            outcome = given_back(job, driver)
+            outcome = given_back(job, driver, running.started)
         except Exception as exc:  # a fault of conveyor's own: never leave the job unsettled
             log.exception("job %s: internal error while running it", job.id)
             outcome = Outcome("release", job, driver, error_info(exc), delay=1.0)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from dataclasses import dataclass
+
+import pytest
 
 from conveyor import Job, JobState
 from tests.backends import needs
@@ -41,7 +44,9 @@ async def test_graceful_stop_lets_running_job_finish(app: App, start) -> None:
 
 
 @needs("lookup")
-async def test_stop_timeout_releases_unfinished_job_giving_attempt_back(app: App, start) -> None:
+async def test_stop_timeout_releases_unfinished_job_giving_attempt_back(
+    app: App, start, caplog: pytest.LogCaptureFixture
+) -> None:
     registry = app.registry(stop_timeout=0.2)
     started = asyncio.Event()
 
@@ -53,11 +58,16 @@ async def test_stop_timeout_releases_unfinished_job_giving_attempt_back(app: App
     job_id = await registry.push("q", "item", Item(1))
     run = start(registry)
     await asyncio.wait_for(started.wait(), 5)
-    await run.stop()
+    with caplog.at_level(logging.INFO, logger="conveyor"):
+        await run.stop()
     info = await registry.job_info(job_id)
     assert info.state is JobState.PENDING
     assert info.attempt == 0
     assert not run.task.result().clean and run.task.result().released == (job_id,)
+    # Its log line says how long it ran before it was given back (it said 0.000s).
+    released = [r for r in caplog.records if getattr(r, "outcome", None) == "released"]
+    assert [r.id for r in released] == [job_id]  # type: ignore[attr-defined]
+    assert released[0].duration >= 0.2  # type: ignore[attr-defined]
 
 
 @needs("lookup")
