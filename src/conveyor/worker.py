@@ -371,7 +371,7 @@ class Worker(Leases):
         tasks = [running.task for running in self._running.values() if running.task]
         if tasks and not self._force.is_set():
             log.info(
-                "waiting up to %ss for %d running jobs (signal again to stop at once)",
+                "waiting up to %ss for %d running jobs to finish",
                 self.spec.stop_timeout,
                 len(tasks),
             )
