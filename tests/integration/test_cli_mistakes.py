@@ -1,0 +1,78 @@
+"""What a new user gets wrong on the `conveyor` command line, run as a subprocess: each mistake
+is one line on stderr naming what was wrong and what to do, a non-zero exit, no traceback and
+never a password."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.processes import run_cli
+from tests.integration.test_secrets import closed_port
+
+pytestmark = pytest.mark.timeout(60)
+
+PASSWORD = "hunter2"
+
+APP_SOURCE = """
+from conveyor import Job, Registry
+
+registry = Registry(default_driver={url!r})
+
+
+@registry.job("add")
+def add(job: Job[dict[str, int]]) -> None:
+    pass
+"""
+
+
+def conveyor(folder: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`conveyor ARGS` on an app whose default driver is `url`."""
+    (folder / "urlapp.py").write_text(APP_SOURCE.format(url=url))
+    return run_cli(folder, "urlapp:registry", *args)
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a failed command printed, once its exit status and cleanliness are checked."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and PASSWORD not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (f"redis://:{PASSWORD}@127.0.0.1:abc/0", "write it as redis://"),
+        (f"mysql://root:{PASSWORD}@127.0.0.1:3306", "names no database"),
+        (f"postgresql://u:{PASSWORD}@127.0.0.1:5432/test?bogus=1", "only libpq's parameters"),
+        ("sqlite://jobs.db", "write sqlite:///relative/path.db"),
+        (f"amqp://guest:{PASSWORD}@127.0.0.1:notaport/", "is not an AMQP URL"),
+    ],
+    ids=["redis-port", "mysql-database", "postgres-option", "sqlite-host", "amqp-port"],
+)
+def test_a_bad_url_of_a_known_driver_says_what_is_wrong_with_it(
+    tmp_path: Path, url: str, says: str
+) -> None:
+    line = one_error_line(conveyor(tmp_path, url, "list"))
+
+    assert says in line, line
+    assert "unknown driver" not in line and "registry.driver(" not in line, line
+
+
+def test_an_amqp_url_whose_port_is_not_a_number_says_how_to_write_one(tmp_path: Path) -> None:
+    line = one_error_line(conveyor(tmp_path, f"amqp://guest:{PASSWORD}@127.0.0.1:x/", "list"))
+
+    assert "write amqp://user:password@host:5672/vhost" in line, line
+    assert "ValueError" not in line, line
+
+
+def test_an_unreachable_amqp_broker_is_one_line(tmp_path: Path) -> None:
+    url = f"amqp://guest:{PASSWORD}@127.0.0.1:{closed_port()}/"
+
+    line = one_error_line(conveyor(tmp_path, url, "list"))
+
+    assert "is not reachable" in line and "is it running?" in line, line
