@@ -76,3 +76,24 @@ def test_an_unreachable_amqp_broker_is_one_line(tmp_path: Path) -> None:
     line = one_error_line(conveyor(tmp_path, url, "list"))
 
     assert "is not reachable" in line and "is it running?" in line, line
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        (["--retry", "100000000000"], "retry must be a whole number from 0 to 2147483646"),
+        (["--delay", "99999999999d"], "delay must be at most 100 years"),
+        (["--delay=-5"], "delay must be 0 seconds or more, not -5.0"),
+    ],
+    ids=["retry-past-int32", "delay-past-any-date", "negative-delay"],
+)
+def test_push_refuses_an_option_no_backend_can_store_or_show(
+    tmp_path: Path, option: list[str], says: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    line = one_error_line(conveyor(tmp_path, url, "push", "default", "add", "--payload", "{}",
+                                   *option))  # fmt: skip
+
+    assert says in line, line
+    assert run_cli(tmp_path, "urlapp:registry", "list", "--json").stdout.count('"pending": 0') == 1
