@@ -97,3 +97,32 @@ def test_push_refuses_an_option_no_backend_can_store_or_show(
 
     assert says in line, line
     assert run_cli(tmp_path, "urlapp:registry", "list", "--json").stdout.count('"pending": 0') == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("urlapp.py:registry", "give the module's dotted name, as myapp.jobs for myapp/jobs.py"),
+        ("./urlapp:registry", "give the module's dotted name"),
+        ("nosuchmodule:registry", "run conveyor in the folder that holds it"),
+    ],
+    ids=["file-name", "file-path", "not-found"],
+)
+def test_an_app_given_as_a_file_or_not_found_says_how_to_name_it(
+    tmp_path: Path, spec: str, says: str
+) -> None:
+    (tmp_path / "urlapp.py").write_text(APP_SOURCE.format(url="memory://"))
+
+    result = run_cli(tmp_path, spec, "list")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Invalid value for '--app'" in result.stderr and says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("option", [["--limit", "-1"], ["--limit", "0"], ["--offset", "-3"]])
+def test_failed_list_refuses_a_negative_limit_or_offset(tmp_path: Path, option: list[str]) -> None:
+    result = conveyor(tmp_path, "memory://", "failed", "list", "default", *option)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"Invalid value for '{option[0]}'" in result.stderr, result.stderr

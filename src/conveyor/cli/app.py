@@ -93,19 +93,26 @@ def load_app(spec: str) -> Registry:
     """Import `module:attribute` and return the Registry it names."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise click.BadParameter(f"{spec!r} is not module:attribute, e.g. myapp.jobs:registry")
+        raise _bad_app(f"{spec!r} is not module:attribute, e.g. myapp.jobs:registry")
+    if module_name.endswith(".py") or "/" in module_name:
+        raise _bad_app(
+            f"{module_name!r} is a file's path: give the module's dotted name, as myapp.jobs "
+            "for myapp/jobs.py, from the folder that holds myapp"
+        )
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+        missing = isinstance(exc, ModuleNotFoundError) and module_name.startswith(exc.name or " ")
+        hint = "; run conveyor in the folder that holds it, or add that to PYTHONPATH"
+        raise _bad_app(f"cannot import {module_name!r}: {exc}{hint if missing else ''}") from exc
     except Exception as exc:  # the module itself failed (a registry mistake, a syntax error)
-        raise click.BadParameter(
+        raise _bad_app(
             masked(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")
         ) from exc
     registry = getattr(module, attribute, None)
     if not isinstance(registry, Registry):
-        raise click.BadParameter(f"{spec!r} is not a conveyor Registry (found {registry!r})")
+        raise _bad_app(f"{spec!r} is not a conveyor Registry (found {registry!r})")
     config_path = click.get_current_context().find_root().params.get("config_path")
     if config_path is not None:
         try:
@@ -113,6 +120,11 @@ def load_app(spec: str) -> Registry:
         except ConveyorError as exc:
             raise click.ClickException(str(exc)) from exc
     return registry
+
+
+def _bad_app(message: str) -> click.BadParameter:
+    """The usage error of a --app (or CONVEYOR_APP) that names no registry."""
+    return click.BadParameter(message, param_hint="'--app' (or CONVEYOR_APP)")
 
 
 app_option = click.option("--app", "app", envvar="CONVEYOR_APP", required=True, help=APP_HELP)

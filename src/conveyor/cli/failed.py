@@ -30,8 +30,12 @@ def failed() -> None:
 @failed.command(name="list")
 @click.argument("queue")
 @app_option
-@click.option("--limit", default=50, show_default=True, help="How many to show.")
-@click.option("--offset", default=0, show_default=True, help="How many to skip.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="How many to show."
+)
+@click.option(
+    "--offset", type=click.IntRange(min=0), default=0, show_default=True, help="How many to skip."
+)
 @click.option("--name", default=None, help="Only the jobs of this job name.")
 @json_option
 def failed_list(
