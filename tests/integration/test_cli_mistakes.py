@@ -4,12 +4,14 @@ never a password."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.integration.processes import run_cli
+from tests.backends import amqp as amqp_backend
+from tests.integration.processes import backend_of, run_cli
 from tests.integration.test_secrets import closed_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -126,3 +128,16 @@ def test_failed_list_refuses_a_negative_limit_or_offset(tmp_path: Path, option: 
 
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"Invalid value for '{option[0]}'" in result.stderr, result.stderr
+
+
+def test_job_on_amqp_says_its_queues_cannot_be_searched_by_id(tmp_path: Path) -> None:
+    url, prefix = backend_of("amqp", tmp_path)
+    try:
+        pushed = conveyor(tmp_path, url, "push", "default", "add", "--payload", "{}")
+        assert pushed.returncode == 0, pushed.stderr
+
+        line = one_error_line(run_cli(tmp_path, "urlapp:registry", "job", pushed.stdout.strip()))
+    finally:
+        asyncio.run(amqp_backend.delete_prefix(prefix, {"default"}))
+
+    assert "queue(s) 'default' were not searched: their driver cannot find a job by id" in line

@@ -160,6 +160,19 @@ def masked(message: str, registry: Registry | None = None) -> str:
     return message
 
 
+async def unsearched(registry: Registry) -> str:
+    """Why a job looked up by id may be missing besides being gone: "" when every queue's
+    driver can find one, else the clause naming the queues whose driver cannot (amqp)."""
+    blind = [q for q in registry.queues if not (await registry.driver_of(q)).capabilities.lookup]
+    if not blind:
+        return ""
+    names = ", ".join(repr(q) for q in blind)
+    return (
+        f"; queue(s) {names} were not searched: their driver cannot find a job by id "
+        "(see them with conveyor list and conveyor failed list)"
+    )
+
+
 def fail(message: str) -> click.ClickException:
     """The exception that ends a command with `message` on stderr and exit status 1."""
     return click.ClickException(message)
