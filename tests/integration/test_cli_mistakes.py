@@ -141,3 +141,36 @@ def test_job_on_amqp_says_its_queues_cannot_be_searched_by_id(tmp_path: Path) ->
         asyncio.run(amqp_backend.delete_prefix(prefix, {"default"}))
 
     assert "queue(s) 'default' were not searched: their driver cannot find a job by id" in line
+
+
+@pytest.mark.parametrize("name", ["nosuch.jsonl", "."], ids=["missing", "a-folder"])
+def test_push_file_that_cannot_be_read_is_a_usage_error_naming_it(
+    tmp_path: Path, name: str
+) -> None:
+    result = conveyor(tmp_path, "memory://", "push", "default", "add", "--file", name)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"Invalid value for --file: cannot read {name!r}" in result.stderr, result.stderr
+    assert "Error: FileNotFoundError" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_push_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
+    (tmp_path / "jobs.jsonl").write_bytes(b'{"n": 1}\n\xff\n')
+
+    line = one_error_line(
+        conveyor(tmp_path, "memory://", "push", "default", "add", "--file", "jobs.jsonl")
+    )
+
+    assert "--file is not UTF-8 text (invalid start byte): save it as UTF-8" in line, line
+
+
+def test_push_file_with_a_line_past_the_first_batch_not_json_says_how_many_were_pushed(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    (tmp_path / "jobs.jsonl").write_text('{"n": 1}\n' * 1000 + "{nope\n")
+
+    line = one_error_line(conveyor(tmp_path, url, "push", "default", "add", "--file", "jobs.jsonl"))
+
+    assert "line 1001 is not JSON" in line, line
+    assert "1000 job(s) from the lines before its batch were pushed" in line, line

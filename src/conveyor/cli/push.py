@@ -92,7 +92,12 @@ def push(
             click.echo(job_id)
         return
     assert path is not None
-    with click.open_file(path, encoding="utf-8") as lines:
+    try:
+        opened = click.open_file(path, encoding="utf-8")
+    except OSError as exc:
+        message = f"cannot read {path!r}: {exc.strerror}"
+        raise click.BadParameter(message, param_hint="--file") from exc
+    with opened as lines:
         size = os.fstat(lines.fileno()).st_size if path != "-" else None
         ids = run(_push_file(registry, queue, job_name, lines, size or None, options), registry)
     if as_json:
@@ -119,21 +124,35 @@ async def _push_file(
     size: int | None,
     options: dict[str, Any],
 ) -> list[str]:
-    """Push a job per line, a batch at a time; an error names the line and how many jobs
-    were pushed before it."""
+    """Push a job per line, a batch at a time; an error (a bad line, a backend gone) names
+    the line where it can and says how many jobs were pushed before it."""
     ids: list[str] = []
     with progress() as bars:
         task = bars.add_task(f"pushing {job_name} to {queue}", total=size)
-        for batch, read in _batches(lines):
-            try:
-                ids += await registry.push_many(queue, job_name, [p for _, p in batch], **options)
-            except PayloadError as exc:
-                raise ConveyorError(
-                    f"{_culprit(registry, job_name, batch, exc)}; {len(ids)} job(s) from the "
-                    "lines before its batch were pushed, none from it or after"
-                ) from exc
-            bars.advance(task, read)
+        try:
+            for batch, read in _batches(lines):
+                ids += await _push_batch(registry, queue, job_name, batch, options)
+                bars.advance(task, read)
+        except ConveyorError as exc:
+            raise ConveyorError(
+                f"{exc}; {len(ids)} job(s) from the lines before its batch were pushed, none "
+                "from it or after"
+            ) from exc
     return ids
+
+
+async def _push_batch(
+    registry: Registry,
+    queue: str,
+    job_name: str,
+    batch: list[tuple[int, Any]],
+    options: dict[str, Any],
+) -> list[str]:
+    """Push one batch, all or none; a payload the job refuses is named by its line."""
+    try:
+        return await registry.push_many(queue, job_name, [p for _, p in batch], **options)
+    except PayloadError as exc:
+        raise ConveyorError(_culprit(registry, job_name, batch, exc)) from exc
 
 
 def _batches(lines: IO[str]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
@@ -141,7 +160,7 @@ def _batches(lines: IO[str]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
     skipped, a line that is not JSON is an error naming it."""
     batch: list[tuple[int, Any]] = []
     read = 0
-    for number, line in enumerate(lines, start=1):
+    for number, line in _numbered(lines):
         read += len(line)
         if not line.strip():
             continue
@@ -154,6 +173,14 @@ def _batches(lines: IO[str]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
             batch, read = [], 0
     if batch:
         yield batch, read
+
+
+def _numbered(lines: IO[str]) -> Iterator[tuple[int, str]]:
+    """The lines with their numbers; ConveyorError if the file is not UTF-8 text."""
+    try:
+        yield from enumerate(lines, start=1)
+    except UnicodeDecodeError as exc:
+        raise ConveyorError(f"--file is not UTF-8 text ({exc.reason}): save it as UTF-8") from exc
 
 
 def _culprit(
