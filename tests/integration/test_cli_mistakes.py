@@ -174,3 +174,17 @@ def test_push_file_with_a_line_past_the_first_batch_not_json_says_how_many_were_
 
     assert "line 1001 is not JSON" in line, line
     assert "1000 job(s) from the lines before its batch were pushed" in line, line
+
+
+@pytest.mark.parametrize("command", ["retry", "purge"])
+def test_failed_retry_or_purge_of_an_id_that_is_no_failed_job_exits_1_and_says_so(
+    tmp_path: Path, command: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    result = conveyor(tmp_path, url, "failed", command, "default", "nosuchid", "nosuchid")
+
+    assert "0 failed job(s) of queue 'default'" in result.stdout, result.stdout
+    line = one_error_line(result)
+    assert "1 of the 1 id(s) named are not failed jobs of queue 'default'" in line, line
+    assert "conveyor failed list default" in line, line
