@@ -5,13 +5,15 @@ never a password."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.backends import amqp as amqp_backend
-from tests.integration.processes import backend_of, run_cli
+from tests.integration.processes import ROOT, backend_of, run_cli
 from tests.integration.test_secrets import closed_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -188,3 +190,24 @@ def test_failed_retry_or_purge_of_an_id_that_is_no_failed_job_exits_1_and_says_s
     line = one_error_line(result)
     assert "1 of the 1 id(s) named are not failed jobs of queue 'default'" in line, line
     assert "conveyor failed list default" in line, line
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`conveyor config | head -1`: the pipe closes before conveyor has written; no
+    'Error: BrokenPipeError' on stderr."""
+    (tmp_path / "urlapp.py").write_text(APP_SOURCE.format(url="memory://"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "config", "--app", "urlapp:registry"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the only reader: every write of conveyor's now fails with EPIPE
+
+    errors = process.stderr.read()
+
+    assert process.wait(60) == 1
+    assert errors == ""

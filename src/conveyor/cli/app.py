@@ -53,6 +53,9 @@ class Conveyor(click.Group):
             raise
         except ConveyorError as exc:
             raise click.ClickException(masked(str(exc))) from exc
+        except BrokenPipeError:  # whoever read stdout stopped (conveyor config | head -1)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the last flush
+            raise click.exceptions.Exit(1) from None
         except Exception as exc:  # a fault of ours or of a library: one line, still
             logging.getLogger("conveyor.cli").debug("unexpected error", exc_info=True)
             raise click.ClickException(masked(f"{type(exc).__name__}: {exc}")) from exc
