@@ -51,12 +51,13 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     ("url", "says"),
     [
         (f"redis://:{PASSWORD}@127.0.0.1:abc/0", "write it as redis://"),
+        (f"redis://:{PASSWORD}@127.0.0.1:6379/jobs", "the database 'jobs' is not a number"),
         (f"mysql://root:{PASSWORD}@127.0.0.1:3306", "names no database"),
         (f"postgresql://u:{PASSWORD}@127.0.0.1:5432/test?bogus=1", "only libpq's parameters"),
         ("sqlite://jobs.db", "write sqlite:///relative/path.db"),
         (f"amqp://guest:{PASSWORD}@127.0.0.1:notaport/", "is not an AMQP URL"),
     ],
-    ids=["redis-port", "mysql-database", "postgres-option", "sqlite-host", "amqp-port"],
+    ids=["redis-port", "redis-db", "mysql-db", "postgres-option", "sqlite-host", "amqp-port"],
 )
 def test_a_bad_url_of_a_known_driver_says_what_is_wrong_with_it(
     tmp_path: Path, url: str, says: str
