@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +213,25 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> N
 
     assert process.wait(60) == 1
     assert errors == ""
+
+
+def test_dashboard_on_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = conveyor(tmp_path, "memory://", "dashboard", "--port", str(port))
+
+    line = one_error_line(result)
+    assert f"cannot serve the dashboard on 127.0.0.1:{port}" in line, line
+    assert "choose a free port with --port" in line, line
+
+
+def test_metrics_on_an_address_that_is_no_host_names_the_host_option(tmp_path: Path) -> None:
+    result = conveyor(
+        tmp_path, "memory://", "work", "--metrics-port", "9", "--metrics-host", "999.1.1.1"
+    )
+
+    line = one_error_line(result)
+    assert "cannot serve metrics on 999.1.1.1:9" in line and "--metrics-host" in line, line

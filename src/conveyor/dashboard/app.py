@@ -20,14 +20,16 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import logging
 import secrets
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from conveyor.core import RegistryCore
 from conveyor.drivers.base import Throughput
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConfigError, ConveyorError
 from conveyor.job import JobState
 
 try:
@@ -217,7 +219,18 @@ async def serve(
 
     app = create_app(registry, read_only=read_only, token=token, basic_auth=basic_auth)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
-    await server.serve()
+    try:  # bound here, not by uvicorn, which logs why it cannot and exits with status 3
+        bound = socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve the dashboard on {host}:{port} ({exc}): choose a free port with "
+            "--port, or another address with --host"
+        ) from exc
+    with bound:  # uvicorn says where it runs only when it binds itself
+        logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d", host, port)
+        await server.serve(sockets=[bound])
 
 
 async def _perform(registry: RegistryCore, kind: str, action: str, target: str) -> None:
