@@ -235,3 +235,17 @@ def test_metrics_on_an_address_that_is_no_host_names_the_host_option(tmp_path: P
 
     line = one_error_line(result)
     assert "cannot serve metrics on 999.1.1.1:9" in line and "--metrics-host" in line, line
+
+
+def test_an_app_that_fails_on_import_with_a_url_in_its_error_never_shows_the_password(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "failing.py").write_text(
+        f'raise RuntimeError("cannot reach postgresql://app:{PASSWORD}@db@127.0.0.1/x")\n'
+    )
+
+    result = run_cli(tmp_path, "failing:registry", "list")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot reach postgresql://app:***@127.0.0.1/x" in result.stderr, result.stderr
+    assert PASSWORD not in result.stderr and "@db" not in result.stderr, result.stderr

@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Coroutine
 from datetime import datetime
@@ -34,6 +35,9 @@ from conveyor.registry import Registry
 T = TypeVar("T")
 
 APP_HELP = "Where your registry is, as module:attribute (or set CONVEYOR_APP)."
+
+#: A URL's password, to the last `@` of the URL (a pasted password may hold an `@` itself).
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(\S*)@")
 
 #: The seed's spellings, each the name of the command it stands for.
 ALIASES = {"queue:work": "work", "queue:list": "list"}
@@ -160,7 +164,13 @@ def masked(message: str, registry: Registry | None = None) -> str:
         locations += [registry.default_driver, *(q.driver for q in registry.queues.values())]
     for location in locations:
         message = Location.parse(location).mask(message)
-    return message
+    return _URL_PASSWORD.sub(_hidden, message)  # a URL none of them is (the app's own error)
+
+
+def _hidden(url: re.Match[str]) -> str:
+    """A URL's start with its password hidden, unless it is the word in an example of how
+    to write one (amqp://user:password@host...)."""
+    return url[0] if url[2] == "password" else f"{url[1]}***@"
 
 
 async def unsearched(registry: Registry) -> str:
