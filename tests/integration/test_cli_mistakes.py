@@ -249,3 +249,28 @@ def test_an_app_that_fails_on_import_with_a_url_in_its_error_never_shows_the_pas
     assert result.returncode == 2, result.stdout + result.stderr
     assert "cannot reach postgresql://app:***@127.0.0.1/x" in result.stderr, result.stderr
     assert PASSWORD not in result.stderr and "@db" not in result.stderr, result.stderr
+
+
+LEAKY_APP = f"""
+from conveyor import Job, Registry
+
+registry = Registry(default_driver={{url!r}})
+
+
+@registry.job("fetch", retry=0)
+def fetch(job: Job[dict[str, int]]) -> None:
+    raise RuntimeError("cannot reach postgresql://app:{PASSWORD}@10.0.0.1/db")
+"""
+
+
+def test_a_handler_error_quoting_a_url_never_shows_its_password(tmp_path: Path) -> None:
+    (tmp_path / "leaky.py").write_text(LEAKY_APP.format(url=f"sqlite:///{tmp_path / 'jobs.db'}"))
+    assert run_cli(tmp_path, "leaky:registry", "push", "default", "fetch", "--payload", "{}")
+
+    worked = run_cli(tmp_path, "leaky:registry", "work", "--burst")
+    listed = run_cli(tmp_path, "leaky:registry", "failed", "list", "default", "--json")
+
+    assert worked.returncode == 0 and listed.returncode == 0, worked.stderr + listed.stderr
+    assert "cannot reach postgresql://app:***@10.0.0.1/db" in worked.stderr, worked.stderr
+    assert "postgresql://app:***@10.0.0.1/db" in listed.stdout, listed.stdout
+    assert PASSWORD not in worked.stdout + worked.stderr + listed.stdout

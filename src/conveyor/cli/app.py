@@ -7,7 +7,6 @@ import importlib
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Coroutine
 from datetime import datetime
@@ -28,6 +27,7 @@ from conveyor import loop as event_loop
 from conveyor.cli.logs import setup_logging
 from conveyor.config import CONFIG_ENV
 from conveyor.drivers import DATABASE_ENV, Location
+from conveyor.drivers.location import hide_passwords
 from conveyor.errors import ConveyorError
 from conveyor.job import JobInfo
 from conveyor.registry import Registry
@@ -35,9 +35,6 @@ from conveyor.registry import Registry
 T = TypeVar("T")
 
 APP_HELP = "Where your registry is, as module:attribute (or set CONVEYOR_APP)."
-
-#: A URL's password, to the last `@` of the URL (a pasted password may hold an `@` itself).
-_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(\S*)@")
 
 #: The seed's spellings, each the name of the command it stands for.
 ALIASES = {"queue:work": "work", "queue:list": "list"}
@@ -164,13 +161,7 @@ def masked(message: str, registry: Registry | None = None) -> str:
         locations += [registry.default_driver, *(q.driver for q in registry.queues.values())]
     for location in locations:
         message = Location.parse(location).mask(message)
-    return _URL_PASSWORD.sub(_hidden, message)  # a URL none of them is (the app's own error)
-
-
-def _hidden(url: re.Match[str]) -> str:
-    """A URL's start with its password hidden, unless it is the word in an example of how
-    to write one (amqp://user:password@host...)."""
-    return url[0] if url[2] == "password" else f"{url[1]}***@"
+    return hide_passwords(message)  # of a URL none of them is (the app's own error)
 
 
 async def unsearched(registry: Registry) -> str:
