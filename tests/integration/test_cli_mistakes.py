@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -274,3 +276,31 @@ def test_a_handler_error_quoting_a_url_never_shows_its_password(tmp_path: Path) 
     assert "cannot reach postgresql://app:***@10.0.0.1/db" in worked.stderr, worked.stderr
     assert "postgresql://app:***@10.0.0.1/db" in listed.stdout, listed.stdout
     assert PASSWORD not in worked.stdout + worked.stderr + listed.stdout
+
+
+def test_ctrl_c_during_push_file_says_how_many_jobs_were_pushed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    (tmp_path / "urlapp.py").write_text(APP_SOURCE.format(url=url))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "push", "default", "add", "--file", "-",
+         "--app", "urlapp:registry"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert process.stdin is not None
+    process.stdin.write('{"n": 1}\n' * 1000)  # one whole batch; the pipe stays open
+    process.stdin.flush()
+    deadline = time.monotonic() + 30
+    while '"pending": 1000' not in run_cli(tmp_path, "urlapp:registry", "list", "--json").stdout:
+        assert time.monotonic() < deadline, "the first batch was never pushed"
+        time.sleep(0.2)
+
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=30)
+
+    assert process.returncode == 1, errors
+    assert "interrupted: 1000 job(s) pushed" in errors and "Traceback" not in errors, errors

@@ -97,9 +97,16 @@ def push(
     except OSError as exc:
         message = f"cannot read {path!r}: {exc.strerror}"
         raise click.BadParameter(message, param_hint="--file") from exc
+    ids: list[str] = []  # filled as batches are stored, and read if Ctrl-C stops it
+    sent: list[tuple[int, Any]] = []  # the batch on its way to the backend
     with opened as lines:
         size = os.fstat(lines.fileno()).st_size if path != "-" else None
-        ids = run(_push_file(registry, queue, job_name, lines, size or None, options), registry)
+        pushing = _push_file(registry, queue, job_name, lines, size or None, options, ids, sent)
+        try:
+            run(pushing, registry)
+        except KeyboardInterrupt:  # say what is stored, before click's "Aborted!"
+            click.echo(_interrupted(len(ids), sent), err=True)
+            raise
     if as_json:
         echo_json({"queue": queue, "job": job_name, "ids": ids})
     else:
@@ -123,22 +130,38 @@ async def _push_file(
     lines: IO[str],
     size: int | None,
     options: dict[str, Any],
-) -> list[str]:
-    """Push a job per line, a batch at a time; an error (a bad line, a backend gone) names
-    the line where it can and says how many jobs were pushed before it."""
-    ids: list[str] = []
+    ids: list[str],
+    sent: list[tuple[int, Any]],
+) -> None:
+    """Push a job per line, a batch at a time, adding their ids to `ids`, with the batch under
+    way in `sent`; an error (a bad line, a backend gone) names the line where it can and says
+    how many jobs were pushed before it."""
     with progress() as bars:
         task = bars.add_task(f"pushing {job_name} to {queue}", total=size)
         try:
             for batch, read in _batches(lines):
+                sent[:] = batch
                 ids += await _push_batch(registry, queue, job_name, batch, options)
+                sent.clear()
                 bars.advance(task, read)
         except ConveyorError as exc:
             raise ConveyorError(
                 f"{exc}; {len(ids)} job(s) from the lines before its batch were pushed, none "
                 "from it or after"
             ) from exc
-    return ids
+
+
+def _interrupted(pushed: int, sent: list[tuple[int, Any]]) -> str:
+    """What a push --file stopped by Ctrl-C had stored."""
+    line = f"interrupted: {pushed} job(s) pushed"
+    if not sent:
+        return line + ", none from the lines after them"
+    first, last = sent[0][0], sent[-1][0]
+    lines = f"line {first} was" if first == last else f"lines {first} to {last} were"
+    return (
+        f"{line}; {lines} on the way and may be stored too (all or none): look with conveyor"
+        " list before pushing them again"
+    )
 
 
 async def _push_batch(
