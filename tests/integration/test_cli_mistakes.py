@@ -163,9 +163,9 @@ def test_push_file_that_cannot_be_read_is_a_usage_error_naming_it(
 def test_push_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
     (tmp_path / "jobs.jsonl").write_bytes(b'{"n": 1}\n\xff\n')
 
-    line = one_error_line(
-        conveyor(tmp_path, "memory://", "push", "default", "add", "--file", "jobs.jsonl")
-    )
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    line = one_error_line(conveyor(tmp_path, url, "push", "default", "add", "--file", "jobs.jsonl"))
 
     assert "--file is not UTF-8 text (invalid start byte): save it as UTF-8" in line, line
 
@@ -304,3 +304,17 @@ def test_ctrl_c_during_push_file_says_how_many_jobs_were_pushed(tmp_path: Path) 
 
     assert process.returncode == 1, errors
     assert "interrupted: 1000 job(s) pushed" in errors and "Traceback" not in errors, errors
+
+
+@pytest.mark.parametrize(
+    "source", [["--payload", "{}"], ["--file", "jobs.jsonl"]], ids=["payload", "file"]
+)
+def test_push_to_a_queue_on_the_memory_driver_is_refused_not_lost(
+    tmp_path: Path, source: list[str]
+) -> None:
+    (tmp_path / "jobs.jsonl").write_text("{}\n")
+
+    line = one_error_line(conveyor(tmp_path, "memory://", "push", "default", "add", *source))
+
+    assert "queue 'default' is on the memory driver, which keeps jobs in one process only" in line
+    assert "put the queue on a driver that keeps them" in line, line

@@ -85,7 +85,12 @@ def push(
             value = json.loads(payload)
         except ValueError as exc:
             raise fail(f"--payload is not JSON: {exc}") from exc
-        job_id = run(registry.push(queue, job_name, value, unique=unique, **options), registry)
+
+        async def push_one() -> str:
+            await _kept(registry, queue)
+            return await registry.push(queue, job_name, value, unique=unique, **options)
+
+        job_id = run(push_one(), registry)
         if as_json:
             echo_json({"id": job_id, "queue": queue, "job": job_name})
         else:
@@ -113,6 +118,18 @@ def push(
         click.echo(f"{len(ids)} job(s) {job_name!r} pushed to queue {queue!r}")
 
 
+async def _kept(registry: Registry, queue: str) -> None:
+    """ConveyorError unless `queue`'s driver keeps a job once this process exits (or runs it
+    inside the push, as sync does): memory's would be lost with it, unseen."""
+    driver = await registry.driver_of(queue)
+    if not (driver.capabilities.durable or driver.capabilities.inline):
+        raise ConveyorError(
+            f"queue {queue!r} is on the {driver.kind} driver, which keeps jobs in one process"
+            " only: a job pushed by conveyor push would be lost when it exits; put the queue"
+            " on a driver that keeps them (sqlite, postgres, mysql, redis, amqp)"
+        )
+
+
 def _meta(pairs: tuple[str, ...]) -> dict[str, str]:
     found: dict[str, str] = {}
     for pair in pairs:
@@ -136,6 +153,7 @@ async def _push_file(
     """Push a job per line, a batch at a time, adding their ids to `ids`, with the batch under
     way in `sent`; an error (a bad line, a backend gone) names the line where it can and says
     how many jobs were pushed before it."""
+    await _kept(registry, queue)
     with progress() as bars:
         task = bars.add_task(f"pushing {job_name} to {queue}", total=size)
         try:
