@@ -318,3 +318,22 @@ def test_push_to_a_queue_on_the_memory_driver_is_refused_not_lost(
 
     assert "queue 'default' is on the memory driver, which keeps jobs in one process only" in line
     assert "put the queue on a driver that keeps them" in line, line
+
+
+def test_an_argument_that_is_not_utf8_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "urlapp.py").write_text(APP_SOURCE.format(url=f"sqlite:///{tmp_path / 'j.db'}"))
+
+    result = subprocess.run(
+        [sys.executable.encode(), b"-m", b"conveyor", b"failed", b"retry", b"default",
+         b"ab\xc3", b"--app", b"urlapp:registry"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "the argument 'ab\\udcc3' is not UTF-8 text" in result.stderr, result.stderr
+    assert "UnicodeEncodeError" not in result.stderr

@@ -91,6 +91,21 @@ def main(log_level: str, log_format: str, config_path: str | None) -> None:
     Exit status: 0 ok, 1 an error (one line on stderr), 2 a usage mistake. The seed's
     spellings `queue:work` and `queue:list` run `work` and `list`."""
     setup_logging(log_level.upper(), log_format)
+    for argument in sys.argv[1:]:
+        if not argument.isascii() and _surrogates(argument):
+            raise click.UsageError(
+                f"the argument {argument!r} is not UTF-8 text: write it in UTF-8, or run"
+                " conveyor under a UTF-8 locale (LANG=C.UTF-8)"
+            )
+
+
+def _surrogates(text: str) -> bool:
+    """True when `text` holds bytes that were not UTF-8 (Python keeps them as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def load_app(spec: str) -> Registry:
