@@ -20,6 +20,7 @@ from conveyor import retry
 from conveyor.chain import with_successor
 from conveyor.deadlines import Deadlines
 from conveyor.drivers.base import Driver
+from conveyor.drivers.location import hide_passwords
 from conveyor.errors import (
     CorruptJobError,
     JobCancelledError,
@@ -253,14 +254,16 @@ def retry_or_fail(job: JobInfo, driver: Driver, error: ErrorInfo) -> Outcome:
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
-    """The exception as recorded on a job: qualified type name, message, traceback."""
+    """The exception as recorded on a job: qualified type name, message, traceback, with the
+    password of any URL in them hidden (they are logged, stored and shown)."""
     kind = type(exc)
     name = (
         kind.__qualname__
         if kind.__module__ == "builtins"
         else f"{kind.__module__}.{kind.__qualname__}"
     )
-    return ErrorInfo(name, str(exc), capped("".join(traceback.format_exception(exc))))
+    shown = "".join(traceback.format_exception(exc))
+    return ErrorInfo(name, hide_passwords(str(exc)), capped(hide_passwords(shown)))
 
 
 #: The longest traceback a job keeps, in characters: its head and its tail (where the error

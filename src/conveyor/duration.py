@@ -33,7 +33,8 @@ def seconds(value: Duration, what: str, *, zero_ok: bool = False) -> float:
     if not math.isfinite(number):  # NaN is never reached: a job due then would never run
         raise ConfigError(f"{what} must be a finite number of seconds, not {value!r}")
     if number < 0 or (number == 0 and not zero_ok):
-        raise ConfigError(f"{what} must be more than 0 seconds, not {value!r}")
+        least = "0 seconds or more" if zero_ok else "more than 0 seconds"
+        raise ConfigError(f"{what} must be {least}, not {value!r}")
     return float(number)
 
 

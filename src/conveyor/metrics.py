@@ -208,5 +208,6 @@ async def serve(registry: RegistryCore, port: int, host: str = "127.0.0.1") -> a
         return await asyncio.start_server(answer, host, port)
     except OSError as exc:
         raise ConfigError(
-            f"cannot serve metrics on {host}:{port} ({exc}): choose a free port with --metrics-port"
+            f"cannot serve metrics on {host}:{port} ({exc}): choose a free port with "
+            "--metrics-port, or another address with --metrics-host"
         ) from exc

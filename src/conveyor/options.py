@@ -21,6 +21,8 @@ DEFAULT_PRIORITY = 0
 #: The range every driver stores: a 32-bit integer column in PostgreSQL and MySQL.
 MIN_PRIORITY = -(2**31)
 MAX_PRIORITY = 2**31 - 1
+#: The most retries: attempts (retry + 1) are a 32-bit integer column too.
+MAX_RETRY = MAX_PRIORITY - 1
 #: The longest unique key, in characters: short enough for every driver's unique index.
 MAX_UNIQUE_KEY = 256
 
@@ -55,10 +57,11 @@ class Options:
         ):
             return NO_OPTIONS  # what most pushes give: nothing to check
         if retry is not None and (
-            isinstance(retry, bool) or not isinstance(retry, int) or retry < 0
+            isinstance(retry, bool) or not isinstance(retry, int) or not 0 <= retry <= MAX_RETRY
         ):
             raise ConfigError(
-                f"retry must be a whole number >= 0 (retries after the first), not {retry!r}"
+                f"retry must be a whole number from 0 to {MAX_RETRY} (retries after the first),"
+                f" not {retry!r}"
             )
         if timeout is not None and not (
             isinstance(timeout, int | float) and 0 < timeout < math.inf

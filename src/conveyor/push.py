@@ -31,6 +31,9 @@ T = TypeVar("T")
 #: What a job id given to `push` may be: what every driver stores and compares exactly.
 JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
+#: The longest delay, 100 years: a job due past the year 9999 has a time no date can show.
+MAX_DELAY = 100 * 365 * 86400.0
+
 #: Payloads `push_many` stores per call to the driver (one round trip, all or none), by default.
 PUSH_CHUNK = 10_000
 
@@ -299,7 +302,7 @@ class Pushing(Registration):
         self.freeze()
         check_unique(unique)
         resolved, retry_delay, encode = self._settled(queue, job_name, options)
-        wait = 0.0 if delay is None else seconds(delay, "delay", zero_ok=True)
+        wait = 0.0 if delay is None else _delay(delay)
 
         def make(payload: Any) -> NewJob:
             return NewJob(
@@ -354,3 +357,11 @@ class Pushing(Registration):
             f"queue {queue!r} is on the sync driver, which runs each job inside push: "
             "use conveyor.Registry, whose push can run it"
         )
+
+
+def _delay(delay: Duration) -> float:
+    """`delay` as seconds; ConfigError unless it is from 0 to MAX_DELAY."""
+    wait = seconds(delay, "delay", zero_ok=True)
+    if wait > MAX_DELAY:
+        raise ConfigError(f"delay must be at most 100 years ({MAX_DELAY:g}s), not {delay!r}")
+    return wait

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conveyor.drivers import driver_from_url, safe_url
+from conveyor.drivers import DATABASE, SCHEMES, driver_from_url, safe_url
 from conveyor.drivers.base import Driver
 from conveyor.duration import Duration
 from conveyor.errors import (
@@ -401,6 +401,9 @@ class Registration:
             try:
                 self._drivers[name] = driver_from_url(name)
             except ConfigError as exc:
+                if name == DATABASE or name.partition("://")[0] in SCHEMES:
+                    # A known driver refused its URL, or is not installed: it says why.
+                    raise RegistryError(str(exc)) from exc
                 shown = safe_url(name)  # the name may be a URL with a password in it
                 raise RegistryError(
                     f"unknown driver {shown!r}: register it with registry.driver({shown!r}, ...) "

@@ -27,6 +27,7 @@ from conveyor import loop as event_loop
 from conveyor.cli.logs import setup_logging
 from conveyor.config import CONFIG_ENV
 from conveyor.drivers import DATABASE_ENV, Location
+from conveyor.drivers.location import hide_passwords
 from conveyor.errors import ConveyorError
 from conveyor.job import JobInfo
 from conveyor.registry import Registry
@@ -53,6 +54,9 @@ class Conveyor(click.Group):
             raise
         except ConveyorError as exc:
             raise click.ClickException(masked(str(exc))) from exc
+        except BrokenPipeError:  # whoever read stdout stopped (conveyor config | head -1)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the last flush
+            raise click.exceptions.Exit(1) from None
         except Exception as exc:  # a fault of ours or of a library: one line, still
             logging.getLogger("conveyor.cli").debug("unexpected error", exc_info=True)
             raise click.ClickException(masked(f"{type(exc).__name__}: {exc}")) from exc
@@ -87,25 +91,47 @@ def main(log_level: str, log_format: str, config_path: str | None) -> None:
     Exit status: 0 ok, 1 an error (one line on stderr), 2 a usage mistake. The seed's
     spellings `queue:work` and `queue:list` run `work` and `list`."""
     setup_logging(log_level.upper(), log_format)
+    for argument in sys.argv[1:]:
+        if not argument.isascii() and _surrogates(argument):
+            raise click.UsageError(
+                f"the argument {argument!r} is not UTF-8 text: write it in UTF-8, or run"
+                " conveyor under a UTF-8 locale (LANG=C.UTF-8)"
+            )
+
+
+def _surrogates(text: str) -> bool:
+    """True when `text` holds bytes that were not UTF-8 (Python keeps them as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def load_app(spec: str) -> Registry:
     """Import `module:attribute` and return the Registry it names."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise click.BadParameter(f"{spec!r} is not module:attribute, e.g. myapp.jobs:registry")
+        raise _bad_app(f"{spec!r} is not module:attribute, e.g. myapp.jobs:registry")
+    if module_name.endswith(".py") or "/" in module_name:
+        raise _bad_app(
+            f"{module_name!r} is a file's path: give the module's dotted name, as myapp.jobs "
+            "for myapp/jobs.py, from the folder that holds myapp"
+        )
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+        missing = isinstance(exc, ModuleNotFoundError) and module_name.startswith(exc.name or " ")
+        hint = "; run conveyor in the folder that holds it, or add that to PYTHONPATH"
+        raise _bad_app(f"cannot import {module_name!r}: {exc}{hint if missing else ''}") from exc
     except Exception as exc:  # the module itself failed (a registry mistake, a syntax error)
-        raise click.BadParameter(
+        raise _bad_app(
             masked(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")
         ) from exc
     registry = getattr(module, attribute, None)
     if not isinstance(registry, Registry):
-        raise click.BadParameter(f"{spec!r} is not a conveyor Registry (found {registry!r})")
+        raise _bad_app(f"{spec!r} is not a conveyor Registry (found {registry!r})")
     config_path = click.get_current_context().find_root().params.get("config_path")
     if config_path is not None:
         try:
@@ -113,6 +139,11 @@ def load_app(spec: str) -> Registry:
         except ConveyorError as exc:
             raise click.ClickException(str(exc)) from exc
     return registry
+
+
+def _bad_app(message: str) -> click.BadParameter:
+    """The usage error of a --app (or CONVEYOR_APP) that names no registry."""
+    return click.BadParameter(message, param_hint="'--app' (or CONVEYOR_APP)")
 
 
 app_option = click.option("--app", "app", envvar="CONVEYOR_APP", required=True, help=APP_HELP)
@@ -145,7 +176,20 @@ def masked(message: str, registry: Registry | None = None) -> str:
         locations += [registry.default_driver, *(q.driver for q in registry.queues.values())]
     for location in locations:
         message = Location.parse(location).mask(message)
-    return message
+    return hide_passwords(message)  # of a URL none of them is (the app's own error)
+
+
+async def unsearched(registry: Registry) -> str:
+    """Why a job looked up by id may be missing besides being gone: "" when every queue's
+    driver can find one, else the clause naming the queues whose driver cannot (amqp)."""
+    blind = [q for q in registry.queues if not (await registry.driver_of(q)).capabilities.lookup]
+    if not blind:
+        return ""
+    names = ", ".join(repr(q) for q in blind)
+    return (
+        f"; queue(s) {names} were not searched: their driver cannot find a job by id "
+        "(see them with conveyor list and conveyor failed list)"
+    )
 
 
 def fail(message: str) -> click.ClickException:

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from conveyor.chain import ChainInfo
 from conveyor.cli.app import (
     app_option,
     echo_json,
@@ -21,6 +22,7 @@ from conveyor.cli.app import (
     progress,
     run,
     table,
+    unsearched,
     when,
 )
 from conveyor.registry import Registry
@@ -118,9 +120,14 @@ def schedule_list(app: str, as_json: bool) -> None:
 def chain(chain_id: str, app: str, as_json: bool) -> None:
     """Show how far the cursor-chained job CHAIN_ID got: pages, state, last cursor."""
     registry = load_app(app)
-    info = run(registry.chain_info(chain_id), registry)
+
+    async def find() -> tuple[ChainInfo | None, str]:
+        info = await registry.chain_info(chain_id)
+        return info, "" if info is not None else await unsearched(registry)
+
+    info, blind = run(find(), registry)
     if info is None:
-        raise fail(f"no chain {chain_id!r}: its first page was never pushed, or was pruned")
+        raise fail(f"no chain {chain_id!r}: its first page was never pushed, or was pruned{blind}")
     if as_json:
         echo_json(
             {"chain": info.id, "state": info.state, "pages": info.pages, "cursor": info.cursor,

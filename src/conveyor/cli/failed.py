@@ -8,6 +8,7 @@ from conveyor.cli.app import (
     app_option,
     echo_json,
     error_line,
+    fail,
     job_json,
     json_option,
     load_app,
@@ -30,8 +31,12 @@ def failed() -> None:
 @failed.command(name="list")
 @click.argument("queue")
 @app_option
-@click.option("--limit", default=50, show_default=True, help="How many to show.")
-@click.option("--offset", default=0, show_default=True, help="How many to skip.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="How many to show."
+)
+@click.option(
+    "--offset", type=click.IntRange(min=0), default=0, show_default=True, help="How many to skip."
+)
 @click.option("--name", default=None, help="Only the jobs of this job name.")
 @json_option
 def failed_list(
@@ -53,10 +58,22 @@ def failed_list(
 @click.argument("ids", nargs=-1)
 @app_option
 def failed_retry(queue: str, ids: tuple[str, ...], app: str) -> None:
-    """Move QUEUE's failed jobs (all, or only IDS) back to pending, attempts reset."""
+    """Move QUEUE's failed jobs (all, or only IDS) back to pending, attempts reset. An ID
+    that is no failed job of QUEUE makes the exit status 1, once the others moved."""
     registry = load_app(app)
     moved = run(_retry(registry, queue, list(ids)), registry)
     click.echo(f"{moved} failed job(s) of queue {queue!r} moved back to pending")
+    _all_found(queue, ids, moved)
+
+
+def _all_found(queue: str, ids: tuple[str, ...], done: int) -> None:
+    """Exit status 1 naming how many of `ids` were no failed job of `queue`, if any were."""
+    missed = len(set(ids)) - done
+    if ids and missed > 0:
+        raise fail(
+            f"{missed} of the {len(set(ids))} id(s) named are not failed jobs of queue {queue!r}"
+            f" (see them with: conveyor failed list {queue})"
+        )
 
 
 async def _retry(registry: Registry, queue: str, ids: list[str]) -> int:
@@ -80,9 +97,11 @@ async def _retry(registry: Registry, queue: str, ids: list[str]) -> int:
 @app_option
 @click.option("--yes", is_flag=True, help="Purge all of them without asking.")
 def failed_purge(queue: str, ids: tuple[str, ...], app: str, yes: bool) -> None:
-    """Delete QUEUE's failed jobs (all, or only IDS) for good."""
+    """Delete QUEUE's failed jobs (all, or only IDS) for good. An ID that is no failed job
+    of QUEUE makes the exit status 1, once the others are deleted."""
     if not ids and not yes:
         click.confirm(f"Delete every failed job of queue {queue!r}?", abort=True)
     registry = load_app(app)
     deleted = run(registry.purge(queue, JobState.FAILED, list(ids) or None), registry)
     click.echo(f"{deleted} failed job(s) of queue {queue!r} deleted")
+    _all_found(queue, ids, deleted)

@@ -22,6 +22,7 @@ from conveyor.cli.app import (
     masked,
     run,
     table,
+    unsearched,
     when,
     yes,
 )
@@ -129,9 +130,16 @@ def job(job_id: str, app: str, as_json: bool) -> None:
     """Show the job JOB_ID: its state, attempts, times, payload, the error of each failed
     attempt with its traceback (the last 20), and its result when kept."""
     registry = load_app(app)
-    info = run(registry.job_info(job_id), registry)
+
+    async def find() -> tuple[JobInfo | None, str]:
+        info = await registry.job_info(job_id)
+        return info, "" if info is not None else await unsearched(registry)
+
+    info, blind = run(find(), registry)
     if info is None:
-        raise fail(f"no job {job_id!r}: it was never pushed, or was pruned after it finished")
+        raise fail(
+            f"no job {job_id!r}: it was never pushed, or was pruned after it finished{blind}"
+        )
     if as_json:
         echo_json(job_json(info))
         return

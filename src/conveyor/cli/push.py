@@ -85,20 +85,49 @@ def push(
             value = json.loads(payload)
         except ValueError as exc:
             raise fail(f"--payload is not JSON: {exc}") from exc
-        job_id = run(registry.push(queue, job_name, value, unique=unique, **options), registry)
+
+        async def push_one() -> str:
+            await _kept(registry, queue)
+            return await registry.push(queue, job_name, value, unique=unique, **options)
+
+        job_id = run(push_one(), registry)
         if as_json:
             echo_json({"id": job_id, "queue": queue, "job": job_name})
         else:
             click.echo(job_id)
         return
     assert path is not None
-    with click.open_file(path, encoding="utf-8") as lines:
+    try:
+        opened = click.open_file(path, encoding="utf-8")
+    except OSError as exc:
+        message = f"cannot read {path!r}: {exc.strerror}"
+        raise click.BadParameter(message, param_hint="--file") from exc
+    ids: list[str] = []  # filled as batches are stored, and read if Ctrl-C stops it
+    sent: list[tuple[int, Any]] = []  # the batch on its way to the backend
+    with opened as lines:
         size = os.fstat(lines.fileno()).st_size if path != "-" else None
-        ids = run(_push_file(registry, queue, job_name, lines, size or None, options), registry)
+        pushing = _push_file(registry, queue, job_name, lines, size or None, options, ids, sent)
+        try:
+            run(pushing, registry)
+        except KeyboardInterrupt:  # say what is stored, before click's "Aborted!"
+            click.echo(_interrupted(len(ids), sent), err=True)
+            raise
     if as_json:
         echo_json({"queue": queue, "job": job_name, "ids": ids})
     else:
         click.echo(f"{len(ids)} job(s) {job_name!r} pushed to queue {queue!r}")
+
+
+async def _kept(registry: Registry, queue: str) -> None:
+    """ConveyorError unless `queue`'s driver keeps a job once this process exits (or runs it
+    inside the push, as sync does): memory's would be lost with it, unseen."""
+    driver = await registry.driver_of(queue)
+    if not (driver.capabilities.durable or driver.capabilities.inline):
+        raise ConveyorError(
+            f"queue {queue!r} is on the {driver.kind} driver, which keeps jobs in one process"
+            " only: a job pushed by conveyor push would be lost when it exits; put the queue"
+            " on a driver that keeps them (sqlite, postgres, mysql, redis, amqp)"
+        )
 
 
 def _meta(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -118,22 +147,53 @@ async def _push_file(
     lines: IO[str],
     size: int | None,
     options: dict[str, Any],
-) -> list[str]:
-    """Push a job per line, a batch at a time; an error names the line and how many jobs
-    were pushed before it."""
-    ids: list[str] = []
+    ids: list[str],
+    sent: list[tuple[int, Any]],
+) -> None:
+    """Push a job per line, a batch at a time, adding their ids to `ids`, with the batch under
+    way in `sent`; an error (a bad line, a backend gone) names the line where it can and says
+    how many jobs were pushed before it."""
+    await _kept(registry, queue)
     with progress() as bars:
         task = bars.add_task(f"pushing {job_name} to {queue}", total=size)
-        for batch, read in _batches(lines):
-            try:
-                ids += await registry.push_many(queue, job_name, [p for _, p in batch], **options)
-            except PayloadError as exc:
-                raise ConveyorError(
-                    f"{_culprit(registry, job_name, batch, exc)}; {len(ids)} job(s) from the "
-                    "lines before its batch were pushed, none from it or after"
-                ) from exc
-            bars.advance(task, read)
-    return ids
+        try:
+            for batch, read in _batches(lines):
+                sent[:] = batch
+                ids += await _push_batch(registry, queue, job_name, batch, options)
+                sent.clear()
+                bars.advance(task, read)
+        except ConveyorError as exc:
+            raise ConveyorError(
+                f"{exc}; {len(ids)} job(s) from the lines before its batch were pushed, none "
+                "from it or after"
+            ) from exc
+
+
+def _interrupted(pushed: int, sent: list[tuple[int, Any]]) -> str:
+    """What a push --file stopped by Ctrl-C had stored."""
+    line = f"interrupted: {pushed} job(s) pushed"
+    if not sent:
+        return line + ", none from the lines after them"
+    first, last = sent[0][0], sent[-1][0]
+    lines = f"line {first} was" if first == last else f"lines {first} to {last} were"
+    return (
+        f"{line}; {lines} on the way and may be stored too (all or none): look with conveyor"
+        " list before pushing them again"
+    )
+
+
+async def _push_batch(
+    registry: Registry,
+    queue: str,
+    job_name: str,
+    batch: list[tuple[int, Any]],
+    options: dict[str, Any],
+) -> list[str]:
+    """Push one batch, all or none; a payload the job refuses is named by its line."""
+    try:
+        return await registry.push_many(queue, job_name, [p for _, p in batch], **options)
+    except PayloadError as exc:
+        raise ConveyorError(_culprit(registry, job_name, batch, exc)) from exc
 
 
 def _batches(lines: IO[str]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
@@ -141,7 +201,7 @@ def _batches(lines: IO[str]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
     skipped, a line that is not JSON is an error naming it."""
     batch: list[tuple[int, Any]] = []
     read = 0
-    for number, line in enumerate(lines, start=1):
+    for number, line in _numbered(lines):
         read += len(line)
         if not line.strip():
             continue
@@ -154,6 +214,14 @@ def _batches(lines: IO[str]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
             batch, read = [], 0
     if batch:
         yield batch, read
+
+
+def _numbered(lines: IO[str]) -> Iterator[tuple[int, str]]:
+    """The lines with their numbers; ConveyorError if the file is not UTF-8 text."""
+    try:
+        yield from enumerate(lines, start=1)
+    except UnicodeDecodeError as exc:
+        raise ConveyorError(f"--file is not UTF-8 text ({exc.reason}): save it as UTF-8") from exc
 
 
 def _culprit(

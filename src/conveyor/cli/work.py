@@ -19,7 +19,12 @@ from conveyor.worker import Stopped, Worker, log
 @click.command()
 @click.argument("workers", nargs=-1)
 @app_option
-@click.option("--burst", is_flag=True, help="Stop once the workers' queues are empty.")
+@click.option(
+    "--burst",
+    is_flag=True,
+    help="Stop once the workers' queues hold no pending, delayed or reserved job (a delayed "
+    "job is waited for).",
+)
 @click.option(
     "--startup-timeout",
     type=click.FloatRange(min=0),

@@ -23,13 +23,14 @@ import json
 import logging
 import re
 import secrets
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from conveyor.core import RegistryCore
 from conveyor.drivers.base import Throughput
-from conveyor.errors import ConveyorError, Unsupported
+from conveyor.errors import ConfigError, ConveyorError, Unsupported
 from conveyor.job import JobState
 from conveyor.settle import printable
 from conveyor.spec import check_name
@@ -241,10 +242,21 @@ async def serve(
 
     app = create_app(registry, read_only=read_only, token=token, basic_auth=basic_auth)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    try:  # bound here, not by uvicorn, which logs why it cannot and exits with status 3
+        bound = socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve the dashboard on {host}:{port} ({exc}): choose a free port with "
+            "--port, or another address with --host"
+        ) from exc
     access = logging.getLogger("uvicorn.access")
     access.addFilter(_masked_token)  # after the Config, which sets up uvicorn's loggers
     try:
-        await server.serve()
+        with bound:  # uvicorn says where it runs only when it binds itself
+            logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d", host, port)
+            await server.serve(sockets=[bound])
     finally:
         access.removeFilter(_masked_token)
 

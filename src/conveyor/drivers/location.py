@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, unquote_plus
 
-__all__ = ["HIDDEN", "Location", "safe_url"]
+__all__ = ["HIDDEN", "Location", "hide_passwords", "safe_url"]
 
 #: What a password is replaced by.
 HIDDEN = "***"
@@ -48,6 +48,9 @@ _KEYWORD = re.compile(
 )
 _WORD = re.compile(r"\s*\S+")
 _URL_DELIMITERS = "@/?#"
+#: A URL's password in any text, to the last `@` of the URL's word (a pasted password may hold
+#: an `@` itself).
+_ANY_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(\S*)@")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +162,14 @@ def _parse_other(text: str) -> Location:
     if 0 <= colon < at:
         return _hiding(f"{text[: colon + 1]}{HIDDEN}{text[at:]}", [text[colon + 1 : at]])
     return Location(text)
+
+
+def hide_passwords(text: str) -> str:
+    """`text` with the password of every URL in it hidden, whatever it names: for text that
+    may quote a URL no Location was made for (an exception's message). The word `password`,
+    as in an example of how to write a URL (amqp://user:password@host), is left."""
+    return _ANY_URL_PASSWORD.sub(_hidden, text)
+
+
+def _hidden(url: re.Match[str]) -> str:
+    return url[0] if url[2] == "password" else f"{url[1]}{HIDDEN}@"

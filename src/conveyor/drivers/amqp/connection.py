@@ -12,6 +12,7 @@ never appear in a message: every error names the broker by its masked URL.
 
 from __future__ import annotations
 
+import logging
 import math
 import urllib.parse
 from types import TracebackType
@@ -54,20 +55,34 @@ class Settings:
         self.consumer_timeout = consumer_timeout
 
 
+class _Raised(logging.Filter):
+    """Drops aiormq's ERROR record of a connection it could not make: `Edge` raises that
+    error as a BackendUnavailableError naming the broker, which the caller reports once (a
+    worker's start-up logs each attempt). Left in, every failed attempt printed a second,
+    unexplained line on stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error when creating transport")
+
+
+logging.getLogger("aiormq.connection").addFilter(_Raised())
+
+#: How an AMQP URL is written, said by every error about one.
+_FORM = "write amqp://user:password@host:5672/vhost (amqps:// for TLS)"
+
+
 def parse_url(url: str, prefix: str | None = None, timeout: float | None = None) -> Settings:
     """Split conveyor's options off an amqp:// URL; ConfigError (password masked) if bad."""
     location = Location.parse(url)
     try:
         parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  (read now: a port that is not a number raises only when read)
     except ValueError as exc:
         raise ConfigError(
-            f"{location.shown!r} is not an AMQP URL: {location.mask(str(exc))}"
+            f"{location.shown!r} is not an AMQP URL ({location.mask(str(exc))}): {_FORM}"
         ) from None
     if parts.scheme not in _SCHEMES or not parts.hostname:
-        raise ConfigError(
-            f"{location.shown!r} is not an AMQP URL: write amqp://user:password@host:5672/vhost"
-            " (amqps:// for TLS)"
-        )
+        raise ConfigError(f"{location.shown!r} is not an AMQP URL: {_FORM}")
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     options = dict(query)
     ours = ("prefix", "exchange", "timeout", "consumer_timeout")

@@ -111,8 +111,11 @@ def check_url(url: str) -> None:
     command_timeout(url, {})
     try:
         _parse_url(url)
+        database = urllib.parse.urlsplit(url).path.strip("/")
     except (ValueError, TypeError) as exc:
         raise _bad_url(url, exc) from None
+    if database and not database.isdigit():  # redis-py would quietly use database 0
+        raise _bad_url(url, ValueError(f"the database {database!r} is not a number"))
 
 
 def _bad_url(url: str, error: Exception) -> ConfigError:

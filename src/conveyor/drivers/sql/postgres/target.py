@@ -50,7 +50,7 @@ class Target:
             why = (
                 "a %-escape in it is not UTF-8 text: write a literal % as %25"
                 if isinstance(error, UnicodeDecodeError)
-                else self.location.scrub(str(error))
+                else self.location.scrub(" ".join(str(error).split()))  # libpq ends with \n
             )
             raise ConfigError(
                 f"bad PostgreSQL connection settings {self.shown!r} ({why}): {_URL_HELP},"
