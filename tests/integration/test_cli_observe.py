@@ -32,12 +32,12 @@ async def tick(job: Job[dict[str, int]]) -> None:
 """
 
 
-def _start(folder: Path, *args: str) -> subprocess.Popen[str]:
+def _start(folder: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     (folder / "obsapp.py").write_text(APP_SOURCE)
     return subprocess.Popen(
         [sys.executable, "-m", "conveyor", *args, "--app", "obsapp:registry"],
         cwd=folder,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -91,3 +91,18 @@ def test_dashboard_never_logs_its_token(tmp_path: Path) -> None:
     assert login.status_code == 303 and page.status_code == 200, page.text[:500]
     assert "s3cret-token" not in output
     assert "GET /?token=***&x=1 HTTP/1.1" in output, output
+
+
+def test_dashboard_takes_basic_auth_from_the_environment(tmp_path: Path) -> None:
+    # An argument would show the password to anyone who lists the machine's processes.
+    port = spare_port()
+    process = _start(tmp_path, "dashboard", "--port", str(port),
+                     CONVEYOR_DASHBOARD_BASIC_AUTH="ada:s3cret-pw")  # fmt: skip
+    try:
+        wait_for_port(port, up=True, timeout=20)
+        refused = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5, auth=("ada", "s3cret-pw"))
+    finally:
+        output = _stop(process)
+    assert refused.status_code == 401 and page.status_code == 200, page.text[:500]
+    assert "s3cret-pw" not in output

@@ -199,7 +199,13 @@ async def _prune(registry: Registry, queues: list[str]) -> dict[str, int]:
     default=None,
     help="Ask every request for this token (or set CONVEYOR_DASHBOARD_TOKEN).",
 )
-@click.option("--basic-auth", default=None, metavar="USER:PASSWORD", help="Ask for basic auth.")
+@click.option(
+    "--basic-auth",
+    envvar="CONVEYOR_DASHBOARD_BASIC_AUTH",
+    default=None,
+    metavar="USER:PASSWORD",
+    help="Ask for basic auth (or set CONVEYOR_DASHBOARD_BASIC_AUTH: an argument shows in ps).",
+)
 def dashboard(
     app: str, host: str, port: int, read_only: bool, token: str | None, basic_auth: str | None
 ) -> None:
