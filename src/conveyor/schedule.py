@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from conveyor import duration
 from conveyor.drivers.base import Tick
@@ -94,11 +94,8 @@ class Schedule:
         if (cron is None) == (every is None):
             raise ConfigError(f"{what}: give either cron='0 2 * * *' or every='30s', not both")
         interval = None if every is None else _interval(every, f"{what} every")
-        if cron is not None and not croniter.is_valid(cron):
-            raise ConfigError(
-                f"{what}: cron {cron!r} is not a cron expression: write five fields,"
-                " minute hour day month weekday, as '0 2 * * *'"
-            )
+        if cron is not None:
+            _check_cron(cron, what)
         try:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
@@ -170,6 +167,23 @@ def _interval(value: float | timedelta | str, what: str) -> float:
         except ValueError as exc:
             raise ConfigError(f"{what} {value!r}: {exc}") from None
     return duration.seconds(value, what)
+
+
+def _check_cron(cron: str, what: str) -> None:
+    """ConfigError unless `cron` has five fields (croniter reads a sixth as seconds) and
+    names a time that comes (not the 30th of February, which croniter finds only at a
+    tick, where the error would stop the scheduler)."""
+    if len(cron.split()) != 5 or not croniter.is_valid(cron):
+        raise ConfigError(
+            f"{what}: cron {cron!r} is not a cron expression: write five fields,"
+            " minute hour day month weekday, as '0 2 * * *'"
+        )
+    try:
+        croniter(cron, datetime.now(UTC)).get_next(float)
+    except CroniterBadDateError:
+        raise ConfigError(
+            f"{what}: cron {cron!r} names a date that never comes: check its day and month"
+        ) from None
 
 
 def _repeated(tick: datetime) -> bool:
