@@ -210,6 +210,7 @@ class Scheduler:
     async def run(self) -> None:
         """The scheduler's loop: a catch-up push of each schedule's latest missed tick, then
         every tick as it comes. Returns when `stopping` is set."""
+        self.schedules = [s for s in self.schedules if await self._keeps_ticks(s)]
         now = self.clock()
         due = {schedule.name: schedule.next_after(now) for schedule in self.schedules}
         # The latest tick each schedule is done with: pushed, or before this scheduler began
@@ -234,6 +235,22 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, min(wait, LOOK_EVERY))):
                     await self.stopping.wait()
+
+    async def _keeps_ticks(self, schedule: Schedule) -> bool:
+        """Whether the backend of the schedule's queue records ticks; a schedule on one that
+        cannot (amqp) is logged and never run: each push would store its job, then fail to
+        record the tick, and be pushed again every RETRY_PUSH."""
+        queue = self.registry.schedule_queue(schedule)
+        try:
+            driver = await self.registry.driver_of(queue)
+        except ConveyorError:
+            return True  # the backend is away: the pushes will say so, and be tried again
+        if driver.capabilities.schedules:
+            return True
+        log.error("schedule %s: not run: queue %r is on the %s driver, which keeps no record of"
+                  " ticks: put the queue on sqlite, postgres, mysql or redis",
+                  schedule.name, queue, driver.kind)  # fmt: skip
+        return False
 
     async def catch_up(self, schedule: Schedule, now: float) -> bool:
         """Push the latest tick missed before `now`, if the schedule catches up and has a
