@@ -379,6 +379,19 @@ async def test_a_schedule_on_amqp_is_logged_and_never_pushed(
     assert "schedule fast: not run: queue 'q' is on the amqp driver" in caplog.text
 
 
+async def test_result_on_amqp_says_the_driver_cannot_find_jobs(make: Make) -> None:
+    # It said "no job has the id ... (never pushed, or pruned)" of a job just pushed.
+    driver = await make()
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w")
+    registry.job("item", keep_result=True)(_item)
+    job_id = await registry.push("q", "item", Item(1))
+
+    with pytest.raises(Unsupported, match="'amqp' driver does not support results"):
+        await registry.result(job_id, timeout=1)
+
+
 async def _item(job: Job[Item]) -> None: ...
 
 
