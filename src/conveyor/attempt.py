@@ -19,10 +19,11 @@ import pydantic_core
 from conveyor import retry
 from conveyor.chain import with_successor
 from conveyor.deadlines import Deadlines
-from conveyor.drivers.base import Driver
+from conveyor.drivers.base import Driver, Reservation
 from conveyor.drivers.location import hide_passwords
 from conveyor.errors import (
     CorruptJobError,
+    DriverError,
     JobCancelledError,
     JobTimeoutError,
     LeaseExpiredError,
@@ -142,6 +143,8 @@ class Runner:
             error = PayloadError(f"the {said} job {job.name!r} returned is not JSON: {exc}")
             return retry_or_fail(job, driver, error_info(error))
         successor = with_successor(job, json.loads(result)) if spec.chain else None
+        if successor is not None and await _cancel_asked(job, driver):
+            return cancelled(job, driver, "while it ran")
         kept = result if spec.keep_result else None
         return Outcome("ack", job, driver, result=kept, successor=successor)
 
@@ -234,6 +237,18 @@ def cancelled(job: JobInfo, driver: Driver, when: str) -> Outcome:
     """The outcome of a job cancelled `when`: recorded as cancelled, never retried."""
     error = JobCancelledError(f"job {job.id} ({job.name}) was cancelled {when}")
     return Outcome("fail", job, driver, error_info(error), cancelled=True)
+
+
+async def _cancel_asked(job: JobInfo, driver: Driver) -> bool:
+    """Whether a cancel of this chain's page came since its last renewal: the page's ack
+    pushes the next page, so a cancel seen only at the next renewal (lease/2) would come too
+    late and the chain would go on. A backend away: False, the ack meets the same outage."""
+    if not driver.capabilities.control or job.reservation is None:
+        return False
+    try:
+        return bool(await driver.cancelling([Reservation(job.id, job.reservation)]))
+    except (DriverError, TimeoutError):
+        return False
 
 
 def given_back(job: JobInfo, driver: Driver, started: float | None = None) -> Outcome:

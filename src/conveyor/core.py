@@ -225,7 +225,13 @@ class RegistryCore(Pushing):
         """Wait for a job that keeps its result (`@registry.job(..., keep_result=True)`) to
         finish, and return what its handler returned (decoded JSON). JobFailedError if it
         failed for good or was cancelled; TimeoutError after `timeout` seconds; LookupError
-        when no job has this id."""
+        when no job has this id; Unsupported when no backend can look a job up (amqp)."""
+        drivers = await self._all_drivers()
+        if not any(driver.capabilities.lookup for driver in drivers):
+            raise drivers[0].unsupported(
+                "results (result)",
+                "it cannot find a job by id: keep results on sqlite, postgres, mysql or redis",
+            )
         async with asyncio.timeout(timeout):
             pause = RESULT_POLL_FIRST
             while True:

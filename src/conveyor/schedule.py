@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from conveyor import duration
 from conveyor.drivers.base import Tick
@@ -94,11 +94,8 @@ class Schedule:
         if (cron is None) == (every is None):
             raise ConfigError(f"{what}: give either cron='0 2 * * *' or every='30s', not both")
         interval = None if every is None else _interval(every, f"{what} every")
-        if cron is not None and not croniter.is_valid(cron):
-            raise ConfigError(
-                f"{what}: cron {cron!r} is not a cron expression: write five fields,"
-                " minute hour day month weekday, as '0 2 * * *'"
-            )
+        if cron is not None:
+            _check_cron(cron, what)
         try:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
@@ -172,6 +169,23 @@ def _interval(value: float | timedelta | str, what: str) -> float:
     return duration.seconds(value, what)
 
 
+def _check_cron(cron: str, what: str) -> None:
+    """ConfigError unless `cron` has five fields (croniter reads a sixth as seconds) and
+    names a time that comes (not the 30th of February, which croniter finds only at a
+    tick, where the error would stop the scheduler)."""
+    if len(cron.split()) != 5 or not croniter.is_valid(cron):
+        raise ConfigError(
+            f"{what}: cron {cron!r} is not a cron expression: write five fields,"
+            " minute hour day month weekday, as '0 2 * * *'"
+        )
+    try:
+        croniter(cron, datetime.now(UTC)).get_next(float)
+    except CroniterBadDateError:
+        raise ConfigError(
+            f"{what}: cron {cron!r} names a date that never comes: check its day and month"
+        ) from None
+
+
 def _repeated(tick: datetime) -> bool:
     """Whether the wall-clock time of `tick` comes twice that day (the autumn change)."""
     other = tick.replace(fold=1 - tick.fold)
@@ -196,6 +210,7 @@ class Scheduler:
     async def run(self) -> None:
         """The scheduler's loop: a catch-up push of each schedule's latest missed tick, then
         every tick as it comes. Returns when `stopping` is set."""
+        self.schedules = [s for s in self.schedules if await self._keeps_ticks(s)]
         now = self.clock()
         due = {schedule.name: schedule.next_after(now) for schedule in self.schedules}
         # The latest tick each schedule is done with: pushed, or before this scheduler began
@@ -220,6 +235,22 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, min(wait, LOOK_EVERY))):
                     await self.stopping.wait()
+
+    async def _keeps_ticks(self, schedule: Schedule) -> bool:
+        """Whether the backend of the schedule's queue records ticks; a schedule on one that
+        cannot (amqp) is logged and never run: each push would store its job, then fail to
+        record the tick, and be pushed again every RETRY_PUSH."""
+        queue = self.registry.schedule_queue(schedule)
+        try:
+            driver = await self.registry.driver_of(queue)
+        except ConveyorError:
+            return True  # the backend is away: the pushes will say so, and be tried again
+        if driver.capabilities.schedules:
+            return True
+        log.error("schedule %s: not run: queue %r is on the %s driver, which keeps no record of"
+                  " ticks: put the queue on sqlite, postgres, mysql or redis",
+                  schedule.name, queue, driver.kind)  # fmt: skip
+        return False
 
     async def catch_up(self, schedule: Schedule, now: float) -> bool:
         """Push the latest tick missed before `now`, if the schedule catches up and has a

@@ -36,6 +36,7 @@ from conveyor.errors import (
     Unsupported,
 )
 from conveyor.job import ErrorInfo, JobInfo
+from conveyor.schedule import Scheduler
 from tests.backends import require_service
 from tests.backends.amqp import START, URL, delete_prefix, fresh_prefix
 from tests.contract.helpers import make_job
@@ -354,6 +355,44 @@ async def test_a_worker_runs_every_job_once_and_retries_a_failing_one(make: Make
     assert tries == [1, 2]
     counts = (await driver.counts(["q"]))["q"]
     assert (counts.pending, counts.reserved, counts.failed) == (0, 0, 0)
+
+
+async def test_a_schedule_on_amqp_is_logged_and_never_pushed(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    # RabbitMQ keeps no ticks: each push stored its job, then failed to record the tick, and
+    # the same tick was pushed again every second, by every worker, for ever.
+    driver = await make()
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w")
+    registry.job("item")(_item)
+    registry.schedule("fast", job="item", queue="q", every=0.1, payload={"n": 1})
+    registry.freeze()
+    stopping = asyncio.Event()
+    running = asyncio.create_task(Scheduler(registry, registry.schedules, stopping).run())
+    await asyncio.sleep(1.5)
+    stopping.set()
+    await asyncio.wait_for(running, 5)
+
+    assert (await driver.counts(["q"]))["q"].pending == 0
+    assert "schedule fast: not run: queue 'q' is on the amqp driver" in caplog.text
+
+
+async def test_result_on_amqp_says_the_driver_cannot_find_jobs(make: Make) -> None:
+    # It said "no job has the id ... (never pushed, or pruned)" of a job just pushed.
+    driver = await make()
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w")
+    registry.job("item", keep_result=True)(_item)
+    job_id = await registry.push("q", "item", Item(1))
+
+    with pytest.raises(Unsupported, match="'amqp' driver does not support results"):
+        await registry.result(job_id, timeout=1)
+
+
+async def _item(job: Job[Item]) -> None: ...
 
 
 async def test_a_worker_carries_on_after_its_connection_is_cut(make: Make) -> None:

@@ -91,6 +91,8 @@ def test_tick_ids_are_the_same_everywhere_and_differ_per_tick() -> None:
         ({}, "give either cron="),
         ({"cron": "* * * * *", "every": 5}, "give either cron="),
         ({"cron": "61 * * * *"}, "is not a cron expression"),
+        ({"cron": "0 0 2 * * *"}, "write five fields"),
+        ({"cron": "0 2 30 2 *"}, "names a date that never comes"),
         ({"every": "soon"}, "every 'soon'"),
         ({"every": 0}, "must be more than 0 seconds"),
         ({"every": 5, "tz": "Mars/Olympus"}, "is not a time zone"),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from conveyor import Job, JobFailedError, JobState, Registry
+from conveyor.chain import page_id
 from tests.backends import eventually, needs
 
 from .conftest import App, settle
@@ -109,6 +110,31 @@ async def test_a_plain_handler_sees_job_cancelled_and_its_job_ends_cancelled(
 
     assert (await settle(registry, job_id)).state is JobState.CANCELLED
     assert saw == [True]
+
+
+@needs("control")
+async def test_a_chain_page_cancelled_while_it_runs_pushes_no_next_page(app: App, start) -> None:
+    # The cancel was seen at the next renewal (lease/2) alone: a page that returned before
+    # then succeeded and pushed the next page, and the chain went on though cancel said True.
+    registry = app.registry()  # renewed every 15 s: long after the page returns
+    running, go = asyncio.Event(), asyncio.Event()
+
+    @registry.job("page", queue="q", chain=True)
+    async def page(job: Job[Item]) -> int:
+        running.set()
+        await go.wait()
+        return job.page + 1
+
+    chain_id = await registry.start_chain("page", Item(1))
+    start(registry)
+    await asyncio.wait_for(running.wait(), 5)
+    first = page_id(chain_id, 0)
+    assert await other_process(app, registry).cancel(first)
+    go.set()
+
+    assert (await settle(registry, first)).state is JobState.CANCELLED
+    info = await registry.chain_info(chain_id)
+    assert info is not None and (info.pages, info.state) == (1, "cancelled")
 
 
 @needs("lookup")
