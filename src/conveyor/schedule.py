@@ -209,19 +209,38 @@ class Scheduler:
 
     async def run(self) -> None:
         """The scheduler's loop: a catch-up push of each schedule's latest missed tick, then
-        every tick as it comes. Returns when `stopping` is set."""
+        every tick as it comes. Returns when `stopping` is set. A fault that ends it is logged:
+        the worker goes on running jobs, and would otherwise not say its schedules stopped."""
+        try:
+            await self._run()
+        except Exception:
+            log.exception("the scheduler stopped: no schedule of this worker pushes a tick"
+                          " until it is restarted")  # fmt: skip
+            raise
+
+    async def _run(self) -> None:
         self.schedules = [s for s in self.schedules if await self._keeps_ticks(s)]
         now = self.clock()
         due = {schedule.name: schedule.next_after(now) for schedule in self.schedules}
         # The latest tick each schedule is done with: pushed, or before this scheduler began
         # (the catch-up's business).
         done = {schedule.name: schedule.last_at_or_before(now) for schedule in self.schedules}
+        began, behind = now, set()  # behind: whose catch-up could not reach the backend
         for schedule in self.schedules:
             if not await self.catch_up(schedule, now):
+                behind.add(schedule.name)
                 due[schedule.name] = now + RETRY_PUSH
         while not self.stopping.is_set():
             now = self.clock()
             for schedule in self.schedules:
+                if schedule.name in behind and due[schedule.name] <= now:
+                    # The catch-up again, not the tick before the start: a schedule that never
+                    # ran, or ran that tick already, has nothing to catch up.
+                    if not await self.catch_up(schedule, began):
+                        due[schedule.name] = now + RETRY_PUSH
+                        continue
+                    behind.discard(schedule.name)
+                    due[schedule.name] = schedule.next_after(began)
                 if due[schedule.name] <= now:
                     latest = schedule.last_at_or_before(now) or due[schedule.name]
                     for tick in owed(schedule, done[schedule.name], latest):

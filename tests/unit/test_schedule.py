@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conveyor import ConfigError, Job, JobState, Registry, RegistryError
-from conveyor.drivers.base import Driver
+from conveyor import BackendUnavailableError, ConfigError, Job, JobState, Registry, RegistryError
+from conveyor.drivers.base import Driver, Tick
 from conveyor.schedule import BACKFILL, Schedule, Scheduler, owed
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -233,6 +233,61 @@ async def test_a_scheduler_catches_up_the_latest_missed_tick_once() -> None:
     assert [(job.id, job.meta) for job in jobs] == [
         (every.tick_id(latest), {"schedule": "every", "tick": latest})
     ]
+    await registry.close()
+
+
+async def test_a_catch_up_that_could_not_reach_the_backend_is_tried_again_as_a_catch_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The backend was away when the scheduler began: once it answers, a schedule that never
+    # ran catches up nothing (it pushed the tick before the start), one behind catches up once.
+    monkeypatch.setattr("conveyor.schedule.RETRY_PUSH", 0.05)
+    registry = _registry()
+    registry.job("tick", queue="q")(_noop)
+    registry.schedule("new", job="tick", every=3600)
+    behind = registry.schedule("behind", job="tick", every=3600)
+    registry.freeze()
+    driver = await registry.driver_of("q")
+    latest = behind.last_at_or_before(time.time())
+    await driver.mark_tick("behind", latest - 7200, behind.tick_id(latest - 7200))
+    stopping = asyncio.Event()
+    scheduler = Scheduler(registry, registry.schedules, stopping)
+    last_tick, failed = scheduler.last_tick, set()
+
+    async def away_at_first(schedule: Schedule) -> Tick | None:
+        if schedule.name not in failed:
+            failed.add(schedule.name)
+            raise BackendUnavailableError("the backend is away")
+        return await last_tick(schedule)
+
+    scheduler.last_tick = away_at_first  # type: ignore[method-assign]
+    running = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(0.4)
+    stopping.set()
+    await running
+
+    jobs = await registry.list_jobs("q", JobState.PENDING, limit=10)
+    assert failed == {"new", "behind"}
+    assert [job.id for job in jobs] == [behind.tick_id(latest)]
+    await registry.close()
+
+
+async def test_a_fault_that_ends_the_scheduler_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    # The worker gathers its helper tasks quietly: without the log, its schedules would stop
+    # with nothing said.
+    registry = _registry()
+    registry.job("tick", queue="q")(_noop)
+    registry.schedule("fast", job="tick", every=0.1)
+    registry.freeze()
+    scheduler = Scheduler(registry, registry.schedules, asyncio.Event())
+
+    async def broken(schedule: Schedule, tick: float) -> bool:
+        raise RuntimeError("a fault of conveyor's own")
+
+    scheduler.push = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(scheduler.run(), 5)
+    assert "the scheduler stopped" in caplog.text and "a fault of conveyor's own" in caplog.text
     await registry.close()
 
 
