@@ -7,6 +7,7 @@ so every kind of type is handled the same way. Payloads are never pickled.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import typing
@@ -194,27 +195,69 @@ def non_finite_at(value: Any, where: str = "") -> tuple[str, float] | None:
     return None
 
 
+def check_handler(handler: Any) -> None:
+    """Refuse what cannot be a handler, naming it and the fix: something not callable, a
+    generator function (its body would never run), or one needing more than its `job`."""
+    name = handler_name(handler)
+    if not callable(handler):
+        raise RegistryError(f"handler {name} is not callable: decorate a function")
+    target = _function_of(handler)
+    if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+        raise RegistryError(
+            f"handler {name} is a generator function, whose body would never run: make it "
+            "return (or return a value) instead of yield"
+        )
+    parameters = list(inspect.signature(handler).parameters.values())
+    if parameters and parameters[0].name == "self":
+        raise RegistryError(
+            f"handler {name} is a method taken from its class: register the bound method of"
+            " an instance, as registry.job(name)(instance.method)"
+        )
+    required = [
+        parameter.name
+        for parameter in parameters[1:]
+        if parameter.default is parameter.empty
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
+    if required:
+        raise RegistryError(
+            f"handler {name} needs more than its job ({', '.join(required)}): give those "
+            "parameters defaults, or bind them with functools.partial"
+        )
+
+
 def payload_type_of(handler: Callable[..., Any]) -> Any:
     """The T of the handler's first parameter annotated `Job[T]`; `dict[str, Any]` if bare."""
+    name = handler_name(handler)
     try:
-        hints = typing.get_type_hints(handler)
+        hints = typing.get_type_hints(_function_of(handler))
     except Exception as exc:  # any failure to resolve is a fault in the annotation
-        raise RegistryError(
-            f"cannot read the annotations of handler {handler.__qualname__}: {exc}"
-        ) from exc
+        raise RegistryError(f"cannot read the annotations of handler {name}: {exc}") from exc
     parameters = list(inspect.signature(handler).parameters)
     if not parameters:
-        raise RegistryError(
-            f"handler {handler.__qualname__} takes no argument: it must take one `job: Job[T]`"
-        )
+        raise RegistryError(f"handler {name} takes no argument: it must take one `job: Job[T]`")
     hint = hints.get(parameters[0])
     if hint is None or hint is Job:
         return dict[str, Any]
     if typing.get_origin(hint) is Job:
         return typing.get_args(hint)[0]
-    raise RegistryError(
-        f"handler {handler.__qualname__}: annotate its first parameter as Job[T], not {hint!r}"
-    )
+    raise RegistryError(f"handler {name}: annotate its first parameter as Job[T], not {hint!r}")
+
+
+def handler_name(handler: Any) -> str:
+    """The handler's name for messages: a function's qualified name, else its repr."""
+    function = _function_of(handler)
+    return str(getattr(function, "__qualname__", None) or repr(handler))
+
+
+def _function_of(handler: Any) -> Any:
+    """The function whose annotations and kind a handler has: a partial's function, or a
+    callable object's __call__."""
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    if callable(handler) and not inspect.isroutine(handler) and not inspect.isclass(handler):
+        return handler.__call__
+    return handler
 
 
 def _type_name(payload_type: Any) -> str:

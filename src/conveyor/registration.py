@@ -27,7 +27,7 @@ from conveyor.errors import (
 )
 from conveyor.hooks import Hooks
 from conveyor.options import Options
-from conveyor.payload import DEFAULT_MAX_BYTES, Codec, payload_type_of
+from conveyor.payload import DEFAULT_MAX_BYTES, Codec, check_handler, payload_type_of
 from conveyor.retry import RetryDelay
 from conveyor.schedule import Schedule
 from conveyor.spec import (
@@ -206,6 +206,7 @@ class Registration:
             check_name("queue", queue)
 
         def register(handler: Callable[..., Any]) -> JobSpec:
+            check_handler(handler)
             payload_type = payload if payload is not None else payload_type_of(handler)
             spec = JobSpec(
                 name=name,

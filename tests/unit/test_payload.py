@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import typing
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,6 +186,71 @@ def test_handler_annotated_other_than_job_is_refused(hint: Any) -> None:
     wrong.__annotations__["job"] = hint
     with pytest.raises(RegistryError, match="annotate its first parameter as Job\\[T\\]"):
         registry.job("wrong")(wrong)
+
+
+@pytest.mark.parametrize("kind", ["async", "plain"])
+def test_generator_handler_is_refused_as_its_body_would_never_run(kind: str) -> None:
+    registry = make_registry()
+
+    async def async_gen(job: Job[Email]) -> AsyncIterator[None]:
+        yield None
+
+    def plain_gen(job: Job[Email]) -> Iterator[None]:
+        yield None
+
+    handler: Any = async_gen if kind == "async" else plain_gen
+    with pytest.raises(RegistryError, match="generator function, whose body would never run"):
+        registry.job("gen")(handler)
+    assert "gen" not in registry.jobs
+
+
+def test_handler_needing_more_than_its_job_is_refused_naming_the_parameters() -> None:
+    registry = make_registry()
+
+    async def send(job: Job[Email], smtp: str, *, port: int, tls: bool = True) -> None: ...
+
+    with pytest.raises(RegistryError, match=r"needs more than its job \(smtp, port\)"):
+        registry.job("send")(send)
+
+
+def test_method_taken_from_its_class_is_refused_naming_the_fix() -> None:
+    registry = make_registry()
+
+    class Mailer:
+        async def send(self, job: Job[Email]) -> None: ...
+
+    with pytest.raises(RegistryError, match=r"Mailer\.send is a method taken from its class"):
+        registry.job("send")(Mailer.send)
+
+
+def test_something_not_callable_is_refused_as_a_registry_error() -> None:
+    with pytest.raises(RegistryError, match="handler 42 is not callable"):
+        make_registry().job("n")(42)  # type: ignore[arg-type]
+
+
+async def test_partial_method_and_callable_object_handlers_run_with_their_payload() -> None:
+    registry = make_registry()
+    seen: list[tuple[str, Email]] = []
+
+    async def with_tag(job: Job[Email], tag: str) -> None:
+        seen.append((tag, job.payload))
+
+    class Mailer:
+        async def send(self, job: Job[Email]) -> None:
+            seen.append(("method", job.payload))
+
+        async def __call__(self, job: Job[Email]) -> None:
+            seen.append(("object", job.payload))
+
+    registry.job("partial")(functools.partial(with_tag, tag="partial"))
+    registry.job("method")(Mailer().send)
+    registry.job("object")(Mailer())
+    for name in ("partial", "method", "object"):
+        assert registry.jobs[name].codec.payload_type is Email
+        await registry.push("q", name, Email(name, "hi"))
+    await Worker(registry, "w", burst=True).run()
+    assert sorted(seen) == [(n, Email(n, "hi")) for n in ("method", "object", "partial")]
+    await registry.close()
 
 
 def test_handler_whose_annotation_cannot_be_resolved_is_refused() -> None:
