@@ -57,7 +57,7 @@ class Codec:
         except pydantic.ValidationError as exc:
             raise PayloadError(self._invalid(exc)) from exc
         except PydanticSerializationError as exc:
-            raise PayloadError(f"payload of job {self.job_name!r} is not JSON: {exc}") from exc
+            raise PayloadError(self._not_json(value, exc)) from exc
         if len(raw) > self.max_bytes:
             raise PayloadError(
                 f"payload of job {self.job_name!r} is {len(raw)} bytes, over the limit of "
@@ -111,6 +111,19 @@ class Codec:
                 f"payload of job {self.job_name!r}: {where or 'the payload'} is {number}, which "
                 "JSON cannot carry (it would be stored as null): send None, or a string, instead"
             )
+
+    def _not_json(self, value: Any, exc: PydanticSerializationError) -> str:
+        """Why the payload cannot be written as JSON: bytes that are not UTF-8 (pydantic
+        writes bytes as text) are named with their place and the fix."""
+        found = _first_at(self._adapter.dump_python(value), _not_utf8)
+        if found is None:
+            return f"payload of job {self.job_name!r} is not JSON: {exc}"
+        return (
+            f"payload of job {self.job_name!r}: {found[0] or 'the payload'} holds bytes that are"
+            " not UTF-8 text, and bytes travel in JSON as text: put base64.b64encode(data)"
+            ".decode() in a str, or give the model or dataclass pydantic's config"
+            " ser_json_bytes='base64', val_json_bytes='base64'"
+        )
 
     def _invalid(self, exc: pydantic.ValidationError) -> str:
         problems = "; ".join(
@@ -177,11 +190,27 @@ def _has_non_finite(value: Any) -> bool:
 _SCALARS = (str, int, bool, type(None))
 
 
-def non_finite_at(value: Any, where: str = "") -> tuple[str, float] | None:
+def non_finite_at(value: Any) -> tuple[str, float] | None:
     """The first NaN or infinity in `value`, a tree of dicts, lists, tuples and sets, with its
     place as dotted keys and indexes ("items.3.price"); None if there is none."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else (where, value)
+    return _first_at(value, lambda item: isinstance(item, float) and not math.isfinite(item))
+
+
+def _not_utf8(item: Any) -> bool:
+    if not isinstance(item, bytes | bytearray):
+        return False
+    try:
+        item.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _first_at(value: Any, wrong: Callable[[Any], bool], where: str = "") -> tuple[str, Any] | None:
+    """The first item of `value`, a tree of dicts, lists, tuples and sets, that is `wrong`,
+    with its place as dotted keys and indexes; None if there is none."""
+    if wrong(value):
+        return where, value
     if isinstance(value, dict):
         items: Iterable[tuple[Any, Any]] = value.items()
     elif isinstance(value, list | tuple | set | frozenset):
@@ -189,7 +218,7 @@ def non_finite_at(value: Any, where: str = "") -> tuple[str, float] | None:
     else:
         return None
     for key, item in items:
-        found = non_finite_at(item, f"{where}.{key}" if where else str(key))
+        found = _first_at(item, wrong, f"{where}.{key}" if where else str(key))
         if found is not None:
             return found
     return None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
 
 from conveyor import Job, PayloadError, Registry, RegistryError, Worker
@@ -461,3 +461,36 @@ def test_encode_many_writes_each_payload_as_encode_does(kind: Any, payloads: lis
     codec = Codec("job", kind)
 
     assert codec.encode_many(payloads) == [codec.encode(payload) for payload in payloads]
+
+
+@dataclass
+class Attachment:
+    name: str
+    data: bytes
+
+
+@dataclass
+class Letter:
+    to: str
+    attachments: list[Attachment]
+
+
+def test_bytes_that_are_not_utf8_are_refused_naming_the_field_and_the_fix() -> None:
+    codec = Codec("mail", Letter)
+    letter = Letter("ada", [Attachment("a.txt", b"text"), Attachment("b.png", b"\x89PNG\xff")])
+    with pytest.raises(PayloadError, match=r"attachments\.1\.data holds bytes that are not UTF-8"):
+        codec.encode(letter)
+    with pytest.raises(PayloadError, match="ser_json_bytes='base64'"):
+        codec.encode_many([letter])
+    text = Letter("ada", [Attachment("a.txt", "é🚀\x00".encode())])
+    assert codec.decode(codec.encode(text)) == text
+
+
+def test_bytes_of_a_dataclass_configured_for_base64_travel_whole() -> None:
+    @dataclass
+    class Blob:
+        __pydantic_config__ = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+        data: bytes
+
+    codec = Codec("blob", Blob)
+    assert codec.decode(codec.encode(Blob(bytes(range(256))))) == Blob(bytes(range(256)))
