@@ -25,6 +25,17 @@ from conveyor.job import Job
 DEFAULT_MAX_BYTES = 1024 * 1024
 
 
+def check_max_bytes(max_bytes: object) -> int:
+    """`max_bytes` if it can be a payload size limit (a whole number of bytes, at least 1),
+    else RegistryError naming the value."""
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
+        raise RegistryError(
+            f"max_payload_bytes must be a whole number of bytes, at least 1, not {max_bytes!r}:"
+            f" the default is {DEFAULT_MAX_BYTES} (1 MiB)"
+        )
+    return max_bytes
+
+
 class Codec:
     """Encodes payloads of one job type to JSON text and decodes them back, validating both ways."""
 
@@ -255,8 +266,12 @@ def check_handler(handler: Any) -> None:
         )
 
 
-def payload_type_of(handler: Callable[..., Any]) -> Any:
-    """The T of the handler's first parameter annotated `Job[T]`; `dict[str, Any]` if bare."""
+def payload_type_of(handler: Callable[..., Any], given: Any = None) -> Any:
+    """The T of the handler's first parameter annotated `Job[T]`; `dict[str, Any]` if bare;
+    `given` instead when not None. RegistryError for what cannot be a handler."""
+    check_handler(handler)
+    if given is not None:
+        return given
     name = handler_name(handler)
     try:
         hints = typing.get_type_hints(_function_of(handler))

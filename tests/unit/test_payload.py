@@ -494,3 +494,9 @@ def test_bytes_of_a_dataclass_configured_for_base64_travel_whole() -> None:
 
     codec = Codec("blob", Blob)
     assert codec.decode(codec.encode(Blob(bytes(range(256))))) == Blob(bytes(range(256)))
+
+
+@pytest.mark.parametrize("bad", [0, -1, "1MB", 1.5, True, None])
+def test_max_payload_bytes_that_is_no_size_is_refused_by_the_registry(bad: Any) -> None:
+    with pytest.raises(RegistryError, match="max_payload_bytes must be a whole number of bytes"):
+        Registry(default_driver="memory", max_payload_bytes=bad)
