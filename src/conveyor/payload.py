@@ -59,7 +59,7 @@ class Codec:
         NaN and infinity are refused: JSON cannot carry them (pydantic writes null)."""
         try:
             value = self._adapter.validate_python(payload)
-            raw = self._adapter.dump_json(value)
+            raw = self._adapter.dump_json(value, warnings=False)  # the check below says why
             # pydantic writes NaN and infinity as null (unless a model's ser_json_inf_nan asks
             # for a form that keeps them), so JSON without null, or a type that can hold no
             # float, needs no look: most pushes pay one substring scan at most.
@@ -78,7 +78,9 @@ class Codec:
             self._adapter.validate_json(raw)  # what a worker reads back must be valid too
         except pydantic.ValidationError as exc:
             raise PayloadError(
-                f"{self._invalid(exc)}, once stored as JSON (where NaN and infinity become null)"
+                f"{self._invalid(exc)}, as a worker would read it back from JSON (an instance's"
+                " fields are not checked when it is made: one holds a value of another type,"
+                " or one that JSON cannot carry)"
             ) from exc
         return raw.decode()
 
@@ -129,6 +131,12 @@ class Codec:
         found = _first_at(self._adapter.dump_python(value), _not_utf8)
         if found is None:
             return f"payload of job {self.job_name!r} is not JSON: {exc}"
+        if isinstance(found[1], str):
+            return (
+                f"payload of job {self.job_name!r}: {found[0] or 'the payload'} holds a lone"
+                " surrogate, which is not Unicode text: find where that text was decoded"
+                " (errors='surrogateescape' makes them) and send it whole"
+            )
         return (
             f"payload of job {self.job_name!r}: {found[0] or 'the payload'} holds bytes that are"
             " not UTF-8 text, and bytes travel in JSON as text: put base64.b64encode(data)"
@@ -208,11 +216,13 @@ def non_finite_at(value: Any) -> tuple[str, float] | None:
 
 
 def _not_utf8(item: Any) -> bool:
-    if not isinstance(item, bytes | bytearray):
-        return False
+    """Whether `item` is bytes that are not UTF-8, or a str that UTF-8 cannot write."""
     try:
-        item.decode()
-    except UnicodeDecodeError:
+        if isinstance(item, bytes | bytearray):
+            item.decode()
+        elif isinstance(item, str):
+            item.encode()
+    except UnicodeError:
         return True
     return False
 

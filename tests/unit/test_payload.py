@@ -6,6 +6,7 @@ import datetime
 import functools
 import json
 import typing
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -500,3 +501,22 @@ def test_bytes_of_a_dataclass_configured_for_base64_travel_whole() -> None:
 def test_max_payload_bytes_that_is_no_size_is_refused_by_the_registry(bad: Any) -> None:
     with pytest.raises(RegistryError, match="max_payload_bytes must be a whole number of bytes"):
         Registry(default_driver="memory", max_payload_bytes=bad)
+
+
+def test_instance_holding_a_value_of_another_type_is_refused_plainly_without_a_warning() -> None:
+    codec = Codec("send", Email)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pydantic's serializer warning must not reach the user
+        with pytest.raises(PayloadError) as caught:
+            codec.encode(Email(7, "hi"))  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert "to: Input should be a valid string" in message
+    assert "an instance's fields are not checked when it is made" in message
+    assert "NaN" not in message
+
+
+def test_text_holding_a_lone_surrogate_is_refused_naming_the_field() -> None:
+    codec = Codec("letter", Letter)
+    broken = Letter("ada", [Attachment(b"caf\xe9".decode(errors="surrogateescape"), b"")])
+    with pytest.raises(PayloadError, match=r"attachments\.0\.name holds a lone surrogate"):
+        codec.encode(broken)
