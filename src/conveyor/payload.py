@@ -113,6 +113,12 @@ class Codec:
             return self._adapter.validate_json(text)
         except pydantic.ValidationError as exc:
             raise PayloadError(self._invalid(exc)) from exc
+        except Exception as exc:  # a validator of the type's own raised something else
+            raise PayloadError(
+                f"payload of job {self.job_name!r} could not be read as"
+                f" {_type_name(self.payload_type)}: a validator of the type raised"
+                f" {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _refuse_non_finite(self, value: Any) -> None:
         if not _has_non_finite(value):
