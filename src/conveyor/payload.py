@@ -7,6 +7,7 @@ so every kind of type is handled the same way. Payloads are never pickled.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -53,10 +54,13 @@ class Codec:
             ) from exc
         self._floats = _may_hold_float(self._adapter.core_schema)
         self._many: pydantic.TypeAdapter[list[Any]] | None = None
+        self._keys = _known_keys(payload_type)
 
     def encode(self, payload: Any) -> str:
         """Validate `payload` (an instance of the type or a dict of its fields) to JSON text.
         NaN and infinity are refused: JSON cannot carry them (pydantic writes null)."""
+        if self._keys is not None and type(payload) is dict and not payload.keys() <= self._keys:
+            raise PayloadError(self._unknown(payload))
         try:
             value = self._adapter.validate_python(payload)
             raw = self._adapter.dump_json(value, warnings=False)  # the check below says why
@@ -90,8 +94,10 @@ class Codec:
         with any fault is encoded again one by one, so the error is `encode`'s own."""
         # The serializer's own to_json, as dump_json calls it with its defaults: dump_json's
         # Python wrapper costs three times the serializing of a small payload.
-        to_json, batch = self._adapter.serializer.to_json, self._batch_adapter()
+        to_json, batch, keys = self._adapter.serializer.to_json, self._batch_adapter(), self._keys
         try:
+            if keys is not None and any(type(p) is dict and not p.keys() <= keys for p in payloads):
+                raise ValueError("encoded one by one: a payload has a key of no field")
             raws = [to_json(value) for value in batch.validate_python(payloads)]
             floats = self._floats and any(b"null" in raw for raw in raws)
             if floats or max(map(len, raws), default=0) > self.max_bytes:
@@ -130,6 +136,15 @@ class Codec:
                 f"payload of job {self.job_name!r}: {where or 'the payload'} is {number}, which "
                 "JSON cannot carry (it would be stored as null): send None, or a string, instead"
             )
+
+    def _unknown(self, payload: dict[Any, Any]) -> str:
+        known = self._keys or frozenset()
+        unknown = ", ".join(repr(key) for key in payload if key not in known)
+        return (
+            f"payload of job {self.job_name!r} has keys that are no field of"
+            f" {_type_name(self.payload_type)}: {unknown} (its fields: {', '.join(sorted(known))}):"
+            " a misspelt key would be dropped; remove them or add the fields"
+        )
 
     def _not_json(self, value: Any, exc: PydanticSerializationError) -> str:
         """Why the payload cannot be written as JSON: bytes that are not UTF-8 (pydantic
@@ -172,6 +187,27 @@ _FLOATLESS = frozenset(
         "dataclass-field", "typed-dict", "typed-dict-field", "definitions", "definition-ref",
     }
 )  # fmt: skip
+
+
+def _known_keys(payload_type: Any) -> frozenset[str] | None:
+    """The keys a dict pushed for a dataclass, model or TypedDict may have (field names and
+    aliases); None for any other type, or one whose config keeps unknown keys."""
+    if not isinstance(payload_type, type):
+        return None
+    config = getattr(payload_type, "model_config", None) or getattr(
+        payload_type, "__pydantic_config__", {}
+    )
+    if config.get("extra") in ("allow", "ignore"):  # said so: unknown keys are welcome
+        return None
+    fields = getattr(payload_type, "__pydantic_fields__", None)
+    if fields is not None:  # a pydantic model or dataclass
+        names = {alias for info in fields.values() for alias in (info.alias, info.validation_alias)}
+        return frozenset({*fields, *(name for name in names if isinstance(name, str))})
+    if dataclasses.is_dataclass(payload_type):
+        return frozenset(field.name for field in dataclasses.fields(payload_type))
+    if hasattr(payload_type, "__required_keys__"):  # a TypedDict, typing's or typing_extensions'
+        return frozenset(typing.get_type_hints(payload_type))
+    return None
 
 
 def _may_hold_float(schema: Any) -> bool:

@@ -520,3 +520,43 @@ def test_text_holding_a_lone_surrogate_is_refused_naming_the_field() -> None:
     broken = Letter("ada", [Attachment(b"caf\xe9".decode(errors="surrogateescape"), b"")])
     with pytest.raises(PayloadError, match=r"attachments\.0\.name holds a lone surrogate"):
         codec.encode(broken)
+
+
+class Aliased(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    to_addr: str = Field(alias="toAddr")
+
+
+class Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    to: str
+
+
+@pytest.mark.parametrize(
+    ("payload_type", "payload"),
+    [(Email, {"to": "a", "subject": "s", "subjet": "s"}),
+     (Invoice, {"number": 1, "amount_cents": 2, "amount": 3}),
+     (Ping, {"host": "h", "count": 1, "cnt": 2}), (Aliased, {"toAddr": "a", "cc": "b"})],
+)  # fmt: skip
+def test_dict_with_a_key_of_no_field_is_refused_naming_the_key(
+    payload_type: Any, payload: dict[str, Any]
+) -> None:
+    codec = Codec("j", payload_type)
+    extra = next(reversed(payload))
+    with pytest.raises(PayloadError, match=f"keys that are no field of .*: {extra!r}"):
+        codec.encode(payload)
+    with pytest.raises(PayloadError, match="a misspelt key would be dropped"):
+        codec.encode_many([{k: v for k, v in payload.items() if k != extra}, payload])
+
+
+def test_keys_by_alias_or_name_and_types_that_keep_unknown_keys_are_accepted() -> None:
+    assert Codec("j", Aliased).encode({"toAddr": "a"}) == Codec("j", Aliased).encode(
+        {"to_addr": "a"}
+    )
+    assert Codec("j", Open).decode(Codec("j", Open).encode({"to": "a", "cc": "b"})).cc == "b"  # type: ignore[attr-defined]
+    assert Codec("j", dict[str, Any]).encode({"any": 1}) == '{"any":1}'
+
+
+def test_a_stored_payload_with_a_key_of_no_field_still_decodes() -> None:
+    # a job pushed by code that had the field, run by code that dropped it: it still runs
+    assert Codec("j", Email).decode('{"to": "a", "subject": "s", "gone": 1}') == Email("a", "s")
