@@ -372,7 +372,8 @@ class Registration:
 
     def _check_open(self, kind: str, name: str) -> None:
         if self._frozen:
-            raise RegistryError(f"cannot register {kind} {name!r}: the registry is frozen")
+            fix = "register before the first push, worker or freeze()"
+            raise RegistryError(f"cannot register {kind} {name!r}: the registry is frozen: {fix}")
         check_name(kind, name)
 
     def _driver_name(self, driver: str | Driver | None) -> str | None:
