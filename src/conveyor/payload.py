@@ -50,8 +50,8 @@ class Codec:
             raise RegistryError(
                 f"job {job_name!r}: payload type {_type_name(payload_type)} cannot be a payload: "
                 "use a dataclass, a pydantic model, a TypedDict (from typing_extensions on "
-                f"Python < 3.12) or dict ({exc})"
-            ) from exc
+                f"Python < 3.12) or dict ({str(exc).split('. ')[0]})"
+            ) from exc  # pydantic's advice past its first sentence (arbitrary types) is not ours
         self._floats = _may_hold_float(self._adapter.core_schema)
         self._many: pydantic.TypeAdapter[list[Any]] | None = None
         self._keys = _known_keys(payload_type)

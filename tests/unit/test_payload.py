@@ -273,6 +273,7 @@ def test_payload_type_pydantic_cannot_handle_is_refused_naming_the_job() -> None
 
     assert "job 'odd'" in str(caught.value)
     assert "NotAPayload" in str(caught.value)
+    assert "arbitrary_types_allowed" not in str(caught.value)  # that would make it no JSON
 
 
 # -- validation on push -------------------------------------------------------------------
