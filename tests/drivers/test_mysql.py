@@ -526,6 +526,17 @@ async def test_push_many_past_max_allowed_packet_in_a_callers_transaction_is_all
     assert await sql(f"SELECT id FROM {drivers.prefix}jobs") == []
 
 
+async def test_push_of_a_payload_past_max_allowed_packet_names_the_setting(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    driver = await drivers.open()
+    [(packet,)] = await sql("SELECT @@max_allowed_packet")
+    job = make_job(payload=json.dumps("x" * (int(packet) + 1000)))
+    with pytest.raises(DriverError, match="larger than the server's max_allowed_packet: raise"):
+        await driver.push(job)
+    assert await driver.push(make_job()) is not None  # the driver carries on
+
+
 # -- table prefixes and migrations ----------------------------------------------------------------
 
 
