@@ -98,7 +98,7 @@ class Codec:
         try:
             if keys is not None and any(type(p) is dict and not p.keys() <= keys for p in payloads):
                 raise ValueError("encoded one by one: a payload has a key of no field")
-            raws = [to_json(value) for value in batch.validate_python(payloads)]
+            raws = [to_json(value, warnings=False) for value in batch.validate_python(payloads)]
             floats = self._floats and any(b"null" in raw for raw in raws)
             if floats or max(map(len, raws), default=0) > self.max_bytes:
                 raise ValueError("encoded one by one: a payload needs a closer look")

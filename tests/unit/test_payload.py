@@ -510,6 +510,8 @@ def test_instance_holding_a_value_of_another_type_is_refused_plainly_without_a_w
         warnings.simplefilter("error")  # pydantic's serializer warning must not reach the user
         with pytest.raises(PayloadError) as caught:
             codec.encode(Email(7, "hi"))  # type: ignore[arg-type]
+        with pytest.raises(PayloadError, match="to: Input should be a valid string"):
+            codec.encode_many([Email("ada", "hi"), Email(7, "hi")])  # type: ignore[arg-type]
     message = str(caught.value)
     assert "to: Input should be a valid string" in message
     assert "an instance's fields are not checked when it is made" in message
