@@ -7,6 +7,8 @@ so every kind of type is handled the same way. Payloads are never pickled.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 import math
 import typing
@@ -24,6 +26,17 @@ from conveyor.job import Job
 DEFAULT_MAX_BYTES = 1024 * 1024
 
 
+def check_max_bytes(max_bytes: object) -> int:
+    """`max_bytes` if it can be a payload size limit (a whole number of bytes, at least 1),
+    else RegistryError naming the value."""
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
+        raise RegistryError(
+            f"max_payload_bytes must be a whole number of bytes, at least 1, not {max_bytes!r}:"
+            f" the default is {DEFAULT_MAX_BYTES} (1 MiB)"
+        )
+    return max_bytes
+
+
 class Codec:
     """Encodes payloads of one job type to JSON text and decodes them back, validating both ways."""
 
@@ -37,17 +50,20 @@ class Codec:
             raise RegistryError(
                 f"job {job_name!r}: payload type {_type_name(payload_type)} cannot be a payload: "
                 "use a dataclass, a pydantic model, a TypedDict (from typing_extensions on "
-                f"Python < 3.12) or dict ({exc})"
-            ) from exc
+                f"Python < 3.12) or dict ({str(exc).split('. ')[0]})"
+            ) from exc  # pydantic's advice past its first sentence (arbitrary types) is not ours
         self._floats = _may_hold_float(self._adapter.core_schema)
         self._many: pydantic.TypeAdapter[list[Any]] | None = None
+        self._keys = _known_keys(payload_type)
 
     def encode(self, payload: Any) -> str:
         """Validate `payload` (an instance of the type or a dict of its fields) to JSON text.
         NaN and infinity are refused: JSON cannot carry them (pydantic writes null)."""
+        if self._keys is not None and type(payload) is dict and not payload.keys() <= self._keys:
+            raise PayloadError(self._unknown(payload))
         try:
             value = self._adapter.validate_python(payload)
-            raw = self._adapter.dump_json(value)
+            raw = self._adapter.dump_json(value, warnings=False)  # the check below says why
             # pydantic writes NaN and infinity as null (unless a model's ser_json_inf_nan asks
             # for a form that keeps them), so JSON without null, or a type that can hold no
             # float, needs no look: most pushes pay one substring scan at most.
@@ -56,7 +72,7 @@ class Codec:
         except pydantic.ValidationError as exc:
             raise PayloadError(self._invalid(exc)) from exc
         except PydanticSerializationError as exc:
-            raise PayloadError(f"payload of job {self.job_name!r} is not JSON: {exc}") from exc
+            raise PayloadError(self._not_json(value, exc)) from exc
         if len(raw) > self.max_bytes:
             raise PayloadError(
                 f"payload of job {self.job_name!r} is {len(raw)} bytes, over the limit of "
@@ -66,7 +82,9 @@ class Codec:
             self._adapter.validate_json(raw)  # what a worker reads back must be valid too
         except pydantic.ValidationError as exc:
             raise PayloadError(
-                f"{self._invalid(exc)}, once stored as JSON (where NaN and infinity become null)"
+                f"{self._invalid(exc)}, as a worker would read it back from JSON (an instance's"
+                " fields are not checked when it is made: one holds a value of another type,"
+                " or one that JSON cannot carry)"
             ) from exc
         return raw.decode()
 
@@ -76,9 +94,11 @@ class Codec:
         with any fault is encoded again one by one, so the error is `encode`'s own."""
         # The serializer's own to_json, as dump_json calls it with its defaults: dump_json's
         # Python wrapper costs three times the serializing of a small payload.
-        to_json, batch = self._adapter.serializer.to_json, self._batch_adapter()
+        to_json, batch, keys = self._adapter.serializer.to_json, self._batch_adapter(), self._keys
         try:
-            raws = [to_json(value) for value in batch.validate_python(payloads)]
+            if keys is not None and any(type(p) is dict and not p.keys() <= keys for p in payloads):
+                raise ValueError("encoded one by one: a payload has a key of no field")
+            raws = [to_json(value, warnings=False) for value in batch.validate_python(payloads)]
             floats = self._floats and any(b"null" in raw for raw in raws)
             if floats or max(map(len, raws), default=0) > self.max_bytes:
                 raise ValueError("encoded one by one: a payload needs a closer look")
@@ -99,6 +119,12 @@ class Codec:
             return self._adapter.validate_json(text)
         except pydantic.ValidationError as exc:
             raise PayloadError(self._invalid(exc)) from exc
+        except Exception as exc:  # a validator of the type's own raised something else
+            raise PayloadError(
+                f"payload of job {self.job_name!r} could not be read as"
+                f" {_type_name(self.payload_type)}: a validator of the type raised"
+                f" {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _refuse_non_finite(self, value: Any) -> None:
         if not _has_non_finite(value):
@@ -110,6 +136,34 @@ class Codec:
                 f"payload of job {self.job_name!r}: {where or 'the payload'} is {number}, which "
                 "JSON cannot carry (it would be stored as null): send None, or a string, instead"
             )
+
+    def _unknown(self, payload: dict[Any, Any]) -> str:
+        known = self._keys or frozenset()
+        unknown = ", ".join(repr(key) for key in payload if key not in known)
+        return (
+            f"payload of job {self.job_name!r} has keys that are no field of"
+            f" {_type_name(self.payload_type)}: {unknown} (its fields: {', '.join(sorted(known))}):"
+            " a misspelt key would be dropped; remove them or add the fields"
+        )
+
+    def _not_json(self, value: Any, exc: PydanticSerializationError) -> str:
+        """Why the payload cannot be written as JSON: bytes that are not UTF-8 (pydantic
+        writes bytes as text) are named with their place and the fix."""
+        found = _first_at(self._adapter.dump_python(value), _not_utf8)
+        if found is None:
+            return f"payload of job {self.job_name!r} is not JSON: {exc}"
+        if isinstance(found[1], str):
+            return (
+                f"payload of job {self.job_name!r}: {found[0] or 'the payload'} holds a lone"
+                " surrogate, which is not Unicode text: find where that text was decoded"
+                " (errors='surrogateescape' makes them) and send it whole"
+            )
+        return (
+            f"payload of job {self.job_name!r}: {found[0] or 'the payload'} holds bytes that are"
+            " not UTF-8 text, and bytes travel in JSON as text: put base64.b64encode(data)"
+            ".decode() in a str, or give the model or dataclass pydantic's config"
+            " ser_json_bytes='base64', val_json_bytes='base64'"
+        )
 
     def _invalid(self, exc: pydantic.ValidationError) -> str:
         problems = "; ".join(
@@ -133,6 +187,27 @@ _FLOATLESS = frozenset(
         "dataclass-field", "typed-dict", "typed-dict-field", "definitions", "definition-ref",
     }
 )  # fmt: skip
+
+
+def _known_keys(payload_type: Any) -> frozenset[str] | None:
+    """The keys a dict pushed for a dataclass, model or TypedDict may have (field names and
+    aliases); None for any other type, or one whose config keeps unknown keys."""
+    if not isinstance(payload_type, type):
+        return None
+    config = getattr(payload_type, "model_config", None) or getattr(
+        payload_type, "__pydantic_config__", {}
+    )
+    if config.get("extra") in ("allow", "ignore"):  # said so: unknown keys are welcome
+        return None
+    fields = getattr(payload_type, "__pydantic_fields__", None)
+    if fields is not None:  # a pydantic model or dataclass
+        names = {alias for info in fields.values() for alias in (info.alias, info.validation_alias)}
+        return frozenset({*fields, *(name for name in names if isinstance(name, str))})
+    if dataclasses.is_dataclass(payload_type):
+        return frozenset(field.name for field in dataclasses.fields(payload_type))
+    if hasattr(payload_type, "__required_keys__"):  # a TypedDict, typing's or typing_extensions'
+        return frozenset(typing.get_type_hints(payload_type))
+    return None
 
 
 def _may_hold_float(schema: Any) -> bool:
@@ -176,11 +251,29 @@ def _has_non_finite(value: Any) -> bool:
 _SCALARS = (str, int, bool, type(None))
 
 
-def non_finite_at(value: Any, where: str = "") -> tuple[str, float] | None:
+def non_finite_at(value: Any) -> tuple[str, float] | None:
     """The first NaN or infinity in `value`, a tree of dicts, lists, tuples and sets, with its
     place as dotted keys and indexes ("items.3.price"); None if there is none."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else (where, value)
+    return _first_at(value, lambda item: isinstance(item, float) and not math.isfinite(item))
+
+
+def _not_utf8(item: Any) -> bool:
+    """Whether `item` is bytes that are not UTF-8, or a str that UTF-8 cannot write."""
+    try:
+        if isinstance(item, bytes | bytearray):
+            item.decode()
+        elif isinstance(item, str):
+            item.encode()
+    except UnicodeError:
+        return True
+    return False
+
+
+def _first_at(value: Any, wrong: Callable[[Any], bool], where: str = "") -> tuple[str, Any] | None:
+    """The first item of `value`, a tree of dicts, lists, tuples and sets, that is `wrong`,
+    with its place as dotted keys and indexes; None if there is none."""
+    if wrong(value):
+        return where, value
     if isinstance(value, dict):
         items: Iterable[tuple[Any, Any]] = value.items()
     elif isinstance(value, list | tuple | set | frozenset):
@@ -188,33 +281,79 @@ def non_finite_at(value: Any, where: str = "") -> tuple[str, float] | None:
     else:
         return None
     for key, item in items:
-        found = non_finite_at(item, f"{where}.{key}" if where else str(key))
+        found = _first_at(item, wrong, f"{where}.{key}" if where else str(key))
         if found is not None:
             return found
     return None
 
 
-def payload_type_of(handler: Callable[..., Any]) -> Any:
-    """The T of the handler's first parameter annotated `Job[T]`; `dict[str, Any]` if bare."""
-    try:
-        hints = typing.get_type_hints(handler)
-    except Exception as exc:  # any failure to resolve is a fault in the annotation
+def check_handler(handler: Any) -> None:
+    """Refuse what cannot be a handler, naming it and the fix: something not callable, a
+    generator function (its body would never run), or one needing more than its `job`."""
+    name = handler_name(handler)
+    if not callable(handler):
+        raise RegistryError(f"handler {name} is not callable: decorate a function")
+    target = _function_of(handler)
+    if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
         raise RegistryError(
-            f"cannot read the annotations of handler {handler.__qualname__}: {exc}"
-        ) from exc
+            f"handler {name} is a generator function, whose body would never run: make it "
+            "return (or return a value) instead of yield"
+        )
+    parameters = list(inspect.signature(handler).parameters.values())
+    if parameters and parameters[0].name == "self":
+        raise RegistryError(
+            f"handler {name} is a method taken from its class: register the bound method of"
+            " an instance, as registry.job(name)(instance.method)"
+        )
+    required = [
+        parameter.name
+        for parameter in parameters[1:]
+        if parameter.default is parameter.empty
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
+    if required:
+        raise RegistryError(
+            f"handler {name} needs more than its job ({', '.join(required)}): give those "
+            "parameters defaults, or bind them with functools.partial"
+        )
+
+
+def payload_type_of(handler: Callable[..., Any], given: Any = None) -> Any:
+    """The T of the handler's first parameter annotated `Job[T]`; `dict[str, Any]` if bare;
+    `given` instead when not None. RegistryError for what cannot be a handler."""
+    check_handler(handler)
+    if given is not None:
+        return given
+    name = handler_name(handler)
+    try:
+        hints = typing.get_type_hints(_function_of(handler))
+    except Exception as exc:  # any failure to resolve is a fault in the annotation
+        raise RegistryError(f"cannot read the annotations of handler {name}: {exc}") from exc
     parameters = list(inspect.signature(handler).parameters)
     if not parameters:
-        raise RegistryError(
-            f"handler {handler.__qualname__} takes no argument: it must take one `job: Job[T]`"
-        )
+        raise RegistryError(f"handler {name} takes no argument: it must take one `job: Job[T]`")
     hint = hints.get(parameters[0])
     if hint is None or hint is Job:
         return dict[str, Any]
     if typing.get_origin(hint) is Job:
         return typing.get_args(hint)[0]
-    raise RegistryError(
-        f"handler {handler.__qualname__}: annotate its first parameter as Job[T], not {hint!r}"
-    )
+    raise RegistryError(f"handler {name}: annotate its first parameter as Job[T], not {hint!r}")
+
+
+def handler_name(handler: Any) -> str:
+    """The handler's name for messages: a function's qualified name, else its repr."""
+    function = _function_of(handler)
+    return str(getattr(function, "__qualname__", None) or repr(handler))
+
+
+def _function_of(handler: Any) -> Any:
+    """The function whose annotations and kind a handler has: a partial's function, or a
+    callable object's __call__."""
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    if callable(handler) and not inspect.isroutine(handler) and not inspect.isclass(handler):
+        return handler.__call__
+    return handler
 
 
 def _type_name(payload_type: Any) -> str:

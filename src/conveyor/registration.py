@@ -27,7 +27,7 @@ from conveyor.errors import (
 )
 from conveyor.hooks import Hooks
 from conveyor.options import Options
-from conveyor.payload import DEFAULT_MAX_BYTES, Codec, payload_type_of
+from conveyor.payload import DEFAULT_MAX_BYTES, Codec, check_max_bytes, payload_type_of
 from conveyor.retry import RetryDelay
 from conveyor.schedule import Schedule
 from conveyor.spec import (
@@ -93,7 +93,7 @@ class Registration:
         }
         self.default_driver = default_driver or DEFAULT_DRIVER
         self.default_queue = default_queue or DEFAULT_QUEUE
-        self.max_payload_bytes = max_payload_bytes
+        self.max_payload_bytes = check_max_bytes(max_payload_bytes)
         self._queues: dict[str, QueueSpec] = {}
         self._workers: dict[str, WorkerSpec] = {}
         self._queue_args: dict[str, dict[str, Any]] = {}
@@ -206,7 +206,7 @@ class Registration:
             check_name("queue", queue)
 
         def register(handler: Callable[..., Any]) -> JobSpec:
-            payload_type = payload if payload is not None else payload_type_of(handler)
+            payload_type = payload_type_of(handler, given=payload)
             spec = JobSpec(
                 name=name,
                 handler=handler,
@@ -372,7 +372,8 @@ class Registration:
 
     def _check_open(self, kind: str, name: str) -> None:
         if self._frozen:
-            raise RegistryError(f"cannot register {kind} {name!r}: the registry is frozen")
+            fix = "register before the first push, worker or freeze()"
+            raise RegistryError(f"cannot register {kind} {name!r}: the registry is frozen: {fix}")
         check_name(kind, name)
 
     def _driver_name(self, driver: str | Driver | None) -> str | None:

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from conveyor.attempt import Outcome, Runner, cancelled, error_info, given_back
+from conveyor.attempt import Runner, cancelled, error_info, given_back, retry_or_fail
 from conveyor.drivers.base import Driver, WorkerCounts
 from conveyor.errors import DriverError
 from conveyor.hooks import started, tell
@@ -464,7 +464,7 @@ class Worker(Leases):
             outcome = given_back(job, driver, running.started)
         except Exception as exc:  # a fault of conveyor's own: never leave the job unsettled
             log.exception("job %s: internal error while running it", job.id)
-            outcome = Outcome("release", job, driver, error_info(exc), delay=1.0)
+            outcome = retry_or_fail(job, driver, error_info(exc))
         self.settler.add(outcome)
 
     # -- signals -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import asyncmy
@@ -32,7 +33,7 @@ from conveyor.drivers.sql.adapter import REQUIRED_QUERIES, SqlTransaction
 from conveyor.drivers.sql.mysql import MysqlDriver
 from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
-from conveyor.job import ErrorInfo, JobInfo, JobState
+from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
 from tests.backends import Drivers, eventually, require_service
 from tests.backends.mysql import START, URL, drop_tables, fresh_prefix
 from tests.backends.proxy import Proxy
@@ -482,6 +483,58 @@ async def test_push_on_a_connection_to_another_database_raises_config_error(
             await driver.push(make_job(), connection=connection)
     finally:
         connection.close()
+
+
+# -- batches larger than a statement may be -------------------------------------------------------
+
+
+async def jobs_past_max_allowed_packet(**overrides: Any) -> list[NewJob]:
+    """Jobs of 1 MB payloads (the default limit), more of them than the server's
+    max_allowed_packet holds in one statement."""
+    [(packet,)] = await sql("SELECT @@max_allowed_packet")
+    payload = json.dumps({"text": "x" * 1_000_000})
+    return [make_job(payload=payload, **overrides) for _ in range(int(packet) // 1_000_000 + 2)]
+
+
+@pytest.mark.parametrize("kind", ["alike", "unique"])
+async def test_push_many_past_max_allowed_packet_stores_every_job(
+    drivers: Drivers[MysqlDriver], kind: str
+) -> None:
+    driver = await drivers.open()
+    jobs = await jobs_past_max_allowed_packet()
+    if kind == "unique":  # through push_many's unique-key statements, not push_many_shared
+        jobs = [replace(job, unique=job.id) for job in jobs]
+    assert await driver.push_many(jobs) == [job.id for job in jobs]
+    stored = await sql(f"SELECT id, LENGTH(payload) FROM {drivers.prefix}jobs")
+    assert sorted((bytes(id).decode(), size) for id, size in stored) == sorted(
+        (job.id, len(job.payload)) for job in jobs
+    )
+
+
+async def test_push_many_past_max_allowed_packet_in_a_callers_transaction_is_all_or_none(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    driver = await drivers.open()
+    jobs = await jobs_past_max_allowed_packet()
+    connection = await connect()
+    try:
+        await connection.begin()
+        assert await driver.push_many(jobs, connection=connection) == [job.id for job in jobs]
+        await connection.rollback()
+    finally:
+        connection.close()
+    assert await sql(f"SELECT id FROM {drivers.prefix}jobs") == []
+
+
+async def test_push_of_a_payload_past_max_allowed_packet_names_the_setting(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    driver = await drivers.open()
+    [(packet,)] = await sql("SELECT @@max_allowed_packet")
+    job = make_job(payload=json.dumps("x" * (int(packet) + 1000)))
+    with pytest.raises(DriverError, match="larger than the server's max_allowed_packet: raise"):
+        await driver.push(job)
+    assert await driver.push(make_job()) is not None  # the driver carries on
 
 
 # -- table prefixes and migrations ----------------------------------------------------------------

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import typing
+import warnings
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
 
 from conveyor import Job, PayloadError, Registry, RegistryError, Worker
@@ -186,6 +189,71 @@ def test_handler_annotated_other_than_job_is_refused(hint: Any) -> None:
         registry.job("wrong")(wrong)
 
 
+@pytest.mark.parametrize("kind", ["async", "plain"])
+def test_generator_handler_is_refused_as_its_body_would_never_run(kind: str) -> None:
+    registry = make_registry()
+
+    async def async_gen(job: Job[Email]) -> AsyncIterator[None]:
+        yield None
+
+    def plain_gen(job: Job[Email]) -> Iterator[None]:
+        yield None
+
+    handler: Any = async_gen if kind == "async" else plain_gen
+    with pytest.raises(RegistryError, match="generator function, whose body would never run"):
+        registry.job("gen")(handler)
+    assert "gen" not in registry.jobs
+
+
+def test_handler_needing_more_than_its_job_is_refused_naming_the_parameters() -> None:
+    registry = make_registry()
+
+    async def send(job: Job[Email], smtp: str, *, port: int, tls: bool = True) -> None: ...
+
+    with pytest.raises(RegistryError, match=r"needs more than its job \(smtp, port\)"):
+        registry.job("send")(send)
+
+
+def test_method_taken_from_its_class_is_refused_naming_the_fix() -> None:
+    registry = make_registry()
+
+    class Mailer:
+        async def send(self, job: Job[Email]) -> None: ...
+
+    with pytest.raises(RegistryError, match=r"Mailer\.send is a method taken from its class"):
+        registry.job("send")(Mailer.send)
+
+
+def test_something_not_callable_is_refused_as_a_registry_error() -> None:
+    with pytest.raises(RegistryError, match="handler 42 is not callable"):
+        make_registry().job("n")(42)  # type: ignore[arg-type]
+
+
+async def test_partial_method_and_callable_object_handlers_run_with_their_payload() -> None:
+    registry = make_registry()
+    seen: list[tuple[str, Email]] = []
+
+    async def with_tag(job: Job[Email], tag: str) -> None:
+        seen.append((tag, job.payload))
+
+    class Mailer:
+        async def send(self, job: Job[Email]) -> None:
+            seen.append(("method", job.payload))
+
+        async def __call__(self, job: Job[Email]) -> None:
+            seen.append(("object", job.payload))
+
+    registry.job("partial")(functools.partial(with_tag, tag="partial"))
+    registry.job("method")(Mailer().send)
+    registry.job("object")(Mailer())
+    for name in ("partial", "method", "object"):
+        assert registry.jobs[name].codec.payload_type is Email
+        await registry.push("q", name, Email(name, "hi"))
+    await Worker(registry, "w", burst=True).run()
+    assert sorted(seen) == [(n, Email(n, "hi")) for n in ("method", "object", "partial")]
+    await registry.close()
+
+
 def test_handler_whose_annotation_cannot_be_resolved_is_refused() -> None:
     registry = make_registry()
 
@@ -205,6 +273,7 @@ def test_payload_type_pydantic_cannot_handle_is_refused_naming_the_job() -> None
 
     assert "job 'odd'" in str(caught.value)
     assert "NotAPayload" in str(caught.value)
+    assert "arbitrary_types_allowed" not in str(caught.value)  # that would make it no JSON
 
 
 # -- validation on push -------------------------------------------------------------------
@@ -394,3 +463,103 @@ def test_encode_many_writes_each_payload_as_encode_does(kind: Any, payloads: lis
     codec = Codec("job", kind)
 
     assert codec.encode_many(payloads) == [codec.encode(payload) for payload in payloads]
+
+
+@dataclass
+class Attachment:
+    name: str
+    data: bytes
+
+
+@dataclass
+class Letter:
+    to: str
+    attachments: list[Attachment]
+
+
+def test_bytes_that_are_not_utf8_are_refused_naming_the_field_and_the_fix() -> None:
+    codec = Codec("mail", Letter)
+    letter = Letter("ada", [Attachment("a.txt", b"text"), Attachment("b.png", b"\x89PNG\xff")])
+    with pytest.raises(PayloadError, match=r"attachments\.1\.data holds bytes that are not UTF-8"):
+        codec.encode(letter)
+    with pytest.raises(PayloadError, match="ser_json_bytes='base64'"):
+        codec.encode_many([letter])
+    text = Letter("ada", [Attachment("a.txt", "é🚀\x00".encode())])
+    assert codec.decode(codec.encode(text)) == text
+
+
+def test_bytes_of_a_dataclass_configured_for_base64_travel_whole() -> None:
+    @dataclass
+    class Blob:
+        __pydantic_config__ = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+        data: bytes
+
+    codec = Codec("blob", Blob)
+    assert codec.decode(codec.encode(Blob(bytes(range(256))))) == Blob(bytes(range(256)))
+
+
+@pytest.mark.parametrize("bad", [0, -1, "1MB", 1.5, True, None])
+def test_max_payload_bytes_that_is_no_size_is_refused_by_the_registry(bad: Any) -> None:
+    with pytest.raises(RegistryError, match="max_payload_bytes must be a whole number of bytes"):
+        Registry(default_driver="memory", max_payload_bytes=bad)
+
+
+def test_instance_holding_a_value_of_another_type_is_refused_plainly_without_a_warning() -> None:
+    codec = Codec("send", Email)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pydantic's serializer warning must not reach the user
+        with pytest.raises(PayloadError) as caught:
+            codec.encode(Email(7, "hi"))  # type: ignore[arg-type]
+        with pytest.raises(PayloadError, match="to: Input should be a valid string"):
+            codec.encode_many([Email("ada", "hi"), Email(7, "hi")])  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert "to: Input should be a valid string" in message
+    assert "an instance's fields are not checked when it is made" in message
+    assert "NaN" not in message
+
+
+def test_text_holding_a_lone_surrogate_is_refused_naming_the_field() -> None:
+    codec = Codec("letter", Letter)
+    broken = Letter("ada", [Attachment(b"caf\xe9".decode(errors="surrogateescape"), b"")])
+    with pytest.raises(PayloadError, match=r"attachments\.0\.name holds a lone surrogate"):
+        codec.encode(broken)
+
+
+class Aliased(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    to_addr: str = Field(alias="toAddr")
+
+
+class Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    to: str
+
+
+@pytest.mark.parametrize(
+    ("payload_type", "payload"),
+    [(Email, {"to": "a", "subject": "s", "subjet": "s"}),
+     (Invoice, {"number": 1, "amount_cents": 2, "amount": 3}),
+     (Ping, {"host": "h", "count": 1, "cnt": 2}), (Aliased, {"toAddr": "a", "cc": "b"})],
+)  # fmt: skip
+def test_dict_with_a_key_of_no_field_is_refused_naming_the_key(
+    payload_type: Any, payload: dict[str, Any]
+) -> None:
+    codec = Codec("j", payload_type)
+    extra = next(reversed(payload))
+    with pytest.raises(PayloadError, match=f"keys that are no field of .*: {extra!r}"):
+        codec.encode(payload)
+    with pytest.raises(PayloadError, match="a misspelt key would be dropped"):
+        codec.encode_many([{k: v for k, v in payload.items() if k != extra}, payload])
+
+
+def test_keys_by_alias_or_name_and_types_that_keep_unknown_keys_are_accepted() -> None:
+    assert Codec("j", Aliased).encode({"toAddr": "a"}) == Codec("j", Aliased).encode(
+        {"to_addr": "a"}
+    )
+    assert Codec("j", Open).decode(Codec("j", Open).encode({"to": "a", "cc": "b"})).cc == "b"  # type: ignore[attr-defined]
+    assert Codec("j", dict[str, Any]).encode({"any": 1}) == '{"any":1}'
+
+
+def test_a_stored_payload_with_a_key_of_no_field_still_decodes() -> None:
+    # a job pushed by code that had the field, run by code that dropped it: it still runs
+    assert Codec("j", Email).decode('{"to": "a", "subject": "s", "gone": 1}') == Email("a", "s")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, field_validator
 
 from conveyor import ConfigError, Job, JobState, PayloadError, Registry
 from conveyor.drivers.memory import MemoryDriver
+from conveyor.drivers.sql.rows import parts
 from conveyor.hooks import Event
 from conveyor.job import JobBatch, NewJob, joined, new_ids
 
@@ -241,3 +242,12 @@ def test_a_job_batch_reads_as_the_jobs_it_holds() -> None:
         JobBatch(template, ["a"], [])
     with pytest.raises(ValueError, match="no unique key"):
         JobBatch(replace(template, unique="k"), ["a"], ["1"])
+
+
+def test_sql_parts_cut_a_batch_by_payload_size_keeping_order_and_kind() -> None:
+    template = NewJob("a", "q", "j", "x" * 4)
+    batch = JobBatch(template, ["a", "b", "c", "d"], ["x" * 4, "y" * 9, "z", "w"])
+    cut = parts(batch, 5)
+    assert [list(part.ids) for part in cut] == [["a"], ["b"], ["c", "d"]]  # type: ignore[attr-defined]
+    assert all(isinstance(part, JobBatch) for part in cut)
+    assert parts(batch, None) == [batch] and parts(batch, 15) == [batch]

@@ -175,6 +175,7 @@ def test_registering_after_freeze_is_refused(kind: str) -> None:
     with pytest.raises(RegistryError) as caught:
         register(registry, kind, "late")
     assert f"cannot register {kind} 'late': the registry is frozen" in str(caught.value)
+    assert "register before the first push, worker or freeze()" in str(caught.value)
 
 
 async def test_push_freezes_the_registry() -> None:

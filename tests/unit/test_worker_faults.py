@@ -185,3 +185,25 @@ async def test_worker_never_runs_more_jobs_than_its_concurrency_whatever_reserve
     infos = [await registry.job_info(job_id) for job_id in ids]
     assert {info.state for info in infos if info} == {JobState.SUCCEEDED}
     assert {info.attempt for info in infos if info} == {1}  # the ones given back lost nothing
+
+
+async def test_a_job_whose_attempts_meet_an_internal_fault_is_failed_with_that_fault() -> None:
+    registry = Registry(default_driver="memory")
+    registry.queue("q", workers=["w"], retry=1, retry_delay=0)
+    registry.worker("w", poll_interval=0.01)
+
+    @registry.job("noop")
+    async def noop(job: Job[dict[str, Any]]) -> None: ...
+
+    job_id = await registry.push("q", "noop", {})
+    worker = Worker(registry, "w", burst=True)
+
+    async def fault_of_conveyor(job: JobInfo, driver: Any) -> Any:
+        raise RuntimeError("a fault of conveyor's own")
+
+    worker.runner.attempt = fault_of_conveyor  # type: ignore[method-assign]
+    await asyncio.wait_for(worker.run(), 10)
+    info = await registry.job_info(job_id)
+    assert info is not None and info.state is JobState.FAILED and info.attempt == 2
+    assert info.error is not None and info.error.type == "RuntimeError"  # not LeaseExpiredError
+    await registry.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import BaseModel, field_validator
+
 from conveyor import Job, JobState
 from conveyor.job import NewJob, new_id
 from tests.backends import needs
@@ -57,3 +59,34 @@ async def test_payload_failing_validation_fails_with_reason(app: App, start) -> 
     assert (
         "n: Input should be a valid integer" in (await registry.job_info(wrong_type)).error.message
     )
+
+
+class Checked(BaseModel):
+    n: int
+
+    @field_validator("n")
+    @classmethod
+    def not_thirteen(cls, n: int) -> int:
+        if n == 13:
+            raise RuntimeError("thirteen is refused here")  # not a ValueError: pydantic lets it out
+        return n
+
+
+@needs("lookup")
+async def test_payload_validator_raising_other_than_value_error_fails_with_its_reason(
+    app: App, start
+) -> None:
+    registry = app.registry()
+
+    @registry.job("checked")
+    async def checked(job: Job[Checked]) -> None: ...
+
+    driver = await registry.driver_of("q")
+    job_id = await driver.push(raw_job("checked", '{"n": 13}'))
+    ok_id = await registry.push("q", "checked", Checked(n=1))
+    start(registry)
+    info = await settle(registry, job_id)
+    assert info.state is JobState.FAILED and info.attempt == 1
+    assert info.error.type == "conveyor.errors.PayloadError"
+    assert "RuntimeError: thirteen is refused here" in info.error.message
+    assert (await settle(registry, ok_id)).state is JobState.SUCCEEDED

@@ -41,6 +41,7 @@ from conveyor.drivers.sql.rows import (
     job_ids,
     job_info,
     json_text,
+    parts,
     push_item,
     shared_params,
     stored_state,
@@ -69,6 +70,11 @@ class SqlDriver(SqlReading, SinglePush):
     it checks that the schema is up to date and raises ConfigError if not (for deployments
     that run `migrate()` themselves, before the new code starts).
     """
+
+    #: The most characters of payload one push statement carries (None: no limit), for a
+    #: server that refuses a statement past a size; a batch over it is written a part at a
+    #: time, in one transaction, so still all or none.
+    push_budget: int | None = None
 
     def __init__(
         self, connection: SqlConnection, package: str, *, prefix: str, migrate: bool = True
@@ -183,7 +189,11 @@ class SqlDriver(SqlReading, SinglePush):
             return []
         conn, work = await self._ready(), functools.partial(self._push_many, jobs)
         if connection is None and not any_unique(jobs):
-            await self._push_plain(jobs)
+            cut = parts(jobs, self.push_budget)
+            if len(cut) == 1:
+                await self._push_plain(jobs)
+            else:
+                await conn.transaction(functools.partial(self._push_parts, cut))
             ids = job_ids(jobs)
         elif connection is not None:
             ids = await self._borrower().borrow(connection, work)
@@ -193,14 +203,32 @@ class SqlDriver(SqlReading, SinglePush):
         return ids
 
     async def _push_plain(self, jobs: Sequence[NewJob]) -> None:
-        """Jobs without unique keys, on the driver's own connection, in one statement: the
-        dialect's push_many_shared, if it has one, for jobs alike but for id and payload."""
+        """Jobs without unique keys, on the driver's own connection, in one statement."""
+        await self._push_statement(jobs, self._conn)
+
+    async def _push_statement(self, jobs: Sequence[NewJob], on: SqlTransaction) -> None:
+        """Jobs without unique keys in one statement: the dialect's push_many_shared, if it
+        has one, for jobs alike but for id and payload."""
         shared = self._queries.get("push_many_shared")
         if shared is not None and (params := shared_params(jobs)) is not None:
-            await self._conn.execute(shared, params)
+            await on.execute(shared, params)
         else:
             items = json_text([push_item(job) for job in jobs])
-            await self._conn.fetch(self._queries["push_many"], {"items": items})
+            await on.fetch(self._queries["push_many"], {"items": items})
+
+    async def _push_parts(self, cut: list[Sequence[NewJob]], tx: SqlTransaction) -> None:
+        for part in cut:
+            await self._push_statement(part, tx)
+
+    async def _insert(self, jobs: Sequence[NewJob], tx: SqlTransaction) -> set[str]:
+        """push_many's insert, a part at a time: the ids it returns (those inserted)."""
+        inserted: set[str] = set()
+        for part in parts(jobs, self.push_budget):
+            items = json_text([push_item(job) for job in part])
+            inserted |= {
+                row["id"] for row in await tx.fetch(self._queries["push_many"], {"items": items})
+            }
+        return inserted
 
     def _borrower(self) -> SqlBorrowing:
         """The adapter, as one that works in callers' connections (`transactional` drivers)."""
@@ -228,9 +256,8 @@ class SqlDriver(SqlReading, SinglePush):
         for _ in range(PUSH_ROUNDS):
             if not batch:
                 return ids
-            items = json_text([push_item(job) for _, job in batch])
-            rows = await tx.fetch(self._queries["push_many"], {"items": items})
-            batch = await self._swap_in_holders(batch, {row["id"] for row in rows}, ids, tx)
+            inserted = await self._insert([job for _, job in batch], tx)
+            batch = await self._swap_in_holders(batch, inserted, ids, tx)
         job = batch[0][1]
         raise DriverError(
             f"unique key {job.unique!r} of job {job.name!r} in queue {job.queue!r} is held by a"

@@ -115,6 +115,23 @@ def id_payloads(jobs: Sequence[NewJob]) -> tuple[Sequence[str], Sequence[str]]:
     return [job.id for job in jobs], [job.payload for job in jobs]
 
 
+def parts(jobs: Sequence[NewJob], budget: int | None) -> list[Sequence[NewJob]]:
+    """`jobs` in order, cut into parts whose payloads hold at most `budget` characters
+    together (a larger job is a part alone); one part when `budget` is None."""
+    payloads = id_payloads(jobs)[1]
+    if budget is None or sum(map(len, payloads)) <= budget:
+        return [jobs]
+    cut: list[Sequence[NewJob]] = []
+    start = size = 0
+    for n, payload in enumerate(payloads):
+        if size and size + len(payload) > budget:
+            cut.append(jobs[start:n])
+            start, size = n, 0
+        size += len(payload)
+    cut.append(jobs[start:])
+    return cut
+
+
 def holder_items(batch: Sequence[tuple[int, NewJob]]) -> str:
     """push_many_holders' items for the unique jobs of `batch`: [index in batch, queue, name,
     unique key] each."""

@@ -102,6 +102,9 @@ class MysqlDriver(SqlDriver):
     capabilities = Capabilities(
         notify=True, durable=True, shared=True, transactional=True, control=True, schedules=True
     )
+    #: 2 Mi characters, 8 MiB at most as UTF-8 within the batch's JSON, half of MariaDB's
+    #: default max_allowed_packet (16 MiB; MySQL's is 64 MiB): a statement past it is refused.
+    push_budget = 2 * 1024 * 1024
 
     def __init__(
         self,

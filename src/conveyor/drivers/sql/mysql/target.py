@@ -127,6 +127,12 @@ class Target:
                 f"MySQL {what} on {self.shown} still met lock conflicts after {ATTEMPTS}"
                 f" attempts ({detail}): another transaction holds these rows for long; retry later"
             )
+        if error_code(error) == PACKET_TOO_LARGE:
+            return DriverError(
+                f"MySQL {what} on {self.shown} sent a statement larger than the server's"
+                " max_allowed_packet: raise it on the server, or keep payloads under it"
+                " (Registry(max_payload_bytes=...))"
+            )
         return DriverError(f"MySQL {what} failed on {self.shown}: {detail}")
 
     def silent(self, what: str, deadline: Deadline) -> BackendUnavailableError:
@@ -140,6 +146,10 @@ class Target:
             yield
         except (MySQLError, OSError, EOFError) as error:
             raise self.error(error, what) from error
+
+
+#: ER_NET_PACKET_TOO_LARGE: a statement past the server's max_allowed_packet.
+PACKET_TOO_LARGE = 1153
 
 
 def error_code(error: BaseException) -> int | None:
