@@ -283,12 +283,10 @@ class Registration:
         limit = self._resolve_driver(driver).max_job_time
         if limit is None or timeout is None or timeout <= limit:
             return ""
-        return (
-            f"{timeout:g} s (timeout=), longer than its driver lets a job stay unacknowledged"
-            f" ({limit:g} s, the broker's consumer_timeout): lower the timeout, or raise"
-            " consumer_timeout on the broker and tell the driver with ?consumer_timeout= in"
-            " its URL"
-        )
+        return (f"{timeout:g} s (timeout=), longer than its driver lets a job stay unacknowledged"
+                f" ({limit:g} s, the broker's consumer_timeout): lower the timeout, or raise"
+                " consumer_timeout on the broker and tell the driver with ?consumer_timeout= in"
+                " its URL")  # fmt: skip
 
     def _effective(self) -> Effective:
         """What is in force: here the code's own values; `Registry` adds its configuration."""
@@ -372,8 +370,8 @@ class Registration:
 
     def _check_open(self, kind: str, name: str) -> None:
         if self._frozen:
-            fix = "register before the first push, worker or freeze()"
-            raise RegistryError(f"cannot register {kind} {name!r}: the registry is frozen: {fix}")
+            raise RegistryError(f"cannot register {kind} {name!r}: the registry is frozen:"
+                                " register before the first push, worker or freeze()")  # fmt: skip
         check_name(kind, name)
 
     def _driver_name(self, driver: str | Driver | None) -> str | None:
