@@ -6,7 +6,9 @@ the async API on a private event loop in a background thread. Never a second imp
 The loop thread starts on first use and stops at `close()` or interpreter exit. A driver
 belongs to the loop that first used it: in one process, use a registry either from async
 code or through this facade, not both. One exception: while that loop runs in another thread
-(a worker, and this call from a plain handler), calls run on it instead.
+(a worker, and this call from a plain handler), calls run on it instead. A process forked
+after the registry was used (gunicorn --preload) starts a loop of its own and opens drivers of
+its own on first use: it never shares its parent's connections (conveyor.forked).
 
 One shortcut, for `push` alone: called from a thread with no running event loop, on a driver
 that declares `thread_push` (redis, sqlite), once the registry is frozen and the driver open
@@ -31,6 +33,7 @@ import threading
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from conveyor import forked
 from conveyor.chain import ChainInfo
 from conveyor.drivers.base import QueueCounts, WorkerCounts
 from conveyor.job import JobInfo, JobState
@@ -47,6 +50,12 @@ class _Portal:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        forked.watch(self)
+
+    def after_fork(self) -> None:
+        """In a child forked from this process, where the parent's loop thread is not: the
+        next call starts a loop of the child's own (the lock may have been held at the fork)."""
+        self._loop, self._lock = None, threading.Lock()
 
     def call(
         self, coroutine: Coroutine[Any, Any, T], owner: asyncio.AbstractEventLoop | None = None

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from conveyor import forked
 from conveyor.drivers import driver_from_url, safe_url
 from conveyor.drivers.base import Driver
 from conveyor.duration import Duration
@@ -460,6 +461,7 @@ class Registration:
         """The opened driver that stores `queue`."""
         self.freeze()
         driver = self._resolve_driver(self.queue_spec(queue).driver)
+        forked.refuse_parents(driver, queue)
         if id(driver) not in self._opened:
             await driver.open()
             self._opened.add(id(driver))
