@@ -6,7 +6,10 @@ the async API on a private event loop in a background thread. Never a second imp
 The loop thread starts on first use and stops at `close()` or interpreter exit. A driver
 belongs to the loop that first used it: in one process, use a registry either from async
 code or through this facade, not both. One exception: while that loop runs in another thread
-(a worker, and this call from a plain handler), calls run on it instead. A process forked
+(a worker, and this call from a plain handler), calls run on it instead. Async code run
+before the facade (startup code under `asyncio.run`) ends with `await registry.close()`:
+drivers left open on an ended loop fail the facade's calls with a RegistryError saying so.
+A process forked
 after the registry was used (gunicorn --preload) starts a loop of its own and opens drivers of
 its own on first use: it never shares its parent's connections (conveyor.forked).
 
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from conveyor import forked
 from conveyor.chain import ChainInfo
 from conveyor.drivers.base import QueueCounts, WorkerCounts
+from conveyor.errors import RegistryError
 from conveyor.job import JobInfo, JobState
 
 if TYPE_CHECKING:
@@ -239,10 +243,21 @@ class BlockingRegistry:
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         # Drivers belong to the loop that opened them: a plain handler of a running worker
         # pushes through the worker's loop, not through a second loop of its own.
-        return self._portal.call(coroutine, self._registry._loop)
+        owner = self._registry._loop
+        try:
+            return self._portal.call(coroutine, owner)
+        except RuntimeError as error:  # "Event loop is closed", "attached to a different loop"
+            if owner is None or not owner.is_closed():
+                raise
+            raise RegistryError(
+                "the registry's drivers were opened by async code whose event loop has ended"
+                " (asyncio.run(...) without closing the registry), and their connections"
+                " belong to it: end that code with `await registry.close()`, and the blocking"
+                " facade opens them again on its own loop"
+            ) from error
 
     def close(self) -> None:
         """Close the registry's drivers and stop the background loop."""
         if self._portal._loop is not None:
-            self._portal.call(self._registry.close())
+            self._call(self._registry.close())
         self._portal.stop()

@@ -1,8 +1,14 @@
-"""A registry used before `os.fork()` (gunicorn --preload imports the app, and so the
+"""The blocking facade in a process's life, on every driver with storage.
+
+A registry used before `os.fork()` (gunicorn --preload imports the app, and so the
 registry, before forking its workers): pushes from a forked child work, through the blocking
 facade and from async code, and never go over the parent's connections or SQLite handle, while
 the parent keeps pushing beside them. Before, the child's facade handed its calls to the
-parent's loop thread, which the child does not have, and waited forever."""
+parent's loop thread, which the child does not have, and waited forever.
+
+Async code that opened the drivers and ended its loop without closing the registry (startup
+code under asyncio.run), then the facade: an error saying to close the registry, not asyncio's
+"Event loop is closed" or "attached to a different loop"; closed, the facade opens anew."""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from conveyor import Job, Registry
+from conveyor.errors import RegistryError
 from tests.backends import require_service
 
 pytestmark = pytest.mark.timeout(120)
@@ -148,3 +156,50 @@ os.waitpid(pid, 0)
     )
     assert "was opened before this process was forked" in done.stdout, done.stdout + done.stderr
     assert "register it by URL" in done.stdout
+
+
+async def noop(job: Job[dict[str, int]]) -> None:
+    """Does nothing."""
+
+
+def make_registry(url: str) -> Registry:
+    registry = Registry(default_driver=url)
+    registry.queue("q", workers=["w"])
+    registry.worker("w")
+    registry.job("j", queue="q")(noop)
+    return registry
+
+
+async def after_async(url: str, close: bool) -> str:
+    """In a thread of its own, as a Flask app would: asyncio.run(push) first, then the facade."""
+
+    def run() -> str:
+        registry = make_registry(url)
+
+        async def startup() -> None:
+            await registry.push("q", "j", {"n": 1})
+            if close:
+                await registry.close()
+
+        asyncio.run(startup())
+        try:
+            registry.blocking.push("q", "j", {"n": 2}, unique="u")
+            registry.blocking.push("q", "j", {"n": 3})
+            pending = registry.blocking.queue_info()["q"].pending
+            registry.blocking.close()
+            return str(pending)
+        except RegistryError as error:
+            registry.blocking._portal.stop()
+            return str(error)
+
+    return await asyncio.to_thread(run)
+
+
+async def test_async_startup_that_closes_leaves_the_facade_working(url: str) -> None:
+    assert await after_async(url, close=True) == "3"
+
+
+@pytest.mark.parametrize("url", ["postgres", "mysql", "redis"], indirect=True)
+async def test_async_startup_that_did_not_close_is_named(url: str) -> None:
+    said = await after_async(url, close=False)
+    assert "event loop has ended" in said and "await registry.close()" in said, said
