@@ -6,7 +6,12 @@ the async API on a private event loop in a background thread. Never a second imp
 The loop thread starts on first use and stops at `close()` or interpreter exit. A driver
 belongs to the loop that first used it: in one process, use a registry either from async
 code or through this facade, not both. One exception: while that loop runs in another thread
-(a worker, and this call from a plain handler), calls run on it instead.
+(a worker, and this call from a plain handler), calls run on it instead. Async code run
+before the facade (startup code under `asyncio.run`) ends with `await registry.close()`:
+drivers left open on an ended loop fail the facade's calls with a RegistryError saying so.
+A process forked
+after the registry was used (gunicorn --preload) starts a loop of its own and opens drivers of
+its own on first use: it never shares its parent's connections (conveyor.forked).
 
 One shortcut, for `push` alone: called from a thread with no running event loop, on a driver
 that declares `thread_push` (redis, sqlite), once the registry is frozen and the driver open
@@ -28,11 +33,14 @@ import asyncio
 import atexit
 import concurrent.futures
 import threading
+import weakref
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from conveyor import forked
 from conveyor.chain import ChainInfo
 from conveyor.drivers.base import QueueCounts, WorkerCounts
+from conveyor.errors import RegistryError
 from conveyor.job import JobInfo, JobState
 
 if TYPE_CHECKING:
@@ -40,43 +48,83 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+ENDED_LOOP = (
+    "the registry's drivers were opened by async code whose event loop has ended"
+    " (asyncio.run(...) without closing the registry), and their connections belong to it:"
+    " end that code with `await registry.close()`, and the blocking facade opens them again"
+    " on its own loop"
+)
+
 
 class _Portal:
     """An event loop running in a daemon thread, and a way to call coroutines on it."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The tasks of the calls running on `_loop`, kept on its thread, which `stop` waits for.
+        self._calls: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
+        #: Every loop this portal started: one of them is never an `owner` to hand calls to.
+        self._made: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        forked.watch(self)
+
+    def after_fork(self) -> None:
+        """In a child forked from this process, where the parent's loop thread is not: the
+        next call starts a loop of the child's own (the lock may have been held at the fork)."""
+        self._loop, self._calls, self._lock = None, set(), threading.Lock()
 
     def call(
         self, coroutine: Coroutine[Any, Any, T], owner: asyncio.AbstractEventLoop | None = None
     ) -> T:
         """Run `coroutine` on `owner` when that loop is running (a worker's, with this call
         from one of its handler threads), else on the private loop."""
-        loop = owner if owner is not None and owner.is_running() else self._running_loop()
+        if owner is not None and owner not in self._made and owner.is_running():
+            return _Call(coroutine).run_on(self._not_this_threads(owner, coroutine))
+        with self._lock:  # handed over before a stop() takes the loop away, or after it
+            loop = self._running_loop()
+            call = _Call(coroutine, self._calls)
+            call.hand_to(self._not_this_threads(loop, coroutine))
+        return call.outcome()
+
+    def _not_this_threads(
+        self, loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, Any]
+    ) -> asyncio.AbstractEventLoop:
         if loop is _loop_of_this_thread():
             coroutine.close()
             raise RuntimeError(
                 "registry.blocking was called on the event loop the registry runs on, which "
                 "would wait for itself forever: await the registry's own method instead"
             )
-        return _Call(coroutine).run_on(loop)
+        return loop
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                threading.Thread(
-                    target=loop.run_forever, name="conveyor-blocking", daemon=True
-                ).start()
-                self._loop = loop
-            return self._loop
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="conveyor-blocking", daemon=True).start()
+            self._loop, self._calls = loop, set()
+            self._made.add(loop)
+        return self._loop
 
-    def stop(self) -> None:
+    def stop(self, last: Coroutine[Any, Any, None] | None = None) -> None:
+        """Let the calls already handed to the loop finish, run `last` (closing the drivers),
+        then stop the loop. Calls made meanwhile wait, then start a loop of their own."""
         with self._lock:
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._loop = None
+            loop, calls, self._loop = self._loop, self._calls, None
+            if loop is None:
+                if last is not None:
+                    last.close()
+                return
+            try:
+                _Call(_drained(calls, last)).run_on(loop)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+
+
+async def _drained(calls: set[asyncio.Task[None]], last: Coroutine[Any, Any, None] | None) -> None:
+    while calls:
+        await asyncio.wait(set(calls))
+    if last is not None:
+        await last
 
 
 class _Call(Generic[T]):
@@ -87,10 +135,13 @@ class _Call(Generic[T]):
     task releases the lock as its last step, with the outcome kept here, rather than from a
     done callback a loop turn later."""
 
-    __slots__ = ("_cancelled", "_coroutine", "_done", "_error", "_result", "_task")
+    __slots__ = ("_calls", "_cancelled", "_coroutine", "_done", "_error", "_result", "_task")
 
-    def __init__(self, coroutine: Coroutine[Any, Any, T]) -> None:
+    def __init__(
+        self, coroutine: Coroutine[Any, Any, T], calls: set[asyncio.Task[None]] | None = None
+    ) -> None:
         self._coroutine = coroutine
+        self._calls = calls
         self._done = threading.Lock()
         self._done.acquire()
         self._task: asyncio.Task[None] | None = None  # held: a loop holds its tasks weakly
@@ -99,11 +150,17 @@ class _Call(Generic[T]):
         self._cancelled = False
 
     def run_on(self, loop: asyncio.AbstractEventLoop) -> T:
+        self.hand_to(loop)
+        return self.outcome()
+
+    def hand_to(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             loop.call_soon_threadsafe(self._start)
         except RuntimeError:  # the loop is closed
             self._coroutine.close()
             raise
+
+    def outcome(self) -> T:
         self._done.acquire()
         if self._cancelled:  # its loop shut down: raised as run_coroutine_threadsafe did
             raise concurrent.futures.CancelledError
@@ -113,7 +170,10 @@ class _Call(Generic[T]):
 
     def _start(self) -> None:
         try:
-            self._task = asyncio.ensure_future(self._run())
+            self._task = task = asyncio.ensure_future(self._run())
+            if self._calls is not None:
+                self._calls.add(task)
+                task.add_done_callback(self._calls.discard)
         except BaseException as error:
             self._coroutine.close()
             self._error = error
@@ -230,10 +290,23 @@ class BlockingRegistry:
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         # Drivers belong to the loop that opened them: a plain handler of a running worker
         # pushes through the worker's loop, not through a second loop of its own.
-        return self._portal.call(coroutine, self._registry._loop)
+        owner = self._registry._loop
+        try:
+            return self._portal.call(coroutine, owner)
+        except RuntimeError as error:  # "Event loop is closed", "attached to a different loop"
+            if owner is None or not owner.is_closed():
+                raise
+            raise RegistryError(ENDED_LOOP) from error
 
     def close(self) -> None:
         """Close the registry's drivers and stop the background loop."""
-        if self._portal._loop is not None:
-            self._portal.call(self._registry.close())
-        self._portal.stop()
+        self._portal.stop(self._closed())
+
+    async def _closed(self) -> None:
+        owner = self._registry._loop
+        try:
+            await self._registry.close()
+        except RuntimeError as error:  # as in _call
+            if owner is None or not owner.is_closed():
+                raise
+            raise RegistryError(ENDED_LOOP) from error

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from conveyor import forked
 from conveyor.chain import ChainInfo, chain_meta, find_chain, page_id
 from conveyor.drivers.base import (
     ALIVE_WITHIN,
@@ -38,6 +39,11 @@ RESULT_POLL_MAX = 0.2
 
 class RegistryCore(Pushing):
     """A registry without the parts above it: push, push_many, inspection, failed storage."""
+
+    def __init__(self, **settings: Any) -> None:
+        """`settings` as `Registration` takes them."""
+        super().__init__(**settings)
+        forked.watch(self)
 
     # -- hooks (conveyor.hooks) --------------------------------------------------------------
 
@@ -270,3 +276,9 @@ class RegistryCore(Pushing):
                 self._opened.discard(id(driver))
         if not self._opened:
             self._loop = None  # closed drivers may be opened again, on any loop
+
+    def after_fork(self) -> None:
+        """In a child forked from this process: the parent's opened drivers and their loop are
+        not this process's; drivers made from a URL are made anew (conveyor.forked)."""
+        self._drivers = forked.remake(self._drivers, self._opened, self._substitute)
+        self._opened, self._loop = set(), None

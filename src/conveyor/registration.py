@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from conveyor import forked
 from conveyor.drivers import DATABASE, SCHEMES, driver_from_url, safe_url
 from conveyor.drivers.base import Driver
 from conveyor.duration import Duration
@@ -383,9 +384,8 @@ class Registration:
         return driver
 
     def substitute_driver(self, driver: Driver | None) -> Driver | None:
-        """Store every queue's jobs in `driver`, whatever driver it was registered or
-        configured with, until called with None; returns the driver it replaces. For
-        conveyor.testing: not for production code."""
+        """Store every queue's jobs in `driver` (whatever their own), until called with None;
+        returns the driver it replaces. For conveyor.testing, not for production code."""
         previous, self._substitute = self._substitute, driver
         if previous is not None and id(previous) in self._opened:
             self._opened.discard(id(previous))
@@ -454,14 +454,14 @@ class Registration:
             return self.default_queue
         if len(self._workers) == 1:
             return next(iter(self._workers))
-        raise RegistryError(
-            "name the worker to run: the registered workers are " + ", ".join(self._workers)
-        )
+        workers = ", ".join(self._workers)
+        raise RegistryError(f"name the worker to run: the registered workers are {workers}")
 
     async def driver_of(self, queue: str) -> Driver:
         """The opened driver that stores `queue`."""
         self.freeze()
         driver = self._resolve_driver(self.queue_spec(queue).driver)
+        forked.refuse_parents(driver, queue)
         if id(driver) not in self._opened:
             await driver.open()
             self._opened.add(id(driver))

@@ -429,6 +429,34 @@ async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
         await registry.close()
 
 
+async def test_blocking_push_on_a_connection_of_another_loop_raises_config_error(
+    prefix: str,
+) -> None:
+    """The blocking facade runs a push on a loop of its own: an asyncmy connection belongs to
+    the loop it was made on, and used from another it failed with asyncio's "attached to a
+    different loop" in the middle of the caller's transaction."""
+    registry = Registry()
+    registry.queue("q", driver=f"{URL}?prefix={prefix}", workers=["w"])
+    registry.worker("w")
+    registry.job("noop")(noop_handler)
+    connection = await connect()
+    try:
+        await connection.begin()
+        with pytest.raises(ConfigError, match="another event loop"):
+            await asyncio.to_thread(
+                registry.blocking.push, "q", "noop", {"n": 1}, connection=connection
+            )
+        await connection.rollback()
+        assert (await asyncio.to_thread(registry.blocking.queue_info))["q"].pending == 0
+    finally:
+        connection.close()
+        await asyncio.to_thread(registry.blocking.close)
+
+
+async def noop_handler(job: Job[dict[str, int]]) -> None:
+    """Does nothing."""
+
+
 async def test_push_on_something_not_an_asyncmy_connection_raises_config_error(
     drivers: Drivers[MysqlDriver],
 ) -> None:

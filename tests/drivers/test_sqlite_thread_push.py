@@ -40,7 +40,7 @@ def in_threads(driver: SqliteDriver) -> list[sqlite3.Connection]:
     """The connections `push_in_thread` opened, one per calling thread."""
     connection = driver._conn
     assert isinstance(connection, SqliteConnection)
-    return list(connection._in_threads)
+    return [db for db, _ in connection._in_threads]
 
 
 def thread_connections(registry: Registry) -> list[sqlite3.Connection]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -86,4 +87,16 @@ def driver_from_url(url: str) -> Driver:
         raise ConfigError(f"the {scheme} driver cannot be loaded ({exc}){hint}") from exc
     driver_class = getattr(module, class_name)
     driver: Driver = driver_class.from_url(url) if rest else driver_class()
+    _made_from[driver] = url
     return driver
+
+
+#: The URL each driver `driver_from_url` made was made from: a child forked from this process
+#: makes its own from it (`url_of`), as a driver's connections are never shared between two.
+_made_from: weakref.WeakKeyDictionary[Driver, str] = weakref.WeakKeyDictionary()
+
+
+def url_of(driver: Driver) -> str | None:
+    """The URL `driver_from_url` made `driver` from; None for a driver made otherwise."""
+    url: str | None = _made_from.get(driver)
+    return url

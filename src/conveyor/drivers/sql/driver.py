@@ -89,6 +89,7 @@ class SqlDriver(SqlReading, SinglePush):
         self._migrations = load_migrations(package, prefix)
         self._opened = False
         self._opening = asyncio.Lock()
+        self._opening_loop: asyncio.AbstractEventLoop | None = None
         # Set by pushes, releases and retries made through this instance; cleared by reserve.
         # Without cross-process notification it is the only early wake-up `wait` has.
         self._pushed = LocalWakeup()
@@ -98,7 +99,7 @@ class SqlDriver(SqlReading, SinglePush):
     async def open(self) -> None:
         """Connect and apply any migrations not yet recorded (with `migrate=False`, check that
         none is missing instead). Idempotent."""
-        async with self._opening:
+        async with self._opening_lock():
             if self._opened:
                 return
             await self._connect_then(
@@ -109,7 +110,7 @@ class SqlDriver(SqlReading, SinglePush):
         """Apply every migration not yet recorded, whatever `migrate=` says, connecting first
         if need be. Safe from several processes at once: the dialect's migration lock
         serializes them and each migration is applied once."""
-        async with self._opening:
+        async with self._opening_lock():
             if self._opened:
                 await self._apply_migrations()
             else:
@@ -148,9 +149,18 @@ class SqlDriver(SqlReading, SinglePush):
                 " (or open the driver with migrate=True to apply migrations on first use)"
             )
 
+    def _opening_lock(self) -> asyncio.Lock:
+        """The lock that serializes opening and closing, made anew on a new event loop: an
+        asyncio lock that was ever waited for belongs to its loop, and a driver closed on one
+        loop may be opened on another (the blocking facade's, after a close)."""
+        loop = asyncio.get_running_loop()
+        if self._opening_loop is not loop:
+            self._opening, self._opening_loop = asyncio.Lock(), loop
+        return self._opening
+
     async def close(self) -> None:
         """Close the connection; jobs stay stored. The next call opens it again."""
-        async with self._opening:
+        async with self._opening_lock():
             if self._opened:
                 self._opened = False
                 await self._conn.close()

@@ -151,6 +151,14 @@ class MysqlConnection:
                 f" (asyncmy.connection.Connection), not {kind.__module__}.{kind.__qualname__}:"
                 " pass the connection your transaction runs on"
             )
+        if getattr(connection, "_loop", None) not in (None, asyncio.get_running_loop()):
+            raise ConfigError(
+                "connection= is an asyncmy connection of another event loop than the one this"
+                " push runs on (the blocking facade runs pushes on its own): push with `await"
+                " registry.push(..., connection=conn)` on the connection's loop; code without an"
+                " event loop has no MySQL connection to pass, so push after your transaction"
+                " commits"
+            )
         session = _Session(connection)
         try:
             [row] = await session.fetch(_CURRENT_DATABASE, {})

@@ -72,7 +72,8 @@ class SqliteConnection:
         # opening's number: a thread's connection from before a close is not used again.
         self._local = threading.local()
         self._opening = 0
-        self._in_threads: list[_Database] = []
+        #: Each with the lock its thread holds while it uses it, which close() takes first.
+        self._in_threads: list[tuple[_Database, threading.Lock]] = []
         self._in_threads_lock = threading.Lock()
 
     async def open(self) -> None:
@@ -94,8 +95,9 @@ class SqliteConnection:
         with self._in_threads_lock:
             self._opening += 1
             in_threads, self._in_threads = self._in_threads, []
-        for other in in_threads:
-            _close(other, self.path)
+        for other, in_use in in_threads:
+            with in_use:  # never in the middle of a push: closing it there crashed the process
+                _close(other, self.path)
         if thread is None:
             return
         try:
@@ -116,15 +118,18 @@ class SqliteConnection:
         """`execute` from the calling thread, which it blocks (the blocking facade's push from
         a plain thread): on a connection of this thread's own, opened on first use with the
         same settings, so the call waits for neither the database thread nor an event loop."""
-        if self._thread is None:
-            raise DriverError(f"the SQLite database {self.path!r} is closed: call open() first")
-        mine = getattr(self._local, "db", None)
-        if mine is None or mine[0] != (self._opening, os.getpid()):  # new, reopened or forked
-            db = _connect(self.path)
-            with self._in_threads_lock:
-                self._in_threads.append(db)
-                mine = self._local.db = ((self._opening, os.getpid()), db)
-        return _alone(_execute, mine[1], self.path, query, params)
+        while True:
+            if self._thread is None:
+                raise DriverError(f"the SQLite database {self.path!r} is closed: call open() first")
+            mine = getattr(self._local, "db", None)
+            if mine is None or mine[0] != (self._opening, os.getpid()):  # new, reopened or forked
+                db, in_use = _connect(self.path), threading.Lock()
+                with self._in_threads_lock:
+                    self._in_threads.append((db, in_use))
+                    mine = self._local.db = ((self._opening, os.getpid()), db, in_use)
+            with mine[2]:
+                if mine[0] == (self._opening, os.getpid()):  # else closed meanwhile
+                    return _alone(_execute, mine[1], self.path, query, params)
 
     async def script(self, sql: str) -> None:
         """Run several statements, each on its own, at the DURABLE level."""
