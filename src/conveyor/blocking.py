@@ -9,9 +9,9 @@ code or through this facade, not both. One exception: while that loop runs in an
 (a worker, and this call from a plain handler), calls run on it instead. Async code run
 before the facade (startup code under `asyncio.run`) ends with `await registry.close()`:
 drivers left open on an ended loop fail the facade's calls with a RegistryError saying so.
-A process forked
-after the registry was used (gunicorn --preload) starts a loop of its own and opens drivers of
-its own on first use: it never shares its parent's connections (conveyor.forked).
+A process forked after the registry was used (gunicorn --preload) starts a loop of its own
+and opens drivers of its own on first use: it never shares its parent's connections
+(conveyor.forked).
 
 One shortcut, for `push` alone: called from a thread with no running event loop, on a driver
 that declares `thread_push` (redis, sqlite), once the registry is frozen and the driver open
@@ -32,9 +32,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import threading
 import weakref
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from conveyor import forked
@@ -291,22 +292,25 @@ class BlockingRegistry:
         # Drivers belong to the loop that opened them: a plain handler of a running worker
         # pushes through the worker's loop, not through a second loop of its own.
         owner = self._registry._loop
-        try:
+        with _named_if_ended(owner):
             return self._portal.call(coroutine, owner)
-        except RuntimeError as error:  # "Event loop is closed", "attached to a different loop"
-            if owner is None or not owner.is_closed():
-                raise
-            raise RegistryError(ENDED_LOOP) from error
 
     def close(self) -> None:
         """Close the registry's drivers and stop the background loop."""
         self._portal.stop(self._closed())
 
     async def _closed(self) -> None:
-        owner = self._registry._loop
-        try:
+        with _named_if_ended(self._registry._loop):
             await self._registry.close()
-        except RuntimeError as error:  # as in _call
-            if owner is None or not owner.is_closed():
-                raise
-            raise RegistryError(ENDED_LOOP) from error
+
+
+@contextlib.contextmanager
+def _named_if_ended(owner: asyncio.AbstractEventLoop | None) -> Iterator[None]:
+    """A RuntimeError met on drivers whose loop has ended ("Event loop is closed", "attached
+    to a different loop") as the RegistryError that says what to do (ENDED_LOOP)."""
+    try:
+        yield
+    except RuntimeError as error:
+        if owner is None or not owner.is_closed():
+            raise
+        raise RegistryError(ENDED_LOOP) from error
