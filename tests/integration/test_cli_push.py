@@ -235,6 +235,7 @@ def test_json_of_list_failed_list_config_and_schedule_list(app: App) -> None:
     assert listed["workers"]["w"]["failed"] == 1 and listed["alive"] == []
     assert [job["job"] for job in failed] == ["boom"]
     assert failed[0]["error"]["message"] == "boom 1"
+    assert "errors" not in failed[0]  # a listing reads no history: `conveyor job ID` shows it
     assert {"scope": "worker", "name": "w", "key": "poll_interval"}.items() <= next(
         s for s in settings if s["key"] == "poll_interval"
     ).items()

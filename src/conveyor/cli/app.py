@@ -251,9 +251,10 @@ def error_line(job: JobInfo) -> str:
     return f"{job.error.type}: {job.error.message}".splitlines()[0][:120]
 
 
-def job_json(job: JobInfo) -> dict[str, Any]:
-    """The JSON form of a stored job, as `conveyor job --json` and `failed list --json` print."""
-    return {
+def job_json(job: JobInfo, *, history: bool = True) -> dict[str, Any]:
+    """The JSON form of a stored job, as `conveyor job --json` and `failed list --json` print;
+    `history=False` leaves out `errors`, which a listing does not read (it would show [])."""
+    shown = {
         "id": job.id,
         "queue": job.queue,
         "job": job.name,
@@ -278,6 +279,9 @@ def job_json(job: JobInfo) -> dict[str, Any]:
         ],
         "result": None if job.result is None else _parsed(job.result),
     }
+    if not history:
+        del shown["errors"]
+    return shown
 
 
 def _parsed(text: str) -> Any:

@@ -47,7 +47,7 @@ def failed_list(
     listed = registry.list_jobs(queue, JobState.FAILED, limit=limit, offset=offset, name=name)
     jobs = run(listed, registry)
     if as_json:
-        echo_json([job_json(job) for job in jobs])
+        echo_json([job_json(job, history=False) for job in jobs])  # `conveyor job ID` has it
         return
     rows = [[job.id, job.name, job.attempt, error_line(job)] for job in jobs]
     table(["id", "job", "attempts", "error"], rows)
