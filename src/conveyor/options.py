@@ -63,8 +63,9 @@ class Options:
                 f"retry must be a whole number from 0 to {MAX_RETRY} (retries after the first),"
                 f" not {retry!r}"
             )
-        if timeout is not None and not (
-            isinstance(timeout, int | float) and 0 < timeout < math.inf
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not (isinstance(timeout, int | float) and 0 < timeout < math.inf)
         ):
             raise ConfigError(
                 f"timeout must be seconds > 0, or None for the default, not {timeout!r}"

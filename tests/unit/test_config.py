@@ -449,3 +449,23 @@ def test_a_drivers_section_for_a_new_name_needs_a_url(tmp_path: Path) -> None:
     write(tmp_path, "[drivers.fast]\nprefix = 'x_'\n")
     with pytest.raises(ConfigError, match=r"conveyor.toml:1: \[drivers.fast\] needs url"):
         make_app().freeze()
+
+
+def test_true_or_false_as_a_timeout_is_refused_not_read_as_one_second(tmp_path: Path) -> None:
+    write(tmp_path, "timeout = true\n\n[queues.mail]\ntimeout = false\n")
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert "conveyor.toml:1: timeout = True: timeout must be seconds > 0" in str(caught.value)
+    assert "conveyor.toml:4: [queues.mail] timeout = False: timeout must" in str(caught.value)
+
+
+def test_a_retention_that_is_no_duration_says_forever_is_the_word_for_keep_all(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, '[queues.mail]\nretention = "never"\n')
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert (
+        "conveyor.toml:2: [queues.mail] retention = 'never': expected seconds, or text such as"
+        ' "500ms", "30s", "5m", "24h", "7d", or "forever" to keep them all'
+    ) in str(caught.value)

@@ -115,7 +115,12 @@ def _show_seconds(value: Any) -> str:
 
 
 def _retention_text(text: str) -> float | None:
-    return None if text.strip() == "forever" else duration.parse(text)
+    if text.strip() == "forever":
+        return None
+    try:
+        return duration.parse(text)
+    except ValueError as exc:
+        raise ValueError(f'{exc}, or "forever" to keep them all') from None
 
 
 def _retention_toml(value: Any) -> Any:
