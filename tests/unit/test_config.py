@@ -469,3 +469,36 @@ def test_a_retention_that_is_no_duration_says_forever_is_the_word_for_keep_all(
         "conveyor.toml:2: [queues.mail] retention = 'never': expected seconds, or text such as"
         ' "500ms", "30s", "5m", "24h", "7d", or "forever" to keep them all'
     ) in str(caught.value)
+
+
+def test_a_driver_the_file_or_environment_names_that_cannot_be_made_names_where_it_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(
+        tmp_path, 'driver = "nosuch"\n\n[queues.mail]\ndriver = "ftp://app:hunter2@127.0.0.1/x"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    message = str(caught.value)
+    assert "hunter2" not in message
+    assert (
+        "- conveyor.toml:4: [queues.mail] driver = 'ftp://app:***@127.0.0.1/x': cannot make a"
+        " driver from 'ftp://app:***@127.0.0.1/x'"
+    ) in message
+    write(tmp_path, 'driver = "nosuch"\n')
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert (
+        "- conveyor.toml:1: driver = 'nosuch': no driver is named 'nosuch': define it in a"
+        ' [drivers.nosuch] section with url = "...", or give a URL such as sqlite:///jobs.db'
+    ) in str(caught.value)
+    (tmp_path / "conveyor.toml").unlink()
+    monkeypatch.setenv("CONVEYOR_QUEUE_MAIL_DRIVER", "mysql://root:hunter2@127.0.0.1/x?bogus=1")
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert "hunter2" not in str(caught.value)
+    assert (
+        "- environment variable CONVEYOR_QUEUE_MAIL_DRIVER='mysql://root:***@127.0.0.1/x?bogus=1':"
+        in str(caught.value)
+    )
+    assert "unknown option 'bogus'" in str(caught.value)

@@ -46,7 +46,7 @@ from conveyor.config.file import (
 )
 from conveyor.config.layer import Override, env_values, override_values, unused_env
 from conveyor.config.schema import BY_SCOPE, Given, Key, Scope, Target
-from conveyor.drivers import DATABASE, Location, database_url, driver_from_url
+from conveyor.drivers import DATABASE, SCHEMES, Location, database_url, driver_from_url
 from conveyor.drivers.base import Driver
 from conveyor.errors import ConfigError, ConveyorError
 from conveyor.registration import Declaration, Effective, Registration
@@ -177,6 +177,8 @@ class _Builder:
         self.layers = layers
         self.problems = problems
         self.settings: list[Setting] = []
+        #: Each queue's driver, when the file, environment or a flag named it.
+        self.named_drivers: dict[str, Given] = {}
         for key in BY_SCOPE["conveyor"].values():
             self._note(key, "", wide[key.name])
 
@@ -203,6 +205,8 @@ class _Builder:
         """The queue's spec in force, or None after adding the problem to the list."""
         settled = self._settled("queue", name, self.declared.queues[name])
         args = {key: given.value for key, given in settled.items() if given.source != "default"}
+        if settled["driver"].where:
+            self.named_drivers[name] = settled["driver"]
         try:
             return queue_spec(name, **{**args, "driver": settled["driver"].value})
         except ConveyorError as exc:
@@ -225,9 +229,9 @@ class _Builder:
         """The drivers the file or the environment define or change, made now so that a bad
         URL is reported with where it came from; and "database", read from `environ`."""
         made: dict[str, Driver] = {}
-        for scope, name in _targets(self.declared, found):
-            if scope == "driver":
-                self._driver(name, found, made)
+        defined = [name for scope, name in _targets(self.declared, found) if scope == "driver"]
+        for name in defined:
+            self._driver(name, found, made)
         for (scope, name), where in found.sections.items():
             if scope == "driver" and self.declared.drivers.get(name, "") is None:
                 self.problems.append(
@@ -236,7 +240,24 @@ class _Builder:
                 )
         if DATABASE in used and DATABASE not in self.declared.drivers and DATABASE not in made:
             self._database(environ, made)
+        for given in dict.fromkeys(self.named_drivers.values()):
+            if given.value not in {*self.declared.drivers, *defined, *made, DATABASE}:
+                self._named(given, made)
         return made
+
+    def _named(self, given: Given, made: dict[str, Driver]) -> None:
+        """Make the driver a queue's configured `driver = ...` names when it is no name
+        registered or defined (a URL), so that a mistake names where it was written."""
+        try:
+            made[given.value] = driver_from_url(given.value)
+        except ConveyorError as exc:
+            message = str(exc)
+            if "://" not in given.value and given.value not in SCHEMES:
+                message = (
+                    f"no driver is named {given.value!r}: define it in a [drivers.{given.value}]"
+                    ' section with url = "...", or give a URL such as sqlite:///jobs.db'
+                )
+            self.problems.append(f"{given.where}: {message}")
 
     def _driver(self, name: str, found: FileValues, made: dict[str, Driver]) -> None:
         code = self.declared.drivers.get(name)
@@ -259,7 +280,7 @@ class _Builder:
         try:
             made[name] = driver_from_url(location)
         except ConveyorError as exc:
-            self.problems.append(f"{url.where or url.source}: [drivers.{name}]: {exc}")
+            self.problems.append(f"{url.where or f'{url.source}: [drivers.{name}]'}: {exc}")
 
     def _database(self, environ: Mapping[str, str], made: dict[str, Driver]) -> None:
         try:
