@@ -502,3 +502,16 @@ def test_a_driver_the_file_or_environment_names_that_cannot_be_made_names_where_
         in str(caught.value)
     )
     assert "unknown option 'bogus'" in str(caught.value)
+
+
+def test_a_worker_the_file_names_for_a_queue_that_is_not_registered_names_the_file(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, '[queues.mail]\nworkers = ["main", "mailer"]\n')
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert str(caught.value) == (
+        "the configuration has mistakes:\n- conveyor.toml:2: [queues.mail] workers ="
+        " ['main', 'mailer']: worker 'mailer' is not registered: name one of main, or register"
+        " it in the code (registry.worker('mailer'))"
+    )

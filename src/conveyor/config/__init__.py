@@ -207,6 +207,14 @@ class _Builder:
         args = {key: given.value for key, given in settled.items() if given.source != "default"}
         if settled["driver"].where:
             self.named_drivers[name] = settled["driver"]
+        workers = settled["workers"]
+        for worker in workers.value if workers.where else ():
+            if worker not in self.declared.workers:
+                self.problems.append(
+                    f"{workers.where}: worker {worker!r} is not registered: name one of"
+                    f" {', '.join(self.declared.workers) or 'none'}, or register it in the code"
+                    f" (registry.worker({worker!r}))"
+                )
         try:
             return queue_spec(name, **{**args, "driver": settled["driver"].value})
         except ConveyorError as exc:
