@@ -297,7 +297,26 @@ def test_an_environment_variable_naming_nothing_registered_is_a_warning(
         registry.freeze()
     assert caplog.messages == [
         "environment variable CONVEYOR_QUEUE_GHOST_RETRY names no registered queue, worker or"
-        " driver: ignored"
+        " driver, or no setting of one: ignored"
+    ]
+
+
+def test_a_misspelt_environment_variable_is_a_warning_showing_the_right_spellings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = make_app()
+    environ = {"CONVEYOR_RETYR": "1", "CONVEYOR_WORKER_MAIN_CONCURENCY": "2", "CONVEYOR_APP": "x"}
+    registry.configure(environ={**environ, "CONVEYOR_TIMOUT": ""})
+    with caplog.at_level(logging.WARNING, logger="conveyor.config"):
+        registry.freeze()
+    assert caplog.messages == [
+        "environment variable CONVEYOR_RETYR is no conveyor setting (the conveyor-wide ones:"
+        " CONVEYOR_DRIVER, CONVEYOR_DEFAULT_QUEUE, CONVEYOR_RETRY, CONVEYOR_RETRY_DELAY,"
+        " CONVEYOR_TIMEOUT): ignored",
+        "environment variable CONVEYOR_WORKER_MAIN_CONCURENCY names no registered queue, worker"
+        " or driver, or no setting of one (worker 'main' has CONVEYOR_WORKER_MAIN_CONCURRENCY,"
+        " CONVEYOR_WORKER_MAIN_POLL_INTERVAL, CONVEYOR_WORKER_MAIN_LEASE,"
+        " CONVEYOR_WORKER_MAIN_STOP_TIMEOUT, CONVEYOR_WORKER_MAIN_PREFETCH): ignored",
     ]
 
 

@@ -157,9 +157,8 @@ def _warn(declared: Declaration, found: FileValues, unused: list[str]) -> None:
                 "%s: [%ss.%s] names a %s the code did not register: ignored (registered: %s)",
                 where, scope, name, scope, ", ".join(known) or "none",
             )  # fmt: skip
-    for env in unused:
-        log.warning("environment variable %s names no registered queue, worker or driver:"
-                    " ignored", env)  # fmt: skip
+    for warning in unused:
+        log.warning("%s", warning)
 
 
 class _Builder:

@@ -21,6 +21,7 @@ from conveyor.config.schema import (
     Target,
     check,
     env_name,
+    env_part,
     quoted,
 )
 from conveyor.errors import ConveyorError
@@ -65,10 +66,47 @@ def env_values(
     return found
 
 
+#: conveyor's variables that are no setting: read by the command line and the drivers.
+OTHER_ENV = frozenset(
+    f"CONVEYOR_{name}"
+    for name in (
+        "CONFIG", "APP", "DATABASE_URL", "REDIS_URL", "AMQP_URL",
+        "DASHBOARD_TOKEN", "DASHBOARD_BASIC_AUTH",
+    )
+)  # fmt: skip
+
+
 def unused_env(environ: Mapping[str, str], targets: Iterable[tuple[Scope, str]]) -> list[str]:
-    """The CONVEYOR_QUEUE_/WORKER_/DRIVER_ variables that name nothing registered."""
+    """A warning for each set CONVEYOR_ variable that conveyor does not read: one naming no
+    registered queue, worker or driver, or no setting of one, or no conveyor-wide setting."""
+    targets = list(targets)
+    wide = [env_name(key) for key in BY_SCOPE["conveyor"].values()]
     known = {env_name(key, name) for scope, name in targets for key in BY_SCOPE[scope].values()}
-    return [env for env in environ if env.startswith(NAMED_ENV_PREFIXES) and env not in known]
+    warnings: list[str] = []
+    for env, text in environ.items():
+        if not env.startswith("CONVEYOR_") or not text or env in {*known, *wide, *OTHER_ENV}:
+            continue
+        if env.startswith(NAMED_ENV_PREFIXES):
+            warnings.append(
+                f"environment variable {env} names no registered queue, worker or driver, or"
+                f" no setting of one{_settings_of(env, targets)}: ignored"
+            )
+        else:
+            warnings.append(
+                f"environment variable {env} is no conveyor setting (the conveyor-wide ones:"
+                f" {', '.join(wide)}): ignored"
+            )
+    return warnings
+
+
+def _settings_of(env: str, targets: list[tuple[Scope, str]]) -> str:
+    """' (worker 'main' has CONVEYOR_WORKER_MAIN_CONCURRENCY, ...)' for the registered name
+    `env` starts with, so that a misspelt key shows the right spelling; else ''."""
+    for scope, name in sorted(targets, key=lambda target: -len(target[1])):
+        if env.startswith(f"CONVEYOR_{scope.upper()}_{env_part(name)}_"):
+            names = ", ".join(env_name(key, name) for key in BY_SCOPE[scope].values())
+            return f" ({scope} {name!r} has {names})"
+    return ""
 
 
 def _env(
