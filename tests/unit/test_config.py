@@ -272,8 +272,13 @@ def test_an_environment_name_two_queues_share_is_an_error_when_set() -> None:
     registry.queue("mail-send", workers=["main"])
     registry.worker("main")
     registry.configure(environ={"CONVEYOR_QUEUE_MAIL_SEND_RETRY": "1"})
-    with pytest.raises(ConfigError, match="CONVEYOR_QUEUE_MAIL_SEND_RETRY is ambiguous"):
+    with pytest.raises(ConfigError) as caught:
         registry.freeze()
+    assert str(caught.value).endswith(
+        "environment variable CONVEYOR_QUEUE_MAIL_SEND_RETRY is ambiguous: it fits queue"
+        " 'mail.send' and queue 'mail-send': unset it and write retry in the configuration"
+        ' file\'s [queues."mail.send"] or [queues."mail-send"] section instead'
+    )
 
 
 def test_a_wrong_environment_value_names_the_variable_the_value_and_the_rule() -> None:

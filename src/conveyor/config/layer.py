@@ -59,7 +59,11 @@ def env_values(
     for env, owners in looked.items():
         if len(owners) > 1 and environ.get(env):
             named = " and ".join(f"{key.scope} {name!r}" for key, name in owners)
-            problems.append(f"environment variable {env} is ambiguous: it fits {named}")
+            sections = " or ".join(f'[{key.scope}s."{name}"]' for key, name in owners)
+            problems.append(
+                f"environment variable {env} is ambiguous: it fits {named}: unset it and write"
+                f" {owners[0][0].name} in the configuration file's {sections} section instead"
+            )
         elif owners:
             key, name = owners[0]
             _env(environ, env, key.kind.from_text, key, name, found, problems)
