@@ -539,3 +539,15 @@ def test_a_worker_the_file_names_for_a_queue_that_is_not_registered_names_the_fi
         " ['main', 'mailer']: worker 'mailer' is not registered: name one of main, or register"
         " it in the code (registry.worker('mailer'))"
     )
+
+
+def test_a_setting_directly_under_queues_says_it_goes_in_a_queue_s_section(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "[queues]\nretry = 2\n")
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert str(caught.value).endswith(
+        "- conveyor.toml:2: retry = 2 is directly under [queues]: a setting goes in the section"
+        " of its queue, [queues.<name>]"
+    )

@@ -156,10 +156,14 @@ def _sections(
         where = file.at(table, name)
         try:
             check_name(scope, name)
-            if not isinstance(section, dict):
-                raise ConfigError(f"must be a table of settings, not {section!r}")
         except ConveyorError as exc:
             problems.append(f"{where}: [{table}.{name}]: {exc}")
+            continue
+        if not isinstance(section, dict):
+            problems.append(
+                f"{where}: {name} = {section!r} is directly under [{table}]: a setting goes in"
+                f" the section of its {scope}, [{table}.<name>]"
+            )
             continue
         found.sections[(scope, name)] = where
         for key, value in section.items():
