@@ -551,3 +551,20 @@ def test_a_setting_directly_under_queues_says_it_goes_in_a_queue_s_section(
         "- conveyor.toml:2: retry = 2 is directly under [queues]: a setting goes in the section"
         " of its queue, [queues.<name>]"
     )
+
+
+def test_an_option_a_redis_driver_does_not_take_is_an_error_not_a_type_error_at_first_use(
+    tmp_path: Path,
+) -> None:
+    url = "redis://:hunter2@127.0.0.1:6379/0"
+    write(tmp_path, f'[drivers.main]\nurl = "{url}"\npool_size = 20\n')
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert "hunter2" not in str(caught.value)
+    assert (
+        "- conveyor.toml:2: [drivers.main] url = 'redis://:***@127.0.0.1:6379/0':"
+        " 'redis://:***@127.0.0.1:6379/0?pool_size=20': unknown option 'pool_size'; the options"
+        " are prefix, timeout and redis-py's connection settings"
+    ) in str(caught.value)
+    write(tmp_path, f'[drivers.main]\nurl = "{url}"\nmax_connections = 8\nssl_ca_certs = "x"\n')
+    assert source(make_app(), "driver", "main", "max_connections") == ("8", "conveyor.toml:3")

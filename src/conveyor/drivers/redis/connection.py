@@ -21,6 +21,7 @@ timeout (it waits on the server by design); the driver's `wait` bounds it instea
 from __future__ import annotations
 
 import asyncio
+import inspect
 import urllib.parse
 from collections.abc import Callable
 from types import TracebackType
@@ -29,6 +30,7 @@ from typing import Any, cast
 import redis
 from redis import connection as redis_connection
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio import connection as redis_asyncio_connection
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -116,6 +118,30 @@ def check_url(url: str) -> None:
         raise _bad_url(url, exc) from None
     if database and not database.isdigit():  # redis-py would quietly use database 0
         raise _bad_url(url, ValueError(f"the database {database!r} is not a number"))
+    query = urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True)
+    unknown = [key for key, _ in query if key not in _URL_OPTIONS]
+    if unknown:  # redis-py would pass it on to its connection: a TypeError at the first call
+        location = Location.parse(url)
+        raise ConfigError(
+            f"{location.shown!r}: unknown option {location.mask(unknown[0])!r}; the options are"
+            " prefix, timeout and redis-py's connection settings (socket_connect_timeout,"
+            " health_check_interval, max_connections, ssl_ca_certs, ...)"
+        )
+
+
+def _url_options() -> frozenset[str]:
+    """The query parameters a Redis URL may hold: conveyor's, and whatever redis-py's URL
+    parser reads or its connections take as keywords."""
+    classes = (redis_asyncio_connection.Connection, redis_asyncio_connection.SSLConnection)
+    names = {"prefix", "timeout", *redis_connection.URL_QUERY_ARGUMENT_PARSERS}
+    for cls in (*classes, redis_asyncio_connection.UnixDomainSocketConnection):
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass):
+                names.update(inspect.signature(vars(klass)["__init__"]).parameters)
+    return frozenset(names - {"self", "args", "kwargs"})
+
+
+_URL_OPTIONS = _url_options()
 
 
 def _bad_url(url: str, error: Exception) -> ConfigError:
