@@ -539,6 +539,13 @@ def test_a_worker_the_file_names_for_a_queue_that_is_not_registered_names_the_fi
         " ['main', 'mailer']: worker 'mailer' is not registered: name one of main, or register"
         " it in the code (registry.worker('mailer'))"
     )
+    write(tmp_path, "[queues.mail]\nworkers = []\n")
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert str(caught.value) == (
+        "the configuration has mistakes:\n- conveyor.toml:2: [queues.mail] workers = []: queue"
+        " 'mail' needs a worker to run its jobs: name one of main"
+    )
 
 
 def test_a_setting_directly_under_queues_says_it_goes_in_a_queue_s_section(

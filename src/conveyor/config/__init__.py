@@ -207,6 +207,11 @@ class _Builder:
         if settled["driver"].where:
             self.named_drivers[name] = settled["driver"]
         workers = settled["workers"]
+        if workers.where and not workers.value:
+            self.problems.append(
+                f"{workers.where}: queue {name!r} needs a worker to run its jobs: name one of"
+                f" {', '.join(self.declared.workers) or 'none'}"
+            )
         for worker in workers.value if workers.where else ():
             if worker not in self.declared.workers:
                 self.problems.append(
