@@ -146,6 +146,23 @@ def test_a_bad_file_is_one_clear_error_and_nothing_starts(app_dir: Path) -> None
     assert "configuration file 'nowhere.toml', named by --config" in missing.stderr
 
 
+def test_a_driver_the_file_names_that_is_no_driver_names_the_file_and_masks_the_password(
+    app_dir: Path,
+) -> None:
+    write_config(
+        app_dir, '[queues.default]\ndriver = "postgres://app:s3cret@127.0.0.1:1/app?x=1"\n'
+    )
+    for command in (["config"], ["work", "--burst"]):
+        done = run(app_dir, *command, "--app", APP, CONVEYOR_RETYR="2")
+        assert done.returncode == 1, done
+        assert "s3cret" not in done.stdout + done.stderr
+        assert "environment variable CONVEYOR_RETYR is no conveyor setting" in done.stderr
+        assert (
+            "Error: the configuration has mistakes:\n- conveyor.toml:2: [queues.default] driver ="
+            " 'postgres://app:***@127.0.0.1:1/app?x=1': bad PostgreSQL connection settings"
+        ) in done.stderr
+
+
 def test_a_section_for_an_unregistered_queue_is_a_warning_and_the_rest_applies(
     app_dir: Path,
 ) -> None:
