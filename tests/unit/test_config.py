@@ -575,3 +575,22 @@ def test_an_option_a_redis_driver_does_not_take_is_an_error_not_a_type_error_at_
     ) in str(caught.value)
     write(tmp_path, f'[drivers.main]\nurl = "{url}"\nmax_connections = 8\nssl_ca_certs = "x"\n')
     assert source(make_app(), "driver", "main", "max_connections") == ("8", "conveyor.toml:3")
+
+
+def test_a_timeout_in_the_file_longer_than_the_amqp_consumer_timeout_names_the_line(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        '[drivers.broker]\nurl = "amqp://guest:s3cret@127.0.0.1:5672/"\n\n'
+        '[queues.mail]\ndriver = "broker"\ntimeout = "2h"\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert "s3cret" not in str(caught.value)
+    assert str(caught.value).endswith(
+        "- conveyor.toml:6: [queues.mail] timeout = '2h': queue 'mail' would let a job run"
+        " longer than its driver 'broker' lets one stay unacknowledged (1800 s, the broker's"
+        " consumer_timeout): lower the timeout, or raise consumer_timeout on the broker and tell"
+        " the driver with ?consumer_timeout= in its URL"
+    )

@@ -101,6 +101,7 @@ def apply(registry: Registration, request: Request) -> Effective:
     queues = {name: build.queue(name) for name in declared.queues}
     workers = {name: build.worker(name) for name in declared.workers}
     drivers = build.drivers(found, environ, {spec.driver for spec in queues.values() if spec})
+    build.check_run_times(queues, drivers)
     _warn(declared, found, unused_env(environ, targets))
     if problems:
         raise ConfigError("the configuration has mistakes:\n- " + "\n- ".join(problems))
@@ -178,6 +179,7 @@ class _Builder:
         self.settings: list[Setting] = []
         #: Each queue's driver, when the file, environment or a flag named it.
         self.named_drivers: dict[str, Given] = {}
+        self.timeouts: dict[str, Given] = {}
         for key in BY_SCOPE["conveyor"].values():
             self._note(key, "", wide[key.name])
 
@@ -206,6 +208,7 @@ class _Builder:
         args = {key: given.value for key, given in settled.items() if given.source != "default"}
         if settled["driver"].where:
             self.named_drivers[name] = settled["driver"]
+        self.timeouts[name] = settled["timeout"]
         workers = settled["workers"]
         if workers.where and not workers.value:
             self.problems.append(
@@ -256,6 +259,22 @@ class _Builder:
             if given.value not in {*self.declared.drivers, *defined, *made, DATABASE}:
                 self._named(given, made)
         return made
+
+    def check_run_times(
+        self, queues: Mapping[str, QueueSpec | None], drivers: Mapping[str, Driver]
+    ) -> None:
+        """A queue whose configured timeout is longer than its configured driver lets a job
+        run (amqp: the broker's consumer_timeout) is a problem naming where each was given."""
+        for name, spec in queues.items():
+            driver, given = drivers.get(spec.driver) if spec else None, self.timeouts[name]
+            limit = driver.max_job_time if driver else None
+            if spec and limit is not None and given.where and given.value > limit:
+                self.problems.append(
+                    f"{given.where}: queue {name!r} would let a job run longer than its driver"
+                    f" {spec.driver!r} lets one stay unacknowledged ({limit:g} s, the broker's"
+                    " consumer_timeout): lower the timeout, or raise consumer_timeout on the"
+                    " broker and tell the driver with ?consumer_timeout= in its URL"
+                )
 
     def _named(self, given: Given, made: dict[str, Driver]) -> None:
         """Make the driver a queue's configured `driver = ...` names when it is no name
