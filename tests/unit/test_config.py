@@ -594,3 +594,13 @@ def test_a_timeout_in_the_file_longer_than_the_amqp_consumer_timeout_names_the_l
         " consumer_timeout): lower the timeout, or raise consumer_timeout on the broker and tell"
         " the driver with ?consumer_timeout= in its URL"
     )
+
+
+def test_an_option_for_the_memory_driver_says_it_takes_none(tmp_path: Path) -> None:
+    write(tmp_path, '[drivers.main]\nurl = "memory://"\nprefix = "app"\n')
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert str(caught.value).endswith(
+        "- conveyor.toml:2: [drivers.main] url = 'memory://': 'memory://?prefix=app': the memory"
+        " driver takes no host, path or option: write memory://"
+    )

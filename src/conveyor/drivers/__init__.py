@@ -86,6 +86,10 @@ def driver_from_url(url: str) -> Driver:
         hint = f': pip install "conveyor[{extra}]"' if extra else ""
         raise ConfigError(f"the {scheme} driver cannot be loaded ({exc}){hint}") from exc
     driver_class = getattr(module, class_name)
+    if rest and not hasattr(driver_class, "from_url"):
+        raise ConfigError(
+            f"{safe_url(url)!r}: the {scheme} driver takes no host, path or option: write {scheme}://"
+        )
     driver: Driver = driver_class.from_url(url) if rest else driver_class()
     _made_from[driver] = url
     return driver
