@@ -604,3 +604,15 @@ def test_an_option_for_the_memory_driver_says_it_takes_none(tmp_path: Path) -> N
         "- conveyor.toml:2: [drivers.main] url = 'memory://': 'memory://?prefix=app': the memory"
         " driver takes no host, path or option: write memory://"
     )
+
+
+def test_a_named_pyproject_without_a_tool_conveyor_table_is_an_error_not_ignored(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, '[project]\nname = "app"\n', name="pyproject.toml")
+    registry = make_app()
+    registry.configure(tmp_path / "pyproject.toml")
+    with pytest.raises(ConfigError, match=r"pyproject.toml: has no \[tool.conveyor\] table: add"):
+        registry.freeze()
+    write(tmp_path, "[tool.conveyor-lint]\nstrict = true\n", name="pyproject.toml")
+    assert source(make_app(), "queue", "mail", "retry") == ("3", "default")  # not conveyor's

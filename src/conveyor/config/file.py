@@ -80,13 +80,18 @@ def read_file(path: Path) -> ConfigFile:
         raise ConfigError(f"{shown}: not valid TOML: {exc}") from exc
     prefix = ("tool", "conveyor") if path.name == PYPROJECT else ()
     for part in prefix:
-        data = data.get(part, {})
+        if part not in data:  # only a file named by --config or CONVEYOR_CONFIG gets here
+            raise ConfigError(
+                f"{shown}: has no [tool.conveyor] table: add one, or name the file that holds"
+                " conveyor's settings"
+            )
+        data = data[part]
         if not isinstance(data, dict):
             raise ConfigError(f"{shown}: [tool.conveyor] must be a table")
     return ConfigFile(shown, data, _key_lines(text, prefix))
 
 
-_TOOL_TABLE = re.compile(r"^\s*\[\s*tool\s*\.\s*conveyor\b", re.MULTILINE)
+_TOOL_TABLE = re.compile(r"^\s*\[\s*tool\s*\.\s*conveyor\s*[.\]]", re.MULTILINE)
 _BARE_OR_QUOTED = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
 _DOTTED = rf"{_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*"
 _HEADER = re.compile(rf"^\s*\[\s*(?P<key>{_DOTTED})\s*\]")
