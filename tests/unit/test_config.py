@@ -616,3 +616,16 @@ def test_a_named_pyproject_without_a_tool_conveyor_table_is_an_error_not_ignored
         registry.freeze()
     write(tmp_path, "[tool.conveyor-lint]\nstrict = true\n", name="pyproject.toml")
     assert source(make_app(), "queue", "mail", "retry") == ("3", "default")  # not conveyor's
+
+
+def test_a_database_url_its_driver_refuses_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QUEUE_DRIVER", "database")
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://app:s3cret@127.0.0.1/x?bogus=1")
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert "s3cret" not in str(caught.value)
+    assert "- environment variable DATABASE_URL: bad PostgreSQL connection settings" in str(
+        caught.value
+    )

@@ -314,11 +314,12 @@ class _Builder:
             self.problems.append(f"{url.where or f'{url.source}: [drivers.{name}]'}: {exc}")
 
     def _database(self, environ: Mapping[str, str], made: dict[str, Driver]) -> None:
+        env = ""
         try:
             location, env = database_url(environ)
             made[DATABASE] = driver_from_url(location)
-        except ConveyorError as exc:
-            self.problems.append(str(exc))
+        except ConveyorError as exc:  # a URL database_url accepted names its variable here
+            self.problems.append(f"environment variable {env}: {exc}" if env else str(exc))
             return
         source = f"env {env}" if env else "default"
         self.settings.append(
