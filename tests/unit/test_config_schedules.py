@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import ConfigError, Job, Registry, RegistryError, Worker
+from conveyor import ConfigError, Job, Registry, Worker
 
 
 async def export(job: Job[dict[str, Any]]) -> None:
@@ -104,8 +104,28 @@ def test_a_file_schedule_of_a_job_the_code_never_registered_is_refused() -> None
         every = 5
     """)
 
-    with pytest.raises(RegistryError, match="schedule 'ghost' pushes job 'nobody'"):
+    with pytest.raises(ConfigError) as caught:
         make_app().freeze()
+    assert str(caught.value) == (
+        "the configuration has mistakes:\n- conveyor.toml:2: [schedules.ghost] job = 'nobody'"
+        " is not a registered job: name one of export.start"
+    )
+
+
+def test_a_file_schedule_to_a_queue_the_code_never_registered_names_the_line() -> None:
+    write("""
+        [schedules.lost]
+        job = "export.start"
+        every = 5
+        queue = "bacth"
+    """)
+
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert str(caught.value).endswith(
+        "- conveyor.toml:4: [schedules.lost] pushes to queue 'bacth', which is not registered:"
+        " set queue = to one of batch"
+    )
 
 
 def test_a_worker_made_before_a_freeze_runs_the_file_and_the_environment() -> None:

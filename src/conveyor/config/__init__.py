@@ -94,6 +94,7 @@ def apply(registry: Registration, request: Request) -> Effective:
         for layer in [wide_layers.get(("conveyor", "", key.name), [])]
     }
     declared = registry.declaration(wide["default_queue"].value)
+    _check_schedules(registry, declared, wide["default_queue"].value, found, problems)
     targets = _targets(declared, found)
     _check_overrides(request.overrides, targets, problems)
     layers = _layers(found.values, env_values(environ, targets, problems), flags)
@@ -122,6 +123,31 @@ def _check_overrides(
     for override in overrides:
         if override.scope != "conveyor" and (override.scope, override.name) not in targets:
             problems.append(f"{override.flag}: no {override.scope} is named {override.name!r}")
+
+
+def _check_schedules(
+    registry: Registration,
+    declared: Declaration,
+    default_queue: str,
+    found: FileValues,
+    problems: list[str],
+) -> None:
+    """A schedule of the file pushing a job or to a queue the code did not register is a
+    problem naming the file's line (the registry's own check would name only the code)."""
+    for name, schedule in found.schedules.items():
+        at = found.file.at if found.file else (lambda *path: "")
+        spec = registry.jobs.get(schedule.job)
+        queue = schedule.queue or (spec.queue if spec else None) or default_queue
+        if spec is None:
+            problems.append(
+                f"{at('schedules', name, 'job')}: [schedules.{name}] job = {schedule.job!r} is"
+                f" not a registered job: name one of {', '.join(registry.jobs) or 'none'}"
+            )
+        elif queue not in declared.queues:
+            problems.append(
+                f"{at('schedules', name, 'queue')}: [schedules.{name}] pushes to queue {queue!r},"
+                f" which is not registered: set queue = to one of {', '.join(declared.queues)}"
+            )
 
 
 def _code(registry: Registration, key: Key) -> list[Given]:

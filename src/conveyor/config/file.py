@@ -131,11 +131,12 @@ class FileValues:
     options: dict[str, dict[str, Given]] = field(default_factory=dict)
     sections: dict[tuple[Scope, str], str] = field(default_factory=dict)
     schedules: dict[str, Schedule] = field(default_factory=dict)
+    file: ConfigFile | None = None
 
 
 def file_values(file: ConfigFile, problems: list[str]) -> FileValues:
     """Every value of `file`, read and checked; each mistake is added to `problems`."""
-    found = FileValues()
+    found = FileValues(file=file)
     wide = BY_SCOPE["conveyor"]
     for key, value in file.data.items():
         if key in SECTIONS:
