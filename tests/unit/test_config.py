@@ -569,7 +569,7 @@ def test_an_option_a_redis_driver_does_not_take_is_an_error_not_a_type_error_at_
         make_app().freeze()
     assert "hunter2" not in str(caught.value)
     assert (
-        "- conveyor.toml:2: [drivers.main] url = 'redis://:***@127.0.0.1:6379/0':"
+        "- conveyor.toml:3: [drivers.main] pool_size:"
         " 'redis://:***@127.0.0.1:6379/0?pool_size=20': unknown option 'pool_size'; the options"
         " are prefix, timeout and redis-py's connection settings"
     ) in str(caught.value)
@@ -628,4 +628,17 @@ def test_a_database_url_its_driver_refuses_names_the_variable(
     assert "s3cret" not in str(caught.value)
     assert "- environment variable DATABASE_URL: bad PostgreSQL connection settings" in str(
         caught.value
+    )
+
+
+def test_an_option_a_driver_refuses_names_the_option_s_line(tmp_path: Path) -> None:
+    url = "postgresql://app:s3cret@127.0.0.1:1/db"
+    write(tmp_path, f'[drivers.main]\nurl = "{url}"\nprefix = "app"\npool_size = "many"\n')
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert "s3cret" not in str(caught.value)
+    assert str(caught.value).endswith(
+        "- conveyor.toml:4: [drivers.main] pool_size: 'postgresql://app:***@127.0.0.1:1/db"
+        "?prefix=app&pool_size=many': pool_size='many' is not a positive whole number; write"
+        " pool_size=10"
     )

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -337,7 +338,13 @@ class _Builder:
         try:
             made[name] = driver_from_url(location)
         except ConveyorError as exc:
-            self.problems.append(f"{url.where or f'{url.source}: [drivers.{name}]'}: {exc}")
+            where = url.where or f"{url.source}: [drivers.{name}]"
+            # The line of the option the driver's message names (outside the URL it quotes).
+            said = re.sub(r"'[a-z+]+://[^']*'", "", str(exc))
+            named = [key for key in options if re.search(rf"(?<!\w){re.escape(key)}['\"=]", said)]
+            if named:
+                where = f"{options[named[0]].source}: [drivers.{name}] {named[0]}"
+            self.problems.append(f"{where}: {exc}")
 
     def _database(self, environ: Mapping[str, str], made: dict[str, Driver]) -> None:
         env = ""
