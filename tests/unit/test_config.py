@@ -642,3 +642,18 @@ def test_an_option_a_driver_refuses_names_the_option_s_line(tmp_path: Path) -> N
         "?prefix=app&pool_size=many': pool_size='many' is not a positive whole number; write"
         " pool_size=10"
     )
+
+
+def test_an_option_the_amqp_driver_does_not_read_is_an_error_not_ignored(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        '[drivers.main]\nurl = "amqp://guest:s3cret@127.0.0.1:5672/"\nheartbeat = 5\n'
+        "pool_size = 4\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert "s3cret" not in str(caught.value)
+    assert (
+        "- conveyor.toml:4: [drivers.main] pool_size: 'amqp://guest:***@127.0.0.1:5672/"
+        "?heartbeat=5&pool_size=4': unknown option 'pool_size'; the options are prefix,"
+    ) in str(caught.value)

@@ -28,6 +28,11 @@ __all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "Edge", "Settings", "parse_url"]
 
 DEFAULT_PREFIX = "conveyor."
 DEFAULT_TIMEOUT = 10.0
+#: The query parameters aiormq reads from a URL (aiormq/connection.py's url.query.get).
+_AIORMQ_OPTIONS = (
+    "heartbeat", "name", "auth", "cafile", "capath", "cadata", "keyfile", "certfile",
+    "no_verify_ssl",
+)  # fmt: skip
 #: RabbitMQ's default consumer_timeout (30 minutes): how long a delivery may stay
 #: unacknowledged before the broker closes its channel. `?consumer_timeout=` (seconds) tells
 #: the driver the broker's own setting when it was changed.
@@ -86,6 +91,12 @@ def parse_url(url: str, prefix: str | None = None, timeout: float | None = None)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     options = dict(query)
     ours = ("prefix", "exchange", "timeout", "consumer_timeout")
+    unknown = [key for key, _ in query if key not in (*ours, *_AIORMQ_OPTIONS)]
+    if unknown:  # aiormq would ignore it in silence
+        raise ConfigError(
+            f"{location.shown!r}: unknown option {location.mask(unknown[0])!r}; the options are"
+            f" {', '.join((*ours, *_AIORMQ_OPTIONS))}"
+        )
     kept = [(key, value) for key, value in query if key not in ours]
     chosen_prefix = prefix if prefix is not None else options.get("prefix", DEFAULT_PREFIX)
     if timeout is None:
