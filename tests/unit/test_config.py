@@ -657,3 +657,12 @@ def test_an_option_the_amqp_driver_does_not_read_is_an_error_not_ignored(tmp_pat
         "- conveyor.toml:4: [drivers.main] pool_size: 'amqp://guest:***@127.0.0.1:5672/"
         "?heartbeat=5&pool_size=4': unknown option 'pool_size'; the options are prefix,"
     ) in str(caught.value)
+
+
+def test_an_array_of_tables_where_sections_belong_names_its_line(tmp_path: Path) -> None:
+    write(tmp_path, "retry = 1\n\n[[workers]]\nconcurrency = 2\n")
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert str(caught.value).endswith(
+        "- conveyor.toml:3: workers must be [workers.<name>] sections"
+    )

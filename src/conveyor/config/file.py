@@ -94,7 +94,7 @@ def read_file(path: Path) -> ConfigFile:
 _TOOL_TABLE = re.compile(r"^\s*\[\s*tool\s*\.\s*conveyor\s*[.\]]", re.MULTILINE)
 _BARE_OR_QUOTED = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
 _DOTTED = rf"{_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*"
-_HEADER = re.compile(rf"^\s*\[\s*(?P<key>{_DOTTED})\s*\]")
+_HEADER = re.compile(rf"^\s*\[\[?\s*(?P<key>{_DOTTED})\s*\]")
 _ASSIGN = re.compile(rf"^\s*(?P<key>{_DOTTED})\s*=")
 _PART = re.compile(r""""([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+)""")
 
