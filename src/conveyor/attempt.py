@@ -154,10 +154,13 @@ class Runner:
         try:
             with self._deadlines.within(timeout) as scope:
                 if spec.is_async:
-                    return await spec.handler(handed)
-                result = await self._in_thread(spec.handler, handed)
-                if inspect.isawaitable(result):
-                    result = await result  # an async handler behind a plain decorator
+                    result = await spec.handler(handed)
+                else:
+                    result = await self._in_thread(spec.handler, handed)
+                    if inspect.isawaitable(result):
+                        result = await result  # an async handler behind a plain decorator
+                if scope.expired():  # it caught our cancel and returned: still too late
+                    raise TimeoutError
                 return result
         except TimeoutError as exc:
             if not scope.expired():
