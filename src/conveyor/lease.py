@@ -87,8 +87,9 @@ class Leases:
         """Extend the lease of every running job; cancel any whose lease was taken over.
         False when a backend could not be reached."""
         # A lost job whose thread still runs keeps its slot, but there is no lease to renew.
-        # A cancelled job whose plain handler still runs keeps its lease until the thread ends.
-        held = [r for r in self._running.values() if r.cancel_reason in (None, "cancel")]
+        # A cancelled job whose plain handler still runs keeps its lease until the thread ends,
+        # and so does one a stop cancelled whose handler goes on (it caught the cancel).
+        held = [r for r in self._running.values() if r.cancel_reason != "lost"]
         reached = True
         for driver, group in by_driver(held):
             try:
