@@ -102,7 +102,7 @@ class Runner:
             return Outcome("fail", job, driver, error_info(refused))
         spec = self.registry.jobs.get(job.name)
         if spec is None:
-            return Outcome("fail", job, driver, error_info(UnknownJobError(job.name)))
+            return Outcome("fail", job, driver, error_info(_unknown(job)))
         try:
             payload = spec.codec.decode(job.payload)
         except PayloadError as exc:
@@ -154,10 +154,13 @@ class Runner:
         try:
             with self._deadlines.within(timeout) as scope:
                 if spec.is_async:
-                    return await spec.handler(handed)
-                result = await self._in_thread(spec.handler, handed)
-                if inspect.isawaitable(result):
-                    result = await result  # an async handler behind a plain decorator
+                    result = await spec.handler(handed)
+                else:
+                    result = await self._in_thread(spec.handler, handed)
+                    if inspect.isawaitable(result):
+                        result = await result  # an async handler behind a plain decorator
+                if scope.expired():  # it caught our cancel and returned: still too late
+                    raise TimeoutError
                 return result
         except TimeoutError as exc:
             if not scope.expired():
@@ -258,6 +261,17 @@ def given_back(job: JobInfo, driver: Driver, started: float | None = None) -> Ou
     `started` (monotonic): when it began to run, for the outcome's duration."""
     ran = 0.0 if started is None else time.monotonic() - started
     return Outcome("release", job, driver, count_attempt=job.rescued > 0, duration=ran)
+
+
+def _unknown(job: JobInfo) -> UnknownJobError:
+    """A job this worker's app does not register: perhaps one another version of it does."""
+    return UnknownJobError(
+        job.name,
+        f"no job named {job.name!r} is registered in the app of this worker: every worker "
+        f"serving queue {job.queue!r} must register it with @registry.job({job.name!r}) (a "
+        f"worker of an older deploy fails the jobs it does not know; once every worker knows "
+        f"it, retry them: conveyor failed retry {job.queue})",
+    )
 
 
 def retry_or_fail(job: JobInfo, driver: Driver, error: ErrorInfo) -> Outcome:

@@ -33,9 +33,10 @@ class RegistryError(ConveyorError):
 class UnknownJobError(ConveyorError):
     """A job name that no handler was registered for."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, message: str | None = None) -> None:
         super().__init__(
-            f"no job named {name!r} is registered: decorate its handler with "
+            message
+            or f"no job named {name!r} is registered: decorate its handler with "
             f"@registry.job({name!r})"
         )
         self.name = name

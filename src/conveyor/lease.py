@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -59,7 +60,9 @@ class Leases:
         # round trip does not let the leases of running jobs run out.
         pause = self.spec.lease / 2
         while True:
+            asleep = time.monotonic()
             await asyncio.sleep(pause)
+            self._warn_if_blocked(time.monotonic() - asleep)
             try:
                 renewed = await self.renew()
             except Exception:  # never let a fault end renewal: leases would lapse
@@ -67,12 +70,26 @@ class Leases:
                 renewed = False
             pause = self.spec.lease / 2 if renewed else self.spec.lease / 10
 
+    def _warn_if_blocked(self, slept: float) -> None:
+        """Leases run out unrenewed while the event loop is blocked (time.sleep or CPU-bound
+        work in an async def): other workers may then be running the same jobs."""
+        if slept <= self.spec.lease:
+            return
+        log.warning(
+            "the event loop was blocked for %.1fs, longer than the lease (%gs): the leases of "
+            "the jobs running then ran out, so another worker may run them too; an async def "
+            "handler must not block (time.sleep, CPU-bound work, a blocking client): await "
+            "instead, or make it a plain def, which runs in a thread",
+            slept, self.spec.lease,
+        )  # fmt: skip
+
     async def renew(self) -> bool:
         """Extend the lease of every running job; cancel any whose lease was taken over.
         False when a backend could not be reached."""
         # A lost job whose thread still runs keeps its slot, but there is no lease to renew.
-        # A cancelled job whose plain handler still runs keeps its lease until the thread ends.
-        held = [r for r in self._running.values() if r.cancel_reason in (None, "cancel")]
+        # A cancelled job whose plain handler still runs keeps its lease until the thread ends,
+        # and so does one a stop cancelled whose handler goes on (it caught the cancel).
+        held = [r for r in self._running.values() if r.cancel_reason != "lost"]
         reached = True
         for driver, group in by_driver(held):
             try:

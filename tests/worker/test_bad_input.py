@@ -41,6 +41,36 @@ async def test_unknown_job_name_fails_without_retry(app: App, start) -> None:
 
 
 @needs("lookup")
+async def test_job_unknown_to_a_worker_of_an_older_deploy_says_how_to_run_it(
+    app: App, start
+) -> None:
+    # Two versions of an app serve one queue: the old one fails the job only the new one has.
+    old = app.registry()
+    new = app.registry()
+    for registry in (old, new):
+
+        @registry.job("known")
+        async def known(job: Job[Item]) -> None: ...
+
+    ran: list[int] = []
+
+    @new.job("added")
+    async def added(job: Job[Item]) -> None:
+        ran.append(job.payload.n)
+
+    job_id = await new.push("q", "added", Item(7))
+    running = start(old)
+    info = await settle(old, job_id)
+    assert info.error.type == "conveyor.errors.UnknownJobError"
+    assert "every worker serving queue 'q' must register it" in info.error.message
+    assert "conveyor failed retry q" in info.error.message
+    await running.stop()
+    start(new)
+    assert await new.retry_failed("q") == 1
+    assert (await settle(new, job_id)).state is JobState.SUCCEEDED and ran == [7]
+
+
+@needs("lookup")
 async def test_payload_failing_validation_fails_with_reason(app: App, start) -> None:
     registry = app.registry()
 

@@ -81,6 +81,29 @@ def traced(handler: Callable[[Job[Any]], Any]) -> Callable[[Job[Any]], Any]:
 
 
 @needs("lookup")
+async def test_handler_that_swallows_its_timeout_still_fails_as_timed_out(app: App, start) -> None:
+    # Cancelled at its timeout, it catches the CancelledError and returns: the attempt still
+    # ran past its timeout, and is recorded so, not as a success.
+    registry = app.registry()
+    caught: list[int] = []
+
+    @registry.job("stubborn", retry=1, timeout=0.3)
+    async def stubborn(job: Job[Item]) -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            caught.append(job.attempt)
+            await asyncio.sleep(0.1)  # carries on after the cancel
+        return "done"
+
+    job_id = await registry.push("q", "stubborn", Item(1))
+    start(registry)
+    info = await settle(registry, job_id)
+    assert (info.state, caught) == (JobState.FAILED, [1, 2])
+    assert info.error.type == "conveyor.errors.JobTimeoutError"
+
+
+@needs("lookup")
 async def test_async_handler_behind_a_plain_decorator_is_awaited(app: App, start) -> None:
     registry = app.registry()
     seen: list[int] = []

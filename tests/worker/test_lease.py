@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
+
+import pytest
 
 from conveyor import Job, JobState
 from conveyor.drivers.base import Reservation
@@ -172,3 +175,28 @@ async def test_a_stop_gives_back_a_rescued_job_waiting_to_run_alone(app: App, st
     assert (info.state, info.attempt, info.rescued) == (JobState.PENDING, 1, 1)
     assert (await registry.job_info(busy)).state is JobState.PENDING
     await crashed.close()
+
+
+@needs("lookup")
+async def test_a_handler_blocking_the_event_loop_past_the_lease_is_named(
+    app: App, start, caplog: pytest.LogCaptureFixture
+) -> None:
+    # time.sleep in an async def stops the renewal: the lease runs out, another worker may
+    # run the job too. The worker cannot prevent it, but must say why it happened.
+    registry = app.registry(lease=1.0, retry=0)
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        time.sleep(1.6)  # the mistake under test
+
+    job_id = await registry.push("q", "item", Item(1))
+    with caplog.at_level(logging.WARNING, logger="conveyor.worker"):
+        start(registry)
+        await settle(registry, job_id)
+        for _ in range(500):  # the renewal wakes beside the settle, maybe after it
+            said = [r.getMessage() for r in caplog.records]
+            if any("event loop was blocked" in message for message in said):
+                break
+            await asyncio.sleep(0.01)
+    blocked = [message for message in said if "event loop was blocked" in message]
+    assert blocked and "plain def" in blocked[0]

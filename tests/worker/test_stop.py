@@ -91,6 +91,33 @@ async def test_second_stop_does_not_wait_for_stop_timeout(app: App, start) -> No
 
 
 @needs("lookup")
+async def test_handler_going_on_after_the_stop_cancels_it_keeps_its_lease(app: App, start) -> None:
+    # A handler that catches the stop's CancelledError (a bare except) runs on: until it
+    # returns, the job is still ours, so another worker must not take it over.
+    stopping = app.registry(lease=1.0, stop_timeout=0.1)
+    other = app.registry(lease=1.0)
+    started: list[str] = []
+    for registry, name in ((stopping, "stopping"), (other, "other")):
+
+        @registry.job("item")
+        async def item(job: Job[Item], name: str = name) -> None:
+            started.append(name)
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                await asyncio.sleep(2.5)  # on, past the lease
+
+    job_id = await stopping.push("q", "item", Item(1))
+    run = start(stopping)
+    while not started:
+        await asyncio.sleep(0.01)
+    start(other)
+    await run.stop(now=True)
+    info = await settle(stopping, job_id)
+    assert (started, info.state) == (["stopping"], JobState.SUCCEEDED)
+
+
+@needs("lookup")
 async def test_stopped_worker_reserves_nothing_more(app: App, start) -> None:
     registry = app.registry()
     ran: list[int] = []
