@@ -342,16 +342,16 @@ class Registration:
         """Registered schedules by name."""
         return self._schedules
 
-    def schedule_queue(self, schedule: Schedule) -> str:
-        """Where a schedule's ticks go: its queue, else its job's, else the default queue."""
-        spec = self._jobs.get(schedule.job)
-        return schedule.queue or (spec.queue if spec else None) or self.default_queue
+    def schedule_queue(self, schedule: Schedule, default_queue: str | None = None) -> str:
+        """Where `schedule`'s ticks go: its queue, its job's, else `default_queue` or ours."""
+        job = self._jobs.get(schedule.job)
+        return schedule.queue or (job and job.queue) or default_queue or self.default_queue
 
     def _schedule_problems(self, effective: Effective) -> list[str]:
         problems = []
         for schedule in effective.schedules.values():
             spec = self._jobs.get(schedule.job)
-            queue = schedule.queue or (spec.queue if spec else None) or effective.default_queue
+            queue = self.schedule_queue(schedule, effective.default_queue)
             if spec is None:
                 problems.append(
                     f"schedule {schedule.name!r} pushes job {schedule.job!r}, which is not "
@@ -461,8 +461,8 @@ class Registration:
         """The opened driver that stores `queue`."""
         self.freeze()
         driver = self._resolve_driver(self.queue_spec(queue).driver)
-        forked.refuse_parents(driver, queue)
-        if id(driver) not in self._opened:
+        if id(driver) not in self._opened:  # first use in this process (or since a fork)
+            forked.refuse_parents(driver, queue)
             await driver.open()
             self._opened.add(id(driver))
             self._loop = asyncio.get_running_loop()

@@ -137,9 +137,8 @@ def _check_schedules(
     problem naming the file's line (the registry's own check would name only the code)."""
     for name, schedule in found.schedules.items():
         at = found.file.at if found.file else (lambda *path: "")
-        spec = registry.jobs.get(schedule.job)
-        queue = schedule.queue or (spec.queue if spec else None) or default_queue
-        if spec is None:
+        queue = registry.schedule_queue(schedule, default_queue)
+        if schedule.job not in registry.jobs:
             problems.append(
                 f"{at('schedules', name, 'job')}: [schedules.{name}] job = {schedule.job!r} is"
                 f" not a registered job: name one of {', '.join(registry.jobs) or 'none'}"
