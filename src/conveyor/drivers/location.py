@@ -22,8 +22,11 @@ everything between the first `:` and the last `@` hidden.
 from __future__ import annotations
 
 import re
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote, unquote_plus
+
+from conveyor.errors import ConfigError
 
 __all__ = ["HIDDEN", "Location", "hide_passwords", "safe_url"]
 
@@ -86,6 +89,15 @@ class Location:
         """A client library's `message`, fit to show: masked, or withheld when the URL is
         ambiguous (the client may have split it inside the password and quote a piece)."""
         return UNREADABLE if self.ambiguous else self.mask(message)
+
+    def check_options(self, keys: Iterable[str], allowed: Container[str], listed: str) -> None:
+        """ConfigError naming the first of the URL's query `keys` not `allowed` (its client
+        would ignore it, or fail on it later) and what the options are (`listed`)."""
+        unknown = next((key for key in keys if key not in allowed), None)
+        if unknown is not None:
+            raise ConfigError(
+                f"{self.shown!r}: unknown option {self.mask(unknown)!r}; the options are {listed}"
+            )
 
 
 def safe_url(text: str) -> str:

@@ -91,12 +91,8 @@ def parse_url(url: str, prefix: str | None = None, timeout: float | None = None)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     options = dict(query)
     ours = ("prefix", "exchange", "timeout", "consumer_timeout")
-    unknown = [key for key, _ in query if key not in (*ours, *_AIORMQ_OPTIONS)]
-    if unknown:  # aiormq would ignore it in silence
-        raise ConfigError(
-            f"{location.shown!r}: unknown option {location.mask(unknown[0])!r}; the options are"
-            f" {', '.join((*ours, *_AIORMQ_OPTIONS))}"
-        )
+    known = (*ours, *_AIORMQ_OPTIONS)  # aiormq would ignore any other in silence
+    location.check_options((key for key, _ in query), known, ", ".join(known))
     kept = [(key, value) for key, value in query if key not in ours]
     chosen_prefix = prefix if prefix is not None else options.get("prefix", DEFAULT_PREFIX)
     if timeout is None:

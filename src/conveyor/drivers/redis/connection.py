@@ -119,14 +119,13 @@ def check_url(url: str) -> None:
     if database and not database.isdigit():  # redis-py would quietly use database 0
         raise _bad_url(url, ValueError(f"the database {database!r} is not a number"))
     query = urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True)
-    unknown = [key for key, _ in query if key not in _URL_OPTIONS]
-    if unknown:  # redis-py would pass it on to its connection: a TypeError at the first call
-        location = Location.parse(url)
-        raise ConfigError(
-            f"{location.shown!r}: unknown option {location.mask(unknown[0])!r}; the options are"
-            " prefix, timeout and redis-py's connection settings (socket_connect_timeout,"
-            " health_check_interval, max_connections, ssl_ca_certs, ...)"
-        )
+    # Any other, redis-py would pass on to its connection: a TypeError at the first call.
+    Location.parse(url).check_options(
+        (key for key, _ in query),
+        _URL_OPTIONS,
+        "prefix, timeout and redis-py's connection settings (socket_connect_timeout,"
+        " health_check_interval, max_connections, ssl_ca_certs, ...)",
+    )
 
 
 def _url_options() -> frozenset[str]:

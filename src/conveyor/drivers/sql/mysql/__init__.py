@@ -206,12 +206,7 @@ def _parse_url(url: str, allowed: tuple[str, ...]) -> tuple[Target, SqlOptions]:
     if not database or "/" in database:
         raise ConfigError(f"{shown!r} names no database (or more than one): {_URL_HELP}")
     pairs = parse_qsl(parts.query, keep_blank_values=True)
-    unknown = sorted({key for key, _ in pairs} - set(allowed))
-    if unknown:
-        raise ConfigError(
-            f"{shown!r}: unknown option {location.mask(unknown[0])!r};"
-            f" the options are {', '.join(allowed)}"
-        )
+    location.check_options(sorted({key for key, _ in pairs}), allowed, ", ".join(allowed))
     query = dict(pairs)
     target = Target(
         host=parts.hostname or "localhost",
