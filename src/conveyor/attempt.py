@@ -102,7 +102,7 @@ class Runner:
             return Outcome("fail", job, driver, error_info(refused))
         spec = self.registry.jobs.get(job.name)
         if spec is None:
-            return Outcome("fail", job, driver, error_info(_unknown(job)))
+            return retry_or_fail(job, driver, error_info(_unknown(job)))
         try:
             payload = spec.codec.decode(job.payload)
         except PayloadError as exc:
@@ -264,13 +264,16 @@ def given_back(job: JobInfo, driver: Driver, started: float | None = None) -> Ou
 
 
 def _unknown(job: JobInfo) -> UnknownJobError:
-    """A job this worker's app does not register: perhaps one another version of it does."""
+    """A job this worker's app does not register: perhaps one another version of it does, so
+    the attempt fails like any other and the job is retried after its retry delay (as
+    Sidekiq does), where a worker of the newer deploy may take it."""
     return UnknownJobError(
         job.name,
         f"no job named {job.name!r} is registered in the app of this worker: every worker "
         f"serving queue {job.queue!r} must register it with @registry.job({job.name!r}) (a "
-        f"worker of an older deploy fails the jobs it does not know; once every worker knows "
-        f"it, retry them: conveyor failed retry {job.queue})",
+        f"worker of an older deploy fails the attempt and the job is retried after its retry "
+        f"delay; one failed after its last attempt runs again with: conveyor failed retry "
+        f"{job.queue})",
     )
 
 

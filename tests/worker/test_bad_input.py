@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, replace
+from typing import Any
 
 from pydantic import BaseModel, field_validator
 
-from conveyor import Job, JobState
+from conveyor import Job, JobState, Registry
 from conveyor.job import NewJob, new_id
+from conveyor.retry import Fixed, to_json
 from tests.backends import needs
 
 from .conftest import App, settle
@@ -23,28 +26,31 @@ def raw_job(name: str, payload: str, max_attempts: int = 4) -> NewJob:
 
 
 @needs("lookup")
-async def test_unknown_job_name_fails_without_retry(app: App, start) -> None:
+async def test_unknown_job_name_is_retried_then_fails_with_reason(app: App, start) -> None:
     registry = app.registry()
 
     @registry.job("known")
     async def known(job: Job[Item]) -> None: ...
 
     driver = await registry.driver_of("q")
-    job_id = await driver.push(raw_job("nobody.handles.this", "{}"))
+    unknown = replace(raw_job("nobody.handles.this", "{}", 3), retry_delay=to_json(Fixed(0)))
+    job_id = await driver.push(unknown)
     ok_id = await registry.push("q", "known", Item(1))
     start(registry)
     info = await settle(registry, job_id)
-    assert info.state is JobState.FAILED and info.attempt == 1
+    assert info.state is JobState.FAILED and info.attempt == 3
+    assert [error.attempt for error in info.errors] == [1, 2, 3]
     assert info.error.type == "conveyor.errors.UnknownJobError"
     assert "nobody.handles.this" in info.error.message
     assert (await settle(registry, ok_id)).state is JobState.SUCCEEDED
 
 
 @needs("lookup")
-async def test_job_unknown_to_a_worker_of_an_older_deploy_says_how_to_run_it(
+async def test_job_unknown_to_a_worker_of_an_older_deploy_runs_on_a_newer_one(
     app: App, start
 ) -> None:
-    # Two versions of an app serve one queue: the old one fails the job only the new one has.
+    # Two versions of an app serve one queue, in a rolling deploy: the old one gives the job
+    # only the new one has back for its next attempt, and the new one runs it.
     old = app.registry()
     new = app.registry()
     for registry in (old, new):
@@ -58,16 +64,44 @@ async def test_job_unknown_to_a_worker_of_an_older_deploy_says_how_to_run_it(
     async def added(job: Job[Item]) -> None:
         ran.append(job.payload.n)
 
-    job_id = await new.push("q", "added", Item(7))
+    job_id = await new.push("q", "added", Item(7), retry=1, retry_delay=2)
     running = start(old)
-    info = await settle(old, job_id)
+    info = await released(old, job_id)
+    await running.stop()
     assert info.error.type == "conveyor.errors.UnknownJobError"
     assert "every worker serving queue 'q' must register it" in info.error.message
-    assert "conveyor failed retry q" in info.error.message
+    start(new)
+    info = await settle(new, job_id)
+    assert info.state is JobState.SUCCEEDED and info.attempt == 2 and ran == [7]
+
+
+@needs("lookup")
+async def test_job_unknown_after_its_last_attempt_says_how_to_run_it(app: App, start) -> None:
+    old = app.registry()
+    new = app.registry()
+
+    @new.job("added")
+    async def added(job: Job[Item]) -> None: ...
+
+    job_id = await new.push("q", "added", Item(7), retry=0)
+    running = start(old)
+    info = await settle(old, job_id)
     await running.stop()
+    assert info.state is JobState.FAILED and info.attempt == 1
+    assert "conveyor failed retry q" in info.error.message
     start(new)
     assert await new.retry_failed("q") == 1
-    assert (await settle(new, job_id)).state is JobState.SUCCEEDED and ran == [7]
+    assert (await settle(new, job_id)).state is JobState.SUCCEEDED
+
+
+async def released(registry: Registry, job_id: str, timeout: float = 10.0) -> Any:
+    """Wait until the job's first attempt has failed and it waits for its next; its JobInfo."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (info := await registry.job_info(job_id)) is None or info.error is None:
+        assert asyncio.get_running_loop().time() < deadline, f"job {job_id} not released: {info}"
+        await asyncio.sleep(0.01)
+    assert info.state is JobState.DELAYED and info.attempt == 1
+    return info
 
 
 @needs("lookup")
