@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from unittest.mock import ANY
 
-from conveyor.drivers.base import Capabilities, Release
+from conveyor.drivers.base import Release
 from conveyor.drivers.memory import MemoryDriver
 from conveyor.job import FINISHED_STATES, JobInfo, JobState, NewJob
 from conveyor.worker import Worker
@@ -70,9 +70,10 @@ class RecordingDriver(MemoryDriver):
     """The memory driver, recording every job it stores, with every job due at once."""
 
     kind = "memory"
-    # Accepts connection=, so that code pushing in its own transaction runs unchanged in
-    # tests; the job is stored at once (see the module docstring).
-    capabilities = Capabilities(transactional=True)
+    # What the memory driver can do (cancel, pause, results, schedules), and connection=
+    # besides, so that code pushing in its own transaction runs unchanged in tests; the job
+    # is stored at once (see the module docstring).
+    capabilities = replace(MemoryDriver.capabilities, transactional=True)
 
     def __init__(self) -> None:
         super().__init__()
@@ -251,13 +252,16 @@ class _Runs:
     async def run_next(self) -> JobInfo | None:
         """Reserve the next due job of any queue, run it, settle it; its record after, or
         None when no job is due."""
-        queues = list(self._queues())
-        driver = await self.registry.driver_of(queues[0])  # opens it: the substitute
+        self.registry.freeze()
+        driver = await self.registry.driver_of(next(iter(self.registry.queues)))  # opens it
         if driver is not self.driver:
             raise RuntimeError(
                 "run_all() was called after its `with use_memory(...)` block ended: call it "
                 "inside the block"
             )
+        queues = await self._queues()
+        if not queues:
+            return None
         lease = max(spec.lease for spec in self.registry.workers.values())
         jobs = await driver.reserve(queues, 1, lease, self._identity)
         if not jobs:
@@ -270,7 +274,7 @@ class _Runs:
         return await driver.get(job.id)
 
     async def any_due(self) -> bool:
-        counts = await self.driver.counts(list(self._queues()))
+        counts = await self.driver.counts(await self._queues())
         return any(count.pending for count in counts.values())
 
     async def close(self) -> None:
@@ -278,9 +282,12 @@ class _Runs:
             await worker.settler.save_stats()
             worker.runner.close()
 
-    def _queues(self) -> Iterator[str]:
+    async def _queues(self) -> list[str]:
+        """The queues a worker would take jobs from: every one not paused."""
         self.registry.freeze()
-        return iter(self.registry.queues)
+        queues = list(self.registry.queues)
+        paused = await self.driver.paused(queues)
+        return [queue for queue in queues if queue not in paused]
 
     def _worker_of(self, queue: str) -> Worker:
         name = self.registry.queue_spec(queue).workers[0]
