@@ -1,5 +1,6 @@
 """Helpers for your own test suite: a registry switched to memory, its jobs run on demand, and
-assertions on what was pushed. Your application's code stays as it is.
+assertions on what was pushed; or switched to a fresh sync driver, each job run inside its push
+(`use_sync`). Your application's code stays as it is. docs/testing.md shows both.
 
     from conveyor.testing import use_memory
     from myapp.jobs import Welcome, registry, send_welcome
@@ -20,8 +21,9 @@ whatever driver it was registered or configured with (the sync driver too), and 
 back when the `with` block ends. Nothing runs by itself: `run_all()` runs the jobs, one at a
 time, in the order a worker would take them, with their handlers, timeouts and retries.
 Delays and retry delays are not waited for: every job is due at once (its `delay` is kept on
-the record `pushes()` returns). A push with `connection=` is stored at once: the memory
-driver has no transaction to join, so a rollback does not take the job back.
+the record `pushes()` returns). A paused queue's jobs wait, as for a worker. A push with
+`connection=` is stored at once: the memory driver has no transaction to join, so a rollback
+does not take the job back.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from unittest.mock import ANY
 
 from conveyor.drivers.base import Release
 from conveyor.drivers.memory import MemoryDriver
+from conveyor.drivers.sync import SyncDriver
 from conveyor.job import FINISHED_STATES, JobInfo, JobState, NewJob
 from conveyor.worker import Worker
 
@@ -42,7 +45,14 @@ if TYPE_CHECKING:
     from conveyor.core import RegistryCore
     from conveyor.handle import JobHandle
 
-__all__ = ["MemoryQueues", "PushedJob", "RecordingDriver", "use_memory"]
+__all__ = [
+    "MemoryQueues",
+    "PushedJob",
+    "RecordingDriver",
+    "RecordingSyncDriver",
+    "use_memory",
+    "use_sync",
+]
 
 T = TypeVar("T")
 
@@ -94,8 +104,16 @@ class RecordingDriver(MemoryDriver):
         return await super().release([replace(item, delay=0.0) for item in releases])
 
 
+class RecordingSyncDriver(RecordingDriver, SyncDriver):
+    """The sync driver, recording every job it stores: each job runs inside its push."""
+
+    kind = "sync"
+    capabilities = replace(SyncDriver.capabilities, transactional=True)
+
+
 class MemoryQueues:
-    """What `use_memory` yields: the pushes made since, and `run_all()` to run them."""
+    """What `use_memory` and `use_sync` yield: the pushes made since, and `run_all()` to run
+    them."""
 
     def __init__(self, registry: RegistryCore, driver: RecordingDriver) -> None:
         self.registry = registry
@@ -226,11 +244,28 @@ class MemoryQueues:
         return finished
 
 
-@contextlib.contextmanager
-def use_memory(registry: RegistryCore) -> Iterator[MemoryQueues]:
+def use_memory(registry: RegistryCore) -> contextlib.AbstractContextManager[MemoryQueues]:
     """Switch every queue of `registry` to one fresh in-memory driver for the `with` block,
     whatever drivers they were registered or configured with; see the module docstring."""
-    driver = RecordingDriver()
+    return _substituted(registry, RecordingDriver())
+
+
+def use_sync(
+    registry: RegistryCore, *, check: bool = True
+) -> contextlib.AbstractContextManager[MemoryQueues]:
+    """Switch every queue of `registry` to one fresh sync driver for the `with` block: each
+    job runs inside the push that made it, with its retries (at once) and the jobs it pushes
+    (inside its own pushes); delays are not waited for. With `check` (the default), a push
+    whose job failed for good raises JobFailedError with its error and traceback;
+    `check=False` only records it, as the sync driver does. What was pushed is listed as
+    under `use_memory` (`queues.assert_pushed(...)`)."""
+    driver = RecordingSyncDriver()
+    driver.raises = check
+    return _substituted(registry, driver)
+
+
+@contextlib.contextmanager
+def _substituted(registry: RegistryCore, driver: RecordingDriver) -> Iterator[MemoryQueues]:
     previous = registry.substitute_driver(driver)
     try:
         yield MemoryQueues(registry, driver)

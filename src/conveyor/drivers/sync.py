@@ -2,7 +2,8 @@
 
 Storage is the memory driver's, so failed jobs, counts and lookups work as usual. The core
 sees the `inline` capability and runs the queue right after each push; delays are ignored and
-retries run at once, so `push` returns only when the job has succeeded or failed for good.
+retries run at once, so `push` returns only when the job has succeeded or failed for good. A
+job pushed by a running job runs inside that push, before the rest of its pusher.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ class SyncDriver(MemoryDriver):
 
     kind = "sync"
     capabilities = Capabilities(inline=True, control=True, schedules=True)
+
+    def __init__(self, *, raises: bool = False) -> None:
+        """With `raises` (what `conveyor.testing.use_sync` makes), a push whose job failed
+        for good raises JobFailedError with the job's error and traceback once it ran, as
+        Celery's `task_eager_propagates` and Sidekiq's `inline!` do; by default the failure is
+        recorded on the job and logged, as a worker would, and `push` returns its id."""
+        super().__init__()
+        self.raises = raises
 
     async def push_many(
         self, jobs: Sequence[NewJob], *, connection: object | None = None

@@ -1,0 +1,183 @@
+"""conveyor.testing.use_sync: a registry switched to a fresh sync driver for a test, each job
+run inside its push, and a job that failed for good raising in the push that made it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conveyor import Job, JobFailedError, JobState, Registry
+from conveyor.testing import use_sync
+
+
+@dataclass
+class Email:
+    to: str
+
+
+def app_registry(tmp_path: Path) -> Registry:
+    """An application's registry as it would be written: a real backend, two queues."""
+    registry = Registry(default_driver=f"sqlite:///{tmp_path / 'app.db'}")
+    registry.queue("orders", workers=["main"], retry=1, retry_delay=3600)
+    registry.queue("mail", workers=["main"], retry=2, retry_delay=3600)
+    registry.worker("main")
+    registry.configure(environ={})
+    return registry
+
+
+async def test_each_job_runs_inside_its_push_and_the_jobs_it_pushes_inside_theirs(
+    tmp_path: Path,
+) -> None:
+    registry = app_registry(tmp_path)
+    steps: list[str] = []
+
+    @registry.job("mail.send", queue="mail")
+    async def send(job: Job[Email]) -> None:
+        steps.append(f"send {job.payload.to}")
+
+    @registry.job("orders.place", queue="orders")
+    async def place(job: Job[dict[str, str]]) -> None:
+        steps.append("place")
+        await send.push(Email(job.payload["email"]), delay=3600)
+        steps.append("placed")
+
+    with use_sync(registry) as queues:
+        job_id = await place.push({"email": "ada@example.com"})
+        assert steps == ["place", "send ada@example.com", "placed"]
+        info = await registry.job_info(job_id)
+        assert info is not None and info.state is JobState.SUCCEEDED
+        [pushed] = queues.pushes(send)
+        assert (pushed.payload, pushed.delay) == (Email("ada@example.com"), 3600.0)
+        assert queues.driver.kind == "sync"
+    assert not (tmp_path / "app.db").exists()
+
+
+async def test_a_job_that_failed_for_good_raises_in_its_push_after_its_retries(
+    tmp_path: Path,
+) -> None:
+    registry = app_registry(tmp_path)
+    attempts: list[int] = []
+
+    @registry.job("mail.send", queue="mail")
+    async def send(job: Job[Email]) -> None:
+        attempts.append(job.attempt)
+        raise ConnectionError(f"mailbox {job.payload.to} refused")
+
+    with use_sync(registry) as queues:
+        with pytest.raises(JobFailedError) as raised:
+            await send.push(Email("bob@example.com"))
+        assert attempts == [1, 2, 3]  # retry=2, the hour's retry delay not waited for
+        message = str(raised.value)
+        assert "(mail.send, queue 'mail') failed for good inside its push" in message
+        assert "after 3 attempt(s): ConnectionError: mailbox bob@example.com refused" in message
+        assert 'raise ConnectionError(f"mailbox {job.payload.to} refused")' in message
+        [failed] = await registry.list_jobs("mail", JobState.FAILED)
+        assert queues.pushes(send)[0].id == failed.id
+
+
+async def test_check_false_records_the_failure_and_the_push_returns(tmp_path: Path) -> None:
+    registry = app_registry(tmp_path)
+
+    @registry.job("mail.send", queue="mail", retry=0)
+    async def send(job: Job[Email]) -> None:
+        raise ValueError("no such mailbox")
+
+    with use_sync(registry, check=False):
+        job_id = await send.push(Email("bob@example.com"))
+        info = await registry.job_info(job_id)
+        assert info is not None and info.state is JobState.FAILED
+        assert info.error is not None and info.error.message == "no such mailbox"
+
+
+async def test_a_failing_job_pushed_by_a_job_fails_its_pusher_too(tmp_path: Path) -> None:
+    registry = app_registry(tmp_path)  # orders: retry=1, mail: retry=2
+    sends: list[int] = []
+
+    @registry.job("mail.send", queue="mail")
+    async def send(job: Job[Email]) -> None:
+        sends.append(job.attempt)
+        raise ConnectionError("smtp down")
+
+    @registry.job("orders.place", queue="orders")
+    async def place(job: Job[dict[str, str]]) -> None:
+        await send.push(Email(job.payload["email"]))
+
+    with use_sync(registry), pytest.raises(JobFailedError) as raised:
+        await place.push({"email": "ada@example.com"})
+    assert sends == [1, 2, 3] * 2  # a mail of 3 attempts for each of the order's 2
+    message = str(raised.value)
+    assert "(orders.place, queue 'orders') failed for good" in message
+    assert "(mail.send, queue 'mail') failed for good" in message  # the cause, in its error
+
+
+def test_a_plain_push_from_code_without_an_event_loop_raises_too(tmp_path: Path) -> None:
+    registry = app_registry(tmp_path)
+    done: list[str] = []
+
+    @registry.job("mail.send", queue="mail", retry=0)
+    def send(job: Job[Email]) -> None:
+        if job.payload.to == "bad":
+            raise ValueError("no such mailbox")
+        done.append(job.payload.to)
+
+    with use_sync(registry):
+        send.blocking.push(Email("ada@example.com"))
+        assert done == ["ada@example.com"]
+        with pytest.raises(JobFailedError, match="ValueError: no such mailbox"):
+            send.blocking.push(Email("bad"))
+
+
+async def test_only_the_pushs_own_failed_jobs_make_it_raise(tmp_path: Path) -> None:
+    registry = app_registry(tmp_path)
+
+    @registry.job("mail.send", queue="mail", retry=0)
+    async def send(job: Job[Email]) -> None:
+        if job.payload.to == "bad":
+            raise ValueError("no such mailbox")
+
+    with use_sync(registry) as queues:
+        with pytest.raises(
+            JobFailedError, match=r"after 1 attempt\(s\) \(and 1 more of this push\)"
+        ):
+            await send.push_many([Email("bad"), Email("ok"), Email("bad")])
+        await send.push(Email("ok"))  # the failed jobs before it are not this push's
+        assert len(queues.pushed(send)) == 4
+
+
+async def test_each_use_starts_empty_and_the_registry_gets_its_drivers_back(
+    tmp_path: Path,
+) -> None:
+    registry = app_registry(tmp_path)
+
+    @registry.job("mail.send", queue="mail", retry=0)
+    async def send(job: Job[Email]) -> None: ...
+
+    with use_sync(registry):
+        await send.push(Email("ada@example.com"))
+        assert (await registry.queue_info())["mail"].succeeded == 1
+    with use_sync(registry) as queues:
+        queues.assert_nothing_pushed()
+        assert (await registry.queue_info())["mail"].succeeded == 0
+    job_id = await send.push(Email("bob@example.com"))
+    assert (await registry.driver_of("mail")).kind == "sqlite"
+    info = await registry.job_info(job_id)
+    assert info is not None and info.state is JobState.PENDING
+    await registry.close()
+
+
+async def test_a_handler_past_its_timeout_fails_its_push(tmp_path: Path) -> None:
+    registry = app_registry(tmp_path)
+    started = asyncio.Event()
+
+    @registry.job("mail.send", queue="mail", retry=0, timeout=0.05)
+    async def send(job: Job[Email]) -> None:
+        started.set()
+        await asyncio.Event().wait()  # never set: only the timeout ends it
+
+    with use_sync(registry), pytest.raises(JobFailedError) as raised:
+        await send.push(Email("ada@example.com"))
+    assert "JobTimeoutError: job 'mail.send' ran longer than its timeout" in str(raised.value)
+    assert started.is_set()
