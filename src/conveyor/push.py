@@ -153,7 +153,7 @@ class Pushing(Registration):
         if self.hooks.active:
             await self.hooks.emit(pushed(replace(new, id=job_id)))
         if driver.capabilities.inline:
-            await self._run_inline(new.queue, [job_id])
+            await self._run_inline(new.queue)
         return job_id
 
     def thread_pusher(self, queue: str) -> Driver | None:
@@ -213,7 +213,7 @@ class Pushing(Registration):
         else:
             ids = await self._push_chunks(driver, make, parts, connection)
         if driver.capabilities.inline and ids:
-            await self._run_inline(queue, ids)
+            await self._run_inline(queue)
         return ids
 
     async def _push_chunks(
@@ -350,10 +350,9 @@ class Pushing(Registration):
             self._settled_pushes[key] = settled
         return settled
 
-    async def _run_inline(self, queue: str, pushed: Sequence[str]) -> None:
+    async def _run_inline(self, queue: str) -> None:
         """Run `queue`'s due jobs now, as a driver with the `inline` capability (sync) asks
-        after each push; `pushed` are the ids the push returned. The core has no worker to run
-        them with; `Registry` has."""
+        after each push. The core has no worker to run them with; `Registry` has."""
         raise RegistryError(
             f"queue {queue!r} is on the sync driver, which runs each job inside push: "
             "use conveyor.Registry, whose push can run it"

@@ -23,7 +23,7 @@ sync driver. The worker and the facade are written against the core, so imports 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from conveyor import config
@@ -147,5 +147,5 @@ class Registry(RegistryCore):
             self._blocking = BlockingRegistry(self)
         return self._blocking
 
-    async def _run_inline(self, queue: str, pushed: Sequence[str]) -> None:
-        await run_inline(self, queue, pushed)
+    async def _run_inline(self, queue: str) -> None:
+        await run_inline(self, queue)

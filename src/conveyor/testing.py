@@ -256,9 +256,10 @@ def use_sync(
     """Switch every queue of `registry` to one fresh sync driver for the `with` block: each
     job runs inside the push that made it, with its retries (at once) and the jobs it pushes
     (inside its own pushes); delays are not waited for. With `check` (the default), a push
-    whose job failed for good raises JobFailedError with its error and traceback;
-    `check=False` only records it, as the sync driver does. What was pushed is listed as
-    under `use_memory` (`queues.assert_pushed(...)`)."""
+    during which a job failed for good, its own or one pushed by it, raises JobFailedError
+    with the job's error and traceback once all ran (a push made by a running job never
+    raises: the job goes on, as in production); `check=False` only records the failure, as
+    the sync driver does. What was pushed is listed as under `use_memory`."""
     driver = RecordingSyncDriver()
     driver.raises = check
     return _substituted(registry, driver)

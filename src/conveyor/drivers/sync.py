@@ -23,10 +23,11 @@ class SyncDriver(MemoryDriver):
     capabilities = Capabilities(inline=True, control=True, schedules=True)
 
     def __init__(self, *, raises: bool = False) -> None:
-        """With `raises` (what `conveyor.testing.use_sync` makes), a push whose job failed
-        for good raises JobFailedError with the job's error and traceback once it ran, as
-        Celery's `task_eager_propagates` and Sidekiq's `inline!` do; by default the failure is
-        recorded on the job and logged, as a worker would, and `push` returns its id."""
+        """With `raises` (what `conveyor.testing.use_sync` makes), a push during which a job
+        failed for good (its own, or one its job pushed) raises JobFailedError with the job's
+        error and traceback once all ran, as Celery's `task_eager_propagates` and Sidekiq's
+        `inline!` do; a push made by a running job never raises for it. By default a failure
+        is recorded on the job and logged, as a worker would, and `push` returns its id."""
         super().__init__()
         self.raises = raises
 
