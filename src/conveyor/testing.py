@@ -292,8 +292,8 @@ class _Runs:
         driver = await self.registry.driver_of(next(iter(self.registry.queues)))  # opens it
         if driver is not self.driver:
             raise RuntimeError(
-                "run_all() was called after its `with use_memory(...)` block ended: call it "
-                "inside the block"
+                "run_all() was called after its `with use_memory(...)` (or use_sync) block "
+                "ended: call it inside the block"
             )
         queues = await self._queues()
         if not queues:
