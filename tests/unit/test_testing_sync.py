@@ -203,3 +203,20 @@ async def test_a_handler_past_its_timeout_fails_its_push(tmp_path: Path) -> None
         await send.push(Email("ada@example.com"))
     assert "JobTimeoutError: job 'mail.send' ran longer than its timeout" in str(raised.value)
     assert started.is_set()
+
+
+async def test_a_chain_runs_every_page_inside_start_chain(tmp_path: Path) -> None:
+    registry = app_registry(tmp_path)
+    cursors: list[int] = []
+
+    @registry.job("orders.export", queue="orders", chain=True)
+    async def export(job: Job[dict[str, int]]) -> int | None:
+        cursor = job.cursor or 0
+        cursors.append(cursor)
+        return cursor + 1 if cursor < job.payload["pages"] - 1 else None
+
+    with use_sync(registry):
+        await registry.start_chain("orders.export", {"pages": 3}, chain_id="export-1")
+        assert cursors == [0, 1, 2]
+        info = await registry.chain_info("export-1")
+        assert info is not None and (info.state, info.pages) == ("done", 3)
