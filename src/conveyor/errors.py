@@ -11,7 +11,8 @@
     ├── LeaseExpiredError      recorded on a job that kept dying with the worker running it alone
     ├── CorruptJobError        recorded on a job whose stored record cannot be read
     ├── JobCancelledError      recorded on a job cancelled while it ran
-    ├── JobFailedError         a job whose result was awaited failed or was cancelled
+    ├── JobFailedError         a job whose result was awaited failed or was cancelled, or
+    │                          one pushed under conveyor.testing.use_sync failed for good
     └── DriverError            the backend failed; drivers translate their client's errors to these
         ├── BackendUnavailableError   the backend cannot be reached
         └── Unsupported               the driver cannot do this operation
@@ -87,8 +88,9 @@ class JobCancelledError(ConveyorError):
 
 
 class JobFailedError(ConveyorError):
-    """`registry.result()` waited for a job that failed for good or was cancelled; the message
-    names the job and its last error."""
+    """`registry.result()` waited for a job that failed for good or was cancelled, or a push
+    under `conveyor.testing.use_sync` ran a job that failed for good; the message names the
+    job and its last error."""
 
 
 class DriverError(ConveyorError):

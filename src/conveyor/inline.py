@@ -3,24 +3,82 @@ object of the queue's first worker, without its loops."""
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from conveyor.drivers.sync import SyncDriver
+from conveyor.errors import JobFailedError
+from conveyor.job import JobInfo, JobState
 from conveyor.worker import Worker
 
 if TYPE_CHECKING:
     from conveyor.core import RegistryCore
+    from conveyor.drivers.base import Driver
 
 __all__ = ["run_inline"]
 
 
+@dataclass
+class _Watch:
+    """A raising sync driver's pushes under way (a job's pushes run inside its own), and the
+    jobs that failed for good since the first of them began."""
+
+    running: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+_watches: weakref.WeakKeyDictionary[SyncDriver, _Watch] = weakref.WeakKeyDictionary()
+
+
 async def run_inline(registry: RegistryCore, queue: str) -> None:
-    """Run `queue`'s jobs one by one until none is due: what the `sync` driver does on push."""
-    worker = Worker(registry, registry.queue_spec(queue).workers[0])
+    """Run `queue`'s jobs one by one until none is due: what the `sync` driver does on push.
+
+    On a sync driver made with `raises=True`, the outermost push (the one no running job
+    made) raises JobFailedError once they all ran if a job run inside it failed for good, its
+    own or one a job pushed. A push made by a running job never raises for it: its pusher
+    goes on as it would in production, where the push only stores the job."""
     driver = await registry.driver_of(queue)
+    if not (isinstance(driver, SyncDriver) and driver.raises):
+        await _run(registry, queue, driver, None)
+        return
+    watch = _watches.setdefault(driver, _Watch())
+    watch.running += 1
+    try:
+        await _run(registry, queue, driver, watch)
+    finally:
+        watch.running -= 1
+        failed, outermost = watch.failed, watch.running == 0
+        if outermost:
+            watch.failed = []
+    if outermost and failed:
+        found = [await driver.get(job_id) for job_id in failed]
+        raise JobFailedError(_failed_in_push([info for info in found if info is not None]))
+
+
+async def _run(registry: RegistryCore, queue: str, driver: Driver, watch: _Watch | None) -> None:
+    worker = Worker(registry, registry.queue_spec(queue).workers[0])
     try:
         while jobs := await driver.reserve([queue], 1, worker.spec.lease, worker.identity):
             outcome = await worker.runner.attempt(jobs[0], driver)
             await worker.settler.settle(driver, [outcome])
+            if watch is not None:
+                info = await driver.get(jobs[0].id)
+                if info is not None and info.state is JobState.FAILED:
+                    watch.failed.append(info.id)
         await worker.settler.save_stats()
     finally:
         worker.runner.close()
+
+
+def _failed_in_push(failed: list[JobInfo]) -> str:
+    """What JobFailedError says: the first failed job, its error and traceback."""
+    info = failed[0]
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    error = info.error
+    reason = "no error recorded" if error is None else f"{error.type}: {error.message}"
+    trace = "" if error is None or not error.traceback else f"\nits traceback:\n{error.traceback}"
+    return (
+        f"job {info.id} ({info.name}, queue {info.queue!r}) failed for good inside a push, "
+        f"after {info.attempt} attempt(s){more}: {reason}{trace}"
+    )

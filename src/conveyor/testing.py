@@ -1,5 +1,6 @@
 """Helpers for your own test suite: a registry switched to memory, its jobs run on demand, and
-assertions on what was pushed. Your application's code stays as it is.
+assertions on what was pushed; or switched to a fresh sync driver, each job run inside its push
+(`use_sync`). Your application's code stays as it is. docs/testing.md shows both.
 
     from conveyor.testing import use_memory
     from myapp.jobs import Welcome, registry, send_welcome
@@ -20,8 +21,9 @@ whatever driver it was registered or configured with (the sync driver too), and 
 back when the `with` block ends. Nothing runs by itself: `run_all()` runs the jobs, one at a
 time, in the order a worker would take them, with their handlers, timeouts and retries.
 Delays and retry delays are not waited for: every job is due at once (its `delay` is kept on
-the record `pushes()` returns). A push with `connection=` is stored at once: the memory
-driver has no transaction to join, so a rollback does not take the job back.
+the record `pushes()` returns). A paused queue's jobs wait, as for a worker. A push with
+`connection=` is stored at once: the memory driver has no transaction to join, so a rollback
+does not take the job back.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from unittest.mock import ANY
 
-from conveyor.drivers.base import Capabilities, Release
+from conveyor.drivers.base import Release
 from conveyor.drivers.memory import MemoryDriver
+from conveyor.drivers.sync import SyncDriver
 from conveyor.job import FINISHED_STATES, JobInfo, JobState, NewJob
 from conveyor.worker import Worker
 
@@ -42,7 +45,14 @@ if TYPE_CHECKING:
     from conveyor.core import RegistryCore
     from conveyor.handle import JobHandle
 
-__all__ = ["MemoryQueues", "PushedJob", "RecordingDriver", "use_memory"]
+__all__ = [
+    "MemoryQueues",
+    "PushedJob",
+    "RecordingDriver",
+    "RecordingSyncDriver",
+    "use_memory",
+    "use_sync",
+]
 
 T = TypeVar("T")
 
@@ -70,9 +80,10 @@ class RecordingDriver(MemoryDriver):
     """The memory driver, recording every job it stores, with every job due at once."""
 
     kind = "memory"
-    # Accepts connection=, so that code pushing in its own transaction runs unchanged in
-    # tests; the job is stored at once (see the module docstring).
-    capabilities = Capabilities(transactional=True)
+    # What the memory driver can do (cancel, pause, results, schedules), and connection=
+    # besides, so that code pushing in its own transaction runs unchanged in tests; the job
+    # is stored at once (see the module docstring).
+    capabilities = replace(MemoryDriver.capabilities, transactional=True)
 
     def __init__(self) -> None:
         super().__init__()
@@ -93,8 +104,16 @@ class RecordingDriver(MemoryDriver):
         return await super().release([replace(item, delay=0.0) for item in releases])
 
 
+class RecordingSyncDriver(RecordingDriver, SyncDriver):
+    """The sync driver, recording every job it stores: each job runs inside its push."""
+
+    kind = "sync"
+    capabilities = replace(SyncDriver.capabilities, transactional=True)
+
+
 class MemoryQueues:
-    """What `use_memory` yields: the pushes made since, and `run_all()` to run them."""
+    """What `use_memory` and `use_sync` yield: the pushes made since, and `run_all()` to run
+    them."""
 
     def __init__(self, registry: RegistryCore, driver: RecordingDriver) -> None:
         self.registry = registry
@@ -225,11 +244,29 @@ class MemoryQueues:
         return finished
 
 
-@contextlib.contextmanager
-def use_memory(registry: RegistryCore) -> Iterator[MemoryQueues]:
+def use_memory(registry: RegistryCore) -> contextlib.AbstractContextManager[MemoryQueues]:
     """Switch every queue of `registry` to one fresh in-memory driver for the `with` block,
     whatever drivers they were registered or configured with; see the module docstring."""
-    driver = RecordingDriver()
+    return _substituted(registry, RecordingDriver())
+
+
+def use_sync(
+    registry: RegistryCore, *, check: bool = True
+) -> contextlib.AbstractContextManager[MemoryQueues]:
+    """Switch every queue of `registry` to one fresh sync driver for the `with` block: each
+    job runs inside the push that made it, with its retries (at once) and the jobs it pushes
+    (inside its own pushes); delays are not waited for. With `check` (the default), a push
+    during which a job failed for good, its own or one pushed by it, raises JobFailedError
+    with the job's error and traceback once all ran (a push made by a running job never
+    raises: the job goes on, as in production); `check=False` only records the failure, as
+    the sync driver does. What was pushed is listed as under `use_memory`."""
+    driver = RecordingSyncDriver()
+    driver.raises = check
+    return _substituted(registry, driver)
+
+
+@contextlib.contextmanager
+def _substituted(registry: RegistryCore, driver: RecordingDriver) -> Iterator[MemoryQueues]:
     previous = registry.substitute_driver(driver)
     try:
         yield MemoryQueues(registry, driver)
@@ -251,13 +288,16 @@ class _Runs:
     async def run_next(self) -> JobInfo | None:
         """Reserve the next due job of any queue, run it, settle it; its record after, or
         None when no job is due."""
-        queues = list(self._queues())
-        driver = await self.registry.driver_of(queues[0])  # opens it: the substitute
+        self.registry.freeze()
+        driver = await self.registry.driver_of(next(iter(self.registry.queues)))  # opens it
         if driver is not self.driver:
             raise RuntimeError(
-                "run_all() was called after its `with use_memory(...)` block ended: call it "
-                "inside the block"
+                "run_all() was called after its `with use_memory(...)` (or use_sync) block "
+                "ended: call it inside the block"
             )
+        queues = await self._queues()
+        if not queues:
+            return None
         lease = max(spec.lease for spec in self.registry.workers.values())
         jobs = await driver.reserve(queues, 1, lease, self._identity)
         if not jobs:
@@ -270,7 +310,7 @@ class _Runs:
         return await driver.get(job.id)
 
     async def any_due(self) -> bool:
-        counts = await self.driver.counts(list(self._queues()))
+        counts = await self.driver.counts(await self._queues())
         return any(count.pending for count in counts.values())
 
     async def close(self) -> None:
@@ -278,9 +318,12 @@ class _Runs:
             await worker.settler.save_stats()
             worker.runner.close()
 
-    def _queues(self) -> Iterator[str]:
+    async def _queues(self) -> list[str]:
+        """The queues a worker would take jobs from: every one not paused."""
         self.registry.freeze()
-        return iter(self.registry.queues)
+        queues = list(self.registry.queues)
+        paused = await self.driver.paused(queues)
+        return [queue for queue in queues if queue not in paused]
 
     def _worker_of(self, queue: str) -> Worker:
         name = self.registry.queue_spec(queue).workers[0]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, assert_type
 
 from conveyor import Job, Registry
-from conveyor.testing import PushedJob, use_memory
+from conveyor.testing import PushedJob, use_memory, use_sync
 
 registry = Registry()
 
@@ -29,3 +29,6 @@ async def check() -> None:
         assert_type(queues.assert_pushed(send, Email("a@example.com")), list[PushedJob[Email]])
         queues.assert_not_pushed(send, Email("b@example.com"), queue="mail")
         await queues.run_all(check=False)
+    with use_sync(registry, check=True) as inline:
+        await send.push(Email("a@example.com"))
+        assert_type(inline.pushed(send), list[Email])

@@ -306,3 +306,25 @@ async def test_run_all_after_the_block_refuses_rather_than_run_on_the_real_backe
     with pytest.raises(RuntimeError, match="after its `with use_memory"):
         await queues.run_all()
     await registry.close()
+
+
+async def test_cancel_pause_and_resume_work_as_on_the_apps_own_driver(tmp_path: Path) -> None:
+    registry = app_registry(tmp_path)
+    sent: list[str] = []
+
+    @registry.job("mail.send", queue="mail")
+    async def send(job: Job[Email]) -> None:
+        sent.append(job.payload.to)
+
+    with use_memory(registry) as queues:
+        cancelled = await send.push(Email("a@example.com"))
+        assert await registry.cancel(cancelled)
+        await registry.pause("mail")
+        await send.push(Email("b@example.com"))
+        assert await queues.run_all() == []  # a worker takes nothing from a paused queue
+        assert await registry.paused_queues() == {"mail"}
+        await registry.resume("mail")
+        [info] = await queues.run_all()
+        assert (info.state, sent) == (JobState.SUCCEEDED, ["b@example.com"])
+        cancelled_info = await registry.job_info(cancelled)
+        assert cancelled_info is not None and cancelled_info.state is JobState.CANCELLED
