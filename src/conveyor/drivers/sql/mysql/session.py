@@ -158,9 +158,13 @@ class LentSession:
 
 def sync_client(connection: object) -> str | None:
     """The client of a synchronous MySQL connection ("pymysql", "MySQLdb"), else None; told by
-    the module of its class, so neither client needs to be installed to ask."""
-    package = type(connection).__module__.partition(".")[0]
-    return package if package in SYNC_CLIENTS else None
+    the module of its class or of a class it derives from, so neither client needs to be
+    installed to ask."""
+    for kind in type(connection).__mro__:
+        package = kind.__module__.partition(".")[0]
+        if package in SYNC_CLIENTS:
+            return package
+    return None
 
 
 def rows_of(description: Any, values: Any) -> list[Row]:
