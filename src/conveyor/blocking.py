@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from conveyor import forked
 from conveyor.chain import ChainInfo
 from conveyor.drivers.base import QueueCounts, WorkerCounts
-from conveyor.drivers.lent import LentConnection
+from conveyor.drivers.lent import LentConnection, hand_back
 from conveyor.errors import RegistryError
 from conveyor.job import JobInfo, JobState
 
@@ -259,21 +259,10 @@ def _run_lent(
         result, error = function(), None
     except Exception as raised:  # handed to the call, as an executor would
         result, error = None, raised
-    except BaseException:
+    except BaseException:  # Ctrl-C: this thread's to raise; handed over, it would stop the loop
         loop.call_soon_threadsafe(waiter.cancel)
         raise
-    with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for this
-        loop.call_soon_threadsafe(_settle, waiter, result, error)
-
-
-def _settle(waiter: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    """On the call's loop: hand the outcome over, unless the call was cancelled."""
-    if waiter.cancelled():
-        return
-    if error is not None:
-        waiter.set_exception(error)
-    else:
-        waiter.set_result(result)
+    hand_back(loop, waiter, result, error)
 
 
 class _LentCall(_Call[T]):

@@ -11,10 +11,12 @@ statements at once, and the event loop never blocks on it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
-__all__ = ["LentConnection", "Runner"]
+__all__ = ["LentConnection", "Runner", "hand_back"]
 
 T = TypeVar("T")
 
@@ -34,3 +36,25 @@ class LentConnection:
     async def run(self, function: Callable[[], T]) -> T:
         """`function()` in the thread that lent the connection, which waits for this call."""
         return cast(T, await self._runner(function))
+
+
+def hand_back(
+    loop: asyncio.AbstractEventLoop,
+    waiter: asyncio.Future[Any],
+    result: Any,
+    error: BaseException | None,
+) -> None:
+    """From the thread that ran a call for `waiter` (a future of `loop`): its outcome, handed
+    over on the loop unless the waiter was cancelled meanwhile; nothing once the loop has
+    closed (nobody waits any more). Used by the lending thread, and by SQLite's own."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle, waiter, result, error)
+
+
+def _settle(waiter: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if waiter.cancelled():
+        return
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(result)
