@@ -609,15 +609,31 @@ def test_blocking_push_on_something_not_a_mysql_connection_raises_config_error(
         registry.blocking.push("q", "record", {"order": 1}, connection=object())
 
 
-def test_blocking_push_on_a_closed_pymysql_connection_raises_driver_error(
+def test_blocking_push_on_a_closed_pymysql_connection_raises_config_error(
     sync_registry: tuple[Registry, list[dict[str, int]]],
 ) -> None:
-    """The client's error is translated at the driver's edge, as asyncmy's are."""
+    """PyMySQL said only "(0, '')"."""
     registry, _ = sync_registry
     connection = sync_connect()
     connection.close()
-    with pytest.raises(DriverError, match="MySQL current_database failed"):
+    with pytest.raises(ConfigError, match="closed pymysql connection"):
         registry.blocking.push("q", "record", {"order": 1}, connection=connection)
+
+
+def test_blocking_push_failing_on_a_pymysql_connection_raises_driver_error(
+    sync_registry: tuple[Registry, list[dict[str, int]]],
+) -> None:
+    """The client's error is translated at the driver's edge, as asyncmy's are: here the
+    server refuses to write in a read-only transaction."""
+    registry, _ = sync_registry
+    connection = sync_connect()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("START TRANSACTION READ ONLY")
+        with pytest.raises(DriverError, match=r"MySQL push\w* failed.*READ ONLY"):
+            registry.blocking.push("q", "record", {"order": 1}, connection=connection)
+    finally:
+        connection.close()
 
 
 async def test_async_push_on_a_pymysql_connection_raises_config_error(

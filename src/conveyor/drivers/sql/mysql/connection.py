@@ -263,7 +263,12 @@ def _borrowed(connection: object) -> SqlTransaction:
     """The session a push runs on in the caller's `connection`; ConfigError naming the fix for
     a connection of a kind, or of a loop, it cannot use."""
     if isinstance(connection, LentConnection):  # from the blocking facade
-        if sync_client(connection.connection) is not None:
+        if (client := sync_client(connection.connection)) is not None:
+            if not getattr(connection.connection, "open", True):  # both clients have `open`
+                raise ConfigError(
+                    f"connection= is a closed {client} connection: push on the open connection"
+                    " your transaction runs on"
+                )
             return LentSession(connection)
         if isinstance(connection.connection, Connection):
             raise ConfigError(

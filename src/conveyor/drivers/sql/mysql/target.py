@@ -99,7 +99,7 @@ class Target:
         }
 
     def error(self, error: BaseException, what: str, *, borrowed: bool = False) -> DriverError:
-        """The DriverError for an error asyncmy raised during `what` (a block's name...);
+        """The DriverError for an error the client raised during `what` (a block's name...);
         `borrowed` when it was the caller's own connection, where nothing is retried."""
         text = " ".join(str(error).split()) or type(error).__name__
         hidden = self.location.with_secret(self.password)
