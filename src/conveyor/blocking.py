@@ -25,6 +25,11 @@ thread blocks on its socket instead of hopping to the loop's thread and back, tw
 wake-ups that cost more than the push's round trip on a loaded machine (docs/drivers.md).
 Anything else, and a push the driver declines (redis: the first to a queue; sqlite: one with a
 unique key), takes the loop.
+
+`push` and `push_many` with `connection=` (your own synchronous connection, in your own
+transaction: psycopg's, PyMySQL's, mysqlclient's) run on the loop too, while this thread lends
+itself to them: each statement the driver sends on your connection runs here, in the thread
+that owns the connection, and never on the loop's (conveyor.drivers.lent).
 """
 
 from __future__ import annotations
@@ -33,14 +38,16 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import queue
 import threading
 import weakref
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from conveyor import forked
 from conveyor.chain import ChainInfo
 from conveyor.drivers.base import QueueCounts, WorkerCounts
+from conveyor.drivers.lent import LentConnection, hand_back
 from conveyor.errors import RegistryError
 from conveyor.job import JobInfo, JobState
 
@@ -75,15 +82,19 @@ class _Portal:
         self._loop, self._calls, self._lock = None, set(), threading.Lock()
 
     def call(
-        self, coroutine: Coroutine[Any, Any, T], owner: asyncio.AbstractEventLoop | None = None
+        self,
+        coroutine: Coroutine[Any, Any, T],
+        owner: asyncio.AbstractEventLoop | None = None,
+        lender: _Lender | None = None,
     ) -> T:
         """Run `coroutine` on `owner` when that loop is running (a worker's, with this call
-        from one of its handler threads), else on the private loop."""
+        from one of its handler threads), else on the private loop; with `lender`, this thread
+        serves it while it waits."""
         if owner is not None and owner not in self._made and owner.is_running():
-            return _Call(coroutine).run_on(self._not_this_threads(owner, coroutine))
+            return _call_of(coroutine, lender).run_on(self._not_this_threads(owner, coroutine))
         with self._lock:  # handed over before a stop() takes the loop away, or after it
             loop = self._running_loop()
-            call = _Call(coroutine, self._calls)
+            call = _call_of(coroutine, lender, self._calls)
             call.hand_to(self._not_this_threads(loop, coroutine))
         return call.outcome()
 
@@ -178,7 +189,7 @@ class _Call(Generic[T]):
         except BaseException as error:
             self._coroutine.close()
             self._error = error
-            self._done.release()
+            self._finish()
 
     async def _run(self) -> None:
         try:
@@ -190,7 +201,110 @@ class _Call(Generic[T]):
             if not isinstance(error, Exception):
                 raise  # KeyboardInterrupt, SystemExit: the loop's too
         finally:
-            self._done.release()
+            self._finish()
+
+    def _finish(self) -> None:
+        """The outcome is kept: let `outcome` return it."""
+        self._done.release()
+
+
+#: A function lent to the waiting thread: it, the loop awaiting it and the future it awaits.
+_Lent = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
+class _Lender:
+    """The calling thread, lent to the call it waits for: the functions the call's coroutine
+    hands to `run` (on the loop's thread) run here, one at a time, until the call is done."""
+
+    __slots__ = ("_gone", "_lock", "_work")
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[_Lent | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._gone = False
+
+    async def run(self, function: Callable[[], Any]) -> Any:
+        """`function()` in the lending thread; its result, or its error raised here."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            if self._gone:
+                raise RuntimeError("the thread that lent its connection stopped waiting")
+            self._work.put((function, loop, waiter))
+        return await waiter
+
+    def done(self) -> None:
+        """The call is done: `serve` returns."""
+        self._work.put(None)
+
+    def serve(self) -> None:
+        """Run the functions handed to `run` until the call is done. Interrupted (Ctrl-C), it
+        fails what waits and what comes later, so the call ends rather than wait for ever."""
+        try:
+            while (lent := self._work.get()) is not None:
+                _run_lent(*lent)
+        except BaseException:
+            with self._lock:
+                self._gone = True
+            while not self._work.empty():
+                if (lent := self._work.get_nowait()) is not None:
+                    lent[1].call_soon_threadsafe(lent[2].cancel)
+            raise
+
+
+def _run_lent(
+    function: Callable[[], Any], loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any]
+) -> None:
+    try:
+        result, error = function(), None
+    except Exception as raised:  # handed to the call, as an executor would
+        result, error = None, raised
+    except BaseException:  # Ctrl-C: this thread's to raise; handed over, it would stop the loop
+        loop.call_soon_threadsafe(waiter.cancel)
+        raise
+    hand_back(loop, waiter, result, error)
+
+
+class _LentCall(_Call[T]):
+    """A call whose waiting thread serves its `_Lender` until it is done."""
+
+    __slots__ = ("_lender",)
+
+    def __init__(
+        self,
+        coroutine: Coroutine[Any, Any, T],
+        lender: _Lender,
+        calls: set[asyncio.Task[None]] | None = None,
+    ) -> None:
+        super().__init__(coroutine, calls)
+        self._lender = lender
+
+    def outcome(self) -> T:
+        self._lender.serve()
+        return super().outcome()
+
+    def _finish(self) -> None:
+        super()._finish()
+        self._lender.done()
+
+
+def _call_of(
+    coroutine: Coroutine[Any, Any, T],
+    lender: _Lender | None,
+    calls: set[asyncio.Task[None]] | None = None,
+) -> _Call[T]:
+    return _Call(coroutine, calls) if lender is None else _LentCall(coroutine, lender, calls)
+
+
+def _lend(options: dict[str, Any]) -> _Lender | None:
+    """With a `connection` among a push's `options`: put it there lent with this thread (a
+    LentConnection) and return the lender that serves it."""
+    connection = options.get("connection")
+    if connection is None:
+        return None
+    lender = _Lender()
+    options["connection"] = LentConnection(connection, lender.run)
+    return lender
 
 
 def _loop_of_this_thread() -> asyncio.AbstractEventLoop | None:
@@ -212,8 +326,13 @@ class BlockingRegistry:
         """`Registry.push`, blocking until the job is stored. From a plain thread, where the
         queue's driver can (redis, sqlite), the job is stored from this thread, on a connection of
         the driver's own, without the hop to the event loop's thread and back (see the
-        module docstring)."""
+        module docstring). With `connection=` (your own synchronous psycopg, PyMySQL or
+        mysqlclient connection) the job is written in your transaction, each statement run in
+        this thread."""
         registry = self._registry
+        lender = _lend(options)
+        if lender is not None:  # your connection's statements run in this thread
+            return self._call(registry.push(queue, job_name, payload, **options), lender)
         plain = "connection" not in options and _loop_of_this_thread() is None
         driver = registry.thread_pusher(queue) if plain else None
         if driver is None:
@@ -225,8 +344,10 @@ class BlockingRegistry:
     def push_many(
         self, queue: str, job_name: str, payloads: Iterable[Any], **options: Any
     ) -> list[str]:
-        """`Registry.push_many`, blocking until the batch is stored."""
-        return self._call(self._registry.push_many(queue, job_name, payloads, **options))
+        """`Registry.push_many`, blocking until the batch is stored; with `connection=`, each
+        statement on it runs in this thread."""
+        lender = _lend(options)
+        return self._call(self._registry.push_many(queue, job_name, payloads, **options), lender)
 
     def queue_info(self) -> dict[str, QueueCounts]:
         """`Registry.queue_info`."""
@@ -288,12 +409,12 @@ class BlockingRegistry:
         """`Registry.result`, blocking until the job finishes (or `timeout`)."""
         return self._call(self._registry.result(job_id, timeout))
 
-    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+    def _call(self, coroutine: Coroutine[Any, Any, T], lender: _Lender | None = None) -> T:
         # Drivers belong to the loop that opened them: a plain handler of a running worker
         # pushes through the worker's loop, not through a second loop of its own.
         owner = self._registry._loop
         with _named_if_ended(owner):
-            return self._portal.call(coroutine, owner)
+            return self._portal.call(coroutine, owner, lender)
 
     def close(self) -> None:
         """Close the registry's drivers and stop the background loop."""

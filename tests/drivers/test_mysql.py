@@ -16,17 +16,20 @@ import contextlib
 import json
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
 
 import asyncmy
+import pymysql
 import pytest
 
 import conveyor.drivers.sql.driver as sql_driver
 import conveyor.drivers.sql.mysql.connection as my_connection
-from conveyor import Job, Registry
+import conveyor.drivers.sql.mysql.session as my_session
+from conveyor import Job, Registry, Worker
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Failure, Release, Reservation, WorkerCounts
 from conveyor.drivers.sql.adapter import REQUIRED_QUERIES, SqlTransaction
@@ -429,12 +432,13 @@ async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
         await registry.close()
 
 
-async def test_blocking_push_on_a_connection_of_another_loop_raises_config_error(
+async def test_blocking_push_on_an_asyncmy_connection_raises_config_error(
     prefix: str,
 ) -> None:
     """The blocking facade runs a push on a loop of its own: an asyncmy connection belongs to
     the loop it was made on, and used from another it failed with asyncio's "attached to a
-    different loop" in the middle of the caller's transaction."""
+    different loop" in the middle of the caller's transaction. The error says which push
+    takes which kind of connection."""
     registry = Registry()
     registry.queue("q", driver=f"{URL}?prefix={prefix}", workers=["w"])
     registry.worker("w")
@@ -442,7 +446,7 @@ async def test_blocking_push_on_a_connection_of_another_loop_raises_config_error
     connection = await connect()
     try:
         await connection.begin()
-        with pytest.raises(ConfigError, match="another event loop"):
+        with pytest.raises(ConfigError, match=r"belongs to its event loop.*PyMySQL"):
             await asyncio.to_thread(
                 registry.blocking.push, "q", "noop", {"n": 1}, connection=connection
             )
@@ -457,12 +461,199 @@ async def noop_handler(job: Job[dict[str, int]]) -> None:
     """Does nothing."""
 
 
-async def test_push_on_something_not_an_asyncmy_connection_raises_config_error(
+# -- transactional push from code without an event loop (PyMySQL) --------------------------------
+
+
+class ThreadNoting(pymysql.connections.Connection):  # type: ignore[misc]
+    """A PyMySQL connection noting the threads its cursors were made on."""
+
+    threads: set[int]
+
+    def cursor(self, *args: Any) -> Any:
+        self.threads = getattr(self, "threads", set()) | {threading.get_ident()}
+        return super().cursor(*args)
+
+
+def sync_connect(**options: Any) -> ThreadNoting:
+    """A plain PyMySQL connection to the test database, as a Django or Flask view holds:
+    autocommit off (PyMySQL's default), so it is always inside a transaction."""
+    return ThreadNoting(host="127.0.0.1", port=3306, user="root", database="test", **options)
+
+
+@pytest.fixture
+def sync_registry() -> Iterator[tuple[Registry, list[dict[str, int]]]]:
+    """A registry on a table prefix of its own, used through the blocking facade, and the
+    payloads its handler ran."""
+    prefix = fresh_prefix()
+    registry = Registry()
+    registry.queue("q", driver=f"{URL}?prefix={prefix}", workers=["w"])
+    registry.worker("w")
+    ran: list[dict[str, int]] = []
+
+    @registry.job("record")
+    async def record(job: Job[dict[str, int]]) -> None:
+        ran.append(job.payload)
+
+    yield registry, ran
+    registry.blocking.close()
+    asyncio.run(drop_tables(prefix))
+
+
+def work_off(registry: Registry) -> None:
+    """Run a burst worker on the registry until no job waits (on a loop of its own: the
+    facade's drivers are closed first)."""
+    registry.blocking.close()
+
+    async def burst() -> None:
+        try:
+            await Worker(registry, "w", burst=True).run()
+        finally:
+            await registry.close()
+
+    asyncio.run(burst())
+
+
+def test_blocking_push_on_a_pymysql_connection_is_stored_at_commit_and_run(
+    sync_registry: tuple[Registry, list[dict[str, int]]],
+) -> None:
+    registry, ran = sync_registry
+    connection = sync_connect()
+    try:
+        job_id = registry.blocking.push("q", "record", {"order": 1}, connection=connection)
+        assert registry.blocking.job_info(job_id) is None  # not committed: invisible to others
+        connection.commit()
+        info = registry.blocking.job_info(job_id)
+        assert info is not None and info.state is JobState.PENDING
+        assert connection.threads == {threading.get_ident()}  # the statements ran here
+    finally:
+        connection.close()
+
+    work_off(registry)
+    assert ran == [{"order": 1}]
+
+
+def test_blocking_push_many_on_a_pymysql_connection_is_all_or_none(
+    sync_registry: tuple[Registry, list[dict[str, int]]],
+) -> None:
+    registry, ran = sync_registry
+    connection = sync_connect()
+    try:
+        dropped = registry.blocking.push_many(
+            "q", "record", [{"order": 1}, {"order": 2}], connection=connection
+        )
+        connection.rollback()
+        kept = registry.blocking.push_many(
+            "q", "record", [{"order": 3}, {"order": 4}], connection=connection
+        )
+        held = registry.blocking.push(
+            "q", "record", {"order": 5}, unique="k", connection=connection
+        )
+        again = registry.blocking.push(
+            "q", "record", {"order": 6}, unique="k", connection=connection
+        )
+        connection.commit()
+    finally:
+        connection.close()
+
+    assert [registry.blocking.job_info(job_id) for job_id in dropped] == [None, None]
+    assert again == held
+    assert registry.blocking.queue_info()["q"].pending == 3
+    work_off(registry)
+    assert sorted(item["order"] for item in ran) == [3, 4, 5]
+    assert len(kept) == 2
+
+
+def test_plain_handler_pushes_in_its_own_pymysql_transaction(
+    sync_registry: tuple[Registry, list[dict[str, int]]],
+) -> None:
+    """A plain handler's push runs on its worker's loop, its statements in the handler's
+    thread."""
+    registry, ran = sync_registry
+
+    @registry.job("order")
+    def order(job: Job[dict[str, int]]) -> None:
+        connection = sync_connect()
+        try:
+            registry.blocking.push("q", "record", job.payload, connection=connection)
+            connection.commit()
+        finally:
+            connection.close()
+
+    registry.blocking.push("q", "order", {"order": 7})
+    work_off(registry)
+    assert ran == [{"order": 7}]
+
+
+def test_blocking_push_on_a_pymysql_connection_in_autocommit_is_stored_at_once(
+    sync_registry: tuple[Registry, list[dict[str, int]]],
+) -> None:
+    """As every statement on such a connection (Django's outside transaction.atomic()): the
+    push is its own transaction, committed before it returns (docs/drivers.md)."""
+    registry, _ = sync_registry
+    connection = sync_connect(autocommit=True)
+    try:
+        job_id = registry.blocking.push("q", "record", {"order": 1}, connection=connection)
+        connection.rollback()  # nothing left to roll back
+    finally:
+        connection.close()
+
+    info = registry.blocking.job_info(job_id)
+    assert info is not None and info.state is JobState.PENDING
+
+
+def test_blocking_push_on_something_not_a_mysql_connection_raises_config_error(
+    sync_registry: tuple[Registry, list[dict[str, int]]],
+) -> None:
+    registry, _ = sync_registry
+    with pytest.raises(ConfigError, match=r"your own open MySQL connection.*builtins\.object"):
+        registry.blocking.push("q", "record", {"order": 1}, connection=object())
+
+
+def test_blocking_push_on_a_closed_pymysql_connection_raises_config_error(
+    sync_registry: tuple[Registry, list[dict[str, int]]],
+) -> None:
+    """PyMySQL said only "(0, '')"."""
+    registry, _ = sync_registry
+    connection = sync_connect()
+    connection.close()
+    with pytest.raises(ConfigError, match="closed pymysql connection"):
+        registry.blocking.push("q", "record", {"order": 1}, connection=connection)
+
+
+def test_blocking_push_failing_on_a_pymysql_connection_raises_driver_error(
+    sync_registry: tuple[Registry, list[dict[str, int]]],
+) -> None:
+    """The client's error is translated at the driver's edge, as asyncmy's are: here the
+    server refuses to write in a read-only transaction."""
+    registry, _ = sync_registry
+    connection = sync_connect()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("START TRANSACTION READ ONLY")
+        with pytest.raises(DriverError, match=r"MySQL push\w* failed.*READ ONLY"):
+            registry.blocking.push("q", "record", {"order": 1}, connection=connection)
+    finally:
+        connection.close()
+
+
+async def test_async_push_on_a_pymysql_connection_raises_config_error(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    driver = await drivers.open()
+    connection = sync_connect()
+    try:
+        with pytest.raises(ConfigError, match=r"synchronous.*registry\.blocking\.push"):
+            await driver.push(make_job(), connection=connection)
+    finally:
+        connection.close()
+
+
+async def test_push_on_something_not_a_mysql_connection_raises_config_error(
     drivers: Drivers[MysqlDriver],
 ) -> None:
     driver = await drivers.open()
 
-    with pytest.raises(ConfigError, match="asyncmy connection"):
+    with pytest.raises(ConfigError, match=r"your own open MySQL connection.*builtins\.object"):
         await driver.push(make_job(), connection=object())
 
 
@@ -939,7 +1130,7 @@ async def test_prune_deletes_in_batches_until_a_short_one(
 
 async def explain(prefix: str, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """The plan MariaDB picks for the first statement of a query block (nothing is run)."""
-    statement = my_connection._statements(load_queries(PACKAGE, prefix)[name].sql)[0]
+    statement = my_session.statements(load_queries(PACKAGE, prefix)[name].sql)[0]
     connection = await connect()
     try:
         async with connection.cursor(asyncmy.cursors.DictCursor) as cursor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -486,27 +487,55 @@ async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
         await registry.close()
 
 
+class ThreadNoting(psycopg.Connection[Any]):
+    """A psycopg connection noting the threads its cursors were made on."""
+
+    threads: set[int]
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        self.threads = getattr(self, "threads", set()) | {threading.get_ident()}
+        return super().cursor(*args, **kwargs)
+
+
 def test_blocking_push_joins_a_sync_transaction() -> None:
     """What a Django or Flask view does: push through the blocking facade, on its own
-    psycopg connection, inside its own transaction."""
+    psycopg connection, inside its own transaction. The statements run in the view's thread,
+    the connection's owner (they ran in a thread of asyncio's)."""
     prefix = fresh_prefix()
     registry = Registry()
     registry.queue("mail", driver=f"{URL}?prefix={prefix}", workers=["w"])
     registry.worker("w")
     registry.job("receipt")(_never_run)
     try:
-        with psycopg.Connection.connect(URL) as conn:
+        with ThreadNoting.connect(URL) as conn:
             with conn.transaction():
                 kept = registry.blocking.push("mail", "receipt", {"order": 1}, connection=conn)
             with contextlib.suppress(ZeroDivisionError), conn.transaction():
                 dropped = registry.blocking.push("mail", "receipt", {"order": 2}, connection=conn)
                 raise ZeroDivisionError  # the view fails: its transaction rolls back
 
+            assert conn.threads == {threading.get_ident()}
+
         assert registry.blocking.job_info(kept) is not None
         assert registry.blocking.job_info(dropped) is None
     finally:
         registry.blocking.close()
         asyncio.run(drop_tables(prefix))
+
+
+async def test_blocking_push_on_an_async_connection_raises_config_error(prefix: str) -> None:
+    registry = Registry()
+    registry.queue("mail", driver=f"{URL}?prefix={prefix}", workers=["w"])
+    registry.worker("w")
+    registry.job("receipt")(_never_run)
+    try:
+        async with await psycopg.AsyncConnection.connect(URL) as conn:
+            with pytest.raises(ConfigError, match=r"its event loop.*psycopg\.Connection"):
+                await asyncio.to_thread(
+                    registry.blocking.push, "mail", "receipt", {"order": 1}, connection=conn
+                )
+    finally:
+        await asyncio.to_thread(registry.blocking.close)
 
 
 async def _never_run(job: Job[dict[str, int]]) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import Job, JobState, Registry, Worker
+from conveyor import Job, JobState, Registry, Worker, blocking
 
 
 async def ok(job: Job[dict[str, Any]]) -> None:
@@ -209,3 +209,28 @@ def test_a_script_pushing_through_the_facade_exits_cleanly(tmp_path: Path) -> No
     assert result.returncode == 0
     assert result.stderr == ""  # the close at exit raised nothing
     assert len(result.stdout.strip()) == 32
+
+
+def test_an_interrupt_in_a_lending_thread_is_raised_there_and_the_loop_goes_on() -> None:
+    """Ctrl-C while the calling thread runs a statement lent to a push (`connection=`): the
+    thread raises it, the push on the loop is cancelled, and the facade's loop still serves
+    calls (handed to the loop, the interrupt would have stopped it)."""
+    portal = blocking._Portal()
+    lender = blocking._Lender()
+    seen: list[str] = []
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    async def push() -> None:
+        try:
+            await lender.run(interrupted)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    with pytest.raises(KeyboardInterrupt):
+        portal.call(push(), None, lender)
+    assert portal.call(asyncio.sleep(0, "served")) == "served"
+    portal.stop()
+    assert seen == ["cancelled"]

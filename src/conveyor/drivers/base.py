@@ -62,7 +62,8 @@ class Capabilities:
     - `durable`: jobs survive a restart of this process.
     - `shared`: several processes may work the same queues at once.
     - `transactional`: `push`/`push_many` accept `connection=`, the caller's own open
-      connection, and store the jobs in the caller's transaction.
+      connection (from the blocking facade, lent with its thread: drivers/lent.py), and
+      store the jobs in the caller's transaction.
     - `control`: jobs can be cancelled (`cancel`, `cancelling`), queues paused (`pause`,
       `resume`, `paused`), and `ack` keeps a job's result.
     - `schedules`: the driver keeps the latest tick each schedule pushed (`mark_tick`,

@@ -98,5 +98,8 @@ class SqlBorrowing(Protocol):
     ) -> T:
         """Run `work` on `connection`, inside whatever transaction the caller has open there,
         and neither commit nor roll back: what `work` wrote exists if and only if the caller
-        commits. ConfigError when `connection` is not a kind of connection this adapter takes."""
+        commits. From the blocking facade `connection` is a LentConnection (drivers/lent.py):
+        the caller's synchronous connection, whose statements run in the caller's thread
+        through `run`. ConfigError when `connection` is not a kind of connection this adapter
+        takes, or not from the side (async code, blocking facade) it came from."""
         ...

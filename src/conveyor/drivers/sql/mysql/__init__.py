@@ -40,10 +40,16 @@ database), and the job is written in your transaction. It exists if and only if 
     await registry.push("mail", "receipt", Receipt(order), connection=conn)
     await conn.commit()  # the order and its receipt job together; rollback() drops both
 
+Code without an event loop (Django, Flask) passes its PyMySQL or mysqlclient connection to
+`registry.blocking.push` or `push_many` instead: each statement runs in the calling thread, on
+that connection, in its transaction (Django: `django.db.connection.connection`, inside
+`transaction.atomic()`).
+
 Until you commit, a push of the same unique key from elsewhere waits for your transaction, and
 so does the worker settling the job your push found holding that key: keep such transactions
 short. Without a transaction open (autocommit), the push commits at once, as any statement
-would. With SQLAlchemy (`mysql+asyncmy://`), pass the asyncmy connection underneath yours:
+would (a push_many of more than one statement, a statement at a time). With SQLAlchemy
+(`mysql+asyncmy://`), pass the asyncmy connection underneath yours:
 `(await sa_connection.get_raw_connection()).driver_connection`.
 """
 

@@ -30,20 +30,27 @@ import functools
 import logging
 import random
 import re
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import asyncmy
 from asyncmy.connection import Connection
-from asyncmy.cursors import Cursor
 from asyncmy.errors import MySQLError
 from asyncmy.pool import Pool
 
-from conveyor.drivers.record import decode_text
+from conveyor.drivers.lent import LentConnection
 from conveyor.drivers.sql.adapter import Params, Row, SqlTransaction
-from conveyor.drivers.sql.deadline import MIGRATION_TIMEOUT, Deadline
+from conveyor.drivers.sql.deadline import Deadline
 from conveyor.drivers.sql.mysql.checkout import Checkout, abort
+from conveyor.drivers.sql.mysql.session import (
+    Failed,
+    LentSession,
+    QuietCursor,
+    Session,
+    failing,
+    statements,
+    sync_client,
+)
 from conveyor.drivers.sql.mysql.target import (
     ATTEMPTS,
     RETRIED,
@@ -53,7 +60,7 @@ from conveyor.drivers.sql.mysql.target import (
     error_code,
     is_lost,
 )
-from conveyor.drivers.sql.queries import Query, uncommented
+from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.shielded import shielded
 from conveyor.errors import ConfigError, DriverError
 
@@ -75,8 +82,6 @@ MINIMUM = {"MariaDB": (10, 8), "MySQL": (8, 0)}
 #: The caller's current database: a borrowed connection must be using the driver's, since the
 #: SQL names its tables without one.
 _CURRENT_DATABASE = Query("current_database", "", "SELECT DATABASE() AS name")
-
-_STATEMENT_END = re.compile(r";[ \t]*$", re.M)
 
 
 class MysqlConnection:
@@ -140,26 +145,12 @@ class MysqlConnection:
         return await self._pooled("transaction", work, isolation or SESSION_ISOLATION)
 
     async def borrow(self, connection: object, work: Work[T]) -> T:
-        """Run `work` on the caller's asyncmy connection, inside whatever transaction the
-        caller has open there, and neither commit nor roll back. Nothing is retried: a
-        deadlock there has rolled the caller's whole transaction back, which only the caller
-        can run again."""
-        if not isinstance(connection, Connection):
-            kind = type(connection)
-            raise ConfigError(
-                "connection= takes your own open asyncmy connection"
-                f" (asyncmy.connection.Connection), not {kind.__module__}.{kind.__qualname__}:"
-                " pass the connection your transaction runs on"
-            )
-        if getattr(connection, "_loop", None) not in (None, asyncio.get_running_loop()):
-            raise ConfigError(
-                "connection= is an asyncmy connection of another event loop than the one this"
-                " push runs on (the blocking facade runs pushes on its own): push with `await"
-                " registry.push(..., connection=conn)` on the connection's loop; code without an"
-                " event loop has no MySQL connection to pass, so push after your transaction"
-                " commits"
-            )
-        session = _Session(connection)
+        """Run `work` on the caller's connection, inside whatever transaction the caller has
+        open there, and neither commit nor roll back: an asyncmy connection from async code,
+        or a PyMySQL or mysqlclient one lent by the blocking facade, whose statements then run
+        in the caller's thread. Nothing is retried: a deadlock there has rolled the caller's
+        whole transaction back, which only the caller can run again."""
+        session = _borrowed(connection)
         try:
             [row] = await session.fetch(_CURRENT_DATABASE, {})
             if row["name"] != self.target.database:
@@ -169,7 +160,7 @@ class MysqlConnection:
                     " to that database"
                 )
             return await work(session)
-        except _Failed as failed:
+        except Failed as failed:
             error = self.target.error(failed.error, failed.what or "push", borrowed=True)
             raise error from failed.error
 
@@ -206,7 +197,7 @@ class MysqlConnection:
         while True:
             try:
                 return await self._attempt(pool, what, work, isolation)
-            except _Failed as failed:
+            except Failed as failed:
                 code = error_code(failed.error)
                 if code in RETRIED and attempt < ATTEMPTS:
                     log.debug("MySQL %s met error %s; running it again", what, code)
@@ -222,7 +213,7 @@ class MysqlConnection:
         closed, not pooled again, if it may be broken or halfway through something."""
         connection = await self._checkout.acquire(pool)
         deadline = Deadline(self.target.timeout, functools.partial(abort, connection))
-        session = _Session(connection, deadline)
+        session = Session(connection, deadline)
         healthy = False
         try:
             with deadline:
@@ -233,7 +224,7 @@ class MysqlConnection:
                 )
             healthy = not deadline.expired
             return result
-        except _Failed as failed:
+        except Failed as failed:
             if deadline.expired:
                 self._checkout.suspect_idle()
                 step = what if failed.what in (None, what) else f"{what} ({failed.what})"
@@ -248,43 +239,66 @@ class MysqlConnection:
             pool.release(connection)
 
 
-class _Failed(Exception):
-    """An error asyncmy (or the socket) raised, and the block it was running, if any; turned
-    into a DriverError at the adapter's edge once no retry is left."""
-
-    def __init__(self, error: BaseException, what: str | None) -> None:
-        super().__init__(error, what)
-        self.error = error
-        self.what = what
-
-
-@contextmanager
-def _failing(what: str | None) -> Iterator[None]:
-    """Wrap asyncmy's errors in _Failed, naming the block."""
-    try:
-        yield
-    except (MySQLError, OSError, EOFError) as error:
-        raise _Failed(error, what) from error
-
-
 async def _in_transaction(
-    connection: Connection, session: _Session, work: Work[T], isolation: Isolation
+    connection: Connection, session: Session, work: Work[T], isolation: Isolation
 ) -> T:
     """`work` inside BEGIN ... COMMIT, rolled back if anything in it raises, at `isolation`:
     set for this one transaction if not the session's (the server takes it only before BEGIN)."""
-    with _failing("BEGIN"):
+    with failing("BEGIN"):
         if isolation != SESSION_ISOLATION:
-            async with connection.cursor(_QuietCursor) as cursor:
+            async with connection.cursor(QuietCursor) as cursor:
                 await cursor.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
         await connection.begin()
     try:
         result = await work(session)
-        with _failing("COMMIT"):
+        with failing("COMMIT"):
             await connection.commit()
     except BaseException:
         await _roll_back(connection)
         raise
     return result
+
+
+def _borrowed(connection: object) -> SqlTransaction:
+    """The session a push runs on in the caller's `connection`; ConfigError naming the fix for
+    a connection of a kind, or of a loop, it cannot use."""
+    if isinstance(connection, LentConnection):  # from the blocking facade
+        if (client := sync_client(connection.connection)) is not None:
+            if not getattr(connection.connection, "open", True):  # both clients have `open`
+                raise ConfigError(
+                    f"connection= is a closed {client} connection: push on the open connection"
+                    " your transaction runs on"
+                )
+            return LentSession(connection)
+        if isinstance(connection.connection, Connection):
+            raise ConfigError(
+                "connection= is an asyncmy connection, which belongs to its event loop, given"
+                " to registry.blocking.push: push on it with `await registry.push(...,"
+                " connection=conn)` on that loop, or give the blocking facade a PyMySQL or"
+                " mysqlclient connection"
+            )
+        connection = connection.connection
+    elif isinstance(connection, Connection):
+        if getattr(connection, "_loop", None) not in (None, asyncio.get_running_loop()):
+            raise ConfigError(
+                "connection= is an asyncmy connection of another event loop than the one this"
+                " push runs on: push with `await registry.push(..., connection=conn)` on the"
+                " connection's loop"
+            )
+        return Session(connection)
+    elif (client := sync_client(connection)) is not None:
+        raise ConfigError(
+            f"connection= is a {client} connection, which is synchronous, given to the async"
+            " push: push on it with `registry.blocking.push(..., connection=conn)` (its"
+            " statements then run in your thread), or await the push on an asyncmy connection"
+        )
+    kind = type(connection)
+    raise ConfigError(
+        "connection= takes your own open MySQL connection: asyncmy's with `await"
+        " registry.push(...)`, PyMySQL's or mysqlclient's (Django's:"
+        " `django.db.connection.connection`) with `registry.blocking.push(...)`; not"
+        f" {kind.__module__}.{kind.__qualname__}: pass the connection your transaction runs on"
+    )
 
 
 async def _roll_back(connection: Connection) -> None:
@@ -312,59 +326,6 @@ async def _close_pool(pool: Pool) -> None:
     await pool.wait_closed()
 
 
-class _QuietCursor(Cursor):
-    """A cursor that does not ask for the server's warnings after each statement. asyncmy would
-    send SHOW WARNINGS and log each one; ours are expected ("table already exists" on every
-    open, duplicate keys skipped by retry_failed) and strict mode turns real ones into errors."""
-
-    async def _show_warnings(self, conn: Connection) -> None:
-        return None
-
-
-class _Session:
-    """`SqlTransaction` on one connection: a pooled one, or a caller's own. Runs each statement
-    of a block in turn, on whatever transaction the connection has open."""
-
-    def __init__(self, connection: Connection, deadline: Deadline | None = None) -> None:
-        self._connection = connection
-        self._deadline = deadline
-        #: True once a statement took a named lock, which outlives transactions: the pooled
-        #: adapter releases it when the transaction ends.
-        self.holds_named_lock = False
-
-    async def fetch(self, query: Query, params: Params) -> list[Row]:
-        rows: list[Row] = []
-        with _failing(query.name):
-            async with self._connection.cursor(_QuietCursor) as cursor:
-                for statement in _statements(query.sql):
-                    await self._run(cursor, statement, params)
-                    if cursor.description:
-                        rows = _rows(cursor.description, await cursor.fetchall())
-        return rows
-
-    async def execute(self, query: Query, params: Params) -> int:
-        changed = 0
-        with _failing(query.name):
-            async with self._connection.cursor(_QuietCursor) as cursor:
-                for statement in _statements(query.sql):
-                    await self._run(cursor, statement, params)
-                    changed = cast(int, cursor.rowcount)  # typed `object` in asyncmy's stub
-        return changed
-
-    async def script(self, sql: str) -> None:
-        if self._deadline is not None:  # a migration may run far longer than a call
-            self._deadline.extend(MIGRATION_TIMEOUT)
-        with _failing("migration"):
-            async with self._connection.cursor(_QuietCursor) as cursor:
-                for statement in _statements(sql):
-                    await self._run(cursor, statement, None)
-
-    async def _run(self, cursor: Cursor, statement: str, params: Params | None) -> None:
-        if "GET_LOCK(" in statement:
-            self.holds_named_lock = True
-        await cursor.execute(statement, None if params is None else dict(params))
-
-
 async def _fetch(session: SqlTransaction, *, query: Query, params: Params) -> list[Row]:
     return await session.fetch(query, params)
 
@@ -377,30 +338,10 @@ async def _script(session: SqlTransaction, *, sql: str) -> None:
     await session.script(sql)
 
 
-def _rows(description: Any, values: Any) -> list[Row]:
-    """Rows as dicts by column name; VARBINARY columns (names, ids, tokens) come back as bytes
-    and are read as the UTF-8 text they were written as (bytes that are not UTF-8 are kept as
-    lone surrogates, for the driver to report, rather than failing the whole statement)."""
-    names = [column[0] for column in description]
-    return [
-        {
-            name: decode_text(value) if isinstance(value, bytes) else value
-            for name, value in zip(names, row, strict=True)
-        }
-        for row in values
-    ]
-
-
-@functools.cache
-def _statements(sql: str) -> tuple[str, ...]:
-    """The statements of a block: split where ';' ends a line, whole-line comments dropped."""
-    return tuple(part.strip() for part in _STATEMENT_END.split(uncommented(sql)) if part.strip())
-
-
 def _isolation(query: Query) -> Isolation | None:
     """None for a block of one statement, its own transaction; else the session's level, for
     the transaction a block of several needs."""
-    return SESSION_ISOLATION if len(_statements(query.sql)) > 1 else None
+    return SESSION_ISOLATION if len(statements(query.sql)) > 1 else None
 
 
 def _server_version(text: str) -> tuple[str, tuple[int, ...]]:

@@ -18,8 +18,8 @@ from conveyor.drivers.sql.deadline import TIMEOUT, Deadline
 from conveyor.errors import BackendUnavailableError, DriverError
 
 __all__ = [
-    "ATTEMPTS", "LOST", "RETRIED", "SESSION_ISOLATION", "SESSION_SETUP", "SQL_MODE", "Isolation",
-    "Target", "error_code", "is_lost",
+    "ATTEMPTS", "LOST", "RETRIED", "SESSION_ISOLATION", "SESSION_SETUP", "SQL_MODE", "SYNC_CLIENTS",
+    "Isolation", "Target", "error_code", "is_lost",
 ]  # fmt: skip
 
 log = logging.getLogger("conveyor.mysql")
@@ -99,7 +99,7 @@ class Target:
         }
 
     def error(self, error: BaseException, what: str, *, borrowed: bool = False) -> DriverError:
-        """The DriverError for an error asyncmy raised during `what` (a block's name...);
+        """The DriverError for an error the client raised during `what` (a block's name...);
         `borrowed` when it was the caller's own connection, where nothing is retried."""
         text = " ".join(str(error).split()) or type(error).__name__
         hidden = self.location.with_secret(self.password)
@@ -148,13 +148,20 @@ class Target:
             raise self.error(error, what) from error
 
 
+#: The synchronous clients whose connections a push from code without an event loop can use,
+#: by the top package of their classes' module: PyMySQL, and mysqlclient (imported as MySQLdb;
+#: Django's MySQL backend).
+SYNC_CLIENTS = ("pymysql", "MySQLdb")
+
 #: ER_NET_PACKET_TOO_LARGE: a statement past the server's max_allowed_packet.
 PACKET_TOO_LARGE = 1153
 
 
 def error_code(error: BaseException) -> int | None:
-    """The MySQL error number of an asyncmy error, if it has one."""
-    if isinstance(error, MySQLError) and error.args and isinstance(error.args[0], int):
+    """The MySQL error number of a client's error (asyncmy's, or on a caller's synchronous
+    connection PyMySQL's or mysqlclient's), if it has one."""
+    client = isinstance(error, MySQLError) or _is_sync_client_error(error)
+    if client and error.args and isinstance(error.args[0], int):
         return error.args[0]
     return None
 
@@ -165,3 +172,8 @@ def is_lost(error: BaseException) -> bool:
     if isinstance(error, OSError | EOFError | asyncmy.errors.InterfaceError):
         return True
     return error_code(error) in LOST
+
+
+def _is_sync_client_error(error: BaseException) -> bool:
+    """True for an error PyMySQL or mysqlclient raised."""
+    return type(error).__module__.partition(".")[0] in SYNC_CLIENTS

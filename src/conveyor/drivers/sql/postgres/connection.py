@@ -35,6 +35,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from conveyor.drivers.lent import LentConnection, Runner
 from conveyor.drivers.sql.adapter import Params, Row, SqlTransaction
 from conveyor.drivers.sql.deadline import (
     IDLE_CHECK,
@@ -164,12 +165,24 @@ class PostgresConnection:
         self, connection: object, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]]
     ) -> T:
         """Run `work` on the caller's psycopg connection, in the caller's transaction, without
-        committing. A sync `psycopg.Connection` works too: its statements run in a thread.
+        committing. A sync `psycopg.Connection` works too: its statements run in the thread
+        that lent it (the blocking facade's caller), else in a thread of asyncio's.
         No deadline: the connection, and how long its transaction may wait, are the caller's."""
+        run: Runner = asyncio.to_thread
+        if isinstance(connection, LentConnection):  # from the blocking facade
+            run = connection.run
+            connection = connection.connection
+            if isinstance(connection, psycopg.AsyncConnection):
+                raise ConfigError(
+                    "connection= is a psycopg.AsyncConnection, which belongs to its event loop,"
+                    " given to registry.blocking.push: push on it with `await registry.push(...,"
+                    " connection=conn)` on that loop, or give the blocking facade a"
+                    " psycopg.Connection"
+                )
         if isinstance(connection, psycopg.AsyncConnection):
             return await work(_Transaction(connection, self.target))
         if isinstance(connection, psycopg.Connection):
-            return await work(_ThreadTransaction(connection, self.target))
+            return await work(_ThreadTransaction(connection, self.target, run))
         kind = type(connection)
         raise ConfigError(
             "connection= takes your own open psycopg 3 connection (psycopg.AsyncConnection or"
@@ -371,21 +384,24 @@ class _Transaction:
 
 
 class _ThreadTransaction:
-    """`SqlTransaction` on a caller's sync connection: each statement in a worker thread, so
-    the event loop never blocks on it."""
+    """`SqlTransaction` on a caller's sync connection: each statement in another thread (with
+    `run`: the caller's, lent; else one of asyncio's), so the event loop never blocks on it."""
 
-    def __init__(self, conn: psycopg.Connection[Any], target: Target) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], target: Target, run: Runner) -> None:
         self._conn = conn
         self._target = target
+        self._run = run
 
     async def fetch(self, query: Query, params: Params) -> list[Row]:
-        return await asyncio.to_thread(self._fetch, query, params)
+        rows: list[Row] = await self._run(functools.partial(self._fetch, query, params))
+        return rows
 
     async def execute(self, query: Query, params: Params) -> int:
-        return await asyncio.to_thread(self._execute, query, params)
+        changed: int = await self._run(functools.partial(self._execute, query, params))
+        return changed
 
     async def script(self, sql: str) -> None:
-        await asyncio.to_thread(self._script, sql)
+        await self._run(functools.partial(self._script, sql))
 
     def _fetch(self, query: Query, params: Params) -> list[Row]:
         with self._target.translated(query.name), self._conn.cursor(row_factory=dict_row) as cur:

@@ -16,12 +16,13 @@ interpreter's exit; one dropped unclosed ends its thread when collected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import queue
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from conveyor.drivers.lent import hand_back
 
 __all__ = ["DatabaseThread"]
 
@@ -68,16 +69,4 @@ def _run(
         result, error = function(*args), None
     except BaseException as raised:  # handed to the caller, as an executor would
         result, error = None, raised
-    # A closed loop (RuntimeError) has nobody waiting for this result any more.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(_settle, waiter, result, error)
-
-
-def _settle(waiter: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    """On the caller's loop: hand the outcome over, unless the caller was cancelled."""
-    if waiter.cancelled():
-        return
-    if error is not None:
-        waiter.set_exception(error)
-    else:
-        waiter.set_result(result)
+    hand_back(loop, waiter, result, error)

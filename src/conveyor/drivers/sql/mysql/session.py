@@ -1,0 +1,187 @@
+"""Statements on one MySQL connection, whatever transaction it has open: a pooled or caller's
+asyncmy connection (`Session`), or a caller's synchronous one, PyMySQL's or mysqlclient's, lent
+with its thread by the blocking facade (`LentSession`). Both run a block's statements in turn,
+and wrap the client's errors in `Failed`, for the adapter to translate at its edge."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+from asyncmy.connection import Connection
+from asyncmy.cursors import Cursor
+from asyncmy.errors import MySQLError
+
+from conveyor.drivers.lent import LentConnection
+from conveyor.drivers.record import decode_text
+from conveyor.drivers.sql.adapter import Params, Row
+from conveyor.drivers.sql.deadline import MIGRATION_TIMEOUT, Deadline
+from conveyor.drivers.sql.mysql.target import SYNC_CLIENTS
+from conveyor.drivers.sql.queries import Query, uncommented
+
+__all__ = [
+    "Failed",
+    "LentSession",
+    "QuietCursor",
+    "Session",
+    "failing",
+    "rows_of",
+    "statements",
+    "sync_client",
+]
+
+_STATEMENT_END = re.compile(r";[ \t]*$", re.M)
+
+
+class Failed(Exception):
+    """An error the client (or the socket) raised, and the block it was running, if any;
+    turned into a DriverError at the adapter's edge once no retry is left."""
+
+    def __init__(self, error: BaseException, what: str | None) -> None:
+        super().__init__(error, what)
+        self.error = error
+        self.what = what
+
+
+@contextmanager
+def failing(
+    what: str | None, errors: tuple[type[BaseException], ...] = (MySQLError, OSError, EOFError)
+) -> Iterator[None]:
+    """Wrap the client's `errors` (asyncmy's by default) in Failed, naming the block."""
+    try:
+        yield
+    except errors as error:
+        raise Failed(error, what) from error
+
+
+class QuietCursor(Cursor):
+    """A cursor that does not ask for the server's warnings after each statement. asyncmy would
+    send SHOW WARNINGS and log each one; ours are expected ("table already exists" on every
+    open, duplicate keys skipped by retry_failed) and strict mode turns real ones into errors."""
+
+    async def _show_warnings(self, conn: Connection) -> None:
+        return None
+
+
+class Session:
+    """`SqlTransaction` on one asyncmy connection: a pooled one, or a caller's own. Runs each
+    statement of a block in turn, on whatever transaction the connection has open."""
+
+    def __init__(self, connection: Connection, deadline: Deadline | None = None) -> None:
+        self._connection = connection
+        self._deadline = deadline
+        #: True once a statement took a named lock, which outlives transactions: the pooled
+        #: adapter releases it when the transaction ends.
+        self.holds_named_lock = False
+
+    async def fetch(self, query: Query, params: Params) -> list[Row]:
+        rows: list[Row] = []
+        with failing(query.name):
+            async with self._connection.cursor(QuietCursor) as cursor:
+                for statement in statements(query.sql):
+                    await self._run(cursor, statement, params)
+                    if cursor.description:
+                        rows = rows_of(cursor.description, await cursor.fetchall())
+        return rows
+
+    async def execute(self, query: Query, params: Params) -> int:
+        changed = 0
+        with failing(query.name):
+            async with self._connection.cursor(QuietCursor) as cursor:
+                for statement in statements(query.sql):
+                    await self._run(cursor, statement, params)
+                    changed = cast(int, cursor.rowcount)  # typed `object` in asyncmy's stub
+        return changed
+
+    async def script(self, sql: str) -> None:
+        if self._deadline is not None:  # a migration may run far longer than a call
+            self._deadline.extend(MIGRATION_TIMEOUT)
+        with failing("migration"):
+            async with self._connection.cursor(QuietCursor) as cursor:
+                for statement in statements(sql):
+                    await self._run(cursor, statement, None)
+
+    async def _run(self, cursor: Cursor, statement: str, params: Params | None) -> None:
+        if "GET_LOCK(" in statement:
+            self.holds_named_lock = True
+        await cursor.execute(statement, None if params is None else dict(params))
+
+
+class LentSession:
+    """`SqlTransaction` on a caller's synchronous connection (PyMySQL's, mysqlclient's) lent
+    with its thread: each block runs in that thread (`LentConnection.run`), on whatever
+    transaction the caller has open. No deadline: the connection, and how long its
+    transaction may wait, are the caller's."""
+
+    def __init__(self, lent: LentConnection) -> None:
+        connection: Any = lent.connection
+        self._lent, self._connection = lent, connection
+        # DB-API's optional extension, which both clients have: the module's Error on the
+        # connection, so that neither needs importing here.
+        self._errors: tuple[type[BaseException], ...] = (connection.Error, OSError)
+
+    async def fetch(self, query: Query, params: Params) -> list[Row]:
+        rows: list[Row] = await self._lent.run(
+            functools.partial(self._block, query.name, query.sql, params, rows=True)
+        )
+        return rows
+
+    async def execute(self, query: Query, params: Params) -> int:
+        changed: int = await self._lent.run(
+            functools.partial(self._block, query.name, query.sql, params, rows=False)
+        )
+        return changed
+
+    async def script(self, sql: str) -> None:
+        await self._lent.run(functools.partial(self._block, "migration", sql, None, rows=False))
+
+    def _block(self, what: str, sql: str, params: Params | None, *, rows: bool) -> Any:
+        """In the lending thread: each statement of `sql`; the rows of the last that returned
+        some (`rows`), else how many rows the last one changed."""
+        result: Any = [] if rows else 0
+        with failing(what, self._errors):
+            cursor = self._connection.cursor()
+            try:
+                for statement in statements(sql):
+                    cursor.execute(statement, None if params is None else dict(params))
+                    if not rows:
+                        result = cursor.rowcount
+                    elif cursor.description:
+                        result = rows_of(cursor.description, cursor.fetchall())
+            finally:
+                cursor.close()
+        return result
+
+
+def sync_client(connection: object) -> str | None:
+    """The client of a synchronous MySQL connection ("pymysql", "MySQLdb"), else None; told by
+    the module of its class or of a class it derives from, so neither client needs to be
+    installed to ask."""
+    for kind in type(connection).__mro__:
+        package = kind.__module__.partition(".")[0]
+        if package in SYNC_CLIENTS:
+            return package
+    return None
+
+
+def rows_of(description: Any, values: Any) -> list[Row]:
+    """Rows as dicts by column name; VARBINARY columns (names, ids, tokens) come back as bytes
+    and are read as the UTF-8 text they were written as (bytes that are not UTF-8 are kept as
+    lone surrogates, for the driver to report, rather than failing the whole statement)."""
+    names = [column[0] for column in description]
+    return [
+        {
+            name: decode_text(value) if isinstance(value, bytes) else value
+            for name, value in zip(names, row, strict=True)
+        }
+        for row in values
+    ]
+
+
+@functools.cache
+def statements(sql: str) -> tuple[str, ...]:
+    """The statements of a block: split where ';' ends a line, whole-line comments dropped."""
+    return tuple(part.strip() for part in _STATEMENT_END.split(uncommented(sql)) if part.strip())
