@@ -42,6 +42,7 @@ class Dialect:
     run: Run
     prefix: str
     made: list[SqlDriver]
+    path: Path | None = None  # sqlite's file
 
     def driver(self, **options: Any) -> SqlDriver:
         driver = self.make(**options)
@@ -63,7 +64,7 @@ def sqlite_dialect(tmp_path: Path, prefix: str) -> Dialect:
             return db.execute(statement).fetchall()
 
     make = lambda **options: SqliteDriver(path, **{"prefix": prefix, **options})  # noqa: E731
-    return Dialect("sqlite", make, run, prefix, [])
+    return Dialect("sqlite", make, run, prefix, [], path)
 
 
 def postgres_dialect(prefix: str) -> Dialect:
@@ -194,7 +195,17 @@ def test_a_prefix_with_capitals_is_refused_naming_the_lower_case_one(
 
 async def hold_migration_lock(dialect: Dialect) -> Callable[[], Awaitable[None]]:
     """Take the dialect's migration lock on a connection of the test's own, as a process in
-    the middle of a long migration holds it; returns the function that releases it."""
+    the middle of a long migration holds it (SQLite's: the file's write lock); returns the
+    function that releases it."""
+    if dialect.name == "sqlite":
+        db = sqlite3.connect(dialect.path, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+
+        async def release_sqlite() -> None:
+            db.rollback()
+            db.close()
+
+        return release_sqlite
     if dialect.name == "postgres":
         import psycopg
 
@@ -243,3 +254,20 @@ async def test_opening_waits_for_another_processs_migration_past_the_call_timeou
         await release()
     job_id = await opening
     assert (await driver.get(job_id)) is not None
+
+
+async def test_an_up_to_date_schema_opens_while_another_holds_the_migration_lock(
+    dialect: Dialect,
+) -> None:
+    # Every open but a deploy's first finds nothing to migrate: it must neither queue behind
+    # another process's migration lock (or SQLite's write lock) nor fail for it.
+    await dialect.driver().open()
+    release = await hold_migration_lock(dialect)
+    try:
+        driver = dialect.driver() if dialect.name == "sqlite" else dialect.driver(timeout=0.3)
+
+        await asyncio.wait_for(driver.open(), timeout=5)
+
+        assert await driver.counts(["q"])
+    finally:
+        await release()

@@ -39,19 +39,36 @@ class SqlSchema(Driver):
         return self._migrations[-1].version if self._migrations else 0
 
     async def _apply_migrations(self) -> None:
-        version = 0
-        for migration in self._migrations:
-            migrate = functools.partial(self._migrate, migration)
-            version = await self._conn.transaction(migrate)
+        """Apply the migrations not yet recorded. A schema already up to date (every open but
+        a deploy's first) costs one read under the call's deadline: no migration lock, no DDL,
+        and no wait of a migration's length on a connection that may have gone silent."""
+        version = await self._recorded_version()
+        if version < self.schema_version:
+            for migration in self._migrations:
+                migrate = functools.partial(self._migrate, migration)
+                version = await self._conn.transaction(migrate)
         self._warn_if_newer(version)
+
+    async def _recorded_version(self) -> int:
+        """The schema's version, read without the migration lock. Reading a schema that was
+        never created fails in the database (no such table): that is version 0, not an outage."""
+        try:
+            rows = await self._conn.fetch(self._queries["schema_version"], {})
+        except BackendUnavailableError:
+            raise
+        except DriverError:
+            return 0
+        version: int = rows[0]["version"] or 0
+        return version
 
     async def _migrate(self, migration: Migration, tx: SqlTransaction) -> int:
         """Apply one migration unless recorded; return the version the schema is at. The
         version is read inside the write transaction (after `schema_version_create`, which may
         take the dialect's migration lock), so of two processes opening a new database, the
         second sees the first's work and skips it."""
-        # As a script: while another process holds the migration lock, this waits for as long
-        # as a migration may take (MIGRATION_TIMEOUT), not a call's deadline.
+        # As a script: while another process holds the migration lock (a deploy, where a
+        # migration is due), this waits for as long as one may take (MIGRATION_TIMEOUT), not
+        # a call's deadline.
         await tx.script(self._queries["schema_version_create"].sql)
         rows = await tx.fetch(self._queries["schema_version"], {})
         version: int = rows[0]["version"] or 0
@@ -63,15 +80,8 @@ class SqlSchema(Driver):
         return migration.version
 
     async def _check_schema(self) -> None:
-        """ConfigError unless the schema is at this code's version. Reading a schema that was
-        never created fails in the database (no such table): that is version 0, not an outage."""
-        try:
-            rows = await self._conn.fetch(self._queries["schema_version"], {})
-            version = rows[0]["version"] or 0
-        except BackendUnavailableError:
-            raise
-        except DriverError:
-            version = 0
+        """ConfigError unless the schema is at least at this code's version."""
+        version = await self._recorded_version()
         self._warn_if_newer(version)
         if version < self.schema_version:
             raise ConfigError(
