@@ -1,8 +1,8 @@
-"""The SQL drivers' schema as deploys meet it, on each dialect against its real database: a
-schema newer than the code (a rolling deploy's older processes, a rolled-back deploy),
-`migrate=false` on an out-of-date schema, a process opening while another holds the migration
-lock for longer than a call's timeout, and table prefixes that the database would not keep
-apart.
+"""The SQL drivers' schema as deploys meet it, on each dialect against its real database:
+processes starting together on an empty database, a schema newer than the code (a rolling
+deploy's older processes, a rolled-back deploy), `migrate=false` on an out-of-date schema, a
+process opening while another holds the migration lock for longer than a call's timeout, and
+table prefixes that the database would not keep apart.
 
 Each test has a file (sqlite) or a table prefix (postgres, mysql) of its own, dropped after.
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import queue
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.drivers import driver_from_url
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.queries import load_migrations
 from conveyor.errors import ConfigError
@@ -41,6 +44,7 @@ class Dialect:
     make: Callable[..., SqlDriver]
     run: Run
     prefix: str
+    url: str
     made: list[SqlDriver]
     path: Path | None = None  # sqlite's file
 
@@ -64,7 +68,7 @@ def sqlite_dialect(tmp_path: Path, prefix: str) -> Dialect:
             return db.execute(statement).fetchall()
 
     make = lambda **options: SqliteDriver(path, **{"prefix": prefix, **options})  # noqa: E731
-    return Dialect("sqlite", make, run, prefix, [], path)
+    return Dialect("sqlite", make, run, prefix, f"sqlite:///{path}?prefix={prefix}", [], path)
 
 
 def postgres_dialect(prefix: str) -> Dialect:
@@ -82,7 +86,8 @@ def postgres_dialect(prefix: str) -> Dialect:
             return list(await cursor.fetchall()) if cursor.description else []
 
     make = lambda **options: PostgresDriver(postgres_backend.URL, **{"prefix": prefix, **options})  # noqa: E731
-    return Dialect("postgres", make, run, prefix, [])
+    url = f"{postgres_backend.URL}?prefix={prefix}"
+    return Dialect("postgres", make, run, prefix, url, [])
 
 
 def mysql_dialect(prefix: str) -> Dialect:
@@ -104,7 +109,7 @@ def mysql_dialect(prefix: str) -> Dialect:
             connection.close()
 
     make = lambda **options: MysqlDriver(mysql_backend.URL, **{"prefix": prefix, **options})  # noqa: E731
-    return Dialect("mysql", make, run, prefix, [])
+    return Dialect("mysql", make, run, prefix, f"{mysql_backend.URL}?prefix={prefix}", [])
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mysql"])
@@ -125,6 +130,56 @@ async def dialect(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             await postgres_backend.drop_tables(prefix)
         elif request.param == "mysql":
             await mysql_backend.drop_tables(prefix)
+
+
+# -- a deploy on an empty database -------------------------------------------------------------
+
+PROCESSES = 4
+PUSHES = 5  # by each pushing process
+
+
+def start_up(url: str, pushing: bool, barrier: Any, results: Any) -> None:
+    """One process of a deploy: wait for the others, then push (a web process) or open."""
+    barrier.wait()
+    results.put(asyncio.run(_start_up(url, pushing)))
+
+
+async def _start_up(url: str, pushing: bool) -> str:
+    driver = driver_from_url(url)
+    try:
+        for _ in range(PUSHES if pushing else 0):
+            await driver.push(make_job())
+        await driver.open()
+        return "ok"
+    except Exception as error:  # reported to the test, which shows it
+        return f"{type(error).__name__}: {error}"
+    finally:
+        await driver.close()
+
+
+def test_processes_starting_together_on_an_empty_database_all_come_up_and_keep_every_job(
+    dialect: Dialect,
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(PROCESSES), context.Queue()
+    processes = [
+        context.Process(target=start_up, args=(dialect.url, number % 2 == 0, barrier, results))
+        for number in range(PROCESSES)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        outcomes = [results.get(timeout=25) for _ in processes]
+    except queue.Empty:
+        outcomes = ["a process never reported"]
+    for process in processes:
+        process.join(timeout=5)
+
+    assert outcomes == ["ok"] * PROCESSES  # no duplicate table, deadlock or lock wait error
+    recorded = asyncio.run(dialect.run(f"SELECT version FROM {dialect.prefix}schema_version"))
+    assert sorted(version for (version,) in recorded) == list(range(1, dialect.latest + 1))
+    pending = asyncio.run(dialect.run(f"SELECT COUNT(*) FROM {dialect.prefix}jobs"))
+    assert pending == [(PUSHES * PROCESSES // 2,)]
 
 
 # -- a schema newer than the code --------------------------------------------------------------
