@@ -70,7 +70,7 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
     `open()` first is allowed but never required. With `migrate=False` opening applies none:
     it checks that the schema is up to date and raises ConfigError if not (for deployments
     that run `migrate()` themselves, before the new code starts). A schema migrated by a newer
-    conveyor is refused either way (see schema.py).
+    conveyor is used either way, with a warning naming both versions (see schema.py).
     """
 
     #: The most characters of payload one push statement carries (None: no limit), for a
