@@ -21,7 +21,7 @@ from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Reservation
 from conveyor.drivers.sql.adapter import REQUIRED_QUERIES
 from conveyor.drivers.sql.queries import load_migrations, load_queries
-from conveyor.drivers.sql.sqlite import SqliteDriver
+from conveyor.drivers.sql.sqlite import SqliteConnection, SqliteDriver
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import JobState
 from tests.contract.helpers import make_job
@@ -117,6 +117,19 @@ def test_processes_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> Non
 
     assert [process.returncode for process in processes] == [0] * 4, errors
     assert read(path, "SELECT count(*) FROM conveyor_schema_version") == [(MIGRATIONS,)]
+
+
+async def test_a_script_runs_its_last_statement_without_a_semicolon(tmp_path: Path) -> None:
+    # A migration file whose last statement had no ';' lost it: recorded as applied, not done.
+    connection = SqliteConnection(str(tmp_path / "jobs.db"))
+    await connection.open()
+    try:
+        await connection.script("CREATE TABLE first (a);\nCREATE TABLE last (b)\n-- the end\n")
+    finally:
+        await connection.close()
+
+    names = read(tmp_path / "jobs.db", "SELECT name FROM sqlite_master ORDER BY name")
+    assert names == [("first",), ("last",)]
 
 
 async def test_jobs_survive_close_and_reopen(tmp_path: Path, opened: list[SqliteDriver]) -> None:
@@ -216,6 +229,19 @@ async def test_from_url_takes_a_prefix_option(tmp_path: Path, opened: list[Sqlit
     assert read(tmp_path / "jobs.db", "SELECT count(*) FROM app_jobs") == [(1,)]
 
 
+async def test_from_url_takes_migrate_false(tmp_path: Path, opened: list[SqliteDriver]) -> None:
+    driver = SqliteDriver.from_url(f"sqlite:///{tmp_path}/jobs.db?prefix=app_&migrate=false")
+    opened.append(driver)
+
+    with pytest.raises(ConfigError, match=r"at version 0, .* run `conveyor migrate`"):
+        await driver.push(make_job())
+    await driver.migrate()
+    await driver.push(make_job())
+
+    assert driver.migrate_on_open is False
+    assert read(tmp_path / "jobs.db", "SELECT count(*) FROM app_jobs") == [(1,)]
+
+
 def test_driver_from_url_makes_a_sqlite_driver(tmp_path: Path) -> None:
     driver = driver_from_url(f"sqlite:///{tmp_path}/jobs.db")
 
@@ -235,7 +261,11 @@ def test_driver_from_url_makes_a_sqlite_driver(tmp_path: Path) -> None:
         ("sqlite:///", "no file"),
         ("postgres:///jobs.db", "not an SQLite URL"),
         ("jobs.db", "not an SQLite URL"),
-        ("sqlite:///jobs.db?timeout=5", "unknown option 'timeout'"),
+        (
+            "sqlite:///jobs.db?timeout=5",
+            "unknown option 'timeout'; the options are prefix, migrate",
+        ),
+        ("sqlite:///jobs.db?migrate=maybe", "migrate='maybe' is not a yes or no"),
         ("sqlite:///jobs.db?prefix=bad-prefix", "prefix"),
     ],
 )
@@ -475,7 +505,7 @@ def test_every_query_block_is_described_and_prefixed() -> None:
 
 PUSH_FROM_ANOTHER_PROCESS = """
 import asyncio, sys, time
-from conveyor.drivers.sql.sqlite import SqliteDriver
+from conveyor.drivers.sql.sqlite import SqliteConnection, SqliteDriver
 from conveyor.job import NewJob, new_id
 
 async def main():

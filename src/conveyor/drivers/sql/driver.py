@@ -30,7 +30,7 @@ from conveyor.drivers.sql.adapter import (
     SqlConnection,
     SqlTransaction,
 )
-from conveyor.drivers.sql.queries import Migration, load_migrations, load_queries
+from conveyor.drivers.sql.queries import load_migrations, load_queries
 from conveyor.drivers.sql.reading import SqlReading
 from conveyor.drivers.sql.rows import (
     addressable,
@@ -46,8 +46,9 @@ from conveyor.drivers.sql.rows import (
     shared_params,
     stored_state,
 )
+from conveyor.drivers.sql.schema import SqlSchema
 from conveyor.drivers.sql.single import SinglePush
-from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
+from conveyor.errors import DriverError
 from conveyor.job import JobInfo, JobState, NewJob
 
 __all__ = ["PRUNE_BATCH", "SqlDriver"]
@@ -62,13 +63,14 @@ PRUNE_BATCH = 10_000
 PUSH_ROUNDS = 5
 
 
-class SqlDriver(SqlReading, SinglePush):
+class SqlDriver(SqlSchema, SqlReading, SinglePush):
     """The Driver protocol over SQL; a dialect subclass supplies the connection and the SQL.
 
     Opening is lazy: the first call opens the connection and applies migrations, so calling
     `open()` first is allowed but never required. With `migrate=False` opening applies none:
     it checks that the schema is up to date and raises ConfigError if not (for deployments
-    that run `migrate()` themselves, before the new code starts).
+    that run `migrate()` themselves, before the new code starts). A schema migrated by a newer
+    conveyor is used either way, with a warning naming both versions (see schema.py).
     """
 
     #: The most characters of payload one push statement carries (None: no limit), for a
@@ -127,28 +129,6 @@ class SqlDriver(SqlReading, SinglePush):
         self._opened = True
         return result
 
-    async def _apply_migrations(self) -> None:
-        for migration in self._migrations:
-            await self._conn.transaction(functools.partial(self._migrate, migration))
-
-    async def _check_schema(self) -> None:
-        """ConfigError unless every migration is recorded. Reading a schema that was never
-        created fails in the database (no such table): that is version 0, not an outage."""
-        try:
-            rows = await self._conn.fetch(self._queries["schema_version"], {})
-            version = rows[0]["version"] or 0
-        except BackendUnavailableError:
-            raise
-        except DriverError:
-            version = 0
-        latest = self._migrations[-1].version if self._migrations else 0
-        if version < latest:
-            raise ConfigError(
-                f"the {self.kind} schema with table prefix {self.prefix!r} is at version"
-                f" {version}, but this conveyor needs version {latest}: run `conveyor migrate`"
-                " (or open the driver with migrate=True to apply migrations on first use)"
-            )
-
     def _opening_lock(self) -> asyncio.Lock:
         """The lock that serializes opening and closing, made anew on a new event loop: an
         asyncio lock that was ever waited for belongs to its loop, and a driver closed on one
@@ -164,19 +144,6 @@ class SqlDriver(SqlReading, SinglePush):
             if self._opened:
                 self._opened = False
                 await self._conn.close()
-
-    async def _migrate(self, migration: Migration, tx: SqlTransaction) -> None:
-        """Apply one migration unless recorded. The version is read inside the write
-        transaction (after `schema_version_create`, which may take the dialect's migration
-        lock), so of two processes opening a new database, the second sees the first's work
-        and skips it."""
-        await tx.execute(self._queries["schema_version_create"], {})
-        rows = await tx.fetch(self._queries["schema_version"], {})
-        if (rows[0]["version"] or 0) >= migration.version:
-            return
-        await tx.script(migration.sql)
-        params = {"version": migration.version, "name": migration.name}
-        await tx.execute(self._queries["schema_version_record"], params)
 
     async def _ready(self) -> SqlConnection:
         if not self._opened:

@@ -17,7 +17,7 @@ from importlib import resources
 
 from conveyor.errors import ConfigError
 
-_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
+_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,30}")
 _BLOCK = re.compile(r"^-- name: *(\w+) *\n-- *(.+?) *\n(.*?)(?=^-- name:|\Z)", re.M | re.S)
 _MIGRATION = re.compile(r"(\d+)_\w+\.sql")
 
@@ -48,11 +48,19 @@ class Migration:
 
 
 def check_prefix(prefix: str) -> str:
-    """Return `prefix` if it can start a table name, else raise ConfigError."""
+    """Return `prefix` if it can start a table name, else raise ConfigError. Lower case only:
+    PostgreSQL and SQLite ignore the case of table names, so 'Mail_' would share the tables of
+    'mail_' (under a migration lock of its own), not keep a set apart."""
+    if _PREFIX.fullmatch(prefix.lower()) and prefix != prefix.lower():
+        raise ConfigError(
+            f"table prefix {prefix!r} has upper-case letters, but PostgreSQL and SQLite ignore"
+            f" case in table names, so it would share the tables of {prefix.lower()!r}: write"
+            f" {prefix.lower()!r}"
+        )
     if not _PREFIX.fullmatch(prefix):
         raise ConfigError(
-            f"table prefix {prefix!r} is not allowed: use 1 to 31 letters, digits or"
-            " underscores, not starting with a digit (for example 'conveyor_')"
+            f"table prefix {prefix!r} is not allowed: use 1 to 31 lower-case letters, digits"
+            " or underscores, not starting with a digit (for example 'conveyor_')"
         )
     return prefix
 

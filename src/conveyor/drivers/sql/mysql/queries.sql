@@ -34,7 +34,10 @@
 -- MySQL commits DDL at once, so the migration transaction cannot keep two processes apart;
 -- this named lock does. It is the session's until the adapter releases it when the migration
 -- transaction ends. The name is per database and table prefix (and at most 64 characters).
-DO GET_LOCK(CONCAT('conveyor.', LEFT(SHA2(CONCAT(DATABASE(), '.{prefix}'), 256), 40)), 60);
+-- It waits a day at most, longer than a migration may take (deadline.MIGRATION_TIMEOUT, which
+-- the driver gives this block): a wait that long ends in an error, never in going on without
+-- the lock, beside another process's migration.
+DO GET_LOCK(CONCAT('conveyor.', LEFT(SHA2(CONCAT(DATABASE(), '.{prefix}'), 256), 40)), 86400);
 CREATE TABLE IF NOT EXISTS {prefix}schema_version (
     version    INT          NOT NULL,
     name       VARCHAR(255) NOT NULL,

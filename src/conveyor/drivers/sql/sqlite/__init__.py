@@ -35,6 +35,7 @@ import time
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, unquote
 
+from conveyor.drivers import Location
 from conveyor.drivers.base import Capabilities
 from conveyor.drivers.sql.adapter import Params, Row
 from conveyor.drivers.sql.driver import SqlDriver
@@ -47,6 +48,7 @@ from conveyor.drivers.sql.sqlite.connection import (
     SqliteConnection,
 )
 from conveyor.drivers.sql.sqlite.watcher import Watcher
+from conveyor.drivers.sql.url import SqlOptions, sql_options
 from conveyor.errors import ConfigError
 from conveyor.job import NewJob
 
@@ -66,6 +68,9 @@ __all__ = [
 WATCH_BUSY = 0.002
 WATCH_IDLE = 0.025
 
+#: The options of conveyor's own that a sqlite URL takes (pool_size and timeout: it has no pool).
+_OPTIONS = ("prefix", "migrate")
+
 _URL_HELP = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
 
@@ -73,7 +78,8 @@ class SqliteDriver(SqlDriver):
     """Jobs in an SQLite file: durable, and shared by the processes of one machine.
 
     `path` is created on first use, with its tables; the folder must exist. `prefix` starts
-    every table name, so several sets of queues can share one file.
+    every table name, so several sets of queues can share one file. `migrate=False` never
+    changes the schema: opening checks it is up to date instead (`conveyor migrate` updates it).
     """
 
     kind = "sqlite"
@@ -82,7 +88,11 @@ class SqliteDriver(SqlDriver):
     )
 
     def __init__(
-        self, path: str | os.PathLike[str] = "conveyor.db", *, prefix: str = "conveyor_"
+        self,
+        path: str | os.PathLike[str] = "conveyor.db",
+        *,
+        prefix: str = "conveyor_",
+        migrate: bool = True,
     ) -> None:
         text = os.fspath(path)
         if text in ("", ":memory:") or text.startswith("file:"):
@@ -92,7 +102,8 @@ class SqliteDriver(SqlDriver):
             )
         # Absolute now, so a later chdir cannot move the database under a lazy open.
         self.path = os.path.abspath(text)
-        super().__init__(SqliteConnection(self.path), __name__, prefix=prefix)
+        connection = SqliteConnection(self.path)
+        super().__init__(connection, __name__, prefix=prefix, migrate=migrate)
         self._watcher = Watcher(self.path, BUSY_TIMEOUT, self._watch_interval)
         self._last_work = -math.inf  # time.monotonic() of the last reserve that found jobs
         # The watcher's count of commits seen as the last reserve began: a count that has
@@ -103,9 +114,11 @@ class SqliteDriver(SqlDriver):
     @classmethod
     def from_url(cls, url: str) -> SqliteDriver:
         """A driver for `sqlite:///relative/path.db` or `sqlite:////absolute/path.db`;
-        `?prefix=name_` sets the table prefix."""
-        path, prefix = _parse_url(url)
-        return cls(path, prefix=prefix)
+        `?prefix=name_` sets the table prefix, `?migrate=false` leaves the schema alone."""
+        path, options = _parse_url(url)
+        return cls(
+            path, prefix=options.get("prefix", "conveyor_"), migrate=options.get("migrate", True)
+        )
 
     def _location(self) -> str:
         return self.path
@@ -160,8 +173,8 @@ class SqliteDriver(SqlDriver):
         await super().close()
 
 
-def _parse_url(url: str) -> tuple[str, str]:
-    """(path, prefix) from a sqlite URL; ConfigError naming the fix for anything else."""
+def _parse_url(url: str) -> tuple[str, SqlOptions]:
+    """(path, options) from a sqlite URL; ConfigError naming the fix for anything else."""
     scheme, separator, rest = url.partition("://")
     if scheme.lower() != "sqlite" or not separator:
         raise ConfigError(f"{url!r} is not an SQLite URL: {_URL_HELP}")
@@ -179,8 +192,8 @@ def _parse_url(url: str) -> tuple[str, str]:
     path = unquote(rest[1:])
     if not path:
         raise ConfigError(f"{url!r} names no file: {_URL_HELP}")
-    options = dict(parse_qsl(query, keep_blank_values=True))
-    unknown = sorted(options.keys() - {"prefix"})
-    if unknown:
-        raise ConfigError(f"{url!r}: unknown option {unknown[0]!r}; the only one is 'prefix'")
-    return path, options.get("prefix", "conveyor_")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    Location.parse(url).check_options(
+        sorted({key for key, _ in pairs}), _OPTIONS, "prefix, migrate"
+    )
+    return path, sql_options(url, pairs)

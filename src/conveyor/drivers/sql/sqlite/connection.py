@@ -288,12 +288,16 @@ def _script(db: sqlite3.Connection, path: str, sql: str) -> None:
 
 
 def _statements(sql: str) -> Iterator[str]:
+    """The statements of `sql`, the last one too when no ';' ends it (a named block's SQL, or a
+    migration file without one: dropping it would record a migration not wholly applied)."""
     pending = ""
     for line in sql.splitlines(keepends=True):
         pending += line
         if sqlite3.complete_statement(pending):
             yield pending
             pending = ""
+    if pending.strip():
+        yield pending
 
 
 def _transaction(

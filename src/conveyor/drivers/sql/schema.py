@@ -1,0 +1,106 @@
+"""An SQL driver's schema: applying the dialect's numbered migrations, and checking the version
+recorded in `<prefix>schema_version` against the ones this conveyor knows.
+
+Migrations only ever go forward. A schema newer than the code (a newer conveyor migrated it:
+the previous version's processes during a rolling deploy, or all of them after a rollback) is
+used as it is, with a warning naming both versions each time a driver opens, whatever
+`migrate=` says. Not an error: during a rolling deploy the older processes already running
+use the newer schema anyway, so refusing only those that start meanwhile (a web server's
+recycled worker, a restarted pod) would fail their pushes, and a rollback would stop every
+worker and every push until someone rolled forward.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from conveyor.drivers.base import Driver
+from conveyor.drivers.sql.adapter import SqlConnection, SqlTransaction
+from conveyor.drivers.sql.queries import Migration, Query
+from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
+
+__all__ = ["SqlSchema"]
+
+log = logging.getLogger("conveyor.sql")
+
+
+class SqlSchema(Driver):
+    """Applying and checking migrations: the `migrations` of one dialect, on its connection."""
+
+    prefix: str
+    _conn: SqlConnection
+    _queries: dict[str, Query]
+    _migrations: list[Migration]
+
+    @property
+    def schema_version(self) -> int:
+        """The version of the schema this code needs: its last migration's number."""
+        return self._migrations[-1].version if self._migrations else 0
+
+    async def _apply_migrations(self) -> None:
+        """Apply the migrations not yet recorded. A schema already up to date (every open but
+        a deploy's first) costs one read under the call's deadline: no migration lock, no DDL,
+        and no wait of a migration's length on a connection that may have gone silent."""
+        version = await self._recorded_version()
+        if version < self.schema_version:
+            for migration in self._migrations:
+                migrate = functools.partial(self._migrate, migration)
+                version = await self._conn.transaction(migrate)
+        self._warn_if_newer(version)
+
+    async def _recorded_version(self) -> int:
+        """The schema's version, read without the migration lock. Reading a schema that was
+        never created fails in the database (no such table): that is version 0, not an outage."""
+        try:
+            rows = await self._conn.fetch(self._queries["schema_version"], {})
+        except BackendUnavailableError:
+            raise
+        except DriverError:
+            return 0
+        version: int = rows[0]["version"] or 0
+        return version
+
+    async def _migrate(self, migration: Migration, tx: SqlTransaction) -> int:
+        """Apply one migration unless recorded; return the version the schema is at. The
+        version is read inside the write transaction (after `schema_version_create`, which may
+        take the dialect's migration lock), so of two processes opening a new database, the
+        second sees the first's work and skips it."""
+        # As a script: while another process holds the migration lock (a deploy, where a
+        # migration is due), this waits for as long as one may take (MIGRATION_TIMEOUT), not
+        # a call's deadline.
+        await tx.script(self._queries["schema_version_create"].sql)
+        rows = await tx.fetch(self._queries["schema_version"], {})
+        version: int = rows[0]["version"] or 0
+        if version >= migration.version:
+            return version
+        await tx.script(migration.sql)
+        params = {"version": migration.version, "name": migration.name}
+        await tx.execute(self._queries["schema_version_record"], params)
+        return migration.version
+
+    async def _check_schema(self) -> None:
+        """ConfigError unless the schema is at least at this code's version."""
+        version = await self._recorded_version()
+        self._warn_if_newer(version)
+        if version < self.schema_version:
+            raise ConfigError(
+                f"the {self.kind} schema with table prefix {self.prefix!r} is at version"
+                f" {version}, but this conveyor needs version {self.schema_version}: run"
+                " `conveyor migrate` (or drop migrate=false from the URL to apply migrations"
+                " on first use)"
+            )
+
+    def _warn_if_newer(self, version: int) -> None:
+        """Warn, naming both versions, of a schema migrated by a newer conveyor than this one."""
+        if version > self.schema_version:
+            log.warning(
+                "the %s schema with table prefix %r is at version %d, newer than this conveyor"
+                " knows (its migrations end at version %d): a newer conveyor migrated it, and"
+                " this one may not handle what those migrations changed. Run the newer conveyor"
+                " again as soon as you can (migrations never go backwards)",
+                self.kind,
+                self.prefix,
+                version,
+                self.schema_version,
+            )
