@@ -4,41 +4,17 @@ check (`duration.seconds`) that names the setting, where it came from and the ra
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conveyor import ConfigError, Exponential, Job, Registry
+from conveyor import ConfigError, Exponential
+from tests.unit.test_config import in_tmp_path, make_app, mistakes, send
+
+__all__ = ["in_tmp_path"]  # the fixture every test here uses: run in tmp_path, no CONVEYOR_*
 
 RANGE = "at most 100 years (3153600000s)"
-
-
-async def send(job: Job[dict[str, Any]]) -> None:
-    """A handler that does nothing."""
-
-
-def make_app() -> Registry:
-    registry = Registry(default_driver="memory")
-    registry.queue("mail", workers=["main"])
-    registry.worker("main")
-    registry.job("mail.send")(send)
-    return registry
-
-
-def mistakes() -> str:
-    with pytest.raises(ConfigError) as caught:
-        make_app().freeze()
-    return str(caught.value)
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in [*os.environ]:
-        if name.startswith(("CONVEYOR_", "QUEUE_")):
-            monkeypatch.delenv(name)
 
 
 FILE = """\

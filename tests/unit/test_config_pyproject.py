@@ -5,36 +5,21 @@ settings were ignored without a word."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conveyor import Job, Registry
+from tests.unit.test_config import in_tmp_path, make_app
 
-
-async def send(job: Job[dict[str, Any]]) -> None:
-    """A handler that does nothing."""
+__all__ = ["in_tmp_path"]  # the fixture every test here uses: run in tmp_path, no CONVEYOR_*
 
 
 def frozen_warnings(caplog: pytest.LogCaptureFixture, path: Path | None = None) -> list[str]:
-    registry = Registry(default_driver="memory")
-    registry.queue("mail", workers=["main"])
-    registry.worker("main")
-    registry.job("mail.send")(send)
+    registry = make_app()
     registry.configure(path, environ={})
     with caplog.at_level(logging.WARNING, logger="conveyor.config"):
         registry.freeze()
     return caplog.messages
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in [*os.environ]:
-        if name.startswith(("CONVEYOR_", "QUEUE_")):
-            monkeypatch.delenv(name)
 
 
 PYPROJECT = """\
