@@ -20,7 +20,7 @@ from pydantic_core import PydanticSerializationError
 
 from conveyor.errors import PayloadError, RegistryError
 from conveyor.job import Job
-from conveyor.shape import Shape, misfit, shape_of
+from conveyor.shape import Shape, misfit, walk_of
 
 #: The largest encoded payload accepted by default: 1 MiB.
 DEFAULT_MAX_BYTES = 1024 * 1024
@@ -54,11 +54,12 @@ class Codec:
             ) from exc  # pydantic's advice past its first sentence (arbitrary types) is not ours
         self._floats = _may_hold_float(self._adapter.core_schema)
         self._many: pydantic.TypeAdapter[list[Any]] | None = None
-        shape = shape_of(payload_type)
-        self._keys = None if shape is None else shape.keys
+        walk = walk_of(payload_type)
+        self._keys = walk.keys if isinstance(walk, Shape) else None
         # Walked only for a type with fields holding other types: a flat one needs no more
-        # than the look at its keys above.
-        self._nested = shape if shape is not None and shape.fields else None
+        # than the look at its keys in `encode`.
+        flat = walk is None or (isinstance(walk, Shape) and not walk.fields)
+        self._nested = None if flat else walk
 
     def encode(self, payload: Any) -> str:
         """Validate `payload` (an instance of the type or a dict of its fields) to JSON text.

@@ -54,10 +54,11 @@ class Values:
 Walk = Shape | Each | Values
 
 
-def shape_of(payload_type: Any) -> Shape | None:
-    """The shape of dicts given for `payload_type`; None for a type whose dicts are not
-    checked (`dict[str, Any]`, a generic alias) or that is no dataclass, model or TypedDict."""
-    return _shape(payload_type, {})
+def walk_of(payload_type: Any) -> Walk | None:
+    """The way into a payload of `payload_type`: the shape of a dataclass, model or TypedDict,
+    or the way into what a RootModel, a list or a dict of them holds; None for a type holding
+    none (`dict[str, Any]`)."""
+    return _walk(payload_type, {})
 
 
 def misfit(walk: Walk, value: Any) -> tuple[str, Shape, list[Any]] | None:
@@ -105,6 +106,8 @@ def known_keys(payload_type: Any) -> frozenset[str] | None:
     )
     if config.get("extra") in ("allow", "ignore"):  # said so: unknown keys are welcome
         return None
+    if getattr(payload_type, "__pydantic_root_model__", False):  # no keys of its own
+        return None
     fields = _field_types(payload_type)
     return None if fields is None else frozenset(fields)
 
@@ -133,9 +136,12 @@ def _field_types(payload_type: type) -> dict[str, Any] | None:
     return {name: hints.get(name) for name in names}
 
 
-def _shape(payload_type: Any, seen: dict[type, Shape]) -> Shape | None:
+def _shape(payload_type: Any, seen: dict[type, Shape]) -> Walk | None:
     if not isinstance(payload_type, type):
         return None
+    if getattr(payload_type, "__pydantic_root_model__", False):  # its keys are its root's
+        root = payload_type.__pydantic_fields__["root"]  # type: ignore[attr-defined]
+        return _walk(root.annotation, seen)
     if payload_type in seen:  # a type holding itself (a tree): the shape being built
         return seen[payload_type]
     fields = _field_types(payload_type)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, NotRequired
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 from typing_extensions import TypedDict
 
 from conveyor import Job, PayloadError, Registry
@@ -56,6 +56,19 @@ class Node(BaseModel):
     open: Open | None = None
 
 
+class Counts(RootModel[dict[str, int]]):
+    """A root model's keys are its root's, not a field named root."""
+
+
+class Tags(RootModel[list[Tag]]):
+    pass
+
+
+class Report(BaseModel):
+    counts: Counts
+    tags: Tags | None = None
+
+
 @pytest.mark.parametrize(
     ("payload_type", "payload", "where", "key"),
     [
@@ -70,6 +83,9 @@ class Node(BaseModel):
         (Node, {"name": "r", "tags": [{"tagName": "x", "tag": "y"}]}, "tags.0", "tag"),
         (Node, {"name": "r", "open": {"label": "l", "tag": {"tag_nam": "x"}}}, "open.tag",
          "tag_nam"),
+        (Report, {"counts": {}, "tags": [{"tagName": "a"}, {"tagname": "b"}]}, "tags.1",
+         "tagname"),
+        (Tags, [{"tagName": "a", "colour": "red"}], "0", "colour"),
     ],
 )  # fmt: skip
 def test_a_nested_key_of_no_field_is_refused_naming_its_place(
@@ -80,6 +96,13 @@ def test_a_nested_key_of_no_field_is_refused_naming_its_place(
         codec.encode(payload)
     with pytest.raises(PayloadError, match=rf"at {where}: {key!r}.*misspelt key would be dropped"):
         codec.encode_many([payload])
+
+
+def test_root_models_take_their_roots_keys() -> None:
+    # Before, a RootModel of a dict was refused: its keys were taken for no field of `root`.
+    assert Codec("j", Counts).encode({"a": 1}) == '{"a":1}'
+    report = Codec("j", Report)
+    assert report.decode(report.encode({"counts": {"a": 1}})).counts.root == {"a": 1}
 
 
 def test_nested_dicts_that_fit_instances_aliases_and_open_types_are_accepted() -> None:
