@@ -227,11 +227,15 @@ def _refusal(job: JobInfo) -> Exception | None:
             " retry it, or purge it"
         )
     if job.attempt > job.max_attempts:
+        # Only the last death is known to be charged: earlier attempts may have raised, and
+        # a death among other jobs is charged to none; the reserve counted an attempt that
+        # never ran, so `attempt - 1` (= max_attempts) is the last one that did.
+        deaths = "once" if job.rescued == 1 else f"{job.rescued} times"
         return LeaseExpiredError(
             f"the worker running job {job.id} ({job.name}) stopped answering (crash, kill -9,"
-            f" out of memory) {job.rescued} times, the last {job.attempt - 1} of them while it"
-            f" ran alone, which used up its {job.max_attempts} attempt(s): it is failed as the"
-            " likely cause instead of being run again"
+            f" out of memory) {deaths}, the last time while it ran alone in its last attempt"
+            f" ({job.max_attempts} of {job.max_attempts}): it is failed as the likely cause"
+            " instead of being run again"
         )
     return None
 

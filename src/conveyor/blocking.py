@@ -39,6 +39,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import queue
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
@@ -61,6 +62,13 @@ ENDED_LOOP = (
     " (asyncio.run(...) without closing the registry), and their connections belong to it:"
     " end that code with `await registry.close()`, and the blocking facade opens them again"
     " on its own loop"
+)
+
+FINALIZING = (
+    "the interpreter is finalizing (a __del__ or weakref callback run after the atexit"
+    " handlers): no thread or event loop can run any more, so this call would fail or wait"
+    " forever: make it earlier, from an atexit handler (atexit.register) or a close() the code"
+    " calls"
 )
 
 
@@ -90,6 +98,9 @@ class _Portal:
         """Run `coroutine` on `owner` when that loop is running (a worker's, with this call
         from one of its handler threads), else on the private loop; with `lender`, this thread
         serves it while it waits."""
+        if sys.is_finalizing():  # a thread started now never runs: the call would wait forever
+            coroutine.close()
+            raise RegistryError(FINALIZING)
         if owner is not None and owner not in self._made and owner.is_running():
             return _call_of(coroutine, lender).run_on(self._not_this_threads(owner, coroutine))
         with self._lock:  # handed over before a stop() takes the loop away, or after it

@@ -8,7 +8,6 @@ turns text into a number for it.
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import timedelta
 
@@ -24,18 +23,26 @@ _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
 FORMS = 'seconds, or text such as "500ms", "30s", "5m", "24h", "7d"'
 
 
+#: The longest duration, 100 years: a job due, or a lease held, past the year 9999 has a time
+#: no date (nor a backend's timestamp column) can show, and NaN or infinity is never reached.
+MAX_SECONDS = 100 * 365 * 86400.0
+
+
 def seconds(value: Duration, what: str, *, zero_ok: bool = False) -> float:
-    """`value` (seconds or a timedelta) as float seconds; ConfigError naming `what` unless it
-    is finite and more than 0 (or 0 itself, with `zero_ok`)."""
+    """`value` (seconds or a timedelta) as float seconds; ConfigError naming `what` and the
+    range unless it is more than 0 (or 0 itself, with `zero_ok`) and at most MAX_SECONDS."""
     number = value.total_seconds() if isinstance(value, timedelta) else value
     if isinstance(number, bool) or not isinstance(number, int | float):
         raise ConfigError(f"{what} must be seconds or a timedelta, not {value!r}")
-    if not math.isfinite(number):  # NaN is never reached: a job due then would never run
-        raise ConfigError(f"{what} must be a finite number of seconds, not {value!r}")
-    if number < 0 or (number == 0 and not zero_ok):
-        least = "0 seconds or more" if zero_ok else "more than 0 seconds"
-        raise ConfigError(f"{what} must be {least}, not {value!r}")
+    if not (0 <= number <= MAX_SECONDS) or (number == 0 and not zero_ok):  # NaN too
+        raise ConfigError(f"{what} must be {span(zero_ok)}, not {value!r}")
     return float(number)
+
+
+def span(zero_ok: bool) -> str:
+    """The range `seconds` allows, as its errors say it."""
+    most = f"100 years ({MAX_SECONDS:.0f}s)"
+    return f"from 0 seconds to {most}" if zero_ok else f"more than 0 seconds and at most {most}"
 
 
 def parse(text: str) -> float:

@@ -4,11 +4,10 @@ which wins over the queue's default, which wins over conveyor's own default."""
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from conveyor.duration import Duration
+from conveyor.duration import Duration, seconds
 from conveyor.errors import ConfigError
 from conveyor.payload import non_finite_at
 from conveyor.retry import Exponential, RetryDelay, as_policy
@@ -63,13 +62,6 @@ class Options:
                 f"retry must be a whole number from 0 to {MAX_RETRY} (retries after the first),"
                 f" not {retry!r}"
             )
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not (isinstance(timeout, int | float) and 0 < timeout < math.inf)
-        ):
-            raise ConfigError(
-                f"timeout must be seconds > 0, or None for the default, not {timeout!r}"
-            )
         if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
             raise ConfigError(
                 f"priority must be a whole number (higher runs first), not {priority!r}"
@@ -84,7 +76,7 @@ class Options:
         return cls(
             retry=retry,
             retry_delay=None if retry_delay is None else as_policy(retry_delay),
-            timeout=None if timeout is None else float(timeout),
+            timeout=None if timeout is None else seconds(timeout, "timeout"),
             priority=priority,
             meta=dict(meta or {}),
         )

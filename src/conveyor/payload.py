@@ -7,7 +7,6 @@ so every kind of type is handled the same way. Payloads are never pickled.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import math
@@ -21,6 +20,7 @@ from pydantic_core import PydanticSerializationError
 
 from conveyor.errors import PayloadError, RegistryError
 from conveyor.job import Job
+from conveyor.shape import Shape, misfit, walk_of
 
 #: The largest encoded payload accepted by default: 1 MiB.
 DEFAULT_MAX_BYTES = 1024 * 1024
@@ -54,13 +54,20 @@ class Codec:
             ) from exc  # pydantic's advice past its first sentence (arbitrary types) is not ours
         self._floats = _may_hold_float(self._adapter.core_schema)
         self._many: pydantic.TypeAdapter[list[Any]] | None = None
-        self._keys = _known_keys(payload_type)
+        walk = walk_of(payload_type)
+        self._keys = walk.keys if isinstance(walk, Shape) else None
+        # Walked only for a type with fields holding other types: a flat one needs no more
+        # than the look at its keys in `encode`.
+        flat = walk is None or (isinstance(walk, Shape) and not walk.fields)
+        self._nested = None if flat else walk
 
     def encode(self, payload: Any) -> str:
         """Validate `payload` (an instance of the type or a dict of its fields) to JSON text.
         NaN and infinity are refused: JSON cannot carry them (pydantic writes null)."""
         if self._keys is not None and type(payload) is dict and not payload.keys() <= self._keys:
             raise PayloadError(self._unknown(payload))
+        if self._nested is not None and (found := misfit(self._nested, payload)) is not None:
+            raise PayloadError(self._unknown_nested(*found))
         try:
             value = self._adapter.validate_python(payload)
             raw = self._adapter.dump_json(value, warnings=False)  # the check below says why
@@ -97,6 +104,8 @@ class Codec:
         to_json, batch, keys = self._adapter.serializer.to_json, self._batch_adapter(), self._keys
         try:
             if keys is not None and any(type(p) is dict and not p.keys() <= keys for p in payloads):
+                raise ValueError("encoded one by one: a payload has a key of no field")
+            if self._nested is not None and any(misfit(self._nested, p) for p in payloads):
                 raise ValueError("encoded one by one: a payload has a key of no field")
             raws = [to_json(value, warnings=False) for value in batch.validate_python(payloads)]
             floats = self._floats and any(b"null" in raw for raw in raws)
@@ -146,6 +155,15 @@ class Codec:
             " a misspelt key would be dropped; remove them or add the fields"
         )
 
+    def _unknown_nested(self, where: str, shape: Shape, unknown: list[Any]) -> str:
+        known = shape.keys or frozenset()
+        return (
+            f"payload of job {self.job_name!r} has keys that are no field of {shape.name} at"
+            f" {where}: {', '.join(repr(key) for key in unknown)} (its fields:"
+            f" {', '.join(sorted(known))}): a misspelt key would be dropped; remove them or add"
+            " the fields"
+        )
+
     def _not_json(self, value: Any, exc: PydanticSerializationError) -> str:
         """Why the payload cannot be written as JSON: bytes that are not UTF-8 (pydantic
         writes bytes as text) are named with their place and the fix."""
@@ -187,27 +205,6 @@ _FLOATLESS = frozenset(
         "dataclass-field", "typed-dict", "typed-dict-field", "definitions", "definition-ref",
     }
 )  # fmt: skip
-
-
-def _known_keys(payload_type: Any) -> frozenset[str] | None:
-    """The keys a dict pushed for a dataclass, model or TypedDict may have (field names and
-    aliases); None for any other type, or one whose config keeps unknown keys."""
-    if not isinstance(payload_type, type):
-        return None
-    config = getattr(payload_type, "model_config", None) or getattr(
-        payload_type, "__pydantic_config__", {}
-    )
-    if config.get("extra") in ("allow", "ignore"):  # said so: unknown keys are welcome
-        return None
-    fields = getattr(payload_type, "__pydantic_fields__", None)
-    if fields is not None:  # a pydantic model or dataclass
-        names = {alias for info in fields.values() for alias in (info.alias, info.validation_alias)}
-        return frozenset({*fields, *(name for name in names if isinstance(name, str))})
-    if dataclasses.is_dataclass(payload_type):
-        return frozenset(field.name for field in dataclasses.fields(payload_type))
-    if hasattr(payload_type, "__required_keys__"):  # a TypedDict, typing's or typing_extensions'
-        return frozenset(typing.get_type_hints(payload_type))
-    return None
 
 
 def _may_hold_float(schema: Any) -> bool:

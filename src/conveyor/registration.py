@@ -40,7 +40,9 @@ from conveyor.spec import (
     Setting,
     WorkerSpec,
     check_name,
+    over_run_limit,
     queue_spec,
+    run_times,
     worker_spec,
 )
 
@@ -267,10 +269,10 @@ class Registration:
         if problems:
             raise RegistryError("the registry has mistakes:\n- " + "\n- ".join(problems))
         self._drivers.update(effective.drivers)
-        for spec in effective.queues.values():
-            too_long = self.run_time_problem(spec.driver, spec.options.timeout)
+        for what, driver, timeout in run_times(effective.queues, self._jobs.values()):
+            too_long = self.run_time_problem(driver, timeout)
             if too_long:
-                raise RegistryError(f"queue {spec.name!r} lets a job run {too_long}")
+                raise RegistryError(f"{what} {too_long}")
         self.default_driver = effective.default_driver
         self.default_queue = effective.default_queue
         self._queues, self._workers = effective.queues, effective.workers
@@ -281,13 +283,7 @@ class Registration:
     def run_time_problem(self, driver: str, timeout: float | None) -> str:
         """'' when the driver named `driver` lets a job run `timeout` seconds; else the end
         of a sentence saying why not and what to do (amqp: the broker's consumer_timeout)."""
-        limit = self._resolve_driver(driver).max_job_time
-        if limit is None or timeout is None or timeout <= limit:
-            return ""
-        return (f"{timeout:g} s (timeout=), longer than its driver lets a job stay unacknowledged"
-                f" ({limit:g} s, the broker's consumer_timeout): lower the timeout, or raise"
-                " consumer_timeout on the broker and tell the driver with ?consumer_timeout= in"
-                " its URL")  # fmt: skip
+        return over_run_limit(timeout, self._resolve_driver(driver).max_job_time)
 
     def _effective(self) -> Effective:
         """What is in force: here the code's own values; `Registry` adds its configuration."""

@@ -11,6 +11,7 @@ import math
 import random
 from dataclasses import dataclass
 
+from conveyor.duration import MAX_SECONDS, span
 from conveyor.errors import ConfigError
 
 
@@ -56,26 +57,28 @@ RetryDelay = Fixed | Exponential
 def as_policy(value: float | RetryDelay) -> RetryDelay:
     """A number of seconds becomes `Fixed`; a policy is kept. Negative numbers are refused."""
     if isinstance(value, Fixed):
-        numbers: tuple[object, ...] = (value.seconds,)
+        waits: tuple[object, ...] = (value.seconds,)
     elif isinstance(value, Exponential):
-        numbers = (value.base, value.factor, value.max)
+        waits = (value.base, value.max)
     else:
-        numbers = (value,)
+        waits = (value,)
     # NaN or infinity would make the job due never: it would wait forever after a failure.
-    if not all(_finite_seconds(number) for number in numbers):
+    factor = value.factor if isinstance(value, Exponential) else 1.0
+    if not all(_seconds(wait) for wait in waits) or not _seconds(factor, math.inf):
         raise ConfigError(
-            f"retry_delay must be seconds >= 0, Fixed(...) or Exponential(...) of finite "
-            f"numbers >= 0, not {value!r}"
+            f"retry_delay must be {span(zero_ok=True)} (a number, Fixed(seconds) or"
+            f" Exponential(base, factor, max) with base and max in that range and a finite"
+            f" factor >= 0), not {value!r}"
         )
     return value if isinstance(value, Fixed | Exponential) else Fixed(float(value))
 
 
-def _finite_seconds(number: object) -> bool:
+def _seconds(number: object, most: float = MAX_SECONDS) -> bool:
     return (
         isinstance(number, int | float)
         and not isinstance(number, bool)
+        and 0 <= number <= most
         and math.isfinite(number)
-        and number >= 0
     )
 
 

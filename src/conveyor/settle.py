@@ -268,6 +268,9 @@ def log_outcome(outcome: Outcome, settled: bool) -> None:
     attempt and duration; the record carries id, job, queue, attempt, duration and outcome as
     attributes too (`conveyor work --log-format json` prints them as fields)."""
     job, error = outcome.job, outcome.error
+    # A job failed as the likely cause of its worker's deaths was counted an attempt by the
+    # reserve that never ran: its last attempt is its last allowed one.
+    attempt = min(job.attempt, job.max_attempts)
     if not settled:
         level, kind, said = logging.WARNING, "lost", "lease lost before it was settled"
     elif outcome.cancelled:
@@ -278,7 +281,7 @@ def log_outcome(outcome: Outcome, settled: bool) -> None:
         level, kind, said = logging.INFO, "released", "given back to run again (not failed)"
     elif outcome.kind == "fail":
         level, kind = logging.ERROR, "failed"
-        said = f"failed for good after attempt {job.attempt}: {error.type}: {error.message}"
+        said = f"failed for good after attempt {attempt}: {error.type}: {error.message}"
     else:
         level, kind = logging.WARNING, "retrying"
         said = (
@@ -288,11 +291,11 @@ def log_outcome(outcome: Outcome, settled: bool) -> None:
     if not log.isEnabledFor(level):
         return
     job_id, name, queue, said = map(printable, (job.id, job.name, job.queue, said))
-    fields = {"id": job_id, "job": name, "queue": queue, "attempt": job.attempt,
+    fields = {"id": job_id, "job": name, "queue": queue, "attempt": attempt,
               "duration": round(outcome.duration, 6), "outcome": kind}  # fmt: skip
     log.log(
         level, "job %s (%s) %s [queue %s, attempt %d, %.3fs]",
-        job_id, name, said, queue, job.attempt, outcome.duration, extra=fields,
+        job_id, name, said, queue, attempt, outcome.duration, extra=fields,
     )  # fmt: skip
 
 

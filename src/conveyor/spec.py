@@ -7,7 +7,7 @@ functions, one key at a time, so that an error names where the value came from).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,3 +163,33 @@ def worker_spec(
 def _whole(value: object, least: int) -> bool:
     """True for an int (not a bool) of at least `least`."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def run_times(
+    queues: Mapping[str, QueueSpec], jobs: Iterable[JobSpec]
+) -> list[tuple[str, str, float | None]]:
+    """The timeouts `freeze()` checks against their driver's longest run of a job (amqp: the
+    broker's consumer_timeout), as (the start of the error, driver, timeout): each queue's,
+    and the own timeout of each job whose `queue=` names one, where its handle pushes (a job
+    without `queue=` may go to any queue: its push checks it)."""
+    found = [
+        (f"queue {q.name!r} lets a job run", q.driver, q.options.timeout) for q in queues.values()
+    ]
+    for job in jobs:
+        queue = queues.get(job.queue) if job.queue is not None else None
+        if queue is not None and job.options.timeout is not None:
+            what = f"job {job.name!r} on queue {queue.name!r} would run"
+            found.append((what, queue.driver, job.options.timeout))
+    return found
+
+
+def over_run_limit(timeout: float | None, limit: float | None) -> str:
+    """'' when a driver that lets a job run `limit` seconds at most (None: no limit; amqp:
+    the broker's consumer_timeout) lets one run `timeout`; else the end of a sentence saying
+    why not and what to do."""
+    if limit is None or timeout is None or timeout <= limit:
+        return ""
+    return (f"{timeout:g} s (timeout=), longer than its driver lets a job stay unacknowledged"
+            f" ({limit:g} s, the broker's consumer_timeout): lower the timeout, or raise"
+            " consumer_timeout on the broker and tell the driver with ?consumer_timeout= in"
+            " its URL")  # fmt: skip

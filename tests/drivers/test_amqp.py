@@ -451,14 +451,43 @@ def test_freeze_refuses_a_job_timeout_longer_than_the_brokers_consumer_timeout()
     raised.freeze()  # the broker was told to wait two hours: accepted
 
 
+def test_freeze_refuses_a_jobs_own_timeout_longer_than_the_consumer_timeout_of_its_queue() -> None:
+    """A job whose queue= is on amqp and whose own timeout= is longer than the broker lets a
+    delivery stay unacknowledged: found when the app or `conveyor work` starts, not at its
+    first push. A job's timeout within the limit, or on a queue told the longer limit, is not."""
+
+    def app(*jobs: tuple[str, str, int]) -> Registry:
+        registry = Registry()
+        registry.queue("q", driver=URL, workers=["w"])
+        registry.queue("long", driver=f"{URL}?consumer_timeout=7200", workers=["w"])
+        registry.worker("w")
+        for name, queue, timeout in jobs:
+            registry.job(name, queue=queue, timeout=timeout)(_never_run)
+        return registry
+
+    fine = [("ok", "q", 1800), ("told", "long", 3600)]
+    with pytest.raises(RegistryError) as caught:
+        app(*fine, ("slow", "q", 3600)).freeze()
+    assert str(caught.value).startswith(
+        "job 'slow' on queue 'q' would run 3600 s (timeout=), longer than its driver lets a job"
+        " stay unacknowledged (1800 s, the broker's consumer_timeout)"
+    )
+    app(*fine).freeze()
+
+
+async def _never_run(job: Job[Item]) -> None:
+    """Never run here."""
+
+
 async def test_push_refuses_a_job_or_push_timeout_longer_than_the_consumer_timeout() -> None:
-    """The job's own timeout= and a push's are checked too, when a push resolves them: the
-    broker would take the delivery back mid-run, and the job would run again and again."""
+    """The own timeout= of a job without queue= and a push's are checked when a push
+    resolves them: the broker would take the delivery back mid-run, and the job would run
+    again and again."""
     registry = Registry()
     registry.queue("q", driver=URL, workers=["w"])
     registry.worker("w")
 
-    @registry.job("slow", queue="q", timeout=3600)
+    @registry.job("slow", timeout=3600)
     async def slow(job: Job[Item]) -> None:
         """Never run here."""
 

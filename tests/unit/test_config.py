@@ -480,7 +480,7 @@ def test_a_drivers_section_for_a_new_name_needs_a_url(tmp_path: Path) -> None:
 def test_true_or_false_as_a_timeout_is_refused_not_read_as_one_second(tmp_path: Path) -> None:
     write(tmp_path, "timeout = true\n\n[queues.mail]\ntimeout = false\n")
     refused = mistakes()
-    assert "conveyor.toml:1: timeout = True: timeout must be seconds > 0" in refused
+    assert "conveyor.toml:1: timeout = True: timeout must be seconds or a timedelta" in refused
     assert "conveyor.toml:4: [queues.mail] timeout = False: timeout must" in refused
 
 

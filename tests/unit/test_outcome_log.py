@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from conveyor.attempt import Outcome, error_info
+from conveyor.attempt import Outcome, Runner, error_info
 from conveyor.drivers.memory import MemoryDriver
 from conveyor.job import JobInfo, JobState
 from conveyor.settle import log_outcome
@@ -30,3 +30,19 @@ def test_a_name_that_is_not_utf8_is_logged_as_escapes(
         assert "(café)" in line  # text that is UTF-8 stays as it is
     else:
         assert "\\x" in line or "\\ud800" in line
+
+
+async def test_lease_expired_error_counts_only_the_deaths_it_knows() -> None:
+    # retry=1: the first attempt raised; the second died among other jobs (not charged), then
+    # alone (charged), so the reserve found attempt 3 of 2. One alone death, not two.
+    job = JobInfo("0" * 32, "q", "item", "{}", JobState.RESERVED, 3, 2, 0, 0.0, 0.0, rescued=2)
+    outcome = await Runner(None, None).attempt(job, MemoryDriver())  # type: ignore[arg-type]
+    assert outcome.kind == "fail" and outcome.error is not None
+    assert outcome.error.message.endswith(
+        "stopped answering (crash, kill -9, out of memory) 2 times, the last time while it ran"
+        " alone in its last attempt (2 of 2): it is failed as the likely cause instead of being"
+        " run again"
+    )
+    once = JobInfo("0" * 32, "q", "item", "{}", JobState.RESERVED, 2, 1, 0, 0.0, 0.0, rescued=1)
+    outcome = await Runner(None, None).attempt(once, MemoryDriver())  # type: ignore[arg-type]
+    assert outcome.error is not None and "out of memory) once, the last" in outcome.error.message

@@ -64,7 +64,9 @@ async def test_job_whose_worker_died_on_its_only_attempt_runs_again(app: App, st
 
 
 @needs("lookup")
-async def test_job_whose_worker_died_again_on_its_last_attempt_fails(app: App, start) -> None:
+async def test_job_whose_worker_died_again_on_its_last_attempt_fails(
+    app: App, start, caplog: pytest.LogCaptureFixture
+) -> None:
     registry = app.registry()
     ran = False
 
@@ -87,6 +89,14 @@ async def test_job_whose_worker_died_again_on_its_last_attempt_fails(app: App, s
     assert not ran
     assert info.state is JobState.FAILED
     assert info.error.type == "conveyor.errors.LeaseExpiredError"
+    # Its one attempt (retry=0) died alone; the first death, among others, was not charged.
+    assert (
+        "stopped answering (crash, kill -9, out of memory) 2 times, the last time while it"
+        " ran alone in its last attempt (1 of 1)" in info.error.message
+    )
+    [line] = [r for r in caplog.records if r.levelno == logging.ERROR and job_id in r.message]
+    assert "failed for good after attempt 1: conveyor.errors.LeaseExpiredError" in line.message
+    assert line.attempt == 1  # type: ignore[attr-defined]
     await crashed.close()
 
 

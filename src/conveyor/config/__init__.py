@@ -43,6 +43,7 @@ from conveyor.config.file import (
     FileValues,
     file_values,
     find_file,
+    misspelt_tables,
     read_file,
 )
 from conveyor.config.layer import Override, env_values, override_values, unused_env
@@ -104,7 +105,7 @@ def apply(registry: Registration, request: Request) -> Effective:
     workers = {name: build.worker(name) for name in declared.workers}
     drivers = build.drivers(found, environ, {spec.driver for spec in queues.values() if spec})
     build.check_run_times(queues, drivers)
-    _warn(declared, found, unused_env(environ, targets))
+    _warn(declared, found, [*misspelt_tables(path), *unused_env(environ, targets)])
     if problems:
         raise ConfigError("the configuration has mistakes:\n- " + "\n- ".join(problems))
     return Effective(

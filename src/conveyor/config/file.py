@@ -7,6 +7,7 @@ CONVEYOR_CONFIG names, else ./conveyor.toml, else ./pyproject.toml when it has [
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -92,6 +93,33 @@ def read_file(path: Path) -> ConfigFile:
 
 
 _TOOL_TABLE = re.compile(r"^\s*\[\s*tool\s*\.\s*conveyor\s*[.\]]", re.MULTILINE)
+_ANY_TOOL = re.compile(r"""^\s*\[\s*tool\s*\.\s*["']?([A-Za-z0-9_-]+)["']?\s*[.\]]""")
+
+
+def misspelt_tables(named: Path | None) -> list[str]:
+    """A warning for each [tool.X] table of the pyproject.toml conveyor reads (`named`, else
+    ./pyproject.toml when no conveyor.toml is there) whose X looks like conveyor misspelt
+    (`conveyr`, `Conveyor`): it would be ignored without a word."""
+    path = named or (None if Path(FILE_NAME).is_file() else Path(PYPROJECT))
+    if path is None or path.name != PYPROJECT or not path.is_file():
+        return []
+    first: dict[str, int] = {}  # each misspelt name at its first line
+    for number, line in enumerate(_text(path).splitlines(), start=1):
+        found = _ANY_TOOL.match(line)
+        if found and found[1] != "conveyor" and _near_conveyor(found[1]):
+            first.setdefault(found[1], number)
+    return [
+        f"{path}:{number}: [tool.{name}] looks like a misspelling of [tool.conveyor], the"
+        f" only table conveyor reads: ignored; rename it [tool.conveyor]"
+        for name, number in first.items()
+    ]
+
+
+def _near_conveyor(name: str) -> bool:
+    folded = name.lower().replace("-", "").replace("_", "")
+    return difflib.SequenceMatcher(None, folded, "conveyor").ratio() >= 0.8
+
+
 _BARE_OR_QUOTED = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
 _DOTTED = rf"{_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*"
 _HEADER = re.compile(rf"^\s*\[\[?\s*(?P<key>{_DOTTED})\s*\]")

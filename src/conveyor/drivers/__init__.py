@@ -15,6 +15,11 @@ the embedded SQLite file (RapidGo's QUEUE_DRIVER=database).
 
 from __future__ import annotations
 
+# A driver is imported at its first use, which may be a push from an atexit handler. redis-py
+# imports concurrent.futures' ThreadPoolExecutor, whose module registers an exit hook when it
+# is first imported and so cannot be once the interpreter shuts down ("can't register atexit
+# after shutdown"): it is imported here, with conveyor, while it can be.
+import concurrent.futures.thread  # noqa: F401
 import importlib
 import os
 import weakref

@@ -1,0 +1,80 @@
+"""Pushes from a process that is shutting down, on redis, as a user's script makes them.
+
+From an atexit handler, the process's first push works: before, importing redis-py there
+failed with "RuntimeError: can't register atexit after shutdown" (its import of
+concurrent.futures' ThreadPoolExecutor). From a `__del__` run once the interpreter finalizes,
+where no thread can start, the push is a RegistryError saying so and what to do: before, the
+first failed with "ImportError: sys.meta_path is None" and one after a push hung forever."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+
+from conveyor import JobState, Registry
+from tests.backends import require_service
+from tests.backends.redis import START, URL, delete_prefix, fresh_prefix
+
+pytestmark = pytest.mark.timeout(120)
+
+SCRIPT = r"""
+import atexit, sys
+from conveyor import Job, Registry
+
+registry = Registry(default_driver=sys.argv[1])
+registry.queue("q", workers=["w"])
+registry.worker("w")
+
+@registry.job("item")
+async def item(job: Job[dict]) -> None: ...
+
+class Holder:
+    def __del__(self) -> None:
+        registry.blocking.push("q", "item", {"from": "__del__"})
+
+if sys.argv[2] == "atexit":
+    atexit.register(lambda: print(registry.blocking.push("q", "item", {}), flush=True))
+else:
+    if sys.argv[2] == "del-after-push":
+        registry.blocking.push("q", "item", {})
+    holder = Holder()  # a module global: deleted as the interpreter finalizes
+"""
+
+
+def run(url: str, how: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, url, how], capture_output=True, text=True, timeout=30
+    )
+
+
+@pytest.fixture
+async def url() -> AsyncIterator[str]:
+    require_service("redis", 6379, START)
+    prefix = fresh_prefix()
+    yield f"{URL}?prefix={prefix}"
+    await delete_prefix(prefix)
+
+
+async def test_the_first_push_from_an_atexit_handler_is_stored(url: str) -> None:
+    done = run(url, "atexit")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    registry = Registry(default_driver=url)
+    registry.queue("q", workers=["w"])
+    registry.worker("w")
+    try:
+        info = await registry.job_info(done.stdout.strip())
+        assert info is not None and info.state is JobState.PENDING
+    finally:
+        await registry.close()
+
+
+@pytest.mark.parametrize("how", ["del", "del-after-push"])
+def test_a_push_from_del_at_finalization_says_why_it_cannot_run(url: str, how: str) -> None:
+    done = run(url, how)
+    assert "conveyor.errors.RegistryError: the interpreter is finalizing" in done.stderr
+    assert "make it earlier, from an atexit handler" in done.stderr
+    assert "never awaited" not in done.stderr

@@ -1,0 +1,132 @@
+"""A misspelt key in a nested dataclass, TypedDict or model of a dict payload (or in a list
+or dict of them) is refused at push, naming its place: pydantic would drop it without a
+word, as it would at the top level, where it was already refused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, NotRequired
+
+import pytest
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+from typing_extensions import TypedDict
+
+from conveyor import Job, PayloadError, Registry
+from conveyor.payload import Codec
+
+
+@dataclass
+class Address:
+    street: str
+    city: str
+
+
+@dataclass
+class Order:
+    number: int
+    ship_to: Address
+    bill_to: Address | None = None
+
+
+class Line(TypedDict):
+    sku: str
+    count: NotRequired[int]
+
+
+class Basket(TypedDict):
+    lines: list[Line]
+    by_sku: dict[str, Line]
+
+
+class Tag(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    tag_name: str = Field(alias="tagName")
+
+
+class Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    label: str
+    tag: Tag | None = None
+
+
+class Node(BaseModel):
+    name: str
+    children: list[Node] = []
+    tags: tuple[Annotated[Tag, "a label"], ...] = ()
+    open: Open | None = None
+
+
+class Counts(RootModel[dict[str, int]]):
+    """A root model's keys are its root's, not a field named root."""
+
+
+class Tags(RootModel[list[Tag]]):
+    pass
+
+
+class Report(BaseModel):
+    counts: Counts
+    tags: Tags | None = None
+
+
+@pytest.mark.parametrize(
+    ("payload_type", "payload", "where", "key"),
+    [
+        (Order, {"number": 1, "ship_to": {"street": "s", "cty": "c"}}, "ship_to", "cty"),
+        (Order, {"number": 1, "ship_to": {"street": "s", "city": "c"},
+                 "bill_to": {"street": "s", "city": "c", "zip": "1"}}, "bill_to", "zip"),
+        (Basket, {"lines": [{"sku": "a"}, {"sku": "b", "cout": 2}], "by_sku": {}}, "lines.1",
+         "cout"),
+        (Basket, {"lines": [], "by_sku": {"a": {"sku": "a", "qty": 1}}}, "by_sku.a", "qty"),
+        (Node, {"name": "r", "children": [{"name": "c", "children": [{"name": "g", "nam": 1}]}]},
+         "children.0.children.0", "nam"),
+        (Node, {"name": "r", "tags": [{"tagName": "x", "tag": "y"}]}, "tags.0", "tag"),
+        (Node, {"name": "r", "open": {"label": "l", "tag": {"tag_nam": "x"}}}, "open.tag",
+         "tag_nam"),
+        (Report, {"counts": {}, "tags": [{"tagName": "a"}, {"tagname": "b"}]}, "tags.1",
+         "tagname"),
+        (Tags, [{"tagName": "a", "colour": "red"}], "0", "colour"),
+    ],
+)  # fmt: skip
+def test_a_nested_key_of_no_field_is_refused_naming_its_place(
+    payload_type: Any, payload: dict[str, Any], where: str, key: str
+) -> None:
+    codec = Codec("j", payload_type)
+    with pytest.raises(PayloadError, match=rf"keys that are no field of \w+ at {where}: {key!r}"):
+        codec.encode(payload)
+    with pytest.raises(PayloadError, match=rf"at {where}: {key!r}.*misspelt key would be dropped"):
+        codec.encode_many([payload])
+
+
+def test_root_models_take_their_roots_keys() -> None:
+    # Before, a RootModel of a dict was refused: its keys were taken for no field of `root`.
+    assert Codec("j", Counts).encode({"a": 1}) == '{"a":1}'
+    report = Codec("j", Report)
+    assert report.decode(report.encode({"counts": {"a": 1}})).counts.root == {"a": 1}
+
+
+def test_nested_dicts_that_fit_instances_aliases_and_open_types_are_accepted() -> None:
+    order = Codec("j", Order)
+    given = {"number": 1, "ship_to": {"street": "s", "city": "c"}, "bill_to": None}
+    assert order.decode(order.encode(given)) == Order(1, Address("s", "c"))
+    assert order.encode(Order(1, Address("s", "c"))) == order.encode(given)
+    node = Codec("j", Node)
+    tree = {"name": "r", "children": [{"name": "c", "tags": [{"tagName": "a"}, {"tag_name": "b"}]}],
+            "open": {"label": "l", "anything": 1, "tag": {"tagName": "t"}}}  # fmt: skip
+    decoded = node.decode(node.encode(tree))
+    assert [tag.tag_name for tag in decoded.children[0].tags] == ["a", "b"]
+    assert decoded.open.anything == 1  # type: ignore[union-attr]
+    assert len(node.encode_many([tree, tree])) == 2
+
+
+def test_push_refuses_a_misspelt_nested_key() -> None:
+    registry = Registry(default_driver="memory")
+
+    @registry.job("ship")
+    async def ship(job: Job[Order]) -> None:
+        """Never run: the push is refused."""
+
+    payload = {"number": 1, "ship_to": {"street": "s", "cty": "c"}}
+    with pytest.raises(PayloadError, match="no field of Address at ship_to: 'cty'"):
+        registry.blocking.push("default", "ship", payload)
+    registry.blocking.close()
