@@ -149,6 +149,7 @@ def test_job_retried_after_failing_is_not_shown_as_running(app: App) -> None:
     assert _field(shown.stdout, "state") == "pending", shown.stdout
     assert "running for" not in shown.stdout, shown.stdout
     assert _field(shown.stdout, "last reserved").endswith(" by " + _worker_of(app, job_id))
+    assert "last reserved: " in shown.stdout, shown.stdout
 
 
 def _worker_of(app: App, job_id: str) -> str:
