@@ -130,6 +130,31 @@ async def test_retry_failed_moves_one_of_two_jobs_sharing_a_unique_key(driver: D
     assert states == {"pending", "failed"}
 
 
+@needs("unique")
+async def test_job_left_failed_by_retry_failed_is_still_counted_failed(driver: Driver) -> None:
+    await push_and_fail(driver, unique="k")
+    await driver.push(make_job(unique="k"))  # holds the key: the failed job cannot move
+
+    for _ in range(2):
+        assert await driver.retry_failed("q") == 0
+
+    counts = (await driver.counts(["q"]))["q"]
+    assert (counts.pending, counts.failed) == (1, 1)
+
+
+@needs("unique")
+async def test_retry_failed_of_two_sharing_a_key_counts_the_one_left_failed(
+    driver: Driver,
+) -> None:
+    await push_and_fail(driver, unique="k")
+    await push_and_fail(driver, unique="k")
+
+    assert await driver.retry_failed("q") == 1
+
+    counts = (await driver.counts(["q"]))["q"]
+    assert (counts.pending, counts.failed) == (1, 1)
+
+
 # purge
 
 

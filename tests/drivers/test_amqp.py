@@ -235,6 +235,22 @@ async def test_failed_jobs_are_listed_retried_purged_and_pruned(make: Make) -> N
     assert await driver.list_jobs("q", JobState.FAILED) == []
 
 
+async def test_purge_of_pending_jobs_drops_those_already_sent_to_the_driver(make: Make) -> None:
+    # A worker's consumer stays on the queue between reserves, so jobs pushed (or retried)
+    # after it ran are delivered to it before anyone reserves them: still pending.
+    driver = await make()
+    await driver.push_many([make_job() for _ in range(2)])
+    first = await reserve_count(driver, 2)
+    assert await driver.ack([held(job) for job in first]) == {job.id for job in first}
+    await driver.push_many([make_job() for _ in range(2)])
+    assert (await driver.counts(["q"]))["q"].pending == 2
+
+    assert await driver.purge("q", JobState.PENDING) == 2
+
+    assert (await driver.counts(["q"]))["q"].pending == 0
+    assert await driver.reserve(["q"], 5, LONG_LEASE, "w1") == []
+
+
 async def test_what_it_cannot_do_raises_unsupported(make: Make) -> None:
     driver = await make()
     with pytest.raises(Unsupported, match="amqp"):

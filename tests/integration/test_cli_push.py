@@ -139,6 +139,39 @@ def test_job_shows_the_error_with_its_traceback(app: App) -> None:
     assert (only["attempt"], only["type"], only["message"]) == (1, "ValueError", "boom 7")
 
 
+def test_job_retried_after_failing_is_not_shown_as_running(app: App) -> None:
+    job_id = app.run("push", "tasks", "boom", "--payload", '{"n": 3}').stdout.strip()
+    app.run("work", "w", "--burst")
+    retried = app.run("failed", "retry", "tasks", job_id)
+    shown = app.run("job", job_id)
+
+    assert retried.returncode == 0, retried.stderr
+    assert _field(shown.stdout, "state") == "pending", shown.stdout
+    assert "running for" not in shown.stdout, shown.stdout
+    assert _field(shown.stdout, "last reserved").endswith(" by " + _worker_of(app, job_id))
+    assert "last reserved: " in shown.stdout, shown.stdout
+
+
+def test_failed_retry_says_a_job_stays_failed_while_its_unique_key_is_held(app: App) -> None:
+    failed = app.run("push", "tasks", "boom", "--payload", '{"n": 1}', "--unique", "k")
+    app.run("work", "w", "--burst")
+    app.run("push", "tasks", "boom", "--payload", '{"n": 2}', "--unique", "k")  # holds "k"
+
+    by_id = app.run("failed", "retry", "tasks", failed.stdout.strip())
+    every = app.run("failed", "retry", "tasks")
+
+    assert by_id.returncode == 1 and "holds their unique key" in by_id.stderr, by_id.stderr
+    assert every.returncode == 0, every.stderr
+    assert "1 job(s) of queue 'tasks' still failed" in every.stderr, every.stderr
+    assert "holds their unique key" in every.stderr, every.stderr
+
+
+def _worker_of(app: App, job_id: str) -> str:
+    info = app.registry.blocking.job_info(job_id)
+    assert info is not None and info.worker is not None
+    return info.worker
+
+
 def test_push_from_a_file_of_json_lines(app: App) -> None:
     lines = [json.dumps({"n": n}) for n in range(2500)]
     (app.folder / "jobs.jsonl").write_text(

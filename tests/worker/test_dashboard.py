@@ -241,6 +241,28 @@ async def test_an_action_the_job_is_past_is_refused_naming_its_state(app: App) -
     assert (await registry.job_info(waiting)).state is JobState.DELAYED
 
 
+@pytest.mark.needs("unique")
+async def test_retry_of_a_failed_job_whose_unique_key_is_held_says_so(app: App) -> None:
+    registry = app.registry(retry=0)
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        raise ValueError("no")
+
+    failed = await registry.push("q", "item", Item(1), unique="k")
+    await Worker(registry, "w", burst=True).run()
+    await registry.push("q", "item", Item(2), unique="k", delay=3600)  # holds "k" from now
+    async with client(registry) as web:
+        token = csrf_of((await web.get("/")).text)
+        retried = await web.post(f"/jobs/{failed}/retry", data={"csrf": token})
+    assert retried.status_code == 409, retried.text
+    assert (
+        f"job {failed} is failed, and an unfinished job of its name holds its unique key 'k'"
+        in (retried.text)
+    )
+    assert (await registry.job_info(failed)).state is JobState.FAILED  # type: ignore[union-attr]
+
+
 async def test_a_page_number_or_name_no_backend_can_take_is_refused(app: App) -> None:
     registry = app.registry()
     async with client(registry) as web:

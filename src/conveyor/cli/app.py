@@ -223,8 +223,9 @@ def table(header: list[str], rows: list[list[Any]], *, align_right: bool = True)
 
 def fields(rows: list[tuple[str, Any]]) -> None:
     """Print `label: value` lines, the values lined up."""
+    width = max((len(label) for label, _ in rows), default=0) + 2
     for label, value in rows:
-        click.echo(f"{label + ':':<13}{value}")
+        click.echo(f"{label + ':':<{max(width, 13)}}{value}")
 
 
 def yes(flag: bool) -> str:

@@ -63,16 +63,28 @@ def failed_retry(queue: str, ids: tuple[str, ...], app: str) -> None:
     registry = load_app(app)
     moved = run(_retry(registry, queue, list(ids)), registry)
     click.echo(f"{moved} failed job(s) of queue {queue!r} moved back to pending")
-    _all_found(queue, ids, moved)
+    if not ids:
+        left = run(registry.queue_info(), registry)[queue].failed
+        if left > 0:
+            click.echo(f"{left} job(s) of queue {queue!r} still failed: {HELD}", err=True)
+    _all_found(queue, ids, moved, f", or {HELD}")
 
 
-def _all_found(queue: str, ids: tuple[str, ...], done: int) -> None:
-    """Exit status 1 naming how many of `ids` were no failed job of `queue`, if any were."""
+#: Why `retry_failed` leaves a failed job failed (on every driver with unique keys).
+HELD = (
+    "an unfinished job of their name holds their unique key (a failed job whose key is held"
+    " stays failed: retry it once that job has finished)"
+)
+
+
+def _all_found(queue: str, ids: tuple[str, ...], done: int, more: str = "") -> None:
+    """Exit status 1 naming how many of `ids` were no failed job of `queue`, if any were;
+    `more` says what else may have left them as they were."""
     missed = len(set(ids)) - done
     if ids and missed > 0:
         raise fail(
             f"{missed} of the {len(set(ids))} id(s) named are not failed jobs of queue {queue!r}"
-            f" (see them with: conveyor failed list {queue})"
+            f" (see them with: conveyor failed list {queue}){more}"
         )
 
 

@@ -29,7 +29,7 @@ from conveyor.cli.app import (
 from conveyor.config import effective
 from conveyor.drivers.base import ALIVE_WITHIN, QueueCounts, WorkerCounts, WorkerPresence
 from conveyor.errors import ConveyorError
-from conveyor.job import JobInfo
+from conveyor.job import JobInfo, JobState
 
 
 @click.command(name="list")
@@ -155,6 +155,9 @@ def job(job_id: str, app: str, as_json: bool) -> None:
         click.echo(info.error.traceback.rstrip())
 
 
+_RESERVED_OR_FINISHED = {JobState.RESERVED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+
+
 def _job_rows(info: JobInfo) -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = [
         ("job", f"{info.id} ({info.name})"),
@@ -167,12 +170,15 @@ def _job_rows(info: JobInfo) -> list[tuple[str, Any]]:
         ("due", when(info.available_at)),
     ]
     if info.reserved_at is not None:
-        rows.append(("reserved", f"{when(info.reserved_at)} by {info.worker or '?'}"))
+        # A pending or delayed job reserved before waits to run again (a retry, a stop's
+        # release, `failed retry`): its last reservation is over, so it is not running.
+        label = "reserved" if info.state in _RESERVED_OR_FINISHED else "last reserved"
+        rows.append((label, f"{when(info.reserved_at)} by {info.worker or '?'}"))
     if info.finished_at is not None:
         rows.append(("finished", when(info.finished_at)))
         if info.reserved_at is not None:
             rows.append(("ran for", age(max(0.0, info.finished_at - info.reserved_at))))
-    elif info.reserved_at is not None:
+    elif info.reserved_at is not None and info.state is JobState.RESERVED:
         rows.append(("running for", age(max(0.0, time.time() - info.reserved_at))))
     if info.rescued:
         rows.append(("rescued", f"{info.rescued} time(s) from a worker that died"))

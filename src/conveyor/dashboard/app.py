@@ -31,7 +31,7 @@ from typing import Any
 from conveyor.core import RegistryCore
 from conveyor.drivers.base import Throughput
 from conveyor.errors import ConfigError, ConveyorError, Unsupported
-from conveyor.job import JobState
+from conveyor.job import JobInfo, JobState
 from conveyor.settle import printable
 from conveyor.spec import check_name
 
@@ -298,7 +298,7 @@ async def _perform(
         said = f"job {info.id} is {info.state.value}"
         if action == "retry":
             if not await registry.retry_failed(info.queue, [info.id]):
-                raise _Refused(f"{said}, not failed: only a failed job can be retried")
+                raise _Refused(_not_retried(said, info))
         elif action == "cancel":
             if not await registry.cancel(info.id):
                 raise _Refused(f"{said}: it has finished, nothing is left to cancel")
@@ -320,6 +320,16 @@ async def _perform(
             raise ValueError(f"no queue action {action!r}")
     else:
         raise _Refused(f"no {kind.removesuffix('s')} called {target!r}", 404)
+
+
+def _not_retried(said: str, info: JobInfo) -> str:
+    """Why `retry_failed` left this job as it was."""
+    if info.state is JobState.FAILED and info.unique is not None:
+        return (
+            f"{said}, and an unfinished job of its name holds its unique key {info.unique!r}:"
+            " retry it once that job has finished"
+        )
+    return f"{said}, not failed: only a failed job can be retried"
 
 
 async def _looks_up(registry: RegistryCore, queue: str) -> bool:

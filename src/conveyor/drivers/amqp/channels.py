@@ -282,6 +282,20 @@ class AmqpChannels(LocalWorkerRecords):
     def _ready_count(self, queue: str) -> int:
         return len(self._ready.get(queue, ()))
 
+    async def _drop_ready(self, queue: str) -> int:
+        """Acknowledge, so drop, the deliveries of `queue` this driver was sent but never
+        handed out (a purge of pending jobs: the broker's purge leaves unacknowledged
+        deliveries alone); how many."""
+        heap = self._ready.pop(queue, [])
+        intake = self._intake
+        if not heap or intake is None or intake.is_closed:
+            return 0  # a closed channel's deliveries went back to the queue
+        tags = [entry[2].tag for entry in heap]
+        with self._edge("purging pending jobs"):
+            await ack_all(intake, tags, self._unacked)
+        self._unacked.difference_update(tags)
+        return len(tags)
+
     async def _give_back_ready(self) -> None:
         """Stop consuming, and give the deliveries never handed out back to their queue as
         fresh copies (published, confirmed, then the originals acknowledged): requeued, they

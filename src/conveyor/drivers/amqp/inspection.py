@@ -167,7 +167,9 @@ class AmqpInspection(AmqpChannels):
             publisher = await self._queue(queue)
             with self._edge("purging pending jobs"):
                 done = await publisher.queue_purge(self.names.work(queue), timeout=self.timeout)
-            return done.message_count or 0
+            # Then what the broker already sent this driver's consumer (a worker's, kept
+            # between reserves): the queue is empty now, so no more come in their place.
+            return (done.message_count or 0) + await self._drop_ready(queue)
         if state is JobState.SUCCEEDED:
             return 0  # an acknowledged message is gone: none are kept
         raise self.unsupported(f"purging {state.value} jobs by id")

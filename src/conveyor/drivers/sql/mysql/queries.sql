@@ -426,24 +426,47 @@ WHERE id = %(id)s;
 
 -- name: retry_failed
 -- Move a queue's failed jobs (all, or those in ids when not NULL) back to pending, due now,
--- with attempt and rescued back to 0.
--- IGNORE: a job whose unique key an unfinished job holds (possibly one retried by this same
--- statement) would collide in jobs_unique, so it is skipped and stays failed.
-UPDATE IGNORE {prefix}jobs
-SET state = 'pending',
-    attempt = 0,
-    rescued = 0,
-    cancel = 0,
-    available_at = {now},
-    lease_expires_at = NULL,
-    finished_at = NULL,
-    unique_slot = IF(unique_key IS NULL, unique_slot, UNHEX(SHA2(unique_key, 256)))
-WHERE queue = %(queue)s
-  AND state = 'failed'
-  AND (%(ids)s IS NULL OR id IN (
-      SELECT wanted.id
-      FROM JSON_TABLE(%(ids)s, '$[*]' COLUMNS (id VARBINARY(64) PATH '$')) AS wanted
-  ));
+-- with attempt and rescued back to 0. A job whose unique key an unfinished job holds stays
+-- failed, and of several failed jobs sharing a key only the oldest moves, so jobs_unique is
+-- never broken. They are left out by the WHERE, not skipped by UPDATE IGNORE: MariaDB runs
+-- the AFTER UPDATE trigger of finished_counts for a row IGNORE skips, which took one off the
+-- failed count per skipped job and try (the window function keeps `chosen` materialized,
+-- so it may read the table the statement updates). The indexes are forced: a scan of a small
+-- table would lock, and wait on, the row a caller's open transaction pushed; so would
+-- reading the jobs table before `chosen` (STRAIGHT_JOIN).
+UPDATE (
+    SELECT candidate.id
+    FROM (
+        SELECT id, name, unique_key,
+               ROW_NUMBER() OVER (PARTITION BY name, unique_key ORDER BY id) AS nth
+        FROM {prefix}jobs FORCE INDEX (jobs_state)
+        WHERE queue = %(queue)s
+          AND state = 'failed'
+          AND (%(ids)s IS NULL OR id IN (
+              SELECT wanted.id
+              FROM JSON_TABLE(%(ids)s, '$[*]' COLUMNS (id VARBINARY(64) PATH '$')) AS wanted
+          ))
+    ) AS candidate
+    WHERE candidate.unique_key IS NULL
+       OR (candidate.nth = 1 AND NOT EXISTS (
+           SELECT 1 FROM {prefix}jobs AS holder FORCE INDEX (jobs_unique)
+           WHERE holder.keyless = 0
+             AND holder.queue = %(queue)s
+             AND holder.name = candidate.name
+             AND holder.unique_slot = UNHEX(SHA2(candidate.unique_key, 256))
+       ))
+) AS chosen
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = chosen.id
+SET job.state = 'pending',
+    job.attempt = 0,
+    job.rescued = 0,
+    job.cancel = 0,
+    job.available_at = {now},
+    job.lease_expires_at = NULL,
+    job.finished_at = NULL,
+    job.unique_slot = IF(job.unique_key IS NULL, job.unique_slot,
+                         UNHEX(SHA2(job.unique_key, 256)))
+WHERE job.state = 'failed';
 
 -- name: purge
 -- Delete a queue's jobs in one visible state (all, or those in ids when not NULL).
