@@ -192,6 +192,27 @@ async def test_a_delayed_push_and_release_wait_their_time_and_no_less(make: Make
     assert (again.id, again.attempt) == (job.id, 2)
 
 
+async def test_the_first_delayed_push_declares_the_delay_levels_in_one_round_trip(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """36 levels are 144 declarations; one reply each made the first retry of a process late."""
+    driver = await make()
+    await driver.push(make_job())  # the channels and queue q exist
+    waited: list[str] = []
+    rpc = aiormq.Channel.rpc
+
+    async def counted(self: aiormq.Channel, frame: object, timeout: object = None) -> object:
+        if getattr(frame, "synchronous", False) and not getattr(frame, "nowait", False):
+            waited.append(type(frame).__name__)
+        return await rpc(self, frame, timeout)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiormq.Channel, "rpc", counted)
+    await driver.push(make_job(delay=0.1))
+    assert len(waited) == 1, waited
+    job = await reserve_within(driver, 5.0)  # the levels work: the job comes back
+    assert held(job).id
+
+
 async def reserve_count(driver: AmqpDriver, count: int, worker: str = "w1") -> list[JobInfo]:
     """`count` jobs from queue q: the broker sends deliveries on its own time, so one reserve
     right after a push may hand out only those that have arrived."""

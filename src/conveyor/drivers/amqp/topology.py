@@ -95,24 +95,30 @@ def delay_key(ms: int) -> str:
 
 
 async def declare_delays(channel: AbstractChannel, names: Names, timeout: float) -> None:
-    """The shared delay levels (the delivery exchange is declared already); idempotent."""
+    """The shared delay levels (the delivery exchange is declared already); idempotent.
+
+    One round trip, not one per declaration: each goes out with no-wait, then a passive
+    declare waits for its reply. The broker handles a channel's methods in order, so that
+    reply means every one before it took; one it refused closed the channel, and the wait
+    raises its error."""
     for level in range(LEVELS):
         await channel.exchange_declare(
-            names.delay(level), exchange_type="topic", durable=True, timeout=timeout
+            names.delay(level), exchange_type="topic", durable=True, nowait=True
         )
     for level in range(LEVELS):
         after = names.delay(level - 1) if level else names.deliver
         arguments: Arguments = {"x-message-ttl": 2**level, "x-dead-letter-exchange": after}
         await channel.queue_declare(
-            names.delay(level), durable=True, arguments=arguments, timeout=timeout
+            names.delay(level), durable=True, arguments=arguments, nowait=True
         )
         stars = "*." * (LEVELS - 1 - level)
         await channel.queue_bind(
-            names.delay(level), names.delay(level), routing_key=f"{stars}1.#", timeout=timeout
+            names.delay(level), names.delay(level), routing_key=f"{stars}1.#", nowait=True
         )
         await channel.exchange_bind(
-            after, names.delay(level), routing_key=f"{stars}0.#", timeout=timeout
+            after, names.delay(level), routing_key=f"{stars}0.#", nowait=True
         )
+    await channel.exchange_declare(names.delay(0), passive=True, timeout=timeout)
 
 
 async def declare_queue(
