@@ -55,7 +55,8 @@ RetryDelay = Fixed | Exponential
 
 
 def as_policy(value: float | RetryDelay) -> RetryDelay:
-    """A number of seconds becomes `Fixed`; a policy is kept. Negative numbers are refused."""
+    """A number of seconds becomes `Fixed`; a policy is kept. Negative numbers are refused,
+    and so is an `Exponential` whose waits would not grow (factor below 1, max below base)."""
     if isinstance(value, Fixed):
         waits: tuple[object, ...] = (value.seconds,)
     elif isinstance(value, Exponential):
@@ -68,9 +69,27 @@ def as_policy(value: float | RetryDelay) -> RetryDelay:
         raise ConfigError(
             f"retry_delay must be {span(zero_ok=True)} (a number, Fixed(seconds) or"
             f" Exponential(base, factor, max) with base and max in that range and a finite"
-            f" factor >= 0), not {value!r}"
+            f" factor >= 1), not {value!r}"
         )
+    if isinstance(value, Exponential):
+        _check_growth(value)
     return value if isinstance(value, Fixed | Exponential) else Fixed(float(value))
+
+
+def _check_growth(policy: Exponential) -> None:
+    """An exponential backoff whose waits grow: each at least the one before, up to max."""
+    if policy.factor < 1:
+        problem = (
+            f"factor must be 1 or more (each wait at least the one before; factor=1 or"
+            f" Fixed(seconds) for equal waits), not {policy.factor!r}"
+        )
+    elif policy.max < policy.base:
+        problem = f"max must be at least base ({policy.base!r}), not {policy.max!r}"
+    elif not isinstance(policy.jitter, bool):
+        problem = f"jitter must be True or False, not {policy.jitter!r}"
+    else:
+        return
+    raise ConfigError(f"retry_delay: Exponential {problem}")
 
 
 def _seconds(number: object, most: float = MAX_SECONDS) -> bool:

@@ -4,6 +4,7 @@ check (`duration.seconds`) that names the setting, where it came from and the ra
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,34 @@ def test_the_longest_duration_is_accepted_everywhere(tmp_path: Path) -> None:
     registry.freeze()
     assert registry.workers["main"].lease == 100 * 365 * 86400.0
     registry.blocking.close()
+
+
+SHRINKING = [
+    ("factor = 0.5", Exponential(base=10.0, factor=0.5), "factor must be 1 or more"),
+    ("factor = 0", Exponential(base=10.0, factor=0), "factor must be 1 or more"),
+    ("max = 1", Exponential(base=10.0, max=1.0), r"max must be at least base \(10.0\)"),
+    ('jitter = "yes"', Exponential(base=10.0, jitter="yes"), "jitter must be True or False"),  # type: ignore[arg-type]
+]
+
+
+@pytest.mark.parametrize(("toml", "policy", "said"), SHRINKING, ids=[t for t, _, _ in SHRINKING])
+def test_an_exponential_backoff_that_would_not_grow_is_refused_everywhere(
+    tmp_path: Path, toml: str, policy: Exponential, said: str
+) -> None:
+    """factor < 1 made the waits shrink; max < base or a jitter of "yes" made no sense."""
+    with pytest.raises(ConfigError, match=f"retry_delay: Exponential {said}"):
+        make_app(retry_delay=policy)
+    registry = make_app()
+    with pytest.raises(ConfigError, match=f"retry_delay: Exponential {said}"):
+        registry.blocking.push("mail", "mail.send", {}, retry_delay=policy)
+    registry.blocking.close()
+    (tmp_path / "conveyor.toml").write_text(
+        f'[queues.mail]\nretry_delay = {{ base = "10s", {toml} }}\n'
+    )
+    assert re.search(f"conveyor.toml:2: .*retry_delay: Exponential {said}", mistakes())
+
+
+@pytest.mark.parametrize("policy", [Exponential(base=-1.0), Exponential(factor=-2.0)])
+def test_a_negative_base_or_factor_is_refused_with_the_range(policy: Exponential) -> None:
+    with pytest.raises(ConfigError, match=r"retry_delay must be from 0 seconds.*factor >= 1"):
+        make_app(retry_delay=policy)

@@ -126,3 +126,10 @@ def test_from_json_never_returns_a_policy_whose_delay_raises(text: str) -> None:
     # the worker calls .delay() while settling a failed attempt, so it must not raise there.
     policy = from_json(text)
     assert isinstance(policy.delay(1), float)
+
+
+def test_a_stored_policy_refused_today_still_decodes_as_stored() -> None:
+    """Jobs pushed before factor < 1 was refused keep their policy: no error, no fallback."""
+    shrinking = Exponential(base=10.0, factor=0.5, max=60.0, jitter=False)
+    assert from_json(to_json(shrinking)) == shrinking
+    assert from_json(to_json(shrinking)).delay(2) == 5.0
