@@ -169,7 +169,9 @@ class JobInfo:
 
     `errors` holds the error of each failed attempt, oldest first, up to the last MAX_ERRORS
     (`error` is the latest one); a release or fail adds one, a success never. `get` reads it;
-    `reserve` and `list_jobs` may leave it empty, so a worker never carries it around.
+    `reserve` and `list_jobs` may leave it empty, so a worker never carries it around. A
+    succeeded job has no `error` (None, whatever the driver stored): like Sidekiq and Celery,
+    a job that failed an attempt and then succeeded did not fail; `errors` keeps the history.
 
     `unreadable` names the fields of a stored record that could not be decoded (damaged by
     hand, by another program, on disk), each with what was wrong and the raw value; those
@@ -203,6 +205,11 @@ class JobInfo:
     cancel_requested: bool = False
     unreadable: dict[str, str] = field(default_factory=dict)
     errors: tuple[FailedAttempt, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Drivers keep the last error on the record; a success does not clear it there.
+        if self.state is JobState.SUCCEEDED and self.error is not None:
+            object.__setattr__(self, "error", None)
 
 
 @dataclass(frozen=True, slots=True)

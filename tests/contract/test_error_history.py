@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conveyor.drivers.base import Driver
-from conveyor.job import MAX_ERRORS, ErrorInfo
+from conveyor.job import MAX_ERRORS, ErrorInfo, JobState
 from tests.backends import needs
 
 from .helpers import LONG_LEASE, failure_of, make_job, push_and_reserve, release_of, reservation
@@ -54,3 +54,21 @@ async def test_only_the_last_errors_are_kept(driver: Driver) -> None:
     assert got is not None
     assert [e.attempt for e in got.errors] == list(range(5, MAX_ERRORS + 5))
     assert got.errors[-1].error.message == f"attempt {MAX_ERRORS + 4}"
+
+
+@needs("lookup")
+async def test_a_job_that_succeeded_after_a_failed_attempt_has_no_error(driver: Driver) -> None:
+    """It did not fail: `error` is None (as Sidekiq and Celery show it); `errors` keeps the
+    failed attempt."""
+    reserved = await push_and_reserve(driver, make_job(max_attempts=2))
+    first = ErrorInfo("ValueError", "smtp down", "Traceback: one")
+    assert await driver.release([release_of(reserved, error=first)]) == {reserved.id}
+    [again] = await driver.reserve(["q"], 1, LONG_LEASE, "w1")
+    assert await driver.ack([reservation(again)]) == {again.id}
+
+    got = await driver.get(reserved.id)
+
+    assert got is not None
+    assert (got.state, got.attempt, got.error) == (JobState.SUCCEEDED, 2, None)
+    if driver.capabilities.error_history:
+        assert [(e.attempt, e.error) for e in got.errors] == [(1, first)]

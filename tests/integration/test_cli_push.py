@@ -49,6 +49,12 @@ def add(job: Job[Item]) -> int:
 @registry.job("boom", queue="tasks", retry=0)
 def boom(job: Job[Item]) -> None:
     raise ValueError(f"boom {{job.payload.n}}")
+
+
+@registry.job("flaky", queue="kept", retry=1, retry_delay=0)
+def flaky(job: Job[Item]) -> None:
+    if job.attempt == 1:
+        raise ValueError(f"flaky {{job.payload.n}}")
 """
 
 
@@ -67,6 +73,7 @@ class App:
         self.registry.worker("w")
         self.registry.job("add", queue="tasks")(_noop)
         self.registry.job("boom", queue="tasks")(_noop)
+        self.registry.job("flaky", queue="kept")(_noop)
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return run_cli(self.folder, "pushapp:registry", *args, stdin=stdin)
@@ -137,6 +144,25 @@ def test_job_shows_the_error_with_its_traceback(app: App) -> None:
     assert "attempt 1 failed at " in shown.stdout and ": ValueError: boom 7" in shown.stdout
     [only] = document["errors"]
     assert (only["attempt"], only["type"], only["message"]) == (1, "ValueError", "boom 7")
+
+
+def test_job_that_succeeded_on_a_retry_shows_no_error_but_the_earlier_attempts(
+    app: App,
+) -> None:
+    job_id = app.run("push", "kept", "flaky", "--payload", '{"n": 5}').stdout.strip()
+    app.run("work", "w", "--burst")
+    shown = app.run("job", job_id)
+    document = app.json("job", job_id)
+
+    assert _field(shown.stdout, "state") == "succeeded", shown.stdout
+    assert _field(shown.stdout, "attempts") == "2 of 2", shown.stdout
+    assert "error:" not in shown.stdout, "a job that succeeded did not fail"
+    assert (
+        "earlier attempt 1 failed at " in shown.stdout and ": ValueError: flaky 5" in shown.stdout
+    )
+    assert document["error"] is None
+    [only] = document["errors"]
+    assert (only["attempt"], only["message"]) == (1, "flaky 5")
 
 
 def test_job_retried_after_failing_is_not_shown_as_running(app: App) -> None:

@@ -1,4 +1,4 @@
-"""The dashboard's schedules and chains pages (memory driver, through the ASGI app)."""
+"""The dashboard's schedules, chains and job pages (memory driver, through the ASGI app)."""
 
 from __future__ import annotations
 
@@ -113,4 +113,25 @@ async def test_the_pager_of_a_list_oldest_first_leads_to_newer_jobs() -> None:
     assert newest in second
     assert '&amp;page=2">newer →</a>' in first and "older</a>" not in first
     assert '&amp;page=1">← older</a>' in second and "newer →</a>" not in second
+    await registry.close()
+
+
+async def test_a_job_that_succeeded_on_a_retry_shows_its_earlier_errors_not_an_error() -> None:
+    registry = _registry()
+
+    @registry.job("flaky", queue="batch", retry=1, retry_delay=0)
+    async def flaky(job: Job[dict[str, int]]) -> None:
+        if job.attempt == 1:
+            raise ValueError("smtp down")
+
+    job_id = await registry.push("batch", "flaky", {})
+    await Worker(registry, "w", burst=True).run()
+    info = await registry.job_info(job_id)
+
+    async with _client(registry) as client:
+        page = await client.get(f"/jobs/{job_id}")
+
+    assert info is not None and info.error is None and len(info.errors) == 1
+    assert "Errors of earlier attempts (the last one succeeded)" in page.text, page.text
+    assert "attempt 1" in page.text and "smtp down" in page.text
     await registry.close()

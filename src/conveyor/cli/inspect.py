@@ -146,7 +146,8 @@ def job(job_id: str, app: str, as_json: bool) -> None:
     fields(_job_rows(info))
     for item in info.errors:
         click.echo()
-        click.echo(f"attempt {item.attempt} failed at {when(item.at)}:"
+        earlier = "earlier " if info.state is JobState.SUCCEEDED else ""
+        click.echo(f"{earlier}attempt {item.attempt} failed at {when(item.at)}:"
                    f" {item.error.type}: {item.error.message}")  # fmt: skip
         if item.error.traceback:
             click.echo(item.error.traceback.rstrip())
