@@ -155,6 +155,7 @@ class JobInfo:
     """A job as stored: what `reserve`, `get` and `list_jobs` return.
 
     `attempt` counts the attempts charged to the job: it is 1 while the first attempt runs.
+    A failed or cancelled job shows at most `max_attempts` (see `__post_init__`).
     A reservation taken back from a worker that stopped renewing its lease (crashed, killed)
     counts in `rescued`; the attempt it died in is charged only when the job was running
     `alone` (marked by `renew(..., alone=True)`): a worker runs a rescued job alone, so that
@@ -210,6 +211,20 @@ class JobInfo:
         # Drivers keep the last error on the record; a success does not clear it there.
         if self.state is JobState.SUCCEEDED and self.error is not None:
             object.__setattr__(self, "error", None)
+        # A worker that died with the job alone in its last attempt is charged by the next
+        # reserve, which counts an attempt past the last; the worker fails the job without
+        # running it (LeaseExpiredError). The attempt that ran, and died, is the last one.
+        last = self.max_attempts
+        if self.attempt > last > 0 and self.state in _FINISHED_FAILING:
+            object.__setattr__(self, "attempt", last)
+            object.__setattr__(self, "errors", tuple(_within(e, last) for e in self.errors))
+
+
+_FINISHED_FAILING = frozenset({JobState.FAILED, JobState.CANCELLED})
+
+
+def _within(item: FailedAttempt, last: int) -> FailedAttempt:
+    return item if item.attempt <= last else FailedAttempt(last, item.at, item.error)
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,6 +97,11 @@ async def test_job_whose_worker_died_again_on_its_last_attempt_fails(
     [line] = [r for r in caplog.records if r.levelno == logging.ERROR and job_id in r.message]
     assert "failed for good after attempt 1: conveyor.errors.LeaseExpiredError" in line.message
     assert line.attempt == 1  # type: ignore[attr-defined]
+    # The reserve that found it dead charged an attempt 2 that never ran: shown as 1 of 1.
+    assert (info.attempt, info.max_attempts) == (1, 1)
+    assert [(e.attempt, e.error.type) for e in info.errors] == [
+        (1, "conveyor.errors.LeaseExpiredError")
+    ]
     await crashed.close()
 
 
