@@ -213,6 +213,22 @@ async def test_the_first_delayed_push_declares_the_delay_levels_in_one_round_tri
     assert held(job).id
 
 
+async def test_a_delay_level_the_broker_refuses_is_an_error_not_a_lost_delay(make: Make) -> None:
+    """The levels go out without waiting for each reply: a refusal must still be raised."""
+    driver = await make()
+    await driver.push(make_job())
+    connection = await aiormq.connect(URL)
+    try:
+        channel = await connection.channel()
+        odd: dict[str, object] = {"x-message-ttl": 99}
+        await channel.queue_declare(driver.names.delay(3), durable=True, arguments=odd)  # type: ignore[arg-type]
+    finally:
+        await connection.close()
+
+    with pytest.raises(DriverError, match="inequivalent arg 'x-message-ttl'"):
+        await driver.push(make_job(delay=0.1))
+
+
 async def reserve_count(driver: AmqpDriver, count: int, worker: str = "w1") -> list[JobInfo]:
     """`count` jobs from queue q: the broker sends deliveries on its own time, so one reserve
     right after a push may hand out only those that have arrived."""

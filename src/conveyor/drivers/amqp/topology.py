@@ -103,20 +103,24 @@ async def declare_delays(channel: AbstractChannel, names: Names, timeout: float)
     raises its error."""
     for level in range(LEVELS):
         await channel.exchange_declare(
-            names.delay(level), exchange_type="topic", durable=True, nowait=True
+            names.delay(level), exchange_type="topic", durable=True, nowait=True, timeout=timeout
         )
     for level in range(LEVELS):
         after = names.delay(level - 1) if level else names.deliver
         arguments: Arguments = {"x-message-ttl": 2**level, "x-dead-letter-exchange": after}
         await channel.queue_declare(
-            names.delay(level), durable=True, arguments=arguments, nowait=True
+            names.delay(level), durable=True, arguments=arguments, nowait=True, timeout=timeout
         )
         stars = "*." * (LEVELS - 1 - level)
         await channel.queue_bind(
-            names.delay(level), names.delay(level), routing_key=f"{stars}1.#", nowait=True
+            names.delay(level),
+            names.delay(level),
+            routing_key=f"{stars}1.#",
+            nowait=True,
+            timeout=timeout,
         )
         await channel.exchange_bind(
-            after, names.delay(level), routing_key=f"{stars}0.#", nowait=True
+            after, names.delay(level), routing_key=f"{stars}0.#", nowait=True, timeout=timeout
         )
     await channel.exchange_declare(names.delay(0), passive=True, timeout=timeout)
 
