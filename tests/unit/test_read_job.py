@@ -69,3 +69,15 @@ def test_the_fast_path_agrees_with_the_careful_reader(field: str, value: object)
     if fast is not None:
         assert fast == careful and careful.unreadable == {}
     assert read_job(raw, NOW) == (fast or careful)
+
+
+def test_a_finished_job_is_read_as_it_ended_without_an_error_history() -> None:
+    # JobInfo shows a succeeded job with no error and a failed one at most at its last
+    # attempt; the fast path, which builds a JobInfo through its slots, shows them so too.
+    error = '{"type": "ValueError", "message": "smtp down", "traceback": ""}'
+    succeeded = {**SOUND, "state": "succeeded", "attempt": 2, "error": error}
+    failed = {**SOUND, "state": "failed", "attempt": 2, "max_attempts": 1, "error": error}
+    reserved = {**SOUND, "attempt": 2, "max_attempts": 1}
+    assert read_job(succeeded, NOW).error is None
+    assert read_job(failed, NOW).attempt == 1 and read_job(failed, NOW).error is not None
+    assert read_job(reserved, NOW).attempt == 2  # the worker tells a charged death by it

@@ -52,6 +52,8 @@ def read_job(raw: Mapping[str, object], now: float) -> JobInfo:
     history = raw.get("errors")
     if history is not None and history != "":
         job = replace(job, errors=read_errors(history))
+    elif job.attempt > job.max_attempts or (job.error and job.state is JobState.SUCCEEDED):
+        job = replace(job)  # JobInfo.__post_init__ shows it as it ended; the fast path skips it
     return job
 
 
