@@ -9,17 +9,20 @@ with a `startup_timeout`, until that many seconds have passed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from conveyor.drivers import safe_url
-from conveyor.drivers.base import Driver
+from conveyor.drivers.base import Driver, DriverError
 from conveyor.errors import BackendUnavailableError, ConfigError
 
 if TYPE_CHECKING:
     from conveyor.core import RegistryCore
+
+log = logging.getLogger("conveyor.worker")
 
 #: The drivers a worker uses, each with the names of its queues there.
 Groups = list[tuple[Driver, list[str]]]
@@ -68,6 +71,7 @@ class StartUp:
                 await back_off(what, exc, failures, give_up)
                 continue
             if groups is not None:
+                await warn_of_hazards(groups)
                 return groups
         return None
 
@@ -91,6 +95,20 @@ class StartUp:
             driver = await self.registry.driver_of(queue)
             groups.setdefault(id(driver), (driver, []))[1].append(queue)
         return list(groups.values())
+
+
+async def warn_of_hazards(groups: Groups) -> None:
+    """Log what the servers' settings may lose of the jobs pushed there (Driver.hazards), once
+    at a worker's start, where someone reads the logs; a server that will not say (CONFIG
+    renamed on a managed Redis) is not worth failing the start for."""
+    for driver, queues in groups:
+        try:
+            hazards = await driver.hazards()
+        except (DriverError, TimeoutError) as exc:
+            log.debug("could not read the settings of %s: %s", driver.kind, exc)
+            continue
+        for hazard in hazards:
+            log.warning("queue %s: %s", ", ".join(repr(queue) for queue in queues), hazard)
 
 
 def startup_timeout(seconds: float | None) -> float | None:

@@ -30,7 +30,7 @@ import math
 from collections.abc import AsyncIterable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from conveyor.drivers.durability import IN_PROCESS
+from conveyor.drivers.durability import IN_PROCESS, losses
 from conveyor.drivers.location import safe_url
 from conveyor.errors import DriverError, Unsupported
 from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob, joined
@@ -439,6 +439,12 @@ class Driver(abc.ABC):
         table of `conveyor.drivers.durability` and docs/reliability.md; read from the server
         where the server decides. Memory by default."""
         return IN_PROCESS
+
+    async def hazards(self) -> list[str]:
+        """What in the server's settings can lose a job whose push returned, each said with
+        what it loses and the setting that keeps it: a worker logs them at start. From
+        `durability()` and its table; a driver adds what else its server may drop."""
+        return losses(self.kind, await self.durability())
 
     @abc.abstractmethod
     async def record_stats(self, worker: str, counts: WorkerCounts) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FACTS", "IN_PROCESS", "Durability", "facts_of"]
+__all__ = ["FACTS", "IN_PROCESS", "Durability", "facts_of", "losses"]
 
 #: The setting of the drivers that keep jobs in the process's memory (memory, sync).
 IN_PROCESS = "in this process"
@@ -69,3 +69,42 @@ FACTS: tuple[Durability, ...] = (
 def facts_of(kind: str, setting: str) -> Durability | None:
     """The row for a driver kind under a setting, or None for a setting the table lacks."""
     return next((row for row in FACTS if (row.kind, row.setting) == (kind, setting)), None)
+
+
+#: The setting that keeps every push through every crash, per server kind.
+_SAFE = {
+    "postgres": "synchronous_commit = on (and fsync = on)",
+    "mysql": "innodb_flush_log_at_trx_commit = 1, and sync_binlog = 1 if the binary log is on",
+    "redis": "appendonly yes with appendfsync always",
+}
+
+
+def losses(kind: str, setting: str) -> list[str]:
+    """What a crash loses of the jobs pushed under `setting`, said with the setting that keeps
+    them, for a worker to log at start; [] where every crash keeps them, for a setting the
+    table lacks, and for the in-process drivers (losing jobs with the process is their point)."""
+    row = facts_of(kind, setting)
+    if row is None or setting == IN_PROCESS:
+        return []
+    crashes = (
+        ("a crash of the server", row.server_crash),
+        ("a crash of its machine", row.os_crash),
+        ("a power cut", row.power_cut),
+    )
+    by_fate: dict[str, list[str]] = {}
+    for crash, fate in crashes:
+        if fate not in (KEPT, NO_SERVER):
+            by_fate.setdefault(fate, []).append(crash)
+    if not by_fate:
+        return []
+    lost = "; ".join(f"{_either(crash)} ({fate})" for fate, crash in by_fate.items())
+    return [
+        f"{kind} runs with {setting}: a returned push is not kept through {lost}; for jobs you"
+        f" must not lose set {_SAFE.get(kind, 'the setting docs/reliability.md names')}"
+        " (docs/reliability.md)"
+    ]
+
+
+def _either(items: list[str]) -> str:
+    """'a', 'a or b', 'a, b or c'."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"

@@ -15,7 +15,7 @@ _COUNTERS = ("processed", "succeeded", "failed", "retried")
 
 
 class WorkerRecords(RedisClient):
-    """record_stats, worker_stats, beat, alive, and durability."""
+    """record_stats, worker_stats, beat, alive, durability and hazards."""
 
     async def durability(self) -> str:
         """`appendfsync <policy>` while the server keeps an append-only file, else
@@ -25,6 +25,22 @@ class WorkerRecords(RedisClient):
         if config.get("appendonly") != "yes":
             return "appendonly no"
         return f"appendfsync {config.get('appendfsync')}"
+
+    async def hazards(self) -> list[str]:
+        """`durability()`'s, and a maxmemory-policy that evicts any key (allkeys-*): under
+        memory pressure Redis would drop job records as it drops cache entries. A volatile-*
+        policy drops only keys with a time to live, which conveyor never sets."""
+        found = await super().hazards()
+        async with self._edge.command():
+            config = await self._redis().execute_command("CONFIG GET", "maxmemory-policy")
+        policy = str(config.get("maxmemory-policy", ""))
+        if policy.startswith("allkeys"):
+            found.append(
+                f"redis runs with maxmemory-policy {policy}: when its memory runs short it"
+                " deletes keys, jobs among them; set maxmemory-policy noeviction (pushes then"
+                " fail with an out-of-memory error instead of jobs vanishing)"
+            )
+        return found
 
     async def record_stats(self, worker: str, counts: WorkerCounts) -> None:
         """Add to the worker's totals in one MULTI/EXEC: atomic, as HINCRBY each is."""
