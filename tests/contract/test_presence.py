@@ -4,6 +4,7 @@ lately, by the backend's clock; a clean stop forgets the process."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from conveyor.drivers.base import Driver
 from tests.backends import needs
@@ -34,10 +35,14 @@ async def test_later_beats_keep_the_start_and_move_the_last_seen(driver: Driver)
 
 async def test_a_process_not_heard_from_lately_is_not_alive(driver: Driver) -> None:
     await driver.beat("w:host:1", "w")
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)
+    second = time.monotonic()
     await driver.beat("v:host:2", "v")
+    # Heard from since `second`, however long that beat took on a busy machine, with 0.4 s
+    # left for the call below to reach the server; w beat at least 0.5 s before `second`.
+    within = time.monotonic() - second + 0.4
 
-    assert [presence.identity for presence in await driver.alive(0.1)] == ["v:host:2"]
+    assert [presence.identity for presence in await driver.alive(within)] == ["v:host:2"]
 
 
 async def test_a_clean_stop_forgets_the_process(driver: Driver) -> None:
