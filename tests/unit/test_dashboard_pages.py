@@ -135,3 +135,50 @@ async def test_a_job_that_succeeded_on_a_retry_shows_its_earlier_errors_not_an_e
     assert "Errors of earlier attempts (the last one succeeded)" in page.text, page.text
     assert "attempt 1" in page.text and "smtp down" in page.text
     await registry.close()
+
+
+async def test_every_response_forbids_framing_sniffing_and_scripts() -> None:
+    # Before, no header: any site could frame the pages and have a visitor click "Purge
+    # failed" through a decoy (clickjacking).
+    registry = _registry()
+    guarded = create_app(registry, token="s3cret")
+    transport = httpx.ASGITransport(app=guarded)  # type: ignore[arg-type]
+    async with (
+        _client(registry) as client,
+        httpx.AsyncClient(transport=transport, base_url="http://dash") as locked,
+    ):
+        answers = [
+            await client.get("/"),
+            await client.get("/queues/batch?state=failed"),
+            await client.get("/static/style.css"),
+            await client.post("/queues/batch/pause", data={"csrf": "forged"}),
+            await locked.get("/"),
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 403, 401]
+    for answer in answers:
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        policy = answer.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
+    await registry.close()
+
+
+async def test_a_payload_nested_deeper_than_json_reads_shows_as_its_text(tmp_path: Path) -> None:
+    # Written by another program: before, the job's page answered 500 (RecursionError).
+    import sqlite3
+
+    registry = Registry(default_driver=f"sqlite:///{tmp_path / 'q.db'}")
+    registry.queue("batch", workers=["w"])
+    registry.worker("w")
+
+    @registry.job("tick", queue="batch")
+    async def tick(job: Job[dict[str, int]]) -> None: ...
+
+    job_id = await registry.push("batch", "tick", {"n": 1})
+    deep = "[" * 100_000 + "]" * 100_000
+    with sqlite3.connect(tmp_path / "q.db") as db:
+        db.execute("UPDATE conveyor_jobs SET payload = ? WHERE id = ?", (deep, job_id))
+    async with _client(registry) as client:
+        page = await client.get(f"/jobs/{job_id}")
+    assert page.status_code == 200 and "[[[[[[" in page.text
+    await registry.close()

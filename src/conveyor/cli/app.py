@@ -288,7 +288,7 @@ def job_json(job: JobInfo, *, history: bool = True) -> dict[str, Any]:
 def _parsed(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than json reads
         return text
 
 
