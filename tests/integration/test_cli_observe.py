@@ -3,6 +3,7 @@ the dashboard, both as a user starts them (sqlite)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -106,3 +107,42 @@ def test_dashboard_takes_basic_auth_from_the_environment(tmp_path: Path) -> None
         output = _stop(process)
     assert refused.status_code == 401 and page.status_code == 200, page.text[:500]
     assert "s3cret-pw" not in output
+
+
+HOSTILE_APP = """
+from conveyor import Job, Registry
+
+registry = Registry(default_driver="sqlite:///jobs.db")
+registry.queue("tasks", workers=["w"], retry=0)
+registry.worker("w", poll_interval=0.05)
+
+
+@registry.job("say", queue="tasks")
+async def say(job: Job[dict[str, str]]) -> None:
+    raise ValueError(job.payload["text"])
+"""
+
+#: Retitles the window, plants a link, clears the line: what a stored error could do to a
+#: terminal that printed it as it is.
+ESCAPES = "\x1b]0;PWNED\x07\x1b]8;;http://evil/\x07here\x1b]8;;\x07\rFAKE\u202e"
+
+
+def test_job_and_failed_list_print_no_terminal_control_from_stored_text(tmp_path: Path) -> None:
+    (tmp_path / "hostileapp.py").write_text(HOSTILE_APP)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+
+    def conveyor(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "conveyor", *args, "--app", "hostileapp:registry"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        return done.stdout
+
+    job_id = conveyor("push", "tasks", "say", "--payload", json.dumps({"text": ESCAPES}))
+    conveyor("work", "w", "--burst")
+    shown = conveyor("job", job_id.strip())
+    listed = conveyor("failed", "list", "tasks")
+    for output in (shown, listed):
+        assert not any(c in output for c in "\x1b\x07\r\u202e"), repr(output)
+        assert "ValueError: \\x1b]0;PWNED\\x07\\x1b]8;;http://evil/\\x07here" in output
+    assert "\\x0dFAKE\\u202e" in shown  # the message in full, and in its traceback

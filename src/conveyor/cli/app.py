@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Coroutine
 from datetime import datetime
@@ -210,8 +211,28 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+#: Characters a terminal acts on rather than shows: C0 and C1 controls, DEL, and the
+#: bidirectional overrides that reorder what is shown.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_text(text: str, keep: str = "\n\t") -> str:
+    """`text` from storage as a terminal can show it: each control character (but those in
+    `keep`) as a \\x or \\u escape, so an error message or payload written by anyone cannot
+    move the cursor, retitle the window, plant a link or overwrite a line (ESC, OSC, CR)."""
+
+    def escaped(found: re.Match[str]) -> str:
+        char = found.group()
+        if char in keep:
+            return char
+        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+    return _CONTROLS.sub(escaped, text)
+
+
 def table(header: list[str], rows: list[list[Any]], *, align_right: bool = True) -> None:
     """Print `rows` under `header`, columns padded; numbers right-aligned unless told."""
+    rows = [[terminal_text(v, keep="") if isinstance(v, str) else v for v in row] for row in rows]
     widths = [max(len(str(v)) for v in column) for column in zip(header, *rows, strict=False)]
     for row in [header, *rows]:
         cells = [
@@ -225,7 +246,8 @@ def fields(rows: list[tuple[str, Any]]) -> None:
     """Print `label: value` lines, the values lined up."""
     width = max((len(label) for label, _ in rows), default=0) + 2
     for label, value in rows:
-        click.echo(f"{label + ':':<{max(width, 13)}}{value}")
+        shown = terminal_text(value) if isinstance(value, str) else value
+        click.echo(f"{label + ':':<{max(width, 13)}}{shown}")
 
 
 def yes(flag: bool) -> str:
