@@ -146,3 +146,23 @@ def test_job_and_failed_list_print_no_terminal_control_from_stored_text(tmp_path
         assert not any(c in output for c in "\x1b\x07\r\u202e"), repr(output)
         assert "ValueError: \\x1b]0;PWNED\\x07\\x1b]8;;http://evil/\\x07here" in output
     assert "\\x0dFAKE\\u202e" in shown  # the message in full, and in its traceback
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        ((), {"CONVEYOR_DASHBOARD_TOKEN": ""}),
+        ((), {"CONVEYOR_DASHBOARD_BASIC_AUTH": ""}),
+        (("--token", ""), {}),
+        (("--basic-auth", "admin:"), {}),
+    ],
+)
+def test_dashboard_refuses_an_empty_secret(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str]
+) -> None:
+    # Before, an empty CONVEYOR_DASHBOARD_TOKEN (a secret that did not reach the deploy's
+    # environment) served the dashboard with no login at all.
+    process = _start(tmp_path, "dashboard", "--port", str(spare_port()), *args, **env)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 2, output
+    assert "it is empty: give the secret" in output or "both given" in output
