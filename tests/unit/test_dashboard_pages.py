@@ -182,3 +182,34 @@ async def test_a_payload_nested_deeper_than_json_reads_shows_as_its_text(tmp_pat
         page = await client.get(f"/jobs/{job_id}")
     assert page.status_code == 200 and "[[[[[[" in page.text
     await registry.close()
+
+
+async def test_a_job_id_stored_by_another_program_cannot_aim_a_button_elsewhere(
+    tmp_path: Path,
+) -> None:
+    # Before, the id went into the form's action as it was: the failed job's Retry button
+    # posted to /jobs/../queues/batch/purge-failed?=/retry, which a browser sends to
+    # /queues/batch/purge-failed: clicking Retry purged the queue's failed jobs.
+    import sqlite3
+
+    registry = Registry(default_driver=f"sqlite:///{tmp_path / 'q.db'}")
+    registry.queue("batch", workers=["w"], retry=0)
+    registry.worker("w")
+
+    @registry.job("tick", queue="batch")
+    async def tick(job: Job[dict[str, int]]) -> None:
+        raise ValueError("no")
+
+    job_id = await registry.push("batch", "tick", {"n": 1})
+    await Worker(registry, "w", burst=True).run()
+    hostile = "../queues/batch/purge-failed?="
+    with sqlite3.connect(tmp_path / "q.db") as db:
+        db.execute("UPDATE conveyor_jobs SET id = ? WHERE id = ?", (hostile, job_id))
+    async with _client(registry) as client:
+        listed = (await client.get("/queues/batch?state=failed")).text
+        found = await client.get("/jobs", params={"id": hostile})
+    quoted = "..%2Fqueues%2Fbatch%2Fpurge-failed%3F%3D"
+    assert f'action="/jobs/{quoted}/retry"' in listed and f'href="/jobs/{quoted}"' in listed
+    assert "/jobs/../" not in listed
+    assert found.status_code == 303 and found.headers["location"] == f"/jobs/{quoted}"
+    await registry.close()

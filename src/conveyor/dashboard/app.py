@@ -25,6 +25,7 @@ import re
 import secrets
 import socket
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,10 @@ def create_app(
     )
     templates = Jinja2Templates(env=env)
     templates.env.filters["timestamp"] = _timestamp
+    # An id in a link or a form's action, every character but letters, digits and -._~
+    # escaped: a job id stored by another program ("../queues/mail/purge-failed?") would
+    # otherwise point a job's Retry button at another action.
+    templates.env.filters["segment"] = lambda text: urllib.parse.quote(str(text), safe="")
 
     def render(request: Request, template: str, **context: Any) -> Response:
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
@@ -158,7 +163,8 @@ def create_app(
             blind = [q for q in registry.queues if not await _looks_up(registry, q)]
             return render(request, "missing.html", job_id=job_id, blind=blind)
         if "job_id" not in request.path_params:
-            return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{info.id}", 303)
+            path = urllib.parse.quote(info.id, safe="")
+            return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{path}", 303)
         return render(
             request, "job.html", job=info, payload=_pretty(info.payload),
             meta=json.dumps(info.meta, indent=2, sort_keys=True), result=_pretty(info.result),
