@@ -213,3 +213,23 @@ async def test_a_job_id_stored_by_another_program_cannot_aim_a_button_elsewhere(
     assert "/jobs/../" not in listed
     assert found.status_code == 303 and found.headers["location"] == f"/jobs/{quoted}"
     await registry.close()
+
+
+async def test_its_cookies_stay_under_its_mount_and_over_https() -> None:
+    # Before, both cookies went to the whole host (Path=/): the rest of a mounting application
+    # received the dashboard's token with every request, and over https they lacked Secure.
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    registry = _registry()
+    outer = Starlette(routes=[Mount("/conveyor", create_app(registry, token="s3cret"))])
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="https://web") as web:
+        login = await web.get("/conveyor/?token=s3cret")
+        page = await web.get("/conveyor/")
+    token_cookie = login.headers["set-cookie"]
+    csrf_cookie = page.headers["set-cookie"]
+    for cookie in (token_cookie, csrf_cookie):
+        assert "Path=/conveyor;" in cookie and "Secure" in cookie and "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie
+    await registry.close()

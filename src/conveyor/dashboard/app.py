@@ -106,7 +106,7 @@ def create_app(
         context.update(read_only=read_only, csrf=csrf, root=request.scope.get("root_path", ""))
         response: Response = templates.TemplateResponse(request, template, context)
         if request.cookies.get(CSRF_COOKIE) != csrf:
-            response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict")
+            response.set_cookie(CSRF_COOKIE, csrf, **_cookie(request))
         return response
 
     async def queues(request: Request) -> Response:
@@ -414,7 +414,7 @@ class _Guarded:
             return
         if self.token is not None and _same(request.query_params.get("token", ""), self.token):
             response: Response = RedirectResponse(request.url.remove_query_params("token"), 303)
-            response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
+            response.set_cookie(TOKEN_COOKIE, self.token, **_cookie(request))
         elif self.basic is not None:
             response = PlainTextResponse(
                 "log in", status_code=401, headers={"WWW-Authenticate": 'Basic realm="conveyor"'}
@@ -440,6 +440,15 @@ class _Guarded:
                 return False
             return _same(user, self.basic[0]) & _same(password, self.basic[1])
         return False
+
+
+def _cookie(request: Request) -> dict[str, Any]:
+    """How the dashboard's cookies are set: out of scripts' reach, never sent by another
+    site, only to the dashboard's own path (mounted, not to the rest of the application),
+    and only over https when the page came over https."""
+    path = request.scope.get("root_path", "") or "/"
+    secure = request.url.scheme == "https"
+    return {"httponly": True, "samesite": "strict", "path": path, "secure": secure}
 
 
 def _same(given: str, wanted: str) -> bool:
