@@ -127,21 +127,22 @@ async def say(job: Job[dict[str, str]]) -> None:
 ESCAPES = "\x1b]0;PWNED\x07\x1b]8;;http://evil/\x07here\x1b]8;;\x07\rFAKE\u202e"
 
 
-def test_job_and_failed_list_print_no_terminal_control_from_stored_text(tmp_path: Path) -> None:
+def test_job_failed_list_and_logs_print_no_terminal_control_from_storage(tmp_path: Path) -> None:
     (tmp_path / "hostileapp.py").write_text(HOSTILE_APP)
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
 
-    def conveyor(*args: str) -> str:
-        done = subprocess.run(
+    def conveyor(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [sys.executable, "-m", "conveyor", *args, "--app", "hostileapp:registry"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30, check=True,
         )  # fmt: skip
-        return done.stdout
 
-    job_id = conveyor("push", "tasks", "say", "--payload", json.dumps({"text": ESCAPES}))
-    conveyor("work", "w", "--burst")
-    shown = conveyor("job", job_id.strip())
-    listed = conveyor("failed", "list", "tasks")
+    pushed = conveyor("push", "tasks", "say", "--payload", json.dumps({"text": ESCAPES}))
+    logged = conveyor("work", "w", "--burst").stderr
+    assert not any(c in logged for c in "\x1b\x07\r\u202e"), repr(logged)
+    assert "failed for good after attempt 1: ValueError: \\x1b]0;PWNED" in logged
+    shown = conveyor("job", pushed.stdout.strip()).stdout
+    listed = conveyor("failed", "list", "tasks").stdout
     for output in (shown, listed):
         assert not any(c in output for c in "\x1b\x07\r\u202e"), repr(output)
         assert "ValueError: \\x1b]0;PWNED\\x07\\x1b]8;;http://evil/\\x07here" in output

@@ -7,7 +7,6 @@ import importlib
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Coroutine
 from datetime import datetime
@@ -25,7 +24,7 @@ from rich.progress import (
 )
 
 from conveyor import loop as event_loop
-from conveyor.cli.logs import setup_logging
+from conveyor.cli.logs import setup_logging, terminal_text
 from conveyor.config import CONFIG_ENV
 from conveyor.drivers import DATABASE_ENV, Location
 from conveyor.drivers.location import hide_passwords
@@ -209,25 +208,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, set | frozenset | tuple):
         return sorted(value)
     return str(value)
-
-
-#: Characters a terminal acts on rather than shows: C0 and C1 controls, DEL, and the
-#: bidirectional overrides that reorder what is shown.
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def terminal_text(text: str, keep: str = "\n\t") -> str:
-    """`text` from storage as a terminal can show it: each control character (but those in
-    `keep`) as a \\x or \\u escape, so an error message or payload written by anyone cannot
-    move the cursor, retitle the window, plant a link or overwrite a line (ESC, OSC, CR)."""
-
-    def escaped(found: re.Match[str]) -> str:
-        char = found.group()
-        if char in keep:
-            return char
-        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
-
-    return _CONTROLS.sub(escaped, text)
 
 
 def table(header: list[str], rows: list[list[Any]], *, align_right: bool = True) -> None:

@@ -22,11 +22,11 @@ from conveyor.cli.app import (
     masked,
     run,
     table,
-    terminal_text,
     unsearched,
     when,
     yes,
 )
+from conveyor.cli.logs import terminal_text
 from conveyor.config import effective
 from conveyor.drivers.base import ALIVE_WITHIN, QueueCounts, WorkerCounts, WorkerPresence
 from conveyor.errors import ConveyorError
