@@ -233,3 +233,13 @@ async def test_its_cookies_stay_under_its_mount_and_over_https() -> None:
         assert "Path=/conveyor;" in cookie and "Secure" in cookie and "HttpOnly" in cookie
         assert "SameSite=strict" in cookie
     await registry.close()
+
+
+def test_an_empty_token_or_password_is_refused_when_the_app_is_made() -> None:
+    # Before, create_app(registry, token=os.environ.get("T", "")) made a dashboard that
+    # answered 401 to everyone, with nothing saying why.
+    from conveyor.errors import ConfigError
+
+    for options in ({"token": ""}, {"basic_auth": ("admin", "")}, {"basic_auth": ("", "pw")}):
+        with pytest.raises(ConfigError, match="is empty, which lets nobody in"):
+            create_app(_registry(), **options)  # type: ignore[arg-type]

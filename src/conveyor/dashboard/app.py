@@ -91,6 +91,11 @@ def create_app(
     basic_auth: tuple[str, str] | None = None,
 ) -> Starlette:
     """The dashboard of `registry` as an ASGI app; see the module docstring."""
+    if token == "" or (basic_auth is not None and not all(basic_auth)):
+        raise ConfigError(
+            "the dashboard's token or basic-auth user or password is empty, which lets nobody"
+            " in: give the secret (is its environment variable set?), or None for no login"
+        )
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True, finalize=_text
     )
