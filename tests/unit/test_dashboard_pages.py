@@ -243,3 +243,11 @@ def test_an_empty_token_or_password_is_refused_when_the_app_is_made() -> None:
     for options in ({"token": ""}, {"basic_auth": ("admin", "")}, {"basic_auth": ("", "pw")}):
         with pytest.raises(ConfigError, match="is empty, which lets nobody in"):
             create_app(_registry(), **options)  # type: ignore[arg-type]
+
+
+def test_only_loopback_addresses_count_as_private() -> None:
+    # serve() warns that a dashboard with no login is open to anyone on any other address.
+    from conveyor.dashboard.app import _loopback
+
+    assert all(_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost"))
+    assert not any(_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.5", "dash.example.com"))

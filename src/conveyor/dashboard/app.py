@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 import json
 import logging
 import re
@@ -262,6 +263,12 @@ async def serve(
             f"cannot serve the dashboard on {host}:{port} ({exc}): choose a free port with "
             "--port, or another address with --host"
         ) from exc
+    if token is None and basic_auth is None and not _loopback(host):
+        can = "read every job's payload" if read_only else "retry, cancel, delete and purge jobs"
+        logging.getLogger("conveyor.dashboard").warning(
+            "the dashboard on %s:%d asks for no login: anyone who can reach it can %s;"
+            " give --token or --basic-auth, or serve it on 127.0.0.1", host, port, can,
+        )  # fmt: skip
     access = logging.getLogger("uvicorn.access")
     access.addFilter(_masked_token)  # after the Config, which sets up uvicorn's loggers
     try:
@@ -270,6 +277,14 @@ async def serve(
             await server.serve(sockets=[bound])
     finally:
         access.removeFilter(_masked_token)
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any address
+        return False
 
 
 def _masked_token(record: logging.LogRecord) -> bool:
