@@ -3,6 +3,7 @@ the dashboard, both as a user starts them (sqlite)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -106,3 +107,63 @@ def test_dashboard_takes_basic_auth_from_the_environment(tmp_path: Path) -> None
         output = _stop(process)
     assert refused.status_code == 401 and page.status_code == 200, page.text[:500]
     assert "s3cret-pw" not in output
+
+
+HOSTILE_APP = """
+from conveyor import Job, Registry
+
+registry = Registry(default_driver="sqlite:///jobs.db")
+registry.queue("tasks", workers=["w"], retry=0)
+registry.worker("w", poll_interval=0.05)
+
+
+@registry.job("say", queue="tasks")
+async def say(job: Job[dict[str, str]]) -> None:
+    raise ValueError(job.payload["text"])
+"""
+
+#: Retitles the window, plants a link, clears the line: what a stored error could do to a
+#: terminal that printed it as it is.
+ESCAPES = "\x1b]0;PWNED\x07\x1b]8;;http://evil/\x07here\x1b]8;;\x07\rFAKE\u202e"
+
+
+def test_job_failed_list_and_logs_print_no_terminal_control_from_storage(tmp_path: Path) -> None:
+    (tmp_path / "hostileapp.py").write_text(HOSTILE_APP)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+
+    def conveyor(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "conveyor", *args, "--app", "hostileapp:registry"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+
+    pushed = conveyor("push", "tasks", "say", "--payload", json.dumps({"text": ESCAPES}))
+    logged = conveyor("work", "w", "--burst").stderr
+    assert not any(c in logged for c in "\x1b\x07\r\u202e"), repr(logged)
+    assert "failed for good after attempt 1: ValueError: \\x1b]0;PWNED" in logged
+    shown = conveyor("job", pushed.stdout.strip()).stdout
+    listed = conveyor("failed", "list", "tasks").stdout
+    for output in (shown, listed):
+        assert not any(c in output for c in "\x1b\x07\r\u202e"), repr(output)
+        assert "ValueError: \\x1b]0;PWNED\\x07\\x1b]8;;http://evil/\\x07here" in output
+    assert "\\x0dFAKE\\u202e" in shown  # the message in full, and in its traceback
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        ((), {"CONVEYOR_DASHBOARD_TOKEN": ""}),
+        ((), {"CONVEYOR_DASHBOARD_BASIC_AUTH": ""}),
+        (("--token", ""), {}),
+        (("--basic-auth", "admin:"), {}),
+    ],
+)
+def test_dashboard_refuses_an_empty_secret(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str]
+) -> None:
+    # Before, an empty CONVEYOR_DASHBOARD_TOKEN (a secret that did not reach the deploy's
+    # environment) served the dashboard with no login at all.
+    process = _start(tmp_path, "dashboard", "--port", str(spare_port()), *args, **env)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 2, output
+    assert "it is empty: give the secret" in output or "both given" in output

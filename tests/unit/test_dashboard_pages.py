@@ -135,3 +135,119 @@ async def test_a_job_that_succeeded_on_a_retry_shows_its_earlier_errors_not_an_e
     assert "Errors of earlier attempts (the last one succeeded)" in page.text, page.text
     assert "attempt 1" in page.text and "smtp down" in page.text
     await registry.close()
+
+
+async def test_every_response_forbids_framing_sniffing_and_scripts() -> None:
+    # Before, no header: any site could frame the pages and have a visitor click "Purge
+    # failed" through a decoy (clickjacking).
+    registry = _registry()
+    guarded = create_app(registry, token="s3cret")
+    transport = httpx.ASGITransport(app=guarded)  # type: ignore[arg-type]
+    async with (
+        _client(registry) as client,
+        httpx.AsyncClient(transport=transport, base_url="http://dash") as locked,
+    ):
+        answers = [
+            await client.get("/"),
+            await client.get("/queues/batch?state=failed"),
+            await client.get("/static/style.css"),
+            await client.post("/queues/batch/pause", data={"csrf": "forged"}),
+            await locked.get("/"),
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 403, 401]
+    for answer in answers:
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        policy = answer.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
+    await registry.close()
+
+
+async def test_a_payload_nested_deeper_than_json_reads_shows_as_its_text(tmp_path: Path) -> None:
+    # Written by another program: before, the job's page answered 500 (RecursionError).
+    import sqlite3
+
+    registry = Registry(default_driver=f"sqlite:///{tmp_path / 'q.db'}")
+    registry.queue("batch", workers=["w"])
+    registry.worker("w")
+
+    @registry.job("tick", queue="batch")
+    async def tick(job: Job[dict[str, int]]) -> None: ...
+
+    job_id = await registry.push("batch", "tick", {"n": 1})
+    deep = "[" * 100_000 + "]" * 100_000
+    with sqlite3.connect(tmp_path / "q.db") as db:
+        db.execute("UPDATE conveyor_jobs SET payload = ? WHERE id = ?", (deep, job_id))
+    async with _client(registry) as client:
+        page = await client.get(f"/jobs/{job_id}")
+    assert page.status_code == 200 and "[[[[[[" in page.text
+    await registry.close()
+
+
+async def test_a_job_id_stored_by_another_program_cannot_aim_a_button_elsewhere(
+    tmp_path: Path,
+) -> None:
+    # Before, the id went into the form's action as it was: the failed job's Retry button
+    # posted to /jobs/../queues/batch/purge-failed?=/retry, which a browser sends to
+    # /queues/batch/purge-failed: clicking Retry purged the queue's failed jobs.
+    import sqlite3
+
+    registry = Registry(default_driver=f"sqlite:///{tmp_path / 'q.db'}")
+    registry.queue("batch", workers=["w"], retry=0)
+    registry.worker("w")
+
+    @registry.job("tick", queue="batch")
+    async def tick(job: Job[dict[str, int]]) -> None:
+        raise ValueError("no")
+
+    job_id = await registry.push("batch", "tick", {"n": 1})
+    await Worker(registry, "w", burst=True).run()
+    hostile = "../queues/batch/purge-failed?="
+    with sqlite3.connect(tmp_path / "q.db") as db:
+        db.execute("UPDATE conveyor_jobs SET id = ? WHERE id = ?", (hostile, job_id))
+    async with _client(registry) as client:
+        listed = (await client.get("/queues/batch?state=failed")).text
+        found = await client.get("/jobs", params={"id": hostile})
+    quoted = "..%2Fqueues%2Fbatch%2Fpurge-failed%3F%3D"
+    assert f'action="/jobs/{quoted}/retry"' in listed and f'href="/jobs/{quoted}"' in listed
+    assert "/jobs/../" not in listed
+    assert found.status_code == 303 and found.headers["location"] == f"/jobs/{quoted}"
+    await registry.close()
+
+
+async def test_its_cookies_stay_under_its_mount_and_over_https() -> None:
+    # Before, both cookies went to the whole host (Path=/): the rest of a mounting application
+    # received the dashboard's token with every request, and over https they lacked Secure.
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    registry = _registry()
+    outer = Starlette(routes=[Mount("/conveyor", create_app(registry, token="s3cret"))])
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="https://web") as web:
+        login = await web.get("/conveyor/?token=s3cret")
+        page = await web.get("/conveyor/")
+    token_cookie = login.headers["set-cookie"]
+    csrf_cookie = page.headers["set-cookie"]
+    for cookie in (token_cookie, csrf_cookie):
+        assert "Path=/conveyor;" in cookie and "Secure" in cookie and "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie
+    await registry.close()
+
+
+def test_an_empty_token_or_password_is_refused_when_the_app_is_made() -> None:
+    # Before, create_app(registry, token=os.environ.get("T", "")) made a dashboard that
+    # answered 401 to everyone, with nothing saying why.
+    from conveyor.errors import ConfigError
+
+    for options in ({"token": ""}, {"basic_auth": ("admin", "")}, {"basic_auth": ("", "pw")}):
+        with pytest.raises(ConfigError, match="is empty, which lets nobody in"):
+            create_app(_registry(), **options)  # type: ignore[arg-type]
+
+
+def test_only_loopback_addresses_count_as_private() -> None:
+    # serve() warns that a dashboard with no login is open to anyone on any other address.
+    from conveyor.dashboard.app import _loopback
+
+    assert all(_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost"))
+    assert not any(_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.5", "dash.example.com"))

@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from conveyor import loop as event_loop
-from conveyor.cli.logs import setup_logging
+from conveyor.cli.logs import setup_logging, terminal_text
 from conveyor.config import CONFIG_ENV
 from conveyor.drivers import DATABASE_ENV, Location
 from conveyor.drivers.location import hide_passwords
@@ -212,6 +212,7 @@ def _jsonable(value: Any) -> Any:
 
 def table(header: list[str], rows: list[list[Any]], *, align_right: bool = True) -> None:
     """Print `rows` under `header`, columns padded; numbers right-aligned unless told."""
+    rows = [[terminal_text(v, keep="") if isinstance(v, str) else v for v in row] for row in rows]
     widths = [max(len(str(v)) for v in column) for column in zip(header, *rows, strict=False)]
     for row in [header, *rows]:
         cells = [
@@ -225,7 +226,8 @@ def fields(rows: list[tuple[str, Any]]) -> None:
     """Print `label: value` lines, the values lined up."""
     width = max((len(label) for label, _ in rows), default=0) + 2
     for label, value in rows:
-        click.echo(f"{label + ':':<{max(width, 13)}}{value}")
+        shown = terminal_text(value) if isinstance(value, str) else value
+        click.echo(f"{label + ':':<{max(width, 13)}}{shown}")
 
 
 def yes(flag: bool) -> str:
@@ -288,7 +290,7 @@ def job_json(job: JobInfo, *, history: bool = True) -> dict[str, Any]:
 def _parsed(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than json reads
         return text
 
 

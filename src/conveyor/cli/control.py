@@ -4,6 +4,7 @@ job control and upkeep."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
@@ -210,14 +211,29 @@ def dashboard(
     app: str, host: str, port: int, read_only: bool, token: str | None, basic_auth: str | None
 ) -> None:
     """Serve the web dashboard (needs conveyor[dashboard]) until interrupted."""
-    registry = load_app(app)
+    token = _credential(token, "--token", "CONVEYOR_DASHBOARD_TOKEN")
+    basic_auth = _credential(basic_auth, "--basic-auth", "CONVEYOR_DASHBOARD_BASIC_AUTH")
     auth = None
     if basic_auth is not None:
         user, colon, password = basic_auth.partition(":")
-        if not colon:
-            raise click.BadParameter("write USER:PASSWORD", param_hint="--basic-auth")
+        if not colon or not user or not password:
+            raise click.BadParameter("write USER:PASSWORD, both given", param_hint="--basic-auth")
         auth = (user, password)
+    registry = load_app(app)
     from conveyor.dashboard.app import serve
 
     run(serve(registry, host=host, port=port, read_only=read_only, token=token,
               basic_auth=auth), registry)  # fmt: skip
+
+
+def _credential(value: str | None, option: str, envvar: str) -> str | None:
+    """`value`, refused when empty, or when it is missing because `envvar` is set but empty
+    (click reads an empty variable as unset: the dashboard would have served with no login,
+    as a deploy whose secret did not reach the environment would)."""
+    if value == "" or (value is None and os.environ.get(envvar) == ""):
+        raise click.BadParameter(
+            f"it is empty: give the secret, or unset {envvar} and leave out {option} to serve"
+            " with no login",
+            param_hint=f"{option} (or {envvar})",
+        )
+    return value

@@ -26,6 +26,7 @@ from conveyor.cli.app import (
     when,
     yes,
 )
+from conveyor.cli.logs import terminal_text
 from conveyor.config import effective
 from conveyor.drivers.base import ALIVE_WITHIN, QueueCounts, WorkerCounts, WorkerPresence
 from conveyor.errors import ConveyorError
@@ -147,13 +148,13 @@ def job(job_id: str, app: str, as_json: bool) -> None:
     for item in info.errors:
         click.echo()
         earlier = "earlier " if info.state is JobState.SUCCEEDED else ""
-        click.echo(f"{earlier}attempt {item.attempt} failed at {when(item.at)}:"
-                   f" {item.error.type}: {item.error.message}")  # fmt: skip
+        said = terminal_text(f"{item.error.type}: {item.error.message}")
+        click.echo(f"{earlier}attempt {item.attempt} failed at {when(item.at)}: {said}")
         if item.error.traceback:
-            click.echo(item.error.traceback.rstrip())
+            click.echo(terminal_text(item.error.traceback.rstrip()))
     if not info.errors and info.error is not None and info.error.traceback:
         click.echo()
-        click.echo(info.error.traceback.rstrip())
+        click.echo(terminal_text(info.error.traceback.rstrip()))
 
 
 _RESERVED_OR_FINISHED = {JobState.RESERVED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}

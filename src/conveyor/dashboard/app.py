@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 import json
 import logging
 import re
 import secrets
 import socket
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -90,18 +92,27 @@ def create_app(
     basic_auth: tuple[str, str] | None = None,
 ) -> Starlette:
     """The dashboard of `registry` as an ASGI app; see the module docstring."""
+    if token == "" or (basic_auth is not None and not all(basic_auth)):
+        raise ConfigError(
+            "the dashboard's token or basic-auth user or password is empty, which lets nobody"
+            " in: give the secret (is its environment variable set?), or None for no login"
+        )
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True, finalize=_text
     )
     templates = Jinja2Templates(env=env)
     templates.env.filters["timestamp"] = _timestamp
+    # An id in a link or a form's action, every character but letters, digits and -._~
+    # escaped: a job id stored by another program ("../queues/mail/purge-failed?") would
+    # otherwise point a job's Retry button at another action.
+    templates.env.filters["segment"] = lambda text: urllib.parse.quote(str(text), safe="")
 
     def render(request: Request, template: str, **context: Any) -> Response:
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
         context.update(read_only=read_only, csrf=csrf, root=request.scope.get("root_path", ""))
         response: Response = templates.TemplateResponse(request, template, context)
         if request.cookies.get(CSRF_COOKIE) != csrf:
-            response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict")
+            response.set_cookie(CSRF_COOKIE, csrf, **_cookie(request))
         return response
 
     async def queues(request: Request) -> Response:
@@ -158,7 +169,8 @@ def create_app(
             blind = [q for q in registry.queues if not await _looks_up(registry, q)]
             return render(request, "missing.html", job_id=job_id, blind=blind)
         if "job_id" not in request.path_params:
-            return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{info.id}", 303)
+            path = urllib.parse.quote(info.id, safe="")
+            return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{path}", 303)
         return render(
             request, "job.html", job=info, payload=_pretty(info.payload),
             meta=json.dumps(info.meta, indent=2, sort_keys=True), result=_pretty(info.result),
@@ -223,8 +235,8 @@ def create_app(
         ]
     )
     if token is not None or basic_auth is not None:
-        return _Guarded(app, token, basic_auth)  # type: ignore[return-value]
-    return app
+        return _Hardened(_Guarded(app, token, basic_auth))  # type: ignore[return-value]
+    return _Hardened(app)  # type: ignore[return-value]
 
 
 async def serve(
@@ -251,6 +263,12 @@ async def serve(
             f"cannot serve the dashboard on {host}:{port} ({exc}): choose a free port with "
             "--port, or another address with --host"
         ) from exc
+    if token is None and basic_auth is None and not _loopback(host):
+        can = "read every job's payload" if read_only else "retry, cancel, delete and purge jobs"
+        logging.getLogger("conveyor.dashboard").warning(
+            "the dashboard on %s:%d asks for no login: anyone who can reach it can %s;"
+            " give --token or --basic-auth, or serve it on 127.0.0.1", host, port, can,
+        )  # fmt: skip
     access = logging.getLogger("uvicorn.access")
     access.addFilter(_masked_token)  # after the Config, which sets up uvicorn's loggers
     try:
@@ -259,6 +277,14 @@ async def serve(
             await server.serve(sockets=[bound])
     finally:
         access.removeFilter(_masked_token)
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any address
+        return False
 
 
 def _masked_token(record: logging.LogRecord) -> bool:
@@ -359,8 +385,34 @@ def _pretty(text: str | None) -> str:
         return ""
     try:
         return json.dumps(json.loads(text), indent=2, sort_keys=True)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than json reads
         return text
+
+
+#: Sent with every response: no page may be framed (a framed page's buttons can be clicked
+#: through a decoy: clickjacking), no script runs, forms post only to the dashboard itself.
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self'; "
+     b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]  # fmt: skip
+
+
+class _Hardened:
+    """Adds SECURITY_HEADERS to every HTTP response of `app`, static files and refusals too."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def send_hardened(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_hardened if scope["type"] == "http" else send)
 
 
 class _Guarded:
@@ -382,7 +434,7 @@ class _Guarded:
             return
         if self.token is not None and _same(request.query_params.get("token", ""), self.token):
             response: Response = RedirectResponse(request.url.remove_query_params("token"), 303)
-            response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
+            response.set_cookie(TOKEN_COOKIE, self.token, **_cookie(request))
         elif self.basic is not None:
             response = PlainTextResponse(
                 "log in", status_code=401, headers={"WWW-Authenticate": 'Basic realm="conveyor"'}
@@ -408,6 +460,15 @@ class _Guarded:
                 return False
             return _same(user, self.basic[0]) & _same(password, self.basic[1])
         return False
+
+
+def _cookie(request: Request) -> dict[str, Any]:
+    """How the dashboard's cookies are set: out of scripts' reach, never sent by another
+    site, only to the dashboard's own path (mounted, not to the rest of the application),
+    and only over https when the page came over https."""
+    path = request.scope.get("root_path", "") or "/"
+    secure = request.url.scheme == "https"
+    return {"httponly": True, "samesite": "strict", "path": path, "secure": secure}
 
 
 def _same(given: str, wanted: str) -> bool:

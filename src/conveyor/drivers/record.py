@@ -45,7 +45,7 @@ def read_job(raw: Mapping[str, object], now: float) -> JobInfo:
     what the careful reader would find wrong; anything it doubts is read again carefully."""
     try:
         job = _read_sound(raw, now)
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
         job = None
     if job is None:
         job = _read_carefully(raw, now)
@@ -65,7 +65,7 @@ def read_errors(stored: object) -> tuple[FailedAttempt, ...]:
         stored = decode_text(stored)
     try:
         entries = json.loads(stored) if isinstance(stored, str) else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json can read
         return ()
     if not isinstance(entries, list):
         return ()
@@ -287,7 +287,7 @@ class _Reader:
         if isinstance(value, str) and (value.isascii() or _is_utf8(value)):
             try:
                 return json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):  # nested deeper than json can read
                 pass
         return self._damaged(name, "not JSON", value, None)
 
