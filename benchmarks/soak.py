@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/soak.py --driver sqlite --jobs 200000
     .venv/bin/python benchmarks/soak.py --driver postgresql://postgres@127.0.0.1:5432/test?prefix=soak_
     .venv/bin/python benchmarks/soak.py --driver redis://127.0.0.1:6379/0?prefix=conveyor-soak:
-    .venv/bin/python benchmarks/soak.py --driver mysql://root@127.0.0.1:3306/test?prefix=soak_ --jobs 20000
-    .venv/bin/python benchmarks/soak.py --driver amqp://guest:guest@127.0.0.1:5672/?prefix=soak- --jobs 20000
+    .venv/bin/python benchmarks/soak.py --jobs 20000 --driver mysql://root@127.0.0.1/test?prefix=soak_
+    .venv/bin/python benchmarks/soak.py --jobs 20000 --driver amqp://guest:guest@127.0.0.1/?prefix=soak-
 
 One worker runs in this process while a second process pushes `--jobs` jobs at `--rate` per
 second: the first half with `registry.push` in a loop, the second half with
@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import gc
 import logging
 import os
 import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,8 +170,25 @@ PROBES: dict[str, Callable[[str], Awaitable[int]]] = {
 
 def row(started: float, done: int, figures: dict[str, float | int | None]) -> str:
     cells = [f"{time.monotonic() - started:6.0f}", f"{done:9,}"]
-    cells += ["-" if value is None else f"{value:9.1f}" if isinstance(value, float) else f"{value:9}" for value in figures.values()]
+    cells += [
+        "-" if value is None else f"{value:9.1f}" if isinstance(value, float) else f"{value:9}"
+        for value in figures.values()
+    ]
     return " ".join(cells)
+
+
+def growth(before: tracemalloc.Snapshot, kinds: collections.Counter[str]) -> None:
+    """Print what grew since `before` and the `kinds` counts: the sources of a leak."""
+    print("\ngrown since the second sample (tracemalloc, by line):")
+    for stat in tracemalloc.take_snapshot().compare_to(before, "lineno")[:12]:
+        print(f"  {stat}")
+    grown = object_kinds()
+    grown.subtract(kinds)
+    print("objects by type, grown:", ", ".join(f"{k} +{n}" for k, n in grown.most_common(12)))
+
+
+def object_kinds() -> collections.Counter[str]:
+    return collections.Counter(type(o).__name__ for o in gc.get_objects())
 
 
 # -- the worker side ------------------------------------------------------------------------
@@ -180,14 +200,20 @@ async def soak_worker(driver: str, args: argparse.Namespace) -> None:
     worker = Worker(registry, "w")
     running = asyncio.create_task(worker.run())
     pusher = subprocess.Popen(
-        [sys.executable, __file__, "--push", driver, "--jobs", str(args.jobs), "--rate", str(args.rate),
-         "--threads", str(args.threads), "--every", str(args.every)],
+        [sys.executable, __file__, "--push", driver, "--jobs", str(args.jobs),
+         "--rate", str(args.rate), "--threads", str(args.threads), "--every", str(args.every)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     started = time.monotonic()
-    print(f"worker on {driver}: {args.jobs:,} jobs at {args.rate}/s, concurrency {args.concurrency}")
-    print("    s  finished   rss_mb       fds   threads     tasks    server   pending")
+    print(
+        f"worker on {driver}: {args.jobs:,} jobs at {args.rate}/s, concurrency {args.concurrency}"
+    )
+    print("    s  finished   rss_mb       fds   threads     tasks    server   pending", flush=True)
+    samples = 0
     while True:
+        samples += 1
+        if args.trace and samples == 2:
+            before, kinds = tracemalloc.take_snapshot(), object_kinds()
         await asyncio.sleep(args.every)
         counts = (await registry.queue_info())["soak"]
         done = counts.succeeded + counts.failed
@@ -199,6 +225,8 @@ async def soak_worker(driver: str, args: argparse.Namespace) -> None:
             break
     worker.stop()
     await running
+    if args.trace:
+        growth(before, kinds)
     await clear(registry)
     await registry.close()
     assert pusher.stdout is not None
@@ -245,7 +273,9 @@ async def push_async(driver: str, first: int, last: int, rate: float, pushed: Pu
     await registry.close()
 
 
-def push_blocking(driver: str, first: int, last: int, rate: float, threads: int, pushed: Pushed) -> None:
+def push_blocking(
+    driver: str, first: int, last: int, rate: float, threads: int, pushed: Pushed
+) -> None:
     registry = make_registry(driver, 1)
     began, base = time.monotonic(), pushed.count
 
@@ -286,12 +316,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--threads", type=int, default=4, help="threads of the blocking half")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between samples")
+    parser.add_argument("--trace", action="store_true", help="tracemalloc: what grew, by line")
     parser.add_argument("--push", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.push:
         pusher(args)
         return
     tune_for_work()  # as `conveyor work` does
+    if args.trace:
+        tracemalloc.start()
     logging.getLogger("conveyor").setLevel(logging.CRITICAL)  # a line per attempt: too many
     driver = args.driver
     if driver == "sqlite":
