@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import gc
 import logging
 import os
@@ -39,6 +40,7 @@ from urllib.parse import urlsplit
 
 from conveyor import Job, JobState, Registry, Worker
 from conveyor.collector import tune_for_work
+from conveyor.errors import Unsupported
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from raw import mysql_connection
@@ -155,7 +157,10 @@ async def _amqp(driver: str) -> int:
     out, _ = await process.communicate()
     if process.returncode:
         raise RuntimeError("rabbitmqctl refused")
-    return len([line for line in out.decode().splitlines() if line.strip()])
+    channels = len([line for line in out.decode().splitlines() if line.strip()])
+    if not channels:  # ours at least are open: this rabbitmqctl sees another node
+        raise RuntimeError("rabbitmqctl lists no channel")
+    return channels
 
 
 PROBES: dict[str, Callable[[str], Awaitable[int]]] = {
@@ -208,7 +213,7 @@ async def soak_worker(driver: str, args: argparse.Namespace) -> None:
     print(
         f"worker on {driver}: {args.jobs:,} jobs at {args.rate}/s, concurrency {args.concurrency}"
     )
-    print("    s  finished   rss_mb       fds   threads     tasks    server   pending", flush=True)
+    print("    s processed   rss_mb       fds   threads     tasks    server   pending", flush=True)
     samples = 0
     while True:
         samples += 1
@@ -216,7 +221,7 @@ async def soak_worker(driver: str, args: argparse.Namespace) -> None:
             before, kinds = tracemalloc.take_snapshot(), object_kinds()
         await asyncio.sleep(args.every)
         counts = (await registry.queue_info())["soak"]
-        done = counts.succeeded + counts.failed
+        done = worker.counts.processed
         waiting = counts.pending + counts.delayed + counts.reserved
         figures = {**own_figures(), "tasks": len(asyncio.all_tasks())}
         figures["server"] = await server_connections(driver)
@@ -237,9 +242,9 @@ async def soak_worker(driver: str, args: argparse.Namespace) -> None:
 
 async def clear(registry: Registry) -> None:
     for state in JobState:
-        if state is JobState.RESERVED:
-            continue
-        await registry.purge("soak", state)
+        if state is not JobState.RESERVED:  # none is left reserved: the worker stopped
+            with contextlib.suppress(Unsupported):  # amqp keeps no finished jobs
+                await registry.purge("soak", state)
 
 
 # -- the pushing side -----------------------------------------------------------------------
