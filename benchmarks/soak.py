@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 from conveyor import Job, JobState, Registry, Worker
 from conveyor.collector import tune_for_work
+from conveyor.drivers import driver_from_url
 from conveyor.errors import Unsupported
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -75,14 +76,15 @@ def make_registry(driver: str, concurrency: int) -> Registry:
     return registry
 
 
-def options(n: int) -> tuple[str, dict[str, object]]:
-    """The job name and push options of job number `n`."""
+def options(n: int, unique: bool) -> tuple[str, dict[str, object]]:
+    """The job name and push options of job number `n` (plain ones for unique keys on a
+    driver without them)."""
     kind = n % 100
     if 87 <= kind < 89:
         return "tick", {"retry": 0}
     if 89 <= kind < 94:
         return "tick", {"delay": 0.5}
-    if 94 <= kind < 98:
+    if 94 <= kind < 98 and unique:
         return "tick", {"unique": f"u{n % 50}"}
     if kind >= 98:
         return "plain", {}
@@ -267,9 +269,10 @@ def sampler(pushed: Pushed, every: float, stop: threading.Event) -> None:
 
 async def push_async(driver: str, first: int, last: int, rate: float, pushed: Pushed) -> None:
     registry = make_registry(driver, 1)
+    unique = driver_from_url(driver).capabilities.unique
     began = time.monotonic()
     for n in range(first, last):
-        name, chosen = options(n)
+        name, chosen = options(n, unique)
         await registry.push("soak", name, Tick(n), **chosen)  # type: ignore[arg-type]
         pushed.count += 1
         ahead = (n - first + 1) / rate - (time.monotonic() - began)
@@ -282,11 +285,12 @@ def push_blocking(
     driver: str, first: int, last: int, rate: float, threads: int, pushed: Pushed
 ) -> None:
     registry = make_registry(driver, 1)
+    unique = driver_from_url(driver).capabilities.unique
     began, base = time.monotonic(), pushed.count
 
     def one_thread(offset: int) -> None:
         for n in range(first + offset, last, threads):
-            name, chosen = options(n)
+            name, chosen = options(n, unique)
             registry.blocking.push("soak", name, Tick(n), **chosen)
             with pushed.lock:
                 pushed.count += 1
