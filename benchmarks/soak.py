@@ -186,16 +186,22 @@ def row(started: float, done: int, figures: dict[str, float | int | None]) -> st
 
 def growth(before: tracemalloc.Snapshot, kinds: collections.Counter[str]) -> None:
     """Print what grew since `before` and the `kinds` counts: the sources of a leak."""
+    after, grown = traced()
     print("\ngrown since the second sample (tracemalloc, by line):")
-    for stat in tracemalloc.take_snapshot().compare_to(before, "lineno")[:12]:
+    for stat in after.compare_to(before, "lineno")[:12]:
         print(f"  {stat}")
-    grown = object_kinds()
     grown.subtract(kinds)
     print("objects by type, grown:", ", ".join(f"{k} +{n}" for k, n in grown.most_common(12)))
 
 
-def object_kinds() -> collections.Counter[str]:
-    return collections.Counter(type(o).__name__ for o in gc.get_objects())
+def traced() -> tuple[tracemalloc.Snapshot, collections.Counter[str]]:
+    """What is allocated, and the objects by type, once the collector has run: a worker's
+    finished jobs leave reference cycles (an error's traceback) that wait for the collector,
+    a few megabytes at most (conveyor/collector.py), which are garbage, not a leak."""
+    gc.collect()
+    return tracemalloc.take_snapshot(), collections.Counter(
+        type(o).__name__ for o in gc.get_objects()
+    )
 
 
 # -- the worker side ------------------------------------------------------------------------
@@ -220,7 +226,7 @@ async def soak_worker(driver: str, args: argparse.Namespace) -> None:
     while True:
         samples += 1
         if args.trace and samples == 2:
-            before, kinds = tracemalloc.take_snapshot(), object_kinds()
+            before, kinds = traced()
         await asyncio.sleep(args.every)
         counts = (await registry.queue_info())["soak"]
         done = worker.counts.processed
