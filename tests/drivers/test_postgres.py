@@ -471,11 +471,7 @@ async def test_push_on_something_not_a_psycopg_connection_raises_config_error(
 
 
 async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
-    registry = Registry()
-    registry.queue("mail", driver=f"{URL}?prefix={prefix}", workers=["w"])
-    registry.worker("w")
-
-    registry.job("receipt")(_never_run)
+    registry = receipt_registry(prefix)
     try:
         async with await psycopg.AsyncConnection.connect(URL) as conn:
             async with conn.transaction():
@@ -502,10 +498,7 @@ def test_blocking_push_joins_a_sync_transaction() -> None:
     psycopg connection, inside its own transaction. The statements run in the view's thread,
     the connection's owner (they ran in a thread of asyncio's)."""
     prefix = fresh_prefix()
-    registry = Registry()
-    registry.queue("mail", driver=f"{URL}?prefix={prefix}", workers=["w"])
-    registry.worker("w")
-    registry.job("receipt")(_never_run)
+    registry = receipt_registry(prefix)
     try:
         with ThreadNoting.connect(URL) as conn:
             with conn.transaction():
@@ -524,10 +517,7 @@ def test_blocking_push_joins_a_sync_transaction() -> None:
 
 
 async def test_blocking_push_on_an_async_connection_raises_config_error(prefix: str) -> None:
-    registry = Registry()
-    registry.queue("mail", driver=f"{URL}?prefix={prefix}", workers=["w"])
-    registry.worker("w")
-    registry.job("receipt")(_never_run)
+    registry = receipt_registry(prefix)
     try:
         async with await psycopg.AsyncConnection.connect(URL) as conn:
             with pytest.raises(ConfigError, match=r"its event loop.*psycopg\.Connection"):
@@ -536,6 +526,15 @@ async def test_blocking_push_on_an_async_connection_raises_config_error(prefix: 
                 )
     finally:
         await asyncio.to_thread(registry.blocking.close)
+
+
+def receipt_registry(prefix: str) -> Registry:
+    """A registry whose queue "mail" is on this test's postgres tables, with job "receipt"."""
+    registry = Registry()
+    registry.queue("mail", driver=f"{URL}?prefix={prefix}", workers=["w"])
+    registry.worker("w")
+    registry.job("receipt")(_never_run)
+    return registry
 
 
 async def _never_run(job: Job[dict[str, int]]) -> None:
