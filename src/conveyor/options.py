@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 
 from conveyor.duration import Duration, seconds
 from conveyor.errors import ConfigError
-from conveyor.payload import non_finite_at
+from conveyor.payload import non_finite_at, not_utf8
 from conveyor.retry import Exponential, RetryDelay, as_policy
 
 #: conveyor's own defaults, used when neither push, job nor queue says otherwise.
@@ -153,7 +153,7 @@ def check_unique(unique: str | None) -> None:
             f"unique key {unique!r} holds a NUL character (\\x00), which SQLite and PostgreSQL"
             " cannot store: remove it, or use the hex or base64 form of a binary key"
         )
-    if _lone_surrogate(unique):
+    if not_utf8(unique):
         raise ConfigError(
             f"unique key {unique!r} holds a lone surrogate, which is not text UTF-8 can"
             f" encode: {_SURROGATE_FIX}"
@@ -178,33 +178,24 @@ def _check_json(meta: dict[str, Any] | None) -> None:
         found = non_finite_at(meta)  # json says only "Out of range float values": name the key
         reason = f"{found[0]} is {found[1]}, which JSON cannot carry" if found else exc
         raise ConfigError(f"meta must be a dict of JSON values ({reason})") from exc
-    if _lone_surrogate(text):
+    if not_utf8(text):
         raise ConfigError(
             f"{_surrogate_in(meta, 'meta')} holds a lone surrogate, which is not text"
             f" UTF-8 can encode: {_SURROGATE_FIX}"
         )
 
 
-def _lone_surrogate(text: str) -> bool:
-    """True when `text` holds a code point UTF-8 cannot encode (U+D800 to U+DFFF)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def _surrogate_in(value: Any, path: str) -> str:
     """Where in a JSON value the first lone surrogate is: `meta key 'a'`, `meta['a'][0]`."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if _lone_surrogate(str(key)):
+            if not_utf8(str(key)):
                 return f"{path} key {key!r}"
-            if _lone_surrogate(json.dumps(item, ensure_ascii=False)):
+            if not_utf8(json.dumps(item, ensure_ascii=False)):
                 return _surrogate_in(item, f"{path}[{key!r}]")
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            if _lone_surrogate(json.dumps(item, ensure_ascii=False)):
+            if not_utf8(json.dumps(item, ensure_ascii=False)):
                 return _surrogate_in(item, f"{path}[{index}]")
     return path
 

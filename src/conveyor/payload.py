@@ -167,7 +167,7 @@ class Codec:
     def _not_json(self, value: Any, exc: PydanticSerializationError) -> str:
         """Why the payload cannot be written as JSON: bytes that are not UTF-8 (pydantic
         writes bytes as text) are named with their place and the fix."""
-        found = _first_at(self._adapter.dump_python(value), _not_utf8)
+        found = _first_at(self._adapter.dump_python(value), not_utf8)
         if found is None:
             return f"payload of job {self.job_name!r} is not JSON: {exc}"
         if isinstance(found[1], str):
@@ -254,8 +254,9 @@ def non_finite_at(value: Any) -> tuple[str, float] | None:
     return _first_at(value, lambda item: isinstance(item, float) and not math.isfinite(item))
 
 
-def _not_utf8(item: Any) -> bool:
-    """Whether `item` is bytes that are not UTF-8, or a str that UTF-8 cannot write."""
+def not_utf8(item: Any) -> bool:
+    """Whether `item` is bytes that are not UTF-8, or a str that UTF-8 cannot write (lone
+    surrogates: bytes that were not UTF-8 when read, kept by errors='surrogateescape')."""
     try:
         if isinstance(item, bytes | bytearray):
             item.decode()

@@ -30,6 +30,7 @@ from conveyor.drivers import DATABASE_ENV, Location
 from conveyor.drivers.location import hide_passwords
 from conveyor.errors import ConveyorError
 from conveyor.job import JobInfo
+from conveyor.payload import not_utf8
 from conveyor.registry import Registry
 
 T = TypeVar("T")
@@ -92,20 +93,11 @@ def main(log_level: str, log_format: str, config_path: str | None) -> None:
     spellings `queue:work` and `queue:list` run `work` and `list`."""
     setup_logging(log_level.upper(), log_format)
     for argument in sys.argv[1:]:
-        if not argument.isascii() and _surrogates(argument):
+        if not argument.isascii() and not_utf8(argument):
             raise click.UsageError(
                 f"the argument {argument!r} is not UTF-8 text: write it in UTF-8, or run"
                 " conveyor under a UTF-8 locale (LANG=C.UTF-8)"
             )
-
-
-def _surrogates(text: str) -> bool:
-    """True when `text` holds bytes that were not UTF-8 (Python keeps them as surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def load_app(spec: str) -> Registry:

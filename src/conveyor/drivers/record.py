@@ -19,6 +19,7 @@ from dataclasses import fields, replace
 from typing import Any, TypeVar
 
 from conveyor.job import ErrorInfo, FailedAttempt, JobInfo, JobState
+from conveyor.payload import not_utf8
 
 __all__ = ["RAW_SHOWN", "decode_text", "read_errors", "read_job"]
 
@@ -93,7 +94,7 @@ def _read_sound(raw: Mapping[str, Any], now: float) -> JobInfo | None:
     optional = (retry_delay, unique, reservation, worker, result, meta_text, error_text)
     present = [text for text in optional if text]
     texts = "".join((raw["id"], raw["queue"], raw["name"], raw["payload"], *present))
-    if not (texts.isascii() or _is_utf8(texts)):
+    if not texts.isascii() and not_utf8(texts):
         return None
     for text in optional:
         if text is not None and type(text) is not str:
@@ -211,7 +212,7 @@ class _Reader:
 
     def text(self, name: str) -> str:
         value = self.raw.get(name)
-        if isinstance(value, str) and (value.isascii() or _is_utf8(value)):
+        if isinstance(value, str) and (value.isascii() or not not_utf8(value)):
             return value
         if value is None:
             return self._damaged(name, "missing", value, "")
@@ -284,7 +285,7 @@ class _Reader:
 
     def _json(self, name: str, value: object) -> Any:
         """The parsed JSON of a text field, or None (noted) when it is not JSON text."""
-        if isinstance(value, str) and (value.isascii() or _is_utf8(value)):
+        if isinstance(value, str) and (value.isascii() or not not_utf8(value)):
             try:
                 return json.loads(value)
             except (ValueError, RecursionError):  # nested deeper than json can read
@@ -294,15 +295,6 @@ class _Reader:
     def _damaged(self, name: str, problem: str, value: object, placeholder: P) -> P:
         self.unreadable[name] = f"{problem}: {_shown(value)}"
         return placeholder
-
-
-def _is_utf8(text: str) -> bool:
-    """False when `text` holds lone surrogates: bytes that were not UTF-8 when read."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _number(value: object) -> float | None:
