@@ -25,7 +25,13 @@ from pamqp.header import ContentHeader
 from conveyor import Job, JobState, Registry, Worker
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.amqp import AmqpDriver
-from conveyor.drivers.amqp.topology import amqp_priority, delay_key, delay_ms
+from conveyor.drivers.amqp.topology import (
+    LEVELS,
+    amqp_priority,
+    declare_delays,
+    delay_key,
+    delay_ms,
+)
 from conveyor.drivers.amqp.wire import Encoder, Outgoing, merged_acks, properties
 from conveyor.drivers.base import Failure, Release, Reservation
 from conveyor.errors import (
@@ -213,20 +219,46 @@ async def test_the_first_delayed_push_declares_the_delay_levels_in_one_round_tri
     assert held(job).id
 
 
-async def test_a_delay_level_the_broker_refuses_is_an_error_not_a_lost_delay(make: Make) -> None:
-    """The levels go out without waiting for each reply: a refusal must still be raised."""
+@pytest.mark.parametrize("level", [0, 3, LEVELS - 1])
+async def test_a_delay_level_the_broker_refuses_is_an_error_not_a_lost_delay(
+    make: Make, level: int
+) -> None:
+    """The levels go out without waiting for each reply: a refusal must still be raised, also
+    when it closes the channel before the last declaration went out (level 0: the first)."""
     driver = await make()
     await driver.push(make_job())
     connection = await aiormq.connect(URL)
     try:
         channel = await connection.channel()
         odd: dict[str, object] = {"x-message-ttl": 99}
-        await channel.queue_declare(driver.names.delay(3), durable=True, arguments=odd)  # type: ignore[arg-type]
+        await channel.queue_declare(driver.names.delay(level), durable=True, arguments=odd)  # type: ignore[arg-type]
     finally:
         await connection.close()
 
     with pytest.raises(DriverError, match="inequivalent arg 'x-message-ttl'"):
         await driver.push(make_job(delay=0.1))
+
+
+async def test_a_refusal_that_closed_the_channel_mid_declaration_is_the_error_raised(
+    make: Make,
+) -> None:
+    """Under load the broker's refusal can close the channel before the last no-wait declaration
+    goes out: the next call then finds the channel closed, and the broker's reason is raised,
+    not aiormq's "channel closed" (CI saw that)."""
+    driver = await make()
+    connection = await aiormq.connect(URL)
+    try:
+        channel = await connection.channel()
+        odd: dict[str, object] = {"x-message-ttl": 99}
+        await channel.queue_declare(driver.names.delay(0), durable=True, arguments=odd)  # type: ignore[arg-type]
+        closed = await connection.channel()
+        await closed.queue_declare(driver.names.delay(0), durable=True, nowait=True)
+        with pytest.raises(aiormq.exceptions.AMQPError):
+            await asyncio.wait_for(closed.closing, 5)
+        with pytest.raises(aiormq.exceptions.AMQPError, match="inequivalent arg 'x-message-ttl'"):
+            await declare_delays(closed, driver.names, 5)
+    finally:
+        await connection.close()
 
 
 async def reserve_count(driver: AmqpDriver, count: int, worker: str = "w1") -> list[JobInfo]:

@@ -27,12 +27,14 @@ expire in order at the queue's head. The longest delay is 2^36 - 1 ms, about 795
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
 from aiormq.abc import AbstractChannel
+from aiormq.exceptions import ChannelInvalidStateError
 from pamqp.common import Arguments
 from pydantic_core import to_json
 
@@ -100,7 +102,16 @@ async def declare_delays(channel: AbstractChannel, names: Names, timeout: float)
     One round trip, not one per declaration: each goes out with no-wait, then a passive
     declare waits for its reply. The broker handles a channel's methods in order, so that
     reply means every one before it took; one it refused closed the channel, and the wait
-    raises its error."""
+    raises its error. A refusal that closes the channel before the last no-wait went out
+    makes the next call raise that the channel is closed: the broker's reason is raised."""
+    try:
+        await _declare_delays(channel, names, timeout)
+    except ChannelInvalidStateError:
+        await asyncio.wait_for(channel.closing, timeout)  # raises the broker's reason
+        raise
+
+
+async def _declare_delays(channel: AbstractChannel, names: Names, timeout: float) -> None:
     for level in range(LEVELS):
         await channel.exchange_declare(
             names.delay(level), exchange_type="topic", durable=True, nowait=True, timeout=timeout
