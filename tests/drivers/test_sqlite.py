@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import conveyor.drivers.sql.sqlite as sqlite_module
+import conveyor.drivers.sql.sqlite.connection as sqlite_connection
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Reservation
 from conveyor.drivers.sql.adapter import REQUIRED_QUERIES
@@ -315,7 +316,7 @@ async def test_locked_database_raises_backend_unavailable_after_busy_timeout(
     tmp_path: Path, opened: list[SqliteDriver], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "jobs.db"
-    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT", 0.1)
+    monkeypatch.setattr(sqlite_connection, "BUSY_TIMEOUT", 0.1)  # the one connect() reads
     driver = await open_driver(opened, path)
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holding the write lock
