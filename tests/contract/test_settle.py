@@ -61,6 +61,38 @@ async def test_ack_settles_a_batch(driver: Driver) -> None:
     assert (await driver.counts(["q"]))["q"].succeeded == 3
 
 
+@needs("exact_counts")
+async def test_one_ack_of_several_queues_counts_each_queue_and_only_what_it_settled(
+    driver: Driver,
+) -> None:
+    """SQLite counts a batch's acks in one statement per batch (its migration 0010), not by a
+    row trigger: each queue gets its own jobs, a refused item counts nowhere, and jobs that
+    leave the succeeded state (purged, pruned) leave the count."""
+    await driver.push_many([make_job("a") for _ in range(3)] + [make_job("b") for _ in range(2)])
+    jobs = await driver.reserve(["a", "b"], 5, LONG_LEASE, "w1")
+    late = jobs.pop()
+
+    assert await driver.ack([reservation(job) for job in jobs] + [stale(late)]) == {
+        job.id for job in jobs
+    }
+    assert await driver.ack([]) == set()
+
+    counts = await driver.counts(["a", "b"])
+    assert counts["a"].succeeded + counts["b"].succeeded == 4
+    assert (counts["a"].succeeded, counts["b"].succeeded) == (
+        sum(job.queue == "a" for job in jobs),
+        sum(job.queue == "b" for job in jobs),
+    )
+    assert counts[late.queue].reserved == 1
+    assert await driver.ack([reservation(late)]) == {late.id}
+    assert (await driver.counts([late.queue]))[late.queue].succeeded == (
+        3 if late.queue == "a" else 2
+    )
+    assert await driver.purge("a", JobState.SUCCEEDED) == 3
+    assert (await driver.counts(["a", "b"]))["a"].succeeded == 0
+    assert (await driver.counts(["a", "b"]))["b"].succeeded == 2
+
+
 @needs("lookup")
 async def test_ack_with_stale_token_changes_nothing(driver: Driver) -> None:
     reserved = await push_and_reserve(driver)
