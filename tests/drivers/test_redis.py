@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -30,6 +31,7 @@ from conveyor.drivers.redis.scripts import SCRIPT_NAMES, load_scripts
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo
 from tests.backends import require_service
+from tests.backends.private import private_redis
 from tests.backends.redis import damage
 from tests.contract.helpers import make_job
 
@@ -581,3 +583,33 @@ async def test_every_script_meeting_a_damaged_job_settles_the_whole_batch(connec
     await damage(driver.prefix, victim, "available_at", "soon")
     assert await driver.purge("q", JobState.PENDING) == 5
     assert (await driver.counts(["q"]))["q"] == QueueCounts()
+
+
+async def test_close_leaves_a_push_in_another_thread_to_finish(tmp_path: Path) -> None:
+    """close() while a plain thread's push waits for its reply (the blocking facade closed
+    under a Flask thread's push): the push gets its reply on its own connection. close() cut
+    that connection under it: mostly the push was sent again on a new one, but about once in
+    200 closes (4 threads pushing) it waited out its whole timeout, then failed."""
+    with private_redis(tmp_path) as server:
+        driver = driver_from_url(f"{server.url}?timeout=5")
+        assert isinstance(driver, RedisDriver)
+        await driver.open()
+        job = make_job()
+        admin = Redis.from_url(server.url)
+        try:
+            await driver.push(make_job())  # the queue known: a push may go from a thread
+            assert await asyncio.to_thread(driver.push_in_thread, make_job())  # connected
+            await admin.execute_command("CLIENT", "PAUSE", "500", "WRITE")
+            pushing = asyncio.ensure_future(asyncio.to_thread(driver.push_in_thread, job))
+            await asyncio.sleep(0.2)  # the push is sent and waits for the pause to end
+            connections = (await admin.info("stats"))["total_connections_received"]
+            await driver.close()
+            started = time.monotonic()
+            assert await pushing == job.id
+            assert time.monotonic() - started < 4  # its reply, not its 5 s timeout
+            # On the connection it was sent on: not cut under it, then sent again.
+            assert (await admin.info("stats"))["total_connections_received"] == connections
+            assert await driver.get(job.id) is not None
+        finally:
+            await admin.aclose()
+            await driver.close()

@@ -71,13 +71,13 @@ class RedisClient(Driver):
             self._blocking = make_client(self.url, self._options, blocking=True)
         return cast(Client, self._blocking)
 
-    def _thread_redis(self) -> ThreadClient:
+    def _thread_redis(self) -> redis.Redis:
         """The synchronous client for calls from plain threads, made once under a lock (two
         threads may call at once)."""
         with self._thread_lock:
             if self._thread_client is None:
                 self._thread_client = make_thread_client(self.url, self._options)
-            return cast(ThreadClient, self._thread_client)
+            return self._thread_client
 
     def keys(self, queue: str) -> QueueKeys:
         """The keys of `queue` under this driver's prefix."""
@@ -101,7 +101,7 @@ class RedisClient(Driver):
             for client in clients:
                 await client.aclose()
             if thread_client is not None:
-                thread_client.close()
+                _close_idle(thread_client)
 
     async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         async with self._edge.command():
@@ -110,10 +110,15 @@ class RedisClient(Driver):
     def _call_in_thread(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """`_call` from a plain thread, on the synchronous client: the same script, the same
         edge; the deadline is the sockets' (connection.make_thread_client)."""
-        with self._edge:
-            return self._scripts.call_in_thread(
-                self._thread_redis(), name, keys, args, execute_in_thread
-            )
+        client = self._thread_redis()
+        try:
+            with self._edge:
+                return self._scripts.call_in_thread(
+                    cast(ThreadClient, client), name, keys, args, execute_in_thread
+                )
+        finally:
+            if client is not self._thread_client:  # closed meanwhile: close what it gave back
+                _close_idle(client)
 
     async def _run(self, batch: Batch, *, transaction: bool = False) -> list[Any]:
         async with self._edge.command():
@@ -128,3 +133,10 @@ class RedisClient(Driver):
 def seconds(clock: Sequence[str]) -> float:
     """A TIME reply, [seconds, microseconds], as seconds since the epoch."""
     return int(clock[0]) + int(clock[1]) / 1_000_000
+
+
+def _close_idle(client: redis.Redis) -> None:
+    """Close a synchronous client's connections that no thread is using. One in use by a push
+    in another thread is left to it (closing its socket under it made that push wait out its
+    whole timeout for a reply, then fail); that thread closes it once its call is done."""
+    client.connection_pool.disconnect(inuse_connections=False)
