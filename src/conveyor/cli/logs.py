@@ -14,6 +14,9 @@ JOB_FIELDS = ("id", "job", "queue", "attempt", "duration", "outcome")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+#: What starts each further line of a text record: a record's own lines start with its time.
+CONTINUED = "    "
+
 
 #: Characters a terminal acts on rather than shows: C0 and C1 controls, DEL, and the
 #: bidirectional overrides that reorder what is shown.
@@ -36,10 +39,12 @@ def terminal_text(text: str, keep: str = "\n\t") -> str:
 
 class TextFormatter(logging.Formatter):
     """TEXT_FORMAT lines, with control characters escaped (a job's error message is logged
-    when it fails: an ESC or CR in it would act on the terminal that shows the log)."""
+    when it fails: an ESC or CR in it would act on the terminal that shows the log), and every
+    line after a record's first indented (CONTINUED): a newline in an error message cannot
+    start a line that reads as a record of its own, and a traceback reads as its record's."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return terminal_text(super().format(record))
+        return terminal_text(super().format(record)).replace("\n", "\n" + CONTINUED)
 
 
 class JsonFormatter(logging.Formatter):
