@@ -116,8 +116,9 @@ class RegistryCore(Pushing):
     ) -> str:
         """Push the first page of a cursor-chained job (registered with `chain=True`; see
         conveyor.chain), handed `cursor`, and return the chain's id. Every page runs with
-        `payload` and these options. With `chain_id` (1 to 64 of A-Z a-z 0-9 _ . : -) a start
-        repeated (a retried schedule tick) starts nothing new: the chain exists already."""
+        `payload` and these options. With `chain_id` (1 to 64 of A-Z a-z 0-9 _ . : -, not .
+        or ..) a start repeated (a retried schedule tick) starts nothing new: the chain exists
+        already."""
         spec = self.jobs.get(job_name)
         if spec is None:
             raise UnknownJobError(job_name)

@@ -29,7 +29,7 @@ __all__ = ["JOB_ID", "PUSH_CHUNK", "Pushing", "check_job_id", "chunked"]
 T = TypeVar("T")
 
 #: What a job id given to `push` may be: what every driver stores and compares exactly.
-JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+JOB_ID = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.:-]{1,64}")  # not . or .. (as NAME_PATTERN)
 
 
 #: Payloads `push_many` stores per call to the driver (one round trip, all or none), by default.
@@ -64,7 +64,8 @@ def check_job_id(job_id: str) -> str:
     """`job_id` if it can be a job's id, else ConfigError naming the rule."""
     if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
         raise ConfigError(
-            f"job_id {job_id!r} is not valid: use 1 to 64 of the characters A-Z a-z 0-9 _ . : -"
+            f"job_id {job_id!r} is not valid: use 1 to 64 of the characters"
+            " A-Z a-z 0-9 _ . : -, not . or .. alone"
         )
     return job_id
 
@@ -103,8 +104,8 @@ class Pushing(Registration):
         exists stores nothing and returns that job's id. Options given here win over the
         job's defaults, which win over the queue's. With `connection` (your own open database
         connection, on a driver that supports it) the job is written in your transaction and
-        exists only if it commits. With `job_id` (1 to 64 of A-Z a-z 0-9 _ . : -) the job
-        gets that id, and a push of an id stored already stores nothing and returns it: a
+        exists only if it commits. With `job_id` (1 to 64 of A-Z a-z 0-9 _ . : -, not . or ..)
+        the job gets that id, and a push of an id stored already stores nothing and returns it: a
         push you may repeat (a schedule's tick, a retried request) runs once."""
         new = self.new_job(
             queue,

@@ -18,7 +18,9 @@ from conveyor.options import Options
 from conveyor.payload import Codec
 from conveyor.retry import RetryDelay
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+#: Not "." or ".." alone: a path segment a browser resolves away (the dashboard could not
+#: open the page of such a queue, worker or job).
+NAME_PATTERN = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.:-]{1,128}")
 
 #: conveyor's own defaults for what the code, the file and the environment leave unsaid.
 DEFAULT_DRIVER = "sqlite"
@@ -98,7 +100,8 @@ def check_name(kind: str, name: str) -> None:
     """Refuse names outside [A-Za-z0-9_.:-]{1,128}, naming the item."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise RegistryError(
-            f"{kind} name {name!r} is not valid: use 1 to 128 of the characters A-Z a-z 0-9 _ . : -"
+            f"{kind} name {name!r} is not valid: use 1 to 128 of the characters"
+            " A-Z a-z 0-9 _ . : -, not . or .. alone"
         )
 
 

@@ -251,3 +251,14 @@ def test_sql_parts_cut_a_batch_by_payload_size_keeping_order_and_kind() -> None:
     assert [list(part.ids) for part in cut] == [["a"], ["b"], ["c", "d"]]  # type: ignore[attr-defined]
     assert all(isinstance(part, JobBatch) for part in cut)
     assert parts(batch, None) == [batch] and parts(batch, 15) == [batch]
+
+
+@pytest.mark.parametrize("job_id", ["", ".", "..", "a/b", "x" * 65])
+async def test_a_job_id_that_could_not_be_stored_or_opened_is_refused(job_id: str) -> None:
+    """ "." and ".." would be stored, but a browser resolves them away in the dashboard's
+    /jobs/ID address: such a job could never be opened there."""
+    registry = registry_of_rows()
+    with pytest.raises(ConfigError, match=r"is not valid: .* not \. or \.\. alone"):
+        await registry.push("rows", "row", {"n": 1}, job_id=job_id)
+    assert await registry.push("rows", "row", {"n": 1}, job_id="...") == "..."
+    await registry.close()

@@ -105,7 +105,7 @@ def test_queue_may_name_a_registered_driver() -> None:
 
 # -- names --------------------------------------------------------------------------------
 
-BAD_NAMES = ["", "x" * 129, "has space", "a/b"]
+BAD_NAMES = ["", "x" * 129, "has space", "a/b", ".", ".."]
 
 
 def register(registry: Registry, kind: str, name: str) -> None:
@@ -121,7 +121,9 @@ def register(registry: Registry, kind: str, name: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["queue", "worker", "job", "driver"])
-@pytest.mark.parametrize("name", BAD_NAMES, ids=["empty", "129-chars", "space", "slash"])
+@pytest.mark.parametrize(
+    "name", BAD_NAMES, ids=["empty", "129-chars", "space", "slash", "dot", "dot-dot"]
+)
 def test_invalid_name_is_refused_naming_the_item(kind: str, name: str) -> None:
     registry = Registry(default_driver="memory")
     with pytest.raises(RegistryError) as caught:
