@@ -47,7 +47,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from conveyor import forked
 from conveyor.chain import ChainInfo
-from conveyor.drivers.base import QueueCounts, WorkerCounts
+from conveyor.drivers.base import (
+    ALIVE_WITHIN,
+    QueueCounts,
+    Throughput,
+    WorkerCounts,
+    WorkerPresence,
+)
 from conveyor.drivers.lent import LentConnection, hand_back
 from conveyor.errors import RegistryError
 from conveyor.job import JobInfo, JobState
@@ -395,6 +401,26 @@ class BlockingRegistry:
     ) -> int:
         """`Registry.purge`."""
         return self._call(self._registry.purge(queue, state, ids))
+
+    def prune(self, queue: str) -> int:
+        """`Registry.prune`: a cron job or a Django command can prune without a worker."""
+        return self._call(self._registry.prune(queue))
+
+    def migrate(self) -> list[str]:
+        """`Registry.migrate`."""
+        return self._call(self._registry.migrate())
+
+    def workers_alive(self, within: float = ALIVE_WITHIN) -> list[WorkerPresence]:
+        """`Registry.workers_alive`: a health check can ask whether any worker is running."""
+        return self._call(self._registry.workers_alive(within))
+
+    def paused_queues(self) -> set[str]:
+        """`Registry.paused_queues`."""
+        return self._call(self._registry.paused_queues())
+
+    def throughput(self, queue: str, minutes: int = 60) -> Throughput | None:
+        """`Registry.throughput`."""
+        return self._call(self._registry.throughput(queue, minutes))
 
     def start_chain(self, job_name: str, payload: Any, **options: Any) -> str:
         """`Registry.start_chain`."""

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -234,3 +235,35 @@ def test_an_interrupt_in_a_lending_thread_is_raised_there_and_the_loop_goes_on()
     assert portal.call(asyncio.sleep(0, "served")) == "served"
     portal.stop()
     assert seen == ["cancelled"]
+
+
+def test_blocking_prune_migrate_presence_pauses_and_throughput(tmp_path: Path) -> None:
+    """What a cron job, a Django management command or a health check asks from plain code."""
+
+    def registry_on(path: Path) -> Registry:
+        registry = Registry(default_driver=f"sqlite:///{path}")
+        registry.queue("q", workers=["w"], retention=0.001)
+        registry.worker("w")
+        registry.job("ok")(ok)
+        return registry
+
+    path = tmp_path / "p.db"
+    registry = registry_on(path)
+    assert registry.blocking.migrate() == ["sqlite"]
+    first, second = registry.blocking.push_many("q", "ok", [{}, {}])
+
+    async def burst() -> None:
+        other = registry_on(path)
+        await Worker(other, "w", burst=True).run()
+        await other.close()
+
+    asyncio.run(burst())
+    shown = registry.blocking.throughput("q", minutes=5)
+    assert shown is not None and sum(shown.succeeded) == 2
+    assert registry.blocking.workers_alive() == []  # the burst worker said goodbye
+    time.sleep(0.01)  # past the retention
+    assert registry.blocking.prune("q") == 2
+    assert registry.blocking.job_info(first) is None and registry.blocking.job_info(second) is None
+    registry.blocking.pause("q")
+    assert registry.blocking.paused_queues() == {"q"}
+    registry.blocking.close()
