@@ -97,7 +97,7 @@ class Setting:
 
 
 def check_name(kind: str, name: str) -> None:
-    """Refuse names outside [A-Za-z0-9_.:-]{1,128}, naming the item."""
+    """Refuse names outside [A-Za-z0-9_.:-]{1,128}, and "." and "..", naming the item."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise RegistryError(
             f"{kind} name {name!r} is not valid: use 1 to 128 of the characters"
