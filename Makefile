@@ -18,7 +18,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	rm -f conveyor.db conveyor.db-wal conveyor.db-shm
+	rm -rf conveyor.db conveyor.db-wal conveyor.db-shm conveyor.db-wake
 	$(BIN)/python examples/quickstart.py
 
 test: $(VENV)/.installed-dev lint typecheck unit

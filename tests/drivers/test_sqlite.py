@@ -23,6 +23,7 @@ from conveyor.drivers.base import Reservation
 from conveyor.drivers.sql.adapter import REQUIRED_QUERIES
 from conveyor.drivers.sql.queries import load_migrations, load_queries
 from conveyor.drivers.sql.sqlite import SqliteConnection, SqliteDriver
+from conveyor.drivers.sql.sqlite.doorbell import Doorbell
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import JobState
 from tests.contract.helpers import make_job
@@ -518,7 +519,17 @@ asyncio.run(main())
 """
 
 
-async def test_wait_returns_soon_after_a_push_from_another_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("heard_by", ["doorbell", "watcher"])
+async def test_wait_returns_soon_after_a_push_from_another_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, heard_by: str
+) -> None:
+    """Heard by the doorbell (the watcher made to look once a minute), or by the watcher
+    alone (no doorbell: no Unix sockets, a folder that cannot be made)."""
+    if heard_by == "doorbell":
+        monkeypatch.setattr(sqlite_module, "WATCH_BUSY", 60.0)
+        monkeypatch.setattr(sqlite_module, "WATCH_IDLE", 60.0)
+    else:
+        monkeypatch.setattr(Doorbell, "open", lambda self, notify: None)
     driver = SqliteDriver(tmp_path / "jobs.db")
     try:
         assert await driver.reserve(["q"], 1, 30.0, "w") == []

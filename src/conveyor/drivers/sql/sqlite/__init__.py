@@ -10,13 +10,14 @@ The file runs in WAL mode, so readers never wait for the one writer; writers que
 thread, so the event loop never blocks on the disk, and every driver method is one hop to that
 thread.
 
-SQLite cannot notify other processes, but it can tell cheaply that one has written:
-`PRAGMA data_version` changes when another connection commits. A watcher thread with a
-connection of its own looks (a read of shared memory, not of the file) every WATCH_BUSY
-seconds right after a reserve that found jobs, less often as the quiet lasts, up to every
-WATCH_IDLE seconds, and wakes `wait` when it changes: an idle worker starts a job pushed by
-another process within milliseconds, for a fraction of a percent of a core. A push through
-the same driver instance wakes it at once.
+SQLite cannot notify other processes, so conveyor does: a waiting driver binds a Unix datagram
+socket beside the file, and a push, release or retry rings every socket there after its commit
+(doorbell.py), so an idle worker starts a job pushed by another process at once. As the
+fallback, SQLite can tell cheaply that another connection has written: `PRAGMA data_version`
+changes when one commits. A watcher thread with a connection of its own looks (a read of shared
+memory, not of the file) every WATCH_BUSY seconds right after a reserve that found jobs, less
+often as the quiet lasts, up to every WATCH_IDLE seconds, and wakes `wait` when it changes. A
+push through the same driver instance wakes it at once.
 
 Durability follows postgres's line. Writes run with `PRAGMA synchronous = FULL` (the commit
 returns once the WAL is synced, so a job whose push returned survives a power cut), except
@@ -37,6 +38,7 @@ from urllib.parse import parse_qsl, unquote
 
 from conveyor.drivers import Location
 from conveyor.drivers.base import Capabilities
+from conveyor.drivers.local import LocalWakeup
 from conveyor.drivers.sql.adapter import Params, Row
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.single import push_params
@@ -47,6 +49,7 @@ from conveyor.drivers.sql.sqlite.connection import (
     RELAXED_STATEMENTS,
     SqliteConnection,
 )
+from conveyor.drivers.sql.sqlite.doorbell import Doorbell, Ringer
 from conveyor.drivers.sql.sqlite.watcher import Watcher
 from conveyor.drivers.sql.url import SqlOptions, sql_options
 from conveyor.errors import ConfigError
@@ -105,6 +108,9 @@ class SqliteDriver(SqlDriver):
         connection = SqliteConnection(self.path)
         super().__init__(connection, __name__, prefix=prefix, migrate=migrate)
         self._watcher = Watcher(self.path, BUSY_TIMEOUT, self._watch_interval)
+        self._doorbell = Doorbell(self.path)
+        self._ringer = Ringer(self.path)
+        self._pushed = self._wakeup = _Wakeup(self._ringer)
         self._last_work = -math.inf  # time.monotonic() of the last reserve that found jobs
         # The watcher's count of commits seen as the last reserve began: a count that has
         # moved on since means someone (another process, perhaps) wrote after it.
@@ -127,12 +133,18 @@ class SqliteDriver(SqlDriver):
         # Noted before the statement runs: a job another process commits after this is
         # either reserved by it, or moves the count on and so ends the next `wait`.
         await self._ready()  # our own migrations are not news to the watcher
-        self._watcher.start(self._pushed.notify)
+        self._listen()
         self._seen = self._watcher.commits
         rows = await super()._reserve_rows(params)
         if rows:
             self._last_work = time.monotonic()
         return rows
+
+    def _listen(self) -> None:
+        """Hear of commits by other connections: their doorbell at once, the watcher's look at
+        the file as the fallback (doorbell.py)."""
+        self._doorbell.open(self._wakeup.heard)
+        self._watcher.start(self._wakeup.heard)
 
     def _watch_interval(self) -> float:
         """A tenth of the quiet since the last reserve that found jobs, between the bounds."""
@@ -141,7 +153,7 @@ class SqliteDriver(SqlDriver):
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return when this instance pushed, when another connection has committed since the
         last reserve began (a push from another process, perhaps), or after `timeout`."""
-        self._watcher.start(self._pushed.notify)
+        self._listen()
         self._waiting_loop = asyncio.get_running_loop()
         if self._watcher.commits != self._seen:
             return
@@ -160,7 +172,8 @@ class SqliteDriver(SqlDriver):
         loop = self._waiting_loop  # a worker of this instance waiting: wake it now
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # its loop has closed
-                loop.call_soon_threadsafe(self._pushed.notify)
+                loop.call_soon_threadsafe(self._wakeup.heard)
+        self._ringer.ring()
         return job.id
 
     async def durability(self) -> str:
@@ -170,7 +183,25 @@ class SqliteDriver(SqlDriver):
     async def close(self) -> None:
         """Stop watching and close the connection; jobs stay stored."""
         self._watcher.stop()
+        self._doorbell.close()
+        self._ringer.close()
         await super().close()
+
+
+class _Wakeup(LocalWakeup):
+    """The driver's LocalWakeup, whose `notify` (this driver pushed, released or retried jobs)
+    also rings the waiting drivers of other processes; `heard` is what their ringing calls."""
+
+    def __init__(self, ringer: Ringer) -> None:
+        super().__init__()
+        self._ringer = ringer
+
+    def notify(self) -> None:
+        super().notify()
+        self._ringer.ring()
+
+    def heard(self) -> None:
+        super().notify()
 
 
 def _parse_url(url: str) -> tuple[str, SqlOptions]:
