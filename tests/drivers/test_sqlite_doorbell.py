@@ -14,7 +14,7 @@ import pytest
 import conveyor.drivers.sql.sqlite as sqlite_module
 from conveyor.drivers.base import Release
 from conveyor.drivers.sql.sqlite import SqliteDriver
-from conveyor.drivers.sql.sqlite.doorbell import Doorbell, Ringer, folder_of
+from conveyor.drivers.sql.sqlite.doorbell import Ringer, folder_of
 from tests.contract.helpers import make_job
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets here")
@@ -87,10 +87,20 @@ def test_a_dead_processs_socket_is_removed_and_an_absent_folder_is_no_error(
         ringer.close()
 
 
-async def test_a_path_too_long_for_a_socket_leaves_the_watcher_to_do_it(tmp_path: Path) -> None:
+async def test_a_path_too_long_for_a_socket_address_rings_through_the_temporary_folder(
+    tmp_path: Path,
+) -> None:
     deep = tmp_path / ("d" * 90)
     deep.mkdir()
-    bell = Doorbell(str(deep / "jobs.db"))
-    bell.open(lambda: None)
-    assert not os.path.exists(folder_of(str(deep / "jobs.db")))
-    bell.close()
+    path = deep / "jobs.db"
+    assert not folder_of(str(path)).startswith(str(deep))
+    worker, pusher = SqliteDriver(path), SqliteDriver(path)
+    try:
+        wait = await waiting(worker)
+        assert len(os.listdir(folder_of(str(path)))) == 1
+        await pusher.push(make_job())
+        await asyncio.wait_for(wait, 5.0)
+    finally:
+        await worker.close()
+        await pusher.close()
+    os.rmdir(folder_of(str(path)))  # empty: its socket went with its driver

@@ -3,17 +3,18 @@ processes: each driver that waits for jobs binds a Unix datagram socket in a fol
 database file (`jobs.db-wake/`), and a driver that pushed, released or retried jobs sends every
 socket there one byte after its commit. A byte lost costs only the wait for the watcher's next
 look at the file (watcher.py), which stays as the fallback: without Unix sockets (Windows), with
-a folder that cannot be made, a path too long for a socket's address, or a file that processes
-of several machines share.
+a folder that cannot be made, or a file that processes of several machines share.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import secrets
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -28,9 +29,19 @@ RELIST_EVERY = 1.0
 _MAX_ADDRESS = 103
 
 
+#: The longest name a socket gets in the folder: the process id in hex, a dot, 4 hex digits.
+_NAME = 11
+
+
 def folder_of(path: str) -> str:
-    """The folder of the sockets of the workers waiting on the database file `path`."""
-    return f"{path}-wake"
+    """The folder of the sockets of the workers waiting on the database file `path`: beside it,
+    or, where that would make an address too long, in the temporary folder under a name made
+    of the file's path (the same in every process of the machine that shares that folder)."""
+    beside = f"{path}-wake"
+    if len(os.fsencode(beside)) + 1 + _NAME <= _MAX_ADDRESS:
+        return beside
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:24]
+    return os.path.join(tempfile.gettempdir(), f"conveyor-wake-{digest}")
 
 
 class Doorbell:
@@ -48,7 +59,7 @@ class Doorbell:
         cannot be done (the watcher's looks remain)."""
         if self._socket is not None or not hasattr(socket, "AF_UNIX"):
             return
-        address = os.path.join(self._folder, f"{os.getpid()}-{secrets.token_hex(4)}")
+        address = os.path.join(self._folder, f"{os.getpid():x}.{secrets.token_hex(2)}")
         if len(os.fsencode(address)) > _MAX_ADDRESS:
             return
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
