@@ -28,7 +28,6 @@ RELIST_EVERY = 1.0
 #: The longest socket address Linux and macOS take (sun_path), less its terminating NUL.
 _MAX_ADDRESS = 103
 
-
 #: The longest name a socket gets in the folder: the process id in hex, a dot, 4 hex digits.
 _NAME = 11
 
@@ -53,12 +52,14 @@ class Doorbell:
         self._address = ""
         self._pid = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tried = False
 
     def open(self, notify: Callable[[], None]) -> None:
-        """Bind the socket and listen on the running loop, once; quietly nothing where it
-        cannot be done (the watcher's looks remain)."""
-        if self._socket is not None or not hasattr(socket, "AF_UNIX"):
+        """Bind the socket and listen on the running loop: tried once until `close`, and
+        quietly nothing where it cannot be done (the watcher's looks remain)."""
+        if self._tried or not hasattr(socket, "AF_UNIX"):
             return
+        self._tried = True
         address = os.path.join(self._folder, f"{os.getpid():x}.{secrets.token_hex(2)}")
         if len(os.fsencode(address)) > _MAX_ADDRESS:
             return
@@ -76,7 +77,7 @@ class Doorbell:
 
     def close(self) -> None:
         """Stop listening and remove the socket (not in a forked child: it is the parent's)."""
-        listener, self._socket = self._socket, None
+        listener, self._socket, self._tried = self._socket, None, False
         if listener is None:
             return
         if self._loop is not None and not self._loop.is_closed():
