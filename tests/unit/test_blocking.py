@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from conveyor import Job, JobState, Registry, Worker, blocking
+from conveyor.spec import DEFAULT_RETENTION
 
 
 async def ok(job: Job[dict[str, Any]]) -> None:
@@ -26,9 +27,9 @@ async def boom(job: Job[dict[str, Any]]) -> None:
     raise RuntimeError("boom")
 
 
-def make_registry(db: Path) -> Registry:
+def make_registry(db: Path, retention: float = DEFAULT_RETENTION) -> Registry:
     registry = Registry(default_driver=f"sqlite:///{db}")
-    registry.queue("q", workers=["w"], retry=0)
+    registry.queue("q", workers=["w"], retry=0, retention=retention)
     registry.worker("w", poll_interval=0.02)
     registry.job("ok")(ok)
     registry.job("boom")(boom)
@@ -237,27 +238,12 @@ def test_an_interrupt_in_a_lending_thread_is_raised_there_and_the_loop_goes_on()
     assert seen == ["cancelled"]
 
 
-def test_blocking_prune_migrate_presence_pauses_and_throughput(tmp_path: Path) -> None:
+def test_blocking_prune_migrate_presence_pauses_and_throughput(db: Path) -> None:
     """What a cron job, a Django management command or a health check asks from plain code."""
-
-    def registry_on(path: Path) -> Registry:
-        registry = Registry(default_driver=f"sqlite:///{path}")
-        registry.queue("q", workers=["w"], retention=0.001)
-        registry.worker("w")
-        registry.job("ok")(ok)
-        return registry
-
-    path = tmp_path / "p.db"
-    registry = registry_on(path)
+    registry = make_registry(db, retention=0.001)
     assert registry.blocking.migrate() == ["sqlite"]
     first, second = registry.blocking.push_many("q", "ok", [{}, {}])
-
-    async def burst() -> None:
-        other = registry_on(path)
-        await Worker(other, "w", burst=True).run()
-        await other.close()
-
-    asyncio.run(burst())
+    run_worker(db)
     shown = registry.blocking.throughput("q", minutes=5)
     assert shown is not None and sum(shown.succeeded) == 2
     assert registry.blocking.workers_alive() == []  # the burst worker said goodbye
