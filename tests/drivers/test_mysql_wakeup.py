@@ -112,6 +112,25 @@ async def test_push_from_another_process_ends_an_idle_wait_soon(
     assert len(await driver.reserve(["q"], 1, 30.0, "w")) == 1
 
 
+@pytest.mark.parametrize("looks", ["server", "client"])
+async def test_push_from_another_process_here_rings_the_doorbell(
+    drivers: Drivers[MysqlDriver], prefix: str, looks: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looks slowed to one every 5 s (on the server, MariaDB, or from the client, MySQL): only
+    the doorbell can end the wait within SOON."""
+    for name in ("TICK_BUSY", "TICK_IDLE", "PROBE_BUSY", "PROBE_IDLE"):
+        monkeypatch.setattr(wakeup_module, name, 5.0)
+    driver = await drivers.open()
+    driver._wakeup.on_server = looks == "server"
+    waiting = await idle(driver)
+
+    pusher = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PUSH_FROM_ANOTHER_PROCESS, URL, prefix
+    )
+    assert await pusher.wait() == 0
+    await ends_soon(waiting, time.monotonic())
+
+
 async def test_push_to_another_queue_does_not_end_the_wait(
     drivers: Drivers[MysqlDriver],
 ) -> None:

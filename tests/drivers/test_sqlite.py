@@ -20,10 +20,10 @@ import conveyor.drivers.sql.sqlite as sqlite_module
 import conveyor.drivers.sql.sqlite.connection as sqlite_connection
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Reservation
+from conveyor.drivers.doorbell import Doorbell
 from conveyor.drivers.sql.adapter import REQUIRED_QUERIES
 from conveyor.drivers.sql.queries import load_migrations, load_queries
 from conveyor.drivers.sql.sqlite import SqliteConnection, SqliteDriver
-from conveyor.drivers.sql.sqlite.doorbell import Doorbell
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import JobState
 from tests.contract.helpers import make_job

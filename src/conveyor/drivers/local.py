@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 
 from conveyor.drivers.base import Driver, WorkerCounts, WorkerPresence
 
@@ -47,8 +48,9 @@ class LocalWakeup:
     def __init__(self) -> None:
         self._event = asyncio.Event()
 
-    def notify(self) -> None:
-        """A job was pushed, released or retried: wake the waiters."""
+    def notify(self, queues: Iterable[str] | None = None) -> None:
+        """A job was pushed, released or retried (in `queues`, where known: what a subclass
+        tells other processes; None for any): wake the waiters."""
         self._event.set()
 
     def forget(self) -> None:

@@ -40,6 +40,7 @@ from conveyor.drivers.sql.rows import (
     ids_json,
     job_ids,
     job_info,
+    job_queues,
     json_text,
     parts,
     push_item,
@@ -176,7 +177,7 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
             ids = await self._borrower().borrow(connection, work)
         else:
             ids = await conn.transaction(functools.partial(work, held_first=True))
-        self._pushed.notify()
+        self._pushed.notify(job_queues(jobs))
         return ids
 
     async def _push_plain(self, jobs: Sequence[NewJob]) -> None:
@@ -335,7 +336,7 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
 
         acked = await (await self._ready()).transaction(work, durable=False)
         if successors:
-            self._pushed.notify()
+            self._pushed.notify(job_queues(successors))
         return acked
 
     async def release(self, releases: Sequence[Release]) -> set[str]:
@@ -345,7 +346,9 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
         ]
         released = await self._fenced("release", items)
         if released:
-            self._pushed.notify()
+            # Other processes are told only of jobs due now (of any queue: a release names
+            # none); a delayed one they see fall due by their own looks.
+            self._pushed.notify(None if any(item.delay <= 0 for item in releases) else ())
         return released
 
     async def fail(self, failures: Sequence[Failure]) -> set[str]:
@@ -399,7 +402,7 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
         params = {"queue": queue, "ids": ids_json(ids)}
         moved = await self._execute("retry_failed", params)
         if moved:
-            self._pushed.notify()
+            self._pushed.notify((queue,))
         return moved
 
     async def purge(

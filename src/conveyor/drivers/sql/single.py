@@ -32,7 +32,7 @@ class SinglePush(Driver):
         if query is None or job.unique is not None or connection is not None:
             return (await self.push_many([job], connection=connection))[0]
         await (await self._ready()).execute(query, push_params(job))
-        self._pushed.notify()
+        self._pushed.notify((job.queue,))
         return job.id
 
 

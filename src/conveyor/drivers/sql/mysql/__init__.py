@@ -17,7 +17,9 @@ has no LISTEN/NOTIFY, so an idle worker looks for due jobs with a cheap probe (t
 dives per queue, no lock), on the server where MariaDB allows, every millisecond after recent
 work and every 40 ms when idle (see `wakeup`): it starts a job pushed from another process
 within a few milliseconds while work flows and within tens of milliseconds when idle, for
-under 1% of a core (a push through the same driver instance wakes it at once). Deadlocks
+under 1% of a core. A push through the same driver instance wakes it at once, and so does
+one from another process on the same machine, which rings the waiting drivers' doorbells
+after its commit (drivers/doorbell.py: a Unix datagram socket each). Deadlocks
 and lock wait timeouts are retried inside the driver; a lost connection is replaced, so
 after a server restart the driver carries on.
 
@@ -62,6 +64,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from conveyor.drivers import Location, safe_url
 from conveyor.drivers.base import Capabilities
+from conveyor.drivers.doorbell import Doorbell, Ringer, RingingWakeup, private_folder
 from conveyor.drivers.sql.adapter import Params, Row
 from conveyor.drivers.sql.deadline import TIMEOUT
 from conveyor.drivers.sql.driver import SqlDriver
@@ -134,6 +137,11 @@ class MysqlDriver(SqlDriver):
             MysqlConnection(target, pool_size=pool_size), __name__, prefix=prefix, migrate=migrate
         )
         self.target = target
+        place = target.unix_socket or f"{target.host.lower()}:{target.port}"
+        folder = private_folder(f"mysql://{place}/{target.database}?prefix={prefix}")
+        self._doorbell = Doorbell(folder)
+        self._ringer = Ringer(folder)
+        self._pushed = self._rung = RingingWakeup(self._ringer)
         self._wakeup = Wakeup(self._fetch, self._pushed)
         #: Whether this instance's last reserve took as many jobs as it asked for.
         self._backlog = False
@@ -178,8 +186,17 @@ class MysqlDriver(SqlDriver):
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return when this instance pushed, when a job may be due in `queues` (pushed by
-        another process, say: see `wakeup`), or after `timeout` seconds."""
+        another process, say: see `wakeup`), or after `timeout` seconds. A push from another
+        process on this machine rings the doorbell (drivers/doorbell.py) and ends it at once."""
+        self._doorbell.open(self._rung.heard)
+        self._rung.serving.update(queues)
         await self._wakeup.wait(queues, timeout)
+
+    async def close(self) -> None:
+        """Stop listening for the doorbell and close the pool; jobs stay stored."""
+        self._doorbell.close()
+        self._ringer.close()
+        await super().close()
 
     async def durability(self) -> str:
         """`innodb_flush_log_at_trx_commit=<n>`, and at 1 whether the binary log is off or

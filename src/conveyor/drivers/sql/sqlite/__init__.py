@@ -12,7 +12,7 @@ thread.
 
 SQLite cannot notify other processes, so conveyor does: a waiting driver binds a Unix datagram
 socket beside the file, and a push, release or retry rings every socket there after its commit
-(doorbell.py), so an idle worker starts a job pushed by another process at once. As the
+(drivers/doorbell.py), so an idle worker starts a job pushed by another process at once. As the
 fallback, SQLite can tell cheaply that another connection has written: `PRAGMA data_version`
 changes when one commits. A watcher thread with a connection of its own looks (a read of shared
 memory, not of the file) every WATCH_BUSY seconds right after a reserve that found jobs, less
@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl, unquote
 
 from conveyor.drivers import Location
 from conveyor.drivers.base import Capabilities
-from conveyor.drivers.local import LocalWakeup
+from conveyor.drivers.doorbell import Doorbell, Ringer, RingingWakeup, folder_of
 from conveyor.drivers.sql.adapter import Params, Row
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.single import push_params
@@ -49,7 +49,6 @@ from conveyor.drivers.sql.sqlite.connection import (
     RELAXED_STATEMENTS,
     SqliteConnection,
 )
-from conveyor.drivers.sql.sqlite.doorbell import Doorbell, Ringer
 from conveyor.drivers.sql.sqlite.watcher import Watcher
 from conveyor.drivers.sql.url import SqlOptions, sql_options
 from conveyor.errors import ConfigError
@@ -108,9 +107,9 @@ class SqliteDriver(SqlDriver):
         connection = SqliteConnection(self.path)
         super().__init__(connection, __name__, prefix=prefix, migrate=migrate)
         self._watcher = Watcher(self.path, BUSY_TIMEOUT, self._watch_interval)
-        self._doorbell = Doorbell(self.path)
-        self._ringer = Ringer(self.path)
-        self._pushed = self._wakeup = _Wakeup(self._ringer)
+        self._doorbell = Doorbell(folder_of(self.path))
+        self._ringer = Ringer(folder_of(self.path))
+        self._pushed = self._wakeup = RingingWakeup(self._ringer)
         self._last_work = -math.inf  # time.monotonic() of the last reserve that found jobs
         # The watcher's count of commits seen as the last reserve began: a count that has
         # moved on since means someone (another process, perhaps) wrote after it.
@@ -142,7 +141,7 @@ class SqliteDriver(SqlDriver):
 
     def _listen(self) -> None:
         """Hear of commits by other connections: their doorbell at once, the watcher's look at
-        the file as the fallback (doorbell.py)."""
+        the file as the fallback (drivers/doorbell.py)."""
         self._doorbell.open(self._wakeup.heard)
         self._watcher.start(self._wakeup.heard)
 
@@ -154,6 +153,7 @@ class SqliteDriver(SqlDriver):
         """Return when this instance pushed, when another connection has committed since the
         last reserve began (a push from another process, perhaps), or after `timeout`."""
         self._listen()
+        self._wakeup.serving.update(queues)
         self._waiting_loop = asyncio.get_running_loop()
         if self._watcher.commits != self._seen:
             return
@@ -173,7 +173,7 @@ class SqliteDriver(SqlDriver):
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # its loop has closed
                 loop.call_soon_threadsafe(self._wakeup.heard)
-        self._ringer.ring()
+        self._ringer.ring((job.queue,))
         return job.id
 
     async def durability(self) -> str:
@@ -186,22 +186,6 @@ class SqliteDriver(SqlDriver):
         self._doorbell.close()
         self._ringer.close()
         await super().close()
-
-
-class _Wakeup(LocalWakeup):
-    """The driver's LocalWakeup, whose `notify` (this driver pushed, released or retried jobs)
-    also rings the waiting drivers of other processes; `heard` is what their ringing calls."""
-
-    def __init__(self, ringer: Ringer) -> None:
-        super().__init__()
-        self._ringer = ringer
-
-    def notify(self) -> None:
-        super().notify()
-        self._ringer.ring()
-
-    def heard(self) -> None:
-        super().notify()
 
 
 def _parse_url(url: str) -> tuple[str, SqlOptions]:
