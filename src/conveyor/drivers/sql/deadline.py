@@ -31,6 +31,7 @@ __all__ = [
     "MIGRATION_TIMEOUT",
     "TIMEOUT",
     "Deadline",
+    "no_answer",
     "whole_seconds",
 ]
 
@@ -81,18 +82,24 @@ class Deadline:
     def error(self, server: str, what: str, log: logging.Logger) -> BackendUnavailableError:
         """The error for the call it limited, once expired, logged as a warning. `server` names
         it for the user, as in "PostgreSQL at postgresql://app@db/app"."""
-        log.warning(
-            "%s gave no answer to %s within %gs: connection discarded", server, what, self.seconds
-        )
-        return BackendUnavailableError(
-            f"{server} gave no answer to {what} within {self.seconds:g}s, so its connection was"
-            " discarded: check the server and the network; workers retry with backoff (raise"
-            " the URL's timeout= if statements are merely slow)"
-        )
+        return no_answer(server, what, self.seconds, log)
 
     def _expire(self) -> None:
         self.expired = True
         self._kill()
+
+
+def no_answer(
+    server: str, what: str, seconds: float, log: logging.Logger
+) -> BackendUnavailableError:
+    """The error for a call `server` did not answer within `seconds`, whose connection was
+    discarded, logged as a warning."""
+    log.warning("%s gave no answer to %s within %gs: connection discarded", server, what, seconds)
+    return BackendUnavailableError(
+        f"{server} gave no answer to {what} within {seconds:g}s, so its connection was"
+        " discarded: check the server and the network; workers retry with backoff (raise"
+        " the URL's timeout= if statements are merely slow)"
+    )
 
 
 def whole_seconds(seconds: float) -> int:

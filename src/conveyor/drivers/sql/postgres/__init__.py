@@ -55,6 +55,7 @@ from conveyor.drivers.sql.postgres.statistics import Statistics
 from conveyor.drivers.sql.postgres.target import Target
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.rows import any_unique, job_ids, job_queues, json_text, push_item
+from conveyor.drivers.sql.single import push_params
 from conveyor.drivers.sql.url import (
     OPTIONS,
     SqlOptions,
@@ -114,6 +115,7 @@ class PostgresDriver(SqlDriver):
         control=True,
         schedules=True,
         streamed_push=True,
+        thread_push=True,
     )
 
     def __init__(
@@ -144,6 +146,17 @@ class PostgresDriver(SqlDriver):
 
     def _location(self) -> str:
         return self.target.conninfo or self.target.shown
+
+    def push_in_thread(self, job: NewJob) -> str | None:
+        """`push` from a plain thread (the blocking facade's): the same statement, its NOTIFY
+        in it, on a synchronous connection of the driver's own (threads.py), without the hops
+        to the event loop's thread and back. None for a job with a unique key (that takes a
+        transaction), before the driver was opened, or with every such connection busy."""
+        query = self._queries.get("push")
+        if query is None or job.unique is not None or not self._opened:
+            return None
+        assert isinstance(self._conn, PostgresConnection)
+        return job.id if self._conn.execute_in_thread(query, push_params(job)) else None
 
     async def close(self) -> None:
         """Stop listening and close the pool; jobs stay stored."""

@@ -31,7 +31,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, C
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -41,10 +40,10 @@ from conveyor.drivers.sql.deadline import (
     IDLE_CHECK,
     MIGRATION_TIMEOUT,
     Deadline,
-    whole_seconds,
 )
 from conveyor.drivers.sql.postgres.socket import PooledConnection
 from conveyor.drivers.sql.postgres.target import Target
+from conveyor.drivers.sql.postgres.threads import ThreadConnections
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.shielded import shielded
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
@@ -79,6 +78,7 @@ class PostgresConnection:
         self._used: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
             weakref.WeakKeyDictionary()
         )
+        self._threads = ThreadConnections(target, pool_size)
 
     async def open(self) -> None:
         """Connect once to check the settings, then start the pool."""
@@ -108,6 +108,7 @@ class PostgresConnection:
     async def close(self) -> None:
         """Close every pooled connection; `open` may be called again afterwards."""
         pool, self._pool = self._pool, None
+        self._threads.close()
         if pool is not None:
             with self.target.translated("close"):
                 await pool.close()
@@ -119,6 +120,16 @@ class PostgresConnection:
     async def execute(self, query: Query, params: Params) -> int:
         """Run one statement on its own and return how many rows it changed."""
         return await self._pooled(query.name, lambda tx: tx.execute(query, params))
+
+    def execute_in_thread(self, query: Query, params: Params) -> bool:
+        """`execute` from the calling thread, which it blocks (the blocking facade's push from
+        a plain thread), on a synchronous connection (threads.py); False, running nothing,
+        when this platform cannot or every such connection is busy."""
+        if self._pool is None:
+            raise DriverError(
+                f"the PostgreSQL driver for {self.target.shown} is closed: call open() first"
+            )
+        return ThreadConnections.able() and self._threads.execute(query, params)
 
     async def script(self, sql: str) -> None:
         """Run several statements in one simple-protocol call."""
@@ -257,14 +268,8 @@ class PostgresConnection:
             self._used[conn] = time.monotonic()
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Set a new pooled connection up. JIT off: conveyor's statements are short, but the
-        planner's guesses for their JSON batches (100 rows per batch, 100 queues) can push their
-        estimated cost past jit_above_cost, and compiling then takes a hundred times longer than
-        running (seen: 270 ms of JIT for a 2 ms reserve). A transaction left idle past the
-        timeout is ended by the server: its client was cut off and will never finish it."""
-        idle = sql.Literal(f"{whole_seconds(self.target.timeout)}s")
-        setup = sql.SQL("SET jit = off; SET idle_in_transaction_session_timeout = {}")
-        await watched(conn, self.target, "set-up", conn.execute(setup.format(idle)))
+        """Set a new pooled connection up (`Target.setup`)."""
+        await watched(conn, self.target, "set-up", conn.execute(self.target.setup()))
         self._used[conn] = time.monotonic()
 
     async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:

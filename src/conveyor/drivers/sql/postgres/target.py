@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from conveyor.drivers import keepalive
@@ -85,6 +86,16 @@ class Target:
         if not self.conninfo.strip():
             return "libpq defaults (PG* environment variables)"
         return self.location.shown
+
+    def setup(self) -> sql.Composed:
+        """What each new connection runs first. JIT off: conveyor's statements are short, but
+        the planner's guesses for their JSON batches (100 rows per batch, 100 queues) can push
+        their estimated cost past jit_above_cost, and compiling then takes a hundred times
+        longer than running (seen: 270 ms of JIT for a 2 ms reserve). A transaction left idle
+        past the timeout is ended by the server: its client was cut off and will never finish
+        it."""
+        idle = sql.Literal(f"{whole_seconds(self.timeout)}s")
+        return sql.SQL("SET jit = off; SET idle_in_transaction_session_timeout = {}").format(idle)
 
     def mask(self, text: str) -> str:
         """`text` with the password, wherever it appears, replaced by ***."""
