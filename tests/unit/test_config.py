@@ -298,18 +298,27 @@ def test_a_wrong_environment_value_names_the_variable_the_value_and_the_rule() -
     assert "CONVEYOR_RETRY='-2': retry must be a whole number from 0 to 2147483646" in message
 
 
-def test_an_environment_variable_naming_nothing_registered_is_a_warning(
+def test_an_environment_variable_naming_nothing_registered_is_a_warning_naming_what_is(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     registry = make_app()
     registry.configure(
-        environ={"CONVEYOR_QUEUE_MAIL_RETRY": "1", "CONVEYOR_QUEUE_GHOST_RETRY": "1"}
+        environ={
+            "CONVEYOR_QUEUE_MAIL_RETRY": "1",
+            "CONVEYOR_QUEUE_GHOST_RETRY": "1",
+            "CONVEYOR_WORKER_MIAN_LEASE": "3",
+            "CONVEYOR_DRIVER_MAIN_URL": "memory://",
+        }
     )
     with caplog.at_level(logging.WARNING, logger="conveyor.config"):
         registry.freeze()
     assert caplog.messages == [
         "environment variable CONVEYOR_QUEUE_GHOST_RETRY names no registered queue, worker or"
-        " driver, or no setting of one: ignored"
+        " driver, or no setting of one (registered queues: mail): ignored",
+        "environment variable CONVEYOR_WORKER_MIAN_LEASE names no registered queue, worker or"
+        " driver, or no setting of one (registered workers: main): ignored",
+        "environment variable CONVEYOR_DRIVER_MAIN_URL names no registered queue, worker or"
+        " driver, or no setting of one: ignored",
     ]
 
 
