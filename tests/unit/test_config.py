@@ -480,6 +480,18 @@ def test_a_driver_made_in_code_as_an_instance_cannot_be_configured(tmp_path: Pat
         registry.freeze()
 
 
+def test_a_driver_made_in_code_as_an_instance_cannot_be_changed_by_the_environment() -> None:
+    registry = make_app()
+    registry.driver("store", MemoryDriver())
+    registry.configure(environ={"CONVEYOR_DRIVER_STORE_URL": "sync://"})
+    with pytest.raises(ConfigError) as caught:
+        registry.freeze()
+    assert (
+        "environment variable CONVEYOR_DRIVER_STORE_URL: driver 'store' is an instance made in"
+        " code, which configuration cannot change: register it as a URL instead"
+    ) in str(caught.value)
+
+
 def test_a_drivers_section_for_a_new_name_needs_a_url(tmp_path: Path) -> None:
     write(tmp_path, "[drivers.fast]\nprefix = 'x_'\n")
     with pytest.raises(ConfigError, match=r"conveyor.toml:1: \[drivers.fast\] needs url"):
