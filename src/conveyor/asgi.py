@@ -243,6 +243,11 @@ class _Wrapped:
                 raise
             # The application does not speak the lifespan protocol: answer for it.
             await self._answer_alone(receive, send)
+            return
+        if not self.answered:
+            # It returned without a word (one that serves http and ignores other scopes): the
+            # server would go on without a shutdown to stop the workers at, so answer for it.
+            await self._answer_alone(receive, send)
 
     async def _answer_alone(self, receive: Receive, send: Send) -> None:
         await send({"type": "lifespan.startup.complete"})

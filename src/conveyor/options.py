@@ -105,9 +105,11 @@ class PushManyOptions(_SharedOptions, total=False):
 
 
 class PushOptions(_SharedOptions, total=False):
-    """The keyword options of `push`: those of `push_many` but `chunk`, and `unique`."""
+    """The keyword options of `push`: those of `push_many` but `chunk`, and `unique` and
+    `job_id`."""
 
     unique: str | None
+    job_id: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,8 @@ async def main() -> None:
     ids: list[str] = await send.push_many([Email("b@example.com")], queue="bulk", retry=1)
     await send.push_many((Email(f"{n}@example.com") for n in range(3)), chunk=2)
     blocking_id: str = send.blocking.push(Email("c@example.com"), timeout=30.0)
+    await send.push(Email("e@example.com"), job_id="order-7")  # an id of your own: pushed once
+    send.blocking.push(Email("e@example.com"), job_id="order-7")
     text.blocking.push_many([{"number": "+1"}], meta={"from": "signup"})
     await text.push({"number": "+44"}, connection=None)
     await send(Job(job_id, "mail", "mail.send", Email("d@example.com"), 1, 1, {}, 0.0))

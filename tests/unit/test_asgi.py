@@ -217,6 +217,27 @@ async def test_middleware_answers_for_an_app_without_lifespan_support() -> None:
     assert events == ["driver opened", "driver closed"]
 
 
+async def test_middleware_answers_for_an_app_that_returns_from_lifespan_without_a_word() -> None:
+    events: list[str] = []
+    registry, ran = registry_on(WatchedDriver(events))
+
+    async def http_or_nothing(scope: Scope, receive: Receive, send: Send) -> None:
+        """An application that serves http and returns on any other scope, as many do."""
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+
+    app = LifespanMiddleware(http_or_nothing, registry, "web")
+    server = Server()
+    task = await run_protocol(app, server)
+    await registry.push("q", "ping", {})
+    await asyncio.wait_for(ran.wait(), timeout=5)
+    await server.say("lifespan.shutdown")
+    await asyncio.wait_for(task, timeout=5)
+    assert server.told == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert events == ["driver opened", "driver closed"]
+    assert not app.healthy
+
+
 async def test_middleware_reports_a_failed_start_up_to_the_server() -> None:
     events: list[str] = []
     registry, _ = registry_on(WatchedDriver(events))

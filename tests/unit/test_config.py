@@ -298,18 +298,27 @@ def test_a_wrong_environment_value_names_the_variable_the_value_and_the_rule() -
     assert "CONVEYOR_RETRY='-2': retry must be a whole number from 0 to 2147483646" in message
 
 
-def test_an_environment_variable_naming_nothing_registered_is_a_warning(
+def test_an_environment_variable_naming_nothing_registered_is_a_warning_naming_what_is(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     registry = make_app()
     registry.configure(
-        environ={"CONVEYOR_QUEUE_MAIL_RETRY": "1", "CONVEYOR_QUEUE_GHOST_RETRY": "1"}
+        environ={
+            "CONVEYOR_QUEUE_MAIL_RETRY": "1",
+            "CONVEYOR_QUEUE_GHOST_RETRY": "1",
+            "CONVEYOR_WORKER_MIAN_LEASE": "3",
+            "CONVEYOR_DRIVER_MAIN_URL": "memory://",
+        }
     )
     with caplog.at_level(logging.WARNING, logger="conveyor.config"):
         registry.freeze()
     assert caplog.messages == [
         "environment variable CONVEYOR_QUEUE_GHOST_RETRY names no registered queue, worker or"
-        " driver, or no setting of one: ignored"
+        " driver, or no setting of one (registered queues: mail): ignored",
+        "environment variable CONVEYOR_WORKER_MIAN_LEASE names no registered queue, worker or"
+        " driver, or no setting of one (registered workers: main): ignored",
+        "environment variable CONVEYOR_DRIVER_MAIN_URL names no registered queue, worker or"
+        " driver, or no setting of one: ignored",
     ]
 
 
@@ -469,6 +478,18 @@ def test_a_driver_made_in_code_as_an_instance_cannot_be_configured(tmp_path: Pat
     registry.driver("store", MemoryDriver())
     with pytest.raises(ConfigError, match="driver 'store' is an instance made in code"):
         registry.freeze()
+
+
+def test_a_driver_made_in_code_as_an_instance_cannot_be_changed_by_the_environment() -> None:
+    registry = make_app()
+    registry.driver("store", MemoryDriver())
+    registry.configure(environ={"CONVEYOR_DRIVER_STORE_URL": "sync://"})
+    with pytest.raises(ConfigError) as caught:
+        registry.freeze()
+    assert (
+        "environment variable CONVEYOR_DRIVER_STORE_URL: driver 'store' is an instance made in"
+        " code, which configuration cannot change: register it as a URL instead"
+    ) in str(caught.value)
 
 
 def test_a_drivers_section_for_a_new_name_needs_a_url(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ from conveyor.config.file import (
     read_file,
 )
 from conveyor.config.layer import Override, env_values, override_values, unused_env
-from conveyor.config.schema import BY_SCOPE, Given, Key, Scope, Target
+from conveyor.config.schema import BY_SCOPE, Given, Key, Scope, Target, env_name
 from conveyor.drivers import DATABASE, SCHEMES, Location, database_url, driver_from_url
 from conveyor.drivers.base import Driver
 from conveyor.errors import ConfigError, ConveyorError
@@ -105,7 +105,9 @@ def apply(registry: Registration, request: Request) -> Effective:
     workers = {name: build.worker(name) for name in declared.workers}
     drivers = build.drivers(found, environ, {spec.driver for spec in queues.values() if spec})
     build.check_run_times(queues, drivers)
-    _warn(declared, found, [*misspelt_tables(path), *unused_env(environ, targets)])
+    # An instance's URL variable is refused above (build.drivers), not warned of as unused.
+    instances: list[tuple[Scope, str]] = [("driver", name) for name in _instances(declared)]
+    _warn(declared, found, [*misspelt_tables(path), *unused_env(environ, [*targets, *instances])])
     if problems:
         raise ConfigError("the configuration has mistakes:\n- " + "\n- ".join(problems))
     return Effective(
@@ -154,6 +156,11 @@ def _check_schedules(
 def _code(registry: Registration, key: Key) -> list[Given]:
     value = registry.code_defaults.get(key.name)
     return [] if value is None else [Given(value, "code")]
+
+
+def _instances(declared: Declaration) -> list[str]:
+    """The drivers the code registered as instances, which no configuration can change."""
+    return [name for name, url in declared.drivers.items() if url is None]
 
 
 def _targets(declared: Declaration, found: FileValues) -> list[tuple[Scope, str]]:
@@ -278,6 +285,12 @@ class _Builder:
             if scope == "driver" and self.declared.drivers.get(name, "") is None:
                 self.problems.append(
                     f"{where}: [drivers.{name}]: driver {name!r} is an instance made in code,"
+                    " which configuration cannot change: register it as a URL instead"
+                )
+        for name in _instances(self.declared):
+            if environ.get(env := env_name(BY_SCOPE["driver"]["url"], name)):
+                self.problems.append(
+                    f"environment variable {env}: driver {name!r} is an instance made in code,"
                     " which configuration cannot change: register it as a URL instead"
                 )
         if DATABASE in used and DATABASE not in self.declared.drivers and DATABASE not in made:

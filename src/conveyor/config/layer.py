@@ -105,11 +105,16 @@ def unused_env(environ: Mapping[str, str], targets: Iterable[tuple[Scope, str]])
 
 def _settings_of(env: str, targets: list[tuple[Scope, str]]) -> str:
     """' (worker 'main' has CONVEYOR_WORKER_MAIN_CONCURRENCY, ...)' for the registered name
-    `env` starts with, so that a misspelt key shows the right spelling; else ''."""
+    `env` starts with, so that a misspelt key shows the right spelling; else the registered
+    names of its kind (' (registered workers: main)'), so that a misspelt name does; else ''."""
     for scope, name in sorted(targets, key=lambda target: -len(target[1])):
         if env.startswith(f"CONVEYOR_{scope.upper()}_{env_part(name)}_"):
             names = ", ".join(env_name(key, name) for key in BY_SCOPE[scope].values())
             return f" ({scope} {name!r} has {names})"
+    for kind in ("queue", "worker", "driver"):
+        registered = [name for scope, name in targets if scope == kind]
+        if env.startswith(f"CONVEYOR_{kind.upper()}_") and registered:
+            return f" (registered {kind}s: {', '.join(registered)})"
     return ""
 
 
