@@ -14,18 +14,18 @@ and opens drivers of its own on first use: it never shares its parent's connecti
 (conveyor.forked).
 
 One shortcut, for `push` alone: called from a thread with no running event loop, on a driver
-that declares `thread_push` (redis, sqlite, postgres), once the registry is frozen and the
-driver open (after the first push), with no hook to tell and no `connection=`, the push stays
-in the calling thread. The job is made by the registry's own `new_job`, as `push` makes it,
-and stored by the driver's `push_in_thread`: on redis the very script call of its async `push`
-(arguments built by the same function, errors translated by the same edge, NOSCRIPT handled)
-on a synchronous connection, its deadline given to the socket; on sqlite the same statement on
-a connection of the calling thread's own, on postgres on one of a few synchronous connections
-the driver keeps. What is not shared is the wait: the thread blocks on its socket instead of
-hopping to the loop's thread and back, two thread wake-ups that cost more than the push's
-round trip on a loaded machine (docs/drivers.md).
-Anything else, and a push the driver declines (redis: the first to a queue; sqlite and postgres:
-one with a unique key; postgres: one finding its connections all busy), takes the loop.
+that declares `thread_push` (redis, sqlite, postgres, mysql), once the registry is frozen and
+the driver open (after the first push), with no hook to tell and no `connection=`, the push
+stays in the calling thread. The job is made by the registry's own `new_job`, as `push` makes
+it, and stored by the driver's `push_in_thread`: on redis the very script call of its async
+`push` (arguments built by the same function, errors translated by the same edge, NOSCRIPT
+handled) on a synchronous connection, its deadline given to the socket; on sqlite the same
+statement on a connection of the calling thread's own, on postgres and mysql on one of a few
+synchronous connections the driver keeps. What is not shared is the wait: the thread blocks on
+its socket instead of hopping to the loop's thread and back, two thread wake-ups that cost more
+than the push's round trip on a loaded machine (docs/drivers.md). Anything else, and a push the
+driver declines (redis: the first to a queue; the SQL drivers: one with a unique key; postgres
+and mysql: one finding their connections all busy), takes the loop.
 
 `push` and `push_many` with `connection=` (your own synchronous connection, in your own
 transaction: psycopg's, PyMySQL's, mysqlclient's) run on the loop too, while this thread lends
@@ -342,7 +342,7 @@ class BlockingRegistry:
 
     def push(self, queue: str, job_name: str, payload: Any, **options: Any) -> str:
         """`Registry.push`, blocking until the job is stored. From a plain thread, where the
-        queue's driver can (redis, sqlite, postgres), the job is stored from this thread, on a
+        queue's driver can (redis, sqlite, postgres, mysql), the job is stored from this thread, on a
         connection of the driver's own, without the hop to the event loop's thread and back
         (see the module docstring). With `connection=` (your own synchronous psycopg, PyMySQL or
         mysqlclient connection) the job is written in your transaction, each statement run in

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import psycopg
 import pytest
 
-import conveyor.drivers.sql.postgres.threads as threads_module
+import conveyor.drivers.sql.threads as threads_module
 from conveyor import Registry
 from conveyor.drivers.sql.postgres import PostgresDriver
 from conveyor.drivers.sql.postgres.connection import PostgresConnection

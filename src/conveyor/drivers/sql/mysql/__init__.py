@@ -57,6 +57,8 @@ would (a push_many of more than one statement, a statement at a time). With SQLA
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import getpass
 from collections.abc import Sequence
@@ -70,7 +72,9 @@ from conveyor.drivers.sql.deadline import TIMEOUT
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.mysql.connection import MysqlConnection
 from conveyor.drivers.sql.mysql.target import Target
+from conveyor.drivers.sql.mysql.threads import MysqlThreadConnections
 from conveyor.drivers.sql.mysql.wakeup import Wakeup
+from conveyor.drivers.sql.single import push_params
 from conveyor.drivers.sql.url import (
     OPTIONS,
     SqlOptions,
@@ -79,7 +83,7 @@ from conveyor.drivers.sql.url import (
     sql_options,
 )
 from conveyor.errors import ConfigError
-from conveyor.job import JobInfo
+from conveyor.job import JobInfo, NewJob
 
 __all__ = ["CONNECT_TIMEOUT", "POOL_SIZE", "MysqlDriver"]
 
@@ -109,7 +113,13 @@ class MysqlDriver(SqlDriver):
 
     kind = "mysql"
     capabilities = Capabilities(
-        notify=True, durable=True, shared=True, transactional=True, control=True, schedules=True
+        notify=True,
+        durable=True,
+        shared=True,
+        transactional=True,
+        control=True,
+        schedules=True,
+        thread_push=True,
     )
     #: 2 Mi characters, 8 MiB at most as UTF-8 within the batch's JSON, half of MariaDB's
     #: default max_allowed_packet (16 MiB; MySQL's is 64 MiB): a statement past it is refused.
@@ -143,6 +153,8 @@ class MysqlDriver(SqlDriver):
         self._ringer = Ringer(folder)
         self._pushed = self._rung = RingingWakeup(self._ringer)
         self._wakeup = Wakeup(self._fetch, self._pushed)
+        self._threads = MysqlThreadConnections(target, pool_size)
+        self._waiting_loop: asyncio.AbstractEventLoop | None = None  # where `wait` runs
         #: Whether this instance's last reserve took as many jobs as it asked for.
         self._backlog = False
 
@@ -190,12 +202,31 @@ class MysqlDriver(SqlDriver):
         process on this machine rings the doorbell (drivers/doorbell.py) and ends it at once."""
         self._doorbell.open(self._rung.heard)
         self._rung.serving.update(queues)
+        self._waiting_loop = asyncio.get_running_loop()
         await self._wakeup.wait(queues, timeout)
 
+    def push_in_thread(self, job: NewJob) -> str | None:
+        """`push` from a plain thread (the blocking facade's): the same statement, on a PyMySQL
+        connection of the driver's own (threads.py), without the hops to the event loop's
+        thread and back; then the same wake-ups. None for a job with a unique key (that takes
+        a transaction), before the driver was opened, or with every such connection busy."""
+        query = self._queries.get("push")
+        if query is None or job.unique is not None or not self._opened:
+            return None
+        if not self._threads.execute(query, push_params(job)):
+            return None
+        loop, queues = self._waiting_loop, (job.queue,)
+        if loop is not None:  # a worker of this instance waiting: wake it now
+            with contextlib.suppress(RuntimeError):  # its loop has closed
+                loop.call_soon_threadsafe(self._rung.heard, queues)
+        self._ringer.ring(queues)
+        return job.id
+
     async def close(self) -> None:
-        """Stop listening for the doorbell and close the pool; jobs stay stored."""
+        """Stop listening for the doorbell and close the pools; jobs stay stored."""
         self._doorbell.close()
         self._ringer.close()
+        self._threads.close()
         await super().close()
 
     async def durability(self) -> str:

@@ -43,7 +43,7 @@ from conveyor.drivers.sql.deadline import (
 )
 from conveyor.drivers.sql.postgres.socket import PooledConnection
 from conveyor.drivers.sql.postgres.target import Target
-from conveyor.drivers.sql.postgres.threads import ThreadConnections
+from conveyor.drivers.sql.postgres.threads import PostgresThreadConnections
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.shielded import shielded
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
@@ -78,7 +78,7 @@ class PostgresConnection:
         self._used: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
             weakref.WeakKeyDictionary()
         )
-        self._threads = ThreadConnections(target, pool_size)
+        self._threads = PostgresThreadConnections(target, pool_size)
 
     async def open(self) -> None:
         """Connect once to check the settings, then start the pool."""
@@ -123,13 +123,13 @@ class PostgresConnection:
 
     def execute_in_thread(self, query: Query, params: Params) -> bool:
         """`execute` from the calling thread, which it blocks (the blocking facade's push from
-        a plain thread), on a synchronous connection (threads.py); False, running nothing,
-        when this platform cannot or every such connection is busy."""
+        a plain thread), on a synchronous connection (drivers/sql/threads.py); False, running
+        nothing, when this platform cannot or every such connection is busy."""
         if self._pool is None:
             raise DriverError(
                 f"the PostgreSQL driver for {self.target.shown} is closed: call open() first"
             )
-        return ThreadConnections.able() and self._threads.execute(query, params)
+        return PostgresThreadConnections.able() and self._threads.execute(query, params)
 
     async def script(self, sql: str) -> None:
         """Run several statements in one simple-protocol call."""

@@ -1,20 +1,11 @@
-"""Statements run from plain threads (the blocking facade's push, as Flask and Django call it)
-on synchronous psycopg connections of their own, so that the calling thread waits on its
-socket instead of hopping to the event loop's thread and back: two thread wake-ups, which on
-a loaded machine cost more than the statement's round trip.
-
-At most `size` such connections at once, kept between calls (most recently used first); a
-call that finds them all busy is declined, and the caller takes the event loop instead. Each
-call has the pool's deadline: its wait on the socket gives up at `timeout` and the connection
-is discarded, and one left idle IDLE_CHECK seconds is checked first (one round trip, under
-half the timeout), as the pooled connections are.
-"""
+"""PostgreSQL's connections for statements from plain threads (drivers/sql/threads.py):
+synchronous psycopg connections, set up as the pooled ones are, whose waits on their socket
+give up at the call's deadline (poll(2): not on Windows, where the loop takes every push)."""
 
 from __future__ import annotations
 
 import contextlib
 import select
-import threading
 import time
 from typing import Any
 
@@ -24,12 +15,12 @@ from psycopg.sql import Composed
 from psycopg.waiting import READY_R, READY_W, WAIT_R, WAIT_W
 
 from conveyor.drivers.sql.adapter import Params
-from conveyor.drivers.sql.deadline import IDLE_CHECK, no_answer
+from conveyor.drivers.sql.deadline import no_answer
 from conveyor.drivers.sql.postgres.target import Target, log
 from conveyor.drivers.sql.queries import Query
-from conveyor.errors import DriverError
+from conveyor.drivers.sql.threads import ThreadConnections
 
-__all__ = ["ThreadConnections"]
+__all__ = ["PostgresThreadConnections"]
 
 #: poll's events that mean the socket has something to read: data, or its end.
 _READABLE = select.POLLIN | select.POLLERR | select.POLLHUP if hasattr(select, "poll") else 0
@@ -74,90 +65,48 @@ def _wait_until(gen: PQGen[RV], fileno: int, deadline: float) -> RV:
         return result
 
 
-class ThreadConnections:
+class PostgresThreadConnections(ThreadConnections[_ThreadConnection]):
     """Up to `size` synchronous connections to `target` for calls from plain threads."""
 
     def __init__(self, target: Target, size: int) -> None:
+        super().__init__(size)
         self._target = target
-        self._size = size
-        self._idle: list[tuple[_ThreadConnection, float]] = []  # with when each was last used
-        self._busy = 0
-        self._lock = threading.Lock()
-        self._opening = 0  # moved on by `close`: a connection from before is not kept
 
     @staticmethod
     def able() -> bool:
         """Whether this platform can (poll(2): not on Windows)."""
         return hasattr(select, "poll")
 
-    def execute(self, query: Query, params: Params) -> bool:
-        """Run `query` in this thread; False, running nothing, when `size` connections are
-        busy already."""
-        with self._lock:
-            if self._busy >= self._size:
-                return False
-            self._busy += 1
-            opening = self._opening
-            taken = self._idle.pop() if self._idle else None
-        kept = False
-        conn: _ThreadConnection | None = None
+    def _connect(self) -> _ThreadConnection:
         try:
-            conn = self._usable(taken)
-            self._run(conn, query.name, query.sql, params)
-            kept = True
-        finally:
-            with self._lock:
-                self._busy -= 1
-                if kept and conn is not None and opening == self._opening:
-                    self._idle.append((conn, time.monotonic()))
-                    conn = None
-            if conn is not None:
-                conn.close()
-        return True
-
-    def close(self) -> None:
-        """Close the idle connections; those in use are closed when their call ends."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-            self._opening += 1
-        for conn, _ in idle:
-            conn.close()
-
-    def _usable(self, taken: tuple[_ThreadConnection, float] | None) -> _ThreadConnection:
-        """`taken`, checked first if it was idle a while, else a new connection."""
-        if taken is not None:
-            conn, used = taken
-            if time.monotonic() - used < IDLE_CHECK:
-                return conn
-            try:
-                self._run(conn, "check", "", None, self._target.timeout / 2)
-                return conn
-            except DriverError:  # a new connection instead
-                conn.close()
-        conn = self._connect()
+            conn = _ThreadConnection.connect(self._target.conninfo, **self._target.kwargs)
+        except psycopg.Error as error:
+            raise self._target.error(error, "connect") from None
         try:
-            self._run(conn, "set-up", self._target.setup(), None)
+            self._statement(conn, "set-up", self._target.setup(), None, self._target.timeout)
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _connect(self) -> _ThreadConnection:
-        try:
-            return _ThreadConnection.connect(self._target.conninfo, **self._target.kwargs)
-        except psycopg.Error as error:
-            raise self._target.error(error, "connect") from None
+    def _run(self, conn: _ThreadConnection, query: Query, params: Params) -> None:
+        self._statement(conn, query.name, query.sql, params, self._target.timeout)
 
-    def _run(
+    def _check(self, conn: _ThreadConnection) -> None:
+        self._statement(conn, "check", "", None, self._target.timeout / 2)
+
+    def _close(self, conn: _ThreadConnection) -> None:
+        conn.close()
+
+    def _statement(
         self,
         conn: _ThreadConnection,
         what: str,
         sql: str | Composed,
         params: Params | None,
-        timeout: float | None = None,
+        seconds: float,
     ) -> None:
         """One statement under the deadline; on silence the connection is closed."""
-        seconds = self._target.timeout if timeout is None else timeout
         conn.deadline = time.monotonic() + seconds
         try:
             conn.execute(sql, params)
