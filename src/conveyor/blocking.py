@@ -342,11 +342,11 @@ class BlockingRegistry:
 
     def push(self, queue: str, job_name: str, payload: Any, **options: Any) -> str:
         """`Registry.push`, blocking until the job is stored. From a plain thread, where the
-        queue's driver can (redis, sqlite, postgres, mysql), the job is stored from this thread, on a
-        connection of the driver's own, without the hop to the event loop's thread and back
-        (see the module docstring). With `connection=` (your own synchronous psycopg, PyMySQL or
-        mysqlclient connection) the job is written in your transaction, each statement run in
-        this thread."""
+        queue's driver can (redis, sqlite, postgres, mysql), the job is stored from this
+        thread, on a connection of the driver's own, without the hop to the event loop's
+        thread and back (see the module docstring). With `connection=` (your own synchronous
+        psycopg, PyMySQL or mysqlclient connection) the job is written in your transaction,
+        each statement run in this thread."""
         registry = self._registry
         lender = _lend(options)
         if lender is not None:  # your connection's statements run in this thread
