@@ -53,6 +53,7 @@ from conveyor.drivers.sql.postgres.copy import copy_heads, copy_text
 from conveyor.drivers.sql.postgres.listener import Listener
 from conveyor.drivers.sql.postgres.statistics import Statistics
 from conveyor.drivers.sql.postgres.target import Target
+from conveyor.drivers.sql.postgres.threads import PostgresThreadConnections
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.rows import any_unique, job_ids, job_queues, json_text, push_item
 from conveyor.drivers.sql.single import push_params
@@ -136,6 +137,7 @@ class PostgresDriver(SqlDriver):
         # The channel is named after the jobs table, so each prefix has its own.
         self._listener = Listener(target, f"{prefix}jobs")
         self._statistics = Statistics(self._fetch, self._execute)
+        self._threads = PostgresThreadConnections(target, pool_size)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresDriver:
@@ -149,17 +151,20 @@ class PostgresDriver(SqlDriver):
 
     def push_in_thread(self, job: NewJob) -> str | None:
         """`push` from a plain thread (the blocking facade's): the same statement, its NOTIFY
-        in it, on a synchronous connection of the driver's own (threads.py), without the hops
-        to the event loop's thread and back. None for a job with a unique key (that takes a
-        transaction), before the driver was opened, or with every such connection busy."""
+        in it, on a synchronous connection of the driver's own (drivers/sql/threads.py),
+        without the hops to the event loop's thread and back. None for a job with a unique
+        key (that takes a transaction), before the driver was opened, on Windows, or with
+        every such connection busy."""
         query = self._queries.get("push")
         if query is None or job.unique is not None or not self._opened:
             return None
-        assert isinstance(self._conn, PostgresConnection)
-        return job.id if self._conn.execute_in_thread(query, push_params(job)) else None
+        if not PostgresThreadConnections.able():
+            return None
+        return job.id if self._threads.execute(query, push_params(job)) else None
 
     async def close(self) -> None:
-        """Stop listening and close the pool; jobs stay stored."""
+        """Stop listening and close the pools; jobs stay stored."""
+        self._threads.close()
         await self._listener.stop()
         await self._statistics.close()
         await super().close()

@@ -43,7 +43,6 @@ from conveyor.drivers.sql.deadline import (
 )
 from conveyor.drivers.sql.postgres.socket import PooledConnection
 from conveyor.drivers.sql.postgres.target import Target
-from conveyor.drivers.sql.postgres.threads import PostgresThreadConnections
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.shielded import shielded
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
@@ -78,7 +77,6 @@ class PostgresConnection:
         self._used: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
             weakref.WeakKeyDictionary()
         )
-        self._threads = PostgresThreadConnections(target, pool_size)
 
     async def open(self) -> None:
         """Connect once to check the settings, then start the pool."""
@@ -108,7 +106,6 @@ class PostgresConnection:
     async def close(self) -> None:
         """Close every pooled connection; `open` may be called again afterwards."""
         pool, self._pool = self._pool, None
-        self._threads.close()
         if pool is not None:
             with self.target.translated("close"):
                 await pool.close()
@@ -120,16 +117,6 @@ class PostgresConnection:
     async def execute(self, query: Query, params: Params) -> int:
         """Run one statement on its own and return how many rows it changed."""
         return await self._pooled(query.name, lambda tx: tx.execute(query, params))
-
-    def execute_in_thread(self, query: Query, params: Params) -> bool:
-        """`execute` from the calling thread, which it blocks (the blocking facade's push from
-        a plain thread), on a synchronous connection (drivers/sql/threads.py); False, running
-        nothing, when this platform cannot or every such connection is busy."""
-        if self._pool is None:
-            raise DriverError(
-                f"the PostgreSQL driver for {self.target.shown} is closed: call open() first"
-            )
-        return PostgresThreadConnections.able() and self._threads.execute(query, params)
 
     async def script(self, sql: str) -> None:
         """Run several statements in one simple-protocol call."""
