@@ -299,11 +299,39 @@ def error_info(exc: BaseException) -> ErrorInfo:
         else f"{kind.__module__}.{kind.__qualname__}"
     )
     shown = "".join(traceback.format_exception(exc))
-    return ErrorInfo(name, hide_passwords(str(exc)), capped(hide_passwords(shown)))
+    return ErrorInfo(_kept(name), _kept(_message(exc)), _kept(shown))
 
 
-#: The longest traceback a job keeps, in characters: its head and its tail (where the error
-#: was raised) are kept, the middle (deep recursion, long chains) is cut.
+def _message(exc: BaseException) -> str:
+    """`str(exc)`, or what Python's own traceback writes when the exception's `__str__` raises
+    or returns no text: the job is failed all the same, with its own exception's type."""
+    try:
+        return str(exc)
+    except BaseException:  # the handler's exception is at fault, not the worker
+        return "<exception str() failed>"
+
+
+def _kept(text: str) -> str:
+    """Text as a job's error keeps it: passwords hidden, then lone surrogates (which no driver
+    can store as UTF-8) as \\x escapes, then cut to TRACEBACK_MAX characters."""
+    return capped(printable(hide_passwords(text)))
+
+
+def printable(text: str) -> str:
+    """`text` as a log line or a stored error can carry it: bytes that were not UTF-8 when
+    read (a damaged record's name or queue, kept as lone surrogates) become \\x escapes, so
+    no log handler or driver fails on them."""
+    if text.isascii():
+        return text
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from a byte
+        data = text.encode("utf-8", "backslashreplace")
+    return data.decode("utf-8", "backslashreplace")
+
+
+#: The longest message or traceback a job keeps, in characters: its head and its tail (where
+#: the error was raised) are kept, the middle (deep recursion, long chains) is cut.
 TRACEBACK_MAX = 8000
 
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from conveyor import ConveyorError, Registry
 from conveyor.drivers import Location, driver_from_url, safe_url
-from conveyor.drivers.location import hide_passwords
 from conveyor.drivers.base import Driver
+from conveyor.drivers.location import hide_passwords
 from conveyor.drivers.sql.postgres import PostgresDriver
 
 #: Characters that end or split a URL, quote a libpq value, or mean something to a parser.
