@@ -136,12 +136,20 @@ class Runner:
             return cancelled(job, driver, "while it ran")
         if not spec.keep_result and not spec.chain:
             return Outcome("ack", job, driver)
+        said = "cursor" if spec.chain else "result"
         try:
-            result = pydantic_core.to_json(returned).decode()
+            raw = pydantic_core.to_json(returned)
         except (pydantic_core.PydanticSerializationError, ValueError) as exc:
-            said = "cursor" if spec.chain else "result"
             error = PayloadError(f"the {said} job {job.name!r} returned is not JSON: {exc}")
             return retry_or_fail(job, driver, error_info(error))
+        if len(raw) > spec.codec.max_bytes:  # as a payload: a backend may refuse it (MySQL)
+            error = PayloadError(
+                f"the {said} job {job.name!r} returned is {len(raw)} bytes, over the limit of"
+                f" {spec.codec.max_bytes} (max_payload_bytes): store it elsewhere and return a"
+                " reference to it"
+            )
+            return retry_or_fail(job, driver, error_info(error))
+        result = raw.decode()
         successor = with_successor(job, json.loads(result)) if spec.chain else None
         if successor is not None and await _cancel_asked(job, driver):
             return cancelled(job, driver, "while it ran")
