@@ -167,11 +167,11 @@ class Runner:
                     result = await self._in_thread(spec.handler, handed)
                     if inspect.isawaitable(result):
                         result = await result  # an async handler behind a plain decorator
-                if scope.expired():  # it caught our cancel and returned: still too late
+                if scope.passed():  # it caught our cancel, or blocked the loop: too late
                     raise TimeoutError
                 return result
         except TimeoutError as exc:
-            if not scope.expired():
+            if not scope.passed():
                 raise  # the handler's own TimeoutError, not ours
             error = JobTimeoutError(
                 f"job {handed.name!r} ran longer than its timeout of {timeout}s"

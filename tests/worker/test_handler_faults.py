@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,24 @@ async def test_handler_raising_cancelled_error_itself_counts_as_a_failed_attempt
     assert info.state is JobState.FAILED
     assert (info.attempt, calls) == (2, 2)
     assert info.error.type == "asyncio.exceptions.CancelledError"
+
+
+@needs("lookup")
+async def test_async_handler_blocking_the_loop_past_its_timeout_fails_as_timed_out(
+    app: App, start
+) -> None:
+    # Its timer cannot fire while the loop is blocked; before, the attempt then succeeded,
+    # where a plain handler or one catching its cancel past the timeout failed as timed out.
+    registry = app.registry()
+
+    @registry.job("blocks", retry=0, timeout=0.2)
+    async def blocks(job: Job[Item]) -> None:
+        time.sleep(0.5)  # a blocking call in an async handler
+
+    job_id = await registry.push("q", "blocks", Item(1))
+    start(registry)
+    info = await settle(registry, job_id)
+    assert (info.state, info.error.type) == (JobState.FAILED, "conveyor.errors.JobTimeoutError")
 
 
 class StrRaises(Exception):
