@@ -136,12 +136,20 @@ class Runner:
             return cancelled(job, driver, "while it ran")
         if not spec.keep_result and not spec.chain:
             return Outcome("ack", job, driver)
+        said = "cursor" if spec.chain else "result"
         try:
-            result = pydantic_core.to_json(returned).decode()
+            raw = pydantic_core.to_json(returned)
         except (pydantic_core.PydanticSerializationError, ValueError) as exc:
-            said = "cursor" if spec.chain else "result"
             error = PayloadError(f"the {said} job {job.name!r} returned is not JSON: {exc}")
             return retry_or_fail(job, driver, error_info(error))
+        if len(raw) > spec.codec.max_bytes:  # as a payload: a backend may refuse it (MySQL)
+            error = PayloadError(
+                f"the {said} job {job.name!r} returned is {len(raw)} bytes, over the limit of"
+                f" {spec.codec.max_bytes} (max_payload_bytes): store it elsewhere and return a"
+                " reference to it"
+            )
+            return retry_or_fail(job, driver, error_info(error))
+        result = raw.decode()
         successor = with_successor(job, json.loads(result)) if spec.chain else None
         if successor is not None and await _cancel_asked(job, driver):
             return cancelled(job, driver, "while it ran")
@@ -159,11 +167,11 @@ class Runner:
                     result = await self._in_thread(spec.handler, handed)
                     if inspect.isawaitable(result):
                         result = await result  # an async handler behind a plain decorator
-                if scope.expired():  # it caught our cancel and returned: still too late
+                if scope.passed():  # it caught our cancel, or blocked the loop: too late
                     raise TimeoutError
                 return result
         except TimeoutError as exc:
-            if not scope.expired():
+            if not scope.passed():
                 raise  # the handler's own TimeoutError, not ours
             error = JobTimeoutError(
                 f"job {handed.name!r} ran longer than its timeout of {timeout}s"
@@ -299,11 +307,39 @@ def error_info(exc: BaseException) -> ErrorInfo:
         else f"{kind.__module__}.{kind.__qualname__}"
     )
     shown = "".join(traceback.format_exception(exc))
-    return ErrorInfo(name, hide_passwords(str(exc)), capped(hide_passwords(shown)))
+    return ErrorInfo(_kept(name), _kept(_message(exc)), _kept(shown))
 
 
-#: The longest traceback a job keeps, in characters: its head and its tail (where the error
-#: was raised) are kept, the middle (deep recursion, long chains) is cut.
+def _message(exc: BaseException) -> str:
+    """`str(exc)`, or what Python's own traceback writes when the exception's `__str__` raises
+    or returns no text: the job is failed all the same, with its own exception's type."""
+    try:
+        return str(exc)
+    except BaseException:  # the handler's exception is at fault, not the worker
+        return "<exception str() failed>"
+
+
+def _kept(text: str) -> str:
+    """Text as a job's error keeps it: passwords hidden, then lone surrogates (which no driver
+    can store as UTF-8) as \\x escapes, then cut to TRACEBACK_MAX characters."""
+    return capped(printable(hide_passwords(text)))
+
+
+def printable(text: str) -> str:
+    """`text` as a log line or a stored error can carry it: bytes that were not UTF-8 when
+    read (a damaged record's name or queue, kept as lone surrogates) become \\x escapes, so
+    no log handler or driver fails on them."""
+    if text.isascii():
+        return text
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from a byte
+        data = text.encode("utf-8", "backslashreplace")
+    return data.decode("utf-8", "backslashreplace")
+
+
+#: The longest message or traceback a job keeps, in characters: its head and its tail (where
+#: the error was raised) are kept, the middle (deep recursion, long chains) is cut.
 TRACEBACK_MAX = 8000
 
 

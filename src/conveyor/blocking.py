@@ -58,6 +58,7 @@ from conveyor.drivers.base import (
 from conveyor.drivers.lent import LentConnection, hand_back
 from conveyor.errors import RegistryError
 from conveyor.job import JobInfo, JobState
+from conveyor.loop import made_by_facade
 
 if TYPE_CHECKING:
     from conveyor.core import RegistryCore
@@ -133,6 +134,7 @@ class _Portal:
             threading.Thread(target=loop.run_forever, name="conveyor-blocking", daemon=True).start()
             self._loop, self._calls = loop, set()
             self._made.add(loop)
+            made_by_facade(loop)
         return self._loop
 
     def stop(self, last: Coroutine[Any, Any, None] | None = None) -> None:

@@ -44,6 +44,11 @@ class Deadline:
         """True once the deadline passed and cancelled the task."""
         return self._expired
 
+    def passed(self) -> bool:
+        """True once the deadline passed, cancelled or not: a task that blocked the event loop
+        past it never let the timer run."""
+        return self._expired or self.task.get_loop().time() >= self.at
+
     def __enter__(self) -> Deadline:
         return self
 

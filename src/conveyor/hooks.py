@@ -28,6 +28,7 @@ middleware registered, the hot path pays one attribute test per call point.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -143,7 +144,9 @@ class Hooks:
                 returned = hook(event)
                 if inspect.isawaitable(returned):
                     await returned
-            except Exception:
+            except asyncio.CancelledError:
+                raise  # the task running it was cancelled (a stop): not the hook's failure
+            except BaseException:  # SystemExit, KeyboardInterrupt too: the hook's fault alone
                 log.exception("hook %r raised on %s of job %s", hook, event.kind, event.job_id)
 
     async def call(self, job: Job[Any], handler: CallNext) -> Any:

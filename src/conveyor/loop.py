@@ -5,22 +5,28 @@ uvloop is libuv under asyncio's API: the same code runs on it, its sockets and c
 less, so a worker whose jobs are short spends less of each job in the loop. docs/benchmarks.md
 has what it gains here. In your own program, pass `loop_factory("uvloop")` to
 `asyncio.Runner` (or call `uvloop.run`); conveyor itself needs nothing more.
+
+A registry's drivers belong to the loop that opened them (`refuse_other_loop`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, RegistryError
 
-__all__ = ["LOOPS", "loop_factory", "run"]
+__all__ = ["LOOPS", "loop_factory", "made_by_facade", "refuse_other_loop", "run"]
 
 T = TypeVar("T")
 
 #: The loops a command can run on, the default first.
 LOOPS = ("asyncio", "uvloop")
+
+#: The loops the blocking facade runs in threads of its own (conveyor.blocking).
+_facade_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -49,3 +55,26 @@ def run(coroutine: Coroutine[Any, Any, T], loop: str = "asyncio") -> T:
         raise
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coroutine)
+
+
+def refuse_other_loop(owner: asyncio.AbstractEventLoop | None) -> None:
+    """RegistryError when the registry's drivers were opened on `owner`, a loop still running
+    in another thread (a worker's), and this call runs on a loop of its own (`asyncio.run` in
+    a plain handler): their connections belong to `owner`, and used from another loop they
+    break it (redis: the worker's next call fails with "Event loop is closed")."""
+    if owner is None or not owner.is_running() or owner is asyncio.get_running_loop():
+        return
+    if owner in _facade_loops:
+        return  # code outside any loop that also runs the async API (conveyor.testing's run_all)
+    raise RegistryError(
+        "this registry's drivers were opened on an event loop that runs in another thread (a"
+        " worker's), so it cannot be awaited on a loop of its own (asyncio.run(...) in a plain"
+        " handler): call registry.blocking (registry.blocking.push(...)), which runs the call"
+        " on that loop"
+    )
+
+
+def made_by_facade(loop: asyncio.AbstractEventLoop) -> None:
+    """Note `loop` as the blocking facade's own: `refuse_other_loop` lets other loops use the
+    drivers it opened, as a test outside any loop does (`asyncio.run(queues.run_all())`)."""
+    _facade_loops.add(loop)

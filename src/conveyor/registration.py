@@ -27,6 +27,7 @@ from conveyor.errors import (
     UnknownWorkerError,
 )
 from conveyor.hooks import Hooks
+from conveyor.loop import refuse_other_loop
 from conveyor.options import Options
 from conveyor.payload import DEFAULT_MAX_BYTES, Codec, check_max_bytes, payload_type_of
 from conveyor.retry import RetryDelay
@@ -456,6 +457,7 @@ class Registration:
     async def driver_of(self, queue: str) -> Driver:
         """The opened driver that stores `queue`."""
         self.freeze()
+        refuse_other_loop(self._loop)
         driver = self._resolve_driver(self.queue_spec(queue).driver)
         if id(driver) not in self._opened:  # first use in this process (or since a fork)
             forked.refuse_parents(driver, queue)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from conveyor.attempt import Outcome
+from conveyor.attempt import Outcome, printable
 from conveyor.drivers.base import Driver, Failure, Release, Reservation, WorkerCounts
 from conveyor.hooks import EventKind, Hooks
 from conveyor.hooks import settled as settled_event
@@ -297,16 +297,3 @@ def log_outcome(outcome: Outcome, settled: bool) -> None:
         level, "job %s (%s) %s [queue %s, attempt %d, %.3fs]",
         job_id, name, said, queue, attempt, outcome.duration, extra=fields,
     )  # fmt: skip
-
-
-def printable(text: str) -> str:
-    """`text` as a log line can carry it: bytes that were not UTF-8 when read (a damaged
-    record's name or queue, kept as lone surrogates) become \\x escapes, so no log handler fails on
-    them."""
-    if text.isascii():
-        return text
-    try:
-        data = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate that did not come from a byte
-        data = text.encode("utf-8", "backslashreplace")
-    return data.decode("utf-8", "backslashreplace")

@@ -8,6 +8,7 @@ client libraries). tests/integration/test_secrets.py connects, to a closed port.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from urllib.parse import quote, unquote
 
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from conveyor import ConveyorError, Registry
 from conveyor.drivers import Location, driver_from_url, safe_url
 from conveyor.drivers.base import Driver
+from conveyor.drivers.location import hide_passwords
 from conveyor.drivers.sql.postgres import PostgresDriver
 
 #: Characters that end or split a URL, quote a libpq value, or mean something to a parser.
@@ -200,3 +202,18 @@ def test_every_driver_repr_names_its_kind_and_hides_the_password(url: str) -> No
     assert isinstance(driver, Driver)
     assert repr(driver).startswith(f"<{type(driver).__name__} kind={driver.kind!r}")
     assert_hidden("s3cr@t", repr(driver))
+
+
+@pytest.mark.parametrize(
+    "filler",
+    ["x" * (1 << 20), "1a" * (1 << 19), '"http://h:80/p",' * 65536, "a://:" * 200_000],
+    ids=["one-word", "digits-and-letters", "urls-without-passwords", "schemes-without-at"],
+)
+def test_hiding_passwords_in_a_megabyte_of_text_takes_linear_time(filler: str) -> None:
+    # An exception's message may be a response body of megabytes: before, the search for a
+    # scheme started again at every character (minutes for 256 KB, with the worker blocked).
+    text = f"{filler} postgresql://app:{MARKER}@db/app {filler}"
+    started = time.perf_counter()
+    shown = hide_passwords(text)
+    assert time.perf_counter() - started < 1.0
+    assert MARKER not in shown and "postgresql://app:***@db/app" in shown

@@ -190,6 +190,32 @@ async def test_result_of_a_failed_job_raises_with_its_error(app: App, start) -> 
 
 
 @needs("control")
+async def test_a_result_over_the_payload_limit_fails_its_job_and_holds_back_no_other(
+    app: App, start
+) -> None:
+    # Before, it was stored as is: on MySQL a result past max_allowed_packet failed the ack of
+    # its whole batch again and again, and the job never ended, nor did the jobs beside it.
+    registry = app.registry(concurrency=2)
+    limit = registry.max_payload_bytes
+
+    @registry.job("huge", retry=0, keep_result=True)
+    async def huge(job: Job[Item]) -> str:
+        return "r" * limit  # with its quotes, 2 bytes over
+
+    @registry.job("small", keep_result=True)
+    async def small(job: Job[Item]) -> int:
+        return job.payload.n
+
+    over = await registry.push("q", "huge", Item(1))
+    beside = await registry.push("q", "small", Item(2))
+    start(registry)
+
+    with pytest.raises(JobFailedError, match=f"{limit + 2} bytes, over the limit of {limit}"):
+        await registry.result(over, timeout=10)
+    assert await registry.result(beside, timeout=10) == 2
+
+
+@needs("control")
 async def test_result_waits_no_longer_than_its_timeout(app: App) -> None:
     registry = app.registry()
     registry.job("item", keep_result=True)(_noop)

@@ -121,6 +121,28 @@ async def test_a_hook_that_raises_breaks_nothing(
     assert "hook broken on succeeded" in caplog.text
 
 
+@pytest.mark.parametrize("raised", [SystemExit(2), KeyboardInterrupt()], ids=repr)
+async def test_a_hook_raising_system_exit_or_keyboard_interrupt_stops_no_worker(
+    app: App, start, raised: BaseException
+) -> None:
+    # Before, either escaped the task that ran the hook: the worker's event loop ended, and
+    # the jobs it held stayed reserved until their lease ran out.
+    registry = app.registry()
+
+    @registry.hook("started", "succeeded")
+    def bails(event: Event) -> None:
+        raise raised
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None: ...
+
+    ids = [await registry.push("q", "item", Item(n)) for n in range(3)]
+    running = start(registry)
+    assert [(await settle(registry, job_id)).state for job_id in ids] == [JobState.SUCCEEDED] * 3
+    await running.stop()
+    assert running.worker.counts.succeeded == 3
+
+
 async def test_middleware_wraps_the_handler_outermost_first(app: App, start) -> None:
     registry = app.registry()
     calls: list[str] = []

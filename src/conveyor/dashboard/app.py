@@ -30,11 +30,11 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from conveyor.attempt import printable
 from conveyor.core import RegistryCore
 from conveyor.drivers.base import Throughput
 from conveyor.errors import ConfigError, ConveyorError, Unsupported
 from conveyor.job import JobInfo, JobState
-from conveyor.settle import printable
 from conveyor.spec import check_name
 
 try:

@@ -52,8 +52,13 @@ _KEYWORD = re.compile(
 _WORD = re.compile(r"\s*\S+")
 _URL_DELIMITERS = "@/?#"
 #: A URL's password in any text, to the last `@` of the URL's word (a pasted password may hold
-#: an `@` itself).
-_ANY_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(\S*)@")
+#: an `@` itself). Linear in the text's length, as an exception's message may be megabytes: a
+#: scheme is looked for only where a run of scheme characters begins (not again at each of its
+#: characters), and a word without an `@` after its `scheme://user:` is passed whole (group 2
+#: None), not tried again from each later `scheme://` in it.
+_ANY_URL_PASSWORD = re.compile(
+    r"(?<![A-Za-z0-9+.-])([0-9+.-]*[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(?:(\S*)@|\S*)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,4 +189,4 @@ def hide_passwords(text: str) -> str:
 
 
 def _hidden(url: re.Match[str]) -> str:
-    return url[0] if url[2] == "password" else f"{url[1]}{HIDDEN}@"
+    return url[0] if url[2] in (None, "password") else f"{url[1]}{HIDDEN}@"
