@@ -337,3 +337,20 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error_naming_it(tmp_path: Path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "the argument 'ab\\udcc3' is not UTF-8 text" in result.stderr, result.stderr
     assert "UnicodeEncodeError" not in result.stderr
+
+
+@pytest.mark.parametrize("source", ["payload", "file"])
+def test_a_payload_nested_too_deeply_to_read_says_so_and_pushes_nothing(
+    tmp_path: Path, source: str
+) -> None:
+    nested = "[" * 5000 + "]" * 5000
+    (tmp_path / "jobs.jsonl").write_text(nested + "\n")
+    given = ["--payload", nested] if source == "payload" else ["--file", "jobs.jsonl"]
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    line = one_error_line(conveyor(tmp_path, url, "push", "default", "add", *given))
+
+    named = "--payload" if source == "payload" else "line 1"
+    assert f"{named} is not JSON: its arrays or objects nest too deeply to read" in line, line
+    assert "RecursionError" not in line, line
+    assert run_cli(tmp_path, "urlapp:registry", "list", "--json").stdout.count('"pending": 0') == 1

@@ -82,7 +82,7 @@ def push(
     registry = load_app(app)
     if payload is not None:
         try:
-            value = json.loads(payload)
+            value = _json(payload)
         except ValueError as exc:
             raise fail(f"--payload is not JSON: {exc}") from exc
 
@@ -206,7 +206,7 @@ def _batches(lines: IO[str]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
         if not line.strip():
             continue
         try:
-            batch.append((number, json.loads(line)))
+            batch.append((number, _json(line)))
         except ValueError as exc:
             raise ConveyorError(f"line {number} is not JSON: {exc}") from exc
         if len(batch) == BATCH:
@@ -214,6 +214,17 @@ def _batches(lines: IO[str]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
             batch, read = [], 0
     if batch:
         yield batch, read
+
+
+def _json(text: str) -> Any:
+    """`text` read as JSON; ValueError also when it nests deeper than Python's json reads
+    (which raises RecursionError, caught by nobody)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(
+            "its arrays or objects nest too deeply to read (hundreds of levels): flatten it"
+        ) from None
 
 
 def _numbered(lines: IO[str]) -> Iterator[tuple[int, str]]:
