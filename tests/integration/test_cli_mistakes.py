@@ -354,3 +354,16 @@ def test_a_payload_nested_too_deeply_to_read_says_so_and_pushes_nothing(
     assert f"{named} is not JSON: its arrays or objects nest too deeply to read" in line, line
     assert "RecursionError" not in line, line
     assert run_cli(tmp_path, "urlapp:registry", "list", "--json").stdout.count('"pending": 0') == 1
+
+
+@pytest.mark.parametrize("option", ["--limit", "--offset"])
+def test_failed_list_refuses_a_number_past_what_a_backend_holds(
+    tmp_path: Path, option: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    result = conveyor(tmp_path, url, "failed", "list", "default", option, str(2**64))
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"Invalid value for '{option}'" in result.stderr, result.stderr
+    assert "OverflowError" not in result.stderr, result.stderr
