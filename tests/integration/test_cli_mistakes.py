@@ -367,3 +367,34 @@ def test_failed_list_refuses_a_number_past_what_a_backend_holds(
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"Invalid value for '{option}'" in result.stderr, result.stderr
     assert "OverflowError" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "code"),
+    [("raise SystemExit(0)\n", "0"),
+     ("import argparse\nargparse.ArgumentParser().parse_args(['--nope'])\n", "2")],
+    ids=["exit-0", "argparse"],
+)  # fmt: skip
+def test_an_app_module_that_exits_on_import_is_a_usage_error_saying_so(
+    tmp_path: Path, source: str, code: str
+) -> None:
+    (tmp_path / "script.py").write_text(source)
+
+    result = run_cli(tmp_path, "script:registry", "list")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"importing 'script' called sys.exit({code})" in result.stderr, result.stderr
+    assert 'under `if __name__ == "__main__":`' in result.stderr, result.stderr
+
+
+def test_an_app_attribute_that_is_missing_names_the_registry_the_module_holds(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "urlapp.py").write_text(APP_SOURCE.format(url="memory://"))
+
+    result = run_cli(tmp_path, "urlapp:app", "list")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "module 'urlapp' has no attribute 'app'; its registry: urlapp:registry" in (
+        result.stderr
+    ), result.stderr

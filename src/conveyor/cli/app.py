@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Coroutine
 from datetime import datetime
+from types import ModuleType
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -110,6 +111,26 @@ def load_app(spec: str) -> Registry:
             f"{module_name!r} is a file's path: give the module's dotted name, as myapp.jobs "
             "for myapp/jobs.py, from the folder that holds myapp"
         )
+    module = _imported(module_name)
+    if not hasattr(module, attribute):
+        found = _registries(module)
+        where = f"; its registry: {' or '.join(found)}" if found else ": it holds no Registry"
+        raise _bad_app(f"module {module_name!r} has no attribute {attribute!r}{where}")
+    registry = getattr(module, attribute)
+    if not isinstance(registry, Registry):
+        raise _bad_app(f"{spec!r} is not a conveyor Registry (found {registry!r})")
+    config_path = click.get_current_context().find_root().params.get("config_path")
+    if config_path is not None:
+        try:
+            registry.configure(config_path)
+        except ConveyorError as exc:
+            raise click.ClickException(str(exc)) from exc
+    return registry
+
+
+def _imported(module_name: str) -> ModuleType:
+    """The module `module_name`, imported from the working directory; a usage error saying why
+    it cannot be."""
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
@@ -121,16 +142,21 @@ def load_app(spec: str) -> Registry:
         raise _bad_app(
             masked(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")
         ) from exc
-    registry = getattr(module, attribute, None)
-    if not isinstance(registry, Registry):
-        raise _bad_app(f"{spec!r} is not a conveyor Registry (found {registry!r})")
-    config_path = click.get_current_context().find_root().params.get("config_path")
-    if config_path is not None:
-        try:
-            registry.configure(config_path)
-        except ConveyorError as exc:
-            raise click.ClickException(str(exc)) from exc
-    return registry
+    except SystemExit as exc:  # its own command line (argparse), run on import: not conveyor's
+        raise _bad_app(
+            masked(
+                f"importing {module_name!r} called sys.exit({exc.code!r}): move the code that"
+                ' exits under `if __name__ == "__main__":`, or name a module that only'
+                " builds the registry"
+            )
+        ) from None
+    return module
+
+
+def _registries(module: ModuleType) -> list[str]:
+    """The module's Registry attributes as --app values, for a --app that missed them."""
+    found = (name for name, value in vars(module).items() if isinstance(value, Registry))
+    return [f"{module.__name__}:{name}" for name in sorted(found)]
 
 
 def _bad_app(message: str) -> click.BadParameter:
