@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import amqp as amqp_backend
+from tests.backends import require_service
 from tests.integration.processes import ROOT, backend_of, run_cli
 from tests.integration.test_secrets import closed_port
 
@@ -398,3 +399,14 @@ def test_an_app_attribute_that_is_missing_names_the_registry_the_module_holds(
     assert "module 'urlapp' has no attribute 'app'; its registry: urlapp:registry" in (
         result.stderr
     ), result.stderr
+
+
+def test_an_amqp_vhost_that_is_not_there_says_to_check_the_vhost(tmp_path: Path) -> None:
+    require_service("amqp", 5672, amqp_backend.START)
+    url = "amqp://guest:guest@127.0.0.1:5672/conveyor-test-no-such-vhost"  # the broker's login
+
+    line = one_error_line(conveyor(tmp_path, url, "list"))
+
+    assert "closed a connection on opening the URL's vhost" in line, line
+    assert "check that the vhost exists and that the user may use it" in line, line
+    assert "InvalidFrameError" not in line and "<Connection.Close object" not in line, line
