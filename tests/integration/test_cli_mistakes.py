@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import amqp as amqp_backend
+from tests.backends import redis as redis_backend
 from tests.backends import require_service
 from tests.integration.processes import ROOT, backend_of, run_cli
 from tests.integration.test_secrets import closed_port
@@ -410,3 +411,16 @@ def test_an_amqp_vhost_that_is_not_there_says_to_check_the_vhost(tmp_path: Path)
     assert "closed a connection on opening the URL's vhost" in line, line
     assert "check that the vhost exists and that the user may use it" in line, line
     assert "InvalidFrameError" not in line and "<Connection.Close object" not in line, line
+
+
+def test_a_redis_user_the_server_refuses_says_to_check_the_user_and_password(
+    tmp_path: Path,
+) -> None:
+    require_service("redis", 6379, redis_backend.START)
+    url = f"redis://conveyor-test-nobody:{PASSWORD}@127.0.0.1:6379/0"
+
+    line = one_error_line(conveyor(tmp_path, url, "list"))
+
+    assert "refused the credentials" in line, line
+    assert "check the URL's user and password" in line, line
+    assert "check that it is running" not in line, line
