@@ -424,3 +424,22 @@ def test_a_redis_user_the_server_refuses_says_to_check_the_user_and_password(
     assert "refused the credentials" in line, line
     assert "check the URL's user and password" in line, line
     assert "check that it is running" not in line, line
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [(["list"], ["--config", "conveyor.toml"]),
+     (["failed", "list", "default"], ["--log-level", "debug"]),
+     (["work", "--burst"], ["--log-format=json"])],
+    ids=["config", "log-level-of-a-subcommand", "log-format"],
+)  # fmt: skip
+def test_an_option_of_conveyor_itself_after_the_command_says_to_put_it_before(
+    tmp_path: Path, command: list[str], option: list[str]
+) -> None:
+    result = conveyor(tmp_path, "memory://", *command, *option)
+
+    name = option[0].partition("=")[0]
+    said = f"{name} is an option of conveyor itself: put it before the command, as conveyor {name}"
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert said in result.stderr, result.stderr
+    assert f"No such option '{name}'" not in result.stderr, result.stderr

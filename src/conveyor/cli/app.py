@@ -38,6 +38,9 @@ T = TypeVar("T")
 
 APP_HELP = "Where your registry is, as module:attribute (or set CONVEYOR_APP)."
 
+#: The options of `conveyor` itself, which go before the command.
+GLOBAL_OPTIONS = {"--config": "PATH", "--log-level": "LEVEL", "--log-format": "json"}
+
 #: The seed's spellings, each the name of the command it stands for.
 ALIASES = {"queue:work": "work", "queue:list": "list"}
 
@@ -52,6 +55,15 @@ class Conveyor(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            if exc.option_name not in GLOBAL_OPTIONS:
+                raise
+            given = f"{exc.option_name} {GLOBAL_OPTIONS[exc.option_name]}"
+            message = (
+                f"{exc.option_name} is an option of conveyor itself: put it before the command,"
+                f" as conveyor {given} {ctx.invoked_subcommand} ..."
+            )
+            raise click.NoSuchOption(exc.option_name, message, ctx=exc.ctx) from None
         except (click.exceptions.Exit, click.Abort, click.ClickException):
             raise
         except ConveyorError as exc:
