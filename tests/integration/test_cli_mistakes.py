@@ -443,3 +443,15 @@ def test_an_option_of_conveyor_itself_after_the_command_says_to_put_it_before(
     assert result.returncode == 2, result.stdout + result.stderr
     assert said in result.stderr, result.stderr
     assert f"No such option '{name}'" not in result.stderr, result.stderr
+
+
+def test_work_with_a_concurrency_past_what_a_backend_counts_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    result = conveyor(tmp_path, url, "work", "--burst", "--concurrency", str(2**64))
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Invalid value for '--concurrency'" in result.stderr, result.stderr
+    assert "reserve failed" not in result.stderr, result.stderr
