@@ -455,3 +455,15 @@ def test_work_with_a_concurrency_past_what_a_backend_counts_is_a_usage_error(
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Invalid value for '--concurrency'" in result.stderr, result.stderr
     assert "reserve failed" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("command", ["pause", "resume"])
+@pytest.mark.parametrize("url", ["memory://", "sync://"])
+def test_queue_pause_or_resume_on_a_driver_of_one_process_is_refused_not_claimed(
+    tmp_path: Path, command: str, url: str
+) -> None:
+    line = one_error_line(conveyor(tmp_path, url, "queue", command, "default"))
+
+    kind = url.removesuffix("://")
+    assert f"queue 'default' is on the {kind} driver, which keeps jobs in one process only" in line
+    assert f"the {command} would be lost when it exits" in line, line

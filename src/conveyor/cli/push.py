@@ -10,7 +10,16 @@ from typing import IO, Any
 
 import click
 
-from conveyor.cli.app import app_option, echo_json, fail, json_option, load_app, progress, run
+from conveyor.cli.app import (
+    app_option,
+    echo_json,
+    fail,
+    json_option,
+    kept,
+    load_app,
+    progress,
+    run,
+)
 from conveyor.duration import FORMS, parse
 from conveyor.errors import ConveyorError, PayloadError
 from conveyor.registry import Registry
@@ -87,7 +96,7 @@ def push(
             raise fail(f"--payload is not JSON: {exc}") from exc
 
         async def push_one() -> str:
-            await _kept(registry, queue)
+            await kept(registry, queue, "a job pushed by conveyor push", inline=True)
             return await registry.push(queue, job_name, value, unique=unique, **options)
 
         job_id = run(push_one(), registry)
@@ -118,18 +127,6 @@ def push(
         click.echo(f"{len(ids)} job(s) {job_name!r} pushed to queue {queue!r}")
 
 
-async def _kept(registry: Registry, queue: str) -> None:
-    """ConveyorError unless `queue`'s driver keeps a job once this process exits (or runs it
-    inside the push, as sync does): memory's would be lost with it, unseen."""
-    driver = await registry.driver_of(queue)
-    if not (driver.capabilities.durable or driver.capabilities.inline):
-        raise ConveyorError(
-            f"queue {queue!r} is on the {driver.kind} driver, which keeps jobs in one process"
-            " only: a job pushed by conveyor push would be lost when it exits; put the queue"
-            " on a driver that keeps them (sqlite, postgres, mysql, redis, amqp)"
-        )
-
-
 def _meta(pairs: tuple[str, ...]) -> dict[str, str]:
     found: dict[str, str] = {}
     for pair in pairs:
@@ -153,7 +150,7 @@ async def _push_file(
     """Push a job per line, a batch at a time, adding their ids to `ids`, with the batch under
     way in `sent`; an error (a bad line, a backend gone) names the line where it can and says
     how many jobs were pushed before it."""
-    await _kept(registry, queue)
+    await kept(registry, queue, "a job pushed by conveyor push", inline=True)
     with progress() as bars:
         task = bars.add_task(f"pushing {job_name} to {queue}", total=size)
         try:
