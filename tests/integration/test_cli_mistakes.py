@@ -467,3 +467,13 @@ def test_queue_pause_or_resume_on_a_driver_of_one_process_is_refused_not_claimed
     kind = url.removesuffix("://")
     assert f"queue 'default' is on the {kind} driver, which keeps jobs in one process only" in line
     assert f"the {command} would be lost when it exits" in line, line
+
+
+def test_push_file_that_starts_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    (tmp_path / "jobs.jsonl").write_bytes(b'\xef\xbb\xbf{"n": 1}\r\n{"n": 2}\r\n')  # Notepad's
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    result = conveyor(tmp_path, url, "push", "default", "add", "--file", "jobs.jsonl")
+
+    assert result.returncode == 0, result.stderr
+    assert "2 job(s) 'add' pushed to queue 'default'" in result.stdout, result.stdout

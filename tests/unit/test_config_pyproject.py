@@ -1,6 +1,7 @@
 """A misspelt conveyor table in pyproject.toml ([tool.conveyr], [tool.Conveyor]) is warned
 about, naming its line and the right name, as a misspelt CONVEYOR_ variable is: unwarned, its
-settings were ignored without a word."""
+settings were ignored without a word. So is a table TOML spells otherwise, or a file that starts
+with a byte order mark: read, not ignored."""
 
 from __future__ import annotations
 
@@ -100,3 +101,16 @@ def test_a_tool_conveyor_table_written_any_way_toml_allows_is_read(
     assert registry.workers["main"].concurrency == 3
     setting = next(s for s in effective(registry) if (s.name, s.key) == ("main", "concurrency"))
     assert setting.source == f"pyproject.toml:{line}"
+
+
+@pytest.mark.parametrize("name", ["conveyor.toml", "pyproject.toml"])
+def test_a_file_that_starts_with_a_byte_order_mark_is_read(tmp_path: Path, name: str) -> None:
+    table = "[tool.conveyor.workers.main]" if name == "pyproject.toml" else "[workers.main]"
+    (tmp_path / name).write_bytes(f"\ufeff{table}\nconcurrency = 3\n".encode())  # Notepad's
+
+    registry = make_app()
+    registry.configure(None, environ={})
+    registry.freeze()
+
+    setting = next(s for s in effective(registry) if (s.name, s.key) == ("main", "concurrency"))
+    assert (setting.value, setting.source) == ("3", f"{name}:2")

@@ -107,7 +107,7 @@ def push(
         return
     assert path is not None
     try:
-        opened = click.open_file(path, encoding="utf-8")
+        opened = click.open_file(path, encoding="utf-8-sig")  # a BOM (Notepad's) is skipped
     except OSError as exc:
         message = f"cannot read {path!r}: {exc.strerror}"
         raise click.BadParameter(message, param_hint="--file") from exc
