@@ -1,7 +1,7 @@
 """A misspelt conveyor table in pyproject.toml ([tool.conveyr], [tool.Conveyor]) is warned
 about, naming its line and the right name, as a misspelt CONVEYOR_ variable is: unwarned, its
-settings were ignored without a word. So is a table TOML spells otherwise, or a file that starts
-with a byte order mark: read, not ignored."""
+settings were ignored without a word. The table spelt otherwise by TOML ([tool."conveyor"],
+dotted keys), and a file that starts with a byte order mark, are read."""
 
 from __future__ import annotations
 
