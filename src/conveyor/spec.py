@@ -14,7 +14,7 @@ from typing import Any
 from conveyor.drivers import safe_url
 from conveyor.duration import Duration, seconds
 from conveyor.errors import RegistryError
-from conveyor.options import Options
+from conveyor.options import MAX_PRIORITY, Options
 from conveyor.payload import Codec
 from conveyor.retry import RetryDelay
 
@@ -30,6 +30,9 @@ DEFAULT_CONCURRENCY = 1
 DEFAULT_POLL_INTERVAL = 1.0
 DEFAULT_LEASE = 30.0
 DEFAULT_STOP_TIMEOUT = 30.0
+#: The most a worker's concurrency and prefetch may be: a reserve asks its backend for their sum
+#: of jobs, a number every backend's integers hold (a larger one failed every reserve).
+MAX_CONCURRENCY = MAX_PRIORITY
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +151,13 @@ def worker_spec(
 ) -> WorkerSpec:
     """A checked WorkerSpec."""
     if not _whole(concurrency, 1):
-        raise RegistryError(f"worker {name!r}: concurrency must be a whole number >= 1")
+        raise RegistryError(
+            f"worker {name!r}: concurrency must be a whole number >= 1 (at most {MAX_CONCURRENCY})"
+        )
     if prefetch is not None and not _whole(prefetch, 0):
         raise RegistryError(
-            f"worker {name!r}: prefetch must be a whole number >= 0 (0 turns it off)"
+            f"worker {name!r}: prefetch must be a whole number >= 0 (0 turns it off; at most"
+            f" {MAX_CONCURRENCY})"
         )
     return WorkerSpec(
         name=name,
@@ -164,8 +170,10 @@ def worker_spec(
 
 
 def _whole(value: object, least: int) -> bool:
-    """True for an int (not a bool) of at least `least`."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+    """True for an int (not a bool) from `least` to MAX_CONCURRENCY."""
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and least <= value <= MAX_CONCURRENCY
+    )
 
 
 def run_times(

@@ -246,3 +246,18 @@ async def test_a_checkout_given_up_on_ends_even_if_it_swallows_a_cancellation() 
     my_checkout._cancel_until_done(task)
     await asyncio.wait_for(asyncio.wait({task}), 2 * my_checkout.CANCEL_AGAIN + 1)
     assert task.cancelled()
+
+
+async def test_opening_on_a_server_that_accepts_but_never_answers_gives_up_within_the_timeout(
+    sql: tuple[str, Proxy, SqlDriver],
+) -> None:
+    """A port of another service, or a hung server: the first connection's handshake is bounded
+    (mysql's pool made it with no deadline, and `conveyor list` waited forever)."""
+    _, proxy, driver = sql
+    proxy.blackhole(new_for=60)
+    started = time.monotonic()
+
+    with pytest.raises(BackendUnavailableError):
+        await driver.open()
+
+    assert time.monotonic() - started < 5

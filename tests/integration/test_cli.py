@@ -251,7 +251,7 @@ def test_work_burst_on_an_empty_queue_exits_zero_at_once(app: App) -> None:
     ("spec", "message"),
     [
         ("nosuchmodule:registry", "cannot import 'nosuchmodule'"),
-        ("jobsapp:nothing", "'jobsapp:nothing' is not a conveyor Registry"),
+        ("jobsapp:nothing", "module 'jobsapp' has no attribute 'nothing'; its registry: jobsapp:"),
         ("jobsapp:HERE", "'jobsapp:HERE' is not a conveyor Registry"),
         ("jobsapp", "'jobsapp' is not module:attribute"),
         (":registry", "':registry' is not module:attribute"),

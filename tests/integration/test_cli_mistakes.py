@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.backends import amqp as amqp_backend
+from tests.backends import redis as redis_backend
+from tests.backends import require_service
 from tests.integration.processes import ROOT, backend_of, run_cli
 from tests.integration.test_secrets import closed_port
 
@@ -337,3 +339,141 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error_naming_it(tmp_path: Path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "the argument 'ab\\udcc3' is not UTF-8 text" in result.stderr, result.stderr
     assert "UnicodeEncodeError" not in result.stderr
+
+
+@pytest.mark.parametrize("source", ["payload", "file"])
+def test_a_payload_nested_too_deeply_to_read_says_so_and_pushes_nothing(
+    tmp_path: Path, source: str
+) -> None:
+    nested = "[" * 5000 + "]" * 5000
+    (tmp_path / "jobs.jsonl").write_text(nested + "\n")
+    given = ["--payload", nested] if source == "payload" else ["--file", "jobs.jsonl"]
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    line = one_error_line(conveyor(tmp_path, url, "push", "default", "add", *given))
+
+    named = "--payload" if source == "payload" else "line 1"
+    assert f"{named} is not JSON: its arrays or objects nest too deeply to read" in line, line
+    assert "RecursionError" not in line, line
+    assert run_cli(tmp_path, "urlapp:registry", "list", "--json").stdout.count('"pending": 0') == 1
+
+
+@pytest.mark.parametrize("option", ["--limit", "--offset"])
+def test_failed_list_refuses_a_number_past_what_a_backend_holds(
+    tmp_path: Path, option: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    result = conveyor(tmp_path, url, "failed", "list", "default", option, str(2**64))
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"Invalid value for '{option}'" in result.stderr, result.stderr
+    assert "OverflowError" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "code"),
+    [("raise SystemExit(0)\n", "0"),
+     ("import argparse\nargparse.ArgumentParser().parse_args(['--nope'])\n", "2")],
+    ids=["exit-0", "argparse"],
+)  # fmt: skip
+def test_an_app_module_that_exits_on_import_is_a_usage_error_saying_so(
+    tmp_path: Path, source: str, code: str
+) -> None:
+    (tmp_path / "script.py").write_text(source)
+
+    result = run_cli(tmp_path, "script:registry", "list")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"importing 'script' called sys.exit({code})" in result.stderr, result.stderr
+    assert 'under `if __name__ == "__main__":`' in result.stderr, result.stderr
+
+
+def test_an_app_attribute_that_is_missing_names_the_registry_the_module_holds(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "urlapp.py").write_text(APP_SOURCE.format(url="memory://"))
+
+    result = run_cli(tmp_path, "urlapp:app", "list")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "module 'urlapp' has no attribute 'app'; its registry: urlapp:registry" in (
+        result.stderr
+    ), result.stderr
+
+
+def test_an_amqp_vhost_that_is_not_there_says_to_check_the_vhost(tmp_path: Path) -> None:
+    require_service("amqp", 5672, amqp_backend.START)
+    url = "amqp://guest:guest@127.0.0.1:5672/conveyor-test-no-such-vhost"  # the broker's login
+
+    line = one_error_line(conveyor(tmp_path, url, "list"))
+
+    assert "closed a connection on opening the URL's vhost" in line, line
+    assert "check that the vhost exists and that the user may use it" in line, line
+    assert "InvalidFrameError" not in line and "<Connection.Close object" not in line, line
+
+
+def test_a_redis_user_the_server_refuses_says_to_check_the_user_and_password(
+    tmp_path: Path,
+) -> None:
+    require_service("redis", 6379, redis_backend.START)
+    url = f"redis://conveyor-test-nobody:{PASSWORD}@127.0.0.1:6379/0"
+
+    line = one_error_line(conveyor(tmp_path, url, "list"))
+
+    assert "refused the credentials" in line, line
+    assert "check the URL's user and password" in line, line
+    assert "check that it is running" not in line, line
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [(["list"], ["--config", "conveyor.toml"]),
+     (["failed", "list", "default"], ["--log-level", "debug"]),
+     (["work", "--burst"], ["--log-format=json"])],
+    ids=["config", "log-level-of-a-subcommand", "log-format"],
+)  # fmt: skip
+def test_an_option_of_conveyor_itself_after_the_command_says_to_put_it_before(
+    tmp_path: Path, command: list[str], option: list[str]
+) -> None:
+    result = conveyor(tmp_path, "memory://", *command, *option)
+
+    name = option[0].partition("=")[0]
+    said = f"{name} is an option of conveyor itself: put it before the command, as conveyor {name}"
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert said in result.stderr, result.stderr
+    assert f"No such option '{name}'" not in result.stderr, result.stderr
+
+
+def test_work_with_a_concurrency_past_what_a_backend_counts_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    result = conveyor(tmp_path, url, "work", "--burst", "--concurrency", str(2**64))
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Invalid value for '--concurrency'" in result.stderr, result.stderr
+    assert "reserve failed" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("command", ["pause", "resume"])
+@pytest.mark.parametrize("url", ["memory://", "sync://"])
+def test_queue_pause_or_resume_on_a_driver_of_one_process_is_refused_not_claimed(
+    tmp_path: Path, command: str, url: str
+) -> None:
+    line = one_error_line(conveyor(tmp_path, url, "queue", command, "default"))
+
+    kind = url.removesuffix("://")
+    assert f"queue 'default' is on the {kind} driver, which keeps jobs in one process only" in line
+    assert f"the {command} would be lost when it exits" in line, line
+
+
+def test_push_file_that_starts_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    (tmp_path / "jobs.jsonl").write_bytes(b'\xef\xbb\xbf{"n": 1}\r\n{"n": 2}\r\n')  # Notepad's
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    result = conveyor(tmp_path, url, "push", "default", "add", "--file", "jobs.jsonl")
+
+    assert result.returncode == 0, result.stderr
+    assert "2 job(s) 'add' pushed to queue 'default'" in result.stdout, result.stdout

@@ -1,6 +1,7 @@
 """A misspelt conveyor table in pyproject.toml ([tool.conveyr], [tool.Conveyor]) is warned
 about, naming its line and the right name, as a misspelt CONVEYOR_ variable is: unwarned, its
-settings were ignored without a word."""
+settings were ignored without a word. The table spelt otherwise by TOML ([tool."conveyor"],
+dotted keys), and a file that starts with a byte order mark, are read."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.config import effective
 from tests.unit.test_config import in_tmp_path, make_app
 
 __all__ = ["in_tmp_path"]  # the fixture every test here uses: run in tmp_path, no CONVEYOR_*
@@ -77,3 +79,38 @@ def test_a_named_pyproject_is_looked_at_and_one_beside_conveyor_toml_is_not(
     (tmp_path / "pyproject.toml").write_text(PYPROJECT)
     (tmp_path / "conveyor.toml").write_text("retry = 1\n")
     assert frozen_warnings(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [('[tool."conveyor".workers.main]\nconcurrency = 3\n', 2),
+     ("[tool]\nconveyor.workers.main.concurrency = 3\n", 2),
+     ("[project]\nname = 'shop'\n\n[ tool . conveyor . workers . main ]\nconcurrency = 3\n", 5),
+     ("tool.conveyor.workers.main.concurrency = 3\n", 1)],
+    ids=["quoted", "dotted-under-tool", "spaced", "dotted-at-top"],
+)  # fmt: skip
+def test_a_tool_conveyor_table_written_any_way_toml_allows_is_read(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    (tmp_path / "pyproject.toml").write_text(text)
+
+    registry = make_app()
+    registry.configure(None, environ={})
+    registry.freeze()
+
+    assert registry.workers["main"].concurrency == 3
+    setting = next(s for s in effective(registry) if (s.name, s.key) == ("main", "concurrency"))
+    assert setting.source == f"pyproject.toml:{line}"
+
+
+@pytest.mark.parametrize("name", ["conveyor.toml", "pyproject.toml"])
+def test_a_file_that_starts_with_a_byte_order_mark_is_read(tmp_path: Path, name: str) -> None:
+    table = "[tool.conveyor.workers.main]" if name == "pyproject.toml" else "[workers.main]"
+    (tmp_path / name).write_bytes(f"\ufeff{table}\nconcurrency = 3\n".encode())  # Notepad's
+
+    registry = make_app()
+    registry.configure(None, environ={})
+    registry.freeze()
+
+    setting = next(s for s in effective(registry) if (s.name, s.key) == ("main", "concurrency"))
+    assert (setting.value, setting.source) == ("3", f"{name}:2")

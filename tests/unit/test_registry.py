@@ -197,6 +197,13 @@ def test_worker_concurrency_below_one_or_not_whole_is_refused(concurrency: Any) 
         registry.worker("main", concurrency=concurrency)
 
 
+@pytest.mark.parametrize("key", ["concurrency", "prefetch"])
+def test_worker_concurrency_or_prefetch_past_what_a_backend_counts_is_refused(key: str) -> None:
+    registry = Registry(default_driver="memory")
+    with pytest.raises(RegistryError, match=f"worker 'main': {key} must be .*at most 2147483647"):
+        registry.worker("main", **{key: 2**31})
+
+
 def test_queue_workers_given_as_a_string_is_refused() -> None:
     registry = Registry(default_driver="memory")
     with pytest.raises(RegistryError) as caught:

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Coroutine
 from datetime import datetime
+from types import ModuleType
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -37,6 +38,9 @@ T = TypeVar("T")
 
 APP_HELP = "Where your registry is, as module:attribute (or set CONVEYOR_APP)."
 
+#: The options of `conveyor` itself, which go before the command.
+GLOBAL_OPTIONS = {"--config": "PATH", "--log-level": "LEVEL", "--log-format": "json"}
+
 #: The seed's spellings, each the name of the command it stands for.
 ALIASES = {"queue:work": "work", "queue:list": "list"}
 
@@ -51,6 +55,15 @@ class Conveyor(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            if exc.option_name not in GLOBAL_OPTIONS:
+                raise
+            given = f"{exc.option_name} {GLOBAL_OPTIONS[exc.option_name]}"
+            message = (
+                f"{exc.option_name} is an option of conveyor itself: put it before the command,"
+                f" as conveyor {given} {ctx.invoked_subcommand} ..."
+            )
+            raise click.NoSuchOption(exc.option_name, message, ctx=exc.ctx) from None
         except (click.exceptions.Exit, click.Abort, click.ClickException):
             raise
         except ConveyorError as exc:
@@ -110,6 +123,26 @@ def load_app(spec: str) -> Registry:
             f"{module_name!r} is a file's path: give the module's dotted name, as myapp.jobs "
             "for myapp/jobs.py, from the folder that holds myapp"
         )
+    module = _imported(module_name)
+    if not hasattr(module, attribute):
+        found = _registries(module)
+        where = f"; its registry: {' or '.join(found)}" if found else ": it holds no Registry"
+        raise _bad_app(f"module {module_name!r} has no attribute {attribute!r}{where}")
+    registry = getattr(module, attribute)
+    if not isinstance(registry, Registry):
+        raise _bad_app(f"{spec!r} is not a conveyor Registry (found {registry!r})")
+    config_path = click.get_current_context().find_root().params.get("config_path")
+    if config_path is not None:
+        try:
+            registry.configure(config_path)
+        except ConveyorError as exc:
+            raise click.ClickException(str(exc)) from exc
+    return registry
+
+
+def _imported(module_name: str) -> ModuleType:
+    """The module `module_name`, imported from the working directory; a usage error saying why
+    it cannot be."""
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
@@ -121,16 +154,21 @@ def load_app(spec: str) -> Registry:
         raise _bad_app(
             masked(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")
         ) from exc
-    registry = getattr(module, attribute, None)
-    if not isinstance(registry, Registry):
-        raise _bad_app(f"{spec!r} is not a conveyor Registry (found {registry!r})")
-    config_path = click.get_current_context().find_root().params.get("config_path")
-    if config_path is not None:
-        try:
-            registry.configure(config_path)
-        except ConveyorError as exc:
-            raise click.ClickException(str(exc)) from exc
-    return registry
+    except SystemExit as exc:  # its own command line (argparse), run on import: not conveyor's
+        raise _bad_app(
+            masked(
+                f"importing {module_name!r} called sys.exit({exc.code!r}): move the code that"
+                ' exits under `if __name__ == "__main__":`, or name a module that only'
+                " builds the registry"
+            )
+        ) from None
+    return module
+
+
+def _registries(module: ModuleType) -> list[str]:
+    """The module's Registry attributes as --app values, for a --app that missed them."""
+    found = (name for name, value in vars(module).items() if isinstance(value, Registry))
+    return [f"{module.__name__}:{name}" for name in sorted(found)]
 
 
 def _bad_app(message: str) -> click.BadParameter:
@@ -181,6 +219,20 @@ async def unsearched(registry: Registry) -> str:
     return (
         f"; queue(s) {names} were not searched: their driver cannot find a job by id "
         "(see them with conveyor list and conveyor failed list)"
+    )
+
+
+async def kept(registry: Registry, queue: str, lost: str, *, inline: bool = False) -> None:
+    """ConveyorError unless `queue`'s driver keeps what a command does there once it exits (or,
+    with `inline`, runs a job inside its push, as sync does): `lost`, "a job pushed by conveyor
+    push", would go with the memory driver's process, unseen."""
+    driver = await registry.driver_of(queue)
+    if driver.capabilities.durable or (inline and driver.capabilities.inline):
+        return
+    raise ConveyorError(
+        f"queue {queue!r} is on the {driver.kind} driver, which keeps jobs in one process"
+        f" only: {lost} would be lost when it exits; put the queue on a driver that keeps"
+        " them (sqlite, postgres, mysql, redis, amqp)"
     )
 
 

@@ -19,6 +19,7 @@ from conveyor.cli.app import (
     iso,
     job_json,
     json_option,
+    kept,
     load_app,
     progress,
     run,
@@ -54,7 +55,12 @@ def queue_pause(name: str, app: str) -> None:
     """Stop every worker reserving from queue NAME (within one poll interval); pushes still
     succeed and running jobs finish."""
     registry = load_app(app)
-    run(registry.pause(name), registry)
+
+    async def pause() -> None:
+        await kept(registry, name, "the pause")
+        await registry.pause(name)
+
+    run(pause(), registry)
     click.echo(f"queue {name!r} paused")
 
 
@@ -64,7 +70,12 @@ def queue_pause(name: str, app: str) -> None:
 def queue_resume(name: str, app: str) -> None:
     """Let workers reserve from queue NAME again."""
     registry = load_app(app)
-    run(registry.resume(name), registry)
+
+    async def resume() -> None:
+        await kept(registry, name, "the resume")
+        await registry.resume(name)
+
+    run(resume(), registry)
     click.echo(f"queue {name!r} resumed")
 
 

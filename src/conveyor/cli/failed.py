@@ -28,14 +28,27 @@ def failed() -> None:
     """Inspect, retry or purge the jobs in a queue's failed storage."""
 
 
+#: The most --limit and --offset take: far past any queue, and within every backend's integers
+#: (SQLite's and PostgreSQL's are 64-bit: a larger number was an OverflowError).
+MOST = 10**12
+
+
 @failed.command(name="list")
 @click.argument("queue")
 @app_option
 @click.option(
-    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="How many to show."
+    "--limit",
+    type=click.IntRange(min=1, max=MOST),
+    default=50,
+    show_default=True,
+    help="How many to show.",
 )
 @click.option(
-    "--offset", type=click.IntRange(min=0), default=0, show_default=True, help="How many to skip."
+    "--offset",
+    type=click.IntRange(min=0, max=MOST),
+    default=0,
+    show_default=True,
+    help="How many to skip.",
 )
 @click.option("--name", default=None, help="Only the jobs of this job name.")
 @json_option

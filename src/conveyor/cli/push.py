@@ -10,7 +10,16 @@ from typing import IO, Any
 
 import click
 
-from conveyor.cli.app import app_option, echo_json, fail, json_option, load_app, progress, run
+from conveyor.cli.app import (
+    app_option,
+    echo_json,
+    fail,
+    json_option,
+    kept,
+    load_app,
+    progress,
+    run,
+)
 from conveyor.duration import FORMS, parse
 from conveyor.errors import ConveyorError, PayloadError
 from conveyor.registry import Registry
@@ -82,12 +91,12 @@ def push(
     registry = load_app(app)
     if payload is not None:
         try:
-            value = json.loads(payload)
+            value = _json(payload)
         except ValueError as exc:
             raise fail(f"--payload is not JSON: {exc}") from exc
 
         async def push_one() -> str:
-            await _kept(registry, queue)
+            await kept(registry, queue, "a job pushed by conveyor push", inline=True)
             return await registry.push(queue, job_name, value, unique=unique, **options)
 
         job_id = run(push_one(), registry)
@@ -98,7 +107,7 @@ def push(
         return
     assert path is not None
     try:
-        opened = click.open_file(path, encoding="utf-8")
+        opened = click.open_file(path, encoding="utf-8-sig")  # a BOM (Notepad's) is skipped
     except OSError as exc:
         message = f"cannot read {path!r}: {exc.strerror}"
         raise click.BadParameter(message, param_hint="--file") from exc
@@ -116,18 +125,6 @@ def push(
         echo_json({"queue": queue, "job": job_name, "ids": ids})
     else:
         click.echo(f"{len(ids)} job(s) {job_name!r} pushed to queue {queue!r}")
-
-
-async def _kept(registry: Registry, queue: str) -> None:
-    """ConveyorError unless `queue`'s driver keeps a job once this process exits (or runs it
-    inside the push, as sync does): memory's would be lost with it, unseen."""
-    driver = await registry.driver_of(queue)
-    if not (driver.capabilities.durable or driver.capabilities.inline):
-        raise ConveyorError(
-            f"queue {queue!r} is on the {driver.kind} driver, which keeps jobs in one process"
-            " only: a job pushed by conveyor push would be lost when it exits; put the queue"
-            " on a driver that keeps them (sqlite, postgres, mysql, redis, amqp)"
-        )
 
 
 def _meta(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -153,7 +150,7 @@ async def _push_file(
     """Push a job per line, a batch at a time, adding their ids to `ids`, with the batch under
     way in `sent`; an error (a bad line, a backend gone) names the line where it can and says
     how many jobs were pushed before it."""
-    await _kept(registry, queue)
+    await kept(registry, queue, "a job pushed by conveyor push", inline=True)
     with progress() as bars:
         task = bars.add_task(f"pushing {job_name} to {queue}", total=size)
         try:
@@ -206,7 +203,7 @@ def _batches(lines: IO[str]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
         if not line.strip():
             continue
         try:
-            batch.append((number, json.loads(line)))
+            batch.append((number, _json(line)))
         except ValueError as exc:
             raise ConveyorError(f"line {number} is not JSON: {exc}") from exc
         if len(batch) == BATCH:
@@ -214,6 +211,17 @@ def _batches(lines: IO[str]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
             batch, read = [], 0
     if batch:
         yield batch, read
+
+
+def _json(text: str) -> Any:
+    """`text` read as JSON; ValueError also when it nests deeper than Python's json reads
+    (which raises RecursionError, caught by nobody)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(
+            "its arrays or objects nest too deeply to read (hundreds of levels): flatten it"
+        ) from None
 
 
 def _numbered(lines: IO[str]) -> Iterator[tuple[int, str]]:

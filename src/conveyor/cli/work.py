@@ -12,7 +12,7 @@ from conveyor.cli.app import app_option, fail, load_app, run
 from conveyor.collector import tune_for_work
 from conveyor.loop import LOOPS
 from conveyor.registry import Registry
-from conveyor.spec import WorkerSpec
+from conveyor.spec import MAX_CONCURRENCY, WorkerSpec
 from conveyor.worker import Stopped, Worker, log
 
 
@@ -41,7 +41,7 @@ from conveyor.worker import Stopped, Worker, log
 )
 @click.option(
     "--concurrency",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_CONCURRENCY),
     default=None,
     metavar="N",
     help="Run up to N jobs at once in each worker [default: the worker's setting].",

@@ -59,14 +59,26 @@ def find_file(named: str | os.PathLike[str] | None, environ: Mapping[str, str]) 
     if Path(FILE_NAME).is_file():
         return Path(FILE_NAME)
     pyproject = Path(PYPROJECT)
-    if pyproject.is_file() and _TOOL_TABLE.search(_text(pyproject)):
+    if pyproject.is_file() and _has_tool_table(_text(pyproject)):
         return pyproject
     return None
 
 
+def _has_tool_table(text: str) -> bool:
+    """Whether a pyproject.toml has conveyor's table, however TOML spells it ([tool.conveyor],
+    [tool."conveyor"], conveyor.retry = 1 under [tool], an inline table). One that is not
+    valid TOML has it when a header says so: read_file then names the mistake; without one,
+    the file's mistake is not conveyor's concern."""
+    try:
+        tool = tomllib.loads(text).get("tool")
+    except tomllib.TOMLDecodeError:
+        return bool(_TOOL_TABLE.search(text))
+    return isinstance(tool, dict) and "conveyor" in tool
+
+
 def _text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a BOM (Notepad's) is skipped
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read: {exc}") from exc
 

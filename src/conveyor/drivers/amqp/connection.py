@@ -166,5 +166,14 @@ class Edge:
             raise BackendUnavailableError(
                 f"{where} is not reachable for {self.what} ({text}): is it running?"
             ) from None
+        if isinstance(exc, aiormq.exceptions.InvalidFrameError) and "Connection.Close" in str(exc):
+            # The broker's answer to Connection.Open: aiormq drops its reason ("vhost ... not
+            # found", "access to vhost ... refused"), so name both.
+            raise DriverError(
+                f"{where} closed {self.what} on opening the URL's vhost: check that the vhost"
+                " exists and that the user may use it (rabbitmqctl list_vhosts; rabbitmqctl"
+                " list_permissions -p VHOST); the default vhost / is written as the path / or"
+                " %2F"
+            ) from None
         if isinstance(exc, aiormq.exceptions.AMQPError | pamqp_exceptions.PAMQPException):
             raise DriverError(f"{where} refused {self.what}: {text}") from None

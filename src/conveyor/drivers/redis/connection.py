@@ -34,8 +34,8 @@ from redis.asyncio import connection as redis_asyncio_connection
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import AuthenticationError, ReadOnlyError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
 
@@ -343,6 +343,11 @@ class Edge:
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)):
             # It may quote the host and port redis-py read: withheld for an ambiguous URL.
             detail = self.location.scrub(text)
+            if isinstance(exc, AuthenticationError):  # still retried: a password may be rotated
+                raise BackendUnavailableError(
+                    f"{self.where} refused the credentials ({detail}): check the URL's user and"
+                    " password"
+                ) from exc
             raise BackendUnavailableError(
                 f"{self.where} is unavailable ({detail}): check that it is running and "
                 "reachable; the worker retries with backoff"

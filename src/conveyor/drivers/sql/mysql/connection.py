@@ -101,12 +101,15 @@ class MysqlConnection:
         self._checkout = Checkout(target)
 
     async def open(self) -> None:
-        """Start the pool with one connection, and check the server is recent enough."""
+        """Start the pool, and check the server is recent enough on its first connection."""
         if self._pool is not None:
             return
         with self.target.translated("connect"):
+            # minsize=0: create_pool would make its first connection with no deadline on the
+            # handshake, and a port that accepts but never answers held `open` forever. The
+            # check's checkout makes it, within the timeout.
             pool = await asyncmy.create_pool(
-                minsize=1, maxsize=self.pool_size, **self.target.pool_kwargs()
+                minsize=0, maxsize=self.pool_size, **self.target.pool_kwargs()
             )
         try:
             await self._check_server(pool)
