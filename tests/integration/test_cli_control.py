@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Job, JobState, Registry
+from conveyor.drivers import driver_from_url
 from tests.integration.processes import ROOT, backend_of, clean_backend
 
 pytestmark = pytest.mark.timeout(90)
@@ -47,6 +48,7 @@ async def walk(job: Job[dict[str, int]]) -> int | None:
 class App:
     def __init__(self, folder: Path, url: str) -> None:
         self.folder = folder
+        self.url = url
         (folder / "cliapp.py").write_text(APP_SOURCE.format(url=url))
         self.registry = Registry(default_driver=url)
         self.registry.queue("tasks", workers=["w"])
@@ -92,6 +94,26 @@ def test_cancel_a_pending_job_and_one_that_is_gone(app: App) -> None:
     assert again.returncode == 1
     assert f"no unfinished job {job_id!r}" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_cancel_a_running_job_says_its_worker_stops_it(app: App) -> None:
+    job_id = app.registry.blocking.push("tasks", "tick", {})
+
+    async def take() -> None:  # as a worker elsewhere would
+        driver = driver_from_url(app.url)
+        try:
+            [job] = await driver.reserve(["tasks"], 1, 60.0, "elsewhere")
+            assert job.id == job_id
+        finally:
+            await driver.close()
+
+    asyncio.run(take())
+    cancelled = app.run("cancel", job_id)
+
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"job {job_id} is running: its worker stops it at its next lease renewal" in (
+        cancelled.stdout
+    )
 
 
 def test_pause_and_resume_show_in_list(app: App) -> None:

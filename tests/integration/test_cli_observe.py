@@ -155,6 +155,7 @@ def test_job_failed_list_and_logs_print_no_terminal_control_from_storage(tmp_pat
         ((), {"CONVEYOR_DASHBOARD_TOKEN": ""}),
         ((), {"CONVEYOR_DASHBOARD_BASIC_AUTH": ""}),
         (("--token", ""), {}),
+        (("--token", "  "), {}),
         (("--basic-auth", "admin:"), {}),
     ],
 )
@@ -166,4 +167,4 @@ def test_dashboard_refuses_an_empty_secret(
     process = _start(tmp_path, "dashboard", "--port", str(spare_port()), *args, **env)
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 2, output
-    assert "it is empty: give the secret" in output or "both given" in output
+    assert "it is empty (or only spaces): give the secret" in output or "both given" in output

@@ -235,13 +235,17 @@ async def test_its_cookies_stay_under_its_mount_and_over_https() -> None:
     await registry.close()
 
 
-def test_an_empty_token_or_password_is_refused_when_the_app_is_made() -> None:
+def test_an_empty_or_blank_token_or_password_is_refused_when_the_app_is_made() -> None:
     # Before, create_app(registry, token=os.environ.get("T", "")) made a dashboard that
     # answered 401 to everyone, with nothing saying why.
     from conveyor.errors import ConfigError
 
+    blank = ({"token": "  "}, {"basic_auth": ("admin", " ")})  # no secret either
     for options in ({"token": ""}, {"basic_auth": ("admin", "")}, {"basic_auth": ("", "pw")}):
-        with pytest.raises(ConfigError, match="is empty, which lets nobody in"):
+        with pytest.raises(ConfigError, match=r"is empty \(or only spaces\), which is no secret"):
+            create_app(_registry(), **options)  # type: ignore[arg-type]
+    for options in blank:
+        with pytest.raises(ConfigError, match="no secret"):
             create_app(_registry(), **options)  # type: ignore[arg-type]
 
 

@@ -27,6 +27,7 @@ from conveyor.cli.app import (
     unsearched,
     when,
 )
+from conveyor.job import JobInfo, JobState
 from conveyor.registry import Registry
 
 
@@ -37,10 +38,19 @@ def cancel(job_id: str, app: str) -> None:
     """Cancel the job JOB_ID: at once if it is pending or delayed; if it is running, its worker
     stops it at the next lease renewal."""
     registry = load_app(app)
-    found = run(registry.cancel(job_id), registry)
+
+    async def cancel_and_look() -> JobInfo | bool:
+        if not await registry.cancel(job_id):
+            return False
+        return await registry.job_info(job_id) or True  # gone since: say it was cancelled
+
+    found = run(cancel_and_look(), registry)
     if not found:
         raise fail(f"no unfinished job {job_id!r}: it finished, or never existed")
-    click.echo(f"job {job_id} cancelled (a running job stops at its next lease renewal)")
+    if isinstance(found, JobInfo) and found.state is JobState.RESERVED:
+        click.echo(f"job {job_id} is running: its worker stops it at its next lease renewal")
+    else:
+        click.echo(f"job {job_id} cancelled")
 
 
 @click.group()
@@ -238,13 +248,15 @@ def dashboard(
 
 
 def _credential(value: str | None, option: str, envvar: str) -> str | None:
-    """`value`, refused when empty, or when it is missing because `envvar` is set but empty
+    """`value`, refused when empty or blank, or when it is missing because `envvar` is set but empty
     (click reads an empty variable as unset: the dashboard would have served with no login,
     as a deploy whose secret did not reach the environment would)."""
-    if value == "" or (value is None and os.environ.get(envvar) == ""):
+    if (value is not None and not value.strip()) or (
+        value is None and os.environ.get(envvar) == ""
+    ):
         raise click.BadParameter(
-            f"it is empty: give the secret, or unset {envvar} and leave out {option} to serve"
-            " with no login",
+            f"it is empty (or only spaces): give the secret, or unset {envvar} and leave out"
+            f" {option} to serve with no login",
             param_hint=f"{option} (or {envvar})",
         )
     return value

@@ -92,10 +92,11 @@ def create_app(
     basic_auth: tuple[str, str] | None = None,
 ) -> Starlette:
     """The dashboard of `registry` as an ASGI app; see the module docstring."""
-    if token == "" or (basic_auth is not None and not all(basic_auth)):
+    if _blank(token) or (basic_auth is not None and any(map(_blank, basic_auth))):
         raise ConfigError(
-            "the dashboard's token or basic-auth user or password is empty, which lets nobody"
-            " in: give the secret (is its environment variable set?), or None for no login"
+            "the dashboard's token or basic-auth user or password is empty (or only spaces),"
+            " which is no secret: give the secret (is its environment variable set?), or None"
+            " for no login"
         )
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True, finalize=_text
@@ -250,7 +251,12 @@ async def serve(
 ) -> None:
     """Serve the dashboard with uvicorn on the running loop until cancelled or interrupted
     (`conveyor dashboard --app ... --port 8080`)."""
-    import uvicorn
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise ImportError(
+            'serving the dashboard needs uvicorn: pip install "conveyor[dashboard]"'
+        ) from exc
 
     app = create_app(registry, read_only=read_only, token=token, basic_auth=basic_auth)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
@@ -473,3 +479,8 @@ def _cookie(request: Request) -> dict[str, Any]:
 
 def _same(given: str, wanted: str) -> bool:
     return bool(given) and hmac.compare_digest(given.encode(), wanted.encode())
+
+
+def _blank(secret: str | None) -> bool:
+    """Whether a secret given is empty or only whitespace (None: no login asked for)."""
+    return secret is not None and not secret.strip()
