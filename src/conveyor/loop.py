@@ -62,8 +62,8 @@ def refuse_other_loop(owner: asyncio.AbstractEventLoop | None) -> None:
     in another thread (a worker's), and this call runs on a loop of its own (`asyncio.run` in
     a plain handler): their connections belong to `owner`, and used from another loop they
     break it (redis: the worker's next call fails with "Event loop is closed")."""
-    if owner is None or not owner.is_running() or owner is asyncio.get_running_loop():
-        return
+    if owner is None or owner is asyncio.get_running_loop() or not owner.is_running():
+        return  # the common case first: one test per call of the registry's
     if owner in _facade_loops:
         return  # code outside any loop that also runs the async API (conveyor.testing's run_all)
     raise RegistryError(

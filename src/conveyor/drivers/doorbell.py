@@ -154,6 +154,10 @@ class Ringer:
     def ring(self, queues: Iterable[str] | None = None) -> None:
         """Tell each waiting driver that jobs are due in `queues` (None: in any queue, as far as
         this driver knows); a dead process's socket is removed. No queue, no ring."""
+        try:
+            mtime = os.stat(self._folder).st_mtime_ns
+        except OSError:
+            return  # no driver has waited on this store
         if queues is None:
             ring = _ANY
         else:
@@ -162,10 +166,6 @@ class Ringer:
                 return
             if len(ring) > _MAX_RING:
                 ring = _ANY
-        try:
-            mtime = os.stat(self._folder).st_mtime_ns
-        except OSError:
-            return  # no driver has waited on this file
         listed, now = self._listed, time.monotonic()
         if listed is None or listed[0] != mtime or now - listed[1] > RELIST_EVERY:
             with contextlib.suppress(OSError):
