@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 
 from conveyor import Job, Registry, UnknownWorkerError
-from conveyor.asgi import Host, LifespanMiddleware, Message, Receive, Scope, Send, lifespan
+from conveyor.asgi import (
+    ASGIApp,
+    Host,
+    LifespanMiddleware,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    lifespan,
+)
 from conveyor.drivers.memory import MemoryDriver
 
 pytestmark = pytest.mark.timeout(30)
@@ -203,30 +212,19 @@ async def test_middleware_starts_workers_before_the_app_and_stops_them_after_it(
     assert not app.healthy
 
 
-async def test_middleware_answers_for_an_app_without_lifespan_support() -> None:
+async def http_or_nothing(scope: Scope, receive: Receive, send: Send) -> None:
+    """An application that serves http and returns on any other scope, as many do."""
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+
+
+@pytest.mark.parametrize(
+    "inner", [http_only, http_or_nothing], ids=["raising on lifespan", "returning on lifespan"]
+)
+async def test_middleware_answers_for_an_app_without_lifespan_support(inner: ASGIApp) -> None:
     events: list[str] = []
     registry, ran = registry_on(WatchedDriver(events))
-    app = LifespanMiddleware(http_only, registry, "web")
-    server = Server()
-    task = await run_protocol(app, server)
-    await registry.push("q", "ping", {})
-    await asyncio.wait_for(ran.wait(), timeout=5)
-    await server.say("lifespan.shutdown")
-    await asyncio.wait_for(task, timeout=5)
-    assert server.told == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
-    assert events == ["driver opened", "driver closed"]
-
-
-async def test_middleware_answers_for_an_app_that_returns_from_lifespan_without_a_word() -> None:
-    events: list[str] = []
-    registry, ran = registry_on(WatchedDriver(events))
-
-    async def http_or_nothing(scope: Scope, receive: Receive, send: Send) -> None:
-        """An application that serves http and returns on any other scope, as many do."""
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 204, "headers": []})
-
-    app = LifespanMiddleware(http_or_nothing, registry, "web")
+    app = LifespanMiddleware(inner, registry, "web")
     server = Server()
     task = await run_protocol(app, server)
     await registry.push("q", "ping", {})
