@@ -4,6 +4,12 @@ The worker hands every outcome to a `Settler`, which writes them in batches, one
 driver and verb, from a task of its own: everything that finished while the last write was in
 flight goes in the next. It counts what each driver accepted (a settle that comes too late is
 refused by fencing and not counted) and saves those worker counts at most once a second.
+
+A write that fails is tried again, after a back-off. One the backend refuses (an error other
+than BackendUnavailableError: it was reached) may be refusing one outcome in it, which would
+otherwise hold back every outcome batched with it, for ever: its outcomes are then written one
+by one, and one refused alone ALONE_ATTEMPTS times is written as a failure of its job instead,
+naming the refusal, so that the job lands in failed storage where a person can see it.
 """
 
 from __future__ import annotations
@@ -19,14 +25,19 @@ from typing import Protocol, TypeVar
 
 from conveyor.attempt import Outcome, printable
 from conveyor.drivers.base import Driver, Failure, Release, Reservation, WorkerCounts
+from conveyor.errors import BackendUnavailableError
 from conveyor.hooks import EventKind, Hooks
 from conveyor.hooks import settled as settled_event
-from conveyor.job import JobInfo
+from conveyor.job import ErrorInfo, JobInfo
 
 log = logging.getLogger("conveyor.worker")
 
 #: Worker stats cost a round trip of their own: written at most this often, and at stop.
 STATS_EVERY = 1.0
+
+#: Times an outcome written alone may be refused before its job is written as failed instead
+#: (a failure refused that often too is given up: its job comes back after its lease).
+ALONE_ATTEMPTS = 3
 
 #: Waits after a failed write: (what failed, the error, failures in a row, what ends it early).
 BackOff = Callable[[str, Exception, int, asyncio.Event], Awaitable[None]]
@@ -77,6 +88,10 @@ class Settler:
         # Jobs whose outcome is being written and not yet told to the hooks, each with the
         # event its batch sets once told (see `told`).
         self._telling: dict[str, asyncio.Event] = {}
+        #: Jobs whose outcome is written alone, with how often the backend refused it so.
+        self._alone: dict[str, int] = {}
+        #: Jobs whose outcome was replaced by a failure naming the backend's refusal.
+        self._replaced: set[str] = set()
         #: Set after each round of writes: a burst worker waits on it to look again.
         self.flushed = asyncio.Event()
 
@@ -148,10 +163,15 @@ class Settler:
             # were written already again (refused then, and their counts lost).
             for driver, outcomes in by_driver(batch):
                 for part in _by_kind(outcomes):
-                    try:
-                        await self.settle(driver, part)
-                    except Exception as exc:  # a DriverError, or a fault of our own: keep them
-                        error, unsettled = exc, unsettled + part
+                    for chunk in self._chunks(part):
+                        try:
+                            await self.settle(driver, chunk)
+                        except Exception as exc:  # a DriverError, or a fault of our own
+                            error, unsettled = exc, unsettled + self._refused(chunk, exc)
+                        else:
+                            for outcome in chunk:
+                                self._alone.pop(outcome.job.id, None)
+                                self._replaced.discard(outcome.job.id)
             if not unsettled:
                 failures = 0
                 continue
@@ -165,6 +185,42 @@ class Settler:
                 return
             await self._back_off("settle", error, failures, self._retry)
             self._retry.clear()
+
+    def _chunks(self, part: list[Outcome]) -> list[list[Outcome]]:
+        """`part` as its writes: together, but for outcomes to be written alone."""
+        together = [o for o in part if o.job.id not in self._alone]
+        alone = [[o] for o in part if o.job.id in self._alone]
+        return [together, *alone] if together else alone
+
+    def _refused(self, chunk: list[Outcome], exc: Exception) -> list[Outcome]:
+        """What to write again of a `chunk` whose write failed with `exc` (see the module
+        docstring): all of it while the backend cannot be reached."""
+        if isinstance(exc, BackendUnavailableError):
+            return chunk
+        if len(chunk) > 1:
+            for outcome in chunk:
+                self._alone.setdefault(outcome.job.id, 0)
+            return chunk
+        [outcome] = chunk
+        job_id = outcome.job.id
+        self._alone[job_id] = refusals = self._alone.get(job_id, 0) + 1
+        if refusals < ALONE_ATTEMPTS:
+            return chunk
+        del self._alone[job_id]
+        reason = printable(f"{type(exc).__name__}: {exc}")[:1000]
+        if job_id in self._replaced:
+            self._replaced.discard(job_id)
+            log.error("giving up writing job %s's failure (%s): it comes back after its"
+                      " lease", job_id, reason)  # fmt: skip
+            return []
+        log.error("the backend refused job %s's %s %d times (%s): writing it as failed",
+                  job_id, outcome.kind, refusals, reason)  # fmt: skip
+        self._replaced.add(job_id)
+        error = ErrorInfo(
+            "conveyor.errors.DriverError",
+            f"conveyor could not write this attempt's outcome ({outcome.kind}): {reason}",
+        )
+        return [Outcome("fail", outcome.job, outcome.driver, error, duration=outcome.duration)]
 
     async def settle(self, driver: Driver, outcomes: list[Outcome]) -> None:
         """Write one batch of outcomes to `driver` and count what was accepted."""
