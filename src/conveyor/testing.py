@@ -124,8 +124,8 @@ class MemoryQueues:
         self.registry = registry
         #: The in-memory driver every queue uses: `await queues.driver.counts([...])`.
         self.driver = driver
-        #: False once the `with` block ended and the registry has its own drivers back.
-        self.switched = True
+        # False once the `with` block ended and the registry has its own drivers back.
+        self._switched = True
 
     # -- what was pushed ---------------------------------------------------------------------
 
@@ -232,7 +232,7 @@ class MemoryQueues:
         error and traceback, once the rest have run; `check=False` to look at failures
         yourself. After `limit` attempts with jobs still due, AssertionError: a job that
         pushes itself for ever."""
-        if not self.switched:  # before the registry opens its own backend to find out
+        if not self._switched:  # before the registry opens its own backend to find out
             raise RuntimeError(_ENDED)
         runs = _Runs(self.registry, self.driver)
         finished: list[JobInfo] = []
@@ -281,7 +281,7 @@ def _substituted(registry: RegistryCore, driver: RecordingDriver) -> Iterator[Me
     try:
         yield queues
     finally:
-        queues.switched = False
+        queues._switched = False
         registry.substitute_driver(previous)
 
 
