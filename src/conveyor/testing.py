@@ -56,6 +56,11 @@ __all__ = [
 
 T = TypeVar("T")
 
+_ENDED = (
+    "run_all() was called after its `with use_memory(...)` (or use_sync) block ended: call it "
+    "inside the block"
+)
+
 #: How many attempts `run_all()` makes before it decides that jobs keep pushing jobs.
 RUN_ALL_LIMIT = 10_000
 
@@ -119,6 +124,8 @@ class MemoryQueues:
         self.registry = registry
         #: The in-memory driver every queue uses: `await queues.driver.counts([...])`.
         self.driver = driver
+        # False once the `with` block ended and the registry has its own drivers back.
+        self._switched = True
 
     # -- what was pushed ---------------------------------------------------------------------
 
@@ -225,6 +232,8 @@ class MemoryQueues:
         error and traceback, once the rest have run; `check=False` to look at failures
         yourself. After `limit` attempts with jobs still due, AssertionError: a job that
         pushes itself for ever."""
+        if not self._switched:  # before the registry opens its own backend to find out
+            raise RuntimeError(_ENDED)
         runs = _Runs(self.registry, self.driver)
         finished: list[JobInfo] = []
         try:
@@ -268,9 +277,11 @@ def use_sync(
 @contextlib.contextmanager
 def _substituted(registry: RegistryCore, driver: RecordingDriver) -> Iterator[MemoryQueues]:
     previous = registry.substitute_driver(driver)
+    queues = MemoryQueues(registry, driver)
     try:
-        yield MemoryQueues(registry, driver)
+        yield queues
     finally:
+        queues._switched = False
         registry.substitute_driver(previous)
 
 
@@ -291,10 +302,7 @@ class _Runs:
         self.registry.freeze()
         driver = await self.registry.driver_of(next(iter(self.registry.queues)))  # opens it
         if driver is not self.driver:
-            raise RuntimeError(
-                "run_all() was called after its `with use_memory(...)` (or use_sync) block "
-                "ended: call it inside the block"
-            )
+            raise RuntimeError(_ENDED)
         queues = await self._queues()
         if not queues:
             return None

@@ -162,7 +162,9 @@ def test_publish_frames_are_the_bytes_pamqp_writes() -> None:
         expected = b"".join(
             [
                 frame.marshal(
-                    spec.Basic.Publish(exchange=message.exchange, routing_key=message.routing_key),
+                    spec.Basic.Publish(
+                        exchange=message.exchange, routing_key=message.routing_key, mandatory=True
+                    ),
                     3,
                 ),
                 frame.marshal(ContentHeader(0, len(body), properties(message)), 3),
@@ -237,6 +239,50 @@ async def test_a_delay_level_the_broker_refuses_is_an_error_not_a_lost_delay(
 
     with pytest.raises(DriverError, match="inequivalent arg 'x-message-ttl'"):
         await driver.push(make_job(delay=0.1))
+
+
+async def delete_behind(driver: AmqpDriver, queue: str) -> None:
+    """Delete a conveyor queue's work queue as an operator would, on a connection of its own."""
+    connection = await aiormq.connect(URL)
+    try:
+        await (await connection.channel()).queue_delete(driver.names.work(queue))
+    finally:
+        await connection.close()
+
+
+async def test_a_push_to_a_queue_deleted_behind_the_driver_is_an_error_not_a_lost_job(
+    make: Make,
+) -> None:
+    pusher, worker = await make(), await make()
+    await pusher.push(make_job())
+    await delete_behind(pusher, "q")
+
+    with pytest.raises(BackendUnavailableError, match="had no queue for 1 of 1 messages"):
+        await pusher.push(make_job())  # the broker dropped it: confirmed, routed nowhere
+    job = make_job()
+    await pusher.push(job)  # the queue declared anew
+
+    [reserved] = await worker.reserve(["q"], 5, LONG_LEASE, "w")
+    assert reserved.id == job.id
+
+
+async def test_a_worker_consumes_again_a_queue_deleted_and_declared_anew(make: Make) -> None:
+    pusher, worker = await make(), await make()
+    await pusher.push(make_job())
+    [first] = await worker.reserve(["q"], 5, LONG_LEASE, "w")  # its consumer is on
+    await worker.ack([held(first)])  # the same prefetch asked again: no new consumer needed
+    await delete_behind(pusher, "q")
+    with pytest.raises(BackendUnavailableError, match="had no queue"):
+        await pusher.push(make_job())
+    jobs = [make_job() for _ in range(3)]
+    await pusher.push_many(jobs)
+
+    reserved: list[JobInfo] = []
+    deadline = time.monotonic() + 10
+    while len(reserved) < 3 and time.monotonic() < deadline:  # the broker's cancel is async
+        reserved += await worker.reserve(["q"], 5, LONG_LEASE, "w")
+        await worker.wait(["q"], 0.1)
+    assert sorted(job.id for job in reserved) == sorted(job.id for job in jobs)
 
 
 async def test_a_refusal_that_closed_the_channel_mid_declaration_is_the_error_raised(

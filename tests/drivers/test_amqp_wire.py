@@ -1,6 +1,7 @@
 """The amqp driver's batched publishing (drivers/amqp/wire.py) on the real broker: one future
-per batch counts every confirm, a refusal (basic.nack) and a channel the broker closed are
-told apart, and a batch longer than a slice goes out whole, built as it is written."""
+per batch counts every confirm, a refusal (basic.nack), a message no queue takes (returned)
+and a channel the broker closed are told apart, and a batch longer than a slice goes out
+whole, built as it is written."""
 
 from __future__ import annotations
 
@@ -72,3 +73,18 @@ async def test_a_channel_the_broker_closes_leaves_the_batch_unconfirmed(
     nowhere = Outgoing(b"{}", f"conveyor-test.none.{uuid.uuid4().hex}", "k", None, 0, None)
     assert await publish_all(channel, [nowhere] * 3, 10.0) == Confirms(0, 0, 3)
     assert channel.is_closed  # 404: no such exchange
+
+
+async def test_messages_no_queue_takes_are_counted_returned_not_confirmed(
+    channel: AbstractChannel,
+) -> None:
+    queue = await a_queue(channel)
+    try:
+        gone = f"conveyor-test.gone.{uuid.uuid4().hex[:12]}"  # as a queue deleted behind us
+        batch = [*messages(queue, 2, []), *messages(gone, 3, [])]
+        assert await publish_all(channel, batch, 10.0) == Confirms(2, 0, 0, 3)
+        assert not channel.is_closed
+        assert not channel.confirmations  # nothing left behind for aiormq's reader
+        assert not channel.message_id_delivery_tag  # type: ignore[attr-defined]
+    finally:
+        await channel.queue_delete(queue)

@@ -86,6 +86,29 @@ async def idle_wait(
 # -- LISTEN/NOTIFY --------------------------------------------------------------------------------
 
 
+async def test_tables_go_to_the_schema_the_search_path_names_not_one_a_prefix_names(
+    prefix: str,
+) -> None:
+    schema = f"s{prefix}"
+    with pytest.raises(ConfigError, match=r"search_path \(\?options=-csearch_path%3Dmyschema\)"):
+        PostgresDriver(URL, prefix=f"{schema}.{prefix}")
+    await sql(f'CREATE SCHEMA "{schema}"')
+    driver = PostgresDriver(f"{URL}?options=-csearch_path%3D{schema}", prefix=prefix)
+    try:
+        await driver.push(make_job())
+        [job] = await driver.reserve(["q"], 1, 30.0, "w")
+        await driver.ack([Reservation(job.id, job.reservation or "")])
+        tables = await sql(
+            "SELECT DISTINCT table_schema FROM information_schema.tables"
+            " WHERE starts_with(table_name, %s)",
+            prefix,
+        )
+        assert tables == [{"table_schema": schema}]
+    finally:
+        await driver.close()
+        await sql(f'DROP SCHEMA "{schema}" CASCADE')
+
+
 async def test_push_from_another_driver_wakes_an_idle_wait_within_100_ms(
     drivers: Drivers[PostgresDriver],
 ) -> None:

@@ -456,6 +456,15 @@ async def test_server_errors_are_driver_errors(connect, raw: Redis) -> None:
 
     assert not isinstance(refused.value, BackendUnavailableError)
     assert "WRONGTYPE" in str(refused.value)
+    assert "give conveyor a prefix of its own (?prefix=)" in str(refused.value)
+
+
+async def test_a_database_number_past_the_servers_says_which_setting_bounds_it() -> None:
+    driver = RedisDriver(URL.rpartition("/")[0] + "/100000", prefix=fresh_prefix())
+
+    with pytest.raises(DriverError, match="past the server's `databases` setting"):
+        await driver.open()
+    await driver.close()
 
 
 # -- reconnecting ------------------------------------------------------------------------------

@@ -346,6 +346,39 @@ async def test_sqlite_errors_reach_callers_as_driver_errors(
     assert isinstance(caught.value.__cause__, sqlite3.Error)
 
 
+async def test_a_file_deleted_under_an_open_driver_is_an_error_not_a_lost_push(
+    tmp_path: Path, opened: list[SqliteDriver]
+) -> None:
+    path = tmp_path / "jobs.db"
+    driver = await open_driver(opened, path)
+    await driver.push(make_job())
+    for left in tmp_path.glob("jobs.db*"):  # as `rm jobs.db*` while the worker runs
+        left.unlink()
+
+    with pytest.raises(BackendUnavailableError, match=r"deleted or replaced.*restart"):
+        await driver.push(make_job())  # it went to the unlinked file, seen by no one
+    with pytest.raises(BackendUnavailableError, match="deleted or replaced"):
+        await asyncio.to_thread(driver.push_in_thread, make_job())
+
+    await driver.close()
+    job = make_job()
+    await driver.open()  # the file now at that path
+    await driver.push(job)
+    assert read(path, "SELECT id FROM conveyor_jobs") == [(job.id,)]
+
+
+async def test_a_file_replaced_under_an_open_driver_is_an_error(
+    tmp_path: Path, opened: list[SqliteDriver]
+) -> None:
+    path, other = tmp_path / "jobs.db", tmp_path / "restored.db"
+    driver = await open_driver(opened, path)
+    await (await open_driver(opened, other)).close()
+    other.replace(path)  # a backup restored over it
+
+    with pytest.raises(BackendUnavailableError, match="deleted or replaced"):
+        await driver.reserve(["default"], 1, 30.0, "me")
+
+
 # -- several connections on one file --------------------------------------------------------------
 
 

@@ -306,6 +306,7 @@ async def test_run_all_after_the_block_refuses_rather_than_run_on_the_real_backe
     with pytest.raises(RuntimeError, match="after its `with use_memory"):
         await queues.run_all()
     await registry.close()
+    assert not (tmp_path / "app.db").exists()  # the real backend was not even opened
 
 
 async def test_cancel_pause_and_resume_work_as_on_the_apps_own_driver(tmp_path: Path) -> None:

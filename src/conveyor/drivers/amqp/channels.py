@@ -14,6 +14,7 @@ from typing import Any
 
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+from pamqp import commands as spec
 
 from conveyor.drivers.amqp.connection import Edge, Settings, parse_url
 from conveyor.drivers.amqp.intake import Delivery, SplittingReader, SplittingTransport, delivery_of
@@ -155,6 +156,7 @@ class AmqpChannels(LocalWorkerRecords):
             self._ready.clear()
             self._unacked.clear()
             self._intake = intake = await connection.channel(publisher_confirms=False)
+            intake.on_consumer_cancel_callbacks.add(self._cancelled)
             assert self._reader is not None
             self._reader.split(intake.number, self._receiver(intake))
         if self._declared == set():
@@ -222,6 +224,14 @@ class AmqpChannels(LocalWorkerRecords):
                 )
             self._prefetch[queue] = wanted
         return intake
+
+    def _cancelled(self, cancel: spec.Basic.Cancel) -> None:
+        """The broker cancelled a consumer (its queue was deleted): consume the queue again,
+        declared anew, at the next reserve. Deliveries it sent stay held or ready."""
+        queue = self._consumers.pop(cancel.consumer_tag or "", None)
+        if queue is not None:
+            self._prefetch.pop(queue, None)
+            self._declared.discard(queue)
 
     def _receiver(self, channel: AbstractChannel) -> Callable[[Sequence[Delivery]], None]:
         """What takes the intake channel's deliveries in, as their bytes arrive: each waits
@@ -389,10 +399,18 @@ class AmqpChannels(LocalWorkerRecords):
             self._declared.add(DELAYS)
         with self._edge(what):
             confirms = await publish_all(publisher, messages, self.timeout)
-        refused = confirms.refused + confirms.missing
+        refused = confirms.refused + confirms.missing + confirms.returned
         if not refused:
             return
         sent = refused + confirms.acked
+        if confirms.returned:
+            self._declared.clear()  # deleted behind this driver: the next call declares anew
+            raise BackendUnavailableError(
+                f"RabbitMQ at {self._settings.location.shown!r} had no queue for"
+                f" {confirms.returned} of {sent} messages of {what} (deleted since this driver"
+                " declared it?): nothing of it counts as stored; try again, which declares the"
+                " queues anew"
+            )
         if confirms.missing:
             raise BackendUnavailableError(
                 f"RabbitMQ at {self._settings.location.shown!r} did not confirm {what} in"

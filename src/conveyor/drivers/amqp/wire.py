@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import aiormq
 from aiormq.abc import AbstractChannel, ChannelFrame
+from aiormq.channel import Returning
 from pamqp import commands as spec
 from pamqp import frame
 from pamqp.header import ContentHeader
@@ -76,7 +77,9 @@ class Encoder:
         where = (message.exchange, message.routing_key)
         method = self._methods.get(where)
         if method is None:
-            publish = spec.Basic.Publish(exchange=where[0], routing_key=where[1])
+            # Mandatory: a message no queue takes (its queue deleted behind the driver) comes
+            # back (basic.return) instead of being confirmed and dropped.
+            publish = spec.Basic.Publish(exchange=where[0], routing_key=where[1], mandatory=True)
             method = self._methods[where] = frame.marshal(publish, self.channel_number)
         return b"".join((method, self._header(message), *self._bodies(message.body)))
 
@@ -116,12 +119,14 @@ def _encoder(channel: aiormq.Channel) -> Encoder:
 
 
 class Confirms(NamedTuple):
-    """A batch's answers: messages the broker confirmed (basic.ack), refused (basic.nack), and
-    left unanswered (no answer in time, or the channel closed first)."""
+    """A batch's answers: messages the broker confirmed (basic.ack), refused (basic.nack),
+    left unanswered (no answer in time, or the channel closed first), and returned because no
+    queue took them (basic.return: a queue deleted behind the driver)."""
 
     acked: int
     refused: int
     missing: int
+    returned: int = 0
 
 
 #: Messages encoded and written at a time within one publish_all: the broker stores and
@@ -136,11 +141,11 @@ class _Batch:
     closes rejects it), instead of one per message with its done callbacks and store entries:
     those took about a third of a push_many."""
 
-    __slots__ = ("acked", "future", "refused", "sealed", "sent")
+    __slots__ = ("acked", "future", "refused", "returned", "sealed", "sent")
 
     def __init__(self, future: asyncio.Future[None]) -> None:
         self.future = future
-        self.sent = self.acked = self.refused = 0
+        self.sent = self.acked = self.refused = self.returned = 0
         self.sealed = False  # every message written: the last answer completes the batch
 
     def seal(self) -> None:
@@ -163,11 +168,15 @@ class _Batch:
         self._answered()
 
     def set_exception(self, error: BaseException) -> None:
-        self.refused += 1  # a basic.nack, as aiormq's DeliveryError
+        if isinstance(error, aiormq.exceptions.PublishError):
+            self.returned += 1  # a basic.return; its basic.ack, which follows, is ignored
+        else:
+            self.refused += 1  # a basic.nack, as aiormq's DeliveryError
         self._answered()
 
     def _answered(self) -> None:
-        if self.sealed and self.acked + self.refused == self.sent and not self.future.done():
+        answered = self.acked + self.refused + self.returned
+        if self.sealed and answered == self.sent and not self.future.done():
             self.future.set_result(None)
 
 
@@ -185,6 +194,9 @@ async def publish_all(
     future: asyncio.Future[None] = channel.create_future()
     batch = _Batch(future)
     confirmations: dict[int, object] = channel.confirmations  # type: ignore[assignment]
+    # How aiormq's reader finds the confirmation a basic.return belongs to.
+    returns = channel.message_id_delivery_tag
+    message_ids: list[str] = []
     first = 0
     try:
         async with channel.lock:
@@ -196,9 +208,12 @@ async def publish_all(
                 # Numbered once queued (a publish cancelled before is never numbered, so the
                 # broker's numbering and aiormq's stay the same), before this task yields
                 # again: no confirm can be read in between.
-                for _ in part:
+                for message in part:
                     channel.delivery_tag += 1
                     confirmations[channel.delivery_tag] = batch
+                    if message.message_id is not None:
+                        returns[message.message_id] = channel.delivery_tag
+                        message_ids.append(message.message_id)
                 batch.sent += len(part)
                 await asyncio.sleep(0)  # the connection's writer sends it now
             tags = range(first, channel.delivery_tag + 1)
@@ -213,9 +228,13 @@ async def publish_all(
         async with asyncio.timeout(timeout):
             await future
     for tag in tags:
-        if confirmations.get(tag) is batch:
+        if confirmations.get(tag) is batch or isinstance(confirmations.get(tag), Returning):
             del confirmations[tag]
-    return Confirms(batch.acked, batch.refused, batch.sent - batch.acked - batch.refused)
+    for message_id in message_ids:
+        if returns.get(message_id, 0) in tags:
+            del returns[message_id]
+    answered = batch.acked + batch.refused + batch.returned
+    return Confirms(batch.acked, batch.refused, batch.sent - answered, batch.returned)
 
 
 def merged_acks(tags: Iterable[int], unacked: Iterable[int]) -> list[spec.Basic.Ack]:

@@ -311,6 +311,20 @@ def command_timeout(url: str, options: dict[str, Any]) -> tuple[str, float]:
     return url, seconds
 
 
+#: What to do about a refusal that comes of the server's setup or of another program, by a
+#: piece of the server's message.
+_FIXES = {
+    "WRONGTYPE": (
+        "; another program wrote a key under the driver's prefix with a value of another type:"
+        " give conveyor a prefix of its own (?prefix=)"
+    ),
+    "DB index is out of range": (
+        "; the URL's database number is past the server's `databases` setting (16 by default,"
+        " numbered from 0): write a lower one, or raise the setting"
+    ),
+}
+
+
 class Edge:
     """Where redis-py's errors become DriverError subclasses, with messages that name the
     server but never its password: `with edge:` around a call bounded otherwise (BLPOP),
@@ -352,7 +366,10 @@ class Edge:
                 f"{self.where} is unavailable ({detail}): check that it is running and "
                 "reachable; the worker retries with backoff"
             ) from exc
-        raise DriverError(f"{self.where} refused a command: {self.location.mask(text)}") from exc
+        fix = next((fix for piece, fix in _FIXES.items() if piece in text), "")
+        raise DriverError(
+            f"{self.where} refused a command: {self.location.mask(text)}{fix}"
+        ) from exc
 
 
 class Command:

@@ -58,9 +58,14 @@ def check_prefix(prefix: str) -> str:
             f" {prefix.lower()!r}"
         )
     if not _PREFIX.fullmatch(prefix):
+        schema = (
+            "; a prefix cannot name a schema: on PostgreSQL give the URL libpq's search_path"
+            " (?options=-csearch_path%3Dmyschema), on MySQL name the database in the URL"
+        )
         raise ConfigError(
             f"table prefix {prefix!r} is not allowed: use 1 to 31 lower-case letters, digits"
             " or underscores, not starting with a digit (for example 'conveyor_')"
+            + (schema if "." in prefix else "")
         )
     return prefix
 

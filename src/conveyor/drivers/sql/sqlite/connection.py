@@ -75,6 +75,9 @@ class SqliteConnection:
         #: Each with the lock its thread holds while it uses it, which close() takes first.
         self._in_threads: list[tuple[_Database, threading.Lock]] = []
         self._in_threads_lock = threading.Lock()
+        # (device, inode) of the file as opened: a file deleted or replaced at that path since
+        # is one whose writes no other process would see (see `_check_file`).
+        self._file: tuple[int, int] | None = None
 
     async def open(self) -> None:
         """Open (creating) the file and set WAL mode, the busy timeout and synchronous."""
@@ -83,6 +86,7 @@ class SqliteConnection:
         self._thread = DatabaseThread("conveyor-sqlite")
         try:
             self._db = await self._hop(_connect, self.path)
+            self._file = _identity(self.path)
         except BaseException:
             self._thread.stop()
             self._thread = None
@@ -92,6 +96,7 @@ class SqliteConnection:
         """Close the connection and let its thread end; close those of `execute_in_thread`."""
         thread, db = self._thread, self._db
         self._thread = self._db = None
+        self._file = None
         with self._in_threads_lock:
             self._opening += 1
             in_threads, self._in_threads = self._in_threads, []
@@ -121,6 +126,7 @@ class SqliteConnection:
         while True:
             if self._thread is None:
                 raise DriverError(f"the SQLite database {self.path!r} is closed: call open() first")
+            self._check_file()
             mine = getattr(self._local, "db", None)
             if mine is None or mine[0] != (self._opening, os.getpid()):  # new, reopened or forked
                 db, in_use = _connect(self.path), threading.Lock()
@@ -160,7 +166,20 @@ class SqliteConnection:
         """
         if self._thread is None:
             raise DriverError(f"the SQLite database {self.path!r} is closed: call open() first")
+        self._check_file()
         return await self._thread.call(function, *args)
+
+    def _check_file(self) -> None:
+        """BackendUnavailableError when the file at the path is no longer the one opened: a
+        connection to a deleted or replaced file goes on reading and writing it, unseen by
+        every other process, and its jobs would vanish with this one (one `stat`)."""
+        if self._file is None or _identity(self.path) in (self._file, None):
+            return
+        raise BackendUnavailableError(
+            f"the SQLite database {self.path!r} was deleted or replaced after this process"
+            " opened it, so no other process sees what it writes: restart this process (or"
+            " close and open the driver) to use the file at that path now"
+        )
 
 
 class _ThreadTransaction:
@@ -210,6 +229,18 @@ def _connect(path: str) -> _Database:
             db.close()
             raise
     return db
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`; `None` when that cannot be told (a folder made
+    unreadable: SQLite says what it finds then), `(-1, -1)` when no file is there."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return (-1, -1)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
 
 
 def _set_synchronous(db: _Database, level: str) -> None:
