@@ -216,6 +216,38 @@ async def test_a_result_over_the_payload_limit_fails_its_job_and_holds_back_no_o
 
 
 @needs("control")
+async def test_a_result_or_cursor_holding_nan_or_infinity_fails_its_job(app: App, start) -> None:
+    # Before, pydantic wrote them as the tokens NaN and Infinity, which are no JSON: the result
+    # was stored so, and a chain went on with a cursor no JSON reader (jq, --json) could read.
+    registry = app.registry(concurrency=2)
+
+    @registry.job("nan", retry=0, keep_result=True)
+    async def nan(job: Job[Item]) -> dict[str, list[float]]:
+        return {"rows": [1.0, float("nan")]}
+
+    @registry.job("words", keep_result=True)
+    async def words(job: Job[Item]) -> str:
+        return "NaN and Infinity"  # as text, they are JSON
+
+    @registry.job("page", queue="q", retry=0, chain=True)
+    async def page(job: Job[Item]) -> float:
+        return float("inf")
+
+    refused = await registry.push("q", "nan", Item(1))
+    kept = await registry.push("q", "words", Item(2))
+    chain_id = await registry.start_chain("page", Item(3))
+    start(registry)
+
+    with pytest.raises(JobFailedError, match=r"is nan at rows\.1, which JSON cannot carry"):
+        await registry.result(refused, timeout=10)
+    assert await registry.result(kept, timeout=10) == "NaN and Infinity"
+    first = await settle(registry, page_id(chain_id, 0))
+    assert first.state is JobState.FAILED and first.error is not None
+    assert "is inf, which JSON cannot carry" in first.error.message
+    assert await registry.job_info(page_id(chain_id, 1)) is None
+
+
+@needs("control")
 async def test_result_waits_no_longer_than_its_timeout(app: App) -> None:
     registry = app.registry()
     registry.job("item", keep_result=True)(_noop)
