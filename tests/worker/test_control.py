@@ -160,6 +160,25 @@ async def test_a_paused_queue_runs_nothing_until_resumed(app: App, start) -> Non
 
 
 @needs("control")
+async def test_a_worker_of_a_paused_queue_holding_jobs_waits_between_looks(app: App, start) -> None:
+    # A push through the worker's own driver (a web app and its worker in one process) ended
+    # each wait at once until the next reserve, which never came while the queue was paused
+    # (memory, sqlite, mysql; on MySQL the due job did too): the worker went round its loop
+    # for as long as the pause lasted, a whole core.
+    registry = app.registry(poll_interval=0.2)
+    registry.job("item")(_noop)
+    await registry.pause("q")
+    job_id = await registry.push("q", "item", Item(1))
+    start(registry)
+    await asyncio.sleep(0.3)  # started, and waiting
+    began = time.process_time()
+    await asyncio.sleep(1.0)  # five poll intervals
+
+    assert time.process_time() - began < 0.3  # this process's CPU: others' load counts not
+    assert (await registry.job_info(job_id)).state is JobState.PENDING
+
+
+@needs("control")
 async def test_result_of_a_job_that_keeps_it_reaches_a_waiting_caller(app: App, start) -> None:
     registry = app.registry()
 
