@@ -31,6 +31,7 @@ from conveyor.errors import (
     UnknownJobError,
 )
 from conveyor.job import ErrorInfo, Job, JobInfo, NewJob
+from conveyor.payload import non_finite_at
 from conveyor.threads import Call, HandlerThreads
 
 if TYPE_CHECKING:
@@ -142,6 +143,8 @@ class Runner:
         except (pydantic_core.PydanticSerializationError, ValueError) as exc:
             error = PayloadError(f"the {said} job {job.name!r} returned is not JSON: {exc}")
             return retry_or_fail(job, driver, error_info(error))
+        if (refused := _non_finite(raw, f"the {said} job {job.name!r} returned")) is not None:
+            return retry_or_fail(job, driver, error_info(refused))
         if len(raw) > spec.codec.max_bytes:  # as a payload: a backend may refuse it (MySQL)
             error = PayloadError(
                 f"the {said} job {job.name!r} returned is {len(raw)} bytes, over the limit of"
@@ -252,6 +255,22 @@ def cancelled(job: JobInfo, driver: Driver, when: str) -> Outcome:
     """The outcome of a job cancelled `when`: recorded as cancelled, never retried."""
     error = JobCancelledError(f"job {job.id} ({job.name}) was cancelled {when}")
     return Outcome("fail", job, driver, error_info(error), cancelled=True)
+
+
+def _non_finite(raw: bytes, what: str) -> PayloadError | None:
+    """A PayloadError when JSON text `raw` holds NaN or infinity, which pydantic writes as the
+    tokens NaN and Infinity: no JSON (a reader such as jq, or `conveyor job --json`, refuses
+    it). One substring scan for JSON without them."""
+    if b"NaN" not in raw and b"Infinity" not in raw:
+        return None
+    found = non_finite_at(json.loads(raw))  # the tokens may be inside a string
+    if found is None:
+        return None
+    where, number = found
+    return PayloadError(
+        f"{what} is {number}{f' at {where}' if where else ''}, which JSON cannot carry:"
+        " return a string (or None) there instead"
+    )
 
 
 async def _cancel_asked(job: JobInfo, driver: Driver) -> bool:

@@ -198,10 +198,14 @@ class RegistryCore(Pushing):
         """Cancel a job: pending or delayed, it is cancelled at once; running, its worker
         stops it at its next lease renewal (an async handler at its next await; a plain one
         may look at `job.cancelled`). Either way it ends `cancelled`, never retried. False
-        when no unfinished job has this id."""
+        when no unfinished job has this id. Backends that cannot cancel (amqp) are passed
+        over; Unsupported when no backend can."""
+        drivers = await self._all_drivers()
+        able = [driver for driver in drivers if driver.capabilities.control]
+        if not able:
+            raise drivers[0].unsupported("cancelling jobs")
         found = False
-        for driver in await self._all_drivers():
-            self._check_control(driver, "cancelling jobs")
+        for driver in able:
             found = bool(await driver.cancel([job_id])) or found
         return found
 

@@ -58,6 +58,8 @@ RETRY_PUSH = 1.0
 #: Ticks missed in a row that a running scheduler still pushes each of (its last push was
 #: slow, the machine busy); past this many (a suspended machine) only the latest is pushed.
 BACKFILL = 10
+#: The shortest `every`: tick ids tell ticks apart to the millisecond.
+MIN_EVERY = 0.001
 #: How far back a cron schedule looks for a missed tick.
 LOOK_BACK = 366 * 86400.0
 
@@ -94,6 +96,13 @@ class Schedule:
         if (cron is None) == (every is None):
             raise ConfigError(f"{what}: give either cron='0 2 * * *' or every='30s', not both")
         interval = None if every is None else _interval(every, f"{what} every")
+        if interval is not None and interval < MIN_EVERY:
+            # A tick's id holds its time to the millisecond: shorter, ticks would share ids,
+            # and the push of an id stored already stores nothing (a tick lost).
+            raise ConfigError(
+                f"{what}: every {interval:g}s is shorter than 1ms, the finest a tick's id tells"
+                " apart: give every='1ms' or more"
+            )
         if cron is not None:
             _check_cron(cron, what)
         try:

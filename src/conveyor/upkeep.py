@@ -1,4 +1,5 @@
-"""A worker's upkeep beside its jobs: saying it is alive, and pruning finished jobs.
+"""A worker's upkeep beside its jobs: saying it is alive, pruning finished jobs, and what it
+waits on while idle.
 
 Every HEARTBEAT_EVERY seconds the worker tells each backend it uses that it is alive
 (`conveyor list` shows who is), and every PRUNE_EVERY seconds it deletes the finished jobs of
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.drivers.base import HEARTBEAT_EVERY, Driver
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 
-__all__ = ["PRUNE_EVERY", "beat", "beat_loop", "prune_loop"]
+__all__ = ["PRUNE_EVERY", "beat", "beat_loop", "idle_waits", "prune_loop"]
 
 PRUNE_EVERY = 60.0
 
@@ -53,3 +54,18 @@ async def prune_loop(registry: RegistryCore, queues: Callable[[], list[str]]) ->
             except DriverError as exc:
                 log.warning("could not prune queue %s (%s)", queue, exc)
         await asyncio.sleep(PRUNE_EVERY)
+
+
+def idle_waits(
+    groups: Sequence[tuple[Driver, list[str]]], paused: set[str], timeout: float
+) -> list[Awaitable[object]]:
+    """What an idle worker waits on, per driver: a push to one of its queues not `paused`,
+    for up to `timeout` (the poll interval, after which the pauses are read again). A driver
+    whose queues are all paused is not asked: its wait ends at once while a job it holds is
+    due or a push it made is unreserved, and nothing reserves from a paused queue, so the
+    worker would go round its loop for as long as the pause lasts."""
+    waits: list[Awaitable[object]] = []
+    for driver, queues in groups:
+        unpaused = [queue for queue in queues if queue not in paused]
+        waits.append(driver.wait(unpaused, timeout) if unpaused else asyncio.sleep(timeout))
+    return waits

@@ -41,7 +41,7 @@ from conveyor.schedule import Scheduler
 from conveyor.settle import STATS_EVERY, Settler
 from conveyor.spec import WorkerSpec
 from conveyor.startup import StartUp
-from conveyor.upkeep import PRUNE_EVERY, beat, beat_loop, prune_loop
+from conveyor.upkeep import PRUNE_EVERY, beat, beat_loop, idle_waits, prune_loop
 
 if TYPE_CHECKING:
     from conveyor.core import RegistryCore
@@ -330,9 +330,7 @@ class Worker(Leases):
 
     async def _idle(self) -> None:
         """Wait for a push (where the driver can tell) or the poll interval, or a stop."""
-        waits: list[Awaitable[object]] = [
-            driver.wait(queues, self.spec.poll_interval) for driver, queues in self._groups
-        ]
+        waits = idle_waits(self._groups, self._paused, self.spec.poll_interval)
         if self.burst and (self._running or self.settler.waiting):
             # Only the last jobs' settling stands between a burst worker and its exit: look
             # again as soon as they are written, not a whole poll interval later.

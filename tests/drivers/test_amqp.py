@@ -376,6 +376,36 @@ async def test_what_it_cannot_do_raises_unsupported(make: Make) -> None:
         await driver.list_jobs("q", JobState.PENDING)
 
 
+async def test_cancel_passes_over_amqp_beside_a_backend_that_can_cancel(make: Make) -> None:
+    # A registry with a queue on amqp raised Unsupported for every cancel, after the job on
+    # the other backend was cancelled already: the caller was told it failed when it had not.
+    registry = Registry()
+    registry.queue("q", driver=await make(), workers=["w"])
+    registry.queue("m", driver="memory://", workers=["w"])
+    registry.worker("w")
+    registry.job("item", queue="m")(_item)
+    try:
+        job_id = await registry.push("m", "item", Item(1))
+        assert await registry.cancel(job_id) is True
+        info = await registry.job_info(job_id)
+        assert info is not None and info.state is JobState.CANCELLED
+        assert await registry.cancel("no-such-job") is False
+    finally:
+        await registry.close()
+    only_amqp = Registry()
+    only_amqp.queue("q", driver=await make(), workers=["w"])
+    only_amqp.worker("w")
+    try:
+        with pytest.raises(Unsupported, match="cancelling jobs"):
+            await only_amqp.cancel("any")
+    finally:
+        await only_amqp.close()
+
+
+async def _item(job: Job[Item]) -> None:
+    """A handler for jobs these tests push but never run."""
+
+
 async def test_a_message_that_is_not_a_job_is_reserved_unreadable_and_failed_whole(
     make: Make,
 ) -> None:

@@ -210,6 +210,26 @@ async def test_sighting_that_found_nothing_wakes_no_more_until_something_changes
         holder.close()
 
 
+async def test_sighting_no_reserve_followed_wakes_no_more_until_something_changes(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    # A worker whose queue is paused waits without reserving from it: each wait ended at once
+    # on the same due job, a loop of round trips (a third of a core) while the pause lasted.
+    driver, pushing = await drivers.open(), await drivers.open()
+    await pushing.push(make_job())
+
+    await asyncio.wait_for(driver.wait(["q"], LONG), SOON)
+    begin = time.monotonic()
+    await driver.wait(["q"], 0.6)
+    assert time.monotonic() - begin >= 0.55
+
+    waiting = asyncio.create_task(driver.wait(["q"], LONG))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await pushing.push(make_job())  # a change wakes it
+    await ends_soon(waiting, time.monotonic())
+
+
 async def test_idle_wait_makes_a_few_round_trips_a_second(
     drivers: Drivers[MysqlDriver], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -95,6 +95,10 @@ def test_tick_ids_are_the_same_everywhere_and_differ_per_tick() -> None:
         ({"cron": "0 2 30 2 *"}, "names a date that never comes"),
         ({"every": "soon"}, "every 'soon'"),
         ({"every": 0}, "must be more than 0 seconds"),
+        # Tick ids tell ticks apart to the millisecond: 0.1 ms ticks shared ids, and a push of
+        # an id stored already stores nothing, so four ticks in five were lost.
+        ({"every": 0.0001}, "every 0.0001s is shorter than 1ms"),
+        ({"every": "0.5ms"}, "every 0.0005s is shorter than 1ms"),
         ({"every": 5, "tz": "Mars/Olympus"}, "is not a time zone"),
     ],
 )
@@ -102,6 +106,12 @@ def test_a_wrong_schedule_is_refused_naming_it(options: dict[str, object], said:
     with pytest.raises(ConfigError, match="schedule 'bad'") as raised:
         Schedule.make("bad", "j", **options)  # type: ignore[arg-type]
     assert said in str(raised.value)
+
+
+def test_an_interval_of_one_millisecond_gives_each_tick_an_id_of_its_own() -> None:
+    schedule = Schedule.make("fast", "j", every="1ms")
+    ticks = schedule.next_ticks(2000, after=1_764_810_000.0)
+    assert len({schedule.tick_id(tick.timestamp()) for tick in ticks}) == 2000
 
 
 def _registry(driver: Driver | None = None) -> Registry:

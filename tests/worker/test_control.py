@@ -160,6 +160,25 @@ async def test_a_paused_queue_runs_nothing_until_resumed(app: App, start) -> Non
 
 
 @needs("control")
+async def test_a_worker_of_a_paused_queue_holding_jobs_waits_between_looks(app: App, start) -> None:
+    # A push through the worker's own driver (a web app and its worker in one process) ended
+    # each wait at once until the next reserve, which never came while the queue was paused
+    # (memory, sqlite, mysql; on MySQL the due job did too): the worker went round its loop
+    # for as long as the pause lasted, a whole core.
+    registry = app.registry(poll_interval=0.2)
+    registry.job("item")(_noop)
+    await registry.pause("q")
+    job_id = await registry.push("q", "item", Item(1))
+    start(registry)
+    await asyncio.sleep(0.3)  # started, and waiting
+    began = time.process_time()
+    await asyncio.sleep(1.0)  # five poll intervals
+
+    assert time.process_time() - began < 0.3  # this process's CPU: others' load counts not
+    assert (await registry.job_info(job_id)).state is JobState.PENDING
+
+
+@needs("control")
 async def test_result_of_a_job_that_keeps_it_reaches_a_waiting_caller(app: App, start) -> None:
     registry = app.registry()
 
@@ -213,6 +232,38 @@ async def test_a_result_over_the_payload_limit_fails_its_job_and_holds_back_no_o
     with pytest.raises(JobFailedError, match=f"{limit + 2} bytes, over the limit of {limit}"):
         await registry.result(over, timeout=10)
     assert await registry.result(beside, timeout=10) == 2
+
+
+@needs("control")
+async def test_a_result_or_cursor_holding_nan_or_infinity_fails_its_job(app: App, start) -> None:
+    # Before, pydantic wrote them as the tokens NaN and Infinity, which are no JSON: the result
+    # was stored so, and a chain went on with a cursor no JSON reader (jq, --json) could read.
+    registry = app.registry(concurrency=2)
+
+    @registry.job("nan", retry=0, keep_result=True)
+    async def nan(job: Job[Item]) -> dict[str, list[float]]:
+        return {"rows": [1.0, float("nan")]}
+
+    @registry.job("words", keep_result=True)
+    async def words(job: Job[Item]) -> str:
+        return "NaN and Infinity"  # as text, they are JSON
+
+    @registry.job("page", queue="q", retry=0, chain=True)
+    async def page(job: Job[Item]) -> float:
+        return float("inf")
+
+    refused = await registry.push("q", "nan", Item(1))
+    kept = await registry.push("q", "words", Item(2))
+    chain_id = await registry.start_chain("page", Item(3))
+    start(registry)
+
+    with pytest.raises(JobFailedError, match=r"is nan at rows\.1, which JSON cannot carry"):
+        await registry.result(refused, timeout=10)
+    assert await registry.result(kept, timeout=10) == "NaN and Infinity"
+    first = await settle(registry, page_id(chain_id, 0))
+    assert first.state is JobState.FAILED and first.error is not None
+    assert "is inf, which JSON cannot carry" in first.error.message
+    assert await registry.job_info(page_id(chain_id, 1)) is None
 
 
 @needs("control")

@@ -14,7 +14,8 @@ Looks are frequent right after a reserve that found jobs and spread out as the q
 (a tenth of the quiet time, between the BUSY and IDLE bounds), so a job pushed while work
 flows starts within milliseconds and an idle worker costs little. A sighting that woke a
 worker whose reserve then found nothing (a job another reserve holds locked, a clock that
-disagrees) does not wake it again; any change does.
+disagrees) does not wake it again, nor does one no reserve of those queues followed (a worker
+whose queue is paused reserves nothing from it); any change does.
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ class Wakeup:
         """Return on a push through the driver, when a job may be due in `queues`, or after
         `timeout` seconds; while the server cannot be reached, wait out the timeout."""
         key = tuple(queues)
+        # The sighting that ended the last wait, with no reserve of these queues since (some or
+        # all of them paused): as futile as one whose reserve found nothing, or every wait would
+        # end at once on the same due job, a loop of round trips for as long as the pause lasts.
+        woke = self._woke.pop(key, None)
+        if woke is not None:
+            self._futile[key] = woke
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
