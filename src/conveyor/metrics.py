@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import fields
 from typing import Any
 
+from conveyor.attempt import printable
 from conveyor.core import RegistryCore
 from conveyor.errors import ConfigError
 from conveyor.hooks import Event
@@ -104,15 +105,17 @@ class Metrics:
 
     def on_event(self, event: Event) -> None:
         """The lifecycle hook: count outcomes and pushes, time runs and waits."""
+        # A damaged record's name holds lone surrogates: as a label, every scrape would fail.
+        queue, name = printable(event.queue), printable(event.name)
         if event.kind == "pushed":
-            self.pushed.labels(event.queue, event.name).inc()
+            self.pushed.labels(queue, name).inc()
         elif event.kind == "started":
             if event.wait is not None:
-                self.wait_seconds.labels(event.queue, event.name).observe(event.wait)
+                self.wait_seconds.labels(queue, name).observe(event.wait)
         elif event.kind in OUTCOMES:
-            self.jobs.labels(event.queue, event.name, event.kind).inc()
+            self.jobs.labels(queue, name, event.kind).inc()
             if event.duration is not None:
-                self.run_seconds.labels(event.queue, event.name).observe(event.duration)
+                self.run_seconds.labels(queue, name).observe(event.duration)
 
     async def refresh(self) -> None:
         """Read queue depths and live workers from the backend, unless read within
@@ -126,7 +129,9 @@ class Metrics:
                     queues = await self.registry.queue_info()
                     alive = await self.registry.workers_alive()
             except Exception as exc:
-                log.warning("metrics: could not read queue depths (%s); serving the last", exc)
+                late = isinstance(exc, TimeoutError) and not str(exc)  # asyncio.timeout's
+                why = f"no answer within {READ_DEADLINE:g}s" if late else exc
+                log.warning("metrics: could not read queue depths (%s); serving the last", why)
                 return
         for queue, counts in queues.items():
             for f in fields(counts):
@@ -136,7 +141,8 @@ class Metrics:
             self.oldest.labels(queue).set(age if age is not None else 0.0)
         per_worker: dict[str, int] = dict.fromkeys(self.registry.workers, 0)
         for presence in alive:
-            per_worker[presence.worker] = per_worker.get(presence.worker, 0) + 1
+            worker = printable(presence.worker)
+            per_worker[worker] = per_worker.get(worker, 0) + 1
         for worker, count in per_worker.items():
             self.alive.labels(worker).set(count)
 
