@@ -33,7 +33,7 @@ from typing import Any
 from conveyor.attempt import printable
 from conveyor.core import RegistryCore
 from conveyor.drivers.base import Throughput
-from conveyor.errors import ConfigError, ConveyorError, Unsupported
+from conveyor.errors import BackendUnavailableError, ConfigError, ConveyorError, Unsupported
 from conveyor.job import JobInfo, JobState
 from conveyor.spec import check_name
 
@@ -164,6 +164,8 @@ def create_app(
         job_id = request.path_params.get("job_id") or request.query_params.get("id", "").strip()
         try:
             info = await registry.job_info(job_id) if job_id else None
+        except BackendUnavailableError:
+            raise  # not "no such job": the job may well be there (answered 503)
         except ConveyorError:
             info = None
         if info is None:
@@ -233,7 +235,8 @@ def create_app(
             Route("/chains/{chain_id}", chain),
             Route("/{kind:str}/{target}/{action:str}", act, methods=["POST"]),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
-        ]
+        ],
+        exception_handlers={BackendUnavailableError: _unavailable},
     )
     if token is not None or basic_auth is not None:
         return _Hardened(_Guarded(app, token, basic_auth))  # type: ignore[return-value]
@@ -283,6 +286,11 @@ async def serve(
             await server.serve(sockets=[bound])
     finally:
         access.removeFilter(_masked_token)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """A page whose backend cannot be reached: 503 naming it, not a bare 500."""
+    return PlainTextResponse(str(exc), status_code=503)
 
 
 def _loopback(host: str) -> bool:
