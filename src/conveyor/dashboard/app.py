@@ -56,8 +56,9 @@ PAGE_SIZE = 50
 MAX_PAGE = 1_000_000_000
 CSRF_COOKIE = "conveyor_csrf"
 TOKEN_COOKIE = "conveyor_token"
-#: The token of a `?token=` login, in a logged request line.
-_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
+#: The token of a `?token=` login, in a logged request line, whose name may come with any
+#: letter %-escaped (`?%74oken=`: Starlette reads the name decoded, the log shows it as sent).
+_TOKEN_IN_QUERY = re.compile(r"([?&](?:t|%74)(?:o|%6f)(?:k|%6b)(?:e|%65)(?:n|%6e)=)[^&\s]*", re.I)
 #: Minutes of throughput the queues page draws, as bars (one a minute) of the backend's counts.
 HISTORY_MINUTES = 60
 
