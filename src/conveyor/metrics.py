@@ -49,6 +49,11 @@ CACHE_FOR = 5.0
 #: Seconds a scrape-time read may take before the last values are served instead.
 READ_DEADLINE = 5.0
 
+#: A scrape request cut off, too slow, malformed, or past the reader's 64 KiB: not answered.
+_UNANSWERED = (
+    TimeoutError, ValueError, ConnectionError, asyncio.IncompleteReadError,
+    asyncio.LimitOverrunError,
+)  # fmt: skip
 OUTCOMES = ("succeeded", "retried", "failed", "cancelled", "lease_lost")
 STATES = ("pending", "delayed", "reserved", "succeeded", "failed", "cancelled")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -205,7 +210,7 @@ async def serve(registry: RegistryCore, port: int, host: str = "127.0.0.1") -> a
             writer.write(head + b"Connection: close\r\n\r\n" + (b"" if method == b"HEAD" else body))
             async with asyncio.timeout(READ_DEADLINE):
                 await writer.drain()
-        except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError):
+        except _UNANSWERED:
             pass
         finally:
             writer.close()
