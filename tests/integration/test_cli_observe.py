@@ -95,6 +95,25 @@ def test_dashboard_never_logs_its_token(tmp_path: Path, name: str) -> None:
     assert f"GET /?{name}=***&x=1 HTTP/1.1" in output, output
 
 
+def test_dashboard_logs_json_lines_with_log_format_json(tmp_path: Path) -> None:
+    # Before, uvicorn's lines (start-up, each request) came out as its own text among them.
+    port = spare_port()
+    process = _start(
+        tmp_path, "--log-format", "json", "dashboard", "--port", str(port), "--token", "s3cret"
+    )
+    try:
+        wait_for_port(port, up=True, timeout=20)
+        login = httpx.get(f"http://127.0.0.1:{port}/?token=s3cret", timeout=5)
+    finally:
+        output = _stop(process)
+    assert login.status_code == 303
+    lines = [json.loads(line) for line in output.splitlines()]  # each line one JSON object
+    requests = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert len(requests) == 1, output
+    assert requests[0]["message"].endswith(' - "GET /?token=*** HTTP/1.1" 303'), output
+    assert "s3cret" not in output
+
+
 def test_dashboard_takes_basic_auth_from_the_environment(tmp_path: Path) -> None:
     # An argument would show the password to anyone who lists the machine's processes.
     port = spare_port()

@@ -263,7 +263,11 @@ async def serve(
         ) from exc
 
     app = create_app(registry, read_only=read_only, token=token, basic_auth=basic_auth)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    # Logged through the handlers set up (`conveyor --log-format json`, or the application's),
+    # in their format; with none set up, uvicorn's own print as uvicorn prints them.
+    own = None if logging.getLogger().handlers else uvicorn.config.LOGGING_CONFIG
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", log_config=own)
+    server = uvicorn.Server(config)
     try:  # bound here, not by uvicorn, which logs why it cannot and exits with status 3
         bound = socket.create_server(
             (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
