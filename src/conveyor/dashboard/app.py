@@ -125,6 +125,7 @@ def create_app(
             "queues.html",
             queues=info,
             paused=await registry.paused_queues(),
+            controlled={q for q in info if await _can(registry, q, "control")},  # amqp: none
             workers=await registry.workers_alive(),
             charts=charts,
             now=time.time(),
@@ -170,7 +171,7 @@ def create_app(
         except ConveyorError:
             info = None
         if info is None:
-            blind = [q for q in registry.queues if not await _looks_up(registry, q)]
+            blind = [q for q in registry.queues if not await _can(registry, q, "lookup")]
             return render(request, "missing.html", job_id=job_id, blind=blind)
         if "job_id" not in request.path_params:
             path = urllib.parse.quote(info.id, safe="")
@@ -377,10 +378,10 @@ def _not_retried(said: str, info: JobInfo) -> str:
     return f"{said}, not failed: only a failed job can be retried"
 
 
-async def _looks_up(registry: RegistryCore, queue: str) -> bool:
-    """Whether the backend of `queue` finds a job by its id (amqp does not)."""
+async def _can(registry: RegistryCore, queue: str, ability: str) -> bool:
+    """Whether the backend of `queue` has `ability` (amqp finds no job by id, pauses nothing)."""
     try:
-        return (await registry.driver_of(queue)).capabilities.lookup
+        return bool(getattr((await registry.driver_of(queue)).capabilities, ability))
     except ConveyorError:  # unreachable: its jobs could not be looked up either
         return False
 
