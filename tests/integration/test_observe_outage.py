@@ -74,7 +74,10 @@ async def test_dashboard_pages_answer_503_naming_a_silent_backend(
     transport = httpx.ASGITransport(app=create_app(registry))
     async with httpx.AsyncClient(transport=transport, base_url="http://dash") as web:
         assert (await web.get(f"/jobs/{job_id}")).status_code == 200
+        csrf = web.cookies["conveyor_csrf"]
         proxy.blackhole(new_for=30.0)
+        paused = await web.post("/queues/q/pause", data={"csrf": csrf, "back": "/"})
+        assert paused.status_code == 503 and "is unavailable" in paused.text, paused.text
         for path in ("/", f"/jobs/{job_id}", f"/jobs?id={job_id}", "/queues/q?state=pending"):
             started = time.monotonic()
             page = await web.get(path)

@@ -220,10 +220,10 @@ def create_app(
         try:
             queue = str(form.get("queue", ""))
             await _perform(registry, request.path_params["kind"], action, target, queue)
-        except _Refused as exc:
-            return PlainTextResponse(f"{action} failed: {exc}", status_code=exc.status)
-        except (ConveyorError, ValueError) as exc:
-            return PlainTextResponse(f"{action} failed: {exc}", status_code=400)
+        except (_Refused, ConveyorError, ValueError) as exc:  # refused: 404 or 409; else 400
+            down = isinstance(exc, BackendUnavailableError)  # 503: the backend, not the request
+            status = getattr(exc, "status", 503 if down else 400)
+            return PlainTextResponse(f"{action} failed: {exc}", status_code=status)
         return RedirectResponse(f"{request.scope.get('root_path', '')}{back}", status_code=303)
 
     app = Starlette(
