@@ -469,11 +469,11 @@ class _Guarded:
     def _allowed(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
         if self.token is not None:
-            if header.startswith("Bearer ") and _same(header[7:], self.token):
+            if header[:7].lower() == "bearer " and _same(header[7:], self.token):
                 return True
             if _same(request.cookies.get(TOKEN_COOKIE, ""), self.token):
                 return True
-        if self.basic is not None and header.startswith("Basic "):
+        if self.basic is not None and header[:6].lower() == "basic ":
             try:
                 user, _, password = base64.b64decode(header[6:]).decode().partition(":")
             except ValueError:
