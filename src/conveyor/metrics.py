@@ -78,6 +78,8 @@ class Metrics:
         self.collectors = collectors if collectors is not None else CollectorRegistry()
         self.cache_for = cache_for
         self._read_at = -float("inf")
+        #: Workers counted by an earlier read: gone since, they read 0, not their last count.
+        self._workers_seen: set[str] = set()
         self._lock = asyncio.Lock()
         on = self.collectors
         self.jobs = Counter(
@@ -144,12 +146,13 @@ class Metrics:
                     self.depth.labels(queue, f.name).set(getattr(counts, f.name))
             age = counts.oldest_pending_age
             self.oldest.labels(queue).set(age if age is not None else 0.0)
-        per_worker: dict[str, int] = dict.fromkeys(self.registry.workers, 0)
+        per_worker = dict.fromkeys([*self.registry.workers, *self._workers_seen], 0)
         for presence in alive:
             worker = printable(presence.worker)
             per_worker[worker] = per_worker.get(worker, 0) + 1
         for worker, count in per_worker.items():
             self.alive.labels(worker).set(count)
+        self._workers_seen = set(per_worker)
 
     async def exposition(self) -> bytes:
         """The text a scrape gets, gauges refreshed first."""

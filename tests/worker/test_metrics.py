@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from conveyor import Job, JobState
+from conveyor import Job, JobState, Registry, Worker
 from conveyor import metrics as conveyor_metrics
-from tests.backends import NOT_UTF8, Storage
+from tests.backends import NOT_UTF8, Storage, eventually
 
-from .conftest import App, settle
+from .conftest import App, Running, settle
 
 # Each case waits for jobs by looking them up: a driver without lookup cannot be watched.
 pytestmark = pytest.mark.needs("lookup")
@@ -154,3 +155,31 @@ async def test_a_job_whose_stored_name_is_not_utf8_leaves_the_scrape_working(
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_worker_of_another_registry_reads_0_once_it_has_stopped(
+    app: App, start, storage: Storage
+) -> None:
+    """A worker this registry does not name (another application's, on the same backend)
+    counts while it beats; it kept its last count once stopped."""
+    registry = app.registry()
+    other = Registry()
+    other.queue("q", driver=storage.connect(), workers=["elsewhere"])
+    other.worker("elsewhere", poll_interval=0.05)
+    app.registries.append(other)
+    metrics = conveyor_metrics.install(registry, cache_for=0.0)
+    key = 'conveyor_workers_alive{worker="elsewhere"}'
+
+    async def alive() -> float | None:
+        return samples((await metrics.exposition()).decode()).get(key)
+
+    running = Running(Worker(other, "elsewhere"))
+    try:
+        await eventually(lambda: _is(alive(), 1.0))
+    finally:
+        await running.stop()
+    await eventually(lambda: _is(alive(), 0.0))
+
+
+async def _is(value: Awaitable[float | None], wanted: float) -> bool:
+    return await value == wanted
