@@ -53,6 +53,8 @@ EventKind = Literal[
     "worker_stopped",
 ]
 EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
+#: Seconds the hooks of worker_started and worker_stopped may take before they are cut short.
+WORKER_HOOKS_WITHIN = 10.0
 
 Hook = Callable[["Event"], "Awaitable[None] | None"]
 CallNext = Callable[[Job[Any]], Awaitable[Any]]
@@ -195,6 +197,14 @@ def of_worker(kind: EventKind, worker: str, queues: Iterable[str]) -> Event:
 
 
 async def tell(hooks: Hooks, kind: EventKind, worker: str, queues: Iterable[str]) -> None:
-    """Tell the hooks, if any, that a worker started or stopped."""
+    """Tell the hooks, if any, that a worker started or stopped, for up to WORKER_HOOKS_WITHIN
+    seconds: a hook that hangs there would keep the worker from ever starting or exiting."""
     if hooks.active:
-        await hooks.emit(of_worker(kind, worker, queues))
+        try:
+            async with asyncio.timeout(WORKER_HOOKS_WITHIN):
+                await hooks.emit(of_worker(kind, worker, queues))
+        except TimeoutError:
+            log.error(
+                "a %s hook of worker %s ran past %gs: cut short (hooks must be quick)",
+                kind, worker, WORKER_HOOKS_WITHIN,
+            )  # fmt: skip

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import fields
 from typing import Any
 
+from conveyor.attempt import printable
 from conveyor.core import RegistryCore
 from conveyor.errors import ConfigError
 from conveyor.hooks import Event
@@ -48,6 +49,11 @@ CACHE_FOR = 5.0
 #: Seconds a scrape-time read may take before the last values are served instead.
 READ_DEADLINE = 5.0
 
+#: A scrape request cut off, too slow, malformed, or past the reader's 64 KiB: not answered.
+_UNANSWERED = (
+    TimeoutError, ValueError, ConnectionError, asyncio.IncompleteReadError,
+    asyncio.LimitOverrunError,
+)  # fmt: skip
 OUTCOMES = ("succeeded", "retried", "failed", "cancelled", "lease_lost")
 STATES = ("pending", "delayed", "reserved", "succeeded", "failed", "cancelled")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -72,6 +78,8 @@ class Metrics:
         self.collectors = collectors if collectors is not None else CollectorRegistry()
         self.cache_for = cache_for
         self._read_at = -float("inf")
+        #: Workers counted by an earlier read: gone since, they read 0, not their last count.
+        self._workers_seen: set[str] = set()
         self._lock = asyncio.Lock()
         on = self.collectors
         self.jobs = Counter(
@@ -104,15 +112,17 @@ class Metrics:
 
     def on_event(self, event: Event) -> None:
         """The lifecycle hook: count outcomes and pushes, time runs and waits."""
+        # A damaged record's name holds lone surrogates: as a label, every scrape would fail.
+        queue, name = printable(event.queue), printable(event.name)
         if event.kind == "pushed":
-            self.pushed.labels(event.queue, event.name).inc()
+            self.pushed.labels(queue, name).inc()
         elif event.kind == "started":
             if event.wait is not None:
-                self.wait_seconds.labels(event.queue, event.name).observe(event.wait)
+                self.wait_seconds.labels(queue, name).observe(event.wait)
         elif event.kind in OUTCOMES:
-            self.jobs.labels(event.queue, event.name, event.kind).inc()
+            self.jobs.labels(queue, name, event.kind).inc()
             if event.duration is not None:
-                self.run_seconds.labels(event.queue, event.name).observe(event.duration)
+                self.run_seconds.labels(queue, name).observe(event.duration)
 
     async def refresh(self) -> None:
         """Read queue depths and live workers from the backend, unless read within
@@ -126,7 +136,9 @@ class Metrics:
                     queues = await self.registry.queue_info()
                     alive = await self.registry.workers_alive()
             except Exception as exc:
-                log.warning("metrics: could not read queue depths (%s); serving the last", exc)
+                late = isinstance(exc, TimeoutError) and not str(exc)  # asyncio.timeout's
+                why = f"no answer within {READ_DEADLINE:g}s" if late else exc
+                log.warning("metrics: could not read queue depths (%s); serving the last", why)
                 return
         for queue, counts in queues.items():
             for f in fields(counts):
@@ -134,11 +146,13 @@ class Metrics:
                     self.depth.labels(queue, f.name).set(getattr(counts, f.name))
             age = counts.oldest_pending_age
             self.oldest.labels(queue).set(age if age is not None else 0.0)
-        per_worker: dict[str, int] = dict.fromkeys(self.registry.workers, 0)
+        per_worker = dict.fromkeys([*self.registry.workers, *self._workers_seen], 0)
         for presence in alive:
-            per_worker[presence.worker] = per_worker.get(presence.worker, 0) + 1
+            worker = printable(presence.worker)
+            per_worker[worker] = per_worker.get(worker, 0) + 1
         for worker, count in per_worker.items():
             self.alive.labels(worker).set(count)
+        self._workers_seen = set(per_worker)
 
     async def exposition(self) -> bytes:
         """The text a scrape gets, gauges refreshed first."""
@@ -199,7 +213,7 @@ async def serve(registry: RegistryCore, port: int, host: str = "127.0.0.1") -> a
             writer.write(head + b"Connection: close\r\n\r\n" + (b"" if method == b"HEAD" else body))
             async with asyncio.timeout(READ_DEADLINE):
                 await writer.drain()
-        except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError):
+        except _UNANSWERED:
             pass
         finally:
             writer.close()

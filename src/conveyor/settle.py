@@ -92,6 +92,9 @@ class Settler:
         self._alone: dict[str, int] = {}
         #: Jobs whose outcome was replaced by a failure naming the backend's refusal.
         self._replaced: set[str] = set()
+        # The deadline of the hooks being told an outcome: none until a stop, then the stop's
+        # (a hook that hangs would otherwise keep the worker from ever stopping).
+        self._hooks_cut: asyncio.Timeout | None = None
         #: Set after each round of writes: a burst worker waits on it to look again.
         self.flushed = asyncio.Event()
 
@@ -124,6 +127,7 @@ class Settler:
         """Stop retrying failed writes (a forced stop)."""
         self._gave_up = True
         self._retry.set()
+        self._cut_hooks(0.0)
 
     async def run(self) -> None:
         """Write outcomes as they come, and the worker counts when due, until `finish()`."""
@@ -146,6 +150,7 @@ class Settler:
         self._wakeup.set()
         self.give_up_at = time.monotonic() + give_up_after
         self._retry.set()  # cut short a back-off begun before the stop
+        self._cut_hooks(give_up_after)
         await asyncio.gather(task, return_exceptions=True)
         await self.flush()
         await self.save_stats()
@@ -243,7 +248,7 @@ class Settler:
             for outcome in outcomes:
                 log_outcome(outcome, outcome.job.id in settled)
             if told is not None:
-                await self._emit(outcomes, settled)
+                await self._tell_hooks(outcomes, settled)
         finally:
             if told is not None:
                 for outcome in outcomes:
@@ -260,6 +265,29 @@ class Settler:
                 retried=min(retried, len(released)),
             ),
         )
+
+    def _cut_hooks(self, after: float) -> None:
+        """Cut the hooks being told an outcome `after` seconds from now, and later ones too."""
+        when = asyncio.get_running_loop().time() + after
+        if self._hooks_cut is not None and (self._hooks_cut.when() or math.inf) > when:
+            self._hooks_cut.reschedule(when)
+
+    async def _tell_hooks(self, outcomes: list[Outcome], accepted: set[str]) -> None:
+        """`_emit`, cut short once a stop has waited its stop_timeout (at once when forced)."""
+        left = self.give_up_at - time.monotonic() if self._finishing else None
+        when = None if left is None else asyncio.get_running_loop().time() + max(left, 0.0)
+        try:
+            async with asyncio.timeout_at(0.0 if self._gave_up else when) as cut:
+                self._hooks_cut = cut
+                await self._emit(outcomes, accepted)
+        except TimeoutError:
+            log.error(
+                "a lifecycle hook still ran as the worker stopped: cut short (the outcomes of"
+                " %s are written; hooks must be quick, see docs/observability.md)",
+                ", ".join(o.job.id for o in outcomes),
+            )
+        finally:
+            self._hooks_cut = None
 
     async def _emit(self, outcomes: list[Outcome], accepted: set[str]) -> None:
         """Tell the lifecycle hooks what became of each job (a stop's give-back is none)."""

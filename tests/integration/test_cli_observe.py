@@ -80,18 +80,38 @@ def test_dashboard_serves_its_queues_page(tmp_path: Path) -> None:
     assert "tasks" in page.text
 
 
-def test_dashboard_never_logs_its_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["token", "%74ok%65n"])  # Starlette decodes a name's escapes
+def test_dashboard_never_logs_its_token(tmp_path: Path, name: str) -> None:
     port = spare_port()
     process = _start(tmp_path, "dashboard", "--port", str(port), "--token", "s3cret-token")
     try:
         wait_for_port(port, up=True, timeout=20)
-        login = httpx.get(f"http://127.0.0.1:{port}/?token=s3cret-token&x=1", timeout=5)
+        login = httpx.get(f"http://127.0.0.1:{port}/?{name}=s3cret-token&x=1", timeout=5)
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5, cookies=login.cookies)
     finally:
         output = _stop(process)
     assert login.status_code == 303 and page.status_code == 200, page.text[:500]
     assert "s3cret-token" not in output
-    assert "GET /?token=***&x=1 HTTP/1.1" in output, output
+    assert f"GET /?{name}=***&x=1 HTTP/1.1" in output, output
+
+
+def test_dashboard_logs_json_lines_with_log_format_json(tmp_path: Path) -> None:
+    # Before, uvicorn's lines (start-up, each request) came out as its own text among them.
+    port = spare_port()
+    process = _start(
+        tmp_path, "--log-format", "json", "dashboard", "--port", str(port), "--token", "s3cret"
+    )
+    try:
+        wait_for_port(port, up=True, timeout=20)
+        login = httpx.get(f"http://127.0.0.1:{port}/?token=s3cret", timeout=5)
+    finally:
+        output = _stop(process)
+    assert login.status_code == 303
+    lines = [json.loads(line) for line in output.splitlines()]  # each line one JSON object
+    requests = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert len(requests) == 1, output
+    assert requests[0]["message"].endswith(' - "GET /?token=*** HTTP/1.1" 303'), output
+    assert "s3cret" not in output
 
 
 def test_dashboard_takes_basic_auth_from_the_environment(tmp_path: Path) -> None:

@@ -255,3 +255,19 @@ def test_only_loopback_addresses_count_as_private() -> None:
 
     assert all(_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost"))
     assert not any(_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.5", "dash.example.com"))
+
+
+async def test_the_auth_scheme_is_read_in_any_case() -> None:
+    # RFC 9110 11.1: "bearer" and "BASIC" name the same schemes; they were answered 401.
+    registry = _registry()
+    token = httpx.ASGITransport(app=create_app(registry, token="s3cret"))  # type: ignore[arg-type]
+    basic = httpx.ASGITransport(app=create_app(registry, basic_auth=("admin", "pw")))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=token, base_url="http://dash") as web:
+        for header in ("bearer s3cret", "BEARER s3cret"):
+            assert (await web.get("/", headers={"Authorization": header})).status_code == 200
+        assert (await web.get("/", headers={"Authorization": "bearer wrong"})).status_code == 401
+    async with httpx.AsyncClient(transport=basic, base_url="http://dash") as web:
+        assert (
+            await web.get("/", headers={"Authorization": "BASIC YWRtaW46cHc="})
+        ).status_code == 200
+    await registry.close()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import conveyor.hooks
 from conveyor import Job, JobState
 from conveyor.hooks import CallNext, Event
 from tests.backends import eventually
@@ -186,3 +187,55 @@ def test_an_unknown_event_is_refused(app: App) -> None:
     registry = app.registry()
     with pytest.raises(ConfigError, match="no lifecycle event is called 'finished'"):
         registry.hook("finished")(lambda event: None)
+
+
+@pytest.mark.parametrize("now", [False, True], ids=["stop", "stop-now"])
+async def test_a_hook_that_hangs_on_an_outcome_is_cut_short_by_the_stop(
+    app: App, start, caplog: pytest.LogCaptureFixture, now: bool
+) -> None:
+    # Before, the settler awaited it for ever: the worker never stopped, not even at once.
+    registry = app.registry(stop_timeout=0.5)
+    told = asyncio.Event()
+
+    @registry.hook("succeeded")
+    async def hangs(event: Event) -> None:
+        told.set()
+        await asyncio.Event().wait()
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None: ...
+
+    job_id = await registry.push("q", "item", Item(0))
+    running = start(registry)
+    await asyncio.wait_for(told.wait(), 10)
+    with caplog.at_level(logging.ERROR, logger="conveyor.worker"):
+        await running.stop(now=now)  # fails after 10 s while the hook holds it
+    assert (await registry.job_info(job_id)).state is JobState.SUCCEEDED
+    assert running.worker.counts.succeeded == 1
+    assert (
+        f"a lifecycle hook still ran as the worker stopped: cut short (the outcomes of {job_id}"
+        in caplog.text
+    )
+
+
+@pytest.mark.parametrize("kind", ["worker_started", "worker_stopped"])
+async def test_a_worker_hook_that_hangs_is_cut_short(
+    app: App, start, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # Before, the worker waited for it for ever: it never started working, or never returned.
+    monkeypatch.setattr(conveyor.hooks, "WORKER_HOOKS_WITHIN", 0.5)
+    registry = app.registry()
+
+    @registry.hook(kind)
+    async def hangs(event: Event) -> None:
+        await asyncio.Event().wait()
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None: ...
+
+    job_id = await registry.push("q", "item", Item(0))
+    with caplog.at_level(logging.ERROR, logger="conveyor.hooks"):
+        running = start(registry)
+        assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
+        await running.stop()
+    assert f"a {kind} hook of worker {running.worker.identity} ran past 0.5s" in caplog.text

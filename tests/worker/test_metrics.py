@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from conveyor import Job, JobState
+from conveyor import Job, JobState, Registry, Worker
 from conveyor import metrics as conveyor_metrics
+from tests.backends import NOT_UTF8, Storage, eventually
 
-from .conftest import App, settle
+from .conftest import App, Running, settle
 
 # Each case waits for jobs by looking them up: a driver without lookup cannot be watched.
 pytestmark = pytest.mark.needs("lookup")
@@ -117,3 +119,67 @@ async def test_the_asgi_app_answers_a_scrape(app: App) -> None:
         refused = await client.post("/metrics")
     assert response.status_code == 200 and refused.status_code == 405
     assert 'conveyor_jobs_pushed_total{job="item",queue="q"} 1.0' in response.text
+
+
+async def test_a_job_whose_stored_name_is_not_utf8_leaves_the_scrape_working(
+    storage: Storage, app: App, start
+) -> None:
+    """A damaged record's name (lone surrogates once read) is a label as \\x escapes: as it
+    was, every scrape after the job failed broke off without an answer."""
+    if not any(d.field == "name" and d.raw == NOT_UTF8 for d in storage.damages):
+        pytest.skip("this backend cannot hold a name that is not UTF-8")
+    registry = app.registry(retry=0)
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        return None
+
+    conveyor_metrics.install(registry, cache_for=0.0)
+    server = await conveyor_metrics.serve(registry, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        job_id = await registry.push("q", "item", Item(1))
+        await storage.damage(job_id, "name", NOT_UTF8)
+        start(registry)
+        assert (await settle(registry, job_id)).state is JobState.FAILED
+        failed = 'conveyor_jobs_total{job="caf\\\\xe9 \\\\xff\\\\xfe",outcome="failed",queue="q"}'
+        deadline = asyncio.get_running_loop().time() + 10
+        async with httpx.AsyncClient() as client:
+            while True:
+                response = await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+                assert response.status_code == 200
+                if samples(response.text).get(failed) == 1:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, response.text
+                await asyncio.sleep(0.05)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_worker_of_another_registry_reads_0_once_it_has_stopped(
+    app: App, start, storage: Storage
+) -> None:
+    """A worker this registry does not name (another application's, on the same backend)
+    counts while it beats; it kept its last count once stopped."""
+    registry = app.registry()
+    other = Registry()
+    other.queue("q", driver=storage.connect(), workers=["elsewhere"])
+    other.worker("elsewhere", poll_interval=0.05)
+    app.registries.append(other)
+    metrics = conveyor_metrics.install(registry, cache_for=0.0)
+    key = 'conveyor_workers_alive{worker="elsewhere"}'
+
+    async def alive() -> float | None:
+        return samples((await metrics.exposition()).decode()).get(key)
+
+    running = Running(Worker(other, "elsewhere"))
+    try:
+        await eventually(lambda: _is(alive(), 1.0))
+    finally:
+        await running.stop()
+    await eventually(lambda: _is(alive(), 0.0))
+
+
+async def _is(value: Awaitable[float | None], wanted: float) -> bool:
+    return await value == wanted

@@ -33,7 +33,7 @@ from typing import Any
 from conveyor.attempt import printable
 from conveyor.core import RegistryCore
 from conveyor.drivers.base import Throughput
-from conveyor.errors import ConfigError, ConveyorError, Unsupported
+from conveyor.errors import BackendUnavailableError, ConfigError, ConveyorError, Unsupported
 from conveyor.job import JobInfo, JobState
 from conveyor.spec import check_name
 
@@ -56,8 +56,9 @@ PAGE_SIZE = 50
 MAX_PAGE = 1_000_000_000
 CSRF_COOKIE = "conveyor_csrf"
 TOKEN_COOKIE = "conveyor_token"
-#: The token of a `?token=` login, in a logged request line.
-_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
+#: The token of a `?token=` login, in a logged request line, whose name may come with any
+#: letter %-escaped (`?%74oken=`: Starlette reads the name decoded, the log shows it as sent).
+_TOKEN_IN_QUERY = re.compile(r"([?&](?:t|%74)(?:o|%6f)(?:k|%6b)(?:e|%65)(?:n|%6e)=)[^&\s]*", re.I)
 #: Minutes of throughput the queues page draws, as bars (one a minute) of the backend's counts.
 HISTORY_MINUTES = 60
 
@@ -124,6 +125,7 @@ def create_app(
             "queues.html",
             queues=info,
             paused=await registry.paused_queues(),
+            controlled={q for q in info if await _can(registry, q, "control")},  # amqp: none
             workers=await registry.workers_alive(),
             charts=charts,
             now=time.time(),
@@ -164,10 +166,12 @@ def create_app(
         job_id = request.path_params.get("job_id") or request.query_params.get("id", "").strip()
         try:
             info = await registry.job_info(job_id) if job_id else None
+        except BackendUnavailableError:
+            raise  # not "no such job": the job may well be there (answered 503)
         except ConveyorError:
             info = None
         if info is None:
-            blind = [q for q in registry.queues if not await _looks_up(registry, q)]
+            blind = [q for q in registry.queues if not await _can(registry, q, "lookup")]
             return render(request, "missing.html", job_id=job_id, blind=blind)
         if "job_id" not in request.path_params:
             path = urllib.parse.quote(info.id, safe="")
@@ -216,10 +220,10 @@ def create_app(
         try:
             queue = str(form.get("queue", ""))
             await _perform(registry, request.path_params["kind"], action, target, queue)
-        except _Refused as exc:
-            return PlainTextResponse(f"{action} failed: {exc}", status_code=exc.status)
-        except (ConveyorError, ValueError) as exc:
-            return PlainTextResponse(f"{action} failed: {exc}", status_code=400)
+        except (_Refused, ConveyorError, ValueError) as exc:  # refused: 404 or 409; else 400
+            down = isinstance(exc, BackendUnavailableError)  # 503: the backend, not the request
+            status = getattr(exc, "status", 503 if down else 400)
+            return PlainTextResponse(f"{action} failed: {exc}", status_code=status)
         return RedirectResponse(f"{request.scope.get('root_path', '')}{back}", status_code=303)
 
     app = Starlette(
@@ -233,7 +237,8 @@ def create_app(
             Route("/chains/{chain_id}", chain),
             Route("/{kind:str}/{target}/{action:str}", act, methods=["POST"]),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
-        ]
+        ],
+        exception_handlers={BackendUnavailableError: _unavailable},
     )
     if token is not None or basic_auth is not None:
         return _Hardened(_Guarded(app, token, basic_auth))  # type: ignore[return-value]
@@ -259,7 +264,11 @@ async def serve(
         ) from exc
 
     app = create_app(registry, read_only=read_only, token=token, basic_auth=basic_auth)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    # Logged through the handlers set up (`conveyor --log-format json`, or the application's),
+    # in their format; with none set up, uvicorn's own print as uvicorn prints them.
+    own = None if logging.getLogger().handlers else uvicorn.config.LOGGING_CONFIG
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", log_config=own)
+    server = uvicorn.Server(config)
     try:  # bound here, not by uvicorn, which logs why it cannot and exits with status 3
         bound = socket.create_server(
             (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -283,6 +292,11 @@ async def serve(
             await server.serve(sockets=[bound])
     finally:
         access.removeFilter(_masked_token)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """A page whose backend cannot be reached: 503 naming it, not a bare 500."""
+    return PlainTextResponse(str(exc), status_code=503)
 
 
 def _loopback(host: str) -> bool:
@@ -364,10 +378,10 @@ def _not_retried(said: str, info: JobInfo) -> str:
     return f"{said}, not failed: only a failed job can be retried"
 
 
-async def _looks_up(registry: RegistryCore, queue: str) -> bool:
-    """Whether the backend of `queue` finds a job by its id (amqp does not)."""
+async def _can(registry: RegistryCore, queue: str, ability: str) -> bool:
+    """Whether the backend of `queue` has `ability` (amqp finds no job by id, pauses nothing)."""
     try:
-        return (await registry.driver_of(queue)).capabilities.lookup
+        return bool(getattr((await registry.driver_of(queue)).capabilities, ability))
     except ConveyorError:  # unreachable: its jobs could not be looked up either
         return False
 
@@ -455,11 +469,11 @@ class _Guarded:
     def _allowed(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
         if self.token is not None:
-            if header.startswith("Bearer ") and _same(header[7:], self.token):
+            if header[:7].lower() == "bearer " and _same(header[7:], self.token):
                 return True
             if _same(request.cookies.get(TOKEN_COOKIE, ""), self.token):
                 return True
-        if self.basic is not None and header.startswith("Basic "):
+        if self.basic is not None and header[:6].lower() == "basic ":
             try:
                 user, _, password = base64.b64decode(header[6:]).decode().partition(":")
             except ValueError:

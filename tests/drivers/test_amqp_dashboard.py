@@ -1,0 +1,32 @@
+"""The dashboard over a queue on RabbitMQ, beside one on a backend with control: the broker
+under a random name prefix, deleted afterwards."""
+
+from __future__ import annotations
+
+import httpx
+
+from conveyor import Registry
+from conveyor.dashboard.app import create_app
+from tests.backends import require_service
+from tests.backends.amqp import START, URL, delete_prefix, fresh_prefix
+
+
+async def test_the_queues_page_offers_pause_only_where_the_backend_can_pause() -> None:
+    # Before, an amqp queue had a Pause button that could only answer "does not support".
+    require_service("amqp", 5672, START)
+    prefix = fresh_prefix()
+    registry = Registry()
+    registry.queue("rabbit", driver=f"{URL}?prefix={prefix}", workers=["w"])
+    registry.queue("kept", driver="memory", workers=["w"])
+    registry.worker("w")
+    transport = httpx.ASGITransport(app=create_app(registry))  # type: ignore[arg-type]
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://dash") as web:
+            page = await web.get("/")
+        assert page.status_code == 200, page.text
+        assert 'action="/queues/kept/pause"' in page.text
+        assert "/queues/rabbit/pause" not in page.text
+        assert "/queues/rabbit/resume" not in page.text
+    finally:
+        await registry.close()
+        await delete_prefix(prefix, {"rabbit"})
