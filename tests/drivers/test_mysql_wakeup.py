@@ -116,10 +116,10 @@ async def test_push_from_another_process_ends_an_idle_wait_soon(
 async def test_push_from_another_process_here_rings_the_doorbell(
     drivers: Drivers[MysqlDriver], prefix: str, looks: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Looks slowed to one every 5 s (on the server, MariaDB, or from the client, MySQL): only
+    """Looks slowed to one every 3 s (on the server, MariaDB, or from the client, MySQL): only
     the doorbell can end the wait within SOON."""
     for name in ("TICK_BUSY", "TICK_IDLE", "PROBE_BUSY", "PROBE_IDLE"):
-        monkeypatch.setattr(wakeup_module, name, 5.0)
+        monkeypatch.setattr(wakeup_module, name, 3.0)
     driver = await drivers.open()
     driver._wakeup.on_server = looks == "server"
     waiting = await idle(driver)

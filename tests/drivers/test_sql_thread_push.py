@@ -159,8 +159,8 @@ def test_blocking_pushes_from_more_threads_than_the_pool_are_all_stored(
 async def test_push_in_thread_wakes_waiting_workers_here_and_in_another_driver(
     server: Server, prefix: str, drivers: list[SqlDriver], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("conveyor.drivers.sql.mysql.wakeup.TICK_IDLE", 5.0)  # MySQL's looks
-    monkeypatch.setattr("conveyor.drivers.sql.mysql.wakeup.TICK_BUSY", 5.0)  # slowed down
+    monkeypatch.setattr("conveyor.drivers.sql.mysql.wakeup.TICK_IDLE", 3.0)  # MySQL's looks
+    monkeypatch.setattr("conveyor.drivers.sql.mysql.wakeup.TICK_BUSY", 3.0)  # slowed down
     pusher = await opened(server, drivers, server.url(prefix))
     other = await opened(server, drivers, server.url(prefix))
     waits = []
@@ -172,7 +172,7 @@ async def test_push_in_thread_wakes_waiting_workers_here_and_in_another_driver(
     job = make_job()
     assert await asyncio.to_thread(pusher.push_in_thread, job) == job.id
 
-    await asyncio.wait_for(asyncio.gather(*waits), SLACK)  # not their 30 s, nor the looks' 5
+    await asyncio.wait_for(asyncio.gather(*waits), SLACK)  # not their 30 s, nor the looks' 3
     [taken] = await other.reserve(["q"], 1, 30.0, "w")
     assert taken.id == job.id
 
