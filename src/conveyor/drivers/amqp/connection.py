@@ -131,7 +131,7 @@ def _seconds(location: Location, name: str, text: str) -> float:
 class Edge:
     """`with Edge(location, what):` turns a client error into conveyor's, password masked.
 
-    A lost or refused connection, a closed channel and a missed deadline become
+    A lost or refused connection, refused credentials, a closed channel and a missed deadline become
     BackendUnavailableError (the worker backs off and calls again); anything else the broker
     refused becomes DriverError."""
 
@@ -155,7 +155,9 @@ class Edge:
         if isinstance(
             exc, pamqp_exceptions.AMQPAccessRefused | aiormq.exceptions.ProbableAuthenticationError
         ):
-            raise DriverError(
+            # Unavailable, as the other drivers say it: a worker retries (a password may be
+            # rotated while it runs), and `work --startup-timeout` bounds a start's retries.
+            raise BackendUnavailableError(
                 f"{where} refused the credentials ({text}): check the user and password"
             ) from None
         if isinstance(exc, TimeoutError):
