@@ -13,7 +13,9 @@ Metrics (docs/observability.md has example alert rules):
 - conveyor_queue_jobs{queue,state}: jobs per queue and state, read from the backend when
   scraped, at most once per `cache_for` seconds whatever the scrape rate;
 - conveyor_queue_oldest_pending_seconds{queue}: age of the oldest due job;
-- conveyor_workers_alive{worker}: worker processes that beat recently, read the same way.
+- conveyor_workers_alive{worker}: worker processes that beat recently, read the same way;
+- conveyor_backend_up: 1 when the last of those reads answered in time, 0 when it failed or
+  ran past READ_DEADLINE (the gauges above then hold their last values): what to alert on.
 
 Counters and histograms count what this process saw; the gauges read the backend, so any
 process (the web app, a worker) shows the same depth. The scrape-time reads run on the event
@@ -109,6 +111,11 @@ class Metrics:
             "conveyor_workers_alive", "Worker processes that beat recently.", ["worker"],
             registry=on,
         )  # fmt: skip
+        self.up = Gauge(
+            "conveyor_backend_up",
+            "1 when the last read of queue depths and workers answered in time, else 0.",
+            registry=on,
+        )
 
     def on_event(self, event: Event) -> None:
         """The lifecycle hook: count outcomes and pushes, time runs and waits."""
@@ -139,7 +146,9 @@ class Metrics:
                 late = isinstance(exc, TimeoutError) and not str(exc)  # asyncio.timeout's
                 why = f"no answer within {READ_DEADLINE:g}s" if late else exc
                 log.warning("metrics: could not read queue depths (%s); serving the last", why)
+                self.up.set(0)
                 return
+        self.up.set(1)
         for queue, counts in queues.items():
             for f in fields(counts):
                 if f.name in STATES:

@@ -97,11 +97,13 @@ async def test_a_scrape_past_its_deadline_logs_why_and_serves_the_last_values(
     first = (await metrics.exposition()).decode()
     pending = 'conveyor_queue_jobs{queue="q",state="pending"} 1.0'
     assert pending in first
+    assert "conveyor_backend_up 1.0" in first
     proxy.blackhole(new_for=30.0)
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="conveyor.metrics"):
         second = (await metrics.exposition()).decode()
     assert time.monotonic() - started < conveyor_metrics.READ_DEADLINE + 1.5
     assert pending in second
+    assert "conveyor_backend_up 0.0" in second  # what to alert on: the values are the last
     [warning] = [r.getMessage() for r in caplog.records if r.name == "conveyor.metrics"]
     assert f"no answer within {conveyor_metrics.READ_DEADLINE:g}s" in warning, warning
