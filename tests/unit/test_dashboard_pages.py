@@ -67,6 +67,7 @@ async def test_chains_page_shows_how_far_a_chain_got_and_an_unknown_one() -> Non
     assert "done" in shown.text and "<td>3</td>" in shown.text
     assert "nightly-3" in shown.text
     assert "No chain &lt;b&gt;nobody&lt;/b&gt;" in unknown.text  # escaped, never markup
+    assert unknown.status_code == 404
     await registry.close()
 
 

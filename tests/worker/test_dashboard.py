@@ -64,13 +64,15 @@ async def test_pages_show_queues_jobs_and_a_job(failing: tuple[Registry, str]) -
         page = await web.get(f"/jobs/{job_id}")
         looked_up = await web.get(f"/jobs?id={job_id}")
         missing = await web.get("/jobs/nope")
+        search = await web.get("/jobs")  # the lookup form, nothing asked for yet
     assert home.status_code == 200 and 'id="failed-q">1<' in home.text
     assert "1 failed" in home.text and 'class="chart-failed"' in home.text  # the last hour
     assert "w:" in home.text  # the live worker's identity
     assert job_id in listed.text and job_id not in filtered.text
     assert "ValueError" in page.text and "Traceback" in page.text
     assert looked_up.status_code == 303 and looked_up.headers["location"] == f"/jobs/{job_id}"
-    assert "No job nope" in missing.text
+    assert "No job nope" in missing.text and missing.status_code == 404
+    assert search.status_code == 200
 
 
 @pytest.mark.needs("error_history")

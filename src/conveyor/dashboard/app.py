@@ -4,15 +4,15 @@ calling only the registry's public API.
     app = create_app(registry, token="s3cret")            # serve with any ASGI server
     starlette_app.mount("/conveyor", create_app(registry))  # or under a path of yours
 
-Pages: queues (counts per state, paused, jobs finished per minute over the last hour as the
-backend counts them, live workers); the jobs of a queue in one state (filter by job name,
-paged); a job (payload, metadata, each failed attempt's error and traceback, timings); lookup
-by id; schedules; chains. Actions, each a POST carrying a CSRF token
-(double submit: a random cookie echoed in the form): retry, cancel or delete a job; retry or
-purge a queue's failed jobs; pause or resume a queue. `read_only=True` shows no action and
-refuses every POST. With `token`, every request needs `Authorization: Bearer TOKEN`, or the
-cookie set by opening any page once with `?token=TOKEN`; with `basic_auth=(user, password)`,
-HTTP basic auth. Jinja2's autoescaping shows payloads and errors as text.
+Pages: queues (counts per state, paused, jobs finished per minute over the last hour as the backend
+counts them, live workers); the jobs of a queue in one state (filter by job name, paged); a job
+(payload, metadata, each failed attempt's error and traceback, timings); lookup by id; schedules;
+chains. Actions, each a POST carrying a CSRF token (double submit: a random cookie echoed in the
+form): retry, cancel or delete a job; retry or purge a queue's failed jobs; pause or resume a
+queue. `read_only=True` shows no action and refuses every POST. With `token`, every request needs
+`Authorization: Bearer TOKEN`, or the cookie set by opening any page once with `?token=TOKEN`; with
+`basic_auth=(user, password)`, HTTP basic auth. Jinja2's autoescaping shows payloads and errors as
+text.
 """
 
 from __future__ import annotations
@@ -109,10 +109,10 @@ def create_app(
     # otherwise point a job's Retry button at another action.
     templates.env.filters["segment"] = lambda text: urllib.parse.quote(str(text), safe="")
 
-    def render(request: Request, template: str, **context: Any) -> Response:
+    def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
         context.update(read_only=read_only, csrf=csrf, root=request.scope.get("root_path", ""))
-        response: Response = templates.TemplateResponse(request, template, context)
+        response = templates.TemplateResponse(request, template, context, status_code=status)
         if request.cookies.get(CSRF_COOKIE) != csrf:
             response.set_cookie(CSRF_COOKIE, csrf, **_cookie(request))
         return response
@@ -121,15 +121,10 @@ def create_app(
         info = await registry.queue_info()
         charts = {q: _chart(await registry.throughput(q, HISTORY_MINUTES)) for q in info}
         return render(
-            request,
-            "queues.html",
-            queues=info,
-            paused=await registry.paused_queues(),
+            request, "queues.html", queues=info, paused=await registry.paused_queues(),
             controlled={q for q in info if await _can(registry, q, "control")},  # amqp: none
-            workers=await registry.workers_alive(),
-            charts=charts,
-            now=time.time(),
-        )
+            workers=await registry.workers_alive(), charts=charts, now=time.time(),
+        )  # fmt: skip
 
     async def jobs(request: Request) -> Response:
         queue = request.path_params["queue"]
@@ -172,7 +167,8 @@ def create_app(
             info = None
         if info is None:
             blind = [q for q in registry.queues if not await _can(registry, q, "lookup")]
-            return render(request, "missing.html", job_id=job_id, blind=blind)
+            code = 404 if job_id else 200  # no such job; a blank search is no error
+            return render(request, "missing.html", code, job_id=job_id, blind=blind)
         if "job_id" not in request.path_params:
             path = urllib.parse.quote(info.id, safe="")
             return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{path}", 303)
@@ -198,8 +194,8 @@ def create_app(
         chain_id = request.path_params.get("chain_id") or request.query_params.get("id", "")
         info = await registry.chain_info(chain_id.strip()) if chain_id.strip() else None
         return render(
-            request, "chain.html", chain_id=chain_id, info=info,
-            cursor=None if info is None else json.dumps(info.cursor),
+            request, "chain.html", 404 if info is None and chain_id.strip() else 200,
+            chain_id=chain_id, info=info, cursor=None if info is None else json.dumps(info.cursor),
         )  # fmt: skip
 
     async def act(request: Request) -> Response:
