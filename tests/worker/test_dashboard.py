@@ -218,6 +218,25 @@ async def test_pages_show_damaged_jobs_as_text(storage: Storage, app: App) -> No
         assert "caf\\xe9 \\xff\\xfe" in listed.text
 
 
+async def test_an_errors_bidirectional_override_is_shown_escaped(app: App) -> None:
+    """U+202E reverses what follows it on screen: "invoice\u202efdp.exe" reads as
+    "invoiceexe.pdf"."""
+    registry = app.registry(retry=0)
+
+    @registry.job("note")
+    async def handle(job: Job[dict[str, str]]) -> None:
+        raise ValueError("bad file invoice\u202efdp.exe")
+
+    job_id = await registry.push("q", "note", {})
+    await Worker(registry, "w", burst=True).run()
+    async with client(registry) as web:
+        page = await web.get(f"/jobs/{job_id}")
+        listed = await web.get("/queues/q?state=failed")
+    for shown in (page, listed):
+        assert shown.status_code == 200
+        assert "invoice\\u202efdp.exe" in shown.text and "\u202e" not in shown.text
+
+
 async def test_an_action_the_job_is_past_is_refused_naming_its_state(app: App) -> None:
     registry = app.registry()
 

@@ -387,13 +387,16 @@ def _timestamp(at: float) -> str:
 
 
 def _text(value: Any) -> Any:
-    """What a page shows of `value`: text with bytes that were not UTF-8 when read (a damaged
-    record, kept as lone surrogates) as \\x escapes, which a page can be encoded with. Markup
-    (a macro's form) stays markup: the escapes hold no character HTML gives a meaning to."""
+    """What a page shows of `value`: bytes that were not UTF-8 when read (a damaged record, kept
+    as lone surrogates) as \\x escapes, bidirectional overrides (they reorder what is shown
+    around them) as \\u escapes, as the logs show them. Markup (a macro's form) stays markup."""
     if not isinstance(value, str) or value.isascii():
         return value
-    shown = printable(value)
+    shown = _BIDI.sub(lambda found: f"\\u{ord(found[0]):04x}", printable(value))
     return value if shown == value else type(value)(shown)
+
+
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")  # embeddings, overrides, isolates
 
 
 def _pretty(text: str | None) -> str:
