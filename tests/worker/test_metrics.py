@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -36,6 +36,19 @@ def samples(text: str) -> dict[str, float]:
     return found
 
 
+async def scrape_until(port: int, ready: Callable[[dict[str, float]], bool]) -> str:
+    """Scrape /metrics on `port` until its samples are `ready` (within 10 s); the last text."""
+    deadline = asyncio.get_running_loop().time() + 10
+    async with httpx.AsyncClient() as client:
+        while True:
+            response = await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+            assert response.status_code == 200
+            if ready(samples(response.text)):
+                return response.text
+            assert asyncio.get_running_loop().time() < deadline, response.text
+            await asyncio.sleep(0.05)
+
+
 async def test_scrape_during_a_run_shows_outcomes_and_depths(app: App, start) -> None:
     registry = app.registry(retry=0, concurrency=2)  # the held job takes one slot
     gate = asyncio.Event()
@@ -62,16 +75,10 @@ async def test_scrape_during_a_run_shows_outcomes_and_depths(app: App, start) ->
         # The hooks count an outcome just after the backend took it: scrape until they did.
         succeeded = 'conveyor_jobs_total{job="item",outcome="succeeded",queue="q"}'
         waited = 'conveyor_job_wait_seconds_count{job="item",queue="q"}'
-        deadline = asyncio.get_running_loop().time() + 10
-        async with httpx.AsyncClient() as client:
-            while True:
-                response = await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
-                assert response.status_code == 200
-                got = samples(response.text)
-                if got.get(succeeded) == 3 and got.get(waited) == 5:
-                    break
-                assert asyncio.get_running_loop().time() < deadline, response.text
-                await asyncio.sleep(0.05)
+        text = await scrape_until(
+            port, lambda got: got.get(succeeded) == 3 and got.get(waited) == 5
+        )
+        got = samples(text)
         info = (await registry.queue_info())["q"]
         for state in ("pending", "delayed", "reserved", "succeeded", "failed", "cancelled"):
             assert got[f'conveyor_queue_jobs{{queue="q",state="{state}"}}'] == getattr(info, state)
@@ -82,7 +89,7 @@ async def test_scrape_during_a_run_shows_outcomes_and_depths(app: App, start) ->
         assert got['conveyor_job_run_seconds_count{job="item",queue="q"}'] == 4
         assert got['conveyor_job_wait_seconds_count{job="item",queue="q"}'] == 5
         assert got['conveyor_workers_alive{worker="w"}'] == 1
-        assert re.search(r"# TYPE conveyor_job_run_seconds histogram", response.text)
+        assert re.search(r"# TYPE conveyor_job_run_seconds histogram", text)
     finally:
         gate.set()
         server.close()
@@ -143,15 +150,7 @@ async def test_a_job_whose_stored_name_is_not_utf8_leaves_the_scrape_working(
         start(registry)
         assert (await settle(registry, job_id)).state is JobState.FAILED
         failed = 'conveyor_jobs_total{job="caf\\\\xe9 \\\\xff\\\\xfe",outcome="failed",queue="q"}'
-        deadline = asyncio.get_running_loop().time() + 10
-        async with httpx.AsyncClient() as client:
-            while True:
-                response = await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
-                assert response.status_code == 200
-                if samples(response.text).get(failed) == 1:
-                    break
-                assert asyncio.get_running_loop().time() < deadline, response.text
-                await asyncio.sleep(0.05)
+        await scrape_until(port, lambda got: got.get(failed) == 1)
     finally:
         server.close()
         await server.wait_closed()

@@ -204,8 +204,24 @@ class RingingWakeup(LocalWakeup):
     def __init__(self, ringer: Ringer) -> None:
         super().__init__()
         self._ringer = ringer
-        #: The queues this driver's workers reserve from (added to by each `wait`).
+        #: The queues this driver's workers reserve from (added to by each `waiting`).
         self.serving: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the driver's waits run
+
+    def waiting(self, queues: Iterable[str]) -> None:
+        """Called as a driver's `wait` begins, on its loop: it serves `queues`."""
+        self.serving.update(queues)
+        self._loop = asyncio.get_running_loop()
+
+    def pushed_in_thread(self, queues: Iterable[str]) -> None:
+        """`notify`, from a plain thread that pushed (`push_in_thread`): the driver's own
+        waiting workers are woken on their loop, other processes' rung from here."""
+        queues = tuple(queues)
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has closed
+                loop.call_soon_threadsafe(self.heard, queues)
+        self._ringer.ring(queues)
 
     def notify(self, queues: Iterable[str] | None = None) -> None:
         super().notify(queues)

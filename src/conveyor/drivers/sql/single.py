@@ -22,6 +22,7 @@ class SinglePush(Driver):
 
     _queries: dict[str, Query]
     _pushed: LocalWakeup
+    _opened: bool
 
     @abc.abstractmethod
     async def _ready(self) -> SqlConnection:
@@ -34,6 +35,15 @@ class SinglePush(Driver):
         await (await self._ready()).execute(query, push_params(job))
         self._pushed.notify((job.queue,))
         return job.id
+
+    def _thread_push(self, job: NewJob) -> Query | None:
+        """The `push` statement a dialect's `push_in_thread` may run for `job` from a plain
+        thread, or None: a job with a unique key (that takes a transaction), or a driver not
+        opened yet (its first push opens and migrates it, on the event loop)."""
+        query = self._queries.get("push")
+        if query is None or job.unique is not None or not self._opened:
+            return None
+        return query
 
 
 def push_params(job: NewJob) -> Params:

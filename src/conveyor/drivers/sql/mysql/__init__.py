@@ -57,8 +57,6 @@ would (a push_many of more than one statement, a statement at a time). With SQLA
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import getpass
 from collections.abc import Sequence
@@ -154,7 +152,6 @@ class MysqlDriver(SqlDriver):
         self._pushed = self._rung = RingingWakeup(self._ringer)
         self._wakeup = Wakeup(self._fetch, self._pushed)
         self._threads = MysqlThreadConnections(target, pool_size)
-        self._waiting_loop: asyncio.AbstractEventLoop | None = None  # where `wait` runs
         #: Whether this instance's last reserve took as many jobs as it asked for.
         self._backlog = False
 
@@ -201,8 +198,7 @@ class MysqlDriver(SqlDriver):
         another process, say: see `wakeup`), or after `timeout` seconds. A push from another
         process on this machine rings the doorbell (drivers/doorbell.py) and ends it at once."""
         self._doorbell.open(self._rung.heard)
-        self._rung.serving.update(queues)
-        self._waiting_loop = asyncio.get_running_loop()
+        self._rung.waiting(queues)
         await self._wakeup.wait(queues, timeout)
 
     def push_in_thread(self, job: NewJob) -> str | None:
@@ -210,16 +206,10 @@ class MysqlDriver(SqlDriver):
         connection of the driver's own (threads.py), without the hops to the event loop's
         thread and back; then the same wake-ups. None for a job with a unique key (that takes
         a transaction), before the driver was opened, or with every such connection busy."""
-        query = self._queries.get("push")
-        if query is None or job.unique is not None or not self._opened:
+        query = self._thread_push(job)
+        if query is None or not self._threads.execute(query, push_params(job)):
             return None
-        if not self._threads.execute(query, push_params(job)):
-            return None
-        loop, queues = self._waiting_loop, (job.queue,)
-        if loop is not None:  # a worker of this instance waiting: wake it now
-            with contextlib.suppress(RuntimeError):  # its loop has closed
-                loop.call_soon_threadsafe(self._rung.heard, queues)
-        self._ringer.ring(queues)
+        self._rung.pushed_in_thread((job.queue,))
         return job.id
 
     async def close(self) -> None:

@@ -155,10 +155,8 @@ class PostgresDriver(SqlDriver):
         without the hops to the event loop's thread and back. None for a job with a unique
         key (that takes a transaction), before the driver was opened, on Windows, or with
         every such connection busy."""
-        query = self._queries.get("push")
-        if query is None or job.unique is not None or not self._opened:
-            return None
-        if not PostgresThreadConnections.able():
+        query = self._thread_push(job)
+        if query is None or not PostgresThreadConnections.able():
             return None
         return job.id if self._threads.execute(query, push_params(job)) else None
 

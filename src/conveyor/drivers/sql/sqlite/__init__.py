@@ -28,8 +28,6 @@ level cannot change inside a transaction, so it is set before each statement or 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import os
 import time
@@ -114,7 +112,6 @@ class SqliteDriver(SqlDriver):
         # The watcher's count of commits seen as the last reserve began: a count that has
         # moved on since means someone (another process, perhaps) wrote after it.
         self._seen = 0
-        self._waiting_loop: asyncio.AbstractEventLoop | None = None  # where `wait` runs
 
     @classmethod
     def from_url(cls, url: str) -> SqliteDriver:
@@ -153,8 +150,7 @@ class SqliteDriver(SqlDriver):
         """Return when this instance pushed, when another connection has committed since the
         last reserve began (a push from another process, perhaps), or after `timeout`."""
         self._listen()
-        self._wakeup.serving.update(queues)
-        self._waiting_loop = asyncio.get_running_loop()
+        self._wakeup.waiting(queues)
         if self._watcher.commits != self._seen:
             return
         await self._pushed.wait(timeout)
@@ -164,16 +160,12 @@ class SqliteDriver(SqlDriver):
         the same statement and durability, without the hops to the event loop's thread and to
         the database thread. None for a job with a unique key (that takes a transaction on the
         driver's connection) or before the driver was opened."""
-        query = self._queries.get("push")
-        if query is None or job.unique is not None or not self._opened:
+        query = self._thread_push(job)
+        if query is None:
             return None
         assert isinstance(self._conn, SqliteConnection)
         self._conn.execute_in_thread(query, push_params(job))
-        loop = self._waiting_loop  # a worker of this instance waiting: wake it now
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # its loop has closed
-                loop.call_soon_threadsafe(self._wakeup.heard)
-        self._ringer.ring((job.queue,))
+        self._wakeup.pushed_in_thread((job.queue,))
         return job.id
 
     async def durability(self) -> str:
