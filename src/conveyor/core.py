@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor import forked
@@ -22,6 +23,7 @@ from conveyor.drivers.base import (
     WorkerPresence,
 )
 from conveyor.errors import (
+    BackendUnavailableError,
     JobFailedError,
     RegistryError,
     UnknownJobError,
@@ -35,6 +37,23 @@ from conveyor.retry import RetryDelay
 #: each time, up to RESULT_POLL_MAX.
 RESULT_POLL_FIRST = 0.005
 RESULT_POLL_MAX = 0.2
+
+
+@dataclass(slots=True)
+class Overview:
+    """Every registered queue and worker as `RegistryCore.overview()` read them: the queues
+    whose backend answered, and for each queue whose backend could not be reached, why."""
+
+    counts: dict[str, QueueCounts] = field(default_factory=dict)
+    #: Queues that are paused, and those whose backend can pause them (amqp's cannot).
+    paused: set[str] = field(default_factory=set)
+    controlled: set[str] = field(default_factory=set)
+    #: Totals of every registered worker over the backends that answered.
+    workers: dict[str, WorkerCounts] = field(default_factory=dict)
+    #: Worker processes heard from recently, oldest first.
+    alive: list[WorkerPresence] = field(default_factory=list)
+    #: Queue -> why its backend could not be read (its counts are missing above).
+    down: dict[str, str] = field(default_factory=dict)
 
 
 class RegistryCore(Pushing):
@@ -72,6 +91,44 @@ class RegistryCore(Pushing):
             driver = await self.driver_of(queue)
             result.update(await driver.counts([queue]))
         return result
+
+    async def overview(
+        self, within: float = ALIVE_WITHIN, deadline: float | None = None
+    ) -> Overview:
+        """Queues, paused queues, worker totals and live worker processes, each backend read
+        in turn (one `counts` for all its queues): a backend that cannot be reached, or
+        whose reads take longer than `deadline` seconds together, is asked nothing more,
+        and its queues are named in `down` with the reason, so that `conveyor list`, the
+        dashboard and the metrics still show the rest."""
+        self.freeze()
+        seen = Overview(workers={name: WorkerCounts() for name in self._workers})
+        alive: dict[str, WorkerPresence] = {}
+        grouped: dict[int, list[str]] = {}
+        for queue in self._queues:
+            driver = self._resolve_driver(self.queue_spec(queue).driver)
+            grouped.setdefault(id(driver), []).append(queue)
+        for queues in grouped.values():
+            try:
+                async with asyncio.timeout(deadline):
+                    driver = await self.driver_of(queues[0])
+                    control = driver.capabilities.control
+                    counts = await driver.counts(queues)
+                    paused = await driver.paused(queues) if control else set()
+                    stats = await driver.worker_stats()
+                    present = await driver.alive(within)
+            except (BackendUnavailableError, TimeoutError) as exc:
+                why = str(exc) or f"no answer within {deadline:g}s"  # asyncio.timeout's
+                seen.down.update(dict.fromkeys(queues, why))
+                continue
+            seen.counts.update(counts)
+            seen.paused |= paused
+            seen.controlled.update(queues if control else ())
+            for name, worker in stats.items():
+                seen.workers[name] = seen.workers.get(name, WorkerCounts()) + worker
+            alive.update((p.identity, p) for p in present)
+        seen.counts = {queue: seen.counts[queue] for queue in self._queues if queue in seen.counts}
+        seen.alive = sorted(alive.values(), key=lambda p: (p.started_at, p.identity))
+        return seen
 
     async def worker_info(self) -> dict[str, WorkerCounts]:
         """Processed, succeeded, failed and retried totals for every registered worker,

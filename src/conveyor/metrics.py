@@ -14,8 +14,9 @@ Metrics (docs/observability.md has example alert rules):
   scraped, at most once per `cache_for` seconds whatever the scrape rate;
 - conveyor_queue_oldest_pending_seconds{queue}: age of the oldest due job;
 - conveyor_workers_alive{worker}: worker processes that beat recently, read the same way;
-- conveyor_backend_up: 1 when the last of those reads answered in time, 0 when it failed or
-  ran past READ_DEADLINE (the gauges above then hold their last values): what to alert on.
+- conveyor_backend_up: 1 when every backend answered the last of those reads in time, 0 when
+  one failed or ran past READ_DEADLINE (the gauges of its queues, and workers_alive, then hold
+  their last values; the other queues' are read as usual): what to alert on.
 
 Counters and histograms count what this process saw; the gauges read the backend, so any
 process (the web app, a worker) shows the same depth. The scrape-time reads run on the event
@@ -113,7 +114,8 @@ class Metrics:
         )  # fmt: skip
         self.up = Gauge(
             "conveyor_backend_up",
-            "1 when the last read of queue depths and workers answered in time, else 0.",
+            "1 when every backend answered the last read of queue depths and workers in time,"
+            " else 0.",
             registry=on,
         )
 
@@ -139,24 +141,27 @@ class Metrics:
                 return
             self._read_at = time.monotonic()
             try:
-                async with asyncio.timeout(READ_DEADLINE):
-                    queues = await self.registry.queue_info()
-                    alive = await self.registry.workers_alive()
+                seen = await self.registry.overview(deadline=READ_DEADLINE)
             except Exception as exc:
-                late = isinstance(exc, TimeoutError) and not str(exc)  # asyncio.timeout's
-                why = f"no answer within {READ_DEADLINE:g}s" if late else exc
-                log.warning("metrics: could not read queue depths (%s); serving the last", why)
+                log.warning("metrics: could not read queue depths (%s); serving the last", exc)
                 self.up.set(0)
                 return
-        self.up.set(1)
-        for queue, counts in queues.items():
+        if seen.down:
+            why = "; ".join(dict.fromkeys(seen.down.values()))
+            log.warning(
+                "metrics: could not read queues %s (%s); serving their last", [*seen.down], why
+            )
+        self.up.set(0 if seen.down else 1)
+        for queue, counts in seen.counts.items():
             for f in fields(counts):
                 if f.name in STATES:
                     self.depth.labels(queue, f.name).set(getattr(counts, f.name))
             age = counts.oldest_pending_age
             self.oldest.labels(queue).set(age if age is not None else 0.0)
+        if seen.down:
+            return  # the processes that beat to the unread backend are not counted
         per_worker = dict.fromkeys([*self.registry.workers, *self._workers_seen], 0)
-        for presence in alive:
+        for presence in seen.alive:
             worker = printable(presence.worker)
             per_worker[worker] = per_worker.get(worker, 0) + 1
         for worker, count in per_worker.items():

@@ -188,3 +188,32 @@ def test_dashboard_refuses_an_empty_secret(
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 2, output
     assert "it is empty (or only spaces): give the secret" in output or "both given" in output
+
+
+def test_list_shows_the_queues_it_can_read_and_names_a_backend_it_cannot(tmp_path: Path) -> None:
+    """Was: one backend refusing connections made `conveyor list` print only that error, not
+    the queues of the backends that answered."""
+    closed = spare_port()  # nothing listens there: the connection is refused
+    (tmp_path / "twoapp.py").write_text(
+        APP_SOURCE + f'registry.queue("far", driver="redis://127.0.0.1:{closed}/0?timeout=2",'
+        ' workers=["w"])\n'
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+
+    def conveyor(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "conveyor", *args, "--app", "twoapp:registry"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+
+    conveyor("push", "tasks", "tick", "--payload", "{}").check_returncode()
+    listed = conveyor("list")
+    assert listed.returncode == 1, listed
+    first_table = listed.stdout.split("\n\n")[0].splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in first_table}
+    assert rows["tasks"][:1] == ["1"] and rows["far"][-1] == "unreachable", listed.stdout
+    assert "queues 'far':" in listed.stderr and f"127.0.0.1:{closed}" in listed.stderr
+    as_json = conveyor("list", "--json")
+    assert as_json.returncode == 1
+    document = json.loads(as_json.stdout)
+    assert document["queues"]["tasks"]["pending"] == 1 and list(document["unreachable"]) == ["far"]

@@ -5,9 +5,11 @@ of its own."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -107,3 +109,51 @@ async def test_a_scrape_past_its_deadline_logs_why_and_serves_the_last_values(
     assert "conveyor_backend_up 0.0" in second  # what to alert on: the values are the last
     [warning] = [r.getMessage() for r in caplog.records if r.name == "conveyor.metrics"]
     assert f"no answer within {conveyor_metrics.READ_DEADLINE:g}s" in warning, warning
+
+
+def mixed_registry(proxy: Proxy, prefix: str, folder: Path, made: list[Registry]) -> Registry:
+    """Queue "q" on the Redis behind the proxy, queue "local" on an SQLite file."""
+    registry = make_registry(proxy, prefix, 1.0, made)
+    registry.queue("local", driver=f"sqlite:///{folder / 'jobs.db'}", workers=["w"])
+    return registry
+
+
+async def test_the_queues_page_shows_the_backends_that_answer_when_one_is_silent(
+    proxy: Proxy, prefix: str, registry_of: list[Registry], tmp_path: Path
+) -> None:
+    """Was: one silent backend of two made the whole queues page a 503, so the dashboard
+    showed nothing of the queues that could be read, just when it was most needed."""
+    registry = mixed_registry(proxy, prefix, tmp_path, registry_of)
+    await registry.push("local", "item", Item(1))
+    await registry.push("local", "item", Item(2))
+    transport = httpx.ASGITransport(app=create_app(registry))
+    async with httpx.AsyncClient(transport=transport, base_url="http://dash") as web:
+        assert "down-q" not in (await web.get("/")).text
+        proxy.blackhole(new_for=30.0)
+        started = time.monotonic()
+        page = await web.get("/")
+        assert time.monotonic() - started < 5
+    assert page.status_code == 200, page.text
+    assert 'href="/queues/local?state=pending">2</a>' in page.text  # read as usual
+    down = re.search(r'id="down-q">([^<]*)<', page.text)
+    assert down is not None and f"127.0.0.1:{proxy.port}" in down.group(1), page.text
+    assert "beats to a backend that answered" in page.text  # not "no worker is alive"
+
+
+async def test_a_scrape_reads_the_queues_of_the_backends_that_answer(
+    proxy: Proxy, prefix: str, registry_of: list[Registry], tmp_path: Path
+) -> None:
+    """Was: one backend past the deadline kept every queue's depth at its last value."""
+    registry = mixed_registry(proxy, prefix, tmp_path, registry_of)
+    await registry.push("q", "item", Item(1))
+    metrics = conveyor_metrics.install(registry, cache_for=0.0)
+    assert (
+        'conveyor_queue_jobs{queue="q",state="pending"} 1.0'
+        in (await metrics.exposition()).decode()
+    )
+    proxy.blackhole(new_for=30.0)
+    await registry.push("local", "item", Item(1))
+    scraped = (await metrics.exposition()).decode()
+    assert 'conveyor_queue_jobs{queue="local",state="pending"} 1.0' in scraped
+    assert 'conveyor_queue_jobs{queue="q",state="pending"} 1.0' in scraped  # its last value
+    assert "conveyor_backend_up 0.0" in scraped

@@ -28,7 +28,7 @@ from conveyor.cli.app import (
 )
 from conveyor.cli.logs import terminal_text
 from conveyor.config import effective
-from conveyor.drivers.base import ALIVE_WITHIN, QueueCounts, WorkerCounts, WorkerPresence
+from conveyor.drivers.base import ALIVE_WITHIN
 from conveyor.errors import ConveyorError
 from conveyor.job import JobInfo, JobState
 
@@ -38,20 +38,14 @@ from conveyor.job import JobInfo, JobState
 @json_option
 def list_(app: str, as_json: bool) -> None:
     """Show queues (pending, delayed, reserved, failed, cancelled, paused, oldest pending
-    job's age), workers (processed, ...) and the worker processes alive."""
+    job's age), workers (processed, ...) and the worker processes alive. A backend that
+    cannot be reached has its queues shown as unreachable, the rest as they are, and the
+    command exits with status 1."""
     registry = load_app(app)
-
-    async def gather() -> tuple[
-        dict[str, QueueCounts], dict[str, WorkerCounts], set[str], list[WorkerPresence]
-    ]:
-        return (
-            await registry.queue_info(),
-            await registry.worker_info(),
-            await registry.paused_queues(),
-            await registry.workers_alive(),
-        )
-
-    queues, workers, paused, alive = run(gather(), registry)
+    seen = run(registry.overview(), registry)
+    if seen.down and not seen.counts:
+        _unreachable(seen.down)  # no backend answered: nothing to show
+    queues, workers, paused, alive = seen.counts, seen.workers, seen.paused, seen.alive
     if as_json:
         echo_json(
             {
@@ -68,6 +62,7 @@ def list_(app: str, as_json: bool) -> None:
                     }
                     for name, c in queues.items()
                 },
+                "unreachable": seen.down,
                 "workers": {
                     name: {
                         "processed": c.processed,
@@ -88,11 +83,13 @@ def list_(app: str, as_json: bool) -> None:
                 ],
             }
         )
+        _unreachable(seen.down)
         return
     rows: list[list[Any]] = [
         [name, c.pending, c.delayed, c.reserved, c.failed, c.cancelled, yes(name in paused)]
         for name, c in queues.items()
     ]
+    rows += [[name, *["?"] * 5, "unreachable"] for name in seen.down]
     table(["queue", "pending", "delayed", "reserved", "failed", "cancelled", "paused"], rows)
     waiting = [[n, age(c.oldest_pending_age)] for n, c in queues.items() if c.pending]
     if waiting:
@@ -104,9 +101,22 @@ def list_(app: str, as_json: bool) -> None:
     click.echo()
     if not alive:
         click.echo(f"no worker process alive (none heard from in the last {ALIVE_WITHIN:g}s)")
+    else:
+        rows = [[p.identity, p.worker, when(p.started_at), when(p.seen_at)] for p in alive]
+        table(["alive", "worker", "started", "last seen"], rows, align_right=False)
+    _unreachable(seen.down)
+
+
+def _unreachable(down: dict[str, str]) -> None:
+    """Name each unreachable backend's queues and why, on stderr, and exit with status 1 (the
+    counts and workers shown leave out what that backend holds)."""
+    if not down:
         return
-    rows = [[p.identity, p.worker, when(p.started_at), when(p.seen_at)] for p in alive]
-    table(["alive", "worker", "started", "last seen"], rows, align_right=False)
+    why: dict[str, list[str]] = {}
+    for queue, reason in down.items():
+        why.setdefault(reason, []).append(queue)
+    lines = [f"queues {', '.join(map(repr, queues))}: {reason}" for reason, queues in why.items()]
+    raise fail("could not read every backend (what is shown leaves them out):\n" + "\n".join(lines))
 
 
 def age(seconds: float | None) -> str:

@@ -118,12 +118,13 @@ def create_app(
         return response
 
     async def queues(request: Request) -> Response:
-        info = await registry.queue_info()
-        charts = {q: _chart(await registry.throughput(q, HISTORY_MINUTES)) for q in info}
+        seen = await registry.overview()  # a backend down: its queues say so, the rest show
+        if seen.down and not seen.counts:
+            raise BackendUnavailableError(next(iter(seen.down.values())))  # 503: none answered
+        charts = {q: _chart(await registry.throughput(q, HISTORY_MINUTES)) for q in seen.counts}
         return render(
-            request, "queues.html", queues=info, paused=await registry.paused_queues(),
-            controlled={q for q in info if await _can(registry, q, "control")},  # amqp: none
-            workers=await registry.workers_alive(), charts=charts, now=time.time(),
+            request, "queues.html", queues=seen.counts, paused=seen.paused, down=seen.down,
+            controlled=seen.controlled, workers=seen.alive, charts=charts, now=time.time(),
         )  # fmt: skip
 
     async def jobs(request: Request) -> Response:
