@@ -103,11 +103,7 @@ class RegistryCore(Pushing):
         self.freeze()
         seen = Overview(workers={name: WorkerCounts() for name in self._workers})
         alive: dict[str, WorkerPresence] = {}
-        grouped: dict[int, list[str]] = {}
-        for queue in self._queues:
-            driver = self._resolve_driver(self.queue_spec(queue).driver)
-            grouped.setdefault(id(driver), []).append(queue)
-        for queues in grouped.values():
+        for queues in self._by_backend():
             try:
                 async with asyncio.timeout(deadline):
                     driver = await self.driver_of(queues[0])
@@ -148,14 +144,33 @@ class RegistryCore(Pushing):
         return sorted(found.values(), key=lambda presence: (presence.started_at, presence.identity))
 
     async def job_info(self, job_id: str) -> JobInfo | None:
-        """The job with this id from whichever backend holds it, or None."""
-        for driver in await self._all_drivers():
-            if not driver.capabilities.lookup:
-                continue  # it cannot find a job by id (amqp)
-            found = await driver.get(job_id)
+        """The job with this id from whichever backend holds it, or None. A backend that
+        cannot be reached is passed over; if no other holds the job, its error is raised
+        (the job may be there)."""
+        unreachable: BackendUnavailableError | None = None
+        for queues in self._by_backend():
+            try:
+                driver = await self.driver_of(queues[0])
+                if not driver.capabilities.lookup:
+                    continue  # it cannot find a job by id (amqp)
+                found = await driver.get(job_id)
+            except BackendUnavailableError as exc:
+                unreachable = unreachable or exc
+                continue
             if found is not None:
                 return found
+        if unreachable is not None:
+            raise unreachable
         return None
+
+    def _by_backend(self) -> list[list[str]]:
+        """The registered queues grouped by the driver that stores them (none opened)."""
+        self.freeze()  # the implicit default queue exists only once frozen
+        grouped: dict[int, list[str]] = {}
+        for queue in self._queues:
+            driver = self._resolve_driver(self.queue_spec(queue).driver)
+            grouped.setdefault(id(driver), []).append(queue)
+        return list(grouped.values())
 
     async def start_chain(
         self,

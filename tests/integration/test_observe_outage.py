@@ -17,6 +17,7 @@ import pytest
 from conveyor import Job, Registry
 from conveyor import metrics as conveyor_metrics
 from conveyor.dashboard.app import create_app
+from conveyor.errors import BackendUnavailableError
 from tests.backends import require_service
 from tests.backends.proxy import Proxy
 from tests.backends.redis import START, delete_prefix, fresh_prefix
@@ -157,3 +158,17 @@ async def test_a_scrape_reads_the_queues_of_the_backends_that_answer(
     assert 'conveyor_queue_jobs{queue="local",state="pending"} 1.0' in scraped
     assert 'conveyor_queue_jobs{queue="q",state="pending"} 1.0' in scraped  # its last value
     assert "conveyor_backend_up 0.0" in scraped
+
+
+async def test_a_job_is_found_on_the_backend_that_answers_when_another_is_silent(
+    proxy: Proxy, prefix: str, registry_of: list[Registry], tmp_path: Path
+) -> None:
+    """Was: a silent backend made every lookup raise, even of a job another backend held."""
+    registry = mixed_registry(proxy, prefix, tmp_path, registry_of)
+    far = await registry.push("q", "item", Item(1))
+    near = await registry.push("local", "item", Item(2))
+    proxy.blackhole(new_for=30.0)
+    found = await registry.job_info(near)
+    assert found is not None and found.queue == "local"
+    with pytest.raises(BackendUnavailableError):
+        await registry.job_info(far)  # it may be on the silent one: not "no such job"
