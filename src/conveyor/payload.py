@@ -70,7 +70,10 @@ class Codec:
             raise PayloadError(self._unknown_nested(*found))
         try:
             value = self._adapter.validate_python(payload)
-            raw = self._adapter.dump_json(value, warnings=False)  # the check below says why
+            # By alias: pydantic reads a field by its alias alone unless told otherwise
+            # (populate_by_name), so the name would not be read back. No warnings: the check
+            # below says why.
+            raw = self._adapter.dump_json(value, by_alias=True, warnings=False)
             # pydantic writes NaN and infinity as null (unless a model's ser_json_inf_nan asks
             # for a form that keeps them), so JSON without null, or a type that can hold no
             # float, needs no look: most pushes pay one substring scan at most.
@@ -107,7 +110,8 @@ class Codec:
                 raise ValueError("encoded one by one: a payload has a key of no field")
             if self._nested is not None and any(misfit(self._nested, p) for p in payloads):
                 raise ValueError("encoded one by one: a payload has a key of no field")
-            raws = [to_json(value, warnings=False) for value in batch.validate_python(payloads)]
+            values = batch.validate_python(payloads)
+            raws = [to_json(value, by_alias=True, warnings=False) for value in values]
             floats = self._floats and any(b"null" in raw for raw in raws)
             if floats or max(map(len, raws), default=0) > self.max_bytes:
                 raise ValueError("encoded one by one: a payload needs a closer look")
