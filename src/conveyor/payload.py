@@ -98,10 +98,11 @@ class Codec:
             ) from exc
         return raw.decode()
 
-    def encode_many(self, payloads: Sequence[Any]) -> list[str]:
+    def encode_many(self, payloads: Sequence[Any], first: int = 0) -> list[str]:
         """`encode` of each payload, in order, checked as one batch: what a worker reads back
         is validated in one call for the whole batch rather than one per payload. A batch
-        with any fault is encoded again one by one, so the error is `encode`'s own."""
+        with any fault is encoded again one by one, so the error is `encode`'s own, led by
+        the payload's index (`payloads[7]: ...`; `first` is the index of the first one)."""
         # The serializer's own to_json, as dump_json calls it with its defaults: dump_json's
         # Python wrapper costs three times the serializing of a small payload.
         to_json, batch, keys = self._adapter.serializer.to_json, self._batch_adapter(), self._keys
@@ -117,8 +118,15 @@ class Codec:
                 raise ValueError("encoded one by one: a payload needs a closer look")
             batch.validate_json(b"[" + b",".join(raws) + b"]")
         except (ValueError, PydanticSerializationError):  # pydantic.ValidationError included
-            return [self.encode(payload) for payload in payloads]
+            return [self.encode_at(index, payload) for index, payload in enumerate(payloads, first)]
         return [raw.decode() for raw in raws]
+
+    def encode_at(self, index: int, payload: Any) -> str:
+        """`encode` of the payload at `index` of a batch, its error naming the index."""
+        try:
+            return self.encode(payload)
+        except PayloadError as exc:
+            raise PayloadError(f"payloads[{index}]: {exc}") from exc
 
     def _batch_adapter(self) -> pydantic.TypeAdapter[list[Any]]:
         """A list of the payload type, for `encode_many`; built on first use (once per type)."""
