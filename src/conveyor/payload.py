@@ -64,6 +64,12 @@ class Codec:
     def encode(self, payload: Any) -> str:
         """Validate `payload` (an instance of the type or a dict of its fields) to JSON text.
         NaN and infinity are refused: JSON cannot carry them (pydantic writes null)."""
+        try:
+            return self._encode(payload)
+        except RecursionError as exc:  # walking it, deeper than Python's stack goes
+            raise PayloadError(self._too_deep()) from exc
+
+    def _encode(self, payload: Any) -> str:
         if self._keys is not None and type(payload) is dict and not payload.keys() <= self._keys:
             raise PayloadError(self._unknown(payload))
         if self._nested is not None and (found := misfit(self._nested, payload)) is not None:
@@ -91,6 +97,8 @@ class Codec:
         try:
             self._adapter.validate_json(raw)  # what a worker reads back must be valid too
         except pydantic.ValidationError as exc:
+            if any("recursion limit" in error["msg"] for error in exc.errors()):
+                raise PayloadError(self._too_deep()) from exc
             raise PayloadError(
                 f"{self._invalid(exc)}, as a worker would read it back from JSON (an instance's"
                 " fields are not checked when it is made: one holds a value of another type,"
@@ -117,7 +125,7 @@ class Codec:
             if floats or max(map(len, raws), default=0) > self.max_bytes:
                 raise ValueError("encoded one by one: a payload needs a closer look")
             batch.validate_json(b"[" + b",".join(raws) + b"]")
-        except (ValueError, PydanticSerializationError):  # pydantic.ValidationError included
+        except (ValueError, PydanticSerializationError, RecursionError):  # ValidationError too
             return [self.encode_at(index, payload) for index, payload in enumerate(payloads, first)]
         return [raw.decode() for raw in raws]
 
@@ -179,6 +187,8 @@ class Codec:
     def _not_json(self, value: Any, exc: PydanticSerializationError) -> str:
         """Why the payload cannot be written as JSON: bytes that are not UTF-8 (pydantic
         writes bytes as text) are named with their place and the fix."""
+        if "depth exceeded" in str(exc):
+            return self._too_deep()
         found = _first_at(self._adapter.dump_python(value), not_utf8)
         if found is None:
             return f"payload of job {self.job_name!r} is not JSON: {exc}"
@@ -193,6 +203,13 @@ class Codec:
             " not UTF-8 text, and bytes travel in JSON as text: put base64.b64encode(data)"
             ".decode() in a str, or give the model or dataclass pydantic's config"
             " ser_json_bytes='base64', val_json_bytes='base64'"
+        )
+
+    def _too_deep(self) -> str:
+        return (
+            f"payload of job {self.job_name!r} is nested too deep: JSON is read back to at most"
+            " 200 levels of lists and objects inside each other (pydantic's limit):"
+            " flatten it, or store it elsewhere and push a reference to it"
         )
 
     def _invalid(self, exc: pydantic.ValidationError) -> str:

@@ -563,3 +563,44 @@ def test_keys_by_alias_or_name_and_types_that_keep_unknown_keys_are_accepted() -
 def test_a_stored_payload_with_a_key_of_no_field_still_decodes() -> None:
     # a job pushed by code that had the field, run by code that dropped it: it still runs
     assert Codec("j", Email).decode('{"to": "a", "subject": "s", "gone": 1}') == Email("a", "s")
+
+
+@dataclass
+class Tree:
+    """A type holding itself: a dict for it is walked as deep as it goes."""
+
+    kids: list[Tree]
+
+
+def nested(depth: int, leaf: Any) -> Any:
+    """`leaf` inside `depth` lists."""
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+def tree(depth: int) -> dict[str, Any]:
+    """A dict for Tree, `depth` levels deep."""
+    value: dict[str, Any] = {"kids": []}
+    for _ in range(depth):
+        value = {"kids": [value]}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("payload_type", "payload"),
+    [
+        (dict[str, Any], {"a": nested(254, 1)}),  # written, but past what JSON is read back to
+        (dict[str, Any], {"a": nested(300, 1)}),  # past what pydantic writes
+        (dict[str, Any], {"a": nested(5000, 1)}),  # past Python's own recursion limit
+        (Tree, tree(5000)),
+    ],
+    ids=["read-back", "written", "python", "walked"],
+)
+def test_payload_nested_too_deep_is_refused_plainly(payload_type: Any, payload: Any) -> None:
+    codec = Codec("j", payload_type)
+    with pytest.raises(PayloadError, match=r"^payload of job 'j' is nested too deep") as caught:
+        codec.encode(payload)
+    assert "flatten it" in str(caught.value)
+    with pytest.raises(PayloadError, match=r"^payloads\[1\]: payload of job 'j' is nested too"):
+        codec.encode_many([{"kids": []}, payload])
