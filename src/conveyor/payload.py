@@ -53,6 +53,7 @@ class Codec:
                 f"Python < 3.12) or dict ({str(exc).split('. ')[0]})"
             ) from exc  # pydantic's advice past its first sentence (arbitrary types) is not ours
         self._floats = _may_hold_float(self._adapter.core_schema)
+        self._secrets = _may_hold_secret(self._adapter.core_schema)
         self._many: pydantic.TypeAdapter[list[Any]] | None = None
         walk = walk_of(payload_type)
         self._keys = walk.keys if isinstance(walk, Shape) else None
@@ -95,7 +96,7 @@ class Codec:
                 f"{self.max_bytes}: store large data elsewhere and push a reference to it"
             )
         try:
-            self._adapter.validate_json(raw)  # what a worker reads back must be valid too
+            back = self._adapter.validate_json(raw)  # what a worker reads back must be valid too
         except pydantic.ValidationError as exc:
             if any("recursion limit" in error["msg"] for error in exc.errors()):
                 raise PayloadError(self._too_deep()) from exc
@@ -104,6 +105,8 @@ class Codec:
                 " fields are not checked when it is made: one holds a value of another type,"
                 " or one that JSON cannot carry)"
             ) from exc
+        if self._secrets and back != value:  # a secret written masked: the handler gets "****"
+            raise PayloadError(self._masked())
         return raw.decode()
 
     def encode_many(self, payloads: Sequence[Any], first: int = 0) -> list[str]:
@@ -122,7 +125,7 @@ class Codec:
             values = batch.validate_python(payloads)
             raws = [to_json(value, by_alias=True, warnings=False) for value in values]
             floats = self._floats and any(b"null" in raw for raw in raws)
-            if floats or max(map(len, raws), default=0) > self.max_bytes:
+            if floats or self._secrets or max(map(len, raws), default=0) > self.max_bytes:
                 raise ValueError("encoded one by one: a payload needs a closer look")
             batch.validate_json(b"[" + b",".join(raws) + b"]")
         except (ValueError, PydanticSerializationError, RecursionError):  # ValidationError too
@@ -205,6 +208,14 @@ class Codec:
             " ser_json_bytes='base64', val_json_bytes='base64'"
         )
 
+    def _masked(self) -> str:
+        return (
+            f"payload of job {self.job_name!r} holds a secret (SecretStr, SecretBytes), which"
+            " pydantic writes to JSON masked ('**********'): the handler would get the mask,"
+            " not the secret. Push a reference to where the secret is kept (a payload is stored"
+            " and shown as plain text), or give the field a field_serializer that writes it"
+        )
+
     def _too_deep(self) -> str:
         return (
             f"payload of job {self.job_name!r} is nested too deep: JSON is read back to at most"
@@ -245,6 +256,18 @@ def _may_hold_float(schema: Any) -> bool:
         return any(_may_hold_float(part) for part in schema.values())
     if isinstance(schema, list | tuple):
         return any(_may_hold_float(part) for part in schema)
+    return False
+
+
+def _may_hold_secret(schema: Any) -> bool:
+    """Whether the core `schema` has a place for one of pydantic's secrets (SecretStr,
+    SecretBytes, Secret[...]), which it writes to JSON masked unless told otherwise."""
+    if isinstance(schema, type):
+        return issubclass(schema, pydantic.SecretStr | pydantic.SecretBytes | pydantic.Secret)
+    if isinstance(schema, dict):
+        return any(_may_hold_secret(part) for part in schema.values())
+    if isinstance(schema, list | tuple):
+        return any(_may_hold_secret(part) for part in schema)
     return False
 
 

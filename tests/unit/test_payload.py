@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, field_serializer
 from typing_extensions import TypedDict
 
 from conveyor import Job, PayloadError, Registry, RegistryError, Worker
@@ -604,3 +604,51 @@ def test_payload_nested_too_deep_is_refused_plainly(payload_type: Any, payload: 
     assert "flatten it" in str(caught.value)
     with pytest.raises(PayloadError, match=r"^payloads\[1\]: payload of job 'j' is nested too"):
         codec.encode_many([{"kids": []}, payload])
+
+
+class Login(BaseModel):
+    user: str
+    password: SecretStr
+
+
+class RevealedLogin(BaseModel):
+    user: str
+    password: SecretStr
+
+    @field_serializer("password", when_used="json")
+    def reveal(self, password: SecretStr) -> str:
+        return password.get_secret_value()
+
+
+@dataclass
+class Upload:
+    key: SecretBytes
+    login: Login | None = None
+
+
+@pytest.mark.parametrize(
+    ("payload_type", "payload"),
+    [
+        (Login, Login(user="ada", password=SecretStr("hunter2"))),
+        (Login, {"user": "ada", "password": "hunter2"}),
+        (Upload, Upload(SecretBytes(b"k"))),
+        (Upload, {"key": b"", "login": {"user": "ada", "password": "hunter2"}}),
+    ],
+)
+def test_a_secret_pydantic_would_write_masked_is_refused_at_push(
+    payload_type: Any, payload: Any
+) -> None:
+    codec = Codec("j", payload_type)
+    with pytest.raises(PayloadError, match=r"writes to JSON masked \('\*{10}'\)") as caught:
+        codec.encode(payload)
+    assert "job 'j'" in str(caught.value) and "field_serializer" in str(caught.value)
+    with pytest.raises(PayloadError, match=r"^payloads\[1\]: .* writes to JSON masked"):
+        codec.encode_many([payload_type(user="bob", password="") if payload_type is Login
+                           else Upload(SecretBytes(b"")), payload])  # fmt: skip
+
+
+def test_a_secret_written_whole_by_a_field_serializer_reaches_the_handler() -> None:
+    codec = Codec("j", RevealedLogin)
+    pushed = RevealedLogin(user="ada", password=SecretStr("hunter2"))
+    assert codec.decode(codec.encode(pushed)).password.get_secret_value() == "hunter2"
+    assert codec.decode(codec.encode_many([pushed])[0]) == pushed
