@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import math
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -71,10 +72,7 @@ class Codec:
             raise PayloadError(self._too_deep()) from exc
 
     def _encode(self, payload: Any) -> str:
-        if self._keys is not None and type(payload) is dict and not payload.keys() <= self._keys:
-            raise PayloadError(self._unknown(payload))
-        if self._nested is not None and (found := misfit(self._nested, payload)) is not None:
-            raise PayloadError(self._unknown_nested(*found))
+        self._refuse_unknown_keys(payload)
         try:
             value = self._adapter.validate_python(payload)
             # By alias: pydantic reads a field by its alias alone unless told otherwise
@@ -108,6 +106,24 @@ class Codec:
         if self._secrets and back != value:  # a secret written masked: the handler gets "****"
             raise PayloadError(self._masked())
         return raw.decode()
+
+    def from_json(self, payload: Any) -> Any:
+        """`payload`, parsed from JSON text (the command line, a file), validated as a worker
+        reads it: from JSON, where a strict type takes its times, UUIDs and enums as text."""
+        try:
+            self._refuse_unknown_keys(payload)
+            return self._adapter.validate_json(json.dumps(payload))
+        except pydantic.ValidationError as exc:
+            raise PayloadError(self._invalid(exc)) from exc
+        except RecursionError as exc:
+            raise PayloadError(self._too_deep()) from exc
+
+    def _refuse_unknown_keys(self, payload: Any) -> None:
+        """PayloadError for a dict with a key of no field, at any depth (pydantic drops it)."""
+        if self._keys is not None and type(payload) is dict and not payload.keys() <= self._keys:
+            raise PayloadError(self._unknown(payload))
+        if self._nested is not None and (found := misfit(self._nested, payload)) is not None:
+            raise PayloadError(self._unknown_nested(*found))
 
     def encode_many(self, payloads: Sequence[Any], first: int = 0) -> list[str]:
         """`encode` of each payload, in order, checked as one batch: what a worker reads back
