@@ -54,7 +54,12 @@ class Codec:
                 f"Python < 3.12) or dict ({str(exc).split('. ')[0]})"
             ) from exc  # pydantic's advice past its first sentence (arbitrary types) is not ours
         self._floats = _may_hold_float(self._adapter.core_schema)
-        self._secrets = _may_hold_secret(self._adapter.core_schema)
+        # Looked for at each push, by comparing what a worker reads back with the payload
+        # (of a type whose every dataclass compares by value: eq=False would never be equal).
+        schema = self._adapter.core_schema
+        by_value = all(_compares_by_value(cls) for cls in _classes_in(schema))
+        self._secrets = by_value and _may_hold_secret(schema)
+        self._unions = by_value and _has_class_union(schema)
         self._many: pydantic.TypeAdapter[list[Any]] | None = None
         walk = walk_of(payload_type)
         self._keys = walk.keys if isinstance(walk, Shape) else None
@@ -103,8 +108,8 @@ class Codec:
                 " fields are not checked when it is made: one holds a value of another type,"
                 " or one that JSON cannot carry)"
             ) from exc
-        if self._secrets and back != value:  # a secret written masked: the handler gets "****"
-            raise PayloadError(self._masked())
+        if (self._secrets or self._unions) and back != value:  # the handler would get another
+            raise PayloadError(self._changed())
         return raw.decode()
 
     def from_json(self, payload: Any) -> Any:
@@ -141,9 +146,11 @@ class Codec:
             values = batch.validate_python(payloads)
             raws = [to_json(value, by_alias=True, warnings=False) for value in values]
             floats = self._floats and any(b"null" in raw for raw in raws)
-            if floats or self._secrets or max(map(len, raws), default=0) > self.max_bytes:
+            if floats or max(map(len, raws), default=0) > self.max_bytes:
                 raise ValueError("encoded one by one: a payload needs a closer look")
-            batch.validate_json(b"[" + b",".join(raws) + b"]")
+            backs = batch.validate_json(b"[" + b",".join(raws) + b"]")
+            if (self._secrets or self._unions) and backs != values:
+                raise ValueError("encoded one by one: a payload is read back as another")
         except (ValueError, PydanticSerializationError, RecursionError):  # ValidationError too
             return [self.encode_at(index, payload) for index, payload in enumerate(payloads, first)]
         return [raw.decode() for raw in raws]
@@ -224,12 +231,26 @@ class Codec:
             " ser_json_bytes='base64', val_json_bytes='base64'"
         )
 
-    def _masked(self) -> str:
+    def _changed(self) -> str:
+        """Why a payload is read back from JSON other than it was pushed: a secret or a union
+        of types alike (its type has one or both)."""
+        causes = []
+        if self._secrets:
+            causes.append(
+                "it holds a secret (SecretStr, SecretBytes), which pydantic writes to JSON masked"
+                " ('**********'): push a reference to where the secret is kept (a payload is"
+                " stored and shown as plain text), or give the field a field_serializer that"
+                " writes it"
+            )
+        if self._unions:
+            causes.append(
+                "of a union of types alike (Cat | Dog, with the same fields) the first that fits"
+                " is read: give each type a Literal field telling it apart (kind:"
+                ' Literal["dog"]), a discriminated union'
+            )
         return (
-            f"payload of job {self.job_name!r} holds a secret (SecretStr, SecretBytes), which"
-            " pydantic writes to JSON masked ('**********'): the handler would get the mask,"
-            " not the secret. Push a reference to where the secret is kept (a payload is stored"
-            " and shown as plain text), or give the field a field_serializer that writes it"
+            f"payload of job {self.job_name!r} would reach its handler other than it was pushed,"
+            f" as read back from JSON: {'; or '.join(causes)}"
         )
 
     def _too_deep(self) -> str:
@@ -275,6 +296,24 @@ def _may_hold_float(schema: Any) -> bool:
     return False
 
 
+def _classes_in(schema: Any) -> Iterable[type]:
+    """Every class the core `schema` names."""
+    if isinstance(schema, type):
+        yield schema
+    elif isinstance(schema, dict):
+        for part in schema.values():
+            yield from _classes_in(part)
+    elif isinstance(schema, list | tuple):
+        for part in schema:
+            yield from _classes_in(part)
+
+
+def _compares_by_value(cls: type) -> bool:
+    """False for a dataclass made with eq=False: its instances are equal only to themselves."""
+    params = getattr(cls, "__dataclass_params__", None)
+    return params is None or bool(params.eq)
+
+
 def _may_hold_secret(schema: Any) -> bool:
     """Whether the core `schema` has a place for one of pydantic's secrets (SecretStr,
     SecretBytes, Secret[...]), which it writes to JSON masked unless told otherwise."""
@@ -285,6 +324,23 @@ def _may_hold_secret(schema: Any) -> bool:
     if isinstance(schema, list | tuple):
         return any(_may_hold_secret(part) for part in schema)
     return False
+
+
+def _has_class_union(schema: Any) -> bool:
+    """Whether the core `schema` has a union of two or more models, dataclasses or other
+    types defined apart (a tagged union tells its members apart: it is another kind)."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "union":
+            choices = [c[0] if isinstance(c, tuple) else c for c in schema["choices"]]
+            if sum(c.get("type") in _CLASS_KINDS for c in choices) > 1:
+                return True
+        return any(_has_class_union(part) for part in schema.values())
+    if isinstance(schema, list | tuple):
+        return any(_has_class_union(part) for part in schema)
+    return False
+
+
+_CLASS_KINDS = frozenset({"model", "dataclass", "definition-ref"})
 
 
 def _has_non_finite(value: Any) -> bool:

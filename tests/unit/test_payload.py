@@ -8,8 +8,8 @@ import json
 import typing
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, field_serializer
@@ -652,3 +652,60 @@ def test_a_secret_written_whole_by_a_field_serializer_reaches_the_handler() -> N
     pushed = RevealedLogin(user="ada", password=SecretStr("hunter2"))
     assert codec.decode(codec.encode(pushed)).password.get_secret_value() == "hunter2"
     assert codec.decode(codec.encode_many([pushed])[0]) == pushed
+
+
+@dataclass
+class Cat:
+    name: str
+
+
+@dataclass
+class Dog:
+    name: str
+
+
+@dataclass
+class Tagged:
+    kind: Literal["tagged"]
+    name: str
+
+
+@dataclass
+class Pets:
+    first: Cat | Dog
+    others: list[Cat | Dog] = field(default_factory=list)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [Pets(Dog("rex")), Pets(Cat("tom"), [Cat("a"), Dog("rex")]), {"first": Dog("rex")}],
+)
+def test_a_union_member_read_back_as_another_alike_is_refused(payload: Any) -> None:
+    codec = Codec("j", Pets)
+    with pytest.raises(PayloadError, match="the first that fits") as caught:
+        codec.encode(payload)
+    assert "job 'j'" in str(caught.value) and "Literal" in str(caught.value)
+    with pytest.raises(PayloadError, match=r"^payloads\[1\]: .*the first that fits"):
+        codec.encode_many([Pets(Cat("tom")), payload])
+
+
+def test_union_members_read_back_as_pushed_are_accepted() -> None:
+    codec = Codec("j", Pets)
+    pushed = Pets(Cat("tom"), [Cat("a")])
+    assert codec.decode(codec.encode(pushed)) == pushed
+    assert codec.encode_many([pushed, pushed]) == [codec.encode(pushed)] * 2
+    tagged = Codec("j", Cat | Tagged)
+    assert type(tagged.decode(tagged.encode(Tagged("tagged", "x")))) is Tagged
+
+
+@dataclass(eq=False)
+class Ident:
+    """Equal only to itself: no comparison with what is read back can tell anything."""
+
+    name: str
+
+
+def test_a_union_of_dataclasses_equal_only_to_themselves_is_not_refused() -> None:
+    codec = Codec("j", Ident | Cat)
+    assert codec.decode(codec.encode(Ident("x"))).name == "x"
+    assert len(codec.encode_many([Ident("x"), Cat("y")])) == 2
