@@ -174,7 +174,9 @@ class Codec:
             return self._adapter.validate_json(text)
         except pydantic.ValidationError as exc:
             raise PayloadError(self._invalid(exc)) from exc
-        except Exception as exc:  # a validator of the type's own raised something else
+        # A validator of the type's own raised something else: SystemExit and
+        # KeyboardInterrupt too, which fail only this job, as a handler's do.
+        except BaseException as exc:
             raise PayloadError(
                 f"payload of job {self.job_name!r} could not be read as"
                 f" {_type_name(self.payload_type)}: a validator of the type raised"

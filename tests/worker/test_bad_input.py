@@ -134,12 +134,21 @@ class Checked(BaseModel):
     def not_thirteen(cls, n: int) -> int:
         if n == 13:
             raise RuntimeError("thirteen is refused here")  # not a ValueError: pydantic lets it out
+        if n == 14:
+            raise SystemExit("fourteen exits")  # as a handler's, it fails only its job
+        if n == 15:
+            raise KeyboardInterrupt("fifteen")
         return n
 
 
 @needs("lookup")
+@pytest.mark.parametrize(
+    ("n", "raised"),
+    [(13, "RuntimeError: thirteen is refused here"), (14, "SystemExit: fourteen exits"),
+     (15, "KeyboardInterrupt: fifteen")],
+)  # fmt: skip
 async def test_payload_validator_raising_other_than_value_error_fails_with_its_reason(
-    app: App, start
+    app: App, start, n: int, raised: str
 ) -> None:
     registry = app.registry()
 
@@ -147,13 +156,13 @@ async def test_payload_validator_raising_other_than_value_error_fails_with_its_r
     async def checked(job: Job[Checked]) -> None: ...
 
     driver = await registry.driver_of("q")
-    job_id = await driver.push(raw_job("checked", '{"n": 13}'))
+    job_id = await driver.push(raw_job("checked", f'{{"n": {n}}}'))
     ok_id = await registry.push("q", "checked", Checked(n=1))
     start(registry)
     info = await settle(registry, job_id)
     assert info.state is JobState.FAILED and info.attempt == 1
     assert info.error.type == "conveyor.errors.PayloadError"
-    assert "RuntimeError: thirteen is refused here" in info.error.message
+    assert raised in info.error.message
     assert (await settle(registry, ok_id)).state is JobState.SUCCEEDED
 
 
