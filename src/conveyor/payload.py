@@ -451,6 +451,13 @@ def payload_type_of(handler: Callable[..., Any], given: Any = None) -> Any:
     name = handler_name(handler)
     try:
         hints = typing.get_type_hints(_function_of(handler))
+    except NameError as exc:  # a name only the scope that defined the handler knew
+        raise RegistryError(
+            f"cannot read the annotations of handler {name}: {exc}: a type defined inside a"
+            " function is not found by its name (with `from __future__ import annotations`"
+            " every annotation is a name): define it at module level, or give it as"
+            f" @registry.job(..., payload={exc.name or 'T'})"
+        ) from exc
     except Exception as exc:  # any failure to resolve is a fault in the annotation
         raise RegistryError(f"cannot read the annotations of handler {name}: {exc}") from exc
     parameters = list(inspect.signature(handler).parameters)

@@ -263,6 +263,29 @@ def test_handler_whose_annotation_cannot_be_resolved_is_refused() -> None:
         registry.job("broken")(broken)
 
 
+async def test_payload_type_defined_in_a_function_is_refused_saying_how_to_give_it() -> None:
+    # This module's annotations are names (from __future__ import annotations): one naming a
+    # class defined inside a function cannot be looked up once the function returned.
+    registry = make_registry()
+
+    @dataclass
+    class Local:
+        n: int
+
+    async def local(job: Job[Local]) -> None:
+        ran.append(job.payload)
+
+    ran: list[Local] = []
+    with pytest.raises(RegistryError, match="name 'Local' is not defined") as caught:
+        registry.job("local")(local)
+    assert "payload=Local" in str(caught.value) and "module level" in str(caught.value)
+    handle = registry.job("local", queue="q", payload=Local)(local)  # as the message says
+    await handle.push(Local(3))
+    await Worker(registry, "w", burst=True).run()
+    assert ran == [Local(3)]
+    await registry.close()
+
+
 def test_payload_type_pydantic_cannot_handle_is_refused_naming_the_job() -> None:
     registry = make_registry()
 
