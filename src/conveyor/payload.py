@@ -21,6 +21,13 @@ from pydantic_core import PydanticSerializationError
 
 from conveyor.errors import PayloadError, RegistryError
 from conveyor.job import Job
+from conveyor.schema import (
+    classes_in,
+    compares_by_value,
+    has_class_union,
+    may_hold_float,
+    may_hold_secret,
+)
 from conveyor.shape import Shape, misfit, walk_of
 
 #: The largest encoded payload accepted by default: 1 MiB.
@@ -53,13 +60,17 @@ class Codec:
                 "use a dataclass, a pydantic model, a TypedDict (from typing_extensions on "
                 f"Python < 3.12) or dict ({str(exc).split('. ')[0]})"
             ) from exc  # pydantic's advice past its first sentence (arbitrary types) is not ours
-        self._floats = _may_hold_float(self._adapter.core_schema)
+        # Fields are written by alias: pydantic reads a field by its alias alone unless told
+        # otherwise (populate_by_name). By name once a payload is read back only so (a field
+        # with serialization_alias= alone is read by its name).
+        self._by_alias = True
+        self._floats = may_hold_float(self._adapter.core_schema)
         # Looked for at each push, by comparing what a worker reads back with the payload
         # (of a type whose every dataclass compares by value: eq=False would never be equal).
         schema = self._adapter.core_schema
-        by_value = all(_compares_by_value(cls) for cls in _classes_in(schema))
-        self._secrets = by_value and _may_hold_secret(schema)
-        self._unions = by_value and _has_class_union(schema)
+        by_value = all(compares_by_value(cls) for cls in classes_in(schema))
+        self._secrets = by_value and may_hold_secret(schema)
+        self._unions = by_value and has_class_union(schema)
         self._many: pydantic.TypeAdapter[list[Any]] | None = None
         walk = walk_of(payload_type)
         self._keys = walk.keys if isinstance(walk, Shape) else None
@@ -80,10 +91,8 @@ class Codec:
         self._refuse_unknown_keys(payload)
         try:
             value = self._adapter.validate_python(payload)
-            # By alias: pydantic reads a field by its alias alone unless told otherwise
-            # (populate_by_name), so the name would not be read back. No warnings: the check
-            # below says why.
-            raw = self._adapter.dump_json(value, by_alias=True, warnings=False)
+            # No warnings: the check below says why.
+            raw = self._adapter.dump_json(value, by_alias=self._by_alias, warnings=False)
             # pydantic writes NaN and infinity as null (unless a model's ser_json_inf_nan asks
             # for a form that keeps them), so JSON without null, or a type that can hold no
             # float, needs no look: most pushes pay one substring scan at most.
@@ -103,6 +112,9 @@ class Codec:
         except pydantic.ValidationError as exc:
             if any("recursion limit" in error["msg"] for error in exc.errors()):
                 raise PayloadError(self._too_deep()) from exc
+            if self._by_alias and self._reads_names(value):
+                self._by_alias = False  # a serialization_alias, which validation does not read
+                return self._encode(payload)
             raise PayloadError(
                 f"{self._invalid(exc)}, as a worker would read it back from JSON (an instance's"
                 " fields are not checked when it is made: one holds a value of another type,"
@@ -111,6 +123,15 @@ class Codec:
         if (self._secrets or self._unions) and back != value:  # the handler would get another
             raise PayloadError(self._changed())
         return raw.decode()
+
+    def _reads_names(self, value: Any) -> bool:
+        """Whether `value` written with its fields' names is read back."""
+        try:
+            written = self._adapter.dump_json(value, by_alias=False, warnings=False)
+            self._adapter.validate_json(written)
+        except pydantic.ValidationError:
+            return False
+        return True
 
     def from_json(self, payload: Any) -> Any:
         """`payload`, parsed from JSON text (the command line, a file), validated as a worker
@@ -144,7 +165,7 @@ class Codec:
             if self._nested is not None and any(misfit(self._nested, p) for p in payloads):
                 raise ValueError("encoded one by one: a payload has a key of no field")
             values = batch.validate_python(payloads)
-            raws = [to_json(value, by_alias=True, warnings=False) for value in values]
+            raws = [to_json(value, by_alias=self._by_alias, warnings=False) for value in values]
             floats = self._floats and any(b"null" in raw for raw in raws)
             if floats or max(map(len, raws), default=0) > self.max_bytes:
                 raise ValueError("encoded one by one: a payload needs a closer look")
@@ -271,78 +292,6 @@ class Codec:
             f"payload of job {self.job_name!r} does not match "
             f"{_type_name(self.payload_type)}: {problems}"
         )
-
-
-#: Kinds of pydantic core schema whose values can never be, or hold, a float; any other kind
-#: (float, any, a function, a custom serializer...) may.
-_FLOATLESS = frozenset(
-    {
-        "str", "int", "bool", "none", "nullable", "literal", "enum", "bytes", "decimal",
-        "date", "datetime", "time", "timedelta", "uuid", "url", "multi-host-url",
-        "list", "tuple", "set", "frozenset", "dict", "default", "union", "tagged-union",
-        "model", "model-fields", "model-field", "dataclass", "dataclass-args",
-        "dataclass-field", "typed-dict", "typed-dict-field", "definitions", "definition-ref",
-    }
-)  # fmt: skip
-
-
-def _may_hold_float(schema: Any) -> bool:
-    """False only when no value of the core `schema` can be or hold a float."""
-    if isinstance(schema, dict):
-        kind = schema.get("type")
-        if isinstance(kind, str) and kind not in _FLOATLESS:
-            return True
-        return any(_may_hold_float(part) for part in schema.values())
-    if isinstance(schema, list | tuple):
-        return any(_may_hold_float(part) for part in schema)
-    return False
-
-
-def _classes_in(schema: Any) -> Iterable[type]:
-    """Every class the core `schema` names."""
-    if isinstance(schema, type):
-        yield schema
-    elif isinstance(schema, dict):
-        for part in schema.values():
-            yield from _classes_in(part)
-    elif isinstance(schema, list | tuple):
-        for part in schema:
-            yield from _classes_in(part)
-
-
-def _compares_by_value(cls: type) -> bool:
-    """False for a dataclass made with eq=False: its instances are equal only to themselves."""
-    params = getattr(cls, "__dataclass_params__", None)
-    return params is None or bool(params.eq)
-
-
-def _may_hold_secret(schema: Any) -> bool:
-    """Whether the core `schema` has a place for one of pydantic's secrets (SecretStr,
-    SecretBytes, Secret[...]), which it writes to JSON masked unless told otherwise."""
-    if isinstance(schema, type):
-        return issubclass(schema, pydantic.SecretStr | pydantic.SecretBytes | pydantic.Secret)
-    if isinstance(schema, dict):
-        return any(_may_hold_secret(part) for part in schema.values())
-    if isinstance(schema, list | tuple):
-        return any(_may_hold_secret(part) for part in schema)
-    return False
-
-
-def _has_class_union(schema: Any) -> bool:
-    """Whether the core `schema` has a union of two or more models, dataclasses or other
-    types defined apart (a tagged union tells its members apart: it is another kind)."""
-    if isinstance(schema, dict):
-        if schema.get("type") == "union":
-            choices = [c[0] if isinstance(c, tuple) else c for c in schema["choices"]]
-            if sum(c.get("type") in _CLASS_KINDS for c in choices) > 1:
-                return True
-        return any(_has_class_union(part) for part in schema.values())
-    if isinstance(schema, list | tuple):
-        return any(_has_class_union(part) for part in schema)
-    return False
-
-
-_CLASS_KINDS = frozenset({"model", "dataclass", "definition-ref"})
 
 
 def _has_non_finite(value: Any) -> bool:

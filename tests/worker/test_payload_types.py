@@ -79,6 +79,12 @@ class Signup(BaseModel):
     plan_name: str = Field(alias="planName", default="free")
 
 
+class Outbound(BaseModel):
+    """A field renamed for others to read (serialization_alias alone): read by its name."""
+
+    user_id: int = Field(serialization_alias="userId")
+
+
 class Ping(TypedDict):
     at: dt.datetime
     ref: uuid.UUID
@@ -156,3 +162,17 @@ async def test_model_with_aliased_fields_reaches_its_handler_pushed_as_instance_
     await signup.push_many([pushed[1], {"userId": 9, "planName": "team"}])
     await asyncio.wait_for(Worker(registry, "w", burst=True).run(), 20)
     assert sorted(got, key=lambda s: s.user_id) == [*pushed, Signup(userId=9, planName="team")]
+
+
+async def test_model_with_a_serialization_alias_alone_reaches_its_handler(app: App) -> None:
+    registry = app.registry()
+    got: list[Outbound] = []
+
+    @registry.job("outbound", queue="q")
+    def outbound(job: Job[Outbound]) -> None:
+        got.append(job.payload)
+
+    await outbound.push_many([Outbound(user_id=1), {"user_id": 2}])
+    await outbound.push(Outbound(user_id=3))
+    await asyncio.wait_for(Worker(registry, "w", burst=True).run(), 20)
+    assert sorted(got, key=lambda o: o.user_id) == [Outbound(user_id=n) for n in (1, 2, 3)]
