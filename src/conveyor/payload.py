@@ -7,6 +7,7 @@ so every kind of type is handled the same way. Payloads are never pickled.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -22,8 +23,6 @@ from pydantic_core import PydanticSerializationError
 from conveyor.errors import PayloadError, RegistryError
 from conveyor.job import Job
 from conveyor.schema import (
-    classes_in,
-    compares_by_value,
     has_class_union,
     may_hold_float,
     may_hold_secret,
@@ -68,9 +67,8 @@ class Codec:
         # Looked for at each push, by comparing what a worker reads back with the payload
         # (of a type whose every dataclass compares by value: eq=False would never be equal).
         schema = self._adapter.core_schema
-        by_value = all(compares_by_value(cls) for cls in classes_in(schema))
-        self._secrets = by_value and may_hold_secret(schema)
-        self._unions = by_value and has_class_union(schema)
+        self._secrets = may_hold_secret(schema)
+        self._unions = has_class_union(schema)
         self._many: pydantic.TypeAdapter[list[Any]] | None = None
         walk = walk_of(payload_type)
         self._keys = walk.keys if isinstance(walk, Shape) else None
@@ -120,7 +118,7 @@ class Codec:
                 " fields are not checked when it is made: one holds a value of another type,"
                 " or one that JSON cannot carry)"
             ) from exc
-        if (self._secrets or self._unions) and back != value:  # the handler would get another
+        if (self._secrets or self._unions) and changed(value, back):  # the handler gets another
             raise PayloadError(self._changed())
         return raw.decode()
 
@@ -170,7 +168,7 @@ class Codec:
             if floats or max(map(len, raws), default=0) > self.max_bytes:
                 raise ValueError("encoded one by one: a payload needs a closer look")
             backs = batch.validate_json(b"[" + b",".join(raws) + b"]")
-            if (self._secrets or self._unions) and backs != values:
+            if (self._secrets or self._unions) and changed(values, backs):
                 raise ValueError("encoded one by one: a payload is read back as another")
         except (ValueError, PydanticSerializationError, RecursionError):  # ValidationError too
             return [self.encode_at(index, payload) for index, payload in enumerate(payloads, first)]
@@ -292,6 +290,28 @@ class Codec:
             f"payload of job {self.job_name!r} does not match "
             f"{_type_name(self.payload_type)}: {problems}"
         )
+
+
+def changed(pushed: Any, back: Any) -> bool:
+    """Whether `back`, what a worker reads back, holds a secret other than `pushed` holds, or
+    an instance of another class (a member of a union alike) in the same place. Only these:
+    a tuple read back as a list, say, is what JSON does and no fault."""
+    if isinstance(pushed, pydantic.SecretStr | pydantic.SecretBytes | pydantic.Secret):
+        return bool(pushed != back)
+    if isinstance(pushed, pydantic.BaseModel) or dataclasses.is_dataclass(pushed):
+        if type(back) is not type(pushed):
+            return True
+        names = (
+            type(pushed).model_fields
+            if isinstance(pushed, pydantic.BaseModel)
+            else [field.name for field in dataclasses.fields(pushed)]
+        )
+        return any(changed(getattr(pushed, n), getattr(back, n, None)) for n in names)
+    if isinstance(pushed, dict) and isinstance(back, dict):
+        return any(changed(item, back.get(key)) for key, item in pushed.items())
+    if isinstance(pushed, list | tuple) and isinstance(back, list | tuple):
+        return any(changed(item, again) for item, again in zip(pushed, back, strict=False))
+    return False
 
 
 def _has_non_finite(value: Any) -> bool:

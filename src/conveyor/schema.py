@@ -4,7 +4,6 @@ union whose members JSON does not tell apart)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import pydantic
@@ -32,24 +31,6 @@ def may_hold_float(schema: Any) -> bool:
     if isinstance(schema, list | tuple):
         return any(may_hold_float(part) for part in schema)
     return False
-
-
-def classes_in(schema: Any) -> Iterable[type]:
-    """Every class the core `schema` names."""
-    if isinstance(schema, type):
-        yield schema
-    elif isinstance(schema, dict):
-        for part in schema.values():
-            yield from classes_in(part)
-    elif isinstance(schema, list | tuple):
-        for part in schema:
-            yield from classes_in(part)
-
-
-def compares_by_value(cls: type) -> bool:
-    """False for a dataclass made with eq=False: its instances are equal only to themselves."""
-    params = getattr(cls, "__dataclass_params__", None)
-    return params is None or bool(params.eq)
 
 
 def may_hold_secret(schema: Any) -> bool:
