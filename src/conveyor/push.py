@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from conveyor import retry as retry_policy
 from conveyor.drivers.base import Driver
 from conveyor.duration import Duration, seconds
-from conveyor.errors import ConfigError, RegistryError, UnknownJobError
+from conveyor.errors import ConfigError, PayloadError, RegistryError, UnknownJobError
 from conveyor.hooks import pushed
 from conveyor.job import JobBatch, NewJob, joined, new_id, new_ids
 from conveyor.options import NO_OPTIONS, Options, Resolved, check_unique, resolve
@@ -58,6 +58,14 @@ async def _kept(parts: AsyncIterator[T], kept: list[T]) -> AsyncIterator[T]:
 async def _gathered(parts: AsyncIterator[Sequence[NewJob]]) -> Sequence[NewJob]:
     """A chunk's parts as one batch (see `joined`)."""
     return joined([part async for part in parts])
+
+
+def _named(make: Callable[[Any], NewJob], index: int, payload: Any) -> NewJob:
+    """`make(payload)`, a PayloadError naming the payload's index in push_many's payloads."""
+    try:
+        return make(payload)
+    except PayloadError as exc:
+        raise PayloadError(f"payloads[{index}]: {exc}") from exc
 
 
 def check_job_id(job_id: str) -> str:
@@ -269,16 +277,19 @@ class Pushing(Registration):
         one = self._job_maker(queue, job_name, options, delay, None)
         codec = self._jobs[job_name].codec
         hooks = self.hooks
+        made = 0  # payloads of the chunks before (made in order), for an error's index
 
         async def make(payloads: list[Any]) -> AsyncIterator[Sequence[NewJob]]:
+            nonlocal made
+            before, made = made, made + len(payloads)
             if hooks.stamps:  # each job's meta is stamped on its own
-                yield [one(payload) for payload in payloads]
+                yield [_named(one, at, payload) for at, payload in enumerate(payloads, before)]
                 return
             template, ids = one(payloads[0]), new_ids(len(payloads))
             for start in range(0, len(payloads), ENCODE_STEP):
                 if start:
                     await asyncio.sleep(0)  # a write in flight moves on meanwhile
-                encoded = codec.encode_many(payloads[start : start + ENCODE_STEP])
+                encoded = codec.encode_many(payloads[start : start + ENCODE_STEP], before + start)
                 first = replace(template, id=ids[start], payload=encoded[0])
                 yield JobBatch(first, ids[start : start + len(encoded)], encoded)
 

@@ -136,26 +136,35 @@ def _field_types(payload_type: type) -> dict[str, Any] | None:
     return {name: hints.get(name) for name in names}
 
 
-def _shape(payload_type: Any, seen: dict[type, Shape]) -> Walk | None:
-    if not isinstance(payload_type, type):
+def _shape(payload_type: Any, seen: dict[Any, Shape]) -> Walk | None:
+    # A generic dataclass or TypedDict given its arguments (`Box[Address]`) has the fields
+    # of its class, a field typed by a parameter (`item: T`) the type given for it.
+    origin = typing.get_origin(payload_type)
+    cls = origin if isinstance(origin, type) else payload_type
+    if not isinstance(cls, type):
         return None
-    if getattr(payload_type, "__pydantic_root_model__", False):  # its keys are its root's
-        root = payload_type.__pydantic_fields__["root"]  # type: ignore[attr-defined]
+    if getattr(cls, "__pydantic_root_model__", False):  # its keys are its root's
+        root = cls.__pydantic_fields__["root"]  # type: ignore[attr-defined]
         return _walk(root.annotation, seen)
     if payload_type in seen:  # a type holding itself (a tree): the shape being built
         return seen[payload_type]
-    fields = _field_types(payload_type)
+    fields = _field_types(cls)
     if fields is None:
         return None
-    shape = seen[payload_type] = Shape(payload_type.__qualname__, known_keys(payload_type))
+    shape = seen[payload_type] = Shape(cls.__qualname__, known_keys(cls))
+    # No arguments when the class is given bare: its parameters' fields are not looked in.
+    parameters, arguments = getattr(cls, "__parameters__", ()), typing.get_args(payload_type)
+    given = dict(zip(parameters, arguments, strict=False))
     for key, annotation in fields.items():
+        if isinstance(annotation, typing.TypeVar):
+            annotation = given.get(annotation)
         way = _walk(annotation, seen)
         if way is not None:
             shape.fields[key] = way
     return shape
 
 
-def _walk(annotation: Any, seen: dict[type, Shape]) -> Walk | None:
+def _walk(annotation: Any, seen: dict[Any, Shape]) -> Walk | None:
     """The way into a value of `annotation`, if it is or holds a shape; a union is followed
     only when one member can be a dict (`Address | None`): which of several is meant is
     pydantic's to choose."""

@@ -26,7 +26,11 @@ pytestmark = pytest.mark.timeout(120)
 APP_SOURCE = """
 from __future__ import annotations
 
+import datetime
+import uuid
 from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
 
 from conveyor import Job, Registry
 
@@ -49,6 +53,18 @@ def add(job: Job[Item]) -> int:
 @registry.job("boom", queue="tasks", retry=0)
 def boom(job: Job[Item]) -> None:
     raise ValueError(f"boom {{job.payload.n}}")
+
+
+class Stamp(BaseModel):
+    model_config = ConfigDict(strict=True)  # times and UUIDs as text only in JSON
+
+    at: datetime.datetime
+    ref: uuid.UUID
+
+
+@registry.job("stamp", queue="kept")
+def stamp(job: Job[Stamp]) -> None:
+    pass
 
 
 @registry.job("flaky", queue="kept", retry=1, retry_delay=0)
@@ -210,6 +226,20 @@ def test_push_from_a_file_of_json_lines(app: App) -> None:
     assert "2500 job(s) 'add' pushed to queue 'tasks'" in pushed.stdout
     assert app.registry.blocking.queue_info()["tasks"].pending == 2500
     assert len(from_stdin["ids"]) == 3 and app.registry.blocking.queue_info()["kept"].pending == 3
+
+
+def test_push_of_a_strict_model_reads_the_payload_as_json(app: App) -> None:
+    # A strict model takes a time or a UUID as text only from JSON, as a worker reads it.
+    payload = {"at": "2026-12-06T04:00:00Z", "ref": "12345678-1234-5678-1234-567812345678"}
+    (app.folder / "stamps.jsonl").write_text(f"{json.dumps(payload)}\n" * 2)
+    one = app.run("push", "kept", "stamp", "--payload", json.dumps(payload))
+    many = app.run("push", "kept", "stamp", "--file", "stamps.jsonl")
+    wrong = app.run("push", "kept", "stamp", "--payload", '{"at": 5, "ref": "x", "atx": 1}')
+
+    assert one.returncode == 0, one.stderr
+    assert many.returncode == 0 and "2 job(s)" in many.stdout, many.stderr
+    assert app.registry.blocking.queue_info()["kept"].pending == 3
+    assert wrong.returncode == 1 and "keys that are no field of Stamp: 'atx'" in wrong.stderr
 
 
 def test_push_from_a_file_names_the_bad_line(app: App) -> None:

@@ -8,11 +8,11 @@ import json
 import typing
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, field_serializer
 from typing_extensions import TypedDict
 
 from conveyor import Job, PayloadError, Registry, RegistryError, Worker
@@ -261,6 +261,29 @@ def test_handler_whose_annotation_cannot_be_resolved_is_refused() -> None:
 
     with pytest.raises(RegistryError, match="cannot read the annotations"):
         registry.job("broken")(broken)
+
+
+async def test_payload_type_defined_in_a_function_is_refused_saying_how_to_give_it() -> None:
+    # This module's annotations are names (from __future__ import annotations): one naming a
+    # class defined inside a function cannot be looked up once the function returned.
+    registry = make_registry()
+
+    @dataclass
+    class Local:
+        n: int
+
+    async def local(job: Job[Local]) -> None:
+        ran.append(job.payload)
+
+    ran: list[Local] = []
+    with pytest.raises(RegistryError, match="name 'Local' is not defined") as caught:
+        registry.job("local")(local)
+    assert "payload=Local" in str(caught.value) and "module level" in str(caught.value)
+    handle = registry.job("local", queue="q", payload=Local)(local)  # as the message says
+    await handle.push(Local(3))
+    await Worker(registry, "w", burst=True).run()
+    assert ran == [Local(3)]
+    await registry.close()
 
 
 def test_payload_type_pydantic_cannot_handle_is_refused_naming_the_job() -> None:
@@ -563,3 +586,159 @@ def test_keys_by_alias_or_name_and_types_that_keep_unknown_keys_are_accepted() -
 def test_a_stored_payload_with_a_key_of_no_field_still_decodes() -> None:
     # a job pushed by code that had the field, run by code that dropped it: it still runs
     assert Codec("j", Email).decode('{"to": "a", "subject": "s", "gone": 1}') == Email("a", "s")
+
+
+@dataclass
+class Tree:
+    """A type holding itself: a dict for it is walked as deep as it goes."""
+
+    kids: list[Tree]
+
+
+def nested(depth: int, leaf: Any) -> Any:
+    """`leaf` inside `depth` lists."""
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+def tree(depth: int) -> dict[str, Any]:
+    """A dict for Tree, `depth` levels deep."""
+    value: dict[str, Any] = {"kids": []}
+    for _ in range(depth):
+        value = {"kids": [value]}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("payload_type", "payload"),
+    [
+        (dict[str, Any], {"a": nested(254, 1)}),  # written, but past what JSON is read back to
+        (dict[str, Any], {"a": nested(300, 1)}),  # past what pydantic writes
+        (dict[str, Any], {"a": nested(5000, 1)}),  # past Python's own recursion limit
+        (Tree, tree(5000)),
+    ],
+    ids=["read-back", "written", "python", "walked"],
+)
+def test_payload_nested_too_deep_is_refused_plainly(payload_type: Any, payload: Any) -> None:
+    codec = Codec("j", payload_type)
+    with pytest.raises(PayloadError, match=r"^payload of job 'j' is nested too deep") as caught:
+        codec.encode(payload)
+    assert "flatten it" in str(caught.value)
+    with pytest.raises(PayloadError, match=r"^payloads\[1\]: payload of job 'j' is nested too"):
+        codec.encode_many([{"kids": []}, payload])
+
+
+class Login(BaseModel):
+    user: str
+    password: SecretStr
+
+
+class RevealedLogin(BaseModel):
+    user: str
+    password: SecretStr
+
+    @field_serializer("password", when_used="json")
+    def reveal(self, password: SecretStr) -> str:
+        return password.get_secret_value()
+
+
+@dataclass
+class Upload:
+    key: SecretBytes
+    login: Login | None = None
+
+
+@pytest.mark.parametrize(
+    ("payload_type", "payload"),
+    [
+        (Login, Login(user="ada", password=SecretStr("hunter2"))),
+        (Login, {"user": "ada", "password": "hunter2"}),
+        (Upload, Upload(SecretBytes(b"k"))),
+        (Upload, {"key": b"", "login": {"user": "ada", "password": "hunter2"}}),
+    ],
+)
+def test_a_secret_pydantic_would_write_masked_is_refused_at_push(
+    payload_type: Any, payload: Any
+) -> None:
+    codec = Codec("j", payload_type)
+    with pytest.raises(PayloadError, match=r"writes to JSON masked \('\*{10}'\)") as caught:
+        codec.encode(payload)
+    assert "job 'j'" in str(caught.value) and "field_serializer" in str(caught.value)
+    with pytest.raises(PayloadError, match=r"^payloads\[1\]: .* writes to JSON masked"):
+        codec.encode_many([payload_type(user="bob", password="") if payload_type is Login
+                           else Upload(SecretBytes(b"")), payload])  # fmt: skip
+
+
+def test_a_secret_written_whole_by_a_field_serializer_reaches_the_handler() -> None:
+    codec = Codec("j", RevealedLogin)
+    pushed = RevealedLogin(user="ada", password=SecretStr("hunter2"))
+    assert codec.decode(codec.encode(pushed)).password.get_secret_value() == "hunter2"
+    assert codec.decode(codec.encode_many([pushed])[0]) == pushed
+
+
+@dataclass
+class Cat:
+    name: str
+
+
+@dataclass
+class Dog:
+    name: str
+
+
+@dataclass
+class Tagged:
+    kind: Literal["tagged"]
+    name: str
+
+
+@dataclass
+class Pets:
+    first: Cat | Dog
+    others: list[Cat | Dog] = field(default_factory=list)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [Pets(Dog("rex")), Pets(Cat("tom"), [Cat("a"), Dog("rex")]), {"first": Dog("rex")}],
+)
+def test_a_union_member_read_back_as_another_alike_is_refused(payload: Any) -> None:
+    codec = Codec("j", Pets)
+    with pytest.raises(PayloadError, match="the first that fits") as caught:
+        codec.encode(payload)
+    assert "job 'j'" in str(caught.value) and "Literal" in str(caught.value)
+    with pytest.raises(PayloadError, match=r"^payloads\[1\]: .*the first that fits"):
+        codec.encode_many([Pets(Cat("tom")), payload])
+
+
+def test_union_members_read_back_as_pushed_are_accepted() -> None:
+    codec = Codec("j", Pets)
+    pushed = Pets(Cat("tom"), [Cat("a")])
+    assert codec.decode(codec.encode(pushed)) == pushed
+    assert codec.encode_many([pushed, pushed]) == [codec.encode(pushed)] * 2
+    tagged = Codec("j", Cat | Tagged)
+    assert type(tagged.decode(tagged.encode(Tagged("tagged", "x")))) is Tagged
+
+
+@dataclass(eq=False)
+class Ident:
+    """Equal only to itself: what is read back is never equal to it."""
+
+    name: str
+
+
+@dataclass
+class Vet:
+    pet: Cat | Dog
+    notes: dict[str, Any]  # any JSON: a tuple in it is read back as a list
+
+
+def test_a_union_read_back_as_pushed_is_accepted_whatever_else_is_read_back_other() -> None:
+    codec = Codec("j", Vet)
+    assert codec.decode(codec.encode(Vet(Cat("tom"), {"at": (1, 2)}))).notes == {"at": [1, 2]}
+    ident = Codec("j", Ident | Dog)
+    assert ident.decode(ident.encode(Ident("x"))).name == "x"
+    assert len(ident.encode_many([Ident("x"), {"name": "y"}])) == 2
+    with pytest.raises(PayloadError, match=r"^payloads\[1\]: .*the first that fits"):
+        ident.encode_many([Ident("x"), Dog("y")])

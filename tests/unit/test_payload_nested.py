@@ -5,7 +5,7 @@ word, as it would at the top level, where it was already refused."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any, Generic, NotRequired, TypeVar
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, RootModel
@@ -69,6 +69,25 @@ class Report(BaseModel):
     tags: Tags | None = None
 
 
+T = TypeVar("T")
+
+
+@dataclass
+class Box(Generic[T]):
+    item: T
+    note: str = ""
+
+
+class Parcel(TypedDict, Generic[T]):
+    content: T
+
+
+@dataclass
+class Shipment:
+    boxes: list[Box[Address]]
+    parcel: Parcel[Line] | None = None
+
+
 @pytest.mark.parametrize(
     ("payload_type", "payload", "where", "key"),
     [
@@ -86,6 +105,13 @@ class Report(BaseModel):
         (Report, {"counts": {}, "tags": [{"tagName": "a"}, {"tagname": "b"}]}, "tags.1",
          "tagname"),
         (Tags, [{"tagName": "a", "colour": "red"}], "0", "colour"),
+        (Shipment, {"boxes": [{"item": {"street": "s", "city": "c"}, "nte": ""}]}, "boxes.0",
+         "nte"),
+        (Shipment, {"boxes": [{"item": {"street": "s", "cty": "c"}}]}, "boxes.0.item", "cty"),
+        (Shipment, {"boxes": [], "parcel": {"content": {"sku": "a"}, "contnet": 1}}, "parcel",
+         "contnet"),
+        (Shipment, {"boxes": [], "parcel": {"content": {"sku": "a", "cnt": 1}}},
+         "parcel.content", "cnt"),
     ],
 )  # fmt: skip
 def test_a_nested_key_of_no_field_is_refused_naming_its_place(
@@ -96,6 +122,16 @@ def test_a_nested_key_of_no_field_is_refused_naming_its_place(
         codec.encode(payload)
     with pytest.raises(PayloadError, match=rf"at {where}: {key!r}.*misspelt key would be dropped"):
         codec.encode_many([payload])
+
+
+@pytest.mark.parametrize("payload_type", [Box[Address], Parcel[int]])
+def test_a_key_of_no_field_of_a_generic_type_is_refused(payload_type: Any) -> None:
+    codec = Codec("j", payload_type)
+    payload = {"item" if payload_type is Box[Address] else "content": 1, "bogus": 2}
+    with pytest.raises(PayloadError, match=r"keys that are no field of \w+: 'bogus'"):
+        codec.encode(payload)
+    box = Codec("j", Box[Address])
+    assert box.decode(box.encode({"item": {"street": "s", "city": "c"}})) == Box(Address("s", "c"))
 
 
 def test_root_models_take_their_roots_keys() -> None:

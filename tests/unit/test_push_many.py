@@ -94,7 +94,7 @@ async def test_push_many_returns_ids_in_the_order_of_the_payloads_across_chunks(
     assert [payloads[job_id] for job_id in ids] == [f'{{"n":{n}}}' for n in range(7)]
 
 
-async def test_push_many_of_a_bad_payload_raises_pushs_error_and_stores_none_of_its_chunk(
+async def test_push_many_of_a_bad_payload_names_its_index_and_stores_none_of_its_chunk(
     kind: str,
 ) -> None:
     registry = registry_of_rows(kind)
@@ -104,7 +104,7 @@ async def test_push_many_of_a_bad_payload_raises_pushs_error_and_stores_none_of_
     with pytest.raises(PayloadError) as batch:
         await registry.push_many("rows", "row", [Row(1), {"n": "x"}, Row(3)])
 
-    assert str(batch.value) == str(single.value)
+    assert str(batch.value) == f"payloads[1]: {single.value}"  # push's error, and which one
     assert (await registry.queue_info())["rows"].pending == 0
 
 

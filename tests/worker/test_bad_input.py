@@ -6,9 +6,10 @@ import asyncio
 from dataclasses import dataclass, replace
 from typing import Any
 
+import pytest
 from pydantic import BaseModel, field_validator
 
-from conveyor import Job, JobState, Registry
+from conveyor import Job, JobState, PayloadError, Registry
 from conveyor.job import NewJob, new_id
 from conveyor.retry import Fixed, to_json
 from tests.backends import needs
@@ -133,12 +134,21 @@ class Checked(BaseModel):
     def not_thirteen(cls, n: int) -> int:
         if n == 13:
             raise RuntimeError("thirteen is refused here")  # not a ValueError: pydantic lets it out
+        if n == 14:
+            raise SystemExit("fourteen exits")  # as a handler's, it fails only its job
+        if n == 15:
+            raise KeyboardInterrupt("fifteen")
         return n
 
 
 @needs("lookup")
+@pytest.mark.parametrize(
+    ("n", "raised"),
+    [(13, "RuntimeError: thirteen is refused here"), (14, "SystemExit: fourteen exits"),
+     (15, "KeyboardInterrupt: fifteen")],
+)  # fmt: skip
 async def test_payload_validator_raising_other_than_value_error_fails_with_its_reason(
-    app: App, start
+    app: App, start, n: int, raised: str
 ) -> None:
     registry = app.registry()
 
@@ -146,11 +156,34 @@ async def test_payload_validator_raising_other_than_value_error_fails_with_its_r
     async def checked(job: Job[Checked]) -> None: ...
 
     driver = await registry.driver_of("q")
-    job_id = await driver.push(raw_job("checked", '{"n": 13}'))
+    job_id = await driver.push(raw_job("checked", f'{{"n": {n}}}'))
     ok_id = await registry.push("q", "checked", Checked(n=1))
     start(registry)
     info = await settle(registry, job_id)
     assert info.state is JobState.FAILED and info.attempt == 1
     assert info.error.type == "conveyor.errors.PayloadError"
-    assert "RuntimeError: thirteen is refused here" in info.error.message
+    assert raised in info.error.message
     assert (await settle(registry, ok_id)).state is JobState.SUCCEEDED
+
+
+@pytest.mark.parametrize("stamped", [False, True], ids=["plain", "stamped"])
+@pytest.mark.parametrize("reason", ["invalid", "oversized"])
+async def test_push_many_error_names_the_payload_at_fault_and_earlier_chunks_stay(
+    app: App, reason: str, stamped: bool
+) -> None:
+    registry = app.registry()
+    registry.max_payload_bytes = 64
+    if stamped:  # each job made on its own, as with tracing
+        registry.hooks.add_stamp(lambda queue, name, meta: {"traced": True})
+
+    @registry.job("item", queue="q")
+    async def item(job: Job[Item]) -> None: ...
+
+    payloads: list[Any] = [Item(n) for n in range(8)]
+    payloads[4] = {"n": "four"} if reason == "invalid" else {"n": 10**80}
+
+    with pytest.raises(PayloadError, match=r"^payloads\[4\]: payload of job 'item' ") as caught:
+        await item.push_many(payloads, chunk=3)  # chunks 0-2, 3-5, 6-7
+
+    assert ("valid integer" if reason == "invalid" else "over the limit of 64") in str(caught.value)
+    assert (await registry.queue_info())["q"].pending == 3  # the first chunk; none of its own

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
 
 from conveyor import Job, Worker
@@ -70,6 +70,19 @@ class Invoice(BaseModel):
     by_name: dict[str, Item]
     memo: str
     paid: bool = False
+
+
+class Signup(BaseModel):
+    """Fields named in JSON by their aliases, pydantic's default: read by alias only."""
+
+    user_id: int = Field(alias="userId")
+    plan_name: str = Field(alias="planName", default="free")
+
+
+class Outbound(BaseModel):
+    """A field renamed for others to read (serialization_alias alone): read by its name."""
+
+    user_id: int = Field(serialization_alias="userId")
 
 
 class Ping(TypedDict):
@@ -132,3 +145,34 @@ async def test_every_payload_type_reaches_its_handler_equal_and_of_its_type(app:
     assert type(got["order"].first) is Line and type(got["invoice"].items[0]) is Item
     assert got["order"].aware.utcoffset() == AWARE.utcoffset()
     assert got["order"].naive.tzinfo is None
+
+
+async def test_model_with_aliased_fields_reaches_its_handler_pushed_as_instance_or_dict(
+    app: App,
+) -> None:
+    registry = app.registry()
+    got: list[Signup] = []
+
+    @registry.job("signup", queue="q")
+    async def signup(job: Job[Signup]) -> None:
+        got.append(job.payload)
+
+    pushed = [Signup(userId=7, planName="pro"), Signup(userId=8)]
+    await signup.push(pushed[0])
+    await signup.push_many([pushed[1], {"userId": 9, "planName": "team"}])
+    await asyncio.wait_for(Worker(registry, "w", burst=True).run(), 20)
+    assert sorted(got, key=lambda s: s.user_id) == [*pushed, Signup(userId=9, planName="team")]
+
+
+async def test_model_with_a_serialization_alias_alone_reaches_its_handler(app: App) -> None:
+    registry = app.registry()
+    got: list[Outbound] = []
+
+    @registry.job("outbound", queue="q")
+    def outbound(job: Job[Outbound]) -> None:
+        got.append(job.payload)
+
+    await outbound.push_many([Outbound(user_id=1), {"user_id": 2}])
+    await outbound.push(Outbound(user_id=3))
+    await asyncio.wait_for(Worker(registry, "w", burst=True).run(), 20)
+    assert sorted(got, key=lambda o: o.user_id) == [Outbound(user_id=n) for n in (1, 2, 3)]

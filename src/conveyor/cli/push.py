@@ -97,7 +97,8 @@ def push(
 
         async def push_one() -> str:
             await kept(registry, queue, "a job pushed by conveyor push", inline=True)
-            return await registry.push(queue, job_name, value, unique=unique, **options)
+            read = _read_as_json(registry, job_name, value)
+            return await registry.push(queue, job_name, read, unique=unique, **options)
 
         job_id = run(push_one(), registry)
         if as_json:
@@ -188,9 +189,17 @@ async def _push_batch(
 ) -> list[str]:
     """Push one batch, all or none; a payload the job refuses is named by its line."""
     try:
-        return await registry.push_many(queue, job_name, [p for _, p in batch], **options)
+        payloads = [_read_as_json(registry, job_name, payload) for _, payload in batch]
+        return await registry.push_many(queue, job_name, payloads, **options)
     except PayloadError as exc:
         raise ConveyorError(_culprit(registry, job_name, batch, exc)) from exc
+
+
+def _read_as_json(registry: Registry, job_name: str, payload: Any) -> Any:
+    """The payload as a worker will read it (from JSON, as it was given: a strict model takes
+    a time as text only there); as given for a job the push will say is unknown."""
+    spec = registry.jobs.get(job_name)
+    return payload if spec is None else spec.codec.from_json(payload)
 
 
 def _batches(lines: IO[str]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
@@ -236,10 +245,10 @@ def _culprit(
     registry: Registry, job_name: str, batch: list[tuple[int, Any]], error: PayloadError
 ) -> str:
     """The first line of `batch` whose payload the job refuses, with why."""
-    encode = registry.jobs[job_name].codec.encode
+    codec = registry.jobs[job_name].codec
     for number, payload in batch:
         try:
-            encode(payload)
+            codec.encode(codec.from_json(payload))
         except PayloadError as exc:
             return f"line {number}: {exc}"
     return str(error)
