@@ -44,7 +44,7 @@ def list_(app: str, as_json: bool) -> None:
     registry = load_app(app)
     seen = run(registry.overview(), registry)
     if seen.down and not seen.counts:
-        _unreachable(seen.down)  # no backend answered: nothing to show
+        _unreachable(seen.down, shown=False)  # no backend answered: nothing to show
     queues, workers, paused, alive = seen.counts, seen.workers, seen.paused, seen.alive
     if as_json:
         echo_json(
@@ -107,16 +107,19 @@ def list_(app: str, as_json: bool) -> None:
     _unreachable(seen.down)
 
 
-def _unreachable(down: dict[str, str]) -> None:
-    """Name each unreachable backend's queues and why, on stderr, and exit with status 1 (the
-    counts and workers shown leave out what that backend holds)."""
+def _unreachable(down: dict[str, str], shown: bool = True) -> None:
+    """Name each unreachable backend's queues and why, in one line on stderr, and exit with
+    status 1 (what was shown leaves out what that backend holds)."""
     if not down:
         return
     why: dict[str, list[str]] = {}
     for queue, reason in down.items():
         why.setdefault(reason, []).append(queue)
-    lines = [f"queues {', '.join(map(repr, queues))}: {reason}" for reason, queues in why.items()]
-    raise fail("could not read every backend (what is shown leaves them out):\n" + "\n".join(lines))
+    if not shown:  # nothing answered: the reason alone, as any other command says it
+        raise fail("; ".join(why))
+    raise fail(
+        "; ".join(f"could not read queues {', '.join(map(repr, q))}: {r}" for r, q in why.items())
+    )
 
 
 def age(seconds: float | None) -> str:
