@@ -678,3 +678,24 @@ def test_an_array_of_tables_where_sections_belong_names_its_line(tmp_path: Path)
     write(tmp_path, "retry = 1\n\n[[workers]]\nconcurrency = 2\n")
     refused = mistakes()
     assert refused.endswith("- conveyor.toml:3: workers must be [workers.<name>] sections")
+
+
+@pytest.mark.parametrize(
+    "driver", ["host=127.0.0.1 password='hunter2' dbname=x", "postgresql:/app:hunter2@127.0.0.1/x"]
+)
+def test_a_queue_driver_that_is_neither_a_name_nor_a_url_is_refused_with_its_password_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, driver: str
+) -> None:
+    write(tmp_path, f"[queues.mail]\ndriver = {driver!r}\n")
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert "hunter2" not in str(caught.value)
+    assert "- conveyor.toml:2: [queues.mail] driver = " in str(caught.value)
+    assert "cannot make a driver from" in str(caught.value)
+    (tmp_path / "conveyor.toml").unlink()
+    monkeypatch.setenv("CONVEYOR_QUEUE_MAIL_DRIVER", driver)
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert "hunter2" not in str(caught.value)
+    assert "- environment variable CONVEYOR_QUEUE_MAIL_DRIVER=" in str(caught.value)
+    assert "use a URL starting with one of memory://" in str(caught.value)
