@@ -258,3 +258,32 @@ async def test_a_driver_stores_hostile_queue_job_and_worker_names_exactly(
     assert (await driver.worker_stats())[f"w{name}"] == WorkerCounts(1, 0, 1, 0)
     assert await driver.retry_failed(job.queue) == 1
     assert await driver.purge(job.queue, JobState.PENDING) == 1
+
+
+# -- ids looked up, cancelled, retried or purged -------------------------------------------------
+
+
+@pytest.mark.parametrize("tail", ["\0x", "\0", "\ud800", "\udcff"])
+@needs("lookup")
+@needs("control")
+async def test_an_id_no_job_can_have_names_no_job_and_never_another(
+    driver: Driver, tail: str
+) -> None:
+    """A NUL or a lone surrogate (what argv holds for bytes that are not UTF-8) is in no stored
+    id: such an id names no job, as an unknown one does. SQLite read 'ID\\0x' as 'ID' (purge
+    deleted job ID); the others raised their client's error."""
+    registry = registry_on(driver)
+    failed_id = await registry.push("q", "j", {})
+    await driver.fail([failure_of(await reserve_one(driver), ErrorInfo("E", "m", "t"))])
+    job_id = await registry.push("q", "j", {})
+
+    assert await registry.job_info(job_id + tail) is None
+    assert await registry.chain_info(job_id + tail) is None
+    assert await registry.cancel(job_id + tail) is False
+    assert await registry.purge("q", JobState.PENDING, [job_id + tail]) == 0
+    assert await registry.purge("q", JobState.FAILED, [failed_id + tail]) == 0
+    assert await registry.retry_failed("q", [failed_id + tail]) == 0
+
+    assert await driver.counts(["q"]) == {"q": QueueCounts(pending=1, failed=1)}
+    assert await registry.retry_failed("q", [failed_id + tail, failed_id]) == 1
+    assert await registry.purge("q", JobState.PENDING, [job_id + tail, job_id]) == 1
