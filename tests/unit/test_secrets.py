@@ -149,6 +149,26 @@ def test_driver_from_url_never_shows_the_password(
 
 
 @property_settings
+@given(
+    password=passwords,
+    scheme=st.sampled_from([*SCHEMES, "amqp"]),
+    option=st.sampled_from(["pasword", "pw", "passw0rd_typo", "bogus"]),
+)
+@example(password="hunter2", scheme="sqlite", option="pasword")
+def test_an_option_the_driver_refuses_is_shown_without_its_value(
+    password: str, scheme: str, option: str
+) -> None:
+    """A misspelt password option (?pasword=) is refused as unknown, its value hidden."""
+    where = {"sqlite": "/jobs.db", "redis": "app@127.0.0.1:1/0"}.get(scheme, "app@127.0.0.1:1/test")
+    url = f"{scheme}://{where}?prefix=p_&{option}={quote(password, safe='')}"
+
+    refused = built_or_refused(lambda: driver_from_url(url))
+
+    assert_hidden(password, refused)
+    assert f"{option}=***" in refused
+
+
+@property_settings
 @given(password=passwords)
 def test_postgres_driver_from_libpq_keywords_never_shows_the_password(password: str) -> None:
     conninfo = libpq_keywords(password)
