@@ -168,6 +168,8 @@ class RegistryCore(Pushing):
         """Jobs of `queue` in `state`, oldest first; with `name`, only the jobs of that name
         (filtered across the whole state, then paged)."""
         driver = await self.driver_of(queue)
+        if name is not None and not stored_ids([name]):
+            return []  # no stored job has a name holding a NUL or a lone surrogate
         return await driver.list_jobs(queue, state, limit, offset, name=name)
 
     async def throughput(self, queue: str, minutes: int = 60) -> Throughput | None:

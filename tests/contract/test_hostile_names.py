@@ -278,6 +278,7 @@ async def test_an_id_no_job_can_have_names_no_job_and_never_another(
     job_id = await registry.push("q", "j", {})
 
     assert await registry.job_info(job_id + tail) is None
+    assert await registry.list_jobs("q", JobState.PENDING, name="j" + tail) == []
     assert await registry.chain_info(job_id + tail) is None
     assert await registry.cancel(job_id + tail) is False
     assert await registry.purge("q", JobState.PENDING, [job_id + tail]) == 0
