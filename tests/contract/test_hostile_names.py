@@ -219,6 +219,27 @@ async def test_meta_utf8_cannot_encode_is_refused_naming_where(
     assert await driver.counts(["q"]) == {"q": QueueCounts()}
 
 
+@pytest.mark.parametrize(
+    ("meta", "where"),
+    [
+        ({1: "a"}, "meta key 1"),
+        ({None: 1, "null": 2}, "meta key None"),
+        ({"a": [{"b": {True: 1}}]}, r"meta\['a'\]\[0\]\['b'\] key True"),
+    ],
+)
+async def test_meta_keys_that_are_not_text_are_refused_naming_where(
+    driver: Driver, meta: dict[Any, Any], where: str
+) -> None:
+    """JSON writes 1, None and True as the keys "1", "null" and "true": read back, they were
+    other keys than pushed (or two keys one, an entry lost) on every driver but memory."""
+    registry = registry_on(driver)
+
+    with pytest.raises(ConfigError, match=f"{where} is not a string: JSON keys are text"):
+        await registry.push("q", "j", {}, meta=meta)
+
+    assert await driver.counts(["q"]) == {"q": QueueCounts()}
+
+
 @needs("lookup")
 async def test_payload_strings_with_nul_and_hostile_text_are_stored_exactly(
     driver: Driver,
