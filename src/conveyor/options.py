@@ -176,6 +176,11 @@ def _check_json(meta: dict[str, Any] | None) -> None:
         return
     try:
         text = json.dumps(meta, allow_nan=False, ensure_ascii=False)
+    except RecursionError:
+        raise ConfigError(
+            "meta nests too deeply to be written as JSON (hundreds of levels of lists or"
+            " dicts): flatten it"
+        ) from None
     except (TypeError, ValueError) as exc:
         found = non_finite_at(meta)  # json says only "Out of range float values": name the key
         reason = f"{found[0]} is {found[1]}, which JSON cannot carry" if found else exc

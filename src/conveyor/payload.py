@@ -167,7 +167,10 @@ class Codec:
     def _not_json(self, value: Any, exc: PydanticSerializationError) -> str:
         """Why the payload cannot be written as JSON: bytes that are not UTF-8 (pydantic
         writes bytes as text) are named with their place and the fix."""
-        found = _first_at(self._adapter.dump_python(value), not_utf8)
+        try:
+            found = _first_at(self._adapter.dump_python(value), not_utf8)
+        except (RecursionError, PydanticSerializationError):  # too deep to walk: exc says so
+            found = None
         if found is None:
             return f"payload of job {self.job_name!r} is not JSON: {exc}"
         if isinstance(found[1], str):
