@@ -21,6 +21,7 @@ from conveyor.errors import ConfigError, RegistryError, UnknownJobError
 from conveyor.hooks import pushed
 from conveyor.job import JobBatch, NewJob, joined, new_id, new_ids
 from conveyor.options import NO_OPTIONS, Options, Resolved, check_unique, resolve
+from conveyor.payload import not_utf8
 from conveyor.registration import Registration
 from conveyor.retry import RetryDelay
 
@@ -75,15 +76,7 @@ def stored_ids(ids: Sequence[str]) -> list[str]:
     NUL or a lone surrogate (what argv holds for bytes that are not UTF-8), as no driver stores
     one. Handed on, SQLite read 'ID\\0x' as 'ID' (and cancelled or purged job ID), the other
     drivers raised their client's error."""
-    return [job_id for job_id in ids if "\0" not in job_id and _utf8(job_id)]
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return [job_id for job_id in ids if "\0" not in job_id and not not_utf8(job_id)]
 
 
 class Pushing(Registration):

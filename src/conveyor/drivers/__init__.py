@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from conveyor.drivers.location import Location, safe_url
 from conveyor.errors import ConfigError
+from conveyor.payload import not_utf8
 
 if TYPE_CHECKING:
     from conveyor.drivers.base import Driver
@@ -79,7 +80,7 @@ def driver_from_url(url: str) -> Driver:
     if url == DATABASE:
         url = database_url()[0]
     scheme, separator, rest = url.partition("://")
-    if "\0" in url or (scheme != "sqlite" and not _utf8(url)):  # a file name is any bytes
+    if "\0" in url or (scheme != "sqlite" and not_utf8(url)):  # a file name is any bytes
         raise ConfigError(
             f"{safe_url(url)!r} holds a NUL or bytes that are not UTF-8 text (shown as \\x00 or"
             " \\udcXX): write the URL in UTF-8, with any other byte of a password %-escaped"
@@ -104,15 +105,6 @@ def driver_from_url(url: str) -> Driver:
     driver: Driver = driver_class.from_url(url) if rest else driver_class()
     _made_from[driver] = url
     return driver
-
-
-def _utf8(text: str) -> bool:
-    """Whether `text` is UTF-8 text (no lone surrogate: a byte os.environ could not decode)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 #: The URL each driver `driver_from_url` made was made from: a child forked from this process
