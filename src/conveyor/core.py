@@ -30,7 +30,7 @@ from conveyor.errors import (
 )
 from conveyor.hooks import Hook, Middleware
 from conveyor.job import JobInfo, JobState, new_id
-from conveyor.push import Pushing, check_job_id
+from conveyor.push import Pushing, check_job_id, stored_ids
 from conveyor.retry import RetryDelay
 
 #: How often `result()` looks at a job it waits for: first after this, then twice as long
@@ -147,6 +147,8 @@ class RegistryCore(Pushing):
         """The job with this id from whichever backend holds it, or None. A backend that
         cannot be reached is passed over; if no other holds the job, its error is raised
         (the job may be there)."""
+        if not stored_ids([job_id]):
+            return None
         unreachable: BackendUnavailableError | None = None
         for queues in self._by_backend():
             try:
@@ -216,6 +218,8 @@ class RegistryCore(Pushing):
     async def chain_info(self, chain_id: str) -> ChainInfo | None:
         """How far a chain got (see conveyor.chain.ChainInfo), or None when its first page is
         not kept (never pushed, or pruned by its queue's retention)."""
+        if not stored_ids([chain_id]):
+            return None
         for driver in await self._all_drivers():
             if not driver.capabilities.lookup:
                 continue
@@ -236,6 +240,8 @@ class RegistryCore(Pushing):
         """Jobs of `queue` in `state`, oldest first; with `name`, only the jobs of that name
         (filtered across the whole state, then paged)."""
         driver = await self.driver_of(queue)
+        if name is not None and not stored_ids([name]):
+            return []  # no stored job has a name holding a NUL or a lone surrogate
         return await driver.list_jobs(queue, state, limit, offset, name=name)
 
     async def throughput(self, queue: str, minutes: int = 60) -> Throughput | None:
@@ -248,13 +254,20 @@ class RegistryCore(Pushing):
 
     async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
         """Move failed jobs of `queue` (all, or only `ids`) back to pending; returns how many."""
-        return await (await self.driver_of(queue)).retry_failed(queue, ids)
+        driver = await self.driver_of(queue)
+        if ids is not None and not (ids := stored_ids(ids)):
+            return 0
+        return await driver.retry_failed(queue, ids)
 
     async def purge(
         self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
     ) -> int:
         """Delete jobs of `queue` in `state` (failed by default); returns how many."""
-        return await (await self.driver_of(queue)).purge(queue, state, ids)
+        driver = await self.driver_of(queue)
+        driver.check_purgeable(state)
+        if ids is not None and not (ids := stored_ids(ids)):
+            return 0
+        return await driver.purge(queue, state, ids)
 
     async def prune(self, queue: str) -> int:
         """Delete the queue's finished jobs older than its retention, by the backend's clock;
@@ -276,6 +289,8 @@ class RegistryCore(Pushing):
         able = [driver for driver in drivers if driver.capabilities.control]
         if not able:
             raise drivers[0].unsupported("cancelling jobs")
+        if not stored_ids([job_id]):
+            return False
         found = False
         for driver in able:
             found = bool(await driver.cancel([job_id])) or found

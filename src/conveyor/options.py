@@ -176,6 +176,11 @@ def _check_json(meta: dict[str, Any] | None) -> None:
         return
     try:
         text = json.dumps(meta, allow_nan=False, ensure_ascii=False)
+    except RecursionError:
+        raise ConfigError(
+            "meta nests too deeply to be written as JSON (hundreds of levels of lists or"
+            " dicts): flatten it"
+        ) from None
     except (TypeError, ValueError) as exc:
         found = non_finite_at(meta)  # json says only "Out of range float values": name the key
         reason = f"{found[0]} is {found[1]}, which JSON cannot carry" if found else exc
@@ -185,6 +190,31 @@ def _check_json(meta: dict[str, Any] | None) -> None:
             f"{_surrogate_in(meta, 'meta')} holds a lone surrogate, which is not text"
             f" UTF-8 can encode: {_SURROGATE_FIX}"
         )
+    found = _key_not_text(meta)
+    if found is not None:
+        where, key = found
+        raise ConfigError(
+            f"{where} key {key!r} is not a string: JSON keys are text, so it would come back"
+            f" as {json.dumps(key)!r} (one key with any key of that text): write it as a string"
+        )
+
+
+def _key_not_text(meta: dict[Any, Any]) -> tuple[str, Any] | None:
+    """Where in `meta` (JSON already) the first dict key that is not a str is, and that key:
+    json writes 1, None and True as "1", "null" and "true". Walked without recursion."""
+    stack: list[tuple[str, Any]] = [("meta", meta)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            key = next((key for key in value if not isinstance(key, str)), "")
+            if not isinstance(key, str):
+                return path, key
+            stack.extend((f"{path}[{key!r}]", item) for key, item in reversed(value.items()))
+        elif isinstance(value, list | tuple):
+            stack.extend(
+                (f"{path}[{index}]", item) for index, item in reversed(list(enumerate(value)))
+            )
+    return None
 
 
 def _surrogate_in(value: Any, path: str) -> str:

@@ -236,7 +236,10 @@ class Codec:
         writes bytes as text) are named with their place and the fix."""
         if "depth exceeded" in str(exc):
             return self._too_deep()
-        found = _first_at(self._adapter.dump_python(value), not_utf8)
+        try:
+            found = _first_at(self._adapter.dump_python(value), not_utf8)
+        except (RecursionError, PydanticSerializationError):  # too deep to walk: exc says so
+            found = None
         if found is None:
             return f"payload of job {self.job_name!r} is not JSON: {exc}"
         if isinstance(found[1], str):

@@ -21,10 +21,11 @@ from conveyor.errors import ConfigError, PayloadError, RegistryError, UnknownJob
 from conveyor.hooks import pushed
 from conveyor.job import JobBatch, NewJob, joined, new_id, new_ids
 from conveyor.options import NO_OPTIONS, Options, Resolved, check_unique, resolve
+from conveyor.payload import not_utf8
 from conveyor.registration import Registration
 from conveyor.retry import RetryDelay
 
-__all__ = ["JOB_ID", "PUSH_CHUNK", "Pushing", "check_job_id", "chunked"]
+__all__ = ["JOB_ID", "PUSH_CHUNK", "Pushing", "check_job_id", "chunked", "stored_ids"]
 
 T = TypeVar("T")
 
@@ -76,6 +77,14 @@ def check_job_id(job_id: str) -> str:
             " A-Z a-z 0-9 _ . : -, not . or .. alone"
         )
     return job_id
+
+
+def stored_ids(ids: Sequence[str]) -> list[str]:
+    """Of `ids` (to look up, cancel, retry or purge), those a stored job may have: none holds a
+    NUL or a lone surrogate (what argv holds for bytes that are not UTF-8), as no driver stores
+    one. Handed on, SQLite read 'ID\\0x' as 'ID' (and cancelled or purged job ID), the other
+    drivers raised their client's error."""
+    return [job_id for job_id in ids if "\0" not in job_id and not not_utf8(job_id)]
 
 
 class Pushing(Registration):

@@ -8,7 +8,8 @@ request's) and writes its W3C trace context into the job's metadata (`traceparen
 `tracestate` when there is one). A run makes a consumer span ("process JOB") whose parent is
 that context, so one trace crosses from the request into the worker; each retry is a span of
 its own under the same parent. The handler runs inside the consumer span: spans it makes are
-its children. A failed attempt records the exception and sets the span's status to error.
+its children. A failed attempt records the exception and sets the span's status to error, with
+the password of any URL in its message and traceback hidden, as in the job's stored error.
 
 Spans go to whatever tracer provider the application set up (the SDK, an exporter); without
 one, the API's no-op provider makes this free. Tracing faults never break a push or a job.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from conveyor.attempt import error_info
 from conveyor.core import RegistryCore
 from conveyor.hooks import CallNext
 from conveyor.job import Job
@@ -84,8 +86,12 @@ class Tracing:
         try:
             returned = await call_next(job)
         except BaseException as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            error = error_info(exc)  # as the job's error: passwords in URLs hidden
+            span.record_exception(
+                exc,
+                {"exception.message": error.message, "exception.stacktrace": error.traceback},
+            )
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {error.message}"))
             raise
         finally:
             otel_context.detach(token)

@@ -219,6 +219,27 @@ async def test_meta_utf8_cannot_encode_is_refused_naming_where(
     assert await driver.counts(["q"]) == {"q": QueueCounts()}
 
 
+@pytest.mark.parametrize(
+    ("meta", "where"),
+    [
+        ({1: "a"}, "meta key 1"),
+        ({None: 1, "null": 2}, "meta key None"),
+        ({"a": [{"b": {True: 1}}]}, r"meta\['a'\]\[0\]\['b'\] key True"),
+    ],
+)
+async def test_meta_keys_that_are_not_text_are_refused_naming_where(
+    driver: Driver, meta: dict[Any, Any], where: str
+) -> None:
+    """JSON writes 1, None and True as the keys "1", "null" and "true": read back, they were
+    other keys than pushed (or two keys one, an entry lost) on every driver but memory."""
+    registry = registry_on(driver)
+
+    with pytest.raises(ConfigError, match=f"{where} is not a string: JSON keys are text"):
+        await registry.push("q", "j", {}, meta=meta)
+
+    assert await driver.counts(["q"]) == {"q": QueueCounts()}
+
+
 @needs("lookup")
 async def test_payload_strings_with_nul_and_hostile_text_are_stored_exactly(
     driver: Driver,
@@ -258,3 +279,33 @@ async def test_a_driver_stores_hostile_queue_job_and_worker_names_exactly(
     assert (await driver.worker_stats())[f"w{name}"] == WorkerCounts(1, 0, 1, 0)
     assert await driver.retry_failed(job.queue) == 1
     assert await driver.purge(job.queue, JobState.PENDING) == 1
+
+
+# -- ids looked up, cancelled, retried or purged -------------------------------------------------
+
+
+@pytest.mark.parametrize("tail", ["\0x", "\0", "\ud800", "\udcff"])
+@needs("lookup")
+@needs("control")
+async def test_an_id_no_job_can_have_names_no_job_and_never_another(
+    driver: Driver, tail: str
+) -> None:
+    """A NUL or a lone surrogate (what argv holds for bytes that are not UTF-8) is in no stored
+    id: such an id names no job, as an unknown one does. SQLite read 'ID\\0x' as 'ID' (purge
+    deleted job ID); the others raised their client's error."""
+    registry = registry_on(driver)
+    failed_id = await registry.push("q", "j", {})
+    await driver.fail([failure_of(await reserve_one(driver), ErrorInfo("E", "m", "t"))])
+    job_id = await registry.push("q", "j", {})
+
+    assert await registry.job_info(job_id + tail) is None
+    assert await registry.list_jobs("q", JobState.PENDING, name="j" + tail) == []
+    assert await registry.chain_info(job_id + tail) is None
+    assert await registry.cancel(job_id + tail) is False
+    assert await registry.purge("q", JobState.PENDING, [job_id + tail]) == 0
+    assert await registry.purge("q", JobState.FAILED, [failed_id + tail]) == 0
+    assert await registry.retry_failed("q", [failed_id + tail]) == 0
+
+    assert await driver.counts(["q"]) == {"q": QueueCounts(pending=1, failed=1)}
+    assert await registry.retry_failed("q", [failed_id + tail, failed_id]) == 1
+    assert await registry.purge("q", JobState.PENDING, [job_id + tail, job_id]) == 1

@@ -735,3 +735,38 @@ async def test_the_dashboard_retries_a_failed_job_from_its_queue_list(make: Make
     assert (await registry.queue_info())["q"].failed == 0
     assert again.status_code == 404 and "no failed job" in again.text
     await registry.close()
+
+
+@pytest.mark.parametrize(
+    ("option", "text", "most"),
+    [("prefix", "pré.", 119), ("prefix", "p" * 120, 119), ("exchange", "x" * 128, 127)],
+)
+def test_a_prefix_or_exchange_the_amqp_client_cannot_name_is_refused_naming_it(
+    option: str, text: str, most: int
+) -> None:
+    with pytest.raises(ConfigError) as bad:
+        AmqpDriver(f"amqp://u:s3cret@127.0.0.1:5672/?{option}={text}")
+    assert f"{option} {text!r} is not allowed: AMQP names take at most {most}" in str(bad.value)
+    assert "s3cret" not in str(bad.value)
+    if option == "prefix":
+        with pytest.raises(ConfigError, match=r"prefix 'pré\.' is not allowed"):
+            AmqpDriver(URL, prefix="pré.")
+
+
+async def test_the_longest_prefix_holds_the_longest_queue_name() -> None:
+    require_service("amqp", 5672, START)
+    prefix = fresh_prefix()
+    prefix += "p" * (119 - len(prefix))
+    queue = "q" * 128
+    driver = AmqpDriver(URL, prefix=prefix)
+    try:
+        await driver.open()
+        await driver.push(make_job(queue=queue, delay=0.05))  # through the delay exchanges
+        await asyncio.sleep(0.2)
+        [job] = await driver.reserve([queue], 1, LONG_LEASE, "w")
+        failure = Failure(job.id, held(job).token, ErrorInfo("E", "failed for good"))
+        assert await driver.fail([failure]) == {job.id}
+        assert [kept.id for kept in await driver.list_jobs(queue, JobState.FAILED)] == [job.id]
+    finally:
+        await driver.close()
+        await delete_prefix(prefix, {queue})

@@ -589,7 +589,7 @@ def test_an_option_a_redis_driver_does_not_take_is_an_error_not_a_type_error_at_
     assert "hunter2" not in refused
     assert (
         "- conveyor.toml:3: [drivers.main] pool_size:"
-        " 'redis://:***@127.0.0.1:6379/0?pool_size=20': unknown option 'pool_size'; the options"
+        " 'redis://:***@127.0.0.1:6379/0?pool_size=***': unknown option 'pool_size'; the options"
         " are prefix, timeout and redis-py's connection settings"
     ) in refused
     write(tmp_path, f'[drivers.main]\nurl = "{url}"\nmax_connections = 8\nssl_ca_certs = "x"\n')
@@ -670,7 +670,7 @@ def test_an_option_the_amqp_driver_does_not_read_is_an_error_not_ignored(tmp_pat
     assert "s3cret" not in refused
     assert (
         "- conveyor.toml:4: [drivers.main] pool_size: 'amqp://guest:***@127.0.0.1:5672/"
-        "?heartbeat=5&pool_size=4': unknown option 'pool_size'; the options are prefix,"
+        "?heartbeat=5&pool_size=***': unknown option 'pool_size'; the options are prefix,"
     ) in refused
 
 
@@ -678,3 +678,24 @@ def test_an_array_of_tables_where_sections_belong_names_its_line(tmp_path: Path)
     write(tmp_path, "retry = 1\n\n[[workers]]\nconcurrency = 2\n")
     refused = mistakes()
     assert refused.endswith("- conveyor.toml:3: workers must be [workers.<name>] sections")
+
+
+@pytest.mark.parametrize(
+    "driver", ["host=127.0.0.1 password='hunter2' dbname=x", "postgresql:/app:hunter2@127.0.0.1/x"]
+)
+def test_a_queue_driver_that_is_neither_a_name_nor_a_url_is_refused_with_its_password_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, driver: str
+) -> None:
+    write(tmp_path, f"[queues.mail]\ndriver = {driver!r}\n")
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert "hunter2" not in str(caught.value)
+    assert "- conveyor.toml:2: [queues.mail] driver = " in str(caught.value)
+    assert "cannot make a driver from" in str(caught.value)
+    (tmp_path / "conveyor.toml").unlink()
+    monkeypatch.setenv("CONVEYOR_QUEUE_MAIL_DRIVER", driver)
+    with pytest.raises(ConfigError) as caught:
+        make_app().freeze()
+    assert "hunter2" not in str(caught.value)
+    assert "- environment variable CONVEYOR_QUEUE_MAIL_DRIVER=" in str(caught.value)
+    assert "use a URL starting with one of memory://" in str(caught.value)

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 from typing_extensions import TypedDict
 
-from conveyor import Job, PayloadError, Registry
+from conveyor import ConfigError, Job, PayloadError, Registry
 from conveyor.payload import Codec
 
 
@@ -166,3 +166,27 @@ def test_push_refuses_a_misspelt_nested_key() -> None:
     with pytest.raises(PayloadError, match="no field of Address at ship_to: 'cty'"):
         registry.blocking.push("default", "ship", payload)
     registry.blocking.close()
+
+
+def nested_lists(depth: int) -> list[Any]:
+    deep: list[Any] = []
+    for _ in range(depth):
+        deep = [deep]
+    return deep
+
+
+@pytest.mark.parametrize("depth", [900, 5000])
+async def test_a_payload_or_meta_nested_too_deeply_is_refused_saying_so(depth: int) -> None:
+    """Nested deeper than JSON is written (pydantic stops at 500-odd levels, json at the
+    recursion limit): a PayloadError or ConfigError, not a RecursionError from the push."""
+    registry = Registry(default_driver="memory")
+
+    @registry.job("deep")
+    async def deep(job: Job[dict[str, Any]]) -> None:
+        """Never run."""
+
+    with pytest.raises(PayloadError, match="payload of job 'deep' is nested too deep"):
+        await registry.push("default", "deep", {"a": nested_lists(depth)})
+    with pytest.raises(ConfigError, match="meta nests too deeply"):
+        await registry.push("default", "deep", {}, meta={"a": nested_lists(depth * 2)})
+    assert await registry.push("default", "deep", {"a": nested_lists(20)}, meta={"a": [[1]]})

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conveyor import ConveyorError, Registry
+from conveyor import ConfigError, ConveyorError, Registry
 from conveyor.drivers import Location, driver_from_url, safe_url
 from conveyor.drivers.base import Driver
 from conveyor.drivers.location import hide_passwords
@@ -146,6 +147,48 @@ def test_driver_from_url_never_shows_the_password(
     url = url_with(scheme, password, encoded=encoded)
 
     assert_hidden(password, built_or_refused(lambda: driver_from_url(url)))
+
+
+@property_settings
+@given(
+    password=passwords,
+    scheme=st.sampled_from([*SCHEMES, "amqp"]),
+    option=st.sampled_from(["pasword", "pw", "passw0rd_typo", "bogus"]),
+)
+@example(password="hunter2", scheme="sqlite", option="pasword")
+def test_an_option_the_driver_refuses_is_shown_without_its_value(
+    password: str, scheme: str, option: str
+) -> None:
+    """A misspelt password option (?pasword=) is refused as unknown, its value hidden."""
+    where = {"sqlite": "/jobs.db", "redis": "app@127.0.0.1:1/0"}.get(scheme, "app@127.0.0.1:1/test")
+    url = f"{scheme}://{where}?prefix=p_&{option}={quote(password, safe='')}"
+
+    refused = built_or_refused(lambda: driver_from_url(url))
+
+    assert_hidden(password, refused)
+    assert f"{option}=***" in refused
+
+
+@pytest.mark.parametrize("scheme", [*SCHEMES, "amqp"])
+@pytest.mark.parametrize("odd", ["\0", "\udce9"])
+def test_a_url_holding_a_nul_or_bytes_not_utf8_is_refused_saying_so(scheme: str, odd: str) -> None:
+    """A NUL, or a byte an environment variable held that is not UTF-8 (Python reads it as a
+    lone surrogate): ConfigError at once, not the client's ValueError or UnicodeEncodeError
+    (postgres at construction, mysql at connect) or a connection with another password."""
+    url = f"{scheme}://app:pa{odd}ss@127.0.0.1:1/0"
+
+    with pytest.raises(ConfigError, match="holds a NUL or bytes that are not UTF-8") as refused:
+        driver_from_url(url)
+
+    assert "app:***@127.0.0.1" in str(refused.value)
+    assert_hidden(f"pa{odd}ss", str(refused.value))
+
+
+def test_a_sqlite_path_may_hold_bytes_not_utf8_but_no_nul(tmp_path: Path) -> None:
+    """A file name is bytes: one that is not UTF-8 is a file like any other."""
+    with pytest.raises(ConfigError, match="holds a NUL"):
+        driver_from_url(f"sqlite:///{tmp_path}/a\0b.db")
+    assert "udce9" in repr(driver_from_url(f"sqlite:///{tmp_path}/a\udce9b.db"))
 
 
 @property_settings

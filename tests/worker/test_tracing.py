@@ -64,3 +64,30 @@ async def test_one_trace_from_the_request_through_push_into_the_run(app: App, st
     assert second.status.status_code is StatusCode.UNSET
     inner = [s for s in exporter.get_finished_spans() if s.name == "inside the handler"]
     assert {s.parent.span_id for s in inner} == {first.context.span_id, second.context.span_id}
+
+
+async def test_a_handler_error_quoting_a_url_has_its_password_hidden_in_the_span(
+    app: App, start
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    registry = app.registry(retry=0)
+    conveyor_tracing.install(registry, provider.get_tracer("conveyor"))
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        raise ConnectionError("cannot reach postgresql://app:s3cr%40t@db/app")
+
+    job_id = await registry.push("q", "item", Item(1))
+    start(registry)
+    info = await settle(registry, job_id)
+
+    assert info.state is JobState.FAILED and "s3cr" not in info.error.message
+    (run,) = [s for s in exporter.get_finished_spans() if s.name == "process item"]
+    (event,) = run.events
+    shown = [run.status.description, *map(str, event.attributes.values())]
+    assert all("s3cr" not in text for text in shown), shown
+    assert "postgresql://app:***@db/app" in run.status.description
+    assert "postgresql://app:***@db/app" in event.attributes["exception.message"]
+    assert "postgresql://app:***@db/app" in event.attributes["exception.stacktrace"]

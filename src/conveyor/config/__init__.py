@@ -52,7 +52,7 @@ from conveyor.drivers import DATABASE, SCHEMES, Location, database_url, driver_f
 from conveyor.drivers.base import Driver
 from conveyor.errors import ConfigError, ConveyorError
 from conveyor.registration import Declaration, Effective, Registration
-from conveyor.spec import QueueSpec, Setting, WorkerSpec, queue_spec, worker_spec
+from conveyor.spec import NAME_PATTERN, QueueSpec, Setting, WorkerSpec, queue_spec, worker_spec
 
 __all__ = ["CONFIG_ENV", "FILE_NAME", "Override", "Request", "Setting", "apply", "effective"]
 
@@ -322,8 +322,8 @@ class _Builder:
         try:
             made[given.value] = driver_from_url(given.value)
         except ConveyorError as exc:
-            message = str(exc)
-            if "://" not in given.value and given.value not in SCHEMES:
+            message = str(exc)  # the value shown with its password masked
+            if NAME_PATTERN.fullmatch(given.value) and given.value not in SCHEMES:
                 message = (
                     f"no driver is named {given.value!r}: define it in a [drivers.{given.value}]"
                     ' section with url = "...", or give a URL such as sqlite:///jobs.db'

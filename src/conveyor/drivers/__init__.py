@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from conveyor.drivers.location import Location, safe_url
 from conveyor.errors import ConfigError
+from conveyor.payload import not_utf8
 
 if TYPE_CHECKING:
     from conveyor.drivers.base import Driver
@@ -79,6 +80,12 @@ def driver_from_url(url: str) -> Driver:
     if url == DATABASE:
         url = database_url()[0]
     scheme, separator, rest = url.partition("://")
+    if "\0" in url or (scheme != "sqlite" and not_utf8(url)):  # a file name is any bytes
+        raise ConfigError(
+            f"{safe_url(url)!r} holds a NUL or bytes that are not UTF-8 text (shown as \\x00 or"
+            " \\udcXX): write the URL in UTF-8, with any other byte of a password %-escaped"
+            " (%E9)"
+        )
     if scheme not in SCHEMES or (not separator and url != scheme):
         raise ConfigError(
             f"cannot make a driver from {safe_url(url)!r}: use a URL starting with one of "

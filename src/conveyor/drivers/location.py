@@ -22,7 +22,7 @@ everything between the first `:` and the last `@` hidden.
 from __future__ import annotations
 
 import re
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote, unquote_plus
 
@@ -101,8 +101,16 @@ class Location:
         unknown = next((key for key in keys if key not in allowed), None)
         if unknown is not None:
             raise ConfigError(
-                f"{self.shown!r}: unknown option {self.mask(unknown)!r}; the options are {listed}"
+                f"{self.refusing(unknown)!r}: unknown option {self.mask(unknown)!r}; the options"
+                f" are {listed}"
             )
+
+    def refusing(self, option: str) -> str:
+        """`shown` with the value of the URL's query option `option` hidden too: an option the
+        client refuses may be a password under a misspelt name (`?pasword=`)."""
+        start = self.shown.rfind("@") + 1  # the query is after the userinfo, if any
+        rest, _ = _mask_query(self.shown[start:], lambda key: key == option)
+        return self.shown[:start] + rest
 
 
 def safe_url(text: str) -> str:
@@ -127,8 +135,11 @@ def _parse_url(text: str, start: int) -> Location:
     return _hiding(text[:start] + userinfo + rest, secrets + query_secrets, ambiguous)
 
 
-def _mask_query(rest: str) -> tuple[str, list[str]]:
-    """`rest` (host, path, query) with secret query values hidden, and those values."""
+def _mask_query(
+    rest: str, secret: Callable[[str], object] = _SECRET_NAME.search
+) -> tuple[str, list[str]]:
+    """`rest` (host, path, query) with the values of secret query options hidden (by default
+    those whose name says so), and those values."""
     head, mark, tail = rest.partition("?")
     if not mark:
         return rest, []
@@ -137,7 +148,7 @@ def _mask_query(rest: str) -> tuple[str, list[str]]:
     secrets: list[str] = []
     for pair in query.split("&"):
         key, equals, value = pair.partition("=")
-        if equals and value and _SECRET_NAME.search(unquote_plus(key)):
+        if equals and value and secret(unquote_plus(key)):
             secrets.append(value)
             pair = f"{key}={HIDDEN}"
         pairs.append(pair)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import urllib.parse
 from types import TracebackType
 
@@ -95,6 +96,8 @@ def parse_url(url: str, prefix: str | None = None, timeout: float | None = None)
     location.check_options((key for key, _ in query), known, ", ".join(known))
     kept = [(key, value) for key, value in query if key not in ours]
     chosen_prefix = prefix if prefix is not None else options.get("prefix", DEFAULT_PREFIX)
+    _check_name(location, "prefix", chosen_prefix, _PREFIX_MOST)
+    _check_name(location, "exchange", options.get("exchange", ""), _EXCHANGE_MOST)
     if timeout is None:
         timeout = _seconds(location, "timeout", options.get("timeout", str(DEFAULT_TIMEOUT)))
     consumer_timeout = _seconds(
@@ -113,6 +116,25 @@ def parse_url(url: str, prefix: str | None = None, timeout: float | None = None)
         consumer_timeout,
         options.get("exchange") or None,
     )
+
+
+#: What the AMQP client (pamqp) lets an exchange's or a queue's name hold: up to 127 of these
+#: characters for an exchange. The longest exchange conveyor names is <prefix>delay.NN and the
+#: longest queue <prefix>failed.<queue> (a queue name of up to 128 characters): within 255.
+_NAME = re.compile(r"[A-Za-z0-9_.:@#,/+ -]*")
+_EXCHANGE_MOST = 127
+_PREFIX_MOST = _EXCHANGE_MOST - len("delay.NN")
+
+
+def _check_name(location: Location, option: str, text: str, most: int) -> None:
+    """ConfigError naming `option` when `text` is not a name part the AMQP client takes (it
+    refused it only at the first declaration: 'Invalid value for exchange')."""
+    if len(text) > most or not _NAME.fullmatch(text):
+        raise ConfigError(
+            f"{location.shown!r}: {option} {location.mask(text)!r} is not allowed: AMQP names"
+            f" take at most {most} characters here, each one of A-Z a-z 0-9 _ . : @ # , / + -"
+            " or a space"
+        )
 
 
 def _seconds(location: Location, name: str, text: str) -> float:

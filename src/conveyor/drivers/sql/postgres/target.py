@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,8 +54,11 @@ class Target:
                 if isinstance(error, UnicodeDecodeError)
                 else self.location.scrub(" ".join(str(error).split()))  # libpq ends with \n
             )
+            # An option libpq refused may be a password under a misspelt name (?pasword=).
+            refused = re.search(r'invalid URI query parameter: "(.*)"', str(error))
+            shown = self.location.refusing(refused[1]) if refused else self.shown
             raise ConfigError(
-                f"bad PostgreSQL connection settings {self.shown!r} ({why}): {_URL_HELP},"
+                f"bad PostgreSQL connection settings {shown!r} ({why}): {_URL_HELP},"
                 " with only libpq's parameters after '?' (sslmode=..., connect_timeout=...,"
                 " application_name=...)"
             ) from None
