@@ -13,7 +13,7 @@ from conveyor import ConfigError, Job, JobState, PayloadError, Registry
 from conveyor.drivers.memory import MemoryDriver
 from conveyor.drivers.sql.rows import parts
 from conveyor.hooks import Event
-from conveyor.job import JobBatch, NewJob, joined, new_ids
+from conveyor.job import JobBatch, NewJob, joined, new_id, new_ids
 
 
 @dataclass
@@ -226,6 +226,13 @@ def test_new_ids_count_up_in_the_order_of_the_batch() -> None:
     ids = new_ids(1000)
 
     assert ids == sorted(ids) and len(set(ids)) == 1000
+    assert all(len(job_id) == 32 and job_id[12] == "7" for job_id in ids)
+
+
+def test_ids_drawn_one_at_a_time_count_up_within_a_millisecond() -> None:
+    ids = [new_id() for _ in range(1000)] + new_ids(3) + [new_id()]
+
+    assert ids == sorted(ids) and len(set(ids)) == 1004
     assert all(len(job_id) == 32 and job_id[12] == "7" for job_id in ids)
 
 
