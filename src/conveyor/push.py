@@ -149,8 +149,8 @@ class Pushing(Registration):
         """Store a job made by `new_job` (the second half of `push`) and return its id."""
         driver = await self.driver_of(new.queue)
         job_id = await driver.push(new, connection=connection)
-        if self.hooks.active:
-            await self.hooks.emit(pushed(replace(new, id=job_id)))
+        if self.hooks.active and job_id == new.id:  # not the holder of its unique key
+            await self.hooks.emit(pushed(new))
         if driver.capabilities.inline:
             await self._run_inline(new.queue)
         return job_id
