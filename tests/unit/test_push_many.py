@@ -222,6 +222,22 @@ async def test_push_many_refuses_a_chunk_below_one() -> None:
         await registry.push_many("rows", "row", [Row(1)], chunk=0)
 
 
+@pytest.mark.parametrize("chunk", [2.5, "10", None, True])
+async def test_push_many_refuses_a_chunk_that_is_no_whole_number(chunk: object) -> None:
+    registry = registry_of_rows()
+    with pytest.raises(ConfigError, match=f"chunk {chunk!r} is not allowed: .*whole number"):
+        await registry.push_many("rows", "row", [Row(1)], chunk=chunk)  # type: ignore[arg-type]
+    assert (await registry.queue_info())["rows"].pending == 0
+
+
+async def test_push_many_takes_a_chunk_past_any_batch_as_all_in_one() -> None:
+    registry = registry_of_rows()
+
+    ids = await registry.push_many("rows", "row", [Row(1), Row(2)], chunk=10**20)
+
+    assert len(ids) == 2 and (await registry.queue_info())["rows"].pending == 2
+
+
 def test_new_ids_count_up_in_the_order_of_the_batch() -> None:
     ids = new_ids(1000)
 
