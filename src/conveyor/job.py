@@ -307,13 +307,16 @@ _last_id = 0
 _id_lock = threading.Lock()
 
 
-def _fresh_lock() -> None:
-    """In a forked child: a lock another thread of the parent held at the fork stays held."""
-    global _id_lock
+def _forked() -> None:
+    """In a forked child: a new lock (one another thread of the parent held at the fork stays
+    held), and ids of its own from now on, not counting up from the parent's last, as the
+    parent goes on doing: the first ids of both would be one id."""
+    global _id_lock, _last_id
     _id_lock = threading.Lock()
+    _last_id = 0
 
 
-os.register_at_fork(after_in_child=_fresh_lock)
+os.register_at_fork(after_in_child=_forked)
 
 
 def _after_last(count: int) -> int:

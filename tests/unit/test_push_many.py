@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import pytest
 from pydantic import BaseModel, field_validator
 
+import conveyor.job
 from conveyor import ConfigError, Job, JobState, PayloadError, Registry
 from conveyor.drivers.memory import MemoryDriver
 from conveyor.drivers.sql.rows import parts
@@ -250,6 +252,25 @@ def test_ids_drawn_one_at_a_time_count_up_within_a_millisecond() -> None:
 
     assert ids == sorted(ids) and len(set(ids)) == 1004
     assert all(len(job_id) == 32 and job_id[12] == "7" for job_id in ids)
+
+
+def test_a_forked_child_draws_ids_of_its_own_not_the_parents_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The last id drawn lies ahead of the clock (as in the millisecond it was drawn in): each
+    # process's next id would count up from it, and parent and child would push one id twice.
+    monkeypatch.setattr(conveyor.job, "_last_id", int(new_id(), 16) + (60_000 << 80))
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then gone at once
+        os.write(writing, new_id().encode())
+        os._exit(0)
+    os.close(writing)
+    os.waitpid(pid, 0)
+    with os.fdopen(reading) as pipe:
+        childs = pipe.read()
+
+    assert len(childs) == 32 and childs != new_id()
 
 
 def test_a_job_batch_reads_as_the_jobs_it_holds() -> None:
