@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -290,18 +291,46 @@ def stable_id(at: float, *parts: str) -> str:
 
 def new_id() -> str:
     """A 32-hex-digit job id that sorts by creation time (a UUIDv7 layout without dashes)."""
-    millis = time.time_ns() // 1_000_000
-    random_bits = int.from_bytes(os.urandom(10), "big")
-    value = (millis << 80) | (0x7 << 76) | (random_bits & ((1 << 76) - 1))
-    return f"{value:032x}"
+    return f"{_after_last(1):032x}"
 
 
 def new_ids(count: int) -> list[str]:
     """`count` ids of `new_id`'s layout for one batch, in increasing order: one clock read and
     one random draw for all, the batch's ids then counting up from it, so the jobs of a batch
     sort (and run, priority and due time being equal) in the order they were given."""
+    start = _after_last(count)
+    return [f"{value:032x}" for value in range(start, start + count)]
+
+
+#: The last id this process drew, as a number, and the lock that draws the next one.
+_last_id = 0
+_id_lock = threading.Lock()
+
+
+def _forked() -> None:
+    """In a forked child: a new lock (one another thread of the parent held at the fork stays
+    held), and ids of its own from now on, not counting up from the parent's last, as the
+    parent goes on doing: the first ids of both would be one id."""
+    global _id_lock, _last_id
+    _id_lock = threading.Lock()
+    _last_id = 0
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _after_last(count: int) -> int:
+    """The first of `count` ids in a row, each above every id this process drew before: the
+    time in milliseconds, then random bits; in the same millisecond as the id before (or a
+    clock set back), that id plus one. So jobs pushed one after another sort, and with equal
+    priority and due time run, in the order they were pushed, even on a backend whose clock
+    gives both the same due time (sqlite's counts milliseconds)."""
+    global _last_id
     millis = time.time_ns() // 1_000_000
     # 75 random bits, one under the field's 76: counting up from it never carries into the
     # version digit, for any batch smaller than 2**75.
-    start = (millis << 80) | (0x7 << 76) | int.from_bytes(os.urandom(10), "big") >> 5
-    return [f"{value:032x}" for value in range(start, start + count)]
+    drawn = (millis << 80) | (0x7 << 76) | int.from_bytes(os.urandom(10), "big") >> 5
+    with _id_lock:
+        start = max(drawn, _last_id + 1)
+        _last_id = start + count - 1
+    return start

@@ -72,13 +72,12 @@ class Options:
             )
         if meta is not None and not isinstance(meta, dict):
             raise ConfigError(f"meta must be a dict of JSON values, not {type(meta).__name__}")
-        _check_json(meta)
         return cls(
             retry=retry,
             retry_delay=None if retry_delay is None else as_policy(retry_delay),
             timeout=None if timeout is None else seconds(timeout, "timeout"),
             priority=priority,
-            meta=dict(meta or {}),
+            meta=_as_json(meta),
         )
 
 
@@ -169,11 +168,13 @@ _SURROGATE_FIX = (
 )
 
 
-def _check_json(meta: dict[str, Any] | None) -> None:
-    """Refuse meta some driver could not store: every driver keeps it as UTF-8 JSON text.
-    NUL is fine here: JSON writes it as an escape, which every driver stores as it is."""
+def _as_json(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """`meta` as every driver gives it back, JSON read back from its text (keys strings, tuples
+    lists) and none of the caller's objects in it, so a later change to them changes no job;
+    ConfigError for meta some driver could not store: every driver keeps it as UTF-8 JSON
+    text. NUL is fine here: JSON writes it as an escape, which every driver stores as it is."""
     if not meta:
-        return
+        return {}
     try:
         text = json.dumps(meta, allow_nan=False, ensure_ascii=False)
     except RecursionError:
@@ -197,6 +198,8 @@ def _check_json(meta: dict[str, Any] | None) -> None:
             f"{where} key {key!r} is not a string: JSON keys are text, so it would come back"
             f" as {json.dumps(key)!r} (one key with any key of that text): write it as a string"
         )
+    stored: dict[str, Any] = json.loads(text)
+    return stored
 
 
 def _key_not_text(meta: dict[Any, Any]) -> tuple[str, Any] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -166,8 +167,8 @@ class Pushing(Registration):
         """Store a job made by `new_job` (the second half of `push`) and return its id."""
         driver = await self.driver_of(new.queue)
         job_id = await driver.push(new, connection=connection)
-        if self.hooks.active:
-            await self.hooks.emit(pushed(replace(new, id=job_id)))
+        if self.hooks.active and job_id == new.id:  # not the holder of its unique key
+            await self.hooks.emit(pushed(new))
         if driver.capabilities.inline:
             await self._run_inline(new.queue)
         return job_id
@@ -210,8 +211,11 @@ class Pushing(Registration):
         chunk is all or none; with more than one, a fault in a later chunk (a payload that does
         not validate, a lost server) leaves the earlier ones stored, unless `connection` puts
         them all in your own transaction."""
-        if chunk < 1:
-            raise ConfigError(f"chunk {chunk!r} is not allowed: push at least 1 job per call")
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ConfigError(
+                f"chunk {chunk!r} is not allowed: give a whole number of jobs per call, 1 or more"
+            )
+        chunk = min(chunk, sys.maxsize)  # more than any batch can hold: all in one
         options = Options.given(
             retry=retry, retry_delay=retry_delay, timeout=timeout, priority=priority, meta=meta
         )

@@ -111,6 +111,19 @@ async def test_reserve_takes_earliest_available_among_equal_priority(driver: Dri
 
 
 @needs("ordered")
+async def test_reserve_takes_jobs_pushed_one_at_a_time_in_push_order(driver: Driver) -> None:
+    # Pushed back to back, many share their due time at the backend clock's precision (a
+    # millisecond on sqlite): the order they were pushed in must still break the tie.
+    jobs = [make_job() for _ in range(100)]
+    for job in jobs:
+        await driver.push(job)
+
+    order = await reserve_all_one_by_one(driver, ["q"])
+
+    assert order == [job.id for job in jobs]
+
+
+@needs("ordered")
 async def test_reserve_orders_by_priority_across_queues(driver: Driver) -> None:
     old_low = make_job(queue="a", priority=0, delay=-10)
     new_high = make_job(queue="b", priority=5, delay=-1)

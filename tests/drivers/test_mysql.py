@@ -648,6 +648,18 @@ async def test_async_push_on_a_pymysql_connection_raises_config_error(
         connection.close()
 
 
+async def test_push_on_a_closed_asyncmy_connection_raises_config_error(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    """It said the server was unreachable, and that the pool reconnects by itself."""
+    driver = await drivers.open()
+    connection = await connect()
+    connection.close()
+
+    with pytest.raises(ConfigError, match="closed asyncmy connection"):
+        await driver.push(make_job(), connection=connection)
+
+
 async def test_push_on_something_not_a_mysql_connection_raises_config_error(
     drivers: Drivers[MysqlDriver],
 ) -> None:

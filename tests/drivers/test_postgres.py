@@ -493,6 +493,37 @@ async def test_push_on_something_not_a_psycopg_connection_raises_config_error(
         await driver.push(make_job(), connection=object())
 
 
+async def test_push_on_a_connection_to_another_database_raises_config_error_naming_both(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    # Its tables are named without a database: were the other one migrated too (a staging
+    # database beside production), the job would be stored where no worker of this driver looks.
+    driver = await drivers.open()
+    other = URL.rsplit("/", 1)[0] + "/postgres"
+    job = make_job()
+    async with await psycopg.AsyncConnection.connect(other) as conn:
+        with pytest.raises(ConfigError, match=r"using database 'postgres'.* in 'test'"):
+            await driver.push(job, connection=conn)
+    with (
+        psycopg.connect(other) as sync_conn,
+        pytest.raises(ConfigError, match="using database 'postgres'"),
+    ):
+        await driver.push_many([job], connection=sync_conn)
+
+    assert await driver.get(job.id) is None
+
+
+async def test_push_on_a_closed_connection_raises_config_error(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    driver = await drivers.open()
+    conn = await psycopg.AsyncConnection.connect(URL)
+    await conn.close()
+
+    with pytest.raises(ConfigError, match="connection= is closed"):
+        await driver.push(make_job(), connection=conn)
+
+
 async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
     registry = receipt_registry(prefix)
     try:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import pytest
 from pydantic import BaseModel, field_validator
 
+import conveyor.job
 from conveyor import ConfigError, Job, JobState, PayloadError, Registry
 from conveyor.drivers.memory import MemoryDriver
 from conveyor.drivers.sql.rows import parts
 from conveyor.hooks import Event
-from conveyor.job import JobBatch, NewJob, joined, new_ids
+from conveyor.job import JobBatch, NewJob, joined, new_id, new_ids
 
 
 @dataclass
@@ -222,11 +224,53 @@ async def test_push_many_refuses_a_chunk_below_one() -> None:
         await registry.push_many("rows", "row", [Row(1)], chunk=0)
 
 
+@pytest.mark.parametrize("chunk", [2.5, "10", None, True])
+async def test_push_many_refuses_a_chunk_that_is_no_whole_number(chunk: object) -> None:
+    registry = registry_of_rows()
+    with pytest.raises(ConfigError, match=f"chunk {chunk!r} is not allowed: .*whole number"):
+        await registry.push_many("rows", "row", [Row(1)], chunk=chunk)  # type: ignore[arg-type]
+    assert (await registry.queue_info())["rows"].pending == 0
+
+
+async def test_push_many_takes_a_chunk_past_any_batch_as_all_in_one() -> None:
+    registry = registry_of_rows()
+
+    ids = await registry.push_many("rows", "row", [Row(1), Row(2)], chunk=10**20)
+
+    assert len(ids) == 2 and (await registry.queue_info())["rows"].pending == 2
+
+
 def test_new_ids_count_up_in_the_order_of_the_batch() -> None:
     ids = new_ids(1000)
 
     assert ids == sorted(ids) and len(set(ids)) == 1000
     assert all(len(job_id) == 32 and job_id[12] == "7" for job_id in ids)
+
+
+def test_ids_drawn_one_at_a_time_count_up_within_a_millisecond() -> None:
+    ids = [new_id() for _ in range(1000)] + new_ids(3) + [new_id()]
+
+    assert ids == sorted(ids) and len(set(ids)) == 1004
+    assert all(len(job_id) == 32 and job_id[12] == "7" for job_id in ids)
+
+
+def test_a_forked_child_draws_ids_of_its_own_not_the_parents_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The last id drawn lies ahead of the clock (as in the millisecond it was drawn in): each
+    # process's next id would count up from it, and parent and child would push one id twice.
+    monkeypatch.setattr(conveyor.job, "_last_id", int(new_id(), 16) + (60_000 << 80))
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then gone at once
+        os.write(writing, new_id().encode())
+        os._exit(0)
+    os.close(writing)
+    os.waitpid(pid, 0)
+    with os.fdopen(reading) as pipe:
+        childs = pipe.read()
+
+    assert len(childs) == 32 and childs != new_id()
 
 
 def test_a_job_batch_reads_as_the_jobs_it_holds() -> None:

@@ -181,6 +181,24 @@ async def test_push_many_raises_one_pushed_event_per_job(app: App) -> None:
     assert pushed == ids
 
 
+@pytest.mark.needs("unique")
+async def test_a_push_whose_unique_key_is_held_stores_nothing_and_raises_no_pushed_event(
+    app: App,
+) -> None:
+    registry = app.registry()
+    pushed: list[str] = []
+    registry.hook("pushed")(lambda event: pushed.append(event.job_id))
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        return None
+
+    first = await registry.push("q", "item", Item(1), unique="k")
+    assert await registry.push("q", "item", Item(2), unique="k") == first
+    other = await registry.push("q", "item", Item(3), unique="other")
+    assert pushed == [first, other]
+
+
 def test_an_unknown_event_is_refused(app: App) -> None:
     from conveyor.errors import ConfigError
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from conveyor import Job, JobState, Worker
 from tests.backends import eventually, needs
@@ -56,6 +58,31 @@ async def test_handler_receives_job_identity_and_meta(app: App, start) -> None:
     assert (job.attempt, job.max_attempts) == (1, 5)
     assert job.meta == {"tenant": "acme", "trace": "t1"}
     assert abs(job.created_at.timestamp() - time.time()) < 60
+
+
+async def test_meta_reaches_each_attempt_as_stored_json_whatever_a_handler_or_pusher_changes(
+    app: App, start
+) -> None:
+    registry = app.registry(meta={"tags": ["base"]})
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    @registry.job("item", retry=1, retry_delay=0)
+    async def handle(job: Job[Item]) -> None:
+        seen.append((job.id, copy.deepcopy(job.meta)))
+        job.meta["tags"].append("changed by a handler")
+        job.meta["added"] = True
+        if job.attempt == 1 and job.payload.n == 1:
+            raise ConnectionError("try again")
+
+    given: dict[Any, Any] = {1: "a number as key", "pair": (1, 2), "list": ["x"]}
+    first = await registry.push("q", "item", Item(1), meta=given)
+    given["list"].append("changed by the pusher")
+    second = await registry.push("q", "item", Item(2))
+    await Worker(registry, "w", burst=True).run()
+
+    stored = {"tags": ["base"], "1": "a number as key", "pair": [1, 2], "list": ["x"]}
+    assert [meta for job_id, meta in seen if job_id == first] == [stored, stored]
+    assert [meta for job_id, meta in seen if job_id == second] == [{"tags": ["base"]}]
 
 
 @needs("lookup")

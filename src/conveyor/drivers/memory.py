@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from conveyor.drivers.base import (
     Capabilities,
@@ -35,6 +37,12 @@ from conveyor.job import (
 )
 
 UniqueKey = tuple[str, str, str]
+
+
+def _own(meta: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `meta` that shares nothing with it, as stored JSON read back would be."""
+    copied: dict[str, Any] = json.loads(json.dumps(meta)) if meta else {}
+    return copied
 
 
 class MemoryDriver(LocalWorkerRecords):
@@ -92,7 +100,7 @@ class MemoryDriver(LocalWorkerRecords):
             timeout=job.timeout,
             retry_delay=job.retry_delay,
             unique=job.unique,
-            meta=dict(job.meta),
+            meta=_own(job.meta),
         )
         self._jobs[job.id] = info
         if key is not None:
@@ -126,7 +134,9 @@ class MemoryDriver(LocalWorkerRecords):
             )
             self._jobs[job_id] = job
             self._schedule(job)  # an expired lease makes it due again
-            reserved.append(job)
+            # Its own meta, as a driver that reads it from storage gives: a handler's changes
+            # stay out of the stored job and its next attempt.
+            reserved.append(replace(job, meta=_own(job.meta)) if job.meta else job)
         return reserved
 
     def _pop_due(self, queues: Sequence[str], now: float) -> str | None:

@@ -288,6 +288,11 @@ def _borrowed(connection: object) -> SqlTransaction:
                 " push runs on: push with `await registry.push(..., connection=conn)` on the"
                 " connection's loop"
             )
+        if not connection.connected:
+            raise ConfigError(
+                "connection= is a closed asyncmy connection: push on the open connection your"
+                " transaction runs on"
+            )
         return Session(connection)
     elif (client := sync_client(connection)) is not None:
         raise ConfigError(

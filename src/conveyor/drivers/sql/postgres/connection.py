@@ -57,6 +57,10 @@ T = TypeVar("T")
 #: never left sleeping through a long backoff while the server is already back.
 RECONNECT_TIMEOUT = 10.0
 
+#: The database a connection is using (the server's name for it, whatever alias a pooler
+#: gave): a borrowed connection must be using the driver's.
+_CURRENT_DATABASE = Query("current_database", "", "SELECT current_database() AS name")
+
 
 class PostgresConnection:
     """`SqlConnection` and `SqlBorrowing` over a psycopg connection pool.
@@ -73,6 +77,8 @@ class PostgresConnection:
         self.pool_size = pool_size
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._draining: asyncio.Future[None] | None = None
+        #: The database the jobs are in, once opened: a borrowed connection must be using it.
+        self._database: str | None = None
         #: When each pooled connection was last used (time.monotonic()).
         self._used: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
             weakref.WeakKeyDictionary()
@@ -85,7 +91,12 @@ class PostgresConnection:
         # One direct connection first: a wrong URL, or a server that is down, then fails here
         # with libpq's own reason, where the pool would only time out.
         probe = await self.target.connect()
-        await probe.close()
+        try:
+            with self.target.translated("open"):
+                cursor = await probe.execute(_CURRENT_DATABASE.sql)
+                self._database = str((await cursor.fetchall())[0][0])
+        finally:
+            await probe.close()
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             self.target.conninfo,
             connection_class=PooledConnection,
@@ -178,15 +189,39 @@ class PostgresConnection:
                     " psycopg.Connection"
                 )
         if isinstance(connection, psycopg.AsyncConnection):
-            return await work(_Transaction(connection, self.target))
+            return await self._on_lent(connection, _Transaction(connection, self.target), work)
         if isinstance(connection, psycopg.Connection):
-            return await work(_ThreadTransaction(connection, self.target, run))
+            lent = _ThreadTransaction(connection, self.target, run)
+            return await self._on_lent(connection, lent, work)
         kind = type(connection)
         raise ConfigError(
             "connection= takes your own open psycopg 3 connection (psycopg.AsyncConnection or"
             f" psycopg.Connection), not {kind.__module__}.{kind.__qualname__}: pass the"
             " connection your transaction runs on"
         )
+
+    async def _on_lent(
+        self,
+        connection: psycopg.AsyncConnection[Any] | psycopg.Connection[Any],
+        tx: SqlTransaction,
+        work: Callable[[SqlTransaction], Coroutine[Any, Any, T]],
+    ) -> T:
+        """`work` on the caller's connection, once it is found open and using the driver's
+        database: the SQL names its tables without one, so on another database that has them
+        too (a staging one beside production) the job would be stored where no worker of this
+        driver looks. ConfigError otherwise."""
+        if connection.closed:
+            raise ConfigError(
+                "connection= is closed: pass the open connection your transaction runs on"
+            )
+        [row] = await tx.fetch(_CURRENT_DATABASE, {})
+        if row["name"] != self._database:
+            raise ConfigError(
+                f"connection= is using database {row['name']!r}, but this driver's jobs are in"
+                f" {self._database!r} ({self.target.shown}): push on a connection to that"
+                " database"
+            )
+        return await work(tx)
 
     async def _pooled(
         self,
