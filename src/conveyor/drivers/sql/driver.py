@@ -79,6 +79,10 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
     #: time, in one transaction, so still all or none.
     push_budget: int | None = None
 
+    #: Seconds `prune` pauses between two full batches, for a backend whose other writers
+    #: wait on one lock and need a gap to take it (SQLite).
+    prune_pause = 0.0
+
     def __init__(
         self, connection: SqlConnection, package: str, *, prefix: str, migrate: bool = True
     ) -> None:
@@ -427,6 +431,7 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
             pruned += deleted
             if deleted < PRUNE_BATCH:
                 return pruned
+            await asyncio.sleep(self.prune_pause)
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Wait up to `timeout`; only pushes, releases and retries made through this instance

@@ -86,6 +86,9 @@ class SqliteDriver(SqlDriver):
     capabilities = Capabilities(
         notify=True, durable=True, shared=True, control=True, schedules=True, thread_push=True
     )
+    #: A push waiting for the write lock sleeps up to 100 ms between tries (SQLite's busy
+    #: handler): a shorter gap between prune's batches would let none of them in.
+    prune_pause = 0.1
 
     def __init__(
         self,

@@ -350,11 +350,18 @@ WHERE queue = :queue
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
 
 -- name: prune
--- Delete a queue's finished jobs that finished more than :older_than seconds ago.
+-- Delete up to :batch of a queue's finished jobs that finished more than :older_than seconds
+-- ago, oldest first, picked through jobs_finished. The driver repeats it until a batch comes
+-- back short, so no statement holds the file's one write lock for long.
 DELETE FROM {prefix}jobs
-WHERE queue = :queue
-  AND state IN ('succeeded', 'failed', 'cancelled')
-  AND finished_at < {now} - :older_than;
+WHERE id IN (
+    SELECT id FROM {prefix}jobs
+    WHERE queue = :queue
+      AND state IN ('succeeded', 'failed', 'cancelled')
+      AND finished_at < {now} - :older_than
+    ORDER BY finished_at
+    LIMIT :batch
+);
 
 -- name: record_stats
 -- Add to one worker's running totals, creating its row on first use.
