@@ -508,7 +508,7 @@ def explain(path: Path, name: str) -> str:
     params = {"items": "[]", "queues": '["q"]', "now": 0.0, "lease": 1.0, "limit": 1}
     params |= {"token": "t", "worker": "w", "id": "x", "alone": 0, "older_than": 1.0}
     params |= {"queue": "q", "stored": "s", "state": "s", "offset": 0, "name": "n", "ids": None}
-    params |= {"batch": 1}
+    params |= {"batch": 1, "after": ""}
     with sqlite3.connect(path) as db:
         rows = db.execute(f"EXPLAIN QUERY PLAN {query.sql}", params).fetchall()
     return "\n".join(str(row[3]) for row in rows)
@@ -548,6 +548,7 @@ async def test_settle_statements_find_jobs_by_primary_key(
         ("purge", "INDEX conveyor_jobs_state (queue=? AND state=?)"),
         ("retry_failed", "INDEX conveyor_jobs_named (queue=? AND state=?)"),
         ("prune", "INDEX conveyor_jobs_finished (queue=? AND finished_at<?)"),
+        ("finished_ids", "COVERING INDEX conveyor_jobs_state (queue=? AND state=? AND id>?)"),
     ],
 )
 async def test_reads_by_state_use_the_index_that_holds_those_jobs(

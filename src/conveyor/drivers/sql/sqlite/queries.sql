@@ -309,6 +309,19 @@ SELECT {job_columns}, errors,
 FROM {prefix}jobs
 WHERE id = :id;
 
+-- name: finished_ids
+-- Up to :batch ids of a queue's jobs in one finished state (:stored), past :after in id
+-- order, read through jobs_state: retry_failed and purge of a whole queue go a page at a time,
+-- so no statement moves or deletes a whole backlog at once.
+SELECT id
+FROM {prefix}jobs
+WHERE queue = :queue
+  AND state = :stored
+  AND state IN ('succeeded', 'failed', 'cancelled')
+  AND id > :after
+ORDER BY id
+LIMIT :batch;
+
 -- name: retry_failed
 -- Move a queue's failed jobs (all, or those in :ids when not NULL) back to pending, due now,
 -- with attempt and rescued back to 0.
