@@ -16,7 +16,7 @@ import pytest
 import conveyor.drivers.sql.driver as sql_driver
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.job import JobState
-from tests.backends import storage_of
+from tests.backends import NOT_UTF8, storage_of
 from tests.contract.helpers import failure_of, make_job, push_and_reserve, reservation
 
 pytestmark = pytest.mark.timeout(30)
@@ -104,3 +104,25 @@ async def test_purge_of_a_whole_queue_deletes_a_batch_per_statement(
     assert ran == ["purge"] * 3  # 3 + 3 + 1
     counts = (await driver.counts(["q"]))["q"]
     assert (counts.failed, counts.succeeded) == (0, 1)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "mysql"])
+async def test_a_failed_job_whose_id_is_not_text_is_passed_over(kind: str, tmp_path: Path) -> None:
+    """No statement can name such a job (its row is for a person to delete); the others are
+    retried and purged. Before, the batch naming it failed, and with it the whole command:
+    a raw UnicodeEncodeError on sqlite, 'Broken JSON string' on mysql."""
+    async with storage_of(kind, tmp_path) as storage:
+        try:
+            driver = await storage.open_driver()
+            assert isinstance(driver, SqlDriver)
+            ids = await failed_jobs(driver, 3)
+            await storage.damage(ids[1], "id", NOT_UTF8)
+
+            assert await driver.retry_failed("q") == 2
+            for job in await driver.reserve(["q"], 3, 30.0, "w"):
+                await driver.fail([failure_of(job)])
+            assert await driver.purge("q", JobState.FAILED) == 2
+
+            assert (await driver.counts(["q"]))["q"].failed == 1
+        finally:
+            await storage.close_all()

@@ -42,6 +42,7 @@ from conveyor.drivers.sql.rows import (
     job_info,
     job_queues,
     json_text,
+    nameable,
     parts,
     push_item,
     shared_params,
@@ -435,18 +436,18 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
     ) -> int:
         """`act(queue, ids)` on the queue's jobs in the finished `state`, BULK_BATCH ids at a
         time in id order; how many it acted on. A job `act` leaves as it is (a failed job
-        whose unique key is held) is passed over, never read again."""
+        whose unique key is held) is passed over, never read again; so is one whose id is not
+        UTF-8 text, which no statement can name (its row is for a person to delete)."""
         params: dict[str, object] = {"queue": queue, "stored": state.value, "batch": BULK_BATCH}
         after, done = "", 0
         while True:
-            page = [
-                row["id"] for row in await self._fetch("finished_ids", {**params, "after": after})
-            ]
-            if page:
-                done += await act(queue, page)
-            if len(page) < BULK_BATCH:
+            rows = await self._fetch("finished_ids", {**params, "after": after})
+            named = [row["id"] for row in rows if nameable(row["id"])]
+            if named:
+                done += await act(queue, named)
+            if len(rows) < BULK_BATCH or not named:
                 return done
-            after = page[-1]
+            after = named[-1]
             await asyncio.sleep(self.batch_pause)
 
     async def prune(self, queue: str, older_than: float) -> int:
