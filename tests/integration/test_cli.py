@@ -436,6 +436,21 @@ def test_failed_list_retry_and_purge(app: App) -> None:
     ]
 
 
+def test_job_lookup_of_a_purged_job_says_it_may_have_been_purged(app: App) -> None:
+    """Before, it said "it was never pushed, or was pruned after it finished" of a job the
+    operator had just purged."""
+    job_id = app.push("boom", {"n": 1})
+    assert app.run("work", "w", "--app", APP, "--burst").returncode == 0
+    assert app.run("failed", "purge", "tasks", job_id, "--app", APP).returncode == 0
+
+    looked = app.run("job", job_id, "--app", APP)
+
+    assert looked.returncode == 1
+    assert f"no job {job_id!r}: it was never pushed, or was deleted" in looked.stderr
+    assert "purged" in looked.stderr and "pruned" in looked.stderr
+    assert len(looked.stderr.strip().splitlines()) == 1, looked.stderr
+
+
 def test_failed_purge_of_a_whole_queue_asks_first(app: App) -> None:
     app.push("boom", {"n": 1})
     assert app.run("work", "w", "--app", APP, "--burst").returncode == 0

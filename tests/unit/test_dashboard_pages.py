@@ -272,3 +272,29 @@ async def test_the_auth_scheme_is_read_in_any_case() -> None:
             await web.get("/", headers={"Authorization": "BASIC YWRtaW46cHc="})
         ).status_code == 200
     await registry.close()
+
+
+async def test_a_page_filtered_by_job_name_offers_no_bulk_retry_or_purge() -> None:
+    """The bulk buttons retry or purge every failed job of the queue, whatever its name.
+    Before, they sat on a page showing only one name's failed jobs, where "Purge failed" read
+    as "purge these" and deleted the failed jobs of every other name too."""
+    registry = _registry()
+
+    @registry.job("mail", queue="batch")
+    async def mail(job: Job[dict[str, int]]) -> None:
+        raise ValueError("down")
+
+    await registry.push("batch", "mail", {}, retry=0)
+    await Worker(registry, "w", burst=True).run()
+
+    async with _client(registry) as client:
+        whole = await client.get("/queues/batch", params={"state": "failed"})
+        named = await client.get("/queues/batch", params={"state": "failed", "name": "mail"})
+
+    assert "/queues/batch/purge-failed" in whole.text
+    assert "/queues/batch/retry-failed" in whole.text
+    assert named.status_code == 200 and "ValueError: down" in named.text
+    assert "/queues/batch/purge-failed" not in named.text
+    assert "/queues/batch/retry-failed" not in named.text
+    assert "clear the filter" in named.text
+    await registry.close()

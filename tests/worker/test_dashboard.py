@@ -72,6 +72,7 @@ async def test_pages_show_queues_jobs_and_a_job(failing: tuple[Registry, str]) -
     assert "ValueError" in page.text and "Traceback" in page.text
     assert looked_up.status_code == 303 and looked_up.headers["location"] == f"/jobs/{job_id}"
     assert "No job nope" in missing.text and missing.status_code == 404
+    assert "deleted (purged, or pruned" in missing.text  # not only "pruned": it may be purged
     assert search.status_code == 200
 
 

@@ -152,7 +152,8 @@ def job(job_id: str, app: str, as_json: bool) -> None:
     info, blind = run(find(), registry)
     if info is None:
         raise fail(
-            f"no job {job_id!r}: it was never pushed, or was pruned after it finished{blind}"
+            f"no job {job_id!r}: it was never pushed, or was deleted (purged, or pruned after"
+            f" its queue's retention){blind}"
         )
     if as_json:
         echo_json(job_json(info))

@@ -35,6 +35,7 @@ REQUIRED_QUERIES = frozenset(
         "list_jobs",
         "get",
         "retry_failed",
+        "finished_ids",
         "purge",
         "prune",
         "record_stats",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from conveyor.drivers.base import Failure, Release, Reservation, Tick
@@ -42,6 +42,7 @@ from conveyor.drivers.sql.rows import (
     job_info,
     job_queues,
     json_text,
+    nameable,
     parts,
     push_item,
     shared_params,
@@ -50,14 +51,17 @@ from conveyor.drivers.sql.rows import (
 from conveyor.drivers.sql.schema import SqlSchema
 from conveyor.drivers.sql.single import SinglePush
 from conveyor.errors import DriverError
-from conveyor.job import JobInfo, JobState, NewJob
+from conveyor.job import FINISHED_STATES, JobInfo, JobState, NewJob
 
-__all__ = ["PRUNE_BATCH", "SqlDriver"]
+__all__ = ["BULK_BATCH", "PRUNE_BATCH", "SqlDriver"]
 
 T = TypeVar("T")
 
 #: How many jobs one `prune` statement deletes at most; prune repeats it until a batch is short.
 PRUNE_BATCH = 10_000
+
+#: How many jobs one statement of `retry_failed` or `purge` of a whole queue moves or deletes.
+BULK_BATCH = 10_000
 
 #: Rounds of inserting a batch's unique jobs whose key was held at insert, by a job this
 #: transaction cannot see (`_push_many`).
@@ -78,6 +82,10 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
     #: server that refuses a statement past a size; a batch over it is written a part at a
     #: time, in one transaction, so still all or none.
     push_budget: int | None = None
+
+    #: Seconds `prune`, `retry_failed` and `purge` pause between two full batches, for a
+    #: backend whose other writers wait on one lock and need a gap to take it (SQLite).
+    batch_pause = 0.0
 
     def __init__(
         self, connection: SqlConnection, package: str, *, prefix: str, migrate: bool = True
@@ -399,6 +407,10 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
     # -- maintenance -------------------------------------------------------------------------
 
     async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        """All of the queue's failed jobs go BULK_BATCH at a time, each batch its own statement
+        (not atomic as a whole): in one, a backlog of 300,000 outran the driver's timeout."""
+        if ids is None:
+            return await self._in_batches(queue, JobState.FAILED, self.retry_failed)
         params = {"queue": queue, "ids": ids_json(ids)}
         moved = await self._execute("retry_failed", params)
         if moved:
@@ -409,6 +421,8 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
         self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
     ) -> int:
         self.check_purgeable(state)
+        if ids is None and state in FINISHED_STATES:  # BULK_BATCH at a time, as retry_failed
+            return await self._in_batches(queue, state, lambda q, part: self.purge(q, state, part))
         params = {
             "queue": queue,
             "state": state.value,
@@ -416,6 +430,25 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
             "ids": ids_json(ids),
         }
         return await self._execute(self._by_state("purge", state), params)
+
+    async def _in_batches(
+        self, queue: str, state: JobState, act: Callable[[str, list[str]], Awaitable[int]]
+    ) -> int:
+        """`act(queue, ids)` on the queue's jobs in the finished `state`, BULK_BATCH ids at a
+        time in id order; how many it acted on. A job `act` leaves as it is (a failed job
+        whose unique key is held) is passed over, never read again; so is one whose id is not
+        UTF-8 text, which no statement can name (its row is for a person to delete)."""
+        params: dict[str, object] = {"queue": queue, "stored": state.value, "batch": BULK_BATCH}
+        after, done = "", 0
+        while True:
+            rows = await self._fetch("finished_ids", {**params, "after": after})
+            named = [row["id"] for row in rows if nameable(row["id"])]
+            if named:
+                done += await act(queue, named)
+            if len(rows) < BULK_BATCH or not named:
+                return done
+            after = named[-1]
+            await asyncio.sleep(self.batch_pause)
 
     async def prune(self, queue: str, older_than: float) -> int:
         """Delete in batches of PRUNE_BATCH, each its own statement and transaction, so a
@@ -427,6 +460,7 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
             pruned += deleted
             if deleted < PRUNE_BATCH:
                 return pruned
+            await asyncio.sleep(self.batch_pause)
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Wait up to `timeout`; only pushes, releases and retries made through this instance

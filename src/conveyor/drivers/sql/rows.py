@@ -187,3 +187,13 @@ def addressable(job: JobInfo) -> bool:
         " or failed; delete its row by hand", ascii(job.id), job.queue, job.unreadable["id"],
     )  # fmt: skip
     return False
+
+
+def nameable(job_id: str) -> bool:
+    """Whether a statement can name this id: False for one read from bytes that are not
+    UTF-8 (kept as lone surrogates), as `addressable` says of a whole job."""
+    try:
+        job_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

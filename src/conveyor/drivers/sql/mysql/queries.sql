@@ -424,6 +424,19 @@ SELECT {job_columns}, errors,
 FROM {prefix}jobs
 WHERE id = %(id)s;
 
+-- name: finished_ids
+-- Up to batch ids of a queue's jobs in one finished state (stored), past after in id order,
+-- read through jobs_state: retry_failed and purge of a whole queue go a page at a time, so no
+-- statement moves or deletes a whole backlog at once (one over a few hundred thousand jobs
+-- outran the driver's timeout).
+SELECT id
+FROM {prefix}jobs FORCE INDEX (jobs_state)
+WHERE queue = %(queue)s
+  AND state = %(stored)s
+  AND id > %(after)s
+ORDER BY id
+LIMIT %(batch)s;
+
 -- name: retry_failed
 -- Move a queue's failed jobs (all, or those in ids when not NULL) back to pending, due now,
 -- with attempt and rescued back to 0. A job whose unique key an unfinished job holds stays
@@ -433,19 +446,25 @@ WHERE id = %(id)s;
 -- failed count per skipped job and try (the window function keeps `chosen` materialized,
 -- so it may read the table the statement updates). The indexes are forced: a scan of a small
 -- table would lock, and wait on, the row a caller's open transaction pushed; so would
--- reading the jobs table before `chosen` (STRAIGHT_JOIN).
+-- reading the jobs table before `chosen` (STRAIGHT_JOIN). Given ids are looked up by primary
+-- key: testing `id IN (JSON_TABLE ...)` on each of the queue's failed jobs made a retry of
+-- one id cost 0.3 s among 50,000 failed jobs.
 UPDATE (
     SELECT candidate.id
     FROM (
-        SELECT id, name, unique_key,
-               ROW_NUMBER() OVER (PARTITION BY name, unique_key ORDER BY id) AS nth
-        FROM {prefix}jobs FORCE INDEX (jobs_state)
-        WHERE queue = %(queue)s
-          AND state = 'failed'
-          AND (%(ids)s IS NULL OR id IN (
-              SELECT wanted.id
-              FROM JSON_TABLE(%(ids)s, '$[*]' COLUMNS (id VARBINARY(64) PATH '$')) AS wanted
-          ))
+        SELECT job.id, job.name, job.unique_key,
+               ROW_NUMBER() OVER (PARTITION BY job.name, job.unique_key ORDER BY job.id) AS nth
+        FROM (
+            SELECT wanted.id
+            FROM JSON_TABLE(%(ids)s, '$[*]' COLUMNS (id VARBINARY(64) PATH '$')) AS wanted
+            WHERE %(ids)s IS NOT NULL
+            UNION
+            SELECT id FROM {prefix}jobs FORCE INDEX (jobs_state)
+            WHERE %(ids)s IS NULL AND queue = %(queue)s AND state = 'failed'
+        ) AS given
+        STRAIGHT_JOIN {prefix}jobs AS job ON job.id = given.id
+        WHERE job.queue = %(queue)s
+          AND job.state = 'failed'
     ) AS candidate
     WHERE candidate.unique_key IS NULL
        OR (candidate.nth = 1 AND NOT EXISTS (
@@ -470,16 +489,24 @@ WHERE job.state = 'failed';
 
 -- name: purge
 -- Delete a queue's jobs in one visible state (all, or those in ids when not NULL).
--- stored is the state as stored; the driver never passes 'reserved'.
-DELETE FROM {prefix}jobs
-WHERE queue = %(queue)s
-  AND state = %(stored)s
-  AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END)
-      = %(state)s
-  AND (%(ids)s IS NULL OR id IN (
-      SELECT wanted.id
-      FROM JSON_TABLE(%(ids)s, '$[*]' COLUMNS (id VARBINARY(64) PATH '$')) AS wanted
-  ));
+-- stored is the state as stored; the driver never passes 'reserved'. The jobs are found from
+-- the ids given, by primary key (or, without ids, through jobs_state), then checked: a
+-- DELETE testing `id IN (JSON_TABLE ...)` row by row read the ids again for every job of
+-- that state, so a purge of 100 ids among 50,000 failed jobs took 3 to 6 s.
+DELETE job
+FROM (
+    SELECT wanted.id
+    FROM JSON_TABLE(%(ids)s, '$[*]' COLUMNS (id VARBINARY(64) PATH '$')) AS wanted
+    WHERE %(ids)s IS NOT NULL
+    UNION ALL
+    SELECT id FROM {prefix}jobs FORCE INDEX (jobs_state)
+    WHERE %(ids)s IS NULL AND queue = %(queue)s AND state = %(stored)s
+) AS doomed
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = doomed.id
+WHERE job.queue = %(queue)s
+  AND job.state = %(stored)s
+  AND (CASE WHEN job.state = 'pending' AND job.available_at > {now} THEN 'delayed'
+            ELSE job.state END) = %(state)s;
 
 -- name: prune
 -- Delete up to batch of a queue's jobs that finished more than older_than seconds ago.

@@ -447,6 +447,18 @@ SELECT {job_columns}, errors,
 FROM {prefix}jobs
 WHERE id = %(id)s;
 
+-- name: finished_ids
+-- Up to batch ids of a queue's jobs in one finished state (stored), past after in id order,
+-- read through jobs_state: retry_failed and purge of a whole queue go a page at a time, so no
+-- statement moves or deletes a whole backlog at once.
+SELECT id
+FROM {prefix}jobs
+WHERE queue = %(queue)s
+  AND state = %(stored)s
+  AND id > %(after)s
+ORDER BY id
+LIMIT %(batch)s;
+
 -- name: retry_failed
 -- Move a queue's failed jobs (all, or those in ids when not NULL) back to pending, due now.
 -- A job whose unique key an unfinished job holds stays failed, and of several failed jobs

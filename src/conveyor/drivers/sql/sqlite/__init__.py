@@ -86,6 +86,10 @@ class SqliteDriver(SqlDriver):
     capabilities = Capabilities(
         notify=True, durable=True, shared=True, control=True, schedules=True, thread_push=True
     )
+    #: A push waiting for the write lock sleeps up to 100 ms between tries (SQLite's busy
+    #: handler): a shorter gap between the batches of prune (or of retry_failed and purge of
+    #: a whole queue) would let none of them in.
+    batch_pause = 0.1
 
     def __init__(
         self,

@@ -309,6 +309,19 @@ SELECT {job_columns}, errors,
 FROM {prefix}jobs
 WHERE id = :id;
 
+-- name: finished_ids
+-- Up to :batch ids of a queue's jobs in one finished state (:stored), past :after in id
+-- order, read through jobs_state: retry_failed and purge of a whole queue go a page at a time,
+-- so no statement moves or deletes a whole backlog at once.
+SELECT id
+FROM {prefix}jobs
+WHERE queue = :queue
+  AND state = :stored
+  AND state IN ('succeeded', 'failed', 'cancelled')
+  AND id > :after
+ORDER BY id
+LIMIT :batch;
+
 -- name: retry_failed
 -- Move a queue's failed jobs (all, or those in :ids when not NULL) back to pending, due now,
 -- with attempt and rescued back to 0.
@@ -350,11 +363,18 @@ WHERE queue = :queue
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
 
 -- name: prune
--- Delete a queue's finished jobs that finished more than :older_than seconds ago.
+-- Delete up to :batch of a queue's finished jobs that finished more than :older_than seconds
+-- ago, oldest first, picked through jobs_finished. The driver repeats it until a batch comes
+-- back short, so no statement holds the file's one write lock for long.
 DELETE FROM {prefix}jobs
-WHERE queue = :queue
-  AND state IN ('succeeded', 'failed', 'cancelled')
-  AND finished_at < {now} - :older_than;
+WHERE id IN (
+    SELECT id FROM {prefix}jobs
+    WHERE queue = :queue
+      AND state IN ('succeeded', 'failed', 'cancelled')
+      AND finished_at < {now} - :older_than
+    ORDER BY finished_at
+    LIMIT :batch
+);
 
 -- name: record_stats
 -- Add to one worker's running totals, creating its row on first use.
