@@ -335,7 +335,9 @@ class RegistryCore(Pushing):
             while True:
                 info = await self.job_info(job_id)
                 if info is None:
-                    raise LookupError(f"no job has the id {job_id!r} (never pushed, or pruned)")
+                    raise LookupError(
+                        f"no job has the id {job_id!r} (never pushed, or purged or pruned since)"
+                    )
                 if info.state is JobState.SUCCEEDED:
                     return None if info.result is None else json.loads(info.result)
                 if info.state in (JobState.FAILED, JobState.CANCELLED):
