@@ -32,9 +32,10 @@ from typing import Any
 
 from conveyor.attempt import printable
 from conveyor.core import RegistryCore
+from conveyor.dashboard.actions import Refused, perform
 from conveyor.drivers.base import Throughput
 from conveyor.errors import BackendUnavailableError, ConfigError, ConveyorError, Unsupported
-from conveyor.job import JobInfo, JobState
+from conveyor.job import JobState
 from conveyor.spec import check_name
 
 try:
@@ -216,8 +217,8 @@ def create_app(
             back = "/"
         try:
             queue = str(form.get("queue", ""))
-            await _perform(registry, request.path_params["kind"], action, target, queue)
-        except (_Refused, ConveyorError, ValueError) as exc:  # refused: 404 or 409; else 400
+            await perform(registry, request.path_params["kind"], action, target, queue)
+        except (Refused, ConveyorError, ValueError) as exc:  # refused: 404 or 409; else 400
             down = isinstance(exc, BackendUnavailableError)  # 503: the backend, not the request
             status = getattr(exc, "status", 503 if down else 400)
             return PlainTextResponse(f"{action} failed: {exc}", status_code=status)
@@ -313,66 +314,6 @@ def _masked_token(record: logging.LogRecord) -> bool:
             for arg in record.args
         )
     return True
-
-
-class _Refused(Exception):
-    """An action refused: what is named does not exist (404), or its state forbids the
-    action (409: someone, or a worker, acted on it since the page was drawn)."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-async def _perform(
-    registry: RegistryCore, kind: str, action: str, target: str, queue: str = ""
-) -> None:
-    """Do `action` to the job or queue `target`; `queue` is the list the button was on."""
-    registry.freeze()  # the implicit queue exists only once frozen
-    if kind == "jobs":
-        info = await registry.job_info(target)
-        if info is None and action == "retry" and queue in registry.queues:
-            # A backend that cannot look a job up by id (amqp) still retries it by its queue.
-            if not await registry.retry_failed(queue, [target]):
-                raise _Refused(f"no failed job {target!r} in queue {queue!r}", 404)
-            return
-        if info is None:
-            raise _Refused(f"no job {target!r}", 404)
-        said = f"job {info.id} is {info.state.value}"
-        if action == "retry":
-            if not await registry.retry_failed(info.queue, [info.id]):
-                raise _Refused(_not_retried(said, info))
-        elif action == "cancel":
-            if not await registry.cancel(info.id):
-                raise _Refused(f"{said}: it has finished, nothing is left to cancel")
-        elif action == "delete":
-            if not await registry.purge(info.queue, info.state, [info.id]):
-                raise _Refused(f"job {info.id} changed state as it was deleted: reload the page")
-        else:
-            raise ValueError(f"no job action {action!r}")
-    elif kind == "queues" and target in registry.queues:
-        if action == "pause":
-            await registry.pause(target)
-        elif action == "resume":
-            await registry.resume(target)
-        elif action == "retry-failed":
-            await registry.retry_failed(target)
-        elif action == "purge-failed":
-            await registry.purge(target, JobState.FAILED)
-        else:
-            raise ValueError(f"no queue action {action!r}")
-    else:
-        raise _Refused(f"no {kind.removesuffix('s')} called {target!r}", 404)
-
-
-def _not_retried(said: str, info: JobInfo) -> str:
-    """Why `retry_failed` left this job as it was."""
-    if info.state is JobState.FAILED and info.unique is not None:
-        return (
-            f"{said}, and an unfinished job of its name holds its unique key {info.unique!r}:"
-            " retry it once that job has finished"
-        )
-    return f"{said}, not failed: only a failed job can be retried"
 
 
 async def _can(registry: RegistryCore, queue: str, ability: str) -> bool:
