@@ -140,7 +140,7 @@ async def test_pause_resume_purge_and_delete(app: App) -> None:
         assert (await registry.job_info(kept)).state is JobState.CANCELLED
         assert (await web.post(f"/jobs/{kept}/delete", data={"csrf": token})).status_code == 303
         assert await registry.job_info(kept) is None
-        purged = await web.post("/queues/q/purge-failed", data={"csrf": token})
+        purged = await web.post("/queues/q/purge-failed", data={"csrf": token, "confirmed": "yes"})
         assert purged.status_code == 303
         unknown = await web.post("/queues/nope/pause", data={"csrf": token})
         assert unknown.status_code == 404 and "no queue called 'nope'" in unknown.text
@@ -294,3 +294,26 @@ async def test_a_page_number_or_name_no_backend_can_take_is_refused(app: App) ->
     assert far.status_code == 400 and "page must be a number from 1 to" in far.text
     assert nul.status_code == 400 and "job name 'a\\x00b' is not valid" in nul.text
     assert last.status_code == 200 and "no failed job on this page" in last.text
+
+
+async def test_purge_failed_asks_first_naming_how_many_and_purges_once_confirmed(
+    failing: tuple[Registry, str],
+) -> None:
+    """Was: one click on "Purge failed" deleted every failed job of the queue at once, with
+    no question, where `conveyor failed purge` asks first."""
+    registry, job_id = failing
+    async with client(registry) as web:
+        token = csrf_of((await web.get("/queues/q?state=failed")).text)
+        back = "/queues/q?state=failed"
+        asked = await web.post("/queues/q/purge-failed", data={"csrf": token, "back": back})
+        assert asked.status_code == 200
+        assert "1 failed job (as counted now) will be deleted for good" in asked.text
+        assert 'name="confirmed" value="yes"' in asked.text and csrf_of(asked.text) == token
+        assert (await registry.job_info(job_id)).state is JobState.FAILED  # nothing deleted yet
+        confirmed = await web.post(
+            "/queues/q/purge-failed", data={"csrf": token, "back": back, "confirmed": "yes"}
+        )
+        assert confirmed.status_code == 303 and confirmed.headers["location"] == back
+        unknown = await web.post("/queues/nope/purge-failed", data={"csrf": token})
+    assert await registry.job_info(job_id) is None
+    assert unknown.status_code == 404

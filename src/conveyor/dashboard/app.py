@@ -200,6 +200,14 @@ def create_app(
             chain_id=chain_id, info=info, cursor=None if info is None else json.dumps(info.cursor),
         )  # fmt: skip
 
+    async def confirm_purge(request: Request, queue: str, back: str) -> Response:
+        registry.freeze()  # the implicit queue exists only once frozen
+        if queue not in registry.queues:
+            return PlainTextResponse(f"no queue called {queue!r}", status_code=404)
+        counts = (await registry.overview()).counts.get(queue)  # None: its backend is down
+        failed = None if counts is None else counts.failed
+        return render(request, "confirm.html", queue=queue, failed=failed, back=back)
+
     async def act(request: Request) -> Response:
         if read_only:
             return PlainTextResponse("the dashboard is read-only", status_code=403)
@@ -215,6 +223,8 @@ def create_app(
         back = str(form.get("back", "")) or "/"
         if not back.startswith("/") or back.startswith("//"):
             back = "/"
+        if action == "purge-failed" and form.get("confirmed") != "yes":
+            return await confirm_purge(request, target, back)  # asked first, as the CLI does
         try:
             queue = str(form.get("queue", ""))
             await perform(registry, request.path_params["kind"], action, target, queue)
