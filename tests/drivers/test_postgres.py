@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -511,6 +512,24 @@ async def test_push_on_a_connection_to_another_database_raises_config_error_nami
         await driver.push_many([job], connection=sync_conn)
 
     assert await driver.get(job.id) is None
+
+
+async def test_a_lent_connections_database_is_checked_on_its_first_push_only(
+    drivers: Drivers[PostgresDriver], tmp_path: Path
+) -> None:
+    """The check costs a round trip: paid once per connection (which never changes database),
+    not on every push of a web app's long-lived connection. Counted in libpq's own trace."""
+    driver = await drivers.open()
+    trace = tmp_path / "libpq.trace"
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        with trace.open("w") as sink:
+            conn.pgconn.trace(sink.fileno())
+            first, second = make_job(), make_job()
+            await driver.push(first, connection=conn)
+            await driver.push(second, connection=conn)
+            conn.pgconn.untrace()
+        assert await driver.get(first.id) is not None and await driver.get(second.id) is not None
+    assert trace.read_text().count("current_database") == 1
 
 
 async def test_push_on_a_closed_connection_raises_config_error(

@@ -77,8 +77,10 @@ class PostgresConnection:
         self.pool_size = pool_size
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._draining: asyncio.Future[None] | None = None
-        #: The database the jobs are in, once opened: a borrowed connection must be using it.
+        #: The database the jobs are in, once opened: a borrowed connection must be using it
+        #: (and one found using it always will: a connection never changes database).
         self._database: str | None = None
+        self._lent_checked: weakref.WeakSet[object] = weakref.WeakSet()
         #: When each pooled connection was last used (time.monotonic()).
         self._used: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
             weakref.WeakKeyDictionary()
@@ -214,13 +216,15 @@ class PostgresConnection:
             raise ConfigError(
                 "connection= is closed: pass the open connection your transaction runs on"
             )
-        [row] = await tx.fetch(_CURRENT_DATABASE, {})
-        if row["name"] != self._database:
-            raise ConfigError(
-                f"connection= is using database {row['name']!r}, but this driver's jobs are in"
-                f" {self._database!r} ({self.target.shown}): push on a connection to that"
-                " database"
-            )
+        if connection not in self._lent_checked:  # a round trip on each connection's first
+            [row] = await tx.fetch(_CURRENT_DATABASE, {})
+            if row["name"] != self._database:
+                raise ConfigError(
+                    f"connection= is using database {row['name']!r}, but this driver's jobs are"
+                    f" in {self._database!r} ({self.target.shown}): push on a connection to"
+                    " that database"
+                )
+            self._lent_checked.add(connection)
         return await work(tx)
 
     async def _pooled(
