@@ -162,8 +162,7 @@ class Settler:
             self._write_cut.reschedule(asyncio.get_running_loop().time() + give_up_after)
         await asyncio.gather(task, return_exceptions=True)
         await self.flush()
-        async with self._until_give_up():
-            await self.save_stats()
+        await self.save_stats()
 
     def time_left(self) -> float:
         """Seconds until a stopping worker gives up settling (inf before the stop)."""
@@ -225,7 +224,7 @@ class Settler:
 
     @contextlib.asynccontextmanager
     async def _writing(self, driver: Driver) -> AsyncIterator[None]:
-        """Around a batch's writes: cut short at `give_up_at` once stopping (see `finish`)."""
+        """Around writes to `driver`: cut short at `give_up_at` once stopping (see `finish`)."""
         try:
             async with self._until_give_up() as cut:
                 self._write_cut = cut
@@ -362,7 +361,8 @@ class Settler:
         unsaved, self._tally.unsaved = self._tally.unsaved, {}
         for driver, counts in unsaved.values():
             try:
-                await driver.record_stats(self.worker, counts)
+                async with self._writing(driver):
+                    await driver.record_stats(self.worker, counts)
             except Exception as exc:  # a DriverError, or a fault that must not end settling
                 log.warning("could not record worker stats (%s)", exc)
 

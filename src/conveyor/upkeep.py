@@ -42,10 +42,10 @@ async def beat(
     within: float = HEARTBEAT_EVERY,
 ) -> None:
     """Say this process is alive (or, `stopping`, that it stops) to each driver, giving up on
-    one that has not answered `within` seconds."""
+    one that has not answered within `within` seconds (at most HEARTBEAT_EVERY)."""
     for driver in drivers:
         try:
-            async with asyncio.timeout(within):
+            async with asyncio.timeout(min(within, HEARTBEAT_EVERY)):
                 await driver.beat(identity, name, stopping=stopping)
         except Exception as exc:  # a DriverError, a deadline: the next beat tries again
             log.debug("could not say worker %s is alive (%s)", identity, exc)

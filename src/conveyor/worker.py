@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from conveyor.attempt import Runner, cancelled, error_info, given_back, retry_or_fail
-from conveyor.drivers.base import HEARTBEAT_EVERY, Driver, WorkerCounts
+from conveyor.drivers.base import Driver, WorkerCounts
 from conveyor.errors import DriverError
 from conveyor.hooks import started, tell
 from conveyor.lease import Held, Leases
@@ -204,10 +204,9 @@ class Worker(Leases):
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self.settler.finish(settler, give_up_after=max(self.spec.stop_timeout, 1.0))
-            # Within what is left of the settle's time: a backend that does not answer must
-            # not hold the stop up for another of its calls' deadlines.
-            within = min(HEARTBEAT_EVERY, self.settler.time_left())
-            await beat(self._drivers(), self.identity, self.name, stopping=True, within=within)
+            # Within what is left of the settle's time: no call's deadline more (see Settler).
+            left = self.settler.time_left()
+            await beat(self._drivers(), self.identity, self.name, stopping=True, within=left)
             self.runner.close()
             log.info("worker %s stopped: %s", self.identity, self.counts)
             await tell(self.registry.hooks, "worker_stopped", self.identity, self._queue_names())
