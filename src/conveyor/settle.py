@@ -10,6 +10,10 @@ than BackendUnavailableError: it was reached) may be refusing one outcome in it,
 otherwise hold back every outcome batched with it, for ever: its outcomes are then written one
 by one, and one refused alone ALONE_ATTEMPTS times is written as a failure of its job instead,
 naming the refusal, so that the job lands in failed storage where a person can see it.
+
+Once a stopping worker gives up (`give_up_at`), a write still waiting on the backend is cut
+short there, whatever the call's own deadline, and nothing more is tried: its jobs come back
+after their lease, and the stop ends in time.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -95,6 +99,9 @@ class Settler:
         # The deadline of the hooks being told an outcome: none until a stop, then the stop's
         # (a hook that hangs would otherwise keep the worker from ever stopping).
         self._hooks_cut: asyncio.Timeout | None = None
+        # The deadline of the write in flight: none until a stop, then `give_up_at`.
+        self._write_cut: asyncio.Timeout | None = None
+        self._gave_up_logged = False
         #: Set after each round of writes: a burst worker waits on it to look again.
         self.flushed = asyncio.Event()
 
@@ -151,9 +158,23 @@ class Settler:
         self.give_up_at = time.monotonic() + give_up_after
         self._retry.set()  # cut short a back-off begun before the stop
         self._cut_hooks(give_up_after)
+        if self._write_cut is not None:  # a write in flight waits no longer than the stop
+            self._write_cut.reschedule(asyncio.get_running_loop().time() + give_up_after)
         await asyncio.gather(task, return_exceptions=True)
         await self.flush()
         await self.save_stats()
+
+    def time_left(self) -> float:
+        """Seconds until a stopping worker gives up settling (inf before the stop)."""
+        return max(0.0, self.give_up_at - time.monotonic())
+
+    def _out_of_time(self) -> bool:
+        return self._finishing and time.monotonic() >= self.give_up_at
+
+    def _until_give_up(self) -> asyncio.Timeout:
+        """A deadline at `give_up_at` once stopping (none before): see `finish`."""
+        left = self.give_up_at - time.monotonic() if self._finishing else None
+        return asyncio.timeout(None if left is None else max(left, 0.0))
 
     async def flush(self) -> None:
         """Settle everything finished so far, a batch per driver, retrying on backend errors.
@@ -162,6 +183,9 @@ class Settler:
         is safe, and fencing refuses a settle that comes too late."""
         failures = 0
         while self._outcomes:
+            if self._out_of_time():
+                self._give_up("the stop's time to settle ran out")
+                return
             batch, self._outcomes = self._outcomes, []
             unsettled: list[Outcome] = []
             # One write per driver and verb, so a failed release does not send acks that
@@ -182,14 +206,37 @@ class Settler:
                 continue
             self._outcomes[:0] = unsettled
             failures += 1
-            if self._gave_up or time.monotonic() > self.give_up_at:
-                log.warning(
-                    "giving up settling %d finished jobs (%s): they run again after their lease",
-                    len(self._outcomes), error,
-                )  # fmt: skip
+            if self._gave_up or self._out_of_time():
+                self._give_up(error)
                 return
             await self._back_off("settle", error, failures, self._retry)
             self._retry.clear()
+
+    def _give_up(self, why: object) -> None:
+        """Leave the outcomes unwritten, saying so (once, when stopping)."""
+        if self._finishing and self._gave_up_logged:
+            return
+        self._gave_up_logged = self._finishing
+        log.warning(
+            "giving up settling %d finished jobs (%s): they run again after their lease",
+            len(self._outcomes), why,
+        )  # fmt: skip
+
+    @contextlib.asynccontextmanager
+    async def _writing(self, driver: Driver) -> AsyncIterator[None]:
+        """Around writes to `driver`: cut short at `give_up_at` once stopping (see `finish`)."""
+        try:
+            async with self._until_give_up() as cut:
+                self._write_cut = cut
+                yield
+        except TimeoutError as exc:
+            if not cut.expired():
+                raise
+            raise BackendUnavailableError(
+                f"no answer from {driver.kind} before the stopping worker gave up settling"
+            ) from exc
+        finally:
+            self._write_cut = None
 
     def _chunks(self, part: list[Outcome]) -> list[list[Outcome]]:
         """`part` as its writes: together, but for outcomes to be written alone."""
@@ -238,12 +285,13 @@ class Settler:
         if told is not None:
             self._telling.update((o.job.id, told) for o in outcomes)
         try:
-            if successors:
-                acked = await driver.ack_and_push(acks, successors)
-            else:
-                acked = await driver.ack(acks) if acks else set()
-            released = await driver.release(releases) if releases else set()
-            failed = await driver.fail(fails) if fails else set()
+            async with self._writing(driver):
+                if successors:
+                    acked = await driver.ack_and_push(acks, successors)
+                else:
+                    acked = await driver.ack(acks) if acks else set()
+                released = await driver.release(releases) if releases else set()
+                failed = await driver.fail(fails) if fails else set()
             settled = acked | released | failed
             for outcome in outcomes:
                 log_outcome(outcome, outcome.job.id in settled)
@@ -313,7 +361,8 @@ class Settler:
         unsaved, self._tally.unsaved = self._tally.unsaved, {}
         for driver, counts in unsaved.values():
             try:
-                await driver.record_stats(self.worker, counts)
+                async with self._writing(driver):
+                    await driver.record_stats(self.worker, counts)
             except Exception as exc:  # a DriverError, or a fault that must not end settling
                 log.warning("could not record worker stats (%s)", exc)
 

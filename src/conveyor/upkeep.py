@@ -34,12 +34,18 @@ async def beat_loop(drivers: Sequence[Driver], identity: str, name: str) -> None
 
 
 async def beat(
-    drivers: Sequence[Driver], identity: str, name: str, *, stopping: bool = False
+    drivers: Sequence[Driver],
+    identity: str,
+    name: str,
+    *,
+    stopping: bool = False,
+    within: float = HEARTBEAT_EVERY,
 ) -> None:
-    """Say this process is alive (or, `stopping`, that it stops) to each driver."""
+    """Say this process is alive (or, `stopping`, that it stops) to each driver, giving up on
+    one that has not answered within `within` seconds (at most HEARTBEAT_EVERY)."""
     for driver in drivers:
         try:
-            async with asyncio.timeout(HEARTBEAT_EVERY):
+            async with asyncio.timeout(min(within, HEARTBEAT_EVERY)):
                 await driver.beat(identity, name, stopping=stopping)
         except Exception as exc:  # a DriverError, a deadline: the next beat tries again
             log.debug("could not say worker %s is alive (%s)", identity, exc)

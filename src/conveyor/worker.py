@@ -204,7 +204,9 @@ class Worker(Leases):
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self.settler.finish(settler, give_up_after=max(self.spec.stop_timeout, 1.0))
-            await beat(self._drivers(), self.identity, self.name, stopping=True)
+            # Within what is left of the settle's time: no call's deadline more (see Settler).
+            left = self.settler.time_left()
+            await beat(self._drivers(), self.identity, self.name, stopping=True, within=left)
             self.runner.close()
             log.info("worker %s stopped: %s", self.identity, self.counts)
             await tell(self.registry.hooks, "worker_stopped", self.identity, self._queue_names())
