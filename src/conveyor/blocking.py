@@ -389,11 +389,13 @@ class BlockingRegistry:
         limit: int = 100,
         offset: int = 0,
         name: str | None = None,
+        after: str | None = None,
     ) -> list[JobInfo]:
         """`Registry.list_jobs`."""
-        return self._call(
-            self._registry.list_jobs(queue, state, limit=limit, offset=offset, name=name)
+        listed = self._registry.list_jobs(
+            queue, state, limit=limit, offset=offset, name=name, after=after
         )
+        return self._call(listed)
 
     def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
         """`Registry.retry_failed`."""

@@ -236,13 +236,21 @@ class RegistryCore(Pushing):
         limit: int = 100,
         offset: int = 0,
         name: str | None = None,
+        after: str | None = None,
     ) -> list[JobInfo]:
-        """Jobs of `queue` in `state`, oldest first; with `name`, only the jobs of that name
-        (filtered across the whole state, then paged)."""
+        """Jobs of `queue` in `state`, oldest first (by id); with `name`, only the jobs of that
+        name (filtered across the whole state, then paged). With `after`, a job id (the last
+        of the page before), only the jobs listed after it, then `offset`: a script that
+        retries or purges a page and lists the next skips nothing, as it would by offset."""
         driver = await self.driver_of(queue)
+        if after is not None and not stored_ids([after]):
+            raise RegistryError(
+                f"after={after!r} is no job id (it holds a NUL or text that is not UTF-8):"
+                " pass the id of the last job of the page before"
+            )
         if name is not None and not stored_ids([name]):
             return []  # no stored job has a name holding a NUL or a lone surrogate
-        return await driver.list_jobs(queue, state, limit, offset, name=name)
+        return await driver.list_jobs(queue, state, limit, offset, name=name, after=after)
 
     async def throughput(self, queue: str, minutes: int = 60) -> Throughput | None:
         """The queue's jobs succeeded and failed per minute over the last `minutes`, from

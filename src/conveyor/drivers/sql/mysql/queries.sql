@@ -368,6 +368,7 @@ WHERE queue = %(queue)s
   AND state = %(stored)s
   AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END)
       = %(state)s
+  AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 
@@ -383,6 +384,7 @@ WHERE queue = %(queue)s
   AND name = %(name)s
   AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END)
       = %(state)s
+  AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 
@@ -399,6 +401,7 @@ WHERE queue = %(queue)s
   AND name = %(name)s
   AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END)
       = %(state)s
+  AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 

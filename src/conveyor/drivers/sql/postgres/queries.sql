@@ -391,6 +391,7 @@ WHERE queue = %(queue)s
   AND state = %(stored)s
   AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed'
             ELSE state END) = %(state)s
+  AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 
@@ -406,6 +407,7 @@ WHERE queue = %(queue)s
   AND name = %(name)s
   AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed'
             ELSE state END) = %(state)s
+  AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 
@@ -422,6 +424,7 @@ WHERE queue = %(queue)s
   AND name = %(name)s
   AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed'
             ELSE state END) = %(state)s
+  AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 

@@ -221,6 +221,7 @@ FROM {prefix}jobs
 WHERE queue = :queue
   AND state = :stored
   AND state IN ('succeeded', 'failed', 'cancelled')
+  AND id > :after
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
@@ -239,6 +240,7 @@ WHERE id IN (
       AND state IN ('pending', 'reserved')
       AND (CASE WHEN state = 'pending' AND available_at > {now}
                 THEN 'delayed' ELSE state END) = :state
+      AND id > :after
     ORDER BY id
     LIMIT :limit OFFSET :offset
 )
@@ -255,6 +257,7 @@ WHERE queue = :queue
   AND state = :stored
   AND state IN ('succeeded', 'failed', 'cancelled')
   AND name = :name
+  AND id > :after
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
@@ -268,6 +271,7 @@ WHERE queue = :queue
   AND state = :stored
   AND state IN ('failed', 'cancelled')
   AND name = :name
+  AND id > :after
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
@@ -284,6 +288,7 @@ WHERE queue = :queue
   AND name = :name
   AND (CASE WHEN state = 'pending' AND available_at > {now}
             THEN 'delayed' ELSE state END) = :state
+  AND id > :after
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
