@@ -65,6 +65,12 @@ def boom(job: Job[dict[str, Any]]) -> None:
     raise ValueError(f"boom {job.payload['n']}")
 
 
+@registry.job("bang")
+def bang(job: Job[dict[str, Any]]) -> None:
+    """Always fails too, under another job name."""
+    raise RuntimeError(f"bang {job.payload['n']}")
+
+
 @registry.job("hang")
 async def hang(job: Job[dict[str, Any]]) -> None:
     """Says it started, then never finishes."""
@@ -466,3 +472,45 @@ def test_failed_purge_of_a_whole_queue_asks_first(app: App) -> None:
     assert refused.returncode != 0
     assert "Delete every failed job of queue 'tasks'?" in refused.stdout
     assert len(rows(app.run("failed", "list", "tasks", "--app", APP).stdout)) == 2
+
+
+def test_failed_retry_and_purge_by_name_touch_only_that_job_names_jobs(app: App) -> None:
+    booms = [app.push("boom", {"n": n}) for n in range(3)]
+    bang = app.push("bang", {"n": 9})
+    assert app.run("work", "w", "--app", APP, "--burst").returncode == 0
+
+    retried = app.run("failed", "retry", "tasks", "--name", "boom", "--app", APP)
+    assert retried.returncode == 0, retried.stderr
+    assert "3 failed job(s) of name 'boom' in queue 'tasks' moved back to pending" in retried.stdout
+    assert [app.job(job_id).state for job_id in booms] == [JobState.PENDING] * 3
+    assert app.job(bang).state is JobState.FAILED
+
+    refused = subprocess.run(
+        conveyor("failed", "purge", "tasks", "--name", "bang", "--app", APP),
+        cwd=app.dir,
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "Delete every failed job of name 'bang' in queue 'tasks'?" in refused.stdout
+    assert app.job(bang).state is JobState.FAILED
+    purged = app.run("failed", "purge", "tasks", "--name", "bang", "--yes", "--app", APP)
+    assert purged.returncode == 0, purged.stderr
+    assert "1 failed job(s) of name 'bang' in queue 'tasks' deleted" in purged.stdout
+    assert app.registry.blocking.job_info(bang) is None
+
+
+@pytest.mark.parametrize("command", ["retry", "purge"])
+def test_failed_retry_or_purge_of_ids_and_a_name_is_a_usage_error(app: App, command: str) -> None:
+    job_id = app.push("boom", {"n": 1})
+    assert app.run("work", "w", "--app", APP, "--burst").returncode == 0
+
+    yes = ["--yes"] if command == "purge" else []
+    both = app.run("failed", command, "tasks", job_id, "--name", "boom", *yes, "--app", APP)
+
+    assert both.returncode == 2, both.stderr
+    assert "give IDS or --name, not both" in both.stderr
+    assert app.job(job_id).state is JobState.FAILED
