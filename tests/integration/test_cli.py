@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -514,3 +515,17 @@ def test_failed_retry_or_purge_of_ids_and_a_name_is_a_usage_error(app: App, comm
     assert both.returncode == 2, both.stderr
     assert "give IDS or --name, not both" in both.stderr
     assert app.job(job_id).state is JobState.FAILED
+
+
+def test_failed_list_after_an_id_pages_on_past_jobs_retried_meanwhile(app: App) -> None:
+    ids = sorted(app.push("boom", {"n": n}) for n in range(3))
+    assert app.run("work", "w", "--app", APP, "--burst").returncode == 0
+
+    first = app.run("failed", "list", "tasks", "--limit", "1", "--json", "--app", APP)
+    [listed] = json.loads(first.stdout)
+    assert app.run("failed", "retry", "tasks", listed["id"], "--app", APP).returncode == 0
+    after = ["--after", listed["id"]]
+    second = app.run("failed", "list", "tasks", "--limit", "1", *after, "--json", "--app", APP)
+
+    assert second.returncode == 0, second.stderr
+    assert [job["id"] for job in json.loads(second.stdout)] == [ids[1]]  # --offset 1: ids[2]

@@ -51,13 +51,28 @@ MOST = 10**12
     help="How many to skip.",
 )
 @click.option("--name", default=None, help="Only the jobs of this job name.")
+@click.option(
+    "--after",
+    default=None,
+    metavar="ID",
+    help="Only the jobs after this id (the last one listed): the next page, which skips"
+    " nothing though the jobs listed before were retried or purged since (--offset would).",
+)
 @json_option
 def failed_list(
-    queue: str, app: str, limit: int, offset: int, name: str | None, as_json: bool
+    queue: str,
+    app: str,
+    limit: int,
+    offset: int,
+    name: str | None,
+    after: str | None,
+    as_json: bool,
 ) -> None:
-    """Show QUEUE's failed jobs, oldest first, with the error that failed each."""
+    """Show QUEUE's failed jobs, oldest first (by id), with the error that failed each."""
     registry = load_app(app)
-    listed = registry.list_jobs(queue, JobState.FAILED, limit=limit, offset=offset, name=name)
+    listed = registry.list_jobs(
+        queue, JobState.FAILED, limit=limit, offset=offset, name=name, after=after
+    )
     jobs = run(listed, registry)
     if as_json:
         echo_json([job_json(job, history=False) for job in jobs])  # `conveyor job ID` has it
