@@ -529,3 +529,26 @@ def test_failed_list_after_an_id_pages_on_past_jobs_retried_meanwhile(app: App) 
 
     assert second.returncode == 0, second.stderr
     assert [job["id"] for job in json.loads(second.stdout)] == [ids[1]]  # --offset 1: ids[2]
+
+
+def test_failed_retry_and_purge_print_json_with_json(app: App) -> None:
+    for n in range(2):
+        app.push("boom", {"n": n})
+    app.push("bang", {"n": 9})
+    assert app.run("work", "w", "--app", APP, "--burst").returncode == 0
+
+    retried = app.run("failed", "retry", "tasks", "--name", "boom", "--json", "--app", APP)
+    assert retried.returncode == 0, retried.stderr
+    assert json.loads(retried.stdout) == {"queue": "tasks", "name": "boom", "retried": 2}
+    asked = subprocess.run(
+        conveyor("failed", "purge", "tasks", "--json", "--app", APP),
+        cwd=app.dir,
+        input="y\n",
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert asked.returncode == 0, asked.stderr
+    assert "Delete every failed job of queue 'tasks'?" in asked.stderr
+    assert json.loads(asked.stdout) == {"queue": "tasks", "name": None, "purged": 1}

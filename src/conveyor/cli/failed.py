@@ -89,14 +89,20 @@ NAME_HELP = "Only the failed jobs of this job name (not with IDS)."
 @click.argument("ids", nargs=-1)
 @app_option
 @click.option("--name", default=None, help=NAME_HELP)
-def failed_retry(queue: str, ids: tuple[str, ...], app: str, name: str | None) -> None:
+@json_option
+def failed_retry(
+    queue: str, ids: tuple[str, ...], app: str, name: str | None, as_json: bool
+) -> None:
     """Move QUEUE's failed jobs (all, only IDS, or only those of --name) back to pending,
     attempts reset. An ID that is no failed job of QUEUE makes the exit status 1, once the
     others moved."""
     _one_of(ids, name)
     registry = load_app(app)
     moved = run(_retry(registry, queue, list(ids), name), registry)
-    click.echo(f"{moved} failed job(s) of {_which(queue, name)} moved back to pending")
+    if as_json:
+        echo_json({"queue": queue, "name": name, "retried": moved})
+    else:
+        click.echo(f"{moved} failed job(s) of {_which(queue, name)} moved back to pending")
     if not ids and (left := run(_left(registry, queue, name), registry)):
         click.echo(f"{left} still failed: {HELD}", err=True)
     _all_found(queue, ids, moved, f", or {HELD}")
@@ -166,14 +172,20 @@ async def _retry(registry: Registry, queue: str, ids: list[str], name: str | Non
 @app_option
 @click.option("--name", default=None, help=NAME_HELP)
 @click.option("--yes", is_flag=True, help="Purge all of them without asking.")
-def failed_purge(queue: str, ids: tuple[str, ...], app: str, name: str | None, yes: bool) -> None:
+@json_option
+def failed_purge(
+    queue: str, ids: tuple[str, ...], app: str, name: str | None, yes: bool, as_json: bool
+) -> None:
     """Delete QUEUE's failed jobs (all, only IDS, or only those of --name) for good. An ID
     that is no failed job of QUEUE makes the exit status 1, once the others are deleted."""
     _one_of(ids, name)
-    if not ids and not yes:
-        click.confirm(f"Delete every failed job of {_which(queue, name)}?", abort=True)
+    if not ids and not yes:  # with --json, asked on stderr: stdout holds the JSON alone
+        click.confirm(f"Delete every failed job of {_which(queue, name)}?", abort=True, err=as_json)
     registry = load_app(app)
     purging = registry.purge(queue, JobState.FAILED, list(ids) or None, name=name)
     deleted = run(purging, registry)
-    click.echo(f"{deleted} failed job(s) of {_which(queue, name)} deleted")
+    if as_json:
+        echo_json({"queue": queue, "name": name, "purged": deleted})
+    else:
+        click.echo(f"{deleted} failed job(s) of {_which(queue, name)} deleted")
     _all_found(queue, ids, deleted)
