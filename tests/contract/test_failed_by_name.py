@@ -74,3 +74,15 @@ async def test_retry_failed_or_purge_by_name_and_ids_together_is_refused(driver:
     with pytest.raises(RegistryError, match=r"pass ids .* or name .*, not both"):
         await registry.purge("q", JobState.FAILED, [job.id], name="a")
     assert await failed_names(driver) == ["a"]
+
+
+@pytest.mark.parametrize("tail", ["\0", "\ud800"])
+async def test_retry_failed_or_purge_by_a_name_no_job_can_have_touches_nothing(
+    driver: Driver, tail: str
+) -> None:
+    await failed_jobs(driver, ["a"])
+    registry = registry_on(driver)
+
+    assert await registry.retry_failed("q", name="a" + tail) == 0
+    assert await registry.purge("q", JobState.FAILED, name="a" + tail) == 0
+    assert await failed_names(driver) == ["a"]
