@@ -384,6 +384,8 @@ HAVING sum(n) <> 0;
 -- name: list_jobs
 -- One page of a queue's jobs in one visible state, oldest first by id.
 -- `stored` is the state as stored ('pending' for both pending and delayed).
+-- Every list_jobs block starts after the id `after` ('' for the first page), then skips
+-- `offset`: a cursor that pages on however the jobs listed before changed.
 SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs

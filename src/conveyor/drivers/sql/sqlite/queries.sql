@@ -215,6 +215,8 @@ WHERE queue IN (SELECT value FROM json_each(:queues)) AND n <> 0;
 -- One page of a queue's jobs in one finished state, oldest first by id, read through
 -- jobs_state, which holds finished jobs only (the literal states let the planner see that the
 -- partial index applies). :stored is the state.
+-- Every list_jobs block starts after the id `after` ('' for the first page), then skips
+-- `offset`: a cursor that pages on however the jobs listed before changed.
 SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
