@@ -389,21 +389,30 @@ class BlockingRegistry:
         limit: int = 100,
         offset: int = 0,
         name: str | None = None,
+        after: str | None = None,
     ) -> list[JobInfo]:
         """`Registry.list_jobs`."""
-        return self._call(
-            self._registry.list_jobs(queue, state, limit=limit, offset=offset, name=name)
+        listed = self._registry.list_jobs(
+            queue, state, limit=limit, offset=offset, name=name, after=after
         )
+        return self._call(listed)
 
-    def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
+    def retry_failed(
+        self, queue: str, ids: Sequence[str] | None = None, *, name: str | None = None
+    ) -> int:
         """`Registry.retry_failed`."""
-        return self._call(self._registry.retry_failed(queue, ids))
+        return self._call(self._registry.retry_failed(queue, ids, name=name))
 
     def purge(
-        self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
+        self,
+        queue: str,
+        state: JobState = JobState.FAILED,
+        ids: Sequence[str] | None = None,
+        *,
+        name: str | None = None,
     ) -> int:
         """`Registry.purge`."""
-        return self._call(self._registry.purge(queue, state, ids))
+        return self._call(self._registry.purge(queue, state, ids, name=name))
 
     def prune(self, queue: str) -> int:
         """`Registry.prune`: a cron job or a Django command can prune without a worker."""

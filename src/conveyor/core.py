@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,10 @@ from conveyor.retry import RetryDelay
 #: each time, up to RESULT_POLL_MAX.
 RESULT_POLL_FIRST = 0.005
 RESULT_POLL_MAX = 0.2
+
+#: How many jobs `retry_failed` and `purge` by job name list, then move or delete, at a time:
+#: a listing reads whole jobs (payload and errors), so fewer than a bulk statement's ids.
+NAMED_BATCH = 200
 
 
 @dataclass(slots=True)
@@ -236,13 +240,21 @@ class RegistryCore(Pushing):
         limit: int = 100,
         offset: int = 0,
         name: str | None = None,
+        after: str | None = None,
     ) -> list[JobInfo]:
-        """Jobs of `queue` in `state`, oldest first; with `name`, only the jobs of that name
-        (filtered across the whole state, then paged)."""
+        """Jobs of `queue` in `state`, oldest first (by id); with `name`, only the jobs of that
+        name (filtered across the whole state, then paged). With `after`, a job id (the last
+        of the page before), only the jobs listed after it, then `offset`: a script that
+        retries or purges a page and lists the next skips nothing, as it would by offset."""
         driver = await self.driver_of(queue)
+        if after is not None and not stored_ids([after]):
+            raise RegistryError(
+                f"after={after!r} is no job id (it holds a NUL or text that is not UTF-8):"
+                " pass the id of the last job of the page before"
+            )
         if name is not None and not stored_ids([name]):
             return []  # no stored job has a name holding a NUL or a lone surrogate
-        return await driver.list_jobs(queue, state, limit, offset, name=name)
+        return await driver.list_jobs(queue, state, limit, offset, name=name, after=after)
 
     async def throughput(self, queue: str, minutes: int = 60) -> Throughput | None:
         """The queue's jobs succeeded and failed per minute over the last `minutes`, from
@@ -252,22 +264,69 @@ class RegistryCore(Pushing):
             return None
         return await driver.throughput(queue, minutes)
 
-    async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
-        """Move failed jobs of `queue` (all, or only `ids`) back to pending; returns how many."""
+    async def retry_failed(
+        self, queue: str, ids: Sequence[str] | None = None, *, name: str | None = None
+    ) -> int:
+        """Move failed jobs of `queue` (all, only `ids`, or only those of job name `name`)
+        back to pending; returns how many. By name, NAMED_BATCH at a time (see `_named`)."""
         driver = await self.driver_of(queue)
+        if name is not None:
+            return await self._named(queue, JobState.FAILED, name, ids, driver.retry_failed)
         if ids is not None and not (ids := stored_ids(ids)):
             return 0
         return await driver.retry_failed(queue, ids)
 
     async def purge(
-        self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
+        self,
+        queue: str,
+        state: JobState = JobState.FAILED,
+        ids: Sequence[str] | None = None,
+        *,
+        name: str | None = None,
     ) -> int:
-        """Delete jobs of `queue` in `state` (failed by default); returns how many."""
+        """Delete jobs of `queue` in `state` (failed by default; all, only `ids`, or only those
+        of job name `name`); returns how many. By name, NAMED_BATCH at a time (see `_named`)."""
         driver = await self.driver_of(queue)
         driver.check_purgeable(state)
+        if name is not None:
+
+            async def delete(queue: str, part: Sequence[str]) -> int:
+                return await driver.purge(queue, state, part)
+
+            return await self._named(queue, state, name, ids, delete)
         if ids is not None and not (ids := stored_ids(ids)):
             return 0
         return await driver.purge(queue, state, ids)
+
+    async def _named(
+        self,
+        queue: str,
+        state: JobState,
+        name: str,
+        ids: Sequence[str] | None,
+        act: Callable[[str, Sequence[str]], Awaitable[int]],
+    ) -> int:
+        """`act(queue, ids)` on the queue's jobs of job name `name` in `state`, listed
+        NAMED_BATCH at a time in id order, each page after the last id of the one before: a
+        job acted on (gone from `state`) or left as it was (a failed job whose unique key is
+        held) moves no later page, so every job in `state` throughout is reached once, and
+        none twice. Not atomic as a whole: each page is `act`'s own call, which acts only on
+        the jobs still in `state` then. How many `act` acted on."""
+        if ids is not None:
+            raise RegistryError(
+                f"name={name!r} and ids together: pass ids (those jobs) or name (every job of"
+                " that name), not both"
+            )
+        done, after = 0, None
+        while page := await self.list_jobs(queue, state, limit=NAMED_BATCH, name=name, after=after):
+            # An id a statement cannot name (bytes that are not UTF-8, on SQL) is passed over:
+            # it is for a person to delete, as a whole-queue retry or purge leaves it.
+            if named := stored_ids([job.id for job in page]):
+                done += await act(queue, named)
+            if not stored_ids([page[-1].id]):
+                return done  # no cursor can start after it (SQLite: see `nameable`)
+            after = page[-1].id
+        return done
 
     async def prune(self, queue: str) -> int:
         """Delete the queue's finished jobs older than its retention, by the backend's clock;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -63,6 +64,12 @@ async def slow(job: Job[dict[str, Any]]) -> None:
 def boom(job: Job[dict[str, Any]]) -> None:
     """Always fails."""
     raise ValueError(f"boom {job.payload['n']}")
+
+
+@registry.job("bang")
+def bang(job: Job[dict[str, Any]]) -> None:
+    """Always fails too, under another job name."""
+    raise RuntimeError(f"bang {job.payload['n']}")
 
 
 @registry.job("hang")
@@ -466,3 +473,82 @@ def test_failed_purge_of_a_whole_queue_asks_first(app: App) -> None:
     assert refused.returncode != 0
     assert "Delete every failed job of queue 'tasks'?" in refused.stdout
     assert len(rows(app.run("failed", "list", "tasks", "--app", APP).stdout)) == 2
+
+
+def test_failed_retry_and_purge_by_name_touch_only_that_job_names_jobs(app: App) -> None:
+    booms = [app.push("boom", {"n": n}) for n in range(3)]
+    bang = app.push("bang", {"n": 9})
+    assert app.run("work", "w", "--app", APP, "--burst").returncode == 0
+
+    retried = app.run("failed", "retry", "tasks", "--name", "boom", "--app", APP)
+    assert retried.returncode == 0, retried.stderr
+    assert "3 failed job(s) of name 'boom' in queue 'tasks' moved back to pending" in retried.stdout
+    assert [app.job(job_id).state for job_id in booms] == [JobState.PENDING] * 3
+    assert app.job(bang).state is JobState.FAILED
+
+    refused = subprocess.run(
+        conveyor("failed", "purge", "tasks", "--name", "bang", "--app", APP),
+        cwd=app.dir,
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "Delete every failed job of name 'bang' in queue 'tasks'?" in refused.stdout
+    assert app.job(bang).state is JobState.FAILED
+    purged = app.run("failed", "purge", "tasks", "--name", "bang", "--yes", "--app", APP)
+    assert purged.returncode == 0, purged.stderr
+    assert "1 failed job(s) of name 'bang' in queue 'tasks' deleted" in purged.stdout
+    assert app.registry.blocking.job_info(bang) is None
+
+
+@pytest.mark.parametrize("command", ["retry", "purge"])
+def test_failed_retry_or_purge_of_ids_and_a_name_is_a_usage_error(app: App, command: str) -> None:
+    job_id = app.push("boom", {"n": 1})
+    assert app.run("work", "w", "--app", APP, "--burst").returncode == 0
+
+    yes = ["--yes"] if command == "purge" else []
+    both = app.run("failed", command, "tasks", job_id, "--name", "boom", *yes, "--app", APP)
+
+    assert both.returncode == 2, both.stderr
+    assert "give IDS or --name, not both" in both.stderr
+    assert app.job(job_id).state is JobState.FAILED
+
+
+def test_failed_list_after_an_id_pages_on_past_jobs_retried_meanwhile(app: App) -> None:
+    ids = sorted(app.push("boom", {"n": n}) for n in range(3))
+    assert app.run("work", "w", "--app", APP, "--burst").returncode == 0
+
+    first = app.run("failed", "list", "tasks", "--limit", "1", "--json", "--app", APP)
+    [listed] = json.loads(first.stdout)
+    assert app.run("failed", "retry", "tasks", listed["id"], "--app", APP).returncode == 0
+    after = ["--after", listed["id"]]
+    second = app.run("failed", "list", "tasks", "--limit", "1", *after, "--json", "--app", APP)
+
+    assert second.returncode == 0, second.stderr
+    assert [job["id"] for job in json.loads(second.stdout)] == [ids[1]]  # --offset 1: ids[2]
+
+
+def test_failed_retry_and_purge_print_json_with_json(app: App) -> None:
+    for n in range(2):
+        app.push("boom", {"n": n})
+    app.push("bang", {"n": 9})
+    assert app.run("work", "w", "--app", APP, "--burst").returncode == 0
+
+    retried = app.run("failed", "retry", "tasks", "--name", "boom", "--json", "--app", APP)
+    assert retried.returncode == 0, retried.stderr
+    assert json.loads(retried.stdout) == {"queue": "tasks", "name": "boom", "retried": 2}
+    asked = subprocess.run(
+        conveyor("failed", "purge", "tasks", "--json", "--app", APP),
+        cwd=app.dir,
+        input="y\n",
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert asked.returncode == 0, asked.stderr
+    assert "Delete every failed job of queue 'tasks'?" in asked.stderr
+    assert json.loads(asked.stdout) == {"queue": "tasks", "name": None, "purged": 1}

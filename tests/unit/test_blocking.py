@@ -113,6 +113,18 @@ def test_blocking_retry_failed_moves_a_failed_job_back_to_pending(
     assert registry.blocking.retry_failed("q") == 0
 
 
+def test_blocking_failed_jobs_by_name_and_after_an_id(registry: Registry, db: Path) -> None:
+    booms = sorted(registry.blocking.push("q", "boom", {}) for _ in range(3))
+    run_worker(db)
+
+    listed = registry.blocking.list_jobs("q", JobState.FAILED, name="boom", after=booms[0])
+    assert [job.id for job in listed] == booms[1:]
+    assert registry.blocking.retry_failed("q", name="boom") == 3
+    run_worker(db)
+    assert registry.blocking.purge("q", name="nobody") == 0
+    assert registry.blocking.purge("q", name="boom") == 3
+
+
 def test_blocking_purge_deletes_failed_jobs_only(registry: Registry, db: Path) -> None:
     doomed = registry.blocking.push("q", "boom", {})
     run_worker(db)

@@ -51,13 +51,28 @@ MOST = 10**12
     help="How many to skip.",
 )
 @click.option("--name", default=None, help="Only the jobs of this job name.")
+@click.option(
+    "--after",
+    default=None,
+    metavar="ID",
+    help="Only the jobs after this id (the last one listed): the next page, which skips"
+    " nothing though the jobs listed before were retried or purged since (--offset would).",
+)
 @json_option
 def failed_list(
-    queue: str, app: str, limit: int, offset: int, name: str | None, as_json: bool
+    queue: str,
+    app: str,
+    limit: int,
+    offset: int,
+    name: str | None,
+    after: str | None,
+    as_json: bool,
 ) -> None:
-    """Show QUEUE's failed jobs, oldest first, with the error that failed each."""
+    """Show QUEUE's failed jobs, oldest first (by id), with the error that failed each."""
     registry = load_app(app)
-    listed = registry.list_jobs(queue, JobState.FAILED, limit=limit, offset=offset, name=name)
+    listed = registry.list_jobs(
+        queue, JobState.FAILED, limit=limit, offset=offset, name=name, after=after
+    )
     jobs = run(listed, registry)
     if as_json:
         echo_json([job_json(job, history=False) for job in jobs])  # `conveyor job ID` has it
@@ -66,21 +81,56 @@ def failed_list(
     table(["id", "job", "attempts", "error"], rows)
 
 
+NAME_HELP = "Only the failed jobs of this job name (not with IDS)."
+
+
 @failed.command(name="retry")
 @click.argument("queue")
 @click.argument("ids", nargs=-1)
 @app_option
-def failed_retry(queue: str, ids: tuple[str, ...], app: str) -> None:
-    """Move QUEUE's failed jobs (all, or only IDS) back to pending, attempts reset. An ID
-    that is no failed job of QUEUE makes the exit status 1, once the others moved."""
+@click.option("--name", default=None, help=NAME_HELP)
+@json_option
+def failed_retry(
+    queue: str, ids: tuple[str, ...], app: str, name: str | None, as_json: bool
+) -> None:
+    """Move QUEUE's failed jobs (all, only IDS, or only those of --name) back to pending,
+    attempts reset. An ID that is no failed job of QUEUE makes the exit status 1, once the
+    others moved."""
+    _one_of(ids, name)
     registry = load_app(app)
-    moved = run(_retry(registry, queue, list(ids)), registry)
-    click.echo(f"{moved} failed job(s) of queue {queue!r} moved back to pending")
-    if not ids:
-        left = run(registry.queue_info(), registry)[queue].failed
-        if left > 0:
-            click.echo(f"{left} job(s) of queue {queue!r} still failed: {HELD}", err=True)
+    moved = run(_retry(registry, queue, list(ids), name), registry)
+    if as_json:
+        echo_json({"queue": queue, "name": name, "retried": moved})
+    else:
+        click.echo(f"{moved} failed job(s) of {_which(queue, name)} moved back to pending")
+    if not ids and (left := run(_left(registry, queue, name), registry)):
+        click.echo(f"{left} still failed: {HELD}", err=True)
     _all_found(queue, ids, moved, f", or {HELD}")
+
+
+def _one_of(ids: tuple[str, ...], name: str | None) -> None:
+    """A usage error when both IDS and --name are given: each names which jobs."""
+    if ids and name is not None:
+        raise click.UsageError(
+            "give IDS or --name, not both: IDS names those jobs, --name every failed job of"
+            " that job name"
+        )
+
+
+def _which(queue: str, name: str | None) -> str:
+    """The jobs a command acted on, for its message: "queue 'mail'", or with a job name
+    "name 'mail.send' in queue 'mail'"."""
+    return f"queue {queue!r}" if name is None else f"name {name!r} in queue {queue!r}"
+
+
+async def _left(registry: Registry, queue: str, name: str | None) -> str:
+    """The failed jobs `queue` has left ("3 job(s) of queue 'mail'"; of a job name, not
+    counted: that would read them all), or "" when it has none."""
+    if name is None:
+        left = (await registry.queue_info())[queue].failed
+        return f"{left} job(s) of queue {queue!r}" if left > 0 else ""
+    found = await registry.list_jobs(queue, JobState.FAILED, limit=1, name=name)
+    return f"job(s) of {_which(queue, name)}" if found else ""
 
 
 #: Why `retry_failed` leaves a failed job failed (on every driver with unique keys).
@@ -101,11 +151,11 @@ def _all_found(queue: str, ids: tuple[str, ...], done: int, more: str = "") -> N
         )
 
 
-async def _retry(registry: Registry, queue: str, ids: list[str]) -> int:
+async def _retry(registry: Registry, queue: str, ids: list[str], name: str | None) -> int:
     if not ids:
         with progress() as bars:
-            bars.add_task(f"retrying the failed jobs of {queue}", total=None)
-            return await registry.retry_failed(queue)
+            bars.add_task(f"retrying the failed jobs of {_which(queue, name)}", total=None)
+            return await registry.retry_failed(queue, name=name)
     moved = 0
     with progress() as bars:
         task = bars.add_task(f"retrying failed jobs of {queue}", total=len(ids))
@@ -120,13 +170,22 @@ async def _retry(registry: Registry, queue: str, ids: list[str]) -> int:
 @click.argument("queue")
 @click.argument("ids", nargs=-1)
 @app_option
+@click.option("--name", default=None, help=NAME_HELP)
 @click.option("--yes", is_flag=True, help="Purge all of them without asking.")
-def failed_purge(queue: str, ids: tuple[str, ...], app: str, yes: bool) -> None:
-    """Delete QUEUE's failed jobs (all, or only IDS) for good. An ID that is no failed job
-    of QUEUE makes the exit status 1, once the others are deleted."""
-    if not ids and not yes:
-        click.confirm(f"Delete every failed job of queue {queue!r}?", abort=True)
+@json_option
+def failed_purge(
+    queue: str, ids: tuple[str, ...], app: str, name: str | None, yes: bool, as_json: bool
+) -> None:
+    """Delete QUEUE's failed jobs (all, only IDS, or only those of --name) for good. An ID
+    that is no failed job of QUEUE makes the exit status 1, once the others are deleted."""
+    _one_of(ids, name)
+    if not ids and not yes:  # with --json, asked on stderr: stdout holds the JSON alone
+        click.confirm(f"Delete every failed job of {_which(queue, name)}?", abort=True, err=as_json)
     registry = load_app(app)
-    deleted = run(registry.purge(queue, JobState.FAILED, list(ids) or None), registry)
-    click.echo(f"{deleted} failed job(s) of queue {queue!r} deleted")
+    purging = registry.purge(queue, JobState.FAILED, list(ids) or None, name=name)
+    deleted = run(purging, registry)
+    if as_json:
+        echo_json({"queue": queue, "name": name, "purged": deleted})
+    else:
+        click.echo(f"{deleted} failed job(s) of {_which(queue, name)} deleted")
     _all_found(queue, ids, deleted)

@@ -353,10 +353,13 @@ class Driver(abc.ABC):
         offset: int = 0,
         *,
         name: str | None = None,
+        after: str | None = None,
     ) -> list[JobInfo]:
         """Jobs of one queue in one state, oldest first by id. `delayed` and `pending` are
         told apart by whether the job's time has come. With `name`, only the jobs of that
-        name: the filter comes before `limit` and `offset`, across the whole state."""
+        name: the filter comes before `limit` and `offset`, across the whole state. With
+        `after` (a job id), only the jobs whose id sorts after it, before `offset`: a cursor
+        that pages on correctly while the jobs listed before are retried or purged."""
 
     async def throughput(self, queue: str, minutes: int = 60) -> Throughput:
         """How many of the queue's jobs succeeded and failed in each of the last `minutes`

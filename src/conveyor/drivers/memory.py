@@ -338,13 +338,16 @@ class MemoryDriver(LocalWorkerRecords):
         offset: int = 0,
         *,
         name: str | None = None,
+        after: str | None = None,
     ) -> list[JobInfo]:
         now = time.time()
         matching = sorted(
             (
                 self._shown(job, now)
                 for job in self._jobs.values()
-                if job.queue == queue and (name is None or job.name == name)
+                if job.queue == queue
+                and (name is None or job.name == name)
+                and (after is None or job.id > after)
             ),
             key=lambda job: job.id,
         )

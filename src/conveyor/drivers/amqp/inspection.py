@@ -58,6 +58,7 @@ class AmqpInspection(AmqpChannels):
         offset: int = 0,
         *,
         name: str | None = None,
+        after: str | None = None,
     ) -> list[JobInfo]:
         if state not in (JobState.FAILED, JobState.CANCELLED):
             raise self.unsupported(
@@ -66,7 +67,12 @@ class AmqpInspection(AmqpChannels):
         jobs = [
             job
             for job, _ in await self._browse(
-                queue, lambda job: job.state is state and name in (None, job.name)
+                queue,
+                lambda job: (
+                    job.state is state
+                    and name in (None, job.name)
+                    and (after is None or job.id > after)
+                ),
             )
         ]
         jobs.sort(key=lambda job: job.id)

@@ -3,6 +3,7 @@ a job by id, and the jobs finished per minute (see driver.py for the key layout)
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 from conveyor.drivers.base import QueueCounts, Throughput
@@ -41,6 +42,7 @@ class JobInspection(RedisClient):
         offset: int = 0,
         *,
         name: str | None = None,
+        after: str | None = None,
     ) -> list[JobInfo]:
         """Jobs of one state, oldest first by id. Reads every id of that state (the sets are
         ordered by time, not id), then the page's jobs: fine for inspection, not a hot path.
@@ -49,6 +51,8 @@ class JobInspection(RedisClient):
         now = await self._now()
         keys = self.keys(queue)
         ids = sorted(await self._ids_in_state(keys, state, now))
+        if after is not None:
+            ids = ids[bisect.bisect_right(ids, after) :]
         if name is not None:
             ids = await self._named(keys, ids, name, offset + max(limit, 0))
         ids = ids[offset : offset + max(limit, 0)]

@@ -48,6 +48,7 @@ class SqlReading:
         offset: int = 0,
         *,
         name: str | None = None,
+        after: str | None = None,
     ) -> list[JobInfo]:
         if limit <= 0:
             return []
@@ -58,6 +59,7 @@ class SqlReading:
             "limit": limit,
             "offset": max(offset, 0),
             "name": name,
+            "after": after or "",  # every id sorts after '': ids are 1 to 64 characters
         }
         block = "list_jobs" if name is None else "list_jobs_named"
         if name is not None and state in (JobState.FAILED, JobState.CANCELLED):

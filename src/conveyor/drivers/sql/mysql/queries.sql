@@ -361,6 +361,8 @@ HAVING SUM(n) <> 0;
 -- name: list_jobs
 -- One page of a queue's jobs in one visible state, oldest first by id.
 -- stored is the state as stored ('pending' for both pending and delayed).
+-- Every list_jobs block starts after the id `after` ('' for the first page), then skips
+-- `offset`: a cursor that pages on however the jobs listed before changed.
 SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
@@ -368,6 +370,7 @@ WHERE queue = %(queue)s
   AND state = %(stored)s
   AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END)
       = %(state)s
+  AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 
@@ -383,6 +386,7 @@ WHERE queue = %(queue)s
   AND name = %(name)s
   AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END)
       = %(state)s
+  AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 
@@ -399,6 +403,7 @@ WHERE queue = %(queue)s
   AND name = %(name)s
   AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed' ELSE state END)
       = %(state)s
+  AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 

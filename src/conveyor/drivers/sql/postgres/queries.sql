@@ -384,6 +384,8 @@ HAVING sum(n) <> 0;
 -- name: list_jobs
 -- One page of a queue's jobs in one visible state, oldest first by id.
 -- `stored` is the state as stored ('pending' for both pending and delayed).
+-- Every list_jobs block starts after the id `after` ('' for the first page), then skips
+-- `offset`: a cursor that pages on however the jobs listed before changed.
 SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
@@ -391,6 +393,7 @@ WHERE queue = %(queue)s
   AND state = %(stored)s
   AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed'
             ELSE state END) = %(state)s
+  AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 
@@ -406,6 +409,7 @@ WHERE queue = %(queue)s
   AND name = %(name)s
   AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed'
             ELSE state END) = %(state)s
+  AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 
@@ -422,6 +426,7 @@ WHERE queue = %(queue)s
   AND name = %(name)s
   AND (CASE WHEN state = 'pending' AND available_at > {now} THEN 'delayed'
             ELSE state END) = %(state)s
+  AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s OFFSET %(offset)s;
 

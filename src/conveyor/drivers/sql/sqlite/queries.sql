@@ -215,12 +215,15 @@ WHERE queue IN (SELECT value FROM json_each(:queues)) AND n <> 0;
 -- One page of a queue's jobs in one finished state, oldest first by id, read through
 -- jobs_state, which holds finished jobs only (the literal states let the planner see that the
 -- partial index applies). :stored is the state.
+-- Every list_jobs block starts after the id `after` ('' for the first page), then skips
+-- `offset`: a cursor that pages on however the jobs listed before changed.
 SELECT {job_columns},
        {now} AS now
 FROM {prefix}jobs
 WHERE queue = :queue
   AND state = :stored
   AND state IN ('succeeded', 'failed', 'cancelled')
+  AND id > :after
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
@@ -239,6 +242,7 @@ WHERE id IN (
       AND state IN ('pending', 'reserved')
       AND (CASE WHEN state = 'pending' AND available_at > {now}
                 THEN 'delayed' ELSE state END) = :state
+      AND id > :after
     ORDER BY id
     LIMIT :limit OFFSET :offset
 )
@@ -255,6 +259,7 @@ WHERE queue = :queue
   AND state = :stored
   AND state IN ('succeeded', 'failed', 'cancelled')
   AND name = :name
+  AND id > :after
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
@@ -268,6 +273,7 @@ WHERE queue = :queue
   AND state = :stored
   AND state IN ('failed', 'cancelled')
   AND name = :name
+  AND id > :after
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
@@ -284,6 +290,7 @@ WHERE queue = :queue
   AND name = :name
   AND (CASE WHEN state = 'pending' AND available_at > {now}
             THEN 'delayed' ELSE state END) = :state
+  AND id > :after
 ORDER BY id
 LIMIT :limit OFFSET :offset;
 
