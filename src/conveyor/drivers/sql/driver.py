@@ -38,6 +38,7 @@ from conveyor.drivers.sql.rows import (
     error_json,
     holder_items,
     ids_json,
+    in_key_order,
     job_ids,
     job_info,
     job_queues,
@@ -239,7 +240,7 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
         There, a holder committed after the caller's snapshot (REPEATABLE READ) stays unseen:
         after PUSH_ROUNDS the push fails with the fix rather than loop."""
         ids = [job.id for job in jobs]
-        batch = list(enumerate(jobs))
+        batch = in_key_order(list(enumerate(jobs)))
         if held_first:
             batch = await self._leave_out_held(batch, ids, tx)
         for _ in range(PUSH_ROUNDS):
