@@ -1,5 +1,5 @@
-"""A worker's upkeep beside its jobs: saying it is alive, pruning finished jobs, and what it
-waits on while idle.
+"""A worker's upkeep beside its jobs: saying it is alive, pruning finished jobs, what it
+waits on while idle, and which backend it asks for jobs first.
 
 Every HEARTBEAT_EVERY seconds the worker tells each backend it uses that it is alive
 (`conveyor list` shows who is), and every PRUNE_EVERY seconds it deletes the finished jobs of
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from conveyor.drivers.base import HEARTBEAT_EVERY, Driver
 from conveyor.errors import DriverError
@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 
-__all__ = ["PRUNE_EVERY", "beat", "beat_loop", "idle_waits", "prune_loop"]
+__all__ = ["PRUNE_EVERY", "beat", "beat_loop", "idle_waits", "in_turn", "prune_loop"]
 
 PRUNE_EVERY = 60.0
+
+G = TypeVar("G")
 
 
 async def beat_loop(drivers: Sequence[Driver], identity: str, name: str) -> None:
@@ -75,3 +77,12 @@ def idle_waits(
         unpaused = [queue for queue in queues if queue not in paused]
         waits.append(driver.wait(unpaused, timeout) if unpaused else asyncio.sleep(timeout))
     return waits
+
+
+def in_turn(groups: Sequence[G], turn: int) -> list[G]:
+    """A worker's backends (each with its queues) in the order its `turn`-th reserve asks
+    them: each reserve starts one further on. Asked always in one order, the first backend's
+    backlog took every freed slot and a queue on another backend waited for all of it (its
+    higher priorities too, which a backend compares only among its own queues)."""
+    start = turn % len(groups) if groups else 0
+    return [*groups[start:], *groups[:start]]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import os
@@ -41,7 +42,7 @@ from conveyor.schedule import Scheduler
 from conveyor.settle import STATS_EVERY, Settler
 from conveyor.spec import WorkerSpec
 from conveyor.startup import StartUp
-from conveyor.upkeep import PRUNE_EVERY, beat, beat_loop, idle_waits, prune_loop
+from conveyor.upkeep import PRUNE_EVERY, beat, beat_loop, idle_waits, in_turn, prune_loop
 
 if TYPE_CHECKING:
     from conveyor.core import RegistryCore
@@ -122,6 +123,7 @@ class Worker(Leases):
         self._left: list[str] = []
         self.settler = Settler(name, self._back_off_until_woken, registry.hooks, self.identity)
         self._groups: list[tuple[Driver, list[str]]] = []
+        self._turns = itertools.count()  # which backend a reserve asks first (in_turn)
         self.runner = Runner(registry, self.spec)
         self._backlog = False
         self._stopping = self._startup.stopping
@@ -273,7 +275,7 @@ class Worker(Leases):
     async def _reserve(self) -> int:
         """Reserve as many jobs as there are free slots, from each driver in turn; start them."""
         started = 0
-        for driver, all_queues in self._groups:
+        for driver, all_queues in in_turn(self._groups, next(self._turns)):
             free = self._room()
             if free <= 0:
                 break

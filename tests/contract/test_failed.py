@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from conveyor.drivers.base import Driver
@@ -10,6 +12,7 @@ from tests.backends import needs
 
 from .helpers import (
     LONG_LEASE,
+    Storage,
     failure_of,
     make_job,
     push_and_reserve,
@@ -17,6 +20,11 @@ from .helpers import (
     reservation,
     state_of,
 )
+
+#: Connections racing in one round of the retry_failed races, and rounds per test: enough to
+#: make the statements overlap on every backend here.
+RACERS = 4
+ROUNDS = 10
 
 
 async def push_and_fail(driver: Driver, queue: str = "q", unique: str | None = None) -> JobInfo:
@@ -295,3 +303,43 @@ async def test_prune_touches_only_its_queue(driver: Driver) -> None:
     assert await driver.prune("a", -1) == 0
 
     assert await state_of(driver, theirs.id) == "succeeded"
+
+
+@needs("unique")
+async def test_concurrent_retries_of_failed_jobs_sharing_a_key_move_one_without_error(
+    storage: Storage, driver: Driver
+) -> None:
+    # Each failed job retried by id from a connection of its own, at once: the statements
+    # cannot see each other's move, and the backend's unique index refuses all but the first.
+    drivers = [driver, *[await storage.open_driver() for _ in range(RACERS - 1)]]
+    for round_ in range(ROUNDS):
+        queue = f"q{round_}"
+        failed = [await push_and_fail(driver, queue, unique="k") for _ in range(RACERS)]
+
+        moved = await asyncio.gather(
+            *(one.retry_failed(queue, [job.id]) for one, job in zip(drivers, failed, strict=True))
+        )
+
+        assert sum(moved) == 1
+        states = [await state_of(driver, job.id) for job in failed]
+        assert sorted(states) == ["failed"] * (RACERS - 1) + ["pending"]
+
+
+@needs("unique")
+async def test_retry_failed_racing_pushes_of_its_key_leaves_one_unfinished_holder(
+    storage: Storage, driver: Driver
+) -> None:
+    drivers = [driver, *[await storage.open_driver() for _ in range(RACERS - 1)]]
+    for round_ in range(ROUNDS):
+        queue = f"q{round_}"
+        failed = await push_and_fail(driver, queue, unique="k")
+        pushes = [make_job(queue, unique="k") for _ in range(RACERS - 1)]
+
+        moved, *ids = await asyncio.gather(
+            drivers[0].retry_failed(queue, [failed.id]),
+            *(one.push(job) for one, job in zip(drivers[1:], pushes, strict=True)),
+        )
+
+        holders = [job.id for job in await driver.list_jobs(queue, JobState.PENDING)]
+        assert len(holders) == 1 and set(ids) == set(holders)
+        assert moved == (1 if holders == [failed.id] else 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import replace
 
@@ -12,6 +13,7 @@ from tests.backends import needs
 
 from .helpers import (
     LONG_LEASE,
+    Storage,
     assert_between,
     assert_time,
     failure_of,
@@ -374,6 +376,33 @@ async def test_concurrent_pushes_of_same_unique_key_store_one_job(
     assert len(set(ids)) == 1
     assert ids[0] in {job.id for job in jobs}
     assert (await driver_pair[0].counts(["q"]))["q"].pending == 1
+
+
+@needs("unique")
+@needs("lookup")
+async def test_concurrent_push_many_of_shared_keys_in_different_orders_store_one_job_each(
+    storage: Storage, driver: Driver
+) -> None:
+    # Each connection pushes the same keys in an order of its own, all at once: a driver that
+    # inserted them in the order given made each push wait on a key another had inserted,
+    # a deadlock the server ends by failing one of the pushes.
+    drivers = [driver, *[await storage.open_driver() for _ in range(3)]]
+    keys = [f"k{n}" for n in range(20)]
+    for round_ in range(20):
+        queue = f"q{round_}"
+        batches = [
+            [make_job(queue, unique=key) for key in random.Random(seed).sample(keys, len(keys))]
+            for seed in range(round_ * 4, round_ * 4 + len(drivers))
+        ]
+
+        pushed = await asyncio.gather(
+            *(one.push_many(batch) for one, batch in zip(drivers, batches, strict=True))
+        )
+
+        stored = {job.unique: job.id for job in await driver.list_jobs(queue, JobState.PENDING)}
+        assert len(stored) == len(keys)
+        for batch, ids in zip(batches, pushed, strict=True):
+            assert ids == [stored[job.unique] for job in batch]
 
 
 @needs("lookup")

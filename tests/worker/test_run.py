@@ -7,12 +7,13 @@ import copy
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from conveyor import Job, JobState, Worker
+from conveyor import Job, JobState, Registry, Worker
 from tests.backends import eventually, needs
 
-from .conftest import App, settle
+from .conftest import App, Connect, settle
 
 
 @dataclass
@@ -313,3 +314,29 @@ async def test_a_running_worker_says_it_is_alive_and_a_clean_stop_forgets_it(
     assert presence.worker == "w" and presence.started_at <= presence.seen_at
     await run.stop()
     assert await registry.workers_alive() == []
+
+
+async def test_a_backlog_on_one_backend_never_holds_back_the_queue_of_another(
+    connect: Connect, tmp_path: Path
+) -> None:
+    # Queue "a" on this test's backend holds a backlog; queue "b", on an SQLite file, gets one
+    # job of a higher priority, pushed first. A worker that always asked the backend of its
+    # first queue first filled every freed slot from "a" and ran b's job last of all.
+    registry = Registry()
+    registry.queue("a", driver=connect(), workers=["w"])
+    registry.queue("b", driver=f"sqlite:///{tmp_path / 'b.db'}", workers=["w"])
+    registry.worker("w", concurrency=2, poll_interval=0.05, prefetch=0)
+    order: list[str] = []
+
+    @registry.job("note")
+    async def note(job: Job[dict[str, int]]) -> None:
+        order.append(job.queue)
+        await asyncio.sleep(0.01)
+
+    await registry.push("b", "note", {"n": 0}, priority=10)
+    await registry.push_many("a", "note", [{"n": n} for n in range(30)])
+    await asyncio.wait_for(Worker(registry, "w", burst=True).run(), 20)
+    await registry.close()
+
+    assert sorted(order) == ["a"] * 30 + ["b"]
+    assert order.index("b") < 4, order

@@ -38,6 +38,7 @@ from conveyor.drivers.sql.rows import (
     error_json,
     holder_items,
     ids_json,
+    in_key_order,
     job_ids,
     job_info,
     job_queues,
@@ -62,6 +63,9 @@ PRUNE_BATCH = 10_000
 
 #: How many jobs one statement of `retry_failed` or `purge` of a whole queue moves or deletes.
 BULK_BATCH = 10_000
+
+#: Times retry_failed runs before a unique key race reaches the caller (see retry_failed).
+RETRY_FAILED_ATTEMPTS = 3
 
 #: Rounds of inserting a batch's unique jobs whose key was held at insert, by a job this
 #: transaction cannot see (`_push_many`).
@@ -236,7 +240,7 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
         There, a holder committed after the caller's snapshot (REPEATABLE READ) stays unseen:
         after PUSH_ROUNDS the push fails with the fix rather than loop."""
         ids = [job.id for job in jobs]
-        batch = list(enumerate(jobs))
+        batch = in_key_order(list(enumerate(jobs)))
         if held_first:
             batch = await self._leave_out_held(batch, ids, tx)
         for _ in range(PUSH_ROUNDS):
@@ -412,10 +416,25 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
         if ids is None:
             return await self._in_batches(queue, JobState.FAILED, self.retry_failed)
         params = {"queue": queue, "ids": ids_json(ids)}
-        moved = await self._execute("retry_failed", params)
+        # The statement skips jobs whose key an unfinished job holds, but it cannot see a push
+        # or another retry_failed not yet committed: when that commits, the statement fails
+        # whole on jobs_unique. Run again, it sees the new holder and leaves that job failed.
+        for attempt in range(1, RETRY_FAILED_ATTEMPTS + 1):
+            try:
+                moved = await self._execute("retry_failed", params)
+                break
+            except DriverError as error:
+                if not self.raced_on_unique(error) or attempt == RETRY_FAILED_ATTEMPTS:
+                    raise
         if moved:
             self._pushed.notify((queue,))
         return moved
+
+    def raced_on_unique(self, error: DriverError) -> bool:
+        """Whether `error` is jobs_unique refusing a row because a concurrent statement's job,
+        committed meanwhile, took its key (the dialect knows its client's error); never on
+        SQLite, whose writers take turns."""
+        return False
 
     async def purge(
         self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None

@@ -21,6 +21,7 @@ __all__ = [
     "holder_items",
     "id_payloads",
     "ids_json",
+    "in_key_order",
     "job_ids",
     "job_info",
     "job_queues",
@@ -139,6 +140,14 @@ def holder_items(batch: Sequence[tuple[int, NewJob]]) -> str:
     unique key] each."""
     items = [[n, job.queue, job.name, job.unique] for n, (_, job) in enumerate(batch)]
     return json_text([item for item in items if item[3] is not None])
+
+
+def in_key_order(batch: list[tuple[int, NewJob]]) -> list[tuple[int, NewJob]]:
+    """`batch` sorted by (queue, name, unique key), jobs without a key first; stable, so of
+    two jobs sharing a key the first stays first. Every push inserts its keys in this one
+    order: two batches inserting shared keys in orders of their own would each wait on a key
+    the other inserted, a deadlock the server ends by failing one of the pushes."""
+    return sorted(batch, key=lambda item: (item[1].queue, item[1].name, item[1].unique or ""))
 
 
 def error_json(error: ErrorInfo | None) -> str | None:

@@ -69,7 +69,7 @@ from conveyor.drivers.sql.adapter import Params, Row
 from conveyor.drivers.sql.deadline import TIMEOUT
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.mysql.connection import MysqlConnection
-from conveyor.drivers.sql.mysql.target import Target
+from conveyor.drivers.sql.mysql.target import DUPLICATE_KEY, Target, error_code
 from conveyor.drivers.sql.mysql.threads import MysqlThreadConnections
 from conveyor.drivers.sql.mysql.wakeup import Wakeup
 from conveyor.drivers.sql.single import push_params
@@ -80,7 +80,7 @@ from conveyor.drivers.sql.url import (
     check_timeout,
     sql_options,
 )
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, DriverError
 from conveyor.job import JobInfo, NewJob
 
 __all__ = ["CONNECT_TIMEOUT", "POOL_SIZE", "MysqlDriver"]
@@ -211,6 +211,9 @@ class MysqlDriver(SqlDriver):
             return None
         self._rung.pushed_in_thread((job.queue,))
         return job.id
+
+    def raced_on_unique(self, error: DriverError) -> bool:
+        return error.__cause__ is not None and error_code(error.__cause__) == DUPLICATE_KEY
 
     async def close(self) -> None:
         """Stop listening for the doorbell and close the pools; jobs stay stored."""

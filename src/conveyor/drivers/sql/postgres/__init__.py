@@ -76,9 +76,6 @@ POOL_SIZE = 10
 #: they are COPYed (see _push_plain): fewer cost less in push_many's one statement.
 COPY_FROM = 100
 
-#: Times retry_failed runs before a unique key race reaches the caller (see retry_failed).
-RETRY_FAILED_ATTEMPTS = 3
-
 _SCHEMES = ("postgresql", "postgres")
 
 _DURABILITY = Query(
@@ -252,19 +249,8 @@ class PostgresDriver(SqlDriver):
             queries["push_many_stage"], queries["push_many_copy"], rows, queries["push_many_staged"]
         )
 
-    async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
-        # The statement skips jobs whose key an unfinished job holds, but it cannot see a push
-        # not yet committed: when that commits, the statement fails whole on jobs_unique. Run
-        # again, it sees the new holder and leaves that job failed, as every driver does.
-        attempt = 1
-        while True:
-            try:
-                return await super().retry_failed(queue, ids)
-            except DriverError as error:
-                raced = isinstance(error.__cause__, psycopg.errors.UniqueViolation)
-                if not raced or attempt == RETRY_FAILED_ATTEMPTS:
-                    raise
-            attempt += 1
+    def raced_on_unique(self, error: DriverError) -> bool:
+        return isinstance(error.__cause__, psycopg.errors.UniqueViolation)
 
     async def durability(self) -> str:
         """`synchronous_commit=<value>` as a pooled session has it, which pushes commit with
