@@ -206,8 +206,7 @@ class Worker(Leases):
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self.settler.finish(settler, give_up_after=max(self.spec.stop_timeout, 1.0))
-            # Within what is left of the settle's time: no call's deadline more (see Settler).
-            left = self.settler.time_left()
+            left = self.settler.time_left()  # within the settle's time, not a call's deadline
             await beat(self._drivers(), self.identity, self.name, stopping=True, within=left)
             self.runner.close()
             log.info("worker %s stopped: %s", self.identity, self.counts)
@@ -283,10 +282,8 @@ class Worker(Leases):
             if not queues:
                 continue
             jobs = await driver.reserve(queues, free, self.spec.lease, self.identity)
-            for extra in jobs[free:]:
-                # More than asked (a driver that retried a reserve whose reply was lost): run
-                # no more than the slots allow, and give the rest back at once.
-                self.settler.add(given_back(extra, driver))
+            for extra in jobs[free:]:  # more than asked (a reserve retried after its reply
+                self.settler.add(given_back(extra, driver))  # was lost): the rest given back
             jobs = jobs[:free]
             self._backlog = len(jobs) == free
             for job in jobs:
