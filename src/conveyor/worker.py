@@ -52,7 +52,8 @@ log = logging.getLogger("conveyor.worker")
 
 __all__ = ["MAX_BACKOFF", "PRUNE_EVERY", "STATS_EVERY", "Stopped", "Worker"]
 
-MAX_BACKOFF = 30.0
+#: The longest wait between failed calls (doubling from poll_interval): how long a worker may
+MAX_BACKOFF = 5.0  # take to see its backend is back (it was 30 s; an attempt a wait is cheap)
 #: Prefetch only while jobs took less than this long on average (seconds), lately.
 PREFETCH_BELOW = 0.05
 

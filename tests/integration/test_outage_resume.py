@@ -1,0 +1,71 @@
+"""A worker whose backend was out of reach for a while takes up jobs again within seconds of
+its return, not after a back-off grown to half a minute. The server is reached through a TCP
+proxy the test cuts and restores (tests/backends/proxy.py); the shared server is never
+touched."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+import pytest
+
+from conveyor import Job, Registry, Worker
+from tests.backends import require_service
+from tests.backends.proxy import Proxy
+from tests.backends.redis import START, delete_prefix, fresh_prefix
+
+pytestmark = pytest.mark.timeout(60)
+
+#: How long the backend stays away: long enough for a back-off doubling from 0.1 s to pass
+#: MAX_BACKOFF several times over.
+OUTAGE = 15.0
+
+
+async def test_a_worker_resumes_within_its_longest_back_off_after_an_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    require_service("redis", 6379, START)
+    prefix = fresh_prefix()
+    proxy = Proxy(6379)
+    await proxy.start()
+    registry = Registry()
+    url = f"redis://127.0.0.1:{proxy.port}/0?timeout=1&prefix={prefix}"
+    registry.queue("q", driver=url, workers=["w"])
+    registry.worker("w", poll_interval=0.1)
+    ran = asyncio.Event()
+
+    @registry.job("ping")
+    async def ping(job: Job[dict[str, int]]) -> None:
+        ran.set()
+
+    pusher = Registry()
+    pusher.queue("q", driver=f"redis://127.0.0.1:6379/0?prefix={prefix}", workers=["w"])
+    pusher.worker("w")
+    pusher.job("ping")(ping)
+    worker = Worker(registry, "w")
+    task = asyncio.create_task(worker.run())
+    try:
+        await registry.push("q", "ping", {"n": 0})
+        await asyncio.wait_for(ran.wait(), 10)
+        ran.clear()
+        await proxy.cut()
+        with caplog.at_level(logging.WARNING, logger="conveyor.worker"):
+            await asyncio.sleep(OUTAGE)
+        await proxy.start()
+        back = time.monotonic()
+        await pusher.push("q", "ping", {"n": 1})  # from another process's driver: no local wake-up
+        await asyncio.wait_for(ran.wait(), 40)
+        waited = time.monotonic() - back
+        assert waited < 6.5, waited  # it was 10-25 s with a 30 s cap
+        waits = [float(w) for w in re.findall(r"trying again in ([\d.]+)s", caplog.text)]
+        assert waits and max(waits) <= 5.0, waits  # MAX_BACKOFF
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+        await registry.close()
+        await pusher.close()
+        await proxy.close()
+        await delete_prefix(prefix)
