@@ -770,3 +770,25 @@ async def test_the_longest_prefix_holds_the_longest_queue_name() -> None:
     finally:
         await driver.close()
         await delete_prefix(prefix, {queue})
+
+
+async def test_a_call_after_one_that_timed_out_on_a_silent_broker_is_unavailable(
+    make: Make,
+) -> None:
+    # aiormq closes a channel whose call timed out and refuses every later call on it with
+    # its own ChannelInvalidStateError until the broker answers: that went through untranslated
+    # (a worker logged "reserve failed unexpectedly" and a traceback on every try).
+    from tests.backends.proxy import Proxy
+
+    proxy = Proxy(5672)
+    await proxy.start()
+    try:
+        driver = await make(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", timeout=1)
+        await driver.push(make_job())
+        await reserve_within(driver, 5.0)  # consuming, the queue empty
+        proxy.blackhole()
+        for _ in range(2):
+            with pytest.raises(BackendUnavailableError, match="RabbitMQ at"):
+                await driver.reserve(["q"], 1, LONG_LEASE, "w1")
+    finally:
+        await proxy.close()

@@ -182,6 +182,14 @@ class Edge:
             raise BackendUnavailableError(
                 f"{where} refused the credentials ({text}): check the user and password"
             ) from None
+        if isinstance(exc, aiormq.exceptions.ChannelInvalidStateError):
+            # aiormq's refusal of a call on a channel it is closing (a call on it timed out or
+            # was cancelled, and the broker has not answered the close): a RuntimeError, not
+            # an AMQPError. The next call past that close opens a new channel.
+            raise BackendUnavailableError(
+                f"{where} did not answer {self.what}: its channel is closing after an"
+                f" earlier call went unanswered ({text})"
+            ) from None
         if isinstance(exc, TimeoutError):
             raise BackendUnavailableError(
                 f"{where} did not answer {self.what} in time ({text})"
