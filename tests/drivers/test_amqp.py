@@ -376,6 +376,17 @@ async def test_what_it_cannot_do_raises_unsupported(make: Make) -> None:
         await driver.list_jobs("q", JobState.PENDING)
 
 
+async def test_a_delay_past_what_the_delay_levels_hold_is_refused_not_run_early(
+    make: Make,
+) -> None:
+    # 800 days went through the levels as their longest, 795 days: run 5 days early, silently.
+    driver = await make()
+    with pytest.raises(Unsupported, match=r"longer than 795 days .*not 800 days"):
+        await driver.push_many([make_job(), make_job(delay=800 * 86400.0)])
+    assert (await driver.counts(["q"]))["q"].pending == 0  # nothing of the batch was pushed
+    await driver.push(make_job(delay=795 * 86400.0))  # within: waits in the levels
+
+
 async def test_cancel_passes_over_amqp_beside_a_backend_that_can_cancel(make: Make) -> None:
     # A registry with a queue on amqp raised Unsupported for every cancel, after the job on
     # the other backend was cancelled already: the caller was told it failed when it had not.
