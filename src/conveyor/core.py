@@ -39,6 +39,13 @@ RESULT_POLL_FIRST = 0.005
 RESULT_POLL_MAX = 0.2
 
 
+#: What to do where a queue's backend cannot cancel or pause (amqp): said by its Unsupported.
+CONTROL_HINT = (
+    "put the queue on a driver with job control (sqlite, postgres, mysql, redis; see"
+    " docs/drivers.md, Capabilities per driver)"
+)
+
+
 @dataclass(slots=True)
 class Overview:
     """Every registered queue and worker as `RegistryCore.overview()` read them: the queues
@@ -288,7 +295,7 @@ class RegistryCore(Pushing):
         drivers = await self._all_drivers()
         able = [driver for driver in drivers if driver.capabilities.control]
         if not able:
-            raise drivers[0].unsupported("cancelling jobs")
+            raise drivers[0].unsupported("cancelling jobs", CONTROL_HINT)
         if not stored_ids([job_id]):
             return False
         found = False
@@ -348,7 +355,7 @@ class RegistryCore(Pushing):
 
     def _check_control(self, driver: Driver, operation: str) -> None:
         if not driver.capabilities.control:
-            raise driver.unsupported(operation)
+            raise driver.unsupported(operation, CONTROL_HINT)
 
     async def migrate(self) -> list[str]:
         """Apply schema migrations on every driver a queue uses; returns the drivers' kinds."""

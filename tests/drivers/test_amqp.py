@@ -376,6 +376,39 @@ async def test_what_it_cannot_do_raises_unsupported(make: Make) -> None:
         await driver.list_jobs("q", JobState.PENDING)
 
 
+async def test_each_unsupported_operation_says_what_it_was_and_what_to_do(make: Make) -> None:
+    # Purging every delayed job said "purging delayed jobs by id"; listing succeeded or
+    # delayed jobs said RabbitMQ "can only count them" (it counts neither); pausing and
+    # cancelling said nothing of what to do.
+    driver = await make()
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w")
+    said: dict[str, Callable[[], Awaitable[object]]] = {
+        "purging delayed jobs: they wait in the delay levels": lambda: driver.purge(
+            "q", JobState.DELAYED
+        ),
+        "purging pending jobs by id: .* purge all of the queue's pending jobs": lambda: (
+            driver.purge("q", JobState.PENDING, ["x"])
+        ),
+        "listing delayed jobs: .* neither listed nor counted": lambda: driver.list_jobs(
+            "q", JobState.DELAYED
+        ),
+        "listing succeeded jobs: .* none are counted": lambda: driver.list_jobs(
+            "q", JobState.SUCCEEDED
+        ),
+        "listing pending jobs: .* count them": lambda: driver.list_jobs("q", JobState.PENDING),
+        "pausing queues: put the queue on a driver with job control": lambda: registry.pause("q"),
+        "cancelling jobs: put the queue on a driver with job control": lambda: registry.cancel("x"),
+    }
+    try:
+        for message, call in said.items():
+            with pytest.raises(Unsupported, match=f"'amqp' driver does not support {message}"):
+                await call()
+    finally:
+        await registry.close()
+
+
 async def test_a_delay_past_what_the_delay_levels_hold_is_refused_not_run_early(
     make: Make,
 ) -> None:

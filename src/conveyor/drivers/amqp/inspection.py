@@ -60,9 +60,7 @@ class AmqpInspection(AmqpChannels):
         name: str | None = None,
     ) -> list[JobInfo]:
         if state not in (JobState.FAILED, JobState.CANCELLED):
-            raise self.unsupported(
-                f"listing {state.value} jobs", "RabbitMQ can only count them (queue_info)"
-            )
+            raise self.unsupported(f"listing {state.value} jobs", _UNLISTED[state])
         jobs = [
             job
             for job, _ in await self._browse(
@@ -172,13 +170,30 @@ class AmqpInspection(AmqpChannels):
             return (done.message_count or 0) + await self._drop_ready(queue)
         if state is JobState.SUCCEEDED:
             return 0  # an acknowledged message is gone: none are kept
-        raise self.unsupported(f"purging {state.value} jobs by id")
+        if state is JobState.PENDING:
+            raise self.unsupported(
+                "purging pending jobs by id",
+                "a queue is not an index: purge all of the queue's pending jobs (no ids)",
+            )
+        raise self.unsupported(
+            f"purging {state.value} jobs",
+            "they wait in the delay levels the queues share, out of reach one by one",
+        )
 
     async def prune(self, queue: str, older_than: float) -> int:
         before = time.time() - older_than
         return await self._delete(
             queue, lambda job: job.finished_at is not None and job.finished_at < before
         )
+
+
+#: Why RabbitMQ cannot list the jobs of a state, and what it can tell instead.
+_UNLISTED = {
+    JobState.PENDING: "a queue is not an index: it can only count them (queue_info)",
+    JobState.RESERVED: "a queue is not an index: queue_info counts what this process holds",
+    JobState.DELAYED: "they wait in the delay levels the queues share, neither listed nor counted",
+    JobState.SUCCEEDED: "an acknowledged message is gone: none are kept, so none are counted",
+}
 
 
 def parse_record(body: bytes) -> dict[str, Any] | None:
