@@ -350,6 +350,33 @@ async def test_failed_jobs_are_listed_retried_purged_and_pruned(make: Make) -> N
     assert await driver.list_jobs("q", JobState.FAILED) == []
 
 
+async def test_a_prune_reads_the_failed_queue_only_up_to_the_first_job_it_keeps(
+    make: Make,
+) -> None:
+    # A worker's prune (every minute) read the whole failed queue, holding each job off it
+    # while it did: `conveyor failed list` meanwhile showed 846 of 2,000 failed jobs.
+    driver = await make()
+    await driver.push_many([make_job() for _ in range(6)])
+    jobs = await reserve_count(driver, 6)
+    for n, job in enumerate(jobs):
+        if n == 2:
+            await asyncio.sleep(0.5)  # the first two finish half a second before the rest
+        await driver.fail([Failure(job.id, held(job).token, ErrorInfo("ValueError", "boom"))])
+
+    assert await driver.prune("q", older_than=0.25) == 2
+    connection = await aiormq.connect(URL)
+    try:
+        channel = await connection.channel()
+        redelivered = []
+        for _ in range(4):  # read and put back (by the close): which had been read already
+            message = await channel.basic_get(driver.names.failed("q"))
+            assert isinstance(message.delivery, spec.Basic.GetOk)
+            redelivered.append(message.delivery.redelivered)
+    finally:
+        await connection.close()
+    assert redelivered == [True, False, False, False]  # the prune read the first it kept only
+
+
 async def test_purge_of_pending_jobs_drops_those_already_sent_to_the_driver(make: Make) -> None:
     # A worker's consumer stays on the queue between reserves, so jobs pushed (or retried)
     # after it ran are delivered to it before anyone reserves them: still pending.

@@ -78,9 +78,11 @@ class AmqpInspection(AmqpChannels):
         queue: str,
         wanted: Any,
         act: Any = None,
+        until: Any = None,
     ) -> list[tuple[JobInfo, int]]:
         """Read the queue's failed messages on a channel of their own; `act(channel, job,
-        message)` may acknowledge some. Closing the channel puts every other one back."""
+        message)` may acknowledge some; the first job `until(job)` is true of ends the read.
+        Closing the channel puts every other one back."""
         task = asyncio.current_task()
         cancels = task.cancelling() if task is not None else 0
         await self._queue(queue)
@@ -104,6 +106,8 @@ class AmqpInspection(AmqpChannels):
                     else foreign_record(queue, delivery_of(message), "failed")
                 )
                 job = read_job(raw, now)
+                if until is not None and until(job):
+                    break
                 if wanted(job):
                     found.append((job, message.delivery.delivery_tag or 0))
                     if act is not None:
@@ -146,11 +150,11 @@ class AmqpInspection(AmqpChannels):
             self._pushed.notify()
         return len(moved)
 
-    async def _delete(self, queue: str, wanted: Any) -> int:
+    async def _delete(self, queue: str, wanted: Any, until: Any = None) -> int:
         async def drop(channel: AbstractChannel, job: JobInfo, record: Any, message: Any) -> None:
             await channel.basic_ack(message.delivery.delivery_tag)
 
-        return len(await self._browse(queue, wanted, drop))
+        return len(await self._browse(queue, wanted, drop, until))
 
     async def purge(
         self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
@@ -181,9 +185,15 @@ class AmqpInspection(AmqpChannels):
         )
 
     async def prune(self, queue: str, older_than: float) -> int:
+        """The failed queue holds its jobs in the order they failed: the first one that
+        finished within the retention ends the prune. So a worker's prune (every minute) reads
+        what it deletes and one more, not the whole queue, which a reader meanwhile
+        (`conveyor failed list`, a retry by id) would not see."""
         before = time.time() - older_than
         return await self._delete(
-            queue, lambda job: job.finished_at is not None and job.finished_at < before
+            queue,
+            lambda job: job.finished_at is not None and job.finished_at < before,
+            lambda job: job.finished_at is not None and job.finished_at >= before,
         )
 
 
