@@ -61,6 +61,10 @@ class Overview:
     alive: list[WorkerPresence] = field(default_factory=list)
     #: Queue -> why its backend could not be read (its counts are missing above).
     down: dict[str, str] = field(default_factory=dict)
+    #: Queues whose backend does not count delayed jobs (0 above), and those whose workers'
+    #: totals and processes only the worker's own process sees (amqp: docs/drivers.md).
+    uncounted: set[str] = field(default_factory=set)
+    unshared: set[str] = field(default_factory=set)
 
 
 class RegistryCore(Pushing):
@@ -126,6 +130,8 @@ class RegistryCore(Pushing):
             seen.counts.update(counts)
             seen.paused |= paused
             seen.controlled.update(queues if control else ())
+            seen.uncounted.update(() if driver.capabilities.exact_counts else queues)
+            seen.unshared.update(() if driver.capabilities.shared_records else queues)
             for name, worker in stats.items():
                 seen.workers[name] = seen.workers.get(name, WorkerCounts()) + worker
             alive.update((p.identity, p) for p in present)

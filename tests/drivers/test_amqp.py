@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiormq
 import pytest
@@ -863,3 +868,35 @@ async def test_a_call_after_one_that_timed_out_on_a_silent_broker_is_unavailable
                 await driver.reserve(["q"], 1, LONG_LEASE, "w1")
     finally:
         await proxy.close()
+
+
+async def test_conveyor_list_says_what_it_cannot_see_of_an_amqp_queue(
+    make: Make, tmp_path: Path
+) -> None:
+    # It showed delayed 0 beside a delayed job, and "no worker process alive" with no word
+    # that an amqp worker is seen only by its own process.
+    from tests.integration.processes import ROOT
+
+    driver = await make()
+    await driver.push(make_job(delay=60.0))
+    (tmp_path / "amqpapp.py").write_text(
+        "from conveyor import Registry\n"
+        "registry = Registry()\n"
+        f"registry.queue('q', driver={URL + '?prefix=' + driver.prefix!r}, workers=['w'])\n"
+        "registry.worker('w')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+
+    def conveyor(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "conveyor", *args, "--app", "amqpapp:registry"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+
+    listed = conveyor("list")
+    row = next(line.split() for line in listed.splitlines() if line.startswith("q "))
+    assert row[:3] == ["q", "0", "?"], listed
+    assert "the backend of queue(s) 'q' does not count delayed jobs" in listed
+    assert "the workers serving them are not counted or shown above" in listed
+    document = json.loads(conveyor("list", "--json"))
+    assert document["delayed_not_counted"] == document["workers_not_shared"] == ["q"]
