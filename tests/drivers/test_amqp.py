@@ -290,6 +290,20 @@ async def test_a_worker_consumes_again_a_queue_deleted_and_declared_anew(make: M
     assert sorted(job.id for job in reserved) == sorted(job.id for job in jobs)
 
 
+async def test_a_queue_deleted_before_its_first_reserve_is_declared_anew(make: Make) -> None:
+    # Declared by a push, deleted behind the driver before a consumer was on it (no cancel
+    # came): every reserve after was refused NOT_FOUND, for ever.
+    driver = await make()
+    await driver.push(make_job())
+    await delete_behind(driver, "q")
+    with pytest.raises(DriverError, match="NOT_FOUND"):
+        await driver.reserve(["q"], 5, LONG_LEASE, "w")
+    assert await driver.reserve(["q"], 5, LONG_LEASE, "w") == []  # what it held is gone
+    job = make_job()
+    await driver.push(job)
+    assert [found.id for found in await reserve_count(driver, 1)] == [job.id]
+
+
 async def test_a_refusal_that_closed_the_channel_mid_declaration_is_the_error_raised(
     make: Make,
 ) -> None:
