@@ -304,6 +304,22 @@ async def test_a_queue_deleted_before_its_first_reserve_is_declared_anew(make: M
     assert [found.id for found in await reserve_count(driver, 1)] == [job.id]
 
 
+async def test_a_failed_queue_deleted_behind_the_driver_is_declared_anew(make: Make) -> None:
+    # Every read of its failed jobs after was refused NOT_FOUND, for ever (a worker's prune,
+    # a dashboard's list of failed jobs).
+    driver = await make()
+    assert await driver.list_jobs("q", JobState.FAILED) == []
+    connection = await aiormq.connect(URL)
+    try:
+        await (await connection.channel()).queue_delete(driver.names.failed("q"))
+    finally:
+        await connection.close()
+    with pytest.raises(DriverError, match="NOT_FOUND"):
+        await driver.list_jobs("q", JobState.FAILED)
+    assert await driver.list_jobs("q", JobState.FAILED) == []
+    assert await driver.prune("q", older_than=0) == 0
+
+
 async def test_a_refusal_that_closed_the_channel_mid_declaration_is_the_error_raised(
     make: Make,
 ) -> None:

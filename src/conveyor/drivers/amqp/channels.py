@@ -228,8 +228,8 @@ class AmqpChannels(LocalWorkerRecords):
     @contextlib.contextmanager
     def _declared_anew_if_missing(self, queue: str) -> Iterator[None]:
         """Let the next call declare `queue` anew when the broker says it has no such queue:
-        deleted behind this driver before its consumer was made (no cancel said so), it was
-        refused at every reserve for ever."""
+        deleted behind this driver (before its consumer was made: no cancel said so), it was
+        refused at every reserve, or every read of its failed jobs, for ever."""
         try:
             yield
         except aiormq.exceptions.ChannelNotFoundEntity:

@@ -93,7 +93,7 @@ class AmqpInspection(AmqpChannels):
         try:
             now = time.time()
             for _ in range(BROWSE_LIMIT):
-                with self._edge("reading failed jobs"):
+                with self._edge("reading failed jobs"), self._declared_anew_if_missing(queue):
                     message = await channel.basic_get(
                         self.names.failed(queue), timeout=self.timeout
                     )
