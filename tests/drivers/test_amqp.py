@@ -302,6 +302,12 @@ async def test_a_queue_deleted_before_its_first_reserve_is_declared_anew(make: M
     job = make_job()
     await driver.push(job)
     assert [found.id for found in await reserve_count(driver, 1)] == [job.id]
+    pusher = await make()  # a purge of its pending jobs the same
+    await pusher.push(make_job())
+    await delete_behind(pusher, "q")
+    with pytest.raises(DriverError, match="NOT_FOUND"):
+        await pusher.purge("q", JobState.PENDING)
+    assert await pusher.purge("q", JobState.PENDING) == 0
 
 
 async def test_a_failed_queue_deleted_behind_the_driver_is_declared_anew(make: Make) -> None:

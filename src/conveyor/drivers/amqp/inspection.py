@@ -167,7 +167,7 @@ class AmqpInspection(AmqpChannels):
             )
         if state is JobState.PENDING and ids is None:
             publisher = await self._queue(queue)
-            with self._edge("purging pending jobs"):
+            with self._edge("purging pending jobs"), self._declared_anew_if_missing(queue):
                 done = await publisher.queue_purge(self.names.work(queue), timeout=self.timeout)
             # Then what the broker already sent this driver's consumer (a worker's, kept
             # between reserves): the queue is empty now, so no more come in their place.
