@@ -418,6 +418,31 @@ async def test_a_prune_reads_the_failed_queue_only_up_to_the_first_job_it_keeps(
     assert redelivered == [True, False, False, False]  # the prune read the first it kept only
 
 
+async def test_retry_purge_and_prune_reach_past_what_one_read_of_the_failed_queue_holds(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One read holds at most BROWSE_LIMIT (100,000) failed jobs: a retry or purge of more
+    # acted on that many and said it was all ("100000 failed job(s) deleted"), the rest left.
+    monkeypatch.setattr("conveyor.drivers.amqp.inspection.BROWSE_LIMIT", 3)
+    driver = await make()
+
+    async def fail_seven() -> None:
+        await driver.push_many([make_job() for _ in range(7)])
+        for job in await reserve_count(driver, 7):
+            failure = Failure(job.id, held(job).token, ErrorInfo("ValueError", "boom"))
+            assert await driver.fail([failure]) == {job.id}
+
+    await fail_seven()
+    assert await driver.retry_failed("q") == 7
+    assert (await driver.counts(["q"]))["q"].failed == 0
+    await driver.purge("q", JobState.PENDING)
+    await fail_seven()
+    assert await driver.purge("q", JobState.FAILED) == 7
+    await fail_seven()
+    assert await driver.prune("q", older_than=0) == 7
+    assert (await driver.counts(["q"]))["q"].failed == 0
+
+
 async def test_purge_of_pending_jobs_drops_those_already_sent_to_the_driver(make: Make) -> None:
     # A worker's consumer stays on the queue between reserves, so jobs pushed (or retried)
     # after it ran are delivered to it before anyone reserves them: still pending.

@@ -63,9 +63,11 @@ class AmqpInspection(AmqpChannels):
             raise self.unsupported(f"listing {state.value} jobs", _UNLISTED[state])
         jobs = [
             job
-            for job, _ in await self._browse(
-                queue, lambda job: job.state is state and name in (None, job.name)
-            )
+            for job, _ in (
+                await self._browse(
+                    queue, lambda job: job.state is state and name in (None, job.name)
+                )
+            )[0]
         ]
         jobs.sort(key=lambda job: job.id)
         return jobs[offset : offset + limit]
@@ -79,10 +81,11 @@ class AmqpInspection(AmqpChannels):
         wanted: Any,
         act: Any = None,
         until: Any = None,
-    ) -> list[tuple[JobInfo, int]]:
+    ) -> tuple[list[tuple[JobInfo, int]], bool]:
         """Read the queue's failed messages on a channel of their own; `act(channel, job,
         message)` may acknowledge some; the first job `until(job)` is true of ends the read.
-        Closing the channel puts every other one back."""
+        Closing the channel puts every other one back. Returns the jobs `wanted` and whether
+        the read stopped at BROWSE_LIMIT messages, before the queue's end."""
         task = asyncio.current_task()
         cancels = task.cancelling() if task is not None else 0
         await self._queue(queue)
@@ -90,6 +93,7 @@ class AmqpInspection(AmqpChannels):
         with self._edge("reading failed jobs"):
             channel = await self._connection.channel(publisher_confirms=False)
         found: list[tuple[JobInfo, int]] = []
+        cut_short = True
         try:
             now = time.time()
             for _ in range(BROWSE_LIMIT):
@@ -98,6 +102,7 @@ class AmqpInspection(AmqpChannels):
                         self.names.failed(queue), timeout=self.timeout
                     )
                 if not isinstance(message.delivery, spec.Basic.GetOk):
+                    cut_short = False
                     break
                 record = parse_record(message.body)
                 raw = (
@@ -107,6 +112,7 @@ class AmqpInspection(AmqpChannels):
                 )
                 job = read_job(raw, now)
                 if until is not None and until(job):
+                    cut_short = False
                     break
                 if wanted(job):
                     found.append((job, message.delivery.delivery_tag or 0))
@@ -121,7 +127,19 @@ class AmqpInspection(AmqpChannels):
             # once in 30 burst workers, whose prune then slept its 60 s out before the worker
             # could exit): raised here, as it would have been.
             raise asyncio.CancelledError
-        return found
+        return found, cut_short
+
+    async def _act_on_all(self, queue: str, wanted: Any, act: Any, until: Any = None) -> int:
+        """`_browse` with `act`, again while a read stopped at BROWSE_LIMIT and acted on some
+        (what `act` acknowledged is off the queue, so the next read reaches further): a retry,
+        purge or prune of more failed jobs than one read holds took the first BROWSE_LIMIT
+        and said that was all. How many jobs it acted on."""
+        done = 0
+        while True:
+            found, cut_short = await self._browse(queue, wanted, act, until)
+            done += len(found)
+            if not (found and cut_short):
+                return done
 
     async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
         chosen = None if ids is None else set(ids)
@@ -141,20 +159,20 @@ class AmqpInspection(AmqpChannels):
             )
             await channel.basic_ack(message.delivery.delivery_tag)
 
-        moved = await self._browse(
+        moved = await self._act_on_all(
             queue,
             lambda job: job.state is JobState.FAILED and (chosen is None or job.id in chosen),
             move,
         )
         if moved:
             self._pushed.notify()
-        return len(moved)
+        return moved
 
     async def _delete(self, queue: str, wanted: Any, until: Any = None) -> int:
         async def drop(channel: AbstractChannel, job: JobInfo, record: Any, message: Any) -> None:
             await channel.basic_ack(message.delivery.delivery_tag)
 
-        return len(await self._browse(queue, wanted, drop, until))
+        return await self._act_on_all(queue, wanted, drop, until)
 
     async def purge(
         self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
