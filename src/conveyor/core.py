@@ -43,6 +43,13 @@ RESULT_POLL_MAX = 0.2
 NAMED_BATCH = 200
 
 
+#: What to do where a queue's backend cannot cancel or pause (amqp): said by its Unsupported.
+CONTROL_HINT = (
+    "put the queue on a driver with job control (sqlite, postgres, mysql, redis; see"
+    " docs/drivers.md, Capabilities per driver)"
+)
+
+
 @dataclass(slots=True)
 class Overview:
     """Every registered queue and worker as `RegistryCore.overview()` read them: the queues
@@ -58,6 +65,10 @@ class Overview:
     alive: list[WorkerPresence] = field(default_factory=list)
     #: Queue -> why its backend could not be read (its counts are missing above).
     down: dict[str, str] = field(default_factory=dict)
+    #: Queues whose backend does not count delayed jobs (0 above), and those whose workers'
+    #: totals and processes only the worker's own process sees (amqp: docs/drivers.md).
+    uncounted: set[str] = field(default_factory=set)
+    unshared: set[str] = field(default_factory=set)
 
 
 class RegistryCore(Pushing):
@@ -123,6 +134,8 @@ class RegistryCore(Pushing):
             seen.counts.update(counts)
             seen.paused |= paused
             seen.controlled.update(queues if control else ())
+            seen.uncounted.update(() if driver.capabilities.exact_counts else queues)
+            seen.unshared.update(() if driver.capabilities.shared_records else queues)
             for name, worker in stats.items():
                 seen.workers[name] = seen.workers.get(name, WorkerCounts()) + worker
             alive.update((p.identity, p) for p in present)
@@ -347,7 +360,7 @@ class RegistryCore(Pushing):
         drivers = await self._all_drivers()
         able = [driver for driver in drivers if driver.capabilities.control]
         if not able:
-            raise drivers[0].unsupported("cancelling jobs")
+            raise drivers[0].unsupported("cancelling jobs", CONTROL_HINT)
         if not stored_ids([job_id]):
             return False
         found = False
@@ -407,7 +420,7 @@ class RegistryCore(Pushing):
 
     def _check_control(self, driver: Driver, operation: str) -> None:
         if not driver.capabilities.control:
-            raise driver.unsupported(operation)
+            raise driver.unsupported(operation, CONTROL_HINT)
 
     async def migrate(self) -> list[str]:
         """Apply schema migrations on every driver a queue uses; returns the drivers' kinds."""

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiormq
 import pytest
@@ -200,6 +205,18 @@ async def test_a_delayed_push_and_release_wait_their_time_and_no_less(make: Make
     assert (again.id, again.attempt) == (job.id, 2)
 
 
+async def test_a_batch_confirmed_for_longer_than_the_timeout_is_stored_once(make: Make) -> None:
+    # The timeout bounded the whole batch's confirms: 60,000 jobs with a timeout of 1 s raised
+    # "nothing of it counts as stored; try again" while the broker stored all of them, and
+    # the retry stored them twice. It bounds the broker's silence now.
+    driver = await make(timeout=0.5)
+    jobs = [make_job(payload={"s": "x" * 200}) for _ in range(40_000)]
+    started = time.monotonic()
+    assert await driver.push_many(jobs) == [job.id for job in jobs]
+    took = time.monotonic() - started
+    assert (await driver.counts(["q"]))["q"].pending == 40_000, f"took {took:.2f}s"
+
+
 async def test_the_first_delayed_push_declares_the_delay_levels_in_one_round_trip(
     make: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -285,6 +302,42 @@ async def test_a_worker_consumes_again_a_queue_deleted_and_declared_anew(make: M
     assert sorted(job.id for job in reserved) == sorted(job.id for job in jobs)
 
 
+async def test_a_queue_deleted_before_its_first_reserve_is_declared_anew(make: Make) -> None:
+    # Declared by a push, deleted behind the driver before a consumer was on it (no cancel
+    # came): every reserve after was refused NOT_FOUND, for ever.
+    driver = await make()
+    await driver.push(make_job())
+    await delete_behind(driver, "q")
+    with pytest.raises(DriverError, match="NOT_FOUND"):
+        await driver.reserve(["q"], 5, LONG_LEASE, "w")
+    assert await driver.reserve(["q"], 5, LONG_LEASE, "w") == []  # what it held is gone
+    job = make_job()
+    await driver.push(job)
+    assert [found.id for found in await reserve_count(driver, 1)] == [job.id]
+    pusher = await make()  # a purge of its pending jobs the same
+    await pusher.push(make_job())
+    await delete_behind(pusher, "q")
+    with pytest.raises(DriverError, match="NOT_FOUND"):
+        await pusher.purge("q", JobState.PENDING)
+    assert await pusher.purge("q", JobState.PENDING) == 0
+
+
+async def test_a_failed_queue_deleted_behind_the_driver_is_declared_anew(make: Make) -> None:
+    # Every read of its failed jobs after was refused NOT_FOUND, for ever (a worker's prune,
+    # a dashboard's list of failed jobs).
+    driver = await make()
+    assert await driver.list_jobs("q", JobState.FAILED) == []
+    connection = await aiormq.connect(URL)
+    try:
+        await (await connection.channel()).queue_delete(driver.names.failed("q"))
+    finally:
+        await connection.close()
+    with pytest.raises(DriverError, match="NOT_FOUND"):
+        await driver.list_jobs("q", JobState.FAILED)
+    assert await driver.list_jobs("q", JobState.FAILED) == []
+    assert await driver.prune("q", older_than=0) == 0
+
+
 async def test_a_refusal_that_closed_the_channel_mid_declaration_is_the_error_raised(
     make: Make,
 ) -> None:
@@ -350,6 +403,58 @@ async def test_failed_jobs_are_listed_retried_purged_and_pruned(make: Make) -> N
     assert await driver.list_jobs("q", JobState.FAILED) == []
 
 
+async def test_a_prune_reads_the_failed_queue_only_up_to_the_first_job_it_keeps(
+    make: Make,
+) -> None:
+    # A worker's prune (every minute) read the whole failed queue, holding each job off it
+    # while it did: `conveyor failed list` meanwhile showed 846 of 2,000 failed jobs.
+    driver = await make()
+    await driver.push_many([make_job() for _ in range(6)])
+    jobs = await reserve_count(driver, 6)
+    for n, job in enumerate(jobs):
+        if n == 2:
+            await asyncio.sleep(0.5)  # the first two finish half a second before the rest
+        await driver.fail([Failure(job.id, held(job).token, ErrorInfo("ValueError", "boom"))])
+
+    assert await driver.prune("q", older_than=0.25) == 2
+    connection = await aiormq.connect(URL)
+    try:
+        channel = await connection.channel()
+        redelivered = []
+        for _ in range(4):  # read and put back (by the close): which had been read already
+            message = await channel.basic_get(driver.names.failed("q"))
+            assert isinstance(message.delivery, spec.Basic.GetOk)
+            redelivered.append(message.delivery.redelivered)
+    finally:
+        await connection.close()
+    assert redelivered == [True, False, False, False]  # the prune read the first it kept only
+
+
+async def test_retry_purge_and_prune_reach_past_what_one_read_of_the_failed_queue_holds(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One read holds at most BROWSE_LIMIT (100,000) failed jobs: a retry or purge of more
+    # acted on that many and said it was all ("100000 failed job(s) deleted"), the rest left.
+    monkeypatch.setattr("conveyor.drivers.amqp.inspection.BROWSE_LIMIT", 3)
+    driver = await make()
+
+    async def fail_seven() -> None:
+        await driver.push_many([make_job() for _ in range(7)])
+        for job in await reserve_count(driver, 7):
+            failure = Failure(job.id, held(job).token, ErrorInfo("ValueError", "boom"))
+            assert await driver.fail([failure]) == {job.id}
+
+    await fail_seven()
+    assert await driver.retry_failed("q") == 7
+    assert (await driver.counts(["q"]))["q"].failed == 0
+    await driver.purge("q", JobState.PENDING)
+    await fail_seven()
+    assert await driver.purge("q", JobState.FAILED) == 7
+    await fail_seven()
+    assert await driver.prune("q", older_than=0) == 7
+    assert (await driver.counts(["q"]))["q"].failed == 0
+
+
 async def test_purge_of_pending_jobs_drops_those_already_sent_to_the_driver(make: Make) -> None:
     # A worker's consumer stays on the queue between reserves, so jobs pushed (or retried)
     # after it ran are delivered to it before anyone reserves them: still pending.
@@ -374,6 +479,50 @@ async def test_what_it_cannot_do_raises_unsupported(make: Make) -> None:
         await driver.push(make_job(unique="k"))
     with pytest.raises(Unsupported, match="pending"):
         await driver.list_jobs("q", JobState.PENDING)
+
+
+async def test_each_unsupported_operation_says_what_it_was_and_what_to_do(make: Make) -> None:
+    # Purging every delayed job said "purging delayed jobs by id"; listing succeeded or
+    # delayed jobs said RabbitMQ "can only count them" (it counts neither); pausing and
+    # cancelling said nothing of what to do.
+    driver = await make()
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w")
+    said: dict[str, Callable[[], Awaitable[object]]] = {
+        "purging delayed jobs: they wait in the delay levels": lambda: driver.purge(
+            "q", JobState.DELAYED
+        ),
+        "purging pending jobs by id: .* purge all of the queue's pending jobs": lambda: (
+            driver.purge("q", JobState.PENDING, ["x"])
+        ),
+        "listing delayed jobs: .* neither listed nor counted": lambda: driver.list_jobs(
+            "q", JobState.DELAYED
+        ),
+        "listing succeeded jobs: .* none are counted": lambda: driver.list_jobs(
+            "q", JobState.SUCCEEDED
+        ),
+        "listing pending jobs: .* count them": lambda: driver.list_jobs("q", JobState.PENDING),
+        "pausing queues: put the queue on a driver with job control": lambda: registry.pause("q"),
+        "cancelling jobs: put the queue on a driver with job control": lambda: registry.cancel("x"),
+    }
+    try:
+        for message, call in said.items():
+            with pytest.raises(Unsupported, match=f"'amqp' driver does not support {message}"):
+                await call()
+    finally:
+        await registry.close()
+
+
+async def test_a_delay_past_what_the_delay_levels_hold_is_refused_not_run_early(
+    make: Make,
+) -> None:
+    # 800 days went through the levels as their longest, 795 days: run 5 days early, silently.
+    driver = await make()
+    with pytest.raises(Unsupported, match=r"longer than 795 days .*not 800 days"):
+        await driver.push_many([make_job(), make_job(delay=800 * 86400.0)])
+    assert (await driver.counts(["q"]))["q"].pending == 0  # nothing of the batch was pushed
+    await driver.push(make_job(delay=795 * 86400.0))  # within: waits in the levels
 
 
 async def test_cancel_passes_over_amqp_beside_a_backend_that_can_cancel(make: Make) -> None:
@@ -770,3 +919,57 @@ async def test_the_longest_prefix_holds_the_longest_queue_name() -> None:
     finally:
         await driver.close()
         await delete_prefix(prefix, {queue})
+
+
+async def test_a_call_after_one_that_timed_out_on_a_silent_broker_is_unavailable(
+    make: Make,
+) -> None:
+    # aiormq closes a channel whose call timed out and refuses every later call on it with
+    # its own ChannelInvalidStateError until the broker answers: that went through untranslated
+    # (a worker logged "reserve failed unexpectedly" and a traceback on every try).
+    from tests.backends.proxy import Proxy
+
+    proxy = Proxy(5672)
+    await proxy.start()
+    try:
+        driver = await make(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", timeout=1)
+        await driver.push(make_job())
+        await reserve_within(driver, 5.0)  # consuming, the queue empty
+        proxy.blackhole()
+        for _ in range(2):
+            with pytest.raises(BackendUnavailableError, match="RabbitMQ at"):
+                await driver.reserve(["q"], 1, LONG_LEASE, "w1")
+    finally:
+        await proxy.close()
+
+
+async def test_conveyor_list_says_what_it_cannot_see_of_an_amqp_queue(
+    make: Make, tmp_path: Path
+) -> None:
+    # It showed delayed 0 beside a delayed job, and "no worker process alive" with no word
+    # that an amqp worker is seen only by its own process.
+    from tests.integration.processes import ROOT
+
+    driver = await make()
+    await driver.push(make_job(delay=60.0))
+    (tmp_path / "amqpapp.py").write_text(
+        "from conveyor import Registry\n"
+        "registry = Registry()\n"
+        f"registry.queue('q', driver={URL + '?prefix=' + driver.prefix!r}, workers=['w'])\n"
+        "registry.worker('w')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+
+    def conveyor(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "conveyor", *args, "--app", "amqpapp:registry"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+
+    listed = conveyor("list")
+    row = next(line.split() for line in listed.splitlines() if line.startswith("q "))
+    assert row[:3] == ["q", "0", "?"], listed
+    assert "the backend of queue(s) 'q' does not count delayed jobs" in listed
+    assert "the workers serving them are not counted or shown above" in listed
+    document = json.loads(conveyor("list", "--json"))
+    assert document["delayed_not_counted"] == document["workers_not_shared"] == ["q"]

@@ -63,6 +63,8 @@ def list_(app: str, as_json: bool) -> None:
                     for name, c in queues.items()
                 },
                 "unreachable": seen.down,
+                "delayed_not_counted": sorted(seen.uncounted),
+                "workers_not_shared": sorted(seen.unshared),
                 "workers": {
                     name: {
                         "processed": c.processed,
@@ -85,10 +87,11 @@ def list_(app: str, as_json: bool) -> None:
         )
         _unreachable(seen.down)
         return
-    rows: list[list[Any]] = [
-        [name, c.pending, c.delayed, c.reserved, c.failed, c.cancelled, yes(name in paused)]
-        for name, c in queues.items()
-    ]
+    rows: list[list[Any]] = []
+    for name, c in queues.items():
+        delayed = "?" if name in seen.uncounted else c.delayed
+        shown = [c.pending, delayed, c.reserved, c.failed, c.cancelled, yes(name in paused)]
+        rows.append([name, *shown])
     rows += [[name, *["?"] * 5, "unreachable"] for name in seen.down]
     table(["queue", "pending", "delayed", "reserved", "failed", "cancelled", "paused"], rows)
     waiting = [[n, age(c.oldest_pending_age)] for n, c in queues.items() if c.pending]
@@ -104,7 +107,25 @@ def list_(app: str, as_json: bool) -> None:
     else:
         rows = [[p.identity, p.worker, when(p.started_at), when(p.seen_at)] for p in alive]
         table(["alive", "worker", "started", "last seen"], rows, align_right=False)
+    _partial(seen.uncounted, seen.unshared)
     _unreachable(seen.down)
+
+
+def _partial(uncounted: set[str], unshared: set[str]) -> None:
+    """Say which queues' backends (amqp) leave out what the tables above would show of them:
+    their delayed jobs (shown ?), or the workers serving them, which only a worker's own
+    process sees: without this, `no worker process alive` of a running amqp worker."""
+    if uncounted:
+        click.echo(f"\ndelayed ?: the backend of {_names(uncounted)} does not count delayed jobs")
+    if unshared:
+        click.echo(
+            f"the backend of {_names(unshared)} keeps worker totals and processes in each"
+            " worker's own process: the workers serving them are not counted or shown above"
+        )
+
+
+def _names(queues: set[str]) -> str:
+    return f"queue(s) {', '.join(map(repr, sorted(queues)))}"
 
 
 def _unreachable(down: dict[str, str], shown: bool = True) -> None:

@@ -126,6 +126,7 @@ def create_app(
         return render(
             request, "queues.html", queues=seen.counts, paused=seen.paused, down=seen.down,
             controlled=seen.controlled, workers=seen.alive, charts=charts, now=time.time(),
+            uncounted=seen.uncounted, unshared=seen.unshared,
         )  # fmt: skip
 
     async def jobs(request: Request) -> Response:

@@ -8,7 +8,7 @@ import contextlib
 import heapq
 import os
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Sequence, Sized
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,7 +214,7 @@ class AmqpChannels(LocalWorkerRecords):
             # The tag is chosen here and known before the broker's first delivery to it.
             tag = f"conveyor.{self._id}.{self._generation}.{len(self._consumers)}"
             self._consumers[tag] = queue
-            with self._edge("consuming"):
+            with self._edge("consuming"), self._declared_anew_if_missing(queue):
                 await intake.basic_qos(prefetch_count=wanted - had, timeout=self.timeout)
                 await intake.basic_consume(
                     self.names.work(queue),
@@ -224,6 +224,17 @@ class AmqpChannels(LocalWorkerRecords):
                 )
             self._prefetch[queue] = wanted
         return intake
+
+    @contextlib.contextmanager
+    def _declared_anew_if_missing(self, queue: str) -> Iterator[None]:
+        """Let the next call declare `queue` anew when the broker says it has no such queue:
+        deleted behind this driver (before its consumer was made: no cancel said so), it was
+        refused at every reserve, or every read of its failed jobs, for ever."""
+        try:
+            yield
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            self._declared.discard(queue)
+            raise
 
     def _cancelled(self, cancel: spec.Basic.Cancel) -> None:
         """The broker cancelled a consumer (its queue was deleted): consume the queue again,
@@ -277,7 +288,7 @@ class AmqpChannels(LocalWorkerRecords):
         under load: a reserve right after an ack found nothing while the queue held jobs). So
         while none has come and the queue still holds messages ready, wait for one, up to
         CATCH_UP seconds (another consumer may take them)."""
-        with self._edge("a reserve"):
+        with self._edge("a reserve"), self._declared_anew_if_missing(queue):
             declared = await intake.queue_declare(
                 self.names.work(queue), passive=True, timeout=self.timeout
             )

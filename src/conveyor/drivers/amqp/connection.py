@@ -182,6 +182,14 @@ class Edge:
             raise BackendUnavailableError(
                 f"{where} refused the credentials ({text}): check the user and password"
             ) from None
+        if isinstance(exc, aiormq.exceptions.ChannelInvalidStateError):
+            # aiormq's refusal of a call on a channel that closed, or that it is closing (a call
+            # on it timed out or was cancelled, and the broker has not answered the close): a
+            # RuntimeError, not an AMQPError. The next call past that close opens a new one.
+            raise BackendUnavailableError(
+                f"{where} could not take {self.what}: its channel closed, or is closing after"
+                f" an earlier call went unanswered ({text}); try again"
+            ) from None
         if isinstance(exc, TimeoutError):
             raise BackendUnavailableError(
                 f"{where} did not answer {self.what} in time ({text})"

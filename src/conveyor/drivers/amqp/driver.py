@@ -50,6 +50,7 @@ from conveyor.drivers.amqp.channels import Held
 from conveyor.drivers.amqp.inspection import AmqpInspection, foreign_record, parse_record
 from conveyor.drivers.amqp.intake import Delivery, delivery_of
 from conveyor.drivers.amqp.topology import (
+    MAX_DELAY_MS,
     amqp_priority,
     declare_alone,
     new_record,
@@ -100,6 +101,14 @@ class AmqpDriver(AmqpInspection):
         if any(job.unique is not None for job in jobs):
             raise self.unsupported(
                 "unique jobs (unique=)", "RabbitMQ keeps no index of what is queued"
+            )
+        longest = max((job.delay for job in jobs), default=0.0)
+        if longest > MAX_DELAY_MS / 1000:
+            # The delay levels hold a message no longer: it would run that much early.
+            raise self.unsupported(
+                f"a delay longer than {MAX_DELAY_MS / 86_400_000:.0f} days (2^36 - 1 ms, what its"
+                f" delay levels can hold), not {longest / 86400:.0f} days",
+                "push the job nearer its time, or put its queue on another driver",
             )
         now = time.time()
         for queue in {job.queue for job in jobs}:

@@ -61,19 +61,19 @@ class AmqpInspection(AmqpChannels):
         after: str | None = None,
     ) -> list[JobInfo]:
         if state not in (JobState.FAILED, JobState.CANCELLED):
-            raise self.unsupported(
-                f"listing {state.value} jobs", "RabbitMQ can only count them (queue_info)"
-            )
+            raise self.unsupported(f"listing {state.value} jobs", _UNLISTED[state])
         jobs = [
             job
-            for job, _ in await self._browse(
-                queue,
-                lambda job: (
-                    job.state is state
-                    and name in (None, job.name)
-                    and (after is None or job.id > after)
-                ),
-            )
+            for job, _ in (
+                await self._browse(
+                    queue,
+                    lambda job: (
+                        job.state is state
+                        and name in (None, job.name)
+                        and (after is None or job.id > after)
+                    ),
+                )
+            )[0]
         ]
         jobs.sort(key=lambda job: job.id)
         return jobs[offset : offset + limit]
@@ -86,9 +86,12 @@ class AmqpInspection(AmqpChannels):
         queue: str,
         wanted: Any,
         act: Any = None,
-    ) -> list[tuple[JobInfo, int]]:
+        until: Any = None,
+    ) -> tuple[list[tuple[JobInfo, int]], bool]:
         """Read the queue's failed messages on a channel of their own; `act(channel, job,
-        message)` may acknowledge some. Closing the channel puts every other one back."""
+        message)` may acknowledge some; the first job `until(job)` is true of ends the read.
+        Closing the channel puts every other one back. Returns the jobs `wanted` and whether
+        the read stopped at BROWSE_LIMIT messages, before the queue's end."""
         task = asyncio.current_task()
         cancels = task.cancelling() if task is not None else 0
         await self._queue(queue)
@@ -96,14 +99,16 @@ class AmqpInspection(AmqpChannels):
         with self._edge("reading failed jobs"):
             channel = await self._connection.channel(publisher_confirms=False)
         found: list[tuple[JobInfo, int]] = []
+        cut_short = True
         try:
             now = time.time()
             for _ in range(BROWSE_LIMIT):
-                with self._edge("reading failed jobs"):
+                with self._edge("reading failed jobs"), self._declared_anew_if_missing(queue):
                     message = await channel.basic_get(
                         self.names.failed(queue), timeout=self.timeout
                     )
                 if not isinstance(message.delivery, spec.Basic.GetOk):
+                    cut_short = False
                     break
                 record = parse_record(message.body)
                 raw = (
@@ -112,6 +117,9 @@ class AmqpInspection(AmqpChannels):
                     else foreign_record(queue, delivery_of(message), "failed")
                 )
                 job = read_job(raw, now)
+                if until is not None and until(job):
+                    cut_short = False
+                    break
                 if wanted(job):
                     found.append((job, message.delivery.delivery_tag or 0))
                     if act is not None:
@@ -125,7 +133,19 @@ class AmqpInspection(AmqpChannels):
             # once in 30 burst workers, whose prune then slept its 60 s out before the worker
             # could exit): raised here, as it would have been.
             raise asyncio.CancelledError
-        return found
+        return found, cut_short
+
+    async def _act_on_all(self, queue: str, wanted: Any, act: Any, until: Any = None) -> int:
+        """`_browse` with `act`, again while a read stopped at BROWSE_LIMIT and acted on some
+        (what `act` acknowledged is off the queue, so the next read reaches further): a retry,
+        purge or prune of more failed jobs than one read holds took the first BROWSE_LIMIT
+        and said that was all. How many jobs it acted on."""
+        done = 0
+        while True:
+            found, cut_short = await self._browse(queue, wanted, act, until)
+            done += len(found)
+            if not (found and cut_short):
+                return done
 
     async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
         chosen = None if ids is None else set(ids)
@@ -145,20 +165,20 @@ class AmqpInspection(AmqpChannels):
             )
             await channel.basic_ack(message.delivery.delivery_tag)
 
-        moved = await self._browse(
+        moved = await self._act_on_all(
             queue,
             lambda job: job.state is JobState.FAILED and (chosen is None or job.id in chosen),
             move,
         )
         if moved:
             self._pushed.notify()
-        return len(moved)
+        return moved
 
-    async def _delete(self, queue: str, wanted: Any) -> int:
+    async def _delete(self, queue: str, wanted: Any, until: Any = None) -> int:
         async def drop(channel: AbstractChannel, job: JobInfo, record: Any, message: Any) -> None:
             await channel.basic_ack(message.delivery.delivery_tag)
 
-        return len(await self._browse(queue, wanted, drop))
+        return await self._act_on_all(queue, wanted, drop, until)
 
     async def purge(
         self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
@@ -171,20 +191,43 @@ class AmqpInspection(AmqpChannels):
             )
         if state is JobState.PENDING and ids is None:
             publisher = await self._queue(queue)
-            with self._edge("purging pending jobs"):
+            with self._edge("purging pending jobs"), self._declared_anew_if_missing(queue):
                 done = await publisher.queue_purge(self.names.work(queue), timeout=self.timeout)
             # Then what the broker already sent this driver's consumer (a worker's, kept
             # between reserves): the queue is empty now, so no more come in their place.
             return (done.message_count or 0) + await self._drop_ready(queue)
         if state is JobState.SUCCEEDED:
             return 0  # an acknowledged message is gone: none are kept
-        raise self.unsupported(f"purging {state.value} jobs by id")
+        if state is JobState.PENDING:
+            raise self.unsupported(
+                "purging pending jobs by id",
+                "a queue is not an index: purge all of the queue's pending jobs (no ids)",
+            )
+        raise self.unsupported(
+            f"purging {state.value} jobs",
+            "they wait in the delay levels the queues share, out of reach one by one",
+        )
 
     async def prune(self, queue: str, older_than: float) -> int:
+        """The failed queue holds its jobs in the order they failed: the first one that
+        finished within the retention ends the prune. So a worker's prune (every minute) reads
+        what it deletes and one more, not the whole queue, which a reader meanwhile
+        (`conveyor failed list`, a retry by id) would not see."""
         before = time.time() - older_than
         return await self._delete(
-            queue, lambda job: job.finished_at is not None and job.finished_at < before
+            queue,
+            lambda job: job.finished_at is not None and job.finished_at < before,
+            lambda job: job.finished_at is not None and job.finished_at >= before,
         )
+
+
+#: Why RabbitMQ cannot list the jobs of a state, and what it can tell instead.
+_UNLISTED = {
+    JobState.PENDING: "a queue is not an index: it can only count them (queue_info)",
+    JobState.RESERVED: "a queue is not an index: queue_info counts what this process holds",
+    JobState.DELAYED: "they wait in the delay levels the queues share, neither listed nor counted",
+    JobState.SUCCEEDED: "an acknowledged message is gone: none are kept, so none are counted",
+}
 
 
 def parse_record(body: bytes) -> dict[str, Any] | None:

@@ -174,9 +174,12 @@ class _Batch:
             self.refused += 1  # a basic.nack, as aiormq's DeliveryError
         self._answered()
 
+    def heard(self) -> int:
+        """How many of its messages the broker has answered so far."""
+        return self.acked + self.refused + self.returned
+
     def _answered(self) -> None:
-        answered = self.acked + self.refused + self.returned
-        if self.sealed and answered == self.sent and not self.future.done():
+        if self.sealed and self.heard() == self.sent and not self.future.done():
             self.future.set_result(None)
 
 
@@ -221,12 +224,18 @@ async def publish_all(
         future.cancel()  # confirms still to come are then ignored quietly
         raise
     batch.seal()
-    # Ends with every answer in, at the deadline (which cancels the future, so a late confirm
-    # is ignored quietly), or with the exception a closing channel rejects its futures with:
-    # whichever, the counts say what was confirmed.
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(timeout):
-            await future
+    # Ends with every answer in, after `timeout` seconds in which no answer came (then the
+    # future is cancelled, so a late confirm is ignored quietly), or with the exception a
+    # closing channel rejects its futures with: whichever, the counts say what was confirmed.
+    # The deadline bounds the broker's silence, not the batch: a batch the broker confirms
+    # for longer than `timeout` (60,000 messages with a timeout of 1 s) was given up while
+    # its confirms still came, said to be stored in no part, and stored twice by the retry.
+    heard = -1
+    while not future.done() and batch.heard() != heard:
+        heard = batch.heard()
+        with contextlib.suppress(Exception):  # TimeoutError, or the closing channel's
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+    future.cancel()
     for tag in tags:
         if confirmations.get(tag) is batch or isinstance(confirmations.get(tag), Returning):
             del confirmations[tag]
