@@ -543,8 +543,8 @@ async def test_settle_statements_find_jobs_by_primary_key(
         ("list_jobs_live", "COVERING INDEX conveyor_jobs_ready (queue=?)"),
         ("list_jobs_named_live", "INDEX conveyor_jobs_ready (queue=?)"),
         ("purge_live", "INDEX conveyor_jobs_ready (queue=?)"),
-        ("list_jobs", "INDEX conveyor_jobs_state (queue=? AND state=?)"),
-        ("list_jobs_named", "INDEX conveyor_jobs_state (queue=? AND state=?)"),
+        ("list_jobs", "INDEX conveyor_jobs_state (queue=? AND state=? AND id>?)"),  # after=
+        ("list_jobs_named", "INDEX conveyor_jobs_state (queue=? AND state=? AND id>?)"),
         ("purge", "INDEX conveyor_jobs_state (queue=? AND state=?)"),
         ("retry_failed", "INDEX conveyor_jobs_named (queue=? AND state=?)"),
         ("prune", "INDEX conveyor_jobs_finished (queue=? AND finished_at<?)"),
