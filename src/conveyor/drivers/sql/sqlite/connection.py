@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from conveyor.drivers.record import decode_text
 from conveyor.drivers.sql.adapter import Params, Row, SqlTransaction
 from conveyor.drivers.sql.queries import Query
+from conveyor.drivers.sql.sqlite.forking import GUARD
 from conveyor.drivers.sql.sqlite.thread import DatabaseThread
 from conveyor.errors import BackendUnavailableError, DriverError
 
@@ -129,11 +130,12 @@ class SqliteConnection:
             self._check_file()
             mine = getattr(self._local, "db", None)
             if mine is None or mine[0] != (self._opening, os.getpid()):  # new, reopened or forked
-                db, in_use = _connect(self.path), threading.Lock()
+                with GUARD.statement():
+                    db, in_use = _connect(self.path), threading.Lock()
                 with self._in_threads_lock:
                     self._in_threads.append((db, in_use))
                     mine = self._local.db = ((self._opening, os.getpid()), db, in_use)
-            with mine[2]:
+            with mine[2], GUARD.statement():  # no fork in the middle of it (forking.py)
                 if mine[0] == (self._opening, os.getpid()):  # else closed meanwhile
                     return _alone(_execute, mine[1], self.path, query, params)
 
