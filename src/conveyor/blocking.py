@@ -42,6 +42,7 @@ import contextlib
 import queue
 import sys
 import threading
+import traceback
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -340,7 +341,7 @@ class BlockingRegistry:
     def __init__(self, registry: RegistryCore) -> None:
         self._registry = registry
         self._portal = _Portal()
-        atexit.register(self.close)
+        _facades.append(self)  # closed at exit (_close_all)
 
     def push(self, queue: str, job_name: str, payload: Any, **options: Any) -> str:
         """`Registry.push`, blocking until the job is stored. From a plain thread, where the
@@ -472,6 +473,27 @@ class BlockingRegistry:
     async def _closed(self) -> None:
         with _named_if_ended(self._registry._loop):
             await self._registry.close()
+
+
+#: Every facade made, closed at interpreter exit by one atexit handler registered as this
+#: module is imported, before any of the application's: atexit runs the last registered first,
+#: so a push from the application's own atexit handlers finds the drivers open and leaves none
+#: open behind it. (One handler per facade, registered at its first use, ran before handlers
+#: registered earlier: their pushes opened the drivers again, left open at exit.)
+_facades: list[BlockingRegistry] = []
+
+
+def _close_all() -> None:
+    facades = _facades[::-1]
+    _facades.clear()  # as atexit lets go of its handlers: nothing kept alive past them
+    for facade in facades:
+        try:
+            facade.close()
+        except Exception:  # as atexit would: said, and the other facades still closed
+            traceback.print_exc()
+
+
+atexit.register(_close_all)
 
 
 @contextlib.contextmanager

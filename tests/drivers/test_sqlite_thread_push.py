@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,6 +46,13 @@ def in_threads(driver: SqliteDriver) -> list[sqlite3.Connection]:
 
 def thread_connections(registry: Registry) -> list[sqlite3.Connection]:
     return in_threads(driver_of(registry))
+
+
+def this_threads_connection(registry: Registry) -> sqlite3.Connection:
+    connection = driver_of(registry)._conn
+    assert isinstance(connection, SqliteConnection)
+    db: sqlite3.Connection = connection._local.db[1]
+    return db
 
 
 @pytest.fixture
@@ -89,10 +97,16 @@ def test_a_blocking_push_from_a_thread_keeps_every_option(registry: Registry) ->
 def test_blocking_pushes_from_several_threads_at_once_are_all_stored(registry: Registry) -> None:
     registry.blocking.push("q", "mail", Mail("first"))
     threads, each = 8, 25
-    ids = push_from_threads(
-        lambda text: registry.blocking.push("q", "mail", Mail(text)), threads, each
-    )
-    assert len(thread_connections(registry)) == threads
+    used: set[sqlite3.Connection] = set()
+
+    def push(text: str) -> str:
+        job_id = registry.blocking.push("q", "mail", Mail(text))
+        used.add(this_threads_connection(registry))
+        return job_id
+
+    ids = push_from_threads(push, threads, each)
+    assert len(used) == threads  # each thread's own
+    assert thread_connections(registry) == []  # each closed as its thread ended
     assert len({job_id for mine in ids for job_id in mine}) == threads * each
     assert registry.blocking.queue_info()["q"].pending == threads * each + 1
 
@@ -155,3 +169,27 @@ async def test_a_driver_opened_again_never_uses_a_connection_from_before(tmp_pat
     finally:
         pusher.shutdown()
         await driver.close()
+
+
+def test_a_thread_that_ended_leaves_no_connection_open(registry: Registry, tmp_path: Path) -> None:
+    """Before, each thread's connection stayed open until the driver closed: a server starting
+    a thread per request (Werkzeug's, Django's runserver) leaked two descriptors a request."""
+    registry.blocking.push("q", "mail", Mail("first"))  # opens the driver
+    before = open_files(tmp_path)
+    for n in range(40):  # one thread per request
+        thread = threading.Thread(target=registry.blocking.push, args=("q", "mail", Mail(f"{n}")))
+        thread.start()
+        thread.join()
+    # SQLite may keep one closed connection's descriptor of the file for its next open (it
+    # cannot close it while the process holds locks on the file); before, there were 80 more.
+    assert open_files(tmp_path) <= before + 1
+    assert thread_connections(registry) == []
+    registry.blocking.push("q", "mail", Mail("last"))  # a thread still running keeps its own
+    assert len(thread_connections(registry)) == 1
+    assert registry.blocking.queue_info()["q"].pending == 42
+
+
+def open_files(folder: Path) -> int:
+    """How many descriptors this process has open on files in `folder` (the database's)."""
+    fds = Path("/proc/self/fd")
+    return sum(str(fd.resolve()).startswith(str(folder)) for fd in list(fds.iterdir()))

@@ -78,3 +78,54 @@ def test_a_push_from_del_at_finalization_says_why_it_cannot_run(url: str, how: s
     assert "conveyor.errors.RegistryError: the interpreter is finalizing" in done.stderr
     assert "make it earlier, from an atexit handler" in done.stderr
     assert "never awaited" not in done.stderr
+
+
+AFTER_USE = r"""
+import atexit, sys
+from conveyor import Job, Registry
+
+registry = Registry(default_driver=sys.argv[1])
+registry.queue("q", workers=["w"])
+registry.worker("w")
+
+@registry.job("item")
+async def item(job: Job[dict]) -> None: ...
+
+def last() -> None:  # one from the calling thread, one (a unique key) on the event loop
+    print(registry.blocking.push("q", "item", {}), flush=True)
+    print(registry.blocking.push("q", "item", {}, unique="last"), flush=True)
+
+atexit.register(last)  # before the facade's first use, as an application registers it
+print(registry.blocking.push("q", "item", {}), flush=True)
+"""
+
+
+async def test_pushes_from_an_atexit_handler_leave_no_driver_open() -> None:
+    """Before, the facade's own atexit close ran first (registered at its first use, after the
+    application's handler): the handler's pushes opened the drivers again and left them open,
+    and on postgres the interpreter's exit printed "Task was destroyed but it is pending!" for
+    each of psycopg's pool tasks."""
+    from tests.backends import postgres
+
+    require_service("postgres", 5432, postgres.START)
+    prefix = postgres.fresh_prefix()
+    url = f"{postgres.URL}?prefix={prefix}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", AFTER_USE, url], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == "", done.stderr
+        ids = done.stdout.split()
+        assert len(set(ids)) == 3
+        registry = Registry(default_driver=url)
+        registry.queue("q", workers=["w"])
+        registry.worker("w")
+        try:
+            for job_id in ids:
+                info = await registry.job_info(job_id)
+                assert info is not None and info.state is JobState.PENDING
+        finally:
+            await registry.close()
+    finally:
+        await postgres.drop_tables(prefix)

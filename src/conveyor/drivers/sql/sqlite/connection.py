@@ -12,12 +12,14 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from conveyor.drivers.record import decode_text
 from conveyor.drivers.sql.adapter import Params, Row, SqlTransaction
 from conveyor.drivers.sql.queries import Query
+from conveyor.drivers.sql.sqlite.forking import GUARD
 from conveyor.drivers.sql.sqlite.thread import DatabaseThread
 from conveyor.errors import BackendUnavailableError, DriverError
 
@@ -129,11 +131,17 @@ class SqliteConnection:
             self._check_file()
             mine = getattr(self._local, "db", None)
             if mine is None or mine[0] != (self._opening, os.getpid()):  # new, reopened or forked
-                db, in_use = _connect(self.path), threading.Lock()
+                with GUARD.statement():
+                    db, in_use = _connect(self.path), threading.Lock()
                 with self._in_threads_lock:
                     self._in_threads.append((db, in_use))
-                    mine = self._local.db = ((self._opening, os.getpid()), db, in_use)
-            with mine[2]:
+                    opened = (self._opening, os.getpid())
+                ends = _ThreadEnd()  # held by this thread's local alone: freed as it ends
+                # Outside the lock: the tuple replaced lets go of its _ThreadEnd, which takes it.
+                mine = self._local.db = (opened, db, in_use, ends)
+                close = weakref.finalize(ends, _thread_ended, weakref.ref(self), db, os.getpid())
+                close.atexit = False  # at exit the driver's close (or the process's end) does
+            with mine[2], GUARD.statement():  # no fork in the middle of it (forking.py)
                 if mine[0] == (self._opening, os.getpid()):  # else closed meanwhile
                     return _alone(_execute, mine[1], self.path, query, params)
 
@@ -150,6 +158,16 @@ class SqliteConnection:
         RELAXED level, for work whose loss only makes jobs run again."""
         level = DURABLE if durable else RELAXED
         return await self._hop(_transaction, self._connection(), self.path, work, level)
+
+    def _forget_thread(self, db: _Database) -> threading.Lock | None:
+        """Stop keeping `db`, the connection of a thread that has ended; the lock it is used
+        under, or None when `close` has taken it (and closes it) already."""
+        with self._in_threads_lock:
+            for kept in self._in_threads:
+                if kept[0] is db:
+                    self._in_threads.remove(kept)
+                    return kept[1]
+        return None
 
     def _connection(self) -> _Database:
         if self._db is None:
@@ -198,6 +216,24 @@ class _ThreadTransaction:
 
     async def script(self, sql: str) -> None:
         _script(self._db, self._path, sql)
+
+
+class _ThreadEnd:
+    """Kept in a calling thread's `threading.local` beside its connection: collected when the
+    thread ends, which closes that connection (`_thread_ended`). Before, each thread's
+    connection stayed open until the driver closed: a server starting a thread per request
+    (Werkzeug's, Django's runserver) leaked two file descriptors a request, until the process
+    ran out of them."""
+
+
+def _thread_ended(owner: weakref.ref[SqliteConnection], db: _Database, pid: int) -> None:
+    connection = owner()
+    if connection is None or pid != os.getpid():  # never a parent's connection, in a child
+        return
+    in_use = connection._forget_thread(db)
+    if in_use is not None:
+        with in_use, contextlib.suppress(DriverError):
+            _close(db, connection.path)
 
 
 # -- on the database thread -------------------------------------------------------------------

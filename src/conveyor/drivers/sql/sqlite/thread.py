@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from conveyor.drivers.lent import hand_back
+from conveyor.drivers.sql.sqlite.forking import GUARD
 
 __all__ = ["DatabaseThread"]
 
@@ -66,7 +67,8 @@ def _run(
     waiter: asyncio.Future[Any],
 ) -> None:
     try:
-        result, error = function(*args), None
+        with GUARD.statement():  # no fork in the middle of it (forking.py)
+            result, error = function(*args), None
     except BaseException as raised:  # handed to the caller, as an executor would
         result, error = None, raised
     hand_back(loop, waiter, result, error)

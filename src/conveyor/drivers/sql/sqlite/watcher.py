@@ -11,6 +11,8 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
+from conveyor.drivers.sql.sqlite.forking import GUARD
+
 __all__ = ["Watcher"]
 
 
@@ -72,4 +74,5 @@ class Watcher:
 
 
 def _version_of(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA data_version").fetchone()[0])
+    with GUARD.statement():  # no fork in the middle of it (forking.py)
+        return int(db.execute("PRAGMA data_version").fetchone()[0])
