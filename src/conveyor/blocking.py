@@ -393,10 +393,8 @@ class BlockingRegistry:
         after: str | None = None,
     ) -> list[JobInfo]:
         """`Registry.list_jobs`."""
-        listed = self._registry.list_jobs(
-            queue, state, limit=limit, offset=offset, name=name, after=after
-        )
-        return self._call(listed)
+        listed = self._registry.list_jobs
+        return self._call(listed(queue, state, limit=limit, offset=offset, name=name, after=after))
 
     def retry_failed(
         self, queue: str, ids: Sequence[str] | None = None, *, name: str | None = None
@@ -405,13 +403,9 @@ class BlockingRegistry:
         return self._call(self._registry.retry_failed(queue, ids, name=name))
 
     def purge(
-        self,
-        queue: str,
-        state: JobState = JobState.FAILED,
-        ids: Sequence[str] | None = None,
-        *,
-        name: str | None = None,
-    ) -> int:
+        self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None,
+        *, name: str | None = None,
+    ) -> int:  # fmt: skip
         """`Registry.purge`."""
         return self._call(self._registry.purge(queue, state, ids, name=name))
 
@@ -475,17 +469,13 @@ class BlockingRegistry:
             await self._registry.close()
 
 
-#: Every facade made, closed at interpreter exit by one atexit handler registered as this
-#: module is imported, before any of the application's: atexit runs the last registered first,
-#: so a push from the application's own atexit handlers finds the drivers open and leaves none
-#: open behind it. (One handler per facade, registered at its first use, ran before handlers
-#: registered earlier: their pushes opened the drivers again, left open at exit.)
+#: Every facade made, closed at exit by one atexit handler registered at import, before the
+#: application's (atexit runs the last first): pushes from its own handlers find drivers open.
 _facades: list[BlockingRegistry] = []
 
 
 def _close_all() -> None:
-    facades = _facades[::-1]
-    _facades.clear()  # as atexit lets go of its handlers: nothing kept alive past them
+    facades, _facades[:] = _facades[::-1], []  # nothing kept alive past exit, as atexit does
     for facade in facades:
         try:
             facade.close()
