@@ -26,7 +26,6 @@ import asyncmy
 import pymysql
 import pytest
 
-import conveyor.drivers.sql.driver as sql_driver
 import conveyor.drivers.sql.mysql.connection as my_connection
 import conveyor.drivers.sql.mysql.session as my_session
 from conveyor import Job, Registry, Worker
@@ -1108,33 +1107,6 @@ async def test_reserve_serves_more_queues_than_its_per_queue_subqueries(
 
 
 # -- prune ----------------------------------------------------------------------------------------
-
-
-async def test_prune_deletes_in_batches_until_a_short_one(
-    drivers: Drivers[MysqlDriver], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sql_driver, "PRUNE_BATCH", 7)
-    driver = await drivers.open()
-    await driver.push_many([make_job() for _ in range(20)])
-    jobs = await driver.reserve(["q"], 20, 30.0, "w")
-    await driver.ack([held(job) for job in jobs[:10]])
-    await driver.fail(
-        [Failure(j.id, j.reservation or "", ErrorInfo("E", "x")) for j in jobs[10:16]]
-    )
-    statements: list[str] = []
-    execute = driver._execute
-
-    async def counted(name: str, params: Any) -> int:
-        statements.append(name)
-        return await execute(name, params)
-
-    monkeypatch.setattr(driver, "_execute", counted)
-
-    assert await driver.prune("q", -1) == 16
-
-    assert statements == ["prune"] * 3  # 7 + 7 + 2
-    counts = (await driver.counts(["q"]))["q"]
-    assert (counts.succeeded, counts.failed, counts.reserved) == (0, 0, 4)
 
 
 # -- the SQL itself -------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-import conveyor.drivers.sql.driver as sql_driver
 import conveyor.drivers.sql.postgres.connection as pg_connection
 from conveyor import Job, PayloadError, Registry
 from conveyor.drivers import driver_from_url
@@ -867,32 +866,6 @@ async def test_expired_leases_are_taken_by_exactly_one_of_many_reserves(
 
 
 # -- prune ----------------------------------------------------------------------------------------
-
-
-async def test_prune_deletes_in_batches_until_a_short_one(
-    drivers: Drivers[PostgresDriver], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sql_driver, "PRUNE_BATCH", 7)
-    driver = await drivers.open()
-    await driver.push_many([make_job() for _ in range(20)])
-    jobs = await driver.reserve(["q"], 20, 30.0, "w")
-    await driver.ack([Reservation(job.id, job.reservation or "") for job in jobs[:10]])
-    boom = ErrorInfo("ValueError", "boom")
-    await driver.fail([Failure(job.id, job.reservation or "", boom) for job in jobs[10:16]])
-    statements: list[str] = []
-    execute = driver._execute
-
-    async def counted(name: str, params: Any) -> int:
-        statements.append(name)
-        return await execute(name, params)
-
-    monkeypatch.setattr(driver, "_execute", counted)
-
-    assert await driver.prune("q", -1) == 16
-
-    assert statements == ["prune"] * 3  # 7 + 7 + 2
-    counts = (await driver.counts(["q"]))["q"]
-    assert (counts.succeeded, counts.failed, counts.reserved) == (0, 0, 4)
 
 
 # -- the SQL itself ------------------------------------------------------------------------------

@@ -21,13 +21,13 @@ import conveyor.drivers.sql.driver as sql_driver
 import conveyor.drivers.sql.sqlite as sqlite_module
 import conveyor.drivers.sql.sqlite.connection as sqlite_connection
 from conveyor.drivers import driver_from_url
-from conveyor.drivers.base import Failure, Reservation
+from conveyor.drivers.base import Reservation
 from conveyor.drivers.doorbell import Doorbell
 from conveyor.drivers.sql.adapter import REQUIRED_QUERIES
 from conveyor.drivers.sql.queries import load_migrations, load_queries
 from conveyor.drivers.sql.sqlite import SqliteConnection, SqliteDriver
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
-from conveyor.job import ErrorInfo, JobState
+from conveyor.job import JobState
 from tests.contract.helpers import make_job
 
 PACKAGE = "conveyor.drivers.sql.sqlite"
@@ -435,35 +435,6 @@ async def test_cancelled_call_still_completes(tmp_path: Path, opened: list[Sqlit
 
 
 # -- prune ----------------------------------------------------------------------------------------
-
-
-async def test_prune_deletes_in_batches_until_a_short_one(
-    tmp_path: Path, opened: list[SqliteDriver], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each batch is its own statement and write transaction, so a backlog of old jobs never
-    holds the file's one write lock for seconds. Before, one DELETE took every old job: 1.2 s
-    for 200,000, every push waiting meanwhile."""
-    monkeypatch.setattr(sql_driver, "PRUNE_BATCH", 7)
-    driver = await open_driver(opened, tmp_path / "jobs.db")
-    await driver.push_many([make_job() for _ in range(20)])
-    jobs = await driver.reserve(["q"], 20, 30.0, "w")
-    await driver.ack([Reservation(job.id, job.reservation or "") for job in jobs[:10]])
-    boom = ErrorInfo("ValueError", "boom")
-    await driver.fail([Failure(job.id, job.reservation or "", boom) for job in jobs[10:16]])
-    statements: list[str] = []
-    execute = driver._execute
-
-    async def counted(name: str, params: Any) -> int:
-        statements.append(name)
-        return await execute(name, params)
-
-    monkeypatch.setattr(driver, "_execute", counted)
-
-    assert await driver.prune("q", -1) == 16
-
-    assert statements == ["prune"] * 3  # 7 + 7 + 2
-    counts = (await driver.counts(["q"]))["q"]
-    assert (counts.succeeded, counts.failed, counts.reserved) == (0, 0, 4)
 
 
 async def test_a_push_from_elsewhere_lands_between_prune_batches(
