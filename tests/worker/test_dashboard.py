@@ -317,3 +317,18 @@ async def test_purge_failed_asks_first_naming_how_many_and_purges_once_confirmed
         unknown = await web.post("/queues/nope/purge-failed", data={"csrf": token})
     assert await registry.job_info(job_id) is None
     assert unknown.status_code == 404
+
+
+async def test_a_back_link_with_a_backslash_stays_on_the_dashboard(
+    failing: tuple[Registry, str],
+) -> None:
+    """A browser reads /\\evil.example as //evil.example: the purge question's "Keep them"
+    link and the redirect after an action went to another site."""
+    registry, _ = failing
+    async with client(registry) as web:
+        token = csrf_of((await web.get("/")).text)
+        hostile = "/\\evil.example/x"
+        asked = await web.post("/queues/q/purge-failed", data={"csrf": token, "back": hostile})
+        paused = await web.post("/queues/q/pause", data={"csrf": token, "back": hostile})
+    assert 'href="/" id="cancel-purge"' in asked.text and "evil" not in asked.text
+    assert paused.status_code == 303 and paused.headers["location"] == "/"

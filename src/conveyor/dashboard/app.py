@@ -222,13 +222,14 @@ def create_app(
         action = request.path_params["action"]
         target = request.path_params["target"]
         back = str(form.get("back", "")) or "/"
-        if not back.startswith("/") or back.startswith("//"):
-            back = "/"
-        if action == "purge-failed" and form.get("confirmed") != "yes":
+        if not back.startswith("/") or back.startswith("//") or "\\" in back:
+            back = "/"  # a browser reads /\host as //host: another site
+        kind = request.path_params["kind"]
+        if (kind, action) == ("queues", "purge-failed") and form.get("confirmed") != "yes":
             return await confirm_purge(request, target, back)  # asked first, as the CLI does
         try:
             queue = str(form.get("queue", ""))
-            await perform(registry, request.path_params["kind"], action, target, queue)
+            await perform(registry, kind, action, target, queue)
         except (Refused, ConveyorError, ValueError) as exc:  # refused: 404 or 409; else 400
             down = isinstance(exc, BackendUnavailableError)  # 503: the backend, not the request
             status = getattr(exc, "status", 503 if down else 400)
