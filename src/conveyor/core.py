@@ -128,7 +128,8 @@ class RegistryCore(Pushing):
                     stats = await driver.worker_stats()
                     present = await driver.alive(within)
             except (BackendUnavailableError, TimeoutError) as exc:
-                why = str(exc) or f"no answer within {deadline:g}s"  # asyncio.timeout's
+                late = f"no answer within {deadline:g}s" if deadline is not None else "timed out"
+                why = str(exc) or late  # asyncio.timeout's TimeoutError says nothing
                 seen.down.update(dict.fromkeys(queues, why))
                 continue
             seen.counts.update(counts)
