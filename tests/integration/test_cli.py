@@ -552,3 +552,17 @@ def test_failed_retry_and_purge_print_json_with_json(app: App) -> None:
     assert asked.returncode == 0, asked.stderr
     assert "Delete every failed job of queue 'tasks'?" in asked.stderr
     assert json.loads(asked.stdout) == {"queue": "tasks", "name": None, "purged": 1}
+
+
+@pytest.mark.parametrize("command", [("list",), ("retry",), ("purge", "--yes")])
+def test_failed_name_that_no_job_can_have_is_a_usage_error(
+    app: App, command: tuple[str, ...]
+) -> None:
+    """Was: `--name 'mail send'` (a space, a typo) listed, retried or purged nothing and said
+    nothing of it; the dashboard refused the same name."""
+    app.push("boom", {"n": 1})
+    assert app.run("work", "w", "--app", APP, "--burst").returncode == 0
+    given = app.run("failed", command[0], "tasks", "--name", "bo om", *command[1:], "--app", APP)
+    assert given.returncode == 2, given
+    assert "job name 'bo om' is not valid" in given.stderr
+    assert len(rows(app.run("failed", "list", "tasks", "--app", APP).stdout)) == 2  # head, job

@@ -16,8 +16,10 @@ from conveyor.cli.app import (
     run,
     table,
 )
+from conveyor.errors import ConveyorError
 from conveyor.job import JobState
 from conveyor.registry import Registry
+from conveyor.spec import check_name
 
 #: Ids named on the command line are retried this many to a call, the progress bar between.
 BATCH = 1000
@@ -31,6 +33,17 @@ def failed() -> None:
 #: The most --limit and --offset take: far past any queue, and within every backend's integers
 #: (SQLite's and PostgreSQL's are 64-bit: a larger number was an OverflowError).
 MOST = 10**12
+
+
+def _job_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--name as given, once it is a name a job can have (a typo such as a space would list,
+    retry or purge nothing, without a word)."""
+    if value is not None:
+        try:
+            check_name("job", value)
+        except ConveyorError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 @failed.command(name="list")
@@ -50,7 +63,7 @@ MOST = 10**12
     show_default=True,
     help="How many to skip.",
 )
-@click.option("--name", default=None, help="Only the jobs of this job name.")
+@click.option("--name", default=None, callback=_job_name, help="Only the jobs of this job name.")
 @click.option(
     "--after",
     default=None,
@@ -88,7 +101,7 @@ NAME_HELP = "Only the failed jobs of this job name (not with IDS)."
 @click.argument("queue")
 @click.argument("ids", nargs=-1)
 @app_option
-@click.option("--name", default=None, help=NAME_HELP)
+@click.option("--name", default=None, callback=_job_name, help=NAME_HELP)
 @json_option
 def failed_retry(
     queue: str, ids: tuple[str, ...], app: str, name: str | None, as_json: bool
@@ -170,7 +183,7 @@ async def _retry(registry: Registry, queue: str, ids: list[str], name: str | Non
 @click.argument("queue")
 @click.argument("ids", nargs=-1)
 @app_option
-@click.option("--name", default=None, help=NAME_HELP)
+@click.option("--name", default=None, callback=_job_name, help=NAME_HELP)
 @click.option("--yes", is_flag=True, help="Purge all of them without asking.")
 @json_option
 def failed_purge(
