@@ -100,12 +100,10 @@ class RegistryCore(Pushing):
 
     async def queue_info(self) -> dict[str, QueueCounts]:
         """Jobs per state for every registered queue."""
-        self.freeze()
         result: dict[str, QueueCounts] = {}
-        for queue in self._queues:
-            driver = await self.driver_of(queue)
-            result.update(await driver.counts([queue]))
-        return result
+        for queues in self._by_backend():  # one read a backend
+            result.update(await (await self.driver_of(queues[0])).counts(queues))
+        return {queue: result[queue] for queue in self._queues}
 
     async def overview(
         self, within: float = ALIVE_WITHIN, deadline: float | None = None
@@ -384,12 +382,11 @@ class RegistryCore(Pushing):
 
     async def paused_queues(self) -> set[str]:
         """The registered queues that are paused."""
-        self.freeze()
         found: set[str] = set()
-        for queue in self._queues:
-            driver = await self.driver_of(queue)
+        for queues in self._by_backend():  # one read a backend
+            driver = await self.driver_of(queues[0])
             if driver.capabilities.control:
-                found |= await driver.paused([queue])
+                found |= await driver.paused(queues)
         return found
 
     async def result(self, job_id: str, timeout: float | None = None) -> Any:

@@ -3,7 +3,10 @@ under a random name prefix, deleted afterwards."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
+import pytest
 
 from conveyor import Registry
 from conveyor.dashboard.app import create_app
@@ -11,8 +14,9 @@ from tests.backends import require_service
 from tests.backends.amqp import START, URL, delete_prefix, fresh_prefix
 
 
-async def test_the_queues_page_offers_pause_only_where_the_backend_can_pause() -> None:
-    # Before, an amqp queue had a Pause button that could only answer "does not support".
+@pytest.fixture
+async def page() -> AsyncIterator[httpx.Response]:
+    """The queues page of queue "rabbit" on RabbitMQ beside queue "kept" in memory."""
     require_service("amqp", 5672, START)
     prefix = fresh_prefix()
     registry = Registry()
@@ -22,37 +26,30 @@ async def test_the_queues_page_offers_pause_only_where_the_backend_can_pause() -
     transport = httpx.ASGITransport(app=create_app(registry))  # type: ignore[arg-type]
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://dash") as web:
-            page = await web.get("/")
-        assert page.status_code == 200, page.text
-        assert 'action="/queues/kept/pause"' in page.text
-        assert "/queues/rabbit/pause" not in page.text
-        assert "/queues/rabbit/resume" not in page.text
+            yield await web.get("/")
     finally:
         await registry.close()
         await delete_prefix(prefix, {"rabbit"})
 
 
-async def test_the_queues_page_says_what_it_cannot_see_of_an_amqp_queue() -> None:
+async def test_the_queues_page_offers_pause_only_where_the_backend_can_pause(
+    page: httpx.Response,
+) -> None:
+    # Before, an amqp queue had a Pause button that could only answer "does not support".
+    assert page.status_code == 200, page.text
+    assert 'action="/queues/kept/pause"' in page.text
+    assert "/queues/rabbit/pause" not in page.text
+    assert "/queues/rabbit/resume" not in page.text
+
+
+async def test_the_queues_page_says_what_it_cannot_see_of_an_amqp_queue(
+    page: httpx.Response,
+) -> None:
     # It showed delayed 0 and succeeded 0 (neither is counted on amqp) and "no worker process
     # is alive" beside a running amqp worker, which only its own process sees.
-    require_service("amqp", 5672, START)
-    prefix = fresh_prefix()
-    registry = Registry()
-    registry.queue("rabbit", driver=f"{URL}?prefix={prefix}", workers=["w"])
-    registry.queue("kept", driver="memory", workers=["w"])
-    registry.worker("w")
-    transport = httpx.ASGITransport(app=create_app(registry))  # type: ignore[arg-type]
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://dash") as web:
-            page = await web.get("/")
-        assert page.status_code == 200, page.text
-        assert "/queues/rabbit?state=delayed" not in page.text
-        assert "/queues/rabbit?state=succeeded" not in page.text
-        assert (
-            page.text.count('title="its backend does not count delayed or succeeded jobs">?') == 2
-        )
-        assert "/queues/kept?state=delayed" in page.text  # a backend that counts them
-        assert 'id="unshared">The backend of rabbit keeps worker processes' in page.text
-    finally:
-        await registry.close()
-        await delete_prefix(prefix, {"rabbit"})
+    assert page.status_code == 200, page.text
+    assert "/queues/rabbit?state=delayed" not in page.text
+    assert "/queues/rabbit?state=succeeded" not in page.text
+    assert page.text.count('title="its backend does not count delayed or succeeded jobs">?') == 2
+    assert "/queues/kept?state=delayed" in page.text  # a backend that counts them
+    assert 'id="unshared">The backend of rabbit keeps worker processes' in page.text

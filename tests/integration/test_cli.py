@@ -119,11 +119,13 @@ class App:
         assert info is not None, f"job {job_id} is gone"
         return info
 
-    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, answer: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+        """The command's run; `answer` is typed at its prompt (a question's "n" or "y")."""
         return subprocess.run(
             conveyor(*args),
             cwd=self.dir,
             env={**os.environ, **env},
+            input=answer,
             capture_output=True,
             text=True,
             timeout=DEADLINE,
@@ -461,15 +463,7 @@ def test_job_lookup_of_a_purged_job_says_it_may_have_been_purged(app: App) -> No
 def test_failed_purge_of_a_whole_queue_asks_first(app: App) -> None:
     app.push("boom", {"n": 1})
     assert app.run("work", "w", "--app", APP, "--burst").returncode == 0
-    refused = subprocess.run(
-        conveyor("failed", "purge", "tasks", "--app", APP),
-        cwd=app.dir,
-        input="n\n",
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
-    )
+    refused = app.run("failed", "purge", "tasks", "--app", APP, answer="n\n")
     assert refused.returncode != 0
     assert "Delete every failed job of queue 'tasks'?" in refused.stdout
     assert len(rows(app.run("failed", "list", "tasks", "--app", APP).stdout)) == 2
@@ -486,15 +480,7 @@ def test_failed_retry_and_purge_by_name_touch_only_that_job_names_jobs(app: App)
     assert [app.job(job_id).state for job_id in booms] == [JobState.PENDING] * 3
     assert app.job(bang).state is JobState.FAILED
 
-    refused = subprocess.run(
-        conveyor("failed", "purge", "tasks", "--name", "bang", "--app", APP),
-        cwd=app.dir,
-        input="n\n",
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
-    )
+    refused = app.run("failed", "purge", "tasks", "--name", "bang", "--app", APP, answer="n\n")
     assert refused.returncode != 0
     assert "Delete every failed job of name 'bang' in queue 'tasks'?" in refused.stdout
     assert app.job(bang).state is JobState.FAILED
@@ -540,15 +526,7 @@ def test_failed_retry_and_purge_print_json_with_json(app: App) -> None:
     retried = app.run("failed", "retry", "tasks", "--name", "boom", "--json", "--app", APP)
     assert retried.returncode == 0, retried.stderr
     assert json.loads(retried.stdout) == {"queue": "tasks", "name": "boom", "retried": 2}
-    asked = subprocess.run(
-        conveyor("failed", "purge", "tasks", "--json", "--app", APP),
-        cwd=app.dir,
-        input="y\n",
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
-    )
+    asked = app.run("failed", "purge", "tasks", "--json", "--app", APP, answer="y\n")
     assert asked.returncode == 0, asked.stderr
     assert "Delete every failed job of queue 'tasks'?" in asked.stderr
     assert json.loads(asked.stdout) == {"queue": "tasks", "name": None, "purged": 1}

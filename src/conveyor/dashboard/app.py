@@ -205,8 +205,8 @@ def create_app(
         registry.freeze()  # the implicit queue exists only once frozen
         if queue not in registry.queues:
             return PlainTextResponse(f"no queue called {queue!r}", status_code=404)
-        counts = (await registry.overview()).counts.get(queue)  # None: its backend is down
-        failed = None if counts is None else counts.failed
+        counted = await (await registry.driver_of(queue)).counts([queue])  # that backend only
+        failed = counted[queue].failed
         return render(request, "confirm.html", queue=queue, failed=failed, back=back)
 
     async def act(request: Request) -> Response:
