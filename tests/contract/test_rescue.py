@@ -92,11 +92,13 @@ async def test_the_alone_mark_shows_and_plain_renewals_keep_it(driver: Driver) -
 async def test_rescues_counted_per_job_in_one_batch(driver: Driver) -> None:
     lonely = await push_and_reserve(driver, lease=SHORT_LEASE)
     await driver.renew([reservation(lonely)], SHORT_LEASE, alone=True)
-    crowded = await push_and_reserve(driver, lease=SHORT_LEASE)
+    # On a queue of its own: on a loaded machine the lonely job's lease may run out before
+    # this reserve, which would then take it back instead.
+    crowded = await push_and_reserve(driver, make_job("q2"), lease=SHORT_LEASE)
     fresh = make_job()
     await driver.push(fresh)
 
-    got = {job.id: (job.attempt, job.rescued) for job in await rescue(driver)}
+    got = {job.id: (job.attempt, job.rescued) for job in await rescue(driver, ["q", "q2"])}
 
     assert got == {lonely.id: (2, 1), crowded.id: (1, 1), fresh.id: (1, 0)}
 

@@ -270,7 +270,15 @@ def _pack(
 class WaitingPool(ConnectionPool):
     """redis-py's ConnectionPool, except that a call finding all `max_connections` busy waits
     for one instead of failing: what BlockingConnectionPool does, without the condition,
-    lock and timer it takes on every call. The wait is bounded by the caller's deadline."""
+    lock and timer it takes on every call. The wait is bounded by the caller's deadline.
+
+    An idle connection is handed out and taken back without what redis-py 8 does around each
+    checkout and return (its lock, which one event loop does not need when nothing is awaited
+    between taking a connection from a list and putting it in the other, and four awaited
+    observability records): about 10 µs a command less here. It is still checked before use
+    (`ensure_connection`: connected, no reply left unread). redis-py's own connection-count
+    metrics, off unless configured, do not see these; a connection marked to reconnect, and
+    every connection on a redis-py without these methods, take redis-py's own way."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -280,17 +288,42 @@ class WaitingPool(ConnectionPool):
         # The arguments are passed on as given: redis-py 5 names the command, 6+ nothing.
         await self._slots.acquire()
         try:
-            connection: AbstractConnection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+            if not (_LEAN_POOL and self._available_connections):
+                return await super().get_connection(*args, **kwargs)  # type: ignore[no-any-return,no-untyped-call]
+            connection: AbstractConnection = self._available_connections.pop()
+            self._in_use_connections.add(connection)
+            try:
+                await self.ensure_connection(connection)
+            except BaseException:
+                self._put_back(connection)
+                raise
+            return connection
         except BaseException:
             self._slots.release()
             raise
-        return connection
 
     async def release(self, connection: AbstractConnection) -> None:
         try:
-            await super().release(connection)
+            if (
+                _LEAN_POOL
+                and connection in self._in_use_connections
+                and not connection.should_reconnect()  # type: ignore[no-untyped-call]
+            ):
+                self._put_back(connection)
+            else:
+                await super().release(connection)
         finally:
             self._slots.release()
+
+    def _put_back(self, connection: AbstractConnection) -> None:
+        self._in_use_connections.discard(connection)
+        self._available_connections.append(connection)
+
+
+#: Whether this redis-py's pool and connections have what WaitingPool's short way uses.
+_LEAN_POOL = hasattr(ConnectionPool, "ensure_connection") and hasattr(
+    AbstractConnection, "should_reconnect"
+)
 
 
 def command_timeout(url: str, options: dict[str, Any]) -> tuple[str, float]:
