@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -250,6 +251,43 @@ async def test_push_in_thread_of_a_stored_id_stores_nothing_twice(driver: RedisD
 
     assert await asyncio.to_thread(driver.push_in_thread, job) == job.id
     assert (await driver.counts(["q"]))["q"].pending == 2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"delay": 60.0},
+        {"delay": -3.5, "priority": -7, "max_attempts": 4, "timeout": 30.0,
+         "retry_delay": '{"kind": "fixed"}'},
+        {"priority": 2**70},
+    ],
+    ids=["plain", "delayed", "every-option", "huge-priority"],
+)  # fmt: skip
+async def test_a_single_push_stores_what_push_many_stores(
+    driver: RedisDriver, options: dict[str, Any]
+) -> None:
+    await driver.push(make_job())  # the queue is known: a push is then push_one.lua alone
+    single, batch = make_job(**options), make_job(**options)
+
+    assert await driver.push(single) == single.id
+    assert await driver.push(single) == single.id  # stored already: nothing twice
+    assert await driver.push_many([batch]) == [batch.id]
+
+    client, keys = driver._redis(), driver.keys("q")
+    mine, theirs = [await client.hgetall(keys.job + job.id) for job in (single, batch)]
+    assert float(mine.pop("available_at")) - float(mine.pop("created_at")) == pytest.approx(
+        float(theirs.pop("available_at")) - float(theirs.pop("created_at")), abs=1e-5
+    )
+    assert (mine.pop("id"), theirs.pop("id")) == (single.id, batch.id)
+    assert mine == theirs
+    pending = await client.zrange(keys.pending, 0, -1)
+    placed = [[m[:16] for m in pending if m.endswith(job.id)] for job in (single, batch)]
+    delayed = [await client.zscore(keys.delayed, job.id) is not None for job in (single, batch)]
+    assert placed[0] == placed[1] and delayed[0] == delayed[1]
+    assert len(placed[0]) + delayed[0] == 1
+    counts = (await driver.counts(["q"]))["q"]
+    assert counts.pending + counts.delayed == 3
 
 
 # -- faults ----------------------------------------------------------------------------------

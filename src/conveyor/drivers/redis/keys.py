@@ -14,6 +14,7 @@ __all__ = ["SCRIPT_KEYS", "QueueKeys", "new_token", "queue_of"]
 #: The KEYS each script takes, in order (each lua/<name>.lua documents them too).
 SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "push": ("pending", "delayed", "unique", "wake"),
+    "push_one": ("pending", "delayed", "wake"),
     "reserve": ("pending", "delayed", "reserved", "wake"),
     "renew": ("reserved",),
     "ack": ("reserved", "succeeded", "unique"),

@@ -34,6 +34,7 @@ __all__ = [
     "job_info",
     "push_job",
     "push_jobs",
+    "push_one",
     "push_run",
     "rank",
     "score_pairs",
@@ -122,6 +123,38 @@ def push_job(job: NewJob) -> str:
         job.retry_delay,
     )  # fmt: skip
     return f"{head}{encode_basestring(job.id)}, {encode_basestring(job.payload)}]]]"
+
+
+def push_one(job: NewJob) -> list[str] | None:
+    """push_one.lua's ARGV after the key prefix for `job` (id, payload, delay, rank, the other
+    fields), or None for a job with meta or a unique key, which push.lua stores. What the job
+    shares with others of its queue, name and options is made once and kept (`_one_rest`)."""
+    if job.meta or job.unique is not None:
+        return None
+    rest = _one_rest(
+        job.queue, job.name, job.delay, job.max_attempts, job.priority, job.timeout,
+        job.retry_delay,
+    )  # fmt: skip
+    return [job.id, job.payload, *rest]
+
+
+@functools.lru_cache(maxsize=256)
+def _one_rest(
+    queue: str,
+    name: str,
+    delay: float,
+    max_attempts: int,
+    priority: int,
+    timeout: float | None,
+    retry_delay: str | None,
+) -> tuple[str, ...]:
+    """push_one.lua's delay, rank and fields for a job of these fields (push_run's)."""
+    template = NewJob(
+        id="", queue=queue, name=name, payload="", delay=delay, max_attempts=max_attempts,
+        priority=priority, timeout=timeout, retry_delay=retry_delay,
+    )  # fmt: skip
+    wait, ranked, _, fields, _ = push_run(template)
+    return (wait, ranked, *fields)
 
 
 @functools.lru_cache(maxsize=256)

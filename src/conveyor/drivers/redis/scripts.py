@@ -35,6 +35,7 @@ INCLUDE = "-- include: "
 #: One script per verb; the file lua/<name>.lua documents its KEYS and ARGV.
 SCRIPT_NAMES = (
     "push",
+    "push_one",
     "reserve",
     "renew",
     "ack",

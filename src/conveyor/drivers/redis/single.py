@@ -1,13 +1,14 @@
-"""A single push on Redis: one EVALSHA of lua/push.lua, with nothing around it, sent from the
-event loop (`push`) or from the caller's own thread (`push_in_thread`, the blocking facade's
-push): one script, its arguments built by one function, its errors translated by one edge."""
+"""A single push on Redis: one EVALSHA of lua/push_one.lua (push.lua for a job with meta or a
+unique key), with nothing around it, sent from the event loop (`push`) or from the caller's
+own thread (`push_in_thread`, the blocking facade's push): one script, its arguments built by
+one function, its errors translated by one edge."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from conveyor.drivers.redis.client import RedisClient
-from conveyor.drivers.redis.records import push_job
+from conveyor.drivers.redis.records import push_job, push_one
 from conveyor.job import NewJob
 
 __all__ = ["SinglePush"]
@@ -23,7 +24,7 @@ class SinglePush(RedisClient):
         if job.queue not in self._known:
             return (await self.push_many([job], connection=connection))[0]
         self.check_connection(connection)
-        return str((await self._call("push", *self._push_call(job)))[0])
+        return str((await self._call(*self._push_call(job)))[0])
 
     def push_in_thread(self, job: NewJob) -> str | None:
         """`push`, sent from the calling thread on a synchronous connection, so that a thread
@@ -33,9 +34,13 @@ class SinglePush(RedisClient):
         then does it, adding the queue to the known ones)."""
         if job.queue not in self._known:
             return None
-        return str(self._call_in_thread("push", *self._push_call(job))[0])
+        return str(self._call_in_thread(*self._push_call(job))[0])
 
-    def _push_call(self, job: NewJob) -> tuple[list[str], list[Any]]:
-        """push.lua's KEYS and ARGV for one job."""
+    def _push_call(self, job: NewJob) -> tuple[str, list[str], list[Any]]:
+        """The script for one job, its KEYS and ARGV: push_one.lua, or push.lua for a job with
+        meta or a unique key."""
         keys = self.keys(job.queue)
-        return keys.of_script("push"), [keys.job, push_job(job)]
+        one = push_one(job)
+        if one is None:
+            return "push", keys.of_script("push"), [keys.job, push_job(job)]
+        return "push_one", keys.of_script("push_one"), [keys.job, *one]
