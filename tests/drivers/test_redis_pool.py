@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.exceptions
 from redis.asyncio import Redis
+from redis.auth.token import SimpleToken
 
 from conveyor.drivers.redis.connection import make_client
 from tests.backends import require_service
+from tests.backends.private import spare_port, wait_for_port
 from tests.backends.redis import START, URL, delete_prefix, fresh_prefix
 
 pytestmark = pytest.mark.timeout(60)
@@ -92,3 +97,33 @@ async def test_no_connection_slot_is_lost_whatever_a_command_ends_with(
     pool = redis_client.connection_pool
     assert len(pool._in_use_connections) == 0  # type: ignore[attr-defined]
     assert len(pool._available_connections) <= 3  # type: ignore[attr-defined]
+
+
+async def test_a_connection_given_a_new_token_authenticates_with_it_when_it_comes_back(
+    tmp_path: Path,
+) -> None:
+    """redis-py's streaming credential providers hand a connection in use a new token, which
+    the pool sends (AUTH) when the connection comes back: the short way must not skip it."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = spare_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
+         "--save", "", "--appendonly", "no", "--user", "alice", "on", ">secret", "~*", "&*", "+@all"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, up=True)
+        made = make_client(f"redis://127.0.0.1:{port}/0", {})
+        pool = made.connection_pool
+        assert await made.execute_command("ACL WHOAMI") == "default"
+        connection = await pool.get_connection()
+        connection.set_re_auth_token(SimpleToken("secret", -1, 0, {"oid": "alice"}))
+        await pool.release(connection)
+
+        assert await made.execute_command("ACL WHOAMI") == "alice"
+        await made.aclose()
+    finally:
+        server.kill()
+        server.wait()

@@ -277,8 +277,10 @@ class WaitingPool(ConnectionPool):
     between taking a connection from a list and putting it in the other, and four awaited
     observability records): about 10 µs a command less here. It is still checked before use
     (`ensure_connection`: connected, no reply left unread). redis-py's own connection-count
-    metrics, off unless configured, do not see these; a connection marked to reconnect, and
-    every connection on a redis-py without these methods, take redis-py's own way."""
+    metrics, off unless configured, do not see these. A connection marked to reconnect, one
+    holding a new token to authenticate with (a streaming credential provider's, sent when the
+    connection comes back), and every connection on a redis-py without these methods take
+    redis-py's own way."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -308,6 +310,7 @@ class WaitingPool(ConnectionPool):
                 _LEAN_POOL
                 and connection in self._in_use_connections
                 and not connection.should_reconnect()  # type: ignore[no-untyped-call]
+                and getattr(connection, "_re_auth_token", None) is None
             ):
                 self._put_back(connection)
             else:
