@@ -109,7 +109,8 @@ async def test_a_connection_given_a_new_token_authenticates_with_it_when_it_come
     port = spare_port()
     server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-         "--save", "", "--appendonly", "no", "--user", "alice", "on", ">secret", "~*", "&*", "+@all"],
+         "--save", "", "--appendonly", "no",
+         "--user", "alice", "on", ">secret", "~*", "&*", "+@all"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
