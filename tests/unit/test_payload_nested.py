@@ -127,7 +127,7 @@ def test_a_nested_key_of_no_field_is_refused_naming_its_place(
 @pytest.mark.parametrize("payload_type", [Box[Address], Parcel[int]])
 def test_a_key_of_no_field_of_a_generic_type_is_refused(payload_type: Any) -> None:
     codec = Codec("j", payload_type)
-    payload = {"item" if payload_type is Box[Address] else "content": 1, "bogus": 2}
+    payload = {"item" if payload_type == Box[Address] else "content": 1, "bogus": 2}
     with pytest.raises(PayloadError, match=r"keys that are no field of \w+: 'bogus'"):
         codec.encode(payload)
     box = Codec("j", Box[Address])
