@@ -100,11 +100,11 @@ class Hooks:
         self.installed: dict[str, Any] = {}
         self.active = False
 
-    def add(self, hook: Hook, kinds: Iterable[str] = ()) -> None:
+    def add(self, hook: Hook, kinds: Iterable[object] = ()) -> None:
         """Call `hook` for the events `kinds` (every event when none is named)."""
         wanted = tuple(kinds) or EVENT_KINDS
         for kind in wanted:
-            if kind not in self._hooks:
+            if not isinstance(kind, str) or kind not in self._hooks:
                 raise ConfigError(
                     f"no lifecycle event is called {kind!r}: use one of {', '.join(EVENT_KINDS)}"
                 )
