@@ -14,8 +14,9 @@ the handler call. Metrics (`conveyor.metrics`) and tracing (`conveyor.tracing`) 
             print(job.name, time.monotonic() - started)
 
 Events: pushed (once per stored job, in the pushing process), started (a worker begins an
-attempt), succeeded, retried, failed, cancelled, lease lost (once the outcome is written, or
-refused because another worker holds the job now), worker started, worker stopped.
+attempt), succeeded, retried, failed, cancelled (once the outcome is written), lease lost
+(another worker holds the job now: a renewal found it so while the job ran, or its outcome was
+refused), worker started, worker stopped.
 
 A hook is a plain function or an `async def` taking one `Event`; it may be registered at any
 time, before or after the registry is frozen (observing changes no behaviour, so a metrics
@@ -177,7 +178,7 @@ def started(job: JobInfo, worker: str) -> Event:
     if job.reserved_at is not None:
         wait = max(0.0, job.reserved_at - job.available_at)
     return Event(
-        "started", job.id, job.queue, job.name, job.attempt, job.meta, wait=wait, worker=worker
+        "started", job.id, job.queue, job.name, _attempt(job), job.meta, wait=wait, worker=worker
     )
 
 
@@ -186,9 +187,15 @@ def settled(
 ) -> Event:
     """The event of an attempt's outcome written (or refused: lease_lost)."""
     return Event(
-        kind, job.id, job.queue, job.name, job.attempt, job.meta, error,
+        kind, job.id, job.queue, job.name, _attempt(job), job.meta, error,
         duration=duration, worker=worker,
     )  # fmt: skip
+
+
+def _attempt(job: JobInfo) -> int:
+    """The attempt an event is about: a job failed as the likely cause of its worker's deaths
+    was counted an attempt by the reserve that found it, which never ran (as the log says)."""
+    return min(job.attempt, job.max_attempts)
 
 
 def of_worker(kind: EventKind, worker: str, queues: Iterable[str]) -> Event:

@@ -130,6 +130,15 @@ class Settler:
         if told is not None:
             await told.wait()
 
+    async def tell_lost(self, job: JobInfo, started: float) -> None:
+        """Tell the hooks that a renewal found `job`'s lease taken over while it ran since
+        `started` (monotonic): nothing of it is written, another worker holds it now."""
+        if self.hooks is None or not self.hooks.active:
+            return
+        event = settled_event("lease_lost", job, None, time.monotonic() - started, self.identity)
+        with contextlib.suppress(asyncio.CancelledError):  # a stop: still not ours to give back
+            await self.hooks.emit(event)
+
     def give_up(self) -> None:
         """Stop retrying failed writes (a forced stop)."""
         self._gave_up = True

@@ -1,0 +1,110 @@
+"""Each lifecycle event once, with the right attempt, for the outcomes a worker meets beyond a
+plain success or failure: a lease lost while the job runs, a job failed as the likely cause of
+its worker's deaths."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from conveyor import Job, JobState
+from conveyor import metrics as conveyor_metrics
+from conveyor.drivers.base import Reservation
+from conveyor.hooks import Event
+from tests.backends import eventually
+
+from .conftest import App, settle
+
+# Each case waits for jobs by looking them up: a driver without lookup cannot be watched.
+pytestmark = pytest.mark.needs("lookup")
+
+
+@dataclass
+class Item:
+    n: int
+
+
+async def test_a_lease_lost_while_the_job_runs_is_told_once(app: App, start) -> None:
+    # Before, a renewal that found the lease taken over cancelled the job and told no hook:
+    # "started" had no outcome, and conveyor_jobs_total{outcome="lease_lost"} stayed 0 for the
+    # commonest loss (a stalled event loop), the one its alert rule is for.
+    lease = 0.6
+    registry = app.registry(lease=lease)
+    events: list[Event] = []
+    registry.hook()(events.append)
+    metrics = conveyor_metrics.install(registry, cache_for=0.0)
+    taken: list[str] = []
+
+    def rival_takes_it() -> None:
+        async def take() -> None:
+            rival = app.connect()
+            await rival.open()
+            taken.extend(job.id for job in await rival.reserve(["q"], 1, 60.0, "rival"))
+            await rival.close()
+
+        asyncio.run(take())
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        time.sleep(lease * 1.5)  # the event loop stalls past the lease: nothing renews it
+        rival = threading.Thread(target=rival_takes_it)
+        rival.start()
+        rival.join()  # the loop still stalled: another worker reserves the job meanwhile
+        await asyncio.sleep(30)  # until the next renewal finds the lease lost
+
+    job_id = await registry.push("q", "item", Item(1))
+    running = start(registry)
+
+    async def lost_told() -> bool:
+        return any(e.kind == "lease_lost" for e in events)
+
+    await eventually(lost_told)
+    assert taken == [job_id]
+    await running.stop()
+    told = [(e.kind, e.attempt) for e in events if e.job_id == job_id]
+    assert told == [("pushed", 0), ("started", 1), ("lease_lost", 1)]
+    [lost] = [e for e in events if e.kind == "lease_lost"]
+    assert lost.duration is not None and lost.duration >= lease * 1.5
+    assert lost.worker == running.worker.identity and lost.error is None
+    text = (await metrics.exposition()).decode()
+    assert 'conveyor_jobs_total{job="item",outcome="lease_lost",queue="q"} 1.0' in text
+    assert 'conveyor_job_run_seconds_count{job="item",queue="q"} 1.0' in text
+    assert (await registry.job_info(job_id)).state is JobState.RESERVED  # the rival's now
+
+
+async def test_a_job_failed_for_its_workers_deaths_is_told_at_its_last_attempt(
+    app: App, start
+) -> None:
+    # Before, the hooks were told attempt 2 of 1 (the reserve that found the job dead counted
+    # an attempt that never ran), where the log line and the stored job say 1 of 1.
+    registry = app.registry()
+    events: list[Event] = []
+    registry.hook()(events.append)
+
+    @registry.job("item", retry=0)
+    async def item(job: Job[Item]) -> None: ...
+
+    job_id = await registry.push("q", "item", Item(1))
+    crashed = app.connect()
+    await crashed.open()
+    # Two deaths: the second while the job ran alone, as a worker runs a rescued job.
+    await crashed.reserve(["q"], 1, 0.1, "crashed")
+    await asyncio.sleep(0.2)
+    [rescued] = await crashed.reserve(["q"], 1, 0.1, "crashed")
+    assert await crashed.renew([Reservation(job_id, rescued.reservation)], 0.1, alone=True)
+    await asyncio.sleep(0.2)
+    start(registry)
+    info = await settle(registry, job_id)
+    await crashed.close()
+    assert (info.state, info.attempt, info.max_attempts) == (JobState.FAILED, 1, 1)
+
+    async def failed_told() -> bool:
+        return any(e.kind == "failed" for e in events)
+
+    await eventually(failed_told)
+    told = [(e.kind, e.attempt) for e in events if e.job_id == job_id]
+    assert told == [("pushed", 0), ("started", 1), ("failed", 1)]
