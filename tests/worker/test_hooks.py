@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,6 +167,31 @@ async def test_middleware_wraps_the_handler_outermost_first(app: App, start) -> 
     start(registry)
     assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
     assert calls == ["outer 7", "inner", "handler"]
+
+
+async def test_a_plain_handler_sees_the_context_its_middleware_set(app: App, start) -> None:
+    # docs/observability.md's middleware example: before, a plain handler's thread ran without
+    # the context the middleware set, so it read the variable's default.
+    registry = app.registry()
+    tenant: ContextVar[str | None] = ContextVar("tenant", default=None)
+    seen: list[str | None] = []
+
+    @registry.middleware
+    async def with_tenant(job: Job[Any], call_next: CallNext) -> Any:
+        token = tenant.set(job.meta.get("tenant"))
+        try:
+            return await call_next(job)
+        finally:
+            tenant.reset(token)
+
+    @registry.job("plain")
+    def handle(job: Job[Item]) -> None:
+        seen.append(tenant.get())
+
+    job_id = await registry.push("q", "plain", Item(1), meta={"tenant": "acme"})
+    start(registry)
+    assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
+    assert seen == ["acme"]
 
 
 async def test_push_many_raises_one_pushed_event_per_job(app: App) -> None:
