@@ -132,3 +132,25 @@ async def test_a_plain_handler_runs_in_its_span_and_its_push_continues_the_trace
     ]
     assert by_name["process inner"].parent.span_id == publishes[1].context.span_id
     assert {s.context.trace_id for s in finished} == {request.get_span_context().trace_id}
+
+
+async def test_tracing_installed_twice_makes_one_span_per_push_and_run(app: App, start) -> None:
+    # Before, each install added a stamp and a middleware of its own: every push made two
+    # producer spans (the job's metadata naming the second), every attempt two consumer spans.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    registry = app.registry()
+    tracer = provider.get_tracer("conveyor")
+    first = conveyor_tracing.install(registry, tracer)  # the application's module, say
+    again = conveyor_tracing.install(registry, tracer)  # and its worker's start-up
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None: ...
+
+    job_id = await registry.push("q", "item", Item(1))
+    start(registry)
+    assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
+    names = sorted(s.name for s in exporter.get_finished_spans())
+    assert names == ["process item", "publish q"]
+    assert again is first
