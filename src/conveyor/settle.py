@@ -30,7 +30,7 @@ from typing import Protocol, TypeVar
 from conveyor.attempt import Outcome, printable
 from conveyor.drivers.base import Driver, Failure, Release, Reservation, WorkerCounts
 from conveyor.errors import BackendUnavailableError
-from conveyor.hooks import EventKind, Hooks
+from conveyor.hooks import EventKind, Hooks, pushed
 from conveyor.hooks import settled as settled_event
 from conveyor.job import ErrorInfo, JobInfo
 
@@ -357,6 +357,8 @@ class Settler:
             elif o.kind == "fail":
                 kind = "failed"
             elif o.kind == "ack":
+                if o.successor is not None:  # a chain's next page, stored with this ack
+                    await self.hooks.emit(pushed(o.successor))
                 kind = "succeeded"
             elif o.error is not None:
                 kind = "retried"

@@ -13,6 +13,7 @@ import pytest
 
 from conveyor import Job, JobState
 from conveyor import metrics as conveyor_metrics
+from conveyor.chain import page_id
 from conveyor.drivers.base import Reservation
 from conveyor.hooks import Event
 from tests.backends import eventually
@@ -108,3 +109,39 @@ async def test_a_job_failed_for_its_workers_deaths_is_told_at_its_last_attempt(
     await eventually(failed_told)
     told = [(e.kind, e.attempt) for e in events if e.job_id == job_id]
     assert told == [("pushed", 0), ("started", 1), ("failed", 1)]
+
+
+async def test_each_page_a_chain_pushes_is_told_and_counted_as_pushed(app: App, start) -> None:
+    # Before, only the first page (start_chain's push) was told: the pages the worker pushed
+    # with the acks of the pages before raised no "pushed", and conveyor_jobs_pushed_total
+    # said 1 for a chain of 3 pages that each succeeded.
+    registry = app.registry()
+    events: list[Event] = []
+    registry.hook("pushed", "succeeded")(events.append)
+    metrics = conveyor_metrics.install(registry, cache_for=0.0)
+
+    @registry.job("page", queue="q", chain=True)
+    async def page(job: Job[Item]) -> int | None:
+        return job.page + 1 if job.page < 2 else None
+
+    chain_id = await registry.start_chain("page", Item(1))
+    start(registry)
+    last = page_id(chain_id, 2)
+    assert (await settle(registry, last)).state is JobState.SUCCEEDED
+
+    async def all_told() -> bool:
+        return sum(e.kind == "succeeded" for e in events) == 3
+
+    await eventually(all_told)
+    pages = [page_id(chain_id, n) for n in range(3)]
+    told = [(e.kind, e.job_id) for e in events]
+    assert told == [
+        ("pushed", pages[0]), ("pushed", pages[1]), ("succeeded", pages[0]),
+        ("pushed", pages[2]), ("succeeded", pages[1]), ("succeeded", pages[2]),
+    ]  # fmt: skip
+    pushes = [e for e in events if e.kind == "pushed"]
+    assert [(e.attempt, e.meta["page"], e.meta["cursor"]) for e in pushes] == [
+        (0, 0, None), (0, 1, 1), (0, 2, 2),
+    ]  # fmt: skip
+    text = (await metrics.exposition()).decode()
+    assert 'conveyor_jobs_pushed_total{job="page",queue="q"} 3.0' in text
