@@ -150,7 +150,14 @@ class Hooks:
             except asyncio.CancelledError:
                 raise  # the task running it was cancelled (a stop): not the hook's failure
             except BaseException:  # SystemExit, KeyboardInterrupt too: the hook's fault alone
-                log.exception("hook %r raised on %s of job %s", hook, event.kind, event.job_id)
+                name = getattr(hook, "__qualname__", repr(hook))
+                about = f"job {event.job_id} ({event.name})"
+                if not event.job_id:
+                    about = f"worker {event.worker}"
+                log.exception(
+                    "lifecycle hook %s raised on %s of %s (ignored: the job and the worker go on)",
+                    name, event.kind, about,
+                )  # fmt: skip
 
     async def call(self, job: Job[Any], handler: CallNext) -> Any:
         """Run `handler(job)` inside the middleware, outermost first."""

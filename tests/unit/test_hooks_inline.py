@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 
-from conveyor import Job, Registry
+from conveyor import Job, Registry, Worker
 from conveyor import metrics as conveyor_metrics
 from conveyor.hooks import Event
 from conveyor.testing import use_memory, use_sync
@@ -84,4 +85,37 @@ async def test_hook_without_parentheses_is_called_for_every_event() -> None:
     await registry.push("q", "flaky", {"n": 1})
     assert seen == ["pushed", "started", "retried", "started", "succeeded"]
     assert record.__name__ == "record"  # the function itself, still callable by its name
+    await registry.close()
+
+
+async def test_a_hook_that_raises_is_named_with_the_job_or_worker_it_was_told_of(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Before, a worker event's line read "hook <function ...> raised on worker_started of job "
+    # (a job with no id): whose error it was, and about what, was left to guess.
+    registry = Registry(default_driver="memory://")
+    registry.queue("q", workers=["w"])
+    registry.worker("w", poll_interval=0.01)
+
+    @registry.job("item")
+    async def item(job: Job[dict[str, int]]) -> None: ...
+
+    @registry.hook("pushed", "worker_started")
+    def broken(event: Event) -> None:
+        raise RuntimeError("the hook's own fault")
+
+    with caplog.at_level(logging.ERROR, logger="conveyor.hooks"):
+        job_id = await registry.push("q", "item", {"n": 1})
+        worker = Worker(registry, "w", burst=True)
+        await worker.run()
+    lines = [r.getMessage() for r in caplog.records]
+    where = "test_a_hook_that_raises_is_named_with_the_job_or_worker_it_was_told_of.<locals>"
+    assert lines == [
+        f"lifecycle hook {where}.broken raised on pushed of job {job_id} (item) (ignored: the"
+        " job and the worker go on)",
+        f"lifecycle hook {where}.broken raised on worker_started of worker {worker.identity}"
+        " (ignored: the job and the worker go on)",
+    ]
+    assert all(r.exc_text and "the hook's own fault" in r.exc_text for r in caplog.records)
+    assert worker.counts.succeeded == 1
     await registry.close()
