@@ -148,16 +148,12 @@ class Hooks:
                 if inspect.isawaitable(returned):
                     await returned
             except asyncio.CancelledError:
-                raise  # the task running it was cancelled (a stop): not the hook's failure
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # the task running it was cancelled (a stop): not the hook's failure
+                _failed(hook, event)  # its own: a future someone else cancelled
             except BaseException:  # SystemExit, KeyboardInterrupt too: the hook's fault alone
-                name = getattr(hook, "__qualname__", repr(hook))
-                about = f"job {event.job_id} ({event.name})"
-                if not event.job_id:
-                    about = f"worker {event.worker}"
-                log.exception(
-                    "lifecycle hook %s raised on %s of %s (ignored: the job and the worker go on)",
-                    name, event.kind, about,
-                )  # fmt: skip
+                _failed(hook, event)
 
     async def call(self, job: Job[Any], handler: CallNext) -> Any:
         """Run `handler(job)` inside the middleware, outermost first."""
@@ -165,6 +161,15 @@ class Hooks:
         for middleware in reversed(self.middleware):
             call = _wrapped(middleware, call)
         return await call(job)
+
+
+def _failed(hook: Hook, event: Event) -> None:
+    """Log the exception `hook` raised on `event`: the hook's fault alone."""
+    about = f"job {event.job_id} ({event.name})" if event.job_id else f"worker {event.worker}"
+    log.exception(
+        "lifecycle hook %s raised on %s of %s (ignored: the job and the worker go on)",
+        getattr(hook, "__qualname__", repr(hook)), event.kind, about,
+    )  # fmt: skip
 
 
 def _wrapped(middleware: Middleware, call_next: CallNext) -> CallNext:
