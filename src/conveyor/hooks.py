@@ -109,7 +109,7 @@ class Hooks:
                 raise ConfigError(
                     f"no lifecycle event is called {kind!r}: use one of {', '.join(EVENT_KINDS)}"
                 )
-        for kind in wanted:
+        for kind in dict.fromkeys(wanted):  # an event named twice: still called once
             self._hooks[kind].append(hook)  # type: ignore[index]
         self.active = True
 

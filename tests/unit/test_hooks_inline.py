@@ -119,3 +119,15 @@ async def test_a_hook_that_raises_is_named_with_the_job_or_worker_it_was_told_of
     assert all(r.exc_text and "the hook's own fault" in r.exc_text for r in caplog.records)
     assert worker.counts.succeeded == 1
     await registry.close()
+
+
+async def test_a_hook_naming_an_event_twice_is_called_once_for_it() -> None:
+    # Before, each name added the hook again: registry.hook(*ALERTS, "failed") with "failed"
+    # among ALERTS was called twice for every failure (an alert sent twice).
+    registry = make_registry()
+    flaky(registry)
+    seen: list[str] = []
+    registry.hook("retried", "succeeded", "retried")(lambda event: seen.append(event.kind))
+    await registry.push("q", "flaky", {"n": 1})
+    assert seen == ["retried", "succeeded"]
+    await registry.close()
