@@ -82,6 +82,7 @@ class Settler:
         self.hooks = hooks
         self._back_off = back_off
         self._outcomes: list[Outcome] = []
+        self._batch: list[Outcome] = []  # the outcomes `flush` is writing
         self._tally = _Tally()
         self._wakeup = asyncio.Event()
         self._retry = asyncio.Event()
@@ -114,6 +115,11 @@ class Settler:
     def waiting(self) -> bool:
         """True while outcomes wait to be written."""
         return bool(self._outcomes)
+
+    def unwritten(self) -> list[Outcome]:
+        """The outcomes not known to be written: their jobs are still reserved to this worker,
+        so their leases are renewed until they are (a slow hook or write holds them up)."""
+        return [*self._batch, *self._outcomes]
 
     def add(self, outcome: Outcome) -> None:
         """Settle this outcome with the next batch."""
@@ -196,6 +202,7 @@ class Settler:
                 self._give_up("the stop's time to settle ran out")
                 return
             batch, self._outcomes = self._outcomes, []
+            self._batch = batch
             unsettled: list[Outcome] = []
             # One write per driver and verb, so a failed release does not send acks that
             # were written already again (refused then, and their counts lost).
@@ -210,6 +217,7 @@ class Settler:
                             for outcome in chunk:
                                 self._alone.pop(outcome.job.id, None)
                                 self._replaced.discard(outcome.job.id)
+            self._batch = []
             if not unsettled:
                 failures = 0
                 continue

@@ -145,3 +145,30 @@ async def test_each_page_a_chain_pushes_is_told_and_counted_as_pushed(app: App, 
     ]  # fmt: skip
     text = (await metrics.exposition()).decode()
     assert 'conveyor_jobs_pushed_total{job="page",queue="q"} 3.0' in text
+
+
+async def test_a_slow_outcome_hook_lets_no_finished_job_run_again(app: App, start) -> None:
+    # An outcome waits to be written while the hooks of the batch before it are told. Before,
+    # its lease was no longer renewed meanwhile (the job had left the running ones): a hook
+    # slower than the lease let the worker's next reserve take the finished job back as a
+    # dead worker's, and run it a second time.
+    lease = 1.0
+    registry = app.registry(lease=lease)
+    ran: list[int] = []
+
+    @registry.hook("succeeded")
+    async def slow(event: Event) -> None:
+        if event.meta.get("slow"):
+            await asyncio.sleep(lease * 2)  # a chat message, a call to a slow service
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        ran.append(job.payload.n)
+
+    first = await registry.push("q", "item", Item(0), meta={"slow": True})
+    second = await registry.push("q", "item", Item(1))
+    start(registry)
+    assert (await settle(registry, first)).state is JobState.SUCCEEDED
+    info = await settle(registry, second, timeout=lease * 5)
+    assert (info.state, info.rescued, info.attempt) == (JobState.SUCCEEDED, 0, 1)
+    assert ran == [0, 1]
