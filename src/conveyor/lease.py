@@ -2,8 +2,9 @@
 
 Every lease/2 the worker renews the lease of every job it holds (running, rescued and waiting
 to run alone, or finished with its outcome not written yet); a running job whose lease was
-taken over is stopped, since another worker runs it now. At the same renewal it asks which of them someone cancelled, and stops those. Before
-it runs a rescued job alone it marks the job alone, so that a death now is charged to it.
+taken over is stopped, since another worker runs it now. At the same renewal it asks which
+of them someone cancelled, and stops those. Before it runs a rescued job alone it marks the job
+alone, so that a death now is charged to it.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class Leases:
             "the event loop was blocked for %.1fs, longer than the lease (%gs): the leases of "
             "the jobs running then ran out, so another worker may run them too; an async def "
             "handler must not block (time.sleep, CPU-bound work, a blocking client): await "
-            "instead, or make it a plain def, which runs in a thread",
+            "instead, or make it a plain def, which runs in a thread; nor may a lifecycle hook, "
+            "plain def or async, which runs on the event loop: hand slow work to a task",
             slept, self.spec.lease,
         )  # fmt: skip
 

@@ -5,6 +5,7 @@ its worker's deaths."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -172,3 +173,31 @@ async def test_a_slow_outcome_hook_lets_no_finished_job_run_again(app: App, star
     info = await settle(registry, second, timeout=lease * 5)
     assert (info.state, info.rescued, info.attempt) == (JobState.SUCCEEDED, 0, 1)
     assert ran == [0, 1]
+
+
+async def test_a_plain_hook_blocking_the_event_loop_is_named_as_a_cause(
+    app: App, start, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A plain def hook runs on the event loop, not in a thread as a plain def handler does (a
+    # chat message sent with a blocking client, say). Before, the warning named only handlers.
+    registry = app.registry(lease=1.0)
+
+    @registry.hook("started")
+    def blocks(event: Event) -> None:
+        time.sleep(1.6)  # the mistake under test
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None: ...
+
+    job_id = await registry.push("q", "item", Item(1))
+    with caplog.at_level(logging.WARNING, logger="conveyor.worker"):
+        start(registry)
+        await settle(registry, job_id)
+
+        async def warned() -> bool:
+            return "event loop was blocked" in caplog.text
+
+        await eventually(warned)
+    assert "nor may a lifecycle hook, plain def or async, which runs on the event loop" in (
+        caplog.text
+    )
