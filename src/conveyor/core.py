@@ -10,7 +10,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from conveyor import forked
 from conveyor.chain import ChainInfo, chain_meta, find_chain, page_id
@@ -81,9 +81,19 @@ class RegistryCore(Pushing):
 
     # -- hooks (conveyor.hooks) --------------------------------------------------------------
 
-    def hook(self, *kinds: str) -> Callable[[Hook], Hook]:
+    @overload
+    def hook(self, hook: Hook, /) -> Hook: ...
+
+    @overload
+    def hook(self, *kinds: str) -> Callable[[Hook], Hook]: ...
+
+    def hook(self, *kinds: str | Hook) -> Hook | Callable[[Hook], Hook]:
         """Decorator registering a lifecycle hook for the events `kinds` (every event when
-        none is named), before or after freeze: `@registry.hook("failed")`."""
+        none is named), before or after freeze: `@registry.hook("failed")`; `@registry.hook`
+        alone is `@registry.hook()`."""
+        if len(kinds) == 1 and callable(kinds[0]):
+            self.hooks.add(kinds[0])
+            return kinds[0]
 
         def register(hook: Hook) -> Hook:
             self.hooks.add(hook, kinds)

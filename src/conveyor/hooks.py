@@ -14,8 +14,9 @@ the handler call. Metrics (`conveyor.metrics`) and tracing (`conveyor.tracing`) 
             print(job.name, time.monotonic() - started)
 
 Events: pushed (once per stored job, in the pushing process), started (a worker begins an
-attempt), succeeded, retried, failed, cancelled, lease lost (once the outcome is written, or
-refused because another worker holds the job now), worker started, worker stopped.
+attempt), succeeded, retried, failed, cancelled (once the outcome is written), lease lost
+(another worker holds the job now: a renewal found it so while the job ran, or its outcome was
+refused), worker started, worker stopped.
 
 A hook is a plain function or an `async def` taking one `Event`; it may be registered at any
 time, before or after the registry is frozen (observing changes no behaviour, so a metrics
@@ -100,15 +101,15 @@ class Hooks:
         self.installed: dict[str, Any] = {}
         self.active = False
 
-    def add(self, hook: Hook, kinds: Iterable[str] = ()) -> None:
+    def add(self, hook: Hook, kinds: Iterable[object] = ()) -> None:
         """Call `hook` for the events `kinds` (every event when none is named)."""
         wanted = tuple(kinds) or EVENT_KINDS
         for kind in wanted:
-            if kind not in self._hooks:
+            if not isinstance(kind, str) or kind not in self._hooks:
                 raise ConfigError(
                     f"no lifecycle event is called {kind!r}: use one of {', '.join(EVENT_KINDS)}"
                 )
-        for kind in wanted:
+        for kind in dict.fromkeys(wanted):  # an event named twice: still called once
             self._hooks[kind].append(hook)  # type: ignore[index]
         self.active = True
 
@@ -147,9 +148,12 @@ class Hooks:
                 if inspect.isawaitable(returned):
                     await returned
             except asyncio.CancelledError:
-                raise  # the task running it was cancelled (a stop): not the hook's failure
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # the task running it was cancelled (a stop): not the hook's failure
+                _failed(hook, event)  # its own: a future someone else cancelled
             except BaseException:  # SystemExit, KeyboardInterrupt too: the hook's fault alone
-                log.exception("hook %r raised on %s of job %s", hook, event.kind, event.job_id)
+                _failed(hook, event)
 
     async def call(self, job: Job[Any], handler: CallNext) -> Any:
         """Run `handler(job)` inside the middleware, outermost first."""
@@ -157,6 +161,15 @@ class Hooks:
         for middleware in reversed(self.middleware):
             call = _wrapped(middleware, call)
         return await call(job)
+
+
+def _failed(hook: Hook, event: Event) -> None:
+    """Log the exception `hook` raised on `event`: the hook's fault alone."""
+    about = f"job {event.job_id} ({event.name})" if event.job_id else f"worker {event.worker}"
+    log.exception(
+        "lifecycle hook %s raised on %s of %s (ignored: the job and the worker go on)",
+        getattr(hook, "__qualname__", repr(hook)), event.kind, about,
+    )  # fmt: skip
 
 
 def _wrapped(middleware: Middleware, call_next: CallNext) -> CallNext:
@@ -177,7 +190,7 @@ def started(job: JobInfo, worker: str) -> Event:
     if job.reserved_at is not None:
         wait = max(0.0, job.reserved_at - job.available_at)
     return Event(
-        "started", job.id, job.queue, job.name, job.attempt, job.meta, wait=wait, worker=worker
+        "started", job.id, job.queue, job.name, _attempt(job), job.meta, wait=wait, worker=worker
     )
 
 
@@ -186,9 +199,15 @@ def settled(
 ) -> Event:
     """The event of an attempt's outcome written (or refused: lease_lost)."""
     return Event(
-        kind, job.id, job.queue, job.name, job.attempt, job.meta, error,
+        kind, job.id, job.queue, job.name, _attempt(job), job.meta, error,
         duration=duration, worker=worker,
     )  # fmt: skip
+
+
+def _attempt(job: JobInfo) -> int:
+    """The attempt an event is about: a job failed as the likely cause of its worker's deaths
+    was counted an attempt by the reserve that found it, which never ran (as the log says)."""
+    return min(job.attempt, job.max_attempts)
 
 
 def of_worker(kind: EventKind, worker: str, queues: Iterable[str]) -> Event:

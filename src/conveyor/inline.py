@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from conveyor.drivers.sync import SyncDriver
 from conveyor.errors import JobFailedError
+from conveyor.hooks import started
 from conveyor.job import JobInfo, JobState
 from conveyor.worker import Worker
 
@@ -60,6 +61,8 @@ async def _run(registry: RegistryCore, queue: str, driver: Driver, watch: _Watch
     worker = Worker(registry, registry.queue_spec(queue).workers[0])
     try:
         while jobs := await driver.reserve([queue], 1, worker.spec.lease, worker.identity):
+            if registry.hooks.active:  # as a worker tells them, before each attempt
+                await registry.hooks.emit(started(jobs[0], worker.identity))
             outcome = await worker.runner.attempt(jobs[0], driver)
             await worker.settler.settle(driver, [outcome])
             if watch is not None:

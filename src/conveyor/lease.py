@@ -1,9 +1,10 @@
 """Leases: keeping the jobs a worker holds, and letting go of those it must.
 
-Every lease/2 the worker renews the lease of every job it holds (running, or rescued and
-waiting to run alone); a job whose lease was taken over is stopped, since another worker runs
-it now. At the same renewal it asks which of them someone cancelled, and stops those. Before
-it runs a rescued job alone it marks the job alone, so that a death now is charged to it.
+Every lease/2 the worker renews the lease of every job it holds (running, rescued and waiting
+to run alone, or finished with its outcome not written yet); a running job whose lease was
+taken over is stopped, since another worker runs it now. At the same renewal it asks which
+of them someone cancelled, and stops those. Before it runs a rescued job alone it marks the job
+alone, so that a death now is charged to it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from conveyor.attempt import cancelled
+from conveyor.attempt import Outcome, cancelled
 from conveyor.drivers.base import Driver, Reservation
 from conveyor.errors import DriverError
 from conveyor.job import JobInfo
@@ -79,19 +80,26 @@ class Leases:
             "the event loop was blocked for %.1fs, longer than the lease (%gs): the leases of "
             "the jobs running then ran out, so another worker may run them too; an async def "
             "handler must not block (time.sleep, CPU-bound work, a blocking client): await "
-            "instead, or make it a plain def, which runs in a thread",
+            "instead, or make it a plain def, which runs in a thread; nor may a lifecycle hook, "
+            "plain def or async, which runs on the event loop: hand slow work to a task",
             slept, self.spec.lease,
         )  # fmt: skip
 
     async def renew(self) -> bool:
-        """Extend the lease of every running job; cancel any whose lease was taken over.
-        False when a backend could not be reached."""
+        """Extend the lease of every running job, and of every finished job whose outcome is
+        not written yet; cancel any running job whose lease was taken over. False when a
+        backend could not be reached."""
         # A lost job whose thread still runs keeps its slot, but there is no lease to renew.
         # A cancelled job whose plain handler still runs keeps its lease until the thread ends,
         # and so does one a stop cancelled whose handler goes on (it caught the cancel).
         held = [r for r in self._running.values() if r.cancel_reason != "lost"]
+        # Finished jobs whose outcome is not written yet (behind a slow hook or write) are
+        # ours still: a lapsed lease would let a reserve take them back and run them again.
+        ids = {r.job.id for r in held}
+        ours: list[Held | Outcome] = [*held]
+        ours += [o for o in self.settler.unwritten() if o.job.id not in ids]
         reached = True
-        for driver, group in by_driver(held):
+        for driver, group in by_driver(ours):
             try:
                 kept = await driver.renew(
                     [Reservation(r.job.id, token(r.job)) for r in group], self.spec.lease
@@ -100,11 +108,12 @@ class Leases:
                 log.warning("could not renew leases (%s); will try again", exc)
                 reached = False
                 continue
-            for running in group:
-                if running.job.id not in kept and self._running.get(running.job.id) is running:
-                    self._lost(running)
+            running = [r for r in group if isinstance(r, Held)]
+            for one in running:
+                if one.job.id not in kept and self._running.get(one.job.id) is one:
+                    self._lost(one)
             if driver.capabilities.control:
-                await self._learn_cancels(driver, [r for r in group if r.job.id in kept])
+                await self._learn_cancels(driver, [r for r in running if r.job.id in kept])
         return reached
 
     async def _learn_cancels(self, driver: Driver, group: list[Held]) -> None:

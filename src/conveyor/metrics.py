@@ -174,13 +174,16 @@ class Metrics:
         return generate_latest(self.collectors)
 
 
-def install(registry: RegistryCore, *, cache_for: float = CACHE_FOR) -> Metrics:
-    """The registry's metrics, made and hooked on first call; the same object after."""
+def install(registry: RegistryCore, *, cache_for: float | None = None) -> Metrics:
+    """The registry's metrics, made and hooked on first call; the same object after (with
+    `cache_for`, now caching that long). `cache_for` defaults to CACHE_FOR seconds."""
     metrics = registry.hooks.installed.get("metrics")
     if not isinstance(metrics, Metrics):
-        metrics = Metrics(registry, cache_for=cache_for)
+        metrics = Metrics(registry, cache_for=CACHE_FOR if cache_for is None else cache_for)
         registry.hooks.add(metrics.on_event)
         registry.hooks.installed["metrics"] = metrics
+    elif cache_for is not None:
+        metrics.cache_for = cache_for
     return metrics
 
 

@@ -30,7 +30,7 @@ from typing import Protocol, TypeVar
 from conveyor.attempt import Outcome, printable
 from conveyor.drivers.base import Driver, Failure, Release, Reservation, WorkerCounts
 from conveyor.errors import BackendUnavailableError
-from conveyor.hooks import EventKind, Hooks
+from conveyor.hooks import EventKind, Hooks, pushed
 from conveyor.hooks import settled as settled_event
 from conveyor.job import ErrorInfo, JobInfo
 
@@ -82,6 +82,7 @@ class Settler:
         self.hooks = hooks
         self._back_off = back_off
         self._outcomes: list[Outcome] = []
+        self._batch: list[Outcome] = []  # the outcomes `flush` is writing
         self._tally = _Tally()
         self._wakeup = asyncio.Event()
         self._retry = asyncio.Event()
@@ -115,6 +116,11 @@ class Settler:
         """True while outcomes wait to be written."""
         return bool(self._outcomes)
 
+    def unwritten(self) -> list[Outcome]:
+        """The outcomes not known to be written: their jobs are still reserved to this worker,
+        so their leases are renewed until they are (a slow hook or write holds them up)."""
+        return [*self._batch, *self._outcomes]
+
     def add(self, outcome: Outcome) -> None:
         """Settle this outcome with the next batch."""
         self._outcomes.append(outcome)
@@ -129,6 +135,15 @@ class Settler:
         told = self._telling.get(job_id)
         if told is not None:
             await told.wait()
+
+    async def tell_lost(self, job: JobInfo, started: float) -> None:
+        """Tell the hooks that a renewal found `job`'s lease taken over while it ran since
+        `started` (monotonic): nothing of it is written, another worker holds it now."""
+        if self.hooks is None or not self.hooks.active:
+            return
+        event = settled_event("lease_lost", job, None, time.monotonic() - started, self.identity)
+        with contextlib.suppress(asyncio.CancelledError):  # a stop: still not ours to give back
+            await self.hooks.emit(event)
 
     def give_up(self) -> None:
         """Stop retrying failed writes (a forced stop)."""
@@ -187,6 +202,7 @@ class Settler:
                 self._give_up("the stop's time to settle ran out")
                 return
             batch, self._outcomes = self._outcomes, []
+            self._batch = batch
             unsettled: list[Outcome] = []
             # One write per driver and verb, so a failed release does not send acks that
             # were written already again (refused then, and their counts lost).
@@ -201,6 +217,7 @@ class Settler:
                             for outcome in chunk:
                                 self._alone.pop(outcome.job.id, None)
                                 self._replaced.discard(outcome.job.id)
+            self._batch = []
             if not unsettled:
                 failures = 0
                 continue
@@ -348,6 +365,8 @@ class Settler:
             elif o.kind == "fail":
                 kind = "failed"
             elif o.kind == "ack":
+                if o.successor is not None:  # a chain's next page, stored with this ack
+                    await self.hooks.emit(pushed(o.successor))
                 kind = "succeeded"
             elif o.error is not None:
                 kind = "retried"

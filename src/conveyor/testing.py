@@ -38,6 +38,7 @@ from unittest.mock import ANY
 from conveyor.drivers.base import Release
 from conveyor.drivers.memory import MemoryDriver
 from conveyor.drivers.sync import SyncDriver
+from conveyor.hooks import started
 from conveyor.job import FINISHED_STATES, JobInfo, JobState, NewJob
 from conveyor.worker import Worker
 
@@ -312,6 +313,8 @@ class _Runs:
             return None
         job = jobs[0]
         worker = self._worker_of(job.queue)
+        if self.registry.hooks.active:  # as a worker tells them, before each attempt
+            await self.registry.hooks.emit(started(job, worker.identity))
         outcome = await worker.runner.attempt(job, driver)
         await worker.settler.settle(driver, [outcome])
         self.attempts += 1

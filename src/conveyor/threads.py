@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +24,8 @@ class Call:
     def __init__(self, function: Callable[[Any], Any], argument: Any) -> None:
         self._function = function
         self._argument = argument
+        # The caller's context variables (the job's trace span), as asyncio.to_thread passes.
+        self._context = contextvars.copy_context()
         self._loop = asyncio.get_running_loop()
         #: Done once the thread has finished the call (never, if it was cancelled first).
         self.finished: asyncio.Future[None] = self._loop.create_future()
@@ -56,7 +59,7 @@ class Call:
                 return
             self._state = "running"
         try:
-            self._result = self._function(self._argument)
+            self._result = self._context.run(self._function, self._argument)
         except BaseException as exc:  # SystemExit too: the job's fault, reported on the loop
             self._error = exc
         with self._lock:

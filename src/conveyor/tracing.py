@@ -101,8 +101,16 @@ class Tracing:
 
 def install(registry: RegistryCore, tracer: Tracer | None = None) -> Tracing:
     """Trace the registry's pushes and runs with `tracer` (default: the global provider's
-    "conveyor" tracer). Call once per registry, in each process that pushes or works."""
+    "conveyor" tracer), in each process that pushes or works. Installed on first call; a
+    later call returns the same object (with `tracer`, now tracing with it): never a second
+    span per push or run."""
+    tracing = registry.hooks.installed.get("tracing")
+    if isinstance(tracing, Tracing):
+        if tracer is not None:
+            tracing.tracer = tracer
+        return tracing
     tracing = Tracing(tracer)
     registry.hooks.add_stamp(tracing.stamp)
     registry.hooks.add_middleware(tracing.middleware)
+    registry.hooks.installed["tracing"] = tracing
     return tracing

@@ -438,15 +438,15 @@ class Worker(Leases):
 
     async def _execute(self, running: Held) -> None:
         job, driver = running.job, running.driver
-        hooks = self.registry.hooks
-        if hooks.active:
+        if (hooks := self.registry.hooks).active:
             await self.settler.told(job.id)  # "retried" before the next "started"
             await hooks.emit(started(job, self.identity))
         try:
             outcome = await self.runner.attempt(job, driver)
         except asyncio.CancelledError:
-            if running.cancel_reason == "lost":
-                return  # another worker holds the job now; it is theirs to settle
+            if running.cancel_reason == "lost":  # another worker holds the job: theirs to settle
+                await self.settler.tell_lost(job, running.started)
+                return
             if running.cancel_reason == "cancel":
                 self.settler.add(cancelled(job, driver, "while it ran"))
                 return

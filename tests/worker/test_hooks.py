@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +145,42 @@ async def test_a_hook_raising_system_exit_or_keyboard_interrupt_stops_no_worker(
     assert running.worker.counts.succeeded == 3
 
 
+@pytest.mark.parametrize("kind", ["started", "succeeded"])
+async def test_a_hooks_own_cancelled_error_stops_no_job_and_no_worker(
+    app: App, start, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    # A hook awaiting a future someone else cancelled raises CancelledError, not its task's
+    # cancel. Before, it was raised on as a stop's: on "started" the job was given back
+    # unrun, again and again; on "succeeded" it ended the settling task, so no outcome was
+    # written after it and the jobs ran again once their leases ran out.
+    registry = app.registry()
+
+    @registry.hook(kind)
+    async def awaits_a_cancelled_future(event: Event) -> None:
+        cancelled = asyncio.get_running_loop().create_future()
+        cancelled.cancel()
+        await cancelled
+
+    ran: list[int] = []
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        ran.append(job.payload.n)
+
+    ids = [await registry.push("q", "item", Item(n)) for n in range(3)]
+    with caplog.at_level(logging.ERROR, logger="conveyor.hooks"):
+        running = start(registry)
+        assert [(await settle(registry, job_id)).state for job_id in ids] == [
+            JobState.SUCCEEDED
+        ] * 3
+        await running.stop()
+    assert sorted(ran) == [0, 1, 2]
+    assert running.worker.counts.succeeded == 3
+    assert f"lifecycle hook {awaits_a_cancelled_future.__qualname__} raised on {kind}" in (
+        caplog.text
+    )
+
+
 async def test_middleware_wraps_the_handler_outermost_first(app: App, start) -> None:
     registry = app.registry()
     calls: list[str] = []
@@ -166,6 +203,31 @@ async def test_middleware_wraps_the_handler_outermost_first(app: App, start) -> 
     start(registry)
     assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
     assert calls == ["outer 7", "inner", "handler"]
+
+
+async def test_a_plain_handler_sees_the_context_its_middleware_set(app: App, start) -> None:
+    # docs/observability.md's middleware example: before, a plain handler's thread ran without
+    # the context the middleware set, so it read the variable's default.
+    registry = app.registry()
+    tenant: ContextVar[str | None] = ContextVar("tenant", default=None)
+    seen: list[str | None] = []
+
+    @registry.middleware
+    async def with_tenant(job: Job[Any], call_next: CallNext) -> Any:
+        token = tenant.set(job.meta.get("tenant"))
+        try:
+            return await call_next(job)
+        finally:
+            tenant.reset(token)
+
+    @registry.job("plain")
+    def handle(job: Job[Item]) -> None:
+        seen.append(tenant.get())
+
+    job_id = await registry.push("q", "plain", Item(1), meta={"tenant": "acme"})
+    start(registry)
+    assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
+    assert seen == ["acme"]
 
 
 async def test_push_many_raises_one_pushed_event_per_job(app: App) -> None:

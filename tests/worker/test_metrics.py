@@ -182,3 +182,23 @@ async def test_a_worker_of_another_registry_reads_0_once_it_has_stopped(
 
 async def _is(value: Awaitable[float | None], wanted: float) -> bool:
     return await value == wanted
+
+
+async def test_install_after_the_asgi_app_sets_how_long_depths_are_cached(app: App) -> None:
+    # Before, the cache_for of a call after asgi_app(registry) (or serve) was dropped without
+    # a word: the first call's 5 s held, and a scrape showed a depth 5 s old.
+    registry = app.registry()
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        return None
+
+    transport = httpx.ASGITransport(app=conveyor_metrics.asgi_app(registry))
+    conveyor_metrics.install(registry, cache_for=0.0)
+    key = 'conveyor_queue_jobs{queue="q",state="pending"}'
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        await registry.push("q", "item", Item(1))
+        first = samples((await client.get("/metrics")).text)
+        await registry.push("q", "item", Item(2))
+        second = samples((await client.get("/metrics")).text)
+    assert (first[key], second[key]) == (1, 2)

@@ -91,3 +91,66 @@ async def test_a_handler_error_quoting_a_url_has_its_password_hidden_in_the_span
     assert "postgresql://app:***@db/app" in run.status.description
     assert "postgresql://app:***@db/app" in event.attributes["exception.message"]
     assert "postgresql://app:***@db/app" in event.attributes["exception.stacktrace"]
+
+
+async def test_a_plain_handler_runs_in_its_span_and_its_push_continues_the_trace(
+    app: App, start
+) -> None:
+    # Before, a plain handler's thread had none of the worker's context: spans it opened
+    # were roots of traces of their own, and so was the producer span of a job it pushed
+    # (registry.blocking.push from the thread ran on the worker's loop in the loop's context).
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    registry = app.registry()
+    conveyor_tracing.install(registry, provider.get_tracer("conveyor"))
+    pushed: list[str] = []
+
+    @registry.job("outer")
+    def outer(job: Job[Item]) -> None:
+        with tracer.start_as_current_span("inside the plain handler"):
+            pass
+        pushed.append(registry.blocking.push("q", "inner", Item(job.payload.n + 1)))
+
+    @registry.job("inner")
+    async def inner(job: Job[Item]) -> None: ...
+
+    with tracer.start_as_current_span("web request") as request:
+        job_id = await registry.push("q", "outer", Item(1))
+    start(registry)
+    assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
+    assert (await settle(registry, pushed[0])).state is JobState.SUCCEEDED
+    finished = exporter.get_finished_spans()
+    by_name = {s.name: s for s in finished}
+    run = by_name["process outer"]
+    assert by_name["inside the plain handler"].parent.span_id == run.context.span_id
+    publishes = [s for s in finished if s.name == "publish q"]
+    assert [s.parent.span_id for s in publishes] == [
+        request.get_span_context().span_id,
+        run.context.span_id,
+    ]
+    assert by_name["process inner"].parent.span_id == publishes[1].context.span_id
+    assert {s.context.trace_id for s in finished} == {request.get_span_context().trace_id}
+
+
+async def test_tracing_installed_twice_makes_one_span_per_push_and_run(app: App, start) -> None:
+    # Before, each install added a stamp and a middleware of its own: every push made two
+    # producer spans (the job's metadata naming the second), every attempt two consumer spans.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    registry = app.registry()
+    tracer = provider.get_tracer("conveyor")
+    first = conveyor_tracing.install(registry, tracer)  # the application's module, say
+    again = conveyor_tracing.install(registry, tracer)  # and its worker's start-up
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None: ...
+
+    job_id = await registry.push("q", "item", Item(1))
+    start(registry)
+    assert (await settle(registry, job_id)).state is JobState.SUCCEEDED
+    names = sorted(s.name for s in exporter.get_finished_spans())
+    assert names == ["process item", "publish q"]
+    assert again is first
