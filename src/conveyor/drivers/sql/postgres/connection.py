@@ -113,7 +113,7 @@ class PostgresConnection:
             name="conveyor",
         )
         with self.target.translated("open"):
-            await pool.open()
+            await pool.open(wait=True, timeout=self.target.timeout)
         self._pool = pool
 
     async def close(self) -> None:
