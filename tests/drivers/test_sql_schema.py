@@ -25,7 +25,7 @@ import pytest
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.queries import load_migrations
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, DriverError
 from tests.backends import mysql as mysql_backend
 from tests.backends import postgres as postgres_backend
 from tests.backends import require_service
@@ -233,6 +233,20 @@ async def test_migrate_false_refuses_a_missing_or_old_schema_naming_conveyor_mig
     older = dialect.latest - 1
     with pytest.raises(ConfigError, match=rf"at version {older}, .* run `conveyor migrate`"):
         await dialect.driver(migrate=False).push(make_job())
+
+
+async def test_a_version_table_that_cannot_be_read_is_an_error_saying_why_not_version_0(
+    dialect: Dialect,
+) -> None:
+    # Reading the version failed for another reason than the table missing: here a table of
+    # that name that is not conveyor's (another tool's, under the same prefix); for a DBA's
+    # app user, one it may not read. With migrate=false that was "at version 0: run `conveyor
+    # migrate`", which the DBA had run, and would run again in vain.
+    await dialect.run(f"CREATE TABLE {dialect.prefix}schema_version (id INTEGER PRIMARY KEY)")
+    for options in [{"migrate": False}, {}]:
+        with pytest.raises(DriverError, match=r"schema_version failed.*version") as raised:
+            await dialect.driver(**options).open()
+        assert "conveyor migrate" not in str(raised.value), options
 
 
 @pytest.mark.parametrize("prefix", ["Mail_", "jobsA"])

@@ -51,15 +51,24 @@ class SqlSchema(Driver):
 
     async def _recorded_version(self) -> int:
         """The schema's version, read without the migration lock. Reading a schema that was
-        never created fails in the database (no such table): that is version 0, not an outage."""
+        never created fails in the database (no such table): that is version 0, not an outage.
+        Any other failure (a user who may not read the table) is raised as it is: read as
+        version 0, it told a DBA who had migrated to run `conveyor migrate` again, in vain."""
         try:
             rows = await self._conn.fetch(self._queries["schema_version"], {})
         except BackendUnavailableError:
             raise
-        except DriverError:
-            return 0
+        except DriverError as error:
+            if self.no_such_table(error):
+                return 0
+            raise
         version: int = rows[0]["version"] or 0
         return version
+
+    def no_such_table(self, error: DriverError) -> bool:
+        """Whether `error` is the database saying a table does not exist (the dialect knows
+        its client's error)."""
+        raise NotImplementedError
 
     async def _migrate(self, migration: Migration, tx: SqlTransaction) -> int:
         """Apply one migration unless recorded; return the version the schema is at. The

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
 import time
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, unquote
@@ -49,7 +50,7 @@ from conveyor.drivers.sql.sqlite.connection import (
 )
 from conveyor.drivers.sql.sqlite.watcher import Watcher
 from conveyor.drivers.sql.url import SqlOptions, sql_options
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, DriverError
 from conveyor.job import NewJob
 
 __all__ = [
@@ -171,6 +172,12 @@ class SqliteDriver(SqlDriver):
         self._conn.execute_in_thread(query, push_params(job))
         self._wakeup.pushed_in_thread((job.queue,))
         return job.id
+
+    def no_such_table(self, error: DriverError) -> bool:
+        cause = error.__cause__
+        return isinstance(cause, sqlite3.OperationalError) and str(cause).startswith(
+            "no such table"
+        )
 
     async def durability(self) -> str:
         """The level pushes commit at: `synchronous=FULL`."""
