@@ -130,6 +130,19 @@ class SqliteDriver(SqlDriver):
     def _location(self) -> str:
         return self.path
 
+    async def open(self) -> None:
+        """As SqlDriver's; with `migrate=False`, a file that does not exist is an error: not
+        made empty (beside the -wal, -shm files and the doorbell's folder), which with a
+        relative path from another working directory left a stray database behind and said
+        only that the schema was at version 0."""
+        if not self.migrate_on_open and not os.path.exists(self.path):
+            raise ConfigError(
+                f"no SQLite database at {self.path!r}, and migrate=false keeps conveyor from"
+                " creating one: check the path (a relative one starts from the working"
+                " directory), or run `conveyor migrate` to create it there"
+            )
+        await super().open()
+
     async def _reserve_rows(self, params: Params) -> list[Row]:
         # Noted before the statement runs: a job another process commits after this is
         # either reserved by it, or moves the count on and so ends the next `wait`.
