@@ -251,6 +251,20 @@ async def test_a_version_table_that_cannot_be_read_is_an_error_saying_why_not_ve
         assert "conveyor migrate" not in str(raised.value), options
 
 
+async def test_a_migration_the_database_refuses_is_an_error_naming_conveyor_migrate(
+    dialect: Dialect,
+) -> None:
+    # The usual cause is a user that may not create tables (a DBA's application user), whose
+    # error ("permission denied for schema public") named no fix; here the database refuses
+    # for another reason, a table of conveyor's name that is not conveyor's.
+    await dialect.run(f"CREATE TABLE {dialect.prefix}jobs (other INTEGER)")
+    with pytest.raises(DriverError) as raised:
+        await dialect.driver().open()
+    said = str(raised.value)
+    assert f"could not create or update its tables with prefix {dialect.prefix!r}" in said
+    assert "run `conveyor migrate` as one who may, and add migrate=false to this URL" in said
+
+
 @pytest.mark.parametrize("prefix", ["Mail_", "jobsA"])
 def test_a_prefix_with_capitals_is_refused_naming_the_lower_case_one(
     dialect: Dialect, prefix: str

@@ -46,8 +46,23 @@ class SqlSchema(Driver):
         if version < self.schema_version:
             for migration in self._migrations:
                 migrate = functools.partial(self._migrate, migration)
-                version = await self._conn.transaction(migrate)
+                try:
+                    version = await self._conn.transaction(migrate)
+                except BackendUnavailableError:
+                    raise
+                except DriverError as error:
+                    raise self._migration_failed(migration, error) from error
         self._warn_if_newer(version)
+
+    def _migration_failed(self, migration: Migration, error: DriverError) -> DriverError:
+        """The error of a migration the database refused, naming the fix for the usual cause,
+        a user that may not change the schema (a DBA's application user), which the database's
+        own words ("permission denied for schema public") do not."""
+        return DriverError(
+            f"{error}. conveyor could not create or update its tables with prefix"
+            f" {self.prefix!r} ({migration.name}): if this user may not change the schema, run"
+            " `conveyor migrate` as one who may, and add migrate=false to this URL"
+        )
 
     async def _recorded_version(self) -> int:
         """The schema's version, read without the migration lock. Reading a schema that was
