@@ -77,3 +77,28 @@ async def test_a_script_pushing_once_without_closing_exits_on_postgres(tmp_path:
     finally:
         await proxy.close()
         await drop_tables(prefix)
+
+
+async def test_an_open_cancelled_while_waiting_for_the_first_connection_leaves_no_pool() -> None:
+    """Cancelled while the pool waits for its first connection (a worker stopped as it
+    starts), the open closes that pool: left open, its tasks went on for good (and the
+    loop's end could hang on them as above)."""
+    require_service("postgres", 5432, START)
+    proxy = Proxy(5432)
+    await proxy.start()
+    proxy.admit = 1  # the probe only: the pool's first connection is never answered
+    try:
+        url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test?timeout=2"
+        opening = asyncio.ensure_future(PostgresDriver.from_url(url).open())
+        while proxy.accepted < 2:  # the pool is connecting
+            await asyncio.sleep(0.01)
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        # Closed, its task still connecting ends with that attempt (connect_timeout: 2 s).
+        deadline = asyncio.get_running_loop().time() + 10
+        while left := [task for task in asyncio.all_tasks() if "ConnectionPool" in repr(task)]:
+            assert asyncio.get_running_loop().time() < deadline, left
+            await asyncio.sleep(0.1)
+    finally:
+        await proxy.close()
