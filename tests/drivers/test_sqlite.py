@@ -282,6 +282,7 @@ def test_driver_from_url_makes_a_sqlite_driver(tmp_path: Path) -> None:
             "unknown option 'timeout'; the options are prefix, migrate",
         ),
         ("sqlite:///jobs.db?migrate=maybe", "migrate='maybe' is not a yes or no"),
+        ("sqlite:///jobs.db?prefix=a_&prefix=b_", "prefix= is given twice"),  # not b_'s, silently
         ("sqlite:///jobs.db?prefix=bad-prefix", "prefix"),
     ],
 )
