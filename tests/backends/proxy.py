@@ -33,6 +33,9 @@ class Proxy:
         self.port = 0
         #: Connections accepted while new ones were swallowed.
         self.swallowed = 0
+        #: Connections accepted so far; those past `admit` (when set) are swallowed.
+        self.accepted = 0
+        self.admit: int | None = None
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
         self._swallow_until = 0.0
@@ -65,8 +68,10 @@ class Proxy:
     async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = _Link(writer)
         self._links.add(link)
+        self.accepted += 1
         try:
-            if asyncio.get_running_loop().time() < self._swallow_until:
+            over = self.admit is not None and self.accepted > self.admit
+            if over or asyncio.get_running_loop().time() < self._swallow_until:
                 self.swallowed += 1
                 link.silent = True
                 await _pipe(reader, None, link)

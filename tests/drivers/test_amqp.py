@@ -258,6 +258,23 @@ async def test_a_delay_level_the_broker_refuses_is_an_error_not_a_lost_delay(
         await driver.push(make_job(delay=0.1))
 
 
+async def test_a_queue_made_with_other_settings_is_an_error_naming_the_fix(make: Make) -> None:
+    """A work queue of that name made before, by another program (here: without conveyor's
+    x-max-priority): every push and reserve is refused alike, so the error says what to do
+    (a worker retrying it logs that every 5 s, forever)."""
+    driver = await make()
+    connection = await aiormq.connect(URL)
+    try:
+        channel = await connection.channel()
+        await channel.queue_declare(driver.names.work("q"), durable=True)
+        with pytest.raises(DriverError, match="inequivalent arg 'x-max-priority'") as raised:
+            await driver.push(make_job())
+        assert "give this driver a ?prefix= of its own, or delete that queue" in str(raised.value)
+    finally:
+        await channel.queue_delete(driver.names.work("q"))
+        await connection.close()
+
+
 async def delete_behind(driver: AmqpDriver, queue: str) -> None:
     """Delete a conveyor queue's work queue as an operator would, on a connection of its own."""
     connection = await aiormq.connect(URL)

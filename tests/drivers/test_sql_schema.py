@@ -25,7 +25,7 @@ import pytest
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.queries import load_migrations
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, DriverError
 from tests.backends import mysql as mysql_backend
 from tests.backends import postgres as postgres_backend
 from tests.backends import require_service
@@ -222,7 +222,9 @@ async def test_a_schema_newer_than_the_code_is_used_with_a_warning_naming_both_v
 async def test_migrate_false_refuses_a_missing_or_old_schema_naming_conveyor_migrate(
     dialect: Dialect,
 ) -> None:
-    with pytest.raises(ConfigError, match=r"at version 0, .* run `conveyor migrate`"):
+    # SQLite's file is missing too: that is said instead (not made empty; test_sqlite.py).
+    missing = r"(at version 0,|no SQLite database at) .*run `conveyor migrate`"
+    with pytest.raises(ConfigError, match=missing):
         await dialect.driver(migrate=False).open()
 
     await dialect.driver(migrate=False).migrate()  # what `conveyor migrate` runs
@@ -233,6 +235,34 @@ async def test_migrate_false_refuses_a_missing_or_old_schema_naming_conveyor_mig
     older = dialect.latest - 1
     with pytest.raises(ConfigError, match=rf"at version {older}, .* run `conveyor migrate`"):
         await dialect.driver(migrate=False).push(make_job())
+
+
+async def test_a_version_table_that_cannot_be_read_is_an_error_saying_why_not_version_0(
+    dialect: Dialect,
+) -> None:
+    # Reading the version failed for another reason than the table missing: here a table of
+    # that name that is not conveyor's (another tool's, under the same prefix); for a DBA's
+    # app user, one it may not read. With migrate=false that was "at version 0: run `conveyor
+    # migrate`", which the DBA had run, and would run again in vain.
+    await dialect.run(f"CREATE TABLE {dialect.prefix}schema_version (id INTEGER PRIMARY KEY)")
+    for options in [{"migrate": False}, {}]:
+        with pytest.raises(DriverError, match=r"schema_version failed.*version") as raised:
+            await dialect.driver(**options).open()
+        assert "conveyor migrate" not in str(raised.value), options
+
+
+async def test_a_migration_the_database_refuses_is_an_error_naming_conveyor_migrate(
+    dialect: Dialect,
+) -> None:
+    # The usual cause is a user that may not create tables (a DBA's application user), whose
+    # error ("permission denied for schema public") named no fix; here the database refuses
+    # for another reason, a table of conveyor's name that is not conveyor's.
+    await dialect.run(f"CREATE TABLE {dialect.prefix}jobs (other INTEGER)")
+    with pytest.raises(DriverError) as raised:
+        await dialect.driver().open()
+    said = str(raised.value)
+    assert f"could not create or update its tables with prefix {dialect.prefix!r}" in said
+    assert "run `conveyor migrate` as one who may, and add migrate=false to this URL" in said
 
 
 @pytest.mark.parametrize("prefix", ["Mail_", "jobsA"])

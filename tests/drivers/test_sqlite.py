@@ -237,13 +237,25 @@ async def test_from_url_takes_migrate_false(tmp_path: Path, opened: list[SqliteD
     driver = SqliteDriver.from_url(f"sqlite:///{tmp_path}/jobs.db?prefix=app_&migrate=false")
     opened.append(driver)
 
-    with pytest.raises(ConfigError, match=r"at version 0, .* run `conveyor migrate`"):
+    with pytest.raises(ConfigError, match=r"no SQLite database at .* run `conveyor migrate`"):
         await driver.push(make_job())
+    assert list(tmp_path.iterdir()) == []  # no empty database made, nor its -wal or doorbell
     await driver.migrate()
     await driver.push(make_job())
 
     assert driver.migrate_on_open is False
     assert read(tmp_path / "jobs.db", "SELECT count(*) FROM app_jobs") == [(1,)]
+
+
+async def test_migrate_false_on_an_empty_file_says_the_schema_is_missing(
+    tmp_path: Path, opened: list[SqliteDriver]
+) -> None:
+    (tmp_path / "jobs.db").touch()  # a file that exists: made by hand, or by sqlite3 jobs.db
+    driver = SqliteDriver.from_url(f"sqlite:///{tmp_path}/jobs.db?migrate=false")
+    opened.append(driver)
+
+    with pytest.raises(ConfigError, match=r"at version 0, .* run `conveyor migrate`"):
+        await driver.push(make_job())
 
 
 def test_driver_from_url_makes_a_sqlite_driver(tmp_path: Path) -> None:
@@ -270,6 +282,7 @@ def test_driver_from_url_makes_a_sqlite_driver(tmp_path: Path) -> None:
             "unknown option 'timeout'; the options are prefix, migrate",
         ),
         ("sqlite:///jobs.db?migrate=maybe", "migrate='maybe' is not a yes or no"),
+        ("sqlite:///jobs.db?prefix=a_&prefix=b_", "prefix= is given twice"),  # not b_'s, silently
         ("sqlite:///jobs.db?prefix=bad-prefix", "prefix"),
     ],
 )

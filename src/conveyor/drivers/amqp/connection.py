@@ -207,5 +207,15 @@ class Edge:
                 " list_permissions -p VHOST); the default vhost / is written as the path / or"
                 " %2F"
             ) from None
+        if isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed) and "inequivalent" in text:
+            # Declaring a queue or exchange that exists with other settings: every call that
+            # declares it fails alike (a worker would retry it forever), so name the fix.
+            raise DriverError(
+                f"{where} refused {self.what}: {text}. A queue or exchange of that name exists"
+                " with other settings than conveyor gives it (made by another program or by"
+                " hand): give this driver a ?prefix= of its own, or delete that queue or"
+                " exchange (rabbitmqctl delete_queue NAME, or the management UI) if nothing in"
+                " it is needed"
+            ) from None
         if isinstance(exc, aiormq.exceptions.AMQPError | pamqp_exceptions.PAMQPException):
             raise DriverError(f"{where} refused {self.what}: {text}") from None

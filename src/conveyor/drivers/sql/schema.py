@@ -46,20 +46,44 @@ class SqlSchema(Driver):
         if version < self.schema_version:
             for migration in self._migrations:
                 migrate = functools.partial(self._migrate, migration)
-                version = await self._conn.transaction(migrate)
+                try:
+                    version = await self._conn.transaction(migrate)
+                except BackendUnavailableError:
+                    raise
+                except DriverError as error:
+                    raise self._migration_failed(migration, error) from error
         self._warn_if_newer(version)
+
+    def _migration_failed(self, migration: Migration, error: DriverError) -> DriverError:
+        """The error of a migration the database refused, naming the fix for the usual cause,
+        a user that may not change the schema (a DBA's application user), which the database's
+        own words ("permission denied for schema public") do not."""
+        return DriverError(
+            f"{error}. conveyor could not create or update its tables with prefix"
+            f" {self.prefix!r} ({migration.name}): if this user may not change the schema, run"
+            " `conveyor migrate` as one who may, and add migrate=false to this URL"
+        )
 
     async def _recorded_version(self) -> int:
         """The schema's version, read without the migration lock. Reading a schema that was
-        never created fails in the database (no such table): that is version 0, not an outage."""
+        never created fails in the database (no such table): that is version 0, not an outage.
+        Any other failure (a user who may not read the table) is raised as it is: read as
+        version 0, it told a DBA who had migrated to run `conveyor migrate` again, in vain."""
         try:
             rows = await self._conn.fetch(self._queries["schema_version"], {})
         except BackendUnavailableError:
             raise
-        except DriverError:
-            return 0
+        except DriverError as error:
+            if self.no_such_table(error):
+                return 0
+            raise
         version: int = rows[0]["version"] or 0
         return version
+
+    def no_such_table(self, error: DriverError) -> bool:
+        """Whether `error` is the database saying a table does not exist (the dialect knows
+        its client's error)."""
+        raise NotImplementedError
 
     async def _migrate(self, migration: Migration, tx: SqlTransaction) -> int:
         """Apply one migration unless recorded; return the version the schema is at. The

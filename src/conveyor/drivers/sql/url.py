@@ -30,6 +30,9 @@ def sql_options(url: str, pairs: Iterable[tuple[str, str]]) -> SqlOptions:
     """Conveyor's options among the URL's query `pairs`; ConfigError naming the fix."""
     options: SqlOptions = {}
     for key, value in pairs:
+        if key in options:  # the last would win, silently: tables under another prefix
+            shown = Location.parse(url).shown
+            raise ConfigError(f"{shown!r}: {key}= is given twice; keep the one you mean")
         if key == "prefix":
             options["prefix"] = value
         elif key == "migrate":

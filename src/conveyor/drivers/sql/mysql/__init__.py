@@ -69,7 +69,7 @@ from conveyor.drivers.sql.adapter import Params, Row
 from conveyor.drivers.sql.deadline import TIMEOUT
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.mysql.connection import MysqlConnection
-from conveyor.drivers.sql.mysql.target import DUPLICATE_KEY, Target, error_code
+from conveyor.drivers.sql.mysql.target import DUPLICATE_KEY, NO_SUCH_TABLE, Target, error_code
 from conveyor.drivers.sql.mysql.threads import MysqlThreadConnections
 from conveyor.drivers.sql.mysql.wakeup import Wakeup
 from conveyor.drivers.sql.single import push_params
@@ -214,6 +214,9 @@ class MysqlDriver(SqlDriver):
 
     def raced_on_unique(self, error: DriverError) -> bool:
         return error.__cause__ is not None and error_code(error.__cause__) == DUPLICATE_KEY
+
+    def no_such_table(self, error: DriverError) -> bool:
+        return error.__cause__ is not None and error_code(error.__cause__) == NO_SUCH_TABLE
 
     async def close(self) -> None:
         """Stop listening for the doorbell and close the pools; jobs stay stored."""

@@ -18,8 +18,8 @@ from conveyor.drivers.sql.deadline import TIMEOUT, Deadline
 from conveyor.errors import BackendUnavailableError, DriverError
 
 __all__ = [
-    "ATTEMPTS", "DUPLICATE_KEY", "LOST", "RETRIED", "SESSION_ISOLATION", "SESSION_SETUP",
-    "SQL_MODE", "SYNC_CLIENTS", "Isolation", "Target", "error_code", "is_lost",
+    "ATTEMPTS", "DUPLICATE_KEY", "LOST", "NO_SUCH_TABLE", "RETRIED", "SESSION_ISOLATION",
+    "SESSION_SETUP", "SQL_MODE", "SYNC_CLIENTS", "Isolation", "Target", "error_code", "is_lost",
 ]  # fmt: skip
 
 log = logging.getLogger("conveyor.mysql")
@@ -155,6 +155,9 @@ SYNC_CLIENTS = ("pymysql", "MySQLdb")
 
 #: ER_DUP_ENTRY: a row a unique index already holds (jobs_unique, when statements race).
 DUPLICATE_KEY = 1062
+
+#: ER_NO_SUCH_TABLE: a table that does not exist (the schema never created).
+NO_SUCH_TABLE = 1146
 
 #: ER_NET_PACKET_TOO_LARGE: a statement past the server's max_allowed_packet.
 PACKET_TOO_LARGE = 1153

@@ -252,6 +252,9 @@ class PostgresDriver(SqlDriver):
     def raced_on_unique(self, error: DriverError) -> bool:
         return isinstance(error.__cause__, psycopg.errors.UniqueViolation)
 
+    def no_such_table(self, error: DriverError) -> bool:
+        return isinstance(error.__cause__, psycopg.errors.UndefinedTable)
+
     async def durability(self) -> str:
         """`synchronous_commit=<value>` as a pooled session has it, which pushes commit with
         (they never change it), or `fsync=off` when the server does not sync at all."""

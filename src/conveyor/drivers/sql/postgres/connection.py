@@ -112,8 +112,16 @@ class PostgresConnection:
             check=self._check,
             name="conveyor",
         )
+        # Waiting for the first connection: the first statements find it free, where they
+        # would grow the pool, and a loop that ended while that second connection was on its
+        # way (a script that pushed once under asyncio.run) hung: psycopg_pool's task making
+        # it swallows the cancellation. Cancelled meanwhile, the pool is closed, not left.
         with self.target.translated("open"):
-            await pool.open()
+            try:
+                await pool.open(wait=True, timeout=self.target.timeout)
+            except BaseException:
+                await asyncio.shield(pool.close())
+                raise
         self._pool = pool
 
     async def close(self) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
 import time
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, unquote
@@ -49,7 +50,7 @@ from conveyor.drivers.sql.sqlite.connection import (
 )
 from conveyor.drivers.sql.sqlite.watcher import Watcher
 from conveyor.drivers.sql.url import SqlOptions, sql_options
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, DriverError
 from conveyor.job import NewJob
 
 __all__ = [
@@ -129,6 +130,19 @@ class SqliteDriver(SqlDriver):
     def _location(self) -> str:
         return self.path
 
+    async def open(self) -> None:
+        """As SqlDriver's; with `migrate=False`, a file that does not exist is an error: not
+        made empty (beside the -wal, -shm files and the doorbell's folder), which with a
+        relative path from another working directory left a stray database behind and said
+        only that the schema was at version 0."""
+        if not self.migrate_on_open and not os.path.exists(self.path):
+            raise ConfigError(
+                f"no SQLite database at {self.path!r}, and migrate=false keeps conveyor from"
+                " creating one: check the path (a relative one starts from the working"
+                " directory), or run `conveyor migrate` to create it there"
+            )
+        await super().open()
+
     async def _reserve_rows(self, params: Params) -> list[Row]:
         # Noted before the statement runs: a job another process commits after this is
         # either reserved by it, or moves the count on and so ends the next `wait`.
@@ -171,6 +185,12 @@ class SqliteDriver(SqlDriver):
         self._conn.execute_in_thread(query, push_params(job))
         self._wakeup.pushed_in_thread((job.queue,))
         return job.id
+
+    def no_such_table(self, error: DriverError) -> bool:
+        cause = error.__cause__
+        return isinstance(cause, sqlite3.OperationalError) and str(cause).startswith(
+            "no such table"
+        )
 
     async def durability(self) -> str:
         """The level pushes commit at: `synchronous=FULL`."""
