@@ -35,7 +35,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from conveyor.config.file import (
     CONFIG_ENV,
@@ -340,6 +340,10 @@ class _Builder:
             self.problems.append(f'{where}: [drivers.{name}] needs url = "..."')
             return
         url = chain[-1]
+        if url.source.startswith(("env ", "flag ")):
+            # A URL given above the file keeps its own options: the file's do not undo them.
+            own = _query_keys(url.value)
+            options = {key: option for key, option in options.items() if key not in own}
         location = _with_options(url.value, {key: given.value for key, given in options.items()})
         hide = Location.parse(location)
         self.settings.append(Setting("driver", name, "url", hide.shown, url.source))
@@ -383,6 +387,12 @@ def _with_options(url: str, options: Mapping[str, Any]) -> str:
     )
     joiner = "&" if "?" in url.rpartition("@")[2] else "?"
     return f"{url}{joiner}{query}"
+
+
+def _query_keys(url: str) -> set[str]:
+    """The option names in `url`'s query (after its userinfo, where a password may hold `?`)."""
+    query = url.rpartition("@")[2].partition("?")[2]
+    return {key for key, _ in parse_qsl(query, keep_blank_values=True)}
 
 
 def _option_text(value: Any) -> str:

@@ -1,0 +1,87 @@
+"""Configuration, a user's mistakes and expectations past the basics: a URL from the environment
+over the file's driver options, a file or variable that moves a queue off a worker, a schedule
+the file declares with a payload its job refuses, variables spelt in the wrong case, the
+redis and amqp drivers' URL variables, and a file that is not UTF-8."""
+
+from __future__ import annotations
+
+import logging
+import os
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor import ConfigError, Job, JobState, Registry
+from conveyor.config import effective
+from tests.backends import postgres as pg
+from tests.backends import require_service
+
+
+async def send(job: Job[dict[str, Any]]) -> None:
+    """A handler that does nothing."""
+
+
+def write(directory: Path, text: str) -> Path:
+    path = directory / "conveyor.toml"
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def source(registry: Registry, scope: str, name: str, key: str) -> tuple[str, str]:
+    """(value, source) of one setting in force."""
+    found = [s for s in effective(registry) if (s.scope, s.name, s.key) == (scope, name, key)]
+    assert len(found) == 1, found
+    return found[0].value, found[0].source
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own working directory, with no CONVEYOR_* or QUEUE_* set."""
+    monkeypatch.chdir(tmp_path)
+    for name in [*os.environ]:
+        if name.upper().startswith(("CONVEYOR_", "QUEUE_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+
+
+async def test_a_driver_url_from_the_environment_keeps_its_own_options_over_the_file_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is development's (prefix dev_); production's URL, in the environment, says
+    prefix=...: jobs go to production's tables, not the file's."""
+    require_service("postgres", 5432, pg.START)
+    dev, prod = pg.fresh_prefix(), pg.fresh_prefix()
+    write(
+        tmp_path,
+        f"""
+        [drivers.main]
+        url = "{pg.URL}"
+        prefix = "{dev}"
+        pool_size = 2
+
+        [queues.mail]
+        driver = "main"
+        """,
+    )
+    monkeypatch.setenv("CONVEYOR_DRIVER_MAIN_URL", f"{pg.URL}?prefix={prod}")
+    registry = Registry()
+    registry.queue("mail", workers=["main"])
+    registry.worker("main")
+    registry.job("mail.send", queue="mail")(send)
+    try:
+        job_id = await registry.push("mail", "mail.send", {})
+        driver = await registry.driver_of("mail")
+        assert driver.prefix == prod  # type: ignore[attr-defined]
+        info = await registry.job_info(job_id)
+        assert info is not None and info.state is JobState.PENDING
+        assert source(registry, "driver", "main", "url") == (
+            f"{pg.URL}?prefix={prod}&pool_size=2",
+            "env CONVEYOR_DRIVER_MAIN_URL",
+        )
+        assert source(registry, "driver", "main", "pool_size") == ("2", "conveyor.toml:4")
+        assert not [s for s in effective(registry) if s.key == "prefix"]
+    finally:
+        await registry.close()
+        await pg.drop_tables(prod)
+        await pg.drop_tables(dev)
