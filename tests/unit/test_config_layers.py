@@ -85,3 +85,36 @@ async def test_a_driver_url_from_the_environment_keeps_its_own_options_over_the_
         await registry.close()
         await pg.drop_tables(prod)
         await pg.drop_tables(dev)
+
+
+def two_queues(tmp_path: Path) -> Registry:
+    """Queue "mail" served by worker "mailer", "batch" by "batcher", in a SQLite file."""
+    registry = Registry(default_driver=f"sqlite:///{tmp_path / 'jobs.db'}")
+    registry.queue("mail", workers=["mailer"])
+    registry.queue("batch", workers=["batcher"])
+    registry.worker("mailer")
+    registry.worker("batcher")
+    return registry
+
+
+def test_workers_moved_by_the_configuration_off_a_worker_name_where_not_the_code(
+    tmp_path: Path,
+) -> None:
+    registry = two_queues(tmp_path)
+    registry.configure(environ={"CONVEYOR_QUEUE_MAIL_WORKERS": "batcher"})
+    with pytest.raises(ConfigError) as caught:
+        registry.freeze()
+    assert str(caught.value) == (
+        "the configuration has mistakes:\n- environment variable"
+        " CONVEYOR_QUEUE_MAIL_WORKERS='batcher': worker 'mailer' then serves no queue (the code"
+        " has it serve 'mail'): keep it in the workers of 'mail', or name it in another"
+        " queue's workers"
+    )
+    write(tmp_path, '[queues.batch]\nworkers = ["mailer"]\n')
+    with pytest.raises(ConfigError, match=r"conveyor.toml:2: \[queues.batch\] workers = \["):
+        two_queues(tmp_path).freeze()
+    # Swapped, every worker still serves a queue: that is fine.
+    write(tmp_path, '[queues.batch]\nworkers = ["mailer"]\n[queues.mail]\nworkers = ["batcher"]\n')
+    registry = two_queues(tmp_path)
+    registry.freeze()
+    assert registry.queues_of("mailer") == ["batch"]

@@ -104,6 +104,7 @@ def apply(registry: Registration, request: Request) -> Effective:
     queues = {name: build.queue(name) for name in declared.queues}
     workers = {name: build.worker(name) for name in declared.workers}
     drivers = build.drivers(found, environ, {spec.driver for spec in queues.values() if spec})
+    build.check_served()
     build.check_run_times(queues, drivers)
     # An instance's URL variable is refused above (build.drivers), not warned of as unused.
     instances: list[tuple[Scope, str]] = [("driver", name) for name in _instances(declared)]
@@ -214,6 +215,8 @@ class _Builder:
         #: Each queue's driver, when the file, environment or a flag named it.
         self.named_drivers: dict[str, Given] = {}
         self.timeouts: dict[str, Given] = {}
+        #: Each queue's workers in force.
+        self.served_by: dict[str, Given] = {}
         for key in BY_SCOPE["conveyor"].values():
             self._note(key, "", wide[key.name])
 
@@ -243,7 +246,7 @@ class _Builder:
         if settled["driver"].where:
             self.named_drivers[name] = settled["driver"]
         self.timeouts[name] = settled["timeout"]
-        workers = settled["workers"]
+        workers = self.served_by[name] = settled["workers"]
         if workers.where and not workers.value:
             self.problems.append(
                 f"{workers.where}: queue {name!r} needs a worker to run its jobs: name one of"
@@ -299,6 +302,27 @@ class _Builder:
             if given.value not in {*self.declared.drivers, *defined, *made, DATABASE}:
                 self._named(given, made)
         return made
+
+    def check_served(self) -> None:
+        """A worker the code has serve a queue that the configuration's `workers = ...` leaves
+        serving none is a problem naming where that was given (the registry's own check would
+        tell to change the code, which is right)."""
+        served = {worker for given in self.served_by.values() for worker in given.value}
+        for worker in self.declared.workers:
+            moved = [
+                (queue, given.where)
+                for queue, given in self.served_by.items()
+                if given.where
+                and given.value  # none at all is a problem said already
+                and worker in self.declared.queues[queue].get("workers", ())
+            ]
+            if worker not in served and moved:
+                queue, where = moved[0]
+                self.problems.append(
+                    f"{where}: worker {worker!r} then serves no queue (the code has it serve"
+                    f" {queue!r}): keep it in the workers of {queue!r}, or name it in another"
+                    " queue's workers"
+                )
 
     def check_run_times(
         self, queues: Mapping[str, QueueSpec | None], drivers: Mapping[str, Driver]
