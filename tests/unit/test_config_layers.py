@@ -9,6 +9,7 @@ import logging
 import os
 import textwrap
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -21,6 +22,11 @@ from tests.backends import require_service
 
 async def send(job: Job[dict[str, Any]]) -> None:
     """A handler that does nothing."""
+
+
+@dataclass
+class Email:
+    to: str
 
 
 def write(directory: Path, text: str) -> Path:
@@ -118,3 +124,38 @@ def test_workers_moved_by_the_configuration_off_a_worker_name_where_not_the_code
     registry = two_queues(tmp_path)
     registry.freeze()
     assert registry.queues_of("mailer") == ["batch"]
+
+
+def test_a_schedule_of_the_file_whose_payload_its_job_refuses_names_the_file_s_line(
+    tmp_path: Path,
+) -> None:
+    def app() -> Registry:
+        registry = Registry(default_driver=f"sqlite:///{tmp_path / 'jobs.db'}")
+        registry.queue("mail", workers=["main"])
+        registry.worker("main")
+
+        @registry.job("mail.send", queue="mail")
+        async def mail(job: Job[Email]) -> None:
+            """A handler that does nothing."""
+
+        return registry
+
+    write(
+        tmp_path,
+        """
+        [schedules.digest]
+        job = "mail.send"
+        cron = "0 8 * * *"
+        payload = { too = "ada@example.com" }
+        """,
+    )
+    with pytest.raises(ConfigError) as caught:
+        app().freeze()
+    assert str(caught.value) == (
+        "the configuration has mistakes:\n- conveyor.toml:4: [schedules.digest] payload of job"
+        " 'mail.send' has keys that are no field of Email: 'too' (its fields: to): a misspelt"
+        " key would be dropped; remove them or add the fields"
+    )
+    write(tmp_path, '[schedules.digest]\njob = "mail.send"\ncron = "0 8 * * *"\n')
+    with pytest.raises(ConfigError, match=r"conveyor.toml:1: \[schedules.digest\] payload of"):
+        app().freeze()

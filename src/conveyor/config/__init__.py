@@ -50,7 +50,7 @@ from conveyor.config.layer import Override, env_values, override_values, unused_
 from conveyor.config.schema import BY_SCOPE, Given, Key, Scope, Target, env_name
 from conveyor.drivers import DATABASE, SCHEMES, Location, database_url, driver_from_url
 from conveyor.drivers.base import Driver
-from conveyor.errors import ConfigError, ConveyorError
+from conveyor.errors import ConfigError, ConveyorError, PayloadError
 from conveyor.registration import Declaration, Effective, Registration
 from conveyor.spec import NAME_PATTERN, QueueSpec, Setting, WorkerSpec, queue_spec, worker_spec
 
@@ -137,8 +137,9 @@ def _check_schedules(
     found: FileValues,
     problems: list[str],
 ) -> None:
-    """A schedule of the file pushing a job or to a queue the code did not register is a
-    problem naming the file's line (the registry's own check would name only the code)."""
+    """A schedule of the file pushing a job or to a queue the code did not register, or a
+    payload its job refuses, is a problem naming the file's line (the registry's own check
+    would name only the code)."""
     for name, schedule in found.schedules.items():
         at = found.file.at if found.file else (lambda *path: "")
         queue = registry.schedule_queue(schedule, default_queue)
@@ -152,6 +153,11 @@ def _check_schedules(
                 f"{at('schedules', name, 'queue')}: [schedules.{name}] pushes to queue {queue!r},"
                 f" which is not registered: set queue = to one of {', '.join(declared.queues)}"
             )
+        else:
+            try:
+                registry.jobs[schedule.job].codec.encode(schedule.payload)
+            except PayloadError as exc:
+                problems.append(f"{at('schedules', name, 'payload')}: [schedules.{name}] {exc}")
 
 
 def _code(registry: Registration, key: Key) -> list[Given]:
