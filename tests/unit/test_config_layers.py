@@ -159,3 +159,34 @@ def test_a_schedule_of_the_file_whose_payload_its_job_refuses_names_the_file_s_l
     write(tmp_path, '[schedules.digest]\njob = "mail.send"\ncron = "0 8 * * *"\n')
     with pytest.raises(ConfigError, match=r"conveyor.toml:1: \[schedules.digest\] payload of"):
         app().freeze()
+
+
+def test_a_variable_spelt_in_another_case_is_a_warning_giving_the_right_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = two_queues(tmp_path)
+    registry.configure(
+        environ={
+            "conveyor_worker_mailer_concurrency": "8",
+            "CONVEYOR_WORKER_Batcher_CONCURRENCY": "4",
+            "queue_timeout": "60",
+            "conveyor_worker_mialer_lease": "1m",
+            "queue_colour": "blue",  # no seed's name: none of conveyor's business
+        }
+    )
+    with caplog.at_level(logging.WARNING, logger="conveyor.config"):
+        registry.freeze()
+    assert caplog.messages == [
+        "environment variable conveyor_worker_mailer_concurrency is not read: environment"
+        " names are case sensitive, and conveyor's is CONVEYOR_WORKER_MAILER_CONCURRENCY:"
+        " ignored; rename it CONVEYOR_WORKER_MAILER_CONCURRENCY",
+        "environment variable CONVEYOR_WORKER_Batcher_CONCURRENCY is not read: environment"
+        " names are case sensitive, and conveyor's is CONVEYOR_WORKER_BATCHER_CONCURRENCY:"
+        " ignored; rename it CONVEYOR_WORKER_BATCHER_CONCURRENCY",
+        "environment variable queue_timeout is not read: environment names are case"
+        " sensitive, and conveyor's is QUEUE_TIMEOUT: ignored; rename it QUEUE_TIMEOUT",
+        "environment variable conveyor_worker_mialer_lease names no registered queue, worker"
+        " or driver, or no setting of one (registered workers: mailer, batcher): ignored",
+    ]
+    assert registry.worker_spec("mailer").concurrency == 1
+    assert registry.queue_spec("mail").options.timeout is None  # conveyor's default
