@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import textwrap
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ import pytest
 from conveyor import ConfigError, Job, JobState, Registry
 from conveyor.config import effective
 from tests.backends import postgres as pg
+from tests.backends import redis as redis_backend
 from tests.backends import require_service
 
 
@@ -190,3 +191,57 @@ def test_a_variable_spelt_in_another_case_is_a_warning_giving_the_right_name(
     ]
     assert registry.worker_spec("mailer").concurrency == 1
     assert registry.queue_spec("mail").options.timeout is None  # conveyor's default
+
+
+async def test_queue_driver_redis_shows_and_names_the_url_variable_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_service("redis", 6379, redis_backend.START)
+    prefix = redis_backend.fresh_prefix()
+    monkeypatch.setenv("QUEUE_DRIVER", "redis")
+    monkeypatch.setenv("CONVEYOR_REDIS_URL", f"redis://127.0.0.1:6379/0?prefix={prefix}")
+    registry = two_queues(tmp_path)
+    registry.job("mail.send", queue="mail")(send)
+    try:
+        job_id = await registry.push("mail", "mail.send", {})
+        info = await registry.job_info(job_id)
+        assert info is not None and info.state is JobState.PENDING
+        assert (await registry.driver_of("mail")).prefix == prefix  # type: ignore[attr-defined]
+        assert source(registry, "driver", "redis", "url") == (
+            f"redis://127.0.0.1:6379/0?prefix={prefix}",
+            "env CONVEYOR_REDIS_URL",
+        )
+    finally:
+        await registry.close()
+        await redis_backend.delete_prefix(prefix)
+    monkeypatch.setenv("CONVEYOR_REDIS_URL", "redis://:s3cret@127.0.0.1:6379/0?bogus=1")
+    with pytest.raises(ConfigError) as caught:
+        two_queues(tmp_path).freeze()
+    assert str(caught.value).startswith(
+        "the configuration has mistakes:\n- environment variable CONVEYOR_REDIS_URL:"
+        " 'redis://:***@127.0.0.1:6379/0?bogus=***': unknown option 'bogus'"
+    )
+    monkeypatch.setenv("CONVEYOR_REDIS_URL", "127.0.0.1:6379")
+    with pytest.raises(ConfigError) as caught:
+        two_queues(tmp_path).freeze()
+    assert str(caught.value) == (
+        "the configuration has mistakes:\n- environment variable"
+        " CONVEYOR_REDIS_URL='127.0.0.1:6379': the redis driver's URL must start with redis://"
+        " (or rediss:// for TLS)"
+    )
+
+
+def test_queue_driver_amqp_shows_the_broker_it_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUEUE_DRIVER", "amqp")
+    registry = two_queues(tmp_path)
+    assert source(registry, "driver", "amqp", "url") == (
+        "amqp://guest:***@127.0.0.1:5672/",
+        "default",
+    )
+    monkeypatch.setenv("CONVEYOR_AMQP_URL", "amqp://app:s3cret@127.0.0.1:5672/?bogus=1")
+    with pytest.raises(ConfigError) as caught:
+        two_queues(tmp_path).freeze()
+    assert "- environment variable CONVEYOR_AMQP_URL: 'amqp://app:***@" in str(caught.value)
+    assert "s3cret" not in str(caught.value)

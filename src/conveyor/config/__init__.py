@@ -48,7 +48,15 @@ from conveyor.config.file import (
 )
 from conveyor.config.layer import Override, env_values, override_values, unused_env
 from conveyor.config.schema import BY_SCOPE, Given, Key, Scope, Target, env_name
-from conveyor.drivers import DATABASE, SCHEMES, Location, database_url, driver_from_url
+from conveyor.drivers import (
+    DATABASE,
+    KIND_URL_ENV,
+    SCHEMES,
+    Location,
+    database_url,
+    driver_from_url,
+    safe_url,
+)
 from conveyor.drivers.base import Driver
 from conveyor.errors import ConfigError, ConveyorError, PayloadError
 from conveyor.registration import Declaration, Effective, Registration
@@ -306,7 +314,7 @@ class _Builder:
             self._database(environ, made)
         for given in dict.fromkeys(self.named_drivers.values()):
             if given.value not in {*self.declared.drivers, *defined, *made, DATABASE}:
-                self._named(given, made)
+                self._named(given, made, environ)
         return made
 
     def check_served(self) -> None:
@@ -346,12 +354,26 @@ class _Builder:
                     " broker and tell the driver with ?consumer_timeout= in its URL"
                 )
 
-    def _named(self, given: Given, made: dict[str, Driver]) -> None:
+    def _named(self, given: Given, made: dict[str, Driver], environ: Mapping[str, str]) -> None:
         """Make the driver a queue's configured `driver = ...` names when it is no name
-        registered or defined (a URL), so that a mistake names where it was written."""
+        registered or defined (a URL), so that a mistake names where it was written: for a
+        bare redis or amqp, the variable holding its URL when one is set."""
+        env = KIND_URL_ENV.get(given.value, "")
+        url = environ.get(env, "") if env else ""
+        scheme, separator, rest = url.partition("://")
+        if url and (not separator or scheme.lower() not in (given.value, f"{given.value}s")):
+            self.problems.append(
+                f"environment variable {env}={safe_url(url)!r}: the {given.value} driver's URL"
+                f" must start with {given.value}:// (or {given.value}s:// for TLS)"
+            )
+            return
+        url = f"{scheme.lower()}://{rest}" if url else ""  # as the driver reads it itself
         try:
-            made[given.value] = driver_from_url(given.value)
+            made[given.value] = driver_from_url(url or given.value)
         except ConveyorError as exc:
+            if url:
+                self.problems.append(f"environment variable {env}: {exc}")
+                return
             message = str(exc)  # the value shown with its password masked
             if NAME_PATTERN.fullmatch(given.value) and given.value not in SCHEMES:
                 message = (
@@ -359,6 +381,11 @@ class _Builder:
                     ' section with url = "...", or give a URL such as sqlite:///jobs.db'
                 )
             self.problems.append(f"{given.where}: {message}")
+            return
+        if env:
+            shown = Location.parse(url or str(getattr(made[given.value], "url", ""))).shown
+            source = f"env {env}" if url else "default"
+            self.settings.append(Setting("driver", given.value, "url", shown, source))
 
     def _driver(self, name: str, found: FileValues, made: dict[str, Driver]) -> None:
         code = self.declared.drivers.get(name)

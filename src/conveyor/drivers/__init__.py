@@ -33,7 +33,15 @@ from conveyor.payload import not_utf8
 if TYPE_CHECKING:
     from conveyor.drivers.base import Driver
 
-__all__ = ["DATABASE", "SCHEMES", "Location", "database_url", "driver_from_url", "safe_url"]
+__all__ = [
+    "DATABASE",
+    "KIND_URL_ENV",
+    "SCHEMES",
+    "Location",
+    "database_url",
+    "driver_from_url",
+    "safe_url",
+]
 
 #: URL scheme -> (module, class, the extra that installs its client library).
 SCHEMES: dict[str, tuple[str, str, str]] = {
@@ -50,6 +58,9 @@ SCHEMES: dict[str, tuple[str, str, str]] = {
     "amqps": ("conveyor.drivers.amqp", "AmqpDriver", "amqp"),
 }
 
+
+#: The variable a bare `redis` or `amqp` (QUEUE_DRIVER=redis) reads its server's URL from.
+KIND_URL_ENV = {"redis": "CONVEYOR_REDIS_URL", "amqp": "CONVEYOR_AMQP_URL"}
 
 #: The driver name that stands for the application's SQL database, and where its URL is read.
 DATABASE = "database"
