@@ -245,3 +245,21 @@ def test_queue_driver_amqp_shows_the_broker_it_uses(
         two_queues(tmp_path).freeze()
     assert "- environment variable CONVEYOR_AMQP_URL: 'amqp://app:***@" in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_file_that_is_not_utf8_names_its_line_and_says_to_save_it_as_utf8(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "conveyor.toml").write_bytes(b'retry = 2\n# caf\xe9\n[workers.mailer]\n')
+    with pytest.raises(ConfigError) as caught:
+        two_queues(tmp_path).freeze()
+    assert str(caught.value) == (
+        "conveyor.toml:2: is not UTF-8 text (byte 0xe9 at offset 15): a TOML file is UTF-8;"
+        " save it as UTF-8"
+    )
+    (tmp_path / "conveyor.toml").write_bytes("retry = 2\n".encode("utf-16"))
+    with pytest.raises(ConfigError, match=r"^conveyor.toml:1: is not UTF-8 text \(byte 0xff"):
+        two_queues(tmp_path).freeze()
+    (tmp_path / "conveyor.toml").write_bytes(b"\xef\xbb\xbfretry = 2\n")  # UTF-8, with a BOM
+    registry = two_queues(tmp_path)
+    assert source(registry, "conveyor", "", "retry") == ("2", "conveyor.toml:1")

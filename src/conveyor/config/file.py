@@ -79,7 +79,13 @@ def _has_tool_table(text: str) -> bool:
 def _text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")  # a BOM (Notepad's) is skipped
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset"
+            f" {exc.start}): a TOML file is UTF-8; save it as UTF-8"
+        ) from None
+    except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc}") from exc
 
 
