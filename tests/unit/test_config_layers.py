@@ -263,3 +263,24 @@ def test_a_file_that_is_not_utf8_names_its_line_and_says_to_save_it_as_utf8(
     (tmp_path / "conveyor.toml").write_bytes(b"\xef\xbb\xbfretry = 2\n")  # UTF-8, with a BOM
     registry = two_queues(tmp_path)
     assert source(registry, "conveyor", "", "retry") == ("2", "conveyor.toml:1")
+
+
+def test_a_schedule_with_neither_cron_nor_every_says_to_give_one(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        """
+        [schedules.digest]
+        job = "mail.send"
+        """,
+    )
+    registry = two_queues(tmp_path)
+    registry.job("mail.send", queue="mail")(send)
+    with pytest.raises(ConfigError) as caught:
+        registry.freeze()
+    assert str(caught.value) == (
+        "the configuration has mistakes:\n- conveyor.toml:1: [schedules.digest]: schedule"
+        " 'digest': give either cron='0 2 * * *' or every='30s', it has neither"
+    )
+    write(tmp_path, '[schedules.digest]\njob = "mail.send"\ncron = "0 8 * * *"\nevery = "1h"\n')
+    with pytest.raises(ConfigError, match=r"or every='30s', not both$"):
+        two_queues(tmp_path).freeze()
