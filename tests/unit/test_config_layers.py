@@ -250,7 +250,7 @@ def test_queue_driver_amqp_shows_the_broker_it_uses(
 def test_a_file_that_is_not_utf8_names_its_line_and_says_to_save_it_as_utf8(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "conveyor.toml").write_bytes(b'retry = 2\n# caf\xe9\n[workers.mailer]\n')
+    (tmp_path / "conveyor.toml").write_bytes(b"retry = 2\n# caf\xe9\n[workers.mailer]\n")
     with pytest.raises(ConfigError) as caught:
         two_queues(tmp_path).freeze()
     assert str(caught.value) == (
@@ -284,3 +284,45 @@ def test_a_schedule_with_neither_cron_nor_every_says_to_give_one(tmp_path: Path)
     write(tmp_path, '[schedules.digest]\njob = "mail.send"\ncron = "0 8 * * *"\nevery = "1h"\n')
     with pytest.raises(ConfigError, match=r"or every='30s', not both$"):
         two_queues(tmp_path).freeze()
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        (
+            "[queues.mail]\ntimeout = 00:05:00",
+            "conveyor.toml:2: [queues.mail] timeout = datetime.time(0, 5): expected seconds, or"
+            ' text such as "500ms", "30s", "5m", "24h", "7d" (00:05:00 is a time of day in'
+            ' TOML: "5m")',
+        ),
+        (
+            "[workers.mailer]\nlease = [30]",
+            "conveyor.toml:2: [workers.mailer] lease = [30]: expected seconds, or text such as"
+            ' "500ms", "30s", "5m", "24h", "7d"',
+        ),
+        (
+            '[queues.mail]\nretry_delay = ["1s", "5s", "30s"]',
+            "conveyor.toml:2: [queues.mail] retry_delay = ['1s', '5s', '30s']: expected seconds,"
+            ' or text such as "500ms", "30s", "5m", "24h", "7d", or a table such as'
+            ' { base = "1s", factor = 2 }',
+        ),
+        (
+            '[queues.mail]\nretry_delay = { base = "1s", factor = "2" }',
+            "conveyor.toml:2: [queues.mail] retry_delay = {'base': '1s', 'factor': '2'}: expected"
+            " factor = a number (1 or more, such as 2), not '2'",
+        ),
+        (
+            "[queues.mail]\nretention = 2030-01-01",
+            "conveyor.toml:2: [queues.mail] retention = datetime.date(2030, 1, 1): expected"
+            ' seconds, or text such as "500ms", "30s", "5m", "24h", "7d", or "forever" to keep'
+            " them all",
+        ),
+    ],
+)
+def test_a_duration_of_the_wrong_toml_type_says_how_to_write_one_in_the_file(
+    tmp_path: Path, line: str, said: str
+) -> None:
+    write(tmp_path, line + "\n")
+    with pytest.raises(ConfigError) as caught:
+        two_queues(tmp_path).freeze()
+    assert str(caught.value) == f"the configuration has mistakes:\n- {said}"

@@ -9,6 +9,7 @@ checks (`check`, which builds a spec with it exactly as `registry.queue(...)` or
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -107,7 +108,13 @@ def _whole(text: str) -> int:
 
 
 def _duration_toml(value: Any) -> Any:
-    return duration.parse(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return duration.parse(value)
+    if isinstance(value, dt.time):
+        raise ValueError(f'expected {duration.FORMS} (00:05:00 is a time of day in TOML: "5m")')
+    if not isinstance(value, int | float):  # an array, a table, a date
+        raise ValueError(f"expected {duration.FORMS}")
+    return value
 
 
 def _show_seconds(value: Any) -> str:
@@ -124,15 +131,26 @@ def _retention_text(text: str) -> float | None:
 
 
 def _retention_toml(value: Any) -> Any:
-    return _retention_text(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return _retention_text(value)
+    try:
+        return _duration_toml(value)
+    except ValueError as exc:
+        raise ValueError(f'{exc}, or "forever" to keep them all') from None
 
 
 def _retry_delay_toml(value: Any) -> Any:
     if not isinstance(value, dict):
-        return _duration_toml(value)
+        try:
+            return _duration_toml(value)
+        except ValueError as exc:
+            raise ValueError(f'{exc}, or a table such as {{ base = "1s", factor = 2 }}') from None
     unknown = set(value) - {"base", "factor", "max", "jitter"}
     if unknown:
         raise ValueError(f"expected a table of base, factor, max, jitter, not {sorted(unknown)}")
+    factor = value.get("factor", 2)
+    if isinstance(factor, bool) or not isinstance(factor, int | float):
+        raise ValueError(f"expected factor = a number (1 or more, such as 2), not {factor!r}")
     read = {
         key: _duration_toml(item) if key in ("base", "max") else item for key, item in value.items()
     }
