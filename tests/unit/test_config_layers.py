@@ -326,3 +326,21 @@ def test_a_duration_of_the_wrong_toml_type_says_how_to_write_one_in_the_file(
     with pytest.raises(ConfigError) as caught:
         two_queues(tmp_path).freeze()
     assert str(caught.value) == f"the configuration has mistakes:\n- {said}"
+
+
+def test_a_worker_or_queue_setting_at_the_top_of_the_file_says_which_section_it_goes_in(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "concurrency = 8\npriority = 5\n")
+    with pytest.raises(ConfigError) as caught:
+        two_queues(tmp_path).freeze()
+    expected = (
+        "expected one of driver, default_queue, retry, retry_delay, timeout, queues, workers,"
+        " drivers, schedules"
+    )
+    assert str(caught.value) == (
+        f"the configuration has mistakes:\n- conveyor.toml:1: unknown key 'concurrency':"
+        f" {expected}; concurrency is a setting of each worker: write it in [workers.<name>]\n"
+        f"- conveyor.toml:2: unknown key 'priority': {expected}; priority is a setting of each"
+        " queue: write it in [queues.<name>]"
+    )

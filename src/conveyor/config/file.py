@@ -193,7 +193,14 @@ def file_values(file: ConfigFile, problems: list[str]) -> FileValues:
             _read(file, wide[key], "", value, (key,), found, problems)
         else:
             expected = ", ".join([*wide, *SECTIONS, "schedules"])
-            problems.append(f"{file.at(key)}: unknown key {key!r}: expected one of {expected}")
+            tables = [table for table, scope in SECTIONS.items() if key in BY_SCOPE[scope]]
+            hint = "".join(
+                f"; {key} is a setting of each {SECTIONS[table]}: write it in [{table}.<name>]"
+                for table in tables[:1]
+            )
+            problems.append(
+                f"{file.at(key)}: unknown key {key!r}: expected one of {expected}{hint}"
+            )
     return found
 
 
