@@ -344,3 +344,31 @@ def test_a_worker_or_queue_setting_at_the_top_of_the_file_says_which_section_it_
         f"- conveyor.toml:2: unknown key 'priority': {expected}; priority is a setting of each"
         " queue: write it in [queues.<name>]"
     )
+
+
+def test_a_dotted_name_left_unquoted_in_a_section_header_says_to_quote_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def app() -> Registry:
+        registry = Registry(default_driver=f"sqlite:///{tmp_path / 'jobs.db'}")
+        registry.queue("mail.send", workers=["mail.worker"])
+        registry.worker("mail.worker")
+        return registry
+
+    write(tmp_path, 'retry = 1\n[queues.mail.send]\ntimeout = "30s"\n')
+    with caplog.at_level(logging.WARNING, logger="conveyor.config"):
+        with pytest.raises(ConfigError) as caught:
+            app().freeze()
+    assert str(caught.value) == (
+        "the configuration has mistakes:\n- conveyor.toml:2: [queues.mail] unknown key 'send':"
+        " expected one of driver, workers, retry, retry_delay, timeout, priority, retention,"
+        ' meta; a queue named mail.send is written with quotes, [queues."mail.send"]'
+    )
+    assert caplog.messages == [
+        "conveyor.toml:2: [queues.mail] names a queue the code did not register: ignored"
+        " (registered: mail.send)"
+    ]
+    write(tmp_path, 'retry = 1\n[queues."mail.send"]\ntimeout = "30s"\n')
+    registry = app()
+    registry.freeze()
+    assert registry.queue_spec("mail.send").options.timeout == 30

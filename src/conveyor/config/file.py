@@ -160,8 +160,9 @@ def _key_lines(text: str, prefix: tuple[str, ...]) -> dict[tuple[str, ...], int]
             path = table + _parts(assign["key"])
         else:
             continue
-        if path[: len(prefix)] == prefix:
-            lines.setdefault(path[len(prefix) :], number)
+        for end in range(len(prefix) + 1, len(path) + 1):  # [a.b.c] is where a.b starts too
+            if path[: len(prefix)] == prefix:
+                lines.setdefault(path[len(prefix) : end], number)
     return lines
 
 
@@ -233,9 +234,15 @@ def _sections(
                 _read(file, BY_SCOPE[scope][key], name, value, path, found, problems)
             else:
                 expected = ", ".join(BY_SCOPE[scope])
+                dotted = (  # [queues.mail.send] is queue "mail" holding a table "send"
+                    f"; a {scope} named {name}.{key} is written with quotes,"
+                    f' [{table}."{name}.{key}"]'
+                    if isinstance(value, dict)
+                    else ""
+                )
                 problems.append(
                     f"{file.at(*path)}: [{table}.{name}] unknown key {key!r}:"
-                    f" expected one of {expected}"
+                    f" expected one of {expected}{dotted}"
                 )
 
 
