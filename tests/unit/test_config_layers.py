@@ -356,9 +356,11 @@ def test_a_dotted_name_left_unquoted_in_a_section_header_says_to_quote_it(
         return registry
 
     write(tmp_path, 'retry = 1\n[queues.mail.send]\ntimeout = "30s"\n')
-    with caplog.at_level(logging.WARNING, logger="conveyor.config"):
-        with pytest.raises(ConfigError) as caught:
-            app().freeze()
+    with (
+        caplog.at_level(logging.WARNING, logger="conveyor.config"),
+        pytest.raises(ConfigError) as caught,
+    ):
+        app().freeze()
     assert str(caught.value) == (
         "the configuration has mistakes:\n- conveyor.toml:2: [queues.mail] unknown key 'send':"
         " expected one of driver, workers, retry, retry_delay, timeout, priority, retention,"
@@ -372,3 +374,40 @@ def test_a_dotted_name_left_unquoted_in_a_section_header_says_to_quote_it(
     registry = app()
     registry.freeze()
     assert registry.queue_spec("mail.send").options.timeout == 30
+
+
+async def test_a_driver_url_s_surrounding_white_space_in_the_environment_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A .env file's trailing space, a mounted secret's newline: the worker and the app that
+    pushes must use the same SQLite file, and postgres the database named."""
+    monkeypatch.setenv("CONVEYOR_DRIVER", f" sqlite:///{tmp_path / 'jobs.db'}\n")
+    registry = Registry()
+    registry.queue("mail", workers=["main"])
+    registry.worker("main")
+    registry.job("mail.send", queue="mail")(send)
+    try:
+        await registry.push("mail", "mail.send", {})
+    finally:
+        await registry.close()
+    assert sorted(path.name for path in tmp_path.glob("jobs.db*"))[0] == "jobs.db"
+    assert not [path for path in tmp_path.iterdir() if path.name.endswith(("\n", " "))]
+
+    require_service("postgres", 5432, pg.START)
+    prefix = pg.fresh_prefix()
+    monkeypatch.setenv("CONVEYOR_DRIVER", "database")
+    monkeypatch.setenv("DATABASE_URL", f"{pg.URL}?prefix={prefix}\n")
+    registry = Registry()
+    registry.queue("mail", workers=["main"])
+    registry.worker("main")
+    registry.job("mail.send", queue="mail")(send)
+    try:
+        info = await registry.job_info(await registry.push("mail", "mail.send", {}))
+        assert info is not None and info.state is JobState.PENDING
+        assert source(registry, "driver", "database", "url") == (
+            f"{pg.URL}?prefix={prefix}",
+            "env DATABASE_URL",
+        )
+    finally:
+        await registry.close()
+        await pg.drop_tables(prefix)

@@ -359,7 +359,7 @@ class _Builder:
         registered or defined (a URL), so that a mistake names where it was written: for a
         bare redis or amqp, the variable holding its URL when one is set."""
         env = KIND_URL_ENV.get(given.value, "")
-        url = environ.get(env, "") if env else ""
+        url = environ.get(env, "").strip() if env else ""
         scheme, separator, rest = url.partition("://")
         if url and (not separator or scheme.lower() not in (given.value, f"{given.value}s")):
             self.problems.append(

@@ -197,7 +197,9 @@ def _attempts(text: str) -> int:
 
 
 TEXT = Kind("name", _same, str, str)
-DRIVER = Kind("driver name or URL", _same, str, safe_url)
+#: In the environment, a URL's surrounding white space (a .env file's, a secret's newline) is
+#: dropped: no URL holds it, and a SQLite file name would keep it without a word.
+DRIVER = Kind("driver name or URL", _same, str.strip, safe_url)
 NAMES = Kind("list of names", _same, _names_text, lambda value: ", ".join(value))
 WHOLE = Kind("whole number", _same, _whole, str)
 DURATION = Kind("duration", _duration_toml, duration.parse, _show_seconds)

@@ -72,7 +72,7 @@ def database_url(environ: Mapping[str, str] = os.environ) -> tuple[str, str]:
     """(the URL the name "database" stands for, the variable it came from or ""). A `+driver`
     on the scheme, as SQLAlchemy writes it (postgresql+psycopg://), is dropped."""
     for env in DATABASE_ENV:
-        url = environ.get(env, "")
+        url = environ.get(env, "").strip()  # a secret's newline is no part of the URL
         if url:
             scheme, separator, rest = url.partition("://")
             base = scheme.partition("+")[0].lower()
