@@ -162,14 +162,18 @@ def test_a_schedule_of_the_file_whose_payload_its_job_refuses_names_the_file_s_l
         app().freeze()
 
 
-def test_a_variable_spelt_in_another_case_is_a_warning_giving_the_right_name(
+def test_a_variable_spelt_in_another_case_or_with_dashes_is_a_warning_giving_the_right_name(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry = two_queues(tmp_path)
+    registry = Registry(default_driver=f"sqlite:///{tmp_path / 'jobs.db'}")
+    registry.queue("mail", workers=["mailer", "mail-send"])
+    registry.worker("mailer")
+    registry.worker("mail-send")
     registry.configure(
         environ={
             "conveyor_worker_mailer_concurrency": "8",
-            "CONVEYOR_WORKER_Batcher_CONCURRENCY": "4",
+            "CONVEYOR_WORKER_Mailer_LEASE": "1m",
+            "CONVEYOR_WORKER_MAIL-SEND_CONCURRENCY": "4",
             "queue_timeout": "60",
             "conveyor_worker_mialer_lease": "1m",
             "queue_colour": "blue",  # no seed's name: none of conveyor's business
@@ -177,19 +181,21 @@ def test_a_variable_spelt_in_another_case_is_a_warning_giving_the_right_name(
     )
     with caplog.at_level(logging.WARNING, logger="conveyor.config"):
         registry.freeze()
+    rule = "(upper case, _ for . : and -): ignored; rename it"
     assert caplog.messages == [
-        "environment variable conveyor_worker_mailer_concurrency is not read: environment"
-        " names are case sensitive, and conveyor's is CONVEYOR_WORKER_MAILER_CONCURRENCY:"
-        " ignored; rename it CONVEYOR_WORKER_MAILER_CONCURRENCY",
-        "environment variable CONVEYOR_WORKER_Batcher_CONCURRENCY is not read: environment"
-        " names are case sensitive, and conveyor's is CONVEYOR_WORKER_BATCHER_CONCURRENCY:"
-        " ignored; rename it CONVEYOR_WORKER_BATCHER_CONCURRENCY",
-        "environment variable queue_timeout is not read: environment names are case"
-        " sensitive, and conveyor's is QUEUE_TIMEOUT: ignored; rename it QUEUE_TIMEOUT",
+        "environment variable conveyor_worker_mailer_concurrency is not read: conveyor's name"
+        f" for it is CONVEYOR_WORKER_MAILER_CONCURRENCY {rule}",
+        "environment variable CONVEYOR_WORKER_Mailer_LEASE is not read: conveyor's name for it"
+        f" is CONVEYOR_WORKER_MAILER_LEASE {rule}",
+        "environment variable CONVEYOR_WORKER_MAIL-SEND_CONCURRENCY is not read: conveyor's"
+        f" name for it is CONVEYOR_WORKER_MAIL_SEND_CONCURRENCY {rule}",
+        "environment variable queue_timeout is not read: conveyor's name for it is"
+        f" QUEUE_TIMEOUT {rule}",
         "environment variable conveyor_worker_mialer_lease names no registered queue, worker"
-        " or driver, or no setting of one (registered workers: mailer, batcher): ignored",
+        " or driver, or no setting of one (registered workers: mailer, mail-send): ignored",
     ]
     assert registry.worker_spec("mailer").concurrency == 1
+    assert registry.worker_spec("mail-send").concurrency == 1
     assert registry.queue_spec("mail").options.timeout is None  # conveyor's default
 
 

@@ -91,13 +91,13 @@ def unused_env(environ: Mapping[str, str], targets: Iterable[tuple[Scope, str]])
     read = {*known, *wide, *OTHER_ENV, *seeds}
     warnings: list[str] = []
     for env, text in environ.items():
-        upper = env.upper()
+        upper = env_part(env)  # CONVEYOR_WORKER_MAIL_SEND_LEASE for conveyor_worker_mail-send_lease
         if not (upper.startswith("CONVEYOR_") or upper in seeds) or not text or env in read:
             continue
         if upper in read:
             warnings.append(
-                f"environment variable {env} is not read: environment names are case"
-                f" sensitive, and conveyor's is {upper}: ignored; rename it {upper}"
+                f"environment variable {env} is not read: conveyor's name for it is {upper}"
+                " (upper case, _ for . : and -): ignored; rename it"
             )
         elif upper.startswith(NAMED_ENV_PREFIXES):
             warnings.append(
