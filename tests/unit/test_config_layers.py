@@ -417,3 +417,22 @@ async def test_a_driver_url_s_surrounding_white_space_in_the_environment_is_drop
     finally:
         await registry.close()
         await pg.drop_tables(prefix)
+
+
+def test_a_file_or_variable_nested_too_deep_to_read_is_a_config_error_naming_it(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "[queues.mail]\nmeta = " + "{ a = " * 3000 + "1" + " }" * 3000 + "\n")
+    with pytest.raises(ConfigError) as caught:
+        two_queues(tmp_path).freeze()
+    assert str(caught.value) == "conveyor.toml: tables or arrays nested too deep to read"
+    (tmp_path / "conveyor.toml").unlink()
+    registry = two_queues(tmp_path)
+    registry.configure(environ={"CONVEYOR_QUEUE_MAIL_META": "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(ConfigError) as caught:
+        registry.freeze()
+    assert str(caught.value).endswith(
+        ']\': expected a JSON object, such as {"team": "mail"}'
+    ) and str(caught.value).startswith(
+        "the configuration has mistakes:\n- environment variable CONVEYOR_QUEUE_MAIL_META='[[["
+    )

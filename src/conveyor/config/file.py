@@ -97,6 +97,8 @@ def read_file(path: Path) -> ConfigFile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: not valid TOML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{shown}: tables or arrays nested too deep to read") from None
     prefix = ("tool", "conveyor") if path.name == PYPROJECT else ()
     for part in prefix:
         if part not in data:  # only a file named by --config or CONVEYOR_CONFIG gets here

@@ -176,7 +176,7 @@ def _names_text(text: str) -> list[str]:
 def _meta_text(text: str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep
         raise ValueError('expected a JSON object, such as {"team": "mail"}') from None
 
 
