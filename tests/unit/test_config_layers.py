@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import ConfigError, Job, JobState, Registry
+from conveyor import ConfigError, ConveyorError, Job, JobState, Registry
 from conveyor.config import effective
 from tests.backends import postgres as pg
 from tests.backends import redis as redis_backend
@@ -436,3 +436,25 @@ def test_a_file_or_variable_nested_too_deep_to_read_is_a_config_error_naming_it(
     ) and str(caught.value).startswith(
         "the configuration has mistakes:\n- environment variable CONVEYOR_QUEUE_MAIL_META='[[["
     )
+
+
+async def test_a_default_queue_the_file_misspells_is_a_warning_at_start_not_at_first_push(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(tmp_path, 'default_queue = "mial"\n')
+    registry = Registry(default_driver=f"sqlite:///{tmp_path / 'jobs.db'}")
+    registry.queue("mail", workers=["main"])
+    registry.worker("main")
+    hello = registry.job("hello")(send)
+    with caplog.at_level(logging.WARNING, logger="conveyor.config"):
+        registry.freeze()
+    assert caplog.messages == [
+        "conveyor.toml:1: default_queue = 'mial': 'mial' is no registered queue (registered:"
+        " mail): a push of job hello without queue= will be refused; name a registered queue"
+    ]
+    try:
+        with pytest.raises(ConveyorError, match="the default queue 'mial' is not registered"):
+            await hello.push({})
+        assert await hello.push({}, queue="mail")  # a push naming its queue is fine
+    finally:
+        await registry.close()

@@ -104,6 +104,7 @@ def apply(registry: Registration, request: Request) -> Effective:
         for layer in [wide_layers.get(("conveyor", "", key.name), [])]
     }
     declared = registry.declaration(wide["default_queue"].value)
+    _check_default_queue(registry, declared, wide["default_queue"])
     _check_schedules(registry, declared, wide["default_queue"].value, found, problems)
     targets = _targets(declared, found)
     _check_overrides(request.overrides, targets, problems)
@@ -166,6 +167,18 @@ def _check_schedules(
                 registry.jobs[schedule.job].codec.encode(schedule.payload)
             except PayloadError as exc:
                 problems.append(f"{at('schedules', name, 'payload')}: [schedules.{name}] {exc}")
+
+
+def _check_default_queue(registry: Registration, declared: Declaration, given: Given) -> None:
+    """Warn of a default queue the file or environment names that is no declared queue (a
+    typo) while a job names no queue of its own: its handle's push without one would fail."""
+    homeless = [name for name, spec in registry.jobs.items() if spec.queue is None]
+    if given.where and given.value not in declared.queues and homeless:
+        log.warning(
+            "%s: %r is no registered queue (registered: %s): a push of job %s without queue="
+            " will be refused; name a registered queue",
+            given.where, given.value, ", ".join(declared.queues), ", ".join(homeless),
+        )  # fmt: skip
 
 
 def _code(registry: Registration, key: Key) -> list[Given]:
