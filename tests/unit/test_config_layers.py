@@ -458,3 +458,26 @@ async def test_a_default_queue_the_file_misspells_is_a_warning_at_start_not_at_f
         assert await hello.push({}, queue="mail")  # a push naming its queue is fine
     finally:
         await registry.close()
+
+
+def test_a_pyproject_table_left_unread_beside_conveyor_toml_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(tmp_path, "retry = 1\n")
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.conveyor]\nretry = 4\n'
+    )
+    registry = two_queues(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="conveyor.config"):
+        registry.freeze()
+    assert caplog.messages == [
+        "pyproject.toml has a [tool.conveyor] table, which is not read: conveyor.toml is; move"
+        " its settings into conveyor.toml (or remove conveyor.toml to use pyproject.toml's)"
+    ]
+    assert registry.queue_spec("mail").options.retry == 1
+    caplog.clear()
+    registry = two_queues(tmp_path)
+    registry.configure(tmp_path / "conveyor.toml")  # named: the choice is the user's
+    with caplog.at_level(logging.WARNING, logger="conveyor.config"):
+        registry.freeze()
+    assert caplog.messages == []

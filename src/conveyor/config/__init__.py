@@ -45,6 +45,7 @@ from conveyor.config.file import (
     find_file,
     misspelt_tables,
     read_file,
+    shadowed,
 )
 from conveyor.config.layer import Override, env_values, override_values, unused_env
 from conveyor.config.schema import BY_SCOPE, Given, Key, Scope, Target, env_name
@@ -117,7 +118,9 @@ def apply(registry: Registration, request: Request) -> Effective:
     build.check_run_times(queues, drivers)
     # An instance's URL variable is refused above (build.drivers), not warned of as unused.
     instances: list[tuple[Scope, str]] = [("driver", name) for name in _instances(declared)]
-    _warn(declared, found, [*misspelt_tables(path), *unused_env(environ, [*targets, *instances])])
+    unused = unused_env(environ, [*targets, *instances])
+    named = request.path is not None or bool(environ.get(CONFIG_ENV))
+    _warn(declared, found, [*shadowed(None if named else path), *misspelt_tables(path), *unused])
     if problems:
         raise ConfigError("the configuration has mistakes:\n- " + "\n- ".join(problems))
     return Effective(

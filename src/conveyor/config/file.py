@@ -64,6 +64,24 @@ def find_file(named: str | os.PathLike[str] | None, environ: Mapping[str, str]) 
     return None
 
 
+def shadowed(found: Path | None) -> list[str]:
+    """A warning when ./conveyor.toml, found without being named, leaves the [tool.conveyor]
+    table of ./pyproject.toml unread: settings added there would be ignored without a word."""
+    pyproject = Path(PYPROJECT)
+    if found != Path(FILE_NAME) or not pyproject.is_file():
+        return []
+    try:
+        has_table = _has_tool_table(_text(pyproject))
+    except ConfigError:  # not UTF-8: not conveyor's concern, as it is not read
+        return []
+    if not has_table:
+        return []
+    return [
+        f"{PYPROJECT} has a [tool.conveyor] table, which is not read: {FILE_NAME} is; move its"
+        f" settings into {FILE_NAME} (or remove {FILE_NAME} to use pyproject.toml's)"
+    ]
+
+
 def _has_tool_table(text: str) -> bool:
     """Whether a pyproject.toml has conveyor's table, however TOML spells it ([tool.conveyor],
     [tool."conveyor"], conveyor.retry = 1 under [tool], an inline table). One that is not
