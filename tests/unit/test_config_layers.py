@@ -113,9 +113,9 @@ def test_workers_moved_by_the_configuration_off_a_worker_name_where_not_the_code
         registry.freeze()
     assert str(caught.value) == (
         "the configuration has mistakes:\n- environment variable"
-        " CONVEYOR_QUEUE_MAIL_WORKERS='batcher': worker 'mailer' then serves no queue (the code"
-        " has it serve 'mail'): keep it in the workers of 'mail', or name it in another"
-        " queue's workers"
+        " CONVEYOR_QUEUE_MAIL_WORKERS='batcher': worker 'mailer' is then left serving no queue"
+        " (it served 'mail'): keep it in the workers of 'mail', or name it in another queue's"
+        " workers"
     )
     write(tmp_path, '[queues.batch]\nworkers = ["mailer"]\n')
     with pytest.raises(ConfigError, match=r"conveyor.toml:2: \[queues.batch\] workers = \["):

@@ -343,13 +343,14 @@ class _Builder:
                 (queue, given.where)
                 for queue, given in self.served_by.items()
                 if given.where
-                and given.value  # none at all is a problem said already
+                and given.value  # none at all, or one not registered, is a problem said already
+                and set(given.value) <= set(self.declared.workers)
                 and worker in self.declared.queues[queue].get("workers", ())
             ]
             if worker not in served and moved:
                 queue, where = moved[0]
                 self.problems.append(
-                    f"{where}: worker {worker!r} then serves no queue (the code has it serve"
+                    f"{where}: worker {worker!r} is then left serving no queue (it served"
                     f" {queue!r}): keep it in the workers of {queue!r}, or name it in another"
                     " queue's workers"
                 )
