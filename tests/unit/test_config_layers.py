@@ -481,3 +481,35 @@ def test_a_pyproject_table_left_unread_beside_conveyor_toml_is_a_warning(
     with caplog.at_level(logging.WARNING, logger="conveyor.config"):
         registry.freeze()
     assert caplog.messages == []
+
+
+async def test_a_driver_s_seconds_options_in_the_file_take_a_duration_as_every_duration_does(
+    tmp_path: Path,
+) -> None:
+    require_service("postgres", 5432, pg.START)
+    prefix = pg.fresh_prefix()
+    write(
+        tmp_path,
+        f"""
+        [drivers.main]
+        url = "{pg.URL}?prefix={prefix}"
+        timeout = "1m30s"
+
+        [queues.mail]
+        driver = "main"
+        """,
+    )
+    registry = two_queues(tmp_path)
+    registry.job("mail.send", queue="mail")(send)
+    try:
+        info = await registry.job_info(await registry.push("mail", "mail.send", {}))
+        assert info is not None and info.state is JobState.PENDING
+        driver = await registry.driver_of("mail")
+        assert driver.target.timeout == 90  # type: ignore[attr-defined]
+        assert source(registry, "driver", "main", "timeout") == ("90", "conveyor.toml:3")
+    finally:
+        await registry.close()
+        await pg.drop_tables(prefix)
+    write(tmp_path, f'[drivers.main]\nurl = "{pg.URL}"\ntimeout = "soon"\n')
+    with pytest.raises(ConfigError, match=r"conveyor.toml:3: \[drivers.main\] timeout: .*'soon'"):
+        two_queues(tmp_path).freeze()

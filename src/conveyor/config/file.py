@@ -7,6 +7,7 @@ CONVEYOR_CONFIG names, else ./conveyor.toml, else ./pyproject.toml when it has [
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conveyor import duration
 from conveyor.config.schedules import read_schedules
 from conveyor.config.schema import BY_SCOPE, SECTIONS, Given, Key, Scope, Target, check, quoted
 from conveyor.errors import ConfigError, ConveyorError
@@ -27,6 +29,9 @@ CONFIG_ENV = "CONVEYOR_CONFIG"
 #: The file looked for in the working directory, then pyproject.toml's [tool.conveyor].
 FILE_NAME = "conveyor.toml"
 PYPROJECT = "pyproject.toml"
+#: The drivers' URL options that are seconds, which a [drivers.<name>] section may write as a
+#: duration ("30s").
+SECONDS_OPTIONS = ("timeout", "consumer_timeout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +305,11 @@ def _option(
             " (it is added to the driver's URL as an option)"
         )
         return
+    if key in SECONDS_OPTIONS and isinstance(value, str):
+        # "30s", as every duration of the file may be written; the URL takes seconds. Text that
+        # is no duration goes on as it is: the driver's own message says what it takes.
+        with contextlib.suppress(ValueError):
+            value = f"{duration.parse(value):g}"
     found.options.setdefault(name, {})[key] = Given(value, file.at(*path))
 
 
