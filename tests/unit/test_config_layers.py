@@ -510,6 +510,11 @@ async def test_a_driver_s_seconds_options_in_the_file_take_a_duration_as_every_d
     finally:
         await registry.close()
         await pg.drop_tables(prefix)
+    write(tmp_path, f'[drivers.main]\nurl = "{pg.URL}"\ntimeout = "14d"\n')
+    assert source(two_queues(tmp_path), "driver", "main", "timeout") == (
+        "1209600",
+        "conveyor.toml:3",
+    )
     write(tmp_path, f'[drivers.main]\nurl = "{pg.URL}"\ntimeout = "soon"\n')
     with pytest.raises(ConfigError, match=r"conveyor.toml:3: \[drivers.main\] timeout: .*'soon'"):
         two_queues(tmp_path).freeze()

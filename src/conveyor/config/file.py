@@ -309,7 +309,8 @@ def _option(
         # "30s", as every duration of the file may be written; the URL takes seconds. Text that
         # is no duration goes on as it is: the driver's own message says what it takes.
         with contextlib.suppress(ValueError):
-            value = f"{duration.parse(value):g}"
+            seconds = duration.parse(value)
+            value = str(int(seconds)) if seconds.is_integer() else repr(seconds)  # never 1e+06
     found.options.setdefault(name, {})[key] = Given(value, file.at(*path))
 
 
