@@ -104,13 +104,13 @@ def work(
             )
             for name in names
         ]
-        for name in names:
-            log.info("worker %s settings: %s", name, _provenance(registry, name, concurrency))
         server = None
         if metrics_port is not None:
             from conveyor import metrics
 
             server = await metrics.serve(registry, metrics_port, metrics_host)
+        for name in names:  # once nothing of the command line can fail any more
+            log.info("worker %s settings: %s", name, _provenance(registry, name, concurrency))
         try:
             return list(zip(runners, await _run_together(runners), strict=True))
         finally:
