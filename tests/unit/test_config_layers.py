@@ -1,7 +1,10 @@
 """Configuration, a user's mistakes and expectations past the basics: a URL from the environment
-over the file's driver options, a file or variable that moves a queue off a worker, a schedule
-the file declares with a payload its job refuses, variables spelt in the wrong case, the
-redis and amqp drivers' URL variables, and a file that is not UTF-8."""
+over the file's driver options and with white space around it, a file or variable that moves a
+queue off a worker, a schedule the file declares with a payload its job refuses or no rule,
+variables spelt in the wrong case or with dashes, the redis and amqp drivers' URL variables,
+a file that is not UTF-8 or nested too deep, durations of the wrong TOML type, settings in the
+wrong section or under an unquoted dotted name, a misspelt default queue, and a pyproject table
+left unread."""
 
 from __future__ import annotations
 
