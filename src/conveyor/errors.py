@@ -22,6 +22,8 @@ A message names the offending item and says what to do about it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class ConveyorError(Exception):
     """The root of every error conveyor raises."""
@@ -46,9 +48,12 @@ class UnknownJobError(ConveyorError):
 class UnknownQueueError(ConveyorError):
     """A queue name that was never registered."""
 
-    def __init__(self, name: str, message: str | None = None) -> None:
+    def __init__(
+        self, name: str, message: str | None = None, *, registered: Iterable[str] | None = None
+    ) -> None:
+        named = "" if registered is None else f" (registered: {', '.join(registered) or 'none'})"
         super().__init__(
-            message or f"no queue named {name!r}: add it with registry.queue({name!r}, ...)"
+            message or f"no queue named {name!r}{named}: add it with registry.queue({name!r}, ...)"
         )
         self.name = name
 
@@ -56,8 +61,11 @@ class UnknownQueueError(ConveyorError):
 class UnknownWorkerError(ConveyorError):
     """A worker name that was never registered."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no worker named {name!r}: add it with registry.worker({name!r}, ...)")
+    def __init__(self, name: str, *, registered: Iterable[str] | None = None) -> None:
+        named = "" if registered is None else f" (registered: {', '.join(registered) or 'none'})"
+        super().__init__(
+            f"no worker named {name!r}{named}: add it with registry.worker({name!r}, ...)"
+        )
         self.name = name
 
 

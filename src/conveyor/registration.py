@@ -429,14 +429,14 @@ class Registration:
         try:
             return self._queues[name]
         except KeyError:
-            raise UnknownQueueError(name) from None
+            raise UnknownQueueError(name, registered=self._queues) from None
 
     def worker_spec(self, name: str) -> WorkerSpec:
         """The worker registered as `name`, or UnknownWorkerError."""
         try:
             return self._workers[name]
         except KeyError:
-            raise UnknownWorkerError(name) from None
+            raise UnknownWorkerError(name, registered=self._workers) from None
 
     def queues_of(self, worker: str) -> list[str]:
         """Names of the queues `worker` serves, in registration order."""

@@ -94,7 +94,8 @@ class Schedule:
         """A checked schedule; ConfigError naming what is wrong."""
         what = f"schedule {name!r}"
         if (cron is None) == (every is None):
-            raise ConfigError(f"{what}: give either cron='0 2 * * *' or every='30s', not both")
+            said = "not both" if cron is not None else "it has neither"
+            raise ConfigError(f"{what}: give either cron='0 2 * * *' or every='30s', {said}")
         interval = None if every is None else _interval(every, f"{what} every")
         if interval is not None and interval < MIN_EVERY:
             # A tick's id holds its time to the millisecond: shorter, ticks would share ids,

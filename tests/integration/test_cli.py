@@ -293,6 +293,20 @@ def test_work_with_an_unknown_worker_gives_a_clear_error_and_a_non_zero_exit(app
     assert "Traceback" not in result.stderr
 
 
+def test_work_naming_a_worker_or_queue_misspelt_lists_the_registered_ones(app: App) -> None:
+    result = app.run("work", "ww", "--app", APP, "--burst")
+    assert (result.returncode, result.stderr) == (
+        1,
+        "Error: no worker named 'ww' (registered: w): add it with registry.worker('ww', ...)\n",
+    )
+    result = app.run("work", "w", "--queues", "task", "--app", APP, "--burst")
+    assert (result.returncode, result.stderr) == (
+        1,
+        "Error: no queue named 'task' (registered: tasks): add it with"
+        " registry.queue('task', ...)\n",
+    )
+
+
 # -- stopping by signal -------------------------------------------------------------------
 
 

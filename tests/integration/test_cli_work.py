@@ -214,3 +214,28 @@ def _wait_for_alive(app: App, count: int) -> Any:
             return listed
         assert time.monotonic() < deadline, f"workers never said they were alive: {listed}"
         time.sleep(0.2)
+
+
+def test_work_logs_each_worker_s_settings_and_where_each_came_from(app: App) -> None:
+    (app.folder / "conveyor.toml").write_text('[workers.w]\nlease = "45s"\n')
+    app.push("tasks", "note", {"n": 1})
+    result = subprocess.run(
+        app.command("--log-format", "json", "work", "w", "v", "--burst", "--concurrency", "3"),
+        cwd=app.folder,
+        env={**app.env(), "CONVEYOR_WORKER_V_PREFETCH": "2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line)["message"] for line in result.stderr.splitlines()]
+    assert [line for line in lines if " settings: " in line] == [
+        "worker w settings: concurrency 3 (flag --concurrency), poll_interval 50ms (code),"
+        " lease 45s (conveyor.toml:2), stop_timeout 30s (default), prefetch its concurrency"
+        " (default)",
+        "worker v settings: concurrency 3 (flag --concurrency), poll_interval 50ms (code),"
+        " lease 30s (default), stop_timeout 30s (default), prefetch 2 (env"
+        " CONVEYOR_WORKER_V_PREFETCH)",
+    ]
+    assert (app.folder / "ran-tasks-1").exists()

@@ -109,6 +109,8 @@ def work(
             from conveyor import metrics
 
             server = await metrics.serve(registry, metrics_port, metrics_host)
+        for name in names:  # once nothing of the command line can fail any more
+            log.info("worker %s settings: %s", name, _provenance(registry, name, concurrency))
         try:
             return list(zip(runners, await _run_together(runners), strict=True))
         finally:
@@ -127,6 +129,16 @@ def _spec(registry: Registry, name: str, concurrency: int | None) -> WorkerSpec:
     registry.freeze()  # the worker as the file and the environment set it up
     spec = registry.worker_spec(name)
     return spec if concurrency is None else dataclasses.replace(spec, concurrency=concurrency)
+
+
+def _provenance(registry: Registry, name: str, concurrency: int | None) -> str:
+    """'concurrency 16 (env CONVEYOR_WORKER_MAIN_CONCURRENCY), lease 30s (default), ...': the
+    worker's settings in force and where each came from, --concurrency included."""
+    shown = {s.key: (s.value, s.source) for s in registry.settings if s.scope == "worker"
+             and s.name == name}  # fmt: skip
+    if concurrency is not None:
+        shown["concurrency"] = (str(concurrency), "flag --concurrency")
+    return ", ".join(f"{key} {value} ({source})" for key, (value, source) in shown.items())
 
 
 async def _run_together(runners: list[Worker]) -> list[Stopped]:

@@ -35,7 +35,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from conveyor.config.file import (
     CONFIG_ENV,
@@ -45,12 +45,21 @@ from conveyor.config.file import (
     find_file,
     misspelt_tables,
     read_file,
+    shadowed,
 )
 from conveyor.config.layer import Override, env_values, override_values, unused_env
 from conveyor.config.schema import BY_SCOPE, Given, Key, Scope, Target, env_name
-from conveyor.drivers import DATABASE, SCHEMES, Location, database_url, driver_from_url
+from conveyor.drivers import (
+    DATABASE,
+    KIND_URL_ENV,
+    SCHEMES,
+    Location,
+    database_url,
+    driver_from_url,
+    safe_url,
+)
 from conveyor.drivers.base import Driver
-from conveyor.errors import ConfigError, ConveyorError
+from conveyor.errors import ConfigError, ConveyorError, PayloadError
 from conveyor.registration import Declaration, Effective, Registration
 from conveyor.spec import NAME_PATTERN, QueueSpec, Setting, WorkerSpec, queue_spec, worker_spec
 
@@ -96,6 +105,7 @@ def apply(registry: Registration, request: Request) -> Effective:
         for layer in [wide_layers.get(("conveyor", "", key.name), [])]
     }
     declared = registry.declaration(wide["default_queue"].value)
+    _check_default_queue(registry, declared, wide["default_queue"])
     _check_schedules(registry, declared, wide["default_queue"].value, found, problems)
     targets = _targets(declared, found)
     _check_overrides(request.overrides, targets, problems)
@@ -104,10 +114,13 @@ def apply(registry: Registration, request: Request) -> Effective:
     queues = {name: build.queue(name) for name in declared.queues}
     workers = {name: build.worker(name) for name in declared.workers}
     drivers = build.drivers(found, environ, {spec.driver for spec in queues.values() if spec})
+    build.check_served()
     build.check_run_times(queues, drivers)
     # An instance's URL variable is refused above (build.drivers), not warned of as unused.
     instances: list[tuple[Scope, str]] = [("driver", name) for name in _instances(declared)]
-    _warn(declared, found, [*misspelt_tables(path), *unused_env(environ, [*targets, *instances])])
+    unused = unused_env(environ, [*targets, *instances])
+    named = request.path is not None or bool(environ.get(CONFIG_ENV))
+    _warn(declared, found, [*shadowed(None if named else path), *misspelt_tables(path), *unused])
     if problems:
         raise ConfigError("the configuration has mistakes:\n- " + "\n- ".join(problems))
     return Effective(
@@ -136,8 +149,9 @@ def _check_schedules(
     found: FileValues,
     problems: list[str],
 ) -> None:
-    """A schedule of the file pushing a job or to a queue the code did not register is a
-    problem naming the file's line (the registry's own check would name only the code)."""
+    """A schedule of the file pushing a job or to a queue the code did not register, or a
+    payload its job refuses, is a problem naming the file's line (the registry's own check
+    would name only the code)."""
     for name, schedule in found.schedules.items():
         at = found.file.at if found.file else (lambda *path: "")
         queue = registry.schedule_queue(schedule, default_queue)
@@ -151,6 +165,23 @@ def _check_schedules(
                 f"{at('schedules', name, 'queue')}: [schedules.{name}] pushes to queue {queue!r},"
                 f" which is not registered: set queue = to one of {', '.join(declared.queues)}"
             )
+        else:
+            try:
+                registry.jobs[schedule.job].codec.encode(schedule.payload)
+            except PayloadError as exc:
+                problems.append(f"{at('schedules', name, 'payload')}: [schedules.{name}] {exc}")
+
+
+def _check_default_queue(registry: Registration, declared: Declaration, given: Given) -> None:
+    """Warn of a default queue the file or environment names that is no declared queue (a
+    typo) while a job names no queue of its own: its handle's push without one would fail."""
+    homeless = [name for name, spec in registry.jobs.items() if spec.queue is None]
+    if given.where and given.value not in declared.queues and homeless:
+        log.warning(
+            "%s: %r is no registered queue (registered: %s): a push of job %s without queue="
+            " will be refused; name a registered queue",
+            given.where, given.value, ", ".join(declared.queues), ", ".join(homeless),
+        )  # fmt: skip
 
 
 def _code(registry: Registration, key: Key) -> list[Given]:
@@ -214,6 +245,8 @@ class _Builder:
         #: Each queue's driver, when the file, environment or a flag named it.
         self.named_drivers: dict[str, Given] = {}
         self.timeouts: dict[str, Given] = {}
+        #: Each queue's workers in force.
+        self.served_by: dict[str, Given] = {}
         for key in BY_SCOPE["conveyor"].values():
             self._note(key, "", wide[key.name])
 
@@ -243,7 +276,7 @@ class _Builder:
         if settled["driver"].where:
             self.named_drivers[name] = settled["driver"]
         self.timeouts[name] = settled["timeout"]
-        workers = settled["workers"]
+        workers = self.served_by[name] = settled["workers"]
         if workers.where and not workers.value:
             self.problems.append(
                 f"{workers.where}: queue {name!r} needs a worker to run its jobs: name one of"
@@ -297,8 +330,30 @@ class _Builder:
             self._database(environ, made)
         for given in dict.fromkeys(self.named_drivers.values()):
             if given.value not in {*self.declared.drivers, *defined, *made, DATABASE}:
-                self._named(given, made)
+                self._named(given, made, environ)
         return made
+
+    def check_served(self) -> None:
+        """A worker the code has serve a queue that the configuration's `workers = ...` leaves
+        serving none is a problem naming where that was given (the registry's own check would
+        tell to change the code, which is right)."""
+        served = {worker for given in self.served_by.values() for worker in given.value}
+        for worker in self.declared.workers:
+            moved = [
+                (queue, given.where)
+                for queue, given in self.served_by.items()
+                if given.where
+                and given.value  # none at all, or one not registered, is a problem said already
+                and set(given.value) <= set(self.declared.workers)
+                and worker in self.declared.queues[queue].get("workers", ())
+            ]
+            if worker not in served and moved:
+                queue, where = moved[0]
+                self.problems.append(
+                    f"{where}: worker {worker!r} is then left serving no queue (it served"
+                    f" {queue!r}): keep it in the workers of {queue!r}, or name it in another"
+                    " queue's workers"
+                )
 
     def check_run_times(
         self, queues: Mapping[str, QueueSpec | None], drivers: Mapping[str, Driver]
@@ -316,12 +371,26 @@ class _Builder:
                     " broker and tell the driver with ?consumer_timeout= in its URL"
                 )
 
-    def _named(self, given: Given, made: dict[str, Driver]) -> None:
+    def _named(self, given: Given, made: dict[str, Driver], environ: Mapping[str, str]) -> None:
         """Make the driver a queue's configured `driver = ...` names when it is no name
-        registered or defined (a URL), so that a mistake names where it was written."""
+        registered or defined (a URL), so that a mistake names where it was written: for a
+        bare redis or amqp, the variable holding its URL when one is set."""
+        env = KIND_URL_ENV.get(given.value, "")
+        url = environ.get(env, "").strip() if env else ""
+        scheme, separator, rest = url.partition("://")
+        if url and (not separator or scheme.lower() not in (given.value, f"{given.value}s")):
+            self.problems.append(
+                f"environment variable {env}={safe_url(url)!r}: the {given.value} driver's URL"
+                f" must start with {given.value}:// (or {given.value}s:// for TLS)"
+            )
+            return
+        url = f"{scheme.lower()}://{rest}" if url else ""  # as the driver reads it itself
         try:
-            made[given.value] = driver_from_url(given.value)
+            made[given.value] = driver_from_url(url or given.value)
         except ConveyorError as exc:
+            if url:
+                self.problems.append(f"environment variable {env}: {exc}")
+                return
             message = str(exc)  # the value shown with its password masked
             if NAME_PATTERN.fullmatch(given.value) and given.value not in SCHEMES:
                 message = (
@@ -329,6 +398,11 @@ class _Builder:
                     ' section with url = "...", or give a URL such as sqlite:///jobs.db'
                 )
             self.problems.append(f"{given.where}: {message}")
+            return
+        if env:
+            shown = Location.parse(url or str(getattr(made[given.value], "url", ""))).shown
+            source = f"env {env}" if url else "default"
+            self.settings.append(Setting("driver", given.value, "url", shown, source))
 
     def _driver(self, name: str, found: FileValues, made: dict[str, Driver]) -> None:
         code = self.declared.drivers.get(name)
@@ -340,6 +414,10 @@ class _Builder:
             self.problems.append(f'{where}: [drivers.{name}] needs url = "..."')
             return
         url = chain[-1]
+        if url.source.startswith(("env ", "flag ")):
+            # A URL given above the file keeps its own options: the file's do not undo them.
+            own = _query_keys(url.value)
+            options = {key: option for key, option in options.items() if key not in own}
         location = _with_options(url.value, {key: given.value for key, given in options.items()})
         hide = Location.parse(location)
         self.settings.append(Setting("driver", name, "url", hide.shown, url.source))
@@ -383,6 +461,12 @@ def _with_options(url: str, options: Mapping[str, Any]) -> str:
     )
     joiner = "&" if "?" in url.rpartition("@")[2] else "?"
     return f"{url}{joiner}{query}"
+
+
+def _query_keys(url: str) -> set[str]:
+    """The option names in `url`'s query (after its userinfo, where a password may hold `?`)."""
+    query = url.rpartition("@")[2].partition("?")[2]
+    return {key for key, _ in parse_qsl(query, keep_blank_values=True)}
 
 
 def _option_text(value: Any) -> str:

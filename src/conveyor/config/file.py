@@ -7,6 +7,7 @@ CONVEYOR_CONFIG names, else ./conveyor.toml, else ./pyproject.toml when it has [
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conveyor import duration
 from conveyor.config.schedules import read_schedules
 from conveyor.config.schema import BY_SCOPE, SECTIONS, Given, Key, Scope, Target, check, quoted
 from conveyor.errors import ConfigError, ConveyorError
@@ -27,6 +29,9 @@ CONFIG_ENV = "CONVEYOR_CONFIG"
 #: The file looked for in the working directory, then pyproject.toml's [tool.conveyor].
 FILE_NAME = "conveyor.toml"
 PYPROJECT = "pyproject.toml"
+#: The drivers' URL options that are seconds, which a [drivers.<name>] section may write as a
+#: duration ("30s").
+SECONDS_OPTIONS = ("timeout", "consumer_timeout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,24 @@ def find_file(named: str | os.PathLike[str] | None, environ: Mapping[str, str]) 
     return None
 
 
+def shadowed(found: Path | None) -> list[str]:
+    """A warning when ./conveyor.toml, found without being named, leaves the [tool.conveyor]
+    table of ./pyproject.toml unread: settings added there would be ignored without a word."""
+    pyproject = Path(PYPROJECT)
+    if found != Path(FILE_NAME) or not pyproject.is_file():
+        return []
+    try:
+        has_table = _has_tool_table(_text(pyproject))
+    except ConfigError:  # not UTF-8: not conveyor's concern, as it is not read
+        return []
+    if not has_table:
+        return []
+    return [
+        f"{PYPROJECT} has a [tool.conveyor] table, which is not read: {FILE_NAME} is; move its"
+        f" settings into {FILE_NAME} (or remove {FILE_NAME} to use pyproject.toml's)"
+    ]
+
+
 def _has_tool_table(text: str) -> bool:
     """Whether a pyproject.toml has conveyor's table, however TOML spells it ([tool.conveyor],
     [tool."conveyor"], conveyor.retry = 1 under [tool], an inline table). One that is not
@@ -79,7 +102,13 @@ def _has_tool_table(text: str) -> bool:
 def _text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")  # a BOM (Notepad's) is skipped
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset"
+            f" {exc.start}): a TOML file is UTF-8; save it as UTF-8"
+        ) from None
+    except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc}") from exc
 
 
@@ -91,6 +120,8 @@ def read_file(path: Path) -> ConfigFile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: not valid TOML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{shown}: tables or arrays nested too deep to read") from None
     prefix = ("tool", "conveyor") if path.name == PYPROJECT else ()
     for part in prefix:
         if part not in data:  # only a file named by --config or CONVEYOR_CONFIG gets here
@@ -154,8 +185,9 @@ def _key_lines(text: str, prefix: tuple[str, ...]) -> dict[tuple[str, ...], int]
             path = table + _parts(assign["key"])
         else:
             continue
-        if path[: len(prefix)] == prefix:
-            lines.setdefault(path[len(prefix) :], number)
+        for end in range(len(prefix) + 1, len(path) + 1):  # [a.b.c] is where a.b starts too
+            if path[: len(prefix)] == prefix:
+                lines.setdefault(path[len(prefix) : end], number)
     return lines
 
 
@@ -187,7 +219,14 @@ def file_values(file: ConfigFile, problems: list[str]) -> FileValues:
             _read(file, wide[key], "", value, (key,), found, problems)
         else:
             expected = ", ".join([*wide, *SECTIONS, "schedules"])
-            problems.append(f"{file.at(key)}: unknown key {key!r}: expected one of {expected}")
+            tables = [table for table, scope in SECTIONS.items() if key in BY_SCOPE[scope]]
+            hint = "".join(
+                f"; {key} is a setting of each {SECTIONS[table]}: write it in [{table}.<name>]"
+                for table in tables[:1]
+            )
+            problems.append(
+                f"{file.at(key)}: unknown key {key!r}: expected one of {expected}{hint}"
+            )
     return found
 
 
@@ -220,9 +259,15 @@ def _sections(
                 _read(file, BY_SCOPE[scope][key], name, value, path, found, problems)
             else:
                 expected = ", ".join(BY_SCOPE[scope])
+                dotted = (  # [queues.mail.send] is queue "mail" holding a table "send"
+                    f"; a {scope} named {name}.{key} is written with quotes,"
+                    f' [{table}."{name}.{key}"]'
+                    if isinstance(value, dict)
+                    else ""
+                )
                 problems.append(
                     f"{file.at(*path)}: [{table}.{name}] unknown key {key!r}:"
-                    f" expected one of {expected}"
+                    f" expected one of {expected}{dotted}"
                 )
 
 
@@ -260,6 +305,12 @@ def _option(
             " (it is added to the driver's URL as an option)"
         )
         return
+    if key in SECONDS_OPTIONS and isinstance(value, str):
+        # "30s", as every duration of the file may be written; the URL takes seconds. Text that
+        # is no duration goes on as it is: the driver's own message says what it takes.
+        with contextlib.suppress(ValueError):
+            seconds = duration.parse(value)
+            value = str(int(seconds)) if seconds.is_integer() else repr(seconds)  # never 1e+06
     found.options.setdefault(name, {})[key] = Given(value, file.at(*path))
 
 

@@ -82,18 +82,27 @@ OTHER_ENV = frozenset(
 
 def unused_env(environ: Mapping[str, str], targets: Iterable[tuple[Scope, str]]) -> list[str]:
     """A warning for each set CONVEYOR_ variable that conveyor does not read: one naming no
-    registered queue, worker or driver, or no setting of one, or no conveyor-wide setting."""
+    registered queue, worker or driver, or no setting of one, or no conveyor-wide setting; and
+    for one of conveyor's names (or a seed's) spelt in another case, which is not read either."""
     targets = list(targets)
     wide = [env_name(key) for key in BY_SCOPE["conveyor"].values()]
     known = {env_name(key, name) for scope, name in targets for key in BY_SCOPE[scope].values()}
+    seeds = {seed.env for key in BY_SCOPE["conveyor"].values() for seed in key.seeds}
+    read = {*known, *wide, *OTHER_ENV, *seeds}
     warnings: list[str] = []
     for env, text in environ.items():
-        if not env.startswith("CONVEYOR_") or not text or env in {*known, *wide, *OTHER_ENV}:
+        upper = env_part(env)  # CONVEYOR_WORKER_MAIL_SEND_LEASE for conveyor_worker_mail-send_lease
+        if not (upper.startswith("CONVEYOR_") or upper in seeds) or not text or env in read:
             continue
-        if env.startswith(NAMED_ENV_PREFIXES):
+        if upper in read:
+            warnings.append(
+                f"environment variable {env} is not read: conveyor's name for it is {upper}"
+                " (upper case, _ for . : and -): ignored; rename it"
+            )
+        elif upper.startswith(NAMED_ENV_PREFIXES):
             warnings.append(
                 f"environment variable {env} names no registered queue, worker or driver, or"
-                f" no setting of one{_settings_of(env, targets)}: ignored"
+                f" no setting of one{_settings_of(upper, targets)}: ignored"
             )
         else:
             warnings.append(

@@ -9,6 +9,7 @@ checks (`check`, which builds a spec with it exactly as `registry.queue(...)` or
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -107,7 +108,13 @@ def _whole(text: str) -> int:
 
 
 def _duration_toml(value: Any) -> Any:
-    return duration.parse(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return duration.parse(value)
+    if isinstance(value, dt.time):
+        raise ValueError(f'expected {duration.FORMS} (00:05:00 is a time of day in TOML: "5m")')
+    if not isinstance(value, int | float):  # an array, a table, a date
+        raise ValueError(f"expected {duration.FORMS}")
+    return value
 
 
 def _show_seconds(value: Any) -> str:
@@ -124,15 +131,26 @@ def _retention_text(text: str) -> float | None:
 
 
 def _retention_toml(value: Any) -> Any:
-    return _retention_text(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return _retention_text(value)
+    try:
+        return _duration_toml(value)
+    except ValueError as exc:
+        raise ValueError(f'{exc}, or "forever" to keep them all') from None
 
 
 def _retry_delay_toml(value: Any) -> Any:
     if not isinstance(value, dict):
-        return _duration_toml(value)
+        try:
+            return _duration_toml(value)
+        except ValueError as exc:
+            raise ValueError(f'{exc}, or a table such as {{ base = "1s", factor = 2 }}') from None
     unknown = set(value) - {"base", "factor", "max", "jitter"}
     if unknown:
         raise ValueError(f"expected a table of base, factor, max, jitter, not {sorted(unknown)}")
+    factor = value.get("factor", 2)
+    if isinstance(factor, bool) or not isinstance(factor, int | float):
+        raise ValueError(f"expected factor = a number (1 or more, such as 2), not {factor!r}")
     read = {
         key: _duration_toml(item) if key in ("base", "max") else item for key, item in value.items()
     }
@@ -158,7 +176,7 @@ def _names_text(text: str) -> list[str]:
 def _meta_text(text: str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep
         raise ValueError('expected a JSON object, such as {"team": "mail"}') from None
 
 
@@ -179,7 +197,9 @@ def _attempts(text: str) -> int:
 
 
 TEXT = Kind("name", _same, str, str)
-DRIVER = Kind("driver name or URL", _same, str, safe_url)
+#: In the environment, a URL's surrounding white space (a .env file's, a secret's newline) is
+#: dropped: no URL holds it, and a SQLite file name would keep it without a word.
+DRIVER = Kind("driver name or URL", _same, str.strip, safe_url)
 NAMES = Kind("list of names", _same, _names_text, lambda value: ", ".join(value))
 WHOLE = Kind("whole number", _same, _whole, str)
 DURATION = Kind("duration", _duration_toml, duration.parse, _show_seconds)

@@ -33,7 +33,15 @@ from conveyor.payload import not_utf8
 if TYPE_CHECKING:
     from conveyor.drivers.base import Driver
 
-__all__ = ["DATABASE", "SCHEMES", "Location", "database_url", "driver_from_url", "safe_url"]
+__all__ = [
+    "DATABASE",
+    "KIND_URL_ENV",
+    "SCHEMES",
+    "Location",
+    "database_url",
+    "driver_from_url",
+    "safe_url",
+]
 
 #: URL scheme -> (module, class, the extra that installs its client library).
 SCHEMES: dict[str, tuple[str, str, str]] = {
@@ -51,6 +59,9 @@ SCHEMES: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: The variable a bare `redis` or `amqp` (QUEUE_DRIVER=redis) reads its server's URL from.
+KIND_URL_ENV = {"redis": "CONVEYOR_REDIS_URL", "amqp": "CONVEYOR_AMQP_URL"}
+
 #: The driver name that stands for the application's SQL database, and where its URL is read.
 DATABASE = "database"
 DATABASE_ENV = ("CONVEYOR_DATABASE_URL", "DATABASE_URL")
@@ -61,7 +72,7 @@ def database_url(environ: Mapping[str, str] = os.environ) -> tuple[str, str]:
     """(the URL the name "database" stands for, the variable it came from or ""). A `+driver`
     on the scheme, as SQLAlchemy writes it (postgresql+psycopg://), is dropped."""
     for env in DATABASE_ENV:
-        url = environ.get(env, "")
+        url = environ.get(env, "").strip()  # a secret's newline is no part of the URL
         if url:
             scheme, separator, rest = url.partition("://")
             base = scheme.partition("+")[0].lower()

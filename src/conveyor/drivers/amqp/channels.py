@@ -16,6 +16,7 @@ import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from pamqp import commands as spec
 
+from conveyor.drivers import KIND_URL_ENV
 from conveyor.drivers.amqp.connection import Edge, Settings, parse_url
 from conveyor.drivers.amqp.intake import Delivery, SplittingReader, SplittingTransport, delivery_of
 from conveyor.drivers.amqp.topology import (
@@ -36,7 +37,7 @@ __all__ = ["AmqpChannels"]
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 #: Where a driver made without a URL (a bare `amqp`, QUEUE_DRIVER=amqp) finds its broker.
-URL_ENV = "CONVEYOR_AMQP_URL"
+URL_ENV = KIND_URL_ENV["amqp"]
 #: The most messages one browse of a failed queue reads (list, retry, purge, prune).
 BROWSE_LIMIT = 100_000
 #: The largest prefetch count AMQP can express.

@@ -40,7 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
 
 from conveyor.deadlines import Deadline, Deadlines
-from conveyor.drivers import keepalive
+from conveyor.drivers import KIND_URL_ENV, keepalive
 from conveyor.drivers.location import Location
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
-URL_ENV = "CONVEYOR_REDIS_URL"
+URL_ENV = KIND_URL_ENV["redis"]
 DEFAULT_PREFIX = "conveyor:"
 
 #: Seconds a command may take before its connection counts as lost, unless `?timeout=` says
