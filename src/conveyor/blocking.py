@@ -62,7 +62,7 @@ from conveyor.job import JobInfo, JobState
 from conveyor.loop import made_by_facade
 
 if TYPE_CHECKING:
-    from conveyor.core import RegistryCore
+    from conveyor.core import Overview, RegistryCore
 
 T = TypeVar("T")
 
@@ -420,6 +420,11 @@ class BlockingRegistry:
     def workers_alive(self, within: float = ALIVE_WITHIN) -> list[WorkerPresence]:
         """`Registry.workers_alive`: a health check can ask whether any worker is running."""
         return self._call(self._registry.workers_alive(within))
+
+    def overview(self, within: float = ALIVE_WITHIN, deadline: float | None = None) -> Overview:
+        """`Registry.overview`: every queue's counts, paused queues, worker totals and the
+        processes alive at once; a backend out of reach is named in `down`, the rest shown."""
+        return self._call(self._registry.overview(within, deadline))
 
     def paused_queues(self) -> set[str]:
         """`Registry.paused_queues`."""
