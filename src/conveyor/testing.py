@@ -90,6 +90,7 @@ class RecordingDriver(MemoryDriver):
     # besides, so that code pushing in its own transaction runs unchanged in tests; the job
     # is stored at once (see the module docstring).
     capabilities = replace(MemoryDriver.capabilities, transactional=True)
+    retries_at_once = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -4,6 +4,7 @@ its jobs run on demand, and assertions on what was pushed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from conveyor import Job, JobState, Registry, UnknownJobError, UnknownQueueError
-from conveyor.testing import use_memory
+from conveyor.testing import use_memory, use_sync
 
 
 @dataclass
@@ -189,6 +190,28 @@ async def test_a_job_or_queue_name_the_registry_lacks_is_an_error_not_a_pass(
         with pytest.raises(UnknownQueueError, match="mial"):
             queues.pushes(queue="mial")
         queues.assert_not_pushed(send, queue="audit")  # a queue it has: fine
+
+
+async def test_the_log_says_a_retry_runs_at_once_not_after_the_delay_it_skips(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Queue mail's retry_delay is an hour: the failing test's log said "retrying in
+    3600.0s" while the retry ran at once, under both helpers."""
+    registry = app_registry(tmp_path)
+
+    @registry.job("mail.send", queue="mail")
+    async def send(job: Job[Email]) -> None:
+        raise ConnectionError("refused")
+
+    caplog.set_level(logging.WARNING, "conveyor.worker")
+    with use_memory(registry) as queues:
+        await send.push(Email("a@example.com"))
+        await queues.run_all(check=False)
+    with use_sync(registry, check=False):
+        await send.push(Email("b@example.com"))
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) == 4, retries  # retry=2 on each
+    assert all("failed, retrying at once: ConnectionError: refused" in m for m in retries)
 
 
 async def test_run_all_runs_every_job_and_the_jobs_they_push(tmp_path: Path) -> None:
