@@ -9,9 +9,8 @@ code or through this facade, not both. One exception: while that loop runs in an
 (a worker, and this call from a plain handler), calls run on it instead. Async code run
 before the facade (startup code under `asyncio.run`) ends with `await registry.close()`:
 drivers left open on an ended loop fail the facade's calls with a RegistryError saying so.
-A process forked after the registry was used (gunicorn --preload) starts a loop of its own
-and opens drivers of its own on first use: it never shares its parent's connections
-(conveyor.forked).
+A process forked after the registry was used (gunicorn --preload) starts a loop and opens
+drivers of its own: it never shares its parent's connections (conveyor.forked).
 
 One shortcut, for `push` alone: called from a thread with no running event loop, on a driver
 that declares `thread_push` (redis, sqlite, postgres, mysql), once the registry is frozen and
@@ -28,9 +27,8 @@ driver declines (redis: the first to a queue; the SQL drivers: one with a unique
 and mysql: one finding their connections all busy), takes the loop.
 
 `push` and `push_many` with `connection=` (your own synchronous connection, in your own
-transaction: psycopg's, PyMySQL's, mysqlclient's) run on the loop too, while this thread lends
-itself to them: each statement the driver sends on your connection runs here, in the thread
-that owns the connection, and never on the loop's (conveyor.drivers.lent).
+transaction) run on the loop too, while this thread lends itself to them: each statement on
+your connection runs here, in the thread that owns it (conveyor.drivers.lent).
 """
 
 from __future__ import annotations
@@ -62,7 +60,7 @@ from conveyor.job import JobInfo, JobState
 from conveyor.loop import made_by_facade
 
 if TYPE_CHECKING:
-    from conveyor.core import RegistryCore
+    from conveyor.core import Overview, RegistryCore
 
 T = TypeVar("T")
 
@@ -420,6 +418,10 @@ class BlockingRegistry:
     def workers_alive(self, within: float = ALIVE_WITHIN) -> list[WorkerPresence]:
         """`Registry.workers_alive`: a health check can ask whether any worker is running."""
         return self._call(self._registry.workers_alive(within))
+
+    def overview(self, within: float = ALIVE_WITHIN, deadline: float | None = None) -> Overview:
+        """`Registry.overview`: a backend out of reach is named in `down`, the rest shown."""
+        return self._call(self._registry.overview(within, deadline))
 
     def paused_queues(self) -> set[str]:
         """`Registry.paused_queues`."""

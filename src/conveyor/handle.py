@@ -93,18 +93,20 @@ class JobHandle(Generic[T]):
 class AsyncJobHandle(JobHandle[T]):
     """The handle of an `async def` handler; calling it runs the handler: `await send(job)`."""
 
-    def __call__(self, job: Job[T]) -> Coroutine[Any, Any, None]:
-        """Run the handler on `job` directly, as a test would."""
-        result: Coroutine[Any, Any, None] = self.handler(job)
+    def __call__(self, job: Job[T]) -> Coroutine[Any, Any, Any]:
+        """Run the handler on `job` directly, as a test would; awaited, what it returned (a
+        chain page's next cursor, a kept result)."""
+        result: Coroutine[Any, Any, Any] = self.handler(job)
         return result
 
 
 class PlainJobHandle(JobHandle[T]):
     """The handle of a plain `def` handler; calling it runs the handler: `send(job)`."""
 
-    def __call__(self, job: Job[T]) -> None:
-        """Run the handler on `job` directly, as a test would."""
-        self.handler(job)
+    def __call__(self, job: Job[T]) -> Any:
+        """Run the handler on `job` directly, as a test would; what it returned (a chain
+        page's next cursor, a kept result)."""
+        return self.handler(job)
 
 
 class BlockingJobHandle(Generic[T]):
@@ -134,13 +136,15 @@ class JobDecorator:
     def __init__(self, make: Callable[[Callable[..., Any]], JobHandle[Any]]) -> None:
         self._make = make
 
+    # A handler may return a value: a chain page its next cursor, a job with keep_result=True
+    # its result.
     @overload
     def __call__(
-        self, handler: Callable[[Job[T]], Coroutine[Any, Any, None]]
+        self, handler: Callable[[Job[T]], Coroutine[Any, Any, Any]]
     ) -> AsyncJobHandle[T]: ...
 
     @overload
-    def __call__(self, handler: Callable[[Job[T]], None]) -> PlainJobHandle[T]: ...
+    def __call__(self, handler: Callable[[Job[T]], Any]) -> PlainJobHandle[T]: ...
 
     def __call__(self, handler: Callable[..., Any]) -> JobHandle[Any]:
         return self._make(handler)

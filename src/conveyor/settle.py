@@ -436,9 +436,10 @@ def log_outcome(outcome: Outcome, settled: bool) -> None:
         said = f"failed for good after attempt {attempt}: {error.type}: {error.message}"
     else:
         level, kind = logging.WARNING, "retrying"
+        wait = "at once" if outcome.driver.retries_at_once else f"in {outcome.delay:.1f}s"
         said = (
-            f"attempt {job.attempt} of {job.max_attempts} failed, retrying in "
-            f"{outcome.delay:.1f}s: {error.type}: {error.message}"
+            f"attempt {job.attempt} of {job.max_attempts} failed, retrying {wait}: "
+            f"{error.type}: {error.message}"
         )
     if not log.isEnabledFor(level):
         return

@@ -38,6 +38,7 @@ from unittest.mock import ANY
 from conveyor.drivers.base import Release
 from conveyor.drivers.memory import MemoryDriver
 from conveyor.drivers.sync import SyncDriver
+from conveyor.errors import UnknownJobError
 from conveyor.hooks import started
 from conveyor.job import FINISHED_STATES, JobInfo, JobState, NewJob
 from conveyor.worker import Worker
@@ -90,6 +91,7 @@ class RecordingDriver(MemoryDriver):
     # besides, so that code pushing in its own transaction runs unchanged in tests; the job
     # is stored at once (see the module docstring).
     capabilities = replace(MemoryDriver.capabilities, transactional=True)
+    retries_at_once = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -144,7 +146,7 @@ class MemoryQueues:
         self, job: JobHandle[Any] | str | None = None, *, queue: str | None = None
     ) -> list[PushedJob[Any]]:
         """Every job pushed (of `job`, a handle or a job name; to `queue`), in push order."""
-        name = None if job is None else _name_of(job)
+        name = self._known(job, queue)
         return [
             self._decoded(new)
             for new in self.driver.pushed.values()
@@ -180,6 +182,7 @@ class MemoryQueues:
         """Assert that `job` was pushed (with a payload equal to `payload`, to `queue`, when
         given): at least once, or exactly `times` times. Returns the matching pushes, to look
         at their options: `[push] = queues.assert_pushed(send, times=1); push.delay`."""
+        self._known(job, queue)
         every = self.pushes(job)
         matching = [
             p for p in every if payload == p.payload and (queue is None or p.queue == queue)
@@ -215,6 +218,17 @@ class MemoryQueues:
         """Assert that no job at all was pushed."""
         if self.driver.pushed:
             raise AssertionError(f"expected no job pushed; pushed:{_listed(self.pushes())}")
+
+    def _known(self, job: JobHandle[Any] | str | None, queue: str | None) -> str | None:
+        """The job's name; UnknownJobError or UnknownQueueError for a name the registry does
+        not have (a typo would make `assert_not_pushed("mail.sned")` pass whatever ran)."""
+        name = None if job is None else _name_of(job)
+        if name is not None and name not in self.registry.jobs:
+            raise UnknownJobError(name)
+        if queue is not None:
+            self.registry.freeze()  # the implicit queues exist from then on
+            self.registry.queue_spec(queue)
+        return name
 
     def _decoded(self, new: NewJob) -> PushedJob[Any]:
         payload = self.registry.jobs[new.name].codec.decode(new.payload)

@@ -30,6 +30,18 @@ def text(job: Job[Sms]) -> None:
     """A plain handler: its handle is called as it is."""
 
 
+@registry.job("mail.page", chain=True)
+async def page(job: Job[Email]) -> int | None:
+    """A chain's page returns the next page's cursor: its handle is still typed by Email."""
+    return None
+
+
+@registry.job("sms.count", keep_result=True)
+def count(job: Job[Sms]) -> dict[str, int]:
+    """A plain handler whose result is kept."""
+    return {"sent": 1}
+
+
 def name_of(handle: JobHandle[Email]) -> str:
     """Any handle of an Email job."""
     return handle.name
@@ -48,3 +60,9 @@ async def main() -> None:
     text(Job(ids[0], "sms", "sms.send", {"number": "+1"}, 1, 1, {}, 0.0))
     await registry.push("mail", "mail.send", {"to": blocking_id})  # by name: checked at run
     name_of(send)
+    await page.push(Email("f@example.com"))
+    first = Job("p", "mail", "mail.page", Email("g@example.com"), 1, 1, {}, 0.0)
+    cursor: int | None = await page(first)
+    sent: dict[str, int] = count(Job("c", "sms", "sms.count", {"number": "+1"}, 1, 1, {}, 0.0))
+    name_of(page)
+    del cursor, sent

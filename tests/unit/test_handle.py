@@ -106,6 +106,23 @@ async def test_calling_a_handle_runs_the_handler_itself_for_unit_tests() -> None
     assert registry.jobs["mail.send"].is_async and not registry.jobs["mail.log"].is_async
 
 
+async def test_calling_a_handle_returns_what_its_handler_returned() -> None:
+    """A unit test of a chain page asserts on the cursor it returns, and one of a job with
+    keep_result=True on its result: the plain handle used to drop it (None)."""
+    registry = declared_app()
+
+    @registry.job("mail.page", chain=True)
+    async def page(job: Job[Email]) -> int | None:
+        return 1000
+
+    @registry.job("mail.count", keep_result=True)
+    def count(job: Job[Email]) -> dict[str, int]:
+        return {"rows": 42}
+
+    assert await page(job_of(Email("a@x"))) == 1000
+    assert count(job_of(Email("b@x"))) == {"rows": 42}
+
+
 async def test_a_handle_without_a_queue_pushes_to_the_default_queue() -> None:
     registry = Registry(default_driver="memory", default_queue="jobs")
     registry.queue("jobs", workers=["main"])

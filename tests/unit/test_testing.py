@@ -4,14 +4,15 @@ its jobs run on demand, and assertions on what was pushed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conveyor import Job, JobState, Registry
-from conveyor.testing import use_memory
+from conveyor import Job, JobState, Registry, UnknownJobError, UnknownQueueError
+from conveyor.testing import use_memory, use_sync
 
 
 @dataclass
@@ -166,6 +167,51 @@ async def test_a_failed_assertion_says_what_was_pushed_instead(tmp_path: Path) -
     assert "to queue 'audit' at least once, found it 0 time(s)" in str(wrong_queue.value)
     assert "2 time(s), found it 1 time(s)" in str(wrong_count.value)
     assert "Email(to='a@example.com')" in str(not_nothing.value)
+
+
+async def test_a_job_or_queue_name_the_registry_lacks_is_an_error_not_a_pass(
+    tmp_path: Path,
+) -> None:
+    """A misspelt name matched no push, so assert_not_pushed("mail.sned") passed whatever the
+    code pushed, and pushed("mail.sned") was an empty list."""
+    registry = app_registry(tmp_path)
+
+    @registry.job("mail.send", queue="mail")
+    async def send(job: Job[Email]) -> None: ...
+
+    with use_memory(registry) as queues:
+        await send.push(Email("a@example.com"))
+        with pytest.raises(UnknownJobError, match=r"mail\.sned"):
+            queues.assert_not_pushed("mail.sned")
+        with pytest.raises(UnknownJobError, match=r"mail\.sned"):
+            queues.pushed("mail.sned")
+        with pytest.raises(UnknownQueueError, match="mial"):
+            queues.assert_not_pushed(send, queue="mial")
+        with pytest.raises(UnknownQueueError, match="mial"):
+            queues.pushes(queue="mial")
+        queues.assert_not_pushed(send, queue="audit")  # a queue it has: fine
+
+
+async def test_the_log_says_a_retry_runs_at_once_not_after_the_delay_it_skips(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Queue mail's retry_delay is an hour: the failing test's log said "retrying in
+    3600.0s" while the retry ran at once, under both helpers."""
+    registry = app_registry(tmp_path)
+
+    @registry.job("mail.send", queue="mail")
+    async def send(job: Job[Email]) -> None:
+        raise ConnectionError("refused")
+
+    caplog.set_level(logging.WARNING, "conveyor.worker")
+    with use_memory(registry) as queues:
+        await send.push(Email("a@example.com"))
+        await queues.run_all(check=False)
+    with use_sync(registry, check=False):
+        await send.push(Email("b@example.com"))
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) == 4, retries  # retry=2 on each
+    assert all("failed, retrying at once: ConnectionError: refused" in m for m in retries)
 
 
 async def test_run_all_runs_every_job_and_the_jobs_they_push(tmp_path: Path) -> None:

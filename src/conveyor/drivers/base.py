@@ -240,6 +240,9 @@ class Driver(abc.ABC):
     #: amqp broker's consumer_timeout); None: no limit. `freeze()` refuses a queue whose job
     #: timeout is longer.
     max_job_time: float | None = None
+    #: True for a driver that makes every released job due at once whatever its retry delay
+    #: (sync, and conveyor.testing's): the log says "retrying at once", not the wait it skips.
+    retries_at_once: bool = False
 
     def __repr__(self) -> str:
         """The driver's class, kind, where it keeps jobs (any password masked) and prefix."""

@@ -21,6 +21,7 @@ class SyncDriver(MemoryDriver):
 
     kind = "sync"
     capabilities = Capabilities(inline=True, control=True, schedules=True)
+    retries_at_once = True
 
     def __init__(self, *, raises: bool = False) -> None:
         """With `raises` (what `conveyor.testing.use_sync` makes), a push during which a job
