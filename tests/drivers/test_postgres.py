@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -916,6 +917,39 @@ async def test_reserve_and_settle_plans_use_their_indexes_whatever_the_statistic
         assert "Seq Scan" not in plan and "jobs_ready" not in plan, plan
     release = await explain(prefix, "release", [[i, t, 0.0, None, 0] for i, t in pairs])
     assert f"{prefix}jobs_pkey" in release and "Seq Scan" not in release
+
+
+@pytest.mark.parametrize("analyzed", [False, True])
+@pytest.mark.parametrize("name", ["retry_failed", "purge"])
+async def test_retry_and_purge_of_ids_look_each_one_up_whatever_the_statistics(
+    drivers: Drivers[PostgresDriver], prefix: str, analyzed: bool, name: str
+) -> None:
+    """Before, each tested every job of the state against the ids (`ids IS NULL OR id IN`, a
+    hashed subplan over a scan of the state): among 200,000 failed jobs a retry of one id
+    took 150 ms, and a retry by name (200 ids at a time) 85 s for 100,000 jobs."""
+    await drivers.open()
+    await sql(
+        f"INSERT INTO {prefix}jobs (id, queue, name, payload, created_at, available_at,"
+        " max_attempts, state, finished_at)"
+        " SELECT md5(i::text), 'q', 'j', '{}', 1, 1, 1, 'failed', 2"
+        " FROM generate_series(1, 20000) AS i"
+    )
+    if analyzed:
+        await sql(f"ANALYZE {prefix}jobs")
+    query = load_queries(PACKAGE, prefix)[name]
+    ids = json.dumps([f"{i:032x}" for i in range(200)])
+    params = {"queue": "q", "state": "failed", "stored": "failed", "ids": ids, "now": 0.0}
+
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        cursor = await conn.execute(f"EXPLAIN (COSTS OFF) {query.sql}", params)
+        plan = "\n".join(row[0] for row in await cursor.fetchall())
+
+    assert "Seq Scan" not in plan and "SubPlan" not in plan, plan
+    # Every index read is by id, but the look for a unique key's holder (jobs_unique).
+    looks = [(above, line) for above, line in pairwise(plan.splitlines()) if "Index Cond" in line]
+    assert looks, plan
+    for above, line in looks:
+        assert "(id = " in line or "jobs_unique" in above, plan
 
 
 def test_every_query_block_is_described_and_prefixed() -> None:
