@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from conveyor.cli.app import (
@@ -11,13 +15,14 @@ from conveyor.cli.app import (
     fail,
     job_json,
     json_option,
+    jsonable,
     load_app,
     progress,
     run,
     table,
 )
 from conveyor.errors import ConveyorError
-from conveyor.job import JobState
+from conveyor.job import JobInfo, JobState
 from conveyor.registry import Registry
 from conveyor.spec import check_name
 
@@ -83,15 +88,51 @@ def failed_list(
 ) -> None:
     """Show QUEUE's failed jobs, oldest first (by id), with the error that failed each."""
     registry = load_app(app)
-    listed = registry.list_jobs(
-        queue, JobState.FAILED, limit=limit, offset=offset, name=name, after=after
-    )
-    jobs = run(listed, registry)
+    rows: list[list[Any]] = []
+    started = False
+
+    def show(page: list[JobInfo]) -> None:
+        nonlocal started
+        if not as_json:
+            rows.extend([job.id, job.name, job.attempt, error_line(job)] for job in page)
+        elif page:  # the document `echo_json` prints, a page at a time
+            shown = [job_json(job, history=False) for job in page]  # `conveyor job ID`: errors
+            text = json.dumps(shown, default=jsonable, indent=2)[1:-2]  # no "[", "\n]"
+            click.echo(("," if started else "[") + text, nl=False)
+            started = True
+
+    run(_pages(registry, queue, limit, offset, name, after, show), registry)
     if as_json:
-        echo_json([job_json(job, history=False) for job in jobs])  # `conveyor job ID` has it
-        return
-    rows = [[job.id, job.name, job.attempt, error_line(job)] for job in jobs]
-    table(["id", "job", "attempts", "error"], rows)
+        click.echo("\n]" if started else "[]")
+    else:
+        table(["id", "job", "attempts", "error"], rows)
+
+
+#: How many failed jobs `failed list` reads at a time: a --limit of a million never holds a
+#: million jobs (payloads, errors) in memory at once.
+LIST_PAGE = 1000
+
+
+async def _pages(
+    registry: Registry,
+    queue: str,
+    limit: int,
+    offset: int,
+    name: str | None,
+    after: str | None,
+    show: Callable[[list[JobInfo]], None],
+) -> None:
+    """Hand `show` the failed jobs `failed list` prints, LIST_PAGE at a time, each page after
+    the last id of the one before (the offset skipped once, by the first)."""
+    while limit > 0:
+        page = await registry.list_jobs(
+            queue, JobState.FAILED, limit=min(limit, LIST_PAGE), offset=offset, name=name,
+            after=after,
+        )  # fmt: skip
+        show(page)
+        if len(page) < min(limit, LIST_PAGE):
+            return
+        limit, offset, after = limit - len(page), 0, page[-1].id
 
 
 NAME_HELP = "Only the failed jobs of this job name (not with IDS)."
