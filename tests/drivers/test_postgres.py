@@ -466,7 +466,8 @@ async def test_retry_failed_leaves_a_job_failed_when_a_concurrent_push_takes_its
         holder = make_job(unique="k")
         await driver.push(holder, connection=conn)
         retry = asyncio.create_task(driver.retry_failed("q"))
-        await eventually(lambda: blocked_on_a_lock(f"UPDATE {drivers.prefix}jobs"))
+        # pg_stat_activity keeps the first 1 kB of a statement: the prefix is in the first line
+        await eventually(lambda: blocked_on_a_lock(f"{drivers.prefix}jobs"))
         await conn.commit()
 
         assert await retry == 0
@@ -926,7 +927,9 @@ async def test_retry_and_purge_of_ids_look_each_one_up_whatever_the_statistics(
 ) -> None:
     """Before, each tested every job of the state against the ids (`ids IS NULL OR id IN`, a
     hashed subplan over a scan of the state): among 200,000 failed jobs a retry of one id
-    took 150 ms, and a retry by name (200 ids at a time) 85 s for 100,000 jobs."""
+    took 150 ms, and a retry by name (200 ids at a time) 85 s for 100,000 jobs. The holders
+    of the candidates' unique keys were read whole too (an anti join over jobs_unique): a
+    retry of 200 keyed jobs among 100,000 keyed pending ones took 130-260 ms."""
     await drivers.open()
     await sql(
         f"INSERT INTO {prefix}jobs (id, queue, name, payload, created_at, available_at,"
@@ -944,12 +947,12 @@ async def test_retry_and_purge_of_ids_look_each_one_up_whatever_the_statistics(
         cursor = await conn.execute(f"EXPLAIN (COSTS OFF) {query.sql}", params)
         plan = "\n".join(row[0] for row in await cursor.fetchall())
 
-    assert "Seq Scan" not in plan and "SubPlan" not in plan, plan
-    # Every index read is by id, but the look for a unique key's holder (jobs_unique).
+    assert "Seq Scan" not in plan and "hashed SubPlan" not in plan, plan
+    # Every index read is by id, but the look for a unique key's holder, by that key.
     looks = [(above, line) for above, line in pairwise(plan.splitlines()) if "Index Cond" in line]
     assert looks, plan
     for above, line in looks:
-        assert "(id = " in line or "jobs_unique" in above, plan
+        assert "(id = " in line or ("jobs_unique" in above and "unique_key = " in line), plan
 
 
 def test_every_query_block_is_described_and_prefixed() -> None:
