@@ -1,4 +1,6 @@
-"""`conveyor failed list` reads a long listing a page at a time (LIST_PAGE), never whole.
+"""`conveyor failed` on many jobs: `list` reads a long listing a page at a time (LIST_PAGE),
+never whole; `retry` and `purge` stopped by Ctrl-C say what they leave, and go on when run
+again.
 
 Before, `--limit` jobs were read in one call and held, payloads and errors, until printed: a
 `failed list QUEUE --limit 100000 --json` of 100,000 failed jobs on SQLite took 867 MB."""
@@ -14,9 +16,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+import conveyor.drivers.sql.driver as sql_driver
 from conveyor import Registry
 from conveyor.cli import main
-from conveyor.drivers.base import Failure
+from conveyor.drivers.base import Failure, QueueCounts
+from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.job import ErrorInfo
 
 APP = """
@@ -92,3 +96,48 @@ def test_failed_list_reads_a_page_at_a_time(
     else:
         assert [line.split()[0] for line in shown.output.splitlines()] == ["id", *ids[:5]]
         assert [line.split()[0] for line in by_name.output.splitlines()] == ["id", *ids[2::2]]
+
+
+@pytest.mark.parametrize("command", ["retry", "purge"])
+def test_failed_retry_or_purge_stopped_by_ctrl_c_says_where_it_is_and_goes_on_when_run_again(
+    app: str, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """Ctrl-C reaching a whole-queue retry or purge during its second batch: the first batch
+    is done, the rest untouched, and a second run does the rest. Before, the command said
+    only "Aborted!", leaving the operator to wonder what the backend was left holding."""
+    registry: Registry = import_module(app.split(":")[0]).registry
+    asyncio.run(fail_all(registry, "aaaaa"))
+    monkeypatch.setattr(sql_driver, "BULK_BATCH", 2)
+    real = getattr(SqlDriver, "retry_failed" if command == "retry" else "purge")
+    calls = 0
+
+    async def second_is_interrupted(self: SqlDriver, *args: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # the whole queue's call, its first batch, its second
+            raise KeyboardInterrupt  # as Ctrl-C arrives while the loop runs
+        return int(await real(self, *args))
+
+    monkeypatch.setattr(SqlDriver, real.__name__, second_is_interrupted)
+    more = ["--yes"] if command == "purge" else []
+
+    stopped = CliRunner().invoke(main, ["failed", command, "q", "--app", app, *more])
+
+    assert stopped.exit_code == 1, stopped.output
+    assert "interrupted: the failed jobs are" in stopped.output, stopped.output
+    assert "run the command again to go on" in stopped.output
+    assert stopped.output.rstrip().endswith("Aborted!")
+    counts = asyncio.run(counted(registry))
+    assert (counts.failed, counts.pending) == ((3, 2) if command == "retry" else (3, 0))
+    monkeypatch.setattr(SqlDriver, real.__name__, real)
+    again = CliRunner().invoke(main, ["failed", command, "q", "--app", app, *more])
+    assert again.exit_code == 0, again.output
+    counts = asyncio.run(counted(registry))
+    assert (counts.failed, counts.pending) == ((0, 5) if command == "retry" else (0, 0))
+
+
+async def counted(registry: Registry) -> QueueCounts:
+    try:
+        return (await registry.queue_info())["q"]
+    finally:
+        await registry.close()

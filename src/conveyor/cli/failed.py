@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import click
@@ -152,7 +152,7 @@ def failed_retry(
     others moved."""
     _one_of(ids, name)
     registry = load_app(app)
-    moved = run(_retry(registry, queue, list(ids), name), registry)
+    moved = _interruptible(_retry(registry, queue, list(ids), name), registry, "retried", "pending")
     if as_json:
         echo_json({"queue": queue, "name": name, "retried": moved})
     else:
@@ -160,6 +160,20 @@ def failed_retry(
     if not ids and (left := run(_left(registry, queue, name), registry)):
         click.echo(f"{left} still failed: {HELD}", err=True)
     _all_found(queue, ids, moved, f", or {HELD}")
+
+
+def _interruptible(work: Coroutine[Any, Any, int], registry: Registry, done: str, now: str) -> int:
+    """`run(work)`; stopped by Ctrl-C, first says what became of the jobs (click then says
+    "Aborted!"): they go in batches, each all or none, so a second run goes on."""
+    try:
+        return run(work, registry)
+    except KeyboardInterrupt:
+        click.echo(
+            f"interrupted: the failed jobs are {done} in batches, each all or none; those"
+            f" {done} so far are {now}, the rest still failed: run the command again to go on",
+            err=True,
+        )
+        raise
 
 
 def _one_of(ids: tuple[str, ...], name: str | None) -> None:
@@ -237,7 +251,7 @@ def failed_purge(
         click.confirm(f"Delete every failed job of {_which(queue, name)}?", abort=True, err=as_json)
     registry = load_app(app)
     purging = registry.purge(queue, JobState.FAILED, list(ids) or None, name=name)
-    deleted = run(purging, registry)
+    deleted = _interruptible(purging, registry, "deleted", "gone")
     if as_json:
         echo_json({"queue": queue, "name": name, "purged": deleted})
     else:
