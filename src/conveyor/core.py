@@ -328,26 +328,27 @@ class RegistryCore(Pushing):
         ids: Sequence[str] | None,
         act: Callable[[str, Sequence[str]], Awaitable[int]],
     ) -> int:
-        """`act(queue, ids)` on the queue's jobs of job name `name` in `state`, listed
-        NAMED_BATCH at a time in id order, each page after the last id of the one before: a
-        job acted on (gone from `state`) or left as it was (a failed job whose unique key is
-        held) moves no later page, so every job in `state` throughout is reached once, and
-        none twice. Not atomic as a whole: each page is `act`'s own call, which acts only on
-        the jobs still in `state` then. How many `act` acted on."""
+        """`act(queue, ids)` on the queue's jobs of job name `name` in `state`, NAMED_BATCH
+        at a time in id order (the driver's `named_ids`), each page after the last id of the
+        one before: a job acted on (gone from `state`) or left as it was (a failed job whose
+        unique key is held) moves no later page, so every job in `state` throughout is
+        reached once, and none twice. Not atomic as a whole: each page is `act`'s own call,
+        which acts only on the jobs still in `state` then. How many `act` acted on."""
         if ids is not None:
             raise RegistryError(
                 f"name={name!r} and ids together: pass ids (those jobs) or name (every job of"
                 " that name), not both"
             )
-        done, after = 0, None
-        while page := await self.list_jobs(queue, state, limit=NAMED_BATCH, name=name, after=after):
+        if not stored_ids([name]):
+            return 0  # no stored job has a name holding a NUL or a lone surrogate
+        done = 0
+        async for page in (await self.driver_of(queue)).named_ids(queue, state, name, NAMED_BATCH):
             # An id a statement cannot name (bytes that are not UTF-8, on SQL) is passed over:
             # it is for a person to delete, as a whole-queue retry or purge leaves it.
-            if named := stored_ids([job.id for job in page]):
+            if named := stored_ids(page):
                 done += await act(queue, named)
-            if not stored_ids([page[-1].id]):
-                return done  # no cursor can start after it (SQLite: see `nameable`)
-            after = page[-1].id
+            if not stored_ids([page[-1]]):
+                break  # no cursor can start after it (SQLite: see `nameable`)
         return done
 
     async def prune(self, queue: str) -> int:

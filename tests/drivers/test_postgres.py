@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -465,7 +466,8 @@ async def test_retry_failed_leaves_a_job_failed_when_a_concurrent_push_takes_its
         holder = make_job(unique="k")
         await driver.push(holder, connection=conn)
         retry = asyncio.create_task(driver.retry_failed("q"))
-        await eventually(lambda: blocked_on_a_lock(f"UPDATE {drivers.prefix}jobs"))
+        # pg_stat_activity keeps the first 1 kB of a statement: the prefix is in the first line
+        await eventually(lambda: blocked_on_a_lock(f"{drivers.prefix}jobs"))
         await conn.commit()
 
         assert await retry == 0
@@ -916,6 +918,41 @@ async def test_reserve_and_settle_plans_use_their_indexes_whatever_the_statistic
         assert "Seq Scan" not in plan and "jobs_ready" not in plan, plan
     release = await explain(prefix, "release", [[i, t, 0.0, None, 0] for i, t in pairs])
     assert f"{prefix}jobs_pkey" in release and "Seq Scan" not in release
+
+
+@pytest.mark.parametrize("analyzed", [False, True])
+@pytest.mark.parametrize("name", ["retry_failed", "purge"])
+async def test_retry_and_purge_of_ids_look_each_one_up_whatever_the_statistics(
+    drivers: Drivers[PostgresDriver], prefix: str, analyzed: bool, name: str
+) -> None:
+    """Before, each tested every job of the state against the ids (`ids IS NULL OR id IN`, a
+    hashed subplan over a scan of the state): among 200,000 failed jobs a retry of one id
+    took 150 ms, and a retry by name (200 ids at a time) 85 s for 100,000 jobs. The holders
+    of the candidates' unique keys were read whole too (an anti join over jobs_unique): a
+    retry of 200 keyed jobs among 100,000 keyed pending ones took 130-260 ms."""
+    await drivers.open()
+    await sql(
+        f"INSERT INTO {prefix}jobs (id, queue, name, payload, created_at, available_at,"
+        " max_attempts, state, finished_at)"
+        " SELECT md5(i::text), 'q', 'j', '{}', 1, 1, 1, 'failed', 2"
+        " FROM generate_series(1, 20000) AS i"
+    )
+    if analyzed:
+        await sql(f"ANALYZE {prefix}jobs")
+    query = load_queries(PACKAGE, prefix)[name]
+    ids = json.dumps([f"{i:032x}" for i in range(200)])
+    params = {"queue": "q", "state": "failed", "stored": "failed", "ids": ids, "now": 0.0}
+
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        cursor = await conn.execute(f"EXPLAIN (COSTS OFF) {query.sql}", params)
+        plan = "\n".join(row[0] for row in await cursor.fetchall())
+
+    assert "Seq Scan" not in plan and "hashed SubPlan" not in plan, plan
+    # Every index read is by id, but the look for a unique key's holder, by that key.
+    looks = [(above, line) for above, line in pairwise(plan.splitlines()) if "Index Cond" in line]
+    assert looks, plan
+    for above, line in looks:
+        assert "(id = " in line or ("jobs_unique" in above and "unique_key = " in line), plan
 
 
 def test_every_query_block_is_described_and_prefixed() -> None:

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -23,7 +24,8 @@ from redis.asyncio.connection import SSLConnection
 from redis.crc import key_slot
 
 import conveyor.drivers.redis.driver as driver_module
-from conveyor import Job, JobState, Registry, Worker
+import conveyor.drivers.redis.inspection as inspection
+from conveyor import Job, JobState, Registry, Worker, core
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Failure, QueueCounts, Release, Reservation, WorkerCounts
 from conveyor.drivers.redis import RedisDriver
@@ -34,6 +36,7 @@ from tests.backends import require_service
 from tests.backends.private import private_redis
 from tests.backends.redis import damage
 from tests.contract.helpers import make_job
+from tests.contract.test_hostile_names import registry_on
 
 URL = "redis://127.0.0.1:6379/0"
 START = 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no'
@@ -379,6 +382,39 @@ async def test_prune_deletes_more_than_one_batch(connect, monkeypatch) -> None:
 
     assert await driver.prune("q", -1) == 5
     assert (await driver.counts(["q"]))["q"].succeeded == 0
+
+
+@pytest.mark.parametrize("act", ["retry", "purge"])
+async def test_retry_or_purge_by_name_reads_the_failed_ids_once(connect, monkeypatch, act) -> None:
+    """Before, each page of NAMED_BATCH was a list_jobs, which read (and sorted) every id of
+    the state: a retry by name of 100,000 of 200,000 failed jobs took about a minute, and
+    the time grew with the square of the backlog."""
+    monkeypatch.setattr(core, "NAMED_BATCH", 2)
+    monkeypatch.setattr(inspection, "CHUNK", 3)  # names read 3 at a time, pages 2 at a time
+    driver = await connect()
+    await driver.push_many([make_job(name=name) for name in "abaabaaba"])
+    jobs = await driver.reserve(["q"], 9, LONG_LEASE, "w1")
+    await driver.fail([Failure(job.id, job.reservation or "", ErrorInfo("E", "x")) for job in jobs])
+    reads = 0
+    read = driver._ids_in_state
+
+    async def counted(*args: Any) -> list[str]:
+        nonlocal reads
+        reads += 1
+        return await read(*args)
+
+    monkeypatch.setattr(driver, "_ids_in_state", counted)
+    registry = registry_on(driver)
+
+    if act == "retry":
+        assert await registry.retry_failed("q", name="a") == 6
+    else:
+        assert await registry.purge("q", JobState.FAILED, name="a") == 6
+
+    assert reads == 1
+    left = await driver.list_jobs("q", JobState.FAILED)
+    assert [job.name for job in left] == ["b", "b", "b"]
+    assert (await driver.counts(["q"]))["q"].pending == (6 if act == "retry" else 0)
 
 
 async def test_settle_with_a_token_reserve_never_made_is_refused(connect) -> None:

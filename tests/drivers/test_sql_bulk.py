@@ -106,6 +106,29 @@ async def test_purge_of_a_whole_queue_deletes_a_batch_per_statement(
     assert (counts.failed, counts.succeeded) == (0, 1)
 
 
+@pytest.mark.parametrize("state", [JobState.PENDING, JobState.DELAYED])
+async def test_purge_of_a_whole_queues_unfinished_jobs_deletes_a_batch_per_statement(
+    driver: SqlDriver, monkeypatch: pytest.MonkeyPatch, state: JobState
+) -> None:
+    """Before, a purge of pending (or delayed) jobs was one statement over all of them: on
+    postgres, 100,000 pending jobs took 7 s in it, a million outran the driver's timeout."""
+    monkeypatch.setattr(sql_driver, "BULK_BATCH", 3)
+    await driver.push_many([make_job() for _ in range(4)])
+    await driver.push_many([make_job(delay=3600) for _ in range(4)])
+    running = await push_and_reserve(driver, make_job(priority=9))
+    ran = statements(driver, monkeypatch)
+
+    assert await driver.purge("q", state) == 4
+
+    assert len(ran) == 2 and set(ran) <= {"purge", "purge_live"}  # 3 + 1
+    counts = (await driver.counts(["q"]))["q"]
+    assert counts.reserved == 1 and (counts.pending, counts.delayed) == (
+        (0, 4) if state is JobState.PENDING else (4, 0)
+    )
+    assert (info := await driver.get(running.id)) is not None
+    assert info.state is JobState.RESERVED
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "mysql"])
 async def test_a_failed_job_whose_id_is_not_text_is_passed_over(kind: str, tmp_path: Path) -> None:
     """No statement can name such a job (its row is for a person to delete); the others are

@@ -526,11 +526,8 @@ async def test_settle_statements_find_jobs_by_primary_key(
         ("counts", "COVERING INDEX conveyor_jobs_ready (queue=?)"),
         ("list_jobs_live", "COVERING INDEX conveyor_jobs_ready (queue=?)"),
         ("list_jobs_named_live", "INDEX conveyor_jobs_ready (queue=?)"),
-        ("purge_live", "INDEX conveyor_jobs_ready (queue=?)"),
         ("list_jobs", "INDEX conveyor_jobs_state (queue=? AND state=? AND id>?)"),  # after=
         ("list_jobs_named", "INDEX conveyor_jobs_state (queue=? AND state=? AND id>?)"),
-        ("purge", "INDEX conveyor_jobs_state (queue=? AND state=?)"),
-        ("retry_failed", "INDEX conveyor_jobs_named (queue=? AND state=?)"),
         ("prune", "INDEX conveyor_jobs_finished (queue=? AND finished_at<?)"),
         ("finished_ids", "COVERING INDEX conveyor_jobs_state (queue=? AND state=? AND id>?)"),
     ],
@@ -546,6 +543,31 @@ async def test_reads_by_state_use_the_index_that_holds_those_jobs(
     plan = explain(path, name)
 
     assert index in plan
+    assert "SCAN conveyor_jobs" not in plan
+
+
+@pytest.mark.parametrize(
+    ("name", "index"),
+    [
+        ("retry_failed", "sqlite_autoindex_conveyor_jobs_1 (id=?)"),
+        ("purge_live", "sqlite_autoindex_conveyor_jobs_1 (id=?)"),
+        ("purge", "conveyor_jobs_state (queue=? AND state=? AND id=?)"),
+    ],
+)
+async def test_retry_and_purge_of_ids_look_each_one_up(
+    tmp_path: Path, opened: list[SqliteDriver], name: str, index: str
+) -> None:
+    """Before, each tested every job of the state against the ids (`:ids IS NULL OR id IN`):
+    among 200,000 failed jobs a retry of one id took 50 ms, and a retry or purge by name,
+    200 ids at a time, 31 s for 100,000 jobs (4.8 s for all of the queue's)."""
+    path = tmp_path / "jobs.db"
+    await open_driver(opened, path)
+
+    plan = explain(path, name)
+
+    assert f"SEARCH conveyor_jobs USING INDEX {index}" in plan or (
+        f"SEARCH conveyor_jobs USING COVERING INDEX {index}" in plan
+    ), plan
     assert "SCAN conveyor_jobs" not in plan
 
 

@@ -243,10 +243,11 @@ def fail(message: str) -> click.ClickException:
 
 def echo_json(document: Any) -> None:
     """Print `document` as one JSON document (times as ISO 8601 text)."""
-    click.echo(json.dumps(document, default=_jsonable, indent=2))
+    click.echo(json.dumps(document, default=jsonable, indent=2))
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """`value` as JSON can hold it: times as ISO 8601 text, sets sorted."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, set | frozenset | tuple):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
 import click
 
 from conveyor.cli.app import (
@@ -11,13 +15,14 @@ from conveyor.cli.app import (
     fail,
     job_json,
     json_option,
+    jsonable,
     load_app,
     progress,
     run,
     table,
 )
 from conveyor.errors import ConveyorError
-from conveyor.job import JobState
+from conveyor.job import JobInfo, JobState
 from conveyor.registry import Registry
 from conveyor.spec import check_name
 
@@ -83,15 +88,51 @@ def failed_list(
 ) -> None:
     """Show QUEUE's failed jobs, oldest first (by id), with the error that failed each."""
     registry = load_app(app)
-    listed = registry.list_jobs(
-        queue, JobState.FAILED, limit=limit, offset=offset, name=name, after=after
-    )
-    jobs = run(listed, registry)
+    rows: list[list[Any]] = []
+    started = False
+
+    def show(page: list[JobInfo]) -> None:
+        nonlocal started
+        if not as_json:
+            rows.extend([job.id, job.name, job.attempt, error_line(job)] for job in page)
+        elif page:  # the document `echo_json` prints, a page at a time
+            shown = [job_json(job, history=False) for job in page]  # `conveyor job ID`: errors
+            text = json.dumps(shown, default=jsonable, indent=2)[1:-2]  # no "[", "\n]"
+            click.echo(("," if started else "[") + text, nl=False)
+            started = True
+
+    run(_pages(registry, queue, limit, offset, name, after, show), registry)
     if as_json:
-        echo_json([job_json(job, history=False) for job in jobs])  # `conveyor job ID` has it
-        return
-    rows = [[job.id, job.name, job.attempt, error_line(job)] for job in jobs]
-    table(["id", "job", "attempts", "error"], rows)
+        click.echo("\n]" if started else "[]")
+    else:
+        table(["id", "job", "attempts", "error"], rows)
+
+
+#: How many failed jobs `failed list` reads at a time: a --limit of a million never holds a
+#: million jobs (payloads, errors) in memory at once.
+LIST_PAGE = 1000
+
+
+async def _pages(
+    registry: Registry,
+    queue: str,
+    limit: int,
+    offset: int,
+    name: str | None,
+    after: str | None,
+    show: Callable[[list[JobInfo]], None],
+) -> None:
+    """Hand `show` the failed jobs `failed list` prints, LIST_PAGE at a time, each page after
+    the last id of the one before (the offset skipped once, by the first)."""
+    while limit > 0:
+        page = await registry.list_jobs(
+            queue, JobState.FAILED, limit=min(limit, LIST_PAGE), offset=offset, name=name,
+            after=after,
+        )  # fmt: skip
+        show(page)
+        if len(page) < min(limit, LIST_PAGE):
+            return
+        limit, offset, after = limit - len(page), 0, page[-1].id
 
 
 NAME_HELP = "Only the failed jobs of this job name (not with IDS)."
@@ -111,7 +152,7 @@ def failed_retry(
     others moved."""
     _one_of(ids, name)
     registry = load_app(app)
-    moved = run(_retry(registry, queue, list(ids), name), registry)
+    moved = _interruptible(_retry(registry, queue, list(ids), name), registry, "retried", "pending")
     if as_json:
         echo_json({"queue": queue, "name": name, "retried": moved})
     else:
@@ -119,6 +160,20 @@ def failed_retry(
     if not ids and (left := run(_left(registry, queue, name), registry)):
         click.echo(f"{left} still failed: {HELD}", err=True)
     _all_found(queue, ids, moved, f", or {HELD}")
+
+
+def _interruptible(work: Coroutine[Any, Any, int], registry: Registry, done: str, now: str) -> int:
+    """`run(work)`; stopped by Ctrl-C, first says what became of the jobs (click then says
+    "Aborted!"): they go in batches, each all or none, so a second run goes on."""
+    try:
+        return run(work, registry)
+    except KeyboardInterrupt:
+        click.echo(
+            f"interrupted: the failed jobs are {done} in batches, each all or none; those"
+            f" {done} so far are {now}, the rest still failed: run the command again to go on",
+            err=True,
+        )
+        raise
 
 
 def _one_of(ids: tuple[str, ...], name: str | None) -> None:
@@ -196,7 +251,7 @@ def failed_purge(
         click.confirm(f"Delete every failed job of {_which(queue, name)}?", abort=True, err=as_json)
     registry = load_app(app)
     purging = registry.purge(queue, JobState.FAILED, list(ids) or None, name=name)
-    deleted = run(purging, registry)
+    deleted = _interruptible(purging, registry, "deleted", "gone")
     if as_json:
         echo_json({"queue": queue, "name": name, "purged": deleted})
     else:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import math
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from conveyor.drivers.durability import IN_PROCESS, losses
@@ -363,6 +363,17 @@ class Driver(abc.ABC):
         name: the filter comes before `limit` and `offset`, across the whole state. With
         `after` (a job id), only the jobs whose id sorts after it, before `offset`: a cursor
         that pages on correctly while the jobs listed before are retried or purged."""
+
+    async def named_ids(
+        self, queue: str, state: JobState, name: str, size: int
+    ) -> AsyncIterator[list[str]]:
+        """The ids of the queue's jobs of job name `name` in `state`, `size` at a time in id
+        order, each page listed (`list_jobs(name=, after=)`) once the caller is done with the
+        one before: a job in `state` throughout is in one page, and in no other."""
+        after = None
+        while page := await self.list_jobs(queue, state, size, name=name, after=after):
+            yield [job.id for job in page]
+            after = page[-1].id
 
     async def throughput(self, queue: str, minutes: int = 60) -> Throughput:
         """How many of the queue's jobs succeeded and failed in each of the last `minutes`

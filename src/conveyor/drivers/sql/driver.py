@@ -440,7 +440,7 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
         self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
     ) -> int:
         self.check_purgeable(state)
-        if ids is None and state in FINISHED_STATES:  # BULK_BATCH at a time, as retry_failed
+        if ids is None:  # BULK_BATCH at a time, as retry_failed
             return await self._in_batches(queue, state, lambda q, part: self.purge(q, state, part))
         params = {
             "queue": queue,
@@ -453,18 +453,24 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
     async def _in_batches(
         self, queue: str, state: JobState, act: Callable[[str, list[str]], Awaitable[int]]
     ) -> int:
-        """`act(queue, ids)` on the queue's jobs in the finished `state`, BULK_BATCH ids at a
-        time in id order; how many it acted on. A job `act` leaves as it is (a failed job
-        whose unique key is held) is passed over, never read again; so is one whose id is not
-        UTF-8 text, which no statement can name (its row is for a person to delete)."""
+        """`act(queue, ids)` on the queue's jobs in `state`, BULK_BATCH ids at a time in id
+        order; how many it acted on. A job `act` leaves as it is (a failed job whose unique
+        key is held) is passed over, never read again; so is one whose id is not UTF-8 text,
+        which no statement can name (its row is for a person to delete). Finished jobs' ids
+        are read alone; pending, delayed and reserved jobs as a page of `list_jobs`."""
         params: dict[str, object] = {"queue": queue, "stored": state.value, "batch": BULK_BATCH}
         after, done = "", 0
         while True:
-            rows = await self._fetch("finished_ids", {**params, "after": after})
-            named = [row["id"] for row in rows if nameable(row["id"])]
+            if state in FINISHED_STATES:
+                rows = await self._fetch("finished_ids", {**params, "after": after})
+                found = [row["id"] for row in rows]
+            else:
+                page = await self.list_jobs(queue, state, BULK_BATCH, after=after)
+                found = [job.id for job in page]
+            named = [job_id for job_id in found if nameable(job_id)]
             if named:
                 done += await act(queue, named)
-            if len(rows) < BULK_BATCH or not named:
+            if len(found) < BULK_BATCH or not named:
                 return done
             after = named[-1]
             await asyncio.sleep(self.batch_pause)

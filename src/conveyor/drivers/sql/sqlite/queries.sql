@@ -330,12 +330,12 @@ ORDER BY id
 LIMIT :batch;
 
 -- name: retry_failed
--- Move a queue's failed jobs (all, or those in :ids when not NULL) back to pending, due now,
--- with attempt and rescued back to 0.
+-- Move those of a queue's failed jobs whose ids are in :ids back to pending, due now, with
+-- attempt and rescued back to 0 (the driver passes a batch of ids, never all of them).
 -- OR IGNORE: a job whose unique key an unfinished job holds (possibly one retried by this
 -- same statement) would break jobs_unique, so it is skipped and stays failed.
--- Read through jobs_named: the literal states let the planner see that the partial index
--- applies.
+-- The jobs are found by primary key, one lookup per id: `:ids IS NULL OR id IN (...)` read
+-- every failed job of the queue, 50 ms for one id among 200,000.
 UPDATE OR IGNORE {prefix}jobs
 SET state = 'pending',
     attempt = 0,
@@ -344,30 +344,29 @@ SET state = 'pending',
     available_at = {now},
     lease_expires_at = NULL,
     finished_at = NULL
-WHERE queue = :queue
-  AND state = 'failed'
-  AND state IN ('failed', 'cancelled')
-  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND queue = :queue
+  AND state = 'failed';
 
 -- name: purge
--- Delete a queue's jobs in one finished state (all, or those in :ids when not NULL), read
--- through jobs_state. :stored is the state.
+-- Delete those of a queue's jobs in one finished state (:stored) whose ids are in :ids, each
+-- found by its id in jobs_state (the literal states let the planner see that the partial
+-- index applies), never by reading every job of that state.
 DELETE FROM {prefix}jobs
-WHERE queue = :queue
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND queue = :queue
   AND state = :stored
-  AND state IN ('succeeded', 'failed', 'cancelled')
-  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
+  AND state IN ('succeeded', 'failed', 'cancelled');
 
 -- name: purge_live
--- purge for pending and delayed jobs, read through jobs_ready.
+-- purge for pending and delayed jobs, found by primary key.
 -- :stored is the state as stored ('pending' for both); the driver never passes 'reserved'.
 DELETE FROM {prefix}jobs
-WHERE queue = :queue
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND queue = :queue
   AND state = :stored
-  AND state IN ('pending', 'reserved')
   AND (CASE WHEN state = 'pending' AND available_at > {now}
-            THEN 'delayed' ELSE state END) = :state
-  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
+            THEN 'delayed' ELSE state END) = :state;
 
 -- name: prune
 -- Delete up to :batch of a queue's finished jobs that finished more than :older_than seconds
