@@ -1,8 +1,10 @@
-"""Single pushes on Redis. The script's argument for one job (`push_job`) is push_many's for
-a batch of one. The blocking facade's push, sent from the calling thread (`push_in_thread`):
-the same job as the async push stores, from several threads at once, NOSCRIPT handled, the
-hooks and the event loop's own thread still served by the loop, and a silent or unreachable
-server failing with BackendUnavailableError within the driver's timeout.
+"""Single pushes on Redis. A job without meta or a unique key is push_one.lua, its arguments
+push_many's run for a batch of one, laid flat (`push_one`), and it stores what push_many
+stores; any other job is push.lua with push_many's argument. The blocking facade's push,
+sent from the calling thread (`push_in_thread`): the same job as the async push stores, from
+several threads at once, NOSCRIPT handled, the hooks and the event loop's own thread still
+served by the loop, and a silent or unreachable server failing with BackendUnavailableError
+within the driver's timeout.
 
 The shared Redis on 127.0.0.1:6379, each test under a key prefix of its own; for the faults, a
 TCP proxy in front of it (tests/backends/proxy.py).
@@ -11,6 +13,7 @@ TCP proxy in front of it (tests/backends/proxy.py).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -22,7 +25,7 @@ import conveyor.drivers.redis.connection as connection_module
 from conveyor import JobState, Registry
 from conveyor.drivers.redis import RedisDriver
 from conveyor.drivers.redis.connection import make_client
-from conveyor.drivers.redis.records import push_job, push_jobs
+from conveyor.drivers.redis.records import push_jobs, push_one
 from conveyor.errors import BackendUnavailableError
 from conveyor.hooks import Event
 from conveyor.job import NewJob, new_id
@@ -66,8 +69,13 @@ SLACK = 1.5
     ids=["plain", "every-option", "delayed", "unique", "meta"],
 )
 def test_a_single_push_sends_what_push_many_sends_for_one_job(job: NewJob) -> None:
-    assert push_job(job) == push_jobs((job,))
-    assert push_job(job) == push_jobs((job,))  # the second from the kept head
+    if job.meta or job.unique is not None:
+        assert push_one(job) is None  # push.lua, with push_jobs((job,))
+        return
+    [[delay, ranked, _, fields, items]] = json.loads(push_jobs((job,)))
+    assert items == [job.id, job.payload]
+    assert push_one(job) == [job.id, job.payload, delay, ranked, *fields]
+    assert push_one(job) == [job.id, job.payload, delay, ranked, *fields]  # from the kept rest
 
 
 @pytest.mark.parametrize(

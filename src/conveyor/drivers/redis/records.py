@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Sequence
-from json.encoder import encode_basestring  # ensure_ascii=False's string literals
 from typing import Any
 
 from conveyor.drivers.base import QueueCounts
@@ -32,7 +31,6 @@ __all__ = [
     "counts_from",
     "error_text",
     "job_info",
-    "push_job",
     "push_jobs",
     "push_one",
     "push_run",
@@ -111,24 +109,11 @@ def push_jobs(jobs: Iterable[NewJob]) -> str:
     return json.dumps(runs, ensure_ascii=False)
 
 
-def push_job(job: NewJob) -> str:
-    """`push_jobs((job,))`, the same text, for a single push: what the run shares with other
-    jobs of its queue, name and options is encoded once and kept (`_run_head`), so a push
-    encodes two strings, its id and payload. A job with meta or a unique key is encoded in
-    full (a dict is no cache key, and unique keys are too many to keep)."""
-    if job.meta or job.unique is not None:
-        return push_jobs((job,))
-    head = _run_head(
-        job.queue, job.name, job.delay, job.max_attempts, job.priority, job.timeout,
-        job.retry_delay,
-    )  # fmt: skip
-    return f"{head}{encode_basestring(job.id)}, {encode_basestring(job.payload)}]]]"
-
-
 def push_one(job: NewJob) -> list[str] | None:
     """push_one.lua's ARGV after the key prefix for `job` (id, payload, delay, rank, the other
-    fields), or None for a job with meta or a unique key, which push.lua stores. What the job
-    shares with others of its queue, name and options is made once and kept (`_one_rest`)."""
+    fields), or None for a job with meta or a unique key, which push.lua stores (a dict is no
+    cache key, and unique keys are too many to keep). What the job shares with others of its
+    queue, name and options is made once and kept (`_one_rest`)."""
     if job.meta or job.unique is not None:
         return None
     rest = _one_rest(
@@ -155,25 +140,6 @@ def _one_rest(
     )  # fmt: skip
     wait, ranked, _, fields, _ = push_run(template)
     return (wait, ranked, *fields)
-
-
-@functools.lru_cache(maxsize=256)
-def _run_head(
-    queue: str,
-    name: str,
-    delay: float,
-    max_attempts: int,
-    priority: int,
-    timeout: float | None,
-    retry_delay: str | None,
-) -> str:
-    """`push_jobs`' text for a job of these fields, up to where its id begins."""
-    template = NewJob(
-        id="", queue=queue, name=name, payload="", delay=delay, max_attempts=max_attempts,
-        priority=priority, timeout=timeout, retry_delay=retry_delay,
-    )  # fmt: skip
-    text = json.dumps([push_run(template)], ensure_ascii=False)
-    return text.removesuffix("[]]]") + "["
 
 
 def error_text(error: ErrorInfo | None) -> str:

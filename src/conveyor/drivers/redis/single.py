@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor.drivers.redis.client import RedisClient
-from conveyor.drivers.redis.records import push_job, push_one
+from conveyor.drivers.redis.records import push_jobs, push_one
 from conveyor.job import NewJob
 
 __all__ = ["SinglePush"]
@@ -42,5 +42,5 @@ class SinglePush(RedisClient):
         keys = self.keys(job.queue)
         one = push_one(job)
         if one is None:
-            return "push", keys.of_script("push"), [keys.job, push_job(job)]
+            return "push", keys.of_script("push"), [keys.job, push_jobs((job,))]
         return "push_one", keys.of_script("push_one"), [keys.job, *one]
