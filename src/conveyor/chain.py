@@ -21,13 +21,24 @@ pages the queue's retention still keeps.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic_core
+
 from conveyor.job import JobInfo, JobState, NewJob, stable_id
 
-__all__ = ["ChainInfo", "chain_meta", "find_chain", "next_page", "page_id", "with_successor"]
+__all__ = [
+    "ChainInfo",
+    "chain_meta",
+    "find_chain",
+    "next_page",
+    "other_start",
+    "page_id",
+    "with_successor",
+]
 
 #: The metadata keys a page carries: its chain's id, its number (0 first) and its cursor.
 CHAIN, PAGE, CURSOR = "chain", "page", "cursor"
@@ -56,6 +67,18 @@ def page_id(chain_id: str, page: int) -> str:
 def chain_meta(chain_id: str, page: int, cursor: Any, meta: dict[str, Any]) -> dict[str, Any]:
     """A page's metadata: `meta` with the chain's keys set."""
     return {**meta, CHAIN: chain_id, PAGE: page, CURSOR: cursor}
+
+
+def other_start(first: JobInfo, job_name: str, queue: str, payload: str, cursor: Any) -> str:
+    """What a start (`payload` as JSON text) differs in from `first`, the chain's stored first
+    page: '' when it is the same start (a start repeated, as a retried tick does)."""
+    differs = [
+        f"job {first.name!r}" if first.name != job_name else "",
+        f"queue {first.queue!r}" if first.queue != queue else "",
+        "payload" if json.loads(first.payload) != json.loads(payload) else "",
+        "cursor" if first.meta.get(CURSOR) != json.loads(pydantic_core.to_json(cursor)) else "",
+    ]
+    return ", ".join(what for what in differs if what)
 
 
 def next_page(job: JobInfo, cursor: Any) -> NewJob:
