@@ -46,7 +46,7 @@ from conveyor.job import stable_id
 if TYPE_CHECKING:
     from conveyor.core import RegistryCore
 
-__all__ = ["BACKFILL", "Schedule", "Scheduler", "owed"]
+__all__ = ["BACKFILL", "Schedule", "Scheduler", "chained", "owed"]
 
 log = logging.getLogger("conveyor.schedule")
 
@@ -208,6 +208,17 @@ def _check_cron(cron: str, what: str) -> None:
         raise ConfigError(
             f"{what}: cron {cron!r} names a date that never comes: check its day and month"
         ) from None
+
+
+def chained(schedule: Schedule) -> str:
+    """What freeze says of a schedule whose job is a chain's page (`chain=True`): its tick
+    would be pushed as a lone page, not started as a chain, so its cursor would be dropped
+    and the chain never go on."""
+    return (
+        f"schedule {schedule.name!r} pushes job {schedule.job!r}, a chain's page, which a tick"
+        " would run alone (the cursor it returns dropped): schedule a job that starts the chain"
+        f" with registry.start_chain({schedule.job!r}, ..., chain_id=...) (docs/schedules.md)"
+    )
 
 
 def _repeated(tick: datetime) -> bool:

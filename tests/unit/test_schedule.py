@@ -137,6 +137,19 @@ def test_an_interval_of_one_millisecond_gives_each_tick_an_id_of_its_own() -> No
     assert len({schedule.tick_id(tick.timestamp()) for tick in ticks}) == 2000
 
 
+def test_freeze_refuses_a_schedule_of_a_chained_job() -> None:
+    # Its ticks ran one page each, the cursor the page returned dropped: no chain went on.
+    registry = _registry()
+
+    @registry.job("export.page", queue="q", chain=True)
+    async def page(job: Job[dict[str, int]]) -> int | None:
+        return 1
+
+    registry.schedule("nightly", job="export.page", every="1h")
+    with pytest.raises(RegistryError, match=r"schedule 'nightly' pushes job 'export.page', a ch"):
+        registry.freeze()
+
+
 def _registry(driver: Driver | None = None) -> Registry:
     registry = Registry(default_driver=driver or "memory")
     registry.queue("q", workers=["w"])
