@@ -49,7 +49,8 @@ class ChainInfo:
     """What `registry.chain_info` tells of a chain: how many pages exist (done or not), the
     latest page and the cursor it was handed, when the first page was pushed, and the
     chain's state: `running` (the latest page is pending, delayed or reserved), `done` (it
-    succeeded and returned None), `failed` or `cancelled` (it stopped there)."""
+    succeeded and returned None), `failed` or `cancelled` (it stopped there), `broken` (it
+    succeeded and returned a cursor, but its next page is gone: purged or pruned)."""
 
     id: str
     pages: int
@@ -137,7 +138,10 @@ def _state(last: JobInfo) -> str:
     if last.state in (JobState.PENDING, JobState.DELAYED, JobState.RESERVED):
         return "running"
     if last.state is JobState.SUCCEEDED:
-        return "done"
+        # A page that returned a cursor stored its next page with its ack (ack_and_push): that
+        # page missing now was purged or pruned, and the chain does not go on.
+        went_on = last.result is not None and json.loads(last.result) is not None
+        return "broken" if went_on else "done"
     return last.state.value
 
 
