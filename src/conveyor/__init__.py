@@ -8,6 +8,7 @@ from conveyor.chain import ChainInfo
 from conveyor.drivers.base import Capabilities, Driver, QueueCounts, Throughput, WorkerCounts
 from conveyor.errors import (
     BackendUnavailableError,
+    ChainExistsError,
     ConfigError,
     ConveyorError,
     CorruptJobError,
@@ -32,6 +33,7 @@ from conveyor.worker import Worker
 __all__ = [
     "BackendUnavailableError",
     "Capabilities",
+    "ChainExistsError",
     "ChainInfo",
     "ConfigError",
     "ConveyorError",

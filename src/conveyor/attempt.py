@@ -156,7 +156,9 @@ class Runner:
         successor = with_successor(job, json.loads(result)) if spec.chain else None
         if successor is not None and await _cancel_asked(job, driver):
             return cancelled(job, driver, "while it ran")
-        kept = result if spec.keep_result else None
+        # A page keeps the cursor it returned: chain_info tells a chain that ended (None) from
+        # one whose next page was purged or pruned.
+        kept = result if spec.keep_result or spec.chain else None
         return Outcome("ack", job, driver, result=kept, successor=successor)
 
     async def _call(self, spec: JobSpec, handed: Job[Any], timeout: float | None) -> Any:

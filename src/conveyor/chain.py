@@ -21,13 +21,24 @@ pages the queue's retention still keeps.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic_core
+
 from conveyor.job import JobInfo, JobState, NewJob, stable_id
 
-__all__ = ["ChainInfo", "chain_meta", "find_chain", "next_page", "page_id", "with_successor"]
+__all__ = [
+    "ChainInfo",
+    "chain_meta",
+    "find_chain",
+    "next_page",
+    "other_start",
+    "page_id",
+    "with_successor",
+]
 
 #: The metadata keys a page carries: its chain's id, its number (0 first) and its cursor.
 CHAIN, PAGE, CURSOR = "chain", "page", "cursor"
@@ -38,7 +49,8 @@ class ChainInfo:
     """What `registry.chain_info` tells of a chain: how many pages exist (done or not), the
     latest page and the cursor it was handed, when the first page was pushed, and the
     chain's state: `running` (the latest page is pending, delayed or reserved), `done` (it
-    succeeded and returned None), `failed` or `cancelled` (it stopped there)."""
+    succeeded and returned None), `failed` or `cancelled` (it stopped there), `broken` (it
+    succeeded and returned a cursor, but its next page is gone: purged or pruned)."""
 
     id: str
     pages: int
@@ -56,6 +68,18 @@ def page_id(chain_id: str, page: int) -> str:
 def chain_meta(chain_id: str, page: int, cursor: Any, meta: dict[str, Any]) -> dict[str, Any]:
     """A page's metadata: `meta` with the chain's keys set."""
     return {**meta, CHAIN: chain_id, PAGE: page, CURSOR: cursor}
+
+
+def other_start(first: JobInfo, job_name: str, queue: str, payload: str, cursor: Any) -> str:
+    """What a start (`payload` as JSON text) differs in from `first`, the chain's stored first
+    page: '' when it is the same start (a start repeated, as a retried tick does)."""
+    differs = [
+        f"job {first.name!r}" if first.name != job_name else "",
+        f"queue {first.queue!r}" if first.queue != queue else "",
+        "payload" if json.loads(first.payload) != json.loads(payload) else "",
+        "cursor" if first.meta.get(CURSOR) != json.loads(pydantic_core.to_json(cursor)) else "",
+    ]
+    return ", ".join(what for what in differs if what)
 
 
 def next_page(job: JobInfo, cursor: Any) -> NewJob:
@@ -114,7 +138,10 @@ def _state(last: JobInfo) -> str:
     if last.state in (JobState.PENDING, JobState.DELAYED, JobState.RESERVED):
         return "running"
     if last.state is JobState.SUCCEEDED:
-        return "done"
+        # A page that returned a cursor stored its next page with its ack (ack_and_push): that
+        # page missing now was purged or pruned, and the chain does not go on.
+        went_on = last.result is not None and json.loads(last.result) is not None
+        return "broken" if went_on else "done"
     return last.state.value
 
 

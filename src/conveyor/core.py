@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from conveyor import forked
-from conveyor.chain import ChainInfo, chain_meta, find_chain, page_id
+from conveyor.chain import ChainInfo, chain_meta, find_chain, other_start, page_id
 from conveyor.drivers.base import (
     ALIVE_WITHIN,
     Driver,
@@ -24,6 +24,7 @@ from conveyor.drivers.base import (
 )
 from conveyor.errors import (
     BackendUnavailableError,
+    ChainExistsError,
     JobFailedError,
     RegistryError,
     UnknownJobError,
@@ -218,7 +219,8 @@ class RegistryCore(Pushing):
         conveyor.chain), handed `cursor`, and return the chain's id. Every page runs with
         `payload` and these options. With `chain_id` (1 to 64 of A-Z a-z 0-9 _ . : -, not .
         or ..) a start repeated (a retried schedule tick) starts nothing new: the chain exists
-        already."""
+        already; a start with its id but another job, queue, payload or cursor raises
+        ChainExistsError (and stores nothing)."""
         spec = self.jobs.get(job_name)
         if spec is None:
             raise UnknownJobError(job_name)
@@ -227,9 +229,10 @@ class RegistryCore(Pushing):
                 f"job {job_name!r} is not a chained job: register it with "
                 f"@registry.job({job_name!r}, chain=True) and return the next cursor"
             )
-        chain_id = new_id() if chain_id is None else check_job_id(chain_id)
+        given, chain_id = chain_id, new_id() if chain_id is None else check_job_id(chain_id)
+        queue = queue or spec.queue or self.default_queue
         await self.push(
-            queue or spec.queue or self.default_queue,
+            queue,
             job_name,
             payload,
             retry=retry,
@@ -239,7 +242,24 @@ class RegistryCore(Pushing):
             meta=chain_meta(chain_id, 0, cursor, meta or {}),
             job_id=page_id(chain_id, 0),
         )
+        if given is not None:
+            await self._same_start(chain_id, job_name, queue, spec.codec.encode(payload), cursor)
         return chain_id
+
+    async def _same_start(
+        self, chain_id: str, job_name: str, queue: str, payload: str, cursor: Any
+    ) -> None:
+        """ChainExistsError unless the chain stored under `chain_id` (its first page, found
+        after the push, which stores nothing when the id is taken) is this start's."""
+        driver = await self.driver_of(queue)
+        first = await driver.get(page_id(chain_id, 0)) if driver.capabilities.lookup else None
+        if first is None or not (differs := other_start(first, job_name, queue, payload, cursor)):
+            return
+        raise ChainExistsError(
+            chain_id,
+            f"chain {chain_id!r} exists already, started with another {differs} (its first page"
+            f" is {first.state.value}): this start stored nothing; give it another chain_id",
+        )
 
     async def chain_info(self, chain_id: str) -> ChainInfo | None:
         """How far a chain got (see conveyor.chain.ChainInfo), or None when its first page is

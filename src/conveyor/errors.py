@@ -13,6 +13,7 @@
     ├── JobCancelledError      recorded on a job cancelled while it ran
     ├── JobFailedError         a job whose result was awaited failed or was cancelled, or
     │                          one pushed under conveyor.testing.use_sync failed for good
+    ├── ChainExistsError       start_chain given the id of a chain started with other arguments
     └── DriverError            the backend failed; drivers translate their client's errors to these
         ├── BackendUnavailableError   the backend cannot be reached
         └── Unsupported               the driver cannot do this operation
@@ -93,6 +94,15 @@ class CorruptJobError(ConveyorError):
 
 class JobCancelledError(ConveyorError):
     """Recorded on a job cancelled while it ran (`registry.cancel`): not retried."""
+
+
+class ChainExistsError(ConveyorError):
+    """`start_chain` was given the `chain_id` of a chain that exists with another job, queue,
+    payload or cursor: the start stored nothing (the id is the chain's first page's)."""
+
+    def __init__(self, chain_id: str, message: str) -> None:
+        super().__init__(message)
+        self.chain_id = chain_id
 
 
 class JobFailedError(ConveyorError):

@@ -31,7 +31,7 @@ from conveyor.loop import refuse_other_loop
 from conveyor.options import Options
 from conveyor.payload import DEFAULT_MAX_BYTES, Codec, check_max_bytes, payload_type_of
 from conveyor.retry import RetryDelay
-from conveyor.schedule import Schedule
+from conveyor.schedule import Schedule, chained
 from conveyor.spec import (
     DEFAULT_DRIVER,
     DEFAULT_QUEUE,
@@ -327,12 +327,11 @@ class Registration:
         self._check_open("schedule", name)
         if name in self._schedules:
             raise RegistryError(f"schedule {name!r} is registered twice: give each a unique name")
-        made = Schedule.make(
+        self._schedules[name] = Schedule.make(
             name, job, queue=queue, payload=payload, cron=cron, every=every, tz=tz,
             catch_up=catch_up,
         )  # fmt: skip
-        self._schedules[name] = made
-        return made
+        return self._schedules[name]
 
     @property
     def schedules(self) -> Mapping[str, Schedule]:
@@ -359,6 +358,8 @@ class Registration:
                     f"schedule {schedule.name!r} pushes to queue {queue!r}, which is not "
                     f"registered: add registry.queue({queue!r}, workers=[...])"
                 )
+            elif spec.chain:
+                problems.append(chained(schedule))
             else:
                 try:
                     spec.codec.encode(schedule.payload)

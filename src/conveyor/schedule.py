@@ -46,7 +46,7 @@ from conveyor.job import stable_id
 if TYPE_CHECKING:
     from conveyor.core import RegistryCore
 
-__all__ = ["BACKFILL", "Schedule", "Scheduler", "owed"]
+__all__ = ["BACKFILL", "Schedule", "Scheduler", "chained", "owed"]
 
 log = logging.getLogger("conveyor.schedule")
 
@@ -126,7 +126,7 @@ class Schedule:
     def next_after(self, moment: float) -> float:
         """The first tick strictly after `moment` (seconds since the epoch)."""
         if self.every is not None:
-            return (math.floor(moment / self.every) + 1) * self.every
+            return (self._multiple(moment) + 1) * self.every
         zone = ZoneInfo(self.tz)
         ticks = croniter(self._cron, datetime.fromtimestamp(moment, zone))
         while True:
@@ -141,14 +141,16 @@ class Schedule:
     def last_at_or_before(self, moment: float) -> float | None:
         """The latest tick at or before `moment`; for cron, within LOOK_BACK, else None."""
         if self.every is not None:
-            return math.floor(moment / self.every) * self.every
+            return self._multiple(moment) * self.every
         zone = ZoneInfo(self.tz)
+        # From just after `moment`, so that a tick at `moment` itself is found; one in that
+        # millisecond after it is not the latest at or before it.
         ticks = croniter(self._cron, datetime.fromtimestamp(moment + 0.001, zone))
         while True:
             tick: datetime = ticks.get_prev(datetime)
             if moment - tick.timestamp() > LOOK_BACK:
                 return None
-            if tick.fold == 0 or not _repeated(tick):
+            if tick.timestamp() <= moment and (tick.fold == 0 or not _repeated(tick)):
                 return tick.timestamp()
 
     def next_ticks(self, count: int, after: float | None = None) -> list[datetime]:
@@ -159,6 +161,18 @@ class Schedule:
             moment = self.next_after(moment)
             found.append(datetime.fromtimestamp(moment, ZoneInfo(self.tz)))
         return found
+
+    def _multiple(self, moment: float) -> int:
+        """The number of the latest `every` tick at or before `moment` (tick n is at
+        n * every). The division alone can round to the number before: 0.42 * n / 0.42 is
+        just under n for some n, so a tick would be found after itself."""
+        assert self.every is not None, "an every schedule"
+        n = math.floor(moment / self.every)
+        while (n + 1) * self.every <= moment:
+            n += 1
+        while n * self.every > moment:
+            n -= 1
+        return n
 
     def tick_id(self, tick: float) -> str:
         """The id of the job this schedule pushes at `tick`: the same in every process."""
@@ -194,6 +208,17 @@ def _check_cron(cron: str, what: str) -> None:
         raise ConfigError(
             f"{what}: cron {cron!r} names a date that never comes: check its day and month"
         ) from None
+
+
+def chained(schedule: Schedule) -> str:
+    """What freeze says of a schedule whose job is a chain's page (`chain=True`): its tick
+    would be pushed as a lone page, not started as a chain, so its cursor would be dropped
+    and the chain never go on."""
+    return (
+        f"schedule {schedule.name!r} pushes job {schedule.job!r}, a chain's page, which a tick"
+        " would run alone (the cursor it returns dropped): schedule a job that starts the chain"
+        f" with registry.start_chain({schedule.job!r}, ..., chain_id=...) (docs/schedules.md)"
+    )
 
 
 def _repeated(tick: datetime) -> bool:

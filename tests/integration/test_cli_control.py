@@ -96,6 +96,21 @@ def test_cancel_a_pending_job_and_one_that_is_gone(app: App) -> None:
     assert "Traceback" not in again.stderr
 
 
+def test_cancel_of_a_chains_id_names_the_page_that_stops_it(app: App) -> None:
+    # It said "no unfinished job 'export-7': it finished, or never existed" of a chain that ran.
+    app.registry.blocking.start_chain("walk", {}, cursor=0, chain_id="export-7")
+    first = app.registry.blocking.chain_info("export-7").last.id  # type: ignore[union-attr]
+
+    running = app.run("cancel", "export-7")
+    assert app.run("cancel", first).returncode == 0
+    stopped = app.run("cancel", "export-7")
+
+    assert running.returncode == 1 and "Traceback" not in running.stderr
+    assert "'export-7' is a chain, not a job: nothing cancelled" in running.stderr
+    assert f"cancel its latest page: conveyor cancel {first} (page 0, pending)" in running.stderr
+    assert stopped.returncode == 1 and "it is cancelled already" in stopped.stderr
+
+
 def test_cancel_a_running_job_says_its_worker_stops_it(app: App) -> None:
     job_id = app.registry.blocking.push("tasks", "tick", {})
 

@@ -11,6 +11,7 @@ import conveyor
 EXPECTED_ALL = [
     "BackendUnavailableError",
     "Capabilities",
+    "ChainExistsError",
     "ChainInfo",
     "ConfigError",
     "ConveyorError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -68,6 +69,28 @@ def test_every_ticks_fall_on_whole_multiples_of_the_interval() -> None:
     assert every.rule == "every 30s"
 
 
+def test_an_every_tick_is_never_found_after_itself() -> None:
+    # 0.42 * n / 0.42 falls just under n for some n: next_after(tick) was the tick itself and
+    # last_at_or_before(tick) the tick before, so the next ticks listed repeated one, and a
+    # scheduler three ticks behind owed the latest only (two ticks lost).
+    every = Schedule.make("e", "j", every=0.42)
+    start = math.floor(1_796_541_729.0 / 0.42)
+    for n in range(start, start + 200):
+        tick, following = n * 0.42, [(n + k) * 0.42 for k in (1, 2, 3)]
+        assert every.next_after(tick) == following[0], tick
+        assert every.last_at_or_before(tick) == tick, tick
+        listed = [round(t.timestamp(), 3) for t in every.next_ticks(3, after=tick)]
+        assert listed == [round(f, 3) for f in following], tick
+        assert owed(every, tick, following[-1]) == following, tick
+
+
+def test_a_cron_tick_a_moment_later_is_not_the_latest_at_or_before_it() -> None:
+    minutely = Schedule.make("m", "j", cron="* * * * *")
+    tick = at(2026, 12, 6, 2, 1)
+    assert minutely.last_at_or_before(tick - 0.0005) == tick - 60
+    assert minutely.last_at_or_before(tick) == tick
+
+
 def test_the_latest_tick_at_or_before_a_moment() -> None:
     nightly = Schedule.make("nightly", "j", cron="0 2 * * *", tz="Europe/Berlin")
 
@@ -112,6 +135,19 @@ def test_an_interval_of_one_millisecond_gives_each_tick_an_id_of_its_own() -> No
     schedule = Schedule.make("fast", "j", every="1ms")
     ticks = schedule.next_ticks(2000, after=1_764_810_000.0)
     assert len({schedule.tick_id(tick.timestamp()) for tick in ticks}) == 2000
+
+
+def test_freeze_refuses_a_schedule_of_a_chained_job() -> None:
+    # Its ticks ran one page each, the cursor the page returned dropped: no chain went on.
+    registry = _registry()
+
+    @registry.job("export.page", queue="q", chain=True)
+    async def page(job: Job[dict[str, int]]) -> int | None:
+        return 1
+
+    registry.schedule("nightly", job="export.page", every="1h")
+    with pytest.raises(RegistryError, match=r"schedule 'nightly' pushes job 'export.page', a ch"):
+        registry.freeze()
 
 
 def _registry(driver: Driver | None = None) -> Registry:

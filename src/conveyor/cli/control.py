@@ -39,18 +39,31 @@ def cancel(job_id: str, app: str) -> None:
     stops it at the next lease renewal."""
     registry = load_app(app)
 
-    async def cancel_and_look() -> JobInfo | bool:
+    async def cancel_and_look() -> JobInfo | ChainInfo | bool:
         if not await registry.cancel(job_id):
-            return False
+            return await registry.chain_info(job_id) or False  # a chain's id given for a job's
         return await registry.job_info(job_id) or True  # gone since: say it was cancelled
 
     found = run(cancel_and_look(), registry)
+    if isinstance(found, ChainInfo):
+        raise fail(_chain_not_job(found))
     if not found:
         raise fail(f"no unfinished job {job_id!r}: it finished, or never existed")
     if isinstance(found, JobInfo) and found.state is JobState.RESERVED:
         click.echo(f"job {job_id} is running: its worker stops it at its next lease renewal")
     else:
         click.echo(f"job {job_id} cancelled")
+
+
+def _chain_not_job(chain: ChainInfo) -> str:
+    """What `cancel` says when given a chain's id: a chain is stopped by its latest page."""
+    said = f"{chain.id!r} is a chain, not a job: nothing cancelled"
+    if chain.state != "running":
+        return f"{said}; it is {chain.state} already"
+    return (
+        f"{said}; to stop it, cancel its latest page: conveyor cancel {chain.last.id}"
+        f" (page {chain.pages - 1}, {chain.last.state.value})"
+    )
 
 
 @click.group()
