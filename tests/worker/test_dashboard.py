@@ -3,6 +3,7 @@ escaping, driven through httpx on the app's own event loop."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -332,3 +333,30 @@ async def test_a_back_link_with_a_backslash_stays_on_the_dashboard(
         paused = await web.post("/queues/q/pause", data={"csrf": token, "back": hostile})
     assert 'href="/" id="cancel-purge"' in asked.text and "evil" not in asked.text
     assert paused.status_code == 303 and paused.headers["location"] == "/"
+
+
+async def test_a_rows_action_leads_back_to_the_page_and_filter_it_was_clicked_on(
+    app: App,
+) -> None:
+    """Before, Retry on page 2 of a list filtered by job name led back to page 1 of the whole
+    list: the filter and the place in the list were lost at each click."""
+    registry = app.registry(retry=0)
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        raise ValueError("down")
+
+    for n in range(51):  # a page and one more
+        await registry.push("q", "item", Item(n))
+    await Worker(registry, "w", burst=True).run()
+    async with client(registry) as web:
+        page = (await web.get("/queues/q?state=failed&name=item&page=2")).text
+        found = re.search(r'/retry" class="action">\s*.*?name="back" value="([^"]+)"', page, re.S)
+        assert found, "page 2 has no job to retry"
+        back = html.unescape(found.group(1))
+        done = await web.post(
+            re.findall(r'action="(/jobs/[^"]+/retry)"', page)[0],
+            data={"csrf": csrf_of(page), "back": back, "queue": "q"},
+        )
+    assert done.status_code == 303
+    assert done.headers["location"] == "/queues/q?state=failed&name=item&page=2"
