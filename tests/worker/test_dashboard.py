@@ -360,3 +360,27 @@ async def test_a_rows_action_leads_back_to_the_page_and_filter_it_was_clicked_on
         )
     assert done.status_code == 303
     assert done.headers["location"] == "/queues/q?state=failed&name=item&page=2"
+
+
+@pytest.mark.needs("control")
+async def test_a_running_job_cancelled_says_so_until_its_worker_stops_it(app: App) -> None:
+    """A running job is stopped at its worker's next lease renewal. Before, its page said
+    nothing of the cancel meanwhile (seconds, up to a third of the lease): still reserved, the
+    Cancel button still there, as if the click had been lost."""
+    registry = app.registry()
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        return None
+
+    job_id = await registry.push("q", "item", Item(1))
+    driver = await registry.driver_of("q")
+    assert [job.id for job in await driver.reserve(["q"], 1, 60.0, "elsewhere")] == [job_id]
+    async with client(registry) as web:
+        before = (await web.get(f"/jobs/{job_id}")).text
+        done = await web.post(f"/jobs/{job_id}/cancel", data={"csrf": csrf_of(before)})
+        after = (await web.get(f"/jobs/{job_id}")).text
+    assert done.status_code == 303
+    assert f"/jobs/{job_id}/cancel" in before and "cancel requested" not in before
+    assert (await registry.job_info(job_id)).state is JobState.RESERVED
+    assert 'id="cancel-requested"' in after and f"/jobs/{job_id}/cancel" not in after
