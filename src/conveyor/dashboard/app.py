@@ -304,7 +304,8 @@ async def serve(
     access.addFilter(_masked_token)  # after the Config, which sets up uvicorn's loggers
     try:
         with bound:  # uvicorn says where it runs only when it binds itself
-            logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d", host, port)
+            shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as URLs write it
+            logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d", shown, port)
             await server.serve(sockets=[bound])
     finally:
         access.removeFilter(_masked_token)
