@@ -380,7 +380,9 @@ async def test_a_running_job_cancelled_says_so_until_its_worker_stops_it(app: Ap
         before = (await web.get(f"/jobs/{job_id}")).text
         done = await web.post(f"/jobs/{job_id}/cancel", data={"csrf": csrf_of(before)})
         after = (await web.get(f"/jobs/{job_id}")).text
+        listed = (await web.get("/queues/q?state=reserved")).text
     assert done.status_code == 303
     assert f"/jobs/{job_id}/cancel" in before and "cancel requested" not in before
     assert (await registry.job_info(job_id)).state is JobState.RESERVED
     assert 'id="cancel-requested"' in after and f"/jobs/{job_id}/cancel" not in after
+    assert "cancel requested" in listed and f"/jobs/{job_id}/cancel" not in listed
