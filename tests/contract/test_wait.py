@@ -9,7 +9,7 @@ import pytest
 
 from conveyor.drivers.base import Driver
 
-from .helpers import LONG_LEASE, make_job
+from .helpers import LONG_LEASE, Storage, make_job, reservation
 
 #: A timeout that makes "returned soon" and "returned at the timeout" impossible to confuse.
 LONG_WAIT = 5.0
@@ -48,6 +48,33 @@ async def test_wait_returns_soon_after_push_in_concurrent_task(driver: Driver) -
 
     await asyncio.wait_for(waiter, LONG_WAIT + SOON)
     assert time.monotonic() - begin < SOON
+
+
+async def test_wait_wakes_on_a_push_after_the_driver_is_opened_again_on_another_loop(
+    storage: Storage,
+) -> None:
+    """A driver closed and opened again on a new event loop (a web application's lifespan run
+    a second time, as each `with TestClient(app)` does) still wakes its wait on a push."""
+    driver = storage.connect()
+
+    async def one_run() -> float:
+        await driver.open()
+        try:
+            await idle_worker_loop_step(driver)
+            begin = time.monotonic()
+            waiter = asyncio.create_task(driver.wait(["q"], LONG_WAIT))
+            await started(waiter)
+            await driver.push(make_job())
+            await waiter
+            took = time.monotonic() - begin
+            [job] = await driver.reserve(["q"], 1, LONG_LEASE, "w1")
+            assert await driver.ack([reservation(job)]) == {job.id}  # none left for the next
+            return took
+        finally:
+            await driver.close()
+
+    for _ in range(2):  # each run on a loop of its own, in a thread, as a test client does
+        assert await asyncio.to_thread(asyncio.run, one_run()) < SOON
 
 
 async def test_wait_returns_soon_after_push_many_in_concurrent_task(driver: Driver) -> None:

@@ -80,6 +80,25 @@ def test_dashboard_serves_its_queues_page(tmp_path: Path) -> None:
     assert "tasks" in page.text
 
 
+def test_dashboard_on_an_ipv6_address_says_a_url_that_opens(tmp_path: Path) -> None:
+    # Before, it said "running on http://::1:PORT", which no browser or curl reads as a URL.
+    port = spare_port()
+    process = _start(tmp_path, "dashboard", "--port", str(port), "--host", "::1")
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                page = httpx.get(f"http://[::1]:{port}/", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the dashboard never answered on ::1"
+                time.sleep(0.1)
+    finally:
+        output = _stop(process)
+    assert page.status_code == 200, page.text[:500]
+    assert f"running on http://[::1]:{port}" in output, output
+
+
 @pytest.mark.parametrize("name", ["token", "%74ok%65n"])  # Starlette decodes a name's escapes
 def test_dashboard_never_logs_its_token(tmp_path: Path, name: str) -> None:
     port = spare_port()

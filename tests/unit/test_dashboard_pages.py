@@ -298,3 +298,17 @@ async def test_a_page_filtered_by_job_name_offers_no_bulk_retry_or_purge() -> No
     assert "/queues/batch/retry-failed" not in named.text
     assert "clear the filter" in named.text
     await registry.close()
+
+
+async def test_a_path_that_names_no_page_or_action_is_not_found_not_a_wrong_method() -> None:
+    """Before, any GET of three path segments (a mistyped /queues/batch/failed, or /foo/bar/baz)
+    matched the actions' POST route and answered 405 Method Not Allowed: as if the page existed."""
+    registry = _registry()
+    async with _client(registry) as client:
+        mistyped = await client.get("/queues/batch/failed")
+        unknown = await client.get("/foo/bar/baz")
+        posted = await client.post("/foo/bar/baz")
+        action = await client.get("/queues/batch/pause")
+    assert (mistyped.status_code, unknown.status_code, posted.status_code) == (404, 404, 404)
+    assert action.status_code == 405 and action.headers["allow"] == "POST"
+    await registry.close()

@@ -3,6 +3,7 @@ escaping, driven through httpx on the app's own event loop."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -332,3 +333,56 @@ async def test_a_back_link_with_a_backslash_stays_on_the_dashboard(
         paused = await web.post("/queues/q/pause", data={"csrf": token, "back": hostile})
     assert 'href="/" id="cancel-purge"' in asked.text and "evil" not in asked.text
     assert paused.status_code == 303 and paused.headers["location"] == "/"
+
+
+async def test_a_rows_action_leads_back_to_the_page_and_filter_it_was_clicked_on(
+    app: App,
+) -> None:
+    """Before, Retry on page 2 of a list filtered by job name led back to page 1 of the whole
+    list: the filter and the place in the list were lost at each click."""
+    registry = app.registry(retry=0)
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        raise ValueError("down")
+
+    for n in range(51):  # a page and one more
+        await registry.push("q", "item", Item(n))
+    await Worker(registry, "w", burst=True).run()
+    async with client(registry) as web:
+        page = (await web.get("/queues/q?state=failed&name=item&page=2")).text
+        found = re.search(r'/retry" class="action">\s*.*?name="back" value="([^"]+)"', page, re.S)
+        assert found, "page 2 has no job to retry"
+        back = html.unescape(found.group(1))
+        done = await web.post(
+            re.findall(r'action="(/jobs/[^"]+/retry)"', page)[0],
+            data={"csrf": csrf_of(page), "back": back, "queue": "q"},
+        )
+    assert done.status_code == 303
+    assert done.headers["location"] == "/queues/q?state=failed&name=item&page=2"
+
+
+@pytest.mark.needs("control")
+async def test_a_running_job_cancelled_says_so_until_its_worker_stops_it(app: App) -> None:
+    """A running job is stopped at its worker's next lease renewal. Before, its page said
+    nothing of the cancel meanwhile (seconds, up to a third of the lease): still reserved, the
+    Cancel button still there, as if the click had been lost."""
+    registry = app.registry()
+
+    @registry.job("item")
+    async def handle(job: Job[Item]) -> None:
+        return None
+
+    job_id = await registry.push("q", "item", Item(1))
+    driver = await registry.driver_of("q")
+    assert [job.id for job in await driver.reserve(["q"], 1, 60.0, "elsewhere")] == [job_id]
+    async with client(registry) as web:
+        before = (await web.get(f"/jobs/{job_id}")).text
+        done = await web.post(f"/jobs/{job_id}/cancel", data={"csrf": csrf_of(before)})
+        after = (await web.get(f"/jobs/{job_id}")).text
+        listed = (await web.get("/queues/q?state=reserved")).text
+    assert done.status_code == 303
+    assert f"/jobs/{job_id}/cancel" in before and "cancel requested" not in before
+    assert (await registry.job_info(job_id)).state is JobState.RESERVED
+    assert 'id="cancel-requested"' in after and f"/jobs/{job_id}/cancel" not in after
+    assert "cancel requested" in listed and f"/jobs/{job_id}/cancel" not in listed

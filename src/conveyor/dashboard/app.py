@@ -27,6 +27,7 @@ import secrets
 import socket
 import time
 import urllib.parse
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,9 @@ TOKEN_COOKIE = "conveyor_token"
 _TOKEN_IN_QUERY = re.compile(r"([?&](?:t|%74)(?:o|%6f)(?:k|%6b)(?:e|%65)(?:n|%6e)=)[^&\s]*", re.I)
 #: Minutes of throughput the queues page draws, as bars (one a minute) of the backend's counts.
 HISTORY_MINUTES = 60
+#: The POST actions, by what they act on (conveyor.dashboard.actions.perform does them).
+ACTIONS = {"jobs": ("retry", "cancel", "delete"),
+           "queues": ("pause", "resume", "retry-failed", "purge-failed")}  # fmt: skip
 
 
 def _chart(counted: Throughput | None, width: int = 240, height: int = 40) -> dict[str, Any]:
@@ -209,7 +213,7 @@ def create_app(
         failed = counted[queue].failed
         return render(request, "confirm.html", queue=queue, failed=failed, back=back)
 
-    async def act(request: Request) -> Response:
+    async def act(kind: str, action: str, request: Request) -> Response:
         if read_only:
             return PlainTextResponse("the dashboard is read-only", status_code=403)
         form = await request.form()
@@ -219,12 +223,10 @@ def create_app(
             return PlainTextResponse(
                 "missing or wrong CSRF token: reload the page and try again", status_code=403
             )
-        action = request.path_params["action"]
         target = request.path_params["target"]
         back = str(form.get("back", "")) or "/"
         if not back.startswith("/") or back.startswith("//") or "\\" in back:
             back = "/"  # a browser reads /\host as //host: another site
-        kind = request.path_params["kind"]
         if (kind, action) == ("queues", "purge-failed") and form.get("confirmed") != "yes":
             return await confirm_purge(request, target, back)  # asked first, as the CLI does
         try:
@@ -245,7 +247,11 @@ def create_app(
             Route("/schedules", schedules),
             Route("/chains", chain),
             Route("/chains/{chain_id}", chain),
-            Route("/{kind:str}/{target}/{action:str}", act, methods=["POST"]),
+            *[  # each action a route: a path naming none is not found (404), not a wrong method
+                Route(f"/{kind}/{{target}}/{action}", partial(act, kind, action), methods=["POST"])
+                for kind, actions in ACTIONS.items()
+                for action in actions
+            ],
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ],
         exception_handlers={BackendUnavailableError: _unavailable},
@@ -298,7 +304,8 @@ async def serve(
     access.addFilter(_masked_token)  # after the Config, which sets up uvicorn's loggers
     try:
         with bound:  # uvicorn says where it runs only when it binds itself
-            logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d", host, port)
+            shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as URLs write it
+            logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d", shown, port)
             await server.serve(sockets=[bound])
     finally:
         access.removeFilter(_masked_token)

@@ -47,6 +47,7 @@ class LocalWakeup:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._waits_on: asyncio.AbstractEventLoop | None = None  # the loop _event serves
 
     def notify(self, queues: Iterable[str] | None = None) -> None:
         """A job was pushed, released or retried (in `queues`, where known: what a subclass
@@ -64,6 +65,14 @@ class LocalWakeup:
 
     async def wait(self, timeout: float) -> bool:
         """Return True on a notification, False after `timeout` seconds without one."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._waits_on:
+            # An Event serves the loop of its first waiter only: a driver closed and opened
+            # again on another loop (a web app's lifespan run again, as in each `with
+            # TestClient(app)`) waits on a new one, notified or not as the old one was.
+            notified, self._event, self._waits_on = self.notified, asyncio.Event(), loop
+            if notified:
+                self._event.set()
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
         # that lands just as the push does, and a stopping worker then hangs here.
         with contextlib.suppress(TimeoutError):
