@@ -635,6 +635,56 @@ def test_blocking_push_failing_on_a_pymysql_connection_raises_driver_error(
         connection.close()
 
 
+@pytest.mark.parametrize("charset", ["utf8", "latin1"])
+async def test_push_on_a_connection_not_in_utf8mb4_stores_any_character(
+    drivers: Drivers[MysqlDriver], charset: str
+) -> None:
+    """Django's MySQL backend connects with charset utf8 (utf8mb3) unless told otherwise. An
+    emoji in a payload pushed on such a connection failed ("Broken JSON string in argument 1
+    to function 'JSON_TABLE'"); on latin1 too. Its unique key must hash as on the driver's own
+    connections."""
+    driver = await drivers.open()
+    payload = json.dumps({"text": "caf\u00e9 \U0001f600"}, ensure_ascii=False)
+    job = make_job(payload=payload, unique="\U0001f4e6 order 7", meta={"by": "\U0001f916"})
+    connection = await connect(charset=charset)
+    try:
+        await connection.begin()
+        assert await driver.push_many([job], connection=connection) == [job.id]
+        again = make_job(unique=job.unique)
+        assert await driver.push(again, connection=connection) == job.id  # its holder, found
+        await connection.commit()
+    finally:
+        connection.close()
+
+    stored = await driver.get(job.id)
+    assert stored is not None
+    assert (stored.payload, stored.unique, stored.meta) == (payload, job.unique, job.meta)
+    assert await driver.push(make_job(unique=job.unique)) == job.id  # the same key's digest
+
+
+@pytest.mark.parametrize("charset", ["utf8", "latin1"])
+def test_blocking_push_on_a_pymysql_connection_not_in_utf8mb4_stores_any_character(
+    sync_registry: tuple[Registry, list[dict[str, int]]], charset: str
+) -> None:
+    """The same through the blocking facade, on a PyMySQL connection as Django opens it."""
+    registry, _ = sync_registry
+
+    @registry.job("note")
+    async def note(job: Job[dict[str, str]]) -> None:
+        """Never run here."""
+
+    connection = sync_connect(charset=charset)
+    text = "caf\u00e9 \U0001f600"
+    try:
+        job_id = registry.blocking.push("q", "note", {"text": text}, connection=connection)
+        connection.commit()
+    finally:
+        connection.close()
+
+    info = registry.blocking.job_info(job_id)
+    assert info is not None and json.loads(info.payload) == {"text": text}
+
+
 async def test_async_push_on_a_pymysql_connection_raises_config_error(
     drivers: Drivers[MysqlDriver],
 ) -> None:
