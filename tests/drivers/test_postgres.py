@@ -476,6 +476,25 @@ async def test_retry_failed_leaves_a_job_failed_when_a_concurrent_push_takes_its
     assert [job.id for job in await driver.list_jobs("q", JobState.PENDING)] == [holder.id]
 
 
+async def test_push_waiting_on_a_callers_uncommitted_unique_key_fails_naming_the_lock(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    """A pooled push of a unique key that a caller's open transaction pushed waits for that
+    transaction (the unique index). Past its timeout it said the server "gave no answer", and
+    broke a connection that was fine; now the server gives the wait up first, and says so."""
+    driver = await drivers.open(timeout=1.0)
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        mine = make_job(unique="k")
+        await driver.push(mine, connection=conn)
+
+        with pytest.raises(DriverError, match=r"waited 0\.8s for a lock") as raised:
+            await driver.push(make_job(unique="k"))
+
+        assert not isinstance(raised.value, BackendUnavailableError)
+        await conn.commit()
+    assert await driver.push(make_job(unique="k")) == mine.id
+
+
 async def blocked_on_a_lock(fragment: str) -> bool:
     """Whether a statement whose text holds `fragment` is waiting for a lock."""
     rows = await sql(
