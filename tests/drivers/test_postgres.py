@@ -563,6 +563,29 @@ async def test_push_on_a_closed_connection_raises_config_error(
         await driver.push(make_job(), connection=conn)
 
 
+async def test_push_on_a_connection_in_a_failed_transaction_raises_config_error(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    """It said "PostgreSQL current_database failed", a statement the caller never wrote."""
+    driver = await drivers.open()
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await conn.execute("SELECT 1 / 0")
+        with pytest.raises(ConfigError, match=r"connection= is in a failed transaction.*roll"):
+            await driver.push(make_job(), connection=conn)
+        await conn.rollback()
+        job = make_job()
+        await driver.push(job, connection=conn)
+        await conn.commit()
+    with psycopg.connect(URL) as sync_conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            sync_conn.execute("SELECT 1 / 0")
+        with pytest.raises(ConfigError, match="connection= is in a failed transaction"):
+            await driver.push_many([make_job()], connection=sync_conn)
+
+    assert [got.id for got in await driver.reserve(["q"], 10, 30.0, "w")] == [job.id]
+
+
 async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
     registry = receipt_registry(prefix)
     try:

@@ -224,6 +224,12 @@ class PostgresConnection:
             raise ConfigError(
                 "connection= is closed: pass the open connection your transaction runs on"
             )
+        if connection.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            raise ConfigError(
+                "connection= is in a failed transaction (a statement before this push failed,"
+                " and the server ignores every other until it ends): roll it back (or back to"
+                " a savepoint) first, then push"
+            )
         if connection not in self._lent_checked:  # a round trip on each connection's first
             [row] = await tx.fetch(_CURRENT_DATABASE, {})
             if row["name"] != self._database:
