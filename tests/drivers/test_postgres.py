@@ -534,6 +534,34 @@ async def test_push_on_a_connection_to_another_database_raises_config_error_nami
     assert await driver.get(job.id) is None
 
 
+async def test_push_on_a_connection_whose_search_path_finds_other_tables_raises_config_error(
+    drivers: Drivers[PostgresDriver], prefix: str
+) -> None:
+    """The driver's tables in a schema of their own (the URL's options=-csearch_path=...), and
+    the application's connection on the default search_path, where the same prefix's tables
+    also exist (an install from before the move): the job went into those, where no worker
+    of this driver looks; with none there, the push failed with "relation does not exist"."""
+    schema = f"{prefix}schema"
+    await sql(f"CREATE SCHEMA {schema}")
+    try:
+        await drivers.open()  # the same prefix's tables on the default search_path
+        driver = await drivers.open(f"{URL}?options=-csearch_path%3D{schema}")
+        job = make_job()
+        async with await psycopg.AsyncConnection.connect(URL) as conn:
+            with pytest.raises(ConfigError, match=rf"search_path.*driver's is '{schema}'"):
+                await driver.push(job, connection=conn)
+        async with await psycopg.AsyncConnection.connect(URL) as conn:
+            await conn.execute(f"SET search_path = {schema}")
+            await driver.push(job, connection=conn)
+            await conn.commit()
+
+        assert [got.id for got in await driver.reserve(["q"], 10, 30.0, "w")] == [job.id]
+        assert await sql(f"SELECT id FROM public.{prefix}jobs") == []
+    finally:
+        await drivers.close_all()
+        await sql(f"DROP SCHEMA {schema} CASCADE")
+
+
 async def test_a_lent_connections_database_is_checked_on_its_first_push_only(
     drivers: Drivers[PostgresDriver], tmp_path: Path
 ) -> None:

@@ -61,6 +61,15 @@ RECONNECT_TIMEOUT = 10.0
 #: gave): a borrowed connection must be using the driver's.
 _CURRENT_DATABASE = Query("current_database", "", "SELECT current_database() AS name")
 
+#: Where a connection finds the jobs table (`jobs`: its name), by its search_path: a borrowed
+#: connection must find the driver's (the URL may name a schema: options=-csearch_path=...).
+_JOBS_TABLE = Query(
+    "jobs_table",
+    "",
+    "SELECT current_database() AS name, to_regclass(%(jobs)s)::oid AS jobs,"
+    " current_setting('search_path') AS search_path",
+)
+
 
 class PostgresConnection:
     """`SqlConnection` and `SqlBorrowing` over a psycopg connection pool.
@@ -72,9 +81,11 @@ class PostgresConnection:
     the call's deadline (see the module docstring).
     """
 
-    def __init__(self, target: Target, *, pool_size: int) -> None:
+    def __init__(self, target: Target, *, pool_size: int, jobs: str) -> None:
         self.target = target
         self.pool_size = pool_size
+        self._jobs = jobs  # the jobs table's name
+        self._jobs_found: Row | None = None  # where the driver's own connections find it
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._draining: asyncio.Future[None] | None = None
         #: The database the jobs are in, once opened: a borrowed connection must be using it
@@ -231,12 +242,21 @@ class PostgresConnection:
                 " a savepoint) first, then push"
             )
         if connection not in self._lent_checked:  # a round trip on each connection's first
-            [row] = await tx.fetch(_CURRENT_DATABASE, {})
+            [row] = await tx.fetch(_JOBS_TABLE, {"jobs": self._jobs})
             if row["name"] != self._database:
                 raise ConfigError(
                     f"connection= is using database {row['name']!r}, but this driver's jobs are"
                     f" in {self._database!r} ({self.target.shown}): push on a connection to"
                     " that database"
+                )
+            if self._jobs_found is None:
+                [self._jobs_found] = await self.fetch(_JOBS_TABLE, {"jobs": self._jobs})
+            if row["jobs"] != self._jobs_found["jobs"]:
+                raise ConfigError(
+                    f"connection= finds no table {self._jobs!r}, or another than this driver's,"
+                    f" on its search_path {row['search_path']!r} (this driver's is"
+                    f" {self._jobs_found['search_path']!r}, {self.target.shown}): set your"
+                    " connection's search_path to the driver's, or the URL's options= to yours"
                 )
             self._lent_checked.add(connection)
         return await work(tx)
