@@ -619,6 +619,24 @@ def test_blocking_push_on_a_closed_pymysql_connection_raises_config_error(
         registry.blocking.push("q", "record", {"order": 1}, connection=connection)
 
 
+def test_blocking_push_on_a_lost_pymysql_connection_says_it_is_the_callers_to_open_again(
+    sync_registry: tuple[Registry, list[dict[str, int]]],
+) -> None:
+    """It said MySQL was unreachable during "current_database" and that the pool reconnects
+    by itself: no pool has the caller's connection."""
+    registry, _ = sync_registry
+    connection = sync_connect()
+    try:
+        killer = sync_connect(autocommit=True)
+        with killer.cursor() as cursor:
+            cursor.execute(f"KILL {connection.thread_id()}")
+        killer.close()
+        with pytest.raises(BackendUnavailableError, match=r"connection= was lost.*run your"):
+            registry.blocking.push("q", "record", {"order": 1}, connection=connection)
+    finally:
+        connection.close()
+
+
 def test_blocking_push_failing_on_a_pymysql_connection_raises_driver_error(
     sync_registry: tuple[Registry, list[dict[str, int]]],
 ) -> None:

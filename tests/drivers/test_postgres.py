@@ -614,6 +614,25 @@ async def test_push_on_a_connection_in_a_failed_transaction_raises_config_error(
     assert [got.id for got in await driver.reserve(["q"], 10, 30.0, "w")] == [job.id]
 
 
+async def test_push_on_a_lost_connection_says_it_is_the_callers_to_open_again(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    """It said PostgreSQL was unreachable during "current_database" (a statement the caller
+    never wrote) and that the pool reconnects by itself: no pool has the caller's connection."""
+    driver = await drivers.open()
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        await driver.push(make_job(), connection=conn)  # checked: the next push is the work
+        await sql("SELECT pg_terminate_backend(%s)", conn.info.backend_pid)
+        with pytest.raises(BackendUnavailableError, match=r"connection= was lost.*run your"):
+            await driver.push(make_job(), connection=conn)
+    with psycopg.connect(URL) as sync_conn:
+        await sql("SELECT pg_terminate_backend(%s)", sync_conn.info.backend_pid)
+        with pytest.raises(BackendUnavailableError, match="connection= was lost during the push"):
+            await driver.push(make_job(), connection=sync_conn)
+
+    assert (await driver.counts(["q"]))["q"].pending == 0
+
+
 async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
     registry = receipt_registry(prefix)
     try:

@@ -34,7 +34,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from conveyor.drivers.lent import LentConnection, Runner
+from conveyor.drivers.lent import LentConnection, Runner, lost
 from conveyor.drivers.sql.adapter import Params, Row, SqlTransaction
 from conveyor.drivers.sql.deadline import (
     IDLE_CHECK,
@@ -242,15 +242,15 @@ class PostgresConnection:
                 " a savepoint) first, then push"
             )
         if connection not in self._lent_checked:  # a round trip on each connection's first
-            [row] = await tx.fetch(_JOBS_TABLE, {"jobs": self._jobs})
+            if self._jobs_found is None:
+                [self._jobs_found] = await self.fetch(_JOBS_TABLE, {"jobs": self._jobs})
+            [row] = await _on_callers(tx.fetch(_JOBS_TABLE, {"jobs": self._jobs}))
             if row["name"] != self._database:
                 raise ConfigError(
                     f"connection= is using database {row['name']!r}, but this driver's jobs are"
                     f" in {self._database!r} ({self.target.shown}): push on a connection to"
                     " that database"
                 )
-            if self._jobs_found is None:
-                [self._jobs_found] = await self.fetch(_JOBS_TABLE, {"jobs": self._jobs})
             if row["jobs"] != self._jobs_found["jobs"]:
                 raise ConfigError(
                     f"connection= finds no table {self._jobs!r}, or another than this driver's,"
@@ -259,7 +259,7 @@ class PostgresConnection:
                     " connection's search_path to the driver's, or the URL's options= to yours"
                 )
             self._lent_checked.add(connection)
-        return await work(tx)
+        return await _on_callers(work(tx))
 
     async def _pooled(
         self,
@@ -382,6 +382,16 @@ async def watched(
             raise target.silent(what, deadline) from error
         raise target.error(error, what) from error
     return task.result()
+
+
+async def _on_callers(step: Awaitable[T]) -> T:
+    """`step`, run on a caller's connection: that connection lost is said to be the caller's
+    to open again (the server may be fine), not an outage the pool recovers from."""
+    try:
+        return await step
+    except BackendUnavailableError as error:
+        detail = " ".join(str(error.__cause__).split())
+        raise lost(detail) from error
 
 
 def _kill(conn: psycopg.AsyncConnection[Any]) -> None:
