@@ -614,6 +614,23 @@ async def test_push_on_a_connection_in_a_failed_transaction_raises_config_error(
     assert [got.id for got in await driver.reserve(["q"], 10, 30.0, "w")] == [job.id]
 
 
+async def test_push_on_a_connection_in_pipeline_mode_raises_config_error(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    """It raised "ValueError: not enough values to unpack": in pipeline mode a statement's
+    rows come only at the sync, so the push's reads found none."""
+    driver = await drivers.open()
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        async with conn.pipeline():
+            with pytest.raises(ConfigError, match=r"pipeline mode.*outside the pipeline"):
+                await driver.push_many([make_job(unique="k"), make_job()], connection=conn)
+        job = make_job()
+        await driver.push(job, connection=conn)  # outside it, the same connection works
+        await conn.commit()
+
+    assert [got.id for got in await driver.reserve(["q"], 10, 30.0, "w")] == [job.id]
+
+
 async def test_push_on_a_lost_connection_says_it_is_the_callers_to_open_again(
     drivers: Drivers[PostgresDriver],
 ) -> None:

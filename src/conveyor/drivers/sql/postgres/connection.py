@@ -235,6 +235,12 @@ class PostgresConnection:
             raise ConfigError(
                 "connection= is closed: pass the open connection your transaction runs on"
             )
+        if connection.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF:
+            raise ConfigError(
+                "connection= is in pipeline mode (inside `conn.pipeline()`), where a statement's"
+                " rows come only at the pipeline's sync, and the push reads each one's before"
+                " the next: push outside the pipeline block"
+            )
         if connection.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
             raise ConfigError(
                 "connection= is in a failed transaction (a statement before this push failed,"
