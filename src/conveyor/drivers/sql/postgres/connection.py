@@ -34,13 +34,14 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from conveyor.drivers.lent import LentConnection, Runner, lost
+from conveyor.drivers.lent import LentConnection, Runner
 from conveyor.drivers.sql.adapter import Params, Row, SqlTransaction
 from conveyor.drivers.sql.deadline import (
     IDLE_CHECK,
     MIGRATION_TIMEOUT,
     Deadline,
 )
+from conveyor.drivers.sql.postgres.borrowed import JOBS_TABLE, check_state, on_callers
 from conveyor.drivers.sql.postgres.socket import PooledConnection
 from conveyor.drivers.sql.postgres.target import Target
 from conveyor.drivers.sql.queries import Query
@@ -60,15 +61,6 @@ RECONNECT_TIMEOUT = 10.0
 #: The database a connection is using (the server's name for it, whatever alias a pooler
 #: gave): a borrowed connection must be using the driver's.
 _CURRENT_DATABASE = Query("current_database", "", "SELECT current_database() AS name")
-
-#: Where a connection finds the jobs table (`jobs`: its name), by its search_path: a borrowed
-#: connection must find the driver's (the URL may name a schema: options=-csearch_path=...).
-_JOBS_TABLE = Query(
-    "jobs_table",
-    "",
-    "SELECT current_database() AS name, to_regclass(%(jobs)s)::oid AS jobs,"
-    " current_setting('search_path') AS search_path",
-)
 
 
 class PostgresConnection:
@@ -227,30 +219,16 @@ class PostgresConnection:
         tx: SqlTransaction,
         work: Callable[[SqlTransaction], Coroutine[Any, Any, T]],
     ) -> T:
-        """`work` on the caller's connection, once it is found open and using the driver's
-        database: the SQL names its tables without one, so on another database that has them
-        too (a staging one beside production) the job would be stored where no worker of this
-        driver looks. ConfigError otherwise."""
-        if connection.closed:
-            raise ConfigError(
-                "connection= is closed: pass the open connection your transaction runs on"
-            )
-        if connection.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF:
-            raise ConfigError(
-                "connection= is in pipeline mode (inside `conn.pipeline()`), where a statement's"
-                " rows come only at the pipeline's sync, and the push reads each one's before"
-                " the next: push outside the pipeline block"
-            )
-        if connection.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-            raise ConfigError(
-                "connection= is in a failed transaction (a statement before this push failed,"
-                " and the server ignores every other until it ends): roll it back (or back to"
-                " a savepoint) first, then push"
-            )
+        """`work` on the caller's connection, once it is found usable (`check_state`), using
+        the driver's database and finding its jobs table: the SQL names its tables without
+        either, so on another database or schema that has them too (a staging one beside
+        production) the job would be stored where no worker of this driver looks. ConfigError
+        otherwise."""
+        check_state(connection)
         if connection not in self._lent_checked:  # a round trip on each connection's first
             if self._jobs_found is None:
-                [self._jobs_found] = await self.fetch(_JOBS_TABLE, {"jobs": self._jobs})
-            [row] = await _on_callers(tx.fetch(_JOBS_TABLE, {"jobs": self._jobs}))
+                [self._jobs_found] = await self.fetch(JOBS_TABLE, {"jobs": self._jobs})
+            [row] = await on_callers(tx.fetch(JOBS_TABLE, {"jobs": self._jobs}))
             if row["name"] != self._database:
                 raise ConfigError(
                     f"connection= is using database {row['name']!r}, but this driver's jobs are"
@@ -265,7 +243,7 @@ class PostgresConnection:
                     " connection's search_path to the driver's, or the URL's options= to yours"
                 )
             self._lent_checked.add(connection)
-        return await _on_callers(work(tx))
+        return await on_callers(work(tx))
 
     async def _pooled(
         self,
@@ -388,16 +366,6 @@ async def watched(
             raise target.silent(what, deadline) from error
         raise target.error(error, what) from error
     return task.result()
-
-
-async def _on_callers(step: Awaitable[T]) -> T:
-    """`step`, run on a caller's connection: that connection lost is said to be the caller's
-    to open again (the server may be fine), not an outage the pool recovers from."""
-    try:
-        return await step
-    except BackendUnavailableError as error:
-        detail = " ".join(str(error.__cause__).split())
-        raise lost(detail) from error
 
 
 def _kill(conn: psycopg.AsyncConnection[Any]) -> None:
