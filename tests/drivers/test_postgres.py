@@ -476,6 +476,23 @@ async def test_retry_failed_leaves_a_job_failed_when_a_concurrent_push_takes_its
     assert [job.id for job in await driver.list_jobs("q", JobState.PENDING)] == [holder.id]
 
 
+async def test_push_in_a_repeatable_read_transaction_conflicting_says_to_run_it_again(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    """A unique key pushed and committed after the caller's snapshot: PostgreSQL aborts the
+    caller's transaction. It said only "could not serialize access due to concurrent update"."""
+    driver = await drivers.open()
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+        await conn.execute("SELECT 1")  # the snapshot is taken
+        holder = make_job(unique="k")
+        await driver.push(holder)
+        with pytest.raises(DriverError, match=r"concurrent update.*roll it back and run it"):
+            await driver.push(make_job(unique="k"), connection=conn)
+        await conn.rollback()
+        assert await driver.push(make_job(unique="k"), connection=conn) == holder.id
+
+
 async def test_push_waiting_on_a_callers_uncommitted_unique_key_fails_naming_the_lock(
     drivers: Drivers[PostgresDriver],
 ) -> None:

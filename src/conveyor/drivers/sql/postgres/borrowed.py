@@ -11,11 +11,15 @@ import psycopg
 
 from conveyor.drivers.lent import lost
 from conveyor.drivers.sql.queries import Query
-from conveyor.errors import BackendUnavailableError, ConfigError
+from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
 __all__ = ["JOBS_TABLE", "check_state", "on_callers"]
 
 T = TypeVar("T")
+
+#: SQLSTATEs after which the server has aborted the caller's transaction for a conflict with
+#: another (serialization_failure, deadlock_detected): it must be run again, whole.
+_CONFLICTS = ("40001", "40P01")
 
 #: Where a connection finds the jobs table (`jobs`: its name), by its search_path: a borrowed
 #: connection must find the driver's (the URL may name a schema: options=-csearch_path=...).
@@ -50,9 +54,18 @@ def check_state(connection: psycopg.AsyncConnection[Any] | psycopg.Connection[An
 
 async def on_callers(step: Awaitable[T]) -> T:
     """`step`, run on a caller's connection: that connection lost is said to be the caller's
-    to open again (the server may be fine), not an outage the pool recovers from."""
+    to open again (the server may be fine), not an outage the pool recovers from; a conflict
+    that aborted the caller's transaction, theirs to run again."""
     try:
         return await step
     except BackendUnavailableError as error:
         detail = " ".join(str(error.__cause__).split())
         raise lost(detail) from error
+    except DriverError as error:
+        if getattr(error.__cause__, "sqlstate", None) not in _CONFLICTS:
+            raise
+        raise DriverError(
+            f"{error}: the server aborted your transaction for a conflict with a concurrent"
+            " one (under REPEATABLE READ or SERIALIZABLE, a unique key pushed and committed"
+            " since your snapshot, say); roll it back and run it again"
+        ) from error
