@@ -600,6 +600,30 @@ def test_blocking_push_on_a_pymysql_connection_in_autocommit_is_stored_at_once(
     assert info is not None and info.state is JobState.PENDING
 
 
+def test_blocking_push_on_a_pymysql_connection_making_dict_rows_stores_the_job(
+    sync_registry: tuple[Registry, list[dict[str, int]]],
+) -> None:
+    """A connection made with cursorclass=DictCursor (as many Flask apps make theirs): its
+    rows read as tuples gave each column its own name, and the push said "connection= is
+    using database 'name'"."""
+    registry, _ = sync_registry
+    connection = sync_connect(cursorclass=pymysql.cursors.DictCursor)
+    try:
+        held = registry.blocking.push(
+            "q", "record", {"order": 1}, unique="k", connection=connection
+        )
+        again = registry.blocking.push(
+            "q", "record", {"order": 2}, unique="k", connection=connection
+        )
+        connection.commit()
+    finally:
+        connection.close()
+
+    assert again == held
+    assert registry.blocking.job_info(held) is not None
+    assert registry.blocking.queue_info()["q"].pending == 1
+
+
 def test_blocking_push_on_something_not_a_mysql_connection_raises_config_error(
     sync_registry: tuple[Registry, list[dict[str, int]]],
 ) -> None:

@@ -158,10 +158,16 @@ class LentSession:
                     if not rows:
                         result = cursor.rowcount
                     elif cursor.description:
-                        result = rows_of(cursor.description, cursor.fetchall())
+                        result = rows_of(cursor.description, _tuples(cursor.fetchall()))
             finally:
                 cursor.close()
         return result
+
+
+def _tuples(values: Any) -> Any:
+    """A caller's rows as tuples: its connection's cursor class may make dicts (PyMySQL's
+    `cursorclass=DictCursor`), whose values are in the columns' order."""
+    return [tuple(row.values()) if isinstance(row, dict) else row for row in values]
 
 
 def ascii_items(params: Params) -> dict[str, Any]:
