@@ -648,6 +648,24 @@ async def test_push_on_a_connection_in_pipeline_mode_raises_config_error(
     assert [got.id for got in await driver.reserve(["q"], 10, 30.0, "w")] == [job.id]
 
 
+async def test_push_on_a_connection_making_raw_cursors_stores_the_jobs(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    """A connection whose cursor_factory is psycopg's raw cursor ($1 placeholders): the push
+    made its cursors with it and failed ("raw queries require a sequence of parameters")."""
+    driver = await drivers.open()
+    jobs = [make_job(unique="k"), make_job(unique="k"), make_job()]
+    async with await psycopg.AsyncConnection.connect(
+        URL, cursor_factory=psycopg.AsyncRawCursor
+    ) as conn:
+        ids = await driver.push_many(jobs, connection=conn)
+    with psycopg.connect(URL, cursor_factory=psycopg.RawCursor) as sync_conn:
+        again = await driver.push(make_job(unique="k"), connection=sync_conn)
+
+    assert ids == [jobs[0].id, jobs[0].id, jobs[2].id]
+    assert again == jobs[0].id
+
+
 async def test_push_on_a_lost_connection_says_it_is_the_callers_to_open_again(
     drivers: Drivers[PostgresDriver],
 ) -> None:
@@ -681,13 +699,14 @@ async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
 
 
 class ThreadNoting(psycopg.Connection[Any]):
-    """A psycopg connection noting the threads its cursors were made on."""
+    """A psycopg connection noting the threads it waited for the server on (every statement
+    its cursors run, whatever made them)."""
 
     threads: set[int]
 
-    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+    def wait(self, *args: Any, **kwargs: Any) -> Any:
         self.threads = getattr(self, "threads", set()) | {threading.get_ident()}
-        return super().cursor(*args, **kwargs)
+        return super().wait(*args, **kwargs)
 
 
 def test_blocking_push_joins_a_sync_transaction() -> None:

@@ -394,7 +394,9 @@ class _Transaction:
 
     async def fetch(self, query: Query, params: Params) -> list[Row]:
         try:
-            async with self._conn.cursor(row_factory=dict_row) as cursor:
+            # AsyncCursor whatever the connection's cursor_factory (a caller's may be a raw
+            # one, whose $1 placeholders the %(name)s of queries.sql are not).
+            async with psycopg.AsyncCursor(self._conn, row_factory=dict_row) as cursor:
                 await cursor.execute(query.sql, params)
                 return [*await cursor.fetchall()] if cursor.description else []
         except psycopg.Error as error:
@@ -402,7 +404,7 @@ class _Transaction:
 
     async def execute(self, query: Query, params: Params) -> int:
         try:
-            async with self._conn.cursor() as cursor:
+            async with psycopg.AsyncCursor(self._conn) as cursor:
                 await cursor.execute(query.sql, params)
                 return cursor.rowcount
         except psycopg.Error as error:
@@ -453,12 +455,15 @@ class _ThreadTransaction:
         await self._run(functools.partial(self._script, sql))
 
     def _fetch(self, query: Query, params: Params) -> list[Row]:
-        with self._target.translated(query.name), self._conn.cursor(row_factory=dict_row) as cur:
+        with (
+            self._target.translated(query.name),
+            psycopg.Cursor(self._conn, row_factory=dict_row) as cur,
+        ):
             cur.execute(query.sql, params)
             return [*cur.fetchall()] if cur.description else []
 
     def _execute(self, query: Query, params: Params) -> int:
-        with self._target.translated(query.name), self._conn.cursor() as cursor:
+        with self._target.translated(query.name), psycopg.Cursor(self._conn) as cursor:
             cursor.execute(query.sql, params)
             return cursor.rowcount
 
