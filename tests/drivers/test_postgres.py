@@ -37,6 +37,7 @@ from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo, JobState
 from tests.backends import Drivers, eventually, require_service
 from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
+from tests.backends.private import private_postgres
 from tests.contract.helpers import cancelled_push_is_still_stored, make_job
 
 PACKAGE = "conveyor.drivers.sql.postgres"
@@ -565,7 +566,7 @@ async def test_push_on_a_connection_whose_search_path_finds_other_tables_raises_
         driver = await drivers.open(f"{URL}?options=-csearch_path%3D{schema}")
         job = make_job()
         async with await psycopg.AsyncConnection.connect(URL) as conn:
-            with pytest.raises(ConfigError, match=rf"search_path.*driver's is '{schema}'"):
+            with pytest.raises(ConfigError, match=rf"search_path.*driver's '{schema}'"):
                 await driver.push(job, connection=conn)
         async with await psycopg.AsyncConnection.connect(URL) as conn:
             await conn.execute(f"SET search_path = {schema}")
@@ -577,6 +578,29 @@ async def test_push_on_a_connection_whose_search_path_finds_other_tables_raises_
     finally:
         await drivers.close_all()
         await sql(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def test_push_on_a_connection_to_another_server_raises_config_error(
+    drivers: Drivers[PostgresDriver], prefix: str
+) -> None:
+    """Another server with a database of the same name, migrated under the same prefix (a
+    staging server beside production): the job was stored there, where no worker looks."""
+    driver = await drivers.open()
+    with private_postgres() as server:
+        other = server.url.rsplit("/", 1)[0] + "/test"
+        async with await psycopg.AsyncConnection.connect(server.url, autocommit=True) as conn:
+            await conn.execute("CREATE DATABASE test")
+        staging = PostgresDriver(other, prefix=prefix)
+        await staging.open()  # the same tables there
+        try:
+            job = make_job()
+            async with await psycopg.AsyncConnection.connect(other) as conn:
+                with pytest.raises(ConfigError, match="another server than"):
+                    await driver.push(job, connection=conn)
+                await conn.commit()
+            assert await staging.get(job.id) is None
+        finally:
+            await staging.close()
 
 
 async def test_a_lent_connections_database_is_checked_on_its_first_push_only(

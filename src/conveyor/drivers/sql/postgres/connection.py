@@ -237,10 +237,11 @@ class PostgresConnection:
                 )
             if row["jobs"] != self._jobs_found["jobs"]:
                 raise ConfigError(
-                    f"connection= finds no table {self._jobs!r}, or another than this driver's,"
-                    f" on its search_path {row['search_path']!r} (this driver's is"
-                    f" {self._jobs_found['search_path']!r}, {self.target.shown}): set your"
-                    " connection's search_path to the driver's, or the URL's options= to yours"
+                    f"connection= finds no table {self._jobs!r}, or another than this driver's:"
+                    f" it is to another server than {self.target.shown}, or its search_path"
+                    f" {row['search_path']!r} is not the driver's"
+                    f" {self._jobs_found['search_path']!r}: push on a connection to the driver's"
+                    " server, with its search_path (or set the URL's options= to yours)"
                 )
             self._lent_checked.add(connection)
         return await on_callers(work(tx))
