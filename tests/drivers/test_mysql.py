@@ -600,6 +600,30 @@ def test_blocking_push_on_a_pymysql_connection_in_autocommit_is_stored_at_once(
     assert info is not None and info.state is JobState.PENDING
 
 
+def test_blocking_push_on_a_pymysql_connection_making_dict_rows_stores_the_job(
+    sync_registry: tuple[Registry, list[dict[str, int]]],
+) -> None:
+    """A connection made with cursorclass=DictCursor (as many Flask apps make theirs): its
+    rows read as tuples gave each column its own name, and the push said "connection= is
+    using database 'name'"."""
+    registry, _ = sync_registry
+    connection = sync_connect(cursorclass=pymysql.cursors.DictCursor)
+    try:
+        held = registry.blocking.push(
+            "q", "record", {"order": 1}, unique="k", connection=connection
+        )
+        again = registry.blocking.push(
+            "q", "record", {"order": 2}, unique="k", connection=connection
+        )
+        connection.commit()
+    finally:
+        connection.close()
+
+    assert again == held
+    assert registry.blocking.job_info(held) is not None
+    assert registry.blocking.queue_info()["q"].pending == 1
+
+
 def test_blocking_push_on_something_not_a_mysql_connection_raises_config_error(
     sync_registry: tuple[Registry, list[dict[str, int]]],
 ) -> None:
@@ -619,6 +643,24 @@ def test_blocking_push_on_a_closed_pymysql_connection_raises_config_error(
         registry.blocking.push("q", "record", {"order": 1}, connection=connection)
 
 
+def test_blocking_push_on_a_lost_pymysql_connection_says_it_is_the_callers_to_open_again(
+    sync_registry: tuple[Registry, list[dict[str, int]]],
+) -> None:
+    """It said MySQL was unreachable during "current_database" and that the pool reconnects
+    by itself: no pool has the caller's connection."""
+    registry, _ = sync_registry
+    connection = sync_connect()
+    try:
+        killer = sync_connect(autocommit=True)
+        with killer.cursor() as cursor:
+            cursor.execute(f"KILL {connection.thread_id()}")
+        killer.close()
+        with pytest.raises(BackendUnavailableError, match=r"connection= was lost.*run your"):
+            registry.blocking.push("q", "record", {"order": 1}, connection=connection)
+    finally:
+        connection.close()
+
+
 def test_blocking_push_failing_on_a_pymysql_connection_raises_driver_error(
     sync_registry: tuple[Registry, list[dict[str, int]]],
 ) -> None:
@@ -633,6 +675,56 @@ def test_blocking_push_failing_on_a_pymysql_connection_raises_driver_error(
             registry.blocking.push("q", "record", {"order": 1}, connection=connection)
     finally:
         connection.close()
+
+
+@pytest.mark.parametrize("charset", ["utf8", "latin1"])
+async def test_push_on_a_connection_not_in_utf8mb4_stores_any_character(
+    drivers: Drivers[MysqlDriver], charset: str
+) -> None:
+    """Django's MySQL backend connects with charset utf8 (utf8mb3) unless told otherwise. An
+    emoji in a payload pushed on such a connection failed ("Broken JSON string in argument 1
+    to function 'JSON_TABLE'"); on latin1 too. Its unique key must hash as on the driver's own
+    connections."""
+    driver = await drivers.open()
+    payload = json.dumps({"text": "caf\u00e9 \U0001f600"}, ensure_ascii=False)
+    job = make_job(payload=payload, unique="\U0001f4e6 order 7", meta={"by": "\U0001f916"})
+    connection = await connect(charset=charset)
+    try:
+        await connection.begin()
+        assert await driver.push_many([job], connection=connection) == [job.id]
+        again = make_job(unique=job.unique)
+        assert await driver.push(again, connection=connection) == job.id  # its holder, found
+        await connection.commit()
+    finally:
+        connection.close()
+
+    stored = await driver.get(job.id)
+    assert stored is not None
+    assert (stored.payload, stored.unique, stored.meta) == (payload, job.unique, job.meta)
+    assert await driver.push(make_job(unique=job.unique)) == job.id  # the same key's digest
+
+
+@pytest.mark.parametrize("charset", ["utf8", "latin1"])
+def test_blocking_push_on_a_pymysql_connection_not_in_utf8mb4_stores_any_character(
+    sync_registry: tuple[Registry, list[dict[str, int]]], charset: str
+) -> None:
+    """The same through the blocking facade, on a PyMySQL connection as Django opens it."""
+    registry, _ = sync_registry
+
+    @registry.job("note")
+    async def note(job: Job[dict[str, str]]) -> None:
+        """Never run here."""
+
+    connection = sync_connect(charset=charset)
+    text = "caf\u00e9 \U0001f600"
+    try:
+        job_id = registry.blocking.push("q", "note", {"text": text}, connection=connection)
+        connection.commit()
+    finally:
+        connection.close()
+
+    info = registry.blocking.job_info(job_id)
+    assert info is not None and json.loads(info.payload) == {"text": text}
 
 
 async def test_async_push_on_a_pymysql_connection_raises_config_error(

@@ -37,6 +37,7 @@ from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo, JobState
 from tests.backends import Drivers, eventually, require_service
 from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
+from tests.backends.private import private_postgres
 from tests.contract.helpers import cancelled_push_is_still_stored, make_job
 
 PACKAGE = "conveyor.drivers.sql.postgres"
@@ -476,6 +477,42 @@ async def test_retry_failed_leaves_a_job_failed_when_a_concurrent_push_takes_its
     assert [job.id for job in await driver.list_jobs("q", JobState.PENDING)] == [holder.id]
 
 
+async def test_push_in_a_repeatable_read_transaction_conflicting_says_to_run_it_again(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    """A unique key pushed and committed after the caller's snapshot: PostgreSQL aborts the
+    caller's transaction. It said only "could not serialize access due to concurrent update"."""
+    driver = await drivers.open()
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+        await conn.execute("SELECT 1")  # the snapshot is taken
+        holder = make_job(unique="k")
+        await driver.push(holder)
+        with pytest.raises(DriverError, match=r"concurrent update.*roll it back and run it"):
+            await driver.push(make_job(unique="k"), connection=conn)
+        await conn.rollback()
+        assert await driver.push(make_job(unique="k"), connection=conn) == holder.id
+
+
+async def test_push_waiting_on_a_callers_uncommitted_unique_key_fails_naming_the_lock(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    """A pooled push of a unique key that a caller's open transaction pushed waits for that
+    transaction (the unique index). Past its timeout it said the server "gave no answer", and
+    broke a connection that was fine; now the server gives the wait up first, and says so."""
+    driver = await drivers.open(timeout=1.0)
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        mine = make_job(unique="k")
+        await driver.push(mine, connection=conn)
+
+        with pytest.raises(DriverError, match=r"waited 0\.8s for a lock") as raised:
+            await driver.push(make_job(unique="k"))
+
+        assert not isinstance(raised.value, BackendUnavailableError)
+        await conn.commit()
+    assert await driver.push(make_job(unique="k")) == mine.id
+
+
 async def blocked_on_a_lock(fragment: str) -> bool:
     """Whether a statement whose text holds `fragment` is waiting for a lock."""
     rows = await sql(
@@ -515,6 +552,57 @@ async def test_push_on_a_connection_to_another_database_raises_config_error_nami
     assert await driver.get(job.id) is None
 
 
+async def test_push_on_a_connection_whose_search_path_finds_other_tables_raises_config_error(
+    drivers: Drivers[PostgresDriver], prefix: str
+) -> None:
+    """The driver's tables in a schema of their own (the URL's options=-csearch_path=...), and
+    the application's connection on the default search_path, where the same prefix's tables
+    also exist (an install from before the move): the job went into those, where no worker
+    of this driver looks; with none there, the push failed with "relation does not exist"."""
+    schema = f"{prefix}schema"
+    await sql(f"CREATE SCHEMA {schema}")
+    try:
+        await drivers.open()  # the same prefix's tables on the default search_path
+        driver = await drivers.open(f"{URL}?options=-csearch_path%3D{schema}")
+        job = make_job()
+        async with await psycopg.AsyncConnection.connect(URL) as conn:
+            with pytest.raises(ConfigError, match=rf"search_path.*driver's '{schema}'"):
+                await driver.push(job, connection=conn)
+        async with await psycopg.AsyncConnection.connect(URL) as conn:
+            await conn.execute(f"SET search_path = {schema}")
+            await driver.push(job, connection=conn)
+            await conn.commit()
+
+        assert [got.id for got in await driver.reserve(["q"], 10, 30.0, "w")] == [job.id]
+        assert await sql(f"SELECT id FROM public.{prefix}jobs") == []
+    finally:
+        await drivers.close_all()
+        await sql(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def test_push_on_a_connection_to_another_server_raises_config_error(
+    drivers: Drivers[PostgresDriver], prefix: str
+) -> None:
+    """Another server with a database of the same name, migrated under the same prefix (a
+    staging server beside production): the job was stored there, where no worker looks."""
+    driver = await drivers.open()
+    with private_postgres() as server:
+        other = server.url.rsplit("/", 1)[0] + "/test"
+        async with await psycopg.AsyncConnection.connect(server.url, autocommit=True) as conn:
+            await conn.execute("CREATE DATABASE test")
+        staging = PostgresDriver(other, prefix=prefix)
+        await staging.open()  # the same tables there
+        try:
+            job = make_job()
+            async with await psycopg.AsyncConnection.connect(other) as conn:
+                with pytest.raises(ConfigError, match="another server than"):
+                    await driver.push(job, connection=conn)
+                await conn.commit()
+            assert await staging.get(job.id) is None
+        finally:
+            await staging.close()
+
+
 async def test_a_lent_connections_database_is_checked_on_its_first_push_only(
     drivers: Drivers[PostgresDriver], tmp_path: Path
 ) -> None:
@@ -544,6 +632,83 @@ async def test_push_on_a_closed_connection_raises_config_error(
         await driver.push(make_job(), connection=conn)
 
 
+async def test_push_on_a_connection_in_a_failed_transaction_raises_config_error(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    """It said "PostgreSQL current_database failed", a statement the caller never wrote."""
+    driver = await drivers.open()
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await conn.execute("SELECT 1 / 0")
+        with pytest.raises(ConfigError, match=r"connection= is in a failed transaction.*roll"):
+            await driver.push(make_job(), connection=conn)
+        await conn.rollback()
+        job = make_job()
+        await driver.push(job, connection=conn)
+        await conn.commit()
+    with psycopg.connect(URL) as sync_conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            sync_conn.execute("SELECT 1 / 0")
+        with pytest.raises(ConfigError, match="connection= is in a failed transaction"):
+            await driver.push_many([make_job()], connection=sync_conn)
+
+    assert [got.id for got in await driver.reserve(["q"], 10, 30.0, "w")] == [job.id]
+
+
+async def test_push_on_a_connection_in_pipeline_mode_raises_config_error(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    """It raised "ValueError: not enough values to unpack": in pipeline mode a statement's
+    rows come only at the sync, so the push's reads found none."""
+    driver = await drivers.open()
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        async with conn.pipeline():
+            with pytest.raises(ConfigError, match=r"pipeline mode.*outside the pipeline"):
+                await driver.push_many([make_job(unique="k"), make_job()], connection=conn)
+        job = make_job()
+        await driver.push(job, connection=conn)  # outside it, the same connection works
+        await conn.commit()
+
+    assert [got.id for got in await driver.reserve(["q"], 10, 30.0, "w")] == [job.id]
+
+
+async def test_push_on_a_connection_making_raw_cursors_stores_the_jobs(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    """A connection whose cursor_factory is psycopg's raw cursor ($1 placeholders): the push
+    made its cursors with it and failed ("raw queries require a sequence of parameters")."""
+    driver = await drivers.open()
+    jobs = [make_job(unique="k"), make_job(unique="k"), make_job()]
+    async with await psycopg.AsyncConnection.connect(
+        URL, cursor_factory=psycopg.AsyncRawCursor
+    ) as conn:
+        ids = await driver.push_many(jobs, connection=conn)
+    with psycopg.connect(URL, cursor_factory=psycopg.RawCursor) as sync_conn:
+        again = await driver.push(make_job(unique="k"), connection=sync_conn)
+
+    assert ids == [jobs[0].id, jobs[0].id, jobs[2].id]
+    assert again == jobs[0].id
+
+
+async def test_push_on_a_lost_connection_says_it_is_the_callers_to_open_again(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    """It said PostgreSQL was unreachable during "current_database" (a statement the caller
+    never wrote) and that the pool reconnects by itself: no pool has the caller's connection."""
+    driver = await drivers.open()
+    async with await psycopg.AsyncConnection.connect(URL) as conn:
+        await driver.push(make_job(), connection=conn)  # checked: the next push is the work
+        await sql("SELECT pg_terminate_backend(%s)", conn.info.backend_pid)
+        with pytest.raises(BackendUnavailableError, match=r"connection= was lost.*run your"):
+            await driver.push(make_job(), connection=conn)
+    with psycopg.connect(URL) as sync_conn:
+        await sql("SELECT pg_terminate_backend(%s)", sync_conn.info.backend_pid)
+        with pytest.raises(BackendUnavailableError, match="connection= was lost during the push"):
+            await driver.push(make_job(), connection=sync_conn)
+
+    assert (await driver.counts(["q"]))["q"].pending == 0
+
+
 async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
     registry = receipt_registry(prefix)
     try:
@@ -558,13 +723,14 @@ async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
 
 
 class ThreadNoting(psycopg.Connection[Any]):
-    """A psycopg connection noting the threads its cursors were made on."""
+    """A psycopg connection noting the threads it waited for the server on (every statement
+    its cursors run, whatever made them)."""
 
     threads: set[int]
 
-    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+    def wait(self, *args: Any, **kwargs: Any) -> Any:
         self.threads = getattr(self, "threads", set()) | {threading.get_ident()}
-        return super().cursor(*args, **kwargs)
+        return super().wait(*args, **kwargs)
 
 
 def test_blocking_push_joins_a_sync_transaction() -> None:

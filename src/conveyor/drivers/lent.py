@@ -16,7 +16,9 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
-__all__ = ["LentConnection", "Runner", "hand_back"]
+from conveyor.errors import BackendUnavailableError
+
+__all__ = ["LentConnection", "Runner", "hand_back", "lost"]
 
 T = TypeVar("T")
 
@@ -36,6 +38,17 @@ class LentConnection:
     async def run(self, function: Callable[[], T]) -> T:
         """`function()` in the thread that lent the connection, which waits for this call."""
         return cast(T, await self._runner(function))
+
+
+def lost(detail: str) -> BackendUnavailableError:
+    """The error for a caller's own connection (connection=) found lost during a push (killed,
+    its server restarted): the caller's to open again, with the transaction that went with it;
+    no pool of the driver's, and no retry, is involved. `detail`: the client's words."""
+    return BackendUnavailableError(
+        f"connection= was lost during the push ({detail}): the server closed it or the network"
+        " dropped it, and your transaction on it is gone: open a new connection and run your"
+        " transaction again"
+    )
 
 
 def hand_back(

@@ -293,7 +293,7 @@ def _borrowed(connection: object) -> SqlTransaction:
                 "connection= is a closed asyncmy connection: push on the open connection your"
                 " transaction runs on"
             )
-        return Session(connection)
+        return Session(connection, borrowed=True)
     elif (client := sync_client(connection)) is not None:
         raise ConfigError(
             f"connection= is a {client} connection, which is synchronous, given to the async"

@@ -82,6 +82,8 @@ ON DUPLICATE KEY UPDATE {prefix}jobs.id = {prefix}jobs.id;
 -- unique keys is therefore this one statement, in one round trip. JSON_TABLE would cut a
 -- value to its column's size without a word, so its columns are wider than the table's:
 -- a queue name too long for the table is an error (strict mode), never silently cut.
+-- The items are read as utf8mb4 (_utf8mb4) whatever the connection's character set: a
+-- caller's connection may be utf8mb3 (Django's default), in which an emoji is broken JSON.
 INSERT INTO {prefix}jobs (
     id, queue, name, payload, created_at, available_at, max_attempts, priority,
     timeout, retry_delay, unique_key, meta, unique_slot
@@ -91,7 +93,7 @@ SELECT
     item.max_attempts, item.priority, item.timeout, item.retry_delay, item.unique_key, item.meta,
     IF(item.unique_key IS NULL,
        CONCAT(X'00', item.id), UNHEX(SHA2(item.unique_key, 256)))
-FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+FROM JSON_TABLE(_utf8mb4%(items)s, '$[*]' COLUMNS (
     n            FOR ORDINALITY,
     id           VARBINARY(1024) PATH '$[0]',
     queue        VARBINARY(1024) PATH '$[1]',
@@ -133,9 +135,10 @@ ON DUPLICATE KEY UPDATE {prefix}jobs.id = {prefix}jobs.id;
 -- That is the job itself if this transaction inserted it, else one that made its insert skip.
 -- A plain read, which locks nothing: a locking read here would take a next-key lock in a
 -- caller's REPEATABLE READ transaction and hold back other pushes until it ends. Items first
--- (STRAIGHT_JOIN), so each is one lookup of the whole jobs_unique key.
+-- (STRAIGHT_JOIN), so each is one lookup of the whole jobs_unique key. Read as utf8mb4, as in
+-- push_many, so that a key hashes alike on every connection.
 SELECT item.item AS item, job.id AS id
-FROM JSON_TABLE(%(items)s, '$[*]' COLUMNS (
+FROM JSON_TABLE(_utf8mb4%(items)s, '$[*]' COLUMNS (
     item       INT            PATH '$[0]',
     queue      VARBINARY(255) PATH '$[1]',
     name       VARBINARY(255) PATH '$[2]',

@@ -6,6 +6,7 @@ and wrap the client's errors in `Failed`, for the adapter to translate at its ed
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ __all__ = [
     "LentSession",
     "QuietCursor",
     "Session",
+    "ascii_items",
     "failing",
     "rows_of",
     "statements",
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 _STATEMENT_END = re.compile(r";[ \t]*$", re.M)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 class Failed(Exception):
@@ -70,9 +73,12 @@ class Session:
     """`SqlTransaction` on one asyncmy connection: a pooled one, or a caller's own. Runs each
     statement of a block in turn, on whatever transaction the connection has open."""
 
-    def __init__(self, connection: Connection, deadline: Deadline | None = None) -> None:
+    def __init__(
+        self, connection: Connection, deadline: Deadline | None = None, *, borrowed: bool = False
+    ) -> None:
         self._connection = connection
         self._deadline = deadline
+        self._borrowed = borrowed  # a caller's: its items sent as ASCII (see ascii_items)
         #: True once a statement took a named lock, which outlives transactions: the pooled
         #: adapter releases it when the transaction ends.
         self.holds_named_lock = False
@@ -107,6 +113,8 @@ class Session:
     async def _run(self, cursor: Cursor, statement: str, params: Params | None) -> None:
         if "GET_LOCK(" in statement:
             self.holds_named_lock = True
+        if params is not None and self._borrowed:
+            params = ascii_items(params)
         await cursor.execute(statement, None if params is None else dict(params))
 
 
@@ -146,14 +154,31 @@ class LentSession:
             cursor = self._connection.cursor()
             try:
                 for statement in statements(sql):
-                    cursor.execute(statement, None if params is None else dict(params))
+                    cursor.execute(statement, None if params is None else ascii_items(params))
                     if not rows:
                         result = cursor.rowcount
                     elif cursor.description:
-                        result = rows_of(cursor.description, cursor.fetchall())
+                        result = rows_of(cursor.description, _tuples(cursor.fetchall()))
             finally:
                 cursor.close()
         return result
+
+
+def _tuples(values: Any) -> Any:
+    """A caller's rows as tuples: its connection's cursor class may make dicts (PyMySQL's
+    `cursorclass=DictCursor`), whose values are in the columns' order."""
+    return [tuple(row.values()) if isinstance(row, dict) else row for row in values]
+
+
+def ascii_items(params: Params) -> dict[str, Any]:
+    """`params`, its JSON `items` made ASCII (every other character as JSON's \\u escape, which
+    means the same): what a caller's connection is sent. Its character set may be any (Django's
+    default is utf8mb3, which has no emoji; latin1 neither), and ASCII reads alike in all of
+    them; queries.sql reads the items as utf8mb4 (_utf8mb4)."""
+    items = params.get("items")
+    if not isinstance(items, str) or items.isascii():
+        return dict(params)
+    return {**params, "items": _NON_ASCII.sub(lambda run: json.dumps(run[0])[1:-1], items)}
 
 
 def sync_client(connection: object) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import asyncmy
 from asyncmy.errors import MySQLError
 
+from conveyor.drivers.lent import lost
 from conveyor.drivers.location import Location
 from conveyor.drivers.sql.deadline import TIMEOUT, Deadline
 from conveyor.errors import BackendUnavailableError, DriverError
@@ -112,6 +113,8 @@ class Target:
                 f"cannot connect to MySQL at {self.shown} ({detail}): check that the server is"
                 " running and the URL's host, port, user, password and database"
             )
+        if is_lost(error) and borrowed:
+            return lost(detail)
         if is_lost(error):
             return BackendUnavailableError(
                 f"MySQL at {self.shown} is unreachable during {what} ({detail}): check that the"

@@ -128,7 +128,7 @@ class PostgresDriver(SqlDriver):
         check_pool_size(pool_size)
         check_timeout(timeout)
         target = Target(conninfo, timeout=timeout)
-        connection = PostgresConnection(target, pool_size=pool_size)
+        connection = PostgresConnection(target, pool_size=pool_size, jobs=f"{prefix}jobs")
         super().__init__(connection, __name__, prefix=prefix, migrate=migrate)
         self.target = target
         # The channel is named after the jobs table, so each prefix has its own.

@@ -41,6 +41,7 @@ from conveyor.drivers.sql.deadline import (
     MIGRATION_TIMEOUT,
     Deadline,
 )
+from conveyor.drivers.sql.postgres.borrowed import JOBS_TABLE, check_state, on_callers
 from conveyor.drivers.sql.postgres.socket import PooledConnection
 from conveyor.drivers.sql.postgres.target import Target
 from conveyor.drivers.sql.queries import Query
@@ -72,9 +73,11 @@ class PostgresConnection:
     the call's deadline (see the module docstring).
     """
 
-    def __init__(self, target: Target, *, pool_size: int) -> None:
+    def __init__(self, target: Target, *, pool_size: int, jobs: str) -> None:
         self.target = target
         self.pool_size = pool_size
+        self._jobs = jobs  # the jobs table's name
+        self._jobs_found: Row | None = None  # where the driver's own connections find it
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._draining: asyncio.Future[None] | None = None
         #: The database the jobs are in, once opened: a borrowed connection must be using it
@@ -216,24 +219,32 @@ class PostgresConnection:
         tx: SqlTransaction,
         work: Callable[[SqlTransaction], Coroutine[Any, Any, T]],
     ) -> T:
-        """`work` on the caller's connection, once it is found open and using the driver's
-        database: the SQL names its tables without one, so on another database that has them
-        too (a staging one beside production) the job would be stored where no worker of this
-        driver looks. ConfigError otherwise."""
-        if connection.closed:
-            raise ConfigError(
-                "connection= is closed: pass the open connection your transaction runs on"
-            )
+        """`work` on the caller's connection, once it is found usable (`check_state`), using
+        the driver's database and finding its jobs table: the SQL names its tables without
+        either, so on another database or schema that has them too (a staging one beside
+        production) the job would be stored where no worker of this driver looks. ConfigError
+        otherwise."""
+        check_state(connection)
         if connection not in self._lent_checked:  # a round trip on each connection's first
-            [row] = await tx.fetch(_CURRENT_DATABASE, {})
+            if self._jobs_found is None:
+                [self._jobs_found] = await self.fetch(JOBS_TABLE, {"jobs": self._jobs})
+            [row] = await on_callers(tx.fetch(JOBS_TABLE, {"jobs": self._jobs}))
             if row["name"] != self._database:
                 raise ConfigError(
                     f"connection= is using database {row['name']!r}, but this driver's jobs are"
                     f" in {self._database!r} ({self.target.shown}): push on a connection to"
                     " that database"
                 )
+            if row["jobs"] != self._jobs_found["jobs"]:
+                raise ConfigError(
+                    f"connection= finds no table {self._jobs!r}, or another than this driver's:"
+                    f" it is to another server than {self.target.shown}, or its search_path"
+                    f" {row['search_path']!r} is not the driver's"
+                    f" {self._jobs_found['search_path']!r}: push on a connection to the driver's"
+                    " server, with its search_path (or set the URL's options= to yours)"
+                )
             self._lent_checked.add(connection)
-        return await work(tx)
+        return await on_callers(work(tx))
 
     async def _pooled(
         self,
@@ -384,7 +395,9 @@ class _Transaction:
 
     async def fetch(self, query: Query, params: Params) -> list[Row]:
         try:
-            async with self._conn.cursor(row_factory=dict_row) as cursor:
+            # AsyncCursor whatever the connection's cursor_factory (a caller's may be a raw
+            # one, whose $1 placeholders the %(name)s of queries.sql are not).
+            async with psycopg.AsyncCursor(self._conn, row_factory=dict_row) as cursor:
                 await cursor.execute(query.sql, params)
                 return [*await cursor.fetchall()] if cursor.description else []
         except psycopg.Error as error:
@@ -392,7 +405,7 @@ class _Transaction:
 
     async def execute(self, query: Query, params: Params) -> int:
         try:
-            async with self._conn.cursor() as cursor:
+            async with psycopg.AsyncCursor(self._conn) as cursor:
                 await cursor.execute(query.sql, params)
                 return cursor.rowcount
         except psycopg.Error as error:
@@ -443,12 +456,15 @@ class _ThreadTransaction:
         await self._run(functools.partial(self._script, sql))
 
     def _fetch(self, query: Query, params: Params) -> list[Row]:
-        with self._target.translated(query.name), self._conn.cursor(row_factory=dict_row) as cur:
+        with (
+            self._target.translated(query.name),
+            psycopg.Cursor(self._conn, row_factory=dict_row) as cur,
+        ):
             cur.execute(query.sql, params)
             return [*cur.fetchall()] if cur.description else []
 
     def _execute(self, query: Query, params: Params) -> int:
-        with self._target.translated(query.name), self._conn.cursor() as cursor:
+        with self._target.translated(query.name), psycopg.Cursor(self._conn) as cursor:
             cursor.execute(query.sql, params)
             return cursor.rowcount
 

@@ -44,8 +44,11 @@ extract(epoch FROM statement_timestamp())::float8
 -- Create the table of applied migrations, holding the migration lock; run first in the transaction.
 -- Two processes opening a new database at once would otherwise race in CREATE TABLE (one fails
 -- on a catalog unique index); the lock is released when the migration transaction ends.
+-- The wait for it, and the migration's for its tables' locks, may be long: lock_timeout,
+-- which every connection sets below its call's timeout, is lifted for this transaction.
 DO $$
 BEGIN
+    PERFORM set_config('lock_timeout', '0', true);
     PERFORM pg_advisory_xact_lock(hashtext('conveyor migrate {prefix}'));
     IF to_regclass('{prefix}schema_version') IS NULL THEN
         CREATE TABLE {prefix}schema_version (

@@ -31,6 +31,15 @@ CONNECT_TIMEOUT = 10
 
 _URL_HELP = "write postgresql://user:password@host:5432/database"
 
+#: The share of a call's timeout one statement waits for a lock before the server gives it up
+#: (lock_timeout): less than the whole, so that a wait on another transaction (one that pushed
+#: the same unique key with connection= and has not committed) ends in an error saying so,
+#: rather than at the deadline, as a server that gave no answer, its connection discarded.
+LOCK_WAIT = 0.8
+
+#: SQLSTATE lock_not_available: lock_timeout ran out.
+_LOCK_NOT_AVAILABLE = "55P03"
+
 
 class Target:
     """Where the server is: the conninfo handed to libpq, as checked and as fit to show, and
@@ -97,9 +106,13 @@ class Target:
         their estimated cost past jit_above_cost, and compiling then takes a hundred times
         longer than running (seen: 270 ms of JIT for a 2 ms reserve). A transaction left idle
         past the timeout is ended by the server: its client was cut off and will never finish
-        it."""
+        it. A lock waited for past LOCK_WAIT of the timeout fails the statement (migrations,
+        which may wait an hour, lift this for their transaction)."""
         idle = sql.Literal(f"{whole_seconds(self.timeout)}s")
-        return sql.SQL("SET jit = off; SET idle_in_transaction_session_timeout = {}").format(idle)
+        lock = sql.Literal(f"{max(1, round(self.timeout * LOCK_WAIT * 1000))}ms")
+        return sql.SQL(
+            "SET jit = off; SET idle_in_transaction_session_timeout = {}; SET lock_timeout = {}"
+        ).format(idle, lock)
 
     def mask(self, text: str) -> str:
         """`text` with the password, wherever it appears, replaced by ***."""
@@ -138,6 +151,13 @@ class Target:
                 " with backoff and the pool reconnects by itself"
             )
         detail = self._detail(error, connecting=False)
+        if error.sqlstate == _LOCK_NOT_AVAILABLE:
+            return DriverError(
+                f"PostgreSQL {what} on {self.shown} waited {self.timeout * LOCK_WAIT:g}s for a"
+                f" lock another transaction holds ({detail}), and gave up: a transaction still"
+                " open that pushed the same unique key with connection=, say; commit or roll it"
+                " back sooner, or raise the URL's timeout="
+            )
         return DriverError(f"PostgreSQL {what} failed on {self.shown}: {detail}")
 
     def _detail(self, error: psycopg.Error, *, connecting: bool = True) -> str:
