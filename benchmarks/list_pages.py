@@ -5,7 +5,7 @@ stalls meanwhile. Run by hand against a redis-server of your own; never part of 
     .venv/bin/python benchmarks/list_pages.py --url redis://127.0.0.1:6390/0 --jobs 400000
 
 Seeds `--jobs` pending jobs (push_many, 10,000 a call) under a fresh prefix, then times the
-first page, a page by offset, a page after an id half-way, and a name filter matching
+first page, a page at offset 1000, a page after an id half-way, and a name filter matching
 nothing, each 3 times (median and worst), while a thread PINGs the server every 10 ms and
 reports the slowest reply. Deletes its keys at the end.
 """
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis
 
@@ -26,25 +27,35 @@ from conveyor.drivers.redis import RedisDriver
 from conveyor.job import JobState, NewJob, new_ids
 
 
-class Probe(threading.Thread):
-    """PINGs the server every 10 ms and keeps the slowest reply since the last `reset`."""
+class Probe:
+    """A process of its own (so the GIL of this one never delays it) that PINGs the server
+    every 10 ms and keeps the slowest reply since the last `reset`."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.client = redis.Redis.from_url(url)
-        self.worst = 0.0
-        self.running = True
+        self.worst = multiprocessing.Value("d", 0.0)
+        self.running = multiprocessing.Value("b", 1)
+        self.process = multiprocessing.Process(target=_ping, args=(url, self.worst, self.running))
 
-    def run(self) -> None:
-        while self.running:
-            started = time.perf_counter()
-            self.client.ping()
-            self.worst = max(self.worst, time.perf_counter() - started)
-            time.sleep(0.01)
+    def start(self) -> None:
+        self.process.start()
+
+    def stop(self) -> None:
+        self.running.value = 0
+        self.process.join()
 
     def reset(self) -> float:
-        worst, self.worst = self.worst, 0.0
+        worst: float = self.worst.value
+        self.worst.value = 0.0
         return worst
+
+
+def _ping(url: str, worst: Any, running: Any) -> None:
+    client = redis.Redis.from_url(url)
+    while running.value:
+        started = time.perf_counter()
+        client.ping()
+        worst.value = max(worst.value, time.perf_counter() - started)
+        time.sleep(0.01)
 
 
 async def seed(driver: RedisDriver, jobs: int) -> list[str]:
@@ -89,10 +100,15 @@ async def main() -> None:
         await timed("first page (50)", probe, lambda: driver.list_jobs("q", pending, 50))
         await timed("offset 1000", probe, lambda: driver.list_jobs("q", pending, 50, 1000))
         middle = ids[len(ids) // 2]
-        await timed("after an id half-way", probe, lambda: driver.list_jobs("q", pending, 50, after=middle))
-        await timed("name matching nothing", probe, lambda: driver.list_jobs("q", pending, 50, name="none"))
+        await timed(
+            "after an id half-way", probe, lambda: driver.list_jobs("q", pending, 50, after=middle)
+        )
+        await timed(
+            "name matching nothing", probe, lambda: driver.list_jobs("q", pending, 50, name="none")
+        )
     finally:
-        probe.running = False
+        if probe.process.is_alive():
+            probe.stop()
         client = redis.Redis.from_url(args.url)
         keys = list(client.scan_iter(match=f"{prefix}*", count=10_000))
         for start in range(0, len(keys), 10_000):

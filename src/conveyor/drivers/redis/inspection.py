@@ -4,7 +4,8 @@ a job by id, and the jobs finished per minute (see driver.py for the key layout)
 from __future__ import annotations
 
 import bisect
-from collections.abc import AsyncIterator, Sequence
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 
 from conveyor.drivers.base import QueueCounts, Throughput
 from conveyor.drivers.redis.client import RedisClient, seconds
@@ -15,8 +16,14 @@ from conveyor.job import JobInfo, JobState
 
 __all__ = ["JobInspection"]
 
+log = logging.getLogger("conveyor.drivers.redis")
+
 #: How many job names one round trip reads while `list_jobs` filters by name.
 CHUNK = 1000
+#: Ids one lua/list.lua (or reindex.lua) call looks at: about a millisecond of the server.
+WALK = 1000
+#: Members of a set one ZSCAN reads, when every id of a state is read.
+SCAN = 10_000
 
 
 class JobInspection(RedisClient):
@@ -44,18 +51,25 @@ class JobInspection(RedisClient):
         name: str | None = None,
         after: str | None = None,
     ) -> list[JobInfo]:
-        """Jobs of one state, oldest first by id. Reads every id of that state (the sets are
-        ordered by time, not id), then the page's jobs: fine for inspection, not a hot path.
-        With `name`, the names of the ids are read CHUNK at a time, in id order, until the
-        page is full (Redis keeps no index by name)."""
-        now = await self._now()
+        """Jobs of one state, oldest first by id. Pending and delayed jobs are walked in id
+        order through pending_ids (`_walk`): a page costs its jobs and those passed over.
+        The other states' sets are ordered by time, not id, so their ids are all read, a
+        slice per round trip (ZSCAN), then sorted here; with `name`, their names are read
+        CHUNK at a time, in id order, until the page is full."""
+        if limit <= 0:
+            return []
         keys = self.keys(queue)
-        ids = sorted(await self._ids_in_state(keys, state, now))
-        if after is not None:
-            ids = ids[bisect.bisect_right(ids, after) :]
-        if name is not None:
-            ids = await self._named(keys, ids, name, offset + max(limit, 0))
-        ids = ids[offset : offset + max(limit, 0)]
+        if state in (JobState.PENDING, JobState.DELAYED):
+            now = await self._now_indexed(keys)
+            ids = await self._walk(keys, state, now, offset + limit, after=after, name=name)
+        else:
+            now = await self._now()
+            ids = sorted(await self._ids_in_state(keys, state, now))
+            if after is not None:
+                ids = ids[bisect.bisect_right(ids, after) :]
+            if name is not None:
+                ids = await self._named(keys, ids, name, offset + limit)
+        ids = ids[offset : offset + limit]
         if not ids:
             return []
         batch = Batch()
@@ -73,12 +87,18 @@ class JobInspection(RedisClient):
     async def named_ids(
         self, queue: str, state: JobState, name: str, size: int
     ) -> AsyncIterator[list[str]]:
-        """The state's ids are read once, then their names CHUNK at a time, in id order: paged
-        by `list_jobs`, every page read them all again, so a retry by name of 100,000 of
-        200,000 failed jobs took about a minute (the ZRANGE and sort of 200,000 ids 500 times),
-        and the time grew with the square of the backlog. A job in `state` throughout is in
-        the ids read, once; one that came later is not."""
+        """Pending and delayed jobs: pending_ids walked on from each page's last id, so the
+        state is walked once. The other states: their ids read once, then their names CHUNK
+        at a time, in id order: paged by `list_jobs`, every page read them all again, so a
+        retry by name of 100,000 of 200,000 failed jobs took about a minute. A job in
+        `state` throughout is in one page; one that came later may not be."""
         keys = self.keys(queue)
+        if state in (JobState.PENDING, JobState.DELAYED):
+            now, after = await self._now_indexed(keys), None
+            while page := await self._walk(keys, state, now, size, after=after, name=name):
+                yield page
+                after = page[-1]
+            return
         ids = sorted(await self._ids_in_state(keys, state, await self._now()))
         found: list[str] = []
         for start in range(0, len(ids), CHUNK):
@@ -88,6 +108,59 @@ class JobInspection(RedisClient):
                 found = found[size:]
         if found:
             yield found
+
+    async def _walk(
+        self,
+        keys: QueueKeys,
+        state: JobState,
+        now: float,
+        enough: int,
+        *,
+        after: str | None = None,
+        name: str | None = None,
+    ) -> list[str]:
+        """The first `enough` ids, in id order, of the queue's jobs pending (or delayed) at
+        `now`, after `after` and of name `name`: lua/list.lua walks pending_ids, looking at
+        WALK ids a call, until it has them or reaches the end."""
+        found: list[str] = []
+        last = after or ""
+        while len(found) < enough:
+            batch = Batch()
+            batch.script(
+                "list", [keys.pending_ids], [
+                    keys.job, state.value, repr(now), last, "" if name is None else "=" + name,
+                    enough - len(found), WALK,
+                ],
+            )  # fmt: skip
+            [(last, *ids)] = await self._run(batch)
+            found += ids
+            if not last:
+                break
+        return found[:enough]
+
+    async def _now_indexed(self, keys: QueueKeys) -> float:
+        """The server's clock, once pending_ids holds every id of pending and delayed: when
+        it holds fewer (jobs stored before it existed, or by an older driver), they are
+        added first (lua/reindex.lua), a slice per call."""
+        batch = Batch()
+        batch.command("TIME")
+        for key in (keys.pending_ids, keys.pending, keys.delayed):
+            batch.command("ZCARD", key)
+        clock, indexed, pending, delayed = await self._run(batch)
+        if int(indexed) < int(pending) + int(delayed):
+            log.info(
+                "indexing the %d pending and delayed jobs of %s for list_jobs",
+                int(pending) + int(delayed), keys.pending,
+            )  # fmt: skip
+            for key, which in ((keys.pending, "pending"), (keys.delayed, "delayed")):
+                cursor = "0"
+                while True:
+                    cursor = await self._call(
+                        "reindex", [keys.pending_ids, key], [which, cursor, WALK]
+                    )
+                    if str(cursor) == "0":
+                        break
+        return seconds(clock)
 
     async def _named(self, keys: QueueKeys, ids: list[str], name: str, enough: int) -> list[str]:
         """The first `enough` of `ids` whose job has the name `name`, in order."""
@@ -104,20 +177,20 @@ class JobInspection(RedisClient):
         return found[:enough]
 
     async def _ids_in_state(self, keys: QueueKeys, state: JobState, now: float) -> list[str]:
-        """Every id of the queue in the state a reader sees at `now`, in no order."""
-        batch = Batch()
-        if state is JobState.PENDING:
-            batch.command("ZRANGE", keys.pending, 0, -1)
-            batch.command("ZRANGEBYSCORE", keys.delayed, "-inf", repr(now))
-        elif state is JobState.DELAYED:
-            batch.command("ZRANGEBYSCORE", keys.delayed, f"({now!r}", "+inf")
-        else:
-            batch.command("ZRANGE", getattr(keys, state.value), 0, -1)
-        replies = await self._run(batch)
-        if state is JobState.PENDING:
-            members, due = replies
-            return [member[MEMBER_ID_OFFSET:] for member in members] + list(due)
-        return list(replies[0])
+        """Every id of the queue in the state a reader sees at `now`, in no order: the state's
+        sets are read by ZSCAN, SCAN members a round trip, so that no one command holds the
+        server for a whole set (a ZRANGE of 400,000 ids held it for 100 ms or more)."""
+        ids: set[str] = set()
+        for key, which in _sources(keys, state):
+            cursor = "0"
+            while True:
+                batch = Batch()
+                batch.command("ZSCAN", key, cursor, "COUNT", SCAN)
+                [(cursor, pairs)] = await self._run(batch)
+                ids.update(_counted(which, pairs, now))
+                if str(cursor) == "0":
+                    break
+        return list(ids)
 
     async def throughput(self, queue: str, minutes: int = 60) -> Throughput:
         """One ZCOUNT per state and minute on the sets of finished jobs (scored by finish
@@ -151,3 +224,23 @@ class JobInspection(RedisClient):
             if stored(values[:-1]):
                 return job_info(job_id, values[:-1], seconds(clock), values[-1])
         return None
+
+
+def _sources(keys: QueueKeys, state: JobState) -> list[tuple[str, str]]:
+    """The sets holding the jobs of `state`, each with which of its members count (see
+    `_counted`): a pending job is in the pending set, or delayed with its time come."""
+    if state is JobState.PENDING:
+        return [(keys.pending, "pending"), (keys.delayed, "due")]
+    if state is JobState.DELAYED:
+        return [(keys.delayed, "later")]
+    return [(getattr(keys, state.value), "all")]
+
+
+def _counted(which: str, pairs: Iterable[tuple[str, float]], now: float) -> Iterator[str]:
+    """The ids of a ZSCAN reply's (member, score) pairs that count: all of a pending set's
+    (the id after the rank and time), a delayed set's due by `now` or later than it, or all."""
+    for member, score in pairs:
+        if which == "pending":
+            yield member[MEMBER_ID_OFFSET:]
+        elif which == "all" or (score <= now) == (which == "due"):
+            yield member
