@@ -10,6 +10,9 @@ hash tag `{Q}`, so a queue lives in one slot and each script touches one slot on
     P{Q}:reserved   ZSET   reserved jobs by lease end
     P{Q}:succeeded  ZSET   succeeded jobs by finished_at (for prune)
     P{Q}:failed     ZSET   failed jobs by finished_at, each keeping its error until pruned
+    P{Q}:pending_ids ZSET  every score 0, member = id: the jobs in pending or delayed, so
+                           list_jobs walks them in id order from its cursor (ZRANGEBYLEX);
+                           push, reserve, release, retry, cancel and purge keep it
     P{Q}:unique     HASH   JSON [name, unique] -> id of the unfinished job holding that key
     P{Q}:wake       LIST   wake-up tokens: push, release and retry add them, idle workers
                            BLPOP them, reserve drops them once nothing is due
