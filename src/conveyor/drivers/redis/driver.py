@@ -13,6 +13,7 @@ hash tag `{Q}`, so a queue lives in one slot and each script touches one slot on
     P{Q}:pending_ids ZSET  every score 0, member = id: the jobs in pending or delayed, so
                            list_jobs walks them in id order from its cursor (ZRANGEBYLEX);
                            push, reserve, release, retry, cancel and purge keep it
+    P{Q}:failed_ids ZSET   the same for failed jobs; fail, retry, purge and prune keep it
     P{Q}:unique     HASH   JSON [name, unique] -> id of the unfinished job holding that key
     P{Q}:wake       LIST   wake-up tokens: push, release and retry add them, idle workers
                            BLPOP them, reserve drops them once nothing is due

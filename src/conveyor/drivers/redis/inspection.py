@@ -24,6 +24,12 @@ CHUNK = 1000
 WALK = 1000
 #: Members of a set one ZSCAN reads, when every id of a state is read.
 SCAN = 10_000
+#: The states listed through an index (lua/list.lua): its key, and the sets whose ids it holds.
+INDEXED: dict[JobState, tuple[str, tuple[str, ...]]] = {
+    JobState.PENDING: ("pending_ids", ("pending", "delayed")),
+    JobState.DELAYED: ("pending_ids", ("pending", "delayed")),
+    JobState.FAILED: ("failed_ids", ("failed",)),
+}
 
 
 class JobInspection(RedisClient):
@@ -51,16 +57,16 @@ class JobInspection(RedisClient):
         name: str | None = None,
         after: str | None = None,
     ) -> list[JobInfo]:
-        """Jobs of one state, oldest first by id. Pending and delayed jobs are walked in id
-        order through pending_ids (`_walk`): a page costs its jobs and those passed over.
-        The other states' sets are ordered by time, not id, so their ids are all read, a
-        slice per round trip (ZSCAN), then sorted here; with `name`, their names are read
+        """Jobs of one state, oldest first by id. Pending, delayed and failed jobs are walked
+        in id order through their index (`_walk`): a page costs its jobs and those passed
+        over. The other states' sets are ordered by time, not id, so their ids are all read,
+        a slice per round trip (ZSCAN), then sorted here; with `name`, their names are read
         CHUNK at a time, in id order, until the page is full."""
         if limit <= 0:
             return []
         keys = self.keys(queue)
-        if state in (JobState.PENDING, JobState.DELAYED):
-            now = await self._now_indexed(keys)
+        if state in INDEXED:
+            now = await self._now_indexed(keys, state)
             ids = await self._walk(keys, state, now, offset + limit, after=after, name=name)
         else:
             now = await self._now()
@@ -87,14 +93,14 @@ class JobInspection(RedisClient):
     async def named_ids(
         self, queue: str, state: JobState, name: str, size: int
     ) -> AsyncIterator[list[str]]:
-        """Pending and delayed jobs: pending_ids walked on from each page's last id, so the
-        state is walked once. The other states: their ids read once, then their names CHUNK
+        """Pending, delayed and failed jobs: their index walked on from each page's last id,
+        so the state is walked once. The other states: their ids read once, then their names CHUNK
         at a time, in id order: paged by `list_jobs`, every page read them all again, so a
         retry by name of 100,000 of 200,000 failed jobs took about a minute. A job in
         `state` throughout is in one page; one that came later may not be."""
         keys = self.keys(queue)
-        if state in (JobState.PENDING, JobState.DELAYED):
-            now, after = await self._now_indexed(keys), None
+        if state in INDEXED:
+            now, after = await self._now_indexed(keys, state), None
             while page := await self._walk(keys, state, now, size, after=after, name=name):
                 yield page
                 after = page[-1]
@@ -119,15 +125,15 @@ class JobInspection(RedisClient):
         after: str | None = None,
         name: str | None = None,
     ) -> list[str]:
-        """The first `enough` ids, in id order, of the queue's jobs pending (or delayed) at
-        `now`, after `after` and of name `name`: lua/list.lua walks pending_ids, looking at
-        WALK ids a call, until it has them or reaches the end."""
+        """The first `enough` ids, in id order, of the queue's jobs in `state` (pending,
+        delayed or failed) at `now`, after `after` and of name `name`: lua/list.lua walks the
+        state's index, looking at WALK ids a call, until it has them or reaches the end."""
         found: list[str] = []
         last = after or ""
         while len(found) < enough:
             batch = Batch()
             batch.script(
-                "list", [keys.pending_ids], [
+                "list", [getattr(keys, INDEXED[state][0])], [
                     keys.job, state.value, repr(now), last, "" if name is None else "=" + name,
                     enough - len(found), WALK,
                 ],
@@ -138,26 +144,24 @@ class JobInspection(RedisClient):
                 break
         return found[:enough]
 
-    async def _now_indexed(self, keys: QueueKeys) -> float:
-        """The server's clock, once pending_ids holds every id of pending and delayed: when
-        it holds fewer (jobs stored before it existed, or by an older driver), they are
-        added first (lua/reindex.lua), a slice per call."""
+    async def _now_indexed(self, keys: QueueKeys, state: JobState) -> float:
+        """The server's clock, once the index of `state` holds every id of its sets: when it
+        holds fewer (jobs stored before it existed, or by an older driver), they are added
+        first (lua/reindex.lua), a slice per call."""
+        name, held_in = INDEXED[state]
+        index, sets = getattr(keys, name), [getattr(keys, each) for each in held_in]
         batch = Batch()
         batch.command("TIME")
-        for key in (keys.pending_ids, keys.pending, keys.delayed):
+        for key in (index, *sets):
             batch.command("ZCARD", key)
-        clock, indexed, pending, delayed = await self._run(batch)
-        if int(indexed) < int(pending) + int(delayed):
-            log.info(
-                "indexing the %d pending and delayed jobs of %s for list_jobs",
-                int(pending) + int(delayed), keys.pending,
-            )  # fmt: skip
-            for key, which in ((keys.pending, "pending"), (keys.delayed, "delayed")):
+        clock, indexed, *held = await self._run(batch)
+        if int(indexed) < sum(int(count) for count in held):
+            log.info("indexing the %d jobs of %s for list_jobs", sum(map(int, held)), index)
+            for key in sets:
                 cursor = "0"
                 while True:
-                    cursor = await self._call(
-                        "reindex", [keys.pending_ids, key], [which, cursor, WALK]
-                    )
+                    args = ["pending" if key == keys.pending else "ids", cursor, WALK]
+                    cursor = await self._call("reindex", [index, key], args)
                     if str(cursor) == "0":
                         break
         return seconds(clock)

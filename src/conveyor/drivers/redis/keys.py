@@ -19,10 +19,19 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "renew": ("reserved",),
     "ack": ("reserved", "succeeded", "unique"),
     "release": ("pending", "delayed", "reserved", "wake", "pending_ids"),
-    "fail": ("reserved", "failed", "unique", "cancelled"),
-    "retry": ("pending", "failed", "unique", "wake", "pending_ids"),
-    "purge": ("pending", "delayed", "succeeded", "failed", "unique", "cancelled", "pending_ids"),
-    "prune": ("succeeded", "failed", "cancelled"),
+    "fail": ("reserved", "failed", "unique", "cancelled", "failed_ids"),
+    "retry": ("pending", "failed", "unique", "wake", "pending_ids", "failed_ids"),
+    "purge": (
+        "pending",
+        "delayed",
+        "succeeded",
+        "failed",
+        "unique",
+        "cancelled",
+        "pending_ids",
+        "failed_ids",
+    ),
+    "prune": ("succeeded", "failed", "cancelled", "failed_ids"),
     "counts": ("pending", "delayed", "reserved", "succeeded", "failed", "cancelled"),
     "cancel": ("pending", "delayed", "cancelled", "unique", "pending_ids"),
 }
@@ -43,6 +52,7 @@ class QueueKeys:
     cancelled: str
     paused: str
     pending_ids: str
+    failed_ids: str
 
     @classmethod
     def of(cls, prefix: str, queue: str) -> QueueKeys:
@@ -50,7 +60,7 @@ class QueueKeys:
         base = f"{prefix}{{{queue}}}:"
         names = (
             "job:", "pending", "delayed", "reserved", "succeeded", "failed", "unique", "wake",
-            "cancelled", "paused", "pending_ids",
+            "cancelled", "paused", "pending_ids", "failed_ids",
         )  # fmt: skip
         return cls(*(base + name for name in names))
 

@@ -1,14 +1,14 @@
 --[[
-  reindex: add the ids of one slice of pending or delayed to pending_ids. list_jobs runs it
-  over both sets when pending_ids holds fewer ids than they hold members: jobs stored before
-  pending_ids existed (an upgrade), or pushed by an older version of the driver. Every id seen
-  is added, its job's hash there or not, so once done pending_ids holds no fewer ids than the
-  sets hold members; an id a concurrent reserve took meanwhile is dropped again by list.lua.
+  reindex: add the ids of one slice of a state's set to its index (list.lua). list_jobs runs
+  it over the sets when the index holds fewer ids than they hold members: jobs stored before
+  the index existed (an upgrade), or by an older version of the driver. Every id seen is
+  added, its job's hash there or not, so once done the index holds no fewer ids than the sets
+  hold members; an id a concurrent script moved meanwhile is dropped again by list.lua.
 
-  KEYS[1] pending_ids ZSET, every score 0, member = id: the jobs in pending or delayed
-  KEYS[2] the set: pending (member = rank .. time .. id) or delayed (member = id)
+  KEYS[1] the index: pending_ids (for pending and delayed) or failed_ids (for failed)
+  KEYS[2] the set: pending (member = rank .. time .. id), delayed or failed (member = id)
 
-  ARGV[1] 'pending' or 'delayed', which set KEYS[2] is
+  ARGV[1] 'pending' when KEYS[2] is the pending set, else 'ids'
   ARGV[2] ZSCAN cursor ('0' to start)
   ARGV[3] members per call (ZSCAN's COUNT)
 
