@@ -398,7 +398,7 @@ async def test_retry_or_purge_by_name_walks_the_failed_ids_once(connect, monkeyp
     await driver.fail([Failure(job.id, job.reservation or "", ErrorInfo("E", "x")) for job in jobs])
     named = sorted(job.id for job in jobs if job.name == "a")
     starts: list[str | None] = []
-    walk, read = driver._walk, driver._ids_in_state
+    walk, read = driver._walk, driver._ids_of
 
     async def walked(*args: Any, **kwargs: Any) -> list[str]:
         starts.append(kwargs["after"])
@@ -408,7 +408,7 @@ async def test_retry_or_purge_by_name_walks_the_failed_ids_once(connect, monkeyp
         raise AssertionError("every failed id read")
 
     monkeypatch.setattr(driver, "_walk", walked)
-    monkeypatch.setattr(driver, "_ids_in_state", never)
+    monkeypatch.setattr(driver, "_ids_of", never)
     registry = registry_on(driver)
 
     if act == "retry":
@@ -417,7 +417,7 @@ async def test_retry_or_purge_by_name_walks_the_failed_ids_once(connect, monkeyp
         assert await registry.purge("q", JobState.FAILED, name="a") == 6
 
     assert starts == [None, named[1], named[3], named[5]]
-    monkeypatch.setattr(driver, "_ids_in_state", read)
+    monkeypatch.setattr(driver, "_ids_of", read)
     left = await driver.list_jobs("q", JobState.FAILED)
     assert [job.name for job in left] == ["b", "b", "b"]
     assert (await driver.counts(["q"]))["q"].pending == (6 if act == "retry" else 0)

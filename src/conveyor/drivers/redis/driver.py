@@ -297,7 +297,7 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
         """Move failed jobs back to pending, CHUNK ids per script call (each atomic)."""
         keys = self.keys(queue)
         if ids is None:
-            ids = await self._ids_in_state(keys, JobState.FAILED, await self._now())
+            ids = await self._ids_of(keys, JobState.FAILED)
         moved = 0
         for chunk in _chunks(list(ids), CHUNK):
             args = [keys.job, *chunk]
@@ -312,7 +312,7 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
         self.check_purgeable(state)
         keys = self.keys(queue)
         if ids is None:
-            ids = await self._ids_in_state(keys, state, await self._now())
+            ids = await self._ids_of(keys, state)
         deleted = 0
         for chunk in _chunks(list(ids), CHUNK):
             args = [keys.job, state.value, *chunk]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from conveyor.drivers.base import QueueCounts, Throughput
 from conveyor.drivers.redis.client import RedisClient, seconds
 from conveyor.drivers.redis.keys import QueueKeys
-from conveyor.drivers.redis.records import FIELDS, MEMBER_ID_OFFSET, counts_from, job_info, stored
+from conveyor.drivers.redis.records import FIELDS, counts_from, job_info, stored
 from conveyor.drivers.redis.scripts import Batch
 from conveyor.job import JobInfo, JobState
 
@@ -22,8 +22,8 @@ log = logging.getLogger("conveyor.drivers.redis")
 CHUNK = 1000
 #: Ids one lua/list.lua (or reindex.lua) call looks at: about a millisecond of the server.
 WALK = 1000
-#: Members of a set one ZSCAN reads, when every id of a state is read.
-SCAN = 10_000
+#: Ids of an index one round trip reads, when every id of a state is read.
+SLICE = 10_000
 #: The states listed through an index (lua/list.lua): its key, and the sets whose ids it holds.
 INDEXED: dict[JobState, tuple[str, tuple[str, ...]]] = {
     JobState.PENDING: ("pending_ids", ("pending", "delayed")),
@@ -59,9 +59,9 @@ class JobInspection(RedisClient):
     ) -> list[JobInfo]:
         """Jobs of one state, oldest first by id. Pending, delayed and failed jobs are walked
         in id order through their index (`_walk`): a page costs its jobs and those passed
-        over. The other states' sets are ordered by time, not id, so their ids are all read,
-        a slice per round trip (ZSCAN), then sorted here; with `name`, their names are read
-        CHUNK at a time, in id order, until the page is full."""
+        over. The other states' sets are ordered by time, not id, so their ids are all read
+        (one ZRANGE), then sorted here; with `name`, their names are read CHUNK at a time,
+        in id order, until the page is full."""
         if limit <= 0:
             return []
         keys = self.keys(queue)
@@ -70,7 +70,7 @@ class JobInspection(RedisClient):
             ids = await self._walk(keys, state, now, offset + limit, after=after, name=name)
         else:
             now = await self._now()
-            ids = sorted(await self._ids_in_state(keys, state, now))
+            ids = sorted(await self._ids_of(keys, state))
             if after is not None:
                 ids = ids[bisect.bisect_right(ids, after) :]
             if name is not None:
@@ -105,7 +105,7 @@ class JobInspection(RedisClient):
                 yield page
                 after = page[-1]
             return
-        ids = sorted(await self._ids_in_state(keys, state, await self._now()))
+        ids = sorted(await self._ids_of(keys, state))
         found: list[str] = []
         for start in range(0, len(ids), CHUNK):
             found += await self._named(keys, ids[start : start + CHUNK], name, CHUNK)
@@ -180,21 +180,27 @@ class JobInspection(RedisClient):
             found += [job_id for job_id, got in zip(chunk, names, strict=True) if got == name]
         return found[:enough]
 
-    async def _ids_in_state(self, keys: QueueKeys, state: JobState, now: float) -> list[str]:
-        """Every id of the queue in the state a reader sees at `now`, in no order: the state's
-        sets are read by ZSCAN, SCAN members a round trip, so that no one command holds the
-        server for a whole set (a ZRANGE of 400,000 ids held it for 100 ms or more)."""
-        ids: set[str] = set()
-        for key, which in _sources(keys, state):
-            cursor = "0"
-            while True:
-                batch = Batch()
-                batch.command("ZSCAN", key, cursor, "COUNT", SCAN)
-                [(cursor, pairs)] = await self._run(batch)
-                ids.update(_counted(which, pairs, now))
-                if str(cursor) == "0":
-                    break
-        return list(ids)
+    async def _ids_of(self, keys: QueueKeys, state: JobState) -> list[str]:
+        """Every id of the queue's jobs in `state`, in no order. A state with an index (see
+        INDEXED): the index's ids, SLICE a round trip in id order, each slice on from the
+        last id (so none is skipped while others change); pending_ids holds pending and
+        delayed jobs alike, so the retry and purge scripts these ids go to check each job's
+        state. Reserved, succeeded and cancelled jobs: one ZRANGE of the whole set, which
+        holds the server a while when it holds hundreds of thousands."""
+        if state not in INDEXED:
+            batch = Batch()
+            batch.command("ZRANGE", getattr(keys, state.value), 0, -1)
+            return list((await self._run(batch))[0])
+        await self._now_indexed(keys, state)
+        index, ids, start = getattr(keys, INDEXED[state][0]), [], "-"
+        while True:
+            batch = Batch()
+            batch.command("ZRANGEBYLEX", index, start, "+", "LIMIT", 0, SLICE)
+            [chunk] = await self._run(batch)
+            ids += chunk
+            if len(chunk) < SLICE:
+                return ids
+            start = "(" + chunk[-1]
 
     async def throughput(self, queue: str, minutes: int = 60) -> Throughput:
         """One ZCOUNT per state and minute on the sets of finished jobs (scored by finish
@@ -228,23 +234,3 @@ class JobInspection(RedisClient):
             if stored(values[:-1]):
                 return job_info(job_id, values[:-1], seconds(clock), values[-1])
         return None
-
-
-def _sources(keys: QueueKeys, state: JobState) -> list[tuple[str, str]]:
-    """The sets holding the jobs of `state`, each with which of its members count (see
-    `_counted`): a pending job is in the pending set, or delayed with its time come."""
-    if state is JobState.PENDING:
-        return [(keys.pending, "pending"), (keys.delayed, "due")]
-    if state is JobState.DELAYED:
-        return [(keys.delayed, "later")]
-    return [(getattr(keys, state.value), "all")]
-
-
-def _counted(which: str, pairs: Iterable[tuple[str, float]], now: float) -> Iterator[str]:
-    """The ids of a ZSCAN reply's (member, score) pairs that count: all of a pending set's
-    (the id after the rank and time), a delayed set's due by `now` or later than it, or all."""
-    for member, score in pairs:
-        if which == "pending":
-            yield member[MEMBER_ID_OFFSET:]
-        elif which == "all" or (score <= now) == (which == "due"):
-            yield member
