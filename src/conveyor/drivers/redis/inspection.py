@@ -93,11 +93,11 @@ class JobInspection(RedisClient):
     async def named_ids(
         self, queue: str, state: JobState, name: str, size: int
     ) -> AsyncIterator[list[str]]:
-        """Pending, delayed and failed jobs: their index walked on from each page's last id,
-        so the state is walked once. The other states: their ids read once, then their names CHUNK
-        at a time, in id order: paged by `list_jobs`, every page read them all again, so a
-        retry by name of 100,000 of 200,000 failed jobs took about a minute. A job in
-        `state` throughout is in one page; one that came later may not be."""
+        """Pending, delayed and failed jobs: their index walked on from each page's last
+        id, so the state is walked once. The other states: their ids read once, then their
+        names CHUNK at a time, in id order. Before, every page read every id of the state
+        again: a retry by name of 100,000 of 200,000 failed jobs took about a minute. A job
+        in `state` throughout is in one page; one that came later may not be."""
         keys = self.keys(queue)
         if state in INDEXED:
             now, after = await self._now_indexed(keys, state), None
