@@ -10,6 +10,10 @@ hash tag `{Q}`, so a queue lives in one slot and each script touches one slot on
     P{Q}:reserved   ZSET   reserved jobs by lease end
     P{Q}:succeeded  ZSET   succeeded jobs by finished_at (for prune)
     P{Q}:failed     ZSET   failed jobs by finished_at, each keeping its error until pruned
+    P{Q}:pending_ids ZSET  every score 0, member = id: the jobs in pending or delayed, so
+                           list_jobs walks them in id order from its cursor (ZRANGEBYLEX);
+                           push, reserve, release, retry, cancel and purge keep it
+    P{Q}:failed_ids ZSET   the same for failed jobs; fail, retry, purge and prune keep it
     P{Q}:unique     HASH   JSON [name, unique] -> id of the unfinished job holding that key
     P{Q}:wake       LIST   wake-up tokens: push, release and retry add them, idle workers
                            BLPOP them, reserve drops them once nothing is due
@@ -293,7 +297,7 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
         """Move failed jobs back to pending, CHUNK ids per script call (each atomic)."""
         keys = self.keys(queue)
         if ids is None:
-            ids = await self._ids_in_state(keys, JobState.FAILED, await self._now())
+            ids = await self._ids_of(keys, JobState.FAILED)
         moved = 0
         for chunk in _chunks(list(ids), CHUNK):
             args = [keys.job, *chunk]
@@ -308,7 +312,7 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
         self.check_purgeable(state)
         keys = self.keys(queue)
         if ids is None:
-            ids = await self._ids_in_state(keys, state, await self._now())
+            ids = await self._ids_of(keys, state)
         deleted = 0
         for chunk in _chunks(list(ids), CHUNK):
             args = [keys.job, state.value, *chunk]

@@ -4,19 +4,32 @@ a job by id, and the jobs finished per minute (see driver.py for the key layout)
 from __future__ import annotations
 
 import bisect
+import logging
 from collections.abc import AsyncIterator, Sequence
 
 from conveyor.drivers.base import QueueCounts, Throughput
 from conveyor.drivers.redis.client import RedisClient, seconds
 from conveyor.drivers.redis.keys import QueueKeys
-from conveyor.drivers.redis.records import FIELDS, MEMBER_ID_OFFSET, counts_from, job_info, stored
+from conveyor.drivers.redis.records import FIELDS, counts_from, job_info, stored
 from conveyor.drivers.redis.scripts import Batch
 from conveyor.job import JobInfo, JobState
 
 __all__ = ["JobInspection"]
 
+log = logging.getLogger("conveyor.drivers.redis")
+
 #: How many job names one round trip reads while `list_jobs` filters by name.
 CHUNK = 1000
+#: Ids one lua/list.lua (or reindex.lua) call looks at: about a millisecond of the server.
+WALK = 1000
+#: Ids of an index one round trip reads, when every id of a state is read.
+SLICE = 10_000
+#: The states listed through an index (lua/list.lua): its key, and the sets whose ids it holds.
+INDEXED: dict[JobState, tuple[str, tuple[str, ...]]] = {
+    JobState.PENDING: ("pending_ids", ("pending", "delayed")),
+    JobState.DELAYED: ("pending_ids", ("pending", "delayed")),
+    JobState.FAILED: ("failed_ids", ("failed",)),
+}
 
 
 class JobInspection(RedisClient):
@@ -44,18 +57,25 @@ class JobInspection(RedisClient):
         name: str | None = None,
         after: str | None = None,
     ) -> list[JobInfo]:
-        """Jobs of one state, oldest first by id. Reads every id of that state (the sets are
-        ordered by time, not id), then the page's jobs: fine for inspection, not a hot path.
-        With `name`, the names of the ids are read CHUNK at a time, in id order, until the
-        page is full (Redis keeps no index by name)."""
-        now = await self._now()
+        """Jobs of one state, oldest first by id. Pending, delayed and failed jobs are walked
+        in id order through their index (`_walk`): a page costs its jobs and those passed
+        over. The other states' sets are ordered by time, not id, so their ids are all read
+        (one ZRANGE), then sorted here; with `name`, their names are read CHUNK at a time,
+        in id order, until the page is full."""
+        if limit <= 0:
+            return []
         keys = self.keys(queue)
-        ids = sorted(await self._ids_in_state(keys, state, now))
-        if after is not None:
-            ids = ids[bisect.bisect_right(ids, after) :]
-        if name is not None:
-            ids = await self._named(keys, ids, name, offset + max(limit, 0))
-        ids = ids[offset : offset + max(limit, 0)]
+        if state in INDEXED:
+            now = await self._now_indexed(keys, state)
+            ids = await self._walk(keys, state, now, offset + limit, after=after, name=name)
+        else:
+            now = await self._now()
+            ids = sorted(await self._ids_of(keys, state))
+            if after is not None:
+                ids = ids[bisect.bisect_right(ids, after) :]
+            if name is not None:
+                ids = await self._named(keys, ids, name, offset + limit)
+        ids = ids[offset : offset + limit]
         if not ids:
             return []
         batch = Batch()
@@ -73,13 +93,19 @@ class JobInspection(RedisClient):
     async def named_ids(
         self, queue: str, state: JobState, name: str, size: int
     ) -> AsyncIterator[list[str]]:
-        """The state's ids are read once, then their names CHUNK at a time, in id order: paged
-        by `list_jobs`, every page read them all again, so a retry by name of 100,000 of
-        200,000 failed jobs took about a minute (the ZRANGE and sort of 200,000 ids 500 times),
-        and the time grew with the square of the backlog. A job in `state` throughout is in
-        the ids read, once; one that came later is not."""
+        """Pending, delayed and failed jobs: their index walked on from each page's last
+        id, so the state is walked once. The other states: their ids read once, then their
+        names CHUNK at a time, in id order. Before, every page read every id of the state
+        again: a retry by name of 100,000 of 200,000 failed jobs took about a minute. A job
+        in `state` throughout is in one page; one that came later may not be."""
         keys = self.keys(queue)
-        ids = sorted(await self._ids_in_state(keys, state, await self._now()))
+        if state in INDEXED:
+            now, after = await self._now_indexed(keys, state), None
+            while page := await self._walk(keys, state, now, size, after=after, name=name):
+                yield page
+                after = page[-1]
+            return
+        ids = sorted(await self._ids_of(keys, state))
         found: list[str] = []
         for start in range(0, len(ids), CHUNK):
             found += await self._named(keys, ids[start : start + CHUNK], name, CHUNK)
@@ -88,6 +114,57 @@ class JobInspection(RedisClient):
                 found = found[size:]
         if found:
             yield found
+
+    async def _walk(
+        self,
+        keys: QueueKeys,
+        state: JobState,
+        now: float,
+        enough: int,
+        *,
+        after: str | None = None,
+        name: str | None = None,
+    ) -> list[str]:
+        """The first `enough` ids, in id order, of the queue's jobs in `state` (pending,
+        delayed or failed) at `now`, after `after` and of name `name`: lua/list.lua walks the
+        state's index, looking at WALK ids a call, until it has them or reaches the end."""
+        found: list[str] = []
+        last = after or ""
+        while len(found) < enough:
+            batch = Batch()
+            batch.script(
+                "list", [getattr(keys, INDEXED[state][0])], [
+                    keys.job, state.value, repr(now), last, "" if name is None else "=" + name,
+                    enough - len(found), WALK,
+                ],
+            )  # fmt: skip
+            [(last, *ids)] = await self._run(batch)
+            found += ids
+            if not last:
+                break
+        return found[:enough]
+
+    async def _now_indexed(self, keys: QueueKeys, state: JobState) -> float:
+        """The server's clock, once the index of `state` holds every id of its sets: when it
+        holds fewer (jobs stored before it existed, or by an older driver), they are added
+        first (lua/reindex.lua), a slice per call."""
+        name, held_in = INDEXED[state]
+        index, sets = getattr(keys, name), [getattr(keys, each) for each in held_in]
+        batch = Batch()
+        batch.command("TIME")
+        for key in (index, *sets):
+            batch.command("ZCARD", key)
+        clock, indexed, *held = await self._run(batch)
+        if int(indexed) < sum(int(count) for count in held):
+            log.info("indexing the %d jobs of %s for list_jobs", sum(map(int, held)), index)
+            for key in sets:
+                cursor = "0"
+                while True:
+                    args = ["pending" if key == keys.pending else "ids", cursor, WALK]
+                    cursor = await self._call("reindex", [index, key], args)
+                    if str(cursor) == "0":
+                        break
+        return seconds(clock)
 
     async def _named(self, keys: QueueKeys, ids: list[str], name: str, enough: int) -> list[str]:
         """The first `enough` of `ids` whose job has the name `name`, in order."""
@@ -103,21 +180,27 @@ class JobInspection(RedisClient):
             found += [job_id for job_id, got in zip(chunk, names, strict=True) if got == name]
         return found[:enough]
 
-    async def _ids_in_state(self, keys: QueueKeys, state: JobState, now: float) -> list[str]:
-        """Every id of the queue in the state a reader sees at `now`, in no order."""
-        batch = Batch()
-        if state is JobState.PENDING:
-            batch.command("ZRANGE", keys.pending, 0, -1)
-            batch.command("ZRANGEBYSCORE", keys.delayed, "-inf", repr(now))
-        elif state is JobState.DELAYED:
-            batch.command("ZRANGEBYSCORE", keys.delayed, f"({now!r}", "+inf")
-        else:
+    async def _ids_of(self, keys: QueueKeys, state: JobState) -> list[str]:
+        """Every id of the queue's jobs in `state`, in no order. A state with an index (see
+        INDEXED): the index's ids, SLICE a round trip in id order, each slice on from the
+        last id (so none is skipped while others change); pending_ids holds pending and
+        delayed jobs alike, so the retry and purge scripts these ids go to check each job's
+        state. Reserved, succeeded and cancelled jobs: one ZRANGE of the whole set, which
+        holds the server a while when it holds hundreds of thousands."""
+        if state not in INDEXED:
+            batch = Batch()
             batch.command("ZRANGE", getattr(keys, state.value), 0, -1)
-        replies = await self._run(batch)
-        if state is JobState.PENDING:
-            members, due = replies
-            return [member[MEMBER_ID_OFFSET:] for member in members] + list(due)
-        return list(replies[0])
+            return list((await self._run(batch))[0])
+        await self._now_indexed(keys, state)
+        index, ids, start = getattr(keys, INDEXED[state][0]), [], "-"
+        while True:
+            batch = Batch()
+            batch.command("ZRANGEBYLEX", index, start, "+", "LIMIT", 0, SLICE)
+            [chunk] = await self._run(batch)
+            ids += chunk
+            if len(chunk) < SLICE:
+                return ids
+            start = "(" + chunk[-1]
 
     async def throughput(self, queue: str, minutes: int = 60) -> Throughput:
         """One ZCOUNT per state and minute on the sets of finished jobs (scored by finish

@@ -13,18 +13,27 @@ __all__ = ["SCRIPT_KEYS", "QueueKeys", "new_token", "queue_of"]
 
 #: The KEYS each script takes, in order (each lua/<name>.lua documents them too).
 SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
-    "push": ("pending", "delayed", "unique", "wake"),
-    "push_one": ("pending", "delayed", "wake"),
-    "reserve": ("pending", "delayed", "reserved", "wake"),
+    "push": ("pending", "delayed", "unique", "wake", "pending_ids"),
+    "push_one": ("pending", "delayed", "wake", "pending_ids"),
+    "reserve": ("pending", "delayed", "reserved", "wake", "pending_ids"),
     "renew": ("reserved",),
     "ack": ("reserved", "succeeded", "unique"),
-    "release": ("pending", "delayed", "reserved", "wake"),
-    "fail": ("reserved", "failed", "unique", "cancelled"),
-    "retry": ("pending", "failed", "unique", "wake"),
-    "purge": ("pending", "delayed", "succeeded", "failed", "unique", "cancelled"),
-    "prune": ("succeeded", "failed", "cancelled"),
+    "release": ("pending", "delayed", "reserved", "wake", "pending_ids"),
+    "fail": ("reserved", "failed", "unique", "cancelled", "failed_ids"),
+    "retry": ("pending", "failed", "unique", "wake", "pending_ids", "failed_ids"),
+    "purge": (
+        "pending",
+        "delayed",
+        "succeeded",
+        "failed",
+        "unique",
+        "cancelled",
+        "pending_ids",
+        "failed_ids",
+    ),
+    "prune": ("succeeded", "failed", "cancelled", "failed_ids"),
     "counts": ("pending", "delayed", "reserved", "succeeded", "failed", "cancelled"),
-    "cancel": ("pending", "delayed", "cancelled", "unique"),
+    "cancel": ("pending", "delayed", "cancelled", "unique", "pending_ids"),
 }
 
 
@@ -42,6 +51,8 @@ class QueueKeys:
     wake: str
     cancelled: str
     paused: str
+    pending_ids: str
+    failed_ids: str
 
     @classmethod
     def of(cls, prefix: str, queue: str) -> QueueKeys:
@@ -49,7 +60,7 @@ class QueueKeys:
         base = f"{prefix}{{{queue}}}:"
         names = (
             "job:", "pending", "delayed", "reserved", "succeeded", "failed", "unique", "wake",
-            "cancelled", "paused",
+            "cancelled", "paused", "pending_ids", "failed_ids",
         )  # fmt: skip
         return cls(*(base + name for name in names))
 

@@ -26,7 +26,6 @@ from conveyor.job import ErrorInfo, JobBatch, JobInfo, JobState, NewJob
 
 __all__ = [
     "FIELDS",
-    "MEMBER_ID_OFFSET",
     "Values",
     "counts_from",
     "error_text",
@@ -39,9 +38,6 @@ __all__ = [
     "stored",
     "unique_key",
 ]
-
-#: Where the id starts in a pending member: after 16 rank digits and 20 time characters.
-MEMBER_ID_OFFSET = 36
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 

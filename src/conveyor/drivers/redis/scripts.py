@@ -48,6 +48,8 @@ SCRIPT_NAMES = (
     "beat",
     "cancel",
     "mark_tick",
+    "list",
+    "reindex",
 )
 
 

@@ -5,6 +5,7 @@
   KEYS[2] delayed    ZSET of job ids by available_at
   KEYS[3] cancelled  ZSET of job ids by finished_at
   KEYS[4] unique     HASH unique key -> id of the unfinished job holding it
+  KEYS[5] pending_ids ZSET, every score 0, member = id: the jobs in pending or delayed, for list_jobs
 
   ARGV[1] job key prefix
   ARGV[2..] ids of jobs to cancel
@@ -15,7 +16,7 @@
 ]]
 local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
-local pending, delayed, cancelled, unique = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local pending, delayed, cancelled, unique, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix = ARGV[1]
 local clock = rcall('TIME')
 local now = string.format('%.6f', tonumber(clock[1]) + tonumber(clock[2]) / 1000000)
@@ -38,6 +39,7 @@ for i = 2, #ARGV do
   elseif job[1] == 'pending' then
     rcall('ZREM', pending, member(job[3], tonumber(job[2]) or 0, id))
     rcall('ZREM', delayed, id)
+    rcall('ZREM', index, id)
     rcall('HSET', key, 'state', 'cancelled', 'finished_at', now, 'cancel', '1')
     rcall('ZADD', cancelled, now, id)
     if job[4] and rcall('HGET', unique, job[4]) == id then

@@ -5,6 +5,7 @@
   KEYS[1] succeeded  ZSET of job ids by finished_at
   KEYS[2] failed     ZSET of job ids by finished_at
   KEYS[3] cancelled  ZSET of job ids by finished_at
+  KEYS[4] failed_ids ZSET, every score 0, member = id: the failed jobs, for list_jobs
 
   ARGV[1] job key prefix
   ARGV[2] age, in seconds: jobs that finished more than this long before the server's TIME
@@ -29,6 +30,9 @@ for _, finished in ipairs({KEYS[1], KEYS[2], KEYS[3]}) do
     end
     for i = 1, #ids, 1000 do
       rcall('ZREM', finished, unpack(ids, i, math.min(i + 999, #ids)))
+      if finished == KEYS[2] then
+        rcall('ZREM', KEYS[4], unpack(ids, i, math.min(i + 999, #ids)))
+      end
     end
     deleted = deleted + #ids
   end

@@ -7,6 +7,8 @@
   KEYS[4] failed     ZSET of job ids by finished_at
   KEYS[5] unique     HASH unique key -> id of the unfinished job holding it
   KEYS[6] cancelled  ZSET of job ids by finished_at
+  KEYS[7] pending_ids ZSET, every score 0, member = id: the jobs in pending or delayed, for list_jobs
+  KEYS[8] failed_ids ZSET, every score 0, member = id: the failed jobs, for list_jobs
 
   ARGV[1] job key prefix
   ARGV[2] state: pending, delayed, succeeded, failed or cancelled (the state a reader sees at the
@@ -21,7 +23,7 @@
 local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
 local pending, delayed, succeeded, failed, unique = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local cancelled = KEYS[6]
+local cancelled, index, failed_index = KEYS[6], KEYS[7], KEYS[8]
 local prefix, wanted = ARGV[1], ARGV[2]
 local clock = rcall('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -68,10 +70,12 @@ for i = 3, #ARGV do
         rcall('ZREM', pending, member_of(job[3], id))
       end
       rcall('ZREM', delayed, id)
+      rcall('ZREM', index, id)
     elseif job[1] == 'succeeded' then
       rcall('ZREM', succeeded, id)
     elseif job[1] == 'failed' then
       rcall('ZREM', failed, id)
+      rcall('ZREM', failed_index, id)
     elseif job[1] == 'cancelled' then
       rcall('ZREM', cancelled, id)
     end

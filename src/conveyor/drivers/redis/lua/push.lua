@@ -5,6 +5,7 @@
   KEYS[2] delayed    ZSET of job ids by available_at
   KEYS[3] unique     HASH unique key -> id of the unfinished job holding it
   KEYS[4] wake       LIST of wake-up tokens that idle workers BLPOP
+  KEYS[5] pending_ids ZSET, every score 0, member = id: the jobs in pending or delayed, for list_jobs
 
   ARGV[1] job key prefix (the job's hash is prefix .. id)
   ARGV[2] the jobs, as one JSON array of runs of jobs alike but for id and payload:
@@ -22,7 +23,7 @@
 ]]
 local WAKE_MAX = 64
 local rcall = redis.call
-local pending, delayed, unique, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local pending, delayed, unique, wake, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix = ARGV[1]
 local clock = rcall('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -53,7 +54,7 @@ end
 -- per batch (and per distinct delay), not per job: a batch of 1,000 pays one ZADD.
 local now_stamp = stamp(now)
 local due_stamps = {}
-local ids, stored, due = {}, 0, {}
+local ids, stored, due, listed = {}, 0, {}, {}
 for _, run in ipairs(cjson.decode(ARGV[2])) do
   local delay, rank, ukey, fields, items = run[1], run[2], run[3], run[4], run[5]
   local when = due_stamps[delay]
@@ -83,12 +84,17 @@ for _, run in ipairs(cjson.decode(ARGV[2])) do
         rcall('ZADD', delayed, at, id)
       end
       ids[#ids + 1] = id
+      listed[#listed + 1] = 0
+      listed[#listed + 1] = id
       stored = stored + 1
     end
   end
 end
 if #due > 0 then
   rcall('ZADD', pending, unpack(due))
+end
+if #listed > 0 then
+  rcall('ZADD', index, unpack(listed))
 end
 
 -- One token per stored job, up to WAKE_MAX: enough to wake that many idle workers. A delayed

@@ -6,6 +6,7 @@
   KEYS[1] pending    ZSET, every score 0, member = rank .. time .. id (see driver.py)
   KEYS[2] delayed    ZSET of job ids by available_at
   KEYS[3] wake       LIST of wake-up tokens that idle workers BLPOP
+  KEYS[4] pending_ids ZSET, every score 0, member = id: the jobs in pending or delayed, for list_jobs
 
   ARGV[1] job key prefix (the job's hash is prefix .. id)
   ARGV[2] id
@@ -19,7 +20,7 @@
 ]]
 local WAKE_MAX = 64
 local rcall = redis.call
-local pending, delayed, wake = KEYS[1], KEYS[2], KEYS[3]
+local pending, delayed, wake, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id = ARGV[2]
 local key = ARGV[1] .. id
 if rcall('EXISTS', key) == 1 then
@@ -38,6 +39,7 @@ if at <= now then
 else
   rcall('ZADD', delayed, at, id)
 end
+rcall('ZADD', index, 0, id)
 if rcall('LPUSH', wake, '1') > WAKE_MAX then
   rcall('LTRIM', wake, 0, WAKE_MAX - 1)
 end

@@ -5,6 +5,7 @@
   KEYS[2] delayed    ZSET of job ids by available_at
   KEYS[3] reserved   ZSET of job ids by lease end
   KEYS[4] wake       LIST of wake-up tokens
+  KEYS[5] pending_ids ZSET, every score 0, member = id: the jobs in pending or delayed, for list_jobs
 
   ARGV[1] job key prefix
   ARGV[2..] per job: id, token, delay in seconds (from the server's TIME), count_attempt
@@ -18,7 +19,7 @@
 local WAKE_MAX = 64
 local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
-local pending, delayed, reserved, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local pending, delayed, reserved, wake, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix = ARGV[1]
 local clock = rcall('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -51,6 +52,7 @@ for i = 2, #ARGV, 5 do
       add_error(key, err, job[4], now)
     end
     rcall('ZREM', reserved, id)
+    rcall('ZADD', index, 0, id)
     if at <= now then
       rcall('ZADD', pending, 0, member(job[3], at, id))
     else

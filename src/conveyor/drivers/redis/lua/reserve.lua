@@ -6,6 +6,7 @@
   KEYS[2] delayed    ZSET of job ids by available_at
   KEYS[3] reserved   ZSET of job ids by lease end
   KEYS[4] wake       LIST of wake-up tokens
+  KEYS[5] pending_ids ZSET, every score 0, member = id: the jobs in pending or delayed, for list_jobs
 
   ARGV[1] job key prefix
   ARGV[2] lease, in seconds (the lease ends that long after the server's TIME)
@@ -31,7 +32,7 @@
 local MOVE_MAX = 1000
 local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
-local pending, delayed, reserved, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local pending, delayed, reserved, wake, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, lease, token, worker = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local limit, bound = tonumber(ARGV[5]), ARGV[6]
 local fields = {unpack(ARGV, 7)}
@@ -113,10 +114,11 @@ end
 
 -- Each job's fields are read once, before its one write; what the write changes is patched
 -- into the values returned, so the job costs one read and one write.
-local out, leases = {head}, {}
+local out, leases, taken = {head}, {}, {}
 for _, m in ipairs(chosen) do
   local id = string.sub(m, 37)
   local key = prefix .. id
+  taken[#taken + 1] = id
   local values = rcall('HMGET', key, unpack(fields))
   local found = false
   for i = 1, #fields do
@@ -149,6 +151,7 @@ for _, m in ipairs(chosen) do
   end
 end
 call_in_slices('ZADD', reserved, leases)
+call_in_slices('ZREM', index, taken)
 
 -- Nothing due is left: tokens still queued would only wake workers for nothing.
 if head == '' then

@@ -5,6 +5,8 @@
   KEYS[2] failed     ZSET of job ids by finished_at
   KEYS[3] unique     HASH unique key -> id of the unfinished job holding it
   KEYS[4] wake       LIST of wake-up tokens
+  KEYS[5] pending_ids ZSET, every score 0, member = id: the jobs in pending or delayed, for list_jobs
+  KEYS[6] failed_ids ZSET, every score 0, member = id: the failed jobs, for list_jobs
 
   ARGV[1] job key prefix
   ARGV[2..] ids of jobs to move; ids not failed in this queue are ignored
@@ -15,7 +17,8 @@
 local WAKE_MAX = 64
 local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
-local pending, failed, unique, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local pending, failed, unique, wake, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local failed_index = KEYS[6]
 local prefix = ARGV[1]
 local clock = rcall('TIME')
 local now = tonumber(string.format('%.6f', tonumber(clock[1]) + tonumber(clock[2]) / 1000000))
@@ -47,6 +50,8 @@ for i = 2, #ARGV do
       rcall('HDEL', key, 'finished_at', 'lease_expires_at', 'cancel')
       rcall('ZREM', failed, id)
       rcall('ZADD', pending, 0, member(job[1], now, id))
+      rcall('ZADD', index, 0, id)
+      rcall('ZREM', failed_index, id)
       if job[2] then
         rcall('HSET', unique, job[2], id)
       end
