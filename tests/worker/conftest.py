@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from conveyor import JobState, Registry, Worker
-from conveyor.drivers.base import Driver
+from conveyor.drivers.base import Driver, Reservation
 from tests.backends import KINDS, Storage, skip_without, storage_of
 
 Connect = Callable[[], Driver]
@@ -109,6 +109,19 @@ async def failed_without_lookup(registry: Registry, job_id: str) -> Any:
             if job.id == job_id:
                 return job
     return None
+
+
+async def die_twice(app: App, job_id: str) -> None:
+    """Let the only job of queue "q" die with its worker twice, as another process's worker
+    would: the second time while it ran alone, as a worker runs a rescued job."""
+    crashed = app.connect()
+    await crashed.open()
+    await crashed.reserve(["q"], 1, 0.1, "crashed")
+    await asyncio.sleep(0.2)
+    [rescued] = await crashed.reserve(["q"], 1, 0.1, "crashed")
+    assert await crashed.renew([Reservation(job_id, rescued.reservation)], 0.1, alone=True)
+    await asyncio.sleep(0.2)
+    await crashed.close()
 
 
 async def settle(registry: Registry, job_id: str, timeout: float = 10.0) -> Any:

@@ -15,11 +15,10 @@ import pytest
 from conveyor import Job, JobState
 from conveyor import metrics as conveyor_metrics
 from conveyor.chain import page_id
-from conveyor.drivers.base import Reservation
 from conveyor.hooks import Event
 from tests.backends import eventually
 
-from .conftest import App, settle
+from .conftest import App, die_twice, settle
 
 # Each case waits for jobs by looking them up: a driver without lookup cannot be watched.
 pytestmark = pytest.mark.needs("lookup")
@@ -91,17 +90,9 @@ async def test_a_job_failed_for_its_workers_deaths_is_told_at_its_last_attempt(
     async def item(job: Job[Item]) -> None: ...
 
     job_id = await registry.push("q", "item", Item(1))
-    crashed = app.connect()
-    await crashed.open()
-    # Two deaths: the second while the job ran alone, as a worker runs a rescued job.
-    await crashed.reserve(["q"], 1, 0.1, "crashed")
-    await asyncio.sleep(0.2)
-    [rescued] = await crashed.reserve(["q"], 1, 0.1, "crashed")
-    assert await crashed.renew([Reservation(job_id, rescued.reservation)], 0.1, alone=True)
-    await asyncio.sleep(0.2)
+    await die_twice(app, job_id)
     start(registry)
     info = await settle(registry, job_id)
-    await crashed.close()
     assert (info.state, info.attempt, info.max_attempts) == (JobState.FAILED, 1, 1)
 
     async def failed_told() -> bool:

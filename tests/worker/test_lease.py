@@ -10,10 +10,9 @@ from dataclasses import dataclass
 import pytest
 
 from conveyor import Job, JobState
-from conveyor.drivers.base import Reservation
 from tests.backends import needs
 
-from .conftest import App, settle
+from .conftest import App, die_twice, settle
 
 
 @dataclass
@@ -76,14 +75,7 @@ async def test_job_whose_worker_died_again_on_its_last_attempt_fails(
         ran = True
 
     job_id = await registry.push("q", "item", Item(1))
-    crashed = app.connect()
-    await crashed.open()
-    # Two deaths: the second while the job ran alone, as a worker runs a rescued job.
-    await crashed.reserve(["q"], 1, 0.1, "crashed")
-    await asyncio.sleep(0.2)
-    [rescued] = await crashed.reserve(["q"], 1, 0.1, "crashed")
-    assert await crashed.renew([Reservation(job_id, rescued.reservation)], 0.1, alone=True)
-    await asyncio.sleep(0.2)
+    await die_twice(app, job_id)
     start(registry)
     info = await settle(registry, job_id)
     assert not ran
@@ -107,7 +99,6 @@ async def test_job_whose_worker_died_again_on_its_last_attempt_fails(
     assert [(e.attempt, e.error.type) for e in info.errors] == [
         (1, "conveyor.errors.LeaseExpiredError")
     ]
-    await crashed.close()
 
 
 @needs("lookup")
