@@ -135,6 +135,20 @@ async def test_reserve_orders_by_priority_across_queues(driver: Driver) -> None:
     assert order == [old_high.id, new_high.id, old_low.id]
 
 
+@needs("priorities")
+async def test_reserve_takes_a_higher_priority_from_a_later_queue_first(driver: Driver) -> None:
+    # No queue comes strictly first: a backlog in the first queue named holds back no job of
+    # a higher priority in another (amqp, unordered among equal priorities, orders this too).
+    backlog = [make_job(queue="a", priority=0) for _ in range(3)]
+    urgent = make_job(queue="b", priority=5)
+    await driver.push_many([*backlog, urgent])
+
+    order = await reserve_all_one_by_one(driver, ["a", "b"])
+
+    assert order[0] == urgent.id
+    assert set(order[1:]) == {job.id for job in backlog}
+
+
 async def test_reserve_takes_jobs_of_different_priorities_in_one_call(driver: Driver) -> None:
     jobs = [make_job(priority=p) for p in (5, 0, -5)]
     await driver.push_many(jobs)

@@ -78,8 +78,8 @@ class Capabilities:
     - `unique`: pushes with `unique=` are deduplicated; a job pushed again with an id that is
       stored already stores nothing.
     - `ordered`: `reserve` hands out jobs by priority, then earliest due.
-    - `priorities`: `reserve` hands out a queue's waiting jobs highest priority first (what
-      `ordered` promises across queues and among equal priorities aside).
+    - `priorities`: `reserve` hands out waiting jobs highest priority first, across its
+      queues too (what `ordered` promises among equal priorities aside).
     - `shared_records`: worker stats and presence (`record_stats`, `beat`) are seen by every
       process, not only the one that wrote them.
     - `error_history`: `get` returns each failed attempt's error (`JobInfo.errors`), not only

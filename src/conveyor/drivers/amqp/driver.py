@@ -126,34 +126,37 @@ class AmqpDriver(AmqpInspection):
     async def reserve(
         self, queues: Sequence[str], limit: int, lease: float, worker: str
     ) -> list[JobInfo]:
-        """Hand out deliveries the intake channel's consumers were sent; when none wait, or
-        fewer than asked after a push through this driver, one round trip first collects all
-        the queue has sent so far (so a reserve right after a push finds all it pushed). A
-        busy worker takes what has arrived without that round trip: a delivery wakes `wait`,
-        and the next reserve takes the rest."""
+        """Hand out deliveries the intake channel's consumers were sent, highest priority
+        first across all `queues` (then in the order they arrived), so no queue comes strictly
+        first; when none wait, or fewer than asked after a push through this driver, one round
+        trip first collects all the queue has sent so far (so a reserve right after a push
+        finds all it pushed). A busy worker takes what has arrived without that round trip: a
+        delivery wakes `wait`, and the next reserve takes the rest."""
         pushed_here = self._pushed.notified
         self._pushed.forget()
-        reserved: list[JobInfo] = []
+        intakes: dict[str, AbstractChannel] = {}
         for queue in queues:
-            wanted = limit - len(reserved)
-            if wanted <= 0:
-                break
             holding = sum(1 for held in self._held.values() if held.info.queue == queue)
-            intake = await self._consume(queue, holding + wanted)
+            intake = intakes[queue] = await self._consume(queue, holding + limit)
             ready_count = self._ready_count(queue)
-            if not ready_count or (pushed_here and ready_count < wanted):
+            waiting = sum(map(self._ready_count, intakes))
+            if (not ready_count and waiting < limit) or (pushed_here and ready_count < limit):
                 await self._catch_up(queue, intake)
-            ready = self._ready.get(queue, [])
-            charged: list[tuple[Delivery, dict[str, Any]]] = []
-            while ready and len(reserved) < limit:
-                _, _, message = heapq.heappop(ready)
-                record = parse_record(message.body)
-                if record is not None and record.get("alone") is True:
-                    charged.append((message, record))
-                else:
-                    reserved.append(self._hold(queue, intake, message, record, lease, worker))
-            if charged:
-                await self._charge(queue, intake, charged)
+        reserved: list[JobInfo] = []
+        charged: dict[str, list[tuple[Delivery, dict[str, Any]]]] = {}
+        while len(reserved) < limit:
+            heads = [(heap[0][:2], queue) for queue in intakes if (heap := self._ready.get(queue))]
+            if not heads:
+                break
+            queue = min(heads)[1]
+            _, _, message = heapq.heappop(self._ready[queue])
+            record = parse_record(message.body)
+            if record is not None and record.get("alone") is True:
+                charged.setdefault(queue, []).append((message, record))
+            else:
+                reserved.append(self._hold(queue, intakes[queue], message, record, lease, worker))
+        for queue, those in charged.items():
+            await self._charge(queue, intakes[queue], those)
         return reserved
 
     async def _charge(
