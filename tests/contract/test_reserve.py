@@ -124,6 +124,21 @@ async def test_reserve_takes_jobs_pushed_one_at_a_time_in_push_order(driver: Dri
 
 
 @needs("ordered")
+async def test_reserve_lists_its_jobs_best_first(driver: Driver) -> None:
+    # A worker starts the jobs of one reserve in the order of its list (a worker of
+    # concurrency 1 with prefetch takes two): earliest due first among equal priorities, even
+    # where the push order (the ids) says otherwise.
+    jobs = [make_job(delay=-age) for age in (1, 4, 2, 5, 3)] + [make_job(priority=1, delay=-1)]
+    for job in jobs:
+        await driver.push(job)
+
+    got = await driver.reserve(["q"], len(jobs), LONG_LEASE, "w1")
+
+    best_first = sorted(jobs, key=lambda job: (-job.priority, job.delay))
+    assert [job.id for job in got] == [job.id for job in best_first]
+
+
+@needs("ordered")
 async def test_reserve_orders_by_priority_across_queues(driver: Driver) -> None:
     old_low = make_job(queue="a", priority=0, delay=-10)
     new_high = make_job(queue="b", priority=5, delay=-1)

@@ -63,6 +63,21 @@ async def test_a_backlog_of_short_jobs_is_held_ahead_but_never_run_past_concurre
         assert seen.waiting == 0
 
 
+@needs("ordered")
+async def test_jobs_held_ahead_run_earliest_due_first(app: App) -> None:
+    # One at a time, as a worker of concurrency 1 runs them: jobs due in the reverse of the
+    # order they were pushed run in due order, the ones held ahead (prefetch) too.
+    registry = app.registry(concurrency=1, prefetch=1)
+    holder: list[Worker] = []
+    seen = watched(registry, holder)
+    for n in range(40):
+        await registry.push("q", "item", Item(n), delay=(40 - n) * 0.01)
+    await asyncio.sleep(0.5)  # all of them due before the worker starts
+    holder.append(Worker(registry, "w", burst=True))
+    await asyncio.wait_for(holder[0].run(), 60)
+    assert seen.ran == list(reversed(range(40)))
+
+
 @pytest.mark.parametrize(("prefetch", "sleep"), [(None, PREFETCH_BELOW * 1.5), (0, 0.0)])
 async def test_long_jobs_or_prefetch_0_hold_nothing_ahead(
     app: App, prefetch: int | None, sleep: float

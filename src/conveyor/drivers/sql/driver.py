@@ -311,8 +311,9 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
         }
         jobs = [job_info(row) for row in await self._reserve_rows(params)]
         # The statement picks by (priority desc, available_at, id), but the order of its
-        # RETURNING rows is the database's; give them back best first.
-        jobs.sort(key=lambda job: (-job.priority, job.id))
+        # RETURNING rows is the database's; give them back best first, as the worker starts
+        # them in this order (a rescued job's due time, its old lease, is gone: it runs alone).
+        jobs.sort(key=lambda job: (-job.priority, job.available_at, job.id))
         return [job for job in jobs if addressable(job)]
 
     async def _reserve_rows(self, params: Params) -> list[Row]:
