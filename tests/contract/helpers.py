@@ -74,9 +74,9 @@ async def reserve_all_one_by_one(
 ) -> list[str]:
     """Ids in the order `reserve(limit=1)` hands them out, acking each, until nothing is due.
 
-    One at a time because the protocol fixes which jobs a call takes, not the order of the
-    list it returns; acked, as a worker running one job at a time would, so that the order
-    is all this tests.
+    One at a time so that the order of taking is all this tests (the order of a batch's list,
+    best first on an `ordered` driver, is test_reserve_lists_its_jobs_best_first's); acked,
+    as a worker running one job at a time would.
     """
     order: list[str] = []
     while batch := await driver.reserve(queues, 1, lease, "w1"):
