@@ -26,6 +26,10 @@ class Fixed:
         return self.seconds
 
 
+#: The longest wait of an `Exponential` that does not say: an hour.
+_DEFAULT_MAX = 3600.0
+
+
 @dataclass(frozen=True, slots=True)
 class Exponential:
     """Wait `base * factor ** (attempt - 1)` seconds, at most `max`, with equal jitter.
@@ -36,7 +40,7 @@ class Exponential:
 
     base: float = 1.0
     factor: float = 2.0
-    max: float = 3600.0
+    max: float = _DEFAULT_MAX
     jitter: bool = True
 
     def delay(self, attempt: int) -> float:
@@ -84,7 +88,10 @@ def _check_growth(policy: Exponential) -> None:
             f" Fixed(seconds) for equal waits), not {policy.factor!r}"
         )
     elif policy.max < policy.base:
-        problem = f"max must be at least base ({policy.base!r}), not {policy.max!r}"
+        problem = (
+            f"max must be at least base ({policy.base!r}), not {policy.max!r} (max is"
+            f" {_DEFAULT_MAX:g} seconds unless given: give a max of at least the base)"
+        )
     elif not isinstance(policy.jitter, bool):
         problem = f"jitter must be True or False, not {policy.jitter!r}"
     else:

@@ -116,6 +116,15 @@ SHRINKING = [
 ]
 
 
+def test_a_base_past_the_default_max_is_refused_saying_to_give_a_max(tmp_path: Path) -> None:
+    """`{ base = "2h" }` alone was refused for a max the user never wrote: now it says so."""
+    said = r"not 3600.0 \(max is 3600 seconds unless given: give a max of at least the base\)"
+    with pytest.raises(ConfigError, match=said):
+        make_app(retry_delay=Exponential(base=7200.0))
+    (tmp_path / "conveyor.toml").write_text('[queues.mail]\nretry_delay = { base = "2h" }\n')
+    assert re.search(f"conveyor.toml:2: .*{said}", mistakes())
+
+
 @pytest.mark.parametrize(("toml", "policy", "said"), SHRINKING, ids=[t for t, _, _ in SHRINKING])
 def test_an_exponential_backoff_that_would_not_grow_is_refused_everywhere(
     tmp_path: Path, toml: str, policy: Exponential, said: str
