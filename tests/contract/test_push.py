@@ -435,6 +435,26 @@ async def test_push_of_an_id_finished_already_stores_nothing(driver: Driver) -> 
     assert (await driver.counts(["q"]))["q"].pending == 0
 
 
+@needs("unique")
+@needs("lookup")
+async def test_push_of_a_stored_id_returns_it_though_another_job_holds_its_key(
+    driver: Driver,
+) -> None:
+    # A repeated push (a retried request) of a finished job whose key a newer job holds: the
+    # memory and SQL drivers answered with the newer job's id, as if this push were new.
+    first = make_job(unique="k")
+    taken = await push_and_reserve(driver, first)
+    await driver.ack([reservation(taken)])
+    holder = make_job(unique="k")
+    assert await driver.push(holder) == holder.id
+
+    assert await driver.push(first) == first.id
+    assert await driver.push_many([first, make_job(unique="k")]) == [first.id, holder.id]
+
+    got = await driver.get(first.id)
+    assert got is not None and got.state is JobState.SUCCEEDED
+
+
 @needs("thread_push")
 @needs("lookup")
 async def test_push_in_thread_stores_what_push_stores_or_declines(driver: Driver) -> None:
