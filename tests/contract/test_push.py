@@ -472,3 +472,28 @@ async def test_push_in_thread_stores_what_push_stores_or_declines(driver: Driver
     mine, theirs = stored_alike(await driver.get(job.id), await driver.get(twin.id))
     assert mine == theirs
     assert (await driver.counts(["q"]))["q"].pending == 3
+
+
+@needs("unique")
+async def test_push_many_keeps_one_key_apart_across_names_and_queues(driver: Driver) -> None:
+    jobs = [
+        make_job(name="x", unique="k"),
+        make_job(name="y", unique="k"),
+        make_job("q2", "x", unique="k"),
+        make_job(name="x", unique="k"),
+    ]
+
+    assert await driver.push_many(jobs) == [jobs[0].id, jobs[1].id, jobs[2].id, jobs[0].id]
+
+
+@needs("unique")
+async def test_keys_a_collation_would_call_alike_stay_apart(driver: Driver) -> None:
+    # Case, a trailing space, accents composed or not, German sharp s, full-width letters:
+    # alike to MySQL's default collations and to some PostgreSQL ones; conveyor compares exactly.
+    keys = ["k", "K", "k ", "\u00e9", "e", "\u00df", "ss", "a\u0301", "\u00e1", "\uff4b"]
+    jobs = [make_job(unique=key) for key in keys]
+    assert await driver.push_many(jobs[::2]) == [job.id for job in jobs[::2]]
+
+    assert await driver.push_many(jobs) == [job.id for job in jobs]
+    for key, job in zip(keys, jobs, strict=True):
+        assert await driver.push(make_job(unique=key)) == job.id
