@@ -145,9 +145,17 @@ def check_unique(unique: str | None) -> None:
     cannot hold it) and lone surrogates (not text that UTF-8 can encode)."""
     if unique is None:
         return
-    if not (isinstance(unique, str) and 0 < len(unique) <= MAX_UNIQUE_KEY):
+    if not isinstance(unique, str):
         raise ConfigError(
-            f"unique must be a non-empty string of at most {MAX_UNIQUE_KEY} characters"
+            f"unique must be a string, not {type(unique).__name__} {unique!r}: give str(key)"
+        )
+    if not unique:
+        raise ConfigError("unique must be a non-empty string: give unique=None for no key")
+    if len(unique) > MAX_UNIQUE_KEY:
+        raise ConfigError(
+            f"unique must be a string of at most {MAX_UNIQUE_KEY} characters, not one of"
+            f" {len(unique)}: give a longer key as its digest"
+            " (hashlib.sha256(key.encode()).hexdigest())"
         )
     if "\0" in unique:
         raise ConfigError(

@@ -343,3 +343,25 @@ async def test_retry_failed_racing_pushes_of_its_key_leaves_one_unfinished_holde
         holders = [job.id for job in await driver.list_jobs(queue, JobState.PENDING)]
         assert len(holders) == 1 and set(ids) == set(holders)
         assert moved == (1 if holders == [failed.id] else 0)
+
+
+@needs("unique")
+async def test_retry_failed_passes_over_holders_of_its_key_in_other_queues_or_names(
+    driver: Driver,
+) -> None:
+    failed = await push_and_fail(driver, unique="k")
+    await driver.push(make_job("q2", unique="k"))
+    await driver.push(make_job(name="other", unique="k"))
+
+    assert await driver.retry_failed("q", [failed.id]) == 1
+    assert await state_of(driver, failed.id) == "pending"
+    assert await driver.push(make_job(unique="k")) == failed.id
+
+
+@needs("unique")
+async def test_purged_delayed_job_frees_its_unique_key(driver: Driver) -> None:
+    await driver.push(make_job(unique="k", delay=60))
+    assert await driver.purge("q", JobState.DELAYED) == 1
+    fresh = make_job(unique="k")
+
+    assert await driver.push(fresh) == fresh.id

@@ -435,6 +435,26 @@ async def test_push_of_an_id_finished_already_stores_nothing(driver: Driver) -> 
     assert (await driver.counts(["q"]))["q"].pending == 0
 
 
+@needs("unique")
+@needs("lookup")
+async def test_push_of_a_stored_id_returns_it_though_another_job_holds_its_key(
+    driver: Driver,
+) -> None:
+    # A repeated push (a retried request) of a finished job whose key a newer job holds: the
+    # memory and SQL drivers answered with the newer job's id, as if this push were new.
+    first = make_job(unique="k")
+    taken = await push_and_reserve(driver, first)
+    await driver.ack([reservation(taken)])
+    holder = make_job(unique="k")
+    assert await driver.push(holder) == holder.id
+
+    assert await driver.push(first) == first.id
+    assert await driver.push_many([first, make_job(unique="k")]) == [first.id, holder.id]
+
+    got = await driver.get(first.id)
+    assert got is not None and got.state is JobState.SUCCEEDED
+
+
 @needs("thread_push")
 @needs("lookup")
 async def test_push_in_thread_stores_what_push_stores_or_declines(driver: Driver) -> None:
@@ -452,3 +472,28 @@ async def test_push_in_thread_stores_what_push_stores_or_declines(driver: Driver
     mine, theirs = stored_alike(await driver.get(job.id), await driver.get(twin.id))
     assert mine == theirs
     assert (await driver.counts(["q"]))["q"].pending == 3
+
+
+@needs("unique")
+async def test_push_many_keeps_one_key_apart_across_names_and_queues(driver: Driver) -> None:
+    jobs = [
+        make_job(name="x", unique="k"),
+        make_job(name="y", unique="k"),
+        make_job("q2", "x", unique="k"),
+        make_job(name="x", unique="k"),
+    ]
+
+    assert await driver.push_many(jobs) == [jobs[0].id, jobs[1].id, jobs[2].id, jobs[0].id]
+
+
+@needs("unique")
+async def test_keys_a_collation_would_call_alike_stay_apart(driver: Driver) -> None:
+    # Case, a trailing space, accents composed or not, German sharp s, full-width letters:
+    # alike to MySQL's default collations and to some PostgreSQL ones; conveyor compares exactly.
+    keys = ["k", "K", "k ", "\u00e9", "e", "\u00df", "ss", "a\u0301", "\u00e1", "\uff4b"]
+    jobs = [make_job(unique=key) for key in keys]
+    assert await driver.push_many(jobs[::2]) == [job.id for job in jobs[::2]]
+
+    assert await driver.push_many(jobs) == [job.id for job in jobs]
+    for key, job in zip(keys, jobs, strict=True):
+        assert await driver.push(make_job(unique=key)) == job.id

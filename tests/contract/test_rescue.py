@@ -149,3 +149,15 @@ async def test_acked_rescued_job_is_succeeded(driver: Driver) -> None:
 
     got = await driver.get(rescued.id)
     assert got is not None and got.state is JobState.SUCCEEDED and got.rescued == 1
+
+
+@needs("unique")
+async def test_a_job_whose_lease_ran_out_holds_its_unique_key_through_its_rescue(
+    driver: Driver,
+) -> None:
+    reserved = await push_and_reserve(driver, make_job(unique="k"), lease=SHORT_LEASE)
+    await asyncio.sleep(PAST_SHORT_LEASE)
+    assert await driver.push(make_job(unique="k")) == reserved.id  # dead worker: still held
+
+    assert [job.id for job in await rescue(driver)] == [reserved.id]
+    assert await driver.push(make_job(unique="k")) == reserved.id

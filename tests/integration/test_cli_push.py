@@ -143,6 +143,12 @@ def test_push_with_delay_and_unique_and_json(app: App) -> None:
 
     assert first["queue"] == "tasks" and first["job"] == "add"
     assert again["id"] == first["id"], "a unique push while one waits returns its id"
+    plain = app.run("push", "tasks", "add", "--payload", '{"n": 3}', "--unique", "k1")
+    assert plain.stdout.strip() == first["id"]
+    held = f"stored nothing: unfinished job {first['id']} holds --unique 'k1'"
+    assert held in plain.stderr, plain.stderr
+    fresh = app.run("push", "tasks", "add", "--payload", '{"n": 4}', "--unique", "k2")
+    assert "stored nothing" not in fresh.stderr, fresh.stderr
     assert app.registry.blocking.job_info(first["id"]).state is JobState.DELAYED  # type: ignore[union-attr]
 
 

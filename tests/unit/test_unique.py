@@ -134,6 +134,22 @@ async def test_empty_too_long_or_non_string_key_is_refused(registry: Registry, k
         await registry.push("q", "j", {}, unique=key)
 
 
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ("", "non-empty string: give unique=None for no key"),
+        ("x" * 257, "not one of 257: give a longer key as its digest"),
+        (42, "must be a string, not int 42: give str"),
+        (b"k", "must be a string, not bytes b'k'"),
+    ],
+)
+async def test_a_refused_key_is_named_with_what_to_do(
+    registry: Registry, key: Any, says: str
+) -> None:
+    with pytest.raises(ConfigError, match=says):
+        await registry.push("q", "j", {}, unique=key)
+
+
 async def test_key_of_256_characters_is_accepted(registry: Registry) -> None:
     first = await registry.push("q", "j", {}, unique="x" * 256)
     assert await registry.push("q", "j", {}, unique="x" * 256) == first

@@ -58,7 +58,12 @@ DURATION = DurationType()
     help="Push one job per line of PATH (JSON lines; - reads stdin), in batches of 1000.",
 )
 @click.option("--delay", type=DURATION, default=None, help="Run it this late: 5s, 10m, 1h.")
-@click.option("--unique", metavar="KEY", default=None, help="Not again while one with KEY waits.")
+@click.option(
+    "--unique",
+    metavar="KEY",
+    default=None,
+    help="Not again while one with KEY is unfinished: print its id, and say so on stderr.",
+)
 @click.option("--priority", type=int, default=None, help="Higher runs first.")
 @click.option("--retry", type=click.IntRange(min=0), default=None, help="Retries after the first.")
 @click.option("--timeout", type=DURATION, default=None, help="Stop an attempt after: 30s, 5m.")
@@ -95,12 +100,17 @@ def push(
         except ValueError as exc:
             raise fail(f"--payload is not JSON: {exc}") from exc
 
-        async def push_one() -> str:
+        async def push_one() -> tuple[str, str]:
             await kept(registry, queue, "a job pushed by conveyor push", inline=True)
             read = _read_as_json(registry, job_name, value)
-            return await registry.push(queue, job_name, read, unique=unique, **options)
+            new = registry.new_job(queue, job_name, read, unique=unique, **options)
+            return await registry.store(new), new.id
 
-        job_id = run(push_one(), registry)
+        job_id, new_id = run(push_one(), registry)
+        if job_id != new_id:  # on stderr: stdout holds the id (or the JSON) alone
+            click.echo(
+                f"stored nothing: unfinished job {job_id} holds --unique {unique!r}", err=True
+            )
         if as_json:
             echo_json({"id": job_id, "queue": queue, "job": job_name})
         else:

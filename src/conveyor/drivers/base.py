@@ -275,8 +275,8 @@ class Driver(abc.ABC):
     async def push(self, job: NewJob, *, connection: object | None = None) -> str:
         """Store one job; atomic. Returns its id, or with `unique` set, the id of the unfinished
         job already holding the same (queue, name, unique) key, storing nothing. A job whose id
-        is stored already (in any state, until pruned) stores nothing either: a push of a
-        stable id (a schedule's tick, a chain's page) may be repeated.
+        is stored already (in any state, until pruned) stores nothing and returns that id, even
+        if another job holds its key now: a push of a stable id (a tick, a page) may repeat.
 
         `connection` is the caller's own open connection (a `transactional` driver only): the
         job is written inside the caller's transaction and exists if and only if it commits."""

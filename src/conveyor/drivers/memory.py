@@ -79,12 +79,13 @@ class MemoryDriver(LocalWorkerRecords):
         return ids
 
     def _push_one(self, job: NewJob) -> str:
+        if job.id in self._jobs:
+            # A push retried after its reply was lost: the job is stored already, keep it,
+            # even if another job holds its unique key by now.
+            return job.id
         key = self._unique_key(job.queue, job.name, job.unique)
         if key is not None and key in self._unique:
             return self._unique[key]
-        if job.id in self._jobs:
-            # A push retried after its reply was lost: the job is stored already, keep it.
-            return job.id
         now = time.time()
         info = JobInfo(
             id=job.id,

@@ -100,7 +100,9 @@ class AmqpDriver(AmqpInspection):
         self.check_connection(connection)
         if any(job.unique is not None for job in jobs):
             raise self.unsupported(
-                "unique jobs (unique=)", "RabbitMQ keeps no index of what is queued"
+                "unique jobs (unique=)",
+                "RabbitMQ keeps no index of what is queued: push without unique=, or put the"
+                " queue on a driver that keeps unique keys (redis, postgres, mysql, sqlite)",
             )
         longest = max((job.delay for job in jobs), default=0.0)
         if longest > MAX_DELAY_MS / 1000:

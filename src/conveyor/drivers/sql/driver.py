@@ -44,6 +44,7 @@ from conveyor.drivers.sql.rows import (
     job_queues,
     json_text,
     nameable,
+    own_last,
     parts,
     push_item,
     shared_params,
@@ -262,7 +263,7 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
         the rest, still to insert."""
         keys = holder_items(batch)
         held = await tx.fetch(self._queries["push_many_holders"], {"items": keys})
-        for row in held:
+        for row in own_last(held, batch):
             ids[batch[row["item"]][0]] = row["id"]
         taken = {row["item"] for row in held}
         return [item for n, item in enumerate(batch) if n not in taken]
@@ -283,16 +284,11 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
             return []
         keys = holder_items(skipped)
         holders = await tx.fetch(self._queries["push_many_holders"], {"items": keys})
-        for row in holders:
+        for row in own_last(holders, skipped):
             ids[skipped[row["item"]][0]] = row["id"]
         held = {row["item"] for row in holders}
-        lost: list[tuple[int, NewJob]] = []
-        for n, (i, job) in enumerate(skipped):
-            # Not held, yet skipped: either its id is stored already (a push retried after a
-            # lost reply; nothing to do) or its holder finished after the insert.
-            if n not in held and not await tx.fetch(self._queries["get"], {"id": job.id}):
-                lost.append((i, job))
-        return lost
+        # Neither held nor stored, yet skipped: its holder finished after the insert.
+        return [item for n, item in enumerate(skipped) if n not in held]
 
     # -- reserve and settle ------------------------------------------------------------------
 

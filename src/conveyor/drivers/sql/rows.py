@@ -26,6 +26,7 @@ __all__ = [
     "job_info",
     "job_queues",
     "json_text",
+    "own_last",
     "push_item",
     "queue_counts",
     "shared_params",
@@ -137,9 +138,16 @@ def parts(jobs: Sequence[NewJob], budget: int | None) -> list[Sequence[NewJob]]:
 
 def holder_items(batch: Sequence[tuple[int, NewJob]]) -> str:
     """push_many_holders' items for the unique jobs of `batch`: [index in batch, queue, name,
-    unique key] each."""
-    items = [[n, job.queue, job.name, job.unique] for n, (_, job) in enumerate(batch)]
+    unique key, id] each."""
+    items = [[n, job.queue, job.name, job.unique, job.id] for n, (_, job) in enumerate(batch)]
     return json_text([item for item in items if item[3] is not None])
+
+
+def own_last(rows: Sequence[Row], batch: Sequence[tuple[int, NewJob]]) -> list[Row]:
+    """push_many_holders' rows with each job's own (its id stored) after its key's holder,
+    so that writing them in order gives a push of a stored id that id, as `push` promises,
+    even when another job now holds its key."""
+    return sorted(rows, key=lambda row: row["id"] == batch[row["item"]][1].id)
 
 
 def in_key_order(batch: list[tuple[int, NewJob]]) -> list[tuple[int, NewJob]]:

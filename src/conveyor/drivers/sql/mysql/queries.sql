@@ -131,8 +131,9 @@ ORDER BY item.n
 ON DUPLICATE KEY UPDATE {prefix}jobs.id = {prefix}jobs.id;
 
 -- name: push_many_holders
--- For unique jobs in items ([index, queue, name, unique_key]), the unfinished holder.
--- That is the job itself if this transaction inserted it, else one that made its insert skip.
+-- For unique jobs in items ([index, queue, name, unique_key, id]), the unfinished holder, and
+-- the job itself if its id is stored (which the caller prefers: see push). The holder is the
+-- job itself if this transaction inserted it, else one that made its insert skip.
 -- A plain read, which locks nothing: a locking read here would take a next-key lock in a
 -- caller's REPEATABLE READ transaction and hold back other pushes until it ends. Items first
 -- (STRAIGHT_JOIN), so each is one lookup of the whole jobs_unique key. Read as utf8mb4, as in
@@ -148,7 +149,14 @@ STRAIGHT_JOIN {prefix}jobs AS job
   ON job.keyless = 0
  AND job.queue = item.queue
  AND job.name = item.name
- AND job.unique_slot = UNHEX(SHA2(item.unique_key, 256));
+ AND job.unique_slot = UNHEX(SHA2(item.unique_key, 256))
+UNION ALL
+SELECT item.item AS item, job.id AS id
+FROM JSON_TABLE(_utf8mb4%(items)s, '$[*]' COLUMNS (
+    item INT           PATH '$[0]',
+    id   VARBINARY(64) PATH '$[4]'
+)) AS item
+STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id;
 
 -- name: reserve
 -- Take up to limit due jobs from queues, then read them back by this call's fresh token.

@@ -175,7 +175,8 @@ FROM pushed,
          AS notified;
 
 -- name: push_many_holders
--- For skipped unique jobs in items ([index, queue, name, unique_key]), the unfinished holder.
+-- For skipped unique jobs in items ([index, queue, name, unique_key, id]), the unfinished
+-- holder, and the job itself if its id is stored (which the caller prefers: see push).
 -- LIMIT 1 keeps the lateral subquery a lookup in jobs_unique per item (at most one holder).
 SELECT (item.value->>0)::integer AS item, holder.id AS id
 FROM jsonb_array_elements(%(items)s::jsonb) AS item
@@ -187,7 +188,11 @@ CROSS JOIN LATERAL (
       AND job.unique_key = item.value->>3
       AND job.state IN ('pending', 'reserved')
     LIMIT 1
-) AS holder;
+) AS holder
+UNION ALL
+SELECT (item.value->>0)::integer AS item, job.id AS id
+FROM jsonb_array_elements(%(items)s::jsonb) AS item
+JOIN {prefix}jobs AS job ON job.id = item.value->>4;
 
 -- name: reserve
 -- Take up to limit due jobs (pending and due, or reserved with an expired lease) from queues.

@@ -83,14 +83,19 @@ WHERE true
 ON CONFLICT DO NOTHING;
 
 -- name: push_many_holders
--- For skipped unique jobs in :items ([index, queue, name, unique_key]), the unfinished holder.
+-- For skipped unique jobs in :items ([index, queue, name, unique_key, id]), the unfinished
+-- holder, and the job itself if its id is stored (which the caller prefers: see push).
 SELECT item.value->>0 AS item, job.id AS id
 FROM json_each(:items) AS item
 JOIN {prefix}jobs AS job
   ON job.queue = item.value->>1
  AND job.name = item.value->>2
  AND job.unique_key = item.value->>3
- AND job.state IN ('pending', 'reserved');
+ AND job.state IN ('pending', 'reserved')
+UNION ALL
+SELECT item.value->>0 AS item, job.id AS id
+FROM json_each(:items) AS item
+JOIN {prefix}jobs AS job ON job.id = item.value->>4;
 
 -- name: reserve
 -- Take up to :limit due jobs (pending and due, or reserved with an expired lease) from :queues.
