@@ -1,8 +1,11 @@
 """The sync driver's inline run: a pushed job run to completion inside `push`, by a worker
-object of the queue's first worker, without its loops."""
+object of the queue's first worker, without its loops; and, as no worker runs a sync driver's
+queues, the prune a worker would make of them every PRUNE_EVERY seconds."""
 
 from __future__ import annotations
 
+import math
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -11,6 +14,7 @@ from conveyor.drivers.sync import SyncDriver
 from conveyor.errors import JobFailedError
 from conveyor.hooks import started
 from conveyor.job import JobInfo, JobState
+from conveyor.upkeep import PRUNE_EVERY
 from conveyor.worker import Worker
 
 if TYPE_CHECKING:
@@ -30,6 +34,8 @@ class _Watch:
 
 
 _watches: weakref.WeakKeyDictionary[SyncDriver, _Watch] = weakref.WeakKeyDictionary()
+#: When each driver's queues were last pruned by a push (time.monotonic()).
+_pruned: weakref.WeakKeyDictionary[Driver, dict[str, float]] = weakref.WeakKeyDictionary()
 
 
 async def run_inline(registry: RegistryCore, queue: str) -> None:
@@ -42,6 +48,8 @@ async def run_inline(registry: RegistryCore, queue: str) -> None:
     driver = await registry.driver_of(queue)
     if not (isinstance(driver, SyncDriver) and driver.raises):
         await _run(registry, queue, driver, None)
+        # Not a raising driver's (conveyor.testing's, fresh per test): its push reads its failures.
+        await _prune(registry, queue, driver)
         return
     watch = _watches.setdefault(driver, _Watch())
     watch.running += 1
@@ -72,6 +80,19 @@ async def _run(registry: RegistryCore, queue: str, driver: Driver, watch: _Watch
         await worker.settler.save_stats()
     finally:
         worker.runner.close()
+
+
+async def _prune(registry: RegistryCore, queue: str, driver: Driver) -> None:
+    """Prune `queue` past its retention, at most every PRUNE_EVERY seconds (or every
+    retention, when shorter). Before, nothing pruned a sync driver's queues: their finished
+    jobs were kept for ever, and a process pushing for days grew without end."""
+    retention = registry.queue_spec(queue).retention
+    if retention is None:
+        return
+    last, now = _pruned.setdefault(driver, {}), time.monotonic()
+    if now - last.get(queue, -math.inf) >= min(PRUNE_EVERY, retention):
+        last[queue] = now
+        await registry.prune(queue)
 
 
 def _failed_in_push(failed: list[JobInfo]) -> str:

@@ -9,7 +9,7 @@ Each pushes a tick at its time with an id made of the schedule's name and the ti
 (`job.stable_id`): the first push stores the job, every other push of that id stores nothing,
 whatever state the job is in, for as long as it is kept (the queue's retention). The driver
 then records the tick (`Driver.mark_tick`), so a scheduler that starts knows the latest tick
-pushed and what it missed.
+pushed and what it missed, and none pushes a tick at or before it (its job may be pruned).
 
 Cron expressions are read by croniter, in the schedule's time zone (zoneinfo): a wall-clock
 time the clocks skip in spring runs at the first time after it, a time they repeat in autumn
@@ -329,10 +329,16 @@ class Scheduler:
 
     async def push(self, schedule: Schedule, tick: float) -> bool:
         """Push one tick and record it; False (logged) when the backend refused or was
-        away, to be tried again."""
+        away, to be tried again. A tick at or before the latest one recorded was pushed
+        already: its job's id holds it once only until the job is pruned, so a scheduler
+        running late (a pause, a clock behind) pushed a tick that had run and been pruned
+        again (with a short retention, a tick ran twice)."""
         queue = self.registry.schedule_queue(schedule)
         job_id = schedule.tick_id(tick)
         try:
+            known = await self.last_tick(schedule)
+            if known is not None and known.at >= tick:
+                return True
             await self.registry.push(
                 queue,
                 schedule.job,

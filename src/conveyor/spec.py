@@ -13,7 +13,7 @@ from typing import Any
 
 from conveyor.drivers import safe_url
 from conveyor.duration import Duration, seconds
-from conveyor.errors import RegistryError
+from conveyor.errors import ConfigError, RegistryError
 from conveyor.options import MAX_PRIORITY, Options
 from conveyor.payload import Codec
 from conveyor.retry import RetryDelay
@@ -129,6 +129,11 @@ def queue_spec(
         check_name("worker", worker)
     if not isinstance(driver, str):
         raise RegistryError(f"queue {name!r}: driver must be a name or a URL, not {driver!r}")
+    if isinstance(retention, str):  # "forever", "7d": the configuration file's words
+        raise ConfigError(
+            f"queue {name!r} retention must be seconds or a timedelta (None keeps finished jobs"
+            f" forever), not {retention!r}"
+        )
     return QueueSpec(
         name=name,
         driver=driver,

@@ -315,6 +315,42 @@ def test_prune_deletes_finished_jobs_past_retention(app: App) -> None:
     assert app.registry.blocking.queue_info()["kept"].succeeded == 1
 
 
+def test_prune_of_every_queue_prunes_those_it_reaches_and_names_a_backend_it_cannot(
+    tmp_path: Path,
+) -> None:
+    """Before, a queue whose backend refused connections ended `conveyor prune` at once: the
+    queues after it, on a backend that answered, kept their jobs past retention."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens there: the connection is refused
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    far = f"redis://127.0.0.1:{closed}/0?timeout=2"
+    (tmp_path / "farapp.py").write_text(
+        "from conveyor import Job, Registry\n"
+        f"registry = Registry(default_driver={url!r})\n"
+        f'registry.queue("far", driver={far!r}, workers=["fw"])\n'
+        'registry.queue("tasks", workers=["w"], retention=0.5)\n'
+        'registry.worker("w")\nregistry.worker("fw")\n'
+        '@registry.job("add", queue="tasks")\n'
+        "def add(job: Job[dict[str, int]]) -> None:\n    pass\n"
+    )
+    assert (
+        run_cli(tmp_path, "farapp:registry", "push", "tasks", "add", "--payload", "{}").returncode
+        == 0
+    )
+    assert run_cli(tmp_path, "farapp:registry", "work", "w", "--burst").returncode == 0
+    time.sleep(1.0)  # past the retention of 0.5 s
+
+    pruned = run_cli(tmp_path, "farapp:registry", "prune")
+
+    assert pruned.returncode == 1, pruned.stdout + pruned.stderr
+    assert pruned.stdout.strip() == "queue 'tasks': 1 finished job(s) pruned", pruned.stdout
+    assert pruned.stderr.strip().splitlines() == [pruned.stderr.strip()]  # one line
+    assert f"Error: could not prune queues 'far': redis at redis://127.0.0.1:{closed}/0" in (
+        pruned.stderr
+    )
+
+
 def test_json_of_list_failed_list_config_and_schedule_list(app: App) -> None:
     app.run("push", "tasks", "boom", "--payload", '{"n": 1}')
     app.run("work", "w", "--burst")

@@ -699,3 +699,16 @@ def test_a_queue_driver_that_is_neither_a_name_nor_a_url_is_refused_with_its_pas
     assert "hunter2" not in str(caught.value)
     assert "- environment variable CONVEYOR_QUEUE_MAIL_DRIVER=" in str(caught.value)
     assert "use a URL starting with one of memory://" in str(caught.value)
+
+
+@pytest.mark.parametrize("retention", ["forever", "7d"])
+def test_a_retention_in_code_as_text_says_to_give_seconds_or_none(retention: str) -> None:
+    """Before, `retention="forever"` in code said only "must be seconds or a timedelta": the
+    configuration file's word for keeping finished jobs is no value in code, where None is."""
+    registry = Registry()
+    with pytest.raises(ConfigError) as caught:
+        registry.queue("mail", retention=retention)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        f"queue 'mail' retention must be seconds or a timedelta (None keeps finished jobs"
+        f" forever), not {retention!r}"
+    )

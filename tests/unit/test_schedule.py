@@ -8,11 +8,20 @@ import itertools
 import math
 import time
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from conveyor import BackendUnavailableError, ConfigError, Job, JobState, Registry, RegistryError
+from conveyor import (
+    BackendUnavailableError,
+    ConfigError,
+    Job,
+    JobState,
+    Registry,
+    RegistryError,
+    Worker,
+)
 from conveyor.drivers.base import Driver, Tick
 from conveyor.schedule import BACKFILL, Schedule, Scheduler, owed
 
@@ -357,3 +366,31 @@ def test_a_worker_runs_the_schedules_of_its_queues_unless_told_not_to() -> None:
     assert list(Worker(registry, "x").schedules) == ["theirs"]
     assert list(Worker(registry, "w", schedules=False).schedules) == []
     assert list(Worker(registry, "w", burst=True).schedules) == []
+
+
+async def test_a_tick_that_ran_and_was_pruned_is_not_pushed_again_by_a_late_scheduler(
+    tmp_path: Path,
+) -> None:
+    """Before, a scheduler running late (a pause, a clock behind) pushed again a tick whose job
+    had run and been pruned: with a short retention, a tick ran twice. The backend's record
+    of the latest tick pushed now says it was."""
+    registry = Registry(default_driver=f"sqlite:///{tmp_path / 'jobs.db'}")
+    registry.queue("q", workers=["w"], retention=0.05)
+    registry.worker("w")
+    registry.job("tick", queue="q")(_noop)
+    every = registry.schedule("every", job="tick", every=60)
+    registry.freeze()
+    tick = every.last_at_or_before(time.time())
+    assert tick is not None
+    stopping = asyncio.Event()
+    assert await Scheduler(registry, registry.schedules, stopping).push(every, tick)
+    await Worker(registry, "w", burst=True).run()
+    await asyncio.sleep(0.1)  # past the retention
+    assert await registry.prune("q") == 1
+
+    assert await Scheduler(registry, registry.schedules, stopping).push(every, tick)
+
+    assert await registry.job_info(every.tick_id(tick)) is None
+    counts = (await registry.queue_info())["q"]
+    assert (counts.pending, counts.succeeded) == (0, 0)
+    await registry.close()

@@ -27,6 +27,8 @@ from conveyor.cli.app import (
     unsearched,
     when,
 )
+from conveyor.cli.inspect import unreachable
+from conveyor.errors import BackendUnavailableError
 from conveyor.job import JobInfo, JobState
 from conveyor.registry import Registry
 
@@ -197,30 +199,47 @@ def migrate(app: str) -> None:
 @json_option
 def prune(queues: tuple[str, ...], app: str, as_json: bool) -> None:
     """Delete the finished jobs past their queue's retention now, in each QUEUE (default:
-    every queue), as workers do every minute. A queue without retention keeps them."""
+    every queue), as workers do every minute. A queue without retention keeps them. A backend
+    that cannot be reached has its queues named, the rest pruned, and the command exits with
+    status 1."""
     registry = load_app(app)
-    pruned = run(_prune(registry, list(queues)), registry)
+    pruned, down = run(_prune(registry, list(queues)), registry)
+    if down and not pruned:
+        unreachable(down, shown=False)
     if as_json:
         echo_json(pruned)
-        return
-    for name, count in pruned.items():
-        kept = registry.queue_spec(name).retention is None
-        click.echo(f"queue {name!r}: " + ("no retention, nothing pruned" if kept else
-                                          f"{count} finished job(s) pruned"))  # fmt: skip
+    else:
+        for name, count in pruned.items():
+            kept = registry.queue_spec(name).retention is None
+            click.echo(f"queue {name!r}: " + ("no retention, nothing pruned" if kept else
+                                              f"{count} finished job(s) pruned"))  # fmt: skip
+    unreachable(down, doing="prune")
 
 
-async def _prune(registry: Registry, queues: list[str]) -> dict[str, int]:
+async def _prune(registry: Registry, queues: list[str]) -> tuple[dict[str, int], dict[str, str]]:
+    """How many jobs each queue had pruned, and why each queue whose backend could not be
+    reached was not (its backend's other queues are not asked again). Before, the first such
+    queue ended the command: the queues after it, on backends that answered, kept their jobs."""
     registry.freeze()
     names = queues or list(registry.queues)
     for name in names:
         registry.queue_spec(name)  # UnknownQueueError before anything is deleted
     pruned: dict[str, int] = {}
+    down: dict[str, str] = {}  # queue -> why
+    why: dict[str, str] = {}  # driver -> why
     with progress() as bars:
         task = bars.add_task("pruning", total=len(names))
         for name in names:
-            pruned[name] = await registry.prune(name)
+            driver = registry.queue_spec(name).driver
+            try:
+                if driver not in why:
+                    pruned[name] = await registry.prune(name)
+            except BackendUnavailableError as exc:
+                why[driver] = str(exc)
+            if driver in why:
+                down[name] = why[driver]
             bars.advance(task)
-    return pruned
+    return pruned, down
 
 
 @click.command()

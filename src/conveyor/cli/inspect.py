@@ -44,7 +44,7 @@ def list_(app: str, as_json: bool) -> None:
     registry = load_app(app)
     seen = run(registry.overview(), registry)
     if seen.down and not seen.counts:
-        _unreachable(seen.down, shown=False)  # no backend answered: nothing to show
+        unreachable(seen.down, shown=False)  # no backend answered: nothing to show
     queues, workers, paused, alive = seen.counts, seen.workers, seen.paused, seen.alive
     if as_json:
         echo_json(
@@ -85,7 +85,7 @@ def list_(app: str, as_json: bool) -> None:
                 ],
             }
         )
-        _unreachable(seen.down)
+        unreachable(seen.down)
         return
     rows: list[list[Any]] = []
     for name, c in queues.items():
@@ -108,7 +108,7 @@ def list_(app: str, as_json: bool) -> None:
         rows = [[p.identity, p.worker, when(p.started_at), when(p.seen_at)] for p in alive]
         table(["alive", "worker", "started", "last seen"], rows, align_right=False)
     _partial(seen.uncounted, seen.unshared)
-    _unreachable(seen.down)
+    unreachable(seen.down)
 
 
 def _partial(uncounted: set[str], unshared: set[str]) -> None:
@@ -128,7 +128,7 @@ def _names(queues: set[str]) -> str:
     return f"queue(s) {', '.join(map(repr, sorted(queues)))}"
 
 
-def _unreachable(down: dict[str, str], shown: bool = True) -> None:
+def unreachable(down: dict[str, str], shown: bool = True, doing: str = "read") -> None:
     """Name each unreachable backend's queues and why, in one line on stderr, and exit with
     status 1 (what was shown leaves out what that backend holds)."""
     if not down:
@@ -139,7 +139,9 @@ def _unreachable(down: dict[str, str], shown: bool = True) -> None:
     if not shown:  # nothing answered: the reason alone, as any other command says it
         raise fail("; ".join(why))
     raise fail(
-        "; ".join(f"could not read queues {', '.join(map(repr, q))}: {r}" for r, q in why.items())
+        "; ".join(
+            f"could not {doing} queues {', '.join(map(repr, q))}: {r}" for r, q in why.items()
+        )
     )
 
 
