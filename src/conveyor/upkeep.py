@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from conveyor.drivers.base import HEARTBEAT_EVERY, Driver
-from conveyor.errors import DriverError
 
 if TYPE_CHECKING:
     from conveyor.core import RegistryCore
@@ -59,8 +58,9 @@ async def prune_loop(registry: RegistryCore, queues: Callable[[], list[str]]) ->
         for queue in queues():
             try:
                 await registry.prune(queue)
-            except DriverError as exc:
-                log.warning("could not prune queue %s (%s)", queue, exc)
+            except Exception as exc:  # a DriverError, or one no driver wrapped: try next time
+                log.warning("could not prune queue %s (%s: %s); will try again in %gs",
+                            queue, type(exc).__name__, exc, PRUNE_EVERY)  # fmt: skip
         await asyncio.sleep(PRUNE_EVERY)
 
 
