@@ -20,7 +20,8 @@ from tests.backends.redis import START, URL, delete_prefix, fresh_prefix
 
 pytestmark = pytest.mark.timeout(120)
 
-SCRIPT = r"""
+#: What both scripts start with: a registry on the URL given, with one job.
+PREAMBLE = r"""
 import atexit, sys
 from conveyor import Job, Registry
 
@@ -30,7 +31,11 @@ registry.worker("w")
 
 @registry.job("item")
 async def item(job: Job[dict]) -> None: ...
+"""
 
+SCRIPT = (
+    PREAMBLE
+    + r"""
 class Holder:
     def __del__(self) -> None:
         registry.blocking.push("q", "item", {"from": "__del__"})
@@ -42,6 +47,7 @@ else:
         registry.blocking.push("q", "item", {})
     holder = Holder()  # a module global: deleted as the interpreter finalizes
 """
+)
 
 
 def run(url: str, how: str) -> subprocess.CompletedProcess[str]:
@@ -80,17 +86,9 @@ def test_a_push_from_del_at_finalization_says_why_it_cannot_run(url: str, how: s
     assert "never awaited" not in done.stderr
 
 
-AFTER_USE = r"""
-import atexit, sys
-from conveyor import Job, Registry
-
-registry = Registry(default_driver=sys.argv[1])
-registry.queue("q", workers=["w"])
-registry.worker("w")
-
-@registry.job("item")
-async def item(job: Job[dict]) -> None: ...
-
+AFTER_USE = (
+    PREAMBLE
+    + r"""
 def last() -> None:  # one from the calling thread, one (a unique key) on the event loop
     print(registry.blocking.push("q", "item", {}), flush=True)
     print(registry.blocking.push("q", "item", {}, unique="last"), flush=True)
@@ -98,6 +96,7 @@ def last() -> None:  # one from the calling thread, one (a unique key) on the ev
 atexit.register(last)  # before the facade's first use, as an application registers it
 print(registry.blocking.push("q", "item", {}), flush=True)
 """
+)
 
 
 async def test_pushes_from_an_atexit_handler_leave_no_driver_open() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
-from conveyor import Job, JobState
+from conveyor import Job, JobState, Registry
 from tests.backends import needs
 
 from .conftest import App, die_twice, settle
@@ -14,6 +15,22 @@ from .conftest import App, die_twice, settle
 @dataclass
 class Item:
     n: int
+
+
+async def running_under_key(registry: Registry, start: Any) -> tuple[str, Any]:
+    """Push a job of unique key "k" that runs for 30 s, start a worker, and return the job's
+    id and the worker's run once the job has started."""
+    started = asyncio.Event()
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    first = await registry.push("q", "item", Item(1), unique="k")
+    run = start(registry)
+    await started.wait()
+    return first, run
 
 
 @needs("lookup")
@@ -61,16 +78,7 @@ async def test_key_is_held_while_a_job_waits_to_retry_and_freed_when_it_fails_fo
 @needs("lookup")
 async def test_key_of_a_running_job_is_held_and_freed_by_its_cancel(app: App, start) -> None:
     registry = app.registry(lease=1.0)
-    started = asyncio.Event()
-
-    @registry.job("item")
-    async def item(job: Job[Item]) -> None:
-        started.set()
-        await asyncio.sleep(30)
-
-    first = await registry.push("q", "item", Item(1), unique="k")
-    start(registry)
-    await started.wait()
+    first, _ = await running_under_key(registry, start)
     assert await registry.push("q", "item", Item(2), unique="k") == first
     assert await registry.cancel(first)
 
@@ -82,16 +90,7 @@ async def test_key_of_a_running_job_is_held_and_freed_by_its_cancel(app: App, st
 @needs("lookup")
 async def test_a_job_released_at_stop_keeps_its_key(app: App, start) -> None:
     registry = app.registry(stop_timeout=0.2)
-    started = asyncio.Event()
-
-    @registry.job("item")
-    async def item(job: Job[Item]) -> None:
-        started.set()
-        await asyncio.sleep(30)
-
-    first = await registry.push("q", "item", Item(1), unique="k")
-    run = start(registry)
-    await started.wait()
+    first, run = await running_under_key(registry, start)
     await run.stop()
 
     info = await registry.job_info(first)
