@@ -70,6 +70,8 @@ class Overview:
     #: totals and processes only the worker's own process sees (amqp: docs/drivers.md).
     uncounted: set[str] = field(default_factory=set)
     unshared: set[str] = field(default_factory=set)
+    #: Queue -> why its backend holds no job yet (Driver.unmade: read as empty, not created).
+    unmade: dict[str, str] = field(default_factory=dict)
 
 
 class RegistryCore(Pushing):
@@ -113,7 +115,10 @@ class RegistryCore(Pushing):
         """Jobs per state for every registered queue."""
         result: dict[str, QueueCounts] = {}
         for queues in self._by_backend():  # one read a backend
-            result.update(await (await self.driver_of(queues[0])).counts(queues))
+            if self.driver_for(queues[0]).unmade() is not None:
+                result.update(dict.fromkeys(queues, QueueCounts()))
+            else:
+                result.update(await (await self.driver_of(queues[0])).counts(queues))
         return {queue: result[queue] for queue in self._queues}
 
     async def overview(
@@ -128,6 +133,12 @@ class RegistryCore(Pushing):
         seen = Overview(workers={name: WorkerCounts() for name in self._workers})
         alive: dict[str, WorkerPresence] = {}
         for queues in self._by_backend():
+            if (
+                why := self.driver_for(queues[0]).unmade()
+            ) is not None:  # nothing to read, none to create
+                seen.counts.update(dict.fromkeys(queues, QueueCounts()))
+                seen.unmade.update(dict.fromkeys(queues, why))
+                continue
             try:
                 async with asyncio.timeout(deadline):
                     driver = await self.driver_of(queues[0])
@@ -178,6 +189,8 @@ class RegistryCore(Pushing):
             return None
         unreachable: BackendUnavailableError | None = None
         for queues in self._by_backend():
+            if self.driver_for(queues[0]).unmade() is not None:
+                continue  # no job is there
             try:
                 driver = await self.driver_of(queues[0])
                 if not driver.capabilities.lookup:
@@ -191,6 +204,12 @@ class RegistryCore(Pushing):
         if unreachable is not None:
             raise unreachable
         return None
+
+    def driver_for(self, queue: str) -> Driver:
+        """The driver that stores `queue`, not opened (`driver_of` opens it): its kind,
+        capabilities, where() and unmade(), which reads check so as to create nothing."""
+        self.freeze()
+        return self._resolve_driver(self.queue_spec(queue).driver)
 
     def _by_backend(self) -> list[list[str]]:
         """The registered queues grouped by the driver that stores them (none opened)."""
@@ -288,14 +307,14 @@ class RegistryCore(Pushing):
         name (filtered across the whole state, then paged). With `after`, a job id (the last
         of the page before), only the jobs listed after it, then `offset`: a script that
         retries or purges a page and lists the next skips nothing, as it would by offset."""
-        driver = await self.driver_of(queue)
         if after is not None and not stored_ids([after]):
             raise RegistryError(
                 f"after={after!r} is no job id (it holds a NUL or text that is not UTF-8):"
                 " pass the id of the last job of the page before"
             )
-        if name is not None and not stored_ids([name]):
-            return []  # no stored job has a name holding a NUL or a lone surrogate
+        if self.driver_for(queue).unmade() or (name is not None and not stored_ids([name])):
+            return []  # none stored there yet; or none has a name with a NUL or lone surrogate
+        driver = await self.driver_of(queue)
         return await driver.list_jobs(queue, state, limit, offset, name=name, after=after)
 
     async def throughput(self, queue: str, minutes: int = 60) -> Throughput | None:
@@ -415,6 +434,8 @@ class RegistryCore(Pushing):
         """The registered queues that are paused."""
         found: set[str] = set()
         for queues in self._by_backend():  # one read a backend
+            if self.driver_for(queues[0]).unmade() is not None:
+                continue
             driver = await self.driver_of(queues[0])
             if driver.capabilities.control:
                 found |= await driver.paused(queues)

@@ -111,6 +111,17 @@ async def warn_of_hazards(groups: Groups) -> None:
             log.warning("queue %s: %s", ", ".join(repr(queue) for queue in queues), hazard)
 
 
+def stores(groups: Groups) -> str:
+    """ "['mail'] in sqlite /srv/app/conveyor.db, ['video'] in redis redis://cache:6379/0": each
+    group's queues and where its driver keeps their jobs (passwords masked), as a worker's
+    start line shows them, so that a worker started from another directory than the app (a
+    relative SQLite path) or with another URL is seen to look elsewhere."""
+    return ", ".join(
+        f"{queues} in {' '.join(filter(None, (driver.kind, driver.where())))}"
+        for driver, queues in groups
+    )
+
+
 def startup_timeout(seconds: float | None) -> float | None:
     """A valid startup_timeout (seconds >= 0, or None for ever); ConfigError otherwise."""
     if seconds is None:

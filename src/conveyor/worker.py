@@ -41,7 +41,7 @@ from conveyor.lease import Held, Leases
 from conveyor.schedule import Scheduler
 from conveyor.settle import STATS_EVERY, Settler
 from conveyor.spec import WorkerSpec
-from conveyor.startup import StartUp
+from conveyor.startup import StartUp, stores
 from conveyor.upkeep import PRUNE_EVERY, beat, beat_loop, idle_waits, in_turn, prune_loop
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ class Worker(Leases):
         if self.schedules:
             scheduler = Scheduler(self.registry, self.schedules, self._stopping)
             helpers.append(asyncio.create_task(scheduler.run(), name="conveyor-schedule"))
-        log.info("worker %s started on queues %s", self.identity, self._queue_names())
+        log.info("worker %s started on queues %s", self.identity, stores(self._groups))
         await tell(self.registry.hooks, "worker_started", self.identity, self._queue_names())
         try:
             try:

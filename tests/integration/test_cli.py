@@ -558,3 +558,27 @@ def test_failed_name_that_no_job_can_have_is_a_usage_error(
     assert given.returncode == 2, given
     assert "job name 'bo om' is not valid" in given.stderr
     assert len(rows(app.run("failed", "list", "tasks", "--app", APP).stdout)) == 2  # head, job
+
+
+# -- a store not made yet, and where a worker looks ---------------------------------------
+
+
+def test_reading_commands_before_any_push_create_no_database(app: App) -> None:
+    database = app.dir / "jobs.db"
+    result = app.run("list", "--app", APP)
+    assert result.returncode == 0, result.stderr
+    assert ["tasks", "0", "0", "0", "0", "0", "no"] in rows(result.stdout)
+    assert f"no SQLite database at {database} yet" in result.stdout
+    assert app.run("failed", "list", "tasks", "--app", APP).returncode == 0
+    assert app.run("job", "0" * 32, "--app", APP).returncode == 1
+    assert not database.exists()
+    app.push("record", {"n": 1})
+    result = app.run("list", "--app", APP)
+    assert ["tasks", "1", "0", "0", "0", "0", "no"] in rows(result.stdout)
+    assert "no SQLite database" not in result.stdout
+
+
+def test_work_says_where_its_queues_are_kept(app: App) -> None:
+    result = app.run("work", "w", "--burst", "--app", APP)
+    assert result.returncode == 0, result.stderr
+    assert f"started on queues ['tasks'] in sqlite {app.dir / 'jobs.db'}" in result.stderr

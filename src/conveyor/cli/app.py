@@ -212,7 +212,7 @@ def masked(message: str, registry: Registry | None = None) -> str:
 async def unsearched(registry: Registry) -> str:
     """Why a job looked up by id may be missing besides being gone: "" when every queue's
     driver can find one, else the clause naming the queues whose driver cannot (amqp)."""
-    blind = [q for q in registry.queues if not (await registry.driver_of(q)).capabilities.lookup]
+    blind = [q for q in registry.queues if not registry.driver_for(q).capabilities.lookup]
     if not blind:
         return ""
     names = ", ".join(repr(q) for q in blind)

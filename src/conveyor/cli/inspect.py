@@ -63,6 +63,7 @@ def list_(app: str, as_json: bool) -> None:
                     for name, c in queues.items()
                 },
                 "unreachable": seen.down,
+                "not_created": seen.unmade,
                 "delayed_not_counted": sorted(seen.uncounted),
                 "workers_not_shared": sorted(seen.unshared),
                 "workers": {
@@ -108,7 +109,17 @@ def list_(app: str, as_json: bool) -> None:
         rows = [[p.identity, p.worker, when(p.started_at), when(p.seen_at)] for p in alive]
         table(["alive", "worker", "started", "last seen"], rows, align_right=False)
     _partial(seen.uncounted, seen.unshared)
+    for why, names in _grouped(seen.unmade).items():
+        click.echo(f"\n{_names(set(names))}: {why}")
     unreachable(seen.down)
+
+
+def _grouped(reasons: dict[str, str]) -> dict[str, list[str]]:
+    """Queue -> reason, as reason -> its queues."""
+    grouped: dict[str, list[str]] = {}
+    for queue, reason in reasons.items():
+        grouped.setdefault(reason, []).append(queue)
+    return grouped
 
 
 def _partial(uncounted: set[str], unshared: set[str]) -> None:
@@ -133,9 +144,7 @@ def unreachable(down: dict[str, str], shown: bool = True, doing: str = "read") -
     status 1 (what was shown leaves out what that backend holds)."""
     if not down:
         return
-    why: dict[str, list[str]] = {}
-    for queue, reason in down.items():
-        why.setdefault(reason, []).append(queue)
+    why = _grouped(down)
     if not shown:  # nothing answered: the reason alone, as any other command says it
         raise fail("; ".join(why))
     raise fail(

@@ -130,6 +130,14 @@ class SqliteDriver(SqlDriver):
     def _location(self) -> str:
         return self.path
 
+    def unmade(self) -> str | None:
+        if os.path.exists(self.path):
+            return None
+        return (
+            f"no SQLite database at {self.path} yet: nothing was pushed there (a relative"
+            " sqlite:/// path starts from the working directory)"
+        )
+
     async def open(self) -> None:
         """As SqlDriver's; with `migrate=False`, a file that does not exist is an error: not
         made empty (beside the -wal, -shm files and the doorbell's folder), which with a
