@@ -27,7 +27,7 @@ from conveyor.errors import (
 from conveyor.handle import JobHandle
 from conveyor.job import ErrorInfo, FailedAttempt, Job, JobInfo, JobState
 from conveyor.registry import Registry
-from conveyor.retry import Exponential, Fixed
+from conveyor.retry import Exponential, Fail, Fixed, Retry
 from conveyor.worker import Worker
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "DriverError",
     "ErrorInfo",
     "Exponential",
+    "Fail",
     "FailedAttempt",
     "Fixed",
     "Job",
@@ -56,6 +57,7 @@ __all__ = [
     "QueueCounts",
     "Registry",
     "RegistryError",
+    "Retry",
     "Throughput",
     "UnknownJobError",
     "UnknownQueueError",

@@ -130,7 +130,7 @@ class Runner:
         except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the job's fault alone
             if handed.cancelled:
                 return cancelled(job, driver, "while it ran")
-            return retry_or_fail(job, driver, error_info(exc))
+            return retry_or_fail(job, driver, error_info(exc), exc)
         finally:
             self._handed.pop(job.id, None)
         if handed.cancelled:
@@ -310,10 +310,14 @@ def _unknown(job: JobInfo) -> UnknownJobError:
     )
 
 
-def retry_or_fail(job: JobInfo, driver: Driver, error: ErrorInfo) -> Outcome:
-    """Release the job for its next attempt after its retry delay, or fail it after its last."""
-    if job.attempt < job.max_attempts:
-        delay = retry.from_json(job.retry_delay).delay(job.attempt)
+def retry_or_fail(
+    job: JobInfo, driver: Driver, error: ErrorInfo, raised: BaseException | None = None
+) -> Outcome:
+    """Release the job for its next attempt after its retry delay (or the one the `Retry` it
+    `raised` asks for), or fail it after its last attempt, or at once when it raised `Fail`."""
+    if job.attempt < job.max_attempts and not isinstance(raised, retry.Fail):
+        asked = raised.delay if isinstance(raised, retry.Retry) else None
+        delay = retry.from_json(job.retry_delay).delay(job.attempt) if asked is None else asked
         return Outcome("release", job, driver, error, delay)
     return Outcome("fail", job, driver, error)
 

@@ -1,4 +1,6 @@
-"""Retry delay policies: how long a failed job waits before its next attempt.
+"""Retry delay policies: how long a failed job waits before its next attempt; and what a
+handler raises to decide for itself: `Retry` (again, after a delay it chooses) or `Fail` (no
+more attempts).
 
 A policy is stored on each job as JSON (drivers keep it as opaque text), so a job pushed with
 its own policy keeps it however the registry changes later.
@@ -11,8 +13,8 @@ import math
 import random
 from dataclasses import dataclass
 
-from conveyor.duration import MAX_SECONDS, span
-from conveyor.errors import ConfigError
+from conveyor.duration import MAX_SECONDS, Duration, seconds, span
+from conveyor.errors import ConfigError, ConveyorError
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,24 @@ class Fixed:
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
         return self.seconds
+
+
+class Retry(ConveyorError):
+    """Raised by a handler: this attempt failed, run the job again `delay` seconds from now (a
+    number or a timedelta; None: after the job's own retry delay), as Celery's
+    `self.retry(countdown=...)` or arq's `Retry(defer=...)` do. The attempt counts: raised on
+    the job's last attempt, the job is failed. Recorded on the job like any error."""
+
+    def __init__(self, reason: str = "", *, delay: Duration | None = None) -> None:
+        self.delay = None if delay is None else seconds(delay, "Retry(delay=)", zero_ok=True)
+        after = "its retry delay" if self.delay is None else f"{self.delay:g}s"
+        super().__init__(reason or f"the handler asked to run it again after {after}")
+
+
+class Fail(ConveyorError):
+    """Raised by a handler: fail the job now, whatever attempts it has left (a card declined,
+    a record deleted: trying again cannot help). It goes to failed storage with this error,
+    where `conveyor failed retry` can still run it again."""
 
 
 #: The longest wait of an `Exponential` that does not say: an hour.

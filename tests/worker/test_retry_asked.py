@@ -1,0 +1,87 @@
+"""A handler decides for itself: `raise Retry(delay=...)` runs the job again after that delay
+(not the queue's retry delay), counting the attempt; `raise Fail(...)` fails it at once, with
+attempts left. On every driver."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from conveyor import ConfigError, Fail, Job, JobState, Retry
+from tests.backends import needs
+
+from .conftest import App, settle
+
+
+@dataclass
+class Item:
+    n: int
+
+
+@needs("lookup")
+async def test_retry_runs_the_job_again_after_the_delay_it_asks_for(app: App, start) -> None:
+    registry = app.registry(retry=3, retry_delay=30)  # the queue's own delay would outlast the test
+    started: list[float] = []
+
+    @registry.job("flaky")
+    async def flaky(job: Job[Item]) -> None:
+        started.append(time.monotonic())
+        if job.attempt == 1:
+            raise Retry("rate limited", delay=0.5)
+
+    job_id = await registry.push("q", "flaky", Item(1))
+    running = start(registry)
+    info = await settle(registry, job_id)
+    await running.stop()
+    assert info.state is JobState.SUCCEEDED
+    assert info.attempt == 2
+    assert started[1] - started[0] >= 0.4  # never early (the backend's clock; a little slack)
+    [first] = info.errors
+    assert first.attempt == 1
+    assert first.error.type == "conveyor.retry.Retry"
+    assert first.error.message == "rate limited"
+
+
+@needs("lookup")
+async def test_retry_on_the_last_attempt_fails_the_job(app: App, start) -> None:
+    registry = app.registry(retry=1, retry_delay=30)
+
+    @registry.job("again")
+    async def again(job: Job[Item]) -> None:
+        raise Retry(delay=0)
+
+    job_id = await registry.push("q", "again", Item(1))
+    running = start(registry)
+    info = await settle(registry, job_id)
+    await running.stop()
+    assert info.state is JobState.FAILED
+    assert info.attempt == 2
+    assert info.error.message == "the handler asked to run it again after 0s"
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["async", "plain"])
+async def test_fail_fails_the_job_at_once_with_attempts_left(app: App, start, plain: bool) -> None:
+    registry = app.registry(retry=5, retry_delay=0)
+
+    def declined(job: Job[Item]) -> None:
+        raise Fail(f"card {job.payload.n} declined")
+
+    async def declined_async(job: Job[Item]) -> None:
+        declined(job)
+
+    registry.job("charge", payload=Item)(declined if plain else declined_async)
+    job_id = await registry.push("q", "charge", Item(7))
+    running = start(registry)
+    info = await settle(registry, job_id)
+    await running.stop()
+    assert info.state is JobState.FAILED
+    assert info.attempt == 1
+    assert info.error.type == "conveyor.retry.Fail"
+    assert info.error.message == "card 7 declined"
+
+
+def test_a_retry_delay_out_of_range_is_refused_where_it_is_raised() -> None:
+    with pytest.raises(ConfigError, match=r"Retry\(delay=\) must be"):
+        Retry(delay=-1)
