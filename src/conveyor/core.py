@@ -133,11 +133,11 @@ class RegistryCore(Pushing):
         seen = Overview(workers={name: WorkerCounts() for name in self._workers})
         alive: dict[str, WorkerPresence] = {}
         for queues in self._by_backend():
-            if (
-                why := self.driver_for(queues[0]).unmade()
-            ) is not None:  # nothing to read, none to create
+            made = self.driver_for(queues[0])
+            if (why := made.unmade()) is not None:  # nothing to read, nor to create
                 seen.counts.update(dict.fromkeys(queues, QueueCounts()))
                 seen.unmade.update(dict.fromkeys(queues, why))
+                seen.controlled.update(queues if made.capabilities.control else ())
                 continue
             try:
                 async with asyncio.timeout(deadline):

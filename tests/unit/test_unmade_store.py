@@ -29,6 +29,7 @@ async def test_reads_of_a_store_not_made_yet_create_nothing_and_say_where(tmp_pa
         assert await registry.queue_info() == {"default": QueueCounts()}
         seen = await registry.overview()
         assert seen.counts == {"default": QueueCounts()}
+        assert seen.controlled == {"default"}  # the dashboard offers pause before a push
         assert seen.unmade == {"default": f"no SQLite database at {database} yet: nothing was"
                                " pushed there (a relative sqlite:/// path starts from the"
                                " working directory)"}  # fmt: skip
