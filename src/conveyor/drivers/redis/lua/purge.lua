@@ -20,7 +20,6 @@
   is damaged reads as pending, never making the script fail half-way; its member in the
   pending set is then looked for among those of its rank.
 ]]
-local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
 local pending, delayed, succeeded, failed, unique = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local cancelled, index, failed_index = KEYS[6], KEYS[7], KEYS[8]
@@ -28,25 +27,7 @@ local prefix, wanted = ARGV[1], ARGV[2]
 local clock = rcall('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 
-local function member(rank, at, id)
-  if type(rank) ~= 'string' or #rank ~= 16 then
-    rank = ANY_RANK
-  end
-  return rank .. string.format('%020.6f', math.max(0, at)) .. id
-end
-
--- The pending member of a job whose stored time is damaged: among the members of its rank.
-local function member_of(rank, id)
-  if type(rank) ~= 'string' or #rank ~= 16 then
-    rank = ANY_RANK
-  end
-  for _, m in ipairs(rcall('ZRANGEBYLEX', pending, '[' .. rank, '(' .. rank .. ':')) do
-    if string.sub(m, 37) == id then
-      return m
-    end
-  end
-  return member(rank, 0, id)
-end
+-- include: pending_member.lua
 
 local function visible(state, at)
   if state == 'pending' and at > now then
@@ -64,11 +45,7 @@ for i = 3, #ARGV do
   if job[1] and wanted ~= 'reserved' and visible(job[1], at or 0) == wanted then
     if job[1] == 'pending' then
       -- A due job may still sit in delayed until a reserve moves it: remove it from both.
-      if at then
-        rcall('ZREM', pending, member(job[3], at, id))
-      else
-        rcall('ZREM', pending, member_of(job[3], id))
-      end
+      rcall('ZREM', pending, pending_member(job[3], job[2], id))
       rcall('ZREM', delayed, id)
       rcall('ZREM', index, id)
     elseif job[1] == 'succeeded' then

@@ -1,0 +1,56 @@
+"""The Redis driver's job-list indexes, pending_ids and failed_ids, against the jobs they list:
+entries a job's move left behind, jobs whose hash is damaged or gone, and what list_jobs and
+reserve make of them. The shared Redis on 127.0.0.1:6379, each test under a key prefix of its
+own, looked at behind the driver's back with a plain client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from conveyor.drivers.redis import RedisDriver
+from conveyor.job import JobState
+from tests.backends import require_service
+from tests.backends.redis import START, URL, delete_prefix, fresh_prefix
+from tests.contract.helpers import LONG_LEASE, make_job
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def driver() -> AsyncIterator[RedisDriver]:
+    require_service("redis", 6379, START)
+    opened = RedisDriver(URL, prefix=fresh_prefix())
+    await opened.open()
+    yield opened
+    await opened.close()
+    await delete_prefix(opened.prefix)
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Redis]:
+    """A plain client on the shared server, to look and write behind the driver's back."""
+    client = Redis.from_url(URL, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def test_a_cancelled_job_whose_rank_is_damaged_is_never_reserved(
+    driver: RedisDriver, raw: Redis
+) -> None:
+    """cancel finds a job's entry among the due ones by its rank: with the rank damaged it
+    missed the entry, and the next reserve handed the cancelled job out to run."""
+    job = make_job(priority=5)
+    await driver.push(job)
+    await raw.hdel(driver.keys("q").job + job.id, "rank")
+    assert await driver.cancel([job.id]) == {job.id}
+
+    assert await driver.reserve(["q"], 10, LONG_LEASE, "w1") == []
+
+    got = await driver.get(job.id)
+    assert got is not None and got.state is JobState.CANCELLED
+    counts = (await driver.counts(["q"]))["q"]
+    assert (counts.pending, counts.reserved, counts.cancelled) == (0, 0, 1)
