@@ -6,6 +6,8 @@ own, looked at behind the driver's back with a plain client.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -54,3 +56,28 @@ async def test_a_cancelled_job_whose_rank_is_damaged_is_never_reserved(
     assert got is not None and got.state is JobState.CANCELLED
     counts = (await driver.counts(["q"]))["q"]
     assert (counts.pending, counts.reserved, counts.cancelled) == (0, 0, 1)
+
+
+async def test_a_delayed_job_whose_hash_is_gone_leaves_no_id_in_pending_ids(
+    driver: RedisDriver, raw: Redis
+) -> None:
+    """reserve dropped such a job from the delayed set once it fell due, but left its id in
+    pending_ids: the index then held as many ids as the sets, though not theirs, so a job
+    missing from it (stored by an older driver) was never indexed, nor listed."""
+    keys = driver.keys("q")
+    gone = make_job(delay=0.2)
+    await driver.push(gone)
+    await raw.delete(keys.job + gone.id)
+    deadline = time.monotonic() + 30
+    while await raw.zcard(keys.delayed) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        assert await driver.reserve(["q"], 10, LONG_LEASE, "w1") == []
+    assert await raw.zcard(keys.delayed) == 0
+    older = make_job()
+    await driver.push(older)
+    await raw.zrem(keys.pending_ids, older.id)  # as an older driver's push leaves it
+
+    listed = await driver.list_jobs("q", JobState.PENDING)
+
+    assert [job.id for job in listed] == [older.id]
+    assert await raw.zrange(keys.pending_ids, 0, -1) == [older.id]

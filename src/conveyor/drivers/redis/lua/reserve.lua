@@ -58,13 +58,15 @@ end
 
 -- Delayed jobs whose time has come join pending for good (at most MOVE_MAX per call, so one
 -- call never stalls the server; the rest follow on the next call). An id whose job is gone
--- is only dropped: there is nothing left to run.
+-- is only dropped, from the index too: there is nothing left to run or to list.
 local due = rcall('ZRANGEBYSCORE', delayed, '-inf', now, 'WITHSCORES', 'LIMIT', 0, MOVE_MAX)
 local moved = {}
 for i = 1, #due, 2 do
   local id = due[i]
   if rcall('EXISTS', prefix .. id) == 1 then
     rcall('ZADD', pending, 0, member(rcall('HGET', prefix .. id, 'rank'), due[i + 1], id))
+  else
+    rcall('ZREM', index, id)
   end
   moved[#moved + 1] = id
 end
