@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from conveyor.drivers.base import Failure
 from conveyor.drivers.redis import RedisDriver
-from conveyor.job import JobState
+from conveyor.job import ErrorInfo, JobState
 from tests.backends import require_service
 from tests.backends.redis import START, URL, delete_prefix, fresh_prefix
 from tests.contract.helpers import LONG_LEASE, make_job
@@ -81,3 +82,24 @@ async def test_a_delayed_job_whose_hash_is_gone_leaves_no_id_in_pending_ids(
 
     assert [job.id for job in listed] == [older.id]
     assert await raw.zrange(keys.pending_ids, 0, -1) == [older.id]
+
+
+async def test_a_failed_job_whose_state_is_damaged_is_listed_as_failed(
+    driver: RedisDriver, raw: Redis
+) -> None:
+    """list.lua counted it on the page, then list_jobs left it out (its state read as a
+    placeholder): the page came back short, and `conveyor failed list`, which stops at a
+    short page, never showed the failed jobs after it."""
+    await driver.push_many([make_job() for _ in range(4)])
+    jobs = await driver.reserve(["q"], 4, LONG_LEASE, "w1")
+    await driver.fail([Failure(job.id, job.reservation or "", ErrorInfo("E", "x")) for job in jobs])
+    ids = sorted(job.id for job in jobs)
+    await raw.hdel(driver.keys("q").job + ids[0], "state")
+
+    first = await driver.list_jobs("q", JobState.FAILED, 2)
+    rest = await driver.list_jobs("q", JobState.FAILED, 2, after=first[-1].id)
+
+    assert [job.id for job in first + rest] == ids
+    assert {job.state for job in first + rest} == {JobState.FAILED}
+    assert "state" in first[0].unreadable
+    assert (await driver.counts(["q"]))["q"].failed == 4

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 from conveyor.drivers.base import QueueCounts, Throughput
 from conveyor.drivers.redis.client import RedisClient, seconds
@@ -87,8 +88,14 @@ class JobInspection(RedisClient):
             for job_id, values in zip(ids, replies, strict=True)
             if stored(values)
         ]
-        # A job that changed state between the two reads is left out rather than mislabelled.
-        return [job for job in found if job.state is state]
+        # A job that changed state between the two reads is left out rather than mislabelled;
+        # one whose state field is damaged is listed in the state whose set holds it, as the
+        # counts count it (read_job gives it a placeholder state).
+        return [
+            job if job.state is state else replace(job, state=state)
+            for job in found
+            if job.state is state or "state" in job.unreadable
+        ]
 
     async def named_ids(
         self, queue: str, state: JobState, name: str, size: int
