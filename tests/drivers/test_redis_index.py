@@ -103,3 +103,25 @@ async def test_a_failed_job_whose_state_is_damaged_is_listed_as_failed(
     assert {job.state for job in first + rest} == {JobState.FAILED}
     assert "state" in first[0].unreadable
     assert (await driver.counts(["q"]))["q"].failed == 4
+
+
+async def test_purge_deletes_failed_jobs_whose_state_is_damaged_or_hash_is_gone(
+    driver: RedisDriver, raw: Redis
+) -> None:
+    """purge read such a job's state from its hash and left it: after a purge of every failed
+    job, the counts still had them failed and failed_ids still held them (the damaged one
+    listed too), until prune's retention ran out."""
+    keys = driver.keys("q")
+    await driver.push_many([make_job() for _ in range(3)])
+    jobs = await driver.reserve(["q"], 3, LONG_LEASE, "w1")
+    await driver.fail([Failure(job.id, job.reservation or "", ErrorInfo("E", "x")) for job in jobs])
+    ids = sorted(job.id for job in jobs)
+    await raw.hdel(keys.job + ids[0], "state")
+    await raw.delete(keys.job + ids[1])
+
+    assert await driver.purge("q", JobState.FAILED) == 3
+
+    assert await driver.list_jobs("q", JobState.FAILED) == []
+    assert (await driver.counts(["q"]))["q"].failed == 0
+    assert await raw.zcard(keys.failed_ids) == 0
+    assert await raw.exists(keys.job + ids[0]) == 0
