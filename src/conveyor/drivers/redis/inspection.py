@@ -7,6 +7,7 @@ import bisect
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 from conveyor.drivers.base import QueueCounts, Throughput
 from conveyor.drivers.redis.client import RedisClient, seconds
@@ -134,9 +135,12 @@ class JobInspection(RedisClient):
     ) -> list[str]:
         """The first `enough` ids, in id order, of the queue's jobs in `state` (pending,
         delayed or failed) at `now`, after `after` and of name `name`: lua/list.lua walks the
-        state's index, looking at WALK ids a call, until it has them or reaches the end."""
+        state's index, looking at WALK ids a call, until it has them or reaches the end. An
+        id an older driver left (its job gone or moved) may stand for a job the index
+        misses, in a count that looked whole: once the walk drops one, the index is mended
+        (`_mend`) and walked again."""
         found: list[str] = []
-        last = after or ""
+        last, mended = after or "", False
         while len(found) < enough:
             batch = Batch()
             batch.script(
@@ -145,33 +149,58 @@ class JobInspection(RedisClient):
                     enough - len(found), WALK,
                 ],
             )  # fmt: skip
-            [(last, *ids)] = await self._run(batch)
+            [(last, dropped, *ids)] = await self._run(batch)
+            if int(dropped) and not mended:
+                await self._mend(keys, state)
+                found, last, mended = [], after or "", True
+                continue
             found += ids
             if not last:
                 break
         return found[:enough]
 
     async def _now_indexed(self, keys: QueueKeys, state: JobState) -> float:
-        """The server's clock, once the index of `state` holds every id of its sets: when it
-        holds fewer (jobs stored before it existed, or by an older driver), they are added
-        first (lua/reindex.lua), a slice per call."""
+        """The server's clock, once the index of `state` holds as many ids as its sets hold
+        members; when it holds another number (jobs stored before it existed, or moved by an
+        older driver), it is mended first (`_mend`). The numbers are read in one MULTI, so
+        no script runs between them: every script keeps the index and its sets alike."""
+        clock, indexed, held = await self._sizes(keys, state)
+        if indexed != held:
+            await self._mend(keys, state)
+        return seconds(clock)
+
+    async def _mend(self, keys: QueueKeys, state: JobState) -> None:
+        """Make the index of `state` hold the ids of its sets, WALK ids a call: first the
+        ids of jobs gone or in another state are dropped (lua/unindex.lua), then, if it
+        still holds fewer ids than the sets, their ids are added (lua/reindex.lua), members
+        whose job is gone or in another state dropped from the sets instead."""
+        index, sets = getattr(keys, INDEXED[state][0]), INDEXED[state][1]
+        own = "failed" if state is JobState.FAILED else "pending"
+        last = None
+        while last != "":
+            last = await self._call("unindex", [index], [keys.job, own, last or "", WALK])
+        _, indexed, held = await self._sizes(keys, state)
+        if indexed >= held:
+            return
+        log.info("indexing the %d jobs of %s for list_jobs", held, index)
+        for name in sets:
+            kind, cursor = "pending" if name == "pending" else "ids", "0"
+            while True:
+                args = [kind, cursor, WALK, keys.job, own]
+                cursor = await self._call("reindex", [index, getattr(keys, name)], args)
+                if str(cursor) == "0":
+                    break
+
+    async def _sizes(self, keys: QueueKeys, state: JobState) -> tuple[list[Any], int, int]:
+        """The server's TIME, the ids the index of `state` holds and the members its sets
+        hold, read in one MULTI."""
         name, held_in = INDEXED[state]
-        index, sets = getattr(keys, name), [getattr(keys, each) for each in held_in]
         batch = Batch()
         batch.command("TIME")
-        for key in (index, *sets):
-            batch.command("ZCARD", key)
-        clock, indexed, *held = await self._run(batch)
-        if int(indexed) < sum(int(count) for count in held):
-            log.info("indexing the %d jobs of %s for list_jobs", sum(map(int, held)), index)
-            for key in sets:
-                cursor = "0"
-                while True:
-                    args = ["pending" if key == keys.pending else "ids", cursor, WALK]
-                    cursor = await self._call("reindex", [index, key], args)
-                    if str(cursor) == "0":
-                        break
-        return seconds(clock)
+        for key in (name, *held_in):
+            batch.command("ZCARD", getattr(keys, key))
+        clock, indexed, *held = await self._run(batch, transaction=True)
+        return clock, int(indexed), sum(int(count) for count in held)
 
     async def _named(self, keys: QueueKeys, ids: list[str], name: str, enough: int) -> list[str]:
         """The first `enough` of `ids` whose job has the name `name`, in order."""
@@ -192,13 +221,14 @@ class JobInspection(RedisClient):
         INDEXED): the index's ids, SLICE a round trip in id order, each slice on from the
         last id (so none is skipped while others change); pending_ids holds pending and
         delayed jobs alike, so the retry and purge scripts these ids go to check each job's
-        state. Reserved, succeeded and cancelled jobs: one ZRANGE of the whole set, which
+        state. The index is mended first (`_mend`), so that no id an older driver left hides
+        a job it misses. Reserved, succeeded and cancelled jobs: one ZRANGE of the whole set, which
         holds the server a while when it holds hundreds of thousands."""
         if state not in INDEXED:
             batch = Batch()
             batch.command("ZRANGE", getattr(keys, state.value), 0, -1)
             return list((await self._run(batch))[0])
-        await self._now_indexed(keys, state)
+        await self._mend(keys, state)
         index, ids, start = getattr(keys, INDEXED[state][0]), [], "-"
         while True:
             batch = Batch()
