@@ -1,6 +1,6 @@
--- Shared by cancel.lua and purge.lua: load_scripts (scripts.py) puts this file where a script
--- says `-- include: pending_member.lua`. It needs `rcall` (redis.call) and `pending` (the
--- queue's pending set) defined before.
+-- Shared by cancel.lua, purge.lua, release.lua and retry.lua: load_scripts (scripts.py) puts
+-- this file where a script says `-- include: pending_member.lua`. It needs `rcall`
+-- (redis.call) and `pending` (the queue's pending set) defined before.
 
 local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 
