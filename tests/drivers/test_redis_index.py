@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -167,3 +168,32 @@ async def test_ids_an_older_driver_left_in_failed_ids_hide_no_job_from_retry(
 
     listed = await driver.list_jobs("q", JobState.PENDING)
     assert [job.id for job in listed] == failed
+
+
+async def test_a_job_retried_while_its_page_is_read_leaves_the_page_full(
+    driver: RedisDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """list_jobs reads a page's ids from the index, then the jobs: a job retried in between
+    was left out and the page came back short, which `conveyor failed list` takes for the
+    end. Here another driver retries the first job just after its id was read."""
+    await driver.push_many([make_job() for _ in range(4)])
+    jobs = await driver.reserve(["q"], 4, LONG_LEASE, "w1")
+    await driver.fail([Failure(job.id, job.reservation or "", ErrorInfo("E", "x")) for job in jobs])
+    ids = sorted(job.id for job in jobs)
+    other = RedisDriver(URL, prefix=driver.prefix)
+    await other.open()
+    walk = driver._walk
+
+    async def walk_then_retry(*args: Any, **kwargs: Any) -> list[str]:
+        found = await walk(*args, **kwargs)
+        if ids[0] in found:
+            assert await other.retry_failed("q", [ids[0]]) == 1
+        return found
+
+    monkeypatch.setattr(driver, "_walk", walk_then_retry)
+    try:
+        page = await driver.list_jobs("q", JobState.FAILED, 2)
+    finally:
+        await other.close()
+
+    assert [job.id for job in page] == ids[1:3]

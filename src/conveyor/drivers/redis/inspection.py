@@ -67,17 +67,33 @@ class JobInspection(RedisClient):
         if limit <= 0:
             return []
         keys = self.keys(queue)
-        if state in INDEXED:
-            now = await self._now_indexed(keys, state)
-            ids = await self._walk(keys, state, now, offset + limit, after=after, name=name)
-        else:
+        if state not in INDEXED:
             now = await self._now()
             ids = sorted(await self._ids_of(keys, state))
             if after is not None:
                 ids = ids[bisect.bisect_right(ids, after) :]
             if name is not None:
                 ids = await self._named(keys, ids, name, offset + limit)
-        ids = ids[offset : offset + limit]
+            return await self._read(keys, state, ids[offset : offset + limit], now)
+        now = await self._now_indexed(keys, state)
+        asked = offset + limit
+        ids = await self._walk(keys, state, now, asked, after=after, name=name)
+        jobs = await self._read(keys, state, ids[offset:], now)
+        # A job that left the state between the walk and the read leaves a gap, filled from
+        # the walk on: a page shorter than `limit` means the end (`conveyor failed list`).
+        while len(jobs) < limit and len(ids) == asked:
+            asked = limit - len(jobs)
+            ids = await self._walk(keys, state, now, asked, after=ids[-1], name=name)
+            jobs += await self._read(keys, state, ids, now)
+        return jobs
+
+    async def _read(
+        self, keys: QueueKeys, state: JobState, ids: list[str], now: float
+    ) -> list[JobInfo]:
+        """The jobs of `ids` still in `state`, read in one round trip. A job that changed
+        state since its id was read is left out rather than mislabelled; one whose state
+        field is damaged is listed in the state whose set holds it, as the counts count it
+        (read_job gives it a placeholder state)."""
         if not ids:
             return []
         batch = Batch()
@@ -89,9 +105,6 @@ class JobInspection(RedisClient):
             for job_id, values in zip(ids, replies, strict=True)
             if stored(values)
         ]
-        # A job that changed state between the two reads is left out rather than mislabelled;
-        # one whose state field is damaged is listed in the state whose set holds it, as the
-        # counts count it (read_job gives it a placeholder state).
         return [
             job if job.state is state else replace(job, state=state)
             for job in found
