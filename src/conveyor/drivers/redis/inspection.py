@@ -231,11 +231,11 @@ class JobInspection(RedisClient):
 
     async def _ids_of(self, keys: QueueKeys, state: JobState) -> list[str]:
         """Every id of the queue's jobs in `state`, in no order. A state with an index (see
-        INDEXED): the index's ids, SLICE a round trip in id order, each slice on from the
+        INDEXED): the index is mended first (`_mend`: no id an older driver left hides a job
+        it misses), then its ids read, SLICE a round trip in id order, each slice on from the
         last id (so none is skipped while others change); pending_ids holds pending and
         delayed jobs alike, so the retry and purge scripts these ids go to check each job's
-        state. The index is mended first (`_mend`), so that no id an older driver left hides
-        a job it misses. Reserved, succeeded and cancelled jobs: one ZRANGE of the whole set, which
+        state. Reserved, succeeded and cancelled jobs: one ZRANGE of the whole set, which
         holds the server a while when it holds hundreds of thousands."""
         if state not in INDEXED:
             batch = Batch()
