@@ -77,3 +77,25 @@ async def test_get_and_list_jobs_show_damaged_jobs(storage: Storage, driver: Dri
     assert set(damaged) <= {job.id for job in listed}
     counts = (await driver.counts(["q"]))["q"]
     assert counts.pending == len(damaged) + 2
+
+
+async def test_damaged_pending_jobs_once_cancelled_are_never_reserved(
+    storage: Storage, driver: Driver
+) -> None:
+    """Redis found a cancelled job's entry among the due ones by its time field: with that
+    field damaged the entry stayed, counted as pending, and the next reserve handed the
+    cancelled job out."""
+    damaged_or_skip(storage)
+    if not driver.capabilities.control:
+        pytest.skip(f"{driver.kind} declares no control capability")
+    damaged = await push_one_per_damage(storage, driver)
+    # A job whose state itself is damaged is no pending job cancel can tell.
+    wanted = {job_id for job_id, at in damaged.items() if storage.damages[at].field != "state"}
+
+    assert await driver.cancel(list(wanted)) == wanted
+
+    counts = (await driver.counts(["q"]))["q"]
+    assert (counts.pending, counts.cancelled) == (len(damaged) - len(wanted) + 2, len(wanted))
+    reserved = await driver.reserve(["q"], 100, LONG_LEASE, "w1")
+    assert not wanted & {job.id for job in reserved}
+    assert [await state_of(driver, job_id) for job_id in wanted] == ["cancelled"] * len(wanted)

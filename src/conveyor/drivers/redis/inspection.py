@@ -6,6 +6,8 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import Any
 
 from conveyor.drivers.base import QueueCounts, Throughput
 from conveyor.drivers.redis.client import RedisClient, seconds
@@ -65,17 +67,33 @@ class JobInspection(RedisClient):
         if limit <= 0:
             return []
         keys = self.keys(queue)
-        if state in INDEXED:
-            now = await self._now_indexed(keys, state)
-            ids = await self._walk(keys, state, now, offset + limit, after=after, name=name)
-        else:
+        if state not in INDEXED:
             now = await self._now()
             ids = sorted(await self._ids_of(keys, state))
             if after is not None:
                 ids = ids[bisect.bisect_right(ids, after) :]
             if name is not None:
                 ids = await self._named(keys, ids, name, offset + limit)
-        ids = ids[offset : offset + limit]
+            return await self._read(keys, state, ids[offset : offset + limit], now)
+        now = await self._now_indexed(keys, state)
+        asked = offset + limit
+        ids = await self._walk(keys, state, now, asked, after=after, name=name)
+        jobs = await self._read(keys, state, ids[offset:], now)
+        # A job that left the state between the walk and the read leaves a gap, filled from
+        # the walk on: a page shorter than `limit` means the end (`conveyor failed list`).
+        while len(jobs) < limit and len(ids) == asked:
+            asked = limit - len(jobs)
+            ids = await self._walk(keys, state, now, asked, after=ids[-1], name=name)
+            jobs += await self._read(keys, state, ids, now)
+        return jobs
+
+    async def _read(
+        self, keys: QueueKeys, state: JobState, ids: list[str], now: float
+    ) -> list[JobInfo]:
+        """The jobs of `ids` still in `state`, read in one round trip. A job that changed
+        state since its id was read is left out rather than mislabelled; one whose state
+        field is damaged is listed in the state whose set holds it, as the counts count it
+        (read_job gives it a placeholder state)."""
         if not ids:
             return []
         batch = Batch()
@@ -87,8 +105,11 @@ class JobInspection(RedisClient):
             for job_id, values in zip(ids, replies, strict=True)
             if stored(values)
         ]
-        # A job that changed state between the two reads is left out rather than mislabelled.
-        return [job for job in found if job.state is state]
+        return [
+            job if job.state is state else replace(job, state=state)
+            for job in found
+            if job.state is state or "state" in job.unreadable
+        ]
 
     async def named_ids(
         self, queue: str, state: JobState, name: str, size: int
@@ -127,9 +148,12 @@ class JobInspection(RedisClient):
     ) -> list[str]:
         """The first `enough` ids, in id order, of the queue's jobs in `state` (pending,
         delayed or failed) at `now`, after `after` and of name `name`: lua/list.lua walks the
-        state's index, looking at WALK ids a call, until it has them or reaches the end."""
+        state's index, looking at WALK ids a call, until it has them or reaches the end. An
+        id an older driver left (its job gone or moved) may stand for a job the index
+        misses, in a count that looked whole: once the walk drops one, the index is mended
+        (`_mend`) and walked again."""
         found: list[str] = []
-        last = after or ""
+        last, mended = after or "", False
         while len(found) < enough:
             batch = Batch()
             batch.script(
@@ -138,33 +162,58 @@ class JobInspection(RedisClient):
                     enough - len(found), WALK,
                 ],
             )  # fmt: skip
-            [(last, *ids)] = await self._run(batch)
+            [(last, dropped, *ids)] = await self._run(batch)
+            if int(dropped) and not mended:
+                await self._mend(keys, state)
+                found, last, mended = [], after or "", True
+                continue
             found += ids
             if not last:
                 break
         return found[:enough]
 
     async def _now_indexed(self, keys: QueueKeys, state: JobState) -> float:
-        """The server's clock, once the index of `state` holds every id of its sets: when it
-        holds fewer (jobs stored before it existed, or by an older driver), they are added
-        first (lua/reindex.lua), a slice per call."""
+        """The server's clock, once the index of `state` holds as many ids as its sets hold
+        members; when it holds another number (jobs stored before it existed, or moved by an
+        older driver), it is mended first (`_mend`). The numbers are read in one MULTI, so
+        no script runs between them: every script keeps the index and its sets alike."""
+        clock, indexed, held = await self._sizes(keys, state)
+        if indexed != held:
+            await self._mend(keys, state)
+        return seconds(clock)
+
+    async def _mend(self, keys: QueueKeys, state: JobState) -> None:
+        """Make the index of `state` hold the ids of its sets, WALK ids a call: first the
+        ids of jobs gone or in another state are dropped (lua/unindex.lua), then, if it
+        still holds fewer ids than the sets, their ids are added (lua/reindex.lua), members
+        whose job is gone or in another state dropped from the sets instead."""
+        index, sets = getattr(keys, INDEXED[state][0]), INDEXED[state][1]
+        own = "failed" if state is JobState.FAILED else "pending"
+        last = None
+        while last != "":
+            last = await self._call("unindex", [index], [keys.job, own, last or "", WALK])
+        _, indexed, held = await self._sizes(keys, state)
+        if indexed >= held:
+            return
+        log.info("indexing the %d jobs of %s for list_jobs", held, index)
+        for name in sets:
+            kind, cursor = "pending" if name == "pending" else "ids", "0"
+            while True:
+                args = [kind, cursor, WALK, keys.job, own]
+                cursor = await self._call("reindex", [index, getattr(keys, name)], args)
+                if str(cursor) == "0":
+                    break
+
+    async def _sizes(self, keys: QueueKeys, state: JobState) -> tuple[list[Any], int, int]:
+        """The server's TIME, the ids the index of `state` holds and the members its sets
+        hold, read in one MULTI."""
         name, held_in = INDEXED[state]
-        index, sets = getattr(keys, name), [getattr(keys, each) for each in held_in]
         batch = Batch()
         batch.command("TIME")
-        for key in (index, *sets):
-            batch.command("ZCARD", key)
-        clock, indexed, *held = await self._run(batch)
-        if int(indexed) < sum(int(count) for count in held):
-            log.info("indexing the %d jobs of %s for list_jobs", sum(map(int, held)), index)
-            for key in sets:
-                cursor = "0"
-                while True:
-                    args = ["pending" if key == keys.pending else "ids", cursor, WALK]
-                    cursor = await self._call("reindex", [index, key], args)
-                    if str(cursor) == "0":
-                        break
-        return seconds(clock)
+        for key in (name, *held_in):
+            batch.command("ZCARD", getattr(keys, key))
+        clock, indexed, *held = await self._run(batch, transaction=True)
+        return clock, int(indexed), sum(int(count) for count in held)
 
     async def _named(self, keys: QueueKeys, ids: list[str], name: str, enough: int) -> list[str]:
         """The first `enough` of `ids` whose job has the name `name`, in order."""
@@ -182,7 +231,8 @@ class JobInspection(RedisClient):
 
     async def _ids_of(self, keys: QueueKeys, state: JobState) -> list[str]:
         """Every id of the queue's jobs in `state`, in no order. A state with an index (see
-        INDEXED): the index's ids, SLICE a round trip in id order, each slice on from the
+        INDEXED): the index is mended first (`_mend`: no id an older driver left hides a job
+        it misses), then its ids read, SLICE a round trip in id order, each slice on from the
         last id (so none is skipped while others change); pending_ids holds pending and
         delayed jobs alike, so the retry and purge scripts these ids go to check each job's
         state. Reserved, succeeded and cancelled jobs: one ZRANGE of the whole set, which
@@ -191,7 +241,7 @@ class JobInspection(RedisClient):
             batch = Batch()
             batch.command("ZRANGE", getattr(keys, state.value), 0, -1)
             return list((await self._run(batch))[0])
-        await self._now_indexed(keys, state)
+        await self._mend(keys, state)
         index, ids, start = getattr(keys, INDEXED[state][0]), [], "-"
         while True:
             batch = Batch()

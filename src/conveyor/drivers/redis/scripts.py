@@ -50,6 +50,7 @@ SCRIPT_NAMES = (
     "mark_tick",
     "list",
     "reindex",
+    "unindex",
 )
 
 

@@ -14,19 +14,13 @@
   free. A reserved job is marked `cancel` = '1' for the worker holding it to stop it. Returns
   the ids of the unfinished jobs found. Finished times are the server's TIME.
 ]]
-local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
 local pending, delayed, cancelled, unique, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix = ARGV[1]
 local clock = rcall('TIME')
 local now = string.format('%.6f', tonumber(clock[1]) + tonumber(clock[2]) / 1000000)
 
-local function member(rank, at, id)
-  if type(rank) ~= 'string' or #rank ~= 16 then
-    rank = ANY_RANK
-  end
-  return rank .. string.format('%020.6f', math.max(0, at)) .. id
-end
+-- include: pending_member.lua
 
 local found = {}
 for i = 2, #ARGV do
@@ -37,7 +31,7 @@ for i = 2, #ARGV do
     rcall('HSET', key, 'cancel', '1')
     found[#found + 1] = id
   elseif job[1] == 'pending' then
-    rcall('ZREM', pending, member(job[3], tonumber(job[2]) or 0, id))
+    rcall('ZREM', pending, pending_member(job[3], job[2], id))
     rcall('ZREM', delayed, id)
     rcall('ZREM', index, id)
     rcall('HSET', key, 'state', 'cancelled', 'finished_at', now, 'cancel', '1')

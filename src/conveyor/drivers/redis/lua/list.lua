@@ -16,10 +16,11 @@
   ARGV[6] stop once this many jobs are found
   ARGV[7] look at no more than this many ids
 
-  Returns {last, id, id, ...}: the jobs found, in id order, after `last`, the last id looked
-  at ('' once the walk reached the end). An id whose job is in a state the index is not for
-  (moved by a script of an older version) is dropped from the index on the way; one whose
-  hash is gone is passed over (see reindex.lua). A job whose state is damaged (missing, not a
+  Returns {last, dropped, id, id, ...}: the jobs found, in id order, after `last`, the last
+  id looked at ('' once the walk reached the end). An id whose job is gone or in a state the
+  index is not for (deleted or moved by a script of an older version) is dropped from the
+  index on the way, and counted in `dropped`: the index may then miss as many jobs, and the
+  caller mends it (unindex.lua, reindex.lua). A job whose state is damaged (missing, not a
   state) counts as the index's, and a damaged due time as due: the caller reads the job and
   decides.
 ]]
@@ -31,13 +32,14 @@ local own = wanted == 'failed' and 'failed' or 'pending'
 
 local start = after == '' and '-' or '(' .. after
 local ids = rcall('ZRANGEBYLEX', index, start, '+', 'LIMIT', 0, slice)
-local out, stale = {''}, {}
+local out, stale = {'', 0}, {}
 for _, id in ipairs(ids) do
   out[1] = id
   local job = rcall('HMGET', prefix .. id, 'state', 'available_at', 'name')
-  if job[1] ~= own and STATES[job[1]] then
+  local gone = not job[1] and rcall('EXISTS', prefix .. id) == 0
+  if gone or (job[1] ~= own and STATES[job[1]]) then
     stale[#stale + 1] = id
-  elseif job[1] or rcall('EXISTS', prefix .. id) == 1 then
+  else
     local state = own
     if own == 'pending' then
       local at = tonumber(job[2])
@@ -45,16 +47,17 @@ for _, id in ipairs(ids) do
     end
     if state == wanted and (name == '' or (job[3] and '=' .. job[3] == name)) then
       out[#out + 1] = id
-      if #out > enough then
+      if #out > enough + 1 then
         break
       end
     end
   end
 end
-if #ids < slice and #out <= enough then
+if #ids < slice and #out <= enough + 1 then
   out[1] = ''  -- the end: nothing after the last id looked at
 end
 if #stale > 0 then
   rcall('ZREM', index, unpack(stale))
+  out[2] = #stale
 end
 return out

@@ -18,9 +18,11 @@
 
   Returns how many were deleted. A deleted job frees its unique key. A job whose time field
   is damaged reads as pending, never making the script fail half-way; its member in the
-  pending set is then looked for among those of its rank.
+  pending set is then looked for among those of its rank. A job whose state field is damaged
+  (or whose hash is gone) is in the state of the set holding its id, as counts and list_jobs
+  show it: purging that state deletes it, and its id from the sets.
 ]]
-local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
+local STATES = {pending = true, reserved = true, succeeded = true, failed = true, cancelled = true}
 local rcall = redis.call
 local pending, delayed, succeeded, failed, unique = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local cancelled, index, failed_index = KEYS[6], KEYS[7], KEYS[8]
@@ -28,24 +30,20 @@ local prefix, wanted = ARGV[1], ARGV[2]
 local clock = rcall('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 
-local function member(rank, at, id)
-  if type(rank) ~= 'string' or #rank ~= 16 then
-    rank = ANY_RANK
-  end
-  return rank .. string.format('%020.6f', math.max(0, at)) .. id
-end
+-- include: pending_member.lua
 
--- The pending member of a job whose stored time is damaged: among the members of its rank.
-local function member_of(rank, id)
-  if type(rank) ~= 'string' or #rank ~= 16 then
-    rank = ANY_RANK
-  end
-  for _, m in ipairs(rcall('ZRANGEBYLEX', pending, '[' .. rank, '(' .. rank .. ':')) do
-    if string.sub(m, 37) == id then
-      return m
+-- The state of a job whose state field cannot be read: that of the set holding its id
+-- (never reserved: reserved jobs are never purged).
+local function held_in(id)
+  for _, set in ipairs({{failed, 'failed'}, {succeeded, 'succeeded'}, {cancelled, 'cancelled'}}) do
+    if rcall('ZSCORE', set[1], id) then
+      return set[2]
     end
   end
-  return member(rank, 0, id)
+  if rcall('ZSCORE', index, id) or rcall('ZSCORE', delayed, id) then
+    return 'pending'
+  end
+  return nil
 end
 
 local function visible(state, at)
@@ -60,23 +58,22 @@ for i = 3, #ARGV do
   local id = ARGV[i]
   local key = prefix .. id
   local job = rcall('HMGET', key, 'state', 'available_at', 'rank', 'ukey')
-  local at = tonumber(job[2])
-  if job[1] and wanted ~= 'reserved' and visible(job[1], at or 0) == wanted then
-    if job[1] == 'pending' then
+  local state, at = job[1], tonumber(job[2])
+  if not STATES[state] then
+    state = held_in(id)
+  end
+  if state and wanted ~= 'reserved' and visible(state, at or 0) == wanted then
+    if state == 'pending' then
       -- A due job may still sit in delayed until a reserve moves it: remove it from both.
-      if at then
-        rcall('ZREM', pending, member(job[3], at, id))
-      else
-        rcall('ZREM', pending, member_of(job[3], id))
-      end
+      rcall('ZREM', pending, pending_member(job[3], job[2], id))
       rcall('ZREM', delayed, id)
       rcall('ZREM', index, id)
-    elseif job[1] == 'succeeded' then
+    elseif state == 'succeeded' then
       rcall('ZREM', succeeded, id)
-    elseif job[1] == 'failed' then
+    elseif state == 'failed' then
       rcall('ZREM', failed, id)
       rcall('ZREM', failed_index, id)
-    elseif job[1] == 'cancelled' then
+    elseif state == 'cancelled' then
       rcall('ZREM', cancelled, id)
     end
     if job[4] and rcall('HGET', unique, job[4]) == id then

@@ -17,19 +17,13 @@
   way: the job is still released, its attempt left as it is.
 ]]
 local WAKE_MAX = 64
-local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
 local pending, delayed, reserved, wake, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix = ARGV[1]
 local clock = rcall('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 
-local function member(rank, at, id)
-  if type(rank) ~= 'string' or #rank ~= 16 then
-    rank = ANY_RANK
-  end
-  return rank .. string.format('%020.6f', math.max(0, at)) .. id
-end
+-- include: pending_member.lua
 
 -- include: errors.lua
 

@@ -25,11 +25,14 @@
   up by one, and `attempt` only if it was running `alone` (see JobInfo in job.py); the alone
   mark is cleared.
 
-  Damaged jobs (a field missing or not a number) are still reserved, with the damaged fields
+  An entry whose job is in another state (finished, or reserved under another entry) is
+  dropped, never handed out: a cancelled job stays cancelled. Damaged jobs (a field missing
+  or not a number, the state itself included) are still reserved, with the damaged fields
   left as they are, so the worker can fail them with the reason; nothing read from a job can
   make the script fail, since Redis would keep the writes made before the failure.
 ]]
 local MOVE_MAX = 1000
+local STATES = {pending = true, reserved = true, succeeded = true, failed = true, cancelled = true}
 local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
 local pending, delayed, reserved, wake, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -55,13 +58,15 @@ end
 
 -- Delayed jobs whose time has come join pending for good (at most MOVE_MAX per call, so one
 -- call never stalls the server; the rest follow on the next call). An id whose job is gone
--- is only dropped: there is nothing left to run.
+-- is only dropped, from the index too: there is nothing left to run or to list.
 local due = rcall('ZRANGEBYSCORE', delayed, '-inf', now, 'WITHSCORES', 'LIMIT', 0, MOVE_MAX)
 local moved = {}
 for i = 1, #due, 2 do
   local id = due[i]
   if rcall('EXISTS', prefix .. id) == 1 then
     rcall('ZADD', pending, 0, member(rcall('HGET', prefix .. id, 'rank'), due[i + 1], id))
+  else
+    rcall('ZREM', index, id)
   end
   moved[#moved + 1] = id
 end
@@ -124,7 +129,14 @@ for _, m in ipairs(chosen) do
   for i = 1, #fields do
     found = found or values[i] ~= false
   end
-  if found or rcall('EXISTS', key) == 1 then
+  local state = at.state and values[at.state]
+  if STATES[state] and state ~= (rescues[m] and 'reserved' or 'pending') then
+    -- The entry outlived its job's move (a script of an older version, or one that could
+    -- not find the entry by the job's damaged fields): dropped, the job left as it is.
+    if rescues[m] then
+      rcall('ZREM', reserved, id)
+    end
+  elseif found or rcall('EXISTS', key) == 1 then
     local attempt, rescued = tonumber(values[at.attempt]), tonumber(values[at.rescued] or '0')
     local changes = {state = 'reserved', reservation = token, worker = worker,
       reserved_at = now_text, lease_expires_at = lease_end, alone = '0'}

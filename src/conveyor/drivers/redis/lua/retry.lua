@@ -15,7 +15,6 @@
   a job moved takes its key again. "Now" is the server's TIME.
 ]]
 local WAKE_MAX = 64
-local ANY_RANK = '7fffffffffffffff'  -- priority 0: for a job whose rank field is damaged
 local rcall = redis.call
 local pending, failed, unique, wake, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local failed_index = KEYS[6]
@@ -23,12 +22,7 @@ local prefix = ARGV[1]
 local clock = rcall('TIME')
 local now = tonumber(string.format('%.6f', tonumber(clock[1]) + tonumber(clock[2]) / 1000000))
 
-local function member(rank, at, id)
-  if type(rank) ~= 'string' or #rank ~= 16 then
-    rank = ANY_RANK
-  end
-  return rank .. string.format('%020.6f', math.max(0, at)) .. id
-end
+-- include: pending_member.lua
 
 local function key_taken(ukey)
   if not ukey then
