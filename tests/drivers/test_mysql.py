@@ -35,7 +35,7 @@ from conveyor.drivers.sql.adapter import REQUIRED_QUERIES, SqlTransaction
 from conveyor.drivers.sql.mysql import MysqlDriver
 from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
-from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
+from conveyor.job import ErrorInfo, JobBatch, JobInfo, JobState, NewJob
 from tests.backends import Drivers, eventually, require_service
 from tests.backends.mysql import START, URL, drop_tables, fresh_prefix
 from tests.backends.proxy import Proxy
@@ -846,6 +846,37 @@ async def test_push_many_past_max_allowed_packet_in_a_callers_transaction_is_all
     finally:
         connection.close()
     assert await sql(f"SELECT id FROM {drivers.prefix}jobs") == []
+
+
+async def test_push_many_of_small_payloads_with_large_metas_stores_every_job(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    """Only payloads counted towards a statement's size: jobs of tiny payloads whose meta
+    (an id, names, a key...) made the batch past max_allowed_packet failed whole, saying to
+    keep payloads under it."""
+    driver = await drivers.open()
+    [(packet,)] = await sql("SELECT @@max_allowed_packet")
+    meta = {"trace": "t" * 1_000_000}
+    jobs = [make_job(meta=meta, unique=f"k{n}") for n in range(int(packet) // 1_000_000 + 2)]
+
+    assert await driver.push_many(jobs) == [job.id for job in jobs]
+
+    assert (await driver.counts(["q"]))["q"].pending == len(jobs)
+
+
+async def test_push_many_of_a_batch_of_tiny_payloads_past_max_allowed_packet_stores_every_job(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    """A JobBatch (Registry.push_many's, with a chunk of a million) of `{}` payloads: ids
+    and the JSON around them passed the limit, the payloads never."""
+    driver = await drivers.open()
+    [(packet,)] = await sql("SELECT @@max_allowed_packet")
+    ids = [f"{n:064d}" for n in range(int(packet) // 70)]  # 79 bytes each as sent
+    batch = JobBatch(make_job(), ids, ["{}"] * len(ids))
+
+    assert await driver.push_many(batch) == ids
+
+    assert (await driver.counts(["q"]))["q"].pending == len(ids)
 
 
 async def test_push_of_a_payload_past_max_allowed_packet_names_the_setting(

@@ -119,8 +119,9 @@ class MysqlDriver(SqlDriver):
         schedules=True,
         thread_push=True,
     )
-    #: 2 Mi characters, 8 MiB at most as UTF-8 within the batch's JSON, half of MariaDB's
-    #: default max_allowed_packet (16 MiB; MySQL's is 64 MiB): a statement past it is refused.
+    #: 2 Mi characters of items (payloads, ids, names, keys, metas), 8 MiB at most as UTF-8
+    #: within the batch's JSON, half of MariaDB's default max_allowed_packet (16 MiB; MySQL's
+    #: is 64 MiB): a statement past it is refused.
     push_budget = 2 * 1024 * 1024
 
     def __init__(
