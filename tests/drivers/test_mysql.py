@@ -406,6 +406,63 @@ async def test_push_in_a_transaction_returns_the_holder_of_a_unique_key(
     assert (await driver.counts(["q"]))["q"].pending == 1
 
 
+async def test_a_call_waiting_on_a_callers_open_transaction_says_so_before_its_deadline(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    """A push of a unique key (and a cancel of its job) that a caller's transaction pushed and
+    keeps open waited for the call's whole deadline, then failed as a server that gave no
+    answer: BackendUnavailableError, "check the server and the network", its connection and
+    every idle one discarded. It fails as a lock wait, naming what to do, as on postgres."""
+    driver = await drivers.open(timeout=3)
+    held = make_job(unique="k")
+    connection = await connect(autocommit=False)
+    try:
+        await connection.begin()
+        await driver.push(held, connection=connection)
+        for call in (driver.push(make_job(unique="k")), driver.cancel([held.id])):
+            with pytest.raises(DriverError, match="waited 2s for a lock another") as raised:
+                await call
+            assert not isinstance(raised.value, BackendUnavailableError)
+        await connection.commit()
+    finally:
+        connection.close()
+
+    assert await driver.push(make_job(unique="k")) == held.id  # waits no more
+
+
+async def test_a_migration_waits_for_row_locks_longer_than_a_call(
+    drivers: Drivers[MysqlDriver], prefix: str
+) -> None:
+    """A migration may wait on a lock as long as it may take (MIGRATION_TIMEOUT), not the
+    lock wait of a call; its connection is not pooled again with that wait."""
+    driver = await drivers.open(timeout=2)
+    job = make_job()
+    await driver.push(job)
+    connection = await connect(autocommit=False)
+    touch = f"UPDATE {prefix}jobs SET priority = 7 WHERE id = '{job.id}'"
+    try:
+        await connection.begin()
+        async with connection.cursor() as cursor:
+            await cursor.execute(f"SELECT id FROM {prefix}jobs WHERE id = %s FOR UPDATE", job.id)
+        migrating = asyncio.create_task(driver._conn.script(touch))
+        await asyncio.sleep(2.5)  # past the call's lock wait (1 s) and its deadline (2 s)
+        assert not migrating.done()
+        await connection.commit()
+    finally:
+        connection.close()
+
+    await asyncio.wait_for(migrating, 10)
+    stored = await driver.get(job.id)
+    assert stored is not None and stored.priority == 7
+    [(wait,)] = await sql("SELECT @@SESSION.innodb_lock_wait_timeout")  # only ours changed
+    [pooled] = [row["wait"] for row in await driver._conn.fetch(LOCK_WAIT, {})]
+    assert int(pooled) == 1 and int(wait) != 1
+
+
+#: A pooled connection's lock wait, in seconds.
+LOCK_WAIT = Query("lock_wait", "", "SELECT @@SESSION.innodb_lock_wait_timeout AS wait")
+
+
 async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
     registry = Registry()
     registry.queue("q", driver=f"{URL}?prefix={prefix}", workers=["w"])

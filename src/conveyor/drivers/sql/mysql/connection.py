@@ -8,13 +8,16 @@ InnoDB's REPEATABLE READ would keep next-key (gap) locks on every index range a 
 scans, so concurrent reserves and settles would deadlock far more often. A `transaction` may
 ask for another level for itself: the driver's reserves behind a backlog (see MysqlDriver).
 
-A transaction the server chose as a deadlock victim (1213), or that waited too long for a row
-lock (1205), was rolled back whole: it is run again, after a short random pause, up to
-`ATTEMPTS` times, and only then does DriverError reach the caller. A connection the server
-dropped is thrown away; the first call to meet one (the server restarted while it sat in the
-pool) is tried once more on a new connection, so after a restart the driver carries on by
-itself. While the server is down callers get BackendUnavailableError (workers retry with
-backoff).
+A transaction the server chose as a deadlock victim (1213) was rolled back whole: it is run
+again, after a short random pause, up to `ATTEMPTS` times, and only then does DriverError reach
+the caller. A statement waits for a row lock for most of the call's timeout
+(`Target.lock_wait`, set on each connection by checkout.py), then fails with a DriverError
+saying so (1205): another transaction holds the row for long, a caller's left open, say, and
+neither running again nor the deadline (which would call the server silent) would help.
+A connection the server dropped is thrown away; the first call to meet one (the server
+restarted while it sat in the pool) is tried once more on a new connection, so after a
+restart the driver carries on by itself. While the server is down callers get
+BackendUnavailableError (workers retry with backoff).
 
 A connection that goes silent (no answer, no error) is found out by its deadline: a call waits
 at most `timeout` seconds for a connection (see checkout.py) and `timeout` more for its
@@ -237,6 +240,7 @@ class MysqlConnection:
         finally:
             if healthy and session.holds_named_lock:
                 healthy = await _release_named_locks(connection, self.target.timeout)
+            healthy = healthy and not session.waits_long
             if not healthy:
                 connection.close()
             pool.release(connection)
