@@ -851,6 +851,30 @@ async def test_deadlock_in_the_callers_transaction_is_reported_not_retried(
     assert (await driver.counts(["q"]))["q"].pending == 2
 
 
+async def test_lock_wait_timeout_in_the_callers_transaction_says_it_is_still_open(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    """Past the caller's own innodb_lock_wait_timeout only the statement is undone, not the
+    transaction: it said "the server rolled your transaction back", which it had not."""
+    driver = await drivers.open()
+    holder = await connect(autocommit=False)
+    caller = await connect(autocommit=False)
+    try:
+        await holder.begin()
+        await driver.push(make_job(unique="k"), connection=holder)
+        async with caller.cursor() as cursor:
+            await cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+        await caller.begin()
+
+        with pytest.raises(DriverError, match="roll your transaction back") as raised:
+            await driver.push(make_job(unique="k"), connection=caller)
+
+        assert "rolled your transaction back" not in str(raised.value)
+    finally:
+        holder.close()
+        caller.close()
+
+
 async def test_push_on_a_connection_to_another_database_raises_config_error(
     drivers: Drivers[MysqlDriver],
 ) -> None:
