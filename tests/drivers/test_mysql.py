@@ -1227,10 +1227,19 @@ def test_ipv6_hosts_are_shown_in_brackets() -> None:
 def test_server_versions_are_read_from_the_handshake_string() -> None:
     read = my_connection._server_version
 
-    assert read("5.5.5-10.11.6-MariaDB-0+deb12u1") == ("MariaDB", (10, 11))
-    assert read("11.4.2-MariaDB") == ("MariaDB", (11, 4))
-    assert read("8.0.36") == ("MySQL", (8, 0))
-    assert read("5.7.44-log") < ("MySQL", (8, 0))
+    assert read("5.5.5-10.11.6-MariaDB-0+deb12u1") == ("MariaDB", (10, 11, 6))
+    assert read("11.4.2-MariaDB") == ("MariaDB", (11, 4, 2))
+    assert read("8.0.36") == ("MySQL", (8, 0, 36))
+    assert read("9.1") == ("MySQL", (9, 1, 0))
+    assert read("5.7.44-log") < ("MySQL", (8, 0, 0))
+
+
+def test_mysql_before_8_0_21_is_refused() -> None:
+    """reserve calls JSON_VALUE, which MySQL has since 8.0.21: an 8.0.20 server was let in,
+    took pushes, and failed every reserve."""
+    read, minimum = my_connection._server_version, my_connection.MINIMUM
+    assert read("8.0.20")[1] < minimum["MySQL"] <= read("8.0.21-commercial")[1]
+    assert read("5.5.5-10.7.8-MariaDB")[1] < minimum["MariaDB"] <= read("10.8.3-MariaDB")[1]
 
 
 # -- concurrency ----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ that reaches it.
     driver = MysqlDriver("mysql://app:secret@db.internal:3306/app")          # or
     driver = MysqlDriver.from_url("mariadb://app@db/app?prefix=mail_&pool_size=20")
 
-Needs `pip install "conveyor[mysql]"` (the asyncmy client) and MySQL 8.0+ or MariaDB 10.8+.
+Needs `pip install "conveyor[mysql]"` (the asyncmy client) and MySQL 8.0.21+ or MariaDB 10.8+.
 Statements run on a pool of up to `pool_size` connections. Tables are created on first use
 (`migrate=False` refuses to run on an out-of-date schema instead; `conveyor migrate` brings it
 up to date), every name starting with `prefix`.

@@ -79,8 +79,9 @@ Work = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
 BACKOFF = 0.005
 
 #: The oldest servers with everything the SQL needs: JSON_TABLE, SKIP LOCKED, descending
-#: indexes (MariaDB 10.8; an older one would sort, and lock, a queue's whole backlog).
-MINIMUM = {"MariaDB": (10, 8), "MySQL": (8, 0)}
+#: indexes (MariaDB 10.8; an older one would sort, and lock, a queue's whole backlog), and
+#: JSON_VALUE, which reserve calls (MySQL 8.0.21).
+MINIMUM = {"MariaDB": (10, 8, 0), "MySQL": (8, 0, 21)}
 
 #: The caller's current database: a borrowed connection must be using the driver's, since the
 #: SQL names its tables without one.
@@ -182,7 +183,7 @@ class MysqlConnection:
             need = ".".join(map(str, MINIMUM[product]))
             raise ConfigError(
                 f"{self.target.shown} runs {product} {found!r}: conveyor needs {product} {need}"
-                " or later (MariaDB 10.8+, MySQL 8.0+)"
+                " or later (MariaDB 10.8+, MySQL 8.0.21+)"
             )
 
     async def _pooled(self, what: str, work: Work[T], isolation: Isolation | None) -> T:
@@ -357,9 +358,10 @@ def _isolation(query: Query) -> Isolation | None:
 
 
 def _server_version(text: str) -> tuple[str, tuple[int, ...]]:
-    """("MariaDB" or "MySQL", (major, minor)) from the server's version string. MariaDB
-    prefixes "5.5.5-" for old clients' sake: '5.5.5-10.11.6-MariaDB-0+deb12u1'."""
+    """("MariaDB" or "MySQL", (major, minor, patch)) from the server's version string (a patch
+    not given is 0). MariaDB prefixes "5.5.5-" for old clients' sake:
+    '5.5.5-10.11.6-MariaDB-0+deb12u1'."""
     product = "MariaDB" if "mariadb" in text.lower() else "MySQL"
-    numbers = re.findall(r"(\d+)\.(\d+)", text.removeprefix("5.5.5-"))
-    version = tuple(int(part) for part in numbers[0]) if numbers else (0, 0)
-    return product, version
+    found = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text.removeprefix("5.5.5-"))
+    parts = found.groups(default="0") if found else ("0", "0", "0")
+    return product, tuple(int(part) for part in parts)
