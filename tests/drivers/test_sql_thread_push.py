@@ -202,6 +202,23 @@ async def test_a_connection_that_died_while_idle_is_replaced(
     assert (await driver.counts(["q"]))["q"].pending == 2
 
 
+async def test_a_connection_the_server_dropped_since_its_last_push_is_replaced(
+    server: Server, prefix: str, drivers: list[SqlDriver]
+) -> None:
+    """Within IDLE_CHECK of its last use a connection is not checked: one the server dropped
+    meanwhile (a restart, a KILL) failed the push with BackendUnavailableError, where the
+    async push runs once more on a new connection."""
+    driver = await opened(server, drivers, server.url(prefix))
+    await asyncio.to_thread(driver.push_in_thread, make_job())
+    [connection] = kept(driver)
+    await server.end_connection(connection)
+
+    job = make_job()
+    assert await asyncio.to_thread(driver.push_in_thread, job) == job.id
+    assert (await driver.counts(["q"]))["q"].pending == 2
+    assert kept(driver) != [connection]
+
+
 async def test_push_in_thread_on_a_silent_server_fails_within_its_timeout(
     server: Server, prefix: str, drivers: list[SqlDriver]
 ) -> None:

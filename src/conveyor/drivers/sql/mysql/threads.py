@@ -23,9 +23,11 @@ from conveyor.drivers.sql.mysql.target import (
     SQL_MODE,
     Target,
     error_code,
+    is_lost,
 )
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.threads import ThreadConnections
+from conveyor.errors import DriverError
 
 __all__ = ["MysqlThreadConnections"]
 
@@ -82,6 +84,14 @@ class MysqlThreadConnections(ThreadConnections[_Connection]):
                     raise self._target.error(error, query.name) from error
             time.sleep(random.uniform(0, BACKOFF * 2**attempt))
             attempt += 1
+
+    def _dropped(self, error: DriverError) -> bool:
+        """A lost connection (its socket closed: a restart, a KILL), not a read or write that
+        timed out (PyMySQL raises its error while handling the socket's TimeoutError)."""
+        cause = error.__cause__
+        if cause is None or not is_lost(cause):
+            return False
+        return not isinstance(cause.__cause__ or cause.__context__, TimeoutError)
 
     def _check(self, conn: _Connection) -> None:
         try:
