@@ -1108,6 +1108,13 @@ def test_from_url_reads_every_option() -> None:
         ("mysql://u:secret@h/db?pool_size=0", "pool_size='0' is not a positive whole number"),
         ("mysql://u:secret@h/db?migrate=maybe", "migrate='maybe' is not a yes or no"),
         ("mysql://u:secret@h/db?connect_timeout=soon", "is not a positive number of seconds"),
+        # asyncmy's own ValueError when the driver opened, not a ConfigError at once
+        ("mysql://u:secret@h/db?connect_timeout=nan", "connect_timeout='nan' is not a positive"),
+        ("mysql://u:secret@h/db?connect_timeout=inf", "connect_timeout='inf' is not a positive"),
+        ("mysql://u:secret@h/db?connect_timeout=99999999", "of seconds up to 31536000"),
+        # a TypeError from setsockopt as the first connection was made: TCP_USER_TIMEOUT, in
+        # milliseconds, is a C int
+        ("mysql://u:secret@h/db?timeout=3e6", "timeout='3e6' is not a positive number of"),
     ],
 )
 def test_from_url_rejects_what_it_cannot_use_and_hides_the_password(url: str, message: str) -> None:
@@ -1115,6 +1122,12 @@ def test_from_url_rejects_what_it_cannot_use_and_hides_the_password(url: str, me
         MysqlDriver.from_url(url)
 
     assert "secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), 0.0, 3e6])
+def test_a_timeout_keyword_no_socket_takes_is_refused(timeout: float) -> None:
+    with pytest.raises(ConfigError, match="up to 86400"):
+        MysqlDriver(URL, timeout=timeout)
 
 
 def test_constructor_points_conveyors_url_options_to_from_url() -> None:

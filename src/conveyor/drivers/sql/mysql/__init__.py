@@ -94,6 +94,8 @@ CONNECT_TIMEOUT = 10.0
 _SCHEMES = ("mysql", "mariadb")
 _URL_HELP = "write mysql://user:password@host:3306/database"
 _CONNECTION_OPTIONS = ("connect_timeout", "unix_socket")
+#: The longest connect_timeout asyncmy and PyMySQL take (past it, a ValueError as they connect).
+_MOST_SECONDS = 31_536_000
 
 
 class MysqlDriver(SqlDriver):
@@ -273,17 +275,18 @@ def _parse_url(url: str, allowed: tuple[str, ...]) -> tuple[Target, SqlOptions]:
 
 
 def _seconds(location: Location, query: dict[str, str], key: str, default: float) -> float:
-    """A positive number of seconds, or `default` when absent."""
+    """A positive number of seconds up to a year (the most the clients take), or `default`
+    when absent."""
     if key not in query:
         return default
     try:
         value = float(query[key])
     except ValueError:
         value = 0
-    if value <= 0:
+    if not 0 < value <= _MOST_SECONDS:  # nan too
         raise ConfigError(
             f"{location.shown!r}: {key}={location.mask(query[key])!r} is not a positive number"
-            f" of seconds; write {key}={default:g}"
+            f" of seconds up to {_MOST_SECONDS} (a year); write {key}={default:g}"
         )
     return value
 
