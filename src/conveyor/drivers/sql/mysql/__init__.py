@@ -20,8 +20,9 @@ within a few milliseconds while work flows and within tens of milliseconds when 
 under 1% of a core. A push through the same driver instance wakes it at once, and so does
 one from another process on the same machine, which rings the waiting drivers' doorbells
 after its commit (drivers/doorbell.py: a Unix datagram socket each). Deadlocks
-are retried inside the driver, a row lock waited for past 0.8 of `timeout` is a DriverError
-saying so, and a lost connection is replaced, so after a server restart the driver carries on.
+are retried inside the driver, a row lock waited for past 0.8 of `timeout` is a
+BackendUnavailableError saying so, and a lost connection is replaced, so after a server
+restart the driver carries on.
 
 URL options, after `?`: `prefix` (default conveyor_), `migrate` (true or false), `pool_size`
 (default 10), `timeout` (seconds, default 10: how long a call may wait for a connection, and

@@ -11,9 +11,10 @@ ask for another level for itself: the driver's reserves behind a backlog (see My
 A transaction the server chose as a deadlock victim (1213) was rolled back whole: it is run
 again, after a short random pause, up to `ATTEMPTS` times, and only then does DriverError reach
 the caller. A statement waits for a row lock for most of the call's timeout
-(`Target.lock_wait`, set on each connection by checkout.py), then fails with a DriverError
-saying so (1205): another transaction holds the row for long, a caller's left open, say, and
-neither running again nor the deadline (which would call the server silent) would help.
+(`Target.lock_wait`, set on each connection by checkout.py), then fails with a
+BackendUnavailableError saying so (1205): another transaction holds the row for long, a
+caller's left open, say; running again at once would not help, and the deadline would call
+the server silent and discard the connection.
 A connection the server dropped is thrown away; the first call to meet one (the server
 restarted while it sat in the pool) is tried once more on a new connection, so after a
 restart the driver carries on by itself. While the server is down callers get

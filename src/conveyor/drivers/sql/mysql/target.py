@@ -139,7 +139,10 @@ class Target:
                 " roll your transaction back (it may hold part of the push) and run it again"
             )
         if error_code(error) == LOCK_WAIT_TIMEOUT:
-            return DriverError(
+            # Unavailable, not refused: the call may well succeed once that transaction ends,
+            # so a worker's settle waits on and tries again, as for a server out of reach,
+            # rather than write its job off as an outcome the backend refuses.
+            return BackendUnavailableError(
                 f"MySQL {what} on {self.shown} waited {self.lock_wait}s for a lock another"
                 f" transaction holds ({detail}), and gave up: a transaction still open that"
                 " pushed the same unique key with connection=, say; commit or roll it back"
