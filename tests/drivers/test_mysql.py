@@ -433,6 +433,26 @@ async def test_a_call_waiting_on_a_callers_open_transaction_says_so_before_its_d
     assert await driver.push(make_job(unique="k")) == held.id  # waits no more
 
 
+async def test_a_thread_push_behind_a_callers_open_transaction_says_so(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    """The connections for plain threads wait for a lock as the pooled ones do: before, the
+    server's 50 s, so the push ran into its read timeout and failed as a server out of reach
+    ("Lost connection ... (timed out)"), or waited the server's wait where that was shorter."""
+    driver = await drivers.open(timeout=3)
+    job = make_job()
+    connection = await connect(autocommit=False)
+    try:
+        await connection.begin()
+        await driver.push(job, connection=connection)  # the same id, pushed again below
+        with pytest.raises(BackendUnavailableError, match="waited 2s for a lock another"):
+            await asyncio.to_thread(driver.push_in_thread, job)
+        await connection.commit()
+    finally:
+        connection.close()
+    assert await asyncio.to_thread(driver.push_in_thread, job) == job.id
+
+
 async def test_an_ack_behind_a_callers_open_transaction_waits_for_it(prefix: str) -> None:
     """A caller's transaction that pushes the unique key of a running job holds that job's row
     until it ends (MySQL's duplicate check), so the job's ack waits past the lock wait, again

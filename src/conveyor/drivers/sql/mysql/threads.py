@@ -1,8 +1,8 @@
 """MySQL's connections for statements from plain threads (drivers/sql/threads.py): PyMySQL's
 synchronous connections, set up as the pooled ones are (utf8mb4, strict sql_mode, READ
-COMMITTED), in autocommit. The deadline is given to the socket: each read and write gives up
-after the timeout, and the connection is then closed (a connection idle a while is checked
-before it is used, so it needs no keepalives)."""
+COMMITTED, the lock wait), in autocommit. The deadline is given to the socket: each read and
+write gives up after the timeout, and the connection is then closed (a connection idle a while
+is checked before it is used, so it needs no keepalives)."""
 
 from __future__ import annotations
 
@@ -66,6 +66,13 @@ class MysqlThreadConnections(ThreadConnections[_Connection]):
                 program_name="conveyor",
             )
         except _ERRORS as error:
+            raise target.error(error, "connect") from None
+        try:
+            with conn.cursor() as cursor:  # as checkout.py sets the pooled ones
+                lock_wait = "SET @@SESSION.innodb_lock_wait_timeout = %s"
+                cursor.execute(lock_wait, (target.lock_wait,))
+        except _ERRORS as error:
+            self._close(conn)
             raise target.error(error, "connect") from None
         return conn
 
