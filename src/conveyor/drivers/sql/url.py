@@ -13,9 +13,9 @@ from conveyor.errors import ConfigError
 #: The query options `sql_options` reads; a dialect keeps them from its client library.
 OPTIONS = ("prefix", "migrate", "pool_size", "timeout")
 
-#: The longest call deadline, in seconds: a day. Past about 24 days the kernel's
+#: The longest call deadline, in seconds: 24 days. Past about 24.8 the kernel's
 #: TCP_USER_TIMEOUT (milliseconds, a C int) cannot take it, and the first connection failed.
-MOST_TIMEOUT = 86_400
+MOST_TIMEOUT = 24 * 86_400
 
 _FLAGS = {"true": True, "1": True, "yes": True, "on": True}
 _FLAGS |= {"false": False, "0": False, "no": False, "off": False}
@@ -58,7 +58,7 @@ def check_timeout(timeout: float) -> None:
     """Refuse a call deadline that no call could meet."""
     if not 0 < timeout <= MOST_TIMEOUT:  # nan too
         raise ConfigError(
-            f"timeout must be a positive number of seconds up to {MOST_TIMEOUT} (a day), not"
+            f"timeout must be a positive number of seconds up to {MOST_TIMEOUT} (24 days), not"
             f" {timeout!r}: write timeout=10"
         )
 
@@ -86,7 +86,7 @@ def _timeout(url: str, key: str, value: str) -> float:
     except ValueError:
         number = 0.0
     if not 0 < number <= MOST_TIMEOUT:  # nan too
-        what = f"a positive number of seconds up to {MOST_TIMEOUT} (a day)"
+        what = f"a positive number of seconds up to {MOST_TIMEOUT} (24 days)"
         raise _bad(url, key, value, what, f"{key}=10")
     return number
 
