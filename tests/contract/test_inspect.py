@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conveyor.drivers.base import Driver, QueueCounts
 from conveyor.job import JobState
 from tests.backends import needs
@@ -201,3 +203,19 @@ async def test_finished_counts_follow_retry_purge_and_cancel(driver: Driver) -> 
     assert (counts.pending, counts.succeeded, counts.failed) == (1, 0, 1)
     assert await driver.prune("q", older_than=-60) == 1  # the failed job, finished "long ago"
     assert (await driver.counts(["q"]))["q"] == QueueCounts(pending=1)
+
+
+@needs("lookup")
+@pytest.mark.parametrize("huge", [2**64, 10**20])
+async def test_list_jobs_takes_a_limit_and_offset_past_any_integer_column(
+    driver: Driver, huge: int
+) -> None:
+    """A page as large as asked (the CLI's --limit, a script's), or past the end: MySQL
+    failed with a syntax error on a LIMIT past 2**64 - 1."""
+    jobs = [make_job() for _ in range(3)]
+    await driver.push_many(jobs)
+
+    listed = await driver.list_jobs("q", JobState.PENDING, huge)
+
+    assert [job.id for job in listed] == sorted(job.id for job in jobs)
+    assert await driver.list_jobs("q", JobState.PENDING, 5, huge) == []

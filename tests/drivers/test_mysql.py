@@ -35,7 +35,7 @@ from conveyor.drivers.sql.adapter import REQUIRED_QUERIES, SqlTransaction
 from conveyor.drivers.sql.mysql import MysqlDriver
 from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
-from conveyor.job import ErrorInfo, JobInfo, JobState, NewJob
+from conveyor.job import ErrorInfo, JobBatch, JobInfo, JobState, NewJob
 from tests.backends import Drivers, eventually, require_service
 from tests.backends.mysql import START, URL, drop_tables, fresh_prefix
 from tests.backends.proxy import Proxy
@@ -404,6 +404,130 @@ async def test_push_in_a_transaction_returns_the_holder_of_a_unique_key(
     finally:
         connection.close()
     assert (await driver.counts(["q"]))["q"].pending == 1
+
+
+async def test_a_call_waiting_on_a_callers_open_transaction_says_so_before_its_deadline(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    """A push of a unique key (and a cancel of its job) that a caller's transaction pushed and
+    keeps open waited for the call's whole deadline, then failed as a server that gave no
+    answer ("check the server and the network"), its connection and every idle one discarded.
+    It fails as a lock wait, naming what to do; still a BackendUnavailableError, which a
+    worker's settle waits on (see the next test), and on a connection kept."""
+    driver = await drivers.open(timeout=3, pool_size=1)
+    held = make_job(unique="k")
+    connection = await connect(autocommit=False)
+    whoami = Query("whoami", "", "SELECT CONNECTION_ID() AS id")
+    try:
+        await connection.begin()
+        await driver.push(held, connection=connection)
+        [before] = await driver._conn.fetch(whoami, {})
+        for call in (driver.push(make_job(unique="k")), driver.cancel([held.id])):
+            with pytest.raises(BackendUnavailableError, match="waited 2s for a lock another"):
+                await call
+        assert await driver._conn.fetch(whoami, {}) == [before]  # no connection discarded
+        await connection.commit()
+    finally:
+        connection.close()
+
+    assert await driver.push(make_job(unique="k")) == held.id  # waits no more
+
+
+async def test_a_thread_push_behind_a_callers_open_transaction_says_so(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    """The connections for plain threads wait for a lock as the pooled ones do: before, the
+    server's 50 s, so the push ran into its read timeout and failed as a server out of reach
+    ("Lost connection ... (timed out)"), or waited the server's wait where that was shorter."""
+    driver = await drivers.open(timeout=3)
+    job = make_job()
+    connection = await connect(autocommit=False)
+    try:
+        await connection.begin()
+        await driver.push(job, connection=connection)  # the same id, pushed again below
+        with pytest.raises(BackendUnavailableError, match="waited 2s for a lock another"):
+            await asyncio.to_thread(driver.push_in_thread, job)
+        await connection.commit()
+    finally:
+        connection.close()
+    assert await asyncio.to_thread(driver.push_in_thread, job) == job.id
+
+
+async def test_an_ack_behind_a_callers_open_transaction_waits_for_it(prefix: str) -> None:
+    """A caller's transaction that pushes the unique key of a running job holds that job's row
+    until it ends (MySQL's duplicate check), so the job's ack waits past the lock wait, again
+    and again. Taken for the backend refusing the ack, it would be written off after three
+    tries, the job run again after its lease; it is written once the caller commits."""
+    registry = Registry()
+    registry.queue("q", driver=f"{URL}?prefix={prefix}&timeout=1.5", workers=["w"])
+    registry.worker("w", poll_interval=0.05)
+    started, finish = asyncio.Event(), asyncio.Event()
+    runs = 0
+
+    @registry.job("keyed")
+    async def keyed(job: Job[dict[str, int]]) -> None:
+        nonlocal runs
+        runs += 1
+        started.set()
+        await finish.wait()
+
+    job_id = await registry.push("q", "keyed", {"n": 1}, unique="k")
+    worker = Worker(registry, "w")
+    running = asyncio.create_task(worker.run())
+    connection = await connect(autocommit=False)
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        await connection.begin()
+        again = await registry.push("q", "keyed", {"n": 2}, unique="k", connection=connection)
+        assert again == job_id
+        finish.set()
+        await asyncio.sleep(5)  # the ack meets the lock wait (1 s) a few times meanwhile
+        await connection.commit()
+
+        async def succeeded() -> bool:
+            info = await registry.job_info(job_id)
+            return info is not None and info.state is JobState.SUCCEEDED
+
+        await eventually(succeeded, timeout=15)
+    finally:
+        connection.close()
+        worker.stop()
+        await running
+        await registry.close()
+    assert runs == 1
+
+
+async def test_a_migration_waits_for_row_locks_longer_than_a_call(
+    drivers: Drivers[MysqlDriver], prefix: str
+) -> None:
+    """A migration may wait on a lock as long as it may take (MIGRATION_TIMEOUT), not the
+    lock wait of a call; its connection is not pooled again with that wait."""
+    driver = await drivers.open(timeout=2)
+    job = make_job()
+    await driver.push(job)
+    connection = await connect(autocommit=False)
+    touch = f"UPDATE {prefix}jobs SET priority = 7 WHERE id = '{job.id}'"
+    try:
+        await connection.begin()
+        async with connection.cursor() as cursor:
+            await cursor.execute(f"SELECT id FROM {prefix}jobs WHERE id = %s FOR UPDATE", job.id)
+        migrating = asyncio.create_task(driver._conn.script(touch))
+        await asyncio.sleep(2.5)  # past the call's lock wait (1 s) and its deadline (2 s)
+        assert not migrating.done()
+        await connection.commit()
+    finally:
+        connection.close()
+
+    await asyncio.wait_for(migrating, 10)
+    stored = await driver.get(job.id)
+    assert stored is not None and stored.priority == 7
+    [(wait,)] = await sql("SELECT @@SESSION.innodb_lock_wait_timeout")  # only ours changed
+    [pooled] = [row["wait"] for row in await driver._conn.fetch(LOCK_WAIT, {})]
+    assert int(pooled) == 1 and int(wait) != 1
+
+
+#: A pooled connection's lock wait, in seconds.
+LOCK_WAIT = Query("lock_wait", "", "SELECT @@SESSION.innodb_lock_wait_timeout AS wait")
 
 
 async def test_registry_push_passes_the_connection_through(prefix: str) -> None:
@@ -794,6 +918,30 @@ async def test_deadlock_in_the_callers_transaction_is_reported_not_retried(
     assert (await driver.counts(["q"]))["q"].pending == 2
 
 
+async def test_lock_wait_timeout_in_the_callers_transaction_says_it_is_still_open(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    """Past the caller's own innodb_lock_wait_timeout only the statement is undone, not the
+    transaction: it said "the server rolled your transaction back", which it had not."""
+    driver = await drivers.open()
+    holder = await connect(autocommit=False)
+    caller = await connect(autocommit=False)
+    try:
+        await holder.begin()
+        await driver.push(make_job(unique="k"), connection=holder)
+        async with caller.cursor() as cursor:
+            await cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+        await caller.begin()
+
+        with pytest.raises(DriverError, match="roll your transaction back") as raised:
+            await driver.push(make_job(unique="k"), connection=caller)
+
+        assert "rolled your transaction back" not in str(raised.value)
+    finally:
+        holder.close()
+        caller.close()
+
+
 async def test_push_on_a_connection_to_another_database_raises_config_error(
     drivers: Drivers[MysqlDriver],
 ) -> None:
@@ -846,6 +994,37 @@ async def test_push_many_past_max_allowed_packet_in_a_callers_transaction_is_all
     finally:
         connection.close()
     assert await sql(f"SELECT id FROM {drivers.prefix}jobs") == []
+
+
+async def test_push_many_of_small_payloads_with_large_metas_stores_every_job(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    """Only payloads counted towards a statement's size: jobs of tiny payloads whose meta
+    (an id, names, a key...) made the batch past max_allowed_packet failed whole, saying to
+    keep payloads under it."""
+    driver = await drivers.open()
+    [(packet,)] = await sql("SELECT @@max_allowed_packet")
+    meta = {"trace": "t" * 1_000_000}
+    jobs = [make_job(meta=meta, unique=f"k{n}") for n in range(int(packet) // 1_000_000 + 2)]
+
+    assert await driver.push_many(jobs) == [job.id for job in jobs]
+
+    assert (await driver.counts(["q"]))["q"].pending == len(jobs)
+
+
+async def test_push_many_of_a_batch_of_tiny_payloads_past_max_allowed_packet_stores_every_job(
+    drivers: Drivers[MysqlDriver],
+) -> None:
+    """A JobBatch (Registry.push_many's, with a chunk of a million) of `{}` payloads: ids
+    and the JSON around them passed the limit, the payloads never."""
+    driver = await drivers.open()
+    [(packet,)] = await sql("SELECT @@max_allowed_packet")
+    ids = [f"{n:064d}" for n in range(int(packet) // 70)]  # 79 bytes each as sent
+    batch = JobBatch(make_job(), ids, ["{}"] * len(ids))
+
+    assert await driver.push_many(batch) == ids
+
+    assert (await driver.counts(["q"]))["q"].pending == len(ids)
 
 
 async def test_push_of_a_payload_past_max_allowed_packet_names_the_setting(
@@ -996,6 +1175,13 @@ def test_from_url_reads_every_option() -> None:
         ("mysql://u:secret@h/db?pool_size=0", "pool_size='0' is not a positive whole number"),
         ("mysql://u:secret@h/db?migrate=maybe", "migrate='maybe' is not a yes or no"),
         ("mysql://u:secret@h/db?connect_timeout=soon", "is not a positive number of seconds"),
+        # asyncmy's own ValueError when the driver opened, not a ConfigError at once
+        ("mysql://u:secret@h/db?connect_timeout=nan", "connect_timeout='nan' is not a positive"),
+        ("mysql://u:secret@h/db?connect_timeout=inf", "connect_timeout='inf' is not a positive"),
+        ("mysql://u:secret@h/db?connect_timeout=99999999", "of seconds up to 31536000"),
+        # a TypeError from setsockopt as the first connection was made: TCP_USER_TIMEOUT, in
+        # milliseconds, is a C int
+        ("mysql://u:secret@h/db?timeout=3e6", "timeout='3e6' is not a positive number of"),
     ],
 )
 def test_from_url_rejects_what_it_cannot_use_and_hides_the_password(url: str, message: str) -> None:
@@ -1003,6 +1189,12 @@ def test_from_url_rejects_what_it_cannot_use_and_hides_the_password(url: str, me
         MysqlDriver.from_url(url)
 
     assert "secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), 0.0, 3e6])
+def test_a_timeout_keyword_no_socket_takes_is_refused(timeout: float) -> None:
+    with pytest.raises(ConfigError, match="up to 2073600"):
+        MysqlDriver(URL, timeout=timeout)
 
 
 def test_constructor_points_conveyors_url_options_to_from_url() -> None:
@@ -1115,10 +1307,19 @@ def test_ipv6_hosts_are_shown_in_brackets() -> None:
 def test_server_versions_are_read_from_the_handshake_string() -> None:
     read = my_connection._server_version
 
-    assert read("5.5.5-10.11.6-MariaDB-0+deb12u1") == ("MariaDB", (10, 11))
-    assert read("11.4.2-MariaDB") == ("MariaDB", (11, 4))
-    assert read("8.0.36") == ("MySQL", (8, 0))
-    assert read("5.7.44-log") < ("MySQL", (8, 0))
+    assert read("5.5.5-10.11.6-MariaDB-0+deb12u1") == ("MariaDB", (10, 11, 6))
+    assert read("11.4.2-MariaDB") == ("MariaDB", (11, 4, 2))
+    assert read("8.0.36") == ("MySQL", (8, 0, 36))
+    assert read("9.1") == ("MySQL", (9, 1, 0))
+    assert read("5.7.44-log") < ("MySQL", (8, 0, 0))
+
+
+def test_mysql_before_8_0_21_is_refused() -> None:
+    """reserve calls JSON_VALUE, which MySQL has since 8.0.21: an 8.0.20 server was let in,
+    took pushes, and failed every reserve."""
+    read, minimum = my_connection._server_version, my_connection.MINIMUM
+    assert read("8.0.20")[1] < minimum["MySQL"] <= read("8.0.21-commercial")[1]
+    assert read("5.5.5-10.7.8-MariaDB")[1] < minimum["MariaDB"] <= read("10.8.3-MariaDB")[1]
 
 
 # -- concurrency ----------------------------------------------------------------------------------

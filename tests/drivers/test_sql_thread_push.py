@@ -188,10 +188,18 @@ async def test_push_in_thread_declines_a_unique_key_and_a_driver_not_opened(
     assert (await driver.counts(["q"]))["q"].pending == 0
 
 
-async def test_a_connection_that_died_while_idle_is_replaced(
-    server: Server, prefix: str, drivers: list[SqlDriver], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("idle_check", [0.0, 60.0])
+async def test_a_connection_the_server_ended_is_replaced(
+    server: Server,
+    prefix: str,
+    drivers: list[SqlDriver],
+    monkeypatch: pytest.MonkeyPatch,
+    idle_check: float,
 ) -> None:
-    monkeypatch.setattr(threads_module, "IDLE_CHECK", 0.0)  # every reuse is checked first
+    """Found out by the check before reuse (IDLE_CHECK 0: every reuse), or, within IDLE_CHECK
+    of its last use (60), by the push itself, which runs once more on a new connection, as the
+    async push does: before, it failed with BackendUnavailableError (a restart, a KILL)."""
+    monkeypatch.setattr(threads_module, "IDLE_CHECK", idle_check)
     driver = await opened(server, drivers, server.url(prefix))
     await asyncio.to_thread(driver.push_in_thread, make_job())
     [connection] = kept(driver)
@@ -200,6 +208,7 @@ async def test_a_connection_that_died_while_idle_is_replaced(
     job = make_job()
     assert await asyncio.to_thread(driver.push_in_thread, job) == job.id
     assert (await driver.counts(["q"]))["q"].pending == 2
+    assert kept(driver) != [connection]
 
 
 async def test_push_in_thread_on_a_silent_server_fails_within_its_timeout(

@@ -13,7 +13,7 @@ from pydantic import BaseModel, field_validator
 import conveyor.job
 from conveyor import ConfigError, Job, JobState, PayloadError, Registry
 from conveyor.drivers.memory import MemoryDriver
-from conveyor.drivers.sql.rows import parts
+from conveyor.drivers.sql.rows import ITEM_SIZE, parts
 from conveyor.hooks import Event
 from conveyor.job import JobBatch, NewJob, joined, new_id, new_ids
 
@@ -288,13 +288,18 @@ def test_a_job_batch_reads_as_the_jobs_it_holds() -> None:
         JobBatch(replace(template, unique="k"), ["a"], ["1"])
 
 
-def test_sql_parts_cut_a_batch_by_payload_size_keeping_order_and_kind() -> None:
+def test_sql_parts_cut_a_batch_by_item_size_keeping_order_and_kind() -> None:
     template = NewJob("a", "q", "j", "x" * 4)
     batch = JobBatch(template, ["a", "b", "c", "d"], ["x" * 4, "y" * 9, "z", "w"])
-    cut = parts(batch, 5)
+    cut = parts(batch, 2 * ITEM_SIZE + 5)  # each item counts ITEM_SIZE besides its payload
     assert [list(part.ids) for part in cut] == [["a"], ["b"], ["c", "d"]]  # type: ignore[attr-defined]
     assert all(isinstance(part, JobBatch) for part in cut)
-    assert parts(batch, None) == [batch] and parts(batch, 15) == [batch]
+    assert parts(batch, None) == [batch] and parts(batch, 4 * ITEM_SIZE + 15) == [batch]
+
+
+def test_sql_parts_count_each_jobs_text_besides_its_payload() -> None:
+    jobs = [NewJob(str(n), "q", "j", "{}", meta={"trace": "t" * 1000}) for n in range(3)]
+    assert [len(part) for part in parts(jobs, 2 * ITEM_SIZE + 2100)] == [2, 1]
 
 
 @pytest.mark.parametrize("job_id", ["", ".", "..", "a/b", "x" * 65])

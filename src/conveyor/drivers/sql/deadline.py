@@ -28,6 +28,7 @@ from conveyor.errors import BackendUnavailableError
 
 __all__ = [
     "IDLE_CHECK",
+    "LOCK_WAIT",
     "MIGRATION_TIMEOUT",
     "TIMEOUT",
     "Deadline",
@@ -42,6 +43,13 @@ TIMEOUT = 10.0
 #: Seconds a migration may take: far longer than any call, as adding an index to a large
 #: table may take minutes; TCP keepalives still find a server that went silent meanwhile.
 MIGRATION_TIMEOUT = 3600.0
+
+#: The share of a call's timeout one statement waits for a row lock before the server gives it
+#: up (PostgreSQL's lock_timeout, MySQL's innodb_lock_wait_timeout): less than the whole, so
+#: that a wait on another transaction (one that pushed the same unique key with connection=
+#: and has not committed) ends in an error saying so, rather than at the deadline, as a server
+#: that gave no answer, its connection discarded.
+LOCK_WAIT = 0.8
 
 #: A pooled connection left idle this many seconds is checked (one round trip, under half
 #: the call's timeout) before a call gets it, so one that died while idle costs no failure.

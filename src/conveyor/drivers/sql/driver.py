@@ -83,9 +83,10 @@ class SqlDriver(SqlSchema, SqlReading, SinglePush):
     conveyor is used either way, with a warning naming both versions (see schema.py).
     """
 
-    #: The most characters of payload one push statement carries (None: no limit), for a
-    #: server that refuses a statement past a size; a batch over it is written a part at a
-    #: time, in one transaction, so still all or none.
+    #: The most characters one push statement carries (None: no limit), payloads and the rest
+    #: of each job's item counted (rows.parts), for a server that refuses a statement past a
+    #: size; a batch over it is written a part at a time, in one transaction, so still all or
+    #: none.
     push_budget: int | None = None
 
     #: Seconds `prune`, `retry_failed` and `purge` pause between two full batches, for a

@@ -14,6 +14,11 @@ from conveyor.job import FINISHED_STATES, JobInfo, JobState
 
 __all__ = ["SqlReading"]
 
+#: The largest LIMIT or OFFSET every dialect takes (a signed 64-bit integer): more rows than
+#: any table holds. Past it SQLite's client overflows, PostgreSQL's bigint is out of range and
+#: MySQL's parser gives a syntax error.
+_MOST = 2**63 - 1
+
 
 class SqlReading:
     """The Driver methods that read jobs and keep worker records, over named SQL blocks."""
@@ -56,8 +61,8 @@ class SqlReading:
             "queue": queue,
             "state": state.value,
             "stored": stored_state(state),
-            "limit": limit,
-            "offset": max(offset, 0),
+            "limit": min(limit, _MOST),
+            "offset": min(max(offset, 0), _MOST),
             "name": name,
             "after": after or "",  # every id sorts after '': ids are 1 to 64 characters
         }

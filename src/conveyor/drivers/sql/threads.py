@@ -6,8 +6,10 @@ machine cost more than the statement's round trip.
 `ThreadConnections` keeps at most `size` such connections, between calls (most recently used
 first); a call that finds them all busy is declined, and the caller takes the event loop
 instead. A connection left idle IDLE_CHECK seconds is checked before it is used, as the pooled
-ones are, and one whose call failed is closed. Each dialect says how to connect, run and check
-(postgres/threads.py, mysql/threads.py), each call under the driver's timeout.
+ones are, and one whose call failed is closed; a call on one the server dropped meanwhile (a
+restart) runs once more on a new one, where the dialect can tell (`_dropped`). Each dialect
+says how to connect, run and check (postgres/threads.py, mysql/threads.py), each call under
+the driver's timeout.
 """
 
 from __future__ import annotations
@@ -51,7 +53,17 @@ class ThreadConnections(abc.ABC, Generic[C]):
         kept = False
         try:
             conn = self._usable(taken)
-            self._run(conn, query, params)
+            try:
+                self._run(conn, query, params)
+            except DriverError as error:
+                if taken is None or not self._dropped(error):
+                    raise
+                # Dropped while idle (a server restart, a KILL): once more on a new one, as
+                # the pooled connections' calls are; a push is stored once however often run.
+                self._close(conn)
+                conn = None
+                conn = self._connect()
+                self._run(conn, query, params)
             kept = True
         finally:
             with self._lock:
@@ -91,6 +103,11 @@ class ThreadConnections(abc.ABC, Generic[C]):
     @abc.abstractmethod
     def _run(self, conn: C, query: Query, params: Params) -> None:
         """`query` on `conn` under the timeout; DriverError when it fails."""
+
+    def _dropped(self, error: DriverError) -> bool:
+        """Whether `error`, from `_run` on a connection used before, says the server dropped
+        it (not that it went silent), so the call may run again on a new one."""
+        return False
 
     @abc.abstractmethod
     def _check(self, conn: C) -> None:

@@ -13,6 +13,10 @@ from conveyor.errors import ConfigError
 #: The query options `sql_options` reads; a dialect keeps them from its client library.
 OPTIONS = ("prefix", "migrate", "pool_size", "timeout")
 
+#: The longest call deadline, in seconds: 24 days. Past about 24.8 the kernel's
+#: TCP_USER_TIMEOUT (milliseconds, a C int) cannot take it, and the first connection failed.
+MOST_TIMEOUT = 24 * 86_400
+
 _FLAGS = {"true": True, "1": True, "yes": True, "on": True}
 _FLAGS |= {"false": False, "0": False, "no": False, "off": False}
 
@@ -40,7 +44,7 @@ def sql_options(url: str, pairs: Iterable[tuple[str, str]]) -> SqlOptions:
         elif key == "pool_size":
             options["pool_size"] = _positive_whole(url, key, value)
         elif key == "timeout":
-            options["timeout"] = _positive_seconds(url, key, value)
+            options["timeout"] = _timeout(url, key, value)
     return options
 
 
@@ -52,9 +56,10 @@ def check_pool_size(pool_size: int) -> None:
 
 def check_timeout(timeout: float) -> None:
     """Refuse a call deadline that no call could meet."""
-    if not timeout > 0 or timeout == float("inf"):
+    if not 0 < timeout <= MOST_TIMEOUT:  # nan too
         raise ConfigError(
-            f"timeout must be a positive number of seconds, not {timeout!r}: write timeout=10"
+            f"timeout must be a positive number of seconds up to {MOST_TIMEOUT} (24 days), not"
+            f" {timeout!r}: write timeout=10"
         )
 
 
@@ -75,13 +80,14 @@ def _positive_whole(url: str, key: str, value: str) -> int:
     return number
 
 
-def _positive_seconds(url: str, key: str, value: str) -> float:
+def _timeout(url: str, key: str, value: str) -> float:
     try:
         number = float(value)
     except ValueError:
         number = 0.0
-    if not 0 < number < float("inf"):
-        raise _bad(url, key, value, "a positive number of seconds", f"{key}=10")
+    if not 0 < number <= MOST_TIMEOUT:  # nan too
+        what = f"a positive number of seconds up to {MOST_TIMEOUT} (24 days)"
+        raise _bad(url, key, value, what, f"{key}=10")
     return number
 
 

@@ -6,7 +6,7 @@ that reaches it.
     driver = MysqlDriver("mysql://app:secret@db.internal:3306/app")          # or
     driver = MysqlDriver.from_url("mariadb://app@db/app?prefix=mail_&pool_size=20")
 
-Needs `pip install "conveyor[mysql]"` (the asyncmy client) and MySQL 8.0+ or MariaDB 10.8+.
+Needs `pip install "conveyor[mysql]"` (the asyncmy client) and MySQL 8.0.21+ or MariaDB 10.8+.
 Statements run on a pool of up to `pool_size` connections. Tables are created on first use
 (`migrate=False` refuses to run on an out-of-date schema instead; `conveyor migrate` brings it
 up to date), every name starting with `prefix`.
@@ -20,8 +20,9 @@ within a few milliseconds while work flows and within tens of milliseconds when 
 under 1% of a core. A push through the same driver instance wakes it at once, and so does
 one from another process on the same machine, which rings the waiting drivers' doorbells
 after its commit (drivers/doorbell.py: a Unix datagram socket each). Deadlocks
-and lock wait timeouts are retried inside the driver; a lost connection is replaced, so
-after a server restart the driver carries on.
+are retried inside the driver, a row lock waited for past 0.8 of `timeout` is a
+BackendUnavailableError saying so, and a lost connection is replaced, so after a server
+restart the driver carries on.
 
 URL options, after `?`: `prefix` (default conveyor_), `migrate` (true or false), `pool_size`
 (default 10), `timeout` (seconds, default 10: how long a call may wait for a connection, and
@@ -94,6 +95,8 @@ CONNECT_TIMEOUT = 10.0
 _SCHEMES = ("mysql", "mariadb")
 _URL_HELP = "write mysql://user:password@host:3306/database"
 _CONNECTION_OPTIONS = ("connect_timeout", "unix_socket")
+#: The longest connect_timeout asyncmy and PyMySQL take (past it, a ValueError as they connect).
+_MOST_SECONDS = 31_536_000
 
 
 class MysqlDriver(SqlDriver):
@@ -119,8 +122,9 @@ class MysqlDriver(SqlDriver):
         schedules=True,
         thread_push=True,
     )
-    #: 2 Mi characters, 8 MiB at most as UTF-8 within the batch's JSON, half of MariaDB's
-    #: default max_allowed_packet (16 MiB; MySQL's is 64 MiB): a statement past it is refused.
+    #: 2 Mi characters of items (payloads, ids, names, keys, metas), 8 MiB at most as UTF-8
+    #: within the batch's JSON, half of MariaDB's default max_allowed_packet (16 MiB; MySQL's
+    #: is 64 MiB): a statement past it is refused.
     push_budget = 2 * 1024 * 1024
 
     def __init__(
@@ -272,17 +276,18 @@ def _parse_url(url: str, allowed: tuple[str, ...]) -> tuple[Target, SqlOptions]:
 
 
 def _seconds(location: Location, query: dict[str, str], key: str, default: float) -> float:
-    """A positive number of seconds, or `default` when absent."""
+    """A positive number of seconds up to a year (the most the clients take), or `default`
+    when absent."""
     if key not in query:
         return default
     try:
         value = float(query[key])
     except ValueError:
         value = 0
-    if value <= 0:
+    if not 0 < value <= _MOST_SECONDS:  # nan too
         raise ConfigError(
             f"{location.shown!r}: {key}={location.mask(query[key])!r} is not a positive number"
-            f" of seconds; write {key}={default:g}"
+            f" of seconds up to {_MOST_SECONDS} (a year); write {key}={default:g}"
         )
     return value
 

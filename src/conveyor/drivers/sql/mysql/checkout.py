@@ -7,8 +7,9 @@ longer answers. So a connection is checked out here:
 
 - within the target's `timeout`, else BackendUnavailableError;
 - when new: its socket gets TCP keepalives and TCP_USER_TIMEOUT (conveyor.drivers.keepalive),
-  and on MariaDB its session an idle_transaction_timeout, so that a transaction cut off half
-  way (our side gave up on it) gives its row locks back within `timeout`, not hours later;
+  its session an innodb_lock_wait_timeout within the timeout (`Target.lock_wait`), and on
+  MariaDB an idle_transaction_timeout, so that a transaction cut off half way (our side gave
+  up on it) gives its row locks back within `timeout`, not hours later;
 - when idle for IDLE_CHECK seconds: pinged first, under half the timeout;
 - when last used before another connection went silent (`suspect_idle`): discarded, as it
   most likely went silent too, and each would otherwise cost a call a whole timeout.
@@ -123,13 +124,15 @@ class Checkout:
             for option, value in keepalive.tcp_options(self.target.timeout).items():
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, option, value)
-        if "mariadb" not in str(connection.get_server_info()).lower():
-            return  # MySQL has no idle transaction timeout
-        seconds = whole_seconds(self.target.timeout)
+        setup = "SET @@SESSION.innodb_lock_wait_timeout = %s"
+        values: tuple[int, ...] = (self.target.lock_wait,)
+        if "mariadb" in str(connection.get_server_info()).lower():  # MySQL has no such thing
+            setup += ", @@SESSION.idle_transaction_timeout = %s"
+            values += (whole_seconds(self.target.timeout),)
         deadline = Deadline(self.target.timeout, lambda: abort(connection))
         with deadline, self.target.translated("connect"):
             async with connection.cursor() as cursor:
-                await cursor.execute("SET SESSION idle_transaction_timeout = %s", (seconds,))
+                await cursor.execute(setup, values)
 
     async def _answers(self, connection: Connection) -> bool:
         deadline = Deadline(self.target.timeout / 2, lambda: abort(connection))

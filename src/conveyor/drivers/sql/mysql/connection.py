@@ -8,13 +8,17 @@ InnoDB's REPEATABLE READ would keep next-key (gap) locks on every index range a 
 scans, so concurrent reserves and settles would deadlock far more often. A `transaction` may
 ask for another level for itself: the driver's reserves behind a backlog (see MysqlDriver).
 
-A transaction the server chose as a deadlock victim (1213), or that waited too long for a row
-lock (1205), was rolled back whole: it is run again, after a short random pause, up to
-`ATTEMPTS` times, and only then does DriverError reach the caller. A connection the server
-dropped is thrown away; the first call to meet one (the server restarted while it sat in the
-pool) is tried once more on a new connection, so after a restart the driver carries on by
-itself. While the server is down callers get BackendUnavailableError (workers retry with
-backoff).
+A transaction the server chose as a deadlock victim (1213) was rolled back whole: it is run
+again, after a short random pause, up to `ATTEMPTS` times, and only then does DriverError reach
+the caller. A statement waits for a row lock for most of the call's timeout
+(`Target.lock_wait`, set on each connection by checkout.py), then fails with a
+BackendUnavailableError saying so (1205): another transaction holds the row for long, a
+caller's left open, say; running again at once would not help, and the deadline would call
+the server silent and discard the connection.
+A connection the server dropped is thrown away; the first call to meet one (the server
+restarted while it sat in the pool) is tried once more on a new connection, so after a
+restart the driver carries on by itself. While the server is down callers get
+BackendUnavailableError (workers retry with backoff).
 
 A connection that goes silent (no answer, no error) is found out by its deadline: a call waits
 at most `timeout` seconds for a connection (see checkout.py) and `timeout` more for its
@@ -76,8 +80,9 @@ Work = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
 BACKOFF = 0.005
 
 #: The oldest servers with everything the SQL needs: JSON_TABLE, SKIP LOCKED, descending
-#: indexes (MariaDB 10.8; an older one would sort, and lock, a queue's whole backlog).
-MINIMUM = {"MariaDB": (10, 8), "MySQL": (8, 0)}
+#: indexes (MariaDB 10.8; an older one would sort, and lock, a queue's whole backlog), and
+#: JSON_VALUE, which reserve calls (MySQL 8.0.21).
+MINIMUM = {"MariaDB": (10, 8, 0), "MySQL": (8, 0, 21)}
 
 #: The caller's current database: a borrowed connection must be using the driver's, since the
 #: SQL names its tables without one.
@@ -179,7 +184,7 @@ class MysqlConnection:
             need = ".".join(map(str, MINIMUM[product]))
             raise ConfigError(
                 f"{self.target.shown} runs {product} {found!r}: conveyor needs {product} {need}"
-                " or later (MariaDB 10.8+, MySQL 8.0+)"
+                " or later (MariaDB 10.8+, MySQL 8.0.21+)"
             )
 
     async def _pooled(self, what: str, work: Work[T], isolation: Isolation | None) -> T:
@@ -237,6 +242,7 @@ class MysqlConnection:
         finally:
             if healthy and session.holds_named_lock:
                 healthy = await _release_named_locks(connection, self.target.timeout)
+            healthy = healthy and not session.waits_long
             if not healthy:
                 connection.close()
             pool.release(connection)
@@ -353,9 +359,10 @@ def _isolation(query: Query) -> Isolation | None:
 
 
 def _server_version(text: str) -> tuple[str, tuple[int, ...]]:
-    """("MariaDB" or "MySQL", (major, minor)) from the server's version string. MariaDB
-    prefixes "5.5.5-" for old clients' sake: '5.5.5-10.11.6-MariaDB-0+deb12u1'."""
+    """("MariaDB" or "MySQL", (major, minor, patch)) from the server's version string (a patch
+    not given is 0). MariaDB prefixes "5.5.5-" for old clients' sake:
+    '5.5.5-10.11.6-MariaDB-0+deb12u1'."""
     product = "MariaDB" if "mariadb" in text.lower() else "MySQL"
-    numbers = re.findall(r"(\d+)\.(\d+)", text.removeprefix("5.5.5-"))
-    version = tuple(int(part) for part in numbers[0]) if numbers else (0, 0)
-    return product, version
+    found = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text.removeprefix("5.5.5-"))
+    parts = found.groups(default="0") if found else ("0", "0", "0")
+    return product, tuple(int(part) for part in parts)

@@ -1,4 +1,4 @@
--- conveyor's SQL for MySQL 8.0+ and MariaDB 10.8+: one block per driver method, named after it.
+-- conveyor's SQL for MySQL 8.0.21+ and MariaDB 10.8+: one block per driver method, named after it.
 --
 -- Parameters are %(named)s (pyformat) and always passed as one dict; keys a statement does not
 -- use are ignored. A literal percent sign would have to be written twice: there is none. A

@@ -82,6 +82,9 @@ class Session:
         #: True once a statement took a named lock, which outlives transactions: the pooled
         #: adapter releases it when the transaction ends.
         self.holds_named_lock = False
+        #: True once a script (a migration) lifted the session's lock wait: the pooled adapter
+        #: then closes the connection rather than pool it again.
+        self.waits_long = False
 
     async def fetch(self, query: Query, params: Params) -> list[Row]:
         rows: list[Row] = []
@@ -103,10 +106,13 @@ class Session:
         return changed
 
     async def script(self, sql: str) -> None:
-        if self._deadline is not None:  # a migration may run far longer than a call
-            self._deadline.extend(MIGRATION_TIMEOUT)
         with failing("migration"):
             async with self._connection.cursor(QuietCursor) as cursor:
+                if self._deadline is not None:  # a migration may run far longer than a call
+                    self._deadline.extend(MIGRATION_TIMEOUT)
+                    self.waits_long = True
+                    lift = "SET @@SESSION.innodb_lock_wait_timeout = %s"
+                    await cursor.execute(lift, (int(MIGRATION_TIMEOUT),))
                 for statement in statements(sql):
                     await self._run(cursor, statement, None)
 

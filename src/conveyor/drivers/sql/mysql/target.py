@@ -5,6 +5,7 @@ run again after (see connection.py)."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from asyncmy.errors import MySQLError
 
 from conveyor.drivers.lent import lost
 from conveyor.drivers.location import Location
-from conveyor.drivers.sql.deadline import TIMEOUT, Deadline
+from conveyor.drivers.sql.deadline import LOCK_WAIT, TIMEOUT, Deadline
 from conveyor.errors import BackendUnavailableError, DriverError
 
 __all__ = [
@@ -25,7 +26,7 @@ __all__ = [
 
 log = logging.getLogger("conveyor.mysql")
 
-#: Times a transaction runs before a deadlock or lock wait timeout reaches the caller. With
+#: Times a transaction runs before a deadlock reaches the caller. With
 #: the backoff between runs (connection.BACKOFF, doubling), at most about 1.3 s of pauses:
 #: under CI's load, eight producers of unique jobs beside two workers once made one reserve
 #: the victim six times in a row.
@@ -44,8 +45,13 @@ SESSION_SETUP = f"SET SESSION TRANSACTION ISOLATION LEVEL {SESSION_ISOLATION}"
 #: `SET sql_mode=<this>`, hence the quotes.
 SQL_MODE = "'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
 
-#: Server errors after which the transaction was rolled back whole and may simply run again.
-RETRIED = frozenset({1205, 1213})  # lock wait timeout, deadlock
+#: Server errors after which the transaction was rolled back whole and may simply run again:
+#: a deadlock. Not a lock wait timeout (LOCK_WAIT_TIMEOUT): that is a wait of most of the
+#: call's timeout, on a transaction that holds its locks for long (a caller's, left open).
+RETRIED = frozenset({1213})
+
+#: ER_LOCK_WAIT_TIMEOUT: a row lock waited for past innodb_lock_wait_timeout.
+LOCK_WAIT_TIMEOUT = 1205
 
 #: Errors meaning the connection is gone: server gone away, lost during query, killed,
 #: shutting down, disconnected for inactivity, can't connect (socket, TCP), too many clients.
@@ -75,6 +81,12 @@ class Target:
         where = f"{host}:{self.port}"
         socket = f"?unix_socket={self.unix_socket}" if self.unix_socket else ""
         return f"mysql://{self.user}@{where}/{self.database}{socket}"
+
+    @property
+    def lock_wait(self) -> int:
+        """Seconds a statement waits for a row lock (innodb_lock_wait_timeout, whole seconds):
+        LOCK_WAIT of the timeout, at least 1."""
+        return max(1, math.floor(self.timeout * LOCK_WAIT))
 
     def mask(self, text: str) -> str:
         """`text` with the password, wherever it appears, replaced by ***."""
@@ -119,6 +131,22 @@ class Target:
             return BackendUnavailableError(
                 f"MySQL at {self.shown} is unreachable during {what} ({detail}): check that the"
                 " server is running; workers retry with backoff and the pool reconnects by itself"
+            )
+        if error_code(error) == LOCK_WAIT_TIMEOUT and borrowed:
+            return DriverError(
+                f"MySQL {what} on {self.shown} waited past your connection's"
+                f" innodb_lock_wait_timeout for a lock another transaction holds ({detail}):"
+                " roll your transaction back (it may hold part of the push) and run it again"
+            )
+        if error_code(error) == LOCK_WAIT_TIMEOUT:
+            # Unavailable, not refused: the call may well succeed once that transaction ends,
+            # so a worker's settle waits on and tries again, as for a server out of reach,
+            # rather than write its job off as an outcome the backend refuses.
+            return BackendUnavailableError(
+                f"MySQL {what} on {self.shown} waited {self.lock_wait}s for a lock another"
+                f" transaction holds ({detail}), and gave up: a transaction still open that"
+                " pushed the same unique key with connection=, say; commit or roll it back"
+                " sooner, or raise the URL's timeout="
             )
         if error_code(error) in RETRIED and borrowed:
             return DriverError(

@@ -1,8 +1,8 @@
 """MySQL's connections for statements from plain threads (drivers/sql/threads.py): PyMySQL's
 synchronous connections, set up as the pooled ones are (utf8mb4, strict sql_mode, READ
-COMMITTED), in autocommit. The deadline is given to the socket: each read and write gives up
-after the timeout, and the connection is then closed (a connection idle a while is checked
-before it is used, so it needs no keepalives)."""
+COMMITTED, the lock wait), in autocommit. The deadline is given to the socket: each read and
+write gives up after the timeout, and the connection is then closed (a connection idle a while
+is checked before it is used, so it needs no keepalives)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ from conveyor.drivers.sql.mysql.target import (
     SQL_MODE,
     Target,
     error_code,
+    is_lost,
 )
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.threads import ThreadConnections
+from conveyor.errors import DriverError
 
 __all__ = ["MysqlThreadConnections"]
 
@@ -65,6 +67,13 @@ class MysqlThreadConnections(ThreadConnections[_Connection]):
             )
         except _ERRORS as error:
             raise target.error(error, "connect") from None
+        try:
+            with conn.cursor() as cursor:  # as checkout.py sets the pooled ones
+                lock_wait = "SET @@SESSION.innodb_lock_wait_timeout = %s"
+                cursor.execute(lock_wait, (target.lock_wait,))
+        except _ERRORS as error:
+            self._close(conn)
+            raise target.error(error, "connect") from None
         return conn
 
     def _run(self, conn: _Connection, query: Query, params: Params) -> None:
@@ -82,6 +91,14 @@ class MysqlThreadConnections(ThreadConnections[_Connection]):
                     raise self._target.error(error, query.name) from error
             time.sleep(random.uniform(0, BACKOFF * 2**attempt))
             attempt += 1
+
+    def _dropped(self, error: DriverError) -> bool:
+        """A lost connection (its socket closed: a restart, a KILL), not a read or write that
+        timed out (PyMySQL raises its error while handling the socket's TimeoutError)."""
+        cause = error.__cause__
+        if cause is None or not is_lost(cause):
+            return False
+        return not isinstance(cause.__cause__ or cause.__context__, TimeoutError)
 
     def _check(self, conn: _Connection) -> None:
         try:

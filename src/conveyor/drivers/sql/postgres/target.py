@@ -17,7 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from conveyor.drivers import keepalive
 from conveyor.drivers.location import Location
-from conveyor.drivers.sql.deadline import TIMEOUT, Deadline, whole_seconds
+from conveyor.drivers.sql.deadline import LOCK_WAIT, TIMEOUT, Deadline, whole_seconds
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
 __all__ = ["CONNECT_TIMEOUT", "Target"]
@@ -30,12 +30,6 @@ log = logging.getLogger("conveyor.postgres")
 CONNECT_TIMEOUT = 10
 
 _URL_HELP = "write postgresql://user:password@host:5432/database"
-
-#: The share of a call's timeout one statement waits for a lock before the server gives it up
-#: (lock_timeout): less than the whole, so that a wait on another transaction (one that pushed
-#: the same unique key with connection= and has not committed) ends in an error saying so,
-#: rather than at the deadline, as a server that gave no answer, its connection discarded.
-LOCK_WAIT = 0.8
 
 #: SQLSTATE lock_not_available: lock_timeout ran out.
 _LOCK_NOT_AVAILABLE = "55P03"

@@ -19,6 +19,7 @@ from conveyor.drivers.sql.deadline import no_answer
 from conveyor.drivers.sql.postgres.target import Target, log
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.threads import ThreadConnections
+from conveyor.errors import BackendUnavailableError, DriverError
 
 __all__ = ["PostgresThreadConnections"]
 
@@ -91,6 +92,11 @@ class PostgresThreadConnections(ThreadConnections[_ThreadConnection]):
 
     def _run(self, conn: _ThreadConnection, query: Query, params: Params) -> None:
         self._statement(conn, query.name, query.sql, params, self._target.timeout)
+
+    def _dropped(self, error: DriverError) -> bool:
+        """The server ended or lost the connection: BackendUnavailableError from psycopg's
+        error (a silent server's has none)."""
+        return isinstance(error, BackendUnavailableError) and error.__cause__ is not None
 
     def _check(self, conn: _ThreadConnection) -> None:
         self._statement(conn, "check", "", None, self._target.timeout / 2)
