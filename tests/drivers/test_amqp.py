@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -298,6 +299,26 @@ async def test_a_push_to_a_queue_deleted_behind_the_driver_is_an_error_not_a_los
 
     [reserved] = await worker.reserve(["q"], 5, LONG_LEASE, "w")
     assert reserved.id == job.id
+
+
+async def test_a_job_larger_than_the_brokers_max_message_size_is_refused_naming_the_limit(
+    make: Make,
+) -> None:
+    # RabbitMQ closes the channel of a message past its max_message_size (128 MiB on 3.10):
+    # the push raised BackendUnavailableError "did not confirm a push in time ...; try
+    # again", which every retry met again (a worker backs off and retries such an error).
+    driver = await make()
+    big = make_job(payload='"' + "x" * (128 * 1024 * 1024) + '"')
+    with pytest.raises(DriverError) as raised:
+        await driver.push(big)
+    assert not isinstance(raised.value, BackendUnavailableError)
+    said = str(raised.value)
+    assert re.search(r"message of \d+ bytes .*max_message_size \(134217728 bytes\)", said), said
+    assert "push a smaller payload" in said and "stored before the refusal: none" in said, said
+    small = make_job()
+    await driver.push(small)  # the channel the broker closed is opened anew
+    [reserved] = await driver.reserve(["q"], 5, LONG_LEASE, "w")
+    assert reserved.id == small.id  # nothing of the refused push was stored
 
 
 async def test_a_worker_consumes_again_a_queue_deleted_and_declared_anew(make: Make) -> None:

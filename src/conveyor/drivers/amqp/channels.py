@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import heapq
 import os
+import re
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ MAX_PREFETCH = 65_535
 #: ready (see AmqpChannels._catch_up), and how often it looks meanwhile.
 CATCH_UP = 0.25
 CATCH_UP_STEP = 0.001
+
+#: How RabbitMQ says why it closed a channel on a message past its max_message_size.
+_TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 
 #: Marks in `_declared` for the shared exchanges, beside the conveyor queues declared.
 DELIVER = ""
@@ -422,6 +426,17 @@ class AmqpChannels(LocalWorkerRecords):
                 f" {confirms.returned} of {sent} messages of {what} (deleted since this driver"
                 " declared it?): nothing of it counts as stored; try again, which declares the"
                 " queues anew"
+            )
+        too_large = _TOO_LARGE.search(str(confirms.closed_by or ""))
+        if confirms.missing and too_large:
+            size, most = too_large.groups()
+            stored = f"{confirms.acked} of its {sent} messages" if confirms.acked else "none"
+            raise DriverError(
+                f"RabbitMQ at {self._settings.location.shown!r} refused {what}: a message of"
+                f" {size} bytes is larger than its max_message_size ({most} bytes), and trying"
+                " again cannot help: push a smaller payload (keep large data elsewhere and push"
+                " a reference to it), or raise max_message_size in rabbitmq.conf (stored before"
+                f" the refusal: {stored})"
             )
         if confirms.missing:
             raise BackendUnavailableError(

@@ -121,12 +121,14 @@ def _encoder(channel: aiormq.Channel) -> Encoder:
 class Confirms(NamedTuple):
     """A batch's answers: messages the broker confirmed (basic.ack), refused (basic.nack),
     left unanswered (no answer in time, or the channel closed first), and returned because no
-    queue took them (basic.return: a queue deleted behind the driver)."""
+    queue took them (basic.return: a queue deleted behind the driver); `closed_by`: the
+    broker's reason when it closed the channel before answering them all."""
 
     acked: int
     refused: int
     missing: int
     returned: int = 0
+    closed_by: BaseException | None = None
 
 
 #: Messages encoded and written at a time within one publish_all: the broker stores and
@@ -235,6 +237,7 @@ async def publish_all(
         heard = batch.heard()
         with contextlib.suppress(Exception):  # TimeoutError, or the closing channel's
             await asyncio.wait_for(asyncio.shield(future), timeout)
+    closed_by = future.exception() if future.done() and not future.cancelled() else None
     future.cancel()
     for tag in tags:
         if confirmations.get(tag) is batch or isinstance(confirmations.get(tag), Returning):
@@ -243,7 +246,7 @@ async def publish_all(
         if returns.get(message_id, 0) in tags:
             del returns[message_id]
     answered = batch.acked + batch.refused + batch.returned
-    return Confirms(batch.acked, batch.refused, batch.sent - answered, batch.returned)
+    return Confirms(batch.acked, batch.refused, batch.sent - answered, batch.returned, closed_by)
 
 
 def merged_acks(tags: Iterable[int], unacked: Iterable[int]) -> list[spec.Basic.Ack]:
