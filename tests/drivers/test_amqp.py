@@ -653,6 +653,36 @@ async def test_the_exchange_option_names_the_exchange_delayed_jobs_come_back_thr
             await connection.close()
 
 
+async def test_prefixes_sharing_an_exchange_get_only_their_own_delayed_jobs(make: Make) -> None:
+    # The docs offer ?exchange= to share one exchange between prefixes, but a work queue was
+    # bound by its conveyor name alone: a delayed job of one prefix's "mail" came back into
+    # every prefix's "mail" too, and ran in the other app as well.
+    exchange = f"conveyor-test-exchange.{uuid.uuid4().hex[:12]}"
+    ours = await make(f"{URL}?exchange={exchange}")
+    theirs = AmqpDriver(f"{URL}?exchange={exchange}", prefix=fresh_prefix())
+    connection = await aiormq.connect(URL)
+    try:
+        await theirs.counts(["q"])  # their "q", bound to the shared exchange
+        job = make_job(delay=0.05)
+        await ours.push(job)
+        assert (await reserve_within(ours, 5.0)).id == job.id  # type: ignore[attr-defined]
+        assert (await theirs.counts(["q"]))["q"].pending == 0
+        # A delayed message of an earlier version (routed by the conveyor name) still arrives.
+        channel = await connection.channel()
+        body = json.dumps({"id": "earlier", "queue": "q", "name": "j", "payload": "{}"})
+        await channel.basic_publish(
+            body.encode(),
+            exchange=exchange,
+            properties=spec.Basic.Properties(headers={"conveyor-queue": "q"}),
+        )
+        assert (await reserve_within(ours, 5.0)).id == "earlier"  # type: ignore[attr-defined]
+    finally:
+        await theirs.close()
+        await delete_prefix(theirs.prefix, theirs.declared())
+        await (await connection.channel()).exchange_delete(exchange)
+        await connection.close()
+
+
 async def test_wrong_credentials_and_a_dead_port_are_clear_errors() -> None:
     require_service("amqp", 5672, START)
     driver = AmqpDriver("amqp://guest:wr0ng-pw@127.0.0.1:5672/", timeout=5)

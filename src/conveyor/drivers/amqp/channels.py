@@ -397,7 +397,8 @@ class AmqpChannels(LocalWorkerRecords):
             return Outgoing(data, "", self.names.failed(queue), None, priority, message_id)
         ms = delay_ms(delay)
         if ms:
-            return Outgoing(data, self.names.delay(35), delay_key(ms), queue, priority, message_id)
+            route = self.names.work(queue)
+            return Outgoing(data, self.names.delay(35), delay_key(ms), route, priority, message_id)
         return Outgoing(data, "", self.names.work(queue), None, priority, message_id)
 
     async def _publish_all(

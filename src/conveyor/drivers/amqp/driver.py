@@ -266,7 +266,7 @@ class AmqpDriver(AmqpInspection):
         try:
             message = Outgoing(
                 record_body({**record, "alone": True}), "", self.names.alone(self._id),
-                info.queue, amqp_priority(info.priority), job_id,
+                self.names.work(info.queue), amqp_priority(info.priority), job_id,
             )  # fmt: skip
             await self._publish_all([message], "marking a job alone")
             with self._edge("marking a job alone"):

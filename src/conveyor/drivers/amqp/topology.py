@@ -6,8 +6,10 @@
                        x-max-priority 10 (see amqp_priority)
     P failed.<queue>   durable classic queue nobody consumes: failed (and cancelled) jobs
     P deliver          headers exchange (or the name `?exchange=` gives): a message whose
-                       header `conveyor-queue` is <queue> goes to `P q.<queue>` (where
-                       delayed messages come back to)
+                       header `conveyor-work-queue` is `P q.<queue>` goes to that queue
+                       (where delayed messages come back to); the work queue's whole name,
+                       so prefixes may share the exchange. Each is bound by the header
+                       `conveyor-queue` = <queue> too, what earlier versions sent
     P alone.<id>       durable classic queue of one driver (one worker process), consumed by it
                        alone: the copy of the job it runs alone (see driver.py); x-message-ttl
                        0 and dead-lettered to P deliver, so a copy whose holder died goes back
@@ -43,6 +45,7 @@ from conveyor.job import ErrorInfo, JobState, NewJob
 __all__ = [
     "LEVELS",
     "QUEUE_HEADER",
+    "ROUTE_HEADER",
     "Names",
     "amqp_priority",
     "delay_key",
@@ -53,6 +56,10 @@ __all__ = [
 #: Delay levels: bit N of a delay in milliseconds waits 2^N ms.
 LEVELS = 36
 MAX_DELAY_MS = (1 << LEVELS) - 1
+#: The header a delayed message is routed back by: its work queue's name (prefix included).
+ROUTE_HEADER = "conveyor-work-queue"
+#: The header earlier versions routed by, the conveyor queue's name alone (which every prefix
+#: sharing the exchange has alike): still bound, for their messages still in the delay levels.
 QUEUE_HEADER = "conveyor-queue"
 #: The work queues' x-max-priority: the broker keeps 11 priority levels apart (0..10).
 MAX_PRIORITY = 10
@@ -148,12 +155,13 @@ async def declare_queue(
         timeout=timeout,
     )
     failed = await channel.queue_declare(names.failed(queue), durable=True, timeout=timeout)
-    await channel.queue_bind(
-        names.work(queue),
-        names.deliver,
-        arguments={"x-match": "all", QUEUE_HEADER: queue},
-        timeout=timeout,
-    )
+    for header, value in ((ROUTE_HEADER, names.work(queue)), (QUEUE_HEADER, queue)):
+        await channel.queue_bind(
+            names.work(queue),
+            names.deliver,
+            arguments={"x-match": "all", header: value},
+            timeout=timeout,
+        )
     return work.message_count or 0, failed.message_count or 0
 
 

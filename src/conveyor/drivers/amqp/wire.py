@@ -27,7 +27,7 @@ from pamqp import commands as spec
 from pamqp import frame
 from pamqp.header import ContentHeader
 
-from conveyor.drivers.amqp.topology import QUEUE_HEADER
+from conveyor.drivers.amqp.topology import ROUTE_HEADER
 
 __all__ = ["Confirms", "Encoder", "Outgoing", "ack_all", "merged_acks", "properties", "publish_all"]
 
@@ -38,9 +38,10 @@ MESSAGE_ID_FLAG = 0x0080
 
 class Outgoing(NamedTuple):
     """One message to publish: its body, where it goes, and the properties that vary (every
-    message is persistent JSON). `queue`, when given, goes in the `conveyor-queue` header,
-    which routes a delayed message back to its work queue; a message published to its queue
-    directly goes without (a header table is the costliest property to decode)."""
+    message is persistent JSON). `queue`, when given, is a work queue's name (prefix
+    included), which goes in the `conveyor-work-queue` header that routes a delayed message
+    back to it; a message published to its queue directly goes without (a header table is
+    the costliest property to decode)."""
 
     body: bytes
     exchange: str
@@ -57,7 +58,7 @@ def properties(message: Outgoing) -> spec.Basic.Properties:
         content_type="application/json",
         message_id=message.message_id,
         priority=message.priority,
-        headers=None if message.queue is None else {QUEUE_HEADER: message.queue},
+        headers=None if message.queue is None else {ROUTE_HEADER: message.queue},
     )
 
 
