@@ -210,7 +210,9 @@ class AmqpChannels(LocalWorkerRecords):
         A prefetch only rises, by adding a consumer for the difference: cancelling one would
         leave what it was sent unacknowledged and unseen. The broker sends a consumer no
         more than its prefetch unacknowledged, so what waits here beside what runs is at
-        most the free slots, plus the finished jobs whose acks are on their way."""
+        most the free slots, plus the finished jobs whose acks are on their way: of each
+        queue, for a worker serving several (a prefetch shared by a channel's consumers,
+        global QoS, is deprecated in RabbitMQ and refused from 4.3)."""
         await self._queue(queue)
         _, intake = await self._channels()
         had = self._prefetch.get(queue, 0)
