@@ -75,7 +75,8 @@ async def make() -> AsyncIterator[Make]:
     yield open_driver
     for driver in made:
         await driver.close()
-    await delete_prefix(prefix, set().union(*(driver.declared() for driver in made)))
+    queues = set().union(*(driver.declared() for driver in made))
+    await delete_prefix(prefix, queues, [driver.alone_queue() for driver in made])
 
 
 def held(job: object) -> Reservation:

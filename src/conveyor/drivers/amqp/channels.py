@@ -458,3 +458,9 @@ class AmqpChannels(LocalWorkerRecords):
     def declared(self) -> set[str]:
         """The conveyor queues this driver declared (for tests that clean up after them)."""
         return set(self._ever_declared)
+
+    def alone_queue(self) -> str:
+        """The name of this driver's own alone queue (see AmqpDriver._run_alone), which the
+        broker deletes a minute after the driver's connection closed (for tests that clean
+        up after them at once)."""
+        return self.names.alone(self._id)
