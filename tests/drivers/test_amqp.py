@@ -443,6 +443,18 @@ async def test_failed_jobs_are_listed_retried_purged_and_pruned(make: Make) -> N
     assert await driver.list_jobs("q", JobState.FAILED) == []
 
 
+async def test_a_failed_job_keeps_the_worker_that_ran_it_and_when(make: Make) -> None:
+    # The failed record was the pushed one: worker and reserved_at came back None, where
+    # every other driver keeps who ran the job last (conveyor failed list --json).
+    driver = await make()
+    await driver.push(make_job())
+    [job] = await reserve_count(driver, 1, worker="mailer:host:42")
+    failure = Failure(job.id, held(job).token, ErrorInfo("ValueError", "boom"))
+    assert await driver.fail([failure]) == {job.id}
+    [failed] = await driver.list_jobs("q", JobState.FAILED)
+    assert (failed.worker, failed.reserved_at) == ("mailer:host:42", job.reserved_at)
+
+
 async def test_a_prune_reads_the_failed_queue_only_up_to_the_first_job_it_keeps(
     make: Make,
 ) -> None:

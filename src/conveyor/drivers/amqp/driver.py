@@ -348,10 +348,13 @@ class AmqpDriver(AmqpInspection):
             body: dict[str, Any] | bytes = held.message.body
             if held.record is not None:
                 body = with_error(held.record, item.error)
+                info = held.info
                 body.update(
                     state=(JobState.CANCELLED if item.cancelled else JobState.FAILED).value,
-                    attempt=held.info.attempt,
-                    rescued=held.info.rescued,
+                    attempt=info.attempt,
+                    rescued=info.rescued,
+                    worker=info.worker,  # who ran it last, as the other drivers keep
+                    reserved_at=info.reserved_at,
                     finished_at=time.time(),
                 )
             helds.append(held)
