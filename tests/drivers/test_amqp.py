@@ -537,6 +537,45 @@ async def test_a_retry_of_many_failed_jobs_publishes_them_in_batches(
     assert retried == {failure.id: 1 for failure in failures}  # each once, attempts reset
 
 
+async def test_a_retry_or_purge_by_job_name_reads_the_failed_queue_twice_not_per_page(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # By name, the core pages 200 ids at a time, and each page was a read of the whole failed
+    # queue, then another to act on it: 3,000 failed jobs of one name took 18 s to retry by
+    # name (2 s all at once), growing with the square of their number.
+    driver = await make()
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w")
+    await driver.push_many([make_job(name="mail") for _ in range(450)] + [make_job(name="sms")])
+    failures = [
+        Failure(job.id, held(job).token, ErrorInfo("ValueError", "boom"))
+        for job in await reserve_count(driver, 451)
+    ]
+    assert len(await driver.fail(failures)) == 451
+    reads: list[str] = []
+    browse = driver._browse
+
+    async def counted(queue: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(queue)
+        return await browse(queue, *args, **kwargs)
+
+    monkeypatch.setattr(driver, "_browse", counted)
+    try:
+        assert await registry.retry_failed("q", name="mail") == 450
+        assert len(reads) <= 2, f"{len(reads)} reads of the failed queue"
+        [left] = await driver.list_jobs("q", JobState.FAILED)
+        assert left.name == "sms"
+        reads.clear()
+        assert await registry.purge("q", JobState.FAILED, name="sms") == 1
+        assert len(reads) <= 2, f"{len(reads)} reads of the failed queue"
+        with pytest.raises(Unsupported, match=r"purging pending jobs by job name: .*\(no name\)"):
+            await registry.purge("q", JobState.PENDING, name="mail")  # said "listing pending"
+    finally:
+        await registry.close()
+    assert (await driver.counts(["q"]))["q"].pending == 450
+
+
 async def test_purge_of_pending_jobs_drops_those_already_sent_to_the_driver(make: Make) -> None:
     # A worker's consumer stays on the queue between reserves, so jobs pushed (or retried)
     # after it ran are delivered to it before anyone reserves them: still pending.

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from aiormq.abc import AbstractChannel
@@ -83,6 +83,30 @@ class AmqpInspection(AmqpChannels):
         ]
         jobs.sort(key=lambda job: job.id)
         return jobs[offset : offset + limit]
+
+    async def named_ids(
+        self, queue: str, state: JobState, name: str, size: int
+    ) -> AsyncIterator[list[str]]:
+        """Every id of job name `name` that one read of the failed queue finds, in one page:
+        a read passes over the whole queue, so pages of `size` (each a read, and each acted
+        on by another) made a retry or purge by name take reads in proportion to the jobs.
+        Read again after the caller acted while a read stopped at BROWSE_LIMIT."""
+        if state not in (JobState.FAILED, JobState.CANCELLED):
+            raise self.unsupported(
+                f"purging {state.value} jobs by job name", _UNPURGED.get(state, _UNLISTED[state])
+            )
+        seen: set[str] = set()
+        while True:
+            found, cut_short = await self._browse(
+                queue, lambda job: job.state is state and job.name == name and job.id not in seen
+            )
+            ids = sorted({job.id for job, _ in found})
+            if not ids:
+                return
+            seen.update(ids)
+            yield ids
+            if not cut_short:
+                return
 
     async def get(self, job_id: str) -> JobInfo | None:
         raise self.unsupported("looking a job up by id", "RabbitMQ keeps no index of its messages")
@@ -259,6 +283,12 @@ _UNLISTED = {
     JobState.RESERVED: "a queue is not an index: queue_info counts what this process holds",
     JobState.DELAYED: "they wait in the delay levels the queues share, neither listed nor counted",
     JobState.SUCCEEDED: "an acknowledged message is gone: none are kept, so none are counted",
+}
+
+
+#: What to do instead of purging a state's jobs by name, where it differs from _UNLISTED.
+_UNPURGED = {
+    JobState.PENDING: "a queue is not an index: purge all of the queue's pending jobs (no name)",
 }
 
 
