@@ -163,7 +163,7 @@ class AmqpChannels(LocalWorkerRecords):
             self._intake = intake = await connection.channel(publisher_confirms=False)
             intake.on_consumer_cancel_callbacks.add(self._cancelled)
             assert self._reader is not None
-            self._reader.split(intake.number, self._receiver(intake))
+            self._reader.split(intake.number, self._receiver(intake), self._passed(intake))
         if self._declared == set():
             await self._publisher.exchange_declare(
                 self.names.deliver, exchange_type="headers", durable=True, timeout=self.timeout
@@ -274,6 +274,19 @@ class AmqpChannels(LocalWorkerRecords):
             self._pushed.notify()
 
         return receive
+
+    def _passed(self, channel: AbstractChannel) -> Callable[[Sequence[int]], None]:
+        """What takes in the tags of deliveries the reader passed on whole, as their bytes
+        arrive: unacknowledged from then on, though they reach `_fallback` only later
+        (aiormq's consumer task). Else an ack of the deliveries after one, merged into a
+        `multiple` ack (wire.merged_acks), took it too, before it ran, and its own ack then
+        made the broker close the intake channel ("unknown delivery tag")."""
+
+        def passed(tags: Sequence[int]) -> None:
+            if channel is self._intake:
+                self._unacked.update(tags)
+
+        return passed
 
     def _fallback(
         self, channel: AbstractChannel
