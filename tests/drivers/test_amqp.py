@@ -142,6 +142,25 @@ async def test_prefetched_jobs_given_back_at_close_are_neither_lost_nor_rescues(
     assert {(job.attempt, job.rescued) for job in jobs} == {(1, 0)}
 
 
+async def test_a_rescue_given_back_at_close_before_it_ran_is_still_a_rescue(make: Make) -> None:
+    # A job whose worker died comes back marked redelivered: a rescue. Sent to a worker that
+    # stopped before handing it out, it went back as a fresh copy, and the rescue was
+    # forgotten (rescued 0: it then ran among others, not alone).
+    dying, pusher = await make(), await make()
+    await pusher.push(make_job())
+    [job] = await reserve_count(dying, 1)
+    idle = await make()
+    assert await idle.reserve(["q"], 5, LONG_LEASE, "w1") == []  # consumes, 5 slots free
+    await dying.close()  # died holding the job: the broker sends it to `idle`, marked
+    deadline = time.monotonic() + 5
+    while idle._ready_count("q") < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await idle.close()  # stopped before handing it out: given back
+
+    [again] = await reserve_count(await make(), 1)
+    assert (again.id, again.attempt, again.rescued) == (job.id, 1, 1)
+
+
 async def test_reserve_hands_out_what_was_sent_highest_priority_first(make: Make) -> None:
     driver = await make()
     low, high = make_job(priority=-9), make_job(priority=2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -11,11 +10,10 @@ from typing import Any
 
 from aiormq.abc import AbstractChannel
 from pamqp import commands as spec
-from pydantic_core import from_json
 
 from conveyor.drivers.amqp.channels import BROWSE_LIMIT, AmqpChannels
 from conveyor.drivers.amqp.intake import Delivery, delivery_of
-from conveyor.drivers.amqp.topology import declare_queue
+from conveyor.drivers.amqp.topology import declare_queue, parse_record
 from conveyor.drivers.amqp.wire import ack_all
 from conveyor.drivers.base import (
     QueueCounts,
@@ -290,24 +288,6 @@ _UNLISTED = {
 _UNPURGED = {
     JobState.PENDING: "a queue is not an index: purge all of the queue's pending jobs (no name)",
 }
-
-
-def parse_record(body: bytes) -> dict[str, Any] | None:
-    """A message body written by this driver, or None for anything else.
-
-    Read with pydantic-core's JSON parser, about 3x json.loads on a job record (every reserve
-    reads one per job); what it refuses (a lone surrogate escape, UTF-16 text) json.loads
-    reads as before."""
-    try:
-        record = from_json(body)
-    except ValueError:
-        try:
-            record = json.loads(body)
-        except ValueError:
-            return None
-    if type(record) is not dict or not isinstance(record.get("id"), str):
-        return None
-    return record
 
 
 def foreign_record(queue: str, message: Delivery, state: str = "pending") -> dict[str, Any]:
