@@ -484,10 +484,11 @@ class AmqpChannels(LocalWorkerRecords):
 
 def _given_back(message: Delivery) -> dict[str, Any] | bytes:
     """What a delivery never handed out goes back as: the same, but a redelivered job (its
-    holder died) with its rescue counted, which the fresh copy would forget."""
+    holder died) with its rescue counted, which the fresh copy would forget. Not one marked
+    alone: its charge (AmqpDriver._charge) counts the rescue, redelivered or not."""
     if message.redelivered:
         record = parse_record(message.body)
         rescued = None if record is None else record.get("rescued") or 0
-        if record is not None and type(rescued) is int:
+        if record is not None and type(rescued) is int and record.get("alone") is not True:
             return {**record, "rescued": rescued + 1}
     return message.body
