@@ -154,3 +154,31 @@ async def test_a_charge_that_fails_loses_neither_it_nor_the_jobs_reserved_beside
         beside.id,
         died.id,
     }
+
+
+async def _sent(driver: AmqpDriver) -> None:
+    """Consume queue q (5 slots) and wait for a delivery, not handed out (a worker's prefetch)."""
+    await driver._consume("q", 5)
+    deadline = time.monotonic() + 10
+    while driver._ready_count("q") < 1:
+        assert time.monotonic() < deadline, "nothing was sent"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_job_marked_alone_given_back_at_close_is_charged_once(make: Make) -> None:
+    pusher = await make()
+    await pusher.push(make_job(max_attempts=3))
+    first = await make()
+    job = await _reserve_one(first)
+    assert await first.renew([reservation(job)], LONG_LEASE, alone=True) == {job.id}
+    await first.close()  # died while it ran alone: back in the work queue, marked
+    sent_to = await make()
+    await _sent(sent_to)
+    assert sent_to._connection is not None
+    await sent_to._connection.close()  # died with it sent, not handed out: redelivered
+    stopping = await make()
+    await _sent(stopping)
+    await stopping.close()  # stopped before handing it out: given back as it came
+
+    again = await _reserve_one(await make())
+    assert (again.id, again.attempt, again.rescued) == (job.id, 2, 1)  # one charge, one rescue
