@@ -939,6 +939,27 @@ async def test_a_worker_carries_on_after_its_connection_is_cut(make: Make) -> No
         await proxy.close()
 
 
+def test_a_driver_closed_on_one_event_loop_works_on_another() -> None:
+    # As a web app's lifespan run again, or the blocking facade's loop after a close: pushes
+    # that waited for the connection on the first loop bound its lock to it, and the second
+    # loop's raised "RuntimeError: ... is bound to a different event loop".
+    require_service("amqp", 5672, START)
+    prefix = fresh_prefix()
+    driver = AmqpDriver(URL, prefix=prefix)
+
+    async def pushes() -> int:
+        await asyncio.gather(*(driver.push(make_job()) for _ in range(5)))  # all connect
+        pending = (await driver.counts(["q"]))["q"].pending
+        await driver.close()
+        return pending
+
+    try:
+        assert asyncio.run(pushes()) == 5
+        assert asyncio.run(pushes()) == 10
+    finally:
+        asyncio.run(delete_prefix(prefix, driver.declared(), [driver.alone_queue()]))
+
+
 def test_freeze_refuses_a_job_timeout_longer_than_the_brokers_consumer_timeout() -> None:
     too_long = Registry()
     too_long.queue("q", driver=URL, workers=["w"], timeout=3600)

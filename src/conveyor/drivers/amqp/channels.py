@@ -110,6 +110,7 @@ class AmqpChannels(LocalWorkerRecords):
         self._declared: set[str] = set()  # on this connection
         self._ever_declared: set[str] = set()
         self._lock = asyncio.Lock()
+        self._lock_loop: asyncio.AbstractEventLoop | None = None  # the loop _lock serves
         self._pushed = LocalWakeup()
 
     def _location(self) -> str:
@@ -133,12 +134,21 @@ class AmqpChannels(LocalWorkerRecords):
             and not intake.is_closed
         ):
             return publisher, intake
-        async with self._lock:
+        async with self._connecting():
             with self._edge("a connection"):
                 async with asyncio.timeout(self.timeout):
                     await self._connect()
         assert self._publisher is not None and self._intake is not None
         return self._publisher, self._intake
+
+    def _connecting(self) -> asyncio.Lock:
+        """The lock that serializes connecting, made anew on a new event loop: an asyncio lock
+        that was ever waited for belongs to its loop, and a driver closed on one loop may be
+        used on another (a web app's lifespan run again, the blocking facade's loop)."""
+        loop = asyncio.get_running_loop()
+        if self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
 
     async def _connect(self) -> None:
         connection = self._connection
