@@ -27,7 +27,7 @@ from conveyor.drivers.amqp.topology import (
     declare_queue,
     delay_key,
     delay_ms,
-    parse_record,
+    given_back,
     record_body,
 )
 from conveyor.drivers.amqp.wire import Outgoing, ack_all, publish_all
@@ -367,7 +367,7 @@ class AmqpChannels(LocalWorkerRecords):
         ready = [(queue, entry[2]) for queue, heap in self._ready.items() for entry in heap]
         self._ready.clear()
         copies = [
-            self._outgoing(_given_back(message), 0.0, queue, message) for queue, message in ready
+            self._outgoing(given_back(message), 0.0, queue, message) for queue, message in ready
         ]
         await self._publish_all(copies, "giving back prefetched jobs")
         tags = [message.tag for _, message in ready]
@@ -490,15 +490,3 @@ class AmqpChannels(LocalWorkerRecords):
         broker deletes a minute after the driver's connection closed (for tests that clean
         up after them at once)."""
         return self.names.alone(self._id)
-
-
-def _given_back(message: Delivery) -> dict[str, Any] | bytes:
-    """What a delivery never handed out goes back as: the same, but a redelivered job (its
-    holder died) with its rescue counted, which the fresh copy would forget. Not one marked
-    alone: its charge (AmqpDriver._charge) counts the rescue, redelivered or not."""
-    if message.redelivered:
-        record = parse_record(message.body)
-        rescued = None if record is None else record.get("rescued") or 0
-        if record is not None and type(rescued) is int and record.get("alone") is not True:
-            return {**record, "rescued": rescued + 1}
-    return message.body

@@ -40,6 +40,7 @@ from aiormq.exceptions import ChannelInvalidStateError
 from pamqp.common import Arguments
 from pydantic_core import from_json, to_json
 
+from conveyor.drivers.amqp.intake import Delivery
 from conveyor.job import ErrorInfo, JobState, NewJob
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Names",
     "amqp_priority",
     "delay_key",
+    "given_back",
     "new_record",
     "parse_record",
     "record_body",
@@ -239,3 +241,15 @@ def parse_record(body: bytes) -> dict[str, Any] | None:
     if type(record) is not dict or not isinstance(record.get("id"), str):
         return None
     return record
+
+
+def given_back(message: Delivery) -> dict[str, Any] | bytes:
+    """What a delivery never handed out goes back as: the same, but a redelivered job (its
+    holder died) with its rescue counted, which the fresh copy would forget. Not one marked
+    alone: its charge (driver.py's `_charge`) counts the rescue, redelivered or not."""
+    if message.redelivered:
+        record = parse_record(message.body)
+        rescued = None if record is None else record.get("rescued") or 0
+        if record is not None and type(rescued) is int and record.get("alone") is not True:
+            return {**record, "rescued": rescued + 1}
+    return message.body
