@@ -48,7 +48,7 @@ from conveyor.errors import (
     RegistryError,
     Unsupported,
 )
-from conveyor.job import ErrorInfo, JobInfo
+from conveyor.job import ErrorInfo, JobInfo, NewJob
 from conveyor.schedule import Scheduler
 from tests.backends import require_service
 from tests.backends.amqp import START, URL, delete_prefix, fresh_prefix
@@ -430,6 +430,25 @@ async def reserve_count(driver: AmqpDriver, count: int, worker: str = "w1") -> l
     return jobs
 
 
+async def failed(driver: AmqpDriver, jobs: list[NewJob]) -> list[str]:
+    """Push `jobs` to queue q and fail each; their ids."""
+    await driver.push_many(jobs)
+    failures = [
+        Failure(job.id, held(job).token, ErrorInfo("ValueError", "boom"))
+        for job in await reserve_count(driver, len(jobs))
+    ]
+    assert len(await driver.fail(failures)) == len(jobs)
+    return [failure.id for failure in failures]
+
+
+def registry_on(driver: AmqpDriver) -> Registry:
+    """A registry whose queue q, served by worker w, is on `driver`."""
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w")
+    return registry
+
+
 async def reserve_within(driver: AmqpDriver, timeout: float) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -532,12 +551,7 @@ async def test_a_retry_of_many_failed_jobs_publishes_them_in_batches(
     # Each job retried waited for its own publisher confirm: 1,500 retried by id took 4.3 s,
     # so `conveyor failed retry` of 100,000 failed jobs took about five minutes.
     driver = await make()
-    await driver.push_many([make_job() for _ in range(1200)])
-    failures = [
-        Failure(job.id, held(job).token, ErrorInfo("ValueError", "boom"))
-        for job in await reserve_count(driver, 1200)
-    ]
-    assert len(await driver.fail(failures)) == 1200
+    ids = await failed(driver, [make_job() for _ in range(1200)])
     published: list[str] = []
     publish_all = driver._publish_all
 
@@ -546,14 +560,13 @@ async def test_a_retry_of_many_failed_jobs_publishes_them_in_batches(
         await publish_all(messages, what, delayed=delayed)
 
     monkeypatch.setattr(driver, "_publish_all", counted)
-    chosen = [failure.id for failure in failures[::2]]
-    assert await driver.retry_failed("q", chosen) == 600
+    assert await driver.retry_failed("q", ids[::2]) == 600
     assert await driver.retry_failed("q") == 600
     assert len(published) <= 6, f"{len(published)} confirm round trips for 1,200 jobs"
     counts = (await driver.counts(["q"]))["q"]
     assert (counts.pending, counts.failed) == (1200, 0)
     retried = {job.id: job.attempt for job in await reserve_count(driver, 1200)}
-    assert retried == {failure.id: 1 for failure in failures}  # each once, attempts reset
+    assert retried == dict.fromkeys(ids, 1)  # each once, attempts reset
 
 
 async def test_a_retry_or_purge_by_job_name_reads_the_failed_queue_twice_not_per_page(
@@ -563,15 +576,8 @@ async def test_a_retry_or_purge_by_job_name_reads_the_failed_queue_twice_not_per
     # queue, then another to act on it: 3,000 failed jobs of one name took 18 s to retry by
     # name (2 s all at once), growing with the square of their number.
     driver = await make()
-    registry = Registry()
-    registry.queue("q", driver=driver, workers=["w"])
-    registry.worker("w")
-    await driver.push_many([make_job(name="mail") for _ in range(450)] + [make_job(name="sms")])
-    failures = [
-        Failure(job.id, held(job).token, ErrorInfo("ValueError", "boom"))
-        for job in await reserve_count(driver, 451)
-    ]
-    assert len(await driver.fail(failures)) == 451
+    registry = registry_on(driver)
+    await failed(driver, [make_job(name="mail") for _ in range(450)] + [make_job(name="sms")])
     reads: list[str] = []
     browse = driver._browse
 
@@ -885,9 +891,7 @@ async def test_a_chain_on_amqp_is_refused_naming_the_drivers_that_keep_it(make: 
     # rescue) pushed its next page twice and the chain went on twice from there, and
     # chain_info said None of a running chain, all in silence.
     driver = await make()
-    registry = Registry()
-    registry.queue("q", driver=driver, workers=["w"])
-    registry.worker("w")
+    registry = registry_on(driver)
     registry.job("page", queue="q", chain=True)(_page)
     refused = r"'amqp' driver does not support chained jobs .*sqlite, postgres, mysql or redis"
     for _ in range(2):
