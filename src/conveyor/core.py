@@ -239,7 +239,8 @@ class RegistryCore(Pushing):
         `payload` and these options. With `chain_id` (1 to 64 of A-Z a-z 0-9 _ . : -, not .
         or ..) a start repeated (a retried schedule tick) starts nothing new: the chain exists
         already; a start with its id but another job, queue, payload or cursor raises
-        ChainExistsError (and stores nothing)."""
+        ChainExistsError (and stores nothing). Unsupported on a queue whose driver keeps no
+        job ids (amqp)."""
         spec = self.jobs.get(job_name)
         if spec is None:
             raise UnknownJobError(job_name)
@@ -250,6 +251,14 @@ class RegistryCore(Pushing):
             )
         given, chain_id = chain_id, new_id() if chain_id is None else check_job_id(chain_id)
         queue = queue or spec.queue or self.default_queue
+        driver = await self.driver_of(queue)
+        if not driver.capabilities.unique:
+            raise driver.unsupported(
+                "chained jobs (start_chain)",
+                "it keeps no job ids, so a page run twice would push its next page twice and the"
+                " chain would go on twice: put the chained job's queue on sqlite, postgres,"
+                " mysql or redis",
+            )
         await self.push(
             queue,
             job_name,

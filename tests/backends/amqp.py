@@ -7,7 +7,7 @@ queues and exchanges the drivers declared are deleted when the test ends.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -22,8 +22,10 @@ def fresh_prefix() -> str:
     return f"conveyor-test.{uuid.uuid4().hex[:12]}."
 
 
-async def delete_prefix(prefix: str, queues: set[str]) -> None:
-    """Delete the delay levels under `prefix` and the broker queues of these conveyor queues."""
+async def delete_prefix(prefix: str, queues: set[str], alone: Iterable[str] = ()) -> None:
+    """Delete the delay levels under `prefix`, the broker queues of these conveyor queues and
+    the `alone` queues named (AmqpDriver.alone_queue(): the broker would delete each a minute
+    after its driver closed)."""
     import aiormq
 
     from conveyor.drivers.amqp.topology import LEVELS, Names
@@ -35,6 +37,8 @@ async def delete_prefix(prefix: str, queues: set[str]) -> None:
         for queue in queues:
             await channel.queue_delete(names.work(queue))
             await channel.queue_delete(names.failed(queue))
+        for name in alone:
+            await channel.queue_delete(name)
         for level in range(LEVELS):
             await channel.queue_delete(names.delay(level))
             await channel.exchange_delete(names.delay(level))
@@ -61,4 +65,4 @@ async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
     finally:
         queues = set().union(*(driver.declared() for driver in made)) if made else set()
         if made:
-            await delete_prefix(prefix, queues)
+            await delete_prefix(prefix, queues, [driver.alone_queue() for driver in made])

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiormq
 import pytest
@@ -46,7 +48,7 @@ from conveyor.errors import (
     RegistryError,
     Unsupported,
 )
-from conveyor.job import ErrorInfo, JobInfo
+from conveyor.job import ErrorInfo, JobInfo, NewJob
 from conveyor.schedule import Scheduler
 from tests.backends import require_service
 from tests.backends.amqp import START, URL, delete_prefix, fresh_prefix
@@ -73,7 +75,8 @@ async def make() -> AsyncIterator[Make]:
     yield open_driver
     for driver in made:
         await driver.close()
-    await delete_prefix(prefix, set().union(*(driver.declared() for driver in made)))
+    queues = set().union(*(driver.declared() for driver in made))
+    await delete_prefix(prefix, queues, [driver.alone_queue() for driver in made])
 
 
 def held(job: object) -> Reservation:
@@ -137,6 +140,25 @@ async def test_prefetched_jobs_given_back_at_close_are_neither_lost_nor_rescues(
 
     assert len(jobs) == 3
     assert {(job.attempt, job.rescued) for job in jobs} == {(1, 0)}
+
+
+async def test_a_rescue_given_back_at_close_before_it_ran_is_still_a_rescue(make: Make) -> None:
+    # A job whose worker died comes back marked redelivered: a rescue. Sent to a worker that
+    # stopped before handing it out, it went back as a fresh copy, and the rescue was
+    # forgotten (rescued 0: it then ran among others, not alone).
+    dying, pusher = await make(), await make()
+    await pusher.push(make_job())
+    [job] = await reserve_count(dying, 1)
+    idle = await make()
+    assert await idle.reserve(["q"], 5, LONG_LEASE, "w1") == []  # consumes, 5 slots free
+    await dying.close()  # died holding the job: the broker sends it to `idle`, marked
+    deadline = time.monotonic() + 5
+    while idle._ready_count("q") < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await idle.close()  # stopped before handing it out: given back
+
+    [again] = await reserve_count(await make(), 1)
+    assert (again.id, again.attempt, again.rescued) == (job.id, 1, 1)
 
 
 async def test_reserve_hands_out_what_was_sent_highest_priority_first(make: Make) -> None:
@@ -300,6 +322,26 @@ async def test_a_push_to_a_queue_deleted_behind_the_driver_is_an_error_not_a_los
     assert reserved.id == job.id
 
 
+async def test_a_job_larger_than_the_brokers_max_message_size_is_refused_naming_the_limit(
+    make: Make,
+) -> None:
+    # RabbitMQ closes the channel of a message past its max_message_size (128 MiB on 3.10):
+    # the push raised BackendUnavailableError "did not confirm a push in time ...; try
+    # again", which every retry met again (a worker backs off and retries such an error).
+    driver = await make()
+    big = make_job(payload='"' + "x" * (128 * 1024 * 1024) + '"')
+    with pytest.raises(DriverError) as raised:
+        await driver.push(big)
+    assert not isinstance(raised.value, BackendUnavailableError)
+    said = str(raised.value)
+    assert re.search(r"message of \d+ bytes .*max_message_size \(134217728 bytes\)", said), said
+    assert "push a smaller payload" in said and "stored before the refusal: none" in said, said
+    small = make_job()
+    await driver.push(small)  # the channel the broker closed is opened anew
+    [reserved] = await driver.reserve(["q"], 5, LONG_LEASE, "w")
+    assert reserved.id == small.id  # nothing of the refused push was stored
+
+
 async def test_a_worker_consumes_again_a_queue_deleted_and_declared_anew(make: Make) -> None:
     pusher, worker = await make(), await make()
     await pusher.push(make_job())
@@ -388,6 +430,25 @@ async def reserve_count(driver: AmqpDriver, count: int, worker: str = "w1") -> l
     return jobs
 
 
+async def failed(driver: AmqpDriver, jobs: list[NewJob]) -> list[str]:
+    """Push `jobs` to queue q and fail each; their ids."""
+    await driver.push_many(jobs)
+    failures = [
+        Failure(job.id, held(job).token, ErrorInfo("ValueError", "boom"))
+        for job in await reserve_count(driver, len(jobs))
+    ]
+    assert len(await driver.fail(failures)) == len(jobs)
+    return [failure.id for failure in failures]
+
+
+def registry_on(driver: AmqpDriver) -> Registry:
+    """A registry whose queue q, served by worker w, is on `driver`."""
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w")
+    return registry
+
+
 async def reserve_within(driver: AmqpDriver, timeout: float) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -418,6 +479,18 @@ async def test_failed_jobs_are_listed_retried_purged_and_pruned(make: Make) -> N
     assert await driver.prune("q", older_than=3600) == 0
     assert await driver.prune("q", older_than=0) == 1
     assert await driver.list_jobs("q", JobState.FAILED) == []
+
+
+async def test_a_failed_job_keeps_the_worker_that_ran_it_and_when(make: Make) -> None:
+    # The failed record was the pushed one: worker and reserved_at came back None, where
+    # every other driver keeps who ran the job last (conveyor failed list --json).
+    driver = await make()
+    await driver.push(make_job())
+    [job] = await reserve_count(driver, 1, worker="mailer:host:42")
+    failure = Failure(job.id, held(job).token, ErrorInfo("ValueError", "boom"))
+    assert await driver.fail([failure]) == {job.id}
+    [failed] = await driver.list_jobs("q", JobState.FAILED)
+    assert (failed.worker, failed.reserved_at) == ("mailer:host:42", job.reserved_at)
 
 
 async def test_a_prune_reads_the_failed_queue_only_up_to_the_first_job_it_keeps(
@@ -470,6 +543,62 @@ async def test_retry_purge_and_prune_reach_past_what_one_read_of_the_failed_queu
     await fail_seven()
     assert await driver.prune("q", older_than=0) == 7
     assert (await driver.counts(["q"]))["q"].failed == 0
+
+
+async def test_a_retry_of_many_failed_jobs_publishes_them_in_batches(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each job retried waited for its own publisher confirm: 1,500 retried by id took 4.3 s,
+    # so `conveyor failed retry` of 100,000 failed jobs took about five minutes.
+    driver = await make()
+    ids = await failed(driver, [make_job() for _ in range(1200)])
+    published: list[str] = []
+    publish_all = driver._publish_all
+
+    async def counted(messages: Any, what: str, *, delayed: bool = False) -> None:
+        published.append(what)
+        await publish_all(messages, what, delayed=delayed)
+
+    monkeypatch.setattr(driver, "_publish_all", counted)
+    assert await driver.retry_failed("q", ids[::2]) == 600
+    assert await driver.retry_failed("q") == 600
+    assert len(published) <= 6, f"{len(published)} confirm round trips for 1,200 jobs"
+    counts = (await driver.counts(["q"]))["q"]
+    assert (counts.pending, counts.failed) == (1200, 0)
+    retried = {job.id: job.attempt for job in await reserve_count(driver, 1200)}
+    assert retried == dict.fromkeys(ids, 1)  # each once, attempts reset
+
+
+async def test_a_retry_or_purge_by_job_name_reads_the_failed_queue_twice_not_per_page(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # By name, the core pages 200 ids at a time, and each page was a read of the whole failed
+    # queue, then another to act on it: 3,000 failed jobs of one name took 18 s to retry by
+    # name (2 s all at once), growing with the square of their number.
+    driver = await make()
+    registry = registry_on(driver)
+    await failed(driver, [make_job(name="mail") for _ in range(450)] + [make_job(name="sms")])
+    reads: list[str] = []
+    browse = driver._browse
+
+    async def counted(queue: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(queue)
+        return await browse(queue, *args, **kwargs)
+
+    monkeypatch.setattr(driver, "_browse", counted)
+    try:
+        assert await registry.retry_failed("q", name="mail") == 450
+        assert len(reads) <= 2, f"{len(reads)} reads of the failed queue"
+        [left] = await driver.list_jobs("q", JobState.FAILED)
+        assert left.name == "sms"
+        reads.clear()
+        assert await registry.purge("q", JobState.FAILED, name="sms") == 1
+        assert len(reads) <= 2, f"{len(reads)} reads of the failed queue"
+        with pytest.raises(Unsupported, match=r"purging pending jobs by job name: .*\(no name\)"):
+            await registry.purge("q", JobState.PENDING, name="mail")  # said "listing pending"
+    finally:
+        await registry.close()
+    assert (await driver.counts(["q"]))["q"].pending == 450
 
 
 async def test_purge_of_pending_jobs_drops_those_already_sent_to_the_driver(make: Make) -> None:
@@ -632,6 +761,36 @@ async def test_the_exchange_option_names_the_exchange_delayed_jobs_come_back_thr
             await connection.close()
 
 
+async def test_prefixes_sharing_an_exchange_get_only_their_own_delayed_jobs(make: Make) -> None:
+    # The docs offer ?exchange= to share one exchange between prefixes, but a work queue was
+    # bound by its conveyor name alone: a delayed job of one prefix's "mail" came back into
+    # every prefix's "mail" too, and ran in the other app as well.
+    exchange = f"conveyor-test-exchange.{uuid.uuid4().hex[:12]}"
+    ours = await make(f"{URL}?exchange={exchange}")
+    theirs = AmqpDriver(f"{URL}?exchange={exchange}", prefix=fresh_prefix())
+    connection = await aiormq.connect(URL)
+    try:
+        await theirs.counts(["q"])  # their "q", bound to the shared exchange
+        job = make_job(delay=0.05)
+        await ours.push(job)
+        assert (await reserve_within(ours, 5.0)).id == job.id  # type: ignore[attr-defined]
+        assert (await theirs.counts(["q"]))["q"].pending == 0
+        # A delayed message of an earlier version (routed by the conveyor name) still arrives.
+        channel = await connection.channel()
+        body = json.dumps({"id": "earlier", "queue": "q", "name": "j", "payload": "{}"})
+        await channel.basic_publish(
+            body.encode(),
+            exchange=exchange,
+            properties=spec.Basic.Properties(headers={"conveyor-queue": "q"}),
+        )
+        assert (await reserve_within(ours, 5.0)).id == "earlier"  # type: ignore[attr-defined]
+    finally:
+        await theirs.close()
+        await delete_prefix(theirs.prefix, theirs.declared())
+        await (await connection.channel()).exchange_delete(exchange)
+        await connection.close()
+
+
 async def test_wrong_credentials_and_a_dead_port_are_clear_errors() -> None:
     require_service("amqp", 5672, START)
     driver = AmqpDriver("amqp://guest:wr0ng-pw@127.0.0.1:5672/", timeout=5)
@@ -722,6 +881,25 @@ async def test_result_on_amqp_says_the_driver_cannot_find_jobs(make: Make) -> No
 async def _item(job: Job[Item]) -> None: ...
 
 
+async def _page(job: Job[Item]) -> int | None:
+    return None
+
+
+async def test_a_chain_on_amqp_is_refused_naming_the_drivers_that_keep_it(make: Make) -> None:
+    # A chain needs its pages' ids kept: RabbitMQ keeps none. A start repeated with its
+    # chain_id pushed page 0 again (the docs say it starts nothing), a page run twice (a
+    # rescue) pushed its next page twice and the chain went on twice from there, and
+    # chain_info said None of a running chain, all in silence.
+    driver = await make()
+    registry = registry_on(driver)
+    registry.job("page", queue="q", chain=True)(_page)
+    refused = r"'amqp' driver does not support chained jobs .*sqlite, postgres, mysql or redis"
+    for _ in range(2):
+        with pytest.raises(Unsupported, match=refused):
+            await registry.start_chain("page", Item(1), chain_id="export-1")
+    assert (await driver.counts(["q"]))["q"].pending == 0
+
+
 async def test_a_worker_carries_on_after_its_connection_is_cut(make: Make) -> None:
     """Through a TCP proxy cut for a second mid-run: the worker reconnects, the jobs it held
     come back from the broker, and every job runs (a job whose ack the cut lost runs twice)."""
@@ -763,6 +941,27 @@ async def test_a_worker_carries_on_after_its_connection_is_cut(make: Make) -> No
         worker.stop()
         await asyncio.wait_for(task, 10)
         await proxy.close()
+
+
+def test_a_driver_closed_on_one_event_loop_works_on_another() -> None:
+    # As a web app's lifespan run again, or the blocking facade's loop after a close: pushes
+    # that waited for the connection on the first loop bound its lock to it, and the second
+    # loop's raised "RuntimeError: ... is bound to a different event loop".
+    require_service("amqp", 5672, START)
+    prefix = fresh_prefix()
+    driver = AmqpDriver(URL, prefix=prefix)
+
+    async def pushes() -> int:
+        await asyncio.gather(*(driver.push(make_job()) for _ in range(5)))  # all connect
+        pending = (await driver.counts(["q"]))["q"].pending
+        await driver.close()
+        return pending
+
+    try:
+        assert asyncio.run(pushes()) == 5
+        assert asyncio.run(pushes()) == 10
+    finally:
+        asyncio.run(delete_prefix(prefix, driver.declared(), [driver.alone_queue()]))
 
 
 def test_freeze_refuses_a_job_timeout_longer_than_the_brokers_consumer_timeout() -> None:

@@ -8,11 +8,16 @@ deliveries of a closed connection back as it would those of a killed process).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from typing import Any
+
+import pytest
 
 from conveyor.drivers.amqp import AmqpDriver
 from conveyor.drivers.amqp.wire import Outgoing
 from conveyor.drivers.base import Release
+from conveyor.errors import BackendUnavailableError
 from conveyor.job import JobInfo
 from tests.contract.helpers import make_job, reservation
 from tests.drivers.test_amqp import LONG_LEASE, Make, make
@@ -105,3 +110,75 @@ async def test_a_copy_nobody_waits_for_is_dropped_not_run(make: Make) -> None:
     other = await make()
     await asyncio.sleep(0.3)
     assert (await other.counts(["q"]))["q"].pending == 1  # the pushed job alone
+
+
+async def test_a_charge_that_fails_loses_neither_it_nor_the_jobs_reserved_beside_it(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Charging a job that died alone publishes it again, confirmed. When that publish failed
+    # (no confirm in time: a broker under an alarm), reserve raised and dropped what it had
+    # taken off its deliveries: the jobs it had reserved and the one to charge stayed
+    # unacknowledged on a live connection, never handed out, until the worker restarted.
+    pusher = await make()
+    died = make_job(max_attempts=3)
+    await pusher.push(died)
+    first = await make()
+    job = await _reserve_one(first)
+    await first.close()  # a rescue
+    second = await make()
+    job = await _reserve_one(second)
+    assert await second.renew([reservation(job)], LONG_LEASE, alone=True) == {job.id}
+    await second.close()  # died while it ran alone: back in the work queue, marked
+    beside = make_job()
+    await pusher.push(beside)
+
+    third = await make()
+    publish_all = third._publish_all
+
+    async def unconfirmed(messages: Any, what: str, *, delayed: bool = False) -> None:
+        if what.startswith("charging"):
+            raise BackendUnavailableError(f"RabbitMQ did not confirm {what} in time")
+        await publish_all(messages, what, delayed=delayed)
+
+    monkeypatch.setattr(third, "_publish_all", unconfirmed)
+    got: dict[str, JobInfo] = {}
+    deadline = time.monotonic() + 10
+    while beside.id not in got and time.monotonic() < deadline:
+        with contextlib.suppress(BackendUnavailableError):
+            got.update((job.id, job) for job in await third.reserve(["q"], 5, LONG_LEASE, "w"))
+    assert list(got) == [beside.id]  # reserved, and handed out though the charge failed
+    monkeypatch.setattr(third, "_publish_all", publish_all)
+    charged = await _reserve_one(third)  # the charge made again, at the next reserve
+    assert (charged.id, charged.attempt, charged.rescued) == (died.id, 2, 2)
+    assert await third.ack([reservation(got[beside.id]), reservation(charged)]) == {
+        beside.id,
+        died.id,
+    }
+
+
+async def _sent(driver: AmqpDriver) -> None:
+    """Consume queue q (5 slots) and wait for a delivery, not handed out (a worker's prefetch)."""
+    await driver._consume("q", 5)
+    deadline = time.monotonic() + 10
+    while driver._ready_count("q") < 1:
+        assert time.monotonic() < deadline, "nothing was sent"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_job_marked_alone_given_back_at_close_is_charged_once(make: Make) -> None:
+    pusher = await make()
+    await pusher.push(make_job(max_attempts=3))
+    first = await make()
+    job = await _reserve_one(first)
+    assert await first.renew([reservation(job)], LONG_LEASE, alone=True) == {job.id}
+    await first.close()  # died while it ran alone: back in the work queue, marked
+    sent_to = await make()
+    await _sent(sent_to)
+    assert sent_to._connection is not None
+    await sent_to._connection.close()  # died with it sent, not handed out: redelivered
+    stopping = await make()
+    await _sent(stopping)
+    await stopping.close()  # stopped before handing it out: given back as it came
+
+    again = await _reserve_one(await make())
+    assert (again.id, again.attempt, again.rescued) == (job.id, 2, 1)  # one charge, one rescue

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
+from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 from pamqp import frame
 from pamqp.body import ContentBody
@@ -20,6 +22,7 @@ from conveyor.drivers.amqp.inspection import parse_record
 from conveyor.drivers.amqp.intake import HEARTBEAT, Delivery, Splitter, SplittingReader
 from conveyor.drivers.amqp.topology import record_body
 from conveyor.drivers.base import Reservation
+from conveyor.job import JobInfo
 from tests.backends import require_service
 from tests.backends.amqp import START, URL, delete_prefix, fresh_prefix
 from tests.contract.helpers import make_job
@@ -182,6 +185,7 @@ def test_a_delivery_it_cannot_read_goes_on_whole_to_aiormq() -> None:
     cut_at = len(whole) - len(frame.marshal(ContentBody(b"z" * (10_000 - 8192)), CHANNEL))
     other = frame.marshal(spec.Basic.CancelOk("conveyor.c1"), CHANNEL)
     assert splitter.feed(whole[:cut_at] + other) == (whole[:cut_at] + other, [])
+    assert splitter.passed == [1, 3]  # their tags, for the driver to count unacknowledged
 
 
 def test_a_delivery_with_another_channels_frame_amid_its_own_is_read_the_same() -> None:
@@ -198,10 +202,12 @@ async def test_the_reader_hands_deliveries_over_and_aiormq_a_heartbeat_in_their_
     reader = SplittingReader(2**16, asyncio.get_running_loop())
     reader.feed_data(OTHERS[0])
     batches: list[list[Delivery]] = []
-    reader.split(CHANNEL, lambda deliveries: batches.append(list(deliveries)))
+    passed: list[int] = []
+    reader.split(CHANNEL, lambda deliveries: batches.append(list(deliveries)), passed.extend)
     reader.feed_data(delivered(1, b"{}") + delivered(2, b"[]"))
     reader.feed_data(delivered(3, b"{}"))  # within a second of the last sign of life
     assert batches == [[expected(1, b"{}"), expected(2, b"[]")], [expected(3, b"{}")]]
+    assert passed == []  # none given up on
     assert await reader.readexactly(len(OTHERS[0]) + len(HEARTBEAT)) == OTHERS[0] + HEARTBEAT
     assert frame.unmarshal(HEARTBEAT)[2].name == "Heartbeat"
     reader.feed_eof()
@@ -237,3 +243,64 @@ async def test_deliveries_given_up_on_are_still_reserved_through_aiormq(
     finally:
         await driver.close()
         await delete_prefix(prefix, driver.declared())
+
+
+async def test_a_delivery_still_on_its_way_through_aiormq_is_never_taken_by_a_multiple_ack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A delivery the lean reader gives up on reaches the driver later, through aiormq's
+    consumer task; the ones after it come at once. Acking those merged into one `multiple`
+    ack over its tag too: it was acknowledged before it ran (lost, should the worker die),
+    and its own ack later made the broker close the intake channel ("unknown delivery tag"),
+    taking every job held on it."""
+    require_service("amqp", 5672, START)
+    first, slow, last = make_job(), make_job(), make_job()
+    read = intake._content_header
+
+    def give_up_on_slow(frame: bytes) -> tuple[int, int, str | None] | None:
+        header = read(frame)
+        return None if header is not None and header[2] == slow.id else header
+
+    monkeypatch.setattr(intake, "_content_header", give_up_on_slow)
+    prefix = fresh_prefix()
+    driver = AmqpDriver(URL, prefix=prefix)
+    gate = asyncio.Event()
+    fallback = driver._fallback
+
+    def held_back(channel: object) -> Callable[[DeliveredMessage], Awaitable[None]]:
+        receive = fallback(channel)  # type: ignore[arg-type]
+
+        async def late(message: DeliveredMessage) -> None:  # aiormq's task, run late
+            await gate.wait()
+            await receive(message)
+
+        return late
+
+    monkeypatch.setattr(driver, "_fallback", held_back)
+    try:
+        await driver.push_many([first, slow, last])
+        jobs = await reserve_all(driver, 2, slots=3)  # a prefetch of 3: all three sent
+        assert {job.id for job in jobs} == {first.id, last.id}
+        assert await driver.ack([Reservation(job.id, job.reservation or "") for job in jobs])
+        gate.set()
+        [again] = await reserve_all(driver, 1)
+        assert again.id == slow.id
+        assert await driver.ack([Reservation(again.id, again.reservation or "")]) == {slow.id}
+        assert driver._intake is not None
+        # The broker answers a channel's methods in order: an ack it refused closed it first.
+        await driver._intake.queue_declare(driver.names.work("q"), passive=True, timeout=5)
+        assert (await driver.counts(["q"]))["q"].pending == 0
+    finally:
+        await driver.close()
+        await delete_prefix(prefix, driver.declared(), [driver.alone_queue()])
+
+
+async def reserve_all(driver: AmqpDriver, count: int, slots: int = 1) -> list[JobInfo]:
+    """`count` jobs of queue q, asking for `slots` at a time, however the broker's deliveries
+    come (5 s at most)."""
+    jobs: list[JobInfo] = []
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(jobs) < count and asyncio.get_running_loop().time() < deadline:
+        jobs += await driver.reserve(["q"], slots, 30.0, "w1")
+    assert len(jobs) == count, f"{len(jobs)} of {count} jobs reserved"
+    return jobs

@@ -162,6 +162,7 @@ def create_app(
         return render(
             request, "jobs.html", queue=queue, state=state.value, states=list(JobState),
             jobs=shown, page=page, more=more, name=name,
+            findable=await _can(registry, queue, "lookup"),
         )  # fmt: skip
 
     async def job(request: Request) -> Response:

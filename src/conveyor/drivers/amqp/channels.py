@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import heapq
 import os
+import re
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from conveyor.drivers.amqp.topology import (
     declare_queue,
     delay_key,
     delay_ms,
+    given_back,
     record_body,
 )
 from conveyor.drivers.amqp.wire import Outgoing, ack_all, publish_all
@@ -47,6 +49,9 @@ MAX_PREFETCH = 65_535
 #: ready (see AmqpChannels._catch_up), and how often it looks meanwhile.
 CATCH_UP = 0.25
 CATCH_UP_STEP = 0.001
+
+#: How RabbitMQ says why it closed a channel on a message past its max_message_size.
+_TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 
 #: Marks in `_declared` for the shared exchanges, beside the conveyor queues declared.
 DELIVER = ""
@@ -105,6 +110,7 @@ class AmqpChannels(LocalWorkerRecords):
         self._declared: set[str] = set()  # on this connection
         self._ever_declared: set[str] = set()
         self._lock = asyncio.Lock()
+        self._lock_loop: asyncio.AbstractEventLoop | None = None  # the loop _lock serves
         self._pushed = LocalWakeup()
 
     def _location(self) -> str:
@@ -128,12 +134,21 @@ class AmqpChannels(LocalWorkerRecords):
             and not intake.is_closed
         ):
             return publisher, intake
-        async with self._lock:
+        async with self._connecting():
             with self._edge("a connection"):
                 async with asyncio.timeout(self.timeout):
                     await self._connect()
         assert self._publisher is not None and self._intake is not None
         return self._publisher, self._intake
+
+    def _connecting(self) -> asyncio.Lock:
+        """The lock that serializes connecting, made anew on a new event loop: an asyncio lock
+        that was ever waited for belongs to its loop, and a driver closed on one loop may be
+        used on another (a web app's lifespan run again, the blocking facade's loop)."""
+        loop = asyncio.get_running_loop()
+        if self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
 
     async def _connect(self) -> None:
         connection = self._connection
@@ -159,7 +174,7 @@ class AmqpChannels(LocalWorkerRecords):
             self._intake = intake = await connection.channel(publisher_confirms=False)
             intake.on_consumer_cancel_callbacks.add(self._cancelled)
             assert self._reader is not None
-            self._reader.split(intake.number, self._receiver(intake))
+            self._reader.split(intake.number, self._receiver(intake), self._passed(intake))
         if self._declared == set():
             await self._publisher.exchange_declare(
                 self.names.deliver, exchange_type="headers", durable=True, timeout=self.timeout
@@ -206,7 +221,9 @@ class AmqpChannels(LocalWorkerRecords):
         A prefetch only rises, by adding a consumer for the difference: cancelling one would
         leave what it was sent unacknowledged and unseen. The broker sends a consumer no
         more than its prefetch unacknowledged, so what waits here beside what runs is at
-        most the free slots, plus the finished jobs whose acks are on their way."""
+        most the free slots, plus the finished jobs whose acks are on their way: of each
+        queue, for a worker serving several (a prefetch shared by a channel's consumers,
+        global QoS, is deprecated in RabbitMQ and refused from 4.3)."""
         await self._queue(queue)
         _, intake = await self._channels()
         had = self._prefetch.get(queue, 0)
@@ -268,6 +285,19 @@ class AmqpChannels(LocalWorkerRecords):
             self._pushed.notify()
 
         return receive
+
+    def _passed(self, channel: AbstractChannel) -> Callable[[Sequence[int]], None]:
+        """What takes in the tags of deliveries the reader passed on whole, as their bytes
+        arrive: unacknowledged from then on, though they reach `_fallback` only later
+        (aiormq's consumer task). Else an ack of the deliveries after one, merged into a
+        `multiple` ack (wire.merged_acks), took it too, before it ran, and its own ack then
+        made the broker close the intake channel ("unknown delivery tag")."""
+
+        def passed(tags: Sequence[int]) -> None:
+            if channel is self._intake:
+                self._unacked.update(tags)
+
+        return passed
 
     def _fallback(
         self, channel: AbstractChannel
@@ -336,7 +366,9 @@ class AmqpChannels(LocalWorkerRecords):
             return
         ready = [(queue, entry[2]) for queue, heap in self._ready.items() for entry in heap]
         self._ready.clear()
-        copies = [self._outgoing(message.body, 0.0, queue, message) for queue, message in ready]
+        copies = [
+            self._outgoing(given_back(message), 0.0, queue, message) for queue, message in ready
+        ]
         await self._publish_all(copies, "giving back prefetched jobs")
         tags = [message.tag for _, message in ready]
         with self._edge("giving back prefetched jobs"):
@@ -393,7 +425,8 @@ class AmqpChannels(LocalWorkerRecords):
             return Outgoing(data, "", self.names.failed(queue), None, priority, message_id)
         ms = delay_ms(delay)
         if ms:
-            return Outgoing(data, self.names.delay(35), delay_key(ms), queue, priority, message_id)
+            route = self.names.work(queue)
+            return Outgoing(data, self.names.delay(35), delay_key(ms), route, priority, message_id)
         return Outgoing(data, "", self.names.work(queue), None, priority, message_id)
 
     async def _publish_all(
@@ -423,6 +456,17 @@ class AmqpChannels(LocalWorkerRecords):
                 " declared it?): nothing of it counts as stored; try again, which declares the"
                 " queues anew"
             )
+        too_large = _TOO_LARGE.search(str(confirms.closed_by or ""))
+        if confirms.missing and too_large:
+            size, most = too_large.groups()
+            stored = f"{confirms.acked} of its {sent} messages" if confirms.acked else "none"
+            raise DriverError(
+                f"RabbitMQ at {self._settings.location.shown!r} refused {what}: a message of"
+                f" {size} bytes is larger than its max_message_size ({most} bytes), and trying"
+                " again cannot help: push a smaller payload (keep large data elsewhere and push"
+                " a reference to it), or raise max_message_size in rabbitmq.conf (stored before"
+                f" the refusal: {stored})"
+            )
         if confirms.missing:
             raise BackendUnavailableError(
                 f"RabbitMQ at {self._settings.location.shown!r} did not confirm {what} in"
@@ -440,3 +484,9 @@ class AmqpChannels(LocalWorkerRecords):
     def declared(self) -> set[str]:
         """The conveyor queues this driver declared (for tests that clean up after them)."""
         return set(self._ever_declared)
+
+    def alone_queue(self) -> str:
+        """The name of this driver's own alone queue (see AmqpDriver._run_alone), which the
+        broker deletes a minute after the driver's connection closed (for tests that clean
+        up after them at once)."""
+        return self.names.alone(self._id)

@@ -157,9 +157,32 @@ class AmqpDriver(AmqpInspection):
                 charged.setdefault(queue, []).append((message, record))
             else:
                 reserved.append(self._hold(queue, intakes[queue], message, record, lease, worker))
-        for queue, those in charged.items():
-            await self._charge(queue, intakes[queue], those)
+        await self._charge_all(intakes, charged, raise_error=not reserved)
         return reserved
+
+    async def _charge_all(
+        self,
+        intakes: dict[str, AbstractChannel],
+        charged: dict[str, list[tuple[Delivery, dict[str, Any]]]],
+        *,
+        raise_error: bool,
+    ) -> None:
+        """`_charge` each queue's deliveries. One that fails (its copy not confirmed) puts
+        them back in line for the next reserve, still unacknowledged: dropped, they stayed
+        held on a live connection and never ran. Its error is raised only when `raise_error`
+        (the reserve has no job to return, which would be lost with it)."""
+        failed: DriverError | None = None
+        for queue, those in charged.items():
+            try:
+                await self._charge(queue, intakes[queue], those)
+            except DriverError as exc:
+                failed = exc
+                for message, _ in those:
+                    self._arrivals += 1
+                    entry = (-message.priority, self._arrivals, message)
+                    heapq.heappush(self._ready.setdefault(queue, []), entry)
+        if failed is not None and raise_error:
+            raise failed
 
     async def _charge(
         self, queue: str, intake: AbstractChannel, charged: list[tuple[Delivery, dict[str, Any]]]
@@ -266,7 +289,7 @@ class AmqpDriver(AmqpInspection):
         try:
             message = Outgoing(
                 record_body({**record, "alone": True}), "", self.names.alone(self._id),
-                info.queue, amqp_priority(info.priority), job_id,
+                self.names.work(info.queue), amqp_priority(info.priority), job_id,
             )  # fmt: skip
             await self._publish_all([message], "marking a job alone")
             with self._edge("marking a job alone"):
@@ -348,10 +371,13 @@ class AmqpDriver(AmqpInspection):
             body: dict[str, Any] | bytes = held.message.body
             if held.record is not None:
                 body = with_error(held.record, item.error)
+                info = held.info
                 body.update(
                     state=(JobState.CANCELLED if item.cancelled else JobState.FAILED).value,
-                    attempt=held.info.attempt,
-                    rescued=held.info.rescued,
+                    attempt=info.attempt,
+                    rescued=info.rescued,
+                    worker=info.worker,  # who ran it last, as the other drivers keep
+                    reserved_at=info.reserved_at,
                     finished_at=time.time(),
                 )
             helds.append(held)

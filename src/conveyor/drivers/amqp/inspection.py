@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from aiormq.abc import AbstractChannel
 from pamqp import commands as spec
-from pydantic_core import from_json
 
 from conveyor.drivers.amqp.channels import BROWSE_LIMIT, AmqpChannels
 from conveyor.drivers.amqp.intake import Delivery, delivery_of
-from conveyor.drivers.amqp.topology import (
-    declare_queue,
-)
+from conveyor.drivers.amqp.topology import declare_queue, parse_record
+from conveyor.drivers.amqp.wire import ack_all
 from conveyor.drivers.base import (
     QueueCounts,
 )
@@ -25,6 +22,13 @@ from conveyor.drivers.record import decode_text, read_job
 from conveyor.job import JobInfo, JobState
 
 __all__ = ["AmqpInspection", "foreign_record", "parse_record"]
+
+#: A failed job read off its queue: its record (None: not a job) and the message it came in.
+Taken = tuple[dict[str, Any] | None, Delivery]
+#: What a retry, purge or prune does with the failed jobs it read, a batch at a time.
+Act = Callable[[AbstractChannel, list[Taken]], Awaitable[None]]
+#: How many failed jobs a retry publishes (and a retry, purge or prune acknowledges) at once.
+ACT_BATCH = 500
 
 
 class AmqpInspection(AmqpChannels):
@@ -78,20 +82,46 @@ class AmqpInspection(AmqpChannels):
         jobs.sort(key=lambda job: job.id)
         return jobs[offset : offset + limit]
 
+    async def named_ids(
+        self, queue: str, state: JobState, name: str, size: int
+    ) -> AsyncIterator[list[str]]:
+        """Every id of job name `name` that one read of the failed queue finds, in one page:
+        a read passes over the whole queue, so pages of `size` (each a read, and each acted
+        on by another) made a retry or purge by name take reads in proportion to the jobs.
+        Read again after the caller acted while a read stopped at BROWSE_LIMIT."""
+        if state not in (JobState.FAILED, JobState.CANCELLED):
+            raise self.unsupported(
+                f"purging {state.value} jobs by job name", _UNPURGED.get(state, _UNLISTED[state])
+            )
+        seen: set[str] = set()
+        while True:
+            found, cut_short = await self._browse(
+                queue, lambda job: job.state is state and job.name == name and job.id not in seen
+            )
+            ids = sorted({job.id for job, _ in found})
+            if not ids:
+                return
+            seen.update(ids)
+            yield ids
+            if not cut_short:
+                return
+
     async def get(self, job_id: str) -> JobInfo | None:
         raise self.unsupported("looking a job up by id", "RabbitMQ keeps no index of its messages")
 
     async def _browse(
         self,
         queue: str,
-        wanted: Any,
-        act: Any = None,
-        until: Any = None,
+        wanted: Callable[[JobInfo], bool],
+        act: Act | None = None,
+        until: Callable[[JobInfo], bool] | None = None,
     ) -> tuple[list[tuple[JobInfo, int]], bool]:
-        """Read the queue's failed messages on a channel of their own; `act(channel, job,
-        message)` may acknowledge some; the first job `until(job)` is true of ends the read.
-        Closing the channel puts every other one back. Returns the jobs `wanted` and whether
-        the read stopped at BROWSE_LIMIT messages, before the queue's end."""
+        """Read the queue's failed messages on a channel of their own; `act(channel, taken)`
+        is handed the jobs `wanted` (each with its record and message) ACT_BATCH at a time,
+        and last what is left before the channel closes, and may acknowledge them; the first
+        job `until(job)` is true of ends the read. Closing the channel puts every other one
+        back. Returns the jobs `wanted` and whether the read stopped at BROWSE_LIMIT
+        messages, before the queue's end."""
         task = asyncio.current_task()
         cancels = task.cancelling() if task is not None else 0
         await self._queue(queue)
@@ -99,6 +129,7 @@ class AmqpInspection(AmqpChannels):
         with self._edge("reading failed jobs"):
             channel = await self._connection.channel(publisher_confirms=False)
         found: list[tuple[JobInfo, int]] = []
+        taken: list[Taken] = []
         cut_short = True
         try:
             now = time.time()
@@ -122,8 +153,14 @@ class AmqpInspection(AmqpChannels):
                     break
                 if wanted(job):
                     found.append((job, message.delivery.delivery_tag or 0))
-                    if act is not None:
-                        await act(channel, job, record, message)
+                    if act is None:
+                        continue
+                    taken.append((record, delivery_of(message)))
+                    if len(taken) >= ACT_BATCH:
+                        await act(channel, taken)
+                        taken = []
+            if act is not None and taken:
+                await act(channel, taken)
         finally:
             with self._edge("reading failed jobs"):
                 async with asyncio.timeout(self.timeout):
@@ -135,7 +172,13 @@ class AmqpInspection(AmqpChannels):
             raise asyncio.CancelledError
         return found, cut_short
 
-    async def _act_on_all(self, queue: str, wanted: Any, act: Any, until: Any = None) -> int:
+    async def _act_on_all(
+        self,
+        queue: str,
+        wanted: Callable[[JobInfo], bool],
+        act: Act,
+        until: Callable[[JobInfo], bool] | None = None,
+    ) -> int:
         """`_browse` with `act`, again while a read stopped at BROWSE_LIMIT and acted on some
         (what `act` acknowledged is off the queue, so the next read reaches further): a retry,
         purge or prune of more failed jobs than one read holds took the first BROWSE_LIMIT
@@ -150,20 +193,21 @@ class AmqpInspection(AmqpChannels):
     async def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
         chosen = None if ids is None else set(ids)
 
-        async def move(
-            channel: AbstractChannel, job: JobInfo, record: dict[str, Any] | None, message: Any
-        ) -> None:
-            body: dict[str, Any] | bytes = message.body
-            if record is not None:
-                body = dict(record)
-                body.update(
-                    state="pending", attempt=0, rescued=0, available_at=time.time(),
-                    finished_at=None,
-                )  # fmt: skip
-            await self._publish_all(
-                [self._outgoing(body, 0.0, queue, delivery_of(message))], "a retry"
-            )
-            await channel.basic_ack(message.delivery.delivery_tag)
+        async def move(channel: AbstractChannel, taken: list[Taken]) -> None:
+            # Published (confirmed) in one batch first, acknowledged second: a crash between
+            # the two leaves a job both pending and failed, never neither.
+            copies = []
+            for record, message in taken:
+                body: dict[str, Any] | bytes = message.body
+                if record is not None:
+                    body = dict(record)
+                    body.update(
+                        state="pending", attempt=0, rescued=0, available_at=time.time(),
+                        finished_at=None,
+                    )  # fmt: skip
+                copies.append(self._outgoing(body, 0.0, queue, message))
+            await self._publish_all(copies, "a retry")
+            await self._ack_read(channel, taken)
 
         moved = await self._act_on_all(
             queue,
@@ -174,11 +218,21 @@ class AmqpInspection(AmqpChannels):
             self._pushed.notify()
         return moved
 
-    async def _delete(self, queue: str, wanted: Any, until: Any = None) -> int:
-        async def drop(channel: AbstractChannel, job: JobInfo, record: Any, message: Any) -> None:
-            await channel.basic_ack(message.delivery.delivery_tag)
+    async def _delete(
+        self,
+        queue: str,
+        wanted: Callable[[JobInfo], bool],
+        until: Callable[[JobInfo], bool] | None = None,
+    ) -> int:
+        async def drop(channel: AbstractChannel, taken: list[Taken]) -> None:
+            await self._ack_read(channel, taken)
 
         return await self._act_on_all(queue, wanted, drop, until)
+
+    async def _ack_read(self, channel: AbstractChannel, taken: list[Taken]) -> None:
+        """Acknowledge, so take off the failed queue, these messages read on `channel`."""
+        with self._edge("acting on failed jobs"):
+            await ack_all(channel, [message.tag for _, message in taken], ())
 
     async def purge(
         self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None
@@ -230,22 +284,10 @@ _UNLISTED = {
 }
 
 
-def parse_record(body: bytes) -> dict[str, Any] | None:
-    """A message body written by this driver, or None for anything else.
-
-    Read with pydantic-core's JSON parser, about 3x json.loads on a job record (every reserve
-    reads one per job); what it refuses (a lone surrogate escape, UTF-16 text) json.loads
-    reads as before."""
-    try:
-        record = from_json(body)
-    except ValueError:
-        try:
-            record = json.loads(body)
-        except ValueError:
-            return None
-    if type(record) is not dict or not isinstance(record.get("id"), str):
-        return None
-    return record
+#: What to do instead of purging a state's jobs by name, where it differs from _UNLISTED.
+_UNPURGED = {
+    JobState.PENDING: "a queue is not an index: purge all of the queue's pending jobs (no name)",
+}
 
 
 def foreign_record(queue: str, message: Delivery, state: str = "pending") -> dict[str, Any]:

@@ -112,6 +112,9 @@ class Splitter:
 
     def __init__(self) -> None:
         self.channel = 0
+        #: Delivery tags of the deliveries given up on (passed on whole) since last emptied:
+        #: aiormq hands them to the consumer later, in a task of its own.
+        self.passed: list[int] = []
         self._buffer = bytearray()
         self._partial: _Partial | None = None
         #: The broker answered with a protocol header (a version it does not speak): not
@@ -263,6 +266,7 @@ class Splitter:
         """The frames of a delivery given up on, then `last`: the method and header frames
         kept as they came, the body frames written again from their bodies."""
         self._partial = None
+        self.passed.append(partial.tag)
         return [
             *partial.frames,
             *(
@@ -337,16 +341,27 @@ class SplittingReader(asyncio.StreamReader):
         super().__init__(limit=limit, loop=loop)
         self.splitter = Splitter()
         self.on_deliveries: Callable[[Sequence[Delivery]], None] | None = None
+        self.on_passed: Callable[[Sequence[int]], None] | None = None
         self._alive_at = 0.0
 
-    def split(self, channel: int, on_deliveries: Callable[[Sequence[Delivery]], None]) -> None:
+    def split(
+        self,
+        channel: int,
+        on_deliveries: Callable[[Sequence[Delivery]], None],
+        on_passed: Callable[[Sequence[int]], None],
+    ) -> None:
         """Take channel `channel`'s deliveries out from here on, handing them over in
-        batches to `on_deliveries` (synchronously, as their bytes arrive)."""
-        self.on_deliveries = on_deliveries
+        batches to `on_deliveries` (synchronously, as their bytes arrive), and the tags of
+        those given up on (which reach aiormq's consumer later) to `on_passed`."""
+        self.on_deliveries, self.on_passed = on_deliveries, on_passed
         self.splitter.split(channel)
 
     def feed_data(self, data: bytes) -> None:  # type: ignore[override]  # bytes, as it is fed
         passed, deliveries = self.splitter.feed(data)
+        if self.splitter.passed:
+            tags, self.splitter.passed = self.splitter.passed, []
+            if self.on_passed is not None:
+                self.on_passed(tags)
         if deliveries:
             now = time.monotonic()
             if not passed and now - self._alive_at >= SIGN_OF_LIFE:

@@ -6,8 +6,10 @@
                        x-max-priority 10 (see amqp_priority)
     P failed.<queue>   durable classic queue nobody consumes: failed (and cancelled) jobs
     P deliver          headers exchange (or the name `?exchange=` gives): a message whose
-                       header `conveyor-queue` is <queue> goes to `P q.<queue>` (where
-                       delayed messages come back to)
+                       header `conveyor-work-queue` is `P q.<queue>` goes to that queue
+                       (where delayed messages come back to); the work queue's whole name,
+                       so prefixes may share the exchange. Each is bound by the header
+                       `conveyor-queue` = <queue> too, what earlier versions sent
     P alone.<id>       durable classic queue of one driver (one worker process), consumed by it
                        alone: the copy of the job it runs alone (see driver.py); x-message-ttl
                        0 and dead-lettered to P deliver, so a copy whose holder died goes back
@@ -36,23 +38,31 @@ from typing import Any
 from aiormq.abc import AbstractChannel
 from aiormq.exceptions import ChannelInvalidStateError
 from pamqp.common import Arguments
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
+from conveyor.drivers.amqp.intake import Delivery
 from conveyor.job import ErrorInfo, JobState, NewJob
 
 __all__ = [
     "LEVELS",
     "QUEUE_HEADER",
+    "ROUTE_HEADER",
     "Names",
     "amqp_priority",
     "delay_key",
+    "given_back",
     "new_record",
+    "parse_record",
     "record_body",
 ]
 
 #: Delay levels: bit N of a delay in milliseconds waits 2^N ms.
 LEVELS = 36
 MAX_DELAY_MS = (1 << LEVELS) - 1
+#: The header a delayed message is routed back by: its work queue's name (prefix included).
+ROUTE_HEADER = "conveyor-work-queue"
+#: The header earlier versions routed by, the conveyor queue's name alone (which every prefix
+#: sharing the exchange has alike): still bound, for their messages still in the delay levels.
 QUEUE_HEADER = "conveyor-queue"
 #: The work queues' x-max-priority: the broker keeps 11 priority levels apart (0..10).
 MAX_PRIORITY = 10
@@ -148,12 +158,13 @@ async def declare_queue(
         timeout=timeout,
     )
     failed = await channel.queue_declare(names.failed(queue), durable=True, timeout=timeout)
-    await channel.queue_bind(
-        names.work(queue),
-        names.deliver,
-        arguments={"x-match": "all", QUEUE_HEADER: queue},
-        timeout=timeout,
-    )
+    for header, value in ((ROUTE_HEADER, names.work(queue)), (QUEUE_HEADER, queue)):
+        await channel.queue_bind(
+            names.work(queue),
+            names.deliver,
+            arguments={"x-match": "all", header: value},
+            timeout=timeout,
+        )
     return work.message_count or 0, failed.message_count or 0
 
 
@@ -212,3 +223,33 @@ def record_body(record: Mapping[str, Any]) -> bytes:
         return to_json(record)
     except ValueError:
         return json.dumps(record, separators=(",", ":")).encode()
+
+
+def parse_record(body: bytes) -> dict[str, Any] | None:
+    """A message body written by this driver, or None for anything else.
+
+    Read with pydantic-core's JSON parser, about 3x json.loads on a job record (every reserve
+    reads one per job); what it refuses (a lone surrogate escape, UTF-16 text) json.loads
+    reads as before."""
+    try:
+        record = from_json(body)
+    except ValueError:
+        try:
+            record = json.loads(body)
+        except ValueError:
+            return None
+    if type(record) is not dict or not isinstance(record.get("id"), str):
+        return None
+    return record
+
+
+def given_back(message: Delivery) -> dict[str, Any] | bytes:
+    """What a delivery never handed out goes back as: the same, but a redelivered job (its
+    holder died) with its rescue counted, which the fresh copy would forget. Not one marked
+    alone: its charge (driver.py's `_charge`) counts the rescue, redelivered or not."""
+    if message.redelivered:
+        record = parse_record(message.body)
+        rescued = None if record is None else record.get("rescued") or 0
+        if record is not None and type(rescued) is int and record.get("alone") is not True:
+            return {**record, "rescued": rescued + 1}
+    return message.body

@@ -27,7 +27,7 @@ from pamqp import commands as spec
 from pamqp import frame
 from pamqp.header import ContentHeader
 
-from conveyor.drivers.amqp.topology import QUEUE_HEADER
+from conveyor.drivers.amqp.topology import ROUTE_HEADER
 
 __all__ = ["Confirms", "Encoder", "Outgoing", "ack_all", "merged_acks", "properties", "publish_all"]
 
@@ -38,9 +38,10 @@ MESSAGE_ID_FLAG = 0x0080
 
 class Outgoing(NamedTuple):
     """One message to publish: its body, where it goes, and the properties that vary (every
-    message is persistent JSON). `queue`, when given, goes in the `conveyor-queue` header,
-    which routes a delayed message back to its work queue; a message published to its queue
-    directly goes without (a header table is the costliest property to decode)."""
+    message is persistent JSON). `queue`, when given, is a work queue's name (prefix
+    included), which goes in the `conveyor-work-queue` header that routes a delayed message
+    back to it; a message published to its queue directly goes without (a header table is
+    the costliest property to decode)."""
 
     body: bytes
     exchange: str
@@ -57,7 +58,7 @@ def properties(message: Outgoing) -> spec.Basic.Properties:
         content_type="application/json",
         message_id=message.message_id,
         priority=message.priority,
-        headers=None if message.queue is None else {QUEUE_HEADER: message.queue},
+        headers=None if message.queue is None else {ROUTE_HEADER: message.queue},
     )
 
 
@@ -121,12 +122,14 @@ def _encoder(channel: aiormq.Channel) -> Encoder:
 class Confirms(NamedTuple):
     """A batch's answers: messages the broker confirmed (basic.ack), refused (basic.nack),
     left unanswered (no answer in time, or the channel closed first), and returned because no
-    queue took them (basic.return: a queue deleted behind the driver)."""
+    queue took them (basic.return: a queue deleted behind the driver); `closed_by`: the
+    broker's reason when it closed the channel before answering them all."""
 
     acked: int
     refused: int
     missing: int
     returned: int = 0
+    closed_by: BaseException | None = None
 
 
 #: Messages encoded and written at a time within one publish_all: the broker stores and
@@ -235,6 +238,7 @@ async def publish_all(
         heard = batch.heard()
         with contextlib.suppress(Exception):  # TimeoutError, or the closing channel's
             await asyncio.wait_for(asyncio.shield(future), timeout)
+    closed_by = future.exception() if future.done() and not future.cancelled() else None
     future.cancel()
     for tag in tags:
         if confirmations.get(tag) is batch or isinstance(confirmations.get(tag), Returning):
@@ -243,7 +247,7 @@ async def publish_all(
         if returns.get(message_id, 0) in tags:
             del returns[message_id]
     answered = batch.acked + batch.refused + batch.returned
-    return Confirms(batch.acked, batch.refused, batch.sent - answered, batch.returned)
+    return Confirms(batch.acked, batch.refused, batch.sent - answered, batch.returned, closed_by)
 
 
 def merged_acks(tags: Iterable[int], unacked: Iterable[int]) -> list[spec.Basic.Ack]:
