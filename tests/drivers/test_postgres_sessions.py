@@ -10,6 +10,7 @@ of their own, are terminated.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -83,3 +84,68 @@ async def test_migration_waits_for_another_past_the_roles_statement_timeout(
     await opening
     await driver.push(make_job())
     assert (await driver.counts(["q"]))["q"].pending == 1
+
+
+# -- connections the server ended between calls -----------------------------------------------
+
+
+def named_url() -> tuple[str, str]:
+    """URL whose connections carry an application_name of their own, and that name."""
+    name = f"qa-{uuid.uuid4().hex[:12]}"
+    return f"{URL}?application_name={name}", name
+
+
+async def end_connections(name: str) -> int:
+    """Terminate the connections named `name` (the test's own), and wait until they are gone."""
+    ended = await fetch(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", name
+    )
+
+    async def gone() -> bool:
+        left = "SELECT 1 FROM pg_stat_activity WHERE application_name = %s"
+        return not await fetch(left, name)
+
+    await eventually(gone)
+    return len(ended)
+
+
+async def test_pooled_connections_ended_between_calls_are_replaced_before_a_call_fails(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    # Before, the first call after pg_terminate_backend (a DBA, a failover, a role's
+    # idle_session_timeout) of the idle pooled connections failed with BackendUnavailableError:
+    # a connection used less than IDLE_CHECK seconds before was handed out unchecked.
+    url, name = named_url()
+    driver = await drivers.open(url)
+    await asyncio.gather(*(driver.push(make_job()) for _ in range(4)))  # several pooled
+    assert await end_connections(name) >= 1
+
+    await driver.push(make_job())
+    assert (await driver.counts(["q"]))["q"].pending == 5
+
+
+async def test_a_thread_connection_ended_between_pushes_is_replaced_before_a_push_fails(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    url, name = named_url()
+    driver = await drivers.open(url)
+    await asyncio.to_thread(driver.push_in_thread, make_job())
+    assert await end_connections(name) >= 2  # the pooled one and the thread's
+
+    job = make_job()
+    assert await asyncio.to_thread(driver.push_in_thread, job) == job.id
+    assert (await driver.counts(["q"]))["q"].pending == 2
+
+
+async def test_pushes_go_on_under_an_idle_session_timeout_shorter_than_the_idle_check(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    # idle_session_timeout (PostgreSQL 14+), set on a role or database, ends every connection
+    # idle longer: each push after such a pause failed.
+    if int(str((await fetch("SHOW server_version_num"))[0][0])) < 140000:
+        pytest.skip("idle_session_timeout is PostgreSQL 14's")
+    driver = await drivers.open(with_options("idle_session_timeout=300"))
+    for _ in range(2):
+        await asyncio.sleep(0.8)  # past the timeout, well within IDLE_CHECK
+        await driver.push(make_job())
+    assert (await driver.counts(["q"]))["q"].pending == 2
