@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from conveyor.drivers.sql.postgres import PostgresDriver
+from conveyor.errors import DriverError
 from tests.backends import Drivers, eventually, require_service
 from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
 from tests.contract.helpers import make_job
@@ -149,3 +150,23 @@ async def test_pushes_go_on_under_an_idle_session_timeout_shorter_than_the_idle_
         await asyncio.sleep(0.8)  # past the timeout, well within IDLE_CHECK
         await driver.push(make_job())
     assert (await driver.counts(["q"]))["q"].pending == 2
+
+
+# -- a read-only session ------------------------------------------------------------------------
+
+
+async def test_writes_on_a_read_only_session_fail_saying_to_point_the_url_at_the_primary(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    # A standby, or default_transaction_read_only for the role: before, only the server's
+    # "cannot execute INSERT in a read-only transaction", with nothing said of the fix.
+    writer = await drivers.open()  # the tables, made by a driver that may write
+    read_only = await drivers.open(with_options("default_transaction_read_only=on"))
+    fix = "standby .* point the URL at the primary .*target_session_attrs=read-write"
+    with pytest.raises(DriverError, match=f"push failed on .*read-only transaction.*{fix}"):
+        await read_only.push(make_job())
+    with pytest.raises(DriverError, match=f"reserve failed on .*{fix}"):
+        await read_only.reserve(["q"], 1, 30.0, "w")
+    with pytest.raises(DriverError, match=fix):
+        await asyncio.to_thread(read_only.push_in_thread, make_job())
+    assert (await writer.counts(["q"]))["q"].pending == 0

@@ -40,6 +40,9 @@ LOCK_WAIT = 0.8
 #: SQLSTATE lock_not_available: lock_timeout ran out.
 _LOCK_NOT_AVAILABLE = "55P03"
 
+#: SQLSTATE read_only_sql_transaction: a write on a standby, or on a read-only session.
+_READ_ONLY = "25006"
+
 
 class Target:
     """Where the server is: the conninfo handed to libpq, as checked and as fit to show, and
@@ -157,6 +160,13 @@ class Target:
                 f" lock another transaction holds ({detail}), and gave up: a transaction still"
                 " open that pushed the same unique key with connection=, say; commit or roll it"
                 " back sooner, or raise the URL's timeout="
+            )
+        if error.sqlstate == _READ_ONLY:
+            return DriverError(
+                f"PostgreSQL {what} failed on {self.shown}: {detail}. The server takes no"
+                " writes here: it is a standby (in recovery), or default_transaction_read_only"
+                " is on for this user, this database or the URL's options=; point the URL at"
+                " the primary (with several hosts in it, add target_session_attrs=read-write)"
             )
         return DriverError(f"PostgreSQL {what} failed on {self.shown}: {detail}")
 
