@@ -10,13 +10,14 @@ of their own, are terminated.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
 
-from conveyor.drivers.sql.postgres import PostgresDriver
+from conveyor.drivers.sql.postgres import COPY_FROM, PostgresDriver
 from conveyor.errors import DriverError
 from tests.backends import Drivers, eventually, require_service
 from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
@@ -170,3 +171,20 @@ async def test_writes_on_a_read_only_session_fail_saying_to_point_the_url_at_the
     with pytest.raises(DriverError, match=fix):
         await asyncio.to_thread(read_only.push_in_thread, make_job())
     assert (await writer.counts(["q"]))["q"].pending == 0
+
+
+# -- extra_float_digits ---------------------------------------------------------------------------
+
+
+async def test_times_keep_their_precision_whatever_extra_float_digits_the_session_has(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    # At -15 (5 significant digits at -10) the server wrote every float8 rounded: a push_many
+    # COPY, which stores the clock it reads, made jobs due years from now.
+    driver = await drivers.open(with_options("extra_float_digits=-10"))
+    before = time.time()
+    await driver.push_many([make_job() for _ in range(COPY_FROM)])
+    [job] = await driver.reserve(["q"], 1, 30.0, "w")
+    assert before - 5 < job.created_at < time.time() + 5
+    assert job.lease_expires_at is not None
+    assert 25 < job.lease_expires_at - job.created_at < 35

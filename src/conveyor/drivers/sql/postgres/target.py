@@ -110,11 +110,15 @@ class Target:
         longer than running (seen: 270 ms of JIT for a 2 ms reserve). A transaction left idle
         past the timeout is ended by the server: its client was cut off and will never finish
         it. A lock waited for past LOCK_WAIT of the timeout fails the statement (migrations,
-        which may wait an hour, lift this for their transaction)."""
+        which may wait an hour, lift this for their transaction). Floats are read back whole
+        (extra_float_digits 1, the default since PostgreSQL 12), whatever the role, database
+        or options= say: times are float8 seconds, and at -15 a push_many COPY stored jobs
+        created at the server's clock read back as 2e+09, due years later."""
         idle = sql.Literal(f"{whole_seconds(self.timeout)}s")
         lock = sql.Literal(f"{max(1, round(self.timeout * LOCK_WAIT * 1000))}ms")
         return sql.SQL(
-            "SET jit = off; SET idle_in_transaction_session_timeout = {}; SET lock_timeout = {}"
+            "SET jit = off; SET idle_in_transaction_session_timeout = {}; SET lock_timeout = {};"
+            " SET extra_float_digits = 1"
         ).format(idle, lock)
 
     def mask(self, text: str) -> str:
