@@ -21,7 +21,7 @@ from conveyor.drivers.sql.postgres import COPY_FROM, PostgresDriver
 from conveyor.errors import DriverError
 from tests.backends import Drivers, eventually, require_service
 from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
-from tests.contract.helpers import make_job
+from tests.contract.helpers import make_job, reservation
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -188,3 +188,29 @@ async def test_times_keep_their_precision_whatever_extra_float_digits_the_sessio
     assert before - 5 < job.created_at < time.time() + 5
     assert job.lease_expires_at is not None
     assert 25 < job.lease_expires_at - job.created_at < 35
+
+
+# -- default_transaction_isolation ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("isolation", ["serializable", "repeatable%5C%20read"])
+async def test_workers_meet_without_serialization_failures_whatever_the_default_isolation(
+    drivers: Drivers[PostgresDriver], isolation: str
+) -> None:
+    # A database whose default_transaction_isolation is stricter than READ COMMITTED (an app's
+    # choice) failed reserves and settles with "could not serialize access" whenever workers
+    # met on a row; each failure cost a worker its back-off.
+    url = f"{URL}?options=-cdefault_transaction_isolation%3D{isolation}"
+    workers = [await drivers.open(url) for _ in range(4)]
+    pushed = [make_job() for _ in range(200)]
+    await workers[0].push_many(pushed)
+
+    async def work(driver: PostgresDriver) -> list[str]:
+        taken: list[str] = []
+        while jobs := await driver.reserve(["q"], 5, 30.0, "w"):
+            await driver.ack([reservation(job) for job in jobs])
+            taken += [job.id for job in jobs]
+        return taken
+
+    taken = [job_id for ids in await asyncio.gather(*map(work, workers)) for job_id in ids]
+    assert sorted(taken) == sorted(job.id for job in pushed)

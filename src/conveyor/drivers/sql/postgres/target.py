@@ -113,12 +113,16 @@ class Target:
         which may wait an hour, lift this for their transaction). Floats are read back whole
         (extra_float_digits 1, the default since PostgreSQL 12), whatever the role, database
         or options= say: times are float8 seconds, and at -15 a push_many COPY stored jobs
-        created at the server's clock read back as 2e+09, due years later."""
+        created at the server's clock read back as 2e+09, due years later. Transactions are
+        READ COMMITTED, whatever default_transaction_isolation the database has: reserve's
+        FOR UPDATE SKIP LOCKED and the fenced settles rely on a row locked being read again
+        at its newest version, where REPEATABLE READ or SERIALIZABLE fail the statement
+        ("could not serialize access due to concurrent update") whenever workers meet."""
         idle = sql.Literal(f"{whole_seconds(self.timeout)}s")
         lock = sql.Literal(f"{max(1, round(self.timeout * LOCK_WAIT * 1000))}ms")
         return sql.SQL(
             "SET jit = off; SET idle_in_transaction_session_timeout = {}; SET lock_timeout = {};"
-            " SET extra_float_digits = 1"
+            " SET extra_float_digits = 1; SET default_transaction_isolation = 'read committed'"
         ).format(idle, lock)
 
     def mask(self, text: str) -> str:
