@@ -10,6 +10,7 @@ of their own, are terminated.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,10 +19,11 @@ import psycopg
 import pytest
 
 from conveyor.drivers.sql.postgres import COPY_FROM, PostgresDriver
-from conveyor.errors import DriverError
+from conveyor.errors import ConfigError, DriverError
+from conveyor.job import ErrorInfo
 from tests.backends import Drivers, eventually, require_service
 from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
-from tests.contract.helpers import make_job, reservation
+from tests.contract.helpers import failure_of, make_job, reservation
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -214,3 +216,47 @@ async def test_workers_meet_without_serialization_failures_whatever_the_default_
 
     taken = [job_id for ids in await asyncio.gather(*map(work, workers)) for job_id in ids]
     assert sorted(taken) == sorted(job.id for job in pushed)
+
+
+# -- client_encoding ------------------------------------------------------------------------------
+
+#: Text LATIN1 cannot hold.
+ASTRAL = json.dumps({"x": "é 😀 𝄞"}, ensure_ascii=False)
+
+
+async def test_text_round_trips_whatever_client_encoding_the_url_or_environment_gives(
+    drivers: Drivers[PostgresDriver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under LATIN1 (the URL's client_encoding, PGCLIENTENCODING, or a LATIN1 database's
+    # default) psycopg failed to encode an emoji: a raw UnicodeEncodeError from every push, and
+    # a handler's error message holding one failed its settle three times.
+    monkeypatch.setenv("PGCLIENTENCODING", "LATIN1")
+    driver = await drivers.open(f"{URL}?client_encoding=latin1")
+    pushed = [make_job(payload=ASTRAL, meta={"m": "😀"})]
+    await driver.push(pushed[0])
+    pushed += [make_job(payload=ASTRAL) for _ in range(COPY_FROM)]
+    await driver.push_many(pushed[1:])
+    pushed.append(make_job(payload=ASTRAL))
+    assert await asyncio.to_thread(driver.push_in_thread, pushed[-1]) == pushed[-1].id
+
+    jobs = await driver.reserve(["q"], len(pushed) + 1, 30.0, "w")
+    assert sorted((job.id, job.payload) for job in jobs) == sorted(
+        (job.id, job.payload) for job in pushed
+    )
+    assert next(job for job in jobs if job.id == pushed[0].id).meta == {"m": "😀"}
+    await driver.fail([failure_of(jobs[0], ErrorInfo("ValueError", "boom 😀"))])
+    info = await driver.get(jobs[0].id)
+    assert info is not None and info.error is not None
+    assert info.error.message == "boom 😀"
+
+
+async def test_push_on_a_connection_whose_encoding_cannot_hold_the_job_says_to_use_utf8(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    driver = await drivers.open()
+    latin1 = f"{URL}?client_encoding=latin1"
+    async with await psycopg.AsyncConnection.connect(latin1) as conn:
+        with pytest.raises(ConfigError, match=r"connection= sends text as latin-1.*'😀'.*UTF8"):
+            await driver.push(make_job(payload=ASTRAL), connection=conn)
+        await conn.rollback()
+    assert (await driver.counts(["q"]))["q"].pending == 0

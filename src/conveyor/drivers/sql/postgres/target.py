@@ -76,7 +76,11 @@ class Target:
             ) from None
         password = params.get("password")
         self.location = self.location.with_secret(str(password) if password else None)
-        self.kwargs: dict[str, Any] = {"autocommit": True}
+        # UTF-8 whatever the URL, PGCLIENTENCODING or the database's own encoding say: psycopg
+        # encodes every text in the client encoding, and under LATIN1 a payload or an error
+        # message with an emoji failed in the client (UnicodeEncodeError) before it was sent.
+        # The server converts to the database's encoding, and says so if it cannot.
+        self.kwargs: dict[str, Any] = {"autocommit": True, "client_encoding": "UTF8"}
         # Named in pg_stat_activity, and never stuck for minutes connecting to a host that does
         # not answer, unless the settings (or libpq's environment variables) say otherwise.
         if "application_name" not in params:
