@@ -260,3 +260,17 @@ async def test_push_on_a_connection_whose_encoding_cannot_hold_the_job_says_to_u
             await driver.push(make_job(payload=ASTRAL), connection=conn)
         await conn.rollback()
     assert (await driver.counts(["q"]))["q"].pending == 0
+
+
+# -- search_path ----------------------------------------------------------------------------------
+
+
+async def test_a_search_path_naming_no_schema_that_exists_fails_saying_so(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    # Before: the server's "no schema has been selected to create in", followed only by the
+    # advice for a user that may not change the schema.
+    missing = f"qa_missing_{uuid.uuid4().hex[:8]}"
+    driver = drivers.make(with_options(f"search_path={missing}"))
+    with pytest.raises(DriverError, match=r"No schema of the search_path exists.*CREATE SCHEMA"):
+        await driver.open()

@@ -43,6 +43,9 @@ _LOCK_NOT_AVAILABLE = "55P03"
 #: SQLSTATE read_only_sql_transaction: a write on a standby, or on a read-only session.
 _READ_ONLY = "25006"
 
+#: SQLSTATE invalid_schema_name: conveyor's SQL names no schema, so the search_path has none.
+_NO_SCHEMA = "3F000"
+
 
 class Target:
     """Where the server is: the conninfo handed to libpq, as checked and as fit to show, and
@@ -179,6 +182,13 @@ class Target:
                 " writes here: it is a standby (in recovery), or default_transaction_read_only"
                 " is on for this user, this database or the URL's options=; point the URL at"
                 " the primary (with several hosts in it, add target_session_attrs=read-write)"
+            )
+        if error.sqlstate == _NO_SCHEMA:
+            return DriverError(
+                f"PostgreSQL {what} failed on {self.shown}: {detail}. No schema of the"
+                " search_path exists (the URL's options=-csearch_path%3D..., or the role's or"
+                " database's search_path): create the one it names (CREATE SCHEMA ...) or"
+                " name one that exists"
             )
         return DriverError(f"PostgreSQL {what} failed on {self.shown}: {detail}")
 
