@@ -13,7 +13,8 @@ at most `timeout` seconds for a pooled connection and `timeout` more for its sta
 that the connection's socket is shut down, the call fails with BackendUnavailableError, and
 the idle connections, likely as silent, are replaced (see conveyor.drivers.sql.deadline). TCP
 keepalives and libpq's tcp_user_timeout find a silent idle connection within seconds, a
-connection idle for IDLE_CHECK seconds is checked before it is handed out, and the server
+connection idle for IDLE_CHECK seconds is checked before it is handed out (one the server
+ended, however briefly idle, is replaced without a round trip), and the server
 ends a transaction left idle past `timeout` (idle_in_transaction_session_timeout), so one cut
 off half-way never holds its row locks for long.
 """
