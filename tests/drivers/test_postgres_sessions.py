@@ -13,7 +13,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
@@ -21,31 +20,17 @@ import pytest
 from conveyor.drivers.sql.postgres import COPY_FROM, PostgresDriver
 from conveyor.errors import ConfigError, DriverError
 from conveyor.job import ErrorInfo
-from tests.backends import Drivers, eventually, require_service
-from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
+from tests.backends import Drivers, eventually
+from tests.backends.postgres import URL
 from tests.contract.helpers import failure_of, make_job, reservation
+from tests.drivers import test_postgres
 
 pytestmark = pytest.mark.timeout(30)
 
-
-@pytest.fixture(autouse=True)
-def server() -> None:
-    require_service("postgres", 5432, START)
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    """A table prefix of this test's own; its tables are dropped when the test ends."""
-    fresh = fresh_prefix()
-    yield fresh
-    await drop_tables(fresh)
-
-
-@pytest.fixture
-async def drivers(prefix: str) -> AsyncIterator[Drivers[PostgresDriver]]:
-    made = Drivers(PostgresDriver, URL, prefix)
-    yield made
-    await made.close_all()
+# The fixtures of the driver's main tests: the server required, a prefix and drivers on it.
+server = test_postgres.server
+prefix = test_postgres.prefix
+drivers = test_postgres.drivers
 
 
 def with_options(*settings: str) -> str:
