@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from conveyor.drivers.sql.postgres import COPY_FROM, PostgresDriver
+from conveyor.drivers.sql.queries import Query
 from conveyor.errors import ConfigError, DriverError
 from conveyor.job import ErrorInfo
 from tests.backends import Drivers, eventually
@@ -259,3 +260,36 @@ async def test_a_search_path_naming_no_schema_that_exists_fails_saying_so(
     driver = drivers.make(with_options(f"search_path={missing}"))
     with pytest.raises(DriverError, match=r"No schema of the search_path exists.*CREATE SCHEMA"):
         await driver.open()
+
+
+# -- application_name -----------------------------------------------------------------------------
+
+APPLICATION_NAME = Query(
+    "application_name", "", "SELECT current_setting('application_name') AS name"
+)
+
+
+async def application_name(driver: PostgresDriver) -> str:
+    """The application_name of one of the driver's pooled connections."""
+    [row] = await (await driver._ready()).fetch(APPLICATION_NAME, {})
+    return str(row["name"])
+
+
+async def test_pgappname_names_the_drivers_connections_and_conveyor_does_without_it(
+    drivers: Drivers[PostgresDriver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before, conveyor's own name was given as a parameter, which beats PGAPPNAME: a process
+    # named by its environment showed as "conveyor" in pg_stat_activity all the same.
+    monkeypatch.delenv("PGAPPNAME", raising=False)
+    assert await application_name(await drivers.open()) == "conveyor"
+    name = f"qa-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("PGAPPNAME", name)
+    driver = await drivers.open()
+    assert await application_name(driver) == name
+    await driver.reserve(["q"], 1, 30.0, "w")  # the LISTEN connection
+    await asyncio.to_thread(driver.push_in_thread, make_job())  # a thread's connection
+    named = "SELECT query FROM pg_stat_activity WHERE application_name = %s"
+    queries = [str(query) for (query,) in await fetch(named, name)]
+    assert len(queries) >= 3  # pooled ones, and those two
+    assert sum(query.startswith("LISTEN") for query in queries) == 1
+    assert await application_name(await drivers.open(f"{URL}?application_name=mine")) == "mine"

@@ -86,8 +86,8 @@ class Target:
         self.kwargs: dict[str, Any] = {"autocommit": True, "client_encoding": "UTF8"}
         # Named in pg_stat_activity, and never stuck for minutes connecting to a host that does
         # not answer, unless the settings (or libpq's environment variables) say otherwise.
-        if "application_name" not in params:
-            self.kwargs["application_name"] = "conveyor"
+        # The name as a fallback: an application_name given as a parameter beat PGAPPNAME.
+        self.kwargs["fallback_application_name"] = "conveyor"
         if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
             self.kwargs["connect_timeout"] = max(2, min(CONNECT_TIMEOUT, whole_seconds(timeout)))
         # A silent idle connection found within seconds, not the system's two hours, and
