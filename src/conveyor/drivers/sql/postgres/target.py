@@ -18,6 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 from conveyor.drivers import keepalive
 from conveyor.drivers.location import Location
 from conveyor.drivers.sql.deadline import TIMEOUT, Deadline, whole_seconds
+from conveyor.drivers.sql.url import OPTIONS
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
 __all__ = ["CONNECT_TIMEOUT", "Target"]
@@ -71,6 +72,12 @@ class Target:
             )
             # An option libpq refused may be a password under a misspelt name (?pasword=).
             refused = re.search(r'invalid URI query parameter: "(.*)"', str(error))
+            if refused and refused[1] in OPTIONS:  # conveyor's own, given where libpq's go
+                raise ConfigError(
+                    f"{self.shown!r}: {refused[1]}= is conveyor's option, not libpq's: give the"
+                    " URL to PostgresDriver.from_url (or driver_from_url), which reads it, or"
+                    f" pass {refused[1]}= as the constructor's keyword"
+                ) from None
             shown = self.location.refusing(refused[1]) if refused else self.shown
             raise ConfigError(
                 f"bad PostgreSQL connection settings {shown!r} ({why}): {_URL_HELP},"
