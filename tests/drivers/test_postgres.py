@@ -918,6 +918,17 @@ def test_from_url_rejects_what_it_cannot_use(url: str, message: str) -> None:
         PostgresDriver.from_url(url)
 
 
+@pytest.mark.parametrize("option", ["prefix=mail_", "migrate=false", "pool_size=3", "timeout=5"])
+def test_conveyors_option_given_to_the_constructor_says_to_use_from_url(option: str) -> None:
+    # Before: libpq's "invalid URI query parameter", the value masked as if a password.
+    name = option.partition("=")[0]
+    with pytest.raises(
+        ConfigError, match=f"{name}= is conveyor's option.*from_url.*keyword"
+    ) as caught:
+        PostgresDriver(f"postgresql://app:s3cret-pw@127.0.0.1:5432/test?{option}")
+    assert "s3cret-pw" not in str(caught.value)
+
+
 def test_bad_url_message_hides_the_password() -> None:
     with pytest.raises(ConfigError) as caught:
         PostgresDriver.from_url("postgresql://app:s3cret-pw@127.0.0.1:5432/test?bogus=1")

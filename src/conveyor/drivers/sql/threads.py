@@ -6,10 +6,11 @@ machine cost more than the statement's round trip.
 `ThreadConnections` keeps at most `size` such connections, between calls (most recently used
 first); a call that finds them all busy is declined, and the caller takes the event loop
 instead. A connection left idle IDLE_CHECK seconds is checked before it is used, as the pooled
-ones are, and one whose call failed is closed; a call on one the server dropped meanwhile (a
-restart) runs once more on a new one, where the dialect can tell (`_dropped`). Each dialect
-says how to connect, run and check (postgres/threads.py, mysql/threads.py), each call under
-the driver's timeout.
+ones are, one the server ended while idle (where the dialect can tell: `_ended`) is replaced,
+and one whose call failed is closed; a call on one the server dropped meanwhile (a restart)
+runs once more on a new one, where the dialect can tell (`_dropped`). Each dialect says how to
+connect, run and check (postgres/threads.py, mysql/threads.py), each call under the driver's
+timeout.
 """
 
 from __future__ import annotations
@@ -84,17 +85,26 @@ class ThreadConnections(abc.ABC, Generic[C]):
             self._close(conn)
 
     def _usable(self, taken: tuple[C, float] | None) -> C:
-        """`taken`, checked first if it was idle a while, else a new connection."""
+        """`taken`, unless the server ended it, checked first if it was idle a while; else a
+        new connection."""
         if taken is not None:
             conn, used = taken
-            if time.monotonic() - used < IDLE_CHECK:
-                return conn
-            try:
-                self._check(conn)
-                return conn
-            except DriverError:  # a new connection instead
+            if self._ended(conn):
                 self._close(conn)
+            elif time.monotonic() - used < IDLE_CHECK:
+                return conn
+            else:
+                try:
+                    self._check(conn)
+                    return conn
+                except DriverError:  # a new connection instead
+                    self._close(conn)
         return self._connect()
+
+    def _ended(self, conn: C) -> bool:
+        """Whether the server ended idle `conn`, told without a round trip; a dialect that
+        cannot tell so says False, and its connection is checked when idle IDLE_CHECK."""
+        return False
 
     @abc.abstractmethod
     def _connect(self) -> C:

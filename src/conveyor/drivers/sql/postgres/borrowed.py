@@ -55,9 +55,16 @@ def check_state(connection: psycopg.AsyncConnection[Any] | psycopg.Connection[An
 async def on_callers(step: Awaitable[T]) -> T:
     """`step`, run on a caller's connection: that connection lost is said to be the caller's
     to open again (the server may be fine), not an outage the pool recovers from; a conflict
-    that aborted the caller's transaction, theirs to run again."""
+    that aborted the caller's transaction, theirs to run again; a client_encoding that cannot
+    hold the job's text (LATIN1, say), theirs to set to UTF8."""
     try:
         return await step
+    except UnicodeEncodeError as error:  # psycopg encodes in the connection's client_encoding
+        raise ConfigError(
+            f"connection= sends text as {error.encoding}, which cannot hold"
+            f" {error.object[error.start : error.end]!r} of this push: set the connection's"
+            " client_encoding to UTF8 (in its URL or settings, or SET client_encoding TO 'UTF8')"
+        ) from None
     except BackendUnavailableError as error:
         detail = " ".join(str(error.__cause__).split())
         raise lost(detail) from error

@@ -13,7 +13,8 @@ at most `timeout` seconds for a pooled connection and `timeout` more for its sta
 that the connection's socket is shut down, the call fails with BackendUnavailableError, and
 the idle connections, likely as silent, are replaced (see conveyor.drivers.sql.deadline). TCP
 keepalives and libpq's tcp_user_timeout find a silent idle connection within seconds, a
-connection idle for IDLE_CHECK seconds is checked before it is handed out, and the server
+connection idle for IDLE_CHECK seconds is checked before it is handed out (one the server
+ended, however briefly idle, is replaced without a round trip), and the server
 ends a transaction left idle past `timeout` (idle_in_transaction_session_timeout), so one cut
 off half-way never holds its row locks for long.
 """
@@ -42,7 +43,7 @@ from conveyor.drivers.sql.deadline import (
     Deadline,
 )
 from conveyor.drivers.sql.postgres.borrowed import JOBS_TABLE, check_state, on_callers
-from conveyor.drivers.sql.postgres.socket import PooledConnection
+from conveyor.drivers.sql.postgres.socket import PooledConnection, ended_by_server
 from conveyor.drivers.sql.postgres.target import Target
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.shielded import shielded
@@ -318,8 +319,16 @@ class PostgresConnection:
         self._used[conn] = time.monotonic()
 
     async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Before a connection idle for IDLE_CHECK seconds is handed out, one round trip under
-        half the timeout: the pool replaces it if that fails."""
+        """Before a connection is handed out: one the server ended while it was idle is closed
+        (without a round trip: `ended_by_server`), and one idle for IDLE_CHECK seconds gets
+        a round trip under half the timeout; the pool replaces it if either fails. Before, a
+        connection ended within IDLE_CHECK of its last use (pg_terminate_backend, a role's
+        idle_session_timeout) failed the call that got it."""
+        if ended_by_server(conn):
+            await conn.close()
+            if self._pool is not None:
+                self._drain(self._pool)  # ended by a restart, say: likely not alone
+            raise BackendUnavailableError(f"PostgreSQL at {self.target.shown} ended a connection")
         if time.monotonic() - self._used.get(conn, 0.0) < IDLE_CHECK:
             return
         try:

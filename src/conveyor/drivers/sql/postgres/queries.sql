@@ -45,7 +45,11 @@ extract(epoch FROM statement_timestamp())::float8
 -- Two processes opening a new database at once would otherwise race in CREATE TABLE (one fails
 -- on a catalog unique index); the lock is released when the migration transaction ends.
 -- The wait for it, and the migration's for its tables' locks, may be long: lock_timeout,
--- which every connection sets below its call's timeout, is lifted for this transaction.
+-- which every connection sets below its call's timeout, is lifted for this transaction, and
+-- so is a statement_timeout the user's role or database sets (the lock is waited for, and an
+-- index built, within one statement). SET LOCAL comes first, a statement of its own: a
+-- statement's timer starts with it, so one set inside the DO block would come too late.
+SET LOCAL statement_timeout = 0;
 DO $$
 BEGIN
     PERFORM set_config('lock_timeout', '0', true);

@@ -9,11 +9,14 @@ the shield around each call (conveyor.drivers.sql.shielded) lets its caller awai
 directly, with no task and no loop turn more than psycopg's own wait, and moves the work into
 a task only when the caller is cancelled. It also sets no timer per wait (psycopg's own wakes
 every 0.1 s to let Ctrl-C through; the statement's Deadline already bounds it).
+
+`ended_by_server` tells, without a round trip, an idle connection that the server ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 from typing import Any
 
 import psycopg
@@ -22,7 +25,7 @@ from psycopg.waiting import READY_R, READY_W, WAIT_R, WAIT_W
 
 from conveyor.drivers.sql.shielded import SocketWait
 
-__all__ = ["PooledConnection", "wait_on_socket"]
+__all__ = ["PooledConnection", "ended_by_server", "wait_on_socket"]
 
 
 class PooledConnection(psycopg.AsyncConnection[Any]):
@@ -79,3 +82,21 @@ async def wait_on_socket(gen: PQGen[RV], fileno: int) -> RV:
     except StopIteration as finished:
         result: RV = finished.value
         return result
+
+
+def ended_by_server(conn: psycopg.BaseConnection[Any]) -> bool:
+    """Whether the server ended idle `conn`: its socket has something to read, though no
+    statement runs (conveyor's connections never LISTEN in the pool), which is the server's
+    last word (pg_terminate_backend's "terminating connection", idle_session_timeout's, a
+    shutdown's) and its end. One poll(2) of the socket, no round trip: a connection the server
+    ended between calls is then replaced before a call fails on it."""
+    try:
+        fileno = conn.pgconn.socket
+    except psycopg.Error:
+        return True  # closed already
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fileno, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fileno], [], [], 0)  # Windows: sockets only, as this is
+    return bool(readable)

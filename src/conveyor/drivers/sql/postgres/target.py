@@ -18,6 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 from conveyor.drivers import keepalive
 from conveyor.drivers.location import Location
 from conveyor.drivers.sql.deadline import LOCK_WAIT, TIMEOUT, Deadline, whole_seconds
+from conveyor.drivers.sql.url import OPTIONS
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
 __all__ = ["CONNECT_TIMEOUT", "Target"]
@@ -33,6 +34,12 @@ _URL_HELP = "write postgresql://user:password@host:5432/database"
 
 #: SQLSTATE lock_not_available: lock_timeout ran out.
 _LOCK_NOT_AVAILABLE = "55P03"
+
+#: SQLSTATE read_only_sql_transaction: a write on a standby, or on a read-only session.
+_READ_ONLY = "25006"
+
+#: SQLSTATE invalid_schema_name: conveyor's SQL names no schema, so the search_path has none.
+_NO_SCHEMA = "3F000"
 
 
 class Target:
@@ -59,6 +66,12 @@ class Target:
             )
             # An option libpq refused may be a password under a misspelt name (?pasword=).
             refused = re.search(r'invalid URI query parameter: "(.*)"', str(error))
+            if refused and refused[1] in OPTIONS:  # conveyor's own, given where libpq's go
+                raise ConfigError(
+                    f"{self.shown!r}: {refused[1]}= is conveyor's option, not libpq's: give the"
+                    " URL to PostgresDriver.from_url (or driver_from_url), which reads it, or"
+                    f" pass {refused[1]}= as the constructor's keyword"
+                ) from None
             shown = self.location.refusing(refused[1]) if refused else self.shown
             raise ConfigError(
                 f"bad PostgreSQL connection settings {shown!r} ({why}): {_URL_HELP},"
@@ -67,11 +80,15 @@ class Target:
             ) from None
         password = params.get("password")
         self.location = self.location.with_secret(str(password) if password else None)
-        self.kwargs: dict[str, Any] = {"autocommit": True}
+        # UTF-8 whatever the URL, PGCLIENTENCODING or the database's own encoding say: psycopg
+        # encodes every text in the client encoding, and under LATIN1 a payload or an error
+        # message with an emoji failed in the client (UnicodeEncodeError) before it was sent.
+        # The server converts to the database's encoding, and says so if it cannot.
+        self.kwargs: dict[str, Any] = {"autocommit": True, "client_encoding": "UTF8"}
         # Named in pg_stat_activity, and never stuck for minutes connecting to a host that does
         # not answer, unless the settings (or libpq's environment variables) say otherwise.
-        if "application_name" not in params:
-            self.kwargs["application_name"] = "conveyor"
+        # The name as a fallback: an application_name given as a parameter beat PGAPPNAME.
+        self.kwargs["fallback_application_name"] = "conveyor"
         if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
             self.kwargs["connect_timeout"] = max(2, min(CONNECT_TIMEOUT, whole_seconds(timeout)))
         # A silent idle connection found within seconds, not the system's two hours, and
@@ -101,11 +118,19 @@ class Target:
         longer than running (seen: 270 ms of JIT for a 2 ms reserve). A transaction left idle
         past the timeout is ended by the server: its client was cut off and will never finish
         it. A lock waited for past LOCK_WAIT of the timeout fails the statement (migrations,
-        which may wait an hour, lift this for their transaction)."""
+        which may wait an hour, lift this for their transaction). Floats are read back whole
+        (extra_float_digits 1, the default since PostgreSQL 12), whatever the role, database
+        or options= say: times are float8 seconds, and at -15 a push_many COPY stored jobs
+        created at the server's clock read back as 2e+09, due years later. Transactions are
+        READ COMMITTED, whatever default_transaction_isolation the database has: reserve's
+        FOR UPDATE SKIP LOCKED and the fenced settles rely on a row locked being read again
+        at its newest version, where REPEATABLE READ or SERIALIZABLE fail the statement
+        ("could not serialize access due to concurrent update") whenever workers meet."""
         idle = sql.Literal(f"{whole_seconds(self.timeout)}s")
         lock = sql.Literal(f"{max(1, round(self.timeout * LOCK_WAIT * 1000))}ms")
         return sql.SQL(
-            "SET jit = off; SET idle_in_transaction_session_timeout = {}; SET lock_timeout = {}"
+            "SET jit = off; SET idle_in_transaction_session_timeout = {}; SET lock_timeout = {};"
+            " SET extra_float_digits = 1; SET default_transaction_isolation = 'read committed'"
         ).format(idle, lock)
 
     def mask(self, text: str) -> str:
@@ -151,6 +176,20 @@ class Target:
                 f" lock another transaction holds ({detail}), and gave up: a transaction still"
                 " open that pushed the same unique key with connection=, say; commit or roll it"
                 " back sooner, or raise the URL's timeout="
+            )
+        if error.sqlstate == _READ_ONLY:
+            return DriverError(
+                f"PostgreSQL {what} failed on {self.shown}: {detail}. The server takes no"
+                " writes here: it is a standby (in recovery), or default_transaction_read_only"
+                " is on for this user, this database or the URL's options=; point the URL at"
+                " the primary (with several hosts in it, add target_session_attrs=read-write)"
+            )
+        if error.sqlstate == _NO_SCHEMA:
+            return DriverError(
+                f"PostgreSQL {what} failed on {self.shown}: {detail}. No schema of the"
+                " search_path exists (the URL's options=-csearch_path%3D..., or the role's or"
+                " database's search_path): create the one it names (CREATE SCHEMA ...) or"
+                " name one that exists"
             )
         return DriverError(f"PostgreSQL {what} failed on {self.shown}: {detail}")
 

@@ -16,6 +16,7 @@ from psycopg.waiting import READY_R, READY_W, WAIT_R, WAIT_W
 
 from conveyor.drivers.sql.adapter import Params
 from conveyor.drivers.sql.deadline import no_answer
+from conveyor.drivers.sql.postgres.socket import ended_by_server
 from conveyor.drivers.sql.postgres.target import Target, log
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.threads import ThreadConnections
@@ -100,6 +101,9 @@ class PostgresThreadConnections(ThreadConnections[_ThreadConnection]):
 
     def _check(self, conn: _ThreadConnection) -> None:
         self._statement(conn, "check", "", None, self._target.timeout / 2)
+
+    def _ended(self, conn: _ThreadConnection) -> bool:
+        return ended_by_server(conn)
 
     def _close(self, conn: _ThreadConnection) -> None:
         conn.close()
