@@ -171,7 +171,10 @@ class Target:
             )
         detail = self._detail(error, connecting=False)
         if error.sqlstate == _LOCK_NOT_AVAILABLE:
-            return DriverError(
+            # Unavailable, not refused: the call may well succeed once that transaction ends,
+            # so a worker's settle waits on and tries again, as for a server out of reach,
+            # rather than write its job off as an outcome the backend refuses.
+            return BackendUnavailableError(
                 f"PostgreSQL {what} on {self.shown} waited {self.timeout * LOCK_WAIT:g}s for a"
                 f" lock another transaction holds ({detail}), and gave up: a transaction still"
                 " open that pushed the same unique key with connection=, say; commit or roll it"
