@@ -305,7 +305,10 @@ class RegistryCore(Pushing):
 
     async def throughput(self, queue: str, minutes: int = 60) -> Throughput | None:
         """The queue's jobs succeeded and failed per minute over the last `minutes`, from
-        its backend's finished jobs; None for a backend that cannot look jobs up (amqp)."""
+        its backend's finished jobs; None for a backend that cannot look jobs up (amqp).
+        `minutes` is 1 to 10,080 (a week): the answer holds a count per minute."""
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 0 < minutes <= 10080:
+            raise RegistryError(f"minutes must be a whole number from 1 to 10080, not {minutes!r}")
         driver = await self.driver_of(queue)
         if not driver.capabilities.lookup:
             return None

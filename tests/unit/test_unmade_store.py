@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conveyor import Job, JobState, QueueCounts, Registry
+import pytest
+
+from conveyor import Job, JobState, QueueCounts, Registry, RegistryError
 
 
 def registry_at(path: Path) -> Registry:
@@ -54,3 +56,12 @@ async def test_a_relative_path_is_shown_absolute(tmp_path: Path, monkeypatch: An
     registry = Registry(default_driver="sqlite:///conveyor.db")
     assert registry.driver_for("default").where() == str(tmp_path / "conveyor.db")
     assert registry.driver_for("default").kind == "sqlite"
+
+
+@pytest.mark.parametrize("minutes", [0, -1, 10**12, 1.5, True])
+async def test_throughput_refuses_minutes_out_of_range(tmp_path: Path, minutes: Any) -> None:
+    """A count per minute is built for each minute asked: 10**12 of them exhausted memory."""
+    registry = registry_at(tmp_path / "jobs.db")
+    with pytest.raises(RegistryError, match="minutes must be a whole number from 1 to 10080"):
+        await registry.throughput("default", minutes)
+    await registry.close()
