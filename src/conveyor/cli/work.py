@@ -13,7 +13,8 @@ from conveyor.collector import tune_for_work
 from conveyor.loop import LOOPS
 from conveyor.registry import Registry
 from conveyor.spec import MAX_CONCURRENCY, WorkerSpec
-from conveyor.worker import Stopped, Worker, log
+from conveyor.stop import Stopped
+from conveyor.worker import Worker, log
 
 
 @click.command()
@@ -120,7 +121,7 @@ def work(
 
     tune_for_work()  # see conveyor/collector.py
     results = run(work_all(), registry, loop)
-    cut = [_cut_short(w.name, s, w.spec.stop_timeout) for w, s in results if not s.clean]
+    cut = [s.summary(w.name, w.spec.stop_timeout) for w, s in results if not s.clean]
     if cut:
         raise fail("; ".join(cut))
 
@@ -171,17 +172,3 @@ async def _run_together(runners: list[Worker]) -> list[Stopped]:
     if errors:
         raise errors[0]
     return [outcome for outcome in done if isinstance(outcome, Stopped)]
-
-
-def _cut_short(name: str, stopped: Stopped, stop_timeout: float) -> str:
-    """The error line of a stop that cut running jobs short."""
-    parts = []
-    if stopped.released:
-        parts.append(f"released to run again: {', '.join(stopped.released)}")
-    if stopped.left:
-        parts.append(f"left to their threads until their lease ends: {', '.join(stopped.left)}")
-    details = "; ".join(parts)
-    return (
-        f"worker {name!r} stopped with jobs still running after stop_timeout "
-        f"({stop_timeout:g}s): {details}"
-    )

@@ -1,0 +1,115 @@
+"""`conveyor work` stopped while its backend is out of reach says what it could not write.
+
+The worker reaches its server through a TCP proxy (tests/backends/proxy.py) that the test cuts
+once a job runs, then SIGTERMs the worker. Before, its exit line said "released to run again"
+of a job whose release never reached the server (still reserved until its lease ran out), and a
+job that finished in time but whose ack was never written made no line at all: exit status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from conveyor import JobState, Registry
+from tests.backends import eventually
+from tests.backends.proxy import Proxy
+from tests.integration.processes import PYTHONPATH, backend_of, clean_backend
+
+pytestmark = pytest.mark.timeout(90)
+
+APP_SOURCE = """
+import asyncio
+import pathlib
+from typing import Any
+
+from conveyor import Job, Registry
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+registry = Registry(default_driver={url!r})
+registry.queue("tasks", workers=["w"])
+registry.worker("w", poll_interval=0.05, stop_timeout=1, lease=120)
+
+
+@registry.job("hold", queue="tasks")
+async def hold(job: Job[dict[str, Any]]) -> None:
+    (HERE / "started").touch()
+    while not (HERE / "go").exists():
+        await asyncio.sleep(0.02)
+"""
+
+PORTS = {"redis": 6379, "postgres": 5432}
+
+
+@pytest.fixture(params=list(PORTS))
+async def backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[str, Proxy]]:
+    """(the backend's own URL, a proxy in front of it), the app in tmp_path going through it."""
+    url, prefix = backend_of(request.param, tmp_path)
+    port = PORTS[request.param]
+    proxy = Proxy(port)
+    await proxy.start()
+    proxied = url.replace(f"127.0.0.1:{port}/", f"127.0.0.1:{proxy.port}/")
+    (tmp_path / "stopapp.py").write_text(APP_SOURCE.format(url=proxied))
+    yield url, proxy
+    await proxy.close()
+    await clean_backend(request.param, prefix)
+
+
+@pytest.mark.parametrize("finished", [False, True], ids=["running", "finished"])
+async def test_a_stop_that_could_not_write_a_job_s_outcome_says_so_and_exits_1(
+    backend: tuple[str, Proxy], tmp_path: Path, finished: bool
+) -> None:
+    url, proxy = backend
+    registry = Registry(default_driver=url)
+    registry.queue("tasks", workers=["w"])
+    registry.worker("w")
+    registry.job("hold", queue="tasks", payload=dict)(_noop)
+    try:
+        job_id = await registry.push("tasks", "hold", {})
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "conveyor", "work", "w", "--app", "stopapp:registry",
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": PYTHONPATH},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            await eventually(_exists(tmp_path / "started"), 30)
+            await proxy.cut()  # the server is out of reach from now on
+            if finished:
+                (tmp_path / "go").touch()  # the job ends at once: only its ack is missing
+            worker.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.wait_for(worker.communicate(), 60)
+        finally:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+        log = output.decode()
+        info = await registry.job_info(job_id)
+        assert info is not None and info.state is JobState.RESERVED, log  # nothing was written
+        assert worker.returncode == 1, log
+        assert f"released to run again: {job_id}" not in log
+        assert f"job {job_id} (hold) was not settled" in log
+        [last] = log.strip().splitlines()[-1:]
+        assert last.startswith("Error: worker 'w' stopped with outcomes the backend never took")
+        assert last.endswith(job_id), log
+    finally:
+        await registry.close()
+
+
+def _exists(path: Path) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return path.exists()
+
+    return check
+
+
+async def _noop(job: object) -> None:
+    """Stands in for the app's handler in this process, which only pushes and inspects."""
