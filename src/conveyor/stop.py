@@ -13,11 +13,13 @@ class Stopped:
     plain handler still ran in a thread, left reserved until their lease runs out; `unsettled`
     the jobs whose outcome (an ack, a fail, or a release, theirs included) the backend had not
     taken when the stop gave up writing it: still reserved, they run again once their lease
-    runs out. A clean stop has none of them."""
+    runs out. A clean stop has none of them. `at_once`: a second stop (signal) came, so the
+    running jobs were cut short without waiting out stop_timeout."""
 
     released: tuple[str, ...] = ()
     left: tuple[str, ...] = ()
     unsettled: tuple[str, ...] = ()
+    at_once: bool = False
 
     @property
     def clean(self) -> bool:
@@ -33,10 +35,10 @@ class Stopped:
             running.append(f"left to their threads until their lease ends: {', '.join(self.left)}")
         parts = []
         if running:
-            parts.append(
-                f"with jobs still running after stop_timeout ({stop_timeout:g}s): "
-                + "; ".join(running)
+            when = (
+                "at a second signal" if self.at_once else f"after stop_timeout ({stop_timeout:g}s)"
             )
+            parts.append(f"with jobs still running {when}: " + "; ".join(running))
         if self.unsettled:
             parts.append(
                 "with outcomes the backend never took (ack, fail or release), so still reserved"

@@ -161,7 +161,7 @@ class Worker(Leases):
         # A release the backend never took (the stop gave up writing it) released nothing.
         unsettled = tuple(dict.fromkeys(outcome.job.id for outcome in self.settler.unwritten()))
         released = tuple(job_id for job_id in self._released if job_id not in unsettled)
-        return Stopped(released, tuple(self._left), unsettled)
+        return Stopped(released, tuple(self._left), unsettled, at_once=self._force.is_set())
 
     async def _work(self) -> None:
         settler = asyncio.create_task(self.settler.run(), name="conveyor-settle")
@@ -440,10 +440,19 @@ class Worker(Leases):
             if self.runner.in_thread(job.id):
                 # Released now, another worker would start it while our thread runs on:
                 # left reserved and unrenewed, it runs again once its lease runs out.
+                fields = {
+                    "id": job.id,
+                    "job": job.name,
+                    "queue": job.queue,
+                    "outcome": "left",
+                    "attempt": job.attempt,
+                    "duration": time.monotonic() - running.started,
+                }
                 log.warning(
                     "job %s (%s): its plain handler still runs in a thread, which Python "
                     "cannot stop: the job is left reserved, no longer renewed, and runs again "
                     "once its lease runs out (within %ss)", job.id, job.name, self.spec.lease,
+                    extra=fields,
                 )  # fmt: skip
                 self._left.append(job.id)
                 return

@@ -1,14 +1,18 @@
-"""`conveyor work` stopped while its backend is out of reach says what it could not write.
+"""`conveyor work`'s exit line and log lines at a stop say what became of each job it held.
 
-The worker reaches its server through a TCP proxy (tests/backends/proxy.py) that the test cuts
-once a job runs, then SIGTERMs the worker. Before, its exit line said "released to run again"
-of a job whose release never reached the server (still reserved until its lease ran out), and a
-job that finished in time but whose ack was never written made no line at all: exit status 0.
+Stopped while its backend is out of reach: the worker reaches its server through a TCP proxy
+(tests/backends/proxy.py) that the test cuts once a job runs, then SIGTERMs the worker. Before,
+its exit line said "released to run again" of a job whose release never reached the server
+(still reserved until its lease ran out), and a job that finished in time but whose ack was
+never written made no line at all: exit status 0. Stopped by a second signal: the line said
+"after stop_timeout" of a stop that never waited it out, and the job left to its thread had
+no outcome field in JSON logs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -27,6 +31,7 @@ pytestmark = pytest.mark.timeout(90)
 APP_SOURCE = """
 import asyncio
 import pathlib
+import time
 from typing import Any
 
 from conveyor import Job, Registry
@@ -43,6 +48,13 @@ async def hold(job: Job[dict[str, Any]]) -> None:
     (HERE / "started").touch()
     while not (HERE / "go").exists():
         await asyncio.sleep(0.02)
+
+
+@registry.job("block", queue="tasks")
+def block(job: Job[dict[str, Any]]) -> None:
+    (HERE / "started").touch()
+    while not (HERE / "go").exists():
+        time.sleep(0.02)
 """
 
 PORTS = {"redis": 6379, "postgres": 5432}
@@ -102,6 +114,54 @@ async def test_a_stop_that_could_not_write_a_job_s_outcome_says_so_and_exits_1(
         assert last.endswith(job_id), log
     finally:
         await registry.close()
+
+
+async def test_a_second_signal_says_it_cut_jobs_short_and_logs_the_job_left_to_its_thread(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    (tmp_path / "stopapp.py").write_text(
+        APP_SOURCE.format(url=url).replace("stop_timeout=1", "stop_timeout=60")
+    )
+    registry = Registry(default_driver=url)
+    registry.queue("tasks", workers=["w"])
+    registry.worker("w")
+    registry.job("block", queue="tasks", payload=dict)(_noop)
+    try:
+        job_id = await registry.push("tasks", "block", {})
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "conveyor", "--log-format", "json", "work", "w",
+            "--app", "stopapp:registry", cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": PYTHONPATH},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            await eventually(_exists(tmp_path / "started"), 30)
+            worker.send_signal(signal.SIGINT)
+            await asyncio.sleep(0.3)
+            worker.send_signal(signal.SIGINT)  # long before stop_timeout's 60 s
+            output, _ = await asyncio.wait_for(worker.communicate(), 30)
+        finally:
+            (tmp_path / "go").touch()
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+    finally:
+        await registry.close()
+    *lines, last = output.decode().strip().splitlines()
+    assert worker.returncode == 1, output
+    assert last == (
+        "Error: worker 'w' stopped with jobs still running at a second signal: left to their"
+        f" threads until their lease ends: {job_id}"
+    )
+    records = [json.loads(line) for line in lines]
+    [left] = [r for r in records if r.get("outcome") == "left"]
+    assert (left["id"], left["job"], left["queue"], left["attempt"]) == (
+        job_id,
+        "block",
+        "tasks",
+        1,
+    )
 
 
 def _exists(path: Path) -> Callable[[], Awaitable[bool]]:
