@@ -20,8 +20,9 @@ from conveyor.cli.app import (
     progress,
     run,
 )
-from conveyor.duration import FORMS, parse
-from conveyor.errors import ConveyorError, PayloadError
+from conveyor.duration import FORMS, parse, seconds, span
+from conveyor.errors import ConfigError, ConveyorError, PayloadError
+from conveyor.options import MAX_PRIORITY, MAX_RETRY, MIN_PRIORITY
 from conveyor.registry import Registry
 
 #: Lines of a --file pushed per push_many (one round trip each, all or none stored).
@@ -29,19 +30,26 @@ BATCH = 1000
 
 
 class DurationType(click.ParamType[float]):
-    """Seconds, or text such as 500ms, 30s, 5m, 1h30m."""
+    """Seconds, or text such as 500ms, 30s, 5m, 1h30m: more than 0 (or 0 too, with `zero_ok`)
+    and at most 100 years, or a usage error naming the option."""
 
     name = "duration"
 
+    def __init__(self, *, zero_ok: bool = False) -> None:
+        self.zero_ok = zero_ok
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, float | int):
-            return float(value)
         try:
-            return parse(str(value))
+            number = float(value) if isinstance(value, float | int) else parse(str(value))
         except ValueError:
             self.fail(f"{value!r} is not a duration: expected {FORMS}", param, ctx)
+        try:
+            return seconds(number, "it", zero_ok=self.zero_ok)
+        except ConfigError:
+            self.fail(f"it must be {span(self.zero_ok)}, not {value!r}", param, ctx)
 
 
+DELAY = DurationType(zero_ok=True)
 DURATION = DurationType()
 
 
@@ -57,15 +65,22 @@ DURATION = DurationType()
     default=None,
     help="Push one job per line of PATH (JSON lines; - reads stdin), in batches of 1000.",
 )
-@click.option("--delay", type=DURATION, default=None, help="Run it this late: 5s, 10m, 1h.")
+@click.option("--delay", type=DELAY, default=None, help="Run it this late: 5s, 10m, 1h.")
 @click.option(
     "--unique",
     metavar="KEY",
     default=None,
     help="Not again while one with KEY is unfinished: print its id, and say so on stderr.",
 )
-@click.option("--priority", type=int, default=None, help="Higher runs first.")
-@click.option("--retry", type=click.IntRange(min=0), default=None, help="Retries after the first.")
+@click.option(
+    "--priority",
+    type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY),
+    default=None,
+    help="Higher runs first.",
+)
+@click.option(
+    "--retry", type=click.IntRange(0, MAX_RETRY), default=None, help="Retries after the first."
+)
 @click.option("--timeout", type=DURATION, default=None, help="Stop an attempt after: 30s, 5m.")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata (repeatable).")
 @json_option
