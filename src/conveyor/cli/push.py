@@ -126,8 +126,8 @@ def push(
             click.echo(
                 f"stored nothing: unfinished job {job_id} holds --unique {unique!r}", err=True
             )
-        if as_json:
-            echo_json({"id": job_id, "queue": queue, "job": job_name})
+        if as_json:  # stored: false when an unfinished job held the --unique key
+            echo_json({"id": job_id, "queue": queue, "job": job_name, "stored": job_id == new_id})
         else:
             click.echo(job_id)
         return

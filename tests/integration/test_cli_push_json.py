@@ -1,0 +1,71 @@
+"""`conveyor push --json` as a script reads it, on sqlite and postgres: one JSON document that
+says what was done. Before, a push whose --unique key an unfinished job held printed that
+job's id in the same document as a job just stored: only stderr told them apart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.processes import backend_of, clean_backend, run_cli
+
+pytestmark = pytest.mark.timeout(60)
+
+APP_SOURCE = """
+from dataclasses import dataclass
+
+from conveyor import Job, Registry
+
+registry = Registry(default_driver={url!r})
+registry.queue("tasks", workers=["w"])
+registry.worker("w")
+
+
+@dataclass
+class Item:
+    n: int
+
+
+@registry.job("add", queue="tasks")
+def add(job: Job[Item]) -> int:
+    return job.payload.n + 1
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def folder(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    url, prefix = backend_of(request.param, tmp_path)
+    (tmp_path / "jsonapp.py").write_text(APP_SOURCE.format(url=url))
+    yield tmp_path
+    asyncio.run(clean_backend(request.param, prefix))
+
+
+def _push(folder: Path, *args: str, stdin: str | None = None) -> object:
+    result = run_cli(folder, "jsonapp:registry", "push", "tasks", "add", *args, "--json",
+                     stdin=stdin)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_push_json_says_whether_the_job_was_stored_or_its_unique_key_was_held(
+    folder: Path,
+) -> None:
+    first = _push(folder, "--payload", '{"n": 1}', "--unique", "k", "--delay", "1h")
+    again = _push(folder, "--payload", '{"n": 2}', "--unique", "k")
+
+    assert isinstance(first, dict) and isinstance(again, dict)
+    assert first == {"id": first["id"], "queue": "tasks", "job": "add", "stored": True}
+    assert again == {"id": first["id"], "queue": "tasks", "job": "add", "stored": False}
+
+
+def test_push_file_json_from_stdin_lists_every_id(folder: Path) -> None:
+    shown = _push(folder, "--file", "-", stdin='{"n": 1}\r\n\r\n{"n": 2}\r\n')
+
+    assert isinstance(shown, dict) and set(shown) == {"queue", "job", "ids"}
+    assert len(shown["ids"]) == len(set(shown["ids"])) == 2
+    listed = run_cli(folder, "jsonapp:registry", "list", "--json")
+    assert json.loads(listed.stdout)["queues"]["tasks"]["pending"] == 2
