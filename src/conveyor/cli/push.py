@@ -70,7 +70,8 @@ DURATION = DurationType()
     "--unique",
     metavar="KEY",
     default=None,
-    help="Not again while one with KEY is unfinished: print its id, and say so on stderr.",
+    help="Not again while one with KEY is unfinished: print its id, and say so on stderr (not"
+    " with --file).",
 )
 @click.option(
     "--priority",

@@ -85,7 +85,8 @@ def work(
     """Run each WORKER, all in this process, until SIGTERM/SIGINT (a second signal stops at
     once). Without WORKER: the default queue's worker when the app declares no queue, else its
     only worker. It also pushes the ticks of the schedules of its queues, unless
-    --no-schedules or --burst."""
+    --no-schedules or --burst. Exit status 1, with a line naming the jobs, when a stop cut
+    running jobs short or could not write a job's outcome."""
     registry = load_app(app)
     chosen = [q.strip() for q in queues.split(",") if q.strip()] if queues is not None else None
     if chosen == []:
