@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+from asyncio.subprocess import Process
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -81,32 +82,20 @@ async def test_a_stop_that_could_not_write_a_job_s_outcome_says_so_and_exits_1(
     backend: tuple[str, Proxy], tmp_path: Path, finished: bool
 ) -> None:
     url, proxy = backend
-    registry = Registry(default_driver=url)
-    registry.queue("tasks", workers=["w"])
-    registry.worker("w")
-    registry.job("hold", queue="tasks", payload=dict)(_noop)
+    registry = _registry(url)
     try:
         job_id = await registry.push("tasks", "hold", {})
-        worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "conveyor", "work", "w", "--app", "stopapp:registry",
-            cwd=tmp_path, env={**os.environ, "PYTHONPATH": PYTHONPATH},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            await eventually(_exists(tmp_path / "started"), 30)
+
+        async def cut_then_stop(worker: Process) -> None:
             await proxy.cut()  # the server is out of reach from now on
             if finished:
                 (tmp_path / "go").touch()  # the job ends at once: only its ack is missing
             worker.send_signal(signal.SIGTERM)
-            output, _ = await asyncio.wait_for(worker.communicate(), 60)
-        finally:
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
-        log = output.decode()
+
+        status, log = await _stopped(tmp_path, [], cut_then_stop)
         info = await registry.job_info(job_id)
         assert info is not None and info.state is JobState.RESERVED, log  # nothing was written
-        assert worker.returncode == 1, log
+        assert status == 1, log
         assert f"released to run again: {job_id}" not in log
         assert f"job {job_id} (hold) was not settled" in log
         [last] = log.strip().splitlines()[-1:]
@@ -123,33 +112,20 @@ async def test_a_second_signal_says_it_cut_jobs_short_and_logs_the_job_left_to_i
     (tmp_path / "stopapp.py").write_text(
         APP_SOURCE.format(url=url).replace("stop_timeout=1", "stop_timeout=60")
     )
-    registry = Registry(default_driver=url)
-    registry.queue("tasks", workers=["w"])
-    registry.worker("w")
-    registry.job("block", queue="tasks", payload=dict)(_noop)
+    registry = _registry(url)
     try:
         job_id = await registry.push("tasks", "block", {})
-        worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "conveyor", "--log-format", "json", "work", "w",
-            "--app", "stopapp:registry", cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": PYTHONPATH},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            await eventually(_exists(tmp_path / "started"), 30)
+
+        async def interrupt_twice(worker: Process) -> None:
             worker.send_signal(signal.SIGINT)
             await asyncio.sleep(0.3)
             worker.send_signal(signal.SIGINT)  # long before stop_timeout's 60 s
-            output, _ = await asyncio.wait_for(worker.communicate(), 30)
-        finally:
-            (tmp_path / "go").touch()
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
+
+        status, log = await _stopped(tmp_path, ["--log-format", "json"], interrupt_twice)
     finally:
         await registry.close()
-    *lines, last = output.decode().strip().splitlines()
-    assert worker.returncode == 1, output
+    *lines, last = log.strip().splitlines()
+    assert status == 1, log
     assert last == (
         "Error: worker 'w' stopped with jobs still running at a second signal: left to their"
         f" threads until their lease ends: {job_id}"
@@ -162,6 +138,39 @@ async def test_a_second_signal_says_it_cut_jobs_short_and_logs_the_job_left_to_i
         "tasks",
         1,
     )
+
+
+def _registry(url: str) -> Registry:
+    """The app's registry in this process, which only pushes and inspects."""
+    registry = Registry(default_driver=url)
+    registry.queue("tasks", workers=["w"])
+    registry.worker("w")
+    for name in ("hold", "block"):
+        registry.job(name, queue="tasks", payload=dict)(_noop)
+    return registry
+
+
+async def _stopped(
+    folder: Path, options: list[str], stop: Callable[[Process], Awaitable[None]]
+) -> tuple[int, str]:
+    """Run `conveyor OPTIONS work w` on the app in `folder`, call `stop` once its job started,
+    and return its exit status and output; the job's handler is let go at the end."""
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "conveyor", *options, "work", "w", "--app", "stopapp:registry",
+        cwd=folder, env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        await eventually(_exists(folder / "started"), 30)
+        await stop(worker)
+        output, _ = await asyncio.wait_for(worker.communicate(), 60)
+    finally:
+        (folder / "go").touch()
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+    assert worker.returncode is not None
+    return worker.returncode, output.decode()
 
 
 def _exists(path: Path) -> Callable[[], Awaitable[bool]]:
