@@ -69,3 +69,18 @@ def test_push_file_json_from_stdin_lists_every_id(folder: Path) -> None:
     assert len(shown["ids"]) == len(set(shown["ids"])) == 2
     listed = run_cli(folder, "jsonapp:registry", "list", "--json")
     assert json.loads(listed.stdout)["queues"]["tasks"]["pending"] == 2
+
+
+def test_push_file_json_stopped_by_a_bad_line_still_lists_the_jobs_it_stored(
+    folder: Path,
+) -> None:
+    lines = ['{"n": 1}\n'] * 1500 + ['{"n": "x"}\n']  # the bad line is in the second batch
+    result = run_cli(folder, "jsonapp:registry", "push", "tasks", "add", "--file", "-", "--json",
+                     stdin="".join(lines))  # fmt: skip
+
+    assert result.returncode == 1, result.stderr
+    assert "line 1501: payload of job 'add' does not match Item" in result.stderr
+    shown = json.loads(result.stdout)
+    assert len(set(shown["ids"])) == 1000  # the first batch, stored before the bad line's
+    listed = run_cli(folder, "jsonapp:registry", "list", "--json")
+    assert json.loads(listed.stdout)["queues"]["tasks"]["pending"] == 1000

@@ -148,9 +148,10 @@ def push(
         except KeyboardInterrupt:  # say what is stored, before click's "Aborted!"
             click.echo(_interrupted(len(ids), sent), err=True)
             raise
-    if as_json:
-        echo_json({"queue": queue, "job": job_name, "ids": ids})
-    else:
+        finally:  # stopped by an error or Ctrl-C too: the ids of the jobs stored before it
+            if as_json:
+                echo_json({"queue": queue, "job": job_name, "ids": ids})
+    if not as_json:
         click.echo(f"{len(ids)} job(s) {job_name!r} pushed to queue {queue!r}")
 
 
