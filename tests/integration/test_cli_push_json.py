@@ -1,6 +1,8 @@
 """`conveyor push --json` as a script reads it, on sqlite and postgres: one JSON document that
 says what was done. Before, a push whose --unique key an unfinished job held printed that
-job's id in the same document as a job just stored: only stderr told them apart."""
+job's id in the same document as a job just stored: only stderr told them apart; a `--file`
+push stopped by a bad line printed no document; and what the app printed as it loaded went to
+stdout, before the id or the JSON."""
 
 from __future__ import annotations
 
@@ -84,3 +86,16 @@ def test_push_file_json_stopped_by_a_bad_line_still_lists_the_jobs_it_stored(
     assert len(set(shown["ids"])) == 1000  # the first batch, stored before the bad line's
     listed = run_cli(folder, "jsonapp:registry", "list", "--json")
     assert json.loads(listed.stdout)["queues"]["tasks"]["pending"] == 1000
+
+
+def test_what_the_app_prints_as_it_loads_goes_to_stderr_not_into_the_output(
+    folder: Path,
+) -> None:
+    (folder / "chattyapp.py").write_text("print('loading the app')\nfrom jsonapp import registry\n")
+    pushed = run_cli(folder, "chattyapp:registry", "push", "tasks", "add", "--payload", '{"n": 1}')
+    listed = run_cli(folder, "chattyapp:registry", "list", "--json")
+
+    assert pushed.returncode == listed.returncode == 0, pushed.stderr + listed.stderr
+    assert len(pushed.stdout.split()) == 1  # the id alone
+    assert json.loads(listed.stdout)["queues"]["tasks"]["pending"] == 1
+    assert "loading the app" in pushed.stderr and "loading the app" in listed.stderr

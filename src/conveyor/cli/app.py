@@ -3,6 +3,7 @@ against it, masking passwords, and printing tables or one JSON document."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -145,7 +146,10 @@ def _imported(module_name: str) -> ModuleType:
     it cannot be."""
     sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        # What the app prints as it loads goes to stderr: stdout holds the command's output
+        # alone (an id, one JSON document), which a script reads.
+        with contextlib.redirect_stdout(sys.stderr):
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         missing = isinstance(exc, ModuleNotFoundError) and module_name.startswith(exc.name or " ")
         hint = "; run conveyor in the folder that holds it, or add that to PYTHONPATH"
