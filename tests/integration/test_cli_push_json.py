@@ -99,3 +99,18 @@ def test_what_the_app_prints_as_it_loads_goes_to_stderr_not_into_the_output(
     assert len(pushed.stdout.split()) == 1  # the id alone
     assert json.loads(listed.stdout)["queues"]["tasks"]["pending"] == 1
     assert "loading the app" in pushed.stderr and "loading the app" in listed.stderr
+
+
+def test_what_a_handler_run_inside_the_push_prints_goes_to_stderr(tmp_path: Path) -> None:
+    (tmp_path / "syncapp.py").write_text(
+        APP_SOURCE.format(url="sync://").replace("return job.payload.n + 1", "print('ran')")
+    )
+    one = run_cli(tmp_path, "syncapp:registry", "push", "tasks", "add", "--payload", '{"n": 1}',
+                  "--json")  # fmt: skip
+    many = run_cli(tmp_path, "syncapp:registry", "push", "tasks", "add", "--file", "-", "--json",
+                   stdin='{"n": 1}\n{"n": 2}\n')  # fmt: skip
+
+    assert one.returncode == many.returncode == 0, one.stderr + many.stderr
+    assert json.loads(one.stdout)["stored"] is True
+    assert len(json.loads(many.stdout)["ids"]) == 2
+    assert one.stderr.count("ran") == 1 and many.stderr.count("ran") == 2

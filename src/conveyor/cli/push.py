@@ -3,8 +3,10 @@ pushed in batches of 1000 with a progress bar)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -122,7 +124,8 @@ def push(
             new = registry.new_job(queue, job_name, read, unique=unique, **options)
             return await registry.store(new), new.id
 
-        job_id, new_id = run(push_one(), registry)
+        with _handlers_print_to_stderr():
+            job_id, new_id = run(push_one(), registry)
         if job_id != new_id:  # on stderr: stdout holds the id (or the JSON) alone
             click.echo(
                 f"stored nothing: unfinished job {job_id} holds --unique {unique!r}", err=True
@@ -144,7 +147,8 @@ def push(
         size = os.fstat(lines.fileno()).st_size if path != "-" else None
         pushing = _push_file(registry, queue, job_name, lines, size or None, options, ids, sent)
         try:
-            run(pushing, registry)
+            with _handlers_print_to_stderr():
+                run(pushing, registry)
         except KeyboardInterrupt:  # say what is stored, before click's "Aborted!"
             click.echo(_interrupted(len(ids), sent), err=True)
             raise
@@ -153,6 +157,12 @@ def push(
                 echo_json({"queue": queue, "job": job_name, "ids": ids})
     if not as_json:
         click.echo(f"{len(ids)} job(s) {job_name!r} pushed to queue {queue!r}")
+
+
+def _handlers_print_to_stderr() -> contextlib.AbstractContextManager[object]:
+    """Around a push: what a handler prints goes to stderr (a sync:// queue runs its job inside
+    the push), so stdout holds the id or the JSON document alone."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def _meta(pairs: tuple[str, ...]) -> dict[str, str]:
