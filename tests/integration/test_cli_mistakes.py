@@ -5,6 +5,7 @@ never a password."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -482,3 +483,27 @@ def test_push_file_that_starts_with_a_byte_order_mark_is_read(tmp_path: Path) ->
 
     assert result.returncode == 0, result.stderr
     assert "2 job(s) 'add' pushed to queue 'default'" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "says"),
+    [
+        (["work", "nosuch"], 1, "no worker named 'nosuch'"),
+        (["failed", "list", "nowhere"], 1, "no queue named 'nowhere'"),
+        (["work", "--bogus"], 2, "No such option '--bogus'"),
+    ],
+    ids=["unknown-worker", "unknown-queue", "usage"],
+)
+def test_with_log_format_json_an_error_is_a_json_line_too(
+    tmp_path: Path, args: list[str], status: int, says: str
+) -> None:
+    (tmp_path / "urlapp.py").write_text(APP_SOURCE.format(url=f"sqlite:///{tmp_path / 'j.db'}"))
+
+    result = run_cli(tmp_path, "urlapp:registry", "--log-format", "json", "--log-level",
+                     "critical", *args)  # fmt: skip
+
+    assert result.returncode == status, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    record = json.loads(line)
+    assert (record["level"], record["logger"]) == ("ERROR", "conveyor.cli")
+    assert says in record["message"], record

@@ -26,7 +26,7 @@ from rich.progress import (
 )
 
 from conveyor import loop as event_loop
-from conveyor.cli.logs import setup_logging, terminal_text
+from conveyor.cli.logs import error_line_json, json_lines, setup_logging, terminal_text
 from conveyor.config import CONFIG_ENV
 from conveyor.drivers import DATABASE_ENV, Location
 from conveyor.drivers.location import hide_passwords
@@ -54,6 +54,16 @@ class Conveyor(click.Group):
         return super().get_command(ctx, ALIASES.get(cmd_name, cmd_name))
 
     def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return self._invoke(ctx)
+        except click.ClickException as exc:
+            if not json_lines():
+                raise
+            # With --log-format json every line on stderr is a JSON object: the error's too.
+            click.echo(error_line_json(exc.format_message()), err=True)
+            raise click.exceptions.Exit(exc.exit_code) from None
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.NoSuchOption as exc:
