@@ -289,6 +289,7 @@ def test_errors_are_one_line_and_exit_1(app: App, args: list[str], message: str)
         ["push", "tasks", "add", "--payload", "{}", "--file", "x"],
         ["push", "tasks", "add", "--payload", "{}", "--delay", "soon"],
         ["push", "tasks", "add", "--payload", "{}", "--meta", "novalue"],
+        ["push", "tasks", "add", "--payload", "{}", "--meta", "k=1", "--meta", "k=2"],
         ["work", "--concurrency", "0"],
         ["nosuchcommand"],
     ],

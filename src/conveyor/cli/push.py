@@ -171,6 +171,10 @@ def _meta(pairs: tuple[str, ...]) -> dict[str, str]:
         key, sign, value = pair.partition("=")
         if not sign or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--meta")
+        if key in found:  # one value would be dropped without a word
+            raise click.BadParameter(
+                f"{key!r} is given twice: give each key once", param_hint="--meta"
+            )
         found[key] = value
     return found
 
