@@ -85,7 +85,9 @@ DURATION = DurationType()
     "--retry", type=click.IntRange(0, MAX_RETRY), default=None, help="Retries after the first."
 )
 @click.option("--timeout", type=DURATION, default=None, help="Stop an attempt after: 30s, 5m.")
-@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata (repeatable).")
+@click.option(
+    "--meta", multiple=True, metavar="KEY=VALUE", help="Metadata (repeatable, each key once)."
+)
 @json_option
 def push(
     queue: str,
