@@ -397,7 +397,7 @@ def _field(output: str, label: str) -> str:
 UNREACHABLE_APP = """
 from conveyor import Job, Registry
 
-registry = Registry(default_driver="postgresql://conveyor:hunter2@127.0.0.1:{port}/test")
+registry = Registry(default_driver="{scheme}://conveyor:hunter2@127.0.0.1:{port}/{db}")
 
 
 @registry.job("add")
@@ -406,19 +406,24 @@ def add(job: Job[dict[str, int]]) -> None:
 """
 
 
+@pytest.mark.parametrize(("scheme", "db"), [("postgresql", "test"), ("redis", "0")])
 @pytest.mark.parametrize(
     "args", [["push", "default", "add", "--payload", "{}"], ["list"], ["job", "x"], ["prune"]]
 )
-def test_an_unreachable_backend_is_one_line_and_exit_1(tmp_path: Path, args: list[str]) -> None:
+def test_an_unreachable_backend_is_one_line_and_exit_1(
+    tmp_path: Path, args: list[str], scheme: str, db: str
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    (tmp_path / "downapp.py").write_text(UNREACHABLE_APP.format(port=port))
+    (tmp_path / "downapp.py").write_text(UNREACHABLE_APP.format(scheme=scheme, port=port, db=db))
     result = run_cli(tmp_path, "downapp:registry", *args)
     assert result.returncode == 1, result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"127.0.0.1:{port}" in result.stderr or "connect" in result.stderr, result.stderr
     assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+    # The command tried once and gave up: it must not say that anything retries (a worker does).
+    assert "retries" not in result.stderr, result.stderr
 
 
 IMPLICIT_APP = """
