@@ -99,6 +99,9 @@ def test_what_the_app_prints_as_it_loads_goes_to_stderr_not_into_the_output(
     assert len(pushed.stdout.split()) == 1  # the id alone
     assert json.loads(listed.stdout)["queues"]["tasks"]["pending"] == 1
     assert "loading the app" in pushed.stderr and "loading the app" in listed.stderr
+    # A worker, whose stdout is no output of its own, leaves it where the app printed it.
+    worked = run_cli(folder, "chattyapp:registry", "work", "w", "--burst")
+    assert worked.returncode == 0 and "loading the app" in worked.stdout, worked.stderr
 
 
 def test_what_a_handler_run_inside_the_push_prints_goes_to_stderr(tmp_path: Path) -> None:

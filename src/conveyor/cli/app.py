@@ -124,8 +124,10 @@ def main(log_level: str, log_format: str, config_path: str | None) -> None:
             )
 
 
-def load_app(spec: str) -> Registry:
-    """Import `module:attribute` and return the Registry it names."""
+def load_app(spec: str, *, output: bool = True) -> Registry:
+    """Import `module:attribute` and return the Registry it names. With `output` (a command
+    whose stdout is its output: an id, a table, one JSON document, which a script reads), what
+    the module prints as it is imported goes to stderr; `work` and `dashboard` leave it be."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise _bad_app(f"{spec!r} is not module:attribute, e.g. myapp.jobs:registry")
@@ -134,7 +136,7 @@ def load_app(spec: str) -> Registry:
             f"{module_name!r} is a file's path: give the module's dotted name, as myapp.jobs "
             "for myapp/jobs.py, from the folder that holds myapp"
         )
-    module = _imported(module_name)
+    module = _imported(module_name, output)
     if not hasattr(module, attribute):
         found = _registries(module)
         where = f"; its registry: {' or '.join(found)}" if found else ": it holds no Registry"
@@ -151,14 +153,13 @@ def load_app(spec: str) -> Registry:
     return registry
 
 
-def _imported(module_name: str) -> ModuleType:
-    """The module `module_name`, imported from the working directory; a usage error saying why
-    it cannot be."""
+def _imported(module_name: str, output: bool) -> ModuleType:
+    """The module `module_name`, imported from the working directory (what it prints sent to
+    stderr when the command's `output` is on stdout); a usage error saying why it cannot be."""
     sys.path.insert(0, os.getcwd())
+    printing = contextlib.redirect_stdout(sys.stderr) if output else contextlib.nullcontext()
     try:
-        # What the app prints as it loads goes to stderr: stdout holds the command's output
-        # alone (an id, one JSON document), which a script reads.
-        with contextlib.redirect_stdout(sys.stderr):
+        with printing:
             module = importlib.import_module(module_name)
     except ImportError as exc:
         missing = isinstance(exc, ModuleNotFoundError) and module_name.startswith(exc.name or " ")

@@ -87,7 +87,7 @@ def work(
     only worker. It also pushes the ticks of the schedules of its queues, unless
     --no-schedules or --burst. Exit status 1, with a line naming the jobs, when a stop cut
     running jobs short or could not write a job's outcome."""
-    registry = load_app(app)
+    registry = load_app(app, output=False)  # a worker's app logs where it chose
     chosen = [q.strip() for q in queues.split(",") if q.strip()] if queues is not None else None
     if chosen == []:
         raise click.BadParameter("name at least one queue", param_hint="--queues")
