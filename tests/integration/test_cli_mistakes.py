@@ -19,7 +19,7 @@ import pytest
 from tests.backends import amqp as amqp_backend
 from tests.backends import redis as redis_backend
 from tests.backends import require_service
-from tests.integration.processes import ROOT, backend_of, run_cli
+from tests.integration.processes import PYTHONPATH, backend_of, run_cli
 from tests.integration.test_secrets import closed_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -211,7 +211,7 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> N
     process = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "config", "--app", "urlapp:registry"],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -293,7 +293,7 @@ def test_ctrl_c_during_push_file_says_how_many_jobs_were_pushed(tmp_path: Path) 
         [sys.executable, "-m", "conveyor", "push", "default", "add", "--file", "-",
          "--app", "urlapp:registry"],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -335,7 +335,7 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error_naming_it(tmp_path: Path)
         [sys.executable.encode(), b"-m", b"conveyor", b"failed", b"retry", b"default",
          b"ab\xc3", b"--app", b"urlapp:registry"],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
         capture_output=True,
         text=True,
         timeout=60,

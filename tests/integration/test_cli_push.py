@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conveyor import Job, JobState, Registry
-from tests.integration.processes import ROOT, backend_of, clean_backend, run_cli
+from tests.integration.processes import PYTHONPATH, backend_of, clean_backend, run_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -461,7 +461,7 @@ def test_push_from_a_file_shows_a_progress_bar_on_a_terminal(app: App) -> None:
             [sys.executable, "-m", "conveyor", "push", "tasks", "add", "--file", "jobs.jsonl",
              "--app", "pushapp:registry"],
             cwd=app.folder,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"},
+            env={**os.environ, "PYTHONPATH": PYTHONPATH, "COLUMNS": "100"},
             stdout=subprocess.PIPE,
             stderr=follower,
             text=True,
