@@ -97,9 +97,11 @@ def test_an_unreachable_amqp_broker_is_one_line(tmp_path: Path) -> None:
         (["--delay", "99999999999d"], "'--delay': it must be from 0 seconds to 100 years"),
         (["--delay=-5"], "'--delay': it must be from 0 seconds to 100 years (3153600000s), not"),
         (["--timeout", "0"], "'--timeout': it must be more than 0 seconds and at most 100"),
+        (["--unique", "k" * 300], "'--unique': unique must be a string of at most 256"),
+        (["--unique", ""], "'--unique': unique must be a non-empty string"),
     ],
     ids=["retry-past-int32", "priority-past-int32", "delay-past-any-date", "negative-delay",
-         "no-timeout"],
+         "no-timeout", "unique-too-long", "unique-empty"],
 )  # fmt: skip
 def test_push_refuses_an_option_no_backend_can_store_or_show_as_a_usage_error(
     tmp_path: Path, option: list[str], says: str

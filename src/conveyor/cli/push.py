@@ -24,7 +24,7 @@ from conveyor.cli.app import (
 )
 from conveyor.duration import FORMS, parse, seconds, span
 from conveyor.errors import ConfigError, ConveyorError, PayloadError
-from conveyor.options import MAX_PRIORITY, MAX_RETRY, MIN_PRIORITY
+from conveyor.options import MAX_PRIORITY, MAX_RETRY, MIN_PRIORITY, check_unique
 from conveyor.registry import Registry
 
 #: Lines of a --file pushed per push_many (one round trip each, all or none stored).
@@ -55,6 +55,15 @@ DELAY = DurationType(zero_ok=True)
 DURATION = DurationType()
 
 
+def _unique(ctx: click.Context, param: click.Parameter, key: str | None) -> str | None:
+    """--unique as given, once it is a key every driver stores (a usage error otherwise)."""
+    try:
+        check_unique(key)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return key
+
+
 @click.command()
 @click.argument("queue")
 @click.argument("job_name", metavar="JOB")
@@ -72,6 +81,7 @@ DURATION = DurationType()
     "--unique",
     metavar="KEY",
     default=None,
+    callback=_unique,
     help="Not again while one with KEY is unfinished: print its id, and say so on stderr (not"
     " with --file).",
 )
