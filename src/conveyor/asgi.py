@@ -109,12 +109,7 @@ class Host:
             )  # fmt: skip
             return
         if not stopped.clean:
-            log.error(
-                "worker %s stopped before its running jobs finished (stop_timeout %ss): "
-                "released to run again: %s; left to their thread until their lease runs out: %s",
-                worker.name, worker.spec.stop_timeout, ", ".join(stopped.released) or "none",
-                ", ".join(stopped.left) or "none",
-            )  # fmt: skip
+            log.error("%s", stopped.summary(worker.name, worker.spec.stop_timeout))
 
     async def stop(self) -> None:
         """Stop the workers as `conveyor work` does on SIGTERM, then close the drivers.

@@ -177,6 +177,8 @@ class Settler:
             self._write_cut.reschedule(asyncio.get_running_loop().time() + give_up_after)
         await asyncio.gather(task, return_exceptions=True)
         await self.flush()
+        for outcome in self.unwritten():  # given up: each job's line says so, as it would
+            log_outcome(outcome, settled=False, written=False)
         await self.save_stats()
 
     def time_left(self) -> float:
@@ -415,15 +417,22 @@ def _by_kind(outcomes: list[Outcome]) -> list[list[Outcome]]:
     return [part for kind in kinds if (part := [o for o in outcomes if o.kind == kind])]
 
 
-def log_outcome(outcome: Outcome, settled: bool) -> None:
+def log_outcome(outcome: Outcome, settled: bool, *, written: bool = True) -> None:
     """One line per finished attempt, at the level its outcome deserves, ending with its queue,
     attempt and duration; the record carries id, job, queue, attempt, duration and outcome as
-    attributes too (`conveyor work --log-format json` prints them as fields)."""
+    attributes too (`conveyor work --log-format json` prints them as fields). Not `written`:
+    a stopping worker gave up writing it (its job stays reserved until its lease runs out)."""
     job, error = outcome.job, outcome.error
     # A job failed as the likely cause of its worker's deaths was counted an attempt by the
     # reserve that never ran: its last attempt is its last allowed one.
     attempt = min(job.attempt, job.max_attempts)
-    if not settled:
+    if not written:
+        level, kind = logging.WARNING, "unsettled"
+        said = (
+            f"was not settled: its {outcome.kind} was not written before the worker stopped,"
+            " so it stays reserved and runs again once its lease ends"
+        )
+    elif not settled:
         level, kind, said = logging.WARNING, "lost", "lease lost before it was settled"
     elif outcome.cancelled:
         level, kind, said = logging.INFO, "cancelled", "cancelled"

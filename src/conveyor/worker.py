@@ -30,7 +30,6 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from conveyor.attempt import Runner, cancelled, error_info, given_back, retry_or_fail
@@ -42,6 +41,7 @@ from conveyor.schedule import Scheduler
 from conveyor.settle import STATS_EVERY, Settler
 from conveyor.spec import WorkerSpec
 from conveyor.startup import StartUp, stores
+from conveyor.stop import Stopped
 from conveyor.upkeep import PRUNE_EVERY, beat, beat_loop, idle_waits, in_turn, prune_loop
 
 if TYPE_CHECKING:
@@ -56,22 +56,6 @@ __all__ = ["MAX_BACKOFF", "PRUNE_EVERY", "STATS_EVERY", "Stopped", "Worker"]
 MAX_BACKOFF = 5.0  # take to see its backend is back (it was 30 s; an attempt a wait is cheap)
 #: Prefetch only while jobs took less than this long on average (seconds), lately.
 PREFETCH_BELOW = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class Stopped:
-    """How a worker's run ended. `released` names the jobs still running when stop_timeout ran
-    out (or a second signal came), cancelled and given back to run again; `left` the jobs whose
-    plain handler still ran in a thread, left reserved until their lease runs out. A clean
-    stop has neither."""
-
-    released: tuple[str, ...] = ()
-    left: tuple[str, ...] = ()
-
-    @property
-    def clean(self) -> bool:
-        """True when every running job finished before the worker stopped."""
-        return not self.released and not self.left
 
 
 class Worker(Leases):
@@ -174,7 +158,10 @@ class Worker(Leases):
         finally:
             if handle_signals:
                 self._remove_signal_handlers()
-        return Stopped(tuple(self._released), tuple(self._left))
+        # A release the backend never took (the stop gave up writing it) released nothing.
+        unsettled = tuple(dict.fromkeys(outcome.job.id for outcome in self.settler.unwritten()))
+        released = tuple(job_id for job_id in self._released if job_id not in unsettled)
+        return Stopped(released, tuple(self._left), unsettled, at_once=self._force.is_set())
 
     async def _work(self) -> None:
         settler = asyncio.create_task(self.settler.run(), name="conveyor-settle")
@@ -453,10 +440,19 @@ class Worker(Leases):
             if self.runner.in_thread(job.id):
                 # Released now, another worker would start it while our thread runs on:
                 # left reserved and unrenewed, it runs again once its lease runs out.
+                fields = {
+                    "id": job.id,
+                    "job": job.name,
+                    "queue": job.queue,
+                    "outcome": "left",
+                    "attempt": job.attempt,
+                    "duration": time.monotonic() - running.started,
+                }
                 log.warning(
                     "job %s (%s): its plain handler still runs in a thread, which Python "
                     "cannot stop: the job is left reserved, no longer renewed, and runs again "
                     "once its lease runs out (within %ss)", job.id, job.name, self.spec.lease,
+                    extra=fields,
                 )  # fmt: skip
                 self._left.append(job.id)
                 return

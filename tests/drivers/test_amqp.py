@@ -1164,7 +1164,7 @@ async def test_conveyor_list_says_what_it_cannot_see_of_an_amqp_queue(
 ) -> None:
     # It showed delayed 0 beside a delayed job, and "no worker process alive" with no word
     # that an amqp worker is seen only by its own process.
-    from tests.integration.processes import ROOT
+    from tests.integration.processes import PYTHONPATH
 
     driver = await make()
     await driver.push(make_job(delay=60.0))
@@ -1174,7 +1174,7 @@ async def test_conveyor_list_says_what_it_cannot_see_of_an_amqp_queue(
         f"registry.queue('q', driver={URL + '?prefix=' + driver.prefix!r}, workers=['w'])\n"
         "registry.worker('w')\n"
     )
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{PYTHONPATH}"}
 
     def conveyor(*args: str) -> str:
         return subprocess.run(

@@ -24,6 +24,9 @@ Popen = subprocess.Popen[bytes]
 
 #: The repository, put on the worker processes' path so their app can import this module.
 ROOT = Path(__file__).resolve().parents[2]
+#: Their PYTHONPATH: this tree's conveyor first, not the one the virtualenv was installed from
+#: (a second checkout's tests would run the first's code in their subprocesses).
+PYTHONPATH = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
 
 _gate_open = False
 
@@ -59,7 +62,7 @@ class Workers:
         process = subprocess.Popen(
             [*command, "--burst"] if burst else command,
             cwd=self.folder,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": PYTHONPATH},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -145,7 +148,7 @@ def run_cli(
     return subprocess.run(
         [sys.executable, "-m", "conveyor", *args, "--app", app],
         cwd=folder,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, "PYTHONUNBUFFERED": "1"},
         input=stdin,
         capture_output=True,
         text=True,

@@ -27,7 +27,7 @@ from conveyor import Job, JobState, Registry
 from conveyor.asgi import LifespanMiddleware, Receive, Scope, Send
 from conveyor.drivers import driver_from_url
 from tests.backends import eventually, postgres, require_service
-from tests.integration.processes import ROOT
+from tests.integration.processes import PYTHONPATH
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -65,7 +65,7 @@ class Uvicorn:
         self.log_path = folder / "uvicorn.log"
         env = {
             **os.environ,
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": PYTHONPATH,
             "PYTHONUNBUFFERED": "1",
             "WEBAPP_DIR": str(folder),
             "WEBAPP_DRIVER": driver_url,
@@ -182,7 +182,7 @@ async def test_a_job_longer_than_stop_timeout_is_released_and_the_server_exits_i
     [info], counts = await stored(driver_url, [job_id])
     assert (info.state, info.attempt) == (JobState.PENDING, 0)  # given back, attempt too
     assert counts.reserved == 0
-    assert "ERROR conveyor.asgi: worker web stopped before its running jobs finished" in log
+    assert "ERROR conveyor.asgi: worker 'web' stopped with jobs still running after" in log
     assert f"released to run again: {job_id}" in log
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from conveyor import Job, JobState, Registry
 from conveyor.drivers import driver_from_url
-from tests.integration.processes import ROOT, backend_of, clean_backend
+from tests.integration.processes import PYTHONPATH, backend_of, clean_backend
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -61,7 +61,7 @@ class App:
         return subprocess.run(
             [sys.executable, "-m", "conveyor", *args, "--app", "cliapp:registry"],
             cwd=self.folder,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": PYTHONPATH},
             capture_output=True,
             text=True,
             timeout=60,
@@ -188,7 +188,7 @@ def _work_for(
     process = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "work", "w", *flags, "--app", "cliapp:registry"],
         cwd=app.folder,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

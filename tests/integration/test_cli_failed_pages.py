@@ -40,6 +40,11 @@ async def a(job: Job[dict[str, Any]]) -> None:
 @registry.job("b")
 async def b(job: Job[dict[str, Any]]) -> None:
     raise RuntimeError("never run")
+
+
+@registry.job("c")  # registered, never failed: an empty listing
+async def c(job: Job[dict[str, Any]]) -> None:
+    raise RuntimeError("never run")
 """
 
 

@@ -5,6 +5,7 @@ never a password."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ import pytest
 from tests.backends import amqp as amqp_backend
 from tests.backends import redis as redis_backend
 from tests.backends import require_service
-from tests.integration.processes import ROOT, backend_of, run_cli
+from tests.integration.processes import PYTHONPATH, backend_of, run_cli
 from tests.integration.test_secrets import closed_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -91,21 +92,28 @@ def test_an_unreachable_amqp_broker_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("option", "says"),
     [
-        (["--retry", "100000000000"], "retry must be a whole number from 0 to 2147483646"),
-        (["--delay", "99999999999d"], "delay must be from 0 seconds to 100 years"),
-        (["--delay=-5"], "delay must be from 0 seconds to 100 years (3153600000s), not -5.0"),
+        (["--retry", "100000000000"], "'--retry': 100000000000 is not in the range 0<=x<="),
+        (["--priority", "2147483648"], "'--priority': 2147483648 is not in the range"),
+        (["--delay", "99999999999d"], "'--delay': it must be from 0 seconds to 100 years"),
+        (["--delay=-5"], "'--delay': it must be from 0 seconds to 100 years (3153600000s), not"),
+        (["--timeout", "0"], "'--timeout': it must be more than 0 seconds and at most 100"),
+        (["--unique", "k" * 300], "'--unique': unique must be a string of at most 256"),
+        (["--unique", ""], "'--unique': unique must be a non-empty string"),
     ],
-    ids=["retry-past-int32", "delay-past-any-date", "negative-delay"],
-)
-def test_push_refuses_an_option_no_backend_can_store_or_show(
+    ids=["retry-past-int32", "priority-past-int32", "delay-past-any-date", "negative-delay",
+         "no-timeout", "unique-too-long", "unique-empty"],
+)  # fmt: skip
+def test_push_refuses_an_option_no_backend_can_store_or_show_as_a_usage_error(
     tmp_path: Path, option: list[str], says: str
 ) -> None:
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
 
-    line = one_error_line(conveyor(tmp_path, url, "push", "default", "add", "--payload", "{}",
-                                   *option))  # fmt: skip
+    result = conveyor(tmp_path, url, "push", "default", "add", "--payload", "{}", *option)
 
-    assert says in line, line
+    # A bad option is a usage mistake (exit status 2, as for --delay soon), naming the option.
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"Error: Invalid value for {says}" in result.stderr, result.stderr
     assert run_cli(tmp_path, "urlapp:registry", "list", "--json").stdout.count('"pending": 0') == 1
 
 
@@ -205,7 +213,7 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> N
     process = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "config", "--app", "urlapp:registry"],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -287,7 +295,7 @@ def test_ctrl_c_during_push_file_says_how_many_jobs_were_pushed(tmp_path: Path) 
         [sys.executable, "-m", "conveyor", "push", "default", "add", "--file", "-",
          "--app", "urlapp:registry"],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -329,7 +337,7 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error_naming_it(tmp_path: Path)
         [sys.executable.encode(), b"-m", b"conveyor", b"failed", b"retry", b"default",
          b"ab\xc3", b"--app", b"urlapp:registry"],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
         capture_output=True,
         text=True,
         timeout=60,
@@ -477,3 +485,27 @@ def test_push_file_that_starts_with_a_byte_order_mark_is_read(tmp_path: Path) ->
 
     assert result.returncode == 0, result.stderr
     assert "2 job(s) 'add' pushed to queue 'default'" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "says"),
+    [
+        (["work", "nosuch"], 1, "no worker named 'nosuch'"),
+        (["failed", "list", "nowhere"], 1, "no queue named 'nowhere'"),
+        (["work", "--bogus"], 2, "No such option '--bogus'"),
+    ],
+    ids=["unknown-worker", "unknown-queue", "usage"],
+)
+def test_with_log_format_json_an_error_is_a_json_line_too(
+    tmp_path: Path, args: list[str], status: int, says: str
+) -> None:
+    (tmp_path / "urlapp.py").write_text(APP_SOURCE.format(url=f"sqlite:///{tmp_path / 'j.db'}"))
+
+    result = run_cli(tmp_path, "urlapp:registry", "--log-format", "json", "--log-level",
+                     "critical", *args)  # fmt: skip
+
+    assert result.returncode == status, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    record = json.loads(line)
+    assert (record["level"], record["logger"]) == ("ERROR", "conveyor.cli")
+    assert says in record["message"], record

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.backends.private import spare_port, wait_for_port
-from tests.integration.processes import ROOT
+from tests.integration.processes import PYTHONPATH
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,7 +38,7 @@ def _start(folder: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "conveyor", *args, "--app", "obsapp:registry"],
         cwd=folder,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -168,7 +168,7 @@ ESCAPES = "\x1b]0;PWNED\x07\x1b]8;;http://evil/\x07here\x1b]8;;\x07\rFAKE\u202e"
 
 def test_job_failed_list_and_logs_print_no_terminal_control_from_storage(tmp_path: Path) -> None:
     (tmp_path / "hostileapp.py").write_text(HOSTILE_APP)
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{PYTHONPATH}"}
 
     def conveyor(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -217,7 +217,7 @@ def test_list_shows_the_queues_it_can_read_and_names_a_backend_it_cannot(tmp_pat
         APP_SOURCE + f'registry.queue("far", driver="redis://127.0.0.1:{closed}/0?timeout=2",'
         ' workers=["w"])\n'
     )
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{PYTHONPATH}"}
 
     def conveyor(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

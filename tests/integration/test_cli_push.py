@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conveyor import Job, JobState, Registry
-from tests.integration.processes import ROOT, backend_of, clean_backend, run_cli
+from tests.integration.processes import PYTHONPATH, backend_of, clean_backend, run_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -289,6 +289,7 @@ def test_errors_are_one_line_and_exit_1(app: App, args: list[str], message: str)
         ["push", "tasks", "add", "--payload", "{}", "--file", "x"],
         ["push", "tasks", "add", "--payload", "{}", "--delay", "soon"],
         ["push", "tasks", "add", "--payload", "{}", "--meta", "novalue"],
+        ["push", "tasks", "add", "--payload", "{}", "--meta", "k=1", "--meta", "k=2"],
         ["work", "--concurrency", "0"],
         ["nosuchcommand"],
     ],
@@ -396,7 +397,7 @@ def _field(output: str, label: str) -> str:
 UNREACHABLE_APP = """
 from conveyor import Job, Registry
 
-registry = Registry(default_driver="postgresql://conveyor:hunter2@127.0.0.1:{port}/test")
+registry = Registry(default_driver="{scheme}://conveyor:hunter2@127.0.0.1:{port}/{db}")
 
 
 @registry.job("add")
@@ -405,19 +406,24 @@ def add(job: Job[dict[str, int]]) -> None:
 """
 
 
+@pytest.mark.parametrize(("scheme", "db"), [("postgresql", "test"), ("redis", "0")])
 @pytest.mark.parametrize(
     "args", [["push", "default", "add", "--payload", "{}"], ["list"], ["job", "x"], ["prune"]]
 )
-def test_an_unreachable_backend_is_one_line_and_exit_1(tmp_path: Path, args: list[str]) -> None:
+def test_an_unreachable_backend_is_one_line_and_exit_1(
+    tmp_path: Path, args: list[str], scheme: str, db: str
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    (tmp_path / "downapp.py").write_text(UNREACHABLE_APP.format(port=port))
+    (tmp_path / "downapp.py").write_text(UNREACHABLE_APP.format(scheme=scheme, port=port, db=db))
     result = run_cli(tmp_path, "downapp:registry", *args)
     assert result.returncode == 1, result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"127.0.0.1:{port}" in result.stderr or "connect" in result.stderr, result.stderr
     assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+    # The command tried once and gave up: it must not say that anything retries (a worker does).
+    assert "retries" not in result.stderr, result.stderr
 
 
 IMPLICIT_APP = """
@@ -455,7 +461,7 @@ def test_push_from_a_file_shows_a_progress_bar_on_a_terminal(app: App) -> None:
             [sys.executable, "-m", "conveyor", "push", "tasks", "add", "--file", "jobs.jsonl",
              "--app", "pushapp:registry"],
             cwd=app.folder,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"},
+            env={**os.environ, "PYTHONPATH": PYTHONPATH, "COLUMNS": "100"},
             stdout=subprocess.PIPE,
             stderr=follower,
             text=True,

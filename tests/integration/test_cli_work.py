@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conveyor import Job, Registry
-from tests.integration.processes import ROOT, backend_of, clean_backend, run_cli
+from tests.integration.processes import PYTHONPATH, backend_of, clean_backend, run_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -89,7 +89,7 @@ class App:
         return run_cli(self.folder, "workapp2:registry", *args)
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        return {**os.environ, "PYTHONPATH": PYTHONPATH, "PYTHONUNBUFFERED": "1"}
 
     def push(self, queue: str, job: str, payload: dict[str, Any]) -> str:
         return self.registry.blocking.push(queue, job, payload)

@@ -18,7 +18,7 @@ from conveyor.drivers.sql.postgres import PostgresDriver
 from tests.backends import require_service
 from tests.backends.postgres import START, drop_tables, fresh_prefix
 from tests.backends.proxy import Proxy
-from tests.integration.processes import ROOT
+from tests.integration.processes import PYTHONPATH
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,7 +61,7 @@ async def test_a_script_pushing_once_without_closing_exits_on_postgres(tmp_path:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             str(script),
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": PYTHONPATH},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )

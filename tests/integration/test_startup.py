@@ -29,7 +29,7 @@ import pytest
 from conveyor import Job, JobState, Registry, Worker
 from tests.backends import require_service
 from tests.backends.proxy import Proxy
-from tests.integration.processes import ROOT
+from tests.integration.processes import PYTHONPATH
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -135,7 +135,7 @@ def _work(folder: Path, *options: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "conveyor", "work", "w", "--app", "deadapp:registry", *options],
         cwd=folder,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -3,6 +3,7 @@ against it, masking passwords, and printing tables or one JSON document."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -25,7 +26,7 @@ from rich.progress import (
 )
 
 from conveyor import loop as event_loop
-from conveyor.cli.logs import setup_logging, terminal_text
+from conveyor.cli.logs import error_line_json, json_lines, setup_logging, terminal_text
 from conveyor.config import CONFIG_ENV
 from conveyor.drivers import DATABASE_ENV, Location
 from conveyor.drivers.location import hide_passwords
@@ -53,6 +54,16 @@ class Conveyor(click.Group):
         return super().get_command(ctx, ALIASES.get(cmd_name, cmd_name))
 
     def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return self._invoke(ctx)
+        except click.ClickException as exc:
+            if not json_lines():
+                raise
+            # With --log-format json every line on stderr is a JSON object: the error's too.
+            click.echo(error_line_json(exc.format_message()), err=True)
+            raise click.exceptions.Exit(exc.exit_code) from None
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.NoSuchOption as exc:
@@ -113,8 +124,10 @@ def main(log_level: str, log_format: str, config_path: str | None) -> None:
             )
 
 
-def load_app(spec: str) -> Registry:
-    """Import `module:attribute` and return the Registry it names."""
+def load_app(spec: str, *, output: bool = True) -> Registry:
+    """Import `module:attribute` and return the Registry it names. With `output` (a command
+    whose stdout is its output: an id, a table, one JSON document, which a script reads), what
+    the module prints as it is imported goes to stderr; `work` and `dashboard` leave it be."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise _bad_app(f"{spec!r} is not module:attribute, e.g. myapp.jobs:registry")
@@ -123,7 +136,7 @@ def load_app(spec: str) -> Registry:
             f"{module_name!r} is a file's path: give the module's dotted name, as myapp.jobs "
             "for myapp/jobs.py, from the folder that holds myapp"
         )
-    module = _imported(module_name)
+    module = _imported(module_name, output)
     if not hasattr(module, attribute):
         found = _registries(module)
         where = f"; its registry: {' or '.join(found)}" if found else ": it holds no Registry"
@@ -140,12 +153,14 @@ def load_app(spec: str) -> Registry:
     return registry
 
 
-def _imported(module_name: str) -> ModuleType:
-    """The module `module_name`, imported from the working directory; a usage error saying why
-    it cannot be."""
+def _imported(module_name: str, output: bool) -> ModuleType:
+    """The module `module_name`, imported from the working directory (what it prints sent to
+    stderr when the command's `output` is on stdout); a usage error saying why it cannot be."""
     sys.path.insert(0, os.getcwd())
+    printing = contextlib.redirect_stdout(sys.stderr) if output else contextlib.nullcontext()
     try:
-        module = importlib.import_module(module_name)
+        with printing:
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         missing = isinstance(exc, ModuleNotFoundError) and module_name.startswith(exc.name or " ")
         hint = "; run conveyor in the folder that holds it, or add that to PYTHONPATH"

@@ -272,7 +272,7 @@ def dashboard(
         if not colon or not user or not password:
             raise click.BadParameter("write USER:PASSWORD, both given", param_hint="--basic-auth")
         auth = (user, password)
-    registry = load_app(app)
+    registry = load_app(app, output=False)
     from conveyor.dashboard.app import serve
 
     run(serve(registry, host=host, port=port, read_only=read_only, token=token,

@@ -68,7 +68,13 @@ def _job_name(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     show_default=True,
     help="How many to skip.",
 )
-@click.option("--name", default=None, callback=_job_name, help="Only the jobs of this job name.")
+@click.option(
+    "--name",
+    default=None,
+    callback=_job_name,
+    help="Only the jobs of this job name; one the app does not register that finds none is an"
+    " error.",
+)
 @click.option(
     "--after",
     default=None,
@@ -102,6 +108,8 @@ def failed_list(
             started = True
 
     run(_pages(registry, queue, limit, offset, name, after, show), registry)
+    if not (rows or started) and after is None and offset == 0:
+        _known(registry, queue, name, 0)
     if as_json:
         click.echo("\n]" if started else "[]")
     else:
@@ -135,7 +143,10 @@ async def _pages(
         limit, offset, after = limit - len(page), 0, page[-1].id
 
 
-NAME_HELP = "Only the failed jobs of this job name (not with IDS)."
+NAME_HELP = (
+    "Only the failed jobs of this job name (not with IDS); one the app does not register that"
+    " finds none is an error."
+)
 
 
 @failed.command(name="retry")
@@ -157,9 +168,11 @@ def failed_retry(
         echo_json({"queue": queue, "name": name, "retried": moved})
     else:
         click.echo(f"{moved} failed job(s) of {_which(queue, name)} moved back to pending")
-    if not ids and (left := run(_left(registry, queue, name), registry)):
+    left = "" if ids else run(_left(registry, queue, name), registry)
+    if left:
         click.echo(f"{left} still failed: {HELD}", err=True)
     _all_found(queue, ids, moved, f", or {HELD}")
+    _known(registry, queue, name, moved or len(left))
 
 
 def _interruptible(work: Coroutine[Any, Any, int], registry: Registry, done: str, now: str) -> int:
@@ -183,6 +196,19 @@ def _one_of(ids: tuple[str, ...], name: str | None) -> None:
             "give IDS or --name, not both: IDS names those jobs, --name every failed job of"
             " that job name"
         )
+
+
+def _known(registry: Registry, queue: str, name: str | None, found: int) -> None:
+    """Exit status 1 when --name found no failed job and the app registers no job of that name
+    either: a misspelt name would list, retry or purge nothing, without a word. (An unknown
+    name that finds jobs is fine: a job the app registered once, in an older deploy.)"""
+    if name is None or found or name in registry.jobs:
+        return
+    registered = ", ".join(map(repr, sorted(registry.jobs))) or "none"
+    raise fail(
+        f"no failed job of {_which(queue, name)}, and the app registers no job named {name!r}"
+        f" (its jobs: {registered}): check the name"
+    )
 
 
 def _which(queue: str, name: str | None) -> str:
@@ -247,9 +273,11 @@ def failed_purge(
     """Delete QUEUE's failed jobs (all, only IDS, or only those of --name) for good. An ID
     that is no failed job of QUEUE makes the exit status 1, once the others are deleted."""
     _one_of(ids, name)
+    registry = load_app(app)  # an app that does not load, or a queue it lacks: before asking
+    registry.freeze()
+    registry.queue_spec(queue)
     if not ids and not yes:  # with --json, asked on stderr: stdout holds the JSON alone
         click.confirm(f"Delete every failed job of {_which(queue, name)}?", abort=True, err=as_json)
-    registry = load_app(app)
     purging = registry.purge(queue, JobState.FAILED, list(ids) or None, name=name)
     deleted = _interruptible(purging, registry, "deleted", "gone")
     if as_json:
@@ -257,3 +285,4 @@ def failed_purge(
     else:
         click.echo(f"{deleted} failed job(s) of {_which(queue, name)} deleted")
     _all_found(queue, ids, deleted)
+    _known(registry, queue, name, deleted)

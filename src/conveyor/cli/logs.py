@@ -73,3 +73,15 @@ def setup_logging(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def json_lines() -> bool:
+    """True when log lines are JSON objects (`--log-format json`)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
+def error_line_json(message: str) -> str:
+    """A command's error `message` as the JSON line of an ERROR record of conveyor.cli, whatever
+    --log-level leaves out: an error always shows."""
+    record = logging.LogRecord("conveyor.cli", logging.ERROR, __file__, 0, message, None, None)
+    return JsonFormatter().format(record)

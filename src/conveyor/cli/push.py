@@ -3,8 +3,10 @@ pushed in batches of 1000 with a progress bar)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -20,8 +22,9 @@ from conveyor.cli.app import (
     progress,
     run,
 )
-from conveyor.duration import FORMS, parse
-from conveyor.errors import ConveyorError, PayloadError
+from conveyor.duration import FORMS, parse, seconds, span
+from conveyor.errors import ConfigError, ConveyorError, PayloadError
+from conveyor.options import MAX_PRIORITY, MAX_RETRY, MIN_PRIORITY, check_unique
 from conveyor.registry import Registry
 
 #: Lines of a --file pushed per push_many (one round trip each, all or none stored).
@@ -29,20 +32,36 @@ BATCH = 1000
 
 
 class DurationType(click.ParamType[float]):
-    """Seconds, or text such as 500ms, 30s, 5m, 1h30m."""
+    """Seconds, or text such as 500ms, 30s, 5m, 1h30m: more than 0 (or 0 too, with `zero_ok`)
+    and at most 100 years, or a usage error naming the option."""
 
     name = "duration"
 
+    def __init__(self, *, zero_ok: bool = False) -> None:
+        self.zero_ok = zero_ok
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, float | int):
-            return float(value)
         try:
-            return parse(str(value))
+            number = float(value) if isinstance(value, float | int) else parse(str(value))
         except ValueError:
             self.fail(f"{value!r} is not a duration: expected {FORMS}", param, ctx)
+        try:
+            return seconds(number, "it", zero_ok=self.zero_ok)
+        except ConfigError:
+            self.fail(f"it must be {span(self.zero_ok)}, not {value!r}", param, ctx)
 
 
+DELAY = DurationType(zero_ok=True)
 DURATION = DurationType()
+
+
+def _unique(ctx: click.Context, param: click.Parameter, key: str | None) -> str | None:
+    """--unique as given, once it is a key every driver stores (a usage error otherwise)."""
+    try:
+        check_unique(key)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return key
 
 
 @click.command()
@@ -57,17 +76,28 @@ DURATION = DurationType()
     default=None,
     help="Push one job per line of PATH (JSON lines; - reads stdin), in batches of 1000.",
 )
-@click.option("--delay", type=DURATION, default=None, help="Run it this late: 5s, 10m, 1h.")
+@click.option("--delay", type=DELAY, default=None, help="Run it this late: 5s, 10m, 1h.")
 @click.option(
     "--unique",
     metavar="KEY",
     default=None,
-    help="Not again while one with KEY is unfinished: print its id, and say so on stderr.",
+    callback=_unique,
+    help="Not again while one with KEY is unfinished: print its id, and say so on stderr (not"
+    " with --file).",
 )
-@click.option("--priority", type=int, default=None, help="Higher runs first.")
-@click.option("--retry", type=click.IntRange(min=0), default=None, help="Retries after the first.")
+@click.option(
+    "--priority",
+    type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY),
+    default=None,
+    help="Higher runs first.",
+)
+@click.option(
+    "--retry", type=click.IntRange(0, MAX_RETRY), default=None, help="Retries after the first."
+)
 @click.option("--timeout", type=DURATION, default=None, help="Stop an attempt after: 30s, 5m.")
-@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata (repeatable).")
+@click.option(
+    "--meta", multiple=True, metavar="KEY=VALUE", help="Metadata (repeatable, each key once)."
+)
 @json_option
 def push(
     queue: str,
@@ -106,13 +136,14 @@ def push(
             new = registry.new_job(queue, job_name, read, unique=unique, **options)
             return await registry.store(new), new.id
 
-        job_id, new_id = run(push_one(), registry)
+        with _handlers_print_to_stderr():
+            job_id, new_id = run(push_one(), registry)
         if job_id != new_id:  # on stderr: stdout holds the id (or the JSON) alone
             click.echo(
                 f"stored nothing: unfinished job {job_id} holds --unique {unique!r}", err=True
             )
-        if as_json:
-            echo_json({"id": job_id, "queue": queue, "job": job_name})
+        if as_json:  # stored: false when an unfinished job held the --unique key
+            echo_json({"id": job_id, "queue": queue, "job": job_name, "stored": job_id == new_id})
         else:
             click.echo(job_id)
         return
@@ -128,14 +159,22 @@ def push(
         size = os.fstat(lines.fileno()).st_size if path != "-" else None
         pushing = _push_file(registry, queue, job_name, lines, size or None, options, ids, sent)
         try:
-            run(pushing, registry)
+            with _handlers_print_to_stderr():
+                run(pushing, registry)
         except KeyboardInterrupt:  # say what is stored, before click's "Aborted!"
             click.echo(_interrupted(len(ids), sent), err=True)
             raise
-    if as_json:
-        echo_json({"queue": queue, "job": job_name, "ids": ids})
-    else:
+        finally:  # stopped by an error or Ctrl-C too: the ids of the jobs stored before it
+            if as_json:
+                echo_json({"queue": queue, "job": job_name, "ids": ids})
+    if not as_json:
         click.echo(f"{len(ids)} job(s) {job_name!r} pushed to queue {queue!r}")
+
+
+def _handlers_print_to_stderr() -> contextlib.AbstractContextManager[object]:
+    """Around a push: what a handler prints goes to stderr (a sync:// queue runs its job inside
+    the push), so stdout holds the id or the JSON document alone."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def _meta(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -144,6 +183,10 @@ def _meta(pairs: tuple[str, ...]) -> dict[str, str]:
         key, sign, value = pair.partition("=")
         if not sign or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--meta")
+        if key in found:  # one value would be dropped without a word
+            raise click.BadParameter(
+                f"{key!r} is given twice: give each key once", param_hint="--meta"
+            )
         found[key] = value
     return found
 

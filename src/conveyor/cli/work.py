@@ -13,7 +13,8 @@ from conveyor.collector import tune_for_work
 from conveyor.loop import LOOPS
 from conveyor.registry import Registry
 from conveyor.spec import MAX_CONCURRENCY, WorkerSpec
-from conveyor.worker import Stopped, Worker, log
+from conveyor.stop import Stopped
+from conveyor.worker import Worker, log
 
 
 @click.command()
@@ -84,8 +85,9 @@ def work(
     """Run each WORKER, all in this process, until SIGTERM/SIGINT (a second signal stops at
     once). Without WORKER: the default queue's worker when the app declares no queue, else its
     only worker. It also pushes the ticks of the schedules of its queues, unless
-    --no-schedules or --burst."""
-    registry = load_app(app)
+    --no-schedules or --burst. Exit status 1, with a line naming the jobs, when a stop cut
+    running jobs short or could not write a job's outcome."""
+    registry = load_app(app, output=False)  # a worker's app logs where it chose
     chosen = [q.strip() for q in queues.split(",") if q.strip()] if queues is not None else None
     if chosen == []:
         raise click.BadParameter("name at least one queue", param_hint="--queues")
@@ -120,7 +122,7 @@ def work(
 
     tune_for_work()  # see conveyor/collector.py
     results = run(work_all(), registry, loop)
-    cut = [_cut_short(w.name, s, w.spec.stop_timeout) for w, s in results if not s.clean]
+    cut = [s.summary(w.name, w.spec.stop_timeout) for w, s in results if not s.clean]
     if cut:
         raise fail("; ".join(cut))
 
@@ -171,17 +173,3 @@ async def _run_together(runners: list[Worker]) -> list[Stopped]:
     if errors:
         raise errors[0]
     return [outcome for outcome in done if isinstance(outcome, Stopped)]
-
-
-def _cut_short(name: str, stopped: Stopped, stop_timeout: float) -> str:
-    """The error line of a stop that cut running jobs short."""
-    parts = []
-    if stopped.released:
-        parts.append(f"released to run again: {', '.join(stopped.released)}")
-    if stopped.left:
-        parts.append(f"left to their threads until their lease ends: {', '.join(stopped.left)}")
-    details = "; ".join(parts)
-    return (
-        f"worker {name!r} stopped with jobs still running after stop_timeout "
-        f"({stop_timeout:g}s): {details}"
-    )

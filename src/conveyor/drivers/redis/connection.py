@@ -399,8 +399,7 @@ class Edge:
                     " password"
                 ) from exc
             raise BackendUnavailableError(
-                f"{self.where} is unavailable ({detail}): check that it is running and "
-                "reachable; the worker retries with backoff"
+                f"{self.where} is unavailable ({detail}): check that it is running and reachable"
             ) from exc
         fix = next((fix for piece, fix in _FIXES.items() if piece in text), "")
         raise DriverError(
