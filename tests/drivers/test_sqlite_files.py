@@ -1,0 +1,100 @@
+"""The SQLite file as other processes and the system leave it: permissions, paths, the WAL."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conveyor.drivers.sql.sqlite import SqliteDriver
+
+#: Run by a process the file is read-only to: each push (from the driver's loop, then from a
+#: plain thread, as the blocking facade's) is refused, then tried again once the parent has
+#: made the file writable (it says so on stdin), and the jobs are reserved.
+READ_ONLY_CHILD = """
+import asyncio, sys, threading
+from conveyor.drivers.sql.sqlite import SqliteDriver
+from conveyor.job import NewJob
+
+def job(n):
+    return NewJob(id=f"job-{n}", queue="q", name="j", payload="{}")
+
+def in_thread(driver, n):
+    said = []
+    def push():
+        try:
+            said.append(driver.push_in_thread(job(n)))
+        except Exception as error:
+            said.append(f"{type(error).__name__}: {error}")
+    thread = threading.Thread(target=push)
+    thread.start()
+    thread.join()
+    return said[0]
+
+async def main():
+    driver = SqliteDriver(sys.argv[1])
+    await driver.open()
+    for n in (1, 3):
+        try:
+            print(await driver.push(job(n)), flush=True)
+        except Exception as error:
+            print(f"{type(error).__name__}: {error}", flush=True)
+        print(in_thread(driver, n + 1), flush=True)
+        if n == 1:
+            sys.stdin.readline()  # the parent makes the file writable meanwhile
+    reserved = await driver.reserve(["q"], 10, 30.0, "w")
+    print(sorted(job.id for job in reserved), flush=True)
+    await driver.close()
+
+asyncio.run(main())
+"""
+
+
+def _bound_by_file_modes() -> None:
+    """In a child about to exec, as root: give up the capabilities that let root open any file
+    whatever its mode (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so a file's mode binds it as it
+    binds any user."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+async def test_a_file_read_only_to_the_process_is_named_and_used_once_it_may_be_written(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.db"
+    driver = SqliteDriver(path)
+    await driver.open()  # the tables, made by the file's owner
+    await driver.close()
+    path.chmod(0o444)
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", READ_ONLY_CHILD, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_bound_by_file_modes if os.geteuid() == 0 else None,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        refused = [child.stdout.readline(), child.stdout.readline()]
+        for file in (path, tmp_path / "jobs.db-wal", tmp_path / "jobs.db-shm"):
+            file.chmod(0o666)  # as the message says; SQLite made the two with the file's mode
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    for line in refused:
+        assert line.startswith("BackendUnavailableError: "), (refused, err)
+        assert "read-only to this process" in line and str(path) in line
+    # Before, the connection SQLite had opened read-only refused every write for as long as
+    # the process lived, though the file could now be written.
+    assert out.splitlines() == ["job-3", "job-4", "['job-3', 'job-4']"], err
