@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import conveyor.drivers.sql.sqlite.connection as sqlite_connection
 from conveyor.drivers.sql.sqlite import SqliteDriver
+from tests.contract.helpers import make_job
 
 #: Run by a process the file is read-only to: each push (from the driver's loop, then from a
 #: plain thread, as the blocking facade's) is refused, then tried again once the parent has
@@ -98,3 +103,26 @@ async def test_a_file_read_only_to_the_process_is_named_and_used_once_it_may_be_
     # Before, the connection SQLite had opened read-only refused every write for as long as
     # the process lived, though the file could now be written.
     assert out.splitlines() == ["job-3", "job-4", "['job-3', 'job-4']"], err
+
+
+async def test_the_wal_file_is_cut_back_after_a_large_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_connection, "WAL_LIMIT", 100_000)  # the one connect() reads
+    path = tmp_path / "jobs.db"
+    pusher, worker = SqliteDriver(path), SqliteDriver(path)  # two processes, as it were
+    try:
+        # Past SQLite's automatic checkpoint (1,000 pages), which the commit then runs.
+        await pusher.push_many([make_job(payload=json.dumps("x" * 1000)) for _ in range(5000)])
+        wal = Path(f"{path}-wal")
+        assert wal.stat().st_size > 4_000_000
+
+        reserved = await worker.reserve(["q"], 10, 30.0, "w")  # the next write starts at the top
+
+        assert len(reserved) == 10
+        # Before, the file kept the size of the largest transaction while any process had it
+        # open: for good, beside long-running workers.
+        assert wal.stat().st_size <= 100_000
+    finally:
+        await pusher.close()
+        await worker.close()

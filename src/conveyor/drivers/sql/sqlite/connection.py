@@ -30,6 +30,11 @@ T = TypeVar("T")
 #: Seconds a statement waits for another process's write transaction before giving up.
 BUSY_TIMEOUT = 30.0
 
+#: Bytes the -wal file is cut back to once SQLite starts writing it from the top again. Without
+#: a limit it kept the size of its largest transaction (a push_many of 100,000 jobs of 1 KB:
+#: 146 MB) for as long as any process had the file open, which workers always have.
+WAL_LIMIT = 64 * 2**20
+
 #: The synchronous level of everything a caller must find again after a power cut: pushes.
 DURABLE = "FULL"
 
@@ -305,6 +310,7 @@ def _connect(path: str) -> _Database:
         db.text_factory = decode_text
         try:
             _use_wal(db)
+            db.execute(f"PRAGMA journal_size_limit = {int(WAL_LIMIT)}").fetchall()
             _set_synchronous(db, DURABLE)
         except BaseException:
             db.close()
