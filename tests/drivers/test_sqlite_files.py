@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -126,3 +127,25 @@ async def test_the_wal_file_is_cut_back_after_a_large_transaction(
     finally:
         await pusher.close()
         await worker.close()
+
+
+async def test_a_relative_path_that_names_no_file_yet_is_logged_as_the_file_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a worker started from another folder than the pushers
+    caplog.set_level(logging.INFO, logger="conveyor.sql")
+    driver = SqliteDriver.from_url("sqlite:///jobs.db")
+    await driver.counts(["q"])  # `conveyor list`: opens the driver, lazily
+    await driver.close()
+
+    made = [record.getMessage() for record in caplog.records]
+    # Before, nothing said so: the worker waited for jobs pushed to another file, and
+    # `conveyor list` showed every queue empty.
+    assert len(made) == 1, made
+    assert f"created the SQLite database {tmp_path / 'jobs.db'}" in made[0]
+    assert "working directory" in made[0]
+
+    caplog.clear()
+    await driver.counts(["q"])  # the file is there now
+    await driver.close()
+    assert caplog.records == []
