@@ -14,6 +14,7 @@ import pytest
 
 import conveyor.drivers.sql.sqlite.connection as sqlite_connection
 from conveyor.drivers.sql.sqlite import SqliteDriver
+from conveyor.errors import BackendUnavailableError
 from tests.contract.helpers import make_job
 
 #: Run by a process the file is read-only to: each push (from the driver's loop, then from a
@@ -22,6 +23,7 @@ from tests.contract.helpers import make_job
 READ_ONLY_CHILD = """
 import asyncio, sys, threading
 from conveyor.drivers.sql.sqlite import SqliteDriver
+from conveyor.errors import BackendUnavailableError
 from conveyor.job import NewJob
 
 def job(n):
@@ -149,3 +151,28 @@ async def test_a_relative_path_that_names_no_file_yet_is_logged_as_the_file_is_m
     await driver.counts(["q"])  # the file is there now
     await driver.close()
     assert caplog.records == []
+
+
+async def test_a_full_disk_is_an_outage_naming_it_not_a_refused_statement(tmp_path: Path) -> None:
+    driver = SqliteDriver(tmp_path / "jobs.db")
+    conn = driver._conn
+    try:
+        await driver.push(make_job())
+
+        def fill_up() -> None:  # the file may grow no more: SQLite's own "disk is full"
+            db = conn._connection()
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+            db.execute(f"PRAGMA max_page_count = {pages}").fetchall()
+
+        await conn._hop(fill_up)
+        big = [make_job(payload=json.dumps("x" * 10_000)) for _ in range(100)]
+        with pytest.raises(BackendUnavailableError, match="full or failing") as caught:
+            await driver.push_many(big)
+        # Before, a plain DriverError: a worker's settler took it for the database refusing
+        # those acks, and wrote jobs that had succeeded as failed.
+        assert "database or disk is full" in str(caught.value)
+
+        await conn._hop(lambda: conn._connection().execute("PRAGMA max_page_count = 1000000"))
+        assert len(await driver.push_many(big)) == 100  # space again: it carries on
+    finally:
+        await driver.close()

@@ -471,19 +471,25 @@ def _driver_error(error: sqlite3.Error, path: str, what: str) -> DriverError:
     if _error_code(error) == sqlite3.SQLITE_READONLY:
         return BackendUnavailableError(
             f"the SQLite database {path!r} is read-only to this process ({error}) during"
-            f" {what}: let the user it runs as (uid {_uid()}) write the file, its -wal and -shm"
-            " files and its folder; the next call opens the file again"
+            f" {what}: let the user it runs as write the file, its -wal and -shm files and its"
+            " folder; the next call opens the file again"
         )
     if _error_code(error) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return BackendUnavailableError(
             f"the SQLite database {path!r} stayed locked for {BUSY_TIMEOUT:g}s during {what}:"
             " another process holds a long write transaction; retry later"
         )
+    if _error_code(error) in _DISK_ERRORS:
+        return BackendUnavailableError(
+            f"SQLite {what} failed on {path!r} ({error}): the disk it is on is full or failing;"
+            " free space there (or mend it), and workers carry on"
+        )
     return DriverError(f"SQLite {what} failed on {path!r}: {error}")
 
 
-def _uid() -> str:
-    return str(os.geteuid()) if hasattr(os, "geteuid") else "?"
+#: The disk could not take a write (full, an I/O error, a file it could not open): no refusal
+#: of the statement, which a worker's settler took it for, writing acked jobs as failed.
+_DISK_ERRORS = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN})
 
 
 def _error_code(error: sqlite3.Error) -> int:
