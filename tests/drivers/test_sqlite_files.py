@@ -6,6 +6,7 @@ import ctypes
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 import conveyor.drivers.sql.sqlite.connection as sqlite_connection
 from conveyor.drivers.sql.sqlite import SqliteDriver
-from conveyor.errors import BackendUnavailableError
+from conveyor.errors import BackendUnavailableError, DriverError
 from tests.contract.helpers import make_job
 
 #: Run by a process the file is read-only to: each push (from the driver's loop, then from a
@@ -23,7 +24,7 @@ from tests.contract.helpers import make_job
 READ_ONLY_CHILD = """
 import asyncio, sys, threading
 from conveyor.drivers.sql.sqlite import SqliteDriver
-from conveyor.errors import BackendUnavailableError
+from conveyor.errors import BackendUnavailableError, DriverError
 from conveyor.job import NewJob
 
 def job(n):
@@ -174,5 +175,27 @@ async def test_a_full_disk_is_an_outage_naming_it_not_a_refused_statement(tmp_pa
 
         await conn._hop(lambda: conn._connection().execute("PRAGMA max_page_count = 1000000"))
         assert len(await driver.push_many(big)) == 100  # space again: it carries on
+    finally:
+        await driver.close()
+
+
+async def test_a_batch_past_what_one_statement_takes_names_the_chunk_to_push_instead(
+    tmp_path: Path,
+) -> None:
+    driver = SqliteDriver(tmp_path / "jobs.db")
+    conn = driver._conn
+    try:
+        await driver.open()
+        # SQLite's own limit, 1,000,000,000 bytes in one string, lowered to spare the memory a
+        # batch of 10,000 payloads of 100 KB takes (push_many's chunk): the same refusal.
+        await conn._hop(lambda: conn._connection().setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1_000_000))
+        batch = [make_job(payload=json.dumps("x" * 1000)) for _ in range(1000)]
+
+        with pytest.raises(DriverError, match="string or blob too big") as caught:
+            await driver.push_many(batch)
+
+        # Before, only SQLite's words: nothing said what to change.
+        assert "chunk=" in str(caught.value)
+        assert await driver.push_many(batch[:100]) == [job.id for job in batch[:100]]
     finally:
         await driver.close()

@@ -261,10 +261,9 @@ class _Database(sqlite3.Connection):
 
 
 class _Handle:
-    """The driver's connection of one opening, replaced on the database thread after a write
-    was refused as read-only. SQLite opens a file it may not write read-only, and it stays so
-    for as long as it is open: a worker started before its file's permissions were fixed
-    failed every reserve for the rest of its life, while new processes worked."""
+    """The driver's connection of one opening, replaced after a write was refused as read-only:
+    SQLite opens a file it may not write read-only for as long as it is open, and a worker
+    started before the file's permissions were fixed failed every reserve until restarted."""
 
     def __init__(self, db: _Database, path: str) -> None:
         self.db = db
@@ -479,6 +478,8 @@ def _driver_error(error: sqlite3.Error, path: str, what: str) -> DriverError:
             f"the SQLite database {path!r} stayed locked for {BUSY_TIMEOUT:g}s during {what}:"
             " another process holds a long write transaction; retry later"
         )
+    if _error_code(error) == sqlite3.SQLITE_TOOBIG:  # a batch's payloads, in one string
+        return DriverError(f"SQLite {what} failed on {path!r} ({error}): {_TOO_BIG}")
     if _error_code(error) in _DISK_ERRORS:
         return BackendUnavailableError(
             f"SQLite {what} failed on {path!r} ({error}): the disk it is on is full or failing;"
@@ -490,6 +491,8 @@ def _driver_error(error: sqlite3.Error, path: str, what: str) -> DriverError:
 #: The disk could not take a write (full, an I/O error, a file it could not open): no refusal
 #: of the statement, which a worker's settler took it for, writing acked jobs as failed.
 _DISK_ERRORS = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN})
+
+_TOO_BIG = "one statement takes 10**9 bytes: push fewer at a time, push_many(..., chunk=1000)"
 
 
 def _error_code(error: sqlite3.Error) -> int:
