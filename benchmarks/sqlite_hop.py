@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from push_split import _params
 from raw import raw_writer
 
-from conveyor.drivers.sql.sqlite import SqliteDriver
+from conveyor.drivers.sql.sqlite import SqliteConnection, SqliteDriver
 from conveyor.drivers.sql.sqlite.connection import _alone, _execute
 
 BLOCK = 50
@@ -41,13 +41,14 @@ def _summary(name: str, values: list[float]) -> str:
 async def measure(folder: Path, pushes: int, only: str | None) -> None:
     driver = SqliteDriver(folder / "bench.db")
     await driver.open()
-    conn = driver._conn_sqlite
-    db, thread, query = conn._db, conn._thread, driver._queries["push"]
-    assert db is not None and thread is not None
+    conn = driver._conn
+    assert isinstance(conn, SqliteConnection)
+    db, thread, query = conn._connection(), conn._thread, driver._queries["push"]
+    assert thread is not None
 
     def statement() -> tuple[float, float]:
         started = time.perf_counter()
-        _alone(_execute, db, driver.path, query, _params())
+        _alone(db, driver.path, _execute, query, _params())
         return started, time.perf_counter()
 
     stages: dict[str, list[float]] = {"wake": [], "statement": [], "back": [], "raw": []}

@@ -28,6 +28,7 @@ level cannot change inside a transaction, so it is set before each statement or 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sqlite3
@@ -74,6 +75,8 @@ _OPTIONS = ("prefix", "migrate")
 
 _URL_HELP = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
+log = logging.getLogger("conveyor.sql")
+
 
 class SqliteDriver(SqlDriver):
     """Jobs in an SQLite file: durable, and shared by the processes of one machine.
@@ -107,6 +110,7 @@ class SqliteDriver(SqlDriver):
             )
         # Absolute now, so a later chdir cannot move the database under a lazy open.
         self.path = os.path.abspath(text)
+        self._relative = not os.path.isabs(text)
         connection = SqliteConnection(self.path)
         super().__init__(connection, __name__, prefix=prefix, migrate=migrate)
         self._watcher = Watcher(self.path, BUSY_TIMEOUT, self._watch_interval)
@@ -142,14 +146,25 @@ class SqliteDriver(SqlDriver):
         """As SqlDriver's; with `migrate=False`, a file that does not exist is an error: not
         made empty (beside the -wal, -shm files and the doorbell's folder), which with a
         relative path from another working directory left a stray database behind and said
-        only that the schema was at version 0."""
-        if not self.migrate_on_open and not os.path.exists(self.path):
+        only that the schema was at version 0. A relative path that names no file yet is
+        logged as its file is made: started from another working directory, a worker (or
+        `conveyor list`) made an empty database of its own there without a word, and waited
+        for jobs pushed to the other file, or showed every queue empty."""
+        new = not os.path.exists(self.path)
+        if new and not self.migrate_on_open:
             raise ConfigError(
                 f"no SQLite database at {self.path!r}, and migrate=false keeps conveyor from"
                 " creating one: check the path (a relative one starts from the working"
                 " directory), or run `conveyor migrate` to create it there"
             )
         await super().open()
+        if new and self._relative:
+            log.info(
+                "created the SQLite database %s: its path is relative, so it starts from the"
+                " working directory; every process using these jobs must start from the same"
+                " one (or give an absolute path: sqlite:////absolute/path.db)",
+                self.path,
+            )
 
     async def _reserve_rows(self, params: Params) -> list[Row]:
         # Noted before the statement runs: a job another process commits after this is

@@ -30,6 +30,11 @@ T = TypeVar("T")
 #: Seconds a statement waits for another process's write transaction before giving up.
 BUSY_TIMEOUT = 30.0
 
+#: Bytes the -wal file is cut back to once SQLite starts writing it from the top again. Without
+#: a limit it kept the size of its largest transaction (a push_many of 100,000 jobs of 1 KB:
+#: 146 MB) for as long as any process had the file open, which workers always have.
+WAL_LIMIT = 64 * 2**20
+
 #: The synchronous level of everything a caller must find again after a power cut: pushes.
 DURABLE = "FULL"
 
@@ -68,7 +73,7 @@ class SqliteConnection:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._db: _Database | None = None
+        self._db: _Handle | None = None
         self._thread: DatabaseThread | None = None
         # The connections `execute_in_thread` opened, one per calling thread, each with the
         # opening's number: a thread's connection from before a close is not used again.
@@ -87,7 +92,7 @@ class SqliteConnection:
             return
         self._thread = DatabaseThread("conveyor-sqlite")
         try:
-            self._db = await self._hop(_connect, self.path)
+            self._db = _Handle(await self._hop(_connect, self.path), self.path)
             self._file = _identity(self.path)
         except BaseException:
             self._thread.stop()
@@ -109,17 +114,17 @@ class SqliteConnection:
             return
         try:
             if db is not None:
-                await thread.call(_close, db, self.path)
+                await thread.call(db.close)
         finally:
             thread.stop()
 
     async def fetch(self, query: Query, params: Params) -> list[Row]:
         """Run one statement on its own and return its rows."""
-        return await self._hop(_alone, _fetch, self._connection(), self.path, query, params)
+        return await self._hop(self._handle().run, _alone, _fetch, query, params)
 
     async def execute(self, query: Query, params: Params) -> int:
         """Run one statement on its own and return how many rows it changed."""
-        return await self._hop(_alone, _execute, self._connection(), self.path, query, params)
+        return await self._hop(self._handle().run, _alone, _execute, query, params)
 
     def execute_in_thread(self, query: Query, params: Params) -> int:
         """`execute` from the calling thread, which it blocks (the blocking facade's push from
@@ -130,7 +135,8 @@ class SqliteConnection:
                 raise DriverError(f"the SQLite database {self.path!r} is closed: call open() first")
             self._check_file()
             mine = getattr(self._local, "db", None)
-            if mine is None or mine[0] != (self._opening, os.getpid()):  # new, reopened or forked
+            # New, opened again, forked, or refused a write as read-only (see _Handle).
+            if mine is None or mine[0] != (self._opening, os.getpid()) or mine[1].refused:
                 with GUARD.statement():
                     db, in_use = _connect(self.path), threading.Lock()
                 with self._in_threads_lock:
@@ -143,11 +149,14 @@ class SqliteConnection:
                 close.atexit = False  # at exit the driver's close (or the process's end) does
             with mine[2], GUARD.statement():  # no fork in the middle of it (forking.py)
                 if mine[0] == (self._opening, os.getpid()):  # else closed meanwhile
-                    return _alone(_execute, mine[1], self.path, query, params)
+                    changed: int = _noting_refusal(
+                        mine[1], self.path, _alone, _execute, query, params
+                    )
+                    return changed
 
     async def script(self, sql: str) -> None:
         """Run several statements, each on its own, at the DURABLE level."""
-        await self._hop(_script_alone, self._connection(), self.path, sql)
+        await self._hop(self._handle().run, _script_alone, sql)
 
     async def transaction(
         self, work: Callable[[SqlTransaction], Coroutine[Any, Any, T]], *, durable: bool = True
@@ -157,7 +166,7 @@ class SqliteConnection:
         migration), and the level cannot change once it has begun. `durable=False`: at the
         RELAXED level, for work whose loss only makes jobs run again."""
         level = DURABLE if durable else RELAXED
-        return await self._hop(_transaction, self._connection(), self.path, work, level)
+        return await self._hop(self._handle().run, _transaction, work, level)
 
     def _forget_thread(self, db: _Database) -> threading.Lock | None:
         """Stop keeping `db`, the connection of a thread that has ended; the lock it is used
@@ -169,10 +178,14 @@ class SqliteConnection:
                     return kept[1]
         return None
 
-    def _connection(self) -> _Database:
+    def _handle(self) -> _Handle:
         if self._db is None:
             raise DriverError(f"the SQLite database {self.path!r} is closed: call open() first")
         return self._db
+
+    def _connection(self) -> _Database:
+        """The connection in use now; on the database thread only."""
+        return self._handle().db
 
     async def _hop(self, function: Callable[..., T], *args: Any) -> T:
         """Run `function(*args)` on the database thread: the one place that blocks.
@@ -240,9 +253,45 @@ def _thread_ended(owner: weakref.ref[SqliteConnection], db: _Database, pid: int)
 
 
 class _Database(sqlite3.Connection):
-    """A sqlite3 connection that remembers the synchronous level it last set."""
+    """A sqlite3 connection that remembers the synchronous level it last set, and whether
+    SQLite refused it a write because it opened the file read-only."""
 
     synchronous = ""
+    refused = False
+
+
+class _Handle:
+    """The driver's connection of one opening, replaced after a write was refused as read-only:
+    SQLite opens a file it may not write read-only for as long as it is open, and a worker
+    started before the file's permissions were fixed failed every reserve until restarted."""
+
+    def __init__(self, db: _Database, path: str) -> None:
+        self.db = db
+        self.path = path
+
+    def run(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(db, path, *args)` on the connection, opened again first if it was refused."""
+        if self.db.refused:
+            # Closed first: while any connection of this process has the file, a new one
+            # shares its read-only view of the -shm file.
+            with contextlib.suppress(DriverError):
+                _close(self.db, self.path)
+            self.db = _connect(self.path)  # if this fails, the next call tries again
+        return _noting_refusal(self.db, self.path, function, *args)
+
+    def close(self) -> None:
+        _close(self.db, self.path)
+
+
+def _noting_refusal(db: _Database, path: str, function: Callable[..., T], *args: Any) -> T:
+    """`function(db, path, *args)`, marking `db` refused if SQLite said it is read-only."""
+    try:
+        return function(db, path, *args)
+    except DriverError as error:
+        cause = error.__cause__
+        if isinstance(cause, sqlite3.Error) and _error_code(cause) == sqlite3.SQLITE_READONLY:
+            db.refused = True
+        raise
 
 
 def _connect(path: str) -> _Database:
@@ -260,6 +309,7 @@ def _connect(path: str) -> _Database:
         db.text_factory = decode_text
         try:
             _use_wal(db)
+            db.execute(f"PRAGMA journal_size_limit = {int(WAL_LIMIT)}").fetchall()
             _set_synchronous(db, DURABLE)
         except BaseException:
             db.close()
@@ -294,7 +344,7 @@ def _level_of(name: str) -> str | None:
     return RELAXED if name in RELAXED_STATEMENTS else DURABLE
 
 
-def _alone(run: Callable[..., T], db: _Database, path: str, query: Query, params: Params) -> T:
+def _alone(db: _Database, path: str, run: Callable[..., T], query: Query, params: Params) -> T:
     """`run` one statement as its own transaction, at the level its name calls for."""
     level = _level_of(query.name)
     if level is not None:
@@ -417,12 +467,32 @@ def _driver_error(error: sqlite3.Error, path: str, what: str) -> DriverError:
             " that this process may create and write files there (SQLite adds -wal and -shm"
             " files beside it), and that the file is an SQLite database"
         )
+    if _error_code(error) == sqlite3.SQLITE_READONLY:
+        return BackendUnavailableError(
+            f"the SQLite database {path!r} is read-only to this process ({error}) during"
+            f" {what}: let the user it runs as write the file, its -wal and -shm files and its"
+            " folder; the next call opens the file again"
+        )
     if _error_code(error) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return BackendUnavailableError(
             f"the SQLite database {path!r} stayed locked for {BUSY_TIMEOUT:g}s during {what}:"
             " another process holds a long write transaction; retry later"
         )
+    if _error_code(error) == sqlite3.SQLITE_TOOBIG:  # a batch's payloads, in one string
+        return DriverError(f"SQLite {what} failed on {path!r} ({error}): {_TOO_BIG}")
+    if _error_code(error) in _DISK_ERRORS:
+        return BackendUnavailableError(
+            f"SQLite {what} failed on {path!r} ({error}): the disk it is on is full or failing;"
+            " free space there (or mend it), and workers carry on"
+        )
     return DriverError(f"SQLite {what} failed on {path!r}: {error}")
+
+
+#: The disk could not take a write (full, an I/O error, a file it could not open): no refusal
+#: of the statement, which a worker's settler took it for, writing acked jobs as failed.
+_DISK_ERRORS = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN})
+
+_TOO_BIG = "one statement takes 10**9 bytes: push fewer at a time, push_many(..., chunk=1000)"
 
 
 def _error_code(error: sqlite3.Error) -> int:
