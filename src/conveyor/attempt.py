@@ -314,12 +314,25 @@ def retry_or_fail(
     job: JobInfo, driver: Driver, error: ErrorInfo, raised: BaseException | None = None
 ) -> Outcome:
     """Release the job for its next attempt after its retry delay (or the one the `Retry` it
-    `raised` asks for), or fail it after its last attempt, or at once when it raised `Fail`."""
-    if job.attempt < job.max_attempts and not isinstance(raised, retry.Fail):
-        asked = raised.delay if isinstance(raised, retry.Retry) else None
-        delay = retry.from_json(job.retry_delay).delay(job.attempt) if asked is None else asked
-        return Outcome("release", job, driver, error, delay)
+    `raised` asks for), or fail it after its last attempt, or at once when it raised `Fail`.
+    An exception group (a TaskGroup's) holding a `Fail` fails it; one of `Retry`s alone waits
+    the longest delay they ask for."""
+    leaves = _leaves(raised) if raised is not None else []
+    if job.attempt < job.max_attempts and not any(isinstance(e, retry.Fail) for e in leaves):
+        wait = retry.from_json(job.retry_delay).delay(job.attempt)
+        if leaves and all(isinstance(e, retry.Retry) for e in leaves):
+            asked = [e.delay for e in leaves if isinstance(e, retry.Retry)]
+            wait = max(wait if delay is None else delay for delay in asked)
+        return Outcome("release", job, driver, error, wait)
     return Outcome("fail", job, driver, error)
+
+
+def _leaves(raised: BaseException) -> list[BaseException]:
+    """The exceptions `raised` is made of: itself, or each of an exception group's, at any
+    depth (an asyncio.TaskGroup raises its tasks' errors as one)."""
+    if isinstance(raised, BaseExceptionGroup):
+        return [leaf for inner in raised.exceptions for leaf in _leaves(inner)]
+    return [raised]
 
 
 def error_info(exc: BaseException) -> ErrorInfo:

@@ -4,6 +4,7 @@ attempts left. On every driver."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -85,3 +86,53 @@ async def test_fail_fails_the_job_at_once_with_attempts_left(app: App, start, pl
 def test_a_retry_delay_out_of_range_is_refused_where_it_is_raised() -> None:
     with pytest.raises(ConfigError, match=r"Retry\(delay=\) must be"):
         Retry(delay=-1)
+
+
+async def _in_task_group(error: BaseException) -> None:
+    """Raise `error` from a task of an asyncio.TaskGroup, which raises it in an ExceptionGroup."""
+
+    async def child() -> None:
+        raise error
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(child())
+
+
+@needs("lookup")
+async def test_fail_inside_a_task_group_fails_the_job_at_once(app: App, start) -> None:
+    # Before, the ExceptionGroup a TaskGroup raises hid the Fail: the job was retried.
+    registry = app.registry(retry=5, retry_delay=0)
+
+    @registry.job("charge")
+    async def charge(job: Job[Item]) -> None:
+        await _in_task_group(Fail(f"card {job.payload.n} declined"))
+
+    job_id = await registry.push("q", "charge", Item(7))
+    running = start(registry)
+    info = await settle(registry, job_id)
+    await running.stop()
+    assert info.state is JobState.FAILED
+    assert info.attempt == 1
+    assert info.error.type == "ExceptionGroup"
+    assert "card 7 declined" in info.error.traceback
+
+
+@needs("lookup")
+async def test_retry_inside_a_task_group_waits_the_delay_it_asks_for(app: App, start) -> None:
+    # Before, the ExceptionGroup hid the Retry: the job waited the queue's retry delay (30 s).
+    registry = app.registry(retry=3, retry_delay=30)
+    started: list[float] = []
+
+    @registry.job("flaky")
+    async def flaky(job: Job[Item]) -> None:
+        started.append(time.monotonic())
+        if job.attempt == 1:
+            await _in_task_group(Retry("rate limited", delay=0.5))
+
+    job_id = await registry.push("q", "flaky", Item(1))
+    running = start(registry)
+    info = await settle(registry, job_id)
+    await running.stop()
+    assert info.state is JobState.SUCCEEDED
+    assert info.attempt == 2
+    assert started[1] - started[0] >= 0.4

@@ -1,0 +1,47 @@
+"""What `retry_or_fail` makes of what a handler raised: a `Retry` or `Fail` alone, or inside
+the exception group an asyncio.TaskGroup raises (before, a group hid them: a Fail was retried,
+a Retry waited the queue's retry delay)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conveyor import Fail, Retry
+from conveyor.attempt import error_info, retry_or_fail
+from conveyor.drivers.memory import MemoryDriver
+from conveyor.job import JobInfo, JobState
+from conveyor.retry import Fixed, to_json
+
+
+def _decided(raised: BaseException, attempt: int = 1) -> tuple[str, float]:
+    job = JobInfo("0" * 32, "q", "item", "{}", JobState.RESERVED, attempt, 3, 0, 0.0, 0.0,
+                  retry_delay=to_json(Fixed(60.0)))  # fmt: skip
+    outcome = retry_or_fail(job, MemoryDriver(), error_info(raised), raised)
+    return outcome.kind, outcome.delay
+
+
+@pytest.mark.parametrize(
+    ("raised", "decided"),
+    [
+        (ValueError("boom"), ("release", 60.0)),
+        (Retry(delay=5), ("release", 5.0)),
+        (Retry(), ("release", 60.0)),
+        (Fail("no"), ("fail", 0.0)),
+        (ExceptionGroup("g", [Fail("no")]), ("fail", 0.0)),
+        (
+            ExceptionGroup("g", [ValueError("boom"), ExceptionGroup("h", [Fail("no")])]),
+            ("fail", 0.0),
+        ),
+        (ExceptionGroup("g", [Retry(delay=5), Retry(delay=2)]), ("release", 5.0)),
+        (ExceptionGroup("g", [Retry(delay=5), Retry()]), ("release", 60.0)),
+        (ExceptionGroup("g", [Retry(delay=5), ValueError("boom")]), ("release", 60.0)),
+    ],
+)
+def test_what_a_handler_raised_decides_the_outcome(
+    raised: BaseException, decided: tuple[str, float]
+) -> None:
+    assert _decided(raised) == decided
+
+
+def test_a_retry_in_a_group_on_the_last_attempt_fails_the_job() -> None:
+    assert _decided(ExceptionGroup("g", [Retry(delay=5)]), attempt=3)[0] == "fail"
