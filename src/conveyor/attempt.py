@@ -321,7 +321,7 @@ def retry_or_fail(
     if job.attempt < job.max_attempts and not any(isinstance(e, retry.Fail) for e in leaves):
         wait = retry.from_json(job.retry_delay).delay(job.attempt)
         if leaves and all(isinstance(e, retry.Retry) for e in leaves):
-            asked = [e.delay for e in leaves if isinstance(e, retry.Retry)]
+            asked = [retry.asked(e) for e in leaves if isinstance(e, retry.Retry)]
             wait = max(wait if delay is None else delay for delay in asked)
         return Outcome("release", job, driver, error, wait)
     return Outcome("fail", job, driver, error)

@@ -9,12 +9,15 @@ its own policy keeps it however the registry changes later.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 from dataclasses import dataclass
 
 from conveyor.duration import MAX_SECONDS, Duration, seconds, span
 from conveyor.errors import ConfigError, ConveyorError
+
+log = logging.getLogger("conveyor.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +35,28 @@ class Retry(ConveyorError):
     """Raised by a handler: this attempt failed, run the job again `delay` seconds from now (a
     number or a timedelta; None: after the job's own retry delay), as Celery's
     `self.retry(countdown=...)` or arq's `Retry(defer=...)` do. The attempt counts: raised on
-    the job's last attempt, the job is failed. Recorded on the job like any error."""
+    the job's last attempt, the job is failed. Recorded on the job like any error. A subclass
+    may set `delay` as a class attribute: the delay of its instances made without one."""
+
+    delay: Duration | None = None
 
     def __init__(self, reason: str = "", *, delay: Duration | None = None) -> None:
-        self.delay = None if delay is None else seconds(delay, "Retry(delay=)", zero_ok=True)
+        chosen = type(self).delay if delay is None else delay
+        what = "Retry(delay=)" if delay is not None else f"{type(self).__qualname__}.delay"
+        self.delay = None if chosen is None else seconds(chosen, what, zero_ok=True)
         after = "its retry delay" if self.delay is None else f"{self.delay:g}s"
         super().__init__(reason or f"the handler asked to run it again after {after}")
+
+
+def asked(raised: Retry) -> float | None:
+    """The seconds `raised` asks to wait (None: the job's retry delay). A `delay` set on it
+    after it was made that is no duration is logged and the job's retry delay used: it must
+    never stop the job's outcome from being written."""
+    try:
+        return None if raised.delay is None else seconds(raised.delay, "Retry.delay", zero_ok=True)
+    except ConfigError as exc:
+        log.warning("%s: %s; the job waits its retry delay instead", type(raised).__name__, exc)
+        return None
 
 
 class Fail(ConveyorError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor import Fail, Retry
+from conveyor import ConfigError, Fail, Retry
 from conveyor.attempt import error_info, retry_or_fail
 from conveyor.drivers.memory import MemoryDriver
 from conveyor.job import JobInfo, JobState
@@ -45,3 +45,22 @@ def test_what_a_handler_raised_decides_the_outcome(
 
 def test_a_retry_in_a_group_on_the_last_attempt_fails_the_job() -> None:
     assert _decided(ExceptionGroup("g", [Retry(delay=5)]), attempt=3)[0] == "fail"
+
+
+def test_a_retry_delay_set_to_no_duration_waits_the_retry_delay(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Before, the text reached the driver, which could not write it: the job was failed.
+    raised = Retry("soon")
+    raised.delay = "soon"  # type: ignore[assignment]
+    assert _decided(raised) == ("release", 60.0)
+    assert "Retry.delay must be seconds or a timedelta, not 'soon'" in caplog.text
+
+
+class Patient(Retry):
+    delay = -1
+
+
+def test_a_subclass_default_delay_out_of_range_is_refused_where_it_is_raised() -> None:
+    with pytest.raises(ConfigError, match=r"Patient.delay must be from 0 seconds"):
+        Patient()

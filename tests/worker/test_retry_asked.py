@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 
@@ -136,3 +137,38 @@ async def test_retry_inside_a_task_group_waits_the_delay_it_asks_for(app: App, s
     assert info.state is JobState.SUCCEEDED
     assert info.attempt == 2
     assert started[1] - started[0] >= 0.4
+
+
+class Throttled(Retry):
+    delay = 0.5  # the default of its instances
+
+
+class Later(Retry):
+    def __init__(self) -> None:
+        super().__init__("later")
+        self.delay = timedelta(seconds=0.5)  # set after it was made: never checked there
+
+
+@needs("lookup")
+@pytest.mark.parametrize("kind", [Throttled, Later], ids=["class-default", "set-after"])
+async def test_a_retry_subclass_waits_the_delay_it_says(app: App, start, kind: type) -> None:
+    # Before, Throttled's class attribute was overwritten with None (the queue's 30 s were
+    # waited), and Later's timedelta reached the driver, which could not write it: the job
+    # was failed for good with a DriverError, attempts left.
+    registry = app.registry(retry=3, retry_delay=30)
+    started: list[float] = []
+
+    @registry.job("flaky")
+    async def flaky(job: Job[Item]) -> None:
+        started.append(time.monotonic())
+        if job.attempt == 1:
+            raise kind()
+
+    job_id = await registry.push("q", "flaky", Item(1))
+    running = start(registry)
+    info = await settle(registry, job_id)
+    await running.stop()
+    assert info.state is JobState.SUCCEEDED
+    assert info.attempt == 2
+    assert started[1] - started[0] >= 0.4
+    assert info.errors[0].error.type.endswith(kind.__qualname__)
