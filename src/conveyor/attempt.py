@@ -338,23 +338,28 @@ def _leaves(raised: BaseException) -> list[BaseException]:
 def error_info(exc: BaseException) -> ErrorInfo:
     """The exception as recorded on a job: qualified type name, message, traceback, with the
     password of any URL in them hidden (they are logged, stored and shown)."""
-    kind = type(exc)
-    name = (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
     shown = "".join(traceback.format_exception(exc))
-    return ErrorInfo(_kept(name), _kept(_message(exc)), _kept(shown))
+    return ErrorInfo(_kept(_type_name(exc)), _kept(_message(exc)), _kept(shown))
+
+
+def _type_name(exc: BaseException) -> str:
+    kind = type(exc)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _message(exc: BaseException) -> str:
     """`str(exc)`, or what Python's own traceback writes when the exception's `__str__` raises
-    or returns no text: the job is failed all the same, with its own exception's type."""
+    or returns no text: the job is failed all the same, with its own exception's type. An
+    exception group's (a TaskGroup's) says what its tasks raised, each type and message."""
     try:
-        return str(exc)
+        said = str(exc)
     except BaseException:  # the handler's exception is at fault, not the worker
-        return "<exception str() failed>"
+        said = "<exception str() failed>"
+    if isinstance(exc, BaseExceptionGroup):
+        said += ": " + "; ".join(f"{_type_name(e)}: {_message(e)}" for e in _leaves(exc))
+    return said
 
 
 def _kept(text: str) -> str:

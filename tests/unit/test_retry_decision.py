@@ -64,3 +64,12 @@ class Patient(Retry):
 def test_a_subclass_default_delay_out_of_range_is_refused_where_it_is_raised() -> None:
     with pytest.raises(ConfigError, match=r"Patient.delay must be from 0 seconds"):
         Patient()
+
+
+def test_an_exception_group_s_message_says_what_its_tasks_raised() -> None:
+    inner = ExceptionGroup("inner", [KeyError("k")])
+    error = error_info(ExceptionGroup("outer", [ValueError("boom"), inner, Fail("no")]))
+    assert error.type == "ExceptionGroup"
+    assert error.message == (
+        "outer (3 sub-exceptions): ValueError: boom; KeyError: 'k'; conveyor.retry.Fail: no"
+    )
