@@ -322,14 +322,18 @@ class Settler:
                     self._telling.pop(outcome.job.id, None)
                 told.set()
         # Retried: released after a failed attempt (a job given back by a stop did not fail).
-        retried = sum(1 for o in outcomes if o.kind == "release" and o.error is not None)
+        retried = sum(
+            1
+            for o in outcomes
+            if o.kind == "release" and o.error is not None and o.job.id in released
+        )
         self._tally.add(
             driver,
             WorkerCounts(
                 processed=len(acked) + len(failed) + sum(1 for r in releases if r.id in released),
                 succeeded=len(acked),
                 failed=len(failed - {o.job.id for o in outcomes if o.cancelled}),
-                retried=min(retried, len(released)),
+                retried=retried,
             ),
         )
 
