@@ -38,7 +38,7 @@ class Retry(ConveyorError):
     the job's last attempt, the job is failed. Recorded on the job like any error. A subclass
     may set `delay` as a class attribute: the delay of its instances made without one."""
 
-    delay: Duration | None = None
+    delay: float | None = None
 
     def __init__(self, reason: str = "", *, delay: Duration | None = None) -> None:
         chosen = type(self).delay if delay is None else delay
