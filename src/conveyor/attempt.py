@@ -330,9 +330,14 @@ def retry_or_fail(
 def _leaves(raised: BaseException) -> list[BaseException]:
     """The exceptions `raised` is made of: itself, or each of an exception group's, at any
     depth (an asyncio.TaskGroup raises its tasks' errors as one)."""
-    if isinstance(raised, BaseExceptionGroup):
-        return [leaf for inner in raised.exceptions for leaf in _leaves(inner)]
-    return [raised]
+    leaves, left = [], [raised]
+    while left:  # not recursive: a group nested deeper than Python's recursion limit is fine
+        exc = left.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            left.extend(reversed(exc.exceptions))
+        else:
+            leaves.append(exc)
+    return leaves
 
 
 def error_info(exc: BaseException) -> ErrorInfo:

@@ -73,3 +73,10 @@ def test_an_exception_group_s_message_says_what_its_tasks_raised() -> None:
     assert error.message == (
         "outer (3 sub-exceptions): ValueError: boom; KeyError: 'k'; conveyor.retry.Fail: no"
     )
+
+
+def test_a_group_nested_past_the_recursion_limit_is_decided() -> None:
+    raised: BaseException = Fail("no")
+    for _ in range(5000):
+        raised = ExceptionGroup("g", [raised])
+    assert _decided(raised) == ("fail", 0.0)
