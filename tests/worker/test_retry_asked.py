@@ -5,6 +5,7 @@ attempts left. On every driver."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -176,3 +177,31 @@ async def test_a_retry_subclass_waits_the_delay_it_says(app: App, start, kind: t
     assert info.attempt == 2
     assert started[1] - started[0] >= 0.4
     assert info.errors[0].error.type.endswith(kind.__qualname__)
+
+
+@needs("lookup")
+async def test_a_plain_handler_s_retry_and_fail_are_logged_and_told_as_they_were(
+    app: App, start, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = app.registry(retry=5, retry_delay=30)
+    told: list[tuple[str, str | None]] = []
+    registry.hook("retried", "failed")(
+        lambda event: told.append((event.kind, event.error and event.error.type))
+    )
+
+    @registry.job("sync.call")
+    def call(job: Job[Item]) -> None:  # runs on a thread
+        if job.attempt == 1:
+            raise Retry("rate limited", delay=timedelta(seconds=0.5))
+        raise Fail("gone")
+
+    caplog.set_level(logging.INFO, "conveyor.worker")
+    job_id = await registry.push("q", "sync.call", Item(1))
+    running = start(registry)
+    info = await settle(registry, job_id)
+    await running.stop()
+    assert (info.state, info.attempt) == (JobState.FAILED, 2)
+    assert told == [("retried", "conveyor.retry.Retry"), ("failed", "conveyor.retry.Fail")]
+    lines = [r.getMessage() for r in caplog.records if getattr(r, "id", None) == job_id]
+    assert "attempt 1 of 6 failed, retrying in 0.5s: conveyor.retry.Retry: rate limited" in lines[0]
+    assert "failed for good after attempt 2: conveyor.retry.Fail: gone" in lines[1]
