@@ -34,7 +34,7 @@ from redis.asyncio import connection as redis_asyncio_connection
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, ReadOnlyError, RedisError
+from redis.exceptions import AuthenticationError, OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
@@ -361,6 +361,12 @@ _FIXES = {
 }
 
 
+#: Refusals of a server that cannot write for a while, whatever the command (redis-py names
+#: no class for them): a failing snapshot (`stop-writes-on-bgsave-error`), a script running
+#: past `busy-reply-threshold`.
+_PASSING = ("MISCONF", "BUSY ")
+
+
 class Edge:
     """Where redis-py's errors become DriverError subclasses, with messages that name the
     server but never its password: `with edge:` around a call bounded otherwise (BLPOP),
@@ -400,6 +406,18 @@ class Edge:
                 ) from exc
             raise BackendUnavailableError(
                 f"{self.where} is unavailable ({detail}): check that it is running and reachable"
+            ) from exc
+        if isinstance(exc, OutOfMemoryError) or text.startswith(_PASSING):
+            # The server's state, not the command: nothing was written (a script is refused
+            # before its first write), and the same call succeeds once it passes, so a worker
+            # keeps its outcomes and writes them then rather than taking them for refusals.
+            fix = (
+                "it reached its maxmemory: free memory or raise maxmemory"
+                if isinstance(exc, OutOfMemoryError)
+                else "see the server's log"
+            )
+            raise BackendUnavailableError(
+                f"{self.where} cannot write for now ({self.location.mask(text)}); {fix}"
             ) from exc
         fix = next((fix for piece, fix in _FIXES.items() if piece in text), "")
         raise DriverError(

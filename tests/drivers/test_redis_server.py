@@ -1,0 +1,139 @@
+"""The Redis driver against its server's own states, on a redis-server of the test's own
+(tests/backends/private.py): memory full under `maxmemory`, a restart without persistence.
+The shared server is never reconfigured."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from conveyor import Job, JobState, Registry, Worker
+from conveyor.drivers.base import Reservation
+from conveyor.drivers.redis import RedisDriver
+from conveyor.errors import BackendUnavailableError
+from tests.backends.private import PrivateRedis, private_redis
+from tests.contract.helpers import make_job
+
+LONG_LEASE = 30.0
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    with private_redis(tmp_path) as own:
+        yield own
+
+
+@pytest.fixture
+async def raw(server: PrivateRedis) -> AsyncIterator[Redis]:
+    client = Redis.from_url(server.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def test_a_server_out_of_memory_is_unavailable_for_now_not_a_refusal(
+    server: PrivateRedis, raw: Redis
+) -> None:
+    driver = RedisDriver(server.url)
+    try:
+        await driver.push(make_job())
+        [job] = await driver.reserve(["q"], 1, LONG_LEASE, "w1")
+        await raw.config_set("maxmemory", "1")  # noeviction, the default: writes are refused
+
+        with pytest.raises(BackendUnavailableError, match="maxmemory"):
+            await driver.push(make_job())
+        with pytest.raises(BackendUnavailableError, match="maxmemory"):
+            await driver.ack([Reservation(job.id, job.reservation or "")])
+
+        await raw.config_set("maxmemory", "0")
+        assert await driver.ack([Reservation(job.id, job.reservation or "")]) == {job.id}
+    finally:
+        await driver.close()
+
+
+async def test_a_worker_keeps_its_acks_while_the_server_is_out_of_memory(
+    server: PrivateRedis, raw: Redis
+) -> None:
+    """Before, each refused ack counted as a refusal of the job: after three the job that
+    succeeded was written as failed (or, that refused too, ran again after its lease)."""
+    driver = RedisDriver(server.url)
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w", poll_interval=0.05)
+    started = asyncio.Event()
+    go_on = asyncio.Event()
+
+    @registry.job("slow")
+    async def slow(job: Job[int]) -> None:
+        started.set()
+        await go_on.wait()
+
+    job_id = await registry.push("q", "slow", 1)
+    worker = Worker(registry, "w")
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        await raw.config_set("maxmemory", "1")
+        go_on.set()
+        await asyncio.sleep(3)  # the settler's writes are refused meanwhile, several times
+        await raw.config_set("maxmemory", "0")
+
+        async def succeeded() -> None:
+            while (info := await driver.get(job_id)) is None or info.state != JobState.SUCCEEDED:
+                assert info is None or info.state != JobState.FAILED, info.errors
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(succeeded(), 20)
+    finally:
+        await raw.config_set("maxmemory", "0")
+        worker.stop(now=True)
+        await asyncio.wait_for(task, 20)
+        await registry.close()
+
+
+async def test_a_server_whose_snapshots_fail_is_unavailable_for_now(tmp_path: Path) -> None:
+    """`stop-writes-on-bgsave-error` (the default) refuses writes with MISCONF until a
+    snapshot succeeds again: the server's state, as memory running short is."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with private_redis(folder) as server:
+        driver = RedisDriver(server.url)
+        raw = Redis.from_url(server.url, decode_responses=True)
+        try:
+            await driver.push(make_job())
+            await raw.config_set("save", "3600 1")
+            shutil.rmtree(folder)  # its snapshot's file cannot be made
+            await raw.bgsave()
+            while (await raw.info("persistence"))["rdb_last_bgsave_status"] != "err":
+                await asyncio.sleep(0.05)
+
+            with pytest.raises(BackendUnavailableError, match="MISCONF"):
+                await driver.push(make_job())
+        finally:
+            await raw.aclose()
+            await driver.close()
+
+
+async def test_a_server_busy_running_a_script_is_unavailable_for_now(
+    server: PrivateRedis, raw: Redis
+) -> None:
+    driver = RedisDriver(server.url)
+    other = Redis.from_url(server.url)
+    try:
+        await driver.push(make_job())
+        await raw.config_set("busy-reply-threshold", "50")
+        spin = "local t = redis.call('TIME')[1] + 3"
+        spin += " while tonumber(redis.call('TIME')[1]) < t do end"
+        busy = asyncio.create_task(other.eval(spin, 0))
+        await asyncio.sleep(0.3)
+
+        with pytest.raises(BackendUnavailableError, match="BUSY"):
+            await driver.push(make_job())
+        await busy
+    finally:
+        await other.aclose()
+        await driver.close()
