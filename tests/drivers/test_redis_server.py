@@ -137,3 +137,79 @@ async def test_a_server_busy_running_a_script_is_unavailable_for_now(
     finally:
         await other.aclose()
         await driver.close()
+
+
+# -- a restart without persistence: the server forgets everything --------------------------------
+
+
+@pytest.fixture
+def forgetful(tmp_path: Path) -> Iterator[PrivateRedis]:
+    with private_redis(tmp_path, persistent=False) as own:
+        yield own
+
+
+def restart(server: PrivateRedis) -> None:
+    server.kill()
+    server.start()
+
+
+async def test_a_job_pushed_after_a_restart_without_persistence_can_be_found(
+    forgetful: PrivateRedis,
+) -> None:
+    """The set of queues that `get` and `cancel` search went with the restart; before, a
+    producer that had pushed to the queue never added it again, so `conveyor job ID` said no
+    such job, and it could not be cancelled, until the producer was restarted."""
+    producer = RedisDriver(forgetful.url, socket_connect_timeout=0.5)
+    looker = RedisDriver(forgetful.url, socket_connect_timeout=0.5)
+    try:
+        await producer.push(make_job())
+        restart(forgetful)
+        many = [make_job(), make_job("other")]
+
+        await producer.push_many(many)
+
+        for job in many:
+            found = await looker.get(job.id)
+            assert found is not None and found.state == JobState.PENDING
+        assert await looker.cancel([many[0].id]) == {many[0].id}
+    finally:
+        await producer.close()
+        await looker.close()
+
+
+async def test_a_single_push_after_a_restart_without_persistence_can_be_found(
+    forgetful: PrivateRedis,
+) -> None:
+    producer = RedisDriver(forgetful.url, socket_connect_timeout=0.5)
+    looker = RedisDriver(forgetful.url, socket_connect_timeout=0.5)
+    try:
+        await producer.push(make_job())
+        restart(forgetful)
+        job = make_job()
+
+        await producer.push(job)
+
+        found = await looker.get(job.id)
+        assert found is not None and found.state == JobState.PENDING
+    finally:
+        await producer.close()
+        await looker.close()
+
+
+async def test_a_push_from_a_thread_after_a_restart_without_persistence_can_be_found(
+    forgetful: PrivateRedis,
+) -> None:
+    producer = RedisDriver(forgetful.url, socket_connect_timeout=0.5)
+    looker = RedisDriver(forgetful.url, socket_connect_timeout=0.5)
+    try:
+        await producer.push(make_job())
+        restart(forgetful)
+        job = make_job()
+
+        assert await asyncio.to_thread(producer.push_in_thread, job) == job.id
+
+        found = await looker.get(job.id)
+        assert found is not None and found.state == JobState.PENDING
+    finally:
+        await producer.close()
+        await looker.close()

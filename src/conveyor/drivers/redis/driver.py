@@ -125,9 +125,8 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
         if not jobs:
             return []
         calls = _push_calls(jobs)
-        fresh = [
-            queue for queue in dict.fromkeys(q for q, _, _ in calls) if queue not in self._known
-        ]
+        loads = self._scripts.loads
+        fresh = self._unknown(q for q, _, _ in calls)
         batch = Batch()
         for queue in fresh:
             batch.command("SADD", self.prefix + "queues", queue)
@@ -140,7 +139,7 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
             replies = [await self._call(name, rest[:count], rest[count:])]
         else:
             replies = await self._run(batch, transaction=len(calls) > 1)
-        self._known.update(fresh)
+        await self._pushed(dict.fromkeys(q for q, _, _ in calls), loads)
         ids = [""] * len(jobs)
         for (_, indexes, _), pushed in zip(calls, replies[-len(calls) :], strict=True):
             for index, job_id in zip(indexes, pushed, strict=True):
@@ -218,7 +217,8 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
         self, reservations: Sequence[Reservation], successors: Sequence[NewJob]
     ) -> set[str]:
         """The push scripts and the ack scripts in one MULTI/EXEC: one round trip, atomic."""
-        fresh = [q for q in dict.fromkeys(job.queue for job in successors) if q not in self._known]
+        loads = self._scripts.loads
+        fresh = self._unknown(job.queue for job in successors)
         batch = Batch()
         for queue in fresh:
             batch.command("SADD", self.prefix + "queues", queue)
@@ -230,7 +230,7 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
         for call_keys, args in acks:
             batch.script("ack", call_keys, args)
         replies = await self._run(batch, transaction=True)
-        self._known.update(fresh)
+        await self._pushed(dict.fromkeys(job.queue for job in successors), loads)
         return {job_id for reply in replies[len(replies) - len(acks) :] for job_id in reply}
 
     async def release(self, releases: Sequence[Release]) -> set[str]:
