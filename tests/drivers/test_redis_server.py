@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from conveyor import Job, JobState, Registry, Worker
+from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Reservation
 from conveyor.drivers.redis import RedisDriver
 from conveyor.errors import BackendUnavailableError
@@ -213,3 +215,43 @@ async def test_a_push_from_a_thread_after_a_restart_without_persistence_can_be_f
     finally:
         await producer.close()
         await looker.close()
+
+
+# -- a Unix socket ---------------------------------------------------------------------------------
+
+
+async def test_a_server_on_a_unix_socket_is_reached_by_its_unix_url(tmp_path: Path) -> None:
+    """redis-py's form, unix:///path?db=N&password=...; before, the socket's path was taken for
+    a database number (a ConfigError), and past that the TCP keepalive settings failed every
+    connection with a TypeError."""
+    sock = tmp_path / "redis.sock"
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "",
+         "--appendonly", "no", "--requirepass", "se/cr#t"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    driver = None
+    try:
+        while not sock.exists():
+            assert server.poll() is None, "redis-server did not start"
+            await asyncio.sleep(0.02)
+        driver = driver_from_url(f"unix://{sock}?db=2&password=se%2Fcr%23t&timeout=5")
+        assert isinstance(driver, RedisDriver) and "se/cr" not in driver.where()
+        job = make_job()
+
+        await driver.push(job)
+        assert await asyncio.to_thread(driver.push_in_thread, make_job()) is not None
+        await driver.wait(["q"], 0.05)  # the blocking client's BLPOP
+        [got, _] = await driver.reserve(["q"], 2, LONG_LEASE, "w1")
+
+        assert got.id == job.id
+        raw = Redis(unix_socket_path=str(sock), password="se/cr#t", db=2)
+        try:
+            assert await raw.exists(driver.keys("q").job + job.id) == 1
+        finally:
+            await raw.aclose()
+    finally:
+        if driver is not None:
+            await driver.close()
+        server.kill()
+        server.wait(5)

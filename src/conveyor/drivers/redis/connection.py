@@ -105,7 +105,9 @@ def _split(url: str, name: str) -> tuple[str, str | None]:
     if not values:
         return url, None
     rest = urllib.parse.urlencode([(key, value) for key, value in query if key != name])
-    return urllib.parse.urlunsplit(parts._replace(query=rest)), values[-1]
+    # Cut by hand: urlunsplit would write unix:///path.sock as unix:/path.sock.
+    kept = url.partition("?")[0] + (f"?{rest}" if rest else "")
+    return kept + (f"#{parts.fragment}" if parts.fragment else ""), values[-1]
 
 
 def check_url(url: str) -> None:
@@ -113,7 +115,9 @@ def check_url(url: str) -> None:
     command_timeout(url, {})
     try:
         _parse_url(url)
-        database = urllib.parse.urlsplit(url).path.strip("/")
+        parts = urllib.parse.urlsplit(url)
+        # unix:///path/to/redis.sock?db=0: the path is the socket's, the database in the query.
+        database = parts.path.strip("/") if parts.scheme != "unix" else ""
     except (ValueError, TypeError) as exc:
         raise _bad_url(url, exc) from None
     if database and not database.isdigit():  # redis-py would quietly use database 0
@@ -159,7 +163,7 @@ def make_client(url: str, options: dict[str, Any], *, blocking: bool = False) ->
     override any setting below; `timeout` in either is conveyor's (see the module
     docstring)."""
     url, timeout = command_timeout(url, options)
-    settings = _settings(timeout, options, AsyncRetry, blocking=blocking)
+    settings = _settings(url, timeout, options, AsyncRetry, blocking=blocking)
     if blocking:
         pool: ConnectionPool = BlockingConnectionPool.from_url(url, timeout=timeout, **settings)
     else:
@@ -175,14 +179,19 @@ def make_thread_client(url: str, options: dict[str, Any]) -> redis.Redis:
     each wait for a reply within `timeout`, and a call finding every connection busy waits at
     most `timeout` for one. Thread-safe: each thread takes a connection of its own."""
     url, timeout = command_timeout(url, options)
-    settings = _settings(timeout, options, SyncRetry, blocking=False)
+    settings = _settings(url, timeout, options, SyncRetry, blocking=False)
     settings["socket_timeout"] = timeout
     pool = redis.BlockingConnectionPool.from_url(url, timeout=timeout, **settings)
     return redis.Redis.from_pool(pool)
 
 
 def _settings(
-    timeout: float, options: dict[str, Any], retry: type[AsyncRetry | SyncRetry], *, blocking: bool
+    url: str,
+    timeout: float,
+    options: dict[str, Any],
+    retry: type[AsyncRetry | SyncRetry],
+    *,
+    blocking: bool,
 ) -> dict[str, Any]:
     """The pool settings of every client, then `options` (but `timeout`) over them."""
     settings: dict[str, Any] = {
@@ -204,6 +213,8 @@ def _settings(
             supported_errors=(RedisConnectionError,),
         ),
     }
+    if urllib.parse.urlsplit(url).scheme == "unix":  # a Unix socket has no TCP keepalives
+        del settings["socket_keepalive"], settings["socket_keepalive_options"]
     settings.update((key, value) for key, value in options.items() if key != "timeout")
     return settings
 
