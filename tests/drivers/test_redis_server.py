@@ -5,20 +5,23 @@ The shared server is never reconfigured."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
+import conveyor.drivers.redis.driver as driver_module
 from conveyor import Job, JobState, Registry, Worker
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Reservation
 from conveyor.drivers.redis import RedisDriver
-from conveyor.errors import BackendUnavailableError
-from tests.backends.private import PrivateRedis, private_redis
+from conveyor.errors import BackendUnavailableError, DriverError
+from tests.backends.private import PrivateRedis, private_redis, spare_port, wait_for_port
 from tests.contract.helpers import make_job
 
 LONG_LEASE = 30.0
@@ -255,3 +258,52 @@ async def test_a_server_on_a_unix_socket_is_reached_by_its_unix_url(tmp_path: Pa
             await driver.close()
         server.kill()
         server.wait(5)
+
+
+# -- payloads near proto-max-bulk-len ------------------------------------------------------------
+
+
+@pytest.fixture
+def small_bulk(tmp_path: Path) -> Iterator[str]:
+    """A redis-server whose proto-max-bulk-len is its least, 1 MB (512 MB by default)."""
+    port = spare_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--proto-max-bulk-len", "1mb", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, up=True)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.kill()
+        server.wait(5)
+
+
+async def test_a_batch_of_payloads_past_proto_max_bulk_len_is_cut_to_fit(
+    small_bulk: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each payload fits, their sum in one script call does not: before, the batch was refused
+    whole (at the default 512 MB: 1,000 jobs of 600 KB, each within max_payload_bytes)."""
+    monkeypatch.setattr(driver_module, "CHUNK_CHARS", 512 * 1024, raising=False)
+    driver = RedisDriver(small_bulk)
+    try:
+        jobs = [make_job(payload=json.dumps("x" * 400_000)) for _ in range(4)]
+        jobs.append(make_job(queue="other"))
+
+        assert await driver.push_many(jobs) == [job.id for job in jobs]
+        reserved = await driver.reserve(["q"], 10, LONG_LEASE, "w1")
+        assert {job.id for job in reserved} == {job.id for job in jobs[:4]}
+    finally:
+        await driver.close()
+
+
+async def test_a_payload_past_proto_max_bulk_len_names_the_setting(small_bulk: str) -> None:
+    driver = RedisDriver(small_bulk)
+    try:
+        big = replace(make_job(), payload=json.dumps("x" * 1_100_000))
+        with pytest.raises(DriverError, match="proto-max-bulk-len"):
+            await driver.push(big)
+        assert await driver.push(make_job()) is not None  # the connection was replaced
+    finally:
+        await driver.close()

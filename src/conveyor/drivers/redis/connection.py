@@ -365,6 +365,10 @@ _FIXES = {
         "; another program wrote a key under the driver's prefix with a value of another type:"
         " give conveyor a prefix of its own (?prefix=)"
     ),
+    "invalid bulk length": (
+        "; a value passed the server's proto-max-bulk-len (512 MB by default): push a smaller"
+        " payload (Registry(max_payload_bytes=...) bounds them), or raise the setting"
+    ),
     "DB index is out of range": (
         "; the URL's database number is past the server's `databases` setting (16 by default,"
         " numbered from 0): write a lower one, or raise the setting"
