@@ -108,35 +108,6 @@ def test_every_verb_has_a_script_documenting_keys_and_argv() -> None:
         assert "KEYS[1]" in header and ("ARGV[1]" in header or "No ARGV" in header), script.name
 
 
-async def test_scripts_are_loaded_again_after_script_flush(connect, raw: Redis) -> None:
-    driver = await connect()
-    await driver.push(make_job())
-
-    await raw.script_flush()
-    job = make_job()
-
-    assert await driver.push(job) == job.id
-    [reserved] = await driver.reserve(["q"], 1, LONG_LEASE, "w1")
-    await raw.script_flush()
-    assert await driver.ack([Reservation(reserved.id, reserved.reservation or "")]) == {reserved.id}
-
-
-async def test_pipelined_scripts_are_sent_again_after_script_flush(connect, raw: Redis) -> None:
-    driver = await connect()
-    await raw.script_flush()
-
-    # Several queues: push_many is a MULTI/EXEC of several script calls.
-    jobs = [make_job("a"), make_job("b"), make_job("a")]
-    assert await driver.push_many(jobs) == [job.id for job in jobs]
-    reserved = await driver.reserve(["a", "b"], 3, LONG_LEASE, "w1")
-    await raw.script_flush()
-
-    # Several queues: one ack script call per queue, pipelined.
-    done = await driver.ack([Reservation(job.id, job.reservation or "") for job in reserved])
-
-    assert done == {job.id for job in jobs}
-
-
 async def test_push_of_an_id_already_stored_stores_nothing_twice(connect) -> None:
     # A push retried after a lost reply must not store the job twice or reset it.
     driver = await connect()

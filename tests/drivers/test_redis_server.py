@@ -1,6 +1,7 @@
 """The Redis driver against its server's own states, on a redis-server of the test's own
-(tests/backends/private.py): memory full under `maxmemory`, a restart without persistence.
-The shared server is never reconfigured."""
+(tests/backends/private.py): memory full under `maxmemory`, scripts flushed, a restart
+without persistence, a Unix socket, a small proto-max-bulk-len. The shared server is never
+reconfigured or flushed."""
 
 from __future__ import annotations
 
@@ -142,6 +143,57 @@ async def test_a_server_busy_running_a_script_is_unavailable_for_now(
     finally:
         await other.aclose()
         await driver.close()
+
+
+# -- SCRIPT FLUSH: the server forgets the scripts, which are loaded again ------------------------
+
+
+@pytest.fixture
+async def driver(server: PrivateRedis) -> AsyncIterator[RedisDriver]:
+    opened = RedisDriver(server.url)
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def test_scripts_are_loaded_again_after_script_flush(driver: RedisDriver, raw: Redis) -> None:
+    await driver.push(make_job())
+
+    await raw.script_flush()
+    job = make_job()
+
+    assert await driver.push(job) == job.id
+    [reserved] = await driver.reserve(["q"], 1, LONG_LEASE, "w1")
+    await raw.script_flush()
+    assert await driver.ack([Reservation(reserved.id, reserved.reservation or "")]) == {reserved.id}
+
+
+async def test_pipelined_scripts_are_sent_again_after_script_flush(
+    driver: RedisDriver, raw: Redis
+) -> None:
+    await raw.script_flush()
+
+    # Several queues: push_many is a MULTI/EXEC of several script calls.
+    jobs = [make_job("a"), make_job("b"), make_job("a")]
+    assert await driver.push_many(jobs) == [job.id for job in jobs]
+    reserved = await driver.reserve(["a", "b"], 3, LONG_LEASE, "w1")
+    await raw.script_flush()
+
+    # Several queues: one ack script call per queue, pipelined.
+    done = await driver.ack([Reservation(job.id, job.reservation or "") for job in reserved])
+
+    assert done == {job.id for job in jobs}
+
+
+async def test_push_in_thread_loads_the_script_again_after_script_flush(
+    driver: RedisDriver, raw: Redis
+) -> None:
+    await driver.push(make_job())
+    await raw.script_flush()
+    job = make_job()
+
+    assert await asyncio.to_thread(driver.push_in_thread, job) == job.id
+    assert await driver.get(job.id) is not None
 
 
 # -- a restart without persistence: the server forgets everything --------------------------------
