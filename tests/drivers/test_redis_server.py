@@ -145,6 +145,26 @@ async def test_a_server_busy_running_a_script_is_unavailable_for_now(
         await driver.close()
 
 
+async def test_a_replica_cut_off_from_its_master_is_unavailable_for_now(tmp_path: Path) -> None:
+    """MASTERDOWN (`replica-serve-stale-data no`), as a failover leaves a URL for a moment."""
+    port = spare_port()
+    replica = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), "--replicaof", "127.0.0.1",
+         str(spare_port()), "--replica-serve-stale-data", "no"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    driver = RedisDriver(f"redis://127.0.0.1:{port}/0")
+    try:
+        wait_for_port(port, up=True)
+        with pytest.raises(BackendUnavailableError, match="point the URL at the master"):
+            await driver.push(make_job())
+    finally:
+        await driver.close()
+        replica.kill()
+        replica.wait(5)
+
+
 # -- SCRIPT FLUSH: the server forgets the scripts, which are loaded again ------------------------
 
 

@@ -34,7 +34,13 @@ from redis.asyncio import connection as redis_asyncio_connection
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, OutOfMemoryError, ReadOnlyError, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
@@ -422,15 +428,16 @@ class Edge:
             raise BackendUnavailableError(
                 f"{self.where} is unavailable ({detail}): check that it is running and reachable"
             ) from exc
-        if isinstance(exc, OutOfMemoryError) or text.startswith(_PASSING):
+        if isinstance(exc, (OutOfMemoryError, MasterDownError)) or text.startswith(_PASSING):
             # The server's state, not the command: nothing was written (a script is refused
             # before its first write), and the same call succeeds once it passes, so a worker
             # keeps its outcomes and writes them then rather than taking them for refusals.
-            fix = (
-                "it reached its maxmemory: free memory or raise maxmemory"
-                if isinstance(exc, OutOfMemoryError)
-                else "see the server's log"
-            )
+            if isinstance(exc, OutOfMemoryError):
+                fix = "it reached its maxmemory: free memory or raise maxmemory"
+            elif isinstance(exc, MasterDownError):
+                fix = "it is a replica cut off from its master: point the URL at the master"
+            else:
+                fix = "see the server's log"
             raise BackendUnavailableError(
                 f"{self.where} cannot write for now ({self.location.mask(text)}); {fix}"
             ) from exc
