@@ -254,8 +254,9 @@ async def test_a_job_pushed_after_a_restart_without_persistence_can_be_found(
         await looker.close()
 
 
+@pytest.mark.parametrize("sent_from", ["loop", "thread"])
 async def test_a_single_push_after_a_restart_without_persistence_can_be_found(
-    forgetful: PrivateRedis,
+    forgetful: PrivateRedis, sent_from: str
 ) -> None:
     producer = RedisDriver(forgetful.url, socket_connect_timeout=0.5)
     looker = RedisDriver(forgetful.url, socket_connect_timeout=0.5)
@@ -264,26 +265,10 @@ async def test_a_single_push_after_a_restart_without_persistence_can_be_found(
         restart(forgetful)
         job = make_job()
 
-        await producer.push(job)
-
-        found = await looker.get(job.id)
-        assert found is not None and found.state == JobState.PENDING
-    finally:
-        await producer.close()
-        await looker.close()
-
-
-async def test_a_push_from_a_thread_after_a_restart_without_persistence_can_be_found(
-    forgetful: PrivateRedis,
-) -> None:
-    producer = RedisDriver(forgetful.url, socket_connect_timeout=0.5)
-    looker = RedisDriver(forgetful.url, socket_connect_timeout=0.5)
-    try:
-        await producer.push(make_job())
-        restart(forgetful)
-        job = make_job()
-
-        assert await asyncio.to_thread(producer.push_in_thread, job) == job.id
+        if sent_from == "loop":
+            assert await producer.push(job) == job.id
+        else:
+            assert await asyncio.to_thread(producer.push_in_thread, job) == job.id
 
         found = await looker.get(job.id)
         assert found is not None and found.state == JobState.PENDING
