@@ -415,6 +415,21 @@ def test_url_sets_prefix_and_keeps_other_options() -> None:
     assert driver.url == "redis://127.0.0.1:6379/3?socket_timeout=2"
 
 
+@pytest.mark.parametrize("written", ["?timeout=3000000", "?timeout=1e12"])
+def test_a_timeout_past_24_days_is_refused_when_the_driver_is_made(written: str) -> None:
+    """Before, it was taken, and every call failed as a server out of reach ("a bytes-like
+    object is required"): TCP_USER_TIMEOUT, in milliseconds, cannot hold it."""
+    with pytest.raises(ConfigError, match=r"up to 2073600 \(24 days\)"):
+        RedisDriver(f"redis://127.0.0.1:6379/0{written}")
+
+
+async def test_a_timeout_of_24_days_is_kept(connect) -> None:
+    driver = await connect(f"{URL}?timeout={24 * 86_400}")
+
+    assert await driver.push(make_job()) is not None
+    assert await asyncio.to_thread(driver.push_in_thread, make_job()) is not None
+
+
 def test_prefix_argument_wins_over_url() -> None:
     assert RedisDriver("redis://127.0.0.1?prefix=a:", prefix="b:").prefix == "b:"
 

@@ -355,11 +355,11 @@ def command_timeout(url: str, options: dict[str, Any]) -> tuple[str, float]:
         seconds = float(value)
     except (TypeError, ValueError):
         seconds = 0.0
-    if not 0 < seconds < float("inf"):
+    if not 0 < seconds <= keepalive.MOST_TIMEOUT:  # nan too
         location = Location.parse(url)
         raise ConfigError(
             f"{location.shown!r}: timeout={location.mask(str(value))!r} is not a positive number"
-            " of seconds; write timeout=10"
+            f" of seconds up to {keepalive.MOST_TIMEOUT} (24 days); write timeout=10"
         )
     return url, seconds
 
