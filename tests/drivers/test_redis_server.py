@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -163,6 +164,32 @@ async def test_a_replica_cut_off_from_its_master_is_unavailable_for_now(tmp_path
         await driver.close()
         replica.kill()
         replica.wait(5)
+
+
+async def test_a_user_without_config_runs_a_worker_that_says_what_it_could_not_check(
+    server: PrivateRedis, raw: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A managed Redis often denies CONFIG (or renames it): the worker runs its jobs, and says
+    at start, where before it said nothing, that it could not check the server's durability."""
+    await raw.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-config")
+    url = server.url.replace("redis://", "redis://app:pw@")
+    registry = Registry(default_driver=url)
+    registry.queue("mail", workers=["main"])
+    registry.worker("main")
+    ran: list[int] = []
+
+    @registry.job("hello", queue="mail")
+    async def hello(job: Job[int]) -> None:
+        ran.append(job.payload)
+
+    await registry.push("mail", "hello", 1)
+    with caplog.at_level(logging.INFO, logger="conveyor.worker"):
+        await Worker(registry, "main", burst=True).run()
+    await registry.close()
+
+    assert ran == [1]
+    [line] = [r.getMessage() for r in caplog.records if "could not read" in r.getMessage()]
+    assert "queue 'mail'" in line and "'config|get'" in line and "pw" not in line
 
 
 # -- SCRIPT FLUSH: the server forgets the scripts, which are loaded again ------------------------
