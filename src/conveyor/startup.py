@@ -105,7 +105,11 @@ async def warn_of_hazards(groups: Groups) -> None:
         try:
             hazards = await driver.hazards()
         except (DriverError, TimeoutError) as exc:
-            log.debug("could not read the settings of %s: %s", driver.kind, exc)
+            log.info(
+                "queue %s: could not read the server's settings to warn of what they may lose"
+                " (%s); check them against docs/reliability.md yourself",
+                ", ".join(repr(queue) for queue in queues), exc,
+            )  # fmt: skip
             continue
         for hazard in hazards:
             log.warning("queue %s: %s", ", ".join(repr(queue) for queue in queues), hazard)

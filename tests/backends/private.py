@@ -48,12 +48,14 @@ def wait_for_port(port: int, up: bool, timeout: float = 30.0) -> None:
 
 
 class PrivateRedis:
-    """redis-server on a spare port, its append-only file fsynced at every write."""
+    """redis-server on a spare port, its append-only file fsynced at every write; not
+    `persistent`, it keeps nothing on disk (a restart empties it)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, persistent: bool = True) -> None:
         if shutil.which("redis-server") is None:
             pytest.skip("redis-server is not installed")
         self.folder = folder
+        self.persistent = persistent
         self.port = spare_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -61,7 +63,8 @@ class PrivateRedis:
     def start(self) -> None:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.folder), "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+             str(self.folder), "--appendonly", "yes" if self.persistent else "no",
+             "--appendfsync", "always", "--save", ""],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -149,8 +152,8 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def private_redis(folder: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(folder)
+def private_redis(folder: Path, *, persistent: bool = True) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(folder, persistent=persistent)
     server.start()
     try:
         yield server

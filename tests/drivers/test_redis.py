@@ -108,35 +108,6 @@ def test_every_verb_has_a_script_documenting_keys_and_argv() -> None:
         assert "KEYS[1]" in header and ("ARGV[1]" in header or "No ARGV" in header), script.name
 
 
-async def test_scripts_are_loaded_again_after_script_flush(connect, raw: Redis) -> None:
-    driver = await connect()
-    await driver.push(make_job())
-
-    await raw.script_flush()
-    job = make_job()
-
-    assert await driver.push(job) == job.id
-    [reserved] = await driver.reserve(["q"], 1, LONG_LEASE, "w1")
-    await raw.script_flush()
-    assert await driver.ack([Reservation(reserved.id, reserved.reservation or "")]) == {reserved.id}
-
-
-async def test_pipelined_scripts_are_sent_again_after_script_flush(connect, raw: Redis) -> None:
-    driver = await connect()
-    await raw.script_flush()
-
-    # Several queues: push_many is a MULTI/EXEC of several script calls.
-    jobs = [make_job("a"), make_job("b"), make_job("a")]
-    assert await driver.push_many(jobs) == [job.id for job in jobs]
-    reserved = await driver.reserve(["a", "b"], 3, LONG_LEASE, "w1")
-    await raw.script_flush()
-
-    # Several queues: one ack script call per queue, pipelined.
-    done = await driver.ack([Reservation(job.id, job.reservation or "") for job in reserved])
-
-    assert done == {job.id for job in jobs}
-
-
 async def test_push_of_an_id_already_stored_stores_nothing_twice(connect) -> None:
     # A push retried after a lost reply must not store the job twice or reset it.
     driver = await connect()
@@ -442,6 +413,21 @@ def test_url_sets_prefix_and_keeps_other_options() -> None:
 
     assert driver.prefix == "app:"
     assert driver.url == "redis://127.0.0.1:6379/3?socket_timeout=2"
+
+
+@pytest.mark.parametrize("written", ["?timeout=3000000", "?timeout=1e12"])
+def test_a_timeout_past_24_days_is_refused_when_the_driver_is_made(written: str) -> None:
+    """Before, it was taken, and every call failed as a server out of reach ("a bytes-like
+    object is required"): TCP_USER_TIMEOUT, in milliseconds, cannot hold it."""
+    with pytest.raises(ConfigError, match=r"up to 2073600 \(24 days\)"):
+        RedisDriver(f"redis://127.0.0.1:6379/0{written}")
+
+
+async def test_a_timeout_of_24_days_is_kept(connect) -> None:
+    driver = await connect(f"{URL}?timeout={24 * 86_400}")
+
+    assert await driver.push(make_job()) is not None
+    assert await asyncio.to_thread(driver.push_in_thread, make_job()) is not None
 
 
 def test_prefix_argument_wins_over_url() -> None:

@@ -241,17 +241,6 @@ async def test_push_in_thread_declines_the_first_push_to_a_queue(driver: RedisDr
     assert (await driver.counts(["q"]))["q"].pending == 2
 
 
-async def test_push_in_thread_loads_the_script_again_after_script_flush(
-    driver: RedisDriver,
-) -> None:
-    await driver.push(make_job())
-    await asyncio.to_thread(redis.Redis.from_url(URL).script_flush)
-    job = make_job()
-
-    assert await asyncio.to_thread(driver.push_in_thread, job) == job.id
-    assert await driver.get(job.id) is not None
-
-
 async def test_push_in_thread_of_a_stored_id_stores_nothing_twice(driver: RedisDriver) -> None:
     await driver.push(make_job())
     job = make_job()

@@ -6,6 +6,7 @@
     postgresql://user@host/db         PostgreSQL          (pip install "conveyor[postgres]")
     mysql://user:pass@host/db         MySQL or MariaDB    (pip install "conveyor[mysql]")
     redis://host:6379/0, rediss://    Redis               (pip install "conveyor[redis]")
+    unix:///run/redis.sock?db=0       Redis on a Unix socket (redis-py's URL form)
     amqp://user:pw@host:5672/, amqps:// RabbitMQ          (pip install "conveyor[amqp]")
 
 A bare kind name ("memory", "sync", "sqlite") means that driver with its defaults, and
@@ -54,6 +55,7 @@ SCHEMES: dict[str, tuple[str, str, str]] = {
     "mariadb": ("conveyor.drivers.sql.mysql", "MysqlDriver", "mysql"),
     "redis": ("conveyor.drivers.redis", "RedisDriver", "redis"),
     "rediss": ("conveyor.drivers.redis", "RedisDriver", "redis"),
+    "unix": ("conveyor.drivers.redis", "RedisDriver", "redis"),
     "amqp": ("conveyor.drivers.amqp", "AmqpDriver", "amqp"),
     "amqps": ("conveyor.drivers.amqp", "AmqpDriver", "amqp"),
 }

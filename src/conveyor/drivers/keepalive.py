@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ["COUNT", "IDLE", "INTERVAL", "tcp_options"]
+__all__ = ["COUNT", "IDLE", "INTERVAL", "MOST_TIMEOUT", "tcp_options"]
 
 #: Seconds idle before the first probe, seconds between probes, and unanswered probes after
 #: which the system drops the connection.
 IDLE = 5
 INTERVAL = 2
 COUNT = 3
+
+#: The longest call deadline, in seconds: 24 days. Past about 24.8 the kernel's
+#: TCP_USER_TIMEOUT (milliseconds, a C int) cannot take it, and the first connection failed.
+MOST_TIMEOUT = 24 * 86_400
 
 
 def tcp_options(timeout: float) -> dict[int, int]:

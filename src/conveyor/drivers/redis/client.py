@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import redis
@@ -52,8 +52,11 @@ class RedisClient(Driver):
         self._thread_client: redis.Redis | None = None
         self._thread_lock = threading.Lock()
         self._keys: dict[str, QueueKeys] = {}
-        #: Queues this instance added to the set of known queues already.
+        #: Queues this instance added to the set of known queues already, since the server
+        #: last forgot its scripts (`_known_at`, a count of `_scripts.loads`): one restarted
+        #: without persistence forgets the set too, which `get` and `cancel` search.
         self._known: set[str] = set()
+        self._known_at = 0
 
     def _location(self) -> str:
         return self.url
@@ -85,6 +88,25 @@ class RedisClient(Driver):
         if keys is None:
             keys = self._keys[queue] = QueueKeys.of(self.prefix, queue)
         return keys
+
+    def _unknown(self, queues: Iterable[str]) -> list[str]:
+        """Of `queues`, those this instance has not added to the set of known queues since the
+        server last forgot its scripts."""
+        if self._known_at != self._scripts.loads:
+            self._known.clear()
+            self._known_at = self._scripts.loads
+        return [queue for queue in dict.fromkeys(queues) if queue not in self._known]
+
+    async def _pushed(self, queues: Iterable[str], loads: int) -> None:
+        """Note `queues` as known after a push to them that began when the scripts had been
+        loaded `loads` times. If the server forgot its scripts meanwhile (the push met
+        NOSCRIPT), it may have forgotten the set too: they are added to it again."""
+        queues = list(queues)
+        if queues and self._scripts.loads != loads:
+            async with self._edge.command():
+                await self._redis().execute_command("SADD", self.prefix + "queues", *queues)
+            self._unknown(())
+        self._known.update(queues)
 
     async def open(self) -> None:
         """Connect and load the scripts. Idempotent; any call would connect by itself."""

@@ -34,7 +34,13 @@ from redis.asyncio import connection as redis_asyncio_connection
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, ReadOnlyError, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
@@ -105,7 +111,9 @@ def _split(url: str, name: str) -> tuple[str, str | None]:
     if not values:
         return url, None
     rest = urllib.parse.urlencode([(key, value) for key, value in query if key != name])
-    return urllib.parse.urlunsplit(parts._replace(query=rest)), values[-1]
+    # Cut by hand: urlunsplit would write unix:///path.sock as unix:/path.sock.
+    kept = url.partition("?")[0] + (f"?{rest}" if rest else "")
+    return kept + (f"#{parts.fragment}" if parts.fragment else ""), values[-1]
 
 
 def check_url(url: str) -> None:
@@ -113,7 +121,9 @@ def check_url(url: str) -> None:
     command_timeout(url, {})
     try:
         _parse_url(url)
-        database = urllib.parse.urlsplit(url).path.strip("/")
+        parts = urllib.parse.urlsplit(url)
+        # unix:///path/to/redis.sock?db=0: the path is the socket's, the database in the query.
+        database = parts.path.strip("/") if parts.scheme != "unix" else ""
     except (ValueError, TypeError) as exc:
         raise _bad_url(url, exc) from None
     if database and not database.isdigit():  # redis-py would quietly use database 0
@@ -159,7 +169,7 @@ def make_client(url: str, options: dict[str, Any], *, blocking: bool = False) ->
     override any setting below; `timeout` in either is conveyor's (see the module
     docstring)."""
     url, timeout = command_timeout(url, options)
-    settings = _settings(timeout, options, AsyncRetry, blocking=blocking)
+    settings = _settings(url, timeout, options, AsyncRetry, blocking=blocking)
     if blocking:
         pool: ConnectionPool = BlockingConnectionPool.from_url(url, timeout=timeout, **settings)
     else:
@@ -175,14 +185,19 @@ def make_thread_client(url: str, options: dict[str, Any]) -> redis.Redis:
     each wait for a reply within `timeout`, and a call finding every connection busy waits at
     most `timeout` for one. Thread-safe: each thread takes a connection of its own."""
     url, timeout = command_timeout(url, options)
-    settings = _settings(timeout, options, SyncRetry, blocking=False)
+    settings = _settings(url, timeout, options, SyncRetry, blocking=False)
     settings["socket_timeout"] = timeout
     pool = redis.BlockingConnectionPool.from_url(url, timeout=timeout, **settings)
     return redis.Redis.from_pool(pool)
 
 
 def _settings(
-    timeout: float, options: dict[str, Any], retry: type[AsyncRetry | SyncRetry], *, blocking: bool
+    url: str,
+    timeout: float,
+    options: dict[str, Any],
+    retry: type[AsyncRetry | SyncRetry],
+    *,
+    blocking: bool,
 ) -> dict[str, Any]:
     """The pool settings of every client, then `options` (but `timeout`) over them."""
     settings: dict[str, Any] = {
@@ -204,6 +219,8 @@ def _settings(
             supported_errors=(RedisConnectionError,),
         ),
     }
+    if urllib.parse.urlsplit(url).scheme == "unix":  # a Unix socket has no TCP keepalives
+        del settings["socket_keepalive"], settings["socket_keepalive_options"]
     settings.update((key, value) for key, value in options.items() if key != "timeout")
     return settings
 
@@ -338,11 +355,11 @@ def command_timeout(url: str, options: dict[str, Any]) -> tuple[str, float]:
         seconds = float(value)
     except (TypeError, ValueError):
         seconds = 0.0
-    if not 0 < seconds < float("inf"):
+    if not 0 < seconds <= keepalive.MOST_TIMEOUT:  # nan too
         location = Location.parse(url)
         raise ConfigError(
             f"{location.shown!r}: timeout={location.mask(str(value))!r} is not a positive number"
-            " of seconds; write timeout=10"
+            f" of seconds up to {keepalive.MOST_TIMEOUT} (24 days); write timeout=10"
         )
     return url, seconds
 
@@ -354,11 +371,21 @@ _FIXES = {
         "; another program wrote a key under the driver's prefix with a value of another type:"
         " give conveyor a prefix of its own (?prefix=)"
     ),
+    "invalid bulk length": (
+        "; a value passed the server's proto-max-bulk-len (512 MB by default): push a smaller"
+        " payload (Registry(max_payload_bytes=...) bounds them), or raise the setting"
+    ),
     "DB index is out of range": (
         "; the URL's database number is past the server's `databases` setting (16 by default,"
         " numbered from 0): write a lower one, or raise the setting"
     ),
 }
+
+
+#: Refusals of a server that cannot write for a while, whatever the command (redis-py names
+#: no class for them): a failing snapshot (`stop-writes-on-bgsave-error`), a script running
+#: past `busy-reply-threshold`.
+_PASSING = ("MISCONF", "BUSY ")
 
 
 class Edge:
@@ -400,6 +427,19 @@ class Edge:
                 ) from exc
             raise BackendUnavailableError(
                 f"{self.where} is unavailable ({detail}): check that it is running and reachable"
+            ) from exc
+        if isinstance(exc, (OutOfMemoryError, MasterDownError)) or text.startswith(_PASSING):
+            # The server's state, not the command: nothing was written (a script is refused
+            # before its first write), and the same call succeeds once it passes, so a worker
+            # keeps its outcomes and writes them then rather than taking them for refusals.
+            if isinstance(exc, OutOfMemoryError):
+                fix = "it reached its maxmemory: free memory or raise maxmemory"
+            elif isinstance(exc, MasterDownError):
+                fix = "it is a replica cut off from its master: point the URL at the master"
+            else:
+                fix = "see the server's log"
+            raise BackendUnavailableError(
+                f"{self.where} cannot write for now ({self.location.mask(text)}); {fix}"
             ) from exc
         fix = next((fix for piece, fix in _FIXES.items() if piece in text), "")
         raise DriverError(

@@ -82,6 +82,11 @@ Settled = TypeVar("Settled", Reservation, Release, Failure)
 #: Jobs per push script call, and ids per retry/purge call: bounds how long one script runs.
 #: At most 3,000: push.lua unpacks two values per job into one ZADD (Lua's limit is 8,000).
 CHUNK = 1000
+#: Payload characters per push script call, past which a batch is cut there too: a script's
+#: argument must fit the server's proto-max-bulk-len (512 MB by default: 1,000 jobs of 600 KB
+#: each, every payload within max_payload_bytes, were refused whole), and the server decodes
+#: it while every other client waits.
+CHUNK_CHARS = 16 * 1024 * 1024
 #: Finished jobs deleted per prune call.
 PRUNE_BATCH = 1000
 #: How much longer than its own deadline the server-side BLPOP may run when `wait` must end
@@ -125,9 +130,8 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
         if not jobs:
             return []
         calls = _push_calls(jobs)
-        fresh = [
-            queue for queue in dict.fromkeys(q for q, _, _ in calls) if queue not in self._known
-        ]
+        loads = self._scripts.loads
+        fresh = self._unknown(q for q, _, _ in calls)
         batch = Batch()
         for queue in fresh:
             batch.command("SADD", self.prefix + "queues", queue)
@@ -140,7 +144,7 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
             replies = [await self._call(name, rest[:count], rest[count:])]
         else:
             replies = await self._run(batch, transaction=len(calls) > 1)
-        self._known.update(fresh)
+        await self._pushed(dict.fromkeys(q for q, _, _ in calls), loads)
         ids = [""] * len(jobs)
         for (_, indexes, _), pushed in zip(calls, replies[-len(calls) :], strict=True):
             for index, job_id in zip(indexes, pushed, strict=True):
@@ -218,19 +222,21 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
         self, reservations: Sequence[Reservation], successors: Sequence[NewJob]
     ) -> set[str]:
         """The push scripts and the ack scripts in one MULTI/EXEC: one round trip, atomic."""
-        fresh = [q for q in dict.fromkeys(job.queue for job in successors) if q not in self._known]
+        loads = self._scripts.loads
+        fresh = self._unknown(job.queue for job in successors)
         batch = Batch()
         for queue in fresh:
             batch.command("SADD", self.prefix + "queues", queue)
         for queue, group in _by_queue(successors, lambda job: job.queue).items():
-            for chunk in _chunks(group, CHUNK):
+            for span in _spans([job.payload for job in group]):
+                chunk = group[span.start : span.stop]
                 keys = self.keys(queue)
                 batch.script("push", keys.of_script("push"), [keys.job, push_jobs(chunk)])
         acks = self._settle_calls("ack", reservations, _ack_fields)
         for call_keys, args in acks:
             batch.script("ack", call_keys, args)
         replies = await self._run(batch, transaction=True)
-        self._known.update(fresh)
+        await self._pushed(dict.fromkeys(job.queue for job in successors), loads)
         return {job_id for reply in replies[len(replies) - len(acks) :] for job_id in reply}
 
     async def release(self, releases: Sequence[Release]) -> set[str]:
@@ -405,18 +411,33 @@ def _by_queue(items: Iterator[T] | Sequence[T], key: Callable[[T], K]) -> dict[K
 
 
 def _push_calls(jobs: Sequence[NewJob]) -> list[tuple[str, range | list[int], Sequence[NewJob]]]:
-    """push_many's script calls: (queue, the index of each job in `jobs`, the jobs), up to
-    CHUNK jobs each. A JobBatch (one queue) is cut in slices, so no job object is made."""
+    """push_many's script calls: (queue, the index of each job in `jobs`, the jobs), each
+    within CHUNK jobs and CHUNK_CHARS of payloads (`_spans`). A JobBatch (one queue) is cut in
+    slices, so no job object is made."""
     if isinstance(jobs, JobBatch):
-        queue, count = jobs.template.queue, len(jobs)
-        starts = range(0, count, CHUNK)
-        return [(queue, range(at, min(at + CHUNK, count)), jobs[at : at + CHUNK]) for at in starts]
-    groups = _by_queue(range(len(jobs)), lambda index: jobs[index].queue)
-    return [
-        (queue, chunk, [jobs[index] for index in chunk])
-        for queue, indexes in groups.items()
-        for chunk in _chunks(indexes, CHUNK)
-    ]
+        queue = jobs.template.queue
+        return [(queue, span, jobs[span.start : span.stop]) for span in _spans(jobs.payloads)]
+    calls: list[tuple[str, range | list[int], Sequence[NewJob]]] = []
+    for queue, indexes in _by_queue(range(len(jobs)), lambda index: jobs[index].queue).items():
+        for span in _spans([jobs[index].payload for index in indexes]):
+            chunk = indexes[span.start : span.stop]
+            calls.append((queue, chunk, [jobs[index] for index in chunk]))
+    return calls
+
+
+def _spans(payloads: Sequence[str]) -> list[range]:
+    """`payloads` cut in runs of at most CHUNK, each within CHUNK_CHARS but for a payload
+    larger alone, as ranges of their indexes."""
+    if sum(map(len, payloads)) <= CHUNK_CHARS:
+        return [range(at, min(at + CHUNK, len(payloads))) for at in range(0, len(payloads), CHUNK)]
+    spans, start, size = [], 0, 0
+    for index, payload in enumerate(payloads):
+        if index > start and (index - start >= CHUNK or size + len(payload) > CHUNK_CHARS):
+            spans.append(range(start, index))
+            start, size = index, 0
+        size += len(payload)
+    spans.append(range(start, len(payloads)))
+    return spans
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:

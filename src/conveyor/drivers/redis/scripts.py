@@ -139,12 +139,16 @@ class ScriptRunner:
 
     def __init__(self, scripts: Mapping[str, Script] | None = None) -> None:
         self.scripts = scripts if scripts is not None else load_scripts()
+        #: How many times scripts were loaded: a change says the server had forgotten them
+        #: (and, restarted without persistence, its data with them).
+        self.loads = 0
 
     async def load(self, client: Client) -> None:
         """SCRIPT LOAD every script, in one round trip."""
         pipe = client.pipeline(transaction=False)
         for script in self.scripts.values():
             pipe.execute_command("SCRIPT LOAD", script.source)
+        self.loads += 1
         await pipe.execute()
 
     async def call(
@@ -181,6 +185,7 @@ class ScriptRunner:
         try:
             return send(client, *command)
         except NoScriptError:
+            self.loads += 1
             client.execute_command("SCRIPT LOAD", self.scripts[name].source)
             return send(client, *command)
 

@@ -5,10 +5,11 @@ one function, its errors translated by one edge."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from conveyor.drivers.redis.client import RedisClient
 from conveyor.drivers.redis.records import push_jobs, push_one
+from conveyor.drivers.redis.scripts import ThreadClient
 from conveyor.job import NewJob
 
 __all__ = ["SinglePush"]
@@ -21,10 +22,14 @@ class SinglePush(RedisClient):
         """Atomic, as push.lua is. The first push to a queue through this instance goes
         through push_many, which adds the queue to the set of known queues in the same round
         trip; later ones are the script call alone."""
-        if job.queue not in self._known:
+        if self._unknown([job.queue]):
             return (await self.push_many([job], connection=connection))[0]
         self.check_connection(connection)
-        return str((await self._call(*self._push_call(job)))[0])
+        loads = self._scripts.loads
+        job_id = str((await self._call(*self._push_call(job)))[0])
+        if self._scripts.loads != loads:
+            await self._pushed([job.queue], loads)
+        return job_id
 
     def push_in_thread(self, job: NewJob) -> str | None:
         """`push`, sent from the calling thread on a synchronous connection, so that a thread
@@ -32,9 +37,15 @@ class SinglePush(RedisClient):
         more than the script's round trip on a loaded machine). The same script and arguments
         as `push`; None for the first push to a queue through this instance (the event loop
         then does it, adding the queue to the known ones)."""
-        if job.queue not in self._known:
+        if self._unknown([job.queue]):
             return None
-        return str(self._call_in_thread(*self._push_call(job))[0])
+        loads = self._scripts.loads
+        job_id = str(self._call_in_thread(*self._push_call(job))[0])
+        if self._scripts.loads != loads:  # the server forgot its scripts: see `_pushed`
+            with self._edge:
+                client = cast(ThreadClient, self._thread_redis())
+                client.execute_command("SADD", self.prefix + "queues", job.queue)
+        return job_id
 
     def _push_call(self, job: NewJob) -> tuple[str, list[str], list[Any]]:
         """The script for one job, its KEYS and ARGV: push_one.lua, or push.lua for a job with

@@ -8,14 +8,12 @@ from collections.abc import Iterable
 from typing import TypedDict
 
 from conveyor.drivers import Location
+from conveyor.drivers.keepalive import MOST_TIMEOUT
 from conveyor.errors import ConfigError
 
 #: The query options `sql_options` reads; a dialect keeps them from its client library.
 OPTIONS = ("prefix", "migrate", "pool_size", "timeout")
 
-#: The longest call deadline, in seconds: 24 days. Past about 24.8 the kernel's
-#: TCP_USER_TIMEOUT (milliseconds, a C int) cannot take it, and the first connection failed.
-MOST_TIMEOUT = 24 * 86_400
 
 _FLAGS = {"true": True, "1": True, "yes": True, "on": True}
 _FLAGS |= {"false": False, "0": False, "no": False, "off": False}
