@@ -4,11 +4,11 @@ the async API on a private event loop in a background thread. Never a second imp
     registry.blocking.push("mail", "mail.send", Email(to="a@example.com"))
 
 The loop thread starts on first use and stops at `close()` or interpreter exit. A driver
-belongs to the loop that first used it: in one process, use a registry either from async
-code or through this facade, not both. One exception: while that loop runs in another thread
-(a worker, and this call from a plain handler), calls run on it instead. Async code run
-before the facade (startup code under `asyncio.run`) ends with `await registry.close()`:
-drivers left open on an ended loop fail the facade's calls with a RegistryError saying so.
+belongs to the loop that first used it: while that loop runs in another thread (a worker,
+and this call from a plain handler), calls run on it. Async code run before the facade
+(`asyncio.run`) leaves no driver open: the loop's end closes them (conveyor.loop.LoopEnd). A
+loop closed by hand (`loop.close()` alone) does not: drivers left open on it fail the
+facade's calls with a RegistryError saying so (close the registry before that loop ends).
 A process forked after the registry was used (gunicorn --preload) starts a loop and opens
 drivers of its own: it never shares its parent's connections (conveyor.forked).
 

@@ -1,0 +1,114 @@
+"""One registry used from several event loops in one process, as applications do: a script or
+a Flask view calling `asyncio.run(registry.push(...))` more than once (a new loop each time),
+then the blocking facade, and the interpreter's exit with nothing closed by the code.
+
+Before, the drivers stayed open on the first loop once it ended: the next `asyncio.run` push
+failed with "Event loop is closed" (redis) or "attached to a different loop" (mysql), the
+facade's calls with a RegistryError, and on postgres the exit printed a RegistryError
+traceback from the facade's close. Now each loop's end closes the drivers it opened."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from conveyor import Job, Registry
+from tests.backends import require_service
+from tests.integration.processes import PYTHONPATH
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres", "mysql"])
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    kind = request.param
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+    elif kind == "redis":
+        from tests.backends import redis
+
+        require_service(kind, 6379, redis.START)
+        prefix = redis.fresh_prefix()
+        yield f"{redis.URL}?prefix={prefix}"
+        await redis.delete_prefix(prefix)
+    elif kind == "postgres":
+        from tests.backends import postgres
+
+        require_service(kind, 5432, postgres.START)
+        prefix = postgres.fresh_prefix()
+        yield f"{postgres.URL}?prefix={prefix}"
+        await postgres.drop_tables(prefix)
+    else:
+        from tests.backends import mysql
+
+        require_service(kind, 3306, mysql.START)
+        prefix = mysql.fresh_prefix()
+        yield f"{mysql.URL}?prefix={prefix}"
+        await mysql.drop_tables(prefix)
+
+
+async def noop(job: Job[dict[str, int]]) -> None:
+    """Does nothing."""
+
+
+def make_registry(url: str) -> Registry:
+    registry = Registry(default_driver=url)
+    registry.queue("q", workers=["w"])
+    registry.worker("w")
+    registry.job("j", queue="q")(noop)
+    return registry
+
+
+def several_runs(url: str) -> int:
+    """In a thread without a loop, as a script or a WSGI view: three `asyncio.run` pushes,
+    none closing the registry, then the facade (a unique key takes its loop everywhere)."""
+    registry = make_registry(url)
+    for n in range(3):
+        asyncio.run(registry.push("q", "j", {"n": n}))
+    registry.blocking.push("q", "j", {"n": 3}, unique="u")
+    registry.blocking.push("q", "j", {"n": 4})
+    counted = registry.blocking.queue_info()["q"].pending
+    registry.blocking.close()
+    return counted
+
+
+async def test_asyncio_run_again_and_again_then_the_facade(url: str) -> None:
+    assert await asyncio.to_thread(several_runs, url) == 5
+
+
+SCRIPT = r"""
+import asyncio, sys
+from conveyor import Job, Registry
+
+registry = Registry(default_driver=sys.argv[1])
+registry.queue("q", workers=["w"])
+registry.worker("w")
+
+@registry.job("j", queue="q")
+async def j(job: Job[dict]) -> None: ...
+
+print(asyncio.run(registry.push("q", "j", {})), flush=True)
+print(registry.blocking.push("q", "j", {}, unique="once"), flush=True)
+print(registry.blocking.queue_info()["q"].pending, flush=True)
+"""
+
+
+async def test_exit_after_asyncio_run_and_the_facade_says_nothing(url: str) -> None:
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-X", "dev", "-c", SCRIPT, url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": PYTHONPATH, "PYTHONWARNINGS": "error::ResourceWarning"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "2", done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "RegistryError" not in done.stderr, done.stderr
+    assert "unclosed" not in done.stderr, done.stderr
