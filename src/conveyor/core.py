@@ -57,7 +57,7 @@ class RegistryCore(Pushing):
     def __init__(self, **settings: Any) -> None:
         """`settings` as `Registration` takes them."""
         super().__init__(**settings)
-        self._loop_end.close = self._close_with_loop
+        self._loop_end.close = self._close_ended
         forked.watch(self)
 
     # -- hooks (conveyor.hooks) --------------------------------------------------------------
@@ -484,13 +484,13 @@ class RegistryCore(Pushing):
             self._loop = None  # closed drivers may be opened again, on any loop
             self._loop_end.unbind()
 
-    async def _close_with_loop(self) -> None:
-        """At their loop's end (conveyor.loop.LoopEnd): closed as far as the loop lets them (its
-        tasks are cancelled by then), and forgotten either way: the next loop opens anew."""
+    async def _close_ended(self) -> None:
+        """Close drivers of an ended loop as far as it lets them; forgotten either way."""
         try:
             await self.close()
         finally:
             self._opened, self._loop = set(), None
+            self._loop_end.unbind()
 
     def after_fork(self) -> None:
         """In a child forked from this process: the parent's opened drivers and their loop are
