@@ -12,56 +12,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from conveyor import Job, Registry
-from tests.backends import require_service
 from tests.integration.processes import PYTHONPATH
+from tests.integration.test_blocking_lifecycle import make_registry
+from tests.integration.test_blocking_lifecycle import url as url  # its four backends
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(params=["sqlite", "redis", "postgres", "mysql"])
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    kind = request.param
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'jobs.db'}"
-    elif kind == "redis":
-        from tests.backends import redis
-
-        require_service(kind, 6379, redis.START)
-        prefix = redis.fresh_prefix()
-        yield f"{redis.URL}?prefix={prefix}"
-        await redis.delete_prefix(prefix)
-    elif kind == "postgres":
-        from tests.backends import postgres
-
-        require_service(kind, 5432, postgres.START)
-        prefix = postgres.fresh_prefix()
-        yield f"{postgres.URL}?prefix={prefix}"
-        await postgres.drop_tables(prefix)
-    else:
-        from tests.backends import mysql
-
-        require_service(kind, 3306, mysql.START)
-        prefix = mysql.fresh_prefix()
-        yield f"{mysql.URL}?prefix={prefix}"
-        await mysql.drop_tables(prefix)
-
-
-async def noop(job: Job[dict[str, int]]) -> None:
-    """Does nothing."""
-
-
-def make_registry(url: str) -> Registry:
-    registry = Registry(default_driver=url)
-    registry.queue("q", workers=["w"])
-    registry.worker("w")
-    registry.job("j", queue="q")(noop)
-    return registry
 
 
 def several_runs(url: str) -> int:
@@ -81,7 +39,8 @@ async def test_asyncio_run_again_and_again_then_the_facade(url: str) -> None:
     assert await asyncio.to_thread(several_runs, url) == 5
 
 
-SCRIPT = r"""
+#: What both scripts start with: a registry on the URL given, with one job.
+PREAMBLE = r"""
 import asyncio, sys
 from conveyor import Job, Registry
 
@@ -91,22 +50,32 @@ registry.worker("w")
 
 @registry.job("j", queue="q")
 async def j(job: Job[dict]) -> None: ...
+"""
 
+SCRIPT = (
+    PREAMBLE
+    + r"""
 print(asyncio.run(registry.push("q", "j", {})), flush=True)
 print(registry.blocking.push("q", "j", {}, unique="once"), flush=True)
 print(registry.blocking.queue_info()["q"].pending, flush=True)
 """
+)
+
+
+async def run(script: str, url: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`script` in a Python process of its own, given `url`, importing this tree's conveyor."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, *flags, "-c", script, url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PYTHONPATH": PYTHONPATH, "PYTHONWARNINGS": "error::ResourceWarning"},
+    )
 
 
 async def test_exit_after_asyncio_run_and_the_facade_says_nothing(url: str) -> None:
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-X", "dev", "-c", SCRIPT, url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PYTHONPATH": PYTHONPATH, "PYTHONWARNINGS": "error::ResourceWarning"},
-    )
+    done = await run(SCRIPT, url, "-X", "dev")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "2", done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
@@ -114,17 +83,10 @@ async def test_exit_after_asyncio_run_and_the_facade_says_nothing(url: str) -> N
     assert "unclosed" not in done.stderr, done.stderr
 
 
-BY_HAND = r"""
-import asyncio, sys
-from conveyor import Job, Registry
+BY_HAND = (
+    PREAMBLE
+    + r"""
 from conveyor.errors import RegistryError
-
-registry = Registry(default_driver=sys.argv[1])
-registry.queue("q", workers=["w"])
-registry.worker("w")
-
-@registry.job("j", queue="q")
-async def j(job: Job[dict]) -> None: ...
 
 loop = asyncio.new_event_loop()
 print(loop.run_until_complete(registry.push("q", "j", {})), flush=True)
@@ -136,6 +98,7 @@ except RegistryError as error:
 registry.blocking.close()  # forgets what it cannot close: the facade opens anew
 print(registry.blocking.queue_info()["q"].pending, flush=True)
 """
+)
 
 
 async def test_drivers_left_on_a_loop_closed_by_hand_neither_hang_nor_spoil_the_exit(
@@ -145,14 +108,7 @@ async def test_drivers_left_on_a_loop_closed_by_hand_neither_hang_nor_spoil_the_
     it cannot close, and the exit says nothing. Before, the close (at exit too) raised the
     RegistryError, printing its traceback at exit, and on mysql waited forever: the process
     never exited."""
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-c", BY_HAND, url],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PYTHONPATH": PYTHONPATH},
-    )
+    done = await run(BY_HAND, url)
     assert done.returncode == 0, done.stderr
     _, said, after_close = done.stdout.split("\n")[:3]
     assert said == "1" or "await registry.close()" in said, done.stdout
