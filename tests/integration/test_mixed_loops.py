@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 
 import pytest
 
+from conveyor import Job
 from tests.integration.processes import PYTHONPATH
 from tests.integration.test_blocking_lifecycle import make_registry
 from tests.integration.test_blocking_lifecycle import url as url  # its four backends
@@ -115,3 +117,44 @@ async def test_drivers_left_on_a_loop_closed_by_hand_neither_hang_nor_spoil_the_
     assert after_close == "1", done.stdout
     assert "RegistryError" not in done.stderr, done.stderr
     assert "conveyor/blocking.py" not in done.stderr, done.stderr
+
+
+def app_after_startup_push(url: str) -> list[int]:
+    """A push under asyncio.run at start-up, then a FastAPI app whose lifespan runs the
+    worker, pushing from an async and a plain endpoint: which payloads its worker ran."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    import conveyor.asgi
+
+    registry = make_registry(url)
+    ran: list[int] = []
+
+    @registry.job("seen", queue="q")
+    async def seen(job: Job[dict[str, int]]) -> None:
+        ran.append(job.payload["n"])
+
+    app = FastAPI(lifespan=conveyor.asgi.lifespan(registry, "w"))
+
+    @app.post("/async")
+    async def pushed() -> dict[str, str]:
+        return {"id": await seen.push({"n": 1})}
+
+    @app.post("/plain")
+    def pushed_from_a_thread() -> dict[str, str]:
+        return {"id": seen.blocking.push({"n": 2})}
+
+    asyncio.run(seen.push({"n": 0}))
+    with TestClient(app) as client:
+        assert client.post("/async").status_code == 200
+        assert client.post("/plain").status_code == 200
+        deadline = time.monotonic() + 30
+        while len(ran) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return sorted(ran)
+
+
+async def test_a_web_app_after_a_push_under_asyncio_run_runs_its_jobs(url: str) -> None:
+    """Before, on redis the app's lifespan met the drivers the start-up's loop left open:
+    its worker failed with "Event loop is closed" and ran nothing."""
+    assert await asyncio.to_thread(app_after_startup_push, url) == [0, 1, 2]
