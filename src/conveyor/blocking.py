@@ -3,12 +3,14 @@ the async API on a private event loop in a background thread. Never a second imp
 
     registry.blocking.push("mail", "mail.send", Email(to="a@example.com"))
 
-The loop thread starts on first use and stops at `close()` or interpreter exit. A driver
-belongs to the loop that first used it: in one process, use a registry either from async
-code or through this facade, not both. One exception: while that loop runs in another thread
-(a worker, and this call from a plain handler), calls run on it instead. Async code run
-before the facade (startup code under `asyncio.run`) ends with `await registry.close()`:
-drivers left open on an ended loop fail the facade's calls with a RegistryError saying so.
+The loop thread starts on first use and stops at `close()` or interpreter exit. Called from a
+thread where an event loop runs (async code), the facade raises RuntimeError (IN_LOOP): its
+wait would block that loop. A driver
+belongs to the loop that first used it: while that loop runs in another thread (a worker,
+and this call from a plain handler), calls run on it. Async code run before the facade
+(`asyncio.run`) leaves no driver open: the loop's end closes them (conveyor.loop.LoopEnd). A
+loop closed by hand (`loop.close()` alone) does not: drivers left open on it fail the
+facade's calls with a RegistryError saying so (close the registry before that loop ends).
 A process forked after the registry was used (gunicorn --preload) starts a loop and opens
 drivers of its own: it never shares its parent's connections (conveyor.forked).
 
@@ -37,12 +39,11 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import queue
 import sys
 import threading
 import traceback
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from conveyor import forked
@@ -54,7 +55,7 @@ from conveyor.drivers.base import (
     WorkerCounts,
     WorkerPresence,
 )
-from conveyor.drivers.lent import LentConnection, hand_back
+from conveyor.drivers.lent import Lender, LentConnection
 from conveyor.errors import RegistryError
 from conveyor.job import JobInfo, JobState
 from conveyor.loop import made_by_facade
@@ -66,7 +67,8 @@ T = TypeVar("T")
 
 ENDED_LOOP = (
     "the registry's drivers were opened by async code whose event loop has ended"
-    " (asyncio.run(...) without closing the registry), and their connections belong to it:"
+    " (closed by hand, loop.close(), without closing the registry), and their connections"
+    " belong to it:"
     " end that code with `await registry.close()`, and the blocking facade opens them again"
     " on its own loop"
 )
@@ -79,11 +81,25 @@ FINALIZING = (
 )
 
 
+IN_LOOP = (
+    "registry.blocking was called from async code (an event loop runs in this thread):"
+    " waiting here would block that loop, or wait for itself forever when the registry runs"
+    " on it: await the registry's own method instead (`await registry.push(...)`)"
+)
+
+#: How long closing drivers left on an ended loop may take before they are forgotten (seconds).
+ENDED_CLOSE = 2.0
+
+#: How long a stop waits for the loop's thread to return before closing the loop (seconds).
+STOP_WAIT = 10.0
+
+
 class _Portal:
     """An event loop running in a daemon thread, and a way to call coroutines on it."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.current_thread()  # `_loop`'s, once started
         #: The tasks of the calls running on `_loop`, kept on its thread, which `stop` waits for.
         self._calls: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
@@ -100,7 +116,7 @@ class _Portal:
         self,
         coroutine: Coroutine[Any, Any, T],
         owner: asyncio.AbstractEventLoop | None = None,
-        lender: _Lender | None = None,
+        lender: Lender | None = None,
     ) -> T:
         """Run `coroutine` on `owner` when that loop is running (a worker's, with this call
         from one of its handler threads), else on the private loop; with `lender`, this thread
@@ -108,30 +124,24 @@ class _Portal:
         if sys.is_finalizing():  # a thread started now never runs: the call would wait forever
             coroutine.close()
             raise RegistryError(FINALIZING)
-        if owner is not None and owner not in self._made and owner.is_running():
-            return _call_of(coroutine, lender).run_on(self._not_this_threads(owner, coroutine))
-        with self._lock:  # handed over before a stop() takes the loop away, or after it
-            loop = self._running_loop()
-            call = _call_of(coroutine, lender, self._calls)
-            call.hand_to(self._not_this_threads(loop, coroutine))
-        return call.outcome()
-
-    def _not_this_threads(
-        self, loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, Any]
-    ) -> asyncio.AbstractEventLoop:
-        if loop is _loop_of_this_thread():
+        if _loop_of_this_thread() is not None:  # blocking async code: refused, said why
             coroutine.close()
-            raise RuntimeError(
-                "registry.blocking was called on the event loop the registry runs on, which "
-                "would wait for itself forever: await the registry's own method instead"
-            )
-        return loop
+            raise RuntimeError(IN_LOOP)
+        if owner is not None and owner not in self._made and owner.is_running():
+            return _call_of(coroutine, lender).run_on(owner)
+        with self._lock:  # handed over before a stop() takes the loop away, or after it
+            call = _call_of(coroutine, lender, self._calls)
+            call.hand_to(self._running_loop())
+        return call.outcome()
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="conveyor-blocking", daemon=True).start()
-            self._loop, self._calls = loop, set()
+            thread = threading.Thread(
+                target=loop.run_forever, name="conveyor-blocking", daemon=True
+            )
+            thread.start()
+            self._loop, self._calls, self._thread = loop, set(), thread
             self._made.add(loop)
             made_by_facade(loop)
         return self._loop
@@ -149,6 +159,9 @@ class _Portal:
                 _Call(_drained(calls, last)).run_on(loop)
             finally:
                 loop.call_soon_threadsafe(loop.stop)
+                self._thread.join(STOP_WAIT)
+                if not self._thread.is_alive():  # left open, the loop is a ResourceWarning
+                    loop.close()
 
 
 async def _drained(calls: set[asyncio.Task[None]], last: Coroutine[Any, Any, None] | None) -> None:
@@ -227,72 +240,15 @@ class _Call(Generic[T]):
         self._done.release()
 
 
-#: A function lent to the waiting thread: it, the loop awaiting it and the future it awaits.
-_Lent = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
-
-
-class _Lender:
-    """The calling thread, lent to the call it waits for: the functions the call's coroutine
-    hands to `run` (on the loop's thread) run here, one at a time, until the call is done."""
-
-    __slots__ = ("_gone", "_lock", "_work")
-
-    def __init__(self) -> None:
-        self._work: queue.SimpleQueue[_Lent | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._gone = False
-
-    async def run(self, function: Callable[[], Any]) -> Any:
-        """`function()` in the lending thread; its result, or its error raised here."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Any] = loop.create_future()
-        with self._lock:
-            if self._gone:
-                raise RuntimeError("the thread that lent its connection stopped waiting")
-            self._work.put((function, loop, waiter))
-        return await waiter
-
-    def done(self) -> None:
-        """The call is done: `serve` returns."""
-        self._work.put(None)
-
-    def serve(self) -> None:
-        """Run the functions handed to `run` until the call is done. Interrupted (Ctrl-C), it
-        fails what waits and what comes later, so the call ends rather than wait for ever."""
-        try:
-            while (lent := self._work.get()) is not None:
-                _run_lent(*lent)
-        except BaseException:
-            with self._lock:
-                self._gone = True
-            while not self._work.empty():
-                if (lent := self._work.get_nowait()) is not None:
-                    lent[1].call_soon_threadsafe(lent[2].cancel)
-            raise
-
-
-def _run_lent(
-    function: Callable[[], Any], loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any]
-) -> None:
-    try:
-        result, error = function(), None
-    except Exception as raised:  # handed to the call, as an executor would
-        result, error = None, raised
-    except BaseException:  # Ctrl-C: this thread's to raise; handed over, it would stop the loop
-        loop.call_soon_threadsafe(waiter.cancel)
-        raise
-    hand_back(loop, waiter, result, error)
-
-
 class _LentCall(_Call[T]):
-    """A call whose waiting thread serves its `_Lender` until it is done."""
+    """A call whose waiting thread serves its `Lender` until it is done."""
 
     __slots__ = ("_lender",)
 
     def __init__(
         self,
         coroutine: Coroutine[Any, Any, T],
-        lender: _Lender,
+        lender: Lender,
         calls: set[asyncio.Task[None]] | None = None,
     ) -> None:
         super().__init__(coroutine, calls)
@@ -309,19 +265,19 @@ class _LentCall(_Call[T]):
 
 def _call_of(
     coroutine: Coroutine[Any, Any, T],
-    lender: _Lender | None,
+    lender: Lender | None,
     calls: set[asyncio.Task[None]] | None = None,
 ) -> _Call[T]:
     return _Call(coroutine, calls) if lender is None else _LentCall(coroutine, lender, calls)
 
 
-def _lend(options: dict[str, Any]) -> _Lender | None:
+def _lend(options: dict[str, Any]) -> Lender | None:
     """With a `connection` among a push's `options`: put it there lent with this thread (a
     LentConnection) and return the lender that serves it."""
     connection = options.get("connection")
     if connection is None:
         return None
-    lender = _Lender()
+    lender = Lender()
     options["connection"] = LentConnection(connection, lender.run)
     return lender
 
@@ -455,7 +411,7 @@ class BlockingRegistry:
         """`Registry.result`, blocking until the job finishes (or `timeout`)."""
         return self._call(self._registry.result(job_id, timeout))
 
-    def _call(self, coroutine: Coroutine[Any, Any, T], lender: _Lender | None = None) -> T:
+    def _call(self, coroutine: Coroutine[Any, Any, T], lender: Lender | None = None) -> T:
         # Drivers belong to the loop that opened them: a plain handler of a running worker
         # pushes through the worker's loop, not through a second loop of its own.
         owner = self._registry._loop
@@ -467,8 +423,15 @@ class BlockingRegistry:
         self._portal.stop(self._closed())
 
     async def _closed(self) -> None:
-        with _named_if_ended(self._registry._loop):
+        owner = self._registry._loop
+        if owner is None or not owner.is_closed():
             await self._registry.close()
+            return
+        # Left open on a loop closed by hand (ENDED_LOOP): closed as far as they can be off it,
+        # within ENDED_CLOSE seconds (mysql's close waited forever, hanging the exit), then
+        # forgotten: this facade opens them anew, and the exit says nothing.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._registry._close_ended(), ENDED_CLOSE)
 
 
 #: Every facade made, closed at exit by one atexit handler registered at import, before the

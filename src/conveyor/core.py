@@ -57,6 +57,7 @@ class RegistryCore(Pushing):
     def __init__(self, **settings: Any) -> None:
         """`settings` as `Registration` takes them."""
         super().__init__(**settings)
+        self._loop_end.close = self._close_ended
         forked.watch(self)
 
     # -- hooks (conveyor.hooks) --------------------------------------------------------------
@@ -469,7 +470,7 @@ class RegistryCore(Pushing):
             driver = self._resolve_driver(name)
             await driver.migrate()
             self._opened.add(id(driver))
-            self._loop = asyncio.get_running_loop()
+            self._loop = await self._loop_end.bind()
             done.append(driver.kind)
         return done
 
@@ -481,9 +482,19 @@ class RegistryCore(Pushing):
                 self._opened.discard(id(driver))
         if not self._opened:
             self._loop = None  # closed drivers may be opened again, on any loop
+            self._loop_end.unbind()
+
+    async def _close_ended(self) -> None:
+        """Close drivers of an ended loop as far as it lets them; forgotten either way."""
+        try:
+            await self.close()
+        finally:
+            self._opened, self._loop = set(), None
+            self._loop_end.unbind()
 
     def after_fork(self) -> None:
         """In a child forked from this process: the parent's opened drivers and their loop are
         not this process's; drivers made from a URL are made anew (conveyor.forked)."""
         self._drivers = forked.remake(self._drivers, self._opened, self._substitute)
         self._opened, self._loop = set(), None
+        self._loop_end.unbind()

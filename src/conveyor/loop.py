@@ -6,19 +6,21 @@ less, so a worker whose jobs are short spends less of each job in the loop. docs
 has what it gains here. In your own program, pass `loop_factory("uvloop")` to
 `asyncio.Runner` (or call `uvloop.run`); conveyor itself needs nothing more.
 
-A registry's drivers belong to the loop that opened them (`refuse_other_loop`).
+A registry's drivers belong to the loop that opened them (`refuse_other_loop`), and are closed
+as that loop shuts down (`LoopEnd`): `asyncio.run(registry.push(...))` twice, or followed by the
+blocking facade, opens them anew each time rather than use connections of an ended loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from conveyor.errors import ConfigError, RegistryError
 
-__all__ = ["LOOPS", "loop_factory", "made_by_facade", "refuse_other_loop", "run"]
+__all__ = ["LOOPS", "LoopEnd", "loop_factory", "made_by_facade", "refuse_other_loop", "run"]
 
 T = TypeVar("T")
 
@@ -78,3 +80,54 @@ def made_by_facade(loop: asyncio.AbstractEventLoop) -> None:
     """Note `loop` as the blocking facade's own: `refuse_other_loop` lets other loops use the
     drivers it opened, as a test outside any loop does (`asyncio.run(queues.run_all())`)."""
     _facade_loops.add(loop)
+
+
+async def _nothing() -> None:
+    """What a LoopEnd closes before it is told what."""
+
+
+class LoopEnd:
+    """Closes a registry's drivers as the event loop that opened them shuts down. `asyncio.run`
+    (and `asyncio.Runner`, pytest-asyncio's loops, `conveyor.loop.run`) closes each async
+    generator a loop started before closing the loop; `bind` starts one whose `finally` awaits
+    `close` there, while the loop can still run it. Without it the drivers stayed open on an
+    ended loop: the next `asyncio.run(registry.push(...))` failed with "Event loop is closed"
+    (redis) or "attached to a different loop" (mysql), and the facade with a RegistryError,
+    at exit too. A loop closed without that step (`loop.close()` alone) closes nothing.
+
+    The blocking facade's loops get none: the facade closes what it opened (`close()`)."""
+
+    def __init__(self) -> None:
+        #: What the loop's end awaits (RegistryCore's close).
+        self.close: Callable[[], Awaitable[None]] = _nothing
+        #: The generator's token while one is armed: it closes only while still the one armed.
+        self._armed: object | None = None
+        #: The generators not finished yet, held: a loop holds its generators weakly.
+        self._held: list[AsyncIterator[None]] = []
+
+    async def bind(self) -> asyncio.AbstractEventLoop:
+        """The running loop, now closing the drivers at its end (unless the facade's)."""
+        loop = asyncio.get_running_loop()
+        if self._armed is None and loop not in _facade_loops:
+            token = self._armed = object()
+            guard = self._closing(token)
+            self._held = [*(held for held in self._held if _unfinished(held)), guard]
+            await anext(guard)
+        return loop
+
+    def unbind(self) -> None:
+        """The drivers are closed (or belong to a parent process): the armed generator, if
+        any, closes nothing; the next `bind` arms one anew."""
+        self._armed = None
+
+    async def _closing(self, token: object) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if self._armed is token:
+                self._armed = None
+                await self.close()
+
+
+def _unfinished(generator: AsyncIterator[None]) -> bool:
+    return getattr(generator, "ag_frame", None) is not None

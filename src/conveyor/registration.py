@@ -1,10 +1,9 @@
 """Registration: queues, workers, jobs and drivers registered once, then checked and frozen.
 
 Until `freeze()` the queues and workers are what the code registered. `freeze()` settles what
-is in force (`_effective()`: the code's own values here; `conveyor.registry.Registry` puts the
-configuration file, the environment and the command line on top of them), reports every
-mistake it finds, naming the item and the fix, and allows no more changes. A registry that
-declares no queue has one implicitly: the default queue, served by a worker of that name.
+is in force (`_effective()`: the code's values; `Registry` puts the configuration on top),
+reports every mistake it finds, naming the item and the fix, and allows no more changes. A
+registry declaring no queue has one implicitly: the default queue, served by its own worker.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from conveyor.errors import (
     UnknownWorkerError,
 )
 from conveyor.hooks import Hooks
-from conveyor.loop import refuse_other_loop
+from conveyor.loop import LoopEnd, refuse_other_loop
 from conveyor.options import Options
 from conveyor.payload import DEFAULT_MAX_BYTES, Codec, check_max_bytes, payload_type_of
 from conveyor.retry import RetryDelay
@@ -110,6 +109,7 @@ class Registration:
         self._opened: set[int] = set()
         #: The event loop the opened drivers belong to; the blocking facade runs its calls there.
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_end = LoopEnd()  # closes the drivers as that loop ends (asyncio.run's end)
         self._frozen = False
         #: Lifecycle hooks and handler middleware (conveyor.hooks), added at any time.
         self.hooks = Hooks()
@@ -464,7 +464,7 @@ class Registration:
             forked.refuse_parents(driver, queue)
             await driver.open()
             self._opened.add(id(driver))
-            self._loop = asyncio.get_running_loop()
+            self._loop = await self._loop_end.bind()
         return driver
 
     async def _all_drivers(self) -> list[Driver]:

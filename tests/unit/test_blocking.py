@@ -17,6 +17,7 @@ import pytest
 
 from conveyor import Job, JobState, Registry, Worker, blocking
 from conveyor.blocking import BlockingRegistry
+from conveyor.drivers import lent
 from conveyor.spec import DEFAULT_RETENTION
 
 
@@ -170,6 +171,41 @@ def test_blocking_close_stops_the_background_loop(db: Path) -> None:
     assert not loop_thread.is_alive()
 
 
+def test_blocking_close_closes_its_event_loop(db: Path) -> None:
+    """Before, close() stopped the loop but never closed it: `python -X dev` warned
+    "ResourceWarning: unclosed event loop" for each facade closed."""
+    registry = make_registry(db)
+    registry.blocking.push("q", "ok", {})
+    loop = registry.blocking._portal._loop
+    assert loop is not None
+    registry.blocking.close()
+    assert loop.is_closed()
+    registry.blocking.push("q", "ok", {})  # a loop of its own again
+    assert registry.blocking.queue_info()["q"].pending == 2
+
+
+async def test_the_facade_called_from_async_code_is_refused_saying_what_to_await(
+    db: Path,
+) -> None:
+    """Before, a call made from a running loop before the registry opened its drivers ran on
+    the facade's loop while blocking this one, and the drivers it opened then belonged to the
+    facade's loop: the async code's own `await registry.push(...)` met them there (redis:
+    "attached to a different loop"). Now it is refused, whichever loop the drivers are on."""
+    registry = make_registry(db)
+    try:
+        with pytest.raises(RuntimeError, match=r"called from async code.*await registry\.push"):
+            registry.blocking.push("q", "ok", {})
+        with pytest.raises(RuntimeError, match="called from async code"):
+            registry.blocking.queue_info()
+        assert registry.blocking._portal._loop is None  # no loop started for nothing
+        await registry.push("q", "ok", {})
+        with pytest.raises(RuntimeError, match="called from async code"):
+            registry.blocking.push("q", "ok", {})
+        assert (await registry.queue_info())["q"].pending == 1
+    finally:
+        await registry.close()
+
+
 def test_blocking_close_twice_is_harmless(db: Path) -> None:
     registry = make_registry(db)
     registry.blocking.push("q", "ok", {})
@@ -232,7 +268,7 @@ def test_an_interrupt_in_a_lending_thread_is_raised_there_and_the_loop_goes_on()
     thread raises it, the push on the loop is cancelled, and the facade's loop still serves
     calls (handed to the loop, the interrupt would have stopped it)."""
     portal = blocking._Portal()
-    lender = blocking._Lender()
+    lender = lent.Lender()
     seen: list[str] = []
 
     def interrupted() -> None:
