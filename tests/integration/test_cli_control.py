@@ -164,6 +164,7 @@ def test_schedule_list_before_and_after_a_worker_pushed_ticks(app: App) -> None:
     before = app.run("schedule", "list")
     assert before.returncode == 0, before.stderr
     assert "often" in before.stdout and "every 1s" in before.stdout and "never" in before.stdout
+    assert not (app.folder / "jobs.db").exists()  # sqlite: a read creates no database
 
     quiet = _work_for(app, 2.5, "--no-schedules")
     assert app.registry.blocking.queue_info()["tasks"].succeeded == 0, quiet

@@ -121,7 +121,9 @@ def schedule_list(app: str, as_json: bool) -> None:
         found = []
         for name, item in registry.schedules.items():
             queue = registry.schedule_queue(item)
-            tick = (await (await registry.driver_of(queue)).ticks([name])).get(name)
+            tick = None
+            if registry.driver_for(queue).unmade() is None:  # else read nothing, create none
+                tick = (await (await registry.driver_of(queue)).ticks([name])).get(name)
             job = None if tick is None else await registry.job_info(tick.job_id)
             found.append({
                 "schedule": name, "rule": item.rule, "job": item.job, "queue": queue,
