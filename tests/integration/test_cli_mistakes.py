@@ -475,6 +475,7 @@ def test_queue_pause_or_resume_on_a_driver_of_one_process_is_refused_not_claimed
     kind = url.removesuffix("://")
     assert f"queue 'default' is on the {kind} driver, which keeps jobs in one process only" in line
     assert f"the {command} would be lost when it exits" in line, line
+    assert "(sqlite, postgres, mysql, redis)" in line, "amqp cannot pause: not advised"
 
 
 def test_push_file_that_starts_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:

@@ -80,6 +80,20 @@ def test_dashboard_serves_its_queues_page(tmp_path: Path) -> None:
     assert "tasks" in page.text
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_dashboard_stopped_by_a_signal_exits_0(tmp_path: Path, signum: int) -> None:
+    # Before, uvicorn sent itself the signal again once shut down: SIGTERM ended the process
+    # by it (status -15, 143 in a shell), SIGINT (Ctrl-C) in "Aborted!" and status 1.
+    port = spare_port()
+    process = _start(tmp_path, "dashboard", "--port", str(port))
+    wait_for_port(port, up=True, timeout=20)
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "Aborted" not in output, output
+    assert "Application shutdown complete" in output, output
+
+
 def test_dashboard_on_an_ipv6_address_says_a_url_that_opens(tmp_path: Path) -> None:
     # Before, it said "running on http://::1:PORT", which no browser or curl reads as a URL.
     port = spare_port()

@@ -237,17 +237,24 @@ async def unsearched(registry: Registry) -> str:
     )
 
 
-async def kept(registry: Registry, queue: str, lost: str, *, inline: bool = False) -> None:
+async def kept(
+    registry: Registry,
+    queue: str,
+    lost: str,
+    *,
+    inline: bool = False,
+    kinds: str = "sqlite, postgres, mysql, redis, amqp",
+) -> None:
     """ConveyorError unless `queue`'s driver keeps what a command does there once it exits (or,
     with `inline`, runs a job inside its push, as sync does): `lost`, "a job pushed by conveyor
-    push", would go with the memory driver's process, unseen."""
+    push", would go with the memory driver's process, unseen; `kinds` are the drivers advised."""
     driver = await registry.driver_of(queue)
     if driver.capabilities.durable or (inline and driver.capabilities.inline):
         return
     raise ConveyorError(
         f"queue {queue!r} is on the {driver.kind} driver, which keeps jobs in one process"
         f" only: {lost} would be lost when it exits; put the queue on a driver that keeps"
-        " them (sqlite, postgres, mysql, redis, amqp)"
+        f" them ({kinds})"
     )
 
 

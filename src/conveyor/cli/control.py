@@ -32,6 +32,9 @@ from conveyor.errors import BackendUnavailableError
 from conveyor.job import JobInfo, JobState
 from conveyor.registry import Registry
 
+#: The drivers that keep a queue's pause (amqp has none).
+CONTROLLED = "sqlite, postgres, mysql, redis"
+
 
 @click.command()
 @click.argument("job_id")
@@ -82,7 +85,7 @@ def queue_pause(name: str, app: str) -> None:
     registry = load_app(app)
 
     async def pause() -> None:
-        await kept(registry, name, "the pause")
+        await kept(registry, name, "the pause", kinds=CONTROLLED)
         await registry.pause(name)
 
     run(pause(), registry)
@@ -97,7 +100,7 @@ def queue_resume(name: str, app: str) -> None:
     registry = load_app(app)
 
     async def resume() -> None:
-        await kept(registry, name, "the resume")
+        await kept(registry, name, "the resume", kinds=CONTROLLED)
         await registry.resume(name)
 
     run(resume(), registry)

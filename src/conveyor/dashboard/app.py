@@ -18,6 +18,7 @@ text.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -27,6 +28,7 @@ import secrets
 import socket
 import time
 import urllib.parse
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -285,7 +287,18 @@ async def serve(
     # in their format; with none set up, uvicorn's own print as uvicorn prints them.
     own = None if logging.getLogger().handlers else uvicorn.config.LOGGING_CONFIG
     config = uvicorn.Config(app, host=host, port=port, log_level="info", log_config=own)
-    server = uvicorn.Server(config)
+
+    class Server(uvicorn.Server):
+        """uvicorn's, but a stop's signal ends `serve`: uvicorn sent it again once shut down,
+        which ended `conveyor dashboard` by SIGTERM (status 143) or in "Aborted!" (status 1)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
+    server = Server(config)
     try:  # bound here, not by uvicorn, which logs why it cannot and exits with status 3
         bound = socket.create_server(
             (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
