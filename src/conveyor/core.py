@@ -1,8 +1,7 @@
 """The registry's core: registration (`conveyor.registration`), pushing (`conveyor.push`),
 then inspecting. It knows neither the worker, nor the blocking facade, nor the configuration:
-`Registry` (`conveyor.registry`) joins it to those, and the worker and the facade are written
-against this class, so that imports run one way.
-"""
+`Registry` (`conveyor.registry`) joins it to those; the worker and the facade are written
+against this class, so that imports run one way."""
 
 from __future__ import annotations
 
@@ -269,13 +268,14 @@ class RegistryCore(Pushing):
 
     async def chain_info(self, chain_id: str) -> ChainInfo | None:
         """How far a chain got (see conveyor.chain.ChainInfo), or None when its first page is
-        not kept (never pushed, or pruned by its queue's retention)."""
+        not kept (never pushed, or pruned by its queue's retention, or its store not made)."""
         if not stored_ids([chain_id]):
             return None
-        for driver in await self._all_drivers():
-            if not driver.capabilities.lookup:
+        for queues in self._by_backend():
+            made = self.driver_for(queues[0])
+            if made.unmade() is not None or not made.capabilities.lookup:
                 continue
-            found = await find_chain(driver.get, chain_id)
+            found = await find_chain((await self.driver_of(queues[0])).get, chain_id)
             if found is not None:
                 return found
         return None

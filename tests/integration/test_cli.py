@@ -572,6 +572,7 @@ def test_reading_commands_before_any_push_create_no_database(app: App) -> None:
     assert f"no SQLite database at {database} yet" in result.stdout
     assert app.run("failed", "list", "tasks", "--app", APP).returncode == 0
     assert app.run("job", "0" * 32, "--app", APP).returncode == 1
+    assert app.run("chain", "nope", "--app", APP).returncode == 1
     assert not database.exists()
     app.push("record", {"n": 1})
     result = app.run("list", "--app", APP)
