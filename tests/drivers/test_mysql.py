@@ -37,6 +37,7 @@ from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo, JobBatch, JobInfo, JobState, NewJob
 from tests.backends import Drivers, eventually, require_service
+from tests.backends.locks import runs_of_a_job_acked_behind
 from tests.backends.mysql import START, URL, drop_tables, fresh_prefix
 from tests.backends.proxy import Proxy
 from tests.contract.helpers import cancelled_push_is_still_stored, make_job
@@ -458,43 +459,20 @@ async def test_an_ack_behind_a_callers_open_transaction_waits_for_it(prefix: str
     until it ends (MySQL's duplicate check), so the job's ack waits past the lock wait, again
     and again. Taken for the backend refusing the ack, it would be written off after three
     tries, the job run again after its lease; it is written once the caller commits."""
-    registry = Registry()
-    registry.queue("q", driver=f"{URL}?prefix={prefix}&timeout=1.5", workers=["w"])
-    registry.worker("w", poll_interval=0.05)
-    started, finish = asyncio.Event(), asyncio.Event()
-    runs = 0
 
-    @registry.job("keyed")
-    async def keyed(job: Job[dict[str, int]]) -> None:
-        nonlocal runs
-        runs += 1
-        started.set()
-        await finish.wait()
+    @contextlib.asynccontextmanager
+    async def pushed_again(registry: Registry, job_id: str) -> AsyncIterator[None]:
+        connection = await connect(autocommit=False)
+        try:
+            await connection.begin()
+            again = await registry.push("q", "held", {"n": 2}, unique="k", connection=connection)
+            assert again == job_id
+            yield
+            await connection.commit()
+        finally:
+            connection.close()
 
-    job_id = await registry.push("q", "keyed", {"n": 1}, unique="k")
-    worker = Worker(registry, "w")
-    running = asyncio.create_task(worker.run())
-    connection = await connect(autocommit=False)
-    try:
-        await asyncio.wait_for(started.wait(), 10)
-        await connection.begin()
-        again = await registry.push("q", "keyed", {"n": 2}, unique="k", connection=connection)
-        assert again == job_id
-        finish.set()
-        await asyncio.sleep(5)  # the ack meets the lock wait (1 s) a few times meanwhile
-        await connection.commit()
-
-        async def succeeded() -> bool:
-            info = await registry.job_info(job_id)
-            return info is not None and info.state is JobState.SUCCEEDED
-
-        await eventually(succeeded, timeout=15)
-    finally:
-        connection.close()
-        worker.stop()
-        await running
-        await registry.close()
-    assert runs == 1
+    assert await runs_of_a_job_acked_behind(f"{URL}?prefix={prefix}", pushed_again, unique="k") == 1
 
 
 async def test_a_migration_waits_for_row_locks_longer_than_a_call(

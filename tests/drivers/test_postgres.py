@@ -27,7 +27,7 @@ import pytest
 from psycopg.rows import dict_row
 
 import conveyor.drivers.sql.postgres.connection as pg_connection
-from conveyor import Job, PayloadError, Registry, Worker
+from conveyor import Job, PayloadError, Registry
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Failure, Release, Reservation
 from conveyor.drivers.sql.adapter import REQUIRED_QUERIES
@@ -36,6 +36,7 @@ from conveyor.drivers.sql.queries import Query, load_migrations, load_queries
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 from conveyor.job import ErrorInfo, JobState
 from tests.backends import Drivers, eventually, require_service
+from tests.backends.locks import runs_of_a_job_acked_behind
 from tests.backends.postgres import START, URL, drop_tables, fresh_prefix
 from tests.backends.private import private_postgres
 from tests.contract.helpers import cancelled_push_is_still_stored, make_job
@@ -1210,37 +1211,12 @@ async def test_an_ack_behind_another_transactions_row_lock_waits_for_it(prefix: 
     job's ack wait past lock_timeout, again and again. Taken for the backend refusing the ack,
     it was written off after three tries and the job ran again after its lease; it is written
     once that transaction ends, and the job runs once."""
-    registry = Registry()
-    registry.queue("q", driver=f"{URL}?prefix={prefix}&timeout=1.5", workers=["w"])
-    registry.worker("w", poll_interval=0.05)
-    started, finish = asyncio.Event(), asyncio.Event()
-    runs = 0
 
-    @registry.job("held")
-    async def held(job: Job[dict[str, int]]) -> None:
-        nonlocal runs
-        runs += 1
-        started.set()
-        await finish.wait()
-
-    job_id = await registry.push("q", "held", {"n": 1})
-    worker = Worker(registry, "w")
-    running = asyncio.create_task(worker.run())
-    try:
+    @contextlib.asynccontextmanager
+    async def locked(registry: Registry, job_id: str) -> AsyncIterator[None]:
         async with await psycopg.AsyncConnection.connect(URL) as conn:
-            await asyncio.wait_for(started.wait(), 10)
             await conn.execute(f"SELECT 1 FROM {prefix}jobs WHERE id = %s FOR UPDATE", (job_id,))
-            finish.set()
-            await asyncio.sleep(5)  # the ack meets lock_timeout (1.2 s) a few times meanwhile
+            yield
             await conn.commit()
 
-        async def succeeded() -> bool:
-            info = await registry.job_info(job_id)
-            return info is not None and info.state is JobState.SUCCEEDED
-
-        await eventually(succeeded, timeout=15)
-    finally:
-        worker.stop()
-        await running
-        await registry.close()
-    assert runs == 1
+    assert await runs_of_a_job_acked_behind(f"{URL}?prefix={prefix}", locked) == 1
