@@ -56,7 +56,7 @@ def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in its own working directory, with no CONVEYOR_* or QUEUE_* set."""
     monkeypatch.chdir(tmp_path)
     for name in [*os.environ]:
-        if name.startswith(("CONVEYOR_", "QUEUE_")) or name == "DATABASE_URL":
+        if name.upper().startswith(("CONVEYOR_", "QUEUE_")) or name == "DATABASE_URL":
             monkeypatch.delenv(name)
 
 

@@ -9,8 +9,6 @@ left unread."""
 from __future__ import annotations
 
 import logging
-import os
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,11 @@ from conveyor.config import effective
 from tests.backends import postgres as pg
 from tests.backends import redis as redis_backend
 from tests.backends import require_service
+from tests.unit.test_config import (  # noqa: F401 - in_tmp_path: its autouse fixture
+    in_tmp_path,
+    source,
+    write,
+)
 
 
 async def send(job: Job[dict[str, Any]]) -> None:
@@ -31,28 +34,6 @@ async def send(job: Job[dict[str, Any]]) -> None:
 @dataclass
 class Email:
     to: str
-
-
-def write(directory: Path, text: str) -> Path:
-    path = directory / "conveyor.toml"
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
-
-
-def source(registry: Registry, scope: str, name: str, key: str) -> tuple[str, str]:
-    """(value, source) of one setting in force."""
-    found = [s for s in effective(registry) if (s.scope, s.name, s.key) == (scope, name, key)]
-    assert len(found) == 1, found
-    return found[0].value, found[0].source
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test runs in its own working directory, with no CONVEYOR_* or QUEUE_* set."""
-    monkeypatch.chdir(tmp_path)
-    for name in [*os.environ]:
-        if name.upper().startswith(("CONVEYOR_", "QUEUE_")) or name == "DATABASE_URL":
-            monkeypatch.delenv(name)
 
 
 async def test_a_driver_url_from_the_environment_keeps_its_own_options_over_the_file_s(
