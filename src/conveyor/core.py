@@ -165,9 +165,7 @@ class RegistryCore(Pushing):
         if not stored_ids([job_id]):
             return None
         unreachable: BackendUnavailableError | None = None
-        for queues in self._by_backend():
-            if self.driver_for(queues[0]).unmade() is not None:
-                continue  # no job is there
+        for queues in self._by_backend(made=True):  # no job is in a store not made
             try:
                 driver = await self.driver_of(queues[0])
                 if not driver.capabilities.lookup:
@@ -188,14 +186,15 @@ class RegistryCore(Pushing):
         self.freeze()
         return self._resolve_driver(self.queue_spec(queue).driver)
 
-    def _by_backend(self) -> list[list[str]]:
-        """The registered queues grouped by the driver that stores them (none opened)."""
+    def _by_backend(self, *, made: bool = False) -> list[list[str]]:
+        """The registered queues grouped by the driver that stores them (none opened); with
+        `made`, only the groups whose store exists (Driver.unmade), for reads that create none."""
         self.freeze()  # the implicit default queue exists only once frozen
         grouped: dict[int, list[str]] = {}
         for queue in self._queues:
             driver = self._resolve_driver(self.queue_spec(queue).driver)
             grouped.setdefault(id(driver), []).append(queue)
-        return list(grouped.values())
+        return [q for q in grouped.values() if not made or self.driver_for(q[0]).unmade() is None]
 
     async def start_chain(
         self,
@@ -271,11 +270,11 @@ class RegistryCore(Pushing):
         not kept (never pushed, or pruned by its queue's retention, or its store not made)."""
         if not stored_ids([chain_id]):
             return None
-        for queues in self._by_backend():
-            made = self.driver_for(queues[0])
-            if made.unmade() is not None or not made.capabilities.lookup:
+        for queues in self._by_backend(made=True):
+            driver = await self.driver_of(queues[0])
+            if not driver.capabilities.lookup:
                 continue
-            found = await find_chain((await self.driver_of(queues[0])).get, chain_id)
+            found = await find_chain(driver.get, chain_id)
             if found is not None:
                 return found
         return None
@@ -423,9 +422,7 @@ class RegistryCore(Pushing):
     async def paused_queues(self) -> set[str]:
         """The registered queues that are paused."""
         found: set[str] = set()
-        for queues in self._by_backend():  # one read a backend
-            if self.driver_for(queues[0]).unmade() is not None:
-                continue
+        for queues in self._by_backend(made=True):  # one read a backend
             driver = await self.driver_of(queues[0])
             if driver.capabilities.control:
                 found |= await driver.paused(queues)
