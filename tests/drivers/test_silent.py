@@ -109,6 +109,17 @@ async def test_a_call_on_a_silent_connection_fails_within_its_timeout_then_the_n
     assert (await opened.counts(["q"]))["q"].pending == 0
 
 
+async def test_a_single_push_on_a_silent_connection_fails_within_its_timeout_then_the_next_works(
+    server: Server, opened: Driver
+) -> None:
+    await opened.push(make_job())  # the push statement is ready on the pooled connection
+    server.proxy.blackhole()
+    await _fails_within(1.0, opened.push(make_job()))
+
+    await opened.push(make_job())
+    assert (await opened.counts(["q"]))["q"].pending in (2, 3)  # the silent one may be in
+
+
 async def test_a_streamed_push_whose_connection_goes_silent_midway_stores_nothing(
     postgres: Server,
 ) -> None:

@@ -21,6 +21,8 @@ from typing import Any
 
 import psycopg
 from psycopg.abc import RV, PQGen
+from psycopg.pq.abc import PGconn
+from psycopg.rows import AsyncRowFactory, tuple_row
 from psycopg.waiting import READY_R, READY_W, WAIT_R, WAIT_W
 
 from conveyor.drivers.sql.shielded import SocketWait
@@ -29,7 +31,12 @@ __all__ = ["PooledConnection", "ended_by_server", "wait_on_socket"]
 
 
 class PooledConnection(psycopg.AsyncConnection[Any]):
-    """The pool's connections: psycopg's, but waiting on their socket with `wait_on_socket`."""
+    """The pool's connections: psycopg's, but waiting on their socket with `wait_on_socket`,
+    and knowing which statements conveyor.drivers.sql.postgres.prepared prepared on them."""
+
+    def __init__(self, pgconn: PGconn, row_factory: AsyncRowFactory[Any] = tuple_row) -> None:
+        super().__init__(pgconn, row_factory)
+        self.prepared: set[bytes] = set()
 
     async def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
         if timeout is not None:  # psycopg's own timed waits (none of conveyor's statements)

@@ -7,15 +7,20 @@ from __future__ import annotations
 import contextlib
 import select
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg.abc import RV, PQGen
+from psycopg.pq.abc import PGconn
+from psycopg.rows import RowFactory, tuple_row
 from psycopg.sql import Composed
 from psycopg.waiting import READY_R, READY_W, WAIT_R, WAIT_W
 
 from conveyor.drivers.sql.adapter import Params
 from conveyor.drivers.sql.deadline import no_answer
+from conveyor.drivers.sql.postgres import prepared
+from conveyor.drivers.sql.postgres.prepared import positional
 from conveyor.drivers.sql.postgres.socket import ended_by_server
 from conveyor.drivers.sql.postgres.target import Target, log
 from conveyor.drivers.sql.queries import Query
@@ -37,6 +42,10 @@ class _ThreadConnection(psycopg.Connection[Any]):
 
     #: time.monotonic() past which a wait gives up (set before each call).
     deadline = 0.0
+
+    def __init__(self, pgconn: PGconn, row_factory: RowFactory[Any] = tuple_row) -> None:
+        super().__init__(pgconn, row_factory)
+        self.prepared: set[bytes] = set()  # see conveyor.drivers.sql.postgres.prepared
 
     def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
         return _wait_until(gen, self.pgconn.socket, self.deadline)
@@ -92,7 +101,17 @@ class PostgresThreadConnections(ThreadConnections[_ThreadConnection]):
         return conn
 
     def _run(self, conn: _ThreadConnection, query: Query, params: Params) -> None:
-        self._statement(conn, query.name, query.sql, params, self._target.timeout)
+        short = positional(query)
+        if short is None:
+            self._statement(conn, query.name, query.sql, params, self._target.timeout)
+            return
+        pgconn = conn.pgconn
+
+        def work() -> int:
+            run = prepared.run(pgconn, conn.prepared, short, params)
+            return _wait_until(run, pgconn.socket, conn.deadline)
+
+        self._within(conn, query.name, self._target.timeout, work)
 
     def _dropped(self, error: DriverError) -> bool:
         """The server ended or lost the connection: BackendUnavailableError from psycopg's
@@ -117,9 +136,15 @@ class PostgresThreadConnections(ThreadConnections[_ThreadConnection]):
         seconds: float,
     ) -> None:
         """One statement under the deadline; on silence the connection is closed."""
+        self._within(conn, what, seconds, lambda: conn.execute(sql, params))
+
+    def _within(
+        self, conn: _ThreadConnection, what: str, seconds: float, work: Callable[[], object]
+    ) -> None:
+        """`work` on `conn` under a deadline of `seconds`; on silence the connection is closed."""
         conn.deadline = time.monotonic() + seconds
         try:
-            conn.execute(sql, params)
+            work()
         except _Silent:
             with contextlib.suppress(Exception):
                 conn.pgconn.finish()  # no goodbye on a connection that does not answer
