@@ -321,7 +321,8 @@ class Settler:
                 for outcome in outcomes:
                     self._telling.pop(outcome.job.id, None)
                 told.set()
-        # Retried: released after a failed attempt (a job given back by a stop did not fail).
+        # Retried: released after a failed attempt. A job given back (by a stop, or a reserve
+        # that returned too many) came to no outcome: it runs again, and is processed there.
         retried = sum(
             1
             for o in outcomes
@@ -330,7 +331,7 @@ class Settler:
         self._tally.add(
             driver,
             WorkerCounts(
-                processed=len(acked) + len(failed) + sum(1 for r in releases if r.id in released),
+                processed=len(acked) + len(failed) + retried,
                 succeeded=len(acked),
                 failed=len(failed - {o.job.id for o in outcomes if o.cancelled}),
                 retried=retried,
