@@ -3,16 +3,18 @@ against a plain model of each job's state.
 
 Pushes (single, batches, unique keys refused, ids pushed again, delayed), reserves from two
 connections (as two processes), renewals, acks (with a chain's next job pushed), releases
-(due now or later), fails and cancels, settles by a stale worker whose lease another took
-over (refused, changing nothing), cancels, pauses, `failed retry` and `purge` (one job, all,
-by name), prune, and damaged records: after each step the driver's `counts` must equal the
-model's, and every few steps so must `list_jobs` of every state, `get` and `throughput`.
+(due now or later), fails (as failed or cancelled), settles by a stale worker whose lease
+another took over (refused, changing nothing), cancels, pauses, `failed retry` and `purge`
+(one job, all, by name), prune, and damaged records: after each step the driver's `counts`
+(the oldest pending job's age too) must equal the model's, and every few steps so must
+`list_jobs` of every state, `get` and `throughput`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -29,8 +31,14 @@ KEYS = ("k1", "k2", None, None, None)
 #: A delay that never runs out during a run: its job stays delayed.
 LATER = 3600.0
 #: Steps of one run, and how often every job is read back (list_jobs, get, throughput).
-STEPS = 160
+STEPS = 150
 FULL_CHECK_EVERY = 8
+#: How far a backend's stored times may be rounded (SQLite keeps milliseconds).
+AGE_TOLERANCE = 0.005
+#: The fields the model's damage overwrites: none of them places the job (queue, state, due
+#: time, unique key, id).
+DAMAGEABLE = {"meta", "error", "payload", "attempt", "rescued", "max_attempts", "priority",
+              "created_at", "timeout", "retry_delay", "rank", "worker"}  # fmt: skip
 LIVE = ("pending", "delayed", "reserved")
 FINISHED = ("succeeded", "failed", "cancelled")
 ERROR = ErrorInfo("ValueError", "boom")
@@ -44,7 +52,8 @@ class Job:
     name: str
     unique: str | None
     state: str
-    token: str | None = None  # the current reservation's, while reserved
+    #: While pending: monotonic times before and after the step that made it due.
+    due: tuple[float, float] | None = None
 
 
 @dataclass
@@ -76,14 +85,14 @@ class Model:
 
     def leave(self, job_id: str, state: str) -> None:
         """The job leaves the reserved state for `state`; its reservation goes stale."""
-        self.jobs[job_id].state, self.jobs[job_id].token = state, None
+        self.jobs[job_id].state = state
         self.stale.append(self.held.pop(job_id))
 
     def take(self, got: JobInfo) -> None:
         """`reserve` handed out `got`: a job held before goes stale."""
         if got.id in self.held:
             self.stale.append(self.held.pop(got.id))
-        self.jobs[got.id].state, self.jobs[got.id].token = "reserved", got.reservation
+        self.jobs[got.id].state = "reserved"
         self.held[got.id] = got
 
     def delete(self, job_id: str) -> None:
@@ -138,7 +147,13 @@ class Run:
         [operation] = self.rng.choices(
             [op for op, _ in operations], weights=[w for _, w in operations]
         )
+        began = time.monotonic()
         await operation()
+        for job in self.model.jobs.values():
+            if job.state != "pending":
+                job.due = None
+            elif job.due is None:
+                job.due = (began, time.monotonic())
 
     async def push(self) -> None:
         job = self.new_job()
@@ -209,8 +224,7 @@ class Run:
         error = ERROR if self.rng.random() < 0.7 else None
         count = self.rng.random() < 0.8
         releases = [
-            Release(j.id, reservation(j).token, LATER if later else 0.0, error, count)
-            for j in jobs
+            Release(j.id, reservation(j).token, LATER if later else 0.0, error, count) for j in jobs
         ]
         released = await self.driver().release(releases)
         self.log.append(f"release {[j.id for j in jobs]} later={later}: {released}")
@@ -285,7 +299,9 @@ class Run:
 
     async def purge(self) -> None:
         queue = self.rng.choice(QUEUES)
-        state = self.rng.choice(("failed", "failed", "succeeded", "cancelled", "pending", "delayed"))
+        state = self.rng.choice(
+            ("failed", "failed", "succeeded", "cancelled", "pending", "delayed")
+        )
         how, driver = self.rng.choice(("one", "all", "name")), self.driver()
         if how == "all":
             doomed = self.model.ids(queue, state)
@@ -339,22 +355,37 @@ class Run:
             await driver.pause(queue, paused)
 
     async def damage(self) -> None:
-        """A stored job's meta overwritten behind the driver's back: it is still counted."""
-        wanted = [d for d in self.storage.damages if d.field == "meta" and isinstance(d.raw, str)]
+        """A field of a stored job overwritten behind the driver's back (one that says
+        nothing of where the job is): it is still counted, listed and settled as before."""
+        wanted = [d for d in self.storage.damages if d.field in DAMAGEABLE]
         if not wanted or not self.model.jobs:
             return
-        job_id = self.rng.choice(list(self.model.jobs))
-        self.log.append(f"damage {job_id}")
-        await self.storage.damage(job_id, "meta", wanted[0].raw)
+        job_id, damage = self.rng.choice(list(self.model.jobs)), self.rng.choice(wanted)
+        self.log.append(f"damage {job_id} {damage.field}={damage.raw!r}")
+        await self.storage.damage(job_id, damage.field, damage.raw)
 
     async def check(self, full: bool) -> None:
         driver = self.driver()
+        began = time.monotonic()
         counts = await driver.counts(list(QUEUES))
+        ended = time.monotonic()
         for queue in QUEUES:
             assert counts[queue] == self.model.counts(queue), queue
-            assert (counts[queue].oldest_pending_age is None) == (counts[queue].pending == 0)
+            self.check_age(queue, counts[queue].oldest_pending_age, began, ended)
         if full:
             await self.check_records(driver)
+
+    def check_age(self, queue: str, age: float | None, began: float, ended: float) -> None:
+        """The oldest pending job's age lies between the least and the most time that can
+        have passed since the earliest made due of the queue's pending jobs became due."""
+        due = [self.model.jobs[i].due for i in self.model.ids(queue, "pending")]
+        if not due:
+            assert age is None, queue
+            return
+        assert age is not None, queue
+        least = max(began - after for _, after in filter(None, due))
+        most = max(ended - before for before, _ in filter(None, due))
+        assert least - AGE_TOLERANCE <= age <= most + AGE_TOLERANCE, (queue, least, age, most)
 
     async def check_records(self, driver: Driver) -> None:
         for queue in QUEUES:
