@@ -134,7 +134,9 @@ class Run:
         return replace(job, **overrides)
 
     def some(self, items: list[str], most: int = 3) -> list[str]:
-        return self.rng.sample(items, self.rng.randint(0, min(most, len(items))))
+        """A few of `items`, now and then one of them twice (a batch naming a job twice)."""
+        picked = self.rng.sample(items, self.rng.randint(0, min(most, len(items))))
+        return picked + picked[:1] if self.rng.random() < 0.1 else picked
 
     async def step(self) -> None:
         operations = [
@@ -206,8 +208,8 @@ class Run:
         acked = await self.driver().ack([reservation(job) for job in jobs])
         self.log.append(f"ack {[job.id for job in jobs]}: {acked}")
         assert acked == {job.id for job in jobs}
-        for job in jobs:
-            self.model.leave(job.id, "succeeded")
+        for job_id in dict.fromkeys(job.id for job in jobs):
+            self.model.leave(job_id, "succeeded")
 
     async def ack_and_push(self) -> None:
         """A chain's page acked with its next page pushed in one step."""
@@ -215,8 +217,8 @@ class Run:
         acked = await self.driver().ack_and_push([reservation(j) for j in jobs], [successor])
         self.log.append(f"ack_and_push {[j.id for j in jobs]} + {successor.id}: {acked}")
         assert acked == {job.id for job in jobs}
-        for job in jobs:
-            self.model.leave(job.id, "succeeded")
+        for job_id in dict.fromkeys(job.id for job in jobs):
+            self.model.leave(job_id, "succeeded")
         self.model.push(successor)
 
     async def release(self) -> None:
@@ -229,8 +231,8 @@ class Run:
         released = await self.driver().release(releases)
         self.log.append(f"release {[j.id for j in jobs]} later={later}: {released}")
         assert released == {job.id for job in jobs}
-        for job in jobs:
-            self.model.leave(job.id, "delayed" if later else "pending")
+        for job_id in dict.fromkeys(job.id for job in jobs):
+            self.model.leave(job_id, "delayed" if later else "pending")
 
     async def fail(self) -> None:
         jobs, cancelled = self.held(), self.rng.random() < 0.2
@@ -238,8 +240,8 @@ class Run:
         failed = await self.driver().fail(failures)
         self.log.append(f"fail {[job.id for job in jobs]} cancelled={cancelled}: {failed}")
         assert failed == {job.id for job in jobs}
-        for job in jobs:
-            self.model.leave(job.id, "cancelled" if cancelled else "failed")
+        for job_id in dict.fromkeys(job.id for job in jobs):
+            self.model.leave(job_id, "cancelled" if cancelled else "failed")
 
     async def stale_settle(self) -> None:
         """A worker whose reservation is no longer current (its lease was taken over, or it
@@ -316,8 +318,8 @@ class Run:
                 deleted += await driver.purge(queue, JobState(state), page)
             assert doomed == self.model.ids(queue, state, name)
         self.log.append(f"purge {queue} {state} {how} {doomed}: {deleted}")
-        assert deleted == len(doomed)
-        for job_id in doomed:
+        assert deleted == len(set(doomed))
+        for job_id in set(doomed):
             self.model.delete(job_id)
 
     async def prune(self) -> None:
