@@ -280,8 +280,7 @@ class Run:
         if how == "all":
             ids, moved = self.model.ids(queue, "failed"), await driver.retry_failed(queue)
         elif how == "one":
-            failed = self.model.ids(queue, "failed")
-            ids = self.some(failed, 1) + ([new_id()] if not failed else [])
+            ids = self.some(self.model.ids(queue, "failed"), 1) + self.some(self.others(), 1)
             moved = await driver.retry_failed(queue, ids)
         else:
             name, ids, moved = self.rng.choice(NAMES), [], 0
@@ -299,6 +298,11 @@ class Run:
                 job.state, expected = "pending", expected + 1
         assert moved == expected
 
+    def others(self) -> list[str]:
+        """Ids an operation on some jobs may name besides: of any job (in another state or
+        queue, which it leaves alone), or of none."""
+        return [*self.model.jobs, new_id()]
+
     async def purge(self) -> None:
         queue = self.rng.choice(QUEUES)
         state = self.rng.choice(
@@ -309,8 +313,9 @@ class Run:
             doomed = self.model.ids(queue, state)
             deleted = await driver.purge(queue, JobState(state))
         elif how == "one":
-            doomed = self.some(self.model.ids(queue, state), 2)
-            deleted = await driver.purge(queue, JobState(state), doomed)
+            ids = self.some(self.model.ids(queue, state), 2) + self.some(self.others(), 1)
+            doomed = [i for i in dict.fromkeys(ids) if i in self.model.ids(queue, state)]
+            deleted = await driver.purge(queue, JobState(state), ids)
         else:
             name, doomed, deleted = self.rng.choice(NAMES), [], 0
             async for page in driver.named_ids(queue, JobState(state), name, 2):
