@@ -183,12 +183,12 @@ class Run:
         job_id = self.rng.choice(list(self.model.jobs))
         return self.new_job(id=job_id, queue=self.model.jobs[job_id].queue)
 
-    async def reserve(self, lease: float = LONG_LEASE, expired: tuple[str, ...] = ()) -> None:
+    async def reserve(self, lease: float = LONG_LEASE) -> None:
         queues = self.some(list(QUEUES), 2) or ["a"]
         limit = self.rng.randint(1, 4)
         got = await self.driver().reserve(queues, limit, lease, "w")
         self.log.append(f"reserve {queues} {limit}: {[job.id for job in got]}")
-        due = {i for q in queues for i in self.model.ids(q, "pending")} | set(expired)
+        due = {i for q in queues for i in self.model.ids(q, "pending")}
         assert {job.id for job in got} <= due
         assert len(got) == min(limit, len(due))
         for job in got:
