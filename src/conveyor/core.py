@@ -42,7 +42,6 @@ RESULT_POLL_MAX = 0.2
 #: a listing reads whole jobs (payload and errors), so fewer than a bulk statement's ids.
 NAMED_BATCH = 200
 
-
 #: What to do where a queue's backend cannot cancel or pause (amqp): said by its Unsupported.
 CONTROL_HINT = (
     "put the queue on a driver with job control (sqlite, postgres, mysql, redis; see"
@@ -143,10 +142,10 @@ class RegistryCore(Pushing):
 
     async def worker_info(self) -> dict[str, WorkerCounts]:
         """Processed, succeeded, failed and retried totals for every registered worker,
-        added up over all processes and backends."""
-        self.freeze()
+        added up over all processes and backends; a store not made yet is not created."""
+        drivers = [await self.driver_of(queues[0]) for queues in self._by_backend(made=True)]
         totals = {name: WorkerCounts() for name in self._workers}
-        for driver in await self._all_drivers():
+        for driver in drivers:
             for name, counts in (await driver.worker_stats()).items():
                 totals[name] = totals.get(name, WorkerCounts()) + counts
         return totals
@@ -154,8 +153,8 @@ class RegistryCore(Pushing):
     async def workers_alive(self, within: float = ALIVE_WITHIN) -> list[WorkerPresence]:
         """The worker processes heard from in the last `within` seconds (a worker says it is
         alive every HEARTBEAT_EVERY seconds), from every backend, oldest first."""
-        self.freeze()
-        found = {p.identity: p for d in await self._all_drivers() for p in await d.alive(within)}
+        drivers = [await self.driver_of(queues[0]) for queues in self._by_backend(made=True)]
+        found = {p.identity: p for d in drivers for p in await d.alive(within)}
         return sorted(found.values(), key=lambda presence: (presence.started_at, presence.identity))
 
     async def job_info(self, job_id: str) -> JobInfo | None:
@@ -309,10 +308,12 @@ class RegistryCore(Pushing):
         `minutes` is 1 to 10,080 (a week): the answer holds a count per minute."""
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 0 < minutes <= 10080:
             raise RegistryError(f"minutes must be a whole number from 1 to 10080, not {minutes!r}")
-        driver = await self.driver_of(queue)
-        if not driver.capabilities.lookup:
+        made = self.driver_for(queue)
+        if not made.capabilities.lookup:
             return None
-        return await driver.throughput(queue, minutes)
+        if made.unmade() is not None:  # no job finished there, and none is made by reading
+            return Throughput.none(minutes)
+        return await (await self.driver_of(queue)).throughput(queue, minutes)
 
     async def retry_failed(
         self, queue: str, ids: Sequence[str] | None = None, *, name: str | None = None

@@ -5,7 +5,8 @@ driver and verb, from a task of its own: everything that finished while the last
 flight goes in the next. It counts what each driver accepted (a settle that comes too late is
 refused by fencing and not counted) and saves those worker counts at most once a second.
 
-A write that fails is tried again, after a back-off. One the backend refuses (an error other
+A write that fails is tried again, after a back-off (one made though its reply was lost, then
+refused, counts as written: the job shows it). One the backend refuses (an error other
 than BackendUnavailableError: it was reached) may be refusing one outcome in it, which would
 otherwise hold back every outcome batched with it, for ever: its outcomes are then written one
 by one, and one refused alone ALONE_ATTEMPTS times is written as a failure of its job instead,
@@ -32,7 +33,7 @@ from conveyor.drivers.base import Driver, Failure, Release, Reservation, WorkerC
 from conveyor.errors import BackendUnavailableError
 from conveyor.hooks import EventKind, Hooks, pushed
 from conveyor.hooks import settled as settled_event
-from conveyor.job import ErrorInfo, JobInfo
+from conveyor.job import ErrorInfo, JobInfo, JobState
 
 log = logging.getLogger("conveyor.worker")
 
@@ -97,6 +98,9 @@ class Settler:
         self._alone: dict[str, int] = {}
         #: Jobs whose outcome was replaced by a failure naming the backend's refusal.
         self._replaced: set[str] = set()
+        #: Jobs whose outcome's write failed unanswered: the backend may have made it, and
+        #: refuse it when written again (see `_made_before`).
+        self._unanswered: set[str] = set()
         # The deadline of the hooks being told an outcome: none until a stop, then the stop's
         # (a hook that hangs would otherwise keep the worker from ever stopping).
         self._hooks_cut: asyncio.Timeout | None = None
@@ -215,6 +219,7 @@ class Settler:
                             await self.settle(driver, chunk)
                         except Exception as exc:  # a DriverError, or a fault of our own
                             error, unsettled = exc, unsettled + self._refused(chunk, exc)
+                            self._unanswered.update(o.job.id for o in chunk)
                         else:
                             for outcome in chunk:
                                 self._alone.pop(outcome.job.id, None)
@@ -311,6 +316,10 @@ class Settler:
                     acked = await driver.ack(acks) if acks else set()
                 released = await driver.release(releases) if releases else set()
                 failed = await driver.fail(fails) if fails else set()
+                made = await self._made_before(driver, outcomes, acked | released | failed)
+            acked |= {o.job.id for o in made if o.kind == "ack"}
+            released |= {o.job.id for o in made if o.kind == "release"}
+            failed |= {o.job.id for o in made if o.kind == "fail"}
             settled = acked | released | failed
             for outcome in outcomes:
                 log_outcome(outcome, outcome.job.id in settled)
@@ -321,7 +330,8 @@ class Settler:
                 for outcome in outcomes:
                     self._telling.pop(outcome.job.id, None)
                 told.set()
-        # Retried: released after a failed attempt (a job given back by a stop did not fail).
+        # Retried: released after a failed attempt. A job given back (by a stop, or a reserve
+        # that returned too many) came to no outcome: it runs again, and is processed there.
         retried = sum(
             1
             for o in outcomes
@@ -330,12 +340,27 @@ class Settler:
         self._tally.add(
             driver,
             WorkerCounts(
-                processed=len(acked) + len(failed) + sum(1 for r in releases if r.id in released),
+                processed=len(acked) + len(failed) + retried,
                 succeeded=len(acked),
                 failed=len(failed - {o.job.id for o in outcomes if o.cancelled}),
                 retried=retried,
             ),
         )
+
+    async def _made_before(
+        self, driver: Driver, outcomes: list[Outcome], accepted: set[str]
+    ) -> list[Outcome]:
+        """The outcomes refused now whose earlier write went unanswered yet was made (its
+        reply lost): their job is as that write left it, under this reservation. Counted and
+        told as written, not as a lease lost."""
+        doubtful = [o for o in outcomes if o.job.id in self._unanswered - accepted]
+        self._unanswered -= {o.job.id for o in outcomes}
+        made = []
+        for outcome in doubtful if driver.capabilities.lookup else []:
+            job = await driver.get(outcome.job.id)
+            if job and job.reservation == outcome.job.reservation and job.state in _left(outcome):
+                made.append(outcome)
+        return made
 
     def _cut_hooks(self, after: float) -> None:
         """Cut the hooks being told an outcome `after` seconds from now, and later ones too."""
@@ -390,6 +415,15 @@ class Settler:
                     await driver.record_stats(self.worker, counts)
             except Exception as exc:  # a DriverError, or a fault that must not end settling
                 log.warning("could not record worker stats (%s)", exc)
+
+
+def _left(outcome: Outcome) -> set[JobState]:
+    """The states the write of `outcome` leaves its job in."""
+    if outcome.kind == "release":
+        return {JobState.PENDING, JobState.DELAYED}
+    if outcome.kind == "fail":
+        return {JobState.CANCELLED if outcome.cancelled else JobState.FAILED}
+    return {JobState.SUCCEEDED}
 
 
 def by_driver(items: Iterable[_Item]) -> list[tuple[Driver, list[_Item]]]:

@@ -17,13 +17,18 @@ def damaged_or_skip(storage: Storage) -> None:
         pytest.skip("this backend keeps Python objects: nothing can be written behind it")
 
 
-async def push_one_per_damage(storage: Storage, driver: Driver) -> dict[str, int]:
-    """Push two good jobs, then one job per kind of damage, and damage each; returns the
-    index in `storage.damages` of every damaged job's id."""
+async def push_one_per_damage(
+    storage: Storage, driver: Driver, priority: int = 0
+) -> dict[str, int]:
+    """Push two good jobs, then one job per kind of damage (of `priority`), and damage each;
+    returns the index in `storage.damages` of every damaged job's id."""
     await driver.push_many([make_job(), make_job()])
     damaged = {}
     for index, damage in enumerate(storage.damages):
-        job = make_job(meta={"m": 1}, unique=f"k{index}", timeout=5.0, retry_delay='{"fixed": 1}')
+        job = make_job(
+            meta={"m": 1}, unique=f"k{index}", timeout=5.0, retry_delay='{"fixed": 1}',
+            priority=priority,
+        )  # fmt: skip
         await driver.push(job)
         await storage.damage(job.id, damage.field, damage.raw)
         damaged[job.id] = index
@@ -99,3 +104,27 @@ async def test_damaged_pending_jobs_once_cancelled_are_never_reserved(
     reserved = await driver.reserve(["q"], 100, LONG_LEASE, "w1")
     assert not wanted & {job.id for job in reserved}
     assert [await state_of(driver, job_id) for job_id in wanted] == ["cancelled"] * len(wanted)
+
+
+@pytest.mark.parametrize("verb", ["cancel", "purge"])
+async def test_damaged_pending_jobs_of_a_priority_once_gone_are_no_longer_counted(
+    storage: Storage, driver: Driver, verb: str
+) -> None:
+    """Redis found a pending job's entry among the due ones by its rank field, and with that
+    field damaged, looked among priority 0's: the entry of a job of another priority stayed,
+    and the job, cancelled or purged, was still counted as pending until a reserve."""
+    damaged_or_skip(storage)
+    if verb == "cancel" and not driver.capabilities.control:
+        pytest.skip(f"{driver.kind} declares no control capability")
+    damaged = await push_one_per_damage(storage, driver, priority=3)
+    # A job whose state itself is damaged is no pending job cancel or purge can tell.
+    wanted = {job_id for job_id, at in damaged.items() if storage.damages[at].field != "state"}
+
+    if verb == "cancel":
+        assert await driver.cancel(list(wanted)) == wanted
+    else:
+        assert await driver.purge("q", JobState.PENDING, list(wanted)) == len(wanted)
+
+    counts = (await driver.counts(["q"]))["q"]
+    assert counts.pending == len(damaged) - len(wanted) + 2
+    assert counts.cancelled == (len(wanted) if verb == "cancel" else 0)

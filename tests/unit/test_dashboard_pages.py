@@ -312,3 +312,25 @@ async def test_a_path_that_names_no_page_or_action_is_not_found_not_a_wrong_meth
     assert (mistyped.status_code, unknown.status_code, posted.status_code) == (404, 404, 404)
     assert action.status_code == 405 and action.headers["allow"] == "POST"
     await registry.close()
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/queues/default", "/jobs/" + "0" * 32, "/schedules", "/chains/nightly"]
+)
+async def test_no_page_creates_a_sqlite_store_not_made_yet(tmp_path: Path, path: str) -> None:
+    """As `conveyor list` does not: the queues page (throughput), a queue's jobs and the job
+    page (whether its backend looks jobs up) and the schedules page (ticks) made the file."""
+    database = tmp_path / "jobs.db"
+    registry = Registry(default_driver=f"sqlite:///{database}")
+
+    @registry.job("tick")
+    async def tick(job: Job[dict[str, int]]) -> None: ...
+
+    registry.schedule("often", job="tick", every="30s")
+
+    async with _client(registry) as client:
+        page = await client.get(path)
+
+    assert page.status_code in (200, 404)
+    assert not database.exists()
+    await registry.close()

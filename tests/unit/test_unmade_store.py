@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import Job, JobState, QueueCounts, Registry, RegistryError
+from conveyor import Job, JobState, QueueCounts, Registry, RegistryError, WorkerCounts
 
 
 def registry_at(path: Path) -> Registry:
@@ -38,6 +38,11 @@ async def test_reads_of_a_store_not_made_yet_create_nothing_and_say_where(tmp_pa
         assert await registry.list_jobs("default", JobState.FAILED) == []
         assert await registry.job_info("0" * 32) is None
         assert await registry.paused_queues() == set()
+        # The dashboard reads these too: they created the file (worker stats, throughput).
+        assert await registry.worker_info() == {"default": WorkerCounts()}
+        assert await registry.workers_alive() == []
+        throughput = await registry.throughput("default", 5)
+        assert throughput is not None and throughput.succeeded == throughput.failed == (0,) * 5
         assert not database.exists()
 
         job_id = await registry.push("default", "hello", {})

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from conveyor import Job, JobState
+from conveyor.drivers.base import WorkerCounts
 from tests.backends import needs
 
 from .conftest import App, settle
@@ -166,3 +167,28 @@ async def test_stop_leaves_a_running_plain_handlers_job_reserved_until_its_lease
     assert [job.id for job in taken] == [job_id]
     let_go.set()
     await rival.close()
+
+
+async def test_a_job_given_back_at_stop_is_not_counted_processed(app: App, start) -> None:
+    """The worker's totals count attempts that came to an outcome: a job given back by a stop
+    runs again, and is counted once, where it finishes."""
+    registry = app.registry(stop_timeout=0.1)
+    started, first = asyncio.Event(), True
+
+    @registry.job("item")
+    async def item(job: Job[Item]) -> None:
+        nonlocal first
+        started.set()
+        if first:
+            first = False
+            await asyncio.sleep(30)
+
+    await registry.push("q", "item", Item(1))
+    run = start(registry)
+    await asyncio.wait_for(started.wait(), 5)
+    await run.stop()
+    assert run.worker.counts == WorkerCounts()
+    again = start(registry, burst=True)
+    await asyncio.wait_for(again.task, 10)
+
+    assert (await registry.worker_info())["w"] == WorkerCounts(processed=1, succeeded=1)

@@ -192,10 +192,10 @@ def create_app(
         rows = []
         for name, item in registry.schedules.items():
             queue = registry.schedule_queue(item)
-            try:
-                tick = (await (await registry.driver_of(queue)).ticks([name])).get(name)
-            except ConveyorError:  # a driver without the schedules capability
-                tick = None
+            tick = None
+            if registry.driver_for(queue).unmade() is None:  # none in a store not made yet
+                with contextlib.suppress(ConveyorError):  # a driver without schedules
+                    tick = (await (await registry.driver_of(queue)).ticks([name])).get(name)
             last = None if tick is None else await registry.job_info(tick.job_id)
             rows.append((name, item, queue, item.next_ticks(3), tick, last))
         return render(request, "schedules.html", rows=rows)
@@ -350,10 +350,11 @@ def _masked_token(record: logging.LogRecord) -> bool:
 
 
 async def _can(registry: RegistryCore, queue: str, ability: str) -> bool:
-    """Whether the backend of `queue` has `ability` (amqp finds no job by id, pauses nothing)."""
+    """Whether the backend of `queue` has `ability` (amqp finds no job by id, pauses nothing),
+    told by its driver unopened: a SQLite store not made yet is not created to say so."""
     try:
-        return bool(getattr((await registry.driver_of(queue)).capabilities, ability))
-    except ConveyorError:  # unreachable: its jobs could not be looked up either
+        return bool(getattr(registry.driver_for(queue).capabilities, ability))
+    except ConveyorError:  # a driver that cannot be made: its jobs cannot be looked up either
         return False
 
 

@@ -4,6 +4,7 @@ releases and failures going in; counts, presence, totals, ticks and throughput c
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -101,6 +102,12 @@ class Throughput:
             if state in tally and 0 <= minute < minutes:
                 tally[state][minute] += count
         return cls(start, tuple(tally["succeeded"]), tuple(tally["failed"]))
+
+    @classmethod
+    def none(cls, minutes: int) -> Throughput:
+        """No job finished in the last `minutes` whole minutes of this process's clock: what a
+        store not made yet answers without a backend to read the clock of."""
+        return cls.of(cls.start_at(time.time(), minutes), minutes, ())
 
     @staticmethod
     def start_at(now: float, minutes: int) -> float:

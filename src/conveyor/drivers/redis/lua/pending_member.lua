@@ -12,24 +12,36 @@ local function member(rank, at, id)
   return rank .. string.format('%020.6f', math.max(0, at)) .. id
 end
 
--- The pending member of a job of this rank whose stored time is damaged: among the members
--- of its rank.
+-- The pending member of a job whose stored rank or time is damaged: among the members of its
+-- rank, or with the rank itself damaged, among every member: the member keeps the rank the
+-- job had when it joined pending, which a damaged field no longer tells (a scan of the set,
+-- paid by damaged jobs only).
 local function member_of(rank, id)
-  if type(rank) ~= 'string' or #rank ~= 16 then
-    rank = ANY_RANK
-  end
-  for _, m in ipairs(rcall('ZRANGEBYLEX', pending, '[' .. rank, '(' .. rank .. ':')) do
-    if string.sub(m, 37) == id then
-      return m
+  if type(rank) == 'string' and #rank == 16 then
+    for _, m in ipairs(rcall('ZRANGEBYLEX', pending, '[' .. rank, '(' .. rank .. ':')) do
+      if string.sub(m, 37) == id then
+        return m
+      end
     end
+    return member(rank, 0, id)
   end
+  local cursor = '0'
+  repeat
+    local reply = rcall('ZSCAN', pending, cursor, 'COUNT', 1000)
+    cursor = reply[1]
+    for i = 1, #reply[2], 2 do
+      if string.sub(reply[2][i], 37) == id then
+        return reply[2][i]
+      end
+    end
+  until cursor == '0'
   return member(rank, 0, id)
 end
 
 -- The member in pending of a job whose rank and available_at fields read `rank` and `at`.
 local function pending_member(rank, at, id)
   local time = tonumber(at)
-  if time then
+  if time and type(rank) == 'string' and #rank == 16 then
     return member(rank, time, id)
   end
   return member_of(rank, id)
