@@ -210,6 +210,7 @@ def run(coroutine: Coroutine[Any, Any, T], registry: Registry, loop: str = "asyn
     try:
         return event_loop.run(with_close(), loop)
     except ConveyorError as exc:
+        coroutine.close()  # not started when no loop could be made (no uvloop): no warning
         raise click.ClickException(masked(str(exc), registry)) from exc
 
 
