@@ -25,6 +25,7 @@ import conveyor
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "conveyor"
+TYPING = ROOT / "tests" / "typing"
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -198,3 +199,26 @@ def test_a_module_whose_extra_is_not_installed_names_the_extra(
     code = f"try:\n    import {module}\nexcept ImportError as exc:\n    print(exc)"
     done = run(venv, tmp_path, "-c", code, program="python")
     assert done.stdout.strip().endswith(f'pip install "conveyor[{extra}]"'), done.stderr
+
+
+def mypy_errors(cwd: Path, *options: str) -> list[str]:
+    """`mypy --strict`'s error lines on tests/typing/, run in `cwd`, each without its folder."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", *options,
+         *(str(path) for path in sorted(TYPING.glob("*.py")))],
+        cwd=cwd, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr  # 2 would be mypy itself failing
+    return [line.rpartition("/")[2] for line in done.stdout.splitlines() if ": error: " in line]
+
+
+def test_a_users_mypy_types_the_installed_package_as_the_projects_does(
+    venv: Path, tmp_path: Path
+) -> None:
+    """From a folder of the user's (no project configuration, no pydantic plugin), mypy finds
+    conveyor in the virtualenv by its py.typed, and reports what it reports in the tree: no
+    error in the *_ok.py files, and each wrong payload or option in the *_wrong.py files."""
+    python = str(venv / "python")
+    outside = mypy_errors(tmp_path, "--python-executable", python, "--cache-dir", str(tmp_path))
+    assert outside == mypy_errors(ROOT)
+    assert not [line for line in outside if "_ok.py" in line], outside
