@@ -1,6 +1,6 @@
 """conveyor as a user installs it: the sdist and the wheel `python -m build` makes of this tree,
-then that wheel alone, with no extra, in a virtualenv of its own, run from a folder outside the
-tree with no PYTHONPATH.
+then that wheel alone, with no extra and the oldest release of each dependency pyproject.toml
+lets in, in a virtualenv of its own, run from a folder outside the tree with no PYTHONPATH.
 
 Every other test runs the checkout itself, so a file the code reads at run time (queries.sql,
 the migrations, the Lua scripts, the dashboard's templates, py.typed) that the package's
@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -72,14 +73,24 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return sdist, wheel
 
 
+def oldest_dependencies() -> list[str]:
+    """pyproject.toml's dependencies, each pinned to the oldest release it lets in: a user's
+    environment may hold just those (`pydantic>=2.10` -> `pydantic==2.10`)."""
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        dependencies: list[str] = tomllib.load(file)["project"]["dependencies"]
+    assert all(">=" in dependency for dependency in dependencies), dependencies
+    return [dependency.replace(">=", "==") for dependency in dependencies]
+
+
 @pytest.fixture(scope="module")
 def venv(built: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bin/ of a new virtualenv holding the wheel and what it depends on, no extra."""
+    """The bin/ of a new virtualenv holding the wheel and the oldest releases of what it
+    depends on, no extra."""
     folder = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
     done = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(folder / "bin" / "python"), "install",
-         "--quiet", str(built[1])],
+         "--quiet", str(built[1]), *oldest_dependencies()],
         capture_output=True,
         text=True,
         timeout=150,
