@@ -30,6 +30,8 @@ from conveyor.registry import Registry
 from conveyor.retry import Exponential, Fail, Fixed, Retry
 from conveyor.worker import Worker
 
+__version__ = "0.1.0"
+
 __all__ = [
     "BackendUnavailableError",
     "Capabilities",

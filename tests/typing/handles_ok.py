@@ -4,7 +4,10 @@ checks it (this file is type-checked, never run)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypedDict
+
+from pydantic import BaseModel
 
 from conveyor import Job, JobHandle, Registry
 
@@ -42,6 +45,16 @@ def count(job: Job[Sms]) -> dict[str, int]:
     return {"sent": 1}
 
 
+class Invoice(BaseModel):
+    number: int
+
+
+@registry.job("invoice.make", keep_result=True)
+def make(job: Job[Invoice]) -> int:
+    """A pydantic model's payload: typed as the model, with pydantic's mypy plugin or without."""
+    return job.payload.number
+
+
 def name_of(handle: JobHandle[Email]) -> str:
     """Any handle of an Email job."""
     return handle.name
@@ -65,4 +78,5 @@ async def main() -> None:
     cursor: int | None = await page(first)
     sent: dict[str, int] = count(Job("c", "sms", "sms.count", {"number": "+1"}, 1, 1, {}, 0.0))
     name_of(page)
-    del cursor, sent
+    invoice_id: str = make.blocking.push(Invoice(number=7), delay=timedelta(seconds=5))
+    del cursor, sent, invoice_id

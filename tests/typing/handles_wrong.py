@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 from conveyor import Job, Registry
 
 registry = Registry()
@@ -31,3 +33,17 @@ async def main() -> None:
     await send.push_many([Email("a@example.com"), Sms("+1")])
     await send.push(Email("a@example.com"), dealy=5)
     await send(Job("id", "sms", "sms.send", Sms("+1"), 1, 1, {}, 0.0))
+
+
+class Invoice(BaseModel):
+    number: int
+
+
+@registry.job("invoice.make")
+def make(job: Job[Invoice]) -> None:
+    """Takes an Invoice, a pydantic model."""
+
+
+def blocking() -> None:
+    make.blocking.push(Email("a@example.com"))
+    send.blocking.push(Email("a@example.com"), delay="soon")

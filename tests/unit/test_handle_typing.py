@@ -38,21 +38,25 @@ def test_correct_handle_usage_type_checks(mypy_output: list[str]) -> None:
 @pytest.mark.parametrize(
     "error",
     [
-        'handles_wrong.py:29: error: Argument 1 to "push" of "JobHandle" has incompatible type'
+        'handles_wrong.py:31: error: Argument 1 to "push" of "JobHandle" has incompatible type'
         ' "Sms"; expected "Email"  [arg-type]',
-        'handles_wrong.py:30: error: Argument 1 to "push" of "BlockingJobHandle" has incompatible'
+        'handles_wrong.py:32: error: Argument 1 to "push" of "BlockingJobHandle" has incompatible'
         ' type "dict[str, str]"; expected "Email"  [arg-type]',
-        'handles_wrong.py:31: error: List item 1 has incompatible type "Sms"; expected "Email"'
+        'handles_wrong.py:33: error: List item 1 has incompatible type "Sms"; expected "Email"'
         "  [list-item]",
-        'handles_wrong.py:32: error: Unexpected keyword argument "dealy" for "push" of "JobHandle"',
-        'handles_wrong.py:33: error: Argument 4 to "Job" has incompatible type "Sms"; expected'
+        'handles_wrong.py:34: error: Unexpected keyword argument "dealy" for "push" of "JobHandle"',
+        'handles_wrong.py:35: error: Argument 4 to "Job" has incompatible type "Sms"; expected'
         ' "Email"  [arg-type]',
+        'handles_wrong.py:48: error: Argument 1 to "push" of "BlockingJobHandle" has incompatible'
+        ' type "Email"; expected "Invoice"  [arg-type]',
+        'handles_wrong.py:49: error: Argument "delay" to "push" of "BlockingJobHandle" has'
+        ' incompatible type "str"; expected "float | timedelta | None"  [arg-type]',
     ],
-    ids=["push", "blocking-push", "push-many", "option-name", "handler-call"],
+    ids=["push", "blocking-push", "push-many", "option-name", "handler-call", "model", "delay"],
 )
 def test_a_wrong_payload_type_is_reported_by_mypy(mypy_output: list[str], error: str) -> None:
     assert any(line.endswith(error) or error in line for line in mypy_output), mypy_output
 
 
 def test_mypy_reports_nothing_else(mypy_output: list[str]) -> None:
-    assert len(mypy_output) == 5, mypy_output
+    assert len(mypy_output) == 7, mypy_output

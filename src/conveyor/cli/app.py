@@ -25,6 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from conveyor import __version__
 from conveyor import loop as event_loop
 from conveyor.cli.logs import error_line_json, json_lines, setup_logging, terminal_text
 from conveyor.config import CONFIG_ENV
@@ -110,6 +111,7 @@ class Conveyor(click.Group):
     help=f"The configuration file [default: {CONFIG_ENV}, else ./conveyor.toml, else "
     "pyproject.toml's [tool.conveyor]].",
 )
+@click.version_option(__version__, prog_name="conveyor", message="%(prog)s %(version)s")
 def main(log_level: str, log_format: str, config_path: str | None) -> None:
     """conveyor: background jobs for Python.
 
@@ -210,6 +212,7 @@ def run(coroutine: Coroutine[Any, Any, T], registry: Registry, loop: str = "asyn
     try:
         return event_loop.run(with_close(), loop)
     except ConveyorError as exc:
+        coroutine.close()  # not started when no loop could be made (no uvloop): no warning
         raise click.ClickException(masked(str(exc), registry)) from exc
 
 
