@@ -350,13 +350,14 @@ class Settler:
     async def _made_before(
         self, driver: Driver, outcomes: list[Outcome], accepted: set[str]
     ) -> list[Outcome]:
-        """The outcomes refused now whose earlier write went unanswered yet was made (its
-        reply lost): their job is as that write left it, under this reservation. Counted and
-        told as written, not as a lease lost."""
-        doubtful = [o for o in outcomes if o.job.id in self._unanswered - accepted]
-        self._unanswered -= {o.job.id for o in outcomes}
+        """The outcomes refused now whose earlier write went unanswered yet was made (its reply
+        lost: the job is as it left it, this reservation's): written, not a lease lost."""
+        if not self._unanswered:  # the usual case, every settle: nothing made, nothing read
+            return []
+        unsure = [o for o in outcomes if o.job.id in self._unanswered and o.job.id not in accepted]
+        self._unanswered.difference_update(o.job.id for o in outcomes)
         made = []
-        for outcome in doubtful if driver.capabilities.lookup else []:
+        for outcome in unsure if driver.capabilities.lookup else []:
             job = await driver.get(outcome.job.id)
             if job and job.reservation == outcome.job.reservation and job.state in _left(outcome):
                 made.append(outcome)
