@@ -409,7 +409,7 @@ class Run:
 
 @needs("exact_counts")
 @needs("lookup")
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1])
 async def test_counts_match_a_model_through_random_operations(
     seed: int, storage: Storage, driver_pair: tuple[Driver, Driver]
 ) -> None:
