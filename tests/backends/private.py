@@ -32,8 +32,9 @@ def spare_port() -> int:
         return port
 
 
-def wait_for_port(port: int, up: bool, timeout: float = 30.0) -> None:
-    """Wait until 127.0.0.1:`port` accepts connections (`up`) or refuses them."""
+def wait_for_port(port: int, up: bool, timeout: float = 30.0, every: float = 0.05) -> None:
+    """Wait until 127.0.0.1:`port` accepts connections (`up`) or refuses them, trying
+    `every` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -44,7 +45,7 @@ def wait_for_port(port: int, up: bool, timeout: float = 30.0) -> None:
         if listening == up:
             return
         assert time.monotonic() < deadline, f"port {port} never became {'up' if up else 'free'}"
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 class PrivateRedis:

@@ -299,11 +299,15 @@ async def serve(
                 self._captured_signals.clear()
 
     server = Server(config)
-    try:  # bound here, not by uvicorn, which logs why it cannot and exits with status 3
-        bound = socket.create_server(
-            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
-        )
+    # Bound here, not by uvicorn, which logs why it cannot and exits with status 3. It listens
+    # only once uvicorn starts serving it, after uvicorn took over SIGTERM and SIGINT: a signal
+    # sent as soon as the port answers (a service manager's stop) ends the dashboard cleanly.
+    bound = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        bound.bind((host, port))
     except OSError as exc:
+        bound.close()
         raise ConfigError(
             f"cannot serve the dashboard on {host}:{port} ({exc}): choose a free port with "
             "--port, or another address with --host"
