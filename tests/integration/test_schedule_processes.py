@@ -1,4 +1,4 @@
-"""Three `conveyor work` processes run the same every-half-second schedule on each driver (all
+"""Three `conveyor work` processes run the same every-quarter-second schedule on each driver (all
 four at once, to keep the suite short) until each has run at least 21 ticks: every tick between the
 first and the last runs exactly once, none is skipped, and the latest is recorded as the
 schedule's tick."""
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(120)
 
 PROCESSES = 3
 TICKS = 21
-EVERY = 0.5  # seconds between ticks: a multiple of 2**-n, so tick times add up exactly
+EVERY = 0.25  # seconds between ticks: a multiple of 2**-n, so tick times add up exactly
 
 APP_SOURCE = """
 from __future__ import annotations
