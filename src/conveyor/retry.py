@@ -36,11 +36,16 @@ class Retry(ConveyorError):
     number or a timedelta; None: after the job's own retry delay), as Celery's
     `self.retry(countdown=...)` or arq's `Retry(defer=...)` do. The attempt counts: raised on
     the job's last attempt, the job is failed. Recorded on the job like any error. A subclass
-    may set `delay` as a class attribute: the delay of its instances made without one."""
+    may set `delay` as a class attribute: the delay of its instances made without one.
+    `Retry(30)` is `Retry(delay=30)`: a number (or timedelta) first is the delay, not a reason."""
 
     delay: float | None = None
 
-    def __init__(self, reason: str = "", *, delay: Duration | None = None) -> None:
+    def __init__(self, reason: str | Duration = "", *, delay: Duration | None = None) -> None:
+        if not isinstance(reason, str):  # Retry(30): read as the delay it plainly means
+            if delay is not None:
+                raise TypeError(f"Retry({reason!r}, delay={delay!r}): give the delay once")
+            delay, reason = reason, ""
         chosen = type(self).delay if delay is None else delay
         what = "Retry(delay=)" if delay is not None else f"{type(self).__qualname__}.delay"
         self.delay = None if chosen is None else seconds(chosen, what, zero_ok=True)

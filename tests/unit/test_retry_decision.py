@@ -4,6 +4,8 @@ a Retry waited the queue's retry delay)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from conveyor import ConfigError, Fail, Retry
@@ -25,6 +27,8 @@ def _decided(raised: BaseException, attempt: int = 1) -> tuple[str, float]:
     [
         (ValueError("boom"), ("release", 60.0)),
         (Retry(delay=5), ("release", 5.0)),
+        (Retry(5), ("release", 5.0)),  # the message was "5", and the retry delay waited
+        (Retry(timedelta(minutes=1, seconds=30)), ("release", 90.0)),
         (Retry(), ("release", 60.0)),
         (Fail("no"), ("fail", 0.0)),
         (ExceptionGroup("g", [Fail("no")]), ("fail", 0.0)),
@@ -80,3 +84,8 @@ def test_a_group_nested_past_the_recursion_limit_is_decided() -> None:
     for _ in range(5000):
         raised = ExceptionGroup("g", [raised])
     assert _decided(raised) == ("fail", 0.0)
+
+
+def test_a_delay_given_twice_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"Retry\(5, delay=3\): give the delay once"):
+        Retry(5, delay=3)
