@@ -275,6 +275,21 @@ def test_bad_app_gives_a_clear_error_and_a_non_zero_exit(
     assert "Traceback" not in result.stderr
 
 
+def test_an_app_that_raises_on_import_says_where(app: App) -> None:
+    """Before, only "RuntimeError: boom": where in the user's module was left to guess."""
+    (app.dir / "raisingapp.py").write_text(
+        "def connect():\n    raise RuntimeError('no database at postgresql://u:hush@db/app')\n"
+        "\n\nconnect()\n"
+    )
+    result = app.run("list", "--app", "raisingapp:registry")
+    assert result.returncode == 2
+    assert "cannot import 'raisingapp': RuntimeError: no database" in result.stderr
+    assert 'raisingapp.py", line 5, in <module>' in result.stderr
+    assert 'raisingapp.py", line 2, in connect' in result.stderr
+    assert "hush" not in result.stderr and "importlib" not in result.stderr
+    assert "cli/app.py" not in result.stderr
+
+
 @pytest.mark.parametrize("command", [["list"], ["work", "w"]], ids=["list", "work"])
 def test_missing_app_says_how_to_give_it(app: App, command: list[str]) -> None:
     env = {key: value for key, value in os.environ.items() if key != "CONVEYOR_APP"}

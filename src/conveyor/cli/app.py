@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Coroutine
 from datetime import datetime
 from types import ModuleType
@@ -168,8 +169,12 @@ def _imported(module_name: str, output: bool) -> ModuleType:
         hint = "; run conveyor in the folder that holds it, or add that to PYTHONPATH"
         raise _bad_app(f"cannot import {module_name!r}: {exc}{hint if missing else ''}") from exc
     except Exception as exc:  # the module itself failed (a registry mistake, a syntax error)
+        # Where, as Python's traceback says it, without this call's and the import machinery's.
+        frames = traceback.extract_tb(exc.__traceback__)[1:]
+        frames = [frame for frame in frames if "importlib" not in frame.filename]
+        where = "".join(traceback.format_list(frames)).rstrip()
         raise _bad_app(
-            masked(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")
+            masked(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}\n{where}".rstrip())
         ) from exc
     except SystemExit as exc:  # its own command line (argparse), run on import: not conveyor's
         raise _bad_app(
