@@ -1184,8 +1184,8 @@ async def test_conveyor_list_says_what_it_cannot_see_of_an_amqp_queue(
 
     listed = conveyor("list")
     row = next(line.split() for line in listed.splitlines() if line.startswith("q "))
-    assert row[:3] == ["q", "0", "?"], listed
-    assert "the backend of queue(s) 'q' does not count delayed jobs" in listed
+    assert row[:5] == ["q", "0", "?", "0", "?"], listed  # pending, delayed, reserved, succeeded
+    assert "the backend of queue(s) 'q' does not count delayed or succeeded jobs" in listed
     assert "the workers serving them are not counted or shown above" in listed
     document = json.loads(conveyor("list", "--json"))
     assert document["delayed_not_counted"] == document["workers_not_shared"] == ["q"]

@@ -210,8 +210,9 @@ def test_list_shows_the_queue_counts_and_the_worker_row(app: App) -> None:
     result = app.run("list", "--app", APP)
     assert result.returncode == 0, result.stderr
     table = rows(result.stdout)
-    assert ["queue", "pending", "delayed", "reserved", "failed", "cancelled", "paused"] in table
-    assert ["tasks", "3", "1", "0", "0", "0", "no"] in table
+    heads = ["pending", "delayed", "reserved", "succeeded", "failed", "cancelled", "paused"]
+    assert ["queue", *heads] in table
+    assert ["tasks", "3", "1", "0", "0", "0", "0", "no"] in table
     assert ["worker", "processed", "succeeded", "failed", "retried"] in table
     assert ["w", "0", "0", "0", "0"] in table
 
@@ -220,7 +221,7 @@ def test_list_reads_the_app_from_conveyor_app(app: App) -> None:
     app.push("record", {"n": 1})
     result = app.run("list", CONVEYOR_APP=APP)
     assert result.returncode == 0, result.stderr
-    assert ["tasks", "1", "0", "0", "0", "0", "no"] in rows(result.stdout)
+    assert ["tasks", "1", "0", "0", "0", "0", "0", "no"] in rows(result.stdout)
 
 
 # -- conveyor work --burst ----------------------------------------------------------------
@@ -241,7 +242,7 @@ def test_list_after_a_burst_shows_what_the_worker_did(app: App) -> None:
     result = app.run("list", "--app", APP)
     assert result.returncode == 0, result.stderr
     table = rows(result.stdout)
-    assert ["tasks", "0", "0", "0", "0", "0", "no"] in table
+    assert ["tasks", "0", "0", "0", "3", "0", "0", "no"] in table  # 3 succeeded
     assert ["w", "3", "3", "0", "0"] in table
 
 
@@ -430,7 +431,7 @@ def test_console_script_runs_the_same_cli(app: App) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert ["tasks", "1", "0", "0", "0", "0", "no"] in rows(result.stdout)
+    assert ["tasks", "1", "0", "0", "0", "0", "0", "no"] in rows(result.stdout)
 
 
 # -- conveyor migrate ---------------------------------------------------------------------
@@ -583,7 +584,7 @@ def test_reading_commands_before_any_push_create_no_database(app: App) -> None:
     database = app.dir / "jobs.db"
     result = app.run("list", "--app", APP)
     assert result.returncode == 0, result.stderr
-    assert ["tasks", "0", "0", "0", "0", "0", "no"] in rows(result.stdout)
+    assert ["tasks", "0", "0", "0", "0", "0", "0", "no"] in rows(result.stdout)
     assert f"no SQLite database at {database} yet" in result.stdout
     assert app.run("failed", "list", "tasks", "--app", APP).returncode == 0
     assert app.run("job", "0" * 32, "--app", APP).returncode == 1
@@ -591,7 +592,7 @@ def test_reading_commands_before_any_push_create_no_database(app: App) -> None:
     assert not database.exists()
     app.push("record", {"n": 1})
     result = app.run("list", "--app", APP)
-    assert ["tasks", "1", "0", "0", "0", "0", "no"] in rows(result.stdout)
+    assert ["tasks", "1", "0", "0", "0", "0", "0", "no"] in rows(result.stdout)
     assert "no SQLite database" not in result.stdout
 
 

@@ -139,8 +139,8 @@ def test_pause_and_resume_show_in_list(app: App) -> None:
 
     assert (paused.returncode, resumed.returncode) == (0, 0), paused.stderr + resumed.stderr
     assert "queue 'tasks' paused" in paused.stdout
-    assert ["tasks", "0", "0", "0", "0", "0", "yes"] in _rows(listed.stdout)
-    assert ["tasks", "0", "0", "0", "0", "0", "no"] in _rows(relisted.stdout)
+    assert ["tasks", "0", "0", "0", "0", "0", "0", "yes"] in _rows(listed.stdout)
+    assert ["tasks", "0", "0", "0", "0", "0", "0", "no"] in _rows(relisted.stdout)
 
 
 def test_chain_shows_how_far_a_chain_got(app: App) -> None:

@@ -380,7 +380,7 @@ def test_aliases_of_the_seed(app: App) -> None:
     worked = app.run("queue:work", "w", "--burst")
 
     assert listed.returncode == 0, listed.stderr
-    assert ["tasks", "1", "0", "0", "0", "0", "no"] in [
+    assert ["tasks", "1", "0", "0", "0", "0", "0", "no"] in [
         line.split() for line in listed.stdout.splitlines()
     ]
     assert worked.returncode == 0, worked.stderr

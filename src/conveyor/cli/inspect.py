@@ -37,10 +37,10 @@ from conveyor.job import JobInfo, JobState
 @app_option
 @json_option
 def list_(app: str, as_json: bool) -> None:
-    """Show queues (pending, delayed, reserved, failed, cancelled, paused, oldest pending
-    job's age), workers (processed, ...) and the worker processes alive. A backend that
-    cannot be reached has its queues shown as unreachable, the rest as they are, and the
-    command exits with status 1."""
+    """Show queues (pending, delayed, reserved, succeeded and kept, failed, cancelled, paused,
+    oldest pending job's age), workers (processed, ...) and the worker processes alive. A
+    backend that cannot be reached has its queues shown as unreachable, the rest as they are,
+    and the command exits with status 1."""
     registry = load_app(app)
     seen = run(registry.overview(), registry)
     if seen.down and not seen.counts:
@@ -90,11 +90,12 @@ def list_(app: str, as_json: bool) -> None:
         return
     rows: list[list[Any]] = []
     for name, c in queues.items():
-        delayed = "?" if name in seen.uncounted else c.delayed
-        shown = [c.pending, delayed, c.reserved, c.failed, c.cancelled, yes(name in paused)]
-        rows.append([name, *shown])
-    rows += [[name, *["?"] * 5, "unreachable"] for name in seen.down]
-    table(["queue", "pending", "delayed", "reserved", "failed", "cancelled", "paused"], rows)
+        delayed, succeeded = ("?", "?") if name in seen.uncounted else (c.delayed, c.succeeded)
+        shown = [c.pending, delayed, c.reserved, succeeded, c.failed, c.cancelled]
+        rows.append([name, *shown, yes(name in paused)])
+    rows += [[name, *["?"] * 6, "unreachable"] for name in seen.down]
+    heads = ["pending", "delayed", "reserved", "succeeded", "failed", "cancelled", "paused"]
+    table(["queue", *heads], rows)
     waiting = [[n, age(c.oldest_pending_age)] for n, c in queues.items() if c.pending]
     if waiting:
         click.echo()
@@ -127,7 +128,10 @@ def _partial(uncounted: set[str], unshared: set[str]) -> None:
     their delayed jobs (shown ?), or the workers serving them, which only a worker's own
     process sees: without this, `no worker process alive` of a running amqp worker."""
     if uncounted:
-        click.echo(f"\ndelayed ?: the backend of {_names(uncounted)} does not count delayed jobs")
+        click.echo(
+            f"\ndelayed, succeeded ?: the backend of {_names(uncounted)} does not count delayed"
+            " or succeeded jobs"
+        )
     if unshared:
         click.echo(
             f"the backend of {_names(unshared)} keeps worker totals and processes in each"
