@@ -59,6 +59,8 @@ _UNANSWERED = (
 )  # fmt: skip
 OUTCOMES = ("succeeded", "retried", "failed", "cancelled", "lease_lost")
 STATES = ("pending", "delayed", "reserved", "succeeded", "failed", "cancelled")
+#: The states a backend without exact counts does not know (amqp): left out of its queues'.
+UNCOUNTED = ("delayed", "succeeded")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 Scope = MutableMapping[str, Any]
@@ -153,8 +155,9 @@ class Metrics:
             )
         self.up.set(0 if seen.down else 1)
         for queue, counts in seen.counts.items():
+            unknown = UNCOUNTED if queue in seen.uncounted else ()  # absent, not a false 0
             for f in fields(counts):
-                if f.name in STATES:
+                if f.name in STATES and f.name not in unknown:
                     self.depth.labels(queue, f.name).set(getattr(counts, f.name))
             age = counts.oldest_pending_age
             self.oldest.labels(queue).set(age if age is not None else 0.0)

@@ -30,6 +30,7 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from conveyor import Job, JobState, Registry, Worker
+from conveyor import metrics as conveyor_metrics
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.amqp import AmqpDriver
 from conveyor.drivers.amqp.topology import (
@@ -1189,3 +1190,19 @@ async def test_conveyor_list_says_what_it_cannot_see_of_an_amqp_queue(
     assert "the workers serving them are not counted or shown above" in listed
     document = json.loads(conveyor("list", "--json"))
     assert document["delayed_not_counted"] == document["workers_not_shared"] == ["q"]
+
+
+async def test_metrics_leave_out_the_counts_the_broker_does_not_know(make: Make) -> None:
+    """They read 0 for delayed and succeeded, next to a delayed job: absent is unknown."""
+    driver = await make()
+    await driver.push(make_job(delay=60.0))
+    await driver.push(make_job())
+    registry = Registry()
+    registry.queue("q", driver=f"{URL}?prefix={driver.prefix}", workers=["w"])
+    registry.worker("w")
+    try:
+        text = (await conveyor_metrics.install(registry).exposition()).decode()
+    finally:
+        await registry.close()
+    depths = dict(re.findall(r'conveyor_queue_jobs\{queue="q",state="(\w+)"\} (\S+)', text))
+    assert depths == {"pending": "1.0", "reserved": "0.0", "failed": "0.0", "cancelled": "0.0"}
