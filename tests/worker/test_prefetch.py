@@ -71,12 +71,13 @@ async def test_jobs_held_ahead_run_earliest_due_first(app: App) -> None:
     registry = app.registry(concurrency=1, prefetch=1)
     holder: list[Worker] = []
     seen = watched(registry, holder)
-    # Due times 50 ms apart from one moment on, however long each push takes (a loaded
-    # machine's push may take longer than the gap): job n is due at start + (40 - n) * 0.05.
-    start = time.monotonic() + 0.5
+    # Due times 20 ms apart from one moment on, however long each push takes (a loaded
+    # machine's push may take longer than the gap): job n is due at start + (40 - n) * 0.02.
+    # The moment leaves 1.5 s for the 40 pushes (0.5 s ran out in a CI run under load).
+    start = time.monotonic() + 1.5
     for n in range(40):
-        await registry.push("q", "item", Item(n), delay=start + (40 - n) * 0.05 - time.monotonic())
-    await asyncio.sleep(max(0.0, start + 2.1 - time.monotonic()))  # all due before the start
+        await registry.push("q", "item", Item(n), delay=start + (40 - n) * 0.02 - time.monotonic())
+    await asyncio.sleep(max(0.0, start + 0.85 - time.monotonic()))  # all due before the start
     holder.append(Worker(registry, "w", burst=True))
     await asyncio.wait_for(holder[0].run(), 60)
     assert seen.ran == list(reversed(range(40)))
