@@ -936,6 +936,10 @@ async def test_push_on_a_connection_to_another_database_raises_config_error(
 # -- batches larger than a statement may be -------------------------------------------------------
 
 
+#: The deadline of a statement of 16 MiB (the default is 10 s, which a loaded CI run passed).
+BIG_STATEMENT = 60.0
+
+
 async def jobs_past_max_allowed_packet(**overrides: Any) -> list[NewJob]:
     """Jobs of 1 MB payloads (the default limit), more of them than the server's
     max_allowed_packet holds in one statement."""
@@ -948,7 +952,7 @@ async def jobs_past_max_allowed_packet(**overrides: Any) -> list[NewJob]:
 async def test_push_many_past_max_allowed_packet_stores_every_job(
     drivers: Drivers[MysqlDriver], kind: str
 ) -> None:
-    driver = await drivers.open()
+    driver = await drivers.open(timeout=BIG_STATEMENT)
     jobs = await jobs_past_max_allowed_packet()
     if kind == "unique":  # through push_many's unique-key statements, not push_many_shared
         jobs = [replace(job, unique=job.id) for job in jobs]
@@ -962,7 +966,7 @@ async def test_push_many_past_max_allowed_packet_stores_every_job(
 async def test_push_many_past_max_allowed_packet_in_a_callers_transaction_is_all_or_none(
     drivers: Drivers[MysqlDriver],
 ) -> None:
-    driver = await drivers.open()
+    driver = await drivers.open(timeout=BIG_STATEMENT)
     jobs = await jobs_past_max_allowed_packet()
     connection = await connect()
     try:
@@ -980,7 +984,7 @@ async def test_push_many_of_small_payloads_with_large_metas_stores_every_job(
     """Only payloads counted towards a statement's size: jobs of tiny payloads whose meta
     (an id, names, a key...) made the batch past max_allowed_packet failed whole, saying to
     keep payloads under it."""
-    driver = await drivers.open()
+    driver = await drivers.open(timeout=BIG_STATEMENT)
     [(packet,)] = await sql("SELECT @@max_allowed_packet")
     meta = {"trace": "t" * 1_000_000}
     jobs = [make_job(meta=meta, unique=f"k{n}") for n in range(int(packet) // 1_000_000 + 2)]
@@ -995,7 +999,7 @@ async def test_push_many_of_a_batch_of_tiny_payloads_past_max_allowed_packet_sto
 ) -> None:
     """A JobBatch (Registry.push_many's, with a chunk of a million) of `{}` payloads: ids
     and the JSON around them passed the limit, the payloads never."""
-    driver = await drivers.open()
+    driver = await drivers.open(timeout=BIG_STATEMENT)
     [(packet,)] = await sql("SELECT @@max_allowed_packet")
     ids = [f"{n:064d}" for n in range(int(packet) // 70)]  # 79 bytes each as sent
     batch = JobBatch(make_job(), ids, ["{}"] * len(ids))
