@@ -130,8 +130,9 @@ class _Portal:
         if owner is not None and owner not in self._made and owner.is_running():
             return _call_of(coroutine, lender).run_on(owner)
         with self._lock:  # handed over before a stop() takes the loop away, or after it
+            loop = self._running_loop()  # first: a loop started anew brings its set of calls
             call = _call_of(coroutine, lender, self._calls)
-            call.hand_to(self._running_loop())
+            call.hand_to(loop)
         return call.outcome()
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:

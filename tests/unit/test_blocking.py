@@ -206,6 +206,28 @@ async def test_the_facade_called_from_async_code_is_refused_saying_what_to_await
         await registry.close()
 
 
+def test_a_stop_waits_for_a_call_that_started_the_loop_again() -> None:
+    """Before, a call that started a loop after a stop kept the stopped loop's set of calls:
+    the next stop did not wait for it, and its thread waited forever (a push from a plain
+    thread while another closed the facade hung, one run in ten under load)."""
+    portal = blocking._Portal()
+    portal.call(asyncio.sleep(0))
+    portal.stop()  # the next call starts a loop of its own
+    started, results = threading.Event(), []
+
+    async def slow() -> str:
+        started.set()
+        await asyncio.sleep(0.2)
+        return "done"
+
+    caller = threading.Thread(target=lambda: results.append(portal.call(slow())), daemon=True)
+    caller.start()
+    assert started.wait(10)
+    portal.stop()  # waits for `slow` before it stops the loop
+    caller.join(10)
+    assert results == ["done"]
+
+
 def test_blocking_close_twice_is_harmless(db: Path) -> None:
     registry = make_registry(db)
     registry.blocking.push("q", "ok", {})

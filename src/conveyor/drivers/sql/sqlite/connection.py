@@ -202,9 +202,9 @@ class SqliteConnection:
 
     def _check_file(self) -> None:
         """BackendUnavailableError when the file at the path is no longer the one opened: a
-        connection to a deleted or replaced file goes on reading and writing it, unseen by
-        every other process, and its jobs would vanish with this one (one `stat`)."""
-        if self._file is None or _identity(self.path) in (self._file, None):
+        deleted or replaced file's writes are seen by no other process, and lost (one `stat`)."""
+        opened = self._file  # read once: a close between two reads made it None, "replaced"
+        if opened is None or _identity(self.path) in (opened, None):
             return
         raise BackendUnavailableError(
             f"the SQLite database {self.path!r} was deleted or replaced after this process"
