@@ -125,8 +125,9 @@ def _grouped(reasons: dict[str, str]) -> dict[str, list[str]]:
 
 def _partial(uncounted: set[str], unshared: set[str]) -> None:
     """Say which queues' backends (amqp) leave out what the tables above would show of them:
-    their delayed jobs (shown ?), or the workers serving them, which only a worker's own
-    process sees: without this, `no worker process alive` of a running amqp worker."""
+    their delayed and succeeded jobs (shown ?), or the workers serving them, which only a
+    worker's own process sees: without this, `no worker process alive` of a running amqp
+    worker."""
     if uncounted:
         click.echo(
             f"\ndelayed, succeeded ?: the backend of {_names(uncounted)} does not count delayed"
