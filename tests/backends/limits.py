@@ -107,7 +107,7 @@ def mysql_user(limit: int) -> Iterator[str]:
         admin.cursor() as cursor,
     ):
         cursor.execute(
-            f"CREATE USER '{user}'@'%' IDENTIFIED BY %s WITH MAX_USER_CONNECTIONS {limit:d}",
+            f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s WITH MAX_USER_CONNECTIONS {limit:d}",
             (PASSWORD,),
         )
         cursor.execute(f"GRANT ALL ON test.* TO '{user}'@'%'")
@@ -157,16 +157,25 @@ async def mysql_end_sessions(url: str) -> None:
 
 
 @asynccontextmanager
-async def held_mysql(url: str, count: int) -> AsyncIterator[list[Any]]:
-    """`count` connections of the user of `url`, open until the block ends."""
+async def held_mysql(url: str, count: int | None) -> AsyncIterator[list[Any]]:
+    """`count` connections of the user of `url` (None: every one its limit leaves), open until
+    the block ends."""
     import asyncmy
 
     user = url.split("://", 1)[1].split(":", 1)[0]
-    conns = [
-        await asyncmy.connect(host="127.0.0.1", port=3306, user=user, password=PASSWORD, db="test")
-        for _ in range(count)
-    ]
+    conns: list[Any] = []
     try:
+        while count is None or len(conns) < count:
+            try:
+                conns.append(
+                    await asyncmy.connect(
+                        host="127.0.0.1", port=3306, user=user, password=PASSWORD, db="test"
+                    )
+                )
+            except asyncmy.errors.OperationalError:
+                if count is not None:
+                    raise
+                break
         yield conns
     finally:
         for conn in conns:
