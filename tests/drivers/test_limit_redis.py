@@ -1,0 +1,181 @@
+"""Redis at its maxclients (a private redis-server started with --maxclients n): calls wait for
+one of the driver's connections to come back instead of failing at once; a call that gets none
+fails within its timeout naming the limit and what to do; a worker refused at start-up says
+so; a worker running as others take the rest runs every job; a failed connect never leaves
+the pool a connection more than max_connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from conveyor import Job, JobState, Registry, Worker
+from conveyor.drivers.redis.connection import make_client
+from conveyor.errors import BackendUnavailableError
+from tests.backends.private import PrivateRedis, private_redis
+
+pytestmark = pytest.mark.timeout(60)
+
+#: Connections the private server takes, all clients counted.
+MAXCLIENTS = 4
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    with private_redis(
+        tmp_path, persistent=False, options=["--maxclients", str(MAXCLIENTS)]
+    ) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def held(server: PrivateRedis) -> Iterator[list[redis.Redis]]:
+    """Connections of another program, as many as the server still takes."""
+    clients: list[redis.Redis] = []
+    try:
+        while True:
+            try:  # a single connection, made here, with no retry of its own
+                client = redis.Redis(
+                    port=server.port, single_connection_client=True, retry=Retry(NoBackoff(), 0)
+                )
+            except redis.ConnectionError:
+                break
+            clients.append(client)
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
+
+
+def registry_on(url: str, **worker: Any) -> Registry:
+    """A registry with queue q (worker w) on `url`, timeout 1 s, and a job "noop"."""
+    registry = Registry()
+    registry.queue("q", driver=f"{url}?timeout=1", workers=["w"])
+    registry.worker("w", **worker)
+
+    @registry.job("noop")
+    async def noop(job: Job[dict[str, Any]]) -> None:
+        await asyncio.sleep(0.001)
+
+    return registry
+
+
+def names_the_limit(error: str) -> None:
+    assert "connection limit is reached" in error, error
+    assert "max number of clients reached" in error, error
+    assert "maxclients" in error and "max_connections" in error, error
+
+
+async def test_pushes_at_maxclients_wait_for_the_connection_the_driver_holds(
+    server: PrivateRedis,
+) -> None:
+    registry = registry_on(server.url)
+    try:
+        await registry.push("q", "noop", {})  # the driver holds one connection
+        with held(server):
+            # Before: all but one failed ("max number of clients reached"), each at once or
+            # after the connection's own retries, though the driver's connection was free.
+            ids = await asyncio.gather(*(registry.push("q", "noop", {}) for _ in range(30)))
+        assert len(set(ids)) == 30
+        assert (await registry.queue_info())["q"].pending == 31
+    finally:
+        await registry.close()
+
+
+async def test_a_push_that_gets_no_connection_names_the_limit_within_its_timeout(
+    server: PrivateRedis,
+) -> None:
+    registry = registry_on(server.url)
+    try:
+        with held(server) as others:
+            with pytest.raises(BackendUnavailableError) as raised:
+                await registry.push("q", "noop", {})
+            names_the_limit(str(raised.value))
+            assert "none of the driver's own connections came free within 1s" in str(raised.value)
+            # One freed while a push waits: the push takes it.
+            waiting = asyncio.create_task(registry.push("q", "noop", {}))
+            await asyncio.sleep(0.2)
+            others.pop().close()
+            await asyncio.wait_for(waiting, 5)
+    finally:
+        await registry.close()
+
+
+async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connection_is_free(
+    server: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "conveyor.worker")
+    pusher = registry_on(server.url)
+    registry = registry_on(server.url, poll_interval=0.05)
+    worker = Worker(registry, "w", burst=True)
+    try:
+        job_id = await pusher.push("q", "noop", {})
+        await pusher.close()
+        with held(server):
+            task = asyncio.create_task(worker.run())
+            async with asyncio.timeout(10):
+                while "start-up attempt 2" not in caplog.text:
+                    assert not task.done(), "the worker exited instead of waiting"
+                    await asyncio.sleep(0.02)
+        await asyncio.wait_for(task, 15)  # burst: it ran the job, then stopped
+        await registry.close()
+        info = await pusher.job_info(job_id)
+        assert info is not None and info.state is JobState.SUCCEEDED
+    finally:
+        await registry.close()
+        await pusher.close()
+    attempt = next(r.getMessage() for r in caplog.records if "start-up attempt" in r.getMessage())
+    names_the_limit(attempt)
+
+
+async def test_a_running_worker_runs_every_job_while_others_hold_the_rest(
+    server: PrivateRedis,
+) -> None:
+    registry = registry_on(server.url, concurrency=8, poll_interval=0.05)
+    worker = Worker(registry, "w")
+    task = asyncio.create_task(worker.run())
+    try:
+        await registry.push("q", "noop", {})
+        with held(server) as others:
+            assert others
+            ids = await asyncio.gather(*(registry.push("q", "noop", {}) for _ in range(60)))
+            async with asyncio.timeout(20):
+                while (await registry.queue_info())["q"].succeeded < 61:
+                    assert not task.done()
+                    await asyncio.sleep(0.05)
+        for job_id in ids[:5]:
+            info = await registry.job_info(job_id)
+            assert info is not None and info.state is JobState.SUCCEEDED
+        assert (await registry.queue_info())["q"].failed == 0
+    finally:
+        worker.stop(now=True)
+        await asyncio.wait_for(task, 10)
+        await registry.close()
+
+
+async def test_a_failed_connect_leaves_the_pool_no_connection_past_max_connections(
+    tmp_path: Path,
+) -> None:
+    server = PrivateRedis(tmp_path, persistent=False)  # not started: nothing listens yet
+    client = make_client(server.url, {"max_connections": 1})
+    try:
+        with pytest.raises(redis.ConnectionError):
+            await client.ping()
+        server.start()
+        # Two at once on a pool of one: the second waits for the first's connection. Before,
+        # the failed connect had given the pool a second slot, and the second command failed
+        # with redis-py's "Too many connections".
+        assert await asyncio.gather(client.ping(), client.ping()) == [True, True]
+    finally:
+        await client.aclose()
+        server.close()
