@@ -179,3 +179,19 @@ async def test_a_failed_connect_leaves_the_pool_no_connection_past_max_connectio
     finally:
         await client.aclose()
         server.close()
+
+
+def test_a_blocking_push_refused_a_connection_of_its_own_takes_the_loops(
+    server: PrivateRedis,
+) -> None:
+    registry = registry_on(server.url)
+    try:
+        registry.blocking.push("q", "noop", {})  # opens the driver: one pooled connection
+        with held(server):
+            # From this plain thread, on a connection of its own the server refuses: before,
+            # a BackendUnavailableError (maxclients), though the loop's pool had one.
+            job_id = registry.blocking.push("q", "noop", {})
+        info = registry.blocking.job_info(job_id)
+        assert info is not None and info.state is JobState.PENDING
+    finally:
+        registry.blocking.close()

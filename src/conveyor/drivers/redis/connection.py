@@ -198,12 +198,12 @@ def _not_a_limit(error: Exception) -> bool:
     return not refused_for_limit(str(error))
 
 
-#: The retries' `is_retryable`, where redis-py's Retry takes it.
-_NOT_A_LIMIT: dict[str, Any] = (
-    {"is_retryable": _not_a_limit}
-    if "is_retryable" in inspect.signature(AsyncRetry.__init__).parameters
-    else {}
-)
+def _unless_a_limit(retry: type[AsyncRetry | SyncRetry]) -> dict[str, Any]:
+    """The keyword that keeps `retry` from retrying a refusal for maxclients, where redis-py's
+    Retry takes it (5.x and 6.x do not)."""
+    if "is_retryable" in inspect.signature(retry.__init__).parameters:
+        return {"is_retryable": _not_a_limit}
+    return {}
 
 
 def _settings(
@@ -232,7 +232,7 @@ def _settings(
             ExponentialWithJitterBackoff(base=0.05, cap=1.0),
             RECONNECT_ATTEMPTS,
             supported_errors=(RedisConnectionError,),
-            **_NOT_A_LIMIT,
+            **_unless_a_limit(retry),
         ),
     }
     if urllib.parse.urlsplit(url).scheme == "unix":  # a Unix socket has no TCP keepalives
