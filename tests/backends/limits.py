@@ -1,17 +1,23 @@
 """Connection limits of a test's own, without touching any server-wide setting: a PostgreSQL
 role made with CONNECTION LIMIT n, a MariaDB user made WITH MAX_USER_CONNECTIONS n, each
 dropped (its sessions ended first) when the test ends; and connections that use up such a
-limit (`held`). A Redis with `--maxclients n` is a private one (tests/backends/private.py).
+limit (`held`). A Redis with `--maxclients n` is a private one (tests/backends/private.py). Then the
+registry, pushes and start-up the tests of each backend share.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+
+from conveyor import Job, Registry, Worker
+from conveyor.errors import BackendUnavailableError
 from tests.backends import mysql, postgres, require_service
 
 #: The password the limited roles and users are given: messages must never show it.
@@ -43,20 +49,6 @@ def postgres_role(limit: int) -> Iterator[str]:
             )
             admin.execute(sql.SQL("DROP OWNED BY {}").format(name))
             admin.execute(sql.SQL("DROP ROLE {}").format(name))
-
-
-async def postgres_count(url: str) -> int:
-    """How many connections the role of `url` holds now."""
-    import psycopg
-
-    role = url.split("://", 1)[1].split(":", 1)[0]
-    async with await psycopg.AsyncConnection.connect(postgres.URL, autocommit=True) as admin:
-        cursor = await admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,)
-        )
-        row = await cursor.fetchone()
-        assert row is not None
-        return int(row[0])
 
 
 async def postgres_end_sessions(url: str) -> None:
@@ -134,8 +126,6 @@ async def _kill_sessions(cursor: Any, user: str) -> None:
 
 async def mysql_end_sessions(url: str) -> None:
     """End every session of the user of `url` (KILL), and wait until they are gone."""
-    import asyncio
-
     import asyncmy
 
     user = url.split("://", 1)[1].split(":", 1)[0]
@@ -180,3 +170,62 @@ async def held_mysql(url: str, count: int | None) -> AsyncIterator[list[Any]]:
     finally:
         for conn in conns:
             conn.close()
+
+
+def limited_registry(driver: str, **worker: Any) -> Registry:
+    """A registry with queue q (worker w, made with `worker`'s settings) on `driver`, and a
+    job "noop" that takes a millisecond."""
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w", **worker)
+
+    @registry.job("noop")
+    async def noop(job: Job[dict[str, Any]]) -> None:
+        await asyncio.sleep(0.001)
+
+    return registry
+
+
+async def pushed_at_once(registry: Registry, count: int) -> None:
+    """Push `count` jobs to q at once; each must be stored."""
+    before = (await registry.queue_info())["q"].pending
+    ids = await asyncio.gather(*(registry.push("q", "noop", {}) for _ in range(count)))
+    assert len(set(ids)) == count
+    assert (await registry.queue_info())["q"].pending == before + count
+
+
+async def refused_push(registry: Registry) -> str:
+    """The message of the BackendUnavailableError a push to q fails with."""
+    with pytest.raises(BackendUnavailableError) as raised:
+        await registry.push("q", "noop", {})
+    return str(raised.value)
+
+
+async def started_refused(worker: Worker, caplog: pytest.LogCaptureFixture) -> asyncio.Task[Any]:
+    """`worker` running, once its start-up was refused twice (caplog at WARNING for
+    conveyor.worker); fails if it exits instead of waiting."""
+    task = asyncio.create_task(worker.run())
+    async with asyncio.timeout(10):
+        while "start-up attempt 2" not in caplog.text:
+            assert not task.done(), "the worker exited instead of waiting"
+            await asyncio.sleep(0.02)
+    return task
+
+
+def first_attempt(caplog: pytest.LogCaptureFixture) -> str:
+    """The log line of a worker's first failed start-up attempt."""
+    return next(r.getMessage() for r in caplog.records if "start-up attempt" in r.getMessage())
+
+
+async def run_every_job(registry: Registry, task: asyncio.Task[Any], count: int) -> None:
+    """Push `count` jobs to q at once while `task` runs the worker; wait until every job of q
+    succeeded, none failed."""
+    ids = await asyncio.gather(*(registry.push("q", "noop", {}) for _ in range(count)))
+    async with asyncio.timeout(20):
+        while (counts := (await registry.queue_info())["q"]).pending + counts.reserved:
+            assert not task.done(), "the worker stopped"
+            await asyncio.sleep(0.05)
+    assert counts.failed == 0
+    for job_id in ids:
+        info = await registry.job_info(job_id)
+        assert info is not None and info.state.value == "succeeded", info

@@ -13,25 +13,26 @@ from typing import Any
 
 import pytest
 
-from conveyor import Job, JobState, Registry, Worker
-from conveyor.errors import BackendUnavailableError
+from conveyor import JobState, Registry, Worker
 from tests.backends import mysql
-from tests.backends.limits import PASSWORD, held_mysql, mysql_end_sessions, mysql_user
+from tests.backends.limits import (
+    PASSWORD,
+    first_attempt,
+    held_mysql,
+    limited_registry,
+    mysql_end_sessions,
+    mysql_user,
+    pushed_at_once,
+    refused_push,
+    run_every_job,
+    started_refused,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def registry_on(url: str, prefix: str, **worker: Any) -> Registry:
-    """A registry with queue q (worker w) on `url`, timeout 1 s, and a job "noop"."""
-    registry = Registry()
-    registry.queue("q", driver=f"{url}?prefix={prefix}&timeout=1", workers=["w"])
-    registry.worker("w", **worker)
-
-    @registry.job("noop")
-    async def noop(job: Job[dict[str, Any]]) -> None:
-        await asyncio.sleep(0.001)
-
-    return registry
+    return limited_registry(f"{url}?prefix={prefix}&timeout=1", **worker)
 
 
 def names_the_limit(error: str) -> None:
@@ -50,9 +51,7 @@ async def test_pushes_at_the_limit_wait_for_the_connections_the_driver_holds() -
             async with held_mysql(url, 1):  # and someone else the other
                 # Before: two thirds failed at once ("has exceeded the 'max_user_connections'
                 # resource"), though the driver's connection was free within milliseconds.
-                ids = await asyncio.gather(*(registry.push("q", "noop", {}) for _ in range(30)))
-            assert len(set(ids)) == 30
-            assert (await registry.queue_info())["q"].pending == 31
+                await pushed_at_once(registry, 30)
         finally:
             await registry.close()
             await mysql.drop_tables(prefix)
@@ -66,12 +65,9 @@ async def test_a_push_that_gets_no_connection_names_the_limit_within_its_timeout
             await registry.push("q", "noop", {})
             await mysql_end_sessions(url)  # the driver's connection ended...
             async with held_mysql(url, 2) as held:  # ...and the limit taken by others
-                with pytest.raises(BackendUnavailableError) as raised:
-                    await registry.push("q", "noop", {})
-                names_the_limit(str(raised.value))
-                assert "none of the driver's own connections came free within 1s" in str(
-                    raised.value
-                )
+                error = await refused_push(registry)
+                names_the_limit(error)
+                assert "none of the driver's own connections came free within 1s" in error
                 # One freed while a push waits: the push takes it.
                 waiting = asyncio.create_task(registry.push("q", "noop", {}))
                 await asyncio.sleep(0.2)
@@ -90,16 +86,11 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
     with mysql_user(3) as url:
         pusher = registry_on(url, prefix)
         registry = registry_on(url, prefix, poll_interval=0.05)
-        worker = Worker(registry, "w", burst=True)
         try:
             job_id = await pusher.push("q", "noop", {})
             await pusher.close()  # the pusher holds none
             async with held_mysql(url, 3):
-                task = asyncio.create_task(worker.run())
-                async with asyncio.timeout(10):
-                    while "start-up attempt 2" not in caplog.text:
-                        assert not task.done(), "the worker exited instead of waiting"
-                        await asyncio.sleep(0.02)
+                task = await started_refused(Worker(registry, "w", burst=True), caplog)
             await asyncio.wait_for(task, 15)  # burst: it ran the job, then stopped
             await registry.close()
             info = await pusher.job_info(job_id)
@@ -108,8 +99,7 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
             await registry.close()
             await pusher.close()
             await mysql.drop_tables(prefix)
-    attempt = next(r.getMessage() for r in caplog.records if "start-up attempt" in r.getMessage())
-    names_the_limit(attempt)
+    names_the_limit(first_attempt(caplog))
 
 
 async def test_a_running_worker_runs_every_job_while_others_hold_the_rest_of_the_limit() -> None:
@@ -122,15 +112,7 @@ async def test_a_running_worker_runs_every_job_while_others_hold_the_rest_of_the
             await registry.push("q", "noop", {})
             async with held_mysql(url, None) as held:  # every connection left, to others
                 assert held
-                ids = await asyncio.gather(*(registry.push("q", "noop", {}) for _ in range(60)))
-                async with asyncio.timeout(20):
-                    while (await registry.queue_info())["q"].succeeded < 61:
-                        assert not task.done()
-                        await asyncio.sleep(0.05)
-            for job_id in ids[:5]:
-                info = await registry.job_info(job_id)
-                assert info is not None and info.state is JobState.SUCCEEDED
-            assert (await registry.queue_info())["q"].failed == 0
+                await run_every_job(registry, task, 60)
         finally:
             worker.stop(now=True)
             await asyncio.wait_for(task, 10)

@@ -14,32 +14,27 @@ from typing import Any
 
 import pytest
 
-from conveyor import Job, Registry, Worker
+from conveyor import JobState, Registry, Worker
 from conveyor.drivers.sql.postgres import PostgresDriver
 from conveyor.errors import BackendUnavailableError
 from tests.backends import postgres
 from tests.backends.limits import (
     PASSWORD,
+    first_attempt,
     held_postgres,
-    postgres_count,
+    limited_registry,
     postgres_end_sessions,
     postgres_role,
+    pushed_at_once,
+    refused_push,
+    started_refused,
 )
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def registry_on(url: str, prefix: str, **worker: Any) -> Registry:
-    """A registry with queue q (worker w) on `url`, timeout 1 s, and a job "noop"."""
-    registry = Registry()
-    registry.queue("q", driver=f"{url}&prefix={prefix}&timeout=1", workers=["w"])
-    registry.worker("w", **worker)
-
-    @registry.job("noop")
-    async def noop(job: Job[dict[str, Any]]) -> None:
-        pass
-
-    return registry
+    return limited_registry(f"{url}&prefix={prefix}&timeout=1", **worker)
 
 
 def names_the_limit(error: str) -> None:
@@ -56,9 +51,7 @@ async def test_pushes_at_the_limit_go_on_with_the_connection_the_driver_holds() 
         try:
             await registry.push("q", "noop", {})  # the driver holds one connection
             async with held_postgres(url, 1):  # and someone else the other
-                ids = await asyncio.gather(*(registry.push("q", "noop", {}) for _ in range(30)))
-            assert len(set(ids)) == 30
-            assert (await registry.queue_info())["q"].pending == 31
+                await pushed_at_once(registry, 30)
         finally:
             await registry.close()
             await postgres.drop_tables(prefix)
@@ -72,12 +65,9 @@ async def test_a_push_that_gets_no_connection_names_the_limit_within_its_timeout
             await registry.push("q", "noop", {})
             await postgres_end_sessions(url)  # the driver's connection ended...
             async with held_postgres(url, 2):  # ...and the limit taken by others
-                with pytest.raises(BackendUnavailableError) as raised:
-                    await registry.push("q", "noop", {})
-                names_the_limit(str(raised.value))
-                assert "none of the driver's own connections came free within 1s" in str(
-                    raised.value
-                )
+                error = await refused_push(registry)
+            names_the_limit(error)
+            assert "none of the driver's own connections came free within 1s" in error
             # Connections free again: the pool's next attempt (after its back-off) connects.
             async with asyncio.timeout(15):
                 while True:
@@ -86,7 +76,6 @@ async def test_a_push_that_gets_no_connection_names_the_limit_within_its_timeout
                         break
                     except BackendUnavailableError:
                         pass
-            assert await postgres_count(url) == 1  # nothing left half-open
         finally:
             await registry.close()
             await postgres.drop_tables(prefix)
@@ -110,23 +99,18 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
     with postgres_role(3) as url:
         pusher = registry_on(url, prefix)
         registry = registry_on(url, prefix, poll_interval=0.05)
-        worker = Worker(registry, "w", burst=True)
         try:
             job_id = await pusher.push("q", "noop", {})  # the pusher holds one connection
             async with held_postgres(url, 2):
-                task = asyncio.create_task(worker.run())
-                async with asyncio.timeout(10):
-                    while "start-up attempt 2" not in caplog.text:
-                        assert not task.done(), "the worker exited instead of waiting"
-                        await asyncio.sleep(0.02)
+                task = await started_refused(Worker(registry, "w", burst=True), caplog)
             await asyncio.wait_for(task, 15)  # burst: it ran the job, then stopped
-            assert (await pusher.job_info(job_id)).state.value == "succeeded"
+            info = await pusher.job_info(job_id)
+            assert info is not None and info.state is JobState.SUCCEEDED
         finally:
             await registry.close()
             await pusher.close()
             await postgres.drop_tables(prefix)
-    attempt = next(r.getMessage() for r in caplog.records if "start-up attempt" in r.getMessage())
-    names_the_limit(attempt)
+    names_the_limit(first_attempt(caplog))
 
 
 async def test_a_refused_listen_is_tried_again_after_a_pause_not_at_every_reserve() -> None:
@@ -165,7 +149,7 @@ def test_a_blocking_push_refused_a_connection_of_its_own_takes_the_loops() -> No
                 # before, a DriverError (too many connections), though the loop's pool had one.
                 job_id = registry.blocking.push("q", "noop", {})
             info = registry.blocking.job_info(job_id)
-            assert info is not None and info.state.value == "pending"
+            assert info is not None and info.state is JobState.PENDING
         finally:
             registry.blocking.close()
             asyncio.run(postgres.drop_tables(prefix))

@@ -19,9 +19,16 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from conveyor import Job, JobState, Registry, Worker
+from conveyor import JobState, Registry, Worker
 from conveyor.drivers.redis.connection import make_client
-from conveyor.errors import BackendUnavailableError
+from tests.backends.limits import (
+    first_attempt,
+    limited_registry,
+    pushed_at_once,
+    refused_push,
+    run_every_job,
+    started_refused,
+)
 from tests.backends.private import PrivateRedis, private_redis
 
 pytestmark = pytest.mark.timeout(60)
@@ -58,16 +65,7 @@ def held(server: PrivateRedis) -> Iterator[list[redis.Redis]]:
 
 
 def registry_on(url: str, **worker: Any) -> Registry:
-    """A registry with queue q (worker w) on `url`, timeout 1 s, and a job "noop"."""
-    registry = Registry()
-    registry.queue("q", driver=f"{url}?timeout=1", workers=["w"])
-    registry.worker("w", **worker)
-
-    @registry.job("noop")
-    async def noop(job: Job[dict[str, Any]]) -> None:
-        await asyncio.sleep(0.001)
-
-    return registry
+    return limited_registry(f"{url}?timeout=1", **worker)
 
 
 def names_the_limit(error: str) -> None:
@@ -85,9 +83,7 @@ async def test_pushes_at_maxclients_wait_for_the_connection_the_driver_holds(
         with held(server):
             # Before: all but one failed ("max number of clients reached"), each at once or
             # after the connection's own retries, though the driver's connection was free.
-            ids = await asyncio.gather(*(registry.push("q", "noop", {}) for _ in range(30)))
-        assert len(set(ids)) == 30
-        assert (await registry.queue_info())["q"].pending == 31
+            await pushed_at_once(registry, 30)
     finally:
         await registry.close()
 
@@ -98,10 +94,9 @@ async def test_a_push_that_gets_no_connection_names_the_limit_within_its_timeout
     registry = registry_on(server.url)
     try:
         with held(server) as others:
-            with pytest.raises(BackendUnavailableError) as raised:
-                await registry.push("q", "noop", {})
-            names_the_limit(str(raised.value))
-            assert "none of the driver's own connections came free within 1s" in str(raised.value)
+            error = await refused_push(registry)
+            names_the_limit(error)
+            assert "none of the driver's own connections came free within 1s" in error
             # One freed while a push waits: the push takes it.
             waiting = asyncio.create_task(registry.push("q", "noop", {}))
             await asyncio.sleep(0.2)
@@ -117,16 +112,11 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
     caplog.set_level(logging.WARNING, "conveyor.worker")
     pusher = registry_on(server.url)
     registry = registry_on(server.url, poll_interval=0.05)
-    worker = Worker(registry, "w", burst=True)
     try:
         job_id = await pusher.push("q", "noop", {})
         await pusher.close()
         with held(server):
-            task = asyncio.create_task(worker.run())
-            async with asyncio.timeout(10):
-                while "start-up attempt 2" not in caplog.text:
-                    assert not task.done(), "the worker exited instead of waiting"
-                    await asyncio.sleep(0.02)
+            task = await started_refused(Worker(registry, "w", burst=True), caplog)
         await asyncio.wait_for(task, 15)  # burst: it ran the job, then stopped
         await registry.close()
         info = await pusher.job_info(job_id)
@@ -134,8 +124,7 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
     finally:
         await registry.close()
         await pusher.close()
-    attempt = next(r.getMessage() for r in caplog.records if "start-up attempt" in r.getMessage())
-    names_the_limit(attempt)
+    names_the_limit(first_attempt(caplog))
 
 
 async def test_a_running_worker_runs_every_job_while_others_hold_the_rest(
@@ -148,15 +137,7 @@ async def test_a_running_worker_runs_every_job_while_others_hold_the_rest(
         await registry.push("q", "noop", {})
         with held(server) as others:
             assert others
-            ids = await asyncio.gather(*(registry.push("q", "noop", {}) for _ in range(60)))
-            async with asyncio.timeout(20):
-                while (await registry.queue_info())["q"].succeeded < 61:
-                    assert not task.done()
-                    await asyncio.sleep(0.05)
-        for job_id in ids[:5]:
-            info = await registry.job_info(job_id)
-            assert info is not None and info.state is JobState.SUCCEEDED
-        assert (await registry.queue_info())["q"].failed == 0
+            await run_every_job(registry, task, 60)
     finally:
         worker.stop(now=True)
         await asyncio.wait_for(task, 10)

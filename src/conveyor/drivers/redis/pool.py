@@ -49,8 +49,8 @@ class WaitingPool(ConnectionPool):
         try:
             pause = PAUSE_FIRST
             while True:
-                ready = self._ready_one()
-                if self.refused and not ready:
+                making = False  # whether this checkout makes a connection after refusals
+                if self.refused and not self._ready_one():
                     # The server refused a new connection for its maxclients: wait for one
                     # of the pool's to come back, and ask for a new one only after a pause,
                     # until the caller's deadline. Before, the call failed at once, though
@@ -58,6 +58,7 @@ class WaitingPool(ConnectionPool):
                     if await self._returned_within(pause):
                         continue
                     pause = min(pause * 2, PAUSE_MOST)
+                    making = True
                 try:
                     connection = await self._checkout(*args, **kwargs)
                 except RedisConnectionError as error:
@@ -65,7 +66,7 @@ class WaitingPool(ConnectionPool):
                         raise
                     self.refused = str(error)
                     continue
-                if not ready:  # a connection made: the server takes them again
+                if making:  # a connection made: the server takes them again
                     self.refused = ""
                 self._lent.add(connection)
                 return connection
