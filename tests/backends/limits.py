@@ -73,13 +73,21 @@ async def postgres_end_sessions(url: str) -> None:
 
 
 @asynccontextmanager
-async def held_postgres(url: str, count: int) -> AsyncIterator[list[Any]]:
-    """`count` connections of the role of `url`, open until the block ends."""
+async def held_postgres(url: str, count: int | None) -> AsyncIterator[list[Any]]:
+    """`count` connections of the role of `url` (None: every one its limit leaves), open
+    until the block ends."""
     import psycopg
 
     conninfo = url.split("?", 1)[0]
-    conns = [await psycopg.AsyncConnection.connect(conninfo) for _ in range(count)]
+    conns: list[Any] = []
     try:
+        while count is None or len(conns) < count:
+            try:
+                conns.append(await psycopg.AsyncConnection.connect(conninfo))
+            except psycopg.OperationalError:
+                if count is not None:
+                    raise
+                break
         yield conns
     finally:
         for conn in conns:

@@ -27,6 +27,7 @@ from tests.backends.limits import (
     postgres_role,
     pushed_at_once,
     refused_push,
+    run_every_job,
     started_refused,
 )
 
@@ -111,6 +112,24 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
             await pusher.close()
             await postgres.drop_tables(prefix)
     names_the_limit(first_attempt(caplog))
+
+
+async def test_a_running_worker_runs_every_job_while_others_hold_the_rest_of_the_limit() -> None:
+    prefix = postgres.fresh_prefix()
+    with postgres_role(4) as url:
+        registry = registry_on(url, prefix, concurrency=8, poll_interval=0.05)
+        worker = Worker(registry, "w")
+        task = asyncio.create_task(worker.run())
+        try:
+            await registry.push("q", "noop", {})
+            async with held_postgres(url, None) as held:  # every connection left, to others
+                assert held
+                await run_every_job(registry, task, 60)
+        finally:
+            worker.stop(now=True)
+            await asyncio.wait_for(task, 10)
+            await registry.close()
+            await postgres.drop_tables(prefix)
 
 
 async def test_a_refused_listen_is_tried_again_after_a_pause_not_at_every_reserve() -> None:
