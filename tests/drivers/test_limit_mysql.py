@@ -31,8 +31,10 @@ from tests.backends.limits import (
 pytestmark = pytest.mark.timeout(60)
 
 
-def registry_on(url: str, prefix: str, **worker: Any) -> Registry:
-    return limited_registry(f"{url}?prefix={prefix}&timeout=1", **worker)
+def registry_on(url: str, prefix: str, timeout: float = 1, **worker: Any) -> Registry:
+    """On `url` with `timeout`: 1 s where a call is to give up, more where all must pass under
+    load."""
+    return limited_registry(f"{url}?prefix={prefix}&timeout={timeout:g}", **worker)
 
 
 def names_the_limit(error: str) -> None:
@@ -45,7 +47,7 @@ def names_the_limit(error: str) -> None:
 async def test_pushes_at_the_limit_wait_for_the_connections_the_driver_holds() -> None:
     prefix = mysql.fresh_prefix()
     with mysql_user(2) as url:
-        registry = registry_on(url, prefix)
+        registry = registry_on(url, prefix, 10)
         try:
             await registry.push("q", "noop", {})  # the driver holds one connection
             async with held_mysql(url, 1):  # and someone else the other
@@ -105,19 +107,19 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
 async def test_a_running_worker_runs_every_job_while_others_hold_the_rest_of_the_limit() -> None:
     prefix = mysql.fresh_prefix()
     with mysql_user(4) as url:
-        registry = registry_on(url, prefix, concurrency=8, poll_interval=0.05)
+        registry = registry_on(url, prefix, 10, concurrency=8, poll_interval=0.05)
         worker = Worker(registry, "w")
-        task = asyncio.create_task(worker.run())
-        try:
-            await registry.push("q", "noop", {})
-            async with held_mysql(url, None) as held:  # every connection left, to others
-                assert held
-                await run_every_job(registry, task, 60)
-        finally:
-            worker.stop(now=True)
-            await asyncio.wait_for(task, 10)
-            await registry.close()
-            await mysql.drop_tables(prefix)
+        async with held_mysql(url, 1):  # one taken by others before the worker starts
+            task = asyncio.create_task(worker.run())
+            try:
+                await registry.push("q", "noop", {})
+                async with held_mysql(url, None):  # and every one left, once it runs
+                    await run_every_job(registry, task, 60)
+            finally:
+                worker.stop(now=True)
+                await asyncio.wait_for(task, 10)
+                await registry.close()
+                await mysql.drop_tables(prefix)
 
 
 def test_a_blocking_push_refused_a_connection_of_its_own_takes_the_loops() -> None:
@@ -125,7 +127,7 @@ def test_a_blocking_push_refused_a_connection_of_its_own_takes_the_loops() -> No
 
     prefix = mysql.fresh_prefix()
     with mysql_user(2) as url:
-        registry = registry_on(url, prefix)
+        registry = registry_on(url, prefix, 10)
         user = url.split("://", 1)[1].split(":", 1)[0]
         try:
             registry.blocking.push("q", "noop", {})  # opens the driver: one pooled connection

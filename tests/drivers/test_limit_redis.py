@@ -46,11 +46,11 @@ def server(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 
 @contextlib.contextmanager
-def held(server: PrivateRedis) -> Iterator[list[redis.Redis]]:
-    """Connections of another program, as many as the server still takes."""
+def held(server: PrivateRedis, count: int | None = None) -> Iterator[list[redis.Redis]]:
+    """`count` connections of another program (None: as many as the server still takes)."""
     clients: list[redis.Redis] = []
     try:
-        while True:
+        while count is None or len(clients) < count:
             try:  # a single connection, made here, with no retry of its own
                 client = redis.Redis(
                     port=server.port, single_connection_client=True, retry=Retry(NoBackoff(), 0)
@@ -64,8 +64,10 @@ def held(server: PrivateRedis) -> Iterator[list[redis.Redis]]:
             client.close()
 
 
-def registry_on(url: str, **worker: Any) -> Registry:
-    return limited_registry(f"{url}?timeout=1", **worker)
+def registry_on(url: str, timeout: float = 1, **worker: Any) -> Registry:
+    """On `url` with `timeout`: 1 s where a call is to give up, more where all must pass under
+    load."""
+    return limited_registry(f"{url}?timeout={timeout:g}", **worker)
 
 
 def names_the_limit(error: str) -> None:
@@ -77,7 +79,7 @@ def names_the_limit(error: str) -> None:
 async def test_pushes_at_maxclients_wait_for_the_connection_the_driver_holds(
     server: PrivateRedis,
 ) -> None:
-    registry = registry_on(server.url)
+    registry = registry_on(server.url, 10)
     try:
         await registry.push("q", "noop", {})  # the driver holds one connection
         with held(server):
@@ -130,18 +132,18 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
 async def test_a_running_worker_runs_every_job_while_others_hold_the_rest(
     server: PrivateRedis,
 ) -> None:
-    registry = registry_on(server.url, concurrency=8, poll_interval=0.05)
+    registry = registry_on(server.url, 10, concurrency=8, poll_interval=0.05)
     worker = Worker(registry, "w")
-    task = asyncio.create_task(worker.run())
-    try:
-        await registry.push("q", "noop", {})
-        with held(server) as others:
-            assert others
-            await run_every_job(registry, task, 60)
-    finally:
-        worker.stop(now=True)
-        await asyncio.wait_for(task, 10)
-        await registry.close()
+    with held(server, 1):  # one taken by others before the worker starts
+        task = asyncio.create_task(worker.run())
+        try:
+            await registry.push("q", "noop", {})
+            with held(server):  # and every one left, once it runs
+                await run_every_job(registry, task, 60)
+        finally:
+            worker.stop(now=True)
+            await asyncio.wait_for(task, 10)
+            await registry.close()
 
 
 async def test_a_failed_connect_leaves_the_pool_no_connection_past_max_connections(
@@ -165,7 +167,7 @@ async def test_a_failed_connect_leaves_the_pool_no_connection_past_max_connectio
 def test_a_blocking_push_refused_a_connection_of_its_own_takes_the_loops(
     server: PrivateRedis,
 ) -> None:
-    registry = registry_on(server.url)
+    registry = registry_on(server.url, 10)
     try:
         registry.blocking.push("q", "noop", {})  # opens the driver: one pooled connection
         with held(server):

@@ -200,7 +200,7 @@ def _not_a_limit(error: Exception) -> bool:
 
 def _unless_a_limit(retry: type[AsyncRetry | SyncRetry]) -> dict[str, Any]:
     """The keyword that keeps `retry` from retrying a refusal for maxclients, where redis-py's
-    Retry takes it (5.x and 6.x do not)."""
+    Retry takes it (not every version does)."""
     if "is_retryable" in inspect.signature(retry.__init__).parameters:
         return {"is_retryable": _not_a_limit}
     return {}
