@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -50,13 +50,17 @@ def wait_for_port(port: int, up: bool, timeout: float = 30.0, every: float = 0.0
 
 class PrivateRedis:
     """redis-server on a spare port, its append-only file fsynced at every write; not
-    `persistent`, it keeps nothing on disk (a restart empties it)."""
+    `persistent`, it keeps nothing on disk (a restart empties it); `options`, more of
+    redis-server's arguments (`["--maxclients", "3"]`)."""
 
-    def __init__(self, folder: Path, *, persistent: bool = True) -> None:
+    def __init__(
+        self, folder: Path, *, persistent: bool = True, options: Sequence[str] = ()
+    ) -> None:
         if shutil.which("redis-server") is None:
             pytest.skip("redis-server is not installed")
         self.folder = folder
         self.persistent = persistent
+        self.options = list(options)
         self.port = spare_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -65,7 +69,7 @@ class PrivateRedis:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
              str(self.folder), "--appendonly", "yes" if self.persistent else "no",
-             "--appendfsync", "always", "--save", ""],
+             "--appendfsync", "always", "--save", "", *self.options],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -153,8 +157,10 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def private_redis(folder: Path, *, persistent: bool = True) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(folder, persistent=persistent)
+def private_redis(
+    folder: Path, *, persistent: bool = True, options: Sequence[str] = ()
+) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(folder, persistent=persistent, options=options)
     server.start()
     try:
         yield server

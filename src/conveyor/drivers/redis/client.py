@@ -23,6 +23,7 @@ from conveyor.drivers.redis.connection import (
     DEFAULT_URL,
     URL_ENV,
     Edge,
+    WaitingPool,
     check_url,
     command_timeout,
     execute,
@@ -67,6 +68,10 @@ class RedisClient(Driver):
         """The client for every command but BLPOP; connections are made on first use."""
         if self._client is None:
             self._client = make_client(self.url, self._options)
+            pool = self._client.connection_pool
+            if isinstance(pool, WaitingPool):  # not when options= named another class
+                self._edge.pool = pool
+                self._edge.max_connections = pool.max_connections
         return cast(Client, self._client)
 
     def _blocking_redis(self) -> Client:

@@ -20,7 +20,6 @@ timeout (it waits on the server by design); the driver's `wait` bounds it instea
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import urllib.parse
 from collections.abc import Callable
@@ -47,7 +46,9 @@ from redis.retry import Retry as SyncRetry
 
 from conveyor.deadlines import Deadline, Deadlines
 from conveyor.drivers import KIND_URL_ENV, keepalive
+from conveyor.drivers.limit import limit_reached, refused_for_limit
 from conveyor.drivers.location import Location
+from conveyor.drivers.redis.pool import WaitingPool
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
 __all__ = [
@@ -191,6 +192,20 @@ def make_thread_client(url: str, options: dict[str, Any]) -> redis.Redis:
     return redis.Redis.from_pool(pool)
 
 
+def _not_a_limit(error: Exception) -> bool:
+    """False for a new connection refused for maxclients: WaitingPool waits for one of its
+    own instead (three attempts more each took 1.5-2 s here, while connections came free)."""
+    return not refused_for_limit(str(error))
+
+
+def _unless_a_limit(retry: type[AsyncRetry | SyncRetry]) -> dict[str, Any]:
+    """The keyword that keeps `retry` from retrying a refusal for maxclients, where redis-py's
+    Retry takes it (not every version does)."""
+    if "is_retryable" in inspect.signature(retry.__init__).parameters:
+        return {"is_retryable": _not_a_limit}
+    return {}
+
+
 def _settings(
     url: str,
     timeout: float,
@@ -217,6 +232,7 @@ def _settings(
             ExponentialWithJitterBackoff(base=0.05, cap=1.0),
             RECONNECT_ATTEMPTS,
             supported_errors=(RedisConnectionError,),
+            **_unless_a_limit(retry),
         ),
     }
     if urllib.parse.urlsplit(url).scheme == "unix":  # a Unix socket has no TCP keepalives
@@ -284,68 +300,6 @@ def _pack(
     return b"".join(packed)
 
 
-class WaitingPool(ConnectionPool):
-    """redis-py's ConnectionPool, except that a call finding all `max_connections` busy waits
-    for one instead of failing: what BlockingConnectionPool does, without the condition,
-    lock and timer it takes on every call. The wait is bounded by the caller's deadline.
-
-    An idle connection is handed out and taken back without what redis-py 8 does around each
-    checkout and return (its lock, which one event loop does not need when nothing is awaited
-    between taking a connection from a list and putting it in the other, and four awaited
-    observability records): about 10 µs a command less here. It is still checked before use
-    (`ensure_connection`: connected, no reply left unread). redis-py's own connection-count
-    metrics, off unless configured, do not see these. A connection marked to reconnect, one
-    holding a new token to authenticate with (a streaming credential provider's, sent when the
-    connection comes back), and every connection on a redis-py without these methods take
-    redis-py's own way."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._slots = asyncio.Semaphore(self.max_connections)
-
-    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
-        # The arguments are passed on as given: redis-py 5 names the command, 6+ nothing.
-        await self._slots.acquire()
-        try:
-            if not (_LEAN_POOL and self._available_connections):
-                return await super().get_connection(*args, **kwargs)  # type: ignore[no-any-return,no-untyped-call]
-            connection: AbstractConnection = self._available_connections.pop()
-            self._in_use_connections.add(connection)
-            try:
-                await self.ensure_connection(connection)
-            except BaseException:
-                self._put_back(connection)
-                raise
-            return connection
-        except BaseException:
-            self._slots.release()
-            raise
-
-    async def release(self, connection: AbstractConnection) -> None:
-        try:
-            if (
-                _LEAN_POOL
-                and connection in self._in_use_connections
-                and not connection.should_reconnect()  # type: ignore[no-untyped-call]
-                and getattr(connection, "_re_auth_token", None) is None
-            ):
-                self._put_back(connection)
-            else:
-                await super().release(connection)
-        finally:
-            self._slots.release()
-
-    def _put_back(self, connection: AbstractConnection) -> None:
-        self._in_use_connections.discard(connection)
-        self._available_connections.append(connection)
-
-
-#: Whether this redis-py's pool and connections have what WaitingPool's short way uses.
-_LEAN_POOL = hasattr(ConnectionPool, "ensure_connection") and hasattr(
-    AbstractConnection, "should_reconnect"
-)
-
-
 def command_timeout(url: str, options: dict[str, Any]) -> tuple[str, float]:
     """The URL without `?timeout=`, and the command deadline in seconds: the URL's, else the
     `timeout` keyword, else COMMAND_TIMEOUT. ConfigError naming the fix for a bad one."""
@@ -400,6 +354,10 @@ class Edge:
         self.deadlines = Deadlines()
         self.location = Location.parse(url)
         self.where = f"redis at {self.location.shown}"
+        #: The driver's command pool, once made: a call past its deadline while the pool's
+        #: new connections were refused for maxclients says so.
+        self.pool: WaitingPool | None = None
+        self.max_connections = MAX_CONNECTIONS  # the pools' size, named in that error
 
     def command(self) -> Command:
         """The context of one call: the deadline, then the edge."""
@@ -420,6 +378,8 @@ class Edge:
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)):
             # It may quote the host and port redis-py read: withheld for an ambiguous URL.
             detail = self.location.scrub(text)
+            if refused_for_limit(text):
+                raise self.limit(detail) from exc
             if isinstance(exc, AuthenticationError):  # still retried: a password may be rotated
                 raise BackendUnavailableError(
                     f"{self.where} refused the credentials ({detail}): check the URL's user and"
@@ -446,6 +406,19 @@ class Edge:
             f"{self.where} refused a command: {self.location.mask(text)}{fix}"
         ) from exc
 
+    def limit(self, detail: str, waited: float | None = None) -> BackendUnavailableError:
+        """The error for a new connection refused for the server's maxclients (its words in
+        `detail`); `waited`: the seconds a call waited for a pooled one."""
+        return limit_reached(
+            self.where,
+            detail,
+            limit="the server's maxclients",
+            budget=f"lower max_connections (now {self.max_connections}) in the URL of each"
+            " process, which bounds each of the driver's two pools (commands; pushes from"
+            " plain threads), a worker holding one connection more while it waits (BLPOP)",
+            waited=waited,
+        )
+
 
 class Command:
     """One call within the command deadline (conveyor.deadlines: one timer for all of a
@@ -471,6 +444,10 @@ class Command:
         try:
             self._deadline.__exit__(kind, exc, traceback)
         except TimeoutError as late:
+            pool = self._edge.pool
+            if pool is not None and pool.refused:  # waited for a connection in vain
+                detail = self._edge.location.scrub(pool.refused)
+                raise self._edge.limit(detail, waited=self._edge.timeout) from late
             late.args = (f"no answer within {self._edge.timeout:g}s",)
             self._edge.__exit__(TimeoutError, late, late.__traceback__)
             raise

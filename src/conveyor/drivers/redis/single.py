@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from conveyor.drivers.limit import refused_for_limit
 from conveyor.drivers.redis.client import RedisClient
 from conveyor.drivers.redis.records import push_jobs, push_one
 from conveyor.drivers.redis.scripts import ThreadClient
+from conveyor.errors import BackendUnavailableError
 from conveyor.job import NewJob
 
 __all__ = ["SinglePush"]
@@ -36,11 +38,17 @@ class SinglePush(RedisClient):
         without an event loop pays no hop to the loop's thread and back (two thread wake-ups,
         more than the script's round trip on a loaded machine). The same script and arguments
         as `push`; None for the first push to a queue through this instance (the event loop
-        then does it, adding the queue to the known ones)."""
+        then does it, adding the queue to the known ones), and when the server refuses a new
+        connection for its maxclients (the loop's pool waits for one of its own)."""
         if self._unknown([job.queue]):
             return None
         loads = self._scripts.loads
-        job_id = str(self._call_in_thread(*self._push_call(job))[0])
+        try:
+            job_id = str(self._call_in_thread(*self._push_call(job))[0])
+        except BackendUnavailableError as error:
+            if refused_for_limit(str(error)):  # nothing sent: the loop's pool waits for one
+                return None
+            raise
         if self._scripts.loads != loads:  # the server forgot its scripts: see `_pushed`
             with self._edge:
                 client = cast(ThreadClient, self._thread_redis())

@@ -4,13 +4,13 @@ instead of hopping to the event loop's thread and back: two thread wake-ups, whi
 machine cost more than the statement's round trip.
 
 `ThreadConnections` keeps at most `size` such connections, between calls (most recently used
-first); a call that finds them all busy is declined, and the caller takes the event loop
-instead. A connection left idle IDLE_CHECK seconds is checked before it is used, as the pooled
-ones are, one the server ended while idle (where the dialect can tell: `_ended`) is replaced,
-and one whose call failed is closed; a call on one the server dropped meanwhile (a restart)
-runs once more on a new one, where the dialect can tell (`_dropped`). Each dialect says how to
-connect, run and check (postgres/threads.py, mysql/threads.py), each call under the driver's
-timeout.
+first); a call that finds them all busy, or whose new connection the server refuses for its
+connection limit, is declined, and the caller takes the event loop instead. A connection left
+idle IDLE_CHECK seconds is checked before it is used, as the pooled ones are, one the server
+ended while idle (where the dialect can tell: `_ended`) is replaced, and one whose call failed
+is closed; a call on one the server dropped meanwhile (a restart) runs once more on a new one,
+where the dialect can tell (`_dropped`). Each dialect says how to connect, run and check
+(postgres/threads.py, mysql/threads.py), each call under the driver's timeout.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Generic, TypeVar
 
+from conveyor.drivers.limit import refused_for_limit
 from conveyor.drivers.sql.adapter import Params
 from conveyor.drivers.sql.deadline import IDLE_CHECK
 from conveyor.drivers.sql.queries import Query
@@ -42,8 +43,9 @@ class ThreadConnections(abc.ABC, Generic[C]):
 
     def execute(self, query: Query, params: Params) -> bool:
         """Run `query` in this thread; False, running nothing, when `size` connections are
-        busy already. DriverError (BackendUnavailableError for a lost or silent server) when
-        it fails; its connection is then closed."""
+        busy already, or a new one is refused for the server's connection limit. DriverError
+        (BackendUnavailableError for a lost or silent server) when it fails; its connection is
+        then closed."""
         with self._lock:
             if self._busy >= self._size:
                 return False
@@ -53,7 +55,15 @@ class ThreadConnections(abc.ABC, Generic[C]):
         conn: C | None = None
         kept = False
         try:
-            conn = self._usable(taken)
+            try:
+                conn = self._usable(taken)
+            except DriverError as error:
+                if refused_for_limit(str(error)):
+                    # The server's connection limit: declined, so the call takes the event
+                    # loop's pool, which waits for one of its connections to come free
+                    # (before, the push failed though the driver held connections).
+                    return False
+                raise
             try:
                 self._run(conn, query, params)
             except DriverError as error:

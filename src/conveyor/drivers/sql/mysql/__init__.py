@@ -144,7 +144,7 @@ class MysqlDriver(SqlDriver):
                 f"{safe_url(url)!r}: {', '.join(options)} is read by MysqlDriver.from_url();"
                 " pass it to MysqlDriver() as a keyword instead"
             )
-        target = dataclasses.replace(target, timeout=timeout)
+        target = dataclasses.replace(target, timeout=timeout, pool_size=pool_size)
         super().__init__(
             MysqlConnection(target, pool_size=pool_size), __name__, prefix=prefix, migrate=migrate
         )

@@ -33,6 +33,7 @@ from asyncmy.errors import MySQLError
 from asyncmy.pool import Pool
 
 from conveyor.drivers import keepalive
+from conveyor.drivers.limit import PAUSE_FIRST, PAUSE_MOST, refused_for_limit
 from conveyor.drivers.sql.deadline import IDLE_CHECK, Deadline, whole_seconds
 from conveyor.drivers.sql.mysql.socket import wait_on_socket
 from conveyor.drivers.sql.shielded import resumed
@@ -68,7 +69,8 @@ class Checkout:
         # Most checkouts find an idle connection that needs no check, and so never suspend:
         # the first step runs here, and only a checkout that has to wait goes on in a task of
         # its own (two loop turns, a single push's largest cost after the statement's own).
-        checkout = self._usable(pool)
+        refused: list[str] = []  # the server's words, when it refused a new connection
+        checkout = self._usable(pool, refused)
         with self.target.translated("connect"):
             try:
                 waiting_on = checkout.send(None)
@@ -86,6 +88,8 @@ class Checkout:
             raise
         if not done:
             _abandon(pool, task)
+            if refused:
+                raise self.target.limit(refused[-1], waited=self.target.timeout)
             raise BackendUnavailableError(
                 f"no connection to MySQL at {self.target.shown} within"
                 f" {self.target.timeout:g}s: check that the server is running and reachable;"
@@ -94,9 +98,23 @@ class Checkout:
         with self.target.translated("connect"):
             return task.result()
 
-    async def _usable(self, pool: Pool) -> Connection:
+    async def _usable(self, pool: Pool, refused: list[str]) -> Connection:
+        pause = PAUSE_FIRST
         while True:
-            connection: Connection = await pool.acquire()
+            try:
+                connection: Connection = await pool.acquire()
+            except MySQLError as error:
+                text = " ".join(str(error).split())
+                if not refused_for_limit(text):
+                    raise
+                # The server's connection limit: wait for one of the pool's connections to
+                # come free (or, holding none, a pause) and try again; the caller's timeout
+                # ends the wait. Before, the call failed at once, though the driver held
+                # connections that would be free within milliseconds.
+                refused.append(self.target.mask(text))
+                await _released(pool, pause)
+                pause = min(pause * 2, PAUSE_MOST)
+                continue
             try:
                 if await self._ready(connection):
                     return connection
@@ -152,6 +170,14 @@ class Checkout:
                 log.info("an idle connection to %s failed its ping: %s", self.target.shown, error)
             return False
         return True
+
+
+async def _released(pool: Pool, seconds: float) -> None:
+    """Return once a connection comes back to `pool`, or after `seconds`."""
+    async with pool.cond:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await pool.cond.wait()
 
 
 def abort(connection: Connection) -> None:

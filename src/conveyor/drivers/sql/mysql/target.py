@@ -15,6 +15,7 @@ import asyncmy
 from asyncmy.errors import MySQLError
 
 from conveyor.drivers.lent import lost
+from conveyor.drivers.limit import limit_reached, refused_for_limit
 from conveyor.drivers.location import Location
 from conveyor.drivers.sql.deadline import LOCK_WAIT, TIMEOUT, Deadline
 from conveyor.errors import BackendUnavailableError, DriverError
@@ -71,6 +72,8 @@ class Target:
     unix_socket: str | None = None
     connect_timeout: float = 10.0
     timeout: float = TIMEOUT
+    #: The driver's pool_size, named in the error for a connection limit reached.
+    pool_size: int = 10
     #: The URL the target was read from, parsed: what messages must hide besides `password`.
     location: Location = field(default_factory=Location, repr=False, compare=False)
 
@@ -120,6 +123,8 @@ class Target:
         # or port: for an ambiguous URL that message is withheld (see Location.scrub).
         connecting = what == "connect" or is_lost(error)
         detail = hidden.scrub(text) if connecting else hidden.mask(text)
+        if connecting and refused_for_limit(text):
+            return self.limit(detail)
         if what == "connect":
             return BackendUnavailableError(
                 f"cannot connect to MySQL at {self.shown} ({detail}): check that the server is"
@@ -165,6 +170,20 @@ class Target:
                 " (Registry(max_payload_bytes=...))"
             )
         return DriverError(f"MySQL {what} failed on {self.shown}: {detail}")
+
+    def limit(self, detail: str, waited: float | None = None) -> BackendUnavailableError:
+        """The error for a new connection refused for the server's connection limit (the
+        server's words in `detail`); `waited`: the seconds a call waited for a pooled one."""
+        return limit_reached(
+            f"MySQL at {self.shown}",
+            detail,
+            limit="the server's max_connections, or the user's MAX_USER_CONNECTIONS or the"
+            " server's max_user_connections",
+            budget=f"lower pool_size (now {self.pool_size}) in the URL of each process, which"
+            " opens up to pool_size connections (blocking pushes from plain threads up to"
+            " pool_size more)",
+            waited=waited,
+        )
 
     def silent(self, what: str, deadline: Deadline) -> BackendUnavailableError:
         """The error for a call whose deadline passed, logged as a warning."""

@@ -127,7 +127,7 @@ class PostgresDriver(SqlDriver):
     ) -> None:
         check_pool_size(pool_size)
         check_timeout(timeout)
-        target = Target(conninfo, timeout=timeout)
+        target = Target(conninfo, timeout=timeout, pool_size=pool_size)
         connection = PostgresConnection(target, pool_size=pool_size, jobs=f"{prefix}jobs")
         super().__init__(connection, __name__, prefix=prefix, migrate=migrate)
         self.target = target

@@ -44,6 +44,7 @@ from conveyor.drivers.sql.deadline import (
 )
 from conveyor.drivers.sql.postgres import prepared
 from conveyor.drivers.sql.postgres.borrowed import JOBS_TABLE, check_state, on_callers
+from conveyor.drivers.sql.postgres.pool import Pool
 from conveyor.drivers.sql.postgres.prepared import positional
 from conveyor.drivers.sql.postgres.socket import PooledConnection, ended_by_server, wait_on_socket
 from conveyor.drivers.sql.postgres.target import Target
@@ -105,7 +106,7 @@ class PostgresConnection:
                 self._database = str((await cursor.fetchall())[0][0])
         finally:
             await probe.close()
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = Pool(
             self.target.conninfo,
             connection_class=PooledConnection,
             kwargs=self.target.kwargs,
@@ -285,6 +286,10 @@ class PostgresConnection:
                 await pool.putconn(conn)
         except psycopg.Error as error:
             failure = self.target.error(error, what)
+            if isinstance(error, PoolTimeout) and isinstance(pool, Pool) and pool.refused:
+                # No pooled connection came free while the pool's attempts to add one were
+                # refused: the server's connection limit, which the error names.
+                failure = self.target.limit(pool.refused, waited=self.target.timeout)
             if isinstance(failure, BackendUnavailableError) and not isinstance(error, PoolTimeout):
                 self._drain(pool)  # waiting in vain for a free connection says nothing of idle ones
             raise failure from error

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -57,6 +58,12 @@ class Listener:
         self._task: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
         self._failing = False
+        #: After a failed start, the next is tried no sooner than this (time.monotonic()), the
+        #: pause doubling from RETRY_FIRST to RETRY_MAX: reserves call `start` each time, and
+        #: behind a backlog, on a server at its connection limit, each made an attempt that
+        #: the server refused, hundreds a second.
+        self._retry_at = 0.0
+        self._pause = 0.0
 
     @property
     def listening(self) -> bool:
@@ -66,9 +73,11 @@ class Listener:
     async def start(self) -> bool:
         """Connect and LISTEN, unless already done; True once listening, so that every later
         commit that notifies the channel is heard. False (with a warning, once) when it cannot
-        connect: the caller then polls, and the next call tries again."""
+        connect: the caller then polls, and a call after the pause (`_retry_at`) tries again."""
         if self.listening:
             return True
+        if self._failing and time.monotonic() < self._retry_at:
+            return False
         async with self._starting:
             if self.listening:
                 return True
@@ -78,8 +87,11 @@ class Listener:
                 if not self._failing:
                     log.warning("cannot LISTEN, polling instead until it can: %s", error)
                 self._failing = True
+                self._pause = min(max(self._pause * 2, RETRY_FIRST), RETRY_MAX)
+                self._retry_at = time.monotonic() + self._pause
                 return False
             self._failing = False
+            self._pause = 0.0
             name = f"conveyor-listen-{self.channel}"
             self._task = asyncio.create_task(self._run(conn), name=name)
             return True

@@ -16,6 +16,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from conveyor.drivers import keepalive
+from conveyor.drivers.limit import limit_reached, refused_for_limit
 from conveyor.drivers.location import Location
 from conveyor.drivers.sql.deadline import LOCK_WAIT, TIMEOUT, Deadline, whole_seconds
 from conveyor.drivers.sql.url import OPTIONS
@@ -51,8 +52,9 @@ class Target:
     socket). Messages show it with any password replaced by ***.
     """
 
-    def __init__(self, conninfo: str, *, timeout: float = TIMEOUT) -> None:
+    def __init__(self, conninfo: str, *, timeout: float = TIMEOUT, pool_size: int = 10) -> None:
         self.conninfo = conninfo
+        self.pool_size = pool_size  # named in the error for a connection limit reached
         #: The conninfo's passwords, found once; every message is shown through it.
         self.location = Location.parse(conninfo)
         self.timeout = timeout
@@ -143,6 +145,8 @@ class Target:
         try:
             return await psycopg.AsyncConnection.connect(self.conninfo, **self.kwargs)
         except psycopg.Error as error:
+            if refused_for_limit(str(error)):
+                raise self.limit(self._detail(error)) from None
             raise BackendUnavailableError(
                 f"cannot connect to PostgreSQL at {self.shown} ({self._detail(error)}): check"
                 " that the server is running and the URL's host, port, user, password and"
@@ -161,8 +165,23 @@ class Target:
         """The error for a call whose deadline passed, logged as a warning."""
         return deadline.error(f"PostgreSQL at {self.shown}", what, log)
 
+    def limit(self, detail: str, waited: float | None = None) -> BackendUnavailableError:
+        """The error for a new connection refused for the server's connection limit (the
+        server's words in `detail`); `waited`: the seconds a call waited for a pooled one."""
+        return limit_reached(
+            f"PostgreSQL at {self.shown}",
+            detail,
+            limit="the server's max_connections, or the role's or database's CONNECTION LIMIT",
+            budget=f"lower pool_size (now {self.pool_size}) in the URL of each process, which"
+            " opens up to pool_size connections (a worker one more, to LISTEN; blocking pushes"
+            " from plain threads up to pool_size more)",
+            waited=waited,
+        )
+
     def error(self, error: psycopg.Error, what: str) -> DriverError:
         """The DriverError for a psycopg error met during `what` (a query block's name...)."""
+        if _lost(error) and refused_for_limit(str(error)):
+            return self.limit(self._detail(error))
         if _lost(error):
             return BackendUnavailableError(
                 f"PostgreSQL at {self.shown} is unreachable during {what}"

@@ -1,0 +1,239 @@
+"""Connection limits of a test's own, without touching any server-wide setting: a PostgreSQL
+role made with CONNECTION LIMIT n, a MariaDB user made WITH MAX_USER_CONNECTIONS n, each
+dropped (its sessions ended first) when the test ends; and connections that use up such a
+limit (`held`). A Redis with `--maxclients n` is a private one (tests/backends/private.py). Then the
+registry, pushes and start-up the tests of each backend share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from conveyor import Job, Registry, Worker
+from conveyor.errors import BackendUnavailableError
+from tests.backends import mysql, postgres, require_service
+
+#: The password the limited roles and users are given: messages must never show it.
+PASSWORD = "lim1t-s3cret"
+
+
+@contextlib.contextmanager
+def postgres_role(limit: int) -> Iterator[str]:
+    """A role of the test's own that may hold `limit` connections; yields its URL (with a
+    password, which trust authentication here does not check) to the `test` database."""
+    import psycopg
+    from psycopg import sql
+
+    require_service("postgres", 5432, postgres.START)
+    role = f"conveyor_lim_{uuid.uuid4().hex[:10]}"
+    name = sql.Identifier(role)
+    with psycopg.connect(postgres.URL, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT {}").format(name, sql.Literal(limit))
+        )
+        admin.execute(sql.SQL("GRANT CREATE, USAGE ON SCHEMA public TO {}").format(name))
+    try:
+        yield f"postgresql://{role}:{PASSWORD}@127.0.0.1:5432/test?application_name={role}"
+    finally:
+        with psycopg.connect(postgres.URL, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(name))
+            admin.execute(sql.SQL("DROP ROLE {}").format(name))
+
+
+async def postgres_end_sessions(url: str) -> None:
+    """End every session of the role of `url` (as an administrator would)."""
+    import psycopg
+
+    role = url.split("://", 1)[1].split(":", 1)[0]
+    async with await psycopg.AsyncConnection.connect(postgres.URL, autocommit=True) as admin:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+        )
+        # pg_terminate_backend only signals: wait until they are gone.
+        for _ in range(200):
+            cursor = await admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,)
+            )
+            row = await cursor.fetchone()
+            if row is not None and row[0] == 0:
+                return
+            await admin.execute("SELECT pg_sleep(0.01)")
+        raise AssertionError(f"the sessions of {role} never ended")
+
+
+@asynccontextmanager
+async def held_postgres(url: str, count: int | None) -> AsyncIterator[list[Any]]:
+    """`count` connections of the role of `url` (None: every one its limit leaves), open
+    until the block ends."""
+    import psycopg
+
+    conninfo = url.split("?", 1)[0]
+    conns: list[Any] = []
+    try:
+        while count is None or len(conns) < count:
+            try:
+                conns.append(await psycopg.AsyncConnection.connect(conninfo))
+            except psycopg.OperationalError:
+                if count is not None:
+                    raise
+                break
+        yield conns
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+@contextlib.contextmanager
+def mysql_user(limit: int) -> Iterator[str]:
+    """A user of the test's own that may hold `limit` connections (MAX_USER_CONNECTIONS);
+    yields its URL, password included, to the `test` database."""
+    import pymysql
+
+    require_service("mysql", 3306, mysql.START)
+    user = f"conveyor_lim_{uuid.uuid4().hex[:10]}"
+    with (
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", database="test") as admin,
+        admin.cursor() as cursor,
+    ):
+        cursor.execute(
+            f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s WITH MAX_USER_CONNECTIONS {limit:d}",
+            (PASSWORD,),
+        )
+        cursor.execute(f"GRANT ALL ON test.* TO '{user}'@'%'")
+    try:
+        yield f"mysql://{user}:{PASSWORD}@127.0.0.1:3306/test"
+    finally:
+        with (
+            pymysql.connect(host="127.0.0.1", port=3306, user="root", database="test") as admin,
+            admin.cursor() as cursor,
+        ):
+            cursor.execute("SELECT id FROM information_schema.PROCESSLIST WHERE user = %s", (user,))
+            for (session,) in cursor.fetchall():
+                with contextlib.suppress(pymysql.MySQLError):  # ended meanwhile
+                    cursor.execute(f"KILL {int(session)}")
+            cursor.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+async def _kill_sessions(cursor: Any, user: str) -> None:
+    await cursor.execute("SELECT id FROM information_schema.PROCESSLIST WHERE user = %s", (user,))
+    for (session,) in await cursor.fetchall():
+        with contextlib.suppress(Exception):  # ended meanwhile
+            await cursor.execute(f"KILL {int(session)}")
+
+
+async def mysql_end_sessions(url: str) -> None:
+    """End every session of the user of `url` (KILL), and wait until they are gone."""
+    import asyncmy
+
+    user = url.split("://", 1)[1].split(":", 1)[0]
+    admin = await asyncmy.connect(host="127.0.0.1", port=3306, user="root", db="test")
+    try:
+        async with admin.cursor() as cursor:
+            await _kill_sessions(cursor, user)
+            for _ in range(200):
+                await cursor.execute(
+                    "SELECT count(*) FROM information_schema.PROCESSLIST WHERE user = %s", (user,)
+                )
+                [(left,)] = await cursor.fetchall()
+                if left == 0:
+                    return
+                await asyncio.sleep(0.01)
+        raise AssertionError(f"the sessions of {user} never ended")
+    finally:
+        admin.close()
+
+
+@asynccontextmanager
+async def held_mysql(url: str, count: int | None) -> AsyncIterator[list[Any]]:
+    """`count` connections of the user of `url` (None: every one its limit leaves), open until
+    the block ends."""
+    import asyncmy
+
+    user = url.split("://", 1)[1].split(":", 1)[0]
+    conns: list[Any] = []
+    try:
+        while count is None or len(conns) < count:
+            try:
+                conns.append(
+                    await asyncmy.connect(
+                        host="127.0.0.1", port=3306, user=user, password=PASSWORD, db="test"
+                    )
+                )
+            except asyncmy.errors.OperationalError:
+                if count is not None:
+                    raise
+                break
+        yield conns
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def limited_registry(driver: str, **worker: Any) -> Registry:
+    """A registry with queue q (worker w, made with `worker`'s settings) on `driver`, and a
+    job "noop" that takes a millisecond."""
+    registry = Registry()
+    registry.queue("q", driver=driver, workers=["w"])
+    registry.worker("w", **worker)
+
+    @registry.job("noop")
+    async def noop(job: Job[dict[str, Any]]) -> None:
+        await asyncio.sleep(0.001)
+
+    return registry
+
+
+async def pushed_at_once(registry: Registry, count: int) -> None:
+    """Push `count` jobs to q at once; each must be stored."""
+    before = (await registry.queue_info())["q"].pending
+    ids = await asyncio.gather(*(registry.push("q", "noop", {}) for _ in range(count)))
+    assert len(set(ids)) == count
+    assert (await registry.queue_info())["q"].pending == before + count
+
+
+async def refused_push(registry: Registry) -> str:
+    """The message of the BackendUnavailableError a push to q fails with."""
+    with pytest.raises(BackendUnavailableError) as raised:
+        await registry.push("q", "noop", {})
+    return str(raised.value)
+
+
+async def started_refused(worker: Worker, caplog: pytest.LogCaptureFixture) -> asyncio.Task[Any]:
+    """`worker` running, once its start-up was refused twice (caplog at WARNING for
+    conveyor.worker); fails if it exits instead of waiting."""
+    task = asyncio.create_task(worker.run())
+    async with asyncio.timeout(10):
+        while "start-up attempt 2" not in caplog.text:
+            assert not task.done(), "the worker exited instead of waiting"
+            await asyncio.sleep(0.02)
+    return task
+
+
+def first_attempt(caplog: pytest.LogCaptureFixture) -> str:
+    """The log line of a worker's first failed start-up attempt."""
+    return next(r.getMessage() for r in caplog.records if "start-up attempt" in r.getMessage())
+
+
+async def run_every_job(registry: Registry, task: asyncio.Task[Any], count: int) -> None:
+    """Push `count` jobs to q at once while `task` runs the worker; wait until every job of q
+    succeeded, none failed."""
+    ids = await asyncio.gather(*(registry.push("q", "noop", {}) for _ in range(count)))
+    async with asyncio.timeout(20):
+        while (counts := (await registry.queue_info())["q"]).pending + counts.reserved:
+            assert not task.done(), "the worker stopped"
+            await asyncio.sleep(0.05)
+    assert counts.failed == 0
+    for job_id in ids:
+        info = await registry.job_info(job_id)
+        assert info is not None and info.state.value == "succeeded", info
