@@ -42,6 +42,10 @@ _READ_ONLY = "25006"
 #: SQLSTATE invalid_schema_name: conveyor's SQL names no schema, so the search_path has none.
 _NO_SCHEMA = "3F000"
 
+#: SQLSTATEs insufficient_resources, disk_full, out_of_memory: the server out of room, not a
+#: refusal of the statement (a settler would write its jobs off one by one).
+_OUT_OF_ROOM = frozenset({"53000", "53100", "53200"})
+
 
 class Target:
     """Where the server is: the conninfo handed to libpq, as checked and as fit to show, and
@@ -198,6 +202,11 @@ class Target:
                 f" lock another transaction holds ({detail}), and gave up: a transaction still"
                 " open that pushed the same unique key with connection=, say; commit or roll it"
                 " back sooner, or raise the URL's timeout="
+            )
+        if error.sqlstate in _OUT_OF_ROOM:
+            return BackendUnavailableError(
+                f"PostgreSQL {what} on {self.shown} failed, the server out of room ({detail}):"
+                " free space on its disk (or memory), and workers carry on"
             )
         if error.sqlstate == _READ_ONLY:
             return DriverError(
