@@ -2,14 +2,14 @@
 
 Every job allocates a few dozen container objects (its task, its futures, its records, the
 client library's own), most freed at once by reference counting. Python collects its youngest
-generation after every 700 net allocations, and a worker with a hundred jobs in flight crosses
-that every few jobs: each collection walks the objects of the jobs in flight, promotes them,
-and every hundredth or so walks every object the process holds (the imported modules above
-all). With a one-command job body that cost 15-35 µs per job here, a fifth of the job's CPU
-(docs/benchmarks.md). `tune_for_work` collects once, freezes what start-up left (modules,
-the app, the registry: walked never again) and collects the youngest generation after
-YOUNG_THRESHOLD net allocations instead. Garbage that only the collector can free (reference
-cycles) then waits a little longer, a few megabytes at most.
+generation after every 700 net allocations (2,000 from Python 3.13 on), and a worker with a
+hundred jobs in flight crosses that every few jobs: each collection walks the objects of the
+jobs in flight, promotes them, and every hundredth or so walks every object the process holds
+(the imported modules above all). With a one-command job body that cost 15-35 µs per job
+here, a fifth of the job's CPU (docs/benchmarks.md). `tune_for_work` collects once, freezes
+what start-up left (modules, the app, the registry: walked never again) and collects the
+youngest generation after YOUNG_THRESHOLD net allocations instead. Garbage that only the
+collector can free (reference cycles) then waits a little longer, a few megabytes at most.
 
 `conveyor work` calls it before its workers start; a program that runs a `Worker` itself may
 call it too. It changes settings of the whole process (the `gc` module's), so the library
@@ -23,7 +23,7 @@ import gc
 __all__ = ["YOUNG_THRESHOLD", "tune_for_work"]
 
 #: Net allocations of container objects between two collections of the youngest generation,
-#: in a process tuned for work (Python's default is 700).
+#: in a process tuned for work (Python's default is 700; 2,000 from 3.13 on).
 YOUNG_THRESHOLD = 10_000
 
 

@@ -17,6 +17,12 @@ connection is busy) goes on in a task from where it stopped, as soon as it waits
 hands its outcome straight to the one future its caller awaits (where `asyncio.shield` would
 chain the task's own future to an outer one through done callbacks, another loop turn later).
 A single push pays this hop once, so each turn matters (docs/drivers.md#speed).
+
+What runs in the caller must not start a timeout: `asyncio.timeout`, and from Python 3.12 on
+`asyncio.wait_for` (a timeout itself now), belong to the task they start in, and one started
+in the caller and then moved to a task would cancel the caller when it fires, not the work:
+the caller got CancelledError and the work waited on. Work about to start one (psycopg_pool's
+wait for a free connection, asyncmy's connect) first awaits `to_task`.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import types
 from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any, TypeVar
 
-__all__ = ["SocketWait", "resumed", "shielded"]
+__all__ = ["SocketWait", "resumed", "shielded", "to_task"]
 
 T = TypeVar("T")
 
@@ -45,6 +51,12 @@ async def shielded(work: Coroutine[Any, Any, T]) -> T:
     only, else (from where it stopped) in a task of its own. Cancelling the caller cancels only
     its wait: `work` runs on, in a task, and its outcome (an error too) is then dropped."""
     return await _inline(work)
+
+
+async def to_task() -> None:
+    """Go on in a task of the work's own now, where a timeout then started belongs (see the
+    module docstring): one loop turn."""
+    await asyncio.sleep(0)  # a bare yield, no SocketWait: `_inline` hands the rest to a task
 
 
 @types.coroutine

@@ -25,7 +25,9 @@ import contextlib
 import functools
 import logging
 import socket
+import sys
 import weakref
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from asyncmy.connection import Connection
@@ -67,20 +69,15 @@ class Checkout:
         """A usable connection within the timeout; BackendUnavailableError naming the server
         when none can be had."""
         # Most checkouts find an idle connection that needs no check, and so never suspend:
-        # the first step runs here, and only a checkout that has to wait goes on in a task of
-        # its own (two loop turns, a single push's largest cost after the statement's own).
+        # the first step runs at once, and only a checkout that has to wait goes on in a task
+        # (two loop turns, a single push's largest cost after the statement's own). A task
+        # rather than a timeout around the await: on Python 3.11, a timeout that fires just as
+        # the checkout completes leaves a stray cancellation behind, which would cut short
+        # whatever the caller awaits next (its statement).
         refused: list[str] = []  # the server's words, when it refused a new connection
-        checkout = self._usable(pool, refused)
-        with self.target.translated("connect"):
-            try:
-                waiting_on = checkout.send(None)
-            except StopIteration as finished:
-                connection: Connection = finished.value
-                return connection
-        # A task rather than a timeout around the await: on Python 3.11, a timeout that fires
-        # just as the checkout completes leaves a stray cancellation behind, which would cut
-        # short whatever the caller awaits next (its statement).
-        task = asyncio.ensure_future(resumed(checkout, waiting_on))
+        task = self._begun(self._usable(pool, refused))
+        if isinstance(task, Connection):
+            return task
         try:
             done, _ = await asyncio.wait({task}, timeout=self.target.timeout)
         except asyncio.CancelledError:
@@ -97,6 +94,26 @@ class Checkout:
             )
         with self.target.translated("connect"):
             return task.result()
+
+    def _begun(
+        self, checkout: Coroutine[Any, Any, Connection]
+    ) -> Connection | asyncio.Task[Connection]:
+        """The connection, when the checkout's first step got one, else the task it goes on in.
+        From Python 3.12 on the step runs in that task already (an eager one): asyncmy connects
+        under asyncio.wait_for, whose timeout belongs to the task it starts in, and started in
+        the caller's it cancelled the caller (CancelledError for a server that never answered
+        the TCP connect, instead of BackendUnavailableError). On 3.11 wait_for belongs to no
+        task, and the step runs here (a task costs 1.6 µs more)."""
+        with self.target.translated("connect"):
+            if sys.version_info >= (3, 12):
+                task = asyncio.eager_task_factory(asyncio.get_running_loop(), checkout)
+                return task.result() if task.done() else task
+            try:
+                waiting_on = checkout.send(None)
+            except StopIteration as finished:
+                connection: Connection = finished.value
+                return connection
+        return asyncio.ensure_future(resumed(checkout, waiting_on))
 
     async def _usable(self, pool: Pool, refused: list[str]) -> Connection:
         pause = PAUSE_FIRST

@@ -49,7 +49,7 @@ from conveyor.drivers.sql.postgres.prepared import positional
 from conveyor.drivers.sql.postgres.socket import PooledConnection, ended_by_server, wait_on_socket
 from conveyor.drivers.sql.postgres.target import Target
 from conveyor.drivers.sql.queries import Query
-from conveyor.drivers.sql.shielded import shielded
+from conveyor.drivers.sql.shielded import shielded, to_task
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
 __all__ = ["RECONNECT_TIMEOUT", "PostgresConnection", "Target", "watched"]
@@ -279,6 +279,8 @@ class PostgresConnection:
             # own context, whose commit or rollback on the way out is a no-op here
             # (autocommit; `_on` ends its transactions itself) that still takes its lock.
             # putconn rolls back or discards a connection left in any other state.
+            if not pool._pool:  # no idle connection: getconn waits, under wait_for (to_task)
+                await to_task()
             conn = await pool.getconn()
             try:
                 return await self._on(conn, what, work, in_transaction)
