@@ -100,6 +100,8 @@ class _Portal:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.current_thread()  # `_loop`'s, once started
+        #: No thread could start for `_loop` (see `_running_loop`): each call runs it itself.
+        self._here = False
         #: The tasks of the calls running on `_loop`, kept on its thread, which `stop` waits for.
         self._calls: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
@@ -110,7 +112,7 @@ class _Portal:
     def after_fork(self) -> None:
         """In a child forked from this process, where the parent's loop thread is not: the
         next call starts a loop of the child's own (the lock may have been held at the fork)."""
-        self._loop, self._calls, self._lock = None, set(), threading.Lock()
+        self._loop, self._calls, self._lock, self._here = None, set(), threading.Lock(), False
 
     def call(
         self,
@@ -131,6 +133,8 @@ class _Portal:
             return _call_of(coroutine, lender).run_on(owner)
         with self._lock:  # handed over before a stop() takes the loop away, or after it
             loop = self._running_loop()  # first: a loop started anew brings its set of calls
+            if self._here:
+                return _run_here(loop, coroutine, lender)
             call = _call_of(coroutine, lender, self._calls)
             call.hand_to(loop)
         return call.outcome()
@@ -141,7 +145,10 @@ class _Portal:
             thread = threading.Thread(
                 target=loop.run_forever, name="conveyor-blocking", daemon=True
             )
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError:  # Python 3.12+: no thread starts once the interpreter exits
+                self._here = True  # (an atexit handler's first call): calls run the loop
             self._loop, self._calls, self._thread = loop, set(), thread
             self._made.add(loop)
             made_by_facade(loop)
@@ -156,6 +163,10 @@ class _Portal:
                 if last is not None:
                     last.close()
                 return
+            if self._here:
+                self._here = False
+                _close_here(loop, last)
+                return
             try:
                 _Call(_drained(calls, last)).run_on(loop)
             finally:
@@ -163,6 +174,28 @@ class _Portal:
                 self._thread.join(STOP_WAIT)
                 if not self._thread.is_alive():  # left open, the loop is a ResourceWarning
                     loop.close()
+
+
+def _run_here(
+    loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T], lender: Lender | None
+) -> T:
+    """Run `coroutine` on `loop` in this thread, which then has no loop thread to wait for; a
+    `connection=` lent by this thread is used from here directly."""
+    if lender is not None:
+        lender.here()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        if lender is not None:
+            lender.done()
+
+
+def _close_here(loop: asyncio.AbstractEventLoop, last: Coroutine[Any, Any, None] | None) -> None:
+    try:
+        if last is not None:
+            loop.run_until_complete(last)
+    finally:
+        loop.close()
 
 
 async def _drained(calls: set[asyncio.Task[None]], last: Coroutine[Any, Any, None] | None) -> None:

@@ -2,7 +2,9 @@
 
 From an atexit handler, the process's first push works: before, importing redis-py there
 failed with "RuntimeError: can't register atexit after shutdown" (its import of
-concurrent.futures' ThreadPoolExecutor). From a `__del__` run once the interpreter finalizes,
+concurrent.futures' ThreadPoolExecutor); and on Python 3.12+, where no thread starts once the
+interpreter exits, with "can't create new thread at interpreter shutdown" (the facade's loop
+thread, and the SQLite driver's). From a `__del__` run once the interpreter finalizes,
 where no thread can start, the push is a RegistryError saying so and what to do: before, the
 first failed with "ImportError: sys.meta_path is None" and one after a push hung forever."""
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +68,14 @@ async def url() -> AsyncIterator[str]:
 
 
 async def test_the_first_push_from_an_atexit_handler_is_stored(url: str) -> None:
+    await _stored_from_atexit(url)
+
+
+async def test_the_first_push_from_an_atexit_handler_is_stored_on_sqlite(tmp_path: Path) -> None:
+    await _stored_from_atexit(f"sqlite:///{tmp_path / 'jobs.db'}")
+
+
+async def _stored_from_atexit(url: str) -> None:
     done = run(url, "atexit")
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr

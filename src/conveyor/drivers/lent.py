@@ -83,15 +83,23 @@ class Lender:
     """The calling thread, lent to the call it waits for: the functions the call's coroutine
     hands to `run` (on the loop's thread) run here, one at a time, until the call is done."""
 
-    __slots__ = ("_gone", "_lock", "_work")
+    __slots__ = ("_gone", "_here", "_lock", "_work")
 
     def __init__(self) -> None:
         self._work: queue.SimpleQueue[_Lent | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._gone = False
+        self._here = False
+
+    def here(self) -> None:
+        """The call's loop runs in the lending thread itself (no thread could start for it, at
+        the interpreter's exit): `run` calls the function at once instead of handing it over."""
+        self._here = True
 
     async def run(self, function: Callable[[], Any]) -> Any:
         """`function()` in the lending thread; its result, or its error raised here."""
+        if self._here:
+            return function()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         with self._lock:

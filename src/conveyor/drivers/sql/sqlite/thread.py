@@ -38,12 +38,20 @@ class DatabaseThread:
 
     def __init__(self, name: str) -> None:
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        threading.Thread(target=_serve, args=(self._calls,), name=name, daemon=True).start()
+        #: No thread could start: each call runs in its caller, on the event loop's thread.
+        self._here = False
+        try:
+            threading.Thread(target=_serve, args=(self._calls,), name=name, daemon=True).start()
+        except RuntimeError:  # Python 3.12+: none starts once the interpreter exits (the first
+            self._here = True  # push from an atexit handler), and the loop may wait meanwhile
         # Not at interpreter exit: an atexit close (the blocking facade's) may still need it.
         weakref.finalize(self, self._calls.put, None).atexit = False
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """`function(*args)` on the thread, after every call made before it."""
+        if self._here:
+            with GUARD.statement():
+                return function(*args)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[T] = loop.create_future()
         self._calls.put((function, args, loop, waiter))
