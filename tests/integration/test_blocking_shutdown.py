@@ -139,3 +139,44 @@ async def test_pushes_from_an_atexit_handler_leave_no_driver_open() -> None:
             await registry.close()
     finally:
         await postgres.drop_tables(prefix)
+
+
+IN_TRANSACTION = (
+    PREAMBLE
+    + r"""
+import psycopg
+
+def last() -> None:  # the first use: in the caller's own transaction, committed on leaving
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test") as conn:
+        print(registry.blocking.push("q", "item", {}, connection=conn), flush=True)
+
+atexit.register(last)
+"""
+)
+
+
+async def test_a_push_in_the_callers_transaction_from_an_atexit_handler_is_stored() -> None:
+    """On Python 3.12+ the facade's loop runs in the calling thread there (no thread starts):
+    the statements on the caller's connection then run at once rather than wait for that
+    thread to serve them, which would have waited for ever."""
+    from tests.backends import postgres
+
+    require_service("postgres", 5432, postgres.START)
+    prefix = postgres.fresh_prefix()
+    url = f"{postgres.URL}?prefix={prefix}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", IN_TRANSACTION, url], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        registry = Registry(default_driver=url)
+        registry.queue("q", workers=["w"])
+        registry.worker("w")
+        try:
+            info = await registry.job_info(done.stdout.strip())
+            assert info is not None and info.state is JobState.PENDING
+        finally:
+            await registry.close()
+    finally:
+        await postgres.drop_tables(prefix)
