@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit browser chaos bench bench-process bench-peers clean
+.PHONY: demo test test-versions lint typecheck unit browser chaos bench bench-process bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,18 @@ unit: $(VENV)/.installed-dev browser
 browser:
 	@command -v chromedriver >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; } || true
 
+# The suite and mypy under Python 3.12 and 3.13, by hand (about 10 minutes each, so not in
+# `make test`): a venv each, .venv312 and .venv313, from these interpreters.
+PYTHON312 ?= $(HOME)/.pyenv/versions/3.12.1/bin/python
+PYTHON313 ?= $(HOME)/.pyenv/versions/3.13.0/bin/python
+test-versions: browser
+	$(MAKE) .venv312/.installed-dev VENV=.venv312 PYTHON=$(PYTHON312)
+	$(MAKE) .venv313/.installed-dev VENV=.venv313 PYTHON=$(PYTHON313)
+	for v in 312 313; do \
+		.venv$$v/bin/mypy --strict --python-version $${v%??}.$${v#?} src/ && \
+		.venv$$v/bin/pytest -q -n 3 --dist loadfile -p no:cacheprovider || exit 1; \
+	done
+
 # The slow fault tests (marked `chaos`), left out of `make test`.
 chaos: $(VENV)/.installed-dev
 	$(BIN)/pytest -q -m chaos
@@ -73,4 +85,4 @@ bench-process: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/process.py --driver $(DRIVER)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache conveyor.db*
+	rm -rf $(VENV) .venv312 .venv313 .pytest_cache .mypy_cache .ruff_cache conveyor.db*
