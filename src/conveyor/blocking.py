@@ -147,7 +147,7 @@ class _Portal:
             )
             try:
                 thread.start()
-            except RuntimeError:  # Python 3.12+: no thread starts once the interpreter exits
+            except RuntimeError:  # Python 3.12.0-3.12.1: no thread starts in atexit
                 self._here = True  # (an atexit handler's first call): calls run the loop
             self._loop, self._calls, self._thread = loop, set(), thread
             self._made.add(loop)

@@ -2,11 +2,12 @@
 
 From an atexit handler, the process's first push works: before, importing redis-py there
 failed with "RuntimeError: can't register atexit after shutdown" (its import of
-concurrent.futures' ThreadPoolExecutor); and on Python 3.12+, where no thread starts once the
-interpreter exits, with "can't create new thread at interpreter shutdown" (the facade's loop
-thread, and the SQLite driver's). From a `__del__` run once the interpreter finalizes,
-where no thread can start, the push is a RegistryError saying so and what to do: before, the
-first failed with "ImportError: sys.meta_path is None" and one after a push hung forever."""
+concurrent.futures' ThreadPoolExecutor); and on Python 3.12.0 and 3.12.1, where no thread
+starts in an atexit handler (3.12.2 allows it again), with "can't create new thread at
+interpreter shutdown" (the facade's loop thread, and the SQLite driver's). From a `__del__`
+run once the interpreter finalizes, where no thread can start, the push is a RegistryError
+saying so and what to do: before, the first failed with "ImportError: sys.meta_path is None"
+and one after a push hung forever."""
 
 from __future__ import annotations
 
@@ -156,9 +157,9 @@ atexit.register(last)
 
 
 async def test_a_push_in_the_callers_transaction_from_an_atexit_handler_is_stored() -> None:
-    """On Python 3.12+ the facade's loop runs in the calling thread there (no thread starts):
-    the statements on the caller's connection then run at once rather than wait for that
-    thread to serve them, which would have waited for ever."""
+    """On Python 3.12.0 and 3.12.1 the facade's loop runs in the calling thread there (no
+    thread starts): the statements on the caller's connection then run at once rather than
+    wait for that thread to serve them, which would have waited for ever."""
     from tests.backends import postgres
 
     require_service("postgres", 5432, postgres.START)

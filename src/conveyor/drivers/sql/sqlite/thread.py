@@ -42,7 +42,7 @@ class DatabaseThread:
         self._here = False
         try:
             threading.Thread(target=_serve, args=(self._calls,), name=name, daemon=True).start()
-        except RuntimeError:  # Python 3.12+: none starts once the interpreter exits (the first
+        except RuntimeError:  # Python 3.12.0-3.12.1: none starts in atexit (the first
             self._here = True  # push from an atexit handler), and the loop may wait meanwhile
         # Not at interpreter exit: an atexit close (the blocking facade's) may still need it.
         weakref.finalize(self, self._calls.put, None).atexit = False
