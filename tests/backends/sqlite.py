@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,7 +42,7 @@ async def damage(path: Path, job_id: str, field: str, raw: object) -> None:
         value, placeholder = raw, "CAST(? AS TEXT)"  # text whose bytes are not UTF-8
     else:
         value, placeholder = raw, "?"
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute(
             f"UPDATE conveyor_jobs SET {field} = {placeholder} WHERE id = ?", (value, job_id)
         )

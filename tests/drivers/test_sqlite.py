@@ -7,6 +7,7 @@ too; these tests cover the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -36,7 +37,7 @@ MIGRATIONS = len(load_migrations(PACKAGE, "conveyor_"))
 
 def read(path: Path, sql: str) -> list[tuple[object, ...]]:
     """Rows read with a plain sqlite3 connection, behind the driver's back."""
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         return db.execute(sql).fetchall()
 
 
@@ -351,7 +352,7 @@ async def test_sqlite_errors_reach_callers_as_driver_errors(
 ) -> None:
     path = tmp_path / "jobs.db"
     driver = await open_driver(opened, path)
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("DROP TABLE conveyor_jobs")
 
     with pytest.raises(DriverError, match="get failed") as caught:
@@ -493,7 +494,7 @@ def explain(path: Path, name: str) -> str:
     params |= {"token": "t", "worker": "w", "id": "x", "alone": 0, "older_than": 1.0}
     params |= {"queue": "q", "stored": "s", "state": "s", "offset": 0, "name": "n", "ids": None}
     params |= {"batch": 1, "after": ""}
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         rows = db.execute(f"EXPLAIN QUERY PLAN {query.sql}", params).fetchall()
     return "\n".join(str(row[3]) for row in rows)
 
@@ -582,7 +583,7 @@ async def test_jobs_stored_before_migration_0009_are_counted_listed_and_purged(
     await driver.ack([Reservation(taken.id, taken.reservation or "")])
     await driver.close()
     # The indexes as 0001 and 0002 made them, and 0009 not yet recorded.
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.executescript(
             """
             DELETE FROM conveyor_schema_version WHERE version = 9;

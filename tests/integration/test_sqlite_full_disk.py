@@ -3,6 +3,7 @@ the process's file size limit) keeps what became of its jobs until it can write 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -60,7 +61,7 @@ def _limited(size: int) -> None:
 
 
 def _states(db: Path) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         rows = conn.execute("SELECT state, count(*) FROM conveyor_jobs GROUP BY state")
         return dict(rows.fetchall())
 

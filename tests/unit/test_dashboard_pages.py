@@ -166,6 +166,7 @@ async def test_every_response_forbids_framing_sniffing_and_scripts() -> None:
 
 async def test_a_payload_nested_deeper_than_json_reads_shows_as_its_text(tmp_path: Path) -> None:
     # Written by another program: before, the job's page answered 500 (RecursionError).
+    import contextlib
     import sqlite3
 
     registry = Registry(default_driver=f"sqlite:///{tmp_path / 'q.db'}")
@@ -177,7 +178,7 @@ async def test_a_payload_nested_deeper_than_json_reads_shows_as_its_text(tmp_pat
 
     job_id = await registry.push("batch", "tick", {"n": 1})
     deep = "[" * 100_000 + "]" * 100_000
-    with sqlite3.connect(tmp_path / "q.db") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "q.db")) as db, db:
         db.execute("UPDATE conveyor_jobs SET payload = ? WHERE id = ?", (deep, job_id))
     async with _client(registry) as client:
         page = await client.get(f"/jobs/{job_id}")
@@ -191,6 +192,7 @@ async def test_a_job_id_stored_by_another_program_cannot_aim_a_button_elsewhere(
     # Before, the id went into the form's action as it was: the failed job's Retry button
     # posted to /jobs/../queues/batch/purge-failed?=/retry, which a browser sends to
     # /queues/batch/purge-failed: clicking Retry purged the queue's failed jobs.
+    import contextlib
     import sqlite3
 
     registry = Registry(default_driver=f"sqlite:///{tmp_path / 'q.db'}")
@@ -204,7 +206,7 @@ async def test_a_job_id_stored_by_another_program_cannot_aim_a_button_elsewhere(
     job_id = await registry.push("batch", "tick", {"n": 1})
     await Worker(registry, "w", burst=True).run()
     hostile = "../queues/batch/purge-failed?="
-    with sqlite3.connect(tmp_path / "q.db") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "q.db")) as db, db:
         db.execute("UPDATE conveyor_jobs SET id = ? WHERE id = ?", (hostile, job_id))
     async with _client(registry) as client:
         listed = (await client.get("/queues/batch?state=failed")).text
