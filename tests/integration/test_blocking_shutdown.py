@@ -54,9 +54,9 @@ else:
 )
 
 
-def run(url: str, how: str) -> subprocess.CompletedProcess[str]:
+def run(url: str, how: str, script: str = SCRIPT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", SCRIPT, url, how], capture_output=True, text=True, timeout=30
+        [sys.executable, "-c", script, url, how], capture_output=True, text=True, timeout=60
     )
 
 
@@ -76,8 +76,8 @@ async def test_the_first_push_from_an_atexit_handler_is_stored_on_sqlite(tmp_pat
     await _stored_from_atexit(f"sqlite:///{tmp_path / 'jobs.db'}")
 
 
-async def _stored_from_atexit(url: str) -> None:
-    done = run(url, "atexit")
+async def _stored_from_atexit(url: str, script: str = SCRIPT) -> None:
+    done = run(url, "atexit", script)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     registry = Registry(default_driver=url)
@@ -164,20 +164,7 @@ async def test_a_push_in_the_callers_transaction_from_an_atexit_handler_is_store
 
     require_service("postgres", 5432, postgres.START)
     prefix = postgres.fresh_prefix()
-    url = f"{postgres.URL}?prefix={prefix}"
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", IN_TRANSACTION, url], capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 0, done.stderr
-        assert "Traceback" not in done.stderr, done.stderr
-        registry = Registry(default_driver=url)
-        registry.queue("q", workers=["w"])
-        registry.worker("w")
-        try:
-            info = await registry.job_info(done.stdout.strip())
-            assert info is not None and info.state is JobState.PENDING
-        finally:
-            await registry.close()
+        await _stored_from_atexit(f"{postgres.URL}?prefix={prefix}", IN_TRANSACTION)
     finally:
         await postgres.drop_tables(prefix)
