@@ -221,7 +221,8 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> N
     assert process.stdout is not None and process.stderr is not None
     process.stdout.close()  # the only reader: every write of conveyor's now fails with EPIPE
 
-    errors = process.stderr.read()
+    with process.stderr:
+        errors = process.stderr.read()
 
     assert process.wait(60) == 1
     assert errors == ""
