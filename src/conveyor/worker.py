@@ -233,6 +233,7 @@ class Worker(Leases):
                     continue
                 if await self._reserve():
                     failures = 0
+                    await asyncio.sleep(0)  # the jobs started take their first step first
                     continue
                 if self.burst and await self._settled():
                     return
@@ -319,7 +320,10 @@ class Worker(Leases):
 
     async def _idle(self) -> None:
         """Wait for a push (where the driver can tell) or the poll interval, or a stop."""
-        waits = idle_waits(self._groups, self._paused, self.spec.poll_interval)
+        # At most until the pauses are due to be read again: a push waking the worker then
+        # finds them read (before, a push after that time waited for their read, a round trip).
+        due = min(self._paused_due.values(), default=math.inf) - time.monotonic()
+        waits = idle_waits(self._groups, self._paused, max(0.0, min(self.spec.poll_interval, due)))
         if self.burst and (self._running or self.settler.waiting):
             # Only the last jobs' settling stands between a burst worker and its exit: look
             # again as soon as they are written, not a whole poll interval later.
