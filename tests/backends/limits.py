@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -237,3 +237,23 @@ async def run_every_job(registry: Registry, task: asyncio.Task[Any], count: int)
     for job_id in ids:
         info = await registry.job_info(job_id)
         assert info is not None and info.state.value == "succeeded", info
+
+
+async def runs_while_others_hold_the_rest(
+    registry: Registry,
+    held: Callable[[str, int | None], AbstractAsyncContextManager[Any]],
+    url: str,
+) -> None:
+    """A worker of `registry`, started while others hold one of `url`'s connections, runs
+    every job on the connections it holds once they take every one left too (`held`)."""
+    worker = Worker(registry, "w")
+    async with held(url, 1):  # one taken by others before the worker starts
+        task = asyncio.create_task(worker.run())
+        try:
+            await registry.push("q", "noop", {})
+            async with held(url, None):  # and every one left, once it runs
+                await run_every_job(registry, task, 60)
+        finally:
+            worker.stop(now=True)
+            await asyncio.wait_for(task, 10)
+            await registry.close()

@@ -24,7 +24,7 @@ from tests.backends.limits import (
     mysql_user,
     pushed_at_once,
     refused_push,
-    run_every_job,
+    runs_while_others_hold_the_rest,
     started_refused,
 )
 
@@ -108,18 +108,10 @@ async def test_a_running_worker_runs_every_job_while_others_hold_the_rest_of_the
     prefix = mysql.fresh_prefix()
     with mysql_user(4) as url:
         registry = registry_on(url, prefix, 10, concurrency=8, poll_interval=0.05)
-        worker = Worker(registry, "w")
-        async with held_mysql(url, 1):  # one taken by others before the worker starts
-            task = asyncio.create_task(worker.run())
-            try:
-                await registry.push("q", "noop", {})
-                async with held_mysql(url, None):  # and every one left, once it runs
-                    await run_every_job(registry, task, 60)
-            finally:
-                worker.stop(now=True)
-                await asyncio.wait_for(task, 10)
-                await registry.close()
-                await mysql.drop_tables(prefix)
+        try:
+            await runs_while_others_hold_the_rest(registry, held_mysql, url)
+        finally:
+            await mysql.drop_tables(prefix)
 
 
 def test_a_blocking_push_refused_a_connection_of_its_own_takes_the_loops() -> None:

@@ -27,7 +27,7 @@ from tests.backends.limits import (
     postgres_role,
     pushed_at_once,
     refused_push,
-    run_every_job,
+    runs_while_others_hold_the_rest,
     started_refused,
 )
 
@@ -120,18 +120,10 @@ async def test_a_running_worker_runs_every_job_while_others_hold_the_rest_of_the
     prefix = postgres.fresh_prefix()
     with postgres_role(4) as url:
         registry = registry_on(url, prefix, 10, concurrency=8, poll_interval=0.05)
-        worker = Worker(registry, "w")
-        async with held_postgres(url, 1):  # one taken by others before the worker starts
-            task = asyncio.create_task(worker.run())
-            try:
-                await registry.push("q", "noop", {})
-                async with held_postgres(url, None):  # and every one left, once it runs
-                    await run_every_job(registry, task, 60)
-            finally:
-                worker.stop(now=True)
-                await asyncio.wait_for(task, 10)
-                await registry.close()
-                await postgres.drop_tables(prefix)
+        try:
+            await runs_while_others_hold_the_rest(registry, held_postgres, url)
+        finally:
+            await postgres.drop_tables(prefix)
 
 
 async def test_a_refused_listen_is_tried_again_after_a_pause_not_at_every_reserve() -> None:
