@@ -86,14 +86,16 @@ def named_url() -> tuple[str, str]:
 
 
 async def end_connections(name: str) -> int:
-    """Terminate the connections named `name` (the test's own), and wait until they are gone."""
+    """Terminate the connections named `name` (the test's own), and wait until they are gone
+    (those: the pool may have opened another since, growing in the background)."""
     ended = await fetch(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", name
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+        name,
     )
 
     async def gone() -> bool:
-        left = "SELECT 1 FROM pg_stat_activity WHERE application_name = %s"
-        return not await fetch(left, name)
+        left = "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)"
+        return not await fetch(left, [pid for pid, _ in ended])
 
     await eventually(gone)
     return len(ended)
