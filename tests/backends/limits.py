@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -24,6 +25,11 @@ from tests.backends import mysql, postgres, require_service
 PASSWORD = "lim1t-s3cret"
 
 
+#: Taken by each transaction that grants to or drops a role: two at once (tests side by side)
+#: update schema public's privileges together, and one fails "tuple concurrently updated".
+_ONE_AT_A_TIME = "SELECT pg_advisory_xact_lock(hashtext('conveyor tests: limited roles'))"
+
+
 @contextlib.contextmanager
 def postgres_role(limit: int) -> Iterator[str]:
     """A role of the test's own that may hold `limit` connections; yields its URL (with a
@@ -34,7 +40,8 @@ def postgres_role(limit: int) -> Iterator[str]:
     require_service("postgres", 5432, postgres.START)
     role = f"conveyor_lim_{uuid.uuid4().hex[:10]}"
     name = sql.Identifier(role)
-    with psycopg.connect(postgres.URL, autocommit=True) as admin:
+    with psycopg.connect(postgres.URL) as admin:  # one transaction, committed at the end
+        admin.execute(_ONE_AT_A_TIME)
         admin.execute(
             sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT {}").format(name, sql.Literal(limit))
         )
@@ -47,6 +54,8 @@ def postgres_role(limit: int) -> Iterator[str]:
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
                 (role,),
             )
+        with psycopg.connect(postgres.URL) as admin:
+            admin.execute(_ONE_AT_A_TIME)
             admin.execute(sql.SQL("DROP OWNED BY {}").format(name))
             admin.execute(sql.SQL("DROP ROLE {}").format(name))
 
@@ -79,19 +88,10 @@ async def held_postgres(url: str, count: int | None) -> AsyncIterator[list[Any]]
     import psycopg
 
     conninfo = url.split("?", 1)[0]
-    conns: list[Any] = []
-    try:
-        while count is None or len(conns) < count:
-            try:
-                conns.append(await psycopg.AsyncConnection.connect(conninfo))
-            except psycopg.OperationalError:
-                if count is not None:
-                    raise
-                break
+    async with _held(
+        lambda: psycopg.AsyncConnection.connect(conninfo), psycopg.OperationalError, count
+    ) as conns:
         yield conns
-    finally:
-        for conn in conns:
-            await conn.close()
 
 
 @contextlib.contextmanager
@@ -161,23 +161,35 @@ async def held_mysql(url: str, count: int | None) -> AsyncIterator[list[Any]]:
     import asyncmy
 
     user = url.split("://", 1)[1].split(":", 1)[0]
+
+    def connect() -> Awaitable[Any]:
+        return asyncmy.connect(host="127.0.0.1", port=3306, user=user, password=PASSWORD, db="test")
+
+    async with _held(connect, asyncmy.errors.OperationalError, count) as conns:
+        yield conns
+
+
+@asynccontextmanager
+async def _held(
+    connect: Callable[[], Awaitable[Any]], refused: type[Exception], count: int | None
+) -> AsyncIterator[list[Any]]:
+    """`count` connections `connect` makes (None: as many as the limit leaves, until one is
+    `refused`), closed when the block ends (a client's close that returns an awaitable is
+    awaited)."""
     conns: list[Any] = []
     try:
         while count is None or len(conns) < count:
             try:
-                conns.append(
-                    await asyncmy.connect(
-                        host="127.0.0.1", port=3306, user=user, password=PASSWORD, db="test"
-                    )
-                )
-            except asyncmy.errors.OperationalError:
+                conns.append(await connect())
+            except refused:
                 if count is not None:
                     raise
                 break
         yield conns
     finally:
         for conn in conns:
-            conn.close()
+            if inspect.isawaitable(closed := conn.close()):
+                await closed
 
 
 def limited_registry(driver: str, **worker: Any) -> Registry:
@@ -200,6 +212,15 @@ async def pushed_at_once(registry: Registry, count: int) -> None:
     ids = await asyncio.gather(*(registry.push("q", "noop", {}) for _ in range(count)))
     assert len(set(ids)) == count
     assert (await registry.queue_info())["q"].pending == before + count
+
+
+async def taken_once_freed(registry: Registry, others: list[Any]) -> None:
+    """A push to q made while `others` hold every connection waits, and goes through once
+    one of them is closed."""
+    waiting = asyncio.create_task(registry.push("q", "noop", {}))
+    await asyncio.sleep(0.2)
+    others.pop().close()
+    await asyncio.wait_for(waiting, 5)
 
 
 async def refused_push(registry: Registry) -> str:

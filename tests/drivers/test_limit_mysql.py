@@ -26,6 +26,7 @@ from tests.backends.limits import (
     refused_push,
     runs_while_others_hold_the_rest,
     started_refused,
+    taken_once_freed,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -70,11 +71,7 @@ async def test_a_push_that_gets_no_connection_names_the_limit_within_its_timeout
                 error = await refused_push(registry)
                 names_the_limit(error)
                 assert "none of the driver's own connections came free within 1s" in error
-                # One freed while a push waits: the push takes it.
-                waiting = asyncio.create_task(registry.push("q", "noop", {}))
-                await asyncio.sleep(0.2)
-                held.pop().close()
-                await asyncio.wait_for(waiting, 5)
+                await taken_once_freed(registry, held)  # one freed while a push waits
         finally:
             await registry.close()
             await mysql.drop_tables(prefix)

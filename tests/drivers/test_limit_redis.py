@@ -28,6 +28,7 @@ from tests.backends.limits import (
     refused_push,
     run_every_job,
     started_refused,
+    taken_once_freed,
 )
 from tests.backends.private import PrivateRedis, private_redis
 
@@ -99,11 +100,7 @@ async def test_a_push_that_gets_no_connection_names_the_limit_within_its_timeout
             error = await refused_push(registry)
             names_the_limit(error)
             assert "none of the driver's own connections came free within 1s" in error
-            # One freed while a push waits: the push takes it.
-            waiting = asyncio.create_task(registry.push("q", "noop", {}))
-            await asyncio.sleep(0.2)
-            others.pop().close()
-            await asyncio.wait_for(waiting, 5)
+            await taken_once_freed(registry, others)  # one freed while a push waits
     finally:
         await registry.close()
 
