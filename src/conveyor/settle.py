@@ -61,8 +61,8 @@ class _Tally:
     counts: WorkerCounts = field(default_factory=WorkerCounts)
     unsaved: dict[int, tuple[Driver, WorkerCounts]] = field(default_factory=dict)
 
-    def add(self, driver: Driver, counts: WorkerCounts) -> None:
-        self.counts += counts
+    def add(self, driver: Driver, counts: WorkerCounts, *, again: bool = False) -> None:
+        self.counts += WorkerCounts() if again else counts  # again: a failed save's, counted
         _, before = self.unsaved.get(id(driver), (driver, WorkerCounts()))
         self.unsaved[id(driver)] = (driver, before + counts)
 
@@ -131,9 +131,8 @@ class Settler:
         self._wakeup.set()
 
     async def told(self, job_id: str) -> None:
-        """Return once no outcome of `job_id` is being written and not yet told to the hooks.
-
-        A released job can be reserved again (through another connection) before the write
+        """Return once no outcome of `job_id` is being written and not yet told to the hooks:
+        a released job can be reserved again (through another connection) before the write
         that released it has returned; its next "started" waits here so the hooks see
         "retried" first."""
         told = self._telling.get(job_id)
@@ -407,7 +406,7 @@ class Settler:
             await self.hooks.emit(settled_event(kind, o.job, o.error, o.duration, self.identity))
 
     async def save_stats(self) -> None:
-        """Add the counts not yet saved to the worker's totals in each backend."""
+        """Add the unsaved counts (a failed save's too) to the worker's totals in each backend."""
         self._stats_due = time.monotonic() + STATS_EVERY
         unsaved, self._tally.unsaved = self._tally.unsaved, {}
         for driver, counts in unsaved.values():
@@ -416,6 +415,7 @@ class Settler:
                     await driver.record_stats(self.worker, counts)
             except Exception as exc:  # a DriverError, or a fault that must not end settling
                 log.warning("could not record worker stats (%s)", exc)
+                self._tally.add(driver, counts, again=True)
 
 
 def _left(outcome: Outcome) -> set[JobState]:

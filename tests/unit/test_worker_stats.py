@@ -10,6 +10,7 @@ from typing import Any
 
 from conveyor import Job, JobState, Registry, Worker, WorkerCounts
 from conveyor.drivers.memory import MemoryDriver
+from conveyor.errors import DriverError
 from conveyor.worker import STATS_EVERY
 
 
@@ -73,3 +74,27 @@ async def test_stats_of_the_last_jobs_are_written_soon_while_the_worker_idles() 
     finally:
         worker.stop()
         await asyncio.wait_for(task, 5)
+
+
+class OnceDownDriver(CountingDriver):
+    """Its first `record_stats` fails, as when the backend is briefly out of reach."""
+
+    async def record_stats(self, worker: str, counts: WorkerCounts) -> None:
+        if not self.stats_written:
+            self.stats_written.append(time.monotonic())
+            raise DriverError("the backend is out of reach")
+        await super().record_stats(worker, counts)
+
+
+async def test_counts_a_failed_write_missed_are_written_with_the_next_ones() -> None:
+    driver = OnceDownDriver()
+    registry = registry_on(driver)
+    jobs = 5
+    await registry.push_many("q", "quick", [{} for _ in range(jobs)])
+
+    await asyncio.wait_for(Worker(registry, "w", burst=True).run(), 30)
+
+    assert len(driver.stats_written) >= 2  # the failed write, then at least the one at stop
+    assert (await registry.worker_info())["w"] == WorkerCounts(
+        processed=jobs, succeeded=jobs, failed=0, retried=0
+    )
