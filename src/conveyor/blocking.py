@@ -373,7 +373,7 @@ class BlockingRegistry:
     def list_jobs(
         self,
         queue: str,
-        state: JobState,
+        state: JobState | str,
         *,
         limit: int = 100,
         offset: int = 0,
@@ -391,7 +391,7 @@ class BlockingRegistry:
         return self._call(self._registry.retry_failed(queue, ids, name=name))
 
     def purge(
-        self, queue: str, state: JobState = JobState.FAILED, ids: Sequence[str] | None = None,
+        self, queue: str, state: JobState | str = JobState.FAILED, ids: Sequence[str] | None = None,
         *, name: str | None = None,
     ) -> int:  # fmt: skip
         """`Registry.purge`."""

@@ -28,7 +28,7 @@ from conveyor.errors import (
     UnknownJobError,
 )
 from conveyor.hooks import Hook, Middleware
-from conveyor.job import JobInfo, JobState, new_id
+from conveyor.job import JobInfo, JobState, job_state, new_id
 from conveyor.overview import Overview as Overview  # re-exported: blocking.py's type
 from conveyor.push import Pushing, check_job_id, stored_ids
 from conveyor.retry import RetryDelay
@@ -281,7 +281,7 @@ class RegistryCore(Pushing):
     async def list_jobs(
         self,
         queue: str,
-        state: JobState,
+        state: JobState | str,
         *,
         limit: int = 100,
         offset: int = 0,
@@ -292,6 +292,7 @@ class RegistryCore(Pushing):
         name (filtered across the whole state, then paged). With `after`, a job id (the last
         of the page before), only the jobs listed after it, then `offset`: a script that
         retries or purges a page and lists the next skips nothing, as it would by offset."""
+        state = job_state(state)
         if after is not None and not stored_ids([after]):
             raise RegistryError(
                 f"after={after!r} is no job id (it holds a NUL or text that is not UTF-8):"
@@ -330,13 +331,14 @@ class RegistryCore(Pushing):
     async def purge(
         self,
         queue: str,
-        state: JobState = JobState.FAILED,
+        state: JobState | str = JobState.FAILED,
         ids: Sequence[str] | None = None,
         *,
         name: str | None = None,
     ) -> int:
         """Delete jobs of `queue` in `state` (failed by default; all, only `ids`, or only those
         of job name `name`); returns how many. By name, NAMED_BATCH at a time (see `_named`)."""
+        state = job_state(state)
         driver = await self.driver_of(queue)
         driver.check_purgeable(state)
         if name is not None:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, overload
 
+from conveyor.errors import RegistryError
+
 T = TypeVar("T")
 
 
@@ -34,6 +36,15 @@ class JobState(enum.StrEnum):
 
 
 FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+def job_state(state: JobState | str) -> JobState:
+    """`state`, or the state of that name ("failed"); RegistryError naming the states else."""
+    try:
+        return JobState(state)
+    except ValueError:
+        states = ", ".join(JobState)
+        raise RegistryError(f"{state!r} is not a job state: use one of {states}") from None
 
 
 @dataclass(frozen=True, slots=True)
