@@ -30,7 +30,7 @@ from conveyor.errors import (
 from conveyor.hooks import Hook, Middleware
 from conveyor.job import JobInfo, JobState, job_state, new_id
 from conveyor.overview import Overview as Overview  # re-exported: blocking.py's type
-from conveyor.push import Pushing, check_job_id, stored_ids
+from conveyor.push import Pushing, check_job_id, check_page, stored_ids
 from conveyor.retry import RetryDelay
 
 #: How often `result()` looks at a job it waits for: first after this, then twice as long
@@ -293,11 +293,7 @@ class RegistryCore(Pushing):
         of the page before), only the jobs listed after it, then `offset`: a script that
         retries or purges a page and lists the next skips nothing, as it would by offset."""
         state = job_state(state)
-        if after is not None and not stored_ids([after]):
-            raise RegistryError(
-                f"after={after!r} is no job id (it holds a NUL or text that is not UTF-8):"
-                " pass the id of the last job of the page before"
-            )
+        check_page(limit, offset, after)
         if self.driver_for(queue).unmade() or (name is not None and not stored_ids([name])):
             return []  # none stored there yet; or none has a name with a NUL or lone surrogate
         driver = await self.driver_of(queue)

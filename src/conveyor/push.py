@@ -84,8 +84,27 @@ def stored_ids(ids: Sequence[str]) -> list[str]:
     """Of `ids` (to look up, cancel, retry or purge), those a stored job may have: none holds a
     NUL or a lone surrogate (what argv holds for bytes that are not UTF-8), as no driver stores
     one. Handed on, SQLite read 'ID\\0x' as 'ID' (and cancelled or purged job ID), the other
-    drivers raised their client's error."""
+    drivers raised their client's error. RegistryError for ids given as one string (each of
+    its characters was taken for an id) or an id that is not a string."""
+    if isinstance(ids, str):
+        raise RegistryError(
+            f"ids must be a list of job ids, not the string {ids!r}: write ids=[{ids!r}]"
+        )
+    if wrong := [job_id for job_id in ids if not isinstance(job_id, str)]:
+        raise RegistryError(f"job id {wrong[0]!r} is not a string: job ids are strings")
     return [job_id for job_id in ids if "\0" not in job_id and not not_utf8(job_id)]
+
+
+def check_page(limit: int, offset: int, after: str | None) -> None:
+    """RegistryError naming the fix for a page `list_jobs` cannot give."""
+    for name, value in (("limit", limit), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise RegistryError(f"{name} must be a whole number, 0 or more, not {value!r}")
+    if after is not None and not stored_ids([after]):
+        raise RegistryError(
+            f"after={after!r} is no job id (it holds a NUL or text that is not UTF-8):"
+            " pass the id of the last job of the page before"
+        )
 
 
 class Pushing(Registration):
