@@ -82,7 +82,7 @@ async def test_an_id_that_is_not_a_string_is_refused(registry: Registry) -> None
         registry.purge("q", JobState.PENDING, [None]),  # type: ignore[list-item]
         registry.purge("q", JobState.PENDING, [123]),  # type: ignore[list-item]
     ):
-        with pytest.raises(RegistryError, match="job id (123|None) is not a string"):
+        with pytest.raises(RegistryError, match=r"job id (123|None) is not a string"):
             await call
     await registry.close()
 
