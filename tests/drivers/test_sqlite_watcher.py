@@ -46,7 +46,7 @@ async def test_the_watcher_looks_only_while_a_wait_is_in_progress(
 
         await driver.wait(["q"], 0.1)  # may end at its first look: the reserve committed
         assert await driver.reserve(["q"], 1, 30.0, "w") == []
-        await driver.wait(["q"], 0.1)
+        await driver.wait(["q"], 0.3)  # looks every 20-25 ms now (a tenth of the quiet)
         assert len(looks) > started + 2  # looked again and again while it waited
         waited = len(looks)
         await asyncio.sleep(0.1)
