@@ -7,7 +7,8 @@ Each job's handler makes one Redis `INCR` through `redis.asyncio` (the Redis on 
 database 15, one key removed afterwards), whatever driver stores the jobs. Jobs are pushed
 with `push_many` first, then one burst worker at `--concurrency` (100) runs them all, in a
 process whose garbage collector is tuned as `conveyor work` tunes it (conveyor/collector.py;
-`--python-gc` leaves Python's settings). Printed:
+`--python-gc` leaves Python's settings); `--prefetch N` sets its prefetch (default: its
+concurrency). Printed:
 
 - processed jobs/s with that body, and the worker's CPU per job (process time, all threads);
 - the same with an empty body: what conveyor itself costs per job;
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import re
 import tempfile
 import time
@@ -79,11 +81,13 @@ async def ceiling(jobs: int, concurrency: int) -> tuple[float, float]:
     return rate, cpu / jobs * 1e6
 
 
-async def process(driver: str, jobs: int, concurrency: int, body: bool) -> tuple[float, float]:
+async def process(
+    driver: str, jobs: int, concurrency: int, body: bool, prefetch: int | None = None
+) -> tuple[float, float]:
     """(jobs/s, CPU µs per job) of one burst worker over `jobs` pushed jobs."""
     registry = Registry()
     registry.queue("bench_process", driver=driver, workers=["w"], retry=0)
-    registry.worker("w", concurrency=concurrency, poll_interval=0.5)
+    registry.worker("w", concurrency=concurrency, prefetch=prefetch, poll_interval=0.5)
     client = body_client(concurrency)
     done = 0
 
@@ -160,6 +164,9 @@ def main() -> None:
     parser.add_argument("--driver", default="sqlite", help="sqlite or a driver URL")
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument(
+        "--prefetch", type=int, default=None, help="jobs held ahead (default: the concurrency)"
+    )
     parser.add_argument("--loop", choices=LOOPS, default=LOOPS[0], help="the event loop")
     parser.add_argument(
         "--python-gc",
@@ -175,15 +182,21 @@ def main() -> None:
             f"sqlite:///{Path(folder) / 'process.db'}" if args.driver == "sqlite" else args.driver
         )
         kind = args.driver.partition("://")[0]
-        print(f"driver: {kind}, {args.jobs} jobs, concurrency {args.concurrency}, loop {args.loop}")
+        print(
+            f"driver: {kind}, {args.jobs} jobs, concurrency {args.concurrency}, prefetch"
+            f" {args.prefetch if args.prefetch is not None else args.concurrency}, loop {args.loop}"
+        )
         top, top_cpu = run(ceiling(args.jobs, args.concurrency), args.loop)
-        rate, cpu = run(process(driver, args.jobs, args.concurrency, body=True), args.loop)
+        work = functools.partial(
+            process, driver, args.jobs, args.concurrency, prefetch=args.prefetch
+        )
+        rate, cpu = run(work(body=True), args.loop)
         print(f"process, one INCR each: {rate:,.0f} jobs/s, {cpu:.0f} µs CPU per job")
         print(
             f"  INCRs alone:          {top:,.0f}/s, {top_cpu:.0f} µs CPU each: processed at"
             f" {rate / top:.2f} of it; conveyor's own CPU {cpu - top_cpu:.0f} µs per job"
         )
-        rate, cpu = run(process(driver, args.jobs, args.concurrency, body=False), args.loop)
+        rate, cpu = run(work(body=False), args.loop)
         print(f"process, empty body:    {rate:,.0f} jobs/s, {cpu:.0f} µs CPU per job")
 
 

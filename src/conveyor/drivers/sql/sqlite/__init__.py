@@ -14,10 +14,11 @@ SQLite cannot notify other processes, so conveyor does: a waiting driver binds a
 socket beside the file, and a push, release or retry rings every socket there after its commit
 (drivers/doorbell.py), so an idle worker starts a job pushed by another process at once. As the
 fallback, SQLite can tell cheaply that another connection has written: `PRAGMA data_version`
-changes when one commits. A watcher thread with a connection of its own looks (a read of shared
-memory, not of the file) every WATCH_BUSY seconds right after a reserve that found jobs, less
-often as the quiet lasts, up to every WATCH_IDLE seconds, and wakes `wait` when it changes. A
-push through the same driver instance wakes it at once.
+changes when one commits. While a `wait` is in progress, a watcher thread with a connection of
+its own looks (a read of shared memory, not of the file) at once, then every WATCH_BUSY seconds
+right after a reserve that found jobs, less often as the quiet lasts, up to every WATCH_IDLE
+seconds, and wakes `wait` when it changes (watcher.py). A push through the same driver
+instance wakes it at once.
 
 Durability follows postgres's line. Writes run with `PRAGMA synchronous = FULL` (the commit
 returns once the WAL is synced, so a job whose push returned survives a power cut), except
@@ -194,7 +195,8 @@ class SqliteDriver(SqlDriver):
         self._wakeup.waiting(queues)
         if self._watcher.commits != self._seen:
             return
-        await self._pushed.wait(timeout)
+        with self._watcher.looking():
+            await self._pushed.wait(timeout)
 
     def push_in_thread(self, job: NewJob) -> str | None:
         """`push` from a plain thread (the blocking facade's), on the thread's own connection:
