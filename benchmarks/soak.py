@@ -332,10 +332,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="threads of the blocking half")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--trace", action="store_true", help="tracemalloc: what grew, by line")
+    parser.add_argument(
+        "--minutes", type=float, help="soak a `conveyor work` process this long (soak_process.py)"
+    )
+    parser.add_argument(
+        "--disrupt", nargs="?", const="sigterm,sigkill,drop", default="", metavar="KINDS",
+        help="with --minutes, every third sample in turn: sigterm,sigkill,drop (the default)",
+    )  # fmt: skip
     parser.add_argument("--push", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.push:
         pusher(args)
+        return
+    if args.minutes is not None:
+        from soak_process import run, short_url
+
+        run(args, *short_url(args.driver))
         return
     tune_for_work()  # as `conveyor work` does
     if args.trace:
