@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from conveyor import Job, Registry, Retry, Worker
+from conveyor.spec import DEFAULT_RETENTION
 
 #: Seconds a job may run before it times out; the timing-out jobs sleep past it.
 TIMEOUT = 0.3
@@ -51,7 +52,13 @@ def kind(n: int) -> str:
 
 registry = Registry()
 DRIVER = named(os.environ.get("SOAK_DRIVER", "memory://"), os.environ.get("SOAK_ROLE", "worker"))
-registry.queue("soak", driver=DRIVER, workers=["w"], retry=1, retry_delay=0.05, timeout=TIMEOUT)
+#: SOAK_RETENTION (seconds): finished jobs are pruned after it (each worker prunes every 60 s),
+#: so the jobs kept level off; by default they are kept (7 days), and each is accounted for.
+RETENTION = float(os.environ.get("SOAK_RETENTION") or DEFAULT_RETENTION)
+registry.queue(
+    "soak", driver=DRIVER, workers=["w"], retry=1, retry_delay=0.05, timeout=TIMEOUT,
+    retention=RETENTION,
+)  # fmt: skip
 registry.worker("w", concurrency=20, lease=LEASE, stop_timeout=2)
 registry.schedule("soak.every", job="tick", every=1, payload={"n": 0})
 

@@ -116,7 +116,17 @@ async def server_side(driver: str, prefix: str, drop: bool = False) -> dict[str,
         return await _redis(driver, prefix, drop)
     if kind == "amqp":
         return await _amqp()
+    if kind == "sqlite":
+        return _sqlite(driver, prefix)
     return {}
+
+
+def _sqlite(driver: str, prefix: str) -> dict[str, int]:
+    import sqlite3
+
+    path = urlsplit(driver).path
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return {t: db.execute(f"SELECT count(*) FROM {prefix}{t}").fetchone()[0] for t in TABLES}
 
 
 TABLES = ("jobs", "workers", "worker_processes", "finished_counts", "schedule_ticks")
@@ -145,8 +155,8 @@ async def _mysql(driver: str, prefix: str, drop: bool) -> dict[str, int]:
     connection = await mysql_connection(driver)
     try:
         async with connection.cursor() as cursor:
-            sql = "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> %s"
-            await cursor.execute(sql, (MYSQL_DB, connection.thread_id))
+            sql = "SELECT id FROM information_schema.processlist"
+            await cursor.execute(sql + " WHERE db = %s AND id <> CONNECTION_ID()", (MYSQL_DB,))
             ids = [row[0] for row in await cursor.fetchall()]
             for one in ids if drop else []:
                 with contextlib.suppress(Exception):  # gone meanwhile
@@ -205,7 +215,9 @@ class Pusher:
     def __init__(self, registry: Any, rate: float, threads: int, unique: bool) -> None:
         self.registry, self.rate, self.unique = registry, rate, unique
         self.pushed = 0
-        self.ids: set[str] = set()  # a unique key's push may return the id of a job before
+        self.unique_ids: set[str] = set()
+        self.looked_up: list[str] = []
+        self.uniques = 0
         self.lock, self.stopped = threading.Lock(), threading.Event()
         self.threads = [threading.Thread(target=self._push, args=(i,)) for i in range(threads)]
         self.errors: list[str] = []
@@ -224,6 +236,7 @@ class Pusher:
             elif what == "unique" and self.unique:
                 chosen["unique"] = f"u{n % 50}"
             try:
+                self.uniques += what == "unique"
                 name = "plain" if what == "plain" else "tick"
                 job_id = self.registry.blocking.push("soak", name, Tick(n), **chosen)
             except Exception as exc:  # the backend dropped: said, counted as not pushed
@@ -232,7 +245,10 @@ class Pusher:
                 continue
             with self.lock:
                 self.pushed += 1
-                self.ids.add(job_id)
+                if what == "unique":  # may return the id of a job pushed before
+                    self.unique_ids.add(job_id)
+                elif self.pushed % 64 == 0:  # a sample to look up: all of them would grow
+                    self.looked_up.append(job_id)
                 ahead = self.pushed / self.rate - (time.monotonic() - began)
             n += len(self.threads)
             if ahead > 0:
@@ -266,7 +282,9 @@ def run(args: argparse.Namespace, driver: str, prefix: str) -> None:
     probe_file, log = scratch / "probe.jsonl", scratch / "worker.log"
     sys.path.insert(0, str(HERE))
     env = {**os.environ, "SOAK_DRIVER": driver, "SOAK_PROBE": str(probe_file)}
-    os.environ.update(SOAK_DRIVER=driver, SOAK_ROLE="pusher", SOAK_PROBE=str(probe_file))
+    env["SOAK_RETENTION"] = str(args.retention or "")
+    asyncio.run(clear(driver, prefix))  # what a run that crashed left
+    os.environ.update(env, SOAK_ROLE="pusher")
     if scheme(driver) in ("mysql", "mariadb"):
         asyncio.run(mysql_database(driver, "CREATE DATABASE IF NOT EXISTS"))
     import soak_app
@@ -279,8 +297,31 @@ def run(args: argparse.Namespace, driver: str, prefix: str) -> None:
     worker.start()
     pusher = Pusher(registry, args.rate, args.threads, driver_from_url(driver).capabilities.unique)
     pusher.start()
-    started, samples, history = time.monotonic(), 0, []
     print(f"conveyor work on {driver}, {args.rate}/s for {args.minutes} min; log {log}")
+    try:
+        history = soak(args, registry, worker, pusher, driver, prefix, probe_file)
+        account(registry, worker, pusher, history, log)
+    finally:
+        pusher.stop()
+        if worker.process is not None and worker.process.poll() is None:
+            worker.stop()
+        registry.blocking.close()
+        asyncio.run(clear(driver, prefix))
+
+
+def soak(
+    args: argparse.Namespace,
+    registry: Any,
+    worker: WorkerProcess,
+    pusher: Pusher,
+    driver: str,
+    prefix: str,
+    probe_file: Path,
+) -> list[dict[str, Any]]:
+    """Sample every `--every` seconds for `--minutes`, disrupting the worker every third."""
+    from soak_app import Tick
+
+    started, samples, history = time.monotonic(), 0, []
     disruptions = [d for d in args.disrupt.split(",") if d]
     if scheme(driver) not in SERVED and "drop" in disruptions:
         sys.exit(f"--disrupt drop: this run drops no connection of {scheme(driver)}")
@@ -288,7 +329,7 @@ def run(args: argparse.Namespace, driver: str, prefix: str) -> None:
         while time.monotonic() - started < args.minutes * 60:
             time.sleep(args.every)
             samples += 1
-            registry.blocking.push("soak", "probe", soak_app.Tick(samples))
+            registry.blocking.push("soak", "probe", Tick(samples))
             did = ""
             if disruptions and samples % 3 == 0:
                 did = disruptions[(samples // 3 - 1) % len(disruptions)]
@@ -303,10 +344,7 @@ def run(args: argparse.Namespace, driver: str, prefix: str) -> None:
             print(line(sample), flush=True)
     finally:
         pusher.stop()
-    account(registry, worker, pusher, history, log)
-    worker.stop()
-    registry.blocking.close()
-    asyncio.run(clear(driver, prefix))
+    return history
 
 
 async def clear(driver: str, prefix: str) -> None:
@@ -366,7 +404,9 @@ def line(sample: dict[str, Any]) -> str:
 
 def account(registry: Any, worker: WorkerProcess, pusher: Pusher, history: list[Any], log: Path):
     """Wait for the queue to drain; print what grew and whether every job is accounted for."""
-    from soak_app import LEASE
+    from soak_app import LEASE, RETENTION
+
+    from conveyor.spec import DEFAULT_RETENTION
 
     deadline = time.monotonic() + LEASE * 3 + 30
     while time.monotonic() < deadline:
@@ -375,29 +415,31 @@ def account(registry: Any, worker: WorkerProcess, pusher: Pusher, history: list[
             break
         time.sleep(1)
     done = counts.succeeded + counts.failed + counts.cancelled
-    ticks = done - len(pusher.ids) - len(history)
+    distinct = pusher.pushed - pusher.uniques + len(pusher.unique_ids)
+    ticks = done - distinct - len(history)
     print(
-        f"\nafter the run: {counts}; pushed {pusher.pushed} jobs, {len(pusher.ids)} distinct,"
+        f"\nafter the run: {counts}; pushed {pusher.pushed} jobs, {distinct} distinct,"
         f" {len(history)} probes: {ticks} more finished (the 1 s schedule's ticks, at most"
         f" {history[-1]['s']}); push errors {len(pusher.errors)};"
         f" worker started {worker.starts} times"
     )
-    lost = unfinished(registry, pusher.ids)
-    print(f"of 500 pushed jobs looked up, not finished: {lost or 'none'}")
+    if RETENTION < DEFAULT_RETENTION:
+        print("(finished jobs were pruned after --retention: the counts leave them out)")
+        return
+    lost = unfinished(registry, pusher.looked_up)
+    print(f"of {len(pusher.looked_up)} pushed jobs looked up, not finished: {lost or 'none'}")
     for error in sorted(set(pusher.errors))[:5]:
         print("  push error:", error)
     compare(history)
     print("worker log, last lines:", *log.read_text().splitlines()[-3:], sep="\n  ")
 
 
-def unfinished(registry: Any, ids: set[str]) -> list[str]:
-    """Of 500 of `ids`, those not succeeded or failed (none, unless a job was lost)."""
+def unfinished(registry: Any, ids: list[str]) -> list[str]:
+    """Of `ids`, those not succeeded or failed (none, unless a job was lost)."""
     from conveyor import JobState
 
     with contextlib.suppress(Exception):  # a driver without lookups (amqp): not checked
-        states = [
-            (i, registry.blocking.job_info(i)) for i in sorted(ids)[:: max(1, len(ids) // 500)]
-        ]
+        states = [(i, registry.blocking.job_info(i)) for i in ids]
         done = (JobState.SUCCEEDED, JobState.FAILED)
         return [
             f"{i} {info and info.state}" for i, info in states if not info or info.state not in done
