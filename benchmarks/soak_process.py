@@ -124,7 +124,7 @@ async def server_side(driver: str, prefix: str, drop: bool = False) -> dict[str,
 def _sqlite(driver: str, prefix: str) -> dict[str, int]:
     import sqlite3
 
-    path = urlsplit(driver).path
+    path = "/" + urlsplit(driver).path.lstrip("/")
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         return {t: db.execute(f"SELECT count(*) FROM {prefix}{t}").fetchone()[0] for t in TABLES}
 

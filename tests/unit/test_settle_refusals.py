@@ -102,7 +102,7 @@ async def test_a_failure_given_up_leaves_no_trace_of_its_job_in_the_settler() ->
     # Before: the job's id stayed in the settler's `_unanswered` for the worker's life, one
     # more per job given up, and every later settle looked its outcomes up in it.
     driver = RefusingDriver(refuse_failure=True)
-    registry, ids, worker = await run_together(driver, until_refusals=7)
+    *_, worker = await run_together(driver, until_refusals=7)
 
     settler = worker.settler
     assert (settler._unanswered, settler._alone, settler._replaced) == (set(), {}, set())
