@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -369,8 +370,10 @@ async def clear(driver: str, prefix: str) -> None:
 
         await delete_prefix(prefix, {"soak"})
     elif kind == "sqlite":
+        path = "/" + urlsplit(driver).path.lstrip("/")
         for suffix in ("", "-wal", "-shm"):
-            Path(urlsplit(driver).path + suffix).unlink(missing_ok=True)
+            Path(path + suffix).unlink(missing_ok=True)
+        shutil.rmtree(path + "-wake", ignore_errors=True)  # the doorbell's folder
 
 
 async def mysql_database(driver: str, verb: str) -> None:
@@ -416,19 +419,22 @@ def account(registry: Any, worker: WorkerProcess, pusher: Pusher, history: list[
         time.sleep(1)
     done = counts.succeeded + counts.failed + counts.cancelled
     distinct = pusher.pushed - pusher.uniques + len(pusher.unique_ids)
-    ticks = done - distinct - len(history)
     print(
         f"\nafter the run: {counts}; pushed {pusher.pushed} jobs, {distinct} distinct,"
-        f" {len(history)} probes: {ticks} more finished (the 1 s schedule's ticks, at most"
-        f" {history[-1]['s']}); push errors {len(pusher.errors)};"
+        f" {len(history)} probes; push errors {len(pusher.errors)};"
         f" worker started {worker.starts} times"
     )
     if RETENTION < DEFAULT_RETENTION:
-        print("(finished jobs were pruned after --retention: the counts leave them out)")
+        print("(finished jobs were pruned after --retention: none counted, none looked up)")
         return
     if not registry.driver_for("soak").capabilities.lookup:
         print("(no finished jobs kept on this driver, none looked up: the failed ones counted)")
         return
+    ticks = done - distinct - len(history)
+    print(
+        f"finished beside them: {ticks}, the 1 s schedule's ticks (the run lasted about"
+        f" {history[-1]['s']} s and the drain after it)"
+    )
     lost = unfinished(registry, pusher.looked_up)
     print(f"of {len(pusher.looked_up)} pushed jobs looked up, not finished: {lost or 'none'}")
     for error in sorted(set(pusher.errors))[:5]:
