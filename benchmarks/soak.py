@@ -16,6 +16,16 @@ the server's connections (postgres: pg_stat_activity of the database; mysql: the
 of the database; redis: CLIENT LIST; amqp: `rabbitmqctl list_channels`, when it may be run).
 Two tables are printed, the worker's and the pusher's. A leak is a column that grows with the
 jobs done after warm-up; a column that levels off is a cache or a pool filling.
+
+    .venv/bin/python benchmarks/soak.py --driver postgres --minutes 5 --rate 100 --disrupt
+
+`--minutes M` soaks the real command line instead (soak_process.py): a `conveyor work`
+process for M minutes, pushed to from this process's threads, sampled from /proc, from inside
+(its asyncio tasks and the length of every container the worker and its drivers hold) and on
+the server (its connections by name, conveyor's tables or keys); `--disrupt` stops it
+(SIGTERM), kills it (SIGKILL) or drops its connections in turn, and the end checks that every
+job pushed finished. `--driver` there may be sqlite, postgres, mysql, redis or amqp: each on
+this machine's server, under the run's own prefix (MariaDB: a database of its own).
 Run by hand; never part of the tests.
 """
 
@@ -332,10 +342,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="threads of the blocking half")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--trace", action="store_true", help="tracemalloc: what grew, by line")
+    parser.add_argument(
+        "--minutes", type=float, help="soak a `conveyor work` process this long (soak_process.py)"
+    )
+    parser.add_argument(
+        "--disrupt", nargs="?", const="sigterm,sigkill,drop", default="", metavar="KINDS",
+        help="with --minutes, every third sample in turn: sigterm,sigkill,drop (the default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--retention", type=float, help="with --minutes: seconds finished jobs are kept"
+    )
     parser.add_argument("--push", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.push:
         pusher(args)
+        return
+    if args.minutes is not None:
+        from soak_process import run, short_url
+
+        run(args, *short_url(args.driver))
         return
     tune_for_work()  # as `conveyor work` does
     if args.trace:

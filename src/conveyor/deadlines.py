@@ -98,6 +98,8 @@ class Deadlines:
         waiting = self._by_timeout.get(deadline.timeout)
         if waiting is not None:
             waiting.pop(deadline, None)
+            if not waiting:  # else each distinct timeout kept a map until the timer fired
+                del self._by_timeout[deadline.timeout]
 
     def in_flight(self) -> int:
         """How many deadlines still apply."""

@@ -217,8 +217,9 @@ class Settler:
                         try:
                             await self.settle(driver, chunk)
                         except Exception as exc:  # a DriverError, or a fault of our own
-                            error, unsettled = exc, unsettled + self._refused(chunk, exc)
-                            self._unanswered.update(o.job.id for o in chunk)
+                            error, again = exc, self._refused(chunk, exc)
+                            unsettled += again
+                            self._unanswered.update(o.job.id for o in again)
                         else:
                             for outcome in chunk:
                                 self._alone.pop(outcome.job.id, None)
@@ -285,6 +286,7 @@ class Settler:
         reason = printable(f"{type(exc).__name__}: {exc}")[:1000]
         if job_id in self._replaced:
             self._replaced.discard(job_id)
+            self._unanswered.discard(job_id)  # never written again: nothing to look up
             log.error("giving up writing job %s's failure (%s): it comes back after its"
                       " lease", job_id, reason)  # fmt: skip
             return []
@@ -331,11 +333,8 @@ class Settler:
                 told.set()
         # Retried: released after a failed attempt. A job given back (by a stop, or a reserve
         # that returned too many) came to no outcome: it runs again, and is processed there.
-        retried = sum(
-            1
-            for o in outcomes
-            if o.kind == "release" and o.error is not None and o.job.id in released
-        )
+        after_errors = [o.job.id for o in outcomes if o.kind == "release" and o.error is not None]
+        retried = sum(1 for job_id in after_errors if job_id in released)
         self._tally.add(
             driver,
             WorkerCounts(

@@ -152,3 +152,14 @@ def test_deadlines_follow_a_driver_onto_another_event_loop() -> None:
 
     with pytest.raises(TimeoutError):
         asyncio.run(call(deadlines, 5, 0.1))
+
+
+async def test_jobs_that_end_in_time_leave_nothing_behind_whatever_their_timeouts() -> None:
+    # Before: each distinct timeout (a per-push `timeout=`) left an empty map behind until the
+    # timer next fired, which with long timeouts is hours of jobs: a map per job meanwhile.
+    deadlines = Deadlines()
+    for n in range(1000):
+        with deadlines.within(3600 + n / 1000):
+            await asyncio.sleep(0)
+    assert deadlines.in_flight() == 0
+    assert deadlines._by_timeout == {}

@@ -96,3 +96,14 @@ async def test_a_failure_refused_as_well_is_given_up_and_its_job_stays_reserved(
         driver.refusals == 7
     )  # the ack once in the batch and three times alone, the failure three
     assert worker.counts.succeeded == 3
+
+
+async def test_a_failure_given_up_leaves_no_trace_of_its_job_in_the_settler() -> None:
+    # Before: the job's id stayed in the settler's `_unanswered` for the worker's life, one
+    # more per job given up, and every later settle looked its outcomes up in it.
+    driver = RefusingDriver(refuse_failure=True)
+    *_, worker = await run_together(driver, until_refusals=7)
+
+    settler = worker.settler
+    assert (settler._unanswered, settler._alone, settler._replaced) == (set(), {}, set())
+    assert settler._telling == {}
