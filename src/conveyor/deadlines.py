@@ -6,7 +6,7 @@ each, a tenth of the worker's own cost per job. Here jobs with the same timeout 
 ordered map in the order they started, so the first of each map is the first due; a single
 timer is set for the earliest of those. A job that ends leaves its map at once (O(1)); when the
 timer fires it cancels the task of every job past its deadline, as `asyncio.timeout` would, and
-is set again for the next. Nothing in flight, no timer left set: an idle owner wakes nobody.
+is set again for the next. Nothing in flight, the timer fires once more and is not set again.
 Precision is the loop's, as with `asyncio.timeout`. The deadlines follow their owner onto
 another event loop (a driver opened again under a new `asyncio.run`).
 """
