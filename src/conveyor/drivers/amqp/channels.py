@@ -112,6 +112,9 @@ class AmqpChannels(LocalWorkerRecords):
         self._lock = asyncio.Lock()
         self._lock_loop: asyncio.AbstractEventLoop | None = None  # the loop _lock serves
         self._pushed = LocalWakeup()
+        #: The queues this driver pushed, released or retried jobs to since the last reserve
+        #: began: a reserve catches up on those (see AmqpDriver.reserve).
+        self._sent: set[str] = set()
 
     def _location(self) -> str:
         return self._url
@@ -480,6 +483,12 @@ class AmqpChannels(LocalWorkerRecords):
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         await self._pushed.wait(timeout)
+
+    def _sent_to(self, queues: Iterable[str]) -> None:
+        """Jobs were published to `queues` through this driver: wake `wait`, and let the next
+        reserve catch up on those queues."""
+        self._sent.update(queues)
+        self._pushed.notify()
 
     def declared(self) -> set[str]:
         """The conveyor queues this driver declared (for tests that clean up after them)."""
