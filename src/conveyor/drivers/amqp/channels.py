@@ -112,8 +112,7 @@ class AmqpChannels(LocalWorkerRecords):
         self._lock = asyncio.Lock()
         self._lock_loop: asyncio.AbstractEventLoop | None = None  # the loop _lock serves
         self._pushed = LocalWakeup()
-        #: The queues this driver pushed, released or retried jobs to since the last reserve
-        #: began: a reserve catches up on those (see AmqpDriver.reserve).
+        #: Queues pushed to through this driver since a reserve began (AmqpDriver.reserve).
         self._sent: set[str] = set()
 
     def _location(self) -> str:
@@ -485,8 +484,7 @@ class AmqpChannels(LocalWorkerRecords):
         await self._pushed.wait(timeout)
 
     def _sent_to(self, queues: Iterable[str]) -> None:
-        """Jobs were published to `queues` through this driver: wake `wait`, and let the next
-        reserve catch up on those queues."""
+        """Jobs were published to `queues` here: wake `wait`; the next reserve catches up."""
         self._sent.update(queues)
         self._pushed.notify()
 
