@@ -112,8 +112,9 @@ class AmqpChannels(LocalWorkerRecords):
         self._lock = asyncio.Lock()
         self._lock_loop: asyncio.AbstractEventLoop | None = None  # the loop _lock serves
         self._pushed = LocalWakeup()
-        #: Queues pushed to through this driver since a reserve began (AmqpDriver.reserve).
+        #: Queues pushed to here since a reserve began; the last wait ran out unwoken (reserve).
         self._sent: set[str] = set()
+        self._quiet = False
 
     def _location(self) -> str:
         return self._url
@@ -481,7 +482,7 @@ class AmqpChannels(LocalWorkerRecords):
         )
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
-        await self._pushed.wait(timeout)
+        self._quiet = not await self._pushed.wait(timeout)
 
     def _sent_to(self, queues: Iterable[str]) -> None:
         """Jobs were published to `queues` here: wake `wait`; the next reserve catches up."""

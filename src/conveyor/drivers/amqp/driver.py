@@ -134,11 +134,14 @@ class AmqpDriver(AmqpInspection):
         first. One round trip per queue (a passive declare) first collects all a queue has sent
         so far: of the queues this driver pushed to (or began consuming, or raised the prefetch
         of) since its last reserve, holding fewer than asked, so a reserve right after a push
-        finds all it pushed; and of every queue holding none, when none of `queues` holds any.
+        finds all it pushed; and of every queue holding none, when none of `queues` holds any,
+        unless a wait just ran out without a delivery (an idle worker's poll: a delivery would
+        have woken it, and one on its way still wakes the next wait).
         A reserve that finds deliveries waiting asks no other queue: a busy worker, or one a
         delivery woke (on the last of 300 queues), takes what has arrived at once; a delivery
         wakes `wait`, and the next reserve takes the rest."""
         sent, self._sent = self._sent, set()
+        quiet, self._quiet = self._quiet, False
         self._pushed.forget()
         holding = Counter(held.info.queue for held in self._held.values())
         intakes: dict[str, AbstractChannel] = {}
@@ -153,7 +156,7 @@ class AmqpDriver(AmqpInspection):
             ready_count = self._ready_count(queue)
             waiting = sum(map(self._ready_count, intakes))
             if (ready_count < limit and queue in sent | raised) or (
-                not arrived and not ready_count and waiting < limit
+                not arrived and not quiet and not ready_count and waiting < limit
             ):
                 await self._catch_up(queue, intake)
         reserved: list[JobInfo] = []
