@@ -173,6 +173,19 @@ async def test_reserve_hands_out_what_was_sent_highest_priority_first(make: Make
     assert [amqp_priority(p) for p in (-100, -5, 0, 4, 5, 99)] == [0, 0, 5, 9, 10, 10]
 
 
+def queues_asked(driver: AmqpDriver, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The queues the driver asks what they sent (`_catch_up`, a round trip each), in order."""
+    asked: list[str] = []
+    catch_up = driver._catch_up
+
+    async def counted(queue: str, *args: Any) -> None:
+        asked.append(queue)
+        await catch_up(queue, *args)
+
+    monkeypatch.setattr(driver, "_catch_up", counted)
+    return asked
+
+
 async def test_a_delivery_to_the_last_of_many_queues_is_handed_out_without_asking_the_others(
     make: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,14 +198,7 @@ async def test_a_delivery_to_the_last_of_many_queues_is_handed_out_without_askin
     job = make_job("q19")
     await pusher.push(job)
     await worker.wait(queues, 5.0)  # the delivery came
-    asked: list[str] = []
-    catch_up = worker._catch_up
-
-    async def counted(queue: str, *args: Any) -> None:
-        asked.append(queue)
-        await catch_up(queue, *args)
-
-    monkeypatch.setattr(worker, "_catch_up", counted)
+    asked = queues_asked(worker, monkeypatch)
     got = await worker.reserve(queues, 5, LONG_LEASE, "w1")
 
     assert ([held.id for held in got], asked) == ([job.id], [])
@@ -208,14 +214,7 @@ async def test_an_idle_poll_over_many_queues_asks_none_of_them_and_misses_no_job
     worker, pusher = await make(), await make()
     queues = [f"q{n}" for n in range(20)]
     assert await worker.reserve(queues, 5, LONG_LEASE, "w1") == []  # consuming every queue
-    asked: list[str] = []
-    catch_up = worker._catch_up
-
-    async def counted(queue: str, *args: Any) -> None:
-        asked.append(queue)
-        await catch_up(queue, *args)
-
-    monkeypatch.setattr(worker, "_catch_up", counted)
+    asked = queues_asked(worker, monkeypatch)
     await worker.wait(queues, 0.05)  # nothing came
     assert await worker.reserve(queues, 5, LONG_LEASE, "w1") == []
     assert asked == []
