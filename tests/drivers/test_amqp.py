@@ -173,6 +173,57 @@ async def test_reserve_hands_out_what_was_sent_highest_priority_first(make: Make
     assert [amqp_priority(p) for p in (-100, -5, 0, 4, 5, 99)] == [0, 0, 5, 9, 10, 10]
 
 
+def queues_asked(driver: AmqpDriver, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The queues the driver asks what they sent (`_catch_up`, a round trip each), in order."""
+    asked: list[str] = []
+    catch_up = driver._catch_up
+
+    async def counted(queue: str, *args: Any) -> None:
+        asked.append(queue)
+        await catch_up(queue, *args)
+
+    monkeypatch.setattr(driver, "_catch_up", counted)
+    return asked
+
+
+async def test_a_delivery_to_the_last_of_many_queues_is_handed_out_without_asking_the_others(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker on 20 queues woken by a delivery to the 20th takes it at once. Before, the
+    reserve asked each empty queue before it for what it had sent (a round trip each): 160 ms
+    from push to start on 300 queues, against 5 ms on one."""
+    worker, pusher = await make(), await make()
+    queues = [f"q{n}" for n in range(20)]
+    assert await worker.reserve(queues, 5, LONG_LEASE, "w1") == []  # consuming every queue
+    job = make_job("q19")
+    await pusher.push(job)
+    await worker.wait(queues, 5.0)  # the delivery came
+    asked = queues_asked(worker, monkeypatch)
+    got = await worker.reserve(queues, 5, LONG_LEASE, "w1")
+
+    assert ([held.id for held in got], asked) == ([job.id], [])
+
+
+async def test_an_idle_poll_over_many_queues_asks_none_of_them_and_misses_no_job(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a wait that ran out with no delivery, a reserve asks no queue what it sent: a
+    delivery would have woken the wait. Before, an idle worker on 300 queues asked each once
+    per poll interval, a round trip each (8% of a core). A job pushed from elsewhere just
+    then is still taken: its delivery wakes the next wait."""
+    worker, pusher = await make(), await make()
+    queues = [f"q{n}" for n in range(20)]
+    assert await worker.reserve(queues, 5, LONG_LEASE, "w1") == []  # consuming every queue
+    asked = queues_asked(worker, monkeypatch)
+    await worker.wait(queues, 0.05)  # nothing came
+    assert await worker.reserve(queues, 5, LONG_LEASE, "w1") == []
+    assert asked == []
+    job = make_job("q7")
+    await pusher.push(job)
+    await worker.wait(queues, 5.0)
+    assert [held.id for held in await worker.reserve(queues, 5, LONG_LEASE, "w1")] == [job.id]
+
+
 def test_acks_merge_into_one_multiple_ack_where_the_tags_allow() -> None:
     acks = merged_acks([1, 2, 3, 5], unacked=[1, 2, 3, 4, 5, 6])
     assert [(ack.delivery_tag, ack.multiple) for ack in acks] == [(3, True), (5, False)]

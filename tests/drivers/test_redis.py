@@ -320,6 +320,53 @@ async def test_reserve_orders_a_lapsed_lease_among_pending_jobs_by_priority(conn
     assert order == [high.id, lapsed.id, low.id]
 
 
+async def test_reserve_over_many_queues_takes_jobs_spread_across_them_in_two_round_trips(
+    connect, monkeypatch
+) -> None:
+    """Jobs pushed in turn to 20 queues: the best 10 of all of them, in order, in two round
+    trips (each queue's best read, then the takes together). Before, each round took jobs
+    from the best queue only up to the next queue's best: one job per round trip here."""
+    driver = await connect()
+    queues = [f"q{n}" for n in range(20)]
+    jobs = [make_job(queues[n % 20], priority=n % 3, delay=n - 100) for n in range(60)]
+    await driver.push_many(jobs)
+    best = sorted(jobs, key=lambda job: (-job.priority, job.delay))[:10]
+    trips = 0
+    call, run = driver._call, driver._run
+
+    async def counted_call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal trips
+        trips += 1
+        return await call(*args, **kwargs)
+
+    async def counted_run(*args: Any, **kwargs: Any) -> Any:
+        nonlocal trips
+        trips += 1
+        return await run(*args, **kwargs)
+
+    monkeypatch.setattr(driver, "_call", counted_call)
+    monkeypatch.setattr(driver, "_run", counted_run)
+    taken = await driver.reserve(queues, 10, LONG_LEASE, "w1")
+
+    assert [job.id for job in taken] == [job.id for job in best]
+    assert trips == 2
+
+
+async def test_reserve_over_many_queues_fills_up_past_entries_of_jobs_gone(connect, raw) -> None:
+    """A queue's best entry may be a job since finished (here purged behind its back): the
+    reserve still takes as many jobs as are due, from the entries behind it."""
+    driver = await connect()
+    queues = ["a", "b", "c"]
+    jobs = [make_job(queue, delay=-n) for n, queue in enumerate(queues * 3)]
+    await driver.push_many(jobs)
+    gone = min(jobs[::3], key=lambda job: job.delay)  # "a"'s oldest: among the best
+    await raw.delete(f"{driver.prefix}{{a}}:job:{gone.id}")
+
+    taken = await driver.reserve(queues, 8, LONG_LEASE, "w1")
+
+    assert sorted(job.id for job in taken) == sorted(job.id for job in jobs if job is not gone)
+
+
 # -- batches -----------------------------------------------------------------------------------
 
 

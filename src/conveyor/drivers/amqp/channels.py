@@ -112,6 +112,9 @@ class AmqpChannels(LocalWorkerRecords):
         self._lock = asyncio.Lock()
         self._lock_loop: asyncio.AbstractEventLoop | None = None  # the loop _lock serves
         self._pushed = LocalWakeup()
+        #: Queues pushed to here since a reserve began; the last wait ran out unwoken (reserve).
+        self._sent: set[str] = set()
+        self._quiet = False
 
     def _location(self) -> str:
         return self._url
@@ -479,7 +482,12 @@ class AmqpChannels(LocalWorkerRecords):
         )
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
-        await self._pushed.wait(timeout)
+        self._quiet = not await self._pushed.wait(timeout)
+
+    def _sent_to(self, queues: Iterable[str]) -> None:
+        """Jobs were published to `queues` here: wake `wait`; the next reserve catches up."""
+        self._sent.update(queues)
+        self._pushed.notify()
 
     def declared(self) -> set[str]:
         """The conveyor queues this driver declared (for tests that clean up after them)."""

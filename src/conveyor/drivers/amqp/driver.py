@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import heapq
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -120,7 +121,7 @@ class AmqpDriver(AmqpInspection):
             "a push",
             delayed=any(job.delay > 0 for job in jobs),
         )
-        self._pushed.notify()
+        self._sent_to(job.queue for job in jobs)
         return [job.id for job in jobs]
 
     # -- reserve and settle ------------------------------------------------------------------
@@ -130,19 +131,33 @@ class AmqpDriver(AmqpInspection):
     ) -> list[JobInfo]:
         """Hand out deliveries the intake channel's consumers were sent, highest priority
         first across all `queues` (then in the order they arrived), so no queue comes strictly
-        first; when none wait, or fewer than asked after a push through this driver, one round
-        trip first collects all the queue has sent so far (so a reserve right after a push
-        finds all it pushed). A busy worker takes what has arrived without that round trip: a
-        delivery wakes `wait`, and the next reserve takes the rest."""
-        pushed_here = self._pushed.notified
+        first. One round trip per queue (a passive declare) first collects all a queue has sent
+        so far: of the queues this driver pushed to (or began consuming, or raised the prefetch
+        of) since its last reserve, holding fewer than asked, so a reserve right after a push
+        finds all it pushed; and of every queue holding none, when none of `queues` holds any,
+        unless a wait just ran out without a delivery (an idle worker's poll: a delivery would
+        have woken it, and one on its way still wakes the next wait).
+        A reserve that finds deliveries waiting asks no other queue: a busy worker, or one a
+        delivery woke (on the last of 300 queues), takes what has arrived at once; a delivery
+        wakes `wait`, and the next reserve takes the rest."""
+        sent, self._sent = self._sent, set()
+        quiet, self._quiet = self._quiet, False
         self._pushed.forget()
+        holding = Counter(held.info.queue for held in self._held.values())
         intakes: dict[str, AbstractChannel] = {}
+        raised: set[str] = set()  # consumed anew, or with a higher prefetch: sent more now
         for queue in queues:
-            holding = sum(1 for held in self._held.values() if held.info.queue == queue)
-            intake = intakes[queue] = await self._consume(queue, holding + limit)
+            had = self._prefetch.get(queue, 0)
+            intakes[queue] = await self._consume(queue, holding[queue] + limit)
+            if self._prefetch.get(queue, 0) > had:
+                raised.add(queue)
+        arrived = sum(map(self._ready_count, intakes))
+        for queue, intake in intakes.items():
             ready_count = self._ready_count(queue)
             waiting = sum(map(self._ready_count, intakes))
-            if (not ready_count and waiting < limit) or (pushed_here and ready_count < limit):
+            if (ready_count < limit and queue in sent | raised) or (
+                not arrived and not quiet and not ready_count and waiting < limit
+            ):
                 await self._catch_up(queue, intake)
         reserved: list[JobInfo] = []
         charged: dict[str, list[tuple[Delivery, dict[str, Any]]]] = {}
@@ -358,7 +373,7 @@ class AmqpDriver(AmqpInspection):
         await self._publish_all(messages, "a release", delayed=any(m.exchange for m in messages))
         done = await self._ack(helds)
         if done:
-            self._pushed.notify()
+            self._sent_to(held.info.queue for held in helds)
         return done
 
     async def fail(self, failures: Sequence[Failure]) -> set[str]:

@@ -215,7 +215,7 @@ class AmqpInspection(AmqpChannels):
             move,
         )
         if moved:
-            self._pushed.notify()
+            self._sent_to([queue])
         return moved
 
     async def _delete(

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -76,6 +77,8 @@ log = logging.getLogger("conveyor.drivers.redis")
 
 T = TypeVar("T")
 K = TypeVar("K")
+#: Where a job's id starts in its pending member: after its rank (16) and time (20 characters).
+MEMBER_ID = 36
 #: What a settle call takes: a Reservation, Release or Failure (each has id and token).
 Settled = TypeVar("Settled", Reservation, Release, Failure)
 
@@ -157,20 +160,43 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
         self, queues: Sequence[str], limit: int, lease: float, worker: str
     ) -> list[JobInfo]:
         """Take up to `limit` due jobs, best first across `queues`. One queue: one script
-        call. Several: each queue's best due job is read first, then jobs are taken from the
-        best queue up to the next queue's best, and so on, so the order across queues is the
-        protocol's while each call stays within one queue's keys."""
+        call. Several: two round trips, whatever their number: each queue's best `limit` due
+        members are read, then each queue holding some of the best `limit` of them all takes
+        its share (below the first member left out), all in one round trip. Entries of jobs
+        gone meanwhile, or taken by another worker, leave the take short: the rest is then
+        taken queue by queue (`_reserve_in_rounds`)."""
         wanted = list(dict.fromkeys(queues))
         if limit <= 0 or not wanted:
             return []
         if len(wanted) == 1:
             _, jobs = await self._reserve_from(wanted[0], limit, lease, worker, "")
             return jobs
-        heads = await self._heads(wanted)
+        best = await self._best(wanted, limit)
+        ranked = sorted((member, queue) for queue, members in best.items() for member in members)
+        bound = ranked[limit][0] if len(ranked) > limit else ""
+        shares = Counter(queue for _, queue in ranked[:limit])
+        batch = Batch()
+        for queue, share in shares.items():
+            batch.script("reserve", *self._reserve_call(queue, share, lease, worker, bound))
+        replies = await self._run(batch) if shares else []
+        taken = [job_info(values[0], values[1:], 0.0) for reply in replies for values in reply[1:]]
+        order = {member[MEMBER_ID:]: n for n, (member, _) in enumerate(ranked)}
+        taken.sort(key=lambda job: order.get(job.id, -1))  # any better one pushed since: first
+        if len(taken) < min(limit, len(ranked)):
+            taken += await self._reserve_in_rounds(wanted, limit - len(taken), lease, worker)
+        return taken
+
+    async def _reserve_in_rounds(
+        self, queues: list[str], limit: int, lease: float, worker: str
+    ) -> list[JobInfo]:
+        """Each queue's best due member read, then jobs taken from the best queue up to the
+        next queue's best, and so on: a round trip a round, so the order across queues is
+        the protocol's while each call stays within one queue's keys."""
+        heads = {queue: [*best, ""][0] for queue, best in (await self._best(queues, 1)).items()}
         taken: list[JobInfo] = []
         # Each round takes jobs or learns a queue's new head; the cap only guards against
         # other processes pushing better jobs in lockstep forever.
-        for _ in range(limit + 2 * len(wanted)):
+        for _ in range(limit + 2 * len(queues)):
             ranked = sorted((head, queue) for queue, head in heads.items() if head)
             if not ranked or len(taken) >= limit:
                 break
@@ -181,27 +207,37 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
             taken += jobs
         return taken
 
+    def _reserve_call(
+        self, queue: str, limit: int, lease: float, worker: str, bound: str
+    ) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of a reserve script call on one queue."""
+        keys = self.keys(queue)
+        args = [keys.job, repr(float(lease)), new_token(queue), worker, limit, bound, 0]
+        return keys.of_script("reserve"), [*args, *FIELDS]
+
     async def _reserve_from(
         self, queue: str, limit: int, lease: float, worker: str, bound: str
     ) -> tuple[str, list[JobInfo]]:
         """Reserve from one queue, taking only members below `bound` if given; returns the
         queue's best due member left ('' if none) and the jobs."""
-        keys = self.keys(queue)
-        args = [keys.job, repr(float(lease)), new_token(queue), worker, limit, bound, *FIELDS]
-        reply = await self._call("reserve", keys.of_script("reserve"), args)
+        reply = await self._call("reserve", *self._reserve_call(queue, limit, lease, worker, bound))
         # Each job comes as its id, then its fields. Reserved jobs read the same at any time:
         # `now` only tells delayed from pending.
         return reply[0], [job_info(values[0], values[1:], 0.0) for values in reply[1:]]
 
-    async def _heads(self, queues: Sequence[str]) -> dict[str, str]:
-        """Each queue's best due member, after moving its due jobs (reserve with limit 0)."""
+    async def _best(self, queues: Sequence[str], count: int) -> dict[str, list[str]]:
+        """Each queue's best `count` due members, best first, after moving its due jobs
+        (reserve with limit 0): one round trip."""
         batch = Batch()
         for queue in queues:
             keys = self.keys(queue)
-            args = [keys.job, "0", "", "", 0, "", *FIELDS]
-            batch.script("reserve", keys.of_script("reserve"), args)
+            batch.script(
+                "reserve", keys.of_script("reserve"), [keys.job, "0", "", "", 0, "", count]
+            )
         replies = await self._run(batch)
-        return {queue: reply[0] for queue, reply in zip(queues, replies, strict=True)}
+        return {
+            queue: [m for m in reply if m] for queue, reply in zip(queues, replies, strict=True)
+        }
 
     # -- settle ------------------------------------------------------------------------------
 

@@ -12,14 +12,17 @@
   ARGV[2] lease, in seconds (the lease ends that long after the server's TIME)
   ARGV[3] reservation token
   ARGV[4] worker
-  ARGV[5] limit (0 only moves due jobs and reports the head)
+  ARGV[5] limit (0 only moves due jobs and reports the best members: see ARGV[7])
   ARGV[6] bound: take only members below it ('' for no bound). Used to merge several queues:
-          the caller passes the best head of the other queues.
-  ARGV[7..] the job fields to return, in order
+          the caller passes the first member of the other queues it leaves out.
+  ARGV[7] with limit 0, how many of the best due members to return (jobs whose lease ran
+          out among them); else ignored
+  ARGV[8..] the job fields to return, in order
 
   Returns {head, job, job, ...}: `head` is the best member still due afterwards ('' if none)
   and each job is its id (from its key, which no damage to the hash can change), then its
-  fields as this reservation left them.
+  fields as this reservation left them. With limit 0: {head, member, ...}, the best ARGV[7]
+  members due, best first (only {''} when none is).
 
   A pending job's attempt goes up by one. A job whose lease ran out is rescued: `rescued` goes
   up by one, and `attempt` only if it was running `alone` (see JobInfo in job.py); the alone
@@ -38,7 +41,7 @@ local rcall = redis.call
 local pending, delayed, reserved, wake, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, lease, token, worker = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local limit, bound = tonumber(ARGV[5]), ARGV[6]
-local fields = {unpack(ARGV, 7)}
+local fields = {unpack(ARGV, 8)}
 local clock = rcall('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 
@@ -97,7 +100,8 @@ if limit > 0 then
   chosen = rcall('ZRANGEBYLEX', pending, '-', upper, 'LIMIT', 0, limit)
   call_in_slices('ZREM', pending, chosen)
 end
-local head = rcall('ZRANGEBYLEX', pending, '-', '+', 'LIMIT', 0, 1)[1] or ''
+local best = rcall('ZRANGEBYLEX', pending, '-', '+', 'LIMIT', 0, limit > 0 and 1 or ARGV[7])
+local head = best[1] or ''
 
 local rescues = {}
 for _, m in ipairs(chosen) do
@@ -120,6 +124,9 @@ end
 -- Each job's fields are read once, before its one write; what the write changes is patched
 -- into the values returned, so the job costs one read and one write.
 local out, leases, taken = {head}, {}, {}
+if limit == 0 then
+  out = #best > 0 and best or out
+end
 for _, m in ipairs(chosen) do
   local id = string.sub(m, 37)
   local key = prefix .. id

@@ -84,6 +84,9 @@ from conveyor.drivers.sql.url import (
 from conveyor.errors import ConfigError, DriverError
 from conveyor.job import JobInfo, NewJob
 
+#: How many of the queues reserves took jobs from lately a driver keeps, to put them first.
+BUSY_KEPT = 64
+
 __all__ = ["CONNECT_TIMEOUT", "POOL_SIZE", "MysqlDriver"]
 
 #: Most connections one driver's pool opens.
@@ -158,6 +161,8 @@ class MysqlDriver(SqlDriver):
         self._threads = MysqlThreadConnections(target, pool_size)
         #: Whether this instance's last reserve took as many jobs as it asked for.
         self._backlog = False
+        #: The queues its reserves took jobs from lately, the latest first (see `reserve`).
+        self._busy: dict[str, None] = {}
 
     def _location(self) -> str:
         return self.target.shown
@@ -173,9 +178,19 @@ class MysqlDriver(SqlDriver):
     async def reserve(
         self, queues: Sequence[str], limit: int, lease: float, worker: str
     ) -> list[JobInfo]:
-        jobs = await super().reserve(queues, limit, lease, worker)
+        """As every SQL dialect's, but the queues its reserves took jobs from lately go
+        first: the reserve block has a subquery of its own for each of the first eight
+        queues, an index scan that stops after `limit` jobs, and one for the rest together,
+        which sorts all their due jobs (see queries.sql). So a backlog in at most eight of many
+        queues costs what it would on eight; the order of the jobs taken is the same."""
+        busy = [queue for queue in self._busy if queue in queues]
+        jobs = await super().reserve(
+            [*busy, *(q for q in queues if q not in self._busy)], limit, lease, worker
+        )
         self._wakeup.reserved(queues, bool(jobs))
         self._backlog = len(jobs) >= limit
+        taken = dict.fromkeys(job.queue for job in jobs)
+        self._busy = dict.fromkeys([*taken, *(q for q in self._busy if q not in taken)][:BUSY_KEPT])
         return jobs
 
     async def _reserve_rows(self, params: Params) -> list[Row]:

@@ -168,7 +168,8 @@ STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id;
 -- other and never pick the same job. It has to be one subquery per queue: one scan over
 -- several queues would sort all of their due jobs, locking every one of them until commit,
 -- so concurrent reserves would find nothing. Queues past the eighth share the last
--- subquery, which does sort (and lock) their due jobs: still correct, only less concurrent.
+-- subquery, which does sort (and lock) their due jobs: still correct, only less concurrent
+-- and slower behind a backlog (the driver puts the queues it took jobs from lately first).
 -- Rows a subquery locked but the final LIMIT left out stay locked until this short
 -- transaction commits.
 -- A pending job's attempt goes up by one. A reserved job here is rescued (its worker stopped
