@@ -28,6 +28,8 @@ log = logging.getLogger("conveyor.worker")
 Groups = list[tuple[Driver, list[str]]]
 #: Waits after a failed attempt: (what failed, the error, failures in a row, until when).
 BackOff = Callable[[str, Exception, int, float], Awaitable[None]]
+#: How many queue names a start-up line shows before it counts the rest.
+NAMES_SHOWN = 10
 
 
 class StartUp:
@@ -108,11 +110,11 @@ async def warn_of_hazards(groups: Groups) -> None:
             log.info(
                 "queue %s: could not read the server's settings to warn of what they may lose"
                 " (%s); check them against docs/reliability.md yourself",
-                ", ".join(repr(queue) for queue in queues), exc,
+                named(queues), exc,
             )  # fmt: skip
             continue
         for hazard in hazards:
-            log.warning("queue %s: %s", ", ".join(repr(queue) for queue in queues), hazard)
+            log.warning("queue %s: %s", named(queues), hazard)
 
 
 def stores(groups: Groups) -> str:
@@ -121,9 +123,17 @@ def stores(groups: Groups) -> str:
     start line shows them, so that a worker started from another directory than the app (a
     relative SQLite path) or with another URL is seen to look elsewhere."""
     return ", ".join(
-        f"{queues} in {' '.join(filter(None, (driver.kind, driver.where())))}"
+        f"[{named(queues)}] in {' '.join(filter(None, (driver.kind, driver.where())))}"
         for driver, queues in groups
     )
+
+
+def named(queues: list[str]) -> str:
+    """ "'a', 'b'": the first NAMES_SHOWN queue names, then how many more (a worker serving
+    300 queues printed 5 KB of names on each start-up line)."""
+    shown = ", ".join(repr(queue) for queue in queues[:NAMES_SHOWN])
+    more = len(queues) - NAMES_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def startup_timeout(seconds: float | None) -> float | None:

@@ -87,3 +87,21 @@ async def test_a_stop_ends_the_start_up_retries_at_once() -> None:
 def test_startup_timeout_must_be_seconds(seconds: Any) -> None:
     with pytest.raises(ConfigError, match="startup_timeout"):
         Worker(registry_on(MemoryDriver()), "w", startup_timeout=seconds)
+
+
+async def test_the_start_line_names_the_first_queues_and_counts_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = Registry()
+    queues = [f"tenant{n:03}" for n in range(300)]
+    for queue in queues:
+        registry.queue(queue, driver="memory", workers=["w"])
+    registry.worker("w", poll_interval=0.01)
+
+    with caplog.at_level(logging.INFO, logger="conveyor.worker"):
+        await asyncio.wait_for(Worker(registry, "w", burst=True).run(), 10)
+
+    [line] = [r.getMessage() for r in caplog.records if "started on queues" in r.getMessage()]
+    assert "'tenant000', 'tenant001'" in line
+    assert "and 290 more] in memory" in line
+    assert "tenant299" not in line
