@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -192,10 +193,15 @@ async def _held(
                 await closed
 
 
-def limited_registry(driver: str, **worker: Any) -> Registry:
-    """A registry with queue q (worker w, made with `worker`'s settings) on `driver`, and a
-    job "noop" that takes a millisecond."""
+def limited_registry(
+    url: str, timeout: float = 1, *, prefix: str | None = None, **worker: Any
+) -> Registry:
+    """A registry with queue q (worker w, made with `worker`'s settings) on `url` with
+    `timeout` (1 s where a call is to give up, more where all must pass under load) and table
+    `prefix` if given, and a job "noop" that takes a millisecond."""
+    options = {"timeout": f"{timeout:g}", **({"prefix": prefix} if prefix else {})}
     registry = Registry()
+    driver = f"{url}{'&' if '?' in url else '?'}{urllib.parse.urlencode(options)}"
     registry.queue("q", driver=driver, workers=["w"])
     registry.worker("w", **worker)
 

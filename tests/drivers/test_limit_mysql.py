@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import pytest
 
-from conveyor import JobState, Registry, Worker
+from conveyor import JobState, Worker
 from tests.backends import mysql
 from tests.backends.limits import (
     PASSWORD,
@@ -32,12 +31,6 @@ from tests.backends.limits import (
 pytestmark = pytest.mark.timeout(60)
 
 
-def registry_on(url: str, prefix: str, timeout: float = 1, **worker: Any) -> Registry:
-    """On `url` with `timeout`: 1 s where a call is to give up, more where all must pass under
-    load."""
-    return limited_registry(f"{url}?prefix={prefix}&timeout={timeout:g}", **worker)
-
-
 def names_the_limit(error: str) -> None:
     assert "connection limit is reached" in error, error
     assert "max_user_connections" in error, error
@@ -48,7 +41,7 @@ def names_the_limit(error: str) -> None:
 async def test_pushes_at_the_limit_wait_for_the_connections_the_driver_holds() -> None:
     prefix = mysql.fresh_prefix()
     with mysql_user(2) as url:
-        registry = registry_on(url, prefix, 10)
+        registry = limited_registry(url, 10, prefix=prefix)
         try:
             await registry.push("q", "noop", {})  # the driver holds one connection
             async with held_mysql(url, 1):  # and someone else the other
@@ -63,7 +56,7 @@ async def test_pushes_at_the_limit_wait_for_the_connections_the_driver_holds() -
 async def test_a_push_that_gets_no_connection_names_the_limit_within_its_timeout() -> None:
     prefix = mysql.fresh_prefix()
     with mysql_user(2) as url:
-        registry = registry_on(url, prefix)
+        registry = limited_registry(url, prefix=prefix)
         try:
             await registry.push("q", "noop", {})
             await mysql_end_sessions(url)  # the driver's connection ended...
@@ -83,8 +76,8 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
     prefix = mysql.fresh_prefix()
     caplog.set_level(logging.WARNING, "conveyor.worker")
     with mysql_user(3) as url:
-        pusher = registry_on(url, prefix)
-        registry = registry_on(url, prefix, poll_interval=0.05)
+        pusher = limited_registry(url, prefix=prefix)
+        registry = limited_registry(url, prefix=prefix, poll_interval=0.05)
         try:
             job_id = await pusher.push("q", "noop", {})
             await pusher.close()  # the pusher holds none
@@ -104,7 +97,7 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
 async def test_a_running_worker_runs_every_job_while_others_hold_the_rest_of_the_limit() -> None:
     prefix = mysql.fresh_prefix()
     with mysql_user(4) as url:
-        registry = registry_on(url, prefix, 10, concurrency=8, poll_interval=0.05)
+        registry = limited_registry(url, 10, prefix=prefix, concurrency=8, poll_interval=0.05)
         try:
             await runs_while_others_hold_the_rest(registry, held_mysql, url)
         finally:
@@ -116,7 +109,7 @@ def test_a_blocking_push_refused_a_connection_of_its_own_takes_the_loops() -> No
 
     prefix = mysql.fresh_prefix()
     with mysql_user(2) as url:
-        registry = registry_on(url, prefix, 10)
+        registry = limited_registry(url, 10, prefix=prefix)
         user = url.split("://", 1)[1].split(":", 1)[0]
         try:
             registry.blocking.push("q", "noop", {})  # opens the driver: one pooled connection

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import JobState, Registry, Worker
+from conveyor import JobState, Worker
 from conveyor.drivers.sql.postgres import PostgresDriver
 from conveyor.errors import BackendUnavailableError
 from tests.backends import postgres
@@ -34,12 +34,6 @@ from tests.backends.limits import (
 pytestmark = pytest.mark.timeout(60)
 
 
-def registry_on(url: str, prefix: str, timeout: float = 1, **worker: Any) -> Registry:
-    """On `url` with `timeout`: 1 s where a call is to give up, more where all must pass under
-    load."""
-    return limited_registry(f"{url}&prefix={prefix}&timeout={timeout:g}", **worker)
-
-
 def names_the_limit(error: str) -> None:
     assert "connection limit is reached" in error, error
     assert "too many connections for role" in error, error
@@ -50,7 +44,7 @@ def names_the_limit(error: str) -> None:
 async def test_pushes_at_the_limit_go_on_with_the_connection_the_driver_holds() -> None:
     prefix = postgres.fresh_prefix()
     with postgres_role(2) as url:
-        registry = registry_on(url, prefix, 10)
+        registry = limited_registry(url, 10, prefix=prefix)
         try:
             await registry.push("q", "noop", {})  # the driver holds one connection
             async with held_postgres(url, 1):  # and someone else the other
@@ -63,7 +57,7 @@ async def test_pushes_at_the_limit_go_on_with_the_connection_the_driver_holds() 
 async def test_a_push_that_gets_no_connection_names_the_limit_within_its_timeout() -> None:
     prefix = postgres.fresh_prefix()
     with postgres_role(2) as url:
-        registry = registry_on(url, prefix)
+        registry = limited_registry(url, prefix=prefix)
         try:
             await registry.push("q", "noop", {})
             await postgres_end_sessions(url)  # the driver's connection ended...
@@ -100,8 +94,8 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
     prefix = postgres.fresh_prefix()
     caplog.set_level(logging.WARNING, "conveyor.worker")
     with postgres_role(3) as url:
-        pusher = registry_on(url, prefix)
-        registry = registry_on(url, prefix, poll_interval=0.05)
+        pusher = limited_registry(url, prefix=prefix)
+        registry = limited_registry(url, prefix=prefix, poll_interval=0.05)
         try:
             job_id = await pusher.push("q", "noop", {})  # the pusher holds one connection
             async with held_postgres(url, 2):
@@ -119,7 +113,7 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
 async def test_a_running_worker_runs_every_job_while_others_hold_the_rest_of_the_limit() -> None:
     prefix = postgres.fresh_prefix()
     with postgres_role(4) as url:
-        registry = registry_on(url, prefix, 10, concurrency=8, poll_interval=0.05)
+        registry = limited_registry(url, 10, prefix=prefix, concurrency=8, poll_interval=0.05)
         try:
             await runs_while_others_hold_the_rest(registry, held_postgres, url)
         finally:
@@ -154,7 +148,7 @@ def test_a_blocking_push_refused_a_connection_of_its_own_takes_the_loops() -> No
 
     prefix = postgres.fresh_prefix()
     with postgres_role(2) as url:
-        registry = registry_on(url, prefix, 10)
+        registry = limited_registry(url, 10, prefix=prefix)
         try:
             registry.blocking.push("q", "noop", {})  # opens the driver: one pooled connection
             with psycopg.connect(url.split("?", 1)[0]):  # someone else takes the other

@@ -12,14 +12,13 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from conveyor import JobState, Registry, Worker
+from conveyor import JobState, Worker
 from conveyor.drivers.redis.connection import make_client
 from tests.backends.limits import (
     first_attempt,
@@ -65,12 +64,6 @@ def held(server: PrivateRedis, count: int | None = None) -> Iterator[list[redis.
             client.close()
 
 
-def registry_on(url: str, timeout: float = 1, **worker: Any) -> Registry:
-    """On `url` with `timeout`: 1 s where a call is to give up, more where all must pass under
-    load."""
-    return limited_registry(f"{url}?timeout={timeout:g}", **worker)
-
-
 def names_the_limit(error: str) -> None:
     assert "connection limit is reached" in error, error
     assert "max number of clients reached" in error, error
@@ -80,7 +73,7 @@ def names_the_limit(error: str) -> None:
 async def test_pushes_at_maxclients_wait_for_the_connection_the_driver_holds(
     server: PrivateRedis,
 ) -> None:
-    registry = registry_on(server.url, 10)
+    registry = limited_registry(server.url, 10)
     try:
         await registry.push("q", "noop", {})  # the driver holds one connection
         with held(server):
@@ -94,7 +87,7 @@ async def test_pushes_at_maxclients_wait_for_the_connection_the_driver_holds(
 async def test_a_push_that_gets_no_connection_names_the_limit_within_its_timeout(
     server: PrivateRedis,
 ) -> None:
-    registry = registry_on(server.url)
+    registry = limited_registry(server.url)
     try:
         with held(server) as others:
             error = await refused_push(registry)
@@ -109,8 +102,8 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
     server: PrivateRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, "conveyor.worker")
-    pusher = registry_on(server.url)
-    registry = registry_on(server.url, poll_interval=0.05)
+    pusher = limited_registry(server.url)
+    registry = limited_registry(server.url, poll_interval=0.05)
     try:
         job_id = await pusher.push("q", "noop", {})
         await pusher.close()
@@ -129,7 +122,7 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
 async def test_a_running_worker_runs_every_job_while_others_hold_the_rest(
     server: PrivateRedis,
 ) -> None:
-    registry = registry_on(server.url, 10, concurrency=8, poll_interval=0.05)
+    registry = limited_registry(server.url, 10, concurrency=8, poll_interval=0.05)
     worker = Worker(registry, "w")
     with held(server, 1):  # one taken by others before the worker starts
         task = asyncio.create_task(worker.run())
@@ -164,7 +157,7 @@ async def test_a_failed_connect_leaves_the_pool_no_connection_past_max_connectio
 def test_a_blocking_push_refused_a_connection_of_its_own_takes_the_loops(
     server: PrivateRedis,
 ) -> None:
-    registry = registry_on(server.url, 10)
+    registry = limited_registry(server.url, 10)
     try:
         registry.blocking.push("q", "noop", {})  # opens the driver: one pooled connection
         with held(server):

@@ -183,7 +183,8 @@ class MysqlDriver(SqlDriver):
         queues, an index scan that stops after `limit` jobs, and one for the rest together,
         which sorts all their due jobs (see queries.sql). So a backlog in at most eight of many
         queues costs what it would on eight; the order of the jobs taken is the same."""
-        busy = [queue for queue in self._busy if queue in queues]
+        wanted = set(queues)  # a list of 300, searched for each of 64 busy queues: 150 µs
+        busy = [queue for queue in self._busy if queue in wanted]
         jobs = await super().reserve(
             [*busy, *(q for q in queues if q not in self._busy)], limit, lease, worker
         )
