@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import Job, Registry, Worker
+from conveyor import Job, JobState, Registry, Worker
 from conveyor.errors import BackendUnavailableError
 from tests.backends import mysql, postgres, require_service
 
@@ -245,6 +245,36 @@ async def started_refused(worker: Worker, caplog: pytest.LogCaptureFixture) -> a
             assert not task.done(), "the worker exited instead of waiting"
             await asyncio.sleep(0.02)
     return task
+
+
+async def starts_once_freed(
+    pusher: Registry,
+    registry: Registry,
+    hold: contextlib.AbstractContextManager[Any] | AbstractAsyncContextManager[Any],
+    caplog: pytest.LogCaptureFixture,
+    *,
+    pusher_holds: bool = False,
+) -> None:
+    """A job pushed by `pusher` (which then lets its connection go, unless `pusher_holds`);
+    a burst worker of `registry` started while `hold` takes every connection left is refused
+    (`started_refused`), then runs the job once `hold` lets them go. Closes both registries."""
+    try:
+        job_id = await pusher.push("q", "noop", {})
+        if not pusher_holds:
+            await pusher.close()
+        async with contextlib.AsyncExitStack() as held:
+            if isinstance(hold, AbstractAsyncContextManager):
+                await held.enter_async_context(hold)
+            else:
+                held.enter_context(hold)
+            task = await started_refused(Worker(registry, "w", burst=True), caplog)
+        await asyncio.wait_for(task, 15)  # burst: it ran the job, then stopped
+        await registry.close()
+        info = await pusher.job_info(job_id)
+        assert info is not None and info.state is JobState.SUCCEEDED
+    finally:
+        await registry.close()
+        await pusher.close()
 
 
 def first_attempt(caplog: pytest.LogCaptureFixture) -> str:

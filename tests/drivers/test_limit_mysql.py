@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from conveyor import JobState, Worker
+from conveyor import JobState
 from tests.backends import mysql
 from tests.backends.limits import (
     PASSWORD,
@@ -24,7 +24,7 @@ from tests.backends.limits import (
     pushed_at_once,
     refused_push,
     runs_while_others_hold_the_rest,
-    started_refused,
+    starts_once_freed,
     taken_once_freed,
 )
 
@@ -79,17 +79,8 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
         pusher = limited_registry(url, prefix=prefix)
         registry = limited_registry(url, prefix=prefix, poll_interval=0.05)
         try:
-            job_id = await pusher.push("q", "noop", {})
-            await pusher.close()  # the pusher holds none
-            async with held_mysql(url, 3):
-                task = await started_refused(Worker(registry, "w", burst=True), caplog)
-            await asyncio.wait_for(task, 15)  # burst: it ran the job, then stopped
-            await registry.close()
-            info = await pusher.job_info(job_id)
-            assert info is not None and info.state is JobState.SUCCEEDED
+            await starts_once_freed(pusher, registry, held_mysql(url, 3), caplog)
         finally:
-            await registry.close()
-            await pusher.close()
             await mysql.drop_tables(prefix)
     names_the_limit(first_attempt(caplog))
 

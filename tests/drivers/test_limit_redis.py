@@ -26,7 +26,7 @@ from tests.backends.limits import (
     pushed_at_once,
     refused_push,
     run_every_job,
-    started_refused,
+    starts_once_freed,
     taken_once_freed,
 )
 from tests.backends.private import PrivateRedis, private_redis
@@ -104,18 +104,7 @@ async def test_a_worker_refused_at_start_up_says_why_and_starts_once_a_connectio
     caplog.set_level(logging.WARNING, "conveyor.worker")
     pusher = limited_registry(server.url)
     registry = limited_registry(server.url, poll_interval=0.05)
-    try:
-        job_id = await pusher.push("q", "noop", {})
-        await pusher.close()
-        with held(server):
-            task = await started_refused(Worker(registry, "w", burst=True), caplog)
-        await asyncio.wait_for(task, 15)  # burst: it ran the job, then stopped
-        await registry.close()
-        info = await pusher.job_info(job_id)
-        assert info is not None and info.state is JobState.SUCCEEDED
-    finally:
-        await registry.close()
-        await pusher.close()
+    await starts_once_freed(pusher, registry, held(server), caplog)
     names_the_limit(first_attempt(caplog))
 
 
