@@ -1,15 +1,25 @@
-"""wait: it returns at its timeout when nothing is pushed, and soon after a push."""
+"""wait: it returns at its timeout when nothing is pushed, and soon after a push, or a release
+or retry that makes a job due now."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from conveyor.drivers.base import Driver
 
-from .helpers import LONG_LEASE, Storage, make_job, reservation
+from .helpers import (
+    LONG_LEASE,
+    Storage,
+    failure_of,
+    make_job,
+    push_and_reserve,
+    release_of,
+    reservation,
+)
 
 #: A timeout that makes "returned soon" and "returned at the timeout" impossible to confuse.
 LONG_WAIT = 5.0
@@ -27,6 +37,14 @@ async def started(task: asyncio.Task[None]) -> None:
     for _ in range(10):
         await asyncio.sleep(0)
     assert not task.done()
+
+
+def notified(pair: tuple[Driver, Driver], changes: str) -> tuple[Driver, Driver]:
+    """`pair` (waiting side first), or a skip where the driver has no notify capability: then
+    only its own `changes` wake its wait."""
+    if not pair[0].capabilities.notify:
+        pytest.skip(f"{pair[0].kind} has no notify capability: only its own {changes} wake it")
+    return pair
 
 
 async def test_wait_returns_after_timeout_when_nothing_is_pushed(driver: Driver) -> None:
@@ -103,9 +121,7 @@ async def test_wait_returns_soon_after_push_made_since_last_reserve(driver: Driv
 async def test_wait_returns_soon_after_push_from_other_connection(
     driver_pair: tuple[Driver, Driver],
 ) -> None:
-    waiting, pushing = driver_pair
-    if not waiting.capabilities.notify:
-        pytest.skip(f"{waiting.kind} has no notify capability: only its own pushes wake it")
+    waiting, pushing = notified(driver_pair, "pushes")
     await idle_worker_loop_step(waiting)
     begin = time.monotonic()
     waiter = asyncio.create_task(waiting.wait(["q"], LONG_WAIT))
@@ -115,3 +131,51 @@ async def test_wait_returns_soon_after_push_from_other_connection(
 
     await asyncio.wait_for(waiter, LONG_WAIT + SOON)
     assert time.monotonic() - begin < SOON
+
+
+async def quiet(driver: Driver) -> None:
+    """An idle worker's reserve and a short wait, twice: a wake-up left over from the pushes
+    before (a notification still on its way) is spent, so only what comes next can wake it."""
+    for _ in range(2):
+        await idle_worker_loop_step(driver)
+        await driver.wait(["q"], SHORT_WAIT)
+    await idle_worker_loop_step(driver)
+
+
+async def woken_by(waiting: Driver, change: Callable[[], Awaitable[object]]) -> float:
+    """Seconds from the start of `waiting`'s wait to its end, `change` made while it waits."""
+    await quiet(waiting)
+    begin = time.monotonic()
+    waiter = asyncio.create_task(waiting.wait(["q"], LONG_WAIT))
+    await started(waiter)
+    await change()
+    await asyncio.wait_for(waiter, LONG_WAIT + SOON)
+    return time.monotonic() - begin
+
+
+async def test_wait_returns_soon_after_release_in_concurrent_task(driver: Driver) -> None:
+    # The job is held meanwhile, so the waiting worker's reserve finds nothing before.
+    job = await push_and_reserve(driver)
+
+    assert await woken_by(driver, lambda: driver.release([release_of(job)])) < SOON
+
+
+async def test_wait_returns_soon_after_release_from_other_connection(
+    driver_pair: tuple[Driver, Driver],
+) -> None:
+    waiting, releasing = notified(driver_pair, "releases")
+    job = await push_and_reserve(releasing)
+
+    assert await woken_by(waiting, lambda: releasing.release([release_of(job)])) < SOON
+
+
+async def test_wait_returns_soon_after_retry_from_other_connection(
+    driver_pair: tuple[Driver, Driver],
+) -> None:
+    waiting, retrying = notified(driver_pair, "retries")
+    # Failed by the waiting side: on amqp a driver that reserved holds a consumer, which the
+    # broker may hand the retried job to; the retrying side, as `conveyor failed retry`, has none.
+    job = await push_and_reserve(waiting)
+    assert await waiting.fail([failure_of(job)]) == {job.id}
+
+    assert await woken_by(waiting, lambda: retrying.retry_failed("q")) < SOON

@@ -211,11 +211,17 @@ class Driver(abc.ABC):
     async def reserve(
         self, queues: Sequence[str], limit: int, lease: float, worker: str
     ) -> list[JobInfo]:
-        """Atomically take up to `limit` due jobs from `queues`: pending jobs whose time has
-        come and reserved jobs whose lease ran out, highest priority first, then earliest
-        available. Each gets state reserved, a fresh token, `reserved_at` now and a lease of
-        `lease` seconds (`lease_expires_at`); its `available_at` stays when it became due.
-        Two concurrent callers never receive the same job while its lease is valid.
+        """Take up to `limit` due jobs from `queues`: pending jobs whose time has come and
+        reserved jobs whose lease ran out, highest priority first, then earliest available.
+        Each gets state reserved, a fresh token, `reserved_at` now and a lease of `lease`
+        seconds (`lease_expires_at`); its `available_at` stays when it became due. Two
+        concurrent callers never receive the same job while its lease is valid.
+
+        Atomic for each queue's share: a driver may take the shares of several queues in
+        steps of their own (redis runs one script per queue), never less than one queue in a
+        step. Fewer than `limit` may come back while due jobs remain (rows another caller has
+        locked are passed over; one call bounds its own work): a short answer is no sign that
+        the queues are empty, which `counts` tells.
 
         A pending job's attempt goes up by one. A job whose lease ran out is rescued: its
         `rescued` count goes up by one, and its attempt only if it was marked `alone` (a death
@@ -349,8 +355,9 @@ class Driver(abc.ABC):
         raise self.unsupported("schedules (ticks)")
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
-        """Return after at most `timeout` seconds, sooner if a job may have been pushed to one
-        of `queues`. Without the `notify` capability only pushes from this process wake it."""
+        """Return after at most `timeout` seconds, sooner if a job of one of `queues` may have
+        become due: a push, or a release or retry that makes a job due now. Without the
+        `notify` capability only those made by this process wake it."""
         await asyncio.sleep(timeout)
 
     async def durability(self) -> str:
