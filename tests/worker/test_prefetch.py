@@ -71,16 +71,20 @@ async def test_jobs_held_ahead_run_earliest_due_first(app: App) -> None:
     registry = app.registry(concurrency=1, prefetch=1)
     holder: list[Worker] = []
     seen = watched(registry, holder)
-    # Due times 20 ms apart from one moment on, however long each push takes (a loaded
-    # machine's push may take longer than the gap): job n is due at start + (40 - n) * 0.02.
-    # The moment leaves 1.5 s for the 40 pushes (0.5 s ran out in a CI run under load).
+    # Due times 0.1 s apart from one moment on, however long each push takes (a loaded
+    # machine's push may take longer than the gap): job n is due at start + (JOBS - n) * GAP.
+    # The moment leaves 1.5 s for the pushes (0.5 s for 40 ran out in a CI run under load).
+    # The gap outlasts how much one push's trip to the server may differ from the next's
+    # (the backend dates a job as the push reaches it: at 20 ms, under a load of 11, two
+    # pushes' trips differed by more, and two jobs ran out of their due order).
+    jobs, gap = 12, 0.1
     start = time.monotonic() + 1.5
-    for n in range(40):
-        await registry.push("q", "item", Item(n), delay=start + (40 - n) * 0.02 - time.monotonic())
-    await asyncio.sleep(max(0.0, start + 0.85 - time.monotonic()))  # all due before the start
+    for n in range(jobs):
+        await registry.push("q", "item", Item(n), delay=start + (jobs - n) * gap - time.monotonic())
+    await asyncio.sleep(max(0.0, start + (jobs + 1) * gap - time.monotonic()))  # all due
     holder.append(Worker(registry, "w", burst=True))
     await asyncio.wait_for(holder[0].run(), 60)
-    assert seen.ran == list(reversed(range(40)))
+    assert seen.ran == list(reversed(range(jobs)))
 
 
 @pytest.mark.parametrize(("prefetch", "sleep"), [(None, PREFETCH_BELOW * 1.5), (0, 0.0)])
