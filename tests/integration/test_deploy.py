@@ -166,3 +166,103 @@ def test_what_a_handler_prints_reaches_a_pipe_while_the_worker_runs(sqlite_app: 
     assert running, err
     assert read == ["hello from the handler\n"], err
     assert status == 0, err
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _probe(port: int, path: str) -> tuple[int, Any]:
+    """What a Kubernetes httpGet probe gets: the status and the JSON body; (0, None) while
+    nothing listens yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+    except OSError:
+        return 0, None
+
+
+def _wait_for_probe(port: int, path: str, status: int, state: str) -> Any:
+    deadline = time.monotonic() + 30
+    while (got := _probe(port, path))[0] != status or got[1]["status"] != state:
+        assert time.monotonic() < deadline, f"{path} never answered {status} {state}: {got}"
+        time.sleep(0.05)
+    return got[1]
+
+
+def test_health_answers_while_the_process_runs_and_ready_while_it_works(app: App) -> None:
+    port = _free_port()
+    process = app.start("--health-port", str(port))
+    try:
+        ready = _wait_for_probe(port, "/ready", 200, "working")
+        app.push("hold", {})
+        app.wait_for("holding-*")
+        health = _wait_for_probe(port, "/health", 200, "working")
+        process.send_signal(signal.SIGTERM)
+        stopping = _wait_for_probe(port, "/ready", 503, "stopping")
+        still_alive = _wait_for_probe(port, "/health", 200, "stopping")
+        (app.folder / "release").touch()
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    [worker] = ready["workers"]
+    assert worker["identity"] == f"w:{socket.gethostname()}:{process.pid}"
+    assert worker["state"] == "working"
+    assert health["workers"][0]["running"] == 1
+    assert stopping["workers"][0]["state"] == still_alive["workers"][0]["state"] == "stopping"
+
+
+def test_health_says_starting_and_is_not_ready_while_the_backend_is_out_of_reach(
+    tmp_path: Path,
+) -> None:
+    app = App(tmp_path, "postgresql://127.0.0.1:1/test")  # nothing listens on port 1
+    port = _free_port()
+    process = app.start("--health-port", str(port))
+    try:
+        starting = _wait_for_probe(port, "/health", 200, "starting")
+        not_ready = _wait_for_probe(port, "/ready", 503, "starting")
+    finally:
+        status, err = _stopped(process)
+    assert status == 0, err
+    assert starting["workers"][0]["state"] == not_ready["workers"][0]["state"] == "starting"
+    assert "stopped during start-up" in err, err
+
+
+def test_health_port_taken_is_an_error_naming_the_option(sqlite_app: App) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        process = sqlite_app.start("--health-port", str(taken.getsockname()[1]))
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert "cannot serve health on 127.0.0.1:" in err and "--health-port" in err, err
+
+
+def test_processes_of_one_worker_on_one_host_each_stop_on_their_own_signal(app: App) -> None:
+    """N `conveyor work w` on one host (a systemd template unit, supervisord's numprocs):
+    each is its own presence, and a signal stops only the process it is sent to."""
+    ports = [_free_port(), _free_port()]
+    first, second = (app.start("--health-port", str(port)) for port in ports)
+    try:
+        for port in ports:
+            _wait_for_probe(port, "/ready", 200, "working")
+        listed = json.loads(run_cli(app.folder, "deployapp:registry", "list", "--json").stdout)
+        first_status, first_err = _stopped(first)
+        assert _probe(ports[1], "/ready")[0] == 200
+        app.push("say", {"text": "after the first stopped"})
+        assert second.stdout is not None
+        line = second.stdout.readline()
+    finally:
+        second_status, second_err = _stopped(second)
+    assert (first_status, second_status) == (0, 0), first_err + second_err
+    assert sorted(p["identity"] for p in listed["alive"]) == sorted(
+        f"w:{socket.gethostname()}:{p.pid}" for p in (first, second)
+    )
+    assert line == "after the first stopped\n", second_err
