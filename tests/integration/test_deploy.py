@@ -5,7 +5,6 @@ worker on one host; on sqlite and on postgres where a backend is involved."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 from conveyor import Job, Registry
-from tests.integration.processes import PYTHONPATH, backend_of, clean_backend, run_cli
+from tests.integration.processes import PYTHONPATH, app_on, run_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -98,16 +97,13 @@ class App:
 
 
 async def _noop(job: Job[dict[str, str]]) -> None:
-    """Stands in for the app's handlers in this process, which pushes and inspects."""
+    """The app's handlers, not run in this process (it pushes)."""
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[App]:
-    url, prefix = backend_of(request.param, tmp_path)
-    made = App(tmp_path, url)
-    yield made
-    made.registry.blocking.close()
-    asyncio.run(clean_backend(request.param, prefix))
+    with app_on(request.param, tmp_path, App) as made:
+        yield made
 
 
 @pytest.fixture
