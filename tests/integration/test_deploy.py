@@ -125,6 +125,7 @@ def test_sigterm_while_the_app_loads_stops_the_worker_before_it_starts(sqlite_ap
     assert status == 0, err
     assert "SIGTERM received while loading the app: not started" in err, err
     assert "started on queues" not in err, err
+    assert "PID 1" not in err, err
 
 
 def _in_own_pid_namespace() -> bool:
@@ -146,6 +147,7 @@ def test_sigterm_reaches_the_worker_as_pid_1_while_the_app_loads(sqlite_app: App
     _, err = unshare.communicate(timeout=60)
     assert unshare.returncode == 0, err
     assert "SIGTERM received while loading the app: not started" in err, err
+    assert "running as PID 1" in err and "tini" in err, err
 
 
 def test_what_a_handler_prints_reaches_a_pipe_while_the_worker_runs(sqlite_app: App) -> None:

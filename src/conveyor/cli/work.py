@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import os
 import signal
 import sys
 from types import FrameType
@@ -108,6 +109,12 @@ def work(
         # What handlers print reaches a pipe (a container's log collector) line by line,
         # not a block at a time (Python's default off a terminal): at exit, or lost to SIGKILL.
         sys.stdout.reconfigure(line_buffering=True)
+    if os.getpid() == 1:
+        log.warning(
+            "running as PID 1 (a container's first process): processes your handlers leave"
+            " behind (`cmd &`, a daemon) are never reaped and stay zombies; run conveyor under"
+            " an init: tini, docker run --init (docs/deploying.md)"
+        )
     # Until the workers' own handlers are in place: as PID 1 (a container's process) the
     # kernel drops a signal nothing handles, so a SIGTERM while the app loads went unseen.
     signal.signal(signal.SIGTERM, _not_started)
