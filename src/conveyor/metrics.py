@@ -32,9 +32,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import fields
 from typing import Any
 
+from conveyor import endpoint
 from conveyor.attempt import printable
 from conveyor.core import RegistryCore
-from conveyor.errors import ConfigError
+from conveyor.endpoint import Answer
 from conveyor.hooks import Event
 
 log = logging.getLogger("conveyor.metrics")
@@ -52,11 +53,6 @@ CACHE_FOR = 5.0
 #: Seconds a scrape-time read may take before the last values are served instead.
 READ_DEADLINE = 5.0
 
-#: A scrape request cut off, too slow, malformed, or past the reader's 64 KiB: not answered.
-_UNANSWERED = (
-    TimeoutError, ValueError, ConnectionError, asyncio.IncompleteReadError,
-    asyncio.LimitOverrunError,
-)  # fmt: skip
 OUTCOMES = ("succeeded", "retried", "failed", "cancelled", "lease_lost")
 STATES = ("pending", "delayed", "reserved", "succeeded", "failed", "cancelled")
 #: The states a backend without exact counts does not know (amqp): left out of its queues'.
@@ -212,36 +208,11 @@ async def _respond(send: Send, status: int, body: bytes, content_type: str) -> N
 
 
 async def serve(registry: RegistryCore, port: int, host: str = "127.0.0.1") -> asyncio.Server:
-    """Serve /metrics on `host:port` from the running loop (a worker's), for
+    """Serve /metrics (and /) on `host:port` from the running loop (a worker's), for
     `conveyor work --metrics-port`. Close the returned server to stop."""
     metrics = install(registry)
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(READ_DEADLINE):
-                request = await reader.readuntil(b"\r\n\r\n")
-            method, path, *_ = request.split(b"\r\n", 1)[0].split(b" ")
-            if method not in (b"GET", b"HEAD"):
-                status, body, kind = b"405 Method Not Allowed", b"GET only\n", "text/plain"
-            elif path.split(b"?")[0] not in (b"/metrics", b"/"):
-                status, body, kind = b"404 Not Found", b"see /metrics\n", "text/plain"
-            else:
-                status, body, kind = b"200 OK", await metrics.exposition(), CONTENT_TYPE_LATEST
-            head = b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
-                status, kind.encode(), len(body),
-            )  # fmt: skip
-            writer.write(head + b"Connection: close\r\n\r\n" + (b"" if method == b"HEAD" else body))
-            async with asyncio.timeout(READ_DEADLINE):
-                await writer.drain()
-        except _UNANSWERED:
-            pass
-        finally:
-            writer.close()
+    async def exposition() -> Answer:
+        return b"200 OK", await metrics.exposition(), CONTENT_TYPE_LATEST
 
-    try:
-        return await asyncio.start_server(answer, host, port)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot serve metrics on {host}:{port} ({exc}): choose a free port with "
-            "--metrics-port, or another address with --metrics-host"
-        ) from exc
+    return await endpoint.serve({b"/metrics": exposition, b"/": exposition}, host, port, "metrics")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor.drivers.base import HEARTBEAT_EVERY, Driver
 
@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 
-__all__ = ["PRUNE_EVERY", "beat", "beat_loop", "idle_waits", "in_turn", "prune_loop"]
+__all__ = [
+    "PRUNE_EVERY", "beat", "beat_loop", "first_of", "idle_waits", "in_turn", "prune_loop",
+]  # fmt: skip
 
 PRUNE_EVERY = 60.0
 
@@ -86,3 +88,17 @@ def in_turn(groups: Sequence[G], turn: int) -> list[G]:
     higher priorities too, which a backend compares only among its own queues)."""
     start = turn % len(groups) if groups else 0
     return [*groups[start:], *groups[:start]]
+
+
+async def first_of(*waits: Awaitable[Any]) -> Exception | None:
+    """Wait until the first of `waits` is done, then cancel the others. Returns the error
+    of a wait that failed, if the first to finish did."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    errors = [task.exception() for task in done if not task.cancelled()]
+    return next((error for error in errors if isinstance(error, Exception)), None)

@@ -29,8 +29,8 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from conveyor.attempt import Runner, cancelled, error_info, given_back, retry_or_fail
 from conveyor.drivers.base import Driver, WorkerCounts
@@ -42,7 +42,7 @@ from conveyor.settle import STATS_EVERY, Settler
 from conveyor.spec import WorkerSpec
 from conveyor.startup import StartUp, stores
 from conveyor.stop import Stopped
-from conveyor.upkeep import PRUNE_EVERY, beat, beat_loop, idle_waits, in_turn, prune_loop
+from conveyor.upkeep import PRUNE_EVERY, beat, beat_loop, first_of, idle_waits, in_turn, prune_loop
 
 if TYPE_CHECKING:
     from conveyor.core import RegistryCore
@@ -108,6 +108,7 @@ class Worker(Leases):
         self._left: list[str] = []
         self.settler = Settler(name, self._back_off_until_woken, registry.hooks, self.identity)
         self._groups: list[tuple[Driver, list[str]]] = []
+        self._stopped = False
         self._turns = itertools.count()  # which backend a reserve asks first (in_turn)
         self.runner = Runner(registry, self.spec)
         self._backlog = False
@@ -130,6 +131,16 @@ class Worker(Leases):
     def running(self) -> int:
         """How many jobs are running right now."""
         return self._active
+
+    @property
+    def state(self) -> str:
+        """ "starting" (its backend not reached yet), "working", "stopping" or "stopped": what
+        `conveyor work --health-port` reports."""
+        if self._stopped:
+            return "stopped"
+        if self._stopping.is_set():
+            return "stopping"
+        return "working" if self._groups else "starting"
 
     @property
     def waiting(self) -> int:
@@ -156,6 +167,7 @@ class Worker(Leases):
             if await self._start_up():
                 await self._work()
         finally:
+            self._stopped = True
             if handle_signals:
                 self._remove_signal_handlers()
         # A release the backend never took (the stop gave up writing it) released nothing.
@@ -303,7 +315,7 @@ class Worker(Leases):
         while self._rescued and not self._stopping.is_set():
             if any(running.task is not None for running in self._running.values()):
                 self._slot_freed.clear()
-                await _first_of(self._slot_freed.wait(), self._stopping.wait())
+                await first_of(self._slot_freed.wait(), self._stopping.wait())
                 continue
             held = self._rescued[0]
             if self._running.get(held.job.id) is held and not await self._mark_alone(held):
@@ -329,7 +341,7 @@ class Worker(Leases):
             # again as soon as they are written, not a whole poll interval later.
             self.settler.flushed.clear()
             waits.append(self.settler.flushed.wait())
-        failed = await _first_of(*waits, self._stopping.wait())
+        failed = await first_of(*waits, self._stopping.wait())
         if failed is not None:
             # A wait that fails at once (its backend is down) would make this loop spin: the
             # failure is logged and the poll interval waited out instead.
@@ -366,7 +378,7 @@ class Worker(Leases):
                 self.spec.stop_timeout,
                 len(tasks),
             )
-            await _first_of(asyncio.wait(tasks, timeout=self.spec.stop_timeout), self._force.wait())
+            await first_of(asyncio.wait(tasks, timeout=self.spec.stop_timeout), self._force.wait())
         for running in list(self._running.values()):
             running.cancel_reason = "stop"
             if running.task:
@@ -484,17 +496,3 @@ class Worker(Leases):
         log.info("%s received: %s", signal.Signals(signum).name, "stopping now" if at_once else
                  "stopping after running jobs (send again to stop at once)")  # fmt: skip
         self.stop(now=at_once)
-
-
-async def _first_of(*waits: Awaitable[Any]) -> Exception | None:
-    """Wait until the first of `waits` is done, then cancel the others. Returns the error
-    of a wait that failed, if the first to finish did."""
-    tasks = [asyncio.ensure_future(wait) for wait in waits]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    errors = [task.exception() for task in done if not task.cancelled()]
-    return next((error for error in errors if isinstance(error, Exception)), None)

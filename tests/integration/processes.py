@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol, TypeVar
 
+from conveyor import Registry
 from tests.backends import amqp as amqp_backend
 from tests.backends import mysql as mysql_backend
 from tests.backends import postgres as postgres_backend
@@ -139,6 +140,26 @@ async def clean_backend(kind: str, prefix: str) -> None:
         await mysql_backend.drop_tables(prefix)
     elif kind == "amqp":
         await amqp_backend.delete_prefix(prefix, {"q"})
+
+
+class HasRegistry(Protocol):
+    registry: Registry
+
+
+A = TypeVar("A", bound=HasRegistry)
+
+
+@contextmanager
+def app_on(kind: str, folder: Path, make: Callable[[Path, str], A]) -> Iterator[A]:
+    """The app `make(folder, url)` makes on a backend of `kind` of its own (`backend_of`); its
+    registry closed and the backend cleaned at exit."""
+    url, prefix = backend_of(kind, folder)
+    made = make(folder, url)
+    try:
+        yield made
+    finally:
+        made.registry.blocking.close()
+        asyncio.run(clean_backend(kind, prefix))
 
 
 def run_cli(

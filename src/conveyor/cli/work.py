@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
+import os
 import signal
+import sys
+from types import FrameType
 
 import click
 
+from conveyor import health
 from conveyor.cli.app import app_option, fail, load_app, run
 from conveyor.collector import tune_for_work
 from conveyor.loop import LOOPS
@@ -64,6 +69,17 @@ from conveyor.worker import Worker, log
     "--metrics-host", default="127.0.0.1", show_default=True, help="Where --metrics-port listens."
 )
 @click.option(
+    "--health-port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    metavar="PORT",
+    help="Answer probes on http://HOST:PORT/health (200 while this process answers) and "
+    "/ready (200 while its workers work, else 503).",
+)
+@click.option(
+    "--health-host", default="127.0.0.1", show_default=True, help="Where --health-port listens."
+)
+@click.option(
     "--loop",
     type=click.Choice(LOOPS),
     default=LOOPS[0],
@@ -80,6 +96,8 @@ def work(
     queues: str | None,
     metrics_port: int | None,
     metrics_host: str,
+    health_port: int | None,
+    health_host: str,
     loop: str,
 ) -> None:
     """Run each WORKER, all in this process, until SIGTERM/SIGINT (a second signal stops at
@@ -87,7 +105,27 @@ def work(
     only worker. It also pushes the ticks of the schedules of its queues, unless
     --no-schedules or --burst. Exit status 1, with a line naming the jobs, when a stop cut
     running jobs short or could not write a job's outcome."""
-    registry = load_app(app, output=False)  # a worker's app logs where it chose
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # What handlers print reaches a pipe (a container's log collector) line by line,
+        # not a block at a time (Python's default off a terminal): at exit, or lost to SIGKILL.
+        sys.stdout.reconfigure(line_buffering=True)
+    if os.getpid() == 1:
+        log.warning(
+            "running as PID 1 (a container's first process): processes your handlers leave"
+            " behind (`cmd &`, a daemon) are never reaped and stay zombies; run conveyor under"
+            " an init: tini, docker run --init (docs/deploying.md)"
+        )
+    # Until the workers' own handlers are in place: as PID 1 (a container's process) the
+    # kernel drops a signal nothing handles, so a SIGTERM while the app loads went unseen.
+    signal.signal(signal.SIGTERM, _not_started)
+    early: list[signal.Signals] = []  # a SIGTERM after that stops the workers as they start
+    try:
+        registry = load_app(app, output=False)  # a worker's app logs where it chose
+    except _NotStarted:
+        log.info("SIGTERM received while loading the app: not started")
+        return
+    finally:
+        signal.signal(signal.SIGTERM, lambda signum, _: early.append(signal.SIGTERM))
     chosen = [q.strip() for q in queues.split(",") if q.strip()] if queues is not None else None
     if chosen == []:
         raise click.BadParameter("name at least one queue", param_hint="--queues")
@@ -106,17 +144,19 @@ def work(
             )
             for name in names
         ]
-        server = None
-        if metrics_port is not None:
-            from conveyor import metrics
-
-            server = await metrics.serve(registry, metrics_port, metrics_host)
-        for name in names:  # once nothing of the command line can fail any more
-            log.info("worker %s settings: %s", name, _provenance(registry, name, concurrency))
+        servers = []
         try:
-            return list(zip(runners, await _run_together(runners), strict=True))
+            if metrics_port is not None:
+                from conveyor import metrics
+
+                servers.append(await metrics.serve(registry, metrics_port, metrics_host))
+            if health_port is not None:
+                servers.append(await health.serve(runners, health_port, health_host))
+            for name in names:  # once nothing of the command line can fail any more
+                log.info("worker %s settings: %s", name, _provenance(registry, name, concurrency))
+            return list(zip(runners, await _run_together(runners, early), strict=True))
         finally:
-            if server is not None:
+            for server in servers:
                 server.close()
                 await server.wait_closed()
 
@@ -143,9 +183,19 @@ def _provenance(registry: Registry, name: str, concurrency: int | None) -> str:
     return ", ".join(f"{key} {value} ({source})" for key, (value, source) in shown.items())
 
 
-async def _run_together(runners: list[Worker]) -> list[Stopped]:
+class _NotStarted(BaseException):
+    """SIGTERM came while the app loaded (a BaseException: the app's `except Exception` and
+    load_app's own handling let it through)."""
+
+
+def _not_started(signum: int, frame: FrameType | None) -> None:
+    raise _NotStarted
+
+
+async def _run_together(runners: list[Worker], early: list[signal.Signals]) -> list[Stopped]:
     """Run the workers side by side, one signal handler stopping them all; a worker that
-    fails stops the others, and its error is raised once they stopped."""
+    fails stops the others, and its error is raised once they stopped. A signal in `early`
+    (it came before the handler) stops them at once as they start."""
     loop = asyncio.get_running_loop()
     stopping = False
 
@@ -159,6 +209,8 @@ async def _run_together(runners: list[Worker]) -> list[Stopped]:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    for signum in early[:1]:
+        on_signal(signum)
     try:
         tasks = [asyncio.ensure_future(runner.run()) for runner in runners]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
