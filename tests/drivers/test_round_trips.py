@@ -1,0 +1,98 @@
+"""Round trips per call, counted through a proxy (tests.backends.proxy) in front of the real
+server: a worker's reserve, renew and settles of a whole batch cost one round trip each, as a
+single push does, whatever the batch's size. Over a link where a round trip costs a
+millisecond, every round trip more costs every batch that millisecond (docs/benchmarks.md,
+"Over a link with latency"). Counts, never times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from conveyor.drivers import driver_from_url
+from conveyor.drivers.base import Driver, Failure
+from conveyor.job import ErrorInfo
+from tests.backends import mysql, postgres, require_service
+from tests.backends.proxy import Proxy
+from tests.contract.helpers import make_job, release_of, reservation
+
+pytestmark = pytest.mark.timeout(30)
+
+#: kind -> (its tests.backends module, the real server's port, URL through the proxy's {port})
+SQL: dict[str, tuple[ModuleType, int, str]] = {
+    "postgres": (postgres, 5432, "postgresql://postgres@127.0.0.1:{port}/test?prefix={prefix}"),
+    "mysql": (mysql, 3306, "mysql://root@127.0.0.1:{port}/test?prefix={prefix}"),
+}
+
+#: Each verb's round trips are counted on the last of this many cycles: the first ones pay a
+#: round trip more, once (a new connection's set-up; psycopg preparing a statement after its
+#: fifth run costs the sixth or seventh one).
+CYCLES = 8
+
+
+@pytest.fixture(params=list(SQL))
+async def through(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Proxy, Driver]]:
+    """A proxy in front of the server, and a driver through it under a prefix of its own."""
+    backend, port, url = SQL[request.param]
+    require_service(request.param, port, backend.START)
+    prefix = backend.fresh_prefix()
+    proxy = Proxy(port)
+    await proxy.start()
+    driver = driver_from_url(url.format(port=proxy.port, prefix=prefix))
+    try:
+        await driver.open()
+        yield proxy, driver
+    finally:
+        await driver.close()
+        await proxy.close()
+        await backend.drop_tables(prefix)
+
+
+async def _counted(proxy: Proxy, call: Awaitable[Any]) -> tuple[int, Any]:
+    proxy.reset()
+    result = await call
+    return proxy.requests, result
+
+
+async def _cycle(proxy: Proxy, driver: Driver) -> dict[str, int]:
+    """Push 12 jobs, reserve 10, renew them, then ack 5, release 3 and fail 2: each verb's
+    round trips."""
+    trips: dict[str, int] = {}
+    trips["push"], _ = await _counted(proxy, driver.push(make_job()))
+    trips["push_many"], _ = await _counted(proxy, driver.push_many([make_job() for _ in range(11)]))
+    trips["reserve"], jobs = await _counted(proxy, driver.reserve(["q"], 10, 30.0, "w"))
+    assert len(jobs) == 10
+    held = [reservation(job) for job in jobs]
+    trips["renew"], renewed = await _counted(proxy, driver.renew(held, 30.0))
+    trips["ack"], acked = await _counted(proxy, driver.ack(held[:5]))
+    releases = [release_of(job) for job in jobs[5:8]]
+    trips["release"], released = await _counted(proxy, driver.release(releases))
+    error = ErrorInfo("ValueError", "no", "")
+    failures = [Failure(job.id, job.reservation or "", error) for job in jobs[8:]]
+    trips["fail"], failed = await _counted(proxy, driver.fail(failures))
+    assert (len(renewed), len(acked), len(released), len(failed)) == (10, 5, 3, 2)
+    await driver.reserve(["q"], 10, 30.0, "w")  # the released and the twelfth: out of the way
+    return trips
+
+
+async def test_a_batch_is_reserved_renewed_and_settled_in_one_round_trip_each(
+    through: tuple[Proxy, Driver],
+) -> None:
+    proxy, driver = through
+    for _ in range(CYCLES - 1):
+        await _cycle(proxy, driver)
+    trips = await _cycle(proxy, driver)
+    assert trips == {
+        "push": 1,
+        "push_many": trips["push_many"],  # below: a constant, not one per job
+        "reserve": 1,
+        "renew": 1,
+        "ack": 1,
+        "release": 1,
+        "fail": 1,
+    }
+    assert trips["push_many"] <= 4
