@@ -7,7 +7,7 @@ millisecond, every round trip more costs every batch that millisecond (docs/benc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
@@ -16,16 +16,23 @@ import pytest
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Driver, Failure
 from conveyor.job import ErrorInfo
-from tests.backends import mysql, postgres, require_service
+from tests.backends import mysql, postgres, redis, require_service
 from tests.backends.proxy import Proxy
 from tests.contract.helpers import make_job, release_of, reservation
 
 pytestmark = pytest.mark.timeout(30)
 
-#: kind -> (its tests.backends module, the real server's port, URL through the proxy's {port})
-SQL: dict[str, tuple[ModuleType, int, str]] = {
-    "postgres": (postgres, 5432, "postgresql://postgres@127.0.0.1:{port}/test?prefix={prefix}"),
-    "mysql": (mysql, 3306, "mysql://root@127.0.0.1:{port}/test?prefix={prefix}"),
+#: kind -> (its tests.backends module, the real server's port, URL through the proxy's {port},
+#: what removes a prefix's tables or keys)
+SERVERS: dict[str, tuple[ModuleType, int, str, Callable[[str], Awaitable[object]]]] = {
+    "postgres": (
+        postgres,
+        5432,
+        "postgresql://postgres@127.0.0.1:{port}/test?prefix={prefix}",
+        postgres.drop_tables,
+    ),
+    "mysql": (mysql, 3306, "mysql://root@127.0.0.1:{port}/test?prefix={prefix}", mysql.drop_tables),
+    "redis": (redis, 6379, "redis://127.0.0.1:{port}/0?prefix={prefix}", redis.delete_prefix),
 }
 
 #: Each verb's round trips are counted on the last of this many cycles: the first ones pay a
@@ -34,10 +41,10 @@ SQL: dict[str, tuple[ModuleType, int, str]] = {
 CYCLES = 8
 
 
-@pytest.fixture(params=list(SQL))
+@pytest.fixture(params=list(SERVERS))
 async def through(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Proxy, Driver]]:
     """A proxy in front of the server, and a driver through it under a prefix of its own."""
-    backend, port, url = SQL[request.param]
+    backend, port, url, remove = SERVERS[request.param]
     require_service(request.param, port, backend.START)
     prefix = backend.fresh_prefix()
     proxy = Proxy(port)
@@ -49,7 +56,7 @@ async def through(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Proxy, 
     finally:
         await driver.close()
         await proxy.close()
-        await backend.drop_tables(prefix)
+        await remove(prefix)
 
 
 async def _counted(proxy: Proxy, call: Awaitable[Any]) -> tuple[int, Any]:
