@@ -126,16 +126,21 @@ async def _pipe(
     sender = None
     if delay and writer is not None:
         sender = asyncio.create_task(_send_later(later, writer, link))
-    while data := await reader.read(65536):
-        if link.silent or writer is None:
-            continue
-        if passed is not None:
-            passed(data)
-        if sender is None:
-            writer.write(data)
-            await writer.drain()
-        else:
-            later.put_nowait((loop.time() + delay, data))
+    try:
+        while data := await reader.read(65536):
+            if link.silent or writer is None:
+                continue
+            if passed is not None:
+                passed(data)
+            if sender is None:
+                writer.write(data)
+                await writer.drain()
+            else:
+                later.put_nowait((loop.time() + delay, data))
+    except BaseException:
+        if sender is not None:
+            sender.cancel()
+        raise
     if sender is not None:
         later.put_nowait((0.0, b""))
         await sender

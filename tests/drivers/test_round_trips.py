@@ -7,16 +7,18 @@ millisecond, every round trip more costs every batch that millisecond (docs/benc
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from conveyor import Job, Registry, Worker
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Driver, Failure
 from conveyor.job import ErrorInfo
-from tests.backends import mysql, postgres, redis, require_service
+from tests.backends import eventually, mysql, postgres, redis, require_service
 from tests.backends.proxy import Proxy
 from tests.contract.helpers import make_job, release_of, reservation
 
@@ -84,6 +86,58 @@ async def _cycle(proxy: Proxy, driver: Driver) -> dict[str, int]:
     assert (len(renewed), len(acked), len(released), len(failed)) == (10, 5, 3, 2)
     await driver.reserve(["q"], 10, 30.0, "w")  # the released and the twelfth: out of the way
     return trips
+
+
+#: kind -> what the idle worker's wait sends: the request to see pass before pushing.
+WAITS = {"postgres": b"LISTEN", "mysql": b"BEGIN NOT ATOMIC", "redis": b"BLPOP"}
+
+
+@pytest.mark.parametrize("kind", list(SERVERS))
+async def test_an_idle_worker_behind_a_slow_link_wakes_for_a_push_from_elsewhere(
+    kind: str,
+) -> None:
+    # The worker's link holds each chunk 5 ms each way; the push comes from another address
+    # (no in-process wake-up, no doorbell), as from another machine. Its poll interval is
+    # longer than the test's timeout: only the driver's wake-up (LISTEN/NOTIFY, MariaDB's
+    # probe on the server, the blocking pop) can start the job.
+    backend, port, url, remove = SERVERS[kind]
+    require_service(kind, port, backend.START)
+    prefix = backend.fresh_prefix()
+    proxy = Proxy(port, delay=0.005, record=True)
+    await proxy.start()
+    registry = Registry()
+    registry.queue("q", driver=url.format(port=proxy.port, prefix=prefix), workers=["w"])
+    registry.worker("w", concurrency=1, poll_interval=60)
+    pusher = Registry()
+    pusher.queue("q", driver=url.format(port=port, prefix=prefix), workers=["w"])
+    pusher.worker("w")  # never run
+    started = asyncio.Event()
+
+    @registry.job("j")
+    async def run(job: Job[dict[str, int]]) -> None:
+        started.set()
+
+    @pusher.job("j")
+    async def never(job: Job[dict[str, int]]) -> None:
+        """Only pushed from here."""
+
+    worker = Worker(registry, "w", schedules=False)
+    task = asyncio.create_task(worker.run())
+    try:
+        await eventually(lambda: _seen(proxy, WAITS[kind]))
+        await pusher.push("q", "j", {})
+        await asyncio.wait_for(started.wait(), 20)
+    finally:
+        worker.stop()
+        await task
+        await registry.close()
+        await pusher.close()
+        await proxy.close()
+        await remove(prefix)
+
+
+async def _seen(proxy: Proxy, request: bytes) -> bool:
+    return any(request in chunk for chunk in proxy.sent or [])
 
 
 async def test_a_batch_is_reserved_renewed_and_settled_in_one_round_trip_each(
