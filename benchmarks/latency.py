@@ -12,7 +12,10 @@ Per driver and delay, printed:
   `--jobs` jobs with an empty body, jobs/s and requests per job (everything the worker wrote:
   reserve, settle, renew, stats, beats, pause reads);
 - idle: an idle worker at concurrency 1 in this process, push-to-start (median, p95) from push
-  called and from push returned, and its requests per second while nothing comes.
+  called and from push returned, and its requests per second while nothing comes; pushed
+  through the worker's own address ("here": the driver may wake its worker itself), then
+  through a second proxy ("elsewhere": another address, so no in-process wake-up and no
+  doorbell, as a push from another machine: LISTEN/NOTIFY, the blocking pop, MySQL's probe).
 Run by hand; never part of the tests. Leaves nothing behind on a server.
 """
 
@@ -28,12 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.backends: clean up
 import redis.asyncio as aioredis
 from delay_proxy import DelayProxy, delay_proxy
 
 from conveyor import Job, JobState, Registry, Worker
 from conveyor.collector import tune_for_work
 from conveyor.errors import Unsupported
+from tests.backends import amqp as amqp_server
+from tests.backends import mysql as mysql_server
+from tests.backends import postgres as postgres_server
+from tests.backends import redis as redis_server
 
 #: Each server: its port on this machine and its driver URL through the proxy's PORT.
 SERVERS = {
@@ -42,6 +50,10 @@ SERVERS = {
     "redis": (6379, "redis://127.0.0.1:{port}/0?prefix=conveyor-lat:"),
     "amqp": (5672, "amqp://guest:guest@127.0.0.1:{port}/?prefix=lat_"),
 }
+
+
+#: What can be measured, in this order.
+PARTS = ["push", "process", "idle"]
 
 
 @dataclass
@@ -118,8 +130,12 @@ async def process(
     await registry.close()
 
 
-async def idle(url: str, proxy: DelayProxy, samples: int) -> None:
+async def idle(url: str, proxy: DelayProxy, samples: int, push_url: str, where: str) -> None:
+    """An idle worker on `url`: push-to-start of pushes through `push_url` (the same address, or
+    another one: no in-process wake-up, no doorbell, as from another machine), and its
+    requests per second while nothing comes."""
     registry, starts = _registry(url, 1, None)
+    pusher, _ = _registry(push_url, 1, None)
     await _empty(registry)
     worker = Worker(registry, "w", schedules=False)
     task = asyncio.create_task(worker.run())
@@ -133,7 +149,7 @@ async def idle(url: str, proxy: DelayProxy, samples: int) -> None:
         await asyncio.sleep(0.3)
         before = len(starts)
         at = time.perf_counter()
-        await registry.push("lat", "tick", Tick(n))
+        await pusher.push("lat", "tick", Tick(n))
         back = time.perf_counter()
         while len(starts) == before:
             await asyncio.sleep(0.0001)
@@ -143,11 +159,12 @@ async def idle(url: str, proxy: DelayProxy, samples: int) -> None:
     await task
     await _empty(registry)
     await registry.close()
+    await pusher.close()
     for label, values in (("push called", called), ("push returned", returned)):
         values.sort()
         print(
-            f"  idle:      {label} -> started: median {statistics.median(values) * 1e3:.2f} ms,"
-            f" p95 {values[int(len(values) * 0.95)] * 1e3:.2f} ms"
+            f"  idle, {where}: {label} -> started: median {statistics.median(values) * 1e3:.2f}"
+            f" ms, p95 {values[int(len(values) * 0.95)] * 1e3:.2f} ms"
         )
     print(f"  idle:      {quiet:.1f} requests/s from an idle worker")
 
@@ -175,12 +192,32 @@ async def one(kind: str, delay: float, args: argparse.Namespace) -> None:
             f" {through * 1e3:.3f} ms through the proxy):",
             flush=True,
         )
-        registry, _ = _registry(url, 1, None)
-        await _empty(registry)
-        await pushes(registry, proxy, args.count, args.batch)
-        await registry.close()
-        await process(url, proxy, args.jobs, args.concurrency, args.prefetch)
-        await idle(url, proxy, args.samples)
+        if "push" in args.parts:
+            registry, _ = _registry(url, 1, None)
+            await _empty(registry)
+            await pushes(registry, proxy, args.count, args.batch)
+            await registry.close()
+        if "process" in args.parts:
+            for concurrency in args.concurrency:
+                await process(url, proxy, args.jobs, concurrency, args.prefetch)
+        if "idle" in args.parts:
+            await idle(url, proxy, args.samples, url, "pushed here")
+            with delay_proxy(upstream, delay / 1e3) as other:
+                elsewhere = template.format(port=other.port)
+                await idle(url, proxy, args.samples, elsewhere, "pushed elsewhere")
+
+
+async def remove(kind: str) -> None:
+    """Leave nothing behind on the server: the tables, keys or broker queues of the prefix."""
+    prefix = SERVERS[kind][1].partition("prefix=")[2]
+    if kind == "postgres":
+        await postgres_server.drop_tables(prefix)
+    elif kind == "mysql":
+        await mysql_server.drop_tables(prefix)
+    elif kind == "redis":
+        await redis_server.delete_prefix(prefix)
+    else:
+        await amqp_server.delete_prefix(prefix, {"lat"})
 
 
 def main() -> None:
@@ -190,14 +227,18 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000, help="single pushes")
     parser.add_argument("--batch", type=int, default=1000, help="push_many's batch")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs processed")
-    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[100])
     parser.add_argument("--prefetch", type=int, default=None)
     parser.add_argument("--samples", type=int, default=30, help="idle push-to-start samples")
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=PARTS, help="what to measure (default: all)"
+    )
     args = parser.parse_args()
     tune_for_work()
     for kind in args.kinds:
         for delay in args.delay:
             asyncio.run(one(kind, delay, args))
+        asyncio.run(remove(kind))
 
 
 if __name__ == "__main__":
