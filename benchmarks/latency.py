@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,11 +163,7 @@ async def idle(url: str, proxy: DelayProxy, samples: int, push_url: str, where: 
     await registry.close()
     await pusher.close()
     for label, values in (("push called", called), ("push returned", returned)):
-        values.sort()
-        print(
-            f"  idle, {where}: {label} -> started: median {statistics.median(values) * 1e3:.2f}"
-            f" ms, p95 {values[int(len(values) * 0.95)] * 1e3:.2f} ms"
-        )
+        print(f"  idle, {where}: {label} -> started: {_spread(values)}")
     print(f"  idle:      {quiet:.1f} requests/s from an idle worker")
 
 
@@ -207,17 +205,25 @@ async def one(kind: str, delay: float, args: argparse.Namespace) -> None:
                 await idle(url, proxy, args.samples, elsewhere, "pushed elsewhere")
 
 
+def _spread(values: list[float]) -> str:
+    """The median and the 95th percentile of `values` (seconds), in ms."""
+    ranked = sorted(values)
+    p95 = ranked[int(len(ranked) * 0.95)]
+    return f"median {statistics.median(ranked) * 1e3:.2f} ms, p95 {p95 * 1e3:.2f} ms"
+
+
+#: Each server's clean-up: what removes the tables, keys or broker queues of a prefix.
+REMOVE: dict[str, Callable[[str], Awaitable[object]]] = {
+    "postgres": postgres_server.drop_tables,
+    "mysql": mysql_server.drop_tables,
+    "redis": redis_server.delete_prefix,
+    "amqp": functools.partial(amqp_server.delete_prefix, queues={"lat"}),
+}
+
+
 async def remove(kind: str) -> None:
-    """Leave nothing behind on the server: the tables, keys or broker queues of the prefix."""
-    prefix = SERVERS[kind][1].partition("prefix=")[2]
-    if kind == "postgres":
-        await postgres_server.drop_tables(prefix)
-    elif kind == "mysql":
-        await mysql_server.drop_tables(prefix)
-    elif kind == "redis":
-        await redis_server.delete_prefix(prefix)
-    else:
-        await amqp_server.delete_prefix(prefix, {"lat"})
+    """Leave nothing behind on the server."""
+    await REMOVE[kind](SERVERS[kind][1].partition("prefix=")[2])
 
 
 def main() -> None:

@@ -3,9 +3,10 @@ the SQL driver runs its statements on, and the translation of asyncmy's errors.
 
 Statements run on connections from an `asyncmy` pool, in autocommit mode and READ COMMITTED:
 a single statement is its own transaction, and a block of several statements (see
-queries.sql) or a `transaction` runs inside BEGIN ... COMMIT. READ COMMITTED because
-InnoDB's REPEATABLE READ would keep next-key (gap) locks on every index range a locking read
-scans, so concurrent reserves and settles would deadlock far more often. A `transaction` may
+queries.sql) or a `transaction` runs inside BEGIN ... COMMIT; a block goes as one text, BEGIN
+and COMMIT with it, in one round trip (`in_one_trip`). READ COMMITTED because InnoDB's
+REPEATABLE READ would keep next-key (gap) locks on every index range a locking read scans, so
+concurrent reserves and settles would deadlock far more often. A `transaction` or a block may
 ask for another level for itself: the driver's reserves behind a backlog (see MysqlDriver).
 
 A transaction the server chose as a deadlock victim (1213) was rolled back whole: it is run
