@@ -1,9 +1,11 @@
 """A TCP proxy in front of a local server, for tests of a server that goes away and comes
-back, or goes silent, while the real server, shared with other tests, is never touched."""
+back, or goes silent, or sits a round trip away, while the real server, shared with other
+tests, is never touched."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -28,8 +30,17 @@ class Proxy:
     that went silent, as behind a failed NAT gateway or firewall), while the real server,
     shared with other tests, is never touched."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, *, delay: float = 0.0, record: bool = False) -> None:
         self.upstream_port = upstream_port
+        #: Seconds each chunk is held, each way (in order, never one behind another's wait).
+        #: The event loop's timers round it up to the millisecond: for counts, not timings
+        #: (benchmarks/delay_proxy.py delays precisely).
+        self.delay = delay
+        #: Chunks passed from clients to the server: requests, one round trip each (a few
+        #: written at once may arrive as one chunk: they cost one round trip too).
+        self.requests = 0
+        #: With `record`, those chunks themselves, in order (`reset()` forgets them).
+        self.sent: list[bytes] | None = [] if record else None
         self.port = 0
         #: Connections accepted while new ones were swallowed.
         self.swallowed = 0
@@ -61,6 +72,17 @@ class Proxy:
             link.silent = True
         self._swallow_until = asyncio.get_running_loop().time() + new_for
 
+    def reset(self) -> None:
+        """Count (and record) from zero."""
+        self.requests = 0
+        if self.sent is not None:
+            self.sent.clear()
+
+    def _request(self, data: bytes) -> None:
+        self.requests += 1
+        if self.sent is not None:
+            self.sent.append(data)
+
     async def close(self) -> None:
         """Stop listening and close every connection, blackholed ones included."""
         await self.cut()
@@ -80,8 +102,8 @@ class Proxy:
                 "127.0.0.1", self.upstream_port
             )
             await asyncio.gather(
-                _pipe(reader, link.upstream, link),
-                _pipe(upstream_reader, writer, link),
+                _pipe(reader, link.upstream, link, self.delay, self._request),
+                _pipe(upstream_reader, writer, link, self.delay),
                 return_exceptions=True,
             )
         finally:
@@ -90,15 +112,51 @@ class Proxy:
 
 
 async def _pipe(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None, link: _Link
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter | None,
+    link: _Link,
+    delay: float = 0.0,
+    passed: Callable[[bytes], None] | None = None,
 ) -> None:
     """Copy until end of stream, dropping what arrives once the link is silent. A silent link
     passes no close on: the other side stays open (until it closes itself, or `cut`), as
-    behind a blackhole."""
-    while data := await reader.read(65536):
-        if link.silent or writer is None:
-            continue
-        writer.write(data)
-        await writer.drain()
+    behind a blackhole. With `delay`, each chunk leaves `delay` seconds after it came."""
+    loop = asyncio.get_running_loop()
+    later: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+    sender = None
+    if delay and writer is not None:
+        sender = asyncio.create_task(_send_later(later, writer, link))
+    try:
+        while data := await reader.read(65536):
+            if link.silent or writer is None:
+                continue
+            if passed is not None:
+                passed(data)
+            if sender is None:
+                writer.write(data)
+                await writer.drain()
+            else:
+                later.put_nowait((loop.time() + delay, data))
+    except BaseException:
+        if sender is not None:
+            sender.cancel()
+        raise
+    if sender is not None:
+        later.put_nowait((0.0, b""))
+        await sender
     if writer is not None and not link.silent:
         writer.transport.abort()
+
+
+async def _send_later(
+    later: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter, link: _Link
+) -> None:
+    """Write each chunk once it is due: they come due in the order they came, so a chunk that
+    came while the one before waited leaves right after it, never a whole delay later."""
+    loop = asyncio.get_running_loop()
+    while (item := await later.get())[1]:
+        due, data = item
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        if not link.silent:
+            writer.write(data)
+            await writer.drain()

@@ -1262,20 +1262,20 @@ async def test_reserves_behind_a_backlog_run_at_repeatable_read(
     driver = await drivers.open()
     await driver.push_many([make_job() for _ in range(5)])
     levels: list[object] = []
-    transaction = driver._conn.transaction
+    in_one_trip = driver._conn.in_one_trip
 
-    async def noted(work: Any, **options: Any) -> Any:
-        levels.append(options.get("isolation"))
-        return await transaction(work, **options)
+    async def noted(query: Query, params: Any, isolation: Any = "READ COMMITTED") -> Any:
+        levels.append(isolation)
+        return await in_one_trip(query, params, isolation)
 
-    monkeypatch.setattr(driver._conn, "transaction", noted)
+    monkeypatch.setattr(driver._conn, "in_one_trip", noted)
 
     taken = [len(await driver.reserve(["q"], 2, 30.0, "w")) for _ in range(4)]
 
     # The first reserve knows of no backlog; the second and third follow a full batch; the
     # fourth follows the third's short one.
     assert taken == [2, 2, 1, 0]
-    assert levels == ["REPEATABLE READ", "REPEATABLE READ"]
+    assert levels == ["READ COMMITTED", "REPEATABLE READ", "REPEATABLE READ", "READ COMMITTED"]
     assert (await driver.counts(["q"]))["q"].reserved == 5
 
 

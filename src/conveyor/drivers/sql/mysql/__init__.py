@@ -209,9 +209,7 @@ class MysqlDriver(SqlDriver):
             return await super()._reserve_rows(params)
         connection, query = await self._ready(), self._queries["reserve"]
         assert isinstance(connection, MysqlConnection)
-        return await connection.transaction(
-            lambda tx: tx.fetch(query, params), isolation="REPEATABLE READ"
-        )
+        return (await connection.in_one_trip(query, params, "REPEATABLE READ"))[0]
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return when this instance pushed, when a job may be due in `queues` (pushed by

@@ -3,9 +3,10 @@ the SQL driver runs its statements on, and the translation of asyncmy's errors.
 
 Statements run on connections from an `asyncmy` pool, in autocommit mode and READ COMMITTED:
 a single statement is its own transaction, and a block of several statements (see
-queries.sql) or a `transaction` runs inside BEGIN ... COMMIT. READ COMMITTED because
-InnoDB's REPEATABLE READ would keep next-key (gap) locks on every index range a locking read
-scans, so concurrent reserves and settles would deadlock far more often. A `transaction` may
+queries.sql) or a `transaction` runs inside BEGIN ... COMMIT; a block goes as one text, BEGIN
+and COMMIT with it, in one round trip (`in_one_trip`). READ COMMITTED because InnoDB's
+REPEATABLE READ would keep next-key (gap) locks on every index range a locking read scans, so
+concurrent reserves and settles would deadlock far more often. A `transaction` or a block may
 ask for another level for itself: the driver's reserves behind a backlog (see MysqlDriver).
 
 A transaction the server chose as a deadlock victim (1213) was rolled back whole: it is run
@@ -52,6 +53,7 @@ from conveyor.drivers.sql.mysql.session import (
     QuietCursor,
     Session,
     failing,
+    roll_back,
     statements,
     sync_client,
 )
@@ -131,13 +133,26 @@ class MysqlConnection:
 
     async def fetch(self, query: Query, params: Params) -> list[Row]:
         """Run one block and return the rows of its last statement that returns rows."""
+        if _several(query):
+            return (await self.in_one_trip(query, params))[0]
         work = functools.partial(_fetch, query=query, params=params)
-        return await self._pooled(query.name, work, _isolation(query))
+        return await self._pooled(query.name, work, None)
 
     async def execute(self, query: Query, params: Params) -> int:
         """Run one block and return how many rows its last statement changed."""
+        if _several(query):
+            return (await self.in_one_trip(query, params))[1]
         work = functools.partial(_execute, query=query, params=params)
-        return await self._pooled(query.name, work, _isolation(query))
+        return await self._pooled(query.name, work, None)
+
+    async def in_one_trip(
+        self, query: Query, params: Params, isolation: Isolation = SESSION_ISOLATION
+    ) -> tuple[list[Row], int]:
+        """Run a block of several statements as one transaction at `isolation`, in one round
+        trip (Session.in_one_trip); its rows and row count, as fetch and execute."""
+        level = None if isolation == SESSION_ISOLATION else isolation
+        work = functools.partial(_in_one_trip, query=query, params=params, isolation=level)
+        return await self._pooled(query.name, work, None)
 
     async def script(self, sql: str) -> None:
         """Run several parameterless statements, such as a migration file."""
@@ -263,7 +278,7 @@ async def _in_transaction(
         with failing("COMMIT"):
             await connection.commit()
     except BaseException:
-        await _roll_back(connection)
+        await roll_back(connection)
         raise
     return result
 
@@ -315,14 +330,6 @@ def _borrowed(connection: object) -> SqlTransaction:
     )
 
 
-async def _roll_back(connection: Connection) -> None:
-    """ROLLBACK, if the connection still works; a broken one is thrown away anyway."""
-    try:
-        await connection.rollback()
-    except (MySQLError, OSError, EOFError):
-        connection.close()
-
-
 async def _release_named_locks(connection: Connection, timeout: float) -> bool:
     """Release the session's named locks (the migration lock), so they end with the
     transaction that took them; False if the connection failed meanwhile."""
@@ -352,10 +359,17 @@ async def _script(session: SqlTransaction, *, sql: str) -> None:
     await session.script(sql)
 
 
-def _isolation(query: Query) -> Isolation | None:
-    """None for a block of one statement, its own transaction; else the session's level, for
-    the transaction a block of several needs."""
-    return SESSION_ISOLATION if len(statements(query.sql)) > 1 else None
+async def _in_one_trip(
+    session: SqlTransaction, *, query: Query, params: Params, isolation: Isolation | None
+) -> tuple[list[Row], int]:
+    assert isinstance(session, Session)  # a pooled connection's (`_attempt`)
+    return await session.in_one_trip(query, params, isolation)
+
+
+def _several(query: Query) -> bool:
+    """True for a block of several statements, which need a transaction of their own; a
+    single statement is its own."""
+    return len(statements(query.sql)) > 1
 
 
 def _server_version(text: str) -> tuple[str, tuple[int, ...]]:

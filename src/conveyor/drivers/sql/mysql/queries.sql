@@ -13,6 +13,8 @@
 -- A block may hold several statements, each ending with ';' at the end of a line. The adapter
 -- runs them in order in ONE transaction (the caller's, if a transaction is open) and returns
 -- the rows of the last statement that returns rows, or the row count of the last statement.
+-- On the driver's own connections the block goes to the server as one text, BEGIN and COMMIT
+-- with it: one round trip, whatever the number of statements.
 -- This stands in for UPDATE ... RETURNING, which neither server has: a settle statement first
 -- locks the rows its fence matches (SELECT ... FOR UPDATE, whose rows are the answer), then
 -- changes exactly those; no other transaction can change them in between.
