@@ -9,40 +9,16 @@ broker is the one on 127.0.0.1:5672, under a random name prefix deleted afterwar
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from conveyor.drivers.amqp import AmqpDriver
 from conveyor.errors import DriverError
-from tests.backends import require_service
-from tests.backends.amqp import START, URL, delete_prefix, fresh_prefix
 from tests.contract.helpers import make_job
+from tests.drivers.test_amqp import LONG_LEASE, Make, make
 
-LONG_LEASE = 30.0
-
-Make = Callable[[], Awaitable[AmqpDriver]]
-
-
-@pytest.fixture
-async def make() -> AsyncIterator[Make]:
-    """Opened drivers on one fresh prefix; closed, and their queues deleted, at the end."""
-    require_service("amqp", 5672, START)
-    prefix = fresh_prefix()
-    made: list[AmqpDriver] = []
-
-    async def open_driver() -> AmqpDriver:
-        driver = AmqpDriver(URL, prefix=prefix)
-        made.append(driver)
-        await driver.open()
-        return driver
-
-    yield open_driver
-    for driver in made:
-        await driver.close()
-    queues = set().union(*(driver.declared() for driver in made))
-    await delete_prefix(prefix, queues, [driver.alone_queue() for driver in made])
+__all__ = ["make"]  # the fixture, used by name
 
 
 def writes(driver: AmqpDriver, monkeypatch: pytest.MonkeyPatch) -> list[object]:
