@@ -127,3 +127,35 @@ async def test_counts_of_a_queue_deleted_behind_the_driver_declare_it_anew(make:
     await publisher.queue_delete(driver.names.work("q0"))
     counted = await driver.counts(["q0", "q1"])
     assert (counted["q0"].pending, counted["q1"].pending) == (0, 1)
+
+
+async def test_a_cancelled_call_leaves_no_reply_to_answer_the_next_one(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker stopping cancels a reserve while the broker's replies are on their way: they
+    are read and dropped, and the channel serves on. Before, the channel was closed, with the
+    replies still due in the way of the next call (which read them as its own)."""
+    driver = await make()
+    queues = [f"q{n}" for n in range(20)]
+    await driver.push(make_job("q5"))
+    await driver.counts(queues)  # all declared
+    publisher, _ = await driver._channels()
+    written = asyncio.Event()
+    assert driver._connection is not None
+    queue: asyncio.Queue[Any] = driver._connection.write_queue  # type: ignore[attr-defined]
+    put_nowait = queue.put_nowait
+
+    def noted(item: object) -> None:
+        put_nowait(item)
+        written.set()
+
+    monkeypatch.setattr(queue, "put_nowait", noted)
+    counting = asyncio.create_task(driver.counts(queues))
+    await written.wait()
+    counting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await counting
+    counted = await driver.counts(["q5", "q6"])
+
+    assert (counted["q5"].pending, counted["q6"].pending) == (1, 0)
+    assert (await driver._channels())[0] is publisher

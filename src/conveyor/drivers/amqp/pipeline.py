@@ -59,12 +59,40 @@ async def _rpc_all(
                 if reply.name not in method.valid_responses:
                     raise aiormq.exceptions.InvalidFrameError(reply)
                 replies.append(reply)
+        except asyncio.CancelledError:
+            # Cancelled (a worker stopping), or thrown the reason of a channel that closed.
+            # The replies still due would answer later calls: read and dropped here, before
+            # another call goes out (aiormq closes a channel whose call was cancelled).
+            if not channel.is_closed:
+                await _drain(channel, len(answered) - len(replies), timeout)
+            raise
         except BaseException:
-            if not channel.is_closed and len(replies) < len(answered):
-                close = spec.Channel.Close(
-                    reply_code=504, reply_text="calls went unanswered", class_id=0, method_id=0
-                )
-                with contextlib.suppress(asyncio.QueueFull):
-                    channel.write_queue.put_nowait(ChannelFrame.marshall(channel.number, [close]))
+            _close(channel)  # the broker went silent, or answered out of turn
             raise
     return replies
+
+
+async def _drain(channel: aiormq.Channel, left: int, timeout: float) -> None:
+    """Read and drop `left` replies; the channel is closed if they do not come in time."""
+    try:
+        async with asyncio.timeout(timeout):
+            for _ in range(left):
+                await channel.rpc_frames.get()
+                channel.rpc_frames.task_done()
+    except TimeoutError:
+        _close(channel)
+    except BaseException:
+        _close(channel)
+        raise
+
+
+def _close(channel: aiormq.Channel) -> None:
+    """Ask the broker to close the channel, whose replies no longer match its calls: aiormq
+    closes it at the broker's answer, which rejects every call waiting on it."""
+    if channel.is_closed:
+        return
+    close = spec.Channel.Close(
+        reply_code=504, reply_text="replies out of turn", class_id=0, method_id=0
+    )
+    with contextlib.suppress(asyncio.QueueFull):
+        channel.write_queue.put_nowait(ChannelFrame.marshall(channel.number, [close]))
