@@ -174,13 +174,13 @@ async def test_reserve_hands_out_what_was_sent_highest_priority_first(make: Make
 
 
 def queues_asked(driver: AmqpDriver, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The queues the driver asks what they sent (`_catch_up`, a round trip each), in order."""
+    """The queues the driver asks what they sent (`_catch_up`), in order."""
     asked: list[str] = []
     catch_up = driver._catch_up
 
-    async def counted(queue: str, *args: Any) -> None:
-        asked.append(queue)
-        await catch_up(queue, *args)
+    async def counted(queues: list[str], *args: Any) -> None:
+        asked.extend(queues)
+        await catch_up(queues, *args)
 
     monkeypatch.setattr(driver, "_catch_up", counted)
     return asked

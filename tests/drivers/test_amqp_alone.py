@@ -158,7 +158,7 @@ async def test_a_charge_that_fails_loses_neither_it_nor_the_jobs_reserved_beside
 
 async def _sent(driver: AmqpDriver) -> None:
     """Consume queue q (5 slots) and wait for a delivery, not handed out (a worker's prefetch)."""
-    await driver._consume("q", 5)
+    await driver._consume_all({"q": 5})
     deadline = time.monotonic() + 10
     while driver._ready_count("q") < 1:
         assert time.monotonic() < deadline, "nothing was sent"

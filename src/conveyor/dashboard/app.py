@@ -17,6 +17,7 @@ text.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hmac
@@ -65,9 +66,24 @@ TOKEN_COOKIE = "conveyor_token"
 _TOKEN_IN_QUERY = re.compile(r"([?&](?:t|%74)(?:o|%6f)(?:k|%6b)(?:e|%65)(?:n|%6e)=)[^&\s]*", re.I)
 #: Minutes of throughput the queues page draws, as bars (one a minute) of the backend's counts.
 HISTORY_MINUTES = 60
+#: Throughput reads the queues page keeps in flight at once: their round trips overlap, and
+#: the backends' pools keep room for the workers a web app may host beside the dashboard.
+READS_AT_ONCE = 8
 #: The POST actions, by what they act on (conveyor.dashboard.actions.perform does them).
 ACTIONS = {"jobs": ("retry", "cancel", "delete"),
            "queues": ("pause", "resume", "retry-failed", "purge-failed")}  # fmt: skip
+
+
+async def _charts(registry: RegistryCore, queues: list[str]) -> dict[str, dict[str, Any]]:
+    """Each queue's chart of its last hour, READS_AT_ONCE throughput reads at a time (one
+    queue after another, 300 queues took 0.5 s on redis)."""
+    slots = asyncio.Semaphore(READS_AT_ONCE)
+
+    async def chart(queue: str) -> dict[str, Any]:
+        async with slots:
+            return _chart(await registry.throughput(queue, HISTORY_MINUTES))
+
+    return dict(zip(queues, await asyncio.gather(*map(chart, queues)), strict=True))
 
 
 def _chart(counted: Throughput | None, width: int = 240, height: int = 40) -> dict[str, Any]:
@@ -128,7 +144,7 @@ def create_app(
         seen = await registry.overview()  # a backend down: its queues say so, the rest show
         if seen.down and not seen.counts:
             raise BackendUnavailableError(next(iter(seen.down.values())))  # 503: none answered
-        charts = {q: _chart(await registry.throughput(q, HISTORY_MINUTES)) for q in seen.counts}
+        charts = await _charts(registry, list(seen.counts))
         return render(
             request, "queues.html", queues=seen.counts, paused=seen.paused, down=seen.down,
             controlled=seen.controlled, workers=seen.alive, charts=charts, now=time.time(),

@@ -20,11 +20,12 @@ from pamqp import commands as spec
 from conveyor.drivers import KIND_URL_ENV
 from conveyor.drivers.amqp.connection import Edge, Settings, parse_url
 from conveyor.drivers.amqp.intake import Delivery, SplittingReader, SplittingTransport, delivery_of
+from conveyor.drivers.amqp.pipeline import rpc_all
 from conveyor.drivers.amqp.topology import (
     Names,
     amqp_priority,
     declare_delays,
-    declare_queue,
+    declare_queues,
     delay_key,
     delay_ms,
     given_back,
@@ -42,14 +43,6 @@ DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 URL_ENV = KIND_URL_ENV["amqp"]
 #: The most messages one browse of a failed queue reads (list, retry, purge, prune).
 BROWSE_LIMIT = 100_000
-#: The largest prefetch count AMQP can express.
-MAX_PREFETCH = 65_535
-
-#: How long a reserve that found nothing waits for a delivery while the queue holds messages
-#: ready (see AmqpChannels._catch_up), and how often it looks meanwhile.
-CATCH_UP = 0.25
-CATCH_UP_STEP = 0.001
-
 #: How RabbitMQ says why it closed a channel on a message past its max_message_size.
 _TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 
@@ -72,7 +65,7 @@ class Held:
 
 class AmqpChannels(LocalWorkerRecords):
     """One connection: a confirming channel that publishes and declares, and an intake
-    channel whose consumers receive the work queues' messages (see `_consume`)."""
+    channel whose consumers receive the work queues' messages (see AmqpDriver._consume_all)."""
 
     def __init__(
         self, url: str = "", *, prefix: str | None = None, timeout: float | None = None
@@ -186,12 +179,19 @@ class AmqpChannels(LocalWorkerRecords):
 
     async def _queue(self, queue: str) -> AbstractChannel:
         """The publishing channel, once `queue`'s broker queues are declared."""
+        return await self._queues([queue])
+
+    async def _queues(self, queues: Iterable[str]) -> AbstractChannel:
+        """The publishing channel, once the broker queues of every one of `queues` are
+        declared: those not declared on this connection yet, all in one round trip."""
         publisher, _ = await self._channels()
-        if queue not in self._declared:
-            with self._edge(f"declaring queue {queue!r}"):
-                await declare_queue(publisher, self.names, queue, self.timeout)
-            self._declared.add(queue)
-            self._ever_declared.add(queue)
+        new = [queue for queue in dict.fromkeys(queues) if queue not in self._declared]
+        if new:
+            more = f" and {len(new) - 1} more" if len(new) > 1 else ""
+            with self._edge(f"declaring queue {new[0]!r}{more}"):
+                await declare_queues(publisher, self.names, new, self.timeout)
+            self._declared.update(new)
+            self._ever_declared.update(new)
         return publisher
 
     async def migrate(self) -> None:
@@ -215,46 +215,18 @@ class AmqpChannels(LocalWorkerRecords):
         disk: a returned push survives a crash of the broker or its machine."""
         return "persistent, confirmed"
 
-    # -- intake: consumers with a prefetch no larger than the free slots ----------------------
-
-    async def _consume(self, queue: str, slots: int) -> AbstractChannel:
-        """The intake channel, once it consumes `queue` with a prefetch of at least `slots`
-        (the deliveries this driver holds of it plus the free slots a reserve asks for).
-
-        A prefetch only rises, by adding a consumer for the difference: cancelling one would
-        leave what it was sent unacknowledged and unseen. The broker sends a consumer no
-        more than its prefetch unacknowledged, so what waits here beside what runs is at
-        most the free slots, plus the finished jobs whose acks are on their way: of each
-        queue, for a worker serving several (a prefetch shared by a channel's consumers,
-        global QoS, is deprecated in RabbitMQ and refused from 4.3)."""
-        await self._queue(queue)
-        _, intake = await self._channels()
-        had = self._prefetch.get(queue, 0)
-        wanted = min(MAX_PREFETCH, slots)
-        if wanted > had:
-            # The tag is chosen here and known before the broker's first delivery to it.
-            tag = f"conveyor.{self._id}.{self._generation}.{len(self._consumers)}"
-            self._consumers[tag] = queue
-            with self._edge("consuming"), self._declared_anew_if_missing(queue):
-                await intake.basic_qos(prefetch_count=wanted - had, timeout=self.timeout)
-                await intake.basic_consume(
-                    self.names.work(queue),
-                    self._fallback(intake),
-                    consumer_tag=tag,
-                    timeout=self.timeout,
-                )
-            self._prefetch[queue] = wanted
-        return intake
+    # -- intake: what the consumers were sent -----------------------------------------------
 
     @contextlib.contextmanager
-    def _declared_anew_if_missing(self, queue: str) -> Iterator[None]:
-        """Let the next call declare `queue` anew when the broker says it has no such queue:
-        deleted behind this driver (before its consumer was made: no cancel said so), it was
-        refused at every reserve, or every read of its failed jobs, for ever."""
+    def _declared_anew_if_missing(self, *queues: str) -> Iterator[None]:
+        """Let the next call declare `queues` anew when the broker says it has no such queue
+        (one of them, when several went together): deleted behind this driver (before its
+        consumer was made: no cancel said so), it was refused at every reserve, or every
+        read of its failed jobs, for ever."""
         try:
             yield
         except aiormq.exceptions.ChannelNotFoundEntity:
-            self._declared.discard(queue)
+            self._declared.difference_update(queues)
             raise
 
     def _cancelled(self, cancel: spec.Basic.Cancel) -> None:
@@ -313,27 +285,6 @@ class AmqpChannels(LocalWorkerRecords):
 
         return fallback
 
-    async def _catch_up(self, queue: str, intake: AbstractChannel) -> None:
-        """Return once every message the queue sent the intake channel so far is in `_ready`:
-        the queue answers a declare after the deliveries it sent before it, in order.
-
-        Not always the delivery an ack makes room for: the broker frees a consumer's prefetch
-        in a process of its own, and the declare's answer can overtake that delivery (seen
-        under load: a reserve right after an ack found nothing while the queue held jobs). So
-        while none has come and the queue still holds messages ready, wait for one, up to
-        CATCH_UP seconds (another consumer may take them)."""
-        with self._edge("a reserve"), self._declared_anew_if_missing(queue):
-            declared = await intake.queue_declare(
-                self.names.work(queue), passive=True, timeout=self.timeout
-            )
-        await asyncio.sleep(0)  # the receivers of those deliveries run first
-        if not declared.message_count:
-            return
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + min(CATCH_UP, self.timeout)
-        while not self._ready.get(queue) and loop.time() < give_up:
-            await asyncio.sleep(CATCH_UP_STEP)
-
     def _ready_count(self, queue: str) -> int:
         return len(self._ready.get(queue, ()))
 
@@ -359,9 +310,10 @@ class AmqpChannels(LocalWorkerRecords):
         if intake is None or intake.is_closed:
             return
         # Cancelled first: what the queue sent before the cancel arrives before its answer.
+        # All in one round trip (a cancel at a time: 0.26 s to stop a worker on 300 queues).
+        cancels = [spec.Basic.Cancel(consumer_tag=tag) for tag in self._consumers]
         with self._edge("giving back prefetched jobs"):
-            for tag in self._consumers:
-                await intake.basic_cancel(tag, timeout=self.timeout)
+            await rpc_all(intake, cancels, self.timeout)
         self._consumers.clear()
         self._prefetch.clear()
         await asyncio.sleep(0)

@@ -7,7 +7,7 @@ long as its channel lives, and a token (this driver, its connection, the channel
 tag) settles it only there.
 
 The consumers' prefetch is what the driver holds of a queue plus the free slots a reserve asks
-for, and only rises (see AmqpChannels._consume), so little waits here that another worker
+for, and only rises (see AmqpDriver._consume_all), so little waits here that another worker
 could have run. What was sent but never handed out would come back marked redelivered if the
 channel closed, which conveyor counts as a rescue: at `close` the driver cancels its
 consumers and gives those back as fresh copies instead (`_give_back_ready`). Should the
@@ -44,12 +44,15 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import aiormq
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp import commands as spec
+from pamqp.base import Frame
 
 from conveyor.drivers.amqp.channels import Held
 from conveyor.drivers.amqp.inspection import AmqpInspection, foreign_record, parse_record
 from conveyor.drivers.amqp.intake import Delivery, delivery_of
+from conveyor.drivers.amqp.pipeline import rpc_all
 from conveyor.drivers.amqp.topology import (
     MAX_DELAY_MS,
     amqp_priority,
@@ -65,6 +68,13 @@ from conveyor.errors import DriverError
 from conveyor.job import JobInfo, JobState, NewJob
 
 __all__ = ["AmqpDriver"]
+
+#: The largest prefetch count AMQP can express.
+MAX_PREFETCH = 65_535
+#: How long a reserve that found nothing waits for a delivery while a queue holds messages
+#: ready (see AmqpDriver._catch_up), and how often it looks meanwhile.
+CATCH_UP = 0.25
+CATCH_UP_STEP = 0.001
 
 
 class AmqpDriver(AmqpInspection):
@@ -114,8 +124,7 @@ class AmqpDriver(AmqpInspection):
                 "push the job nearer its time, or put its queue on another driver",
             )
         now = time.time()
-        for queue in {job.queue for job in jobs}:
-            await self._queue(queue)
+        await self._queues(job.queue for job in jobs)
         await self._publish_all(
             (self._outgoing(new_record(job, now), job.delay, job.queue) for job in jobs),
             "a push",
@@ -144,21 +153,19 @@ class AmqpDriver(AmqpInspection):
         quiet, self._quiet = self._quiet, False
         self._pushed.forget()
         holding = Counter(held.info.queue for held in self._held.values())
-        intakes: dict[str, AbstractChannel] = {}
-        raised: set[str] = set()  # consumed anew, or with a higher prefetch: sent more now
-        for queue in queues:
-            had = self._prefetch.get(queue, 0)
-            intakes[queue] = await self._consume(queue, holding[queue] + limit)
-            if self._prefetch.get(queue, 0) > had:
-                raised.add(queue)
-        arrived = sum(map(self._ready_count, intakes))
-        for queue, intake in intakes.items():
-            ready_count = self._ready_count(queue)
-            waiting = sum(map(self._ready_count, intakes))
-            if (ready_count < limit and queue in sent | raised) or (
-                not arrived and not quiet and not ready_count and waiting < limit
-            ):
-                await self._catch_up(queue, intake)
+        intake, raised = await self._consume_all({q: holding[q] + limit for q in queues})
+        intakes = dict.fromkeys(queues, intake)
+        ready = {queue: self._ready_count(queue) for queue in queues}
+        arrived = sum(ready.values())
+        await self._catch_up(
+            [
+                queue
+                for queue in intakes
+                if (ready[queue] < limit and queue in sent | raised)
+                or (not arrived and not quiet and not ready[queue])
+            ],
+            intake,
+        )
         reserved: list[JobInfo] = []
         charged: dict[str, list[tuple[Delivery, dict[str, Any]]]] = {}
         while len(reserved) < limit:
@@ -174,6 +181,71 @@ class AmqpDriver(AmqpInspection):
                 reserved.append(self._hold(queue, intakes[queue], message, record, lease, worker))
         await self._charge_all(intakes, charged, raise_error=not reserved)
         return reserved
+
+    async def _consume_all(self, slots: dict[str, int]) -> tuple[AbstractChannel, set[str]]:
+        """The intake channel, once it consumes each queue with a prefetch of at least its
+        `slots` (the deliveries this driver holds of it plus the free slots a reserve asks
+        for); and the queues consumed anew or with a higher prefetch. One round trip for all
+        (one more to declare those not declared yet): a qos per distinct prefetch added, each
+        followed by the consumes it applies to.
+
+        A prefetch only rises, by adding a consumer for the difference: cancelling one would
+        leave what it was sent unacknowledged and unseen. The broker sends a consumer no
+        more than its prefetch unacknowledged, so what waits here beside what runs is at
+        most the free slots, plus the finished jobs whose acks are on their way: of each
+        queue, for a worker serving several (a prefetch shared by a channel's consumers,
+        global QoS, is deprecated in RabbitMQ and refused from 4.3)."""
+        await self._queues(slots)
+        _, intake = await self._channels()
+        assert isinstance(intake, aiormq.Channel)  # its consumers are registered below
+        wanted = {queue: min(MAX_PREFETCH, count) for queue, count in slots.items()}
+        rising = {q: more for q, n in wanted.items() if (more := n - self._prefetch.get(q, 0)) > 0}
+        methods: list[Frame] = []
+        for more in sorted(set(rising.values())):
+            methods.append(spec.Basic.Qos(prefetch_count=more))
+            for queue in (queue for queue, added in rising.items() if added == more):
+                # The tag is chosen here and known before the broker's first delivery to it.
+                tag = f"conveyor.{self._id}.{self._generation}.{len(self._consumers)}"
+                self._consumers[tag] = queue
+                intake.consumers[tag] = self._fallback(intake)  # as aiormq's basic_consume
+                consume = spec.Basic.Consume(
+                    queue=self.names.work(queue), consumer_tag=tag, nowait=True
+                )
+                methods.append(consume)
+            consume.nowait = False  # the last one's reply says that every one before it took
+        if methods:
+            with self._edge("consuming"), self._declared_anew_if_missing(*rising):
+                await rpc_all(intake, methods, self.timeout)
+            self._prefetch.update((queue, wanted[queue]) for queue in rising)
+        return intake, set(rising)
+
+    async def _catch_up(self, queues: Sequence[str], intake: AbstractChannel) -> None:
+        """Return once every message these queues sent the intake channel so far is in
+        `_ready`: a queue answers a declare after the deliveries it sent before it, in order.
+        One round trip for all of them.
+
+        Not always the delivery an ack makes room for: the broker frees a consumer's prefetch
+        in a process of its own, and the declare's answer can overtake that delivery (seen
+        under load: a reserve right after an ack found nothing while the queue held jobs). So
+        while a queue that still holds messages ready has sent none, wait, up to CATCH_UP
+        seconds in all (another consumer may take them)."""
+        if not queues:
+            return
+        methods = [
+            spec.Queue.Declare(queue=self.names.work(queue), passive=True) for queue in queues
+        ]
+        with self._edge("a reserve"), self._declared_anew_if_missing(*queues):
+            replies = await rpc_all(intake, methods, self.timeout)
+        await asyncio.sleep(0)  # the receivers of those deliveries run first
+        holding = [
+            queue
+            for queue, reply in zip(queues, replies, strict=True)
+            if isinstance(reply, spec.Queue.DeclareOk) and reply.message_count
+        ]
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + min(CATCH_UP, self.timeout)
+        while any(not self._ready.get(queue) for queue in holding) and loop.time() < give_up:
+            await asyncio.sleep(CATCH_UP_STEP)
 
     async def _charge_all(
         self,

@@ -13,12 +13,12 @@ from pamqp import commands as spec
 
 from conveyor.drivers.amqp.channels import BROWSE_LIMIT, AmqpChannels
 from conveyor.drivers.amqp.intake import Delivery, delivery_of
-from conveyor.drivers.amqp.topology import declare_queue, parse_record
+from conveyor.drivers.amqp.pipeline import rpc_all
+from conveyor.drivers.amqp.topology import message_count, parse_record
 from conveyor.drivers.amqp.wire import ack_all
-from conveyor.drivers.base import (
-    QueueCounts,
-)
+from conveyor.drivers.base import QueueCounts
 from conveyor.drivers.record import decode_text, read_job
+from conveyor.errors import DriverError
 from conveyor.job import JobInfo, JobState
 
 __all__ = ["AmqpInspection", "foreign_record", "parse_record"]
@@ -38,12 +38,17 @@ class AmqpInspection(AmqpChannels):
 
     async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
         """Pending and failed from the broker (pending: messages not delivered to anyone);
-        reserved: what this driver holds; delayed and succeeded are not known."""
+        reserved: what this driver holds; delayed and succeeded are not known. One round trip
+        for all the queues (passive declares), after one declaring those not declared yet."""
+        queues = list(dict.fromkeys(queues))
+        try:
+            counted = await self._count(queues)
+        except DriverError:
+            if self._declared.issuperset(queues):
+                raise
+            counted = await self._count(queues)  # one was deleted behind this driver: anew
         found: dict[str, QueueCounts] = {}
-        for queue in queues:
-            publisher = await self._queue(queue)
-            with self._edge("counting jobs"):
-                pending, failed = await declare_queue(publisher, self.names, queue, self.timeout)
+        for queue, (pending, failed) in counted.items():
             held = sum(
                 1
                 for item in self._held.values()
@@ -53,6 +58,19 @@ class AmqpInspection(AmqpChannels):
             pending += self._ready_count(queue)
             found[queue] = QueueCounts(pending=pending, reserved=held, failed=failed)
         return found
+
+    async def _count(self, queues: list[str]) -> dict[str, tuple[int, int]]:
+        """Each queue's ready messages, work and failed."""
+        publisher = await self._queues(queues)
+        names = [
+            name for queue in queues for name in (self.names.work(queue), self.names.failed(queue))
+        ]
+        asked = [spec.Queue.Declare(queue=name, passive=True) for name in names]
+        with self._edge("counting jobs"), self._declared_anew_if_missing(*queues):
+            replies = iter(await rpc_all(publisher, asked, self.timeout))
+        return {
+            queue: (message_count(next(replies)), message_count(next(replies))) for queue in queues
+        }
 
     async def list_jobs(
         self,

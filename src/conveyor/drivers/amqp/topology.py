@@ -32,15 +32,18 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiormq.abc import AbstractChannel
 from aiormq.exceptions import ChannelInvalidStateError
+from pamqp import commands as spec
+from pamqp.base import Frame
 from pamqp.common import Arguments
 from pydantic_core import from_json, to_json
 
 from conveyor.drivers.amqp.intake import Delivery
+from conveyor.drivers.amqp.pipeline import rpc_all
 from conveyor.job import ErrorInfo, JobState, NewJob
 
 __all__ = [
@@ -51,6 +54,7 @@ __all__ = [
     "amqp_priority",
     "delay_key",
     "given_back",
+    "message_count",
     "new_record",
     "parse_record",
     "record_body",
@@ -146,26 +150,43 @@ async def _declare_delays(channel: AbstractChannel, names: Names, timeout: float
     await channel.exchange_declare(names.delay(0), passive=True, timeout=timeout)
 
 
-async def declare_queue(
-    channel: AbstractChannel, names: Names, queue: str, timeout: float
-) -> tuple[int, int]:
-    """A conveyor queue's work and failed queues; idempotent. Returns their message counts
-    (ready messages only: a delivered, unacknowledged one is not counted)."""
-    work = await channel.queue_declare(
-        names.work(queue),
-        durable=True,
-        arguments={"x-max-priority": MAX_PRIORITY},
-        timeout=timeout,
-    )
-    failed = await channel.queue_declare(names.failed(queue), durable=True, timeout=timeout)
-    for header, value in ((ROUTE_HEADER, names.work(queue)), (QUEUE_HEADER, queue)):
-        await channel.queue_bind(
-            names.work(queue),
-            names.deliver,
+def queue_methods(names: Names, queue: str) -> list[Frame]:
+    """The declarations of a conveyor queue's work and failed queues (each answered with its
+    message count) and the work queue's bindings (no-wait: the failed queue's declaration,
+    answered after them, says they took)."""
+    work = names.work(queue)
+    binds = [
+        spec.Queue.Bind(
+            queue=work,
+            exchange=names.deliver,
             arguments={"x-match": "all", header: value},
-            timeout=timeout,
+            nowait=True,
         )
-    return work.message_count or 0, failed.message_count or 0
+        for header, value in ((ROUTE_HEADER, work), (QUEUE_HEADER, queue))
+    ]
+    arguments: Arguments = {"x-max-priority": MAX_PRIORITY}
+    return [
+        spec.Queue.Declare(queue=work, durable=True, arguments=arguments),
+        *binds,
+        spec.Queue.Declare(queue=names.failed(queue), durable=True),
+    ]
+
+
+async def declare_queues(
+    channel: AbstractChannel, names: Names, queues: Sequence[str], timeout: float
+) -> dict[str, tuple[int, int]]:
+    """Conveyor queues' work and failed queues, all in one round trip (wire.rpc_all);
+    idempotent. Returns each one's message counts, work and failed (ready messages only: a
+    delivered, unacknowledged one is not counted)."""
+    methods = [method for queue in queues for method in queue_methods(names, queue)]
+    replies = iter(await rpc_all(channel, methods, timeout))
+    return {queue: (message_count(next(replies)), message_count(next(replies))) for queue in queues}
+
+
+def message_count(reply: Frame) -> int:
+    """The message count a queue's declaration was answered with."""
+    assert isinstance(reply, spec.Queue.DeclareOk)
+    return reply.message_count or 0
 
 
 #: How long a driver's alone queue outlives its last consumer, in ms: its copy, back in the

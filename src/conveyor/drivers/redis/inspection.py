@@ -253,21 +253,18 @@ class JobInspection(RedisClient):
             start = "(" + chunk[-1]
 
     async def throughput(self, queue: str, minutes: int = 60) -> Throughput:
-        """One ZCOUNT per state and minute on the sets of finished jobs (scored by finish
-        time), all in one round trip after the server's TIME: nothing is kept for it."""
-        start = Throughput.start_at(await self._now(), minutes)
+        """One script (lua/throughput.lua) counts the sets of finished jobs (scored by finish
+        time) per state and minute on the server, by its TIME: nothing is kept for it."""
         keys = self.keys(queue)
         batch = Batch()
-        states = ("succeeded", "failed")
-        for state in states:
-            for minute in range(minutes):
-                low = start + 60 * minute
-                batch.command("ZCOUNT", getattr(keys, state), repr(low), f"({low + 60!r}")
-        replies = iter(await self._run(batch))
+        batch.script("throughput", [keys.succeeded, keys.failed], [minutes])
+        [[start, *replies]] = await self._run(batch)
         counted = [
-            (state, minute, int(next(replies))) for state in states for minute in range(minutes)
+            (state, minute, int(replies[at * minutes + minute]))
+            for at, state in enumerate(("succeeded", "failed"))
+            for minute in range(minutes)
         ]
-        return Throughput.of(start, minutes, counted)
+        return Throughput.of(float(start), minutes, counted)
 
     async def get(self, job_id: str) -> JobInfo | None:
         """Look the id up in every queue ever pushed to: two round trips."""

@@ -51,6 +51,7 @@ SCRIPT_NAMES = (
     "list",
     "reindex",
     "unindex",
+    "throughput",
 )
 
 

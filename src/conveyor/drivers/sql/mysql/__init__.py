@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import json
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -73,6 +74,7 @@ from conveyor.drivers.sql.mysql.connection import MysqlConnection
 from conveyor.drivers.sql.mysql.target import DUPLICATE_KEY, NO_SUCH_TABLE, Target, error_code
 from conveyor.drivers.sql.mysql.threads import MysqlThreadConnections
 from conveyor.drivers.sql.mysql.wakeup import Wakeup
+from conveyor.drivers.sql.rows import json_text
 from conveyor.drivers.sql.single import push_params
 from conveyor.drivers.sql.url import (
     OPTIONS,
@@ -86,6 +88,8 @@ from conveyor.job import JobInfo, NewJob
 
 #: How many of the queues reserves took jobs from lately a driver keeps, to put them first.
 BUSY_KEPT = 64
+#: The queues the reserve statement gives a subquery (an index scan) of their own each.
+OWN_SCANS = 8
 
 __all__ = ["CONNECT_TIMEOUT", "POOL_SIZE", "MysqlDriver"]
 
@@ -205,6 +209,7 @@ class MysqlDriver(SqlDriver):
         reach its end lock the gap every push and every other reserve inserts into, and four
         workers met 200 deadlocks in 20 s. Behind a backlog a reserve stops well before the
         end, so the first short batch switches back."""
+        params = _spread(params)
         if not self._backlog:
             return await super()._reserve_rows(params)
         connection, query = await self._ready(), self._queries["reserve"]
@@ -311,3 +316,14 @@ def _without(url: str, keys: tuple[str, ...]) -> str:
     base, _, query = url.partition("?")
     kept = [pair for pair in query.split("&") if pair and pair.split("=", 1)[0] not in keys]
     return base + ("?" + "&".join(kept) if kept else "")
+
+
+def _spread(params: Params) -> Params:
+    """The reserve's parameters as the MySQL statement takes them: the first OWN_SCANS queues
+    one by one (None past the last), the rest as a JSON array, so that each name is sent
+    once (see queries.sql)."""
+    queues = json.loads(str(params["queues"]))
+    spread = {key: value for key, value in params.items() if key != "queues"}
+    spread.update((f"queue{n}", queues[n] if n < len(queues) else None) for n in range(OWN_SCANS))
+    spread.update(rest=json_text(queues[OWN_SCANS:]), more=int(len(queues) > OWN_SCANS))
+    return spread

@@ -173,7 +173,9 @@ STRAIGHT_JOIN {prefix}jobs AS job ON job.id = item.id;
 -- subquery, which does sort (and lock) their due jobs: still correct, only less concurrent
 -- and slower behind a backlog (the driver puts the queues it took jobs from lately first).
 -- Rows a subquery locked but the final LIMIT left out stay locked until this short
--- transaction commits.
+-- transaction commits. queue0..queue7 are the first eight queues (NULL past the last one),
+-- rest a JSON array of the others and more whether there are any: each name is sent once
+-- (a JSON array of them all, read eleven times, was 77 KB of statement over 300 queues).
 -- A pending job's attempt goes up by one. A reserved job here is rescued (its worker stopped
 -- renewing its lease): rescued goes up by one, and attempt only if it was running alone (see
 -- JobInfo in job.py); the alone mark is cleared. MySQL gives no order to the assignments of a multi-table UPDATE, so
@@ -182,44 +184,41 @@ UPDATE (
     SELECT due.id, due.state, due.alone
     FROM (
         (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[0]') AND due_at <= {now}
+         WHERE ready_queue = %(queue0)s AND due_at <= {now}
          ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
         (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[1]') AND due_at <= {now}
+         WHERE ready_queue = %(queue1)s AND due_at <= {now}
          ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
         (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[2]') AND due_at <= {now}
+         WHERE ready_queue = %(queue2)s AND due_at <= {now}
          ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
         (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[3]') AND due_at <= {now}
+         WHERE ready_queue = %(queue3)s AND due_at <= {now}
          ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
         (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[4]') AND due_at <= {now}
+         WHERE ready_queue = %(queue4)s AND due_at <= {now}
          ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
         (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[5]') AND due_at <= {now}
+         WHERE ready_queue = %(queue5)s AND due_at <= {now}
          ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
         (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[6]') AND due_at <= {now}
+         WHERE ready_queue = %(queue6)s AND due_at <= {now}
          ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
         (SELECT id, priority, due_at, state, alone FROM {prefix}jobs
-         WHERE ready_queue = JSON_VALUE(%(queues)s, '$[7]') AND due_at <= {now}
+         WHERE ready_queue = %(queue7)s AND due_at <= {now}
          ORDER BY priority DESC, due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         UNION
         (SELECT job.id, job.priority, job.due_at, job.state, job.alone
-         FROM JSON_TABLE(%(queues)s, '$[*]' COLUMNS (
-             n     FOR ORDINALITY,
-             queue VARBINARY(255) PATH '$'
-         )) AS extra
+         FROM JSON_TABLE(%(rest)s, '$[*]' COLUMNS (queue VARBINARY(255) PATH '$')) AS extra
          STRAIGHT_JOIN {prefix}jobs AS job ON job.ready_queue = extra.queue
-         WHERE JSON_LENGTH(%(queues)s) > 8 AND extra.n > 8 AND job.due_at <= {now}
+         WHERE %(more)s AND job.due_at <= {now}
          ORDER BY job.priority DESC, job.due_at, job.id
          LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
     ) AS due
