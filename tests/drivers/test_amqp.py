@@ -1091,18 +1091,18 @@ async def test_a_cancel_lost_while_closing_the_browsing_channel_is_raised(
     prune then slept 60 s before the worker could exit): reading failed jobs raises it."""
     driver = await make()
     closing = aiormq.Channel.close
+    reading: list[asyncio.Task[list[JobInfo]]] = []
 
     async def swallowing_close(self: aiormq.Channel, *args: object, **kwargs: object) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
+        reading[0].cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(0)  # lost, as in aiormq's close; task.cancelling() says it came
         await closing(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(aiormq.Channel, "close", swallowing_close)
+    reading.append(asyncio.create_task(driver.list_jobs("q", JobState.FAILED)))
     with pytest.raises(asyncio.CancelledError):
-        await asyncio.create_task(driver.list_jobs("q", JobState.FAILED))
+        await reading[0]
 
 
 async def test_the_dashboard_says_which_states_it_cannot_list(make: Make) -> None:
@@ -1259,3 +1259,30 @@ async def test_metrics_leave_out_the_counts_the_broker_does_not_know(make: Make)
         await registry.close()
     depths = dict(re.findall(r'conveyor_queue_jobs\{queue="q",state="(\w+)"\} (\S+)', text))
     assert depths == {"pending": "1.0", "reserved": "0.0", "failed": "0.0", "cancelled": "0.0"}
+
+
+async def test_a_cancel_while_the_browsing_channel_closes_leaves_the_connection_working(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel that comes while the channel for reading failed jobs closes (a burst worker's
+    prune, cancelled at its stop) is raised once the close is done, and the connection goes
+    on working. (Before, the cancel reached aiormq's Channel.Close halfway, which then sent a
+    second one; the broker may answer that by closing the whole connection: seen twice in ten
+    loaded runs of the dashboard test above, too rare to show here at will.)"""
+    driver = await make()
+    closing = aiormq.Channel.close
+    started = asyncio.Event()
+
+    async def watched_close(self: aiormq.Channel, *args: object, **kwargs: object) -> Any:
+        started.set()
+        return await closing(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiormq.Channel, "close", watched_close)
+    reading = asyncio.create_task(driver.list_jobs("q", JobState.FAILED))
+    await started.wait()
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    await asyncio.sleep(0.2)  # the broker's answer to a second close would have come by now
+    assert (await driver.counts(["q"]))["q"].failed == 0
+    assert await driver.list_jobs("q", JobState.FAILED) == []

@@ -180,15 +180,33 @@ class AmqpInspection(AmqpChannels):
             if act is not None and taken:
                 await act(channel, taken)
         finally:
-            with self._edge("reading failed jobs"):
-                async with asyncio.timeout(self.timeout):
-                    await channel.close()
+            await self._close_whole(channel)
         if task is not None and task.cancelling() > cancels:
             # A cancel that came while aiormq closed the channel can be lost in it (seen about
             # once in 30 burst workers, whose prune then slept its 60 s out before the worker
             # could exit): raised here, as it would have been.
             raise asyncio.CancelledError
         return found, cut_short
+
+    async def _close_whole(self, channel: AbstractChannel) -> None:
+        """Close the channel, whatever comes meanwhile: aiormq answers a cancel that reaches
+        its Channel.Close halfway by sending a second one, which the broker may answer by
+        closing the whole connection (CHANNEL_ERROR; a burst worker's prune cancelled at its
+        stop did it, and the next calls failed). A cancel is raised once the close is done."""
+
+        async def close() -> None:
+            with self._edge("reading failed jobs"):
+                async with asyncio.timeout(self.timeout):
+                    await channel.close()
+
+        closing = asyncio.ensure_future(close())
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            await asyncio.wait([closing])  # bounded by the close's own timeout
+            if not closing.cancelled():
+                closing.exception()  # the cancel is what the caller hears of
+            raise
 
     async def _act_on_all(
         self,
