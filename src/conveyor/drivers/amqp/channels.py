@@ -27,7 +27,6 @@ from conveyor.drivers.amqp.topology import (
     declare_queue,
     delay_key,
     delay_ms,
-    given_back,
     record_body,
 )
 from conveyor.drivers.amqp.wire import Outgoing, ack_all, publish_all
@@ -93,8 +92,12 @@ class AmqpChannels(LocalWorkerRecords):
         self._reader: SplittingReader | None = None
         #: Per conveyor queue, the prefetch its consumers on the intake channel add up to.
         self._prefetch: dict[str, int] = {}
-        #: The intake channel's consumers: their tags (this driver's choice) and queues.
+        #: The intake channel's consumers: their tags (this driver's choice) and queues; how
+        #: many were ever made (a tag is never used twice, though consumers are cancelled).
         self._consumers: dict[str, str] = {}
+        self._consumers_made = 0
+        #: The queues each worker reserves (by the name given to reserve), until it stops.
+        self._reserving: dict[str, set[str]] = {}
         #: Per conveyor queue, deliveries not handed out yet: (-priority, arrival, delivery).
         self._ready: dict[str, list[tuple[int, int, Delivery]]] = {}
         self._arrivals = 0
@@ -198,8 +201,8 @@ class AmqpChannels(LocalWorkerRecords):
         await self.open()
 
     async def close(self) -> None:
-        with contextlib.suppress(DriverError):
-            await self._give_back_ready()
+        """Close the connection: what it held goes back to its queues (see
+        AmqpDriver.close, which gives back what was never handed out first)."""
         connection, self._connection = self._connection, None
         self._publisher = self._intake = None
         self._held.clear()
@@ -233,8 +236,9 @@ class AmqpChannels(LocalWorkerRecords):
         wanted = min(MAX_PREFETCH, slots)
         if wanted > had:
             # The tag is chosen here and known before the broker's first delivery to it.
-            tag = f"conveyor.{self._id}.{self._generation}.{len(self._consumers)}"
+            tag = f"conveyor.{self._id}.{self._generation}.{self._consumers_made}"
             self._consumers[tag] = queue
+            self._consumers_made += 1
             with self._edge("consuming"), self._declared_anew_if_missing(queue):
                 await intake.basic_qos(prefetch_count=wanted - had, timeout=self.timeout)
                 await intake.basic_consume(
@@ -350,33 +354,6 @@ class AmqpChannels(LocalWorkerRecords):
             await ack_all(intake, tags, self._unacked)
         self._unacked.difference_update(tags)
         return len(tags)
-
-    async def _give_back_ready(self) -> None:
-        """Stop consuming, and give the deliveries never handed out back to their queue as
-        fresh copies (published, confirmed, then the originals acknowledged): requeued, they
-        would come back marked redelivered, which counts as a rescue."""
-        intake = self._intake
-        if intake is None or intake.is_closed:
-            return
-        # Cancelled first: what the queue sent before the cancel arrives before its answer.
-        with self._edge("giving back prefetched jobs"):
-            for tag in self._consumers:
-                await intake.basic_cancel(tag, timeout=self.timeout)
-        self._consumers.clear()
-        self._prefetch.clear()
-        await asyncio.sleep(0)
-        if not any(self._ready.values()):
-            return
-        ready = [(queue, entry[2]) for queue, heap in self._ready.items() for entry in heap]
-        self._ready.clear()
-        copies = [
-            self._outgoing(given_back(message), 0.0, queue, message) for queue, message in ready
-        ]
-        await self._publish_all(copies, "giving back prefetched jobs")
-        tags = [message.tag for _, message in ready]
-        with self._edge("giving back prefetched jobs"):
-            await ack_all(intake, tags, self._unacked)
-        self._unacked.difference_update(tags)
 
     async def _ack(self, helds: Sequence[Held]) -> set[str]:
         """Acknowledge held deliveries in one write per channel; the ids whose channel still

@@ -9,8 +9,10 @@ tag) settles it only there.
 The consumers' prefetch is what the driver holds of a queue plus the free slots a reserve asks
 for, and only rises (see AmqpChannels._consume), so little waits here that another worker
 could have run. What was sent but never handed out would come back marked redelivered if the
-channel closed, which conveyor counts as a rescue: at `close` the driver cancels its
-consumers and gives those back as fresh copies instead (`_give_back_ready`). Should the
+channel closed, which conveyor counts as a rescue: at `close`, and once no worker of this
+driver reserves a queue (`stop_reserving`), the driver cancels its consumers of the queue and
+gives those back as fresh copies instead (`_stop_consuming`): a process whose worker stopped
+keeps none of a queue's jobs from the workers that run on. Should the
 channel or connection die, the broker gives its jobs to another consumer and marks them
 redelivered; a settle after that is refused, as a settle of a lost lease is on every driver.
 So leases have no clock here (`timed_leases` is False): renewing is keeping the connection
@@ -41,7 +43,7 @@ import contextlib
 import heapq
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
@@ -54,6 +56,7 @@ from conveyor.drivers.amqp.topology import (
     MAX_DELAY_MS,
     amqp_priority,
     declare_alone,
+    given_back,
     new_record,
     record_body,
     with_error,
@@ -140,6 +143,7 @@ class AmqpDriver(AmqpInspection):
         A reserve that finds deliveries waiting asks no other queue: a busy worker, or one a
         delivery woke (on the last of 300 queues), takes what has arrived at once; a delivery
         wakes `wait`, and the next reserve takes the rest."""
+        self._reserving.setdefault(worker, set()).update(queues)
         sent, self._sent = self._sent, set()
         quiet, self._quiet = self._quiet, False
         self._pushed.forget()
@@ -174,6 +178,83 @@ class AmqpDriver(AmqpInspection):
                 reserved.append(self._hold(queue, intakes[queue], message, record, lease, worker))
         await self._charge_all(intakes, charged, raise_error=not reserved)
         return reserved
+
+    async def stop_reserving(self, queues: Sequence[str], worker: str) -> None:
+        """Stop consuming the queues of `queues` no other worker of this driver reserves, and
+        give back what their consumers were sent and not handed out (`_stop_consuming`). A
+        worker of the same name in this process (the same `worker`) still at work consumes
+        anew at its next reserve, which this wakes."""
+        mine = self._reserving.get(worker, set())
+        mine.difference_update(queues)
+        if not mine:
+            self._reserving.pop(worker, None)
+        others = set().union(*self._reserving.values())
+        if unserved := [queue for queue in dict.fromkeys(queues) if queue not in others]:
+            await self._stop_consuming(unserved)
+            self._pushed.notify()
+
+    async def _stop_consuming(self, queues: Collection[str]) -> None:
+        """Cancel the intake channel's consumers of `queues`, and give back what they were
+        sent and never handed out, as fresh copies in the order a reserve would have taken
+        them (published, confirmed, then the originals acknowledged): requeued, they would
+        come back marked redelivered, counted as a rescue (see topology.given_back).
+        Deliveries handed out stay held. A queue a reserve consumed anew meanwhile (another
+        worker's) keeps its deliveries for that reserve."""
+        intake = self._intake
+        if intake is None or intake.is_closed:
+            return  # a closed channel's deliveries went back to their queues
+        tags = [tag for tag, queue in self._consumers.items() if queue in queues]
+        for queue in queues:
+            self._prefetch.pop(queue, None)  # a reserve from now on consumes anew
+        # Cancelled first, the tags still known: what a queue sent before the cancel arrives
+        # before its answer, into `_ready`.
+        with self._edge("giving back prefetched jobs"):
+            for tag in tags:
+                await intake.basic_cancel(tag, timeout=self.timeout)
+        await asyncio.sleep(0)  # a delivery passed on whole reaches `_fallback` first
+        for tag in tags:
+            self._consumers.pop(tag, None)
+        ready = sorted(
+            (entry, queue)
+            for queue in queues
+            if queue not in self._prefetch
+            for entry in self._ready.pop(queue, [])
+        )
+        messages = [(message, queue) for (_, _, message), queue in ready]
+        await self._give_back(intake, messages)
+
+    async def _give_back(
+        self, intake: AbstractChannel, messages: Sequence[tuple[Delivery, str]]
+    ) -> None:
+        """Publish copies of these deliveries of `intake` to their queues, then acknowledge
+        them. Should the copies fail, the deliveries are requeued instead (each counted a
+        rescue when it comes back, a copy stored before the failure runs twice): left
+        unacknowledged on a live channel, nobody would run them."""
+        if not messages:
+            return
+        tags = [message.tag for message, _ in messages]
+        copies = [
+            self._outgoing(given_back(message), 0.0, queue, message) for message, queue in messages
+        ]
+        try:
+            await self._publish_all(copies, "giving back prefetched jobs")
+        except DriverError:
+            with self._edge("giving back prefetched jobs"):
+                for tag in tags:
+                    await intake.basic_reject(tag, requeue=True)
+            self._unacked.difference_update(tags)
+            raise
+        with self._edge("giving back prefetched jobs"):
+            await ack_all(intake, tags, self._unacked)
+        self._unacked.difference_update(tags)
+
+    async def close(self) -> None:
+        """Give back what the consumers were sent and never handed out (`_stop_consuming`),
+        then close the connection: what it held goes back to its queues, redelivered."""
+        self._reserving.clear()
+        with contextlib.suppress(DriverError):
+            await self._stop_consuming({*self._consumers.values(), *self._ready})
+        await super().close()
 
     async def _charge_all(
         self,
@@ -239,7 +320,7 @@ class AmqpDriver(AmqpInspection):
         attempt, rescued = raw.get("attempt"), raw.get("rescued") or 0
         # The stored attempt is what ran before this delivery. A redelivery (its holder died)
         # is a rescue: the attempt it was given then is not counted twice. Deliveries never
-        # handed out are given back as fresh copies (`_give_back_ready`), so only a channel
+        # handed out are given back as fresh copies (`_stop_consuming`), so only a channel
         # that died unannounced marks them redelivered.
         if type(attempt) is int:
             raw["attempt"] = attempt + 1
