@@ -233,3 +233,25 @@ async def test_a_stopped_worker_holds_back_no_job_from_another_process(
 
     assert sorted(done) == list(range(-1, 12))
     assert tries == [1, 2]
+
+
+async def test_a_registry_closed_without_its_worker_stopping_holds_back_no_job(app: App) -> None:
+    """A registry closed while its driver still reserved (no worker said it stopped): the
+    jobs pushed before the close go to another process's worker, none kept by the closed one
+    (on amqp, `close` gives back what its consumers were sent and never handed out)."""
+    closed, other = app.registry(concurrency=4), app.registry(concurrency=4)
+    done: list[int] = []
+
+    async def item(job: Job[Item]) -> None:
+        done.append(job.payload.n)
+
+    for registry in (closed, other):
+        registry.job("item")(item)
+    driver = await closed.driver_of("q")
+    assert await driver.reserve(["q"], 4, 30.0, "w") == []  # as a worker would: it consumes
+    await closed.push_many("q", "item", [Item(n) for n in range(12)])
+    await closed.close()
+
+    await asyncio.wait_for(Worker(other, "w", burst=True).run(), 10)
+
+    assert sorted(done) == list(range(12))
