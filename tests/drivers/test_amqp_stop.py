@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
+
+import pytest
 
 from conveyor.drivers.amqp import AmqpDriver
+from conveyor.errors import BackendUnavailableError
 from tests.contract.helpers import make_job
 from tests.drivers.test_amqp import LONG_LEASE, Make, make, reserve_count
 
@@ -96,3 +100,29 @@ async def test_a_queue_consumed_again_after_a_stop_gets_a_consumer_tag_of_its_ow
     while len(got) < 2 and time.monotonic() < deadline:
         got += [job.id for job in await driver.reserve(["a", "b"], 5, LONG_LEASE, "w1")]
     assert sorted(got) == sorted(job.id for job in jobs)
+
+
+async def test_jobs_a_stop_could_not_copy_go_back_to_the_queue_not_left_held(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Taken off the driver's deliveries and then not published (no confirm in time), they
+    # would stay unacknowledged on a live connection that no worker reserves from: requeued
+    # instead, they come back marked redelivered (a rescue), never stranded.
+    stopping, pusher, other = await make(), await make(), await make()
+    assert await stopping.reserve(["q"], 5, LONG_LEASE, "w1") == []
+    jobs = [make_job() for _ in range(2)]
+    await pusher.push_many(jobs)
+    await sent(stopping, "q", 2)
+
+    async def unconfirmed(messages: Any, what: str, *, delayed: bool = False) -> None:
+        raise BackendUnavailableError(f"RabbitMQ did not confirm {what} in time")
+
+    monkeypatch.setattr(stopping, "_publish_all", unconfirmed)
+    with pytest.raises(BackendUnavailableError, match="giving back prefetched jobs"):
+        await stopping.stop_reserving(["q"], "w1")
+
+    got = await reserve_count(other, 2, "w2")
+    assert sorted((job.id, job.attempt, job.rescued) for job in got) == sorted(
+        (job.id, 1, 1) for job in jobs
+    )
+    assert stopping._unacked == set()
