@@ -1,9 +1,32 @@
 """How a worker's run ended (`Stopped`), and the line saying what became of the jobs a stop
-did not see through: `conveyor work` exits with it, the ASGI host logs it."""
+did not see through: `conveyor work` exits with it, the ASGI host logs it; and what a stopping
+worker tells its backends first (`stop_reserving`)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from conveyor.drivers.base import HEARTBEAT_EVERY, Driver
+
+log = logging.getLogger("conveyor.worker")
+
+
+async def stop_reserving(groups: Sequence[tuple[Driver, list[str]]], identity: str) -> None:
+    """Tell each backend that the worker reserves its queues no more (Driver.stop_reserving),
+    so its process holds back none of their jobs from other workers. A backend that fails or
+    has not answered within HEARTBEAT_EVERY seconds is passed over, logged: closing the
+    registry gives all back."""
+    for driver, queues in groups:
+        try:
+            async with asyncio.timeout(HEARTBEAT_EVERY):
+                await driver.stop_reserving(queues, identity)
+        except Exception as exc:  # a DriverError, a deadline: the stop goes on
+            log.warning("could not tell %r that worker %s stops reserving (%s: %s): it may hold"
+                        " jobs of %s until the registry is closed", driver, identity,
+                        type(exc).__name__, exc, ", ".join(queues))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

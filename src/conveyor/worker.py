@@ -41,7 +41,7 @@ from conveyor.schedule import Scheduler
 from conveyor.settle import STATS_EVERY, Settler
 from conveyor.spec import WorkerSpec
 from conveyor.startup import StartUp, stores
-from conveyor.stop import Stopped
+from conveyor.stop import Stopped, stop_reserving
 from conveyor.upkeep import PRUNE_EVERY, beat, beat_loop, first_of, idle_waits, in_turn, prune_loop
 
 if TYPE_CHECKING:
@@ -365,7 +365,9 @@ class Worker(Leases):
 
     async def _drain(self) -> None:
         """After a stop: give running jobs stop_timeout to finish, then cancel and release them.
-        Jobs held and not started (rescued or prefetched) are released at once."""
+        Jobs held and not started (rescued or prefetched) are released at once. The drivers
+        hear first that the worker reserves no more: none holds back a job meanwhile."""
+        await stop_reserving(self._groups, self.identity)
         for held in (*self._rescued, *self._waiting):
             if self._running.pop(held.job.id, None) is held:
                 self.settler.add(given_back(held.job, held.driver))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conveyor import Job, JobState
+from conveyor import Job, JobState, Worker
 from conveyor.drivers.base import WorkerCounts
 from tests.backends import needs
 
@@ -192,3 +192,66 @@ async def test_a_job_given_back_at_stop_is_not_counted_processed(app: App, start
     await asyncio.wait_for(again.task, 10)
 
     assert (await registry.worker_info())["w"] == WorkerCounts(processed=1, succeeded=1)
+
+
+@pytest.mark.parametrize("ended", ["stop", "burst"])
+async def test_a_stopped_worker_holds_back_no_job_from_another_process(
+    app: App, start, ended: str
+) -> None:
+    """A worker that stopped while its registry stays open (an app that still pushes, a burst
+    run that returned) holds none of its queue's jobs: another process's worker runs every job
+    pushed after, and the one it retries. On amqp the stopped worker's consumers went on taking
+    deliveries, which sat unacknowledged, run by no one, until its connection closed."""
+    stopped, other = app.registry(concurrency=4), app.registry(concurrency=4)
+    done: list[int] = []
+    tries: list[int] = []
+    ran = asyncio.Event()
+
+    async def item(job: Job[Item]) -> None:
+        done.append(job.payload.n)
+        ran.set()
+
+    async def flaky(job: Job[Item]) -> None:
+        tries.append(job.attempt)
+        if job.attempt == 1:
+            raise RuntimeError("first try fails")
+
+    for registry in (stopped, other):
+        registry.job("item")(item)
+        registry.job("flaky", retry=1, retry_delay=0)(flaky)
+    await stopped.push("q", "item", Item(-1))
+    if ended == "burst":
+        await asyncio.wait_for(Worker(stopped, "w", burst=True).run(), 10)
+    else:
+        run = start(stopped)
+        await asyncio.wait_for(ran.wait(), 5)  # it reserved, so it consumes on amqp
+        await run.stop()
+
+    await stopped.push_many("q", "item", [Item(n) for n in range(12)])
+    await stopped.push("q", "flaky", Item(0))
+    await asyncio.wait_for(Worker(other, "w", burst=True).run(), 10)
+
+    assert sorted(done) == list(range(-1, 12))
+    assert tries == [1, 2]
+
+
+async def test_a_registry_closed_without_its_worker_stopping_holds_back_no_job(app: App) -> None:
+    """A registry closed while its driver still reserved (no worker said it stopped): the
+    jobs pushed before the close go to another process's worker, none kept by the closed one
+    (on amqp, `close` gives back what its consumers were sent and never handed out)."""
+    closed, other = app.registry(concurrency=4), app.registry(concurrency=4)
+    done: list[int] = []
+
+    async def item(job: Job[Item]) -> None:
+        done.append(job.payload.n)
+
+    for registry in (closed, other):
+        registry.job("item")(item)
+    driver = await closed.driver_of("q")
+    assert await driver.reserve(["q"], 4, 30.0, "w") == []  # as a worker would: it consumes
+    await closed.push_many("q", "item", [Item(n) for n in range(12)])
+    await closed.close()
+
+    await asyncio.wait_for(Worker(other, "w", burst=True).run(), 10)
+
+    assert sorted(done) == list(range(12))

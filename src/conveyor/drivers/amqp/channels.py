@@ -20,7 +20,6 @@ from pamqp import commands as spec
 from conveyor.drivers import KIND_URL_ENV
 from conveyor.drivers.amqp.connection import Edge, Settings, parse_url
 from conveyor.drivers.amqp.intake import Delivery, SplittingReader, SplittingTransport, delivery_of
-from conveyor.drivers.amqp.pipeline import rpc_all
 from conveyor.drivers.amqp.topology import (
     Names,
     amqp_priority,
@@ -28,7 +27,6 @@ from conveyor.drivers.amqp.topology import (
     declare_queues,
     delay_key,
     delay_ms,
-    given_back,
     record_body,
 )
 from conveyor.drivers.amqp.wire import Outgoing, ack_all, publish_all
@@ -65,7 +63,7 @@ class Held:
 
 class AmqpChannels(LocalWorkerRecords):
     """One connection: a confirming channel that publishes and declares, and an intake
-    channel whose consumers receive the work queues' messages (see AmqpDriver._consume_all)."""
+    channel whose consumers receive the work queues' messages (see consumers.AmqpConsumers._consume_all)."""
 
     def __init__(
         self, url: str = "", *, prefix: str | None = None, timeout: float | None = None
@@ -86,8 +84,12 @@ class AmqpChannels(LocalWorkerRecords):
         self._reader: SplittingReader | None = None
         #: Per conveyor queue, the prefetch its consumers on the intake channel add up to.
         self._prefetch: dict[str, int] = {}
-        #: The intake channel's consumers: their tags (this driver's choice) and queues.
+        #: The intake channel's consumers: their tags (this driver's choice) and queues; how
+        #: many were ever made (a tag is never used twice, though consumers are cancelled).
         self._consumers: dict[str, str] = {}
+        self._consumers_made = 0
+        #: The queues each worker reserves (by the name given to reserve), until it stops.
+        self._reserving: dict[str, set[str]] = {}
         #: Per conveyor queue, deliveries not handed out yet: (-priority, arrival, delivery).
         self._ready: dict[str, list[tuple[int, int, Delivery]]] = {}
         self._arrivals = 0
@@ -198,8 +200,8 @@ class AmqpChannels(LocalWorkerRecords):
         await self.open()
 
     async def close(self) -> None:
-        with contextlib.suppress(DriverError):
-            await self._give_back_ready()
+        """Close the connection: what it held goes back to its queues (see
+        AmqpDriver.close, which gives back what was never handed out first)."""
         connection, self._connection = self._connection, None
         self._publisher = self._intake = None
         self._held.clear()
@@ -301,34 +303,6 @@ class AmqpChannels(LocalWorkerRecords):
             await ack_all(intake, tags, self._unacked)
         self._unacked.difference_update(tags)
         return len(tags)
-
-    async def _give_back_ready(self) -> None:
-        """Stop consuming, and give the deliveries never handed out back to their queue as
-        fresh copies (published, confirmed, then the originals acknowledged): requeued, they
-        would come back marked redelivered, which counts as a rescue."""
-        intake = self._intake
-        if intake is None or intake.is_closed:
-            return
-        # Cancelled first: what the queue sent before the cancel arrives before its answer.
-        # All in one round trip (a cancel at a time: 0.26 s to stop a worker on 300 queues).
-        cancels = [spec.Basic.Cancel(consumer_tag=tag) for tag in self._consumers]
-        with self._edge("giving back prefetched jobs"):
-            await rpc_all(intake, cancels, self.timeout)
-        self._consumers.clear()
-        self._prefetch.clear()
-        await asyncio.sleep(0)
-        if not any(self._ready.values()):
-            return
-        ready = [(queue, entry[2]) for queue, heap in self._ready.items() for entry in heap]
-        self._ready.clear()
-        copies = [
-            self._outgoing(given_back(message), 0.0, queue, message) for queue, message in ready
-        ]
-        await self._publish_all(copies, "giving back prefetched jobs")
-        tags = [message.tag for _, message in ready]
-        with self._edge("giving back prefetched jobs"):
-            await ack_all(intake, tags, self._unacked)
-        self._unacked.difference_update(tags)
 
     async def _ack(self, helds: Sequence[Held]) -> set[str]:
         """Acknowledge held deliveries in one write per channel; the ids whose channel still

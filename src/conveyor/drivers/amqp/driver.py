@@ -7,10 +7,12 @@ long as its channel lives, and a token (this driver, its connection, the channel
 tag) settles it only there.
 
 The consumers' prefetch is what the driver holds of a queue plus the free slots a reserve asks
-for, and only rises (see AmqpDriver._consume_all), so little waits here that another worker
+for, and only rises (see consumers.AmqpConsumers._consume_all), so little waits here that another worker
 could have run. What was sent but never handed out would come back marked redelivered if the
-channel closed, which conveyor counts as a rescue: at `close` the driver cancels its
-consumers and gives those back as fresh copies instead (`_give_back_ready`). Should the
+channel closed, which conveyor counts as a rescue: at `close`, and once no worker of this
+driver reserves a queue (`stop_reserving`), the driver cancels its consumers of the queue and
+gives those back as fresh copies instead (`_stop_consuming`): a process whose worker stopped
+keeps none of a queue's jobs from the workers that run on. Should the
 channel or connection die, the broker gives its jobs to another consumer and marks them
 redelivered; a settle after that is refused, as a settle of a lost lease is on every driver.
 So leases have no clock here (`timed_leases` is False): renewing is keeping the connection
@@ -44,15 +46,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import aiormq
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp import commands as spec
-from pamqp.base import Frame
 
 from conveyor.drivers.amqp.channels import Held
-from conveyor.drivers.amqp.inspection import AmqpInspection, foreign_record, parse_record
+from conveyor.drivers.amqp.consumers import AmqpConsumers
+from conveyor.drivers.amqp.inspection import foreign_record, parse_record
 from conveyor.drivers.amqp.intake import Delivery, delivery_of
-from conveyor.drivers.amqp.pipeline import rpc_all
 from conveyor.drivers.amqp.topology import (
     MAX_DELAY_MS,
     amqp_priority,
@@ -69,15 +69,8 @@ from conveyor.job import JobInfo, JobState, NewJob
 
 __all__ = ["AmqpDriver"]
 
-#: The largest prefetch count AMQP can express.
-MAX_PREFETCH = 65_535
-#: How long a reserve that found nothing waits for a delivery while a queue holds messages
-#: ready (see AmqpDriver._catch_up), and how often it looks meanwhile.
-CATCH_UP = 0.25
-CATCH_UP_STEP = 0.001
 
-
-class AmqpDriver(AmqpInspection):
+class AmqpDriver(AmqpConsumers):
     """Jobs as messages in RabbitMQ (see the module docstring).
 
     `url`: amqp://user:password@host:5672/vhost (amqps:// for TLS); `prefix` starts every queue
@@ -149,6 +142,7 @@ class AmqpDriver(AmqpInspection):
         A reserve that finds deliveries waiting asks no other queue: a busy worker, or one a
         delivery woke (on the last of 300 queues), takes what has arrived at once; a delivery
         wakes `wait`, and the next reserve takes the rest."""
+        self._reserving.setdefault(worker, set()).update(queues)
         sent, self._sent = self._sent, set()
         quiet, self._quiet = self._quiet, False
         self._pushed.forget()
@@ -181,71 +175,6 @@ class AmqpDriver(AmqpInspection):
                 reserved.append(self._hold(queue, intakes[queue], message, record, lease, worker))
         await self._charge_all(intakes, charged, raise_error=not reserved)
         return reserved
-
-    async def _consume_all(self, slots: dict[str, int]) -> tuple[AbstractChannel, set[str]]:
-        """The intake channel, once it consumes each queue with a prefetch of at least its
-        `slots` (the deliveries this driver holds of it plus the free slots a reserve asks
-        for); and the queues consumed anew or with a higher prefetch. One round trip for all
-        (one more to declare those not declared yet): a qos per distinct prefetch added, each
-        followed by the consumes it applies to.
-
-        A prefetch only rises, by adding a consumer for the difference: cancelling one would
-        leave what it was sent unacknowledged and unseen. The broker sends a consumer no
-        more than its prefetch unacknowledged, so what waits here beside what runs is at
-        most the free slots, plus the finished jobs whose acks are on their way: of each
-        queue, for a worker serving several (a prefetch shared by a channel's consumers,
-        global QoS, is deprecated in RabbitMQ and refused from 4.3)."""
-        await self._queues(slots)
-        _, intake = await self._channels()
-        assert isinstance(intake, aiormq.Channel)  # its consumers are registered below
-        wanted = {queue: min(MAX_PREFETCH, count) for queue, count in slots.items()}
-        rising = {q: more for q, n in wanted.items() if (more := n - self._prefetch.get(q, 0)) > 0}
-        methods: list[Frame] = []
-        for more in sorted(set(rising.values())):
-            methods.append(spec.Basic.Qos(prefetch_count=more))
-            for queue in (queue for queue, added in rising.items() if added == more):
-                # The tag is chosen here and known before the broker's first delivery to it.
-                tag = f"conveyor.{self._id}.{self._generation}.{len(self._consumers)}"
-                self._consumers[tag] = queue
-                intake.consumers[tag] = self._fallback(intake)  # as aiormq's basic_consume
-                consume = spec.Basic.Consume(
-                    queue=self.names.work(queue), consumer_tag=tag, nowait=True
-                )
-                methods.append(consume)
-            consume.nowait = False  # the last one's reply says that every one before it took
-        if methods:
-            with self._edge("consuming"), self._declared_anew_if_missing(*rising):
-                await rpc_all(intake, methods, self.timeout)
-            self._prefetch.update((queue, wanted[queue]) for queue in rising)
-        return intake, set(rising)
-
-    async def _catch_up(self, queues: Sequence[str], intake: AbstractChannel) -> None:
-        """Return once every message these queues sent the intake channel so far is in
-        `_ready`: a queue answers a declare after the deliveries it sent before it, in order.
-        One round trip for all of them.
-
-        Not always the delivery an ack makes room for: the broker frees a consumer's prefetch
-        in a process of its own, and the declare's answer can overtake that delivery (seen
-        under load: a reserve right after an ack found nothing while the queue held jobs). So
-        while a queue that still holds messages ready has sent none, wait, up to CATCH_UP
-        seconds in all (another consumer may take them)."""
-        if not queues:
-            return
-        methods = [
-            spec.Queue.Declare(queue=self.names.work(queue), passive=True) for queue in queues
-        ]
-        with self._edge("a reserve"), self._declared_anew_if_missing(*queues):
-            replies = await rpc_all(intake, methods, self.timeout)
-        await asyncio.sleep(0)  # the receivers of those deliveries run first
-        holding = [
-            queue
-            for queue, reply in zip(queues, replies, strict=True)
-            if isinstance(reply, spec.Queue.DeclareOk) and reply.message_count
-        ]
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + min(CATCH_UP, self.timeout)
-        while any(not self._ready.get(queue) for queue in holding) and loop.time() < give_up:
-            await asyncio.sleep(CATCH_UP_STEP)
 
     async def _charge_all(
         self,
@@ -311,7 +240,7 @@ class AmqpDriver(AmqpInspection):
         attempt, rescued = raw.get("attempt"), raw.get("rescued") or 0
         # The stored attempt is what ran before this delivery. A redelivery (its holder died)
         # is a rescue: the attempt it was given then is not counted twice. Deliveries never
-        # handed out are given back as fresh copies (`_give_back_ready`), so only a channel
+        # handed out are given back as fresh copies (`_stop_consuming`), so only a channel
         # that died unannounced marks them redelivered.
         if type(attempt) is int:
             raw["attempt"] = attempt + 1
