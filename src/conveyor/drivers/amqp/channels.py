@@ -63,7 +63,7 @@ class Held:
 
 class AmqpChannels(LocalWorkerRecords):
     """One connection: a confirming channel that publishes and declares, and an intake
-    channel whose consumers receive the work queues' messages (see consumers.AmqpConsumers._consume_all)."""
+    channel whose consumers receive the work queues' messages (see AmqpConsumers._consume_all)."""
 
     def __init__(
         self, url: str = "", *, prefix: str | None = None, timeout: float | None = None

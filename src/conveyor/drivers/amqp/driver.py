@@ -7,7 +7,8 @@ long as its channel lives, and a token (this driver, its connection, the channel
 tag) settles it only there.
 
 The consumers' prefetch is what the driver holds of a queue plus the free slots a reserve asks
-for, and only rises (see consumers.AmqpConsumers._consume_all), so little waits here that another worker
+for, and only rises (see AmqpConsumers._consume_all in consumers.py), so little waits here
+that another worker
 could have run. What was sent but never handed out would come back marked redelivered if the
 channel closed, which conveyor counts as a rescue: at `close`, and once no worker of this
 driver reserves a queue (`stop_reserving`), the driver cancels its consumers of the queue and
