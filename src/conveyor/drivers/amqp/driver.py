@@ -8,9 +8,8 @@ tag) settles it only there.
 
 The consumers' prefetch is what the driver holds of a queue plus the free slots a reserve asks
 for, and only rises (see AmqpConsumers._consume_all in consumers.py), so little waits here
-that another worker
-could have run. What was sent but never handed out would come back marked redelivered if the
-channel closed, which conveyor counts as a rescue: at `close`, and once no worker of this
+that another worker could have run. What was sent but never handed out would come back
+marked redelivered if the channel closed, which conveyor counts as a rescue: at `close`, and once no worker of this
 driver reserves a queue (`stop_reserving`), the driver cancels its consumers of the queue and
 gives those back as fresh copies instead (`_stop_consuming`): a process whose worker stopped
 keeps none of a queue's jobs from the workers that run on. Should the
