@@ -7,17 +7,17 @@ long as its channel lives, and a token (this driver, its connection, the channel
 tag) settles it only there.
 
 The consumers' prefetch is what the driver holds of a queue plus the free slots a reserve asks
-for, and only rises (see AmqpConsumers._consume_all in consumers.py), so little waits here
-that another worker could have run. What was sent but never handed out would come back
-marked redelivered if the channel closed, which conveyor counts as a rescue: at `close`, and once no worker of this
-driver reserves a queue (`stop_reserving`), the driver cancels its consumers of the queue and
-gives those back as fresh copies instead (`_stop_consuming`): a process whose worker stopped
-keeps none of a queue's jobs from the workers that run on. Should the
-channel or connection die, the broker gives its jobs to another consumer and marks them
-redelivered; a settle after that is refused, as a settle of a lost lease is on every driver.
-So leases have no clock here (`timed_leases` is False): renewing is keeping the connection
-alive, and the broker's `consumer_timeout` (30 minutes by default) bounds how long one job may
-stay unacknowledged.
+for, and only rises (see AmqpConsumers._consume_all in consumers.py), so little waits here that
+another worker could have run. What was sent but never handed out would come back marked
+redelivered if the channel closed, which conveyor counts as a rescue: at `close`, and once no
+worker of this driver reserves a queue (`stop_reserving`), the driver cancels its consumers of
+the queue and gives those back as fresh copies instead (`_stop_consuming`): a process whose
+worker stopped keeps none of a queue's jobs from the workers that run on. Should the channel or
+connection die, the broker gives its jobs to another consumer and marks them redelivered; a
+settle after that is refused, as a settle of a lost lease is on every driver. So leases have no
+clock here (`timed_leases` is False): renewing is keeping the connection alive, and the
+broker's `consumer_timeout` (30 minutes by default) bounds how long one job may stay
+unacknowledged.
 
 A rescued job the worker runs alone (`renew(..., alone=True)`) is held as a copy marked
 `alone` in this driver's own queue, which dead-letters it back to the work queue, still marked,
