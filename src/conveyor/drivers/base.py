@@ -228,14 +228,15 @@ class Driver(abc.ABC):
         among other jobs may be another job's doing; see `JobInfo`). The mark is cleared."""
 
     async def stop_reserving(self, queues: Sequence[str], worker: str) -> None:  # noqa: B027
-        """The worker `worker` (as named to `reserve`) reserves none of `queues` until it
-        calls `reserve` again: a worker says so as it stops, once its jobs are settled. A
-        queue no other worker of this driver reserves is then held here no more than by a
-        closed driver: its jobs pushed, released or retried from now on go to other workers
-        (other processes), never wait here. Jobs `reserve` handed out stay held and settle
-        as before. Nothing to do (the default) for a driver that holds nothing beyond what
-        `reserve` hands out; amqp cancels its consumers of those queues and gives back what
-        they were sent and it had not handed out, neither an attempt nor a rescue."""
+        """The worker `worker` (as named to `reserve`) reserves none of `queues` until
+        it calls `reserve` again: a worker says so as its stop begins, before its
+        running jobs end. A queue no other worker of this driver reserves is then held
+        here no more than by a closed driver: its jobs pushed, released or retried from
+        now on go to other workers (other processes), never wait here. Jobs `reserve`
+        handed out stay held and settle as before. Nothing to do (the default) for a
+        driver that holds nothing beyond what `reserve` hands out; amqp cancels its
+        consumers of those queues and gives back what they were sent and it had not
+        handed out, neither an attempt nor a rescue."""
 
     @abc.abstractmethod
     async def renew(
