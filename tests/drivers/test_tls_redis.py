@@ -1,0 +1,179 @@
+"""Redis over TLS (`rediss://`): private redis-servers speaking TLS only, on spare loopback ports,
+with certificates the module makes (tests/backends/tls.py). Jobs go through the driver, the
+blocking facade's push from a plain thread and a worker's wake-up; each way TLS can fail is an
+error naming the fix (the option to give), never the password; TLS options a URL cannot
+honour are refused before any connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conveyor.drivers import driver_from_url
+from conveyor.drivers.redis import RedisDriver
+from conveyor.errors import BackendUnavailableError, ConfigError
+from conveyor.job import JobState
+from tests.backends.private import PrivateRedis
+from tests.backends.tls import Certificates, make_certificates, need
+from tests.contract.helpers import make_job, reservation
+
+pytestmark = pytest.mark.timeout(60)
+
+PASSWORD = "s3cret-pw"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@contextlib.contextmanager
+def tls_redis(
+    folder: Path, certs: Certificates, cert: str = "server", clients: str = "no"
+) -> Iterator[PrivateRedis]:
+    """A redis-server speaking TLS only, with the certificate `cert` (server, expired,
+    wrong_name), asking clients for theirs when `clients` is yes."""
+    need("redis-server", "Redis's server")
+    server = PrivateRedis(folder, persistent=False)
+    server.options = ["--port", "0", "--tls-port", str(server.port), "--tls-cert-file",
+                      getattr(certs, cert), "--tls-key-file", certs.server_key,
+                      "--tls-ca-cert-file", certs.ca, "--tls-auth-clients", clients,
+                      "--requirepass", PASSWORD]  # fmt: skip
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def url(server: PrivateRedis, query: str, *, scheme: str = "rediss") -> str:
+    return f"{scheme}://:{PASSWORD}@127.0.0.1:{server.port}/0?prefix=tls_&{query}"
+
+
+@pytest.fixture(scope="module")
+def server(certs: Certificates, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    with tls_redis(tmp_path_factory.mktemp("redis"), certs) as server:
+        yield server
+
+
+async def test_a_rediss_url_pushes_reserves_settles_and_wakes_over_tls(
+    server: PrivateRedis, certs: Certificates
+) -> None:
+    driver = driver_from_url(url(server, f"ssl_ca_certs={certs.ca}"))
+    other = driver_from_url(url(server, f"ssl_ca_certs={certs.ca}"))
+    assert isinstance(driver, RedisDriver) and isinstance(other, RedisDriver)
+    try:
+        first = make_job()
+        await driver.push(first)
+        [job] = await driver.reserve(["q"], 10, 30, "w1")
+        assert await driver.ack([reservation(job)]) == {first.id}
+        second = make_job()  # from a plain thread, on the synchronous client
+        pushed: list[str | None] = []
+        thread = threading.Thread(target=lambda: pushed.append(driver.push_in_thread(second)))
+        thread.start()
+        await asyncio.to_thread(thread.join)
+        assert pushed == [second.id]
+        assert [j.id for j in await driver.reserve(["q"], 10, 30, "w1")] == [second.id]
+        waiting = asyncio.create_task(driver.wait(["q"], 30))  # BLPOP on its own client
+        await asyncio.sleep(0.2)
+        third = make_job()
+        await other.push(third)
+        await asyncio.wait_for(waiting, 10)
+        assert (await driver.get(first.id)).state is JobState.SUCCEEDED  # type: ignore[union-attr]
+    finally:
+        await driver.close()
+        await other.close()
+
+
+@pytest.mark.parametrize(
+    ("cert", "query", "fix"),
+    [
+        ("server", "", "?ssl_ca_certs=/path/ca.pem"),
+        ("server", "ssl_ca_certs={other_ca}", "?ssl_ca_certs=/path/ca.pem"),
+        ("expired", "ssl_ca_certs={ca}", "has expired: renew it on the server"),
+        ("wrong_name", "ssl_ca_certs={ca}", "?ssl_check_hostname=false"),
+    ],
+)
+async def test_a_certificate_that_does_not_verify_names_the_fix(
+    certs: Certificates, tmp_path: Path, cert: str, query: str, fix: str
+) -> None:
+    with tls_redis(tmp_path, certs, cert) as server:
+        query = query.format(ca=certs.ca, other_ca=certs.other_ca)
+        driver = driver_from_url(url(server, query + "&timeout=5"))
+        with pytest.raises(BackendUnavailableError) as caught:
+            await driver.push(make_job())
+        await driver.close()
+    assert fix in str(caught.value)
+    assert PASSWORD not in str(caught.value)
+
+
+async def test_a_client_certificate_goes_in_ssl_certfile_and_ssl_keyfile(
+    certs: Certificates, tmp_path: Path
+) -> None:
+    with tls_redis(tmp_path, certs, clients="yes") as server:
+        without = driver_from_url(url(server, f"ssl_ca_certs={certs.ca}&timeout=5"))
+        with pytest.raises(BackendUnavailableError, match="ssl_certfile=.*ssl_keyfile="):
+            await without.push(make_job())
+        await without.close()
+        files = f"ssl_certfile={certs.client}&ssl_keyfile={certs.client_key}"
+        driver = driver_from_url(url(server, f"ssl_ca_certs={certs.ca}&{files}"))
+        job = make_job()
+        assert await driver.push(job) == job.id
+        await driver.close()
+
+
+async def test_a_plain_url_to_a_tls_port_says_to_write_rediss(server: PrivateRedis) -> None:
+    driver = driver_from_url(url(server, "timeout=5", scheme="redis"))
+    with pytest.raises(BackendUnavailableError, match="write rediss://") as caught:
+        await driver.push(make_job())
+    await driver.close()
+    assert PASSWORD not in str(caught.value)
+
+
+async def test_a_tls_url_to_a_plain_port_fails_within_its_timeout(
+    certs: Certificates, tmp_path: Path
+) -> None:
+    need("redis-server", "Redis's server")
+    plain = PrivateRedis(tmp_path, persistent=False)
+    plain.start()
+    try:
+        driver = driver_from_url(f"rediss://127.0.0.1:{plain.port}/0?prefix=tls_&timeout=2")
+        with pytest.raises(BackendUnavailableError, match="speaks TLS on this port"):
+            await driver.push(make_job())
+        await driver.close()
+    finally:
+        plain.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("ssl_ca_certs={ca}", "a TLS option, and redis:// speaks no TLS: write rediss://"),
+        ("ssl_cert_reqs=none", "a TLS option, and redis:// speaks no TLS: write rediss://"),
+    ],
+)
+def test_tls_options_on_a_redis_url_are_refused(
+    certs: Certificates, query: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        driver_from_url(f"redis://127.0.0.1:6379/0?{query.format(ca=certs.ca)}")
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("ssl_ca_certs=/no/such/ca.pem", "ssl_ca_certs='/no/such/ca.pem' is not a file"),
+        ("ssl_keyfile=/no/such/key.pem", "ssl_keyfile='/no/such/key.pem' is not a file"),
+        ("ssl_cert_reqs=bogus", "is not none, optional or required"),
+        ("ssl_validate_ocsp=true", "unknown option 'ssl_validate_ocsp'"),
+    ],
+)
+def test_tls_options_a_rediss_url_cannot_honour_are_refused(query: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        driver_from_url(f"rediss://:{PASSWORD}@127.0.0.1:6379/0?{query}")
