@@ -64,7 +64,8 @@ def make_certificates(folder: Path, client: str = "conveyor client") -> Certific
     need("openssl", "the command that makes the tests' certificates")
     for ca, name in (("ca", "conveyor test CA"), ("other-ca", "another CA")):
         _openssl(folder, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                 f"{ca}-key.pem", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN={name}")  # fmt: skip
+                 f"{ca}-key.pem", "-out", f"{ca}.pem", "-days", "2",
+                 "-subj", f"/CN={name}")  # fmt: skip
     for key, name in (("server", "localhost"), ("client", client)):
         _openssl(folder, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{key}-key.pem",
                  "-out", f"{key}.csr", "-subj", f"/CN={name}")  # fmt: skip

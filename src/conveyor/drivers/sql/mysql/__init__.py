@@ -70,6 +70,7 @@ from conveyor.drivers.doorbell import Doorbell, Ringer, RingingWakeup, private_f
 from conveyor.drivers.sql.adapter import Params, Row
 from conveyor.drivers.sql.deadline import TIMEOUT
 from conveyor.drivers.sql.driver import SqlDriver
+from conveyor.drivers.sql.mysql import tls
 from conveyor.drivers.sql.mysql.connection import MysqlConnection
 from conveyor.drivers.sql.mysql.target import DUPLICATE_KEY, NO_SUCH_TABLE, Target, error_code
 from conveyor.drivers.sql.mysql.threads import MysqlThreadConnections
@@ -101,7 +102,7 @@ CONNECT_TIMEOUT = 10.0
 
 _SCHEMES = ("mysql", "mariadb")
 _URL_HELP = "write mysql://user:password@host:3306/database"
-_CONNECTION_OPTIONS = ("connect_timeout", "unix_socket")
+_CONNECTION_OPTIONS = ("connect_timeout", "unix_socket", *tls.OPTIONS)
 #: The longest connect_timeout asyncmy and PyMySQL take (past it, a ValueError as they connect).
 _MOST_SECONDS = 31_536_000
 
@@ -281,15 +282,19 @@ def _parse_url(url: str, allowed: tuple[str, ...]) -> tuple[Target, SqlOptions]:
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     location.check_options(sorted({key for key, _ in pairs}), allowed, ", ".join(allowed))
     query = dict(pairs)
+    unix_socket = query.get("unix_socket") or None
+    context, mode = tls.tls_context(location, query, unix_socket)
     target = Target(
         host=parts.hostname or "localhost",
         port=port,
         user=unquote(parts.username) if parts.username else getpass.getuser(),
         password=unquote(parts.password or ""),
         database=database,
-        unix_socket=query.get("unix_socket") or None,
+        unix_socket=unix_socket,
         connect_timeout=_seconds(location, query, "connect_timeout", CONNECT_TIMEOUT),
         location=location,
+        ssl=context,
+        ssl_mode=mode,
     )
     return target, sql_options(url, pairs)
 
