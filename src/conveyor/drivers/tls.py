@@ -47,7 +47,7 @@ class TlsWords:
                 "the server's certificate is not for the host name in the URL: connect by a"
                 f" name the certificate holds, or (not for production) {self.no_name_check}"
             )
-        if "certificate verify failed" in text:
+        if "certificate verify failed" in text or "root certificate file" in text:
             return (
                 "the server's certificate did not verify (signed by a CA not trusted here, or"
                 f" expired): give the CA that signed it with {self.ca}, or (not for"
