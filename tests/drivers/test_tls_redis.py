@@ -17,6 +17,7 @@ import pytest
 
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.redis import RedisDriver
+from conveyor.drivers.redis.connection import split_prefix
 from conveyor.errors import BackendUnavailableError, ConfigError
 from conveyor.job import JobState
 from tests.backends.private import PrivateRedis
@@ -177,3 +178,9 @@ def test_tls_options_on_a_redis_url_are_refused(
 def test_tls_options_a_rediss_url_cannot_honour_are_refused(query: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         driver_from_url(f"rediss://:{PASSWORD}@127.0.0.1:6379/0?{query}")
+
+
+def test_a_urls_tls_files_show_as_written() -> None:
+    url = "rediss://127.0.0.1:6380/0?prefix=app_&ssl_ca_certs=/etc/ssl/ca.pem&ssl_password=pw"
+    kept = "rediss://127.0.0.1:6380/0?ssl_ca_certs=/etc/ssl/ca.pem&ssl_password=pw"
+    assert split_prefix(url) == (kept, "app_")

@@ -111,7 +111,10 @@ def _split(url: str, name: str) -> tuple[str, str | None]:
     values = [value for key, value in query if key == name]
     if not values:
         return url, None
-    rest = urllib.parse.urlencode([(key, value) for key, value in query if key != name])
+    # The others kept as written: re-encoded, a file's path (ssl_ca_certs=/etc/ca.pem) would
+    # show in every message as %2Fetc%2Fca.pem.
+    pairs = parts.query.split("&")
+    rest = "&".join(p for p in pairs if p and urllib.parse.unquote_plus(p.split("=")[0]) != name)
     # Cut by hand: urlunsplit would write unix:///path.sock as unix:/path.sock.
     kept = url.partition("?")[0] + (f"?{rest}" if rest else "")
     return kept + (f"#{parts.fragment}" if parts.fragment else ""), values[-1]
