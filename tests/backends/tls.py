@@ -1,19 +1,26 @@
 """Certificates for the TLS tests, made with the openssl command in a folder of the test's own:
 a CA, a server certificate for 127.0.0.1 and localhost signed by it, the same key under an
 expired certificate and under one for another name, a client certificate, and a second CA
-that signed none of them."""
+that signed none of them. And a redis-server speaking TLS only with them (`tls_redis`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-__all__ = ["Certificates", "make_certificates", "need"]
+from tests.backends.private import PrivateRedis
+
+__all__ = ["PASSWORD", "Certificates", "make_certificates", "need", "tls_redis"]
+
+#: The password of the servers' users, which no message may show.
+PASSWORD = "s3cret-pw"
 
 _CA_CONFIG = """
 [ca]
@@ -88,3 +95,22 @@ def make_certificates(folder: Path, client: str = "conveyor client") -> Certific
     for key in folder.glob("*-key.pem"):
         key.chmod(0o600)
     return Certificates(folder)
+
+
+@contextlib.contextmanager
+def tls_redis(
+    folder: Path, certs: Certificates, cert: str = "server", clients: str = "no"
+) -> Iterator[PrivateRedis]:
+    """A redis-server speaking TLS only, with the certificate `cert` (server, expired,
+    wrong_name), asking clients for theirs when `clients` is yes."""
+    need("redis-server", "Redis's server")
+    server = PrivateRedis(folder, persistent=False)
+    server.options = ["--port", "0", "--tls-port", str(server.port), "--tls-cert-file",
+                      getattr(certs, cert), "--tls-key-file", certs.server_key,
+                      "--tls-ca-cert-file", certs.ca, "--tls-auth-clients", clients,
+                      "--requirepass", PASSWORD]  # fmt: skip
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -24,12 +24,10 @@ from conveyor.drivers.sql.mysql import MysqlDriver
 from conveyor.errors import BackendUnavailableError, ConfigError
 from conveyor.job import JobState
 from tests.backends.private import PrivateMariadb, private_mariadb
-from tests.backends.tls import Certificates, make_certificates
+from tests.backends.tls import PASSWORD, Certificates, make_certificates
 from tests.contract.helpers import make_job, reservation
 
 pytestmark = pytest.mark.timeout(60)
-
-PASSWORD = "s3cret-pw"
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,10 @@ from conveyor.errors import BackendUnavailableError, ConfigError
 from conveyor.job import JobState
 from tests.backends import eventually
 from tests.backends.private import PrivatePostgres
-from tests.backends.tls import Certificates, make_certificates
+from tests.backends.tls import PASSWORD, Certificates, make_certificates
 from tests.contract.helpers import make_job, reservation
 
 pytestmark = pytest.mark.timeout(60)
-
-PASSWORD = "s3cret-pw"
 
 _HBA = """
 local all all trust
@@ -167,7 +165,7 @@ async def test_a_client_certificate_goes_in_sslcert_and_sslkey(
 ) -> None:
     query = f"sslmode=verify-full&sslrootcert={certs.ca}"
     without = driver_from_url(url(server, query, user="holder"))
-    with pytest.raises(BackendUnavailableError, match="sslcert=/path/client.pem&sslkey="):
+    with pytest.raises(BackendUnavailableError, match=r"sslcert=/path/client\.pem&sslkey="):
         await without.push(make_job())
     await without.close()
     files = f"&sslcert={certs.client}&sslkey={certs.client_key}"

@@ -8,7 +8,6 @@ honour are refused before any connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,36 +20,15 @@ from conveyor.drivers.redis.connection import split_prefix
 from conveyor.errors import BackendUnavailableError, ConfigError
 from conveyor.job import JobState
 from tests.backends.private import PrivateRedis
-from tests.backends.tls import Certificates, make_certificates, need
+from tests.backends.tls import PASSWORD, Certificates, make_certificates, need, tls_redis
 from tests.contract.helpers import make_job, reservation
 
 pytestmark = pytest.mark.timeout(60)
-
-PASSWORD = "s3cret-pw"
 
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     return make_certificates(tmp_path_factory.mktemp("certs"))
-
-
-@contextlib.contextmanager
-def tls_redis(
-    folder: Path, certs: Certificates, cert: str = "server", clients: str = "no"
-) -> Iterator[PrivateRedis]:
-    """A redis-server speaking TLS only, with the certificate `cert` (server, expired,
-    wrong_name), asking clients for theirs when `clients` is yes."""
-    need("redis-server", "Redis's server")
-    server = PrivateRedis(folder, persistent=False)
-    server.options = ["--port", "0", "--tls-port", str(server.port), "--tls-cert-file",
-                      getattr(certs, cert), "--tls-key-file", certs.server_key,
-                      "--tls-ca-cert-file", certs.ca, "--tls-auth-clients", clients,
-                      "--requirepass", PASSWORD]  # fmt: skip
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def url(server: PrivateRedis, query: str, *, scheme: str = "rediss") -> str:
@@ -119,7 +97,7 @@ async def test_a_client_certificate_goes_in_ssl_certfile_and_ssl_keyfile(
 ) -> None:
     with tls_redis(tmp_path, certs, clients="yes") as server:
         without = driver_from_url(url(server, f"ssl_ca_certs={certs.ca}&timeout=5"))
-        with pytest.raises(BackendUnavailableError, match="ssl_certfile=.*ssl_keyfile="):
+        with pytest.raises(BackendUnavailableError, match=r"ssl_certfile=.*ssl_keyfile="):
             await without.push(make_job())
         await without.close()
         files = f"ssl_certfile={certs.client}&ssl_keyfile={certs.client_key}"
