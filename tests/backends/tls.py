@@ -5,6 +5,7 @@ that signed none of them. And a redis-server speaking TLS only with them (`tls_r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -15,9 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.drivers import driver_from_url
+from conveyor.errors import BackendUnavailableError
+from conveyor.job import JobState
 from tests.backends.private import PrivateRedis
+from tests.contract.helpers import make_job, reservation
 
-__all__ = ["PASSWORD", "Certificates", "make_certificates", "need", "tls_redis"]
+__all__ = [
+    "PASSWORD", "Certificates", "certs_fixture", "make_certificates", "need", "refusal",
+    "round_trip", "tls_redis",
+]  # fmt: skip
 
 #: The password of the servers' users, which no message may show.
 PASSWORD = "s3cret-pw"
@@ -51,6 +59,12 @@ class Certificates:
         return str(self.folder / f"{name.replace('_', '-')}.pem")
 
 
+@pytest.fixture(scope="module", name="certs")
+def certs_fixture(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """The module's certificates (a module imports this fixture); the client's is holder's."""
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
 def need(program: str, what: str) -> None:
     """Skip unless `program` (`what` it is) is installed; under CI=true, where this machine's
     kind has it, fail instead."""
@@ -66,7 +80,7 @@ def _openssl(folder: Path, *args: str) -> None:
     assert done.returncode == 0, f"openssl {' '.join(args)}: {done.stderr.decode()}"
 
 
-def make_certificates(folder: Path, client: str = "conveyor client") -> Certificates:
+def make_certificates(folder: Path, client: str = "holder") -> Certificates:
     """The files in `folder`; the client certificate's common name is `client`."""
     need("openssl", "the command that makes the tests' certificates")
     for ca, name in (("ca", "conveyor test CA"), ("other-ca", "another CA")):
@@ -114,3 +128,40 @@ def tls_redis(
         yield server
     finally:
         server.close()
+
+
+async def round_trip(url: str) -> None:
+    """Through two drivers for `url`: a push, reserve and ack; a push from a plain thread on
+    the driver's synchronous connection (`push_in_thread`, which must not hand it to the event
+    loop); and a `wait` woken by the other driver's push."""
+    driver, other = driver_from_url(url), driver_from_url(url)
+    try:
+        first = make_job()
+        await driver.push(first)
+        [job] = await driver.reserve(["q"], 10, 30, "w1")
+        assert await driver.ack([reservation(job)]) == {first.id}
+        assert (await driver.get(first.id)).state is JobState.SUCCEEDED  # type: ignore[union-attr]
+        second = make_job()
+        assert await asyncio.to_thread(driver.push_in_thread, second) == second.id
+        assert [j.id for j in await driver.reserve(["q"], 10, 30, "w1")] == [second.id]
+        waiting = asyncio.create_task(driver.wait(["q"], 30))  # its own connection (BLPOP...)
+        await asyncio.sleep(0.2)
+        await other.push(make_job())
+        await asyncio.wait_for(waiting, 10)
+    finally:
+        await driver.close()
+        await other.close()
+
+
+async def refusal(url: str) -> str:
+    """The message of the BackendUnavailableError a push to `url` fails with, checked to hold
+    no password."""
+    driver = driver_from_url(url)
+    try:
+        await driver.push(make_job())
+    except BackendUnavailableError as error:
+        assert PASSWORD not in str(error)
+        return str(error)
+    finally:
+        await driver.close()
+    raise AssertionError(f"a push to {url} went through")

@@ -16,15 +16,16 @@ from conveyor.drivers import driver_from_url
 from conveyor.errors import BackendUnavailableError, ConfigError
 from tests.backends import require_service
 from tests.backends.amqp import START
-from tests.backends.tls import PASSWORD, Certificates, make_certificates, tls_redis
+from tests.backends.tls import (
+    PASSWORD,
+    Certificates,
+    certs_fixture,  # noqa: F401 - the module-scoped fixture `certs`
+    refusal,
+    tls_redis,
+)
 from tests.contract.helpers import make_job
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.mark.parametrize(
@@ -40,12 +41,7 @@ async def test_a_tls_handshake_that_fails_names_the_fix(
 ) -> None:
     with tls_redis(tmp_path, certs, cert) as endpoint:  # a TLS endpoint, not a broker
         address = f"127.0.0.1:{endpoint.port}/?prefix=tls.&timeout=5&{query.format(ca=certs.ca)}"
-        driver = driver_from_url(f"amqps://guest:{PASSWORD}@{address}")
-        with pytest.raises(BackendUnavailableError) as caught:
-            await driver.push(make_job())
-        await driver.close()
-    assert fix in str(caught.value)
-    assert PASSWORD not in str(caught.value)
+        assert fix in await refusal(f"amqps://guest:{PASSWORD}@{address}")
 
 
 async def test_amqps_to_a_plain_port_says_to_write_amqp() -> None:

@@ -22,17 +22,17 @@ import pytest
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.sql.mysql import MysqlDriver
 from conveyor.errors import BackendUnavailableError, ConfigError
-from conveyor.job import JobState
 from tests.backends.private import PrivateMariadb, private_mariadb
-from tests.backends.tls import PASSWORD, Certificates, make_certificates
-from tests.contract.helpers import make_job, reservation
+from tests.backends.tls import (
+    PASSWORD,
+    Certificates,
+    certs_fixture,  # noqa: F401 - the module-scoped fixture `certs`
+    refusal,
+    round_trip,
+)
+from tests.contract.helpers import make_job
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def server(certs: Certificates) -> Iterator[PrivateMariadb]:
             server.files = files  # type: ignore[attr-defined]
             server.sql(
                 f"CREATE DATABASE jobs; CREATE USER app@'%' IDENTIFIED BY '{PASSWORD}'"
-                " REQUIRE SSL; CREATE USER holder@'%' REQUIRE SUBJECT '/CN=conveyor client';"
+                " REQUIRE SSL; CREATE USER holder@'%' REQUIRE SUBJECT '/CN=holder';"
                 " GRANT ALL ON jobs.* TO app@'%'; GRANT ALL ON jobs.* TO holder@'%';"
             )
             yield server
@@ -80,29 +80,7 @@ def url(server: PrivateMariadb, query: str, user: str = f"app:{PASSWORD}") -> st
 async def test_a_tls_url_pushes_reserves_settles_and_wakes_over_tls(
     server: PrivateMariadb, certs: Certificates
 ) -> None:
-    driver = driver_from_url(url(server, f"ssl_ca={certs.ca}"))
-    other = driver_from_url(url(server, f"ssl_ca={certs.ca}&ssl_mode=VERIFY_IDENTITY"))
-    assert isinstance(driver, MysqlDriver) and isinstance(other, MysqlDriver)
-    try:
-        first = make_job()
-        await driver.push(first)
-        [job] = await driver.reserve(["q"], 10, 30, "w1")
-        assert await driver.ack([reservation(job)]) == {first.id}
-        second = make_job()  # from a plain thread, on a PyMySQL connection
-        pushed: list[str | None] = []
-        thread = threading.Thread(target=lambda: pushed.append(driver.push_in_thread(second)))
-        thread.start()
-        await asyncio.to_thread(thread.join)
-        assert pushed == [second.id]
-        assert [j.id for j in await driver.reserve(["q"], 10, 30, "w1")] == [second.id]
-        waiting = asyncio.create_task(driver.wait(["q"], 30))
-        await asyncio.sleep(0.2)
-        await other.push(make_job())
-        await asyncio.wait_for(waiting, 10)
-        assert (await driver.get(first.id)).state is JobState.SUCCEEDED  # type: ignore[union-attr]
-    finally:
-        await driver.close()
-        await other.close()
+    await round_trip(url(server, f"ssl_ca={certs.ca}"))  # asyncmy, and PyMySQL from the thread
 
 
 @pytest.mark.parametrize(
@@ -118,12 +96,7 @@ async def test_a_certificate_that_does_not_verify_names_the_fix(
     server: PrivateMariadb, certs: Certificates, cert: str, query: str, fix: str
 ) -> None:
     with serving(server, certs, cert):
-        driver = driver_from_url(url(server, query.format(ca=certs.ca, other_ca=certs.other_ca)))
-        with pytest.raises(BackendUnavailableError) as caught:
-            await driver.push(make_job())
-        await driver.close()
-    assert fix in str(caught.value)
-    assert PASSWORD not in str(caught.value)
+        assert fix in await refusal(url(server, query.format(ca=certs.ca, other_ca=certs.other_ca)))
 
 
 async def test_a_certificate_that_verifies_only_as_asked_is_taken(

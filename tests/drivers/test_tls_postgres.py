@@ -15,7 +15,6 @@ import shutil
 import socket
 import ssl
 import struct
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,11 +24,16 @@ from conveyor import Job, Registry, Worker
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.sql.postgres import PostgresDriver
 from conveyor.errors import BackendUnavailableError, ConfigError
-from conveyor.job import JobState
 from tests.backends import eventually
 from tests.backends.private import PrivatePostgres
-from tests.backends.tls import PASSWORD, Certificates, make_certificates
-from tests.contract.helpers import make_job, reservation
+from tests.backends.tls import (
+    PASSWORD,
+    Certificates,
+    certs_fixture,  # noqa: F401 - the module-scoped fixture `certs`
+    refusal,
+    round_trip,
+)
+from tests.contract.helpers import make_job
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,11 +43,6 @@ hostssl all holder 127.0.0.1/32 cert
 hostssl all all 127.0.0.1/32 scram-sha-256
 hostnossl all all 127.0.0.1/32 reject
 """
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    return make_certificates(tmp_path_factory.mktemp("certs"), client="holder")
 
 
 @pytest.fixture(scope="module")
@@ -114,29 +113,9 @@ def url(server: PrivatePostgres, query: str, user: str = f"app:{PASSWORD}") -> s
 async def test_a_verify_full_url_pushes_reserves_settles_and_wakes_over_tls(
     server: PrivatePostgres, certs: Certificates
 ) -> None:
-    driver = driver_from_url(url(server, f"sslmode=verify-full&sslrootcert={certs.ca}"))
-    other = driver_from_url(url(server, f"sslmode=verify-full&sslrootcert={certs.ca}"))
-    assert isinstance(driver, PostgresDriver) and isinstance(other, PostgresDriver)
-    try:
-        first = make_job()
-        await driver.push(first)
-        [job] = await driver.reserve(["q"], 10, 30, "w1")
-        assert await driver.ack([reservation(job)]) == {first.id}
-        second = make_job()  # from a plain thread, on a synchronous connection
-        pushed: list[str | None] = []
-        thread = threading.Thread(target=lambda: pushed.append(driver.push_in_thread(second)))
-        thread.start()
-        await asyncio.to_thread(thread.join)
-        assert pushed == [second.id]
-        assert [j.id for j in await driver.reserve(["q"], 10, 30, "w1")] == [second.id]
-        waiting = asyncio.create_task(driver.wait(["q"], 30))  # LISTEN, on its own connection
-        await asyncio.sleep(0.2)
-        await other.push(make_job())
-        await asyncio.wait_for(waiting, 10)
-        assert (await driver.get(first.id)).state is JobState.SUCCEEDED  # type: ignore[union-attr]
-    finally:
-        await driver.close()
-        await other.close()
+    await round_trip(
+        url(server, f"sslmode=verify-full&sslrootcert={certs.ca}")
+    )  # the pool, a sync connection, LISTEN
 
 
 @pytest.mark.parametrize(
@@ -152,12 +131,7 @@ async def test_a_tls_failure_names_the_fix(
     server: PrivatePostgres, certs: Certificates, cert: str, query: str, fix: str
 ) -> None:
     with serving(server, certs, cert) if cert != "server" else contextlib.nullcontext():
-        driver = driver_from_url(url(server, query.format(ca=certs.ca, other_ca=certs.other_ca)))
-        with pytest.raises(BackendUnavailableError) as caught:
-            await driver.push(make_job())
-        await driver.close()
-    assert fix in str(caught.value)
-    assert PASSWORD not in str(caught.value)
+        assert fix in await refusal(url(server, query.format(ca=certs.ca, other_ca=certs.other_ca)))
 
 
 async def test_a_client_certificate_goes_in_sslcert_and_sslkey(
