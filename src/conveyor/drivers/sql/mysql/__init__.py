@@ -27,8 +27,9 @@ restart the driver carries on.
 URL options, after `?`: `prefix` (default conveyor_), `migrate` (true or false), `pool_size`
 (default 10), `timeout` (seconds, default 10: how long a call may wait for a connection, and
 then for its statements, before its connection counts as gone silent and is discarded),
-`connect_timeout` (seconds, default 10, for the TCP connect) and `unix_socket` (a socket path
-to connect through instead of TCP). Without a user the URL means the current login name, as
+`connect_timeout` (seconds, default 10, for the TCP connect), `unix_socket` (a socket path
+to connect through instead of TCP), and TLS's `ssl_mode`, `ssl_ca`, `ssl_cert`, `ssl_key`
+(mysql/tls.py). Without a user the URL means the current login name, as
 the mysql client does; without a port, 3306. TCP keepalives find a silent idle connection
 within 11 s, and on MariaDB the server ends a transaction left idle past `timeout` (its client
 was cut off), so its row locks are not held for hours; see docs/reliability.md.
@@ -112,11 +113,11 @@ class MysqlDriver(SqlDriver):
     able to push inside the caller's own transaction.
 
     `url` is a mysql:// (or mariadb://) URL naming the server, the login and the database,
-    with only connection options after `?` (`connect_timeout`, `unix_socket`); use `from_url`
-    for a URL that carries conveyor's own options too. `prefix` starts every table name, so
-    several sets of queues can share one database. `migrate=False` never changes the schema:
-    opening checks that it is up to date and raises ConfigError if not. `timeout` is the
-    deadline, in seconds, of every call (to get a connection, then to run): past it the
+    with only connection options after `?` (`connect_timeout`, `unix_socket`, `ssl_*`); use
+    `from_url` for a URL that carries conveyor's own options too. `prefix` starts every table
+    name, so several sets of queues can share one database. `migrate=False` never changes the
+    schema: opening checks that it is up to date and raises ConfigError if not. `timeout` is
+    the deadline, in seconds, of every call (to get a connection, then to run): past it the
     connection is discarded and the call fails with BackendUnavailableError.
     """
 
