@@ -7,6 +7,7 @@ honour are refused before any connection.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from tests.backends.tls import (
     tls_redis,
 )
 from tests.contract.helpers import make_job
+from tests.integration.test_cli_mistakes import conveyor, one_error_line
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,3 +135,17 @@ def test_a_urls_tls_files_show_as_written() -> None:
     url = "rediss://127.0.0.1:6380/0?prefix=app_&ssl_ca_certs=/etc/ssl/ca.pem&ssl_password=pw"
     kept = "rediss://127.0.0.1:6380/0?ssl_ca_certs=/etc/ssl/ca.pem&ssl_password=pw"
     assert split_prefix(url) == (kept, "app_")
+
+
+def test_conveyor_push_and_list_go_over_tls_and_say_the_fix_when_it_fails(
+    server: PrivateRedis, certs: Certificates, tmp_path: Path
+) -> None:
+    good = url(server, f"ssl_ca_certs={certs.ca}")
+    pushed = conveyor(tmp_path, good, "push", "default", "add", "--payload", "{}")
+    assert pushed.returncode == 0, pushed.stderr
+    listed = conveyor(tmp_path, good, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["queues"]["default"]["pending"] >= 1
+    bad = conveyor(tmp_path, url(server, f"ssl_ca_certs={certs.other_ca}"), "list")
+    assert "?ssl_ca_certs=/path/ca.pem" in one_error_line(bad)
+    assert PASSWORD not in bad.stdout + bad.stderr
