@@ -42,7 +42,7 @@ class TlsWords:
                 "the server's certificate has expired: renew it on the server (or set this"
                 " machine's clock right)"
             )
-        if "mismatch" in text or "does not match host name" in text:
+        if ("mismatch" in text and "certificate" in text) or "does not match host name" in text:
             return (
                 "the server's certificate is not for the host name in the URL: connect by a"
                 f" name the certificate holds, or (not for production) {self.no_name_check}"
