@@ -157,6 +157,17 @@ async def test_push_reserve_and_ack_run_past_psycopgs_prepare_threshold(
         assert (await pushing.get(job.id)).state is JobState.SUCCEEDED  # type: ignore[union-attr]
 
 
+async def test_pushes_from_a_plain_thread_run_past_psycopgs_prepare_threshold(
+    drivers: Drivers[PostgresDriver],
+) -> None:
+    first, second = await drivers.open(), await drivers.open()
+    for _ in range(_OFTEN):
+        for driver in (first, second):  # two clients, which a pooler may give one server
+            job = make_job()
+            assert await asyncio.to_thread(driver.push_in_thread, job) == job.id
+    assert (await first.counts(["q"]))["q"].pending == 2 * _OFTEN
+
+
 async def test_push_many_copies_a_batch_in_and_skips_ids_stored_already(
     drivers: Drivers[PostgresDriver],
 ) -> None:
