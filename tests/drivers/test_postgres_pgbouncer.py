@@ -29,11 +29,16 @@ from conveyor.drivers.sql.postgres import COPY_FROM, PostgresDriver
 from conveyor.errors import ConfigError, DriverError
 from conveyor.job import JobState
 from tests.backends import Drivers
-from tests.backends.postgres import PORT, URL, drop_tables, fresh_prefix
+from tests.backends.postgres import PORT, URL
 from tests.contract.helpers import make_job, reservation
+from tests.drivers import test_postgres
 from tests.drivers.test_postgres import idle_wait
 
 pytestmark = pytest.mark.timeout(30)
+
+# The fixtures of the driver's main tests: the server required, a prefix of the test's own.
+server = test_postgres.server
+prefix = test_postgres.prefix
 
 #: Where Debian puts the program, off the PATH of a user who is not root.
 _SBIN = "/usr/sbin/pgbouncer"
@@ -111,13 +116,6 @@ def bouncer(request: pytest.FixtureRequest) -> Iterator[str]:
         finally:
             process.terminate()
             process.communicate(timeout=10)
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    fresh = fresh_prefix()
-    yield fresh
-    await drop_tables(fresh)
 
 
 @pytest.fixture

@@ -150,22 +150,23 @@ class Target:
     def setup(self) -> sql.Composed:
         """What each new connection runs first; nothing behind a pooler in transaction mode,
         where a setting would hold on one server connection only, which other clients of the
-        pooler then use with it (a role's settings, ALTER ROLE ... SET, hold everywhere).
+        pooler then use with it (a role's settings, ALTER ROLE ... SET, hold everywhere; there
+        extra_float_digits and default_transaction_isolation must be left at their defaults).
 
-        JIT off: conveyor's statements are short, but
-        the planner's guesses for their JSON batches (100 rows per batch, 100 queues) can push
-        their estimated cost past jit_above_cost, and compiling then takes a hundred times
-        longer than running (seen: 270 ms of JIT for a 2 ms reserve). A transaction left idle
-        past the timeout is ended by the server: its client was cut off and will never finish
-        it. A lock waited for past LOCK_WAIT of the timeout fails the statement (migrations,
-        which may wait an hour, lift this for their transaction). Floats are read back whole
-        (extra_float_digits 1, the default since PostgreSQL 12), whatever the role, database
-        or options= say: times are float8 seconds, and at -15 a push_many COPY stored jobs
-        created at the server's clock read back as 2e+09, due years later. Transactions are
-        READ COMMITTED, whatever default_transaction_isolation the database has: reserve's
-        FOR UPDATE SKIP LOCKED and the fenced settles rely on a row locked being read again
-        at its newest version, where REPEATABLE READ or SERIALIZABLE fail the statement
-        ("could not serialize access due to concurrent update") whenever workers meet."""
+        JIT off: conveyor's statements are short, but the planner's guesses for their JSON
+        batches (100 rows per batch, 100 queues) can push their estimated cost past
+        jit_above_cost, and compiling then takes a hundred times longer than running (seen: 270
+        ms of JIT for a 2 ms reserve). A transaction left idle past the timeout is ended by the
+        server: its client was cut off and will never finish it. A lock waited for past
+        LOCK_WAIT of the timeout fails the statement (migrations, which may wait an hour, lift
+        this for their transaction). Floats are read back whole (extra_float_digits 1, the
+        default since PostgreSQL 12), whatever the role, database or options= say: times are
+        float8 seconds, and at -15 a push_many COPY stored jobs created at the server's clock
+        read back as 2e+09, due years later. Transactions are READ COMMITTED, whatever
+        default_transaction_isolation the database has: reserve's FOR UPDATE SKIP LOCKED and the
+        fenced settles rely on a row locked being read again at its newest version, where
+        REPEATABLE READ or SERIALIZABLE fail the statement ("could not serialize access due to
+        concurrent update") whenever workers meet."""
         if self.transaction_pool:
             return sql.Composed([])  # an empty statement: one round trip, nothing set
         idle = sql.Literal(f"{whole_seconds(self.timeout)}s")
