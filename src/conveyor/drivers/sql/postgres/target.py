@@ -155,8 +155,8 @@ class Target:
 
         JIT off: conveyor's statements are short, but the planner's guesses for their JSON
         batches (100 rows per batch, 100 queues) can push their estimated cost past
-        jit_above_cost, and compiling then takes a hundred times longer than running (seen: 270
-        ms of JIT for a 2 ms reserve). A transaction left idle past the timeout is ended by the
+        jit_above_cost, and compiling then takes a hundred times longer than running (seen:
+        270 ms of JIT for a 2 ms reserve). A transaction left idle past the timeout is ended by the
         server: its client was cut off and will never finish it. A lock waited for past
         LOCK_WAIT of the timeout fails the statement (migrations, which may wait an hour, lift
         this for their transaction). Floats are read back whole (extra_float_digits 1, the
