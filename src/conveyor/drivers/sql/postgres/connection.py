@@ -45,7 +45,6 @@ from conveyor.drivers.sql.deadline import (
 from conveyor.drivers.sql.postgres import prepared
 from conveyor.drivers.sql.postgres.borrowed import JOBS_TABLE, check_state, on_callers
 from conveyor.drivers.sql.postgres.pool import Pool
-from conveyor.drivers.sql.postgres.prepared import positional
 from conveyor.drivers.sql.postgres.socket import PooledConnection, ended_by_server, wait_on_socket
 from conveyor.drivers.sql.postgres.target import Target
 from conveyor.drivers.sql.queries import Query
@@ -423,7 +422,8 @@ class _Transaction:
 
     async def execute(self, query: Query, params: Params) -> int:
         try:
-            if isinstance(self._conn, PooledConnection) and (short := positional(query)):
+            short = self._target.positional(query)
+            if short is not None and isinstance(self._conn, PooledConnection):
                 run = prepared.run(self._conn.pgconn, self._conn.prepared, short, params)
                 return await wait_on_socket(run, self._conn.pgconn.socket)
             async with psycopg.AsyncCursor(self._conn) as cursor:

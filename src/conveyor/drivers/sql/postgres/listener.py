@@ -10,6 +10,9 @@ interval), so a notification lost while the listening connection was down costs 
 interval. The connection is checked every QUIET_CHECK seconds (`SELECT 1`, under the driver's
 timeout: a connection that went silent never answers, and is then broken and replaced) and
 reconnected with backoff when lost.
+
+Behind a pooler in transaction mode (the URL's pool_mode=transaction) nothing LISTENs: a LISTEN
+holds for a session, and there the server connection that ran it moves on to another client.
 """
 
 from __future__ import annotations
@@ -73,9 +76,20 @@ class Listener:
     async def start(self) -> bool:
         """Connect and LISTEN, unless already done; True once listening, so that every later
         commit that notifies the channel is heard. False (with a warning, once) when it cannot
-        connect: the caller then polls, and a call after the pause (`_retry_at`) tries again."""
+        connect: the caller then polls, and a call after the pause (`_retry_at`) tries again.
+        Always False behind a pooler in transaction mode (said once, at info)."""
         if self.listening:
             return True
+        if self.target.transaction_pool:
+            if not self._failing:
+                log.info(
+                    "not listening through %s (pool_mode=transaction): idle workers poll at"
+                    " their poll interval; a worker connected to the server, or to a session"
+                    " pool, is woken at once",
+                    self.target.shown,
+                )
+            self._failing = True
+            return False
         if self._failing and time.monotonic() < self._retry_at:
             return False
         async with self._starting:

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import psycopg
@@ -19,11 +19,13 @@ from conveyor.drivers import keepalive
 from conveyor.drivers.limit import limit_reached, refused_for_limit
 from conveyor.drivers.location import Location
 from conveyor.drivers.sql.deadline import LOCK_WAIT, TIMEOUT, Deadline, whole_seconds
+from conveyor.drivers.sql.postgres.prepared import Positional, positional
+from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.url import OPTIONS
 from conveyor.drivers.tls import TlsWords, check_files
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
-__all__ = ["CONNECT_TIMEOUT", "Target"]
+__all__ = ["CONNECT_TIMEOUT", "POOL_MODE", "Target", "pool_mode"]
 
 log = logging.getLogger("conveyor.postgres")
 
@@ -49,6 +51,15 @@ _TLS_WORDS = TlsWords(
     off="write sslmode=prefer (or disable)",
 )
 
+#: The URL's option naming the mode of a pooler in between (PgBouncer's word), and its values.
+POOL_MODE = "pool_mode"
+_POOL_MODES = ("session", "transaction")
+
+#: SQLSTATEs duplicate_prepared_statement and invalid_sql_statement_name: a statement prepared
+#: on a connection found there by another client, or not found by this one. Behind a pooler in
+#: transaction mode, whose server connections move between clients, and only there.
+_PREPARED_ELSEWHERE = frozenset({"42P05", "26000"})
+
 #: SQLSTATE lock_not_available: lock_timeout ran out.
 _LOCK_NOT_AVAILABLE = "55P03"
 
@@ -72,9 +83,25 @@ class Target:
     socket). Messages show it with any password replaced by ***.
     """
 
-    def __init__(self, conninfo: str, *, timeout: float = TIMEOUT, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        timeout: float = TIMEOUT,
+        pool_size: int = 10,
+        pool_mode: str = "session",
+    ) -> None:
         self.conninfo = conninfo
         self.pool_size = pool_size  # named in the error for a connection limit reached
+        if pool_mode not in _POOL_MODES:
+            raise ConfigError(
+                f"pool_mode must be session or transaction, not {pool_mode!r}: write"
+                " pool_mode=transaction behind a pooler in transaction mode (PgBouncer's"
+                " pool_mode = transaction), else leave it out"
+            )
+        #: Behind a pooler in transaction mode: each transaction may run on another server
+        #: connection, shared with other clients, so no state may outlive one (see `setup`).
+        self.transaction_pool = pool_mode == "transaction"
         #: The conninfo's passwords, found once; every message is shown through it.
         self.location = Location.parse(conninfo)
         self.timeout = timeout
@@ -88,7 +115,8 @@ class Target:
             )
             # An option libpq refused may be a password under a misspelt name (?pasword=).
             refused = re.search(r'invalid URI query parameter: "(.*)"', str(error))
-            if refused and refused[1] in OPTIONS:  # conveyor's own, given where libpq's go
+            # conveyor's own, given where libpq's go
+            if refused and refused[1] in (*OPTIONS, POOL_MODE):
                 raise ConfigError(
                     f"{self.shown!r}: {refused[1]}= is conveyor's option, not libpq's: give the"
                     " URL to PostgresDriver.from_url (or driver_from_url), which reads it, or"
@@ -108,6 +136,8 @@ class Target:
         # message with an emoji failed in the client (UnicodeEncodeError) before it was sent.
         # The server converts to the database's encoding, and says so if it cannot.
         self.kwargs: dict[str, Any] = {"autocommit": True, "client_encoding": "UTF8"}
+        if self.transaction_pool:  # psycopg prepares a statement run 5 times on a connection
+            self.kwargs["prepare_threshold"] = None
         # Named in pg_stat_activity, and never stuck for minutes connecting to a host that does
         # not answer, unless the settings (or libpq's environment variables) say otherwise.
         # The name as a fallback: an application_name given as a parameter beat PGAPPNAME.
@@ -147,26 +177,39 @@ class Target:
         return self.location.shown
 
     def setup(self) -> sql.Composed:
-        """What each new connection runs first. JIT off: conveyor's statements are short, but
-        the planner's guesses for their JSON batches (100 rows per batch, 100 queues) can push
-        their estimated cost past jit_above_cost, and compiling then takes a hundred times
-        longer than running (seen: 270 ms of JIT for a 2 ms reserve). A transaction left idle
-        past the timeout is ended by the server: its client was cut off and will never finish
-        it. A lock waited for past LOCK_WAIT of the timeout fails the statement (migrations,
-        which may wait an hour, lift this for their transaction). Floats are read back whole
-        (extra_float_digits 1, the default since PostgreSQL 12), whatever the role, database
-        or options= say: times are float8 seconds, and at -15 a push_many COPY stored jobs
-        created at the server's clock read back as 2e+09, due years later. Transactions are
-        READ COMMITTED, whatever default_transaction_isolation the database has: reserve's
-        FOR UPDATE SKIP LOCKED and the fenced settles rely on a row locked being read again
-        at its newest version, where REPEATABLE READ or SERIALIZABLE fail the statement
-        ("could not serialize access due to concurrent update") whenever workers meet."""
+        """What each new connection runs first; nothing behind a pooler in transaction mode,
+        where a setting would hold on one server connection only, which other clients of the
+        pooler then use with it (a role's settings, ALTER ROLE ... SET, hold everywhere; there
+        extra_float_digits and default_transaction_isolation must be left at their defaults).
+
+        JIT off: conveyor's statements are short, but the planner's guesses for their JSON
+        batches (100 rows per batch, 100 queues) can push their estimated cost past
+        jit_above_cost, and compiling then takes a hundred times longer than running (seen:
+        270 ms of JIT for a 2 ms reserve). A transaction left idle past the timeout is ended by the
+        server: its client was cut off and will never finish it. A lock waited for past
+        LOCK_WAIT of the timeout fails the statement (migrations, which may wait an hour, lift
+        this for their transaction). Floats are read back whole (extra_float_digits 1, the
+        default since PostgreSQL 12), whatever the role, database or options= say: times are
+        float8 seconds, and at -15 a push_many COPY stored jobs created at the server's clock
+        read back as 2e+09, due years later. Transactions are READ COMMITTED, whatever
+        default_transaction_isolation the database has: reserve's FOR UPDATE SKIP LOCKED and the
+        fenced settles rely on a row locked being read again at its newest version, where
+        REPEATABLE READ or SERIALIZABLE fail the statement ("could not serialize access due to
+        concurrent update") whenever workers meet."""
+        if self.transaction_pool:
+            return sql.Composed([])  # an empty statement: one round trip, nothing set
         idle = sql.Literal(f"{whole_seconds(self.timeout)}s")
         lock = sql.Literal(f"{max(1, round(self.timeout * LOCK_WAIT * 1000))}ms")
         return sql.SQL(
             "SET jit = off; SET idle_in_transaction_session_timeout = {}; SET lock_timeout = {};"
             " SET extra_float_digits = 1; SET default_transaction_isolation = 'read committed'"
         ).format(idle, lock)
+
+    def positional(self, query: Query) -> Positional | None:
+        """`query` to run the short way (conveyor.drivers.sql.postgres.prepared), or None:
+        not one of those, or behind a pooler in transaction mode, where a statement prepared
+        on one server connection is not on the next."""
+        return None if self.transaction_pool else positional(query)
 
     def mask(self, text: str) -> str:
         """`text` with the password, wherever it appears, replaced by ***."""
@@ -240,6 +283,15 @@ class Target:
                 f"PostgreSQL {what} on {self.shown} failed, the server out of room ({detail}):"
                 " free space on its disk (or memory), and workers carry on"
             )
+        if error.sqlstate in _PREPARED_ELSEWHERE:
+            return DriverError(
+                f"PostgreSQL {what} failed on {self.shown}: {detail}. A pooler in transaction"
+                " mode (PgBouncer's pool_mode = transaction) sits in between, whose server"
+                " connections move between clients, and prepared statements with them: add"
+                " pool_mode=transaction to the URL (and connect your own connections given as"
+                " connection= with prepare_threshold=None), or point conveyor at the server or"
+                " at a session-mode pool"
+            )
         if error.sqlstate == _READ_ONLY:
             return DriverError(
                 f"PostgreSQL {what} failed on {self.shown}: {detail}. The server takes no"
@@ -271,3 +323,11 @@ def _lost(error: psycopg.Error) -> bool:
         return False
     state = error.sqlstate
     return state is None or state.startswith(("08", "57P"))
+
+
+def pool_mode(url: str, pairs: Iterable[tuple[str, str]]) -> str:
+    """The pool mode a URL's query `pairs` give (session unless they say otherwise)."""
+    modes = [value for key, value in pairs if key == POOL_MODE]
+    if len(modes) > 1:
+        raise ConfigError(f"{Location.parse(url).shown!r}: pool_mode= is given twice; keep one")
+    return modes[0] if modes else "session"

@@ -20,7 +20,6 @@ from psycopg.waiting import READY_R, READY_W, WAIT_R, WAIT_W
 from conveyor.drivers.sql.adapter import Params
 from conveyor.drivers.sql.deadline import no_answer
 from conveyor.drivers.sql.postgres import prepared
-from conveyor.drivers.sql.postgres.prepared import positional
 from conveyor.drivers.sql.postgres.socket import ended_by_server
 from conveyor.drivers.sql.postgres.target import Target, log
 from conveyor.drivers.sql.queries import Query
@@ -101,7 +100,7 @@ class PostgresThreadConnections(ThreadConnections[_ThreadConnection]):
         return conn
 
     def _run(self, conn: _ThreadConnection, query: Query, params: Params) -> None:
-        short = positional(query)
+        short = self._target.positional(query)
         if short is None:
             self._statement(conn, query.name, query.sql, params, self._target.timeout)
             return
