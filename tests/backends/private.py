@@ -1,6 +1,7 @@
 """Servers of a test's own, on spare loopback ports, that the test may kill and restart: a
-redis-server with `appendfsync always`, and a PostgreSQL cluster made with initdb. The shared
-servers the rest of the suite uses are never touched.
+redis-server with `appendfsync always`, a PostgreSQL cluster made with initdb, and a MariaDB
+server made with mariadb-install-db. The shared servers the rest of the suite uses are never
+touched.
 
 PostgreSQL refuses to run as root: when the tests run as root, the cluster belongs to the
 `postgres` user (its files in a folder of its own) and is run through `runuser`.
@@ -171,6 +172,67 @@ def private_redis(
 @contextlib.contextmanager
 def private_postgres() -> Iterator[PrivatePostgres]:
     server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+class PrivateMariadb:
+    """A MariaDB server of its own (mariadb-install-db) on a spare port, its files in a
+    temporary folder; `options`, more of mariadbd's arguments. Root logs in through the
+    socket (`sql`); the test makes the users it needs."""
+
+    def __init__(self, options: Sequence[str] = ()) -> None:
+        for program in ("mariadbd", "mariadb-install-db", "mariadb"):
+            if shutil.which(program) is None:
+                pytest.skip(f"MariaDB's {program} is not installed")
+        self.port = spare_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="conveyor-mariadb-"))
+        self.socket = self.folder / "sock"
+        self.options = list(options)
+        self.as_user = ["--user=mysql"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(self.folder, "mysql", "mysql")
+        subprocess.run(
+            ["mariadb-install-db", "--no-defaults", f"--datadir={self.folder / 'data'}",
+             "--auth-root-authentication-method=socket", "--skip-test-db", *self.as_user],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
+        )  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["mariadbd", "--no-defaults", f"--datadir={self.folder / 'data'}",
+             f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.socket}",
+             f"--pid-file={self.folder / 'pid'}", "--skip-log-bin", *self.as_user,
+             *self.options],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port(self.port, up=True)
+
+    def sql(self, statements: str) -> str:
+        """Run `statements` as root; what they print."""
+        done = subprocess.run(
+            ["mariadb", "--no-defaults", f"--socket={self.socket}", "-uroot", "-N", "-e",
+             statements],
+            check=False, capture_output=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 0, f"mariadb: {done.stderr.decode()}"
+        return done.stdout.decode()
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_mariadb(options: Sequence[str] = ()) -> Iterator[PrivateMariadb]:
+    server = PrivateMariadb(options)
     try:
         server.start()
         yield server

@@ -592,7 +592,7 @@ def test_an_option_a_redis_driver_does_not_take_is_an_error_not_a_type_error_at_
         " 'redis://:***@127.0.0.1:6379/0?pool_size=***': unknown option 'pool_size'; the options"
         " are prefix, timeout and redis-py's connection settings"
     ) in refused
-    write(tmp_path, f'[drivers.main]\nurl = "{url}"\nmax_connections = 8\nssl_ca_certs = "x"\n')
+    write(tmp_path, f'[drivers.main]\nurl = "{url}"\nmax_connections = 8\nclient_name = "x"\n')
     assert source(make_app(), "driver", "main", "max_connections") == ("8", "conveyor.toml:3")
 
 

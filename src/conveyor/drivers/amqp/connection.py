@@ -23,6 +23,7 @@ import aiormq.exceptions
 from pamqp import exceptions as pamqp_exceptions
 
 from conveyor.drivers.location import Location
+from conveyor.drivers.tls import TlsWords, check_files
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "Edge", "Settings", "parse_url"]
@@ -39,6 +40,17 @@ _AIORMQ_OPTIONS = (
 #: the driver the broker's own setting when it was changed.
 DEFAULT_CONSUMER_TIMEOUT = 1800.0
 _SCHEMES = ("amqp", "amqps")
+#: aiormq's TLS options, amqps:// only (an amqp:// URL would ignore them in silence).
+_TLS_OPTIONS = ("cafile", "capath", "cadata", "keyfile", "certfile", "no_verify_ssl")
+#: The options that fix a TLS failure, in aiormq's words (its no_verify_ssl checks nothing).
+_TLS_WORDS = TlsWords(
+    ca="?cafile=/path/ca.pem",
+    no_name_check="?no_verify_ssl=1",
+    no_verify="?no_verify_ssl=1",
+    client="?certfile=/path/client.pem&keyfile=/path/client.key",
+    on="write amqps://",
+    off="write amqp://",
+)
 
 
 class Settings:
@@ -94,6 +106,7 @@ def parse_url(url: str, prefix: str | None = None, timeout: float | None = None)
     ours = ("prefix", "exchange", "timeout", "consumer_timeout")
     known = (*ours, *_AIORMQ_OPTIONS)  # aiormq would ignore any other in silence
     location.check_options((key for key, _ in query), known, ", ".join(known))
+    _check_tls(location, parts.scheme, query)
     kept = [(key, value) for key, value in query if key not in ours]
     chosen_prefix = prefix if prefix is not None else options.get("prefix", DEFAULT_PREFIX)
     _check_name(location, "prefix", chosen_prefix, _PREFIX_MOST)
@@ -150,6 +163,19 @@ def _seconds(location: Location, name: str, text: str) -> float:
     return seconds
 
 
+def _check_tls(location: Location, scheme: str, query: list[tuple[str, str]]) -> None:
+    """ConfigError for TLS options on amqp:// and for a certificate or key file that cannot be
+    read (aiormq's FileNotFoundError at the first connection named no file)."""
+    tls = [key for key, _ in query if key in _TLS_OPTIONS]
+    if tls and scheme != "amqps":
+        raise ConfigError(
+            f"{location.refusing(tls[0])!r}: {tls[0]}= is a TLS option, and amqp:// speaks no"
+            " TLS: write amqps:// for TLS"
+        )
+    files = ("cafile", "keyfile", "certfile")
+    check_files(location, ((key, value) for key, value in query if key in files))
+
+
 class Edge:
     """`with Edge(location, what):` turns a client error into conveyor's, password masked.
 
@@ -195,8 +221,10 @@ class Edge:
                 f"{where} did not answer {self.what} in time ({text})"
             ) from None
         if isinstance(exc, OSError | ConnectionError | aiormq.exceptions.AMQPConnectionError):
+            tls = self.location.shown.startswith("amqps:")
+            fix = _TLS_WORDS.fix(text, tls=tls) or "is it running?"
             raise BackendUnavailableError(
-                f"{where} is not reachable for {self.what} ({text}): is it running?"
+                f"{where} is not reachable for {self.what} ({text}): {fix}"
             ) from None
         if isinstance(exc, aiormq.exceptions.InvalidFrameError) and "Connection.Close" in str(exc):
             # The broker's answer to Connection.Open: aiormq drops its reason ("vhost ... not

@@ -29,7 +29,6 @@ from typing import Any, cast
 import redis
 from redis import connection as redis_connection
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.asyncio import connection as redis_asyncio_connection
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -48,6 +47,7 @@ from conveyor.deadlines import Deadline, Deadlines
 from conveyor.drivers import KIND_URL_ENV, keepalive
 from conveyor.drivers.limit import limit_reached, refused_for_limit
 from conveyor.drivers.location import Location
+from conveyor.drivers.redis.options import URL_OPTIONS, check_tls, connect_fix
 from conveyor.drivers.redis.pool import WaitingPool
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
@@ -111,7 +111,10 @@ def _split(url: str, name: str) -> tuple[str, str | None]:
     values = [value for key, value in query if key == name]
     if not values:
         return url, None
-    rest = urllib.parse.urlencode([(key, value) for key, value in query if key != name])
+    # The others kept as written: re-encoded, a file's path (ssl_ca_certs=/etc/ca.pem) would
+    # show in every message as %2Fetc%2Fca.pem.
+    pairs = parts.query.split("&")
+    rest = "&".join(p for p in pairs if p and urllib.parse.unquote_plus(p.split("=")[0]) != name)
     # Cut by hand: urlunsplit would write unix:///path.sock as unix:/path.sock.
     kept = url.partition("?")[0] + (f"?{rest}" if rest else "")
     return kept + (f"#{parts.fragment}" if parts.fragment else ""), values[-1]
@@ -131,27 +134,14 @@ def check_url(url: str) -> None:
         raise _bad_url(url, ValueError(f"the database {database!r} is not a number"))
     query = urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True)
     # Any other, redis-py would pass on to its connection: a TypeError at the first call.
-    Location.parse(url).check_options(
+    location = Location.parse(url)
+    location.check_options(
         (key for key, _ in query),
-        _URL_OPTIONS,
+        URL_OPTIONS,
         "prefix, timeout and redis-py's connection settings (socket_connect_timeout,"
         " health_check_interval, max_connections, ssl_ca_certs, ...)",
     )
-
-
-def _url_options() -> frozenset[str]:
-    """The query parameters a Redis URL may hold: conveyor's, and whatever redis-py's URL
-    parser reads or its connections take as keywords."""
-    classes = (redis_asyncio_connection.Connection, redis_asyncio_connection.SSLConnection)
-    names = {"prefix", "timeout", *redis_connection.URL_QUERY_ARGUMENT_PARSERS}
-    for cls in (*classes, redis_asyncio_connection.UnixDomainSocketConnection):
-        for klass in cls.__mro__:
-            if "__init__" in vars(klass):
-                names.update(inspect.signature(vars(klass)["__init__"]).parameters)
-    return frozenset(names - {"self", "args", "kwargs"})
-
-
-_URL_OPTIONS = _url_options()
+    check_tls(location, parts.scheme, query)
 
 
 def _bad_url(url: str, error: Exception) -> ConfigError:
@@ -386,7 +376,7 @@ class Edge:
                     " password"
                 ) from exc
             raise BackendUnavailableError(
-                f"{self.where} is unavailable ({detail}): check that it is running and reachable"
+                f"{self.where} is unavailable ({detail}): {connect_fix(self.url, text)}"
             ) from exc
         if isinstance(exc, (OutOfMemoryError, MasterDownError)) or text.startswith(_PASSING):
             # The server's state, not the command: nothing was written (a script is refused

@@ -27,8 +27,9 @@ restart the driver carries on.
 URL options, after `?`: `prefix` (default conveyor_), `migrate` (true or false), `pool_size`
 (default 10), `timeout` (seconds, default 10: how long a call may wait for a connection, and
 then for its statements, before its connection counts as gone silent and is discarded),
-`connect_timeout` (seconds, default 10, for the TCP connect) and `unix_socket` (a socket path
-to connect through instead of TCP). Without a user the URL means the current login name, as
+`connect_timeout` (seconds, default 10, for the TCP connect), `unix_socket` (a socket path
+to connect through instead of TCP), and TLS's `ssl_mode`, `ssl_ca`, `ssl_cert`, `ssl_key`
+(mysql/tls.py). Without a user the URL means the current login name, as
 the mysql client does; without a port, 3306. TCP keepalives find a silent idle connection
 within 11 s, and on MariaDB the server ends a transaction left idle past `timeout` (its client
 was cut off), so its row locks are not held for hours; see docs/reliability.md.
@@ -70,6 +71,7 @@ from conveyor.drivers.doorbell import Doorbell, Ringer, RingingWakeup, private_f
 from conveyor.drivers.sql.adapter import Params, Row
 from conveyor.drivers.sql.deadline import TIMEOUT
 from conveyor.drivers.sql.driver import SqlDriver
+from conveyor.drivers.sql.mysql import tls
 from conveyor.drivers.sql.mysql.connection import MysqlConnection
 from conveyor.drivers.sql.mysql.target import DUPLICATE_KEY, NO_SUCH_TABLE, Target, error_code
 from conveyor.drivers.sql.mysql.threads import MysqlThreadConnections
@@ -101,7 +103,7 @@ CONNECT_TIMEOUT = 10.0
 
 _SCHEMES = ("mysql", "mariadb")
 _URL_HELP = "write mysql://user:password@host:3306/database"
-_CONNECTION_OPTIONS = ("connect_timeout", "unix_socket")
+_CONNECTION_OPTIONS = ("connect_timeout", "unix_socket", *tls.OPTIONS)
 #: The longest connect_timeout asyncmy and PyMySQL take (past it, a ValueError as they connect).
 _MOST_SECONDS = 31_536_000
 
@@ -111,11 +113,11 @@ class MysqlDriver(SqlDriver):
     able to push inside the caller's own transaction.
 
     `url` is a mysql:// (or mariadb://) URL naming the server, the login and the database,
-    with only connection options after `?` (`connect_timeout`, `unix_socket`); use `from_url`
-    for a URL that carries conveyor's own options too. `prefix` starts every table name, so
-    several sets of queues can share one database. `migrate=False` never changes the schema:
-    opening checks that it is up to date and raises ConfigError if not. `timeout` is the
-    deadline, in seconds, of every call (to get a connection, then to run): past it the
+    with only connection options after `?` (`connect_timeout`, `unix_socket`, `ssl_*`); use
+    `from_url` for a URL that carries conveyor's own options too. `prefix` starts every table
+    name, so several sets of queues can share one database. `migrate=False` never changes the
+    schema: opening checks that it is up to date and raises ConfigError if not. `timeout` is
+    the deadline, in seconds, of every call (to get a connection, then to run): past it the
     connection is discarded and the call fails with BackendUnavailableError.
     """
 
@@ -281,15 +283,19 @@ def _parse_url(url: str, allowed: tuple[str, ...]) -> tuple[Target, SqlOptions]:
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     location.check_options(sorted({key for key, _ in pairs}), allowed, ", ".join(allowed))
     query = dict(pairs)
+    unix_socket = query.get("unix_socket") or None
+    context, mode = tls.tls_context(location, query, unix_socket)
     target = Target(
         host=parts.hostname or "localhost",
         port=port,
         user=unquote(parts.username) if parts.username else getpass.getuser(),
         password=unquote(parts.password or ""),
         database=database,
-        unix_socket=query.get("unix_socket") or None,
+        unix_socket=unix_socket,
         connect_timeout=_seconds(location, query, "connect_timeout", CONNECT_TIMEOUT),
         location=location,
+        ssl=context,
+        ssl_mode=mode,
     )
     return target, sql_options(url, pairs)
 

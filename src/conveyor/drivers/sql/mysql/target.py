@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from conveyor.drivers.lent import lost
 from conveyor.drivers.limit import limit_reached, refused_for_limit
 from conveyor.drivers.location import Location
 from conveyor.drivers.sql.deadline import LOCK_WAIT, TIMEOUT, Deadline
+from conveyor.drivers.sql.mysql.tls import WORDS
 from conveyor.errors import BackendUnavailableError, DriverError
 
 __all__ = [
@@ -76,6 +78,9 @@ class Target:
     pool_size: int = 10
     #: The URL the target was read from, parsed: what messages must hide besides `password`.
     location: Location = field(default_factory=Location, repr=False, compare=False)
+    #: TLS for every connection (the URL's ssl_ options, mysql/tls.py), None without.
+    ssl: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    ssl_mode: str = "DISABLED"
 
     @property
     def shown(self) -> str:
@@ -83,7 +88,8 @@ class Target:
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
         where = f"{host}:{self.port}"
         socket = f"?unix_socket={self.unix_socket}" if self.unix_socket else ""
-        return f"mysql://{self.user}@{where}/{self.database}{socket}"
+        tls = f"?ssl_mode={self.ssl_mode}" if self.ssl is not None else ""
+        return f"mysql://{self.user}@{where}/{self.database}{socket}{tls}"
 
     @property
     def lock_wait(self) -> int:
@@ -112,6 +118,7 @@ class Target:
             "sql_mode": SQL_MODE,
             "init_command": SESSION_SETUP,
             "program_name": "conveyor",
+            "ssl": self.ssl,
         }
 
     def error(self, error: BaseException, what: str, *, borrowed: bool = False) -> DriverError:
@@ -127,8 +134,7 @@ class Target:
             return self.limit(detail)
         if what == "connect":
             return BackendUnavailableError(
-                f"cannot connect to MySQL at {self.shown} ({detail}): check that the server is"
-                " running and the URL's host, port, user, password and database"
+                f"cannot connect to MySQL at {self.shown} ({detail}): {self._fix(error, text)}"
             )
         if is_lost(error) and borrowed:
             return lost(detail)
@@ -171,6 +177,22 @@ class Target:
             )
         return DriverError(f"MySQL {what} failed on {self.shown}: {detail}")
 
+    def _fix(self, error: BaseException, text: str) -> str:
+        """What to do about a connection that could not be made: TLS's fix, if TLS failed."""
+        fix = WORDS.fix(text, tls=self.ssl is not None)
+        if fix is not None:
+            return fix
+        if error_code(error) == ACCESS_DENIED and self.ssl is None:
+            # MariaDB refuses a plain connection of a user that REQUIREs SSL, or under
+            # require_secure_transport, with this alone (MySQL says "insecure transport").
+            return (
+                "check the URL's user and password, and, if the server wants TLS for them,"
+                f" {WORDS.on}"
+            )
+        return (
+            "check that the server is running and the URL's host, port, user, password and database"
+        )
+
     def limit(self, detail: str, waited: float | None = None) -> BackendUnavailableError:
         """The error for a new connection refused for the server's connection limit (the
         server's words in `detail`); `waited`: the seconds a call waited for a pooled one."""
@@ -205,6 +227,9 @@ SYNC_CLIENTS = ("pymysql", "MySQLdb")
 
 #: ER_DUP_ENTRY: a row a unique index already holds (jobs_unique, when statements race).
 DUPLICATE_KEY = 1062
+
+#: ER_ACCESS_DENIED_ERROR: a login refused.
+ACCESS_DENIED = 1045
 
 #: ER_NO_SUCH_TABLE: a table that does not exist (the schema never created).
 NO_SUCH_TABLE = 1146

@@ -64,6 +64,7 @@ class MysqlThreadConnections(ThreadConnections[_Connection]):
                 sql_mode=SQL_MODE.strip("'"),  # PyMySQL quotes it itself
                 init_command=SESSION_SETUP,
                 program_name="conveyor",
+                ssl=target.ssl,
             )
         except _ERRORS as error:
             raise target.error(error, "connect") from None

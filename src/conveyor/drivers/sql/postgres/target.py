@@ -22,6 +22,7 @@ from conveyor.drivers.sql.deadline import LOCK_WAIT, TIMEOUT, Deadline, whole_se
 from conveyor.drivers.sql.postgres.prepared import Positional, positional
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.url import OPTIONS
+from conveyor.drivers.tls import TlsWords, check_files
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
 __all__ = ["CONNECT_TIMEOUT", "POOL_MODE", "Target", "pool_mode"]
@@ -34,6 +35,21 @@ log = logging.getLogger("conveyor.postgres")
 CONNECT_TIMEOUT = 10
 
 _URL_HELP = "write postgresql://user:password@host:5432/database"
+
+#: libpq's sslmode values.
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+#: libpq's options naming a TLS file (sslrootcert=system: the system's CAs, no file).
+_TLS_FILES = ("sslrootcert", "sslcert", "sslkey")
+
+#: The options that fix a TLS failure, in libpq's words.
+_TLS_WORDS = TlsWords(
+    ca="?sslrootcert=/path/ca.pem (or sslrootcert=system)",
+    no_name_check="?sslmode=verify-ca",
+    no_verify="?sslmode=require without sslrootcert",
+    client="?sslcert=/path/client.pem&sslkey=/path/client.key",
+    on="add ?sslmode=verify-full&sslrootcert=/path/ca.pem (sslmode=require to encrypt only)",
+    off="write sslmode=prefer (or disable)",
+)
 
 #: The URL's option naming the mode of a pooler in between (PgBouncer's word), and its values.
 POOL_MODE = "pool_mode"
@@ -114,6 +130,7 @@ class Target:
             ) from None
         password = params.get("password")
         self.location = self.location.with_secret(str(password) if password else None)
+        self._check_tls(params)
         # UTF-8 whatever the URL, PGCLIENTENCODING or the database's own encoding say: psycopg
         # encodes every text in the client encoding, and under LATIN1 a payload or an error
         # message with an emoji failed in the client (UnicodeEncodeError) before it was sent.
@@ -139,6 +156,18 @@ class Target:
         if psycopg.pq.version() < 120000:  # older libpq has no tcp_user_timeout
             del liveness["tcp_user_timeout"]
         self.kwargs |= {key: value for key, value in liveness.items() if key not in params}
+
+    def _check_tls(self, params: dict[str, Any]) -> None:
+        """ConfigError for an sslmode libpq does not know (else a connection error, which a
+        worker would retry for ever) and for a TLS file that cannot be read."""
+        mode = params.get("sslmode")
+        if mode is not None and mode not in _SSLMODES:
+            raise ConfigError(
+                f"{self.shown!r}: sslmode={self.location.mask(str(mode))!r} is not one of"
+                f" {', '.join(_SSLMODES)}: write sslmode=verify-full (with sslrootcert=)"
+            )
+        files = [(key, str(params[key])) for key in _TLS_FILES if params.get(key)]
+        check_files(self.location, (pair for pair in files if pair != ("sslrootcert", "system")))
 
     @property
     def shown(self) -> str:
@@ -194,10 +223,12 @@ class Target:
         except psycopg.Error as error:
             if refused_for_limit(str(error)):
                 raise self.limit(self._detail(error)) from None
-            raise BackendUnavailableError(
-                f"cannot connect to PostgreSQL at {self.shown} ({self._detail(error)}): check"
-                " that the server is running and the URL's host, port, user, password and"
+            fix = _TLS_WORDS.fix(str(error), tls=True) or (
+                "check that the server is running and the URL's host, port, user, password and"
                 " database"
+            )
+            raise BackendUnavailableError(
+                f"cannot connect to PostgreSQL at {self.shown} ({self._detail(error)}): {fix}"
             ) from None
 
     @contextlib.contextmanager
@@ -230,10 +261,11 @@ class Target:
         if _lost(error) and refused_for_limit(str(error)):
             return self.limit(self._detail(error))
         if _lost(error):
+            fix = _TLS_WORDS.fix(str(error), tls=True) or "check that the server is running"
             return BackendUnavailableError(
                 f"PostgreSQL at {self.shown} is unreachable during {what}"
-                f" ({self._detail(error)}): check that the server is running; workers retry"
-                " with backoff and the pool reconnects by itself"
+                f" ({self._detail(error)}): {fix}; workers retry with backoff and the pool"
+                " reconnects by itself"
             )
         detail = self._detail(error, connecting=False)
         if error.sqlstate == _LOCK_NOT_AVAILABLE:
