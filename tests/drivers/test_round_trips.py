@@ -41,6 +41,8 @@ SERVERS: dict[str, tuple[ModuleType, int, str, Callable[[str], Awaitable[object]
 #: round trip more, once (a new connection's set-up; psycopg preparing a statement after its
 #: fifth run costs the sixth or seventh one).
 CYCLES = 8
+#: The last cycles, whose counts are compared.
+STEADY = 3
 
 
 @pytest.fixture(params=list(SERVERS))
@@ -144,9 +146,13 @@ async def test_a_batch_is_reserved_renewed_and_settled_in_one_round_trip_each(
     through: tuple[Proxy, Driver],
 ) -> None:
     proxy, driver = through
-    for _ in range(CYCLES - 1):
+    for _ in range(CYCLES - STEADY):
         await _cycle(proxy, driver)
-    trips = await _cycle(proxy, driver)
+    steady = [await _cycle(proxy, driver) for _ in range(STEADY)]
+    # The fewest of the last cycles: a round trip that is not the call's own (a pooled
+    # connection idle past IDLE_CHECK checked first, say: a postgres reserve counted 2 once,
+    # in a whole-suite run on a loaded machine) comes now and then; the call's own, every time.
+    trips = {verb: min(cycle[verb] for cycle in steady) for verb in steady[0]}
     assert trips == {
         "push": 1,
         "push_many": trips["push_many"],  # below: a constant, not one per job
