@@ -46,7 +46,16 @@ unique_subject = no
 commonName = supplied
 [server]
 subjectAltName = IP:127.0.0.1,DNS:localhost
+{leaf}
+[client]
+{leaf}
 """
+
+#: What every certificate the test CA signs holds: Python 3.13's default context checks
+#: certificates strictly (VERIFY_X509_STRICT) and refuses one without them.
+_LEAF = """basicConstraints = CA:FALSE
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid,issuer"""
 
 
 @dataclass(frozen=True)
@@ -85,15 +94,17 @@ def make_certificates(folder: Path, client: str = "holder") -> Certificates:
     need("openssl", "the command that makes the tests' certificates")
     for ca, name in (("ca", "conveyor test CA"), ("other-ca", "another CA")):
         _openssl(folder, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                 f"{ca}-key.pem", "-out", f"{ca}.pem", "-days", "2",
-                 "-subj", f"/CN={name}")  # fmt: skip
+                 f"{ca}-key.pem", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN={name}",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
     for key, name in (("server", "localhost"), ("client", client)):
         _openssl(folder, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{key}-key.pem",
                  "-out", f"{key}.csr", "-subj", f"/CN={name}")  # fmt: skip
     (folder / "index.txt").touch()
     (folder / "serial").write_text("1000\n")
-    (folder / "ca.cnf").write_text(_CA_CONFIG.format(folder=folder))
-    (folder / "wrong-name.cnf").write_text("[server]\nsubjectAltName = DNS:db.example.com\n")
+    (folder / "ca.cnf").write_text(_CA_CONFIG.format(folder=folder, leaf=_LEAF))
+    (folder / "wrong-name.cnf").write_text(
+        f"[server]\nsubjectAltName = DNS:db.example.com\n{_LEAF}\n"
+    )
     signed = [
         ("server", "server.csr", "ca.cnf", ("-days", "2")),
         ("expired", "server.csr", "ca.cnf", ("-startdate", "20200101000000Z", "-enddate",
@@ -102,7 +113,8 @@ def make_certificates(folder: Path, client: str = "holder") -> Certificates:
         ("client", "client.csr", "ca.cnf", ("-days", "2")),
     ]  # fmt: skip
     for name, request, config, dates in signed:
-        extensions = ("-extfile", config, "-extensions", "server") if name != "client" else ()
+        section = "client" if name == "client" else "server"
+        extensions = ("-extfile", config, "-extensions", section)
         _openssl(folder, "ca", "-batch", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile",
                  "ca-key.pem", "-in", request, "-out", f"{name}.pem", "-notext", *dates,
                  *extensions)  # fmt: skip
