@@ -117,15 +117,14 @@ class Session:
         the transaction open: it is rolled back here. Returns the rows of the last statement
         that returned some, and how many rows the last one changed, as fetch and execute."""
         parts = statements(query.sql)
-        head = [] if isolation is None else [f"SET TRANSACTION ISOLATION LEVEL {isolation}"]
+        text, head = one_trip_text(query.sql, isolation)
         rows: list[Row] = []
         changed = 0
         try:
             with failing(query.name):
                 async with self._connection.cursor(QuietCursor) as cursor:
-                    text = ";\n".join([*head, "BEGIN", *parts, "COMMIT"])
                     await self._run(cursor, text, params)
-                    for _ in head:  # past their results to BEGIN's
+                    for _ in range(head):  # past their results to BEGIN's
                         await cursor.nextset()
                     for _ in parts:
                         await cursor.nextset()
@@ -251,6 +250,15 @@ def rows_of(description: Any, values: Any) -> list[Row]:
         }
         for row in values
     ]
+
+
+@functools.cache
+def one_trip_text(sql: str, isolation: str | None) -> tuple[str, int]:
+    """A block's statements as the one text `Session.in_one_trip` sends, BEGIN and COMMIT
+    around them (SET TRANSACTION ISOLATION LEVEL first, if given), and how many statements
+    come before BEGIN: made once per block, not at every reserve and settle."""
+    head = [] if isolation is None else [f"SET TRANSACTION ISOLATION LEVEL {isolation}"]
+    return ";\n".join([*head, "BEGIN", *statements(sql), "COMMIT"]), len(head)
 
 
 @functools.cache
