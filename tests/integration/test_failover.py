@@ -1,0 +1,220 @@
+"""A PostgreSQL primary lost and its standby promoted while a producer pushes and workers run:
+a private primary and streaming standby (synchronous replication), each on a spare port, the
+URL naming both with target_session_attrs=read-write, as for RDS Multi-AZ, Patroni or a
+hand-made replica. Pushes during the gap fail with BackendUnavailableError; every push that
+returned runs; the worker processes carry on against the new primary without a restart, and
+an idle one is woken by a push there (its LISTEN moved too: its poll interval is an hour).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conveyor import BackendUnavailableError, Job, Registry
+from tests.backends.private import PrivatePostgres, private_postgres_pair
+from tests.backends.proxy import Proxy
+from tests.integration.processes import Workers
+
+pytestmark = pytest.mark.timeout(120)
+
+PUSHES = 300
+KILL_AFTER = 100  # pushes returned before the primary is killed
+DOWN_FOR = 1.0  # seconds between the kill and the promotion
+
+APP_SOURCE = """
+from __future__ import annotations
+
+import asyncio
+import os
+
+from conveyor import Job, Registry
+
+registry = Registry(default_driver={url!r})
+registry.queue("q", workers=["w"])
+registry.queue("idle", workers=["idle"])
+registry.worker("w", concurrency=20, poll_interval=0.2, lease=2.0)
+registry.worker("idle", poll_interval=3600)
+
+
+@registry.job("work", queue="q")
+async def work(job: Job[dict[str, int]]) -> None:
+    await asyncio.sleep(0.1)
+    with open(f"out-{{os.getpid()}}.txt", "a") as out:
+        out.write(f"{{job.payload['n']}}\\n")
+
+
+@registry.job("wake", queue="idle")
+async def wake(job: Job[dict[str, int]]) -> None:
+    with open("woken.txt", "a") as out:
+        out.write("woken\\n")
+"""
+
+
+def _url(*servers: PrivatePostgres, options: str = "target_session_attrs=read-write") -> str:
+    hosts = ",".join(f"127.0.0.1:{server.port}" for server in servers)
+    return f"postgresql://postgres@{hosts}/postgres?timeout=3&{options}"
+
+
+def _registry(url: str) -> Registry:
+    registry = Registry(default_driver=url)
+    registry.queue("q", workers=["w"])
+    registry.queue("idle", workers=["idle"])
+    registry.worker("w")
+    registry.worker("idle")
+    registry.job("work", queue="q")(_noop)
+    registry.job("wake", queue="idle")(_noop)
+    return registry
+
+
+async def _noop(job: Job[dict[str, int]]) -> None:
+    """Stands in for the app's handlers in this process, which pushes and inspects."""
+
+
+def _runs(folder: Path) -> Counter[int]:
+    return Counter(
+        int(line) for path in folder.glob("out-*.txt") for line in path.read_text().split()
+    )
+
+
+async def _wait_for(what: str, done: object, workers: Workers, seconds: float = 40) -> None:
+    """Poll `done` (an async callable) until true; fail naming `what` with the workers' logs."""
+    deadline = time.monotonic() + seconds
+    while not await done():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"{what}:\n{workers.logs()[-3000:]}"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_promoted_standby_takes_over_and_no_returned_push_is_lost(
+    tmp_path: Path,
+) -> None:
+    with private_postgres_pair(synchronous=True) as (primary, standby):
+        url = _url(primary, standby)
+        (tmp_path / "workapp.py").write_text(APP_SOURCE.format(url=url))
+        registry = _registry(url)
+        workers = Workers(tmp_path)
+        try:
+            await registry.migrate()
+            busy, idle = workers.start(burst=False), workers.start("idle", burst=False)
+
+            async def both_started() -> bool:
+                return workers.logs().count(" started on queues ") == 2
+
+            await _wait_for("the workers did not start", both_started, workers)
+            pushed: list[int] = []
+            refused: list[Exception] = []
+
+            async def push_one_at_a_time() -> None:
+                for n in range(PUSHES):
+                    try:
+                        await registry.push("q", "work", {"n": n})
+                        pushed.append(n)
+                    except Exception as error:  # each kept, and checked below
+                        refused.append(error)
+                        await asyncio.sleep(0.05)
+
+            pusher = asyncio.create_task(push_one_at_a_time())
+            while len(pushed) < KILL_AFTER:
+                await asyncio.sleep(0.01)
+            primary.kill()
+            await asyncio.sleep(DOWN_FOR)
+            await asyncio.to_thread(standby.promote)
+            promoted = time.monotonic()
+            await pusher
+            n = PUSHES
+            # A push from a plain thread reaches the new primary too.
+            await asyncio.to_thread(registry.blocking.push, "q", "work", {"n": n})
+            pushed.append(n)
+
+            async def all_ran() -> bool:
+                return set(_runs(tmp_path)) >= set(pushed)
+
+            await _wait_for("not every returned push ran", all_ran, workers)
+            carried_on = time.monotonic() - promoted
+            await registry.push("idle", "wake", {})
+
+            async def woken() -> bool:
+                return (tmp_path / "woken.txt").exists()
+
+            await _wait_for("the idle worker was not woken on the new primary", woken, workers)
+            assert busy.poll() is None and idle.poll() is None, workers.logs()[-3000:]
+            assert "Traceback" not in workers.logs(), workers.logs()[-3000:]
+            assert all(isinstance(error, BackendUnavailableError) for error in refused), refused
+            runs = _runs(tmp_path)
+            twice = sum(1 for count in runs.values() if count > 1)
+            print(
+                f"failover: {len(pushed)} pushes returned, {len(refused)} refused during the gap,"
+                f" every job ran within {carried_on:.1f} s of the promotion, {twice} ran twice,"
+                f" lost 0"
+            )
+        finally:
+            workers.close()
+            registry.blocking.close()
+            await registry.close()
+        # The old primary back, as a standby of the new one, and first in the URL.
+        primary.follow(standby)
+        primary.start()
+        await _push_through(_url(primary, standby))
+        with pytest.raises(BackendUnavailableError, match=_POINT_AT_THE_PRIMARY):
+            await _push_through(_url(primary, standby, options="connect_timeout=2"))
+
+
+#: What a write on a standby says to do.
+_POINT_AT_THE_PRIMARY = (
+    "read-only transaction.* standby .* point the URL at the primary .*"
+    "target_session_attrs=read-write"
+)
+
+
+async def _push_through(url: str) -> None:
+    """One push with a registry of its own on `url`."""
+    registry = _registry(url)
+    try:
+        await registry.push("q", "work", {"n": -1})
+    finally:
+        await registry.close()
+
+
+async def test_a_name_that_moves_to_the_new_primary_is_followed_by_the_pool(
+    tmp_path: Path,
+) -> None:
+    """A DNS name or virtual IP that still led to the old primary, now a standby, when the
+    pool connected, and moved on: here a proxy, first to the standby, then to the primary.
+    Before, the pool kept its connection to the standby, healthy but read-only, and every
+    push failed until the process restarted (DriverError: not even worth a retry)."""
+    with private_postgres_pair(synchronous=True) as (primary, standby):
+        writer = _registry(primary.url)
+        await writer.migrate()
+        await writer.close()
+        await _replayed(standby)
+        proxy = Proxy(standby.port)
+        await proxy.start()
+        registry = _registry(f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres?timeout=3")
+        try:
+            with pytest.raises(BackendUnavailableError, match=_POINT_AT_THE_PRIMARY):
+                await registry.push("q", "work", {"n": 0})
+            proxy.upstream_port = primary.port  # the name moved
+            for n in range(1, 3):
+                await registry.push("q", "work", {"n": n})
+            assert (await registry.queue_info())["q"].pending == 2
+        finally:
+            await registry.close()
+            await proxy.close()
+
+
+async def _replayed(standby: PrivatePostgres) -> None:
+    """Wait until `standby` has replayed the primary's tables (made just before)."""
+    deadline = time.monotonic() + 20
+    query = "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%jobs'"
+    while True:
+        async with await psycopg.AsyncConnection.connect(standby.url) as conn:
+            [(found,)] = await (await conn.execute(query)).fetchall()
+        if found:
+            return
+        assert time.monotonic() < deadline, "the standby never replayed the tables"
+        await asyncio.sleep(0.05)
