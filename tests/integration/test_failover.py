@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from conveyor import BackendUnavailableError, Job, Registry
-from tests.backends.private import PrivatePostgres, private_postgres_pair
+from tests.backends.private import PrivatePostgres, private_mariadb, private_postgres_pair
 from tests.backends.proxy import Proxy
 from tests.integration.processes import Workers
 
@@ -218,3 +218,51 @@ async def _replayed(standby: PrivatePostgres) -> None:
             return
         assert time.monotonic() < deadline, "the standby never replayed the tables"
         await asyncio.sleep(0.05)
+
+
+async def test_a_mariadb_switchover_is_named_and_followed_by_the_pool(tmp_path: Path) -> None:
+    """MariaDB's old primary made read-only (SET GLOBAL read_only=1, as a switchover does,
+    its connections left open) while a name, here a proxy, moves on to the new primary.
+    Before, pushes failed with the server's bare error 1290, a plain DriverError, and kept
+    failing on the pooled connection to the old primary after the name had moved; a worker's
+    settles there were written off as failures of their jobs."""
+    with private_mariadb() as old, private_mariadb() as new:
+        for server in (old, new):
+            server.sql(
+                "CREATE DATABASE jobs; CREATE USER app@'%' IDENTIFIED BY 'pw';"
+                " GRANT ALL ON jobs.* TO app@'%';"
+            )
+            await _migrate(f"mysql://app:pw@127.0.0.1:{server.port}/jobs")
+        proxy = Proxy(old.port)
+        await proxy.start()
+        url = f"mysql://app:pw@127.0.0.1:{proxy.port}/jobs?timeout=3"
+        (tmp_path / "workapp.py").write_text(APP_SOURCE.format(url=url))
+        registry = _registry(url)
+        workers = Workers(tmp_path)
+        try:
+            worker = workers.start(burst=False)
+            await registry.push("q", "work", {"n": 0})
+            old.sql("SET GLOBAL read_only = 1")
+            with pytest.raises(BackendUnavailableError, match=r"read_only is on.* the primary"):
+                await registry.push("q", "work", {"n": 1})
+            proxy.upstream_port = new.port  # the name moved
+            await registry.push("q", "work", {"n": 2})
+
+            async def ran() -> bool:
+                return 2 in _runs(tmp_path)
+
+            await _wait_for("the worker did not carry on on the new primary", ran, workers)
+            assert worker.poll() is None, workers.logs()[-3000:]
+            assert "Traceback" not in workers.logs(), workers.logs()[-3000:]
+        finally:
+            workers.close()
+            await registry.close()
+            await proxy.close()
+
+
+async def _migrate(url: str) -> None:
+    registry = _registry(url)
+    try:
+        await registry.migrate()
+    finally:
+        await registry.close()
