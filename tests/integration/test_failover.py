@@ -17,7 +17,12 @@ import psycopg
 import pytest
 
 from conveyor import BackendUnavailableError, Job, Registry
-from tests.backends.private import PrivatePostgres, private_mariadb, private_postgres_pair
+from tests.backends.private import (
+    PrivatePostgres,
+    private_mariadb,
+    private_postgres,
+    private_postgres_pair,
+)
 from tests.backends.proxy import Proxy
 from tests.integration.processes import Workers
 
@@ -266,3 +271,24 @@ async def _migrate(url: str) -> None:
         await registry.migrate()
     finally:
         await registry.close()
+
+
+async def test_a_silent_first_host_leaves_time_for_the_next_one() -> None:
+    """The URL's first host down and silent, as a machine that died is (its packets dropped,
+    nothing refused; here a proxy that swallows new connections): libpq waits connect_timeout
+    on it before it tries the next. That wait is the call's timeout shared among the hosts.
+    Before, it was the whole timeout on each host, and a new driver could not even open
+    ("pool initialization incomplete"): its first pooled connection took longer than the
+    pool waits for one."""
+    with private_postgres() as server:
+        silent = Proxy(server.port)
+        await silent.start()
+        silent.blackhole(new_for=3600)
+        hosts = f"127.0.0.1:{silent.port},127.0.0.1:{server.port}"
+        registry = _registry(f"postgresql://postgres@{hosts}/postgres?timeout=4")
+        try:
+            await registry.push("q", "work", {"n": 0})
+            assert (await registry.queue_info())["q"].pending == 1
+        finally:
+            await registry.close()
+            await silent.close()

@@ -143,7 +143,13 @@ class Target:
         # The name as a fallback: an application_name given as a parameter beat PGAPPNAME.
         self.kwargs["fallback_application_name"] = "conveyor"
         if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
-            self.kwargs["connect_timeout"] = max(2, min(CONNECT_TIMEOUT, whole_seconds(timeout)))
+            # libpq waits that long on each host of a URL naming several (a primary and its
+            # standby): shared among them, so that one host down and silent (a machine that
+            # died drops packets) leaves time for the next within the call's timeout. Before,
+            # a new driver whose first host was silent could not open at all.
+            hosts = len(str(params.get("host") or "").split(","))
+            whole = min(CONNECT_TIMEOUT, whole_seconds(timeout))
+            self.kwargs["connect_timeout"] = max(2, whole // hosts)
         # A silent idle connection found within seconds, not the system's two hours, and
         # unacknowledged writes given up after the call's timeout; the URL's own settings win.
         liveness = {
