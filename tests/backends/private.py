@@ -89,9 +89,10 @@ class PrivateRedis:
 
 
 class PrivatePostgres:
-    """A PostgreSQL cluster of its own (initdb) on a spare port, trust authentication."""
+    """A PostgreSQL cluster of its own on a spare port, trust authentication: made with initdb,
+    or with `standby_of` a primary, a streaming standby of it (pg_basebackup -R)."""
 
-    def __init__(self) -> None:
+    def __init__(self, standby_of: PrivatePostgres | None = None) -> None:
         if not POSTGRES_BIN:
             pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
         self.bin = POSTGRES_BIN[-1]
@@ -105,7 +106,11 @@ class PrivatePostgres:
                 pytest.skip("running as root without runuser: initdb cannot be run")
             shutil.chown(self.folder, "postgres", "postgres")
             self.as_user = ["runuser", "-u", "postgres", "--"]
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-N")
+        if standby_of is None:
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-N")
+        else:
+            self._run("pg_basebackup", "-D", str(self.data), "-R", "-c", "fast", "-h",
+                      "127.0.0.1", "-p", str(standby_of.port), "-U", "postgres")  # fmt: skip
 
     def _run(self, program: str, *args: str) -> None:
         done = subprocess.run(
@@ -124,6 +129,27 @@ class PrivatePostgres:
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
                   str(self.folder / "log"), "-w", "start")  # fmt: skip
         wait_for_port(self.port, up=True)
+
+    def configure(self, **settings: str) -> None:
+        """Add `settings` to postgresql.conf and have a running server read them again."""
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.writelines(f"{key} = '{value}'\n" for key, value in settings.items())
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data), "reload")
+
+    def promote(self) -> None:
+        """End a standby's recovery: it takes writes from now on."""
+        self._run("pg_ctl", "-D", str(self.data), "-w", "promote")
+
+    def follow(self, primary: PrivatePostgres) -> None:
+        """Before a start: come back as a standby of `primary` (read-only), as a failed
+        primary does once a standby took over. Its history may have forked from the new
+        primary's (pg_rewind's business): then it replays nothing, but stays in recovery."""
+        (self.data / "standby.signal").touch()
+        if self.as_user:
+            shutil.chown(self.data / "standby.signal", "postgres", "postgres")
+        info = f"host=127.0.0.1 port={primary.port} user=postgres"
+        self.configure(primary_conninfo=info)
 
     def kill(self) -> None:
         """SIGKILL of the postmaster and its children, as a crash: the next start recovers
@@ -177,6 +203,28 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         yield server
     finally:
         server.close()
+
+
+@contextlib.contextmanager
+def private_postgres_pair(
+    *, synchronous: bool = True
+) -> Iterator[tuple[PrivatePostgres, PrivatePostgres]]:
+    """A private primary and its streaming standby, both running; with `synchronous`, a commit
+    on the primary returns once the standby has it on disk (synchronous_standby_names '*').
+    The standby does not inherit that setting: promoted, it takes writes on its own."""
+    primary = PrivatePostgres()
+    standby: PrivatePostgres | None = None
+    try:
+        primary.start()
+        standby = PrivatePostgres(standby_of=primary)
+        standby.start()
+        if synchronous:
+            primary.configure(synchronous_standby_names="*", synchronous_commit="on")
+        yield primary, standby
+    finally:
+        primary.close()
+        if standby is not None:
+            standby.close()
 
 
 class PrivateMariadb:

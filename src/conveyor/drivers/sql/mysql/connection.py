@@ -65,6 +65,7 @@ from conveyor.drivers.sql.mysql.target import (
     Target,
     error_code,
     is_lost,
+    on_replica,
 )
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.shielded import shielded
@@ -253,6 +254,12 @@ class MysqlConnection:
                 step = what if failed.what in (None, what) else f"{what} ({failed.what})"
                 raise self.target.silent(step, deadline) from failed.error
             healthy = not is_lost(failed.error)
+            if on_replica(failed.error):
+                # The old primary, say, through a name that has moved since: this connection
+                # and the idle ones (most likely there too) are closed, and the next call
+                # connects afresh.
+                healthy = False
+                self._checkout.suspect_idle()
             raise
         finally:
             if healthy and session.holds_named_lock:

@@ -25,6 +25,7 @@ from conveyor.errors import BackendUnavailableError, DriverError
 __all__ = [
     "ATTEMPTS", "DUPLICATE_KEY", "LOST", "NO_SUCH_TABLE", "RETRIED", "SESSION_ISOLATION",
     "SESSION_SETUP", "SQL_MODE", "SYNC_CLIENTS", "Isolation", "Target", "error_code", "is_lost",
+    "on_replica",
 ]  # fmt: skip
 
 log = logging.getLogger("conveyor.mysql")
@@ -169,6 +170,17 @@ class Target:
                 f"MySQL {what} on {self.shown} still met lock conflicts after {ATTEMPTS}"
                 f" attempts ({detail}): another transaction holds these rows for long; retry later"
             )
+        if on_replica(error):
+            # Unavailable, not refused (when the driver's own connection met it): after a
+            # switchover a name that moved (a DNS name, a virtual IP) may still lead to the old
+            # primary, now read-only. The connection is closed (`on_replica`), so the next call
+            # connects afresh and follows the name; a worker's settles wait and try again.
+            kind = DriverError if borrowed else BackendUnavailableError
+            return kind(
+                f"MySQL {what} failed on {self.shown}: {detail}. The server takes no writes"
+                " (read_only is on): it is a replica, or the old primary after a switchover;"
+                " point the URL at the primary"
+            )
         if error_code(error) == PACKET_TOO_LARGE:
             return DriverError(
                 f"MySQL {what} on {self.shown} sent a statement larger than the server's"
@@ -234,6 +246,9 @@ ACCESS_DENIED = 1045
 #: ER_NO_SUCH_TABLE: a table that does not exist (the schema never created).
 NO_SUCH_TABLE = 1146
 
+#: ER_OPTION_PREVENTS_STATEMENT: "running with the --read-only option" (or another option).
+OPTION_PREVENTS = 1290
+
 #: ER_NET_PACKET_TOO_LARGE: a statement past the server's max_allowed_packet.
 PACKET_TOO_LARGE = 1153
 
@@ -253,6 +268,13 @@ def is_lost(error: BaseException) -> bool:
     if isinstance(error, OSError | EOFError | asyncmy.errors.InterfaceError):
         return True
     return error_code(error) in LOST
+
+
+def on_replica(error: BaseException) -> bool:
+    """True for a write the server refused for its read_only (or super_read_only) setting: a
+    replica's, or an old primary's after a switchover. Not a caller's READ ONLY transaction
+    (1792): that is the caller's own doing."""
+    return error_code(error) == OPTION_PREVENTS and "read" in str(error).lower()
 
 
 def _is_sync_client_error(error: BaseException) -> bool:

@@ -46,7 +46,7 @@ from conveyor.drivers.sql.postgres import prepared
 from conveyor.drivers.sql.postgres.borrowed import JOBS_TABLE, check_state, on_callers
 from conveyor.drivers.sql.postgres.pool import Pool
 from conveyor.drivers.sql.postgres.socket import PooledConnection, ended_by_server, wait_on_socket
-from conveyor.drivers.sql.postgres.target import Target
+from conveyor.drivers.sql.postgres.target import Target, on_standby
 from conveyor.drivers.sql.queries import Query
 from conveyor.drivers.sql.shielded import shielded, to_task
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
@@ -317,6 +317,11 @@ class PostgresConnection:
         except (psycopg.Error, DriverError) as error:
             if deadline.expired:
                 raise self.target.silent(what, deadline) from error
+            if on_standby(error):
+                # Healthy, but on a standby: the old primary, reached through a name that
+                # moved at failover since. Closed, the pool replaces it with a new
+                # connection, which follows the name (or target_session_attrs).
+                await conn.close()
             raise
         finally:
             self._used[conn] = time.monotonic()

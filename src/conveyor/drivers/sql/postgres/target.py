@@ -25,7 +25,7 @@ from conveyor.drivers.sql.url import OPTIONS
 from conveyor.drivers.tls import TlsWords, check_files
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
-__all__ = ["CONNECT_TIMEOUT", "POOL_MODE", "Target", "pool_mode"]
+__all__ = ["CONNECT_TIMEOUT", "POOL_MODE", "Target", "on_standby", "pool_mode"]
 
 log = logging.getLogger("conveyor.postgres")
 
@@ -143,7 +143,13 @@ class Target:
         # The name as a fallback: an application_name given as a parameter beat PGAPPNAME.
         self.kwargs["fallback_application_name"] = "conveyor"
         if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
-            self.kwargs["connect_timeout"] = max(2, min(CONNECT_TIMEOUT, whole_seconds(timeout)))
+            # libpq waits that long on each host of a URL naming several (a primary and its
+            # standby): shared among them, so that one host down and silent (a machine that
+            # died drops packets) leaves time for the next within the call's timeout. Before,
+            # a new driver whose first host was silent could not open at all.
+            hosts = len(str(params.get("host") or "").split(","))
+            whole = min(CONNECT_TIMEOUT, whole_seconds(timeout))
+            self.kwargs["connect_timeout"] = max(2, whole // hosts)
         # A silent idle connection found within seconds, not the system's two hours, and
         # unacknowledged writes given up after the call's timeout; the URL's own settings win.
         liveness = {
@@ -293,7 +299,11 @@ class Target:
                 " at a session-mode pool"
             )
         if error.sqlstate == _READ_ONLY:
-            return DriverError(
+            # Unavailable, not refused: after a failover a name that moved (a DNS name, a
+            # virtual IP) may still lead a connection to the old primary, now a standby. The
+            # pool then replaces its connections (`_drain`), so the next call finds the new
+            # primary, and a worker's settles wait and try again rather than fail their jobs.
+            return BackendUnavailableError(
                 f"PostgreSQL {what} failed on {self.shown}: {detail}. The server takes no"
                 " writes here: it is a standby (in recovery), or default_transaction_read_only"
                 " is on for this user, this database or the URL's options=; point the URL at"
@@ -323,6 +333,13 @@ def _lost(error: psycopg.Error) -> bool:
         return False
     state = error.sqlstate
     return state is None or state.startswith(("08", "57P"))
+
+
+def on_standby(error: BaseException) -> bool:
+    """True for an error (or one translated from it) saying the server takes no writes: a
+    connection that met it is of no use to the driver, however healthy."""
+    cause = error if isinstance(error, psycopg.Error) else error.__cause__
+    return isinstance(cause, psycopg.Error) and cause.sqlstate == _READ_ONLY
 
 
 def pool_mode(url: str, pairs: Iterable[tuple[str, str]]) -> str:
