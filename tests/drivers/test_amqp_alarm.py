@@ -15,7 +15,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 
 import pytest
 
@@ -25,11 +24,12 @@ from conveyor.errors import BackendUnavailableError
 from conveyor.job import JobInfo
 from tests.backends.private_rabbitmq import PrivateRabbitmq
 from tests.contract.helpers import make_job
+from tests.drivers.test_amqp import Item
 
 pytestmark = pytest.mark.timeout(120)
 
 #: Each call's deadline on the private node, in seconds: short, so a blocked call ends soon.
-TIMEOUT = 1.5
+TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +110,6 @@ async def test_a_call_past_the_first_blocked_publish_names_the_alarm(
     assert await driver.reserve(["other"], 1, 60, "w") == []
     last = await driver.push(make_job())
     assert [job.id for job in await _reserve_until(driver, last)][-1] == last
-
-
-@dataclass
-class Item:
-    n: int
 
 
 async def test_a_worker_under_the_disk_alarm_loses_no_job_and_carries_on_when_it_clears(
