@@ -229,33 +229,41 @@ def private_postgres_pair(
 
 class PrivateMariadb:
     """A MariaDB server of its own (mariadb-install-db) on a spare port, its files in a
-    temporary folder; `options`, more of mariadbd's arguments. Root logs in through the
-    socket (`sql`); the test makes the users it needs."""
+    temporary folder; `options`, more of mariadbd's arguments.
+    `disk`, a size ("64m"): the data folder on a tmpfs of that size, mounted (as root) for
+    the server's life, so a test can fill it. Root logs in through the socket (`sql`); the
+    test makes the users it needs."""
 
-    def __init__(self, options: Sequence[str] = ()) -> None:
+    def __init__(self, options: Sequence[str] = (), disk: str | None = None) -> None:
         for program in ("mariadbd", "mariadb-install-db", "mariadb"):
             if shutil.which(program) is None:
                 pytest.skip(f"MariaDB's {program} is not installed")
         self.port = spare_port()
         self.folder = Path(tempfile.mkdtemp(prefix="conveyor-mariadb-"))
         self.socket = self.folder / "sock"
+        self.data = self.folder / "data"
         self.options = list(options)
         self.as_user = ["--user=mysql"] if os.geteuid() == 0 else []
+        self.mounted = disk is not None and _mount_tmpfs(self.data, disk)
+        #: On a small disk, a redo log of 4 MiB (the default 96 MiB would not fit).
+        self.small = ["--innodb-log-file-size=4M"] if self.mounted else []
         if self.as_user:
-            shutil.chown(self.folder, "mysql", "mysql")
+            for path in (self.folder, self.data) if self.mounted else (self.folder,):
+                shutil.chown(path, "mysql", "mysql")
         subprocess.run(
-            ["mariadb-install-db", "--no-defaults", f"--datadir={self.folder / 'data'}",
-             "--auth-root-authentication-method=socket", "--skip-test-db", *self.as_user],
+            ["mariadb-install-db", "--no-defaults", f"--datadir={self.data}",
+             "--auth-root-authentication-method=socket", "--skip-test-db", *self.as_user,
+             *self.small],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
         )  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["mariadbd", "--no-defaults", f"--datadir={self.folder / 'data'}",
+            ["mariadbd", "--no-defaults", f"--datadir={self.data}",
              f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.socket}",
              f"--pid-file={self.folder / 'pid'}", "--skip-log-bin", *self.as_user,
-             *self.options],
+             *self.small, *self.options],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -275,12 +283,29 @@ class PrivateMariadb:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        if self.mounted:
+            subprocess.run(["umount", str(self.data)], check=False)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _mount_tmpfs(folder: Path, size: str) -> bool:
+    """Mount a tmpfs of `size` on `folder` (made here); skip the test if that is refused."""
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        shutil.rmtree(folder.parent, ignore_errors=True)
+        pytest.skip(f"a small disk needs a tmpfs mounted as root: {mounted.stderr.strip()}")
+    return True
+
+
 @contextlib.contextmanager
-def private_mariadb(options: Sequence[str] = ()) -> Iterator[PrivateMariadb]:
-    server = PrivateMariadb(options)
+def private_mariadb(
+    options: Sequence[str] = (), disk: str | None = None
+) -> Iterator[PrivateMariadb]:
+    server = PrivateMariadb(options, disk)
     try:
         server.start()
         yield server

@@ -18,7 +18,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from pamqp import commands as spec
 
 from conveyor.drivers import KIND_URL_ENV
-from conveyor.drivers.amqp.connection import Edge, Settings, parse_url
+from conveyor.drivers.amqp.connection import Edge, Settings, blocked_by, is_blocked, parse_url
 from conveyor.drivers.amqp.intake import Delivery, SplittingReader, SplittingTransport, delivery_of
 from conveyor.drivers.amqp.topology import (
     Names,
@@ -43,6 +43,12 @@ URL_ENV = KIND_URL_ENV["amqp"]
 BROWSE_LIMIT = 100_000
 #: How RabbitMQ says why it closed a channel on a message past its max_message_size.
 _TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
+
+#: What gives a RabbitMQ whose resource alarm blocks publishers room again.
+_ROOM = (
+    "free disk or memory on its machine, consume or purge the queues that hold the most, or"
+    " raise the limit; `rabbitmqctl status` lists the alarms"
+)
 
 #: Marks in `_declared` for the shared exchanges, beside the conveyor queues declared.
 DELIVER = ""
@@ -115,15 +121,16 @@ class AmqpChannels(LocalWorkerRecords):
         return self._url
 
     def _edge(self, what: str) -> Edge:
-        return Edge(self._settings.location, what)
+        return Edge(self._settings.location, what, self._connection)
 
     # -- connection --------------------------------------------------------------------------
 
     async def open(self) -> None:
         await self._channels()
 
-    async def _channels(self) -> tuple[AbstractChannel, AbstractChannel]:
-        """The publishing (confirming) and intake channels, reconnecting when they died."""
+    async def _channels(self, what: str = "this call") -> tuple[AbstractChannel, AbstractChannel]:
+        """The publishing (confirming) and intake channels, reconnecting when they died;
+        once RabbitMQ no longer blocks the connection (`_unblocked`)."""
         publisher, intake = self._publisher, self._intake
         if (
             publisher is not None
@@ -131,6 +138,8 @@ class AmqpChannels(LocalWorkerRecords):
             and intake is not None
             and not intake.is_closed
         ):
+            if is_blocked(self._connection):
+                await self._unblocked(what)
             return publisher, intake
         async with self._connecting():
             with self._edge("a connection"):
@@ -183,10 +192,10 @@ class AmqpChannels(LocalWorkerRecords):
         """The publishing channel, once `queue`'s broker queues are declared."""
         return await self._queues([queue])
 
-    async def _queues(self, queues: Iterable[str]) -> AbstractChannel:
+    async def _queues(self, queues: Iterable[str], what: str = "this call") -> AbstractChannel:
         """The publishing channel, once the broker queues of every one of `queues` are
         declared: those not declared on this connection yet, all in one round trip."""
-        publisher, _ = await self._channels()
+        publisher, _ = await self._channels(what)
         new = [queue for queue in dict.fromkeys(queues) if queue not in self._declared]
         if new:
             more = f" and {len(new) - 1} more" if len(new) > 1 else ""
@@ -366,7 +375,7 @@ class AmqpChannels(LocalWorkerRecords):
         generator: each slice is built as the one before it goes out (see wire.publish_all)."""
         if isinstance(messages, Sized) and not messages:
             return
-        publisher, _ = await self._channels()
+        publisher, _ = await self._channels(what)
         if delayed and DELAYS not in self._declared:
             with self._edge("declaring the delay levels"):
                 await declare_delays(publisher, self.names, self.timeout)
@@ -396,6 +405,16 @@ class AmqpChannels(LocalWorkerRecords):
                 " a reference to it), or raise max_message_size in rabbitmq.conf (stored before"
                 f" the refusal: {stored})"
             )
+        if confirms.missing and is_blocked(self._connection):
+            # Raised as the broker read this publish: it reads nothing more of the connection
+            # (the rest of the message, acks, calls) until the alarm clears, and stores it then.
+            raise BackendUnavailableError(
+                f"{self._alarm(self._connection)} {what.capitalize()} was sent as the alarm"
+                f" began and not confirmed within {self.timeout:g} s ({refused} of {sent}"
+                " messages): the broker stores it once the alarm clears, if this connection"
+                " stays open until then, so pushing it again may store it twice. Give the"
+                f" broker room ({_ROOM})"
+            )
         if confirms.missing:
             raise BackendUnavailableError(
                 f"RabbitMQ at {self._settings.location.shown!r} did not confirm {what} in"
@@ -405,6 +424,35 @@ class AmqpChannels(LocalWorkerRecords):
         raise DriverError(
             f"RabbitMQ refused {what} (basic.nack for {refused} of {sent} messages):"
             " nothing of it counts as stored; try again"
+        )
+
+    async def _unblocked(self, what: str) -> None:
+        """Wait, up to the deadline, while RabbitMQ blocks this connection's publishes (one of
+        its resource alarms is raised: connection.blocked). It reads nothing more of the
+        connection until the alarm clears, so nothing is written meanwhile: a message would
+        be stored then, after its push had failed (a push tried again stored it twice), and a
+        call would go unanswered, its channel closed, and the frames written after that close
+        made the broker close the connection once it read them, giving back every job held."""
+        connection = self._connection
+        assert connection is not None
+        try:
+            async with asyncio.timeout(self.timeout):
+                await connection.ready()
+        except TimeoutError:
+            if not is_blocked(connection):
+                return  # unblocked as the deadline struck
+            raise BackendUnavailableError(
+                f"{self._alarm(connection)} Nothing of {what} was sent in the"
+                f" {self.timeout:g} s waited: try again once the broker has room ({_ROOM})"
+            ) from None
+
+    def _alarm(self, connection: object) -> str:
+        """What a RabbitMQ blocking `connection`'s publishes is doing, and why."""
+        reason = blocked_by(connection) or "a resource alarm"
+        return (
+            f"RabbitMQ at {self._settings.location.shown!r} is blocking publishers"
+            f" ({reason}): its memory use is above its vm_memory_high_watermark or its free"
+            " disk below its disk_free_limit, and it takes no message until that alarm clears."
         )
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:

@@ -12,10 +12,12 @@ never appear in a message: every error names the broker by its masked URL.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
 import urllib.parse
+import weakref
 from types import TracebackType
 
 import aiormq
@@ -26,7 +28,15 @@ from conveyor.drivers.location import Location
 from conveyor.drivers.tls import TlsWords, check_files
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 
-__all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "Edge", "Settings", "parse_url"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "DEFAULT_TIMEOUT",
+    "Edge",
+    "Settings",
+    "blocked_by",
+    "is_blocked",
+    "parse_url",
+]
 
 DEFAULT_PREFIX = "conveyor."
 DEFAULT_TIMEOUT = 10.0
@@ -83,7 +93,40 @@ class _Raised(logging.Filter):
         return not str(record.msg).startswith("error when creating transport")
 
 
+class _Blocked(logging.Filter):
+    """Notes why RabbitMQ blocked a connection's publishes (connection.blocked: "low on disk",
+    "low on memory"), which aiormq says only in this warning of its own (kept: it is the
+    first sign in the log), until it says the connection was unblocked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg == "Connection %r was blocked by: %r" and len(args) == 2:
+            _blocked_by[args[0]] = str(args[1])
+        elif record.msg == "Connection %r was unblocked" and args:
+            _blocked_by.pop(args[0], None)
+        return True
+
+
+_blocked_by: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+
+
+def is_blocked(connection: object) -> bool:
+    """Whether RabbitMQ blocks `connection`'s publishes now: between its connection.blocked
+    and connection.unblocked, which aiormq notes in an event of its own (the one its
+    `ready()` waits on; read here without waiting, as of aiormq 7.x, which pyproject.toml
+    pins)."""
+    unblocked = getattr(connection, "_Connection__connection_unblocked", None)
+    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
+
+
+def blocked_by(connection: object) -> str | None:
+    """Why RabbitMQ blocks `connection`'s publishes, in its words, or None: not blocked, or
+    aiormq's warning was not logged (its logger set above WARNING)."""
+    return _blocked_by.get(connection)
+
+
 logging.getLogger("aiormq.connection").addFilter(_Raised())
+logging.getLogger("aiormq.connection").addFilter(_Blocked())
 
 #: How an AMQP URL is written, said by every error about one.
 _FORM = "write amqp://user:password@host:5672/vhost (amqps:// for TLS)"
@@ -183,9 +226,10 @@ class Edge:
     BackendUnavailableError (the worker backs off and calls again); anything else the broker
     refused becomes DriverError."""
 
-    def __init__(self, location: Location, what: str) -> None:
+    def __init__(self, location: Location, what: str, connection: object = None) -> None:
         self.location = location
         self.what = what
+        self.connection = connection  # the call's: a deadline missed names its alarm
 
     def __enter__(self) -> None:
         return None
@@ -207,6 +251,17 @@ class Edge:
             # rotated while it runs), and `work --startup-timeout` bounds a start's retries.
             raise BackendUnavailableError(
                 f"{where} refused the credentials ({text}): check the user and password"
+            ) from None
+        unanswered = TimeoutError | aiormq.exceptions.ChannelInvalidStateError
+        if isinstance(exc, unanswered) and is_blocked(self.connection):
+            reason = blocked_by(self.connection) or "a resource alarm"
+            # A call unanswered, or refused on a channel whose close went unanswered, as
+            # RabbitMQ stopped reading this connection when it blocked its publishes.
+            raise BackendUnavailableError(
+                f"{where} did not answer {self.what} in time: it blocks this connection's"
+                f" publishes ({reason}: its memory or disk alarm) and reads nothing more of"
+                " it until the alarm clears; give the broker room (free disk or memory,"
+                " consume or purge the fullest queues; `rabbitmqctl status` lists the alarms)"
             ) from None
         if isinstance(exc, aiormq.exceptions.ChannelInvalidStateError):
             # aiormq's refusal of a call on a channel that closed, or that it is closing (a call

@@ -117,7 +117,7 @@ class AmqpDriver(AmqpConsumers):
                 "push the job nearer its time, or put its queue on another driver",
             )
         now = time.time()
-        await self._queues(job.queue for job in jobs)
+        await self._queues((job.queue for job in jobs), "a push")
         await self._publish_all(
             (self._outgoing(new_record(job, now), job.delay, job.queue) for job in jobs),
             "a push",

@@ -57,6 +57,14 @@ RETRIED = frozenset({1213})
 #: ER_LOCK_WAIT_TIMEOUT: a row lock waited for past innodb_lock_wait_timeout.
 LOCK_WAIT_TIMEOUT = 1205
 
+#: The server out of room, not a refusal of the statement (a settler would write its jobs off
+#: one by one): ER_DISK_FULL, ER_OUTOFMEMORY, ER_OUT_OF_RESOURCES, and ER_RECORD_FILE_FULL,
+#: which is what MariaDB answers when InnoDB cannot extend a table on a full disk ("The table
+#: 'conveyor_jobs' is full"); or any error quoting the disk's ENOSPC or InnoDB's
+#: HA_ERR_RECORD_FILE_FULL (errno 135, in a failed CREATE or ALTER TABLE).
+OUT_OF_ROOM = frozenset({1021, 1037, 1041, 1114})
+_NO_SPACE = ("No space left on device", "Errcode: 28", "No more room in record file")
+
 #: Errors meaning the connection is gone: server gone away, lost during query, killed,
 #: shutting down, disconnected for inactivity, can't connect (socket, TCP), too many clients.
 LOST = frozenset({1040, 1053, 1927, 2002, 2003, 2006, 2013, 2055, 4031})
@@ -180,6 +188,12 @@ class Target:
                 f"MySQL {what} failed on {self.shown}: {detail}. The server takes no writes"
                 " (read_only is on): it is a replica, or the old primary after a switchover;"
                 " point the URL at the primary"
+            )
+        if error_code(error) in OUT_OF_ROOM or any(words in text for words in _NO_SPACE):
+            return BackendUnavailableError(
+                f"MySQL {what} on {self.shown} failed, the server out of room ({detail}): free"
+                " space on its disk (or memory; or raise the limit a table is at, such as"
+                " innodb_data_file_path's max), and workers carry on"
             )
         if error_code(error) == PACKET_TOO_LARGE:
             return DriverError(
