@@ -18,7 +18,14 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from pamqp import commands as spec
 
 from conveyor.drivers import KIND_URL_ENV
-from conveyor.drivers.amqp.connection import Edge, Settings, blocked_by, is_blocked, parse_url
+from conveyor.drivers.amqp.connection import (
+    ROOM,
+    Edge,
+    Settings,
+    blocked_by,
+    is_blocked,
+    parse_url,
+)
 from conveyor.drivers.amqp.intake import Delivery, SplittingReader, SplittingTransport, delivery_of
 from conveyor.drivers.amqp.topology import (
     Names,
@@ -43,12 +50,6 @@ URL_ENV = KIND_URL_ENV["amqp"]
 BROWSE_LIMIT = 100_000
 #: How RabbitMQ says why it closed a channel on a message past its max_message_size.
 _TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
-
-#: What gives a RabbitMQ whose resource alarm blocks publishers room again.
-_ROOM = (
-    "free disk or memory on its machine, consume or purge the queues that hold the most, or"
-    " raise the limit; `rabbitmqctl status` lists the alarms"
-)
 
 #: Marks in `_declared` for the shared exchanges, beside the conveyor queues declared.
 DELIVER = ""
@@ -413,7 +414,7 @@ class AmqpChannels(LocalWorkerRecords):
                 f" began and not confirmed within {self.timeout:g} s ({refused} of {sent}"
                 " messages): the broker stores it once the alarm clears, if this connection"
                 " stays open until then, so pushing it again may store it twice. Give the"
-                f" broker room ({_ROOM})"
+                f" broker room ({ROOM})"
             )
         if confirms.missing:
             raise BackendUnavailableError(
@@ -443,7 +444,7 @@ class AmqpChannels(LocalWorkerRecords):
                 return  # unblocked as the deadline struck
             raise BackendUnavailableError(
                 f"{self._alarm(connection)} Nothing of {what} was sent in the"
-                f" {self.timeout:g} s waited: try again once the broker has room ({_ROOM})"
+                f" {self.timeout:g} s waited: try again once the broker has room ({ROOM})"
             ) from None
 
     def _alarm(self, connection: object) -> str:

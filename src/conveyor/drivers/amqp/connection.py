@@ -31,6 +31,7 @@ from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
 __all__ = [
     "DEFAULT_PREFIX",
     "DEFAULT_TIMEOUT",
+    "ROOM",
     "Edge",
     "Settings",
     "blocked_by",
@@ -108,6 +109,13 @@ class _Blocked(logging.Filter):
 
 
 _blocked_by: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+
+
+#: What gives a RabbitMQ whose resource alarm blocks publishers room again.
+ROOM = (
+    "free disk or memory on its machine, consume or purge the queues that hold the most, or"
+    " raise the limit; `rabbitmqctl status` lists the alarms"
+)
 
 
 def is_blocked(connection: object) -> bool:
@@ -260,8 +268,7 @@ class Edge:
             raise BackendUnavailableError(
                 f"{where} did not answer {self.what} in time: it blocks this connection's"
                 f" publishes ({reason}: its memory or disk alarm) and reads nothing more of"
-                " it until the alarm clears; give the broker room (free disk or memory,"
-                " consume or purge the fullest queues; `rabbitmqctl status` lists the alarms)"
+                f" it until the alarm clears; give the broker room ({ROOM})"
             ) from None
         if isinstance(exc, aiormq.exceptions.ChannelInvalidStateError):
             # aiormq's refusal of a call on a channel that closed, or that it is closing (a call
