@@ -30,12 +30,21 @@ class Proxy:
     that went silent, as behind a failed NAT gateway or firewall), while the real server,
     shared with other tests, is never touched."""
 
-    def __init__(self, upstream_port: int, *, delay: float = 0.0, record: bool = False) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        delay: float = 0.0,
+        record: bool = False,
+        adjustable: bool = False,
+    ) -> None:
         self.upstream_port = upstream_port
         #: Seconds each chunk is held, each way (in order, never one behind another's wait).
         #: The event loop's timers round it up to the millisecond: for counts, not timings
-        #: (benchmarks/delay_proxy.py delays precisely).
+        #: (benchmarks/delay_proxy.py delays precisely). Read as each connection opens; with
+        #: `adjustable`, as each chunk comes (a server that slows down under open connections).
         self.delay = delay
+        self.adjustable = adjustable
         #: Chunks passed from clients to the server: requests, one round trip each (a few
         #: written at once may arrive as one chunk: they cost one round trip too).
         self.requests = 0
@@ -101,9 +110,11 @@ class Proxy:
             upstream_reader, link.upstream = await asyncio.open_connection(
                 "127.0.0.1", self.upstream_port
             )
+            fixed = self.delay
+            delay = (lambda: self.delay) if self.adjustable else (lambda: fixed) if fixed else None
             await asyncio.gather(
-                _pipe(reader, link.upstream, link, self.delay, self._request),
-                _pipe(upstream_reader, writer, link, self.delay),
+                _pipe(reader, link.upstream, link, delay, self._request),
+                _pipe(upstream_reader, writer, link, delay),
                 return_exceptions=True,
             )
         finally:
@@ -115,16 +126,16 @@ async def _pipe(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter | None,
     link: _Link,
-    delay: float = 0.0,
+    delay: Callable[[], float] | None = None,
     passed: Callable[[bytes], None] | None = None,
 ) -> None:
     """Copy until end of stream, dropping what arrives once the link is silent. A silent link
     passes no close on: the other side stays open (until it closes itself, or `cut`), as
-    behind a blackhole. With `delay`, each chunk leaves `delay` seconds after it came."""
+    behind a blackhole. With `delay`, each chunk leaves `delay()` seconds after it came."""
     loop = asyncio.get_running_loop()
     later: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
     sender = None
-    if delay and writer is not None:
+    if delay is not None and writer is not None:
         sender = asyncio.create_task(_send_later(later, writer, link))
     try:
         while data := await reader.read(65536):
@@ -136,7 +147,7 @@ async def _pipe(
                 writer.write(data)
                 await writer.drain()
             else:
-                later.put_nowait((loop.time() + delay, data))
+                later.put_nowait((loop.time() + delay(), data))
     except BaseException:
         if sender is not None:
             sender.cancel()

@@ -64,17 +64,25 @@ async def _reserve_until(driver: AmqpDriver, job_id: str) -> list[JobInfo]:
     return jobs
 
 
+async def _push_until_refused(driver: AmqpDriver, stored: list[str]) -> str:
+    """Push until the broker, told of its alarm (on its own time: a loaded machine takes a
+    while), blocks the connection; what the refused push said. The ids pushed go in `stored`."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            stored.append(await driver.push(make_job()))
+        except BackendUnavailableError as exc:
+            return str(exc)
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no push was refused in 20 s: {len(stored)} stored")
+
+
 async def test_a_push_while_the_disk_alarm_blocks_publishers_names_it_and_stores_nothing(
     node: PrivateRabbitmq, driver: AmqpDriver
 ) -> None:
     stored = [(await driver.push(make_job()))]
     node.raise_disk_alarm()
-    for _ in range(100):  # until the broker, told of its alarm, blocks the connection
-        try:
-            stored.append(await driver.push(make_job()))
-        except BackendUnavailableError as exc:
-            began = str(exc)
-            break
+    began = await _push_until_refused(driver, stored)
     # The push that met the alarm was written: the broker stores it once the alarm clears.
     assert "blocking publishers (low on disk)" in began, began
     assert "stores it once the alarm clears" in began and "twice" in began, began
@@ -96,9 +104,7 @@ async def test_a_call_past_the_first_blocked_publish_names_the_alarm(
     node: PrivateRabbitmq, driver: AmqpDriver
 ) -> None:
     node.raise_disk_alarm()
-    with pytest.raises(BackendUnavailableError):
-        for _ in range(100):
-            await driver.push(make_job())
+    await _push_until_refused(driver, [])
     with pytest.raises(BackendUnavailableError) as raised:
         await driver.reserve(["other"], 1, 60, "w")  # consuming: calls of its own
     said = str(raised.value)

@@ -27,6 +27,7 @@ from conveyor.drivers.amqp.connection import (
     parse_url,
 )
 from conveyor.drivers.amqp.intake import Delivery, SplittingReader, SplittingTransport, delivery_of
+from conveyor.drivers.amqp.pipeline import closing
 from conveyor.drivers.amqp.topology import (
     Names,
     amqp_priority,
@@ -135,9 +136,9 @@ class AmqpChannels(LocalWorkerRecords):
         publisher, intake = self._publisher, self._intake
         if (
             publisher is not None
-            and not publisher.is_closed
+            and not closing(publisher)
             and intake is not None
-            and not intake.is_closed
+            and not closing(intake)
         ):
             if is_blocked(self._connection):
                 await self._unblocked(what)
@@ -170,9 +171,9 @@ class AmqpChannels(LocalWorkerRecords):
             self._publisher = self._intake = None
             self._held.clear()
             self._generation += 1
-        if self._publisher is None or self._publisher.is_closed:
+        if self._publisher is None or closing(self._publisher):
             self._publisher = await connection.channel(publisher_confirms=True)
-        if self._intake is None or self._intake.is_closed:
+        if self._intake is None or closing(self._intake):
             # A delivery held on a channel that closed went back to its queue: a lease lost
             # (`_claim` refuses it). Its consumers and undelivered messages went with it.
             self._prefetch.clear()
@@ -306,7 +307,7 @@ class AmqpChannels(LocalWorkerRecords):
         deliveries alone); how many."""
         heap = self._ready.pop(queue, [])
         intake = self._intake
-        if not heap or intake is None or intake.is_closed:
+        if not heap or intake is None or closing(intake):
             return 0  # a closed channel's deliveries went back to the queue
         tags = [entry[2].tag for entry in heap]
         with self._edge("purging pending jobs"):
@@ -323,7 +324,7 @@ class AmqpChannels(LocalWorkerRecords):
         done: set[str] = set()
         for channel in (self._intake, self._publisher):
             live = [held for held in helds if held.channel is channel]
-            if channel is None or channel.is_closed or not live:
+            if channel is None or closing(channel) or not live:
                 continue
             tags = [held.tag for held in live]
             unacked = self._unacked if channel is self._intake else ()

@@ -17,7 +17,7 @@ from pamqp.base import Frame
 
 from conveyor.drivers.amqp.inspection import AmqpInspection
 from conveyor.drivers.amqp.intake import Delivery
-from conveyor.drivers.amqp.pipeline import rpc_all
+from conveyor.drivers.amqp.pipeline import closing, rpc_all
 from conveyor.drivers.amqp.topology import given_back
 from conveyor.drivers.amqp.wire import ack_all
 from conveyor.errors import DriverError
@@ -125,7 +125,7 @@ class AmqpConsumers(AmqpInspection):
         Deliveries handed out stay held. A queue a reserve consumed anew meanwhile (another
         worker's) keeps its deliveries for that reserve."""
         intake = self._intake
-        if intake is None or intake.is_closed:
+        if intake is None or closing(intake):
             return  # a closed channel's deliveries went back to their queues
         tags = [tag for tag, queue in self._consumers.items() if queue in queues]
         for queue in queues:

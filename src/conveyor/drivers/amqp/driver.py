@@ -53,6 +53,7 @@ from conveyor.drivers.amqp.channels import Held
 from conveyor.drivers.amqp.consumers import AmqpConsumers
 from conveyor.drivers.amqp.inspection import foreign_record, parse_record
 from conveyor.drivers.amqp.intake import Delivery, delivery_of
+from conveyor.drivers.amqp.pipeline import closing
 from conveyor.drivers.amqp.topology import (
     MAX_DELAY_MS,
     amqp_priority,
@@ -260,7 +261,7 @@ class AmqpDriver(AmqpConsumers):
         if held is None or held.token != token:
             return None
         channel = held.channel
-        if channel.is_closed or (channel is not self._intake and channel is not self._publisher):
+        if closing(channel) or (channel is not self._intake and channel is not self._publisher):
             self._held.pop(job_id, None)
             return None
         return held

@@ -13,7 +13,7 @@ from pamqp import commands as spec
 
 from conveyor.drivers.amqp.channels import BROWSE_LIMIT, AmqpChannels
 from conveyor.drivers.amqp.intake import Delivery, delivery_of
-from conveyor.drivers.amqp.pipeline import rpc_all
+from conveyor.drivers.amqp.pipeline import closing, rpc_all
 from conveyor.drivers.amqp.topology import message_count, parse_record
 from conveyor.drivers.amqp.wire import ack_all
 from conveyor.drivers.base import QueueCounts
@@ -52,7 +52,7 @@ class AmqpInspection(AmqpChannels):
             held = sum(
                 1
                 for item in self._held.values()
-                if item.info.queue == queue and not item.channel.is_closed
+                if item.info.queue == queue and not closing(item.channel)
             )
             # Sent to this driver's consumers but not handed out yet: still pending.
             pending += self._ready_count(queue)

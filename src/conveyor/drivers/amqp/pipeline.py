@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Sequence
 
 import aiormq
@@ -19,7 +20,20 @@ from aiormq.abc import AbstractChannel, ChannelFrame
 from pamqp import commands as spec
 from pamqp.base import Frame
 
-__all__ = ["rpc_all"]
+__all__ = ["closing", "rpc_all"]
+
+#: Channels asked to close (`_close`) whose close the broker has not answered yet.
+_closing: weakref.WeakSet[aiormq.Channel] = weakref.WeakSet()
+
+
+def closing(channel: AbstractChannel) -> bool:
+    """Whether `channel` is closed, or asked to close: aiormq marks it closed only once the
+    broker answers the close, and anything written to it before that (a call's methods, a
+    publish) the broker, which closed it on reading the close, takes for a method on a channel
+    never opened, and closes the whole connection for it ("CHANNEL_ERROR - expected
+    'channel.open'"): every job the connection held goes back to its queue. And a call taking
+    it meanwhile would read the replies still due to the call that closed it as its own."""
+    return channel.is_closed or channel in _closing
 
 
 async def rpc_all(
@@ -35,7 +49,7 @@ async def rpc_all(
     replies to answer other calls: the channel is closed then, as aiormq closes one after a
     call of its own that went unanswered."""
     assert isinstance(channel, aiormq.Channel)
-    if channel.is_closed:
+    if closing(channel):
         raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
     # A task of the channel's, as aiormq runs its calls: a closing channel throws its reason in.
     replies: list[Frame] = await channel.create_task(_rpc_all(channel, methods, timeout))
@@ -63,7 +77,7 @@ async def _rpc_all(
             # Cancelled (a worker stopping), or thrown the reason of a channel that closed.
             # The replies still due would answer later calls: read and dropped here, before
             # another call goes out (aiormq closes a channel whose call was cancelled).
-            if not channel.is_closed:
+            if not closing(channel):
                 await _drain(channel, len(answered) - len(replies), timeout)
             raise
         except BaseException:
@@ -89,8 +103,9 @@ async def _drain(channel: aiormq.Channel, left: int, timeout: float) -> None:
 def _close(channel: aiormq.Channel) -> None:
     """Ask the broker to close the channel, whose replies no longer match its calls: aiormq
     closes it at the broker's answer, which rejects every call waiting on it."""
-    if channel.is_closed:
+    if closing(channel):
         return
+    _closing.add(channel)
     close = spec.Channel.Close(
         reply_code=504, reply_text="replies out of turn", class_id=0, method_id=0
     )

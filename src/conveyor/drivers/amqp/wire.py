@@ -27,6 +27,7 @@ from pamqp import commands as spec
 from pamqp import frame
 from pamqp.header import ContentHeader
 
+from conveyor.drivers.amqp.pipeline import closing
 from conveyor.drivers.amqp.topology import ROUTE_HEADER
 
 __all__ = ["Confirms", "Encoder", "Outgoing", "ack_all", "merged_acks", "properties", "publish_all"]
@@ -194,7 +195,7 @@ async def publish_all(
     to `timeout` for the broker's confirms, or until the channel closes."""
     channel = publisher
     assert isinstance(channel, aiormq.Channel) and channel.publisher_confirms
-    if channel.is_closed:
+    if closing(channel):
         raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
     encoder = _encoder(channel)
     future: asyncio.Future[None] = channel.create_future()
@@ -269,7 +270,7 @@ async def ack_all(channel: AbstractChannel, tags: Iterable[int], unacked: Iterab
     """Acknowledge deliveries `tags` of `channel` in one write (see merged_acks); returns
     once it is written."""
     assert isinstance(channel, aiormq.Channel)
-    if channel.is_closed:
+    if closing(channel):
         raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
     frames = merged_acks(tags, unacked)
     if frames:
