@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -86,6 +86,108 @@ class PrivateRedis:
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.kill()
+
+
+def _redis_info(port: int, section: str) -> dict[str, str]:
+    """INFO `section` of the redis-server (or sentinel) on 127.0.0.1:`port`, as text pairs."""
+    import redis
+
+    with redis.Redis(port=port, decode_responses=True, socket_timeout=5) as client:
+        return {key: str(value) for key, value in client.info(section).items()}
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait until `check()` is true, trying every 50 ms; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} never happened within {timeout:g}s"
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def private_replicated_redis(folder: Path) -> Iterator[tuple[PrivateRedis, PrivateRedis]]:
+    """A private master and its replica (REPLICAOF), the replica in sync when yielded."""
+    (folder / "master").mkdir()
+    (folder / "replica").mkdir()
+    at_once = ["--repl-diskless-sync-delay", "0"]  # not 5 s for more replicas to come
+    with private_redis(folder / "master", options=at_once) as master:
+        options = [*at_once, "--replicaof", "127.0.0.1", str(master.port)]
+        with private_redis(folder / "replica", options=options) as replica:
+            wait_until(lambda: in_sync(replica), "the replica's first sync")
+            yield master, replica
+
+
+def in_sync(replica: PrivateRedis) -> bool:
+    """Whether `replica` is connected to its master and done with its sync."""
+    info = _redis_info(replica.port, "replication")
+    return info.get("master_link_status") == "up" and info.get("master_sync_in_progress") == "0"
+
+
+class PrivateSentinel:
+    """redis-server --sentinel on a spare port, watching the master on `master_port` as the
+    service SERVICE: quorum 1 (it alone decides), the master down after `down_after` ms of
+    silence, a failover given up after 3 s."""
+
+    SERVICE = "conveyor-test"
+
+    def __init__(self, folder: Path, master_port: int, down_after: int = 1000) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed")
+        self.folder = folder
+        self.port = spare_port()
+        self.url = f"redis+sentinel://127.0.0.1:{self.port}/{self.SERVICE}/0"
+        folder.mkdir(exist_ok=True)
+        service = self.SERVICE
+        (folder / "sentinel.conf").write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {folder}\n"
+            f"sentinel monitor {service} 127.0.0.1 {master_port} 1\n"
+            f"sentinel down-after-milliseconds {service} {down_after}\n"
+            f"sentinel failover-timeout {service} 3000\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", str(self.folder / "sentinel.conf"), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, up=True)
+
+    def master_port(self) -> int:
+        """The port of the server this sentinel names master now."""
+        import redis
+
+        with redis.Redis(port=self.port, decode_responses=True, socket_timeout=5) as client:
+            _, port = client.sentinel_get_master_addr_by_name(self.SERVICE)
+            return int(port)
+
+    def knows_replicas(self) -> bool:
+        """Whether this sentinel found a replica of the master that it can promote."""
+        import redis
+
+        with redis.Redis(port=self.port, decode_responses=True, socket_timeout=5) as client:
+            replicas = client.sentinel_slaves(self.SERVICE)
+        return any(not r["is_sdown"] and not r["is_disconnected"] for r in replicas)
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def private_sentinel(folder: Path) -> Iterator[tuple[PrivateSentinel, PrivateRedis, PrivateRedis]]:
+    """A private master, its replica and a sentinel watching them, the sentinel aware of the
+    replica when yielded: (sentinel, master, replica)."""
+    with private_replicated_redis(folder) as (master, replica):
+        sentinel = PrivateSentinel(folder / "sentinel", master.port)
+        sentinel.start()
+        try:
+            wait_until(sentinel.knows_replicas, "the sentinel finding the replica")
+            yield sentinel, master, replica
+        finally:
+            sentinel.close()
 
 
 class PrivatePostgres:
