@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,12 +89,11 @@ class PrivateRedis:
             self.kill()
 
 
-def _redis_info(port: int, section: str) -> dict[str, str]:
-    """INFO `section` of the redis-server (or sentinel) on 127.0.0.1:`port`, as text pairs."""
+def _redis(port: int, password: str | None = None) -> Any:
+    """A redis-py client of the redis-server (or sentinel) on 127.0.0.1:`port`."""
     import redis
 
-    with redis.Redis(port=port, decode_responses=True, socket_timeout=5) as client:
-        return {key: str(value) for key, value in client.info(section).items()}
+    return redis.Redis(port=port, password=password, decode_responses=True, socket_timeout=5)
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -105,22 +105,28 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> N
 
 
 @contextlib.contextmanager
-def private_replicated_redis(folder: Path) -> Iterator[tuple[PrivateRedis, PrivateRedis]]:
-    """A private master and its replica (REPLICAOF), the replica in sync when yielded."""
+def private_replicated_redis(
+    folder: Path, password: str | None = None
+) -> Iterator[tuple[PrivateRedis, PrivateRedis]]:
+    """A private master and its replica (REPLICAOF), the replica in sync when yielded; with
+    `password`, both require it (and the replica gives it to its master)."""
     (folder / "master").mkdir()
     (folder / "replica").mkdir()
     at_once = ["--repl-diskless-sync-delay", "0"]  # not 5 s for more replicas to come
+    if password is not None:
+        at_once += ["--requirepass", password, "--masterauth", password]
     with private_redis(folder / "master", options=at_once) as master:
         options = [*at_once, "--replicaof", "127.0.0.1", str(master.port)]
         with private_redis(folder / "replica", options=options) as replica:
-            wait_until(lambda: in_sync(replica), "the replica's first sync")
+            wait_until(lambda: in_sync(replica, password), "the replica's first sync")
             yield master, replica
 
 
-def in_sync(replica: PrivateRedis) -> bool:
+def in_sync(replica: PrivateRedis, password: str | None = None) -> bool:
     """Whether `replica` is connected to its master and done with its sync."""
-    info = _redis_info(replica.port, "replication")
-    return info.get("master_link_status") == "up" and info.get("master_sync_in_progress") == "0"
+    with _redis(replica.port, password) as client:
+        info = client.info("replication")
+    return info.get("master_link_status") == "up" and not info.get("master_sync_in_progress")
 
 
 class PrivateSentinel:
@@ -130,7 +136,15 @@ class PrivateSentinel:
 
     SERVICE = "conveyor-test"
 
-    def __init__(self, folder: Path, master_port: int, down_after: int = 1000) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        master_port: int,
+        *,
+        down_after: int = 1000,
+        master_password: str | None = None,
+        password: str | None = None,
+    ) -> None:
         if shutil.which("redis-server") is None:
             pytest.skip("redis-server is not installed")
         self.folder = folder
@@ -143,7 +157,10 @@ class PrivateSentinel:
             f"sentinel monitor {service} 127.0.0.1 {master_port} 1\n"
             f"sentinel down-after-milliseconds {service} {down_after}\n"
             f"sentinel failover-timeout {service} 3000\n"
+            + (f"sentinel auth-pass {service} {master_password}\n" if master_password else "")
+            + (f"requirepass {password}\n" if password else "")
         )
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -156,17 +173,13 @@ class PrivateSentinel:
 
     def master_port(self) -> int:
         """The port of the server this sentinel names master now."""
-        import redis
-
-        with redis.Redis(port=self.port, decode_responses=True, socket_timeout=5) as client:
+        with _redis(self.port, self.password) as client:
             _, port = client.sentinel_get_master_addr_by_name(self.SERVICE)
             return int(port)
 
     def knows_replicas(self) -> bool:
         """Whether this sentinel found a replica of the master that it can promote."""
-        import redis
-
-        with redis.Redis(port=self.port, decode_responses=True, socket_timeout=5) as client:
+        with _redis(self.port, self.password) as client:
             replicas = client.sentinel_slaves(self.SERVICE)
         return any(not r["is_sdown"] and not r["is_disconnected"] for r in replicas)
 
@@ -177,11 +190,16 @@ class PrivateSentinel:
 
 
 @contextlib.contextmanager
-def private_sentinel(folder: Path) -> Iterator[tuple[PrivateSentinel, PrivateRedis, PrivateRedis]]:
+def private_sentinel(
+    folder: Path, *, master_password: str | None = None, password: str | None = None
+) -> Iterator[tuple[PrivateSentinel, PrivateRedis, PrivateRedis]]:
     """A private master, its replica and a sentinel watching them, the sentinel aware of the
-    replica when yielded: (sentinel, master, replica)."""
-    with private_replicated_redis(folder) as (master, replica):
-        sentinel = PrivateSentinel(folder / "sentinel", master.port)
+    replica when yielded: (sentinel, master, replica). `master_password` is the servers',
+    `password` the sentinel's own."""
+    with private_replicated_redis(folder, master_password) as (master, replica):
+        sentinel = PrivateSentinel(
+            folder / "sentinel", master.port, master_password=master_password, password=password
+        )
         sentinel.start()
         try:
             wait_until(sentinel.knows_replicas, "the sentinel finding the replica")
