@@ -18,7 +18,7 @@ import redis
 from conveyor import Job, Registry, Worker
 from conveyor.drivers.redis import RedisDriver
 from conveyor.errors import BackendUnavailableError
-from tests.backends.private import PrivateRedis, private_replicated_redis
+from tests.backends.private import PrivateRedis, private_redis, private_replicated_redis
 from tests.contract.helpers import make_job
 
 pytestmark = pytest.mark.timeout(60)
@@ -113,3 +113,22 @@ async def test_a_worker_on_a_master_turned_replica_backs_off_then_runs_jobs_agai
         worker.stop(now=True)
         await asyncio.wait_for(task, 20)
         await registry.close()
+
+
+async def test_a_master_short_of_replicas_is_unavailable_for_now(tmp_path: Path) -> None:
+    """`min-replicas-to-write` (which bounds what a failover loses) refuses writes with
+    NOREPLICAS while too few replicas are in reach. Before, that was a refusal of the command
+    (DriverError): a worker took its outcomes for refused ones, as with MISCONF before; and a
+    pipeline's MISCONF, its message naming the command first, was one too."""
+    with private_redis(tmp_path, options=["--min-replicas-to-write", "1"]) as server:
+        driver = RedisDriver(server.url, prefix="sentinel-replica:")
+        try:
+            short = "cannot write for now.*NOREPLICAS.*min-replicas-to-write"
+            with pytest.raises(BackendUnavailableError, match=short):
+                await driver.push(make_job())
+            with pytest.raises(BackendUnavailableError, match=short):
+                await driver.push_many([make_job(), make_job(queue="other")])
+            with pytest.raises(BackendUnavailableError, match=short):
+                await driver.reserve(["q"], 1, 30.0, "w1")
+        finally:
+            await driver.close()

@@ -342,8 +342,9 @@ _DEMOTED = ("UNBLOCKED", "The previous master is now a slave")
 
 #: Refusals of a server that cannot write for a while, whatever the command (redis-py names
 #: no class for them): a failing snapshot (`stop-writes-on-bgsave-error`), a script running
-#: past `busy-reply-threshold`.
-_PASSING = ("MISCONF", "BUSY ")
+#: past `busy-reply-threshold`, a master with fewer replicas in reach than its
+#: `min-replicas-to-write` (the setting that bounds what a failover can lose).
+_PASSING = ("MISCONF", "BUSY ", "NOREPLICAS")
 
 
 class Edge:
@@ -397,7 +398,10 @@ class Edge:
             raise BackendUnavailableError(
                 f"{self.where} is unavailable ({detail}): {connect_fix(self.url, text)}"
             ) from exc
-        if isinstance(exc, (OutOfMemoryError, MasterDownError)) or text.startswith(_PASSING):
+        # A pipeline's refusal names the command first: "Command # 1 (SADD ...) of pipeline
+        # caused error: MISCONF ..." (before, one in push_many was taken for a refusal).
+        code = text.rpartition("caused error: ")[2]
+        if isinstance(exc, (OutOfMemoryError, MasterDownError)) or code.startswith(_PASSING):
             # The server's state, not the command: nothing was written (a script is refused
             # before its first write), and the same call succeeds once it passes, so a worker
             # keeps its outcomes and writes them then rather than taking them for refusals.
@@ -407,6 +411,11 @@ class Edge:
                 fix = "it is a replica cut off from its master: point the URL at the master"
             else:
                 fix = "see the server's log"
+                if code.startswith("NOREPLICAS"):
+                    fix = (
+                        "it has fewer replicas in reach than its min-replicas-to-write: this"
+                        " passes once they catch up"
+                    )
             raise BackendUnavailableError(
                 f"{self.where} cannot write for now ({self.location.mask(text)}); {fix}"
             ) from exc
