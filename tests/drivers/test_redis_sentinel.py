@@ -207,3 +207,29 @@ async def test_a_worker_and_a_pusher_follow_the_master_through_a_failover(
         f" running jobs again {back - killed_at:.1f} s after the master died; lost 0, run"
         f" twice {twice}"
     )
+
+
+async def test_a_call_cancelled_while_it_asks_the_sentinels_stays_cancelled(
+    servers: tuple[PrivateSentinel, PrivateRedis, PrivateRedis],
+) -> None:
+    """Cancelled at each step of its first call (connecting: the sentinels asked, then the
+    master), a call raises CancelledError. Before, the sentinels' connections had a socket
+    timeout, which redis-py enforces on writes with asyncio.wait_for: on Python 3.11 that
+    swallows a cancellation arriving as the write completes, and the call went on as if
+    never cancelled. A worker's heartbeat so swallowed its stop's cancel and slept on: the
+    stop never ended (the worker suite through a sentinel URL hung on it)."""
+    sentinel, _, _ = servers
+    ignored = []
+    for steps in range(40):
+        driver = RedisDriver(f"{sentinel.url}?prefix={PREFIX}")
+        call = asyncio.create_task(driver.beat("identity", "w"))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        if call.cancel():
+            try:
+                await call
+                ignored.append(steps)
+            except asyncio.CancelledError:
+                pass
+        await driver.close()
+    assert not ignored, f"cancelled after {ignored} steps, the call went on"

@@ -123,12 +123,16 @@ def _bad(url: str, why: str) -> ConfigError:
 
 
 def _sentinel_settings(where: SentinelUrl, master: dict[str, Any]) -> dict[str, Any]:
-    """The connection settings of the sentinels: the master's socket settings, the sentinels'
-    own credentials, and TLS with the master's TLS options on a rediss+sentinel:// URL. A
-    sentinel's reply is quick: one that gives none within the connect timeout is passed over
-    for the next, so a silent one does not eat the whole deadline of the call."""
+    """The connection settings of the sentinels: the master's socket settings (the same
+    `socket_timeout`: none on the event loop, where the call's deadline bounds them all), the
+    sentinels' own credentials, and TLS with the master's TLS options on a rediss+sentinel://
+    URL. No socket timeout of their own on the event loop: redis-py enforces one on each write
+    with asyncio.wait_for, which on Python 3.11 swallows a cancellation that arrives as the
+    write completes (a stopping worker's heartbeat then went on, and the stop never ended).
+    A sentinel that cannot be reached within the connect timeout is passed over for the next;
+    one that went silent after connecting holds the call to its deadline, until keepalives
+    close its connection."""
     own = {key: value for key, value in master.items() if key.startswith(("socket_", "ssl_"))}
-    own["socket_timeout"] = master["socket_connect_timeout"]
     own.update(username=where.username, password=where.password)
     if where.tls:
         own["ssl"] = True
