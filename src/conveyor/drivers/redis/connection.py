@@ -2,7 +2,8 @@
 conveyor's (httpx's `map_httpcore_exceptions` is the model).
 
 The URL is redis-py's own (`redis://[[user]:password@]host[:port][/db][?option=value]`,
-`rediss://` for TLS, every redis-py connection option as a query parameter), plus two options
+`rediss://` for TLS, every redis-py connection option as a query parameter; or a sentinel
+URL, redis+sentinel://host1,host2/service/0: sentinel.py), plus two options
 of conveyor's: `?prefix=` for the key prefix and `?timeout=` (seconds, default 10; also a
 keyword of RedisDriver) for every command's deadline: how long it may wait for a connection of
 the pool, then write, then wait for its reply, all under one deadline (`Edge.command`; one
