@@ -52,7 +52,7 @@ def test_driver_from_url_takes_a_sentinel_url_without_connecting() -> None:
         ("redis+sentinel://s1:26379/", "names no service"),
         ("redis+sentinel://s1:port/m", "'port' of sentinel 's1' is not a number"),
         ("redis+sentinel://s1,,s2/m", "a sentinel's host is empty"),
-        ("redis+sentinel://s1/m/zero", "the database 'zero' is not a number"),
+        ("redis+sentinel://s1/m/zero", r"'zero' is not a number\): write it as redis\+sentinel://"),
         ("redis+sentinel://s1/m?master_name=m", "unknown option 'master_name'"),
         ("redis+sentinel://s1/m?ssl_ca_certs=/ca.pem", "write rediss:// for TLS"),
     ],

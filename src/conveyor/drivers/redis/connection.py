@@ -153,9 +153,10 @@ def check_url(url: str) -> None:
 def _bad_url(url: str, error: Exception) -> ConfigError:
     """The error for a URL redis-py cannot read, naming it without its password."""
     location = Location.parse(url)
+    form = "redis://[:password@]host[:port][/db] or rediss://... for TLS"
     return ConfigError(
         f"cannot use {location.shown!r} as a Redis URL ({location.scrub(str(error))}): write"
-        " it as redis://[:password@]host[:port][/db] or rediss://... for TLS"
+        f" it as {sentinel.FORM if sentinel.is_sentinel(url) else form}"
     )
 
 
