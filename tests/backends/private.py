@@ -148,7 +148,10 @@ class PrivateSentinel:
         down_after: int = 1000,
         master_password: str | None = None,
         password: str | None = None,
+        tls: tuple[str, str, str] | None = None,
     ) -> None:
+        """`tls`: (certificate, key, CA) files: it then speaks TLS only, to its clients and
+        to the servers it watches."""
         if shutil.which("redis-server") is None:
             pytest.skip("redis-server is not installed")
         self.folder = folder
@@ -156,8 +159,12 @@ class PrivateSentinel:
         self.url = f"redis+sentinel://127.0.0.1:{self.port}/{self.SERVICE}/0"
         folder.mkdir(exist_ok=True)
         service = self.SERVICE
+        listen = f"port {self.port}\n"
+        if tls is not None:
+            listen = f"port 0\ntls-port {self.port}\ntls-replication yes\ntls-auth-clients no\n"
+            listen += "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n".format(*tls)
         (folder / "sentinel.conf").write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {folder}\n"
+            f"{listen}bind 127.0.0.1\ndir {folder}\n"
             f"sentinel monitor {service} 127.0.0.1 {master_port} 1\n"
             f"sentinel down-after-milliseconds {service} {down_after}\n"
             f"sentinel failover-timeout {service} 3000\n"

@@ -19,7 +19,7 @@ from conveyor.drivers import driver_from_url
 from conveyor.drivers.redis import RedisDriver
 from conveyor.drivers.redis.sentinel import SentinelUrl
 from conveyor.errors import BackendUnavailableError, ConfigError
-from tests.backends.private import PrivateRedis, PrivateSentinel, private_sentinel
+from tests.backends.private import PrivateRedis, PrivateSentinel, private_sentinel, spare_port
 from tests.contract.helpers import make_job
 
 pytestmark = pytest.mark.timeout(90)
@@ -109,6 +109,20 @@ async def test_a_service_no_sentinel_knows_names_the_fix(
             await driver.push(make_job())
     finally:
         await driver.close()
+
+
+async def test_sentinels_out_of_reach_are_named_by_address() -> None:
+    """Before, redis-py's words named each sentinel by its client's repr, 1,500 characters."""
+    ports = spare_port(), spare_port()
+    driver = RedisDriver(f"redis+sentinel://127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}/m")
+    try:
+        with pytest.raises(BackendUnavailableError) as refused:
+            await driver.push(make_job())
+    finally:
+        await driver.close()
+    said = str(refused.value)
+    assert f"sentinel 127.0.0.1:{ports[0]} - " in said and "<redis" not in said, said
+    assert len(said) < 800, said
 
 
 async def test_the_master_and_the_sentinels_each_get_their_own_password(tmp_path: Path) -> None:

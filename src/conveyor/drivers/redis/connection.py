@@ -389,7 +389,7 @@ class Edge:
             ) from exc
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
             # It may quote the host and port redis-py read: withheld for an ambiguous URL.
-            detail = self.location.scrub(text)
+            detail = self.location.scrub(sentinel.shorter(text))
             if refused_for_limit(text):
                 raise self.limit(detail) from exc
             if isinstance(exc, AuthenticationError):  # still retried: a password may be rotated

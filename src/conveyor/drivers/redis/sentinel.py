@@ -17,6 +17,7 @@ connection).
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "async_pool",
     "close_sentinels",
     "is_sentinel",
+    "shorter",
     "thread_pool",
 ]
 
@@ -46,6 +48,15 @@ DEFAULT_PORT = 26379
 OPTIONS = frozenset({"sentinel_password", "sentinel_username"})
 #: The form, named in every error about one.
 FORM = "redis+sentinel://[:password@]host[:port][,host[:port]...]/service[/db]"
+
+
+#: redis-py's repr of a sentinel's client in "No master found" (a line of 1,500 characters each).
+_CLIENT = re.compile(r"<redis\.[\w.]*Redis\(.*?,host=([^,]+),port=(\d+),.*?\)>\)>\)>")
+
+
+def shorter(text: str) -> str:
+    """redis-py's message with each sentinel's client written as `sentinel host:port`."""
+    return _CLIENT.sub(lambda found: f"sentinel {found[1]}:{found[2]}", text)
 
 
 def is_sentinel(url: str) -> bool:
