@@ -58,7 +58,7 @@ async def test_a_rediss_sentinel_url_speaks_tls_to_the_sentinel_and_the_master(
     sentinel.start()
     try:
         where = sentinel.url.replace("redis+sentinel://", f"rediss+sentinel://:{PASSWORD}@")
-        await round_trip(f"{where}?prefix=tls_&ssl_ca_certs={certs.ca}")
+        await round_trip(f"{where}?prefix=tls_sentinel_&ssl_ca_certs={certs.ca}")
     finally:
         sentinel.close()
 
