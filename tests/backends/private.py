@@ -17,8 +17,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,6 +87,136 @@ class PrivateRedis:
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.kill()
+
+
+def _redis(port: int, password: str | None = None) -> Any:
+    """A redis-py client of the redis-server (or sentinel) on 127.0.0.1:`port`."""
+    import redis
+
+    return redis.Redis(port=port, password=password, decode_responses=True, socket_timeout=5)
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait until `check()` is true, trying every 50 ms; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} never happened within {timeout:g}s"
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def private_replicated_redis(
+    folder: Path, password: str | None = None
+) -> Iterator[tuple[PrivateRedis, PrivateRedis]]:
+    """A private master and its replica (REPLICAOF), the replica in sync when yielded; with
+    `password`, both require it (and the replica gives it to its master)."""
+    (folder / "master").mkdir()
+    (folder / "replica").mkdir()
+    at_once = ["--repl-diskless-sync-delay", "0"]  # not 5 s for more replicas to come
+    if password is not None:
+        at_once += ["--requirepass", password, "--masterauth", password]
+    with private_redis(folder / "master", options=at_once) as master:
+        options = [*at_once, "--replicaof", "127.0.0.1", str(master.port)]
+        with private_redis(folder / "replica", options=options) as replica:
+            wait_until(lambda: streaming(master, password), "the replica's first sync")
+            yield master, replica
+
+
+def streaming(master: PrivateRedis, password: str | None = None) -> bool:
+    """Whether a write to `master` reaches its replica (WAIT). After a full sync the master
+    streams nothing until the replica's first acknowledgement, up to a second later: a replica
+    "up" before that misses every write of that second if the master dies then."""
+    with _redis(master.port, password) as client:
+        client.set("private-sync-probe", 1)
+        reached = client.execute_command("WAIT", 1, 100) == 1
+        client.delete("private-sync-probe")
+        return bool(reached)
+
+
+class PrivateSentinel:
+    """redis-server --sentinel on a spare port, watching the master on `master_port` as the
+    service SERVICE: quorum 1 (it alone decides), the master down after `down_after` ms of
+    silence, a failover given up after 3 s."""
+
+    SERVICE = "conveyor-test"
+
+    def __init__(
+        self,
+        folder: Path,
+        master_port: int,
+        *,
+        down_after: int = 1000,
+        master_password: str | None = None,
+        password: str | None = None,
+        tls: tuple[str, str, str] | None = None,
+    ) -> None:
+        """`tls`: (certificate, key, CA) files: it then speaks TLS only, to its clients and
+        to the servers it watches."""
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed")
+        self.folder = folder
+        self.port = spare_port()
+        self.url = f"redis+sentinel://127.0.0.1:{self.port}/{self.SERVICE}/0"
+        folder.mkdir(exist_ok=True)
+        service = self.SERVICE
+        listen = f"port {self.port}\n"
+        if tls is not None:
+            listen = f"port 0\ntls-port {self.port}\ntls-replication yes\ntls-auth-clients no\n"
+            listen += "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n".format(*tls)
+        (folder / "sentinel.conf").write_text(
+            f"{listen}bind 127.0.0.1\ndir {folder}\n"
+            f"sentinel monitor {service} 127.0.0.1 {master_port} 1\n"
+            f"sentinel down-after-milliseconds {service} {down_after}\n"
+            f"sentinel failover-timeout {service} 3000\n"
+            + (f"sentinel auth-pass {service} {master_password}\n" if master_password else "")
+            + (f"requirepass {password}\n" if password else "")
+        )
+        self.password = password
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", str(self.folder / "sentinel.conf"), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, up=True)
+
+    def master_port(self) -> int:
+        """The port of the server this sentinel names master now."""
+        with _redis(self.port, self.password) as client:
+            _, port = client.sentinel_get_master_addr_by_name(self.SERVICE)
+            return int(port)
+
+    def knows_replicas(self) -> bool:
+        """Whether this sentinel found a replica of the master that it can promote."""
+        with _redis(self.port, self.password) as client:
+            replicas = client.sentinel_slaves(self.SERVICE)
+        return any(not r["is_sdown"] and not r["is_disconnected"] for r in replicas)
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def private_sentinel(
+    folder: Path, *, master_password: str | None = None, password: str | None = None
+) -> Iterator[tuple[PrivateSentinel, PrivateRedis, PrivateRedis]]:
+    """A private master, its replica and a sentinel watching them, the sentinel aware of the
+    replica when yielded: (sentinel, master, replica). `master_password` is the servers',
+    `password` the sentinel's own."""
+    with private_replicated_redis(folder, master_password) as (master, replica):
+        sentinel = PrivateSentinel(
+            folder / "sentinel", master.port, master_password=master_password, password=password
+        )
+        sentinel.start()
+        try:
+            wait_until(sentinel.knows_replicas, "the sentinel finding the replica")
+            yield sentinel, master, replica
+        finally:
+            sentinel.close()
 
 
 class PrivatePostgres:

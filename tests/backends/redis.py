@@ -1,20 +1,28 @@
 """The redis backend: a random key prefix on the Redis at 127.0.0.1:6379, deleted afterwards.
 
 Each connection is a new RedisDriver on the same prefix, as another process would have.
+
+CONVEYOR_TEST_REDIS_URL points this backend (the contract suite's redis runs) at another
+Redis on 127.0.0.1, such as a sentinel URL (redis+sentinel://127.0.0.1:26379/service) whose
+master is a private server: docs/drivers.md, "Sentinel".
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from conveyor.drivers.redis.keys import QueueKeys
+from conveyor.drivers.redis.sentinel import SentinelUrl, is_sentinel
 from tests.backends import NOT_UTF8, PICKLED, Damage, Storage, require_service
 
-URL = "redis://127.0.0.1:6379/0"
+URL = os.environ.get("CONVEYOR_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
 START = 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no'
 
 #: A job is a hash of text fields: any field can hold any bytes, or be missing (None).
@@ -46,11 +54,23 @@ DAMAGES = [
 ]
 
 
+def raw_client(url: str = URL) -> Any:
+    """A redis-py asyncio client of the server at `url`, or of the master its sentinels name."""
+    from redis.asyncio import Redis
+    from redis.asyncio.connection import parse_url
+    from redis.asyncio.sentinel import Sentinel
+
+    if not is_sentinel(url):
+        return Redis.from_url(url)
+    where = SentinelUrl.parse(url)
+    settings = {key: value for key, value in parse_url(where.plain).items() if key != "host"}
+    settings.pop("port", None)
+    return Sentinel(where.sentinels).master_for(where.service, **settings)
+
+
 async def damage(prefix: str, job_id: str, field: str, raw: object) -> None:
     """Write `raw` into `field` of the job's hash (None deletes the field)."""
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(URL)
+    client = raw_client()
     key = QueueKeys.of(prefix, "q").job + job_id  # the tests' queue: no walk of the database
     if not await client.exists(key):
         # SCAN walks the whole database whatever the match: big steps, few round trips.
@@ -72,9 +92,7 @@ def fresh_prefix() -> str:
 
 async def delete_prefix(prefix: str, url: str = URL) -> int:
     """Delete every key under `prefix` (SCAN MATCH, never KEYS); returns how many."""
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(url)
+    client = raw_client(url)
     deleted = 0
     try:
         batch: list[bytes] = []
@@ -92,7 +110,7 @@ async def delete_prefix(prefix: str, url: str = URL) -> int:
 
 @asynccontextmanager
 async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    require_service("redis", 6379, START)
+    require_service("redis", urlsplit(URL.split(",")[0]).port or 6379, START)
     from conveyor.drivers.redis import RedisDriver
 
     prefix = fresh_prefix()

@@ -16,7 +16,7 @@ import pytest
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.redis.connection import split_prefix
 from conveyor.errors import BackendUnavailableError, ConfigError
-from tests.backends.private import PrivateRedis
+from tests.backends.private import PrivateRedis, PrivateSentinel
 from tests.backends.tls import (
     PASSWORD,
     Certificates,
@@ -46,6 +46,21 @@ async def test_a_rediss_url_pushes_reserves_settles_and_wakes_over_tls(
     server: PrivateRedis, certs: Certificates
 ) -> None:
     await round_trip(url(server, f"ssl_ca_certs={certs.ca}"))  # redis-py's asyncio and sync clients
+
+
+async def test_a_rediss_sentinel_url_speaks_tls_to_the_sentinel_and_the_master(
+    server: PrivateRedis, certs: Certificates, tmp_path: Path
+) -> None:
+    """A sentinel speaking TLS only, watching the TLS master: the URL's TLS options serve
+    both, the URL's password the master (the sentinel asks none)."""
+    files = (certs.server, certs.server_key, certs.ca)
+    sentinel = PrivateSentinel(tmp_path, server.port, master_password=PASSWORD, tls=files)
+    sentinel.start()
+    try:
+        where = sentinel.url.replace("redis+sentinel://", f"rediss+sentinel://:{PASSWORD}@")
+        await round_trip(f"{where}?prefix=tls_sentinel_&ssl_ca_certs={certs.ca}")
+    finally:
+        sentinel.close()
 
 
 @pytest.mark.parametrize(

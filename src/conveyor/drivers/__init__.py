@@ -7,6 +7,7 @@
     mysql://user:pass@host/db         MySQL or MariaDB    (pip install "conveyor[mysql]")
     redis://host:6379/0, rediss://    Redis               (pip install "conveyor[redis]")
     unix:///run/redis.sock?db=0       Redis on a Unix socket (redis-py's URL form)
+    redis+sentinel://h1,h2/service    Redis behind Sentinel (rediss+sentinel:// for TLS)
     amqp://user:pw@host:5672/, amqps:// RabbitMQ          (pip install "conveyor[amqp]")
 
 A bare kind name ("memory", "sync", "sqlite") means that driver with its defaults, and
@@ -56,6 +57,8 @@ SCHEMES: dict[str, tuple[str, str, str]] = {
     "redis": ("conveyor.drivers.redis", "RedisDriver", "redis"),
     "rediss": ("conveyor.drivers.redis", "RedisDriver", "redis"),
     "unix": ("conveyor.drivers.redis", "RedisDriver", "redis"),
+    "redis+sentinel": ("conveyor.drivers.redis", "RedisDriver", "redis"),
+    "rediss+sentinel": ("conveyor.drivers.redis", "RedisDriver", "redis"),
     "amqp": ("conveyor.drivers.amqp", "AmqpDriver", "amqp"),
     "amqps": ("conveyor.drivers.amqp", "AmqpDriver", "amqp"),
 }

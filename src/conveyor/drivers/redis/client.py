@@ -34,6 +34,7 @@ from conveyor.drivers.redis.connection import (
 )
 from conveyor.drivers.redis.keys import QueueKeys
 from conveyor.drivers.redis.scripts import Batch, Client, ScriptRunner, ThreadClient
+from conveyor.drivers.redis.sentinel import close_sentinels, close_thread_sentinels
 
 __all__ = ["RedisClient", "seconds"]
 
@@ -127,8 +128,10 @@ class RedisClient(Driver):
         with self._edge:  # closing sends nothing that waits for an answer
             for client in clients:
                 await client.aclose()
+                await close_sentinels(client.connection_pool)
             if thread_client is not None:
                 _close_idle(thread_client)
+                close_thread_sentinels(thread_client.connection_pool)
 
     async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         async with self._edge.command():

@@ -2,7 +2,8 @@
 conveyor's (httpx's `map_httpcore_exceptions` is the model).
 
 The URL is redis-py's own (`redis://[[user]:password@]host[:port][/db][?option=value]`,
-`rediss://` for TLS, every redis-py connection option as a query parameter), plus two options
+`rediss://` for TLS, every redis-py connection option as a query parameter; or a sentinel
+URL, redis+sentinel://host1,host2/service/0: sentinel.py), plus two options
 of conveyor's: `?prefix=` for the key prefix and `?timeout=` (seconds, default 10; also a
 keyword of RedisDriver) for every command's deadline: how long it may wait for a connection of
 the pool, then write, then wait for its reply, all under one deadline (`Edge.command`; one
@@ -47,6 +48,7 @@ from conveyor.deadlines import Deadline, Deadlines
 from conveyor.drivers import KIND_URL_ENV, keepalive
 from conveyor.drivers.limit import limit_reached, refused_for_limit
 from conveyor.drivers.location import Location
+from conveyor.drivers.redis import sentinel
 from conveyor.drivers.redis.options import URL_OPTIONS, check_tls, connect_fix
 from conveyor.drivers.redis.pool import WaitingPool
 from conveyor.errors import BackendUnavailableError, ConfigError, DriverError
@@ -123,9 +125,12 @@ def _split(url: str, name: str) -> tuple[str, str | None]:
 def check_url(url: str) -> None:
     """Raise ConfigError, naming the URL without its password, unless redis-py accepts it."""
     command_timeout(url, {})
+    is_sentinel = sentinel.is_sentinel(url)
+    # A sentinel URL is checked as the redis:// URL it stands for (SentinelUrl.plain).
+    readable = sentinel.SentinelUrl.parse(url).plain if is_sentinel else url
     try:
-        _parse_url(url)
-        parts = urllib.parse.urlsplit(url)
+        _parse_url(readable)
+        parts = urllib.parse.urlsplit(readable)
         # unix:///path/to/redis.sock?db=0: the path is the socket's, the database in the query.
         database = parts.path.strip("/") if parts.scheme != "unix" else ""
     except (ValueError, TypeError) as exc:
@@ -137,9 +142,10 @@ def check_url(url: str) -> None:
     location = Location.parse(url)
     location.check_options(
         (key for key, _ in query),
-        URL_OPTIONS,
+        URL_OPTIONS | sentinel.OPTIONS if is_sentinel else URL_OPTIONS,
         "prefix, timeout and redis-py's connection settings (socket_connect_timeout,"
-        " health_check_interval, max_connections, ssl_ca_certs, ...)",
+        " health_check_interval, max_connections, ssl_ca_certs, ...)"
+        + (", sentinel_password, sentinel_username" if is_sentinel else ""),
     )
     check_tls(location, parts.scheme, query)
 
@@ -147,9 +153,10 @@ def check_url(url: str) -> None:
 def _bad_url(url: str, error: Exception) -> ConfigError:
     """The error for a URL redis-py cannot read, naming it without its password."""
     location = Location.parse(url)
+    form = "redis://[:password@]host[:port][/db] or rediss://... for TLS"
     return ConfigError(
         f"cannot use {location.shown!r} as a Redis URL ({location.scrub(str(error))}): write"
-        " it as redis://[:password@]host[:port][/db] or rediss://... for TLS"
+        f" it as {sentinel.FORM if sentinel.is_sentinel(url) else form}"
     )
 
 
@@ -161,8 +168,10 @@ def make_client(url: str, options: dict[str, Any], *, blocking: bool = False) ->
     docstring)."""
     url, timeout = command_timeout(url, options)
     settings = _settings(url, timeout, options, AsyncRetry, blocking=blocking)
-    if blocking:
-        pool: ConnectionPool = BlockingConnectionPool.from_url(url, timeout=timeout, **settings)
+    if sentinel.is_sentinel(url):  # BLPOP's deadline bounds its wait for a connection too
+        pool: ConnectionPool = sentinel.async_pool(url, settings)
+    elif blocking:
+        pool = BlockingConnectionPool.from_url(url, timeout=timeout, **settings)
     else:
         pool = WaitingPool.from_url(url, **settings)
     client: Redis = Redis.from_pool(pool)
@@ -178,7 +187,10 @@ def make_thread_client(url: str, options: dict[str, Any]) -> redis.Redis:
     url, timeout = command_timeout(url, options)
     settings = _settings(url, timeout, options, SyncRetry, blocking=False)
     settings["socket_timeout"] = timeout
-    pool = redis.BlockingConnectionPool.from_url(url, timeout=timeout, **settings)
+    if sentinel.is_sentinel(url):
+        pool: redis.ConnectionPool = sentinel.thread_pool(url, settings, timeout)
+    else:
+        pool = redis.BlockingConnectionPool.from_url(url, timeout=timeout, **settings)
     return redis.Redis.from_pool(pool)
 
 
@@ -326,10 +338,15 @@ _FIXES = {
 }
 
 
+#: What a server that was a master says to a client it unblocks (a BLPOP) as it turns replica,
+#: and redis-py's Sentinel connection when it closes one to a master turned replica.
+_DEMOTED = ("UNBLOCKED", "The previous master is now a slave")
+
 #: Refusals of a server that cannot write for a while, whatever the command (redis-py names
 #: no class for them): a failing snapshot (`stop-writes-on-bgsave-error`), a script running
-#: past `busy-reply-threshold`.
-_PASSING = ("MISCONF", "BUSY ")
+#: past `busy-reply-threshold`, a master with fewer replicas in reach than its
+#: `min-replicas-to-write` (the setting that bounds what a failover can lose).
+_PASSING = ("MISCONF", "BUSY ", "NOREPLICAS")
 
 
 class Edge:
@@ -365,9 +382,14 @@ class Edge:
         if exc is None or not isinstance(exc, (RedisError, OSError)):
             return
         text = str(exc) or type(exc).__name__
-        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)):
+        if isinstance(exc, ReadOnlyError) or text.startswith(_DEMOTED):
+            raise BackendUnavailableError(
+                f"{self.where} cannot write: this server is a replica now"
+                f" ({self.location.scrub(text)}); {self._replica_fix()}"
+            ) from exc
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
             # It may quote the host and port redis-py read: withheld for an ambiguous URL.
-            detail = self.location.scrub(text)
+            detail = self.location.scrub(sentinel.shorter(text))
             if refused_for_limit(text):
                 raise self.limit(detail) from exc
             if isinstance(exc, AuthenticationError):  # still retried: a password may be rotated
@@ -378,7 +400,10 @@ class Edge:
             raise BackendUnavailableError(
                 f"{self.where} is unavailable ({detail}): {connect_fix(self.url, text)}"
             ) from exc
-        if isinstance(exc, (OutOfMemoryError, MasterDownError)) or text.startswith(_PASSING):
+        # A pipeline's refusal names the command first: "Command # 1 (SADD ...) of pipeline
+        # caused error: MISCONF ..." (before, one in push_many was taken for a refusal).
+        code = text.rpartition("caused error: ")[2]
+        if isinstance(exc, (OutOfMemoryError, MasterDownError)) or code.startswith(_PASSING):
             # The server's state, not the command: nothing was written (a script is refused
             # before its first write), and the same call succeeds once it passes, so a worker
             # keeps its outcomes and writes them then rather than taking them for refusals.
@@ -388,6 +413,11 @@ class Edge:
                 fix = "it is a replica cut off from its master: point the URL at the master"
             else:
                 fix = "see the server's log"
+                if code.startswith("NOREPLICAS"):
+                    fix = (
+                        "it has fewer replicas in reach than its min-replicas-to-write: this"
+                        " passes once they catch up"
+                    )
             raise BackendUnavailableError(
                 f"{self.where} cannot write for now ({self.location.mask(text)}); {fix}"
             ) from exc
@@ -395,6 +425,15 @@ class Edge:
         raise DriverError(
             f"{self.where} refused a command: {self.location.mask(text)}{fix}"
         ) from exc
+
+    def _replica_fix(self) -> str:
+        """What to do about a server that answers as a replica."""
+        if sentinel.is_sentinel(self.url):  # the sentinels named it master a moment ago
+            return (
+                "the sentinels still name it the master: this passes once they finish a"
+                " failover; if it lasts, check `SENTINEL MASTERS` on them"
+            )
+        return "point the URL at the master, or use Sentinel (redis+sentinel://...)"
 
     def limit(self, detail: str, waited: float | None = None) -> BackendUnavailableError:
         """The error for a new connection refused for the server's maxclients (its words in

@@ -36,7 +36,8 @@ exact, still settles the job. Redis Cluster: each script
 uses one queue's keys; what spans slots is `reserve` over several queues (one script call per
 queue, merged here by priority), `push_many` over several queues (MULTI, which Cluster would
 refuse: push per queue there), `wait` over several queues (one BLPOP over several slots) and
-the two global keys. This driver connects to a single server; the layout is ready for more.
+the two global keys. This driver connects to a single server, or to the master its sentinels
+name (sentinel.py); the layout is ready for more.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ _COUNTERS = ("processed", "succeeded", "failed", "retried")
 class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
     """Jobs in Redis, each change a Lua script; idle workers block on the server (BLPOP).
 
-    `url` is a redis:// or rediss:// URL (default: $CONVEYOR_REDIS_URL, then
+    `url` is a redis://, rediss:// or redis+sentinel:// URL (default: $CONVEYOR_REDIS_URL, then
     redis://127.0.0.1:6379/0); `prefix` starts every key (default `conveyor:`, or `?prefix=`
     in the URL). `timeout=` (or `?timeout=`, default 10 s) is every command's deadline. Other
     keyword arguments go to redis-py's client, e.g. `ssl_ca_certs=...`.
@@ -117,7 +118,8 @@ class RedisDriver(JobControl, JobInspection, WorkerRecords, SinglePush):
 
     @classmethod
     def from_url(cls, url: str) -> RedisDriver:
-        """A driver for a redis:// or rediss:// URL (see the class docstring)."""
+        """A driver for a redis://, rediss:// or redis+sentinel:// URL (see the class
+        docstring)."""
         return cls(url)
 
     # -- push --------------------------------------------------------------------------------

@@ -89,10 +89,22 @@ _PLAIN = "if it speaks TLS on this port, write rediss://"
 
 def connect_fix(url: str, text: str) -> str:
     """What to do about a connection to `url` that failed with redis-py's message `text`."""
-    tls = urllib.parse.urlsplit(url).scheme == "rediss"
+    scheme = urllib.parse.urlsplit(url).scheme
+    if "No master found" in text:  # redis-py's Sentinel: no sentinel named a live one
+        return (
+            "no sentinel names a live master for the URL's service: in a failover this passes"
+            " once they promote a replica; if it lasts, check that the service (the URL's"
+            " path) is the name in their `sentinel monitor`, and that they are reachable"
+        )
+    tls = scheme in ("rediss", "rediss+sentinel")
     fix = _TLS_WORDS.fix(text, tls=tls)
     if fix is not None:
         return fix
+    if scheme.endswith("+sentinel"):
+        return (
+            "the sentinels name it the master: if it died, this lasts until they see it down"
+            " and promote a replica (down-after-milliseconds, then the failover)"
+        )
     if tls and ("connecting" in text.lower() or "no answer" in text):  # a plain server
         # never answers the TLS hello
         return "check that it is running and reachable, and speaks TLS on this port"
