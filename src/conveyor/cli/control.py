@@ -1,5 +1,5 @@
-"""`conveyor cancel`, `queue pause|resume`, `schedule list`, `chain`, `migrate`, `prune`:
-job control and upkeep."""
+"""`conveyor cancel`, `queue pause|resume`, `schedule list`, `chain`, `migrate`, `backup`,
+`prune`: job control and upkeep."""
 
 from __future__ import annotations
 
@@ -196,6 +196,37 @@ def migrate(app: str) -> None:
     registry = load_app(app)
     kinds = run(registry.migrate(), registry)
     click.echo(f"schema up to date on {len(kinds)} driver(s): {', '.join(kinds)}")
+
+
+@click.command()
+@click.argument("path")
+@click.option("--queue", default=None, help="A queue of the store to back up, when the app's "
+              "queues live in several stores.")  # fmt: skip
+@app_option
+def backup(path: str, queue: str | None, app: str) -> None:
+    """Copy the jobs store (SQLite) to the new file PATH while workers run: every push that
+    returned before the backup began is in the copy. How to restore it: docs/deploying.md."""
+    registry = load_app(app)
+    registry.freeze()
+    queue = queue or _the_store_queue(registry)
+    driver = registry.driver_for(queue)
+    if (missing := driver.unmade()) is not None:
+        raise fail(f"nothing to back up: {missing}")
+    run(_backup(registry, queue, path), registry)
+    click.echo(f"backed up {driver.kind} {driver.where()} to {path}")
+
+
+async def _backup(registry: Registry, queue: str, path: str) -> None:
+    await (await registry.driver_of(queue)).backup(path)
+
+
+def _the_store_queue(registry: Registry) -> str:
+    """A queue of the app's one store; with queues in several, an error asking for --queue."""
+    stores = {spec.driver: name for name, spec in registry.queues.items()}
+    if len(stores) > 1:
+        raise fail(f"the queues live in {len(stores)} stores ({', '.join(stores)}): name a"
+                   " queue of the one to back up with --queue")  # fmt: skip
+    return next(iter(stores.values()))
 
 
 @click.command()

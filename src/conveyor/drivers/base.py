@@ -365,6 +365,13 @@ class Driver(abc.ABC):
         """The latest tick recorded for each of `schedules` that has one."""
         raise self.unsupported("schedules (ticks)")
 
+    async def backup(self, path: str) -> None:
+        """Copy the whole store, as it is at one moment, to the new file `path`, while workers
+        and pushers go on: every push that returned before the call began is in the copy."""
+        raise self.unsupported(
+            "backup", "back up its server with the server's own tools (docs/deploying.md#backups)"
+        )
+
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return after at most `timeout` seconds, sooner if a job of one of `queues` may have
         become due: a push, or a release or retry that makes a job due now. Without the
