@@ -83,7 +83,7 @@ async def test_backup_never_overwrites_a_file(tmp_path: Path) -> None:
     earlier = tmp_path / "backup.db"
     earlier.write_text("an earlier backup")
     try:
-        with pytest.raises(ConfigError, match="backup.db' exists: .*give a new path"):
+        with pytest.raises(ConfigError, match=r"backup\.db' exists: .*give a new path"):
             await driver.backup(str(earlier))
         with pytest.raises(DriverError, match="does the folder exist"):
             await driver.backup(str(tmp_path / "no" / "such" / "backup.db"))
@@ -131,3 +131,90 @@ async def test_the_backup_command_on_a_server_names_its_own_tools(tmp_path: Path
     assert "'postgres' driver does not support backup" in refused.stderr
     assert "docs/deploying.md#backups" in refused.stderr
     assert not (tmp_path / "copy.db").exists()
+
+
+#: Pushes `count` batches, then kills itself: its -wal file stays beside the database.
+KILLED = """
+import asyncio, os, signal, sys
+from conveyor.drivers.sql.sqlite import SqliteDriver
+from conveyor.job import NewJob, new_id
+
+async def main():
+    driver = SqliteDriver(sys.argv[1])
+    await driver.open()
+    for _ in range(int(sys.argv[2])):
+        jobs = [NewJob(new_id(), "q", "j", '"' + "x" * 500 + '"') for _ in range(20)]
+        await driver.push_many(jobs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+def pushed_then_killed(path: Path, batches: int) -> None:
+    subprocess.run([sys.executable, "-c", KILLED, str(path), str(batches)], check=False)
+    assert Path(f"{path}-wal").stat().st_size > 0, "the killed pusher left no log"
+
+
+async def test_restore_over_a_log_a_killed_process_left_gives_the_backup_whole(
+    tmp_path: Path,
+) -> None:
+    """Copied over the .db file, this backup made a malformed database: SQLite replayed the
+    old -wal file into it. Restored through SQLite, the database holds the backup's jobs."""
+    path, copy = tmp_path / "app.db", tmp_path / "backup.db"
+    pushed_then_killed(path, 20)
+    driver = SqliteDriver(path)
+    await driver.backup(str(copy))
+    pushed_then_killed(path, 100)
+    await driver.restore(str(copy))
+    assert stored_ids(path) == stored_ids(copy)
+    await driver.open()
+    try:
+        assert (await driver.counts(["q"]))["q"].pending == 400
+    finally:
+        await driver.close()
+
+
+async def test_restore_refuses_what_is_not_a_backup_of_these_queues(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    driver = SqliteDriver(path)
+    await driver.open()
+    job_id = await driver.push(NewJob(new_id(), "q", "j", "{}"))
+    text, other, elsewhere = tmp_path / "notes.txt", tmp_path / "other.db", tmp_path / "gone.db"
+    text.write_text("not a database " * 100)
+    with closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE t (x)")
+    try:
+        with pytest.raises(ConfigError, match=r"notes\.txt' is not an SQLite database"):
+            await driver.restore(str(text))
+        with pytest.raises(ConfigError, match=r"holds no table 'conveyor_jobs'.*prefix"):
+            await driver.restore(str(other))
+        with pytest.raises(ConfigError, match=r"no backup at .*gone\.db"):
+            await driver.restore(str(elsewhere))
+    finally:
+        await driver.close()
+    assert stored_ids(path) == {job_id}
+
+
+async def test_the_restore_command_waits_for_every_worker_to_stop(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    (tmp_path / "backupapp.py").write_text(APP.format(url=f"sqlite:///{path}"))
+    driver = SqliteDriver(path)
+    await driver.open()
+    kept = await driver.push(NewJob(new_id(), "q", "j", "{}"))
+    assert conveyor(tmp_path, "backup", "copy.db").returncode == 0
+    later = await driver.push(NewJob(new_id(), "q", "j", "{}"))
+    await driver.beat("w:host:42", "w")
+    try:
+        refused = conveyor(tmp_path, "restore", "copy.db")
+        assert refused.returncode == 1
+        assert "1 worker process(es) use this store (w:host:42): stop them first" in refused.stderr
+        assert await driver.get(later) is not None
+        await driver.beat("w:host:42", "w", stopping=True)
+        done = conveyor(tmp_path, "restore", "copy.db")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"restored sqlite {path} from copy.db\n"
+        assert await driver.get(later) is None
+        assert await driver.get(kept) is not None
+    finally:
+        await driver.close()

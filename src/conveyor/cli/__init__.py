@@ -2,8 +2,8 @@
 
 `main` is the click group (app.py); each module adds its commands: work.py (`work`),
 inspect.py (`list`, `job`, `config`), failed.py (`failed ...`), control.py (`cancel`,
-`queue ...`, `schedule list`, `chain`, `migrate`, `backup`, `prune`) and push.py (`push`).
-The seed's spellings `queue:work` and `queue:list` are aliases of `work` and `list`.
+`queue ...`, `schedule list`, `chain`, `migrate`, `backup`, `restore`, `prune`) and push.py
+(`push`). The seed's spellings `queue:work` and `queue:list` are aliases of `work` and `list`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from conveyor.cli.control import (
     migrate,
     prune,
     queue,
+    restore,
     schedule,
 )
 from conveyor.cli.failed import failed
@@ -25,7 +26,7 @@ from conveyor.cli.push import push
 from conveyor.cli.work import work
 
 for command in (work, list_, job, config_, push, failed, cancel, queue, schedule, chain,
-                migrate, backup, prune, dashboard):  # fmt: skip
+                migrate, backup, restore, prune, dashboard):  # fmt: skip
     main.add_command(command)
 
 __all__ = ["load_app", "main"]

@@ -1,5 +1,5 @@
 """`conveyor cancel`, `queue pause|resume`, `schedule list`, `chain`, `migrate`, `backup`,
-`prune`: job control and upkeep."""
+`restore`, `prune`: job control and upkeep."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from conveyor.cli.app import (
     when,
 )
 from conveyor.cli.inspect import unreachable
+from conveyor.drivers.base import ALIVE_WITHIN
 from conveyor.errors import BackendUnavailableError
 from conveyor.job import JobInfo, JobState
 from conveyor.registry import Registry
@@ -218,6 +219,36 @@ def backup(path: str, queue: str | None, app: str) -> None:
 
 async def _backup(registry: Registry, queue: str, path: str) -> None:
     await (await registry.driver_of(queue)).backup(path)
+
+
+@click.command()
+@click.argument("path")
+@click.option("--queue", default=None, help="A queue of the store to restore, when the app's "
+              "queues live in several stores.")  # fmt: skip
+@app_option
+def restore(path: str, queue: str | None, app: str) -> None:
+    """Replace the jobs store (SQLite) with the backup at PATH that `conveyor backup` made, in
+    one transaction. Stop every worker first: refused while one is alive. Jobs done since the
+    backup run again; jobs running at backup time run again once their lease runs out."""
+    registry = load_app(app)
+    registry.freeze()
+    queue = queue or _the_store_queue(registry)
+    driver = registry.driver_for(queue)
+    run(_restore(registry, queue, path), registry)
+    click.echo(f"restored {driver.kind} {driver.where()} from {path}")
+
+
+async def _restore(registry: Registry, queue: str, path: str) -> None:
+    driver = await registry.driver_of(queue)
+    alive = await driver.alive(ALIVE_WITHIN)
+    if alive:
+        names = ", ".join(process.identity for process in alive)
+        raise fail(
+            f"{len(alive)} worker process(es) use this store ({names}):"
+            f" stop them first; one stopped or killed shows here up to {ALIVE_WITHIN:g}s after"
+            " its last beat. Nothing restored"
+        )
+    await driver.restore(path)
 
 
 def _the_store_queue(registry: Registry) -> str:
