@@ -272,3 +272,43 @@ async def test_restored_backup_runs_its_jobs_and_fences_later_tokens(
 ) -> None:
     with STORES[kind](tmp_path) as store:
         await scenario(store)
+
+
+async def test_postgres_tables_restored_without_their_function_count_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database shared with the app is backed up by conveyor's tables alone (`pg_dump
+    --table='conveyor_*'`), which leaves out the function their counting triggers call:
+    pg_restore could not make the triggers, and from then on finished jobs went uncounted
+    (`conveyor list` and the dashboard said 1 succeeded after 2). Opening the store puts the
+    function and triggers back, and counts the finished jobs again from the rows."""
+    with private_postgres() as server:
+        tools = ["--host=127.0.0.1", f"--port={server.port}", "--username=postgres"]
+
+        def tool(program: str, *args: str) -> int:
+            run = [str(server.bin / program), *tools, *args]
+            return subprocess.run(run, check=False, capture_output=True, timeout=60).returncode
+
+        assert tool("createdb", "live") == tool("createdb", "restored") == 0
+        url = f"postgresql://postgres@127.0.0.1:{server.port}/live?prefix=bk_"
+        driver = await opened(url)
+        try:
+            await driver.push(job())
+            await driver.push(job())
+            await driver.ack([Reservation(*await reserve_one(driver, "q", HOUR))])
+        finally:
+            await driver.close()
+        dump = str(tmp_path / "tables.dump")
+        assert tool("pg_dump", "--format=custom", f"--file={dump}", "--table=bk_*", "live") == 0
+        assert tool("pg_restore", "--dbname=restored", "--no-owner", dump) == 1  # no triggers
+        restored = url.replace("/live", "/restored")
+        await (await opened(f"{restored}&migrate=false")).close()  # may not change the schema
+        assert "lack the triggers that count finished jobs" in caplog.text
+        assert "run `conveyor migrate`" in caplog.text
+        driver = await opened(restored)
+        try:
+            assert (await driver.counts(["q"]))["q"].succeeded == 1
+            await driver.ack([Reservation(*await reserve_one(driver, "q", HOUR))])
+            assert (await driver.counts(["q"]))["q"] == QueueCounts(succeeded=2)
+        finally:
+            await driver.close()
