@@ -191,6 +191,8 @@ async def test_restore_refuses_what_is_not_a_backup_of_these_queues(tmp_path: Pa
             await driver.restore(str(other))
         with pytest.raises(ConfigError, match=r"no backup at .*gone\.db"):
             await driver.restore(str(elsewhere))
+        with pytest.raises(ConfigError, match=r"app\.db' is the database itself"):
+            await driver.restore(str(path))
     finally:
         await driver.close()
     assert stored_ids(path) == {job_id}

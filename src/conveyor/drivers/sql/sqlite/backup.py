@@ -60,6 +60,8 @@ def put_back(backup: str, database: str, jobs_table: str, busy_timeout: float) -
         raise ConfigError(
             f"no backup at {backup!r}: give the path of a file `conveyor backup` made"
         )
+    if os.path.exists(database) and os.path.samefile(backup, database):
+        raise ConfigError(f"{backup!r} is the database itself: give the path of a backup")
     try:
         with (
             closing(sqlite3.connect(f"file:{pathname2url(backup)}?mode=ro", uri=True)) as copy,
