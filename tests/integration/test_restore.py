@@ -305,6 +305,12 @@ async def test_postgres_tables_restored_without_their_function_count_again(
         await (await opened(f"{restored}&migrate=false")).close()  # may not change the schema
         assert "lack the triggers that count finished jobs" in caplog.text
         assert "run `conveyor migrate`" in caplog.text
+        grants = "CREATE ROLE app LOGIN; GRANT ALL ON ALL TABLES IN SCHEMA public TO app"
+        assert tool("psql", "--dbname=restored", f"--command={grants}") == 0
+        caplog.clear()
+        user = await opened(restored.replace("postgres@", "app@"))  # may not either: it opens
+        await user.close()
+        assert "could not put back the triggers" in caplog.text
         driver = await opened(restored)
         try:
             assert (await driver.counts(["q"]))["q"].succeeded == 1

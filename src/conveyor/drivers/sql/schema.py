@@ -70,7 +70,18 @@ class SqlSchema(Driver):
             await tx.script(self._queries["schema_version_create"].sql)
             await tx.script(self._queries["schema_repair"].sql)
 
-        await self._conn.transaction(repair)
+        try:
+            await self._conn.transaction(repair)
+        except BackendUnavailableError:
+            raise
+        except DriverError as error:  # jobs still work: only the counts are off
+            log.warning(
+                "could not put back the triggers of the %s tables with prefix %r (%s): run"
+                " `conveyor migrate` as a user who may change the schema",
+                self.kind,
+                self.prefix,
+                error,
+            )
 
     def _migration_failed(self, migration: Migration, error: DriverError) -> DriverError:
         """The error of a migration the database refused, naming the fix for the usual cause,
