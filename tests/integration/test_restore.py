@@ -25,7 +25,7 @@ import pytest
 
 from conveyor.drivers import driver_from_url
 from conveyor.drivers.base import Driver
-from conveyor.drivers.values import QueueCounts, Reservation
+from conveyor.drivers.values import QueueCounts, Release, Reservation
 from conveyor.job import JobState, NewJob, new_id
 from tests.backends.private import private_mariadb, private_postgres, private_redis
 
@@ -129,7 +129,10 @@ async def check_restored(driver: Driver, before: Before, after: After) -> None:
     assert await driver.paused(["p"]) == {"p"}, "a pause at backup time is kept"
     assert (await driver.ticks(["nightly"]))["nightly"].at == TICK
     # Fencing: the token of a reservation made after the backup settles nothing.
-    assert await driver.ack([Reservation(before.pending, after.late_token)]) == set()
+    late = Reservation(before.pending, after.late_token)
+    assert await driver.renew([late], HOUR) == set()
+    assert await driver.release([Release(before.pending, after.late_token)]) == set()
+    assert await driver.ack([late]) == set()
     info = await driver.get(before.pending)
     assert info is not None and info.state is JobState.PENDING
     # The unique key of the running job is held while its lease lasts.
