@@ -12,9 +12,11 @@ freed; and a token handed out after the backup settles nothing.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing, contextmanager
@@ -28,6 +30,7 @@ from conveyor.drivers.base import Driver
 from conveyor.drivers.values import QueueCounts, Release, Reservation
 from conveyor.job import JobState, NewJob, new_id
 from tests.backends.private import private_mariadb, private_postgres, private_redis
+from tests.integration.processes import PYTHONPATH
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -321,3 +324,47 @@ async def test_postgres_tables_restored_without_their_function_count_again(
             assert (await driver.counts(["q"]))["q"] == QueueCounts(succeeded=2)
         finally:
             await driver.close()
+
+
+WORKER_APP = """
+from pathlib import Path
+from conveyor import Job, Registry
+
+registry = Registry(default_driver={url!r})
+registry.queue("q", workers=["w"])
+registry.worker("w")
+
+
+@registry.job("record", queue="q")
+async def record(job: Job[int]) -> None:
+    with Path({runs!r}).open("a") as runs:
+        runs.write(f"{{job.payload}}\\n")
+"""
+
+
+def test_a_worker_on_a_restored_sqlite_store_runs_again_what_finished_since(
+    tmp_path: Path,
+) -> None:
+    """As an operator does it: `conveyor backup` with jobs waiting, another pushed, a worker
+    runs them all, `conveyor restore`, and a worker started on it runs the backup's jobs again
+    and not the later one."""
+    runs = tmp_path / "runs"
+    app = WORKER_APP.format(url=f"sqlite:///{tmp_path / 'app.db'}", runs=str(runs))
+    (tmp_path / "workapp.py").write_text(app)
+
+    def conveyor(*args: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "conveyor", *args, "--app", "workapp:registry"],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": PYTHONPATH},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+    (tmp_path / "first.jsonl").write_text("1\n2\n3\n")
+    conveyor("push", "q", "record", "--file", "first.jsonl")
+    conveyor("backup", "backup.db")
+    conveyor("push", "q", "record", "--payload", "4")
+    conveyor("work", "w", "--burst")
+    conveyor("restore", "backup.db")
+    conveyor("work", "w", "--burst")
+    assert runs.read_text().split() == ["1", "2", "3", "4", "1", "2", "3"]
