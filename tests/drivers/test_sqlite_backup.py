@@ -220,3 +220,30 @@ async def test_the_restore_command_waits_for_every_worker_to_stop(tmp_path: Path
         assert await driver.get(kept) is not None
     finally:
         await driver.close()
+
+
+TWO_STORES = """
+from conveyor import Registry
+registry = Registry(default_driver="sqlite:///a.db")
+registry.driver("other", "sqlite:///b.db")
+registry.queue("q", workers=["w"])
+registry.queue("r", workers=["w"], driver="other")
+registry.worker("w")
+"""
+
+
+async def test_the_backup_command_asks_which_store_when_there_are_several(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "backupapp.py").write_text(TWO_STORES)
+    driver = SqliteDriver(tmp_path / "b.db")
+    await driver.open()
+    job_id = await driver.push(NewJob(new_id(), "r", "j", "{}"))
+    await driver.close()
+    asked = conveyor(tmp_path, "backup", "copy.db")
+    assert asked.returncode == 1
+    assert "live in 2 stores: name a queue of the one you mean with --queue" in asked.stderr
+    assert "(a queue of each: q, r)" in asked.stderr
+    done = conveyor(tmp_path, "backup", "copy.db", "--queue", "r")
+    assert done.returncode == 0, done.stderr
+    assert stored_ids(tmp_path / "copy.db") == {job_id}

@@ -199,10 +199,15 @@ def migrate(app: str) -> None:
     click.echo(f"schema up to date on {len(kinds)} driver(s): {', '.join(kinds)}")
 
 
+#: `backup` and `restore`: which store, when the app's queues live in several.
+store_option = click.option(
+    "--queue", default=None, help="A queue of the store, when the app's queues live in several."
+)
+
+
 @click.command()
 @click.argument("path")
-@click.option("--queue", default=None, help="A queue of the store to back up, when the app's "
-              "queues live in several stores.")  # fmt: skip
+@store_option
 @app_option
 def backup(path: str, queue: str | None, app: str) -> None:
     """Copy the jobs store (SQLite) to the new file PATH while workers run: every push that
@@ -223,8 +228,7 @@ async def _backup(registry: Registry, queue: str, path: str) -> None:
 
 @click.command()
 @click.argument("path")
-@click.option("--queue", default=None, help="A queue of the store to restore, when the app's "
-              "queues live in several stores.")  # fmt: skip
+@store_option
 @app_option
 def restore(path: str, queue: str | None, app: str) -> None:
     """Replace the jobs store (SQLite) with the backup at PATH that `conveyor backup` made, in
@@ -252,11 +256,12 @@ async def _restore(registry: Registry, queue: str, path: str) -> None:
 
 
 def _the_store_queue(registry: Registry) -> str:
-    """A queue of the app's one store; with queues in several, an error asking for --queue."""
+    """A queue of the app's one store; with queues in several, an error asking for --queue
+    that names a queue of each (not the stores: a default store is named by its URL)."""
     stores = {spec.driver: name for name, spec in registry.queues.items()}
     if len(stores) > 1:
-        raise fail(f"the queues live in {len(stores)} stores ({', '.join(stores)}): name a"
-                   " queue of the one to back up with --queue")  # fmt: skip
+        raise fail(f"the queues live in {len(stores)} stores: name a queue of the one you mean"
+                   f" with --queue (a queue of each: {', '.join(stores.values())})")  # fmt: skip
     return next(iter(stores.values()))
 
 
