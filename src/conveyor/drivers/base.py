@@ -365,6 +365,21 @@ class Driver(abc.ABC):
         """The latest tick recorded for each of `schedules` that has one."""
         raise self.unsupported("schedules (ticks)")
 
+    async def backup(self, path: str) -> None:
+        """Copy the whole store, as it is at one moment, to the new file `path`, while workers
+        and pushers go on: every push that returned before the call began is in the copy."""
+        raise self.unsupported(
+            "backup", "back up its server with the server's own tools (docs/deploying.md#backups)"
+        )
+
+    async def restore(self, path: str) -> None:
+        """Replace every job, queue pause, schedule tick and worker record of this store with
+        those of the backup at `path` that `backup` made, all at once. Call it only while no
+        worker uses the store: one would go on with jobs the backup puts back."""
+        raise self.unsupported(
+            "restore", "restore its server with the server's own tools (docs/deploying.md#backups)"
+        )
+
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return after at most `timeout` seconds, sooner if a job of one of `queues` may have
         become due: a push, or a release or retry that makes a job due now. Without the

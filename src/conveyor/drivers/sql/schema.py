@@ -42,7 +42,7 @@ class SqlSchema(Driver):
         """Apply the migrations not yet recorded. A schema already up to date (every open but
         a deploy's first) costs one read under the call's deadline: no migration lock, no DDL,
         and no wait of a migration's length on a connection that may have gone silent."""
-        version = await self._recorded_version()
+        version, whole = await self._recorded_version()
         if version < self.schema_version:
             for migration in self._migrations:
                 migrate = functools.partial(self._migrate, migration)
@@ -52,7 +52,36 @@ class SqlSchema(Driver):
                     raise
                 except DriverError as error:
                     raise self._migration_failed(migration, error) from error
+        elif not whole:
+            await self._repair()
         self._warn_if_newer(version)
+
+    async def _repair(self) -> None:
+        """Put back what a restore of the tables alone left out (the dialect's schema_repair),
+        under the migration lock."""
+        log.warning(
+            "the %s tables with prefix %r lack the triggers that count finished jobs (restored"
+            " from a backup of the tables alone?): putting them back, and counting again",
+            self.kind,
+            self.prefix,
+        )
+
+        async def repair(tx: SqlTransaction) -> None:
+            await tx.script(self._queries["schema_version_create"].sql)
+            await tx.script(self._queries["schema_repair"].sql)
+
+        try:
+            await self._conn.transaction(repair)
+        except BackendUnavailableError:
+            raise
+        except DriverError as error:  # jobs still work: only the counts are off
+            log.warning(
+                "could not put back the triggers of the %s tables with prefix %r (%s): run"
+                " `conveyor migrate` as a user who may change the schema",
+                self.kind,
+                self.prefix,
+                error,
+            )
 
     def _migration_failed(self, migration: Migration, error: DriverError) -> DriverError:
         """The error of a migration the database refused, naming the fix for the usual cause,
@@ -64,7 +93,7 @@ class SqlSchema(Driver):
             " `conveyor migrate` as one who may, and add migrate=false to this URL"
         )
 
-    async def _recorded_version(self) -> int:
+    async def _recorded_version(self) -> tuple[int, bool]:
         """The schema's version, read without the migration lock. Reading a schema that was
         never created fails in the database (no such table): that is version 0, not an outage.
         Any other failure (a user who may not read the table) is raised as it is: read as
@@ -75,10 +104,10 @@ class SqlSchema(Driver):
             raise
         except DriverError as error:
             if self.no_such_table(error):
-                return 0
+                return 0, True
             raise
         version: int = rows[0]["version"] or 0
-        return version
+        return version, bool(rows[0].get("whole", True))  # a dialect may not report `whole`
 
     def no_such_table(self, error: DriverError) -> bool:
         """Whether `error` is the database saying a table does not exist (the dialect knows
@@ -105,8 +134,16 @@ class SqlSchema(Driver):
 
     async def _check_schema(self) -> None:
         """ConfigError unless the schema is at least at this code's version."""
-        version = await self._recorded_version()
+        version, whole = await self._recorded_version()
         self._warn_if_newer(version)
+        if not whole and version >= self.schema_version:
+            log.warning(
+                "the %s tables with prefix %r lack the triggers that count finished jobs"
+                " (restored from a backup of the tables alone?), so `conveyor list` and the"
+                " dashboard undercount them: run `conveyor migrate` to put them back",
+                self.kind,
+                self.prefix,
+            )
         if version < self.schema_version:
             raise ConfigError(
                 f"the {self.kind} schema with table prefix {self.prefix!r} is at version"

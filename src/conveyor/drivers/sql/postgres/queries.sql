@@ -65,8 +65,51 @@ END
 $$;
 
 -- name: schema_version
--- The highest migration applied so far (NULL before the first).
-SELECT max(version) AS version FROM {prefix}schema_version;
+-- The highest migration applied so far (NULL before the first), and whether the jobs table has
+-- both triggers that count finished jobs (migration 0004): `pg_dump --table` of the tables alone
+-- leaves out the function they call, so pg_restore cannot make them (see schema_repair).
+SELECT max(version) AS version,
+       (SELECT count(*) FROM pg_trigger
+        WHERE tgrelid = to_regclass('{prefix}jobs')
+          AND tgname IN ('{prefix}count_finished_update', '{prefix}count_finished_delete')) = 2
+           AS whole
+FROM {prefix}schema_version;
+
+-- name: schema_repair
+-- Put back the function and triggers of migrations 0004 and 0007 that count finished jobs, and
+-- count them again from the rows, since finishes went uncounted while the triggers were gone.
+-- Run after schema_version_create, under the migration lock. CREATE TRIGGER locks the jobs table
+-- against writes until the commit, so no finish falls between the count and the triggers.
+CREATE OR REPLACE FUNCTION {prefix}count_finished() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        INSERT INTO {prefix}finished_counts (queue, state, n)
+        SELECT queue, state, -count(*) FROM gone
+        WHERE state IN ('succeeded', 'failed', 'cancelled')
+        GROUP BY queue, state;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        INSERT INTO {prefix}finished_counts (queue, state, n)
+        SELECT queue, state, count(*) FROM came
+        WHERE state IN ('succeeded', 'failed', 'cancelled')
+        GROUP BY queue, state;
+    END IF;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS {prefix}count_finished_update ON {prefix}jobs;
+CREATE TRIGGER {prefix}count_finished_update AFTER UPDATE ON {prefix}jobs
+    REFERENCING OLD TABLE AS gone NEW TABLE AS came
+    FOR EACH STATEMENT EXECUTE FUNCTION {prefix}count_finished();
+DROP TRIGGER IF EXISTS {prefix}count_finished_delete ON {prefix}jobs;
+CREATE TRIGGER {prefix}count_finished_delete AFTER DELETE ON {prefix}jobs
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION {prefix}count_finished();
+DELETE FROM {prefix}finished_counts;
+INSERT INTO {prefix}finished_counts (queue, state, n)
+SELECT queue, state, count(*) FROM {prefix}jobs
+WHERE state IN ('succeeded', 'failed', 'cancelled')
+GROUP BY queue, state;
 
 -- name: schema_version_record
 -- Record one applied migration, in the same transaction as the migration itself.

@@ -29,6 +29,7 @@ level cannot change inside a transaction, so it is set before each statement or 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -43,6 +44,7 @@ from conveyor.drivers.doorbell import Doorbell, Ringer, RingingWakeup, folder_of
 from conveyor.drivers.sql.adapter import Params, Row
 from conveyor.drivers.sql.driver import SqlDriver
 from conveyor.drivers.sql.single import push_params
+from conveyor.drivers.sql.sqlite.backup import copy_database, put_back
 from conveyor.drivers.sql.sqlite.connection import (
     BUSY_TIMEOUT,
     DURABLE,
@@ -220,6 +222,17 @@ class SqliteDriver(SqlDriver):
     async def durability(self) -> str:
         """The level pushes commit at: `synchronous=FULL`."""
         return f"synchronous={DURABLE}"
+
+    async def backup(self, path: str) -> None:
+        """A copy of the database by SQLite's online backup API, in a thread of its own with a
+        connection of its own (backup.py); an existing `path` is refused."""
+        await asyncio.to_thread(copy_database, self.path, os.path.abspath(path), BUSY_TIMEOUT)
+
+    async def restore(self, path: str) -> None:
+        """The backup at `path` written into the database through SQLite, in one transaction
+        (backup.py): a -wal file a killed process left is no harm, as it is to a copied file."""
+        jobs = f"{self.prefix}jobs"
+        await asyncio.to_thread(put_back, os.path.abspath(path), self.path, jobs, BUSY_TIMEOUT)
 
     async def close(self) -> None:
         """Stop watching and close the connection; jobs stay stored."""
