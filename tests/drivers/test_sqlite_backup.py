@@ -242,8 +242,8 @@ async def test_the_backup_command_asks_which_store_when_there_are_several(
     await driver.close()
     asked = conveyor(tmp_path, "backup", "copy.db")
     assert asked.returncode == 1
-    assert "live in 2 stores: name a queue of the one you mean with --queue" in asked.stderr
-    assert "(a queue of each: q, r)" in asked.stderr
+    assert "live in 2 stores: name a queue of the one you mean (--queue" in asked.stderr
+    assert "a queue of each: q, r)" in asked.stderr
     done = conveyor(tmp_path, "backup", "copy.db", "--queue", "r")
     assert done.returncode == 0, done.stderr
     assert stored_ids(tmp_path / "copy.db") == {job_id}

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from conveyor import backups
 from conveyor.chain import ChainInfo
 from conveyor.cli.app import (
     app_option,
@@ -28,7 +29,6 @@ from conveyor.cli.app import (
     when,
 )
 from conveyor.cli.inspect import unreachable
-from conveyor.drivers.base import ALIVE_WITHIN
 from conveyor.errors import BackendUnavailableError
 from conveyor.job import JobInfo, JobState
 from conveyor.registry import Registry
@@ -213,17 +213,8 @@ def backup(path: str, queue: str | None, app: str) -> None:
     """Copy the jobs store (SQLite) to the new file PATH while workers run: every push that
     returned before the backup began is in the copy. How to restore it: docs/deploying.md."""
     registry = load_app(app)
-    registry.freeze()
-    queue = queue or _the_store_queue(registry)
-    driver = registry.driver_for(queue)
-    if (missing := driver.unmade()) is not None:
-        raise fail(f"nothing to back up: {missing}")
-    run(_backup(registry, queue, path), registry)
+    driver = run(backups.backup(registry, path, queue), registry)
     click.echo(f"backed up {driver.kind} {driver.where()} to {path}")
-
-
-async def _backup(registry: Registry, queue: str, path: str) -> None:
-    await (await registry.driver_of(queue)).backup(path)
 
 
 @click.command()
@@ -235,34 +226,8 @@ def restore(path: str, queue: str | None, app: str) -> None:
     one transaction. Stop every worker first: refused while one is alive. Jobs done since the
     backup run again; jobs running at backup time run again once their lease runs out."""
     registry = load_app(app)
-    registry.freeze()
-    queue = queue or _the_store_queue(registry)
-    driver = registry.driver_for(queue)
-    run(_restore(registry, queue, path), registry)
+    driver = run(backups.restore(registry, path, queue), registry)
     click.echo(f"restored {driver.kind} {driver.where()} from {path}")
-
-
-async def _restore(registry: Registry, queue: str, path: str) -> None:
-    driver = await registry.driver_of(queue)
-    alive = await driver.alive(ALIVE_WITHIN)
-    if alive:
-        names = ", ".join(process.identity for process in alive)
-        raise fail(
-            f"{len(alive)} worker process(es) use this store ({names}):"
-            f" stop them first; one stopped or killed shows here up to {ALIVE_WITHIN:g}s after"
-            " its last beat. Nothing restored"
-        )
-    await driver.restore(path)
-
-
-def _the_store_queue(registry: Registry) -> str:
-    """A queue of the app's one store; with queues in several, an error asking for --queue
-    that names a queue of each (not the stores: a default store is named by its URL)."""
-    stores = {spec.driver: name for name, spec in registry.queues.items()}
-    if len(stores) > 1:
-        raise fail(f"the queues live in {len(stores)} stores: name a queue of the one you mean"
-                   f" with --queue (a queue of each: {', '.join(stores.values())})")  # fmt: skip
-    return next(iter(stores.values()))
 
 
 @click.command()

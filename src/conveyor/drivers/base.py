@@ -100,6 +100,9 @@ class Capabilities:
     - `streamed_push`: `push_stream` writes each part as it comes, so `Registry.push_many`
       encodes a chunk's next part while the backend stores the parts before (PostgreSQL's
       COPY); without it the parts are gathered, then written as one `push_many`.
+    - `backup`: `backup` copies the whole store to a file while it is in use, and `restore`
+      puts such a copy back (conveyor/backups.py); without it both raise Unsupported naming
+      the server's own tools.
     """
 
     notify: bool = False
@@ -119,6 +122,7 @@ class Capabilities:
     error_history: bool = True
     thread_push: bool = False
     streamed_push: bool = False
+    backup: bool = False
 
 
 class Driver(abc.ABC):

@@ -91,7 +91,13 @@ class SqliteDriver(SqlDriver):
 
     kind = "sqlite"
     capabilities = Capabilities(
-        notify=True, durable=True, shared=True, control=True, schedules=True, thread_push=True
+        notify=True,
+        durable=True,
+        shared=True,
+        control=True,
+        schedules=True,
+        thread_push=True,
+        backup=True,
     )
     #: A push waiting for the write lock sleeps up to 100 ms between tries (SQLite's busy
     #: handler): a shorter gap between the batches of prune (or of retry_failed and purge of
