@@ -252,7 +252,9 @@ class PrivateMariadb:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["mariadbd", "--no-defaults", f"--datadir={self.folder / 'data'}",
+            # By its full path: a crash report's backtrace (addr2line) needs it.
+            [shutil.which("mariadbd") or "mariadbd", "--no-defaults",
+             f"--datadir={self.folder / 'data'}",
              f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.socket}",
              f"--pid-file={self.folder / 'pid'}", "--skip-log-bin", *self.as_user,
              *self.options],
