@@ -391,7 +391,8 @@ class PrivateMariadb:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["mariadbd", "--no-defaults", f"--datadir={self.data}",
+            # By its full path: a crash report's backtrace (addr2line) needs it.
+            [shutil.which("mariadbd") or "mariadbd", "--no-defaults", f"--datadir={self.data}",
              f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.socket}",
              f"--pid-file={self.folder / 'pid'}", "--skip-log-bin", *self.as_user,
              *self.small, *self.options],

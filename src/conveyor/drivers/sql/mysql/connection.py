@@ -53,6 +53,7 @@ from conveyor.drivers.sql.mysql.session import (
     QuietCursor,
     Session,
     failing,
+    is_mariadb,
     roll_back,
     statements,
     sync_client,
@@ -383,7 +384,7 @@ def _server_version(text: str) -> tuple[str, tuple[int, ...]]:
     """("MariaDB" or "MySQL", (major, minor, patch)) from the server's version string (a patch
     not given is 0). MariaDB prefixes "5.5.5-" for old clients' sake:
     '5.5.5-10.11.6-MariaDB-0+deb12u1'."""
-    product = "MariaDB" if "mariadb" in text.lower() else "MySQL"
+    product = "MariaDB" if is_mariadb(text) else "MySQL"
     found = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text.removeprefix("5.5.5-"))
     parts = found.groups(default="0") if found else ("0", "0", "0")
     return product, tuple(int(part) for part in parts)

@@ -30,8 +30,10 @@ __all__ = [
     "Session",
     "ascii_items",
     "failing",
+    "is_mariadb",
     "roll_back",
     "rows_of",
+    "server_statements",
     "statements",
     "sync_client",
 ]
@@ -145,7 +147,7 @@ class Session:
                     self.waits_long = True
                     lift = "SET @@SESSION.innodb_lock_wait_timeout = %s"
                     await cursor.execute(lift, (int(MIGRATION_TIMEOUT),))
-                for statement in statements(sql):
+                for statement in server_statements(sql, self._connection.get_server_info()):
                     await self._run(cursor, statement, None)
 
     async def _run(self, cursor: Cursor, statement: str, params: Params | None) -> None:
@@ -170,28 +172,29 @@ class LentSession:
         self._errors: tuple[type[BaseException], ...] = (connection.Error, OSError)
 
     async def fetch(self, query: Query, params: Params) -> list[Row]:
-        rows: list[Row] = await self._lent.run(
-            functools.partial(self._block, query.name, query.sql, params, rows=True)
-        )
+        block = functools.partial(self._block, query.name, statements(query.sql), params)
+        rows: list[Row] = await self._lent.run(functools.partial(block, rows=True))
         return rows
 
     async def execute(self, query: Query, params: Params) -> int:
-        changed: int = await self._lent.run(
-            functools.partial(self._block, query.name, query.sql, params, rows=False)
-        )
+        block = functools.partial(self._block, query.name, statements(query.sql), params)
+        changed: int = await self._lent.run(functools.partial(block, rows=False))
         return changed
 
     async def script(self, sql: str) -> None:
-        await self._lent.run(functools.partial(self._block, "migration", sql, None, rows=False))
+        parts = server_statements(sql, self._connection.get_server_info())
+        await self._lent.run(functools.partial(self._block, "migration", parts, None, rows=False))
 
-    def _block(self, what: str, sql: str, params: Params | None, *, rows: bool) -> Any:
-        """In the lending thread: each statement of `sql`; the rows of the last that returned
-        some (`rows`), else how many rows the last one changed."""
+    def _block(
+        self, what: str, parts: tuple[str, ...], params: Params | None, *, rows: bool
+    ) -> Any:
+        """In the lending thread: each statement of `parts`; the rows of the last that
+        returned some (`rows`), else how many rows the last one changed."""
         result: Any = [] if rows else 0
         with failing(what, self._errors):
             cursor = self._connection.cursor()
             try:
-                for statement in statements(sql):
+                for statement in parts:
                     cursor.execute(statement, None if params is None else ascii_items(params))
                     if not rows:
                         result = cursor.rowcount
@@ -265,3 +268,17 @@ def one_trip_text(sql: str, isolation: str | None) -> tuple[str, int]:
 def statements(sql: str) -> tuple[str, ...]:
     """The statements of a block: split where ';' ends a line, whole-line comments dropped."""
     return tuple(part.strip() for part in _STATEMENT_END.split(uncommented(sql)) if part.strip())
+
+
+def is_mariadb(server_info: str) -> bool:
+    """Whether a server's version string is MariaDB's ('10.11.6-MariaDB-0+deb12u1'), not
+    MySQL's ('8.0.36')."""
+    return "mariadb" in server_info.lower()
+
+
+@functools.cache
+def server_statements(sql: str, server_info: str) -> tuple[str, ...]:
+    """The statements of a migration that this server runs: one that starts with
+    `/* MariaDB */` or `/* MySQL */` is that server's only (see migrations/0002)."""
+    other = "/* MySQL */" if is_mariadb(server_info) else "/* MariaDB */"
+    return tuple(part for part in statements(sql) if not part.startswith(other))

@@ -1,6 +1,11 @@
 -- Two changes to the jobs table. MySQL commits DDL at once, so each step runs only where it is
--- still needed, and a migration that failed half-way runs again cleanly (MySQL 8.0 has no
--- ADD COLUMN IF NOT EXISTS: hence the prepared statements).
+-- still needed, and a migration that failed half-way runs again cleanly. A statement that
+-- starts with /* MariaDB */ or /* MySQL */ runs on that server only (the driver skips it on the
+-- other): MariaDB has IF [NOT] EXISTS on ALTER TABLE's clauses and anonymous blocks; MySQL 8.0
+-- has neither, so its steps read information_schema first and prepare the ALTER. MariaDB never
+-- reads information_schema here: it materializes the rows in an Aria temporary table, and
+-- 10.11.19 crashed (signal 11 in ha_maria::drop_table, freeing one) running such a migration
+-- step while many clients disconnected (docs/drivers.md).
 --
 -- rescued: how many times the job was taken back from a worker that stopped renewing its lease
 -- (crashed, killed, frozen). alone: 1 while a worker runs the job with nothing beside it; a
@@ -22,7 +27,16 @@
 -- column that the statements changing a job's state keep (MariaDB allows no NOT NULL on a
 -- generated column).
 
-SET @conveyor_ddl = (
+/* MariaDB */ ALTER TABLE {prefix}jobs
+    ADD COLUMN IF NOT EXISTS rescued INT NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS alone TINYINT NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS reserved_at DOUBLE NULL,
+    ADD COLUMN IF NOT EXISTS lease_expires_at DOUBLE NULL,
+    ADD COLUMN IF NOT EXISTS result LONGTEXT NULL,
+    ADD COLUMN IF NOT EXISTS cancel TINYINT NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS unique_slot BINARY(32) NULL;
+
+/* MySQL */ SET @conveyor_ddl = (
     SELECT IF(COUNT(*) = 0,
               'ALTER TABLE {prefix}jobs
                    ADD COLUMN rescued INT NOT NULL DEFAULT 0,
@@ -36,9 +50,9 @@ SET @conveyor_ddl = (
     FROM information_schema.columns
     WHERE table_schema = DATABASE() AND table_name = '{prefix}jobs' AND column_name = 'rescued'
 );
-PREPARE conveyor_ddl FROM @conveyor_ddl;
-EXECUTE conveyor_ddl;
-DEALLOCATE PREPARE conveyor_ddl;
+/* MySQL */ PREPARE conveyor_ddl FROM @conveyor_ddl;
+/* MySQL */ EXECUTE conveyor_ddl;
+/* MySQL */ DEALLOCATE PREPARE conveyor_ddl;
 
 UPDATE {prefix}jobs
 SET unique_slot = IF(state IN ('pending', 'reserved') AND unique_key IS NOT NULL,
@@ -48,7 +62,21 @@ SET unique_slot = IF(state IN ('pending', 'reserved') AND unique_key IS NOT NULL
     lease_expires_at = IF(state = 'reserved', available_at, NULL)
 WHERE unique_slot IS NULL;
 
-SET @conveyor_ddl = (
+-- The second step drops jobs_unique and adds it again: IF EXISTS and IF NOT EXISTS on one name in
+-- one ALTER lose the index on MariaDB (the ADD is skipped, the index being there before the DROP).
+-- So MariaDB runs the ALTER as it is, and an error 1060 (duplicate column name: due_at is there)
+-- tells that it ran before: an ALTER TABLE is all or nothing.
+/* MariaDB */ BEGIN NOT ATOMIC
+    DECLARE CONTINUE HANDLER FOR 1060 BEGIN END; ALTER TABLE {prefix}jobs
+        MODIFY COLUMN unique_slot BINARY(32) NOT NULL,
+        ADD COLUMN due_at DOUBLE AS (IFNULL(lease_expires_at, available_at)) STORED,
+        DROP INDEX jobs_unique,
+        ADD UNIQUE KEY jobs_unique (queue, name, unique_slot),
+        DROP COLUMN IF EXISTS unique_active,
+        DROP INDEX jobs_ready,
+        ADD KEY jobs_ready (ready_queue, priority DESC, due_at, id); END;
+
+/* MySQL */ SET @conveyor_ddl = (
     SELECT IF(COUNT(*) = 1,
               'ALTER TABLE {prefix}jobs
                    MODIFY COLUMN unique_slot BINARY(32) NOT NULL,
@@ -63,9 +91,9 @@ SET @conveyor_ddl = (
     WHERE table_schema = DATABASE() AND table_name = '{prefix}jobs'
       AND column_name = 'unique_active'
 );
-PREPARE conveyor_ddl FROM @conveyor_ddl;
-EXECUTE conveyor_ddl;
-DEALLOCATE PREPARE conveyor_ddl;
+/* MySQL */ PREPARE conveyor_ddl FROM @conveyor_ddl;
+/* MySQL */ EXECUTE conveyor_ddl;
+/* MySQL */ DEALLOCATE PREPARE conveyor_ddl;
 
 -- Worker processes alive (see Driver.beat): one row per process, "name:host:pid".
 CREATE TABLE IF NOT EXISTS {prefix}worker_processes (

@@ -15,9 +15,19 @@
 --
 -- The slot is 1 + 64 bytes wide at most (ids are up to 64 characters). Slots written before
 -- keep their 32-byte digests, which no new slot can equal; a job's slot is its id's again once
--- it finishes. This rebuilds the table (MariaDB cannot change a column's type in place); each
--- step runs only where still needed, so a migration that failed half-way runs again cleanly.
-SET @conveyor_ddl = (
+-- it finishes. This rebuilds the table (MariaDB cannot change a column's type in place); it runs
+-- only where still needed, so a migration that failed half-way runs again cleanly: on MariaDB,
+-- error 1060 (duplicate column name: keyless is there) tells that the ALTER ran before, with no
+-- read of information_schema; MySQL reads it first (see migrations/0002).
+/* MariaDB */ BEGIN NOT ATOMIC
+    DECLARE CONTINUE HANDLER FOR 1060 BEGIN END; ALTER TABLE {prefix}jobs
+        MODIFY COLUMN unique_slot VARBINARY(65) NOT NULL,
+        ADD COLUMN keyless TINYINT
+            AS (IF(state IN ('pending', 'reserved') AND unique_key IS NOT NULL, 0, 1)) STORED,
+        DROP INDEX jobs_unique,
+        ADD UNIQUE KEY jobs_unique (keyless, queue, name, unique_slot); END;
+
+/* MySQL */ SET @conveyor_ddl = (
     SELECT IF(COUNT(*) = 0,
               'ALTER TABLE {prefix}jobs
                    MODIFY COLUMN unique_slot VARBINARY(65) NOT NULL,
@@ -30,6 +40,6 @@ SET @conveyor_ddl = (
     FROM information_schema.columns
     WHERE table_schema = DATABASE() AND table_name = '{prefix}jobs' AND column_name = 'keyless'
 );
-PREPARE conveyor_ddl FROM @conveyor_ddl;
-EXECUTE conveyor_ddl;
-DEALLOCATE PREPARE conveyor_ddl;
+/* MySQL */ PREPARE conveyor_ddl FROM @conveyor_ddl;
+/* MySQL */ EXECUTE conveyor_ddl;
+/* MySQL */ DEALLOCATE PREPARE conveyor_ddl;
