@@ -5,9 +5,11 @@ the async API on a private event loop in a background thread. Never a second imp
 
 The loop thread starts on first use and stops at `close()` or interpreter exit. Called from a
 thread where an event loop runs (async code), the facade raises RuntimeError (IN_LOOP): its
-wait would block that loop. A driver
-belongs to the loop that first used it: while that loop runs in another thread (a worker,
-and this call from a plain handler), calls run on it. Async code run before the facade
+wait would block that loop. Under gevent's or eventlet's monkey patching, where threads are
+greenlets, a loop another greenlet runs is not this thread's (conveyor.loop's
+loop_of_this_thread): calls work from any greenlet (docs/web.md). A driver belongs to the
+loop that first used it: while that loop runs in another thread (a worker, and this call from
+a plain handler), calls run on it. Async code run before the facade
 (`asyncio.run`) leaves no driver open: the loop's end closes them (conveyor.loop.LoopEnd). A
 loop closed by hand (`loop.close()` alone) does not: drivers left open on it fail the
 facade's calls with a RegistryError saying so (close the registry before that loop ends).
