@@ -5,9 +5,11 @@ the async API on a private event loop in a background thread. Never a second imp
 
 The loop thread starts on first use and stops at `close()` or interpreter exit. Called from a
 thread where an event loop runs (async code), the facade raises RuntimeError (IN_LOOP): its
-wait would block that loop. A driver
-belongs to the loop that first used it: while that loop runs in another thread (a worker,
-and this call from a plain handler), calls run on it. Async code run before the facade
+wait would block that loop. Under gevent's or eventlet's monkey patching, where threads are
+greenlets, a loop another greenlet runs is not this thread's (conveyor.loop's
+loop_of_this_thread): calls work from any greenlet (docs/web.md). A driver belongs to the
+loop that first used it: while that loop runs in another thread (a worker, and this call from
+a plain handler), calls run on it. Async code run before the facade
 (`asyncio.run`) leaves no driver open: the loop's end closes them (conveyor.loop.LoopEnd). A
 loop closed by hand (`loop.close()` alone) does not: drivers left open on it fail the
 facade's calls with a RegistryError saying so (close the registry before that loop ends).
@@ -58,7 +60,7 @@ from conveyor.drivers.base import (
 from conveyor.drivers.lent import Lender, LentConnection
 from conveyor.errors import RegistryError
 from conveyor.job import JobInfo, JobState
-from conveyor.loop import made_by_facade
+from conveyor.loop import loop_of_this_thread, made_by_facade
 
 if TYPE_CHECKING:
     from conveyor.core import Overview, RegistryCore
@@ -126,7 +128,7 @@ class _Portal:
         if sys.is_finalizing():  # a thread started now never runs: the call would wait forever
             coroutine.close()
             raise RegistryError(FINALIZING)
-        if _loop_of_this_thread() is not None:  # blocking async code: refused, said why
+        if loop_of_this_thread() is not None:  # blocking async code: refused, said why
             coroutine.close()
             raise RuntimeError(IN_LOOP)
         if owner is not None and owner not in self._made and owner.is_running():
@@ -316,13 +318,6 @@ def _lend(options: dict[str, Any]) -> Lender | None:
     return lender
 
 
-def _loop_of_this_thread() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
 class BlockingRegistry:
     """`Registry`'s push and inspection methods, callable without `await`."""
 
@@ -342,7 +337,7 @@ class BlockingRegistry:
         lender = _lend(options)
         if lender is not None:  # your connection's statements run in this thread
             return self._call(registry.push(queue, job_name, payload, **options), lender)
-        plain = "connection" not in options and _loop_of_this_thread() is None
+        plain = "connection" not in options and loop_of_this_thread() is None
         driver = registry.thread_pusher(queue) if plain else None
         if driver is None:
             return self._call(registry.push(queue, job_name, payload, **options))

@@ -14,13 +14,22 @@ blocking facade, opens them anew each time rather than use connections of an end
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from conveyor.errors import ConfigError, RegistryError
 
-__all__ = ["LOOPS", "LoopEnd", "loop_factory", "made_by_facade", "refuse_other_loop", "run"]
+__all__ = [
+    "LOOPS",
+    "LoopEnd",
+    "loop_factory",
+    "loop_of_this_thread",
+    "made_by_facade",
+    "refuse_other_loop",
+    "run",
+]
 
 T = TypeVar("T")
 
@@ -74,6 +83,22 @@ def refuse_other_loop(owner: asyncio.AbstractEventLoop | None) -> None:
         " handler): call registry.blocking (registry.blocking.push(...)), which runs the call"
         " on that loop"
     )
+
+
+def loop_of_this_thread() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any. Under gevent's or eventlet's monkey
+    patching (gunicorn -k gevent, celery -P gevent) threads are greenlets of one OS thread,
+    while asyncio keeps its running loop per OS thread: every greenlet would see the loop that
+    another one runs (the blocking facade's, a worker's) as its own, and the facade refused
+    them all (IN_LOOP). A loop notes the thread that runs it (`_thread_id`, the greenlet's
+    when patched): a loop of another's is not this thread's. One that does not note it
+    (uvloop) is taken to be this thread's, as it is without patching."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    runner = getattr(loop, "_thread_id", None)
+    return loop if runner is None or runner == threading.get_ident() else None
 
 
 def made_by_facade(loop: asyncio.AbstractEventLoop) -> None:

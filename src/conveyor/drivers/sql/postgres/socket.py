@@ -16,7 +16,6 @@ every 0.1 s to let Ctrl-C through; the statement's Deadline already bounds it).
 from __future__ import annotations
 
 import asyncio
-import select
 from typing import Any
 
 import psycopg
@@ -26,6 +25,7 @@ from psycopg.rows import AsyncRowFactory, tuple_row
 from psycopg.waiting import READY_R, READY_W, WAIT_R, WAIT_W
 
 from conveyor.drivers.sql.shielded import SocketWait
+from conveyor.drivers.unpatched import unpatched
 
 __all__ = ["PooledConnection", "ended_by_server", "wait_on_socket"]
 
@@ -101,9 +101,10 @@ def ended_by_server(conn: psycopg.BaseConnection[Any]) -> bool:
         fileno = conn.pgconn.socket
     except psycopg.Error:
         return True  # closed already
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fileno, select.POLLIN)
+    poll = unpatched("select", "poll")  # never gevent's or eventlet's: this must not wait
+    if poll is not None:
+        poller = poll()
+        poller.register(fileno, unpatched("select", "POLLIN"))
         return bool(poller.poll(0))
-    readable, _, _ = select.select([fileno], [], [], 0)  # Windows: sockets only, as this is
+    readable, _, _ = unpatched("select", "select")([fileno], [], [], 0)  # Windows: sockets only
     return bool(readable)
