@@ -5,7 +5,9 @@ wait at once."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -75,3 +77,32 @@ async def test_a_commit_elsewhere_before_the_wait_ends_it_at_once(
     finally:
         await other.close()
         await driver.close()
+
+
+async def test_close_returns_once_the_watchers_connection_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last connection to close writes the log into the file. Before, close returned while
+    the watcher's thread still held one: an operator's restore that copied a backup over the
+    file next had the old log written into it when that connection closed (a job pushed after
+    the backup was in the restored file, 1 run in 6 under load). A slow look holds the thread
+    here, as a loaded machine did."""
+    real = watcher_module._version_of
+
+    def slow(db: sqlite3.Connection) -> int:
+        time.sleep(0.3)
+        return real(db)
+
+    driver = SqliteDriver(tmp_path / "jobs.db")
+    assert await driver.reserve(["q"], 1, 30.0, "w") == []  # the watcher starts
+    monkeypatch.setattr(watcher_module, "_version_of", slow)
+    waiting = asyncio.create_task(driver.wait(["q"], 5.0))
+    await asyncio.sleep(0.1)  # the watcher is in the middle of a look
+    waiting.cancel()
+    await driver.close()
+
+    watching = [t for t in threading.enumerate() if t.name == "conveyor-sqlite-watch"]
+    assert not any(thread.is_alive() for thread in watching)
+    folder = Path("/proc/self/fd")
+    held = [link for link in folder.iterdir() if str(tmp_path) in os.path.realpath(link)]
+    assert held == [], f"files of the database still open: {held}"

@@ -10,13 +10,13 @@ back; callers meanwhile get BackendUnavailableError (workers retry with backoff)
 
 A connection that goes silent (no answer, no error) is found out by its deadline: a call waits
 at most `timeout` seconds for a pooled connection and `timeout` more for its statements; past
-that the connection's socket is shut down, the call fails with BackendUnavailableError, and
-the idle connections, likely as silent, are replaced (see conveyor.drivers.sql.deadline). TCP
+that the connection's socket is shut down, the call fails with BackendUnavailableError, and the
+idle connections, likely as silent, are replaced (see conveyor.drivers.sql.deadline). TCP
 keepalives and libpq's tcp_user_timeout find a silent idle connection within seconds, a
 connection idle for IDLE_CHECK seconds is checked before it is handed out (one the server
-ended, however briefly idle, is replaced without a round trip), and the server
-ends a transaction left idle past `timeout` (idle_in_transaction_session_timeout), so one cut
-off half-way never holds its row locks for long.
+ended, however briefly idle, is replaced without a round trip), and the server ends a
+transaction left idle past `timeout` (idle_in_transaction_session_timeout), so one cut off
+half-way never holds its row locks for long.
 """
 
 from __future__ import annotations
@@ -56,13 +56,11 @@ __all__ = ["RECONNECT_TIMEOUT", "PostgresConnection", "Target", "watched"]
 T = TypeVar("T")
 
 
-#: Seconds the pool keeps retrying (with backoff) one lost connection before it gives that
-#: attempt up; the next call then connects afresh. Short, so that after an outage the pool is
-#: never left sleeping through a long backoff while the server is already back.
+#: Seconds the pool retries (with backoff) one lost connection before giving that attempt up
+#: (the next call connects afresh): short, never sleeping through a backoff once it is back.
 RECONNECT_TIMEOUT = 10.0
 
-#: The database a connection is using (the server's name for it, whatever alias a pooler
-#: gave): a borrowed connection must be using the driver's.
+#: The database a connection uses (the server's name, whatever a pooler's): a borrowed one's.
 _CURRENT_DATABASE = Query("current_database", "", "SELECT current_database() AS name")
 
 
@@ -317,11 +315,8 @@ class PostgresConnection:
         except (psycopg.Error, DriverError) as error:
             if deadline.expired:
                 raise self.target.silent(what, deadline) from error
-            if on_standby(error):
-                # Healthy, but on a standby: the old primary, reached through a name that
-                # moved at failover since. Closed, the pool replaces it with a new
-                # connection, which follows the name (or target_session_attrs).
-                await conn.close()
+            if on_standby(error):  # the old primary, by a name moved at failover: replaced
+                await conn.close()  # by the pool with one that follows the name
             raise
         finally:
             self._used[conn] = time.monotonic()

@@ -241,11 +241,15 @@ class SqliteDriver(SqlDriver):
         await asyncio.to_thread(put_back, os.path.abspath(path), self.path, jobs, BUSY_TIMEOUT)
 
     async def close(self) -> None:
-        """Stop watching and close the connection; jobs stay stored."""
-        self._watcher.stop()
+        """Stop watching and close the connection, the watcher's too, before returning: the
+        last connection to close writes the log into the file, so one closing later wrote an
+        old log into a backup copied over the file meanwhile. Jobs stay stored."""
+        watching = self._watcher.stop()
         self._doorbell.close()
         self._ringer.close()
         await super().close()
+        if watching is not None:
+            await asyncio.to_thread(watching.join, BUSY_TIMEOUT)
 
 
 def _parse_url(url: str) -> tuple[str, SqlOptions]:

@@ -71,14 +71,16 @@ class Watcher:
             if not self._waits:
                 self._wanted.clear()
 
-    def stop(self) -> None:
-        """Stop the thread; it ends within one look."""
+    def stop(self) -> threading.Thread | None:
+        """Stop the thread; it ends within one look, closing its connection. The thread (None
+        if none ran), for a caller that must know its connection closed: SqliteDriver.close."""
         self._stopping.set()
         # Woken to see that it stops; a wait ending after this marks a new event, never the
         # stopped thread's (cleared before it looked again, it would sleep on it for good).
         self._wanted.set()
         self._wanted = threading.Event()
-        self._thread = None
+        thread, self._thread = self._thread, None
+        return thread
 
     def _run(
         self,
