@@ -3,6 +3,7 @@ test, whose tables are dropped afterwards; each connection a new driver."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -50,8 +51,22 @@ def fresh_prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}_"
 
 
+def driver_tables(prefix: str) -> list[str]:
+    """The tables the mysql driver creates under `prefix`, read off its migrations and queries
+    (a new table is dropped with the rest without a change here)."""
+    from conveyor.drivers.sql.queries import load_migrations, load_queries
+
+    package = "conveyor.drivers.sql.mysql"
+    texts = [migration.sql for migration in load_migrations(package, prefix)]
+    texts += [query.sql for query in load_queries(package, prefix).values()]
+    found = rf"CREATE TABLE IF NOT EXISTS ({re.escape(prefix)}\w+)"
+    return sorted({table for text in texts for table in re.findall(found, text)})
+
+
 async def drop_tables(prefix: str) -> None:
-    """Drop every table whose name starts with `prefix` (what a test's drivers created)."""
+    """Drop the tables a test's drivers created under `prefix`, by name: a read of
+    information_schema to find them is what crashed the shared MariaDB 10.11.19 once, while
+    other tests cut their connections (see tests/drivers/test_mysql_migrations.py)."""
     import asyncmy
 
     connection = await asyncmy.connect(
@@ -59,15 +74,8 @@ async def drop_tables(prefix: str) -> None:
     )
     try:
         async with connection.cursor() as cursor:
-            await cursor.execute(
-                "SELECT table_name FROM information_schema.tables"
-                " WHERE table_schema = DATABASE() AND LEFT(table_name, %s) = %s",
-                (len(prefix), prefix),
-            )
-            tables = [row[0] for row in await cursor.fetchall()]
-            if tables:
-                names = ", ".join(f"`{table}`" for table in tables)
-                await cursor.execute(f"DROP TABLE IF EXISTS {names}")
+            names = ", ".join(f"`{table}`" for table in driver_tables(prefix))
+            await cursor.execute(f"DROP TABLE IF EXISTS {names}")
     finally:
         connection.close()
 
