@@ -14,8 +14,6 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import pydantic_core
-
 from conveyor import retry
 from conveyor.chain import with_successor
 from conveyor.deadlines import Deadlines
@@ -138,6 +136,8 @@ class Runner:
         if not spec.keep_result and not spec.chain:
             return Outcome("ack", job, driver)
         said = "cursor" if spec.chain else "result"
+        import pydantic_core  # imported by the job's codec already; not by `import conveyor`
+
         try:
             raw = pydantic_core.to_json(returned)
         except (pydantic_core.PydanticSerializationError, ValueError) as exc:

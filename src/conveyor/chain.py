@@ -26,8 +26,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic_core
-
 from conveyor.job import JobInfo, JobState, NewJob, stable_id
 
 __all__ = [
@@ -73,6 +71,8 @@ def chain_meta(chain_id: str, page: int, cursor: Any, meta: dict[str, Any]) -> d
 def other_start(first: JobInfo, job_name: str, queue: str, payload: str, cursor: Any) -> str:
     """What a start (`payload` as JSON text) differs in from `first`, the chain's stored first
     page: '' when it is the same start (a start repeated, as a retried tick does)."""
+    import pydantic_core  # imported by the job's codec already; not by `import conveyor`
+
     differs = [
         f"job {first.name!r}" if first.name != job_name else "",
         f"queue {first.queue!r}" if first.queue != queue else "",

@@ -28,7 +28,7 @@ from conveyor.errors import (
 from conveyor.hooks import Hooks
 from conveyor.loop import LoopEnd, refuse_other_loop
 from conveyor.options import Options
-from conveyor.payload import DEFAULT_MAX_BYTES, Codec, check_max_bytes, payload_type_of
+from conveyor.payload import DEFAULT_MAX_BYTES, check_max_bytes, payload_type_of
 from conveyor.retry import RetryDelay
 from conveyor.schedule import Schedule, chained
 from conveyor.spec import (
@@ -210,6 +210,9 @@ class Registration:
             check_name("queue", queue)
 
         def register(handler: Callable[..., Any]) -> JobSpec:
+            # pydantic, under the codec, takes tens of ms to import: the first job pays it.
+            from conveyor.codec import Codec
+
             payload_type = payload_type_of(handler, given=payload)
             spec = JobSpec(
                 name=name,

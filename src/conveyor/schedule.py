@@ -36,8 +36,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
-
 from conveyor import duration
 from conveyor.drivers.base import Tick
 from conveyor.errors import ConfigError, ConveyorError
@@ -127,6 +125,8 @@ class Schedule:
         """The first tick strictly after `moment` (seconds since the epoch)."""
         if self.every is not None:
             return (self._multiple(moment) + 1) * self.every
+        from croniter import croniter  # with dateutil, ~20 ms: imported by cron schedules only
+
         zone = ZoneInfo(self.tz)
         ticks = croniter(self._cron, datetime.fromtimestamp(moment, zone))
         while True:
@@ -142,6 +142,8 @@ class Schedule:
         """The latest tick at or before `moment`; for cron, within LOOK_BACK, else None."""
         if self.every is not None:
             return self._multiple(moment) * self.every
+        from croniter import croniter  # with dateutil, ~20 ms: imported by cron schedules only
+
         zone = ZoneInfo(self.tz)
         # From just after `moment`, so that a tick at `moment` itself is found; one in that
         # millisecond after it is not the latest at or before it.
@@ -197,6 +199,8 @@ def _check_cron(cron: str, what: str) -> None:
     """ConfigError unless `cron` has five fields (croniter reads a sixth as seconds) and
     names a time that comes (not the 30th of February, which croniter finds only at a
     tick, where the error would stop the scheduler)."""
+    from croniter import CroniterBadDateError, croniter  # ~20 ms: by cron schedules only
+
     if len(cron.split()) != 5 or not croniter.is_valid(cron):
         raise ConfigError(
             f"{what}: cron {cron!r} is not a cron expression: write five fields,"

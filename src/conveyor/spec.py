@@ -9,14 +9,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.drivers import safe_url
 from conveyor.duration import Duration, seconds
 from conveyor.errors import ConfigError, RegistryError
 from conveyor.options import MAX_PRIORITY, Options
-from conveyor.payload import Codec
 from conveyor.retry import RetryDelay
+
+if TYPE_CHECKING:
+    from conveyor.codec import Codec
 
 #: Not "." or ".." alone: a path segment a browser resolves away (the dashboard could not
 #: open the page of such a queue, worker or job).

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, field
 from typing_extensions import TypedDict
 
 from conveyor import Job, PayloadError, Registry, RegistryError, Worker
-from conveyor.payload import Codec
+from conveyor.codec import Codec
 
 
 @dataclass

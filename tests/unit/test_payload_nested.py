@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from typing_extensions import TypedDict
 
 from conveyor import ConfigError, Job, PayloadError, Registry
-from conveyor.payload import Codec
+from conveyor.codec import Codec
 
 
 @dataclass

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypedDict
 
 from conveyor import ConfigError, Job, PayloadError, Registry
-from conveyor.payload import Codec, non_finite_at
+from conveyor.codec import Codec
+from conveyor.payload import non_finite_at
 
 
 @dataclass

@@ -13,18 +13,10 @@ import traceback
 from collections.abc import Coroutine
 from datetime import datetime
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from conveyor import __version__
 from conveyor import loop as event_loop
@@ -36,6 +28,9 @@ from conveyor.errors import ConveyorError
 from conveyor.job import JobInfo
 from conveyor.payload import not_utf8
 from conveyor.registry import Registry
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 T = TypeVar("T")
 
@@ -372,6 +367,10 @@ def _parsed(text: str) -> Any:
 def progress() -> Progress:
     """Progress bars on stderr for long work, shown only on a terminal (stdout stays clean
     for --json and pipes): `with progress() as bars: task = bars.add_task("...", total=n)`."""
+    # rich takes ~30 ms to import: only the commands that draw bars pay it.
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     console = Console(stderr=True)
     return Progress(
         TextColumn("{task.description}"),

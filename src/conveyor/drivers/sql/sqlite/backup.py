@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import sqlite3
 from contextlib import closing, suppress
-from urllib.request import pathname2url
 
 from conveyor.errors import ConfigError, DriverError
 
@@ -62,6 +61,9 @@ def put_back(backup: str, database: str, jobs_table: str, busy_timeout: float) -
         )
     if os.path.exists(database) and os.path.samefile(backup, database):
         raise ConfigError(f"{backup!r} is the database itself: give the path of a backup")
+    # urllib.request brings http.client and email (~8 ms): imported by a restore only.
+    from urllib.request import pathname2url
+
     try:
         with (
             closing(sqlite3.connect(f"file:{pathname2url(backup)}?mode=ro", uri=True)) as copy,
