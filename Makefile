@@ -34,11 +34,7 @@ typecheck: $(VENV)/.installed-dev
 # or a subprocess, so on these 2-core machines three take 8 minutes where two took 10:50 (the
 # cores were busy 46% of the time with two). Tests never share storage (each has its own file,
 # table prefix or key prefix), so they can run side by side.
-# The tests start hundreds of Python processes (each `conveyor` command, each worker process):
-# compiled once here, as an installed package is, they do not each compile conveyor's modules
-# again where PYTHONDONTWRITEBYTECODE is set (it is on these machines: 60-80 ms a process).
 unit: $(VENV)/.installed-dev browser
-	$(BIN)/python -m compileall -q src tests examples
 	$(BIN)/pytest -q -n 3 --dist loadfile
 
 # The dashboard's browser test drives Debian's headless Chromium, and the PostgreSQL driver's
