@@ -3,6 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
+# Python writes its bytecode cache (__pycache__, ignored by git) under make, even where the
+# environment says not to (PYTHONDONTWRITEBYTECODE=1 on these machines): the suite starts
+# hundreds of Python processes (every CLI run, worker and script), and without the cache each
+# compiled conveyor's modules from source again, as pytest did the test files (a CLI test file
+# took a third more CPU so).
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: demo test test-versions lint typecheck unit browser chaos bench bench-process bench-peers clean
 
 $(BIN)/python:

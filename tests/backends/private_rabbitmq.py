@@ -59,6 +59,9 @@ class PrivateRabbitmq:
             "ERL_FLAGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         }
         self.process: subprocess.Popen[bytes] | None = None
+        #: Whether the disk alarm may be up: `clear_disk_alarm` runs rabbitmqctl only then (each
+        #: run starts an Erlang VM: a second or so of CPU).
+        self.alarm_raised = False
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -91,10 +94,14 @@ class PrivateRabbitmq:
 
     def raise_disk_alarm(self) -> None:
         """A disk free limit far above the free space: the disk alarm at once."""
+        self.alarm_raised = True
         self.ctl("set_disk_free_limit", "10000GB")
 
     def clear_disk_alarm(self) -> None:
-        self.ctl("set_disk_free_limit", "50MB")
+        """Clear the disk alarm; nothing to run when no `raise_disk_alarm` came since the last."""
+        if self.alarm_raised:
+            self.ctl("set_disk_free_limit", "50MB")
+            self.alarm_raised = False
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -160,7 +160,10 @@ async def _start_up(url: str, pushing: bool) -> str:
 def test_processes_starting_together_on_an_empty_database_all_come_up_and_keep_every_job(
     dialect: Dialect,
 ) -> None:
-    context = multiprocessing.get_context("spawn")
+    # Fresh processes, as a deploy starts: each forked from a server started once without the
+    # test's threads and loop, which imported this module (and so conveyor) for all of them.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     barrier, results = context.Barrier(PROCESSES), context.Queue()
     processes = [
         context.Process(target=start_up, args=(dialect.url, number % 2 == 0, barrier, results))
