@@ -210,14 +210,12 @@ class Registration:
             check_name("queue", queue)
 
         def register(handler: Callable[..., Any]) -> JobSpec:
-            # pydantic, under the codec, takes tens of ms to import: the first job pays it.
-            from conveyor.codec import Codec
+            from conveyor.codec import Codec  # pydantic's tens of ms: the first job pays them
 
-            payload_type = payload_type_of(handler, given=payload)
             spec = JobSpec(
                 name=name,
                 handler=handler,
-                codec=Codec(name, payload_type, self.max_payload_bytes),
+                codec=Codec(name, payload_type_of(handler, given=payload), self.max_payload_bytes),
                 options=options,
                 is_async=inspect.iscoroutinefunction(handler),
                 queue=queue,
