@@ -82,9 +82,11 @@ class AmqpConsumers(AmqpInspection):
         release's next attempt may be on its way to this driver's own consumer, counted
         neither among the broker's ready messages nor among the deliveries it holds. A burst
         worker that looked just then would stop with that attempt unrun (the likely cause of
-        one such stop in a loaded CI run; not reproduced at will)."""
+        one such stop in a loaded CI run; not reproduced at will). Only while this driver
+        holds no job, as a burst worker's look does: a busy one's full prefetch would make the
+        catch-up wait for a delivery that cannot come (a metrics scrape's counts, say)."""
         intake, consumed = self._intake, set().union(*self._reserving.values())
-        if intake is not None and not closing(intake):
+        if intake is not None and not closing(intake) and not self._held:
             sent = [q for q in dict.fromkeys(queues) if q in self._sent and q in consumed]
             await self._catch_up(sent, intake)
         return await super().counts(queues)
